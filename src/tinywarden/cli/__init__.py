@@ -1,0 +1,38 @@
+"""Command-line entry point: ``tinywarden <command>``.
+
+Each command group lives in its own module and registers itself on :data:`app`; importing them here
+is what makes the commands appear.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tinywarden.cli import core as _core  # noqa: F401  (registers commands)
+from tinywarden.cli.app import app, err_console
+from tinywarden.errors import TinywardenError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Run the CLI; a :class:`TinywardenError` becomes one line on stderr and exit status 2."""
+    try:
+        rc = app(standalone_mode=False)
+    except TinywardenError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -1,0 +1,294 @@
+"""Readers and writers for telemetry files: CSV, Parquet, and the public datasets in ``../shared/data``.
+
+The CSV/Parquet format: a ``timestamp`` column (epoch seconds or ISO 8601), numeric channel columns, an
+optional ``label`` column (0 normal / 1 anomalous) and an optional ``attack`` column (the injected
+attack's name, empty when normal; written by the simulator). Any other problem is a
+:class:`~tinywarden.errors.DataError` naming the file, the row (1-based, counting the header as row 1
+as a spreadsheet does) and the column.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from tinywarden.errors import DataError
+from tinywarden.telemetry.series import Series
+
+RESERVED = ("timestamp", "label", "attack")
+
+# Sampling periods of the shared public datasets, which carry no timestamp column.
+NPZ_PERIOD_S = {"machine": 60.0, "omi": 300.0}
+NPZ_SPLITS = ("train", "test")
+
+
+def parse_timestamp(text: str) -> float:
+    """Epoch seconds from a number or an ISO 8601 string (naive times are taken as UTC).
+
+    >>> parse_timestamp("1970-01-01T00:01:00Z"), parse_timestamp("60")
+    (60.0, 60.0)
+    """
+    t = text.strip()
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    if t.endswith("Z"):
+        t = t[:-1] + "+00:00"
+    dt = datetime.fromisoformat(t)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def read_series(path: str | Path, split: str | None = None) -> Series:
+    """Read telemetry from ``path``: ``.csv``, ``.parquet``/``.pq``, or a shared-data ``.npz``.
+
+    ``path`` may end in ``:train`` or ``:test`` to choose the split of an ``.npz`` entity; ``split``
+    gives the default when it does not. NAB CSVs found under a ``nab/data`` tree get their row labels
+    from ``nab/labels/combined_windows.json``.
+    """
+    text = str(path)
+    for name in NPZ_SPLITS:
+        if text.endswith(f".npz:{name}"):
+            text, split = text[: -len(name) - 1], name
+    p = Path(text)
+    if not p.exists():
+        raise DataError(f"{p}: no such file")
+    if p.is_dir():
+        raise DataError(f"{p}: is a directory, expected a telemetry file")
+    suffix = p.suffix.lower()
+    if suffix == ".csv":
+        series = _read_csv(p)
+        return _attach_nab_labels(series, p)
+    if suffix in (".parquet", ".pq"):
+        return _read_parquet(p)
+    if suffix == ".npz":
+        return read_npz(p, split or "test")
+    raise DataError(f"{p}: unknown file type {suffix!r} (expected .csv, .parquet or .npz)")
+
+
+def _columns(path: Path, header: list[str]) -> tuple[int, list[int], int | None, int | None]:
+    names = [h.strip() for h in header]
+    if "timestamp" not in names:
+        raise DataError(f"{path}: row 1: no 'timestamp' column (columns: {', '.join(names)})")
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise DataError(f"{path}: row 1: column {dup!r} appears twice")
+    ts = names.index("timestamp")
+    lab = names.index("label") if "label" in names else None
+    att = names.index("attack") if "attack" in names else None
+    chans = [i for i, n in enumerate(names) if n not in RESERVED]
+    if not chans:
+        raise DataError(f"{path}: no channel columns besides {', '.join(n for n in names if n in RESERVED)}")
+    return ts, chans, lab, att
+
+
+def _read_csv(path: Path) -> Series:
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV: {exc}") from None
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        raise DataError(f"{path}: empty file")
+    header = rows[0]
+    ts_i, chans, lab_i, att_i = _columns(path, header)
+    names = [h.strip() for h in header]
+    body = rows[1:]
+    if not body:
+        raise DataError(f"{path}: no data rows below the header")
+    n = len(body)
+    ts = np.empty(n)
+    vals = np.empty((n, len(chans)))
+    labels = np.zeros(n, dtype=np.int8) if lab_i is not None else None
+    attacks = np.empty(n, dtype=object) if att_i is not None else None
+    for r, row in enumerate(body):
+        line = r + 2
+        if len(row) != len(names):
+            raise DataError(f"{path}: row {line}: {len(row)} cells, header has {len(names)}")
+        try:
+            ts[r] = parse_timestamp(row[ts_i])
+        except ValueError:
+            raise DataError(f"{path}: row {line}, column 'timestamp': {row[ts_i]!r} is not a time") from None
+        for j, c in enumerate(chans):
+            cell = row[c]
+            try:
+                v = float(cell)
+            except ValueError:
+                raise DataError(f"{path}: row {line}, column {names[c]!r}: {cell!r} is not a number") from None
+            if not math.isfinite(v):
+                raise DataError(f"{path}: row {line}, column {names[c]!r}: {cell!r} is not finite")
+            vals[r, j] = v
+        if labels is not None:
+            cell = row[lab_i].strip()
+            if cell not in ("0", "1", "0.0", "1.0"):
+                raise DataError(f"{path}: row {line}, column 'label': {cell!r} is not 0 or 1")
+            labels[r] = int(float(cell))
+        if attacks is not None:
+            attacks[r] = row[att_i].strip()
+    _check_order(path, ts, header_rows=1)
+    return Series(ts, vals, tuple(names[c] for c in chans), labels, attacks, str(path))
+
+
+def _check_order(path: Path | str, ts: np.ndarray, header_rows: int) -> None:
+    d = np.diff(ts)
+    if (d <= 0).any():
+        i = int(np.argmax(d <= 0)) + 1
+        kind = "duplicate" if d[i - 1] == 0 else "decreasing"
+        raise DataError(
+            f"{path}: row {i + 1 + header_rows}, column 'timestamp': {kind} timestamp "
+            f"(previous row has {ts[i - 1]!r}, this one {ts[i]!r})"
+        )
+
+
+def _read_parquet(path: Path) -> Series:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    if table.num_rows == 0:
+        raise DataError(f"{path}: empty file")
+    ts_i, chans, lab_i, att_i = _columns(path, table.column_names)
+    names = table.column_names
+    ts_col = table.column(ts_i)
+    if pa.types.is_timestamp(ts_col.type):
+        ts = ts_col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy().astype(np.float64) / 1e6
+    elif pa.types.is_integer(ts_col.type) or pa.types.is_floating(ts_col.type):
+        ts = ts_col.to_numpy(zero_copy_only=False).astype(np.float64)
+    elif pa.types.is_string(ts_col.type) or pa.types.is_large_string(ts_col.type):
+        raw = ts_col.to_pylist()
+        ts = np.empty(len(raw))
+        for r, cell in enumerate(raw):
+            try:
+                ts[r] = parse_timestamp(str(cell))
+            except ValueError:
+                raise DataError(f"{path}: row {r + 1}, column 'timestamp': {cell!r} is not a time") from None
+    else:
+        raise DataError(f"{path}: column 'timestamp' has type {ts_col.type}, expected a time or a number")
+    vals = np.empty((table.num_rows, len(chans)))
+    for j, c in enumerate(chans):
+        col = table.column(c)
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            raise DataError(f"{path}: column {names[c]!r} has type {col.type}, expected numbers")
+        if col.null_count:
+            r = next(i for i, v in enumerate(col.to_pylist()) if v is None)
+            raise DataError(f"{path}: row {r + 1}, column {names[c]!r}: missing value")
+        vals[:, j] = col.to_numpy(zero_copy_only=False)
+        bad = ~np.isfinite(vals[:, j])
+        if bad.any():
+            r = int(np.argmax(bad))
+            raise DataError(f"{path}: row {r + 1}, column {names[c]!r}: {vals[r, j]!r} is not finite")
+    labels = None
+    if lab_i is not None:
+        lab = np.asarray(table.column(lab_i).to_pylist(), dtype=object)
+        ok = np.isin(lab, (0, 1))
+        if not ok.all():
+            r = int(np.argmax(~ok))
+            raise DataError(f"{path}: row {r + 1}, column 'label': {lab[r]!r} is not 0 or 1")
+        labels = lab.astype(np.int8)
+    attacks = None
+    if att_i is not None:
+        attacks = np.asarray(["" if v is None else str(v) for v in table.column(att_i).to_pylist()], dtype=object)
+    bad_ts = ~np.isfinite(ts)
+    if bad_ts.any():
+        raise DataError(f"{path}: row {int(np.argmax(bad_ts)) + 1}, column 'timestamp': not a finite time")
+    _check_order(path, ts, header_rows=0)
+    return Series(ts, vals, tuple(names[c] for c in chans), labels, attacks, str(path))
+
+
+def read_npz(path: str | Path, split: str = "test") -> Series:
+    """One SMD/ASD entity from ``../shared/data/smd_asd/npz`` as a series.
+
+    The arrays carry no timestamps; rows are evenly spaced at the dataset's sampling period (60 s for
+    SMD ``machine-*``, 300 s for ASD ``omi-*``) from epoch 0. ``split="test"`` attaches ``test_label``.
+    """
+    p = Path(path)
+    if split not in NPZ_SPLITS:
+        raise DataError(f"{p}: unknown split {split!r} (expected one of {', '.join(NPZ_SPLITS)})")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if split not in z.files:
+                raise DataError(f"{p}: no {split!r} array (has {', '.join(z.files)})")
+            vals = np.asarray(z[split], dtype=np.float64)
+            labels = np.asarray(z["test_label"]).astype(np.int8).ravel() if split == "test" else None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{p}: not a readable .npz file ({exc})") from None
+    if vals.ndim != 2 or vals.shape[0] == 0:
+        raise DataError(f"{p}: {split!r} array has shape {vals.shape}, expected rows x metrics")
+    period = next((v for k, v in NPZ_PERIOD_S.items() if p.stem.startswith(k)), 60.0)
+    ts = np.arange(vals.shape[0], dtype=np.float64) * period
+    channels = tuple(f"m{i + 1}" for i in range(vals.shape[1]))
+    return Series(ts, vals, channels, labels, None, f"{p}:{split}", {"dataset": p.stem, "split": split})
+
+
+def _attach_nab_labels(series: Series, path: Path) -> Series:
+    """Label rows inside NAB's anomaly windows when ``path`` sits in a NAB ``data/<dir>/`` tree."""
+    if series.labels is not None or path.parent.parent.name != "data":
+        return series
+    windows_file = path.parent.parent.parent / "labels" / "combined_windows.json"
+    if not windows_file.exists():
+        return series
+    key = f"{path.parent.name}/{path.name}"
+    try:
+        windows = json.loads(windows_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{windows_file}: malformed JSON ({exc})") from None
+    if key not in windows:
+        return series
+    labels = np.zeros(len(series), dtype=np.int8)
+    for start, end in windows[key]:
+        lo, hi = parse_timestamp(start), parse_timestamp(end)
+        labels[(series.timestamps >= lo) & (series.timestamps <= hi)] = 1
+    return Series(series.timestamps, series.values, series.channels, labels, None, series.source,
+                  {"dataset": "nab", "nab_key": key})
+
+
+def write_csv(series: Series, path: str | Path) -> None:
+    """Write ``series`` in the CSV format :func:`read_series` reads (timestamps as epoch seconds)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    header = ["timestamp", *series.channels]
+    if series.labels is not None:
+        header.append("label")
+    if series.attacks is not None:
+        header.append("attack")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for i in range(len(series)):
+            row = [repr(float(series.timestamps[i]))]
+            row += [f"{v:.6g}" for v in series.values[i]]
+            if series.labels is not None:
+                row.append(str(int(series.labels[i])))
+            if series.attacks is not None:
+                row.append(series.attacks[i] or "")
+            w.writerow(row)
+    tmp.replace(p)
+
+
+def write_parquet(series: Series, path: str | Path) -> None:
+    """Write ``series`` as Parquet with the same columns as :func:`write_csv`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols: dict[str, object] = {"timestamp": series.timestamps}
+    for j, name in enumerate(series.channels):
+        cols[name] = series.values[:, j]
+    if series.labels is not None:
+        cols["label"] = series.labels.astype(np.int8)
+    if series.attacks is not None:
+        cols["attack"] = [a or "" for a in series.attacks]
+    pq.write_table(pa.table(cols), str(path))

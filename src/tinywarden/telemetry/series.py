@@ -1,0 +1,142 @@
+"""The multichannel telemetry time series that every later stage consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tinywarden.errors import DataError
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A stretch of time with no samples, longer than the series' usual sampling period allows."""
+
+    after_row: int
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Series:
+    """Evenly or unevenly sampled multichannel telemetry.
+
+    Invariants (checked at construction): ``timestamps`` is float64 epoch seconds, strictly increasing;
+    ``values`` is float64 of shape ``(len(timestamps), len(channels))`` with every value finite;
+    ``labels`` (optional) holds 0 = normal / 1 = anomalous per row; ``attacks`` (optional) names the
+    injected attack per row ("" when normal).
+
+    >>> s = Series(np.array([0.0, 1.0, 2.0]), np.ones((3, 2)), ("cpu_pct", "mem_pct"))
+    >>> s.n_channels, len(s)
+    (2, 3)
+    """
+
+    timestamps: np.ndarray
+    values: np.ndarray
+    channels: tuple[str, ...]
+    labels: np.ndarray | None = None
+    attacks: np.ndarray | None = None
+    source: str = "<memory>"
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ts = np.asarray(self.timestamps, dtype=np.float64)
+        vals = np.asarray(self.values, dtype=np.float64)
+        if vals.ndim == 1:
+            vals = vals[:, None]
+        object.__setattr__(self, "timestamps", ts)
+        object.__setattr__(self, "values", vals)
+        object.__setattr__(self, "channels", tuple(self.channels))
+        src = self.source
+        if ts.ndim != 1 or len(ts) == 0:
+            raise DataError(f"{src}: no rows of telemetry")
+        if not self.channels:
+            raise DataError(f"{src}: no channel columns")
+        if vals.shape != (len(ts), len(self.channels)):
+            raise DataError(f"{src}: values have shape {vals.shape}, expected ({len(ts)}, {len(self.channels)})")
+        if len(set(self.channels)) != len(self.channels):
+            raise DataError(f"{src}: duplicate channel names {self.channels}")
+        bad = ~np.isfinite(ts)
+        if bad.any():
+            raise DataError(f"{src}: row {int(np.argmax(bad))}: timestamp is not finite")
+        d = np.diff(ts)
+        if (d <= 0).any():
+            i = int(np.argmax(d <= 0)) + 1
+            kind = "duplicate" if d[i - 1] == 0 else "decreasing"
+            raise DataError(f"{src}: row {i}: {kind} timestamp {ts[i]!r} (previous {ts[i - 1]!r})")
+        finite = np.isfinite(vals)
+        if not finite.all():
+            r, c = np.argwhere(~finite)[0]
+            raise DataError(f"{src}: row {r}, column {self.channels[c]!r}: value {vals[r, c]!r} is not finite")
+        if self.labels is not None:
+            lab = np.asarray(self.labels)
+            if lab.shape != ts.shape:
+                raise DataError(f"{src}: label column has {lab.shape[0]} rows, expected {len(ts)}")
+            if not np.isin(lab, (0, 1)).all():
+                r = int(np.argmax(~np.isin(lab, (0, 1))))
+                raise DataError(f"{src}: row {r}, column 'label': {lab[r]!r} is not 0 or 1")
+            object.__setattr__(self, "labels", lab.astype(np.int8))
+        if self.attacks is not None:
+            att = np.asarray(self.attacks, dtype=object)
+            if att.shape != ts.shape:
+                raise DataError(f"{src}: attack column has {att.shape[0]} rows, expected {len(ts)}")
+            object.__setattr__(self, "attacks", att)
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def period(self) -> float:
+        """The typical sampling period in seconds (median spacing; 1.0 for a single row)."""
+        if len(self) < 2:
+            return 1.0
+        return float(np.median(np.diff(self.timestamps)))
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    def gaps(self, tolerance: float = 2.0) -> list[Gap]:
+        """Stretches where the spacing exceeds ``tolerance`` times the usual period.
+
+        Gaps are reported, never filled: a window that spans one is still computed from the samples
+        that exist, and callers decide whether to warn or to drop it.
+        """
+        d = np.diff(self.timestamps)
+        idx = np.nonzero(d > tolerance * self.period)[0]
+        return [Gap(int(i), float(self.timestamps[i]), float(self.timestamps[i + 1])) for i in idx]
+
+    def slice(self, start: int, stop: int) -> Series:
+        """Rows ``start:stop`` as a new series."""
+        sl = slice(start, stop)
+        return Series(
+            self.timestamps[sl],
+            self.values[sl],
+            self.channels,
+            None if self.labels is None else self.labels[sl],
+            None if self.attacks is None else self.attacks[sl],
+            self.source,
+            dict(self.meta),
+        )
+
+    def split(self, fraction: float) -> tuple[Series, Series]:
+        """The first ``fraction`` of rows and the rest."""
+        if not 0.0 < fraction < 1.0:
+            raise DataError(f"{self.source}: split fraction must be in (0, 1), got {fraction}")
+        cut = int(round(len(self) * fraction))
+        if cut < 1 or cut >= len(self):
+            raise DataError(f"{self.source}: {len(self)} rows are too few to split at {fraction}")
+        return self.slice(0, cut), self.slice(cut, len(self))
+
+    def days(self) -> float:
+        """Time covered, in days (at least one sampling period)."""
+        return float(self.timestamps[-1] - self.timestamps[0] + self.period) / 86400.0
