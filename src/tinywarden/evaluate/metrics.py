@@ -1,0 +1,358 @@
+"""Per-window and per-incident metrics of a scored, thresholded series against its labels.
+
+What the numbers mean (every report, JSON file and README table uses these definitions):
+
+Windows
+    A window ending at row ``e`` covers rows ``max(0, e - window + 1) .. e``; its *label* is 1 when any
+    of those rows is labelled 1. Windows ending before ``skip_rows`` (training part, NAB probationary
+    period) are ignored everywhere.
+``roc_auc`` / ``pr_auc``
+    :func:`sklearn.metrics.roc_auc_score` and :func:`sklearn.metrics.average_precision_score` of the
+    per-window scores against the window labels; ``nan`` (JSON ``null``) when only one class is present.
+``precision`` / ``recall`` / ``f1``
+    Of the window ``alarms`` (after k-of-n persistence, what the device acts on) against the window
+    labels. ``precision`` is ``nan`` when nothing alarmed, ``recall`` when no window is anomalous, ``f1``
+    (``2 tp / (2 tp + fp + fn)``) when neither alarms nor anomalous windows exist.
+``best_f1``
+    The highest F1 any threshold on the scores reaches (from
+    :func:`sklearn.metrics.precision_recall_curve`), ignoring persistence: an upper bound for ``f1``
+    at this score function.
+``fpr`` / ``raw_fpr``
+    Fraction of label-0 windows that carry an alarm / a raw flag (score above threshold, before
+    persistence); ``nan`` when there is no label-0 window.
+Incidents
+    Maximal runs of consecutive rows labelled 1, split further where the ``attacks`` name changes. The
+    attack type is that name, or ``"anomaly"`` when the series has no attack column or the cell is empty.
+    Incidents whose onset row is before ``skip_rows`` are ignored. An incident is *detected* when an
+    alarm is raised on a window whose end row lies in ``[onset_row, end_row + window - 1]``, i.e. on a
+    window that still contains incident rows. Its *latency* is the timestamp of the first such window's
+    end row minus the onset timestamp (seconds, >= 0).
+``detection_rate``
+    Detected incidents / incidents, overall and per attack type (``nan`` without incidents).
+    ``mean_detection_latency_s`` averages over detected incidents (``nan`` when none was detected).
+``false_alarms_per_day``
+    False alarm *events* are rising edges of ``alarms`` (0 -> 1, with the edge taken over the whole
+    window sequence, so an alarm already on before ``skip_rows`` is not a new event) on label-0
+    windows. Normal time is ``n label-0 windows * median step between consecutive window end
+    timestamps`` (the series' sampling period when there is a single window); using the median keeps an
+    offline stretch of the device from counting as alarm-free normal time.
+
+>>> import numpy as np
+>>> from tinywarden.telemetry import Series
+>>> s = Series(np.arange(10.0), np.zeros((10, 1)), ("x",), labels=np.array([0] * 5 + [1] * 3 + [0] * 2))
+>>> ws = WindowScores(end_rows=np.arange(10), window=1, scores=np.linspace(0, 1, 10),
+...                   raw_flags=np.zeros(10, np.uint8), alarms=np.array([0] * 6 + [1] * 4, np.uint8),
+...                   threshold=0.5)
+>>> ev = evaluate(s, ws, params=3, model_bytes=12)
+>>> ev.detection_rate, ev.mean_detection_latency_s, ev.fpr
+(1.0, 1.0, 0.2857142857142857)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+from tinywarden.errors import ConfigError, DataError
+from tinywarden.telemetry.series import Series
+
+__all__ = ["AttackStats", "Evaluation", "Incident", "WindowScores", "evaluate", "find_incidents"]
+
+NO_ATTACK_NAME = "anomaly"
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """What a detector and its calibration produced for a series, one entry per window.
+
+    ``end_rows`` (int64, strictly increasing) indexes the series row each window ends on; a window covers
+    rows ``end_row - window + 1 .. end_row``. ``scores`` are float64, higher = more anomalous.
+    ``raw_flags`` is ``score > threshold`` and ``alarms`` the same after k-of-n persistence, both uint8.
+    """
+
+    end_rows: np.ndarray
+    window: int
+    scores: np.ndarray
+    raw_flags: np.ndarray
+    alarms: np.ndarray
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One labelled attack span and whether / how fast the alarms caught it."""
+
+    attack: str
+    onset_row: int
+    end_row: int
+    onset: float
+    end: float
+    detected: bool
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class AttackStats:
+    """Detection figures for the incidents of one attack type."""
+
+    attack: str
+    incidents: int
+    detected: int
+    detection_rate: float
+    mean_latency_s: float
+    median_latency_s: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every metric of one evaluation run; see the module docstring for the definitions."""
+
+    detector: str
+    params: int
+    model_bytes: int
+    threshold: float
+    window: int
+    skip_rows: int
+    n_windows: int
+    n_anomalous_windows: int
+    n_normal_windows: int
+    roc_auc: float
+    pr_auc: float
+    precision: float
+    recall: float
+    f1: float
+    best_f1: float
+    fpr: float
+    raw_fpr: float
+    n_incidents: int
+    n_detected: int
+    detection_rate: float
+    mean_detection_latency_s: float
+    median_detection_latency_s: float
+    false_alarm_events: int
+    normal_days: float
+    false_alarms_per_day: float
+    per_attack: tuple[AttackStats, ...]
+    incidents: tuple[Incident, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-safe dict: plain Python numbers, ``nan`` as ``None``, nested lists for the breakdowns."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("per_attack", "incidents"):
+                out[f.name] = [{g.name: _json_safe(getattr(item, g.name)) for g in fields(item)} for item in value]
+            else:
+                out[f.name] = _json_safe(value)
+        return out
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) or math.isinf(value) else float(value)
+    return value
+
+
+def _attack_name(cell: object) -> str:
+    return cell if isinstance(cell, str) and cell else NO_ATTACK_NAME
+
+
+def find_incidents(series: Series) -> list[tuple[int, int, str]]:
+    """The labelled incidents of ``series`` as ``(onset_row, end_row, attack)``, end row inclusive.
+
+    >>> s = Series(np.arange(6.0), np.zeros((6, 1)), ("x",), labels=np.array([0, 1, 1, 1, 0, 1]),
+    ...            attacks=np.array(["", "scan", "scan", "flood", "", "flood"], dtype=object))
+    >>> find_incidents(s)
+    [(1, 2, 'scan'), (3, 3, 'flood'), (5, 5, 'flood')]
+    """
+    if series.labels is None:
+        raise DataError(f"{series.source}: evaluation needs a label column (0 = normal, 1 = anomalous per row)")
+    lab = series.labels.astype(bool)
+    if series.attacks is None:
+        names = np.full(len(lab), NO_ATTACK_NAME, dtype=object)
+    else:
+        names = np.array([_attack_name(a) for a in series.attacks], dtype=object)
+    prev_differs = np.ones(len(lab), dtype=bool)
+    prev_differs[1:] = ~lab[:-1] | (names[1:] != names[:-1])
+    next_differs = np.ones(len(lab), dtype=bool)
+    next_differs[:-1] = ~lab[1:] | (names[1:] != names[:-1])
+    starts = np.nonzero(lab & prev_differs)[0]
+    ends = np.nonzero(lab & next_differs)[0]
+    return [(int(a), int(b), str(names[a])) for a, b in zip(starts, ends, strict=True)]
+
+
+def _check(series: Series, ws: WindowScores, params: int, model_bytes: int, skip_rows: int) -> None:
+    src = series.source
+    if series.labels is None:
+        raise DataError(f"{src}: evaluation needs a label column (0 = normal, 1 = anomalous per row)")
+    if int(ws.window) < 1:
+        raise ConfigError(f"window must be at least 1 row, got {ws.window}")
+    if skip_rows < 0:
+        raise ConfigError(f"skip_rows must be >= 0, got {skip_rows}")
+    if params < 0 or model_bytes < 0:
+        raise ConfigError(f"params and model_bytes must be >= 0, got {params} and {model_bytes}")
+    n = len(ws.end_rows)
+    for name in ("scores", "raw_flags", "alarms"):
+        arr = np.asarray(getattr(ws, name))
+        if arr.shape != (n,):
+            raise DataError(f"{src}: window {name} has shape {arr.shape}, expected ({n},) like end_rows")
+    if n == 0:
+        raise DataError(f"{src}: no scored windows to evaluate")
+    ends = np.asarray(ws.end_rows)
+    if not np.issubdtype(ends.dtype, np.integer):
+        raise DataError(f"{src}: window end_rows must be integers, got dtype {ends.dtype}")
+    bad = (ends < 0) | (ends >= len(series))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{src}: window {i} ends on row {int(ends[i])}, outside the series' {len(series)} rows")
+    steps = np.diff(ends)
+    if (steps <= 0).any():
+        i = int(np.argmax(steps <= 0)) + 1
+        raise DataError(f"{src}: window {i} ends on row {int(ends[i])}, not after window {i - 1} ({int(ends[i - 1])})")
+    scores = np.asarray(ws.scores, dtype=np.float64)
+    if not np.isfinite(scores).all():
+        i = int(np.argmax(~np.isfinite(scores)))
+        raise DataError(f"{src}: window {i} (row {int(ends[i])}) has non-finite score {scores[i]!r}")
+    for name in ("raw_flags", "alarms"):
+        arr = np.asarray(getattr(ws, name))
+        if not np.isin(arr, (0, 1)).all():
+            i = int(np.argmax(~np.isin(arr, (0, 1))))
+            raise DataError(f"{src}: window {i}: {name} value {arr[i]!r} is not 0 or 1")
+    if not (ends >= skip_rows).any():
+        raise DataError(
+            f"{src}: no windows left to evaluate: all {n} windows end before skip_rows={skip_rows} "
+            f"(last window ends on row {int(ends[-1])})"
+        )
+
+
+def window_labels(labels: np.ndarray, end_rows: np.ndarray, window: int) -> np.ndarray:
+    """1 for each window that contains at least one row labelled 1, else 0 (uint8)."""
+    cum = np.concatenate(([0], np.cumsum(labels, dtype=np.int64)))
+    starts = np.maximum(end_rows - window + 1, 0)
+    return ((cum[end_rows + 1] - cum[starts]) > 0).astype(np.uint8)
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else math.nan
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else math.nan
+
+
+def evaluate(
+    series: Series,
+    ws: WindowScores,
+    *,
+    params: int,
+    model_bytes: int,
+    detector: str = "",
+    skip_rows: int = 0,
+) -> Evaluation:
+    """Score ``ws`` against the labels of ``series``; see the module docstring for the definitions.
+
+    ``params`` and ``model_bytes`` describe the deployed model and are carried into the report.
+    ``skip_rows`` rows at the start were not meant to be scored: windows ending before it and incidents
+    starting before it are left out. Raises :class:`~tinywarden.errors.DataError` for a series without
+    labels, windows that do not fit the series, or nothing left to evaluate.
+    """
+    _check(series, ws, params, model_bytes, skip_rows)
+    assert series.labels is not None  # checked above; narrows the type
+    window = int(ws.window)
+    all_ends = np.asarray(ws.end_rows, dtype=np.int64)
+    all_alarms = np.asarray(ws.alarms).astype(np.uint8)
+    # Edges over the whole sequence: an alarm already on when evaluation starts is not a new event.
+    rising = all_alarms.astype(bool) & ~np.concatenate(([False], all_alarms[:-1].astype(bool)))
+
+    keep = all_ends >= skip_rows
+    ends = all_ends[keep]
+    scores = np.asarray(ws.scores, dtype=np.float64)[keep]
+    raw = np.asarray(ws.raw_flags).astype(bool)[keep]
+    alarms = all_alarms.astype(bool)[keep]
+    rising = rising[keep]
+    y = window_labels(series.labels, ends, window).astype(bool)
+    n_pos = int(y.sum())
+    n_neg = int(len(y) - n_pos)
+
+    both_classes = n_pos > 0 and n_neg > 0
+    roc_auc = float(roc_auc_score(y, scores)) if both_classes else math.nan
+    pr_auc = float(average_precision_score(y, scores)) if both_classes else math.nan
+    if both_classes:
+        p, r, _ = precision_recall_curve(y, scores)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1s = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+        best_f1 = float(f1s.max())
+    else:
+        best_f1 = math.nan
+
+    tp = int((alarms & y).sum())
+    fp = int((alarms & ~y).sum())
+    fn = int((~alarms & y).sum())
+
+    ts = series.timestamps
+    alarm_ends = ends[alarms]
+    incidents: list[Incident] = []
+    for onset_row, end_row, attack in find_incidents(series):
+        if onset_row < skip_rows:
+            continue
+        i = int(np.searchsorted(alarm_ends, onset_row, side="left"))
+        detected = i < len(alarm_ends) and alarm_ends[i] <= end_row + window - 1
+        latency = float(ts[alarm_ends[i]] - ts[onset_row]) if detected else math.nan
+        incidents.append(
+            Incident(attack, onset_row, end_row, float(ts[onset_row]), float(ts[end_row]), bool(detected), latency)
+        )
+
+    per_attack = []
+    for attack in sorted({inc.attack for inc in incidents}):
+        group = [inc for inc in incidents if inc.attack == attack]
+        lat = [inc.latency_s for inc in group if inc.detected]
+        per_attack.append(
+            AttackStats(attack, len(group), len(lat), _ratio(len(lat), len(group)), _mean(lat), _median(lat))
+        )
+    latencies = [inc.latency_s for inc in incidents if inc.detected]
+
+    end_times = ts[all_ends]
+    step = float(np.median(np.diff(end_times))) if len(end_times) > 1 else series.period
+    normal_days = n_neg * step / 86400.0
+    false_alarm_events = int((rising & ~y).sum())
+
+    return Evaluation(
+        detector=detector,
+        params=int(params),
+        model_bytes=int(model_bytes),
+        threshold=float(ws.threshold),
+        window=window,
+        skip_rows=int(skip_rows),
+        n_windows=len(y),
+        n_anomalous_windows=n_pos,
+        n_normal_windows=n_neg,
+        roc_auc=roc_auc,
+        pr_auc=pr_auc,
+        precision=_ratio(tp, tp + fp),
+        recall=_ratio(tp, tp + fn),
+        f1=_ratio(2 * tp, 2 * tp + fp + fn),
+        best_f1=best_f1,
+        fpr=_ratio(float((alarms & ~y).sum()), n_neg),
+        raw_fpr=_ratio(float((raw & ~y).sum()), n_neg),
+        n_incidents=len(incidents),
+        n_detected=len(latencies),
+        detection_rate=_ratio(len(latencies), len(incidents)),
+        mean_detection_latency_s=_mean(latencies),
+        median_detection_latency_s=_median(latencies),
+        false_alarm_events=false_alarm_events,
+        normal_days=normal_days,
+        false_alarms_per_day=_ratio(false_alarm_events, normal_days),
+        per_attack=tuple(per_attack),
+        incidents=tuple(incidents),
+    )
