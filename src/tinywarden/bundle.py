@@ -72,6 +72,7 @@ __all__ = [
     "Bundle",
     "BundleError",
     "TrustState",
+    "atomic_write",
     "create_bundle",
     "fingerprint",
     "generate_key",
@@ -82,6 +83,7 @@ __all__ = [
     "load_verified_bundle",
     "parse_bundle",
     "public_key_of",
+    "read_file",
     "read_state",
     "sign_bundle",
     "verify_bundle",
@@ -203,14 +205,14 @@ def write_keypair(prefix: str | os.PathLike[str], *, force: bool = False) -> tup
     pub_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _atomic_write(priv_path, priv_pem, mode=0o600)
-    _atomic_write(pub_path, pub_pem, mode=0o644)
+    atomic_write(priv_path, priv_pem, mode=0o600)
+    atomic_write(pub_path, pub_pem, mode=0o644)
     return priv_path, pub_path
 
 
 def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     """Read an Ed25519 private key written by :func:`write_keypair` (PKCS#8 PEM, unencrypted)."""
-    data = _read_file(path, "private key")
+    data = read_file(path, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -222,7 +224,7 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
 
 def load_public_key(path: str | os.PathLike[str]) -> bytes:
     """Read an Ed25519 public key (PEM) and return its raw 32 bytes."""
-    data = _read_file(path, "public key")
+    data = read_file(path, "public key")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:
@@ -428,7 +430,7 @@ def load_verified_bundle(
     :class:`BundleError`; nothing is written.
     """
     source = str(path)
-    data = _read_file(path, "bundle")
+    data = read_file(path, "bundle")
     state = read_state(state_dir) if state_dir is not None else None
     trusted = pubkey
     if state is not None:
@@ -478,8 +480,8 @@ def install_bundle(
             installed_at=_now(),
         )
         # The copy goes first: if we crash before the state, the old state still accepts it.
-        _atomic_write(sdir / INSTALLED_FILE, _read_file(path, "bundle"))
-        _atomic_write(sdir / STATE_FILE, _encode_state(state))
+        atomic_write(sdir / INSTALLED_FILE, read_file(path, "bundle"))
+        atomic_write(sdir / STATE_FILE, _encode_state(state))
     return b, state
 
 
@@ -583,7 +585,8 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
-def _read_file(path: str | os.PathLike[str], what: str) -> bytes:
+def read_file(path: str | os.PathLike[str], what: str) -> bytes:
+    """Read a whole file (bundle, key, model, policy) or raise a :class:`BundleError` naming it."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_BUNDLE_BYTES + 1)
@@ -596,7 +599,7 @@ def _read_file(path: str | os.PathLike[str], what: str) -> bytes:
     return data
 
 
-def _atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` so that ``path`` holds the old or the new content after any crash."""
     path = Path(path)
     try:

@@ -1,0 +1,109 @@
+"""Fleet trust commands: keygen, bundle, sign, verify, install."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from tinywarden import bundle as tb
+from tinywarden.cli.app import app, console
+
+
+@app.command()
+def keygen(
+    out: Path = typer.Option(..., "--out", help="Path prefix: writes PREFIX.key (0600) and PREFIX.pub."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing key files."),
+) -> None:
+    """Create an Ed25519 signing key pair for bundles."""
+    priv, pub = tb.write_keypair(out, force=force)
+    fp = tb.fingerprint(tb.load_public_key(pub))
+    console.print(f"wrote [bold]{priv}[/] (keep secret) and [bold]{pub}[/]; fingerprint {fp[:16]}…")
+
+
+@app.command("bundle")
+def bundle_create(
+    model: Path = typer.Argument(..., help="Fitted model file (.twb from `tinywarden train`)."),
+    policy: Path = typer.Option(..., "--policy", help="Response policy (TOML)."),
+    out: Path = typer.Option(..., "--out", help="Unsigned bundle to write."),
+    model_id: str = typer.Option(..., "--model-id", help="Model identifier recorded in the metadata."),
+    profile: str = typer.Option(..., "--profile", help="Target device profile."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Training data summary file; its SHA-256 goes into the metadata."
+    ),
+) -> None:
+    """Pack a model and its policy into an unsigned bundle (sign it with `tinywarden sign`)."""
+    meta: dict[str, object] = {"model_id": model_id, "profile": profile}
+    if data is not None:
+        meta["training_data_sha256"] = hashlib.sha256(tb.read_file(data, "training data")).hexdigest()
+    raw = tb.create_bundle(tb.read_file(model, "model"), tb.read_file(policy, "policy"), meta)
+    tb.atomic_write(out, raw)
+    console.print(f"wrote unsigned bundle [bold]{out}[/] ({len(raw)} bytes)")
+
+
+@app.command()
+def sign(
+    bundle: Path = typer.Argument(..., help="Bundle to sign (rewritten in place unless --out)."),
+    key: Path = typer.Option(..., "--key", help="Private key (PREFIX.key from keygen)."),
+    version: int = typer.Option(..., "--version", help="Bundle version, >= 1; devices refuse lower ones."),
+    rotate_to: Path | None = typer.Option(
+        None, "--rotate-to", help="New public key: installing this bundle hands trust to it."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Write the signed bundle here instead."),
+) -> None:
+    """Sign a bundle with a version number (replacing any earlier signature)."""
+    priv = tb.load_private_key(key)
+    new_key = tb.load_public_key(rotate_to) if rotate_to is not None else None
+    signed = tb.sign_bundle(
+        tb.read_file(bundle, "bundle"), priv, version=version, rotate_to=new_key, source=str(bundle)
+    )
+    dest = out or bundle
+    tb.atomic_write(dest, signed)
+    extra = f", rotates trust to {tb.fingerprint(new_key)[:16]}…" if new_key else ""
+    console.print(f"signed [bold]{dest}[/] as version {version}{extra}")
+
+
+@app.command()
+def verify(
+    bundle: Path = typer.Argument(..., help="Bundle to check."),
+    pubkey: Path = typer.Option(..., "--pubkey", help="Trusted public key (PEM)."),
+    state_dir: Path | None = typer.Option(
+        None, "--state-dir", help="Device state directory: also refuse versions older than the accepted one."
+    ),
+) -> None:
+    """Exit 0 only if the bundle is authentic (and, with --state-dir, not a rollback)."""
+    b = tb.load_verified_bundle(bundle, tb.load_public_key(pubkey), state_dir)
+    console.print(_describe(b, "[green]authentic[/]"))
+
+
+@app.command()
+def install(
+    bundle: Path = typer.Argument(..., help="Bundle to install."),
+    pubkey: Path = typer.Option(..., "--pubkey", help="Provisioned public key of this device (PEM)."),
+    state_dir: Path = typer.Option(..., "--state-dir", help="Device state directory."),
+) -> None:
+    """Verify a bundle and record it as this device's accepted version."""
+    b, state = tb.install_bundle(bundle, tb.load_public_key(pubkey), state_dir)
+    console.print(_describe(b, "[green]installed[/]"))
+    console.print(
+        f"accepted version is now {state.accepted_version}; trusted key {state.key_fingerprint[:16]}…",
+        highlight=False,
+    )
+
+
+def _describe(b: tb.Bundle, status: str) -> Table:
+    t = Table(title=f"{b.source}: {status}", show_header=False)
+    t.add_row("model id", b.model_id)
+    t.add_row("version", str(b.version))
+    t.add_row("profile", b.profile)
+    t.add_row("created at", b.created_at)
+    t.add_row("training data sha256", str(b.metadata.get("training_data_sha256")))
+    t.add_row("model bytes", str(len(b.model)))
+    t.add_row("policy bytes", str(len(b.policy)))
+    t.add_row("bundle sha256", b.digest)
+    t.add_row("signed by", (b.signer_fingerprint or "-")[:16] + "…")
+    if b.rotate_to is not None:
+        t.add_row("rotates trust to", tb.fingerprint(b.rotate_to)[:16] + "…")
+    return t
