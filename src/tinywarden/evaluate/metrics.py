@@ -144,7 +144,9 @@ class Evaluation:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("per_attack", "incidents"):
-                out[f.name] = [{g.name: _json_safe(getattr(item, g.name)) for g in fields(item)} for item in value]
+                out[f.name] = [
+                    {g.name: _json_safe(getattr(item, g.name)) for g in fields(item)} for item in value
+                ]
             else:
                 out[f.name] = _json_safe(value)
         return out
@@ -173,7 +175,9 @@ def find_incidents(series: Series) -> list[tuple[int, int, str]]:
     [(1, 2, 'scan'), (3, 3, 'flood'), (5, 5, 'flood')]
     """
     if series.labels is None:
-        raise DataError(f"{series.source}: evaluation needs a label column (0 = normal, 1 = anomalous per row)")
+        raise DataError(
+            f"{series.source}: evaluation needs a label column (0 = normal, 1 = anomalous per row)"
+        )
     lab = series.labels.astype(bool)
     if series.attacks is None:
         names = np.full(len(lab), NO_ATTACK_NAME, dtype=object)
@@ -191,7 +195,7 @@ def find_incidents(series: Series) -> list[tuple[int, int, str]]:
 def _check(series: Series, ws: WindowScores, params: int, model_bytes: int, skip_rows: int) -> None:
     src = series.source
     if series.labels is None:
-        raise DataError(f"{src}: evaluation needs a label column (0 = normal, 1 = anomalous per row)")
+        raise DataError(f"{src}: evaluation needs a label column (0 = normal, 1 = anomalous)")
     if int(ws.window) < 1:
         raise ConfigError(f"window must be at least 1 row, got {ws.window}")
     if skip_rows < 0:
@@ -211,20 +215,24 @@ def _check(series: Series, ws: WindowScores, params: int, model_bytes: int, skip
     bad = (ends < 0) | (ends >= len(series))
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(f"{src}: window {i} ends on row {int(ends[i])}, outside the series' {len(series)} rows")
+        raise DataError(
+            f"{src}: window {i} ends on row {int(ends[i])}, outside the {len(series)} series rows"
+        )
     steps = np.diff(ends)
     if (steps <= 0).any():
         i = int(np.argmax(steps <= 0)) + 1
-        raise DataError(f"{src}: window {i} ends on row {int(ends[i])}, not after window {i - 1} ({int(ends[i - 1])})")
+        raise DataError(
+            f"{src}: window {i} ends on row {int(ends[i])}, not after window {i - 1} ({int(ends[i - 1])})"
+        )
     scores = np.asarray(ws.scores, dtype=np.float64)
     if not np.isfinite(scores).all():
         i = int(np.argmax(~np.isfinite(scores)))
-        raise DataError(f"{src}: window {i} (row {int(ends[i])}) has non-finite score {scores[i]!r}")
+        raise DataError(f"{src}: window {i} (row {int(ends[i])}) has non-finite score {float(scores[i])!r}")
     for name in ("raw_flags", "alarms"):
         arr = np.asarray(getattr(ws, name))
         if not np.isin(arr, (0, 1)).all():
             i = int(np.argmax(~np.isin(arr, (0, 1))))
-            raise DataError(f"{src}: window {i}: {name} value {arr[i]!r} is not 0 or 1")
+            raise DataError(f"{src}: window {i}: {name} value {arr[i].item()!r} is not 0 or 1")
     if not (ends >= skip_rows).any():
         raise DataError(
             f"{src}: no windows left to evaluate: all {n} windows end before skip_rows={skip_rows} "
@@ -310,7 +318,9 @@ def evaluate(
         detected = i < len(alarm_ends) and alarm_ends[i] <= end_row + window - 1
         latency = float(ts[alarm_ends[i]] - ts[onset_row]) if detected else math.nan
         incidents.append(
-            Incident(attack, onset_row, end_row, float(ts[onset_row]), float(ts[end_row]), bool(detected), latency)
+            Incident(
+                attack, onset_row, end_row, float(ts[onset_row]), float(ts[end_row]), bool(detected), latency
+            )
         )
 
     per_attack = []
