@@ -1,0 +1,256 @@
+"""Signed bundles: encoding, tamper detection, anti-rollback state and key rotation."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tinywarden import bundle as tb
+from tinywarden.errors import TinywardenError
+
+META = {"model_id": "gw-ewma", "profile": "rpi-gateway", "training_data_sha256": "ab" * 32}
+
+
+@pytest.fixture(scope="module")
+def k1():
+    return tb.generate_key()
+
+
+@pytest.fixture(scope="module")
+def k2():
+    return tb.generate_key()
+
+
+def signed(key, version: int, model: bytes = b"\x00model-bytes\xff", **kw) -> bytes:
+    raw = tb.create_bundle(model, b'[tier.alert]\nscore = 1.0\n', META)
+    return tb.sign_bundle(raw, key, version=version, **kw)
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def test_round_trip_keeps_every_field(k1):
+    b = tb.verify_bundle(signed(k1, 7), tb.public_key_of(k1))
+    assert b.model == b"\x00model-bytes\xff"
+    assert b.policy == b"[tier.alert]\nscore = 1.0\n"
+    assert (b.model_id, b.version, b.profile) == ("gw-ewma", 7, "rpi-gateway")
+    assert b.metadata["training_data_sha256"] == "ab" * 32
+    assert b.signer == tb.public_key_of(k1)
+    assert b.rotate_to is None
+
+
+def test_encoding_is_deterministic_and_documented_layout(k1):
+    raw = tb.create_bundle(b"M", b"P", {**META, "created_at": "2024-01-01T00:00:00+00:00"})
+    assert raw == tb.create_bundle(b"M", b"P", {**META, "created_at": "2024-01-01T00:00:00+00:00"})
+    assert raw[:8] == b"TWBUNDLE" and struct.unpack(">H", raw[8:10]) == (1,)
+    tag, n = struct.unpack(">4sI", raw[10:18])
+    assert tag == b"META"
+    assert json.loads(raw[18 : 18 + n]) == {**META, "created_at": "2024-01-01T00:00:00+00:00", "version": 0}
+    s = tb.sign_bundle(raw, k1, version=1)
+    assert s[-104:-96] == b"SIGN" + struct.pack(">I", 96)
+
+
+def test_every_single_bit_flip_is_refused(k1):
+    data = signed(k1, 3)
+    pub = tb.public_key_of(k1)
+    for i in range(len(data)):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[i] ^= 1 << bit
+            with pytest.raises(tb.BundleError):
+                tb.verify_bundle(bytes(bad), pub)
+
+
+def test_every_truncation_and_any_trailing_byte_is_refused(k1):
+    data = signed(k1, 3)
+    pub = tb.public_key_of(k1)
+    for n in range(len(data)):
+        with pytest.raises(tb.BundleError):
+            tb.verify_bundle(data[:n], pub)
+    with pytest.raises(tb.BundleError, match="after the signature"):
+        tb.verify_bundle(data + b"\x00", pub)
+
+
+def test_wrong_key_and_missing_signature_are_refused(k1, k2):
+    with pytest.raises(tb.BundleError, match="not by the trusted key"):
+        tb.verify_bundle(signed(k1, 1), tb.public_key_of(k2))
+    raw = tb.create_bundle(b"m", b"p", META)
+    with pytest.raises(tb.BundleError, match="not signed"):
+        tb.verify_bundle(raw, tb.public_key_of(k1))
+
+
+def test_signature_from_another_key_with_the_trusted_key_spliced_in_is_refused(k1, k2):
+    data = bytearray(signed(k2, 1))
+    data[-96:-64] = tb.public_key_of(k1)  # claim to be k1, keep k2's signature
+    with pytest.raises(tb.BundleError, match="signature does not match"):
+        tb.verify_bundle(bytes(data), tb.public_key_of(k1))
+
+
+def test_resigning_replaces_version_and_signature(k1, k2):
+    first = signed(k1, 1)
+    again = tb.sign_bundle(first, k2, version=5)
+    b = tb.verify_bundle(again, tb.public_key_of(k2))
+    assert b.version == 5
+    assert b.model == tb.parse_bundle(first).model
+
+
+@pytest.mark.parametrize("version", [0, -1, True, 1.5])
+def test_sign_refuses_bad_versions(k1, version):
+    with pytest.raises(tb.BundleError, match="version must be an integer >= 1"):
+        tb.sign_bundle(tb.create_bundle(b"m", b"p", META), k1, version=version)
+
+
+@pytest.mark.parametrize(
+    ("meta", "field"),
+    [
+        ({"profile": "p"}, "model_id"),
+        ({"model_id": "", "profile": "p"}, "model_id"),
+        ({"model_id": "m"}, "profile"),
+        ({"model_id": "m", "profile": "p", "created_at": "yesterday"}, "created_at"),
+        ({"model_id": "m", "profile": "p", "training_data_sha256": "xyz"}, "training_data_sha256"),
+        ({"model_id": "m", "profile": "p", "version": -2}, "version"),
+    ],
+)
+def test_create_refuses_bad_metadata_naming_the_field(meta, field):
+    with pytest.raises(tb.BundleError, match=field):
+        tb.create_bundle(b"m", b"p", meta)
+
+
+def test_non_canonical_metadata_is_refused(k1):
+    raw = tb.create_bundle(b"m", b"p", META)
+    n = struct.unpack(">I", raw[14:18])[0]
+    meta = json.loads(raw[18 : 18 + n])
+    pretty = json.dumps(meta, indent=1).encode()  # same content, other whitespace
+    forged = raw[:14] + struct.pack(">I", len(pretty)) + pretty + raw[18 + n :]
+    with pytest.raises(tb.BundleError, match="canonical"):
+        tb.parse_bundle(forged)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_never_crash_the_parser(data):
+    with contextlib.suppress(tb.BundleError):  # structurally valid input may parse; nothing else may escape
+        tb.parse_bundle(tb.MAGIC + b"\x00\x01" + data)
+    with pytest.raises(tb.BundleError):
+        tb.parse_bundle(data[:7])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_random_splices_of_a_valid_bundle_are_refused(k1, data):
+    good = signed(k1, 2)
+    i = data.draw(st.integers(0, len(good) - 1))
+    j = data.draw(st.integers(i, len(good)))
+    junk = data.draw(st.binary(max_size=40))
+    bad = good[:i] + junk + good[j:]
+    if bad == good:
+        return
+    with pytest.raises(tb.BundleError):
+        tb.verify_bundle(bad, tb.public_key_of(k1))
+
+
+# ---------------------------------------------------------------------------------- device state
+
+
+def test_install_records_version_and_refuses_rollback_leaving_state_untouched(tmp_path, k1):
+    pub, state = tb.public_key_of(k1), tmp_path / "state"
+    b, s = tb.install_bundle(write(tmp_path, "v5", signed(k1, 5)), pub, state)
+    assert s.accepted_version == 5 and tb.read_state(state).accepted_version == 5
+    before = (state / "trust.json").read_bytes()
+    with pytest.raises(tb.BundleError, match="version 4 is older than version 5"):
+        tb.install_bundle(write(tmp_path, "v4", signed(k1, 4)), pub, state)
+    assert (state / "trust.json").read_bytes() == before
+    assert tb.load_installed_bundle(state, pub).digest == b.digest
+    # the same version again is "not older" and loads
+    assert tb.load_verified_bundle(write(tmp_path, "v5b", signed(k1, 5, b"other")), pub, state).version == 5
+    tb.install_bundle(write(tmp_path, "v6", signed(k1, 6)), pub, state)
+    assert tb.read_state(state).accepted_version == 6
+    assert sorted(p.name for p in state.iterdir()) == [".lock", "current.twbundle", "trust.json"]
+
+
+def test_refused_install_keeps_the_current_bundle_loadable(tmp_path, k1, k2):
+    pub, state = tb.public_key_of(k1), tmp_path / "state"
+    tb.install_bundle(write(tmp_path, "v3", signed(k1, 3)), pub, state)
+    current = tb.load_installed_bundle(state, pub)
+    bad = bytearray(signed(k1, 9))
+    bad[40] ^= 0x10
+    for path in (write(tmp_path, "flip", bytes(bad)), write(tmp_path, "k2", signed(k2, 9))):
+        with pytest.raises(tb.BundleError):
+            tb.install_bundle(path, pub, state)
+    assert tb.load_installed_bundle(state, pub) == current
+
+
+def test_corrupted_state_refuses_everything_and_is_not_overwritten(tmp_path, k1):
+    pub, state = tb.public_key_of(k1), tmp_path / "state"
+    tb.install_bundle(write(tmp_path, "v3", signed(k1, 3)), pub, state)
+    (state / "trust.json").write_text('{"format": 1, "accepted_version": "three"')
+    with pytest.raises(tb.BundleError, match="trust state is corrupted"):
+        tb.install_bundle(write(tmp_path, "v9", signed(k1, 9)), pub, state)
+    assert (state / "trust.json").read_text() == '{"format": 1, "accepted_version": "three"'
+
+
+def test_state_with_a_tampered_key_chain_is_refused(tmp_path, k1, k2):
+    pub, state = tb.public_key_of(k1), tmp_path / "state"
+    tb.install_bundle(write(tmp_path, "v3", signed(k1, 3)), pub, state)
+    d = json.loads((state / "trust.json").read_text())
+    d["key_chain"] = [tb.public_key_of(k2).hex()]  # swapped key, fingerprint left as it was
+    (state / "trust.json").write_text(json.dumps(d))
+    with pytest.raises(tb.BundleError, match="key_fingerprint"):
+        tb.read_state(state)
+
+
+def test_key_rotation_hands_trust_to_the_new_key(tmp_path, k1, k2):
+    old, new, state = tb.public_key_of(k1), tb.public_key_of(k2), tmp_path / "state"
+    tb.install_bundle(write(tmp_path, "v1", signed(k1, 1)), old, state)
+    rot = write(tmp_path, "rot", signed(k1, 2, rotate_to=new))
+    b, s = tb.install_bundle(rot, old, state)
+    assert b.rotate_to == new and s.trusted_key == new and s.key_chain == (old, new)
+    # the rotation bundle itself stays loadable; the old key cannot sign anything newer
+    assert tb.load_installed_bundle(state, old).version == 2
+    with pytest.raises(tb.BundleError, match="not by the trusted key"):
+        tb.load_verified_bundle(write(tmp_path, "old3", signed(k1, 3)), old, state)
+    # bundles from the new key load whether the operator names the provisioned or the new key
+    new3 = write(tmp_path, "new3", signed(k2, 3))
+    assert tb.load_verified_bundle(new3, old, state).version == 3
+    assert tb.load_verified_bundle(new3, new, state).version == 3
+    stranger = tb.public_key_of(tb.generate_key())
+    with pytest.raises(tb.BundleError, match="not in this device's key chain"):
+        tb.load_verified_bundle(new3, stranger, state)
+
+
+def test_rotation_endorsement_must_come_from_the_signer(k1, k2):
+    data = bytearray(signed(k1, 2, rotate_to=tb.public_key_of(k2)))
+    # forge: keep the bundle signature valid by re-signing, but with a bogus endorsement inside
+    b = tb.parse_bundle(bytes(data))
+    bogus = b.rotate_to + bytes(64)
+    unsigned = bytes(data[: len(data) - 104 - 104]) + b"ROTK" + struct.pack(">I", 96) + bogus
+    sig = k1.sign(tb.SIGN_DOMAIN + hashlib.sha256(unsigned).digest())
+    forged = unsigned + b"SIGN" + struct.pack(">I", 96) + tb.public_key_of(k1) + sig
+    with pytest.raises(tb.BundleError, match="rotation endorsement"):
+        tb.verify_bundle(forged, tb.public_key_of(k1))
+
+
+def test_missing_files_and_bad_keys_give_clear_errors(tmp_path, k1):
+    with pytest.raises(tb.BundleError, match="not found"):
+        tb.load_verified_bundle(tmp_path / "nope", tb.public_key_of(k1))
+    (tmp_path / "junk.pub").write_text("not a key")
+    with pytest.raises(tb.BundleError, match="junk.pub: not a PEM public key"):
+        tb.load_public_key(tmp_path / "junk.pub")
+    priv, pub = tb.write_keypair(tmp_path / "dev")
+    assert tb.load_public_key(pub) == tb.public_key_of(tb.load_private_key(priv))
+    assert priv.stat().st_mode & 0o077 == 0
+    with pytest.raises(tb.BundleError, match="already exists"):
+        tb.write_keypair(tmp_path / "dev")
+    with pytest.raises(tb.BundleError, match="dev.pub: not an unencrypted PEM private key"):
+        tb.load_private_key(pub)
+    assert issubclass(tb.BundleError, TinywardenError)

@@ -1,0 +1,64 @@
+"""The trust commands end to end, through the installed ``tinywarden`` entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def tw(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", "from tinywarden.cli import main; main()", *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_keygen_bundle_sign_verify_install_and_refusals(tmp_path):
+    (tmp_path / "m.twb").write_bytes(b"TWB\x00opaque model")
+    (tmp_path / "p.toml").write_text("[tier.alert]\nscore = 1.0\n")
+    (tmp_path / "data.json").write_text('{"rows": 100}')
+    assert tw("keygen", "--out", "k", cwd=tmp_path).returncode == 0
+    assert tw("keygen", "--out", "k2", cwd=tmp_path).returncode == 0
+    r = tw("bundle", "m.twb", "--policy", "p.toml", "--out", "b", "--model-id", "gw1", "--profile", "rpi",
+           "--data", "data.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+    r = tw("verify", "b", "--pubkey", "k.pub", cwd=tmp_path)
+    assert r.returncode == 2 and "not signed" in r.stderr and "Traceback" not in r.stderr
+
+    assert tw("sign", "b", "--key", "k.key", "--version", "3", cwd=tmp_path).returncode == 0
+    r = tw("verify", "b", "--pubkey", "k.pub", cwd=tmp_path)
+    assert r.returncode == 0 and "gw1" in r.stdout
+    assert tw("verify", "b", "--pubkey", "k2.pub", cwd=tmp_path).returncode == 2
+
+    r = tw("install", "b", "--pubkey", "k.pub", "--state-dir", "st", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "st" / "trust.json").read_text())["accepted_version"] == 3
+
+    assert tw("sign", "b", "--key", "k.key", "--version", "2", "--out", "old", cwd=tmp_path).returncode == 0
+    assert tw("verify", "old", "--pubkey", "k.pub", cwd=tmp_path).returncode == 0
+    r = tw("verify", "old", "--pubkey", "k.pub", "--state-dir", "st", cwd=tmp_path)
+    assert r.returncode == 2 and "rollback refused" in r.stderr
+
+    data = bytearray((tmp_path / "b").read_bytes())
+    data[len(data) // 2] ^= 1
+    (tmp_path / "flip").write_bytes(bytes(data))
+    r = tw("install", "flip", "--pubkey", "k.pub", "--state-dir", "st", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert json.loads((tmp_path / "st" / "trust.json").read_text())["accepted_version"] == 3
+
+
+def test_rotation_through_the_cli(tmp_path):
+    (tmp_path / "m").write_bytes(b"model")
+    (tmp_path / "p").write_text("")
+    for prefix in ("old", "new"):
+        assert tw("keygen", "--out", prefix, cwd=tmp_path).returncode == 0
+    tw("bundle", "m", "--policy", "p", "--out", "b", "--model-id", "x", "--profile", "y", cwd=tmp_path)
+    r = tw("sign", "b", "--key", "old.key", "--version", "1", "--rotate-to", "new.pub", "--out", "rot",
+           cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert tw("install", "rot", "--pubkey", "old.pub", "--state-dir", "st", cwd=tmp_path).returncode == 0
+    tw("sign", "b", "--key", "old.key", "--version", "2", "--out", "by_old", cwd=tmp_path)
+    tw("sign", "b", "--key", "new.key", "--version", "2", "--out", "by_new", cwd=tmp_path)
+    assert tw("verify", "by_old", "--pubkey", "old.pub", "--state-dir", "st", cwd=tmp_path).returncode == 2
+    assert tw("verify", "by_new", "--pubkey", "old.pub", "--state-dir", "st", cwd=tmp_path).returncode == 0
