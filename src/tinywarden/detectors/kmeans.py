@@ -1,0 +1,63 @@
+"""k-means distance: normal windows cluster around a few prototypes; far from all of them is anomalous."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+from tinywarden.detectors.base import Detector, check_param
+
+
+class KMeansDistance(Detector):
+    """Euclidean distance from a feature vector to the nearest of ``n_clusters`` learned centroids.
+
+    ``fit`` runs scikit-learn's :class:`~sklearn.cluster.KMeans` (k-means++ init); ``partial_fit``
+    moves the nearest centroid towards each new normal sample with step ``1 / count`` (online k-means),
+    so the detector can keep learning on the device.
+
+    >>> rng = np.random.default_rng(0)
+    >>> det = KMeansDistance(n_clusters=2).fit(np.r_[rng.normal(size=(100, 2)), rng.normal(size=(100, 2)) + 9])
+    >>> bool(det.score_samples(np.array([[4.5, 4.5]]))[0] > det.score_samples(np.array([[9.0, 9.0]]))[0])
+    True
+    """
+
+    name: ClassVar[str] = "kmeans"
+    state_arrays: ClassVar[tuple[str, ...]] = ("centroids_",)
+
+    def __init__(self, n_clusters: int = 8, n_init: int = 3, random_state: int = 0):
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: None = None) -> KMeansDistance:  # noqa: N803
+        check_param("n_clusters", self.n_clusters, isinstance(self.n_clusters, int) and self.n_clusters >= 1,
+                    "an integer >= 1")
+        check_param("n_init", self.n_init, isinstance(self.n_init, int) and self.n_init >= 1, "an integer >= 1")
+        x = self._check_input(X, fitting=True)
+        k = min(self.n_clusters, len(np.unique(x, axis=0)))
+        km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state).fit(x)
+        self.input_shape_ = x.shape[1:]
+        self.centroids_ = km.cluster_centers_.astype(np.float64)
+        self.counts_ = np.bincount(km.labels_, minlength=k).astype(np.float64)
+        return self
+
+    def partial_fit(self, X: np.ndarray, y: None = None) -> KMeansDistance:  # noqa: N803
+        if not hasattr(self, "centroids_"):
+            return self.fit(X)
+        x = self._check_input(X)
+        if not hasattr(self, "counts_"):
+            self.counts_ = np.ones(len(self.centroids_))
+        for row in x:
+            j = int(np.argmin(((self.centroids_ - row) ** 2).sum(axis=1)))
+            self.counts_[j] += 1.0
+            self.centroids_[j] += (row - self.centroids_[j]) / self.counts_[j]
+        return self
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        self._check_fitted()
+        x = self._check_input(X)
+        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, clipped at 0 against rounding
+        d2 = (x * x).sum(1)[:, None] - 2.0 * x @ self.centroids_.T + (self.centroids_**2).sum(1)[None, :]
+        return np.sqrt(np.maximum(d2.min(axis=1), 0.0))

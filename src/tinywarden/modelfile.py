@@ -1,0 +1,180 @@
+"""The ``.twb`` model file: everything needed to score, in a versioned, checksummed, pickle-free format.
+
+Layout (all integers little-endian)::
+
+    offset  size  content
+    0       8     magic  b"TWMODEL\\n"
+    8       2     uint16 format version (this module writes FORMAT_VERSION)
+    10      4     uint32 header length H
+    14      H     header: UTF-8 JSON object (see below)
+    14+H    A     array blob: the raw bytes of every array, in header order
+    end-32  32    SHA-256 of every byte before it
+
+The header holds ``format``, ``tinywarden_version``, ``created``, ``pipeline`` (window, stride,
+features, target_fpr, k, n, calibration_fraction, channels, threshold, offset/scale array names),
+``detector`` (``name`` and ``params``), ``train`` (a summary of the training data, never the data)
+and ``arrays``: a list of ``{"name", "dtype", "shape", "offset", "nbytes"}`` into the blob.
+Extra top-level keys may be added by later stages (e.g. ``int8``) within the same format version.
+
+A file with the wrong magic, an unknown format version, a bad checksum, or an inconsistent header is
+refused with a :class:`~tinywarden.errors.ModelFileError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinywarden import __version__
+from tinywarden.detectors.base import REGISTRY
+from tinywarden.errors import ModelFileError, TinywardenError
+from tinywarden.pipeline import Pipeline
+
+MAGIC = b"TWMODEL\n"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<8sHI")
+_ALLOWED_DTYPES = {"float64", "float32", "int64", "int32", "int16", "int8", "uint8"}
+
+
+def encode(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """Serialise a header and named arrays into model-file bytes."""
+    specs, blobs, offset = [], [], 0
+    for name, arr in arrays.items():
+        a = np.ascontiguousarray(arr)
+        if a.dtype.name not in _ALLOWED_DTYPES:
+            raise TinywardenError(f"array {name!r} has unsupported dtype {a.dtype}")
+        data = a.astype(a.dtype.newbyteorder("<")).tobytes()
+        specs.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape), "offset": offset,
+                      "nbytes": len(data)})
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps({**header, "arrays": specs}, sort_keys=True, separators=(",", ":")).encode()
+    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)) + head + b"".join(blobs)
+    return body + hashlib.sha256(body).digest()
+
+
+def decode(data: bytes, source: str = "<bytes>") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Parse and verify model-file bytes; return ``(header, arrays)``."""
+    if len(data) < _PREFIX.size + 32:
+        raise ModelFileError(f"{source}: not a tinywarden model file (only {len(data)} bytes)")
+    magic, version, head_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise ModelFileError(f"{source}: not a tinywarden model file (bad magic)")
+    if version != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{source}: model file format version {version} is not supported (this tinywarden reads "
+            f"version {FORMAT_VERSION}); retrain or upgrade tinywarden"
+        )
+    body, digest = data[:-32], data[-32:]
+    if hashlib.sha256(body).digest() != digest:
+        raise ModelFileError(f"{source}: checksum mismatch: the model file is corrupted or truncated")
+    start = _PREFIX.size
+    try:
+        header = json.loads(body[start : start + head_len].decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{source}: unreadable header ({exc})") from None
+    blob = body[start + head_len :]
+    arrays: dict[str, np.ndarray] = {}
+    for spec in header.get("arrays", []):
+        try:
+            name, dtype, shape = spec["name"], spec["dtype"], tuple(spec["shape"])
+            off, nbytes = int(spec["offset"]), int(spec["nbytes"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"{source}: malformed array entry {spec!r}") from None
+        if dtype not in _ALLOWED_DTYPES or off < 0 or off + nbytes > len(blob):
+            raise ModelFileError(f"{source}: array {name!r} lies outside the file or has dtype {dtype!r}")
+        arr = np.frombuffer(blob[off : off + nbytes], dtype=np.dtype(dtype).newbyteorder("<"))
+        if arr.size != int(np.prod(shape)):
+            raise ModelFileError(f"{source}: array {name!r} has {arr.size} values, header says {shape}")
+        arrays[name] = arr.reshape(shape).astype(np.dtype(dtype))
+    return header, arrays
+
+
+def _tuples(params: dict[str, Any]) -> dict[str, Any]:
+    """JSON turns tuples into lists; detector parameters that were tuples come back as tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+
+
+def pipeline_to_bytes(pipeline: Pipeline, extra: dict[str, Any] | None = None,
+                      extra_arrays: dict[str, np.ndarray] | None = None) -> bytes:
+    """Model-file bytes for a fitted pipeline (``extra`` header keys and arrays from later stages)."""
+    pipeline._check_fitted()
+    det = pipeline.detector
+    arrays = {"scaler/offset": pipeline.offset_, "scaler/scale": pipeline.scale_}
+    arrays.update({f"detector/{k}": v for k, v in det.state().items()})
+    arrays.update(extra_arrays or {})
+    header = {
+        "format": FORMAT_VERSION,
+        "tinywarden_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pipeline": {**pipeline.config(), "channels": list(pipeline.channels_),
+                     "threshold": pipeline.threshold_},
+        "detector": {"name": det.name, "params": det.get_params(), "n_params": det.n_params_},
+        "train": pipeline.train_summary_,
+        **(extra or {}),
+    }
+    return encode(header, arrays)
+
+
+def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
+    """Rebuild a fitted :class:`Pipeline` from model-file bytes."""
+    header, arrays = decode(data, source)
+    try:
+        cfg = header["pipeline"]
+        det_name = header["detector"]["name"]
+        params = _tuples(header["detector"]["params"])
+    except (KeyError, TypeError):
+        raise ModelFileError(f"{source}: header lacks the pipeline or detector section") from None
+    if det_name not in REGISTRY:
+        raise ModelFileError(f"{source}: unknown detector {det_name!r} (known: {', '.join(sorted(REGISTRY))})")
+    det_arrays = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("detector/")}
+    det = REGISTRY[det_name].from_state(params, det_arrays)
+    try:
+        p = Pipeline(det, cfg["window"], cfg["stride"], cfg["features"], cfg["target_fpr"], cfg["k"], cfg["n"],
+                     cfg["calibration_fraction"])
+        p.channels_ = tuple(cfg["channels"])
+        p.threshold_ = float(cfg["threshold"])
+        p.offset_ = arrays["scaler/offset"]
+        p.scale_ = arrays["scaler/scale"]
+    except (KeyError, TypeError) as exc:
+        raise ModelFileError(f"{source}: incomplete pipeline section (missing {exc})") from None
+    except TinywardenError as exc:
+        raise ModelFileError(f"{source}: invalid pipeline configuration: {exc}") from None
+    p.train_summary_ = header.get("train", {})
+    p.header_ = header
+    p.extra_arrays_ = {k: v for k, v in arrays.items() if not k.startswith(("detector/", "scaler/"))}
+    return p
+
+
+def save_pipeline(pipeline: Pipeline, path: str | Path, extra: dict[str, Any] | None = None,
+                  extra_arrays: dict[str, np.ndarray] | None = None) -> int:
+    """Write a model file atomically (temp file, fsync, rename); return its size in bytes."""
+    data = pipeline_to_bytes(pipeline, extra, extra_arrays)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(p)
+    return len(data)
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    """Read and verify a model file written by :func:`save_pipeline`."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{p}: no such model file") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{p}: is a directory, expected a model file") from None
+    return pipeline_from_bytes(data, str(p))
