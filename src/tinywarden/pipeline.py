@@ -127,18 +127,8 @@ class Pipeline:
         detector, the rest are held out to set the threshold at ``target_fpr``.
         """
         self.channels_ = tuple(series.channels)
-        ends, raw = self._raw_inputs(series.values)
-        normal = normal_window_mask(series.labels, ends, self.window)
-        raw = raw[normal]
-        n_cal = int(round(len(raw) * self.calibration_fraction))
-        n_fit = len(raw) - n_cal
-        if n_fit < MIN_FIT_WINDOWS or n_cal < MIN_CALIBRATION_WINDOWS:
-            raise DataError(
-                f"{series.source}: {len(series)} rows give {len(raw)} normal windows of {self.window} rows "
-                f"(stride {self.stride}); need at least {MIN_FIT_WINDOWS} to train and "
-                f"{MIN_CALIBRATION_WINDOWS} to calibrate: use more data or a shorter window/stride"
-            )
-        fit_x, cal_x = raw[:n_fit], raw[n_fit:]
+        fit_x, cal_x = self.split_inputs(series)
+        n_fit, n_cal = len(fit_x), len(cal_x)
         if self.input_kind == "features":
             sc = StandardScaler().fit(fit_x)
             self.offset_, self.scale_ = sc.mean_.astype(np.float64), np.maximum(sc.scale_, SCALE_FLOOR)
@@ -154,13 +144,30 @@ class Pipeline:
         self.train_summary_ = {
             "source": series.source,
             "rows": len(series),
-            "normal_windows": int(len(raw)),
+            "normal_windows": int(n_fit + n_cal),
             "fit_windows": int(n_fit),
             "calibration_windows": int(n_cal),
             "calibration_fpr": float(np.mean(cal_scores > self.threshold_)),
             "period_s": series.period,
         }
         return self
+
+    def split_inputs(self, series: Series) -> tuple[np.ndarray, np.ndarray]:
+        """Unscaled model inputs of the normal windows of ``series``: ``(fit part, calibration part)``.
+
+        The same split :meth:`fit` uses, so a later stage (e.g. int8 calibration) sees the same data.
+        """
+        ends, raw = self._raw_inputs(self._select(series))
+        raw = raw[normal_window_mask(series.labels, ends, self.window)]
+        n_cal = int(round(len(raw) * self.calibration_fraction))
+        n_fit = len(raw) - n_cal
+        if n_fit < MIN_FIT_WINDOWS or n_cal < MIN_CALIBRATION_WINDOWS:
+            raise DataError(
+                f"{series.source}: {len(series)} rows give {len(raw)} normal windows of {self.window} rows "
+                f"(stride {self.stride}); need at least {MIN_FIT_WINDOWS} to train and "
+                f"{MIN_CALIBRATION_WINDOWS} to calibrate: use more data or a shorter window/stride"
+            )
+        return raw[:n_fit], raw[n_fit:]
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):

@@ -1,3 +1,265 @@
 """Core pipeline commands: train, score, evaluate, demo."""
 
 from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tinywarden.cli.app import app, console, err_console
+from tinywarden.errors import ConfigError
+from tinywarden.telemetry.series import Series
+
+DataArg = Annotated[str, typer.Argument(help="Telemetry file: .csv, .parquet, or a shared-data .npz[:train|:test]")]
+ModelArg = Annotated[Path, typer.Argument(help="Model file (.twb) written by `tinywarden train`")]
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``["hidden=16,4", "lr=0.01"]`` -> ``{"hidden": (16, 4), "lr": 0.01}`` (JSON values, commas make tuples)."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param {item!r}: expected KEY=VALUE")
+
+        def one(tok: str) -> Any:
+            try:
+                return json.loads(tok)
+            except json.JSONDecodeError:
+                return tok
+
+        params[key.strip()] = tuple(one(t) for t in text.split(",") if t) if "," in text else one(text)
+    return params
+
+
+def report_gaps(series: Series) -> None:
+    gaps = series.gaps()
+    if gaps:
+        big = max(gaps, key=lambda g: g.seconds)
+        err_console.print(
+            f"[yellow]note:[/] {series.source}: {len(gaps)} gap(s) in time, largest {big.seconds:.0f} s after "
+            f"row {big.after_row + 2}; windows spanning a gap are scored from the samples that exist "
+            "(nothing is interpolated)",
+            highlight=False,
+        )
+
+
+def training_progress(label: str) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                    console=err_console, transient=True)
+
+
+def fit_with_progress(pipeline: Any, series: Series, label: str) -> Any:
+    with training_progress(label) as bar:
+        task = bar.add_task(label, total=1)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        pipeline.fit(series, progress=tick)
+        bar.update(task, completed=1, total=1)
+    return pipeline
+
+
+@app.command()
+def train(
+    data: DataArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model file")],
+    model: Annotated[str, typer.Option(help="Detector: ewma, kmeans, dense_ae, conv_ae")] = "dense_ae",
+    window: Annotated[int, typer.Option(help="Samples per window")] = 128,
+    stride: Annotated[int, typer.Option(help="Samples between window starts")] = 64,
+    features: Annotated[str, typer.Option(help="Comma-separated feature names (default: all)")] = "",
+    target_fpr: Annotated[float, typer.Option(help="Window false-positive rate to calibrate for")] = 0.01,
+    k: Annotated[int, typer.Option(help="Persistence: alarms need k of the last n windows over threshold")] = 2,
+    n: Annotated[int, typer.Option(help="Persistence window length")] = 3,
+    train_fraction: Annotated[float, typer.Option(
+        help="Use only the first fraction of rows (train + calibrate) when one file holds train and test")] = 1.0,
+    param: Annotated[list[str], typer.Option(help="Detector parameter KEY=VALUE (repeatable)")] = [],  # noqa: B006
+) -> None:
+    """Learn normal behaviour from DATA (rows labelled 1 are left out) and save a calibrated model."""
+    from tinywarden.detectors import make_detector
+    from tinywarden.features import DEFAULT_FEATURES
+    from tinywarden.modelfile import save_pipeline
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.telemetry import read_series
+
+    series = read_series(data, split="train")
+    if not 0.0 < train_fraction <= 1.0:
+        raise ConfigError(f"--train-fraction must be in (0, 1], got {train_fraction}")
+    if train_fraction < 1.0:
+        series, _ = series.split(train_fraction)
+    report_gaps(series)
+    feats = tuple(f.strip() for f in features.split(",") if f.strip()) or DEFAULT_FEATURES
+    pipeline = Pipeline(make_detector(model, **parse_params(param)), window, stride, feats, target_fpr, k, n)
+    fit_with_progress(pipeline, series, f"training {model}")
+    pipeline.train_summary_["train_fraction"] = train_fraction
+    size = save_pipeline(pipeline, out)
+    t = Table(title=f"trained {model} -> {out}", show_header=False)
+    s = pipeline.train_summary_
+    for key, val in [
+        ("training rows", f"{s['rows']}"),
+        ("normal windows (fit / calibrate)", f"{s['fit_windows']} / {s['calibration_windows']}"),
+        ("threshold", f"{pipeline.threshold_:.6g} (target FPR {target_fpr:g}, held-out {s['calibration_fpr']:.4f})"),
+        ("persistence", f"{k} of {n} windows"),
+        ("parameters", f"{pipeline.n_params_} ({pipeline.model_bytes_} B as float32)"),
+        ("model file", f"{size} B"),
+    ]:
+        t.add_row(key, val)
+    console.print(t)
+
+
+def _skip_rows(pipeline: Any, series: Series, skip_fraction: float | None) -> int:
+    """Rows not to evaluate: an explicit fraction, or the part the model was trained on when DATA is
+    the file it was trained from with --train-fraction."""
+    if skip_fraction is not None:
+        if not 0.0 <= skip_fraction < 1.0:
+            raise ConfigError(f"--skip-fraction must be in [0, 1), got {skip_fraction}")
+        return int(round(len(series) * skip_fraction))
+    summary = pipeline.train_summary_
+    frac = float(summary.get("train_fraction", 1.0))
+    if summary.get("source") == series.source and frac < 1.0:
+        return int(round(len(series) * frac))
+    return 0
+
+
+def _window_labels(series: Series, end_rows: np.ndarray, window: int) -> np.ndarray | None:
+    if series.labels is None:
+        return None
+    c = np.concatenate(([0], np.cumsum(series.labels.astype(np.int64))))
+    return ((c[end_rows + 1] - c[end_rows + 1 - window]) > 0).astype(np.int8)
+
+
+@app.command()
+def score(
+    model: ModelArg,
+    data: DataArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV of per-window scores")],
+) -> None:
+    """Score every window of DATA: writes window_end, score, anomaly (and label when DATA has one)."""
+    from tinywarden.pipeline import load_pipeline
+    from tinywarden.telemetry import read_series
+
+    pipeline = load_pipeline(str(model))
+    series = read_series(data, split="test")
+    report_gaps(series)
+    scored = pipeline.score(series)
+    labels = _window_labels(series, scored.end_rows, pipeline.window)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["window_end", "score", "anomaly", *(["label"] if labels is not None else [])])
+        for i in range(len(scored.scores)):
+            row = [repr(float(scored.end_times[i])), repr(float(scored.scores[i])), int(scored.alarms[i])]
+            w.writerow(row + ([int(labels[i])] if labels is not None else []))
+    console.print(f"wrote {len(scored.scores)} windows to {out} ({int(scored.alarms.sum())} in alarm)")
+
+
+def evaluate_pipeline(pipeline: Any, series: Series, skip_rows: int) -> tuple[Any, Any]:
+    """Score ``series`` and compute its :class:`~tinywarden.evaluate.Evaluation`."""
+    from tinywarden.evaluate import WindowScores, evaluate
+
+    scored = pipeline.score(series)
+    ws = WindowScores(scored.end_rows, pipeline.window, scored.scores, scored.raw_flags, scored.alarms,
+                      scored.threshold)
+    ev = evaluate(series, ws, params=pipeline.n_params_, model_bytes=pipeline.model_bytes_,
+                  detector=pipeline.detector.name, skip_rows=skip_rows)
+    return ws, ev
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: ModelArg,
+    data: DataArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Save a PNG of score over time, threshold, attacks")] = None,
+    skip_fraction: Annotated[float | None, typer.Option(
+        help="Leave out the first fraction of rows (default: the training part when DATA is the training file)")
+    ] = None,
+) -> None:
+    """Per-window and per-incident metrics of MODEL on labelled DATA."""
+    from tinywarden.evaluate import render
+    from tinywarden.pipeline import load_pipeline
+    from tinywarden.telemetry import read_series
+
+    pipeline = load_pipeline(str(model))
+    series = read_series(data, split="test")
+    if series.labels is None:
+        raise ConfigError(f"{series.source}: evaluate needs a label column (0 normal / 1 anomalous)")
+    report_gaps(series)
+    ws, ev = evaluate_pipeline(pipeline, series, _skip_rows(pipeline, series, skip_fraction))
+    if plot is not None:
+        from tinywarden.evaluate import plot_evaluation
+
+        plot_evaluation(series, ws, ev, plot, title=f"{pipeline.detector.name} on {Path(series.source).name}")
+    if as_json:
+        print(json.dumps(ev.to_dict(), sort_keys=True))
+        return
+    console.print(render(ev))
+    if plot is not None:
+        console.print(f"plot saved to {plot}")
+
+
+@app.command()
+def demo(
+    profile: Annotated[str, typer.Option(help="Simulated device profile")] = "camera",
+    days: Annotated[float, typer.Option(help="Days of telemetry to simulate")] = 10.0,
+    train_days: Annotated[float, typer.Option(help="Leading attack-free days used to learn normal")] = 5.0,
+    detector: Annotated[str, typer.Option(help="Detector shown in the full report")] = "dense_ae",
+    seed: Annotated[int, typer.Option(help="Simulator seed")] = 7,
+    out_dir: Annotated[Path, typer.Option(help="Where the data, models, plot and report go")] = Path("demo-out"),
+) -> None:
+    """End to end: simulate a device, learn its normal days, detect every attack type on held-out days."""
+    from tinywarden.detectors import REGISTRY, make_detector
+    from tinywarden.evaluate import plot_evaluation, render
+    from tinywarden.modelfile import save_pipeline
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.simulate import simulate
+    from tinywarden.telemetry import write_csv
+
+    if not 0 < train_days < days:
+        raise ConfigError(f"--train-days must be between 0 and --days ({days}), got {train_days}")
+    if detector not in REGISTRY:
+        raise ConfigError(f"unknown detector {detector!r}; known: {', '.join(sorted(REGISTRY))}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    series = simulate(profile, days, "all", seed=seed, attack_free_days=train_days)
+    write_csv(series, out_dir / "telemetry.csv")
+    cut = int(np.searchsorted(series.timestamps, series.timestamps[0] + train_days * 86400.0))
+    train_part = series.slice(0, cut)
+    console.print(
+        f"[bold]tinywarden demo[/]: {profile}, {days:g} days x {series.n_channels} channels "
+        f"({len(series)} samples every {series.period:g} s); learning normal from the first {train_days:g} days, "
+        f"testing on {days - train_days:g} days with attacks {', '.join(sorted(set(series.attacks) - {''}))}"
+    )
+    order = [detector, *[d for d in ("ewma", "kmeans", "dense_ae", "conv_ae") if d != detector]]
+    summary = Table(title="all detectors on the held-out days (window 128, stride 64, 2-of-3 persistence)")
+    for col in ("detector", "params", "float32 B", "ROC AUC", "PR AUC", "detection rate", "mean latency",
+                "window FPR", "false alarms/day"):
+        summary.add_column(col, justify="right" if col != "detector" else "left")
+    reports: dict[str, Any] = {}
+    main_ev = main_ws = None
+    for name in order:
+        pipeline = fit_with_progress(Pipeline(make_detector(name)), train_part, f"training {name}")
+        save_pipeline(pipeline, out_dir / f"{name}.twb")
+        ws, ev = evaluate_pipeline(pipeline, series, skip_rows=cut)
+        reports[name] = ev.to_dict()
+        if name == detector:
+            main_ev, main_ws = ev, ws
+        lat = ev.mean_detection_latency_s
+        summary.add_row(name, str(ev.params), str(ev.model_bytes), f"{ev.roc_auc:.3f}", f"{ev.pr_auc:.3f}",
+                        f"{ev.detection_rate:.0%} ({ev.n_detected}/{ev.n_incidents})",
+                        "-" if lat != lat else f"{lat / 60:.1f} min", f"{ev.fpr:.4f}",
+                        f"{ev.false_alarms_per_day:.2f}")
+    assert main_ev is not None and main_ws is not None
+    console.print(f"\n[bold]{detector}[/] in detail")
+    console.print(render(main_ev))
+    console.print(summary)
+    plot = plot_evaluation(series, main_ws, main_ev, out_dir / f"{detector}.png",
+                           title=f"tinywarden demo: {detector} on simulated {profile}")
+    (out_dir / "report.json").write_text(json.dumps(reports, indent=2, sort_keys=True, allow_nan=False))
+    console.print(f"data, models (*.twb), plot ({plot.name}) and report.json are in {out_dir}/")
