@@ -18,6 +18,8 @@ from tinywarden.telemetry.series import Series
 
 DataArg = Annotated[str, typer.Argument(help="Telemetry file: .csv, .parquet, or a shared-data .npz[:train|:test]")]
 ModelArg = Annotated[Path, typer.Argument(help="Model file (.twb) written by `tinywarden train`")]
+DropOpt = Annotated[bool, typer.Option(
+    "--drop-unordered", help="Drop rows whose timestamp is not later than every row before them")]
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -39,6 +41,10 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def report_gaps(series: Series) -> None:
+    """Tell the user, on stderr, what the data had that was not used as it is."""
+    if series.meta.get("dropped_rows"):
+        err_console.print(f"[yellow]note:[/] {series.source}: dropped {series.meta['dropped_rows']} row(s) with "
+                          "duplicate or out-of-order timestamps", highlight=False)
     gaps = series.gaps()
     if gaps:
         big = max(gaps, key=lambda g: g.seconds)
@@ -81,6 +87,7 @@ def train(
     train_fraction: Annotated[float, typer.Option(
         help="Use only the first fraction of rows (train + calibrate) when one file holds train and test")] = 1.0,
     param: Annotated[list[str], typer.Option(help="Detector parameter KEY=VALUE (repeatable)")] = [],  # noqa: B006
+    drop_unordered: DropOpt = False,
 ) -> None:
     """Learn normal behaviour from DATA (rows labelled 1 are left out) and save a calibrated model."""
     from tinywarden.detectors import make_detector
@@ -89,7 +96,7 @@ def train(
     from tinywarden.pipeline import Pipeline
     from tinywarden.telemetry import read_series
 
-    series = read_series(data, split="train")
+    series = read_series(data, split="train", drop_unordered=drop_unordered)
     if not 0.0 < train_fraction <= 1.0:
         raise ConfigError(f"--train-fraction must be in (0, 1], got {train_fraction}")
     if train_fraction < 1.0:
@@ -140,13 +147,14 @@ def score(
     model: ModelArg,
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV of per-window scores")],
+    drop_unordered: DropOpt = False,
 ) -> None:
     """Score every window of DATA: writes window_end, score, anomaly (and label when DATA has one)."""
     from tinywarden.pipeline import load_pipeline
     from tinywarden.telemetry import read_series
 
     pipeline = load_pipeline(str(model))
-    series = read_series(data, split="test")
+    series = read_series(data, split="test", drop_unordered=drop_unordered)
     report_gaps(series)
     scored = pipeline.score(series)
     labels = _window_labels(series, scored.end_rows, pipeline.window)
@@ -181,6 +189,7 @@ def evaluate_cmd(
     skip_fraction: Annotated[float | None, typer.Option(
         help="Leave out the first fraction of rows (default: the training part when DATA is the training file)")
     ] = None,
+    drop_unordered: DropOpt = False,
 ) -> None:
     """Per-window and per-incident metrics of MODEL on labelled DATA."""
     from tinywarden.evaluate import render
@@ -188,7 +197,7 @@ def evaluate_cmd(
     from tinywarden.telemetry import read_series
 
     pipeline = load_pipeline(str(model))
-    series = read_series(data, split="test")
+    series = read_series(data, split="test", drop_unordered=drop_unordered)
     if series.labels is None:
         raise ConfigError(f"{series.source}: evaluate needs a label column (0 normal / 1 anomalous)")
     report_gaps(series)

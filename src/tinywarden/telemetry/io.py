@@ -46,12 +46,17 @@ def parse_timestamp(text: str) -> float:
     return dt.timestamp()
 
 
-def read_series(path: str | Path, split: str | None = None) -> Series:
+def read_series(path: str | Path, split: str | None = None, drop_unordered: bool = False) -> Series:
     """Read telemetry from ``path``: ``.csv``, ``.parquet``/``.pq``, or a shared-data ``.npz``.
 
     ``path`` may end in ``:train`` or ``:test`` to choose the split of an ``.npz`` entity; ``split``
-    gives the default when it does not. NAB CSVs found under a ``nab/data`` tree get their row labels
-    from ``nab/labels/combined_windows.json``.
+    gives the default when it does not.
+
+    Duplicate or decreasing timestamps are an error unless ``drop_unordered`` is set: then every row
+    whose timestamp is not later than all rows before it is dropped, and the count is recorded in
+    ``series.meta["dropped_rows"]``. NAB CSVs found under a ``nab/data`` tree get their row labels from
+    ``nab/labels/combined_windows.json`` and are always read with ``drop_unordered`` (four NAB series
+    repeat a clock hour or a sample, a known quirk of that dataset).
     """
     text = str(path)
     for name in NPZ_SPLITS:
@@ -64,10 +69,10 @@ def read_series(path: str | Path, split: str | None = None) -> Series:
         raise DataError(f"{p}: is a directory, expected a telemetry file")
     suffix = p.suffix.lower()
     if suffix == ".csv":
-        series = _read_csv(p)
+        series = _read_csv(p, drop_unordered or _nab_windows_file(p) is not None)
         return _attach_nab_labels(series, p)
     if suffix in (".parquet", ".pq"):
-        return _read_parquet(p)
+        return _read_parquet(p, drop_unordered)
     if suffix == ".npz":
         return read_npz(p, split or "test")
     raise DataError(f"{p}: unknown file type {suffix!r} (expected .csv, .parquet or .npz)")
@@ -89,7 +94,7 @@ def _columns(path: Path, header: list[str]) -> tuple[int, list[int], int | None,
     return ts, chans, lab, att
 
 
-def _read_csv(path: Path) -> Series:
+def _read_csv(path: Path, drop_unordered: bool = False) -> Series:
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
@@ -135,22 +140,39 @@ def _read_csv(path: Path) -> Series:
             labels[r] = int(float(cell))
         if attacks is not None:
             attacks[r] = row[att_i].strip()
-    _check_order(path, ts, header_rows=1)
-    return Series(ts, vals, tuple(names[c] for c in chans), labels, attacks, str(path))
+    keep = _check_order(path, ts, header_rows=1, drop=drop_unordered)
+    return _build(path, ts, vals, tuple(names[c] for c in chans), labels, attacks, keep)
 
 
-def _check_order(path: Path | str, ts: np.ndarray, header_rows: int) -> None:
+def _check_order(path: Path | str, ts: np.ndarray, header_rows: int, drop: bool) -> np.ndarray | None:
+    """None when timestamps strictly increase; else the rows to keep (``drop``) or a DataError."""
     d = np.diff(ts)
-    if (d <= 0).any():
-        i = int(np.argmax(d <= 0)) + 1
-        kind = "duplicate" if d[i - 1] == 0 else "decreasing"
-        raise DataError(
-            f"{path}: row {i + 1 + header_rows}, column 'timestamp': {kind} timestamp "
-            f"(previous row has {ts[i - 1]!r}, this one {ts[i]!r})"
-        )
+    if not (d <= 0).any():
+        return None
+    if drop:
+        prev_max = np.maximum.accumulate(np.concatenate(([-np.inf], ts[:-1])))
+        return ts > prev_max
+    i = int(np.argmax(d <= 0)) + 1
+    kind = "duplicate" if d[i - 1] == 0 else "decreasing"
+    raise DataError(
+        f"{path}: row {i + 1 + header_rows}, column 'timestamp': {kind} timestamp "
+        f"(previous row has {float(ts[i - 1])!r}, this one {float(ts[i])!r}); "
+        "fix the file or pass --drop-unordered to drop such rows"
+    )
 
 
-def _read_parquet(path: Path) -> Series:
+def _build(path: Path, ts: np.ndarray, vals: np.ndarray, channels: tuple[str, ...], labels: np.ndarray | None,
+           attacks: np.ndarray | None, keep: np.ndarray | None) -> Series:
+    meta: dict[str, str] = {}
+    if keep is not None:
+        meta["dropped_rows"] = str(int((~keep).sum()))
+        ts, vals = ts[keep], vals[keep]
+        labels = None if labels is None else labels[keep]
+        attacks = None if attacks is None else attacks[keep]
+    return Series(ts, vals, channels, labels, attacks, str(path), meta)
+
+
+def _read_parquet(path: Path, drop_unordered: bool = False) -> Series:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -204,8 +226,8 @@ def _read_parquet(path: Path) -> Series:
     bad_ts = ~np.isfinite(ts)
     if bad_ts.any():
         raise DataError(f"{path}: row {int(np.argmax(bad_ts)) + 1}, column 'timestamp': not a finite time")
-    _check_order(path, ts, header_rows=0)
-    return Series(ts, vals, tuple(names[c] for c in chans), labels, attacks, str(path))
+    keep = _check_order(path, ts, header_rows=0, drop=drop_unordered)
+    return _build(path, ts, vals, tuple(names[c] for c in chans), labels, attacks, keep)
 
 
 def read_npz(path: str | Path, split: str = "test") -> Series:
@@ -233,12 +255,18 @@ def read_npz(path: str | Path, split: str = "test") -> Series:
     return Series(ts, vals, channels, labels, None, f"{p}:{split}", {"dataset": p.stem, "split": split})
 
 
+def _nab_windows_file(path: Path) -> Path | None:
+    """NAB's label file when ``path`` sits in a NAB ``data/<dir>/`` tree, else None."""
+    if path.parent.parent.name != "data":
+        return None
+    windows_file = path.parent.parent.parent / "labels" / "combined_windows.json"
+    return windows_file if windows_file.exists() else None
+
+
 def _attach_nab_labels(series: Series, path: Path) -> Series:
     """Label rows inside NAB's anomaly windows when ``path`` sits in a NAB ``data/<dir>/`` tree."""
-    if series.labels is not None or path.parent.parent.name != "data":
-        return series
-    windows_file = path.parent.parent.parent / "labels" / "combined_windows.json"
-    if not windows_file.exists():
+    windows_file = _nab_windows_file(path)
+    if series.labels is not None or windows_file is None:
         return series
     key = f"{path.parent.name}/{path.name}"
     try:
@@ -252,7 +280,7 @@ def _attach_nab_labels(series: Series, path: Path) -> Series:
         lo, hi = parse_timestamp(start), parse_timestamp(end)
         labels[(series.timestamps >= lo) & (series.timestamps <= hi)] = 1
     return Series(series.timestamps, series.values, series.channels, labels, None, series.source,
-                  {"dataset": "nab", "nab_key": key})
+                  {**series.meta, "dataset": "nab", "nab_key": key})
 
 
 def write_csv(series: Series, path: str | Path) -> None:

@@ -1,0 +1,40 @@
+"""Shared fixtures: where the public datasets live, and small synthetic series."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinywarden.telemetry import Series
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path:
+    """``$TINYWARDEN_DATA`` or ``<repo>/../shared/data``."""
+    return Path(os.environ.get("TINYWARDEN_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    d = shared_data_dir()
+    if not (d / "smd_asd" / "npz").is_dir() or not (d / "nab" / "data").is_dir():
+        pytest.skip(f"shared public data not found at {d} (set TINYWARDEN_DATA)")
+    return d
+
+
+def make_series(n: int = 6000, channels: int = 3, seed: int = 0, period: float = 10.0) -> Series:
+    """A daily-rhythm-like normal series with noise (no labels)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) * period
+    base = np.sin(2 * np.pi * t / 3600.0)[:, None] * np.arange(1, channels + 1)
+    vals = 10.0 + base + rng.normal(scale=0.3, size=(n, channels))
+    return Series(t, vals, tuple(f"c{i}" for i in range(channels)))
+
+
+@pytest.fixture
+def normal_series() -> Series:
+    return make_series()
