@@ -1,0 +1,221 @@
+"""Packet-filter actuators: block remote addresses, or all egress but an allow-list.
+
+Each action owns one nftables table (``inet tw_<action>``), so applying is one atomic ``nft -f`` load
+and reverting is deleting that table; nothing else in the ruleset is touched. Where ``nft`` is missing
+the same rules go into an iptables/ip6tables chain of their own (``TW-<action>``) hooked into
+OUTPUT/INPUT. Loopback, the policy's critical interfaces and critical addresses are always allowed by
+the egress allow-list, so the device keeps its critical function while isolated.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tinywarden.respond.actuators.base import Actuator, ActuatorError, CommandRunner, Targets
+
+
+@dataclass(frozen=True)
+class FilterRules:
+    """A backend-neutral rule set: drop traffic to/from ``drop``, or (``egress_only``) drop all egress
+    except to ``allow`` and out of ``allow_interfaces``."""
+
+    drop: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    allow_interfaces: tuple[str, ...] = ()
+    egress_only: bool = False
+
+
+def _split(addrs: Sequence[str]) -> tuple[list[str], list[str]]:
+    v4 = [a for a in addrs if ipaddress.ip_network(a, strict=False).version == 4]
+    v6 = [a for a in addrs if ipaddress.ip_network(a, strict=False).version == 6]
+    return v4, v6
+
+
+def nft_script(table: str, rules: FilterRules) -> str:
+    """The ``nft -f`` script that creates ``table`` holding ``rules``.
+
+    >>> print(nft_script("tw_x", FilterRules(drop=("203.0.113.7/32",))), end="")
+    table inet tw_x {
+      chain output {
+        type filter hook output priority -10; policy accept;
+        ip daddr { 203.0.113.7/32 } drop
+      }
+      chain input {
+        type filter hook input priority -10; policy accept;
+        ip saddr { 203.0.113.7/32 } drop
+      }
+    }
+    """
+    # Priority -10 runs our chains before the usual priority-0 filter chains.
+    head = "type filter hook {} priority -10; policy {};"
+    lines = [f"table inet {table} {{"]
+    if rules.egress_only:
+        v4, v6 = _split(rules.allow)
+        body = ['oifname "lo" accept']
+        body += [f'oifname "{i}" accept' for i in rules.allow_interfaces]
+        body += [f"ip daddr {{ {', '.join(v4)} }} accept"] if v4 else []
+        body += [f"ip6 daddr {{ {', '.join(v6)} }} accept"] if v6 else []
+        chains = [("output", head.format("output", "drop"), body)]
+    else:
+        v4, v6 = _split(rules.drop)
+        out = [f"ip daddr {{ {', '.join(v4)} }} drop"] if v4 else []
+        out += [f"ip6 daddr {{ {', '.join(v6)} }} drop"] if v6 else []
+        inp = [r.replace("daddr", "saddr") for r in out]
+        chains = [
+            ("output", head.format("output", "accept"), out),
+            ("input", head.format("input", "accept"), inp),
+        ]
+    for name, hook, body in chains:
+        lines += [f"  chain {name} {{", f"    {hook}", *(f"    {r}" for r in body), "  }"]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+class _NftBackend:
+    def __init__(self, table: str, runner: CommandRunner) -> None:
+        self.table = table
+        self.runner = runner
+
+    def present(self) -> bool:
+        return self.runner.run(["nft", "list", "table", "inet", self.table], check=False).returncode == 0
+
+    def install(self, rules: FilterRules) -> None:
+        self.runner.run(["nft", "-f", "-"], stdin=nft_script(self.table, rules))
+
+    def remove(self) -> None:
+        self.runner.run(["nft", "delete", "table", "inet", self.table])
+
+    def commands(self, rules: FilterRules) -> str:
+        return f"nft -f - <<< {nft_script(self.table, rules)!r}"
+
+
+class _IptablesBackend:
+    """The same rules as iptables/ip6tables chains, for systems without nft."""
+
+    def __init__(self, chain: str, runner: CommandRunner) -> None:
+        self.chain = chain
+        self.runner = runner
+
+    def _chains(self, rules: FilterRules) -> list[tuple[str, str, list[list[str]]]]:
+        """(binary, hook, rule arguments) for each chain this rule set needs."""
+        out: list[tuple[str, str, list[list[str]]]] = []
+        for binary, version in (("iptables", 4), ("ip6tables", 6)):
+            if rules.egress_only:
+                addrs = [a for a in rules.allow if ipaddress.ip_network(a).version == version]
+                body = [["-o", "lo", "-j", "ACCEPT"]]
+                body += [["-o", i, "-j", "ACCEPT"] for i in rules.allow_interfaces]
+                body += [["-d", a, "-j", "ACCEPT"] for a in addrs]
+                body.append(["-j", "DROP"])
+                out.append((binary, "OUTPUT", body))
+            else:
+                addrs = [a for a in rules.drop if ipaddress.ip_network(a).version == version]
+                if addrs:
+                    out.append((binary, "OUTPUT", [["-d", a, "-j", "DROP"] for a in addrs]))
+                    out.append((binary, "INPUT", [["-s", a, "-j", "DROP"] for a in addrs]))
+        return out
+
+    def _name(self, hook: str) -> str:
+        return f"{self.chain}-{hook[0]}"  # iptables chain names are at most 28 characters
+
+    def present(self) -> bool:
+        return self.runner.run(["iptables", "-S", self._name("OUTPUT")], check=False).returncode == 0 or (
+            self.runner.run(["ip6tables", "-S", self._name("OUTPUT")], check=False).returncode == 0
+        )
+
+    def install(self, rules: FilterRules) -> None:
+        for binary, hook, body in self._chains(rules):
+            name = self._name(hook)
+            self.runner.run([binary, "-N", name])
+            for r in body:
+                self.runner.run([binary, "-A", name, *r])
+            self.runner.run([binary, "-I", hook, "1", "-j", name])
+
+    def remove(self) -> None:
+        for binary in ("iptables", "ip6tables"):
+            for hook in ("OUTPUT", "INPUT"):
+                name = self._name(hook)
+                if self.runner.run([binary, "-S", name], check=False).returncode != 0:
+                    continue
+                while self.runner.run([binary, "-D", hook, "-j", name], check=False).returncode == 0:
+                    pass
+                self.runner.run([binary, "-F", name])
+                self.runner.run([binary, "-X", name])
+
+    def commands(self, rules: FilterRules) -> str:
+        return "; ".join(
+            f"{b} -N {self._name(h)}; " + "; ".join(f"{b} -A {self._name(h)} {' '.join(r)}" for r in body)
+            for b, h, body in self._chains(rules)
+        )
+
+
+class _FilterActuator(Actuator):
+    def __init__(
+        self, name: str, rules: FilterRules, runner: CommandRunner | None, backend: str | None
+    ) -> None:
+        self.name = name
+        self.rules = rules
+        runner = runner or CommandRunner()
+        backend = backend or ("nft" if shutil.which("nft") else "iptables")
+        if backend == "nft":
+            self.backend: _NftBackend | _IptablesBackend = _NftBackend(f"tw_{name.replace('-', '_')}", runner)
+        elif backend == "iptables":
+            self.backend = _IptablesBackend(f"TW-{name[:22]}", runner)
+        else:
+            raise ActuatorError(f"unknown packet-filter backend {backend!r} (nft or iptables)")
+
+    def apply(self) -> None:
+        if not self.is_applied():
+            self.backend.install(self.rules)
+
+    def revert(self) -> None:
+        if self.is_applied():
+            self.backend.remove()
+
+    def is_applied(self) -> bool:
+        return self.backend.present()
+
+
+class NftBlockAddress(_FilterActuator):
+    """Drop all traffic to and from ``addresses`` (the ``nft_block_address`` action type)."""
+
+    def __init__(
+        self,
+        name: str,
+        addresses: Sequence[str],
+        runner: CommandRunner | None = None,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__(name, FilterRules(drop=tuple(addresses)), runner, backend)
+
+    def describe(self) -> str:
+        return f"drop traffic to/from {', '.join(self.rules.drop)} ({self.backend.commands(self.rules)})"
+
+    def targets(self) -> Targets:
+        return Targets(addresses=self.rules.drop)
+
+
+class NftEgressAllowlist(_FilterActuator):
+    """Drop all outgoing traffic except to ``allow``, loopback and the critical interfaces/addresses."""
+
+    def __init__(
+        self,
+        name: str,
+        allow: Sequence[str],
+        critical_interfaces: Sequence[str] = (),
+        critical_addresses: Sequence[str] = (),
+        runner: CommandRunner | None = None,
+        backend: str | None = None,
+    ) -> None:
+        rules = FilterRules(
+            allow=tuple(dict.fromkeys([*allow, *critical_addresses])),
+            allow_interfaces=tuple(critical_interfaces),
+            egress_only=True,
+        )
+        super().__init__(name, rules, runner, backend)
+
+    def describe(self) -> str:
+        allowed = ", ".join(["lo", *self.rules.allow_interfaces, *self.rules.allow])
+        return f"drop all egress except {allowed} ({self.backend.commands(self.rules)})"

@@ -1,0 +1,465 @@
+"""The response engine: drives the pure state machine (:mod:`.machine`) from a score stream and a clock,
+carries out its events with actuators, writes the audit log and persists its state.
+
+The engine needs nothing but scores ("higher = more anomalous", as every tinywarden detector) and a
+threshold; it imports no detector or feature code. Time comes from an injectable :class:`Clock` (or
+an explicit ``at=``), so tests and ``tinywarden respond`` run in simulated time. Before each input
+the engine fires every timer that fell due since the last one, at its own time, so a replayed stream
+gives the same timeline as a live run.
+
+Crash safety: with ``state_path`` the machine state, the actuators' memory and the number of inputs
+seen are written atomically (temporary file, fsync, rename) after every input; a new engine given the
+same path continues where the old one stopped and re-applies any action of the active tiers that is
+not in place any more (actuators are idempotent, so repeating one is harmless).
+
+>>> from tinywarden.respond.policy import parse_policy
+>>> policy = parse_policy('''
+... [policy]
+... name = "doc"
+... version = "1"
+... [actions.notify]
+... type = "log"
+... message = "anomaly"
+... [tiers.alert]
+... actions = ["notify"]
+... consecutive = 2
+... deescalate_after_s = 30
+... ''')
+>>> engine = ResponseEngine(policy, threshold=1.0)
+>>> [e.event for e in engine.observe(2.0, at=0.0) + engine.observe(2.0, at=1.0)]
+['apply']
+>>> [(e.time, e.event, e.reason_code) for e in engine.observe(0.1, at=40.0)]
+[(31.0, 'revert', 'normal')]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import math
+import os
+import time as _time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tinywarden.audit import AuditLog
+from tinywarden.errors import ConfigError
+from tinywarden.respond import machine as m
+from tinywarden.respond.actuators import Actuator, ActuatorError, build_actuators
+from tinywarden.respond.policy import Critical, Policy
+
+STATE_FORMAT = 1
+
+
+class StateFileError(ConfigError):
+    """An engine state file that cannot be used with this policy and threshold (or is unreadable)."""
+
+
+class Clock(Protocol):
+    """Where the engine's time comes from: seconds as a float."""
+
+    def now(self) -> float: ...
+
+
+class SystemClock:
+    """Wall-clock seconds (``time.time``); the engine itself copes with the clock jumping back."""
+
+    def now(self) -> float:
+        return _time.time()
+
+
+class SimulatedClock:
+    """A clock that only moves when told to, for tests and replays.
+
+    >>> c = SimulatedClock(100.0); c.advance(5); c.now()
+    105.0
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.t = float(start)
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+    def set(self, t: float) -> None:
+        self.t = float(t)
+
+
+@dataclass(frozen=True)
+class ActionEvent:
+    """One line of the action timeline.
+
+    ``event`` is ``"apply"``, ``"revert"`` or ``"note"`` (a fault, recovery, clock jump or operator
+    command: nothing runs). ``tier`` is the engine's tier after the event (0 none, 1 alert, 2
+    constrain, 3 harden); ``action_tier`` the tier the action belongs to. ``status`` says what the
+    actuator did: ``done``, ``failed: ...`` or ``refused: ...`` (an action that would touch a
+    critical function).
+    """
+
+    time: float
+    tier: int
+    action_tier: int
+    action: str | None
+    event: str
+    reason: str
+    reason_code: str
+    status: str = "done"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a JSON-able dict (the ``--json`` timeline line)."""
+        return asdict(self)
+
+
+def compile_tables(policy: Policy, threshold: float) -> m.Tables:
+    """The policy's numbers for one detector ``threshold``, as the machine's plain :class:`~.machine.Tables`.
+
+    A tier's bar is ``threshold + margin * |threshold|``.
+    """
+    if not math.isfinite(threshold):
+        raise ConfigError(f"threshold must be a finite number (got {threshold!r})")
+    if threshold == 0 and any(t.margin > 0 for t in policy.tiers):
+        raise ConfigError(
+            f"{policy.source}: tier margins are relative to |threshold|; a threshold of 0 cannot carry them"
+        )
+    tiers = policy.tiers
+    z = (0.0,)
+    return m.Tables(
+        bar=(threshold, *(threshold + t.margin * abs(threshold) for t in tiers)),  # type: ignore[arg-type]
+        k=(0, *(t.k for t in tiers)),  # type: ignore[arg-type]
+        n=(0, *(t.n for t in tiers)),  # type: ignore[arg-type]
+        min_dwell=z + tuple(t.min_dwell_s for t in tiers),  # type: ignore[arg-type]
+        deescalate_after=z + tuple(t.deescalate_after_s for t in tiers),  # type: ignore[arg-type]
+        dead_man=z + tuple(t.dead_man_s for t in tiers),  # type: ignore[arg-type]
+        tier_actions=((), *(policy.tier_action_indices(i) for i in range(1, 4))),
+        fail_safe_tier=policy.fail_safe_tier,
+        fault_tolerance=policy.fault_tolerance,
+        telemetry_timeout=policy.telemetry_timeout_s,
+        watchdog_timeout=policy.watchdog_timeout_s,
+    )
+
+
+def critical_conflict(actuator: Actuator, critical: Critical) -> str | None:
+    """What critical function ``actuator`` would touch, or ``None``; the engine's run-time double check."""
+    t = actuator.targets()
+    for p in t.processes:
+        if p in critical.processes:
+            return f"critical process {p!r}"
+    for i in t.interfaces:
+        if i in critical.interfaces:
+            return f"critical interface {i!r}"
+    for a in t.addresses:
+        for c in critical.networks():
+            if ipaddress.ip_network(a, strict=False).overlaps(c):
+                return f"critical address {c}"
+    return None
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _unnum(x: float | None, default: float) -> float:
+    return default if x is None else float(x)
+
+
+class ResponseEngine:
+    """Runs a :class:`~tinywarden.respond.policy.Policy` against a stream of detector scores.
+
+    ``actuators`` (one per policy action, in order) defaults to dry-run stand-ins; ``audit`` receives
+    a record for every event; ``state_path`` makes the engine survive restarts (see the module
+    docstring); ``model_id`` names the model in audit records.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        threshold: float,
+        *,
+        actuators: Sequence[Actuator] | None = None,
+        clock: Clock | None = None,
+        audit: AuditLog | None = None,
+        model_id: str = "unknown",
+        state_path: str | Path | None = None,
+    ) -> None:
+        self.policy = policy
+        self.threshold = float(threshold)
+        self.tables = compile_tables(policy, self.threshold)
+        self.actuators = list(actuators) if actuators is not None else build_actuators(policy, dry_run=True)
+        if len(self.actuators) != len(policy.actions):
+            raise ConfigError(
+                f"{len(self.actuators)} actuators given for {len(policy.actions)} policy actions"
+            )
+        self.clock: Clock = clock or SystemClock()
+        self.audit = audit
+        self.model_id = model_id
+        self.state_path = Path(state_path) if state_path is not None else None
+        self.state = m.MachineState()
+        self.inputs = 0
+        self.recent: deque[float] = deque(maxlen=max(t.n for t in policy.tiers))
+        self.last_fault = ""
+        if self.state_path is not None and self.state_path.exists():
+            self._load()
+            self._reconcile()
+
+    @property
+    def tier(self) -> int:
+        """The current tier: 0 none, 1 alert, 2 constrain, 3 harden."""
+        return self.state.tier
+
+    def observe(self, score: float, at: float | None = None) -> list[ActionEvent]:
+        """Feed one window's score (NaN/inf counts as a fault); return the events it caused."""
+        try:
+            value = float(score)
+        except (TypeError, ValueError):
+            value = math.nan
+        if math.isfinite(value):
+            self.recent.append(value)
+        else:
+            self.last_fault = f"non-finite score {score!r}"
+        return self._input(m.INPUT_SCORE, at, value)
+
+    def observe_call(self, compute: Callable[[], float], at: float | None = None) -> list[ActionEvent]:
+        """Run ``compute`` (the model/feature path) and feed its score; an exception becomes a fault."""
+        try:
+            score = compute()
+        except Exception as exc:  # any failure of the model path must reach the fail-safe, not the caller
+            return self.report_fault(f"{type(exc).__name__}: {exc}", at)
+        return self.observe(score, at)
+
+    def report_fault(self, detail: str, at: float | None = None) -> list[ActionEvent]:
+        """Record that the model or feature path failed for this window (``detail`` says how)."""
+        self.last_fault = detail
+        return self._input(m.INPUT_FAULT, at)
+
+    def feed_watchdog(self, at: float | None = None) -> list[ActionEvent]:
+        """Tell the engine the model/feature loop is alive (needed when ``watchdog_timeout_s`` > 0)."""
+        return self._input(m.INPUT_FEED, at)
+
+    def tick(self, at: float | None = None) -> list[ActionEvent]:
+        """Let time pass with no input, firing any timer that fell due."""
+        return self._input(m.INPUT_TICK, at)
+
+    def confirm(self, at: float | None = None) -> list[ActionEvent]:
+        """Operator command: hold the current tier (no dead-man, no de-escalation) until :meth:`release`."""
+        return self._input(m.INPUT_CONFIRM, at)
+
+    def release(self, at: float | None = None) -> list[ActionEvent]:
+        """Operator command: end a :meth:`confirm`; timers restart now."""
+        return self._input(m.INPUT_RELEASE, at)
+
+    def _input(self, kind: int, at: float | None, score: float = math.nan) -> list[ActionEvent]:
+        t = self.clock.now() if at is None else float(at)
+        if not math.isfinite(t):
+            raise ConfigError(f"input time must be a finite number of seconds (got {at!r})")
+        out: list[ActionEvent] = []
+        # Each tick strictly advances or removes a timer, so a handful of rounds always suffices;
+        # the bound only guards against a machine bug turning into a hang.
+        for _ in range(4 * (m.N_TIERS + 2)):
+            due = m.next_deadline(self.state, self.tables)
+            if due > t + self.state.skew:
+                break
+            out += self._step(m.INPUT_TICK, max(due, self.state.last_time) - self.state.skew)
+        out += self._step(kind, t, score)
+        self.inputs += 1
+        self.save()
+        return out
+
+    def _step(self, kind: int, t: float, score: float = math.nan) -> list[ActionEvent]:
+        self.state, events = m.step(self.state, self.tables, kind, t, score)
+        return [self._carry_out(e) for e in events]
+
+    def _carry_out(self, e: m.Event) -> ActionEvent:
+        reason = self._explain(e)
+        code = m.REASONS[e.reason]
+        when = e.time - self.state.skew
+        if e.kind == m.EVENT_NOTE:
+            ev = ActionEvent(when, e.tier, e.action_tier, None, "note", reason, code)
+        else:
+            act = self.actuators[e.action]
+            verb = "apply" if e.kind == m.EVENT_APPLY else "revert"
+            status = "done"
+            conflict = critical_conflict(act, self.policy.critical)
+            if conflict is not None:
+                status = f"refused: would touch {conflict}"
+            else:
+                try:
+                    act.apply() if verb == "apply" else act.revert()
+                except ActuatorError as exc:
+                    status = f"failed: {exc}"
+            ev = ActionEvent(when, e.tier, e.action_tier, act.name, verb, reason, code, status)
+        self._audit(ev)
+        return ev
+
+    def _explain(self, e: m.Event) -> str:
+        tb, p = self.tables, self.policy
+        t = e.action_tier
+        r = e.reason
+        if r == m.REASON_ESCALATE:
+            tier = p.tiers[t - 1]
+            return (
+                f"{tier.k} of last {tier.n} windows above {tb.bar[t]:.6g} "
+                f"(threshold {self.threshold:.6g} + {tier.margin:g} x |threshold|)"
+            )
+        if r == m.REASON_NORMAL:
+            return f"no window above threshold {self.threshold:.6g} for {tb.deescalate_after[t]:g} s"
+        if r == m.REASON_DEAD_MAN:
+            return f"dead-man: {p.tiers[t - 1].name} not renewed by detection within {tb.dead_man[t]:g} s"
+        if r == m.REASON_FAULT_SCORE:
+            return f"fail-safe: {tb.fault_tolerance} non-finite scores in a row ({self.last_fault})"
+        if r == m.REASON_FAULT_MODEL:
+            n = tb.fault_tolerance
+            return f"fail-safe: model/feature path failed {n} times in a row ({self.last_fault})"
+        if r == m.REASON_FAULT_TELEMETRY:
+            return f"fail-safe: no telemetry for {tb.telemetry_timeout:g} s"
+        if r == m.REASON_FAULT_WATCHDOG:
+            return f"fail-safe: watchdog not fed for {tb.watchdog_timeout:g} s"
+        if r == m.REASON_FAULT_CLEARED:
+            return "finite scores again; fault cleared, the tier now follows the normal rules"
+        if r == m.REASON_CLOCK_BACKWARDS:
+            return f"clock went backwards; engine time held monotonic (skew now {self.state.skew:g} s)"
+        if r == m.REASON_OPERATOR_CONFIRM:
+            return "operator confirmed the tier; held until released"
+        if r == m.REASON_OPERATOR_RELEASE:
+            return "operator released the tier; timers restart"
+        return m.REASONS[r]
+
+    def _audit(self, ev: ActionEvent) -> None:
+        if self.audit is None:
+            return
+        self.audit.append(
+            "action" if ev.event != "note" else "note",
+            {
+                **ev.to_dict(),
+                "scores": list(self.recent),
+                "threshold": self.threshold,
+                "bars": list(self.tables.bar),
+                "policy": self.policy.name,
+                "policy_version": self.policy.version,
+                "model_id": self.model_id,
+            },
+            time=ev.time,
+        )
+
+    # Persistence -------------------------------------------------------------------------------
+
+    def _state_doc(self) -> dict[str, Any]:
+        s = self.state
+        machine = asdict(s)
+        machine["last_anomalous"] = _num(s.last_anomalous)
+        machine["deadline"] = [_num(d) for d in s.deadline]
+        return {
+            "format": STATE_FORMAT,
+            "policy": self.policy.name,
+            "policy_version": self.policy.version,
+            "threshold": self.threshold,
+            "model_id": self.model_id,
+            "inputs": self.inputs,
+            "recent": list(self.recent),
+            "last_fault": self.last_fault,
+            "machine": machine,
+            "actuators": {a.name: a.snapshot() for a in self.actuators},
+        }
+
+    def save(self) -> None:
+        """Write the state file atomically (no-op without ``state_path``)."""
+        if self.state_path is None:
+            return
+        path = self.state_path
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self._state_doc(), f, allow_nan=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise StateFileError(f"{path}: cannot write engine state ({exc.strerror})") from exc
+        with contextlib.suppress(OSError):
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _load(self) -> None:
+        path = self.state_path
+        assert path is not None
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("format") != STATE_FORMAT:
+                raise StateFileError(f"{path}: format {doc.get('format')!r}, expected {STATE_FORMAT}")
+            mach = dict(doc["machine"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StateFileError(
+                f"{path}: unreadable engine state ({exc}); move it aside to start afresh"
+            ) from exc
+        if doc.get("policy_version") != self.policy.version or doc.get("policy") != self.policy.name:
+            raise StateFileError(
+                f"{path}: written for policy {doc.get('policy')!r} version {doc.get('policy_version')!r}, "
+                f"not {self.policy.name!r} version {self.policy.version!r}; move it aside to start afresh"
+            )
+        if doc.get("threshold") != self.threshold:
+            raise StateFileError(
+                f"{path}: written for threshold {doc.get('threshold')!r}, not {self.threshold!r}"
+            )
+        try:
+            self.state = m.MachineState(
+                started=int(mach["started"]),
+                tier=int(mach["tier"]),
+                entered_at=float(mach["entered_at"]),
+                last_time=float(mach["last_time"]),
+                skew=float(mach["skew"]),
+                last_input=float(mach["last_input"]),
+                last_feed=float(mach["last_feed"]),
+                last_anomalous=_unnum(mach["last_anomalous"], -math.inf),
+                history=[int(h) for h in mach["history"]],
+                deadline=[_unnum(d, math.inf) for d in mach["deadline"]],
+                fault=int(mach["fault"]),
+                fault_streak=int(mach["fault_streak"]),
+                pinned=int(mach["pinned"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateFileError(f"{path}: machine state field missing or wrong ({exc})") from exc
+        if not 0 <= self.state.tier <= m.N_TIERS or len(self.state.history) != m.N_TIERS + 1:
+            raise StateFileError(f"{path}: machine state out of range (tier {self.state.tier})")
+        self.inputs = int(doc.get("inputs", 0))
+        self.recent.extend(float(x) for x in doc.get("recent", []))
+        self.last_fault = str(doc.get("last_fault", ""))
+        memos = doc.get("actuators", {})
+        for a in self.actuators:
+            if isinstance(memos.get(a.name), dict):
+                a.restore(memos[a.name])
+
+    def _reconcile(self) -> None:
+        """After a restart, put back any action of an active tier that is no longer in place."""
+        for tier in range(1, self.state.tier + 1):
+            for idx in self.tables.tier_actions[tier]:
+                act = self.actuators[idx]
+                if critical_conflict(act, self.policy.critical) is not None:
+                    continue
+                try:
+                    if act.is_applied():
+                        continue
+                    act.apply()
+                    status = "done"
+                except ActuatorError as exc:
+                    status = f"failed: {exc}"
+                self._audit(
+                    ActionEvent(
+                        self.state.last_time - self.state.skew,
+                        self.state.tier,
+                        tier,
+                        act.name,
+                        "apply",
+                        "restart: re-applied an action of the active tier",
+                        "restart",
+                        status,
+                    )
+                )

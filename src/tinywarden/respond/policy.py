@@ -1,0 +1,423 @@
+"""The response policy: a TOML file saying what the device does, and when, once it sees anomalies.
+
+A policy has three tiers, ``alert`` -> ``constrain`` -> ``harden``. Each tier names the actions it runs,
+how much evidence escalates to it (``k`` anomalous windows out of the last ``n``, each scored above the
+tier's bar ``threshold + margin * |threshold|``), how long the engine must stay before escalating
+further (``min_dwell_s``), how long of normal behaviour steps it back down (``deescalate_after_s``) and
+the dead-man timeout after which its actions revert unless detection renews them (``dead_man_s``).
+The ``[critical]`` table names processes, interfaces and addresses that no action may ever touch.
+The format is documented in ``docs/policy.md``; ``examples/policy.toml`` is a complete example.
+
+Everything wrong with a policy is a :class:`PolicyError` naming the file and the dotted key at fault.
+
+>>> p = parse_policy('''
+... [policy]
+... name = "demo"
+... version = "1"
+... [actions.notify]
+... type = "log"
+... message = "anomaly"
+... [tiers.alert]
+... actions = ["notify"]
+... k = 2
+... n = 3
+... ''')
+>>> p.tiers[0].name, p.tiers[0].k, p.tiers[0].n, p.tiers[1].actions
+('alert', 2, 3, ())
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinywarden.errors import ConfigError
+
+TIER_NAMES: tuple[str, ...] = ("alert", "constrain", "harden")
+"""Tier names in escalation order; tier numbers are 1, 2, 3 (0 is "no response")."""
+
+# Longest k-of-n window the engine keeps: the history is a uint32 bitmask per tier, so the embedded
+# mirror of the engine needs no buffer.
+MAX_WINDOW = 32
+
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")  # IFNAMSIZ is 16 including the NUL
+_RATE = re.compile(r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+
+
+class PolicyError(ConfigError):
+    """A response policy that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Critical:
+    """What no action may ever touch: process names, interface names and addresses (networks)."""
+
+    processes: tuple[str, ...] = ()
+    interfaces: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The critical addresses as networks (a single address is a /32 or /128)."""
+        return [ipaddress.ip_network(a, strict=False) for a in self.addresses]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One named action of the policy: its ``type`` and the parameters of that type."""
+
+    name: str
+    type: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def heavy(self) -> bool:
+        """True for actions that change the device (everything but ``log``); they need a dead-man timer."""
+        return self.type != "log"
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    """One tier: the actions it runs and the rules for entering, staying in and leaving it."""
+
+    name: str
+    actions: tuple[str, ...] = ()
+    k: int = 1
+    n: int = 1
+    margin: float = 0.0
+    min_dwell_s: float = 0.0
+    deescalate_after_s: float = 300.0
+    dead_man_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated response policy (see the module docstring and ``docs/policy.md``)."""
+
+    name: str
+    version: str
+    tiers: tuple[TierSpec, TierSpec, TierSpec]
+    actions: tuple[ActionSpec, ...]
+    critical: Critical = Critical()
+    fail_safe_tier: int = 0
+    fault_tolerance: int = 3
+    telemetry_timeout_s: float = 60.0
+    watchdog_timeout_s: float = 0.0
+    source: str = "<string>"
+
+    def action_index(self, name: str) -> int:
+        """Index of the action called ``name`` in :attr:`actions`."""
+        for i, a in enumerate(self.actions):
+            if a.name == name:
+                return i
+        raise KeyError(name)
+
+    def tier_action_indices(self, tier: int) -> tuple[int, ...]:
+        """Indices into :attr:`actions` of the actions tier ``tier`` (1..3) runs, in order."""
+        return tuple(self.action_index(n) for n in self.tiers[tier - 1].actions)
+
+
+# Per action type: required parameters, optional parameters with their defaults.
+_ACTION_TYPES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "log": ((), {"message": "anomalous behaviour"}),
+    "nft_block_address": (("addresses",), {}),
+    "nft_egress_allowlist": ((), {"allow": []}),
+    "tc_rate_limit": (("interface", "rate"), {"burst": "32kbit"}),
+    "process_suspend": (("process",), {}),
+    "process_renice": (("process",), {"nice": 19}),
+    "interface_down": (("interface",), {}),
+}
+ACTION_TYPES: tuple[str, ...] = tuple(_ACTION_TYPES)
+"""Every action ``type`` a policy may use."""
+
+_POLICY_KEYS = {
+    "name",
+    "version",
+    "fail_safe_tier",
+    "fault_tolerance",
+    "telemetry_timeout_s",
+    "watchdog_timeout_s",
+}
+_TIER_KEYS = {"actions", "k", "n", "consecutive", "margin", "min_dwell_s", "deescalate_after_s", "dead_man_s"}
+_TOP_KEYS = {"policy", "critical", "tiers", "actions"}
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate the policy TOML file at ``path``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{p}: cannot read policy ({exc.strerror or exc})") from exc
+    return parse_policy(text, source=str(p))
+
+
+def parse_policy(text: str, source: str = "<string>") -> Policy:
+    """Validate the policy TOML in ``text``; ``source`` names it in error messages."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{source}: not valid TOML ({exc})") from exc
+    return _Validator(source).policy(doc)
+
+
+class _Validator:
+    """Turns a parsed TOML document into a :class:`Policy`; every message names ``source`` and a key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, msg: str) -> PolicyError:
+        return PolicyError(f"{self.source}: {key}: {msg}")
+
+    def table(self, doc: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+        value = doc.get(key, {})
+        if not isinstance(value, Mapping):
+            raise self.fail(path, "must be a table")
+        return value
+
+    def unknown(self, doc: Mapping[str, Any], allowed: set[str], path: str) -> None:
+        for k in doc:
+            if k not in allowed:
+                where = f"{path}.{k}" if path else k
+                raise self.fail(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def string(self, doc: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:
+        value = doc.get(key, default)
+        if value is None:
+            raise self.fail(path, "is required")
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(path, f"must be a non-empty string (got {value!r})")
+        return value
+
+    def number(
+        self, doc: Mapping[str, Any], key: str, path: str, default: float, low: float, strict: bool = False
+    ) -> float:
+        value = doc.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise self.fail(path, f"must be a number (got {value!r})")
+        if value < low or (strict and value == low):
+            raise self.fail(path, f"must be {'>' if strict else '>='} {low:g} (got {value!r})")
+        if value == float("inf"):
+            raise self.fail(path, "must be finite")
+        return float(value)
+
+    def integer(self, doc: Mapping[str, Any], key: str, path: str, default: int, low: int, high: int) -> int:
+        value = doc.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(path, f"must be an integer (got {value!r})")
+        if not low <= value <= high:
+            raise self.fail(path, f"must be an integer in {low}..{high} (got {value})")
+        return value
+
+    def strings(self, doc: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+        value = doc.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise self.fail(path, f"must be a list of non-empty strings (got {value!r})")
+        if len(set(value)) != len(value):
+            raise self.fail(path, "lists a name twice")
+        return tuple(value)
+
+    def address(self, text: str, path: str) -> str:
+        try:
+            return str(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise self.fail(path, f"{text!r} is not an IP address or network") from None
+
+    def ifname(self, text: Any, path: str) -> str:
+        if not isinstance(text, str) or not _IFNAME.match(text):
+            raise self.fail(path, f"{text!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . : @ -)")
+        return text
+
+    def policy(self, doc: Mapping[str, Any]) -> Policy:
+        self.unknown(doc, _TOP_KEYS, "")
+        head = self.table(doc, "policy", "policy")
+        self.unknown(head, _POLICY_KEYS, "policy")
+        name = self.string(head, "name", "policy.name")
+        version = self.string(head, "version", "policy.version")
+        fs_name = head.get("fail_safe_tier", "none")
+        choices = ("none", *TIER_NAMES)
+        if fs_name not in choices:
+            raise self.fail("policy.fail_safe_tier", f"must be one of {', '.join(choices)} (got {fs_name!r})")
+        fault_tolerance = self.integer(head, "fault_tolerance", "policy.fault_tolerance", 3, 1, 1_000_000)
+        telemetry_timeout = self.number(
+            head, "telemetry_timeout_s", "policy.telemetry_timeout_s", 60.0, 0.0, strict=True
+        )
+        watchdog_timeout = self.number(head, "watchdog_timeout_s", "policy.watchdog_timeout_s", 0.0, 0.0)
+
+        crit_doc = self.table(doc, "critical", "critical")
+        self.unknown(crit_doc, {"processes", "interfaces", "addresses"}, "critical")
+        critical = Critical(
+            processes=self.strings(crit_doc, "processes", "critical.processes"),
+            interfaces=tuple(
+                self.ifname(i, "critical.interfaces")
+                for i in self.strings(crit_doc, "interfaces", "critical.interfaces")
+            ),
+            addresses=tuple(
+                self.address(a, "critical.addresses")
+                for a in self.strings(crit_doc, "addresses", "critical.addresses")
+            ),
+        )
+
+        actions_doc = self.table(doc, "actions", "actions")
+        actions = tuple(self.action(n, a, critical) for n, a in actions_doc.items())
+        by_name = {a.name: a for a in actions}
+
+        tiers_doc = self.table(doc, "tiers", "tiers")
+        self.unknown(tiers_doc, set(TIER_NAMES), "tiers")
+        if not tiers_doc:
+            raise self.fail("tiers", f"define at least one of tiers.{', tiers.'.join(TIER_NAMES)}")
+        tiers = tuple(self.tier(n, tiers_doc.get(n), by_name) for n in TIER_NAMES)
+        self.tier_relations(tiers, by_name)
+
+        fail_safe = choices.index(fs_name)
+        if fail_safe and not tiers[fail_safe - 1].actions:
+            raise self.fail(
+                "policy.fail_safe_tier", f"tier {fs_name!r} has no actions, so it cannot be the fail-safe"
+            )
+        used = {a for t in tiers for a in t.actions}
+        for a in actions:
+            if a.name not in used:
+                raise self.fail(f"actions.{a.name}", "is defined but no tier runs it")
+        return Policy(
+            name=name,
+            version=version,
+            tiers=tiers,  # type: ignore[arg-type]
+            actions=actions,
+            critical=critical,
+            fail_safe_tier=fail_safe,
+            fault_tolerance=fault_tolerance,
+            telemetry_timeout_s=telemetry_timeout,
+            watchdog_timeout_s=watchdog_timeout,
+            source=self.source,
+        )
+
+    def action(self, name: str, doc: Any, critical: Critical) -> ActionSpec:
+        path = f"actions.{name}"
+        if not _NAME.match(name):
+            raise self.fail(
+                path, "action names are 1-32 characters of A-Z a-z 0-9 _ - starting with a letter"
+            )
+        if not isinstance(doc, Mapping):
+            raise self.fail(path, "must be a table")
+        kind = doc.get("type")
+        if kind not in _ACTION_TYPES:
+            raise self.fail(f"{path}.type", f"must be one of {', '.join(ACTION_TYPES)} (got {kind!r})")
+        required, optional = _ACTION_TYPES[kind]
+        self.unknown(doc, {"type", *required, *optional}, path)
+        for key in required:
+            if key not in doc:
+                raise self.fail(f"{path}.{key}", f"is required for type {kind!r}")
+        params: dict[str, Any] = {**optional, **{k: v for k, v in doc.items() if k != "type"}}
+        if kind == "log":
+            params["message"] = self.string(params, "message", f"{path}.message")
+        elif kind in ("nft_block_address", "nft_egress_allowlist"):
+            key = "addresses" if kind == "nft_block_address" else "allow"
+            addrs = tuple(
+                self.address(a, f"{path}.{key}") for a in self.strings(params, key, f"{path}.{key}")
+            )
+            if kind == "nft_block_address":
+                if not addrs:
+                    raise self.fail(f"{path}.addresses", "must list at least one address")
+                for a in addrs:
+                    for c in critical.networks():
+                        if ipaddress.ip_network(a).overlaps(c):
+                            raise self.fail(
+                                f"{path}.addresses",
+                                f"{a} overlaps critical address {c}; it must never be blocked",
+                            )
+            params[key] = addrs
+        elif kind in ("tc_rate_limit", "interface_down"):
+            iface = self.ifname(params["interface"], f"{path}.interface")
+            if iface in critical.interfaces:
+                raise self.fail(
+                    f"{path}.interface", f"{iface!r} is a critical interface; it must never be touched"
+                )
+            if kind == "tc_rate_limit":
+                for key in ("rate", "burst"):
+                    if not isinstance(params[key], str) or not _RATE.match(params[key]):
+                        raise self.fail(
+                            f"{path}.{key}",
+                            f"must be a tc rate such as '256kbit' or '1mbit' (got {params[key]!r})",
+                        )
+        elif kind in ("process_suspend", "process_renice"):
+            proc = self.string(params, "process", f"{path}.process")
+            if proc in critical.processes:
+                raise self.fail(
+                    f"{path}.process", f"{proc!r} is a critical process; it must never be touched"
+                )
+            if kind == "process_renice":
+                params["nice"] = self.integer(params, "nice", f"{path}.nice", 19, -20, 19)
+        return ActionSpec(name=name, type=kind, params=params)
+
+    def tier(self, name: str, doc: Any, actions: Mapping[str, ActionSpec]) -> TierSpec:
+        path = f"tiers.{name}"
+        if doc is None:
+            return TierSpec(name=name)
+        if not isinstance(doc, Mapping):
+            raise self.fail(path, "must be a table")
+        self.unknown(doc, _TIER_KEYS, path)
+        names = self.strings(doc, "actions", f"{path}.actions")
+        if not names:
+            raise self.fail(f"{path}.actions", "must list at least one action (leave the tier out instead)")
+        for a in names:
+            if a not in actions:
+                raise self.fail(f"{path}.actions", f"names undefined action {a!r} (define [actions.{a}])")
+        if "consecutive" in doc:
+            if "k" in doc or "n" in doc:
+                raise self.fail(f"{path}.consecutive", "give either consecutive or k and n, not both")
+            k = n = self.integer(doc, "consecutive", f"{path}.consecutive", 1, 1, MAX_WINDOW)
+        else:
+            k = self.integer(doc, "k", f"{path}.k", 1, 1, MAX_WINDOW)
+            n = self.integer(doc, "n", f"{path}.n", k, 1, MAX_WINDOW)  # k alone means k consecutive
+            if k > n:
+                raise self.fail(f"{path}.k", f"must be <= n ({n}) (got {k})")
+        heavy = any(actions[a].heavy for a in names)
+        dead_man = self.number(doc, "dead_man_s", f"{path}.dead_man_s", 0.0, 0.0)
+        if heavy and dead_man <= 0:
+            raise self.fail(
+                f"{path}.dead_man_s",
+                "must be > 0: this tier runs actions that change the device, and each must revert by itself",
+            )
+        return TierSpec(
+            name=name,
+            actions=names,
+            k=k,
+            n=n,
+            margin=self.number(doc, "margin", f"{path}.margin", 0.0, 0.0),
+            min_dwell_s=self.number(doc, "min_dwell_s", f"{path}.min_dwell_s", 0.0, 0.0),
+            deescalate_after_s=self.number(
+                doc, "deescalate_after_s", f"{path}.deescalate_after_s", 300.0, 0.0, strict=True
+            ),
+            dead_man_s=dead_man,
+        )
+
+    def tier_relations(self, tiers: tuple[TierSpec, ...], actions: Mapping[str, ActionSpec]) -> None:
+        # A gap (e.g. alert and harden without constrain) would make escalation jump a level, which
+        # the one-step-at-a-time engine cannot do.
+        present = [bool(t.actions) for t in tiers]
+        for i in range(1, len(tiers)):
+            if present[i] and not present[i - 1]:
+                raise self.fail(
+                    f"tiers.{tiers[i].name}", f"needs tiers.{tiers[i - 1].name} to be defined too"
+                )
+        alert = tiers[0]
+        for lower, upper in zip(tiers, tiers[1:], strict=False):
+            if upper.actions and upper.margin < lower.margin:
+                raise self.fail(
+                    f"tiers.{upper.name}.margin",
+                    f"must be >= tiers.{lower.name}.margin ({lower.margin:g}): higher tiers need more "
+                    "confidence",
+                )
+        for t in tiers[1:]:
+            if any(actions[a].heavy for a in t.actions) and t.margin <= alert.margin:
+                raise self.fail(
+                    f"tiers.{t.name}.margin",
+                    f"must be > tiers.alert.margin ({alert.margin:g}): actions that change the device need a "
+                    "higher score margin than alerts",
+                )
