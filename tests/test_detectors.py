@@ -1,0 +1,63 @@
+"""Every detector passes the shared contract checks in tests/checks.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from checks import ALL_CHECKS, normal_data
+from tinywarden.detectors import REGISTRY, ConvAutoencoder, DenseAutoencoder, Detector, make_detector
+from tinywarden.errors import ConfigError
+
+FAST = {
+    "ewma": {},
+    "kmeans": {"n_clusters": 4},
+    "dense_ae": {"hidden": (6, 3), "epochs": 30, "max_steps": 300},
+    "conv_ae": {"channels": (4, 2), "kernel_size": 3, "epochs": 30, "max_steps": 300},
+}
+
+
+@pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_contract(name: str, check: Callable[[Detector], None]) -> None:
+    check(make_detector(name, **FAST[name]))
+
+
+def test_registry_has_the_four_detectors() -> None:
+    assert {"ewma", "kmeans", "dense_ae", "conv_ae"} <= set(REGISTRY)
+    with pytest.raises(ConfigError, match="unknown detector"):
+        make_detector("svm9000")
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("ewma", {"alpha": 0.0}), ("ewma", {"aggregate": "mean"}), ("kmeans", {"n_clusters": 0}),
+     ("dense_ae", {"hidden": ()}), ("dense_ae", {"lr": -1.0}), ("conv_ae", {"kernel_size": 4})],
+)
+def test_invalid_parameters_are_refused_at_fit(name: str, params: dict[str, object]) -> None:
+    det = make_detector(name, **params)  # __init__ only stores
+    with pytest.raises(ConfigError, match="is invalid"):
+        det.fit(normal_data(det))
+
+
+def test_parameter_counts_follow_the_architecture() -> None:
+    ae = DenseAutoencoder(hidden=(5, 2), max_steps=10).fit(np.random.default_rng(0).normal(size=(50, 7)))
+    assert ae.n_params_ == (7 * 5 + 5) + (5 * 2 + 2) + (2 * 5 + 5) + (5 * 7 + 7)
+    conv = ConvAutoencoder(channels=(4, 2), kernel_size=3, max_steps=10)
+    conv.fit(np.random.default_rng(0).normal(size=(50, 16, 3)))
+    assert conv.n_params_ == (3 * 4 * 3 + 4) + (4 * 2 * 3 + 2) + (2 * 4 * 3 + 4) + (4 * 3 * 3 + 3)
+
+
+def test_conv_autoencoder_rejects_indivisible_window() -> None:
+    from tinywarden.errors import DataError
+
+    with pytest.raises(DataError, match="divisible by 4"):
+        ConvAutoencoder(channels=(2, 2)).fit(np.zeros((10, 18, 2)))
+
+
+def test_clone_is_unfitted() -> None:
+    det = make_detector("kmeans", n_clusters=2).fit(np.random.default_rng(0).normal(size=(30, 2)))
+    assert not hasattr(clone(det), "centroids_")

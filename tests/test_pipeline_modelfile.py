@@ -1,0 +1,120 @@
+"""The fitted pipeline: streaming equals batch scoring, and model files round-trip or fail loudly."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_series
+from tinywarden.detectors import make_detector
+from tinywarden.errors import DataError, ModelFileError
+from tinywarden.modelfile import FORMAT_VERSION, MAGIC, load_pipeline, save_pipeline
+from tinywarden.pipeline import Pipeline
+from tinywarden.telemetry import Series
+
+SMALL = {"ewma": {}, "kmeans": {"n_clusters": 3}, "dense_ae": {"hidden": (6, 3), "max_steps": 200},
+         "conv_ae": {"channels": (4, 2), "kernel_size": 3, "max_steps": 100}}
+
+
+@pytest.fixture(scope="module", params=sorted(SMALL))
+def fitted(request: pytest.FixtureRequest) -> Pipeline:
+    return Pipeline(make_detector(request.param, **SMALL[request.param]), window=32, stride=16).fit(make_series())
+
+
+def test_streaming_scores_equal_batch(fitted: Pipeline) -> None:
+    s = make_series(seed=3, n=1500)
+    batch = fitted.score(s)
+    stream = fitted.stream()
+    out = [r for x in s.values if (r := stream.push(x)) is not None]
+    np.testing.assert_allclose([r[0] for r in out], batch.scores, rtol=1e-6, atol=1e-9)
+    assert [int(r[2]) for r in out] == batch.alarms.tolist()
+
+
+def test_model_file_round_trip(fitted: Pipeline, tmp_path: Path) -> None:
+    path = tmp_path / "m.twb"
+    save_pipeline(fitted, path)
+    again = load_pipeline(path)
+    s = make_series(seed=4, n=1200)
+    np.testing.assert_array_equal(again.score(s).scores, fitted.score(s).scores)
+    assert again.threshold_ == fitted.threshold_ and again.channels_ == fitted.channels_
+    assert again.detector.get_params() == fitted.detector.get_params()
+
+
+def test_calibration_holds_out_normal_data(fitted: Pipeline) -> None:
+    t = fitted.train_summary_
+    assert t["calibration_windows"] > 0 and t["fit_windows"] > t["calibration_windows"]
+    assert t["calibration_fpr"] <= fitted.target_fpr
+
+
+def test_anomaly_raises_alarm() -> None:
+    s = make_series(n=8000)
+    p = Pipeline(make_detector("ewma"), window=32, stride=16).fit(s.slice(0, 5000))
+    vals = s.values.copy()
+    vals[6000:6400, 0] += 25.0
+    scored = p.score(Series(s.timestamps, vals, s.channels))
+    in_attack = (scored.end_rows >= 6000) & (scored.end_rows < 6400 + 32)
+    assert scored.alarms[in_attack].mean() > 0.8
+    assert scored.alarms[~in_attack].mean() < 0.05
+
+
+def test_labelled_windows_are_not_learned() -> None:
+    s = make_series(n=6000)
+    vals = s.values.copy()
+    vals[2000:2600] += 50.0
+    labels = np.zeros(len(s), dtype=np.int8)
+    labels[2000:2600] = 1
+    p = Pipeline(make_detector("ewma"), window=32, stride=16).fit(Series(s.timestamps, vals, s.channels, labels))
+    assert p.train_summary_["normal_windows"] < (6000 - 32) // 16 + 1 - 30
+    assert p.score(Series(s.timestamps, vals, s.channels)).alarms[130:160].all()
+
+
+def test_missing_channel_and_short_data_errors(fitted: Pipeline) -> None:
+    s = make_series(n=500)
+    with pytest.raises(DataError, match="missing channel"):
+        fitted.score(Series(s.timestamps, s.values[:, :2], ("c0", "x")))
+    with pytest.raises(DataError, match="fewer than one window"):
+        fitted.score(s.slice(0, 10))
+    with pytest.raises(DataError, match="need at least"):
+        Pipeline(make_detector("ewma"), window=32, stride=16).fit(s.slice(0, 100))
+
+
+def _saved(tmp_path: Path) -> bytes:
+    p = Pipeline(make_detector("ewma"), window=32, stride=16).fit(make_series())
+    save_pipeline(p, tmp_path / "m.twb")
+    return (tmp_path / "m.twb").read_bytes()
+
+
+def test_every_flipped_bit_region_is_detected(tmp_path: Path) -> None:
+    data = _saved(tmp_path)
+    for pos in (0, 9, 20, len(data) // 2, len(data) - 40, len(data) - 1):
+        bad = bytearray(data)
+        bad[pos] ^= 0x01
+        (tmp_path / "bad.twb").write_bytes(bytes(bad))
+        with pytest.raises(ModelFileError):
+            load_pipeline(tmp_path / "bad.twb")
+
+
+def test_truncated_and_foreign_files(tmp_path: Path) -> None:
+    data = _saved(tmp_path)
+    (tmp_path / "t.twb").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="corrupted or truncated"):
+        load_pipeline(tmp_path / "t.twb")
+    (tmp_path / "f.twb").write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(ModelFileError, match="bad magic"):
+        load_pipeline(tmp_path / "f.twb")
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_pipeline(tmp_path / "none.twb")
+
+
+def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
+    import hashlib
+
+    data = _saved(tmp_path)
+    body = bytearray(data[:-32])
+    struct.pack_into("<H", body, len(MAGIC), FORMAT_VERSION + 1)
+    (tmp_path / "v.twb").write_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())
+    with pytest.raises(ModelFileError, match=f"format version {FORMAT_VERSION + 1} is not supported"):
+        load_pipeline(tmp_path / "v.twb")
