@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mosquitto import HostileBroker
 from tinywarden.agent.escalate import (
     BrokerConfig,
     EscalationError,
@@ -241,43 +242,6 @@ def test_incident_for_another_device_is_refused(tmp_path):
     with pytest.raises(EscalationError, match="gw-2"):
         pub.submit(incident(device="gw-2"))
     assert len(pub.spool) == 0
-
-
-class HostileBroker:
-    """A TCP server on 127.0.0.1 that answers every connection with ``reply`` and then closes it."""
-
-    def __init__(self, reply: bytes, hold_s: float = 0.0):
-        self.reply, self.hold_s = reply, hold_s
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            with conn:
-                try:
-                    conn.recv(4096)
-                    conn.sendall(self.reply)
-                    self._stop.wait(self.hold_s)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
 
 
 @pytest.mark.parametrize(
