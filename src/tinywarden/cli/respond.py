@@ -1,0 +1,110 @@
+"""Response commands: ``respond`` (replay scores through a policy) and ``audit verify``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from tinywarden.cli.app import app, console, err_console
+from tinywarden.errors import ConfigError
+
+audit_app = typer.Typer(help="Inspect the tamper-evident audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+TIER_LABELS = ("none", "alert", "constrain", "harden")
+
+
+@app.command()
+def respond(
+    policy: Path = typer.Option(..., "--policy", help="Response policy (TOML, see docs/policy.md)."),
+    scores: Path = typer.Option(..., "--scores", help="CSV with columns timestamp (s) and score."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Detector threshold."),
+    model: Path | None = typer.Option(None, "--model", help="Model file (.twb) whose threshold to use."),
+    audit: Path | None = typer.Option(None, "--audit", help="Append the reasons for every event here."),
+    state: Path | None = typer.Option(
+        None, "--state", help="Engine state file: resume a replay after a crash, keep state after it."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per event instead of a table."),
+    notes: bool = typer.Option(False, "--notes", help="Also show faults, recoveries and clock jumps."),
+    real: bool = typer.Option(
+        False,
+        "--real",
+        help="Carry actions out on this machine (default: dry run, records what it would do).",
+    ),
+    netns: str | None = typer.Option(
+        None, "--netns", help="With --real: run commands in this network namespace."
+    ),
+) -> None:
+    """Replay a score stream through the response engine in simulated time and print the action timeline."""
+    from tinywarden.audit import AuditLog
+    from tinywarden.respond.actuators import build_actuators
+    from tinywarden.respond.engine import ResponseEngine, SimulatedClock
+    from tinywarden.respond.policy import load_policy
+    from tinywarden.respond.replay import read_scores, replay
+
+    if (threshold is None) == (model is None):
+        raise ConfigError("give exactly one of --threshold or --model")
+    if netns is not None and not real:
+        raise ConfigError("--netns only applies with --real")
+    pol = load_policy(policy)
+    if model is not None:
+        from tinywarden.pipeline import load_pipeline  # only the CLI knows about models; the engine does not
+
+        threshold = float(load_pipeline(str(model)).threshold_)
+        model_id = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
+    else:
+        model_id = "none"
+    assert threshold is not None
+    rows = read_scores(scores)
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    engine = ResponseEngine(
+        pol,
+        threshold,
+        actuators=build_actuators(pol, dry_run=not real, prefix=prefix),
+        clock=SimulatedClock(),
+        audit=AuditLog(audit) if audit is not None else None,
+        model_id=model_id,
+        state_path=state,
+    )
+    events = [e for e in replay(engine, rows) if notes or e.event != "note"]
+    if as_json:
+        for e in events:
+            typer.echo(json.dumps(e.to_dict(), allow_nan=False))
+        return
+    table = Table(title=f"{pol.name} v{pol.version}: {len(rows)} windows, threshold {threshold:.6g}")
+    for col in ("time", "tier", "event", "action", "reason", "status"):
+        table.add_column(col, overflow="fold")
+    for e in events:
+        style = "dim" if e.event == "note" else ("red" if e.event == "apply" else "green")
+        table.add_row(f"{e.time:.6g}", f"{e.tier} {TIER_LABELS[e.tier]}", e.event, e.action or "-", e.reason,
+                      e.status, style=style)  # fmt: skip
+    console.print(table)
+    console.print(
+        f"final tier: {engine.tier} ({TIER_LABELS[engine.tier]})" + (f"; audit: {audit}" if audit else "")
+    )
+
+
+@audit_app.command("verify")
+def audit_verify(
+    log: Path = typer.Argument(..., help="The audit log (rotated files LOG.1 ... are found)."),
+) -> None:
+    """Check the hash chain; name every edited, reordered, removed or truncated record. Exit 1 if tampered."""
+    from tinywarden.audit import verify
+
+    report = verify(log)
+    for p in report.problems:
+        colour = {"tamper": "red", "crash": "yellow"}.get(p.severity, "dim")
+        err_console.print(f"[{colour}]{p}[/]", highlight=False, soft_wrap=True)
+    span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
+    files = len(report.files)
+    if report.ok:
+        console.print(
+            f"OK: {report.records} records ({span}) in {files} file(s); chain intact", highlight=False
+        )
+        return
+    console.print(f"TAMPERED: {report.records} records ({span}) in {files} file(s)", highlight=False)
+    raise typer.Exit(1)
