@@ -86,7 +86,7 @@ def _cryptominer(v: Channels, sl: slice, ctx: InjectContext, rng: np.random.Gene
     cpu = v["cpu_pct"][sl]
     extra_cpu = env * share * np.clip(100.0 - cpu, 0.0, None) + rng.normal(0.0, 1.5, k)
     v["cpu_pct"][sl] += extra_cpu
-    v["mem_pct"][sl] += env * rng.uniform(3.0, 9.0)
+    v["mem_pct"][sl] += env * rng.uniform(1.0, 4.0)  # a light miner (no RandomX dataset)
     shares = rng.poisson(0.15 * p, k).astype(np.float64)  # share submissions and pool keep-alives
     v["tx_pkts"][sl] += shares
     v["tx_bytes"][sl] += shares * rng.normal(180.0, 20.0, k)
