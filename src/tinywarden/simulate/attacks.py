@@ -172,6 +172,8 @@ def _memory_exploit(v: Channels, sl: slice, ctx: InjectContext, rng: np.random.G
         if name in v:
             v[name][b:c] = 0.0
     v["power_mw"][b:c] = ctx.profile.power_idle_mw + ctx.profile.power_mw_per_cpu_pct * 100.0
+    # The reboot does not reset the benign memory creep of the rows after the incident: rows outside
+    # incidents must equal the attack-free run, and the creep (<= 1.2 %/day) is within noise.
     rebooted = ctx.profile.boot(np.arange(sl.stop - c) / max(sl.stop - c, 1), p, rng)
     for name, values in rebooted.items():
         v[name][c : sl.stop] = values
