@@ -1,0 +1,230 @@
+"""Live telemetry from the running host, sampled with psutil at a fixed rate.
+
+:class:`LiveSampler` fixes its channel list at construction and then returns one float64 value per
+channel on every :meth:`LiveSampler.sample`:
+
+- ``cpu_pct``, ``mem_pct``, ``load1`` (1-minute load average), ``proc_count``;
+- per interface ``<if>.rx_pkts_s``, ``<if>.tx_pkts_s``, ``<if>.rx_bytes_s``, ``<if>.tx_bytes_s``:
+  rates from counter deltas divided by the time between samples (``clock`` is injectable);
+- ``distinct_remote_addrs``, ``distinct_remote_ports``: over the host's inet connections that have a
+  remote end (omitted, with a warning, where the OS denies the connection table);
+- ``temp_c`` (hottest sensor) and ``power_w`` (sum of ``/sys/class/power_supply/*/power_now``), only
+  when the host exposes them at construction.
+
+Fail-safes, so a live agent never dies on a sensor: a counter that went backwards (interface reset or
+wrap) contributes a rate of 0 for that step; an interface that disappeared reads 0; a clock that did
+not advance repeats the previous rates; a temperature or power reading that vanished repeats its last
+value.
+
+>>> s = LiveSampler(period_s=1.0, interfaces=["lo"])
+>>> v = s.sample()
+>>> v.shape == (len(s.channels),) and "lo.rx_bytes_s" in s.channels
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from tinywarden.errors import ConfigError
+from tinywarden.telemetry.series import Series
+
+__all__ = ["LiveSampler", "counter_rate"]
+
+log = logging.getLogger(__name__)
+
+_NET_FIELDS = (("rx_pkts_s", "packets_recv"), ("tx_pkts_s", "packets_sent"), ("rx_bytes_s", "bytes_recv"),
+               ("tx_bytes_s", "bytes_sent"))  # fmt: skip
+_POWER_ROOT = Path("/sys/class/power_supply")
+
+
+def counter_rate(previous: int, current: int, dt: float) -> float:
+    """Events per second between two readings of a monotonic counter; 0 when it went backwards.
+
+    >>> counter_rate(100, 160, 2.0), counter_rate(500, 3, 1.0)
+    (30.0, 0.0)
+    """
+    if dt <= 0 or current < previous:
+        return 0.0
+    return (current - previous) / dt
+
+
+class LiveSampler:
+    """Samples host telemetry every ``period_s`` seconds into fixed channels (see the module docstring).
+
+    ``interfaces`` defaults to every non-loopback interface present at construction; ``clock`` (seconds,
+    monotonic) times the rate computations and the sampling cadence.
+    """
+
+    def __init__(
+        self,
+        period_s: float,
+        interfaces: Sequence[str] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not (isinstance(period_s, int | float) and math.isfinite(period_s) and period_s > 0):
+            raise ConfigError(f"live sampler period_s must be a finite number > 0, got {period_s!r}")
+        self.period_s = float(period_s)
+        self.clock = clock
+        counters = psutil.net_io_counters(pernic=True)
+        if interfaces is None:
+            loopback = {
+                n for n, st in psutil.net_if_stats().items() if "loopback" in getattr(st, "flags", "")
+            }
+            self.interfaces = tuple(sorted(n for n in counters if n != "lo" and n not in loopback))
+        else:
+            missing = [n for n in interfaces if n not in counters]
+            if missing:
+                raise ConfigError(
+                    f"network interface(s) {', '.join(missing)} not found; "
+                    f"this host has {', '.join(sorted(counters))}"
+                )
+            if len(set(interfaces)) != len(interfaces):
+                raise ConfigError(f"network interfaces listed twice: {list(interfaces)}")
+            self.interfaces = tuple(interfaces)
+
+        self._has_conns = self._connections() is not None
+        if not self._has_conns:
+            log.warning("connection table not readable here; distinct_remote_* channels are left out")
+        self._last_temp = self._temperature()
+        self._last_power = self._power()
+
+        chans = ["cpu_pct", "mem_pct", "load1", "proc_count"]
+        chans += [f"{i}.{name}" for i in self.interfaces for name, _ in _NET_FIELDS]
+        if self._has_conns:
+            chans += ["distinct_remote_addrs", "distinct_remote_ports"]
+        if self._last_temp is not None:
+            chans.append("temp_c")
+        if self._last_power is not None:
+            chans.append("power_w")
+        self.channels: tuple[str, ...] = tuple(chans)
+
+        psutil.cpu_percent(interval=None)  # the first call only starts psutil's CPU interval
+        self._prev_counters = self._read_counters()
+        self._prev_t = clock()
+        self._rates = np.zeros(len(self.interfaces) * len(_NET_FIELDS))
+
+    def sample(self) -> np.ndarray:
+        """One reading: float64, one finite value per entry of :attr:`channels`."""
+        now = self.clock()
+        dt = now - self._prev_t
+        counters = self._read_counters()
+        if dt > 0:
+            self._rates = np.array(
+                [counter_rate(p, c, dt) for p, c in zip(self._prev_counters, counters, strict=True)]
+            )
+            self._prev_counters, self._prev_t = counters, now
+        vals = [
+            psutil.cpu_percent(interval=None),
+            psutil.virtual_memory().percent,
+            os.getloadavg()[0],
+            float(len(psutil.pids())),
+            *self._rates,
+        ]
+        if self._has_conns:
+            conns = self._connections() or []
+            remotes = [c.raddr for c in conns if c.raddr]
+            vals += [float(len({r.ip for r in remotes})), float(len({r.port for r in remotes}))]
+        if self._last_temp is not None:
+            temp = self._temperature()
+            self._last_temp = self._last_temp if temp is None else temp
+            vals.append(self._last_temp)
+        if self._last_power is not None:
+            power = self._power()
+            self._last_power = self._last_power if power is None else power
+            vals.append(self._last_power)
+        out = np.asarray(vals, dtype=np.float64)
+        out[~np.isfinite(out)] = 0.0  # a sensor can report NaN transiently; a series must stay finite
+        return out
+
+    def stream(
+        self,
+        n: int | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        wallclock: Callable[[], float] = time.time,
+    ) -> Iterator[tuple[float, np.ndarray]]:
+        """Yield ``(epoch seconds, sample)`` every ``period_s`` (``n`` times, or forever when ``None``).
+
+        The schedule is fixed on ``clock``: a slow sample delays the next one, but missed slots are
+        skipped rather than fired in a burst.
+        """
+        due = self.clock()
+        count = 0
+        while n is None or count < n:
+            wait = due - self.clock()
+            if wait > 0:
+                sleep(wait)
+            yield wallclock(), self.sample()
+            count += 1
+            due += self.period_s
+            now = self.clock()
+            if due < now:
+                due += math.ceil((now - due) / self.period_s) * self.period_s
+
+    def collect(
+        self,
+        n: int,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        wallclock: Callable[[], float] = time.time,
+    ) -> Series:
+        """Take ``n`` samples at the set rate into a :class:`~tinywarden.telemetry.series.Series`."""
+        if n < 1:
+            raise ConfigError(f"collect needs n >= 1 samples, got {n}")
+        ts, vals = [], []
+        last = -math.inf
+        for t, v in self.stream(n, sleep=sleep, wallclock=wallclock):
+            t = max(t, math.nextafter(last, math.inf))  # a wall clock stepped back must not break order
+            ts.append(t)
+            vals.append(v)
+            last = t
+        return Series(np.array(ts), np.vstack(vals), self.channels, source="live:psutil")
+
+    # ---- readers
+
+    def _read_counters(self) -> list[int]:
+        per = psutil.net_io_counters(pernic=True)
+        out: list[int] = []
+        for iface in self.interfaces:
+            c = per.get(iface)
+            out += [getattr(c, attr) if c is not None else 0 for _, attr in _NET_FIELDS]
+        return out
+
+    @staticmethod
+    def _connections() -> list | None:
+        try:
+            return psutil.net_connections(kind="inet")
+        except (psutil.AccessDenied, PermissionError, OSError):
+            return None
+
+    @staticmethod
+    def _temperature() -> float | None:
+        read = getattr(psutil, "sensors_temperatures", None)
+        if read is None:
+            return None
+        try:
+            temps = [t.current for group in read().values() for t in group if math.isfinite(t.current)]
+        except (OSError, RuntimeError):
+            return None
+        return max(temps) if temps else None
+
+    @staticmethod
+    def _power() -> float | None:
+        total, found = 0.0, False
+        for p in sorted(_POWER_ROOT.glob("*/power_now")):
+            try:
+                total += int(p.read_text().strip()) / 1e6  # sysfs reports microwatts
+                found = True
+            except (OSError, ValueError):
+                continue
+        return total if found else None
