@@ -37,7 +37,7 @@ import psutil
 from tinywarden.errors import ConfigError
 from tinywarden.telemetry.series import Series
 
-__all__ = ["LiveSampler", "counter_rate"]
+__all__ = ["LiveSampler", "counter_rate", "distinct_remotes"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,15 @@ def counter_rate(previous: int, current: int, dt: float) -> float:
     if dt <= 0 or current < previous:
         return 0.0
     return (current - previous) / dt
+
+
+def distinct_remotes(connections: Sequence[object]) -> tuple[int, int]:
+    """How many distinct remote addresses and remote ports the connections that have a remote end reach.
+
+    ``connections`` are psutil ``sconn`` records (anything with a ``raddr`` of ``(ip, port)``).
+    """
+    remotes = [c.raddr for c in connections if getattr(c, "raddr", None)]
+    return len({r[0] for r in remotes}), len({r[1] for r in remotes})
 
 
 class LiveSampler:
@@ -131,9 +140,8 @@ class LiveSampler:
             *self._rates,
         ]
         if self._has_conns:
-            conns = self._connections() or []
-            remotes = [c.raddr for c in conns if c.raddr]
-            vals += [float(len({r.ip for r in remotes})), float(len({r.port for r in remotes}))]
+            addrs, ports = distinct_remotes(self._connections() or [])
+            vals += [float(addrs), float(ports)]
         if self._last_temp is not None:
             temp = self._temperature()
             self._last_temp = self._last_temp if temp is None else temp

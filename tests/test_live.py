@@ -1,0 +1,169 @@
+"""The psutil live sampler, on this host's real counters, with an injected clock for the rates."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import numpy as np
+import psutil
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tinywarden.errors import ConfigError
+from tinywarden.telemetry.live import LiveSampler, counter_rate, distinct_remotes
+from tinywarden.telemetry.series import Series
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand, so rates have a known denominator."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def udp_burst(n: int, size: int) -> None:
+    """Send ``n`` datagrams of ``size`` bytes over the loopback interface and receive them."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+    ):
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        rx.settimeout(2)
+        for _ in range(n):
+            tx.sendto(b"x" * size, rx.getsockname())
+        for _ in range(n):
+            rx.recv(size)
+
+
+def test_channels_are_fixed_and_every_value_is_finite_float64():
+    s = LiveSampler(1.0, interfaces=["lo"])
+    assert s.channels[:4] == ("cpu_pct", "mem_pct", "load1", "proc_count")
+    assert s.channels[4:8] == ("lo.rx_pkts_s", "lo.tx_pkts_s", "lo.rx_bytes_s", "lo.tx_bytes_s")
+    assert "distinct_remote_addrs" in s.channels  # root on Linux can read the connection table
+    for _ in range(3):
+        v = s.sample()
+        assert v.dtype == np.float64 and v.shape == (len(s.channels),) and np.isfinite(v).all()
+    d = dict(zip(s.channels, v, strict=True))
+    assert 0 <= d["mem_pct"] <= 100 and 0 <= d["cpu_pct"] <= 100 * psutil.cpu_count()
+    assert d["proc_count"] >= 1
+
+
+def test_default_interfaces_skip_loopback():
+    s = LiveSampler(1.0)
+    assert "lo" not in s.interfaces
+    assert set(s.interfaces) <= set(psutil.net_io_counters(pernic=True))
+
+
+def test_loopback_rates_follow_the_counter_deltas_and_the_clock():
+    clock = FakeClock()
+    s = LiveSampler(1.0, interfaces=["lo"], clock=clock)
+    i = {c: k for k, c in enumerate(s.channels)}
+    n, size = 400, 1000
+    udp_burst(n, size)
+    clock.t += 2.0
+    v = s.sample()
+    assert v[i["lo.rx_pkts_s"]] >= n / 2.0
+    assert v[i["lo.tx_pkts_s"]] >= n / 2.0
+    assert v[i["lo.rx_bytes_s"]] >= n * size / 2.0
+    # the same traffic over a 1000x longer interval is a 1000x smaller rate (other loopback users
+    # add a little, never 100x the burst in the few milliseconds this takes)
+    udp_burst(n, size)
+    clock.t += 2000.0
+    v = s.sample()
+    assert n / 2000.0 <= v[i["lo.rx_pkts_s"]] < n / 20.0
+
+
+def test_a_clock_that_did_not_advance_repeats_the_previous_rates():
+    clock = FakeClock()
+    s = LiveSampler(1.0, interfaces=["lo"], clock=clock)
+    udp_burst(50, 100)
+    clock.t += 1.0
+    first = s.sample()
+    udp_burst(50, 100)
+    again = s.sample()  # dt == 0
+    assert np.array_equal(first[4:8], again[4:8])
+    clock.t -= 5.0  # a clock stepping back is no better
+    assert np.array_equal(s.sample()[4:8], first[4:8])
+
+
+def test_distinct_remote_addresses_and_ports_count_real_connections():
+    s = LiveSampler(1.0, interfaces=["lo"])
+    i = {c: k for k, c in enumerate(s.channels)}
+    k = 5
+    with contextlib.ExitStack() as stack:
+        mine: set[int] = set()
+        for _ in range(k):
+            srv = stack.enter_context(socket.socket())
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(1)
+            cli = stack.enter_context(socket.create_connection(srv.getsockname()))
+            stack.enter_context(srv.accept()[0])
+            mine |= {srv.getsockname()[1], cli.getsockname()[1]}
+        ours = [c for c in psutil.net_connections("inet") if c.raddr and c.laddr.port in mine]
+        v = s.sample()
+    # k client ends reach k server ports; k accepted ends reach k client ports; one address
+    assert distinct_remotes(ours) == (1, 2 * k)
+    assert v[i["distinct_remote_ports"]] >= 2 * k and v[i["distinct_remote_addrs"]] >= 1
+    assert distinct_remotes([]) == (0, 0)
+
+
+def test_unknown_or_repeated_interfaces_and_bad_periods_are_refused():
+    with pytest.raises(ConfigError, match="no-such-if0"):
+        LiveSampler(1.0, interfaces=["no-such-if0"])
+    with pytest.raises(ConfigError, match="twice"):
+        LiveSampler(1.0, interfaces=["lo", "lo"])
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="period_s"):
+            LiveSampler(bad)
+
+
+def test_stream_keeps_the_cadence_on_the_injected_clock():
+    clock = FakeClock()
+    slept: list[float] = []
+
+    def sleep(dt: float) -> None:
+        slept.append(dt)
+        clock.t += dt
+
+    s = LiveSampler(0.5, interfaces=["lo"], clock=clock)
+    wall = iter(range(100, 200))
+    out = list(s.stream(4, sleep=sleep, wallclock=lambda: float(next(wall))))
+    assert [t for t, _ in out] == [100.0, 101.0, 102.0, 103.0]
+    assert slept == [0.5, 0.5, 0.5]
+    # a sample that overran two slots: the next one waits for the following slot, no burst
+    slept.clear()
+    gen = s.stream(3, sleep=sleep, wallclock=lambda: float(next(wall)))
+    next(gen)
+    clock.t += 1.2
+    next(gen)
+    assert slept == [pytest.approx(0.3)]
+
+
+def test_collect_builds_a_series_with_the_sampler_channels():
+    clock = FakeClock()
+
+    def sleep(dt: float) -> None:
+        clock.t += dt
+
+    s = LiveSampler(0.25, interfaces=["lo"], clock=clock)
+    stamps = iter([10.0, 10.5, 10.5, 11.0])  # a repeated wall-clock reading must not break the series
+    ser = s.collect(4, sleep=sleep, wallclock=lambda: next(stamps))
+    assert isinstance(ser, Series) and ser.channels == s.channels
+    assert ser.values.shape == (4, len(s.channels))
+    assert np.all(np.diff(ser.timestamps) > 0)
+    with pytest.raises(ConfigError):
+        s.collect(0)
+
+
+@given(st.integers(0, 2**63), st.integers(0, 2**63), st.floats(-10, 1e6, allow_nan=False))
+def test_counter_rate_is_never_negative(prev, cur, dt):
+    r = counter_rate(prev, cur, dt)
+    assert r >= 0.0
+    if dt > 0 and cur >= prev:
+        assert r == pytest.approx((cur - prev) / dt)
