@@ -20,6 +20,7 @@ from tinywarden.detectors.base import Detector
 from tinywarden.errors import ConfigError, DataError, NotFittedError
 from tinywarden.features import (
     DEFAULT_FEATURES,
+    FEATURE_POWER,
     StreamingFeatures,
     batch_features,
     batch_windows,
@@ -33,6 +34,9 @@ Progress = Callable[[int, int], None]
 MIN_FIT_WINDOWS = 8
 MIN_CALIBRATION_WINDOWS = 4
 SCALE_FLOOR = 1e-6
+#: A feature (or channel) that barely moved in training is scaled by at least this fraction of its
+#: channel's spread, so a sensor that was constant while learning gives large but finite z-scores.
+RELATIVE_SCALE_FLOOR = 0.05
 
 
 @dataclass(frozen=True)
@@ -129,13 +133,17 @@ class Pipeline:
         self.channels_ = tuple(series.channels)
         fit_x, cal_x = self.split_inputs(series)
         n_fit, n_cal = len(fit_x), len(cal_x)
+        spread = self._channel_spread(series)
         if self.input_kind == "features":
             sc = StandardScaler().fit(fit_x)
-            self.offset_, self.scale_ = sc.mean_.astype(np.float64), np.maximum(sc.scale_, SCALE_FLOOR)
+            power = np.array([FEATURE_POWER[f] for f in self.features], dtype=np.float64)
+            floor = RELATIVE_SCALE_FLOOR * spread[:, None] ** power[None, :]
+            self.offset_ = sc.mean_.astype(np.float64)
+            self.scale_ = np.maximum(sc.scale_, np.maximum(floor.ravel(), SCALE_FLOOR))
         else:
             flat = fit_x.reshape(-1, fit_x.shape[2])
             self.offset_ = flat.mean(axis=0)
-            self.scale_ = np.maximum(flat.std(axis=0), SCALE_FLOOR)
+            self.scale_ = np.maximum(flat.std(axis=0), np.maximum(RELATIVE_SCALE_FLOOR * spread, SCALE_FLOOR))
         takes_progress = "progress" in inspect.signature(self.detector.fit).parameters
         fit_kwargs: dict[str, Any] = {"progress": progress} if progress is not None and takes_progress else {}
         self.detector.fit(self._scale(fit_x), **fit_kwargs)
@@ -151,6 +159,15 @@ class Pipeline:
             "period_s": series.period,
         }
         return self
+
+    def _channel_spread(self, series: Series) -> np.ndarray:
+        """Per-channel standard deviation over the normal rows (1e-3 of the level where constant)."""
+        values = self._select(series)
+        if series.labels is not None and (series.labels == 0).any():
+            values = values[series.labels == 0]
+        spread = values.std(axis=0)
+        level = np.abs(values).mean(axis=0)
+        return np.where(spread > 0, spread, np.maximum(1e-3 * level, SCALE_FLOOR))
 
     def split_inputs(self, series: Series) -> tuple[np.ndarray, np.ndarray]:
         """Unscaled model inputs of the normal windows of ``series``: ``(fit part, calibration part)``.

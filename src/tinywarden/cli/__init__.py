@@ -19,23 +19,12 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """Run the CLI; a :class:`TinywardenError` becomes one line on stderr and exit status 2."""
+    """Run the CLI; a :class:`TinywardenError` becomes one line on stderr and exit status 2.
+
+    Usage errors (unknown option, a value of the wrong type) are click's: one message, exit 2.
+    """
     try:
-        rc = app(standalone_mode=False)
+        app()
     except TinywardenError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except SystemExit:
-        raise
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
-    sys.exit(rc if isinstance(rc, int) else 0)

@@ -86,6 +86,11 @@ FEATURES: dict[str, FeatureFn] = {
     "diff_abs_max": _diff_abs_max,
 }
 
+#: The power of the channel's unit each feature is measured in (band energies are squared values,
+#: crossings are a pure ratio); used to give features a sensible minimum scale.
+FEATURE_POWER: dict[str, int] = {name: 2 if name.startswith("band") else 0 if name == "crossings" else 1
+                                 for name in FEATURES}
+
 DEFAULT_FEATURES: tuple[str, ...] = (
     "mean", "std", "min", "max", "rms", "band1", "band2", "band3", "crossings", "diff_abs_mean", "diff_abs_max",
 )

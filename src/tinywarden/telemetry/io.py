@@ -298,7 +298,7 @@ def write_csv(series: Series, path: str | Path) -> None:
         w.writerow(header)
         for i in range(len(series)):
             row = [repr(float(series.timestamps[i]))]
-            row += [f"{v:.6g}" for v in series.values[i]]
+            row += [f"{v:.10g}" for v in series.values[i]]
             if series.labels is not None:
                 row.append(str(int(series.labels[i])))
             if series.attacks is not None:
