@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from mosquitto import HostileBroker, Mosquitto, free_port, require_mosquitto
 from tinywarden.agent.escalate import (
     BrokerConfig,
+    EscalationError,
     EscalationPolicy,
     Incident,
     MqttPublisher,
@@ -278,6 +279,10 @@ def test_tls_delivers_with_the_right_ca_and_spools_with_a_wrong_one(tmp_path):
         assert plain.flush(timeout_s=2.0) == 0  # a plaintext client cannot talk to a TLS-only listener
         plain.close()
 
+        with pytest.raises(EscalationError, match="missing.pem"):
+            MqttPublisher(
+                "gw-7", Spool(tmp_path / "x"), broker_cfg(b.port, TlsConfig(str(tmp_path / "missing.pem")))
+            )
         pub = MqttPublisher("gw-7", Spool(tmp_path / "sp"), broker_cfg(b.port, TlsConfig(str(ca))))
         for i in range(2, 5):
             pub.submit(incident(i))

@@ -58,6 +58,7 @@ __all__ = [
     "Incident",
     "MqttPublisher",
     "Spool",
+    "SpoolEntry",
     "SyslogSink",
     "TlsConfig",
     "format_cef",
@@ -192,7 +193,9 @@ class EscalationPolicy:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class SpoolEntry:
+    """Where one spooled incident lives: its sequence number (the delivery order), tier and file."""
+
     seq: int
     tier: int
     path: Path
@@ -225,11 +228,11 @@ class Spool:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise EscalationError(f"{self.directory}: cannot create spool directory ({exc})") from None
-        self._entries: list[_Entry] = []
+        self._entries: list[SpoolEntry] = []
         for p in sorted(self.directory.iterdir()):
             m = _SPOOL_NAME.fullmatch(p.name)
             if m:
-                self._entries.append(_Entry(int(m.group(1)), int(m.group(2)), p))
+                self._entries.append(SpoolEntry(int(m.group(1)), int(m.group(2)), p))
             elif p.name.startswith(".") and p.name.endswith(".tmp"):
                 with contextlib.suppress(OSError):
                     p.unlink()  # an interrupted write: never committed, so nothing is lost
@@ -250,11 +253,11 @@ class Spool:
             tier = min(incident.tier, 999)
             path = self.directory / f"{seq:012d}-t{tier:03d}.json"
             _atomic_write(path, incident.to_json())
-            self._entries.append(_Entry(seq, tier, path))
+            self._entries.append(SpoolEntry(seq, tier, path))
             while len(self._entries) > self.max_messages:
                 self._evict()
 
-    def peek(self) -> tuple[_Entry, Incident] | None:
+    def peek(self) -> tuple[SpoolEntry, Incident] | None:
         """The oldest readable entry, quarantining unreadable ones on the way; ``None`` when empty."""
         with self._lock:
             while self._entries:
@@ -266,7 +269,7 @@ class Spool:
                     self._quarantine(e.path, str(exc))
             return None
 
-    def remove(self, entry: _Entry) -> None:
+    def remove(self, entry: SpoolEntry) -> None:
         """Forget a delivered entry."""
         with self._lock:
             with contextlib.suppress(ValueError):
@@ -477,6 +480,7 @@ class MqttPublisher:
         self.syslog = syslog
         self.clock = clock
         self.topic = f"{self.broker.topic_prefix}/{device_id}/incident"
+        self._tls = _tls_context(self.broker.tls) if self.broker.tls is not None else None
         self.delivered = 0
         self.connect_failures = 0
         self.last_error = ""
@@ -607,16 +611,8 @@ class MqttPublisher:
         client.connect_timeout = self.broker.connect_timeout_s
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
-        if self.broker.tls is not None:
-            t = self.broker.tls
-            try:
-                ctx = ssl.create_default_context(cafile=t.ca_file)
-                if t.cert_file:
-                    ctx.load_cert_chain(t.cert_file, t.key_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise EscalationError(f"TLS setup failed ({t.ca_file}, {t.cert_file}): {exc}") from None
-            ctx.check_hostname = t.check_hostname
-            client.tls_set_context(ctx)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
 
         def on_connect(_c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
             if reason.is_failure:
@@ -677,6 +673,18 @@ class MqttPublisher:
                 s.client.disconnect()
             with contextlib.suppress(Exception):
                 s.client.loop_stop()
+
+
+def _tls_context(t: TlsConfig) -> ssl.SSLContext:
+    """Build the TLS context once, so a wrong path fails when the publisher is made, not at first send."""
+    try:
+        ctx = ssl.create_default_context(cafile=t.ca_file)
+        if t.cert_file:
+            ctx.load_cert_chain(t.cert_file, t.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise EscalationError(f"TLS setup failed (ca {t.ca_file}, cert {t.cert_file}): {exc}") from None
+    ctx.check_hostname = t.check_hostname
+    return ctx
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
