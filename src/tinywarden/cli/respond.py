@@ -70,7 +70,7 @@ def respond(
         model_id=model_id,
         state_path=state,
     )
-    events = [e for e in replay(engine, rows) if notes or e.event != "note"]
+    events = [e for e in replay(engine, rows, resume=state is not None) if notes or e.event != "note"]
     if as_json:
         for e in events:
             typer.echo(json.dumps(e.to_dict(), allow_nan=False))

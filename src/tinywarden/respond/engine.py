@@ -7,8 +7,8 @@ an explicit ``at=``), so tests and ``tinywarden respond`` run in simulated time.
 the engine fires every timer that fell due since the last one, at its own time, so a replayed stream
 gives the same timeline as a live run.
 
-Crash safety: with ``state_path`` the machine state, the actuators' memory and the number of inputs
-seen are written atomically (temporary file, fsync, rename) after every input; a new engine given the
+Crash safety: with ``state_path`` the machine state, the actuators' memory and the number of score
+windows seen are written atomically (temporary file, fsync, rename) after every input; a new engine given the
 same path continues where the old one stopped and re-applies any action of the active tiers that is
 not in place any more (actuators are idempotent, so repeating one is harmless).
 
@@ -201,7 +201,7 @@ class ResponseEngine:
         self.model_id = model_id
         self.state_path = Path(state_path) if state_path is not None else None
         self.state = m.MachineState()
-        self.inputs = 0
+        self.windows = 0
         self.recent: deque[float] = deque(maxlen=max(t.n for t in policy.tiers))
         self.last_fault = ""
         if self.state_path is not None and self.state_path.exists():
@@ -251,7 +251,10 @@ class ResponseEngine:
         return self._input(m.INPUT_CONFIRM, at)
 
     def release(self, at: float | None = None) -> list[ActionEvent]:
-        """Operator command: end a :meth:`confirm`; timers restart now."""
+        """Operator command: end a :meth:`confirm`.
+
+        Dead-man timers restart now; normal scores seen during the hold count toward de-escalation.
+        """
         return self._input(m.INPUT_RELEASE, at)
 
     def _input(self, kind: int, at: float | None, score: float = math.nan) -> list[ActionEvent]:
@@ -267,7 +270,8 @@ class ResponseEngine:
                 break
             out += self._step(m.INPUT_TICK, max(due, self.state.last_time) - self.state.skew)
         out += self._step(kind, t, score)
-        self.inputs += 1
+        if kind in (m.INPUT_SCORE, m.INPUT_FAULT):
+            self.windows += 1
         self.save()
         return out
 
@@ -360,7 +364,7 @@ class ResponseEngine:
             "policy_version": self.policy.version,
             "threshold": self.threshold,
             "model_id": self.model_id,
-            "inputs": self.inputs,
+            "windows": self.windows,
             "recent": list(self.recent),
             "last_fault": self.last_fault,
             "machine": machine,
@@ -429,7 +433,7 @@ class ResponseEngine:
             raise StateFileError(f"{path}: machine state field missing or wrong ({exc})") from exc
         if not 0 <= self.state.tier <= m.N_TIERS or len(self.state.history) != m.N_TIERS + 1:
             raise StateFileError(f"{path}: machine state out of range (tier {self.state.tier})")
-        self.inputs = int(doc.get("inputs", 0))
+        self.windows = int(doc.get("windows", 0))
         self.recent.extend(float(x) for x in doc.get("recent", []))
         self.last_fault = str(doc.get("last_fault", ""))
         memos = doc.get("actuators", {})

@@ -176,7 +176,6 @@ def _up(s: MachineState, tables: Tables, out: list[Event], now: float, to: int, 
         for a in tables.tier_actions[s.tier]:
             out.append(Event(now, s.tier, s.tier, a, EVENT_APPLY, reason))
         _renew(s, tables, s.tier, now)
-        s.history[s.tier] = 0
     s.entered_at = now
 
 
@@ -221,6 +220,13 @@ def step(
         now = s.last_time
         _note(s, out, now, REASON_CLOCK_BACKWARDS)
     s.last_time = now
+
+    # A release takes effect before the timers run, so a tier that is due to step down does so now.
+    if kind == INPUT_RELEASE and s.pinned:
+        s.pinned = 0
+        for t in range(1, s.tier + 1):
+            _renew(s, tables, t, now)
+        _note(s, out, now, REASON_OPERATOR_RELEASE)
 
     # Timers, as of the moment this input arrives and before it takes effect.
     if not s.fault:
@@ -269,11 +275,6 @@ def step(
     elif kind == INPUT_CONFIRM and s.tier > 0 and not s.pinned:
         s.pinned = 1
         _note(s, out, now, REASON_OPERATOR_CONFIRM)
-    elif kind == INPUT_RELEASE and s.pinned:
-        s.pinned = 0
-        for t in range(1, s.tier + 1):
-            _renew(s, tables, t, now)
-        _note(s, out, now, REASON_OPERATOR_RELEASE)
     return s, tuple(out)
 
 

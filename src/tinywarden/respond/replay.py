@@ -57,15 +57,18 @@ def read_scores(path: str | Path) -> list[tuple[float, float]]:
     return rows
 
 
-def replay(engine: ResponseEngine, rows: Iterable[tuple[float, float]]) -> list[ActionEvent]:
+def replay(
+    engine: ResponseEngine, rows: Iterable[tuple[float, float]], resume: bool = False
+) -> list[ActionEvent]:
     """Feed ``rows`` to ``engine`` in simulated time and return every event, in order.
 
-    An engine restored from a state file has already seen ``engine.inputs`` rows; those are skipped,
-    so replaying the same file after a crash continues where the crashed run stopped.
+    With ``resume``, the first ``engine.windows`` rows are skipped: an engine restored from a state
+    file has already seen them, so replaying the same file after a crash continues where it stopped.
     """
     events: list[ActionEvent] = []
+    skip = engine.windows if resume else 0
     for i, (t, score) in enumerate(rows):
-        if i < engine.inputs:
+        if i < skip:
             continue
         events += engine.observe(score, at=t)
     return events
