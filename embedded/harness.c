@@ -16,6 +16,10 @@
 #include "tinywarden_model.h"
 #include "tw_stream.h"
 
+#if TW_STREAM_CHANNELS != TW_N_CHANNELS
+#error "tw_stream.h holds a different number of channels than the model's TW_N_CHANNELS"
+#endif
+
 #ifdef TW_HOST
 #include <stdio.h>
 #include <stdlib.h>

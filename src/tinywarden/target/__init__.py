@@ -1,0 +1,48 @@
+"""Real-target measurement of the generated C: cross-compile for Cortex-M, size it, run it under QEMU.
+
+``toolchain`` finds the tools (and says which Debian package provides a missing one), ``build`` compiles
+the module alone for its flash/RAM footprint, ``qemu`` runs a compiled-in sample stream on an emulated
+Cortex-M4 and on the host, optionally counting executed instructions per window.
+"""
+
+from tinywarden.target.build import CpuTarget, ModuleSize, get_target, module_size, targets
+from tinywarden.target.qemu import (
+    Decisions,
+    HostRun,
+    InstructionCount,
+    TargetRun,
+    count_instructions,
+    run_on_host,
+    run_on_qemu,
+    write_stream_header,
+)
+from tinywarden.target.toolchain import (
+    BuildError,
+    TargetError,
+    TargetRunError,
+    ToolMissingError,
+    embedded_dir,
+    missing_tools,
+)
+
+__all__ = [
+    "BuildError",
+    "CpuTarget",
+    "Decisions",
+    "HostRun",
+    "InstructionCount",
+    "ModuleSize",
+    "TargetError",
+    "TargetRun",
+    "TargetRunError",
+    "ToolMissingError",
+    "count_instructions",
+    "embedded_dir",
+    "get_target",
+    "missing_tools",
+    "module_size",
+    "run_on_host",
+    "run_on_qemu",
+    "targets",
+    "write_stream_header",
+]
