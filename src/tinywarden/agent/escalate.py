@@ -311,7 +311,7 @@ class Spool:
         qdir = self.directory / "corrupt"
         try:
             qdir.mkdir(exist_ok=True)
-            dest = qdir / path.name
+            dest = qdir / f"{path.name}.{uuid.uuid4().hex[:8]}"  # sequence numbers restart when empty
             os.replace(path, dest)
         except OSError:
             dest = path
