@@ -1,0 +1,5 @@
+"""``python -m tinywarden`` runs the CLI."""
+
+from tinywarden.cli import main
+
+main()
