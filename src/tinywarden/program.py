@@ -1,0 +1,538 @@
+"""ONE description of the on-device loop, and the numpy interpreter that is the ground truth for the C code.
+
+A :class:`Program` is what :mod:`tinywarden.quantize.ptq` produces from a fitted pipeline and what
+:mod:`tinywarden.codegen.c` prints as C. Its stages, in the order a device runs them:
+
+1. **sample quantization** (once per pushed sample, per channel ``c``), the only floating-point step,
+   defined exactly so that C and Python agree to the bit (see :func:`quantize_samples`)::
+
+       t = (x - sample_offset[c]) * sample_mul[c]   # two float32 operations, each rounded to nearest
+       q = 0 if t is NaN; 32767 if t >= 32767; -32768 if t <= -32768; else round-half-away-from-zero(t)
+
+   The int16 ``q`` stands for the real value ``(q + sample_zero[c]) / sample_mul[c]``.
+2. **ring buffer**: the last ``window`` int16 samples; a window is due after ``window`` pushes and then
+   every ``stride`` pushes (the same rule as :class:`tinywarden.features.RingBuffer`).
+3. **ops**: a straight list of integer kernels (:data:`KERNELS`), each reading named tensors and writing
+   one; the first reads the implicit tensor ``"window"`` (int16, ``window x n_channels``, oldest row
+   first); the last writes the int32 ``"score"``.
+4. **decision**: ``flag = score > threshold``; ``anomaly`` when at least ``k`` of the last ``n`` flags
+   are set (:func:`tinywarden.calibrate.persist`).
+
+Kernels are named like CMSIS-NN's (``<op>_<dtype>``); :func:`run_int8` and the generated C implement
+each of them once, and the test suite requires the two to agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tinywarden.calibrate import Persistence, persist
+from tinywarden.errors import ConfigError, ModelFileError
+from tinywarden.features import FEATURES, window_end_rows
+from tinywarden.quantize.scheme import (
+    INT32_MAX,
+    isqrt_u64,
+    requantize,
+    saturate,
+)
+
+PROGRAM_VERSION = 1
+#: Largest window the integer features are proven not to overflow for (see :func:`features_s16`).
+MAX_WINDOW = 4096
+#: Feature codes used by the ``features_s16`` kernel (its ``codes`` constant), in FEATURES order.
+FEATURE_CODES: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}
+CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t", "uint8": "uint8_t"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named integer buffer of the program (a scratch array in the C state struct)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel call: ``kind`` (a key of :data:`KERNELS`), input tensor names, output tensor name,
+    integer/string attributes and constant integer arrays (weights, multipliers, shifts ...)."""
+
+    kind: str
+    src: tuple[str, ...]
+    dst: str
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    consts: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Program:
+    """The whole integer on-device loop of one fitted pipeline (see the module docstring)."""
+
+    channels: tuple[str, ...]
+    window: int
+    stride: int
+    sample_offset: np.ndarray  # float32 (C,)
+    sample_mul: np.ndarray  # float32 (C,)
+    sample_zero: np.ndarray  # int32 (C,): real sample = (q + sample_zero) / sample_mul
+    tensors: tuple[TensorSpec, ...]
+    ops: tuple[Op, ...]
+    threshold: int
+    k: int
+    n: int
+    info: Mapping[str, Any] = field(default_factory=dict)  # provenance and real scales, for reports only
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+    def tensor(self, name: str) -> TensorSpec:
+        if name == "window":
+            return TensorSpec("window", "int16", (self.window, self.n_channels))
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise ConfigError(f"program has no tensor {name!r}")
+
+    @property
+    def const_bytes(self) -> int:
+        """Bytes of constant data on the device (weights, multipliers, sample quantization)."""
+        n = self.sample_offset.nbytes + self.sample_mul.nbytes
+        return n + sum(np.asarray(a).nbytes for op in self.ops for a in op.consts.values())
+
+    @property
+    def model_id(self) -> str:
+        """First 16 hex digits of the SHA-256 of the program's canonical serialisation."""
+        header, arrays = to_model_file(self, with_id=False)
+        h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+        for name in sorted(arrays):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(arrays[name]).tobytes())
+        return h.hexdigest()[:16]
+
+    def validate(self) -> Program:
+        """Check the program is well formed (known kernels, tensors exist, dtypes and shapes agree)."""
+        c = self.n_channels
+        if not 2 <= self.window <= MAX_WINDOW or not 1 <= self.stride <= self.window:
+            raise ConfigError(f"program window {self.window} / stride {self.stride} out of range "
+                              f"(2 <= window <= {MAX_WINDOW}, 1 <= stride <= window)")
+        if not 1 <= self.k <= self.n <= 64:
+            raise ConfigError(f"program persistence k={self.k}, n={self.n} out of range 1 <= k <= n <= 64")
+        sample_arrays = (
+            ("sample_offset", self.sample_offset, "float32"),
+            ("sample_mul", self.sample_mul, "float32"),
+            ("sample_zero", self.sample_zero, "int32"),
+        )
+        for name, arr, dt in sample_arrays:
+            if arr.dtype != np.dtype(dt) or arr.shape != (c,):
+                raise ConfigError(f"program {name} must be {dt} of shape ({c},), got {arr.dtype} {arr.shape}")
+        known = {"window"}
+        for t in self.tensors:
+            if t.dtype not in CTYPES or not t.name.isidentifier():
+                raise ConfigError(f"program tensor {t.name!r} has bad dtype {t.dtype!r} or name")
+            known.add(t.name)
+        for i, op in enumerate(self.ops):
+            if op.kind not in KERNELS:
+                raise ConfigError(f"program op {i}: unknown kernel {op.kind!r} (known: {', '.join(KERNELS)})")
+            spec = KERNELS[op.kind]
+            missing = [s for s in (*op.src, op.dst) if s not in known]
+            if missing:
+                raise ConfigError(f"program op {i} ({op.kind}): unknown tensor(s) {', '.join(missing)}")
+            for cname, dt in spec.consts.items():
+                a = op.consts.get(cname)
+                if a is None or np.asarray(a).dtype != np.dtype(dt):
+                    raise ConfigError(f"program op {i} ({op.kind}): constant {cname!r} must be {dt}")
+            want_src = [self.tensor(s).dtype for s in op.src]
+            if want_src != list(spec.src_dtypes) or self.tensor(op.dst).dtype != spec.dst_dtype:
+                raise ConfigError(f"program op {i} ({op.kind}): tensor dtypes {want_src} -> "
+                                  f"{self.tensor(op.dst).dtype} do not match the kernel")
+        if not self.ops or self.ops[-1].dst != "score" or self.tensor("score").shape != (1,):
+            raise ConfigError("program must end with an op writing the int32 tensor 'score' of shape (1,)")
+        return self
+
+
+# -- sample quantization ---------------------------------------------------------------------------
+def quantize_samples(program: Program, samples: np.ndarray) -> np.ndarray:
+    """Float samples ``(rows, channels)`` to int16, exactly as the C ``tw_push`` does.
+
+    Values are first converted to float32 (as a C caller passing ``float`` does), then
+    ``t = (x - offset) * mul`` in float32; NaN becomes 0, ``t`` saturates to [-32768, 32767] and
+    otherwise rounds half away from zero (``trunc`` then compare the exact remainder with 0.5).
+
+    >>> p = Program(("a",), 2, 1, np.float32([1.0]), np.float32([2.0]), np.int32([2]), (), (), 0, 1, 1)
+    >>> quantize_samples(p, np.array([[1.25], [0.75], [np.nan], [1e9]])).ravel().tolist()
+    [1, -1, 0, 32767]
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != program.n_channels:
+        raise ConfigError(f"samples must have shape (rows, {program.n_channels}), got {x.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = (x.astype(np.float32) - program.sample_offset) * program.sample_mul
+        nan = np.isnan(t)
+        t = np.where(nan, np.float32(0.0), t)
+        hi, lo = t >= np.float32(32767.0), t <= np.float32(-32768.0)
+        t = np.where(hi | lo, np.float32(0.0), t)
+        i = np.trunc(t)
+        r = t - i  # exact: |t| < 2**15 leaves the fraction representable
+        q = i.astype(np.int64) + (r >= np.float32(0.5)) - (r <= np.float32(-0.5))
+    q = np.where(hi, 32767, np.where(lo, -32768, q))
+    return q.astype(np.int16)
+
+
+# -- kernels ---------------------------------------------------------------------------------------
+Kernel = Callable[[list[np.ndarray], Op], np.ndarray]
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A kernel's numpy implementation and its contract (input/output dtypes, constants)."""
+
+    fn: Kernel
+    src_dtypes: tuple[str, ...]
+    dst_dtype: str
+    consts: Mapping[str, str]
+    doc: str
+
+
+def _bands(x: np.ndarray, level: int) -> np.ndarray:
+    """sum over blocks of 2**level rows of (sum of first half - sum of second half)**2; x (N, W, C) int64."""
+    n, w, c = x.shape
+    half = 2 ** (level - 1)
+    blocks = x.reshape(n, w // (2 * half), 2, half, c).sum(axis=3)
+    d = blocks[:, :, 0] - blocks[:, :, 1]
+    return (d * d).sum(axis=1)
+
+
+def features_s16(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    """Integer window features ``(N, C * F)`` int64, channel-major like :func:`tinywarden.features.extract`.
+
+    Over one channel's window ``q[0..W-1]`` (int16, W <= 4096, so every sum below fits int64):
+    ``S1 = sum q``, ``S2 = sum q**2``, ``V = W*S2 - S1**2``, ``T = S1 + W*z0`` (``z0`` = the channel's
+    ``sample_zero``, so ``T`` is the sum of the real-valued levels, saturated to +-(2**31 - 1)).
+
+    ==============  ==================================================  ==========================
+    feature         integer value f                                     real feature ~ a * f + b
+    ==============  ==================================================  ==========================
+    mean            S1                                                  a = s/W, b = offset
+    std             isqrt(V)                                            a = s/W
+    min, max        min q, max q                                        a = s, b = offset
+    rms             isqrt(V + T**2)                                     a = s/W
+    band<l>         sum over blocks of 2**l of (first-half sum          a = s**2 / (2**l * W)
+                    minus second-half sum)**2
+    crossings       #t with (W*q[t] > S1) != (W*q[t-1] > S1)            a = 1/(W-1)
+    diff_abs_mean   sum |q[t] - q[t-1]|                                 a = s/(W-1)
+    diff_abs_max    max |q[t] - q[t-1]|                                 a = s
+    ==============  ==================================================  ==========================
+
+    ``s = 1/sample_mul`` and ``offset = sample_zero/sample_mul`` of the channel.
+    """
+    x = srcs[0].astype(np.int64)  # (N, W, C)
+    n, w, c = x.shape
+    z0 = op.consts["z0"].astype(np.int64)
+    s1 = x.sum(axis=1)
+    s2 = (x * x).sum(axis=1)
+    v = w * s2 - s1 * s1
+    dx = np.abs(np.diff(x, axis=1))
+    out = []
+    for code in op.consts["codes"].tolist():
+        name = list(FEATURES)[code]
+        if name == "mean":
+            f = s1
+        elif name == "std":
+            f = isqrt_u64(v)
+        elif name == "min":
+            f = x.min(axis=1)
+        elif name == "max":
+            f = x.max(axis=1)
+        elif name == "rms":
+            t = np.clip(s1 + w * z0[None, :], -INT32_MAX, INT32_MAX)
+            f = isqrt_u64(v + t * t)
+        elif name.startswith("band"):
+            f = _bands(x, int(name[4:]))
+        elif name == "crossings":
+            above = w * x > s1[:, None, :]
+            f = (above[:, 1:] != above[:, :-1]).sum(axis=1).astype(np.int64)
+        elif name == "diff_abs_mean":
+            f = dx.sum(axis=1)
+        else:  # diff_abs_max
+            f = dx.max(axis=1)
+        out.append(f)
+    return np.stack(out, axis=2).reshape(n, -1)  # (N, C, F) -> channel-major
+
+
+def _requantize_s64(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    x = srcs[0].astype(np.int64)
+    c = op.consts
+    v = saturate((x >> c["pre_shift"].astype(np.int64)) - c["offset"], "int32")
+    q = requantize(v, c["multiplier"], c["shift"]) + int(op.attrs["zero_point"])
+    return np.clip(q, op.attrs["act_min"], op.attrs["act_max"])
+
+
+def _requantize_s16_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    x = srcs[0].astype(np.int64)  # (N, W, C)
+    c = op.consts
+    v = x - c["offset"].astype(np.int64)
+    q = requantize(v, c["multiplier"], c["shift"]) + int(op.attrs["zero_point"])
+    return np.clip(q, op.attrs["act_min"], op.attrs["act_max"])
+
+
+def _fully_connected_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    x = srcs[0].astype(np.int64) + int(op.attrs["input_offset"])
+    c = op.consts
+    acc = x @ c["weights"].astype(np.int64).T + c["bias"].astype(np.int64)
+    q = requantize(acc, c["multiplier"], c["shift"]) + int(op.attrs["output_offset"])
+    return np.clip(q, op.attrs["act_min"], op.attrs["act_max"])
+
+
+def _convolve_1d_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    x = srcs[0].astype(np.int64) + int(op.attrs["input_offset"])  # (N, L, Cin)
+    c, a = op.consts, op.attrs
+    w = c["weights"].astype(np.int64)  # (Cout, Cin, K)
+    cout, cin, k = w.shape
+    if a["upsample"] > 1:
+        x = np.repeat(x, a["upsample"], axis=1)
+    pad = a["pad"]
+    # zero padding in the offset domain is real zero, as TFLite's padding with the input zero point
+    xp = np.pad(x, ((0, 0), (pad, pad), (0, 0)))
+    l_out = (x.shape[1] + 2 * pad - k) // a["stride"] + 1
+    idx = np.arange(l_out)[:, None] * a["stride"] + np.arange(k)[None, :]  # (L_out, K)
+    cols = xp[:, idx, :]  # (N, L_out, K, Cin)
+    acc = np.einsum("nlkc,ock->nlo", cols, w) + c["bias"].astype(np.int64)
+    q = requantize(acc, c["multiplier"], c["shift"]) + int(a["output_offset"])
+    return np.clip(q, a["act_min"], a["act_max"])
+
+
+def _sum_sq_diff(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    n = len(srcs[0])
+    d = srcs[0].reshape(n, -1).astype(np.int64) - srcs[1].reshape(n, -1).astype(np.int64)
+    return (d * d).sum(axis=1)
+
+
+def _sum_sq(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    x = srcs[0].astype(np.int64)
+    return (x * x).sum(axis=1)
+
+
+def _max_abs(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    return np.abs(srcs[0].astype(np.int64)).max(axis=1)
+
+
+def _min_sq_dist(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    x = srcs[0].astype(np.int64)  # (N, D)
+    cen = op.consts["centroids"].astype(np.int64)  # (K, D)
+    best = np.full(len(x), np.iinfo(np.int64).max)
+    for c in cen:  # one centroid at a time keeps memory at (N, D)
+        best = np.minimum(best, ((x - c) ** 2).sum(axis=1))
+    return best
+
+
+def score_total(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    """The int64 total a score kernel computes before its right shift (used to choose that shift)."""
+    return _SCORE_TOTALS[op.kind](srcs, op)
+
+
+def _score(total_fn: Kernel) -> Kernel:
+    def kernel(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+        return saturate(total_fn(srcs, op) >> int(op.attrs["shift"]), "int32")[:, None]
+
+    return kernel
+
+
+_SCORE_TOTALS: dict[str, Kernel] = {
+    "sum_sq_diff_s8": _sum_sq_diff, "sum_sq_s16": _sum_sq,
+    "max_abs_s16": _max_abs, "min_sq_dist_s16": _min_sq_dist,
+}
+
+
+_REQ = {"pre_shift": "int32", "offset": "int64", "multiplier": "int32", "shift": "int32"}
+_LAYER = {"weights": "int8", "bias": "int32", "multiplier": "int32", "shift": "int32"}
+
+#: Every kernel a program may use, by name; the C templates in ``codegen/templates/kernels`` mirror them.
+KERNELS: dict[str, KernelSpec] = {
+    "features_s16": KernelSpec(features_s16, ("int16",), "int64", {"codes": "int32", "z0": "int32"},
+                               "integer window features, see features_s16"),
+    "requantize_s64_s8": KernelSpec(_requantize_s64, ("int64",), "int8", _REQ,
+                                    "q = clamp(zp + requantize(sat32((f >> pre_shift) - offset)))"),
+    "requantize_s64_s16": KernelSpec(_requantize_s64, ("int64",), "int16", _REQ,
+                                     "as requantize_s64_s8 with an int16 result"),
+    "requantize_s16_s8": KernelSpec(_requantize_s16_s8, ("int16",), "int8",
+                                    {"offset": "int32", "multiplier": "int32", "shift": "int32"},
+                                    "per-channel window rescaling: clamp(zp + requantize(q - offset[c]))"),
+    "fully_connected_s8": KernelSpec(_fully_connected_s8, ("int8",), "int8", _LAYER,
+                                     "CMSIS-NN fully connected, per-channel weights"),
+    "convolve_1d_s8": KernelSpec(_convolve_1d_s8, ("int8",), "int8", _LAYER,
+                                 "1-D convolution (optional nearest x2 upsampling first), per-channel"),
+    "sum_sq_diff_s8": KernelSpec(_score(_sum_sq_diff), ("int8", "int8"), "int32", {},
+                                 "score = sat32(sum (a - b)**2 >> shift)"),
+    "sum_sq_s16": KernelSpec(_score(_sum_sq), ("int16",), "int32", {}, "score = sat32(sum q**2 >> shift)"),
+    "max_abs_s16": KernelSpec(_score(_max_abs), ("int16",), "int32", {}, "score = sat32(max |q| >> shift)"),
+    "min_sq_dist_s16": KernelSpec(_score(_min_sq_dist), ("int16",), "int32", {"centroids": "int16"},
+                                  "score = sat32(min_j sum (q - c_j)**2 >> shift)"),
+}
+
+
+# -- interpreter -----------------------------------------------------------------------------------
+def run_windows(program: Program, windows: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """int32 scores of int16 windows ``(n, window, channels)`` (oldest row first)."""
+    win = np.asarray(windows)
+    if win.dtype != np.int16 or win.shape[1:] != (program.window, program.n_channels):
+        raise ConfigError(f"windows must be int16 of shape (n, {program.window}, {program.n_channels}), "
+                          f"got {win.dtype} {win.shape}")
+    out = np.empty(len(win), dtype=np.int32)
+    for lo in range(0, len(win), chunk):
+        env: dict[str, np.ndarray] = {"window": win[lo : lo + chunk]}
+        for op in program.ops:
+            env[op.dst] = KERNELS[op.kind].fn([env[s] for s in op.src], op)
+        out[lo : lo + chunk] = env["score"][:, 0]
+    return out
+
+
+def run_int8(program: Program, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores int32, anomalies uint8)`` for every window of a stream of samples, as the C returns them.
+
+    ``samples`` is ``(rows, channels)``: int16 values are used as they are (``tw_push_q``), anything else
+    goes through :func:`quantize_samples` first (``tw_push``). Window ``i`` ends at row
+    ``window - 1 + i * stride``, exactly when ``tw_push`` returns 1.
+    """
+    x = np.asarray(samples)
+    q = x if x.dtype == np.int16 else quantize_samples(program, x)
+    if q.ndim != 2 or q.shape[1] != program.n_channels:
+        raise ConfigError(f"samples must have shape (rows, {program.n_channels}), got {q.shape}")
+    ends = window_end_rows(len(q), program.window, program.stride)
+    if len(ends) == 0:
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint8)
+    view = np.lib.stride_tricks.sliding_window_view(q, program.window, axis=0)  # (rows-W+1, C, W)
+    scores = np.empty(len(ends), dtype=np.int32)
+    for lo in range(0, len(ends), 4096):
+        starts = ends[lo : lo + 4096] - (program.window - 1)
+        scores[lo : lo + 4096] = run_windows(program, np.ascontiguousarray(view[starts].transpose(0, 2, 1)))
+    flags = (scores > program.threshold).astype(np.uint8)
+    return scores, persist(flags, program.k, program.n)
+
+
+class Int8Stream:
+    """Firmware-style interpreter: push one sample, get ``(score, anomaly)`` when a window completes.
+
+    It mirrors the C ``tw_push`` step by step (ring buffer, then the ops on the one window); the batch
+    :func:`run_int8` must give the same numbers.
+    """
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.ring = np.zeros((program.window, program.n_channels), dtype=np.int16)
+        self.persistence = Persistence(program.k, program.n)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every sample and flag (``tw_init``)."""
+        self.head, self.filled, self.phase = 0, 0, 0
+        self.persistence.reset()
+
+    def push(self, sample: np.ndarray) -> tuple[int, int] | None:
+        s = np.asarray(sample)
+        q = s if s.dtype == np.int16 else quantize_samples(self.program, s.reshape(1, -1))[0]
+        p = self.program
+        self.ring[self.head] = q
+        self.head = (self.head + 1) % p.window
+        if self.filled < p.window:
+            self.filled += 1
+            if self.filled < p.window:
+                return None
+            self.phase = 0
+        else:
+            self.phase = (self.phase + 1) % p.stride
+            if self.phase:
+                return None
+        win = np.concatenate((self.ring[self.head :], self.ring[: self.head]))[None]
+        score = int(run_windows(p, win)[0])
+        return score, int(self.persistence.push(score > p.threshold))
+
+
+# -- model-file form -------------------------------------------------------------------------------
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(i) for i in v]
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(i) for k, i in v.items()}
+    return v
+
+
+def to_model_file(program: Program, with_id: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(header section, arrays)`` to store a program in a ``.twb`` file (header key ``"int8"``,
+    arrays named ``int8/...``)."""
+    arrays = {"int8/sample_offset": program.sample_offset, "int8/sample_mul": program.sample_mul,
+              "int8/sample_zero": program.sample_zero}
+    ops = []
+    for i, op in enumerate(program.ops):
+        for cname, arr in op.consts.items():
+            arrays[f"int8/op{i}/{cname}"] = np.asarray(arr)
+        ops.append({"kind": op.kind, "src": list(op.src), "dst": op.dst, "attrs": _jsonable(dict(op.attrs)),
+                    "consts": sorted(op.consts)})
+    header = {
+        "version": PROGRAM_VERSION,
+        "channels": list(program.channels),
+        "window": program.window,
+        "stride": program.stride,
+        "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in program.tensors],
+        "ops": ops,
+        "threshold": int(program.threshold),
+        "k": program.k,
+        "n": program.n,
+        "info": _jsonable(dict(program.info)),
+    }
+    if with_id:
+        header["model_id"] = program.model_id
+    return header, arrays
+
+
+def from_model_file(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], source: str = "<model>"
+) -> Program:
+    """Rebuild a :class:`Program` stored by :func:`to_model_file`; a malformed one is a ModelFileError."""
+    try:
+        if header["version"] != PROGRAM_VERSION:
+            raise ModelFileError(f"{source}: int8 program version {header['version']} is not supported "
+                                 f"(this tinywarden reads {PROGRAM_VERSION}); re-run training")
+        ops = tuple(
+            Op(o["kind"], tuple(o["src"]), o["dst"], dict(o["attrs"]),
+               {c: np.asarray(arrays[f"int8/op{i}/{c}"]) for c in o["consts"]})
+            for i, o in enumerate(header["ops"])
+        )
+        program = Program(
+            channels=tuple(header["channels"]),
+            window=int(header["window"]),
+            stride=int(header["stride"]),
+            sample_offset=np.asarray(arrays["int8/sample_offset"]),
+            sample_mul=np.asarray(arrays["int8/sample_mul"]),
+            sample_zero=np.asarray(arrays["int8/sample_zero"]),
+            tensors=tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in header["tensors"]),
+            ops=ops,
+            threshold=int(header["threshold"]),
+            k=int(header["k"]),
+            n=int(header["n"]),
+            info=dict(header.get("info", {})),
+        )
+        program.validate()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{source}: malformed int8 program ({type(exc).__name__}: {exc})") from None
+    except ConfigError as exc:
+        raise ModelFileError(f"{source}: invalid int8 program: {exc}") from None
+    return program

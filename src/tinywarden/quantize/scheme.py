@@ -1,0 +1,203 @@
+"""The integer scheme of the on-device path: TFLite / CMSIS-NN int8 arithmetic, written once in numpy.
+
+* weights: int8, symmetric, one scale per output channel (zero point 0);
+* activations: int8 (or int16), asymmetric, ``real = scale * (q - zero_point)``;
+* bias: int32 with scale ``input_scale * weight_scale``;
+* requantization: a real multiplier ``0 < m`` becomes a Q31 ``multiplier`` and a power-of-two ``shift``
+  (:func:`quantize_multiplier`, TFLite's ``QuantizeMultiplier``); an int32 accumulator is rescaled by
+  :func:`requantize`, i.e. a saturating rounding doubling high multiply
+  (:func:`saturating_rounding_doubling_high_mul`, gemmlowp's ``SaturatingRoundingDoublingHighMul`` /
+  CMSIS-NN's ``arm_nn_doubling_high_mult``) followed by a rounding right shift
+  (:func:`rounding_divide_by_pot`, ``RoundingDivideByPOT`` / ``arm_nn_divide_by_power_of_two``).
+
+Every function takes and returns numpy integer arrays (or Python ints) and computes in int64 so that no
+intermediate overflows; the generated C computes the same values with the same operations
+(``tw_doubling_high_mult``, ``tw_divide_by_power_of_two``, ``tw_requantize`` in the C templates).
+
+>>> m, s = quantize_multiplier(0.25)
+>>> int(requantize(1000, m, s))
+250
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinywarden.errors import ConfigError
+
+INT8_MIN, INT8_MAX = -128, 127
+INT16_MIN, INT16_MAX = -32768, 32767
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+DTYPE_RANGE: dict[str, tuple[int, int]] = {
+    "int8": (INT8_MIN, INT8_MAX),
+    "int16": (INT16_MIN, INT16_MAX),
+    "int32": (INT32_MIN, INT32_MAX),
+    "int64": (INT64_MIN, INT64_MAX),
+}
+
+IntLike = int | np.integer | np.ndarray
+
+
+@dataclass(frozen=True)
+class QParams:
+    """Affine quantization of one tensor: ``real = scale * (q - zero_point)``, ``q`` in ``dtype``'s range."""
+
+    scale: float
+    zero_point: int
+    dtype: str = "int8"
+
+    @property
+    def qmin(self) -> int:
+        return DTYPE_RANGE[self.dtype][0]
+
+    @property
+    def qmax(self) -> int:
+        return DTYPE_RANGE[self.dtype][1]
+
+    def quantize(self, real: np.ndarray | float) -> np.ndarray:
+        """Round half away from zero to the nearest level, then saturate to the dtype's range."""
+        q = round_half_away(np.asarray(real, dtype=np.float64) / self.scale) + self.zero_point
+        return np.clip(q, self.qmin, self.qmax).astype(np.int64)
+
+    def dequantize(self, q: np.ndarray | int) -> np.ndarray:
+        return self.scale * (np.asarray(q, dtype=np.float64) - self.zero_point)
+
+
+def round_half_away(x: np.ndarray | float) -> np.ndarray:
+    """Round to the nearest integer, ties away from zero (C's ``round``, TFLite's ``TfLiteRound``)."""
+    a = np.asarray(x, dtype=np.float64)
+    return (np.sign(a) * np.floor(np.abs(a) + 0.5)).astype(np.int64)
+
+
+def choose_qparams(lo: float, hi: float, dtype: str = "int8", symmetric: bool = False) -> QParams:
+    """QParams covering ``[lo, hi]`` (always widened to include 0, as TFLite does).
+
+    Symmetric: zero point 0 and ``scale = max(|lo|, |hi|) / qmax``. Asymmetric: the full range maps to
+    ``[qmin, qmax]`` with the zero point rounded and clamped so that real 0 is exactly representable.
+
+    >>> q = choose_qparams(-1.0, 3.0)
+    >>> round(q.scale, 6), q.zero_point
+    (0.015686, -64)
+    """
+    if dtype not in ("int8", "int16"):
+        raise ConfigError(f"activation dtype must be int8 or int16, got {dtype!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise ConfigError(f"cannot choose a quantization range for [{lo}, {hi}]")
+    qmin, qmax = DTYPE_RANGE[dtype]
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if symmetric:
+        scale = max(abs(lo), abs(hi)) / qmax
+        return QParams(scale if scale > 0 else 1.0, 0, dtype)
+    scale = (hi - lo) / (qmax - qmin)
+    if scale <= 0:
+        return QParams(1.0, 0, dtype)
+    zp = int(np.clip(round_half_away(qmin - lo / scale), qmin, qmax))
+    return QParams(scale, zp, dtype)
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """Q31 ``multiplier`` and ``shift`` (positive = left) with ``real ~= multiplier * 2**(shift - 31)``.
+
+    TFLite's ``QuantizeMultiplier``: ``frexp`` splits ``real`` into a mantissa in [0.5, 1) and an
+    exponent; the mantissa is rounded to Q31. Multipliers below ``2**-31`` become 0; the shift is
+    capped at 30 (``real`` below ``2**30``).
+
+    >>> quantize_multiplier(0.5)
+    (1073741824, 0)
+    >>> quantize_multiplier(3.0)
+    (1610612736, 2)
+    """
+    if not math.isfinite(real) or real < 0:
+        raise ConfigError(f"a requantization multiplier must be finite and >= 0, got {real}")
+    if real == 0.0:
+        return 0, 0
+    mant, shift = math.frexp(real)
+    q = int(round_half_away(mant * (1 << 31)))
+    if q == 1 << 31:
+        q //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        return INT32_MAX, 30
+    return q, shift
+
+
+def multiplier_to_real(multiplier: int, shift: int) -> float:
+    """The real number a ``(multiplier, shift)`` pair stands for."""
+    return multiplier * 2.0 ** (shift - 31)
+
+
+def _i64(x: IntLike) -> np.ndarray:
+    return np.asarray(x, dtype=np.int64)
+
+
+def _trunc_div_pow2(x: np.ndarray, e: int) -> np.ndarray:
+    """Division by ``2**e`` truncating towards zero, as C's ``/`` on int64."""
+    return np.where(x >= 0, x >> e, -((-x) >> e))
+
+
+def saturating_rounding_doubling_high_mul(a: IntLike, b: IntLike) -> np.ndarray:
+    """``round(a * b / 2**31)`` for int32 ``a``, ``b``: gemmlowp's / CMSIS-NN's doubling high multiply.
+
+    The nudge is ``2**30`` for a non-negative product and ``1 - 2**30`` for a negative one, then the sum
+    is divided by ``2**31`` truncating towards zero; the one overflowing case
+    ``INT32_MIN * INT32_MIN`` saturates to ``INT32_MAX``.
+
+    >>> int(saturating_rounding_doubling_high_mul(-2**31, -2**31))
+    2147483647
+    """
+    a64, b64 = _i64(a), _i64(b)
+    ab = a64 * b64
+    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    out = _trunc_div_pow2(ab + nudge, 31)
+    return np.where((a64 == INT32_MIN) & (b64 == INT32_MIN), np.int64(INT32_MAX), out)
+
+
+def rounding_divide_by_pot(x: IntLike, exponent: IntLike) -> np.ndarray:
+    """``x / 2**exponent`` rounded to nearest, ties away from zero (``exponent`` in [0, 31]).
+
+    >>> rounding_divide_by_pot(np.array([5, -5, 6, -6]), 2).tolist()
+    [1, -1, 2, -2]
+    """
+    x64, e = _i64(x), _i64(exponent)
+    mask = (np.int64(1) << e) - 1
+    remainder = x64 & mask
+    result = x64 >> e
+    threshold = (mask >> 1) + (result < 0)
+    return result + (remainder > threshold)
+
+
+def requantize(x: IntLike, multiplier: IntLike, shift: IntLike) -> np.ndarray:
+    """``x * multiplier * 2**(shift - 31)`` rounded: CMSIS-NN's ``arm_nn_requantize``.
+
+    For a left shift, ``x`` is first saturated to the range where ``x * 2**shift`` fits int32 (CMSIS-NN
+    leaves that overflow undefined); the result is then at least ``2**30`` in magnitude, so any
+    saturation to int8/int16 that follows gives the same value it would with unbounded integers.
+    """
+    x64, m, s = _i64(x), _i64(multiplier), _i64(shift)
+    left = np.maximum(s, 0)
+    right = np.maximum(-s, 0)
+    lo, hi = np.int64(INT32_MIN) >> left, np.int64(INT32_MAX) >> left
+    xs = np.clip(np.clip(x64, INT32_MIN, INT32_MAX), lo, hi) << left
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(xs, m), right)
+
+
+def saturate(x: IntLike, dtype: str) -> np.ndarray:
+    """Clamp to the range of ``dtype`` (``int8`` ... ``int64``)."""
+    lo, hi = DTYPE_RANGE[dtype]
+    return np.clip(_i64(x), lo, hi)
+
+
+def isqrt_u64(x: IntLike) -> np.ndarray:
+    """Floor of the square root of non-negative int64 values (the C code's ``tw_isqrt_u64``)."""
+    flat = _i64(x).ravel()
+    if (flat < 0).any():
+        raise ValueError("isqrt_u64 of a negative value")
+    out = np.fromiter((math.isqrt(int(v)) for v in flat), dtype=np.int64, count=flat.size)
+    return out.reshape(np.shape(x))
