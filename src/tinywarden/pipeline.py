@@ -242,10 +242,8 @@ class StreamingScorer:
 
     def push(self, sample: np.ndarray | Sequence[float]) -> tuple[float, bool, bool] | None:
         p = self.pipeline
-        if p.input_kind == "features":
-            x = self.features.push(sample)
-        else:
-            x = self.features.push_window(sample)
+        push = self.features.push if p.input_kind == "features" else self.features.push_window
+        x = push(sample)
         if x is None:
             return None
         score = float(p.detector.score_samples(p._scale(x)[None])[0])
