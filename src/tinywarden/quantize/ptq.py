@@ -1,0 +1,334 @@
+"""Post-training quantization of a fitted :class:`~tinywarden.pipeline.Pipeline` into an integer
+:class:`~tinywarden.program.Program` (TFLite Micro's *prepare* step: every float becomes an integer
+constant here, so the device's *eval* is integer only).
+
+Calibration uses exactly the normal windows :meth:`Pipeline.split_inputs` gives: ranges (sample
+quantization, activations) come from the *fit* part, and the integer threshold is recalibrated on the
+*held-out* part at the pipeline's target FPR, by running the integer program itself.
+
+Choices, each for a reason:
+
+* samples: per channel, ``int16`` centred on the middle of the fit range with ``headroom`` times that
+  half-range on each side, so attacks far outside normal still resolve before saturating;
+* features -> model input: one requantization per feature (:func:`tinywarden.program.features_s16`
+  gives each integer feature as ``a * f + b`` of the float one), folding the pipeline's scaler in;
+* autoencoders: int8 per-channel symmetric weights, int8 asymmetric activations from the fit
+  activations' min/max, int32 bias; the output layer is quantized with the *input's* parameters so the
+  score is simply ``sum (q_out - q_in)**2``;
+* EWMA and k-means: int16 z-scores / scaled features (a distance needs one common scale), because a
+  z-score of 50 must stay larger than one of 10, which int8 with normal-range resolution cannot do.
+
+Integer scores are monotone in the float scores up to rounding, so ranking quality (ROC AUC) carries over.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from tinywarden import __version__
+from tinywarden.calibrate import threshold_at_fpr
+from tinywarden.detectors import ConvAutoencoder, DenseAutoencoder, EWMAZScore, KMeansDistance
+from tinywarden.errors import ConfigError
+from tinywarden.features import FEATURES, batch_windows, window_end_rows
+from tinywarden.pipeline import Pipeline, normal_window_mask
+from tinywarden.program import FEATURE_CODES, MAX_WINDOW, Op, Program, TensorSpec, run_windows, score_total
+from tinywarden.quantize.scheme import (
+    INT8_MAX,
+    INT8_MIN,
+    INT16_MAX,
+    INT16_MIN,
+    INT32_MAX,
+    QParams,
+    choose_qparams,
+    quantize_multiplier,
+    round_half_away,
+)
+from tinywarden.telemetry.series import Series
+
+#: How far beyond the normal samples' half-range each channel's int16 range reaches.
+SAMPLE_HEADROOM = 4.0
+#: How far beyond the largest normal value the int16 z-scores of EWMA / k-means reach.
+Z_HEADROOM = 16.0
+#: Normal scores stay this many times below the int32 limit after the score's right shift.
+SCORE_HEADROOM = 256
+
+
+def normal_windows(pipeline: Pipeline, series: Series) -> tuple[np.ndarray, np.ndarray]:
+    """Raw float windows ``(n, window, channels)`` of the normal windows: ``(fit part, held-out part)``.
+
+    The same windows, in the same order and split, as :meth:`Pipeline.split_inputs`.
+    """
+    values = pipeline._select(series)
+    ends = window_end_rows(len(values), pipeline.window, pipeline.stride)
+    keep = normal_window_mask(series.labels, ends, pipeline.window)
+    wins = np.concatenate(list(batch_windows(values, pipeline.window, pipeline.stride)), axis=0)[keep]
+    fit_x, cal_x = pipeline.split_inputs(series)
+    if len(fit_x) + len(cal_x) != len(wins):
+        raise ConfigError(f"{series.source}: window split disagrees with the pipeline's ({len(wins)} windows)")
+    return wins[: len(fit_x)], wins[len(fit_x) :]
+
+
+def _sample_quantization(pipeline: Pipeline, fit_windows: np.ndarray, headroom: float
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per channel ``(offset float32, mul float32, zero int32, scale float64)`` of the int16 samples."""
+    rows = fit_windows.reshape(-1, fit_windows.shape[2])
+    lo, hi = rows.min(axis=0), rows.max(axis=0)
+    center, half = (lo + hi) / 2.0, (hi - lo) / 2.0
+    w = pipeline.window
+    # rms needs |S1 + W*zero| < 2**31 (program.features_s16): bound the zero, i.e. widen the scale
+    zero_bound = (INT32_MAX - w * 32768) // w
+    span = np.maximum.reduce([half * headroom, np.abs(center) * INT16_MAX / zero_bound,
+                              1e-6 * np.maximum(1.0, np.abs(center))])
+    mul = (INT16_MAX / span).astype(np.float32)
+    zero = np.clip(round_half_away(center * mul.astype(np.float64)), -zero_bound, zero_bound).astype(np.int32)
+    offset = (zero / mul.astype(np.float64)).astype(np.float32)
+    return offset, mul, zero, 1.0 / mul.astype(np.float64)
+
+
+def feature_affine(pipeline: Pipeline, scale: np.ndarray, zero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, b)`` per feature column with ``float feature ~= a * integer feature + b`` (see features_s16)."""
+    w = pipeline.window
+    a, b = [], []
+    for c in range(len(scale)):
+        s, off = scale[c], zero[c] * scale[c]
+        for f in pipeline.features:
+            if f == "mean":
+                a.append(s / w), b.append(off)
+            elif f in ("min", "max"):
+                a.append(s), b.append(off)
+            elif f in ("std", "rms"):
+                a.append(s / w), b.append(0.0)
+            elif f.startswith("band"):
+                a.append(s * s / (2 ** int(f[4:]) * w)), b.append(0.0)
+            elif f == "crossings":
+                a.append(1.0 / (w - 1)), b.append(0.0)
+            elif f == "diff_abs_mean":
+                a.append(s / (w - 1)), b.append(0.0)
+            else:
+                a.append(s), b.append(0.0)
+    return np.array(a), np.array(b)
+
+
+def requantize_features(a: np.ndarray, b: np.ndarray, mu: np.ndarray, sigma: np.ndarray, out: QParams,
+                        kind: str) -> Op:
+    """An op mapping integer features ``f`` to ``out``-quantized ``((a f + b) - mu) / sigma``.
+
+    ``f`` is first shifted right by ``pre_shift`` so that one unit of the shifted value is at most a
+    quarter of an output step (keeping the int32 difference in range with no visible precision loss).
+    """
+    real = a / (sigma * out.scale)
+    pre = np.maximum(0, np.floor(np.log2(0.25 / real))).astype(np.int64)
+    pre = np.minimum(pre, 62)
+    mult_shift = [quantize_multiplier(float(r * 2.0**p)) for r, p in zip(real, pre, strict=True)]
+    # floor-shifting drops half a unit on average: put it back in the offset
+    bias = np.where(pre > 0, 0.5, 0.0)
+    offset = round_half_away((mu - b) / a / 2.0**pre - bias)
+    return Op(kind, ("features",), "input", {"zero_point": out.zero_point, "act_min": out.qmin, "act_max": out.qmax},
+              {"pre_shift": pre.astype(np.int32), "offset": np.clip(offset, -(2**62), 2**62).astype(np.int64),
+               "multiplier": np.array([m for m, _ in mult_shift], dtype=np.int32),
+               "shift": np.array([s for _, s in mult_shift], dtype=np.int32)})
+
+
+def quantize_layer(kind: str, src: str, dst: str, weight: np.ndarray, bias: np.ndarray, q_in: QParams,
+                   q_out: QParams, relu: bool, attrs: dict[str, Any] | None = None) -> Op:
+    """A fully connected or 1-D conv layer: per-output-channel symmetric int8 weights, int32 bias."""
+    flat = weight.reshape(weight.shape[0], -1)
+    w_scale = np.abs(flat).max(axis=1) / INT8_MAX
+    w_scale = np.where(w_scale > 0, w_scale, 1.0)
+    wq = np.clip(round_half_away(weight / w_scale.reshape(-1, *([1] * (weight.ndim - 1)))), -INT8_MAX, INT8_MAX)
+    bq = np.clip(round_half_away(bias / (q_in.scale * w_scale)), -(2**31), INT32_MAX)
+    mult_shift = [quantize_multiplier(float(q_in.scale * s / q_out.scale)) for s in w_scale]
+    act_min = max(q_out.zero_point, INT8_MIN) if relu else INT8_MIN
+    return Op(kind, (src,), dst,
+              {"input_offset": -q_in.zero_point, "output_offset": q_out.zero_point, "act_min": act_min,
+               "act_max": INT8_MAX, **(attrs or {})},
+              {"weights": wq.astype(np.int8), "bias": bq.astype(np.int32),
+               "multiplier": np.array([m for m, _ in mult_shift], dtype=np.int32),
+               "shift": np.array([s for _, s in mult_shift], dtype=np.int32)})
+
+
+def _dense_activations(det: DenseAutoencoder, x: np.ndarray) -> list[np.ndarray]:
+    outs, h = [], x
+    layers = det.layers()
+    for i, (w, b) in enumerate(layers):
+        h = h @ w.T + b
+        if i < len(layers) - 1:
+            h = np.maximum(h, 0.0)
+        outs.append(h)
+    return outs
+
+
+def _conv_activations(det: ConvAutoencoder, x: np.ndarray) -> list[np.ndarray]:
+    import torch
+
+    if getattr(det, "_module", None) is None:
+        det._restore()
+    m = det._module
+    outs = []
+    with torch.no_grad():
+        h = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).transpose(1, 2)
+        for conv in m.enc:
+            h = torch.relu(conv(h))
+            outs.append(h.transpose(1, 2).double().numpy())
+        for i, conv in enumerate(m.dec):
+            h = conv(torch.repeat_interleave(h, 2, dim=2))
+            if i < len(m.dec) - 1:
+                h = torch.relu(h)
+            outs.append(h.transpose(1, 2).double().numpy())
+    return outs
+
+
+def _act_qparams(a: np.ndarray) -> QParams:
+    return choose_qparams(float(a.min()), float(a.max()), "int8")
+
+
+def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
+               affine: tuple[np.ndarray, np.ndarray] | None, win_scale: tuple[np.ndarray, np.ndarray] | None,
+               ) -> tuple[list[TensorSpec], list[Op], dict[str, Any]]:
+    """Tensors and ops from the model input to the score tensor, and real scales for reports."""
+    det = pipeline.detector
+    n_in = int(np.prod(fit_scaled.shape[1:]))
+    tensors: list[TensorSpec] = []
+    ops: list[Op] = []
+    info: dict[str, Any] = {}
+    if isinstance(det, (DenseAutoencoder, ConvAutoencoder)):
+        conv = isinstance(det, ConvAutoencoder)
+        acts = _conv_activations(det, fit_scaled) if conv else _dense_activations(det, fit_scaled)
+        both = np.concatenate([fit_scaled.ravel(), acts[-1].ravel()])
+        q_in = _act_qparams(both)
+        in_shape = tuple(fit_scaled.shape[1:])
+        tensors.append(TensorSpec("input", "int8", in_shape))
+        if conv:
+            assert win_scale is not None
+            s_c, z_c = win_scale
+            real = s_c / (sigma * q_in.scale)
+            ms = [quantize_multiplier(float(r)) for r in real]
+            ops.append(Op("requantize_s16_s8", ("window",), "input",
+                          {"zero_point": q_in.zero_point, "act_min": INT8_MIN, "act_max": INT8_MAX},
+                          {"offset": np.clip(round_half_away(mu / s_c - z_c), -(2**31), INT32_MAX).astype(np.int32),
+                           "multiplier": np.array([m for m, _ in ms], dtype=np.int32),
+                           "shift": np.array([s for _, s in ms], dtype=np.int32)}))
+        else:
+            assert affine is not None
+            ops.append(requantize_features(*affine, mu, sigma, q_in, "requantize_s64_s8"))
+        layers = det.layers()
+        prev, q_prev = "input", q_in
+        n_enc = len(layers) // 2
+        for i, (w, b) in enumerate(layers):
+            last = i == len(layers) - 1
+            q_out = q_in if last else _act_qparams(acts[i])
+            name = "recon" if last else f"h{i}"
+            tensors.append(TensorSpec(name, "int8", tuple(acts[i].shape[1:])))
+            if conv:
+                attrs = {"stride": 2 if i < n_enc else 1, "pad": w.shape[2] // 2, "upsample": 1 if i < n_enc else 2}
+                ops.append(quantize_layer("convolve_1d_s8", prev, name, w, b, q_prev, q_out, not last, attrs))
+            else:
+                ops.append(quantize_layer("fully_connected_s8", prev, name, w, b, q_prev, q_out, not last))
+            prev, q_prev = name, q_out
+        ops.append(Op("sum_sq_diff_s8", ("recon", "input"), "score", {"shift": 0}))
+        info["score_unit"] = q_in.scale**2 / n_in  # one integer unit of score in float-score units
+        info["input_scale"], info["input_zero_point"] = q_in.scale, q_in.zero_point
+    elif isinstance(det, EWMAZScore):
+        assert affine is not None
+        sd = np.maximum(np.sqrt(det.var_), det.min_std)
+        z = (fit_scaled - det.mean_) / sd
+        q_z = choose_qparams(-float(np.abs(z).max()) * Z_HEADROOM, float(np.abs(z).max()) * Z_HEADROOM, "int16",
+                             symmetric=True)
+        tensors.append(TensorSpec("input", "int16", (n_in,)))
+        ops.append(requantize_features(*affine, mu + sigma * det.mean_, sigma * sd, q_z, "requantize_s64_s16"))
+        kind = "max_abs_s16" if det.aggregate == "max" else "sum_sq_s16"
+        ops.append(Op(kind, ("input",), "score", {"shift": 0}))
+        info["input_scale"] = q_z.scale
+    elif isinstance(det, KMeansDistance):
+        assert affine is not None
+        cen = det.centroids_
+        top = max(float(np.abs(fit_scaled).max()), float(np.abs(cen).max())) * Z_HEADROOM
+        q_x = choose_qparams(-top, top, "int16", symmetric=True)
+        tensors.append(TensorSpec("input", "int16", (n_in,)))
+        ops.append(requantize_features(*affine, mu, sigma, q_x, "requantize_s64_s16"))
+        cq = np.clip(round_half_away(cen / q_x.scale), INT16_MIN, INT16_MAX).astype(np.int16)
+        ops.append(Op("min_sq_dist_s16", ("input",), "score", {"shift": 0}, {"centroids": cq}))
+        info["input_scale"] = q_x.scale
+    else:
+        raise ConfigError(f"detector {det.name!r} has no int8 path (supported: dense_ae, conv_ae, ewma, kmeans)")
+    tensors.append(TensorSpec("score", "int32", (1,)))
+    return tensors, ops, info
+
+
+def _with_score_shift(program: Program, fit_windows_q: np.ndarray) -> Program:
+    """Choose the score op's right shift so normal totals sit SCORE_HEADROOM below the int32 limit."""
+    env: dict[str, np.ndarray] = {"window": fit_windows_q}
+    from tinywarden.program import KERNELS
+
+    for op in program.ops[:-1]:
+        env[op.dst] = KERNELS[op.kind].fn([env[s] for s in op.src], op)
+    last = program.ops[-1]
+    top = int(score_total([env[s] for s in last.src], last).max())
+    shift = max(0, math.ceil(math.log2(max(top, 1) * SCORE_HEADROOM / INT32_MAX)))
+    new_last = Op(last.kind, last.src, last.dst, {**last.attrs, "shift": shift}, last.consts)
+    ops = (*program.ops[:-1], new_last)
+    info = dict(program.info)
+    if "score_unit" in info:
+        info["score_unit"] *= 2.0**shift
+    return Program(program.channels, program.window, program.stride, program.sample_offset, program.sample_mul,
+                   program.sample_zero, program.tensors, ops, program.threshold, program.k, program.n, info)
+
+
+def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float = SAMPLE_HEADROOM) -> Program:
+    """The integer program of a fitted pipeline, calibrated on ``train_series`` (the series it was fitted on).
+
+    >>> from tinywarden.detectors import EWMAZScore
+    >>> rng = np.random.default_rng(0)
+    >>> s = Series(np.arange(3000.0), rng.normal(size=(3000, 2)), ("a", "b"))
+    >>> prog = quantize_pipeline(Pipeline(EWMAZScore(), window=32, stride=16).fit(s), s)
+    >>> prog.window, [op.kind for op in prog.ops]
+    (32, ['features_s16', 'requantize_s64_s16', 'sum_sq_s16'])
+    """
+    pipeline._check_fitted()
+    if pipeline.window > MAX_WINDOW:
+        raise ConfigError(f"the int8 path supports windows up to {MAX_WINDOW} samples, got {pipeline.window}")
+    if not headroom >= 1.0:
+        raise ConfigError(f"headroom must be >= 1, got {headroom}")
+    fit_w, cal_w = normal_windows(pipeline, train_series)
+    offset, mul, zero, s = _sample_quantization(pipeline, fit_w, headroom)
+    c = len(pipeline.channels_)
+    base = Program(tuple(pipeline.channels_), pipeline.window, pipeline.stride, offset, mul, zero, (), (), 0,
+                   pipeline.k, pipeline.n)
+    from tinywarden.program import quantize_samples
+
+    def q(windows: np.ndarray) -> np.ndarray:
+        n, w, _ = windows.shape
+        return quantize_samples(base, windows.reshape(-1, c)).reshape(n, w, c)
+
+    fit_q, cal_q = q(fit_w), q(cal_w)
+    fit_inputs, _ = pipeline.split_inputs(train_series)
+    fit_scaled = pipeline._scale(fit_inputs)
+    tensors: list[TensorSpec] = []
+    ops: list[Op] = []
+    affine = win_scale = None
+    if pipeline.input_kind == "features":
+        codes = np.array([FEATURE_CODES[f] for f in pipeline.features], dtype=np.int32)
+        tensors.append(TensorSpec("features", "int64", (c * len(pipeline.features),)))
+        ops.append(Op("features_s16", ("window",), "features", {"window": pipeline.window},
+                      {"codes": codes, "z0": zero.astype(np.int32)}))
+        affine = feature_affine(pipeline, s, zero)
+    else:
+        win_scale = (s, zero.astype(np.float64))
+    m_tensors, m_ops, info = _model_ops(pipeline, fit_scaled, np.asarray(pipeline.offset_),
+                                        np.asarray(pipeline.scale_), affine, win_scale)
+    info.update({"detector": pipeline.detector.name, "generator": f"tinywarden {__version__}",
+                 "features": list(pipeline.features) if pipeline.input_kind == "features" else [],
+                 "float_threshold": float(pipeline.threshold_), "float_bytes": int(pipeline.model_bytes_),
+                 "target_fpr": pipeline.target_fpr})
+    assert set(FEATURES) >= set(info["features"])
+    prog = Program(base.channels, base.window, base.stride, offset, mul, zero, tuple(tensors + m_tensors),
+                   tuple(ops + m_ops), 0, pipeline.k, pipeline.n, info).validate()
+    prog = _with_score_shift(prog, fit_q)
+    cal_scores = run_windows(prog, cal_q)
+    threshold = int(threshold_at_fpr(cal_scores.astype(np.float64), pipeline.target_fpr))
+    info = {**prog.info, "calibration_fpr": float(np.mean(cal_scores > threshold))}
+    return Program(prog.channels, prog.window, prog.stride, prog.sample_offset, prog.sample_mul, prog.sample_zero,
+                   prog.tensors, prog.ops, threshold, prog.k, prog.n, info).validate()
