@@ -1,0 +1,137 @@
+"""Policy validation: the shipped example loads, and every mistake is refused with the key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tinywarden.respond.engine import compile_tables
+from tinywarden.respond.policy import PolicyError, load_policy, parse_policy
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "policy.toml"
+
+BASE = """
+[policy]
+name = "t"
+version = "1"
+fail_safe_tier = "constrain"
+
+[critical]
+processes = ["plc-bridge"]
+interfaces = ["eth1"]
+addresses = ["192.168.10.0/24"]
+
+[tiers.alert]
+actions = ["notify"]
+k = 2
+n = 3
+
+[tiers.constrain]
+actions = ["cap"]
+consecutive = 3
+margin = 0.5
+dead_man_s = 60
+
+[actions.notify]
+type = "log"
+message = "hi"
+
+[actions.cap]
+type = "tc_rate_limit"
+interface = "eth0"
+rate = "128kbit"
+"""
+
+
+def test_example_policy_loads_with_all_three_tiers() -> None:
+    p = load_policy(EXAMPLE)
+    assert [t.name for t in p.tiers] == ["alert", "constrain", "harden"]
+    assert all(t.actions for t in p.tiers)
+    assert p.fail_safe_tier == 2
+    assert [t.margin for t in p.tiers] == sorted(t.margin for t in p.tiers)
+    assert all(t.dead_man_s > 0 for t in p.tiers[1:])
+
+
+def test_base_policy_parses_and_compiles() -> None:
+    p = parse_policy(BASE)
+    assert (p.tiers[1].k, p.tiers[1].n) == (3, 3)  # consecutive = k-of-k
+    assert p.tiers[2].actions == ()
+    tables = compile_tables(p, 2.0)
+    assert tables.bar == (2.0, 2.0, 3.0, 2.0)
+    assert tables.tier_actions == ((), (0,), (1,), ())
+    assert tables.top_tier == 2
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('name = "t"', 'name = "t"\nmystery = 1', "policy.mystery: unknown key"),
+        ('version = "1"', "", "policy.version: is required"),
+        ('fail_safe_tier = "constrain"', 'fail_safe_tier = "panic"', "policy.fail_safe_tier: must be one of"),
+        ('fail_safe_tier = "constrain"', 'fail_safe_tier = "harden"', "cannot be the fail-safe"),
+        ("k = 2\nn = 3", "k = 4\nn = 3", "tiers.alert.k: must be <= n (3)"),
+        ("k = 2\nn = 3", "k = 2\nn = 40", "tiers.alert.n: must be an integer in 1..32"),
+        ("consecutive = 3", "consecutive = 3\nk = 2", "tiers.constrain.consecutive: give either"),
+        ("dead_man_s = 60", "", "tiers.constrain.dead_man_s: must be > 0"),
+        ("margin = 0.5", "margin = 0.0", "tiers.constrain.margin: must be > tiers.alert.margin"),
+        ('actions = ["cap"]', 'actions = ["nope"]', "tiers.constrain.actions: names undefined action 'nope'"),
+        ('interface = "eth0"', 'interface = "eth1"', "actions.cap.interface: 'eth1' is a critical interface"),
+        ('rate = "128kbit"', 'rate = "fast"', "actions.cap.rate: must be a tc rate"),
+        ('type = "tc_rate_limit"', 'type = "explode"', "actions.cap.type: must be one of"),
+        ('message = "hi"', 'message = "hi"\n[actions.extra]\ntype = "log"', "actions.extra: is defined but no tier"),
+        ('addresses = ["192.168.10.0/24"]', 'addresses = ["300.1.1.1"]', "critical.addresses: '300.1.1.1' is not"),
+        ("[tiers.alert]", "[tiers.panic]\n[tiers.alert]", "tiers.panic: unknown key"),
+    ],
+)
+def test_invalid_policies_name_the_key(old: str, new: str, message: str) -> None:
+    assert old in BASE
+    with pytest.raises(PolicyError) as err:
+        parse_policy(BASE.replace(old, new, 1), source="p.toml")
+    assert str(err.value).startswith("p.toml: ")
+    assert message in str(err.value)
+
+
+def test_actions_touching_critical_functions_are_refused() -> None:
+    extra = """
+[tiers.harden]
+actions = ["{name}"]
+margin = 1.0
+dead_man_s = 60
+[actions.{name}]
+{body}
+"""
+    cases = {
+        "stop_plc": ('type = "process_suspend"\nprocess = "plc-bridge"', "'plc-bridge' is a critical process"),
+        "down": ('type = "interface_down"\ninterface = "eth1"', "'eth1' is a critical interface"),
+        "block": ('type = "nft_block_address"\naddresses = ["192.168.10.5"]', "overlaps critical address"),
+    }
+    for name, (body, msg) in cases.items():
+        with pytest.raises(PolicyError, match=msg):
+            parse_policy(BASE + extra.format(name=name, body=body))
+
+
+def test_tier_gap_and_margin_order_are_refused() -> None:
+    no_constrain = BASE.replace("[tiers.constrain]", "[tiers.harden]")
+    with pytest.raises(PolicyError, match="tiers.harden: needs tiers.constrain"):
+        parse_policy(no_constrain)
+    harden = '\n[tiers.harden]\nactions = ["cap2"]\nmargin = 0.2\ndead_man_s = 5\n[actions.cap2]\n'
+    harden += 'type = "tc_rate_limit"\ninterface = "eth0"\nrate = "1mbit"\n'
+    with pytest.raises(PolicyError, match="tiers.harden.margin: must be >= tiers.constrain.margin"):
+        parse_policy(BASE + harden)
+
+
+def test_bad_toml_and_missing_file_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="p.toml: not valid TOML"):
+        parse_policy("[policy\n", source="p.toml")
+    with pytest.raises(PolicyError, match="cannot read policy"):
+        load_policy(tmp_path / "missing.toml")
+    with pytest.raises(PolicyError, match="define at least one of tiers"):
+        parse_policy('[policy]\nname = "x"\nversion = "1"\n')
+
+
+def test_zero_threshold_with_margins_is_refused() -> None:
+    from tinywarden.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="threshold of 0"):
+        compile_tables(parse_policy(BASE), 0.0)
