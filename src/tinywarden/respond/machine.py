@@ -20,6 +20,8 @@ Rules, in the order :func:`step` applies them at time ``t``:
 4. A NaN/inf score or a model fault counts toward ``fault_tolerance`` consecutive faults.
 5. A fault moves straight to the fail-safe tier (never down) and freezes timers until a finite
    score arrives again; then hysteresis and dead-man timers restart from that moment.
+6. ``INPUT_CONFIRM`` pins the tier (no dead-man, no de-escalation); ``INPUT_RELEASE`` unpins it
+   before the timers of rule 2 run and restarts the dead-man timers.
 
 The history invariant: bit 0 of ``history[t]`` is the newest window; only the low ``n[t]`` bits count.
 
