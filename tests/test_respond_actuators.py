@@ -173,8 +173,11 @@ def test_interface_down_and_back_up_only_if_it_was_up(netns: CommandRunner) -> N
 
 
 @pytest.fixture
-def sleeper() -> Iterator[psutil.Process]:
-    child = subprocess.Popen(["sleep", "60"])
+def sleeper(tmp_path) -> Iterator[psutil.Process]:
+    """A ``sleep`` child under a unique process name, so acting "by name" touches only it."""
+    binary = tmp_path / f"tw-zz-{secrets.token_hex(3)}"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", binary)
+    child = subprocess.Popen([str(binary), "60"])
     try:
         yield psutil.Process(child.pid)
     finally:
@@ -200,10 +203,10 @@ def test_process_suspend_stops_and_resumes_a_real_child(sleeper: psutil.Process)
 
 
 def test_process_suspend_by_name_survives_restart_via_snapshot(sleeper: psutil.Process) -> None:
-    act = ProcessSuspend("stop", process="sleep")
+    act = ProcessSuspend("stop", process=sleeper.name())
     act.apply()
     assert _status_becomes(sleeper, psutil.STATUS_STOPPED)
-    again = ProcessSuspend("stop", process="sleep")
+    again = ProcessSuspend("stop", process=sleeper.name())
     again.restore(act.snapshot())
     assert again.is_applied()
     again.revert()
@@ -211,7 +214,7 @@ def test_process_suspend_by_name_survives_restart_via_snapshot(sleeper: psutil.P
 
 
 def test_critical_process_names_are_never_suspended(sleeper: psutil.Process) -> None:
-    act = ProcessSuspend("stop", process="sleep", critical=["sleep"])
+    act = ProcessSuspend("stop", process=sleeper.name(), critical=[sleeper.name()])
     act.apply()
     assert not act.is_applied() and sleeper.status() != psutil.STATUS_STOPPED
     me = ProcessSuspend("self", pid=os.getpid())  # never the responder itself
