@@ -9,6 +9,7 @@ name               definition over one channel's window ``x[0..W-1]``
 ``mean``           sum(x) / W
 ``std``            sqrt(mean((x - mean)^2))   (population)
 ``min`` ``max``    extremes
+``last``           the newest sample x[W-1] (not in the default set)
 ``rms``            sqrt(mean(x^2))
 ``band1..bandB``   spectral energy in octave bands from a Haar wavelet decomposition of x: ``band1``
                    is the energy of the finest detail (upper half of the spectrum, fs/4..fs/2),
@@ -79,6 +80,7 @@ FEATURES: dict[str, FeatureFn] = {
     "std": _std,
     "min": lambda x: x.min(axis=1),
     "max": lambda x: x.max(axis=1),
+    "last": lambda x: x[:, -1].copy(),
     "rms": _rms,
     **{f"band{i}": _band(i) for i in range(1, MAX_BANDS + 1)},
     "crossings": _crossings,
