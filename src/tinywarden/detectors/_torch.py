@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
+
+from tinywarden.detectors.base import Detector, check_param
 
 Progress = Callable[[int, int], None]
 
@@ -72,3 +75,79 @@ def reconstruction_error(module: object, x: np.ndarray, batch: int = 8192) -> np
 def steps_for(n: int, batch_size: int, epochs: int, max_steps: int) -> int:
     """Optimiser steps for ``epochs`` passes over ``n`` samples, capped at ``max_steps``."""
     return max(1, min(max_steps, epochs * -(-n // batch_size)))
+
+
+class TorchAutoencoder(Detector):
+    """What the torch autoencoders share: training parameters, weight storage, scoring, pickling.
+
+    A subclass defines ``_n_layers()``, ``_build(layer_shapes)`` (a torch module from stored weights),
+    ``_layer_modules(module)`` (its weighted layers in storage order) and the names of its weight and bias
+    arrays (``weight_prefix``/``bias_prefix``: arrays are ``<prefix><i>_``).
+    """
+
+    weight_prefix: ClassVar[str] = "w"
+    bias_prefix: ClassVar[str] = "b"
+
+    def _n_layers(self) -> int:
+        raise NotImplementedError
+
+    def _build(self, layers: list[tuple[np.ndarray, np.ndarray]]) -> Any:
+        raise NotImplementedError
+
+    def _layer_modules(self, module: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def _state_names(self) -> tuple[str, ...]:
+        w, b = self.weight_prefix, self.bias_prefix
+        return tuple(n for i in range(self._n_layers()) for n in (f"{w}{i}_", f"{b}{i}_"))
+
+    def _check_training_params(self) -> None:
+        for name in ("epochs", "max_steps", "batch_size"):
+            value = getattr(self, name)
+            check_param(name, value, isinstance(value, int) and value >= 1, "an integer >= 1")
+        check_param("lr", self.lr, isinstance(self.lr, int | float) and self.lr > 0, "a positive float")
+
+    def _train(self, module: Any, x: np.ndarray, progress: Progress | None) -> None:
+        """Train ``module`` on ``x`` and store its weights as this detector's learned state."""
+        steps = steps_for(len(x), self.batch_size, self.epochs, self.max_steps)
+        self.train_loss_ = train_reconstruction(
+            module, x, steps=steps, batch_size=self.batch_size, lr=self.lr, seed=self.random_state, progress=progress
+        )
+        self.input_shape_ = x.shape[1:]
+        for i, layer in enumerate(self._layer_modules(module)):
+            setattr(self, f"{self.weight_prefix}{i}_", layer.weight.detach().double().numpy().copy())
+            setattr(self, f"{self.bias_prefix}{i}_", layer.bias.detach().double().numpy().copy())
+        self._module = module
+
+    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``[(weight, bias)]`` of every weighted layer, in order."""
+        self._check_fitted()
+        return [
+            (getattr(self, f"{self.weight_prefix}{i}_"), getattr(self, f"{self.bias_prefix}{i}_"))
+            for i in range(self._n_layers())
+        ]
+
+    def _restore(self) -> None:
+        import torch
+
+        layers = self.layers()
+        module = self._build(layers)
+        with torch.no_grad():
+            for layer, (w, b) in zip(self._layer_modules(module), layers, strict=True):
+                layer.weight.copy_(torch.from_numpy(w.astype(np.float32)))
+                layer.bias.copy_(torch.from_numpy(b.astype(np.float32)))
+        module.eval()
+        self._module = module
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """Mean squared reconstruction error per sample."""
+        self._check_fitted()
+        x = self._check_input(X)
+        if getattr(self, "_module", None) is None:
+            self._restore()
+        return reconstruction_error(self._module, x)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_module", None)  # rebuilt from the weight arrays on demand
+        return state

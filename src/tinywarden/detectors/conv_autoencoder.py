@@ -6,8 +6,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tinywarden.detectors._torch import Progress, reconstruction_error, steps_for, train_reconstruction
-from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors._torch import Progress, TorchAutoencoder
+from tinywarden.detectors.base import check_param
 from tinywarden.errors import DataError
 
 
@@ -45,7 +45,7 @@ def _conv_module(n_in: int, channels: list[int], kernel: int) -> Any:
     return ConvAE()
 
 
-class ConvAutoencoder(Detector):
+class ConvAutoencoder(TorchAutoencoder):
     """1-D conv autoencoder on raw windows ``(n, window, channels)``; score = mean squared error.
 
     Encoder layers halve the time axis (kernel ``kernel_size``, stride 2); the decoder mirrors them
@@ -60,6 +60,8 @@ class ConvAutoencoder(Detector):
 
     name: ClassVar[str] = "conv_ae"
     input_kind: ClassVar[str] = "window"  # type: ignore[assignment]
+    weight_prefix: ClassVar[str] = "k"
+    bias_prefix: ClassVar[str] = "c"
 
     def __init__(
         self,
@@ -82,68 +84,24 @@ class ConvAutoencoder(Detector):
     def _n_layers(self) -> int:
         return 2 * len(tuple(self.channels))
 
-    def _state_names(self) -> tuple[str, ...]:
-        return tuple(n for i in range(self._n_layers()) for n in (f"k{i}_", f"c{i}_"))
+    def _build(self, layers: list[tuple[np.ndarray, np.ndarray]]) -> Any:
+        enc_channels = [k.shape[0] for k, _ in layers[: len(layers) // 2]]
+        return _conv_module(layers[0][0].shape[1], enc_channels, layers[0][0].shape[2])
 
-    def _validate(self) -> None:
+    def _layer_modules(self, module: Any) -> list[Any]:
+        return [*module.enc, *module.dec]
+
+    def fit(self, X: np.ndarray, y: None = None, progress: Progress | None = None) -> ConvAutoencoder:  # noqa: N803
         ch = tuple(self.channels)
         check_param("channels", self.channels, len(ch) >= 1 and all(isinstance(v, int) and v >= 1 for v in ch),
                     "a non-empty tuple of positive integers")
         k = self.kernel_size
         check_param("kernel_size", k, isinstance(k, int) and k >= 1 and k % 2 == 1, "an odd integer >= 1")
-        check_param("epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1")
-        check_param("max_steps", self.max_steps, isinstance(self.max_steps, int) and self.max_steps >= 1,
-                    "an integer >= 1")
-        check_param("lr", self.lr, self.lr > 0, "a positive float")
-
-    def fit(self, X: np.ndarray, y: None = None, progress: Progress | None = None) -> ConvAutoencoder:  # noqa: N803
-        self._validate()
+        self._check_training_params()
         x = self._check_input(X, fitting=True)
-        w = x.shape[1]
-        depth = len(tuple(self.channels))
-        if w % (2**depth):
-            raise DataError(f"ConvAutoencoder with {depth} layers needs a window divisible by {2**depth}, got {w}")
-        module = _conv_module(x.shape[2], list(self.channels), self.kernel_size)
-        steps = steps_for(len(x), self.batch_size, self.epochs, self.max_steps)
-        self.train_loss_ = train_reconstruction(
-            module, x, steps=steps, batch_size=self.batch_size, lr=self.lr, seed=self.random_state,
-            progress=progress,
-        )
-        self.input_shape_ = x.shape[1:]
-        convs = [*module.enc, *module.dec]
-        for i, conv in enumerate(convs):
-            setattr(self, f"k{i}_", conv.weight.detach().double().numpy().copy())
-            setattr(self, f"c{i}_", conv.bias.detach().double().numpy().copy())
-        self._module = module
+        if x.shape[1] % (2 ** len(ch)):
+            raise DataError(
+                f"ConvAutoencoder with {len(ch)} layers needs a window divisible by {2 ** len(ch)}, got {x.shape[1]}"
+            )
+        self._train(_conv_module(x.shape[2], list(ch), k), x, progress)
         return self
-
-    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``[(kernel (out x in x k), bias)]``: encoder (stride 2) then decoder (upsample x2, stride 1)."""
-        self._check_fitted()
-        return [(getattr(self, f"k{i}_"), getattr(self, f"c{i}_")) for i in range(self._n_layers())]
-
-    def _restore(self) -> None:
-        import torch
-
-        layers = self.layers()
-        n_in = layers[0][0].shape[1]
-        enc_channels = [k.shape[0] for k, _ in layers[: len(layers) // 2]]
-        module = _conv_module(n_in, enc_channels, layers[0][0].shape[2])
-        with torch.no_grad():
-            for conv, (k, b) in zip([*module.enc, *module.dec], layers, strict=True):
-                conv.weight.copy_(torch.from_numpy(k.astype(np.float32)))
-                conv.bias.copy_(torch.from_numpy(b.astype(np.float32)))
-        module.eval()
-        self._module = module
-
-    def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        self._check_fitted()
-        x = self._check_input(X)
-        if getattr(self, "_module", None) is None:
-            self._restore()
-        return reconstruction_error(self._module, x)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_module", None)
-        return state
