@@ -12,6 +12,7 @@ have gcc || need+=(gcc libc6-dev)
 have mosquitto || need+=(mosquitto)
 have nft || need+=(nftables)
 have ip || need+=(iproute2)
+have iptables || need+=(iptables)
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
