@@ -34,7 +34,7 @@ import numpy as np
 
 from tinywarden.calibrate import Persistence, persist
 from tinywarden.errors import ConfigError, ModelFileError
-from tinywarden.features import FEATURES, window_end_rows
+from tinywarden.features import window_end_rows
 from tinywarden.quantize.scheme import (
     INT32_MAX,
     isqrt_u64,
@@ -45,8 +45,13 @@ from tinywarden.quantize.scheme import (
 PROGRAM_VERSION = 1
 #: Largest window the integer features are proven not to overflow for (see :func:`features_s16`).
 MAX_WINDOW = 4096
-#: Feature codes used by the ``features_s16`` kernel (its ``codes`` constant), in FEATURES order.
-FEATURE_CODES: dict[str, int] = {name: i for i, name in enumerate(FEATURES)}
+#: Feature codes of the ``features_s16`` kernel (its ``codes`` constant); fixed, the C kernel uses them.
+FEATURE_CODES: dict[str, int] = {
+    "mean": 0, "std": 1, "min": 2, "max": 3, "rms": 4,
+    **{f"band{i}": 4 + i for i in range(1, 7)},
+    "crossings": 11, "diff_abs_mean": 12, "diff_abs_max": 13, "last": 14,
+}
+_CODE_NAMES = {code: name for name, code in FEATURE_CODES.items()}
 CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t", "uint8": "uint8_t"}
 
 
@@ -236,6 +241,7 @@ def features_s16(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     crossings       #t with (W*q[t] > S1) != (W*q[t-1] > S1)            a = 1/(W-1)
     diff_abs_mean   sum |q[t] - q[t-1]|                                 a = s/(W-1)
     diff_abs_max    max |q[t] - q[t-1]|                                 a = s
+    last            q[W-1]                                              a = s, b = offset
     ==============  ==================================================  ==========================
 
     ``s = 1/sample_mul`` and ``offset = sample_zero/sample_mul`` of the channel.
@@ -249,7 +255,7 @@ def features_s16(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     dx = np.abs(np.diff(x, axis=1))
     out = []
     for code in op.consts["codes"].tolist():
-        name = list(FEATURES)[code]
+        name = _CODE_NAMES[code]
         if name == "mean":
             f = s1
         elif name == "std":
@@ -268,8 +274,10 @@ def features_s16(srcs: list[np.ndarray], op: Op) -> np.ndarray:
             f = (above[:, 1:] != above[:, :-1]).sum(axis=1).astype(np.int64)
         elif name == "diff_abs_mean":
             f = dx.sum(axis=1)
-        else:  # diff_abs_max
+        elif name == "diff_abs_max":
             f = dx.max(axis=1)
+        else:  # last
+            f = x[:, -1]
         out.append(f)
     return np.stack(out, axis=2).reshape(n, -1)  # (N, C, F) -> channel-major
 

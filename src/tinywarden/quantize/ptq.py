@@ -32,7 +32,7 @@ from tinywarden import __version__
 from tinywarden.calibrate import threshold_at_fpr
 from tinywarden.detectors import ConvAutoencoder, DenseAutoencoder, EWMAZScore, KMeansDistance
 from tinywarden.errors import ConfigError
-from tinywarden.features import FEATURES, batch_windows, window_end_rows
+from tinywarden.features import batch_windows, window_end_rows
 from tinywarden.pipeline import Pipeline, normal_window_mask
 from tinywarden.program import FEATURE_CODES, MAX_WINDOW, Op, Program, TensorSpec, run_windows, score_total
 from tinywarden.quantize.scheme import (
@@ -97,7 +97,7 @@ def feature_affine(pipeline: Pipeline, scale: np.ndarray, zero: np.ndarray) -> t
         for f in pipeline.features:
             if f == "mean":
                 a.append(s / w), b.append(off)
-            elif f in ("min", "max"):
+            elif f in ("min", "max", "last"):
                 a.append(s), b.append(off)
             elif f in ("std", "rms"):
                 a.append(s / w), b.append(0.0)
@@ -136,10 +136,13 @@ def quantize_layer(kind: str, src: str, dst: str, weight: np.ndarray, bias: np.n
                    q_out: QParams, relu: bool, attrs: dict[str, Any] | None = None) -> Op:
     """A fully connected or 1-D conv layer: per-output-channel symmetric int8 weights, int32 bias."""
     flat = weight.reshape(weight.shape[0], -1)
+    if flat.shape[1] * 255 * 127 >= 2**30:
+        raise ConfigError(f"layer fan-in {flat.shape[1]} is too large for int32 accumulation (max 33000)")
     w_scale = np.abs(flat).max(axis=1) / INT8_MAX
     w_scale = np.where(w_scale > 0, w_scale, 1.0)
     wq = np.clip(round_half_away(weight / w_scale.reshape(-1, *([1] * (weight.ndim - 1)))), -INT8_MAX, INT8_MAX)
-    bq = np.clip(round_half_away(bias / (q_in.scale * w_scale)), -(2**31), INT32_MAX)
+    # |bias| <= 2**30 plus the fan-in bound above keep the C kernels' int32 accumulator from overflowing
+    bq = np.clip(round_half_away(bias / (q_in.scale * w_scale)), -(2**30), 2**30)
     mult_shift = [quantize_multiplier(float(q_in.scale * s / q_out.scale)) for s in w_scale]
     act_min = max(q_out.zero_point, INT8_MIN) if relu else INT8_MIN
     return Op(kind, (src,), dst,
@@ -290,6 +293,9 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
     pipeline._check_fitted()
     if pipeline.window > MAX_WINDOW:
         raise ConfigError(f"the int8 path supports windows up to {MAX_WINDOW} samples, got {pipeline.window}")
+    unsupported = sorted(set(pipeline.features) - set(FEATURE_CODES)) if pipeline.input_kind == "features" else []
+    if unsupported:
+        raise ConfigError(f"feature(s) {', '.join(unsupported)} have no integer definition in the int8 path")
     if not headroom >= 1.0:
         raise ConfigError(f"headroom must be >= 1, got {headroom}")
     fit_w, cal_w = normal_windows(pipeline, train_series)
@@ -323,7 +329,6 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
                  "features": list(pipeline.features) if pipeline.input_kind == "features" else [],
                  "float_threshold": float(pipeline.threshold_), "float_bytes": int(pipeline.model_bytes_),
                  "target_fpr": pipeline.target_fpr})
-    assert set(FEATURES) >= set(info["features"])
     prog = Program(base.channels, base.window, base.stride, offset, mul, zero, tuple(tensors + m_tensors),
                    tuple(ops + m_ops), 0, pipeline.k, pipeline.n, info).validate()
     prog = _with_score_shift(prog, fit_q)
