@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -16,6 +17,13 @@ audit_app = typer.Typer(help="Inspect the tamper-evident audit log.", no_args_is
 app.add_typer(audit_app, name="audit")
 
 TIER_LABELS = ("none", "alert", "constrain", "harden")
+
+
+def _when(t: float) -> str:
+    """Epoch seconds as UTC ISO time; small values (a relative clock) stay as seconds."""
+    if t < 1e8:
+        return f"{t:.6g} s"
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @app.command()
@@ -80,7 +88,7 @@ def respond(
         table.add_column(col, overflow="fold")
     for e in events:
         style = "dim" if e.event == "note" else ("red" if e.event == "apply" else "green")
-        table.add_row(f"{e.time:.6g}", f"{e.tier} {TIER_LABELS[e.tier]}", e.event, e.action or "-", e.reason,
+        table.add_row(_when(e.time), f"{e.tier} {TIER_LABELS[e.tier]}", e.event, e.action or "-", e.reason,
                       e.status, style=style)  # fmt: skip
     console.print(table)
     console.print(
