@@ -1,0 +1,82 @@
+"""The generated C of a trained dense-autoencoder pipeline on a real target: cross-compiled for
+Cortex-M4/M0+ and run on an emulated Cortex-M4, whose decisions must equal the host C's and the Python
+int8 reference's for the same compiled-in sample stream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_series
+from tinywarden.codegen.c import write_c
+from tinywarden.detectors import DenseAutoencoder
+from tinywarden.pipeline import Pipeline
+from tinywarden.program import Program, run_int8
+from tinywarden.quantize.ptq import quantize_pipeline
+from tinywarden.target import missing_tools, module_size, run_on_host, run_on_qemu
+
+MISSING = missing_tools()
+pytestmark = pytest.mark.skipif(bool(MISSING), reason="; ".join(MISSING))
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Program, Path]:
+    """The default pipeline shape (6 channels, window 128, stride 64) with a small dense AE, as C."""
+    series = make_series(n=6000, channels=6, seed=11)
+    pipe = Pipeline(DenseAutoencoder(hidden=(12, 4), epochs=5), window=128, stride=64).fit(series)
+    program = quantize_pipeline(pipe, series)
+    out = tmp_path_factory.mktemp("model")
+    write_c(program, out)
+    return program, out
+
+
+def sample_stream(n: int = 1600) -> np.ndarray:
+    x = make_series(n=n, channels=6, seed=12).values
+    if n > 1200:
+        # An attack-like burst: some windows must be anomalous.
+        x[900:1150, 1] += np.random.default_rng(13).normal(scale=8.0, size=250)
+        # The documented fail-safe for bad samples (NaN -> 0, saturation) must agree too.
+        x[300, 2], x[301, 3], x[302, 4] = np.nan, np.inf, -1e30
+    return x
+
+
+def test_emulated_m4_decisions_equal_host_and_reference(generated: tuple[Program, Path]) -> None:
+    program, out = generated
+    x = sample_stream()
+    target = run_on_qemu(out, x, timeout=60)
+    host = run_on_host(out, x)
+    scores, anomalies = run_int8(program, x)
+    assert len(target.decisions) == len(scores) == 1 + (len(x) - 128) // 64
+    assert target.decisions.differences(host.decisions) == []
+    assert target.decisions.score.tolist() == scores.tolist()
+    assert target.decisions.anomaly.tolist() == anomalies.tolist()
+    assert 0 < anomalies.sum() < len(anomalies)  # both decisions occur, so the comparison means something
+
+
+def test_module_footprint_on_m4_and_m0plus(generated: tuple[Program, Path]) -> None:
+    program, out = generated
+    m4, m0 = module_size(out, "cortex-m4"), module_size(out, "cortex-m0plus")
+    for size in (m4, m0):
+        assert size.flash >= program.const_bytes  # every constant is in flash
+        assert size.state_bytes >= program.window * program.n_channels * 2  # the int16 ring buffer
+        assert "tw_push" in size.symbols and "tw_init" in size.symbols
+    assert m4.symbols != m0.symbols  # really two instruction sets
+
+
+def test_instructions_per_window_are_counted_exactly(generated: tuple[Program, Path]) -> None:
+    _, out = generated
+    x = sample_stream(128 + 2 * 64)
+    first = run_on_qemu(out, x, count=True, timeout=60)
+    again = run_on_qemu(out, x, count=True, timeout=60)
+    assert first.instructions is not None and again.instructions is not None
+    counts = first.instructions
+    assert counts.per_push.tolist() == again.instructions.per_push.tolist()
+    assert len(counts.per_push) == len(x) and len(counts.per_window) == 3
+    closing = counts.per_push[counts.window_pushes]
+    others = np.delete(counts.per_push, counts.window_pushes)
+    # A push that only stores a sample is cheap; the pushes that close a window run the model.
+    assert others.max() * 20 < closing.min()
+    assert counts.per_window[1] == counts.per_push[128:192].sum()
+    assert counts.max_push == closing.max()
