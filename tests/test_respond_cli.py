@@ -21,11 +21,14 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *ar
     return int(exit_.value.code or 0), out.out, out.err
 
 
+STEP_S = 640  # the default pipeline's score interval: 64 samples x 10 s, which the example policy is tuned to
+
+
 def write_scores(path: Path, threshold: float = 1.0) -> Path:
     rows = ["timestamp,score"]
     for i in range(300):
         score = 3.0 * threshold if 20 <= i < 60 else (float("nan") if 150 <= i < 155 else 0.2 * threshold)
-        rows.append(f"{i * 30},{'' if score != score else score}")
+        rows.append(f"{i * STEP_S},{'' if score != score else score}")
     path.write_text("\n".join(rows) + "\n")
     return path
 
@@ -40,7 +43,7 @@ def test_respond_json_timeline_and_audit(tmp_path: Path, monkeypatch, capsys) ->
     assert events and all({"time", "tier", "action", "event", "reason"} <= e.keys() for e in events)
     assert {e["event"] for e in events} == {"apply", "revert"}
     assert [e["tier"] for e in events if e["event"] == "apply"][:5] == [1, 2, 2, 3, 3]
-    assert events[0]["time"] == 21 * 30  # the second of two anomalous windows (k=2 of n=3)
+    assert events[0]["time"] == 21 * STEP_S  # the second of two anomalous windows (k=2 of n=3)
     assert any(e["reason_code"] == "fault_score" for e in events)  # the empty score cells
     assert events[-1]["tier"] == 0  # everything reverted by the end
     records = [json.loads(x) for x in log.read_text().splitlines()]
@@ -59,6 +62,7 @@ def test_respond_json_timeline_and_audit(tmp_path: Path, monkeypatch, capsys) ->
 
 
 def test_respond_table_output_and_resume_with_state(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough that rich does not fold action names
     scores = write_scores(tmp_path / "s.csv")
     state = tmp_path / "engine.json"
     args = ["respond", "--policy", EXAMPLE, "--scores", scores, "--threshold", "1.0", "--state", state]
