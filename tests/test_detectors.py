@@ -17,6 +17,13 @@ FAST = {
     "kmeans": {"n_clusters": 4},
     "dense_ae": {"hidden": (6, 3), "epochs": 30, "max_steps": 300},
     "conv_ae": {"channels": (4, 2), "kernel_size": 3, "epochs": 30, "max_steps": 300},
+    "pca": {},
+    "iforest": {},
+    "knn": {"n_prototypes": 16},
+    "ocsvm": {},
+    "gru_ae": {"hidden": 4, "max_steps": 200},
+    "ar": {},
+    "bounds": {},
 }
 
 

@@ -1,0 +1,102 @@
+"""Rule-based bounds learned from normal data: per-channel value range and rate-of-change limits.
+
+The simplest detector there is, and the one that still works when everything else has failed: it
+needs no features, no model arithmetic beyond compares and subtractions, and ``4 C`` numbers. That
+makes it the response engine's fail-safe detector (see :func:`fail_safe_detector`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from tinywarden.detectors.base import Detector, check_param
+
+#: A window scores above this exactly when some sample or step breaks a learned bound.
+VIOLATION_THRESHOLD = 0.0
+
+
+class BoundsDetector(Detector):
+    """Largest normalized violation of per-channel value bounds and rate-of-change limits in a window.
+
+    Input is a raw window ``(n, window, channels)``. ``fit`` learns, per channel, the ``1 - quantile``
+    and ``quantile`` percentiles of the values, widened by ``margin`` times their distance on each
+    side (``[lo_, hi_]``), and the ``quantile`` percentile of the step ``|x[t] - x[t-1]|`` times
+    ``1 + margin`` (``rate_``). The score of a window is the maximum over its samples and channels of
+
+    - ``(x - hi_) / (hi_ - lo_)`` and ``(lo_ - x) / (hi_ - lo_)`` (value outside its range), and
+    - ``(|x[t] - x[t-1]| - rate_) / rate_`` (a step too fast),
+
+    so it is negative inside every bound, ``0`` on a bound and positive exactly when a rule is broken
+    (:data:`VIOLATION_THRESHOLD`); :meth:`violates` applies that fixed threshold without calibration.
+
+    >>> rng = np.random.default_rng(0)
+    >>> det = BoundsDetector().fit(rng.normal(size=(200, 8, 2)))
+    >>> spike = np.zeros((1, 8, 2)); spike[0, 4, 1] = 9.0
+    >>> det.violates(np.zeros((1, 8, 2))).tolist(), det.violates(spike).tolist()
+    ([False], [True])
+    """
+
+    name: ClassVar[str] = "bounds"
+    input_kind: ClassVar[str] = "window"  # type: ignore[assignment]
+    state_arrays: ClassVar[tuple[str, ...]] = ("lo_", "hi_", "rate_")
+
+    def __init__(self, quantile: float = 0.999, margin: float = 0.1, min_width: float = 1e-3):
+        self.quantile = quantile
+        self.margin = margin
+        self.min_width = min_width
+
+    def _validate(self) -> None:
+        q = self.quantile
+        check_param("quantile", q, isinstance(q, float) and 0.5 < q <= 1.0, "a float in (0.5, 1]")
+        check_param("margin", self.margin, isinstance(self.margin, int | float) and self.margin >= 0,
+                    "a float >= 0")
+        check_param("min_width", self.min_width, self.min_width > 0, "a positive float")
+
+    def fit(self, X: np.ndarray, y: None = None) -> BoundsDetector:  # noqa: N803
+        self._validate()
+        x = self._check_input(X, fitting=True)
+        c = x.shape[2]
+        flat = x.reshape(-1, c)
+        lo = np.quantile(flat, 1.0 - self.quantile, axis=0)
+        hi = np.quantile(flat, self.quantile, axis=0)
+        pad = self.margin * (hi - lo)
+        self.input_shape_ = x.shape[1:]
+        self.lo_ = lo - pad
+        self.hi_ = np.maximum(hi + pad, self.lo_ + self.min_width)
+        steps = np.abs(np.diff(x, axis=1)).reshape(-1, c)
+        rate = np.quantile(steps, self.quantile, axis=0) if len(steps) else np.zeros(c)
+        self.rate_ = np.maximum(rate * (1.0 + self.margin), self.min_width)
+        return self
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        self._check_fitted()
+        x = self._check_input(X)
+        width = self.hi_ - self.lo_
+        value = np.maximum(x.max(axis=1) - self.hi_, self.lo_ - x.min(axis=1)) / width
+        if x.shape[1] > 1:
+            rate = (np.abs(np.diff(x, axis=1)).max(axis=1) - self.rate_) / self.rate_
+            value = np.maximum(value, rate)
+        return value.max(axis=1)
+
+    def violates(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """True for each window that breaks at least one learned bound (score above 0)."""
+        return self.score_samples(X) > VIOLATION_THRESHOLD
+
+
+def fail_safe_detector(normal_windows: np.ndarray, margin: float = 0.25) -> BoundsDetector:
+    """Bounds for the response engine to fall back on when the model path faults.
+
+    Fit on *unscaled* normal windows ``(n, window, channels)`` (for example the fit part of
+    ``Pipeline.split_inputs`` of a window-input pipeline, or ``batch_windows`` of the training series),
+    so it needs neither the feature extractor nor the scaler, only the raw samples. It uses the full
+    training range (``quantile=1.0``) widened by ``margin`` on each side, which keeps false alarms rare:
+    use :meth:`BoundsDetector.violates` as its verdict (fixed threshold 0, no calibration needed).
+
+    >>> rng = np.random.default_rng(0)
+    >>> guard = fail_safe_detector(20.0 + rng.normal(size=(100, 8, 3)))
+    >>> guard.violates(np.full((1, 8, 3), 20.0)).tolist(), guard.violates(np.full((1, 8, 3), 60.0)).tolist()
+    ([False], [True])
+    """
+    return BoundsDetector(quantile=1.0, margin=margin).fit(normal_windows)

@@ -1,0 +1,153 @@
+"""Tiny GRU over the raw window: one-step forecaster (or per-step autoencoder); score = mean squared error.
+
+Microcontroller budget (int8 weights, int16 hidden state, the target's 8 KB flash / 4 KB RAM), for
+``C`` channels, hidden size ``H`` and window ``W``:
+
+- flash: ``3 (C H + H H) + C H`` int8 weights plus ``6 H + C`` int32 biases
+  (PyTorch's GRU has an input and a recurrent bias per gate), e.g. C=38, H=16: 2592 + 608 weights
+  = 3200 B, 134 biases = 536 B, about 3.7 KB before code;
+- RAM: the window ring buffer ``W C`` int16 (W=16, C=38: 1216 B), the state ``H`` int16 (32 B) and
+  one step's gate scratch ``3 H`` int32 (192 B): about 1.5 KB.
+
+So H=16 on 38 channels fits with room to spare; flash grows as ``4 C H + 3 H^2``, so H=32 on 38
+channels (7.9 KB of weights) does not leave room for code, and H <= 24 is the practical limit there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from tinywarden.detectors._torch import Progress, reconstruction_error, steps_for, train_reconstruction
+from tinywarden.detectors.base import Detector, check_param
+
+_GRU_ARRAYS = ("w_ih_", "w_hh_", "b_ih_", "b_hh_", "w_out_", "b_out_")
+
+
+def _gru_module(n_in: int, hidden: int, mode: str) -> Any:
+    import torch
+    import torch.nn as nn
+
+    class TinyGRU(nn.Module):
+        """GRU over time, linear read-out of every hidden state.
+
+        The output is aligned with the input so the shared reconstruction loop trains it: in forecast
+        mode step ``t`` holds the prediction of ``x[t]`` made from ``h[t-1]`` and step 0 copies ``x[0]``
+        (nothing to forecast it from; it adds no error and no gradient).
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = nn.GRU(n_in, hidden, batch_first=True)
+            self.out = nn.Linear(hidden, n_in)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (n, window, channels)
+            h, _ = self.gru(x)
+            y = self.out(h)
+            if mode == "reconstruct":
+                return y
+            return torch.cat([x[:, :1], y[:, :-1]], dim=1)
+
+    return TinyGRU()
+
+
+class GRUAutoencoder(Detector):
+    """A GRU with ``hidden`` units reads the scaled raw window; a linear layer reads out each step.
+
+    ``mode="forecast"`` (default): predict the next sample from the state so far; the score is the
+    mean squared one-step forecast error over the window. ``mode="reconstruct"``: reproduce the current
+    sample through the ``hidden``-unit state (a bottleneck when ``hidden < channels``). Weights are
+    stored in PyTorch's layout: ``w_ih_`` (3H x C, gates r|z|n), ``w_hh_`` (3H x H), ``b_ih_``, ``b_hh_``,
+    ``w_out_`` (C x H), ``b_out_``. See the module docstring for the int8 flash/RAM arithmetic.
+
+    >>> rng = np.random.default_rng(0)
+    >>> det = GRUAutoencoder(hidden=4, max_steps=20).fit(rng.normal(size=(64, 8, 3)))
+    >>> det.n_params_ == 3 * (3 * 4 + 4 * 4 + 2 * 4) + (4 * 3 + 3)
+    True
+    """
+
+    name: ClassVar[str] = "gru_ae"
+    input_kind: ClassVar[str] = "window"  # type: ignore[assignment]
+    state_arrays: ClassVar[tuple[str, ...]] = _GRU_ARRAYS
+
+    def __init__(
+        self,
+        hidden: int = 16,
+        mode: Literal["forecast", "reconstruct"] = "forecast",
+        epochs: int = 20,
+        max_steps: int = 1500,
+        batch_size: int = 128,
+        lr: float = 5e-3,
+        random_state: int = 0,
+    ):
+        self.hidden = hidden
+        self.mode = mode
+        self.epochs = epochs
+        self.max_steps = max_steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.random_state = random_state
+
+    def _validate(self) -> None:
+        check_param("hidden", self.hidden, isinstance(self.hidden, int) and self.hidden >= 1, "an integer >= 1")
+        check_param("mode", self.mode, self.mode in ("forecast", "reconstruct"), "'forecast' or 'reconstruct'")
+        check_param("epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1")
+        check_param("max_steps", self.max_steps, isinstance(self.max_steps, int) and self.max_steps >= 1,
+                    "an integer >= 1")
+        check_param("batch_size", self.batch_size, isinstance(self.batch_size, int) and self.batch_size >= 1,
+                    "an integer >= 1")
+        check_param("lr", self.lr, self.lr > 0, "a positive float")
+
+    def fit(self, X: np.ndarray, y: None = None, progress: Progress | None = None) -> GRUAutoencoder:  # noqa: N803
+        self._validate()
+        x = self._check_input(X, fitting=True)
+        module = _gru_module(x.shape[2], self.hidden, self.mode)
+        steps = steps_for(len(x), self.batch_size, self.epochs, self.max_steps)
+        self.train_loss_ = train_reconstruction(
+            module, x, steps=steps, batch_size=self.batch_size, lr=self.lr, seed=self.random_state,
+            progress=progress,
+        )
+        self.input_shape_ = x.shape[1:]
+        tensors = (module.gru.weight_ih_l0, module.gru.weight_hh_l0, module.gru.bias_ih_l0, module.gru.bias_hh_l0,
+                   module.out.weight, module.out.bias)
+        for name, t in zip(_GRU_ARRAYS, tensors, strict=True):
+            setattr(self, name, t.detach().double().numpy().copy())
+        self._module = module
+        return self
+
+    def flash_ram_bytes(self, window: int | None = None) -> tuple[int, int]:
+        """``(flash, ram)`` bytes of the int8-weight / int32-bias / int16-state model (code excluded).
+
+        RAM counts the int16 window buffer, the int16 hidden state and one step's int32 gate scratch.
+        """
+        self._check_fitted()
+        w = int(self.input_shape_[0]) if window is None else int(window)
+        c, h = int(self.w_ih_.shape[1]), int(self.w_hh_.shape[1])
+        weights = self.w_ih_.size + self.w_hh_.size + self.w_out_.size
+        biases = self.b_ih_.size + self.b_hh_.size + self.b_out_.size
+        return weights + 4 * biases, 2 * w * c + 2 * h + 4 * 3 * h
+
+    def _restore(self) -> None:
+        import torch
+
+        module = _gru_module(int(self.w_ih_.shape[1]), int(self.w_hh_.shape[1]), self.mode)
+        tensors = (module.gru.weight_ih_l0, module.gru.weight_hh_l0, module.gru.bias_ih_l0, module.gru.bias_hh_l0,
+                   module.out.weight, module.out.bias)
+        with torch.no_grad():
+            for name, t in zip(_GRU_ARRAYS, tensors, strict=True):
+                t.copy_(torch.from_numpy(getattr(self, name).astype(np.float32)))
+        module.eval()
+        self._module = module
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        self._check_fitted()
+        x = self._check_input(X)
+        if getattr(self, "_module", None) is None:
+            self._restore()
+        return reconstruction_error(self._module, x)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_module", None)  # rebuilt from the weight arrays on demand
+        return state

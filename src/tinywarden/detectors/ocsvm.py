@@ -1,0 +1,123 @@
+"""One-class SVM within a microcontroller budget: RBF kernel by random Fourier features or <= 32 support vectors."""
+
+from __future__ import annotations
+
+import warnings
+from typing import ClassVar, Literal
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.kernel_approximation import RBFSampler
+from sklearn.linear_model import SGDOneClassSVM
+from sklearn.svm import OneClassSVM
+
+from tinywarden.detectors.base import Detector, check_param
+
+MAX_SUPPORT_VECTORS = 32
+#: Rows an exact RBF one-class SVM is trained on (its cost grows with the square of the rows).
+RBF_FIT_ROWS = 2048
+
+
+class BudgetOneClassSVM(Detector):
+    """One-class SVM with an RBF kernel ``exp(-gamma |x - y|^2)`` whose size is bounded up front.
+
+    ``kernel="rbf"``: scikit-learn's exact :class:`~sklearn.svm.OneClassSVM` on at most
+    ``RBF_FIT_ROWS`` training rows (evenly spaced in time), with ``nu`` set so it needs about
+    ``max_support_vectors`` support vectors; if it still needs more, the ones with the largest dual
+    coefficients are kept. Score = ``offset - sum_i alpha_i k(x, sv_i)``; ``n_params_ ~ m (F + 1)``.
+
+    ``kernel="rff"``: ``n_components`` random Fourier features ``sqrt(2/D) cos(x W + b)``
+    (:class:`~sklearn.kernel_approximation.RBFSampler`) feeding a linear
+    :class:`~sklearn.linear_model.SGDOneClassSVM`. Score = ``offset - coef . phi(x)``;
+    ``n_params_ = D (F + 2) + 1``, so it is the cheaper choice only for few features.
+
+    ``gamma=None`` uses ``1 / (F * var(X))`` (scikit-learn's ``"scale"``). Higher score = more anomalous.
+
+    >>> rng = np.random.default_rng(0)
+    >>> det = BudgetOneClassSVM(max_support_vectors=8).fit(rng.normal(size=(300, 2)))
+    >>> len(det.support_vectors_) <= 8
+    True
+    >>> bool(det.score_samples(np.array([[4.0, 4.0]]))[0] > det.score_samples(np.array([[0.0, 0.0]]))[0])
+    True
+    """
+
+    name: ClassVar[str] = "ocsvm"
+
+    def __init__(
+        self,
+        kernel: Literal["rbf", "rff"] = "rbf",
+        gamma: float | None = None,
+        max_support_vectors: int = 32,
+        n_components: int = 64,
+        nu: float = 0.05,
+        random_state: int = 0,
+    ):
+        self.kernel = kernel
+        self.gamma = gamma
+        self.max_support_vectors = max_support_vectors
+        self.n_components = n_components
+        self.nu = nu
+        self.random_state = random_state
+
+    def _state_names(self) -> tuple[str, ...]:
+        if self.kernel == "rff":
+            return ("rff_weights_", "rff_offset_", "coef_", "offset_")
+        return ("support_vectors_", "dual_coef_", "gamma_", "offset_")
+
+    def _validate(self) -> None:
+        check_param("kernel", self.kernel, self.kernel in ("rbf", "rff"), "'rbf' or 'rff'")
+        g = self.gamma
+        check_param("gamma", g, g is None or (isinstance(g, int | float) and g > 0), "None or a positive float")
+        m = self.max_support_vectors
+        check_param("max_support_vectors", m, isinstance(m, int) and 1 <= m <= MAX_SUPPORT_VECTORS,
+                    f"an integer in [1, {MAX_SUPPORT_VECTORS}]")
+        d = self.n_components
+        check_param("n_components", d, isinstance(d, int) and d >= 1, "an integer >= 1")
+        check_param("nu", self.nu, isinstance(self.nu, float) and 0.0 < self.nu <= 1.0, "a float in (0, 1]")
+
+    def fit(self, X: np.ndarray, y: None = None) -> BudgetOneClassSVM:  # noqa: N803
+        self._validate()
+        x = self._check_input(X, fitting=True)
+        var = float(x.var())
+        gamma = float(self.gamma) if self.gamma is not None else 1.0 / (x.shape[1] * (var if var > 0 else 1.0))
+        self.input_shape_ = x.shape[1:]
+        if self.kernel == "rff":
+            self._fit_rff(x, gamma)
+        else:
+            self._fit_rbf(x, gamma)
+        return self
+
+    def _fit_rff(self, x: np.ndarray, gamma: float) -> None:
+        sampler = RBFSampler(gamma=gamma, n_components=self.n_components, random_state=self.random_state).fit(x)
+        svm = SGDOneClassSVM(nu=self.nu, random_state=self.random_state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            svm.fit(sampler.transform(x))
+        self.rff_weights_ = sampler.random_weights_.astype(np.float64)
+        self.rff_offset_ = sampler.random_offset_.astype(np.float64)
+        self.coef_ = svm.coef_.astype(np.float64).ravel()
+        self.offset_ = np.asarray(svm.offset_, dtype=np.float64).reshape(1)
+
+    def _fit_rbf(self, x: np.ndarray, gamma: float) -> None:
+        rows = x[np.linspace(0, len(x) - 1, min(len(x), RBF_FIT_ROWS)).astype(np.int64)]
+        budget = self.max_support_vectors
+        # A one-class SVM has at least nu * n support vectors; aim a little under the budget.
+        nu = min(1.0, max(0.8 * budget / len(rows), 1.0 / len(rows)))
+        svm = OneClassSVM(kernel="rbf", gamma=gamma, nu=nu).fit(rows)
+        alpha = svm.dual_coef_.ravel()
+        keep = np.sort(np.argsort(-alpha, kind="stable")[:budget])
+        self.support_vectors_ = svm.support_vectors_[keep].astype(np.float64)
+        self.dual_coef_ = alpha[keep].astype(np.float64)
+        self.gamma_ = np.asarray([gamma], dtype=np.float64)
+        self.offset_ = np.asarray(svm.offset_, dtype=np.float64).reshape(1)
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        self._check_fitted()
+        x = self._check_input(X)
+        if self.kernel == "rff":
+            phi = np.sqrt(2.0 / len(self.rff_offset_)) * np.cos(x @ self.rff_weights_ + self.rff_offset_)
+            return self.offset_[0] - phi @ self.coef_
+        sv = self.support_vectors_
+        d2 = (x * x).sum(1)[:, None] - 2.0 * x @ sv.T + (sv * sv).sum(1)[None, :]
+        k = np.exp(-self.gamma_[0] * np.maximum(d2, 0.0))
+        return self.offset_[0] - k @ self.dual_coef_

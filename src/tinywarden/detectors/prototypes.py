@@ -1,0 +1,66 @@
+"""Distance to a few prototypes: kNN anomaly scoring against at most 64 stored normal windows."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from sklearn.cluster import kmeans_plusplus
+
+from tinywarden.detectors.base import Detector, check_param
+
+MAX_PROTOTYPES = 64
+
+
+class PrototypeKNN(Detector):
+    """Mean Euclidean distance from a feature vector to its ``k`` nearest of ``n_prototypes`` prototypes.
+
+    Full kNN keeps every training window, far too many for a microcontroller. The prototypes are
+    training vectors chosen by k-means++ seeding (each next one drawn with probability proportional to
+    its squared distance from those already chosen), which spreads them over the normal region and
+    its sparse corners alike. Unlike :class:`~tinywarden.detectors.kmeans.KMeansDistance` they are real
+    observed windows, not averages, and the score averages ``k`` neighbours, which smooths the
+    boundary between prototypes. ``n_params_ = n_prototypes * F``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> det = PrototypeKNN(n_prototypes=16, k=2).fit(rng.normal(size=(400, 2)))
+    >>> bool(det.score_samples(np.array([[5.0, 5.0]]))[0] > det.score_samples(np.array([[0.0, 0.0]]))[0])
+    True
+    """
+
+    name: ClassVar[str] = "knn"
+    state_arrays: ClassVar[tuple[str, ...]] = ("prototypes_",)
+
+    def __init__(self, n_prototypes: int = 32, k: int = 3, random_state: int = 0):
+        self.n_prototypes = n_prototypes
+        self.k = k
+        self.random_state = random_state
+
+    def _validate(self) -> None:
+        n, k = self.n_prototypes, self.k
+        check_param("n_prototypes", n, isinstance(n, int) and 1 <= n <= MAX_PROTOTYPES,
+                    f"an integer in [1, {MAX_PROTOTYPES}]")
+        check_param("k", k, isinstance(k, int) and 1 <= k <= n, "an integer in [1, n_prototypes]")
+
+    def fit(self, X: np.ndarray, y: None = None) -> PrototypeKNN:  # noqa: N803
+        self._validate()
+        x = self._check_input(X, fitting=True)
+        distinct = np.unique(x, axis=0)
+        n = min(self.n_prototypes, len(distinct))
+        if n == len(distinct):
+            protos = distinct
+        else:
+            protos, _ = kmeans_plusplus(x, n_clusters=n, random_state=self.random_state)
+        self.input_shape_ = x.shape[1:]
+        self.prototypes_ = np.asarray(protos, dtype=np.float64)
+        return self
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        self._check_fitted()
+        x = self._check_input(X)
+        p = self.prototypes_
+        d2 = (x * x).sum(1)[:, None] - 2.0 * x @ p.T + (p * p).sum(1)[None, :]
+        d = np.sqrt(np.maximum(d2, 0.0))
+        k = min(self.k, len(p))
+        nearest = np.partition(d, k - 1, axis=1)[:, :k]
+        return nearest.mean(axis=1)
