@@ -106,7 +106,10 @@ def train(
     pipeline = Pipeline(make_detector(model, **parse_params(param)), window, stride, feats, target_fpr, k, n)
     fit_with_progress(pipeline, series, f"training {model}")
     pipeline.train_summary_["train_fraction"] = train_fraction
-    size = save_pipeline(pipeline, out)
+    from tinywarden.quantize import int8_sections
+
+    extra, extra_arrays, int8_note = int8_sections(pipeline, series)
+    size = save_pipeline(pipeline, out, extra=extra, extra_arrays=extra_arrays)
     t = Table(title=f"trained {model} -> {out}", show_header=False)
     s = pipeline.train_summary_
     for key, val in [
@@ -116,6 +119,7 @@ def train(
         ("persistence", f"{k} of {n} windows"),
         ("parameters", f"{pipeline.n_params_} ({pipeline.model_bytes_} B as float32)"),
         ("model file", f"{size} B"),
+        ("int8", int8_note),
     ]:
         t.add_row(key, val)
     console.print(t)
@@ -148,6 +152,8 @@ def score(
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV of per-window scores")],
     drop_unordered: DropOpt = False,
+    int8: Annotated[bool, typer.Option("--int8", help=(
+        "Run the int8 reference (the numbers the exported C returns): integer scores"))] = False,
 ) -> None:
     """Score every window of DATA: writes window_end, score, anomaly (and label when DATA has one)."""
     from tinywarden.pipeline import load_pipeline
@@ -156,14 +162,20 @@ def score(
     pipeline = load_pipeline(str(model))
     series = read_series(data, split="test", drop_unordered=drop_unordered)
     report_gaps(series)
-    scored = pipeline.score(series)
+    if int8:
+        from tinywarden.quantize import load_program, score_int8
+
+        scored = score_int8(pipeline, load_program(pipeline, str(model)), series)
+    else:
+        scored = pipeline.score(series)
     labels = _window_labels(series, scored.end_rows, pipeline.window)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["window_end", "score", "anomaly", *(["label"] if labels is not None else [])])
         for i in range(len(scored.scores)):
-            row = [repr(float(scored.end_times[i])), repr(float(scored.scores[i])), int(scored.alarms[i])]
+            value = int(scored.scores[i]) if int8 else repr(float(scored.scores[i]))
+            row = [repr(float(scored.end_times[i])), value, int(scored.alarms[i])]
             w.writerow(row + ([int(labels[i])] if labels is not None else []))
     console.print(f"wrote {len(scored.scores)} windows to {out} ({int(scored.alarms.sum())} in alarm)")
 

@@ -1,1 +1,27 @@
-"""Emitters that print a :class:`~tinywarden.program.Program` for a target (C today; TFLite, ONNX later)."""
+"""Emitters that turn a fitted model into something a device runs.
+
+:data:`EXPORTERS` is the one dispatch point of ``tinywarden export --target``: target name ->
+``"module:function"``, imported only when that target is asked for. Each function has the signature
+``(pipeline, out_dir, source) -> list[pathlib.Path]`` (``source`` names the model file in error
+messages; the result is the list of files written).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from tinywarden.errors import ConfigError
+
+EXPORTERS: dict[str, str] = {
+    "c": "tinywarden.codegen.c:export_c",
+}
+
+
+def export(pipeline: Any, target: str, out_dir: str | Path, source: str = "<model>") -> list[Path]:
+    """Export a loaded, fitted pipeline for ``target`` into ``out_dir``; return the written files."""
+    if target not in EXPORTERS:
+        raise ConfigError(f"unknown export target {target!r}; known: {', '.join(sorted(EXPORTERS))}")
+    module, func = EXPORTERS[target].split(":")
+    return getattr(import_module(module), func)(pipeline, Path(out_dir), source)

@@ -184,3 +184,10 @@ def write_c(program: Program, out_dir: str | Path) -> list[Path]:
         p.write_text(text)
         paths.append(p)
     return paths
+
+
+def export_c(pipeline: Any, out_dir: Path, source: str = "<model>") -> list[Path]:
+    """The ``c`` target of ``tinywarden export``: the int8 program stored in the model file, as C."""
+    from tinywarden.quantize import load_program
+
+    return write_c(load_program(pipeline, source), out_dir)

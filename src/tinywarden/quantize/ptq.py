@@ -52,6 +52,8 @@ from tinywarden.telemetry.series import Series
 SAMPLE_HEADROOM = 4.0
 #: How far beyond the largest normal value the int16 z-scores of EWMA / k-means reach.
 Z_HEADROOM = 16.0
+#: How far beyond the normal model inputs (and reconstructions) the autoencoders' int8 input reaches.
+INPUT_HEADROOM = 2.0
 #: Normal scores stay this many times below the int32 limit after the score's right shift.
 SCORE_HEADROOM = 256
 
@@ -201,7 +203,7 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
         conv = isinstance(det, ConvAutoencoder)
         acts = _conv_activations(det, fit_scaled) if conv else _dense_activations(det, fit_scaled)
         both = np.concatenate([fit_scaled.ravel(), acts[-1].ravel()])
-        q_in = _act_qparams(both)
+        q_in = choose_qparams(float(both.min()) * INPUT_HEADROOM, float(both.max()) * INPUT_HEADROOM, "int8")
         in_shape = tuple(fit_scaled.shape[1:])
         tensors.append(TensorSpec("input", "int8", in_shape))
         if conv:
@@ -337,3 +339,56 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
     info = {**prog.info, "calibration_fpr": float(np.mean(cal_scores > threshold))}
     return Program(prog.channels, prog.window, prog.stride, prog.sample_offset, prog.sample_mul, prog.sample_zero,
                    prog.tensors, prog.ops, threshold, prog.k, prog.n, info).validate()
+
+
+# -- model files and scoring ---------------------------------------------------------------------
+INT8_HEADER_KEY = "int8"
+
+
+def int8_sections(pipeline: Pipeline, train_series: Series) -> tuple[dict[str, Any], dict[str, np.ndarray], str]:
+    """``(extra header, extra arrays, note)`` storing the int8 program in a model file via ``save_pipeline``.
+
+    When the pipeline cannot be quantized (a feature without an integer definition, a window longer than
+    the integer path supports) the sections are empty and ``note`` says why; the float model still works.
+    """
+    from tinywarden.program import to_model_file
+
+    try:
+        program = quantize_pipeline(pipeline, train_series)
+    except ConfigError as exc:
+        return {}, {}, f"no int8 program stored: {exc}"
+    header, arrays = to_model_file(program)
+    return {INT8_HEADER_KEY: header}, arrays, (
+        f"int8 program {header['model_id']} stored: {program.const_bytes} B of constants, "
+        f"integer threshold {program.threshold}"
+    )
+
+
+def load_program(pipeline: Pipeline, source: str = "<model>") -> Program:
+    """The int8 program stored in a loaded model file (see :func:`int8_sections`)."""
+    from tinywarden.errors import ModelFileError
+    from tinywarden.program import from_model_file
+
+    header = getattr(pipeline, "header_", {})
+    if INT8_HEADER_KEY not in header:
+        raise ModelFileError(f"{source}: the model file holds no int8 program (train it again with this "
+                             "tinywarden, which stores one for every detector whose features support it)")
+    return from_model_file(header[INT8_HEADER_KEY], getattr(pipeline, "extra_arrays_", {}), source)
+
+
+def score_int8(pipeline: Pipeline, program: Program, series: Series) -> Any:
+    """Per-window integer results of ``program`` over ``series``, as a :class:`~tinywarden.pipeline.Scored`.
+
+    ``scores`` are the int32 scores the C module returns; ``alarms`` its ``anomaly`` decisions.
+    """
+    from tinywarden.errors import DataError
+    from tinywarden.pipeline import Scored
+    from tinywarden.program import run_int8
+
+    values = pipeline._select(series)
+    ends = window_end_rows(len(values), program.window, program.stride)
+    if len(ends) == 0:
+        raise DataError(f"{series.source}: {len(series)} rows are fewer than one window of {program.window}")
+    scores, alarms = run_int8(program, values)
+    flags = (scores > program.threshold).astype(np.uint8)
+    return Scored(ends, series.timestamps[ends], scores, flags, alarms, float(program.threshold))
