@@ -51,5 +51,11 @@ void Reset_Handler(void)
     for (uint32_t *dst = &_sbss; dst < &_ebss;) {
         *dst++ = 0u;
     }
+#if defined(__ARM_FP) && !defined(__SOFTFP__)
+    /* A hard-float build (cortex-m4f) must grant access to CP10/CP11 (the FPU) in CPACR before the
+     * first floating-point instruction, or that instruction faults. */
+    *(volatile uint32_t *)0xE000ED88u |= (0xFu << 20);
+    __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
     tw_sh_exit(main() == 0);
 }

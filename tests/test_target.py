@@ -20,7 +20,7 @@ from tinywarden.target import (
     run_on_host,
     run_on_qemu,
 )
-from tinywarden.target.qemu import parse_decisions
+from tinywarden.target.qemu import parse_decisions, run_inference
 from tinywarden.target.toolchain import find_tool
 
 MISSING = missing_tools()
@@ -175,3 +175,34 @@ def test_truncated_output_is_rejected() -> None:
         parse_decisions("w 7 12 0\nw 11 50 1\n", "t")
     with pytest.raises(TargetRunError, match="unexpected output"):
         parse_decisions("w 7 x 0\nend 1\n", "t")
+
+
+INFER_H = """#define TW_INFER_IN 4
+#define TW_INFER_OUT 2
+void tw_infer(const float *in, float *out);
+"""
+INFER_C = """#include "tw_infer.h"
+void tw_infer(const float *in, float *out) {
+    out[0] = in[0] * in[1] + in[2];
+    out[1] = in[3] / 3.0f;
+}
+"""
+
+
+@needs_tools
+def test_inference_harness_on_soft_and_hard_float_cores(tmp_path: Path) -> None:
+    (tmp_path / "tw_infer.h").write_text(INFER_H)
+    (tmp_path / "infer.c").write_text(INFER_C)
+    x = np.random.default_rng(3).normal(size=(10, 4)).astype(np.float32)
+    want = np.stack([x[:, 0] * x[:, 1] + x[:, 2], x[:, 3] / np.float32(3.0)], axis=1)
+    src = [tmp_path / "infer.c"]
+    soft = run_inference(src, [tmp_path], x, target="cortex-m4", count=True, timeout=30)
+    hard = run_inference(src, [tmp_path], x, target="cortex-m4f", count=True, timeout=30)
+    host = run_inference(src, [tmp_path], x, target=None, repeats=10)
+    for run in (soft, hard, host):
+        assert run.outputs.tobytes() == want.tobytes()  # bit-exact IEEE single precision everywhere
+    assert soft.per_call is not None and hard.per_call is not None and len(soft.per_call) == 10
+    # Hardware floating point (the FPU startup.c enables) needs far fewer instructions than libgcc's
+    # soft-float routines.
+    assert hard.per_call.max() * 3 < soft.per_call.min()
+    assert host.ns_per_call is not None and host.ns_per_call > 0

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,7 @@ from tinywarden.target.toolchain import (
 )
 
 STREAM_HEADER = "tw_stream.h"
-TARGET_SOURCES = ("startup.c", "semihost.c", "harness.c")
+STARTUP_SOURCES = ("startup.c", "semihost.c")
 HOST_CFLAGS = ("-O2", "-DTW_HOST", "-D_POSIX_C_SOURCE=199309L")
 
 
@@ -74,6 +76,8 @@ class InstructionCount:
     per_push: np.ndarray  # int64, one per sample of the stream
     window_pushes: np.ndarray  # int64, index of each push that closed a window
     per_window: np.ndarray  # int64
+    #: instructions inside the pushes by the function executing them, summed over the whole stream
+    by_function: dict[str, int] = field(default_factory=dict)
 
     @property
     def steady_per_window(self) -> float:
@@ -161,9 +165,11 @@ def parse_decisions(text: str, source: str) -> Decisions:
                      np.array(flags, dtype=np.uint8))
 
 
-def count_instructions(trace: Path, decisions: Decisions) -> InstructionCount:
-    """Instructions per push and per window from a QEMU ``-d exec`` trace of the harness."""
-    per_push: list[int] = []
+def count_marked(trace: Path) -> tuple[np.ndarray, dict[str, int]]:
+    """Instructions between each ``tw_mark_begin``/``tw_mark_end`` pair of a QEMU ``-d exec`` trace, and
+    their split by function name."""
+    per_call: list[int] = []
+    by_fn: Counter[bytes] = Counter()
     inside, count = False, 0
     with open(trace, "rb") as fh:
         for line in fh:
@@ -172,11 +178,18 @@ def count_instructions(trace: Path, decisions: Decisions) -> InstructionCount:
                 inside, count = True, 0
             elif fn == b"tw_mark_end":
                 if inside:
-                    per_push.append(count)
+                    per_call.append(count)
                 inside = False
             elif inside:
                 count += 1
-    pushes = np.array(per_push, dtype=np.int64)
+                by_fn[fn] += 1
+    return (np.array(per_call, dtype=np.int64),
+            {k.decode(errors="replace"): v for k, v in by_fn.most_common()})
+
+
+def count_instructions(trace: Path, decisions: Decisions) -> InstructionCount:
+    """Instructions per push and per window from a QEMU ``-d exec`` trace of the harness."""
+    pushes, by_fn = count_marked(trace)
     closing = decisions.end_index
     if len(closing) and (len(pushes) <= closing[-1]):
         raise TargetRunError(f"{trace}: trace holds {len(pushes)} pushes, fewer than the "
@@ -184,24 +197,28 @@ def count_instructions(trace: Path, decisions: Decisions) -> InstructionCount:
     starts = np.concatenate(([0], closing[:-1] + 1)) if len(closing) else np.zeros(0, dtype=np.int64)
     per_window = np.array([pushes[a : b + 1].sum() for a, b in zip(starts, closing, strict=True)],
                           dtype=np.int64)
-    return InstructionCount(pushes, closing.astype(np.int64), per_window)
+    return InstructionCount(pushes, closing.astype(np.int64), per_window, by_fn)
+
+
+def _link_target(cpu: CpuTarget, sources: Sequence[Path], includes: Sequence[Path], elf: Path) -> Path:
+    if cpu.machine is None or cpu.linker_script is None:
+        raise TargetRunError(f"{cpu.name}: no QEMU board is configured for this core (size only)")
+    check_newlib()
+    emb = embedded_dir()
+    argv = [find_tool("arm-none-eabi-gcc"), *cpu.cflags, *COMMON_CFLAGS, *[f"-I{d}" for d in includes],
+            f"-I{emb}", "-nostartfiles", f"-T{emb / cpu.linker_script}", "-Wl,--gc-sections",
+            *[str(emb / f) for f in STARTUP_SOURCES], *[str(f) for f in sources], "-lm", "-o", str(elf)]
+    run_tool(argv, f"linking the {cpu.name} image")
+    return elf
 
 
 def build_image(model_dir: Path, stream: np.ndarray, workdir: Path, target: str = "cortex-m4") -> Path:
     """Link harness + startup + module + ``stream`` into an ELF image for ``target``'s QEMU board."""
     cpu = get_target(target)
-    if cpu.machine is None or cpu.linker_script is None:
-        raise TargetRunError(f"{target}: no QEMU board is configured for this core (size only)")
-    check_newlib()
     src = model_source(model_dir)
-    emb = embedded_dir()
     write_stream_header(stream, workdir / STREAM_HEADER)
-    elf = workdir / f"{MODEL_STEM}_{cpu.name}.elf"
-    argv = [find_tool("arm-none-eabi-gcc"), *cpu.cflags, *COMMON_CFLAGS, f"-I{workdir}", f"-I{src.parent}",
-            f"-I{emb}", "-nostartfiles", f"-T{emb / cpu.linker_script}", "-Wl,--gc-sections",
-            *[str(emb / f) for f in TARGET_SOURCES], str(src), "-lm", "-o", str(elf)]
-    run_tool(argv, f"linking the {cpu.name} image")
-    return elf
+    return _link_target(cpu, [embedded_dir() / "harness.c", src], [workdir, src.parent],
+                        workdir / f"{MODEL_STEM}_{cpu.name}.elf")
 
 
 def _image_flash(elf: Path) -> int:
@@ -227,8 +244,10 @@ def run_image(elf: Path, machine: str, timeout: float = 60.0, trace: Path | None
         raise TargetRunError(f"{elf.name}: QEMU ({machine}) did not finish within {timeout:g} s") from exc
     text = out_file.read_text() if out_file.exists() else ""
     if proc.returncode != 0:
-        # A fault line says more than the exit status, so let the parser report it first.
-        parse_decisions(text, f"{elf.name} on {machine}")
+        # A fault line says more than the exit status.
+        fault = next((line for line in text.splitlines() if line.startswith("fault:")), None)
+        if fault is not None:
+            raise TargetRunError(f"{elf.name} on {machine}: the target stopped with {fault.strip()!r}")
         raise TargetRunError(f"{elf.name}: QEMU ({machine}) exited with status {proc.returncode}: "
                              f"{proc.stderr.strip()[-500:]}")
     return text
@@ -252,25 +271,18 @@ def run_on_qemu(model_dir: Path, stream: np.ndarray, *, target: str = "cortex-m4
         return TargetRun(decisions, counts, _image_flash(elf))
 
 
-def run_on_host(model_dir: Path, stream: np.ndarray, *, repeats: int = 0, timeout: float = 120.0) -> HostRun:
-    """Compile the same harness for the build machine and run it on ``stream``.
-
-    ``repeats > 0`` re-runs the whole stream that many times without printing and reports the mean
-    wall-clock nanoseconds per window (all pushes of the stream divided by the windows they close).
-    """
-    src = model_source(model_dir)
-    emb = embedded_dir()
-    with tempfile.TemporaryDirectory(prefix="tw-host-") as tmp:
-        work = Path(tmp)
-        write_stream_header(stream, work / STREAM_HEADER)
-        exe = work / "harness"
-        run_tool([find_tool("cc"), *COMMON_CFLAGS, *HOST_CFLAGS, f"-I{work}", f"-I{src.parent}", f"-I{emb}",
-                  str(emb / "harness.c"), str(src), "-lm", "-o", str(exe)], "compiling the host harness")
-        try:
-            proc = subprocess.run([str(exe), str(int(repeats))], capture_output=True, text=True,
-                                  timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise TargetRunError(f"host harness did not finish within {timeout:g} s") from exc
+def _run_host(sources: Sequence[Path], includes: Sequence[Path], workdir: Path, repeats: int,
+              timeout: float) -> tuple[str, float | None]:
+    """Compile ``sources`` for the build machine, run with ``repeats``; (output, ns per window)."""
+    exe = workdir / "harness"
+    run_tool([find_tool("cc"), *COMMON_CFLAGS, *HOST_CFLAGS, *[f"-I{d}" for d in includes],
+              f"-I{embedded_dir()}", *[str(f) for f in sources], "-lm", "-o", str(exe)],
+             "compiling the host harness")
+    try:
+        proc = subprocess.run([str(exe), str(int(repeats))], capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise TargetRunError(f"host harness did not finish within {timeout:g} s") from exc
     if proc.returncode != 0:
         raise TargetRunError(
             f"host harness exited with status {proc.returncode}: {proc.stderr.strip()[-500:]}"
@@ -279,4 +291,84 @@ def run_on_host(model_dir: Path, stream: np.ndarray, *, repeats: int = 0, timeou
     ns = None
     if lines and lines[-1].startswith("host_ns_per_window "):
         ns = float(lines.pop().split()[1])
-    return HostRun(parse_decisions("\n".join(lines), "host harness"), ns)
+    return "\n".join(lines), ns
+
+
+def run_on_host(model_dir: Path, stream: np.ndarray, *, repeats: int = 0, timeout: float = 120.0) -> HostRun:
+    """Compile the same harness for the build machine and run it on ``stream``.
+
+    ``repeats > 0`` re-runs the whole stream that many times without printing and reports the mean
+    wall-clock nanoseconds per window (all pushes of the stream divided by the windows they close).
+    """
+    src = model_source(model_dir)
+    with tempfile.TemporaryDirectory(prefix="tw-host-") as tmp:
+        work = Path(tmp)
+        write_stream_header(stream, work / STREAM_HEADER)
+        text, ns = _run_host([embedded_dir() / "harness.c", src], [work, src.parent], work, repeats, timeout)
+    return HostRun(parse_decisions(text, "host harness"), ns)
+
+
+# -- inference-only runs (peer models) -------------------------------------------------------------
+@dataclass(frozen=True)
+class InferenceRun:
+    """Outputs of ``tw_infer`` for every input vector, with per-call instructions or host time."""
+
+    outputs: np.ndarray  # float32 (n_inputs, n_out)
+    per_call: np.ndarray | None  # int64 instructions of each call (emulated runs with count=True)
+    ns_per_call: float | None  # host runs with repeats > 0
+    image_bytes: int | None = None
+
+
+def write_inputs_header(inputs: np.ndarray, path: Path) -> Path:
+    """Write float input vectors ``(n, width)`` as ``tw_inputs.h`` for ``infer_harness.c``."""
+    x = np.asarray(inputs, dtype=np.float32)
+    if x.ndim != 2 or not len(x) or not np.isfinite(x).all():
+        raise DataError(f"inference inputs must be a non-empty finite (n, width) array, got shape {x.shape}")
+    rows = ",\n".join("    {" + ", ".join(float(v).hex() + "f" for v in row) + "}" for row in x)
+    path.write_text(f"#define TW_INPUTS_LEN {x.shape[0]}\n#define TW_INPUTS_WIDTH {x.shape[1]}\n"
+                    f"static const float tw_inputs[TW_INPUTS_LEN][TW_INPUTS_WIDTH] = {{\n{rows}\n}};\n")
+    return path
+
+
+def parse_outputs(text: str, source: str) -> np.ndarray:
+    """Float outputs from ``infer_harness.c``'s ``y`` lines (exact: they carry the float bit patterns)."""
+    rows, end = [], None
+    for no, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        try:
+            if parts and parts[0] == "y" and len(parts) >= 2 and int(parts[1]) == len(rows):
+                rows.append([int(v) for v in parts[2:]])
+                continue
+            if parts and parts[0] == "end" and len(parts) == 2:
+                end = int(parts[1])
+                continue
+        except ValueError:
+            pass
+        if parts:
+            raise TargetRunError(f"{source}: line {no}: unexpected output {line[:120]!r}")
+    if end is None or end != len(rows):
+        raise TargetRunError(f"{source}: output ended early after {len(rows)} results")
+    return np.array(rows, dtype=np.int64).astype(np.int32).view(np.float32)
+
+
+def run_inference(sources: Sequence[Path], includes: Sequence[Path], inputs: np.ndarray, *,
+                  target: str | None = "cortex-m4", count: bool = False, repeats: int = 0,
+                  timeout: float = 120.0) -> InferenceRun:
+    """Run a peer model's ``tw_infer`` (declared in a ``tw_infer.h`` among ``includes``) on ``inputs``.
+
+    ``target=None`` builds for the host (``repeats`` times the calls); otherwise the image runs on the
+    target's QEMU board, with exact instructions per call when ``count`` is set.
+    """
+    harness = embedded_dir() / "infer_harness.c"
+    with tempfile.TemporaryDirectory(prefix="tw-infer-") as tmp:
+        work = Path(tmp)
+        write_inputs_header(inputs, work / "tw_inputs.h")
+        if target is None:
+            text, ns = _run_host([harness, *sources], [work, *includes], work, repeats, timeout)
+            return InferenceRun(parse_outputs(text, "host inference harness"), None, ns)
+        cpu = get_target(target)
+        elf = _link_target(cpu, [harness, *sources], [work, *includes], work / f"infer_{cpu.name}.elf")
+        trace = work / "trace.log" if count else None
+        outputs = parse_outputs(run_image(elf, cpu.machine or "", timeout, trace), f"{elf.name} on {cpu.machine}")
+        per_call = count_marked(trace)[0] if trace is not None else None
+        return InferenceRun(outputs, per_call, None, _image_flash(elf))
