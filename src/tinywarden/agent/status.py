@@ -1,0 +1,72 @@
+"""The agent's status file: one small JSON document that local tools (and people) read to see what the
+agent is doing right now.
+
+It is replaced atomically (temporary file in the same directory, then ``os.replace``), so a reader sees
+the previous or the next document, never a torn one. It is not fsynced: after a power cut a slightly
+stale status is harmless, and the agent rewrites it on its next window. It holds no raw telemetry.
+
+Fields (format 1): ``device_id``, ``mode`` (``live``/``replay``), ``model`` (id, version, digest,
+threshold, window, stride, channels), ``pending_model`` (a verified bundle waiting for its first full
+window, or null), ``tier`` and ``tier_name``, ``last_scores`` (``[time, score]`` pairs, oldest first),
+``samples_seen``, ``windows_scored``, ``incidents``, ``started_at``, ``last_update``, ``faults``,
+``bundles`` (swaps, refusals, the last refusal) and ``escalation`` (spool and broker state, or null).
+
+>>> import tempfile, pathlib
+>>> p = pathlib.Path(tempfile.mkdtemp()) / "status.json"
+>>> write_status(p, {"device_id": "cam-1", "tier": 0})
+>>> read_status(p)["device_id"]
+'cam-1'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tinywarden.errors import TinywardenError
+
+__all__ = ["STATUS_FORMAT", "StatusError", "read_status", "write_status"]
+
+STATUS_FORMAT = 1
+
+
+class StatusError(TinywardenError):
+    """A status file that cannot be written or read; the message names the file."""
+
+
+def write_status(path: str | os.PathLike[str], doc: Mapping[str, Any]) -> None:
+    """Replace the status file at ``path`` with ``doc`` (plus ``format``), atomically."""
+    p = Path(path)
+    body = json.dumps({"format": STATUS_FORMAT, **doc}, sort_keys=True, allow_nan=False) + "\n"
+    try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise StatusError(f"{p}: cannot write status ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(body)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, p)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StatusError(f"{p}: cannot write status ({exc.strerror or exc})") from None
+
+
+def read_status(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The status document at ``path``; :class:`StatusError` if it is missing or not a status file."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StatusError(f"{p}: no status file (is the agent running with --status {p}?)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise StatusError(f"{p}: not a readable status file ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != STATUS_FORMAT:
+        raise StatusError(f"{p}: not a tinywarden status file of format {STATUS_FORMAT}")
+    return doc
