@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from tinywarden.cli import agent as _agent  # noqa: F401
 from tinywarden.cli import core as _core  # noqa: F401  (registers commands)
 from tinywarden.cli import export as _export  # noqa: F401
 from tinywarden.cli import respond as _respond  # noqa: F401
