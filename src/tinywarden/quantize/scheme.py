@@ -40,6 +40,8 @@ DTYPE_RANGE: dict[str, tuple[int, int]] = {
     "int64": (INT64_MIN, INT64_MAX),
 }
 
+MIN_SCALE = 1e-30
+
 IntLike = int | np.integer | np.ndarray
 
 
@@ -90,11 +92,12 @@ def choose_qparams(lo: float, hi: float, dtype: str = "int8", symmetric: bool = 
         raise ConfigError(f"cannot choose a quantization range for [{lo}, {hi}]")
     qmin, qmax = DTYPE_RANGE[dtype]
     lo, hi = min(lo, 0.0), max(hi, 0.0)
+    # a range too small to divide by (all zeros, denormals) quantizes everything to the zero point
     if symmetric:
         scale = max(abs(lo), abs(hi)) / qmax
-        return QParams(scale if scale > 0 else 1.0, 0, dtype)
+        return QParams(scale if scale > MIN_SCALE else 1.0, 0, dtype)
     scale = (hi - lo) / (qmax - qmin)
-    if scale <= 0:
+    if scale <= MIN_SCALE:
         return QParams(1.0, 0, dtype)
     zp = int(np.clip(round_half_away(qmin - lo / scale), qmin, qmax))
     return QParams(scale, zp, dtype)
@@ -143,11 +146,12 @@ def _trunc_div_pow2(x: np.ndarray, e: int) -> np.ndarray:
 
 
 def saturating_rounding_doubling_high_mul(a: IntLike, b: IntLike) -> np.ndarray:
-    """``round(a * b / 2**31)`` for int32 ``a``, ``b``: gemmlowp's / CMSIS-NN's doubling high multiply.
+    """``a * b / 2**31`` rounded to nearest, ties up (towards +inf), for int32 ``a``, ``b``: gemmlowp's /
+    CMSIS-NN's doubling high multiply.
 
     The nudge is ``2**30`` for a non-negative product and ``1 - 2**30`` for a negative one, then the sum
-    is divided by ``2**31`` truncating towards zero; the one overflowing case
-    ``INT32_MIN * INT32_MIN`` saturates to ``INT32_MAX``.
+    is divided by ``2**31`` truncating towards zero (so ``-0.5`` becomes 0 and ``0.5`` becomes 1); the
+    one overflowing case ``INT32_MIN * INT32_MIN`` saturates to ``INT32_MAX``.
 
     >>> int(saturating_rounding_doubling_high_mul(-2**31, -2**31))
     2147483647

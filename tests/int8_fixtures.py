@@ -1,0 +1,40 @@
+"""Shared, cached fitted pipelines and int8 programs for the quantize / program / codegen tests."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tinywarden.detectors import make_detector
+from tinywarden.pipeline import Pipeline
+from tinywarden.program import Program
+from tinywarden.quantize import quantize_pipeline
+from tinywarden.simulate import simulate
+from tinywarden.telemetry.series import Series
+
+TRAIN_DAYS = 1.5
+SMALL = {"dense_ae": {"epochs": 8, "max_steps": 300}, "conv_ae": {"epochs": 4, "max_steps": 200},
+         "ewma": {}, "kmeans": {"n_init": 1}}
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("TINYWARDEN_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+
+
+@functools.cache
+def camera() -> tuple[Series, Series]:
+    """(whole simulated camera series, its attack-free training part)."""
+    s = simulate("camera", 3.0, "all", seed=11, attack_free_days=TRAIN_DAYS)
+    cut = int(np.searchsorted(s.timestamps, s.timestamps[0] + TRAIN_DAYS * 86400.0))
+    return s, s.slice(0, cut)
+
+
+@functools.cache
+def fitted(detector: str) -> tuple[Pipeline, Program]:
+    """A small fitted pipeline on the simulated camera and its int8 program."""
+    _, train = camera()
+    p = Pipeline(make_detector(detector, **SMALL[detector])).fit(train)
+    return p, quantize_pipeline(p, train)

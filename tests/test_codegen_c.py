@@ -1,0 +1,124 @@
+"""Generated C compiled with the host gcc must return exactly the Python int8 reference's scores and
+decisions (tw_push with floats, tw_push_q with int16), for all four detectors, on simulated and real data."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from int8_fixtures import camera, data_dir, fitted
+
+from tinywarden.codegen.c import emit_c, write_c
+from tinywarden.detectors import make_detector
+from tinywarden.pipeline import Pipeline
+from tinywarden.program import quantize_samples, run_int8
+from tinywarden.quantize import quantize_pipeline
+from tinywarden.telemetry import read_series
+
+HARNESS = Path(__file__).parent / "c" / "harness.c"
+FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"]
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
+
+
+def build(program, tmp: Path, extra_flags=()) -> Path:
+    write_c(program, tmp)
+    exe = tmp / "harness"
+    subprocess.run(["gcc", *FLAGS, *extra_flags, "-I", str(tmp), str(tmp / "tinywarden_model.c"), str(HARNESS),
+                    "-o", str(exe)], check=True, capture_output=True, text=True)
+    return exe
+
+
+def run(exe: Path, samples: np.ndarray, mode: str, tmp: Path) -> np.ndarray:
+    path = tmp / f"in_{mode}.bin"
+    samples.tofile(path)
+    out = subprocess.run([str(exe), str(path), mode], check=True, capture_output=True, text=True).stdout
+    return np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64).reshape(-1, 4)
+
+
+def assert_bit_exact(program, exe, values, tmp):
+    scores, alarms = run_int8(program, values)
+    assert len(scores) > 0
+    for mode, data in (("f", values.astype(np.float32)), ("q", quantize_samples(program, values))):
+        rows = run(exe, data, mode, tmp)
+        ends = program.window - 1 + program.stride * np.arange(len(scores))
+        assert rows[:, 0].tolist() == ends.tolist()
+        assert rows[:, 1].tolist() == scores.tolist()
+        assert rows[:, 2].tolist() == (scores > program.threshold).astype(int).tolist()
+        assert rows[:, 3].tolist() == alarms.tolist()
+
+
+@pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae"])
+def test_c_matches_python_on_simulated_camera(detector, tmp_path):
+    _, prog = fitted(detector)
+    s, _ = camera()
+    values = s.values[:20000]  # 20k samples x 6 channels, ~310 windows with attacks in them
+    exe = build(prog, tmp_path)
+    assert_bit_exact(prog, exe, values, tmp_path)
+    assert run_int8(prog, values)[1].any()  # the attacks raise alarms: the comparison covers both decisions
+
+
+def test_c_under_sanitizers_with_hostile_samples(tmp_path):
+    _, prog = fitted("dense_ae")
+    s, _ = camera()
+    values = s.values[:6000].copy()
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(values), 200)
+    values[idx, rng.integers(0, values.shape[1], 200)] = rng.choice([np.nan, np.inf, -np.inf, 1e30, -1e30], 200)
+    exe = build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"])
+    assert_bit_exact(prog, exe, values, tmp_path)
+
+
+def test_c_sample_quantization_matches_python(tmp_path):
+    _, prog = fitted("ewma")
+    rng = np.random.default_rng(1)
+    off, mul = prog.sample_offset.astype(np.float64), prog.sample_mul.astype(np.float64)
+    # values landing exactly on and next to .5 ties, at and beyond saturation, non-finite
+    k = rng.integers(-40000, 40000, (3000, prog.n_channels)) + rng.choice([0.5, -0.5, 0.4999, 0.0], (3000, 1))
+    x = (k / mul + off).astype(np.float32)
+    x[::97, 0] = np.nan
+    x[::89, 1] = np.inf
+    exe = build(prog, tmp_path)
+    path = tmp_path / "q.bin"
+    x.tofile(path)
+    out = subprocess.run([str(exe), str(path), "Q"], check=True, capture_output=True, text=True).stdout
+    got = np.array([[int(v) for v in line.split()[2:]] for line in out.splitlines() if line.startswith("q ")])
+    assert np.array_equal(got, quantize_samples(prog, x.astype(np.float64)))
+
+
+def shared_entities():
+    root = data_dir()
+    smd = root / "smd_asd" / "npz" / "machine-1-6.npz"
+    nab = root / "nab" / "data" / "realKnownCause" / "machine_temperature_system_failure.csv"
+    return smd, nab
+
+
+@pytest.mark.parametrize("which", ["smd", "nab"])
+def test_c_matches_python_on_shared_data(which, tmp_path):
+    smd, nab = shared_entities()
+    path = smd if which == "smd" else nab
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (set TINYWARDEN_DATA)")
+    if which == "smd":
+        train = read_series(f"{path}:train")
+        test = read_series(f"{path}:test")
+        pipe = Pipeline(make_detector("dense_ae", epochs=3, max_steps=150), window=64, stride=32).fit(train)
+    else:
+        series = read_series(path)
+        train, test = series.split(0.15)
+        test = series
+        pipe = Pipeline(make_detector("kmeans", n_init=1), window=32, stride=8).fit(train)
+    prog = quantize_pipeline(pipe, train)
+    values = test.values[:12000]
+    assert_bit_exact(prog, build(prog, tmp_path), values, tmp_path)
+
+
+def test_generated_c_is_self_contained_and_stamped():
+    _, prog = fitted("conv_ae")
+    files = emit_c(prog)
+    src, hdr = files["tinywarden_model.c"], files["tinywarden_model.h"]
+    includes = {line.split()[1] for line in (src + hdr).splitlines() if line.startswith("#include")}
+    assert includes == {"<stdint.h>", "<stddef.h>", '"tinywarden_model.h"'}
+    assert "malloc" not in src and "float" not in src.split("tw_quantize_sample")[0].split("tw_sample_mul")[1]
+    assert prog.model_id in hdr and prog.model_id in src and "TW_STATE_BYTES" in hdr
+    assert "tw_convolve_1d_s8(" in src and "tw_fully_connected_s8(" not in src  # only the kernels it uses

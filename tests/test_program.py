@@ -1,0 +1,118 @@
+"""The integer program: sample quantization spec, stream == batch, integer features vs float ones,
+model-file round trip, validation errors."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from int8_fixtures import camera, fitted
+
+from tinywarden.errors import ConfigError, ModelFileError
+from tinywarden.features import extract
+from tinywarden.program import (
+    Int8Stream,
+    Program,
+    from_model_file,
+    quantize_samples,
+    run_int8,
+    run_windows,
+    to_model_file,
+)
+from tinywarden.quantize.ptq import feature_affine
+
+
+def one_channel(offset: float, mul: float) -> Program:
+    return Program(("a",), 2, 1, np.float32([offset]), np.float32([mul]), np.int32([0]), (), (), 0, 1, 1)
+
+
+def test_sample_quantization_ties_saturation_nan():
+    p = one_channel(0.0, 1.0)
+    x = np.array([[0.5], [-0.5], [1.5], [-1.5], [0.49999997], [2.5], [32766.5], [32767.0], [1e30], [-32768.4],
+                  [-1e30], [np.inf], [-np.inf], [np.nan]])
+    assert quantize_samples(p, x).ravel().tolist() == [1, -1, 2, -2, 0, 3, 32767, 32767, 32767, -32768, -32768,
+                                                        32767, -32768, 0]
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=50),
+       st.floats(-100, 100, width=32), st.floats(0.0009765625, 1024, width=32))
+def test_sample_quantization_matches_float32_definition(xs, off, mul):
+    """Against a scalar transcription of the documented C steps, with numpy float32 scalars."""
+    p = one_channel(off, mul)
+    got = quantize_samples(p, np.array(xs, dtype=np.float64)[:, None]).ravel().tolist()
+    for x, q in zip(xs, got, strict=True):
+        with np.errstate(all="ignore"):
+            t = (np.float32(x) - np.float32(off)) * np.float32(mul)
+        if np.isnan(t):
+            want = 0
+        elif t >= 32767:
+            want = 32767
+        elif t <= -32768:
+            want = -32768
+        else:
+            i = int(t)
+            r = t - np.float32(i)
+            want = i + (1 if r >= 0.5 else -1 if r <= -0.5 else 0)
+        assert q == want
+
+
+def test_integer_features_track_float_features():
+    pipe, prog = fitted("ewma")
+    s, _ = camera()
+    q = quantize_samples(prog, s.values[: 128 * 20]).reshape(20, 128, -1)
+    from tinywarden.program import KERNELS
+
+    f_int = KERNELS["features_s16"].fn([q], prog.ops[0])
+    a, b = feature_affine(pipe, 1.0 / prog.sample_mul.astype(np.float64), prog.sample_zero)
+    approx = a * f_int + b
+    exact = extract(s.values[: 128 * 20].reshape(20, 128, -1), pipe.features)
+    # relative to each feature's normal spread (the pipeline's scaler): under 1% of a standard deviation,
+    # except crossings, where a sample within rounding of the mean may count as a crossing or not
+    err = np.abs(approx - exact) / pipe.scale_
+    cross = np.array([f == "crossings" for f in pipe.features] * prog.n_channels)
+    assert np.median(err) < 1e-3 and err[:, ~cross].max() < 0.01
+    assert np.abs(approx - exact)[:, cross].max() * (prog.window - 1) <= 2.0 + 1e-9
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 5000), st.integers(200, 900))
+def test_stream_equals_batch(start, length):
+    _, prog = fitted("dense_ae")
+    s, _ = camera()
+    x = s.values[start : start + length]
+    scores, alarms = run_int8(prog, x)
+    stream = Int8Stream(prog)
+    got = [r for r in (stream.push(row) for row in x) if r is not None]
+    assert [g[0] for g in got] == scores.tolist()
+    assert [g[1] for g in got] == alarms.tolist()
+
+
+def test_int16_input_skips_quantization():
+    _, prog = fitted("kmeans")
+    s, _ = camera()
+    x = s.values[:2000]
+    assert np.array_equal(run_int8(prog, x)[0], run_int8(prog, quantize_samples(prog, x))[0])
+
+
+def test_model_file_round_trip_and_model_id():
+    _, prog = fitted("conv_ae")
+    header, arrays = to_model_file(prog)
+    back = from_model_file(header, arrays)
+    assert back.model_id == prog.model_id == header["model_id"]
+    s, _ = camera()
+    assert np.array_equal(run_int8(back, s.values[:3000])[0], run_int8(prog, s.values[:3000])[0])
+    arrays2 = dict(arrays)
+    arrays2["int8/op1/weights"] = arrays2["int8/op1/weights"].astype(np.int32)
+    with pytest.raises(ModelFileError, match="weights"):
+        from_model_file(header, arrays2)
+    with pytest.raises(ModelFileError, match="malformed"):
+        from_model_file({**header, "ops": [{"kind": "fully_connected_s8"}]}, arrays)
+    with pytest.raises(ModelFileError, match="version"):
+        from_model_file({**header, "version": 99}, arrays)
+
+
+def test_run_windows_rejects_wrong_shape():
+    _, prog = fitted("ewma")
+    with pytest.raises(ConfigError, match="int16"):
+        run_windows(prog, np.zeros((2, prog.window, prog.n_channels), dtype=np.float32))
+    with pytest.raises(ConfigError, match="samples"):
+        run_int8(prog, np.zeros((300, prog.n_channels + 1)))

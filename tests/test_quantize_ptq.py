@@ -1,0 +1,123 @@
+"""Post-training quantization: int8 keeps detection quality, the integer threshold is calibrated, and the
+CLI stores, scores and exports the int8 program."""
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from int8_fixtures import TRAIN_DAYS, camera, fitted
+from sklearn.metrics import roc_auc_score
+
+from tinywarden.detectors import make_detector
+from tinywarden.errors import ConfigError, ModelFileError
+from tinywarden.modelfile import load_pipeline, save_pipeline
+from tinywarden.pipeline import Pipeline
+from tinywarden.program import run_int8
+from tinywarden.quantize import compare_int8, int8_sections, load_program, quantize_pipeline
+from tinywarden.quantize.ptq import normal_windows
+
+
+def held_out_auc(pipe, prog):
+    s, train = camera()
+    sc = pipe.score(s)
+    qs, _ = run_int8(prog, s.values)
+    c = np.concatenate(([0], np.cumsum(s.labels.astype(np.int64))))
+    lab = (c[sc.end_rows + 1] - c[sc.end_rows + 1 - pipe.window]) > 0
+    test = sc.end_rows >= len(train)
+    return roc_auc_score(lab[test], sc.scores[test]), roc_auc_score(lab[test], qs[test])
+
+
+@pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae"])
+def test_int8_auc_within_001_of_float(detector):
+    pipe, prog = fitted(detector)
+    auc_f, auc_q = held_out_auc(pipe, prog)
+    assert auc_f > 0.6  # the comparison means something: the float model detects the attacks
+    assert abs(auc_q - auc_f) <= 0.01, (auc_f, auc_q)
+
+
+@pytest.mark.parametrize("detector", ["dense_ae", "kmeans"])
+def test_integer_threshold_calibrated_on_held_out_windows(detector):
+    pipe, prog = fitted(detector)
+    _, train = camera()
+    from tinywarden.program import quantize_samples, run_windows
+
+    _, cal = normal_windows(pipe, train)
+    n, w, ch = cal.shape
+    scores = run_windows(prog, quantize_samples(prog, cal.reshape(-1, ch)).reshape(n, w, ch))
+    assert np.mean(scores > prog.threshold) <= pipe.target_fpr
+    assert np.mean(scores >= prog.threshold) > 0  # the threshold is one of the held-out scores, not above all
+
+
+def test_int8_is_smaller_for_the_autoencoder():
+    pipe, prog = fitted("dense_ae")
+    weights = sum(op.consts["weights"].nbytes for op in prog.ops if "weights" in op.consts)
+    float_weights = 4 * sum(w.size for w, _ in pipe.detector.layers())
+    assert weights * 4 == float_weights
+    assert prog.const_bytes < pipe.model_bytes_
+
+
+def test_unsupported_pipelines_are_refused_clearly():
+    _, train = camera()
+    p = Pipeline(make_detector("ewma"), window=32, stride=16, features=("mean", "last")).fit(train)
+    assert quantize_pipeline(p, train).ops[0].kind == "features_s16"  # "last" has an integer definition
+    big = Pipeline(make_detector("ewma"), window=8192, stride=4096, features=("mean",))
+    big.channels_, big.threshold_ = p.channels_, 0.0
+    with pytest.raises(ConfigError, match="4096"):
+        quantize_pipeline(big, train)
+    extra, arrays, note = int8_sections(big, train)
+    assert extra == {} and arrays == {} and "4096" in note
+
+
+def test_model_file_round_trip_and_missing_program(tmp_path):
+    pipe, prog = fitted("ewma")
+    _, train = camera()
+    extra, arrays, _ = int8_sections(pipe, train)
+    save_pipeline(pipe, tmp_path / "m.twb", extra=extra, extra_arrays=arrays)
+    loaded = load_program(load_pipeline(tmp_path / "m.twb"))
+    assert loaded.model_id == prog.model_id
+    save_pipeline(pipe, tmp_path / "plain.twb")
+    with pytest.raises(ModelFileError, match="no int8 program"):
+        load_program(load_pipeline(tmp_path / "plain.twb"), "plain.twb")
+
+
+def test_compare_int8_report():
+    pipe, prog = fitted("kmeans")
+    s, train = camera()
+    rep = compare_int8(pipe, s, prog, skip_rows=len(train))
+    assert abs(rep["int8_roc_auc"] - rep["float_roc_auc"]) <= 0.01
+    assert rep["int8_bytes"] > 0 and 0.0 <= rep["int8_detection_rate"] <= 1.0
+
+
+def cli(*args):
+    code = "import sys; from tinywarden.cli import main; sys.argv = [\"tinywarden\", *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+
+
+def test_cli_train_score_int8_export(tmp_path):
+    from tinywarden.telemetry import write_csv
+
+    s, _ = camera()
+    part = s.slice(0, int(len(s) * 0.8))
+    write_csv(part, tmp_path / "tel.csv")
+    r = cli("train", str(tmp_path / "tel.csv"), "--out", str(tmp_path / "m.twb"), "--model", "kmeans",
+            "--train-fraction", str(TRAIN_DAYS / 2.4), "--param", "n_init=1")
+    assert r.returncode == 0, r.stderr
+    assert "int8 program" in r.stdout
+    r = cli("score", str(tmp_path / "m.twb"), str(tmp_path / "tel.csv"), "--int8", "--out", str(tmp_path / "s.csv"))
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    prog = load_program(load_pipeline(tmp_path / "m.twb"))
+    from tinywarden.telemetry import read_series
+
+    scores, alarms = run_int8(prog, read_series(tmp_path / "tel.csv").values)
+    assert [int(r["score"]) for r in rows] == scores.tolist()
+    assert [int(r["anomaly"]) for r in rows] == alarms.tolist()
+    r = cli("export", str(tmp_path / "m.twb"), "--target", "c", "--out", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "c" / "tinywarden_model.h").exists() and (tmp_path / "c" / "tinywarden_model.c").exists()
+    r = cli("export", str(tmp_path / "m.twb"), "--target", "vhdl", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "unknown export target 'vhdl'" in r.stderr
+    r = cli("quantize-report", str(tmp_path / "m.twb"), str(tmp_path / "tel.csv"))
+    assert r.returncode == 0 and "ROC AUC" in r.stdout, r.stderr
