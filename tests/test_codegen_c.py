@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from int8_fixtures import camera, data_dir, fitted
 
+from int8_fixtures import camera, data_dir, fitted
 from tinywarden.codegen.c import emit_c, write_c
 from tinywarden.detectors import make_detector
 from tinywarden.pipeline import Pipeline

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from int8_fixtures import camera, fitted
 
+from int8_fixtures import camera, fitted
 from tinywarden.errors import ConfigError, ModelFileError
 from tinywarden.features import extract
 from tinywarden.program import (

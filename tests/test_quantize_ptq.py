@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-from int8_fixtures import TRAIN_DAYS, camera, fitted
 from sklearn.metrics import roc_auc_score
 
+from int8_fixtures import TRAIN_DAYS, camera, fitted
 from tinywarden.detectors import make_detector
 from tinywarden.errors import ConfigError, ModelFileError
 from tinywarden.modelfile import load_pipeline, save_pipeline
