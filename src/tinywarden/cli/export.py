@@ -16,7 +16,8 @@ from tinywarden.cli.core import DataArg, ModelArg, report_gaps
 def export(
     model: ModelArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the exported files into")],
-    target: Annotated[str, typer.Option(help="What to export for: c (a C99 module of the int8 program)")] = "c",
+    target: Annotated[str, typer.Option(help="What to export for: c (C99 module of the int8 program), "
+                                        "tflite (fully-integer .tflite), onnx (float + QDQ int8 .onnx)")] = "c",
 ) -> None:
     """Export MODEL for a device: `--target c` writes tinywarden_model.h/.c (no malloc, integer only)."""
     from tinywarden.codegen import export as export_model

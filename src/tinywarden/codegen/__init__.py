@@ -16,6 +16,8 @@ from tinywarden.errors import ConfigError
 
 EXPORTERS: dict[str, str] = {
     "c": "tinywarden.codegen.c:export_c",
+    "tflite": "tinywarden.codegen.tflite:export_tflite_target",
+    "onnx": "tinywarden.codegen.onnx:export_onnx_target",
 }
 
 

@@ -146,3 +146,14 @@ def export_onnx(program: Program, out_dir: Path, pipeline: Any | None = None) ->
         onnx.save(proto, out_dir / name)
         paths.append(out_dir / name)
     return paths
+
+
+def export_onnx_target(pipeline: Any, out_dir: Path, source: str = "<model>") -> list[Path]:
+    """The ``onnx`` target of ``tinywarden export``: the float model and the QDQ int8 model of a loaded
+    model file (its fitted pipeline and its stored int8 program)."""
+    from tinywarden.quantize import load_program
+
+    try:
+        return export_onnx(load_program(pipeline, source), out_dir, pipeline=pipeline)
+    except ExportError as exc:
+        raise ExportError(f"{source}: {exc}") from None

@@ -252,3 +252,14 @@ def export_tflite(program: Program, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def export_tflite_target(pipeline: Any, out_dir: Path, source: str = "<model>") -> list[Path]:
+    """The ``tflite`` target of ``tinywarden export``: ``out_dir/tinywarden_model.tflite`` from the int8
+    program stored in the loaded model file."""
+    from tinywarden.quantize import load_program
+
+    try:
+        return [export_tflite(load_program(pipeline, source), Path(out_dir) / "tinywarden_model.tflite")]
+    except ExportError as exc:
+        raise ExportError(f"{source}: {exc}") from None

@@ -5,13 +5,15 @@ the module alone for its flash/RAM footprint, ``qemu`` runs a compiled-in sample
 Cortex-M4 and on the host, optionally counting executed instructions per window.
 """
 
-from tinywarden.target.build import CpuTarget, ModuleSize, get_target, module_size, targets
+from tinywarden.target.build import CpuTarget, ModuleSize, get_target, module_size, object_size, targets
 from tinywarden.target.qemu import (
     Decisions,
     HostRun,
+    InferenceRun,
     InstructionCount,
     TargetRun,
     count_instructions,
+    run_inference,
     run_on_host,
     run_on_qemu,
     write_stream_header,
@@ -30,6 +32,7 @@ __all__ = [
     "CpuTarget",
     "Decisions",
     "HostRun",
+    "InferenceRun",
     "InstructionCount",
     "ModuleSize",
     "TargetError",
@@ -41,6 +44,8 @@ __all__ = [
     "get_target",
     "missing_tools",
     "module_size",
+    "object_size",
+    "run_inference",
     "run_on_host",
     "run_on_qemu",
     "targets",

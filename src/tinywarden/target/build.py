@@ -142,6 +142,17 @@ def compile_object(source: Path, target: CpuTarget, out: Path, include: list[Pat
     return out
 
 
+def object_size(source: Path, includes: list[Path], target: str = "cortex-m4") -> ModuleSize:
+    """Footprint of any one C file compiled alone for ``target`` (e.g. a peer's generated model);
+    ``state_bytes`` is 0 because such code keeps its working memory in static buffers."""
+    cpu = get_target(target)
+    with tempfile.TemporaryDirectory(prefix="tw-size-") as tmp:
+        obj = compile_object(Path(source), cpu, Path(tmp) / "object.o", includes)
+        text, data, bss = _size_of_object(obj)
+        sizes, undefined = _symbols(obj)
+    return ModuleSize(target, text, data, bss, 0, undefined, sizes)
+
+
 def module_size(model_dir: Path, target: str = "cortex-m4") -> ModuleSize:
     """Cross-compile ``model_dir/tinywarden_model.c`` alone for ``target`` and measure it.
 

@@ -1,0 +1,313 @@
+"""Microcontroller footprint and cost of the default demo pipeline, against the peers a firmware team
+would otherwise pick. One command:
+
+    python benchmarks/mcu.py            # table on the terminal + benchmarks/results/mcu.md
+    python benchmarks/mcu.py --json     # the same figures as JSON on stdout
+
+The pipeline is the demo's: simulated ``camera`` device (6 channels), default dense autoencoder,
+window 128, stride 64, trained on the first attack-free days and quantized to the int8 program.
+
+Measured here, in this run:
+
+* tinywarden: the generated C module alone cross-compiled with ``arm-none-eabi-gcc -Os`` for Cortex-M4
+  (soft float, as ``-mcpu=cortex-m4 -mthumb`` builds), Cortex-M4F (hard float) and Cortex-M0+: flash =
+  text + data, static RAM = data + bss, plus the caller-owned ``tw_state_t``; its decisions on an
+  emulated Cortex-M4 (QEMU mps2-an386) compared with the Python int8 reference; exact instructions per
+  window from QEMU's per-instruction trace; host C nanoseconds per window.
+* emlearn (pip): the same float autoencoder (its weights copied into a scikit-learn ``MLPRegressor``) as
+  emlearn C, sized and counted the same way. emlearn has no window features, so it is the model only.
+* TensorFlow Lite Micro: the exported ``.tflite`` run by the ``tflite-micro`` package's interpreter on
+  the host (per ``invoke``, model only) and its arena as that interpreter records it (64-bit host
+  pointers: larger than on a Cortex-M). TFLM cannot be cross-built here (no sources in the wheel), so its
+  flash overhead comes from published figures, cited in the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinywarden.codegen.c import write_c
+from tinywarden.codegen.tflite import dense_int8, to_tflite_bytes
+from tinywarden.detectors import make_detector
+from tinywarden.features import batch_features
+from tinywarden.pipeline import Pipeline
+from tinywarden.program import run_int8
+from tinywarden.quantize.ptq import quantize_pipeline
+from tinywarden.simulate import simulate
+from tinywarden.target import missing_tools, module_size, object_size, run_inference, run_on_host, run_on_qemu
+
+RESULTS = Path(__file__).resolve().parent / "results" / "mcu.md"
+TARGETS = {"flash_bytes": 8192, "static_ram_bytes": 4096, "int8_model_bytes": 2048}
+CORES = ("cortex-m4", "cortex-m4f", "cortex-m0plus")
+#: Published TFLite Micro footprints (it cannot be cross-compiled here), quoted, with their sources.
+TFLM_PUBLISHED = [
+    ("TFLM core runtime: 'just fits in 16 KB on an Arm Cortex M3'",
+     "TensorFlow Lite for Microcontrollers overview, tensorflow.org/lite/microcontrollers (2019-2023)", 16384),
+    ("designed to work with 'as little as 20 KB of flash and 4 KB of SRAM'",
+     "P. Warden, D. Situnayake, TinyML (O'Reilly, 2019), ch. 17", 20480),
+]
+
+
+def default_pipeline(days: float, train_days: float, seed: int) -> tuple[Pipeline, Any, Any, Any]:
+    """The demo's pipeline and its int8 program, fitted on the attack-free days; plus the test part."""
+    series = simulate("camera", days, "all", seed=seed, attack_free_days=train_days)
+    cut = int(np.searchsorted(series.timestamps, series.timestamps[0] + train_days * 86400.0))
+    train, test = series.slice(0, cut), series.slice(cut, len(series))
+    pipe = Pipeline(make_detector("dense_ae")).fit(train)
+    return pipe, quantize_pipeline(pipe, train), train, test
+
+
+def int8_model_bytes(program: Any) -> dict[str, int]:
+    """Bytes of the autoencoder's int8 constants: weights alone, and with int32 bias/multiplier/shift."""
+    model = dense_int8(program)
+    weights = sum(layer.weights.nbytes for layer in model.layers)
+    per_channel = sum(layer.bias.nbytes + layer.multiplier.nbytes + layer.shift.nbytes for layer in model.layers)
+    return {"weights": weights, "with_bias_and_requant": weights + per_channel}
+
+
+def time_call(fn: Any, n: int) -> float:
+    """Median nanoseconds of ``fn()`` over ``n`` calls (median: robust on a busy machine)."""
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t0)
+    return float(np.median(samples))
+
+
+@contextlib.contextmanager
+def captured_stderr_fd() -> Any:
+    """Capture what C++ code writes to file descriptor 2 (the TFLM allocation report)."""
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        sys.stderr.flush()
+        os.dup2(tmp.fileno(), 2)
+        box: dict[str, str] = {}
+        try:
+            yield box
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            box["text"] = tmp.read().decode(errors="replace")
+
+
+def tflm_figures(tflite: bytes, x: np.ndarray) -> dict[str, Any]:
+    from tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_bytes(tflite)
+    interp.set_input(x[:1], 0)
+    interp.invoke()
+    with captured_stderr_fd() as box:
+        interp.print_allocations()
+    arena = None
+    for line in box.get("text", "").splitlines():
+        if "Arena allocation total" in line:
+            arena = int(line.split("total")[1].split()[0])
+
+    def one() -> None:
+        interp.invoke()
+
+    return {"ns_per_invoke": time_call(one, 3000), "arena_bytes_host": arena, "tflite_bytes": len(tflite)}
+
+
+def litert_ns(tflite: bytes, x: np.ndarray) -> float:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_content=tflite,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x[:1])
+    return time_call(interp.invoke, 3000)
+
+
+def emlearn_figures(pipe: Pipeline, inputs: np.ndarray, work: Path) -> dict[str, Any]:
+    """The float autoencoder as emlearn C: sizes on each core, instructions per inference, host time."""
+    import warnings
+
+    import emlearn
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+
+    layers = pipe.detector.layers()
+    d = layers[0][0].shape[1]
+    mlp = MLPRegressor(hidden_layer_sizes=tuple(w.shape[0] for w, _ in layers[:-1]), activation="relu",
+                       max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp.fit(inputs[:8], inputs[:8])  # only to shape the estimator; the weights are replaced below
+    mlp.coefs_ = [np.asarray(w, dtype=np.float64).T.copy() for w, _ in layers]
+    mlp.intercepts_ = [np.asarray(b, dtype=np.float64).copy() for _, b in layers]
+    emlearn.convert(mlp, method="loadable", return_type="regressor").save(file=str(work / "twae_model.h"),
+                                                                         name="twae")
+    (work / "tw_infer.h").write_text(f"#define TW_INFER_IN {d}\n#define TW_INFER_OUT {d}\n"
+                                     "void tw_infer(const float *in, float *out);\n")
+    (work / "emlearn_ae.c").write_text('#include "twae_model.h"\n#include "tw_infer.h"\n'
+                                       "void tw_infer(const float *in, float *out) "
+                                       "{ (void)twae_regress(in, TW_INFER_IN, out, TW_INFER_OUT); }\n")
+    src, inc = [work / "emlearn_ae.c"], [work, Path(emlearn.includedir)]
+    out: dict[str, Any] = {"sizes": {}, "instructions": {}}
+    for core in CORES:
+        s = object_size(src[0], inc, core)
+        out["sizes"][core] = {"flash": s.flash, "static_ram": s.static_ram}
+    few = inputs[:4]
+    for core in ("cortex-m4", "cortex-m4f"):
+        run = run_inference(src, inc, few, target=core, count=True)
+        assert run.per_call is not None
+        out["instructions"][core] = float(np.mean(run.per_call))
+    host = run_inference(src, inc, inputs, target=None, repeats=2000)
+    want = pipe.detector._module(__import__("torch").from_numpy(inputs.astype(np.float32))).detach().numpy()
+    out["max_abs_diff_vs_float_model"] = float(np.abs(host.outputs - want).max())
+    out["host_ns_per_inference"] = host.ns_per_call
+    return out
+
+
+def measure(days: float, train_days: float, seed: int) -> dict[str, Any]:
+    pipe, program, _, test = default_pipeline(days, train_days, seed)
+    res: dict[str, Any] = {
+        "pipeline": {"profile": "camera", "channels": len(pipe.channels_), "window": pipe.window,
+                     "stride": pipe.stride, "detector": "dense_ae", "hidden": list(pipe.detector.hidden),
+                     "features": len(pipe.features) * len(pipe.channels_), "days": days, "train_days": train_days,
+                     "seed": seed, "model_id": program.model_id},
+        "int8_model_bytes": int8_model_bytes(program),
+        "program_const_bytes": program.const_bytes,
+    }
+    stream = test.values[:2048]
+    counted = test.values[: pipe.window + 4 * pipe.stride]
+    with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmp:
+        work = Path(tmp)
+        write_c(program, work)
+        res["sizes"] = {}
+        for core in CORES:
+            s = module_size(work, core)
+            res["sizes"][core] = {"flash": s.flash, "text": s.text, "data": s.data, "bss": s.bss,
+                                  "static_ram": s.static_ram, "state": s.state_bytes,
+                                  "static_ram_with_state": s.ram_with_state, "libgcc": list(s.undefined)}
+        target = run_on_qemu(work, stream, timeout=120)
+        scores, anomalies = run_int8(program, stream)
+        res["qemu_check"] = {
+            "windows": len(scores),
+            "decisions_equal_reference": bool(np.array_equal(target.decisions.score, scores)
+                                              and np.array_equal(target.decisions.anomaly, anomalies)),
+            "anomalous_windows": int(anomalies.sum()),
+        }
+        res["instructions"] = {}
+        for core in ("cortex-m4", "cortex-m4f"):
+            counts = run_on_qemu(work, counted, target=core, count=True, timeout=300).instructions
+            assert counts is not None
+            total = int(counts.per_push.sum())
+            top = {fn: round(n / total, 3) for fn, n in list(counts.by_function.items())[:6]}
+            res["instructions"][core] = {"per_window": counts.steady_per_window, "max_push": counts.max_push,
+                                         "windows_counted": len(counts.per_window) - 1, "by_function_share": top}
+        host = run_on_host(work, stream, repeats=400)
+        res["host_c_ns_per_window"] = host.ns_per_window
+        res["host_c_decisions_equal"] = not host.decisions.differences(target.decisions)
+
+        _, feats = batch_features(pipe._select(test), pipe.window, pipe.stride, pipe.features)
+        scaled = pipe._scale(feats[:64]).astype(np.float32)
+        res["emlearn"] = emlearn_figures(pipe, scaled, work)
+
+    model = dense_int8(program)
+    tflite = to_tflite_bytes(model)
+    q_in = np.clip(np.round(scaled / model.scales[0]) + model.input_zero_point, -128, 127).astype(np.int8)
+    res["tflm"] = tflm_figures(tflite, q_in)
+    res["tflm"]["published_flash"] = [{"claim": c, "source": s, "bytes": b} for c, s, b in TFLM_PUBLISHED]
+    res["litert_ns_per_invoke"] = litert_ns(tflite, q_in)
+    m4 = res["sizes"]["cortex-m4"]
+    res["targets"] = {
+        "flash_bytes": {"limit": TARGETS["flash_bytes"], "value": m4["flash"]},
+        "static_ram_bytes": {"limit": TARGETS["static_ram_bytes"], "value": m4["static_ram_with_state"]},
+        "int8_model_bytes": {"limit": TARGETS["int8_model_bytes"],
+                             "value": res["int8_model_bytes"]["with_bias_and_requant"]},
+    }
+    for t in res["targets"].values():
+        t["met"] = t["value"] <= t["limit"]
+    return res
+
+
+def render_md(r: dict[str, Any]) -> str:
+    p, m4, m4f, m0 = r["pipeline"], r["sizes"]["cortex-m4"], r["sizes"]["cortex-m4f"], r["sizes"]["cortex-m0plus"]
+    em, tf = r["emlearn"], r["tflm"]
+    ins = r["instructions"]
+    lines = [
+        "# MCU benchmark (benchmarks/mcu.py)",
+        "",
+        f"Default demo pipeline: simulated `{p['profile']}` ({p['channels']} channels), dense autoencoder "
+        f"{p['features']}-{'-'.join(map(str, p['hidden']))}-...-{p['features']}, window {p['window']}, "
+        f"stride {p['stride']}; model {p['model_id']}. Cross-compiler `arm-none-eabi-gcc -Os`, module alone.",
+        "",
+        "| | flash B | static RAM B (+ state) | instr./window M4 | instr./window M4F | host ns/window |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| tinywarden int8, whole loop (features + model), Cortex-M4 | {m4['flash']} | "
+        f"{m4['static_ram']} (+{m4['state']} = {m4['static_ram_with_state']}) | "
+        f"{ins['cortex-m4']['per_window']:.0f} | {ins['cortex-m4f']['per_window']:.0f} | "
+        f"{r['host_c_ns_per_window']:.0f} |",
+        f"| tinywarden, Cortex-M4F (hard float) | {m4f['flash']} | {m4f['static_ram_with_state']} | | | |",
+        f"| tinywarden, Cortex-M0+ | {m0['flash']} | {m0['static_ram_with_state']} | | | |",
+        f"| emlearn float MLP, model only, Cortex-M4 | {em['sizes']['cortex-m4']['flash']} | "
+        f"{em['sizes']['cortex-m4']['static_ram']} | {em['instructions']['cortex-m4']:.0f} | "
+        f"{em['instructions']['cortex-m4f']:.0f} | {em['host_ns_per_inference']:.0f} |",
+        f"| emlearn, Cortex-M0+ | {em['sizes']['cortex-m0plus']['flash']} | "
+        f"{em['sizes']['cortex-m0plus']['static_ram']} | | | |",
+        f"| TFLite Micro, same int8 .tflite, model only | {tf['tflite_bytes']} model + >=16384 runtime "
+        f"(published) | arena {tf['arena_bytes_host']} (host) | - | - | {tf['ns_per_invoke']:.0f} (invoke) |",
+        f"| LiteRT, same .tflite, model only | | | - | - | {r['litert_ns_per_invoke']:.0f} (invoke) |",
+        "",
+        "Targets (Cortex-M4): " + ", ".join(
+            f"{k} {v['value']} <= {v['limit']}: {'met' if v['met'] else 'NOT met'}" for k, v in r["targets"].items()),
+        f"int8 model: {r['int8_model_bytes']['weights']} B of int8 weights, "
+        f"{r['int8_model_bytes']['with_bias_and_requant']} B with int32 bias/multiplier/shift; all program "
+        f"constants (incl. feature requantization) {r['program_const_bytes']} B.",
+        f"Emulated Cortex-M4 decisions equal the Python int8 reference on {r['qemu_check']['windows']} windows "
+        f"({r['qemu_check']['anomalous_windows']} anomalous): {r['qemu_check']['decisions_equal_reference']}; "
+        f"host C equal: {r['host_c_decisions_equal']}.",
+        f"Instructions are exact counts (QEMU one instruction per block, `-d exec,nochain`), mean over "
+        f"{ins['cortex-m4']['windows_counted']} steady windows (one stride of pushes each); longest single push "
+        f"{ins['cortex-m4']['max_push']} on M4. Share of the M4 instructions by function (libgcc soft-float "
+        "helpers such as `__subsf3` serve the float sample quantization): "
+        + ", ".join(f"`{k}` {v:.0%}" for k, v in ins["cortex-m4"]["by_function_share"].items()) + ".",
+        f"emlearn outputs vs the float model: max |diff| {em['max_abs_diff_vs_float_model']:.2e} (emlearn "
+        "prints weights with 6 decimals). emlearn and TFLM have no window features: their rows are the "
+        "model part only.",
+        "TFLM flash is not measured here (the pip wheel has no sources to cross-build); published figures:",
+    ]
+    lines += [f"- {x['claim']} ({x['source']})" for x in tf["published_flash"]]
+    lines.append("Host times are medians on this machine and vary between runs; instruction counts and sizes "
+                 "do not.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    ap.add_argument("--days", type=float, default=14.0, help="simulated days (the demo's default)")
+    ap.add_argument("--train-days", type=float, default=8.0, help="attack-free training days")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    missing = missing_tools()
+    if missing:
+        print("cannot run the MCU benchmark:\n  " + "\n  ".join(missing), file=sys.stderr)
+        return 2
+    res = measure(args.days, args.train_days, args.seed)
+    md = render_md(res)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(md)
+    if args.json:
+        print(json.dumps(res, indent=2, sort_keys=True))
+    else:
+        print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""`tinywarden export --target tflite|onnx` end to end: the files a trained model file exports run in
+TFLite Micro and onnxruntime with the stored int8 program's outputs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_series
+from test_tflite import lsb, program_tensors, run_tflm
+from tinywarden.codegen.tflite import dense_int8
+from tinywarden.pipeline import load_pipeline
+from tinywarden.program import quantize_samples
+from tinywarden.quantize import load_program
+from tinywarden.telemetry import write_csv
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the real entry point in this process (exit status, stdout, stderr): the same code path as the
+    console script, without paying the interpreter start-up per call."""
+    from tinywarden.cli import main
+
+    argv = sys.argv
+    sys.argv = ["tinywarden", *args]
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main()
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out, out.err
+
+
+def train(capsys: pytest.CaptureFixture[str], tmp_path: Path, model: str, *params: str) -> Path:
+    write_csv(make_series(n=5000, channels=6, seed=21), tmp_path / "tel.csv")
+    out = tmp_path / f"{model}.twb"
+    args = [arg for p in params for arg in ("--param", p)]
+    rc, _, err = cli(capsys, "train", str(tmp_path / "tel.csv"), "--out", str(out), "--model", model,
+                     "--window", "64", "--stride", "32", *args)
+    assert rc == 0, err
+    return out
+
+
+def test_export_tflite_and_onnx_from_a_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    twb = train(capsys, tmp_path, "dense_ae", "epochs=3")
+    rc, out, err = cli(capsys, "export", str(twb), "--target", "tflite", "--out", str(tmp_path / "tfl"))
+    assert rc == 0, err
+    assert "tinywarden_model.tflite" in out.replace("\n", "")
+    rc, _, err = cli(capsys, "export", str(twb), "--target", "onnx", "--out", str(tmp_path / "onnx"))
+    assert rc == 0, err
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["tinywarden_float.onnx",
+                                                                    "tinywarden_int8_qdq.onnx"]
+
+    pipe = load_pipeline(str(twb))
+    program = load_program(pipe)
+    x = make_series(n=600, channels=6, seed=22).values
+    q = quantize_samples(program, x)
+    windows = np.stack([q[s : s + 64] for s in range(0, len(q) - 63, 16)])
+    env = program_tensors(program, windows)
+    data = (tmp_path / "tfl" / "tinywarden_model.tflite").read_bytes()
+    assert lsb(run_tflm(data, env["input"].astype(np.int8)), env["recon"]) <= 1
+
+    model = dense_int8(program)
+    real = np.float32(model.scales[0]) * (env["input"].astype(np.float32) - np.float32(model.input_zero_point))
+    sess = ort.InferenceSession(str(tmp_path / "onnx" / "tinywarden_int8_qdq.onnx"),
+                                providers=["CPUExecutionProvider"])
+    assert lsb(sess.run(["output_int8"], {"input": real})[0], env["recon"]) <= 1
+
+
+def test_export_of_a_detector_without_an_autoencoder_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    twb = train(capsys, tmp_path, "ewma")
+    rc, _, err = cli(capsys, "export", str(twb), "--target", "tflite", "--out", str(tmp_path / "tfl"))
+    assert rc == 2
+    flat = err.replace("\n", "")
+    assert "only the dense autoencoder" in flat and twb.name in flat
+    assert not (tmp_path / "tfl" / "tinywarden_model.tflite").exists()
