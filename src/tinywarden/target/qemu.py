@@ -5,7 +5,7 @@ same sample stream, compiled into the image as ``tw_stream.h``; each window's de
 ``w <sample index> <score> <anomaly>`` line (semihosting on the target, stdout on the host), so the two
 can be compared exactly.
 
-With ``count_instructions=True`` QEMU runs one instruction per translation block and logs every
+With ``count=True`` QEMU runs one instruction per translation block and logs every
 executed block (``-d exec,nochain``): one trace line per instruction, tagged with its function name.
 The harness brackets every ``tw_push`` between calls to ``tw_mark_begin``/``tw_mark_end``, so counting
 the lines in between gives the exact number of instructions of each push, repeatable on a noisy machine.
