@@ -90,6 +90,7 @@ __all__ = [
 ]
 
 TIER_NONE = "none"
+ACTUATOR_RECORDS_KEPT = 16
 
 
 class AgentError(TinywardenError):
@@ -466,7 +467,7 @@ class Agent:
         except Exception as exc:  # any failure of the model path must reach the engine's fail-safe
             events += self._model_fault(t, f"{type(exc).__name__}: {exc}")
         else:
-            if self._fault_streak:
+            if self._fault_streak and old_score is not None:  # recovered only once a window scores again
                 self._audit("model_recovered", {"after_faults": self._fault_streak}, t)
                 self._fault_streak = 0
         if new_score is not None:
@@ -486,6 +487,8 @@ class Agent:
             events += self.engine.tick(at=t)  # timers (dead-man, de-escalation) fire on time between windows
 
         self._escalate(events, t, score)
+        if events:
+            self._trim_actuator_records()
         # Status is rewritten when something changed, but at most every status_interval_s of real time:
         # a replay runs thousands of windows a second and readers only need the current picture.
         if events or (score is not None and time.monotonic() >= self._status_due):
@@ -634,6 +637,7 @@ class Agent:
             self._audit("bundle_superseded", {"model": self._pending.loaded.describe()})
         self._pending = runner
         self._audit("bundle_accepted", {"model": loaded.describe(), "from": self._active.loaded.describe()})
+        self.write_status()
 
     def _refuse(self, source: str, reason: str) -> None:
         self.refused += 1
@@ -677,6 +681,7 @@ class Agent:
             "engine": "carried over" if same_policy else "restarted (policy changed)",
             "tier": engine.tier,
         }, t)  # fmt: skip
+        self.write_status()
 
     def _revert_all(self, engine: ResponseEngine, t: float) -> None:
         for act in reversed(engine.actuators):
@@ -777,11 +782,19 @@ class Agent:
             self._audit("escalation_failed", {"tier": tier, "reason": str(exc)}, t)
             return None
 
+    def _trim_actuator_records(self) -> None:
+        # Log and dry-run actuators keep every line they logged in a list; the audit log already holds
+        # each event, so a long-running agent keeps only the newest lines to keep its memory bounded.
+        for act in self.engine.actuators:
+            records = getattr(act, "records", None)
+            if isinstance(records, list) and len(records) > ACTUATOR_RECORDS_KEPT:
+                del records[:-ACTUATOR_RECORDS_KEPT]
+
     def _tier_name(self, tier: int) -> str:
         return TIER_NONE if tier == 0 else self.engine.policy.tiers[tier - 1].name
 
     def _drain_notices(self, t: float | None) -> None:
-        while True:
+        while not self._notices.empty():
             try:
                 kind, data = self._notices.get_nowait()
             except queue.Empty:
