@@ -89,6 +89,11 @@ class Kit:
 
 @pytest.fixture(scope="module")
 def kit() -> Kit:
+    return build_kit()
+
+
+def build_kit() -> Kit:
+    """Two small models trained on simulated camera telemetry, a signing key and an attacked stream."""
     train = simulate("camera", days=2, attacks="none", seed=11)
     p1 = Pipeline(make_detector("ewma"), window=32, stride=16).fit(train)
     p2 = Pipeline(make_detector("ewma"), window=64, stride=32).fit(train)
