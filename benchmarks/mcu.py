@@ -283,7 +283,7 @@ def render_md(r: dict[str, Any]) -> str:
     ]
     lines += [f"- {x['claim']} ({x['source']})" for x in tf["published_flash"]]
     lines.append("Host times are medians on this machine and vary between runs; instruction counts and sizes "
-                 "do not.")
+                 "are exact for a given model and change only with the model or the generated C.")
     return "\n".join(lines) + "\n"
 
 
