@@ -107,8 +107,13 @@ class TorchAutoencoder(Detector):
             check_param(name, value, isinstance(value, int) and value >= 1, "an integer >= 1")
         check_param("lr", self.lr, isinstance(self.lr, int | float) and self.lr > 0, "a positive float")
 
-    def _train(self, module: Any, x: np.ndarray, progress: Progress | None) -> None:
-        """Train ``module`` on ``x`` and store its weights as this detector's learned state."""
+    def _train(self, build: Callable[[], Any], x: np.ndarray, progress: Progress | None) -> None:
+        """Build a module (its initial weights seeded by ``random_state``), train it on ``x`` and store its
+        weights as this detector's learned state."""
+        import torch
+
+        torch.manual_seed(self.random_state)
+        module = build()
         steps = steps_for(len(x), self.batch_size, self.epochs, self.max_steps)
         self.train_loss_ = train_reconstruction(
             module, x, steps=steps, batch_size=self.batch_size, lr=self.lr, seed=self.random_state, progress=progress

@@ -71,5 +71,5 @@ class DenseAutoencoder(TorchAutoencoder):
         self._check_training_params()
         x = self._check_input(X, fitting=True)
         d = x.shape[1]
-        self._train(_dense_module([d, *h, *h[-2::-1], d]), x, progress)
+        self._train(lambda: _dense_module([d, *h, *h[-2::-1], d]), x, progress)
         return self

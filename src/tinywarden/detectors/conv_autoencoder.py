@@ -103,5 +103,5 @@ class ConvAutoencoder(TorchAutoencoder):
             raise DataError(
                 f"ConvAutoencoder with {len(ch)} layers needs a window divisible by {2 ** len(ch)}, got {x.shape[1]}"
             )
-        self._train(_conv_module(x.shape[2], list(ch), k), x, progress)
+        self._train(lambda: _conv_module(x.shape[2], list(ch), k), x, progress)
         return self
