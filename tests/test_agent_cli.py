@@ -1,0 +1,126 @@
+"""``tinywarden agent`` through the real entry point: replay to a real broker, live sampling of this host,
+and one-line errors (exit 2) for bundles, policies and telemetry it cannot use."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mosquitto import Mosquitto
+from test_agent import CRITICAL_POLICY, POLICY, Kit, build_kit
+from test_escalate_mqtt import Subscriber
+from tinywarden import bundle as tb
+from tinywarden.agent.status import read_status
+from tinywarden.audit import verify
+from tinywarden.cli import main
+from tinywarden.detectors import make_detector
+from tinywarden.modelfile import pipeline_to_bytes
+from tinywarden.pipeline import Pipeline
+from tinywarden.telemetry import Series, write_csv
+from tinywarden.telemetry.live import LiveSampler
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tinywarden", "agent", *map(str, args)], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def run_here(monkeypatch, capsys, *args: str | Path) -> tuple[int, str]:
+    """The same entry point in this process (exit status, stderr): cheaper for the error cases."""
+    monkeypatch.setattr(sys, "argv", ["tinywarden", "agent", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    return int(exit_.value.code or 0), capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def kit() -> Kit:
+    return build_kit()
+
+
+@pytest.fixture(scope="module")
+def files(kit: Kit, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A key pair on disk (the device holds only the .pub), a signed bundle and the stream as CSV."""
+    d = tmp_path_factory.mktemp("agent-cli")
+    priv, pub = tb.write_keypair(d / "fleet")
+    key = tb.load_private_key(priv)
+    bundle = d / "cam.twbundle"
+    bundle.write_bytes(kit.signed(kit.m1, 1, key=key))
+    data = d / "cam.csv"
+    write_csv(Series(kit.stream.timestamps[:6000], kit.stream.values[:6000], kit.stream.channels), data)
+    return {"pub": pub, "priv": priv, "bundle": bundle, "data": data, "dir": d}
+
+
+def test_replay_escalates_to_a_real_broker_and_writes_status(files, tmp_path):
+    with Mosquitto(tmp_path / "broker") as broker:
+        sub = Subscriber(broker.port)
+        state = tmp_path / "state"
+        r = run("--bundle", files["bundle"], "--pubkey", files["pub"], "--state-dir", state,
+                "--replay", files["data"], "--mqtt", f"127.0.0.1:{broker.port}", "--device-id", "cam-9",
+                "--escalate-tier", "1")  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        st = read_status(state / "status.json")
+        assert st["incidents"] > 0 and st["escalation"]["spooled"] == 0
+        got = sub.wait_for_id(json.loads(sub.payloads[-1])["incident_id"]) if sub.payloads else []
+        sub.close()
+    assert len(got) == st["incidents"] == st["escalation"]["delivered"]
+    assert {json.loads(p)["device_id"] for p in sub.payloads} == {"cam-9"}
+    assert st["samples_seen"] == 6000 and st["mode"] == "replay" and st["model"]["version"] == 1
+    assert "incidents" in r.stdout and verify(state / "audit.log").ok
+
+
+def test_live_sampling_of_this_host(tmp_path, files):
+    channels = LiveSampler(1.0, interfaces=["lo"]).channels
+    rng = np.random.default_rng(0)
+    train = Series(np.arange(400.0), rng.normal(10.0, 1.0, size=(400, len(channels))), channels)
+    model = pipeline_to_bytes(Pipeline(make_detector("ewma"), window=8, stride=4).fit(train))
+    raw = tb.create_bundle(model, POLICY.encode(), {"model_id": "host", "profile": "gateway"})
+    bundle = tmp_path / "host.twbundle"
+    bundle.write_bytes(tb.sign_bundle(raw, tb.load_private_key(files["priv"]), version=1))
+    state = tmp_path / "state"
+    r = run("--bundle", bundle, "--pubkey", files["pub"], "--state-dir", state, "--rate", "50",
+            "--interface", "lo", "--max-samples", "24", "--device-id", "gw-1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    st = read_status(state / "status.json")
+    assert st["mode"] == "live" and st["samples_seen"] == 24 and st["windows_scored"] == (24 - 8) // 4 + 1
+    assert st["model"]["channels"] == list(channels)
+    assert list(state.glob("engine-*.json")), "a live agent keeps its engine state to resume after a restart"
+    assert verify(state / "audit.log").ok
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("tampered", "signature does not match|canonical|not valid JSON"),
+        ("critical-policy", "critical process"),
+        ("missing-channel", "distinct_dst"),
+        ("bad-mqtt", "--mqtt"),
+    ],
+)
+def test_unusable_inputs_are_one_line_errors(files, tmp_path, kit, monkeypatch, capsys, case, message):
+    bundle, data, extra = files["bundle"], files["data"], []
+    if case == "tampered":
+        raw = bytearray(files["bundle"].read_bytes())
+        raw[120] ^= 0x01
+        bundle = tmp_path / "tampered.twbundle"
+        bundle.write_bytes(bytes(raw))
+    elif case == "critical-policy":
+        (tmp_path / "bad.toml").write_text(CRITICAL_POLICY)
+        extra = ["--policy", tmp_path / "bad.toml"]
+    elif case == "missing-channel":
+        data = tmp_path / "short.csv"
+        s = kit.stream
+        write_csv(Series(s.timestamps[:100], s.values[:100, :5], s.channels[:5]), data)
+    else:
+        extra = ["--mqtt", "127.0.0.1:notaport"]
+    code, err = run_here(monkeypatch, capsys, "--bundle", bundle, "--pubkey", files["pub"], "--state-dir",
+                         tmp_path / "state", "--replay", data, *extra)  # fmt: skip
+    assert code == 2, err
+    assert "Traceback" not in err and err.startswith("error:")
+    assert re.search(message, " ".join(err.split())), err
