@@ -20,9 +20,8 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-from sklearn.mixture import GaussianMixture
-
 from benchmarks.peers.base import Peer, fit_standard_scaler
+from sklearn.mixture import GaussianMixture
 
 #: Test windows the compiled C model is checked on (emlearn builds and runs an executable for it).
 C_CHECK_ROWS = 256

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from river.anomaly import HalfSpaceTrees
-
 from benchmarks.peers.base import Peer
+from river.anomaly import HalfSpaceTrees
 
 
 class RiverHST(Peer):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from pyod.models.iforest import IForest
-
 from benchmarks.peers.base import Peer
+from pyod.models.iforest import IForest
 
 #: Learned numbers per tree node in a flat C-like layout: feature, threshold, left, right, and the
 #: node's sample count (needed for the path-length correction at leaves).

@@ -24,9 +24,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.cluster.hierarchy import ClusterNode, linkage, to_tree
-
 from benchmarks.peers.base import Peer
+from scipy.cluster.hierarchy import ClusterNode, linkage, to_tree
 
 _EPS = 1e-16  # the reference code's 0.0000000000000001 in the min-max denominator
 

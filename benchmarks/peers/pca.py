@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.decomposition import PCA
-
 from benchmarks.peers.base import Peer, fit_standard_scaler
+from sklearn.decomposition import PCA
 
 
 class PCABaseline(Peer):

@@ -1,0 +1,418 @@
+"""Detection quality, size and speed of every tinywarden detector (float and int8) against peers.
+
+One run, one machine, the same training windows and the same window features for everybody, on the
+public data in ``../shared/data`` (SMD, ASD, NAB) and on the simulator's attack suite::
+
+    python benchmarks/quality.py                 # full run (about 15 min on 2 cores); writes benchmarks/results/
+    python benchmarks/quality.py --quick         # one small entity per dataset, < 2 min; writes nothing
+    python benchmarks/quality.py --json rows.json --datasets smd,nab
+
+tinywarden detectors come from ``tinywarden.detectors.REGISTRY`` (a new family shows up by itself)
+with their default parameters; int8 rows use ``tinywarden.quantize.ptq.quantize_pipeline`` and the
+integer reference interpreter ``tinywarden.program.run_int8``. Peers are in ``benchmarks/peers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import (  # noqa: E402 (after the path fix above)
+    DATASETS,
+    FPR_POINTS,
+    PROTOCOLS,
+    RESULTS,
+    Entity,
+    entities,
+    fmt,
+    json_safe,
+    machine_info,
+    quality_metrics,
+    single_core,
+    timed,
+)
+
+Row = dict[str, Any]
+#: Headline columns of the per-dataset tables: (key in a row, column title).
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("detector", "detector"),
+    ("int8", "int8"),
+    ("roc_auc", "ROC AUC (window)"),
+    ("row_roc_auc", "ROC AUC (row)"),
+    ("pr_auc", "PR AUC"),
+    ("best_f1", "best F1"),
+    ("det_rate_fpr0_1", "det. @0.1% FPR"),
+    ("det_rate_fpr1", "det. @1% FPR"),
+    ("latency_s_fpr1", "latency s @1%"),
+    ("n_params", "params"),
+    ("model_bytes", "model bytes"),
+    ("train_s", "train s"),
+    ("windows_per_s", "windows/s"),
+)
+
+
+# -- one entity ---------------------------------------------------------------------------------
+def _row(entity: Entity, detector: str, family: str, int8: bool, end_rows: Any, scores: Any, n_params: int,
+         model_bytes: int, train_s: float, score_s: float, note: str = "") -> Row:
+    row: Row = {"dataset": entity.dataset, "entity": entity.name, "detector": detector, "family": family,
+                "int8": int8}
+    row.update(quality_metrics(entity, end_rows, scores))
+    row.update(n_params=int(n_params), model_bytes=int(model_bytes), train_s=train_s,
+               windows_per_s=len(end_rows) / score_s if score_s > 0 else math.nan, timed_windows=len(end_rows),
+               score_s=score_s, note=note)
+    return row
+
+
+def _unavailable(entity: Entity, detector: str, family: str, int8: bool, reason: str) -> Row:
+    return {"dataset": entity.dataset, "entity": entity.name, "detector": detector, "family": family, "int8": int8,
+            "unavailable": reason}
+
+
+def tinywarden_rows(entity: Entity, only: Sequence[str] | None = None) -> list[Row]:
+    """Float and int8 rows of every registered tinywarden detector (default parameters), or of ``only``."""
+    import numpy as np
+
+    from tinywarden.detectors import REGISTRY, make_detector
+    from tinywarden.errors import TinywardenError
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.program import run_int8
+    from tinywarden.quantize.ptq import quantize_pipeline
+
+    p = entity.protocol
+    rows: list[Row] = []
+    for name in REGISTRY:
+        if only is not None and name not in only:
+            continue
+        pipeline = Pipeline(make_detector(name), window=p.window, stride=p.train_stride)
+        try:
+            _, fit_s = timed(lambda pl=pipeline: pl.fit(entity.train))
+        except TinywardenError as exc:
+            rows += [_unavailable(entity, name, "tinywarden", int8, f"fit failed: {exc}") for int8 in (False, True)]
+            continue
+        # Scoring at the test stride: the fitted state is stride-independent, only windowing changes.
+        scorer = copy.copy(pipeline)
+        scorer.stride = p.test_stride
+        scored, score_s = timed(lambda sc=scorer: sc.score(entity.stream))
+        rows.append(_row(entity, name, "tinywarden", False, scored.end_rows, scored.scores, pipeline.n_params_,
+                         pipeline.model_bytes_, fit_s, score_s, "float64 pipeline (scaler + detector, float32 size)"))
+        try:
+            program, q_s = timed(lambda pl=pipeline: quantize_pipeline(pl, entity.train))
+        except TinywardenError as exc:
+            rows.append(_unavailable(entity, name, "tinywarden", True, str(exc)))
+            continue
+        prog = dataclasses.replace(program, stride=p.test_stride)
+        (scores, _), int8_s = timed(lambda pr=prog: run_int8(pr, entity.stream.values))
+        if len(scores) != len(scored.end_rows):
+            raise RuntimeError(f"{entity.name}/{name}: int8 gave {len(scores)} windows, float {len(scored.end_rows)}")
+        n_const = int(program.sample_offset.size + program.sample_mul.size
+                      + sum(np.asarray(a).size for op in program.ops for a in op.consts.values()))
+        rows.append(_row(entity, name, "tinywarden", True, scored.end_rows, scores, n_const, program.const_bytes,
+                         fit_s + q_s, int8_s, "int8 program (quantize_pipeline), numpy reference interpreter "
+                         "run_int8; bytes = device constants"))
+    return rows
+
+
+def peer_rows(entity: Entity, train_x: Any, test: tuple[Any, Any], feature_s: float,
+              only: Sequence[str] | None = None) -> list[Row]:
+    """Rows of every peer on the shared features; scoring time includes the feature extraction."""
+    from benchmarks.peers import PEERS
+
+    end_rows, test_x = test
+    rows: list[Row] = []
+    for name, factory in PEERS.items():
+        if only is not None and name not in only:
+            continue
+        peer, fit_s = timed(lambda f=factory: f().fit(train_x))
+        scores, score_s = timed(lambda pe=peer: pe.score_samples(test_x))
+        note = peer.note
+        if hasattr(peer, "check_c"):
+            peer.check_c(test_x)
+            note += f" (C vs scikit-learn: max rel. diff {peer.c_max_rel_diff_:.1e})"
+        rows.append(_row(entity, name, "peer", False, end_rows, scores, peer.n_params_, peer.model_bytes_, fit_s,
+                         feature_s + score_s, note))
+    return rows
+
+
+def run_entity(entity: Entity, detectors: Sequence[str] | None = None, peers: Sequence[str] | None = None
+               ) -> list[Row]:
+    """Train every detector on ``entity``'s normal span and score its test span."""
+    from tinywarden.features import batch_features
+    from tinywarden.pipeline import normal_window_mask
+
+    p = entity.protocol
+    tr_ends, tr_x = batch_features(entity.train.values, p.window, p.train_stride)
+    # the same normal windows Pipeline.fit uses (its fit and calibration parts together)
+    train_x = tr_x[normal_window_mask(entity.train.labels, tr_ends, p.window)]
+    test, feature_s = timed(lambda: batch_features(entity.stream.values, p.window, p.test_stride))
+    return tinywarden_rows(entity, detectors) + peer_rows(entity, train_x, test, feature_s, peers)
+
+
+def _entity_job(job: tuple[str, int, bool, list[str] | None, list[str] | None]) -> list[Row]:
+    """Run the ``index``-th entity of a dataset (a picklable unit of work for the process pool)."""
+    dataset, index, quick, detectors, peers = job
+    single_core()
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)  # PyOD/torch chatter, not results
+    entity = next(e for i, e in enumerate(entities(dataset, quick=quick)) if i == index)
+    rows, secs = timed(lambda: run_entity(entity, detectors, peers))
+    print(f"[{dataset} {index + 1}] {entity.name}: {secs:.0f} s CPU", file=sys.stderr, flush=True)
+    return rows
+
+
+# -- summaries ------------------------------------------------------------------------------------
+MEAN_KEYS = ("roc_auc", "row_roc_auc", "pr_auc", "best_f1", *(f"det_rate_fpr{f * 100:g}".replace(".", "_")
+             for f in FPR_POINTS), *(f"latency_s_fpr{f * 100:g}".replace(".", "_") for f in FPR_POINTS),
+             "n_params", "model_bytes", "train_s")
+
+
+def summarise(rows: Sequence[Row]) -> list[Row]:
+    """One row per (dataset, detector, int8): means over entities (nan-skipping), total throughput."""
+    import numpy as np
+
+    out: list[Row] = []
+    keys: list[tuple[str, str, bool]] = []
+    for r in rows:
+        k = (r["dataset"], r["detector"], r["int8"])
+        if k not in keys:
+            keys.append(k)
+    for dataset, detector, int8 in keys:
+        group = [r for r in rows if (r["dataset"], r["detector"], r["int8"]) == (dataset, detector, int8)]
+        done = [r for r in group if "unavailable" not in r]
+        s: Row = {"dataset": dataset, "detector": detector, "family": group[0]["family"], "int8": int8,
+                  "n_entities": len(done)}
+        if not done:
+            s["unavailable"] = group[0]["unavailable"]
+            out.append(s)
+            continue
+        for key in MEAN_KEYS:
+            vals = np.array([r[key] for r in done], dtype=np.float64)
+            s[key] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
+        s["model_bytes"] = int(round(s["model_bytes"]))
+        s["n_params"] = int(round(s["n_params"]))
+        s["windows_per_s"] = sum(r["timed_windows"] for r in done) / sum(r["score_s"] for r in done)
+        s["note"] = done[0]["note"]
+        out.append(s)
+    return out
+
+
+def goal_check(summary: Sequence[Row]) -> list[Row]:
+    """Issue 6's goal per dataset: best int8 tinywarden vs best peer (ROC AUC, size, speed vs river HST)."""
+    out: list[Row] = []
+    for dataset in dict.fromkeys(r["dataset"] for r in summary):
+        rows = [r for r in summary if r["dataset"] == dataset and "unavailable" not in r
+                and math.isfinite(r["roc_auc"])]
+        ours = [r for r in rows if r["family"] == "tinywarden" and r["int8"]]
+        peers = [r for r in rows if r["family"] == "peer"]
+        if not ours or not peers:
+            continue
+        best = max(ours, key=lambda r: r["roc_auc"])
+        peer = max(peers, key=lambda r: r["roc_auc"])
+        hst = next((r for r in peers if r["detector"] == "river_hst"), None)
+        out.append({
+            "dataset": dataset, "best_int8": best["detector"], "int8_roc_auc": best["roc_auc"],
+            "best_peer": peer["detector"], "peer_roc_auc": peer["roc_auc"],
+            "auc_met": best["roc_auc"] >= peer["roc_auc"],
+            "bytes_ratio": peer["model_bytes"] / best["model_bytes"],
+            "size_met": peer["model_bytes"] >= 10 * best["model_bytes"],
+            "speed_ratio_vs_hst": best["windows_per_s"] / hst["windows_per_s"] if hst else math.nan,
+        })
+    return out
+
+
+# -- output ---------------------------------------------------------------------------------------
+def protocol_text() -> list[str]:
+    lines = [
+        "Protocol: per entity, every detector is trained on the same normal training windows (tinywarden's "
+        "Pipeline holds out its last 25% of them to calibrate a threshold; peers train on all of them) and "
+        "scores the same test windows; window label = any anomalous row in the window. Features: "
+        "tinywarden's DEFAULT_FEATURES per channel (mean, std, min, max, rms, band1-3, crossings, "
+        "diff_abs_mean, diff_abs_max), identical for every detector except conv_ae, which reads the raw "
+        "window. Default parameters everywhere.",
+        "",
+        "| dataset | window | train stride | test stride | train span | scored span |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in PROTOCOLS.values():
+        lines.append(f"| {p.dataset} | {p.window} | {p.train_stride} | {p.test_stride} | {p.train_span} | "
+                     f"{p.test_span} |")
+    lines += [
+        "",
+        "Columns: ROC/PR AUC of window scores vs window labels (sklearn roc_auc_score / average_precision); "
+        "ROC AUC (row): each row scored by the window ending at it, vs the row's label (the ../shared/README.md "
+        "convention; stride-1 datasets only); best F1 over all thresholds; det. @x% FPR: fraction of labelled "
+        "incidents (runs of anomalous rows) with at least one window flagged, at the threshold that lets x% of "
+        "the test's normal windows through (no persistence); latency: mean time from incident onset to the "
+        "first flagged window at 1% FPR; params/bytes: learned values needed to score, incl. the feature "
+        "scaler (float rows: float32; int8 rows: the int8 program's constants; emlearn: compiled object); "
+        "train s: fit (+ quantization) time; windows/s: scoring throughput on one core from raw samples to "
+        "scores, feature extraction included. All numbers are means over the dataset's entities (NaN skipped: "
+        "a NAB series without anomaly has no AUC); windows/s is total windows / total time.",
+    ]
+    return lines
+
+
+def markdown(summary: Sequence[Row], goals: Sequence[Row], info: dict[str, str], datasets: Sequence[str],
+             n_entities: dict[str, int]) -> str:
+    lines = ["# tinywarden vs peers: detection quality, size and speed", "",
+             "Generated by `python benchmarks/quality.py`; do not edit by hand.", "",
+             f"Measured {info['date']} on {info['machine']}; Python {info['python']}; commit {info['commit']}; "
+             f"{info['versions']}.", ""]
+    lines += protocol_text()
+    lines += ["", "## Goal check (issue 6)", "",
+              "Best int8 tinywarden detector vs best peer by mean window ROC AUC; goal: AUC at or above the "
+              "peer's with a model at least 10x smaller, and throughput at least 10x river HalfSpaceTrees.", "",
+              "| dataset | best int8 | ROC AUC | best peer | ROC AUC | AUC goal | peer bytes / ours | size goal | "
+              "windows/s vs river HST |", "|---|---|---|---|---|---|---|---|---|"]
+    for g in goals:
+        lines.append(f"| {g['dataset']} | {g['best_int8']} | {fmt(g['int8_roc_auc'])} | {g['best_peer']} | "
+                     f"{fmt(g['peer_roc_auc'])} | {'met' if g['auc_met'] else '**short**'} | "
+                     f"{g['bytes_ratio']:.1f}x | {'met' if g['size_met'] else '**short**'} | "
+                     f"{g['speed_ratio_vs_hst']:.1f}x |")
+    notes: dict[str, str] = {}
+    for dataset in datasets:
+        rows = [r for r in summary if r["dataset"] == dataset]
+        if not rows:
+            continue
+        lines += ["", f"## {dataset} ({n_entities.get(dataset, 0)} entities)", "",
+                  "| " + " | ".join(t for _, t in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        for r in rows:
+            if "unavailable" in r:
+                lines.append(f"| {r['detector']} | yes | not available: {r['unavailable']} |"
+                             + " |" * (len(COLUMNS) - 3))
+                continue
+            cells = [fmt(r[k], 0 if k in ("train_s",) and r[k] >= 10 else 3) if k != "int8" else
+                     ("yes" if r[k] else "no") for k, _ in COLUMNS]
+            lines.append("| " + " | ".join(cells) + " |")
+            notes.setdefault(f"{r['detector']}{' int8' if r['int8'] else ''}", r["note"])
+    lines += ["", "## What each row is", ""]
+    lines += [f"- **{k}**: {v}" for k, v in notes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: Sequence[Row], path: Path, datasets: Sequence[str]) -> None:
+    """Mean window ROC AUC against model bytes, one panel per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [d for d in datasets if any(r["dataset"] == d for r in summary)]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 4.0), squeeze=False)
+    styles = {("tinywarden", True): ("o", "tab:blue", "tinywarden int8"),
+              ("tinywarden", False): ("s", "tab:cyan", "tinywarden float"),
+              ("peer", False): ("^", "tab:red", "peer")}
+    for ax, dataset in zip(axes[0], shown, strict=True):
+        for r in summary:
+            if r["dataset"] != dataset or "unavailable" in r or not math.isfinite(r["roc_auc"]):
+                continue
+            marker, color, label = styles[(r["family"], r["int8"])]
+            ax.scatter(r["model_bytes"], r["roc_auc"], marker=marker, color=color, label=label)
+            ax.annotate(r["detector"], (r["model_bytes"], r["roc_auc"]), fontsize=7, xytext=(3, 2),
+                        textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(dataset)
+        ax.set_xlabel("model bytes (log)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean window ROC AUC")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    uniq = dict(zip(labels, handles, strict=False))
+    fig.legend(uniq.values(), uniq.keys(), loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- command line ---------------------------------------------------------------------------------
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one small entity per dataset (smoke test, < 2 min)")
+    ap.add_argument("--datasets", default=",".join(DATASETS), help=f"comma list from {', '.join(DATASETS)}")
+    ap.add_argument("--json", type=Path, help="also write the per-dataset rows as a JSON list to this file")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="folder for quality.md/.png/.json (default benchmarks/results; --quick: none)")
+    ap.add_argument("--detectors", default=None,
+                    help="comma list of tinywarden detectors (default: every one in tinywarden.detectors.REGISTRY)")
+    ap.add_argument("--peers", default=None, help="comma list of peers (default: all in benchmarks/peers)")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="entities run in parallel worker processes, one core each (default: 2)")
+    args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be at least 1, got {args.jobs}")
+    args.detectors = _names(args.detectors)
+    args.peers = _names(args.peers)
+    args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = [d for d in args.datasets if d not in DATASETS]
+    if unknown or not args.datasets:
+        ap.error(f"unknown dataset(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(DATASETS)}")
+    if args.results is None and not args.quick:
+        args.results = RESULTS
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    single_core()
+    info = machine_info()
+    rows: list[Row] = []
+    n_entities: dict[str, int] = {}
+    jobs: list[tuple[str, int, bool, list[str] | None, list[str] | None]] = []
+    for dataset in args.datasets:
+        try:
+            n = sum(1 for _ in entities(dataset, quick=args.quick))
+        except FileNotFoundError as exc:
+            print(f"skipping {dataset}: {exc}", file=sys.stderr)
+            continue
+        n_entities[dataset] = n
+        jobs += [(dataset, i, args.quick, args.detectors, args.peers) for i in range(n)]
+    if args.jobs > 1 and len(jobs) > 1:
+        import multiprocessing
+
+        # each worker process is single-threaded and times its own CPU, so parallel entities do not
+        # distort each other's throughput figures
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            for part in pool.imap(_entity_job, jobs):
+                rows += part
+    else:
+        for job in jobs:
+            rows += _entity_job(job)
+    if not rows:
+        print("no dataset found: set TINYWARDEN_DATA to the shared data folder", file=sys.stderr)
+        return 2
+    summary = summarise(rows)
+    goals = goal_check(summary)
+    text = markdown(summary, goals, info, args.datasets, n_entities)
+    print(text)
+    public = [json_safe(r) for r in summary]
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(public, indent=1) + "\n")
+    if args.results:
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / "quality.md").write_text(text)
+        (args.results / "quality.json").write_text(json.dumps(public, indent=1) + "\n")
+        detail = [json_safe(r) for r in rows]
+        (args.results / "quality-entities.json").write_text(json.dumps({"machine": info, "rows": detail},
+                                                                       indent=1) + "\n")
+        plot(summary, args.results / "quality.png", args.datasets)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
