@@ -379,13 +379,22 @@ class Agent:
         self._status_due = -math.inf
         self._stopping = False
 
-        bundle, refusal = self._initial_bundle()
+        bundle, refusal, fresh = self._initial_bundle()
         try:
             loaded = load_bundle_contents(bundle, config.policy_override)
             index = channel_indices(loaded.pipeline.channels_, self.channels, config.channel_map,
                                     what=f"model {bundle.model_id} v{bundle.version}")  # fmt: skip
         except TinywardenError as exc:
             raise AgentError(f"cannot run bundle {bundle.source}: {exc}") from None
+        if fresh and self._bundle_path is not None:
+            # Installed only now that it is known to run here, so a bundle this device cannot use never
+            # becomes its accepted version (install verifies again and refuses a file changed meanwhile).
+            try:
+                installed, _ = tb.install_bundle(self._bundle_path, config.pubkey, sdir)
+            except tb.BundleError as exc:
+                raise AgentError(f"cannot install bundle: {exc}") from None
+            if installed.digest != bundle.digest:
+                raise AgentError(f"{self._bundle_path}: changed while the agent was starting; start it again")
         self._active = _Runner(loaded, index)
         self.engine = self._new_engine(loaded)
         for p in (self._trust_path, self._bundle_path):
@@ -588,8 +597,9 @@ class Agent:
             known.add(self._pending.loaded.bundle.digest)
         return known
 
-    def _initial_bundle(self) -> tuple[tb.Bundle, str | None]:
-        """The bundle to start with, and why ``bundle_path`` was refused if the installed one runs instead."""
+    def _initial_bundle(self) -> tuple[tb.Bundle, str | None, bool]:
+        """The bundle to start with, why ``bundle_path`` was refused if the installed one runs instead, and
+        whether it still has to be installed (it is ``bundle_path``, verified but not yet accepted)."""
         cfg = self.config
         refusal = None
         if cfg.bundle_path is not None:
@@ -597,14 +607,14 @@ class Agent:
                 state = tb.read_state(self.state_dir)
                 data = tb.read_file(cfg.bundle_path, "bundle")
                 if state is None or hashlib.sha256(data).hexdigest() != state.bundle_sha256:
-                    return tb.install_bundle(cfg.bundle_path, cfg.pubkey, self.state_dir)[0], None
+                    return tb.load_verified_bundle(cfg.bundle_path, cfg.pubkey, self.state_dir), None, True
             except tb.BundleError as exc:
                 refusal = str(exc)
         try:
             b = tb.load_installed_bundle(self.state_dir, cfg.pubkey)
         except tb.BundleError as exc:
             raise AgentError(f"no bundle to run: {refusal + '; ' if refusal else ''}{exc}") from None
-        return b, refusal
+        return b, refusal, False
 
     def _offer_file(self, path: Path) -> None:
         try:
