@@ -315,6 +315,20 @@ def test_a_refused_bundle_file_at_start_falls_back_to_the_installed_one(kit, tmp
     assert "rollback" in read_status(cfg.state_dir / "status.json")["bundles"]["last_refusal"]
 
 
+def test_a_restarted_agent_resumes_its_tier_from_the_engine_state(kit, tmp_path):
+    incidents: list[Incident] = []
+    cfg = config(kit, tmp_path, kit.signed(kit.m1, 1), persist_engine=True)
+    samples = iter(ReplaySource(kit.stream))
+    with Agent(cfg, kit.stream.channels, replay=True, on_incident=incidents.append) as a:
+        while not incidents:
+            a.run(samples, 1)
+        tier = a.engine.tier
+    assert tier >= 1
+    with Agent(cfg, kit.stream.channels, replay=True) as b:  # the process died and came back
+        assert b.engine.tier == tier and b.model.bundle.version == 1
+        b.run(samples, 100)
+
+
 # ------------------------------------------------------------------------------------------- faults
 
 
