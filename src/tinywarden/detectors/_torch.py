@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,7 +13,31 @@ from tinywarden.detectors.base import Detector, check_param
 Progress = Callable[[int, int], None]
 
 
-def train_reconstruction(
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread, then restore the setting.
+
+    These models are a few thousand parameters: splitting a 128 x 66 matmul across threads costs more
+    than it saves, and on a loaded machine (parallel test workers, a busy gateway) spinning threads make
+    training 50x slower than one thread.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_reconstruction(*args: Any, **kwargs: Any) -> float:
+    """Train ``module`` to reproduce ``x`` (MSE, Adam) on one thread; see :func:`_train_reconstruction`."""
+    with single_thread():
+        return _train_reconstruction(*args, **kwargs)
+
+
+def _train_reconstruction(
     module: object,
     x: np.ndarray,
     *,
@@ -60,7 +85,12 @@ def train_reconstruction(
 
 
 def reconstruction_error(module: object, x: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """Mean squared reconstruction error per sample, float64."""
+    """Mean squared reconstruction error per sample, float64 (computed on one thread)."""
+    with single_thread():
+        return _reconstruction_error(module, x, batch)
+
+
+def _reconstruction_error(module: object, x: np.ndarray, batch: int) -> np.ndarray:
     import torch
 
     out = np.empty(len(x))
