@@ -9,7 +9,8 @@ quantization, activations) come from the *fit* part, and the integer threshold i
 Choices, each for a reason:
 
 * samples: per channel, ``int16`` centred on the middle of the fit range with ``headroom`` times that
-  half-range on each side, so attacks far outside normal still resolve before saturating;
+  half-range (and at least ``SIGMA_SPAN`` standard deviations) on each side, so values far outside
+  normal still resolve before saturating;
 * features -> model input: one requantization per feature (:func:`tinywarden.program.features_s16`
   gives each integer feature as ``a * f + b`` of the float one), folding the pipeline's scaler in;
 * autoencoders: int8 per-channel symmetric weights, int8 asymmetric activations from the fit
@@ -50,6 +51,8 @@ from tinywarden.telemetry.series import Series
 
 #: How far beyond the normal samples' half-range each channel's int16 range reaches.
 SAMPLE_HEADROOM = 4.0
+#: ... and at least this many of the channel's normal standard deviations either side of its centre.
+SIGMA_SPAN = 1000.0
 #: How far beyond the largest normal value the int16 z-scores of EWMA / k-means reach.
 Z_HEADROOM = 16.0
 #: How far beyond the normal model inputs (and reconstructions) the autoencoders' int8 input reaches.
@@ -82,7 +85,11 @@ def _sample_quantization(pipeline: Pipeline, fit_windows: np.ndarray, headroom: 
     w = pipeline.window
     # rms needs |S1 + W*zero| < 2**31 (program.features_s16): bound the zero, i.e. widen the scale
     zero_bound = (INT32_MAX - w * 32768) // w
-    span = np.maximum.reduce([half * headroom, np.abs(center) * INT16_MAX / zero_bound,
+    # a channel nearly constant while learning may move far in the field: its range also reaches
+    # SIGMA_SPAN standard deviations (still resolving 1/32 of one), so it does not saturate at once
+    sigma = rows.std(axis=0)
+    sigma = np.where(sigma > 0, sigma, 1e-3 * np.abs(rows).mean(axis=0))
+    span = np.maximum.reduce([half * headroom, sigma * SIGMA_SPAN, np.abs(center) * INT16_MAX / zero_bound,
                               1e-6 * np.maximum(1.0, np.abs(center))])
     mul = (INT16_MAX / span).astype(np.float32)
     zero = np.clip(round_half_away(center * mul.astype(np.float64)), -zero_bound, zero_bound).astype(np.int32)

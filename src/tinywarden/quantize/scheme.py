@@ -71,8 +71,9 @@ class QParams:
 
 
 def round_half_away(x: np.ndarray | float) -> np.ndarray:
-    """Round to the nearest integer, ties away from zero (C's ``round``, TFLite's ``TfLiteRound``)."""
-    a = np.asarray(x, dtype=np.float64)
+    """Round to the nearest integer, ties away from zero (C's ``round``, TFLite's ``TfLiteRound``),
+    saturating at +-2**62 so that huge or infinite values never wrap around in int64."""
+    a = np.clip(np.asarray(x, dtype=np.float64), -(2.0**62), 2.0**62)
     return (np.sign(a) * np.floor(np.abs(a) + 0.5)).astype(np.int64)
 
 
