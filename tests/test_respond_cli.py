@@ -62,7 +62,9 @@ def test_respond_json_timeline_and_audit(tmp_path: Path, monkeypatch, capsys) ->
 
 
 def test_respond_table_output_and_resume_with_state(tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("COLUMNS", "200")  # wide enough that rich does not fold action names
+    from tinywarden.cli.app import console
+
+    monkeypatch.setattr(console, "width", 200)  # wide enough that rich does not fold action names
     scores = write_scores(tmp_path / "s.csv")
     state = tmp_path / "engine.json"
     args = ["respond", "--policy", EXAMPLE, "--scores", scores, "--threshold", "1.0", "--state", state]

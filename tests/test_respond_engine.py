@@ -406,7 +406,7 @@ def test_restart_reapplies_actions_of_the_active_tier_that_went_missing(tmp_path
     assert engine.tier == 2
     assert fresh[1].applied and fresh[2].applied and not fresh[3].applied
     assert fresh[0].is_applied()  # its memory came back from the state file, so it was not re-logged
-    assert fresh[0].records == []
+    assert list(fresh[0].records) == []
 
 
 KILL_SCRIPT = """

@@ -89,14 +89,16 @@ def _head_path(path: Path) -> Path:
     return path.with_name(path.name + ".head")
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, text: str, fsync: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    if fsync:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -184,7 +186,7 @@ class AuditLog:
         self.seq += 1
         self.last_hash = record["hash"]
         _atomic_write(
-            _head_path(self.path), json.dumps({"seq": record["seq"], "hash": record["hash"]}) + "\n"
+            _head_path(self.path), json.dumps({"seq": record["seq"], "hash": record["hash"]}) + "\n", self.fsync
         )
         return record
 

@@ -90,7 +90,6 @@ __all__ = [
 ]
 
 TIER_NONE = "none"
-ACTUATOR_RECORDS_KEPT = 16
 
 
 class AgentError(TinywardenError):
@@ -496,8 +495,6 @@ class Agent:
             events += self.engine.tick(at=t)  # timers (dead-man, de-escalation) fire on time between windows
 
         self._escalate(events, t, score)
-        if events:
-            self._trim_actuator_records()
         # Status is rewritten when something changed, but at most every status_interval_s of real time:
         # a replay runs thousands of windows a second and readers only need the current picture.
         if events or (score is not None and time.monotonic() >= self._status_due):
@@ -791,14 +788,6 @@ class Agent:
         except EscalationError as exc:
             self._audit("escalation_failed", {"tier": tier, "reason": str(exc)}, t)
             return None
-
-    def _trim_actuator_records(self) -> None:
-        # Log and dry-run actuators keep every line they logged in a list; the audit log already holds
-        # each event, so a long-running agent keeps only the newest lines to keep its memory bounded.
-        for act in self.engine.actuators:
-            records = getattr(act, "records", None)
-            if isinstance(records, list) and len(records) > ACTUATOR_RECORDS_KEPT:
-                del records[:-ACTUATOR_RECORDS_KEPT]
 
     def _tier_name(self, tier: int) -> str:
         return TIER_NONE if tier == 0 else self.engine.policy.tiers[tier - 1].name

@@ -8,25 +8,28 @@ A dry run is the default: :class:`DryRunActuator` records what the real actuator
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Any
 
 from tinywarden.respond.actuators.base import Actuator, Targets
 
 log = logging.getLogger("tinywarden.respond")
+RECORDS_KEPT = 256
 
 
 class LogActuator(Actuator):
     """The ``log`` action: writes its message to the ``tinywarden.respond`` logger; changes nothing.
 
     >>> a = LogActuator("notify", "beaconing to an unknown host")
-    >>> a.apply(); a.is_applied(), a.records
+    >>> a.apply(); a.is_applied(), list(a.records)
     (True, ['apply notify: beaconing to an unknown host'])
     """
 
     def __init__(self, name: str, message: str) -> None:
         self.name = name
         self.message = message
-        self.records: list[str] = []
+        # the newest lines only: a long-running agent must not grow; the audit log keeps every event
+        self.records: deque[str] = deque(maxlen=RECORDS_KEPT)
         self._applied = False
 
     def _record(self, verb: str) -> None:
