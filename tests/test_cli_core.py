@@ -133,7 +133,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "Per attack type" in r.stdout and "all detectors" in r.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert set(report) == {"ewma", "kmeans", "dense_ae", "conv_ae"}
-    assert all(v["roc_auc"] > 0.75 for v in report.values())
+    assert set(report) == {"ewma", "kmeans", "dense_ae", "conv_ae", "int8", "response"}
+    assert all(report[d]["roc_auc"] > 0.75 for d in ("ewma", "kmeans", "dense_ae", "conv_ae"))
+    assert abs(report["int8"]["int8_roc_auc"] - report["int8"]["float_roc_auc"]) < 0.02
+    assert report["int8"]["int8_bytes"] < report["int8"]["float_bytes"]
+    assert report["response"]["audit_ok"] and report["response"]["audit_records"] > 0
+    assert sum(report["response"]["applied"].values()) > 0  # the attacks drew a response
+    assert (tmp_path / "out" / "c" / "tinywarden_model.c").stat().st_size > 1000
     assert (tmp_path / "out" / "dense_ae.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "dense_ae.twb").exists()

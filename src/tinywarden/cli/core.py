@@ -226,21 +226,28 @@ def evaluate_cmd(
         console.print(f"plot saved to {plot}")
 
 
+EXAMPLE_POLICY = Path(__file__).resolve().parents[3] / "examples" / "policy.toml"
+
+
 @app.command()
 def demo(
     profile: Annotated[str, typer.Option(help="Simulated device profile")] = "camera",
     days: Annotated[float, typer.Option(help="Days of telemetry to simulate")] = 14.0,
     train_days: Annotated[float, typer.Option(
         help="Leading attack-free days used to learn normal (at least a week covers the weekly schedule)")] = 8.0,
-    detector: Annotated[str, typer.Option(help="Detector shown in the full report")] = "dense_ae",
+    detector: Annotated[str, typer.Option(help="Detector shown in the full report, exported and responded with")
+                        ] = "dense_ae",
     seed: Annotated[int, typer.Option(help="Simulator seed")] = 7,
+    policy: Annotated[Path, typer.Option(help="Response policy replayed on the detections")] = EXAMPLE_POLICY,
     out_dir: Annotated[Path, typer.Option(help="Where the data, models, plot and report go")] = Path("demo-out"),
 ) -> None:
-    """End to end: simulate a device, learn its normal days, detect every attack type on held-out days."""
+    """End to end: simulate a device, learn its normal days, detect every attack type on held-out days,
+    quantize to int8 and export C, and replay the detections through the response engine."""
     from tinywarden.detectors import REGISTRY, make_detector
     from tinywarden.evaluate import plot_evaluation, render
     from tinywarden.modelfile import save_pipeline
     from tinywarden.pipeline import Pipeline
+    from tinywarden.quantize import int8_sections
     from tinywarden.simulate import simulate
     from tinywarden.telemetry import write_csv
 
@@ -248,6 +255,8 @@ def demo(
         raise ConfigError(f"--train-days must be between 0 and --days ({days}), got {train_days}")
     if detector not in REGISTRY:
         raise ConfigError(f"unknown detector {detector!r}; known: {', '.join(sorted(REGISTRY))}")
+    if not policy.exists():
+        raise ConfigError(f"{policy}: no such policy file (pass --policy)")
     out_dir.mkdir(parents=True, exist_ok=True)
     series = simulate(profile, days, "all", seed=seed, attack_free_days=train_days)
     write_csv(series, out_dir / "telemetry.csv")
@@ -260,27 +269,82 @@ def demo(
     )
     order = [detector, *[d for d in ("ewma", "kmeans", "dense_ae", "conv_ae") if d != detector]]
     summary = Table(title="all detectors on the held-out days (window 128, stride 64, 2-of-3 persistence)")
-    for col in ("detector", "params", "bytes", "ROC AUC", "PR AUC", "detected", "latency", "FPR", "FA/day"):
+    for col in ("detector", "params", "bytes", "ROC AUC", "PR AUC", "detected", "latency", "FPR raw", "FA/day"):
         summary.add_column(col, justify="right" if col != "detector" else "left")
     reports: dict[str, Any] = {}
-    main_ev = main_ws = None
+    main: tuple[Any, Any, Any] | None = None
     for name in order:
         pipeline = fit_with_progress(Pipeline(make_detector(name)), train_part, f"training {name}")
-        save_pipeline(pipeline, out_dir / f"{name}.twb")
+        extra, extra_arrays, _ = int8_sections(pipeline, train_part)
+        save_pipeline(pipeline, out_dir / f"{name}.twb", extra=extra, extra_arrays=extra_arrays)
         ws, ev = evaluate_pipeline(pipeline, series, skip_rows=cut)
         reports[name] = ev.to_dict()
         if name == detector:
-            main_ev, main_ws = ev, ws
+            main = (pipeline, ws, ev)
         lat = ev.mean_detection_latency_s
         summary.add_row(name, str(ev.params), str(ev.model_bytes), f"{ev.roc_auc:.3f}", f"{ev.pr_auc:.3f}",
-                        f"{ev.n_detected}/{ev.n_incidents}",
-                        "-" if lat != lat else f"{lat / 60:.0f} min", f"{ev.fpr:.4f}",
-                        f"{ev.false_alarms_per_day:.2f}")
-    assert main_ev is not None and main_ws is not None
+                        f"{ev.n_detected}/{ev.n_incidents}", "-" if lat != lat else f"{lat / 60:.0f} min",
+                        f"{ev.raw_fpr:.4f}", f"{ev.false_alarms_per_day:.2f}")
+    assert main is not None
+    pipeline, ws, ev = main
     console.print(f"\n[bold]{detector}[/] in detail")
-    console.print(render(main_ev))
+    console.print(render(ev))
     console.print(summary)
-    plot = plot_evaluation(series, main_ws, main_ev, out_dir / f"{detector}.png",
+    plot = plot_evaluation(series, ws, ev, out_dir / f"{detector}.png",
                            title=f"tinywarden demo: {detector} on simulated {profile}")
+    reports["int8"] = _demo_int8(pipeline, out_dir / f"{detector}.twb", series, cut, out_dir / "c")
+    reports["response"] = _demo_response(pipeline, ws, series, cut, policy, out_dir / "audit.log")
     (out_dir / "report.json").write_text(json.dumps(reports, indent=2, sort_keys=True, allow_nan=False))
-    console.print(f"data, models (*.twb), plot ({plot.name}) and report.json are in {out_dir}/")
+    console.print(f"data, models (*.twb), plot ({plot.name}), C module (c/), audit.log and report.json are in "
+                  f"{out_dir}/")
+
+
+def _demo_int8(pipeline: Any, model_path: Path, series: Series, cut: int, c_dir: Path) -> dict[str, Any]:
+    """Float vs int8 on the held-out days, and the generated C module for the device."""
+    from tinywarden.codegen.c import write_c
+    from tinywarden.pipeline import load_pipeline
+    from tinywarden.quantize import compare_int8, load_program
+
+    pipeline = load_pipeline(str(model_path))  # what a device would be given: the saved model file
+    program = load_program(pipeline, str(model_path))
+    cmp = compare_int8(pipeline, series, program, skip_rows=cut)
+    write_c(program, c_dir)
+    t = Table(title="on the microcontroller: int8 program (bit-exact with the generated C)")
+    for col in ("", "model bytes", "ROC AUC", "detection rate", "window FPR"):
+        t.add_column(col, justify="right" if col else "left")
+    for kind in ("float", "int8"):
+        t.add_row(kind, str(cmp[f"{kind}_bytes"]), f"{cmp[f'{kind}_roc_auc']:.3f}",
+                  f"{cmp[f'{kind}_detection_rate']:.0%}", f"{cmp[f'{kind}_fpr']:.4f}")
+    console.print(t)
+    console.print(f"C99 module for the whole on-device loop written to {c_dir}/ (tinywarden_model.h/.c)")
+    return cmp
+
+
+def _demo_response(pipeline: Any, ws: Any, series: Series, cut: int, policy_path: Path,
+                   audit_path: Path) -> dict[str, Any]:
+    """Replay the held-out windows' scores through the response engine (dry run) with an audit log."""
+    from tinywarden.audit import AuditLog, verify
+    from tinywarden.respond import ResponseEngine, SimulatedClock, load_policy
+    from tinywarden.respond.actuators import build_actuators
+
+    pol = load_policy(policy_path)
+    for old in audit_path.parent.glob(audit_path.name + "*"):
+        old.unlink()  # a fresh chain for each demo run
+    engine = ResponseEngine(pol, float(pipeline.threshold_), actuators=build_actuators(pol, dry_run=True),
+                            clock=SimulatedClock(), audit=AuditLog(audit_path), model_id=pipeline.detector.name)
+    test = ws.end_rows >= cut
+    events = []
+    for t, score in zip(series.timestamps[ws.end_rows[test]], ws.scores[test], strict=True):
+        events += engine.observe(float(score), at=float(t))
+    applied = [e for e in events if e.event == "apply"]
+    counts = {tier: sum(1 for e in applied if e.action_tier == tier) for tier in (1, 2, 3)}
+    reverts = sum(1 for e in events if e.event == "revert")
+    dead_man = sum(1 for e in events if e.event == "revert" and e.reason_code == "dead_man")
+    report = verify(audit_path)
+    console.print(
+        f"response ({pol.name} v{pol.version}, dry run): {counts[1]} alert, {counts[2]} constrain and {counts[3]} "
+        f"harden actions applied, {reverts} reverted ({dead_man} by the dead-man timer); final tier {engine.tier}; "
+        f"audit chain {'intact' if report.ok else 'BROKEN'} ({report.records} records)"
+    )
+    return {"applied": counts, "reverted": reverts, "dead_man_reverts": dead_man, "final_tier": engine.tier,
+            "audit_records": report.records, "audit_ok": report.ok}
