@@ -12,10 +12,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = {"dataset": str, "detector": str, "family": str, "int8": bool, "roc_auc": float, "pr_auc": float,
             "model_bytes": int, "windows_per_s": float}
+
+
+def _need_peers() -> None:
+    for pkg in ("pyod", "river"):
+        pytest.importorskip(pkg, reason=f"{pkg} is a benchmark extra: pip install -e .[bench]")
 
 
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -24,6 +30,7 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_quality_quick_writes_rows_with_required_keys(shared_data: Path, tmp_path: Path) -> None:
+    _need_peers()
     out, results = tmp_path / "rows.json", tmp_path / "results"
     proc = _run([str(REPO / "benchmarks" / "quality.py"), "--quick", "--datasets", "nab,sim",
                  "--detectors", "ewma,kmeans", "--peers", "pca_baseline,river_hst,kitnet",
@@ -55,6 +62,7 @@ def test_quality_rejects_unknown_dataset(tmp_path: Path) -> None:
 
 
 def test_speed_quick_writes_json(tmp_path: Path) -> None:
+    _need_peers()
     out = tmp_path / "speed.json"
     proc = _run([str(REPO / "benchmarks" / "speed.py"), "--quick", "--json", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -31,7 +31,9 @@ _EPS = 1e-16  # the reference code's 0.0000000000000001 in the min-max denominat
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    # exp overflows to inf for very negative x, which gives the right limit 0: not worth a warning
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 class CorClust:
