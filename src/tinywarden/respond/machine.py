@@ -297,3 +297,38 @@ def next_deadline(state: MachineState, tables: Tables) -> float:
             times.append(state.deadline[state.tier])
             times.append(max(state.last_anomalous, state.entered_at) + tables.deescalate_after[state.tier])
     return min(times, default=INF)
+
+
+#: Most timer rounds :func:`advance` runs before an input; each strictly advances or removes a timer, so
+#: a handful suffices and the bound only keeps a machine bug from becoming a hang (on a device too).
+MAX_TIMER_ROUNDS = 4 * (N_TIERS + 2)
+
+
+def advance(
+    state: MachineState, tables: Tables, kind: int, time: float, score: float = math.nan
+) -> tuple[MachineState, tuple[Event, ...]]:
+    """Fire every timer that fell due before raw ``time``, each at its own time, then :func:`step` the input.
+
+    This is what :class:`~tinywarden.respond.engine.ResponseEngine` does per input and what the
+    generated C ``tw_respond`` does per call, so a caller that inputs rarely still sees each dead-man
+    or de-escalation at the moment it fell due. Pure, like :func:`step`.
+
+    >>> tables = Tables(bar=(1.0, 1.0, 2.0, 3.0), k=(0, 1, 1, 1), n=(0, 1, 1, 1),
+    ...                 min_dwell=(0.0,) * 4, deescalate_after=(0.0, 60.0, 60.0, 60.0),
+    ...                 dead_man=(0.0,) * 4, tier_actions=((), (0,), (), ()),
+    ...                 fail_safe_tier=0, fault_tolerance=3, telemetry_timeout=1000.0, watchdog_timeout=0.0)
+    >>> s, _ = advance(MachineState(), tables, INPUT_SCORE, 0.0, 1.5)
+    >>> s, ev = advance(s, tables, INPUT_TICK, 500.0)
+    >>> [(e.time, e.kind, REASONS[e.reason]) for e in ev]
+    [(60.0, 2, 'normal')]
+    """
+    out: list[Event] = []
+    s = state
+    for _ in range(MAX_TIMER_ROUNDS):
+        due = next_deadline(s, tables)
+        if due > time + s.skew:
+            break
+        s, events = step(s, tables, INPUT_TICK, max(due, s.last_time) - s.skew)
+        out += events
+    s, events = step(s, tables, kind, time, score)
+    return s, (*out, *events)
