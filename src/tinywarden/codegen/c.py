@@ -7,7 +7,7 @@ The arithmetic itself is the program's; :func:`tinywarden.program.run_int8` inte
 and the test suite compiles this output and requires bit-identical scores and decisions.
 
 >>> sorted(emit_c.__annotations__)
-['program', 'return']
+['policy', 'program', 'return']
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinywarden import __version__
 from tinywarden.errors import ConfigError
 from tinywarden.program import CTYPES, Program
+
+if TYPE_CHECKING:
+    from tinywarden.respond.policy import Policy
 
 GENERATOR_VERSION = 1
 GENERATOR = f"tinywarden {__version__} (codegen.c v{GENERATOR_VERSION})"
@@ -118,8 +121,12 @@ def _call_fields(program: Program, i: int) -> dict[str, Any]:
     return fields
 
 
-def emit_c(program: Program) -> dict[str, str]:
-    """``{file name: text}`` of the C module (``tinywarden_model.h`` and ``tinywarden_model.c``)."""
+def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
+    """``{file name: text}`` of the C module (``tinywarden_model.h`` and ``tinywarden_model.c``).
+
+    With ``policy``, both files also get the response state machine (:mod:`tinywarden.codegen.respond`);
+    without it they are exactly the detector loop.
+    """
     program.validate()
     model_id = program.model_id
     constants = [_array("tw_sample_offset", program.sample_offset), _array("tw_sample_mul", program.sample_mul)]
@@ -169,25 +176,32 @@ def emit_c(program: Program) -> dict[str, str]:
         calls="\n".join(calls),
         history_mask=f"UINT64_C({hex((1 << program.n) - 1)})",
     )
+    if policy is not None:
+        from tinywarden.codegen.respond import emit_respond
+
+        section = emit_respond(program, policy)
+        header, source = header + section.header, source + section.source
     return {HEADER_NAME: header, SOURCE_NAME: source}
 
 
-def write_c(program: Program, out_dir: str | Path) -> list[Path]:
-    """Write the C module into ``out_dir`` (created if needed); return the written paths."""
+def write_c(program: Program, out_dir: str | Path, policy: Policy | None = None) -> list[Path]:
+    """Write the C module (with the response machine of ``policy``, if given) into ``out_dir`` (created if
+    needed); return the written paths."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, text in emit_c(program).items():
+    for name, text in emit_c(program, policy).items():
         p = out / name
         p.write_text(text)
         paths.append(p)
     return paths
 
 
-def export_c(pipeline: Any, out_dir: Path, source: str = "<model>") -> list[Path]:
-    """The ``c`` target of ``tinywarden export``: the int8 program stored in the model file, as C."""
+def export_c(pipeline: Any, out_dir: Path, source: str = "<model>", policy: Policy | None = None) -> list[Path]:
+    """The ``c`` target of ``tinywarden export``: the int8 program stored in the model file, as C (with the
+    response machine of ``policy``, if given)."""
     from tinywarden.quantize import load_program
 
-    return write_c(load_program(pipeline, source), out_dir)
+    return write_c(load_program(pipeline, source), out_dir, policy)
