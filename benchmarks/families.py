@@ -66,6 +66,10 @@ def entities() -> dict[str, list[str]]:
 
 def run_one(family: str, params: dict[str, Any], entity: str, window: int, features: tuple[str, ...],
             cal: float) -> dict:
+    if family == "gru_ae":
+        import torch
+
+        torch.set_num_threads(1)  # one worker per core; torch's own threads would oversubscribe them
     path = DATA / "smd_asd" / "npz" / f"{entity}.npz"
     train, test = read_series(f"{path}:train"), read_series(f"{path}:test")
     det = _SklearnIForest() if family == "sk_iforest" else make_detector(family, **params)
@@ -83,6 +87,7 @@ def run_one(family: str, params: dict[str, Any], entity: str, window: int, featu
         out["n_params"] = int(det.n_params_)
     if hasattr(det, "packed_bytes_"):
         out["packed_bytes"] = int(det.packed_bytes_)
+    print(f"{family} {entity} auc={out['auc']:.3f} fit={fit_s:.1f}s", file=sys.stderr, flush=True)
     return out
 
 
