@@ -18,13 +18,25 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the exported files into")],
     target: Annotated[str, typer.Option(help="What to export for: c (C99 module of the int8 program), "
                                         "tflite (fully-integer .tflite), onnx (float + QDQ int8 .onnx)")] = "c",
+    policy: Annotated[Path | None, typer.Option(help="Response policy TOML: with --target c, the module also "
+                                                "gets the response state machine (tw_respond)")] = None,
 ) -> None:
     """Export MODEL for a device: `--target c` writes tinywarden_model.h/.c (no malloc, integer only)."""
     from tinywarden.codegen import export as export_model
     from tinywarden.pipeline import load_pipeline
 
+    if policy is not None and target != "c":
+        from tinywarden.errors import ConfigError
+
+        raise ConfigError(f"--policy {policy}: only --target c can carry the response machine (got {target!r})")
     pipeline = load_pipeline(str(model))
-    paths = export_model(pipeline, target, out, source=str(model))
+    if policy is not None:
+        from tinywarden.codegen.c import export_c
+        from tinywarden.respond.policy import load_policy
+
+        paths = export_c(pipeline, out, source=str(model), policy=load_policy(policy))
+    else:
+        paths = export_model(pipeline, target, out, source=str(model))
     for p in paths:
         console.print(f"wrote {p} ({p.stat().st_size} B)")
 

@@ -202,7 +202,8 @@ def window_faults(program: Program, samples: np.ndarray) -> np.ndarray:
     """For each window :func:`~tinywarden.program.run_int8` returns: whether it holds a sample that is
     NaN or infinite as a float32 (what ``tw_respond_push`` turns into ``TW_SCORE_FAULT``)."""
     x = np.asarray(samples)
-    bad = ~np.isfinite(x.astype(np.float32)).all(axis=1) if x.dtype != np.int16 else np.zeros(len(x), bool)
+    with np.errstate(over="ignore"):  # a finite float64 beyond float32's range is infinite on the device
+        bad = ~np.isfinite(x.astype(np.float32)).all(axis=1) if x.dtype != np.int16 else np.zeros(len(x), bool)
     ends = window_end_rows(len(x), program.window, program.stride)
     run = np.concatenate(([0], np.cumsum(bad)))  # run[i] = non-finite rows before row i
     return (run[ends + 1] - run[ends + 1 - program.window]) > 0
