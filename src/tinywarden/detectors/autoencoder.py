@@ -39,7 +39,7 @@ class DenseAutoencoder(TorchAutoencoder):
 
     def __init__(
         self,
-        hidden: tuple[int, ...] = (12, 4),
+        hidden: tuple[int, ...] = (8, 4),
         epochs: int = 30,
         max_steps: int = 3000,
         batch_size: int = 128,

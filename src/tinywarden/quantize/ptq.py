@@ -138,7 +138,7 @@ def requantize_features(a: np.ndarray, b: np.ndarray, mu: np.ndarray, sigma: np.
     return Op(kind, ("features",), "input", {"zero_point": out.zero_point, "act_min": out.qmin, "act_max": out.qmax},
               {"pre_shift": pre.astype(np.int32), "offset": np.clip(offset, -(2**62), 2**62).astype(np.int64),
                "multiplier": np.array([m for m, _ in mult_shift], dtype=np.int32),
-               "shift": np.array([s for _, s in mult_shift], dtype=np.int32)})
+               "shift": np.array([s for _, s in mult_shift], dtype=np.int8)})
 
 
 def quantize_layer(kind: str, src: str, dst: str, weight: np.ndarray, bias: np.ndarray, q_in: QParams,
@@ -159,7 +159,7 @@ def quantize_layer(kind: str, src: str, dst: str, weight: np.ndarray, bias: np.n
                "act_max": INT8_MAX, **(attrs or {})},
               {"weights": wq.astype(np.int8), "bias": bq.astype(np.int32),
                "multiplier": np.array([m for m, _ in mult_shift], dtype=np.int32),
-               "shift": np.array([s for _, s in mult_shift], dtype=np.int32)})
+               "shift": np.array([s for _, s in mult_shift], dtype=np.int8)})
 
 
 def _dense_activations(det: DenseAutoencoder, x: np.ndarray) -> list[np.ndarray]:
@@ -222,7 +222,7 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
                           {"zero_point": q_in.zero_point, "act_min": INT8_MIN, "act_max": INT8_MAX},
                           {"offset": np.clip(round_half_away(mu / s_c - z_c), -(2**31), INT32_MAX).astype(np.int32),
                            "multiplier": np.array([m for m, _ in ms], dtype=np.int32),
-                           "shift": np.array([s for _, s in ms], dtype=np.int32)}))
+                           "shift": np.array([s for _, s in ms], dtype=np.int8)}))
         else:
             assert affine is not None
             ops.append(requantize_features(*affine, mu, sigma, q_in, "requantize_s64_s8"))
