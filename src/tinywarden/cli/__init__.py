@@ -14,6 +14,7 @@ from tinywarden.cli import export as _export  # noqa: F401
 from tinywarden.cli import respond as _respond  # noqa: F401
 from tinywarden.cli import simulate as _simulate  # noqa: F401
 from tinywarden.cli import trust as _trust  # noqa: F401
+from tinywarden.cli import tune as _tune  # noqa: F401
 from tinywarden.cli.app import app, err_console
 from tinywarden.errors import TinywardenError
 

@@ -1,0 +1,605 @@
+"""Budget-aware search for the best on-device anomaly pipeline: family, window/stride, features, model size.
+
+The search runs in two stages, each candidate a full ``Pipeline`` fit, int8 quantization, C generation
+and an ``arm-none-eabi-size`` measurement of the generated module for the target core:
+
+1. *input stage*: every window (16, 32, 64, 128) x feature set x channel choice (all channels, or only
+   those that vary in the normal data), each with the cheapest detector, ranks the ways of looking at the
+   data;
+2. *model stage*: for the best input choices, every family and model size.
+
+A candidate is measured only if a lower bound on its flash (the int8 program's constant bytes, known from
+its parameter count before fitting) and on its RAM (the int16 ring buffer) fits the budget; every number
+reported for a candidate that passed is the measured one. Quality needs no labels: the normal data is
+split in time into a fit part (the pipeline's own fit/calibration split) and a validation part; the
+candidate's int8 program (bit-exact with the C) scores the clean validation windows (false-positive rate
+at its calibrated threshold) and copies of them with synthetic anomalies (:mod:`tinywarden.tune.synthetic`)
+injected (ROC AUC per anomaly type). When labelled data is available, the ROC AUC on it is averaged in and
+the result says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from tinywarden.codegen.c import write_c
+from tinywarden.detectors import REGISTRY, make_detector
+from tinywarden.errors import ConfigError, DataError, TinywardenError
+from tinywarden.features import DEFAULT_FEATURES, window_end_rows
+from tinywarden.pipeline import Pipeline
+from tinywarden.program import Program, run_int8
+from tinywarden.quantize import quantize_pipeline
+from tinywarden.target import ModuleSize, module_size
+from tinywarden.telemetry.series import Series
+from tinywarden.tune.synthetic import ANOMALY_TYPES, inject
+
+#: Windows the search tries; the stride is a fixed fraction of the window (see STRIDE_DIVISOR).
+WINDOWS: tuple[int, ...] = (16, 32, 64, 128)
+#: stride = window // STRIDE_DIVISOR: four scores per window length keeps detection latency at a quarter
+#: window while the device runs the model four times less often than at stride 1.
+STRIDE_DIVISOR = 4
+#: Named feature sets: the README's compact per-channel summary, a smaller one, and the full default.
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "compact": ("last", "mean", "std", "min", "max"),
+    "small": ("mean", "std", "max"),
+    "default": DEFAULT_FEATURES,
+}
+CHANNEL_CHOICES: tuple[str, ...] = ("all", "varying")
+#: Model sizes per family, smallest first. Families registered later get their defaults only.
+SIZES: dict[str, tuple[dict[str, Any], ...]] = {
+    "ewma": ({"aggregate": "rms"}, {"aggregate": "max"}),
+    "kmeans": ({"n_clusters": 2}, {"n_clusters": 4}, {"n_clusters": 8}, {"n_clusters": 16}),
+    "dense_ae": ({"hidden": (4,)}, {"hidden": (8,)}, {"hidden": (16, 4)}),
+    "conv_ae": ({"channels": (4,)}, {"channels": (8, 4)}),
+    "pca": ({"n_components": 2}, {"n_components": 4}, {"n_components": 8}),
+    "iforest": ({"n_estimators": 8}, {"n_estimators": 16}),
+    "knn": ({"n_prototypes": 8}, {"n_prototypes": 32}),
+    "ocsvm": ({"max_support_vectors": 16}, {"max_support_vectors": 32}),
+    "gru_ae": ({"hidden": 8},),
+    "ar": ({"order": 2}, {"order": 4}),
+    "bounds": ({},),
+}
+#: Family used in the input stage: cheapest to fit, and its score depends on the features alone.
+PROBE_FAMILY = "ewma"
+#: How many of the best input choices the model stage explores (at most one per feature set, so a
+#: smaller feature set that leaves room for bigger models is among them).
+TOP_INPUTS = 3
+#: Rows of synthetic-anomaly segments, in windows (a slow drift needs longer to show).
+SEGMENT_WINDOWS = {"slow_drift": 3}
+
+Progress = Callable[[int, int, str], None]
+
+
+# -- budget ------------------------------------------------------------------------------------------
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2}
+
+
+def parse_bytes(text: str, what: str = "size") -> int:
+    """``"8KB"`` -> 8192 (K = 1024, as in a microcontroller's datasheet); plain digits are bytes.
+
+    >>> parse_bytes("8KB"), parse_bytes("4k"), parse_bytes("1500")
+    (8192, 4096, 1500)
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ConfigError(f"{what} {text!r}: expected a size such as 8KB, 4096 or 0.5MB")
+    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if value <= 0:
+        raise ConfigError(f"{what} {text!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The device's budget for the model module: flash (code + constants) and RAM (static + state)."""
+
+    flash: int
+    ram: int
+    target: str = "cortex-m4"
+
+    def fits(self, size: ModuleSize) -> bool:
+        return size.flash <= self.flash and size.ram_with_state <= self.ram
+
+
+class BudgetError(ConfigError):
+    """No candidate pipeline fits the device budget."""
+
+
+# -- candidates --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search space."""
+
+    family: str
+    params: tuple[tuple[str, Any], ...]
+    window: int
+    stride: int
+    feature_set: str
+    features: tuple[str, ...]
+    channels: str  # "all" or "varying"
+
+    @property
+    def label(self) -> str:
+        size = ",".join(f"{k}={_fmt(v)}" for k, v in self.params) or "defaults"
+        return f"{self.family}({size}) w={self.window}/{self.stride} {self.feature_set} {self.channels}"
+
+    def pipeline(self, target_fpr: float, k: int, n: int) -> Pipeline:
+        det = make_detector(self.family, **dict(self.params))
+        return Pipeline(det, self.window, self.stride, self.features, target_fpr, k, n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "params": {k: _jsonable(v) for k, v in self.params},
+                "window": self.window, "stride": self.stride, "feature_set": self.feature_set,
+                "features": list(self.features), "channels": self.channels}
+
+
+def _fmt(v: Any) -> str:
+    return "x".join(str(i) for i in v) if isinstance(v, tuple) else str(v)
+
+
+def _jsonable(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def flash_lower_bound(c: Candidate, n_channels: int) -> int:
+    """Bytes of constants the int8 program of ``c`` needs at least (code not counted).
+
+    Counted from the parameter count alone, before fitting: per channel the float32 sample offset and
+    multiplier; per model input at least its Q31 requantization multiplier; per layer output its
+    multiplier; then the detector's weights at one byte each (int8) or two (int16 centroids). The
+    quantizer may store more (shifts, offsets, biases), never less, so a candidate whose bound exceeds
+    the flash budget cannot fit and is not built.
+    """
+    nf = len(c.features)
+    p = dict(c.params)
+    window_input = c.family in ("conv_ae", "gru_ae", "ar")
+    n_in = n_channels if window_input else n_channels * nf
+    fixed = 8 * n_channels + 4 * n_in
+    d = n_in
+    if c.family == "kmeans":
+        weights = 2 * p["n_clusters"] * d
+    elif c.family == "dense_ae":
+        dims = [d, *p["hidden"], *p["hidden"][-2::-1], d]
+        weights = sum(a * b + 4 * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+    elif c.family == "conv_ae":
+        chans = [n_channels, *p["channels"], *p["channels"][-2::-1], n_channels]
+        weights = sum(a * b + 4 * b for a, b in zip(chans[:-1], chans[1:], strict=True))
+    elif c.family == "pca":
+        weights = p["n_components"] * d
+    elif c.family == "knn":
+        weights = p["n_prototypes"] * d
+    elif c.family == "ocsvm":
+        weights = p["max_support_vectors"] * d
+    elif c.family == "gru_ae":
+        h = p["hidden"]
+        weights = 3 * h * (n_channels + h) + h * n_channels
+    elif c.family == "ar":
+        weights = p["order"] * n_channels
+    else:
+        weights = 0
+    return fixed + weights
+
+
+def ram_lower_bound(c: Candidate, n_channels: int) -> int:
+    """Bytes of the int16 ring buffer holding one window: RAM the module needs at least."""
+    return 2 * c.window * n_channels
+
+
+# -- results -----------------------------------------------------------------------------------------
+@dataclass
+class Trial:
+    """What happened to one candidate. ``status`` is ``"ok"`` when it was built, measured and scored."""
+
+    candidate: Candidate
+    stage: str
+    status: str = "pending"
+    flash_bound: int = 0
+    ram_bound: int = 0
+    flash: int | None = None
+    ram: int | None = None  # static RAM plus the caller-owned state, measured
+    quality: float = float("nan")
+    synthetic_auc: float = float("nan")
+    auc_by_type: dict[str, float] = field(default_factory=dict)
+    labelled_auc: float | None = None
+    fpr: float = float("nan")
+    fpr_ok: bool = False
+    seconds: float = 0.0
+    instructions: float | None = None
+    program: Program | None = field(default=None, repr=False)
+    pipeline: Pipeline | None = field(default=None, repr=False)
+    size: ModuleSize | None = field(default=None, repr=False)
+
+    @property
+    def measured(self) -> bool:
+        return self.flash is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.candidate.to_dict(), "stage": self.stage, "status": self.status,
+                "flash": self.flash, "ram": self.ram, "flash_lower_bound": self.flash_bound,
+                "quality": _finite(self.quality), "synthetic_auc": _finite(self.synthetic_auc),
+                "auc_by_type": {k: _finite(v) for k, v in self.auc_by_type.items()},
+                "labelled_auc": self.labelled_auc, "fpr": _finite(self.fpr), "fpr_ok": self.fpr_ok,
+                "instructions_per_window": self.instructions, "seconds": round(self.seconds, 2)}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+@dataclass
+class TuneResult:
+    """The search's outcome: every trial, the chosen one, and the chosen pipeline refitted on all the data."""
+
+    budget: Budget
+    trials: list[Trial]
+    chosen: Trial
+    pipeline: Pipeline
+    program: Program
+    size: ModuleSize
+    fit_series: Series  # the (channel-selected) series the final pipeline was fitted and quantized on
+    labels_used: list[str]
+    unsupported: dict[str, str]
+    fpr_limit: float
+    stopped_early: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The chosen pipeline's family, window, flash, RAM and validation scores (``tune --json``)."""
+        c, t = self.chosen.candidate, self.chosen
+        return {
+            "family": c.family, "params": {k: _jsonable(v) for k, v in c.params}, "window": c.window,
+            "stride": c.stride, "features": list(c.features), "channels": list(self.pipeline.channels_),
+            "flash": self.size.flash, "ram": self.size.ram_with_state, "static_ram": self.size.static_ram,
+            "state_bytes": self.size.state_bytes, "target": self.budget.target,
+            "budget": {"flash": self.budget.flash, "ram": self.budget.ram},
+            "instructions_per_window": t.instructions,
+            "validation": {"quality": _finite(t.quality), "synthetic_auc": _finite(t.synthetic_auc),
+                           "auc_by_type": {k: _finite(v) for k, v in t.auc_by_type.items()},
+                           "labelled_auc": t.labelled_auc, "fpr": _finite(t.fpr), "fpr_limit": self.fpr_limit,
+                           "labels_used": self.labels_used},
+            "trials": len(self.trials), "measured": sum(tr.measured for tr in self.trials),
+            "stopped_early": self.stopped_early,
+        }
+
+
+# -- the search --------------------------------------------------------------------------------------
+def select_channels(series: Series, names: Sequence[str]) -> Series:
+    """``series`` restricted to the channels ``names`` (in that order)."""
+    idx = [series.channels.index(n) for n in names]
+    return dataclasses.replace(series, values=series.values[:, idx], channels=tuple(names))
+
+
+def int8_support(family: str) -> str | None:
+    """``None`` when ``family`` has an int8 path, else the quantizer's reason (tried on a tiny series)."""
+    rng = np.random.default_rng(0)
+    s = Series(np.arange(600.0), rng.normal(size=(600, 2)), ("a", "b"))
+    try:
+        p = Pipeline(make_detector(family, **dict(SIZES.get(family, ({},))[0])), 16, 8,
+                     FEATURE_SETS["small"]).fit(s)
+        quantize_pipeline(p, s)
+    except TinywardenError as exc:
+        return str(exc)
+    return None
+
+
+class _Validator:
+    """Scores int8 programs on the held-out normal rows and their synthetic-anomaly copies (cached per window)."""
+
+    def __init__(self, validation: Series, spread: np.ndarray, seed: int,
+                 labelled: list[tuple[str, Series]]) -> None:
+        self.validation = validation
+        self.spread = spread
+        self.seed = seed
+        self.labelled = labelled
+        self._injected: dict[tuple[int, str], Any] = {}
+
+    def injected(self, window: int, kind: str) -> Any:
+        key = (window, kind)
+        if key not in self._injected:
+            seg = window * SEGMENT_WINDOWS.get(kind, 1)
+            self._injected[key] = inject(self.validation.values, kind, seg, self.spread, seed=self.seed)
+        return self._injected[key]
+
+    def score(self, program: Program, channels: Sequence[str]) -> tuple[float, dict[str, float], float,
+                                                                        float | None]:
+        """``(synthetic mean AUC, AUC per type, FPR on clean windows, labelled AUC or None)``."""
+        idx = [self.validation.channels.index(c) for c in channels]
+        w, s = program.window, program.stride
+        clean, _ = run_int8(program, self.validation.values[:, idx])
+        if len(clean) < 4:
+            raise DataError(f"validation part has too few windows of {w} rows to score")
+        fpr = float(np.mean(clean > program.threshold))
+        aucs = {}
+        for kind in ANOMALY_TYPES:
+            inj = self.injected(w, kind)
+            scores, _ = run_int8(program, inj.values[:, idx])
+            hit = _windows_touching(inj.rows, len(inj.rows), w, s)
+            if hit.any():
+                y = np.r_[np.zeros(len(clean)), np.ones(int(hit.sum()))]
+                aucs[kind] = float(roc_auc_score(y, np.r_[clean, scores[hit]]))
+        synth = float(np.mean(list(aucs.values()))) if aucs else float("nan")
+        labelled = None
+        if self.labelled:
+            vals = []
+            for _, series in self.labelled:
+                ls = select_channels(series, channels)
+                sc, _ = run_int8(program, ls.values)
+                assert ls.labels is not None
+                y = _windows_touching(ls.labels.astype(bool), len(ls), w, s)
+                if 0 < y.sum() < len(y):
+                    vals.append(float(roc_auc_score(y, sc)))
+            labelled = float(np.mean(vals)) if vals else None
+        return synth, aucs, fpr, labelled
+
+
+def _windows_touching(rows: np.ndarray, n: int, window: int, stride: int) -> np.ndarray:
+    """For each window of a stream of ``n`` rows: does it contain a True row?"""
+    ends = window_end_rows(n, window, stride)
+    c = np.concatenate(([0], np.cumsum(rows.astype(np.int64))))
+    return (c[ends + 1] - c[ends + 1 - window]) > 0
+
+
+def measure(program: Program, target: str, cache: dict[str, ModuleSize] | None = None) -> ModuleSize:
+    """Generate the C for ``program`` and size it with ``arm-none-eabi-size`` (cached by model id)."""
+    key = f"{program.model_id}:{target}"
+    if cache is not None and key in cache:
+        return cache[key]
+    with tempfile.TemporaryDirectory(prefix="tw-tune-") as tmp:
+        write_c(program, tmp)
+        size = module_size(Path(tmp), target)
+    if cache is not None:
+        cache[key] = size
+    return size
+
+
+def input_candidates(families: Sequence[str], n_all: int, n_varying: int,
+                     windows: Sequence[int] = WINDOWS) -> list[Candidate]:
+    """The input stage: every window x feature set x channel choice with the probe detector."""
+    fam = PROBE_FAMILY if PROBE_FAMILY in families else families[0]
+    params = tuple(sorted(SIZES.get(fam, ({},))[0].items()))
+    out = []
+    for w in windows:
+        for name, feats in FEATURE_SETS.items():
+            for ch in CHANNEL_CHOICES:
+                if ch == "varying" and n_varying == n_all:
+                    continue  # the same candidate as "all"
+                out.append(Candidate(fam, params, w, max(1, w // STRIDE_DIVISOR), name, feats, ch))
+    return out
+
+
+def model_candidates(families: Sequence[str], inputs: Sequence[Candidate], done: set[Candidate]) -> list[Candidate]:
+    """The model stage: every family and size on each of the chosen input choices."""
+    out = []
+    for base in inputs:
+        for fam in families:
+            for params in SIZES.get(fam, ({},)):
+                c = dataclasses.replace(base, family=fam, params=tuple(sorted(params.items())))
+                if c not in done:
+                    out.append(c)
+    return out
+
+
+def rank_key(t: Trial) -> tuple[bool, float, int]:
+    """Best first: within the FPR limit, then quality, then smaller flash."""
+    q = t.quality if math.isfinite(t.quality) else -1.0
+    return (t.fpr_ok, q, -(t.flash or 0))
+
+
+def tune(
+    train: Series,
+    budget: Budget,
+    *,
+    families: Sequence[str] | None = None,
+    windows: Sequence[int] = WINDOWS,
+    max_trials: int | None = None,
+    time_budget: float | None = None,
+    seed: int = 0,
+    validation_fraction: float = 0.2,
+    target_fpr: float = 0.01,
+    k: int = 2,
+    n: int = 3,
+    fpr_limit: float | None = None,
+    validate: Series | None = None,
+    progress: Progress | None = None,
+) -> TuneResult:
+    """Search pipelines for ``train`` (normal telemetry) whose generated C fits ``budget``; refit the best.
+
+    ``fpr_limit`` (default ``5 * target_fpr``) is the highest false-positive rate on the validation part,
+    at the calibrated threshold, a candidate may have to rank above those that exceed it. ``validate`` is
+    optional labelled data (0 normal / 1 anomalous rows) whose ROC AUC is averaged into the quality.
+    Raises :class:`BudgetError` when nothing fits.
+    """
+    start = time.monotonic()
+    fams = _check_families(families)
+    if not windows or any(not isinstance(w, int) or w < 4 for w in windows):
+        raise ConfigError(f"windows must be integers >= 4, got {list(windows)}")
+    if not 0.05 <= validation_fraction <= 0.5:
+        raise ConfigError(f"validation fraction must be in [0.05, 0.5], got {validation_fraction}")
+    if max_trials is not None and max_trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {max_trials}")
+    if time_budget is not None and time_budget <= 0:
+        raise ConfigError(f"time budget must be positive, got {time_budget}")
+    limit = 5 * target_fpr if fpr_limit is None else fpr_limit
+
+    unsupported = {}
+    for fam in fams:
+        reason = int8_support(fam)
+        if reason is not None:
+            unsupported[fam] = reason
+    fams = [f for f in fams if f not in unsupported]
+    if not fams:
+        raise ConfigError("none of the families has an int8 path: "
+                          + "; ".join(f"{f}: {r}" for f, r in unsupported.items()))
+
+    fit_part, val_part = train.split(1.0 - validation_fraction)
+    normal = fit_part.values if fit_part.labels is None else fit_part.values[fit_part.labels == 0]
+    spread = normal.std(axis=0) if len(normal) else np.zeros(train.n_channels)
+    varying = tuple(c for c, sd in zip(train.channels, spread, strict=True) if sd > 0)
+    if not varying:
+        raise DataError(f"{train.source}: no channel varies in the training part: nothing to learn")
+    channel_sets = {"all": tuple(train.channels), "varying": varying}
+
+    labelled: list[tuple[str, Series]] = []
+    labels_used: list[str] = []
+    if validate is not None:
+        if validate.labels is None or not validate.labels.any():
+            raise DataError(f"{validate.source}: --validate data needs a label column with anomalous rows")
+        labelled.append((validate.source, validate))
+        labels_used.append(validate.source)
+    if val_part.labels is not None and val_part.labels.any():
+        labelled.append((f"{train.source} (validation part)", val_part))
+        labels_used.append(f"{train.source} (labelled rows of its last {validation_fraction:.0%})")
+    clean_val = val_part
+    if val_part.labels is not None and val_part.labels.any():
+        # Synthetic anomalies go into normal rows only; filling the labelled rows in would invent data,
+        # so the synthetic check uses the longest stretch without a labelled row.
+        clean_val = _longest_normal_stretch(val_part)
+    validator = _Validator(clean_val, spread, seed, labelled)
+
+    trials: list[Trial] = []
+    size_cache: dict[str, ModuleSize] = {}
+    stopped: str | None = None
+
+    def run_stage(cands: list[Candidate], stage: str) -> None:
+        nonlocal stopped
+        for i, c in enumerate(cands):
+            if max_trials is not None and sum(t.measured for t in trials) >= max_trials:
+                stopped = stopped or f"trial limit {max_trials} reached"
+                return
+            if time_budget is not None and time.monotonic() - start > time_budget:
+                stopped = stopped or f"time budget {time_budget:g} s reached"
+                return
+            if progress is not None:
+                progress(len(trials), len(trials) + len(cands) - i, c.label)
+            if any(_smaller_over_budget(c, t) for t in trials):
+                trials.append(Trial(c, stage, status="skipped: a smaller size was over budget"))
+                continue
+            trials.append(_run_trial(c, stage, channel_sets[c.channels], fit_part, budget, validator,
+                                     target_fpr, k, n, limit, size_cache))
+
+    first = input_candidates(fams, len(channel_sets["all"]), len(varying), windows)
+    run_stage(first, "inputs")
+    done = {t.candidate for t in trials}
+    best_inputs: list[Candidate] = []
+    for t in sorted((t for t in trials if t.status == "ok"), key=rank_key, reverse=True):
+        if len(best_inputs) < TOP_INPUTS and t.candidate.feature_set not in {b.feature_set for b in best_inputs}:
+            best_inputs.append(t.candidate)
+    run_stage(model_candidates(fams, best_inputs, done), "models")
+    if progress is not None:
+        progress(len(trials), len(trials), "done")
+
+    ok = [t for t in trials if t.status == "ok"]
+    if not ok:
+        raise BudgetError(_nothing_fits(trials, budget, train))
+    chosen = max(ok, key=rank_key)
+    pipeline, program, size, fit_series = _refit(chosen, train, channel_sets, budget, target_fpr, k, n, size_cache)
+    if not budget.fits(size):
+        # Refitting on all rows changed a size-relevant constant (a shift folded into code): keep the
+        # model that was measured within budget rather than ship one that is not.
+        assert chosen.pipeline is not None and chosen.program is not None and chosen.size is not None
+        pipeline, program, size = chosen.pipeline, chosen.program, chosen.size
+        fit_series = select_channels(fit_part, channel_sets[chosen.candidate.channels])
+    return TuneResult(budget, trials, chosen, pipeline, program, size, fit_series, labels_used, unsupported,
+                      limit, stopped)
+
+
+def _smaller_over_budget(c: Candidate, t: Trial) -> bool:
+    """Was ``t`` a smaller size of ``c``'s family on the same inputs, and over budget? (sizes grow along
+    :data:`SIZES`, so ``c`` cannot fit either)."""
+    o = t.candidate
+    if t.status != "over budget" or o.family != c.family or (o.window, o.features, o.channels) != (
+            c.window, c.features, c.channels):
+        return False
+    sizes = [tuple(sorted(p.items())) for p in SIZES.get(c.family, ())]
+    return o.params in sizes and c.params in sizes and sizes.index(o.params) < sizes.index(c.params)
+
+
+def _check_families(families: Sequence[str] | None) -> list[str]:
+    if families is None:
+        return [f for f in SIZES if f in REGISTRY] + [f for f in REGISTRY if f not in SIZES]
+    fams = [f.strip() for f in families if f.strip()]
+    unknown = [f for f in fams if f not in REGISTRY]
+    if unknown or not fams:
+        raise ConfigError(f"unknown family {', '.join(unknown) or '(none given)'}; "
+                          f"known: {', '.join(sorted(REGISTRY))}")
+    return list(dict.fromkeys(fams))
+
+
+def _longest_normal_stretch(series: Series) -> Series:
+    assert series.labels is not None
+    best, cur_start, best_span = (0, 0), 0, 0
+    for i, lab in enumerate(np.r_[series.labels, 1]):
+        if lab:
+            if i - cur_start > best_span:
+                best, best_span = (cur_start, i), i - cur_start
+            cur_start = i + 1
+    return series.slice(*best)
+
+
+def _run_trial(c: Candidate, stage: str, channels: tuple[str, ...], fit_part: Series, budget: Budget,
+               validator: _Validator, target_fpr: float, k: int, n: int, fpr_limit: float,
+               cache: dict[str, ModuleSize]) -> Trial:
+    t = Trial(c, stage, flash_bound=flash_lower_bound(c, len(channels)), ram_bound=ram_lower_bound(c, len(channels)))
+    if t.flash_bound > budget.flash or t.ram_bound > budget.ram:
+        t.status = "pre-filtered"
+        return t
+    began = time.monotonic()
+    try:
+        series = select_channels(fit_part, channels)
+        pipe = c.pipeline(target_fpr, k, n).fit(series)
+        program = quantize_pipeline(pipe, series)
+        size = measure(program, budget.target, cache)
+        t.flash, t.ram = size.flash, size.ram_with_state
+        if not budget.fits(size):
+            t.status = "over budget"
+            return t
+        t.synthetic_auc, t.auc_by_type, t.fpr, t.labelled_auc = validator.score(program, channels)
+    except TinywardenError as exc:
+        t.status = f"failed: {exc}"
+        return t
+    finally:
+        t.seconds = time.monotonic() - began
+    t.quality = t.synthetic_auc if t.labelled_auc is None else (t.synthetic_auc + t.labelled_auc) / 2.0
+    t.fpr_ok = t.fpr <= fpr_limit
+    t.program, t.pipeline, t.size = program, pipe, size
+    t.status = "ok"
+    return t
+
+
+def _refit(chosen: Trial, train: Series, channel_sets: dict[str, tuple[str, ...]], budget: Budget,
+           target_fpr: float, k: int, n: int, cache: dict[str, ModuleSize]
+           ) -> tuple[Pipeline, Program, ModuleSize, Series]:
+    """The chosen candidate fitted (and int8-calibrated) on all the training rows, measured again."""
+    series = select_channels(train, channel_sets[chosen.candidate.channels])
+    pipe = chosen.candidate.pipeline(target_fpr, k, n).fit(series)
+    program = quantize_pipeline(pipe, series)
+    return pipe, program, measure(program, budget.target, cache), series
+
+
+def _nothing_fits(trials: list[Trial], budget: Budget, train: Series) -> str:
+    bounds = [t for t in trials if t.status == "pre-filtered"]
+    measured = [t for t in trials if t.flash is not None]
+    parts = [f"no pipeline for {train.source} ({train.n_channels} channels) fits {budget.flash} B flash / "
+             f"{budget.ram} B RAM on {budget.target}"]
+    if measured:
+        small = min(measured, key=lambda t: (t.flash or 0) + (t.ram or 0))
+        parts.append(f"the smallest built, {small.candidate.label}, measures {small.flash} B flash / {small.ram} B RAM")
+    elif bounds:
+        small = min(bounds, key=lambda t: t.flash_bound + t.ram_bound)
+        parts.append(f"even {small.candidate.label} needs at least {small.flash_bound} B flash / "
+                     f"{small.ram_bound} B RAM")
+    failed = [t for t in trials if t.status.startswith("failed")]
+    if failed:
+        parts.append(f"{len(failed)} candidate(s) failed, e.g. {failed[0].candidate.label}: {failed[0].status}")
+    parts.append("raise --flash/--ram or use fewer channels")
+    return "; ".join(parts)

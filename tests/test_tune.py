@@ -1,0 +1,241 @@
+"""tinywarden tune: synthetic anomalies, Pareto front, budget parsing, and the search end to end with the real
+cross toolchain (arm-none-eabi-size) on a small multichannel series."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from tinywarden.cli import app
+from tinywarden.errors import ConfigError
+from tinywarden.target import missing_tools
+from tinywarden.telemetry.series import Series
+from tinywarden.tune import ANOMALY_TYPES, Budget, BudgetError, inject, pareto_front, parse_bytes, tune
+from tinywarden.tune.pareto import dominated
+from tinywarden.tune.search import flash_lower_bound, input_candidates
+
+needs_toolchain = pytest.mark.skipif(bool(missing_tools(("arm-none-eabi-gcc", "arm-none-eabi-size",
+                                                          "arm-none-eabi-nm"))),
+                                     reason="the ARM cross toolchain (gcc-arm-none-eabi) is not installed")
+runner = CliRunner()
+
+
+# -- synthetic anomalies -------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ANOMALY_TYPES)
+def test_inject_changes_only_segment_rows_of_varying_channels(kind: str) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3000, 4))
+    x[:, 2] = 5.0  # constant: must never be touched
+    spread = x.std(axis=0)
+    inj = inject(x, kind, segment=40, spread=spread, seed=3)
+    assert inj.segments, "no segment was injected"
+    inside = np.zeros(len(x), dtype=bool)
+    for a, b in inj.segments:
+        inside[a:b] = True
+    changed = np.any(inj.values != x, axis=1)
+    assert changed.any()
+    assert not (changed & ~inside).any()
+    np.testing.assert_array_equal(inj.rows, changed)
+    np.testing.assert_array_equal(inj.values[:, 2], x[:, 2])
+    # the input is not modified in place
+    assert not np.shares_memory(inj.values, x)
+
+
+def test_inject_is_deterministic_per_seed_and_rejects_bad_input() -> None:
+    x = np.random.default_rng(0).normal(size=(1000, 2))
+    a = inject(x, "spike", 16, x.std(axis=0), seed=5)
+    b = inject(x, "spike", 16, x.std(axis=0), seed=5)
+    c = inject(x, "spike", 16, x.std(axis=0), seed=6)
+    np.testing.assert_array_equal(a.values, b.values)
+    assert not np.array_equal(a.values, c.values)
+    with pytest.raises(ConfigError, match="unknown synthetic anomaly 'meteor'"):
+        inject(x, "meteor", 16, x.std(axis=0))
+    with pytest.raises(ConfigError, match="no channel varies"):
+        inject(np.ones((100, 2)), "spike", 16, np.zeros(2))
+
+
+# -- budget and Pareto ---------------------------------------------------------------------------
+def test_parse_bytes() -> None:
+    assert parse_bytes("8KB") == 8192
+    assert parse_bytes("4 kib") == 4096
+    assert parse_bytes("0.5MB") == 512 * 1024
+    assert parse_bytes("700") == 700
+    for bad in ("", "8 parsecs", "-1KB", "0"):
+        with pytest.raises(ConfigError):
+            parse_bytes(bad, "--flash")
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.integers(1, 10_000)), min_size=1, max_size=40))
+def test_pareto_front_is_exactly_the_non_dominated_points(points: list[tuple[float, int]]) -> None:
+    pts = [(q, float(c)) for q, c in points]
+    front = set(pareto_front(pts))
+    for i, p in enumerate(pts):
+        beaten = any(dominated(p, o) for o in pts)
+        if i in front:
+            assert not beaten
+        else:
+            # a point left out is dominated, or an identical point represents it
+            assert beaten or any(pts[j] == p for j in front)
+
+
+def test_flash_bound_grows_with_model_size() -> None:
+    cands = input_candidates(["kmeans"], 6, 6)
+    base = next(c for c in cands if c.window == 16 and c.feature_set == "compact")
+    small = dataclasses.replace(base, params=(("n_clusters", 2),))
+    big = dataclasses.replace(base, params=(("n_clusters", 16),))
+    assert flash_lower_bound(small, 6) < flash_lower_bound(big, 6)
+    assert flash_lower_bound(small, 6) < flash_lower_bound(small, 12)
+
+
+# -- the search ----------------------------------------------------------------------------------
+def device_series(rows: int = 3000, seed: int = 0, anomaly: bool = False) -> Series:
+    """Five channels with a daily-like cycle, correlated load and noise, plus one constant channel."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows, dtype=np.float64)
+    phase = 2 * np.pi * t / 720.0
+    load = 30 + 10 * np.sin(phase) + rng.normal(0, 1.5, rows)
+    vals = np.stack([
+        load,
+        0.5 * load + rng.normal(0, 1.0, rows),
+        np.full(rows, 7.0),
+        20 + 5 * np.cos(phase) + rng.normal(0, 0.8, rows),
+        rng.poisson(12, rows).astype(np.float64),
+    ], axis=1)
+    labels = None
+    if anomaly:
+        labels = np.zeros(rows, dtype=np.int8)
+        for a in range(rows // 5, rows, rows // 5):
+            vals[a : a + 60, 0] += 25.0
+            vals[a : a + 60, 1] += 12.0
+            labels[a : a + 60] = 1
+    return Series(t * 60.0, vals, ("cpu", "mem", "const", "temp", "pkts"), labels)
+
+
+def write_csv(series: Series, path: Path) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["timestamp", *series.channels, *(["label"] if series.labels is not None else [])])
+        for i in range(len(series)):
+            row = [f"{series.timestamps[i]:.0f}", *(f"{v:.6g}" for v in series.values[i])]
+            w.writerow(row + ([int(series.labels[i])] if series.labels is not None else []))
+    return path
+
+
+FAST = {"families": ["ewma", "kmeans"], "windows": [16, 32]}
+
+
+@needs_toolchain
+def test_every_built_candidate_is_measured_and_the_choice_fits() -> None:
+    budget = Budget(flash=3000, ram=700)
+    result = tune(device_series(), budget, max_trials=5, **FAST)  # type: ignore[arg-type]
+    ok = [t for t in result.trials if t.status == "ok"]
+    assert ok
+    for t in result.trials:
+        if t.status == "ok":
+            assert t.flash is not None and t.ram is not None
+            assert t.flash <= budget.flash and t.ram <= budget.ram
+            assert math.isfinite(t.quality) and 0.5 <= t.quality <= 1.0
+            assert set(t.auc_by_type) == set(ANOMALY_TYPES)
+        elif t.status == "over budget":
+            assert (t.flash or 0) > budget.flash or (t.ram or 0) > budget.ram
+        elif t.status == "pre-filtered":
+            assert t.flash_bound > budget.flash or t.ram_bound > budget.ram
+    assert result.size.flash <= budget.flash and result.size.ram_with_state <= budget.ram
+    assert result.chosen.quality == max(t.quality for t in ok if t.fpr_ok == result.chosen.fpr_ok)
+    # the constant channel is dropped when that is what fits or scores best, and never changes quality
+    assert "const" not in result.pipeline.channels_ or result.chosen.candidate.channels == "all"
+    assert sum(t.measured for t in result.trials) <= 5
+
+
+@needs_toolchain
+def test_too_small_budget_is_a_clear_error() -> None:
+    with pytest.raises(BudgetError, match=r"no pipeline .* fits 50 B flash / 4096 B RAM.*needs at least"):
+        tune(device_series(), Budget(flash=50, ram=4096), max_trials=4, **FAST)  # type: ignore[arg-type]
+    res = runner.invoke(app, ["tune", "nonexistent.csv", "--out", "x.twb", "--flash", "8 parsecs"])
+    assert isinstance(res.exception, ConfigError) and "--flash '8 parsecs'" in str(res.exception)
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    if missing_tools(("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm")):
+        pytest.skip("the ARM cross toolchain (gcc-arm-none-eabi) is not installed")
+    d = tmp_path_factory.mktemp("tune")
+    data = write_csv(device_series(), d / "normal.csv")
+    labelled = write_csv(device_series(2000, seed=1, anomaly=True), d / "labelled.csv")
+    model, plot = d / "model.twb", d / "front.png"
+    res = runner.invoke(app, ["tune", str(data), "--flash", "3KB", "--ram", "700", "--out", str(model),
+                              "--families", "ewma,kmeans", "--windows", "16,32", "--trials", "4",
+                              "--plot", str(plot), "--json", "--no-count"])
+    assert res.exit_code == 0, res.output
+    return {"dir": d, "data": data, "labelled": labelled, "model": model, "plot": plot,
+            "json": json.loads(res.stdout.strip().splitlines()[-1])}
+
+
+def test_json_reports_family_window_measured_size_and_scores(tuned: dict) -> None:
+    js = tuned["json"]
+    for key in ("family", "window", "flash", "ram", "validation"):
+        assert key in js
+    assert js["family"] in ("ewma", "kmeans") and js["window"] in (16, 32)
+    assert 0 < js["flash"] <= 3072 and 0 < js["ram"] <= 700
+    v = js["validation"]
+    assert set(v["auc_by_type"]) == set(ANOMALY_TYPES)
+    assert 0.5 <= v["synthetic_auc"] <= 1.0 and v["labels_used"] == []
+    assert tuned["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_saved_model_scores_int8_and_exports_to_the_measured_size(tuned: dict) -> None:
+    from tinywarden.pipeline import load_pipeline
+    from tinywarden.quantize import load_program
+    from tinywarden.target import module_size
+
+    pipe = load_pipeline(str(tuned["model"]))
+    assert pipe.window == tuned["json"]["window"]
+    assert list(pipe.channels_) == tuned["json"]["channels"]
+    prog = load_program(pipe, str(tuned["model"]))
+    out = tuned["dir"] / "scores.csv"
+    res = runner.invoke(app, ["score", str(tuned["model"]), str(tuned["labelled"]), "--out", str(out), "--int8"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert rows and all(r["score"].lstrip("-").isdigit() for r in rows)
+    c_dir = tuned["dir"] / "c"
+    res = runner.invoke(app, ["export", str(tuned["model"]), "--target", "c", "--out", str(c_dir)])
+    assert res.exit_code == 0, res.output
+    assert module_size(c_dir).flash == tuned["json"]["flash"]
+    assert prog.window == pipe.window
+
+
+@pytest.mark.skipif(bool(missing_tools(("qemu-system-arm",))), reason="qemu-system-arm is not installed")
+def test_labelled_validation_is_used_and_said(tuned: dict) -> None:
+    model = tuned["dir"] / "labelled.twb"
+    res = runner.invoke(app, ["tune", str(tuned["data"]), "--flash", "3KB", "--ram", "700", "--out", str(model),
+                              "--families", "ewma", "--windows", "16", "--trials", "3",
+                              "--validate", str(tuned["labelled"])])
+    assert res.exit_code == 0, res.output
+    assert "labels used:" in res.output and "Pareto front" in res.output
+    from tinywarden.pipeline import load_pipeline
+
+    summary = load_pipeline(str(model)).train_summary_["tune"]
+    assert summary["validation"]["labels_used"] == [str(tuned["labelled"])]
+    assert 0.5 <= summary["validation"]["labelled_auc"] <= 1.0
+    # instructions were counted under QEMU for the chosen pipeline (the default)
+    assert summary["instructions_per_window"] > 0
+
+
+def test_too_small_budget_exits_2_with_one_line(tuned: dict) -> None:
+    proc = subprocess.run([sys.executable, "-c", "from tinywarden.cli import main; main()", "tune",
+                           str(tuned["data"]), "--flash", "50", "--out", str(tuned["dir"] / "no.twb"),
+                           "--families", "ewma", "--windows", "16", "--trials", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr and "no pipeline" in proc.stderr and "Traceback" not in proc.stderr
