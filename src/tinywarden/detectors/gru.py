@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from tinywarden.detectors._torch import Progress, reconstruction_error, steps_for, train_reconstruction
-from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors._torch import Progress, TorchAutoencoder, steps_for, train_reconstruction
+from tinywarden.detectors.base import check_param
 
 _GRU_ARRAYS = ("w_ih_", "w_hh_", "b_ih_", "b_hh_", "w_out_", "b_out_")
 
@@ -52,7 +52,7 @@ def _gru_module(n_in: int, hidden: int, mode: str) -> Any:
     return TinyGRU()
 
 
-class GRUAutoencoder(Detector):
+class GRUAutoencoder(TorchAutoencoder):
     """A GRU with ``hidden`` units reads the scaled raw window; a linear layer reads out each step.
 
     ``mode="forecast"`` (default): predict the next sample from the state so far; the score is the
@@ -92,16 +92,22 @@ class GRUAutoencoder(Detector):
     def _validate(self) -> None:
         check_param("hidden", self.hidden, isinstance(self.hidden, int) and self.hidden >= 1, "an integer >= 1")
         check_param("mode", self.mode, self.mode in ("forecast", "reconstruct"), "'forecast' or 'reconstruct'")
-        check_param("epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1")
-        check_param("max_steps", self.max_steps, isinstance(self.max_steps, int) and self.max_steps >= 1,
-                    "an integer >= 1")
-        check_param("batch_size", self.batch_size, isinstance(self.batch_size, int) and self.batch_size >= 1,
-                    "an integer >= 1")
-        check_param("lr", self.lr, self.lr > 0, "a positive float")
+        self._check_training_params()
+
+    def _state_names(self) -> tuple[str, ...]:
+        return _GRU_ARRAYS
+
+    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``[(w_ih_, b_ih_), (w_hh_, b_hh_), (w_out_, b_out_)]``: input and recurrent gates, read-out."""
+        self._check_fitted()
+        return [(self.w_ih_, self.b_ih_), (self.w_hh_, self.b_hh_), (self.w_out_, self.b_out_)]
 
     def fit(self, X: np.ndarray, y: None = None, progress: Progress | None = None) -> GRUAutoencoder:  # noqa: N803
         self._validate()
         x = self._check_input(X, fitting=True)
+        import torch
+
+        torch.manual_seed(self.random_state)  # initial weights come from random_state, not global state
         module = _gru_module(x.shape[2], self.hidden, self.mode)
         steps = steps_for(len(x), self.batch_size, self.epochs, self.max_steps)
         self.train_loss_ = train_reconstruction(
@@ -139,15 +145,3 @@ class GRUAutoencoder(Detector):
                 t.copy_(torch.from_numpy(getattr(self, name).astype(np.float32)))
         module.eval()
         self._module = module
-
-    def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        self._check_fitted()
-        x = self._check_input(X)
-        if getattr(self, "_module", None) is None:
-            self._restore()
-        return reconstruction_error(self._module, x)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_module", None)  # rebuilt from the weight arrays on demand
-        return state
