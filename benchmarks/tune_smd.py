@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names = [m for m in args.machines.split(",") if m] or sorted(
         p.stem for p in (DATA / "smd_asd" / "npz").glob("machine-*.npz"))
+    rows = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        rows = list(pool.map(run_one, names, [args.flash] * len(names), [args.ram] * len(names),
-                             [args.seed] * len(names)))
+        futures = [pool.submit(run_one, m, args.flash, args.ram, args.seed) for m in names]
+        for fut in as_completed(futures):
+            r = fut.result()
+            rows.append(r)
+            print(f"{r['entity']}: {r['label']}, {r['flash']} B / {r['ram']} B, test AUC int8 "
+                  f"{r['test_auc_int8']:.3f} ({r['tune_seconds']:.0f} s)", file=sys.stderr, flush=True)
+    rows.sort(key=lambda r: names.index(r["entity"]))
     if args.json:
         print(json.dumps({"rows": rows, "mean_test_auc_int8": float(np.mean([r["test_auc_int8"] for r in rows])),
                           "reference": REFERENCE}, indent=2))
