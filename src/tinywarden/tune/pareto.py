@@ -132,7 +132,7 @@ def plot_pareto(result: TuneResult, front: Sequence[Trial], path: str | Path) ->
     ax.set_ylabel("validation quality (mean ROC AUC)")
     ax.set_title("tinywarden tune: quality vs flash")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
