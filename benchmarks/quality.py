@@ -289,7 +289,7 @@ def markdown(summary: Sequence[Row], goals: Sequence[Row], info: dict[str, str],
                   "| " + " | ".join(t for _, t in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         for r in rows:
             if "unavailable" in r:
-                lines.append(f"| {r['detector']} | yes | not available: {r['unavailable']} |"
+                lines.append(f"| {r['detector']} | {'yes' if r['int8'] else 'no'} | not available: {r['unavailable']} |"
                              + " |" * (len(COLUMNS) - 3))
                 continue
             cells = [fmt(r[k], 0 if k in ("train_s",) and r[k] >= 10 else 3) if k != "int8" else
@@ -352,6 +352,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--peers", default=None, help="comma list of peers (default: all in benchmarks/peers)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="entities run in parallel worker processes, one core each (default: 2)")
+    ap.add_argument("--render", type=Path, default=None,
+                    help="measure nothing: rebuild the table, plot and JSON from a saved quality-entities.json")
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error(f"--jobs must be at least 1, got {args.jobs}")
@@ -368,10 +370,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        saved = json.loads(args.render.read_text())
+        rows, info = saved["rows"], saved["machine"]
+        n_entities = {d: len({r["entity"] for r in rows if r["dataset"] == d}) for d in args.datasets}
+        return _write(args, rows, info, n_entities)
     single_core()
     info = machine_info()
-    rows: list[Row] = []
-    n_entities: dict[str, int] = {}
+    rows = []
+    n_entities = {}
     jobs: list[tuple[str, int, bool, list[str] | None, list[str] | None]] = []
     for dataset in args.datasets:
         try:
@@ -395,6 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not rows:
         print("no dataset found: set TINYWARDEN_DATA to the shared data folder", file=sys.stderr)
         return 2
+    return _write(args, rows, info, n_entities)
+
+
+def _write(args: argparse.Namespace, rows: list[Row], info: dict[str, str], n_entities: dict[str, int]) -> int:
+    """Print the table; write --json and the results folder."""
     summary = summarise(rows)
     goals = goal_check(summary)
     text = markdown(summary, goals, info, args.datasets, n_entities)
