@@ -32,6 +32,7 @@ import numpy as np
 from tinywarden import __version__
 from tinywarden.calibrate import threshold_at_fpr
 from tinywarden.detectors import ConvAutoencoder, DenseAutoencoder, EWMAZScore, KMeansDistance
+from tinywarden.detectors.pca import PCAReconstruction
 from tinywarden.errors import ConfigError
 from tinywarden.features import batch_windows, window_end_rows
 from tinywarden.pipeline import Pipeline, normal_window_mask
@@ -162,12 +163,25 @@ def quantize_layer(kind: str, src: str, dst: str, weight: np.ndarray, bias: np.n
                "shift": np.array([s for _, s in mult_shift], dtype=np.int8)})
 
 
-def _dense_activations(det: DenseAutoencoder, x: np.ndarray) -> list[np.ndarray]:
-    outs, h = [], x
+def _dense_layers(det: DenseAutoencoder | PCAReconstruction) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[bool]]:
+    """``(layers, relu after each)`` of a fully connected autoencoder.
+
+    PCA is a linear autoencoder with tied weights: encode ``W (x - mean)`` = ``W x - W mean``, decode
+    ``W^T z + mean``; so it runs on the same int8 kernels as the dense autoencoder, without ReLU.
+    """
+    if isinstance(det, PCAReconstruction):
+        w = det.components_
+        return [(w, -(w @ det.mean_)), (np.ascontiguousarray(w.T), det.mean_)], [False, False]
     layers = det.layers()
-    for i, (w, b) in enumerate(layers):
+    return layers, [i < len(layers) - 1 for i in range(len(layers))]
+
+
+def _dense_activations(det: DenseAutoencoder | PCAReconstruction, x: np.ndarray) -> list[np.ndarray]:
+    outs, h = [], x
+    layers, relus = _dense_layers(det)
+    for (w, b), relu in zip(layers, relus, strict=True):
         h = h @ w.T + b
-        if i < len(layers) - 1:
+        if relu:
             h = np.maximum(h, 0.0)
         outs.append(h)
     return outs
@@ -206,7 +220,7 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
     tensors: list[TensorSpec] = []
     ops: list[Op] = []
     info: dict[str, Any] = {}
-    if isinstance(det, (DenseAutoencoder, ConvAutoencoder)):
+    if isinstance(det, (DenseAutoencoder, ConvAutoencoder, PCAReconstruction)):
         conv = isinstance(det, ConvAutoencoder)
         acts = _conv_activations(det, fit_scaled) if conv else _dense_activations(det, fit_scaled)
         both = np.concatenate([fit_scaled.ravel(), acts[-1].ravel()])
@@ -226,7 +240,7 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
         else:
             assert affine is not None
             ops.append(requantize_features(*affine, mu, sigma, q_in, "requantize_s64_s8"))
-        layers = det.layers()
+        layers, relus = (det.layers(), []) if conv else _dense_layers(det)
         prev, q_prev = "input", q_in
         n_enc = len(layers) // 2
         for i, (w, b) in enumerate(layers):
@@ -238,7 +252,7 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
                 attrs = {"stride": 2 if i < n_enc else 1, "pad": w.shape[2] // 2, "upsample": 1 if i < n_enc else 2}
                 ops.append(quantize_layer("convolve_1d_s8", prev, name, w, b, q_prev, q_out, not last, attrs))
             else:
-                ops.append(quantize_layer("fully_connected_s8", prev, name, w, b, q_prev, q_out, not last))
+                ops.append(quantize_layer("fully_connected_s8", prev, name, w, b, q_prev, q_out, relus[i]))
             prev, q_prev = name, q_out
         ops.append(Op("sum_sq_diff_s8", ("recon", "input"), "score", {"shift": 0}))
         info["score_unit"] = q_in.scale**2 / n_in  # one integer unit of score in float-score units
@@ -265,7 +279,7 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
         ops.append(Op("min_sq_dist_s16", ("input",), "score", {"shift": 0}, {"centroids": cq}))
         info["input_scale"] = q_x.scale
     else:
-        raise ConfigError(f"detector {det.name!r} has no int8 path (supported: dense_ae, conv_ae, ewma, kmeans)")
+        raise ConfigError(f"detector {det.name!r} has no int8 path (supported: dense_ae, conv_ae, pca, ewma, kmeans)")
     tensors.append(TensorSpec("score", "int32", (1,)))
     return tensors, ops, info
 
