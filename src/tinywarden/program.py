@@ -348,6 +348,20 @@ def _min_sq_dist(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     return best
 
 
+#: Largest ``k`` of ``knn_dist_s16`` (the C kernel keeps the k nearest in a fixed stack array).
+KNN_MAX_K = 64
+
+
+def _knn_dist(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    """Sum of ``isqrt`` of the ``k`` smallest squared distances to the prototypes (k clamped to
+    [1, min(n_prototypes, KNN_MAX_K)], as the C kernel does)."""
+    x = srcs[0].astype(np.int64)  # (N, D)
+    protos = op.consts["prototypes"].astype(np.int64)  # (P, D)
+    k = max(1, min(int(op.attrs["k"]), len(protos), KNN_MAX_K))
+    d2 = np.stack([((x - p) ** 2).sum(axis=1) for p in protos], axis=1)  # (N, P), one prototype at a time
+    return isqrt_u64(np.sort(d2, axis=1)[:, :k]).sum(axis=1)
+
+
 def score_total(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     """The int64 total a score kernel computes before its right shift (used to choose that shift)."""
     return _SCORE_TOTALS[op.kind](srcs, op)
@@ -363,6 +377,7 @@ def _score(total_fn: Kernel) -> Kernel:
 _SCORE_TOTALS: dict[str, Kernel] = {
     "sum_sq_diff_s8": _sum_sq_diff, "sum_sq_s16": _sum_sq,
     "max_abs_s16": _max_abs, "min_sq_dist_s16": _min_sq_dist,
+    "knn_dist_s16": _knn_dist,
 }
 
 
@@ -391,6 +406,8 @@ KERNELS: dict[str, KernelSpec] = {
     "max_abs_s16": KernelSpec(_score(_max_abs), ("int16",), "int32", {}, "score = sat32(max |q| >> shift)"),
     "min_sq_dist_s16": KernelSpec(_score(_min_sq_dist), ("int16",), "int32", {"centroids": "int16"},
                                   "score = sat32(min_j sum (q - c_j)**2 >> shift)"),
+    "knn_dist_s16": KernelSpec(_score(_knn_dist), ("int16",), "int32", {"prototypes": "int16"},
+                               "score = sat32(sum over the k nearest p_j of isqrt(sum (q - p_j)**2) >> shift)"),
 }
 
 

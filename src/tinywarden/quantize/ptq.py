@@ -33,6 +33,7 @@ from tinywarden import __version__
 from tinywarden.calibrate import threshold_at_fpr
 from tinywarden.detectors import ConvAutoencoder, DenseAutoencoder, EWMAZScore, KMeansDistance
 from tinywarden.detectors.pca import PCAReconstruction
+from tinywarden.detectors.prototypes import PrototypeKNN
 from tinywarden.errors import ConfigError
 from tinywarden.features import batch_windows, window_end_rows
 from tinywarden.pipeline import Pipeline, normal_window_mask
@@ -278,8 +279,21 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
         cq = np.clip(round_half_away(cen / q_x.scale), INT16_MIN, INT16_MAX).astype(np.int16)
         ops.append(Op("min_sq_dist_s16", ("input",), "score", {"shift": 0}, {"centroids": cq}))
         info["input_scale"] = q_x.scale
+    elif isinstance(det, PrototypeKNN):
+        # as k-means: one common int16 scale for inputs and prototypes, since a distance mixes features
+        assert affine is not None
+        protos = det.prototypes_
+        top = max(float(np.abs(fit_scaled).max()), float(np.abs(protos).max())) * Z_HEADROOM
+        q_x = choose_qparams(-top, top, "int16", symmetric=True)
+        tensors.append(TensorSpec("input", "int16", (n_in,)))
+        ops.append(requantize_features(*affine, mu, sigma, q_x, "requantize_s64_s16"))
+        pq = np.clip(round_half_away(protos / q_x.scale), INT16_MIN, INT16_MAX).astype(np.int16)
+        ops.append(Op("knn_dist_s16", ("input",), "score", {"k": min(det.k, len(pq)), "shift": 0},
+                      {"prototypes": pq}))
+        info["input_scale"] = q_x.scale
     else:
-        raise ConfigError(f"detector {det.name!r} has no int8 path (supported: dense_ae, conv_ae, pca, ewma, kmeans)")
+        raise ConfigError(f"detector {det.name!r} has no int8 path "
+                          "(supported: dense_ae, conv_ae, pca, ewma, kmeans, knn)")
     tensors.append(TensorSpec("score", "int32", (1,)))
     return tensors, ops, info
 

@@ -1,0 +1,58 @@
+"""Integer paths of the newer detector families: kernel relations the parametrised bit-exact C and
+int8-vs-float tests (tests/test_codegen_c.py, tests/test_quantize_ptq.py) do not already pin down."""
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+
+from int8_fixtures import camera, fitted
+from tinywarden.program import KERNELS, Op, quantize_samples
+from tinywarden.quantize.scheme import isqrt_u64
+
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
+
+
+def model_input(prog, n_windows=40):
+    """The int16 model input tensor of the first windows of the camera series (all ops but the score)."""
+    s, _ = camera()
+    w, c = prog.window, prog.n_channels
+    env = {"window": quantize_samples(prog, s.values[: n_windows * w]).reshape(n_windows, w, c)}
+    for op in prog.ops[:-1]:
+        env[op.dst] = KERNELS[op.kind].fn([env[x] for x in op.src], op)
+    return env[prog.ops[-1].src[0]]
+
+
+def with_last_op(prog, **attrs):
+    last = prog.ops[-1]
+    op = Op(last.kind, last.src, last.dst, {**last.attrs, **attrs}, last.consts)
+    return dataclasses.replace(prog, ops=(*prog.ops[:-1], op))
+
+
+# -- knn -------------------------------------------------------------------------------------------
+def test_knn_with_k1_is_the_root_of_the_nearest_squared_distance():
+    _, prog = fitted("knn")
+    x = model_input(prog)
+    last = prog.ops[-1]
+    knn1 = KERNELS["knn_dist_s16"].fn([x], Op("knn_dist_s16", last.src, last.dst, {"k": 1, "shift": 0}, last.consts))
+    nearest = KERNELS["min_sq_dist_s16"].fn(
+        [x], Op("min_sq_dist_s16", last.src, last.dst, {"shift": 0}, {"centroids": last.consts["prototypes"]}))
+    assert np.array_equal(knn1[:, 0], isqrt_u64(nearest[:, 0]))
+    # more neighbours never lower the sum of distances
+    k3 = KERNELS["knn_dist_s16"].fn([x], Op("knn_dist_s16", last.src, last.dst, {"k": 3, "shift": 0}, last.consts))
+    assert (k3[:, 0] >= knn1[:, 0]).all() and (k3[:, 0] > knn1[:, 0]).any()
+
+
+@needs_gcc
+def test_knn_k_beyond_the_prototypes_is_clamped_alike_in_c(tmp_path):
+    from test_codegen_c import assert_bit_exact, build
+
+    _, prog = fitted("knn")
+    n_protos = len(prog.ops[-1].consts["prototypes"])
+    big = with_last_op(prog, k=1000)
+    x = model_input(prog)
+    assert np.array_equal(KERNELS["knn_dist_s16"].fn([x], big.ops[-1]),
+                          KERNELS["knn_dist_s16"].fn([x], with_last_op(prog, k=n_protos).ops[-1]))
+    s, _ = camera()
+    assert_bit_exact(big, build(big, tmp_path), s.values[:6000], tmp_path)
