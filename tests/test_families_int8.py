@@ -56,3 +56,35 @@ def test_knn_k_beyond_the_prototypes_is_clamped_alike_in_c(tmp_path):
                           KERNELS["knn_dist_s16"].fn([x], with_last_op(prog, k=n_protos).ops[-1]))
     s, _ = camera()
     assert_bit_exact(big, build(big, tmp_path), s.values[:6000], tmp_path)
+
+
+# -- bounds ----------------------------------------------------------------------------------------
+def test_bounds_integer_violation_tracks_the_float_one():
+    pipe, prog = fitted("bounds")
+    s, _ = camera()
+    w = prog.window
+    raw = s.values[: 150 * w].reshape(150, w, -1)
+    q = quantize_samples(prog, raw.reshape(-1, prog.n_channels)).reshape(raw.shape)
+    got = KERNELS["bounds_violation_s16"].fn([q], prog.ops[-1])[:, 0] * prog.info["score_unit"]
+    want = pipe.detector.score_samples(pipe._scale(raw))
+    c = prog.ops[-1].consts
+    # one int16 step of a sample and half a step of rounding on each bound, relative to the smallest
+    # width or step limit, plus one unit of the integer violation
+    tol = 2.0 / min(float((c["hi"] - c["lo"]).min()), float(c["rate"].min())) + prog.info["score_unit"]
+    assert np.abs(got - want).max() <= tol
+    assert (want < -tol).any() and (want > tol).any()  # both inside and beyond the bounds
+
+
+@needs_gcc
+def test_bounds_negative_scores_shift_by_floor_alike_in_c(tmp_path):
+    from test_codegen_c import assert_bit_exact, build
+
+    _, prog = fitted("bounds")
+    shifted = with_last_op(prog, shift=3)
+    s, _ = camera()
+    values = s.values[:8000]
+    from tinywarden.program import run_int8
+
+    scores, _ = run_int8(shifted, values)
+    assert (scores < 0).any() and (scores % 2 == 1).any()  # odd negatives: floor and truncation differ
+    assert_bit_exact(shifted, build(shifted, tmp_path), values, tmp_path)

@@ -362,6 +362,17 @@ def _knn_dist(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     return isqrt_u64(np.sort(d2, axis=1)[:, :k]).sum(axis=1)
 
 
+def _bounds_violation(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    """Largest per-channel violation of the window (N, W, C): value range and step limit, each rescaled."""
+    x = srcs[0].astype(np.int64)
+    c = op.consts
+    over = np.maximum(x.max(axis=1) - c["hi"], c["lo"] - x.min(axis=1))
+    fast = np.abs(np.diff(x, axis=1)).max(axis=1) - c["rate"]
+    value = requantize(over, c["value_multiplier"], c["value_shift"])
+    step = requantize(fast, c["rate_multiplier"], c["rate_shift"])
+    return np.maximum(value, step).max(axis=1)
+
+
 def score_total(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     """The int64 total a score kernel computes before its right shift (used to choose that shift)."""
     return _SCORE_TOTALS[op.kind](srcs, op)
@@ -377,7 +388,7 @@ def _score(total_fn: Kernel) -> Kernel:
 _SCORE_TOTALS: dict[str, Kernel] = {
     "sum_sq_diff_s8": _sum_sq_diff, "sum_sq_s16": _sum_sq,
     "max_abs_s16": _max_abs, "min_sq_dist_s16": _min_sq_dist,
-    "knn_dist_s16": _knn_dist,
+    "knn_dist_s16": _knn_dist, "bounds_violation_s16": _bounds_violation,
 }
 
 
@@ -408,6 +419,12 @@ KERNELS: dict[str, KernelSpec] = {
                                   "score = sat32(min_j sum (q - c_j)**2 >> shift)"),
     "knn_dist_s16": KernelSpec(_score(_knn_dist), ("int16",), "int32", {"prototypes": "int16"},
                                "score = sat32(sum over the k nearest p_j of isqrt(sum (q - p_j)**2) >> shift)"),
+    "bounds_violation_s16": KernelSpec(
+        _score(_bounds_violation), ("int16",), "int32",
+        {"lo": "int32", "hi": "int32", "rate": "int32", "value_multiplier": "int32", "value_shift": "int8",
+         "rate_multiplier": "int32", "rate_shift": "int8"},
+        "score = max over channels of requantize(max(max q - hi, lo - min q)) and "
+        "requantize(max |q[t] - q[t-1]| - rate), floor-shifted right by shift (it may be negative)"),
 }
 
 

@@ -45,6 +45,7 @@ KERNEL_TEMPLATES: dict[str, tuple[str, dict[str, str]]] = {
     "max_abs_s16": ("max_abs_s16", {}),
     "min_sq_dist_s16": ("min_sq_dist_s16", {}),
     "knn_dist_s16": ("knn_dist_s16", {}),
+    "bounds_violation_s16": ("bounds_violation_s16", {}),
 }
 #: helper templates in the order they must appear (a helper may use an earlier one)
 HELPERS = ("arith", "isqrt", "score")

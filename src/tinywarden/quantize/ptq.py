@@ -32,6 +32,7 @@ import numpy as np
 from tinywarden import __version__
 from tinywarden.calibrate import threshold_at_fpr
 from tinywarden.detectors import ConvAutoencoder, DenseAutoencoder, EWMAZScore, KMeansDistance
+from tinywarden.detectors.bounds import BoundsDetector
 from tinywarden.detectors.pca import PCAReconstruction
 from tinywarden.detectors.prototypes import PrototypeKNN
 from tinywarden.errors import ConfigError
@@ -61,6 +62,8 @@ Z_HEADROOM = 16.0
 INPUT_HEADROOM = 2.0
 #: Normal scores stay this many times below the int32 limit after the score's right shift.
 SCORE_HEADROOM = 256
+#: Fractional bits of the bounds detector's integer violation (1.0 = one width of the learned range).
+BOUNDS_FRAC_BITS = 12
 
 
 def normal_windows(pipeline: Pipeline, series: Series) -> tuple[np.ndarray, np.ndarray]:
@@ -291,9 +294,33 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
         ops.append(Op("knn_dist_s16", ("input",), "score", {"k": min(det.k, len(pq)), "shift": 0},
                       {"prototypes": pq}))
         info["input_scale"] = q_x.scale
+    elif isinstance(det, BoundsDetector):
+        # the rules apply to the int16 samples themselves: map the learned bounds into that domain
+        assert win_scale is not None
+        s_c, z_c = win_scale
+        per_q = sigma / s_c  # int16 steps per scaled unit, per channel
+
+        def to_q(v: np.ndarray) -> np.ndarray:
+            q = round_half_away((v * sigma + mu) / s_c - z_c)
+            return np.clip(q, -(2**30), 2**30).astype(np.int32)
+
+        # below one int16 step the samples cannot resolve a bound anyway; the floor keeps multipliers < 2**30
+        width = np.maximum((det.hi_ - det.lo_) * per_q, 1.0)
+        rate = det.rate_ * per_q
+        unit = float(2**BOUNDS_FRAC_BITS)
+        vm = [quantize_multiplier(unit / w) for w in width]
+        rm = [quantize_multiplier(unit / r) for r in np.maximum(rate, 1.0)]
+        ops.append(Op("bounds_violation_s16", ("window",), "score", {"shift": 0}, {
+            "lo": to_q(det.lo_), "hi": to_q(det.hi_),
+            "rate": np.clip(round_half_away(rate), 0, 2**30).astype(np.int32),
+            "value_multiplier": np.array([m for m, _ in vm], dtype=np.int32),
+            "value_shift": np.array([sh for _, sh in vm], dtype=np.int8),
+            "rate_multiplier": np.array([m for m, _ in rm], dtype=np.int32),
+            "rate_shift": np.array([sh for _, sh in rm], dtype=np.int8)}))
+        info["score_unit"] = 1.0 / unit
     else:
         raise ConfigError(f"detector {det.name!r} has no int8 path "
-                          "(supported: dense_ae, conv_ae, pca, ewma, kmeans, knn)")
+                          "(supported: dense_ae, conv_ae, pca, ewma, kmeans, knn, bounds)")
     tensors.append(TensorSpec("score", "int32", (1,)))
     return tensors, ops, info
 
