@@ -88,3 +88,36 @@ def test_bounds_negative_scores_shift_by_floor_alike_in_c(tmp_path):
     scores, _ = run_int8(shifted, values)
     assert (scores < 0).any() and (scores % 2 == 1).any()  # odd negatives: floor and truncation differ
     assert_bit_exact(shifted, build(shifted, tmp_path), values, tmp_path)
+
+
+# -- iforest ---------------------------------------------------------------------------------------
+def test_iforest_kernel_walks_the_detectors_own_trees():
+    from tinywarden.detectors.iforest import quantize_features
+
+    pipe, prog = fitted("iforest")
+    s, _ = camera()
+    _, feats = pipe._raw_inputs(s.values[:20000])
+    scaled = pipe._scale(feats)
+    got = KERNELS["iforest_path_s16"].fn([quantize_features(scaled)], prog.ops[-1])[:, 0]
+    n_trees = len(pipe.detector.tree_start_)
+    assert np.array_equal(got, n_trees * 32767 - pipe.detector.path_length_sum(scaled))
+    # the stored trees are the packed model itself: 4 bytes a node and 2 a tree, nothing widened
+    tree_bytes = sum(a.nbytes for a in prog.ops[-1].consts.values())
+    assert tree_bytes == pipe.detector.packed_bytes_
+
+
+def test_iforest_malformed_trees_are_refused_before_the_c_walk():
+    from tinywarden.errors import ConfigError
+    from tinywarden.quantize import quantize_pipeline
+
+    pipe, _ = fitted("iforest")
+    _, train = camera()
+    det = pipe.detector
+    saved = det.left_.copy()
+    inner = int(np.flatnonzero(saved[1 : det.tree_start_[1]])[0]) + 1  # an internal node below the root
+    try:
+        det.left_[inner] = inner  # a node that is its own child would loop forever in the C walk
+        with pytest.raises(ConfigError, match="tree 0 is malformed"):
+            quantize_pipeline(pipe, train)
+    finally:
+        det.left_[:] = saved

@@ -52,7 +52,8 @@ FEATURE_CODES: dict[str, int] = {
     "crossings": 11, "diff_abs_mean": 12, "diff_abs_max": 13, "last": 14,
 }
 _CODE_NAMES = {code: name for name, code in FEATURE_CODES.items()}
-CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t", "uint8": "uint8_t"}
+CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t", "uint8": "uint8_t",
+          "uint16": "uint16_t"}
 
 
 @dataclass(frozen=True)
@@ -373,6 +374,27 @@ def _bounds_violation(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     return np.maximum(value, step).max(axis=1)
 
 
+def _iforest_path(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    """Sum over the packed trees of ``32767 - leaf value`` (see :mod:`tinywarden.detectors.iforest`):
+    a short path, i.e. an easily isolated input, gives a large total."""
+    x = srcs[0].astype(np.int64)  # (N, D), Q7.8 scaled features
+    c = op.consts
+    feature, left = c["feature"].astype(np.intp), c["left"].astype(np.intp)
+    threshold = c["threshold"].astype(np.int64)
+    rows = np.arange(len(x))
+    total = np.zeros(len(x), dtype=np.int64)
+    for start in c["tree_start"].astype(np.intp):
+        node = np.full(len(x), start, dtype=np.intp)
+        while True:  # children follow their parent (breadth-first), so every row reaches a leaf
+            inner = left[node] != 0
+            if not inner.any():
+                break
+            idx = node[inner]
+            node[inner] = start + left[idx] + (x[rows[inner], feature[idx]] > threshold[idx])
+        total += 32767 - threshold[node]
+    return total
+
+
 def score_total(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     """The int64 total a score kernel computes before its right shift (used to choose that shift)."""
     return _SCORE_TOTALS[op.kind](srcs, op)
@@ -388,7 +410,7 @@ def _score(total_fn: Kernel) -> Kernel:
 _SCORE_TOTALS: dict[str, Kernel] = {
     "sum_sq_diff_s8": _sum_sq_diff, "sum_sq_s16": _sum_sq,
     "max_abs_s16": _max_abs, "min_sq_dist_s16": _min_sq_dist,
-    "knn_dist_s16": _knn_dist, "bounds_violation_s16": _bounds_violation,
+    "knn_dist_s16": _knn_dist, "bounds_violation_s16": _bounds_violation, "iforest_path_s16": _iforest_path,
 }
 
 
@@ -425,6 +447,10 @@ KERNELS: dict[str, KernelSpec] = {
          "rate_multiplier": "int32", "rate_shift": "int8"},
         "score = max over channels of requantize(max(max q - hi, lo - min q)) and "
         "requantize(max |q[t] - q[t-1]| - rate), floor-shifted right by shift (it may be negative)"),
+    "iforest_path_s16": KernelSpec(
+        _score(_iforest_path), ("int16",), "int32",
+        {"feature": "uint8", "threshold": "int16", "left": "uint8", "tree_start": "uint16"},
+        "score = sat32(sum over trees of (32767 - Q8.8 leaf path length) >> shift), packed isolation trees"),
 }
 
 

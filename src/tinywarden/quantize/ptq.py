@@ -33,6 +33,8 @@ from tinywarden import __version__
 from tinywarden.calibrate import threshold_at_fpr
 from tinywarden.detectors import ConvAutoencoder, DenseAutoencoder, EWMAZScore, KMeansDistance
 from tinywarden.detectors.bounds import BoundsDetector
+from tinywarden.detectors.iforest import FRAC_BITS as IFOREST_FRAC_BITS
+from tinywarden.detectors.iforest import TrimmedIsolationForest
 from tinywarden.detectors.pca import PCAReconstruction
 from tinywarden.detectors.prototypes import PrototypeKNN
 from tinywarden.errors import ConfigError
@@ -215,6 +217,20 @@ def _act_qparams(a: np.ndarray) -> QParams:
     return choose_qparams(float(a.min()), float(a.max()), "int8")
 
 
+def _check_packed_trees(det: TrimmedIsolationForest, n_in: int) -> None:
+    """The C tree walk has no checks in its loop: every child must follow its parent inside its tree and
+    every tested feature must exist, so that each walk ends at a leaf inside the arrays."""
+    starts = det.tree_start_.astype(np.int64)
+    ends = np.append(starts[1:], len(det.left_))
+    for t, (lo, hi) in enumerate(zip(starts, ends, strict=True)):
+        left = det.left_[lo:hi].astype(np.int64)
+        inner = np.flatnonzero(left)
+        if len(inner) and ((left[inner] <= inner).any() or (left[inner] + 1 >= hi - lo).any()
+                           or (det.feature_[lo:hi][inner] >= n_in).any()):
+            raise ConfigError(f"isolation forest tree {t} is malformed (a child before its parent, outside "
+                              f"the tree, or a feature index >= {n_in}); fit the detector again")
+
+
 def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
                affine: tuple[np.ndarray, np.ndarray] | None, win_scale: tuple[np.ndarray, np.ndarray] | None,
                ) -> tuple[list[TensorSpec], list[Op], dict[str, Any]]:
@@ -318,9 +334,20 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
             "rate_multiplier": np.array([m for m, _ in rm], dtype=np.int32),
             "rate_shift": np.array([sh for _, sh in rm], dtype=np.int8)}))
         info["score_unit"] = 1.0 / unit
+    elif isinstance(det, TrimmedIsolationForest):
+        # the trees already compare int16 Q7.8 scaled features: requantize straight into that scale
+        assert affine is not None
+        _check_packed_trees(det, n_in)
+        tensors.append(TensorSpec("input", "int16", (n_in,)))
+        q_f = QParams(1.0 / (1 << IFOREST_FRAC_BITS), 0, "int16")
+        ops.append(requantize_features(*affine, mu, sigma, q_f, "requantize_s64_s16"))
+        ops.append(Op("iforest_path_s16", ("input",), "score", {"shift": 0},
+                      {"feature": det.feature_.astype(np.uint8), "threshold": det.threshold_.astype(np.int16),
+                       "left": det.left_.astype(np.uint8), "tree_start": det.tree_start_.astype(np.uint16)}))
+        info["input_scale"] = q_f.scale
     else:
         raise ConfigError(f"detector {det.name!r} has no int8 path "
-                          "(supported: dense_ae, conv_ae, pca, ewma, kmeans, knn, bounds)")
+                          "(supported: dense_ae, conv_ae, pca, ewma, kmeans, knn, bounds, iforest)")
     tensors.append(TensorSpec("score", "int32", (1,)))
     return tensors, ops, info
 
