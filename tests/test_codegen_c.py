@@ -48,7 +48,7 @@ def assert_bit_exact(program, exe, values, tmp):
         assert rows[:, 3].tolist() == alarms.tolist()
 
 
-@pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae", "pca", "knn", "bounds", "iforest"])
+@pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae", "pca", "knn", "bounds", "iforest", "ar"])
 def test_c_matches_python_on_simulated_camera(detector, tmp_path):
     _, prog = fitted(detector)
     s, _ = camera()

@@ -121,3 +121,37 @@ def test_iforest_malformed_trees_are_refused_before_the_c_walk():
             quantize_pipeline(pipe, train)
     finally:
         det.left_[:] = saved
+
+
+# -- ar --------------------------------------------------------------------------------------------
+def test_ar_integer_z_tracks_the_float_score():
+    pipe, prog = fitted("ar")
+    s, _ = camera()
+    w = prog.window
+    raw = s.values[: 150 * w].reshape(150, w, -1)
+    q = quantize_samples(prog, raw.reshape(-1, prog.n_channels)).reshape(raw.shape)
+    got = KERNELS["ar_residual_s16"].fn([q], prog.ops[-1])[:, 0] * prog.info["z_scale"]
+    want = pipe.detector.score_samples(pipe._scale(raw))
+    # int16 samples resolve a fraction of each channel's residual MAD; the bias and coefficients are Q20
+    assert np.all(np.abs(got - want) <= 0.02 * want + 0.05), np.abs(got - want).max()
+
+
+@needs_gcc
+def test_ar_rms_with_a_short_horizon_is_bit_exact_in_c(tmp_path):
+    from test_codegen_c import assert_bit_exact, build
+    from tinywarden.detectors import make_detector
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.quantize import quantize_pipeline
+
+    s, train = camera()
+    pipe = Pipeline(make_detector("ar", order=5, horizon=24, aggregate="rms"), window=64, stride=16).fit(train)
+    prog = quantize_pipeline(pipe, train)
+    assert prog.ops[-1].attrs["aggregate"] == 1 and prog.ops[-1].attrs["horizon"] == 24
+    from tinywarden.program import run_int8
+
+    scores, _ = run_int8(prog, s.values)
+    test = np.arange(len(scores)) * 16 + 63 >= len(train)
+    ranks_f = pipe.score(s).scores[test]
+    # sum of squared z is monotone in the float rms, up to rounding: the two rankings nearly agree
+    assert np.corrcoef(np.argsort(np.argsort(ranks_f)), np.argsort(np.argsort(scores[test])))[0, 1] > 0.99
+    assert_bit_exact(prog, build(prog, tmp_path), s.values[:12000], tmp_path)

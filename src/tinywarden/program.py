@@ -395,6 +395,27 @@ def _iforest_path(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     return total
 
 
+#: Largest per-channel mean robust z-score of ``ar_residual_s16`` (its square, summed over up to 2**14
+#: channels, stays within int64).
+AR_Z_MAX = 2**24
+
+
+def _ar_residual(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    """Per channel, the mean absolute AR forecast miss over the last ``horizon`` steps of the window
+    (N, W, C), requantized to a z-score; then the max (``aggregate`` 0) or sum of squares (1) over channels."""
+    x = srcs[0].astype(np.int64)
+    a, c = op.attrs, op.consts
+    order, horizon, n_ch = int(a["order"]), int(a["horizon"]), x.shape[2]
+    coef = c["coef"].astype(np.int64).reshape(n_ch, order)
+    t0 = x.shape[1] - horizon
+    acc = x[:, t0:, :] * (1 << int(a["frac_bits"])) - c["bias"].astype(np.int64)
+    for i in range(order):
+        acc -= x[:, t0 - i - 1 : x.shape[1] - i - 1, :] * coef[:, i]
+    total = np.abs(acc).sum(axis=1)  # (N, C)
+    z = np.minimum(requantize(total >> c["pre_shift"].astype(np.int64), c["multiplier"], c["shift"]), AR_Z_MAX)
+    return z.max(axis=1) if int(a["aggregate"]) == 0 else (z * z).sum(axis=1)
+
+
 def score_total(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     """The int64 total a score kernel computes before its right shift (used to choose that shift)."""
     return _SCORE_TOTALS[op.kind](srcs, op)
@@ -411,6 +432,7 @@ _SCORE_TOTALS: dict[str, Kernel] = {
     "sum_sq_diff_s8": _sum_sq_diff, "sum_sq_s16": _sum_sq,
     "max_abs_s16": _max_abs, "min_sq_dist_s16": _min_sq_dist,
     "knn_dist_s16": _knn_dist, "bounds_violation_s16": _bounds_violation, "iforest_path_s16": _iforest_path,
+    "ar_residual_s16": _ar_residual,
 }
 
 
@@ -451,6 +473,11 @@ KERNELS: dict[str, KernelSpec] = {
         _score(_iforest_path), ("int16",), "int32",
         {"feature": "uint8", "threshold": "int16", "left": "uint8", "tree_start": "uint16"},
         "score = sat32(sum over trees of (32767 - Q8.8 leaf path length) >> shift), packed isolation trees"),
+    "ar_residual_s16": KernelSpec(
+        _score(_ar_residual), ("int16",), "int32",
+        {"coef": "int32", "bias": "int64", "pre_shift": "int32", "multiplier": "int32", "shift": "int8"},
+        "per channel z = min(requantize(sum_t |q[t] 2^F - sum_i coef_i q[t-i] - bias| >> pre_shift), 2^24); "
+        "score = sat32((max_c z or sum_c z^2) >> shift)"),
 }
 
 

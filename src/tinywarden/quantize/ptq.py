@@ -32,6 +32,7 @@ import numpy as np
 from tinywarden import __version__
 from tinywarden.calibrate import threshold_at_fpr
 from tinywarden.detectors import ConvAutoencoder, DenseAutoencoder, EWMAZScore, KMeansDistance
+from tinywarden.detectors.ar import MAD_TO_STD, ARResidual
 from tinywarden.detectors.bounds import BoundsDetector
 from tinywarden.detectors.iforest import FRAC_BITS as IFOREST_FRAC_BITS
 from tinywarden.detectors.iforest import TrimmedIsolationForest
@@ -66,6 +67,9 @@ INPUT_HEADROOM = 2.0
 SCORE_HEADROOM = 256
 #: Fractional bits of the bounds detector's integer violation (1.0 = one width of the learned range).
 BOUNDS_FRAC_BITS = 12
+#: Fractional bits of the AR coefficients (|coefficient| < 2**11 in int32) and of its z-scores.
+AR_FRAC_BITS = 20
+AR_Z_BITS = 12
 
 
 def normal_windows(pipeline: Pipeline, series: Series) -> tuple[np.ndarray, np.ndarray]:
@@ -345,9 +349,34 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
                       {"feature": det.feature_.astype(np.uint8), "threshold": det.threshold_.astype(np.int16),
                        "left": det.left_.astype(np.uint8), "tree_start": det.tree_start_.astype(np.uint16)}))
         info["input_scale"] = q_f.scale
+    elif isinstance(det, ARResidual):
+        # the forecast runs on the int16 samples: fold the pipeline's scaling, the intercept and the
+        # residual median into one bias per channel, and MAD and horizon into one requantization
+        assert win_scale is not None
+        s_c, z_c = win_scale
+        w, order = fit_scaled.shape[1], det.coef_.shape[1]
+        horizon = det.horizon if det.horizon is not None else w - order
+        if order > 16 or np.abs(det.coef_).max() * 2**AR_FRAC_BITS >= INT32_MAX:
+            raise ConfigError(f"AR order {order} or a coefficient ({np.abs(det.coef_).max():.4g}) is beyond the "
+                              f"int8 path (order <= 16, |coefficient| < {INT32_MAX / 2**AR_FRAC_BITS:.0f})")
+        per_q = sigma / s_c
+        level = mu / s_c - z_c  # the pipeline's offset in int16 steps
+        bias = level * (1.0 - det.coef_.sum(axis=1)) + (det.intercept_ + det.median_) * per_q
+        real = 2.0**AR_Z_BITS / (2.0**AR_FRAC_BITS * per_q * MAD_TO_STD * det.mad_ * horizon)
+        pre = np.minimum(np.maximum(0, np.floor(np.log2(0.25 / real))), 62).astype(np.int64)
+        ms = [quantize_multiplier(float(r * 2.0**p)) for r, p in zip(real, pre, strict=True)]
+        ops.append(Op("ar_residual_s16", ("window",), "score",
+                      {"order": order, "horizon": horizon, "frac_bits": AR_FRAC_BITS,
+                       "aggregate": 0 if det.aggregate == "max" else 1, "shift": 0},
+                      {"coef": round_half_away(det.coef_ * 2**AR_FRAC_BITS).astype(np.int32).ravel(),
+                       "bias": round_half_away(bias * 2**AR_FRAC_BITS).astype(np.int64),
+                       "pre_shift": pre.astype(np.int32),
+                       "multiplier": np.array([m for m, _ in ms], dtype=np.int32),
+                       "shift": np.array([sh for _, sh in ms], dtype=np.int8)}))
+        info["z_scale"] = 2.0**-AR_Z_BITS  # one unit of a channel's integer z-score
     else:
         raise ConfigError(f"detector {det.name!r} has no int8 path "
-                          "(supported: dense_ae, conv_ae, pca, ewma, kmeans, knn, bounds, iforest)")
+                          "(supported: dense_ae, conv_ae, pca, ewma, kmeans, knn, bounds, iforest, ar)")
     tensors.append(TensorSpec("score", "int32", (1,)))
     return tensors, ops, info
 
