@@ -48,7 +48,8 @@ def assert_bit_exact(program, exe, values, tmp):
         assert rows[:, 3].tolist() == alarms.tolist()
 
 
-@pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae", "pca", "knn", "bounds", "iforest", "ar"])
+@pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae", "pca", "knn", "bounds", "iforest",
+                                      "ar", "ocsvm"])
 def test_c_matches_python_on_simulated_camera(detector, tmp_path):
     _, prog = fitted(detector)
     s, _ = camera()

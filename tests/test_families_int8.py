@@ -155,3 +155,37 @@ def test_ar_rms_with_a_short_horizon_is_bit_exact_in_c(tmp_path):
     # sum of squared z is monotone in the float rms, up to rounding: the two rankings nearly agree
     assert np.corrcoef(np.argsort(np.argsort(ranks_f)), np.argsort(np.argsort(scores[test])))[0, 1] > 0.99
     assert_bit_exact(prog, build(prog, tmp_path), s.values[:12000], tmp_path)
+
+
+# -- ocsvm -----------------------------------------------------------------------------------------
+def ranks(v):
+    return np.argsort(np.argsort(v, kind="stable"), kind="stable")
+
+
+def test_ocsvm_integer_score_ranks_windows_as_the_float_one():
+    pipe, prog = fitted("ocsvm")
+    s, _ = camera()
+    x = model_input(prog, n_windows=150)
+    got = KERNELS["rbf_kernel_sum_s16"].fn([x], prog.ops[-1])[:, 0]
+    _, feats = pipe._raw_inputs(s.values[: 150 * prog.window])
+    want = pipe.detector.score_samples(pipe._scale(feats))[:: prog.window // prog.stride]
+    assert len(want) == len(got)
+    assert np.corrcoef(ranks(got), ranks(want))[0, 1] > 0.99
+    # a window on a support vector adds nothing for it; the table's first entry is 2**0 in Q16
+    sv = prog.ops[-1].consts["support_vectors"]
+    on = KERNELS["rbf_kernel_sum_s16"].fn([sv[:1]], prog.ops[-1])[0, 0]
+    far = KERNELS["rbf_kernel_sum_s16"].fn([np.full_like(sv[:1], 32767)], prog.ops[-1])[0, 0]
+    assert prog.ops[-1].consts["exp2"][0] == 65535 and on < far
+    assert far == int(prog.ops[-1].consts["alpha"].astype(np.int64).sum()) * 65535 >> prog.ops[-1].attrs["shift"]
+
+
+def test_ocsvm_rff_is_refused_with_the_reason():
+    from tinywarden.detectors import make_detector
+    from tinywarden.errors import ConfigError
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.quantize import quantize_pipeline
+
+    _, train = camera()
+    pipe = Pipeline(make_detector("ocsvm", kernel="rff", n_components=8), window=64, stride=32).fit(train)
+    with pytest.raises(ConfigError, match="kernel='rbf'"):
+        quantize_pipeline(pipe, train)

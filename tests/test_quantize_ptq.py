@@ -29,7 +29,8 @@ def held_out_auc(pipe, prog):
     return roc_auc_score(lab[test], sc.scores[test]), roc_auc_score(lab[test], qs[test])
 
 
-@pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae", "pca", "knn", "bounds", "iforest", "ar"])
+@pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae", "pca", "knn", "bounds", "iforest",
+                                      "ar", "ocsvm"])
 def test_int8_auc_within_001_of_float(detector):
     pipe, prog = fitted(detector)
     auc_f, auc_q = held_out_auc(pipe, prog)

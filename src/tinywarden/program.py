@@ -416,6 +416,23 @@ def _ar_residual(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     return z.max(axis=1) if int(a["aggregate"]) == 0 else (z * z).sum(axis=1)
 
 
+def _rbf_kernel_sum(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    """``sum_j alpha_j (T[0] - k_j)`` with the RBF kernel ``k_j = 2**-u_j`` read from the Q16 table ``T`` of
+    ``2**(-f / 2**frac_bits)``, ``u_j`` the requantized squared distance to support vector ``j``."""
+    x = srcs[0].astype(np.int64)  # (N, D)
+    c = op.consts
+    table = c["exp2"].astype(np.int64)
+    bits = int(op.attrs["frac_bits"])
+    total = np.zeros(len(x), dtype=np.int64)
+    for v, a in zip(c["support_vectors"].astype(np.int64), c["alpha"].astype(np.int64), strict=True):
+        d2 = ((x - v) ** 2).sum(axis=1)
+        u = requantize(d2 >> int(c["pre_shift"][0]), c["multiplier"][0], c["shift"][0])  # >= 0
+        whole = u >> bits
+        k = np.where(whole < 32, table[u & ((1 << bits) - 1)] >> np.minimum(whole, 31), 0)
+        total += a * (table[0] - k)
+    return total
+
+
 def score_total(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     """The int64 total a score kernel computes before its right shift (used to choose that shift)."""
     return _SCORE_TOTALS[op.kind](srcs, op)
@@ -432,7 +449,7 @@ _SCORE_TOTALS: dict[str, Kernel] = {
     "sum_sq_diff_s8": _sum_sq_diff, "sum_sq_s16": _sum_sq,
     "max_abs_s16": _max_abs, "min_sq_dist_s16": _min_sq_dist,
     "knn_dist_s16": _knn_dist, "bounds_violation_s16": _bounds_violation, "iforest_path_s16": _iforest_path,
-    "ar_residual_s16": _ar_residual,
+    "ar_residual_s16": _ar_residual, "rbf_kernel_sum_s16": _rbf_kernel_sum,
 }
 
 
@@ -478,6 +495,12 @@ KERNELS: dict[str, KernelSpec] = {
         {"coef": "int32", "bias": "int64", "pre_shift": "int32", "multiplier": "int32", "shift": "int8"},
         "per channel z = min(requantize(sum_t |q[t] 2^F - sum_i coef_i q[t-i] - bias| >> pre_shift), 2^24); "
         "score = sat32((max_c z or sum_c z^2) >> shift)"),
+    "rbf_kernel_sum_s16": KernelSpec(
+        _score(_rbf_kernel_sum), ("int16",), "int32",
+        {"support_vectors": "int16", "alpha": "int16", "exp2": "uint16", "pre_shift": "int32",
+         "multiplier": "int32", "shift": "int8"},
+        "one-class SVM: score = sat32(sum_j alpha_j (T[0] - 2**-u_j from table T) >> shift), "
+        "u_j = requantize(|q - sv_j|**2 >> pre_shift)"),
 }
 
 

@@ -48,6 +48,7 @@ KERNEL_TEMPLATES: dict[str, tuple[str, dict[str, str]]] = {
     "bounds_violation_s16": ("bounds_violation_s16", {}),
     "iforest_path_s16": ("iforest_path_s16", {}),
     "ar_residual_s16": ("ar_residual_s16", {}),
+    "rbf_kernel_sum_s16": ("rbf_kernel_sum_s16", {}),
 }
 #: helper templates in the order they must appear (a helper may use an earlier one)
 HELPERS = ("arith", "isqrt", "score")

@@ -36,6 +36,7 @@ from tinywarden.detectors.ar import MAD_TO_STD, ARResidual
 from tinywarden.detectors.bounds import BoundsDetector
 from tinywarden.detectors.iforest import FRAC_BITS as IFOREST_FRAC_BITS
 from tinywarden.detectors.iforest import TrimmedIsolationForest
+from tinywarden.detectors.ocsvm import BudgetOneClassSVM
 from tinywarden.detectors.pca import PCAReconstruction
 from tinywarden.detectors.prototypes import PrototypeKNN
 from tinywarden.errors import ConfigError
@@ -70,6 +71,8 @@ BOUNDS_FRAC_BITS = 12
 #: Fractional bits of the AR coefficients (|coefficient| < 2**11 in int32) and of its z-scores.
 AR_FRAC_BITS = 20
 AR_Z_BITS = 12
+#: The one-class SVM's RBF kernel 2**-u reads a table of 2**RBF_FRAC_BITS uint16 entries (512 B at 8).
+RBF_FRAC_BITS = 8
 
 
 def normal_windows(pipeline: Pipeline, series: Series) -> tuple[np.ndarray, np.ndarray]:
@@ -374,9 +377,33 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
                        "multiplier": np.array([m for m, _ in ms], dtype=np.int32),
                        "shift": np.array([sh for _, sh in ms], dtype=np.int8)}))
         info["z_scale"] = 2.0**-AR_Z_BITS  # one unit of a channel's integer z-score
+    elif isinstance(det, BudgetOneClassSVM):
+        if det.kernel != "rbf":
+            raise ConfigError("the int8 path of ocsvm needs kernel='rbf' (support vectors and an exp2 table); "
+                              "kernel='rff' would need a cosine per random feature: train with kernel='rbf'")
+        # as k-means: one common int16 scale for inputs and support vectors
+        assert affine is not None
+        sv, alpha = det.support_vectors_, det.dual_coef_
+        top = max(float(np.abs(fit_scaled).max()), float(np.abs(sv).max())) * Z_HEADROOM
+        q_x = choose_qparams(-top, top, "int16", symmetric=True)
+        tensors.append(TensorSpec("input", "int16", (n_in,)))
+        ops.append(requantize_features(*affine, mu, sigma, q_x, "requantize_s64_s16"))
+        # exp(-gamma d2) = 2**-u with u = gamma log2(e) d2, in Q RBF_FRAC_BITS
+        real = float(det.gamma_[0]) * q_x.scale**2 * math.log2(math.e) * 2.0**RBF_FRAC_BITS
+        pre = int(min(max(0, math.floor(math.log2(0.25 / real))), 62))
+        mult, sh = quantize_multiplier(real * 2.0**pre)
+        steps = np.arange(2**RBF_FRAC_BITS) / 2.0**RBF_FRAC_BITS
+        table = np.minimum(round_half_away(65536.0 * 2.0**-steps), 65535).astype(np.uint16)
+        top_alpha = float(alpha.max()) if alpha.max() > 0 else 1.0
+        ops.append(Op("rbf_kernel_sum_s16", ("input",), "score", {"frac_bits": RBF_FRAC_BITS, "shift": 0}, {
+            "support_vectors": np.clip(round_half_away(sv / q_x.scale), INT16_MIN, INT16_MAX).astype(np.int16),
+            "alpha": np.clip(round_half_away(alpha / top_alpha * INT16_MAX), 0, INT16_MAX).astype(np.int16),
+            "exp2": table, "pre_shift": np.array([pre], dtype=np.int32),
+            "multiplier": np.array([mult], dtype=np.int32), "shift": np.array([sh], dtype=np.int8)}))
+        info["input_scale"] = q_x.scale
     else:
         raise ConfigError(f"detector {det.name!r} has no int8 path "
-                          "(supported: dense_ae, conv_ae, pca, ewma, kmeans, knn, bounds, iforest, ar)")
+                          "(supported: dense_ae, conv_ae, pca, ewma, kmeans, knn, bounds, iforest, ar, ocsvm)")
     tensors.append(TensorSpec("score", "int32", (1,)))
     return tensors, ops, info
 
