@@ -17,7 +17,8 @@ from tinywarden.telemetry.series import Series
 
 TRAIN_DAYS = 1.5
 SMALL = {"dense_ae": {"epochs": 8, "max_steps": 300}, "conv_ae": {"epochs": 4, "max_steps": 200},
-         "ewma": {}, "kmeans": {"n_init": 1}, "pca": {}, "knn": {}, "bounds": {}, "iforest": {}, "ar": {}, "ocsvm": {}}
+         "ewma": {}, "kmeans": {"n_init": 1}, "pca": {}, "knn": {}, "bounds": {}, "iforest": {}, "ar": {}, "ocsvm": {},
+         "gru_ae": {"epochs": 4, "max_steps": 200}}
 
 
 def data_dir() -> Path:

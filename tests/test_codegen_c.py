@@ -49,7 +49,7 @@ def assert_bit_exact(program, exe, values, tmp):
 
 
 @pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae", "pca", "knn", "bounds", "iforest",
-                                      "ar", "ocsvm"])
+                                      "ar", "ocsvm", "gru_ae"])
 def test_c_matches_python_on_simulated_camera(detector, tmp_path):
     _, prog = fitted(detector)
     s, _ = camera()

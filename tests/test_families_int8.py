@@ -1,6 +1,7 @@
 """Integer paths of the newer detector families: kernel relations the parametrised bit-exact C and
 int8-vs-float tests (tests/test_codegen_c.py, tests/test_quantize_ptq.py) do not already pin down."""
 
+import copy
 import dataclasses
 import shutil
 
@@ -189,3 +190,54 @@ def test_ocsvm_rff_is_refused_with_the_reason():
     pipe = Pipeline(make_detector("ocsvm", kernel="rff", n_components=8), window=64, stride=32).fit(train)
     with pytest.raises(ConfigError, match="kernel='rbf'"):
         quantize_pipeline(pipe, train)
+
+
+# -- gru_ae ----------------------------------------------------------------------------------------
+def test_gru_integer_forecast_is_within_one_int8_step_of_the_float_module():
+    import torch
+
+    pipe, prog = fitted("gru_ae")
+    s, _ = camera()
+    w = prog.window
+    raw = s.values[: 100 * w].reshape(100, w, -1)
+    q = quantize_samples(prog, raw.reshape(-1, prog.n_channels)).reshape(raw.shape)
+    x8 = KERNELS["requantize_s16_s8"].fn([q], prog.ops[0])
+    recon = KERNELS["gru_s8"].fn([x8], prog.ops[1])
+    scale, zp = prog.info["input_scale"], prog.info["input_zero_point"]
+    with torch.no_grad():
+        want = pipe.detector._module(torch.from_numpy(pipe._scale(raw).astype(np.float32))).double().numpy()
+    err = np.abs((recon - zp) * scale - want) / scale
+    # Q12 gates, Q15 state and the interpolated tanh table add well under the int8 output's rounding
+    assert err.max() <= 1.0 and err.mean() <= 0.35, (err.max(), err.mean())
+    assert np.array_equal(recon[:, 0], x8[:, 0])  # forecast mode: nothing predicts the first row
+
+
+@needs_gcc
+def test_gru_reconstruct_mode_under_sanitizers_with_hostile_samples(tmp_path):
+    from test_codegen_c import assert_bit_exact, build
+    from tinywarden.detectors import make_detector
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.quantize import quantize_pipeline
+
+    s, train = camera()
+    det = make_detector("gru_ae", hidden=5, mode="reconstruct", epochs=2, max_steps=60)
+    pipe = Pipeline(det, window=32, stride=16).fit(train)
+    prog = quantize_pipeline(pipe, train)
+    assert prog.ops[1].attrs["forecast"] == 0
+    values = s.values[:5000].copy()
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, len(values), 150)
+    values[idx, rng.integers(0, values.shape[1], 150)] = rng.choice([np.nan, np.inf, -np.inf, 1e30, -1e30], 150)
+    exe = build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"])
+    assert_bit_exact(prog, exe, values, tmp_path)
+
+
+def test_gru_too_wide_for_the_c_stack_is_refused():
+    from tinywarden.errors import ConfigError
+    from tinywarden.quantize.ptq import _gru_ops
+
+    pipe, _ = fitted("gru_ae")
+    big = copy.copy(pipe.detector)  # a shallow copy with a wider recurrent matrix; the fixture stays intact
+    big.w_hh_ = np.zeros((3 * 40, 40))
+    with pytest.raises(ConfigError, match="hidden <= 32"):
+        _gru_ops(big, np.zeros((2, 128, 6)), np.zeros(6), np.ones(6), (np.ones(6), np.zeros(6)))

@@ -30,7 +30,7 @@ def held_out_auc(pipe, prog):
 
 
 @pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae", "pca", "knn", "bounds", "iforest",
-                                      "ar", "ocsvm"])
+                                      "ar", "ocsvm", "gru_ae"])
 def test_int8_auc_within_001_of_float(detector):
     pipe, prog = fitted(detector)
     auc_f, auc_q = held_out_auc(pipe, prog)

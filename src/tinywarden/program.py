@@ -433,6 +433,61 @@ def _rbf_kernel_sum(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     return total
 
 
+#: Largest GRU hidden size (the C kernel keeps the int16 state on its stack) and the clamp of its Q12
+#: pre-activations (+-256: far beyond where tanh and the sigmoid saturate, and r * gate stays in int64).
+GRU_MAX_HIDDEN = 32
+GRU_PREACT_MAX = 2**20
+
+
+def _round_shift(x: np.ndarray, s: int) -> np.ndarray:
+    """``x / 2**s`` rounded half away from zero, without right-shifting a negative number (as the C)."""
+    half = np.int64(1 << (s - 1))
+    return np.where(x >= 0, (x + half) >> s, -((-x + half) >> s))
+
+
+def _tanh_lookup(table: np.ndarray, p: np.ndarray, bits: int) -> np.ndarray:
+    """Linear interpolation in the 257-entry Q15 table at ``p >= 0`` (``2**bits`` units between entries)."""
+    i = np.minimum(p >> bits, 256)
+    f = p & ((1 << bits) - 1)
+    lo, hi = table[i], table[np.minimum(i + 1, 256)]
+    return lo + (((hi - lo) * f + (1 << (bits - 1))) >> bits)  # the table rises, so hi - lo >= 0
+
+
+def _gru(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    """GRU over the int8 window (N, W, C) from a zero int16 Q15 state; int8 read-out of every step in
+    the input's quantization (forecast: out[0] = x[0], out[t + 1] from the state after step t)."""
+    x = srcs[0].astype(np.int64)
+    a, c = op.attrs, op.consts
+    xin = x + int(a["input_offset"])
+    hid, forecast = int(a["hidden"]), int(a["forecast"])
+    table = c["tanh"].astype(np.int64)
+    w_ih, w_hh, w_out = (c[k].astype(np.int64) for k in ("w_ih", "w_hh", "w_out"))
+    n, w, ch = x.shape
+    h = np.zeros((n, hid), dtype=np.int64)
+    out = np.empty((n, w, ch), dtype=np.int64)
+    if forecast:
+        out[:, 0] = x[:, 0]
+
+    def tanh_q15(v: np.ndarray) -> np.ndarray:
+        return _tanh_lookup(table, np.clip(v + 32768, 0, 65536), 8)
+
+    def sigmoid_q15(v: np.ndarray) -> np.ndarray:  # (1 + tanh(v / 2)) / 2
+        return (32768 + _tanh_lookup(table, np.clip(v + 65536, 0, 131072), 9)) >> 1
+
+    for t in range(w - forecast):
+        gi = np.clip(requantize(xin[:, t] @ w_ih.T + c["b_ih"], c["ih_multiplier"], c["ih_shift"]),
+                     -GRU_PREACT_MAX, GRU_PREACT_MAX)
+        gh = np.clip(requantize(h @ w_hh.T + c["b_hh"], c["hh_multiplier"], c["hh_shift"]),
+                     -GRU_PREACT_MAX, GRU_PREACT_MAX)
+        r = sigmoid_q15(gi[:, :hid] + gh[:, :hid])
+        z = sigmoid_q15(gi[:, hid : 2 * hid] + gh[:, hid : 2 * hid])
+        cand = tanh_q15(gi[:, 2 * hid :] + _round_shift(r * gh[:, 2 * hid :], 15))
+        h = cand + _round_shift(z * (h - cand), 15)
+        y = requantize(h @ w_out.T + c["b_out"], c["out_multiplier"], c["out_shift"]) + int(a["output_offset"])
+        out[:, t + forecast] = np.clip(y, -128, 127)
+    return out
+
+
 def score_total(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     """The int64 total a score kernel computes before its right shift (used to choose that shift)."""
     return _SCORE_TOTALS[op.kind](srcs, op)
@@ -501,6 +556,13 @@ KERNELS: dict[str, KernelSpec] = {
          "multiplier": "int32", "shift": "int8"},
         "one-class SVM: score = sat32(sum_j alpha_j (T[0] - 2**-u_j from table T) >> shift), "
         "u_j = requantize(|q - sv_j|**2 >> pre_shift)"),
+    "gru_s8": KernelSpec(
+        _gru, ("int8",), "int8",
+        {**{f"{g}{k}": dt for g in ("ih_", "hh_", "out_") for k, dt in (("multiplier", "int32"), ("shift", "int8"))},
+         "w_ih": "int8", "b_ih": "int32", "w_hh": "int8", "b_hh": "int32", "w_out": "int8", "b_out": "int32",
+         "tanh": "int16"},
+        "GRU (PyTorch gate order r|z|n): int8 input, int16 Q15 state, Q12 pre-activations, tanh/sigmoid "
+        "by interpolation in a Q15 table, int8 read-out per step"),
 }
 
 

@@ -34,6 +34,7 @@ from tinywarden.calibrate import threshold_at_fpr
 from tinywarden.detectors import ConvAutoencoder, DenseAutoencoder, EWMAZScore, KMeansDistance
 from tinywarden.detectors.ar import MAD_TO_STD, ARResidual
 from tinywarden.detectors.bounds import BoundsDetector
+from tinywarden.detectors.gru import GRUAutoencoder
 from tinywarden.detectors.iforest import FRAC_BITS as IFOREST_FRAC_BITS
 from tinywarden.detectors.iforest import TrimmedIsolationForest
 from tinywarden.detectors.ocsvm import BudgetOneClassSVM
@@ -224,6 +225,55 @@ def _act_qparams(a: np.ndarray) -> QParams:
     return choose_qparams(float(a.min()), float(a.max()), "int8")
 
 
+def _gru_ops(det: GRUAutoencoder, fit_scaled: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
+             win_scale: tuple[np.ndarray, np.ndarray]) -> tuple[list[TensorSpec], list[Op], dict[str, Any]]:
+    """The GRU on the int8-rescaled window: gates in Q12, state in Q15, read-out in the input's
+    quantization (as the autoencoders' output layer), so the score is ``sum (q_out - q_in)**2``."""
+    import torch
+
+    from tinywarden.detectors._torch import single_thread
+    from tinywarden.program import GRU_MAX_HIDDEN
+
+    hidden = det.w_hh_.shape[1]
+    if hidden > GRU_MAX_HIDDEN:
+        raise ConfigError(f"the int8 GRU supports hidden <= {GRU_MAX_HIDDEN} (its state is on the C stack), "
+                          f"got {hidden}")
+    if getattr(det, "_module", None) is None:
+        det._restore()
+    sample = fit_scaled[np.linspace(0, len(fit_scaled) - 1, min(len(fit_scaled), 512)).astype(np.int64)]
+    with single_thread(), torch.no_grad():
+        recon = det._module(torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))).double().numpy()
+    both = np.concatenate([fit_scaled.ravel(), recon.ravel()])
+    q_in = choose_qparams(float(both.min()) * INPUT_HEADROOM, float(both.max()) * INPUT_HEADROOM, "int8")
+    s_c, z_c = win_scale
+    ms = [quantize_multiplier(float(r)) for r in s_c / (sigma * q_in.scale)]
+    window_op = Op("requantize_s16_s8", ("window",), "input",
+                   {"zero_point": q_in.zero_point, "act_min": INT8_MIN, "act_max": INT8_MAX},
+                   {"offset": np.clip(round_half_away(mu / s_c - z_c), -(2**31), INT32_MAX).astype(np.int32),
+                    "multiplier": np.array([m for m, _ in ms], dtype=np.int32),
+                    "shift": np.array([sh for _, sh in ms], dtype=np.int8)})
+    q12, q15 = QParams(2.0**-12, 0, "int32"), QParams(2.0**-15, 0, "int16")
+    consts: dict[str, np.ndarray] = {}
+    for name, (w, b), q_src, q_dst in (("ih", (det.w_ih_, det.b_ih_), q_in, q12),
+                                       ("hh", (det.w_hh_, det.b_hh_), q15, q12),
+                                       ("out", (det.w_out_, det.b_out_), q15, q_in)):
+        layer = quantize_layer("fully_connected_s8", "input", "recon", w, b, q_src, q_dst, False).consts
+        consts.update({f"w_{name}": layer["weights"], f"b_{name}": layer["bias"],
+                       f"{name}_multiplier": layer["multiplier"], f"{name}_shift": layer["shift"]})
+    grid = -8.0 + np.arange(257) / 16.0  # tanh at steps of 1/16 over [-8, 8], Q15
+    consts["tanh"] = round_half_away(32767.0 * np.tanh(grid)).astype(np.int16)
+    shape = tuple(fit_scaled.shape[1:])
+    tensors = [TensorSpec("input", "int8", shape), TensorSpec("recon", "int8", shape)]
+    ops = [window_op,
+           Op("gru_s8", ("input",), "recon",
+              {"hidden": hidden, "forecast": int(det.mode == "forecast"), "input_offset": -q_in.zero_point,
+               "output_offset": q_in.zero_point}, consts),
+           Op("sum_sq_diff_s8", ("recon", "input"), "score", {"shift": 0})]
+    info = {"score_unit": q_in.scale**2 / int(np.prod(shape)), "input_scale": q_in.scale,
+            "input_zero_point": q_in.zero_point}
+    return tensors, ops, info
+
+
 def _check_packed_trees(det: TrimmedIsolationForest, n_in: int) -> None:
     """The C tree walk has no checks in its loop: every child must follow its parent inside its tree and
     every tested feature must exist, so that each walk ends at a leaf inside the arrays."""
@@ -401,9 +451,12 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
             "exp2": table, "pre_shift": np.array([pre], dtype=np.int32),
             "multiplier": np.array([mult], dtype=np.int32), "shift": np.array([sh], dtype=np.int8)}))
         info["input_scale"] = q_x.scale
+    elif isinstance(det, GRUAutoencoder):
+        assert win_scale is not None
+        tensors, ops, info = _gru_ops(det, fit_scaled, mu, sigma, win_scale)
     else:
         raise ConfigError(f"detector {det.name!r} has no int8 path "
-                          "(supported: dense_ae, conv_ae, pca, ewma, kmeans, knn, bounds, iforest, ar, ocsvm)")
+                          "(supported: dense_ae, conv_ae, pca, ewma, kmeans, knn, bounds, iforest, ar, ocsvm, gru_ae)")
     tensors.append(TensorSpec("score", "int32", (1,)))
     return tensors, ops, info
 
