@@ -172,12 +172,12 @@ def test_ocsvm_integer_score_ranks_windows_as_the_float_one():
     want = pipe.detector.score_samples(pipe._scale(feats))[:: prog.window // prog.stride]
     assert len(want) == len(got)
     assert np.corrcoef(ranks(got), ranks(want))[0, 1] > 0.99
-    # a window on a support vector adds nothing for it; the table's first entry is 2**0 in Q16
+    # a window on a support vector adds nothing for it; the table's first entry is 2**0 in Q15
     sv = prog.ops[-1].consts["support_vectors"]
     on = KERNELS["rbf_kernel_sum_s16"].fn([sv[:1]], prog.ops[-1])[0, 0]
     far = KERNELS["rbf_kernel_sum_s16"].fn([np.full_like(sv[:1], 32767)], prog.ops[-1])[0, 0]
-    assert prog.ops[-1].consts["exp2"][0] == 65535 and on < far
-    assert far == int(prog.ops[-1].consts["alpha"].astype(np.int64).sum()) * 65535 >> prog.ops[-1].attrs["shift"]
+    assert prog.ops[-1].consts["exp2"][0] == 32767 and on < far
+    assert far == int(prog.ops[-1].consts["alpha"].astype(np.int64).sum()) * 32767 >> prog.ops[-1].attrs["shift"]
 
 
 def test_ocsvm_rff_is_refused_with_the_reason():
@@ -241,3 +241,25 @@ def test_gru_too_wide_for_the_c_stack_is_refused():
     big.w_hh_ = np.zeros((3 * 40, 40))
     with pytest.raises(ConfigError, match="hidden <= 32"):
         _gru_ops(big, np.zeros((2, 128, 6)), np.zeros(6), np.ones(6), (np.ones(6), np.zeros(6)))
+
+
+# -- all new families ------------------------------------------------------------------------------
+@pytest.mark.parametrize("detector", [
+    "knn", "bounds",
+    # the detector's own packed tree_start_ (and the program's copy) are uint16, which
+    # tinywarden.modelfile does not store yet: an iforest pipeline cannot be saved at all until it does
+    pytest.param("iforest", marks=pytest.mark.xfail(strict=True, reason="modelfile lacks uint16 arrays")),
+    "ar", "ocsvm", "gru_ae"])
+def test_model_file_round_trip_keeps_the_program(detector, tmp_path):
+    from tinywarden.modelfile import load_pipeline, save_pipeline
+    from tinywarden.program import run_int8
+    from tinywarden.quantize import int8_sections, load_program
+
+    pipe, prog = fitted(detector)
+    s, train = camera()
+    extra, arrays, note = int8_sections(pipe, train)
+    assert prog.model_id in note
+    save_pipeline(pipe, tmp_path / "m.twb", extra=extra, extra_arrays=arrays)
+    back = load_program(load_pipeline(tmp_path / "m.twb"))
+    assert back.model_id == prog.model_id
+    assert np.array_equal(run_int8(back, s.values[:4000])[0], run_int8(prog, s.values[:4000])[0])

@@ -417,7 +417,7 @@ def _ar_residual(srcs: list[np.ndarray], op: Op) -> np.ndarray:
 
 
 def _rbf_kernel_sum(srcs: list[np.ndarray], op: Op) -> np.ndarray:
-    """``sum_j alpha_j (T[0] - k_j)`` with the RBF kernel ``k_j = 2**-u_j`` read from the Q16 table ``T`` of
+    """``sum_j alpha_j (T[0] - k_j)`` with the RBF kernel ``k_j = 2**-u_j`` read from the Q15 table ``T`` of
     ``2**(-f / 2**frac_bits)``, ``u_j`` the requantized squared distance to support vector ``j``."""
     x = srcs[0].astype(np.int64)  # (N, D)
     c = op.consts
@@ -552,7 +552,7 @@ KERNELS: dict[str, KernelSpec] = {
         "score = sat32((max_c z or sum_c z^2) >> shift)"),
     "rbf_kernel_sum_s16": KernelSpec(
         _score(_rbf_kernel_sum), ("int16",), "int32",
-        {"support_vectors": "int16", "alpha": "int16", "exp2": "uint16", "pre_shift": "int32",
+        {"support_vectors": "int16", "alpha": "int16", "exp2": "int16", "pre_shift": "int32",
          "multiplier": "int32", "shift": "int8"},
         "one-class SVM: score = sat32(sum_j alpha_j (T[0] - 2**-u_j from table T) >> shift), "
         "u_j = requantize(|q - sv_j|**2 >> pre_shift)"),

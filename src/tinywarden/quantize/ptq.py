@@ -72,7 +72,7 @@ BOUNDS_FRAC_BITS = 12
 #: Fractional bits of the AR coefficients (|coefficient| < 2**11 in int32) and of its z-scores.
 AR_FRAC_BITS = 20
 AR_Z_BITS = 12
-#: The one-class SVM's RBF kernel 2**-u reads a table of 2**RBF_FRAC_BITS uint16 entries (512 B at 8).
+#: The one-class SVM's RBF kernel 2**-u reads a table of 2**RBF_FRAC_BITS int16 Q15 entries (512 B at 8).
 RBF_FRAC_BITS = 8
 
 
@@ -443,7 +443,7 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
         pre = int(min(max(0, math.floor(math.log2(0.25 / real))), 62))
         mult, sh = quantize_multiplier(real * 2.0**pre)
         steps = np.arange(2**RBF_FRAC_BITS) / 2.0**RBF_FRAC_BITS
-        table = np.minimum(round_half_away(65536.0 * 2.0**-steps), 65535).astype(np.uint16)
+        table = np.minimum(round_half_away(32768.0 * 2.0**-steps), INT16_MAX).astype(np.int16)
         top_alpha = float(alpha.max()) if alpha.max() > 0 else 1.0
         ops.append(Op("rbf_kernel_sum_s16", ("input",), "score", {"frac_bits": RBF_FRAC_BITS, "shift": 0}, {
             "support_vectors": np.clip(round_half_away(sv / q_x.scale), INT16_MIN, INT16_MAX).astype(np.int16),
