@@ -18,6 +18,13 @@ Choices, each for a reason:
   score is simply ``sum (q_out - q_in)**2``;
 * EWMA and k-means: int16 z-scores / scaled features (a distance needs one common scale), because a
   z-score of 50 must stay larger than one of 10, which int8 with normal-range resolution cannot do.
+* knn and one-class SVM (RBF): as k-means, int16 features and prototypes / support vectors on one
+  scale; the SVM's ``exp(-gamma d2)`` is ``2**-u`` from a 256-entry Q15 table (RFF would need cosines);
+* isolation forest: features requantized straight into the trees' own Q7.8 scale, so the device walks
+  the very trees the float model walks;
+* bounds and AR residuals: they run on the int16 window itself, their learned levels mapped into the
+  sample domain (bounds as int32 levels, AR as Q20 coefficients with one int64 bias per channel);
+* GRU: int8 weights, Q12 gate pre-activations, int16 Q15 state, tanh/sigmoid from one Q15 table.
 
 Integer scores are monotone in the float scores up to rounding, so ranking quality (ROC AUC) carries over.
 """
