@@ -417,20 +417,25 @@ def _ar_residual(srcs: list[np.ndarray], op: Op) -> np.ndarray:
 
 
 def _rbf_kernel_sum(srcs: list[np.ndarray], op: Op) -> np.ndarray:
-    """``sum_j alpha_j (T[0] - k_j)`` with the RBF kernel ``k_j = 2**-u_j`` read from the Q15 table ``T`` of
-    ``2**(-f / 2**frac_bits)``, ``u_j`` the requantized squared distance to support vector ``j``."""
+    """``(sum_j alpha_j (T[0] - k_j)) >> 15 + max(0, min_j u_j - tail_from)``: the RBF kernel
+    ``k_j = 2**-u_j`` is read from the Q15 table ``T`` of ``2**(-f / 2**frac_bits)``, ``u_j`` is the
+    requantized squared distance to support vector ``j``. From ``u = tail_from`` on every ``k`` is 0 and
+    the first term is at its top, so the second one keeps ranking windows by their nearest support vector
+    (as the float score still does, with kernel values far below Q15)."""
     x = srcs[0].astype(np.int64)  # (N, D)
     c = op.consts
     table = c["exp2"].astype(np.int64)
     bits = int(op.attrs["frac_bits"])
     total = np.zeros(len(x), dtype=np.int64)
+    nearest = np.full(len(x), INT32_MAX, dtype=np.int64)
     for v, a in zip(c["support_vectors"].astype(np.int64), c["alpha"].astype(np.int64), strict=True):
         d2 = ((x - v) ** 2).sum(axis=1)
         u = requantize(d2 >> int(c["pre_shift"][0]), c["multiplier"][0], c["shift"][0])  # >= 0
         whole = u >> bits
         k = np.where(whole < 32, table[u & ((1 << bits) - 1)] >> np.minimum(whole, 31), 0)
         total += a * (table[0] - k)
-    return total
+        nearest = np.minimum(nearest, u)
+    return (total >> 15) + np.maximum(0, nearest - int(op.attrs["tail_from"]))
 
 
 #: Largest GRU hidden size (the C kernel keeps the int16 state on its stack) and the clamp of its Q12
@@ -554,8 +559,8 @@ KERNELS: dict[str, KernelSpec] = {
         _score(_rbf_kernel_sum), ("int16",), "int32",
         {"support_vectors": "int16", "alpha": "int16", "exp2": "int16", "pre_shift": "int32",
          "multiplier": "int32", "shift": "int8"},
-        "one-class SVM: score = sat32(sum_j alpha_j (T[0] - 2**-u_j from table T) >> shift), "
-        "u_j = requantize(|q - sv_j|**2 >> pre_shift)"),
+        "one-class SVM: score = sat32(((sum_j alpha_j (T[0] - 2**-u_j from table T)) >> 15 "
+        "+ max(0, min_j u_j - tail_from)) >> shift), u_j = requantize(|q - sv_j|**2 >> pre_shift)"),
     "gru_s8": KernelSpec(
         _gru, ("int8",), "int8",
         {**{f"{g}{k}": dt for g in ("ih_", "hh_", "out_") for k, dt in (("multiplier", "int32"), ("shift", "int8"))},

@@ -452,7 +452,9 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
         steps = np.arange(2**RBF_FRAC_BITS) / 2.0**RBF_FRAC_BITS
         table = np.minimum(round_half_away(32768.0 * 2.0**-steps), INT16_MAX).astype(np.int16)
         top_alpha = float(alpha.max()) if alpha.max() > 0 else 1.0
-        ops.append(Op("rbf_kernel_sum_s16", ("input",), "score", {"frac_bits": RBF_FRAC_BITS, "shift": 0}, {
+        # a Q15 table entry shifted right by 15 or more is 0: from there on, rank by the nearest distance
+        attrs = {"frac_bits": RBF_FRAC_BITS, "tail_from": 15 << RBF_FRAC_BITS, "shift": 0}
+        ops.append(Op("rbf_kernel_sum_s16", ("input",), "score", attrs, {
             "support_vectors": np.clip(round_half_away(sv / q_x.scale), INT16_MIN, INT16_MAX).astype(np.int16),
             "alpha": np.clip(round_half_away(alpha / top_alpha * INT16_MAX), 0, INT16_MAX).astype(np.int16),
             "exp2": table, "pre_shift": np.array([pre], dtype=np.int32),
