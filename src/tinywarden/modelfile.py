@@ -40,7 +40,7 @@ from tinywarden.pipeline import Pipeline
 MAGIC = b"TWMODEL\n"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sHI")
-_ALLOWED_DTYPES = {"float64", "float32", "int64", "int32", "int16", "int8", "uint8"}
+_ALLOWED_DTYPES = {"float64", "float32", "int64", "int32", "int16", "int8", "uint32", "uint16", "uint8"}
 
 
 def encode(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
