@@ -266,3 +266,45 @@ def test_model_file_round_trip_keeps_the_program(detector, tmp_path):
     back = load_program(load_pipeline(tmp_path / "m.twb"))
     assert back.model_id == prog.model_id
     assert np.array_equal(run_int8(back, s.values[:4000])[0], run_int8(prog, s.values[:4000])[0])
+
+
+def _tamper_attr(name, value):
+    def tamper(header, arrays):
+        header["ops"][-1 if name != "hidden" else 1]["attrs"][name] = value
+    return tamper
+
+
+def _tamper_const(op_index, name, fn):
+    def tamper(header, arrays):
+        i = op_index % len(header["ops"])
+        arrays[f"int8/op{i}/{name}"] = fn(arrays[f"int8/op{i}/{name}"])
+    return tamper
+
+
+@pytest.mark.parametrize(("detector", "tamper", "message"), [
+    ("knn", _tamper_const(-1, "prototypes", lambda a: a[:, :-1]), "prototypes must be"),
+    ("bounds", _tamper_const(-1, "lo", lambda a: a[:-1]), "one entry per channel"),
+    ("bounds", _tamper_attr("shift", 64), "'shift' must be"),
+    ("iforest", _tamper_const(-1, "left", lambda a: np.where(np.arange(len(a)) == 1, 1, a).astype(np.uint8)),
+     "malformed"),
+    ("iforest", _tamper_const(-1, "tree_start", lambda a: a[::-1].copy()), "tree_start must rise"),
+    ("ar", _tamper_attr("horizon", 10_000), "'horizon' must be"),
+    ("ocsvm", _tamper_const(-1, "exp2", lambda a: a[:-1]), "exp2 must hold"),
+    ("gru_ae", _tamper_attr("hidden", 40), "'hidden' must be"),
+    ("gru_ae", _tamper_const(1, "tanh", lambda a: a[::-1].copy()), "must not fall"),
+])
+def test_tampered_programs_are_refused_before_any_c_is_printed(detector, tamper, message):
+    """The C kernels have no checks in their loops: a model file whose constants or attributes would take
+    them out of their arrays must fail to load, naming the op and the reason."""
+    from tinywarden.errors import ModelFileError
+    from tinywarden.program import from_model_file, to_model_file
+
+    _, prog = fitted(detector)
+    header, arrays = to_model_file(prog)
+    if detector == "iforest" and "left" in message:
+        assert prog.ops[-1].consts["left"][1] != 0  # node 1 is internal: pointing it at itself loops
+    header = copy.deepcopy(header)
+    arrays = dict(arrays)
+    tamper(header, arrays)
+    with pytest.raises(ModelFileError, match=message):
+        from_model_file(header, arrays, "m.twb")

@@ -166,6 +166,11 @@ class Program:
             if want_src != list(spec.src_dtypes) or self.tensor(op.dst).dtype != spec.dst_dtype:
                 raise ConfigError(f"program op {i} ({op.kind}): tensor dtypes {want_src} -> "
                                   f"{self.tensor(op.dst).dtype} do not match the kernel")
+            if spec.check is not None:
+                try:
+                    spec.check(op, self)
+                except ConfigError as exc:
+                    raise ConfigError(f"program op {i} ({op.kind}): {exc}") from None
         if not self.ops or self.ops[-1].dst != "score" or self.tensor("score").shape != (1,):
             raise ConfigError("program must end with an op writing the int32 tensor 'score' of shape (1,)")
         return self
@@ -212,6 +217,9 @@ class KernelSpec:
     dst_dtype: str
     consts: Mapping[str, str]
     doc: str
+    #: Raises ConfigError when an op's attributes or constant shapes would take the C kernel, which has no
+    #: checks in its loops, out of its arrays or its documented ranges (e.g. a tampered model file).
+    check: Callable[[Op, Program], None] | None = None
 
 
 def _bands(x: np.ndarray, level: int) -> np.ndarray:
@@ -493,6 +501,104 @@ def _gru(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     return out
 
 
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise ConfigError(what)
+
+
+def _shape(op: Op, name: str) -> tuple[int, ...]:
+    return tuple(np.asarray(op.consts[name]).shape)
+
+
+def _attr(op: Op, name: str, lo: int, hi: int) -> int:
+    v = op.attrs.get(name)
+    _require(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and lo <= int(v) <= hi,
+             f"attribute {name!r} must be an integer in [{lo}, {hi}], got {v!r}")
+    return int(v)  # type: ignore[arg-type]
+
+
+def _check_knn(op: Op, p: Program) -> None:
+    _attr(op, "shift", 0, 62)
+    _attr(op, "k", 1, INT32_MAX)  # clamped to the prototypes and KNN_MAX_K by both kernels
+    n = p.tensor(op.src[0]).size
+    _require(len(_shape(op, "prototypes")) == 2 and _shape(op, "prototypes")[0] >= 1
+             and _shape(op, "prototypes")[1] == n, f"prototypes must be (n_prototypes, {n})")
+
+
+def _check_bounds(op: Op, p: Program) -> None:
+    _attr(op, "shift", 0, 62)
+    _require(op.src == ("window",), "it reads the window")
+    bad = [c for c in op.consts if _shape(op, c) != (p.n_channels,)]
+    _require(not bad, f"constant(s) {', '.join(bad)} must have one entry per channel ({p.n_channels})")
+
+
+def _check_iforest(op: Op, p: Program) -> None:
+    _attr(op, "shift", 0, 62)
+    c = op.consts
+    n_nodes, n_in = len(c["left"]), p.tensor(op.src[0]).size
+    _require(_shape(op, "feature") == _shape(op, "threshold") == _shape(op, "left") == (n_nodes,),
+             "feature, threshold and left must be 1-D of one length")
+    starts = np.asarray(c["tree_start"]).astype(np.int64)
+    _require(starts.ndim == 1 and 1 <= len(starts) <= 256 and starts[0] == 0 and bool(np.all(np.diff(starts) > 0))
+             and int(starts[-1]) < n_nodes, "tree_start must rise from 0 and stay inside the nodes (<= 256 trees)")
+    ends = np.append(starts[1:], n_nodes)
+    for t, (lo, hi) in enumerate(zip(starts, ends, strict=True)):
+        left = np.asarray(c["left"][lo:hi]).astype(np.int64)
+        inner = np.flatnonzero(left)
+        # the C walk has no checks: every child must follow its parent inside the tree, every feature exist
+        _require(not len(inner) or not ((left[inner] <= inner).any() or (left[inner] + 1 >= hi - lo).any()
+                                        or (np.asarray(c["feature"][lo:hi])[inner] >= n_in).any()),
+                 f"isolation forest tree {t} is malformed (a child before its parent, outside the tree, or a "
+                 f"feature index >= {n_in}); fit the detector again")
+
+
+def _check_ar(op: Op, p: Program) -> None:
+    _attr(op, "shift", 0, 62)
+    _require(op.src == ("window",), "it reads the window")
+    order = _attr(op, "order", 1, 16)
+    _attr(op, "horizon", 1, p.window - order)
+    _attr(op, "frac_bits", 0, 20)
+    _attr(op, "aggregate", 0, 1)
+    ch = p.n_channels
+    _require(_shape(op, "coef") == (ch * order,), f"coef must hold {ch} x {order} coefficients")
+    bad = [n for n in ("bias", "pre_shift", "multiplier", "shift") if _shape(op, n) != (ch,)]
+    _require(not bad, f"constant(s) {', '.join(bad)} must have one entry per channel ({ch})")
+    pre = np.asarray(op.consts["pre_shift"])
+    _require(bool(np.all((pre >= 0) & (pre <= 62))), "pre_shift must be in [0, 62]")
+
+
+def _check_rbf(op: Op, p: Program) -> None:
+    _attr(op, "shift", 0, 62)
+    bits = _attr(op, "frac_bits", 1, 12)
+    _attr(op, "tail_from", 0, INT32_MAX)
+    n = p.tensor(op.src[0]).size
+    sv = _shape(op, "support_vectors")
+    _require(len(sv) == 2 and sv[0] >= 1 and sv[1] == n, f"support_vectors must be (n_sv, {n})")
+    _require(_shape(op, "alpha") == (sv[0],) and bool(np.all(np.asarray(op.consts["alpha"]) >= 0)),
+             "alpha must hold one non-negative weight per support vector")
+    _require(_shape(op, "exp2") == (2**bits,) and bool(np.all(np.asarray(op.consts["exp2"]) >= 0)),
+             f"exp2 must hold 2**frac_bits = {2**bits} non-negative entries")
+    _require(all(_shape(op, k) == (1,) for k in ("pre_shift", "multiplier", "shift"))
+             and 0 <= int(op.consts["pre_shift"][0]) <= 62, "pre_shift, multiplier, shift must be one value each")
+
+
+def _check_gru(op: Op, p: Program) -> None:
+    hid = _attr(op, "hidden", 1, GRU_MAX_HIDDEN)
+    _attr(op, "forecast", 0, 1)
+    _attr(op, "input_offset", -255, 255)
+    _attr(op, "output_offset", -128, 127)
+    src = p.tensor(op.src[0]).shape
+    _require(len(src) == 2 and src[0] >= 2 and p.tensor(op.dst).shape == src, "input and recon must be (window, C)")
+    ch = src[1]
+    want = {"w_ih": (3 * hid, ch), "w_hh": (3 * hid, hid), "w_out": (ch, hid), "tanh": (257,),
+            **{f"{g}_{k}": (3 * hid,) for g in ("ih", "hh") for k in ("multiplier", "shift")},
+            "b_ih": (3 * hid,), "b_hh": (3 * hid,), "b_out": (ch,), "out_multiplier": (ch,), "out_shift": (ch,)}
+    bad = [k for k, s in want.items() if _shape(op, k) != s]
+    _require(not bad, f"constant(s) {', '.join(bad)} do not match hidden={hid}, channels={ch}")
+    _require(bool(np.all(np.diff(np.asarray(op.consts["tanh"]).astype(np.int64)) >= 0)),
+             "the tanh table must not fall (the interpolation assumes it)")
+
+
 def score_total(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     """The int64 total a score kernel computes before its right shift (used to choose that shift)."""
     return _SCORE_TOTALS[op.kind](srcs, op)
@@ -539,35 +645,39 @@ KERNELS: dict[str, KernelSpec] = {
     "min_sq_dist_s16": KernelSpec(_score(_min_sq_dist), ("int16",), "int32", {"centroids": "int16"},
                                   "score = sat32(min_j sum (q - c_j)**2 >> shift)"),
     "knn_dist_s16": KernelSpec(_score(_knn_dist), ("int16",), "int32", {"prototypes": "int16"},
-                               "score = sat32(sum over the k nearest p_j of isqrt(sum (q - p_j)**2) >> shift)"),
+                               "score = sat32(sum over the k nearest p_j of isqrt(sum (q - p_j)**2) >> shift)",
+                               check=_check_knn),
     "bounds_violation_s16": KernelSpec(
         _score(_bounds_violation), ("int16",), "int32",
         {"lo": "int32", "hi": "int32", "rate": "int32", "value_multiplier": "int32", "value_shift": "int8",
          "rate_multiplier": "int32", "rate_shift": "int8"},
         "score = max over channels of requantize(max(max q - hi, lo - min q)) and "
-        "requantize(max |q[t] - q[t-1]| - rate), floor-shifted right by shift (it may be negative)"),
+        "requantize(max |q[t] - q[t-1]| - rate), floor-shifted right by shift (it may be negative)",
+        check=_check_bounds),
     "iforest_path_s16": KernelSpec(
         _score(_iforest_path), ("int16",), "int32",
         {"feature": "uint8", "threshold": "int16", "left": "uint8", "tree_start": "uint16"},
-        "score = sat32(sum over trees of (32767 - Q8.8 leaf path length) >> shift), packed isolation trees"),
+        "score = sat32(sum over trees of (32767 - Q8.8 leaf path length) >> shift), packed isolation trees",
+        check=_check_iforest),
     "ar_residual_s16": KernelSpec(
         _score(_ar_residual), ("int16",), "int32",
         {"coef": "int32", "bias": "int64", "pre_shift": "int32", "multiplier": "int32", "shift": "int8"},
         "per channel z = min(requantize(sum_t |q[t] 2^F - sum_i coef_i q[t-i] - bias| >> pre_shift), 2^24); "
-        "score = sat32((max_c z or sum_c z^2) >> shift)"),
+        "score = sat32((max_c z or sum_c z^2) >> shift)", check=_check_ar),
     "rbf_kernel_sum_s16": KernelSpec(
         _score(_rbf_kernel_sum), ("int16",), "int32",
         {"support_vectors": "int16", "alpha": "int16", "exp2": "int16", "pre_shift": "int32",
          "multiplier": "int32", "shift": "int8"},
         "one-class SVM: score = sat32(((sum_j alpha_j (T[0] - 2**-u_j from table T)) >> 15 "
-        "+ max(0, min_j u_j - tail_from)) >> shift), u_j = requantize(|q - sv_j|**2 >> pre_shift)"),
+        "+ max(0, min_j u_j - tail_from)) >> shift), u_j = requantize(|q - sv_j|**2 >> pre_shift)",
+        check=_check_rbf),
     "gru_s8": KernelSpec(
         _gru, ("int8",), "int8",
         {**{f"{g}{k}": dt for g in ("ih_", "hh_", "out_") for k, dt in (("multiplier", "int32"), ("shift", "int8"))},
          "w_ih": "int8", "b_ih": "int32", "w_hh": "int8", "b_hh": "int32", "w_out": "int8", "b_out": "int32",
          "tanh": "int16"},
         "GRU (PyTorch gate order r|z|n): int8 input, int16 Q15 state, Q12 pre-activations, tanh/sigmoid "
-        "by interpolation in a Q15 table, int8 read-out per step"),
+        "by interpolation in a Q15 table, int8 read-out per step", check=_check_gru),
 }
 
 

@@ -281,20 +281,6 @@ def _gru_ops(det: GRUAutoencoder, fit_scaled: np.ndarray, mu: np.ndarray, sigma:
     return tensors, ops, info
 
 
-def _check_packed_trees(det: TrimmedIsolationForest, n_in: int) -> None:
-    """The C tree walk has no checks in its loop: every child must follow its parent inside its tree and
-    every tested feature must exist, so that each walk ends at a leaf inside the arrays."""
-    starts = det.tree_start_.astype(np.int64)
-    ends = np.append(starts[1:], len(det.left_))
-    for t, (lo, hi) in enumerate(zip(starts, ends, strict=True)):
-        left = det.left_[lo:hi].astype(np.int64)
-        inner = np.flatnonzero(left)
-        if len(inner) and ((left[inner] <= inner).any() or (left[inner] + 1 >= hi - lo).any()
-                           or (det.feature_[lo:hi][inner] >= n_in).any()):
-            raise ConfigError(f"isolation forest tree {t} is malformed (a child before its parent, outside "
-                              f"the tree, or a feature index >= {n_in}); fit the detector again")
-
-
 def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
                affine: tuple[np.ndarray, np.ndarray] | None, win_scale: tuple[np.ndarray, np.ndarray] | None,
                ) -> tuple[list[TensorSpec], list[Op], dict[str, Any]]:
@@ -401,7 +387,6 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
     elif isinstance(det, TrimmedIsolationForest):
         # the trees already compare int16 Q7.8 scaled features: requantize straight into that scale
         assert affine is not None
-        _check_packed_trees(det, n_in)
         tensors.append(TensorSpec("input", "int16", (n_in,)))
         q_f = QParams(1.0 / (1 << IFOREST_FRAC_BITS), 0, "int16")
         ops.append(requantize_features(*affine, mu, sigma, q_f, "requantize_s64_s16"))
