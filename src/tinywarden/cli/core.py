@@ -139,13 +139,6 @@ def _skip_rows(pipeline: Any, series: Series, skip_fraction: float | None) -> in
     return 0
 
 
-def _window_labels(series: Series, end_rows: np.ndarray, window: int) -> np.ndarray | None:
-    if series.labels is None:
-        return None
-    c = np.concatenate(([0], np.cumsum(series.labels.astype(np.int64))))
-    return ((c[end_rows + 1] - c[end_rows + 1 - window]) > 0).astype(np.int8)
-
-
 @app.command()
 def score(
     model: ModelArg,
@@ -168,7 +161,9 @@ def score(
         scored = score_int8(pipeline, load_program(pipeline, str(model)), series)
     else:
         scored = pipeline.score(series)
-    labels = _window_labels(series, scored.end_rows, pipeline.window)
+    from tinywarden.evaluate.metrics import window_labels
+
+    labels = None if series.labels is None else window_labels(series.labels, scored.end_rows, pipeline.window)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as fh:
         w = csv.writer(fh)
