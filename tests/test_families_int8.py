@@ -247,12 +247,7 @@ def test_gru_too_wide_for_the_c_stack_is_refused():
 
 
 # -- all new families ------------------------------------------------------------------------------
-@pytest.mark.parametrize("detector", [
-    "knn", "bounds",
-    # the detector's own packed tree_start_ (and the program's copy) are uint16, which
-    # tinywarden.modelfile does not store yet: an iforest pipeline cannot be saved at all until it does
-    pytest.param("iforest", marks=pytest.mark.xfail(strict=True, reason="modelfile lacks uint16 arrays")),
-    "ar", "ocsvm", "gru_ae"])
+@pytest.mark.parametrize("detector", ["knn", "bounds", "iforest", "ar", "ocsvm", "gru_ae"])
 def test_model_file_round_trip_keeps_the_program(detector, tmp_path):
     from tinywarden.modelfile import load_pipeline, save_pipeline
     from tinywarden.program import run_int8
