@@ -281,6 +281,21 @@ def _gru_ops(det: GRUAutoencoder, fit_scaled: np.ndarray, mu: np.ndarray, sigma:
     return tensors, ops, info
 
 
+def _distance_input(fit_scaled: np.ndarray, refs: np.ndarray, affine: tuple[np.ndarray, np.ndarray],
+                    mu: np.ndarray, sigma: np.ndarray, tensors: list[TensorSpec], ops: list[Op],
+                    ) -> tuple[QParams, np.ndarray]:
+    """The int16 input of a distance detector (k-means, prototypes) and its reference points.
+
+    Inputs and references share one symmetric int16 scale, since a distance mixes every feature; appends the
+    input tensor and its feature requantization op, returns ``(qparams, references as int16)``.
+    """
+    top = max(float(np.abs(fit_scaled).max()), float(np.abs(refs).max())) * Z_HEADROOM
+    q_x = choose_qparams(-top, top, "int16", symmetric=True)
+    tensors.append(TensorSpec("input", "int16", (int(np.prod(fit_scaled.shape[1:])),)))
+    ops.append(requantize_features(*affine, mu, sigma, q_x, "requantize_s64_s16"))
+    return q_x, np.clip(round_half_away(refs / q_x.scale), INT16_MIN, INT16_MAX).astype(np.int16)
+
+
 def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
                affine: tuple[np.ndarray, np.ndarray] | None, win_scale: tuple[np.ndarray, np.ndarray] | None,
                ) -> tuple[list[TensorSpec], list[Op], dict[str, Any]]:
@@ -340,23 +355,12 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
         info["input_scale"] = q_z.scale
     elif isinstance(det, KMeansDistance):
         assert affine is not None
-        cen = det.centroids_
-        top = max(float(np.abs(fit_scaled).max()), float(np.abs(cen).max())) * Z_HEADROOM
-        q_x = choose_qparams(-top, top, "int16", symmetric=True)
-        tensors.append(TensorSpec("input", "int16", (n_in,)))
-        ops.append(requantize_features(*affine, mu, sigma, q_x, "requantize_s64_s16"))
-        cq = np.clip(round_half_away(cen / q_x.scale), INT16_MIN, INT16_MAX).astype(np.int16)
+        q_x, cq = _distance_input(fit_scaled, det.centroids_, affine, mu, sigma, tensors, ops)
         ops.append(Op("min_sq_dist_s16", ("input",), "score", {"shift": 0}, {"centroids": cq}))
         info["input_scale"] = q_x.scale
     elif isinstance(det, PrototypeKNN):
-        # as k-means: one common int16 scale for inputs and prototypes, since a distance mixes features
         assert affine is not None
-        protos = det.prototypes_
-        top = max(float(np.abs(fit_scaled).max()), float(np.abs(protos).max())) * Z_HEADROOM
-        q_x = choose_qparams(-top, top, "int16", symmetric=True)
-        tensors.append(TensorSpec("input", "int16", (n_in,)))
-        ops.append(requantize_features(*affine, mu, sigma, q_x, "requantize_s64_s16"))
-        pq = np.clip(round_half_away(protos / q_x.scale), INT16_MIN, INT16_MAX).astype(np.int16)
+        q_x, pq = _distance_input(fit_scaled, det.prototypes_, affine, mu, sigma, tensors, ops)
         ops.append(Op("knn_dist_s16", ("input",), "score", {"k": min(det.k, len(pq)), "shift": 0},
                       {"prototypes": pq}))
         info["input_scale"] = q_x.scale
