@@ -16,6 +16,11 @@ features, target_fpr, k, n, calibration_fraction, channels, threshold, offset/sc
 and ``arrays``: a list of ``{"name", "dtype", "shape", "offset", "nbytes"}`` into the blob.
 Extra top-level keys may be added by later stages (e.g. ``int8``) within the same format version.
 
+The fail-safe guard (the rule-based bounds the response engine falls back on when the model path
+faults, see :meth:`tinywarden.pipeline.Pipeline.judge_window`) is the optional ``guard`` header key
+(``name`` and ``params``) with its arrays stored as ``guard/<name>`` sections. A file written before
+the guard existed still loads: its pipeline has ``guard_ = None`` and ``guard_note_`` says why.
+
 A file with the wrong magic, an unknown format version, a bad checksum, or an inconsistent header is
 refused with a :class:`~tinywarden.errors.ModelFileError` naming the file.
 """
@@ -34,12 +39,15 @@ import numpy as np
 
 from tinywarden import __version__
 from tinywarden.detectors.base import REGISTRY
+from tinywarden.detectors.bounds import BoundsDetector
 from tinywarden.errors import ModelFileError, TinywardenError
 from tinywarden.pipeline import Pipeline
 
 MAGIC = b"TWMODEL\n"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sHI")
+GUARD_HEADER_KEY = "guard"
+_GUARD_PREFIX = "guard/"
 _ALLOWED_DTYPES = {"float64", "float32", "int64", "int32", "int16", "int8", "uint32", "uint16", "uint8"}
 
 
@@ -110,6 +118,11 @@ def pipeline_to_bytes(pipeline: Pipeline, extra: dict[str, Any] | None = None,
     arrays = {"scaler/offset": pipeline.offset_, "scaler/scale": pipeline.scale_}
     arrays.update({f"detector/{k}": v for k, v in det.state().items()})
     arrays.update(extra_arrays or {})
+    guard = getattr(pipeline, "guard_", None)
+    guard_header: dict[str, Any] = {}
+    if guard is not None:
+        arrays.update({f"{_GUARD_PREFIX}{k}": v for k, v in guard.state().items()})
+        guard_header = {GUARD_HEADER_KEY: {"name": guard.name, "params": guard.get_params()}}
     header = {
         "format": FORMAT_VERSION,
         "tinywarden_version": __version__,
@@ -119,6 +132,7 @@ def pipeline_to_bytes(pipeline: Pipeline, extra: dict[str, Any] | None = None,
         "detector": {"name": det.name, "params": det.get_params(), "n_params": det.n_params_},
         "train": pipeline.train_summary_,
         **(extra or {}),
+        **guard_header,
     }
     return encode(header, arrays)
 
@@ -149,8 +163,38 @@ def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
         raise ModelFileError(f"{source}: invalid pipeline configuration: {exc}") from None
     p.train_summary_ = header.get("train", {})
     p.header_ = header
-    p.extra_arrays_ = {k: v for k, v in arrays.items() if not k.startswith(("detector/", "scaler/"))}
+    p.extra_arrays_ = {k: v for k, v in arrays.items() if not k.startswith(("detector/", "scaler/", _GUARD_PREFIX))}
+    p.guard_, p.guard_note_ = _load_guard(header, arrays, source)
     return p
+
+
+def _load_guard(header: dict[str, Any], arrays: dict[str, np.ndarray],
+                source: str) -> tuple[BoundsDetector | None, str]:
+    """The fail-safe guard stored in a model file, or ``None`` and a note saying what that means."""
+    spec = header.get(GUARD_HEADER_KEY)
+    if spec is None:
+        return None, (
+            f"{source}: model file has no fail-safe guard (written before tinywarden stored one); a model "
+            "fault falls back to the policy's fault_tolerance/fail_safe_tier rules; retrain to add it"
+        )
+    try:
+        name, params = spec["name"], _tuples(spec["params"])
+    except (KeyError, TypeError):
+        raise ModelFileError(f"{source}: malformed {GUARD_HEADER_KEY!r} section {spec!r}") from None
+    if name != BoundsDetector.name:
+        raise ModelFileError(f"{source}: unknown fail-safe guard {name!r} (known: {BoundsDetector.name})")
+    state = {k[len(_GUARD_PREFIX):]: v for k, v in arrays.items() if k.startswith(_GUARD_PREFIX)}
+    try:
+        guard = BoundsDetector.from_state(params, state)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{source}: fail-safe guard: {exc}") from None
+    c = len(header["pipeline"]["channels"])
+    window = header["pipeline"]["window"]
+    if guard.input_shape_ != (window, c) or any(np.shape(getattr(guard, a)) != (c,) for a in guard.state_arrays):
+        raise ModelFileError(
+            f"{source}: fail-safe guard was stored for windows {guard.input_shape_}, the model has ({window}, {c})"
+        )
+    return guard, ""
 
 
 def save_pipeline(pipeline: Pipeline, path: str | Path, extra: dict[str, Any] | None = None,

@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from tinywarden.calibrate import Persistence, check_persistence, persist, threshold_at_fpr
 from tinywarden.detectors.base import Detector
+from tinywarden.detectors.bounds import BoundsDetector, fail_safe_detector
 from tinywarden.errors import ConfigError, DataError, NotFittedError
 from tinywarden.features import (
     DEFAULT_FEATURES,
@@ -37,6 +38,8 @@ SCALE_FLOOR = 1e-6
 #: A feature (or channel) that barely moved in training is scaled by at least this fraction of its
 #: channel's spread, so a sensor that was constant while learning gives large but finite z-scores.
 RELATIVE_SCALE_FLOOR = 0.05
+#: The fail-safe guard's bounds are the training range widened by this fraction of its width on each side.
+GUARD_MARGIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,20 @@ class Scored:
     raw_flags: np.ndarray  # uint8, score > threshold
     alarms: np.ndarray  # uint8, after k-of-n persistence
     threshold: float
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """The fail-safe bounds guard's judgement of one raw window, for the response engine.
+
+    ``violation`` is ``None`` when the guard cannot judge (no guard in the model file, NaN/inf samples,
+    a window of the wrong shape); ``reason`` then says why, and otherwise names what broke a bound.
+    ``score`` is the guard's own score (above 0 exactly on a violation; NaN when it cannot judge).
+    """
+
+    violation: bool | None
+    score: float
+    reason: str
 
 
 def normal_window_mask(labels: np.ndarray | None, end_rows: np.ndarray, window: int) -> np.ndarray:
@@ -149,6 +166,8 @@ class Pipeline:
         self.detector.fit(self._scale(fit_x), **fit_kwargs)
         cal_scores = self.detector.score_samples(self._scale(cal_x))
         self.threshold_ = threshold_at_fpr(cal_scores, self.target_fpr)
+        self.guard_: BoundsDetector | None = fail_safe_detector(self._guard_windows(series, n_fit), GUARD_MARGIN)
+        self.guard_note_ = ""
         self.train_summary_ = {
             "source": series.source,
             "rows": len(series),
@@ -185,6 +204,56 @@ class Pipeline:
                 f"{MIN_CALIBRATION_WINDOWS} to calibrate: use more data or a shorter window/stride"
             )
         return raw[:n_fit], raw[n_fit:]
+
+    def _guard_windows(self, series: Series, n_fit: int) -> np.ndarray:
+        """Raw windows covering exactly the samples of the fit part's windows, for the fail-safe guard.
+
+        The guard keeps only the extremes (range and largest step) of what it sees, so a window whose
+        samples and steps all lie in its neighbours adds nothing: keeping only the windows needed to
+        cover every sample and every step of the fit part gives the same guard as all of them, bit for
+        bit, at a fraction of the memory when the stride is small.
+        """
+        values = self._select(series)
+        ends = window_end_rows(len(values), self.window, self.stride)
+        ends = ends[normal_window_mask(series.labels, ends, self.window)][:n_fit]
+        keep, last = [], None
+        for i, end in enumerate(ends):
+            nxt = ends[i + 1] if i + 1 < len(ends) else None
+            # Skip a window only when the last kept one and the next one overlap: together they cover it.
+            if last is None or nxt is None or nxt - last > self.window - 1:
+                keep.append(end)
+                last = end
+        starts = np.asarray(keep, dtype=np.int64) - (self.window - 1)
+        view = np.lib.stride_tricks.sliding_window_view(np.asarray(values, dtype=np.float64), self.window, axis=0)
+        return np.ascontiguousarray(view[starts].transpose(0, 2, 1))
+
+    def judge_window(self, window: np.ndarray) -> GuardVerdict:
+        """The fail-safe guard's verdict on one raw ``(window, channels)`` window, in the model's channel order.
+
+        This is what the response engine falls back on when the model path faults on that window: it
+        needs no features, no scaler and no detector, only the bounds learned at :meth:`fit`.
+        """
+        guard = getattr(self, "guard_", None)
+        if guard is None:
+            note = getattr(self, "guard_note_", "") or "this pipeline has no fail-safe guard"
+            return GuardVerdict(None, float("nan"), note)
+        x = np.asarray(window, dtype=np.float64)
+        want = tuple(int(v) for v in guard.input_shape_)
+        if x.shape != want:
+            return GuardVerdict(None, float("nan"), f"raw window has shape {x.shape}, the guard needs {want}")
+        finite = np.isfinite(x).all(axis=0)
+        if not finite.all():
+            bad = ", ".join(c for c, ok in zip(self.channels_, finite, strict=True) if not ok)
+            return GuardVerdict(None, float("nan"), f"raw window holds NaN/inf in {bad}")
+        score = float(guard.score_samples(x[None])[0])
+        if score <= 0:
+            return GuardVerdict(False, score, "every channel within the bounds learned from normal data")
+        # Which rule broke where, in the guard's own terms (range [lo_, hi_], step limit rate_).
+        out_of_range = (x.min(axis=0) < guard.lo_) | (x.max(axis=0) > guard.hi_)
+        too_fast = np.abs(np.diff(x, axis=0)).max(axis=0) > guard.rate_  # a window has >= 2 rows
+        parts = [f"{c} outside its learned range" for c, o in zip(self.channels_, out_of_range, strict=True) if o]
+        parts += [f"{c} changing faster than learned" for c, f in zip(self.channels_, too_fast, strict=True) if f]
+        return GuardVerdict(True, score, f"{'; '.join(parts) or 'a bound broken'} (bounds score {score:.3g})")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):
