@@ -7,6 +7,12 @@ an explicit ``at=``), so tests and ``tinywarden respond`` run in simulated time.
 the engine fires every timer that fell due since the last one, at its own time, so a replayed stream
 gives the same timeline as a live run.
 
+Fail-safe guard. When the model path faults on a window, a caller that still has the raw window
+(the agent, ``tinywarden respond --telemetry``) asks the model file's rule-based bounds for a verdict
+and feeds it with :meth:`ResponseEngine.observe_guarded`: a violation counts as a detection for every
+tier and a clean window as a quiet one, so the device stays protected; the events it causes say
+``failsafe_bounds``. A guard that cannot judge leaves the usual fault rules in charge (docs/policy.md).
+
 Crash safety: with ``state_path`` the machine state, the actuators' memory and the number of score
 windows seen are written atomically (temporary file, fsync, rename) after every input; a new engine given the
 same path continues where the old one stopped and re-applies any action of the active tiers that is
@@ -53,6 +59,11 @@ from tinywarden.respond.actuators import Actuator, ActuatorError, build_actuator
 from tinywarden.respond.policy import Critical, Policy
 
 STATE_FORMAT = 1
+#: ``reason_code`` of an escalation caused by the fail-safe bounds guard rather than the model.
+REASON_FAILSAFE_BOUNDS = "failsafe_bounds"
+#: ``reason_code`` of the notes when the guard starts judging (the model path faulted) and stops (it recovered).
+REASON_GUARD_ENGAGED = "guard_engaged"
+REASON_GUARD_RELEASED = "guard_released"
 
 
 class StateFileError(ConfigError):
@@ -161,6 +172,15 @@ def critical_conflict(actuator: Actuator, critical: Critical) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _GuardInput:
+    """The window being fed is the fail-safe guard's verdict, not a model score (see ``observe_guarded``)."""
+
+    violation: bool
+    fault: str
+    detail: str
+
+
 def _num(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -204,6 +224,9 @@ class ResponseEngine:
         self.windows = 0
         self.recent: deque[float] = deque(maxlen=max(t.n for t in policy.tiers))
         self.last_fault = ""
+        # Windows judged by the fail-safe guard since the model path last produced a score.
+        self.guarded = 0
+        self._guard: _GuardInput | None = None
         if self.state_path is not None and self.state_path.exists():
             self._load()
             self._reconcile()
@@ -238,6 +261,30 @@ class ResponseEngine:
         self.last_fault = detail
         return self._input(m.INPUT_FAULT, at)
 
+    def observe_guarded(
+        self,
+        violation: bool | None,
+        fault: str,
+        at: float | None = None,
+        detail: str = "",
+        *,
+        score_fault: bool = False,
+    ) -> list[ActionEvent]:
+        """Feed the fail-safe guard's verdict on a window whose model path faulted (``fault`` says how).
+
+        ``violation`` True counts as a window above every tier's bar, False as a quiet window (not above
+        the threshold); either way the window is judged, so it does not count toward ``fault_tolerance``.
+        ``None`` means the guard could not judge (``detail`` says why): the window is then a fault as
+        without a guard, a non-finite score (``score_fault``) or a model failure.
+        """
+        if violation is None:
+            self.last_fault = f"{fault}; fail-safe bounds cannot judge: {detail or 'no verdict'}"
+            return self._input(m.INPUT_SCORE if score_fault else m.INPUT_FAULT, at)
+        self.last_fault = fault
+        # Stand-in scores: strictly above every bar, or exactly the threshold (which is not above it).
+        score = math.nextafter(max(self.tables.bar), math.inf) if violation else self.threshold
+        return self._input(m.INPUT_SCORE, at, score, _GuardInput(bool(violation), fault, detail))
+
     def feed_watchdog(self, at: float | None = None) -> list[ActionEvent]:
         """Tell the engine the model/feature loop is alive (needed when ``watchdog_timeout_s`` > 0)."""
         return self._input(m.INPUT_FEED, at)
@@ -257,7 +304,9 @@ class ResponseEngine:
         """
         return self._input(m.INPUT_RELEASE, at)
 
-    def _input(self, kind: int, at: float | None, score: float = math.nan) -> list[ActionEvent]:
+    def _input(
+        self, kind: int, at: float | None, score: float = math.nan, guard: _GuardInput | None = None
+    ) -> list[ActionEvent]:
         t = self.clock.now() if at is None else float(at)
         if not math.isfinite(t):
             raise ConfigError(f"input time must be a finite number of seconds (got {at!r})")
@@ -269,11 +318,34 @@ class ResponseEngine:
             if due > t + self.state.skew:
                 break
             out += self._step(m.INPUT_TICK, max(due, self.state.last_time) - self.state.skew)
-        out += self._step(kind, t, score)
+        if guard is not None:
+            if self.guarded == 0:
+                out.append(self._engine_note(t, REASON_GUARD_ENGAGED, (
+                    f"model path faulted ({guard.fault}); the fail-safe bounds judge the raw windows until "
+                    "it scores again"
+                )))  # fmt: skip
+            self.guarded += 1
+        elif kind == m.INPUT_SCORE and math.isfinite(score) and self.guarded:
+            out.append(self._engine_note(t, REASON_GUARD_RELEASED, (
+                f"the model scores again; {self.guarded} window(s) were judged by the fail-safe bounds"
+            )))  # fmt: skip
+            self.guarded = 0
+        self._guard = guard
+        try:
+            out += self._step(kind, t, score)
+        finally:
+            self._guard = None
         if kind in (m.INPUT_SCORE, m.INPUT_FAULT):
             self.windows += 1
         self.save()
         return out
+
+    def _engine_note(self, t: float, code: str, reason: str) -> ActionEvent:
+        """A note of the engine's own (not the machine's), audited like the machine's notes."""
+        ev = ActionEvent(max(t + self.state.skew, self.state.last_time) - self.state.skew, self.state.tier, 0,
+                         None, "note", reason, code)  # fmt: skip
+        self._audit(ev)
+        return ev
 
     def _step(self, kind: int, t: float, score: float = math.nan) -> list[ActionEvent]:
         self.state, events = m.step(self.state, self.tables, kind, t, score)
@@ -282,6 +354,8 @@ class ResponseEngine:
     def _carry_out(self, e: m.Event) -> ActionEvent:
         reason = self._explain(e)
         code = m.REASONS[e.reason]
+        if self._guard is not None and e.reason == m.REASON_ESCALATE:
+            code = REASON_FAILSAFE_BOUNDS
         when = e.time - self.state.skew
         if e.kind == m.EVENT_NOTE:
             ev = ActionEvent(when, e.tier, e.action_tier, None, "note", reason, code)
@@ -305,6 +379,16 @@ class ResponseEngine:
         tb, p = self.tables, self.policy
         t = e.action_tier
         r = e.reason
+        g = self._guard
+        if g is not None and r == m.REASON_ESCALATE:
+            tier = p.tiers[t - 1]
+            return (
+                f"fail-safe bounds, not the model: {tier.k} of last {tier.n} windows anomalous, this one "
+                f"judged by the bounds learned from normal data ({g.detail or 'a bound broken'}) because "
+                f"the model path faulted ({g.fault})"
+            )
+        if g is not None and r == m.REASON_FAULT_CLEARED:
+            return "the fail-safe bounds judge the raw windows again; fault cleared, the tier follows the normal rules"
         if r == m.REASON_ESCALATE:
             tier = p.tiers[t - 1]
             return (
@@ -337,6 +421,8 @@ class ResponseEngine:
     def _audit(self, ev: ActionEvent) -> None:
         if self.audit is None:
             return
+        g = self._guard
+        guard = {} if g is None else {"guard": {"violation": g.violation, "detail": g.detail, "fault": g.fault}}
         self.audit.append(
             "action" if ev.event != "note" else "note",
             {
@@ -347,6 +433,7 @@ class ResponseEngine:
                 "policy": self.policy.name,
                 "policy_version": self.policy.version,
                 "model_id": self.model_id,
+                **guard,
             },
             time=ev.time,
         )
@@ -367,6 +454,7 @@ class ResponseEngine:
             "windows": self.windows,
             "recent": list(self.recent),
             "last_fault": self.last_fault,
+            "guarded": self.guarded,
             "machine": machine,
             "actuators": {a.name: a.snapshot() for a in self.actuators},
         }
@@ -436,6 +524,7 @@ class ResponseEngine:
         self.windows = int(doc.get("windows", 0))
         self.recent.extend(float(x) for x in doc.get("recent", []))
         self.last_fault = str(doc.get("last_fault", ""))
+        self.guarded = int(doc.get("guarded", 0))
         memos = doc.get("actuators", {})
         for a in self.actuators:
             if isinstance(memos.get(a.name), dict):
