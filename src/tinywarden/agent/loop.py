@@ -31,8 +31,18 @@ policy the old policy's applied actions are reverted (and audited) and the new e
 Bounded memory: the agent keeps fixed-size buffers only (windows, the last scores, the engine's
 recent scores); incidents and events go to disk (spool, rotating audit log), not to lists.
 
+Fail-safe guard. When the model path fails on a window (an exception while scoring it, or a non-finite
+score), the raw window the agent still holds is judged by the model file's rule-based bounds
+(:meth:`~tinywarden.pipeline.Pipeline.judge_window`) and the verdict goes to the engine
+(:meth:`~tinywarden.respond.ResponseEngine.observe_guarded`): a violation is a detection whose events
+say ``failsafe_bounds``, a clean window a quiet one. The fault is still counted, audited
+(``model_fault`` once per streak, with the guard's state) and shown in the status file. A sample that
+cannot even be placed in the window, NaN/inf telemetry and a model file without a guard cannot be
+judged: those stay faults for the policy's ``fault_tolerance``/``fail_safe_tier`` rules.
+
 Confidence of an incident: for a tier entered on evidence, the fraction of that tier's last ``n``
-scores above its bar (at least ``k / n``); for a fail-safe entry (a fault), 1.
+scores above its bar (at least ``k / n``); for a fail-safe entry (a fault) or a fail-safe bounds
+detection, 1.
 """
 
 from __future__ import annotations
@@ -66,10 +76,10 @@ from tinywarden.audit import AuditLog
 from tinywarden.errors import DataError, TinywardenError
 from tinywarden.features import extract, feature_names
 from tinywarden.modelfile import pipeline_from_bytes
-from tinywarden.pipeline import Pipeline
+from tinywarden.pipeline import GuardVerdict, Pipeline
 from tinywarden.respond import ActionEvent, Policy, PolicyError, ResponseEngine, SimulatedClock, SystemClock
 from tinywarden.respond.actuators import ActuatorError, build_actuators
-from tinywarden.respond.engine import StateFileError
+from tinywarden.respond.engine import REASON_FAILSAFE_BOUNDS, StateFileError
 from tinywarden.respond.machine import next_deadline
 from tinywarden.respond.policy import parse_policy
 from tinywarden.telemetry.live import LiveSampler
@@ -289,14 +299,24 @@ class _Runner:
         self.rows: deque[np.ndarray] = deque(maxlen=loaded.pipeline.window)
         self.times: deque[float] = deque(maxlen=loaded.pipeline.window)
         self.pushed = 0
+        self.due = False  # the last sample pushed completed a window (so a fault there loses that window)
 
     def push(self, t: float, sample: np.ndarray) -> float | None:
+        self.due = False
         x = np.asarray(sample, dtype=np.float64)[self.index]
         self.rows.append(x)
         self.times.append(t)
         self.pushed += 1
+        w, stride = self.loaded.pipeline.window, self.loaded.pipeline.stride
+        self.due = self.pushed >= w and (self.pushed - w) % stride == 0
         out = self.scorer.push(x)
         return None if out is None else out[0]
+
+    def judge(self) -> GuardVerdict | None:
+        """The fail-safe guard's verdict on the raw window that the last sample completed."""
+        if not self.due:
+            return None
+        return self.loaded.pipeline.judge_window(np.stack(self.rows))
 
     def span(self, t: float) -> tuple[float, float]:
         return (self.times[0], self.times[-1]) if self.times else (t, t)
@@ -306,7 +326,13 @@ class _Runner:
         p = self.loaded.pipeline
         if len(self.rows) < p.window:
             return {}
-        win = np.stack(self.rows)
+        try:
+            return self._summary(p, np.stack(self.rows), top)
+        except Exception:  # the model path may be what failed; an incident without a summary still goes out
+            return {}
+
+    @staticmethod
+    def _summary(p: Pipeline, win: np.ndarray, top: int) -> dict[str, float]:
         if p.input_kind == "features":
             z = (extract(win[None], p.features)[0] - p.offset_) / p.scale_
             names = feature_names(p.channels_, p.features)
@@ -361,6 +387,9 @@ class Agent:
         self.windows_scored = 0
         self.incidents = 0
         self.model_faults = 0
+        self.guarded_windows = 0
+        self.guard_violations = 0
+        self.last_guard = ""
         self.swaps = 0
         self.refused = 0
         self.spool_dropped = 0
@@ -472,12 +501,8 @@ class Agent:
         old_score: float | None = None
         try:
             old_score = self._active.push(t, sample)
-        except Exception as exc:  # any failure of the model path must reach the engine's fail-safe
+        except Exception as exc:  # any failure of the model path must reach the guard or the engine's fail-safe
             events += self._model_fault(t, f"{type(exc).__name__}: {exc}")
-        else:
-            if self._fault_streak and old_score is not None:  # recovered only once a window scores again
-                self._audit("model_recovered", {"after_faults": self._fault_streak}, t)
-                self._fault_streak = 0
         if new_score is not None:
             self._commit_swap(t)
             score: float | None = new_score
@@ -485,7 +510,13 @@ class Agent:
             score = old_score
 
         if score is not None:
-            events += self.engine.observe(score, at=t)
+            if math.isfinite(score):
+                if self._fault_streak:  # recovered only once a window scores again
+                    self._audit("model_recovered", {"after_faults": self._fault_streak}, t)
+                    self._fault_streak = 0
+                events += self.engine.observe(score, at=t)
+            else:
+                events += self._model_fault(t, f"non-finite score {score!r}", score_fault=True)
             self.windows_scored += 1
             ws = WindowScore(t, score, self.engine.tier, self._active.loaded.label)
             self.last_scores.append(ws)
@@ -556,6 +587,11 @@ class Agent:
                 "model_faults": self.model_faults,
                 "last": self.last_fault,
                 "engine_fault": self.engine.state.fault != 0,
+                "guard": self._guard_state(),
+                "guarding": self.engine.guarded > 0,
+                "guarded_windows": self.guarded_windows,
+                "guard_violations": self.guard_violations,
+                "last_guard": self.last_guard,
             },
             "bundles": {"swaps": self.swaps, "refused": self.refused, "last_refusal": self.last_refusal},
             "escalation": esc,
@@ -732,13 +768,31 @@ class Agent:
 
     # ---- faults, incidents, audit
 
-    def _model_fault(self, t: float, detail: str) -> list[ActionEvent]:
+    def _guard_state(self) -> str:
+        """What guards the device when the model faults: the bounds, or why there are none."""
+        p = self._active.loaded.pipeline
+        guard = getattr(p, "guard_", None)
+        if guard is None:
+            return f"none: {getattr(p, 'guard_note_', '') or 'the model has no fail-safe guard'}"
+        return f"bounds on {len(p.channels_)} channel(s)"
+
+    def _model_fault(self, t: float, detail: str, score_fault: bool = False) -> list[ActionEvent]:
+        """Record a failure of the model path on this sample; the guard judges the window it lost, if any."""
         self.model_faults += 1
         self.last_fault = detail
         if self._fault_streak == 0:
-            self._audit("model_fault", {"detail": detail, "model": self._active.loaded.label}, t)
+            self._audit("model_fault", {"detail": detail, "model": self._active.loaded.label,
+                                        "guard": self._guard_state()}, t)  # fmt: skip
         self._fault_streak += 1
-        return self.engine.report_fault(detail, at=t)
+        verdict = self._active.judge()
+        if verdict is None:  # the sample never reached a complete window: nothing for the guard to judge
+            return self.engine.report_fault(detail, at=t)
+        if verdict.violation is not None:
+            self.guarded_windows += 1
+            self.guard_violations += int(verdict.violation)
+        self.last_guard = verdict.reason
+        return self.engine.observe_guarded(verdict.violation, detail, at=t, detail=verdict.reason,
+                                           score_fault=score_fault)  # fmt: skip
 
     def _escalate(self, events: Sequence[ActionEvent], t: float, score: float | None) -> None:
         entered: list[tuple[int, str]] = []
@@ -762,7 +816,7 @@ class Agent:
         loaded = self._active.loaded
         engine = self.engine
         recent = list(engine.recent)
-        if code.startswith("fault_"):
+        if code.startswith("fault_") or code == REASON_FAILSAFE_BOUNDS:
             confidence = 1.0
         else:
             n, k = engine.tables.n[tier], engine.tables.k[tier]
