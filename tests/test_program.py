@@ -117,3 +117,19 @@ def test_run_windows_rejects_wrong_shape():
         run_windows(prog, np.zeros((2, prog.window, prog.n_channels), dtype=np.float32))
     with pytest.raises(ConfigError, match="samples"):
         run_int8(prog, np.zeros((300, prog.n_channels + 1)))
+
+
+def test_feature_requantization_written_wide_by_older_files_still_loads():
+    """Files from before the narrowing stored pre_shift as int32 and offset as int64: same arithmetic."""
+    _, prog = fitted("kmeans")
+    header, arrays = to_model_file(prog)
+    i = next(j for j, op in enumerate(prog.ops) if op.kind.startswith("requantize_s64_"))
+    old = dict(arrays)
+    old[f"int8/op{i}/pre_shift"] = arrays[f"int8/op{i}/pre_shift"].astype(np.int32)
+    old[f"int8/op{i}/offset"] = arrays[f"int8/op{i}/offset"].astype(np.int64)
+    back = from_model_file(header, old)
+    assert back.ops[i].consts["offset"].dtype == np.int32 and back.model_id == prog.model_id
+    too_big = dict(old)
+    too_big[f"int8/op{i}/offset"] = old[f"int8/op{i}/offset"] + 2**40
+    with pytest.raises(ModelFileError, match="offset does not fit int32"):
+        from_model_file(header, too_big)

@@ -122,3 +122,31 @@ def test_cli_train_score_int8_export(tmp_path):
     assert r.returncode == 2 and "unknown export target 'vhdl'" in r.stderr
     r = cli("quantize-report", str(tmp_path / "m.twb"), str(tmp_path / "tel.csv"))
     assert r.returncode == 0 and "ROC AUC" in r.stdout, r.stderr
+
+
+def test_pca_scores_its_residual_without_a_decoder():
+    """PCA runs as |q|^2 - |W q|^2 on a centred int16 input: one int8 matrix, ranks like the float score."""
+    pipe, prog = fitted("pca")
+    kinds = [op.kind for op in prog.ops]
+    assert kinds[-1] == "pca_residual_s16" and "fully_connected_s8" not in kinds
+    weights = prog.ops[-1].consts["weights"]
+    assert weights.shape == pipe.detector.components_.shape
+    s, _ = camera()
+    x = s.values[: 20_000]
+    ints, _ = run_int8(prog, x)
+    floats = pipe.score(s.slice(0, 20_000)).scores
+    # the integer score is the float one in other units: near-perfect rank agreement
+    order = np.corrcoef(np.argsort(np.argsort(ints)), np.argsort(np.argsort(floats)))[0, 1]
+    assert order > 0.99
+
+
+def test_pca_with_too_many_features_for_the_accumulator_is_refused():
+    from tinywarden.program import PCA_MAX_INPUTS
+    from tinywarden.telemetry.series import Series
+
+    rng = np.random.default_rng(0)
+    n_ch = PCA_MAX_INPUTS // 2 + 1
+    s = Series(np.arange(400.0), rng.normal(size=(400, n_ch)), tuple(f"c{i}" for i in range(n_ch)))
+    pipe = Pipeline(make_detector("pca", n_components=2), 8, 8, ("mean", "std")).fit(s)
+    with pytest.raises(ConfigError, match=f"at most {PCA_MAX_INPUTS}"):
+        quantize_pipeline(pipe, s)

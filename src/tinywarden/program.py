@@ -45,6 +45,10 @@ from tinywarden.quantize.scheme import (
 PROGRAM_VERSION = 1
 #: Largest window the integer features are proven not to overflow for (see :func:`features_s16`).
 MAX_WINDOW = 4096
+#: ``pca_residual_s16``: inputs * 127 * 32768 < 2**31 keeps the int32 accumulator exact; k * inputs * 2**30
+#: bounds both int64 sums.
+PCA_MAX_INPUTS = 515
+PCA_MAX_AXES = 4096
 #: Feature codes of the ``features_s16`` kernel (its ``codes`` constant); fixed, the C kernel uses them.
 FEATURE_CODES: dict[str, int] = {
     "mean": 0, "std": 1, "min": 2, "max": 3, "rms": 4,
@@ -315,6 +319,19 @@ def _fully_connected_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     return np.clip(q, op.attrs["act_min"], op.attrs["act_max"])
 
 
+def _pca_residual(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    """Energy of the centred int16 input outside the principal subspace: ``sum q**2 - sum r_j**2``, floored at 0.
+
+    ``r_j = requantize(sum_i w_ji q_i)`` is the input's coordinate along principal axis ``j``, in input
+    steps. For orthonormal axes ``|q|**2 - |W q|**2`` is the squared reconstruction error, so no decoder
+    (and no second copy of the weights) is needed on the device.
+    """
+    q = srcs[0].astype(np.int64)
+    c = op.consts
+    r = requantize(q @ c["weights"].astype(np.int64).T, c["multiplier"], c["shift"])
+    return np.maximum((q * q).sum(axis=1) - (r * r).sum(axis=1), 0)
+
+
 def _convolve_1d_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     x = srcs[0].astype(np.int64) + int(op.attrs["input_offset"])  # (N, L, Cin)
     c, a = op.consts, op.attrs
@@ -582,6 +599,15 @@ def _check_rbf(op: Op, p: Program) -> None:
              and 0 <= int(op.consts["pre_shift"][0]) <= 62, "pre_shift, multiplier, shift must be one value each")
 
 
+def _check_pca(op: Op, p: Program) -> None:
+    n_in = int(np.prod(p.tensor(op.src[0]).shape))
+    k = _shape(op, "weights")[0]
+    _require(_shape(op, "weights") == (k, n_in) and 1 <= k <= PCA_MAX_AXES,
+             f"weights must be (k <= {PCA_MAX_AXES}, {n_in})")
+    _require(_shape(op, "multiplier") == (k,) and _shape(op, "shift") == (k,), "one multiplier and shift per axis")
+    _require(n_in <= PCA_MAX_INPUTS, f"{n_in} inputs: at most {PCA_MAX_INPUTS} keep the int32 accumulator exact")
+
+
 def _check_gru(op: Op, p: Program) -> None:
     hid = _attr(op, "hidden", 1, GRU_MAX_HIDDEN)
     _attr(op, "forecast", 0, 1)
@@ -615,12 +641,14 @@ _SCORE_TOTALS: dict[str, Kernel] = {
     "sum_sq_diff_s8": _sum_sq_diff, "sum_sq_s16": _sum_sq,
     "max_abs_s16": _max_abs, "min_sq_dist_s16": _min_sq_dist,
     "knn_dist_s16": _knn_dist, "bounds_violation_s16": _bounds_violation, "iforest_path_s16": _iforest_path,
-    "ar_residual_s16": _ar_residual, "rbf_kernel_sum_s16": _rbf_kernel_sum,
+    "ar_residual_s16": _ar_residual, "rbf_kernel_sum_s16": _rbf_kernel_sum, "pca_residual_s16": _pca_residual,
 }
 
 
 # Shifts are in [-31, 30] (see quantize_multiplier): stored as int8, which saves 3 bytes per channel of flash.
-_REQ = {"pre_shift": "int32", "offset": "int64", "multiplier": "int32", "shift": "int8"}
+# pre_shift is in [0, 62] and the offset is subtracted after it (the quantizer raises pre_shift until the
+# offset fits int32): 5 bytes per feature less than int32/int64.
+_REQ = {"pre_shift": "int8", "offset": "int32", "multiplier": "int32", "shift": "int8"}
 _LAYER = {"weights": "int8", "bias": "int32", "multiplier": "int32", "shift": "int8"}
 
 #: Every kernel a program may use, by name; the C templates in ``codegen/templates/kernels`` mirror them.
@@ -671,6 +699,10 @@ KERNELS: dict[str, KernelSpec] = {
         "one-class SVM: score = sat32(((sum_j alpha_j (T[0] - 2**-u_j from table T)) >> 15 "
         "+ max(0, min_j u_j - tail_from)) >> shift), u_j = requantize(|q - sv_j|**2 >> pre_shift)",
         check=_check_rbf),
+    "pca_residual_s16": KernelSpec(
+        _score(_pca_residual), ("int16",), "int32", {"weights": "int8", "multiplier": "int32", "shift": "int8"},
+        "PCA: r_j = requantize(sum_i w_ji q_i); score = sat32(max(0, sum q^2 - sum r_j^2) >> shift)",
+        check=_check_pca),
     "gru_s8": KernelSpec(
         _gru, ("int8",), "int8",
         {**{f"{g}{k}": dt for g in ("ih_", "hh_", "out_") for k, dt in (("multiplier", "int32"), ("shift", "int8"))},
@@ -799,6 +831,22 @@ def to_model_file(program: Program, with_id: bool = True) -> tuple[dict[str, Any
     return header, arrays
 
 
+def _narrow_legacy(kind: str, consts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Feature requantization constants of files written before they were narrowed (int32 pre_shift,
+    int64 offset) in today's dtypes; the arithmetic is the same whenever the values fit, which is checked."""
+    if not kind.startswith("requantize_s64_"):
+        return consts
+    out = dict(consts)
+    for name, dt in (("pre_shift", np.int8), ("offset", np.int32)):
+        a = out.get(name)
+        if a is not None and a.dtype != dt and a.dtype.kind == "i":
+            info = np.iinfo(dt)
+            if a.size and (a.min() < info.min or a.max() > info.max):
+                raise ConfigError(f"{kind} {name} does not fit {np.dtype(dt).name}; re-run training")
+            out[name] = a.astype(dt)
+    return out
+
+
 def from_model_file(
     header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], source: str = "<model>"
 ) -> Program:
@@ -809,7 +857,7 @@ def from_model_file(
                                  f"(this tinywarden reads {PROGRAM_VERSION}); re-run training")
         ops = tuple(
             Op(o["kind"], tuple(o["src"]), o["dst"], dict(o["attrs"]),
-               {c: np.asarray(arrays[f"int8/op{i}/{c}"]) for c in o["consts"]})
+               _narrow_legacy(o["kind"], {c: np.asarray(arrays[f"int8/op{i}/{c}"]) for c in o["consts"]}))
             for i, o in enumerate(header["ops"])
         )
         program = Program(

@@ -49,6 +49,7 @@ KERNEL_TEMPLATES: dict[str, tuple[str, dict[str, str]]] = {
     "iforest_path_s16": ("iforest_path_s16", {}),
     "ar_residual_s16": ("ar_residual_s16", {}),
     "rbf_kernel_sum_s16": ("rbf_kernel_sum_s16", {}),
+    "pca_residual_s16": ("pca_residual_s16", {}),
     "gru_s8": ("gru_s8", {}),
 }
 #: helper templates in the order they must appear (a helper may use an earlier one)

@@ -50,7 +50,16 @@ from tinywarden.detectors.prototypes import PrototypeKNN
 from tinywarden.errors import ConfigError
 from tinywarden.features import batch_windows, window_end_rows
 from tinywarden.pipeline import Pipeline, normal_window_mask
-from tinywarden.program import FEATURE_CODES, MAX_WINDOW, Op, Program, TensorSpec, run_windows, score_total
+from tinywarden.program import (
+    FEATURE_CODES,
+    MAX_WINDOW,
+    PCA_MAX_INPUTS,
+    Op,
+    Program,
+    TensorSpec,
+    run_windows,
+    score_total,
+)
 from tinywarden.quantize.scheme import (
     INT8_MAX,
     INT8_MIN,
@@ -153,12 +162,18 @@ def requantize_features(a: np.ndarray, b: np.ndarray, mu: np.ndarray, sigma: np.
     real = a / (sigma * out.scale)
     pre = np.maximum(0, np.floor(np.log2(0.25 / real))).astype(np.int64)
     pre = np.minimum(pre, 62)
+    # The offset is stored as int32: where it does not fit (a feature far from zero relative to its
+    # spread), shift the feature further right instead; one unit then grows past a quarter step only there.
+    while True:
+        # floor-shifting drops half a unit on average: put it back in the offset
+        offset = round_half_away((mu - b) / a / 2.0**pre - np.where(pre > 0, 0.5, 0.0))
+        big = (np.abs(offset) > INT32_MAX) & (pre < 62)
+        if not big.any():
+            break
+        pre = np.where(big, pre + 1, pre)
     mult_shift = [quantize_multiplier(float(r * 2.0**p)) for r, p in zip(real, pre, strict=True)]
-    # floor-shifting drops half a unit on average: put it back in the offset
-    bias = np.where(pre > 0, 0.5, 0.0)
-    offset = round_half_away((mu - b) / a / 2.0**pre - bias)
     return Op(kind, ("features",), "input", {"zero_point": out.zero_point, "act_min": out.qmin, "act_max": out.qmax},
-              {"pre_shift": pre.astype(np.int32), "offset": np.clip(offset, -(2**62), 2**62).astype(np.int64),
+              {"pre_shift": pre.astype(np.int8), "offset": np.clip(offset, -INT32_MAX, INT32_MAX).astype(np.int32),
                "multiplier": np.array([m for m, _ in mult_shift], dtype=np.int32),
                "shift": np.array([s for _, s in mult_shift], dtype=np.int8)})
 
@@ -184,20 +199,13 @@ def quantize_layer(kind: str, src: str, dst: str, weight: np.ndarray, bias: np.n
                "shift": np.array([s for _, s in mult_shift], dtype=np.int8)})
 
 
-def _dense_layers(det: DenseAutoencoder | PCAReconstruction) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[bool]]:
-    """``(layers, relu after each)`` of a fully connected autoencoder.
-
-    PCA is a linear autoencoder with tied weights: encode ``W (x - mean)`` = ``W x - W mean``, decode
-    ``W^T z + mean``; so it runs on the same int8 kernels as the dense autoencoder, without ReLU.
-    """
-    if isinstance(det, PCAReconstruction):
-        w = det.components_
-        return [(w, -(w @ det.mean_)), (np.ascontiguousarray(w.T), det.mean_)], [False, False]
+def _dense_layers(det: DenseAutoencoder) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[bool]]:
+    """``(layers, relu after each)`` of a fully connected autoencoder."""
     layers = det.layers()
     return layers, [i < len(layers) - 1 for i in range(len(layers))]
 
 
-def _dense_activations(det: DenseAutoencoder | PCAReconstruction, x: np.ndarray) -> list[np.ndarray]:
+def _dense_activations(det: DenseAutoencoder, x: np.ndarray) -> list[np.ndarray]:
     outs, h = [], x
     layers, relus = _dense_layers(det)
     for (w, b), relu in zip(layers, relus, strict=True):
@@ -305,7 +313,30 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
     tensors: list[TensorSpec] = []
     ops: list[Op] = []
     info: dict[str, Any] = {}
-    if isinstance(det, (DenseAutoencoder, ConvAutoencoder, PCAReconstruction)):
+    if isinstance(det, PCAReconstruction):
+        assert affine is not None
+        if n_in > PCA_MAX_INPUTS:
+            raise ConfigError(f"PCA on {n_in} features: the int8 path takes at most {PCA_MAX_INPUTS} "
+                              "(use fewer features per channel or fewer channels)")
+        # The PCA mean folds into the feature requantization, so the int16 input is already centred.
+        centred = fit_scaled - det.mean_
+        top = float(np.abs(centred).max()) * Z_HEADROOM
+        q_x = choose_qparams(-top, top, "int16", symmetric=True)
+        tensors.append(TensorSpec("input", "int16", (n_in,)))
+        ops.append(requantize_features(*affine, mu + sigma * det.mean_, sigma, q_x, "requantize_s64_s16"))
+        # k = 0 keeps no axis: one all-zero row gives the same score (the whole energy) without a
+        # zero-length C array.
+        w = det.components_ if len(det.components_) else np.zeros((1, n_in))
+        w_scale = np.abs(w).max(axis=1) / INT8_MAX
+        w_scale = np.where(w_scale > 0, w_scale, 1.0)
+        mult_shift = [quantize_multiplier(float(sc)) for sc in w_scale]
+        ops.append(Op("pca_residual_s16", ("input",), "score", {"shift": 0},
+                      {"weights": np.clip(round_half_away(w / w_scale[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8),
+                       "multiplier": np.array([m for m, _ in mult_shift], dtype=np.int32),
+                       "shift": np.array([sh for _, sh in mult_shift], dtype=np.int8)}))
+        info["score_unit"] = q_x.scale**2 / n_in  # the float score is the mean squared error
+        info["input_scale"] = q_x.scale
+    elif isinstance(det, (DenseAutoencoder, ConvAutoencoder)):
         conv = isinstance(det, ConvAutoencoder)
         acts = _conv_activations(det, fit_scaled) if conv else _dense_activations(det, fit_scaled)
         both = np.concatenate([fit_scaled.ravel(), acts[-1].ravel()])
