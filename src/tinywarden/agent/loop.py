@@ -299,12 +299,14 @@ class _Runner:
         self.rows: deque[np.ndarray] = deque(maxlen=loaded.pipeline.window)
         self.times: deque[float] = deque(maxlen=loaded.pipeline.window)
         self.pushed = 0
-        self.due = False  # the last sample pushed completed a window (so a fault there loses that window)
+        self.placed = False  # the last sample pushed made it into the raw window (``rows``)
+        self.due = False  # ... and completed a window (so a fault there loses that window's score)
 
     def push(self, t: float, sample: np.ndarray) -> float | None:
-        self.due = False
+        self.placed = self.due = False
         x = np.asarray(sample, dtype=np.float64)[self.index]
         self.rows.append(x)
+        self.placed = True
         self.times.append(t)
         self.pushed += 1
         w, stride = self.loaded.pipeline.window, self.loaded.pipeline.stride
@@ -784,9 +786,12 @@ class Agent:
             self._audit("model_fault", {"detail": detail, "model": self._active.loaded.label,
                                         "guard": self._guard_state()}, t)  # fmt: skip
         self._fault_streak += 1
-        verdict = self._active.judge()
-        if verdict is None:  # the sample never reached a complete window: nothing for the guard to judge
-            return self.engine.report_fault(detail, at=t)
+        runner = self._active
+        verdict = runner.judge()
+        if verdict is None:
+            if runner.placed and getattr(runner.loaded.pipeline, "guard_", None) is not None:
+                return []  # the sample is in the raw window: the guard judges it when that window completes
+            return self.engine.report_fault(detail, at=t)  # a sample nobody can judge is a fault, as ever
         if verdict.violation is not None:
             self.guarded_windows += 1
             self.guard_violations += int(verdict.violation)

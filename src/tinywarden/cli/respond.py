@@ -1,17 +1,27 @@
-"""Response commands: ``respond`` (replay scores through a policy) and ``audit verify``."""
+"""Response commands: ``respond`` (replay scores through a policy) and ``audit verify``.
+
+With ``--model`` and ``--telemetry``, ``respond`` also replays the fail-safe guard: a window whose score is
+missing (NaN: the model path faulted) is judged by the model file's rule-based bounds on its raw samples.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from tinywarden.cli.app import app, console, err_console
 from tinywarden.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tinywarden.pipeline import GuardVerdict, Pipeline
+    from tinywarden.respond.engine import ActionEvent, ResponseEngine
 
 audit_app = typer.Typer(help="Inspect the tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
@@ -32,6 +42,12 @@ def respond(
     scores: Path = typer.Option(..., "--scores", help="CSV with columns timestamp (s) and score."),
     threshold: float | None = typer.Option(None, "--threshold", help="Detector threshold."),
     model: Path | None = typer.Option(None, "--model", help="Model file (.twb) whose threshold to use."),
+    telemetry: Path | None = typer.Option(
+        None,
+        "--telemetry",
+        help="With --model: the raw telemetry the scores came from; a window with no score (NaN) is judged "
+        "by the model's fail-safe bounds instead of counting as a fault.",
+    ),
     audit: Path | None = typer.Option(None, "--audit", help="Append the reasons for every event here."),
     state: Path | None = typer.Option(
         None, "--state", help="Engine state file: resume a replay after a crash, keep state after it."
@@ -58,11 +74,15 @@ def respond(
         raise ConfigError("give exactly one of --threshold or --model")
     if netns is not None and not real:
         raise ConfigError("--netns only applies with --real")
+    if telemetry is not None and model is None:
+        raise ConfigError("--telemetry needs --model (the fail-safe bounds live in the model file)")
     pol = load_policy(policy)
+    pipeline = None
     if model is not None:
         from tinywarden.pipeline import load_pipeline  # only the CLI knows about models; the engine does not
 
-        threshold = float(load_pipeline(str(model)).threshold_)
+        pipeline = load_pipeline(str(model))
+        threshold = float(pipeline.threshold_)
         model_id = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
     else:
         model_id = "none"
@@ -78,7 +98,14 @@ def respond(
         model_id=model_id,
         state_path=state,
     )
-    events = [e for e in replay(engine, rows, resume=state is not None) if notes or e.event != "note"]
+    if telemetry is not None:
+        assert pipeline is not None
+        if pipeline.guard_ is None:
+            err_console.print(f"[yellow]{pipeline.guard_note_}[/]", highlight=False, soft_wrap=True)
+        timeline = guarded_replay(engine, rows, RawWindows(pipeline, telemetry), resume=state is not None)
+    else:
+        timeline = replay(engine, rows, resume=state is not None)
+    events = [e for e in timeline if notes or e.event != "note"]
     if as_json:
         for e in events:
             typer.echo(json.dumps(e.to_dict(), allow_nan=False))
@@ -94,6 +121,49 @@ def respond(
     console.print(
         f"final tier: {engine.tier} ({TIER_LABELS[engine.tier]})" + (f"; audit: {audit}" if audit else "")
     )
+
+
+class RawWindows:
+    """The raw windows of a telemetry file, found by the timestamp of their last row (a scores file's rows)."""
+
+    def __init__(self, pipeline: Pipeline, path: Path) -> None:
+        from tinywarden.telemetry import read_series
+
+        series = read_series(str(path))
+        self.pipeline = pipeline
+        self.values = pipeline._select(series)
+        self.source = series.source
+        self.row_at = {float(t): i for i, t in enumerate(series.timestamps)}
+
+    def judge(self, t: float) -> GuardVerdict:
+        """The fail-safe guard's verdict on the window ending at time ``t``."""
+        from tinywarden.pipeline import GuardVerdict
+
+        i = self.row_at.get(float(t))
+        w = self.pipeline.window
+        if i is None:
+            return GuardVerdict(None, math.nan, f"{self.source} has no row at time {t!r}")
+        if i < w - 1:
+            return GuardVerdict(None, math.nan, f"{self.source}: only {i + 1} rows up to time {t!r}, window is {w}")
+        return self.pipeline.judge_window(self.values[i - w + 1 : i + 1])
+
+
+def guarded_replay(
+    engine: ResponseEngine, rows: list[tuple[float, float]], windows: RawWindows, resume: bool = False
+) -> list[ActionEvent]:
+    """Like :func:`tinywarden.respond.replay.replay`, but a NaN score's window goes to the fail-safe bounds."""
+    events: list[ActionEvent] = []
+    skip = engine.windows if resume else 0
+    for i, (t, score) in enumerate(rows):
+        if i < skip:
+            continue
+        if math.isfinite(score):
+            events += engine.observe(score, at=t)
+            continue
+        v = windows.judge(t)
+        events += engine.observe_guarded(v.violation, f"non-finite score {score!r}", at=t, detail=v.reason,
+                                         score_fault=True)  # fmt: skip
+    return events
 
 
 @audit_app.command("verify")
