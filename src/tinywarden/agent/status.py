@@ -8,7 +8,10 @@ stale status is harmless, and the agent rewrites it on its next window. It holds
 Fields (format 1): ``device_id``, ``mode`` (``live``/``replay``), ``model`` (id, version, digest,
 threshold, window, stride, channels), ``pending_model`` (a verified bundle waiting for its first full
 window, or null), ``tier`` and ``tier_name``, ``last_scores`` (``[time, score]`` pairs, oldest first),
-``samples_seen``, ``windows_scored``, ``incidents``, ``started_at``, ``last_update``, ``faults``,
+``samples_seen``, ``windows_scored``, ``incidents``, ``started_at``, ``last_update``, ``faults``
+(``model_faults``, ``last``, ``engine_fault``, and the fail-safe bounds guard: ``guard`` (what guards the
+device when the model faults, or ``none: why``), ``guarding`` (it is judging the windows now),
+``guarded_windows``, ``guard_violations``, ``last_guard``),
 ``bundles`` (swaps, refusals, the last refusal) and ``escalation`` (spool and broker state, or null).
 
 >>> import tempfile, pathlib

@@ -165,6 +165,9 @@ def _summary(runner: object) -> None:
     t.add_row("incidents", str(s["incidents"]))
     t.add_row("bundle swaps / refused", f"{s['bundles']['swaps']} / {s['bundles']['refused']}")
     t.add_row("model faults", str(s["faults"]["model_faults"]))
+    f = s["faults"]
+    t.add_row("fail-safe guard", f"{f['guard']}; {f['guarded_windows']} window(s) judged, "
+                                 f"{f['guard_violations']} violation(s)")  # fmt: skip
     if s["escalation"] is not None:
         e = s["escalation"]
         t.add_row("escalation", f"{e['delivered']} delivered, {e['spooled']} spooled, {e['dropped']} dropped")
