@@ -39,6 +39,8 @@ PATH_FRAC_BITS = 8
 MAX_TREE_NODES = 255
 MAX_FEATURES = 256
 _EULER_GAMMA = 0.5772156649015329
+#: Packed bytes the default forest may take (``4 * nodes + 2 * trees``), checked by the tests.
+DEFAULT_BUDGET_BYTES = 1024
 
 
 def average_path_length(n: np.ndarray | int) -> np.ndarray:
@@ -104,6 +106,15 @@ class TrimmedIsolationForest(Detector):
     The score is scikit-learn's anomaly score (``-score_samples`` of ``IsolationForest``), so higher is
     more anomalous; on the device the sum of the int16 leaf values is enough (the score decreases with it).
 
+    The defaults keep the packed trees within :data:`DEFAULT_BUDGET_BYTES` (32 trees of at most 7 nodes:
+    960 bytes), so the whole generated C module stays near 4 KB of Cortex-M4 flash for a 6-channel device.
+    Within that budget many shallow trees beat a few deep ones: on SMD/ASD (window 16, last/mean/std/max/min,
+    mean per-row ROC AUC over 3 seeds, measured at commit ff39005) 32 trees x depth 2 gave 0.810/0.663,
+    16 x 3 0.791/0.664, 8 x 4 0.786/0.664, and the former 16 x 6 (4.4 KB of trees) 0.786/0.666, against
+    scikit-learn's full forest at 0.825/0.709; ``benchmarks/results/families.md`` has the current
+    comparison. A larger ``max_samples`` costs nothing on the device:
+    the depth cut leaves ``c(leaf size)`` in the leaf value, and bigger samples estimate it better.
+
     >>> rng = np.random.default_rng(0)
     >>> det = TrimmedIsolationForest(n_estimators=20).fit(rng.normal(size=(500, 3)))
     >>> s = det.score_samples(np.array([[0.0, 0.0, 0.0], [6.0, -6.0, 6.0]]))
@@ -114,7 +125,7 @@ class TrimmedIsolationForest(Detector):
     name: ClassVar[str] = "iforest"
     state_arrays: ClassVar[tuple[str, ...]] = ("feature_", "threshold_", "left_", "tree_start_", "n_samples_")
 
-    def __init__(self, n_estimators: int = 16, max_samples: int = 128, max_depth: int = 6, random_state: int = 0):
+    def __init__(self, n_estimators: int = 32, max_samples: int = 512, max_depth: int = 2, random_state: int = 0):
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.max_depth = max_depth
