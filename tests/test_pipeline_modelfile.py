@@ -118,3 +118,26 @@ def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
     (tmp_path / "v.twb").write_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())
     with pytest.raises(ModelFileError, match=f"format version {FORMAT_VERSION + 1} is not supported"):
         load_pipeline(tmp_path / "v.twb")
+
+
+def test_calibration_blocks_are_spread_over_the_period_and_held_out() -> None:
+    from tinywarden.pipeline import CALIBRATION_BLOCKS
+
+    p = Pipeline(make_detector("ewma"), window=16, stride=4, calibration_fraction=0.2)
+    fit, cal = p.split_index(1000)
+    assert len(cal) == 200 and len(np.intersect1d(fit, cal)) == 0
+    # the detector learns from the start and the end of the period, and the threshold is set on
+    # blocks from every part of it
+    assert fit.min() == 0 and fit.max() == 999
+    blocks = np.split(cal, np.flatnonzero(np.diff(cal) > 1) + 1)
+    assert len(blocks) == CALIBRATION_BLOCKS
+    centres = np.array([b.mean() for b in blocks])
+    assert np.allclose(centres, (np.arange(CALIBRATION_BLOCKS) + 0.5) * 1000 / CALIBRATION_BLOCKS, atol=1)
+    # a fit window sharing rows with a calibration window (3 neighbours at stride 4 of 16) is left out
+    gaps = np.abs(fit[:, None] - cal[None, :]).min(axis=1)
+    assert gaps.min() == 4 and len(fit) == 1000 - 200 - 2 * 3 * CALIBRATION_BLOCKS
+    # few windows: fewer blocks, no gap rather than too few to train
+    fit, cal = Pipeline(make_detector("ewma"), window=16, stride=1).split_index(40)
+    assert len(cal) == 10 and len(fit) == 30
+    with pytest.raises(DataError, match="need at least"):
+        p.split_index(10)

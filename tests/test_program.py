@@ -66,11 +66,13 @@ def test_integer_features_track_float_features():
     approx = a * f_int + b
     exact = extract(s.values[: 128 * 20].reshape(20, 128, -1), pipe.features)
     # relative to each feature's normal spread (the pipeline's scaler): typically under 1% of a standard
-    # deviation, never 10%; crossings are counted on quantized samples, and a sample within one int16
-    # step of the mean may count as a crossing or not
+    # deviation; at worst half an int16 step (<= 1/64 of the channel's standard deviation) on a feature
+    # whose spread is several times narrower than its channel's (the window minimum of a count: 0.12);
+    # crossings are counted on quantized samples, and a sample within one int16 step of the mean may
+    # count as a crossing or not
     err = np.abs(approx - exact) / pipe.scale_
     cross = np.array([f == "crossings" for f in pipe.features] * prog.n_channels)
-    assert np.median(err) < 1e-2 and err[:, ~cross].max() < 0.1
+    assert np.median(err) < 1e-2 and err[:, ~cross].max() < 0.15
     assert np.abs(approx - exact)[:, cross].max() <= 0.1
 
 

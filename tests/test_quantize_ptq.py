@@ -135,9 +135,11 @@ def test_pca_scores_its_residual_without_a_decoder():
     x = s.values[: 20_000]
     ints, _ = run_int8(prog, x)
     floats = pipe.score(s.slice(0, 20_000)).scores
-    # the integer score is the float one in other units: near-perfect rank agreement
+    # the integer score is the float one in other units: the ranks agree (Spearman), and exactly where
+    # it matters, on the windows the float model finds most anomalous
     order = np.corrcoef(np.argsort(np.argsort(ints)), np.argsort(np.argsort(floats)))[0, 1]
-    assert order > 0.99
+    top = floats >= np.quantile(floats, 0.95)
+    assert order > 0.98 and ints[top].min() > np.median(ints)
 
 
 def test_pca_with_too_many_features_for_the_accumulator_is_refused():

@@ -149,8 +149,9 @@ class Pipeline:
     def fit(self, series: Series, progress: Progress | None = None) -> Pipeline:
         """Learn normal from ``series`` (windows holding a row labelled 1 are left out), then calibrate.
 
-        The normal windows are split in time: the first ``1 - calibration_fraction`` train the
-        detector, the rest are held out to set the threshold at ``target_fpr``.
+        The normal windows are split (:meth:`split_index`): ``calibration_fraction`` of them, in blocks
+        spread over the whole period, are held out to set the threshold at ``target_fpr``; the rest
+        train the detector.
         """
         self.channels_ = tuple(series.channels)
         fit_x, cal_x = self.split_inputs(series)
@@ -171,7 +172,7 @@ class Pipeline:
         self.detector.fit(self._scale(fit_x), **fit_kwargs)
         cal_scores = self.detector.score_samples(self._scale(cal_x))
         self.threshold_ = threshold_at_fpr(cal_scores, self.target_fpr)
-        self.guard_: BoundsDetector | None = fail_safe_detector(self._guard_windows(series, n_fit), GUARD_MARGIN)
+        self.guard_: BoundsDetector | None = fail_safe_detector(self._guard_windows(series), GUARD_MARGIN)
         self.guard_note_ = ""
         self.train_summary_ = {
             "source": series.source,
@@ -238,17 +239,20 @@ class Pipeline:
             fit = ~is_cal
         return np.flatnonzero(fit), np.flatnonzero(is_cal)
 
-    def _guard_windows(self, series: Series, n_fit: int) -> np.ndarray:
-        """Raw windows covering exactly the samples of the fit part's windows, for the fail-safe guard.
+    def _guard_windows(self, series: Series) -> np.ndarray:
+        """Raw windows covering exactly the samples of the normal windows, for the fail-safe guard.
+
+        The guard needs no calibration (its threshold is fixed), so it learns from every normal window,
+        the calibration blocks included: the wider its view of normal, the rarer its false alarms.
 
         The guard keeps only the extremes (range and largest step) of what it sees, so a window whose
         samples and steps all lie in its neighbours adds nothing: keeping only the windows needed to
-        cover every sample and every step of the fit part gives the same guard as all of them, bit for
+        cover every sample and every step of the normal windows gives the same guard as all of them, bit for
         bit, at a fraction of the memory when the stride is small.
         """
         values = self._select(series)
         ends = window_end_rows(len(values), self.window, self.stride)
-        ends = ends[normal_window_mask(series.labels, ends, self.window)][:n_fit]
+        ends = ends[normal_window_mask(series.labels, ends, self.window)]
         keep, last = [], None
         for i, end in enumerate(ends):
             nxt = ends[i + 1] if i + 1 < len(ends) else None

@@ -101,10 +101,8 @@ def normal_windows(pipeline: Pipeline, series: Series) -> tuple[np.ndarray, np.n
     ends = window_end_rows(len(values), pipeline.window, pipeline.stride)
     keep = normal_window_mask(series.labels, ends, pipeline.window)
     wins = np.concatenate(list(batch_windows(values, pipeline.window, pipeline.stride)), axis=0)[keep]
-    fit_x, cal_x = pipeline.split_inputs(series)
-    if len(fit_x) + len(cal_x) != len(wins):
-        raise ConfigError(f"{series.source}: window split disagrees with the pipeline's ({len(wins)} windows)")
-    return wins[: len(fit_x)], wins[len(fit_x) :]
+    fit_idx, cal_idx = pipeline.split_index(len(wins), series)
+    return wins[fit_idx], wins[cal_idx]
 
 
 def _sample_quantization(pipeline: Pipeline, fit_windows: np.ndarray, headroom: float
