@@ -150,5 +150,5 @@ def test_pca_with_too_many_features_for_the_accumulator_is_refused():
     n_ch = PCA_MAX_INPUTS // 2 + 1
     s = Series(np.arange(400.0), rng.normal(size=(400, n_ch)), tuple(f"c{i}" for i in range(n_ch)))
     pipe = Pipeline(make_detector("pca", n_components=2), 8, 8, ("mean", "std")).fit(s)
-    with pytest.raises(ConfigError, match=f"at most {PCA_MAX_INPUTS}"):
+    with pytest.raises(ConfigError, match=f"at most 64 components and {PCA_MAX_INPUTS} features"):
         quantize_pipeline(pipe, s)

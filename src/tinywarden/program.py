@@ -45,10 +45,11 @@ from tinywarden.quantize.scheme import (
 PROGRAM_VERSION = 1
 #: Largest window the integer features are proven not to overflow for (see :func:`features_s16`).
 MAX_WINDOW = 4096
-#: ``pca_residual_s16``: inputs * 127 * 32768 < 2**31 keeps the int32 accumulator exact; k * inputs * 2**30
-#: bounds both int64 sums.
+#: ``pca_residual_s16``: inputs * 127 * 32768 < 2**31 keeps the int32 accumulator exact; at most 64 axes.
 PCA_MAX_INPUTS = 515
-PCA_MAX_AXES = 4096
+PCA_MAX_AXES = 64
+#: |r_j| <= 1.05 * sqrt(515) * 32768 < 2**20 for near-unit axes; the clamp makes the int64 bounds hold always.
+PCA_R_LIMIT = 2**20
 #: Feature codes of the ``features_s16`` kernel (its ``codes`` constant); fixed, the C kernel uses them.
 FEATURE_CODES: dict[str, int] = {
     "mean": 0, "std": 1, "min": 2, "max": 3, "rms": 4,
@@ -320,16 +321,24 @@ def _fully_connected_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
 
 
 def _pca_residual(srcs: list[np.ndarray], op: Op) -> np.ndarray:
-    """Energy of the centred int16 input outside the principal subspace: ``sum q**2 - sum r_j**2``, floored at 0.
+    """Energy of the centred int16 input outside the span of the int8 principal axes, floored at 0.
 
-    ``r_j = requantize(sum_i w_ji q_i)`` is the input's coordinate along principal axis ``j``, in input
-    steps. For orthonormal axes ``|q|**2 - |W q|**2`` is the squared reconstruction error, so no decoder
-    (and no second copy of the weights) is needed on the device.
+    ``r_j = requantize(sum_i w_ji q_i)`` is the input's coordinate along axis ``j`` in input steps. For
+    orthonormal axes the error of projecting onto them is ``|q|**2 - |r|**2`` (no decoder, no second copy
+    of the weights); the int8 axes are only nearly orthonormal, so the energy inside their span is
+    ``r^T (I + D) r`` with ``D = (W W^T)^-1 - I`` stored as an int8 upper triangle scaled by
+    ``2**gram_shift`` (without it, large ``k`` loses ranking quality to the weights' rounding).
     """
     q = srcs[0].astype(np.int64)
     c = op.consts
-    r = requantize(q @ c["weights"].astype(np.int64).T, c["multiplier"], c["shift"])
-    return np.maximum((q * q).sum(axis=1) - (r * r).sum(axis=1), 0)
+    r = np.clip(requantize(q @ c["weights"].astype(np.int64).T, c["multiplier"], c["shift"]),
+                -PCA_R_LIMIT, PCA_R_LIMIT)
+    k = r.shape[1]
+    gram = np.zeros((k, k), dtype=np.int64)
+    gram[np.triu_indices(k)] = c["gram"]
+    t = gram.diagonal() * r + 2 * (r @ np.triu(gram, 1).T)
+    cross = _round_shift((t * r).sum(axis=1), int(op.attrs["gram_shift"]))
+    return np.maximum((q * q).sum(axis=1) - (r * r).sum(axis=1) - cross, 0)
 
 
 def _convolve_1d_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
@@ -605,7 +614,9 @@ def _check_pca(op: Op, p: Program) -> None:
     _require(_shape(op, "weights") == (k, n_in) and 1 <= k <= PCA_MAX_AXES,
              f"weights must be (k <= {PCA_MAX_AXES}, {n_in})")
     _require(_shape(op, "multiplier") == (k,) and _shape(op, "shift") == (k,), "one multiplier and shift per axis")
+    _require(_shape(op, "gram") == (k * (k + 1) // 2,), "gram must be the k x k upper triangle")
     _require(n_in <= PCA_MAX_INPUTS, f"{n_in} inputs: at most {PCA_MAX_INPUTS} keep the int32 accumulator exact")
+    _attr(op, "gram_shift", 1, 40)
 
 
 def _check_gru(op: Op, p: Program) -> None:
@@ -700,8 +711,10 @@ KERNELS: dict[str, KernelSpec] = {
         "+ max(0, min_j u_j - tail_from)) >> shift), u_j = requantize(|q - sv_j|**2 >> pre_shift)",
         check=_check_rbf),
     "pca_residual_s16": KernelSpec(
-        _score(_pca_residual), ("int16",), "int32", {"weights": "int8", "multiplier": "int32", "shift": "int8"},
-        "PCA: r_j = requantize(sum_i w_ji q_i); score = sat32(max(0, sum q^2 - sum r_j^2) >> shift)",
+        _score(_pca_residual), ("int16",), "int32",
+        {"weights": "int8", "multiplier": "int32", "shift": "int8", "gram": "int8"},
+        "PCA: r_j = clamp(requantize(sum_i w_ji q_i), +-2^20); score = sat32(max(0, sum q^2 - sum r_j^2 "
+        "- round(r^T D r / 2^gram_shift)) >> shift), D the int8 upper triangle 'gram'",
         check=_check_pca),
     "gru_s8": KernelSpec(
         _gru, ("int8",), "int8",

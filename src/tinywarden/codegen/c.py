@@ -53,7 +53,7 @@ KERNEL_TEMPLATES: dict[str, tuple[str, dict[str, str]]] = {
     "gru_s8": ("gru_s8", {}),
 }
 #: helper templates in the order they must appear (a helper may use an earlier one)
-HELPERS = ("arith", "isqrt", "score")
+HELPERS = ("arith", "isqrt", "score", "round64")
 
 
 def _template(name: str) -> Template:

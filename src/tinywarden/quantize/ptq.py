@@ -53,6 +53,7 @@ from tinywarden.pipeline import Pipeline, normal_window_mask
 from tinywarden.program import (
     FEATURE_CODES,
     MAX_WINDOW,
+    PCA_MAX_AXES,
     PCA_MAX_INPUTS,
     Op,
     Program,
@@ -313,9 +314,10 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
     info: dict[str, Any] = {}
     if isinstance(det, PCAReconstruction):
         assert affine is not None
-        if n_in > PCA_MAX_INPUTS:
-            raise ConfigError(f"PCA on {n_in} features: the int8 path takes at most {PCA_MAX_INPUTS} "
-                              "(use fewer features per channel or fewer channels)")
+        if n_in > PCA_MAX_INPUTS or len(det.components_) > PCA_MAX_AXES:
+            raise ConfigError(f"PCA with {len(det.components_)} components on {n_in} features: the int8 path "
+                              f"takes at most {PCA_MAX_AXES} components and {PCA_MAX_INPUTS} features (use fewer "
+                              "components, features per channel or channels)")
         # The PCA mean folds into the feature requantization, so the int16 input is already centred.
         centred = fit_scaled - det.mean_
         top = float(np.abs(centred).max()) * Z_HEADROOM
@@ -328,10 +330,19 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
         w_scale = np.abs(w).max(axis=1) / INT8_MAX
         w_scale = np.where(w_scale > 0, w_scale, 1.0)
         mult_shift = [quantize_multiplier(float(sc)) for sc in w_scale]
-        ops.append(Op("pca_residual_s16", ("input",), "score", {"shift": 0},
-                      {"weights": np.clip(round_half_away(w / w_scale[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8),
+        wq = np.clip(round_half_away(w / w_scale[:, None]), -INT8_MAX, INT8_MAX)
+        # The rounded axes are not exactly orthonormal: D = (W W^T)^-1 - I restores the projection onto
+        # their span (an int8 upper triangle, scaled by a power of two).
+        dq = wq * w_scale[:, None]
+        gram = np.linalg.pinv(dq @ dq.T) - np.eye(len(dq))
+        upper = gram[np.triu_indices(len(dq))]
+        top = float(np.abs(upper).max())
+        gram_shift = int(np.clip(np.floor(np.log2(INT8_MAX / top)) if top > 0 else 40, 1, 40))
+        ops.append(Op("pca_residual_s16", ("input",), "score", {"shift": 0, "gram_shift": gram_shift},
+                      {"weights": wq.astype(np.int8),
                        "multiplier": np.array([m for m, _ in mult_shift], dtype=np.int32),
-                       "shift": np.array([sh for _, sh in mult_shift], dtype=np.int8)}))
+                       "shift": np.array([sh for _, sh in mult_shift], dtype=np.int8),
+                       "gram": np.clip(round_half_away(upper * 2.0**gram_shift), -INT8_MAX, INT8_MAX).astype(np.int8)}))
         info["score_unit"] = q_x.scale**2 / n_in  # the float score is the mean squared error
         info["input_scale"] = q_x.scale
     elif isinstance(det, (DenseAutoencoder, ConvAutoencoder)):

@@ -4,8 +4,8 @@ The search runs in two stages, each candidate a full ``Pipeline`` fit, int8 quan
 and an ``arm-none-eabi-size`` measurement of the generated module for the target core:
 
 1. *input stage*: every window (16, 32, 64, 128) x feature set x channel choice (all channels, or only
-   those that vary in the normal data), each with the cheapest detector, ranks the ways of looking at the
-   data;
+   those that vary in the normal data), each with a probe detector (PCA, the floor; EWMA when PCA is not
+   searched), ranks the ways of looking at the data;
 2. *model stage*: for the best input choices, every family and model size.
 
 A candidate is measured only if a lower bound on its flash (the int8 program's constant bytes, known from
@@ -62,16 +62,19 @@ SIZES: dict[str, tuple[dict[str, Any], ...]] = {
     "kmeans": ({"n_clusters": 2}, {"n_clusters": 4}, {"n_clusters": 8}, {"n_clusters": 16}),
     "dense_ae": ({"hidden": (4,)}, {"hidden": (8,)}, {"hidden": (16, 4)}),
     "conv_ae": ({"channels": (4,)}, {"channels": (8, 4)}),
-    "pca": ({"n_components": 2}, {"n_components": 4}, {"n_components": 8}),
-    "iforest": ({"n_estimators": 8}, {"n_estimators": 16}),
+    "pca": ({"n_components": 4}, {"n_components": 8}, {"n_components": 16}, {"n_components": 24},
+            {"n_components": 32}),
+    "iforest": ({"n_estimators": 16}, {"n_estimators": 32}),
     "knn": ({"n_prototypes": 8}, {"n_prototypes": 32}),
     "ocsvm": ({"max_support_vectors": 16}, {"max_support_vectors": 32}),
     "gru_ae": ({"hidden": 8},),
     "ar": ({"order": 2}, {"order": 4}),
     "bounds": ({},),
 }
-#: Family used in the input stage: cheapest to fit, and its score depends on the features alone.
-PROBE_FAMILY = "ewma"
+#: Detector used in the input stage to rank the ways of looking at the data: PCA, the floor every family
+#: has to clear (it sees how the features move together, cheap to fit); EWMA when PCA is not searched.
+PROBE: tuple[str, dict[str, Any]] = ("pca", {"n_components": 8})
+FALLBACK_PROBE: tuple[str, dict[str, Any]] = ("ewma", {"aggregate": "rms"})
 #: How many of the best input choices the model stage explores (at most one per feature set, so a
 #: smaller feature set that leaves room for bigger models is among them).
 TOP_INPUTS = 3
@@ -365,8 +368,9 @@ def measure(program: Program, target: str, cache: dict[str, ModuleSize] | None =
 def input_candidates(families: Sequence[str], n_all: int, n_varying: int,
                      windows: Sequence[int] = WINDOWS) -> list[Candidate]:
     """The input stage: every window x feature set x channel choice with the probe detector."""
-    fam = PROBE_FAMILY if PROBE_FAMILY in families else families[0]
-    params = tuple(sorted(SIZES.get(fam, ({},))[0].items()))
+    fam, first = next((f, p) for f, p in (PROBE, FALLBACK_PROBE, (families[0], SIZES.get(families[0], ({},))[0]))
+                      if f in families)
+    params = tuple(sorted(first.items()))
     out = []
     for w in windows:
         for name, feats in FEATURE_SETS.items():
