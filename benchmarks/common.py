@@ -162,6 +162,36 @@ def entities(dataset: str, quick: bool = False) -> Iterator[Entity]:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
 
 
+def context_values(entity: Entity, window: int) -> tuple[np.ndarray, int]:
+    """``entity.stream``'s values preceded by enough earlier training rows for ``window``-row models.
+
+    Every entity's stream begins with the last ``skip_rows`` rows of its training span (SMD/ASD: the
+    ``w - 1`` context rows; NAB/sim: the whole training span), so a model with a longer window than the
+    protocol's can take its extra context from the rows of ``entity.train`` before them, where there are
+    any. Returns ``(values, lead)``: stream row ``r`` is row ``r + lead`` of ``values``.
+    """
+    values = np.asarray(entity.stream.values)
+    train = np.asarray(entity.train.values)
+    skip = entity.skip_rows
+    need = min(max(0, window - 1 - skip), len(train) - skip)  # NAB/sim: no training row precedes the stream
+    if need <= 0 or not np.array_equal(train[len(train) - skip :], values[:skip], equal_nan=True):
+        return values, 0
+    return np.vstack([train[len(train) - skip - need : len(train) - skip], values]), need
+
+
+def timed_with_children(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Like :func:`timed`, but also counting the CPU time of child processes that ended meanwhile.
+
+    ``tinywarden.tune`` compiles every candidate with ``arm-none-eabi-gcc`` in a child process; that work
+    is part of the search's cost, and ``time.process_time`` would not see it.
+    """
+    t0 = os.times()
+    out = fn()
+    t1 = os.times()
+    spent = sum(getattr(t1, k) - getattr(t0, k) for k in ("user", "system", "children_user", "children_system"))
+    return out, spent
+
+
 # -- metrics --------------------------------------------------------------------------------------
 FPR_POINTS: tuple[float, ...] = (0.001, 0.01)
 

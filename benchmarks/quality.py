@@ -3,13 +3,15 @@
 One run, one machine, the same training windows and the same window features for everybody, on the
 public data in ``../shared/data`` (SMD, ASD, NAB) and on the simulator's attack suite::
 
-    python benchmarks/quality.py                 # full run (about 15 min on 2 cores); writes benchmarks/results/
-    python benchmarks/quality.py --quick         # one small entity per dataset, < 2 min; writes nothing
-    python benchmarks/quality.py --json rows.json --datasets smd,nab
+    python benchmarks/quality.py                 # full run (about 40 min on 2 cores); writes benchmarks/results/
+    python benchmarks/quality.py --quick         # one small entity per dataset, a few minutes; writes nothing
+    python benchmarks/quality.py --json rows.json --datasets smd,nab --no-tune
 
 tinywarden detectors come from ``tinywarden.detectors.REGISTRY`` (a new family shows up by itself)
 with their default parameters; int8 rows use ``tinywarden.quantize.ptq.quantize_pipeline`` and the
-integer reference interpreter ``tinywarden.program.run_int8``. Peers are in ``benchmarks/peers``.
+integer reference interpreter ``tinywarden.program.run_int8``. The ``tuned`` row is what
+``tinywarden.tune.tune`` picks per entity from its training span under an 8 KB flash / 4 KB RAM budget
+(``--tune-seconds`` per search, ``--no-tune`` to leave it out). Peers are in ``benchmarks/peers``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from benchmarks.common import (  # noqa: E402 (after the path fix above)
     PROTOCOLS,
     RESULTS,
     Entity,
+    context_values,
     entities,
     fmt,
     json_safe,
@@ -41,6 +44,7 @@ from benchmarks.common import (  # noqa: E402 (after the path fix above)
     quality_metrics,
     single_core,
     timed,
+    timed_with_children,
 )
 
 Row = dict[str, Any]
@@ -60,6 +64,11 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("train_s", "train s"),
     ("windows_per_s", "windows/s"),
 )
+#: The device budget the ``tuned`` row is searched under (issue 8): flash and RAM bytes, Cortex-M4.
+TUNE_BUDGET: tuple[int, int] = (8192, 4096)
+#: Default seconds per entity for the search (wall clock, ``tune``'s ``time_budget``): full run, --quick.
+TUNE_SECONDS: float = 60.0
+TUNE_SECONDS_QUICK: float = 15.0
 
 
 # -- one entity ---------------------------------------------------------------------------------
@@ -79,9 +88,16 @@ def _unavailable(entity: Entity, detector: str, family: str, int8: bool, reason:
             "unavailable": reason}
 
 
+def program_params(program: Any) -> int:
+    """Learned values an int8 program stores: per-channel sample scaling plus every op constant."""
+    import numpy as np
+
+    return int(program.sample_offset.size + program.sample_mul.size
+               + sum(np.asarray(a).size for op in program.ops for a in op.consts.values()))
+
+
 def tinywarden_rows(entity: Entity, only: Sequence[str] | None = None) -> list[Row]:
     """Float and int8 rows of every registered tinywarden detector (default parameters), or of ``only``."""
-    import numpy as np
 
     from tinywarden.detectors import REGISTRY, make_detector
     from tinywarden.errors import TinywardenError
@@ -115,12 +131,87 @@ def tinywarden_rows(entity: Entity, only: Sequence[str] | None = None) -> list[R
         (scores, _), int8_s = timed(lambda pr=prog: run_int8(pr, entity.stream.values))
         if len(scores) != len(scored.end_rows):
             raise RuntimeError(f"{entity.name}/{name}: int8 gave {len(scores)} windows, float {len(scored.end_rows)}")
-        n_const = int(program.sample_offset.size + program.sample_mul.size
-                      + sum(np.asarray(a).size for op in program.ops for a in op.consts.values()))
-        rows.append(_row(entity, name, "tinywarden", True, scored.end_rows, scores, n_const, program.const_bytes,
+        rows.append(_row(entity, name, "tinywarden", True, scored.end_rows, scores, program_params(program),
+                         program.const_bytes,
                          fit_s + q_s, int8_s, "int8 program (quantize_pipeline), numpy reference interpreter "
                          "run_int8; bytes = device constants"))
     return rows
+
+
+def scores_at(entity: Entity, program: Any, end_rows: Any) -> tuple[Any, float]:
+    """``program``'s int8 scores of the windows of its own length ending at ``end_rows`` of the stream.
+
+    This puts a program whose window or stride differ from the protocol's on the protocol's rows, so its
+    scores meet the same labels as every other detector's. Extra context for a longer window comes from
+    the training rows before the stream (:func:`benchmarks.common.context_values`); a scored row that
+    still has no full window before it takes the first full window's score. Returns ``(scores, seconds)``
+    with the seconds of the ``run_int8`` call alone (one core).
+    """
+    import numpy as np
+
+    from tinywarden.program import run_int8
+
+    values, lead = context_values(entity, program.window)
+    idx = [entity.stream.channels.index(c) for c in program.channels]
+    ext = np.asarray(end_rows, dtype=np.int64) + lead
+    full = ext >= program.window - 1
+    if not full.any():
+        raise ValueError(f"{entity.name}: no scored row has a full window of {program.window} rows")
+    w, stride = program.window, entity.protocol.test_stride
+    if stride <= w:
+        # The protocol's end rows are evenly spaced by its test stride: running the program at that
+        # stride from the right offset yields exactly the windows ending at them (count checked below).
+        offset = int(ext[full][0]) - (w - 1)
+        rows = np.arange(offset, int(ext[-1]) + 1)
+        prog = dataclasses.replace(program, stride=stride)
+    else:
+        # Windows further apart than their length (sim: 64-row stride): lay the wanted windows end to end
+        # and run the program at stride = window, so no unwanted window is computed.
+        rows = (ext[full][:, None] - (w - 1) + np.arange(w)).ravel()
+        prog = dataclasses.replace(program, stride=w)
+    x = np.ascontiguousarray(values[rows][:, idx])
+    (got, _), secs = timed(lambda: run_int8(prog, x))
+    if len(got) != int(full.sum()):
+        raise RuntimeError(f"{entity.name}: int8 gave {len(got)} windows for {int(full.sum())} rows")
+    scores = np.empty(len(ext), dtype=np.float64)
+    scores[full] = got
+    scores[~full] = got[0]
+    return scores, secs
+
+
+def tuned_row(entity: Entity, time_budget: float) -> Row:
+    """The ``tuned`` row: what ``tinywarden.tune`` picks from ``entity.train`` alone, its int8 program scored.
+
+    The search sees the training span only (its own held-out part and synthetic anomalies, never the
+    scored labels); the chosen program then scores the protocol's test rows (:func:`scores_at`). Its size
+    is the measured flash of the generated C module (code and constants), its train time the search's
+    CPU time, compiler runs included.
+    """
+    from tinywarden.errors import TinywardenError
+    from tinywarden.features import window_end_rows
+    from tinywarden.tune import Budget, tune
+
+    p = entity.protocol
+    try:
+        result, tune_s = timed_with_children(lambda: tune(entity.train, Budget(*TUNE_BUDGET), seed=0,
+                                                          time_budget=time_budget))
+    except TinywardenError as exc:
+        return {**_unavailable(entity, "tuned", "tinywarden", True, f"tune failed: {exc}"),
+                "tune_time_budget": time_budget}
+    end_rows = window_end_rows(len(entity.stream), p.window, p.test_stride)
+    scores, score_s = scores_at(entity, result.program, end_rows)
+    s = result.summary()
+    row = _row(entity, "tuned", "tinywarden", True, end_rows, scores, program_params(result.program),
+               result.size.flash, tune_s, score_s,
+               f"int8 program of the pipeline tinywarden.tune chose per entity from its training span "
+               f"({TUNE_BUDGET[0]} B flash / {TUNE_BUDGET[1]} B RAM, Cortex-M4, seed 0), run_int8 with its own "
+               "window; bytes = measured flash of the generated C module (code + constants); train s = the "
+               "search, compiler included")
+    row.update(tuned_family=s["family"], tuned_label=result.chosen.candidate.label, tuned_window=s["window"],
+               tuned_stride=s["stride"], tuned_channels=len(s["channels"]), flash=s["flash"], ram=s["ram"],
+               validation_quality=s["validation"]["quality"], trials=s["trials"], measured=s["measured"],
+               stopped_early=s["stopped_early"], tune_time_budget=time_budget)
+    return row
 
 
 def peer_rows(entity: Entity, train_x: Any, test: tuple[Any, Any], feature_s: float,
@@ -144,9 +235,13 @@ def peer_rows(entity: Entity, train_x: Any, test: tuple[Any, Any], feature_s: fl
     return rows
 
 
-def run_entity(entity: Entity, detectors: Sequence[str] | None = None, peers: Sequence[str] | None = None
-               ) -> list[Row]:
-    """Train every detector on ``entity``'s normal span and score its test span."""
+def run_entity(entity: Entity, detectors: Sequence[str] | None = None, peers: Sequence[str] | None = None,
+               tune_seconds: float | None = None) -> list[Row]:
+    """Train every detector on ``entity``'s normal span and score its test span.
+
+    The ``tuned`` row is searched with ``tune_seconds`` per entity when that is given and ``detectors``
+    is None or names ``tuned``.
+    """
     from tinywarden.features import batch_features
     from tinywarden.pipeline import normal_window_mask
 
@@ -155,18 +250,25 @@ def run_entity(entity: Entity, detectors: Sequence[str] | None = None, peers: Se
     # the same normal windows Pipeline.fit uses (its fit and calibration parts together)
     train_x = tr_x[normal_window_mask(entity.train.labels, tr_ends, p.window)]
     test, feature_s = timed(lambda: batch_features(entity.stream.values, p.window, p.test_stride))
-    return tinywarden_rows(entity, detectors) + peer_rows(entity, train_x, test, feature_s, peers)
+    rows = tinywarden_rows(entity, detectors)
+    if tune_seconds is not None and (detectors is None or "tuned" in detectors):
+        rows.append(tuned_row(entity, tune_seconds))
+    return rows + peer_rows(entity, train_x, test, feature_s, peers)
 
 
-def _entity_job(job: tuple[str, int, bool, list[str] | None, list[str] | None]) -> list[Row]:
+#: (dataset, entity index, quick, detectors, peers, tune seconds or None for no tuned row)
+Job = tuple[str, int, bool, list[str] | None, list[str] | None, float | None]
+
+
+def _entity_job(job: Job) -> list[Row]:
     """Run the ``index``-th entity of a dataset (a picklable unit of work for the process pool)."""
-    dataset, index, quick, detectors, peers = job
+    dataset, index, quick, detectors, peers, tune_seconds = job
     single_core()
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning)  # PyOD/torch chatter, not results
     entity = next(e for i, e in enumerate(entities(dataset, quick=quick)) if i == index)
-    rows, secs = timed(lambda: run_entity(entity, detectors, peers))
+    rows, secs = timed(lambda: run_entity(entity, detectors, peers, tune_seconds))
     print(f"[{dataset} {index + 1}] {entity.name}: {secs:.0f} s CPU", file=sys.stderr, flush=True)
     return rows
 
@@ -203,12 +305,38 @@ def summarise(rows: Sequence[Row]) -> list[Row]:
         s["n_params"] = int(round(s["n_params"]))
         s["windows_per_s"] = sum(r["timed_windows"] for r in done) / sum(r["score_s"] for r in done)
         s["note"] = done[0]["note"]
+        if detector == "tuned":
+            s.update(_tuned_summary(group, done))
         out.append(s)
     return out
 
 
+def _tuned_summary(group: Sequence[Row], done: Sequence[Row]) -> Row:
+    """What the searches chose (family counts, most common first), mean flash/RAM, how many hit the limit."""
+    from collections import Counter
+
+    chosen = Counter(r["tuned_family"] for r in done)
+    return {"chosen_families": dict(chosen.most_common()),
+            "flash": int(round(sum(r["flash"] for r in done) / len(done))),
+            "ram": int(round(sum(r["ram"] for r in done) / len(done))),
+            "n_stopped_early": sum(1 for r in done if r["stopped_early"]),
+            "n_unavailable": len(group) - len(done),
+            "tune_time_budget": max(r["tune_time_budget"] for r in group)}
+
+
+def detector_label(r: Row) -> str:
+    """The detector cell of a table: the ``tuned`` row also names the families its searches chose."""
+    chosen = r.get("chosen_families")
+    if r["detector"] != "tuned" or not chosen:
+        return r["detector"]
+    return f"tuned ({', '.join(f'{fam} x{n}' for fam, n in chosen.items())})"
+
+
 def goal_check(summary: Sequence[Row]) -> list[Row]:
-    """Issue 6's goal per dataset: best int8 tinywarden vs best peer (ROC AUC, size, speed vs river HST)."""
+    """Issue 6's goal per dataset: best int8 tinywarden vs best peer (ROC AUC, size, speed vs river HST).
+
+    Every int8 tinywarden row competes, the ``tuned`` one included; its own AUC and bytes are kept too.
+    """
     out: list[Row] = []
     for dataset in dict.fromkeys(r["dataset"] for r in summary):
         rows = [r for r in summary if r["dataset"] == dataset and "unavailable" not in r
@@ -220,6 +348,7 @@ def goal_check(summary: Sequence[Row]) -> list[Row]:
         best = max(ours, key=lambda r: r["roc_auc"])
         peer = max(peers, key=lambda r: r["roc_auc"])
         hst = next((r for r in peers if r["detector"] == "river_hst"), None)
+        tuned = next((r for r in ours if r["detector"] == "tuned"), None)
         out.append({
             "dataset": dataset, "best_int8": best["detector"], "int8_roc_auc": best["roc_auc"],
             "best_peer": peer["detector"], "peer_roc_auc": peer["roc_auc"],
@@ -227,19 +356,22 @@ def goal_check(summary: Sequence[Row]) -> list[Row]:
             "bytes_ratio": peer["model_bytes"] / best["model_bytes"],
             "size_met": peer["model_bytes"] >= 10 * best["model_bytes"],
             "speed_ratio_vs_hst": best["windows_per_s"] / hst["windows_per_s"] if hst else math.nan,
+            "tuned_roc_auc": tuned["roc_auc"] if tuned else math.nan,
+            "tuned_bytes": tuned["model_bytes"] if tuned else None,
         })
     return out
 
 
 # -- output ---------------------------------------------------------------------------------------
-def protocol_text() -> list[str]:
+def protocol_text(tune_seconds: float | None = None) -> list[str]:
+    """The protocol paragraph and table; ``tune_seconds``: the ``tuned`` row's search limit, if it ran."""
     lines = [
         "Protocol: per entity, every detector is trained on the same normal training windows (tinywarden's "
         "Pipeline holds out its last 25% of them to calibrate a threshold; peers train on all of them) and "
         "scores the same test windows; window label = any anomalous row in the window. Features: "
         "tinywarden's DEFAULT_FEATURES per channel (mean, std, min, max, rms, band1-3, crossings, "
         "diff_abs_mean, diff_abs_max), identical for every detector except conv_ae, which reads the raw "
-        "window. Default parameters everywhere.",
+        "window. Default parameters everywhere, except the `tuned` row.",
         "",
         "| dataset | window | train stride | test stride | train span | scored span |",
         "|---|---|---|---|---|---|",
@@ -260,26 +392,48 @@ def protocol_text() -> list[str]:
         "scores, feature extraction included. All numbers are means over the dataset's entities (NaN skipped: "
         "a NAB series without anomaly has no AUC); windows/s is total windows / total time.",
     ]
+    if tune_seconds is not None:
+        lines += [
+            "",
+            f"`tuned` (issue 8): per entity, `tinywarden.tune.tune(train, Budget({TUNE_BUDGET[0]}, "
+            f"{TUNE_BUDGET[1]}), seed=0, time_budget={tune_seconds:g})` searches family, window/stride, "
+            "features, channels and model size on the entity's training span only (its own held-out part "
+            "and synthetic anomalies; the scored labels are never seen), each candidate measured as "
+            "generated C for a Cortex-M4. **Search limit: "
+            f"{tune_seconds:g} s wall clock per entity** (`--tune-seconds`); a search that reaches it "
+            "keeps the best candidate measured so far. The chosen int8 program then scores the same rows "
+            "as every other detector, each by the trailing window of its own length ending there (extra "
+            "context from the training rows before the test split), so every metric uses the same labels: "
+            "the window metrics keep the protocol's window labels (an anomalous row among the protocol's "
+            "`window` rows), part of which a shorter tuned window cannot see; ROC AUC (row) does not depend "
+            "on the window. "
+            "Its model bytes are the measured flash of the generated module (code + constants, not only "
+            "constants as in the other int8 rows); its train s is the search's CPU time, compiler included.",
+        ]
     return lines
 
 
 def markdown(summary: Sequence[Row], goals: Sequence[Row], info: dict[str, str], datasets: Sequence[str],
-             n_entities: dict[str, int]) -> str:
+             n_entities: dict[str, int], rows: Sequence[Row] = ()) -> str:
+    """The results page: protocol, goal check, one table per dataset, the tuned choices (from ``rows``)."""
+    tuned = [r for r in rows if r["detector"] == "tuned"]
+    limits = [r["tune_time_budget"] for r in tuned]
     lines = ["# tinywarden vs peers: detection quality, size and speed", "",
              "Generated by `python benchmarks/quality.py`; do not edit by hand.", "",
              f"Measured {info['date']} on {info['machine']}; Python {info['python']}; commit {info['commit']}; "
              f"{info['versions']}.", ""]
-    lines += protocol_text()
+    lines += protocol_text(max(limits) if limits else None)
     lines += ["", "## Goal check (issue 6)", "",
-              "Best int8 tinywarden detector vs best peer by mean window ROC AUC; goal: AUC at or above the "
-              "peer's with a model at least 10x smaller, and throughput at least 10x river HalfSpaceTrees.", "",
+              "Best int8 tinywarden detector (every family and `tuned`) vs best peer by mean window ROC AUC; "
+              "goal: AUC at or above the peer's with a model at least 10x smaller, and throughput at least 10x "
+              "river HalfSpaceTrees. The last column is the `tuned` row's own AUC and flash bytes.", "",
               "| dataset | best int8 | ROC AUC | best peer | ROC AUC | AUC goal | peer bytes / ours | size goal | "
-              "windows/s vs river HST |", "|---|---|---|---|---|---|---|---|---|"]
+              "windows/s vs river HST | tuned ROC AUC (bytes) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for g in goals:
         lines.append(f"| {g['dataset']} | {g['best_int8']} | {fmt(g['int8_roc_auc'])} | {g['best_peer']} | "
                      f"{fmt(g['peer_roc_auc'])} | {'met' if g['auc_met'] else '**short**'} | "
                      f"{g['bytes_ratio']:.1f}x | {'met' if g['size_met'] else '**short**'} | "
-                     f"{g['speed_ratio_vs_hst']:.1f}x |")
+                     f"{g['speed_ratio_vs_hst']:.1f}x | {_tuned_cell(g)} |")
     notes: dict[str, str] = {}
     for dataset in datasets:
         rows = [r for r in summary if r["dataset"] == dataset]
@@ -289,16 +443,41 @@ def markdown(summary: Sequence[Row], goals: Sequence[Row], info: dict[str, str],
                   "| " + " | ".join(t for _, t in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         for r in rows:
             if "unavailable" in r:
-                lines.append(f"| {r['detector']} | {'yes' if r['int8'] else 'no'} | not available: {r['unavailable']} |"
+                lines.append(f"| {detector_label(r)} | {'yes' if r['int8'] else 'no'} | not available: "
+                             f"{r['unavailable']} |"
                              + " |" * (len(COLUMNS) - 3))
                 continue
             cells = [fmt(r[k], 0 if k in ("train_s",) and r[k] >= 10 else 3) if k != "int8" else
                      ("yes" if r[k] else "no") for k, _ in COLUMNS]
+            cells[0] = detector_label(r)
             lines.append("| " + " | ".join(cells) + " |")
             notes.setdefault(f"{r['detector']}{' int8' if r['int8'] else ''}", r["note"])
     lines += ["", "## What each row is", ""]
     lines += [f"- **{k}**: {v}" for k, v in notes.items()]
+    if tuned:
+        lines += _tuned_table(tuned)
     return "\n".join(lines) + "\n"
+
+
+def _tuned_cell(g: Row) -> str:
+    if g["tuned_bytes"] is None:
+        return "–"
+    return f"{fmt(g['tuned_roc_auc'])} ({g['tuned_bytes']:,} B flash)"
+
+
+def _tuned_table(tuned: Sequence[Row]) -> list[str]:
+    """One line per entity: the pipeline its search chose, measured size, and how it scored."""
+    lines = ["", "## The tuned pipeline per entity", "",
+             "| dataset | entity | chosen pipeline | ch. | flash B | RAM B | val. quality | ROC AUC (window) | "
+             "ROC AUC (row) | search s | limit reached |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in tuned:
+        if "unavailable" in r:
+            lines.append(f"| {r['dataset']} | {r['entity']} | not available: {r['unavailable']} |" + " |" * 8)
+            continue
+        lines.append(f"| {r['dataset']} | {r['entity']} | {r['tuned_label']} | {r['tuned_channels']} | "
+                     f"{r['flash']:,} | {r['ram']:,} | {fmt(r['validation_quality'])} | {fmt(r['roc_auc'])} | "
+                     f"{fmt(r['row_roc_auc'])} | {r['train_s']:.0f} | {'yes' if r['stopped_early'] else 'no'} |")
+    return lines
 
 
 def plot(summary: Sequence[Row], path: Path, datasets: Sequence[str]) -> None:
@@ -317,7 +496,8 @@ def plot(summary: Sequence[Row], path: Path, datasets: Sequence[str]) -> None:
         for r in summary:
             if r["dataset"] != dataset or "unavailable" in r or not math.isfinite(r["roc_auc"]):
                 continue
-            marker, color, label = styles[(r["family"], r["int8"])]
+            marker, color, label = (("*", "tab:green", "tinywarden tuned") if r["detector"] == "tuned"
+                                    else styles[(r["family"], r["int8"])])
             ax.scatter(r["model_bytes"], r["roc_auc"], marker=marker, color=color, label=label)
             ax.annotate(r["detector"], (r["model_bytes"], r["roc_auc"]), fontsize=7, xytext=(3, 2),
                         textcoords="offset points")
@@ -352,11 +532,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--peers", default=None, help="comma list of peers (default: all in benchmarks/peers)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="entities run in parallel worker processes, one core each (default: 2)")
+    ap.add_argument("--tune-seconds", type=float, default=None,
+                    help=f"wall-clock limit of the tuned row's search per entity (default {TUNE_SECONDS:g}; "
+                         f"--quick: {TUNE_SECONDS_QUICK:g})")
+    ap.add_argument("--no-tune", action="store_true", help="leave the tuned row out (no search)")
     ap.add_argument("--render", type=Path, default=None,
                     help="measure nothing: rebuild the table, plot and JSON from a saved quality-entities.json")
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.tune_seconds is not None and not (math.isfinite(args.tune_seconds) and args.tune_seconds > 0):
+        ap.error(f"--tune-seconds must be a positive number, got {args.tune_seconds:g}")
+    if args.no_tune:
+        args.tune_seconds = None
+    elif args.tune_seconds is None:
+        args.tune_seconds = TUNE_SECONDS_QUICK if args.quick else TUNE_SECONDS
     args.detectors = _names(args.detectors)
     args.peers = _names(args.peers)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -379,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine_info()
     rows = []
     n_entities = {}
-    jobs: list[tuple[str, int, bool, list[str] | None, list[str] | None]] = []
+    jobs: list[Job] = []
     for dataset in args.datasets:
         try:
             n = sum(1 for _ in entities(dataset, quick=args.quick))
@@ -387,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"skipping {dataset}: {exc}", file=sys.stderr)
             continue
         n_entities[dataset] = n
-        jobs += [(dataset, i, args.quick, args.detectors, args.peers) for i in range(n)]
+        jobs += [(dataset, i, args.quick, args.detectors, args.peers, args.tune_seconds) for i in range(n)]
     if args.jobs > 1 and len(jobs) > 1:
         import multiprocessing
 
@@ -409,7 +599,7 @@ def _write(args: argparse.Namespace, rows: list[Row], info: dict[str, str], n_en
     """Print the table; write --json and the results folder."""
     summary = summarise(rows)
     goals = goal_check(summary)
-    text = markdown(summary, goals, info, args.datasets, n_entities)
+    text = markdown(summary, goals, info, args.datasets, n_entities, rows)
     print(text)
     public = [json_safe(r) for r in summary]
     if args.json:

@@ -6,10 +6,13 @@ contract (keys, types, one row per detector) and about the KitNET re-implementat
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -91,3 +94,105 @@ def test_kitnet_scores_outliers_above_normal() -> None:
     shifted[:, 5] += 10 * x[:, 5].std()  # one feature far outside the range it learned
     assert np.median(det.score_samples(shifted)) > np.quantile(normal, 0.99)
     assert np.array_equal(det.score_samples(x[2500:]), normal)  # scoring does not learn
+
+
+# -- the tuned row (issue 8) ------------------------------------------------------------------------
+def _quality_module() -> Any:
+    sys.path.insert(0, str(REPO))
+    from benchmarks import quality
+
+    return quality
+
+
+def _split_entity(dataset: str, train_rows: int, test_rows: int, channels: int = 2, spike: int | None = None) -> Any:
+    """An entity built the way benchmarks.common builds SMD/ASD ones (stream = w-1 train rows + test)."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.common import PROTOCOLS, Entity
+
+    from tinywarden.telemetry import Series
+
+    rng = np.random.default_rng(7)
+    n = train_rows + test_rows
+    t = np.arange(n)
+    values = np.stack([np.sin(2 * np.pi * t / 50 + c) + 0.1 * rng.normal(size=n) for c in range(channels)], axis=1)
+    labels = np.zeros(n, dtype=np.int8)
+    if spike is not None:
+        values[train_rows + spike : train_rows + spike + 20] += 6.0
+        labels[train_rows + spike : train_rows + spike + 20] = 1
+    names = tuple(f"ch{c}" for c in range(channels))
+    train = Series(t[:train_rows] * 1.0, values[:train_rows], names)
+    ctx = PROTOCOLS[dataset].window - 1
+    stream = Series(t[train_rows - ctx :] * 1.0, values[train_rows - ctx :], names, labels[train_rows - ctx :])
+    return Entity(dataset, "synthetic", train, stream, ctx), values
+
+
+@pytest.mark.parametrize(("dataset", "window", "stride"), [("smd", 64, 16), ("smd", 16, 4), ("sim", 16, 4)])
+def test_scores_at_scores_each_protocol_row_by_the_programs_trailing_window(dataset: str, window: int,
+                                                                           stride: int) -> None:
+    """A program whose window differs from the protocol's is scored on the protocol's rows, each by the
+    window of the program's own length ending there, with earlier training rows as context."""
+    quality = _quality_module()
+    from tinywarden.detectors import make_detector
+    from tinywarden.features import window_end_rows
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.program import run_int8
+    from tinywarden.quantize.ptq import quantize_pipeline
+
+    entity, values = _split_entity(dataset, 600, 400)
+    program = quantize_pipeline(Pipeline(make_detector("ewma"), window, stride).fit(entity.train), entity.train)
+    p = entity.protocol
+    ends = window_end_rows(len(entity.stream), p.window, p.test_stride)
+    scores, secs = quality.scores_at(entity, program, ends)
+    assert len(scores) == len(ends) and secs >= 0.0
+    one = dataclasses.replace(program, stride=1)
+    first_stream_row = 600 - entity.skip_rows  # stream row 0 is this row of the whole series
+    for i in (0, 1, len(ends) // 2, len(ends) - 1):
+        row = first_stream_row + int(ends[i])
+        want, _ = run_int8(one, values[row - window + 1 : row + 1])
+        assert len(want) == 1 and scores[i] == want[0], (i, int(ends[i]))
+
+
+def test_tuned_row_on_a_small_entity_has_finite_metrics_and_measured_flash() -> None:
+    """The tuned row searches the training span only, and its int8 program finds an obvious spike."""
+    quality = _quality_module()
+
+    entity, _ = _split_entity("nab", 800, 600, channels=1, spike=300)
+    row = quality.tuned_row(entity, time_budget=8.0)
+    assert "unavailable" not in row, row.get("unavailable")
+    assert row["detector"] == "tuned" and row["int8"] and row["family"] == "tinywarden"
+    assert row["tuned_family"] in row["tuned_label"] and row["tune_time_budget"] == 8.0
+    assert row["model_bytes"] == row["flash"] > 0 and 0 < row["ram"] <= quality.TUNE_BUDGET[1]
+    assert row["flash"] <= quality.TUNE_BUDGET[0] and row["n_params"] > 0
+    for key in ("roc_auc", "row_roc_auc", "pr_auc", "best_f1", "windows_per_s", "train_s"):
+        assert math.isfinite(row[key]), key
+    assert row["roc_auc"] > 0.9 and row["det_rate_fpr1"] == 1.0
+
+
+def test_tuned_row_reaches_summary_goal_check_and_markdown() -> None:
+    """The tuned row is a tinywarden int8 candidate of the goal check and is listed with its choice."""
+    quality = _quality_module()
+
+    base = {"dataset": "nab", "int8": True, "family": "tinywarden", "note": "", "timed_windows": 10,
+            "score_s": 1.0, **{k: 0.5 for k in quality.MEAN_KEYS}}
+    tuned = {**base, "entity": "a", "detector": "tuned", "roc_auc": 0.95, "model_bytes": 3000, "n_params": 10,
+             "tuned_family": "pca", "tuned_label": "pca(n_components=8) w=16/4 small all", "tuned_channels": 1,
+             "flash": 3000, "ram": 500, "validation_quality": 0.9, "stopped_early": "time budget 5 s reached",
+             "tune_time_budget": 5.0, "row_roc_auc": 0.9, "train_s": 4.0}
+    ewma = {**base, "entity": "a", "detector": "ewma", "roc_auc": 0.7, "model_bytes": 100, "n_params": 10}
+    peer = {**base, "entity": "a", "detector": "river_hst", "family": "peer", "int8": False, "roc_auc": 0.8,
+            "model_bytes": 90000, "n_params": 10}
+    summary = quality.summarise([ewma, tuned, peer])
+    s = next(r for r in summary if r["detector"] == "tuned")
+    assert s["chosen_families"] == {"pca": 1} and s["n_stopped_early"] == 1 and s["flash"] == 3000
+    (goal,) = quality.goal_check(summary)
+    assert goal["best_int8"] == "tuned" and goal["auc_met"] and goal["tuned_bytes"] == 3000
+    text = quality.markdown(summary, [goal], {"date": "d", "machine": "m", "python": "p", "commit": "c",
+                                              "versions": "v"}, ["nab"], {"nab": 1}, [ewma, tuned, peer])
+    assert "| tuned (pca x1) | yes |" in text and "Search limit: 5 s wall clock per entity" in text
+    assert "| nab | a | pca(n_components=8) w=16/4 small all |" in text
+
+
+def test_quality_rejects_a_non_positive_tune_limit(tmp_path: Path) -> None:
+    proc = _run([str(REPO / "benchmarks" / "quality.py"), "--quick", "--tune-seconds", "0"], tmp_path)
+    assert proc.returncode == 2
+    assert "--tune-seconds must be a positive number, got 0" in proc.stderr
