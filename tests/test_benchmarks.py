@@ -196,3 +196,72 @@ def test_quality_rejects_a_non_positive_tune_limit(tmp_path: Path) -> None:
     proc = _run([str(REPO / "benchmarks" / "quality.py"), "--quick", "--tune-seconds", "0"], tmp_path)
     assert proc.returncode == 2
     assert "--tune-seconds must be a positive number, got 0" in proc.stderr
+
+
+def _mcu() -> Any:
+    from tinywarden.target import missing_tools
+
+    missing = missing_tools()
+    if missing:
+        pytest.skip("MCU benchmark needs the Arm toolchain and QEMU: " + "; ".join(missing))
+    sys.path.insert(0, str(REPO))
+    from benchmarks import mcu
+
+    return mcu
+
+
+def test_mcu_family_row_compares_emulated_decisions_with_the_int8_reference(tmp_path: Path) -> None:
+    mcu = _mcu()
+    from tinywarden.detectors import make_detector
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.quantize import quantize_pipeline
+
+    series, cut = mcu.camera_data(days=2.0, train_days=1.0, seed=3)
+    train = series.slice(0, cut)
+    pipe = Pipeline(make_detector("bounds"), window=16, stride=8).fit(train)
+    program = quantize_pipeline(pipe, train)
+    stream = series.slice(cut, len(series)).values[:200]
+    figures, decisions = mcu.module_figures(program, tmp_path / "m", stream, size_cores=("cortex-m4",),
+                                            count_cores=("cortex-m4",))
+    check = figures["qemu_check"]
+    assert check["decisions_equal_reference"] and check["windows"] == len(decisions) == (200 - 16) // 8 + 1
+    assert figures["instructions"]["cortex-m4"]["per_window"] > 0 and figures["sizes"]["cortex-m4"]["flash"] > 0
+    # The same printed decisions against a stream with one sample far off: the reference scores differ, so
+    # the comparison must say so (it compares, it does not pass through).
+    spiked = stream.copy()
+    spiked[100] += 100.0 * (stream.std(axis=0) + 1.0)
+    assert not mcu.reference_check(program, spiked, decisions)["decisions_equal_reference"]
+
+    row = mcu.pipeline_row("bounds", pipe, program, series, cut, tmp_path / "m", figures)
+    assert row["decisions_equal_reference"] is True and row["const_bytes"] == program.const_bytes
+    assert row["window_auc"] is None or 0.0 <= row["window_auc"] <= 1.0
+
+
+def test_mcu_family_without_int8_path_gets_the_quantizers_reason() -> None:
+    mcu = _mcu()
+    from tinywarden.detectors import REGISTRY
+    from tinywarden.detectors.base import Detector
+
+    class _MeanDistance(Detector):
+        """A registered family the quantizer does not know: its row must carry the reason, not stop the run."""
+
+        name = "test_mcu_no_int8"
+        state_arrays = ("mean_",)
+
+        def fit(self, X: np.ndarray, y: None = None) -> _MeanDistance:  # noqa: N803
+            x = self._check_input(X, fitting=True)
+            self.input_shape_, self.mean_ = x.shape[1:], x.mean(axis=0)
+            return self
+
+        def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+            return np.abs(self._check_input(X) - self.mean_).sum(axis=1)
+
+    try:
+        assert mcu.family_names()[-1] == "test_mcu_no_int8"  # families registered later come last
+        series, cut = mcu.camera_data(days=2.0, train_days=1.0, seed=3)
+        reason = mcu.fit_family("test_mcu_no_int8", series.slice(0, cut))
+        assert isinstance(reason, str) and "test_mcu_no_int8" in reason and "no int8 path" in reason
+        fitted = mcu.fit_family("bounds", series.slice(0, cut))
+        assert not isinstance(fitted, str) and fitted[1].const_bytes > 0
+    finally:
+        REGISTRY.pop("test_mcu_no_int8", None)
