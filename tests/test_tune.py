@@ -239,3 +239,16 @@ def test_too_small_budget_exits_2_with_one_line(tuned: dict) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "no pipeline" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_toolchain
+def test_inputs_the_pca_probe_cannot_fit_are_ranked_by_the_fallback_probe() -> None:
+    # 2600 B of flash: PCA fits on the smaller feature sets but not on every input choice
+    result = tune(device_series(), Budget(flash=2600, ram=4096), families=["pca", "ewma"], windows=[16])
+    inputs = [t for t in result.trials if t.stage == "inputs"]
+    pca_too_big = {(t.candidate.feature_set, t.candidate.channels) for t in inputs
+                   if t.candidate.family == "pca" and t.status in ("over budget", "pre-filtered")}
+    assert pca_too_big, "the budget should leave PCA out of some input choice"
+    probed_again = {(t.candidate.feature_set, t.candidate.channels) for t in inputs if t.candidate.family == "ewma"}
+    assert probed_again == pca_too_big
+    assert any(t.status == "ok" and t.candidate.family == "pca" for t in inputs)

@@ -493,6 +493,13 @@ def tune(
 
     first = input_candidates(fams, len(channel_sets["all"]), len(varying), windows)
     run_stage(first, "inputs")
+    # An input choice on which the probe itself does not fit (e.g. PCA on many features) still gets
+    # ranked, by the fallback probe: the smaller families may fit it.
+    fallback, fb_params = FALLBACK_PROBE
+    if first and first[0].family != fallback and fallback in fams:
+        too_big = [dataclasses.replace(t.candidate, family=fallback, params=tuple(sorted(fb_params.items())))
+                   for t in trials if t.stage == "inputs" and t.status in ("over budget", "pre-filtered")]
+        run_stage(too_big, "inputs")
     done = {t.candidate for t in trials}
     best_inputs: list[Candidate] = []
     for t in sorted((t for t in trials if t.status == "ok"), key=rank_key, reverse=True):
