@@ -38,3 +38,34 @@ def make_series(n: int = 6000, channels: int = 3, seed: int = 0, period: float =
 @pytest.fixture
 def normal_series() -> Series:
     return make_series()
+
+
+#: A two-tier response policy with log actions, shared by the agent and fail-safe guard tests.
+CAMERA_POLICY = """
+[policy]
+name = "camera-test"
+version = "1"
+fail_safe_tier = "alert"
+telemetry_timeout_s = 3600
+
+[tiers.alert]
+actions = ["notify"]
+k = 2
+n = 3
+deescalate_after_s = 600
+
+[tiers.constrain]
+actions = ["notify_more"]
+k = 3
+n = 4
+margin = 0.5
+deescalate_after_s = 600
+
+[actions.notify]
+type = "log"
+message = "camera behaves unusually"
+
+[actions.notify_more]
+type = "log"
+message = "camera keeps behaving unusually"
+"""

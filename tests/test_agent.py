@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from conftest import CAMERA_POLICY
 from tinywarden import bundle as tb
 from tinywarden.agent.escalate import Incident
 from tinywarden.agent.loop import Agent, AgentConfig, AgentError, ReplaySource, WindowScore, channel_indices
@@ -26,34 +27,7 @@ from tinywarden.respond import ResponseEngine, SimulatedClock, parse_policy
 from tinywarden.simulate import simulate
 from tinywarden.telemetry import Series
 
-POLICY = """
-[policy]
-name = "camera-test"
-version = "1"
-fail_safe_tier = "alert"
-telemetry_timeout_s = 3600
-
-[tiers.alert]
-actions = ["notify"]
-k = 2
-n = 3
-deescalate_after_s = 600
-
-[tiers.constrain]
-actions = ["notify_more"]
-k = 3
-n = 4
-margin = 0.5
-deescalate_after_s = 600
-
-[actions.notify]
-type = "log"
-message = "camera behaves unusually"
-
-[actions.notify_more]
-type = "log"
-message = "camera keeps behaving unusually"
-"""
+POLICY = CAMERA_POLICY
 
 # Signed, well-formed, but its only action would suspend the process the policy calls critical.
 CRITICAL_POLICY = """

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import CAMERA_POLICY
 from tinywarden import bundle as tb
 from tinywarden.agent.loop import Agent, AgentConfig, ReplaySource
 from tinywarden.agent.status import read_status
@@ -31,35 +32,8 @@ from tinywarden.simulate import simulate
 from tinywarden.telemetry import Series
 from tinywarden.telemetry.io import write_csv
 
-POLICY = """
-[policy]
-name = "guard-test"
-version = "1"
-fail_safe_tier = "alert"
-fault_tolerance = 3
-telemetry_timeout_s = 3600
-
-[tiers.alert]
-actions = ["notify"]
-k = 2
-n = 3
-deescalate_after_s = 600
-
-[tiers.constrain]
-actions = ["notify_more"]
-k = 3
-n = 4
-margin = 0.5
-deescalate_after_s = 600
-
-[actions.notify]
-type = "log"
-message = "camera behaves unusually"
-
-[actions.notify_more]
-type = "log"
-message = "camera keeps behaving unusually"
-"""
+POLICY = CAMERA_POLICY.replace('name = "camera-test"', 'name = "guard-test"').replace(
+    "telemetry_timeout_s", "fault_tolerance = 3\ntelemetry_timeout_s")
 
 
 class RaisingDetector:
