@@ -93,8 +93,8 @@ def markdown(rows: list[dict[str, Any]], flash: int, ram: int) -> str:
         f"| **mean** | | | | | | | **{mean8:.3f}** | {meanf:.3f} | |",
         "",
         f"Reference (shared/README.md, window-feature PCA w=16, float, no budget): {REFERENCE:.3f}. "
-        f"Mean int8 test AUC {mean8:.3f}: {'at or above' if mean8 >= REFERENCE else 'BELOW'} the reference "
-        f"({mean8 - REFERENCE:+.3f}).",
+        f"Mean int8 test AUC {mean8:.4f}: {'at or above' if mean8 >= REFERENCE else 'BELOW'} the reference "
+        f"({mean8 - REFERENCE:+.4f}).",
         "Flash/RAM: every chosen module measured within budget "
         f"({all(r['flash'] <= flash and r['ram'] <= ram for r in rows)}); RAM is static RAM plus the "
         "caller-owned state (ring buffer and scratch).",
