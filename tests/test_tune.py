@@ -22,7 +22,7 @@ from tinywarden.errors import ConfigError
 from tinywarden.target import missing_tools
 from tinywarden.telemetry.series import Series
 from tinywarden.tune import ANOMALY_TYPES, Budget, BudgetError, inject, pareto_front, parse_bytes, tune
-from tinywarden.tune.pareto import dominated
+from tinywarden.tune.pareto import dominated, front_trials
 from tinywarden.tune.search import flash_lower_bound, input_candidates
 
 needs_toolchain = pytest.mark.skipif(bool(missing_tools(("arm-none-eabi-gcc", "arm-none-eabi-size",
@@ -156,6 +156,9 @@ def test_every_built_candidate_is_measured_and_the_choice_fits() -> None:
     # the constant channel is dropped when that is what fits or scores best, and never changes quality
     assert "const" not in result.pipeline.channels_ or result.chosen.candidate.channels == "all"
     assert sum(t.measured for t in result.trials) <= 5
+    # the front is drawn from the candidates that compete for the choice: the choice is on it
+    front = front_trials(result)
+    assert result.chosen in front and all(t.fpr_ok for t in front) == any(t.fpr_ok for t in ok)
 
 
 @needs_toolchain

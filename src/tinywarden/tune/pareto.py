@@ -58,8 +58,14 @@ def count_instructions(program: Program, samples: np.ndarray, target: str = "cor
 
 
 def front_trials(result: TuneResult) -> list[Trial]:
-    """The measured, in-budget trials on the quality/flash front, cheapest first."""
+    """The measured, in-budget trials on the quality/flash front, cheapest first.
+
+    Only trials within the false-positive limit compete (when there are any), as in the choice itself, so
+    the chosen pipeline is always on the front.
+    """
     ok = [t for t in result.trials if t.status == "ok" and math.isfinite(t.quality)]
+    if any(t.fpr_ok for t in ok):
+        ok = [t for t in ok if t.fpr_ok]
     idx = pareto_front([(t.quality, float(t.flash or 0)) for t in ok])
     return [ok[i] for i in idx]
 
@@ -114,11 +120,18 @@ def plot_pareto(result: TuneResult, front: Sequence[Trial], path: str | Path) ->
     over = [t for t in result.trials if t.status == "over budget"]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     families = sorted({t.candidate.family for t in ok})
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab20")  # one colour per family (there are more than ten)
     for i, fam in enumerate(families):
-        pts = [t for t in ok if t.candidate.family == fam]
-        ax.scatter([t.flash for t in pts], [t.quality for t in pts], s=22, color=cmap(i % 10), alpha=0.75,
-                   label=fam)
+        colour = cmap((2 * i) % 20 + (2 * i) // 20)
+        for within, style in ((True, {"color": colour}), (False, {"facecolors": "none", "edgecolors": colour})):
+            pts = [t for t in ok if t.candidate.family == fam and t.fpr_ok == within]
+            if pts:
+                ax.scatter([t.flash for t in pts], [t.quality for t in pts], s=22, alpha=0.8,
+                           label=fam if within or not any(t.fpr_ok for t in ok if t.candidate.family == fam)
+                           else None, **style)
+    if any(not t.fpr_ok for t in ok):
+        ax.scatter([], [], s=22, facecolors="none", edgecolors="0.3",
+                   label=f"hollow: FPR over {result.fpr_limit:g} (ranked below)")
     if over:
         ax.scatter([t.flash for t in over], [0.5] * len(over), marker="x", color="0.6", s=18,
                    label="over budget (not scored)")
