@@ -195,8 +195,11 @@ def tuned_row(entity: Entity, time_budget: float) -> Row:
     try:
         result, tune_s = timed_with_children(lambda: tune(entity.train, Budget(*TUNE_BUDGET), seed=0,
                                                           time_budget=time_budget))
-    except TinywardenError as exc:
-        return {**_unavailable(entity, "tuned", "tinywarden", True, f"tune failed: {exc}"),
+    except (TinywardenError, ValueError, ArithmeticError) as exc:
+        # A search that breaks on one entity (e.g. a candidate's fit raising inside scikit-learn) is a
+        # finding to report in that entity's row, not a reason to lose the other entities' measurements.
+        reason = str(exc) if isinstance(exc, TinywardenError) else f"{type(exc).__name__}: {exc}"
+        return {**_unavailable(entity, "tuned", "tinywarden", True, f"tune failed: {reason}"),
                 "tune_time_budget": time_budget}
     end_rows = window_end_rows(len(entity.stream), p.window, p.test_stride)
     scores, score_s = scores_at(entity, result.program, end_rows)
