@@ -265,3 +265,20 @@ def test_mcu_family_without_int8_path_gets_the_quantizers_reason() -> None:
         assert not isinstance(fitted, str) and fitted[1].const_bytes > 0
     finally:
         REGISTRY.pop("test_mcu_no_int8", None)
+
+
+def test_tuned_row_records_a_search_that_raises_instead_of_aborting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One entity's broken search must not lose a 40-minute run: its tuned row says why it is missing."""
+    quality = _quality_module()
+    import tinywarden.tune
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("The dual coefficients or intercepts are not finite.")
+
+    monkeypatch.setattr(tinywarden.tune, "tune", broken)
+    entity, _ = _split_entity("nab", 300, 200, channels=1)
+    row = quality.tuned_row(entity, time_budget=1.0)
+    assert row["detector"] == "tuned" and row["int8"]
+    assert row["unavailable"] == "tune failed: ValueError: The dual coefficients or intercepts are not finite."
+    (s,) = quality.summarise([row])
+    assert s["unavailable"].startswith("tune failed") and s["n_entities"] == 0
