@@ -251,3 +251,15 @@ def test_families_detect_real_smd_anomalies(shared_data: object, name: str) -> N
     scored = pipe.fit(train).score(test)
     labels = test.labels[scored.end_rows]
     assert roc_auc_score(labels, scored.scores) > 0.75
+
+
+def test_ocsvm_fits_degenerate_training_windows() -> None:
+    """Flat-lining metrics repeat one window: the fit uses the distinct rows and never fails in libsvm."""
+    probe = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [3.0, 3.0, 3.0]])
+    one = make_detector("ocsvm").fit(np.zeros((100, 3)))
+    assert len(one.support_vectors_) == 1 and one.score_samples(probe)[0] == 0.0
+    assert np.all(np.diff(one.score_samples(probe)) > 0)
+    # two distinct windows (nu would be 1 without the cap: libsvm's dual coefficients turn non-finite)
+    two = make_detector("ocsvm").fit(np.r_[np.zeros((99, 3)), np.ones((1, 3))])
+    s = two.score_samples(probe)
+    assert np.all(np.isfinite(s)) and s[2] > max(s[0], s[1])

@@ -12,6 +12,7 @@ from sklearn.linear_model import SGDOneClassSVM
 from sklearn.svm import OneClassSVM
 
 from tinywarden.detectors.base import Detector, check_param
+from tinywarden.errors import DataError
 
 MAX_SUPPORT_VECTORS = 32
 #: Rows an exact RBF one-class SVM is trained on (its cost grows with the square of the rows).
@@ -99,16 +100,30 @@ class BudgetOneClassSVM(Detector):
         self.offset_ = np.asarray(svm.offset_, dtype=np.float64).reshape(1)
 
     def _fit_rbf(self, x: np.ndarray, gamma: float) -> None:
-        rows = x[np.linspace(0, len(x) - 1, min(len(x), RBF_FIT_ROWS)).astype(np.int64)]
+        # Repeated windows (a flat-lining metric) add nothing to the boundary and can leave libsvm with
+        # non-finite dual coefficients: fit on the distinct rows, in time order.
+        _, first = np.unique(x, axis=0, return_index=True)
+        distinct = x[np.sort(first)]
+        self.gamma_ = np.asarray([gamma], dtype=np.float64)
+        if len(distinct) == 1:
+            # one point learned: the solution libsvm would give, 1 - k(x, that point), 0 on it
+            self.support_vectors_ = distinct.astype(np.float64)
+            self.dual_coef_ = np.ones(1)
+            self.offset_ = np.ones(1)
+            return
+        rows = distinct[np.linspace(0, len(distinct) - 1, min(len(distinct), RBF_FIT_ROWS)).astype(np.int64)]
         budget = self.max_support_vectors
         # A one-class SVM has at least nu * n support vectors; aim a little under the budget.
-        nu = min(1.0, max(0.8 * budget / len(rows), 1.0 / len(rows)))
-        svm = OneClassSVM(kernel="rbf", gamma=gamma, nu=nu).fit(rows)
+        # (nu = 1 makes every row a bound support vector, which libsvm cannot always solve for)
+        nu = min(0.95, max(0.8 * budget / len(rows), 1.0 / len(rows)))
+        try:
+            svm = OneClassSVM(kernel="rbf", gamma=gamma, nu=nu).fit(rows)
+        except ValueError as exc:  # libsvm's numerical failure on degenerate data
+            raise DataError(f"one-class SVM could not be fitted on these windows: {exc}") from None
         alpha = svm.dual_coef_.ravel()
         keep = np.sort(np.argsort(-alpha, kind="stable")[:budget])
         self.support_vectors_ = svm.support_vectors_[keep].astype(np.float64)
         self.dual_coef_ = alpha[keep].astype(np.float64)
-        self.gamma_ = np.asarray([gamma], dtype=np.float64)
         self.offset_ = np.asarray(svm.offset_, dtype=np.float64).reshape(1)
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803

@@ -578,6 +578,10 @@ def _run_trial(c: Candidate, stage: str, channels: tuple[str, ...], fit_part: Se
     except TinywardenError as exc:
         t.status = f"failed: {exc}"
         return t
+    except (ValueError, ArithmeticError) as exc:
+        # a numerical library giving up on this candidate's data must not end the whole search
+        t.status = f"failed: {type(exc).__name__}: {exc}"
+        return t
     finally:
         t.seconds = time.monotonic() - began
     t.quality = t.synthetic_auc if t.labelled_auc is None else (t.synthetic_auc + t.labelled_auc) / 2.0
