@@ -255,3 +255,21 @@ def test_inputs_the_pca_probe_cannot_fit_are_ranked_by_the_fallback_probe() -> N
     probed_again = {(t.candidate.feature_set, t.candidate.channels) for t in inputs if t.candidate.family == "ewma"}
     assert probed_again == pca_too_big
     assert any(t.status == "ok" and t.candidate.family == "pca" for t in inputs)
+
+
+@needs_toolchain
+def test_a_candidate_a_numerical_library_gives_up_on_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tinywarden.tune.search as search
+
+    real = search.quantize_pipeline
+
+    def flaky(pipeline, series):  # type: ignore[no-untyped-def]
+        if pipeline.window == 32 and len(series) > 1000:  # not the tiny int8-support probe
+            raise ValueError("The dual coefficients or intercepts are not finite.")
+        return real(pipeline, series)
+
+    monkeypatch.setattr(search, "quantize_pipeline", flaky)
+    result = tune(device_series(), Budget(8192, 4096), families=["ewma"], windows=[32, 16])
+    failed = [t for t in result.trials if t.status.startswith("failed")]
+    assert failed and all(t.candidate.window == 32 and "ValueError: The dual" in t.status for t in failed)
+    assert result.chosen.candidate.window == 16

@@ -292,6 +292,8 @@ def int8_support(family: str) -> str | None:
         quantize_pipeline(p, s)
     except TinywardenError as exc:
         return str(exc)
+    except (ValueError, ArithmeticError) as exc:
+        return f"{type(exc).__name__}: {exc}"
     return None
 
 
