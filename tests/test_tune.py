@@ -273,3 +273,9 @@ def test_a_candidate_a_numerical_library_gives_up_on_fails_alone(monkeypatch: py
     failed = [t for t in result.trials if t.status.startswith("failed")]
     assert failed and all(t.candidate.window == 32 and "ValueError: The dual" in t.status for t in failed)
     assert result.chosen.candidate.window == 16
+
+
+@needs_toolchain
+def test_a_time_budget_too_short_to_score_anything_says_so() -> None:
+    with pytest.raises(ConfigError, match=r"time budget 1e-06 s reached before any candidate was built"):
+        tune(device_series(), Budget(8192, 4096), time_budget=1e-6, **FAST)  # type: ignore[arg-type]

@@ -512,6 +512,11 @@ def tune(
         progress(len(trials), len(trials), "done")
 
     ok = [t for t in trials if t.status == "ok"]
+    if not ok and stopped:
+        # the search did not finish: nothing scored yet is not proof that nothing fits
+        tried = sum(t.status in ("over budget", "pre-filtered") for t in trials)
+        raise ConfigError(f"{train.source}: {stopped} before any candidate was built and scored within budget "
+                          f"({tried} tried were over it); allow more time with --time-budget or more --trials")
     if not ok:
         raise BudgetError(_nothing_fits(trials, budget, train))
     chosen = max(ok, key=rank_key)
