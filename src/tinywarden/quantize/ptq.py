@@ -177,15 +177,24 @@ def requantize_features(a: np.ndarray, b: np.ndarray, mu: np.ndarray, sigma: np.
                "shift": np.array([s for _, s in mult_shift], dtype=np.int8)})
 
 
+def int8_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8 quantization of a 2-D weight matrix: ``(int8 values as float, scale per row)``.
+
+    ``w ~= values * scale[:, None]``, each row's largest magnitude at 127; an all-zero row gets scale 1.
+    """
+    scale = np.abs(w).max(axis=1) / INT8_MAX
+    scale = np.where(scale > 0, scale, 1.0)
+    return np.clip(round_half_away(w / scale[:, None]), -INT8_MAX, INT8_MAX), scale
+
+
 def quantize_layer(kind: str, src: str, dst: str, weight: np.ndarray, bias: np.ndarray, q_in: QParams,
                    q_out: QParams, relu: bool, attrs: dict[str, Any] | None = None) -> Op:
     """A fully connected or 1-D conv layer: per-output-channel symmetric int8 weights, int32 bias."""
     flat = weight.reshape(weight.shape[0], -1)
     if flat.shape[1] * 255 * 127 >= 2**30:
         raise ConfigError(f"layer fan-in {flat.shape[1]} is too large for int32 accumulation (max 33000)")
-    w_scale = np.abs(flat).max(axis=1) / INT8_MAX
-    w_scale = np.where(w_scale > 0, w_scale, 1.0)
-    wq = np.clip(round_half_away(weight / w_scale.reshape(-1, *([1] * (weight.ndim - 1)))), -INT8_MAX, INT8_MAX)
+    wq_flat, w_scale = int8_rows(flat)
+    wq = wq_flat.reshape(weight.shape)
     # |bias| <= 2**30 plus the fan-in bound above keep the C kernels' int32 accumulator from overflowing
     bq = np.clip(round_half_away(bias / (q_in.scale * w_scale)), -(2**30), 2**30)
     mult_shift = [quantize_multiplier(float(q_in.scale * s / q_out.scale)) for s in w_scale]
@@ -326,18 +335,15 @@ def _model_ops(pipeline: Pipeline, fit_scaled: np.ndarray, mu: np.ndarray, sigma
         ops.append(requantize_features(*affine, mu + sigma * det.mean_, sigma, q_x, "requantize_s64_s16"))
         # k = 0 keeps no axis: one all-zero row gives the same score (the whole energy) without a
         # zero-length C array.
-        w = det.components_ if len(det.components_) else np.zeros((1, n_in))
-        w_scale = np.abs(w).max(axis=1) / INT8_MAX
-        w_scale = np.where(w_scale > 0, w_scale, 1.0)
+        wq, w_scale = int8_rows(det.components_ if len(det.components_) else np.zeros((1, n_in)))
         mult_shift = [quantize_multiplier(float(sc)) for sc in w_scale]
-        wq = np.clip(round_half_away(w / w_scale[:, None]), -INT8_MAX, INT8_MAX)
         # The rounded axes are not exactly orthonormal: D = (W W^T)^-1 - I restores the projection onto
         # their span (an int8 upper triangle, scaled by a power of two).
         dq = wq * w_scale[:, None]
         gram = np.linalg.pinv(dq @ dq.T) - np.eye(len(dq))
         upper = gram[np.triu_indices(len(dq))]
-        top = float(np.abs(upper).max())
-        gram_shift = int(np.clip(np.floor(np.log2(INT8_MAX / top)) if top > 0 else 40, 1, 40))
+        g_top = float(np.abs(upper).max())
+        gram_shift = int(np.clip(np.floor(np.log2(INT8_MAX / g_top)) if g_top > 0 else 40, 1, 40))
         ops.append(Op("pca_residual_s16", ("input",), "score", {"shift": 0, "gram_shift": gram_shift},
                       {"weights": wq.astype(np.int8),
                        "multiplier": np.array([m for m, _ in mult_shift], dtype=np.int32),
