@@ -225,16 +225,14 @@ class Pipeline:
         sizes = np.full(blocks, n_cal // blocks) + (np.arange(blocks) < n_cal % blocks)
         segment = n_windows / blocks
         starts = [int(round(segment * (b + 0.5) - size / 2.0)) for b, size in enumerate(sizes)]
-        is_cal = np.zeros(n_windows, dtype=bool)
-        for start, size in zip(starts, sizes, strict=True):
-            is_cal[start : start + size] = True
         # windows overlap their neighbours by window - stride rows: keep a gap that wide around each block
         gap = -(-self.window // self.stride) - 1
-        near = np.zeros(n_windows, dtype=bool)
+        is_cal = np.zeros(n_windows, dtype=bool)
+        near = np.zeros(n_windows, dtype=bool)  # a calibration window or one sharing rows with it
         for start, size in zip(starts, sizes, strict=True):
-            near[max(0, start - gap) : start] = True
-            near[start + size : start + size + gap] = True
-        fit = ~is_cal & ~near
+            is_cal[start : start + size] = True
+            near[max(0, start - gap) : start + size + gap] = True
+        fit = ~near
         if fit.sum() < MIN_FIT_WINDOWS:
             fit = ~is_cal
         return np.flatnonzero(fit), np.flatnonzero(is_cal)
