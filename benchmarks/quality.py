@@ -370,7 +370,8 @@ def protocol_text(tune_seconds: float | None = None) -> list[str]:
     """The protocol paragraph and table; ``tune_seconds``: the ``tuned`` row's search limit, if it ran."""
     lines = [
         "Protocol: per entity, every detector is trained on the same normal training windows (tinywarden's "
-        "Pipeline holds out its last 25% of them to calibrate a threshold; peers train on all of them) and "
+        "Pipeline holds out 25% of them, in 5 blocks spread over the span, to calibrate a threshold; peers "
+        "train on all of them) and "
         "scores the same test windows; window label = any anomalous row in the window. Features: "
         "tinywarden's DEFAULT_FEATURES per channel (mean, std, min, max, rms, band1-3, crossings, "
         "diff_abs_mean, diff_abs_max), identical for every detector except conv_ae, which reads the raw "
