@@ -20,43 +20,10 @@
 #error "tw_stream.h holds a different number of channels than the model's TW_N_CHANNELS"
 #endif
 
-#ifdef TW_HOST
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-static void tw_out(const char *s) { fputs(s, stdout); }
-#else
-#include "semihost.h"
-static void tw_out(const char *s) { tw_sh_write0(s); }
-#endif
+#include "harness_io.h"
 
 /* Static, not on the stack: the state may be larger than a small target's default stack. */
 static tw_state_t tw_harness_state;
-
-__attribute__((noinline)) void tw_mark_begin(void) { __asm__ volatile("" ::: "memory"); }
-__attribute__((noinline)) void tw_mark_end(void) { __asm__ volatile("" ::: "memory"); }
-
-/* Decimal text of v into buf (at least 12 bytes); returns buf. Avoids printf, which would pull
- * several kilobytes of newlib into the image and needs more semihosting calls. */
-static char *tw_itoa(int32_t v, char *buf)
-{
-    char tmp[12];
-    uint32_t u = v < 0 ? 0u - (uint32_t)v : (uint32_t)v;
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + (u % 10u));
-        u /= 10u;
-    } while (u != 0u);
-    char *p = buf;
-    if (v < 0) {
-        *p++ = '-';
-    }
-    while (n > 0) {
-        *p++ = tmp[--n];
-    }
-    *p = '\0';
-    return buf;
-}
 
 static void tw_line(const char *tag, const int32_t *fields, int n_fields)
 {

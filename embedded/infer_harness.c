@@ -17,38 +17,7 @@
 #error "tw_inputs.h holds vectors of a different length than the model's TW_INFER_IN"
 #endif
 
-#ifdef TW_HOST
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-static void tw_out(const char *s) { fputs(s, stdout); }
-#else
-#include "semihost.h"
-static void tw_out(const char *s) { tw_sh_write0(s); }
-#endif
-
-__attribute__((noinline)) void tw_mark_begin(void) { __asm__ volatile("" ::: "memory"); }
-__attribute__((noinline)) void tw_mark_end(void) { __asm__ volatile("" ::: "memory"); }
-
-static char *tw_itoa(int32_t v, char *buf)
-{
-    char tmp[12];
-    uint32_t u = v < 0 ? 0u - (uint32_t)v : (uint32_t)v;
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + (u % 10u));
-        u /= 10u;
-    } while (u != 0u);
-    char *p = buf;
-    if (v < 0) {
-        *p++ = '-';
-    }
-    while (n > 0) {
-        *p++ = tmp[--n];
-    }
-    *p = '\0';
-    return buf;
-}
+#include "harness_io.h"
 
 static float tw_result[TW_INFER_OUT];
 
