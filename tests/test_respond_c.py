@@ -317,9 +317,15 @@ def test_integer_tables_are_exact():
     float_bars = ResponseEngine(policy, 777.0).tables.bar
     for score in range(700, 1300):  # floor(bar) decides as the float bar for every integer score
         assert [score > b for b in t.bar] == [score > b for b in float_bars]
-    huge = parse_policy(policy_text(dead_man=3e9))
+    # One limit for the loader and the C export (issue 12 item 7): the loader refuses what C cannot hold, and a
+    # Policy built by hand past the loader is still refused by the export.
+    with pytest.raises(ConfigError, match=r"tiers\.constrain\.dead_man_s: must be <= 2147483647"):
+        parse_policy(policy_text(dead_man=3e9))
+    at_limit = parse_policy(policy_text(dead_man=2**31 - 1))
+    assert c_tables(at_limit, 1000).dead_man[2] == 2**31 - 1
+    tiers = (at_limit.tiers[0], replace(at_limit.tiers[1], dead_man_s=3e9), at_limit.tiers[2])
     with pytest.raises(ConfigError, match=r"tiers\.constrain\.dead_man_s: 3e\+09 s exceeds"):
-        c_tables(huge, 1000)
+        c_tables(replace(at_limit, tiers=tiers), 1000)
 
 
 def test_module_without_policy_is_unchanged():

@@ -135,3 +135,45 @@ def test_zero_threshold_with_margins_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="threshold of 0"):
         compile_tables(parse_policy(BASE), 0.0)
+
+
+DURATION_KEYS = [
+    ("policy", "telemetry_timeout_s"),
+    ("policy", "watchdog_timeout_s"),
+    ("tiers.constrain", "min_dwell_s"),
+    ("tiers.constrain", "deescalate_after_s"),
+    ("tiers.constrain", "dead_man_s"),
+]
+
+
+def _with(table: str, key: str, value: object) -> str:
+    """BASE with ``table.key = value`` (BASE's own ``dead_man_s`` dropped when that is the key)."""
+    text = BASE.replace("dead_man_s = 60\n", "") if key == "dead_man_s" else BASE
+    return text.replace(f"[{table}]", f"[{table}]\n{key} = {value}", 1)
+
+
+@pytest.mark.parametrize(("table", "key"), DURATION_KEYS)
+def test_every_duration_has_the_one_limit_the_c_export_uses(table: str, key: str) -> None:
+    """Issue 12 item 7: ``dead_man_s = 1e300`` was accepted by the loader and refused only by the C export."""
+    from tinywarden.codegen.respond import c_tables
+    from tinywarden.respond.policy import MAX_DURATION_S
+
+    with pytest.raises(PolicyError, match=rf"p\.toml: {table}\.{key}: must be <= {MAX_DURATION_S}"):
+        parse_policy(_with(table, key, "1e300"), source="p.toml")
+    with pytest.raises(PolicyError, match=rf"{table}\.{key}: must be <= "):
+        parse_policy(_with(table, key, MAX_DURATION_S + 0.5))  # would round up past the limit in C
+    at_limit = parse_policy(_with(table, key, MAX_DURATION_S))  # the loader and the C export agree on it
+    tables = c_tables(at_limit, 1000)
+    assert MAX_DURATION_S in (tables.telemetry_timeout, tables.watchdog_timeout, *tables.min_dwell,
+                              *tables.deescalate_after, *tables.dead_man)
+
+
+def test_huge_margin_is_refused_rather_than_breaking_the_c_export() -> None:
+    """A margin of 1e306 loaded, then made an infinite bar that the C export failed on with a traceback."""
+    from tinywarden.codegen.respond import c_tables
+    from tinywarden.respond.policy import MAX_MARGIN
+
+    with pytest.raises(PolicyError, match=r"tiers\.constrain\.margin: must be <= 1000000 \(got 1e\+306\)"):
+        parse_policy(BASE.replace("margin = 0.5", "margin = 1e306"))
+    at_limit = parse_policy(BASE.replace("margin = 0.5", f"margin = {MAX_MARGIN}"))
+    assert c_tables(at_limit, 2**31 - 1).bar[2] == 2**31 - 1  # clamped: no int32 score is above it

@@ -52,10 +52,8 @@ from tinywarden.features import window_end_rows
 from tinywarden.program import Program, run_int8
 from tinywarden.respond import machine as m
 from tinywarden.respond.engine import compile_tables
-from tinywarden.respond.policy import TIER_NAMES, Policy
+from tinywarden.respond.policy import MAX_DURATION_S, TIER_NAMES, Policy
 
-#: Longest policy duration the C module takes, in seconds (uint32 now_s plus this never overflows int64).
-MAX_DURATION_S = 2**31 - 1
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _DURATIONS = ("min_dwell", "deescalate_after", "dead_man")
 
@@ -67,11 +65,11 @@ def _codes(prefix: str) -> list[tuple[str, int]]:
 
 
 def _whole_seconds(value: float, key: str, policy: Policy) -> float:
-    s = math.ceil(value)
-    if s > MAX_DURATION_S:
+    # The policy loader already refuses durations above MAX_DURATION_S; this catches a Policy built by hand.
+    if not value <= MAX_DURATION_S:
         raise ConfigError(f"{policy.source}: {key}: {value:g} s exceeds the C module's limit of "
                           f"{MAX_DURATION_S} s")
-    return float(s)
+    return float(math.ceil(value))
 
 
 def c_tables(policy: Policy, threshold: int) -> m.Tables:
@@ -82,7 +80,9 @@ def c_tables(policy: Policy, threshold: int) -> m.Tables:
     scores and it decides exactly as the generated C does.
     """
     t = compile_tables(policy, float(threshold))
-    bars = tuple(float(min(max(math.floor(b), _INT32_MIN - 1), _INT32_MAX)) for b in t.bar)
+    # Clamp before flooring, so that even an infinite bar (a huge margin on a Policy built by hand) maps to
+    # "no int32 score is above it" instead of failing.
+    bars = tuple(float(math.floor(min(max(b, _INT32_MIN - 1), _INT32_MAX))) for b in t.bar)
     keys = {"min_dwell": "min_dwell_s", "deescalate_after": "deescalate_after_s", "dead_man": "dead_man_s"}
     times = {
         f: tuple(

@@ -41,9 +41,22 @@ from tinywarden.errors import ConfigError
 TIER_NAMES: tuple[str, ...] = ("alert", "constrain", "harden")
 """Tier names in escalation order; tier numbers are 1, 2, 3 (0 is "no response")."""
 
-# Longest k-of-n window the engine keeps: the history is a uint32 bitmask per tier, so the embedded
-# mirror of the engine needs no buffer.
+# The numeric limits of a policy, defined once: the loader refuses anything outside them and the C export
+# (tinywarden.codegen.respond) builds its integer types on them, so a policy `respond` accepts always exports.
+
 MAX_WINDOW = 32
+"""Longest k-of-n window: the history is a uint32 bitmask per tier, so the embedded mirror needs no buffer."""
+
+MAX_DURATION_S = 2**31 - 1
+"""Longest duration (seconds, ~68 years) of any ``*_s`` key. Whole seconds of it fit an int32, and the C module
+adds it to int64 times that stay below 2**53, so neither side can overflow or lose precision."""
+
+MAX_MARGIN = 1e6
+"""Largest tier ``margin``: a bar a million times the threshold is never crossed, and keeping the margin
+bounded keeps every bar finite, so it can be floored into the C module's integer score domain."""
+
+MAX_FAULT_TOLERANCE = 1_000_000
+"""Largest ``fault_tolerance``; the C module counts faults in a saturating uint32."""
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")  # IFNAMSIZ is 16 including the NUL
 _RATE = re.compile(r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
@@ -196,16 +209,27 @@ class _Validator:
         return value
 
     def number(
-        self, doc: Mapping[str, Any], key: str, path: str, default: float, low: float, strict: bool = False
+        self,
+        doc: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: float,
+        low: float,
+        high: float,
+        strict: bool = False,
     ) -> float:
         value = doc.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             raise self.fail(path, f"must be a number (got {value!r})")
         if value < low or (strict and value == low):
             raise self.fail(path, f"must be {'>' if strict else '>='} {low:g} (got {value!r})")
-        if value == float("inf"):
-            raise self.fail(path, "must be finite")
+        if value > high:
+            limit = str(int(high)) if float(high).is_integer() else f"{high:g}"
+            raise self.fail(path, f"must be <= {limit} (got {value!r})")
         return float(value)
+
+    def duration(self, doc: Mapping[str, Any], key: str, path: str, default: float, strict: bool = False) -> float:
+        return self.number(doc, key, path, default, 0.0, MAX_DURATION_S, strict=strict)
 
     def integer(self, doc: Mapping[str, Any], key: str, path: str, default: int, low: int, high: int) -> int:
         value = doc.get(key, default)
@@ -244,11 +268,13 @@ class _Validator:
         choices = ("none", *TIER_NAMES)
         if fs_name not in choices:
             raise self.fail("policy.fail_safe_tier", f"must be one of {', '.join(choices)} (got {fs_name!r})")
-        fault_tolerance = self.integer(head, "fault_tolerance", "policy.fault_tolerance", 3, 1, 1_000_000)
-        telemetry_timeout = self.number(
-            head, "telemetry_timeout_s", "policy.telemetry_timeout_s", 60.0, 0.0, strict=True
+        fault_tolerance = self.integer(
+            head, "fault_tolerance", "policy.fault_tolerance", 3, 1, MAX_FAULT_TOLERANCE
         )
-        watchdog_timeout = self.number(head, "watchdog_timeout_s", "policy.watchdog_timeout_s", 0.0, 0.0)
+        telemetry_timeout = self.duration(
+            head, "telemetry_timeout_s", "policy.telemetry_timeout_s", 60.0, strict=True
+        )
+        watchdog_timeout = self.duration(head, "watchdog_timeout_s", "policy.watchdog_timeout_s", 0.0)
 
         crit_doc = self.table(doc, "critical", "critical")
         self.unknown(crit_doc, {"processes", "interfaces", "addresses"}, "critical")
@@ -378,7 +404,7 @@ class _Validator:
             if k > n:
                 raise self.fail(f"{path}.k", f"must be <= n ({n}) (got {k})")
         heavy = any(actions[a].heavy for a in names)
-        dead_man = self.number(doc, "dead_man_s", f"{path}.dead_man_s", 0.0, 0.0)
+        dead_man = self.duration(doc, "dead_man_s", f"{path}.dead_man_s", 0.0)
         if heavy and dead_man <= 0:
             raise self.fail(
                 f"{path}.dead_man_s",
@@ -389,10 +415,10 @@ class _Validator:
             actions=names,
             k=k,
             n=n,
-            margin=self.number(doc, "margin", f"{path}.margin", 0.0, 0.0),
-            min_dwell_s=self.number(doc, "min_dwell_s", f"{path}.min_dwell_s", 0.0, 0.0),
-            deescalate_after_s=self.number(
-                doc, "deescalate_after_s", f"{path}.deescalate_after_s", 300.0, 0.0, strict=True
+            margin=self.number(doc, "margin", f"{path}.margin", 0.0, 0.0, MAX_MARGIN),
+            min_dwell_s=self.duration(doc, "min_dwell_s", f"{path}.min_dwell_s", 0.0),
+            deescalate_after_s=self.duration(
+                doc, "deescalate_after_s", f"{path}.deescalate_after_s", 300.0, strict=True
             ),
             dead_man_s=dead_man,
         )
