@@ -41,7 +41,6 @@ not in place any more (actuators are idempotent, so repeating one is harmless).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import math
 import os
@@ -166,9 +165,9 @@ def critical_conflict(actuator: Actuator, critical: Critical) -> str | None:
         if i in critical.interfaces:
             return f"critical interface {i!r}"
     for a in t.addresses:
-        for c in critical.networks():
-            if ipaddress.ip_network(a, strict=False).overlaps(c):
-                return f"critical address {c}"
+        c = critical.network_conflict(a)
+        if c is not None:
+            return f"critical address {c}"
     return None
 
 

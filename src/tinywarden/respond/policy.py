@@ -31,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,72 @@ class PolicyError(ConfigError):
     """A response policy that cannot be used; the message names the file and the key."""
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_DOTTED_OCTETS = re.compile(r"(?:^|:)(\d+)\.(\d+)\.(\d+)\.(\d+)$")
+
+
+def normalize_network(text: str) -> Network:
+    """The one form of an address or network of a policy, which every check and every rule uses.
+
+    * An IPv4-mapped IPv6 address or network (inside ``::ffff:0:0/96``) becomes its IPv4 form: that is the
+      traffic it denotes (a dual-stack socket sends IPv4 packets to ``::ffff:a.b.c.d``), and only an IPv4
+      rule matches it. Any other IPv6 network matches IPv6 packets only.
+    * A single address becomes a /32 or /128 network; IPv6 is written in its compressed form.
+    * Refused (``ValueError`` with a one-line reason): zero-padded IPv4 octets (``192.168.010.005``, octal
+      to ``inet_aton`` and decimal to others), host bits set (``192.168.10.5/24``: the network or the one
+      host? both readings are offered, neither is guessed), a scope (``fe80::1%eth0``, which packet
+      filters cannot match), and anything that is not an address.
+
+    >>> normalize_network("::ffff:192.168.10.5"), normalize_network("2001:DB8:0::1")
+    (IPv4Network('192.168.10.5/32'), IPv6Network('2001:db8::1/128'))
+    """
+    addr, _, _ = text.partition("/")
+    octets = _DOTTED_OCTETS.search(addr)
+    if octets:
+        padded = [o for o in octets.groups() if len(o) > 1 and o.startswith("0")]
+        if padded:
+            fixed = addr[: octets.start(1)] + ".".join(str(int(o)) for o in octets.groups()) + text[len(addr):]
+            raise ValueError(
+                f"{text!r} has a zero-padded octet ({padded[0]!r}), which some tools read as octal and others "
+                f"as decimal; write {fixed} if decimal is meant"
+            )
+    if "%" in addr:
+        raise ValueError(f"{text!r} has a scope (%{addr.split('%', 1)[1]}), which packet filters cannot match")
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address or network") from exc
+        host = ipaddress.ip_interface(text).ip
+        raise ValueError(
+            f"{text!r} has host bits set: write {loose} for the network or {host}/{loose.max_prefixlen} for "
+            "the one host"
+        ) from None
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED):
+        v4 = ipaddress.IPv4Address(int(net.network_address) & 0xFFFFFFFF)
+        return ipaddress.IPv4Network((v4, net.prefixlen - 96))
+    return net
+
+
+def normalize_networks(texts: Sequence[str]) -> tuple[str, ...]:
+    """:func:`normalize_network` of each of ``texts``, as strings; ``ValueError`` if two denote one network."""
+    out: dict[str, str] = {}
+    for text in texts:
+        net = str(normalize_network(text))
+        if net in out:
+            raise ValueError(f"lists {net} twice ({out[net]!r} and {text!r})")
+        out[net] = text
+    return tuple(out)
+
+
+def overlapping(a: Network, b: Network) -> bool:
+    """Whether normalised networks ``a`` and ``b`` share an address (never across IPv4 and IPv6)."""
+    return a.version == b.version and a.overlaps(b)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class Critical:
     """What no action may ever touch: process names, interface names and addresses (networks)."""
@@ -75,9 +141,14 @@ class Critical:
     interfaces: tuple[str, ...] = ()
     addresses: tuple[str, ...] = ()
 
-    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        """The critical addresses as networks (a single address is a /32 or /128)."""
-        return [ipaddress.ip_network(a, strict=False) for a in self.addresses]
+    def networks(self) -> list[Network]:
+        """The critical addresses as normalised networks (:func:`normalize_network`)."""
+        return [normalize_network(a) for a in self.addresses]
+
+    def network_conflict(self, target: str) -> Network | None:
+        """The first critical network that the address or network ``target`` overlaps, or ``None``."""
+        net = normalize_network(target)
+        return next((c for c in self.networks() if overlapping(net, c)), None)
 
 
 @dataclass(frozen=True)
@@ -247,11 +318,12 @@ class _Validator:
             raise self.fail(path, "lists a name twice")
         return tuple(value)
 
-    def address(self, text: str, path: str) -> str:
+    def addresses(self, doc: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+        """The list of addresses/networks at ``key``, each in its one normalised form."""
         try:
-            return str(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise self.fail(path, f"{text!r} is not an IP address or network") from None
+            return normalize_networks(self.strings(doc, key, path))
+        except ValueError as exc:
+            raise self.fail(path, str(exc)) from None
 
     def ifname(self, text: Any, path: str) -> str:
         if not isinstance(text, str) or not _IFNAME.match(text):
@@ -284,10 +356,7 @@ class _Validator:
                 self.ifname(i, "critical.interfaces")
                 for i in self.strings(crit_doc, "interfaces", "critical.interfaces")
             ),
-            addresses=tuple(
-                self.address(a, "critical.addresses")
-                for a in self.strings(crit_doc, "addresses", "critical.addresses")
-            ),
+            addresses=self.addresses(crit_doc, "addresses", "critical.addresses"),
         )
 
         actions_doc = self.table(doc, "actions", "actions")
@@ -344,19 +413,16 @@ class _Validator:
             params["message"] = self.string(params, "message", f"{path}.message")
         elif kind in ("nft_block_address", "nft_egress_allowlist"):
             key = "addresses" if kind == "nft_block_address" else "allow"
-            addrs = tuple(
-                self.address(a, f"{path}.{key}") for a in self.strings(params, key, f"{path}.{key}")
-            )
+            addrs = self.addresses(params, key, f"{path}.{key}")
             if kind == "nft_block_address":
                 if not addrs:
                     raise self.fail(f"{path}.addresses", "must list at least one address")
                 for a in addrs:
-                    for c in critical.networks():
-                        if ipaddress.ip_network(a).overlaps(c):
-                            raise self.fail(
-                                f"{path}.addresses",
-                                f"{a} overlaps critical address {c}; it must never be blocked",
-                            )
+                    c = critical.network_conflict(a)
+                    if c is not None:
+                        raise self.fail(
+                            f"{path}.addresses", f"{a} overlaps critical address {c}; it must never be blocked"
+                        )
             params[key] = addrs
         elif kind in ("tc_rate_limit", "interface_down"):
             iface = self.ifname(params["interface"], f"{path}.interface")
