@@ -106,6 +106,9 @@ POLICIES = {
     "fractional": policy_text(dwell=2.5, deescalate=30.2, dead_man=45.5, fail_safe="harden", tolerance=1,
                               telemetry=40.5, watchdog=25.3, alert_kn=(20, 32), harden_kn=(2, 32)),
     "alert_only": ALERT_ONLY,
+    # issue 12 item 5: "cap" is held by constrain and by harden; harden's dead-man must not revert it
+    "shared": policy_text().replace('actions = ["stop-shell", "uplink_down"]', 'actions = ["stop-shell", "cap"]')
+                           .replace('[actions.uplink_down]\ntype = "interface_down"\ninterface = "wlan0"\n', ""),
 }
 
 
@@ -201,6 +204,17 @@ def test_escalation_through_all_tiers_and_dead_man(exes, tmp_path):
     assert [e[4] for e in dead] == [4, 3, 2, 1]  # each tier's actions in reverse order
 
 
+def test_action_held_by_two_tiers_is_reverted_once_by_the_last_tier(exes, tmp_path):
+    inputs = [(S, 10 * i, 1700) for i in range(12)]  # above every bar: alert, constrain, harden
+    inputs += [(S, 120 + 10 * i, 1300) for i in range(15)]  # renews constrain only: harden's dead-man fires
+    inputs += [(S, 270 + 10 * i, 500) for i in range(10)]  # normal: constrain steps down after 60 s
+    ev = check(exes["shared"], "shared", inputs, tmp_path)
+    names = [a.name for a in parse_policy(POLICIES["shared"]).actions]
+    cap = names.index("cap")
+    assert [(e[3], m.REASONS[e[6]]) for e in ev if e[4] == cap] == [(2, "escalate"), (2, "normal")]
+    assert [(names[e[4]], e[3]) for e in ev if m.REASONS[e[6]] == "dead_man"] == [("stop-shell", 3)]
+
+
 def test_oscillation_at_threshold_and_bars(exes, tmp_path):
     seq = [THRESHOLD, THRESHOLD + 1, 1250, 1251, 1600, 1601, 999, 1000]
     inputs = [(S, 7 * i, seq[i % len(seq)]) for i in range(120)]
@@ -284,9 +298,10 @@ def test_random_sequences_match(name, exes, tmp_path_factory):
     prop()
 
 
-def test_engine_gives_the_same_timeline_as_the_reference():
+@pytest.mark.parametrize("name", ["standard", "shared"])
+def test_engine_gives_the_same_timeline_as_the_reference(name):
     """The Python reference the C is checked against is the engine's own timeline (whole-second policy)."""
-    policy = parse_policy(POLICIES["standard"])
+    policy = parse_policy(POLICIES[name])
     tables = c_tables(policy, THRESHOLD)
     engine = ResponseEngine(policy, float(THRESHOLD))
     rng = np.random.default_rng(3)

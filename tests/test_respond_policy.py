@@ -246,3 +246,16 @@ def test_one_address_written_two_ways_is_a_duplicate() -> None:
         parse_policy(twice)
     mapped = parse_policy(_harden("nft_block_address", "addresses", '["::ffff:203.0.113.7", "2001:DB8:0::7"]'))
     assert mapped.actions[-1].params["addresses"] == ("203.0.113.7/32", "2001:db8::7/128")
+
+
+def test_a_tier_adding_no_action_of_its_own_is_refused() -> None:
+    """An action may be listed by several tiers (it is held while any of them is active), but a tier whose
+    every action a lower tier already runs would change nothing when entered."""
+    shared = BASE + '\n[tiers.harden]\nactions = ["cap", "notify"]\nmargin = 1.0\ndead_man_s = 60\n'
+    with pytest.raises(PolicyError, match=r"tiers\.harden\.actions: every action is already run by a lower tier"):
+        parse_policy(shared)
+    p = parse_policy(shared.replace('["cap", "notify"]', '["cap", "stop"]') + STOP)
+    assert p.tiers[2].actions == ("cap", "stop")
+
+
+STOP = '[actions.stop]\ntype = "process_suspend"\nprocess = "telnetd"\n'

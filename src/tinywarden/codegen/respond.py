@@ -144,8 +144,10 @@ def emit_respond(program: Program, policy: Policy) -> RespondSection:
     tables = c_tables(policy, program.threshold)
     starts = [0]
     flat: list[int] = []
+    held: list[int] = []
     for t in range(m.N_TIERS + 1):
         flat.extend(tables.tier_actions[t])
+        held.extend(int(m.held_below(tables, t, a)) for a in tables.tier_actions[t])
         starts.append(len(flat))
     base = compile_tables(policy, float(program.threshold))
     rounded = [
@@ -182,6 +184,7 @@ def emit_respond(program: Program, policy: Policy) -> RespondSection:
         *(_const(f"tw_resp_{f}", "int64_t", [int(v) for v in getattr(tables, f)]) for f in _DURATIONS),
         _const("tw_resp_action_start", "uint16_t", starts),
         _const("tw_resp_actions", "uint16_t", flat),
+        _const("tw_resp_held_below", "uint8_t", held),
     ]
     source = _template("tinywarden_respond.c.tmpl").substitute(
         common,

@@ -533,6 +533,8 @@ class ResponseEngine:
         """After a restart, put back any action of an active tier that is no longer in place."""
         for tier in range(1, self.state.tier + 1):
             for idx in self.tables.tier_actions[tier]:
+                if m.held_below(self.tables, tier, idx):
+                    continue  # a lower tier's action: checked with that tier
                 act = self.actuators[idx]
                 if critical_conflict(act, self.policy.critical) is not None:
                     continue

@@ -25,6 +25,11 @@ Rules, in the order :func:`step` applies them at time ``t``:
 
 The history invariant: bit 0 of ``history[t]`` is the newest window; only the low ``n[t]`` bits count.
 
+An action may belong to several tiers; it is held while any active tier lists it. Active tiers are always
+``1..tier``, so that is a static rule (:func:`held_below`): entering tier ``t`` applies only the actions no
+lower tier lists, and leaving it reverts only those, so a higher tier's dead-man or de-escalation never takes
+away an action a lower, still active tier holds.
+
 >>> tables = Tables(bar=(1.0, 1.0, 2.0, 3.0), k=(0, 1, 2, 2), n=(0, 1, 2, 2),
 ...                 min_dwell=(0.0, 0.0, 10.0, 10.0), deescalate_after=(0.0, 60.0, 60.0, 60.0),
 ...                 dead_man=(0.0, 0.0, 120.0, 120.0), tier_actions=((), (0,), (1,), (2,)),
@@ -164,6 +169,12 @@ def k_of_n(state: MachineState, tables: Tables, tier: int) -> bool:
     return bin(window).count("1") >= tables.k[tier]
 
 
+def held_below(tables: Tables, tier: int, action: int) -> bool:
+    """Whether a tier below ``tier`` lists ``action``: then it is already in place whenever ``tier`` is
+    entered and must stay in place when ``tier`` is left (the reference count of a shared action)."""
+    return any(action in tables.tier_actions[t] for t in range(1, tier))
+
+
 def _renew(s: MachineState, tables: Tables, tier: int, now: float) -> None:
     s.deadline[tier] = now + tables.dead_man[tier] if tables.dead_man[tier] > 0 else INF
 
@@ -176,7 +187,8 @@ def _up(s: MachineState, tables: Tables, out: list[Event], now: float, to: int, 
     while s.tier < to:
         s.tier += 1
         for a in tables.tier_actions[s.tier]:
-            out.append(Event(now, s.tier, s.tier, a, EVENT_APPLY, reason))
+            if not held_below(tables, s.tier, a):
+                out.append(Event(now, s.tier, s.tier, a, EVENT_APPLY, reason))
         _renew(s, tables, s.tier, now)
     s.entered_at = now
 
@@ -184,7 +196,8 @@ def _up(s: MachineState, tables: Tables, out: list[Event], now: float, to: int, 
 def _down(s: MachineState, tables: Tables, out: list[Event], now: float, reason: int) -> None:
     tier = s.tier
     for a in reversed(tables.tier_actions[tier]):
-        out.append(Event(now, tier - 1, tier, a, EVENT_REVERT, reason))
+        if not held_below(tables, tier, a):
+            out.append(Event(now, tier - 1, tier, a, EVENT_REVERT, reason))
     # Fresh evidence is needed to come back, so a reverted tier cannot bounce straight back up.
     s.history[tier] = 0
     s.deadline[tier] = INF

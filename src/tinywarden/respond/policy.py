@@ -498,6 +498,17 @@ class _Validator:
                 raise self.fail(
                     f"tiers.{tiers[i].name}", f"needs tiers.{tiers[i - 1].name} to be defined too"
                 )
+        # An action may be listed by several tiers (the engine holds it while any of them is active), but a
+        # tier must bring one of its own: otherwise entering it would change nothing on the device.
+        below: set[str] = set()
+        for t in tiers:
+            if t.actions and set(t.actions) <= below:
+                raise self.fail(
+                    f"tiers.{t.name}.actions",
+                    "every action is already run by a lower tier, so entering this tier would change nothing; "
+                    "add an action of its own or leave the tier out",
+                )
+            below.update(t.actions)
         alert = tiers[0]
         for lower, upper in zip(tiers, tiers[1:], strict=False):
             if upper.actions and upper.margin < lower.margin:
