@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 
 from int8_fixtures import camera, fitted
 from tinywarden.codegen.c import emit_c, write_c
-from tinywarden.codegen.respond import c_tables, max_events, run_respond_int8, window_faults
+from tinywarden.codegen.respond import (
+    MAX_SKEW_S,
+    c_state_problem,
+    c_tables,
+    max_events,
+    run_respond_int8,
+    window_faults,
+)
 from tinywarden.errors import ConfigError
 from tinywarden.respond import machine as m
 from tinywarden.respond.engine import ResponseEngine
@@ -171,6 +178,7 @@ def run_py(tables: m.Tables, inputs: list[tuple[int, int, int]]) -> tuple[list[t
     for i, (kind, t, score) in enumerate(inputs):
         s, ev = m.advance(s, tables, kind, float(t), float(score))
         assert len(ev) <= max_events(tables)  # the C's TW_RESPOND_MAX_EVENTS holds
+        assert c_state_problem(s, tables) is None  # every reachable state keeps the invariants tw_respond checks
         out += [(i, int(e.time), e.tier, e.action_tier, e.action, e.kind, e.reason) for e in ev]
     return out, s
 
@@ -296,6 +304,117 @@ def test_random_sequences_match(name, exes, tmp_path_factory):
         check(exes[name], name, inputs, tmp)
 
     prop()
+
+
+TW_EINVAL = -1
+RECORD = np.dtype([
+    *((f, "<i8") for f in ("entered_at", "last_time", "skew", "last_input", "last_feed", "last_anomalous")),
+    ("deadline", "<i8", (m.N_TIERS + 1,)), ("history", "<u4", (m.N_TIERS + 1,)), ("fault_streak", "<u4"),
+    ("clean_samples", "<u2"), ("started", "u1"), ("tier", "u1"), ("fault", "u1"), ("pinned", "u1"),
+    ("kind", "<i4"), ("now", "<u4"), ("score", "<i4"),
+])  # packed, in tw_response_t's declaration order (what respond_harness mode "r" reads)
+TIMES = ("entered_at", "last_time", "skew", "last_input", "last_feed", "last_anomalous")
+
+
+def record_state(r: np.void) -> m.MachineState:
+    def t(x: int) -> float:
+        return -math.inf if x == INT64_MIN else math.inf if x == INT64_MAX else float(x)
+
+    return m.MachineState(
+        started=int(r["started"]), tier=int(r["tier"]), **{f: t(int(r[f])) for f in TIMES},
+        history=[int(h) for h in r["history"]], deadline=[t(int(d)) for d in r["deadline"]],
+        fault=int(r["fault"]), fault_streak=int(r["fault_streak"]), pinned=int(r["pinned"]),
+    )
+
+
+def reachable_states(tables: m.Tables, rng: np.random.Generator, n: int) -> list[tuple[m.MachineState, int]]:
+    """States (with the caller's last clock reading) that the machine really reaches from random inputs."""
+    out = []
+    while len(out) < n:
+        s, t = m.MachineState(), int(rng.integers(0, 2**32))
+        for _ in range(int(rng.integers(1, 60))):
+            t = int(np.clip(t + rng.choice([0, 1, 5, 10, 30, 61, 121, 400, -50, 2**31, -(2**31)]), 0, 2**32 - 1))
+            kind = int(rng.choice([S] * 5 + [F, T, FEED, CONFIRM, RELEASE]))
+            s, _ = m.advance(s, tables, kind, float(t), float(rng.choice([0, 1000, 1251, 1601])))
+            out.append((s, t))
+    return out[:n]
+
+
+def mutated_records(tables: m.Tables, window: int, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Reachable states, most with one field set to a random or boundary value, plus a random input."""
+    recs = np.zeros(n, RECORD)
+    specials = [INT64_MIN, INT64_MAX, -1, 0, 1, MAX_SKEW_S, MAX_SKEW_S + 1, 2**32, 2**53, 2**62]
+    for i, (s, t) in enumerate(reachable_states(tables, rng, n)):
+        r = recs[i]
+        for f in TIMES:
+            r[f] = INT64_MIN if s.__dict__[f] == -math.inf else int(s.__dict__[f])
+        r["deadline"] = [INT64_MAX if d == math.inf else int(d) for d in s.deadline]
+        r["history"], r["fault_streak"], r["clean_samples"] = s.history, s.fault_streak, rng.integers(0, window + 1)
+        r["started"], r["tier"], r["fault"], r["pinned"] = s.started, s.tier, s.fault, s.pinned
+        if rng.random() < 0.8:
+            field = str(rng.choice([*TIMES, "deadline", "history", "fault_streak", "clean_samples", "started",
+                                    "tier", "fault", "pinned"]))
+            near = int(s.last_time) + int(rng.choice([-1, 0, 1, 2**31, 2**32]))
+            if field in TIMES or field == "deadline":
+                value = int(rng.choice([*specials, near, int(rng.integers(INT64_MIN, INT64_MAX))]))
+                if field == "deadline":
+                    r["deadline"][int(rng.integers(0, m.N_TIERS + 1))] = value
+                else:
+                    r[field] = value
+            elif field == "history":
+                r["history"][int(rng.integers(0, m.N_TIERS + 1))] = rng.integers(0, 2**32)
+            elif field == "fault_streak":
+                r[field] = rng.choice([2**32 - 1, rng.integers(0, 2**32)])
+            elif field == "clean_samples":
+                r[field] = rng.choice([window + 1, 2**16 - 1])
+            else:
+                r[field] = rng.integers(0, 256) if rng.random() < 0.5 else rng.integers(0, 5)
+        r["kind"] = rng.integers(0, m.INPUT_RELEASE + 1)
+        r["now"] = rng.choice([t, t + 1, t + 1000, 0, 2**32 - 1, rng.integers(0, 2**32)]) % 2**32
+        r["score"] = rng.choice([0, 999, 1001, 1251, 1601, 2**31 - 1])
+    return recs
+
+
+def test_tw_respond_refuses_every_state_that_breaks_an_invariant(exes, tmp_path):
+    """Issue 12 item 7: arbitrary state (random bytes, and reachable states with one field broken) under ASan and
+    UBSan: tw_respond returns TW_EINVAL, touching nothing, exactly for the states that break an invariant of the
+    header (c_state_problem), never overflows, and on every state it accepts gives the Python machine's events."""
+    policy = parse_policy(POLICIES["standard"])
+    tables = c_tables(policy, THRESHOLD)
+    window = program().window
+    rng = np.random.default_rng(12)
+    noise = np.frombuffer(rng.bytes(400 * RECORD.itemsize), RECORD).copy()
+    noise["kind"] %= m.INPUT_RELEASE + 1
+    noise["score"] &= 0x7FFFFFFF  # a negative score is a fault window, as the harness feeds it
+    recs = np.concatenate([noise, mutated_records(tables, window, rng, 3000)])
+    recs.tofile(tmp_path / "states.bin")
+    r = subprocess.run([str(exes["sanitized"]), str(tmp_path / "states.bin"), "r"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results: dict[int, list[str]] = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("r "):
+            results[int(line.split()[1])] = [line]
+        else:
+            results[max(results)].append(line)
+    assert len(results) == len(recs)
+    refused = accepted = 0
+    for i, rec in enumerate(recs):
+        state = record_state(rec)
+        problem = c_state_problem(state, tables)
+        if rec["clean_samples"] > window:
+            problem = "clean_samples > TW_WINDOW"
+        rc = int(results[i][0].split()[2])
+        assert (rc == TW_EINVAL) == (problem is not None), (i, problem, rc, state)
+        if problem is not None:
+            refused += 1
+            continue
+        accepted += 1
+        s, ev = m.advance(state, tables, int(rec["kind"]), float(rec["now"]), float(rec["score"]))
+        events, final, _ = parse("\n".join(results[i][1:]))
+        assert events == [(i, int(e.time), e.tier, e.action_tier, e.action, e.kind, e.reason) for e in ev]
+        assert final == state_tuple(s)
+        assert c_state_problem(s, tables) is None  # an accepted call keeps the invariants
+    assert refused > 1000 and accepted > 500, (refused, accepted)
 
 
 @pytest.mark.parametrize("name", ["standard", "shared"])

@@ -301,7 +301,7 @@ def test_machine_invariants_on_arbitrary_streams(scores: list[float], gaps: list
         new, events = m.step(state, tables, m.INPUT_SCORE, t, score)
         assert state == before  # pure: the input state is untouched
         assert m.step(before, tables, m.INPUT_SCORE, t, score) == (new, events)  # deterministic
-        assert 0 <= new.tier <= 3
+        assert m.state_problem(new, tables) is None  # every step keeps the documented invariants
         assert not state.started or new.last_time >= state.last_time  # engine time is monotonic
         ups = [e for e in events if e.kind == m.EVENT_APPLY]
         if not new.fault and not any(e.reason in (m.REASON_FAULT_TELEMETRY,) for e in events):
@@ -470,3 +470,32 @@ def test_action_held_by_two_tiers_stays_applied_until_the_lower_tier_leaves() ->
     assert [(e.action, e.action_tier, e.reason_code) for e in down if e.event == "revert"] == [
         ("fence", 2, "dead_man"), ("cap", 2, "dead_man"), ("notify", 1, "normal")]
     assert not acts[1].applied and acts[1].calls == ["apply", "revert"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("entered_at", 1e9, "entered_at 1000000000.0 is not a time <= last_time"),
+        ("tier", 1, "deadline\\[2\\] .* out of range"),  # constrain's deadline left set below its tier
+        ("pinned", 2, "pinned 2"),
+        ("fault", 99, "fault 99"),
+        ("skew", -5.0, "last_time 40.0 or skew -5.0 out of range"),
+        ("history", [1, 0, 0, 0], "history\\[0\\] 1 out of range"),
+    ],
+)
+def test_state_file_breaking_a_machine_invariant_is_refused(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    """The same invariants the generated C checks at tw_respond entry guard a restored state file."""
+    import json
+
+    policy = parse_policy(policy_text())
+    state = tmp_path / "engine.json"
+    run(ResponseEngine(policy, THRESHOLD, clock=SimulatedClock(), state_path=state), [2.5] * 5)
+    doc = json.loads(state.read_text())
+    assert doc["machine"]["tier"] == 2
+    ResponseEngine(policy, THRESHOLD, clock=SimulatedClock(), state_path=state)  # untouched: it loads
+    doc["machine"][field] = value
+    state.write_text(json.dumps(doc))
+    with pytest.raises(StateFileError, match=f"engine.json: machine state breaks an invariant: {message}"):
+        ResponseEngine(policy, THRESHOLD, clock=SimulatedClock(), state_path=state)

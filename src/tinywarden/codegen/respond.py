@@ -55,6 +55,12 @@ from tinywarden.respond.engine import compile_tables
 from tinywarden.respond.policy import MAX_DURATION_S, TIER_NAMES, Policy
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_UINT32_MAX = 2**32 - 1
+
+#: Largest ``skew`` (sum of backward clock jumps) the C module takes: effective times then stay below 2**53,
+#: where the Python reference's doubles are exact and no int64 sum in the C can overflow. Reaching it takes
+#: over a million backward jumps across the whole uint32 clock range.
+MAX_SKEW_S = 2**52
 _DURATIONS = ("min_dwell", "deescalate_after", "dead_man")
 
 
@@ -98,6 +104,25 @@ def c_tables(policy: Policy, threshold: int) -> m.Tables:
         watchdog_timeout=_whole_seconds(t.watchdog_timeout, "policy.watchdog_timeout_s", policy),
         **times,  # type: ignore[arg-type]
     )
+
+
+def c_state_problem(state: m.MachineState, tables: m.Tables) -> str | None:
+    """The first invariant of the C module's ``tw_response_t`` that ``state`` breaks, or ``None``: those of
+    :func:`~tinywarden.respond.machine.state_problem` plus the C time domain (times >= 0, the caller's clock a
+    uint32, ``skew <= MAX_SKEW_S``). ``tw_respond`` returns ``TW_EINVAL`` exactly when this is not ``None``
+    (``clean_samples``, which only the C has, aside)."""
+    problem = m.state_problem(state, tables)
+    if problem is not None or not state.started:
+        return problem
+    s = state
+    if s.skew > MAX_SKEW_S:
+        return f"skew {s.skew} > {MAX_SKEW_S}"
+    if not 0 <= s.last_time - s.skew <= _UINT32_MAX:
+        return f"last_time - skew = {s.last_time - s.skew} is not a uint32 clock reading"
+    times = [s.entered_at, s.last_input, s.last_feed, s.last_anomalous, *s.deadline]
+    if any(x < 0 for x in times if math.isfinite(x)):
+        return "a time before 0"
+    return None
 
 
 def max_events(tables: m.Tables) -> int:
@@ -194,6 +219,9 @@ def emit_respond(program: Program, policy: Policy) -> RespondSection:
         telemetry_timeout=int(tables.telemetry_timeout),
         watchdog_timeout=int(tables.watchdog_timeout),
         max_timer_rounds=m.MAX_TIMER_ROUNDS,
+        top_tier=tables.top_tier,
+        skew_max=MAX_SKEW_S,
+        not_a_fault=" && ".join(f"r->fault != {c}u" for c in m.FAULTS),
         action_names="\n".join(f"    {_c_string(a.name)}," for a in policy.actions),
         reason_names="\n".join(f"    {_c_string(r)}," for r in m.REASONS),
         tier_names="\n".join(f"    {_c_string(n)}," for n in ("none", *TIER_NAMES)),

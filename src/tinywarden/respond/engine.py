@@ -518,8 +518,11 @@ class ResponseEngine:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateFileError(f"{path}: machine state field missing or wrong ({exc})") from exc
-        if not 0 <= self.state.tier <= m.N_TIERS or len(self.state.history) != m.N_TIERS + 1:
-            raise StateFileError(f"{path}: machine state out of range (tier {self.state.tier})")
+        problem = m.state_problem(self.state, self.tables)
+        if problem is not None:
+            raise StateFileError(
+                f"{path}: machine state breaks an invariant: {problem}; move it aside to start afresh"
+            )
         self.windows = int(doc.get("windows", 0))
         self.recent.extend(float(x) for x in doc.get("recent", []))
         self.last_fault = str(doc.get("last_fault", ""))
