@@ -136,6 +136,12 @@ static int check_contract(void)
         st.filled != 0 || r.clean_samples != 0) {
         return fail("tw_respond_push NULL arguments");
     }
+    r.clean_samples = (uint16_t)(TW_WINDOW + 1);
+    if (tw_respond_push(&r, &st, x, &res) != TW_EINVAL || st.filled != 0 ||
+        tw_respond(&r, 1u, NULL, ev, TW_RESPOND_MAX_EVENTS) != TW_EINVAL) {
+        return fail("clean_samples > TW_WINDOW is a corrupt state");
+    }
+    r = copy;
     tw_respond_init(NULL);
     printf("ok %lu\n", (unsigned long)TW_RESPONSE_BYTES);
     return 0;
