@@ -277,3 +277,30 @@ def test_real_engine_run_in_a_namespace_applies_and_reverts(netns: CommandRunner
     assert netns.run(["nft", "list", "ruleset"]).stdout.strip() == ""
 
 
+
+
+def test_run_time_critical_check_sees_one_address_form() -> None:
+    """The engine's run-time double check compares normalised networks (issue 12 item 4)."""
+    from tinywarden.respond.engine import critical_conflict
+    from tinywarden.respond.policy import Critical
+
+    critical = Critical(addresses=("::ffff:192.168.10.5",))
+    assert critical_conflict(NftBlockAddress("b", ["192.168.10.0/24"], backend="nft"), critical) == \
+        "critical address 192.168.10.5/32"
+    mapped_target = NftBlockAddress("b", ["::ffff:192.168.10.5"], backend="nft")
+    assert mapped_target.rules.drop == ("192.168.10.5/32",)
+    assert critical_conflict(mapped_target, Critical(addresses=("192.168.10.5",))) is not None
+    assert critical_conflict(NftBlockAddress("b", ["192.168.11.5"], backend="nft"), critical) is None
+
+
+def test_mapped_critical_address_stays_reachable_through_the_egress_allowlist(netns: CommandRunner) -> None:
+    """In a real namespace: the critical host written as ::ffff:192.168.10.5 is still reachable over IPv4."""
+    _need("nft")
+    netns.run(["ip", "addr", "add", "10.99.0.1/24", "dev", "tw0"])
+    netns.run(["ip", "route", "add", "192.168.10.0/24", "dev", "tw0"])
+    act = NftEgressAllowlist("fence", [], critical_addresses=["::ffff:192.168.10.5"], runner=netns, backend="nft")
+    act.apply()
+    assert "ip daddr 192.168.10.5 accept" in netns.run(["nft", "list", "table", "inet", "tw_fence"]).stdout
+    assert _send_udp(netns, "192.168.10.5") == "sent"
+    assert _send_udp(netns, "192.168.10.6") == "EPERM"
+    act.revert()

@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 
 from int8_fixtures import camera, fitted
 from tinywarden.codegen.c import emit_c, write_c
-from tinywarden.codegen.respond import c_tables, max_events, run_respond_int8, window_faults
+from tinywarden.codegen.respond import (
+    MAX_SKEW_S,
+    c_state_problem,
+    c_tables,
+    max_events,
+    run_respond_int8,
+    window_faults,
+)
 from tinywarden.errors import ConfigError
 from tinywarden.respond import machine as m
 from tinywarden.respond.engine import ResponseEngine
@@ -106,6 +113,9 @@ POLICIES = {
     "fractional": policy_text(dwell=2.5, deescalate=30.2, dead_man=45.5, fail_safe="harden", tolerance=1,
                               telemetry=40.5, watchdog=25.3, alert_kn=(20, 32), harden_kn=(2, 32)),
     "alert_only": ALERT_ONLY,
+    # issue 12 item 5: "cap" is held by constrain and by harden; harden's dead-man must not revert it
+    "shared": policy_text().replace('actions = ["stop-shell", "uplink_down"]', 'actions = ["stop-shell", "cap"]')
+                           .replace('[actions.uplink_down]\ntype = "interface_down"\ninterface = "wlan0"\n', ""),
 }
 
 
@@ -168,6 +178,7 @@ def run_py(tables: m.Tables, inputs: list[tuple[int, int, int]]) -> tuple[list[t
     for i, (kind, t, score) in enumerate(inputs):
         s, ev = m.advance(s, tables, kind, float(t), float(score))
         assert len(ev) <= max_events(tables)  # the C's TW_RESPOND_MAX_EVENTS holds
+        assert c_state_problem(s, tables) is None  # every reachable state keeps the invariants tw_respond checks
         out += [(i, int(e.time), e.tier, e.action_tier, e.action, e.kind, e.reason) for e in ev]
     return out, s
 
@@ -199,6 +210,17 @@ def test_escalation_through_all_tiers_and_dead_man(exes, tmp_path):
     dead = [e for e in ev if m.REASONS[e[6]] == "dead_man"]
     assert [e[3] for e in dead] == [3, 3, 2, 2]  # harden then constrain revert by themselves
     assert [e[4] for e in dead] == [4, 3, 2, 1]  # each tier's actions in reverse order
+
+
+def test_action_held_by_two_tiers_is_reverted_once_by_the_last_tier(exes, tmp_path):
+    inputs = [(S, 10 * i, 1700) for i in range(12)]  # above every bar: alert, constrain, harden
+    inputs += [(S, 120 + 10 * i, 1300) for i in range(15)]  # renews constrain only: harden's dead-man fires
+    inputs += [(S, 270 + 10 * i, 500) for i in range(10)]  # normal: constrain steps down after 60 s
+    ev = check(exes["shared"], "shared", inputs, tmp_path)
+    names = [a.name for a in parse_policy(POLICIES["shared"]).actions]
+    cap = names.index("cap")
+    assert [(e[3], m.REASONS[e[6]]) for e in ev if e[4] == cap] == [(2, "escalate"), (2, "normal")]
+    assert [(names[e[4]], e[3]) for e in ev if m.REASONS[e[6]] == "dead_man"] == [("stop-shell", 3)]
 
 
 def test_oscillation_at_threshold_and_bars(exes, tmp_path):
@@ -284,9 +306,121 @@ def test_random_sequences_match(name, exes, tmp_path_factory):
     prop()
 
 
-def test_engine_gives_the_same_timeline_as_the_reference():
-    """The Python reference the C is checked against is the engine's own timeline (whole-second policy)."""
+TW_EINVAL = -1
+RECORD = np.dtype([
+    *((f, "<i8") for f in ("entered_at", "last_time", "skew", "last_input", "last_feed", "last_anomalous")),
+    ("deadline", "<i8", (m.N_TIERS + 1,)), ("history", "<u4", (m.N_TIERS + 1,)), ("fault_streak", "<u4"),
+    ("clean_samples", "<u2"), ("started", "u1"), ("tier", "u1"), ("fault", "u1"), ("pinned", "u1"),
+    ("kind", "<i4"), ("now", "<u4"), ("score", "<i4"),
+])  # packed, in tw_response_t's declaration order (what respond_harness mode "r" reads)
+TIMES = ("entered_at", "last_time", "skew", "last_input", "last_feed", "last_anomalous")
+
+
+def record_state(r: np.void) -> m.MachineState:
+    def t(x: int) -> float:
+        return -math.inf if x == INT64_MIN else math.inf if x == INT64_MAX else float(x)
+
+    return m.MachineState(
+        started=int(r["started"]), tier=int(r["tier"]), **{f: t(int(r[f])) for f in TIMES},
+        history=[int(h) for h in r["history"]], deadline=[t(int(d)) for d in r["deadline"]],
+        fault=int(r["fault"]), fault_streak=int(r["fault_streak"]), pinned=int(r["pinned"]),
+    )
+
+
+def reachable_states(tables: m.Tables, rng: np.random.Generator, n: int) -> list[tuple[m.MachineState, int]]:
+    """States (with the caller's last clock reading) that the machine really reaches from random inputs."""
+    out = []
+    while len(out) < n:
+        s, t = m.MachineState(), int(rng.integers(0, 2**32))
+        for _ in range(int(rng.integers(1, 60))):
+            t = int(np.clip(t + rng.choice([0, 1, 5, 10, 30, 61, 121, 400, -50, 2**31, -(2**31)]), 0, 2**32 - 1))
+            kind = int(rng.choice([S] * 5 + [F, T, FEED, CONFIRM, RELEASE]))
+            s, _ = m.advance(s, tables, kind, float(t), float(rng.choice([0, 1000, 1251, 1601])))
+            out.append((s, t))
+    return out[:n]
+
+
+def mutated_records(tables: m.Tables, window: int, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Reachable states, most with one field set to a random or boundary value, plus a random input."""
+    recs = np.zeros(n, RECORD)
+    specials = [INT64_MIN, INT64_MAX, -1, 0, 1, MAX_SKEW_S, MAX_SKEW_S + 1, 2**32, 2**53, 2**62]
+    for i, (s, t) in enumerate(reachable_states(tables, rng, n)):
+        r = recs[i]
+        for f in TIMES:
+            r[f] = INT64_MIN if s.__dict__[f] == -math.inf else int(s.__dict__[f])
+        r["deadline"] = [INT64_MAX if d == math.inf else int(d) for d in s.deadline]
+        r["history"], r["fault_streak"], r["clean_samples"] = s.history, s.fault_streak, rng.integers(0, window + 1)
+        r["started"], r["tier"], r["fault"], r["pinned"] = s.started, s.tier, s.fault, s.pinned
+        if rng.random() < 0.8:
+            field = str(rng.choice([*TIMES, "deadline", "history", "fault_streak", "clean_samples", "started",
+                                    "tier", "fault", "pinned"]))
+            near = int(s.last_time) + int(rng.choice([-1, 0, 1, 2**31, 2**32]))
+            if field in TIMES or field == "deadline":
+                value = int(rng.choice([*specials, near, int(rng.integers(INT64_MIN, INT64_MAX))]))
+                if field == "deadline":
+                    r["deadline"][int(rng.integers(0, m.N_TIERS + 1))] = value
+                else:
+                    r[field] = value
+            elif field == "history":
+                r["history"][int(rng.integers(0, m.N_TIERS + 1))] = rng.integers(0, 2**32)
+            elif field == "fault_streak":
+                r[field] = rng.choice([2**32 - 1, rng.integers(0, 2**32)])
+            elif field == "clean_samples":
+                r[field] = rng.choice([window + 1, 2**16 - 1])
+            else:
+                r[field] = rng.integers(0, 256) if rng.random() < 0.5 else rng.integers(0, 5)
+        r["kind"] = rng.integers(0, m.INPUT_RELEASE + 1)
+        r["now"] = rng.choice([t, t + 1, t + 1000, 0, 2**32 - 1, rng.integers(0, 2**32)]) % 2**32
+        r["score"] = rng.choice([0, 999, 1001, 1251, 1601, 2**31 - 1])
+    return recs
+
+
+def test_tw_respond_refuses_every_state_that_breaks_an_invariant(exes, tmp_path):
+    """Issue 12 item 7: arbitrary state (random bytes, and reachable states with one field broken) under ASan and
+    UBSan: tw_respond returns TW_EINVAL, touching nothing, exactly for the states that break an invariant of the
+    header (c_state_problem), never overflows, and on every state it accepts gives the Python machine's events."""
     policy = parse_policy(POLICIES["standard"])
+    tables = c_tables(policy, THRESHOLD)
+    window = program().window
+    rng = np.random.default_rng(12)
+    noise = np.frombuffer(rng.bytes(400 * RECORD.itemsize), RECORD).copy()
+    noise["kind"] %= m.INPUT_RELEASE + 1
+    noise["score"] &= 0x7FFFFFFF  # a negative score is a fault window, as the harness feeds it
+    recs = np.concatenate([noise, mutated_records(tables, window, rng, 3000)])
+    recs.tofile(tmp_path / "states.bin")
+    r = subprocess.run([str(exes["sanitized"]), str(tmp_path / "states.bin"), "r"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results: dict[int, list[str]] = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("r "):
+            results[int(line.split()[1])] = [line]
+        else:
+            results[max(results)].append(line)
+    assert len(results) == len(recs)
+    refused = accepted = 0
+    for i, rec in enumerate(recs):
+        state = record_state(rec)
+        problem = c_state_problem(state, tables)
+        if rec["clean_samples"] > window:
+            problem = "clean_samples > TW_WINDOW"
+        rc = int(results[i][0].split()[2])
+        assert (rc == TW_EINVAL) == (problem is not None), (i, problem, rc, state)
+        if problem is not None:
+            refused += 1
+            continue
+        accepted += 1
+        s, ev = m.advance(state, tables, int(rec["kind"]), float(rec["now"]), float(rec["score"]))
+        events, final, _ = parse("\n".join(results[i][1:]))
+        assert events == [(i, int(e.time), e.tier, e.action_tier, e.action, e.kind, e.reason) for e in ev]
+        assert final == state_tuple(s)
+        assert c_state_problem(s, tables) is None  # an accepted call keeps the invariants
+    assert refused > 1000 and accepted > 500, (refused, accepted)
+
+
+@pytest.mark.parametrize("name", ["standard", "shared"])
+def test_engine_gives_the_same_timeline_as_the_reference(name):
+    """The Python reference the C is checked against is the engine's own timeline (whole-second policy)."""
+    policy = parse_policy(POLICIES[name])
     tables = c_tables(policy, THRESHOLD)
     engine = ResponseEngine(policy, float(THRESHOLD))
     rng = np.random.default_rng(3)
@@ -317,9 +451,15 @@ def test_integer_tables_are_exact():
     float_bars = ResponseEngine(policy, 777.0).tables.bar
     for score in range(700, 1300):  # floor(bar) decides as the float bar for every integer score
         assert [score > b for b in t.bar] == [score > b for b in float_bars]
-    huge = parse_policy(policy_text(dead_man=3e9))
+    # One limit for the loader and the C export (issue 12 item 7): the loader refuses what C cannot hold, and a
+    # Policy built by hand past the loader is still refused by the export.
+    with pytest.raises(ConfigError, match=r"tiers\.constrain\.dead_man_s: must be <= 2147483647"):
+        parse_policy(policy_text(dead_man=3e9))
+    at_limit = parse_policy(policy_text(dead_man=2**31 - 1))
+    assert c_tables(at_limit, 1000).dead_man[2] == 2**31 - 1
+    tiers = (at_limit.tiers[0], replace(at_limit.tiers[1], dead_man_s=3e9), at_limit.tiers[2])
     with pytest.raises(ConfigError, match=r"tiers\.constrain\.dead_man_s: 3e\+09 s exceeds"):
-        c_tables(huge, 1000)
+        c_tables(replace(at_limit, tiers=tiers), 1000)
 
 
 def test_module_without_policy_is_unchanged():

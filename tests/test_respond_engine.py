@@ -40,6 +40,7 @@ def policy_text(
     tolerance: int = 3,
     telemetry_timeout: float = 50.0,
     watchdog: float = 0.0,
+    harden_actions: str = '["stop"]',
 ) -> str:
     return textwrap.dedent(f"""
         [policy]
@@ -70,7 +71,7 @@ def policy_text(
         dead_man_s = {dead_man}
 
         [tiers.harden]
-        actions = ["stop"]
+        actions = {harden_actions}
         k = {harden_k}
         n = {harden_n}
         margin = 1.0
@@ -300,7 +301,7 @@ def test_machine_invariants_on_arbitrary_streams(scores: list[float], gaps: list
         new, events = m.step(state, tables, m.INPUT_SCORE, t, score)
         assert state == before  # pure: the input state is untouched
         assert m.step(before, tables, m.INPUT_SCORE, t, score) == (new, events)  # deterministic
-        assert 0 <= new.tier <= 3
+        assert m.state_problem(new, tables) is None  # every step keeps the documented invariants
         assert not state.started or new.last_time >= state.last_time  # engine time is monotonic
         ups = [e for e in events if e.kind == m.EVENT_APPLY]
         if not new.fault and not any(e.reason in (m.REASON_FAULT_TELEMETRY,) for e in events):
@@ -450,3 +451,51 @@ def test_process_killed_mid_stream_resumes_with_state_and_audit_chain_intact(tmp
     report = verify(log)
     assert report.ok
     assert report.records == verify(reference).records  # nothing lost, nothing doubled
+
+
+def test_action_held_by_two_tiers_stays_applied_until_the_lower_tier_leaves() -> None:
+    """Issue 12 item 5: with ``cap`` in constrain and harden, harden's dead-man reverted it while constrain
+    still held it, leaving the device in "constrain" with no rate limit."""
+    policy = parse_policy(policy_text(harden_actions='["stop", "cap"]', dead_man=100.0, deescalate=300.0))
+    acts = [LogActuator("notify", "x"), Recording("cap"), Recording("fence"), Recording("stop")]
+    engine = ResponseEngine(policy, THRESHOLD, actuators=acts, clock=SimulatedClock())
+    up = run(engine, [2.5] * 7)  # above every bar: alert, constrain, harden
+    assert engine.tier == 3 and [e.action for e in up if e.event == "apply"] == ["notify", "cap", "fence", "stop"]
+    # Above constrain's bar (1.5) but not harden's (2.0): constrain is renewed, harden's dead-man runs out.
+    held = run(engine, [1.7] * 20, start=70.0)
+    dead = [(e.action, e.action_tier) for e in held if e.reason_code == "dead_man"]
+    assert dead == [("stop", 3)]  # cap stays: constrain, still active, holds it
+    assert engine.tier == 2 and acts[1].applied and acts[1].calls == ["apply"]
+    down = run(engine, [0.1] * 60, start=270.0)  # normal: constrain times out and only now lets cap go
+    assert [(e.action, e.action_tier, e.reason_code) for e in down if e.event == "revert"] == [
+        ("fence", 2, "dead_man"), ("cap", 2, "dead_man"), ("notify", 1, "normal")]
+    assert not acts[1].applied and acts[1].calls == ["apply", "revert"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("entered_at", 1e9, "entered_at 1000000000.0 is not a time <= last_time"),
+        ("tier", 1, "deadline\\[2\\] .* out of range"),  # constrain's deadline left set below its tier
+        ("pinned", 2, "pinned 2"),
+        ("fault", 99, "fault 99"),
+        ("skew", -5.0, "last_time 40.0 or skew -5.0 out of range"),
+        ("history", [1, 0, 0, 0], "history\\[0\\] 1 out of range"),
+    ],
+)
+def test_state_file_breaking_a_machine_invariant_is_refused(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    """The same invariants the generated C checks at tw_respond entry guard a restored state file."""
+    import json
+
+    policy = parse_policy(policy_text())
+    state = tmp_path / "engine.json"
+    run(ResponseEngine(policy, THRESHOLD, clock=SimulatedClock(), state_path=state), [2.5] * 5)
+    doc = json.loads(state.read_text())
+    assert doc["machine"]["tier"] == 2
+    ResponseEngine(policy, THRESHOLD, clock=SimulatedClock(), state_path=state)  # untouched: it loads
+    doc["machine"][field] = value
+    state.write_text(json.dumps(doc))
+    with pytest.raises(StateFileError, match=f"engine.json: machine state breaks an invariant: {message}"):
+        ResponseEngine(policy, THRESHOLD, clock=SimulatedClock(), state_path=state)

@@ -135,3 +135,127 @@ def test_zero_threshold_with_margins_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="threshold of 0"):
         compile_tables(parse_policy(BASE), 0.0)
+
+
+DURATION_KEYS = [
+    ("policy", "telemetry_timeout_s"),
+    ("policy", "watchdog_timeout_s"),
+    ("tiers.constrain", "min_dwell_s"),
+    ("tiers.constrain", "deescalate_after_s"),
+    ("tiers.constrain", "dead_man_s"),
+]
+
+
+def _with(table: str, key: str, value: object) -> str:
+    """BASE with ``table.key = value`` (BASE's own ``dead_man_s`` dropped when that is the key)."""
+    text = BASE.replace("dead_man_s = 60\n", "") if key == "dead_man_s" else BASE
+    return text.replace(f"[{table}]", f"[{table}]\n{key} = {value}", 1)
+
+
+@pytest.mark.parametrize(("table", "key"), DURATION_KEYS)
+def test_every_duration_has_the_one_limit_the_c_export_uses(table: str, key: str) -> None:
+    """Issue 12 item 7: ``dead_man_s = 1e300`` was accepted by the loader and refused only by the C export."""
+    from tinywarden.codegen.respond import c_tables
+    from tinywarden.respond.policy import MAX_DURATION_S
+
+    with pytest.raises(PolicyError, match=rf"p\.toml: {table}\.{key}: must be <= {MAX_DURATION_S}"):
+        parse_policy(_with(table, key, "1e300"), source="p.toml")
+    with pytest.raises(PolicyError, match=rf"{table}\.{key}: must be <= "):
+        parse_policy(_with(table, key, MAX_DURATION_S + 0.5))  # would round up past the limit in C
+    at_limit = parse_policy(_with(table, key, MAX_DURATION_S))  # the loader and the C export agree on it
+    tables = c_tables(at_limit, 1000)
+    assert MAX_DURATION_S in (tables.telemetry_timeout, tables.watchdog_timeout, *tables.min_dwell,
+                              *tables.deescalate_after, *tables.dead_man)
+
+
+def test_huge_margin_is_refused_rather_than_breaking_the_c_export() -> None:
+    """A margin of 1e306 loaded, then made an infinite bar that the C export failed on with a traceback."""
+    from tinywarden.codegen.respond import c_tables
+    from tinywarden.respond.policy import MAX_MARGIN
+
+    with pytest.raises(PolicyError, match=r"tiers\.constrain\.margin: must be <= 1000000 \(got 1e\+306\)"):
+        parse_policy(BASE.replace("margin = 0.5", "margin = 1e306"))
+    at_limit = parse_policy(BASE.replace("margin = 0.5", f"margin = {MAX_MARGIN}"))
+    assert c_tables(at_limit, 2**31 - 1).bar[2] == 2**31 - 1  # clamped: no int32 score is above it
+
+
+MAPPED_CRITICAL = BASE.replace('addresses = ["192.168.10.0/24"]', 'addresses = ["::ffff:192.168.10.5"]')
+HARDEN = """
+[tiers.harden]
+actions = ["{name}"]
+margin = 1.0
+dead_man_s = 60
+[actions.{name}]
+type = "{kind}"
+{key} = {value}
+"""
+
+
+def _harden(kind: str, key: str, value: str, name: str = "act", base: str = MAPPED_CRITICAL) -> str:
+    return base + HARDEN.format(name=name, kind=kind, key=key, value=value)
+
+
+def test_ipv4_mapped_critical_address_protects_the_ipv4_host() -> None:
+    """Issue 12 item 4: ``::ffff:192.168.10.5`` loaded as an IPv6 network that no IPv4 block overlapped."""
+    p = parse_policy(MAPPED_CRITICAL)
+    assert p.critical.addresses == ("192.168.10.5/32",)
+    for target in ('["192.168.10.5"]', '["192.168.10.0/24"]', '["::ffff:192.168.10.5"]', '["0.0.0.0/0"]'):
+        with pytest.raises(PolicyError, match=r"actions\.act\.addresses: \S+ overlaps critical address "
+                                              r"192\.168\.10\.5/32; it must never be blocked"):
+            parse_policy(_harden("nft_block_address", "addresses", target))
+
+
+def test_ipv4_mapped_critical_address_is_allowed_in_its_ipv4_form() -> None:
+    from tinywarden.respond.actuators import build_actuators
+    from tinywarden.respond.actuators.nftables import nft_script
+
+    p = parse_policy(_harden("nft_egress_allowlist", "allow", '["::ffff:10.20.0.0/112", "2001:db8::1"]'))
+    fence = build_actuators(p, dry_run=False, backend="nft")[p.action_index("act")]
+    assert fence.rules.allow == ("10.20.0.0/16", "2001:db8::1/128", "192.168.10.5/32")
+    script = nft_script("tw_act", fence.rules)
+    assert "ip daddr { 10.20.0.0/16, 192.168.10.5/32 } accept" in script
+    assert "ip6 daddr { 2001:db8::1/128 } accept" in script and "ffff" not in script
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("192.168.010.005", r"'192\.168\.010\.005' has a zero-padded octet \('010'\).*write 192\.168\.10\.5"),
+        ("::ffff:192.168.010.5/128", r"'::ffff:192\.168\.010\.5/128' has a zero-padded octet \('010'\).*"
+                                     r"write ::ffff:192\.168\.10\.5/128 if"),
+        ("192.168.10.5/24", r"'192\.168\.10\.5/24' has host bits set: write 192\.168\.10\.0/24 for the network "
+                            r"or 192\.168\.10\.5/32 for the one host"),
+        ("fe80::1%eth0", r"'fe80::1%eth0' has a scope \(%eth0\)"),
+        ("300.1.1.1", r"'300\.1\.1\.1' is not an IP address or network"),
+    ],
+)
+def test_ambiguous_addresses_are_refused_everywhere(text: str, message: str) -> None:
+    fields = [
+        ("critical.addresses", BASE.replace('"192.168.10.0/24"', f'"{text}"')),
+        ("actions.act.addresses", _harden("nft_block_address", "addresses", f'["{text}"]', base=BASE)),
+        ("actions.act.allow", _harden("nft_egress_allowlist", "allow", f'["{text}"]', base=BASE)),
+    ]
+    for key, policy in fields:
+        with pytest.raises(PolicyError, match=rf"p\.toml: {key}: {message}"):
+            parse_policy(policy, source="p.toml")
+
+
+def test_one_address_written_two_ways_is_a_duplicate() -> None:
+    twice = BASE.replace('["192.168.10.0/24"]', '["192.168.10.5", "::ffff:192.168.10.5"]')
+    with pytest.raises(PolicyError, match=r"critical\.addresses: lists 192\.168\.10\.5/32 twice"):
+        parse_policy(twice)
+    mapped = parse_policy(_harden("nft_block_address", "addresses", '["::ffff:203.0.113.7", "2001:DB8:0::7"]'))
+    assert mapped.actions[-1].params["addresses"] == ("203.0.113.7/32", "2001:db8::7/128")
+
+
+def test_a_tier_adding_no_action_of_its_own_is_refused() -> None:
+    """An action may be listed by several tiers (it is held while any of them is active), but a tier whose
+    every action a lower tier already runs would change nothing when entered."""
+    shared = BASE + '\n[tiers.harden]\nactions = ["cap", "notify"]\nmargin = 1.0\ndead_man_s = 60\n'
+    with pytest.raises(PolicyError, match=r"tiers\.harden\.actions: every action is already run by a lower tier"):
+        parse_policy(shared)
+    p = parse_policy(shared.replace('["cap", "notify"]', '["cap", "stop"]') + STOP)
+    assert p.tiers[2].actions == ("cap", "stop")
+
+
+STOP = '[actions.stop]\ntype = "process_suspend"\nprocess = "telnetd"\n'

@@ -7,6 +7,9 @@
  *   then tw_respond with the completed window or NULL; prints "w <row> <score>" per window.
  * Both print "e <record> <time> <tier> <action_tier> <action> <kind> <reason>" per event and one final
  * state line "s <field...>" in tinywarden.respond.machine.MachineState's field order.
+ * Mode "r": reads records (a packed tw_response_t, field by field in declaration order, then int32 kind,
+ *   uint32 now_s, int32 score), sets the state to it and makes that one call; prints "r <record> <rc>" and, when
+ *   the call was accepted, its events and the state after it. A refused call must leave the state untouched.
  * Mode "n" prints the generated name tables; mode "c" checks the argument contract.
  */
 #include <stdio.h>
@@ -43,6 +46,57 @@ static void print_state(const tw_response_t *r)
         printf(" %lld", (long long)r->deadline[t]);
     }
     printf(" %d %lu %d\n", (int)r->fault, (unsigned long)r->fault_streak, (int)r->pinned);
+}
+
+/* One call of mode "i"/"r": scores, faults and ticks through tw_respond, the other kinds through tw_respond_input. */
+static int feed(tw_response_t *r, int32_t kind, uint32_t now, int32_t score, tw_action_event_t *ev)
+{
+    tw_result_t w;
+    w.score = kind == TW_INPUT_FAULT ? TW_SCORE_FAULT : score;
+    w.flag = w.anomaly = 0u;
+    if (kind == TW_INPUT_SCORE || kind == TW_INPUT_FAULT) {
+        return tw_respond(r, now, &w, ev, TW_RESPOND_MAX_EVENTS);
+    }
+    if (kind == TW_INPUT_TICK) {
+        return tw_respond(r, now, NULL, ev, TW_RESPOND_MAX_EVENTS);
+    }
+    return tw_respond_input(r, now, kind, score, ev, TW_RESPOND_MAX_EVENTS);
+}
+
+#define READ(field) (fread(&(field), sizeof(field), 1, fh) == 1)
+
+/* Mode "r": arbitrary states, one call each. */
+static int random_states(FILE *fh)
+{
+    static tw_response_t r, copy;
+    tw_action_event_t ev[TW_RESPOND_MAX_EVENTS];
+    long rec;
+    for (rec = 0;; rec++) {
+        int32_t kind, score;
+        uint32_t now;
+        int n;
+        memset(&r, 0xA5, sizeof(r)); /* padding too: a refused call must leave every byte as it was */
+        if (!(READ(r.entered_at) && READ(r.last_time) && READ(r.skew) && READ(r.last_input) && READ(r.last_feed) &&
+              READ(r.last_anomalous) && READ(r.deadline) && READ(r.history) && READ(r.fault_streak) &&
+              READ(r.clean_samples) && READ(r.started) && READ(r.tier) && READ(r.fault) && READ(r.pinned) &&
+              READ(kind) && READ(now) && READ(score))) {
+            return 0;
+        }
+        memcpy(&copy, &r, sizeof(r));
+        n = feed(&r, kind, now, score, ev);
+        printf("r %ld %d\n", rec, n);
+        if (n < 0) {
+            if (n != TW_EINVAL || memcmp(&r, &copy, sizeof(r)) != 0) {
+                return fail("a refused state is left untouched");
+            }
+            continue;
+        }
+        if (n > TW_RESPOND_MAX_EVENTS) {
+            return fail("event count within 0..TW_RESPOND_MAX_EVENTS");
+        }
+        print_events(rec, ev, n);
+        print_state(&r);
+    }
 }
 
 static int check_contract(void)
@@ -82,6 +136,12 @@ static int check_contract(void)
         st.filled != 0 || r.clean_samples != 0) {
         return fail("tw_respond_push NULL arguments");
     }
+    r.clean_samples = (uint16_t)(TW_WINDOW + 1);
+    if (tw_respond_push(&r, &st, x, &res) != TW_EINVAL || st.filled != 0 ||
+        tw_respond(&r, 1u, NULL, ev, TW_RESPOND_MAX_EVENTS) != TW_EINVAL) {
+        return fail("clean_samples > TW_WINDOW is a corrupt state");
+    }
+    r = copy;
     tw_respond_init(NULL);
     printf("ok %lu\n", (unsigned long)TW_RESPONSE_BYTES);
     return 0;
@@ -111,8 +171,18 @@ int main(int argc, char **argv)
         }
         return 0;
     }
+    if (argc == 3 && strcmp(argv[2], "r") == 0) {
+        fh = fopen(argv[1], "rb");
+        if (fh == NULL) {
+            perror(argv[1]);
+            return 2;
+        }
+        i = random_states(fh);
+        fclose(fh);
+        return i;
+    }
     if (argc != 3) {
-        fprintf(stderr, "usage: %s FILE i|s  or  %s c|n\n", argv[0], argv[0]);
+        fprintf(stderr, "usage: %s FILE i|s|r  or  %s c|n\n", argv[0], argv[0]);
         return 2;
     }
     fh = fopen(argv[1], "rb");
@@ -126,19 +196,10 @@ int main(int argc, char **argv)
         int n;
         if (strcmp(argv[2], "i") == 0) {
             int32_t in[3];
-            tw_result_t w;
             if (fread(in, sizeof(int32_t), 3, fh) != 3) {
                 break;
             }
-            w.score = in[0] == TW_INPUT_FAULT ? TW_SCORE_FAULT : in[2];
-            w.flag = w.anomaly = 0u;
-            if (in[0] == TW_INPUT_SCORE || in[0] == TW_INPUT_FAULT) {
-                n = tw_respond(&resp, (uint32_t)in[1], &w, ev, TW_RESPOND_MAX_EVENTS);
-            } else if (in[0] == TW_INPUT_TICK) {
-                n = tw_respond(&resp, (uint32_t)in[1], NULL, ev, TW_RESPOND_MAX_EVENTS);
-            } else {
-                n = tw_respond_input(&resp, (uint32_t)in[1], in[0], in[2], ev, TW_RESPOND_MAX_EVENTS);
-            }
+            n = feed(&resp, in[0], (uint32_t)in[1], in[2], ev);
         } else {
             uint32_t now;
             float x[TW_N_CHANNELS];

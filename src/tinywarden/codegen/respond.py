@@ -52,11 +52,15 @@ from tinywarden.features import window_end_rows
 from tinywarden.program import Program, run_int8
 from tinywarden.respond import machine as m
 from tinywarden.respond.engine import compile_tables
-from tinywarden.respond.policy import TIER_NAMES, Policy
+from tinywarden.respond.policy import MAX_DURATION_S, TIER_NAMES, Policy
 
-#: Longest policy duration the C module takes, in seconds (uint32 now_s plus this never overflows int64).
-MAX_DURATION_S = 2**31 - 1
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_UINT32_MAX = 2**32 - 1
+
+#: Largest ``skew`` (sum of backward clock jumps) the C module takes: effective times then stay below 2**53,
+#: where the Python reference's doubles are exact and no int64 sum in the C can overflow. Reaching it takes
+#: over a million backward jumps across the whole uint32 clock range.
+MAX_SKEW_S = 2**52
 _DURATIONS = ("min_dwell", "deescalate_after", "dead_man")
 
 
@@ -67,11 +71,11 @@ def _codes(prefix: str) -> list[tuple[str, int]]:
 
 
 def _whole_seconds(value: float, key: str, policy: Policy) -> float:
-    s = math.ceil(value)
-    if s > MAX_DURATION_S:
+    # The policy loader already refuses durations above MAX_DURATION_S; this catches a Policy built by hand.
+    if not value <= MAX_DURATION_S:
         raise ConfigError(f"{policy.source}: {key}: {value:g} s exceeds the C module's limit of "
                           f"{MAX_DURATION_S} s")
-    return float(s)
+    return float(math.ceil(value))
 
 
 def c_tables(policy: Policy, threshold: int) -> m.Tables:
@@ -82,7 +86,9 @@ def c_tables(policy: Policy, threshold: int) -> m.Tables:
     scores and it decides exactly as the generated C does.
     """
     t = compile_tables(policy, float(threshold))
-    bars = tuple(float(min(max(math.floor(b), _INT32_MIN - 1), _INT32_MAX)) for b in t.bar)
+    # Clamp before flooring, so that even an infinite bar (a huge margin on a Policy built by hand) maps to
+    # "no int32 score is above it" instead of failing.
+    bars = tuple(float(math.floor(min(max(b, _INT32_MIN - 1), _INT32_MAX))) for b in t.bar)
     keys = {"min_dwell": "min_dwell_s", "deescalate_after": "deescalate_after_s", "dead_man": "dead_man_s"}
     times = {
         f: tuple(
@@ -98,6 +104,25 @@ def c_tables(policy: Policy, threshold: int) -> m.Tables:
         watchdog_timeout=_whole_seconds(t.watchdog_timeout, "policy.watchdog_timeout_s", policy),
         **times,  # type: ignore[arg-type]
     )
+
+
+def c_state_problem(state: m.MachineState, tables: m.Tables) -> str | None:
+    """The first invariant of the C module's ``tw_response_t`` that ``state`` breaks, or ``None``: those of
+    :func:`~tinywarden.respond.machine.state_problem` plus the C time domain (times >= 0, the caller's clock a
+    uint32, ``skew <= MAX_SKEW_S``). ``tw_respond`` returns ``TW_EINVAL`` exactly when this is not ``None``
+    (``clean_samples``, which only the C has, aside)."""
+    problem = m.state_problem(state, tables)
+    if problem is not None or not state.started:
+        return problem
+    s = state
+    if s.skew > MAX_SKEW_S:
+        return f"skew {s.skew} > {MAX_SKEW_S}"
+    if not 0 <= s.last_time - s.skew <= _UINT32_MAX:
+        return f"last_time - skew = {s.last_time - s.skew} is not a uint32 clock reading"
+    times = [s.entered_at, s.last_input, s.last_feed, s.last_anomalous, *s.deadline]
+    if any(x < 0 for x in times if math.isfinite(x)):
+        return "a time before 0"
+    return None
 
 
 def max_events(tables: m.Tables) -> int:
@@ -144,8 +169,10 @@ def emit_respond(program: Program, policy: Policy) -> RespondSection:
     tables = c_tables(policy, program.threshold)
     starts = [0]
     flat: list[int] = []
+    held: list[int] = []
     for t in range(m.N_TIERS + 1):
         flat.extend(tables.tier_actions[t])
+        held.extend(int(m.held_below(tables, t, a)) for a in tables.tier_actions[t])
         starts.append(len(flat))
     base = compile_tables(policy, float(program.threshold))
     rounded = [
@@ -182,6 +209,7 @@ def emit_respond(program: Program, policy: Policy) -> RespondSection:
         *(_const(f"tw_resp_{f}", "int64_t", [int(v) for v in getattr(tables, f)]) for f in _DURATIONS),
         _const("tw_resp_action_start", "uint16_t", starts),
         _const("tw_resp_actions", "uint16_t", flat),
+        _const("tw_resp_held_below", "uint8_t", held),
     ]
     source = _template("tinywarden_respond.c.tmpl").substitute(
         common,
@@ -191,6 +219,9 @@ def emit_respond(program: Program, policy: Policy) -> RespondSection:
         telemetry_timeout=int(tables.telemetry_timeout),
         watchdog_timeout=int(tables.watchdog_timeout),
         max_timer_rounds=m.MAX_TIMER_ROUNDS,
+        top_tier=tables.top_tier,
+        skew_max=MAX_SKEW_S,
+        not_a_fault=" && ".join(f"r->fault != {c}u" for c in m.FAULTS),
         action_names="\n".join(f"    {_c_string(a.name)}," for a in policy.actions),
         reason_names="\n".join(f"    {_c_string(r)}," for r in m.REASONS),
         tier_names="\n".join(f"    {_c_string(n)}," for n in ("none", *TIER_NAMES)),

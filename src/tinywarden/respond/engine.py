@@ -41,7 +41,6 @@ not in place any more (actuators are idempotent, so repeating one is harmless).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import math
 import os
@@ -166,9 +165,9 @@ def critical_conflict(actuator: Actuator, critical: Critical) -> str | None:
         if i in critical.interfaces:
             return f"critical interface {i!r}"
     for a in t.addresses:
-        for c in critical.networks():
-            if ipaddress.ip_network(a, strict=False).overlaps(c):
-                return f"critical address {c}"
+        c = critical.network_conflict(a)
+        if c is not None:
+            return f"critical address {c}"
     return None
 
 
@@ -519,8 +518,11 @@ class ResponseEngine:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateFileError(f"{path}: machine state field missing or wrong ({exc})") from exc
-        if not 0 <= self.state.tier <= m.N_TIERS or len(self.state.history) != m.N_TIERS + 1:
-            raise StateFileError(f"{path}: machine state out of range (tier {self.state.tier})")
+        problem = m.state_problem(self.state, self.tables)
+        if problem is not None:
+            raise StateFileError(
+                f"{path}: machine state breaks an invariant: {problem}; move it aside to start afresh"
+            )
         self.windows = int(doc.get("windows", 0))
         self.recent.extend(float(x) for x in doc.get("recent", []))
         self.last_fault = str(doc.get("last_fault", ""))
@@ -534,6 +536,8 @@ class ResponseEngine:
         """After a restart, put back any action of an active tier that is no longer in place."""
         for tier in range(1, self.state.tier + 1):
             for idx in self.tables.tier_actions[tier]:
+                if m.held_below(self.tables, tier, idx):
+                    continue  # a lower tier's action: checked with that tier
                 act = self.actuators[idx]
                 if critical_conflict(act, self.policy.critical) is not None:
                     continue

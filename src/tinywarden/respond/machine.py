@@ -25,6 +25,11 @@ Rules, in the order :func:`step` applies them at time ``t``:
 
 The history invariant: bit 0 of ``history[t]`` is the newest window; only the low ``n[t]`` bits count.
 
+An action may belong to several tiers; it is held while any active tier lists it. Active tiers are always
+``1..tier``, so that is a static rule (:func:`held_below`): entering tier ``t`` applies only the actions no
+lower tier lists, and leaving it reverts only those, so a higher tier's dead-man or de-escalation never takes
+away an action a lower, still active tier holds.
+
 >>> tables = Tables(bar=(1.0, 1.0, 2.0, 3.0), k=(0, 1, 2, 2), n=(0, 1, 2, 2),
 ...                 min_dwell=(0.0, 0.0, 10.0, 10.0), deescalate_after=(0.0, 60.0, 60.0, 60.0),
 ...                 dead_man=(0.0, 0.0, 120.0, 120.0), tier_actions=((), (0,), (1,), (2,)),
@@ -83,6 +88,9 @@ REASONS: tuple[str, ...] = (
     REASON_OPERATOR_RELEASE,
 ) = range(len(REASONS))
 
+#: The reasons that can hold the engine in a fault (``MachineState.fault``).
+FAULTS: tuple[int, ...] = (REASON_FAULT_SCORE, REASON_FAULT_MODEL, REASON_FAULT_TELEMETRY, REASON_FAULT_WATCHDOG)
+
 N_TIERS = 3
 _MASK32 = 0xFFFFFFFF
 INF = math.inf
@@ -120,9 +128,17 @@ class Tables:
 class MachineState:
     """Everything the engine remembers; a plain record of integers and floats.
 
-    Invariants: ``0 <= tier <= 3``; ``pinned`` is 0 when ``tier`` is 0; ``fault`` is a ``REASON_FAULT_*``
-    code or 0; times are effective (skew-corrected) seconds; ``deadline[t]`` only matters for
-    ``1 <= t <= tier`` (``inf`` = no dead-man); ``history[0]`` and ``deadline[0]`` are unused.
+    Times are effective (skew-corrected) seconds. Invariants (:func:`state_problem` checks them; every
+    :func:`step` keeps them):
+
+    * ``started`` is 0 or 1; while 0 the record is exactly ``MachineState()``;
+    * ``0 <= tier <= tables.top_tier``; ``pinned`` is 0 or 1, and 0 when ``tier`` is 0;
+    * ``fault`` is 0 or one of :data:`FAULTS`, and while it is set ``tier >= tables.fail_safe_tier``;
+    * ``skew >= 0``; ``entered_at``, ``last_input`` and ``last_feed`` are finite and ``<= last_time``;
+      ``last_anomalous`` is ``-inf`` (none yet) or finite and ``<= last_time``;
+    * ``deadline[t]`` is ``inf`` (no dead-man) for ``t == 0`` and ``t > tier``; for ``1 <= t <= tier`` it is
+      ``inf`` or, when the tier has a dead-man, at most ``last_time + dead_man[t]``;
+    * ``history[0]`` is 0 and every ``history[t]`` a uint32; ``fault_streak`` is a uint32 (it saturates).
     """
 
     started: int = 0
@@ -142,6 +158,52 @@ class MachineState:
     def copy(self) -> MachineState:
         """An independent copy (the lists are not shared)."""
         return replace(self, history=list(self.history), deadline=list(self.deadline))
+
+
+def state_problem(state: MachineState, tables: Tables) -> str | None:
+    """The first invariant of :class:`MachineState` that ``state`` breaks under ``tables``, or ``None``.
+
+    A restored state file (or the C module's ``tw_response_t``) is checked with this before the machine runs
+    on it, so a corrupt or hand-edited state is refused instead of driving the actuators.
+
+    >>> tables = Tables(bar=(1.0,) * 4, k=(0, 1, 1, 1), n=(0, 1, 1, 1), min_dwell=(0.0,) * 4,
+    ...                 deescalate_after=(0.0, 60.0, 60.0, 60.0), dead_man=(0.0,) * 4, tier_actions=((), (0,), (), ()),
+    ...                 fail_safe_tier=0, fault_tolerance=3, telemetry_timeout=30.0, watchdog_timeout=0.0)
+    >>> state_problem(MachineState(), tables) is None
+    True
+    >>> state_problem(MachineState(started=1, tier=2), tables)
+    'tier 2 is not in 0..1'
+    """
+    s = state
+    if len(s.history) != N_TIERS + 1 or len(s.deadline) != N_TIERS + 1:
+        return f"history and deadline must hold {N_TIERS + 1} entries"
+    if s.started not in (0, 1):
+        return f"started {s.started} is not 0 or 1"
+    if not s.started:
+        return None if s == MachineState() else "a state that never started must be the initial one"
+    if not 0 <= s.tier <= tables.top_tier:
+        return f"tier {s.tier} is not in 0..{tables.top_tier}"
+    if s.pinned not in (0, 1) or (s.pinned and not s.tier):
+        return f"pinned {s.pinned} with tier {s.tier}"
+    if s.fault and (s.fault not in FAULTS or s.tier < tables.fail_safe_tier):
+        return f"fault {s.fault} with tier {s.tier} (fail-safe tier {tables.fail_safe_tier})"
+    if not (math.isfinite(s.last_time) and 0 <= s.skew < INF):
+        return f"last_time {s.last_time} or skew {s.skew} out of range"
+    for name in ("entered_at", "last_input", "last_feed"):
+        if not -INF < getattr(s, name) <= s.last_time:
+            return f"{name} {getattr(s, name)} is not a time <= last_time {s.last_time}"
+    if not (s.last_anomalous == -INF or -INF < s.last_anomalous <= s.last_time):
+        return f"last_anomalous {s.last_anomalous} is after last_time {s.last_time}"
+    for t in range(N_TIERS + 1):
+        d = s.deadline[t]
+        if d != INF and (t == 0 or t > s.tier or tables.dead_man[t] <= 0 or
+                         not -INF < d <= s.last_time + tables.dead_man[t]):
+            return f"deadline[{t}] {d} out of range"
+        if not 0 <= s.history[t] <= (_MASK32 if t else 0):
+            return f"history[{t}] {s.history[t]} out of range"
+    if not 0 <= s.fault_streak <= _MASK32:
+        return f"fault_streak {s.fault_streak} out of range"
+    return None
 
 
 class Event(NamedTuple):
@@ -164,6 +226,12 @@ def k_of_n(state: MachineState, tables: Tables, tier: int) -> bool:
     return bin(window).count("1") >= tables.k[tier]
 
 
+def held_below(tables: Tables, tier: int, action: int) -> bool:
+    """Whether a tier below ``tier`` lists ``action``: then it is already in place whenever ``tier`` is
+    entered and must stay in place when ``tier`` is left (the reference count of a shared action)."""
+    return any(action in tables.tier_actions[t] for t in range(1, tier))
+
+
 def _renew(s: MachineState, tables: Tables, tier: int, now: float) -> None:
     s.deadline[tier] = now + tables.dead_man[tier] if tables.dead_man[tier] > 0 else INF
 
@@ -176,7 +244,8 @@ def _up(s: MachineState, tables: Tables, out: list[Event], now: float, to: int, 
     while s.tier < to:
         s.tier += 1
         for a in tables.tier_actions[s.tier]:
-            out.append(Event(now, s.tier, s.tier, a, EVENT_APPLY, reason))
+            if not held_below(tables, s.tier, a):
+                out.append(Event(now, s.tier, s.tier, a, EVENT_APPLY, reason))
         _renew(s, tables, s.tier, now)
     s.entered_at = now
 
@@ -184,7 +253,8 @@ def _up(s: MachineState, tables: Tables, out: list[Event], now: float, to: int, 
 def _down(s: MachineState, tables: Tables, out: list[Event], now: float, reason: int) -> None:
     tier = s.tier
     for a in reversed(tables.tier_actions[tier]):
-        out.append(Event(now, tier - 1, tier, a, EVENT_REVERT, reason))
+        if not held_below(tables, tier, a):
+            out.append(Event(now, tier - 1, tier, a, EVENT_REVERT, reason))
     # Fresh evidence is needed to come back, so a reverted tier cannot bounce straight back up.
     s.history[tier] = 0
     s.deadline[tier] = INF
@@ -269,7 +339,7 @@ def step(
             _up(s, tables, out, now, nxt, REASON_ESCALATE)
     elif kind in (INPUT_SCORE, INPUT_FAULT):
         s.last_input = now
-        s.fault_streak += 1
+        s.fault_streak = min(s.fault_streak + 1, _MASK32)  # saturating, as the C module's uint32
         if s.fault_streak >= tables.fault_tolerance:
             _fault(s, tables, out, now, REASON_FAULT_SCORE if kind == INPUT_SCORE else REASON_FAULT_MODEL)
     elif kind == INPUT_FEED:

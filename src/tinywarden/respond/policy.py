@@ -31,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,22 @@ from tinywarden.errors import ConfigError
 TIER_NAMES: tuple[str, ...] = ("alert", "constrain", "harden")
 """Tier names in escalation order; tier numbers are 1, 2, 3 (0 is "no response")."""
 
-# Longest k-of-n window the engine keeps: the history is a uint32 bitmask per tier, so the embedded
-# mirror of the engine needs no buffer.
+# The numeric limits of a policy, defined once: the loader refuses anything outside them and the C export
+# (tinywarden.codegen.respond) builds its integer types on them, so a policy `respond` accepts always exports.
+
 MAX_WINDOW = 32
+"""Longest k-of-n window: the history is a uint32 bitmask per tier, so the embedded mirror needs no buffer."""
+
+MAX_DURATION_S = 2**31 - 1
+"""Longest duration (seconds, ~68 years) of any ``*_s`` key. Whole seconds of it fit an int32, and the C module
+adds it to int64 times that stay below 2**53, so neither side can overflow or lose precision."""
+
+MAX_MARGIN = 1e6
+"""Largest tier ``margin``: a bar a million times the threshold is never crossed, and keeping the margin
+bounded keeps every bar finite, so it can be floored into the C module's integer score domain."""
+
+MAX_FAULT_TOLERANCE = 1_000_000
+"""Largest ``fault_tolerance``; the C module counts faults in a saturating uint32."""
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")  # IFNAMSIZ is 16 including the NUL
 _RATE = re.compile(r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
@@ -54,6 +67,72 @@ class PolicyError(ConfigError):
     """A response policy that cannot be used; the message names the file and the key."""
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_DOTTED_OCTETS = re.compile(r"(?:^|:)(\d+)\.(\d+)\.(\d+)\.(\d+)$")
+
+
+def normalize_network(text: str) -> Network:
+    """The one form of an address or network of a policy, which every check and every rule uses.
+
+    * An IPv4-mapped IPv6 address or network (inside ``::ffff:0:0/96``) becomes its IPv4 form: that is the
+      traffic it denotes (a dual-stack socket sends IPv4 packets to ``::ffff:a.b.c.d``), and only an IPv4
+      rule matches it. Any other IPv6 network matches IPv6 packets only.
+    * A single address becomes a /32 or /128 network; IPv6 is written in its compressed form.
+    * Refused (``ValueError`` with a one-line reason): zero-padded IPv4 octets (``192.168.010.005``, octal
+      to ``inet_aton`` and decimal to others), host bits set (``192.168.10.5/24``: the network or the one
+      host? both readings are offered, neither is guessed), a scope (``fe80::1%eth0``, which packet
+      filters cannot match), and anything that is not an address.
+
+    >>> normalize_network("::ffff:192.168.10.5"), normalize_network("2001:DB8:0::1")
+    (IPv4Network('192.168.10.5/32'), IPv6Network('2001:db8::1/128'))
+    """
+    addr, _, _ = text.partition("/")
+    octets = _DOTTED_OCTETS.search(addr)
+    if octets:
+        padded = [o for o in octets.groups() if len(o) > 1 and o.startswith("0")]
+        if padded:
+            fixed = addr[: octets.start(1)] + ".".join(str(int(o)) for o in octets.groups()) + text[len(addr):]
+            raise ValueError(
+                f"{text!r} has a zero-padded octet ({padded[0]!r}), which some tools read as octal and others "
+                f"as decimal; write {fixed} if decimal is meant"
+            )
+    if "%" in addr:
+        raise ValueError(f"{text!r} has a scope (%{addr.split('%', 1)[1]}), which packet filters cannot match")
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address or network") from exc
+        host = ipaddress.ip_interface(text).ip
+        raise ValueError(
+            f"{text!r} has host bits set: write {loose} for the network or {host}/{loose.max_prefixlen} for "
+            "the one host"
+        ) from None
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED):
+        v4 = ipaddress.IPv4Address(int(net.network_address) & 0xFFFFFFFF)
+        return ipaddress.IPv4Network((v4, net.prefixlen - 96))
+    return net
+
+
+def normalize_networks(texts: Sequence[str]) -> tuple[str, ...]:
+    """:func:`normalize_network` of each of ``texts``, as strings; ``ValueError`` if two denote one network."""
+    out: dict[str, str] = {}
+    for text in texts:
+        net = str(normalize_network(text))
+        if net in out:
+            raise ValueError(f"lists {net} twice ({out[net]!r} and {text!r})")
+        out[net] = text
+    return tuple(out)
+
+
+def overlapping(a: Network, b: Network) -> bool:
+    """Whether normalised networks ``a`` and ``b`` share an address (never across IPv4 and IPv6)."""
+    return a.version == b.version and a.overlaps(b)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class Critical:
     """What no action may ever touch: process names, interface names and addresses (networks)."""
@@ -62,9 +141,14 @@ class Critical:
     interfaces: tuple[str, ...] = ()
     addresses: tuple[str, ...] = ()
 
-    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        """The critical addresses as networks (a single address is a /32 or /128)."""
-        return [ipaddress.ip_network(a, strict=False) for a in self.addresses]
+    def networks(self) -> list[Network]:
+        """The critical addresses as normalised networks (:func:`normalize_network`)."""
+        return [normalize_network(a) for a in self.addresses]
+
+    def network_conflict(self, target: str) -> Network | None:
+        """The first critical network that the address or network ``target`` overlaps, or ``None``."""
+        net = normalize_network(target)
+        return next((c for c in self.networks() if overlapping(net, c)), None)
 
 
 @dataclass(frozen=True)
@@ -196,16 +280,27 @@ class _Validator:
         return value
 
     def number(
-        self, doc: Mapping[str, Any], key: str, path: str, default: float, low: float, strict: bool = False
+        self,
+        doc: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: float,
+        low: float,
+        high: float,
+        strict: bool = False,
     ) -> float:
         value = doc.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             raise self.fail(path, f"must be a number (got {value!r})")
         if value < low or (strict and value == low):
             raise self.fail(path, f"must be {'>' if strict else '>='} {low:g} (got {value!r})")
-        if value == float("inf"):
-            raise self.fail(path, "must be finite")
+        if value > high:
+            limit = str(int(high)) if float(high).is_integer() else f"{high:g}"
+            raise self.fail(path, f"must be <= {limit} (got {value!r})")
         return float(value)
+
+    def duration(self, doc: Mapping[str, Any], key: str, path: str, default: float, strict: bool = False) -> float:
+        return self.number(doc, key, path, default, 0.0, MAX_DURATION_S, strict=strict)
 
     def integer(self, doc: Mapping[str, Any], key: str, path: str, default: int, low: int, high: int) -> int:
         value = doc.get(key, default)
@@ -223,11 +318,12 @@ class _Validator:
             raise self.fail(path, "lists a name twice")
         return tuple(value)
 
-    def address(self, text: str, path: str) -> str:
+    def addresses(self, doc: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+        """The list of addresses/networks at ``key``, each in its one normalised form."""
         try:
-            return str(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise self.fail(path, f"{text!r} is not an IP address or network") from None
+            return normalize_networks(self.strings(doc, key, path))
+        except ValueError as exc:
+            raise self.fail(path, str(exc)) from None
 
     def ifname(self, text: Any, path: str) -> str:
         if not isinstance(text, str) or not _IFNAME.match(text):
@@ -244,11 +340,13 @@ class _Validator:
         choices = ("none", *TIER_NAMES)
         if fs_name not in choices:
             raise self.fail("policy.fail_safe_tier", f"must be one of {', '.join(choices)} (got {fs_name!r})")
-        fault_tolerance = self.integer(head, "fault_tolerance", "policy.fault_tolerance", 3, 1, 1_000_000)
-        telemetry_timeout = self.number(
-            head, "telemetry_timeout_s", "policy.telemetry_timeout_s", 60.0, 0.0, strict=True
+        fault_tolerance = self.integer(
+            head, "fault_tolerance", "policy.fault_tolerance", 3, 1, MAX_FAULT_TOLERANCE
         )
-        watchdog_timeout = self.number(head, "watchdog_timeout_s", "policy.watchdog_timeout_s", 0.0, 0.0)
+        telemetry_timeout = self.duration(
+            head, "telemetry_timeout_s", "policy.telemetry_timeout_s", 60.0, strict=True
+        )
+        watchdog_timeout = self.duration(head, "watchdog_timeout_s", "policy.watchdog_timeout_s", 0.0)
 
         crit_doc = self.table(doc, "critical", "critical")
         self.unknown(crit_doc, {"processes", "interfaces", "addresses"}, "critical")
@@ -258,10 +356,7 @@ class _Validator:
                 self.ifname(i, "critical.interfaces")
                 for i in self.strings(crit_doc, "interfaces", "critical.interfaces")
             ),
-            addresses=tuple(
-                self.address(a, "critical.addresses")
-                for a in self.strings(crit_doc, "addresses", "critical.addresses")
-            ),
+            addresses=self.addresses(crit_doc, "addresses", "critical.addresses"),
         )
 
         actions_doc = self.table(doc, "actions", "actions")
@@ -318,19 +413,16 @@ class _Validator:
             params["message"] = self.string(params, "message", f"{path}.message")
         elif kind in ("nft_block_address", "nft_egress_allowlist"):
             key = "addresses" if kind == "nft_block_address" else "allow"
-            addrs = tuple(
-                self.address(a, f"{path}.{key}") for a in self.strings(params, key, f"{path}.{key}")
-            )
+            addrs = self.addresses(params, key, f"{path}.{key}")
             if kind == "nft_block_address":
                 if not addrs:
                     raise self.fail(f"{path}.addresses", "must list at least one address")
                 for a in addrs:
-                    for c in critical.networks():
-                        if ipaddress.ip_network(a).overlaps(c):
-                            raise self.fail(
-                                f"{path}.addresses",
-                                f"{a} overlaps critical address {c}; it must never be blocked",
-                            )
+                    c = critical.network_conflict(a)
+                    if c is not None:
+                        raise self.fail(
+                            f"{path}.addresses", f"{a} overlaps critical address {c}; it must never be blocked"
+                        )
             params[key] = addrs
         elif kind in ("tc_rate_limit", "interface_down"):
             iface = self.ifname(params["interface"], f"{path}.interface")
@@ -378,7 +470,7 @@ class _Validator:
             if k > n:
                 raise self.fail(f"{path}.k", f"must be <= n ({n}) (got {k})")
         heavy = any(actions[a].heavy for a in names)
-        dead_man = self.number(doc, "dead_man_s", f"{path}.dead_man_s", 0.0, 0.0)
+        dead_man = self.duration(doc, "dead_man_s", f"{path}.dead_man_s", 0.0)
         if heavy and dead_man <= 0:
             raise self.fail(
                 f"{path}.dead_man_s",
@@ -389,10 +481,10 @@ class _Validator:
             actions=names,
             k=k,
             n=n,
-            margin=self.number(doc, "margin", f"{path}.margin", 0.0, 0.0),
-            min_dwell_s=self.number(doc, "min_dwell_s", f"{path}.min_dwell_s", 0.0, 0.0),
-            deescalate_after_s=self.number(
-                doc, "deescalate_after_s", f"{path}.deescalate_after_s", 300.0, 0.0, strict=True
+            margin=self.number(doc, "margin", f"{path}.margin", 0.0, 0.0, MAX_MARGIN),
+            min_dwell_s=self.duration(doc, "min_dwell_s", f"{path}.min_dwell_s", 0.0),
+            deescalate_after_s=self.duration(
+                doc, "deescalate_after_s", f"{path}.deescalate_after_s", 300.0, strict=True
             ),
             dead_man_s=dead_man,
         )
@@ -406,6 +498,17 @@ class _Validator:
                 raise self.fail(
                     f"tiers.{tiers[i].name}", f"needs tiers.{tiers[i - 1].name} to be defined too"
                 )
+        # An action may be listed by several tiers (the engine holds it while any of them is active), but a
+        # tier must bring one of its own: otherwise entering it would change nothing on the device.
+        below: set[str] = set()
+        for t in tiers:
+            if t.actions and set(t.actions) <= below:
+                raise self.fail(
+                    f"tiers.{t.name}.actions",
+                    "every action is already run by a lower tier, so entering this tier would change nothing; "
+                    "add an action of its own or leave the tier out",
+                )
+            below.update(t.actions)
         alert = tiers[0]
         for lower, upper in zip(tiers, tiers[1:], strict=False):
             if upper.actions and upper.margin < lower.margin:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tinywarden.respond.actuators.base import Actuator, ActuatorError, CommandRunner, Targets
+from tinywarden.respond.policy import normalize_networks
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,14 @@ class _IptablesBackend:
         )
 
 
+def _networks(name: str, texts: Sequence[str]) -> tuple[str, ...]:
+    """The rule's addresses in the policy's one normalised form (so the critical check sees what runs)."""
+    try:
+        return normalize_networks(list(dict.fromkeys(texts)))
+    except ValueError as exc:
+        raise ActuatorError(f"{name}: {exc}") from None
+
+
 class _FilterActuator(Actuator):
     def __init__(
         self, name: str, rules: FilterRules, runner: CommandRunner | None, backend: str | None
@@ -188,7 +197,7 @@ class NftBlockAddress(_FilterActuator):
         runner: CommandRunner | None = None,
         backend: str | None = None,
     ) -> None:
-        super().__init__(name, FilterRules(drop=tuple(addresses)), runner, backend)
+        super().__init__(name, FilterRules(drop=_networks(name, addresses)), runner, backend)
 
     def describe(self) -> str:
         return f"drop traffic to/from {', '.join(self.rules.drop)} ({self.backend.commands(self.rules)})"
@@ -209,8 +218,10 @@ class NftEgressAllowlist(_FilterActuator):
         runner: CommandRunner | None = None,
         backend: str | None = None,
     ) -> None:
+        # A critical address the allow-list already covers adds nothing; keep one entry per network.
+        allowed = _networks(name, allow)
         rules = FilterRules(
-            allow=tuple(dict.fromkeys([*allow, *critical_addresses])),
+            allow=allowed + tuple(a for a in _networks(name, critical_addresses) if a not in allowed),
             allow_interfaces=tuple(critical_interfaces),
             egress_only=True,
         )
