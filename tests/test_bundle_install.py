@@ -227,3 +227,14 @@ def test_counter_option_through_the_cli(tmp_path):
     assert r.returncode == 2 and "rollback refused" in r.stderr
     r = tw("install", "v2", "--pubkey", "k.pub", "--state-dir", "st", "--counter", "nope", cwd=tmp_path)
     assert r.returncode == 2 and "no entry point" in r.stderr
+
+
+def test_the_environment_names_the_counter_for_callers_that_pass_none(tmp_path, key, monkeypatch):
+    # The agent calls install/load without a counter; $TINYWARDEN_COUNTER reaches it that way.
+    monkeypatch.setenv(tb.COUNTER_ENV, "test_bundle_install:make_counter")
+    pub, state = tb.public_key_of(key), tmp_path / "state"
+    tb.install_bundle(bundle(tmp_path / "v3", key, 3), pub, state)
+    assert (tmp_path / "state.nv").read_text() == "3"
+    (state / "trust.json").unlink()
+    with pytest.raises(tb.BundleError, match="rollback counter 'test-nv'"):
+        tb.load_verified_bundle(bundle(tmp_path / "v2", key, 2), pub, state)
