@@ -12,9 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bundle_fixtures import POLICY, model_bytes
 from tinywarden import bundle as tb
 from tinywarden.errors import TinywardenError
 
+TINY = {"model": b"\x00model-bytes\xff", "policy": b"[tier.alert]\n"}  # for byte-level tests: verify only
 META = {"model_id": "gw-ewma", "profile": "rpi-gateway", "training_data_sha256": "ab" * 32}
 
 
@@ -28,8 +30,9 @@ def k2():
     return tb.generate_key()
 
 
-def signed(key, version: int, model: bytes = b"\x00model-bytes\xff", **kw) -> bytes:
-    raw = tb.create_bundle(model, b'[tier.alert]\nscore = 1.0\n', META)
+def signed(key, version: int, model: bytes | None = None, policy: bytes = POLICY, **kw) -> bytes:
+    """A signed bundle with a real model (install loads it) unless ``model`` is given."""
+    raw = tb.create_bundle(model_bytes() if model is None else model, policy, META)
     return tb.sign_bundle(raw, key, version=version, **kw)
 
 
@@ -40,9 +43,9 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 
 
 def test_round_trip_keeps_every_field(k1):
-    b = tb.verify_bundle(signed(k1, 7), tb.public_key_of(k1))
+    b = tb.verify_bundle(signed(k1, 7, b"\x00model-bytes\xff", b"[tier.alert]\n"), tb.public_key_of(k1))
     assert b.model == b"\x00model-bytes\xff"
-    assert b.policy == b"[tier.alert]\nscore = 1.0\n"
+    assert b.policy == b"[tier.alert]\n"
     assert (b.model_id, b.version, b.profile) == ("gw-ewma", 7, "rpi-gateway")
     assert b.metadata["training_data_sha256"] == "ab" * 32
     assert b.signer == tb.public_key_of(k1)
@@ -61,7 +64,7 @@ def test_encoding_is_deterministic_and_documented_layout(k1):
 
 
 def test_every_single_bit_flip_is_refused(k1):
-    data = signed(k1, 3)
+    data = signed(k1, 3, **TINY)
     pub = tb.public_key_of(k1)
     for i in range(len(data)):
         for bit in range(8):
@@ -72,7 +75,7 @@ def test_every_single_bit_flip_is_refused(k1):
 
 
 def test_every_truncation_and_any_trailing_byte_is_refused(k1):
-    data = signed(k1, 3)
+    data = signed(k1, 3, **TINY)
     pub = tb.public_key_of(k1)
     for n in range(len(data)):
         with pytest.raises(tb.BundleError):
@@ -148,7 +151,7 @@ def test_arbitrary_bytes_never_crash_the_parser(data):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_random_splices_of_a_valid_bundle_are_refused(k1, data):
-    good = signed(k1, 2)
+    good = signed(k1, 2, **TINY)
     i = data.draw(st.integers(0, len(good) - 1))
     j = data.draw(st.integers(i, len(good)))
     junk = data.draw(st.binary(max_size=40))
@@ -171,8 +174,16 @@ def test_install_records_version_and_refuses_rollback_leaving_state_untouched(tm
         tb.install_bundle(write(tmp_path, "v4", signed(k1, 4)), pub, state)
     assert (state / "trust.json").read_bytes() == before
     assert tb.load_installed_bundle(state, pub).digest == b.digest
-    # the same version again is "not older" and loads
-    assert tb.load_verified_bundle(write(tmp_path, "v5b", signed(k1, 5, b"other")), pub, state).version == 5
+    # the accepted bundle itself loads, and installing it again changes nothing
+    assert tb.load_verified_bundle(tmp_path / "v5", pub, state).version == 5
+    assert tb.install_bundle(tmp_path / "v5", pub, state)[1] == s
+    assert (state / "trust.json").read_bytes() == before
+    # a different bundle signed with the accepted version is refused (issue 12, item 2)
+    other = write(tmp_path, "v5b", signed(k1, 5, model_bytes(seed=1)))
+    for op in (tb.load_verified_bundle, tb.install_bundle):
+        with pytest.raises(tb.BundleError, match="version 5 is already accepted .* different bundle"):
+            op(other, pub, state)
+    assert (state / "trust.json").read_bytes() == before
     tb.install_bundle(write(tmp_path, "v6", signed(k1, 6)), pub, state)
     assert tb.read_state(state).accepted_version == 6
     assert sorted(p.name for p in state.iterdir()) == [".lock", "current.twbundle", "trust.json"]

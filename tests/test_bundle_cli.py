@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bundle_fixtures import POLICY, model_bytes
+
 
 def tw(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-c", "from tinywarden.cli import main; main()", *map(str, args)]
@@ -14,8 +16,8 @@ def tw(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_keygen_bundle_sign_verify_install_and_refusals(tmp_path):
-    (tmp_path / "m.twb").write_bytes(b"TWB\x00opaque model")
-    (tmp_path / "p.toml").write_text("[tier.alert]\nscore = 1.0\n")
+    (tmp_path / "m.twb").write_bytes(model_bytes())
+    (tmp_path / "p.toml").write_bytes(POLICY)
     (tmp_path / "data.json").write_text('{"rows": 100}')
     assert tw("keygen", "--out", "k", cwd=tmp_path).returncode == 0
     assert tw("keygen", "--out", "k2", cwd=tmp_path).returncode == 0
@@ -49,8 +51,8 @@ def test_keygen_bundle_sign_verify_install_and_refusals(tmp_path):
 
 
 def test_rotation_through_the_cli(tmp_path):
-    (tmp_path / "m").write_bytes(b"model")
-    (tmp_path / "p").write_text("")
+    (tmp_path / "m").write_bytes(model_bytes())
+    (tmp_path / "p").write_bytes(POLICY)
     for prefix in ("old", "new"):
         assert tw("keygen", "--out", prefix, cwd=tmp_path).returncode == 0
     tw("bundle", "m", "--policy", "p", "--out", "b", "--model-id", "x", "--profile", "y", cwd=tmp_path)

@@ -3,8 +3,20 @@
 A bundle is the one file a device installs: the fitted model (an opaque ``.twb`` payload that holds the
 float and int8 forms), its response policy (TOML bytes) and metadata, signed with Ed25519. A device loads
 a bundle only through :func:`load_verified_bundle`, which refuses anything tampered with, signed by a
-key the device does not trust, unsigned, or older than the last version it accepted. Refusal raises
+key the device does not trust, unsigned, older than the last version it accepted, or a different bundle
+with that same version. :func:`install_bundle` also loads the model and policy as the agent will run
+them (:func:`tinywarden.payload.load_payload`) before it moves anything. Refusal raises
 :class:`BundleError` and changes nothing on disk, so the device keeps running its current bundle.
+
+Keys and signatures. A small-order or non-canonically encoded Ed25519 point is refused wherever a key
+enters trust (a provisioned key, the state file's key chain, a rotation key, a bundle's signer) and as a
+signature's R, and a signature's S must be below the group order (:func:`point_fault`): OpenSSL's
+verify accepts the all-zero key with the all-zero signature for a quarter of all messages.
+
+Rollback counter. The accepted version lives in ``trust.json`` (:class:`FileCounter`), which has no
+anchor if the file is deleted or edited; a platform with a monotonic counter plugs it in as a
+:class:`MonotonicCounter` (:func:`load_counter`, ``$TINYWARDEN_COUNTER``, ``--counter``). See
+``docs/threat-model.md``.
 
 Canonical encoding (format version 1; every integer big-endian)::
 
@@ -50,11 +62,13 @@ import contextlib
 import datetime as _dt
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
 import struct
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,21 +81,29 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from tinywarden.errors import TinywardenError
 
 __all__ = [
+    "COUNTER_ENV",
+    "COUNTER_GROUP",
     "FORMAT_VERSION",
     "MAGIC",
+    "SMALL_ORDER_POINTS",
     "Bundle",
     "BundleError",
+    "FileCounter",
+    "MonotonicCounter",
     "TrustState",
     "atomic_write",
+    "check_public_key",
     "create_bundle",
     "fingerprint",
     "generate_key",
     "install_bundle",
+    "load_counter",
     "load_installed_bundle",
     "load_private_key",
     "load_public_key",
     "load_verified_bundle",
     "parse_bundle",
+    "point_fault",
     "public_key_of",
     "read_file",
     "read_state",
@@ -95,6 +117,8 @@ FORMAT_VERSION = 1
 SIGN_DOMAIN = b"tinywarden-bundle-v1\0"
 ROTATE_DOMAIN = b"tinywarden-key-rotation-v1\0"
 STATE_FILE = "trust.json"
+COUNTER_ENV = "TINYWARDEN_COUNTER"
+COUNTER_GROUP = "tinywarden.counters"
 INSTALLED_FILE = "current.twbundle"
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024  # far above any MCU/gateway model; stops a hostile file early
 
@@ -105,6 +129,29 @@ _SIG_LEN = 64
 _ORDER = (b"META", b"MODL", b"POLI", b"ROTK", b"SIGN")
 _OPTIONAL = {b"ROTK", b"SIGN"}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+# Ed25519 point hygiene. A public key or signature R that is a small-order point of edwards25519 lets
+# anyone "sign": with A of order <= 8 and S = 0 the verification equation [S]B = R + [k]A holds for a
+# fixed share of messages (1/4 for the all-zero key), and OpenSSL's verify does not refuse such keys.
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493  # order of the prime subgroup; S must be below it
+#: The canonical encodings of the 8 points whose order divides 8 (RFC 8032 point encoding, little
+#: endian y with the sign of x in the top bit), and the two "x = -0" encodings of the points with x = 0.
+SMALL_ORDER_POINTS = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0100000000000000000000000000000000000000000000000000000000000000",  # (0, 1): identity
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # (0, -1): order 2
+        "0000000000000000000000000000000000000000000000000000000000000000",  # (+-sqrt(-1), 0): order 4
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "0100000000000000000000000000000000000000000000000000000000000080",  # identity, x = -0
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",  # order 2, x = -0
+    )
+)
 
 
 class BundleError(TinywardenError):
@@ -191,6 +238,51 @@ def fingerprint(public_key: bytes) -> str:
     return hashlib.sha256(public_key).hexdigest()
 
 
+def point_fault(encoded: bytes) -> str | None:
+    """Why a 32-byte Ed25519 point encoding must not be trusted, or ``None`` when it may be.
+
+    Refused: a non-canonical encoding (y >= p; an encoder never writes one, and lenient decoders map
+    it onto another point) and the small-order points (:data:`SMALL_ORDER_POINTS`).
+
+    >>> point_fault(bytes(32))
+    'a small-order Ed25519 point'
+    >>> point_fault(public_key_of(generate_key())) is None
+    True
+    """
+    if len(encoded) != _KEY_LEN:
+        return f"{len(encoded)} bytes, not an Ed25519 point ({_KEY_LEN} bytes)"
+    if int.from_bytes(encoded, "little") & ((1 << 255) - 1) >= _P:
+        return "a non-canonical Ed25519 encoding (y >= p)"
+    if encoded in SMALL_ORDER_POINTS:
+        return "a small-order Ed25519 point"
+    return None
+
+
+def check_public_key(key: bytes, source: str, what: str = "public key") -> bytes:
+    """Return ``key`` if it may be trusted, else raise a one-line :class:`BundleError` naming ``source``.
+
+    Every place a key enters trust calls this: provisioning (:func:`load_public_key`, the ``pubkey``
+    of :func:`load_verified_bundle` and :func:`install_bundle`, the state file), rotation and the
+    signer field of a bundle.
+    """
+    fault = point_fault(key)
+    if fault is not None:
+        raise BundleError(
+            f"{source}: {what} {key.hex()[:16]}… is {fault}; signatures for it can be forged "
+            "without a private key, refused"
+        )
+    return key
+
+
+def _check_signature(sig: bytes, source: str, what: str) -> None:
+    """Refuse an Ed25519 signature whose R is a small-order or non-canonical point, or whose S >= L."""
+    fault = point_fault(sig[:_KEY_LEN])
+    if fault is not None:
+        raise BundleError(f"{source}: {what} has R = {fault}, refused")
+    if int.from_bytes(sig[_KEY_LEN:], "little") >= _L:
+        raise BundleError(f"{source}: {what} has S >= L (non-canonical signature scalar), refused")
+
+
 def write_keypair(prefix: str | os.PathLike[str], *, force: bool = False) -> tuple[Path, Path]:
     """Write ``PREFIX.key`` (PKCS#8 PEM, mode 0600) and ``PREFIX.pub`` (SubjectPublicKeyInfo PEM)."""
     base = Path(prefix)
@@ -231,7 +323,8 @@ def load_public_key(path: str | os.PathLike[str]) -> bytes:
         raise BundleError(f"{path}: not a PEM public key ({exc})") from None
     if not isinstance(key, Ed25519PublicKey):
         raise BundleError(f"{path}: public key is {type(key).__name__}, expected Ed25519")
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return check_public_key(raw, str(path))
 
 
 # ------------------------------------------------------------------------------------------ encoding
@@ -267,8 +360,8 @@ def sign_bundle(
     """
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise BundleError(f"{source}: version must be an integer >= 1, got {version!r}")
-    if rotate_to is not None and len(rotate_to) != _KEY_LEN:
-        raise BundleError(f"{source}: rotation key must be {_KEY_LEN} raw bytes, got {len(rotate_to)}")
+    if rotate_to is not None:
+        check_public_key(rotate_to, source, "rotation key")
     b = parse_bundle(data, source=source)
     meta = dict(b.metadata)
     meta["version"] = version
@@ -351,17 +444,24 @@ def parse_bundle(data: bytes, *, source: str = "<memory>") -> Bundle:
 
 
 def verify_bundle(data: bytes, public_key: bytes, *, source: str = "<memory>") -> Bundle:
-    """Parse and check the signature against ``public_key`` (raw 32 bytes); no rollback check."""
+    """Parse and check the signature against ``public_key`` (raw 32 bytes); no rollback check.
+
+    Keys and signatures that are small-order or non-canonical Ed25519 points are refused before the
+    signature is checked (see :func:`point_fault`).
+    """
     b = parse_bundle(data, source=source)
     if b.signer is None:
         raise BundleError(f"{source}: bundle is not signed (no SIGN section)")
     if b.version < 1:
         raise BundleError(f"{source}: signed bundle has version {b.version}, expected >= 1")
+    check_public_key(b.signer, source, "signer key")
+    check_public_key(public_key, source, "trusted key")
     if b.signer != public_key:
         raise BundleError(
             f"{source}: signed by key {fingerprint(b.signer)[:16]}…, "
             f"not by the trusted key {fingerprint(public_key)[:16]}…"
         )
+    _check_signature(b._signature, source, "signature")
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(
             b._signature, SIGN_DOMAIN + hashlib.sha256(b._signed_prefix).digest()
@@ -371,14 +471,130 @@ def verify_bundle(data: bytes, public_key: bytes, *, source: str = "<memory>") -
             f"{source}: signature does not match the contents (corrupted or tampered)"
         ) from None
     if b.rotate_to is not None:
+        check_public_key(b.rotate_to, source, "rotation key")
+        _check_signature(b._rotation_sig, source, "key rotation endorsement")
         try:
             Ed25519PublicKey.from_public_bytes(public_key).verify(
                 b._rotation_sig, ROTATE_DOMAIN + b.rotate_to
             )
-            Ed25519PublicKey.from_public_bytes(b.rotate_to)
-        except (InvalidSignature, ValueError):
+        except InvalidSignature:
             raise BundleError(f"{source}: key rotation endorsement is invalid") from None
     return b
+
+
+# ---------------------------------------------------------------------------------- rollback counter
+
+
+class MonotonicCounter(ABC):
+    """Where a device keeps its anti-rollback counter: the highest bundle version it has accepted.
+
+    The default, :class:`FileCounter`, is the ``accepted_version`` in ``state_dir/trust.json``, which
+    anyone who can write that directory can reset (see ``docs/threat-model.md``). A platform with a
+    monotonic counter that software cannot lower (a TPM NV counter, a secure element, eFuses) plugs it
+    in by subclassing this and naming the factory (see :func:`load_counter`). Bundle versions below
+    :meth:`read` are refused as rollbacks, and so is a different bundle at the same version, even when
+    ``trust.json`` has been deleted or edited.
+
+    >>> class Ram(MonotonicCounter):
+    ...     name = "ram"
+    ...     def __init__(self) -> None:
+    ...         self.value = 0
+    ...     def read(self) -> int:
+    ...         return self.value
+    ...     def advance(self, version: int) -> None:
+    ...         self.value = max(self.value, version)
+    >>> c = Ram(); c.advance(4); c.read()
+    4
+    """
+
+    #: What messages call the backend ("file", "tpm-nv", ...).
+    name: str = "counter"
+
+    @abstractmethod
+    def read(self) -> int:
+        """The highest version accepted so far, 0 before the first install. Raise on a fault."""
+
+    @abstractmethod
+    def advance(self, version: int) -> None:
+        """Make :meth:`read` return at least ``version`` (never lower it). Raise on a fault.
+
+        :func:`install_bundle` calls it last, after ``trust.json`` is written, with the version it just
+        accepted; a crash before it leaves the counter one install behind, and the next install
+        advances it again.
+        """
+
+
+class FileCounter(MonotonicCounter):
+    """The default counter: the version recorded in ``state_dir/trust.json`` (no anchor off the file)."""
+
+    name = "file"
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.state_dir = Path(state_dir)
+
+    def read(self) -> int:
+        state = read_state(self.state_dir)
+        return 0 if state is None else state.accepted_version
+
+    def advance(self, version: int) -> None:
+        # Writing trust.json, which install_bundle has just done, is this backend's advance.
+        if self.read() < version:
+            raise BundleError(f"{self.state_dir / STATE_FILE}: does not record version {version} after install")
+
+
+def load_counter(spec: str | None, state_dir: str | os.PathLike[str]) -> MonotonicCounter:
+    """The rollback counter named by ``spec``, else by ``$TINYWARDEN_COUNTER``, else :class:`FileCounter`.
+
+    ``spec`` is ``file``, the name of an entry point in the ``tinywarden.counters`` group, or an object
+    reference ``package.module:factory``. The factory is called with ``state_dir`` and returns a
+    :class:`MonotonicCounter`. Name the counter where an attacker who can write ``state_dir`` cannot
+    change it: the service unit or the read-only root file system.
+
+    >>> load_counter(None, "/nonexistent").name
+    'file'
+    """
+    spec = spec or os.environ.get(COUNTER_ENV) or "file"
+    if spec == "file":
+        return FileCounter(state_dir)
+    found = importlib.metadata.entry_points(group=COUNTER_GROUP, name=spec)
+    ep = next(iter(found), None)
+    if ep is None:
+        if ":" not in spec:
+            known = sorted(e.name for e in importlib.metadata.entry_points(group=COUNTER_GROUP))
+            raise BundleError(
+                f"rollback counter {spec!r}: no entry point of that name in group {COUNTER_GROUP!r} "
+                f"(installed: {', '.join(['file', *known])}) and not a module:factory reference"
+            )
+        ep = importlib.metadata.EntryPoint(name=spec, value=spec, group=COUNTER_GROUP)
+    try:
+        counter = ep.load()(Path(state_dir))
+    except TinywardenError as exc:
+        raise BundleError(f"rollback counter {spec!r}: {exc}") from None
+    except Exception as exc:  # a plugin's own failure must still be one line naming the plugin
+        raise BundleError(f"rollback counter {spec!r}: cannot load ({type(exc).__name__}: {exc})") from None
+    if not isinstance(counter, MonotonicCounter):
+        raise BundleError(f"rollback counter {spec!r}: factory returned {type(counter).__name__}, "
+                          "not a MonotonicCounter")  # fmt: skip
+    return counter
+
+
+def _counter_value(counter: MonotonicCounter, op: str, version: int = 0) -> int:
+    """Call the counter (``read`` or ``advance``), turning any fault into a one-line :class:`BundleError`."""
+    try:
+        if op == "advance":
+            counter.advance(version)
+        value = counter.read()
+    except BundleError:
+        raise
+    except Exception as exc:  # a platform backend fails closed: no counter, no install
+        raise BundleError(
+            f"rollback counter {counter.name!r}: {op} failed ({type(exc).__name__}: {exc})"
+        ) from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BundleError(f"rollback counter {counter.name!r}: read gave {value!r}, not an integer >= 0")
+    if op == "advance" and value < version:
+        raise BundleError(f"rollback counter {counter.name!r}: still at {value} after advancing to {version}")
+    return value
 
 
 # -------------------------------------------------------------------------------------- device state
@@ -403,6 +619,8 @@ def read_state(state_dir: str | os.PathLike[str]) -> TrustState | None:
         chain = tuple(bytes.fromhex(x) for x in d["key_chain"])
         if not chain or any(len(k) != _KEY_LEN for k in chain):
             raise ValueError("key_chain must list 32-byte public keys")
+        for k in chain:
+            check_public_key(k, str(path), "key_chain entry")
         if d.get("key_fingerprint") != fingerprint(chain[-1]):
             raise ValueError("key_fingerprint does not match the last key of key_chain")
         return TrustState(
@@ -420,17 +638,98 @@ def read_state(state_dir: str | os.PathLike[str]) -> TrustState | None:
 
 
 def load_verified_bundle(
-    path: str | os.PathLike[str], pubkey: bytes, state_dir: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    pubkey: bytes,
+    state_dir: str | os.PathLike[str] | None = None,
+    *,
+    counter: MonotonicCounter | None = None,
 ) -> Bundle:
     """Load a bundle for use: authentic, signed by the key this device trusts now, not rolled back.
 
     ``pubkey`` is the device's provisioned key; after rotations it may be any key of the recorded
     chain, and the bundle must be signed by the newest one, except the accepted bundle itself (same
-    digest), which stays loadable though a rotation bundle was signed by the previous key. Raises
+    digest), which stays loadable though a rotation bundle was signed by the previous key. With
+    ``state_dir``, a version below the rollback counter (``counter``, default :func:`load_counter`)
+    is refused, and so is a bundle at the accepted version that is not the accepted bundle. Raises
     :class:`BundleError`; nothing is written.
     """
-    source = str(path)
-    data = read_file(path, "bundle")
+    sdir = Path(state_dir) if state_dir is not None else None
+    return _verify_for_device(read_file(path, "bundle"), str(path), pubkey, sdir, counter)
+
+
+def install_bundle(
+    path: str | os.PathLike[str],
+    pubkey: bytes,
+    state_dir: str | os.PathLike[str],
+    *,
+    counter: MonotonicCounter | None = None,
+) -> tuple[Bundle, TrustState]:
+    """Verify, load its model and policy, then keep a copy in ``state_dir`` and accept its version.
+
+    The model and policy are loaded and checked exactly as the agent will run them
+    (:func:`tinywarden.payload.load_payload`) before anything is written, so a signed bundle the device
+    cannot run never advances the counter nor replaces the current bundle. Installing the accepted
+    bundle again is a no-op (it only restores a missing or damaged copy); a different bundle with the
+    accepted version is refused. The state is replaced atomically under an exclusive lock, so a crash
+    or a concurrent install leaves either the old or the new state, never a mix; the counter is
+    advanced last (see :meth:`MonotonicCounter.advance`).
+    """
+    from tinywarden.payload import load_payload  # model and policy code: loaded only by an install
+
+    sdir = Path(state_dir)
+    try:
+        sdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BundleError(f"{sdir}: cannot create state directory ({exc})") from None
+    with _locked(sdir):
+        counter = counter or load_counter(None, sdir)
+        data = read_file(path, "bundle")  # read once: what is verified is what is copied
+        b = _verify_for_device(data, str(path), pubkey, sdir, counter)
+        old = read_state(sdir)
+        if old is not None and b.digest == old.bundle_sha256:
+            copy = sdir / INSTALLED_FILE
+            if not copy.is_file() or hashlib.sha256(copy.read_bytes()).hexdigest() != b.digest:
+                atomic_write(copy, data)
+            return b, old
+        try:
+            load_payload(b.model, b.policy, source=b.source)
+        except TinywardenError as exc:
+            raise BundleError(str(exc)) from None
+        chain = old.key_chain if old is not None else (pubkey,)
+        if b.rotate_to is not None and b.rotate_to not in chain:
+            chain = (*chain, b.rotate_to)
+        state = TrustState(
+            accepted_version=b.version,
+            bundle_sha256=b.digest,
+            model_id=b.model_id,
+            key_chain=chain,
+            installed_at=_now(),
+        )
+        # The copy goes first: if we crash before the state, the old state still accepts it.
+        atomic_write(sdir / INSTALLED_FILE, data)
+        atomic_write(sdir / STATE_FILE, _encode_state(state))
+        _counter_value(counter, "advance", b.version)
+    return b, state
+
+
+def load_installed_bundle(
+    state_dir: str | os.PathLike[str], pubkey: bytes, *, counter: MonotonicCounter | None = None
+) -> Bundle:
+    """Load (and verify) the bundle last installed into ``state_dir``."""
+    path = Path(state_dir) / INSTALLED_FILE
+    if read_state(state_dir) is None:
+        raise BundleError(f"{state_dir}: no bundle installed yet")
+    b = load_verified_bundle(path, pubkey, state_dir, counter=counter)
+    state = read_state(state_dir)
+    if state is not None and b.digest != state.bundle_sha256:
+        raise BundleError(f"{path}: installed copy does not match the digest recorded in {STATE_FILE}")
+    return b
+
+
+def _verify_for_device(
+    data: bytes, source: str, pubkey: bytes, state_dir: Path | None, counter: MonotonicCounter | None
+) -> Bundle:
+    check_public_key(pubkey, source, "provisioned key")
     state = read_state(state_dir) if state_dir is not None else None
     trusted = pubkey
     if state is not None:
@@ -445,55 +744,25 @@ def load_verified_bundle(
             if signer in state.key_chain:
                 trusted = signer
     b = verify_bundle(data, trusted, source=source)
-    if state is not None and b.version < state.accepted_version:
-        raise BundleError(
-            f"{source}: version {b.version} is older than version {state.accepted_version} "
-            "already accepted on this device (rollback refused)"
-        )
-    return b
-
-
-def install_bundle(
-    path: str | os.PathLike[str], pubkey: bytes, state_dir: str | os.PathLike[str]
-) -> tuple[Bundle, TrustState]:
-    """Verify, then keep a copy in ``state_dir`` and record its version as the accepted one.
-
-    The state is replaced atomically under an exclusive lock, so a crash or a concurrent install
-    leaves either the old or the new state, never a mix.
-    """
-    sdir = Path(state_dir)
-    try:
-        sdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BundleError(f"{sdir}: cannot create state directory ({exc})") from None
-    with _locked(sdir):
-        b = load_verified_bundle(path, pubkey, sdir)
-        old = read_state(sdir)
-        chain = old.key_chain if old is not None else (pubkey,)
-        if b.rotate_to is not None and b.rotate_to not in chain:
-            chain = (*chain, b.rotate_to)
-        state = TrustState(
-            accepted_version=b.version,
-            bundle_sha256=b.digest,
-            model_id=b.model_id,
-            key_chain=chain,
-            installed_at=_now(),
-        )
-        # The copy goes first: if we crash before the state, the old state still accepts it.
-        atomic_write(sdir / INSTALLED_FILE, read_file(path, "bundle"))
-        atomic_write(sdir / STATE_FILE, _encode_state(state))
-    return b, state
-
-
-def load_installed_bundle(state_dir: str | os.PathLike[str], pubkey: bytes) -> Bundle:
-    """Load (and verify) the bundle last installed into ``state_dir``."""
-    path = Path(state_dir) / INSTALLED_FILE
-    if read_state(state_dir) is None:
-        raise BundleError(f"{state_dir}: no bundle installed yet")
-    b = load_verified_bundle(path, pubkey, state_dir)
-    state = read_state(state_dir)
-    if state is not None and b.digest != state.bundle_sha256:
-        raise BundleError(f"{path}: installed copy does not match the digest recorded in {STATE_FILE}")
+    if state_dir is None:
+        return b
+    counter = counter or load_counter(None, state_dir)
+    recorded = state.accepted_version if state is not None else 0
+    floor = max(recorded, _counter_value(counter, "read"))
+    where = "already accepted on this device" if floor == recorded else f"on rollback counter {counter.name!r}"
+    if b.version < floor:
+        raise BundleError(f"{source}: version {b.version} is older than version {floor} {where} (rollback refused)")
+    if b.version == floor:
+        if state is None or recorded != floor:
+            raise BundleError(
+                f"{source}: version {b.version} is {where}, but {STATE_FILE} does not record this bundle at "
+                "that version (deleted or edited?); refused, a new bundle needs a higher version"
+            )
+        if b.digest != state.bundle_sha256:
+            raise BundleError(
+                f"{source}: version {b.version} is {where} as bundle {state.bundle_sha256[:16]}…, and this "
+                "is a different bundle (a new bundle needs a higher version)"
+            )
     return b
 
 

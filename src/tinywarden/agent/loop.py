@@ -75,13 +75,12 @@ from tinywarden.agent.status import write_status
 from tinywarden.audit import AuditLog
 from tinywarden.errors import DataError, TinywardenError
 from tinywarden.features import extract, feature_names
-from tinywarden.modelfile import pipeline_from_bytes
+from tinywarden.payload import load_payload
 from tinywarden.pipeline import GuardVerdict, Pipeline
-from tinywarden.respond import ActionEvent, Policy, PolicyError, ResponseEngine, SimulatedClock, SystemClock
+from tinywarden.respond import ActionEvent, Policy, ResponseEngine, SimulatedClock, SystemClock
 from tinywarden.respond.actuators import ActuatorError, build_actuators
 from tinywarden.respond.engine import REASON_FAILSAFE_BOUNDS, StateFileError
 from tinywarden.respond.machine import next_deadline
-from tinywarden.respond.policy import parse_policy
 from tinywarden.telemetry.live import LiveSampler
 from tinywarden.telemetry.series import Series
 
@@ -209,16 +208,13 @@ class LoadedBundle:
 
 
 def load_bundle_contents(bundle: tb.Bundle, policy_override: Policy | None = None) -> LoadedBundle:
-    """Decode a verified bundle's model and policy; raises a :class:`TinywardenError` naming the bundle."""
-    source = bundle.source
-    pipeline = pipeline_from_bytes(bundle.model, source=f"{source} (model section)")
+    """Load a verified bundle's model and policy with the checks install makes
+    (:func:`tinywarden.payload.load_payload`; the bundle's own policy must load even when overridden);
+    raises a :class:`TinywardenError` naming the bundle."""
+    payload = load_payload(bundle.model, bundle.policy, source=bundle.source)
     if policy_override is not None:
-        return LoadedBundle(bundle, pipeline, policy_override, True)
-    try:
-        text = bundle.policy.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PolicyError(f"{source} (policy section): not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return LoadedBundle(bundle, pipeline, parse_policy(text, source=f"{source} (policy section)"), False)
+        return LoadedBundle(bundle, payload.pipeline, policy_override, True)
+    return LoadedBundle(bundle, payload.pipeline, payload.policy, False)
 
 
 # --------------------------------------------------------------------------------------------- config

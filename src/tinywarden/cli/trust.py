@@ -65,6 +65,12 @@ def sign(
     console.print(f"signed [bold]{dest}[/] as version {version}{extra}")
 
 
+COUNTER_HELP = (
+    "Anti-rollback counter: 'file' (trust.json, the default), an entry point of group "
+    f"'{tb.COUNTER_GROUP}', or module:factory. Default: ${tb.COUNTER_ENV}, else 'file'."
+)
+
+
 @app.command()
 def verify(
     bundle: Path = typer.Argument(..., help="Bundle to check."),
@@ -72,9 +78,11 @@ def verify(
     state_dir: Path | None = typer.Option(
         None, "--state-dir", help="Device state directory: also refuse versions older than the accepted one."
     ),
+    counter: str | None = typer.Option(None, "--counter", help=COUNTER_HELP),
 ) -> None:
     """Exit 0 only if the bundle is authentic (and, with --state-dir, not a rollback)."""
-    b = tb.load_verified_bundle(bundle, tb.load_public_key(pubkey), state_dir)
+    ctr = tb.load_counter(counter, state_dir) if state_dir is not None else None
+    b = tb.load_verified_bundle(bundle, tb.load_public_key(pubkey), state_dir, counter=ctr)
     console.print(_describe(b, "[green]authentic[/]"))
 
 
@@ -83,10 +91,18 @@ def install(
     bundle: Path = typer.Argument(..., help="Bundle to install."),
     pubkey: Path = typer.Option(..., "--pubkey", help="Provisioned public key of this device (PEM)."),
     state_dir: Path = typer.Option(..., "--state-dir", help="Device state directory."),
+    counter: str | None = typer.Option(None, "--counter", help=COUNTER_HELP),
 ) -> None:
-    """Verify a bundle and record it as this device's accepted version."""
-    b, state = tb.install_bundle(bundle, tb.load_public_key(pubkey), state_dir)
-    console.print(_describe(b, "[green]installed[/]"))
+    """Verify a bundle, load its model and policy, and record it as this device's accepted version.
+
+    Nothing changes unless the model and policy load as the agent will run them. Installing the
+    accepted bundle again changes nothing; another bundle with the accepted version is refused.
+    """
+    before = tb.read_state(state_dir)
+    b, state = tb.install_bundle(bundle, tb.load_public_key(pubkey), state_dir,
+                                 counter=tb.load_counter(counter, state_dir))  # fmt: skip
+    fresh = before is None or before.bundle_sha256 != b.digest
+    console.print(_describe(b, "[green]installed[/]" if fresh else "already installed (nothing changed)"))
     console.print(
         f"accepted version is now {state.accepted_version}; trusted key {state.key_fingerprint[:16]}…",
         highlight=False,

@@ -1,0 +1,67 @@
+"""What a bundle carries, loaded and checked the way the agent runs it: the fitted pipeline and its policy.
+
+One function, :func:`load_payload`, used both by :func:`tinywarden.bundle.install_bundle` (before the
+anti-rollback counter moves) and by the agent (before it swaps models), so a signed bundle whose model
+or policy the agent cannot use is refused at install instead of locking the device out of every older
+version. It checks everything that does not depend on the device's telemetry source: the model file
+decodes into a fitted pipeline whose streaming scorer runs a window, the policy is UTF-8 TOML that
+parses, its actions build and its tiers compile against the model's threshold. The mapping of the
+model's channels onto the source's channels can only be checked by the agent, which knows the source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinywarden.errors import ModelFileError, TinywardenError
+from tinywarden.modelfile import pipeline_from_bytes
+from tinywarden.pipeline import Pipeline
+from tinywarden.respond import Policy, PolicyError, compile_tables, parse_policy
+from tinywarden.respond.actuators import build_actuators
+
+__all__ = ["Payload", "load_payload"]
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A bundle's model and policy, ready to run."""
+
+    pipeline: Pipeline
+    policy: Policy
+
+
+def load_payload(model: bytes, policy: bytes, *, source: str) -> Payload:
+    """Load a bundle's model and policy sections; a :class:`TinywardenError` names ``source`` and the section.
+
+    >>> load_payload(b"model,csv\\n1,2\\n", b"", source="b.twbundle")
+    Traceback (most recent call last):
+    ...
+    tinywarden.errors.ModelFileError: b.twbundle (model section): not a tinywarden model file ...
+    """
+    where = f"{source} (model section)"
+    pipeline = pipeline_from_bytes(model, source=where)
+    try:
+        # One window through the streaming scorer: a model that decodes but cannot score fails here,
+        # not after it has become the accepted version. Only exceptions count; the score may be anything.
+        scorer = pipeline.stream()
+        zeros = np.zeros(len(pipeline.channels_))
+        for _ in range(pipeline.window):
+            scorer.push(zeros)
+    except TinywardenError as exc:
+        raise ModelFileError(f"{where}: model cannot score ({exc})") from None
+    except Exception as exc:  # a hostile model file may fail in any numpy call
+        raise ModelFileError(f"{where}: model cannot score ({type(exc).__name__}: {exc})") from None
+    where = f"{source} (policy section)"
+    try:
+        text = policy.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    parsed = parse_policy(text, source=where)
+    try:
+        compile_tables(parsed, float(pipeline.threshold_))
+        build_actuators(parsed, dry_run=True)
+    except TinywardenError as exc:
+        raise PolicyError(f"{where}: {exc}") from None
+    return Payload(pipeline, parsed)
