@@ -538,13 +538,15 @@ def verify(path: str | Path, key: AuditKey | None = None, anchors: Iterable[tupl
                 report.problems.append(Problem("tamper", where, "unterminated record inside the chain"))
 
     keyed_at = next((i for i, (_, rec) in enumerate(parsed) if _marker(rec)), None)
-    check_key = _key_findings(p, parsed, keyed_at, key, report)
-    mac_from = keyed_at if keyed_at is not None else (0 if check_key is not None else None)
-    _check_chain(parsed, mac_from, check_key, report)
+    _key_findings(p, parsed, keyed_at, key, report)
+    # With a key every record from the keyed marker on (all of them if there is none) must carry its MAC:
+    # the given key is the authority, whatever key id the log claims.
+    mac_from = keyed_at if keyed_at is not None else (0 if key is not None else None)
+    _check_chain(parsed, mac_from, key, report)
     if live_first is not None:
         _check_rotated_files(p, live_first, report)
-    _check_head(p, parsed, report, check_key)
-    if not report.keyed:
+    _check_head(p, parsed, report, key)
+    if not report.keyed and key is None:  # with a key, an unkeyed log is already a finding
         report.problems.append(
             Problem("info", p.name, "unkeyed: integrity only against accidents (anyone who can write it can forge it)")
         )
@@ -560,8 +562,8 @@ def verify(path: str | Path, key: AuditKey | None = None, anchors: Iterable[tupl
 def _key_findings(
     path: Path, parsed: list[tuple[str, dict[str, Any]]], keyed_at: int | None, key: AuditKey | None,
     report: VerifyReport,
-) -> AuditKey | None:
-    """Fill the report's key facts; return the key to check MACs with (``None``: cannot or need not)."""
+) -> None:
+    """Fill the report's key facts; name an unkeyed log or another key when ``key`` is given."""
     if keyed_at is None:
         if key is not None and parsed:
             report.problems.append(
@@ -572,7 +574,7 @@ def _key_findings(
                     "(forged, or an unkeyed log: verify it without a key)",
                 )
             )
-        return key  # every record is then held to a MAC: a forged tail is named where it starts
+        return
     where, marker = parsed[keyed_at]
     report.keyed = True
     report.key_id = str(marker["data"]["key_id"])
@@ -584,7 +586,7 @@ def _key_findings(
                     f"(pinned by {where}): integrity only against accidents")  # fmt: skip
         )
     if key is None:
-        return None
+        return
     if report.key_id != key.key_id:
         report.problems.append(
             Problem(
@@ -594,9 +596,8 @@ def _key_findings(
                 "another log's key, or forged with another key",
             )
         )
-        return key  # the given key is the authority: its MACs are what the records and head must carry
+        return
     report.authenticated = True
-    return key
 
 
 def _check_chain(
@@ -693,7 +694,7 @@ def _check_head(
 ) -> None:
     head_file = _head_path(path)
     if not head_file.exists():
-        if report.keyed:
+        if report.keyed or key is not None:
             report.problems.append(
                 Problem("tamper", head_file.name, "head file deleted (a keyed log always has one): "
                         "records cut off the end cannot be ruled out")  # fmt: skip
@@ -712,7 +713,7 @@ def _check_head(
         report.problems.append(Problem("tamper", head_file.name, "head file unreadable"))
         return
     report.head = (head_seq, head_hash)
-    if report.keyed and "mac" not in head:
+    if (report.keyed or key is not None) and "mac" not in head:
         report.problems.append(Problem("tamper", head_file.name, "head file carries no MAC (rewritten)"))
     elif key is not None and not hmac.compare_digest(str(head.get("mac")), _head_mac(key, head_seq, head_hash)):
         report.problems.append(

@@ -204,14 +204,16 @@ def audit_verify(
     checked = f"; {len(anchors)} anchor(s) held" if anchors else ""
     verdict = report.verdict
     if verdict == "intact":
-        console.print(f"OK: {what}; keyed chain intact (key id {report.key_id}){checked}", highlight=False)
+        console.print(f"OK: {what}; keyed chain intact (key id {report.key_id}){checked}", highlight=False,
+                      soft_wrap=True)
         return
     if verdict == "tampered":
-        console.print(f"TAMPERED: {what}", highlight=False)
+        console.print(f"TAMPERED: {what}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     if verdict == "unkeyed":
         console.print(f"UNKEYED: {what}; no damage found, but integrity only against accidents{checked}",
-                      highlight=False)  # fmt: skip
+                      highlight=False, soft_wrap=True)  # fmt: skip
     else:
-        console.print(f"UNVERIFIED: {what}; links hold but MACs not checked: pass --key{checked}", highlight=False)
+        console.print(f"UNVERIFIED: {what}; links hold but MACs not checked: pass --key{checked}", highlight=False,
+                      soft_wrap=True)
     raise typer.Exit(3)
