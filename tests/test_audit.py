@@ -353,6 +353,18 @@ def test_nan_inside_a_record_is_a_finding_not_a_crash(tmp_path: Path, key: Audit
         AuditLog(log, key=key)
 
 
+def test_non_ascii_hashes_and_macs_are_findings(tmp_path: Path, key: AuditKey) -> None:
+    log, head = tmp_path / "a.log", tmp_path / "a.log.head"
+    write_log(log, key)
+    recs = records(log)
+    recs[2]["hash"] = "\u00e9" * 64
+    log.write_text("".join(dump(r) for r in recs))
+    head.write_text(json.dumps({**json.loads(head.read_text()), "mac": "\u00e9" * 64}))
+    found = tampers(log, key)
+    assert "a.log:3 seq 2: MAC does not match (forged, edited or rewritten without the key)" in found
+    assert "a.log.head head file MAC does not match (rewritten without the key)" in found
+
+
 # ----------------------------------------------------------------------------- keys and unkeyed logs
 
 

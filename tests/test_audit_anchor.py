@@ -14,7 +14,17 @@ import pytest
 from test_agent import Kit, build_kit, config
 from tinywarden.agent.escalate import EscalationError, Incident
 from tinywarden.agent.loop import Agent, ReplaySource
-from tinywarden.audit import AuditError, AuditKey, AuditLog, check_anchor, load_key, parse_anchor, segments, verify
+from tinywarden.audit import (
+    AuditError,
+    AuditKey,
+    AuditLog,
+    VerifyReport,
+    check_anchor,
+    load_key,
+    parse_anchor,
+    segments,
+    verify,
+)
 from tinywarden.cli import main
 
 
@@ -98,9 +108,14 @@ def test_anchor_older_than_the_retained_log_cannot_be_checked(tmp_path: Path, ke
 
 def test_anchor_text_is_checked() -> None:
     assert parse_anchor(f"7:{'AB' * 32}") == (7, "ab" * 32)
-    for bad in ("7", "x:" + "ab" * 32, "7:abc", "-1:" + "ab" * 32):
+    for bad in ("7", "x:" + "ab" * 32, "7:abc", "-1:" + "ab" * 32, "7:" + "\u00e9" * 64):
         with pytest.raises(AuditError, match="expected SEQ:HASH"):
             parse_anchor(bad)
+    report = VerifyReport(records=1, first_seq=0, last_seq=0, hashes={0: "ab" * 32})
+    assert check_anchor(report, 0, "AB" * 32) == []
+    for seq, h in ((-1, "ab" * 32), (0, "\u00e9" * 64), (0, "ab")):
+        with pytest.raises(AuditError, match="expected a sequence number"):
+            check_anchor(report, seq, h)
 
 
 def test_incident_carries_the_audit_head_on_the_wire() -> None:

@@ -162,6 +162,11 @@ def record_hash(record: Mapping[str, Any], key: AuditKey | None = None) -> str:
     return hashlib.sha256(body).hexdigest() if key is None else key.mac(_RECORD_DOMAIN, body)
 
 
+def _same(a: str, b: str) -> bool:
+    """Constant-time equality of two hex strings as read from a file (which may hold any text)."""
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
 def _head_mac(key: AuditKey, seq: int, hash_: str) -> str:
     return key.mac(_HEAD_DOMAIN, _canonical({"seq": seq, "hash": hash_, "key_id": key.key_id}))
 
@@ -614,7 +619,7 @@ def _check_chain(
         if mac_from is None or i < mac_from:
             if record_hash(rec) != rec["hash"]:
                 bad_hashes.append((where, seq))
-        elif key is not None and not hmac.compare_digest(record_hash(rec, key), rec["hash"]):
+        elif key is not None and not _same(record_hash(rec, key), rec["hash"]):
             bad_macs.append((where, seq))
         if expected_seq is None:
             if seq == 0 and rec["prev"] == GENESIS:
@@ -715,7 +720,7 @@ def _check_head(
     report.head = (head_seq, head_hash)
     if (report.keyed or key is not None) and "mac" not in head:
         report.problems.append(Problem("tamper", head_file.name, "head file carries no MAC (rewritten)"))
-    elif key is not None and not hmac.compare_digest(str(head.get("mac")), _head_mac(key, head_seq, head_hash)):
+    elif key is not None and not _same(str(head.get("mac")), _head_mac(key, head_seq, head_hash)):
         report.problems.append(
             Problem("tamper", head_file.name, "head file MAC does not match (rewritten without the key)")
         )
@@ -774,6 +779,10 @@ def check_anchor(log: VerifyReport | str | Path, seq: int, hash: str, key: Audit
     different hash at ``seq`` means the log was rewritten from there or earlier, even by a key holder.
     An anchor older than the retained log cannot be checked and is reported as ``info``.
     """
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or not isinstance(hash, str) \
+            or not _HEX64.fullmatch(hash.lower()):  # fmt: skip
+        raise AuditError(f"anchor {seq!r}:{hash!r}: expected a sequence number >= 0 and 64 hex digits")
+    hash = hash.lower()
     report = log if isinstance(log, VerifyReport) else verify(log, key)
     where = f"anchor {seq}:{hash[:12]}"
     if report.last_seq is None or seq > report.last_seq:
@@ -781,7 +790,7 @@ def check_anchor(log: VerifyReport | str | Path, seq: int, hash: str, key: Audit
         return [Problem("tamper", where, f"the log {ends} but the fleet holds seq {seq}: rewound "
                         "(records cut off the end, or the log replaced)")]  # fmt: skip
     if seq in report.hashes:
-        if hmac.compare_digest(report.hashes[seq], hash.lower()):
+        if _same(report.hashes[seq], hash):
             return []
         return [Problem("tamper", where, f"seq {seq} carries another hash than the fleet holds: "
                         f"the log was rewritten at or before seq {seq}")]  # fmt: skip
