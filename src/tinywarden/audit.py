@@ -70,7 +70,7 @@ KEY_BYTES = 32
 _RECORD_DOMAIN = b"tinywarden-audit-record-v1\0"
 _HEAD_DOMAIN = b"tinywarden-audit-head-v1\0"
 _KEY_ID_DOMAIN = b"tinywarden-audit-key-id-v1\0"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+HEX_HASH = re.compile(r"[0-9a-f]{64}")  # a record hash or MAC, as the writer prints it
 _MAX_KEY_FILE = 1024
 
 
@@ -142,7 +142,7 @@ def load_key(path: str | Path, create: bool = False) -> AuditKey:
             "so it must be readable by its owner only (chmod 600)"
         )
     text = raw.decode("ascii", errors="replace").strip().lower()
-    if len(raw) > _MAX_KEY_FILE or not _HEX64.fullmatch(text):
+    if len(raw) > _MAX_KEY_FILE or not HEX_HASH.fullmatch(text):
         raise AuditError(f"{p}: not an audit key (expected {2 * KEY_BYTES} hex digits)")
     return AuditKey(bytes.fromhex(text), p)
 
@@ -766,7 +766,7 @@ def parse_anchor(text: str) -> tuple[int, str]:
     12
     """
     seq, sep, hash_ = text.strip().partition(":")
-    if not sep or not seq.isdigit() or not _HEX64.fullmatch(hash_.lower()):
+    if not sep or not seq.isdigit() or not HEX_HASH.fullmatch(hash_.lower()):
         raise AuditError(f"anchor {text!r}: expected SEQ:HASH (a sequence number and 64 hex digits)")
     return int(seq), hash_.lower()
 
@@ -780,7 +780,7 @@ def check_anchor(log: VerifyReport | str | Path, seq: int, hash: str, key: Audit
     An anchor older than the retained log cannot be checked and is reported as ``info``.
     """
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or not isinstance(hash, str) \
-            or not _HEX64.fullmatch(hash.lower()):  # fmt: skip
+            or not HEX_HASH.fullmatch(hash.lower()):  # fmt: skip
         raise AuditError(f"anchor {seq!r}:{hash!r}: expected a sequence number >= 0 and 64 hex digits")
     hash = hash.lower()
     report = log if isinstance(log, VerifyReport) else verify(log, key)

@@ -49,6 +49,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from tinywarden.audit import HEX_HASH
 from tinywarden.errors import TinywardenError
 
 __all__ = [
@@ -69,7 +70,6 @@ log = logging.getLogger(__name__)
 
 MAX_FEATURES = 64  # a summary, not a dump: keeps raw windows from leaking into incidents
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # safe inside one MQTT topic level
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _SPOOL_NAME = re.compile(r"(\d{12})-t(\d{3})\.json")
 _VERSION = "0.1.0"
 
@@ -153,7 +153,7 @@ class Incident:
                 or not isinstance(head[0], int)
                 or head[0] < 0
                 or not isinstance(head[1], str)
-                or not _HEX64.fullmatch(head[1])
+                or not HEX_HASH.fullmatch(head[1])
             ):
                 raise EscalationError(f"incident audit_head must be (seq >= 0, 64 hex digits), got {self.audit_head!r}")
             object.__setattr__(self, "audit_head", head)
