@@ -152,7 +152,7 @@ def test_replay_gives_the_independent_timeline_incidents_status_and_audit(kit, t
     assert verify(cfg.state_dir / "audit.log").ok
     recs = audit_records(cfg.state_dir / "audit.log")
     kinds = [r["kind"] for r in recs]
-    assert kinds[0] == "agent_start" and kinds[-1] == "agent_stop"
+    assert kinds[:2] == ["genesis", "agent_start"] and kinds[-1] == "agent_stop"
     applied = [r for r in recs if r["kind"] == "action" and r["data"]["event"] == "apply"]
     assert len(applied) == len(expected)
 

@@ -22,7 +22,7 @@ from tinywarden.audit import verify
 
 WAIT_S = 20.0  # upper bound on any wait; nothing asserts on how long things took
 INCIDENT_KEYS = {"device_id", "model_id", "model_version", "tier", "tier_name", "score", "threshold", "confidence",
-                 "window", "features", "incident_id", "created_at"}  # fmt: skip
+                 "window", "features", "incident_id", "created_at", "audit_head"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -35,9 +35,9 @@ def write_scores(path: Path, threshold: float = 1.0) -> Path:
 
 def test_respond_json_timeline_and_audit(tmp_path: Path, monkeypatch, capsys) -> None:
     scores = write_scores(tmp_path / "s.csv")
-    log = tmp_path / "audit.log"
+    log, key = tmp_path / "audit.log", tmp_path / "keys" / "audit.key"
     rc, out, _ = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scores,
-                     "--threshold", "1.0", "--audit", log, "--json")  # fmt: skip
+                     "--threshold", "1.0", "--audit", log, "--audit-key", key, "--json")  # fmt: skip
     assert rc == 0
     events = [json.loads(line) for line in out.splitlines()]
     assert events and all({"time", "tier", "action", "event", "reason"} <= e.keys() for e in events)
@@ -47,18 +47,23 @@ def test_respond_json_timeline_and_audit(tmp_path: Path, monkeypatch, capsys) ->
     assert any(e["reason_code"] == "fault_score" for e in events)  # the empty score cells
     assert events[-1]["tier"] == 0  # everything reverted by the end
     records = [json.loads(x) for x in log.read_text().splitlines()]
-    first = records[0]["data"]
+    assert records[0]["kind"] == "genesis"
+    first = records[1]["data"]
     assert first["policy_version"] == "2024.1" and first["threshold"] == 1.0 and first["model_id"] == "none"
     assert first["scores"][-2:] == [3.0, 3.0]
 
-    rc, out, err = cli(monkeypatch, capsys, "audit", "verify", log)
+    rc, out, err = cli(monkeypatch, capsys, "audit", "verify", log, "--key", key)
     assert rc == 0 and "chain intact" in out
 
     text = log.read_text().splitlines(keepends=True)
-    text[1] = text[1].replace('"tier":2', '"tier":0', 1)
+    text[2] = text[2].replace('"tier":2', '"tier":0', 1)
     log.write_text("".join(text))
-    rc, out, err = cli(monkeypatch, capsys, "audit", "verify", log)
-    assert rc == 1 and "TAMPERED" in out and "audit.log:2" in err and "edited" in err
+    rc, out, err = cli(monkeypatch, capsys, "audit", "verify", log, "--key", key)
+    assert rc == 1 and "TAMPERED" in out and "audit.log:3" in err and "edited" in err
+
+    rc, _, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scores,
+                     "--threshold", "1.0", "--audit", tmp_path / "b.log")  # fmt: skip
+    assert rc == 2 and "--audit needs --audit-key" in err
 
 
 def test_respond_table_output_and_resume_with_state(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -119,8 +124,8 @@ def test_model_file_supplies_the_threshold(tmp_path: Path, monkeypatch, capsys) 
     scores = write_scores(tmp_path / "s.csv", threshold=float(fitted.threshold_))
     log = tmp_path / "audit.log"
     rc, out, _ = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scores, "--model", model,
-                     "--audit", log, "--json")  # fmt: skip
+                     "--audit", log, "--audit-key", tmp_path / "keys" / "k", "--json")  # fmt: skip
     assert rc == 0
-    data = json.loads(log.read_text().splitlines()[0])["data"]
+    data = json.loads(log.read_text().splitlines()[1])["data"]
     assert data["threshold"] == pytest.approx(float(fitted.threshold_))
     assert len(data["model_id"]) == 16 and data["model_id"] != "none"

@@ -1,11 +1,23 @@
-"""The tamper-evident local audit log: append-only JSON lines, each carrying the SHA-256 of the previous.
+"""The tamper-evident local audit log: append-only JSON lines, each keyed to the previous by an HMAC.
 
 Every record is one line ``{"seq", "time", "kind", "data", "prev", "hash"}``: ``seq`` counts from 0
 without gaps, ``prev`` is the previous record's ``hash`` (64 zeros for the first), and ``hash`` is the
-SHA-256 of the record's canonical JSON without the ``hash`` key. Editing, removing or reordering a
-record therefore breaks the chain at a place :func:`verify` can name. A small side file ``LOG.head``,
-replaced atomically after each append, holds the last ``seq`` and ``hash``, so cutting whole records
-off the end is detected too.
+HMAC-SHA256, under a per-device :class:`AuditKey`, of the record's canonical JSON without the ``hash``
+key. Editing, removing, reordering, appending or recomputing records therefore breaks the chain at a
+place :func:`verify` can name, and only a holder of the key can write a chain that verifies. The key
+lives in its own file (mode 0600), never in the log's folder.
+
+The chain starts at a ``genesis`` record that names the log (``log_id``, ``key_id``, ``device_id``), and
+every rotated file starts with a keyed ``rotate`` record that says how many older files were kept, so a
+fresh forged log, a log cut at its start and deleted rotated files are all visible. A small side file
+``LOG.head``, replaced atomically after each append and keyed too, holds the last ``seq`` and ``hash``,
+so records cut off the end are detected unless the head is rewound with them, which only a key holder
+can do. What a key holder (local root) can still do, rewrite the whole log, is caught outside the
+device: each escalated incident carries the log's head (``seq``, ``hash``) as an anchor, and
+:func:`check_anchor` tells whether a log still holds it. See docs/audit.md.
+
+A log written without a key (the format before keys, or ``AuditLog(path)``) is chained with plain
+SHA-256: :func:`verify` checks it against accidents and says it is unkeyed, never that it is intact.
 
 Crash safety: each record is written with one ``write`` and ``fsync``. A crash mid-write leaves a
 partial last line; :func:`verify` reports it as a crash artefact (the records before it stay valid),
@@ -21,10 +33,14 @@ telemetry.
 
 >>> import tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
->>> log = AuditLog(d / "audit.log")
+>>> key = load_key(d / "keys" / "audit.key", create=True)
+>>> log = AuditLog(d / "logs" / "audit.log", key=key)
 >>> _ = log.append("action", {"tier": 1, "score": 0.93}, time=10.0)
->>> verify(d / "audit.log").ok
-True
+>>> report = verify(d / "logs" / "audit.log", key=key)
+>>> report.verdict, report.records
+('intact', 2)
+>>> check_anchor(report, *log.head)
+[]
 """
 
 from __future__ import annotations
@@ -32,10 +48,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import hmac
 import json
 import math
 import os
-from collections.abc import Mapping
+import re
+import secrets
+import stat
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +65,89 @@ from tinywarden.errors import TinywardenError
 
 GENESIS = "0" * 64
 RECORD_KEYS = ("seq", "time", "kind", "data", "prev", "hash")
+KEY_BYTES = 32
+# Keyed chain and keyed head are MACs over different domains, so one can never stand for the other.
+_RECORD_DOMAIN = b"tinywarden-audit-record-v1\0"
+_HEAD_DOMAIN = b"tinywarden-audit-head-v1\0"
+_KEY_ID_DOMAIN = b"tinywarden-audit-key-id-v1\0"
+HEX_HASH = re.compile(r"[0-9a-f]{64}")  # a record hash or MAC, as the writer prints it
+_MAX_KEY_FILE = 1024
 
 
 class AuditError(TinywardenError):
-    """An audit log that cannot be written or read (not a tampering finding: see :func:`verify`)."""
+    """An audit log or key that cannot be written or read (not a tampering finding: see :func:`verify`)."""
+
+
+# ------------------------------------------------------------------------------------------------ key
+
+
+@dataclass(frozen=True)
+class AuditKey:
+    """The per-device secret that keys the chain; ``path`` is where it was read from (for messages).
+
+    ``key_id`` names the key in the log without revealing it (a domain-separated SHA-256 of the secret).
+    """
+
+    secret: bytes = field(repr=False)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.secret, bytes) or len(self.secret) != KEY_BYTES:
+            raise AuditError(f"an audit key is {KEY_BYTES} bytes")
+
+    @property
+    def key_id(self) -> str:
+        return hashlib.sha256(_KEY_ID_DOMAIN + self.secret).hexdigest()[:16]
+
+    def mac(self, domain: bytes, body: bytes) -> str:
+        """HMAC-SHA256 (hex) of ``body`` in ``domain``."""
+        return hmac.new(self.secret, domain + body, hashlib.sha256).hexdigest()
+
+
+def load_key(path: str | Path, create: bool = False) -> AuditKey:
+    """Read the audit key at ``path`` (64 hex digits, mode 0600); with ``create``, make one if missing.
+
+    A new key gets a fresh 32-byte secret, its file mode 0600 and its folder (made if needed) 0700. A
+    key file that others can read or write is refused: whoever reads the key can forge the log.
+    """
+    p = Path(path)
+    if create and not p.exists():
+        try:
+            p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first: read theirs
+        except OSError as exc:
+            raise AuditError(f"{p}: cannot create the audit key ({exc.strerror or exc})") from None
+        else:
+            try:
+                os.write(fd, (secrets.token_hex(KEY_BYTES) + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(p.parent)
+    try:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise AuditError(f"{p}: the audit key must be a regular file")
+        with open(p, "rb") as f:
+            raw = f.read(_MAX_KEY_FILE + 1)
+    except FileNotFoundError:
+        raise AuditError(f"{p}: no such audit key") from None
+    except OSError as exc:
+        raise AuditError(f"{p}: cannot read the audit key ({exc.strerror or exc})") from None
+    if st.st_mode & 0o077:
+        raise AuditError(
+            f"{p}: the audit key has mode {stat.S_IMODE(st.st_mode):04o}; whoever reads it can forge the log, "
+            "so it must be readable by its owner only (chmod 600)"
+        )
+    text = raw.decode("ascii", errors="replace").strip().lower()
+    if len(raw) > _MAX_KEY_FILE or not HEX_HASH.fullmatch(text):
+        raise AuditError(f"{p}: not an audit key (expected {2 * KEY_BYTES} hex digits)")
+    return AuditKey(bytes.fromhex(text), p)
+
+
+# -------------------------------------------------------------------------------------------- records
 
 
 def _canonical(record: Mapping[str, Any]) -> bytes:
@@ -55,9 +155,20 @@ def _canonical(record: Mapping[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def record_hash(record: Mapping[str, Any]) -> str:
-    """The SHA-256 (hex) a record must carry: over its canonical JSON without the ``hash`` key."""
-    return hashlib.sha256(_canonical(record)).hexdigest()
+def record_hash(record: Mapping[str, Any], key: AuditKey | None = None) -> str:
+    """The ``hash`` a record must carry: HMAC-SHA256 under ``key`` (plain SHA-256 for an unkeyed log),
+    over its canonical JSON without the ``hash`` key."""
+    body = _canonical(record)
+    return hashlib.sha256(body).hexdigest() if key is None else key.mac(_RECORD_DOMAIN, body)
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time equality of two hex strings as read from a file (which may hold any text)."""
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _head_mac(key: AuditKey, seq: int, hash_: str) -> str:
+    return key.mac(_HEAD_DOMAIN, _canonical({"seq": seq, "hash": hash_, "key_id": key.key_id}))
 
 
 def _clean(value: Any) -> Any:
@@ -69,6 +180,38 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+def _loads(line: bytes | str) -> Any:
+    """``json.loads`` that refuses NaN/Infinity (which the writer never writes) instead of accepting them."""
+    return json.loads(line, parse_constant=_reject_constant)
+
+
+def _is_record(rec: Any) -> bool:
+    return (
+        isinstance(rec, dict)
+        and set(rec) == set(RECORD_KEYS)
+        and isinstance(rec["seq"], int)
+        and not isinstance(rec["seq"], bool)
+        and isinstance(rec["kind"], str)
+        and isinstance(rec["data"], dict)
+        and isinstance(rec["prev"], str)
+        and isinstance(rec["hash"], str)
+    )
+
+
+def _marker(rec: Mapping[str, Any]) -> bool:
+    """A record that starts a keyed chain or segment: ``genesis``, or a ``rotate`` that names its key."""
+    data = rec.get("data")
+    return rec.get("kind") in ("genesis", "rotate") and isinstance(data, dict) and isinstance(data.get("key_id"), str)
 
 
 def segments(path: str | Path) -> list[Path]:
@@ -110,15 +253,30 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-class AuditLog:
-    """Appends hash-chained records to the log at ``path`` (see the module docstring).
+# ------------------------------------------------------------------------------------------------ writer
 
-    ``max_bytes`` bounds each file and ``keep`` the number of rotated files, so the log never takes
-    more than about ``(keep + 1) * max_bytes``. ``fsync=False`` trades crash safety for speed.
+
+class AuditLog:
+    """Appends chained records to the log at ``path`` (see the module docstring).
+
+    With ``key`` every record, rotate record and the head file are keyed; a new log starts with a
+    ``genesis`` record naming ``device_id``, and an unkeyed log found at ``path`` is continued by a keyed
+    ``genesis`` that pins it. Without ``key`` the log is unkeyed (plain SHA-256: accidents only), and a
+    keyed log found at ``path`` is refused rather than continued unkeyed. The key file must not sit in
+    the log's folder. ``max_bytes`` bounds each file and ``keep`` the number of rotated files, so the
+    log never takes more than about ``(keep + 1) * max_bytes``. ``fsync=False`` trades crash safety for
+    speed.
     """
 
     def __init__(
-        self, path: str | Path, max_bytes: int = 1_000_000, keep: int = 4, fsync: bool = True
+        self,
+        path: str | Path,
+        max_bytes: int = 1_000_000,
+        keep: int = 4,
+        fsync: bool = True,
+        *,
+        key: AuditKey | None = None,
+        device_id: str | None = None,
     ) -> None:
         if max_bytes < 1024 or keep < 1:
             raise AuditError(f"{path}: max_bytes must be >= 1024 and keep >= 1 (got {max_bytes}, {keep})")
@@ -126,15 +284,33 @@ class AuditLog:
         self.max_bytes = max_bytes
         self.keep = keep
         self.fsync = fsync
+        self.key = key
+        self.device_id = device_id
+        self.log_id: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise AuditError(f"{self.path}: cannot create directory ({exc.strerror})") from exc
+        if key is not None and key.path is not None and key.path.resolve().parent == self.path.resolve().parent:
+            raise AuditError(
+                f"{key.path}: the audit key must be kept apart from the log, not in its folder {self.path.parent}"
+            )
         self.seq = 0
         self.last_hash = GENESIS
-        self._recover()
+        partial, last_file = self._find_end()
+        self._open_chain(last_file)
+        if partial is not None:
+            self.append(
+                "recovered",
+                {"partial_bytes": len(partial), "partial_sha256": hashlib.sha256(partial).hexdigest()},
+            )
 
-    def _recover(self) -> None:
+    @property
+    def head(self) -> tuple[int, str] | None:
+        """``(seq, hash)`` of the last record: the anchor an incident carries to the fleet."""
+        return (self.seq - 1, self.last_hash) if self.seq > 0 else None
+
+    def _find_end(self) -> tuple[bytes | None, Path | None]:
         """Find the chain's end; move a partial last line (a crash mid-write) out of the chain."""
         partial: bytes | None = None
         for seg in reversed(segments(self.path)):
@@ -149,20 +325,56 @@ class AuditLog:
             lines = raw.splitlines()
             if lines:
                 try:
-                    last = json.loads(lines[-1])
-                    self.seq = int(last["seq"]) + 1
-                    self.last_hash = str(last["hash"])
-                except (ValueError, KeyError, TypeError) as exc:
+                    last = _loads(lines[-1])
+                    if not _is_record(last):
+                        raise ValueError("not a record")
+                except ValueError as exc:
                     raise AuditError(
                         f"{seg}: line {len(lines)}: last record unreadable; run `tinywarden audit verify` "
                         "and move the log aside"
                     ) from exc
-                break
-        if partial is not None:
-            self.append(
-                "recovered",
-                {"partial_bytes": len(partial), "partial_sha256": hashlib.sha256(partial).hexdigest()},
-            )
+                self.seq = last["seq"] + 1
+                self.last_hash = last["hash"]
+                return partial, seg
+        return partial, None
+
+    def _open_chain(self, last_file: Path | None) -> None:
+        """Check the key against the log, start a keyed chain if there is none, finish a cut-short rotation."""
+        marker = self._find_marker(last_file) if last_file is not None else None
+        if marker is not None:
+            kid = marker["data"]["key_id"]
+            if self.key is None:
+                raise AuditError(f"{self.path}: a keyed log (key id {kid}); open it with its key")
+            if kid != self.key.key_id:
+                raise AuditError(
+                    f"{self.path}: keyed with key id {kid}, but the key {self.key.path or ''} has id "
+                    f"{self.key.key_id}: give the log's own key, or move the log aside"
+                )
+            self.log_id = str(marker["data"].get("log_id", ""))
+        elif self.key is not None:
+            if self.seq == 0:
+                self._write_head(-1, GENESIS)  # so a missing head file always means it was deleted
+            self.log_id = uuid.uuid4().hex
+            data: dict[str, Any] = {"log_id": self.log_id, "key_id": self.key.key_id, "device_id": self.device_id}
+            if self.seq > 0:
+                data["unkeyed_before"] = self.seq  # an older unkeyed log, pinned from here on by this keyed record
+            self.append("genesis", data)
+            return
+        if last_file is not None and last_file != self.path:
+            self._rotated()  # a crash between moving the live file away and writing its successor's first record
+
+    @staticmethod
+    def _find_marker(seg: Path) -> dict[str, Any] | None:
+        """The last keyed marker in ``seg``: its first record, or a ``genesis`` further on."""
+        found = None
+        for i, line in enumerate(seg.read_bytes().splitlines()):
+            if i and b'"kind":"genesis"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                rec = _loads(line)
+                if _is_record(rec) and _marker(rec):
+                    found = rec
+        return found
 
     def append(self, kind: str, data: Mapping[str, Any], time: float | None = None) -> dict[str, Any]:
         """Write one record of ``kind`` with ``data`` (JSON-able; NaN/inf become strings); return it."""
@@ -173,7 +385,7 @@ class AuditLog:
             "data": _clean(dict(data)),
             "prev": self.last_hash,
         }
-        record["hash"] = record_hash(record)
+        record["hash"] = record_hash(record, self.key)
         line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
         if (
             self.path.exists()
@@ -185,10 +397,15 @@ class AuditLog:
         self._write(line)
         self.seq += 1
         self.last_hash = record["hash"]
-        _atomic_write(
-            _head_path(self.path), json.dumps({"seq": record["seq"], "hash": record["hash"]}) + "\n", self.fsync
-        )
+        self._write_head(record["seq"], record["hash"])
         return record
+
+    def _write_head(self, seq: int, hash_: str) -> None:
+        head: dict[str, Any] = {"seq": seq, "hash": hash_}
+        if self.key is not None:
+            head["key_id"] = self.key.key_id
+            head["mac"] = _head_mac(self.key, seq, hash_)
+        _atomic_write(_head_path(self.path), json.dumps(head, sort_keys=True) + "\n", self.fsync)
 
     def _write(self, line: bytes) -> None:
         try:
@@ -211,7 +428,18 @@ class AuditLog:
                 os.replace(src, self.path.with_name(f"{self.path.name}.{i}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         _fsync_dir(self.path.parent)
-        self.append("rotate", {"previous_seq": self.seq - 1, "previous_hash": self.last_hash})
+        self._rotated()
+
+    def _rotated(self) -> None:
+        """Start the new live file: a rotate record linking to the old file and counting the files kept."""
+        kept = sum(1 for i in range(1, self.keep + 1) if self.path.with_name(f"{self.path.name}.{i}").exists())
+        data: dict[str, Any] = {"previous_seq": self.seq - 1, "previous_hash": self.last_hash, "files": kept}
+        if self.key is not None:
+            data.update(log_id=self.log_id, key_id=self.key.key_id)
+        self.append("rotate", data)
+
+
+# ---------------------------------------------------------------------------------------------- verifier
 
 
 @dataclass(frozen=True)
@@ -228,25 +456,49 @@ class Problem:
 
 @dataclass
 class VerifyReport:
-    """The result of :func:`verify`: how many records are valid and every problem found."""
+    """The result of :func:`verify`: how many records are valid and every problem found.
+
+    ``keyed`` says the log has a keyed chain, ``authenticated`` that its MACs were checked with the right
+    key; ``hashes`` maps each record's ``seq`` to its ``hash`` (what :func:`check_anchor` compares).
+    """
 
     records: int = 0
     first_seq: int | None = None
     last_seq: int | None = None
     files: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    keyed: bool = False
+    authenticated: bool = False
+    key_id: str | None = None
+    log_id: str | None = None
+    head: tuple[int, str] | None = None
+    hashes: dict[int, str] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
         """True when nothing points to tampering (crash artefacts and notes are allowed)."""
         return not any(p.severity == "tamper" for p in self.problems)
 
+    @property
+    def verdict(self) -> str:
+        """``"tampered"``; ``"intact"`` (keyed, MACs checked); ``"unkeyed"`` (accidents only, no proof);
+        or ``"unverified"`` (keyed, but no key to check the MACs with)."""
+        if not self.ok:
+            return "tampered"
+        if self.authenticated:
+            return "intact"
+        return "unverified" if self.keyed else "unkeyed"
 
-def verify(path: str | Path) -> VerifyReport:
+
+def verify(path: str | Path, key: AuditKey | None = None, anchors: Iterable[tuple[int, str]] = ()) -> VerifyReport:
     """Check the whole chain of the log at ``path`` (with its rotated files and head file).
 
-    Names every edited, reordered, removed or truncated record and a partial last record left by a
-    crash; never raises for a damaged log (only for one that does not exist).
+    With ``key``, every keyed record and the head file must carry its MAC: a record appended, edited or
+    recomputed without the key, a forged fresh log, a rewritten head and deleted rotated files are
+    named. Without it only the links are checked (``verdict`` ``"unverified"``). Each of ``anchors``
+    (``(seq, hash)`` the fleet holds from incidents) is checked with :func:`check_anchor`. Names every
+    edited, reordered, removed or truncated record and a partial last record left by a crash; never
+    raises for a damaged log (only for one that does not exist).
     """
     p = Path(path)
     files = segments(p)
@@ -254,6 +506,7 @@ def verify(path: str | Path) -> VerifyReport:
         raise AuditError(f"{p}: no such audit log")
     report = VerifyReport(files=[str(f) for f in files])
     parsed: list[tuple[str, dict[str, Any]]] = []
+    live_first: dict[str, Any] | None = None
     for f in files:
         raw = f.read_bytes()
         lines = raw.split(b"\n")
@@ -261,16 +514,19 @@ def verify(path: str | Path) -> VerifyReport:
         for i, line in enumerate(complete, start=1):
             where = f"{f.name}:{i}"
             try:
-                rec = json.loads(line)
-                if (
-                    not isinstance(rec, dict)
-                    or set(rec) != set(RECORD_KEYS)
-                    or not isinstance(rec["seq"], int)
-                ):
+                rec = _loads(line)
+                if not _is_record(rec):
                     raise ValueError("missing or extra keys")
+            except _NonFinite as exc:
+                report.problems.append(
+                    Problem("tamper", where, f"not a valid record: {exc} in it, which the writer never writes (edited)")
+                )
+                continue
             except ValueError:
                 report.problems.append(Problem("tamper", where, "not a valid record (edited or corrupted)"))
                 continue
+            if f == p and i == 1:
+                live_first = rec
             parsed.append((where, rec))
         if tail:
             where = f"{f.name}:{len(complete) + 1}"
@@ -286,15 +542,85 @@ def verify(path: str | Path) -> VerifyReport:
             else:
                 report.problems.append(Problem("tamper", where, "unterminated record inside the chain"))
 
+    keyed_at = next((i for i, (_, rec) in enumerate(parsed) if _marker(rec)), None)
+    _key_findings(p, parsed, keyed_at, key, report)
+    # With a key every record from the keyed marker on (all of them if there is none) must carry its MAC:
+    # the given key is the authority, whatever key id the log claims.
+    mac_from = keyed_at if keyed_at is not None else (0 if key is not None else None)
+    _check_chain(parsed, mac_from, key, report)
+    if live_first is not None:
+        _check_rotated_files(p, live_first, report)
+    _check_head(p, parsed, report, key)
+    if not report.keyed and key is None:  # with a key, an unkeyed log is already a finding
+        report.problems.append(
+            Problem("info", p.name, "unkeyed: integrity only against accidents (anyone who can write it can forge it)")
+        )
+    elif key is None:
+        report.problems.append(
+            Problem("info", p.name, f"keyed (key id {report.key_id}) but no key given: links checked, MACs not")
+        )
+    for seq, hash_ in anchors:
+        report.problems += check_anchor(report, seq, hash_)
+    return report
+
+
+def _key_findings(
+    path: Path, parsed: list[tuple[str, dict[str, Any]]], keyed_at: int | None, key: AuditKey | None,
+    report: VerifyReport,
+) -> None:
+    """Fill the report's key facts; name an unkeyed log or another key when ``key`` is given."""
+    if keyed_at is None:
+        if key is not None and parsed:
+            report.problems.append(
+                Problem(
+                    "tamper",
+                    path.name,
+                    f"no record is keyed with key id {key.key_id}: not written by its keyed writer "
+                    "(forged, or an unkeyed log: verify it without a key)",
+                )
+            )
+        return
+    where, marker = parsed[keyed_at]
+    report.keyed = True
+    report.key_id = str(marker["data"]["key_id"])
+    report.log_id = str(marker["data"].get("log_id", ""))
+    if keyed_at > 0:
+        first, last = parsed[0][1]["seq"], parsed[keyed_at - 1][1]["seq"]
+        report.problems.append(
+            Problem("info", parsed[0][0], f"seq {first}..{last} were written before the log was keyed "
+                    f"(pinned by {where}): integrity only against accidents")  # fmt: skip
+        )
+    if key is None:
+        return
+    if report.key_id != key.key_id:
+        report.problems.append(
+            Problem(
+                "tamper",
+                where,
+                f"keyed with key id {report.key_id}, not with the given key (id {key.key_id}): "
+                "another log's key, or forged with another key",
+            )
+        )
+        return
+    report.authenticated = True
+
+
+def _check_chain(
+    parsed: list[tuple[str, dict[str, Any]]], mac_from: int | None, key: AuditKey | None, report: VerifyReport
+) -> None:
+    """Links, sequence and content of every record; records from index ``mac_from`` on are keyed."""
     present = {rec["seq"] for _, rec in parsed}
     expected_seq: int | None = None
     expected_prev: str | None = None
-    for where, rec in parsed:
+    bad_hashes: list[tuple[str, int]] = []
+    bad_macs: list[tuple[str, int]] = []
+    for i, (where, rec) in enumerate(parsed):
         seq = rec["seq"]
-        if record_hash(rec) != rec["hash"]:
-            report.problems.append(
-                Problem("tamper", where, f"seq {seq}: content does not match its hash (edited)")
-            )
+        if mac_from is None or i < mac_from:
+            if record_hash(rec) != rec["hash"]:
+                bad_hashes.append((where, seq))
+        elif key is not None and not _same(record_hash(rec, key), rec["hash"]):
+            bad_macs.append((where, seq))
         if expected_seq is None:
             if seq == 0 and rec["prev"] == GENESIS:
                 pass
@@ -309,45 +635,95 @@ def verify(path: str | Path) -> VerifyReport:
                     )
                 )
         elif rec["prev"] != expected_prev or seq != expected_seq:
-            if seq == expected_seq:
-                msg = (
-                    f"seq {seq}: prev hash does not match seq {seq - 1} (that record was edited or replaced)"
-                )
-            elif seq > expected_seq:
-                gap = range(expected_seq, seq)
-                if all(s in present for s in gap):
-                    msg = f"seq {seq} found where seq {expected_seq} was expected (records reordered)"
-                else:
-                    lost = f"{gap[0]}" if len(gap) == 1 else f"{gap[0]}..{gap[-1]}"
-                    msg = f"seq {lost} missing before seq {seq} (records removed)"
-            else:
-                msg = f"seq {seq} found after seq {expected_seq - 1} (records reordered or duplicated)"
-            report.problems.append(Problem("tamper", where, msg))
+            report.problems.append(Problem("tamper", where, _link_message(seq, expected_seq, present)))
         # Follow the chain as it stands, so one damaged place is reported once, not at every later record.
         expected_seq = seq + 1
         expected_prev = rec["hash"]
         report.records += 1
         report.first_seq = seq if report.first_seq is None else report.first_seq
         report.last_seq = seq
+        report.hashes[seq] = rec["hash"]
+        prev_seq, prev_hash = rec["data"].get("previous_seq"), rec["data"].get("previous_hash")
+        if rec["kind"] == "rotate" and isinstance(prev_seq, int) and isinstance(prev_hash, str):
+            report.hashes.setdefault(prev_seq, prev_hash)
+    for bad, what in ((bad_hashes, "content does not match its hash (edited)"),
+                      (bad_macs, "MAC does not match (forged, edited or rewritten without the key)")):  # fmt: skip
+        for where, first, last in _runs(bad):
+            span = f"seq {first}" if first == last else f"seq {first}..{last} ({last - first + 1} records)"
+            report.problems.append(Problem("tamper", where, f"{span}: {what}"))
 
-    _check_head(p, parsed, report)
-    return report
+
+def _link_message(seq: int, expected_seq: int, present: set[int]) -> str:
+    if seq == expected_seq:
+        return f"seq {seq}: prev hash does not match seq {seq - 1} (that record was edited or replaced)"
+    if seq > expected_seq:
+        gap = range(expected_seq, seq)
+        if all(s in present for s in gap):
+            return f"seq {seq} found where seq {expected_seq} was expected (records reordered)"
+        lost = f"{gap[0]}" if len(gap) == 1 else f"{gap[0]}..{gap[-1]}"
+        return f"seq {lost} missing before seq {seq} (records removed)"
+    return f"seq {seq} found after seq {expected_seq - 1} (records reordered or duplicated)"
 
 
-def _check_head(path: Path, parsed: list[tuple[str, dict[str, Any]]], report: VerifyReport) -> None:
+def _runs(bad: list[tuple[str, int]]) -> list[tuple[str, int, int]]:
+    """Consecutive seqs as ``(where of the first, first, last)``: a recomputed tail is one finding, not N."""
+    out: list[tuple[str, int, int]] = []
+    for where, seq in bad:
+        if out and seq == out[-1][2] + 1:
+            out[-1] = (out[-1][0], out[-1][1], seq)
+        else:
+            out.append((where, seq, seq))
+    return out
+
+
+def _check_rotated_files(path: Path, first: dict[str, Any], report: VerifyReport) -> None:
+    """The live file's rotate record says how many older files were kept; each of them must be there."""
+    kept = first["data"].get("files")
+    if first["kind"] != "rotate" or isinstance(kept, bool) or not isinstance(kept, int):
+        return
+    missing = [i for i in range(1, kept + 1) if not path.with_name(f"{path.name}.{i}").exists()]
+    if missing:
+        names = ", ".join(f"{path.name}.{i}" for i in missing)
+        report.problems.append(
+            Problem(
+                "tamper",
+                f"{path.name}:1",
+                f"the rotate record (seq {first['seq']}) says {kept} older file(s) were kept, "
+                f"but {names} {'is' if len(missing) == 1 else 'are'} gone (rotated files deleted)",
+            )
+        )
+
+
+def _check_head(
+    path: Path, parsed: list[tuple[str, dict[str, Any]]], report: VerifyReport, key: AuditKey | None
+) -> None:
     head_file = _head_path(path)
     if not head_file.exists():
-        if parsed:
+        if report.keyed or key is not None:
+            report.problems.append(
+                Problem("tamper", head_file.name, "head file deleted (a keyed log always has one): "
+                        "records cut off the end cannot be ruled out")  # fmt: skip
+            )
+        elif parsed:
             report.problems.append(
                 Problem("info", head_file.name, "no head file; records cut off the end could not be detected")
             )
         return
     try:
-        head = json.loads(head_file.read_text(encoding="utf-8"))
-        head_seq, head_hash = int(head["seq"]), str(head["hash"])
+        head = _loads(head_file.read_bytes()[:4096])
+        head_seq, head_hash = head["seq"], head["hash"]
+        if isinstance(head_seq, bool) or not isinstance(head_seq, int) or not isinstance(head_hash, str):
+            raise TypeError("bad types")
     except (ValueError, KeyError, TypeError, OSError):
         report.problems.append(Problem("tamper", head_file.name, "head file unreadable"))
         return
+    report.head = (head_seq, head_hash)
+    if (report.keyed or key is not None) and "mac" not in head:
+        report.problems.append(Problem("tamper", head_file.name, "head file carries no MAC (rewritten)"))
+    elif key is not None and not _same(str(head.get("mac")), _head_mac(key, head_seq, head_hash)):
+        report.problems.append(
+            Problem("tamper", head_file.name, "head file MAC does not match (rewritten without the key)")
+        )
     by_seq = {rec["seq"]: rec for _, rec in parsed}
     last = max(by_seq, default=-1)
     if head_seq > last:
@@ -378,3 +754,47 @@ def _check_head(path: Path, parsed: list[tuple[str, dict[str, Any]]], report: Ve
         report.problems.append(
             Problem("tamper", head_file.name, f"head file says seq {head_seq} but the log runs to {last}")
         )
+
+
+# ------------------------------------------------------------------------------------------------ anchors
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` (an incident's ``audit_head``) as ``(seq, hash)``.
+
+    >>> parse_anchor("12:" + "ab" * 32)[0]
+    12
+    """
+    seq, sep, hash_ = text.strip().partition(":")
+    if not sep or not seq.isdigit() or not HEX_HASH.fullmatch(hash_.lower()):
+        raise AuditError(f"anchor {text!r}: expected SEQ:HASH (a sequence number and 64 hex digits)")
+    return int(seq), hash_.lower()
+
+
+def check_anchor(log: VerifyReport | str | Path, seq: int, hash: str, key: AuditKey | None = None) -> list[Problem]:
+    """What the fleet side runs: does the log (a path, or a :func:`verify` report) still hold the record
+    ``seq`` with ``hash`` that an incident carried? Returns the problems found (empty: it does).
+
+    A log that ends before ``seq`` was rewound (records cut off, or the log replaced by a fresh one); a
+    different hash at ``seq`` means the log was rewritten from there or earlier, even by a key holder.
+    An anchor older than the retained log cannot be checked and is reported as ``info``.
+    """
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or not isinstance(hash, str) \
+            or not HEX_HASH.fullmatch(hash.lower()):  # fmt: skip
+        raise AuditError(f"anchor {seq!r}:{hash!r}: expected a sequence number >= 0 and 64 hex digits")
+    hash = hash.lower()
+    report = log if isinstance(log, VerifyReport) else verify(log, key)
+    where = f"anchor {seq}:{hash[:12]}"
+    if report.last_seq is None or seq > report.last_seq:
+        ends = "has no records" if report.last_seq is None else f"ends at seq {report.last_seq}"
+        return [Problem("tamper", where, f"the log {ends} but the fleet holds seq {seq}: rewound "
+                        "(records cut off the end, or the log replaced)")]  # fmt: skip
+    if seq in report.hashes:
+        if _same(report.hashes[seq], hash):
+            return []
+        return [Problem("tamper", where, f"seq {seq} carries another hash than the fleet holds: "
+                        f"the log was rewritten at or before seq {seq}")]  # fmt: skip
+    if report.first_seq is not None and seq < report.first_seq:
+        return [Problem("info", where, f"seq {seq} is older than the log's first record (seq {report.first_seq}): "
+                        "rotated away, cannot be checked")]  # fmt: skip
+    return [Problem("tamper", where, f"seq {seq} is missing from the log (records removed)")]

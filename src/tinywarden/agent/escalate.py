@@ -49,6 +49,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from tinywarden.audit import HEX_HASH
 from tinywarden.errors import TinywardenError
 
 __all__ = [
@@ -83,6 +84,9 @@ class Incident:
 
     ``tier`` is the response tier, 0 = least severe; ``confidence`` is in [0, 1]; the window bounds
     are epoch seconds; ``features`` maps at most :data:`MAX_FEATURES` feature names to finite values.
+    ``audit_head`` is the device's audit log head ``(seq, hash)`` when the incident was built: the fleet
+    keeps it as an anchor, so a log rewound or rewritten later is caught (see
+    :func:`tinywarden.audit.check_anchor`).
     """
 
     device_id: str
@@ -98,6 +102,7 @@ class Incident:
     tier_name: str = ""
     incident_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: float = field(default_factory=time.time)
+    audit_head: tuple[int, str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.device_id, str) or not _DEVICE_ID.fullmatch(self.device_id):
@@ -140,6 +145,18 @@ class Incident:
             raise EscalationError(
                 "incident tier_name and incident_id must be strings (incident_id non-empty)"
             )
+        if self.audit_head is not None:
+            head = tuple(self.audit_head) if isinstance(self.audit_head, list | tuple) else ()
+            if (
+                len(head) != 2
+                or isinstance(head[0], bool)
+                or not isinstance(head[0], int)
+                or head[0] < 0
+                or not isinstance(head[1], str)
+                or not HEX_HASH.fullmatch(head[1])
+            ):
+                raise EscalationError(f"incident audit_head must be (seq >= 0, 64 hex digits), got {self.audit_head!r}")
+            object.__setattr__(self, "audit_head", head)
 
     def to_json(self) -> bytes:
         """The wire and spool form: compact JSON, keys sorted."""
@@ -157,6 +174,8 @@ class Incident:
             "incident_id": self.incident_id,
             "created_at": self.created_at,
         }
+        if self.audit_head is not None:
+            d["audit_head"] = {"seq": self.audit_head[0], "hash": self.audit_head[1]}
         return json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
     @classmethod
@@ -165,6 +184,9 @@ class Incident:
         try:
             d = json.loads(data.decode("utf-8"))
             window = d.pop("window")
+            head = d.pop("audit_head", None)
+            if head is not None:
+                d["audit_head"] = (head["seq"], head["hash"])
             return cls(window_start=window["start"], window_end=window["end"], **d)
         except EscalationError as exc:
             raise EscalationError(f"{source}: {exc}") from None

@@ -72,7 +72,7 @@ from tinywarden.agent.escalate import (
     Spool,
 )
 from tinywarden.agent.status import write_status
-from tinywarden.audit import AuditLog
+from tinywarden.audit import AuditLog, load_key
 from tinywarden.errors import DataError, TinywardenError
 from tinywarden.features import extract, feature_names
 from tinywarden.payload import load_payload
@@ -238,7 +238,8 @@ class AgentConfig:
     ``pubkey`` is the device's provisioned raw Ed25519 public key. ``policy_override`` replaces every
     bundle's own policy. ``persist_engine`` keeps the response engine's state in ``state_dir`` so a
     restarted agent resumes its tier (live mode; a replay starts afresh). ``summary_features`` is how
-    many of the most deviating features an incident carries.
+    many of the most deviating features an incident carries. ``audit_key_path`` (default
+    ``state_dir/keys/audit.key``, made 0600 if missing) keys the audit log (docs/audit.md).
     """
 
     pubkey: bytes
@@ -248,6 +249,7 @@ class AgentConfig:
     device_id: str = field(default_factory=default_device_id)
     status_path: Path | None = None
     audit_path: Path | None = None
+    audit_key_path: Path | None = None
     audit_fsync: bool = True
     audit_max_bytes: int = 1_000_000
     channel_map: Mapping[str, str] = field(default_factory=dict)
@@ -376,9 +378,9 @@ class Agent:
             raise AgentError(f"{sdir}: cannot create state directory ({exc.strerror or exc})") from None
         self.state_dir = sdir
         self.status_path = Path(config.status_path) if config.status_path else sdir / "status.json"
-        self.audit = AuditLog(
-            config.audit_path or sdir / "audit.log", max_bytes=config.audit_max_bytes, fsync=config.audit_fsync
-        )
+        key = load_key(config.audit_key_path or sdir / "keys" / "audit.key", create=True)
+        self.audit = AuditLog(config.audit_path or sdir / "audit.log", max_bytes=config.audit_max_bytes,
+                              fsync=config.audit_fsync, key=key, device_id=config.device_id)  # fmt: skip
         # Spool callbacks may run on the sender thread; the audit log is written from this thread only.
         self._notices: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self.samples_seen = 0
@@ -839,6 +841,7 @@ class Agent:
                 window_end=end,
                 features=self._active.summary(self.config.summary_features),
                 created_at=t,
+                audit_head=self.audit.head,
             )
         except EscalationError as exc:
             self._audit("escalation_failed", {"tier": tier, "reason": str(exc)}, t)

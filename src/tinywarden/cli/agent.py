@@ -67,6 +67,10 @@ def agent(
     max_samples: int | None = typer.Option(None, "--max-samples", help="Stop after this many samples."),
     status: Path | None = typer.Option(None, "--status", help="Status file (default STATE_DIR/status.json)."),
     audit: Path | None = typer.Option(None, "--audit", help="Audit log (default STATE_DIR/audit.log)."),
+    audit_key: Path | None = typer.Option(
+        None, "--audit-key", envvar="TINYWARDEN_AUDIT_KEY",
+        help="Key file of the audit log (default STATE_DIR/keys/audit.key, made 0600 if missing).",
+    ),
     device_id: str | None = typer.Option(None, "--device-id", help="Device id (default: host name)."),
     mqtt: str | None = typer.Option(None, "--mqtt", help="Escalate incidents to this broker, HOST[:PORT]."),
     tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA bundle: talk TLS to the broker."),
@@ -124,6 +128,7 @@ def agent(
         policy_override=load_policy(policy) if policy is not None else None,
         status_path=status,
         audit_path=audit,
+        audit_key_path=audit_key,
         audit_fsync=replay is None,
         channel_map=parse_channel_map(channel_map),
         poll_interval_s=poll,

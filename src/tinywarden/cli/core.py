@@ -318,15 +318,17 @@ def _demo_int8(pipeline: Any, model_path: Path, series: Series, cut: int, c_dir:
 def _demo_response(pipeline: Any, ws: Any, series: Series, cut: int, policy_path: Path,
                    audit_path: Path) -> dict[str, Any]:
     """Replay the held-out windows' scores through the response engine (dry run) with an audit log."""
-    from tinywarden.audit import AuditLog, verify
+    from tinywarden.audit import AuditLog, load_key, verify
     from tinywarden.respond import ResponseEngine, SimulatedClock, load_policy
     from tinywarden.respond.actuators import build_actuators
 
     pol = load_policy(policy_path)
     for old in audit_path.parent.glob(audit_path.name + "*"):
         old.unlink()  # a fresh chain for each demo run
+    key = load_key(audit_path.parent / "keys" / "audit.key", create=True)  # apart from the log's folder
     engine = ResponseEngine(pol, float(pipeline.threshold_), actuators=build_actuators(pol, dry_run=True),
-                            clock=SimulatedClock(), audit=AuditLog(audit_path), model_id=pipeline.detector.name)
+                            clock=SimulatedClock(), audit=AuditLog(audit_path, key=key),
+                            model_id=pipeline.detector.name)
     test = ws.end_rows >= cut
     events = []
     for t, score in zip(series.timestamps[ws.end_rows[test]], ws.scores[test], strict=True):
@@ -335,11 +337,11 @@ def _demo_response(pipeline: Any, ws: Any, series: Series, cut: int, policy_path
     counts = {tier: sum(1 for e in applied if e.action_tier == tier) for tier in (1, 2, 3)}
     reverts = sum(1 for e in events if e.event == "revert")
     dead_man = sum(1 for e in events if e.event == "revert" and e.reason_code == "dead_man")
-    report = verify(audit_path)
+    report = verify(audit_path, key=key)
     console.print(
         f"response ({pol.name} v{pol.version}, dry run): {counts[1]} alert, {counts[2]} constrain and {counts[3]} "
         f"harden actions applied, {reverts} reverted ({dead_man} by the dead-man timer); final tier {engine.tier}; "
-        f"audit chain {'intact' if report.ok else 'BROKEN'} ({report.records} records)"
+        f"keyed audit chain {'intact' if report.verdict == 'intact' else 'BROKEN'} ({report.records} records)"
     )
     return {"applied": counts, "reverted": reverts, "dead_man_reverts": dead_man, "final_tier": engine.tier,
-            "audit_records": report.records, "audit_ok": report.ok}
+            "audit_records": report.records, "audit_ok": report.verdict == "intact"}

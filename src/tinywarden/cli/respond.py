@@ -1,4 +1,4 @@
-"""Response commands: ``respond`` (replay scores through a policy) and ``audit verify``.
+"""Response commands: ``respond`` (replay scores through a policy) and ``audit verify`` (see docs/audit.md).
 
 With ``--model`` and ``--telemetry``, ``respond`` also replays the fail-safe guard: a window whose score is
 missing (NaN: the model path faulted) is judged by the model file's rule-based bounds on its raw samples.
@@ -49,6 +49,13 @@ def respond(
         "by the model's fail-safe bounds instead of counting as a fault.",
     ),
     audit: Path | None = typer.Option(None, "--audit", help="Append the reasons for every event here."),
+    audit_key: Path | None = typer.Option(
+        None,
+        "--audit-key",
+        envvar="TINYWARDEN_AUDIT_KEY",
+        help="With --audit: the key file that keys the log (made, mode 0600, if missing); keep it outside "
+        "the log's folder.",
+    ),
     state: Path | None = typer.Option(
         None, "--state", help="Engine state file: resume a replay after a crash, keep state after it."
     ),
@@ -64,7 +71,7 @@ def respond(
     ),
 ) -> None:
     """Replay a score stream through the response engine in simulated time and print the action timeline."""
-    from tinywarden.audit import AuditLog
+    from tinywarden.audit import AuditLog, load_key
     from tinywarden.respond.actuators import build_actuators
     from tinywarden.respond.engine import ResponseEngine, SimulatedClock
     from tinywarden.respond.policy import load_policy
@@ -76,6 +83,11 @@ def respond(
         raise ConfigError("--netns only applies with --real")
     if telemetry is not None and model is None:
         raise ConfigError("--telemetry needs --model (the fail-safe bounds live in the model file)")
+    if audit is not None and audit_key is None:
+        raise ConfigError(
+            "--audit needs --audit-key (or TINYWARDEN_AUDIT_KEY): the key file that makes the log tamper-evident, "
+            "kept outside the log's folder"
+        )
     pol = load_policy(policy)
     pipeline = None
     if model is not None:
@@ -94,7 +106,7 @@ def respond(
         threshold,
         actuators=build_actuators(pol, dry_run=not real, prefix=prefix),
         clock=SimulatedClock(),
-        audit=AuditLog(audit) if audit is not None else None,
+        audit=AuditLog(audit, key=load_key(audit_key, create=True)) if audit and audit_key else None,
         model_id=model_id,
         state_path=state,
     )
@@ -169,20 +181,39 @@ def guarded_replay(
 @audit_app.command("verify")
 def audit_verify(
     log: Path = typer.Argument(..., help="The audit log (rotated files LOG.1 ... are found)."),
+    key: Path | None = typer.Option(
+        None, "--key", envvar="TINYWARDEN_AUDIT_KEY", help="The log's key file: check every MAC, not only the links."
+    ),
+    anchor: list[str] = typer.Option(  # noqa: B008
+        [], "--anchor", help="SEQ:HASH the fleet holds (an incident's audit_head): a rewound log fails (repeatable)."
+    ),
 ) -> None:
-    """Check the hash chain; name every edited, reordered, removed or truncated record. Exit 1 if tampered."""
-    from tinywarden.audit import verify
+    """Check the keyed chain; name every forged, edited, reordered, removed or truncated record.
 
-    report = verify(log)
+    Exit 0: keyed and intact; 1: tampered; 3: nothing found, but nothing proven (an unkeyed log, or no --key).
+    """
+    from tinywarden.audit import load_key, parse_anchor, verify
+
+    anchors = [parse_anchor(a) for a in anchor]
+    report = verify(log, key=load_key(key) if key is not None else None, anchors=anchors)
     for p in report.problems:
         colour = {"tamper": "red", "crash": "yellow"}.get(p.severity, "dim")
         err_console.print(f"[{colour}]{p}[/]", highlight=False, soft_wrap=True)
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
-    files = len(report.files)
-    if report.ok:
-        console.print(
-            f"OK: {report.records} records ({span}) in {files} file(s); chain intact", highlight=False
-        )
+    what = f"{report.records} records ({span}) in {len(report.files)} file(s)"
+    checked = f"; {len(anchors)} anchor(s) held" if anchors else ""
+    verdict = report.verdict
+    if verdict == "intact":
+        console.print(f"OK: {what}; keyed chain intact (key id {report.key_id}){checked}", highlight=False,
+                      soft_wrap=True)
         return
-    console.print(f"TAMPERED: {report.records} records ({span}) in {files} file(s)", highlight=False)
-    raise typer.Exit(1)
+    if verdict == "tampered":
+        console.print(f"TAMPERED: {what}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    if verdict == "unkeyed":
+        console.print(f"UNKEYED: {what}; no damage found, but integrity only against accidents{checked}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+    else:
+        console.print(f"UNVERIFIED: {what}; links hold but MACs not checked: pass --key{checked}", highlight=False,
+                      soft_wrap=True)
+    raise typer.Exit(3)
