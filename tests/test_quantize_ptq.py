@@ -143,7 +143,7 @@ def test_pca_scores_its_residual_without_a_decoder():
 
 
 def test_pca_with_too_many_features_for_the_accumulator_is_refused():
-    from tinywarden.program import PCA_MAX_INPUTS
+    from tinywarden.kernels.pca_residual_s16 import PCA_MAX_INPUTS
     from tinywarden.telemetry.series import Series
 
     rng = np.random.default_rng(0)

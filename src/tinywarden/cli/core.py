@@ -149,7 +149,7 @@ def score(
         "Run the int8 reference (the numbers the exported C returns): integer scores"))] = False,
 ) -> None:
     """Score every window of DATA: writes window_end, score, anomaly (and label when DATA has one)."""
-    from tinywarden.pipeline import load_pipeline
+    from tinywarden.modelfile import load_pipeline
     from tinywarden.telemetry import read_series
 
     pipeline = load_pipeline(str(model))
@@ -200,7 +200,7 @@ def evaluate_cmd(
 ) -> None:
     """Per-window and per-incident metrics of MODEL on labelled DATA."""
     from tinywarden.evaluate import render
-    from tinywarden.pipeline import load_pipeline
+    from tinywarden.modelfile import load_pipeline
     from tinywarden.telemetry import read_series
 
     pipeline = load_pipeline(str(model))
@@ -297,7 +297,7 @@ def demo(
 def _demo_int8(pipeline: Any, model_path: Path, series: Series, cut: int, c_dir: Path) -> dict[str, Any]:
     """Float vs int8 on the held-out days, and the generated C module for the device."""
     from tinywarden.codegen.c import write_c
-    from tinywarden.pipeline import load_pipeline
+    from tinywarden.modelfile import load_pipeline
     from tinywarden.quantize import compare_int8, load_program
 
     pipeline = load_pipeline(str(model_path))  # what a device would be given: the saved model file
