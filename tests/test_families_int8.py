@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from int8_fixtures import camera, fitted
+from int8_fixtures import INT8_FAMILIES, camera, fitted
 from tinywarden.arith import isqrt_u64
 from tinywarden.program import KERNELS, Op, quantize_samples
 
@@ -246,8 +246,8 @@ def test_gru_too_wide_for_the_c_stack_is_refused():
         big.lower(LoweringContext(np.zeros((2, 128, 6)), np.zeros(6), np.ones(6), None, (np.ones(6), np.zeros(6))))
 
 
-# -- all new families ------------------------------------------------------------------------------
-@pytest.mark.parametrize("detector", ["knn", "bounds", "iforest", "ar", "ocsvm", "gru_ae"])
+# -- every family ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("detector", INT8_FAMILIES)
 def test_model_file_round_trip_keeps_the_program(detector, tmp_path):
     from tinywarden.modelfile import load_pipeline, save_pipeline
     from tinywarden.program import run_int8

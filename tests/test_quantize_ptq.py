@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from int8_fixtures import TRAIN_DAYS, camera, fitted
+from int8_fixtures import INT8_FAMILIES, TRAIN_DAYS, camera, fitted
 from tinywarden.detectors import make_detector
 from tinywarden.errors import ConfigError, ModelFileError
 from tinywarden.modelfile import load_pipeline, save_pipeline
@@ -29,8 +29,7 @@ def held_out_auc(pipe, prog):
     return roc_auc_score(lab[test], sc.scores[test]), roc_auc_score(lab[test], qs[test])
 
 
-@pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae", "pca", "knn", "bounds", "iforest",
-                                      "ar", "ocsvm", "gru_ae"])
+@pytest.mark.parametrize("detector", INT8_FAMILIES)
 def test_int8_auc_within_001_of_float(detector):
     pipe, prog = fitted(detector)
     auc_f, auc_q = held_out_auc(pipe, prog)
