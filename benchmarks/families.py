@@ -37,7 +37,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 
 from tinywarden.codegen.c import write_c
-from tinywarden.detectors import make_detector
+from tinywarden.detectors import REGISTRY, make_detector
 from tinywarden.errors import TinywardenError
 from tinywarden.pipeline import Pipeline
 from tinywarden.quantize import quantize_pipeline
@@ -52,17 +52,14 @@ README_FEATURES = ("last", "mean", "std", "max", "min")
 #: README reference, PCA (95% variance) on window features w=16, mean per-row ROC AUC
 REFERENCE = {"SMD": 0.890, "ASD": 0.842}
 
-#: family -> detector parameters used in the benchmark (defaults unless a budget needs otherwise)
-FAMILIES: dict[str, dict[str, Any]] = {
-    "pca": {},
-    "iforest": {},
-    "sk_iforest": {},  # scikit-learn's full IsolationForest on the same windows, for comparison
-    "knn": {},
-    "ocsvm": {},
-    "gru_ae": {},
-    "ar": {},
-    "bounds": {},
-}
+#: Peers run beside the registered families (``tinywarden.detectors.REGISTRY``, each at its defaults):
+#: scikit-learn's full IsolationForest on the same windows, for comparison with the trimmed one.
+PEERS = ("sk_iforest",)
+
+
+def family_names() -> list[str]:
+    """Every registered family, then the peers."""
+    return [*REGISTRY, *PEERS]
 
 
 class _SklearnIForest:
@@ -134,7 +131,7 @@ def run_one(family: str, params: dict[str, Any], entity: str, window: int, featu
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--family", action="append", choices=sorted(FAMILIES), help="repeatable; default all")
+    ap.add_argument("--family", action="append", choices=family_names(), help="repeatable; default all")
     ap.add_argument("--window", type=int, default=16)
     ap.add_argument("--features", default=",".join(README_FEATURES))
     ap.add_argument("--params", default="{}", help='JSON detector parameters, e.g. \'{"n_components": 0.9}\'')
@@ -153,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     groups = entities()
     jobs = []
     with ProcessPoolExecutor(args.jobs) as pool:
-        for fam in args.family or list(FAMILIES):
-            params = {**FAMILIES[fam], **extra}
+        for fam in args.family or family_names():
+            params = dict(extra)
             for group, names in groups.items():
                 for e in names:
                     jobs.append((group, pool.submit(run_one, fam, params, e, args.window, features, args.cal,

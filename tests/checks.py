@@ -105,6 +105,23 @@ def check_partial_fit_learns(det: Detector) -> None:
     assert det.score_samples(shifted).mean() < before, "partial_fit must move towards the new normal"
 
 
+def check_family_declaration(det: Detector) -> None:
+    """The family's registry entry is usable: every search-space size builds a detector, the flash lower bound
+    is a non-negative integer that does not shrink as a size grows, and the int8 path says whether it exists."""
+    cls = type(det)
+    assert det.input_kind in ("features", "window")
+    assert isinstance(cls.search_space, tuple) and cls.search_space, "search_space must list at least one size"
+    bounds = []
+    for params in cls.search_space:
+        assert isinstance(params, dict)
+        clone(det).set_params(**params)
+        b = cls.flash_lower_bound(params, 24, 3)
+        assert isinstance(b, int) and b >= 0
+        bounds.append(b)
+    assert bounds == sorted(bounds), "search_space must run from small to large"
+    assert isinstance(cls.has_int8_path(), bool)
+
+
 ALL_CHECKS: list[Callable[[Detector], None]] = [
     check_init_stores_params,
     check_not_fitted,
@@ -115,6 +132,7 @@ ALL_CHECKS: list[Callable[[Detector], None]] = [
     check_sizes,
     check_bad_input,
     check_partial_fit_learns,
+    check_family_declaration,
 ]
 
 __all__ = ["ALL_CHECKS", "ConfigError", "normal_data", "outliers"]

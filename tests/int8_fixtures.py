@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinywarden.detectors import make_detector
+from tinywarden.detectors import REGISTRY, make_detector
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Program
 from tinywarden.quantize import quantize_pipeline
@@ -16,9 +16,12 @@ from tinywarden.simulate import simulate
 from tinywarden.telemetry.series import Series
 
 TRAIN_DAYS = 1.5
+#: Smaller training budgets for the slow families; every other registered family runs at its defaults.
 SMALL = {"dense_ae": {"epochs": 8, "max_steps": 300}, "conv_ae": {"epochs": 4, "max_steps": 200},
          "ewma": {}, "kmeans": {"n_init": 1}, "pca": {}, "knn": {}, "bounds": {}, "iforest": {}, "ar": {}, "ocsvm": {},
          "gru_ae": {"epochs": 4, "max_steps": 200}}
+#: Every registered family with an int8 path: the parametrisation of the int8, C and model-file tests.
+INT8_FAMILIES = [name for name, cls in REGISTRY.items() if cls.has_int8_path()]
 
 
 def data_dir() -> Path:
@@ -37,5 +40,5 @@ def camera() -> tuple[Series, Series]:
 def fitted(detector: str) -> tuple[Pipeline, Program]:
     """A small fitted pipeline on the simulated camera and its int8 program."""
     _, train = camera()
-    p = Pipeline(make_detector(detector, **SMALL[detector])).fit(train)
+    p = Pipeline(make_detector(detector, **SMALL.get(detector, {}))).fit(train)
     return p, quantize_pipeline(p, train)

@@ -36,7 +36,7 @@ def trained(sim_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_train_reports_and_writes_model(trained: Path) -> None:
-    from tinywarden.pipeline import load_pipeline
+    from tinywarden.modelfile import load_pipeline
 
     p = load_pipeline(str(trained))
     assert p.detector.name == "kmeans" and p.window == 128 and p.stride == 64
@@ -101,7 +101,7 @@ def test_detector_params_from_the_command_line(sim_csv: Path, tmp_path: Path) ->
     r = run("train", str(sim_csv), "--model", "dense_ae", "--param", "hidden=8,3", "--param", "max_steps=50",
             "--window", "64", "--stride", "32", "--train-fraction", "0.6", "--out", str(model))
     assert r.returncode == 0, r.stderr
-    from tinywarden.pipeline import load_pipeline
+    from tinywarden.modelfile import load_pipeline
 
     p = load_pipeline(str(model))
     assert p.detector.hidden == (8, 3) and p.window == 64

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from int8_fixtures import camera, data_dir, fitted
+from int8_fixtures import INT8_FAMILIES, camera, data_dir, fitted
 from tinywarden.codegen.c import emit_c, write_c
 from tinywarden.detectors import make_detector
 from tinywarden.pipeline import Pipeline
@@ -48,8 +48,7 @@ def assert_bit_exact(program, exe, values, tmp):
         assert rows[:, 3].tolist() == alarms.tolist()
 
 
-@pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae", "pca", "knn", "bounds", "iforest",
-                                      "ar", "ocsvm", "gru_ae"])
+@pytest.mark.parametrize("detector", INT8_FAMILIES)
 def test_c_matches_python_on_simulated_camera(detector, tmp_path):
     _, prog = fitted(detector)
     s, _ = camera()

@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from int8_fixtures import camera, fitted
+from int8_fixtures import INT8_FAMILIES, camera, fitted
+from tinywarden.arith import isqrt_u64
 from tinywarden.program import KERNELS, Op, quantize_samples
-from tinywarden.quantize.scheme import isqrt_u64
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
 
@@ -236,18 +236,18 @@ def test_gru_reconstruct_mode_under_sanitizers_with_hostile_samples(tmp_path):
 
 
 def test_gru_too_wide_for_the_c_stack_is_refused():
+    from tinywarden.detectors import LoweringContext
     from tinywarden.errors import ConfigError
-    from tinywarden.quantize.ptq import _gru_ops
 
     pipe, _ = fitted("gru_ae")
     big = copy.copy(pipe.detector)  # a shallow copy with a wider recurrent matrix; the fixture stays intact
     big.w_hh_ = np.zeros((3 * 40, 40))
     with pytest.raises(ConfigError, match="hidden <= 32"):
-        _gru_ops(big, np.zeros((2, 128, 6)), np.zeros(6), np.ones(6), (np.ones(6), np.zeros(6)))
+        big.lower(LoweringContext(np.zeros((2, 128, 6)), np.zeros(6), np.ones(6), None, (np.ones(6), np.zeros(6))))
 
 
-# -- all new families ------------------------------------------------------------------------------
-@pytest.mark.parametrize("detector", ["knn", "bounds", "iforest", "ar", "ocsvm", "gru_ae"])
+# -- every family ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("detector", INT8_FAMILIES)
 def test_model_file_round_trip_keeps_the_program(detector, tmp_path):
     from tinywarden.modelfile import load_pipeline, save_pipeline
     from tinywarden.program import run_int8

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from int8_fixtures import TRAIN_DAYS, camera, fitted
+from int8_fixtures import INT8_FAMILIES, TRAIN_DAYS, camera, fitted
 from tinywarden.detectors import make_detector
 from tinywarden.errors import ConfigError, ModelFileError
 from tinywarden.modelfile import load_pipeline, save_pipeline
@@ -29,8 +29,7 @@ def held_out_auc(pipe, prog):
     return roc_auc_score(lab[test], sc.scores[test]), roc_auc_score(lab[test], qs[test])
 
 
-@pytest.mark.parametrize("detector", ["dense_ae", "ewma", "kmeans", "conv_ae", "pca", "knn", "bounds", "iforest",
-                                      "ar", "ocsvm", "gru_ae"])
+@pytest.mark.parametrize("detector", INT8_FAMILIES)
 def test_int8_auc_within_001_of_float(detector):
     pipe, prog = fitted(detector)
     auc_f, auc_q = held_out_auc(pipe, prog)
@@ -143,7 +142,7 @@ def test_pca_scores_its_residual_without_a_decoder():
 
 
 def test_pca_with_too_many_features_for_the_accumulator_is_refused():
-    from tinywarden.program import PCA_MAX_INPUTS
+    from tinywarden.kernels.pca_residual_s16 import PCA_MAX_INPUTS
     from tinywarden.telemetry.series import Series
 
     rng = np.random.default_rng(0)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import make_series
+from tinywarden.arith import quantize_multiplier
 from tinywarden.codegen.tflite import DenseInt8, DenseLayer, ExportError, dense_int8, export_tflite, to_tflite_bytes
 from tinywarden.detectors import DenseAutoencoder, EWMAZScore
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import KERNELS, Program, quantize_samples
 from tinywarden.quantize.ptq import quantize_pipeline
-from tinywarden.quantize.scheme import quantize_multiplier
 
 tflm_runtime = pytest.importorskip("tflite_micro", reason="tflite-micro not installed (pip install tflite-micro)")
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert not installed")

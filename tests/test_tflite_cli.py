@@ -12,7 +12,7 @@ import pytest
 from conftest import make_series
 from test_tflite import lsb, program_tensors, run_tflm
 from tinywarden.codegen.tflite import dense_int8
-from tinywarden.pipeline import load_pipeline
+from tinywarden.modelfile import load_pipeline
 from tinywarden.program import quantize_samples
 from tinywarden.quantize import load_program
 from tinywarden.telemetry import write_csv

@@ -198,7 +198,7 @@ def test_json_reports_family_window_measured_size_and_scores(tuned: dict) -> Non
 
 
 def test_saved_model_scores_int8_and_exports_to_the_measured_size(tuned: dict) -> None:
-    from tinywarden.pipeline import load_pipeline
+    from tinywarden.modelfile import load_pipeline
     from tinywarden.quantize import load_program
     from tinywarden.target import module_size
 
@@ -226,7 +226,7 @@ def test_labelled_validation_is_used_and_said(tuned: dict) -> None:
                               "--validate", str(tuned["labelled"])])
     assert res.exit_code == 0, res.output
     assert "labels used:" in res.output and "Pareto front" in res.output
-    from tinywarden.pipeline import load_pipeline
+    from tinywarden.modelfile import load_pipeline
 
     summary = load_pipeline(str(model)).train_summary_["tune"]
     assert summary["validation"]["labels_used"] == [str(tuned["labelled"])]

@@ -357,10 +357,3 @@ class StreamingScorer:
     def reset(self) -> None:
         self.features.reset()
         self.persistence.reset()
-
-
-def load_pipeline(path: str) -> Pipeline:
-    """Load a fitted pipeline from a ``.twb`` model file (see :mod:`tinywarden.modelfile`)."""
-    from tinywarden.modelfile import load_pipeline as _load
-
-    return _load(path)

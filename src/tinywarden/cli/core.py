@@ -9,12 +9,27 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+import typer.core
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tinywarden.cli.app import app, console, err_console
 from tinywarden.errors import ConfigError
 from tinywarden.telemetry.series import Series
+
+
+class FamilyHelp(typer.core.TyperCommand):
+    """A command whose ``--model`` help lists the registered detector families, read from the registry when
+    the help is shown (importing the detectors at start-up would slow every command down)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from tinywarden.detectors import REGISTRY
+
+        for param in self.params:
+            if param.name == "model" and param.param_type_name == "option":
+                param.help = f"Detector family: {', '.join(REGISTRY)}"  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
+
 
 DataArg = Annotated[str, typer.Argument(help="Telemetry file: .csv, .parquet, or a shared-data .npz[:train|:test]")]
 ModelArg = Annotated[Path, typer.Argument(help="Model file (.twb) written by `tinywarden train`")]
@@ -73,11 +88,12 @@ def fit_with_progress(pipeline: Any, series: Series, label: str) -> Any:
     return pipeline
 
 
-@app.command()
+@app.command(cls=FamilyHelp)
 def train(
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model file")],
-    model: Annotated[str, typer.Option(help="Detector: ewma, kmeans, dense_ae, conv_ae")] = "dense_ae",
+    model: Annotated[str, typer.Option(help="Detector family (the list is filled in when help is shown)")
+                     ] = "dense_ae",
     window: Annotated[int, typer.Option(help="Samples per window")] = 128,
     stride: Annotated[int, typer.Option(help="Samples between window starts")] = 64,
     features: Annotated[str, typer.Option(help="Comma-separated feature names (default: all)")] = "",
@@ -149,7 +165,7 @@ def score(
         "Run the int8 reference (the numbers the exported C returns): integer scores"))] = False,
 ) -> None:
     """Score every window of DATA: writes window_end, score, anomaly (and label when DATA has one)."""
-    from tinywarden.pipeline import load_pipeline
+    from tinywarden.modelfile import load_pipeline
     from tinywarden.telemetry import read_series
 
     pipeline = load_pipeline(str(model))
@@ -200,7 +216,7 @@ def evaluate_cmd(
 ) -> None:
     """Per-window and per-incident metrics of MODEL on labelled DATA."""
     from tinywarden.evaluate import render
-    from tinywarden.pipeline import load_pipeline
+    from tinywarden.modelfile import load_pipeline
     from tinywarden.telemetry import read_series
 
     pipeline = load_pipeline(str(model))
@@ -297,7 +313,7 @@ def demo(
 def _demo_int8(pipeline: Any, model_path: Path, series: Series, cut: int, c_dir: Path) -> dict[str, Any]:
     """Float vs int8 on the held-out days, and the generated C module for the device."""
     from tinywarden.codegen.c import write_c
-    from tinywarden.pipeline import load_pipeline
+    from tinywarden.modelfile import load_pipeline
     from tinywarden.quantize import compare_int8, load_program
 
     pipeline = load_pipeline(str(model_path))  # what a device would be given: the saved model file

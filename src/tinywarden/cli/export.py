@@ -23,7 +23,7 @@ def export(
 ) -> None:
     """Export MODEL for a device: `--target c` writes tinywarden_model.h/.c (no malloc, integer only)."""
     from tinywarden.codegen import export as export_model
-    from tinywarden.pipeline import load_pipeline
+    from tinywarden.modelfile import load_pipeline
 
     if policy is not None and target != "c":
         from tinywarden.errors import ConfigError
@@ -45,7 +45,7 @@ def export(
 def quantize_report(model: ModelArg, data: DataArg) -> None:
     """Float32 vs int8 on labelled DATA: model size, ROC AUC and detection rate at the calibrated thresholds."""
     from tinywarden.errors import ConfigError
-    from tinywarden.pipeline import load_pipeline
+    from tinywarden.modelfile import load_pipeline
     from tinywarden.quantize.report import compare_int8
     from tinywarden.telemetry import read_series
 

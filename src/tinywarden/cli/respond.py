@@ -91,7 +91,7 @@ def respond(
     pol = load_policy(policy)
     pipeline = None
     if model is not None:
-        from tinywarden.pipeline import load_pipeline  # only the CLI knows about models; the engine does not
+        from tinywarden.modelfile import load_pipeline  # only the CLI knows about models; the engine does not
 
         pipeline = load_pipeline(str(model))
         threshold = float(pipeline.threshold_)

@@ -46,7 +46,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tinywarden.codegen.c import GENERATOR, _template
+from tinywarden.codegen.render import GENERATOR, c_array
+from tinywarden.codegen.render import template as _template
 from tinywarden.errors import ConfigError
 from tinywarden.features import window_end_rows
 from tinywarden.program import Program, run_int8
@@ -141,15 +142,7 @@ def _c_string(s: str) -> str:
 
 
 def _const(name: str, ctype: str, values: Sequence[int]) -> str:
-    def lit(v: int) -> str:
-        if ctype == "int64_t":
-            return f"INT64_C({v})"
-        return f"UINT32_C({v})" if ctype == "uint32_t" else str(v)
-
-    return _template("const_array.c.tmpl").substitute(
-        ctype=ctype, name=name, size=max(len(values), 1),
-        values="    " + (", ".join(lit(int(v)) for v in values) if values else "0") + ",",
-    )
+    return c_array(name, values, ctype.removesuffix("_t"))
 
 
 def _defines(prefix: str, codes: Sequence[tuple[str, int]]) -> str:

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from tinywarden.arith import multiplier_to_real
 from tinywarden.errors import ConfigError, TinywardenError
 from tinywarden.program import Op, Program
-from tinywarden.quantize.scheme import multiplier_to_real
 
 INT8_MIN, INT8_MAX = -128, 127
 FC_OPERATOR_VERSION = 4  # the FULLY_CONNECTED version that introduced int8 tensors

@@ -8,7 +8,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tinywarden.arith import QParams
 from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.lowering import Lowered, LoweringContext, act_qparams, autoencoder_input
+from tinywarden.kernels import Op, TensorSpec
 
 Progress = Callable[[int, int], None]
 
@@ -161,6 +164,45 @@ class TorchAutoencoder(Detector):
             (getattr(self, f"{self.weight_prefix}{i}_"), getattr(self, f"{self.bias_prefix}{i}_"))
             for i in range(self._n_layers())
         ]
+
+    def torch_module(self) -> Any:
+        """The fitted model as a torch module (rebuilt from the weight arrays after loading or unpickling)."""
+        self._check_fitted()
+        if getattr(self, "_module", None) is None:
+            self._restore()
+        return self._module
+
+    # -- int8 lowering of the layer-stack autoencoders (dense, conv); the GRU has its own -------------------
+    def activations(self, x: np.ndarray) -> list[np.ndarray]:
+        """The float output of every weighted layer (after its ReLU, if any) for inputs ``x``."""
+        raise NotImplementedError
+
+    def _input_op(self, ctx: LoweringContext, q_in: QParams) -> Op:
+        raise NotImplementedError
+
+    def _layer_op(self, i: int, src: str, dst: str, w: np.ndarray, b: np.ndarray, q_in: QParams, q_out: QParams,
+                  last: bool) -> Op:
+        raise NotImplementedError
+
+    def lower(self, ctx: LoweringContext) -> Lowered:
+        """int8 per-channel weights and int8 asymmetric activations from the fit activations' ranges; the output
+        layer uses the input's quantization, so the score is simply ``sum (q_out - q_in)**2``."""
+        acts = self.activations(ctx.fit_scaled)
+        q_in = autoencoder_input(ctx, acts[-1])
+        low = Lowered([TensorSpec("input", "int8", tuple(ctx.fit_scaled.shape[1:]))], [self._input_op(ctx, q_in)])
+        layers = self.layers()
+        prev, q_prev = "input", q_in
+        for i, (w, b) in enumerate(layers):
+            last = i == len(layers) - 1
+            q_out = q_in if last else act_qparams(acts[i])
+            name = "recon" if last else f"h{i}"
+            low.tensors.append(TensorSpec(name, "int8", tuple(acts[i].shape[1:])))
+            low.ops.append(self._layer_op(i, prev, name, w, b, q_prev, q_out, last))
+            prev, q_prev = name, q_out
+        low.ops.append(Op("sum_sq_diff_s8", ("recon", "input"), "score", {"shift": 0}))
+        low.info["score_unit"] = q_in.scale**2 / ctx.n_inputs  # one integer unit of score in float-score units
+        low.info["input_scale"], low.info["input_zero_point"] = q_in.scale, q_in.zero_point
+        return low
 
     def _restore(self) -> None:
         import torch

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from tinywarden.arith import INT32_MAX, quantize_multiplier, round_half_away
 from tinywarden.detectors.base import Detector, check_param
-from tinywarden.errors import DataError
+from tinywarden.detectors.lowering import Lowered, LoweringContext
+from tinywarden.errors import ConfigError, DataError
+from tinywarden.kernels import Op
 
 #: MAD of a normal distribution times this is its standard deviation.
 MAD_TO_STD = 1.4826
@@ -16,6 +19,11 @@ MAD_TO_STD = 1.4826
 def _lag(x: np.ndarray, order: int, i: int) -> np.ndarray:
     """Lag ``i + 1`` of every forecast target ``x[:, order:]`` of windows ``x`` (n, window, ...)."""
     return x[:, order - i - 1 : x.shape[1] - i - 1]
+
+
+#: Fractional bits of the int8 path's AR coefficients (|coefficient| < 2**11 in int32) and z-scores.
+AR_FRAC_BITS = 20
+AR_Z_BITS = 12
 
 
 class ARResidual(Detector):
@@ -38,6 +46,7 @@ class ARResidual(Detector):
     """
 
     name: ClassVar[str] = "ar"
+    search_space: ClassVar[tuple[dict[str, Any], ...]] = ({"order": 2}, {"order": 4})
     input_kind: ClassVar[str] = "window"  # type: ignore[assignment]
     state_arrays: ClassVar[tuple[str, ...]] = ("coef_", "intercept_", "median_", "mad_")
 
@@ -102,3 +111,33 @@ class ARResidual(Detector):
         if self.aggregate == "max":
             return per_channel.max(axis=1)
         return np.sqrt((per_channel * per_channel).mean(axis=1))
+
+    def lower(self, ctx: LoweringContext) -> Lowered:
+        """The forecast runs on the int16 samples: the pipeline's scaling, the intercept and the residual
+        median fold into one bias per channel, MAD and horizon into one requantization."""
+        self._check_fitted()
+        s_c, z_c = ctx.window()
+        w, order = ctx.fit_scaled.shape[1], self.coef_.shape[1]
+        horizon = self.horizon if self.horizon is not None else w - order
+        if order > 16 or np.abs(self.coef_).max() * 2**AR_FRAC_BITS >= INT32_MAX:
+            raise ConfigError(f"AR order {order} or a coefficient ({np.abs(self.coef_).max():.4g}) is beyond the "
+                              f"int8 path (order <= 16, |coefficient| < {INT32_MAX / 2**AR_FRAC_BITS:.0f})")
+        per_q = ctx.sigma / s_c
+        level = ctx.mu / s_c - z_c  # the pipeline's offset in int16 steps
+        bias = level * (1.0 - self.coef_.sum(axis=1)) + (self.intercept_ + self.median_) * per_q
+        real = 2.0**AR_Z_BITS / (2.0**AR_FRAC_BITS * per_q * MAD_TO_STD * self.mad_ * horizon)
+        pre = np.minimum(np.maximum(0, np.floor(np.log2(0.25 / real))), 62).astype(np.int64)
+        ms = [quantize_multiplier(float(r * 2.0**p)) for r, p in zip(real, pre, strict=True)]
+        op = Op("ar_residual_s16", ("window",), "score",
+                {"order": order, "horizon": horizon, "frac_bits": AR_FRAC_BITS,
+                 "aggregate": 0 if self.aggregate == "max" else 1, "shift": 0},
+                {"coef": round_half_away(self.coef_ * 2**AR_FRAC_BITS).astype(np.int32).ravel(),
+                 "bias": round_half_away(bias * 2**AR_FRAC_BITS).astype(np.int64),
+                 "pre_shift": pre.astype(np.int32),
+                 "multiplier": np.array([m for m, _ in ms], dtype=np.int32),
+                 "shift": np.array([sh for _, sh in ms], dtype=np.int8)})
+        return Lowered([], [op], {"z_scale": 2.0**-AR_Z_BITS})  # one unit of a channel's integer z-score
+
+    @classmethod
+    def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
+        return int({**cls().get_params(), **params}["order"]) * n_channels

@@ -6,8 +6,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tinywarden.arith import QParams
 from tinywarden.detectors._torch import Progress, TorchAutoencoder
 from tinywarden.detectors.base import check_param
+from tinywarden.detectors.lowering import LoweringContext, quantize_layer
+from tinywarden.kernels import Op
 
 
 def _dense_module(sizes: list[int]) -> Any:
@@ -34,6 +37,7 @@ class DenseAutoencoder(TorchAutoencoder):
     """
 
     name: ClassVar[str] = "dense_ae"
+    search_space: ClassVar[tuple[dict[str, Any], ...]] = ({"hidden": (4,)}, {"hidden": (8,)}, {"hidden": (16, 4)})
     weight_prefix: ClassVar[str] = "w"
     bias_prefix: ClassVar[str] = "b"
 
@@ -73,3 +77,26 @@ class DenseAutoencoder(TorchAutoencoder):
         d = x.shape[1]
         self._train(lambda: _dense_module([d, *h, *h[-2::-1], d]), x, progress)
         return self
+
+    def activations(self, x: np.ndarray) -> list[np.ndarray]:
+        outs, h = [], x
+        layers = self.layers()
+        for i, (w, b) in enumerate(layers):
+            h = h @ w.T + b
+            if i < len(layers) - 1:
+                h = np.maximum(h, 0.0)
+            outs.append(h)
+        return outs
+
+    def _input_op(self, ctx: LoweringContext, q_in: QParams) -> Op:
+        return ctx.feature_input(q_in, "requantize_s64_s8")
+
+    def _layer_op(self, i: int, src: str, dst: str, w: np.ndarray, b: np.ndarray, q_in: QParams, q_out: QParams,
+                  last: bool) -> Op:
+        return quantize_layer("fully_connected_s8", src, dst, w, b, q_in, q_out, not last)
+
+    @classmethod
+    def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
+        h = tuple({**cls().get_params(), **params}["hidden"])
+        dims = [n_inputs, *h, *h[-2::-1], n_inputs]
+        return sum(a * b + 4 * b for a, b in zip(dims[:-1], dims[1:], strict=True))  # int8 weights, int32 bias

@@ -10,6 +10,12 @@ IsolationForest ``score_samples``).
 ``input_kind`` says what a detector consumes: ``"features"`` (scaled window feature vectors, shape
 ``(n, n_features)``) or ``"window"`` (raw windows scaled per channel, shape ``(n, window, channels)``).
 
+Each family is one module: the estimator class (registered in :data:`REGISTRY` by its ``name``), its
+int8 lowering (:meth:`Detector.lower`, which reads only the detector's public fitted state), the lower
+bound on its int8 constants that ``tune`` filters by (:meth:`Detector.flash_lower_bound`) and the model
+sizes ``tune`` searches (:attr:`Detector.search_space`). Everything that lists families (the CLI, ``tune``,
+the benchmarks, the shared tests) reads :data:`REGISTRY`, in registration order.
+
 A fitted detector exposes ``n_params_`` (learned numbers it needs to score) and ``model_bytes_`` (their
 size as float32), and round-trips through :meth:`Detector.state` / :meth:`Detector.from_state` so the
 model file stores arrays, never pickles.
@@ -17,12 +23,15 @@ model file stores arrays, never pickles.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from tinywarden.errors import ConfigError, DataError, ModelFileError, NotFittedError
+
+if TYPE_CHECKING:
+    from tinywarden.detectors.lowering import Lowered, LoweringContext
 
 InputKind = Literal["features", "window"]
 
@@ -37,6 +46,8 @@ class Detector(BaseEstimator):
     name: ClassVar[str] = ""
     #: names of the learned arrays that make up the state
     state_arrays: ClassVar[tuple[str, ...]] = ()
+    #: model sizes ``tune`` tries, smallest first (a size over budget skips the larger ones)
+    search_space: ClassVar[tuple[dict[str, Any], ...]] = ({},)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -49,6 +60,26 @@ class Detector(BaseEstimator):
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         raise NotImplementedError
+
+    # -- the int8 path ------------------------------------------------------------------------
+    def lower(self, ctx: LoweringContext) -> Lowered:
+        """The fitted model as integer ops from the model input to the int32 ``"score"`` tensor.
+
+        A family without an int8 path keeps this default, which says so.
+        """
+        supported = ", ".join(n for n, c in REGISTRY.items() if c.has_int8_path())
+        raise ConfigError(f"detector {self.name!r} has no int8 path (supported: {supported})")
+
+    @classmethod
+    def has_int8_path(cls) -> bool:
+        return cls.lower is not Detector.lower
+
+    @classmethod
+    def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
+        """Bytes of int8 constants the model with ``params`` needs at least on ``n_inputs`` model inputs
+        (``n_channels`` raw channels), counted before fitting; the quantizer may store more, never less.
+        The part every program has (sample quantization, one multiplier per input) is counted by ``tune``."""
+        return 0
 
     # -- sizes -------------------------------------------------------------------------------
     @property

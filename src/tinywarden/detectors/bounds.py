@@ -7,14 +7,21 @@ makes it the response engine's fail-safe detector (see :func:`fail_safe_detector
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from tinywarden.arith import quantize_multiplier, round_half_away
 from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.lowering import Lowered, LoweringContext
+from tinywarden.kernels import Op
 
 #: A window scores above this exactly when some sample or step breaks a learned bound.
 VIOLATION_THRESHOLD = 0.0
+
+
+#: Fractional bits of the integer violation (1.0 = one width of the learned range).
+BOUNDS_FRAC_BITS = 12
 
 
 class BoundsDetector(Detector):
@@ -39,6 +46,7 @@ class BoundsDetector(Detector):
     """
 
     name: ClassVar[str] = "bounds"
+    search_space: ClassVar[tuple[dict[str, Any], ...]] = ({},)
     input_kind: ClassVar[str] = "window"  # type: ignore[assignment]
     state_arrays: ClassVar[tuple[str, ...]] = ("lo_", "hi_", "rate_")
 
@@ -83,6 +91,36 @@ class BoundsDetector(Detector):
     def violates(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """True for each window that breaks at least one learned bound (score above 0)."""
         return self.score_samples(X) > VIOLATION_THRESHOLD
+
+    def lower(self, ctx: LoweringContext) -> Lowered:
+        """The rules apply to the int16 samples themselves: the learned bounds mapped into that domain, the
+        violation in units of the learned range (``BOUNDS_FRAC_BITS`` fractional bits)."""
+        self._check_fitted()
+        s_c, z_c = ctx.window()
+        per_q = ctx.sigma / s_c  # int16 steps per scaled unit, per channel
+
+        def to_q(v: np.ndarray) -> np.ndarray:
+            q = round_half_away((v * ctx.sigma + ctx.mu) / s_c - z_c)
+            return np.clip(q, -(2**30), 2**30).astype(np.int32)
+
+        # below one int16 step the samples cannot resolve a bound anyway; the floor keeps multipliers < 2**30
+        width = np.maximum((self.hi_ - self.lo_) * per_q, 1.0)
+        rate = self.rate_ * per_q
+        unit = float(2**BOUNDS_FRAC_BITS)
+        vm = [quantize_multiplier(unit / w) for w in width]
+        rm = [quantize_multiplier(unit / r) for r in np.maximum(rate, 1.0)]
+        op = Op("bounds_violation_s16", ("window",), "score", {"shift": 0}, {
+            "lo": to_q(self.lo_), "hi": to_q(self.hi_),
+            "rate": np.clip(round_half_away(rate), 0, 2**30).astype(np.int32),
+            "value_multiplier": np.array([m for m, _ in vm], dtype=np.int32),
+            "value_shift": np.array([sh for _, sh in vm], dtype=np.int8),
+            "rate_multiplier": np.array([m for m, _ in rm], dtype=np.int32),
+            "rate_shift": np.array([sh for _, sh in rm], dtype=np.int8)})
+        return Lowered([], [op], {"score_unit": 1.0 / unit})
+
+    @classmethod
+    def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
+        return 12 * n_channels  # int32 lo, hi and rate per channel
 
 
 def fail_safe_detector(normal_windows: np.ndarray, margin: float = 0.25) -> BoundsDetector:

@@ -6,9 +6,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tinywarden.arith import QParams
 from tinywarden.detectors._torch import Progress, TorchAutoencoder
 from tinywarden.detectors.base import check_param
+from tinywarden.detectors.lowering import LoweringContext, quantize_layer
 from tinywarden.errors import DataError
+from tinywarden.kernels import Op
 
 
 def _conv_module(n_in: int, channels: list[int], kernel: int) -> Any:
@@ -59,6 +62,7 @@ class ConvAutoencoder(TorchAutoencoder):
     """
 
     name: ClassVar[str] = "conv_ae"
+    search_space: ClassVar[tuple[dict[str, Any], ...]] = ({"channels": (4,)}, {"channels": (8, 4)})
     input_kind: ClassVar[str] = "window"  # type: ignore[assignment]
     weight_prefix: ClassVar[str] = "k"
     bias_prefix: ClassVar[str] = "c"
@@ -105,3 +109,35 @@ class ConvAutoencoder(TorchAutoencoder):
             )
         self._train(lambda: _conv_module(x.shape[2], list(ch), k), x, progress)
         return self
+
+    def activations(self, x: np.ndarray) -> list[np.ndarray]:
+        import torch
+
+        m = self.torch_module()
+        outs = []
+        with torch.no_grad():
+            h = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).transpose(1, 2)
+            for conv in m.enc:
+                h = torch.relu(conv(h))
+                outs.append(h.transpose(1, 2).double().numpy())
+            for i, conv in enumerate(m.dec):
+                h = conv(torch.repeat_interleave(h, 2, dim=2))
+                if i < len(m.dec) - 1:
+                    h = torch.relu(h)
+                outs.append(h.transpose(1, 2).double().numpy())
+        return outs
+
+    def _input_op(self, ctx: LoweringContext, q_in: QParams) -> Op:
+        return ctx.window_input(q_in)
+
+    def _layer_op(self, i: int, src: str, dst: str, w: np.ndarray, b: np.ndarray, q_in: QParams, q_out: QParams,
+                  last: bool) -> Op:
+        enc = i < self._n_layers() // 2
+        attrs = {"stride": 2 if enc else 1, "pad": w.shape[2] // 2, "upsample": 1 if enc else 2}
+        return quantize_layer("convolve_1d_s8", src, dst, w, b, q_in, q_out, not last, attrs)
+
+    @classmethod
+    def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
+        ch = tuple({**cls().get_params(), **params}["channels"])
+        chans = [n_channels, *ch, *ch[-2::-1], n_channels]
+        return sum(a * b + 4 * b for a, b in zip(chans[:-1], chans[1:], strict=True))

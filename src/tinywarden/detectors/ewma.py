@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from tinywarden.arith import choose_qparams
 from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.lowering import Z_HEADROOM, Lowered, LoweringContext
+from tinywarden.kernels import Op, TensorSpec
 
 
 class EWMAZScore(Detector):
@@ -23,6 +26,7 @@ class EWMAZScore(Detector):
     """
 
     name: ClassVar[str] = "ewma"
+    search_space: ClassVar[tuple[dict[str, Any], ...]] = ({"aggregate": "rms"}, {"aggregate": "max"})
     state_arrays: ClassVar[tuple[str, ...]] = ("mean_", "var_")
 
     def __init__(self, alpha: float = 0.01, aggregate: Literal["rms", "max"] = "rms", min_std: float = 1e-3):
@@ -64,3 +68,16 @@ class EWMAZScore(Detector):
         if self.aggregate == "max":
             return z.max(axis=1)
         return np.sqrt((z * z).mean(axis=1))
+
+    def lower(self, ctx: LoweringContext) -> Lowered:
+        """int16 z-scores (EWMA mean and deviation folded into the feature requantization), then their sum
+        of squares or largest magnitude."""
+        self._check_fitted()
+        sd = np.maximum(np.sqrt(self.var_), self.min_std)
+        top = float(np.abs((ctx.fit_scaled - self.mean_) / sd).max())
+        q_z = choose_qparams(-top * Z_HEADROOM, top * Z_HEADROOM, "int16", symmetric=True)
+        kind = "max_abs_s16" if self.aggregate == "max" else "sum_sq_s16"
+        return Lowered([TensorSpec("input", "int16", (ctx.n_inputs,))],
+                       [ctx.feature_input(q_z, "requantize_s64_s16", ctx.mu + ctx.sigma * self.mean_, ctx.sigma * sd),
+                        Op(kind, ("input",), "score", {"shift": 0})],
+                       {"input_scale": q_z.scale})

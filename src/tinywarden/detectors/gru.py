@@ -19,8 +19,13 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from tinywarden.detectors._torch import Progress, TorchAutoencoder, steps_for, train_reconstruction
+from tinywarden.arith import QParams, round_half_away
+from tinywarden.detectors._torch import Progress, TorchAutoencoder, single_thread, steps_for, train_reconstruction
 from tinywarden.detectors.base import check_param
+from tinywarden.detectors.lowering import Lowered, LoweringContext, autoencoder_input, quantize_layer
+from tinywarden.errors import ConfigError
+from tinywarden.kernels import Op, TensorSpec
+from tinywarden.kernels.gru_s8 import GRU_MAX_HIDDEN
 
 _GRU_ARRAYS = ("w_ih_", "w_hh_", "b_ih_", "b_hh_", "w_out_", "b_out_")
 
@@ -68,6 +73,7 @@ class GRUAutoencoder(TorchAutoencoder):
     """
 
     name: ClassVar[str] = "gru_ae"
+    search_space: ClassVar[tuple[dict[str, Any], ...]] = ({"hidden": 8},)
     input_kind: ClassVar[str] = "window"  # type: ignore[assignment]
     state_arrays: ClassVar[tuple[str, ...]] = _GRU_ARRAYS
 
@@ -145,3 +151,47 @@ class GRUAutoencoder(TorchAutoencoder):
                 t.copy_(torch.from_numpy(getattr(self, name).astype(np.float32)))
         module.eval()
         self._module = module
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """The float reconstruction (or forecast) of windows ``x`` ``(n, window, channels)``."""
+        import torch
+
+        with single_thread(), torch.no_grad():
+            return self.torch_module()(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).double().numpy()
+
+    def lower(self, ctx: LoweringContext) -> Lowered:
+        """The GRU on the int8-rescaled window: gates in Q12, state in Q15, read-out in the input's
+        quantization (as the autoencoders' output layer), so the score is ``sum (q_out - q_in)**2``."""
+        self._check_fitted()
+        hidden = self.w_hh_.shape[1]
+        if hidden > GRU_MAX_HIDDEN:
+            raise ConfigError(f"the int8 GRU supports hidden <= {GRU_MAX_HIDDEN} (its state is on the C stack), "
+                              f"got {hidden}")
+        fit = ctx.fit_scaled
+        sample = fit[np.linspace(0, len(fit) - 1, min(len(fit), 512)).astype(np.int64)]
+        q_in = autoencoder_input(ctx, self.reconstruct(sample))
+        q12, q15 = QParams(2.0**-12, 0, "int32"), QParams(2.0**-15, 0, "int16")
+        consts: dict[str, np.ndarray] = {}
+        for name, (w, b), q_src, q_dst in (("ih", (self.w_ih_, self.b_ih_), q_in, q12),
+                                           ("hh", (self.w_hh_, self.b_hh_), q15, q12),
+                                           ("out", (self.w_out_, self.b_out_), q15, q_in)):
+            layer = quantize_layer("fully_connected_s8", "input", "recon", w, b, q_src, q_dst, False).consts
+            consts.update({f"w_{name}": layer["weights"], f"b_{name}": layer["bias"],
+                           f"{name}_multiplier": layer["multiplier"], f"{name}_shift": layer["shift"]})
+        grid = -8.0 + np.arange(257) / 16.0  # tanh at steps of 1/16 over [-8, 8], Q15
+        consts["tanh"] = round_half_away(32767.0 * np.tanh(grid)).astype(np.int16)
+        shape = tuple(fit.shape[1:])
+        return Lowered(
+            [TensorSpec("input", "int8", shape), TensorSpec("recon", "int8", shape)],
+            [ctx.window_input(q_in),
+             Op("gru_s8", ("input",), "recon",
+                {"hidden": hidden, "forecast": int(self.mode == "forecast"), "input_offset": -q_in.zero_point,
+                 "output_offset": q_in.zero_point}, consts),
+             Op("sum_sq_diff_s8", ("recon", "input"), "score", {"shift": 0})],
+            {"score_unit": q_in.scale**2 / int(np.prod(shape)), "input_scale": q_in.scale,
+             "input_zero_point": q_in.zero_point})
+
+    @classmethod
+    def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
+        h = int({**cls().get_params(), **params}["hidden"])
+        return 3 * h * (n_channels + h) + h * n_channels  # int8 weights

@@ -24,12 +24,15 @@ integers, so the float model *is* the integer model and C can reproduce it bit f
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from tinywarden.arith import QParams
 from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.lowering import Lowered, LoweringContext
 from tinywarden.errors import DataError
+from tinywarden.kernels import Op, TensorSpec
 
 #: Fractional bits of the fixed-point feature scale (Q7.8) shared by thresholds and inputs.
 FRAC_BITS = 8
@@ -123,6 +126,7 @@ class TrimmedIsolationForest(Detector):
     """
 
     name: ClassVar[str] = "iforest"
+    search_space: ClassVar[tuple[dict[str, Any], ...]] = ({"n_estimators": 16}, {"n_estimators": 32})
     state_arrays: ClassVar[tuple[str, ...]] = ("feature_", "threshold_", "left_", "tree_start_", "n_samples_")
 
     def __init__(self, n_estimators: int = 32, max_samples: int = 512, max_depth: int = 2, random_state: int = 0):
@@ -204,3 +208,15 @@ class TrimmedIsolationForest(Detector):
         mean_path = self.path_length_sum(X) / (len(self.tree_start_) * float(1 << PATH_FRAC_BITS))
         c = float(average_path_length(int(self.n_samples_[0])))
         return np.power(2.0, -mean_path / max(c, 1e-12))
+
+    def lower(self, ctx: LoweringContext) -> Lowered:
+        """The trees already compare int16 Q7.8 scaled features: requantize straight into that scale, so the
+        device walks the very trees the float model walks."""
+        self._check_fitted()
+        q_f = QParams(1.0 / (1 << FRAC_BITS), 0, "int16")
+        return Lowered([TensorSpec("input", "int16", (ctx.n_inputs,))],
+                       [ctx.feature_input(q_f, "requantize_s64_s16"),
+                        Op("iforest_path_s16", ("input",), "score", {"shift": 0},
+                           {"feature": self.feature_.astype(np.uint8), "threshold": self.threshold_.astype(np.int16),
+                            "left": self.left_.astype(np.uint8), "tree_start": self.tree_start_.astype(np.uint16)})],
+                       {"input_scale": q_f.scale})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.cluster import KMeans
 
 from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.lowering import Lowered, LoweringContext, distance_input
+from tinywarden.kernels import Op
 
 
 class KMeansDistance(Detector):
@@ -24,6 +26,9 @@ class KMeansDistance(Detector):
     """
 
     name: ClassVar[str] = "kmeans"
+    search_space: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"n_clusters": 2}, {"n_clusters": 4}, {"n_clusters": 8}, {"n_clusters": 16},
+    )
     state_arrays: ClassVar[tuple[str, ...]] = ("centroids_",)
 
     def __init__(self, n_clusters: int = 8, n_init: int = 3, random_state: int = 0):
@@ -61,3 +66,16 @@ class KMeansDistance(Detector):
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2, clipped at 0 against rounding
         d2 = (x * x).sum(1)[:, None] - 2.0 * x @ self.centroids_.T + (self.centroids_**2).sum(1)[None, :]
         return np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+
+    def lower(self, ctx: LoweringContext) -> Lowered:
+        """int16 inputs and centroids on one scale; the score is the squared distance to the nearest."""
+        self._check_fitted()
+        low = Lowered()
+        q_x, cq = distance_input(ctx, self.centroids_, low)
+        low.ops.append(Op("min_sq_dist_s16", ("input",), "score", {"shift": 0}, {"centroids": cq}))
+        low.info["input_scale"] = q_x.scale
+        return low
+
+    @classmethod
+    def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
+        return 2 * int({**cls().get_params(), **params}["n_clusters"]) * n_inputs  # int16 centroids

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import warnings
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -11,12 +12,19 @@ from sklearn.kernel_approximation import RBFSampler
 from sklearn.linear_model import SGDOneClassSVM
 from sklearn.svm import OneClassSVM
 
+from tinywarden.arith import INT16_MAX, quantize_multiplier, round_half_away
 from tinywarden.detectors.base import Detector, check_param
-from tinywarden.errors import DataError
+from tinywarden.detectors.lowering import Lowered, LoweringContext, distance_input
+from tinywarden.errors import ConfigError, DataError
+from tinywarden.kernels import Op
 
 MAX_SUPPORT_VECTORS = 32
 #: Rows an exact RBF one-class SVM is trained on (its cost grows with the square of the rows).
 RBF_FIT_ROWS = 2048
+
+
+#: The int8 path's RBF kernel 2**-u reads a table of 2**RBF_FRAC_BITS int16 Q15 entries (512 B at 8).
+RBF_FRAC_BITS = 8
 
 
 class BudgetOneClassSVM(Detector):
@@ -43,6 +51,7 @@ class BudgetOneClassSVM(Detector):
     """
 
     name: ClassVar[str] = "ocsvm"
+    search_space: ClassVar[tuple[dict[str, Any], ...]] = ({"max_support_vectors": 16}, {"max_support_vectors": 32})
 
     def __init__(
         self,
@@ -136,3 +145,34 @@ class BudgetOneClassSVM(Detector):
         d2 = (x * x).sum(1)[:, None] - 2.0 * x @ sv.T + (sv * sv).sum(1)[None, :]
         k = np.exp(-self.gamma_[0] * np.maximum(d2, 0.0))
         return self.offset_[0] - k @ self.dual_coef_
+
+    def lower(self, ctx: LoweringContext) -> Lowered:
+        """As k-means, int16 inputs and support vectors on one scale; ``exp(-gamma d2)`` is ``2**-u`` from a
+        Q15 table of ``2**RBF_FRAC_BITS`` entries (random Fourier features would need a cosine each)."""
+        self._check_fitted()
+        if self.kernel != "rbf":
+            raise ConfigError("the int8 path of ocsvm needs kernel='rbf' (support vectors and an exp2 table); "
+                              "kernel='rff' would need a cosine per random feature: train with kernel='rbf'")
+        low = Lowered()
+        q_x, svq = distance_input(ctx, self.support_vectors_, low)
+        alpha = self.dual_coef_
+        # exp(-gamma d2) = 2**-u with u = gamma log2(e) d2, in Q RBF_FRAC_BITS
+        real = float(self.gamma_[0]) * q_x.scale**2 * math.log2(math.e) * 2.0**RBF_FRAC_BITS
+        pre = int(min(max(0, math.floor(math.log2(0.25 / real))), 62))
+        mult, sh = quantize_multiplier(real * 2.0**pre)
+        steps = np.arange(2**RBF_FRAC_BITS) / 2.0**RBF_FRAC_BITS
+        table = np.minimum(round_half_away(32768.0 * 2.0**-steps), INT16_MAX).astype(np.int16)
+        top_alpha = float(alpha.max()) if alpha.max() > 0 else 1.0
+        # a Q15 table entry shifted right by 15 or more is 0: from there on, rank by the nearest distance
+        attrs = {"frac_bits": RBF_FRAC_BITS, "tail_from": 15 << RBF_FRAC_BITS, "shift": 0}
+        low.ops.append(Op("rbf_kernel_sum_s16", ("input",), "score", attrs, {
+            "support_vectors": svq,
+            "alpha": np.clip(round_half_away(alpha / top_alpha * INT16_MAX), 0, INT16_MAX).astype(np.int16),
+            "exp2": table, "pre_shift": np.array([pre], dtype=np.int32),
+            "multiplier": np.array([mult], dtype=np.int32), "shift": np.array([sh], dtype=np.int8)}))
+        low.info["input_scale"] = q_x.scale
+        return low
+
+    @classmethod
+    def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
+        return int({**cls().get_params(), **params}["max_support_vectors"]) * n_inputs

@@ -6,11 +6,16 @@ normal telemetry lives near a low-dimensional subspace, and most attacks and fau
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from tinywarden.arith import INT8_MAX, choose_qparams, quantize_multiplier, round_half_away
 from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.lowering import Z_HEADROOM, Lowered, LoweringContext, int8_rows
+from tinywarden.errors import ConfigError
+from tinywarden.kernels import Op, TensorSpec
+from tinywarden.kernels.pca_residual_s16 import PCA_MAX_AXES, PCA_MAX_INPUTS
 
 
 class PCAReconstruction(Detector):
@@ -30,6 +35,9 @@ class PCAReconstruction(Detector):
     """
 
     name: ClassVar[str] = "pca"
+    search_space: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"n_components": 4}, {"n_components": 8}, {"n_components": 16}, {"n_components": 24}, {"n_components": 32},
+    )
     state_arrays: ClassVar[tuple[str, ...]] = ("mean_", "components_")
 
     def __init__(self, n_components: int | float = 0.95):
@@ -70,3 +78,40 @@ class PCAReconstruction(Detector):
         x = self._check_input(X) - self.mean_
         residual = x - (x @ self.components_.T) @ self.components_
         return (residual * residual).mean(axis=1)
+
+    def lower(self, ctx: LoweringContext) -> Lowered:
+        """The centred int16 input (the PCA mean folds into the feature requantization) and int8 axes; the
+        score is the energy outside their span (``pca_residual_s16``)."""
+        self._check_fitted()
+        n_in = ctx.n_inputs
+        if n_in > PCA_MAX_INPUTS or len(self.components_) > PCA_MAX_AXES:
+            raise ConfigError(f"PCA with {len(self.components_)} components on {n_in} features: the int8 path "
+                              f"takes at most {PCA_MAX_AXES} components and {PCA_MAX_INPUTS} features (use fewer "
+                              "components, features per channel or channels)")
+        top = float(np.abs(ctx.fit_scaled - self.mean_).max()) * Z_HEADROOM
+        q_x = choose_qparams(-top, top, "int16", symmetric=True)
+        # k = 0 keeps no axis: one all-zero row gives the same score (the whole energy) without a
+        # zero-length C array.
+        wq, w_scale = int8_rows(self.components_ if len(self.components_) else np.zeros((1, n_in)))
+        mult_shift = [quantize_multiplier(float(sc)) for sc in w_scale]
+        # The rounded axes are not exactly orthonormal: D = (W W^T)^-1 - I restores the projection onto
+        # their span (an int8 upper triangle, scaled by a power of two).
+        dq = wq * w_scale[:, None]
+        gram = np.linalg.pinv(dq @ dq.T) - np.eye(len(dq))
+        upper = gram[np.triu_indices(len(dq))]
+        g_top = float(np.abs(upper).max())
+        gram_shift = int(np.clip(np.floor(np.log2(INT8_MAX / g_top)) if g_top > 0 else 40, 1, 40))
+        residual = Op("pca_residual_s16", ("input",), "score", {"shift": 0, "gram_shift": gram_shift},
+                      {"weights": wq.astype(np.int8),
+                       "multiplier": np.array([m for m, _ in mult_shift], dtype=np.int32),
+                       "shift": np.array([sh for _, sh in mult_shift], dtype=np.int8),
+                       "gram": np.clip(round_half_away(upper * 2.0**gram_shift), -INT8_MAX, INT8_MAX).astype(np.int8)})
+        return Lowered([TensorSpec("input", "int16", (n_in,))],
+                       [ctx.feature_input(q_x, "requantize_s64_s16", ctx.mu + ctx.sigma * self.mean_), residual],
+                       # the float score is the mean squared error
+                       {"score_unit": q_x.scale**2 / n_in, "input_scale": q_x.scale})
+
+    @classmethod
+    def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
+        k = {**cls().get_params(), **params}["n_components"]
+        return (k if isinstance(k, int) else 1) * n_inputs  # int8 axes (a variance fraction keeps >= 1)

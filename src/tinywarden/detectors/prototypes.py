@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
 from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.lowering import Lowered, LoweringContext, distance_input
+from tinywarden.kernels import Op
 
 MAX_PROTOTYPES = 64
 
@@ -29,6 +31,7 @@ class PrototypeKNN(Detector):
     """
 
     name: ClassVar[str] = "knn"
+    search_space: ClassVar[tuple[dict[str, Any], ...]] = ({"n_prototypes": 8}, {"n_prototypes": 32})
     state_arrays: ClassVar[tuple[str, ...]] = ("prototypes_",)
 
     def __init__(self, n_prototypes: int = 32, k: int = 3, random_state: int = 0):
@@ -64,3 +67,17 @@ class PrototypeKNN(Detector):
         k = min(self.k, len(p))
         nearest = np.partition(d, k - 1, axis=1)[:, :k]
         return nearest.mean(axis=1)
+
+    def lower(self, ctx: LoweringContext) -> Lowered:
+        """int16 inputs and prototypes on one scale; the score sums the distances to the k nearest."""
+        self._check_fitted()
+        low = Lowered()
+        q_x, pq = distance_input(ctx, self.prototypes_, low)
+        low.ops.append(Op("knn_dist_s16", ("input",), "score", {"k": min(self.k, len(pq)), "shift": 0},
+                          {"prototypes": pq}))
+        low.info["input_scale"] = q_x.scale
+        return low
+
+    @classmethod
+    def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
+        return int({**cls().get_params(), **params}["n_prototypes"]) * n_inputs

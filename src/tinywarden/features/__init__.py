@@ -3,7 +3,9 @@
 from tinywarden.features.extract import (
     DEFAULT_FEATURES,
     FEATURE_POWER,
+    FEATURE_TABLE,
     FEATURES,
+    Feature,
     check_features,
     extract,
     feature_names,
@@ -15,6 +17,8 @@ __all__ = [
     "DEFAULT_FEATURES",
     "FEATURES",
     "FEATURE_POWER",
+    "FEATURE_TABLE",
+    "Feature",
     "RingBuffer",
     "StreamingFeatures",
     "batch_features",

@@ -24,6 +24,7 @@ name               definition over one channel's window ``x[0..W-1]``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -75,23 +76,45 @@ def _diff_abs_max(x: np.ndarray) -> np.ndarray:
 
 MAX_BANDS = 6
 
-FEATURES: dict[str, FeatureFn] = {
-    "mean": _mean,
-    "std": _std,
-    "min": lambda x: x.min(axis=1),
-    "max": lambda x: x.max(axis=1),
-    "last": lambda x: x[:, -1].copy(),
-    "rms": _rms,
-    **{f"band{i}": _band(i) for i in range(1, MAX_BANDS + 1)},
-    "crossings": _crossings,
-    "diff_abs_mean": _diff_abs_mean,
-    "diff_abs_max": _diff_abs_max,
-}
+#: ``(s, offset, W) -> (a, b)``: with ``s`` the real value of one int16 sample step of the channel and
+#: ``offset`` the real value of sample 0, the float feature is ``~ a * f + b`` of the integer feature ``f``.
+ScalingRule = Callable[[float, float, int], tuple[float, float]]
 
-#: The power of the channel's unit each feature is measured in (band energies are squared values,
-#: crossings are a pure ratio); used to give features a sensible minimum scale.
-FEATURE_POWER: dict[str, int] = {name: 2 if name.startswith("band") else 0 if name == "crossings" else 1
-                                 for name in FEATURES}
+
+@dataclass(frozen=True)
+class Feature:
+    """One window feature: its float definition, the integer code the on-device ``features_s16`` kernel
+    computes it under (``TW_FEATURE_<NAME>`` in C), and the rule relating the two."""
+
+    name: str
+    fn: FeatureFn
+    code: int
+    #: the power of the channel's unit the feature is measured in (band energies are squared values,
+    #: crossings a pure ratio); gives features a sensible minimum scale
+    power: int
+    scaling: ScalingRule
+
+
+def _band_scaling(level: int) -> ScalingRule:
+    return lambda s, off, w: (s * s / (2**level * w), 0.0)
+
+
+#: The one feature table: extraction, quantization and the C code generator all read it.
+FEATURE_TABLE: dict[str, Feature] = {f.name: f for f in (
+    Feature("mean", _mean, 0, 1, lambda s, off, w: (s / w, off)),
+    Feature("std", _std, 1, 1, lambda s, off, w: (s / w, 0.0)),
+    Feature("min", lambda x: x.min(axis=1), 2, 1, lambda s, off, w: (s, off)),
+    Feature("max", lambda x: x.max(axis=1), 3, 1, lambda s, off, w: (s, off)),
+    Feature("last", lambda x: x[:, -1].copy(), 14, 1, lambda s, off, w: (s, off)),
+    Feature("rms", _rms, 4, 1, lambda s, off, w: (s / w, 0.0)),
+    *(Feature(f"band{i}", _band(i), 4 + i, 2, _band_scaling(i)) for i in range(1, MAX_BANDS + 1)),
+    Feature("crossings", _crossings, 11, 0, lambda s, off, w: (1.0 / (w - 1), 0.0)),
+    Feature("diff_abs_mean", _diff_abs_mean, 12, 1, lambda s, off, w: (s / (w - 1), 0.0)),
+    Feature("diff_abs_max", _diff_abs_max, 13, 1, lambda s, off, w: (s, 0.0)),
+)}
+
+FEATURES: dict[str, FeatureFn] = {name: f.fn for name, f in FEATURE_TABLE.items()}
+FEATURE_POWER: dict[str, int] = {name: f.power for name, f in FEATURE_TABLE.items()}
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "mean", "std", "min", "max", "rms", "band1", "band2", "band3", "crossings", "diff_abs_mean", "diff_abs_max",

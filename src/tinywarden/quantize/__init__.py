@@ -1,13 +1,10 @@
-"""int8 on-device path: the TFLite / CMSIS-NN integer scheme, post-training quantization, pruning.
+"""int8 on-device path: post-training quantization, its report, and pruning.
 
-:mod:`~tinywarden.quantize.scheme` (the arithmetic) is what :mod:`tinywarden.program` builds on, and
-:mod:`~tinywarden.quantize.ptq` produces programs; so the ptq names below are imported on first use
-(PEP 562), which keeps ``import tinywarden.program`` free of an import cycle.
+The integer arithmetic they build on is :mod:`tinywarden.arith` (a bottom layer, which
+:mod:`tinywarden.program` and the kernels import without going through this package).
 """
 
-from typing import Any
-
-from tinywarden.quantize.scheme import (
+from tinywarden.arith import (
     QParams,
     choose_qparams,
     quantize_multiplier,
@@ -15,15 +12,9 @@ from tinywarden.quantize.scheme import (
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
 )
-
-_LAZY = {
-    "int8_sections": "tinywarden.quantize.ptq",
-    "load_program": "tinywarden.quantize.ptq",
-    "quantize_pipeline": "tinywarden.quantize.ptq",
-    "score_int8": "tinywarden.quantize.ptq",
-    "compare_int8": "tinywarden.quantize.report",
-    "prune_pipeline": "tinywarden.quantize.prune",
-}
+from tinywarden.quantize.prune import prune_pipeline
+from tinywarden.quantize.ptq import int8_sections, load_program, quantize_pipeline, score_int8
+from tinywarden.quantize.report import compare_int8
 
 __all__ = [
     "QParams",
@@ -39,11 +30,3 @@ __all__ = [
     "saturating_rounding_doubling_high_mul",
     "score_int8",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from importlib import import_module
-
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'tinywarden.quantize' has no attribute {name!r}")

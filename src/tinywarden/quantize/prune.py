@@ -73,9 +73,10 @@ def prune_pipeline(pipeline: Pipeline, train_series: Series, sparsity: float, fi
     nd._restore()
     fit_x, cal_x = new.split_inputs(train_series)
     if fine_tune_steps > 0:
-        train_reconstruction(nd._module, new._scale(fit_x), steps=fine_tune_steps, batch_size=nd.batch_size, lr=lr,
+        module = nd.torch_module()
+        train_reconstruction(module, new._scale(fit_x), steps=fine_tune_steps, batch_size=nd.batch_size, lr=lr,
                              seed=nd.random_state)
-        params = [p.detach().double().numpy().copy() for p in nd._module.parameters()]
+        params = [p.detach().double().numpy().copy() for p in module.parameters()]
         for i, (wn, bn) in enumerate(names):
             setattr(nd, wn, params[2 * i])
             setattr(nd, bn, params[2 * i + 1])

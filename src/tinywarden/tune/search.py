@@ -56,21 +56,6 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "default": DEFAULT_FEATURES,
 }
 CHANNEL_CHOICES: tuple[str, ...] = ("all", "varying")
-#: Model sizes per family, smallest first. Families registered later get their defaults only.
-SIZES: dict[str, tuple[dict[str, Any], ...]] = {
-    "ewma": ({"aggregate": "rms"}, {"aggregate": "max"}),
-    "kmeans": ({"n_clusters": 2}, {"n_clusters": 4}, {"n_clusters": 8}, {"n_clusters": 16}),
-    "dense_ae": ({"hidden": (4,)}, {"hidden": (8,)}, {"hidden": (16, 4)}),
-    "conv_ae": ({"channels": (4,)}, {"channels": (8, 4)}),
-    "pca": ({"n_components": 4}, {"n_components": 8}, {"n_components": 16}, {"n_components": 24},
-            {"n_components": 32}),
-    "iforest": ({"n_estimators": 16}, {"n_estimators": 32}),
-    "knn": ({"n_prototypes": 8}, {"n_prototypes": 32}),
-    "ocsvm": ({"max_support_vectors": 16}, {"max_support_vectors": 32}),
-    "gru_ae": ({"hidden": 8},),
-    "ar": ({"order": 2}, {"order": 4}),
-    "bounds": ({},),
-}
 #: Detector used in the input stage to rank the ways of looking at the data: PCA, the floor every family
 #: has to clear (it sees how the features move together, cheap to fit); EWMA when PCA is not searched.
 PROBE: tuple[str, dict[str, Any]] = ("pca", {"n_components": 8})
@@ -158,40 +143,21 @@ def _jsonable(v: Any) -> Any:
 def flash_lower_bound(c: Candidate, n_channels: int) -> int:
     """Bytes of constants the int8 program of ``c`` needs at least (code not counted).
 
-    Counted from the parameter count alone, before fitting: per channel the float32 sample offset and
-    multiplier; per model input at least its Q31 requantization multiplier; per layer output its
-    multiplier; then the detector's weights at one byte each (int8) or two (int16 centroids). The
-    quantizer may store more (shifts, offsets, biases), never less, so a candidate whose bound exceeds
-    the flash budget cannot fit and is not built.
+    Counted from the parameters alone, before fitting: per channel the float32 sample offset and
+    multiplier; per model input (a feature, or a channel for a family reading the raw window) at least its
+    Q31 requantization multiplier; then what the family declares for its model
+    (``Detector.flash_lower_bound``: weights at one byte each for int8, two for int16 ...). The quantizer may
+    store more (shifts, offsets, biases), never less, so a candidate whose bound exceeds the flash budget
+    cannot fit and is not built.
     """
-    nf = len(c.features)
-    p = dict(c.params)
-    window_input = c.family in ("conv_ae", "gru_ae", "ar")
-    n_in = n_channels if window_input else n_channels * nf
-    fixed = 8 * n_channels + 4 * n_in
-    d = n_in
-    if c.family == "kmeans":
-        weights = 2 * p["n_clusters"] * d
-    elif c.family == "dense_ae":
-        dims = [d, *p["hidden"], *p["hidden"][-2::-1], d]
-        weights = sum(a * b + 4 * b for a, b in zip(dims[:-1], dims[1:], strict=True))
-    elif c.family == "conv_ae":
-        chans = [n_channels, *p["channels"], *p["channels"][-2::-1], n_channels]
-        weights = sum(a * b + 4 * b for a, b in zip(chans[:-1], chans[1:], strict=True))
-    elif c.family == "pca":
-        weights = p["n_components"] * d
-    elif c.family == "knn":
-        weights = p["n_prototypes"] * d
-    elif c.family == "ocsvm":
-        weights = p["max_support_vectors"] * d
-    elif c.family == "gru_ae":
-        h = p["hidden"]
-        weights = 3 * h * (n_channels + h) + h * n_channels
-    elif c.family == "ar":
-        weights = p["order"] * n_channels
-    else:
-        weights = 0
-    return fixed + weights
+    family = REGISTRY[c.family]
+    n_in = n_channels if family.input_kind == "window" else n_channels * len(c.features)
+    return 8 * n_channels + 4 * n_in + family.flash_lower_bound(dict(c.params), n_in, n_channels)
+
+
+def search_space(family: str) -> tuple[dict[str, Any], ...]:
+    """The model sizes ``tune`` tries for ``family``, smallest first (the family's own declaration)."""
+    return REGISTRY[family].search_space
 
 
 def ram_lower_bound(c: Candidate, n_channels: int) -> int:
@@ -287,7 +253,7 @@ def int8_support(family: str) -> str | None:
     rng = np.random.default_rng(0)
     s = Series(np.arange(600.0), rng.normal(size=(600, 2)), ("a", "b"))
     try:
-        p = Pipeline(make_detector(family, **dict(SIZES.get(family, ({},))[0])), 16, 8,
+        p = Pipeline(make_detector(family, **dict(search_space(family)[0])), 16, 8,
                      FEATURE_SETS["small"]).fit(s)
         quantize_pipeline(p, s)
     except TinywardenError as exc:
@@ -370,7 +336,7 @@ def measure(program: Program, target: str, cache: dict[str, ModuleSize] | None =
 def input_candidates(families: Sequence[str], n_all: int, n_varying: int,
                      windows: Sequence[int] = WINDOWS) -> list[Candidate]:
     """The input stage: every window x feature set x channel choice with the probe detector."""
-    fam, first = next((f, p) for f, p in (PROBE, FALLBACK_PROBE, (families[0], SIZES.get(families[0], ({},))[0]))
+    fam, first = next((f, p) for f, p in (PROBE, FALLBACK_PROBE, (families[0], search_space(families[0])[0]))
                       if f in families)
     params = tuple(sorted(first.items()))
     out = []
@@ -388,7 +354,7 @@ def model_candidates(families: Sequence[str], inputs: Sequence[Candidate], done:
     out = []
     for base in inputs:
         for fam in families:
-            for params in SIZES.get(fam, ({},)):
+            for params in search_space(fam):
                 c = dataclasses.replace(base, family=fam, params=tuple(sorted(params.items())))
                 if c not in done:
                     out.append(c)
@@ -533,18 +499,18 @@ def tune(
 
 def _smaller_over_budget(c: Candidate, t: Trial) -> bool:
     """Was ``t`` a smaller size of ``c``'s family on the same inputs, and over budget? (sizes grow along
-    :data:`SIZES`, so ``c`` cannot fit either)."""
+    the family's search space, so ``c`` cannot fit either)."""
     o = t.candidate
     if t.status != "over budget" or o.family != c.family or (o.window, o.features, o.channels) != (
             c.window, c.features, c.channels):
         return False
-    sizes = [tuple(sorted(p.items())) for p in SIZES.get(c.family, ())]
+    sizes = [tuple(sorted(p.items())) for p in search_space(c.family)]
     return o.params in sizes and c.params in sizes and sizes.index(o.params) < sizes.index(c.params)
 
 
 def _check_families(families: Sequence[str] | None) -> list[str]:
     if families is None:
-        return [f for f in SIZES if f in REGISTRY] + [f for f in REGISTRY if f not in SIZES]
+        return list(REGISTRY)
     fams = [f.strip() for f in families if f.strip()]
     unknown = [f for f in fams if f not in REGISTRY]
     if unknown or not fams:

@@ -1,3 +1,20 @@
+"""Score: largest absolute int16 input."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinywarden.kernels.base import (
+    Op,
+    score_kernel,
+)
+
+
+def _max_abs(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    return np.abs(srcs[0].astype(np.int64)).max(axis=1)
+
+
+C_TEMPLATE = r"""
 //@call: tw_max_abs_s16(s->t_${src0}, ${src0_size}, ${shift}, s->t_${dst});
 //@requires: score
 /* Largest absolute z-score: score = sat32(max_i |z[i]| >> shift). */
@@ -11,3 +28,6 @@ static void tw_max_abs_s16(const int16_t *z, int32_t n, int32_t shift, int32_t *
     }
     score[0] = tw_score_from_total(top, shift);
 }
+"""
+
+score_kernel("max_abs_s16", _max_abs, ("int16",), {}, "score = sat32(max |q| >> shift)", C_TEMPLATE)

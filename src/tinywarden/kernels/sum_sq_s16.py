@@ -1,3 +1,21 @@
+"""Score: sum of squared int16 inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinywarden.kernels.base import (
+    Op,
+    score_kernel,
+)
+
+
+def _sum_sq(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    x = srcs[0].astype(np.int64)
+    return (x * x).sum(axis=1)
+
+
+C_TEMPLATE = r"""
 //@call: tw_sum_sq_s16(s->t_${src0}, ${src0_size}, ${shift}, s->t_${dst});
 //@requires: score
 /* Sum of squared z-scores: score = sat32((sum_i z[i]^2) >> shift). */
@@ -10,3 +28,6 @@ static void tw_sum_sq_s16(const int16_t *z, int32_t n, int32_t shift, int32_t *s
     }
     score[0] = tw_score_from_total(total, shift);
 }
+"""
+
+score_kernel("sum_sq_s16", _sum_sq, ("int16",), {}, "score = sat32(sum q**2 >> shift)", C_TEMPLATE)

@@ -206,3 +206,109 @@ def isqrt_u64(x: IntLike) -> np.ndarray:
         raise ValueError("isqrt_u64 of a negative value")
     out = np.fromiter((math.isqrt(int(v)) for v in flat), dtype=np.int64, count=flat.size)
     return out.reshape(np.shape(x))
+
+
+def round_shift(x: IntLike, s: int) -> np.ndarray:
+    """``x / 2**s`` rounded half away from zero, without right-shifting a negative number (``s >= 1``), as
+    the C ``tw_round_shift64``."""
+    x64 = _i64(x)
+    half = np.int64(1 << (s - 1))
+    return np.where(x64 >= 0, (x64 + half) >> s, -((-x64 + half) >> s))
+
+
+def score_from_total(total: IntLike, shift: int) -> np.ndarray:
+    """A score kernel's int32 result from its non-negative int64 total: ``sat32(total >> shift)``."""
+    return saturate(_i64(total) >> int(shift), "int32")
+
+
+# -- the same arithmetic in C: helper functions a kernel template names on its ``//@requires:`` line --------
+#: helper name -> C text, in the order they must appear (a helper may use an earlier one)
+C_HELPERS: dict[str, str] = {
+    "arith": r"""
+/* round(a * b / 2^31), the nudge depending on the product's sign, truncating division; only
+ * INT32_MIN * INT32_MIN overflows and saturates. CMSIS-NN arm_nn_doubling_high_mult.
+ * Range: a, b any int32. */
+static int32_t tw_doubling_high_mult(int32_t a, int32_t b)
+{
+    int64_t ab = (int64_t)a * (int64_t)b;
+    int64_t nudge = (ab >= 0) ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+    if (a == INT32_MIN && b == INT32_MIN) {
+        return INT32_MAX;
+    }
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+/* x / 2^exponent rounded to nearest, ties away from zero. CMSIS-NN arm_nn_divide_by_power_of_two.
+ * Range: exponent in [0, 31]. */
+static int32_t tw_divide_by_power_of_two(int32_t x, int32_t exponent)
+{
+    int64_t mask = ((int64_t)1 << exponent) - 1;
+    int64_t remainder = (int64_t)x & mask;
+    int64_t result = (int64_t)x >> exponent;
+    int64_t threshold = (mask >> 1) + ((result < 0) ? 1 : 0);
+    if (remainder > threshold) {
+        result++;
+    }
+    return (int32_t)result;
+}
+
+/* x * multiplier * 2^(shift - 31), rounded. CMSIS-NN arm_nn_requantize, except that x is first
+ * saturated so that x * 2^shift fits int32 (a larger x saturates any int8/int16 result anyway).
+ * Range: multiplier in [0, INT32_MAX], shift in [-31, 30], x any int64. */
+static int32_t tw_requantize(int64_t x, int32_t multiplier, int32_t shift)
+{
+    int32_t left = (shift > 0) ? shift : 0;
+    int32_t right = (shift > 0) ? 0 : -shift;
+    int64_t lo = (int64_t)INT32_MIN >> left;
+    int64_t hi = (int64_t)INT32_MAX >> left;
+    if (x < lo) {
+        x = lo;
+    } else if (x > hi) {
+        x = hi;
+    }
+    return tw_divide_by_power_of_two(tw_doubling_high_mult((int32_t)(x * ((int64_t)1 << left)), multiplier), right);
+}
+
+static int64_t tw_clamp64(int64_t x, int64_t lo, int64_t hi)
+{
+    return (x < lo) ? lo : ((x > hi) ? hi : x);
+}
+""",
+    "isqrt": r"""
+/* floor(sqrt(x)), bit by bit, exact for every uint64. */
+static uint64_t tw_isqrt_u64(uint64_t x)
+{
+    uint64_t r = 0u;
+    uint64_t bit = (uint64_t)1 << 62;
+    while (bit > x) {
+        bit >>= 2;
+    }
+    while (bit != 0u) {
+        if (x >= r + bit) {
+            x -= r + bit;
+            r = (r >> 1) + bit;
+        } else {
+            r >>= 1;
+        }
+        bit >>= 2;
+    }
+    return r;
+}
+""",
+    "score": r"""
+/* A score from a non-negative int64 total: total >> shift, saturated to INT32_MAX. */
+static int32_t tw_score_from_total(int64_t total, int32_t shift)
+{
+    total >>= shift;
+    return (total > INT32_MAX) ? INT32_MAX : (int32_t)total;
+}
+""",
+    "round64": r"""
+/* x / 2^s rounded half away from zero, without right-shifting a negative number. Range: s in [1, 62]. */
+static int64_t tw_round_shift64(int64_t x, int32_t s)
+{
+    int64_t half = (int64_t)1 << (s - 1);
+    return (x >= 0) ? ((x + half) >> s) : -((-x + half) >> s);
+}
+""",
+}

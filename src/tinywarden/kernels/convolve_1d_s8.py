@@ -1,4 +1,40 @@
-//@call: tw_convolve_1d_s8(s->t_${src0}, ${src0_shape0}, ${src0_shape1}, s->t_${dst}, ${dst_shape0}, ${dst_shape1}, ${weights_shape2}, ${stride}, ${pad}, ${upsample}, ${c_weights}, ${c_bias}, ${c_multiplier}, ${c_shift}, ${input_offset}, ${output_offset}, ${act_min}, ${act_max});
+"""1-D convolution (optional nearest x2 upsampling first), per-channel int8 weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinywarden.arith import requantize
+from tinywarden.kernels.base import (
+    KernelSpec,
+    Op,
+    register_kernel,
+)
+from tinywarden.kernels.fully_connected_s8 import LAYER_CONSTS
+
+
+def _convolve_1d_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    x = srcs[0].astype(np.int64) + int(op.attrs["input_offset"])  # (N, L, Cin)
+    c, a = op.consts, op.attrs
+    w = c["weights"].astype(np.int64)  # (Cout, Cin, K)
+    cout, cin, k = w.shape
+    if a["upsample"] > 1:
+        x = np.repeat(x, a["upsample"], axis=1)
+    pad = a["pad"]
+    # zero padding in the offset domain is real zero, as TFLite's padding with the input zero point
+    xp = np.pad(x, ((0, 0), (pad, pad), (0, 0)))
+    l_out = (x.shape[1] + 2 * pad - k) // a["stride"] + 1
+    idx = np.arange(l_out)[:, None] * a["stride"] + np.arange(k)[None, :]  # (L_out, K)
+    cols = xp[:, idx, :]  # (N, L_out, K, Cin)
+    acc = np.einsum("nlkc,ock->nlo", cols, w) + c["bias"].astype(np.int64)
+    q = requantize(acc, c["multiplier"], c["shift"]) + int(a["output_offset"])
+    return np.clip(q, a["act_min"], a["act_max"])
+
+
+C_TEMPLATE = r"""
+//@call: tw_convolve_1d_s8(s->t_${src0}, ${src0_shape0}, ${src0_shape1}, s->t_${dst}, ${dst_shape0},
+//@+ ${dst_shape1}, ${weights_shape2}, ${stride}, ${pad}, ${upsample}, ${c_weights}, ${c_bias},
+//@+ ${c_multiplier}, ${c_shift}, ${input_offset}, ${output_offset}, ${act_min}, ${act_max});
 //@requires: arith
 /* 1-D convolution over time, tensors time-major (length x channels), weights c_out x c_in x k.
  * The input is first repeated `upsample` times along time (nearest-neighbour), then zero-padded by
@@ -35,3 +71,7 @@ static void tw_convolve_1d_s8(const int8_t *in, int32_t l_in, int32_t c_in, int8
         }
     }
 }
+"""
+
+register_kernel(KernelSpec("convolve_1d_s8", _convolve_1d_s8, ("int8",), "int8", LAYER_CONSTS,
+                           "1-D convolution (optional nearest x2 upsampling first), per-channel", C_TEMPLATE))

@@ -1,3 +1,25 @@
+"""Score: squared distance to the nearest int16 centroid."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinywarden.kernels.base import (
+    Op,
+    score_kernel,
+)
+
+
+def _min_sq_dist(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    x = srcs[0].astype(np.int64)  # (N, D)
+    cen = op.consts["centroids"].astype(np.int64)  # (K, D)
+    best = np.full(len(x), np.iinfo(np.int64).max)
+    for c in cen:  # one centroid at a time keeps memory at (N, D)
+        best = np.minimum(best, ((x - c) ** 2).sum(axis=1))
+    return best
+
+
+C_TEMPLATE = r"""
 //@call: tw_min_sq_dist_s16(s->t_${src0}, ${src0_size}, ${c_centroids}, ${centroids_shape0}, ${shift}, s->t_${dst});
 //@requires: score
 /* Squared distance to the nearest centroid (centroids: n_centroids x n, row-major):
@@ -19,3 +41,7 @@ static void tw_min_sq_dist_s16(const int16_t *x, int32_t n, const int16_t *centr
     }
     score[0] = tw_score_from_total(best, shift);
 }
+"""
+
+score_kernel("min_sq_dist_s16", _min_sq_dist, ("int16",), {"centroids": "int16"},
+             "score = sat32(min_j sum (q - c_j)**2 >> shift)", C_TEMPLATE)

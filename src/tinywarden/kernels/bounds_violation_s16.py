@@ -1,4 +1,42 @@
-//@call: tw_bounds_violation_s16(&s->ring[0][0], (int32_t)s->head, ${window}, ${n_channels}, ${c_lo}, ${c_hi}, ${c_rate}, ${c_value_multiplier}, ${c_value_shift}, ${c_rate_multiplier}, ${c_rate_shift}, ${shift}, s->t_${dst});
+"""Score: the largest rescaled violation of learned value and step bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinywarden.arith import requantize
+from tinywarden.kernels.base import (
+    Op,
+    ProgramView,
+    const_shape,
+    int_attr,
+    require,
+    score_kernel,
+)
+
+
+def _bounds_violation(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    """Largest per-channel violation of the window (N, W, C): value range and step limit, each rescaled."""
+    x = srcs[0].astype(np.int64)
+    c = op.consts
+    over = np.maximum(x.max(axis=1) - c["hi"], c["lo"] - x.min(axis=1))
+    fast = np.abs(np.diff(x, axis=1)).max(axis=1) - c["rate"]
+    value = requantize(over, c["value_multiplier"], c["value_shift"])
+    step = requantize(fast, c["rate_multiplier"], c["rate_shift"])
+    return np.maximum(value, step).max(axis=1)
+
+
+def _check_bounds(op: Op, p: ProgramView) -> None:
+    int_attr(op, "shift", 0, 62)
+    require(op.src == ("window",), "it reads the window")
+    bad = [c for c in op.consts if const_shape(op, c) != (p.n_channels,)]
+    require(not bad, f"constant(s) {', '.join(bad)} must have one entry per channel ({p.n_channels})")
+
+
+C_TEMPLATE = r"""
+//@call: tw_bounds_violation_s16(&s->ring[0][0], (int32_t)s->head, ${window}, ${n_channels}, ${c_lo}, ${c_hi},
+//@+ ${c_rate}, ${c_value_multiplier}, ${c_value_shift}, ${c_rate_multiplier}, ${c_rate_shift}, ${shift},
+//@+ s->t_${dst});
 //@requires: arith
 /* Largest rule violation of the window, oldest row first: per channel c,
  *   value = requantize(max(max_t q - hi[c], lo[c] - min_t q), value_multiplier[c], value_shift[c])
@@ -44,3 +82,12 @@ static void tw_bounds_violation_s16(const int16_t *ring, int32_t head, int32_t w
     top = (top >= 0) ? (top >> shift) : -((-top - 1) >> shift) - 1;
     score[0] = (int32_t)tw_clamp64(top, INT32_MIN, INT32_MAX);
 }
+"""
+
+score_kernel(
+    "bounds_violation_s16", _bounds_violation, ("int16",),
+    {"lo": "int32", "hi": "int32", "rate": "int32", "value_multiplier": "int32", "value_shift": "int8",
+     "rate_multiplier": "int32", "rate_shift": "int8"},
+    "score = max over channels of requantize(max(max q - hi, lo - min q)) and "
+    "requantize(max |q[t] - q[t-1]| - rate), floor-shifted right by shift (it may be negative)",
+    C_TEMPLATE, check=_check_bounds)

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinywarden.errors import ConfigError
-from tinywarden.quantize.scheme import (
+from tinywarden.arith import (
     INT32_MAX,
     INT32_MIN,
     choose_qparams,
@@ -21,6 +20,7 @@ from tinywarden.quantize.scheme import (
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
 )
+from tinywarden.errors import ConfigError
 
 i32 = st.integers(INT32_MIN, INT32_MAX)
 

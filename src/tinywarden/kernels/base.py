@@ -1,0 +1,162 @@
+"""What a kernel is: an op of the on-device program, and the one registry of kernels.
+
+A kernel lives in one module of :mod:`tinywarden.kernels` holding its numpy integer reference (the ground
+truth), its argument checks (TFLite Micro's *prepare*: the C has no checks in its loops), its C template
+and the limits it exports. The limits are the one definition of a bound both sides rely on: Python uses the
+module constant, and the generated C gets it as a named ``#define`` (never a bare number in a template).
+
+A C template is text with two header lines, ``//@call: <statement>`` (how the module's ``tw_push`` calls the
+kernel) and ``//@requires: <helpers>`` (names of :data:`tinywarden.arith.C_HELPERS`), then the C body;
+``${name}`` placeholders are filled by the C emitter (``${src0}``, ``${dst}``, ``${c_<const>}``,
+``${<const>_size}``, every integer attribute ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from tinywarden.arith import C_HELPERS, score_from_total
+from tinywarden.errors import ConfigError
+
+#: C types of the tensor and constant dtypes a kernel may use.
+CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t", "uint8": "uint8_t",
+          "uint16": "uint16_t"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named integer buffer of the program (a scratch array in the C state struct)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel call: ``kind`` (a key of :data:`KERNELS`), input tensor names, output tensor name,
+    integer/string attributes and constant integer arrays (weights, multipliers, shifts ...)."""
+
+    kind: str
+    src: tuple[str, ...]
+    dst: str
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    consts: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+class ProgramView(Protocol):
+    """What a kernel's argument check may ask of the program (:class:`tinywarden.program.Program`)."""
+
+    @property
+    def window(self) -> int: ...
+
+    @property
+    def n_channels(self) -> int: ...
+
+    def tensor(self, name: str) -> TensorSpec: ...
+
+
+Kernel = Callable[[list[np.ndarray], Op], np.ndarray]
+Check = Callable[[Op, ProgramView], None]
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A kernel: its numpy reference and contract, its C template and the limits it exports."""
+
+    kind: str
+    fn: Kernel
+    src_dtypes: tuple[str, ...]
+    dst_dtype: str
+    consts: Mapping[str, str]
+    doc: str
+    c_template: str
+    #: extra ``${...}`` substitutions of the template (two kinds may share one template)
+    c_subs: Mapping[str, str] = field(default_factory=dict)
+    #: ``TW_*`` name -> value: emitted as ``#define`` before the kernels, used by name in the template
+    limits: Mapping[str, int] = field(default_factory=dict)
+    #: Raises ConfigError when an op's attributes or constant shapes would take the C kernel out of its
+    #: arrays or its documented ranges (e.g. a tampered model file).
+    check: Check | None = None
+    #: score kernels: the int64 total before the final right shift (the quantizer chooses that shift)
+    total: Kernel | None = None
+
+
+#: Every kernel a program may use, by kind; filled by :func:`register_kernel` as kernel modules load.
+KERNELS: dict[str, KernelSpec] = {}
+
+
+def register_kernel(spec: KernelSpec) -> KernelSpec:
+    """Add ``spec`` to :data:`KERNELS` (a kind may be registered once; registering the same spec again is a
+    no-op, so re-importing a module is harmless)."""
+    old = KERNELS.get(spec.kind)
+    if old is not None and old != spec:
+        raise ConfigError(f"kernel {spec.kind!r} is already registered (by {old.fn.__module__})")
+    _check_template(spec)
+    KERNELS[spec.kind] = spec
+    return spec
+
+
+def _check_template(spec: KernelSpec) -> None:
+    lines = spec.c_template.splitlines()
+    if not any(line.startswith("//@call:") for line in lines):
+        raise ConfigError(f"kernel {spec.kind!r}: its C template has no //@call: line")
+    for line in lines:
+        if line.startswith("//@requires:"):
+            unknown = [h for h in line.removeprefix("//@requires:").split() if h not in C_HELPERS]
+            if unknown:
+                raise ConfigError(f"kernel {spec.kind!r} requires unknown C helper(s) {', '.join(unknown)}")
+    bad = [name for name in spec.limits if not name.startswith("TW_") or not name.isidentifier()]
+    if bad:
+        raise ConfigError(f"kernel {spec.kind!r}: limit name(s) {', '.join(bad)} must be TW_ identifiers")
+
+
+def score_kernel(kind: str, total: Kernel, src_dtypes: tuple[str, ...], consts: Mapping[str, str], doc: str,
+                 c_template: str, **kwargs: Any) -> KernelSpec:
+    """Register a score kernel: ``score = sat32(total >> shift)`` into the int32 ``(1,)`` tensor."""
+
+    def fn(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+        return score_from_total(total(srcs, op), int(op.attrs["shift"]))[:, None]
+
+    fn.__name__ = fn.__qualname__ = f"{kind}_score"
+    fn.__module__ = total.__module__
+    return register_kernel(KernelSpec(kind, fn, src_dtypes, "int32", consts, doc, c_template, total=total,
+                                      **kwargs))
+
+
+def score_total(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    """The int64 total a score kernel computes before its right shift (used to choose that shift)."""
+    spec = KERNELS[op.kind]
+    if spec.total is None:
+        raise ConfigError(f"kernel {op.kind!r} is not a score kernel")
+    return spec.total(srcs, op)
+
+
+# -- argument checks shared by the kernels ---------------------------------------------------------
+def require(ok: bool, what: str) -> None:
+    if not ok:
+        raise ConfigError(what)
+
+
+def const_shape(op: Op, name: str) -> tuple[int, ...]:
+    return tuple(np.asarray(op.consts[name]).shape)
+
+
+def int_attr(op: Op, name: str, lo: int, hi: int) -> int:
+    """The integer attribute ``name`` of ``op``, required in ``[lo, hi]``."""
+    v = op.attrs.get(name)
+    require(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and lo <= int(v) <= hi,
+            f"attribute {name!r} must be an integer in [{lo}, {hi}], got {v!r}")
+    return int(v)  # type: ignore[arg-type]

@@ -1,0 +1,53 @@
+"""Requantization of int64 window features into the model's int8 or int16 input."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinywarden.arith import requantize, saturate
+from tinywarden.kernels.base import (
+    KernelSpec,
+    Op,
+    register_kernel,
+)
+
+# Shifts are in [-31, 30] (see quantize_multiplier): stored as int8, which saves 3 bytes per channel of flash.
+# pre_shift is in [0, 62] and the offset is subtracted after it (the quantizer raises pre_shift until the
+# offset fits int32): 5 bytes per feature less than int32/int64.
+_REQ = {"pre_shift": "int8", "offset": "int32", "multiplier": "int32", "shift": "int8"}
+
+
+def _requantize_s64(srcs: list[np.ndarray], op: Op) -> np.ndarray:
+    x = srcs[0].astype(np.int64)
+    c = op.consts
+    v = saturate((x >> c["pre_shift"].astype(np.int64)) - c["offset"], "int32")
+    q = requantize(v, c["multiplier"], c["shift"]) + int(op.attrs["zero_point"])
+    return np.clip(q, op.attrs["act_min"], op.attrs["act_max"])
+
+
+C_TEMPLATE = r"""
+//@call: tw_requantize_s64_${suffix}(s->t_${src0}, s->t_${dst}, ${dst_size}, ${c_pre_shift}, ${c_offset},
+//@+ ${c_multiplier}, ${c_shift}, ${zero_point}, ${act_min}, ${act_max});
+//@requires: arith
+/* Integer features to the model's input: out[i] = clamp(zp + requantize(sat32((in[i] >> pre_shift[i])
+ * - offset[i]), multiplier[i], shift[i]), act_min, act_max). Range: pre_shift in [0, 62], int32 offset,
+ * act_min <= act_max within ${ctype}. */
+static void tw_requantize_s64_${suffix}(const int64_t *in, ${ctype} *out, int32_t n, const int8_t *pre_shift,
+                                  const int32_t *offset, const int32_t *multiplier, const int8_t *shift,
+                                  int32_t zp, int32_t act_min, int32_t act_max)
+{
+    int32_t i;
+    for (i = 0; i < n; i++) {
+        int64_t v = tw_clamp64((in[i] >> pre_shift[i]) - offset[i], INT32_MIN, INT32_MAX);
+        int64_t q = (int64_t)tw_requantize(v, multiplier[i], shift[i]) + zp;
+        out[i] = (${ctype})tw_clamp64(q, act_min, act_max);
+    }
+}
+"""
+
+for _suffix, _ctype in (("s8", "int8"), ("s16", "int16")):
+    register_kernel(KernelSpec(
+        f"requantize_s64_{_suffix}", _requantize_s64, ("int64",), _ctype, _REQ,
+        "q = clamp(zp + requantize(sat32((f >> pre_shift) - offset)))" if _suffix == "s8"
+        else "as requantize_s64_s8 with an int16 result",
+        C_TEMPLATE, c_subs={"suffix": _suffix, "ctype": f"{_ctype}_t"}))
