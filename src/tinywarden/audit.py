@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from tinywarden.errors import TinywardenError
+from tinywarden.fileio import atomic_write, fsync_dir
 
 GENESIS = "0" * 64
 RECORD_KEYS = ("seq", "time", "kind", "data", "prev", "hash")
@@ -232,25 +233,9 @@ def _head_path(path: Path) -> Path:
     return path.with_name(path.name + ".head")
 
 
-def _atomic_write(path: Path, text: str, fsync: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        _fsync_dir(path.parent)
-
-
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(directory)
 
 
 # ------------------------------------------------------------------------------------------------ writer
@@ -405,7 +390,11 @@ class AuditLog:
         if self.key is not None:
             head["key_id"] = self.key.key_id
             head["mac"] = _head_mac(self.key, seq, hash_)
-        _atomic_write(_head_path(self.path), json.dumps(head, sort_keys=True) + "\n", self.fsync)
+        path = _head_path(self.path)
+        try:
+            atomic_write(path, json.dumps(head, sort_keys=True) + "\n", mode=0o640, fsync=self.fsync)
+        except OSError as exc:
+            raise AuditError(f"{path}: cannot write the log's head ({exc.strerror or exc})") from None
 
     def _write(self, line: bytes) -> None:
         try:
