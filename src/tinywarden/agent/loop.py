@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import os
 import queue
@@ -72,7 +73,7 @@ from tinywarden.agent.escalate import (
     Spool,
 )
 from tinywarden.agent.status import write_status
-from tinywarden.audit import AuditLog, load_key
+from tinywarden.audit import AuditKeyMismatch, AuditLog, load_key, set_aside
 from tinywarden.errors import DataError, TinywardenError
 from tinywarden.features import extract, feature_names
 from tinywarden.payload import load_payload
@@ -96,9 +97,12 @@ __all__ = [
     "channel_indices",
     "default_device_id",
     "load_bundle_contents",
+    "open_audit_log",
 ]
 
 TIER_NONE = "none"
+
+_log = logging.getLogger(__name__)
 
 
 class AgentError(TinywardenError):
@@ -280,6 +284,37 @@ class WindowScore:
     model: str
 
 
+# ---------------------------------------------------------------------------------------------- audit
+
+
+def open_audit_log(config: AgentConfig) -> tuple[AuditLog, dict[str, Any] | None]:
+    """The agent's keyed audit log, and what was set aside to open it (``None`` if nothing was).
+
+    A keyed log that the agent's key cannot continue (the key was lost and made anew, or replaced) would
+    otherwise keep the agent from starting, and monitoring down until someone acts. Instead the old log
+    is set aside (:func:`tinywarden.audit.set_aside`: renamed, nothing deleted), a new keyed log starts
+    whose ``genesis`` record names the set-aside file and says why, and one warning line says so. The
+    fleet's anchors into the old log no longer hold for the new one: a visible discontinuity, not silence.
+    """
+    sdir = Path(config.state_dir)
+    key = load_key(config.audit_key_path or sdir / "keys" / "audit.key", create=True)
+    path = Path(config.audit_path or sdir / "audit.log")
+
+    def open_log(genesis: Mapping[str, Any] | None = None) -> AuditLog:
+        return AuditLog(path, max_bytes=config.audit_max_bytes, fsync=config.audit_fsync, key=key,
+                        device_id=config.device_id, genesis=genesis)  # fmt: skip
+
+    try:
+        return open_log(), None
+    except AuditKeyMismatch as exc:
+        reason = (f"the log was keyed with key id {exc.log_key_id}, the agent's key {key.path} has id "
+                  f"{key.key_id} (lost and made anew, or replaced)")  # fmt: skip
+        aside = set_aside(path)
+        log = open_log({"set_aside": aside.name, "set_aside_reason": reason})
+        _log.warning("audit log %s set aside as %s and a new keyed log started: %s", path, aside.name, reason)
+        return log, {"file": str(aside), "reason": reason, "old_key_id": exc.log_key_id, "key_id": key.key_id}
+
+
 # --------------------------------------------------------------------------------------------- runner
 
 
@@ -378,9 +413,7 @@ class Agent:
             raise AgentError(f"{sdir}: cannot create state directory ({exc.strerror or exc})") from None
         self.state_dir = sdir
         self.status_path = Path(config.status_path) if config.status_path else sdir / "status.json"
-        key = load_key(config.audit_key_path or sdir / "keys" / "audit.key", create=True)
-        self.audit = AuditLog(config.audit_path or sdir / "audit.log", max_bytes=config.audit_max_bytes,
-                              fsync=config.audit_fsync, key=key, device_id=config.device_id)  # fmt: skip
+        self.audit, self.audit_set_aside = open_audit_log(config)
         # Spool callbacks may run on the sender thread; the audit log is written from this thread only.
         self._notices: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self.samples_seen = 0
@@ -441,6 +474,8 @@ class Agent:
             )
             self.publisher = MqttPublisher(config.device_id, spool, esc.broker, esc.policy, syslog=esc.syslog)
             self.publisher.start()
+        if self.audit_set_aside is not None:
+            self._audit("audit_log_set_aside", self.audit_set_aside)
         self._audit("agent_start", {
             "device_id": config.device_id,
             "mode": "replay" if replay else "live",
@@ -594,6 +629,12 @@ class Agent:
                 "last_guard": self.last_guard,
             },
             "bundles": {"swaps": self.swaps, "refused": self.refused, "last_refusal": self.last_refusal},
+            "audit": {
+                "log": str(self.audit.path),
+                "key_id": self.audit.key.key_id if self.audit.key is not None else None,
+                "set_aside": self.audit_set_aside["file"] if self.audit_set_aside else None,
+                "set_aside_reason": self.audit_set_aside["reason"] if self.audit_set_aside else None,
+            },
             "escalation": esc,
         }
 

@@ -12,7 +12,9 @@ window, or null), ``tier`` and ``tier_name``, ``last_scores`` (``[time, score]``
 (``model_faults``, ``last``, ``engine_fault``, and the fail-safe bounds guard: ``guard`` (what guards the
 device when the model faults, or ``none: why``), ``guarding`` (it is judging the windows now),
 ``guarded_windows``, ``guard_violations``, ``last_guard``),
-``bundles`` (swaps, refusals, the last refusal) and ``escalation`` (spool and broker state, or null).
+``bundles`` (swaps, refusals, the last refusal), ``audit`` (``log``, ``key_id``, and ``set_aside`` /
+``set_aside_reason``: the keyed log set aside at start because the key could not continue it, or null)
+and ``escalation`` (spool and broker state, or null).
 
 >>> import tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "status.json"
