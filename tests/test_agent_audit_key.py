@@ -12,7 +12,8 @@ import pytest
 
 from test_agent import Kit, build_kit, config
 from tinywarden.agent.escalate import Incident
-from tinywarden.agent.loop import Agent, ReplaySource
+from tinywarden.agent.loop import Agent
+from tinywarden.agent.sources import ReplaySource
 from tinywarden.agent.status import read_status
 from tinywarden.audit import check_anchor, load_key, verify
 from tinywarden.telemetry import Series
