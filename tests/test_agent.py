@@ -14,8 +14,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import CAMERA_POLICY
 from tinywarden import bundle as tb
+from tinywarden.agent.config import AgentConfig, AgentError
 from tinywarden.agent.escalate import Incident
-from tinywarden.agent.loop import Agent, AgentConfig, AgentError, ReplaySource, WindowScore, channel_indices
+from tinywarden.agent.loop import Agent, WindowScore
+from tinywarden.agent.sources import ReplaySource, channel_indices
 from tinywarden.agent.status import read_status
 from tinywarden.audit import verify
 from tinywarden.detectors import make_detector

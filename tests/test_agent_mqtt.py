@@ -15,8 +15,10 @@ import pytest
 from mosquitto import HostileBroker, Mosquitto, free_port, require_mosquitto
 from test_agent import Kit, audit_records, build_kit, config, expected_incidents
 from test_escalate_mqtt import Subscriber
+from tinywarden.agent.config import EscalationConfig
 from tinywarden.agent.escalate import BrokerConfig, EscalationPolicy, Incident
-from tinywarden.agent.loop import Agent, EscalationConfig, ReplaySource
+from tinywarden.agent.loop import Agent
+from tinywarden.agent.sources import ReplaySource
 from tinywarden.agent.status import read_status
 from tinywarden.audit import verify
 

@@ -13,7 +13,8 @@ import pytest
 
 from test_agent import Kit, build_kit, config
 from tinywarden.agent.escalate import EscalationError, Incident
-from tinywarden.agent.loop import Agent, ReplaySource
+from tinywarden.agent.loop import Agent
+from tinywarden.agent.sources import ReplaySource
 from tinywarden.audit import (
     AuditError,
     AuditKey,

@@ -17,7 +17,9 @@ import pytest
 
 from conftest import CAMERA_POLICY
 from tinywarden import bundle as tb
-from tinywarden.agent.loop import Agent, AgentConfig, ReplaySource
+from tinywarden.agent.config import AgentConfig
+from tinywarden.agent.loop import Agent
+from tinywarden.agent.sources import ReplaySource
 from tinywarden.agent.status import read_status
 from tinywarden.cli import main
 from tinywarden.detectors import make_detector

@@ -46,6 +46,7 @@ telemetry.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import fcntl
 import hashlib
 import hmac
@@ -55,6 +56,7 @@ import os
 import re
 import secrets
 import stat
+import time as _time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from tinywarden.errors import TinywardenError
+from tinywarden.fileio import atomic_write, fsync_dir
 
 GENESIS = "0" * 64
 RECORD_KEYS = ("seq", "time", "kind", "data", "prev", "hash")
@@ -76,6 +79,17 @@ _MAX_KEY_FILE = 1024
 
 class AuditError(TinywardenError):
     """An audit log or key that cannot be written or read (not a tampering finding: see :func:`verify`)."""
+
+
+class AuditKeyMismatch(AuditError):
+    """A keyed log found where a writer was given another key (lost or replaced): it cannot be continued.
+
+    ``log_key_id`` is the id of the key the log was written with.
+    """
+
+    def __init__(self, message: str, log_key_id: str) -> None:
+        super().__init__(message)
+        self.log_key_id = log_key_id
 
 
 # ------------------------------------------------------------------------------------------------ key
@@ -228,29 +242,36 @@ def segments(path: str | Path) -> list[Path]:
     return out
 
 
+def set_aside(path: str | Path, now: float | None = None) -> Path:
+    """Rename the log at ``path`` (every segment and its head) to ``LOG.set-aside-YYYYmmddTHHMMSSZ``;
+    return the new path of the live file. Nothing is deleted: the renamed log still verifies with
+    :func:`verify` (``LOG.set-aside-….1`` … are its rotated files, ``….head`` its head).
+    """
+    p = Path(path)
+    stamp = _dt.datetime.fromtimestamp(_time.time() if now is None else now, _dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = p.with_name(f"{p.name}.set-aside-{stamp}")
+    n = 1
+    while base.exists() or _head_path(base).exists():
+        n += 1
+        base = p.with_name(f"{p.name}.set-aside-{stamp}-{n}")
+    try:
+        for seg in segments(p):
+            os.rename(seg, base.with_name(base.name + seg.name[len(p.name):]))
+        if _head_path(p).exists():
+            os.rename(_head_path(p), _head_path(base))
+    except OSError as exc:
+        raise AuditError(f"{p}: cannot set the log aside as {base.name} ({exc.strerror or exc})") from None
+    _fsync_dir(p.parent)
+    return base
+
+
 def _head_path(path: Path) -> Path:
     return path.with_name(path.name + ".head")
 
 
-def _atomic_write(path: Path, text: str, fsync: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        _fsync_dir(path.parent)
-
-
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(directory)
 
 
 # ------------------------------------------------------------------------------------------------ writer
@@ -262,10 +283,12 @@ class AuditLog:
     With ``key`` every record, rotate record and the head file are keyed; a new log starts with a
     ``genesis`` record naming ``device_id``, and an unkeyed log found at ``path`` is continued by a keyed
     ``genesis`` that pins it. Without ``key`` the log is unkeyed (plain SHA-256: accidents only), and a
-    keyed log found at ``path`` is refused rather than continued unkeyed. The key file must not sit in
-    the log's folder. ``max_bytes`` bounds each file and ``keep`` the number of rotated files, so the
-    log never takes more than about ``(keep + 1) * max_bytes``. ``fsync=False`` trades crash safety for
-    speed.
+    keyed log found at ``path`` is refused rather than continued unkeyed; a keyed log found with another
+    key is refused with :class:`AuditKeyMismatch`. The key file must not sit in the log's folder.
+    ``genesis`` adds fields to the ``genesis`` record of a new keyed log (say, why an older log was set
+    aside: :func:`set_aside`). ``max_bytes`` bounds each file and ``keep`` the number of rotated files, so
+    the log never takes more than about ``(keep + 1) * max_bytes``. ``fsync=False`` trades crash safety
+    for speed.
     """
 
     def __init__(
@@ -277,6 +300,7 @@ class AuditLog:
         *,
         key: AuditKey | None = None,
         device_id: str | None = None,
+        genesis: Mapping[str, Any] | None = None,
     ) -> None:
         if max_bytes < 1024 or keep < 1:
             raise AuditError(f"{path}: max_bytes must be >= 1024 and keep >= 1 (got {max_bytes}, {keep})")
@@ -287,6 +311,7 @@ class AuditLog:
         self.key = key
         self.device_id = device_id
         self.log_id: str | None = None
+        self._genesis = dict(genesis or {})
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -346,16 +371,19 @@ class AuditLog:
             if self.key is None:
                 raise AuditError(f"{self.path}: a keyed log (key id {kid}); open it with its key")
             if kid != self.key.key_id:
-                raise AuditError(
+                raise AuditKeyMismatch(
                     f"{self.path}: keyed with key id {kid}, but the key {self.key.path or ''} has id "
-                    f"{self.key.key_id}: give the log's own key, or move the log aside"
+                    f"{self.key.key_id}: give the log's own key, or move the log aside",
+                    kid,
                 )
             self.log_id = str(marker["data"].get("log_id", ""))
         elif self.key is not None:
             if self.seq == 0:
                 self._write_head(-1, GENESIS)  # so a missing head file always means it was deleted
             self.log_id = uuid.uuid4().hex
-            data: dict[str, Any] = {"log_id": self.log_id, "key_id": self.key.key_id, "device_id": self.device_id}
+            data: dict[str, Any] = {
+                **self._genesis, "log_id": self.log_id, "key_id": self.key.key_id, "device_id": self.device_id
+            }
             if self.seq > 0:
                 data["unkeyed_before"] = self.seq  # an older unkeyed log, pinned from here on by this keyed record
             self.append("genesis", data)
@@ -405,7 +433,11 @@ class AuditLog:
         if self.key is not None:
             head["key_id"] = self.key.key_id
             head["mac"] = _head_mac(self.key, seq, hash_)
-        _atomic_write(_head_path(self.path), json.dumps(head, sort_keys=True) + "\n", self.fsync)
+        path = _head_path(self.path)
+        try:
+            atomic_write(path, json.dumps(head, sort_keys=True) + "\n", mode=0o640, fsync=self.fsync)
+        except OSError as exc:
+            raise AuditError(f"{path}: cannot write the log's head ({exc.strerror or exc})") from None
 
     def _write(self, line: bytes) -> None:
         try:

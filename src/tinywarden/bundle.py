@@ -67,7 +67,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -79,6 +78,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from tinywarden.errors import TinywardenError
+from tinywarden.fileio import atomic_write
 
 __all__ = [
     "COUNTER_ENV",
@@ -91,7 +91,6 @@ __all__ = [
     "FileCounter",
     "MonotonicCounter",
     "TrustState",
-    "atomic_write",
     "check_public_key",
     "create_bundle",
     "fingerprint",
@@ -109,6 +108,7 @@ __all__ = [
     "read_state",
     "sign_bundle",
     "verify_bundle",
+    "write_file",
     "write_keypair",
 ]
 
@@ -297,8 +297,8 @@ def write_keypair(prefix: str | os.PathLike[str], *, force: bool = False) -> tup
     pub_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    atomic_write(priv_path, priv_pem, mode=0o600)
-    atomic_write(pub_path, pub_pem, mode=0o644)
+    write_file(priv_path, priv_pem, mode=0o600)
+    write_file(pub_path, pub_pem, mode=0o644)
     return priv_path, pub_path
 
 
@@ -689,7 +689,7 @@ def install_bundle(
         if old is not None and b.digest == old.bundle_sha256:
             copy = sdir / INSTALLED_FILE
             if not copy.is_file() or hashlib.sha256(copy.read_bytes()).hexdigest() != b.digest:
-                atomic_write(copy, data)
+                write_file(copy, data)
             return b, old
         try:
             load_payload(b.model, b.policy, source=b.source)
@@ -706,8 +706,8 @@ def install_bundle(
             installed_at=_now(),
         )
         # The copy goes first: if we crash before the state, the old state still accepts it.
-        atomic_write(sdir / INSTALLED_FILE, data)
-        atomic_write(sdir / STATE_FILE, _encode_state(state))
+        write_file(sdir / INSTALLED_FILE, data)
+        write_file(sdir / STATE_FILE, _encode_state(state))
         _counter_value(counter, "advance", b.version)
     return b, state
 
@@ -868,28 +868,12 @@ def read_file(path: str | os.PathLike[str], what: str) -> bytes:
     return data
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` so that ``path`` holds the old or the new content after any crash."""
-    path = Path(path)
+def write_file(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` crash-safely (:func:`tinywarden.fileio.atomic_write`); :class:`BundleError`
+    naming the file if it cannot be written."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write(path, data, mode=mode)
     except OSError as exc:
-        raise BundleError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise BundleError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 

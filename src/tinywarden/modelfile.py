@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from tinywarden import __version__
 from tinywarden.detectors.base import REGISTRY
 from tinywarden.detectors.bounds import BoundsDetector
 from tinywarden.errors import ModelFileError, TinywardenError
+from tinywarden.fileio import atomic_write
 from tinywarden.pipeline import Pipeline
 
 MAGIC = b"TWMODEL\n"
@@ -203,12 +203,7 @@ def save_pipeline(pipeline: Pipeline, path: str | Path, extra: dict[str, Any] | 
     data = pipeline_to_bytes(pipeline, extra, extra_arrays)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(p)
+    atomic_write(p, data)
     return len(data)
 
 

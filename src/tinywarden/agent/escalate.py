@@ -38,7 +38,6 @@ import os
 import re
 import socket
 import ssl
-import tempfile
 import threading
 import time
 import uuid
@@ -51,6 +50,7 @@ import paho.mqtt.client as mqtt
 
 from tinywarden.audit import HEX_HASH
 from tinywarden.errors import TinywardenError
+from tinywarden.fileio import atomic_write
 
 __all__ = [
     "BrokerConfig",
@@ -274,7 +274,10 @@ class Spool:
             self._next_seq += 1
             tier = min(incident.tier, 999)
             path = self.directory / f"{seq:012d}-t{tier:03d}.json"
-            _atomic_write(path, incident.to_json())
+            try:
+                atomic_write(path, incident.to_json(), mode=0o600)
+            except OSError as exc:
+                raise EscalationError(f"{path}: cannot write spool file ({exc.strerror or exc})") from None
             self._entries.append(SpoolEntry(seq, tier, path))
             while len(self._entries) > self.max_messages:
                 self._evict()
@@ -707,17 +710,3 @@ def _tls_context(t: TlsConfig) -> ssl.SSLContext:
         raise EscalationError(f"TLS setup failed (ca {t.ca_file}, cert {t.cert_file}): {exc}") from None
     ctx.check_hostname = t.check_hostname
     return ctx
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise EscalationError(f"{path}: cannot write spool file ({exc.strerror or exc})") from None

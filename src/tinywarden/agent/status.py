@@ -1,7 +1,7 @@
 """The agent's status file: one small JSON document that local tools (and people) read to see what the
 agent is doing right now.
 
-It is replaced atomically (temporary file in the same directory, then ``os.replace``), so a reader sees
+It is replaced atomically (:func:`tinywarden.fileio.atomic_write`), so a reader sees
 the previous or the next document, never a torn one. It is not fsynced: after a power cut a slightly
 stale status is harmless, and the agent rewrites it on its next window. It holds no raw telemetry.
 
@@ -12,7 +12,9 @@ window, or null), ``tier`` and ``tier_name``, ``last_scores`` (``[time, score]``
 (``model_faults``, ``last``, ``engine_fault``, and the fail-safe bounds guard: ``guard`` (what guards the
 device when the model faults, or ``none: why``), ``guarding`` (it is judging the windows now),
 ``guarded_windows``, ``guard_violations``, ``last_guard``),
-``bundles`` (swaps, refusals, the last refusal) and ``escalation`` (spool and broker state, or null).
+``bundles`` (swaps, refusals, the last refusal), ``audit`` (``log``, ``key_id``, and ``set_aside`` /
+``set_aside_reason``: the keyed log set aside at start because the key could not continue it, or null)
+and ``escalation`` (spool and broker state, or null).
 
 >>> import tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "status.json"
@@ -23,15 +25,14 @@ device when the model faults, or ``none: why``), ``guarding`` (it is judging the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tinywarden.errors import TinywardenError
+from tinywarden.fileio import atomic_write
 
 __all__ = ["STATUS_FORMAT", "StatusError", "read_status", "write_status"]
 
@@ -47,17 +48,8 @@ def write_status(path: str | os.PathLike[str], doc: Mapping[str, Any]) -> None:
     p = Path(path)
     body = json.dumps({"format": STATUS_FORMAT, **doc}, sort_keys=True, allow_nan=False) + "\n"
     try:
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        atomic_write(p, body, mode=0o644, fsync=False)
     except OSError as exc:
-        raise StatusError(f"{p}: cannot write status ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise StatusError(f"{p}: cannot write status ({exc.strerror or exc})") from None
 
 

@@ -90,11 +90,11 @@ def agent(
 ) -> None:
     """Monitor this device: score telemetry, respond by policy, audit, escalate, hot-swap new bundles."""
     from tinywarden import bundle as tb
+    from tinywarden.agent.config import AgentConfig, EscalationConfig
     from tinywarden.agent.escalate import BrokerConfig, EscalationPolicy, SyslogSink, TlsConfig
-    from tinywarden.agent.loop import Agent, AgentConfig, EscalationConfig, LiveSource, ReplaySource
+    from tinywarden.agent.loop import session
+    from tinywarden.agent.sources import open_source
     from tinywarden.respond import load_policy
-    from tinywarden.telemetry import read_series
-    from tinywarden.telemetry.live import LiveSampler
 
     if max_samples is not None and max_samples < 1:
         raise ConfigError(f"--max-samples must be >= 1, got {max_samples}")
@@ -113,13 +113,7 @@ def agent(
     elif syslog or tls_ca:
         raise ConfigError("--syslog and --tls-ca need --mqtt (escalation is off without a broker)")
 
-    if replay is not None:
-        source: ReplaySource | LiveSource = ReplaySource(read_series(replay))
-    else:
-        if not rate > 0:
-            raise ConfigError(f"--rate must be > 0 Hz, got {rate}")
-        source = LiveSource(LiveSampler(1.0 / rate, interface or None))
-
+    source = open_source(replay, rate, interface)
     extra = {"device_id": device_id} if device_id else {}
     config = AgentConfig(
         pubkey=tb.load_public_key(pubkey),
@@ -129,32 +123,27 @@ def agent(
         status_path=status,
         audit_path=audit,
         audit_key_path=audit_key,
-        audit_fsync=replay is None,
         channel_map=parse_channel_map(channel_map),
         poll_interval_s=poll,
         real_actuators=real_actuators,
-        persist_engine=replay is None,
         escalation=escalation,
         **extra,  # type: ignore[arg-type]
     )
-    runner = Agent(config, source.channels, replay=replay is not None)
-    m = runner.model
-    console.print(
-        f"agent [bold]{config.device_id}[/]: model {m.bundle.model_id} v{m.bundle.version} "
-        f"({len(m.pipeline.channels_)} channels, window {m.pipeline.window}) on {source.name}; "
-        f"status {runner.status_path}",
-        highlight=False,
-    )
-    previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
-    try:
-        runner.run(source, max_samples)
-    except KeyboardInterrupt:
-        console.print("interrupted; stopping")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if replay is not None and runner.publisher is not None:
-            runner.drain(drain)
-        runner.close()
+    with session(config, source, drain_s=drain) as runner:
+        m = runner.model
+        console.print(
+            f"agent [bold]{config.device_id}[/]: model {m.bundle.model_id} v{m.bundle.version} "
+            f"({len(m.pipeline.channels_)} channels, window {m.pipeline.window}) on {source.name}; "
+            f"status {runner.status_path}",
+            highlight=False,
+        )
+        previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+        try:
+            runner.run(source, max_samples)
+        except KeyboardInterrupt:
+            console.print("interrupted; stopping")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     _summary(runner)
 
 

@@ -39,7 +39,7 @@ def bundle_create(
     if data is not None:
         meta["training_data_sha256"] = hashlib.sha256(tb.read_file(data, "training data")).hexdigest()
     raw = tb.create_bundle(tb.read_file(model, "model"), tb.read_file(policy, "policy"), meta)
-    tb.atomic_write(out, raw)
+    tb.write_file(out, raw)
     console.print(f"wrote unsigned bundle [bold]{out}[/] ({len(raw)} bytes)")
 
 
@@ -60,7 +60,7 @@ def sign(
         tb.read_file(bundle, "bundle"), priv, version=version, rotate_to=new_key, source=str(bundle)
     )
     dest = out or bundle
-    tb.atomic_write(dest, signed)
+    tb.write_file(dest, signed)
     extra = f", rotates trust to {tb.fingerprint(new_key)[:16]}…" if new_key else ""
     console.print(f"signed [bold]{dest}[/] as version {version}{extra}")
 

@@ -40,10 +40,8 @@ not in place any more (actuators are idempotent, so repeating one is harmless).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import time as _time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -53,6 +51,7 @@ from typing import Any, Protocol
 
 from tinywarden.audit import AuditLog
 from tinywarden.errors import ConfigError
+from tinywarden.fileio import atomic_write
 from tinywarden.respond import machine as m
 from tinywarden.respond.actuators import Actuator, ActuatorError, build_actuators
 from tinywarden.respond.policy import Critical, Policy
@@ -463,21 +462,10 @@ class ResponseEngine:
         if self.state_path is None:
             return
         path = self.state_path
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self._state_doc(), f, allow_nan=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            atomic_write(path, json.dumps(self._state_doc(), allow_nan=False))
         except OSError as exc:
             raise StateFileError(f"{path}: cannot write engine state ({exc.strerror})") from exc
-        with contextlib.suppress(OSError):
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
     def _load(self) -> None:
         path = self.state_path

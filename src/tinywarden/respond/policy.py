@@ -28,15 +28,16 @@ Everything wrong with a policy is a :class:`PolicyError` naming the file and the
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tinywarden.errors import ConfigError
+from tinywarden.respond.actuators.catalog import ACTUATOR_TYPES
+from tinywarden.respond.addresses import Network, normalize_network, normalize_networks, overlapping
 
 TIER_NAMES: tuple[str, ...] = ("alert", "constrain", "harden")
 """Tier names in escalation order; tier numbers are 1, 2, 3 (0 is "no response")."""
@@ -65,72 +66,6 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 class PolicyError(ConfigError):
     """A response policy that cannot be used; the message names the file and the key."""
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-_DOTTED_OCTETS = re.compile(r"(?:^|:)(\d+)\.(\d+)\.(\d+)\.(\d+)$")
-
-
-def normalize_network(text: str) -> Network:
-    """The one form of an address or network of a policy, which every check and every rule uses.
-
-    * An IPv4-mapped IPv6 address or network (inside ``::ffff:0:0/96``) becomes its IPv4 form: that is the
-      traffic it denotes (a dual-stack socket sends IPv4 packets to ``::ffff:a.b.c.d``), and only an IPv4
-      rule matches it. Any other IPv6 network matches IPv6 packets only.
-    * A single address becomes a /32 or /128 network; IPv6 is written in its compressed form.
-    * Refused (``ValueError`` with a one-line reason): zero-padded IPv4 octets (``192.168.010.005``, octal
-      to ``inet_aton`` and decimal to others), host bits set (``192.168.10.5/24``: the network or the one
-      host? both readings are offered, neither is guessed), a scope (``fe80::1%eth0``, which packet
-      filters cannot match), and anything that is not an address.
-
-    >>> normalize_network("::ffff:192.168.10.5"), normalize_network("2001:DB8:0::1")
-    (IPv4Network('192.168.10.5/32'), IPv6Network('2001:db8::1/128'))
-    """
-    addr, _, _ = text.partition("/")
-    octets = _DOTTED_OCTETS.search(addr)
-    if octets:
-        padded = [o for o in octets.groups() if len(o) > 1 and o.startswith("0")]
-        if padded:
-            fixed = addr[: octets.start(1)] + ".".join(str(int(o)) for o in octets.groups()) + text[len(addr):]
-            raise ValueError(
-                f"{text!r} has a zero-padded octet ({padded[0]!r}), which some tools read as octal and others "
-                f"as decimal; write {fixed} if decimal is meant"
-            )
-    if "%" in addr:
-        raise ValueError(f"{text!r} has a scope (%{addr.split('%', 1)[1]}), which packet filters cannot match")
-    try:
-        net = ipaddress.ip_network(text, strict=True)
-    except ValueError as exc:
-        try:
-            loose = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise ValueError(f"{text!r} is not an IP address or network") from exc
-        host = ipaddress.ip_interface(text).ip
-        raise ValueError(
-            f"{text!r} has host bits set: write {loose} for the network or {host}/{loose.max_prefixlen} for "
-            "the one host"
-        ) from None
-    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED):
-        v4 = ipaddress.IPv4Address(int(net.network_address) & 0xFFFFFFFF)
-        return ipaddress.IPv4Network((v4, net.prefixlen - 96))
-    return net
-
-
-def normalize_networks(texts: Sequence[str]) -> tuple[str, ...]:
-    """:func:`normalize_network` of each of ``texts``, as strings; ``ValueError`` if two denote one network."""
-    out: dict[str, str] = {}
-    for text in texts:
-        net = str(normalize_network(text))
-        if net in out:
-            raise ValueError(f"lists {net} twice ({out[net]!r} and {text!r})")
-        out[net] = text
-    return tuple(out)
-
-
-def overlapping(a: Network, b: Network) -> bool:
-    """Whether normalised networks ``a`` and ``b`` share an address (never across IPv4 and IPv6)."""
-    return a.version == b.version and a.overlaps(b)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -206,18 +141,8 @@ class Policy:
         return tuple(self.action_index(n) for n in self.tiers[tier - 1].actions)
 
 
-# Per action type: required parameters, optional parameters with their defaults.
-_ACTION_TYPES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "log": ((), {"message": "anomalous behaviour"}),
-    "nft_block_address": (("addresses",), {}),
-    "nft_egress_allowlist": ((), {"allow": []}),
-    "tc_rate_limit": (("interface", "rate"), {"burst": "32kbit"}),
-    "process_suspend": (("process",), {}),
-    "process_renice": (("process",), {"nice": 19}),
-    "interface_down": (("interface",), {}),
-}
-ACTION_TYPES: tuple[str, ...] = tuple(_ACTION_TYPES)
-"""Every action ``type`` a policy may use."""
+ACTION_TYPES: tuple[str, ...] = tuple(ACTUATOR_TYPES)
+"""Every action ``type`` a policy may use (the names of :data:`~tinywarden.respond.actuators.ACTUATOR_TYPES`)."""
 
 _POLICY_KEYS = {
     "name",
@@ -401,9 +326,9 @@ class _Validator:
         if not isinstance(doc, Mapping):
             raise self.fail(path, "must be a table")
         kind = doc.get("type")
-        if kind not in _ACTION_TYPES:
+        if kind not in ACTUATOR_TYPES:
             raise self.fail(f"{path}.type", f"must be one of {', '.join(ACTION_TYPES)} (got {kind!r})")
-        required, optional = _ACTION_TYPES[kind]
+        required, optional = ACTUATOR_TYPES[kind].required, ACTUATOR_TYPES[kind].optional
         self.unknown(doc, {"type", *required, *optional}, path)
         for key in required:
             if key not in doc:

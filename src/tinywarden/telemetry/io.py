@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tinywarden.errors import DataError
+from tinywarden.fileio import atomic_open
 from tinywarden.telemetry.series import Series
 
 RESERVED = ("timestamp", "label", "attack")
@@ -287,13 +288,12 @@ def write_csv(series: Series, path: str | Path) -> None:
     """Write ``series`` in the CSV format :func:`read_series` reads (timestamps as epoch seconds)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
     header = ["timestamp", *series.channels]
     if series.labels is not None:
         header.append("label")
     if series.attacks is not None:
         header.append("attack")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_open(p, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         for i in range(len(series)):
@@ -304,7 +304,6 @@ def write_csv(series: Series, path: str | Path) -> None:
             if series.attacks is not None:
                 row.append(series.attacks[i] or "")
             w.writerow(row)
-    tmp.replace(p)
 
 
 def write_parquet(series: Series, path: str | Path) -> None:

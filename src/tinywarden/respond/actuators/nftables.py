@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tinywarden.respond.actuators.base import Actuator, ActuatorError, CommandRunner, Targets
-from tinywarden.respond.policy import normalize_networks
+from tinywarden.respond.addresses import normalize_networks
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,221 @@
+"""Bundles on the device: the verified bundle turned into a running model, and the watcher that finds new ones.
+
+At start :meth:`BundleWatcher.initial` installs ``bundle_path`` (verify, anti-rollback, copy into
+``state_dir``); if that file is refused but ``state_dir`` holds an installed bundle, that one runs and
+the refusal is reported. While running, :meth:`BundleWatcher.poll` looks at ``bundle_path`` and
+``state_dir/trust.json`` (by mtime, size and inode) and hands each changed, verified bundle to
+:meth:`BundleWatcher.prepare`, which builds its model, policy and channel mapping *before* installing
+it, so a bundle the agent cannot run never becomes the accepted version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinywarden import bundle as tb
+from tinywarden.agent.config import AgentConfig, AgentError
+from tinywarden.agent.sources import channel_indices
+from tinywarden.errors import TinywardenError
+from tinywarden.payload import load_payload
+from tinywarden.pipeline import GuardVerdict, Pipeline
+from tinywarden.respond import Policy
+
+__all__ = ["BundleWatcher", "LoadedBundle", "ModelRunner", "Refusal", "load_bundle_contents"]
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    """A verified bundle turned into what the loop runs: the fitted pipeline and the response policy."""
+
+    bundle: tb.Bundle
+    pipeline: Pipeline
+    policy: Policy
+    policy_overridden: bool
+
+    @property
+    def label(self) -> str:
+        """``model_id@vN``: how audit records and the engine name this model."""
+        return f"{self.bundle.model_id}@v{self.bundle.version}"
+
+    def describe(self) -> dict[str, Any]:
+        p = self.pipeline
+        return {
+            "id": self.bundle.model_id,
+            "version": self.bundle.version,
+            "digest": self.bundle.digest,
+            "profile": self.bundle.profile,
+            "threshold": float(p.threshold_),
+            "window": p.window,
+            "stride": p.stride,
+            "channels": list(p.channels_),
+            "policy": f"{self.policy.name} {self.policy.version}",
+        }
+
+
+def load_bundle_contents(bundle: tb.Bundle, policy_override: Policy | None = None) -> LoadedBundle:
+    """Load a verified bundle's model and policy with the checks install makes
+    (:func:`tinywarden.payload.load_payload`; the bundle's own policy must load even when overridden);
+    raises a :class:`TinywardenError` naming the bundle."""
+    payload = load_payload(bundle.model, bundle.policy, source=bundle.source)
+    if policy_override is not None:
+        return LoadedBundle(bundle, payload.pipeline, policy_override, True)
+    return LoadedBundle(bundle, payload.pipeline, payload.policy, False)
+
+
+class ModelRunner:
+    """One model's streaming state: its scorer, channel selection and the current window for summaries.
+
+    ``rows`` and ``times`` hold the last ``window`` mapped samples and their timestamps (bounded deques),
+    so an incident can describe the window that triggered it after the scorer has moved on.
+    """
+
+    def __init__(self, loaded: LoadedBundle, index: np.ndarray) -> None:
+        self.loaded = loaded
+        self.index = index
+        self.scorer = loaded.pipeline.stream()
+        self.rows: deque[np.ndarray] = deque(maxlen=loaded.pipeline.window)
+        self.times: deque[float] = deque(maxlen=loaded.pipeline.window)
+        self.pushed = 0
+        self.placed = False  # the last sample pushed made it into the raw window (``rows``)
+        self.due = False  # ... and completed a window (so a fault there loses that window's score)
+
+    def push(self, t: float, sample: np.ndarray) -> float | None:
+        self.placed = self.due = False
+        x = np.asarray(sample, dtype=np.float64)[self.index]
+        self.rows.append(x)
+        self.placed = True
+        self.times.append(t)
+        self.pushed += 1
+        w, stride = self.loaded.pipeline.window, self.loaded.pipeline.stride
+        self.due = self.pushed >= w and (self.pushed - w) % stride == 0
+        out = self.scorer.push(x)
+        return None if out is None else out[0]
+
+    def judge(self) -> GuardVerdict | None:
+        """The fail-safe guard's verdict on the raw window that the last sample completed."""
+        if not self.due:
+            return None
+        return self.loaded.pipeline.judge_window(np.stack(self.rows))
+
+    def span(self, t: float) -> tuple[float, float]:
+        return (self.times[0], self.times[-1]) if self.times else (t, t)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A bundle (or trust state) the watcher found and refused: where, and why."""
+
+    source: str
+    reason: str
+
+
+class BundleWatcher:
+    """Finds the bundle to start with and, while running, newly offered or installed ones (module docstring)."""
+
+    def __init__(self, config: AgentConfig, channels: Sequence[str], state_dir: Path) -> None:
+        self.config = config
+        self.channels = tuple(channels)
+        self.state_dir = state_dir
+        self.trust_path = state_dir / tb.STATE_FILE
+        self.bundle_path = Path(config.bundle_path) if config.bundle_path is not None else None
+        self._seen: dict[Path, tuple[int, int, int] | None] = {}
+
+    def initial(self) -> tuple[ModelRunner, str | None]:
+        """The runner to start with, and why ``bundle_path`` was refused if the installed bundle runs instead."""
+        cfg = self.config
+        bundle, refusal, fresh = self._initial_bundle()
+        try:
+            runner = self._runner(bundle)
+        except TinywardenError as exc:
+            raise AgentError(f"cannot run bundle {bundle.source}: {exc}") from None
+        if fresh and self.bundle_path is not None:
+            # Installed only now that it is known to run here, so a bundle this device cannot use never
+            # becomes its accepted version (install verifies again and refuses a file changed meanwhile).
+            try:
+                installed, _ = tb.install_bundle(self.bundle_path, cfg.pubkey, self.state_dir)
+            except tb.BundleError as exc:
+                raise AgentError(f"cannot install bundle: {exc}") from None
+            if installed.digest != bundle.digest:
+                raise AgentError(f"{self.bundle_path}: changed while the agent was starting; start it again")
+        for p in (self.trust_path, self.bundle_path):
+            if p is not None:
+                self._seen[p] = _stat(p)
+        return runner, refusal
+
+    def _initial_bundle(self) -> tuple[tb.Bundle, str | None, bool]:
+        """The bundle to start with, why ``bundle_path`` was refused if the installed one runs instead, and
+        whether it still has to be installed (it is ``bundle_path``, verified but not yet accepted)."""
+        cfg = self.config
+        refusal = None
+        if cfg.bundle_path is not None:
+            try:
+                state = tb.read_state(self.state_dir)
+                data = tb.read_file(cfg.bundle_path, "bundle")
+                if state is None or hashlib.sha256(data).hexdigest() != state.bundle_sha256:
+                    return tb.load_verified_bundle(cfg.bundle_path, cfg.pubkey, self.state_dir), None, True
+            except tb.BundleError as exc:
+                refusal = str(exc)
+        try:
+            b = tb.load_installed_bundle(self.state_dir, cfg.pubkey)
+        except tb.BundleError as exc:
+            raise AgentError(f"no bundle to run: {refusal + '; ' if refusal else ''}{exc}") from None
+        return b, refusal, False
+
+    def poll(self, known: Callable[[], set[str]]) -> Iterator[tuple[tb.Bundle, Path | None] | Refusal]:
+        """Each new verified bundle (with the file to install it from, or ``None`` if already installed) or
+        refusal since the last poll; ``known()`` gives the digests of the bundles running or pending."""
+        bpath = self.bundle_path
+        if bpath is not None:
+            sig = _stat(bpath)
+            if sig != self._seen.get(bpath):
+                self._seen[bpath] = sig
+                if sig is not None:
+                    try:
+                        data = tb.read_file(bpath, "bundle")
+                        if hashlib.sha256(data).hexdigest() not in known():
+                            yield tb.load_verified_bundle(bpath, self.config.pubkey, self.state_dir), bpath
+                    except tb.BundleError as exc:
+                        yield Refusal(str(bpath), str(exc))
+        trust = self.trust_path
+        sig = _stat(trust)
+        if sig != self._seen.get(trust):
+            self._seen[trust] = sig
+            try:
+                state = tb.read_state(self.state_dir)
+                if state is not None and state.bundle_sha256 not in known():
+                    yield tb.load_installed_bundle(self.state_dir, self.config.pubkey), None
+            except tb.BundleError as exc:
+                yield Refusal(str(trust), str(exc))
+
+    def prepare(self, b: tb.Bundle, install_from: Path | None) -> ModelRunner:
+        """Build the runner for a verified bundle and install it when it came from a file; raises whatever
+        goes wrong (the caller refuses the bundle and keeps the current one)."""
+        runner = self._runner(b)
+        if install_from is not None:
+            installed, _ = tb.install_bundle(install_from, self.config.pubkey, self.state_dir)
+            if installed.digest != b.digest:
+                raise tb.BundleError(f"{install_from}: changed while it was being installed; will retry")
+            self._seen[self.trust_path] = _stat(self.trust_path)
+        return runner
+
+    def _runner(self, b: tb.Bundle) -> ModelRunner:
+        loaded = load_bundle_contents(b, self.config.policy_override)
+        index = channel_indices(loaded.pipeline.channels_, self.channels, self.config.channel_map,
+                                what=f"model {b.model_id} v{b.version}")  # fmt: skip
+        return ModelRunner(loaded, index)
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    """What tells us a file changed: (mtime ns, size, inode); ``None`` while it does not exist."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino

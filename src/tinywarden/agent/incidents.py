@@ -1,0 +1,105 @@
+"""Incidents: what the agent tells the fleet when the response engine enters a tier.
+
+An :class:`~tinywarden.agent.escalate.Incident` carries the device, the model's id and version, the tier,
+the score, the threshold, a confidence, the window's time span, the most deviating scaled features of
+that window (never raw samples) and the audit log's head (the anchor the fleet keeps).
+
+Confidence: for a tier entered on evidence, the fraction of that tier's last ``n`` scores above its bar
+(at least ``k / n``); for a fail-safe entry (a fault) or a fail-safe bounds detection, 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from tinywarden.agent.bundles import ModelRunner
+from tinywarden.agent.escalate import Incident
+from tinywarden.features import extract, feature_names
+from tinywarden.pipeline import Pipeline
+from tinywarden.respond import ActionEvent, ResponseEngine
+from tinywarden.respond.engine import REASON_FAILSAFE_BOUNDS
+
+__all__ = ["IncidentBuilder", "entered_tiers", "window_summary"]
+
+
+def entered_tiers(events: Sequence[ActionEvent]) -> list[tuple[int, str]]:
+    """``(tier, reason code)`` of each tier above 0 that ``events`` entered, once each, in order."""
+    entered: list[tuple[int, str]] = []
+    for e in events:
+        if e.event == "apply" and e.action_tier > 0 and all(e.action_tier != x for x, _ in entered):
+            entered.append((e.action_tier, e.reason_code))
+    return entered
+
+
+def window_summary(p: Pipeline, win: np.ndarray, top: int) -> dict[str, float]:
+    """The ``top`` most deviating scaled values of window ``win``, by name (z relative to training)."""
+    if p.input_kind == "features":
+        z = (extract(win[None], p.features)[0] - p.offset_) / p.scale_
+        names = feature_names(p.channels_, p.features)
+    else:
+        scaled = (win - p.offset_) / p.scale_
+        z = scaled[np.argmax(np.abs(scaled), axis=0), np.arange(scaled.shape[1])]
+        names = [f"{c}:peak_z" for c in p.channels_]
+    order = np.argsort(-np.abs(z), kind="stable")[:top]
+    return {names[i]: round(float(z[i]), 4) for i in order if math.isfinite(z[i])}
+
+
+class IncidentBuilder:
+    """Builds the incident of one tier entry of ``device_id``, with ``summary_features`` features."""
+
+    def __init__(self, device_id: str, summary_features: int) -> None:
+        self.device_id = device_id
+        self.summary_features = summary_features
+
+    def build(
+        self,
+        tier: int,
+        code: str,
+        t: float,
+        score: float | None,
+        runner: ModelRunner,
+        engine: ResponseEngine,
+        tier_name: str,
+        audit_head: tuple[int, str] | None,
+    ) -> Incident:
+        """The incident for entering ``tier`` (reason ``code``) at ``t``; raises EscalationError if invalid."""
+        recent = list(engine.recent)
+        value = score if score is not None and math.isfinite(score) else (recent[-1] if recent else engine.threshold)
+        start, end = runner.span(t)
+        return Incident(
+            device_id=self.device_id,
+            model_id=runner.loaded.bundle.model_id,
+            model_version=runner.loaded.bundle.version,
+            tier=tier,
+            tier_name=tier_name,
+            score=float(value),
+            threshold=engine.threshold,
+            confidence=min(1.0, self.confidence(engine, tier, code)),
+            window_start=start,
+            window_end=end,
+            features=self.summary(runner),
+            created_at=t,
+            audit_head=audit_head,
+        )
+
+    @staticmethod
+    def confidence(engine: ResponseEngine, tier: int, code: str) -> float:
+        """See the module docstring."""
+        if code.startswith("fault_") or code == REASON_FAILSAFE_BOUNDS:
+            return 1.0
+        n, k = engine.tables.n[tier], engine.tables.k[tier]
+        above = sum(1 for s in list(engine.recent)[-n:] if s > engine.tables.bar[tier])
+        return max(above / n, k / n)
+
+    def summary(self, runner: ModelRunner) -> dict[str, float]:
+        """The most deviating features of the runner's current window; empty if it is not full or fails."""
+        p = runner.loaded.pipeline
+        if len(runner.rows) < p.window:
+            return {}
+        try:
+            return window_summary(p, np.stack(runner.rows), self.summary_features)
+        except Exception:  # the model path may be what failed; an incident without a summary still goes out
+            return {}

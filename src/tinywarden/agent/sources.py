@@ -1,0 +1,91 @@
+"""Where the agent's samples come from: recorded telemetry replayed, or the host sampled live.
+
+A source yields ``(timestamp, row)`` pairs and names its ``channels``; ``simulated`` says whether the
+agent's clock must follow the data's timestamps (a replay) or the wall clock (live).
+:func:`open_source` is the choice the ``agent`` command makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tinywarden.errors import ConfigError, DataError
+from tinywarden.telemetry.io import read_series
+from tinywarden.telemetry.live import LiveSampler
+from tinywarden.telemetry.series import Series
+
+__all__ = ["LiveSource", "ReplaySource", "channel_indices", "open_source"]
+
+
+class ReplaySource:
+    """Recorded telemetry as a sample source: ``(timestamp, row)`` in order, as fast as possible.
+
+    >>> s = Series(np.array([0.0, 10.0]), np.ones((2, 2)), ("cpu_pct", "mem_pct"))
+    >>> src = ReplaySource(s); src.channels, [t for t, _ in src]
+    (('cpu_pct', 'mem_pct'), [0.0, 10.0])
+    """
+
+    simulated = True
+
+    def __init__(self, series: Series) -> None:
+        self.series = series
+        self.channels: tuple[str, ...] = tuple(series.channels)
+        self.name = series.source
+
+    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
+        ts, vals = self.series.timestamps, self.series.values
+        for i in range(len(ts)):
+            yield float(ts[i]), vals[i]
+
+
+class LiveSource:
+    """The host's own telemetry, sampled with psutil every ``sampler.period_s`` (``n`` samples or forever)."""
+
+    simulated = False
+
+    def __init__(self, sampler: LiveSampler, n: int | None = None) -> None:
+        self.sampler = sampler
+        self.n = n
+        self.channels: tuple[str, ...] = tuple(sampler.channels)
+        self.name = "live:psutil"
+
+    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
+        return self.sampler.stream(self.n)
+
+
+def channel_indices(
+    model_channels: Sequence[str],
+    source_channels: Sequence[str],
+    channel_map: Mapping[str, str] | None = None,
+    *,
+    what: str = "model",
+) -> np.ndarray:
+    """Where each model channel sits in the source's samples; ``channel_map`` maps model -> source names.
+
+    >>> channel_indices(["mem_pct", "cpu"], ["cpu_pct", "mem_pct"], {"cpu": "cpu_pct"}).tolist()
+    [1, 0]
+    """
+    mapping = dict(channel_map or {})
+    src = list(source_channels)
+    missing = [f"{c}" + (f" (mapped to {mapping[c]})" if c in mapping else "") for c in model_channels
+               if mapping.get(c, c) not in src]  # fmt: skip
+    if missing:
+        raise DataError(
+            f"{what} needs channel(s) {', '.join(missing)} that the telemetry source does not provide "
+            f"(it has {', '.join(src) or 'none'}); map them with --map MODEL_CHANNEL=SOURCE_CHANNEL"
+        )
+    return np.array([src.index(mapping.get(c, c)) for c in model_channels], dtype=np.int64)
+
+
+def open_source(
+    replay: str | Path | None, rate_hz: float = 1.0, interfaces: Sequence[str] = ()
+) -> ReplaySource | LiveSource:
+    """Recorded telemetry at ``replay`` (CSV/Parquet), or, without it, the host sampled at ``rate_hz``."""
+    if replay is not None:
+        return ReplaySource(read_series(replay))
+    if not rate_hz > 0:
+        raise ConfigError(f"--rate must be > 0 Hz, got {rate_hz}")
+    return LiveSource(LiveSampler(1.0 / rate_hz, list(interfaces) or None))

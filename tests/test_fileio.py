@@ -1,0 +1,37 @@
+"""The one crash-safe file writer (tinywarden.fileio)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tinywarden.fileio import atomic_open, atomic_write
+
+
+@pytest.mark.parametrize("data", ["héllo\n", b"\x00\xffbytes"])
+@pytest.mark.parametrize("fsync", [True, False])
+def test_atomic_write_text_and_bytes(tmp_path: Path, data: str | bytes, fsync: bool) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(b"old")
+    atomic_write(p, data, mode=0o600, fsync=fsync)
+    assert (p.read_text(encoding="utf-8") if isinstance(data, str) else p.read_bytes()) == data
+    assert p.stat().st_mode & 0o777 == 0o600
+    assert [x.name for x in tmp_path.iterdir()] == ["f"]
+
+
+def test_failure_keeps_old_content_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="boom"), atomic_open(p, "wb") as f:
+        f.write(b"half")
+        raise RuntimeError("boom")
+    assert p.read_bytes() == b"old"
+    assert [x.name for x in tmp_path.iterdir()] == ["f"]
+
+
+def test_unwritable_directory_raises_oserror(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        atomic_write(tmp_path / "missing" / "f", b"x")
+    with pytest.raises(ValueError, match="open_mode"):
+        atomic_open(tmp_path / "f", "a").__enter__()  # type: ignore[arg-type]
