@@ -23,8 +23,8 @@ scores_st = st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size
 
 @settings(max_examples=40, deadline=None)
 @given(train=st.lists(st.floats(0, 100, allow_nan=False), min_size=8, max_size=40), stream=scores_st,
-       short=st.integers(1, 6), gate=st.sampled_from([math.inf, 0.5, 3.0]))
-def test_stream_equals_batch(train: list[float], stream: list[float], short: int, gate: float) -> None:
+       short=st.integers(1, 6), gate=st.sampled_from([None, 0.5, 3.0]))
+def test_stream_equals_batch(train: list[float], stream: list[float], short: int, gate: float | None) -> None:
     lik = AnomalyLikelihood(short=short, gate=gate).fit(train)
     batch = lik.transform(stream)
     one_by_one = np.array([lik.update(s) for s in stream])
@@ -115,13 +115,14 @@ def test_malformed_state_is_refused(state: dict[str, object]) -> None:
 
 
 def test_bad_input_is_refused() -> None:
-    with pytest.raises(DataError, match="at least 8"):
-        AnomalyLikelihood().fit([1.0, 2.0])
+    with pytest.raises(DataError, match="at least 4"):
+        AnomalyLikelihood().fit([1.0, 2.0, 3.0])
     with pytest.raises(DataError, match="NaN"):
         AnomalyLikelihood().fit([1.0] * 7 + [math.nan])
     with pytest.raises(NotFittedError):
         AnomalyLikelihood().update(1.0)
-    for bad in ({"short": 0}, {"rate_shift": 21}, {"gate": -1.0}, {"gate": math.nan}, {"decades": 0.0}):
+    for bad in ({"short": 0}, {"rate_shift": 21}, {"gate": -1.0}, {"gate": math.nan}, {"gate": math.inf},
+                {"decades": 0.0}):
         with pytest.raises(ConfigError):
             AnomalyLikelihood(**bad).fit(_normal_scores(20))  # type: ignore[arg-type]
 

@@ -14,12 +14,12 @@ error, a z-score). :class:`AnomalyLikelihood` turns a stream of raw window score
 4. ``z = (level - mean) / sqrt(variance)`` and the tail probability ``p = Q(z)`` (Gaussian upper
    tail); the confidence is ``c = clip(-log10(p) / decades, 0, 1)``: ``c = 0.5`` means a level the
    normal distribution reaches once in ``10**(decades / 2)`` windows, on every series;
-5. the long-term distribution learns from levels judged normal (``z <= gate``) at the full rate and
-   from elevated levels ``2**slow_shift`` times more slowly, so an anomaly does not teach itself
-   as normal at once but a lasting change of regime is learned in a bounded time.
+5. the long-term distribution learns from levels judged normal (``z <= gate``; every level when
+   ``gate`` is None) at the full rate and from elevated levels ``2**slow_shift`` times more slowly,
+   so an anomaly does not teach itself as normal at once but a lasting change of regime is learned in a bounded time.
 
 Defaults chosen by measurement on NAB (``benchmarks/results/nab.md``, families ewma and kmeans):
-``short = 1`` beat 4 and 8; ``gate = inf`` (every level teaches at the same rate) beat gates of 3 and 5
+``short = 1`` beat 4 and 8; ``gate = None`` (every level teaches at the same rate) beat gates of 3 and 5
 by 2 to 20 points, because a gated distribution that misses a lasting change of level stays in alarm
 for the rest of the series; ``decades`` 10, 20 and 50 gave the same NAB figures.
 
@@ -50,7 +50,7 @@ LN10 = math.log(10.0)
 #: The long-term standard deviation never falls below this fraction of the training one, so a
 #: stretch of constant scores does not make the next small wiggle look infinitely unlikely.
 STD_FLOOR_FRACTION = 0.5
-MIN_FIT_SCORES = 8
+MIN_FIT_SCORES = 4
 
 
 def confidence_of_z(z: np.ndarray | float, decades: float) -> np.ndarray:
@@ -76,7 +76,7 @@ class AnomalyLikelihood:
     whole array from the fitted state (it leaves this object's stream state alone).
     """
 
-    def __init__(self, short: int = 1, rate_shift: int = 9, gate: float = math.inf, slow_shift: int = 4,
+    def __init__(self, short: int = 1, rate_shift: int = 9, gate: float | None = None, slow_shift: int = 4,
                  decades: float = 10.0) -> None:
         self.short = short
         self.rate_shift = rate_shift
@@ -91,8 +91,9 @@ class AnomalyLikelihood:
             v = getattr(self, name)
             if not (isinstance(v, int) and 0 <= v <= 20):
                 raise ConfigError(f"likelihood {name} must be an integer in [0, 20], got {v!r}")
-        if not (isinstance(self.gate, int | float) and self.gate > 0):
-            raise ConfigError(f"likelihood gate must be a positive z, got {self.gate!r}")
+        if self.gate is not None and not (isinstance(self.gate, int | float) and math.isfinite(self.gate)
+                                          and self.gate > 0):
+            raise ConfigError(f"likelihood gate must be a positive z or None (no gate), got {self.gate!r}")
         if not (math.isfinite(self.decades) and self.decades > 0):
             raise ConfigError(f"likelihood decades must be positive, got {self.decades!r}")
 
@@ -153,7 +154,7 @@ class AnomalyLikelihood:
         level = self._sum / self._count
         z = (level - self._mean) / math.sqrt(self._var)
         # Exponentially weighted mean and variance; elevated levels teach 2**slow_shift times slower.
-        rate = 2.0 ** -(self.rate_shift + (self.slow_shift if z > self.gate else 0))
+        rate = 2.0 ** -(self.rate_shift + (self.slow_shift if self.gate is not None and z > self.gate else 0))
         d = level - self._mean
         self._mean += rate * d
         self._var = max((1.0 - rate) * (self._var + rate * d * d), self.std_floor_ ** 2)
