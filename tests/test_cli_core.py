@@ -51,12 +51,18 @@ def test_score_writes_one_row_per_window(trained: Path, sim_csv: Path, tmp_path:
     rows = list(csv.DictReader(out.open()))
     series = read_series(sim_csv)
     assert len(rows) == (len(series) - 128) // 64 + 1
-    assert set(rows[0]) == {"window_end", "score", "anomaly", "label"}
+    assert set(rows[0]) == {"window_end", "score", "anomaly", "confidence", "label"}
     assert {r["anomaly"] for r in rows} == {"0", "1"}
-    # windows labelled anomalous score higher on average than normal ones
+    # windows labelled anomalous score higher on average than normal ones, on both scales
     lab = np.array([int(r["label"]) for r in rows])
     sc = np.array([float(r["score"]) for r in rows])
     assert sc[lab == 1].mean() > sc[lab == 0].mean()
+    conf = np.array([float(r["confidence"]) for r in rows])
+    assert ((conf >= 0) & (conf <= 1)).all()
+    assert conf[lab == 1].mean() > conf[lab == 0].mean()
+    from tinywarden.modelfile import load_pipeline
+
+    np.testing.assert_allclose(conf, load_pipeline(str(trained)).confidence(sc), atol=1e-5)
 
 
 def test_evaluate_json_skips_the_training_part(trained: Path, sim_csv: Path, tmp_path: Path) -> None:

@@ -141,3 +141,23 @@ def test_calibration_blocks_are_spread_over_the_period_and_held_out() -> None:
     assert len(cal) == 10 and len(fit) == 30
     with pytest.raises(DataError, match="need at least"):
         p.split_index(10)
+
+
+def test_likelihood_survives_the_model_file_and_old_files_have_none(tmp_path: Path) -> None:
+    from tinywarden.detectors import EWMAZScore
+    from tinywarden.modelfile import decode, encode, load_pipeline, save_pipeline
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.telemetry.series import Series
+
+    rng = np.random.default_rng(0)
+    s = Series(np.arange(3000.0), rng.normal(size=(3000, 2)), ("a", "b"))
+    p = Pipeline(EWMAZScore(), window=32, stride=16).fit(s)
+    path = tmp_path / "m.twb"
+    save_pipeline(p, path)
+    scores = p.score(s).scores
+    np.testing.assert_array_equal(load_pipeline(path).confidence(scores), p.confidence(scores))
+    header, arrays = decode(path.read_bytes())
+    del header["likelihood"]
+    old = tmp_path / "old.twb"
+    old.write_bytes(encode(header, arrays))
+    assert load_pipeline(old).confidence(scores) is None

@@ -281,8 +281,8 @@ def test_real_engine_run_in_a_namespace_applies_and_reverts(netns: CommandRunner
 
 def test_run_time_critical_check_sees_one_address_form() -> None:
     """The engine's run-time double check compares normalised networks (issue 12 item 4)."""
+    from tinywarden.respond.critical import Critical
     from tinywarden.respond.engine import critical_conflict
-    from tinywarden.respond.policy import Critical
 
     critical = Critical(addresses=("::ffff:192.168.10.5",))
     assert critical_conflict(NftBlockAddress("b", ["192.168.10.0/24"], backend="nft"), critical) == \

@@ -41,12 +41,15 @@ from tinywarden.detectors.base import REGISTRY
 from tinywarden.detectors.bounds import BoundsDetector
 from tinywarden.errors import ModelFileError, TinywardenError
 from tinywarden.fileio import atomic_write
+from tinywarden.likelihood import AnomalyLikelihood
 from tinywarden.pipeline import Pipeline
 
 MAGIC = b"TWMODEL\n"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sHI")
 GUARD_HEADER_KEY = "guard"
+#: Header key of the calibrated anomaly likelihood (:mod:`tinywarden.likelihood`): params and state.
+LIKELIHOOD_HEADER_KEY = "likelihood"
 _GUARD_PREFIX = "guard/"
 _ALLOWED_DTYPES = {"float64", "float32", "int64", "int32", "int16", "int8", "uint32", "uint16", "uint8"}
 
@@ -134,6 +137,9 @@ def pipeline_to_bytes(pipeline: Pipeline, extra: dict[str, Any] | None = None,
         **(extra or {}),
         **guard_header,
     }
+    likelihood = getattr(pipeline, "likelihood_", None)
+    if likelihood is not None:
+        header[LIKELIHOOD_HEADER_KEY] = {"params": likelihood.get_params(), "state": likelihood.state()}
     return encode(header, arrays)
 
 
@@ -165,7 +171,21 @@ def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
     p.header_ = header
     p.extra_arrays_ = {k: v for k, v in arrays.items() if not k.startswith(("detector/", "scaler/", _GUARD_PREFIX))}
     p.guard_, p.guard_note_ = _load_guard(header, arrays, source)
+    p.likelihood_ = _load_likelihood(header, source)
     return p
+
+
+def _load_likelihood(header: dict[str, Any], source: str) -> AnomalyLikelihood | None:
+    """The calibrated likelihood stored in a model file; ``None`` in a file written before it existed."""
+    section = header.get(LIKELIHOOD_HEADER_KEY)
+    if section is None:
+        return None
+    try:
+        return AnomalyLikelihood.from_state(dict(section["params"]), dict(section["state"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{source}: likelihood section is malformed: {exc}") from None
+    except TinywardenError as exc:
+        raise ModelFileError(f"{source}: likelihood: {exc}") from None
 
 
 def _load_guard(header: dict[str, Any], arrays: dict[str, np.ndarray],

@@ -29,6 +29,7 @@ from tinywarden.features import (
     check_window,
     window_end_rows,
 )
+from tinywarden.likelihood import MIN_FIT_SCORES, AnomalyLikelihood
 from tinywarden.telemetry.series import Series
 
 Progress = Callable[[int, int], None]
@@ -172,6 +173,9 @@ class Pipeline:
         self.detector.fit(self._scale(fit_x), **fit_kwargs)
         cal_scores = self.detector.score_samples(self._scale(cal_x))
         self.threshold_ = threshold_at_fpr(cal_scores, self.target_fpr)
+        # The confidence scale starts from the held-out scores (in time order), not the fitted ones.
+        self.likelihood_: AnomalyLikelihood | None = (
+            AnomalyLikelihood().fit(cal_scores) if len(cal_scores) >= MIN_FIT_SCORES else None)
         self.guard_: BoundsDetector | None = fail_safe_detector(self._guard_windows(series), GUARD_MARGIN)
         self.guard_note_ = ""
         self.train_summary_ = {
@@ -306,6 +310,15 @@ class Pipeline:
         flags = (scores > self.threshold_).astype(np.uint8)
         return Scored(ends, series.timestamps[ends], scores, flags, persist(flags, self.k, self.n),
                       float(self.threshold_))
+
+    def confidence(self, scores: np.ndarray) -> np.ndarray | None:
+        """Calibrated confidences in [0, 1] of a window-score stream (:mod:`tinywarden.likelihood`).
+
+        ``None`` for a pipeline without a likelihood (a model file written before it existed).
+        """
+        self._check_fitted()
+        lik = getattr(self, "likelihood_", None)
+        return None if lik is None else lik.transform(scores)
 
     def stream(self) -> StreamingScorer:
         """A one-sample-at-a-time scorer giving the same numbers as :meth:`score`."""

@@ -164,7 +164,10 @@ def score(
     int8: Annotated[bool, typer.Option("--int8", help=(
         "Run the int8 reference (the numbers the exported C returns): integer scores"))] = False,
 ) -> None:
-    """Score every window of DATA: writes window_end, score, anomaly (and label when DATA has one)."""
+    """Score every window of DATA: writes window_end, score, anomaly, confidence (and label when DATA has one).
+
+    confidence is the calibrated anomaly likelihood in [0, 1] (same meaning for every model; absent with
+    --int8 and for model files written before it existed)."""
     from tinywarden.modelfile import load_pipeline
     from tinywarden.telemetry import read_series
 
@@ -180,13 +183,17 @@ def score(
     from tinywarden.evaluate.metrics import window_labels
 
     labels = None if series.labels is None else window_labels(series.labels, scored.end_rows, pipeline.window)
+    # The likelihood is calibrated on float scores: the int8 path's integer scores have no confidence yet.
+    conf = None if int8 else pipeline.confidence(scored.scores)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["window_end", "score", "anomaly", *(["label"] if labels is not None else [])])
+        w.writerow(["window_end", "score", "anomaly", *(["confidence"] if conf is not None else []),
+                    *(["label"] if labels is not None else [])])
         for i in range(len(scored.scores)):
             value = int(scored.scores[i]) if int8 else repr(float(scored.scores[i]))
             row = [repr(float(scored.end_times[i])), value, int(scored.alarms[i])]
+            row += [f"{conf[i]:.6f}"] if conf is not None else []
             w.writerow(row + ([int(labels[i])] if labels is not None else []))
     console.print(f"wrote {len(scored.scores)} windows to {out} ({int(scored.alarms.sum())} in alarm)")
 

@@ -54,7 +54,8 @@ from tinywarden.errors import ConfigError
 from tinywarden.fileio import atomic_write
 from tinywarden.respond import machine as m
 from tinywarden.respond.actuators import Actuator, ActuatorError, build_actuators
-from tinywarden.respond.policy import Critical, Policy
+from tinywarden.respond.critical import Critical
+from tinywarden.respond.policy import Policy
 
 STATE_FORMAT = 1
 #: ``reason_code`` of an escalation caused by the fail-safe bounds guard rather than the model.

@@ -37,7 +37,8 @@ from typing import Any
 
 from tinywarden.errors import ConfigError
 from tinywarden.respond.actuators.catalog import ACTUATOR_TYPES
-from tinywarden.respond.addresses import Network, normalize_network, normalize_networks, overlapping
+from tinywarden.respond.addresses import normalize_networks
+from tinywarden.respond.critical import Critical
 
 TIER_NAMES: tuple[str, ...] = ("alert", "constrain", "harden")
 """Tier names in escalation order; tier numbers are 1, 2, 3 (0 is "no response")."""
@@ -66,24 +67,6 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 class PolicyError(ConfigError):
     """A response policy that cannot be used; the message names the file and the key."""
-
-
-@dataclass(frozen=True)
-class Critical:
-    """What no action may ever touch: process names, interface names and addresses (networks)."""
-
-    processes: tuple[str, ...] = ()
-    interfaces: tuple[str, ...] = ()
-    addresses: tuple[str, ...] = ()
-
-    def networks(self) -> list[Network]:
-        """The critical addresses as normalised networks (:func:`normalize_network`)."""
-        return [normalize_network(a) for a in self.addresses]
-
-    def network_conflict(self, target: str) -> Network | None:
-        """The first critical network that the address or network ``target`` overlaps, or ``None``."""
-        net = normalize_network(target)
-        return next((c for c in self.networks() if overlapping(net, c)), None)
 
 
 @dataclass(frozen=True)

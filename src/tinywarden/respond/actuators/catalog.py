@@ -26,7 +26,7 @@ from tinywarden.respond.actuators.process import ProcessRenice, ProcessSuspend
 from tinywarden.respond.actuators.tc import TcRateLimit
 
 if TYPE_CHECKING:
-    from tinywarden.respond.policy import Critical
+    from tinywarden.respond.critical import Critical
 
 __all__ = ["ACTUATOR_TYPES", "ActuatorType", "markdown_table"]
 
