@@ -18,6 +18,7 @@ from tinywarden.telemetry.series import Series
 
 DataArg = Annotated[str, typer.Argument(help="Telemetry file: .csv, .parquet, or a shared-data .npz[:train|:test]")]
 ModelArg = Annotated[Path, typer.Argument(help="Model file (.twb) written by `tinywarden train`")]
+TIME_UNIT_NAMES = {"ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 DropOpt = Annotated[bool, typer.Option(
     "--drop-unordered", help="Drop rows whose timestamp is not later than every row before them")]
 
@@ -42,6 +43,10 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 def report_gaps(series: Series) -> None:
     """Tell the user, on stderr, what the data had that was not used as it is."""
+    unit = series.meta.get("time_unit")
+    if unit:
+        err_console.print(f"[yellow]note:[/] {series.source}: timestamps read as epoch {TIME_UNIT_NAMES[unit]} "
+                          "(numbers this large cannot be seconds) and converted to seconds", highlight=False)
     if series.meta.get("dropped_rows"):
         err_console.print(f"[yellow]note:[/] {series.source}: dropped {series.meta['dropped_rows']} row(s) with "
                           "duplicate or out-of-order timestamps", highlight=False)
