@@ -156,7 +156,7 @@ def _read_csv(path: Path, drop_unordered: bool = False) -> Series:
             raise DataError(f"{path}: row {line}, column 'timestamp': {row[ts_i]!r} is not a time") from None
         if not math.isfinite(ts[r]):
             raise DataError(f"{path}: row {line}, column 'timestamp': {row[ts_i]!r} is not finite")
-        numeric_times = numeric_times and _is_number(row[ts_i])
+        numeric_times = numeric_times and is_number(row[ts_i])
         for j, c in enumerate(chans):
             cell = row[c]
             try:
@@ -183,7 +183,12 @@ def _read_csv(path: Path, drop_unordered: bool = False) -> Series:
     return _build(path, ts, vals, tuple(names[c] for c in chans), labels, attacks, keep, unit)
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a number (an epoch time rather than an ISO 8601 one, for a timestamp).
+
+    >>> is_number(" 1.7e9 "), is_number("2026-01-01")
+    (True, False)
+    """
     try:
         float(text)
     except ValueError:
