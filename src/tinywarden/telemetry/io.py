@@ -31,8 +31,8 @@ RESERVED = ("timestamp", "label", "attack")
 NPZ_PERIOD_S = {"machine": 60.0, "omi": 300.0}
 NPZ_SPLITS = ("train", "test")
 
-#: Numeric epoch timestamps by magnitude: (unit, seconds per unit, smallest value read in that unit).
-EPOCH_UNITS = (("ns", 1e-9, 1e17), ("us", 1e-6, 1e14), ("ms", 1e-3, 1e11))
+#: Numeric epoch timestamps by magnitude: (unit, units per second, smallest value read in that unit).
+EPOCH_UNITS = (("ns", 1e9, 1e17), ("us", 1e6, 1e14), ("ms", 1e3, 1e11))
 
 
 def parse_timestamp(text: str) -> float:
@@ -69,9 +69,9 @@ def epoch_seconds(ts: np.ndarray) -> tuple[np.ndarray, str]:
     if len(ts) == 0 or not np.isfinite(ts).all():
         return ts, "s"
     low = float(ts.min())
-    for unit, factor, start in EPOCH_UNITS:
+    for unit, per_second, start in EPOCH_UNITS:
         if low >= start:
-            return ts * factor, unit
+            return ts / per_second, unit  # divided, not multiplied by the inexact 1e-3: whole seconds stay whole
     return ts, "s"
 
 
