@@ -51,7 +51,7 @@ def test_score_writes_one_row_per_window(trained: Path, sim_csv: Path, tmp_path:
     rows = list(csv.DictReader(out.open()))
     series = read_series(sim_csv)
     assert len(rows) == (len(series) - 128) // 64 + 1
-    assert set(rows[0]) == {"window_end", "score", "anomaly", "confidence", "label"}
+    assert set(rows[0]) == {"window_end", "score", "anomaly", "threshold", "confidence", "label"}
     assert {r["anomaly"] for r in rows} == {"0", "1"}
     # windows labelled anomalous score higher on average than normal ones, on both scales
     lab = np.array([int(r["label"]) for r in rows])
@@ -148,3 +148,103 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "c" / "tinywarden_model.c").stat().st_size > 1000
     assert (tmp_path / "out" / "dense_ae.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "dense_ae.twb").exists()
+
+
+def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
+    """The single error line of a refused command (exit 2, no traceback)."""
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def _rewrite_cell(src: Path, dst: Path, row: int, column: str, value: str) -> Path:
+    rows = list(csv.reader(src.open()))
+    rows[row - 1][rows[0].index(column)] = value  # row counted as a spreadsheet does, header = 1
+    with dst.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return dst
+
+
+@pytest.mark.parametrize("model", ["dense_ae", "kmeans"])
+def test_huge_cell_is_one_line_naming_file_row_column_in_train(sim_csv: Path, tmp_path: Path, model: str) -> None:
+    # 1e308 once reached scikit-learn's scaler (overflow -> traceback) or a detector's NaN check (no row)
+    bad = _rewrite_cell(sim_csv, tmp_path / "huge.csv", 5000, "power_mw", "1e308")
+    line = one_line_error(run("train", str(bad), "--model", model, "--out", str(tmp_path / "x.twb")))
+    assert f"{bad}: row 5000, column 'power_mw': '1e308' is out of range" in line
+
+
+def test_huge_cell_is_one_line_naming_file_row_column_in_score(trained: Path, sim_csv: Path,
+                                                               tmp_path: Path) -> None:
+    bad = _rewrite_cell(sim_csv, tmp_path / "huge.csv", 7, "cpu_pct", "-1e308")
+    line = one_line_error(run("score", str(trained), str(bad), "--out", str(tmp_path / "s.csv")))
+    assert f"{bad}: row 7, column 'cpu_pct': '-1e308' is out of range" in line
+
+
+def test_bom_and_epoch_milliseconds_train_and_score_like_the_plain_file(trained: Path, sim_csv: Path,
+                                                                        tmp_path: Path) -> None:
+    series = read_series(sim_csv)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(sim_csv.read_bytes().decode().encode("utf-8-sig"))  # as Excel's "CSV UTF-8" saves it
+    ms = tmp_path / "ms.csv"
+    with ms.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        for i, row in enumerate(csv.reader(sim_csv.open())):
+            w.writerow(row if i == 0 else [str(round(float(row[0]) * 1000)), *row[1:]])
+    assert series.timestamps[0] > 1e9  # epoch seconds, so the ms copy is > 1e12
+    results = {}
+    for name, path in (("plain", sim_csv), ("bom", bom), ("ms", ms)):
+        out = tmp_path / f"{name}-scores.csv"
+        r = run("score", str(trained), str(path), "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        results[name] = [(row["window_end"], row["score"]) for row in csv.DictReader(out.open())]
+        if name == "ms":
+            assert "times read as epoch milliseconds" in r.stderr
+    assert results["bom"] == results["plain"] and results["ms"] == results["plain"]
+    r = run("train", str(bom), "--model", "ewma", "--out", str(tmp_path / "bom.twb"))
+    assert r.returncode == 0, r.stderr
+
+
+def test_extra_channels_are_named_and_ignored_missing_ones_refused(trained: Path, sim_csv: Path,
+                                                                   tmp_path: Path) -> None:
+    from tinywarden.modelfile import load_pipeline
+
+    series = read_series(sim_csv)
+    model_channels = load_pipeline(str(trained)).channels_
+    extra = np.random.default_rng(0).normal(size=(len(series), 4)) * 1e3
+    # the model's channels in reverse order, with four foreign ones in between
+    order = list(reversed(range(series.n_channels)))
+    wide = Series(series.timestamps, np.hstack([series.values[:, order[:3]], extra, series.values[:, order[3:]]]),
+                  (*[series.channels[i] for i in order[:3]], "fan_rpm", "rssi", "temp_c", "volts",
+                   *[series.channels[i] for i in order[3:]]), series.labels)
+    write_csv(wide, tmp_path / "wide.csv")
+    r = run("score", str(trained), str(tmp_path / "wide.csv"), "--out", str(tmp_path / "wide-scores.csv"))
+    assert r.returncode == 0, r.stderr
+    used = [line for line in r.stderr.splitlines() if "scoring the model's" in line]
+    ignored = [line for line in r.stderr.splitlines() if "ignoring 4 channel(s)" in line]
+    assert len(used) == 1 and ", ".join(model_channels) in used[0]
+    assert len(ignored) == 1 and ignored[0].endswith("fan_rpm, rssi, temp_c, volts")
+    r = run("score", str(trained), str(sim_csv), "--out", str(tmp_path / "plain-scores.csv"))
+    assert "scoring the model's" not in r.stderr and "ignoring" not in r.stderr
+    # picked by name, so the scores are those of the file with exactly the model's channels
+    plain = [row["score"] for row in csv.DictReader((tmp_path / "plain-scores.csv").open())]
+    assert [row["score"] for row in csv.DictReader((tmp_path / "wide-scores.csv").open())] == plain
+    narrow = Series(series.timestamps, series.values[:, 1:], series.channels[1:])
+    write_csv(narrow, tmp_path / "narrow.csv")
+    line = one_line_error(run("score", str(trained), str(tmp_path / "narrow.csv"), "--out", str(tmp_path / "n.csv")))
+    assert f"missing channel(s) {series.channels[0]} the model was trained on" in line
+
+
+def test_model_with_nan_threshold_is_refused_by_every_reader(trained: Path, sim_csv: Path, tmp_path: Path) -> None:
+    from tinywarden.modelfile import decode, encode
+
+    header, arrays = decode(trained.read_bytes())
+    header.pop("arrays")
+    header["pipeline"]["threshold"] = float("nan")
+    edited = tmp_path / "nan.twb"
+    edited.write_bytes(encode(header, arrays))  # a valid checksum over the edited header
+    for args in (("score", str(edited), str(sim_csv), "--out", str(tmp_path / "s.csv")),
+                 ("evaluate", str(edited), str(sim_csv))):
+        line = one_line_error(run(*args))
+        assert f"{edited}: field pipeline.threshold is nan" in line

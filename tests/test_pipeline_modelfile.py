@@ -161,3 +161,48 @@ def test_likelihood_survives_the_model_file_and_old_files_have_none(tmp_path: Pa
     old = tmp_path / "old.twb"
     old.write_bytes(encode(header, arrays))
     assert load_pipeline(old).confidence(scores) is None
+
+
+def _rewritten(data: bytes, path: Path, threshold: object = None, arrays: dict | None = None) -> Path:
+    """The model file ``data`` with an edited threshold or arrays and a recomputed, valid checksum."""
+    from tinywarden.modelfile import decode, encode
+
+    header, arrs = decode(data)
+    header.pop("arrays")
+    if threshold is not None:
+        header["pipeline"]["threshold"] = threshold
+    path.write_bytes(encode(header, {**arrs, **(arrays or {})}))
+    return path
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "high"])
+def test_non_finite_threshold_is_refused_even_with_a_valid_checksum(tmp_path: Path, value: object) -> None:
+    # score > nan is never true: a NaN threshold would silently switch float detection off
+    path = _rewritten(_saved(tmp_path), tmp_path / "edited.twb", threshold=value)
+    with pytest.raises(ModelFileError) as err:
+        load_pipeline(path)
+    msg = str(err.value)
+    assert str(path) in msg and "field pipeline.threshold" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(("name", "edit", "needle"), [
+    ("scaler/scale", lambda a: np.where(np.arange(a.size) == 0, np.nan, a), "holds NaN or infinity"),
+    ("scaler/offset", lambda a: np.full_like(a, np.inf), "holds NaN or infinity"),
+    ("scaler/scale", lambda a: np.zeros_like(a), "holds a value <= 0"),
+    ("scaler/scale", lambda a: np.concatenate([a, a]), "differ in shape"),
+    ("scaler/offset", lambda a: a[:1], "one value per input"),
+])
+def test_broken_scaler_is_refused_even_with_a_valid_checksum(tmp_path: Path, name: str, edit, needle: str) -> None:
+    from tinywarden.modelfile import decode
+
+    data = _saved(tmp_path)
+    arr = decode(data)[1][name]
+    path = _rewritten(data, tmp_path / "edited.twb", arrays={name: edit(arr)})
+    with pytest.raises(ModelFileError, match=needle):
+        load_pipeline(path)
+
+
+def test_rewriting_an_unchanged_file_still_loads(tmp_path: Path) -> None:
+    # the helper above re-encodes faithfully, so the refusals come from the edits alone
+    p = load_pipeline(_rewritten(_saved(tmp_path), tmp_path / "same.twb"))
+    assert np.isfinite(p.threshold_)

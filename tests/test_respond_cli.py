@@ -83,7 +83,10 @@ def test_respond_table_output_and_resume_with_state(tmp_path: Path, monkeypatch,
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("time,score\n1,2\n", "no 'timestamp' column"),
+        ("time,score\n1,2\n", "row 1: no 'timestamp' or 'window_end' column"),
+        ("window_end,value\n1,2\n", "row 1: no 'score' column"),
+        ("window_end,score,threshold\n1,2,0.5\n2,2,0.7\n", "row 3, column 'threshold': '0.7' differs"),
+        ("window_end,score,threshold\n1,2,nan\n", "row 2, column 'threshold': 'nan' is not finite"),
         ("timestamp,score\n1,high\n", "row 2, column 'score': 'high' is not a number"),
         ("timestamp,score\nnoon,1\n", "row 2, column 'timestamp'"),
     ],
@@ -129,3 +132,103 @@ def test_model_file_supplies_the_threshold(tmp_path: Path, monkeypatch, capsys) 
     data = json.loads(log.read_text().splitlines()[1])["data"]
     assert data["threshold"] == pytest.approx(float(fitted.threshold_))
     assert len(data["model_id"]) == 16 and data["model_id"] != "none"
+
+
+def write_scores_as(path: Path, time_col: str, t0: float, per_second: float, bom: bool = False) -> Path:
+    """The rows of :func:`write_scores` under another time column name, origin and time unit."""
+    lines = write_scores(path).read_text().splitlines()
+    rows = [f"{time_col},score"]
+    for line in lines[1:]:
+        t, score = line.split(",")
+        rows.append(f"{int((t0 + float(t)) * per_second)},{score}")
+    path.write_bytes(("\n".join(rows) + "\n").encode("utf-8-sig" if bom else "utf-8"))
+    return path
+
+
+def _times(monkeypatch, capsys, scores: Path) -> list[float]:
+    rc, out, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scores, "--threshold", "1",
+                       "--json")  # fmt: skip
+    assert rc == 0, err
+    return [json.loads(line)["time"] for line in out.splitlines()]
+
+
+def test_scores_by_window_end_with_bom_or_in_milliseconds_give_the_same_timeline(tmp_path: Path, monkeypatch,
+                                                                                   capsys) -> None:
+    t0 = 1_767_225_600.0
+    plain = _times(monkeypatch, capsys, write_scores_as(tmp_path / "a.csv", "timestamp", t0, 1.0))
+    assert plain and plain[0] == t0 + 21 * STEP_S
+    assert _times(monkeypatch, capsys, write_scores_as(tmp_path / "b.csv", "window_end", t0, 1.0)) == plain
+    assert _times(monkeypatch, capsys, write_scores_as(tmp_path / "c.csv", "timestamp", t0, 1.0, bom=True)) == plain
+    # epoch milliseconds taken as seconds would make every dead-man timer 1000 times too short
+    ms = write_scores_as(tmp_path / "d.csv", "timestamp", t0, 1000.0)
+    assert _times(monkeypatch, capsys, ms) == plain
+    rc, _, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", ms, "--threshold", "1")
+    assert rc == 0 and "times read as epoch milliseconds" in err
+
+
+@pytest.fixture(scope="module")
+def scored_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A model trained by the CLI and the float and int8 score files `tinywarden score` writes with it."""
+    import subprocess
+
+    from conftest import make_series
+    from tinywarden.telemetry import Series, write_csv
+
+    d = tmp_path_factory.mktemp("scored")
+    s = make_series(n=4000)
+    vals = s.values.copy()
+    vals[3000:3200] += 8.0  # one anomaly, so the replay has something to respond to
+    write_csv(Series(s.timestamps + 1_767_225_600.0, vals, s.channels), d / "tel.csv")
+
+    def run(*args: object) -> None:
+        r = subprocess.run([sys.executable, "-m", "tinywarden", *map(str, args)], capture_output=True, text=True,
+                           timeout=300, cwd=d)
+        assert r.returncode == 0, r.stderr
+
+    run("train", "tel.csv", "--model", "kmeans", "--window", "32", "--stride", "16", "--train-fraction", "0.6",
+        "--param", "n_init=1", "--out", "m.twb")
+    run("score", "m.twb", "tel.csv", "--out", "float.csv")
+    run("score", "m.twb", "tel.csv", "--int8", "--out", "int8.csv")
+    run("train", "tel.csv", "--model", "ewma", "--window", "32", "--stride", "16", "--out", "other.twb")
+    return {"model": d / "m.twb", "float": d / "float.csv", "int8": d / "int8.csv", "other": d / "other.twb"}
+
+
+def test_respond_reads_what_score_writes(scored_files: dict[str, Path], monkeypatch, capsys) -> None:
+    from tinywarden.modelfile import load_pipeline
+
+    rc, out, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scored_files["float"],
+                       "--model", scored_files["model"], "--json")  # fmt: skip
+    assert rc == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert any(e["event"] == "apply" for e in events)
+    threshold = float(load_pipeline(str(scored_files["model"])).threshold_)
+    assert all(e["threshold"] == pytest.approx(threshold) for e in events if "threshold" in e)
+
+
+def test_int8_scores_are_replayed_against_the_integer_threshold(scored_files: dict[str, Path], monkeypatch,
+                                                                capsys) -> None:
+    from tinywarden.modelfile import load_pipeline
+    from tinywarden.quantize import load_program
+
+    pipe = load_pipeline(str(scored_files["model"]))
+    int8_threshold = load_program(pipe).threshold
+    assert int8_threshold != pipe.threshold_
+    rc, out, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scored_files["int8"],
+                       "--model", scored_files["model"], "--json")  # fmt: skip
+    assert rc == 0, err
+    assert f"integer threshold {int8_threshold}" in err
+    float_rc, float_out, _ = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores",
+                                 scored_files["float"], "--model", scored_files["model"], "--json")  # fmt: skip
+    applied = [json.loads(line)["time"] for line in out.splitlines() if json.loads(line)["event"] == "apply"]
+    float_applied = [json.loads(line)["time"] for line in float_out.splitlines()
+                     if json.loads(line)["event"] == "apply"]
+    # the integer scores on their own scale find the same incident as the float ones
+    assert applied and float_applied and abs(applied[0] - float_applied[0]) <= 3 * 16 * 10
+
+
+def test_scores_of_another_model_are_refused(scored_files: dict[str, Path], monkeypatch, capsys) -> None:
+    rc, _, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scored_files["float"],
+                     "--model", scored_files["other"])  # fmt: skip
+    line = err.strip()
+    assert rc == 2 and "\n" not in line and "Traceback" not in err
+    assert f"{scored_files['float']} was scored against threshold" in line and "score the telemetry" in line

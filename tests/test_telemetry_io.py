@@ -63,6 +63,9 @@ def test_iso_timestamps_are_epoch_seconds(tmp_path: Path) -> None:
         ("timestamp,v,label\n1,2,7\n", "row 2, column 'label': '7' is not 0 or 1"),
         ("timestamp,v\nyesterday,2\n", "row 2, column 'timestamp': 'yesterday' is not a time"),
         ("timestamp,v,v\n1,2,3\n", "column 'v' appears twice"),
+        ("timestamp,v\n1,2\n2,1e308\n", "row 3, column 'v': '1e308' is out of range (|value| > 1e+30)"),
+        ("timestamp,v\n1,2\n2,-2e30\n", "row 3, column 'v': '-2e30' is out of range"),
+        ("timestamp,v\n1,2\nnan,2\n", "row 3, column 'timestamp': 'nan' is not finite"),
     ],
 )
 def test_bad_csv_gives_one_clear_error(tmp_path: Path, text: str, needle: str) -> None:
@@ -143,3 +146,56 @@ def test_drop_unordered_keeps_only_increasing_rows(tmp_path: Path) -> None:
     s = read_series(p, drop_unordered=True)
     assert s.timestamps.tolist() == [1.0, 2.0, 3.0] and s.values[:, 0].tolist() == [1.0, 2.0, 5.0]
     assert s.meta["dropped_rows"] == "2"
+
+
+def test_values_up_to_the_bound_are_kept(tmp_path: Path) -> None:
+    # 64-bit byte counters and nanosecond clocks are real telemetry: far below the bound, read as they are
+    r = read_series(_write(tmp_path, "timestamp,bytes\n1,1.8e19\n2,1e30\n"))
+    assert r.values[:, 0].tolist() == [1.8e19, 1e30]
+
+
+def test_huge_parquet_value_names_row_and_column(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"timestamp": [1.0, 2.0, 3.0], "v": [1.0, 2.0, -1e308]}), tmp_path / "h.parquet")
+    with pytest.raises(DataError, match=r"h.parquet: row 3, column 'v': -1e\+308 is out of range"):
+        read_series(tmp_path / "h.parquet")
+
+
+def test_series_refuses_huge_values_from_any_source() -> None:
+    with pytest.raises(DataError, match=r"row 1, column 'v': value 1e\+31 is out of range"):
+        Series(np.arange(2.0), np.array([[1.0], [1e31]]), ("v",))
+
+
+def test_utf8_bom_is_not_part_of_the_first_column_name(tmp_path: Path) -> None:
+    p = tmp_path / "bom.csv"
+    p.write_bytes("timestamp,cpu_pct\n0,1\n10,2\n".encode("utf-8-sig"))
+    r = read_series(p)
+    assert r.channels == ("cpu_pct",) and r.timestamps.tolist() == [0.0, 10.0]
+
+
+@pytest.mark.parametrize(("scale", "unit"), [(1e3, "ms"), (1e6, "us"), (1e9, "ns")])
+def test_epoch_milli_micro_nano_seconds_are_converted_and_recorded(tmp_path: Path, scale: float, unit: str) -> None:
+    t0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+    rows = "".join(f"{int((t0 + 10 * i) * scale)},{i}\n" for i in range(4))
+    r = read_series(_write(tmp_path, "timestamp,v\n" + rows))
+    assert r.timestamps.tolist() == [t0 + 10.0 * i for i in range(4)]
+    assert r.period == 10.0 and r.meta["time_unit"] == unit
+
+
+def test_epoch_milliseconds_in_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"timestamp": pa.array([1_767_225_600_000, 1_767_225_610_000], pa.int64()),
+                             "v": [1.0, 2.0]}), tmp_path / "ms.parquet")
+    r = read_series(tmp_path / "ms.parquet")
+    assert r.timestamps.tolist() == [1_767_225_600.0, 1_767_225_610.0] and r.meta["time_unit"] == "ms"
+
+
+def test_epoch_seconds_and_iso_times_are_left_as_they_are(tmp_path: Path) -> None:
+    r = read_series(_write(tmp_path, "timestamp,v\n1767225600,1\n1767225610,2\n"))
+    assert r.timestamps.tolist() == [1_767_225_600.0, 1_767_225_610.0] and "time_unit" not in r.meta
+    r = read_series(_write(tmp_path, "timestamp,v\n2026-01-01T00:00:00Z,1\n1767225610,2\n", "iso.csv"))
+    assert r.period == 10.0 and "time_unit" not in r.meta

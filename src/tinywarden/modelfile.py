@@ -165,8 +165,11 @@ def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
         p.scale_ = arrays["scaler/scale"]
     except (KeyError, TypeError) as exc:
         raise ModelFileError(f"{source}: incomplete pipeline section (missing {exc})") from None
+    except ValueError:
+        raise ModelFileError(f"{source}: field pipeline.threshold is {cfg['threshold']!r}, expected a number") from None
     except TinywardenError as exc:
         raise ModelFileError(f"{source}: invalid pipeline configuration: {exc}") from None
+    _check_scoring_fields(p, source)
     p.train_summary_ = header.get("train", {})
     p.header_ = header
     p.extra_arrays_ = {k: v for k, v in arrays.items() if not k.startswith(("detector/", "scaler/", _GUARD_PREFIX))}
@@ -186,6 +189,29 @@ def _load_likelihood(header: dict[str, Any], source: str) -> AnomalyLikelihood |
         raise ModelFileError(f"{source}: likelihood section is malformed: {exc}") from None
     except TinywardenError as exc:
         raise ModelFileError(f"{source}: likelihood: {exc}") from None
+
+
+def _check_scoring_fields(p: Pipeline, source: str) -> None:
+    """Refuse a threshold or scaler that would silently change every verdict.
+
+    The checksum only proves the file is what its writer wrote: a file edited and re-checksummed, or
+    written by a faulty tool, could carry a NaN threshold (``score > nan`` is never true, so nothing is
+    ever flagged) or an infinite one, or a scaler that turns every window into NaN.
+    """
+    if not np.isfinite(p.threshold_):
+        raise ModelFileError(f"{source}: field pipeline.threshold is {p.threshold_!r}, expected a finite number")
+    c = len(p.channels_)
+    for name, arr in (("scaler/offset", p.offset_), ("scaler/scale", p.scale_)):
+        if arr.ndim != 1 or arr.size == 0 or arr.size % c:
+            raise ModelFileError(f"{source}: array {name!r} has shape {arr.shape}, expected one value per input "
+                                 f"of {c} channel(s)")
+        if not np.isfinite(arr).all():
+            raise ModelFileError(f"{source}: array {name!r} holds NaN or infinity")
+    if p.offset_.shape != p.scale_.shape:
+        raise ModelFileError(f"{source}: arrays 'scaler/offset' {p.offset_.shape} and 'scaler/scale' "
+                             f"{p.scale_.shape} differ in shape")
+    if (p.scale_ <= 0).any():
+        raise ModelFileError(f"{source}: array 'scaler/scale' holds a value <= 0")
 
 
 def _load_guard(header: dict[str, Any], arrays: dict[str, np.ndarray],

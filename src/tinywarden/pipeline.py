@@ -142,9 +142,15 @@ class Pipeline:
             return series.values
         missing = [c for c in self.channels_ if c not in series.channels]
         if missing:
-            raise DataError(f"{series.source}: missing channel(s) {', '.join(missing)} the model was trained on")
+            raise DataError(f"{series.source}: missing channel(s) {', '.join(missing)} the model was trained on "
+                            f"(model: {', '.join(self.channels_)}; file: {', '.join(series.channels)})")
         idx = [series.channels.index(c) for c in self.channels_]
         return series.values[:, idx]
+
+    def ignored_channels(self, series: Series) -> tuple[str, ...]:
+        """Channels of ``series`` the model was not trained on: scoring leaves them out (matched by name)."""
+        self._check_fitted()
+        return tuple(c for c in series.channels if c not in self.channels_)
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, series: Series, progress: Progress | None = None) -> Pipeline:

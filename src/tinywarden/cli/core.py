@@ -33,6 +33,7 @@ class FamilyHelp(typer.core.TyperCommand):
 
 DataArg = Annotated[str, typer.Argument(help="Telemetry file: .csv, .parquet, or a shared-data .npz[:train|:test]")]
 ModelArg = Annotated[Path, typer.Argument(help="Model file (.twb) written by `tinywarden train`")]
+TIME_UNIT_NAMES = {"ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 DropOpt = Annotated[bool, typer.Option(
     "--drop-unordered", help="Drop rows whose timestamp is not later than every row before them")]
 
@@ -55,8 +56,16 @@ def parse_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
+def note_time_unit(source: str, unit: str) -> None:
+    """Tell the user, on stderr, that numeric times of ``source`` were not epoch seconds but ``unit``."""
+    if unit != "s":
+        err_console.print(f"[yellow]note:[/] {source}: times read as epoch {TIME_UNIT_NAMES[unit]} (numbers this "
+                          "large cannot be seconds) and converted to seconds", highlight=False, soft_wrap=True)
+
+
 def report_gaps(series: Series) -> None:
     """Tell the user, on stderr, what the data had that was not used as it is."""
+    note_time_unit(series.source, series.meta.get("time_unit", "s"))
     if series.meta.get("dropped_rows"):
         err_console.print(f"[yellow]note:[/] {series.source}: dropped {series.meta['dropped_rows']} row(s) with "
                           "duplicate or out-of-order timestamps", highlight=False)
@@ -69,6 +78,21 @@ def report_gaps(series: Series) -> None:
             "(nothing is interpolated)",
             highlight=False,
         )
+
+
+def report_channels(pipeline: Any, series: Series) -> None:
+    """Say which columns of ``series`` a fitted model scores, and warn about those it leaves out.
+
+    Silent when the file has exactly the model's channels; a missing one is the DataError of scoring.
+    """
+    ignored = pipeline.ignored_channels(series)
+    if not ignored and series.channels == tuple(pipeline.channels_):
+        return
+    err_console.print(f"[yellow]note:[/] {series.source}: scoring the model's {len(pipeline.channels_)} channel(s) "
+                      f"by name: {', '.join(pipeline.channels_)}", highlight=False, soft_wrap=True)
+    if ignored:
+        err_console.print(f"[yellow]warning:[/] {series.source}: ignoring {len(ignored)} channel(s) the model was "
+                          f"not trained on: {', '.join(ignored)}", highlight=False, soft_wrap=True)
 
 
 def training_progress(label: str) -> Progress:
@@ -164,16 +188,20 @@ def score(
     int8: Annotated[bool, typer.Option("--int8", help=(
         "Run the int8 reference (the numbers the exported C returns): integer scores"))] = False,
 ) -> None:
-    """Score every window of DATA: writes window_end, score, anomaly, confidence (and label when DATA has one).
+    """Score every window of DATA: writes window_end, score, anomaly, threshold, confidence (and label when DATA
+    has one).
 
+    The file is what `tinywarden respond --scores` reads; its threshold column tells float scores from int8 ones.
     confidence is the calibrated anomaly likelihood in [0, 1] (same meaning for every model; absent with
-    --int8 and for model files written before it existed)."""
+    --int8 and for model files written before it existed).
+    """
     from tinywarden.modelfile import load_pipeline
     from tinywarden.telemetry import read_series
 
     pipeline = load_pipeline(str(model))
     series = read_series(data, split="test", drop_unordered=drop_unordered)
     report_gaps(series)
+    report_channels(pipeline, series)
     if int8:
         from tinywarden.quantize import load_program, score_int8
 
@@ -188,11 +216,12 @@ def score(
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["window_end", "score", "anomaly", *(["confidence"] if conf is not None else []),
+        w.writerow(["window_end", "score", "anomaly", "threshold", *(["confidence"] if conf is not None else []),
                     *(["label"] if labels is not None else [])])
+        threshold = int(scored.threshold) if int8 else repr(float(scored.threshold))
         for i in range(len(scored.scores)):
             value = int(scored.scores[i]) if int8 else repr(float(scored.scores[i]))
-            row = [repr(float(scored.end_times[i])), value, int(scored.alarms[i])]
+            row = [repr(float(scored.end_times[i])), value, int(scored.alarms[i]), threshold]
             row += [f"{conf[i]:.6f}"] if conf is not None else []
             w.writerow(row + ([int(labels[i])] if labels is not None else []))
     console.print(f"wrote {len(scored.scores)} windows to {out} ({int(scored.alarms.sum())} in alarm)")
@@ -231,6 +260,7 @@ def evaluate_cmd(
     if series.labels is None:
         raise ConfigError(f"{series.source}: evaluate needs a label column (0 normal / 1 anomalous)")
     report_gaps(series)
+    report_channels(pipeline, series)
     ws, ev = evaluate_pipeline(pipeline, series, _skip_rows(pipeline, series, skip_fraction))
     if plot is not None:
         from tinywarden.evaluate import plot_evaluation

@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from tinywarden.cli.app import app, console, err_console
+from tinywarden.cli.core import note_time_unit
 from tinywarden.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,7 +40,9 @@ def _when(t: float) -> str:
 @app.command()
 def respond(
     policy: Path = typer.Option(..., "--policy", help="Response policy (TOML, see docs/policy.md)."),
-    scores: Path = typer.Option(..., "--scores", help="CSV with columns timestamp (s) and score."),
+    scores: Path = typer.Option(
+        ..., "--scores", help="CSV written by `tinywarden score`, or any with columns timestamp (s) and score."
+    ),
     threshold: float | None = typer.Option(None, "--threshold", help="Detector threshold."),
     model: Path | None = typer.Option(None, "--model", help="Model file (.twb) whose threshold to use."),
     telemetry: Path | None = typer.Option(
@@ -89,17 +92,22 @@ def respond(
             "kept outside the log's folder"
         )
     pol = load_policy(policy)
+    scored = read_scores(scores)
+    rows = scored.rows
+    note_time_unit(str(scores), scored.time_unit)
     pipeline = None
     if model is not None:
         from tinywarden.modelfile import load_pipeline  # only the CLI knows about models; the engine does not
 
         pipeline = load_pipeline(str(model))
-        threshold = float(pipeline.threshold_)
+        threshold = scores_threshold(pipeline, model, scores, scored.threshold)
         model_id = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
     else:
         model_id = "none"
+        if scored.threshold is not None and scored.threshold != threshold:
+            err_console.print(f"[yellow]note:[/] {scores} was scored against threshold {scored.threshold:.10g}; "
+                              f"replaying with --threshold {threshold:.10g}", highlight=False, soft_wrap=True)
     assert threshold is not None
-    rows = read_scores(scores)
     prefix = ["ip", "netns", "exec", netns] if netns else []
     engine = ResponseEngine(
         pol,
@@ -133,6 +141,28 @@ def respond(
     console.print(
         f"final tier: {engine.tier} ({TIER_LABELS[engine.tier]})" + (f"; audit: {audit}" if audit else "")
     )
+
+
+def scores_threshold(pipeline: Pipeline, model: Path, scores: Path, recorded: float | None) -> float:
+    """The model's threshold for the scores in ``scores``: its float one, or its int8 program's when the file
+    records that it holds the integer scores of ``score --int8``. A file scored against some other threshold
+    (another model, an older training) is refused rather than replayed against the wrong scale."""
+    if recorded is None or recorded == float(pipeline.threshold_):
+        return float(pipeline.threshold_)
+    from tinywarden.errors import TinywardenError
+    from tinywarden.quantize import load_program
+
+    try:
+        int8_threshold: float | None = float(load_program(pipeline, str(model)).threshold)
+    except TinywardenError:
+        int8_threshold = None
+    if recorded == int8_threshold:
+        err_console.print(f"[yellow]note:[/] {scores} holds int8 scores: replaying against {model}'s integer "
+                          f"threshold {int8_threshold:.10g}", highlight=False, soft_wrap=True)
+        return int8_threshold
+    int8_text = "" if int8_threshold is None else f" (int8: {int8_threshold:.10g})"
+    raise ConfigError(f"{scores} was scored against threshold {recorded:.10g} but {model} has threshold "
+                      f"{float(pipeline.threshold_):.10g}{int8_text}: score the telemetry with this model again")
 
 
 class RawWindows:

@@ -2,7 +2,12 @@
 
 The CSV/Parquet format: a ``timestamp`` column (epoch seconds or ISO 8601), numeric channel columns, an
 optional ``label`` column (0 normal / 1 anomalous) and an optional ``attack`` column (the injected
-attack's name, empty when normal; written by the simulator). Any other problem is a
+attack's name, empty when normal; written by the simulator). A CSV may start with a UTF-8 byte-order
+mark. Numeric timestamps whose smallest value is at least 1e11 cannot be seconds (that is the year
+5138): they are read as epoch milliseconds (from 1e14 microseconds, from 1e17 nanoseconds), converted
+to seconds, and the unit is recorded in ``series.meta["time_unit"]`` so the commands can say so.
+Channel values must be finite with magnitude at most
+:data:`~tinywarden.telemetry.series.MAX_ABS_VALUE`. Any other problem is a
 :class:`~tinywarden.errors.DataError` naming the file, the row (1-based, counting the header as row 1
 as a spreadsheet does) and the column.
 """
@@ -19,13 +24,16 @@ import numpy as np
 
 from tinywarden.errors import DataError
 from tinywarden.fileio import atomic_open
-from tinywarden.telemetry.series import Series
+from tinywarden.telemetry.series import MAX_ABS_VALUE, Series
 
 RESERVED = ("timestamp", "label", "attack")
 
 # Sampling periods of the shared public datasets, which carry no timestamp column.
 NPZ_PERIOD_S = {"machine": 60.0, "omi": 300.0}
 NPZ_SPLITS = ("train", "test")
+
+#: Numeric epoch timestamps by magnitude: (unit, units per second, smallest value read in that unit).
+EPOCH_UNITS = (("ns", 1e9, 1e17), ("us", 1e6, 1e14), ("ms", 1e3, 1e11))
 
 
 def parse_timestamp(text: str) -> float:
@@ -45,6 +53,27 @@ def parse_timestamp(text: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+def epoch_seconds(ts: np.ndarray) -> tuple[np.ndarray, str]:
+    """Numeric epoch timestamps in seconds, and the unit they were found in (see :data:`EPOCH_UNITS`).
+
+    Seconds until 1e11 (the year 5138) are taken as they are; a column whose smallest value is larger
+    can only be milliseconds, microseconds or nanoseconds since 1970.
+
+    >>> ts, unit = epoch_seconds(np.array([1.7e12, 1.7e12 + 10_000]))
+    >>> ts.tolist(), unit
+    ([1700000000.0, 1700000010.0], 'ms')
+    >>> epoch_seconds(np.array([0.0, 10.0]))[1]
+    's'
+    """
+    if len(ts) == 0 or not np.isfinite(ts).all():
+        return ts, "s"
+    low = float(ts.min())
+    for unit, per_second, start in EPOCH_UNITS:
+        if low >= start:
+            return ts / per_second, unit  # divided, not multiplied by the inexact 1e-3: whole seconds stay whole
+    return ts, "s"
 
 
 def read_series(path: str | Path, split: str | None = None, drop_unordered: bool = False) -> Series:
@@ -97,7 +126,7 @@ def _columns(path: Path, header: list[str]) -> tuple[int, list[int], int | None,
 
 def _read_csv(path: Path, drop_unordered: bool = False) -> Series:
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
@@ -117,6 +146,7 @@ def _read_csv(path: Path, drop_unordered: bool = False) -> Series:
     vals = np.empty((n, len(chans)))
     labels = np.zeros(n, dtype=np.int8) if lab_i is not None else None
     attacks = np.empty(n, dtype=object) if att_i is not None else None
+    numeric_times = True
     for r, row in enumerate(body):
         line = r + 2
         if len(row) != len(names):
@@ -125,6 +155,9 @@ def _read_csv(path: Path, drop_unordered: bool = False) -> Series:
             ts[r] = parse_timestamp(row[ts_i])
         except ValueError:
             raise DataError(f"{path}: row {line}, column 'timestamp': {row[ts_i]!r} is not a time") from None
+        if not math.isfinite(ts[r]):
+            raise DataError(f"{path}: row {line}, column 'timestamp': {row[ts_i]!r} is not finite")
+        numeric_times = numeric_times and is_number(row[ts_i])
         for j, c in enumerate(chans):
             cell = row[c]
             try:
@@ -133,6 +166,9 @@ def _read_csv(path: Path, drop_unordered: bool = False) -> Series:
                 raise DataError(f"{path}: row {line}, column {names[c]!r}: {cell!r} is not a number") from None
             if not math.isfinite(v):
                 raise DataError(f"{path}: row {line}, column {names[c]!r}: {cell!r} is not finite")
+            if abs(v) > MAX_ABS_VALUE:
+                raise DataError(f"{path}: row {line}, column {names[c]!r}: {cell!r} is out of range "
+                                f"(|value| > {MAX_ABS_VALUE:g})")
             vals[r, j] = v
         if labels is not None:
             cell = row[lab_i].strip()
@@ -141,8 +177,24 @@ def _read_csv(path: Path, drop_unordered: bool = False) -> Series:
             labels[r] = int(float(cell))
         if attacks is not None:
             attacks[r] = row[att_i].strip()
+    unit = "s"
+    if numeric_times:
+        ts, unit = epoch_seconds(ts)
     keep = _check_order(path, ts, header_rows=1, drop=drop_unordered)
-    return _build(path, ts, vals, tuple(names[c] for c in chans), labels, attacks, keep)
+    return _build(path, ts, vals, tuple(names[c] for c in chans), labels, attacks, keep, unit)
+
+
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a number (an epoch time rather than an ISO 8601 one, for a timestamp).
+
+    >>> is_number(" 1.7e9 "), is_number("2026-01-01")
+    (True, False)
+    """
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_order(path: Path | str, ts: np.ndarray, header_rows: int, drop: bool) -> np.ndarray | None:
@@ -163,8 +215,8 @@ def _check_order(path: Path | str, ts: np.ndarray, header_rows: int, drop: bool)
 
 
 def _build(path: Path, ts: np.ndarray, vals: np.ndarray, channels: tuple[str, ...], labels: np.ndarray | None,
-           attacks: np.ndarray | None, keep: np.ndarray | None) -> Series:
-    meta: dict[str, str] = {}
+           attacks: np.ndarray | None, keep: np.ndarray | None, unit: str = "s") -> Series:
+    meta: dict[str, str] = {} if unit == "s" else {"time_unit": unit}
     if keep is not None:
         meta["dropped_rows"] = str(int((~keep).sum()))
         ts, vals = ts[keep], vals[keep]
@@ -186,10 +238,12 @@ def _read_parquet(path: Path, drop_unordered: bool = False) -> Series:
     ts_i, chans, lab_i, att_i = _columns(path, table.column_names)
     names = table.column_names
     ts_col = table.column(ts_i)
+    unit = "s"
     if pa.types.is_timestamp(ts_col.type):
         ts = ts_col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy().astype(np.float64) / 1e6
     elif pa.types.is_integer(ts_col.type) or pa.types.is_floating(ts_col.type):
         ts = ts_col.to_numpy(zero_copy_only=False).astype(np.float64)
+        unit = "numeric"
     elif pa.types.is_string(ts_col.type) or pa.types.is_large_string(ts_col.type):
         raw = ts_col.to_pylist()
         ts = np.empty(len(raw))
@@ -212,7 +266,12 @@ def _read_parquet(path: Path, drop_unordered: bool = False) -> Series:
         bad = ~np.isfinite(vals[:, j])
         if bad.any():
             r = int(np.argmax(bad))
-            raise DataError(f"{path}: row {r + 1}, column {names[c]!r}: {vals[r, j]!r} is not finite")
+            raise DataError(f"{path}: row {r + 1}, column {names[c]!r}: {float(vals[r, j])!r} is not finite")
+        huge = np.abs(vals[:, j]) > MAX_ABS_VALUE
+        if huge.any():
+            r = int(np.argmax(huge))
+            raise DataError(f"{path}: row {r + 1}, column {names[c]!r}: {float(vals[r, j])!r} is out of range "
+                            f"(|value| > {MAX_ABS_VALUE:g})")
     labels = None
     if lab_i is not None:
         lab = np.asarray(table.column(lab_i).to_pylist(), dtype=object)
@@ -227,8 +286,10 @@ def _read_parquet(path: Path, drop_unordered: bool = False) -> Series:
     bad_ts = ~np.isfinite(ts)
     if bad_ts.any():
         raise DataError(f"{path}: row {int(np.argmax(bad_ts)) + 1}, column 'timestamp': not a finite time")
+    if unit == "numeric":
+        ts, unit = epoch_seconds(ts)
     keep = _check_order(path, ts, header_rows=0, drop=drop_unordered)
-    return _build(path, ts, vals, tuple(names[c] for c in chans), labels, attacks, keep)
+    return _build(path, ts, vals, tuple(names[c] for c in chans), labels, attacks, keep, unit)
 
 
 def read_npz(path: str | Path, split: str = "test") -> Series:

@@ -8,6 +8,11 @@ import numpy as np
 
 from tinywarden.errors import DataError
 
+#: The largest magnitude a telemetry value may have. Features square the samples (band energies, RMS) and
+#: the float32 detectors and int8 calibration cast them; 1e30 squared stays far inside float64 and 1e30
+#: inside float32 (max 3.4e38), while real counters (bytes, nanoseconds since 1970: < 1e19) fit with room.
+MAX_ABS_VALUE = 1e30
+
 
 @dataclass(frozen=True)
 class Gap:
@@ -27,7 +32,8 @@ class Series:
     """Evenly or unevenly sampled multichannel telemetry.
 
     Invariants (checked at construction): ``timestamps`` is float64 epoch seconds, strictly increasing;
-    ``values`` is float64 of shape ``(len(timestamps), len(channels))`` with every value finite;
+    ``values`` is float64 of shape ``(len(timestamps), len(channels))`` with every value finite and of
+    magnitude at most :data:`MAX_ABS_VALUE`;
     ``labels`` (optional) holds 0 = normal / 1 = anomalous per row; ``attacks`` (optional) names the
     injected attack per row ("" when normal).
 
@@ -72,7 +78,12 @@ class Series:
         finite = np.isfinite(vals)
         if not finite.all():
             r, c = np.argwhere(~finite)[0]
-            raise DataError(f"{src}: row {r}, column {self.channels[c]!r}: value {vals[r, c]!r} is not finite")
+            raise DataError(f"{src}: row {r}, column {self.channels[c]!r}: value {float(vals[r, c])!r} is not finite")
+        huge = np.abs(vals) > MAX_ABS_VALUE
+        if huge.any():
+            r, c = np.argwhere(huge)[0]
+            raise DataError(f"{src}: row {r}, column {self.channels[c]!r}: value {float(vals[r, c])!r} is out of range "
+                            f"(|value| > {MAX_ABS_VALUE:g})")
         if self.labels is not None:
             lab = np.asarray(self.labels)
             if lab.shape != ts.shape:
