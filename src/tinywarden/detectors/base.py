@@ -21,8 +21,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.utils import Tags, check_array
+from sklearn.utils.validation import validate_data
 
-from tinywarden.errors import ConfigError, DataError, ModelFileError, NotFittedError
+from tinywarden.errors import ConfigError, DataError, DataTypeError, ModelFileError, NotFittedError
 
 InputKind = Literal["features", "window"]
 
@@ -83,6 +85,8 @@ class Detector(BaseEstimator):
         for a in det._state_names():
             setattr(det, a, np.asarray(arrays[a]))
         det.input_shape_ = tuple(int(v) for v in arrays["input_shape_"])
+        if det.input_kind == "features":
+            det.n_features_in_ = det.input_shape_[0]
         det._restore()
         return det
 
@@ -98,22 +102,41 @@ class Detector(BaseEstimator):
         if not hasattr(self, "input_shape_") or not all(hasattr(self, a) for a in self._state_names()):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit() first")
 
-    def _check_input(self, X: np.ndarray, fitting: bool = False) -> np.ndarray:  # noqa: N803
-        x = np.asarray(X, dtype=np.float64)
+    def _check_input(self, X: Any, fitting: bool = False) -> np.ndarray:  # noqa: N803
+        """``X`` as a finite float64 array of this detector's input kind, or a :class:`DataError` saying why not.
+
+        Feature detectors go through scikit-learn's :func:`~sklearn.utils.validation.validate_data`, so
+        they set and check ``n_features_in_`` and refuse empty, 1-D, sparse, complex, NaN and infinite
+        input with scikit-learn's standard messages; raw-window detectors use the same
+        :func:`~sklearn.utils.check_array` rules on their 3-D input. Fitting needs at least 2 samples.
+        """
+        name = type(self).__name__
+        checks: dict[str, Any] = {"dtype": np.float64, "ensure_min_samples": 2 if fitting else 1}
+        try:
+            if self.input_kind == "features":
+                x = validate_data(self, X, reset=fitting, **checks)
+            else:
+                x = check_array(X, allow_nd=True, estimator=self, input_name="X", **checks)
+        # DataError is a ValueError (DataTypeError a TypeError), so scikit-learn callers catch them as they
+        # expect; the first line only, as some messages go on to print the whole array
+        except TypeError as exc:
+            raise DataTypeError(f"{name}: {str(exc).strip().splitlines()[0]}") from None
+        except ValueError as exc:
+            raise DataError(f"{name}: {str(exc).strip().splitlines()[0]}") from None
         want = 2 if self.input_kind == "features" else 3
         if x.ndim != want:
-            raise DataError(f"{type(self).__name__} expects a {want}-D array, got shape {x.shape}")
-        if len(x) == 0:
-            raise DataError(f"{type(self).__name__}: no samples")
-        if not np.isfinite(x).all():
-            raise DataError(f"{type(self).__name__}: input contains NaN or infinity")
-        if fitting and len(x) < 2:
-            raise DataError(f"{type(self).__name__}: need at least 2 samples to fit, got {len(x)}")
+            raise DataError(f"{name} expects a {want}-D array, got shape {x.shape}")
         if not fitting and hasattr(self, "input_shape_") and x.shape[1:] != tuple(self.input_shape_):
-            raise DataError(
-                f"{type(self).__name__} was fitted on shape {tuple(self.input_shape_)}, got {x.shape[1:]}"
-            )
+            raise DataError(f"{name} was fitted on shape {tuple(self.input_shape_)}, got {x.shape[1:]}")
         return x
+
+    def __sklearn_tags__(self) -> Tags:
+        """Raw-window detectors declare 3-D input, so scikit-learn's checks do not feed them 2-D arrays."""
+        tags = super().__sklearn_tags__()
+        if self.input_kind == "window":
+            tags.input_tags.two_d_array = False
+            tags.input_tags.three_d_array = True
+        return tags
 
 
 def check_param(name: str, value: Any, ok: bool, expected: str) -> None:

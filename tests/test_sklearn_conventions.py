@@ -1,0 +1,86 @@
+"""scikit-learn's own ``check_estimator`` on every detector family (the conventions users already test with).
+
+Feature families take ``(n, n_features)`` input and must pass every check scikit-learn runs. Raw-window
+families take ``(n, window, channels)``: their tags declare 3-D input, so scikit-learn runs only the checks
+that do not feed 2-D arrays, and they must pass those. Scores stay "higher = more anomalous" (documented in
+``tinywarden.detectors.base``), which no check here depends on.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import sparse
+from sklearn.exceptions import SkipTestWarning
+from sklearn.utils import get_tags
+from sklearn.utils.estimator_checks import check_estimator, parametrize_with_checks
+
+from checks import normal_data
+from test_detectors import FAST
+from tinywarden.detectors import REGISTRY, make_detector
+from tinywarden.errors import DataError, DataTypeError, TinywardenError
+
+FEATURE_FAMILIES = sorted(n for n, cls in REGISTRY.items() if cls.input_kind == "features")
+WINDOW_FAMILIES = sorted(n for n, cls in REGISTRY.items() if cls.input_kind == "window")
+
+
+def test_both_input_kinds_are_covered() -> None:
+    assert len(FEATURE_FAMILIES) >= 7 and len(WINDOW_FAMILIES) >= 4
+    assert set(FEATURE_FAMILIES) | set(WINDOW_FAMILIES) == set(REGISTRY)
+
+
+@parametrize_with_checks([make_detector(n, **FAST[n]) for n in FEATURE_FAMILIES])
+def test_feature_family_passes_sklearn_checks(estimator, check) -> None:  # noqa: ANN001 (sklearn's fixtures)
+    check(estimator)
+
+
+@pytest.mark.parametrize("name", WINDOW_FAMILIES)
+def test_window_family_declares_3d_input_and_passes_what_applies(name: str) -> None:
+    det = make_detector(name, **FAST[name])
+    tags = get_tags(det).input_tags
+    assert tags.three_d_array and not tags.two_d_array
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = check_estimator(det, on_fail=None)
+    assert [r["status"] for r in results] == ["passed"] * len(results) and results
+    assert any(issubclass(w.category, SkipTestWarning) and "requires input" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_bad_input_is_refused_with_the_standard_message_as_both_error_kinds(name: str) -> None:
+    det = make_detector(name, **FAST[name])
+    x = normal_data(det, 40)
+    bad = x.copy()
+    bad.flat[5] = np.inf
+    wrong_rank = x.reshape(len(x), -1) if det.input_kind == "window" else x[:, :, None]
+    cases: list[tuple[object, str]] = [
+        (bad, "Input X contains infinity"),
+        (x[:0], "0 sample"),
+        (x[:1], "1 sample"),
+        (x.astype(complex), "Complex data not supported"),
+        (x.reshape(-1), "Expected 2D array, got 1D array"),
+        (wrong_rank, "expects a 3-D array|Found array with dim 3"),
+    ]
+    for value, message in cases:
+        with pytest.raises(DataError, match=message) as info:
+            make_detector(name, **FAST[name]).fit(value)
+        assert isinstance(info.value, ValueError) and isinstance(info.value, TinywardenError)
+        assert type(det).__name__ in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", FEATURE_FAMILIES)
+def test_feature_family_sets_and_restores_n_features_in(name: str) -> None:
+    det = make_detector(name, **FAST[name])
+    x = normal_data(det, 60)
+    assert not hasattr(det, "n_features_in_")
+    det.fit(x)
+    assert det.n_features_in_ == x.shape[1]
+    again = type(det).from_state(det.get_params(), det.state())
+    assert again.n_features_in_ == x.shape[1]
+    with pytest.raises(DataError, match=f"expecting {x.shape[1]} features"):
+        again.score_samples(x[:, :-1])
+    with pytest.raises(DataTypeError, match="[Ss]parse") as info:
+        det.score_samples(sparse.csr_matrix(x))
+    assert isinstance(info.value, TypeError)
