@@ -146,7 +146,11 @@ def check_param(name: str, value: Any, ok: bool, expected: str) -> None:
 
 
 def make_detector(name: str, **params: Any) -> Detector:
-    """A new, unfitted detector by its short name (``ewma``, ``kmeans``, ``dense_ae``, ``conv_ae``)."""
+    """A new, unfitted detector by its short name (a key of :data:`REGISTRY`, e.g. ``ewma`` or ``pca``).
+
+    >>> make_detector("kmeans", n_clusters=4)
+    KMeansDistance(n_clusters=4)
+    """
     if name not in REGISTRY:
         raise ConfigError(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name](**params)
