@@ -11,7 +11,7 @@ import pytest
 
 import tinywarden
 
-MODULES = sorted(
+MODULES = ["tinywarden"] + sorted(
     m.name for m in pkgutil.walk_packages(tinywarden.__path__, "tinywarden.") if not m.name.endswith("__main__")
 )
 
