@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 from sklearn.exceptions import SkipTestWarning
-from sklearn.utils import get_tags
+from sklearn.utils import estimator_checks, get_tags
 from sklearn.utils.estimator_checks import check_estimator, parametrize_with_checks
 
 from checks import normal_data
@@ -36,6 +36,15 @@ def test_feature_family_passes_sklearn_checks(estimator, check) -> None:  # noqa
     check(estimator)
 
 
+#: scikit-learn's checks that feed no data (so they apply to 3-D input too); check_estimator skips them for
+#: an estimator whose tags say it takes no 2-D array, so they are run here one by one.
+DATA_FREE_CHECKS = (
+    "check_estimator_cloneable", "check_estimator_tags_renamed", "check_valid_tag_types", "check_estimator_repr",
+    "check_no_attributes_set_in_init", "check_do_not_raise_errors_in_init_or_set_params", "check_mixin_order",
+    "check_get_params_invariance", "check_set_params", "check_parameters_default_constructible",
+)
+
+
 @pytest.mark.parametrize("name", WINDOW_FAMILIES)
 def test_window_family_declares_3d_input_and_passes_what_applies(name: str) -> None:
     det = make_detector(name, **FAST[name])
@@ -46,6 +55,8 @@ def test_window_family_declares_3d_input_and_passes_what_applies(name: str) -> N
         results = check_estimator(det, on_fail=None)
     assert [r["status"] for r in results] == ["passed"] * len(results) and results
     assert any(issubclass(w.category, SkipTestWarning) and "requires input" in str(w.message) for w in caught)
+    for check in DATA_FREE_CHECKS:
+        getattr(estimator_checks, check)(type(det).__name__, make_detector(name, **FAST[name]))
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
