@@ -20,6 +20,7 @@ from sklearn.utils.estimator_checks import check_estimator, parametrize_with_che
 from checks import normal_data
 from test_detectors import FAST
 from tinywarden.detectors import REGISTRY, make_detector
+from tinywarden.detectors.flat import FlatWindows
 from tinywarden.errors import DataError, DataTypeError, TinywardenError
 
 FEATURE_FAMILIES = sorted(n for n, cls in REGISTRY.items() if cls.input_kind == "features")
@@ -95,3 +96,43 @@ def test_feature_family_sets_and_restores_n_features_in(name: str) -> None:
     with pytest.raises(DataTypeError, match="[Ss]parse") as info:
         det.score_samples(sparse.csr_matrix(x))
     assert isinstance(info.value, TypeError)
+
+
+#: Raw-window families on flattened 2-D rows (one channel: a row of n features is a window of n steps).
+#: ``ar`` at order 1, since scikit-learn's arrays have as few as 2 columns and AR(p) needs windows longer than p.
+FLAT = [FlatWindows(make_detector("bounds")), FlatWindows(make_detector("ar", order=1)),
+        FlatWindows(make_detector("gru_ae", hidden=4, max_steps=20))]
+
+
+def test_flat_windows_cover_every_window_family() -> None:
+    assert {f.detector.name for f in FLAT} | {"conv_ae"} == set(WINDOW_FAMILIES)
+
+
+@parametrize_with_checks(FLAT)
+def test_window_family_on_flattened_rows_passes_sklearn_checks(estimator, check) -> None:  # noqa: ANN001
+    check(estimator)
+
+
+def test_conv_autoencoder_on_flattened_rows_fails_only_where_its_window_rule_does_not_hold() -> None:
+    """Two pooling layers need windows divisible by 4: every check on such arrays passes, and every other one
+    is refused with that rule, not with a crash."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(FlatWindows(make_detector("conv_ae", **FAST["conv_ae"])), on_fail=None)
+    failed = [r for r in results if r["status"] == "failed"]
+    assert sum(r["status"] == "passed" for r in results) >= 20
+    for r in failed:
+        assert isinstance(r["exception"], DataError), r["check_name"]
+        assert "needs a window divisible by 4" in str(r["exception"]), r["check_name"]
+
+
+def test_flat_windows_reshape_time_major_and_refuse_partial_windows() -> None:
+    rng = np.random.default_rng(0)
+    windows = rng.normal(size=(50, 8, 3))
+    inner = make_detector("bounds").fit(windows)
+    flat = FlatWindows(make_detector("bounds"), channels=3).fit(windows.reshape(50, -1))
+    np.testing.assert_array_equal(flat.score_samples(windows.reshape(50, -1)), inner.score_samples(windows))
+    with pytest.raises(DataError, match="10 feature\\(s\\) are not whole windows of 3 channel"):
+        FlatWindows(make_detector("bounds"), channels=3).fit(rng.normal(size=(20, 10)))
+    with pytest.raises(TinywardenError, match="wraps a raw-window detector"):
+        FlatWindows(make_detector("pca")).fit(rng.normal(size=(20, 10)))

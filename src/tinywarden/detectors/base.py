@@ -103,30 +103,10 @@ class Detector(BaseEstimator):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit() first")
 
     def _check_input(self, X: Any, fitting: bool = False) -> np.ndarray:  # noqa: N803
-        """``X`` as a finite float64 array of this detector's input kind, or a :class:`DataError` saying why not.
-
-        Feature detectors go through scikit-learn's :func:`~sklearn.utils.validation.validate_data`, so
-        they set and check ``n_features_in_`` and refuse empty, 1-D, sparse, complex, NaN and infinite
-        input with scikit-learn's standard messages; raw-window detectors use the same
-        :func:`~sklearn.utils.check_array` rules on their 3-D input. Fitting needs at least 2 samples.
-        """
-        name = type(self).__name__
-        checks: dict[str, Any] = {"dtype": np.float64, "ensure_min_samples": 2 if fitting else 1}
-        try:
-            if self.input_kind == "features":
-                x = validate_data(self, X, reset=fitting, **checks)
-            else:
-                x = check_array(X, allow_nd=True, estimator=self, input_name="X", **checks)
-        # DataError is a ValueError (DataTypeError a TypeError), so scikit-learn callers catch them as they
-        # expect; the first line only, as some messages go on to print the whole array
-        except TypeError as exc:
-            raise DataTypeError(f"{name}: {str(exc).strip().splitlines()[0]}") from None
-        except ValueError as exc:
-            raise DataError(f"{name}: {str(exc).strip().splitlines()[0]}") from None
-        want = 2 if self.input_kind == "features" else 3
-        if x.ndim != want:
-            raise DataError(f"{name} expects a {want}-D array, got shape {x.shape}")
+        """``X`` as a finite float64 array of this detector's input kind (see :func:`validate_input`)."""
+        x = validate_input(self, X, self.input_kind, fitting)
         if not fitting and hasattr(self, "input_shape_") and x.shape[1:] != tuple(self.input_shape_):
+            name = type(self).__name__
             raise DataError(f"{name} was fitted on shape {tuple(self.input_shape_)}, got {x.shape[1:]}")
         return x
 
@@ -137,6 +117,38 @@ class Detector(BaseEstimator):
             tags.input_tags.two_d_array = False
             tags.input_tags.three_d_array = True
         return tags
+
+
+def validate_input(estimator: BaseEstimator, X: Any, kind: InputKind, fitting: bool) -> np.ndarray:  # noqa: N803
+    """``X`` as a finite float64 array of ``kind``, or a :class:`DataError` naming ``estimator`` and the fault.
+
+    Feature input (2-D) goes through scikit-learn's :func:`~sklearn.utils.validation.validate_data`, so the
+    estimator sets (when ``fitting``) and checks ``n_features_in_`` and refuses empty, 1-D, sparse, complex,
+    NaN and infinite input with scikit-learn's standard messages; raw windows (3-D) follow the same
+    :func:`~sklearn.utils.check_array` rules. Fitting needs at least 2 samples. The errors are
+    :class:`DataError` (a ValueError) and :class:`DataTypeError` (a TypeError), as scikit-learn callers expect.
+
+    >>> validate_input(make_detector("ewma"), [[1.0, float("nan")]], "features", fitting=False)
+    Traceback (most recent call last):
+    ...
+    tinywarden.errors.DataError: EWMAZScore: Input X contains NaN.
+    """
+    name = type(estimator).__name__
+    checks: dict[str, Any] = {"dtype": np.float64, "ensure_min_samples": 2 if fitting else 1}
+    try:
+        if kind == "features":
+            x = validate_data(estimator, X, reset=fitting, **checks)
+        else:
+            x = check_array(X, allow_nd=True, estimator=estimator, input_name="X", **checks)
+    # the first line only: some of scikit-learn's messages go on to print the whole array
+    except TypeError as exc:
+        raise DataTypeError(f"{name}: {str(exc).strip().splitlines()[0]}") from None
+    except ValueError as exc:
+        raise DataError(f"{name}: {str(exc).strip().splitlines()[0]}") from None
+    want = 2 if kind == "features" else 3
+    if x.ndim != want:
+        raise DataError(f"{name} expects a {want}-D array, got shape {x.shape}")
+    return x
 
 
 def check_param(name: str, value: Any, ok: bool, expected: str) -> None:
