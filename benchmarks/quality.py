@@ -179,7 +179,7 @@ def scores_at(entity: Entity, program: Any, end_rows: Any) -> tuple[Any, float]:
     return scores, secs
 
 
-def tuned_row(entity: Entity, time_budget: float) -> Row:
+def tuned_row(entity: Entity, time_budget: float | None, max_trials: int | None = None) -> Row:
     """The ``tuned`` row: what ``tinywarden.tune`` picks from ``entity.train`` alone, its int8 program scored.
 
     The search sees the training span only (its own held-out part and synthetic anomalies, never the
@@ -194,7 +194,7 @@ def tuned_row(entity: Entity, time_budget: float) -> Row:
     p = entity.protocol
     try:
         result, tune_s = timed_with_children(lambda: tune(entity.train, Budget(*TUNE_BUDGET), seed=0,
-                                                          time_budget=time_budget))
+                                                          time_budget=time_budget, max_trials=max_trials))
     except (TinywardenError, ValueError, ArithmeticError) as exc:
         # A search that breaks on one entity (e.g. a candidate's fit raising inside scikit-learn) is a
         # finding to report in that entity's row, not a reason to lose the other entities' measurements.

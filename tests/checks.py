@@ -93,16 +93,35 @@ def check_bad_input(det: Detector) -> None:
         det.score_samples(x[:, :-1])  # wrong shape
 
 
+#: The families that learn online. Every other family has no ``partial_fit``, so a caller who tries gets an
+#: AttributeError rather than a silent refit or a no-op (scikit-learn's convention for batch-only estimators).
+ONLINE_FAMILIES = frozenset({"ewma", "kmeans"})
+
+
 def check_partial_fit_learns(det: Detector) -> None:
-    if not hasattr(det, "partial_fit"):
+    """An online family starts like ``fit``, moves towards new normal data and refuses bad input unchanged;
+    any other family refuses ``partial_fit``."""
+    if det.name not in ONLINE_FAMILIES:
+        assert not hasattr(det, "partial_fit"), f"{det.name} offers partial_fit: add it to ONLINE_FAMILIES"
+        with pytest.raises(AttributeError):
+            det.partial_fit(normal_data(det))  # type: ignore[attr-defined]
         return
     x = normal_data(det)
+    np.testing.assert_array_equal(clone(det).partial_fit(x).score_samples(x), clone(det).fit(x).score_samples(x))
     det.fit(x)
     shifted = normal_data(det, 300, seed=9) + 3.0
     before = det.score_samples(shifted).mean()
     for _ in range(5):
-        det.partial_fit(shifted)
+        assert det.partial_fit(shifted) is det
     assert det.score_samples(shifted).mean() < before, "partial_fit must move towards the new normal"
+    learned = {k: v.copy() for k, v in det.state().items()}
+    bad = shifted.copy()
+    bad[3] = np.nan
+    for wrong in (bad, shifted[:, :-1]):
+        with pytest.raises(DataError):
+            det.partial_fit(wrong)
+    for k, v in det.state().items():
+        np.testing.assert_array_equal(v, learned[k], err_msg=f"refused input changed {k}")
 
 
 def check_family_declaration(det: Detector) -> None:
@@ -135,4 +154,4 @@ ALL_CHECKS: list[Callable[[Detector], None]] = [
     check_family_declaration,
 ]
 
-__all__ = ["ALL_CHECKS", "ConfigError", "normal_data", "outliers"]
+__all__ = ["ALL_CHECKS", "ONLINE_FAMILIES", "ConfigError", "normal_data", "outliers"]

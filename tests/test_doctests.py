@@ -5,12 +5,13 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
+from pathlib import Path
 
 import pytest
 
 import tinywarden
 
-MODULES = sorted(
+MODULES = ["tinywarden"] + sorted(
     m.name for m in pkgutil.walk_packages(tinywarden.__path__, "tinywarden.") if not m.name.endswith("__main__")
 )
 
@@ -26,3 +27,10 @@ def test_the_package_has_examples() -> None:
     finder = doctest.DocTestFinder()
     total = sum(len(t.examples) for n in MODULES for t in finder.find(importlib.import_module(n)))
     assert total >= 30
+
+
+def test_docstring_examples_run_once() -> None:
+    """The examples of every module run above; another test file running them again only doubles the suite."""
+    here = Path(__file__).resolve()
+    again = sorted(p.name for p in here.parent.glob("test_*.py") if p != here and "doctest.testmod" in p.read_text())
+    assert again == []

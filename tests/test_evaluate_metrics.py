@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import math
 from dataclasses import replace
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from tinywarden.errors import ConfigError, DataError
-from tinywarden.evaluate import WindowScores, evaluate, find_incidents, metrics
+from tinywarden.evaluate import WindowScores, evaluate, find_incidents
 from tinywarden.telemetry import Series
 
 T0 = 1_700_000_000.0
@@ -34,14 +33,6 @@ def make_ws(n_rows: int, window: int, alarms, scores=None, raw=None, threshold: 
     scores = alarms.astype(float) if scores is None else np.asarray(scores, dtype=float)
     raw = alarms if raw is None else np.asarray(raw, dtype=np.uint8)
     return WindowScores(ends, window, scores, raw, alarms, threshold)
-
-
-def test_doctests_run() -> None:
-    from tinywarden.evaluate import report
-
-    for module in (metrics, report):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 def test_two_incidents_one_detected_after_three_samples() -> None:

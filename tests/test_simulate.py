@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 
@@ -19,10 +17,7 @@ from tinywarden.simulate import (
     targets,
 )
 from tinywarden.simulate import attacks as attacks_mod
-from tinywarden.simulate import modes as modes_mod
-from tinywarden.simulate import noise as noise_mod
 from tinywarden.simulate import profiles as profiles_mod
-from tinywarden.simulate import simulator as simulator_mod
 
 COUNTERS = ("tx_pkts", "rx_pkts", "tx_bytes", "distinct_dst")
 
@@ -40,12 +35,6 @@ def test_public_names() -> None:
     assert {"rx_pkts", "valve_pos_pct", "pressure_kpa"} <= set(PROFILES["valve"].channels)
     assert {"rx_pkts", "temp_c", "humidity_pct"} <= set(PROFILES["thermostat"].channels)
     assert DEFAULT_START == 1767225600.0  # 2026-01-01T00:00:00Z
-
-
-@pytest.mark.parametrize("module", [sim_pkg, attacks_mod, modes_mod, noise_mod, profiles_mod, simulator_mod])
-def test_docstring_examples_run(module: object) -> None:
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0
 
 
 def test_same_arguments_give_identical_arrays() -> None:

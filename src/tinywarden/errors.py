@@ -12,8 +12,19 @@ class TinywardenError(Exception):
     """Base class of every error tinywarden raises on purpose."""
 
 
-class DataError(TinywardenError):
-    """Telemetry input that cannot be used as it is (malformed cell, NaN, bad timestamps, ...)."""
+class DataError(TinywardenError, ValueError):
+    """Telemetry input that cannot be used as it is (malformed cell, NaN, bad timestamps, ...).
+
+    Also a :class:`ValueError`, which is what scikit-learn's conventions (and its ``check_estimator``)
+    expect a detector to raise on bad input.
+    """
+
+
+class DataTypeError(DataError, TypeError):
+    """Input of a kind that cannot hold telemetry (a sparse matrix, cells that are not numbers).
+
+    Also a :class:`TypeError`, as scikit-learn raises for the same input.
+    """
 
 
 class ConfigError(TinywardenError):

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.utils import Tags, check_array
+from sklearn.utils.validation import validate_data
 
-from tinywarden.errors import ConfigError, DataError, ModelFileError, NotFittedError
+from tinywarden.errors import ConfigError, DataError, DataTypeError, ModelFileError, NotFittedError
 
 if TYPE_CHECKING:
     from tinywarden.detectors.lowering import Lowered, LoweringContext
@@ -114,6 +116,8 @@ class Detector(BaseEstimator):
         for a in det._state_names():
             setattr(det, a, np.asarray(arrays[a]))
         det.input_shape_ = tuple(int(v) for v in arrays["input_shape_"])
+        if det.input_kind == "features":
+            det.n_features_in_ = det.input_shape_[0]
         det._restore()
         return det
 
@@ -129,22 +133,53 @@ class Detector(BaseEstimator):
         if not hasattr(self, "input_shape_") or not all(hasattr(self, a) for a in self._state_names()):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit() first")
 
-    def _check_input(self, X: np.ndarray, fitting: bool = False) -> np.ndarray:  # noqa: N803
-        x = np.asarray(X, dtype=np.float64)
-        want = 2 if self.input_kind == "features" else 3
-        if x.ndim != want:
-            raise DataError(f"{type(self).__name__} expects a {want}-D array, got shape {x.shape}")
-        if len(x) == 0:
-            raise DataError(f"{type(self).__name__}: no samples")
-        if not np.isfinite(x).all():
-            raise DataError(f"{type(self).__name__}: input contains NaN or infinity")
-        if fitting and len(x) < 2:
-            raise DataError(f"{type(self).__name__}: need at least 2 samples to fit, got {len(x)}")
+    def _check_input(self, X: Any, fitting: bool = False) -> np.ndarray:  # noqa: N803
+        """``X`` as a finite float64 array of this detector's input kind (see :func:`validate_input`)."""
+        x = validate_input(self, X, self.input_kind, fitting)
         if not fitting and hasattr(self, "input_shape_") and x.shape[1:] != tuple(self.input_shape_):
-            raise DataError(
-                f"{type(self).__name__} was fitted on shape {tuple(self.input_shape_)}, got {x.shape[1:]}"
-            )
+            name = type(self).__name__
+            raise DataError(f"{name} was fitted on shape {tuple(self.input_shape_)}, got {x.shape[1:]}")
         return x
+
+    def __sklearn_tags__(self) -> Tags:
+        """Raw-window detectors declare 3-D input, so scikit-learn's checks do not feed them 2-D arrays."""
+        tags = super().__sklearn_tags__()
+        if self.input_kind == "window":
+            tags.input_tags.two_d_array = False
+            tags.input_tags.three_d_array = True
+        return tags
+
+
+def validate_input(estimator: BaseEstimator, X: Any, kind: InputKind, fitting: bool) -> np.ndarray:  # noqa: N803
+    """``X`` as a finite float64 array of ``kind``, or a :class:`DataError` naming ``estimator`` and the fault.
+
+    Feature input (2-D) goes through scikit-learn's :func:`~sklearn.utils.validation.validate_data`, so the
+    estimator sets (when ``fitting``) and checks ``n_features_in_`` and refuses empty, 1-D, sparse, complex,
+    NaN and infinite input with scikit-learn's standard messages; raw windows (3-D) follow the same
+    :func:`~sklearn.utils.check_array` rules. Fitting needs at least 2 samples. The errors are
+    :class:`DataError` (a ValueError) and :class:`DataTypeError` (a TypeError), as scikit-learn callers expect.
+
+    >>> validate_input(make_detector("ewma"), [[1.0, float("nan")]], "features", fitting=False)
+    Traceback (most recent call last):
+    ...
+    tinywarden.errors.DataError: EWMAZScore: Input X contains NaN.
+    """
+    name = type(estimator).__name__
+    checks: dict[str, Any] = {"dtype": np.float64, "ensure_min_samples": 2 if fitting else 1}
+    try:
+        if kind == "features":
+            x = validate_data(estimator, X, reset=fitting, **checks)
+        else:
+            x = check_array(X, allow_nd=True, estimator=estimator, input_name="X", **checks)
+    # the first line only: some of scikit-learn's messages go on to print the whole array
+    except TypeError as exc:
+        raise DataTypeError(f"{name}: {str(exc).strip().splitlines()[0]}") from None
+    except ValueError as exc:
+        raise DataError(f"{name}: {str(exc).strip().splitlines()[0]}") from None
+    want = 2 if kind == "features" else 3
+    if x.ndim != want:
+        raise DataError(f"{name} expects a {want}-D array, got shape {x.shape}")
+    return x
 
 
 def check_param(name: str, value: Any, ok: bool, expected: str) -> None:
@@ -154,7 +189,11 @@ def check_param(name: str, value: Any, ok: bool, expected: str) -> None:
 
 
 def make_detector(name: str, **params: Any) -> Detector:
-    """A new, unfitted detector by its short name (``ewma``, ``kmeans``, ``dense_ae``, ``conv_ae``)."""
+    """A new, unfitted detector by its short name (a key of :data:`REGISTRY`, e.g. ``ewma`` or ``pca``).
+
+    >>> make_detector("kmeans", n_clusters=4)
+    KMeansDistance(n_clusters=4)
+    """
     if name not in REGISTRY:
         raise ConfigError(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name](**params)
