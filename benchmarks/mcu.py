@@ -201,7 +201,7 @@ def emlearn_figures(pipe: Pipeline, inputs: np.ndarray, work: Path) -> dict[str,
         assert run.per_call is not None
         out["instructions"][core] = float(np.mean(run.per_call))
     host = run_inference(src, inc, inputs, target=None, repeats=2000)
-    want = pipe.detector._module(__import__("torch").from_numpy(inputs.astype(np.float32))).detach().numpy()
+    want = pipe.detector.torch_module()(__import__("torch").from_numpy(inputs.astype(np.float32))).detach().numpy()
     out["max_abs_diff_vs_float_model"] = float(np.abs(host.outputs - want).max())
     out["host_ns_per_inference"] = host.ns_per_call
     return out
@@ -264,7 +264,7 @@ def pipeline_row(label: str, pipe: Pipeline, program: Program, series: Series, c
     """One row of the families table: ``pipe``'s int8 ``program`` measured on Cortex-M4 (or ``figures``
     already measured for it by :func:`module_figures`) with its window AUC on the held-out days."""
     if figures is None:
-        stream = pipe._select(series.slice(cut, len(series)))[:STREAM_ROWS]
+        stream = pipe.select_channels(series.slice(cut, len(series)))[:STREAM_ROWS]
         figures, _ = module_figures(program, work, stream, size_cores=("cortex-m4",), count_cores=("cortex-m4",))
     m4, ins = figures["sizes"]["cortex-m4"], figures["instructions"]["cortex-m4"]
     return {
@@ -352,8 +352,8 @@ def measure(days: float, train_days: float, seed: int, tune_seconds: float = 170
         res["host_c_ns_per_window"] = host.ns_per_window
         res["host_c_decisions_equal"] = not host.decisions.differences(decisions)
 
-        _, feats = batch_features(pipe._select(test), pipe.window, pipe.stride, pipe.features)
-        scaled = pipe._scale(feats[:64]).astype(np.float32)
+        _, feats = batch_features(pipe.select_channels(test), pipe.window, pipe.stride, pipe.features)
+        scaled = pipe.scale_inputs(feats[:64]).astype(np.float32)
         res["emlearn"] = emlearn_figures(pipe, scaled, work)
 
     model = dense_int8(program)

@@ -120,7 +120,7 @@ def test_guard_is_fitted_on_the_raw_normal_windows_and_thinning_them_changes_not
     # A feature pipeline with a small stride: the guard still sees raw samples, and only the windows
     # needed to cover every sample and step of the normal windows are materialised.
     p = Pipeline(make_detector("kmeans"), window=32, stride=4).fit(s)
-    values = p._select(s)
+    values = p.select_channels(s)
     ends = window_end_rows(len(values), 32, 4)
     every = np.concatenate(list(batch_windows(values, 32, 4)))[normal_window_mask(s.labels, ends, 32)]
     reference = fail_safe_detector(every, GUARD_MARGIN)
@@ -134,7 +134,7 @@ def test_guard_is_fitted_on_the_raw_normal_windows_and_thinning_them_changes_not
 
 def test_guard_verdicts_on_attack_and_normal_windows(kit: Kit) -> None:
     p = kit.pipeline
-    values = p._select(kit.attack)
+    values = p.select_channels(kit.attack)
     _, attacked = attack_windows(p, kit.attack)
     ends = window_end_rows(len(values), p.window, p.stride)
     verdicts = [p.judge_window(values[e - p.window + 1 : e + 1]) for e in ends]

@@ -67,7 +67,7 @@ def test_bounds_integer_violation_tracks_the_float_one():
     raw = s.values[: 150 * w].reshape(150, w, -1)
     q = quantize_samples(prog, raw.reshape(-1, prog.n_channels)).reshape(raw.shape)
     got = KERNELS["bounds_violation_s16"].fn([q], prog.ops[-1])[:, 0] * prog.info["score_unit"]
-    want = pipe.detector.score_samples(pipe._scale(raw))
+    want = pipe.detector.score_samples(pipe.scale_inputs(raw))
     c = prog.ops[-1].consts
     # one int16 step of a sample and half a step of rounding on each bound, relative to the smallest
     # width or step limit, plus one unit of the integer violation
@@ -98,7 +98,7 @@ def test_iforest_kernel_walks_the_detectors_own_trees():
     pipe, prog = fitted("iforest")
     s, _ = camera()
     _, feats = pipe._raw_inputs(s.values[:20000])
-    scaled = pipe._scale(feats)
+    scaled = pipe.scale_inputs(feats)
     got = KERNELS["iforest_path_s16"].fn([quantize_features(scaled)], prog.ops[-1])[:, 0]
     n_trees = len(pipe.detector.tree_start_)
     assert np.array_equal(got, n_trees * 32767 - pipe.detector.path_length_sum(scaled))
@@ -132,7 +132,7 @@ def test_ar_integer_z_tracks_the_float_score():
     raw = s.values[: 150 * w].reshape(150, w, -1)
     q = quantize_samples(prog, raw.reshape(-1, prog.n_channels)).reshape(raw.shape)
     got = KERNELS["ar_residual_s16"].fn([q], prog.ops[-1])[:, 0] * prog.info["z_scale"]
-    want = pipe.detector.score_samples(pipe._scale(raw))
+    want = pipe.detector.score_samples(pipe.scale_inputs(raw))
     # int16 samples resolve a fraction of each channel's residual MAD; the bias and coefficients are Q20
     assert np.all(np.abs(got - want) <= 0.02 * want + 0.05), np.abs(got - want).max()
 
@@ -169,7 +169,7 @@ def test_ocsvm_integer_score_ranks_windows_as_the_float_one():
     x = model_input(prog, n_windows=150)
     got = KERNELS["rbf_kernel_sum_s16"].fn([x], prog.ops[-1])[:, 0]
     _, feats = pipe._raw_inputs(s.values[: 150 * prog.window])
-    want = pipe.detector.score_samples(pipe._scale(feats))[:: prog.window // prog.stride]
+    want = pipe.detector.score_samples(pipe.scale_inputs(feats))[:: prog.window // prog.stride]
     assert len(want) == len(got)
     assert np.corrcoef(ranks(got), ranks(want))[0, 1] > 0.99
     # a window on a support vector adds nothing for it; the table's first entry is 2**0 in Q15
@@ -208,7 +208,8 @@ def test_gru_integer_forecast_is_within_one_int8_step_of_the_float_module():
     recon = KERNELS["gru_s8"].fn([x8], prog.ops[1])
     scale, zp = prog.info["input_scale"], prog.info["input_zero_point"]
     with torch.no_grad():
-        want = pipe.detector._module(torch.from_numpy(pipe._scale(raw).astype(np.float32))).double().numpy()
+        inputs = torch.from_numpy(pipe.scale_inputs(raw).astype(np.float32))
+        want = pipe.detector.torch_module()(inputs).double().numpy()
     err = np.abs((recon - zp) * scale - want) / scale
     # Q12 gates, Q15 state and the interpolated tanh table add well under the int8 output's rounding
     assert err.max() <= 1.0 and err.mean() <= 0.35, (err.max(), err.mean())

@@ -35,7 +35,7 @@ def test_float_model_gives_the_pipeline_scores(tmp_path: Path) -> None:
     _, feats = batch_features(series.values, 64, 32, pipe.features)
     score, recon = session(float_model(pipe)).run(["score", "reconstruction"],  # type: ignore[attr-defined]
                                                   {"features": feats.astype(np.float32)})
-    want = pipe.detector.score_samples(pipe._scale(feats))
+    want = pipe.detector.score_samples(pipe.scale_inputs(feats))
     np.testing.assert_allclose(score, want, rtol=1e-4, atol=1e-6)
     assert recon.shape == feats.shape
     assert np.ptp(score) > 0

@@ -133,11 +133,12 @@ class Pipeline:
             return ends, np.zeros((0, self.window, values.shape[1]))
         return ends, np.concatenate(list(batch_windows(values, self.window, self.stride)), axis=0)
 
-    def _scale(self, x: np.ndarray) -> np.ndarray:
+    def scale_inputs(self, x: np.ndarray) -> np.ndarray:
+        """Model inputs (features or raw windows) standardised with the scaler fitted on normal data."""
         return (x - self.offset_) / self.scale_
 
-    def _select(self, series: Series) -> np.ndarray:
-        """The series' values in the channel order the pipeline was fitted on."""
+    def select_channels(self, series: Series) -> np.ndarray:
+        """The series' values in the channel order the pipeline was fitted on, matched by name."""
         if not hasattr(self, "channels_"):
             return series.values
         missing = [c for c in self.channels_ if c not in series.channels]
@@ -176,8 +177,8 @@ class Pipeline:
             self.scale_ = np.maximum(flat.std(axis=0), np.maximum(RELATIVE_SCALE_FLOOR * spread, SCALE_FLOOR))
         takes_progress = "progress" in inspect.signature(self.detector.fit).parameters
         fit_kwargs: dict[str, Any] = {"progress": progress} if progress is not None and takes_progress else {}
-        self.detector.fit(self._scale(fit_x), **fit_kwargs)
-        cal_scores = self.detector.score_samples(self._scale(cal_x))
+        self.detector.fit(self.scale_inputs(fit_x), **fit_kwargs)
+        cal_scores = self.detector.score_samples(self.scale_inputs(cal_x))
         self.threshold_ = threshold_at_fpr(cal_scores, self.target_fpr)
         # The confidence scale starts from the held-out scores (in time order), not the fitted ones.
         self.likelihood_: AnomalyLikelihood | None = (
@@ -197,7 +198,7 @@ class Pipeline:
 
     def _channel_spread(self, series: Series) -> np.ndarray:
         """Per-channel standard deviation over the normal rows (1e-3 of the level where constant)."""
-        values = self._select(series)
+        values = self.select_channels(series)
         if series.labels is not None and (series.labels == 0).any():
             values = values[series.labels == 0]
         spread = values.std(axis=0)
@@ -209,7 +210,7 @@ class Pipeline:
 
         The same split :meth:`fit` uses, so a later stage (e.g. int8 calibration) sees the same data.
         """
-        ends, raw = self._raw_inputs(self._select(series))
+        ends, raw = self._raw_inputs(self.select_channels(series))
         raw = raw[normal_window_mask(series.labels, ends, self.window)]
         fit_idx, cal_idx = self.split_index(len(raw), series)
         return raw[fit_idx], raw[cal_idx]
@@ -258,7 +259,7 @@ class Pipeline:
         cover every sample and every step of the normal windows gives the same guard as all of them, bit for
         bit, at a fraction of the memory when the stride is small.
         """
-        values = self._select(series)
+        values = self.select_channels(series)
         ends = window_end_rows(len(values), self.window, self.stride)
         ends = ends[normal_window_mask(series.labels, ends, self.window)]
         keep, last = [], None
@@ -308,11 +309,11 @@ class Pipeline:
     def score(self, series: Series) -> Scored:
         """Score every complete window of ``series``."""
         self._check_fitted()
-        values = self._select(series)
+        values = self.select_channels(series)
         ends, raw = self._raw_inputs(values)
         if len(ends) == 0:
             raise DataError(f"{series.source}: {len(series)} rows are fewer than one window of {self.window}")
-        scores = self.detector.score_samples(self._scale(raw))
+        scores = self.detector.score_samples(self.scale_inputs(raw))
         flags = (scores > self.threshold_).astype(np.uint8)
         return Scored(ends, series.timestamps[ends], scores, flags, persist(flags, self.k, self.n),
                       float(self.threshold_))
@@ -369,7 +370,7 @@ class StreamingScorer:
         x = push(sample)
         if x is None:
             return None
-        score = float(p.detector.score_samples(p._scale(x)[None])[0])
+        score = float(p.detector.score_samples(p.scale_inputs(x)[None])[0])
         flag = score > p.threshold_
         return score, flag, self.persistence.push(flag)
 

@@ -173,7 +173,7 @@ class RawWindows:
 
         series = read_series(str(path))
         self.pipeline = pipeline
-        self.values = pipeline._select(series)
+        self.values = pipeline.select_channels(series)
         self.source = series.source
         self.row_at = {float(t): i for i, t in enumerate(series.timestamps)}
 

@@ -74,13 +74,13 @@ def prune_pipeline(pipeline: Pipeline, train_series: Series, sparsity: float, fi
     fit_x, cal_x = new.split_inputs(train_series)
     if fine_tune_steps > 0:
         module = nd.torch_module()
-        train_reconstruction(module, new._scale(fit_x), steps=fine_tune_steps, batch_size=nd.batch_size, lr=lr,
+        train_reconstruction(module, new.scale_inputs(fit_x), steps=fine_tune_steps, batch_size=nd.batch_size, lr=lr,
                              seed=nd.random_state)
         params = [p.detach().double().numpy().copy() for p in module.parameters()]
         for i, (wn, bn) in enumerate(names):
             setattr(nd, wn, params[2 * i])
             setattr(nd, bn, params[2 * i + 1])
-    cal_scores = nd.score_samples(new._scale(cal_x))
+    cal_scores = nd.score_samples(new.scale_inputs(cal_x))
     new.threshold_ = threshold_at_fpr(cal_scores, new.target_fpr)
     new.train_summary_ = {**new.train_summary_, "calibration_fpr": float(np.mean(cal_scores > new.threshold_)),
                           "pruned_sparsity": sparsity}

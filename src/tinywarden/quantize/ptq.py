@@ -49,7 +49,7 @@ def normal_windows(pipeline: Pipeline, series: Series) -> tuple[np.ndarray, np.n
 
     The same windows, in the same order and split, as :meth:`Pipeline.split_inputs`.
     """
-    values = pipeline._select(series)
+    values = pipeline.select_channels(series)
     ends = window_end_rows(len(values), pipeline.window, pipeline.stride)
     keep = normal_window_mask(series.labels, ends, pipeline.window)
     wins = np.concatenate(list(batch_windows(values, pipeline.window, pipeline.stride)), axis=0)[keep]
@@ -134,7 +134,7 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
 
     fit_q, cal_q = q(fit_w), q(cal_w)
     fit_inputs, _ = pipeline.split_inputs(train_series)
-    fit_scaled = pipeline._scale(fit_inputs)
+    fit_scaled = pipeline.scale_inputs(fit_inputs)
     tensors: list[TensorSpec] = []
     ops: list[Op] = []
     affine = win_scale = None
@@ -199,7 +199,7 @@ def score_int8(pipeline: Pipeline, program: Program, series: Series) -> Scored:
 
     ``scores`` are the int32 scores the C module returns; ``alarms`` its ``anomaly`` decisions.
     """
-    values = pipeline._select(series)
+    values = pipeline.select_channels(series)
     ends = window_end_rows(len(values), program.window, program.stride)
     if len(ends) == 0:
         raise DataError(f"{series.source}: {len(series)} rows are fewer than one window of {program.window}")
