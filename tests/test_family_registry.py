@@ -62,6 +62,7 @@ class ToyL1(Detector):
     """L1 distance to the training median, divided by ``spread``."""
 
     name: ClassVar[str] = TOY
+    online: ClassVar[bool] = True  # it offers partial_fit, so the contract checks hold it to learning
     search_space: ClassVar[tuple[dict[str, Any], ...]] = ({"spread": 1.0}, {"spread": 2.0})
     state_arrays: ClassVar[tuple[str, ...]] = ("center_",)
 
@@ -75,6 +76,8 @@ class ToyL1(Detector):
         return self
 
     def partial_fit(self, X: np.ndarray, y: None = None) -> ToyL1:  # noqa: N803
+        if hasattr(self, "center_"):
+            self._check_input(X)  # an update keeps the fitted input shape
         return self.fit(X)  # a toy: the checks require partial_fit to learn, not to be incremental
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803

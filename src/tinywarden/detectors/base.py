@@ -50,6 +50,9 @@ class Detector(BaseEstimator):
     state_arrays: ClassVar[tuple[str, ...]] = ()
     #: model sizes ``tune`` tries, smallest first (a size over budget skips the larger ones)
     search_space: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+    #: whether the family learns online: ``partial_fit`` moves it towards new normal data. A family that does
+    #: not has no ``partial_fit`` at all (scikit-learn's convention for batch-only estimators).
+    online: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -26,6 +26,7 @@ class EWMAZScore(Detector):
     """
 
     name: ClassVar[str] = "ewma"
+    online: ClassVar[bool] = True
     search_space: ClassVar[tuple[dict[str, Any], ...]] = ({"aggregate": "rms"}, {"aggregate": "max"})
     state_arrays: ClassVar[tuple[str, ...]] = ("mean_", "var_")
 

@@ -26,6 +26,7 @@ class KMeansDistance(Detector):
     """
 
     name: ClassVar[str] = "kmeans"
+    online: ClassVar[bool] = True
     search_space: ClassVar[tuple[dict[str, Any], ...]] = (
         {"n_clusters": 2}, {"n_clusters": 4}, {"n_clusters": 8}, {"n_clusters": 16},
     )
