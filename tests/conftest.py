@@ -40,8 +40,12 @@ def normal_series() -> Series:
     return make_series()
 
 
-#: A two-tier response policy with log actions, shared by the agent and fail-safe guard tests.
+#: A two-tier response policy with log actions, shared by the agent and fail-safe guard tests. Baseline
+#: adaptation is off so the agent's scores equal the batch scorer's bit for bit; ADAPTING_CAMERA_POLICY has it on.
 CAMERA_POLICY = """
+[adaptation]
+enabled = false
+
 [policy]
 name = "camera-test"
 version = "1"
@@ -69,3 +73,4 @@ message = "camera behaves unusually"
 type = "log"
 message = "camera keeps behaving unusually"
 """
+ADAPTING_CAMERA_POLICY = CAMERA_POLICY.replace("enabled = false", "enabled = true")

@@ -128,7 +128,9 @@ def test_replay_gives_the_independent_timeline_incidents_status_and_audit(kit, t
         assert inc.tier_name == ("alert" if inc.tier == 1 else "constrain")
         assert inc.threshold == pytest.approx(kit.p1.threshold_)
         assert inc.window_end - inc.window_start == pytest.approx(31 * kit.stream.period)
-        assert 2 / 3 <= inc.confidence <= 1.0
+        # the one confidence scale: the window's calibrated likelihood, as `score` writes it
+        conf = kit.p1.confidence(batch.scores)[list(batch.end_times).index(inc.window_end)]
+        assert inc.confidence == pytest.approx(conf, rel=1e-9)
         # A summary: five scaled features by name, most deviating first; no raw sample values.
         assert len(inc.features) == 5
         assert all(":" in name and name.split(":")[0] in kit.stream.channels for name in inc.features)
@@ -150,6 +152,9 @@ def test_replay_gives_the_independent_timeline_incidents_status_and_audit(kit, t
     assert [s for _, s in st["last_scores"]] == pytest.approx([w.score for w in windows[-32:]])
     assert st["tier"] == a.engine.tier and st["model"]["threshold"] == kit.p1.threshold_
     assert st["pending_model"] is None and st["escalation"] is None
+    assert st["confidence"]["scale"] == "likelihood"
+    assert st["confidence"]["last"] == pytest.approx(kit.p1.confidence(batch.scores)[-1], rel=1e-9)
+    assert st["adaptation"]["enabled"] is False and "enabled = false" in st["adaptation"]["reason"]
 
     assert verify(cfg.state_dir / "audit.log").ok
     recs = audit_records(cfg.state_dir / "audit.log")
@@ -157,6 +162,7 @@ def test_replay_gives_the_independent_timeline_incidents_status_and_audit(kit, t
     assert kinds[:2] == ["genesis", "agent_start"] and kinds[-1] == "agent_stop"
     applied = [r for r in recs if r["kind"] == "action" and r["data"]["event"] == "apply"]
     assert len(applied) == len(expected)
+    assert all(0.0 <= r["data"]["confidence"] <= 1.0 for r in applied)
 
 
 def test_missing_channels_are_named_at_start(kit, tmp_path):
@@ -354,3 +360,23 @@ def test_a_simulated_week_does_not_grow_memory(kit, tmp_path):
         assert a.samples_seen == len(week) and a.incidents > 0
     assert grown < 64 * 1024, f"memory grew by {grown} bytes over {len(week) - 20_000} samples"
     assert verify(cfg.state_dir / "audit.log").ok
+
+
+@pytest.mark.parametrize(("second", "expect"), [("m1", "carried over"), ("m2", "reset")])
+def test_the_likelihood_is_carried_over_a_same_model_swap_and_reset_on_a_new_model(kit, tmp_path, second, expect):
+    from conftest import ADAPTING_CAMERA_POLICY
+
+    cfg = config(kit, tmp_path, kit.signed(kit.m1, 1, policy=ADAPTING_CAMERA_POLICY))
+    samples = iter(ReplaySource(kit.stream))
+    with Agent(cfg, kit.stream.channels, replay=True) as a:
+        a.run(samples, len(kit.stream) // 2)
+        before = a._likelihood
+        assert before is not None and a.status()["adaptation"]["enabled"] is True
+        assert a.status()["adaptation"]["adapted_windows"] > 0
+        assert cfg.bundle_path is not None
+        cfg.bundle_path.write_bytes(kit.signed(getattr(kit, second), 2, policy=ADAPTING_CAMERA_POLICY))
+        a.run(samples, 200)
+        assert a.model.bundle.version == 2
+        assert (a._likelihood is before) == (expect == "carried over")
+    swaps = [r for r in audit_records(cfg.state_dir / "audit.log") if r["kind"] == "model_swap"]
+    assert len(swaps) == 1 and swaps[0]["data"]["likelihood"].startswith(expect)

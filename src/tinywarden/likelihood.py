@@ -160,6 +160,16 @@ class AnomalyLikelihood:
         self._var = max((1.0 - rate) * (self._var + rate * d * d), self.std_floor_ ** 2)
         return z
 
+    def drift(self) -> float:
+        """How far the running mean has moved from the fitted one, in fitted standard deviations."""
+        self._check_fitted()
+        return abs(self._mean - self.mean_) / math.sqrt(self.var_)
+
+    def fresh(self) -> AnomalyLikelihood:
+        """A new stream from the same fitted state (this one's stream state is left alone)."""
+        self._check_fitted()
+        return AnomalyLikelihood.from_state(self.get_params(), self.state())
+
     def transform(self, scores: np.ndarray | Sequence[float]) -> np.ndarray:
         """Confidences of a whole score stream from the fitted state; equal to ``update`` one by one."""
         self._check_fitted()

@@ -363,6 +363,7 @@ class StreamingScorer:
         self.features = StreamingFeatures(pipeline.window, pipeline.stride, len(pipeline.channels_),
                                           pipeline.features)
         self.persistence = Persistence(pipeline.k, pipeline.n)
+        self.last_input: np.ndarray | None = None  # unscaled model input of the last window (for adaptation)
 
     def push(self, sample: np.ndarray | Sequence[float]) -> tuple[float, bool, bool] | None:
         p = self.pipeline
@@ -370,6 +371,7 @@ class StreamingScorer:
         x = push(sample)
         if x is None:
             return None
+        self.last_input = x
         score = float(p.detector.score_samples(p.scale_inputs(x)[None])[0])
         flag = score > p.threshold_
         return score, flag, self.persistence.push(flag)

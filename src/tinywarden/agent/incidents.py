@@ -4,8 +4,10 @@ An :class:`~tinywarden.agent.escalate.Incident` carries the device, the model's 
 the score, the threshold, a confidence, the window's time span, the most deviating scaled features of
 that window (never raw samples) and the audit log's head (the anchor the fleet keeps).
 
-Confidence: for a tier entered on evidence, the fraction of that tier's last ``n`` scores above its bar
-(at least ``k / n``); for a fail-safe entry (a fault) or a fail-safe bounds detection, 1.
+Confidence: the window's calibrated likelihood (:mod:`tinywarden.likelihood`, the one scale of the
+product: 0.5 is a tail probability of 1e-5 with the default 10 decades) when the model has one; a fail-safe
+entry (a fault) or a fail-safe bounds detection, 1. A model file without a likelihood falls back to the
+fraction of that tier's last ``n`` scores above its bar (at least ``k / n``).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class IncidentBuilder:
         engine: ResponseEngine,
         tier_name: str,
         audit_head: tuple[int, str] | None,
+        likelihood: float | None = None,
     ) -> Incident:
         """The incident for entering ``tier`` (reason ``code``) at ``t``; raises EscalationError if invalid."""
         recent = list(engine.recent)
@@ -77,7 +80,7 @@ class IncidentBuilder:
             tier_name=tier_name,
             score=float(value),
             threshold=engine.threshold,
-            confidence=min(1.0, self.confidence(engine, tier, code)),
+            confidence=min(1.0, self.confidence(engine, tier, code, likelihood)),
             window_start=start,
             window_end=end,
             features=self.summary(runner),
@@ -86,10 +89,12 @@ class IncidentBuilder:
         )
 
     @staticmethod
-    def confidence(engine: ResponseEngine, tier: int, code: str) -> float:
+    def confidence(engine: ResponseEngine, tier: int, code: str, likelihood: float | None = None) -> float:
         """See the module docstring."""
         if code.startswith("fault_") or code == REASON_FAILSAFE_BOUNDS:
             return 1.0
+        if likelihood is not None and math.isfinite(likelihood):
+            return max(0.0, float(likelihood))
         n, k = engine.tables.n[tier], engine.tables.k[tier]
         above = sum(1 for s in list(engine.recent)[-n:] if s > engine.tables.bar[tier])
         return max(above / n, k / n)

@@ -32,6 +32,18 @@ say ``failsafe_bounds``, a clean window a quiet one. The fault is still counted,
 cannot even be placed in the window, NaN/inf telemetry and a model file without a guard cannot be
 judged: those stay faults for the policy's ``fault_tolerance``/``fail_safe_tier`` rules.
 
+Confidence and adaptation. Every scored window's score also goes through the model's calibrated
+likelihood (:mod:`tinywarden.likelihood`), a stream whose state the agent keeps: it is carried over a
+hot swap to a bundle with the same model file (a new policy or version only) and starts afresh from the
+fitted state with a different model. That confidence, in [0, 1], is the one scale of the product: it is
+in every incident (and ``--escalate-confidence`` compares with it), in the status file and in the
+audit records of the engine's events, and tiers with ``min_confidence`` use it. A model file without
+a likelihood (written before it existed) runs as before (the incident's confidence is then the k-of-n
+fraction) and one warning and one ``confidence_fallback`` audit record say so. With the policy's
+``[adaptation] enabled`` (the default) a :class:`~tinywarden.adapt.BaselineAdapter` lets the running
+pipeline learn from clearly normal windows and audits ``baseline_drift`` when it strays from the
+training reference; it is carried over a same-model swap like the likelihood.
+
 Audit key. A keyed log the agent's key cannot continue is set aside, not a reason to stop monitoring
 (:func:`open_audit_log`, docs/audit.md).
 """
@@ -53,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from tinywarden import bundle as tb
+from tinywarden.adapt import BaselineAdapter
 from tinywarden.agent.bundles import BundleWatcher, LoadedBundle, ModelRunner, Refusal
 from tinywarden.agent.config import AgentConfig, AgentError
 from tinywarden.agent.counters import AgentCounters
@@ -67,6 +80,7 @@ from tinywarden.agent.sources import LiveSource, ReplaySource
 from tinywarden.agent.status import write_status
 from tinywarden.audit import AuditKeyMismatch, AuditLog, load_key, set_aside
 from tinywarden.errors import TinywardenError
+from tinywarden.likelihood import AnomalyLikelihood
 from tinywarden.respond import ActionEvent, ResponseEngine, SimulatedClock, SystemClock
 from tinywarden.respond.actuators import ActuatorError, build_actuators
 from tinywarden.respond.engine import StateFileError
@@ -75,6 +89,8 @@ from tinywarden.respond.machine import next_deadline
 __all__ = ["Agent", "WindowScore", "open_audit_log", "session"]
 
 TIER_NONE = "none"
+_NO_LIKELIHOOD = ("the model file has no calibrated likelihood (written before it existed): confidences "
+                  "fall back to the k-of-n fraction, tier min_confidence is ignored, no adaptation")
 
 _log = logging.getLogger(__name__)
 
@@ -174,6 +190,10 @@ class Agent:
         self._active, refusal = self.bundles.initial()
         loaded = self._active.loaded
         self.engine = self._new_engine(loaded)
+        self._likelihood: AnomalyLikelihood | None = None
+        self._adapter: BaselineAdapter | None = None
+        self.last_confidence: float | None = None
+        self._fresh_model_state(loaded)
         self.publisher: MqttPublisher | None = None
         if config.escalation is not None:
             esc = config.escalation
@@ -195,6 +215,7 @@ class Agent:
             "model": loaded.describe(),
             "channels": list(self.channels),
         })  # fmt: skip
+        self._note_confidence(loaded)
         if refusal is not None:
             self._refuse(str(config.bundle_path), f"{refusal} (running the installed bundle v{loaded.bundle.version})")
 
@@ -263,12 +284,14 @@ class Agent:
         else:
             score = old_score
 
+        confidence: float | None = None
         if score is not None:
             if math.isfinite(score):
                 if self._fault_streak:  # recovered only once a window scores again
                     self._audit("model_recovered", {"after_faults": self._fault_streak}, t)
                     self._fault_streak = 0
-                events += self.engine.observe(score, at=t)
+                confidence = self._confidence(score, t)
+                events += self.engine.observe(score, at=t, confidence=confidence)
             else:
                 events += self._model_fault(t, f"non-finite score {score!r}", score_fault=True)
             self.counters.windows_scored += 1
@@ -279,7 +302,7 @@ class Agent:
         elif next_deadline(self.engine.state, self.engine.tables) <= t + self.engine.state.skew:
             events += self.engine.tick(at=t)  # timers (dead-man, de-escalation) fire on time between windows
 
-        self._escalate(events, t, score)
+        self._escalate(events, t, score, confidence)
         # Status is rewritten when something changed, but at most every status_interval_s of real time:
         # a replay runs thousands of windows a second and readers only need the current picture.
         if events or (score is not None and time.monotonic() >= self._status_due):
@@ -335,6 +358,15 @@ class Agent:
                 "set_aside_reason": self.audit_set_aside["reason"] if self.audit_set_aside else None,
             },
             "escalation": esc,
+            "confidence": {
+                "scale": "likelihood" if self._likelihood is not None else f"none: {_NO_LIKELIHOOD}",
+                "last": self.last_confidence,
+            },
+            "adaptation": self._adapter.status() if self._adapter is not None else {
+                "enabled": False,
+                "reason": "off by the policy's [adaptation] enabled = false"
+                if not self.engine.policy.adaptation.enabled else f"needs a likelihood: {_NO_LIKELIHOOD}",
+            },
         }
 
     def drain(self, timeout_s: float = 10.0) -> bool:
@@ -418,12 +450,22 @@ class Agent:
             with contextlib.suppress(OSError):
                 old_engine.state_path.unlink()
         self._active, self._pending, self.engine = new, None, engine
+        same_model = old.loaded.bundle.model == new.loaded.bundle.model and self._likelihood is not None
+        if same_model and self._adapter is not None and new.loaded.policy.adaptation.enabled:
+            self._adapter.rebind(new.loaded.pipeline)
+            self._adapter.config = new.loaded.policy.adaptation
+        elif same_model:
+            self._adapter = self._make_adapter(new.loaded)
+        else:
+            self._fresh_model_state(new.loaded)
+            self._note_confidence(new.loaded)
         self.counters.swaps += 1
         self._audit("model_swap", {
             "from": old.loaded.describe(),
             "to": new.loaded.describe(),
             "overlap_samples": new.pushed,
             "engine": "carried over" if same_policy else "restarted (policy changed)",
+            "likelihood": "carried over (same model file)" if same_model else "reset (new model)",
             "tier": engine.tier,
         }, t)  # fmt: skip
         self.write_status()
@@ -495,11 +537,48 @@ class Agent:
         return self.engine.observe_guarded(verdict.violation, detail, at=t, detail=verdict.reason,
                                            score_fault=score_fault)  # fmt: skip
 
-    def _escalate(self, events: Sequence[ActionEvent], t: float, score: float | None) -> None:
+    # ---- confidence and adaptation
+
+    def _make_adapter(self, loaded: LoadedBundle) -> BaselineAdapter | None:
+        cfg = loaded.policy.adaptation
+        return BaselineAdapter(loaded.pipeline, cfg) if cfg.enabled and self._likelihood is not None else None
+
+    def _fresh_model_state(self, loaded: LoadedBundle) -> None:
+        """The likelihood stream and the adapter of a newly running model, from its fitted state."""
+        lik = getattr(loaded.pipeline, "likelihood_", None)
+        self._likelihood = lik.fresh() if lik is not None else None
+        self._adapter = self._make_adapter(loaded)
+        self.last_confidence = None
+
+    def _note_confidence(self, loaded: LoadedBundle) -> None:
+        if self._likelihood is None:
+            _log.warning("model %s: %s", loaded.label, _NO_LIKELIHOOD)
+            self._audit("confidence_fallback", {"model": loaded.label, "detail": _NO_LIKELIHOOD})
+
+    def _confidence(self, score: float, t: float) -> float | None:
+        """The window's calibrated confidence (``None`` without a likelihood); adapts the baseline."""
+        if self._likelihood is None:
+            return None
+        c = self._likelihood.update(score)
+        self.last_confidence = c if math.isfinite(c) else None
+        x = self._active.scorer.last_input
+        if self._adapter is not None and x is not None:
+            step = self._adapter.observe(x, self.last_confidence, self._likelihood)
+            if step.flagged:
+                self._audit("baseline_drift", {
+                    "model": self._active.loaded.label, **self._adapter.status(),
+                    "detail": "the adapted baseline is far from the training reference: a slow ramp (poisoning) "
+                              "or a lasting legitimate change; re-baseline with a signed bundle if approved",
+                }, t)  # fmt: skip
+        return self.last_confidence
+
+    def _escalate(self, events: Sequence[ActionEvent], t: float, score: float | None,
+                  confidence: float | None = None) -> None:
         for tier, code in entered_tiers(events):
             try:
                 incident = self.incident_builder.build(tier, code, t, score, self._active, self.engine,
-                                                       self._tier_name(tier), self.audit.head)  # fmt: skip
+                                                       self._tier_name(tier), self.audit.head,
+                                                       confidence)  # fmt: skip
             except EscalationError as exc:
                 self._audit("escalation_failed", {"tier": tier, "reason": str(exc)}, t)
                 continue

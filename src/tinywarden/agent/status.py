@@ -14,7 +14,10 @@ device when the model faults, or ``none: why``), ``guarding`` (it is judging the
 ``guarded_windows``, ``guard_violations``, ``last_guard``),
 ``bundles`` (swaps, refusals, the last refusal), ``audit`` (``log``, ``key_id``, and ``set_aside`` /
 ``set_aside_reason``: the keyed log set aside at start because the key could not continue it, or null)
-and ``escalation`` (spool and broker state, or null).
+``escalation`` (spool and broker state, or null), ``confidence`` (``scale``: ``likelihood`` or
+``none: why``, and ``last``: the last window's calibrated confidence in [0, 1], or null) and
+``adaptation`` (:meth:`tinywarden.adapt.BaselineAdapter.status`: windows adapted and held, drift from the
+training reference, ``flagged``; or ``enabled: false`` and why).
 
 >>> import tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "status.json"

@@ -78,7 +78,9 @@ def agent(
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Client key for the broker."),
     escalate_tier: int = typer.Option(1, "--escalate-tier", help="Publish incidents at or above this tier."),
     escalate_confidence: float = typer.Option(
-        0.0, "--escalate-confidence", help="Publish incidents at or above this confidence (0-1)."
+        0.0, "--escalate-confidence",
+        help="Publish incidents at or above this calibrated confidence (0-1, the likelihood scale of "
+        "`score`'s confidence column: 0.5 = tail probability 1e-5, 0.2 = 1e-2)."
     ),
     spool_max: int = typer.Option(1000, "--spool-max", help="Incidents kept on disk while the broker is away."),
     syslog: str | None = typer.Option(None, "--syslog", help="Also send CEF lines to this syslog HOST[:PORT] (UDP)."),

@@ -63,6 +63,8 @@ REASON_FAILSAFE_BOUNDS = "failsafe_bounds"
 #: ``reason_code`` of the notes when the guard starts judging (the model path faulted) and stops (it recovered).
 REASON_GUARD_ENGAGED = "guard_engaged"
 REASON_GUARD_RELEASED = "guard_released"
+#: ``reason_code`` of the one note saying a policy's ``min_confidence`` is ignored (the model has no likelihood).
+REASON_NO_CONFIDENCE = "no_confidence"
 
 
 class StateFileError(ConfigError):
@@ -226,6 +228,8 @@ class ResponseEngine:
         # Windows judged by the fail-safe guard since the model path last produced a score.
         self.guarded = 0
         self._guard: _GuardInput | None = None
+        self._confidence: float | None = None  # of the window being observed, for its audit records
+        self._confidence_noted = False
         if self.state_path is not None and self.state_path.exists():
             self._load()
             self._reconcile()
@@ -235,8 +239,15 @@ class ResponseEngine:
         """The current tier: 0 none, 1 alert, 2 constrain, 3 harden."""
         return self.state.tier
 
-    def observe(self, score: float, at: float | None = None) -> list[ActionEvent]:
-        """Feed one window's score (NaN/inf counts as a fault); return the events it caused."""
+    def observe(self, score: float, at: float | None = None, confidence: float | None = None) -> list[ActionEvent]:
+        """Feed one window's score (NaN/inf counts as a fault); return the events it caused.
+
+        ``confidence`` is the window's calibrated confidence in [0, 1] (:mod:`tinywarden.likelihood`),
+        or ``None`` for a model without a likelihood. A tier with ``min_confidence`` counts the window
+        only when the confidence reaches it; without a confidence its ``min_confidence`` is ignored
+        (the engine's behaviour before confidences existed) and a note says so once. Audit records
+        of the events carry the confidence.
+        """
         try:
             value = float(score)
         except (TypeError, ValueError):
@@ -245,7 +256,25 @@ class ResponseEngine:
             self.recent.append(value)
         else:
             self.last_fault = f"non-finite score {score!r}"
-        return self._input(m.INPUT_SCORE, at, value)
+        self._confidence = confidence
+        unconfident = 0
+        pre: list[ActionEvent] = []
+        gated = [(t, spec.min_confidence) for t, spec in enumerate(self.policy.tiers, 1)
+                 if spec.min_confidence is not None]
+        if gated and (confidence is None or not math.isfinite(confidence)):
+            if not self._confidence_noted:
+                self._confidence_noted = True
+                pre.append(self._engine_note(self.clock.now() if at is None else float(at), REASON_NO_CONFIDENCE,
+                                             "this model has no calibrated confidence: tier min_confidence is "
+                                             "ignored (scores alone decide, as before confidences existed)"))
+        else:
+            for t, bar in gated:
+                if confidence is not None and confidence < bar:
+                    unconfident |= 1 << t
+        try:
+            return pre + self._input(m.INPUT_SCORE, at, value, unconfident=unconfident)
+        finally:
+            self._confidence = None
 
     def observe_call(self, compute: Callable[[], float], at: float | None = None) -> list[ActionEvent]:
         """Run ``compute`` (the model/feature path) and feed its score; an exception becomes a fault."""
@@ -304,7 +333,8 @@ class ResponseEngine:
         return self._input(m.INPUT_RELEASE, at)
 
     def _input(
-        self, kind: int, at: float | None, score: float = math.nan, guard: _GuardInput | None = None
+        self, kind: int, at: float | None, score: float = math.nan, guard: _GuardInput | None = None,
+        unconfident: int = 0,
     ) -> list[ActionEvent]:
         t = self.clock.now() if at is None else float(at)
         if not math.isfinite(t):
@@ -331,7 +361,7 @@ class ResponseEngine:
             self.guarded = 0
         self._guard = guard
         try:
-            out += self._step(kind, t, score)
+            out += self._step(kind, t, score, unconfident)
         finally:
             self._guard = None
         if kind in (m.INPUT_SCORE, m.INPUT_FAULT):
@@ -346,8 +376,8 @@ class ResponseEngine:
         self._audit(ev)
         return ev
 
-    def _step(self, kind: int, t: float, score: float = math.nan) -> list[ActionEvent]:
-        self.state, events = m.step(self.state, self.tables, kind, t, score)
+    def _step(self, kind: int, t: float, score: float = math.nan, unconfident: int = 0) -> list[ActionEvent]:
+        self.state, events = m.step(self.state, self.tables, kind, t, score, unconfident)
         return [self._carry_out(e) for e in events]
 
     def _carry_out(self, e: m.Event) -> ActionEvent:
@@ -422,6 +452,8 @@ class ResponseEngine:
             return
         g = self._guard
         guard = {} if g is None else {"guard": {"violation": g.violation, "detail": g.detail, "fault": g.fault}}
+        c = self._confidence
+        conf = {} if c is None else {"confidence": c if math.isfinite(c) else None}
         self.audit.append(
             "action" if ev.event != "note" else "note",
             {
@@ -433,6 +465,7 @@ class ResponseEngine:
                 "policy_version": self.policy.version,
                 "model_id": self.model_id,
                 **guard,
+                **conf,
             },
             time=ev.time,
         )

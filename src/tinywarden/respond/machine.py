@@ -274,12 +274,16 @@ def _fault(s: MachineState, tables: Tables, out: list[Event], now: float, reason
 
 
 def step(
-    state: MachineState, tables: Tables, kind: int, time: float, score: float = math.nan
+    state: MachineState, tables: Tables, kind: int, time: float, score: float = math.nan,
+    unconfident: int = 0,
 ) -> tuple[MachineState, tuple[Event, ...]]:
     """Advance the machine by one input at (raw) ``time``; return the new state and its events.
 
-    ``kind`` is one of the ``INPUT_*`` codes; ``score`` is only read for ``INPUT_SCORE``. Pure: the
-    input state is not modified, and the same state, tables and input always give the same result.
+    ``kind`` is one of the ``INPUT_*`` codes; ``score`` is only read for ``INPUT_SCORE``. Bit ``t`` of
+    ``unconfident`` set means the window does not count toward tier ``t`` whatever its score (its
+    confidence is below the tier's ``min_confidence``; the engine sets it, the C module has no such
+    input and always passes 0). Pure: the input state is not modified, and the same state, tables and
+    input always give the same result.
     """
     s = state.copy()
     out: list[Event] = []
@@ -325,7 +329,7 @@ def step(
         if score > tables.bar[0]:
             s.last_anomalous = now
         for t in range(1, N_TIERS + 1):
-            s.history[t] = ((s.history[t] << 1) | int(score > tables.bar[t])) & _MASK32
+            s.history[t] = ((s.history[t] << 1) | int(score > tables.bar[t] and not unconfident >> t & 1)) & _MASK32
         for t in range(1, s.tier + 1):
             if k_of_n(s, tables, t):
                 _renew(s, tables, t, now)

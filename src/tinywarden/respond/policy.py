@@ -6,6 +6,19 @@ tier's bar ``threshold + margin * |threshold|``), how long the engine must stay 
 further (``min_dwell_s``), how long of normal behaviour steps it back down (``deescalate_after_s``) and
 the dead-man timeout after which its actions revert unless detection renews them (``dead_man_s``).
 The ``[critical]`` table names processes, interfaces and addresses that no action may ever touch.
+
+A tier may also ask for ``min_confidence``: a window then counts toward that tier only when, besides
+being above the bar, its calibrated confidence (:mod:`tinywarden.likelihood`, the scale the agent's
+``--escalate-confidence`` and the ``score`` column use) is at least that value, in [0, 1]; with the
+default ``decades = 10``, 0.5 means a tail probability of 1e-5 and 0.2 of 1e-2. A model file without a
+likelihood ignores it (the engine notes so once). The generated C module has no likelihood yet: the C
+export refuses a policy that sets it (:func:`check_c_exportable`).
+
+The ``[adaptation]`` table switches the deployed pipeline's baseline adaptation
+(:mod:`tinywarden.adapt`): ``enabled`` (default true), ``rate_shift`` (each clearly normal window moves
+the baseline by ``2**-rate_shift``), ``below_confidence`` (clearly normal: confidence below this) and
+``max_drift`` (flag when the adapted baseline is this many training standard deviations from the
+reference kept from training). The C module does not adapt; its export ignores this table.
 The format is documented in ``docs/policy.md``; ``examples/policy.toml`` is a complete example.
 
 Everything wrong with a policy is a :class:`PolicyError` naming the file and the dotted key at fault.
@@ -95,6 +108,17 @@ class TierSpec:
     min_dwell_s: float = 0.0
     deescalate_after_s: float = 300.0
     dead_man_s: float = 0.0
+    min_confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """The ``[adaptation]`` table: whether and how the deployed baseline keeps learning normal."""
+
+    enabled: bool = True
+    rate_shift: int = 8
+    below_confidence: float = 0.2
+    max_drift: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -110,7 +134,13 @@ class Policy:
     fault_tolerance: int = 3
     telemetry_timeout_s: float = 60.0
     watchdog_timeout_s: float = 0.0
+    adaptation: Adaptation = Adaptation()
     source: str = "<string>"
+
+    @property
+    def uses_confidence(self) -> bool:
+        """Whether any tier sets ``min_confidence``."""
+        return any(t.min_confidence is not None for t in self.tiers)
 
     def action_index(self, name: str) -> int:
         """Index of the action called ``name`` in :attr:`actions`."""
@@ -135,8 +165,26 @@ _POLICY_KEYS = {
     "telemetry_timeout_s",
     "watchdog_timeout_s",
 }
-_TIER_KEYS = {"actions", "k", "n", "consecutive", "margin", "min_dwell_s", "deescalate_after_s", "dead_man_s"}
-_TOP_KEYS = {"policy", "critical", "tiers", "actions"}
+_TIER_KEYS = {"actions", "k", "n", "consecutive", "margin", "min_dwell_s", "deescalate_after_s", "dead_man_s",
+              "min_confidence"}
+_ADAPTATION_KEYS = {"enabled", "rate_shift", "below_confidence", "max_drift"}
+_TOP_KEYS = {"policy", "critical", "tiers", "actions", "adaptation"}
+MAX_RATE_SHIFT = 20
+"""Slowest adaptation rate, ``2**-20`` per window; 0 would replace the baseline by every window."""
+MAX_DRIFT = 1e3
+
+
+def check_c_exportable(policy: Policy) -> None:
+    """Refuse, with a one-line :class:`PolicyError`, a policy the generated C module cannot honour.
+
+    The C module has no calibrated likelihood yet (issue 14 item 3), so a tier's ``min_confidence``
+    cannot be checked on the device: exporting it anyway would respond where the agent would not.
+    ``[adaptation]`` is ignored by the export (the C module keeps its trained baseline).
+    """
+    for t in policy.tiers:
+        if t.min_confidence is not None:
+            raise PolicyError(f"{policy.source}: tiers.{t.name}.min_confidence: the generated C module has no "
+                              "calibrated likelihood yet; remove min_confidence to export this policy to C")
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -277,6 +325,7 @@ class _Validator:
             raise self.fail("tiers", f"define at least one of tiers.{', tiers.'.join(TIER_NAMES)}")
         tiers = tuple(self.tier(n, tiers_doc.get(n), by_name) for n in TIER_NAMES)
         self.tier_relations(tiers, by_name)
+        adaptation = self.adaptation(self.table(doc, "adaptation", "adaptation"))
 
         fail_safe = choices.index(fs_name)
         if fail_safe and not tiers[fail_safe - 1].actions:
@@ -297,7 +346,23 @@ class _Validator:
             fault_tolerance=fault_tolerance,
             telemetry_timeout_s=telemetry_timeout,
             watchdog_timeout_s=watchdog_timeout,
+            adaptation=adaptation,
             source=self.source,
+        )
+
+    def adaptation(self, doc: Mapping[str, Any]) -> Adaptation:
+        self.unknown(doc, _ADAPTATION_KEYS, "adaptation")
+        d = Adaptation()
+        enabled = doc.get("enabled", d.enabled)
+        if not isinstance(enabled, bool):
+            raise self.fail("adaptation.enabled", f"must be true or false (got {enabled!r})")
+        return Adaptation(
+            enabled=enabled,
+            rate_shift=self.integer(doc, "rate_shift", "adaptation.rate_shift", d.rate_shift, 1, MAX_RATE_SHIFT),
+            below_confidence=self.number(doc, "below_confidence", "adaptation.below_confidence",
+                                         d.below_confidence, 0.0, 1.0, strict=True),
+            max_drift=self.number(doc, "max_drift", "adaptation.max_drift", d.max_drift, 0.0, MAX_DRIFT,
+                                  strict=True),
         )
 
     def action(self, name: str, doc: Any, critical: Critical) -> ActionSpec:
@@ -395,6 +460,8 @@ class _Validator:
                 doc, "deescalate_after_s", f"{path}.deescalate_after_s", 300.0, strict=True
             ),
             dead_man_s=dead_man,
+            min_confidence=(self.number(doc, "min_confidence", f"{path}.min_confidence", 0.0, 0.0, 1.0)
+                            if "min_confidence" in doc else None),
         )
 
     def tier_relations(self, tiers: tuple[TierSpec, ...], actions: Mapping[str, ActionSpec]) -> None:

@@ -1,0 +1,142 @@
+"""Baseline adaptation that resists poisoning: the deployed pipeline keeps learning normal, slowly.
+
+Real telemetry drifts (a firmware update, a new routine); a baseline fitted once floods its owner with
+false alarms. :class:`BaselineAdapter` lets the deployed pipeline follow such changes, under three rules
+that keep an attacker from steering it:
+
+1. *Only clearly normal windows teach*: a window adapts the baseline only when its calibrated
+   confidence (:mod:`tinywarden.likelihood`) is below ``below_confidence`` (0.2 by default: a tail
+   probability above 1e-2). While the score is elevated nothing is learned; a window without a
+   confidence (NaN score, a model without a likelihood) teaches nothing either.
+2. *At a bounded rate*: each teaching window moves the scaler's per-input mean and variance by
+   ``2**-rate_shift`` of the way (exponentially weighted), so no burst of windows can move it far.
+3. *Against a frozen reference*: the scaler fitted at training is kept unchanged. ``drift`` is the
+   largest distance of the adapted means from it, in training standard deviations, and
+   ``likelihood_drift`` that of the likelihood's running mean from its fitted one (in its fitted
+   standard deviation). When either passes ``max_drift`` the adapter is *flagged* (the agent audits
+   ``baseline_drift`` and shows it in the status file): a slow ramp that stays under every window's
+   radar (exfiltration, a miner ramped over days) still moves the baseline, and that movement is
+   what gives it away, before it reaches its full rate. A legitimate change (a firmware update) is
+   flagged too, once; an operator who approves it re-baselines with a new signed bundle.
+
+A legitimate level shift is first an alarm (rule 1 holds the scaler); the likelihood's running
+distribution learns the new level (:class:`~tinywarden.likelihood.AnomalyLikelihood`), the confidence
+falls below the bar, and from then on the scaler follows the new level, so raw scores and the false
+alarms fall back without an operator.
+
+The detector's own state (EWMA mean, k-means centroids) is not adapted: the scaler's adaptation keeps
+the detector's inputs centred on the normal it learned, and the detectors' ``partial_fit`` rates are
+not bounded per window. The adaptation is Python only (the generated C keeps its trained baseline).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tinywarden.respond.policy import Adaptation
+
+if TYPE_CHECKING:
+    from tinywarden.likelihood import AnomalyLikelihood
+    from tinywarden.pipeline import Pipeline
+
+__all__ = ["AdaptStep", "BaselineAdapter"]
+
+#: The adapted scale never falls below this fraction of the reference one (a quiet stretch must not make
+#: the next small wiggle look huge).
+SCALE_FLOOR_FRACTION = 0.5
+#: A flag is raised again only after the drift has come back below this fraction of ``max_drift``.
+REARM_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class AdaptStep:
+    """What one window did to the baseline: whether it taught it, the drifts after it, a new flag."""
+
+    adapted: bool
+    drift: float
+    likelihood_drift: float
+    flagged: bool  # the drift has just passed max_drift (once per excursion)
+
+
+class BaselineAdapter:
+    """Adapts ``pipeline``'s scaler in place from clearly normal windows (module docstring).
+
+    >>> from tinywarden.detectors import EWMAZScore
+    >>> from tinywarden.pipeline import Pipeline
+    >>> from tinywarden.telemetry.series import Series
+    >>> rng = np.random.default_rng(0)
+    >>> s = Series(np.arange(3000.0), rng.normal(size=(3000, 1)), ("a",))
+    >>> p = Pipeline(EWMAZScore(), window=32, stride=16).fit(s)
+    >>> ad = BaselineAdapter(p, Adaptation(rate_shift=4))
+    >>> x = p.split_inputs(s)[0][0] + 5.0 * p.scale_
+    >>> steps = [ad.observe(x, 0.0) for _ in range(200)]
+    >>> bool(steps[-1].drift > 3.0 and any(st.flagged for st in steps)), ad.observe(x, 0.9).adapted
+    (True, False)
+    """
+
+    def __init__(self, pipeline: Pipeline, config: Adaptation) -> None:
+        self.pipeline = pipeline
+        self.config = config
+        self.reference_offset = np.array(pipeline.offset_, dtype=np.float64, copy=True)
+        self.reference_scale = np.array(pipeline.scale_, dtype=np.float64, copy=True)
+        self._var = self.reference_scale**2
+        self.rate = 2.0**-config.rate_shift
+        self.adapted = 0
+        self.held = 0
+        self.drift = 0.0
+        self.likelihood_drift = 0.0
+        self.flagged = False
+        self.flags = 0
+
+    def observe(self, x: np.ndarray, confidence: float | None,
+                likelihood: AnomalyLikelihood | None = None) -> AdaptStep:
+        """One window's unscaled model input ``x`` and its confidence; adapt if clearly normal."""
+        p = self.pipeline
+        ok = confidence is not None and math.isfinite(confidence) and confidence < self.config.below_confidence
+        xs = np.asarray(x, dtype=np.float64)
+        if ok and xs.shape[-1] == p.offset_.shape[-1] and np.isfinite(xs).all():
+            rows = xs.reshape(-1, xs.shape[-1])  # a feature vector is one row; a raw window its rows
+            r = self.rate
+            d = rows.mean(axis=0) - p.offset_
+            spread = ((rows - p.offset_) ** 2).mean(axis=0)
+            p.offset_ = p.offset_ + r * d
+            self._var = (1.0 - r) * self._var + r * spread
+            p.scale_ = np.maximum(np.sqrt(self._var), SCALE_FLOOR_FRACTION * self.reference_scale)
+            self.adapted += 1
+        else:
+            ok = False
+            self.held += 1
+        self.drift = float(np.max(np.abs(p.offset_ - self.reference_offset) / self.reference_scale))
+        if likelihood is not None:
+            self.likelihood_drift = likelihood.drift()
+        worst = max(self.drift, self.likelihood_drift)
+        new_flag = False
+        if not self.flagged and worst > self.config.max_drift:
+            self.flagged = new_flag = True
+            self.flags += 1
+        elif self.flagged and worst < REARM_FRACTION * self.config.max_drift:
+            self.flagged = False
+        return AdaptStep(ok, self.drift, self.likelihood_drift, new_flag)
+
+    def rebind(self, pipeline: Pipeline) -> None:
+        """Carry the adapted baseline over to ``pipeline`` (a hot swap to the same model file)."""
+        pipeline.offset_, pipeline.scale_ = self.pipeline.offset_.copy(), self.pipeline.scale_.copy()
+        self.pipeline = pipeline
+
+    def status(self) -> dict[str, Any]:
+        """The ``adaptation`` block of the agent's status file."""
+        return {
+            "enabled": True,
+            "adapted_windows": self.adapted,
+            "held_windows": self.held,
+            "drift": round(self.drift, 4),
+            "likelihood_drift": round(self.likelihood_drift, 4),
+            "max_drift": self.config.max_drift,
+            "flagged": self.flagged,
+            "flags": self.flags,
+            "scale_ratio_max": round(float(np.max(self.pipeline.scale_ / self.reference_scale)), 4),
+        }

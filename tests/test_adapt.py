@@ -1,0 +1,126 @@
+"""Baseline adaptation that resists poisoning (issue 14 item 2): relations, not magic numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from tinywarden.adapt import BaselineAdapter
+from tinywarden.detectors import EWMAZScore
+from tinywarden.pipeline import Pipeline
+from tinywarden.respond.policy import Adaptation
+from tinywarden.telemetry.series import Series
+
+PERIOD_S = 7.5
+WINDOW, STRIDE = 16, 8
+WINDOWS_PER_DAY = int(86400 / (STRIDE * PERIOD_S))  # 1440: one window a minute
+DAY = WINDOWS_PER_DAY * STRIDE  # samples per day
+SHIFT_SIGMA = 4.0  # the size of both the legitimate step and the poisoning ramp, in channel sd
+
+
+def telemetry(days: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(days * DAY)
+    return np.c_[rng.normal(size=n), 0.5 * rng.normal(size=n)]
+
+
+@pytest.fixture(scope="module")
+def trained() -> Pipeline:
+    x = telemetry(1.0, 0)
+    return Pipeline(EWMAZScore(), window=WINDOW, stride=STRIDE).fit(Series(np.arange(len(x)) * PERIOD_S, x,
+                                                                           ("cpu", "net")))
+
+
+@dataclass
+class Run:
+    flags: np.ndarray  # score > threshold, per window
+    flag_window: int | None  # first window the adapter flagged drift
+    drift: np.ndarray
+
+
+
+
+def run(trained: Pipeline, x: np.ndarray, adaptation: Adaptation | None) -> Run:
+    import copy
+
+    p = copy.deepcopy(trained)
+    scorer, lik = p.stream(), p.likelihood_.fresh()
+    adapter = BaselineAdapter(p, adaptation) if adaptation is not None and adaptation.enabled else None
+    flags, drift, first = [], [], None
+    for sample in x:
+        out = scorer.push(sample)
+        if out is None:
+            continue
+        score, flag, _ = out
+        conf = lik.update(score)
+        flags.append(flag)
+        if adapter is not None:
+            assert scorer.last_input is not None
+            step = adapter.observe(scorer.last_input, conf, lik)
+            if step.flagged and first is None:
+                first = len(flags) - 1
+            drift.append(step.drift)
+    return Run(np.array(flags), first, np.array(drift))
+
+
+def shifted(days_before: float, days_after: float, ramp_days: float, seed: int) -> tuple[np.ndarray, int, int]:
+    """Normal telemetry whose cpu mean moves by SHIFT_SIGMA: a step (ramp_days 0) or a linear ramp."""
+    x = telemetry(days_before + days_after, seed)
+    start = int(days_before * DAY)
+    ramp = max(1, int(ramp_days * DAY))
+    level = np.clip((np.arange(len(x)) - start) / ramp, 0.0, 1.0) * SHIFT_SIGMA
+    x[:, 0] += level
+    return x, start, start + ramp
+
+
+def window_of(sample: int) -> int:
+    return max(0, (sample - WINDOW) // STRIDE + 1)
+
+
+def test_a_legitimate_level_shift_is_absorbed_false_alarms_on_its_second_day_fall_to_the_pre_shift_rate(
+        trained: Pipeline) -> None:
+    x, start, _ = shifted(0.5, 2.0, 0.0, seed=1)
+    on = run(trained, x, Adaptation())
+    off = run(trained, x, Adaptation(enabled=False))
+    before = on.flags[: window_of(start)].mean()
+    second_day = slice(window_of(start) + WINDOWS_PER_DAY, None)
+    # the shift itself is seen (alarms right after it) ...
+    assert on.flags[window_of(start): window_of(start) + 60].mean() > 0.5
+    # ... and within a day the adapted baseline is back to the pre-shift false-alarm rate (<= 1 per day more),
+    # while the frozen baseline keeps alarming on nearly every window
+    assert on.flags[second_day].sum() <= before * WINDOWS_PER_DAY + 1
+    assert off.flags[second_day].mean() > 0.9
+    assert on.flag_window is not None  # the move away from the reference is also flagged, once
+
+
+def test_a_slow_ramp_of_the_same_size_over_three_days_is_flagged_before_it_reaches_full_rate(
+        trained: Pipeline) -> None:
+    x, start, end = shifted(0.5, 3.5, 3.0, seed=2)
+    on = run(trained, x, Adaptation())
+    off = run(trained, x, Adaptation(enabled=False))
+    assert on.flag_window is not None
+    flagged_at = on.flag_window * STRIDE + WINDOW  # the sample that completed the flagged window
+    assert start < flagged_at < end  # flagged during the ramp, before its full rate
+    reached = (flagged_at - start) / (end - start) * SHIFT_SIGMA
+    assert reached < SHIFT_SIGMA / 2, f"flagged at {reached:.2f} of {SHIFT_SIGMA} sd"
+    # the ramp is slow enough that the adapting baseline raises (almost) no alarm on it: the flag is what sees it
+    ramp = slice(window_of(start), window_of(end))
+    assert on.flags[ramp].mean() < off.flags[ramp].mean()
+
+
+def test_elevated_windows_do_not_teach_and_a_disabled_adapter_teaches_nothing(trained: Pipeline) -> None:
+    import copy
+
+    p = copy.deepcopy(trained)
+    ad = BaselineAdapter(p, Adaptation())
+    x = p.split_inputs(Series(np.arange(DAY) * PERIOD_S, telemetry(1.0, 3), ("cpu", "net")))[0][0] + 10 * p.scale_
+    for conf in (0.2, 0.5, 1.0, float("nan"), None):
+        assert not ad.observe(x, conf).adapted
+    np.testing.assert_array_equal(p.offset_, trained.offset_)
+    assert ad.observe(x, 0.19).adapted and not np.array_equal(p.offset_, trained.offset_)
+    # the rate is bounded: one window moves the offset by exactly 2**-rate_shift of the way
+    np.testing.assert_allclose(p.offset_ - trained.offset_, (x - trained.offset_) * 2.0**-Adaptation().rate_shift)
+    off = run(trained, telemetry(0.2, 4), Adaptation(enabled=False))
+    assert off.flag_window is None and len(off.drift) == 0
