@@ -83,6 +83,20 @@ def test_the_c_export_refuses_min_confidence_and_accepts_the_same_policy_without
         check_c_exportable(parse_policy(gated_policy(0.5)))
 
 
+def test_the_c_emitter_itself_refuses_min_confidence() -> None:
+    # the library path (emit_c / write_c / export_c with a policy) refuses too, not only the CLI
+    from int8_fixtures import camera, fitted
+    from tinywarden.codegen.c import emit_c
+    from tinywarden.quantize import quantize_pipeline
+
+    pipe, _ = fitted("ewma")
+    _, train = camera()
+    program = quantize_pipeline(pipe, train)
+    assert "tw_respond" in emit_c(program, parse_policy(gated_policy(None)))["tinywarden_model.c"]
+    with pytest.raises(PolicyError, match=r"min_confidence"):
+        emit_c(program, parse_policy(gated_policy(0.5)))
+
+
 def test_cli_export_refuses_min_confidence_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import sys
 

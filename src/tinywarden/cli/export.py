@@ -32,10 +32,9 @@ def export(
     pipeline = load_pipeline(str(model))
     if policy is not None:
         from tinywarden.codegen.c import export_c
-        from tinywarden.respond.policy import check_c_exportable, load_policy
+        from tinywarden.respond.policy import load_policy
 
         pol = load_policy(policy)
-        check_c_exportable(pol)  # the C module has no likelihood: a tier's min_confidence is refused
         paths = export_c(pipeline, out, source=str(model), policy=pol)
     else:
         paths = export_model(pipeline, target, out, source=str(model))

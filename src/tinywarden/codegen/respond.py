@@ -53,7 +53,7 @@ from tinywarden.features import window_end_rows
 from tinywarden.program import Program, run_int8
 from tinywarden.respond import machine as m
 from tinywarden.respond.engine import compile_tables
-from tinywarden.respond.policy import MAX_DURATION_S, TIER_NAMES, Policy
+from tinywarden.respond.policy import MAX_DURATION_S, TIER_NAMES, Policy, check_c_exportable
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _UINT32_MAX = 2**32 - 1
@@ -159,6 +159,7 @@ class RespondSection:
 
 def emit_respond(program: Program, policy: Policy) -> RespondSection:
     """The response section for ``program`` (its integer threshold sets the bars) under ``policy``."""
+    check_c_exportable(policy)
     tables = c_tables(policy, program.threshold)
     starts = [0]
     flat: list[int] = []
