@@ -154,6 +154,8 @@ def load_policy(path: str | Path) -> Policy:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"{p}: cannot read policy ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     return parse_policy(text, source=str(p))
 
 
