@@ -71,6 +71,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _no_constant(name: str) -> Any:
+    """``json.loads`` hook: NaN and infinities never appear in a record this log wrote (see :func:`_clean`)."""
+    raise ValueError(f"non-finite number {name}")
+
+
 def segments(path: str | Path) -> list[Path]:
     """The files of the log at ``path`` that exist, oldest first (``LOG.N`` ... ``LOG.1``, ``LOG``)."""
     p = Path(path)
@@ -152,7 +157,7 @@ class AuditLog:
                     last = json.loads(lines[-1])
                     self.seq = int(last["seq"]) + 1
                     self.last_hash = str(last["hash"])
-                except (ValueError, KeyError, TypeError) as exc:
+                except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
                     raise AuditError(
                         f"{seg}: line {len(lines)}: last record unreadable; run `tinywarden audit verify` "
                         "and move the log aside"
@@ -261,14 +266,14 @@ def verify(path: str | Path) -> VerifyReport:
         for i, line in enumerate(complete, start=1):
             where = f"{f.name}:{i}"
             try:
-                rec = json.loads(line)
+                rec = json.loads(line, parse_constant=_no_constant)
                 if (
                     not isinstance(rec, dict)
                     or set(rec) != set(RECORD_KEYS)
                     or not isinstance(rec["seq"], int)
                 ):
                     raise ValueError("missing or extra keys")
-            except ValueError:
+            except (ValueError, RecursionError):
                 report.problems.append(Problem("tamper", where, "not a valid record (edited or corrupted)"))
                 continue
             parsed.append((where, rec))
@@ -345,7 +350,7 @@ def _check_head(path: Path, parsed: list[tuple[str, dict[str, Any]]], report: Ve
     try:
         head = json.loads(head_file.read_text(encoding="utf-8"))
         head_seq, head_hash = int(head["seq"]), str(head["hash"])
-    except (ValueError, KeyError, TypeError, OSError):
+    except (ValueError, KeyError, TypeError, OSError, OverflowError, RecursionError):
         report.problems.append(Problem("tamper", head_file.name, "head file unreadable"))
         return
     by_seq = {rec["seq"]: rec for _, rec in parsed}
