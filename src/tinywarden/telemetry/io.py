@@ -81,7 +81,7 @@ def read_series(path: str | Path, split: str | None = None, drop_unordered: bool
 def _columns(path: Path, header: list[str]) -> tuple[int, list[int], int | None, int | None]:
     names = [h.strip() for h in header]
     if "timestamp" not in names:
-        raise DataError(f"{path}: row 1: no 'timestamp' column (columns: {', '.join(names)})")
+        raise DataError(f"{path}: row 1: no 'timestamp' column (columns: {', '.join(map(repr, names))})")
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DataError(f"{path}: row 1: column {dup!r} appears twice")
