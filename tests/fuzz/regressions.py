@@ -63,6 +63,8 @@ REGRESSIONS: dict[str, tuple[str, bytes]] = {
     "audit-infinite-seq": ("audit", audit_line("Infinity")),
     # RecursionError at audit.py verify (deeply nested line)
     "audit-deep-line": ("audit", b"[" * 100_000 + b"\n"),
+    # DataError with a newline at io.py _columns: a quoted header cell holding a line break, echoed as it is
+    "csv-newline-in-header": ("csv", b'"cpu\nmem",x\n1,2\n'),
     # ValueError at modelfile.py decode (array bytes not a multiple of the dtype's size)
     "modelfile-ragged-array": ("modelfile", twb_body({"arrays": [{**_ARR, "shape": [1], "nbytes": 3}]}, b"abc")),
     # Found by reading the modelfile target's path while its campaign ran (mutating JSON text blindly, the

@@ -83,6 +83,9 @@ def _record(target: str, exc: BaseException, data: bytes) -> None:
     )
 
 
+_STRICT = False  # seeds_accepted(): a rejection is a finding too
+
+
 def check(target: str, call: Callable[[], object], data: bytes) -> None:
     """Run ``call`` under the oracle; a finding raises :class:`Finding` or is recorded (see the module doc)."""
     try:
@@ -92,6 +95,8 @@ def check(target: str, call: Callable[[], object], data: bytes) -> None:
             msg = str(exc)
             if not msg.strip() or "\n" in msg or "\r" in msg:
                 raise Finding(f"{type(exc).__name__} message is not one line: {msg[:300]!r}") from exc
+            if _STRICT:
+                raise Finding(f"valid input rejected: {msg[:300]}") from exc
         except Finding:
             raise
         except RecursionError as exc:  # kept apart: re-raising it from deep inside would recurse again
@@ -250,3 +255,17 @@ TARGETS: dict[str, Target] = {
         Target("parquet", _telemetry(".parquet"), "tinywarden.telemetry.io.read_series (.parquet)"),
     )
 }
+
+
+def seeds_accepted(target: str, inputs: list[bytes]) -> None:
+    """Raise :class:`Finding` unless every input passes ``target``'s harness *and* its parser accepts it."""
+    global _STRICT
+    saved, env = _STRICT, os.environ.pop(FINDINGS_ENV, None)
+    _STRICT = True
+    try:
+        for data in inputs:
+            TARGETS[target].harness(data)
+    finally:
+        _STRICT = saved
+        if env is not None:
+            os.environ[FINDINGS_ENV] = env
