@@ -179,7 +179,8 @@ def _read_parquet(path: Path, drop_unordered: bool = False) -> Series:
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        detail = " ".join(str(exc).split())  # Arrow's messages may span lines; ours are one
+        raise DataError(f"{path}: not a readable Parquet file ({detail})") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: empty file")
     ts_i, chans, lab_i, att_i = _columns(path, table.column_names)
