@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -149,6 +150,10 @@ def run_campaign(
             res.crashes += not is_hang
             headline = _headline(out, proc.returncode)
             res.findings.append(f"{'hang' if is_hang else 'crash'}: {headline[:300]} (reproducer {path})")
+        if proc.returncode == -signal.SIGALRM and done and not _ARTIFACT.search(out):
+            # atheris only: libFuzzer's timeout alarm can fire while the interpreter exits after "Done"; a real
+            # hang prints "ALARM: working on the last Unit" and leaves a timeout- artifact instead.
+            break
         if proc.returncode == 0 or executed == 0 or res.restarts >= max_restarts:
             if proc.returncode != 0 and not _ARTIFACT.search(out):
                 res.crashes += 1

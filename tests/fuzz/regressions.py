@@ -65,6 +65,8 @@ REGRESSIONS: dict[str, tuple[str, bytes]] = {
     "audit-deep-line": ("audit", b"[" * 100_000 + b"\n"),
     # DataError with a newline at io.py _columns: a quoted header cell holding a line break, echoed as it is
     "csv-newline-in-header": ("csv", b'"cpu\nmem",x\n1,2\n'),
+    # DataError with a newline at io.py _read_parquet: Arrow's thrift error text ends in a line break
+    "parquet-bad-footer": ("parquet", b"PAR1" + b"\xff" * 8 + struct.pack("<I", 8) + b"PAR1"),
     # ValueError at modelfile.py decode (array bytes not a multiple of the dtype's size)
     "modelfile-ragged-array": ("modelfile", twb_body({"arrays": [{**_ARR, "shape": [1], "nbytes": 3}]}, b"abc")),
     # Found by reading the modelfile target's path while its campaign ran (mutating JSON text blindly, the
