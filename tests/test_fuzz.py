@@ -90,3 +90,22 @@ def test_c_entry_point_short_campaign(target: str, c_module: Path, tmp_path: Pat
     assert res.findings == [], "\n".join(res.findings)
     assert res.inputs >= C_RUNS[target]
     assert res.cov > 0
+
+
+
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
+                   reason="known finding, not fixed here: Detector.from_state does not check the state arrays' "
+                   "shapes against input_shape_, so numpy broadcasting scores with a wrong-sized state")
+def test_model_file_with_state_of_the_wrong_shape_is_refused() -> None:
+    """A checksummed ``.twb`` whose EWMA ``mean_`` holds 1 value instead of one per feature must not load."""
+    from fuzz.seeds import _series
+    from tinywarden.detectors import make_detector
+    from tinywarden.errors import ModelFileError
+    from tinywarden.modelfile import decode, encode, pipeline_from_bytes, pipeline_to_bytes
+    from tinywarden.pipeline import Pipeline
+
+    header, arrays = decode(pipeline_to_bytes(Pipeline(make_detector("ewma"), window=32, stride=16).fit(_series())))
+    assert arrays["detector/mean_"].shape[0] > 1
+    arrays["detector/mean_"] = arrays["detector/mean_"][:1]
+    with pytest.raises(ModelFileError):
+        pipeline_from_bytes(encode(header, arrays), "wrong-shape.twb")
