@@ -12,7 +12,8 @@ generated C module's ``tw_push`` / ``tw_respond`` entry points run under libFuzz
 coverage (``cov``: atheris' instrumented lines / libFuzzer's edges; ``ft``: features), corpus size, and
 findings: crashes (the process died: a sanitizer report, a signal), hangs (an input slower than
 ``--timeout``) and tracebacks (an exception other than a one-line ``TinywardenError``). ``c_state`` feeds
-arbitrary bytes as the response state; it checks that ``tw_respond`` refuses a corrupt state.
+arbitrary bytes as the response state and checks that ``tw_respond`` refuses a corrupt one; ``c_state_memory``
+does the same under the sanitizers alone (what an unrefused corrupt state does to memory).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from fuzz.targets import TARGETS  # noqa: E402
 
 GOAL_PYTHON = 1_000_000
 GOAL_C = 10_000_000
-MAX_LEN = {"c_push": 2048, "c_respond": 1024, "c_state": 1024}
+MAX_LEN = {"c_push": 2048, "c_respond": 1024, "c_state": 1024, "c_state_memory": 1024}
 
 
 def main(argv: list[str] | None = None) -> int:

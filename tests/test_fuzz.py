@@ -20,8 +20,8 @@ from fuzz.seeds import check_seeds_are_valid, write_seeds
 from fuzz.targets import TARGETS, Finding, check
 
 PY_RUNS = 2_000
-C_RUNS = {"c_push": 20_000, "c_respond": 50_000, "c_state": 50_000}
-C_MAX_LEN = {"c_push": 2048, "c_respond": 1024, "c_state": 1024}
+C_RUNS = {"c_push": 20_000, "c_respond": 50_000, "c_state": 50_000, "c_state_memory": 50_000}
+C_MAX_LEN = {"c_push": 2048, "c_respond": 1024, "c_state": 1024, "c_state_memory": 1024}
 
 needs_atheris = pytest.mark.skipif(importlib.util.find_spec("atheris") is None,
                                    reason="atheris is not installed (pip install -e .[test] installs it)")
@@ -82,6 +82,9 @@ def test_python_parser_short_campaign(target: str, seeds: dict[str, Path], tmp_p
     pytest.param("c_state", marks=pytest.mark.xfail(
         reason="known finding: tw_respond accepts a corrupt tw_response_t (e.g. tier 0 with pinned 1) instead of "
                "returning TW_EINVAL; invariant checks are being added separately", strict=False)),
+    pytest.param("c_state_memory", marks=pytest.mark.xfail(
+        reason="known finding: with a corrupt state (skew near INT64_MAX) tw_respond_input computes t + r->skew, "
+               "a signed overflow UBSan reports; invariant checks are being added separately", strict=False)),
 ])
 def test_c_entry_point_short_campaign(target: str, c_module: Path, tmp_path: Path) -> None:
     exe = native.build(c_module, target, tmp_path / "bin")

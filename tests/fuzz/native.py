@@ -13,7 +13,8 @@ import textwrap
 from pathlib import Path
 
 HARNESS = Path(__file__).resolve().parents[1] / "c" / "fuzz_harness.c"
-C_TARGETS = {"c_push": "TW_FUZZ_PUSH", "c_respond": "TW_FUZZ_RESPOND", "c_state": "TW_FUZZ_STATE"}
+C_TARGETS = {"c_push": ["TW_FUZZ_PUSH"], "c_respond": ["TW_FUZZ_RESPOND"], "c_state": ["TW_FUZZ_STATE"],
+             "c_state_memory": ["TW_FUZZ_STATE", "TW_FUZZ_MEMORY_ONLY"]}
 SANITIZE = ["-fsanitize=fuzzer,address,undefined,float-cast-overflow,integer-divide-by-zero",
             "-fno-sanitize-recover=all"]
 FLAGS = ["-std=c99", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-Wno-unused-function"]
@@ -95,7 +96,7 @@ def build(module_dir: Path, target: str, out: Path) -> Path:
     """Compile the libFuzzer binary of ``target`` (a key of :data:`C_TARGETS`) against the module."""
     out.mkdir(parents=True, exist_ok=True)
     exe = out / target
-    cmd = ["clang", *FLAGS, *SANITIZE, f"-D{C_TARGETS[target]}", "-I", str(module_dir),
+    cmd = ["clang", *FLAGS, *SANITIZE, *(f"-D{m}" for m in C_TARGETS[target]), "-I", str(module_dir),
            str(module_dir / "tinywarden_model.c"), str(HARNESS), "-lm", "-o", str(exe)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -124,7 +125,7 @@ def seeds(module_dir: Path, target: str, out: Path) -> Path:
                 recs.append(struct.pack("<BI", 0, 1000 + 10 * i) + np.asarray(x, "<f4").tobytes())
             (d / name).write_bytes(b"".join(recs))
     else:
-        state = _initial_state(module_dir, out) if target == "c_state" else b""
+        state = _initial_state(module_dir, out) if target.startswith("c_state") else b""
         recs = [struct.pack("<BIiB", k, t, s, 0) for k, t, s in
                 [(0x81, 10, 5000), (0x81, 20, 5000), (0x81, 30, 9000), (3, 40, 0), (4, 50, 0), (0x80, 200, 0),
                  (5, 210, 0), (1, 220, 0), (0x81, 100, 10), (2, 4000, 0)]]
