@@ -112,3 +112,28 @@ def test_model_file_with_state_of_the_wrong_shape_is_refused() -> None:
     arrays["detector/mean_"] = arrays["detector/mean_"][:1]
     with pytest.raises(ModelFileError):
         pipeline_from_bytes(encode(header, arrays), "wrong-shape.twb")
+
+
+@needs_atheris
+def test_benchmark_reports_inputs_coverage_and_findings(tmp_path: Path) -> None:
+    """benchmarks/fuzz.py's output contract: one row per target with the counts, and fuzz.md with the table."""
+    import json
+    import subprocess
+    import sys
+
+    if native.clang_fuzzer_available():
+        pytest.skip(native.clang_fuzzer_available())
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz.py"
+    out = tmp_path / "rows.json"
+    proc = subprocess.run([sys.executable, str(script), "--targets", "spool,c_respond", "--runs-python", "300",
+                           "--runs-c", "3000", "--max-time", "120", "--json", str(out), "--results", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["target"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"spool", "c_respond"}
+    assert rows["spool"]["kind"] == "python" and rows["c_respond"]["kind"] == "c"
+    for r in rows.values():
+        assert r["inputs"] >= r["goal"] and r["exec_per_s"] > 0 and r["cov"] > 0 and r["features"] > 0
+        assert r["crashes"] == r["hangs"] == r["tracebacks"] == 0 and r["findings"] == []
+    table = (tmp_path / "fuzz.md").read_text()
+    assert "| spool |" in table and "| c_respond |" in table and "## Findings" in table
