@@ -7,6 +7,7 @@ atheris' instrumentation, so the fuzzer is guided by their line coverage. Flags 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -25,6 +26,10 @@ with atheris.instrument_imports(include=["tinywarden", "tomllib"]):
     import tinywarden.telemetry.io  # noqa: F401
 
 from fuzz.targets import TARGETS  # noqa: E402
+
+# The autoencoders import torch on first use: seconds that would read as a hang of the first such input.
+with contextlib.suppress(ImportError):
+    import torch  # noqa: F401
 
 
 def main() -> None:
