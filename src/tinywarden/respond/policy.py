@@ -308,7 +308,7 @@ class _Validator:
         if not isinstance(doc, Mapping):
             raise self.fail(path, "must be a table")
         kind = doc.get("type")
-        if kind not in _ACTION_TYPES:
+        if not isinstance(kind, str) or kind not in _ACTION_TYPES:
             raise self.fail(f"{path}.type", f"must be one of {', '.join(ACTION_TYPES)} (got {kind!r})")
         required, optional = _ACTION_TYPES[kind]
         self.unknown(doc, {"type", *required, *optional}, path)
