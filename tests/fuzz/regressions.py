@@ -50,6 +50,8 @@ REGRESSIONS: dict[str, tuple[str, bytes]] = {
     "bundle-signed-deep-meta": ("bundle_signed", bundle(b"[" * 100_000)),
     # UnicodeDecodeError at policy.py load_policy (read_text of a non-UTF-8 file)
     "policy-not-utf8": ("policy", b'[policy]\nname = "\xc9"\n'),
+    # TypeError at policy.py _Validator.action (an array as the action type: unhashable in the type table)
+    "policy-type-array": ("policy", b'[policy]\nname = "p"\nversion = "1"\n[actions.a]\ntype = ["log"]\n'),
     # OverflowError at escalate.py Incident.__post_init__ (math.isfinite of an int beyond float range)
     "spool-huge-int-score": ("spool", incident(score="9" * 400)),
     "spool-huge-int-feature": ("spool", incident(features='{"x":' + "9" * 400 + "}")),
