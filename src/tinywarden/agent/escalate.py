@@ -171,7 +171,8 @@ class Incident:
         except RecursionError:
             raise EscalationError(f"{source}: not an incident record (JSON nested too deeply)") from None
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise EscalationError(f"{source}: not an incident record ({type(exc).__name__}: {exc})") from None
+            # repr: the detail may quote a key of the file, line breaks included
+            raise EscalationError(f"{source}: not an incident record ({type(exc).__name__}: {str(exc)!r})") from None
 
 
 def _finite(v: float) -> bool:
