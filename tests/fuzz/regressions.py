@@ -55,6 +55,8 @@ REGRESSIONS: dict[str, tuple[str, bytes]] = {
     # OverflowError at escalate.py Incident.__post_init__ (math.isfinite of an int beyond float range)
     "spool-huge-int-score": ("spool", incident(score="9" * 400)),
     "spool-huge-int-feature": ("spool", incident(features='{"x":' + "9" * 400 + "}")),
+    # quarantine reason with a line break (escalate.py Incident.from_json echoed an unknown key as it is)
+    "spool-key-newline": ("spool", incident(**{"confid\\nence": "0.9"})),
     # RecursionError at escalate.py Incident.from_json (deeply nested JSON)
     "spool-deep-json": ("spool", b"[" * 100_000),
     # ValueError at audit.py verify -> record_hash (NaN in a record cannot be re-encoded canonically)
