@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder for fuzz.md")
     ap.add_argument("--render", type=Path, nargs="+", help="only rewrite fuzz.md from these --json files")
+    ap.add_argument("--note", action="append", default=[], help="a paragraph for fuzz.md (e.g. which finding "
+                    "was fixed where); repeatable")
     args = ap.parse_args(argv)
     if args.render:
         _write(args, [row for f in args.render for row in json.loads(f.read_text())])
@@ -121,6 +123,8 @@ def _write(args: argparse.Namespace, rows: list[dict[str, object]]) -> None:
     found = [(r["target"], f) for r in rows for f in r["findings"]]
     lines += ["", "## Findings", ""]
     lines += [f"- {t}: {f}" for t, f in found] or ["None."]
+    for note in args.note:
+        lines += ["", note]
     lines += ["", "Measured on: " + ", ".join(f"{k} {v}" for k, v in machine_info().items())]
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "fuzz.md").write_text("\n".join(lines) + "\n")
