@@ -76,6 +76,14 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name}")
 
 
+def _finite_float(text: str) -> float:
+    """``json.loads`` hook: a number like ``1e400`` would become infinity, which no record holds either."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
 def segments(path: str | Path) -> list[Path]:
     """The files of the log at ``path`` that exist, oldest first (``LOG.N`` ... ``LOG.1``, ``LOG``)."""
     p = Path(path)
@@ -266,7 +274,7 @@ def verify(path: str | Path) -> VerifyReport:
         for i, line in enumerate(complete, start=1):
             where = f"{f.name}:{i}"
             try:
-                rec = json.loads(line, parse_constant=_no_constant)
+                rec = json.loads(line, parse_constant=_no_constant, parse_float=_finite_float)
                 if (
                     not isinstance(rec, dict)
                     or set(rec) != set(RECORD_KEYS)
