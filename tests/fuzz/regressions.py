@@ -61,6 +61,8 @@ REGRESSIONS: dict[str, tuple[str, bytes]] = {
     "spool-deep-json": ("spool", b"[" * 100_000),
     # ValueError at audit.py verify -> record_hash (NaN in a record cannot be re-encoded canonically)
     "audit-nan-time": ("audit", audit_line(0, time="NaN")),
+    # the same through a number that overflows to infinity (found by the long audit campaign after the fix above)
+    "audit-overflowing-time": ("audit", audit_line(0, time="1e400")),
     # OverflowError at audit.py _check_head (int(Infinity) of the head's seq)
     "audit-infinite-head-seq": ("audit", audit_line(0) + SEGMENT_SEP + b'{"seq":Infinity,"hash":"x"}'),
     # OverflowError at audit.py AuditLog._recover (int(Infinity) of the last record's seq)
