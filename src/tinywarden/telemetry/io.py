@@ -72,7 +72,14 @@ def read_series(path: str | Path, split: str | None = None, drop_unordered: bool
         series = _read_csv(p, drop_unordered or _nab_windows_file(p) is not None)
         return _attach_nab_labels(series, p)
     if suffix in (".parquet", ".pq"):
-        return _read_parquet(p, drop_unordered)
+        import pyarrow as pa
+
+        try:
+            return _read_parquet(p, drop_unordered)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{p}: a column name or text cell is not UTF-8 ({exc.reason})") from None
+        except pa.ArrowException as exc:  # e.g. a column type Arrow cannot convert (integers wider than 64 bits)
+            raise DataError(f"{p}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
     if suffix == ".npz":
         return read_npz(p, split or "test")
     raise DataError(f"{p}: unknown file type {suffix!r} (expected .csv, .parquet or .npz)")
