@@ -4,6 +4,10 @@ Each input once made its parser fail with something other than a one-line Tinywa
 exception and place are in the name's comment); ``tests/test_fuzz.py`` runs each through its harness.
 Inputs are built from small readable pieces where that is practical; binary inputs that are not (a mutated
 Parquet file) are stored as ``regressions/<target>-<exception>-<file>-<line>.bin``, each about 1 KB.
+
+``known/`` holds reproducers of findings not fixed yet, which the suite does not run: ``parquet-oom.bin``
+(3.1 KB; pyarrow's reader allocates more than 3 GB for it) and ``c_state_memory-overflow.bin`` (a corrupt
+``tw_response_t`` driving tw_respond into a signed overflow; run it with the c_state_memory binary).
 """
 
 from __future__ import annotations
