@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system tools tinywarden's tests use, when they are missing: host gcc (compiled C export),
-# Mosquitto (MQTT escalation tests), nftables + iproute2 (response actuators, network namespaces), and,
+# Mosquitto (MQTT escalation tests), nftables + iproute2 (response actuators, network namespaces), clang with
+# its libFuzzer/sanitizer runtime (fuzzing the generated C: tests/test_fuzz.py, benchmarks/fuzz.py) and,
 # through install-toolchain.sh, the Cortex-M cross compiler, newlib and QEMU.
 # Idempotent; does nothing when everything is present. Needs root (or sudo) only to install.
 set -euo pipefail
@@ -13,6 +14,9 @@ have mosquitto || need+=(mosquitto)
 have nft || need+=(nftables)
 have ip || need+=(iproute2)
 have iptables || need+=(iptables)
+have clang || need+=(clang)
+# libFuzzer and the sanitizer runtimes ship apart from clang itself
+compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer*.a" >/dev/null || need+=(libclang-rt-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""

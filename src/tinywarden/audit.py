@@ -204,9 +204,18 @@ def _reject_constant(name: str) -> Any:
     raise _NonFinite(name)
 
 
+def _finite_float(text: str) -> float:
+    """A number like ``1e400`` would become infinity, which no record holds either."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(f"number {text[:20]}")
+    return value
+
+
 def _loads(line: bytes | str) -> Any:
-    """``json.loads`` that refuses NaN/Infinity (which the writer never writes) instead of accepting them."""
-    return json.loads(line, parse_constant=_reject_constant)
+    """``json.loads`` that refuses NaN/Infinity and numbers overflowing to infinity (which the writer never
+    writes) instead of accepting them."""
+    return json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _is_record(rec: Any) -> bool:
@@ -353,7 +362,7 @@ class AuditLog:
                     last = _loads(lines[-1])
                     if not _is_record(last):
                         raise ValueError("not a record")
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     raise AuditError(
                         f"{seg}: line {len(lines)}: last record unreadable; run `tinywarden audit verify` "
                         "and move the log aside"
@@ -554,7 +563,7 @@ def verify(path: str | Path, key: AuditKey | None = None, anchors: Iterable[tupl
                     Problem("tamper", where, f"not a valid record: {exc} in it, which the writer never writes (edited)")
                 )
                 continue
-            except ValueError:
+            except (ValueError, RecursionError):
                 report.problems.append(Problem("tamper", where, "not a valid record (edited or corrupted)"))
                 continue
             if f == p and i == 1:
@@ -746,7 +755,7 @@ def _check_head(
         head_seq, head_hash = head["seq"], head["hash"]
         if isinstance(head_seq, bool) or not isinstance(head_seq, int) or not isinstance(head_hash, str):
             raise TypeError("bad types")
-    except (ValueError, KeyError, TypeError, OSError):
+    except (ValueError, KeyError, TypeError, OSError, RecursionError):
         report.problems.append(Problem("tamper", head_file.name, "head file unreadable"))
         return
     report.head = (head_seq, head_hash)

@@ -800,6 +800,8 @@ def _decode_metadata(raw: bytes, source: str) -> dict[str, Any]:
         meta = json.loads(raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BundleError(f"{source}: META section is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BundleError(f"{source}: META section is not valid JSON (nested too deeply)") from None
     if not isinstance(meta, dict):
         raise BundleError(f"{source}: META section is not a JSON object")
     try:

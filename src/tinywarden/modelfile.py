@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import operator
 import struct
 import time
 from pathlib import Path
@@ -91,19 +93,26 @@ def decode(data: bytes, source: str = "<bytes>") -> tuple[dict[str, Any], dict[s
         header = json.loads(body[start : start + head_len].decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{source}: unreadable header ({exc})") from None
+    except RecursionError:
+        raise ModelFileError(f"{source}: unreadable header (JSON nested too deeply)") from None
+    if not isinstance(header, dict) or not isinstance(header.get("arrays", []), list):
+        raise ModelFileError(f"{source}: header is not a JSON object with a list of arrays")
     blob = body[start + head_len :]
     arrays: dict[str, np.ndarray] = {}
     for spec in header.get("arrays", []):
         try:
-            name, dtype, shape = spec["name"], spec["dtype"], tuple(spec["shape"])
+            name, dtype, shape = spec["name"], spec["dtype"], tuple(operator.index(d) for d in spec["shape"])
             off, nbytes = int(spec["offset"]), int(spec["nbytes"])
-        except (KeyError, TypeError, ValueError):
+            if not isinstance(name, str) or not isinstance(dtype, str):
+                raise TypeError
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise ModelFileError(f"{source}: malformed array entry {spec!r}") from None
-        if dtype not in _ALLOWED_DTYPES or off < 0 or off + nbytes > len(blob):
+        if dtype not in _ALLOWED_DTYPES or off < 0 or nbytes < 0 or off + nbytes > len(blob):
             raise ModelFileError(f"{source}: array {name!r} lies outside the file or has dtype {dtype!r}")
+        size = np.dtype(dtype).itemsize
+        if any(d < 0 for d in shape) or nbytes != size * math.prod(shape):
+            raise ModelFileError(f"{source}: array {name!r} has {nbytes} bytes, header says {shape} of {dtype}")
         arr = np.frombuffer(blob[off : off + nbytes], dtype=np.dtype(dtype).newbyteorder("<"))
-        if arr.size != int(np.prod(shape)):
-            raise ModelFileError(f"{source}: array {name!r} has {arr.size} values, header says {shape}")
         arrays[name] = arr.reshape(shape).astype(np.dtype(dtype))
     return header, arrays
 
@@ -150,7 +159,7 @@ def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
         cfg = header["pipeline"]
         det_name = header["detector"]["name"]
         params = _tuples(header["detector"]["params"])
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         raise ModelFileError(f"{source}: header lacks the pipeline or detector section") from None
     if det_name not in REGISTRY:
         raise ModelFileError(f"{source}: unknown detector {det_name!r} (known: {', '.join(sorted(REGISTRY))})")
@@ -225,7 +234,7 @@ def _load_guard(header: dict[str, Any], arrays: dict[str, np.ndarray],
         )
     try:
         name, params = spec["name"], _tuples(spec["params"])
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         raise ModelFileError(f"{source}: malformed {GUARD_HEADER_KEY!r} section {spec!r}") from None
     if name != BoundsDetector.name:
         raise ModelFileError(f"{source}: unknown fail-safe guard {name!r} (known: {BoundsDetector.name})")

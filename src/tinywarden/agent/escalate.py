@@ -118,7 +118,7 @@ class Incident:
                 raise EscalationError(f"incident {name} must be an integer >= 0, got {v!r}")
         for name in ("score", "threshold", "confidence", "window_start", "window_end", "created_at"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not _finite(v):
                 raise EscalationError(f"incident {name} must be a finite number, got {v!r}")
             object.__setattr__(self, name, float(v))
         if not 0.0 <= self.confidence <= 1.0:
@@ -133,7 +133,7 @@ class Incident:
         for k, v in self.features.items():
             if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int | float):
                 raise EscalationError(f"incident feature {k!r} must map a name to one number, got {v!r}")
-            if not math.isfinite(v):
+            if not _finite(v):
                 raise EscalationError(f"incident feature {k!r} is not finite: {v!r}")
             feats[k] = float(v)
         object.__setattr__(self, "features", feats)
@@ -190,8 +190,19 @@ class Incident:
             return cls(window_start=window["start"], window_end=window["end"], **d)
         except EscalationError as exc:
             raise EscalationError(f"{source}: {exc}") from None
+        except RecursionError:
+            raise EscalationError(f"{source}: not an incident record (JSON nested too deeply)") from None
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise EscalationError(f"{source}: not an incident record ({type(exc).__name__}: {exc})") from None
+            # repr: the detail may quote a key of the file, line breaks included
+            raise EscalationError(f"{source}: not an incident record ({type(exc).__name__}: {str(exc)!r})") from None
+
+
+def _finite(v: float) -> bool:
+    """``math.isfinite`` that also answers False for an integer too large to be a float."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True)

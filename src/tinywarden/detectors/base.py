@@ -112,7 +112,7 @@ class Detector(BaseEstimator):
         try:
             det = cls(**params)
         except TypeError as exc:
-            raise ModelFileError(f"detector {cls.name!r}: bad parameters in model file ({exc})") from None
+            raise ModelFileError(f"detector {cls.name!r}: bad parameters in model file ({str(exc)!r})") from None
         missing = [a for a in (*det._state_names(), "input_shape_") if a not in arrays]
         if missing:
             raise ModelFileError(f"detector {cls.name!r}: model file lacks array(s) {', '.join(missing)}")

@@ -128,7 +128,7 @@ def check_features(features: Sequence[str], window: int) -> tuple[str, ...]:
         raise ConfigError("the feature list is empty")
     unknown = [f for f in feats if f not in FEATURES]
     if unknown:
-        raise ConfigError(f"unknown feature(s) {', '.join(unknown)}; known: {', '.join(FEATURES)}")
+        raise ConfigError(f"unknown feature(s) {', '.join(map(repr, unknown))}; known: {', '.join(FEATURES)}")
     if len(set(feats)) != len(feats):
         raise ConfigError(f"duplicate features in {feats}")
     for f in feats:

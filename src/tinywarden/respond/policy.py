@@ -194,6 +194,8 @@ def load_policy(path: str | Path) -> Policy:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"{p}: cannot read policy ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     return parse_policy(text, source=str(p))
 
 
@@ -374,7 +376,7 @@ class _Validator:
         if not isinstance(doc, Mapping):
             raise self.fail(path, "must be a table")
         kind = doc.get("type")
-        if kind not in ACTUATOR_TYPES:
+        if not isinstance(kind, str) or kind not in ACTUATOR_TYPES:
             raise self.fail(f"{path}.type", f"must be one of {', '.join(ACTION_TYPES)} (got {kind!r})")
         required, optional = ACTUATOR_TYPES[kind].required, ACTUATOR_TYPES[kind].optional
         self.unknown(doc, {"type", *required, *optional}, path)

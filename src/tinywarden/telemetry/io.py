@@ -102,7 +102,14 @@ def read_series(path: str | Path, split: str | None = None, drop_unordered: bool
         series = _read_csv(p, drop_unordered or _nab_windows_file(p) is not None)
         return _attach_nab_labels(series, p)
     if suffix in (".parquet", ".pq"):
-        return _read_parquet(p, drop_unordered)
+        import pyarrow as pa
+
+        try:
+            return _read_parquet(p, drop_unordered)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{p}: a column name or text cell is not UTF-8 ({exc.reason})") from None
+        except pa.ArrowException as exc:  # e.g. a column type Arrow cannot convert (integers wider than 64 bits)
+            raise DataError(f"{p}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
     if suffix == ".npz":
         return read_npz(p, split or "test")
     raise DataError(f"{p}: unknown file type {suffix!r} (expected .csv, .parquet or .npz)")
@@ -111,7 +118,7 @@ def read_series(path: str | Path, split: str | None = None, drop_unordered: bool
 def _columns(path: Path, header: list[str]) -> tuple[int, list[int], int | None, int | None]:
     names = [h.strip() for h in header]
     if "timestamp" not in names:
-        raise DataError(f"{path}: row 1: no 'timestamp' column (columns: {', '.join(names)})")
+        raise DataError(f"{path}: row 1: no 'timestamp' column (columns: {', '.join(map(repr, names))})")
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DataError(f"{path}: row 1: column {dup!r} appears twice")
@@ -232,7 +239,8 @@ def _read_parquet(path: Path, drop_unordered: bool = False) -> Series:
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        detail = " ".join(str(exc).split())  # Arrow's messages may span lines; ours are one
+        raise DataError(f"{path}: not a readable Parquet file ({detail})") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: empty file")
     ts_i, chans, lab_i, att_i = _columns(path, table.column_names)
