@@ -65,6 +65,18 @@ def test_module_footprint_on_m4_and_m0plus(generated: tuple[Program, Path]) -> N
     assert m4.symbols != m0.symbols  # really two instruction sets
 
 
+#: libgcc's single-precision soft-float helpers (arithmetic, comparisons, conversions), by prefix.
+SOFT_FLOAT = ("__aeabi_f", "__aeabi_i2f", "__aeabi_ui2f", "__aeabi_cf", "__addsf", "__subsf", "__mulsf", "__nesf",
+              "__eqsf", "__gesf", "__lesf", "__fix", "__float")
+
+
+def test_no_soft_float_helper_on_fpu_less_cores(generated: tuple[Program, Path]) -> None:
+    # tw_push reads a float's bits and scales them in integers: an FPU-less core links no float helper
+    for core in ("cortex-m4", "cortex-m0plus"):
+        helpers = module_size(out := generated[1], core).undefined
+        assert not [h for h in helpers if h.startswith(SOFT_FLOAT)], (core, helpers, out)
+
+
 def test_instructions_per_window_are_counted_exactly(generated: tuple[Program, Path]) -> None:
     _, out = generated
     x = sample_stream(128 + 2 * 64)

@@ -24,7 +24,7 @@ from tinywarden.arith import C_HELPERS
 from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_defines, c_literal, template
 from tinywarden.errors import ConfigError
 from tinywarden.kernels import CTYPES, KERNELS, KernelSpec
-from tinywarden.program import Program
+from tinywarden.program import MAX_FRAC_BITS, SAMPLE_SATURATION, Program
 
 if TYPE_CHECKING:
     from tinywarden.respond.policy import Policy
@@ -90,7 +90,9 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
     """
     program.validate()
     model_id = program.model_id
-    constants = [c_array("tw_sample_offset", program.sample_offset), c_array("tw_sample_mul", program.sample_mul)]
+    multiplier, shift = program.sample_requant
+    constants = [c_array("tw_sample_multiplier", multiplier), c_array("tw_sample_shift", shift.astype(np.int8)),
+                 c_array("tw_sample_zero", program.sample_zero)]
     kernels: list[tuple[str, str]] = []
     calls: list[str] = []
     limits: dict[str, int] = {}
@@ -132,6 +134,8 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
         const_bytes=program.const_bytes,
         scratch_fields="\n".join(scratch),
         ring_bytes=2 * program.window * program.n_channels,
+        max_frac_bits=MAX_FRAC_BITS,
+        sample_saturation=SAMPLE_SATURATION,
     )
     source = template("tinywarden_model.c.tmpl").substitute(
         common,
