@@ -1,6 +1,8 @@
 """Generated C compiled with the host gcc must return exactly the Python int8 reference's scores and
 decisions (tw_push with floats, tw_push_q with int16), for all four detectors, on simulated and real data."""
 
+import math
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,11 +11,12 @@ import numpy as np
 import pytest
 
 from int8_fixtures import INT8_FAMILIES, camera, data_dir, fitted
+from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.c import emit_c, write_c
 from tinywarden.detectors import make_detector
 from tinywarden.errors import ConfigError
 from tinywarden.pipeline import Pipeline
-from tinywarden.program import quantize_fixed, quantize_samples, run_int8
+from tinywarden.program import MAX_WINDOW, quantize_fixed, quantize_samples, run_int8
 from tinywarden.quantize import quantize_pipeline
 from tinywarden.telemetry import read_series
 
@@ -166,3 +169,56 @@ def test_generated_c_is_self_contained_and_stamped():
         "int tw_push(tw_state_t *s, const float sample[TW_N_CHANNELS], tw_result_t *out)"}
     assert prog.model_id in hdr and prog.model_id in src and "TW_STATE_BYTES" in hdr
     assert "tw_convolve_1d_s8(" in src and "tw_fully_connected_s8(" not in src  # only the kernels it uses
+
+
+ALL_FEATURES = ("mean", "std", "min", "max", "last", "rms", "band1", "band2", "band3", "crossings",
+                "diff_abs_mean", "diff_abs_max")
+
+
+@pytest.mark.parametrize(("window", "stride", "features"), [
+    (32, 12, ALL_FEATURES),  # blocks of 4: band3 from the ring, the others from 8 blocks
+    (24, 3, ALL_FEATURES),  # blocks of 3: every band from the ring
+    (16, 16, ALL_FEATURES),  # one block per window
+    (64, 16, ("min", "max", "last", "band1", "band2", "diff_abs_max")),  # no ring at all
+])
+def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, features, tmp_path):
+    s, _ = camera()
+    pipe = Pipeline(make_detector("ewma"), window=window, stride=stride, features=features).fit(s.slice(0, 6000))
+    prog = quantize_pipeline(pipe, s.slice(0, 6000))
+    values = s.values[6000:9000].copy()
+    values[100:130, 2] = np.nan  # saturating and NaN samples flow through the aggregates alike
+    values[400:420, 3] = 1e30
+    src = emit_c(prog)["tinywarden_model.c"]
+    block = math.gcd(window, stride)
+    coarse = [f for f in features if f.startswith("band") and block % 2 ** int(f[4:])]
+    assert ("ring[" in src) == ("crossings" in features or bool(coarse))
+    assert "codes" not in src and "TW_FEATURE_" not in src  # the feature set is compiled in, not dispatched
+    assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
+                     values, tmp_path)
+
+
+def test_tables_are_named_for_what_they_hold_and_limits_come_from_python():
+    _, prog = fitted("dense_ae")
+    files = emit_c(prog)
+    src, hdr = files["tinywarden_model.c"], files["tinywarden_model.h"]
+    assert "tw_op" not in src
+    for layer in ("h0", "h1", "h2", "recon"):
+        assert f"static const int8_t tw_{layer}_weights[" in src
+    assert f"#define TW_MAX_WINDOW {MAX_WINDOW}" in src and f"#define TW_MAX_PERSIST_N {MAX_PERSIST_N}" in src
+    # no bare copy of a Python limit in the module template: each is a named #define
+    tmpl = (Path(emit_c.__code__.co_filename).parent / "templates" / "tinywarden_model.c.tmpl").read_text()
+    assert not re.search(r"\b(4096|64|32)\b", tmpl.replace("uint64_t", "").replace("int64_t", "")
+                         .replace("int32_t", "").replace("UINT64_C", "").replace("INT64_C", ""))
+    assert re.search(r"#define TW_STATE_BYTES \d+\n", hdr) and "size_t tw_scratch_bytes(void);" in hdr
+
+
+def test_state_bytes_is_checked_by_a_static_assertion(tmp_path):
+    _, prog = fitted("ewma")
+    files = emit_c(prog)
+    hdr = re.sub(r"#define TW_STATE_BYTES (\d+)", lambda m: f"#define TW_STATE_BYTES {int(m.group(1)) + 8}",
+                 files["tinywarden_model.h"])
+    (tmp_path / "tinywarden_model.h").write_text(hdr)
+    (tmp_path / "tinywarden_model.c").write_text(files["tinywarden_model.c"])
+    res = subprocess.run(["gcc", *FLAGS, "-c", str(tmp_path / "tinywarden_model.c"), "-o", str(tmp_path / "m.o")],
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and "tw_state_bytes_check" in res.stderr

@@ -4,6 +4,7 @@ int8 reference's for the same compiled-in sample stream."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,8 @@ def test_module_footprint_on_m4_and_m0plus(generated: tuple[Program, Path]) -> N
         assert size.state_bytes >= program.window * program.n_channels * 2  # the int16 ring buffer
         assert "tw_push" in size.symbols and "tw_init" in size.symbols
     assert m4.symbols != m0.symbols  # really two instruction sets
+    stated = int(re.search(r"#define TW_STATE_BYTES (\d+)", (out / "tinywarden_model.h").read_text()).group(1))
+    assert m4.state_bytes == m0.state_bytes == stated  # the header's number is the target's sizeof
 
 
 #: libgcc's single-precision soft-float helpers (arithmetic, comparisons, conversions), by prefix.

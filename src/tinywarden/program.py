@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from tinywarden.arith import INT16_MAX, INT16_MIN, quantize_multiplier
-from tinywarden.calibrate import Persistence, persist
+from tinywarden.calibrate import MAX_PERSIST_N, Persistence, persist
 from tinywarden.errors import ConfigError, ModelFileError
 from tinywarden.features import window_end_rows
 from tinywarden.kernels import CTYPES, KERNELS, Op, TensorSpec
@@ -114,8 +114,9 @@ class Program:
         if not 2 <= self.window <= MAX_WINDOW or not 1 <= self.stride <= self.window:
             raise ConfigError(f"program window {self.window} / stride {self.stride} out of range "
                               f"(2 <= window <= {MAX_WINDOW}, 1 <= stride <= window)")
-        if not 1 <= self.k <= self.n <= 64:
-            raise ConfigError(f"program persistence k={self.k}, n={self.n} out of range 1 <= k <= n <= 64")
+        if not 1 <= self.k <= self.n <= MAX_PERSIST_N:
+            raise ConfigError(f"program persistence k={self.k}, n={self.n} out of range "
+                              f"1 <= k <= n <= {MAX_PERSIST_N}")
         sample_arrays = (
             ("sample_offset", self.sample_offset, "float32"),
             ("sample_mul", self.sample_mul, "float32"),
@@ -131,6 +132,9 @@ class Program:
             if t.dtype not in CTYPES or not t.name.isidentifier():
                 raise ConfigError(f"program tensor {t.name!r} has bad dtype {t.dtype!r} or name")
             known.add(t.name)
+        dsts = [op.dst for op in self.ops]
+        if len(set(dsts)) != len(dsts) or "window" in dsts:
+            raise ConfigError(f"program ops must each write their own tensor (not the window), got {dsts}")
         for i, op in enumerate(self.ops):
             if op.kind not in KERNELS:
                 raise ConfigError(f"program op {i}: unknown kernel {op.kind!r} (known: {', '.join(KERNELS)})")
