@@ -90,8 +90,23 @@ def test_instructions_per_window_are_counted_exactly(generated: tuple[Program, P
     assert counts.per_push.tolist() == again.instructions.per_push.tolist()
     assert len(counts.per_push) == len(x) and len(counts.per_window) == 3
     closing = counts.per_push[counts.window_pushes]
-    others = np.delete(counts.per_push, counts.window_pushes)
+    block_ends = np.arange(63, len(x), 64)  # blocks of gcd(128, 64) samples: their last push folds the block
+    others = np.delete(counts.per_push, np.union1d(counts.window_pushes, block_ends))
     # A push that only stores a sample is cheap; the pushes that close a window run the model.
     assert others.max() * 20 < closing.min()
+    assert others.max() * 10 < counts.per_push[block_ends].min() < closing.min()
     assert counts.per_window[1] == counts.per_push[128:192].sum()
     assert counts.max_push == closing.max()
+
+
+def test_m0plus_build_runs_on_the_m4_board_with_the_same_decisions(generated: tuple[Program, Path]) -> None:
+    # ARMv6-M code is a subset of ARMv7-M: the M0+ build's decisions and its own instruction count come from
+    # the M4 board; Thumb-1 needs more instructions than Thumb-2 for the same loop
+    program, out = generated
+    x = sample_stream(128 + 2 * 64)
+    m0 = run_on_qemu(out, x, target="cortex-m0plus", count=True, timeout=60)
+    m4 = run_on_qemu(out, x, target="cortex-m4", count=True, timeout=60)
+    scores, anomalies = run_int8(program, x)
+    assert m0.decisions.score.tolist() == scores.tolist() and m0.decisions.anomaly.tolist() == anomalies.tolist()
+    assert m0.instructions is not None and m4.instructions is not None
+    assert m0.instructions.steady_per_window > m4.instructions.steady_per_window

@@ -46,15 +46,17 @@ from tinywarden.features import window_end_rows
 from tinywarden.kernels import CTYPES, KERNELS, Op, TensorSpec
 from tinywarden.kernels.features_s16 import MAX_WINDOW
 
-__all__ = ["KERNELS", "MAX_FRAC_BITS", "MAX_WINDOW", "PROGRAM_VERSION", "Int8Stream", "Op", "Program", "TensorSpec",
-           "from_model_file", "quantize_fixed", "quantize_samples", "run_int8", "run_windows", "to_model_file"]
+__all__ = ["KERNELS", "MAX_FRAC_BITS", "MAX_SAMPLE_ZERO", "MAX_WINDOW", "PROGRAM_VERSION", "Int8Stream", "Op",
+           "Program", "TensorSpec", "from_model_file", "quantize_fixed", "quantize_samples", "run_int8", "run_windows",
+           "to_model_file"]
 
 PROGRAM_VERSION = 1
 #: Fixed-point readings ``raw * 2**-frac_bits`` (``tw_push_fixed``) take ``frac_bits`` in [0, MAX_FRAC_BITS].
 MAX_FRAC_BITS = 31
-#: |round(x * mul)| is saturated here before the zero point is subtracted: far beyond any int16 result
-#: (|sample_zero| < 2**31) and far within int64.
-SAMPLE_SATURATION = 1 << 40
+#: |round(x * mul)| is saturated here before the zero point is subtracted ...
+SAMPLE_SATURATION = 2**30
+#: ... and |sample_zero| is at most this: +-y - zero fits int32, and a saturated y still saturates the sample.
+MAX_SAMPLE_ZERO = 2**29
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ class Program:
                 raise ConfigError(f"program {name} must be {dt} of shape ({c},), got {arr.dtype} {arr.shape}")
         if not (np.isfinite(self.sample_mul).all() and (self.sample_mul > 0).all()):
             raise ConfigError("program sample_mul must be finite and > 0")
+        if np.abs(self.sample_zero.astype(np.int64)).max(initial=0) > MAX_SAMPLE_ZERO:
+            raise ConfigError(f"program sample_zero must lie in [-{MAX_SAMPLE_ZERO}, {MAX_SAMPLE_ZERO}]")
         known = {"window"}
         for t in self.tensors:
             if t.dtype not in CTYPES or not t.name.isidentifier():
@@ -163,14 +167,14 @@ class Program:
 # -- sample quantization ---------------------------------------------------------------------------
 def _scale_to_q(program: Program, neg: np.ndarray, m: np.ndarray, e: np.ndarray) -> np.ndarray:
     """int16 of ``(-1)**neg * m * 2**e`` (``m`` < 2**32, per column of the program's channels); the C
-    ``tw_sample_to_q`` step by step."""
+    ``tw_sample_to_q`` step by step: ``y = round(m * multiplier * 2**(e + shift - 31))`` (ties away from zero)
+    saturated at :data:`SAMPLE_SATURATION`, then ``q = sat16(+-y - zero)``."""
     mult, shift = (v.astype(np.int64) for v in program.sample_requant)
     p = m.astype(np.int64) * mult  # < 2**32 * 2**31: fits int64
-    sh = 31 - shift - e.astype(np.int64)  # y = round(p / 2**sh)
-    shc = np.clip(sh, 1, 62)
-    rounded = (p + (np.int64(1) << (shc - 1))) >> shc
-    y = np.where(p == 0, 0, np.where(sh <= 0, SAMPLE_SATURATION, np.where(sh >= 63, 0, rounded)))
-    y = np.minimum(y, SAMPLE_SATURATION)
+    sh = 30 - shift - e.astype(np.int64)  # one less than the rounding shift
+    r = np.minimum(p >> np.clip(sh, 0, 62), 2**32 - 1)  # kept bits, saturated to uint32
+    y = np.minimum((r >> 1) + (r & 1), SAMPLE_SATURATION)
+    y = np.where(sh < 0, np.where(p == 0, 0, SAMPLE_SATURATION), np.where(sh > 62, 0, y))
     t = np.where(neg, -y, y) - program.sample_zero.astype(np.int64)
     return np.clip(t, INT16_MIN, INT16_MAX).astype(np.int16)
 
@@ -192,9 +196,7 @@ def quantize_samples(program: Program, samples: np.ndarray) -> np.ndarray:
         bits = x.astype(np.float32).view(np.uint32).astype(np.int64)
     neg, exp, frac = bits >> 31, (bits >> 23) & 0xFF, bits & 0x7FFFFF
     m = np.where(exp == 0, frac, frac | (1 << 23))
-    e = np.where(exp == 0, 1, exp) - 150
-    m = np.where(exp == 255, 1, m)  # infinity: saturates through a huge exponent
-    e = np.where(exp == 255, 200, e)
+    e = np.where(exp == 0, 1, exp) - 150  # an infinity (exponent 255) saturates like any huge value
     q = _scale_to_q(program, neg.astype(bool), m, e)
     return np.where((exp == 255) & (frac != 0), np.int16(0), q)
 

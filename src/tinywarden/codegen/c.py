@@ -27,7 +27,7 @@ from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_d
 from tinywarden.errors import ConfigError
 from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField
 from tinywarden.kernels.features_s16 import MAX_WINDOW
-from tinywarden.program import MAX_FRAC_BITS, SAMPLE_SATURATION, Program
+from tinywarden.program import MAX_FRAC_BITS, MAX_SAMPLE_ZERO, SAMPLE_SATURATION, Program
 
 if TYPE_CHECKING:
     from tinywarden.respond.policy import Policy
@@ -129,7 +129,8 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
     calls: list[str] = []
     limits: dict[str, int] = {"TW_MAX_WINDOW": MAX_WINDOW, "TW_MAX_PERSIST_N": MAX_PERSIST_N}
     needed: set[str] = set()
-    needs_ring = False
+    needs_ring = any("window" in op.src and (KERNELS[op.kind].stream_ring is None
+                                             or KERNELS[op.kind].stream_ring(op, program)) for op in program.ops)
     typedefs: list[str] = []
     folds: list[str] = []
     fields: list[StateField] = [_scalar("uint16_t", "filled"), _scalar("uint16_t", "phase"),
@@ -139,11 +140,10 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
         spec = KERNELS[op.kind]  # validate() has checked the kind is registered
         call_fields = _call_fields(program, i)
         if spec.stream is not None and op.src == ("window",):
-            sc = spec.stream(op, program, f"tw_{op.dst}")
+            sc = spec.stream(op, program, f"tw_{op.dst}", needs_ring)
             # only the tables the generated code reads (a feature list is compiled into the code itself)
             constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in op.consts.items()
                              if table_name(op, c) in sc.body)
-            needs_ring |= sc.needs_ring
             typedefs.append(sc.typedefs)
             fields.extend(sc.fields)
             folds.append(f"    {sc.fold_fn}(s, sample);")
@@ -153,7 +153,6 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
             limits.update(sc.limits)
             invariants.append(sc.doc)
             continue
-        needs_ring |= "window" in op.src
         constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in op.consts.items())
         kt = KernelTemplate.of(spec)
         try:
@@ -180,10 +179,11 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
         "model_id": model_id,
         "detector": info.get("detector", "?"),
     }
-    per_sample = list(folds)
+    per_sample = []
     if needs_ring:
         per_sample += ["    for (c = 0; c < TW_N_CHANNELS; c++) {", "        s->ring[s->head][c] = sample[c];", "    }",
                        "    s->head = (uint16_t)((s->head + 1u == TW_WINDOW) ? 0u : s->head + 1u);"]
+    per_sample += folds  # after the ring store: a completed block is read from the ring
     header = template("tinywarden_model.h.tmpl").substitute(
         common,
         channel_list=", ".join(program.channels),
@@ -203,6 +203,7 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
         invariants="\n * ".join(textwrap.wrap("; ".join(invariants), 100)) if invariants else "-",
         max_frac_bits=MAX_FRAC_BITS,
         sample_saturation=SAMPLE_SATURATION,
+        max_sample_zero=MAX_SAMPLE_ZERO,
     )
     source = template("tinywarden_model.c.tmpl").substitute(
         common,

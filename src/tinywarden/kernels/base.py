@@ -106,7 +106,8 @@ class StreamC:
     doc: str = ""
 
 
-StreamKernel = Callable[[Op, ProgramView, str], StreamC]
+#: ``(op, program, table prefix, the module keeps the raw sample ring) -> StreamC``
+StreamKernel = Callable[[Op, ProgramView, str, bool], StreamC]
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,11 @@ class KernelSpec:
     check: Check | None = None
     #: score kernels: the int64 total before the final right shift (the quantizer chooses that shift)
     total: Kernel | None = None
-    #: window kernels that can be computed from per-sample running aggregates: ``(op, program, table
-    #: prefix) -> StreamC``; the C emitter then folds each sample once instead of re-reading the ring
+    #: window kernels that can be computed from per-sample running aggregates: their C form
+    #: (:data:`StreamKernel`); the C emitter then folds each sample once instead of re-reading the ring
     stream: StreamKernel | None = None
+    #: for a streaming kernel: whether its C form reads the raw sample ring for ``(op, program)``
+    stream_ring: Callable[[Op, ProgramView], bool] | None = None
 
 
 #: Every kernel a program may use, by kind; filled by :func:`register_kernel` as kernel modules load.
