@@ -242,14 +242,11 @@ static int32_t tw_doubling_high_mult(int32_t a, int32_t b)
  * Range: exponent in [0, 31]. */
 static int32_t tw_divide_by_power_of_two(int32_t x, int32_t exponent)
 {
-    int64_t mask = ((int64_t)1 << exponent) - 1;
-    int64_t remainder = (int64_t)x & mask;
-    int64_t result = (int64_t)x >> exponent;
-    int64_t threshold = (mask >> 1) + ((result < 0) ? 1 : 0);
-    if (remainder > threshold) {
-        result++;
-    }
-    return (int32_t)result;
+    int32_t mask = (int32_t)(((uint32_t)1 << exponent) - 1u);
+    int32_t remainder = x & mask;
+    int32_t result = x >> exponent;
+    int32_t threshold = (mask >> 1) + ((result < 0) ? 1 : 0);
+    return (remainder > threshold) ? result + 1 : result;
 }
 
 /* x * multiplier * 2^(shift - 31), rounded. CMSIS-NN arm_nn_requantize, except that x is first
