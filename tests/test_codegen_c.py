@@ -204,6 +204,9 @@ def test_tables_are_named_for_what_they_hold_and_limits_come_from_python():
     assert "tw_op" not in src
     for layer in ("h0", "h1", "h2", "recon"):
         assert f"static const int8_t tw_{layer}_weights[" in src
+        # CMSIS-NN style: the layer's offsets, activation and requantization as named parameter structs
+        assert f"static const tw_fc_params_t tw_{layer}_fc_params = {{" in src
+        assert f"tw_fully_connected_s8(&tw_{layer}_fc_params, &tw_{layer}_quant_params," in src
     assert f"#define TW_MAX_WINDOW {MAX_WINDOW}" in src and f"#define TW_MAX_PERSIST_N {MAX_PERSIST_N}" in src
     # no bare copy of a Python limit in the module template: each is a named #define
     tmpl = (Path(emit_c.__code__.co_filename).parent / "templates" / "tinywarden_model.c.tmpl").read_text()

@@ -40,19 +40,24 @@ SOURCE_NAME = "tinywarden_model.c"
 
 @dataclass(frozen=True)
 class KernelTemplate:
-    """A kernel's C template split into its call line, required helpers and C body."""
+    """A kernel's C template split into its call line, required helpers, C body and the parameter-struct
+    constants each call gets (``//@params:`` lines, CMSIS-NN style: one named struct per concern)."""
 
     call: Template
     requires: tuple[str, ...]
     body: str
+    params: Template = Template("")
 
     @classmethod
     def of(cls, spec: KernelSpec) -> KernelTemplate:
         call: list[str] = []
         requires: tuple[str, ...] = ()
         body = []
+        params = []
         for line in spec.c_template.strip("\n").splitlines():
-            if line.startswith("//@call:"):
+            if line.startswith("//@params:"):
+                params.append(line.removeprefix("//@params:").strip())
+            elif line.startswith("//@call:"):
                 call.append(line.removeprefix("//@call:").strip())
             elif line.startswith("//@+"):
                 call.append(line.removeprefix("//@+").strip())
@@ -62,7 +67,8 @@ class KernelTemplate:
                 body.append(line)
         subs = dict(spec.c_subs)
         return cls(Template(Template(" ".join(call)).safe_substitute(subs)), requires,
-                   Template("\n".join(body).strip() + "\n").substitute(subs))
+                   Template("\n".join(body).strip() + "\n").substitute(subs),
+                   Template(Template("\n".join(params)).safe_substitute(subs)))
 
 
 def _call_fields(program: Program, i: int) -> dict[str, Any]:
@@ -157,6 +163,8 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
         kt = KernelTemplate.of(spec)
         try:
             calls.append("    " + kt.call.substitute(call_fields))
+            if kt.params.template:
+                constants.append(kt.params.substitute(call_fields))
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"kernel {op.kind!r}: its C call line names an unknown field ({exc})") from None
         if not any(k == op.kind for k, _ in kernels):
@@ -171,7 +179,7 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
     state_fields, state_bytes = state_layout(fields + scratch)
     scratch_bytes = sum(f.nbytes for f in scratch)
     helpers = [text.strip("\n") + "\n" for name, text in C_HELPERS.items() if name in needed]
-    limit_block = [f"/* limits of the kernels below (tinywarden.kernels) */\n{c_defines(sorted(limits.items()))}\n"]
+    limit_block = [f"/* limits of the kernels (tinywarden.kernels) */\n{c_defines(sorted(limits.items()))}\n"]
     info = program.info
     feats = info.get("features") or []
     common = {
@@ -208,7 +216,8 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
     source = template("tinywarden_model.c.tmpl").substitute(
         common,
         constants="\n".join(constants).rstrip(),
-        kernels="\n".join([*limit_block, *helpers, *(body for _, body in kernels)]).rstrip(),
+        helpers="\n".join([*limit_block, *helpers]).rstrip(),
+        kernels="\n".join(body for _, body in kernels).rstrip(),
         calls="\n".join(calls),
         per_sample="\n".join(per_sample),
         channel_index="    int32_t c;\n" if needs_ring else "",
