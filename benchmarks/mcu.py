@@ -471,8 +471,8 @@ def render_md(r: dict[str, Any]) -> str:
         f"host C equal: {r['host_c_decisions_equal']}.",
         f"Instructions are exact counts (QEMU one instruction per block, `-d exec,nochain`), mean over "
         f"{ins['cortex-m4']['windows_counted']} steady windows (one stride of pushes each); longest single push "
-        f"{ins['cortex-m4']['max_push']} on M4. Share of the M4 instructions by function (libgcc soft-float "
-        "helpers such as `__subsf3` serve the float sample quantization): "
+        f"{ins['cortex-m4']['max_push']} on M4. Share of the M4 instructions by function (libgcc helpers "
+        f"linked on M4: {', '.join(m4['libgcc']) or 'none'}; the sample quantization is integer only): "
         + ", ".join(f"`{k}` {v:.0%}" for k, v in ins["cortex-m4"]["by_function_share"].items()) + ".",
         f"emlearn outputs vs the float model: max |diff| {em['max_abs_diff_vs_float_model']:.2e} (emlearn "
         "prints weights with 6 decimals). emlearn and TFLM have no window features: their rows are the "
