@@ -92,14 +92,14 @@ class StreamC:
     """A window kernel in its streaming C form: every pushed sample is folded into ``fields`` of the state
     (``fold``, a function ``static void <fold_fn>(tw_state_t *s, const int16_t q[TW_N_CHANNELS])``), and a
     completed window's result is combined from them by ``call`` (a statement, as a template's ``//@call:``).
-    ``typedefs`` precede the state struct in the header; ``needs_ring`` asks for the raw sample ring too."""
+    ``typedefs`` precede the state struct in the header (whether it also reads the raw sample ring is the
+    kernel's ``stream_ring``)."""
 
     typedefs: str
     fields: tuple[StateField, ...]
     fold_fn: str
     body: str
     call: str
-    needs_ring: bool
     requires: tuple[str, ...] = ()
     limits: Mapping[str, int] = field(default_factory=dict)
     #: how the state holds the window, for the header's invariant comment

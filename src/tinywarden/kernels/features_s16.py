@@ -360,7 +360,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
                "the current block's samples wait in the ring" if ring else
                "fbuf[0, bpos) holds the current block's samples"))
     return StreamC(typedefs, tuple(fields), "tw_features_push", body, "tw_features_finish(s, s->t_${dst});",
-                   needs_ring(op, p), ("isqrt",) if {"std", "rms"} & set(names) else (),
+                   ("isqrt",) if {"std", "rms"} & set(names) else (),
                    {"TW_BLOCK": g, "TW_BLOCKS": n_blocks, "TW_MAX_WINDOW": MAX_WINDOW}, doc)
 
 
