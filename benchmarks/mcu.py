@@ -13,7 +13,9 @@ Measured here, in this run:
   (soft float, as ``-mcpu=cortex-m4 -mthumb`` builds), Cortex-M4F (hard float) and Cortex-M0+: flash =
   text + data, static RAM = data + bss, plus the caller-owned ``tw_state_t``; its decisions on an
   emulated Cortex-M4 (QEMU mps2-an386) compared with the Python int8 reference; exact instructions per
-  window from QEMU's per-instruction trace; host C nanoseconds per window.
+  window on M4, M4F and M0+ from QEMU's per-instruction trace (the M0+ build runs on the M4 board); an
+  energy estimate per window from those counts and a cited run-mode figure of a named low-power part
+  (:data:`ENERGY_PART`), beside MLPerf Tiny's anomaly-detection reference; host C nanoseconds per window.
 * emlearn (pip): the same float autoencoder (its weights copied into a scikit-learn ``MLPRegressor``) as
   emlearn C, sized and counted the same way. emlearn has no window features, so it is the model only.
 * TensorFlow Lite Micro: the exported ``.tflite`` run by the ``tflite-micro`` package's interpreter on
@@ -77,6 +79,44 @@ TFLM_PUBLISHED = [
     ("designed to work with 'as little as 20 KB of flash and 4 KB of SRAM'",
      "P. Warden, D. Situnayake, TinyML (O'Reilly, 2019), ch. 17", 20480),
 ]
+
+
+#: The cores whose instructions per window are counted (QEMU runs the M0+ build on the M4 board: ARMv6-M code
+#: is a subset of ARMv7-M, so the count is the M0+ program's; see embedded/targets.toml).
+COUNT_CORES = ("cortex-m4", "cortex-m4f", "cortex-m0plus")
+#: The low-power part the energy estimate is for, and its vendor's run-mode figure. Energy per window =
+#: instructions x CPI x (uA/MHz) x V, i.e. pJ = instructions * CPI * uA_per_MHz * V; CPI 1 is a floor (flash
+#: wait states and multi-cycle loads add cycles), so the estimate is a lower bound of the core's energy.
+ENERGY_PART = {
+    "part": "STMicroelectronics STM32L476 (Cortex-M4F, 80 MHz, run mode from flash, range 1)",
+    "ua_per_mhz": 120.0,
+    "volts": 3.0,
+    "mhz": 80.0,
+    "cpi": 1.0,
+    "source": "STMicroelectronics, STM32L4 power controller (PWR) presentation for STM32L47x/48x: "
+              "'Run mode can support a system clock running at up to 80 MHz, with only 120 uA/MHz' "
+              "(100 uA/MHz at 26 MHz); typical supply VDD = 3.0 V as in the STM32L4 datasheets",
+}
+#: MLPerf Tiny's anomaly-detection reference (ToyADMOS, dense autoencoder) on TFLite Micro, Cortex-M4.
+MLPERF_TINY_AD = {
+    "ms": 10.0,
+    "uj": 416.0,
+    "what": "MLPerf Tiny anomaly detection (ToyADMOS, FC autoencoder 640-128-...-640), TFLite Micro reference "
+            "on a Cortex-M4",
+    "source": "MLPerf Tiny v0.5 reference submission (Banbury et al., 'MLPerf Tiny Benchmark', NeurIPS 2021 "
+              "Datasets and Benchmarks track): about 10 ms and 416 uJ per inference, as quoted in issue 16",
+}
+
+
+def energy_uj(instructions: float) -> float:
+    """Energy estimate in microjoules of ``instructions`` on :data:`ENERGY_PART` (see there)."""
+    e = ENERGY_PART
+    return instructions * e["cpi"] * e["ua_per_mhz"] * e["volts"] * 1e-6
+
+
+def time_ms(instructions: float) -> float:
+    """Time in milliseconds of ``instructions`` at :data:`ENERGY_PART`'s clock and CPI."""
+    return instructions * ENERGY_PART["cpi"] / (ENERGY_PART["mhz"] * 1e3)
 
 
 #: The device budget the tuned row is searched for: the targets above.
@@ -219,7 +259,7 @@ def reference_check(program: Program, stream: np.ndarray, decisions: Decisions) 
 
 
 def module_figures(program: Program, work: Path, stream: np.ndarray, *, size_cores: Sequence[str] = CORES,
-                   count_cores: Sequence[str] = ("cortex-m4", "cortex-m4f")) -> tuple[dict[str, Any], Decisions]:
+                   count_cores: Sequence[str] = COUNT_CORES) -> tuple[dict[str, Any], Decisions]:
     """Generate ``program``'s C module into ``work`` and measure it: sizes on ``size_cores``, decisions on an
     emulated Cortex-M4 over ``stream`` against the Python int8 reference, and exact instructions per
     window on ``count_cores`` over the first :data:`COUNTED_WINDOWS` steady windows of ``stream``.
@@ -265,12 +305,16 @@ def pipeline_row(label: str, pipe: Pipeline, program: Program, series: Series, c
     already measured for it by :func:`module_figures`) with its window AUC on the held-out days."""
     if figures is None:
         stream = pipe.select_channels(series.slice(cut, len(series)))[:STREAM_ROWS]
-        figures, _ = module_figures(program, work, stream, size_cores=("cortex-m4",), count_cores=("cortex-m4",))
+        figures, _ = module_figures(program, work, stream)
     m4, ins = figures["sizes"]["cortex-m4"], figures["instructions"]["cortex-m4"]
+    m0 = figures["sizes"].get("cortex-m0plus", {})
     return {
         "label": label, "family": pipe.detector.name, "window": pipe.window, "stride": pipe.stride,
         "model_id": program.model_id, "flash": m4["flash"], "static_ram_with_state": m4["static_ram_with_state"],
+        "flash_m0plus": m0.get("flash"), "static_ram_with_state_m0plus": m0.get("static_ram_with_state"),
         "const_bytes": program.const_bytes, "instructions_per_window": ins["per_window"],
+        "instructions_per_window_by_core": {core: v["per_window"] for core, v in figures["instructions"].items()},
+        "energy_uj_per_window_m4": energy_uj(ins["per_window"]),
         "decisions_equal_reference": figures["qemu_check"]["decisions_equal_reference"],
         "windows_compared": figures["qemu_check"]["windows"],
         "window_auc": window_auc(pipe, program, series, cut),
@@ -371,6 +415,13 @@ def measure(days: float, train_days: float, seed: int, tune_seconds: float = 170
     }
     for t in res["targets"].values():
         t["met"] = t["value"] <= t["limit"]
+    res["energy"] = {
+        "part": ENERGY_PART,
+        "per_window": {core: {"instructions": v["per_window"], "uj": energy_uj(v["per_window"]),
+                              "ms_at_part_clock": time_ms(v["per_window"])}
+                       for core, v in res["instructions"].items()},
+        "mlperf_tiny_ad": MLPERF_TINY_AD,
+    }
     res["families"] = family_rows(series, cut, (pipe, program, figures), tune_seconds)
     return res
 
@@ -392,22 +443,23 @@ def render_md(r: dict[str, Any]) -> str:
         "same model as the default pipeline's, without window features, feature scaling or persistence, which "
         "tinywarden's rows include.",
         "",
-        "| | flash B | static RAM B (+ state) | instr./window M4 | instr./window M4F | host ns/window |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| | flash B | static RAM B (+ state) | instr./window M4 | instr./window M4F | instr./window M0+ | "
+        "host ns/window |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         f"| tinywarden int8, whole loop (features + model), Cortex-M4 | {m4['flash']} | "
         f"{m4['static_ram']} (+{m4['state']} = {m4['static_ram_with_state']}) | "
         f"{ins['cortex-m4']['per_window']:.0f} | {ins['cortex-m4f']['per_window']:.0f} | "
-        f"{r['host_c_ns_per_window']:.0f} |",
-        f"| tinywarden, Cortex-M4F (hard float) | {m4f['flash']} | {m4f['static_ram_with_state']} | | | |",
-        f"| tinywarden, Cortex-M0+ | {m0['flash']} | {m0['static_ram_with_state']} | | | |",
+        f"{ins['cortex-m0plus']['per_window']:.0f} | {r['host_c_ns_per_window']:.0f} |",
+        f"| tinywarden, Cortex-M4F (hard float) | {m4f['flash']} | {m4f['static_ram_with_state']} | | | | |",
+        f"| tinywarden, Cortex-M0+ | {m0['flash']} | {m0['static_ram_with_state']} | | | | |",
         f"| emlearn float MLP, model only, Cortex-M4 | {em['sizes']['cortex-m4']['flash']} | "
         f"{em['sizes']['cortex-m4']['static_ram']} | {em['instructions']['cortex-m4']:.0f} | "
-        f"{em['instructions']['cortex-m4f']:.0f} | {em['host_ns_per_inference']:.0f} |",
+        f"{em['instructions']['cortex-m4f']:.0f} | - | {em['host_ns_per_inference']:.0f} |",
         f"| emlearn, Cortex-M0+ | {em['sizes']['cortex-m0plus']['flash']} | "
-        f"{em['sizes']['cortex-m0plus']['static_ram']} | | | |",
+        f"{em['sizes']['cortex-m0plus']['static_ram']} | | | | |",
         f"| TFLite Micro, same int8 .tflite, model only | {tf['tflite_bytes']} model + >=16384 runtime "
-        f"(published) | arena {tf['arena_bytes_host']} (host) | - | - | {tf['ns_per_invoke']:.0f} (invoke) |",
-        f"| LiteRT, same .tflite, model only | | | - | - | {r['litert_ns_per_invoke']:.0f} (invoke) |",
+        f"(published) | arena {tf['arena_bytes_host']} (host) | - | - | - | {tf['ns_per_invoke']:.0f} (invoke) |",
+        f"| LiteRT, same .tflite, model only | | | - | - | - | {r['litert_ns_per_invoke']:.0f} (invoke) |",
         "",
         "Targets (Cortex-M4): " + ", ".join(
             f"{k} {v['value']} <= {v['limit']}: {'met' if v['met'] else 'NOT met'}" for k, v in r["targets"].items()),
@@ -419,8 +471,8 @@ def render_md(r: dict[str, Any]) -> str:
         f"host C equal: {r['host_c_decisions_equal']}.",
         f"Instructions are exact counts (QEMU one instruction per block, `-d exec,nochain`), mean over "
         f"{ins['cortex-m4']['windows_counted']} steady windows (one stride of pushes each); longest single push "
-        f"{ins['cortex-m4']['max_push']} on M4. Share of the M4 instructions by function (libgcc soft-float "
-        "helpers such as `__subsf3` serve the float sample quantization): "
+        f"{ins['cortex-m4']['max_push']} on M4. Share of the M4 instructions by function (libgcc helpers "
+        f"linked on M4: {', '.join(m4['libgcc']) or 'none'}; the sample quantization is integer only): "
         + ", ".join(f"`{k}` {v:.0%}" for k, v in ins["cortex-m4"]["by_function_share"].items()) + ".",
         f"emlearn outputs vs the float model: max |diff| {em['max_abs_diff_vs_float_model']:.2e} (emlearn "
         "prints weights with 6 decimals). emlearn and TFLM have no window features: their rows are the "
@@ -428,10 +480,35 @@ def render_md(r: dict[str, Any]) -> str:
         "TFLM flash is not measured here (the pip wheel has no sources to cross-build); published figures:",
     ]
     lines += [f"- {x['claim']} ({x['source']})" for x in tf["published_flash"]]
+    lines += energy_md(r["energy"])
     lines.append("Host times are medians on this machine and vary between runs; instruction counts and sizes "
                  "are exact for a given model and change only with the model or the generated C.")
     lines += families_md(r["families"], p)
     return "\n".join(lines) + "\n"
+
+
+def energy_md(e: dict[str, Any]) -> list[str]:
+    """Energy per window from the instruction counts and the part's datasheet figure, beside MLPerf Tiny's."""
+    part, ml = e["part"], e["mlperf_tiny_ad"]
+    pj = part["cpi"] * part["ua_per_mhz"] * part["volts"]
+    lines = [
+        "",
+        "## Energy per window (estimate)",
+        "",
+        f"Part: {part['part']}; {part['ua_per_mhz']:g} uA/MHz at {part['volts']:g} V = {pj:g} pJ per cycle, "
+        f"CPI {part['cpi']:g} assumed (a floor: wait states add cycles). Source: {part['source']}.",
+        "",
+        "| | instructions/window | time at 80 MHz, ms | energy/window, uJ | windows per MLPerf Tiny AD inference's "
+        "energy |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for core, v in e["per_window"].items():
+        label = {"cortex-m4": "tinywarden, Cortex-M4 build", "cortex-m4f": "tinywarden, Cortex-M4F build",
+                 "cortex-m0plus": "tinywarden, Cortex-M0+ build (same part figure)"}.get(core, core)
+        lines.append(f"| {label} | {v['instructions']:.0f} | {v['ms_at_part_clock']:.3f} | {v['uj']:.2f} | "
+                     f"{ml['uj'] / v['uj']:.0f} |")
+    lines += [f"| {ml['what']} | - | {ml['ms']:g} | {ml['uj']:g} | 1 |", "", f"MLPerf Tiny figures: {ml['source']}."]
+    return lines
 
 
 def _cell(v: Any, fmt: str = "{}") -> str:
@@ -453,26 +530,31 @@ def families_md(f: dict[str, Any], p: dict[str, Any]) -> list[str]:
         f"row is the pipeline `tinywarden.tune.tune(train, Budget({t['budget']['flash']}, {t['budget']['ram']}))` "
         f"chooses on those days ({t['measured']} of {t['trials']} candidates measured; limit {t['limit']}, "
         f"{stop}). Every row is the whole generated C module (features, requantization, model, persistence) "
-        "measured like the default pipeline: flash = text + data with `arm-none-eabi-gcc -Os` for Cortex-M4; "
+        "measured like the default pipeline: flash = text + data with `arm-none-eabi-gcc -Os` for Cortex-M4 "
+        "and M0+; "
         "RAM = static RAM + the caller-owned `tw_state_t`; int8 constants = `Program.const_bytes`; "
-        f"instructions = exact QEMU count, mean over {COUNTED_WINDOWS} steady windows (one stride of pushes "
+        f"instructions = exact QEMU count per core (the M0+ build runs on the M4 board), mean over "
+        f"{COUNTED_WINDOWS} steady windows (one stride of pushes "
         f"each); decisions = scores and anomaly flags of the emulated Cortex-M4 equal to the Python int8 "
         f"reference on the first {STREAM_ROWS} held-out rows; window AUC = ROC AUC of the int8 program's window "
         f"scores on the {p['days'] - p['train_days']:g} held-out attack days vs the window labels (a window is "
         "anomalous when it holds an attack row).",
         "",
-        "| pipeline | window/stride | flash B | RAM B (static + state) | int8 constants B | instr./window M4 | "
-        "decisions = int8 ref. | window AUC |",
-        "|---|---|---:|---:|---:|---:|---|---:|",
+        "| pipeline | window/stride | flash B M4 / M0+ | RAM B (static + state) | int8 constants B | "
+        "instr./window M4 / M4F / M0+ | uJ/window (M4, STM32L476) | decisions = int8 ref. | window AUC |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in f["rows"]:
         if "error" in r:
-            lines.append(f"| {r['label']} | {r['error']} | | | | | | |")
+            lines.append(f"| {r['label']} | {r['error']} | | | | | | | |")
             continue
+        by_core = r["instructions_per_window_by_core"]
+        counts = " / ".join(_cell(by_core.get(c), "{:.0f}") for c in COUNT_CORES)
         lines.append(
-            f"| {r['label']} | {r['window']}/{r['stride']} | {r['flash']} | {r['static_ram_with_state']} | "
-            f"{r['const_bytes']} | {r['instructions_per_window']:.0f} | {r['decisions_equal_reference']} "
-            f"({r['windows_compared']} windows) | {_cell(r['window_auc'], '{:.3f}')} |")
+            f"| {r['label']} | {r['window']}/{r['stride']} | {r['flash']} / {_cell(r['flash_m0plus'])} | "
+            f"{r['static_ram_with_state']} | {r['const_bytes']} | {counts} | {r['energy_uj_per_window_m4']:.2f} | "
+            f"{r['decisions_equal_reference']} ({r['windows_compared']} windows) | "
+            f"{_cell(r['window_auc'], '{:.3f}')} |")
     lines += ["", "Instructions per window cover one stride of samples: divide by the stride for the cost per "
               "sample when the windows differ."]
     return lines

@@ -1,6 +1,8 @@
 """Generated C compiled with the host gcc must return exactly the Python int8 reference's scores and
 decisions (tw_push with floats, tw_push_q with int16), for all four detectors, on simulated and real data."""
 
+import math
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,10 +11,12 @@ import numpy as np
 import pytest
 
 from int8_fixtures import INT8_FAMILIES, camera, data_dir, fitted
+from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.c import emit_c, write_c
 from tinywarden.detectors import make_detector
+from tinywarden.errors import ConfigError
 from tinywarden.pipeline import Pipeline
-from tinywarden.program import quantize_samples, run_int8
+from tinywarden.program import MAX_WINDOW, quantize_fixed, quantize_samples, run_int8
 from tinywarden.quantize import quantize_pipeline
 from tinywarden.telemetry import read_series
 
@@ -69,21 +73,59 @@ def test_c_under_sanitizers_with_hostile_samples(tmp_path):
     assert_bit_exact(prog, exe, values, tmp_path)
 
 
+def quantized_lines(exe, data, mode, tmp):
+    path = tmp / "q.bin"
+    data.tofile(path)
+    out = subprocess.run([str(exe), str(path), mode], check=True, capture_output=True, text=True).stdout
+    return np.array([[int(v) for v in line.split()[2:]] for line in out.splitlines() if line.startswith("q ")])
+
+
 def test_c_sample_quantization_matches_python(tmp_path):
     _, prog = fitted("ewma")
     rng = np.random.default_rng(1)
-    off, mul = prog.sample_offset.astype(np.float64), prog.sample_mul.astype(np.float64)
-    # values landing exactly on and next to .5 ties, at and beyond saturation, non-finite
+    zero, mul = prog.sample_zero.astype(np.float64), prog.sample_mul.astype(np.float64)
+    # values landing exactly on and next to .5 ties, at and beyond saturation, non-finite, denormal, -0
     k = rng.integers(-40000, 40000, (3000, prog.n_channels)) + rng.choice([0.5, -0.5, 0.4999, 0.0], (3000, 1))
-    x = (k / mul + off).astype(np.float32)
+    x = ((k + zero) / mul).astype(np.float32)
     x[::97, 0] = np.nan
     x[::89, 1] = np.inf
+    x[::83, 2] = -np.inf
+    x[::79, 3] = np.float32(1e-45)
+    x[::73, 4] = -0.0
+    x[::71, 5] = np.float32(3e38)
     exe = build(prog, tmp_path)
-    path = tmp_path / "q.bin"
-    x.tofile(path)
-    out = subprocess.run([str(exe), str(path), "Q"], check=True, capture_output=True, text=True).stdout
-    got = np.array([[int(v) for v in line.split()[2:]] for line in out.splitlines() if line.startswith("q ")])
-    assert np.array_equal(got, quantize_samples(prog, x.astype(np.float64)))
+    want = quantize_samples(prog, x.astype(np.float64))
+    assert np.array_equal(quantized_lines(exe, x, "Q", tmp_path), want)
+    # the integer definition stays within one step of the real value (q + zero) / mul, away from saturation
+    real = x.astype(np.float64) * mul - zero
+    inside = np.isfinite(real) & (np.abs(real) < 32000)
+    assert np.abs(want[inside] - real[inside]).max() <= 0.5 + 1e-6
+
+
+def test_c_fixed_point_samples_match_python_and_the_float_path(tmp_path):
+    _, prog = fitted("dense_ae")
+    s, _ = camera()
+    values = s.values[:6000]
+    exe = build(prog, tmp_path)
+    for frac in (0, 8, 31):
+        raw = np.clip(np.round(values * 2.0**frac), -(2**31), 2**31 - 1).astype(np.int32)
+        raw[::101, 0] = np.iinfo(np.int32).min
+        want = quantize_fixed(prog, raw, frac)
+        assert np.array_equal(quantized_lines(exe, raw, f"I{frac}", tmp_path), want)
+        scores, alarms = run_int8(prog, want)
+        rows = run(exe, raw, f"i{frac}", tmp_path)
+        assert rows[:, 1].tolist() == scores.tolist() and rows[:, 3].tolist() == alarms.tolist()
+    # a reading that is exactly representable both ways quantizes alike through either entry point
+    exact = np.round(values * 256).astype(np.int32)
+    assert np.array_equal(quantize_fixed(prog, exact, 8), quantize_samples(prog, exact / 256.0))
+
+
+def test_fixed_point_arguments_are_checked():
+    _, prog = fitted("ewma")
+    with pytest.raises(ConfigError, match="frac_bits"):
+        quantize_fixed(prog, np.zeros((2, prog.n_channels), dtype=np.int32), 32)
+    with pytest.raises(ConfigError, match="int32"):
+        quantize_fixed(prog, np.zeros((2, prog.n_channels)), 0)
 
 
 def shared_entities():
@@ -119,6 +161,67 @@ def test_generated_c_is_self_contained_and_stamped():
     src, hdr = files["tinywarden_model.c"], files["tinywarden_model.h"]
     includes = {line.split()[1] for line in (src + hdr).splitlines() if line.startswith("#include")}
     assert includes == {"<stdint.h>", "<stddef.h>", '"tinywarden_model.h"'}
-    assert "malloc" not in src and "float" not in src.split("tw_quantize_sample")[0].split("tw_sample_mul")[1]
+    assert "malloc" not in src
+    # the one float is the union through which tw_quantize_sample reads a sample's bits: no float arithmetic
+    code = [line.split("/*")[0].strip() for line in src.splitlines()]
+    assert {line for line in code if "float" in line} == {
+        "float f;", "void tw_quantize_sample(const float sample[TW_N_CHANNELS], int16_t q[TW_N_CHANNELS])",
+        "int tw_push(tw_state_t *s, const float sample[TW_N_CHANNELS], tw_result_t *out)"}
     assert prog.model_id in hdr and prog.model_id in src and "TW_STATE_BYTES" in hdr
     assert "tw_convolve_1d_s8(" in src and "tw_fully_connected_s8(" not in src  # only the kernels it uses
+
+
+ALL_FEATURES = ("mean", "std", "min", "max", "last", "rms", "band1", "band2", "band3", "crossings",
+                "diff_abs_mean", "diff_abs_max")
+
+
+@pytest.mark.parametrize(("window", "stride", "features"), [
+    (32, 12, ALL_FEATURES),  # blocks of 4: band3 from the ring, the others from 8 blocks
+    (24, 3, ALL_FEATURES),  # blocks of 3: every band from the ring
+    (16, 16, ALL_FEATURES),  # one block per window
+    (64, 16, ("min", "max", "last", "band1", "band2", "diff_abs_max")),  # no ring at all
+])
+def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, features, tmp_path):
+    s, _ = camera()
+    pipe = Pipeline(make_detector("ewma"), window=window, stride=stride, features=features).fit(s.slice(0, 6000))
+    prog = quantize_pipeline(pipe, s.slice(0, 6000))
+    values = s.values[6000:9000].copy()
+    values[100:130, 2] = np.nan  # saturating and NaN samples flow through the aggregates alike
+    values[400:420, 3] = 1e30
+    src = emit_c(prog)["tinywarden_model.c"]
+    block = math.gcd(window, stride)
+    coarse = [f for f in features if f.startswith("band") and block % 2 ** int(f[4:])]
+    assert ("ring[" in src) == ("crossings" in features or bool(coarse))
+    assert "codes" not in src and "TW_FEATURE_" not in src  # the feature set is compiled in, not dispatched
+    assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
+                     values, tmp_path)
+
+
+def test_tables_are_named_for_what_they_hold_and_limits_come_from_python():
+    _, prog = fitted("dense_ae")
+    files = emit_c(prog)
+    src, hdr = files["tinywarden_model.c"], files["tinywarden_model.h"]
+    assert "tw_op" not in src
+    for layer in ("h0", "h1", "h2", "recon"):
+        assert f"static const int8_t tw_{layer}_weights[" in src
+        # CMSIS-NN style: the layer's offsets, activation and requantization as named parameter structs
+        assert f"static const tw_fc_params_t tw_{layer}_fc_params = {{" in src
+        assert f"tw_fully_connected_s8(&tw_{layer}_fc_params, &tw_{layer}_quant_params," in src
+    assert f"#define TW_MAX_WINDOW {MAX_WINDOW}" in src and f"#define TW_MAX_PERSIST_N {MAX_PERSIST_N}" in src
+    # no bare copy of a Python limit in the module template: each is a named #define
+    tmpl = (Path(emit_c.__code__.co_filename).parent / "templates" / "tinywarden_model.c.tmpl").read_text()
+    assert not re.search(r"\b(4096|64|32)\b", tmpl.replace("uint64_t", "").replace("int64_t", "")
+                         .replace("int32_t", "").replace("UINT64_C", "").replace("INT64_C", ""))
+    assert re.search(r"#define TW_STATE_BYTES \d+\n", hdr) and "size_t tw_scratch_bytes(void);" in hdr
+
+
+def test_state_bytes_is_checked_by_a_static_assertion(tmp_path):
+    _, prog = fitted("ewma")
+    files = emit_c(prog)
+    hdr = re.sub(r"#define TW_STATE_BYTES (\d+)", lambda m: f"#define TW_STATE_BYTES {int(m.group(1)) + 8}",
+                 files["tinywarden_model.h"])
+    (tmp_path / "tinywarden_model.h").write_text(hdr)
+    (tmp_path / "tinywarden_model.c").write_text(files["tinywarden_model.c"])
+    res = subprocess.run(["gcc", *FLAGS, "-c", str(tmp_path / "tinywarden_model.c"), "-o", str(tmp_path / "m.o")],
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and "tw_state_bytes_check" in res.stderr

@@ -1,12 +1,16 @@
 """The integer program: sample quantization spec, stream == batch, integer features vs float ones,
 model-file round trip, validation errors."""
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from int8_fixtures import camera, fitted
+from tinywarden.arith import quantize_multiplier
 from tinywarden.errors import ConfigError, ModelFileError
 from tinywarden.features import extract
 from tinywarden.program import (
@@ -34,24 +38,23 @@ def test_sample_quantization_ties_saturation_nan():
 
 
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=1, max_size=50),
-       st.floats(-100, 100, width=32), st.floats(0.0009765625, 1024, width=32))
-def test_sample_quantization_matches_float32_definition(xs, off, mul):
-    """Against a scalar transcription of the documented C steps, with numpy float32 scalars."""
-    p = one_channel(off, mul)
+       st.integers(-(2**24), 2**24), st.floats(0.0009765625, 1048576.0, width=32))
+@settings(max_examples=200, deadline=None)
+def test_sample_quantization_matches_exact_rational_definition(xs, zero, mul):
+    """Against the documented definition in exact rationals: sat16(round(x * multiplier * 2**(shift - 31))
+    - zero), ties away from zero, NaN -> 0."""
+    p = Program(("a",), 2, 1, np.float32([zero / mul]), np.float32([mul]), np.int32([zero]), (), (), 0, 1, 1)
+    m, sh = quantize_multiplier(float(np.float32(mul)))
     got = quantize_samples(p, np.array(xs, dtype=np.float64)[:, None]).ravel().tolist()
     for x, q in zip(xs, got, strict=True):
-        with np.errstate(all="ignore"):
-            t = (np.float32(x) - np.float32(off)) * np.float32(mul)
-        if np.isnan(t):
+        if math.isnan(x):
             want = 0
-        elif t >= 32767:
-            want = 32767
-        elif t <= -32768:
-            want = -32768
+        elif math.isinf(x):
+            want = 32767 if x > 0 else -32768
         else:
-            i = int(t)
-            r = t - np.float32(i)
-            want = i + (1 if r >= 0.5 else -1 if r <= -0.5 else 0)
+            t = abs(Fraction(float(np.float32(x)))) * m * Fraction(2) ** (sh - 31)
+            y = math.floor(t + Fraction(1, 2))
+            want = min(max((y if x > 0 else -y) - zero, -32768), 32767)
         assert q == want
 
 

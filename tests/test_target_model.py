@@ -4,6 +4,7 @@ int8 reference's for the same compiled-in sample stream."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,20 @@ def test_module_footprint_on_m4_and_m0plus(generated: tuple[Program, Path]) -> N
         assert size.state_bytes >= program.window * program.n_channels * 2  # the int16 ring buffer
         assert "tw_push" in size.symbols and "tw_init" in size.symbols
     assert m4.symbols != m0.symbols  # really two instruction sets
+    stated = int(re.search(r"#define TW_STATE_BYTES (\d+)", (out / "tinywarden_model.h").read_text()).group(1))
+    assert m4.state_bytes == m0.state_bytes == stated  # the header's number is the target's sizeof
+
+
+#: libgcc's single-precision soft-float helpers (arithmetic, comparisons, conversions), by prefix.
+SOFT_FLOAT = ("__aeabi_f", "__aeabi_i2f", "__aeabi_ui2f", "__aeabi_cf", "__addsf", "__subsf", "__mulsf", "__nesf",
+              "__eqsf", "__gesf", "__lesf", "__fix", "__float")
+
+
+def test_no_soft_float_helper_on_fpu_less_cores(generated: tuple[Program, Path]) -> None:
+    # tw_push reads a float's bits and scales them in integers: an FPU-less core links no float helper
+    for core in ("cortex-m4", "cortex-m0plus"):
+        helpers = module_size(out := generated[1], core).undefined
+        assert not [h for h in helpers if h.startswith(SOFT_FLOAT)], (core, helpers, out)
 
 
 def test_instructions_per_window_are_counted_exactly(generated: tuple[Program, Path]) -> None:
@@ -75,8 +90,23 @@ def test_instructions_per_window_are_counted_exactly(generated: tuple[Program, P
     assert counts.per_push.tolist() == again.instructions.per_push.tolist()
     assert len(counts.per_push) == len(x) and len(counts.per_window) == 3
     closing = counts.per_push[counts.window_pushes]
-    others = np.delete(counts.per_push, counts.window_pushes)
+    block_ends = np.arange(63, len(x), 64)  # blocks of gcd(128, 64) samples: their last push folds the block
+    others = np.delete(counts.per_push, np.union1d(counts.window_pushes, block_ends))
     # A push that only stores a sample is cheap; the pushes that close a window run the model.
     assert others.max() * 20 < closing.min()
+    assert others.max() * 10 < counts.per_push[block_ends].min() < closing.min()
     assert counts.per_window[1] == counts.per_push[128:192].sum()
     assert counts.max_push == closing.max()
+
+
+def test_m0plus_build_runs_on_the_m4_board_with_the_same_decisions(generated: tuple[Program, Path]) -> None:
+    # ARMv6-M code is a subset of ARMv7-M: the M0+ build's decisions and its own instruction count come from
+    # the M4 board; Thumb-1 needs more instructions than Thumb-2 for the same loop
+    program, out = generated
+    x = sample_stream(128 + 2 * 64)
+    m0 = run_on_qemu(out, x, target="cortex-m0plus", count=True, timeout=60)
+    m4 = run_on_qemu(out, x, target="cortex-m4", count=True, timeout=60)
+    scores, anomalies = run_int8(program, x)
+    assert m0.decisions.score.tolist() == scores.tolist() and m0.decisions.anomaly.tolist() == anomalies.tolist()
+    assert m0.instructions is not None and m4.instructions is not None
+    assert m0.instructions.steady_per_window > m4.instructions.steady_per_window

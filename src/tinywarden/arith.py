@@ -224,6 +224,56 @@ def score_from_total(total: IntLike, shift: int) -> np.ndarray:
 # -- the same arithmetic in C: helper functions a kernel template names on its ``//@requires:`` line --------
 #: helper name -> C text, in the order they must appear (a helper may use an earlier one)
 C_HELPERS: dict[str, str] = {
+    "params": r"""
+/* Kernel parameter structs, as CMSIS-NN's arm_nn_types.h: one named struct per concern, the values of each
+ * call in static const instances named for the tensor the kernel writes. */
+typedef struct {
+    int32_t min;
+    int32_t max;
+} tw_activation_t;
+
+/* Offsets of a per-channel int8 layer's input and output (input_offset = -input zero point). */
+typedef struct {
+    int32_t input_offset;
+    int32_t output_offset;
+    tw_activation_t activation;
+} tw_fc_params_t;
+
+/* As tw_fc_params_t, with the 1-D convolution's stride, zero padding and nearest-neighbour upsampling. */
+typedef struct {
+    int32_t input_offset;
+    int32_t output_offset;
+    int32_t stride;
+    int32_t padding;
+    int32_t upsample;
+    tw_activation_t activation;
+} tw_conv_params_t;
+
+/* Per-output-channel requantization: Q31 multiplier and power-of-two shift. */
+typedef struct {
+    const int32_t *multiplier;
+    const int8_t *shift;
+} tw_per_channel_quant_params_t;
+
+/* Requantization of int64 window features to the model's input, per feature: pre-shift, offset, Q31
+ * multiplier and shift; then the input's zero point and range. */
+typedef struct {
+    const int8_t *pre_shift;
+    const int32_t *offset;
+    const int32_t *multiplier;
+    const int8_t *shift;
+    int32_t zero_point;
+    tw_activation_t activation;
+} tw_feature_requant_params_t;
+
+/* A tensor's shape: n batches of h x w x c (time-major 1-D data: h = 1, w = length, c = channels). */
+typedef struct {
+    int32_t n;
+    int32_t h;
+    int32_t w;
+    int32_t c;
+} tw_dims_t;
+""",
     "arith": r"""
 /* round(a * b / 2^31), the nudge depending on the product's sign, truncating division; only
  * INT32_MIN * INT32_MIN overflows and saturates. CMSIS-NN arm_nn_doubling_high_mult.
@@ -242,14 +292,11 @@ static int32_t tw_doubling_high_mult(int32_t a, int32_t b)
  * Range: exponent in [0, 31]. */
 static int32_t tw_divide_by_power_of_two(int32_t x, int32_t exponent)
 {
-    int64_t mask = ((int64_t)1 << exponent) - 1;
-    int64_t remainder = (int64_t)x & mask;
-    int64_t result = (int64_t)x >> exponent;
-    int64_t threshold = (mask >> 1) + ((result < 0) ? 1 : 0);
-    if (remainder > threshold) {
-        result++;
-    }
-    return (int32_t)result;
+    int32_t mask = (int32_t)(((uint32_t)1 << exponent) - 1u);
+    int32_t remainder = x & mask;
+    int32_t result = x >> exponent;
+    int32_t threshold = (mask >> 1) + ((result < 0) ? 1 : 0);
+    return (remainder > threshold) ? result + 1 : result;
 }
 
 /* x * multiplier * 2^(shift - 31), rounded. CMSIS-NN arm_nn_requantize, except that x is first

@@ -36,9 +36,13 @@ def threshold_at_fpr(normal_scores: np.ndarray, target_fpr: float) -> float:
     return float(ordered[rank - 1])
 
 
+#: Longest k-of-n persistence: the device keeps the last n flags in one uint64.
+MAX_PERSIST_N = 64
+
+
 def check_persistence(k: int, n: int) -> None:
-    if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n <= 64):
-        raise ConfigError(f"k-of-n persistence needs integers 1 <= k <= n <= 64, got k={k}, n={n}")
+    if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n <= MAX_PERSIST_N):
+        raise ConfigError(f"k-of-n persistence needs integers 1 <= k <= n <= {MAX_PERSIST_N}, got k={k}, n={n}")
 
 
 def persist(flags: np.ndarray, k: int, n: int) -> np.ndarray:

@@ -3,13 +3,17 @@
 A :class:`Program` is what :mod:`tinywarden.quantize.ptq` produces from a fitted pipeline and what
 :mod:`tinywarden.codegen.c` prints as C. Its stages, in the order a device runs them:
 
-1. **sample quantization** (once per pushed sample, per channel ``c``), the only floating-point step,
-   defined exactly so that C and Python agree to the bit (see :func:`quantize_samples`)::
+1. **sample quantization** (once per pushed sample, per channel ``c``), integer only, defined exactly so
+   that C and Python agree to the bit (see :func:`quantize_samples`). ``sample_mul[c]`` is folded at
+   generation into a Q31 ``multiplier`` and a power-of-two ``shift`` (:func:`tinywarden.arith.quantize_multiplier`);
+   a sample ``x = m * 2**e`` (a float32's integer mantissa and exponent, read from its bits, or a fixed-point
+   reading ``raw * 2**-frac_bits``) becomes::
 
-       t = (x - sample_offset[c]) * sample_mul[c]   # two float32 operations, each rounded to nearest
-       q = 0 if t is NaN; 32767 if t >= 32767; -32768 if t <= -32768; else round-half-away-from-zero(t)
+       y = round-half-away(|m| * multiplier * 2**(e + shift - 31))   # exact, in 64-bit integers
+       q = sat16(sign(x) * y - sample_zero[c]);   NaN -> 0
 
-   The int16 ``q`` stands for the real value ``(q + sample_zero[c]) / sample_mul[c]``.
+   The int16 ``q`` stands for the real value ``(q + sample_zero[c]) / sample_mul[c]``. No floating-point
+   operation is involved, so an FPU-less core pays no soft-float helper.
 2. **ring buffer**: the last ``window`` int16 samples; a window is due after ``window`` pushes and then
    every ``stride`` pushes (the same rule as :class:`tinywarden.features.RingBuffer`).
 3. **ops**: a straight list of integer kernels (:data:`tinywarden.kernels.KERNELS`, one module per
@@ -35,16 +39,24 @@ from typing import Any
 
 import numpy as np
 
-from tinywarden.calibrate import Persistence, persist
+from tinywarden.arith import INT16_MAX, INT16_MIN, quantize_multiplier
+from tinywarden.calibrate import MAX_PERSIST_N, Persistence, persist
 from tinywarden.errors import ConfigError, ModelFileError
 from tinywarden.features import window_end_rows
 from tinywarden.kernels import CTYPES, KERNELS, Op, TensorSpec
 from tinywarden.kernels.features_s16 import MAX_WINDOW
 
-__all__ = ["KERNELS", "MAX_WINDOW", "PROGRAM_VERSION", "Int8Stream", "Op", "Program", "TensorSpec", "from_model_file",
-           "quantize_samples", "run_int8", "run_windows", "to_model_file"]
+__all__ = ["KERNELS", "MAX_FRAC_BITS", "MAX_SAMPLE_ZERO", "MAX_WINDOW", "PROGRAM_VERSION", "Int8Stream", "Op",
+           "Program", "TensorSpec", "from_model_file", "quantize_fixed", "quantize_samples", "run_int8", "run_windows",
+           "to_model_file"]
 
 PROGRAM_VERSION = 1
+#: Fixed-point readings ``raw * 2**-frac_bits`` (``tw_push_fixed``) take ``frac_bits`` in [0, MAX_FRAC_BITS].
+MAX_FRAC_BITS = 31
+#: |round(x * mul)| is saturated here before the zero point is subtracted ...
+SAMPLE_SATURATION = 2**30
+#: ... and |sample_zero| is at most this: +-y - zero fits int32, and a saturated y still saturates the sample.
+MAX_SAMPLE_ZERO = 2**29
 
 
 @dataclass(frozen=True)
@@ -77,9 +89,15 @@ class Program:
         raise ConfigError(f"program has no tensor {name!r}")
 
     @property
+    def sample_requant(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(multiplier int32, shift int32)`` per channel: ``sample_mul`` as a Q31 multiplier and shift."""
+        pairs = [quantize_multiplier(float(m)) for m in self.sample_mul]
+        return (np.array([m for m, _ in pairs], dtype=np.int32), np.array([s for _, s in pairs], dtype=np.int32))
+
+    @property
     def const_bytes(self) -> int:
         """Bytes of constant data on the device (weights, multipliers, sample quantization)."""
-        n = self.sample_offset.nbytes + self.sample_mul.nbytes
+        n = 9 * self.n_channels  # per channel: int32 multiplier, int8 shift, int32 zero point
         return n + sum(np.asarray(a).nbytes for op in self.ops for a in op.consts.values())
 
     @property
@@ -98,8 +116,9 @@ class Program:
         if not 2 <= self.window <= MAX_WINDOW or not 1 <= self.stride <= self.window:
             raise ConfigError(f"program window {self.window} / stride {self.stride} out of range "
                               f"(2 <= window <= {MAX_WINDOW}, 1 <= stride <= window)")
-        if not 1 <= self.k <= self.n <= 64:
-            raise ConfigError(f"program persistence k={self.k}, n={self.n} out of range 1 <= k <= n <= 64")
+        if not 1 <= self.k <= self.n <= MAX_PERSIST_N:
+            raise ConfigError(f"program persistence k={self.k}, n={self.n} out of range "
+                              f"1 <= k <= n <= {MAX_PERSIST_N}")
         sample_arrays = (
             ("sample_offset", self.sample_offset, "float32"),
             ("sample_mul", self.sample_mul, "float32"),
@@ -108,11 +127,18 @@ class Program:
         for name, arr, dt in sample_arrays:
             if arr.dtype != np.dtype(dt) or arr.shape != (c,):
                 raise ConfigError(f"program {name} must be {dt} of shape ({c},), got {arr.dtype} {arr.shape}")
+        if not (np.isfinite(self.sample_mul).all() and (self.sample_mul > 0).all()):
+            raise ConfigError("program sample_mul must be finite and > 0")
+        if np.abs(self.sample_zero.astype(np.int64)).max(initial=0) > MAX_SAMPLE_ZERO:
+            raise ConfigError(f"program sample_zero must lie in [-{MAX_SAMPLE_ZERO}, {MAX_SAMPLE_ZERO}]")
         known = {"window"}
         for t in self.tensors:
             if t.dtype not in CTYPES or not t.name.isidentifier():
                 raise ConfigError(f"program tensor {t.name!r} has bad dtype {t.dtype!r} or name")
             known.add(t.name)
+        dsts = [op.dst for op in self.ops]
+        if len(set(dsts)) != len(dsts) or "window" in dsts:
+            raise ConfigError(f"program ops must each write their own tensor (not the window), got {dsts}")
         for i, op in enumerate(self.ops):
             if op.kind not in KERNELS:
                 raise ConfigError(f"program op {i}: unknown kernel {op.kind!r} (known: {', '.join(KERNELS)})")
@@ -139,31 +165,58 @@ class Program:
 
 
 # -- sample quantization ---------------------------------------------------------------------------
-def quantize_samples(program: Program, samples: np.ndarray) -> np.ndarray:
-    """Float samples ``(rows, channels)`` to int16, exactly as the C ``tw_push`` does.
+def _scale_to_q(program: Program, neg: np.ndarray, m: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """int16 of ``(-1)**neg * m * 2**e`` (``m`` < 2**32, per column of the program's channels); the C
+    ``tw_sample_to_q`` step by step: ``y = round(m * multiplier * 2**(e + shift - 31))`` (ties away from zero)
+    saturated at :data:`SAMPLE_SATURATION`, then ``q = sat16(+-y - zero)``."""
+    mult, shift = (v.astype(np.int64) for v in program.sample_requant)
+    p = m.astype(np.int64) * mult  # < 2**32 * 2**31: fits int64
+    sh = 30 - shift - e.astype(np.int64)  # one less than the rounding shift
+    r = np.minimum(p >> np.clip(sh, 0, 62), 2**32 - 1)  # kept bits, saturated to uint32
+    y = np.minimum((r >> 1) + (r & 1), SAMPLE_SATURATION)
+    y = np.where(sh < 0, np.where(p == 0, 0, SAMPLE_SATURATION), np.where(sh > 62, 0, y))
+    t = np.where(neg, -y, y) - program.sample_zero.astype(np.int64)
+    return np.clip(t, INT16_MIN, INT16_MAX).astype(np.int16)
 
-    Values are first converted to float32 (as a C caller passing ``float`` does), then
-    ``t = (x - offset) * mul`` in float32; NaN becomes 0, ``t`` saturates to [-32768, 32767] and
-    otherwise rounds half away from zero (``trunc`` then compare the exact remainder with 0.5).
+
+def quantize_samples(program: Program, samples: np.ndarray) -> np.ndarray:
+    """Float samples ``(rows, channels)`` to int16, exactly as the C ``tw_push`` does (module docstring).
+
+    Values are first converted to float32 (as a C caller passing ``float`` does); the float's sign, 24-bit
+    mantissa and exponent are read from its bits and scaled in integers: NaN becomes 0, infinities saturate.
 
     >>> p = Program(("a",), 2, 1, np.float32([1.0]), np.float32([2.0]), np.int32([2]), (), (), 0, 1, 1)
-    >>> quantize_samples(p, np.array([[1.25], [0.75], [np.nan], [1e9]])).ravel().tolist()
-    [1, -1, 0, 32767]
+    >>> quantize_samples(p, np.array([[1.25], [0.75], [np.nan], [1e9], [-np.inf]])).ravel().tolist()
+    [1, 0, 0, 32767, -32768]
     """
     x = np.asarray(samples, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != program.n_channels:
         raise ConfigError(f"samples must have shape (rows, {program.n_channels}), got {x.shape}")
     with np.errstate(over="ignore", invalid="ignore"):
-        t = (x.astype(np.float32) - program.sample_offset) * program.sample_mul
-        nan = np.isnan(t)
-        t = np.where(nan, np.float32(0.0), t)
-        hi, lo = t >= np.float32(32767.0), t <= np.float32(-32768.0)
-        t = np.where(hi | lo, np.float32(0.0), t)
-        i = np.trunc(t)
-        r = t - i  # exact: |t| < 2**15 leaves the fraction representable
-        q = i.astype(np.int64) + (r >= np.float32(0.5)) - (r <= np.float32(-0.5))
-    q = np.where(hi, 32767, np.where(lo, -32768, q))
-    return q.astype(np.int16)
+        bits = x.astype(np.float32).view(np.uint32).astype(np.int64)
+    neg, exp, frac = bits >> 31, (bits >> 23) & 0xFF, bits & 0x7FFFFF
+    m = np.where(exp == 0, frac, frac | (1 << 23))
+    e = np.where(exp == 0, 1, exp) - 150  # an infinity (exponent 255) saturates like any huge value
+    q = _scale_to_q(program, neg.astype(bool), m, e)
+    return np.where((exp == 255) & (frac != 0), np.int16(0), q)
+
+
+def quantize_fixed(program: Program, raw: np.ndarray, frac_bits: int = 0) -> np.ndarray:
+    """Fixed-point readings ``raw * 2**-frac_bits`` (int32, ``(rows, channels)``) to int16, exactly as the C
+    ``tw_push_fixed`` / ``tw_quantize_fixed`` do: no floating point at all.
+
+    >>> p = Program(("a",), 2, 1, np.float32([1.0]), np.float32([2.0]), np.int32([2]), (), (), 0, 1, 1)
+    >>> quantize_fixed(p, np.array([[5], [-3]], dtype=np.int32), frac_bits=2).ravel().tolist()
+    [1, -4]
+    """
+    r = np.asarray(raw)
+    if r.dtype != np.int32 or r.ndim != 2 or r.shape[1] != program.n_channels:
+        raise ConfigError(f"fixed-point samples must be int32 of shape (rows, {program.n_channels}), "
+                          f"got {r.dtype} {r.shape}")
+    if not 0 <= frac_bits <= MAX_FRAC_BITS:
+        raise ConfigError(f"frac_bits must be in [0, {MAX_FRAC_BITS}], got {frac_bits}")
+    r64 = r.astype(np.int64)
+    return _scale_to_q(program, r64 < 0, np.abs(r64), np.full(r.shape, -frac_bits, dtype=np.int64))
 
 
 # -- interpreter -----------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
  * Test harness for a generated tinywarden C module: streams samples from a binary file through
  * tw_push (float32 rows, mode "f") or tw_push_q (int16 rows, mode "q") and prints one line per
  * completed window: "<row index> <score> <flag> <anomaly>". Also prints "q <row> <int16...>" for
- * every row with mode "Q" (float rows, only tw_quantize_sample), and checks the NULL-argument contract.
+ * every row with mode "Q" (float rows, only tw_quantize_sample) or "I<frac bits>" (int32 rows, only
+ * tw_quantize_fixed), streams int32 rows through tw_push_fixed with mode "i<frac bits>", and checks the
+ * NULL-argument and frac_bits contracts.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,8 @@ int main(int argc, char **argv)
     const char *mode;
     float xf[TW_N_CHANNELS];
     int16_t xq[TW_N_CHANNELS];
+    int32_t xi[TW_N_CHANNELS];
+    int32_t frac = 0;
     int c;
 
     if (argc != 3) {
@@ -26,6 +30,9 @@ int main(int argc, char **argv)
         return 2;
     }
     mode = argv[2];
+    if (mode[0] == 'i' || mode[0] == 'I') {
+        frac = (int32_t)strtol(mode + 1, NULL, 10);
+    }
     fh = fopen(argv[1], "rb");
     if (fh == NULL) {
         perror(argv[1]);
@@ -33,7 +40,9 @@ int main(int argc, char **argv)
     }
     tw_init(&st);
     if (tw_push(NULL, xf, &r) != TW_EINVAL || tw_push(&st, NULL, &r) != TW_EINVAL ||
-        tw_push_q(&st, xq, NULL) != TW_EINVAL || st.filled != 0) {
+        tw_push_q(&st, xq, NULL) != TW_EINVAL || tw_push_fixed(&st, NULL, 0, &r) != TW_EINVAL ||
+        tw_quantize_fixed(xi, -1, xq) != TW_EINVAL || tw_quantize_fixed(xi, TW_MAX_FRAC_BITS + 1, xq) != TW_EINVAL ||
+        st.filled != 0) {
         fprintf(stderr, "NULL-argument contract broken\n");
         return 3;
     }
@@ -44,6 +53,23 @@ int main(int argc, char **argv)
                 break;
             }
             got = tw_push_q(&st, xq, &r);
+        } else if (mode[0] == 'i' || mode[0] == 'I') {
+            if (fread(xi, sizeof(int32_t), TW_N_CHANNELS, fh) != TW_N_CHANNELS) {
+                break;
+            }
+            if (mode[0] == 'I') {
+                if (tw_quantize_fixed(xi, frac, xq) != 0) {
+                    return 4;
+                }
+                printf("q %ld", row);
+                for (c = 0; c < TW_N_CHANNELS; c++) {
+                    printf(" %d", (int)xq[c]);
+                }
+                printf("\n");
+                got = 0;
+            } else {
+                got = tw_push_fixed(&st, xi, frac, &r);
+            }
         } else {
             if (fread(xf, sizeof(float), TW_N_CHANNELS, fh) != TW_N_CHANNELS) {
                 break;

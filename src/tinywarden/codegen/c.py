@@ -13,6 +13,7 @@ and the test suite compiles this output and requires bit-identical scores and de
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -21,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tinywarden.arith import C_HELPERS
+from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_defines, c_literal, template
 from tinywarden.errors import ConfigError
-from tinywarden.kernels import CTYPES, KERNELS, KernelSpec
-from tinywarden.program import Program
+from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField
+from tinywarden.kernels.features_s16 import MAX_WINDOW
+from tinywarden.program import MAX_FRAC_BITS, MAX_SAMPLE_ZERO, SAMPLE_SATURATION, Program
 
 if TYPE_CHECKING:
     from tinywarden.respond.policy import Policy
@@ -37,19 +40,24 @@ SOURCE_NAME = "tinywarden_model.c"
 
 @dataclass(frozen=True)
 class KernelTemplate:
-    """A kernel's C template split into its call line, required helpers and C body."""
+    """A kernel's C template split into its call line, required helpers, C body and the parameter-struct
+    constants each call gets (``//@params:`` lines, CMSIS-NN style: one named struct per concern)."""
 
     call: Template
     requires: tuple[str, ...]
     body: str
+    params: Template = Template("")
 
     @classmethod
     def of(cls, spec: KernelSpec) -> KernelTemplate:
         call: list[str] = []
         requires: tuple[str, ...] = ()
         body = []
+        params = []
         for line in spec.c_template.strip("\n").splitlines():
-            if line.startswith("//@call:"):
+            if line.startswith("//@params:"):
+                params.append(line.removeprefix("//@params:").strip())
+            elif line.startswith("//@call:"):
                 call.append(line.removeprefix("//@call:").strip())
             elif line.startswith("//@+"):
                 call.append(line.removeprefix("//@+").strip())
@@ -59,7 +67,8 @@ class KernelTemplate:
                 body.append(line)
         subs = dict(spec.c_subs)
         return cls(Template(Template(" ".join(call)).safe_substitute(subs)), requires,
-                   Template("\n".join(body).strip() + "\n").substitute(subs))
+                   Template("\n".join(body).strip() + "\n").substitute(subs),
+                   Template(Template("\n".join(params)).safe_substitute(subs)))
 
 
 def _call_fields(program: Program, i: int) -> dict[str, Any]:
@@ -75,11 +84,40 @@ def _call_fields(program: Program, i: int) -> dict[str, Any]:
     fields.update({f"dst_shape{d}": n for d, n in enumerate(dst.shape)})
     for cname, arr in op.consts.items():
         a = np.asarray(arr)
-        fields[f"c_{cname}"] = f"tw_op{i}_{cname}"
+        fields[f"c_{cname}"] = table_name(op, cname)
         fields[f"{cname}_size"] = a.size
         fields.update({f"{cname}_shape{d}": n for d, n in enumerate(a.shape)})
     fields.update({k: int(v) for k, v in op.attrs.items() if isinstance(v, (int, np.integer))})
     return fields
+
+
+def table_name(op: Op, const: str) -> str:
+    """The C name of one of ``op``'s constant tables: named for the tensor the op writes and what the table
+    holds (``tw_h0_weights``, ``tw_features_z0``); ops write distinct tensors (``Program.validate``)."""
+    return f"tw_{op.dst}_{const}"
+
+
+#: C type -> (bytes, alignment) of the scalar members of the state struct
+_SCALARS = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4, "int64_t": 8,
+            "uint64_t": 8}
+
+
+def _scalar(ctype: str, name: str, *dims: int) -> StateField:
+    size = _SCALARS[ctype]
+    return StateField(ctype, name, dims, size * int(np.prod(dims, dtype=np.int64)), size)
+
+
+def state_layout(fields: list[StateField]) -> tuple[str, int]:
+    """``(member lines, bytes)`` of the state struct: members by decreasing alignment and an explicit tail pad
+    to a multiple of 8, so that ``sizeof`` is the stated number on any ABI whose alignments do not exceed the
+    sizes (checked in the C by a static assertion)."""
+    ordered = sorted(fields, key=lambda f: -f.align)
+    total = sum(f.nbytes for f in ordered)
+    pad = -total % 8
+    if pad:
+        ordered.append(_scalar("uint8_t", "pad", pad))
+    lines = [f"    {f.ctype} {f.name}{''.join(f'[{d}]' for d in f.dims)};" for f in ordered]
+    return "\n".join(lines), total + pad
 
 
 def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
@@ -90,27 +128,58 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
     """
     program.validate()
     model_id = program.model_id
-    constants = [c_array("tw_sample_offset", program.sample_offset), c_array("tw_sample_mul", program.sample_mul)]
+    multiplier, shift = program.sample_requant
+    constants = [c_array("tw_sample_multiplier", multiplier), c_array("tw_sample_shift", shift.astype(np.int8)),
+                 c_array("tw_sample_zero", program.sample_zero)]
     kernels: list[tuple[str, str]] = []
     calls: list[str] = []
-    limits: dict[str, int] = {}
+    limits: dict[str, int] = {"TW_MAX_WINDOW": MAX_WINDOW, "TW_MAX_PERSIST_N": MAX_PERSIST_N}
     needed: set[str] = set()
+    needs_ring = any("window" in op.src and (KERNELS[op.kind].stream_ring is None
+                                             or KERNELS[op.kind].stream_ring(op, program)) for op in program.ops)
+    typedefs: list[str] = []
+    folds: list[str] = []
+    fields: list[StateField] = [_scalar("uint16_t", "filled"), _scalar("uint16_t", "phase"),
+                                _scalar("uint64_t", "history")]
+    invariants: list[str] = []
     for i, op in enumerate(program.ops):
         spec = KERNELS[op.kind]  # validate() has checked the kind is registered
+        call_fields = _call_fields(program, i)
+        if spec.stream is not None and op.src == ("window",):
+            sc = spec.stream(op, program, f"tw_{op.dst}", needs_ring)
+            # only the tables the generated code reads (a feature list is compiled into the code itself)
+            constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in op.consts.items()
+                             if table_name(op, c) in sc.body)
+            typedefs.append(sc.typedefs)
+            fields.extend(sc.fields)
+            folds.append(f"    {sc.fold_fn}(s, sample);")
+            calls.append("    " + Template(sc.call).substitute(call_fields))
+            kernels.append((op.kind, sc.body))
+            needed.update(sc.requires)
+            limits.update(sc.limits)
+            invariants.append(sc.doc)
+            continue
+        constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in op.consts.items())
         kt = KernelTemplate.of(spec)
-        constants.extend(c_array(f"tw_op{i}_{c}", np.asarray(a)) for c, a in op.consts.items())
         try:
-            calls.append("    " + kt.call.substitute(_call_fields(program, i)))
+            calls.append("    " + kt.call.substitute(call_fields))
+            if kt.params.template:
+                constants.append(kt.params.substitute(call_fields))
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"kernel {op.kind!r}: its C call line names an unknown field ({exc})") from None
         if not any(k == op.kind for k, _ in kernels):
             kernels.append((op.kind, kt.body))
             needed.update(kt.requires)
             limits.update(spec.limits)
+    if needs_ring:
+        fields += [_scalar("int16_t", "ring", program.window, program.n_channels), _scalar("uint16_t", "head")]
+        invariants.insert(0, "ring rows [head, TW_WINDOW) then [0, head) are the window, oldest first, once "
+                             "filled == TW_WINDOW")
+    scratch = [_scalar(CTYPES[t.dtype], f"t_{t.name}", t.size) for t in program.tensors]
+    state_fields, state_bytes = state_layout(fields + scratch)
+    scratch_bytes = sum(f.nbytes for f in scratch)
     helpers = [text.strip("\n") + "\n" for name, text in C_HELPERS.items() if name in needed]
-    limit_block = ([f"/* limits of the kernels below (tinywarden.kernels) */\n{c_defines(sorted(limits.items()))}\n"]
-                   if limits else [])
-    scratch = [f"    {CTYPES[t.dtype]} t_{t.name}[{t.size}];" for t in program.tensors]
+    limit_block = [f"/* limits of the kernels (tinywarden.kernels) */\n{c_defines(sorted(limits.items()))}\n"]
     info = program.info
     feats = info.get("features") or []
     common = {
@@ -118,6 +187,11 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
         "model_id": model_id,
         "detector": info.get("detector", "?"),
     }
+    per_sample = []
+    if needs_ring:
+        per_sample += ["    for (c = 0; c < TW_N_CHANNELS; c++) {", "        s->ring[s->head][c] = sample[c];", "    }",
+                       "    s->head = (uint16_t)((s->head + 1u == TW_WINDOW) ? 0u : s->head + 1u);"]
+    per_sample += folds  # after the ring store: a completed block is read from the ring
     header = template("tinywarden_model.h.tmpl").substitute(
         common,
         channel_list=", ".join(program.channels),
@@ -130,14 +204,23 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
         n=program.n,
         threshold=c_literal(program.threshold, "int32"),
         const_bytes=program.const_bytes,
-        scratch_fields="\n".join(scratch),
-        ring_bytes=2 * program.window * program.n_channels,
+        typedefs="\n".join(typedefs),
+        state_fields=state_fields,
+        state_bytes=state_bytes,
+        scratch_bytes=scratch_bytes,
+        invariants="\n * ".join(textwrap.wrap("; ".join(invariants), 100)) if invariants else "-",
+        max_frac_bits=MAX_FRAC_BITS,
+        sample_saturation=SAMPLE_SATURATION,
+        max_sample_zero=MAX_SAMPLE_ZERO,
     )
     source = template("tinywarden_model.c.tmpl").substitute(
         common,
         constants="\n".join(constants).rstrip(),
-        kernels="\n".join([*limit_block, *helpers, *(body for _, body in kernels)]).rstrip(),
+        helpers="\n".join([*limit_block, *helpers]).rstrip(),
+        kernels="\n".join(body for _, body in kernels).rstrip(),
         calls="\n".join(calls),
+        per_sample="\n".join(per_sample),
+        channel_index="    int32_t c;\n" if needs_ring else "",
         history_mask=f"UINT64_C({hex((1 << program.n) - 1)})",
     )
     if policy is not None:

@@ -63,6 +63,9 @@ class ProgramView(Protocol):
     def window(self) -> int: ...
 
     @property
+    def stride(self) -> int: ...
+
+    @property
     def n_channels(self) -> int: ...
 
     def tensor(self, name: str) -> TensorSpec: ...
@@ -70,6 +73,41 @@ class ProgramView(Protocol):
 
 Kernel = Callable[[list[np.ndarray], Op], np.ndarray]
 Check = Callable[[Op, ProgramView], None]
+
+
+@dataclass(frozen=True)
+class StateField:
+    """A member of the generated ``tw_state_t``: ``<ctype> <name><dims>``, ``nbytes`` bytes, aligned to
+    ``align`` (the emitter orders members by alignment, so the struct has no padding it does not state)."""
+
+    ctype: str
+    name: str
+    dims: tuple[int, ...]
+    nbytes: int
+    align: int
+
+
+@dataclass(frozen=True)
+class StreamC:
+    """A window kernel in its streaming C form: every pushed sample is folded into ``fields`` of the state
+    (``fold``, a function ``static void <fold_fn>(tw_state_t *s, const int16_t q[TW_N_CHANNELS])``), and a
+    completed window's result is combined from them by ``call`` (a statement, as a template's ``//@call:``).
+    ``typedefs`` precede the state struct in the header (whether it also reads the raw sample ring is the
+    kernel's ``stream_ring``)."""
+
+    typedefs: str
+    fields: tuple[StateField, ...]
+    fold_fn: str
+    body: str
+    call: str
+    requires: tuple[str, ...] = ()
+    limits: Mapping[str, int] = field(default_factory=dict)
+    #: how the state holds the window, for the header's invariant comment
+    doc: str = ""
+
+
+#: ``(op, program, table prefix, the module keeps the raw sample ring) -> StreamC``
+StreamKernel = Callable[[Op, ProgramView, str, bool], StreamC]
 
 
 @dataclass(frozen=True)
@@ -92,6 +130,11 @@ class KernelSpec:
     check: Check | None = None
     #: score kernels: the int64 total before the final right shift (the quantizer chooses that shift)
     total: Kernel | None = None
+    #: window kernels that can be computed from per-sample running aggregates: their C form
+    #: (:data:`StreamKernel`); the C emitter then folds each sample once instead of re-reading the ring
+    stream: StreamKernel | None = None
+    #: for a streaming kernel: whether its C form reads the raw sample ring for ``(op, program)``
+    stream_ring: Callable[[Op, ProgramView], bool] | None = None
 
 
 #: Every kernel a program may use, by kind; filled by :func:`register_kernel` as kernel modules load.

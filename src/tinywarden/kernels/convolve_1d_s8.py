@@ -32,42 +32,52 @@ def _convolve_1d_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
 
 
 C_TEMPLATE = r"""
-//@call: tw_convolve_1d_s8(s->t_${src0}, ${src0_shape0}, ${src0_shape1}, s->t_${dst}, ${dst_shape0},
-//@+ ${dst_shape1}, ${weights_shape2}, ${stride}, ${pad}, ${upsample}, ${c_weights}, ${c_bias},
-//@+ ${c_multiplier}, ${c_shift}, ${input_offset}, ${output_offset}, ${act_min}, ${act_max});
-//@requires: arith
-/* 1-D convolution over time, tensors time-major (length x channels), weights c_out x c_in x k.
- * The input is first repeated `upsample` times along time (nearest-neighbour), then zero-padded by
- * `pad` rows of real zero (positions outside contribute nothing, as TFLite's input-offset padding):
- * out[l][o] = clamp(requantize(bias[o] + sum_{j,c} w[o][c][j] * (x[l*stride + j - pad][c] +
- * input_offset), multiplier[o], shift[o]) + output_offset, act_min, act_max).
- * Range: as tw_fully_connected_s8 with n_in = c_in * k. */
-static void tw_convolve_1d_s8(const int8_t *in, int32_t l_in, int32_t c_in, int8_t *out, int32_t l_out, int32_t c_out,
-                              int32_t k, int32_t stride, int32_t pad, int32_t upsample, const int8_t *weights,
-                              const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                              int32_t input_offset, int32_t output_offset, int32_t act_min, int32_t act_max)
+//@params: static const tw_conv_params_t tw_${dst}_conv_params = {${input_offset}, ${output_offset}, ${stride}, ${pad},
+//@params: ${upsample}, {${act_min}, ${act_max}}};
+//@params: static const tw_per_channel_quant_params_t tw_${dst}_quant_params = {${c_multiplier}, ${c_shift}};
+//@params: static const tw_dims_t tw_${dst}_input_dims = {1, 1, ${src0_shape0}, ${src0_shape1}};
+//@params: static const tw_dims_t tw_${dst}_filter_dims = {${weights_shape0}, 1, ${weights_shape2}, ${weights_shape1}};
+//@params: static const tw_dims_t tw_${dst}_output_dims = {1, 1, ${dst_shape0}, ${dst_shape1}};
+//@call: tw_convolve_1d_s8(&tw_${dst}_conv_params, &tw_${dst}_quant_params, &tw_${dst}_input_dims, s->t_${src0},
+//@+ &tw_${dst}_filter_dims, ${c_weights}, ${c_bias}, &tw_${dst}_output_dims, s->t_${dst});
+//@requires: params arith
+/* 1-D convolution over time, tensors time-major (w = length x c = channels), weights c_out x c_in x k
+ * (filter_dims: n = c_out, w = k, c = c_in). The input is first repeated `upsample` times along time
+ * (nearest-neighbour), then zero-padded by `padding` rows of real zero (positions outside contribute
+ * nothing, as TFLite's input-offset padding): out[l][o] = clamp(requantize(bias[o] + sum_{j,c}
+ * w[o][c][j] * (x[l*stride + j - padding][c] + input_offset), multiplier[o], shift[o]) + output_offset,
+ * activation). Range: as tw_fully_connected_s8 with n_in = c_in * k. */
+static void tw_convolve_1d_s8(const tw_conv_params_t *conv_params, const tw_per_channel_quant_params_t *quant_params,
+                              const tw_dims_t *input_dims, const int8_t *in, const tw_dims_t *filter_dims,
+                              const int8_t *weights, const int32_t *bias, const tw_dims_t *output_dims, int8_t *out)
 {
+    int32_t l_in = input_dims->w;
+    int32_t c_in = input_dims->c;
+    int32_t k = filter_dims->w;
+    int32_t c_out = output_dims->c;
+    int32_t upsample = conv_params->upsample;
     int32_t l;
     int32_t o;
     int32_t j;
     int32_t c;
-    for (l = 0; l < l_out; l++) {
+    for (l = 0; l < output_dims->w; l++) {
         for (o = 0; o < c_out; o++) {
             int32_t acc = bias[o];
             int64_t q;
             for (j = 0; j < k; j++) {
-                int32_t p = l * stride + j - pad;
+                int32_t p = l * conv_params->stride + j - conv_params->padding;
                 const int8_t *x;
                 if (p < 0 || p >= l_in * upsample) {
                     continue;
                 }
                 x = in + (p / upsample) * c_in;
                 for (c = 0; c < c_in; c++) {
-                    acc += (int32_t)weights[(o * c_in + c) * k + j] * ((int32_t)x[c] + input_offset);
+                    acc += (int32_t)weights[(o * c_in + c) * k + j] * ((int32_t)x[c] + conv_params->input_offset);
                 }
             }
-            q = (int64_t)tw_requantize(acc, multiplier[o], shift[o]) + output_offset;
-            out[l * c_out + o] = (int8_t)tw_clamp64(q, act_min, act_max);
+            q = (int64_t)tw_requantize(acc, quant_params->multiplier[o], quant_params->shift[o]) +
+                conv_params->output_offset;
+            out[l * c_out + o] = (int8_t)tw_clamp64(q, conv_params->activation.min, conv_params->activation.max);
         }
     }
 }

@@ -20,18 +20,38 @@ last            q[W-1]
 
 The float feature is ``~ a * f + b`` by the feature's scaling rule in
 :data:`tinywarden.features.FEATURE_TABLE`, which also gives each feature its code.
+
+On the device (:func:`stream_c`) the window is never re-read: the stream is cut into blocks of
+``g = gcd(window, stride)`` samples (every window is a whole number of them), each sample is folded once
+into its block's per-channel running sums, sums of squares, extremes, first/last sample, absolute-step sums
+and maxima and Haar band energies (a band of level ``l`` with ``2**l`` dividing ``g``), and a window's
+features combine its ``window / g`` blocks (steps across block boundaries from the blocks' first and last
+samples). The integers are the ones defined above, so the numpy reference stays the whole-window
+computation. Only ``crossings`` (of the window's own mean, known only once the window is complete) and a
+band coarser than a block still read the raw sample ring.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from string import Template
 
 import numpy as np
 
 from tinywarden.arith import INT32_MAX, isqrt_u64
 from tinywarden.features import FEATURE_TABLE
-from tinywarden.kernels.base import KernelSpec, Op, ProgramView, const_shape, register_kernel, require
+from tinywarden.kernels.base import (
+    KernelSpec,
+    Op,
+    ProgramView,
+    StateField,
+    StreamC,
+    const_shape,
+    register_kernel,
+    require,
+)
 
 #: Largest window the integer features are proven not to overflow for.
 MAX_WINDOW = 4096
@@ -110,117 +130,286 @@ def _check(op: Op, p: ProgramView) -> None:
     require(p.window <= MAX_WINDOW, f"window {p.window} is beyond {MAX_WINDOW}")
 
 
-C_TEMPLATE = r"""
-//@call: tw_features_s16(&s->ring[0][0], (int32_t)s->head, ${window}, ${n_channels}, ${codes_size}, ${c_codes},
-//@+ ${c_z0}, s->t_${dst});
-//@requires: isqrt
-/* Saturate to +-(2^31 - 1), so that its square fits int64. */
-static int64_t tw_clamp_i31(int64_t x)
-{
-    return (x > INT32_MAX) ? INT32_MAX : ((x < -INT32_MAX) ? -INT32_MAX : x);
-}
-
-/* energy of Haar band `level` of one channel: sum over blocks of 2^level rows of
- * (sum of the first half - sum of the second half)^2. Range: w divisible by 2^level, w <= TW_MAX_WINDOW. */
-static int64_t tw_band_energy_s16(const int16_t *ring, int32_t head, int32_t w, int32_t n_ch, int32_t ch,
-                                  int32_t level)
+#: C of one band's ring pass (a band coarser than a block), used by the streaming form only then.
+C_BAND_FROM_RING = r"""
+/* energy of Haar band `level` of one channel read from the ring: sum over blocks of 2^level rows of
+ * (sum of the first half - sum of the second half)^2. Range: TW_WINDOW divisible by 2^level. */
+static int64_t tw_band_energy_s16(const tw_state_t *s, int32_t ch, int32_t level)
 {
     int32_t half = (int32_t)1 << (level - 1);
-    int32_t r = head;
+    int32_t r = (int32_t)s->head;
     int32_t t;
     int64_t e = 0;
-    for (t = 0; t < w; t += 2 * half) {
+    for (t = 0; t < TW_WINDOW; t += 2 * half) {
         int64_t d = 0;
         int32_t j;
         for (j = 0; j < 2 * half; j++) {
-            int64_t v = ring[r * n_ch + ch];
+            int64_t v = s->ring[r][ch];
             d += (j < half) ? v : -v;
-            r = (r + 1 == w) ? 0 : r + 1;
+            r = (r + 1 == TW_WINDOW) ? 0 : r + 1;
         }
         e += d * d;
     }
     return e;
 }
+"""
 
-/* Integer window features, channel-major (all of channel 0, then channel 1 ...), one per code:
- * mean S1 | std isqrt(W*S2 - S1^2) | min | max | rms isqrt(W*S2 - S1^2 + T^2),
- * T = S1 + W*z0[ch] saturated to +-(2^31-1) | band1..band6 | crossings of the mean
- * (W*q > S1) | diff_abs_mean sum |q[t]-q[t-1]| | diff_abs_max max |q[t]-q[t-1]| | last (newest) q.
- * The window is read from the ring,
- * oldest row at `head`. Range: 2 <= w <= TW_MAX_WINDOW, so every sum fits int64. */
-static void tw_features_s16(const int16_t *ring, int32_t head, int32_t w, int32_t n_ch, int32_t n_codes,
-                            const int32_t *codes, const int32_t *z0, int64_t *out)
+C_STREAM = Template(r"""
+/* Fold the block of TW_BLOCK samples that has just completed (rows x[0], x[TW_N_CHANNELS], ... of each
+ * channel) into its aggregates, blocks[bhead]; every sample is read once here (and once per band). */
+static void tw_features_block(tw_state_t *s, const int16_t *x)
 {
-    int32_t ch;
-    for (ch = 0; ch < n_ch; ch++) {
-        int64_t s1 = 0;
-        int64_t s2 = 0;
-        int64_t dsum = 0;
-        int64_t v2;
-        int64_t tsum;
-        int32_t mn = INT16_MAX;
-        int32_t mx = INT16_MIN;
-        int32_t dmax = 0;
-        int32_t prev = 0;
-        int32_t r = head;
+    int32_t c;
+    tw_block_t *blk;
+    s->bhead = (uint16_t)((s->bhead + 1u == TW_BLOCKS) ? 0u : s->bhead + 1u);
+    blk = s->blocks[s->bhead];
+    for (c = 0; c < TW_N_CHANNELS; c++) {
+        const int16_t *x0 = x + c;
+        const int16_t *p = x0;
+        tw_block_t *a = &blk[c];
         int32_t t;
-        int32_t j;
-        for (t = 0; t < w; t++) {
-            int32_t v = ring[r * n_ch + ch];
-            r = (r + 1 == w) ? 0 : r + 1;
-            s1 += v;
-            s2 += (int64_t)v * v;
-            mn = (v < mn) ? v : mn;
-            mx = (v > mx) ? v : mx;
-            if (t > 0) {
-                int32_t d = (v > prev) ? v - prev : prev - v;
-                dsum += d;
-                dmax = (d > dmax) ? d : dmax;
-            }
-            prev = v;
-        }
-        v2 = (int64_t)w * s2 - s1 * s1;
-        for (j = 0; j < n_codes; j++) {
-            int64_t f = 0;
-            int32_t code = codes[j];
-            if (code == TW_FEATURE_MEAN) {
-                f = s1;
-            } else if (code == TW_FEATURE_STD) {
-                f = (int64_t)tw_isqrt_u64((uint64_t)v2);
-            } else if (code == TW_FEATURE_MIN) {
-                f = mn;
-            } else if (code == TW_FEATURE_MAX) {
-                f = mx;
-            } else if (code == TW_FEATURE_RMS) {
-                tsum = tw_clamp_i31(s1 + (int64_t)w * z0[ch]);
-                f = (int64_t)tw_isqrt_u64((uint64_t)v2 + (uint64_t)(tsum * tsum));
-            } else if (code >= TW_FEATURE_BAND1 && code <= TW_FEATURE_BAND6) {
-                f = tw_band_energy_s16(ring, head, w, n_ch, ch, code - TW_FEATURE_BAND1 + 1);
-            } else if (code == TW_FEATURE_CROSSINGS) {
-                int32_t above_prev = 0;
-                r = head;
-                for (t = 0; t < w; t++) {
-                    int32_t above = ((int64_t)w * ring[r * n_ch + ch] > s1) ? 1 : 0;
-                    r = (r + 1 == w) ? 0 : r + 1;
-                    if (t > 0 && above != above_prev) {
-                        f++;
-                    }
-                    above_prev = above;
-                }
-            } else if (code == TW_FEATURE_DIFF_ABS_MEAN) {
-                f = dsum;
-            } else if (code == TW_FEATURE_DIFF_ABS_MAX) {
-                f = dmax;
-            } else {
-                f = prev;
-            }
-            out[ch * n_codes + j] = f;
-        }
-    }
+$locals        for (t = 0; t < TW_BLOCK; t++, p += TW_N_CHANNELS) {
+            int32_t v = *p;
+$update        }
+$store$bands    }
 }
+
+/* Keep one quantized sample; fold its block when the block is complete. */
+static void tw_features_push(tw_state_t *s, const int16_t q[TW_N_CHANNELS])
+{
+$push}
+$ring_helpers
+/* The window's features, channel-major, from its TW_BLOCKS blocks (oldest after s->bhead, newest at it):
+ * $names. */
+static void tw_features_finish(const tw_state_t *s, int64_t *out)
+{
+    int32_t c;
+    for (c = 0; c < TW_N_CHANNELS; c++) {
+        int32_t b = (s->bhead + 1u == TW_BLOCKS) ? 0 : (int32_t)s->bhead + 1;
+        int32_t k;
+        const tw_block_t *a = &s->blocks[b][c];
+$combine_init        for (k = 1; k < TW_BLOCKS; k++) {
+            b = (b + 1 == TW_BLOCKS) ? 0 : b + 1;
+            a = &s->blocks[b][c];
+$combine        }
+$outputs    }
+}
+""")
+
+#: Where the samples of the current block wait: the module's ring (rows [head - TW_BLOCK, head) once a
+#: block is complete: blocks are aligned to the ring because TW_BLOCK divides TW_WINDOW) ...
+C_PUSH_RING = r"""    (void)q;
+    if (s->head % TW_BLOCK == 0u) {
+        tw_features_block(s, &s->ring[((s->head == 0u) ? TW_WINDOW : (int32_t)s->head) - TW_BLOCK][0]);
+    }
+"""
+#: ... or, when nothing else needs the ring, a buffer of one block.
+C_PUSH_BLOCK = r"""    int32_t c;
+    for (c = 0; c < TW_N_CHANNELS; c++) {
+        s->fbuf[s->bpos][c] = q[c];
+    }
+    s->bpos = (uint16_t)((s->bpos + 1u == TW_BLOCK) ? 0u : s->bpos + 1u);
+    if (s->bpos == 0u) {
+        tw_features_block(s, &s->fbuf[0][0]);
+    }
+"""
+
+#: One Haar band of one channel over the block: sum over groups of 2^level samples of (first half sum -
+#: second half sum)^2.
+C_BAND_BLOCK = Template(r"""        {
+            int64_t e = 0;
+            p = x0;
+            for (t = 0; t < TW_BLOCK; t += $group) {
+                int32_t d = 0;
+                int32_t i;
+                for (i = 0; i < $half; i++, p += TW_N_CHANNELS) {
+                    d += p[0] - p[$half * TW_N_CHANNELS];
+                }
+                p += $half * TW_N_CHANNELS;
+                e += (int64_t)d * d;
+            }
+            a->band$level = e;
+        }
+""")
+
+#: what each aggregate needs: (C type of the block member, local running value's declaration and
+#: initial value, its update with the sample v (and d = |v - previous|), its store)
+_AGG = {
+    "s1": ("int32_t", "int32_t s1 = 0;", "s1 += v;"),
+    "s2": ("int64_t", "int64_t s2 = 0;", "s2 += (int64_t)v * v;"),
+    "mn": ("int16_t", "int32_t mn = x0[0];", "mn = (v < mn) ? v : mn;"),
+    "mx": ("int16_t", "int32_t mx = x0[0];", "mx = (v > mx) ? v : mx;"),
+    "first": ("int16_t", "", ""),
+    "dsum": ("int32_t", "int32_t dsum = 0;", "dsum += d;"),
+    "dmax": ("int32_t", "int32_t dmax = 0;", "dmax = (d > dmax) ? d : dmax;"),
+    "last": ("int16_t", "", ""),
+}
+#: the aggregates a feature reads
+_NEEDS = {"mean": ("s1",), "std": ("s1", "s2"), "rms": ("s1", "s2"), "min": ("mn",), "max": ("mx",),
+          "last": ("last",), "crossings": ("s1",), "diff_abs_mean": ("dsum", "first", "last"),
+          "diff_abs_max": ("dmax", "first", "last")}
+_SIZE = {"int64_t": 8, "int32_t": 4, "int16_t": 2}
+
+
+def block_size(window: int, stride: int) -> int:
+    """Samples per aggregate block: every window (and every stride) is a whole number of blocks."""
+    return math.gcd(window, stride)
+
+
+def needs_ring(op: Op, p: ProgramView) -> bool:
+    """Whether the streaming form of ``op`` reads the raw window: crossings of the window's mean, or a Haar
+    band coarser than a block."""
+    names = _names(op)
+    g = block_size(p.window, p.stride)
+    return "crossings" in names or any(g % (1 << int(n[4:])) for n in names if n.startswith("band"))
+
+
+def _names(op: Op) -> list[str]:
+    by_code = {f.code: name for name, f in FEATURE_TABLE.items()}
+    return [by_code[code] for code in op.consts["codes"].tolist()]
+
+
+def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
+    """The streaming C of ``op`` for program ``p``: only the aggregates its features need, straight-line
+    (the feature set is fixed when the C is generated: no run-time dispatch over feature codes). ``ring``:
+    the module keeps the raw sample ring (the block's samples are read from it)."""
+    names = _names(op)
+    g = block_size(p.window, p.stride)
+    bands = [int(n[4:]) for n in names if n.startswith("band")]
+    block_bands = [lv for lv in bands if g % (1 << lv) == 0]
+    ring_bands = [lv for lv in bands if g % (1 << lv) != 0]
+    aggs = [a for a in _AGG if any(a in _NEEDS.get(n, ()) for n in names)]
+    diffs = "dsum" in aggs or "dmax" in aggs
+    members = [(_AGG[a][0], a) for a in aggs] + [("int64_t", f"band{lv}") for lv in block_bands]
+    members.sort(key=lambda m: -_SIZE[m[0]])
+    size = sum(_SIZE[t] for t, _ in members)
+    align = max((_SIZE[t] for t, _ in members), default=2)
+    pad = -size % max(align, 4) if members else 4
+    lines = [f"    {t} {n};" for t, n in members] + ([f"    uint8_t pad[{pad}];"] if pad else [])
+    block_bytes = size + pad
+    typedefs = ("/* One block's aggregates of one channel (tinywarden.kernels.features_s16): s1 sum, s2 sum of "
+                "squares,\n * mn/mx extremes, first/last sample, dsum/dmax sum and max of |step| inside the block, "
+                "band<l>\n * Haar band energy of level l; every member is exact for TW_BLOCK <= TW_MAX_WINDOW. */\n"
+                "typedef struct {\n" + "\n".join(lines) + "\n} tw_block_t;\n")
+    locals_ = [_AGG[a][1] for a in aggs if _AGG[a][1]] + (["int32_t prev = x0[0];"] if diffs else [])
+    update = ((["int32_t d = v - prev;", "d = (d < 0) ? -d : d;"] if diffs else [])
+              + [_AGG[a][2] for a in aggs if _AGG[a][2]] + (["prev = v;"] if diffs else []))
+    if not update:
+        update = ["(void)v;"]
+    store = [f"a->{a} = ({_AGG[a][0]}){a};" for a in aggs if _AGG[a][1]]
+    store += ["a->first = x0[0];"] if "first" in aggs else []
+    store += ["a->last = x0[(TW_BLOCK - 1) * TW_N_CHANNELS];"] if "last" in aggs else []
+    if not store and not block_bands:
+        store = ["(void)a;"]
+    band_code = [C_BAND_BLOCK.substitute(group=1 << lv, half=1 << (lv - 1), level=lv) for lv in block_bands]
+    cinit = ["int64_t s1 = a->s1;" if "s1" in aggs else "", "int64_t s2 = a->s2;" if "s2" in aggs else "",
+             "int32_t mn = a->mn;" if "mn" in aggs else "", "int32_t mx = a->mx;" if "mx" in aggs else "",
+             "int32_t dsum = a->dsum;" if "dsum" in aggs else "", "int32_t dmax = a->dmax;" if "dmax" in aggs else "",
+             "int32_t last = a->last;" if "last" in aggs else "",
+             *(f"int64_t band{lv} = a->band{lv};" for lv in block_bands)]
+    comb = ["s1 += a->s1;" if "s1" in aggs else "", "s2 += a->s2;" if "s2" in aggs else "",
+            "mn = (a->mn < mn) ? a->mn : mn;" if "mn" in aggs else "",
+            "mx = (a->mx > mx) ? a->mx : mx;" if "mx" in aggs else "",
+            *(f"band{lv} += a->band{lv};" for lv in block_bands)]
+    if diffs:
+        comb += ["{", "    int32_t d = a->first - last;", "    d = (d < 0) ? -d : d;"]
+        comb += ["    dsum += d + a->dsum;"] if "dsum" in aggs else []
+        comb += ["    d = (a->dmax > d) ? a->dmax : d;", "    dmax = (d > dmax) ? d : dmax;"] if "dmax" in aggs else []
+        comb += ["}"]
+    if "last" in aggs:
+        comb.append("last = a->last;")
+    if not any(comb):
+        comb = ["(void)a;"]
+    z0 = f"{prefix}_z0"
+    expr = {
+        "mean": "s1",
+        "std": "(int64_t)tw_isqrt_u64((uint64_t)((int64_t)TW_WINDOW * s2 - s1 * s1))",
+        "min": "mn", "max": "mx", "last": "last",
+        "rms": f"tw_rms_s16((int64_t)TW_WINDOW * s2 - s1 * s1, s1 + (int64_t)TW_WINDOW * {z0}[c])",
+        "crossings": "tw_crossings_s16(s, c, (int32_t)s1)",
+        "diff_abs_mean": "dsum", "diff_abs_max": "dmax",
+        **{f"band{lv}": f"band{lv}" for lv in block_bands},
+        **{f"band{lv}": f"tw_band_energy_s16(s, c, {lv})" for lv in ring_bands},
+    }
+    f = len(names)
+    outputs = [f"out[c * {f} + {j}] = {expr[n]};" for j, n in enumerate(names)]
+    ring_helpers = []
+    if "rms" in names:
+        ring_helpers.append(C_RMS.strip("\n"))
+    if ring_bands:
+        ring_helpers.append(C_BAND_FROM_RING.strip("\n"))
+    if "crossings" in names:
+        ring_helpers.append(C_CROSSINGS.strip("\n"))
+
+    def block(xs: list[str], indent: int) -> str:
+        return "".join(" " * indent + x + "\n" for x in xs if x)
+
+    body = C_STREAM.substitute(
+        locals=block(locals_, 8), update=block(update, 12), store=block(store, 8), bands="".join(band_code),
+        push=C_PUSH_RING if ring else C_PUSH_BLOCK,
+        ring_helpers="\n" + "\n\n".join(ring_helpers) + "\n" if ring_helpers else "",
+        names=", ".join(names), combine_init=block(cinit, 8), combine=block(comb, 12), outputs=block(outputs, 8))
+    n_blocks = p.window // g
+    fields = [StateField("tw_block_t", "blocks", (n_blocks, p.n_channels), block_bytes * n_blocks * p.n_channels,
+                         align), StateField("uint16_t", "bhead", (), 2, 2)]
+    if not ring:
+        fields += [StateField("int16_t", "fbuf", (g, p.n_channels), 2 * g * p.n_channels, 2),
+                   StateField("uint16_t", "bpos", (), 2, 2)]
+    doc = ("blocks[bhead] holds the aggregates of the newest complete block, the TW_BLOCKS - 1 before it "
+           "(circularly) the older blocks of the window; " + (
+               "the current block's samples wait in the ring" if ring else
+               "fbuf[0, bpos) holds the current block's samples"))
+    return StreamC(typedefs, tuple(fields), "tw_features_push", body, "tw_features_finish(s, s->t_${dst});",
+                   ("isqrt",) if {"std", "rms"} & set(names) else (),
+                   {"TW_BLOCK": g, "TW_BLOCKS": n_blocks, "TW_MAX_WINDOW": MAX_WINDOW}, doc)
+
+
+C_RMS = r"""
+/* isqrt(v2 + T^2) with T saturated to +-(2^31 - 1), so that its square fits int64. */
+static int64_t tw_rms_s16(int64_t v2, int64_t t)
+{
+    t = (t > INT32_MAX) ? INT32_MAX : ((t < -INT32_MAX) ? -INT32_MAX : t);
+    return (int64_t)tw_isqrt_u64((uint64_t)v2 + (uint64_t)(t * t));
+}
+"""
+
+C_CROSSINGS = r"""
+/* Crossings of the window's mean by channel ch, read from the ring (rows [head, TW_WINDOW) then [0, head)):
+ * #t with (W*q[t] > S1) != (W*q[t-1] > S1); for an integer q, W*q > S1 exactly when q > floor(S1 / W),
+ * i.e. when the sign bit of floor(S1 / W) - q is set. Range: |S1| <= TW_MAX_WINDOW * 2^15 < 2^31. */
+static int64_t tw_crossings_s16(const tw_state_t *s, int32_t ch, int32_t s1)
+{
+    int32_t level = (s1 >= 0) ? s1 / TW_WINDOW : -((-s1 + TW_WINDOW - 1) / TW_WINDOW);
+    const int16_t *x = &s->ring[s->head][ch];
+    uint32_t prev = (uint32_t)(level - *x) >> 31;
+    int32_t n = 0;
+    int32_t t;
+    for (t = (int32_t)s->head + 1; t < TW_WINDOW; t++) {
+        uint32_t above;
+        x += TW_N_CHANNELS;
+        above = (uint32_t)(level - *x) >> 31;
+        n += (int32_t)(above ^ prev);
+        prev = above;
+    }
+    x = &s->ring[0][ch];
+    for (t = 0; t < (int32_t)s->head; t++, x += TW_N_CHANNELS) {
+        uint32_t above = (uint32_t)(level - *x) >> 31;
+        n += (int32_t)(above ^ prev);
+        prev = above;
+    }
+    return n;
+}
+"""
+
+
+#: The generic template is only the call: the C of this kernel is generated for its feature set by
+#: :func:`stream_c` (the C emitter always uses the streaming form, as the kernel always reads the window).
+C_TEMPLATE = r"""
+//@call: tw_features_finish(s, s->t_${dst});
 """
 register_kernel(KernelSpec(
     "features_s16", features_s16, ("int16",), "int64", {"codes": "int32", "z0": "int32"},
-    "integer window features, see features_s16", C_TEMPLATE, check=_check,
+    "integer window features, see features_s16", C_TEMPLATE, check=_check, stream=stream_c,
+    stream_ring=needs_ring,
     limits={"TW_MAX_WINDOW": MAX_WINDOW,
             **{f"TW_FEATURE_{name.upper()}": f.code for name, f in FEATURE_TABLE.items()}}))

@@ -24,29 +24,34 @@ def _fully_connected_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
 
 
 C_TEMPLATE = r"""
-//@call: tw_fully_connected_s8(s->t_${src0}, s->t_${dst}, ${weights_shape1}, ${weights_shape0}, ${c_weights},
-//@+ ${c_bias}, ${c_multiplier}, ${c_shift}, ${input_offset}, ${output_offset}, ${act_min}, ${act_max});
-//@requires: arith
-/* CMSIS-NN style fully connected layer with per-output-channel weights (weights: n_out x n_in,
- * row-major): out[o] = clamp(requantize(bias[o] + sum_i w[o][i] * (in[i] + input_offset),
- * multiplier[o], shift[o]) + output_offset, act_min, act_max); act_min = output_offset is ReLU.
- * Range: input_offset in [-127, 128], output_offset and act_* in [-128, 127]; the generator keeps
- * |bias| <= 2^30 and n_in * 255 * 127 < 2^30, so the int32 accumulator cannot overflow. */
-static void tw_fully_connected_s8(const int8_t *in, int8_t *out, int32_t n_in, int32_t n_out, const int8_t *weights,
-                                  const int32_t *bias, const int32_t *multiplier, const int8_t *shift,
-                                  int32_t input_offset, int32_t output_offset, int32_t act_min, int32_t act_max)
+//@params: static const tw_fc_params_t tw_${dst}_fc_params = {${input_offset}, ${output_offset},
+//@params: {${act_min}, ${act_max}}};
+//@params: static const tw_per_channel_quant_params_t tw_${dst}_quant_params = {${c_multiplier}, ${c_shift}};
+//@params: static const tw_dims_t tw_${dst}_filter_dims = {${weights_shape1}, 1, 1, ${weights_shape0}};
+//@call: tw_fully_connected_s8(&tw_${dst}_fc_params, &tw_${dst}_quant_params, s->t_${src0}, &tw_${dst}_filter_dims,
+//@+ ${c_weights}, ${c_bias}, s->t_${dst});
+//@requires: params arith
+/* CMSIS-NN style fully connected layer with per-output-channel weights (filter_dims: n = n_in inputs, c =
+ * n_out outputs; weights n_out x n_in, row-major): out[o] = clamp(requantize(bias[o] + sum_i w[o][i] *
+ * (in[i] + input_offset), multiplier[o], shift[o]) + output_offset, activation); activation.min =
+ * output_offset is ReLU. Range: input_offset in [-127, 128], output_offset and the activation in [-128, 127];
+ * the generator keeps |bias| <= 2^30 and n_in * 255 * 127 < 2^30, so the int32 accumulator cannot overflow. */
+static void tw_fully_connected_s8(const tw_fc_params_t *fc_params, const tw_per_channel_quant_params_t *quant_params,
+                                  const int8_t *input, const tw_dims_t *filter_dims, const int8_t *weights,
+                                  const int32_t *bias, int8_t *output)
 {
+    int32_t n_in = filter_dims->n;
     int32_t o;
     int32_t i;
-    for (o = 0; o < n_out; o++) {
+    for (o = 0; o < filter_dims->c; o++) {
         const int8_t *w = weights + o * n_in;
         int32_t acc = bias[o];
         int64_t q;
         for (i = 0; i < n_in; i++) {
-            acc += (int32_t)w[i] * ((int32_t)in[i] + input_offset);
+            acc += (int32_t)w[i] * ((int32_t)input[i] + fc_params->input_offset);
         }
-        q = (int64_t)tw_requantize(acc, multiplier[o], shift[o]) + output_offset;
-        out[o] = (int8_t)tw_clamp64(q, act_min, act_max);
+        q = (int64_t)tw_requantize(acc, quant_params->multiplier[o], quant_params->shift[o]) + fc_params->output_offset;
+        output[o] = (int8_t)tw_clamp64(q, fc_params->activation.min, fc_params->activation.max);
     }
 }
 """

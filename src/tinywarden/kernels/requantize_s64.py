@@ -26,21 +26,21 @@ def _requantize_s64(srcs: list[np.ndarray], op: Op) -> np.ndarray:
 
 
 C_TEMPLATE = r"""
-//@call: tw_requantize_s64_${suffix}(s->t_${src0}, s->t_${dst}, ${dst_size}, ${c_pre_shift}, ${c_offset},
-//@+ ${c_multiplier}, ${c_shift}, ${zero_point}, ${act_min}, ${act_max});
-//@requires: arith
-/* Integer features to the model's input: out[i] = clamp(zp + requantize(sat32((in[i] >> pre_shift[i])
- * - offset[i]), multiplier[i], shift[i]), act_min, act_max). Range: pre_shift in [0, 62], int32 offset,
- * act_min <= act_max within ${ctype}. */
-static void tw_requantize_s64_${suffix}(const int64_t *in, ${ctype} *out, int32_t n, const int8_t *pre_shift,
-                                  const int32_t *offset, const int32_t *multiplier, const int8_t *shift,
-                                  int32_t zp, int32_t act_min, int32_t act_max)
+//@params: static const tw_feature_requant_params_t tw_${dst}_requant_params = {${c_pre_shift}, ${c_offset},
+//@params: ${c_multiplier}, ${c_shift}, ${zero_point}, {${act_min}, ${act_max}}};
+//@call: tw_requantize_s64_${suffix}(&tw_${dst}_requant_params, s->t_${src0}, ${dst_size}, s->t_${dst});
+//@requires: params arith
+/* Integer features to the model's input: out[i] = clamp(zero_point + requantize(sat32((in[i] >> pre_shift[i])
+ * - offset[i]), multiplier[i], shift[i]), activation). Range: pre_shift in [0, 62], int32 offset,
+ * activation.min <= activation.max within ${ctype}. */
+static void tw_requantize_s64_${suffix}(const tw_feature_requant_params_t *params, const int64_t *in, int32_t n,
+                                  ${ctype} *out)
 {
     int32_t i;
     for (i = 0; i < n; i++) {
-        int64_t v = tw_clamp64((in[i] >> pre_shift[i]) - offset[i], INT32_MIN, INT32_MAX);
-        int64_t q = (int64_t)tw_requantize(v, multiplier[i], shift[i]) + zp;
-        out[i] = (${ctype})tw_clamp64(q, act_min, act_max);
+        int64_t v = tw_clamp64((in[i] >> params->pre_shift[i]) - params->offset[i], INT32_MIN, INT32_MAX);
+        int64_t q = (int64_t)tw_requantize(v, params->multiplier[i], params->shift[i]) + params->zero_point;
+        out[i] = (${ctype})tw_clamp64(q, params->activation.min, params->activation.max);
     }
 }
 """

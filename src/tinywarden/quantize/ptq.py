@@ -33,7 +33,15 @@ from tinywarden.features import FEATURE_TABLE, batch_windows, window_end_rows
 from tinywarden.kernels import KERNELS, Op, TensorSpec, score_total
 from tinywarden.kernels.features_s16 import MAX_WINDOW
 from tinywarden.pipeline import Pipeline, Scored, normal_window_mask
-from tinywarden.program import Program, from_model_file, quantize_samples, run_int8, run_windows, to_model_file
+from tinywarden.program import (
+    MAX_SAMPLE_ZERO,
+    Program,
+    from_model_file,
+    quantize_samples,
+    run_int8,
+    run_windows,
+    to_model_file,
+)
 from tinywarden.telemetry.series import Series
 
 #: How far beyond the normal samples' half-range each channel's int16 range reaches.
@@ -65,7 +73,7 @@ def _sample_quantization(pipeline: Pipeline, fit_windows: np.ndarray, headroom: 
     center, half = (lo + hi) / 2.0, (hi - lo) / 2.0
     w = pipeline.window
     # rms needs |S1 + W*zero| < 2**31 (program.features_s16): bound the zero, i.e. widen the scale
-    zero_bound = (INT32_MAX - w * 32768) // w
+    zero_bound = min((INT32_MAX - w * 32768) // w, MAX_SAMPLE_ZERO)
     # a channel nearly constant while learning may move far in the field: its range also reaches
     # SIGMA_SPAN standard deviations (still resolving 1/32 of one), so it does not saturate at once
     sigma = rows.std(axis=0)
