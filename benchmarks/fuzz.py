@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 continue
             rows.append({**res.to_dict(), "goal": goal, "max_time": args.max_time, "seed": args.seed,
-                         "timeout": args.timeout, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                         "timeout": args.timeout, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          "parser": TARGETS[name].parser if name in TARGETS else f"generated C, {name}"})
             print(_line(res, goal), flush=True)
             _write(args, rows)
@@ -113,11 +113,12 @@ def _write(args: argparse.Namespace, rows: list[dict[str, object]]) -> None:
              f"{GOAL_PYTHON:,} inputs per Python parser, {GOAL_C:,} per C entry point, 0 findings. A target "
              "stops at its goal or its time limit; a campaign whose process dies resumes from its corpus (at most "
              "5 times). exec/s includes start-up and seed generation.", "",
-             "| target | parser | started | limit s | inputs | of goal | exec/s | cov | ft | corpus | crashes | hangs "
+             "| target | parser | finished | limit s | inputs | of goal | exec/s | cov | ft | corpus | crashes | hangs "
              "| tracebacks |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['target']} | {r['parser']} | {r['started']} | {r['max_time'] or '-'} | {r['inputs']:,} | "
+        r.setdefault("finished", r.get("started", "?"))  # rows written before the field was renamed
+        lines.append(f"| {r['target']} | {r['parser']} | {r['finished']} | {r['max_time'] or '-'} | {r['inputs']:,} | "
                      f"{r['inputs'] / r['goal']:.0%} | {r['exec_per_s']:,.0f} | {r['cov']} | {r['features']} | "
                      f"{r['corpus']} | {r['crashes']} | {r['hangs']} | {r['tracebacks']} |")
     found = [(r["target"], f) for r in rows for f in r["findings"]]
