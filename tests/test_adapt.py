@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tinywarden.adapt import BaselineAdapter
+from tinywarden.adapt import Adaptation, BaselineAdapter
 from tinywarden.detectors import EWMAZScore
 from tinywarden.pipeline import Pipeline
-from tinywarden.respond.policy import Adaptation
 from tinywarden.telemetry.series import Series
 
 PERIOD_S = 7.5

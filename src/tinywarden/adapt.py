@@ -37,19 +37,27 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinywarden.respond.policy import Adaptation
-
 if TYPE_CHECKING:
     from tinywarden.likelihood import AnomalyLikelihood
     from tinywarden.pipeline import Pipeline
 
-__all__ = ["AdaptStep", "BaselineAdapter"]
+__all__ = ["AdaptStep", "Adaptation", "BaselineAdapter"]
 
 #: The adapted scale never falls below this fraction of the reference one (a quiet stretch must not make
 #: the next small wiggle look huge).
 SCALE_FLOOR_FRACTION = 0.5
 #: A flag is raised again only after the drift has come back below this fraction of ``max_drift``.
 REARM_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """How the deployed baseline keeps learning normal: the policy's ``[adaptation]`` table."""
+
+    enabled: bool = True
+    rate_shift: int = 8
+    below_confidence: float = 0.2
+    max_drift: float = 3.0
 
 
 @dataclass(frozen=True)

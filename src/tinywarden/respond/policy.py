@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinywarden.adapt import Adaptation
 from tinywarden.errors import ConfigError
 from tinywarden.respond.actuators.catalog import ACTUATOR_TYPES
 from tinywarden.respond.addresses import normalize_networks
@@ -109,16 +110,6 @@ class TierSpec:
     deescalate_after_s: float = 300.0
     dead_man_s: float = 0.0
     min_confidence: float | None = None
-
-
-@dataclass(frozen=True)
-class Adaptation:
-    """The ``[adaptation]`` table: whether and how the deployed baseline keeps learning normal."""
-
-    enabled: bool = True
-    rate_shift: int = 8
-    below_confidence: float = 0.2
-    max_drift: float = 3.0
 
 
 @dataclass(frozen=True)
