@@ -164,7 +164,10 @@ def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
     if det_name not in REGISTRY:
         raise ModelFileError(f"{source}: unknown detector {det_name!r} (known: {', '.join(sorted(REGISTRY))})")
     det_arrays = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("detector/")}
-    det = REGISTRY[det_name].from_state(params, det_arrays)
+    try:
+        det = REGISTRY[det_name].from_state(params, det_arrays)
+    except TinywardenError as exc:
+        raise ModelFileError(f"{source}: {exc}") from None
     try:
         p = Pipeline(det, cfg["window"], cfg["stride"], cfg["features"], cfg["target_fpr"], cfg["k"], cfg["n"],
                      cfg["calibration_fraction"])
