@@ -12,6 +12,7 @@ import functools
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fuzz import native
@@ -122,6 +123,12 @@ def test_model_file_with_state_of_the_wrong_shape_is_refused() -> None:
     arrays["detector/mean_"] = arrays["detector/mean_"][:1]
     with pytest.raises(ModelFileError, match=r"^wrong-shape\.twb: detector 'ewma': array 'mean_' has shape \(1,\), "
                                              r"expected \(\d+,\)"):
+        pipeline_from_bytes(encode(header, arrays), "wrong-shape.twb")
+    # the state shrunk consistently with its input_shape_ still disagrees with what the pipeline feeds it
+    arrays["detector/var_"] = arrays["detector/var_"][:1]
+    arrays["detector/input_shape_"] = np.array([1], dtype=np.int64)
+    with pytest.raises(ModelFileError, match=r"^wrong-shape\.twb: array 'detector/input_shape_' is \(1,\), the "
+                                             r"pipeline makes model inputs of shape \(\d+,\)$"):
         pipeline_from_bytes(encode(header, arrays), "wrong-shape.twb")
 
 

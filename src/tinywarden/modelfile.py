@@ -224,6 +224,10 @@ def _check_scoring_fields(p: Pipeline, source: str) -> None:
                              f"{p.scale_.shape} differ in shape")
     if (p.scale_ <= 0).any():
         raise ModelFileError(f"{source}: array 'scaler/scale' holds a value <= 0")
+    want = (p.offset_.size,) if p.input_kind == "features" else (p.window, c)
+    if tuple(p.detector.input_shape_) != want:
+        raise ModelFileError(f"{source}: array 'detector/input_shape_' is {tuple(p.detector.input_shape_)}, the "
+                             f"pipeline makes model inputs of shape {want}")
 
 
 def _load_guard(header: dict[str, Any], arrays: dict[str, np.ndarray],
