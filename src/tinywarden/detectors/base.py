@@ -162,16 +162,12 @@ class Detector(BaseEstimator):
         learned: dict[str, tuple[int, str]] = {}
         for a, arr in arrays.items():
             want = shapes[a]
-            ok = arr.ndim == len(want)
-            for got, dim in zip(arr.shape, want, strict=False):
-                if isinstance(dim, Learned):
-                    size, _ = learned.setdefault(dim.name, (got, a))
-                    ok = ok and got == size and dim.lo <= got and (dim.hi is None or got <= dim.hi)
-                else:
-                    ok = ok and got == dim
-            if not ok:
+            if arr.ndim != len(want) or not all(_fits(got, d, learned) for got, d in zip(arr.shape, want, strict=True)):
                 raise ModelFileError(f"detector {self.name!r}: array {a!r} has shape {arr.shape}, expected "
                                      f"{_show(want, learned)} for input shape {self.input_shape_}")
+            for got, d in zip(arr.shape, want, strict=True):
+                if isinstance(d, Learned):
+                    learned.setdefault(d.name, (got, a))
             if arr.dtype.kind not in "iuf" or (arr.dtype.kind == "f" and not np.isfinite(arr).all()):
                 raise ModelFileError(f"detector {self.name!r}: array {a!r} holds NaN, infinity or non-numbers")
 
@@ -212,6 +208,14 @@ def _input_shape(name: str, kind: InputKind, stored: np.ndarray) -> tuple[int, .
         raise ModelFileError(f"detector {name!r}: array 'input_shape_' is {arr.tolist()!r}, expected {want} "
                              "positive integer(s)")
     return tuple(int(v) for v in arr)
+
+
+def _fits(got: int, dim: int | Learned, learned: dict[str, tuple[int, str]]) -> bool:
+    if not isinstance(dim, Learned):
+        return got == dim
+    if dim.name in learned:
+        return got == learned[dim.name][0]
+    return dim.lo <= got and (dim.hi is None or got <= dim.hi)
 
 
 def _show(shape: Shape, learned: dict[str, tuple[int, str]]) -> str:
