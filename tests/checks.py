@@ -10,7 +10,7 @@ import pytest
 from sklearn.base import clone
 
 from tinywarden.detectors.base import Detector
-from tinywarden.errors import ConfigError, DataError, NotFittedError
+from tinywarden.errors import ConfigError, DataError, ModelFileError, NotFittedError
 
 
 def normal_data(det: Detector, n: int = 400, seed: int = 0) -> np.ndarray:
@@ -72,6 +72,18 @@ def check_state_round_trip(det: Detector) -> None:
     np.testing.assert_array_equal(again.score_samples(x), det.score_samples(x))
     unpickled = pickle.loads(pickle.dumps(det))
     np.testing.assert_array_equal(unpickled.score_samples(x), det.score_samples(x))
+
+
+def check_state_shapes_are_enforced(det: Detector) -> None:
+    """``state_shapes`` covers every state array and the fitted state meets it; a state with any array cut by one
+    element along its last axis (a model file edited and re-checksummed) is refused, not scored by broadcasting."""
+    det.fit(normal_data(det))
+    state = det.state()
+    for name in det._state_names():
+        cut = {**state, name: state[name][..., :-1]}
+        with pytest.raises(ModelFileError, match=r"array '[a-z_0-9]+' has shape"):
+            type(det).from_state(det.get_params(), cut)
+    assert set(det.state_shapes()) == set(det._state_names())
 
 
 def check_sizes(det: Detector) -> None:
@@ -143,6 +155,7 @@ ALL_CHECKS: list[Callable[[Detector], None]] = [
     check_outliers_score_higher,
     check_deterministic,
     check_state_round_trip,
+    check_state_shapes_are_enforced,
     check_sizes,
     check_bad_input,
     check_partial_fit_learns,

@@ -304,3 +304,30 @@ def test_tampered_programs_are_refused_before_any_c_is_printed(detector, tamper,
     tamper(header, arrays)
     with pytest.raises(ModelFileError, match=message):
         from_model_file(header, arrays, "m.twb")
+
+
+@pytest.mark.parametrize("detector", INT8_FAMILIES)
+def test_every_program_constant_cut_by_one_or_with_a_stray_shift_is_refused(detector):
+    """The stored program's constants are as untrusted as the float state: each one cut by one element along its
+    last axis (the kernels' loops would read past it, or numpy would broadcast it) and each requantization shift
+    outside [-31, 30] (undefined in the C ``tw_requantize``) must fail to load, naming the op."""
+    from tinywarden.errors import ModelFileError
+    from tinywarden.program import from_model_file, to_model_file
+
+    _, prog = fitted(detector)
+    header, arrays = to_model_file(prog)
+    shifts = [n for n in arrays if n.rsplit("/", 1)[-1] in ("shift", "ih_shift", "hh_shift", "out_shift",
+                                                            "value_shift", "rate_shift")]
+    assert shifts
+    for name in arrays:
+        if not name.startswith("int8/op") or arrays[name].shape[-1] < 1:
+            continue
+        cut = {**arrays, name: arrays[name][..., :-1]}
+        with pytest.raises(ModelFileError, match=r"^m\.twb: invalid int8 program: program op \d+"):
+            from_model_file(header, cut, "m.twb")
+    for name in shifts:
+        for stray in (-32, 31):
+            bad = arrays[name].copy()
+            bad.flat[0] = stray
+            with pytest.raises(ModelFileError, match="must lie in"):
+                from_model_file(header, {**arrays, name: bad}, "m.twb")

@@ -18,6 +18,7 @@ from checks import ALL_CHECKS
 from int8_fixtures import INT8_FAMILIES, camera, fitted
 from test_codegen_c import assert_bit_exact, build
 from tinywarden.detectors import REGISTRY, Detector, Lowered, LoweringContext, make_detector
+from tinywarden.detectors.base import Shape
 from tinywarden.detectors.lowering import distance_input
 from tinywarden.kernels import KERNELS, Op, ProgramView, score_kernel
 from tinywarden.kernels.base import int_attr, require
@@ -68,6 +69,9 @@ class ToyL1(Detector):
 
     def __init__(self, spread: float = 1.0):
         self.spread = spread
+
+    def state_shapes(self) -> dict[str, Shape]:
+        return {"center_": (self.input_shape_[0],)}
 
     def fit(self, X: np.ndarray, y: None = None) -> ToyL1:  # noqa: N803
         x = self._check_input(X, fitting=True)

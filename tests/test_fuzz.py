@@ -12,6 +12,7 @@ import functools
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fuzz import native
@@ -112,9 +113,6 @@ def test_feature_name_with_newline_is_a_one_line_error() -> None:
     TARGETS["modelfile"].harness(encode(header, arrays)[:-32])
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="known finding, not fixed here: Detector.from_state does not check the state arrays' "
-                   "shapes against input_shape_, so numpy broadcasting scores with a wrong-sized state")
 def test_model_file_with_state_of_the_wrong_shape_is_refused() -> None:
     """A checksummed ``.twb`` whose EWMA ``mean_`` holds 1 value instead of one per feature must not load."""
     from tinywarden.errors import ModelFileError
@@ -123,7 +121,14 @@ def test_model_file_with_state_of_the_wrong_shape_is_refused() -> None:
     header, arrays = decode(_ewma_model())
     assert arrays["detector/mean_"].shape[0] > 1
     arrays["detector/mean_"] = arrays["detector/mean_"][:1]
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match=r"^wrong-shape\.twb: detector 'ewma': array 'mean_' has shape \(1,\), "
+                                             r"expected \(\d+,\)"):
+        pipeline_from_bytes(encode(header, arrays), "wrong-shape.twb")
+    # the state shrunk consistently with its input_shape_ still disagrees with what the pipeline feeds it
+    arrays["detector/var_"] = arrays["detector/var_"][:1]
+    arrays["detector/input_shape_"] = np.array([1], dtype=np.int64)
+    with pytest.raises(ModelFileError, match=r"^wrong-shape\.twb: array 'detector/input_shape_' is \(1,\), the "
+                                             r"pipeline makes model inputs of shape \(\d+,\)$"):
         pipeline_from_bytes(encode(header, arrays), "wrong-shape.twb")
 
 

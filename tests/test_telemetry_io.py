@@ -199,3 +199,49 @@ def test_epoch_seconds_and_iso_times_are_left_as_they_are(tmp_path: Path) -> Non
     assert r.timestamps.tolist() == [1_767_225_600.0, 1_767_225_610.0] and "time_unit" not in r.meta
     r = read_series(_write(tmp_path, "timestamp,v\n2026-01-01T00:00:00Z,1\n1767225610,2\n", "iso.csv"))
     assert r.period == 10.0 and "time_unit" not in r.meta
+
+
+#: Fuzz finding (issue 12): a 3.1 KB Parquet file whose row group claims 488,394,126,936 rows (the file: 40)
+PARQUET_OOM = Path(__file__).parent / "fuzz" / "regressions" / "parquet-arrowmemoryerror-io-py-240.bin"
+
+_READ_CAPPED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from tinywarden.errors import DataError
+from tinywarden.telemetry import read_series
+try:
+    read_series(sys.argv[1])
+except DataError as exc:
+    print(exc)
+"""
+
+
+def test_parquet_footer_claiming_billions_of_rows_is_refused_before_arrow_allocates(tmp_path: Path) -> None:
+    """Arrow sizes its buffers from the row group's stated row count: for this file it asked for 1 TiB. The read
+    runs in a child capped at 1 GiB of address space, so an unbounded reader fails there (its allocation refused)
+    and not on the machine; the fixed reader refuses the footer before reading any data."""
+    import subprocess
+    import sys
+
+    f = tmp_path / "oom.parquet"
+    f.write_bytes(PARQUET_OOM.read_bytes())
+    proc = subprocess.run([sys.executable, "-c", _READ_CAPPED, str(f)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == (f"{f}: corrupt Parquet footer: the row groups claim 488394126936 rows in all "
+                                   "(488394126936), the file 40")
+
+
+def test_parquet_decoded_size_limit_is_configurable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consistent footer is still refused when the decoded table would exceed the limit (8 bytes a cell)."""
+    s = Series(np.arange(100.0) + 1.7e9, np.ones((100, 2)), ("a", "b"))
+    write_parquet(s, tmp_path / "a.parquet")
+    assert read_series(tmp_path / "a.parquet").values.shape == (100, 2)
+    monkeypatch.setenv("TINYWARDEN_MAX_DECODED_BYTES", str(8 * 100 * 3 - 1))
+    with pytest.raises(DataError, match=r"a\.parquet: 100 rows x 3 columns would take 2400 bytes decoded, over the "
+                                        r"limit of 2399 \(TINYWARDEN_MAX_DECODED_BYTES raises it\)$"):
+        read_series(tmp_path / "a.parquet")
+    monkeypatch.setenv("TINYWARDEN_MAX_DECODED_BYTES", "2400")
+    assert read_series(tmp_path / "a.parquet").values.shape == (100, 2)
+    monkeypatch.setenv("TINYWARDEN_MAX_DECODED_BYTES", "lots")
+    with pytest.raises(DataError, match="TINYWARDEN_MAX_DECODED_BYTES='lots': expected a positive number of bytes"):
+        read_series(tmp_path / "a.parquet")

@@ -164,7 +164,10 @@ def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
     if det_name not in REGISTRY:
         raise ModelFileError(f"{source}: unknown detector {det_name!r} (known: {', '.join(sorted(REGISTRY))})")
     det_arrays = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("detector/")}
-    det = REGISTRY[det_name].from_state(params, det_arrays)
+    try:
+        det = REGISTRY[det_name].from_state(params, det_arrays)
+    except TinywardenError as exc:
+        raise ModelFileError(f"{source}: {exc}") from None
     try:
         p = Pipeline(det, cfg["window"], cfg["stride"], cfg["features"], cfg["target_fpr"], cfg["k"], cfg["n"],
                      cfg["calibration_fraction"])
@@ -221,6 +224,10 @@ def _check_scoring_fields(p: Pipeline, source: str) -> None:
                              f"{p.scale_.shape} differ in shape")
     if (p.scale_ <= 0).any():
         raise ModelFileError(f"{source}: array 'scaler/scale' holds a value <= 0")
+    want = (p.offset_.size,) if p.input_kind == "features" else (p.window, c)
+    if tuple(p.detector.input_shape_) != want:
+        raise ModelFileError(f"{source}: array 'detector/input_shape_' is {tuple(p.detector.input_shape_)}, the "
+                             f"pipeline makes model inputs of shape {want}")
 
 
 def _load_guard(header: dict[str, Any], arrays: dict[str, np.ndarray],

@@ -5,9 +5,8 @@ exception and place are in the name's comment); ``tests/test_fuzz.py`` runs each
 Inputs are built from small readable pieces where that is practical; binary inputs that are not (a mutated
 Parquet file) are stored as ``regressions/<target>-<exception>-<file>-<line>.bin``, each about 1 KB.
 
-``known/`` holds reproducers of findings not fixed yet, which the suite does not run: ``parquet-oom.bin``
-(3.1 KB; pyarrow's reader allocates more than 3 GB for it) and ``c_state_memory-overflow.bin`` (a corrupt
-``tw_response_t`` driving tw_respond into a signed overflow; run it with the c_state_memory binary).
+``known/`` holds reproducers of findings not fixed yet, which the suite does not run: ``c_state_memory-overflow.bin``
+(a corrupt ``tw_response_t`` driving tw_respond into a signed overflow; run it with the c_state_memory binary).
 """
 
 from __future__ import annotations
@@ -102,6 +101,9 @@ REGRESSIONS: dict[str, tuple[str, bytes]] = {
 
 # The Parquet campaign's findings: Arrow errors other than ArrowInvalid (ArrowNotImplementedError for an
 # integer column wider than 64 bits) and UnicodeDecodeError for a column name or string cell that is not
-# UTF-8 (io.py _read_parquet), all raised outside the try around read_table.
+# UTF-8 (io.py _read_parquet), all raised outside the try around read_table; a 3.1 KB file whose row group claims
+# 488,394,126,936 rows, for which Arrow's reader asked for 1 TiB (arrowmemoryerror; tests/test_telemetry_io.py also
+# reads it under a 1 GiB address-space cap); and a footer whose size-statistics histogram is corrupt, on which
+# pyarrow's ColumnChunkMetaData aborts the process (found while bounding the footer: the check must not touch it).
 for _f in sorted((Path(__file__).parent / "regressions").glob("*.bin")):
     REGRESSIONS[_f.stem] = (_f.stem.split("-", 1)[0], _f.read_bytes())

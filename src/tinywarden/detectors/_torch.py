@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tinywarden.arith import QParams
-from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.base import Detector, Shape, check_param
 from tinywarden.detectors.lowering import Lowered, LoweringContext, act_qparams, autoencoder_input
 from tinywarden.kernels import Op, TensorSpec
 
@@ -133,6 +133,14 @@ class TorchAutoencoder(Detector):
     def _state_names(self) -> tuple[str, ...]:
         w, b = self.weight_prefix, self.bias_prefix
         return tuple(n for i in range(self._n_layers()) for n in (f"{w}{i}_", f"{b}{i}_"))
+
+    def _layer_shapes(self, dims: list[int], kernel: tuple[int, ...] = ()) -> dict[str, Shape]:
+        """Layer ``i`` maps ``dims[i]`` to ``dims[i + 1]``: weight ``(out, in, *kernel)``, bias ``(out,)``."""
+        shapes: dict[str, Shape] = {}
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+            shapes[f"{self.weight_prefix}{i}_"] = (d_out, d_in, *kernel)
+            shapes[f"{self.bias_prefix}{i}_"] = (d_out,)
+        return shapes
 
     def _check_training_params(self) -> None:
         for name in ("epochs", "max_steps", "batch_size"):

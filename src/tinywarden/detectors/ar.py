@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from tinywarden.arith import INT32_MAX, quantize_multiplier, round_half_away
-from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.base import Detector, Shape, check_param, sizes
 from tinywarden.detectors.lowering import Lowered, LoweringContext
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.kernels import Op
@@ -64,6 +64,10 @@ class ARResidual(Detector):
         check_param("horizon", h, h is None or (isinstance(h, int) and h >= 1), "None or an integer >= 1")
         check_param("aggregate", self.aggregate, self.aggregate in ("max", "rms"), "'max' or 'rms'")
         check_param("min_mad", self.min_mad, self.min_mad > 0, "a positive float")
+
+    def state_shapes(self) -> dict[str, Shape]:
+        c, (p,) = self.input_shape_[1], sizes(self.order)
+        return {"coef_": (c, p), "intercept_": (c,), "median_": (c,), "mad_": (c,)}
 
     def _residuals(self, x: np.ndarray) -> np.ndarray:
         order = self.coef_.shape[1]

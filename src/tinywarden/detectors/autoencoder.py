@@ -8,7 +8,7 @@ import numpy as np
 
 from tinywarden.arith import QParams
 from tinywarden.detectors._torch import Progress, TorchAutoencoder
-from tinywarden.detectors.base import check_param
+from tinywarden.detectors.base import Shape, check_param, sizes
 from tinywarden.detectors.lowering import LoweringContext, quantize_layer
 from tinywarden.kernels import Op
 
@@ -59,6 +59,10 @@ class DenseAutoencoder(TorchAutoencoder):
 
     def _n_layers(self) -> int:
         return 2 * len(tuple(self.hidden))
+
+    def state_shapes(self) -> dict[str, Shape]:
+        h, f = sizes(*self.hidden), self.input_shape_[0]
+        return self._layer_shapes([f, *h, *h[-2::-1], f])
 
     def _build(self, layers: list[tuple[np.ndarray, np.ndarray]]) -> Any:
         return _dense_module([layers[0][0].shape[1], *[w.shape[0] for w, _ in layers]])

@@ -18,11 +18,15 @@ the benchmarks, the shared tests) reads :data:`REGISTRY`, in registration order.
 
 A fitted detector exposes ``n_params_`` (learned numbers it needs to score) and ``model_bytes_`` (their
 size as float32), and round-trips through :meth:`Detector.state` / :meth:`Detector.from_state` so the
-model file stores arrays, never pickles.
+model file stores arrays, never pickles. Each family states, in :meth:`Detector.state_shapes`, the shape every
+state array must have for its ``input_shape_`` and parameters; :meth:`Detector.from_state` refuses any other
+(numpy broadcasting would otherwise score a wrong-sized state without a word).
 """
 
 from __future__ import annotations
 
+import operator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -38,6 +42,20 @@ if TYPE_CHECKING:
 InputKind = Literal["features", "window"]
 
 REGISTRY: dict[str, type[Detector]] = {}
+
+
+@dataclass(frozen=True)
+class Learned:
+    """A state dimension learned from the data (e.g. the clusters kept): any size in ``[lo, hi]``, the same in
+    every array of one detector that names it."""
+
+    name: str
+    lo: int = 1
+    hi: int | None = None
+
+
+#: A state array's declared shape: fixed sizes and learned ones.
+Shape = tuple[int | Learned, ...]
 
 
 class Detector(BaseEstimator):
@@ -86,6 +104,14 @@ class Detector(BaseEstimator):
         The part every program has (sample quantization, one multiplier per input) is counted by ``tune``."""
         return 0
 
+    def state_shapes(self) -> dict[str, Shape]:
+        """The shape every state array must have, given ``input_shape_`` and the parameters.
+
+        :meth:`from_state` checks a loaded state against it. Every family declares its own; a family that
+        does not cannot be loaded from a model file.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not declare its state_shapes()")
+
     # -- sizes -------------------------------------------------------------------------------
     @property
     def n_params_(self) -> int:
@@ -113,16 +139,37 @@ class Detector(BaseEstimator):
             det = cls(**params)
         except TypeError as exc:
             raise ModelFileError(f"detector {cls.name!r}: bad parameters in model file ({str(exc)!r})") from None
-        missing = [a for a in (*det._state_names(), "input_shape_") if a not in arrays]
-        if missing:
-            raise ModelFileError(f"detector {cls.name!r}: model file lacks array(s) {', '.join(missing)}")
-        for a in det._state_names():
-            setattr(det, a, np.asarray(arrays[a]))
-        det.input_shape_ = tuple(int(v) for v in arrays["input_shape_"])
+        if "input_shape_" not in arrays:
+            raise ModelFileError(f"detector {cls.name!r}: model file lacks array(s) input_shape_")
+        det.input_shape_ = _input_shape(cls.name, det.input_kind, arrays["input_shape_"])
         if det.input_kind == "features":
             det.n_features_in_ = det.input_shape_[0]
+        try:
+            names, shapes = det._state_names(), det.state_shapes()
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"detector {cls.name!r}: bad parameters in model file ({exc})") from None
+        missing = [a for a in names if a not in arrays]
+        if missing:
+            raise ModelFileError(f"detector {cls.name!r}: model file lacks array(s) {', '.join(missing)}")
+        det._check_state({a: np.asarray(arrays[a]) for a in names}, shapes)
+        for a in names:
+            setattr(det, a, np.asarray(arrays[a]))
         det._restore()
         return det
+
+    def _check_state(self, arrays: dict[str, np.ndarray], shapes: dict[str, Shape]) -> None:
+        """Refuse a state whose arrays do not have the ``shapes`` :meth:`state_shapes` declares, or hold NaN/inf."""
+        learned: dict[str, tuple[int, str]] = {}
+        for a, arr in arrays.items():
+            want = shapes[a]
+            if arr.ndim != len(want) or not all(_fits(got, d, learned) for got, d in zip(arr.shape, want, strict=True)):
+                raise ModelFileError(f"detector {self.name!r}: array {a!r} has shape {arr.shape}, expected "
+                                     f"{_show(want, learned)} for input shape {self.input_shape_}")
+            for got, d in zip(arr.shape, want, strict=True):
+                if isinstance(d, Learned):
+                    learned.setdefault(d.name, (got, a))
+            if arr.dtype.kind not in "iuf" or (arr.dtype.kind == "f" and not np.isfinite(arr).all()):
+                raise ModelFileError(f"detector {self.name!r}: array {a!r} holds NaN, infinity or non-numbers")
 
     def _state_names(self) -> tuple[str, ...]:
         """Names of the learned arrays; a detector whose layer count is a parameter overrides this."""
@@ -151,6 +198,40 @@ class Detector(BaseEstimator):
             tags.input_tags.two_d_array = False
             tags.input_tags.three_d_array = True
         return tags
+
+
+def _input_shape(name: str, kind: InputKind, stored: np.ndarray) -> tuple[int, ...]:
+    """A stored ``input_shape_``: one positive size for feature input, two (window, channels) for raw windows."""
+    want = 1 if kind == "features" else 2
+    arr = np.asarray(stored)
+    if arr.shape != (want,) or arr.dtype.kind not in "iu" or (arr < 1).any():
+        raise ModelFileError(f"detector {name!r}: array 'input_shape_' is {arr.tolist()!r}, expected {want} "
+                             "positive integer(s)")
+    return tuple(int(v) for v in arr)
+
+
+def _fits(got: int, dim: int | Learned, learned: dict[str, tuple[int, str]]) -> bool:
+    if not isinstance(dim, Learned):
+        return got == dim
+    if dim.name in learned:
+        return got == learned[dim.name][0]
+    return dim.lo <= got and (dim.hi is None or got <= dim.hi)
+
+
+def _show(shape: Shape, learned: dict[str, tuple[int, str]]) -> str:
+    """A declared shape for a message: learned sizes as bound so far (``3 as in 'centroids_'``) or as ranges."""
+    def dim(d: int | Learned) -> str:
+        if not isinstance(d, Learned):
+            return str(d)
+        if d.name in learned:
+            return f"{learned[d.name][0]} {d.name} as in {learned[d.name][1]!r}"
+        return f"{d.lo}..{'' if d.hi is None else d.hi} {d.name}"
+    return "(" + ", ".join(dim(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def sizes(*values: Any) -> tuple[int, ...]:
+    """Parameters read as sizes (``operator.index``: a model file's ``"8"`` or ``8.5`` is refused, not rounded)."""
+    return tuple(operator.index(v) for v in values)
 
 
 def validate_input(estimator: BaseEstimator, X: Any, kind: InputKind, fitting: bool) -> np.ndarray:  # noqa: N803

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tinywarden.arith import quantize_multiplier, round_half_away
-from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.base import Detector, Shape, check_param
 from tinywarden.detectors.lowering import Lowered, LoweringContext
 from tinywarden.kernels import Op
 
@@ -61,6 +61,10 @@ class BoundsDetector(Detector):
         check_param("margin", self.margin, isinstance(self.margin, int | float) and self.margin >= 0,
                     "a float >= 0")
         check_param("min_width", self.min_width, self.min_width > 0, "a positive float")
+
+    def state_shapes(self) -> dict[str, Shape]:
+        c = self.input_shape_[1]
+        return {"lo_": (c,), "hi_": (c,), "rate_": (c,)}
 
     def fit(self, X: np.ndarray, y: None = None) -> BoundsDetector:  # noqa: N803
         self._validate()

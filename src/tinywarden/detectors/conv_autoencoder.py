@@ -8,7 +8,7 @@ import numpy as np
 
 from tinywarden.arith import QParams
 from tinywarden.detectors._torch import Progress, TorchAutoencoder
-from tinywarden.detectors.base import check_param
+from tinywarden.detectors.base import Shape, check_param, sizes
 from tinywarden.detectors.lowering import LoweringContext, quantize_layer
 from tinywarden.errors import DataError
 from tinywarden.kernels import Op
@@ -87,6 +87,10 @@ class ConvAutoencoder(TorchAutoencoder):
 
     def _n_layers(self) -> int:
         return 2 * len(tuple(self.channels))
+
+    def state_shapes(self) -> dict[str, Shape]:
+        ch, (k,), c = sizes(*self.channels), sizes(self.kernel_size), self.input_shape_[1]
+        return self._layer_shapes([c, *ch, *ch[-2::-1], c], (k,))
 
     def _build(self, layers: list[tuple[np.ndarray, np.ndarray]]) -> Any:
         enc_channels = [k.shape[0] for k, _ in layers[: len(layers) // 2]]

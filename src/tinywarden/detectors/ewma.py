@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from tinywarden.arith import choose_qparams
-from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.base import Detector, Shape, check_param
 from tinywarden.detectors.lowering import Z_HEADROOM, Lowered, LoweringContext
 from tinywarden.kernels import Op, TensorSpec
 
@@ -39,6 +39,10 @@ class EWMAZScore(Detector):
         check_param("alpha", self.alpha, 0.0 < self.alpha <= 1.0, "a float in (0, 1]")
         check_param("aggregate", self.aggregate, self.aggregate in ("rms", "max"), "'rms' or 'max'")
         check_param("min_std", self.min_std, self.min_std > 0, "a positive float")
+
+    def state_shapes(self) -> dict[str, Shape]:
+        f = self.input_shape_[0]
+        return {"mean_": (f,), "var_": (f,)}
 
     def fit(self, X: np.ndarray, y: None = None) -> EWMAZScore:  # noqa: N803
         self._validate()

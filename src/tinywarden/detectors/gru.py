@@ -21,7 +21,7 @@ import numpy as np
 
 from tinywarden.arith import QParams, round_half_away
 from tinywarden.detectors._torch import Progress, TorchAutoencoder, single_thread, steps_for, train_reconstruction
-from tinywarden.detectors.base import check_param
+from tinywarden.detectors.base import Shape, check_param, sizes
 from tinywarden.detectors.lowering import Lowered, LoweringContext, autoencoder_input, quantize_layer
 from tinywarden.errors import ConfigError
 from tinywarden.kernels import Op, TensorSpec
@@ -102,6 +102,11 @@ class GRUAutoencoder(TorchAutoencoder):
 
     def _state_names(self) -> tuple[str, ...]:
         return _GRU_ARRAYS
+
+    def state_shapes(self) -> dict[str, Shape]:
+        c, (h,) = self.input_shape_[1], sizes(self.hidden)
+        return {"w_ih_": (3 * h, c), "w_hh_": (3 * h, h), "b_ih_": (3 * h,), "b_hh_": (3 * h,), "w_out_": (c, h),
+                "b_out_": (c,)}
 
     def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """``[(w_ih_, b_ih_), (w_hh_, b_hh_), (w_out_, b_out_)]``: input and recurrent gates, read-out."""

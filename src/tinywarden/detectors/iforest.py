@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tinywarden.arith import QParams
-from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.base import Detector, Learned, Shape, check_param, sizes
 from tinywarden.detectors.lowering import Lowered, LoweringContext
 from tinywarden.errors import DataError
 from tinywarden.kernels import Op, TensorSpec
@@ -145,6 +145,12 @@ class TrimmedIsolationForest(Detector):
                     "an integer >= 2")
         check_param("max_depth", self.max_depth, is_int(self.max_depth) and 1 <= self.max_depth <= 7,
                     "an integer in [1, 7] (a tree's nodes are addressed by uint8)")
+
+    def state_shapes(self) -> dict[str, Shape]:
+        trees, depth = sizes(self.n_estimators, self.max_depth)
+        nodes = Learned("nodes", trees, trees * (2 ** (depth + 1) - 1))
+        return {"feature_": (nodes,), "threshold_": (nodes,), "left_": (nodes,), "tree_start_": (trees,),
+                "n_samples_": (1,)}
 
     def fit(self, X: np.ndarray, y: None = None) -> TrimmedIsolationForest:  # noqa: N803
         self._validate()

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.cluster import KMeans
 
-from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.base import Detector, Learned, Shape, check_param, sizes
 from tinywarden.detectors.lowering import Lowered, LoweringContext, distance_input
 from tinywarden.kernels import Op
 
@@ -36,6 +36,10 @@ class KMeansDistance(Detector):
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.random_state = random_state
+
+    def state_shapes(self) -> dict[str, Shape]:
+        (k,) = sizes(self.n_clusters)
+        return {"centroids_": (Learned("clusters", 1, k), self.input_shape_[0])}
 
     def fit(self, X: np.ndarray, y: None = None) -> KMeansDistance:  # noqa: N803
         check_param("n_clusters", self.n_clusters, isinstance(self.n_clusters, int) and self.n_clusters >= 1,

@@ -13,7 +13,7 @@ from sklearn.linear_model import SGDOneClassSVM
 from sklearn.svm import OneClassSVM
 
 from tinywarden.arith import INT16_MAX, quantize_multiplier, round_half_away
-from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.base import Detector, Learned, Shape, check_param, sizes
 from tinywarden.detectors.lowering import Lowered, LoweringContext, distance_input
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.kernels import Op
@@ -73,6 +73,14 @@ class BudgetOneClassSVM(Detector):
         if self.kernel == "rff":
             return ("rff_weights_", "rff_offset_", "coef_", "offset_")
         return ("support_vectors_", "dual_coef_", "gamma_", "offset_")
+
+    def state_shapes(self) -> dict[str, Shape]:
+        f = self.input_shape_[0]
+        if self.kernel == "rff":
+            (d,) = sizes(self.n_components)
+            return {"rff_weights_": (f, d), "rff_offset_": (d,), "coef_": (d,), "offset_": (1,)}
+        m = Learned("support vectors", 1, sizes(self.max_support_vectors)[0])
+        return {"support_vectors_": (m, f), "dual_coef_": (m,), "gamma_": (1,), "offset_": (1,)}
 
     def _validate(self) -> None:
         check_param("kernel", self.kernel, self.kernel in ("rbf", "rff"), "'rbf' or 'rff'")

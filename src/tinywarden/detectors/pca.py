@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tinywarden.arith import INT8_MAX, choose_qparams, quantize_multiplier, round_half_away
-from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.base import Detector, Learned, Shape, check_param
 from tinywarden.detectors.lowering import Z_HEADROOM, Lowered, LoweringContext, int8_rows
 from tinywarden.errors import ConfigError
 from tinywarden.kernels import Op, TensorSpec
@@ -49,6 +49,10 @@ class PCAReconstruction(Detector):
             isinstance(k, float) and 0.0 < k < 1.0
         )
         check_param("n_components", k, ok, "an integer >= 0 or a variance fraction in (0, 1)")
+
+    def state_shapes(self) -> dict[str, Shape]:
+        f = self.input_shape_[0]
+        return {"mean_": (f,), "components_": (Learned("components", 0, max(f - 1, 0)), f)}
 
     def fit(self, X: np.ndarray, y: None = None) -> PCAReconstruction:  # noqa: N803
         self._validate()

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
-from tinywarden.detectors.base import Detector, check_param
+from tinywarden.detectors.base import Detector, Learned, Shape, check_param, sizes
 from tinywarden.detectors.lowering import Lowered, LoweringContext, distance_input
 from tinywarden.kernels import Op
 
@@ -44,6 +44,10 @@ class PrototypeKNN(Detector):
         check_param("n_prototypes", n, isinstance(n, int) and 1 <= n <= MAX_PROTOTYPES,
                     f"an integer in [1, {MAX_PROTOTYPES}]")
         check_param("k", k, isinstance(k, int) and 1 <= k <= n, "an integer in [1, n_prototypes]")
+
+    def state_shapes(self) -> dict[str, Shape]:
+        (n,) = sizes(self.n_prototypes)
+        return {"prototypes_": (Learned("prototypes", 1, n), self.input_shape_[0])}
 
     def fit(self, X: np.ndarray, y: None = None) -> PrototypeKNN:  # noqa: N803
         self._validate()

@@ -10,6 +10,7 @@ from tinywarden.kernels.base import (
     ProgramView,
     const_shape,
     int_attr,
+    requant_shifts,
     require,
     score_kernel,
 )
@@ -46,6 +47,7 @@ def _check_ar(op: Op, p: ProgramView) -> None:
     require(const_shape(op, "coef") == (ch * order,), f"coef must hold {ch} x {order} coefficients")
     bad = [n for n in ("bias", "pre_shift", "multiplier", "shift") if const_shape(op, n) != (ch,)]
     require(not bad, f"constant(s) {', '.join(bad)} must have one entry per channel ({ch})")
+    requant_shifts(op, "shift")
     pre = np.asarray(op.consts["pre_shift"])
     require(bool(np.all((pre >= 0) & (pre <= 62))), "pre_shift must be in [0, 62]")
 

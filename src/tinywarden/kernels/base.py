@@ -197,6 +197,36 @@ def const_shape(op: Op, name: str) -> tuple[int, ...]:
     return tuple(np.asarray(op.consts[name]).shape)
 
 
+#: The shifts :func:`tinywarden.arith.quantize_multiplier` produces; ``tw_requantize`` shifts by them, so any other
+#: value is undefined behaviour in the C.
+REQUANT_SHIFT_MIN, REQUANT_SHIFT_MAX = -31, 30
+
+
+def per_output(op: Op, n: int, names: tuple[str, ...] = ("multiplier", "shift")) -> None:
+    """Constants ``names`` hold one value per output (``(n,)``); the one named ``shift`` lies in the
+    requantization shift range (:func:`requant_shifts`)."""
+    bad = [c for c in names if const_shape(op, c) != (n,)]
+    require(not bad, f"constant(s) {', '.join(bad)} must hold {n} value(s)")
+    if "shift" in names:
+        requant_shifts(op, "shift")
+
+
+def requant_shifts(op: Op, *names: str) -> None:
+    """The constants ``names``, shifts that ``tw_requantize`` applies, lie in its defined range."""
+    for c in names:
+        a = np.asarray(op.consts[c]).astype(np.int64)
+        require(not a.size or (int(a.min()) >= REQUANT_SHIFT_MIN and int(a.max()) <= REQUANT_SHIFT_MAX),
+                f"constant {c!r} must lie in [{REQUANT_SHIFT_MIN}, {REQUANT_SHIFT_MAX}]")
+
+
+def activation(op: Op, dtype: str, zero_point: str) -> None:
+    """The attribute ``zero_point`` and ``act_min <= act_max`` lie in the range of ``dtype``."""
+    info = np.iinfo(dtype)
+    int_attr(op, zero_point, int(info.min), int(info.max))
+    lo = int_attr(op, "act_min", int(info.min), int(info.max))
+    int_attr(op, "act_max", lo, int(info.max))
+
+
 def int_attr(op: Op, name: str, lo: int, hi: int) -> int:
     """The integer attribute ``name`` of ``op``, required in ``[lo, hi]``."""
     v = op.attrs.get(name)

@@ -10,6 +10,7 @@ from tinywarden.kernels.base import (
     ProgramView,
     const_shape,
     int_attr,
+    requant_shifts,
     require,
     score_kernel,
 )
@@ -31,6 +32,7 @@ def _check_bounds(op: Op, p: ProgramView) -> None:
     require(op.src == ("window",), "it reads the window")
     bad = [c for c in op.consts if const_shape(op, c) != (p.n_channels,)]
     require(not bad, f"constant(s) {', '.join(bad)} must have one entry per channel ({p.n_channels})")
+    requant_shifts(op, "value_shift", "rate_shift")
 
 
 C_TEMPLATE = r"""

@@ -8,9 +8,13 @@ from tinywarden.arith import requantize
 from tinywarden.kernels.base import (
     KernelSpec,
     Op,
+    ProgramView,
+    const_shape,
+    int_attr,
     register_kernel,
+    require,
 )
-from tinywarden.kernels.fully_connected_s8 import LAYER_CONSTS
+from tinywarden.kernels.fully_connected_s8 import LAYER_CONSTS, check_layer
 
 
 def _convolve_1d_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
@@ -29,6 +33,18 @@ def _convolve_1d_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     acc = np.einsum("nlkc,ock->nlo", cols, w) + c["bias"].astype(np.int64)
     q = requantize(acc, c["multiplier"], c["shift"]) + int(a["output_offset"])
     return np.clip(q, a["act_min"], a["act_max"])
+
+
+def _check_conv(op: Op, p: ProgramView) -> None:
+    src, dst, w = p.tensor(op.src[0]).shape, p.tensor(op.dst).shape, const_shape(op, "weights")
+    require(len(src) == 2 and len(dst) == 2 and len(w) == 3 and w[2] >= 1,
+            "input and output must be (length, channels), weights (c_out, c_in, k)")
+    check_layer(op, (dst[1], src[1], w[2]))
+    upsample = int_attr(op, "upsample", 1, 8)
+    stride = int_attr(op, "stride", 1, src[0] * upsample)
+    pad = int_attr(op, "pad", 0, w[2] - 1)
+    l_out = (src[0] * upsample + 2 * pad - w[2]) // stride + 1
+    require(dst[0] == l_out, f"output length must be {l_out} for input length {src[0]}, got {dst[0]}")
 
 
 C_TEMPLATE = r"""
@@ -84,4 +100,5 @@ static void tw_convolve_1d_s8(const tw_conv_params_t *conv_params, const tw_per_
 """
 
 register_kernel(KernelSpec("convolve_1d_s8", _convolve_1d_s8, ("int8",), "int8", LAYER_CONSTS,
-                           "1-D convolution (optional nearest x2 upsampling first), per-channel", C_TEMPLATE))
+                           "1-D convolution (optional nearest x2 upsampling first), per-channel", C_TEMPLATE,
+                           check=_check_conv))

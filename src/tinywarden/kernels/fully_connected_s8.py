@@ -8,7 +8,13 @@ from tinywarden.arith import requantize
 from tinywarden.kernels.base import (
     KernelSpec,
     Op,
+    ProgramView,
+    activation,
+    const_shape,
+    int_attr,
+    per_output,
     register_kernel,
+    require,
 )
 
 #: constants of a per-channel int8 layer (fully connected or convolution)
@@ -21,6 +27,19 @@ def _fully_connected_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     acc = x @ c["weights"].astype(np.int64).T + c["bias"].astype(np.int64)
     q = requantize(acc, c["multiplier"], c["shift"]) + int(op.attrs["output_offset"])
     return np.clip(q, op.attrs["act_min"], op.attrs["act_max"])
+
+
+def check_layer(op: Op, weights: tuple[int, ...]) -> None:
+    """A per-channel int8 layer writing ``weights[0]`` outputs: its weights have shape ``weights``, bias,
+    multiplier and shift one value per output, offsets and activation bounds inside int8 (CMSIS-NN's ranges)."""
+    require(const_shape(op, "weights") == weights, f"weights must be {weights}, got {const_shape(op, 'weights')}")
+    per_output(op, weights[0], ("bias", "multiplier", "shift"))
+    int_attr(op, "input_offset", -255, 255)
+    activation(op, "int8", "output_offset")
+
+
+def _check_fc(op: Op, p: ProgramView) -> None:
+    check_layer(op, (p.tensor(op.dst).size, p.tensor(op.src[0]).size))
 
 
 C_TEMPLATE = r"""
@@ -57,4 +76,4 @@ static void tw_fully_connected_s8(const tw_fc_params_t *fc_params, const tw_per_
 """
 
 register_kernel(KernelSpec("fully_connected_s8", _fully_connected_s8, ("int8",), "int8", LAYER_CONSTS,
-                           "CMSIS-NN fully connected, per-channel weights", C_TEMPLATE))
+                           "CMSIS-NN fully connected, per-channel weights", C_TEMPLATE, check=_check_fc))

@@ -12,6 +12,7 @@ from tinywarden.kernels.base import (
     const_shape,
     int_attr,
     register_kernel,
+    requant_shifts,
     require,
 )
 
@@ -79,6 +80,7 @@ def _check_gru(op: Op, p: ProgramView) -> None:
             "b_ih": (3 * hid,), "b_hh": (3 * hid,), "b_out": (ch,), "out_multiplier": (ch,), "out_shift": (ch,)}
     bad = [k for k, s in want.items() if const_shape(op, k) != s]
     require(not bad, f"constant(s) {', '.join(bad)} do not match hidden={hid}, channels={ch}")
+    requant_shifts(op, "ih_shift", "hh_shift", "out_shift")
     require(bool(np.all(np.diff(np.asarray(op.consts["tanh"]).astype(np.int64)) >= 0)),
              "the tanh table must not fall (the interpolation assumes it)")
 

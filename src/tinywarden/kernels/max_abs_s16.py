@@ -6,12 +6,18 @@ import numpy as np
 
 from tinywarden.kernels.base import (
     Op,
+    ProgramView,
+    int_attr,
     score_kernel,
 )
 
 
 def _max_abs(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     return np.abs(srcs[0].astype(np.int64)).max(axis=1)
+
+
+def _check(op: Op, p: ProgramView) -> None:
+    int_attr(op, "shift", 0, 62)
 
 
 C_TEMPLATE = r"""
@@ -30,4 +36,4 @@ static void tw_max_abs_s16(const int16_t *z, int32_t n, int32_t shift, int32_t *
 }
 """
 
-score_kernel("max_abs_s16", _max_abs, ("int16",), {}, "score = sat32(max |q| >> shift)", C_TEMPLATE)
+score_kernel("max_abs_s16", _max_abs, ("int16",), {}, "score = sat32(max |q| >> shift)", C_TEMPLATE, check=_check)

@@ -6,6 +6,10 @@ import numpy as np
 
 from tinywarden.kernels.base import (
     Op,
+    ProgramView,
+    const_shape,
+    int_attr,
+    require,
     score_kernel,
 )
 
@@ -17,6 +21,12 @@ def _min_sq_dist(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     for c in cen:  # one centroid at a time keeps memory at (N, D)
         best = np.minimum(best, ((x - c) ** 2).sum(axis=1))
     return best
+
+
+def _check(op: Op, p: ProgramView) -> None:
+    int_attr(op, "shift", 0, 62)
+    n, c = p.tensor(op.src[0]).size, const_shape(op, "centroids")
+    require(len(c) == 2 and c[0] >= 1 and c[1] == n, f"centroids must be (n_centroids, {n}), got {c}")
 
 
 C_TEMPLATE = r"""
@@ -44,4 +54,4 @@ static void tw_min_sq_dist_s16(const int16_t *x, int32_t n, const int16_t *centr
 """
 
 score_kernel("min_sq_dist_s16", _min_sq_dist, ("int16",), {"centroids": "int16"},
-             "score = sat32(min_j sum (q - c_j)**2 >> shift)", C_TEMPLATE)
+             "score = sat32(min_j sum (q - c_j)**2 >> shift)", C_TEMPLATE, check=_check)

@@ -10,6 +10,7 @@ from tinywarden.kernels.base import (
     ProgramView,
     const_shape,
     int_attr,
+    requant_shifts,
     require,
     score_kernel,
 )
@@ -53,6 +54,7 @@ def _check_pca(op: Op, p: ProgramView) -> None:
              f"weights must be (k <= {PCA_MAX_AXES}, {n_in})")
     require(const_shape(op, "multiplier") == (k,) and const_shape(op, "shift") == (k,),
             "one multiplier and shift per axis")
+    requant_shifts(op, "shift")
     require(const_shape(op, "gram") == (k * (k + 1) // 2,), "gram must be the k x k upper triangle")
     require(n_in <= PCA_MAX_INPUTS, f"{n_in} inputs: at most {PCA_MAX_INPUTS} keep the int32 accumulator exact")
     int_attr(op, "gram_shift", 1, 40)

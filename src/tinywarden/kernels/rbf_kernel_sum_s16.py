@@ -10,6 +10,7 @@ from tinywarden.kernels.base import (
     ProgramView,
     const_shape,
     int_attr,
+    requant_shifts,
     require,
     score_kernel,
 )
@@ -50,6 +51,7 @@ def _check_rbf(op: Op, p: ProgramView) -> None:
              f"exp2 must hold 2**frac_bits = {2**bits} non-negative entries")
     require(all(const_shape(op, k) == (1,) for k in ("pre_shift", "multiplier", "shift"))
              and 0 <= int(op.consts["pre_shift"][0]) <= 62, "pre_shift, multiplier, shift must be one value each")
+    requant_shifts(op, "shift")
 
 
 C_TEMPLATE = r"""

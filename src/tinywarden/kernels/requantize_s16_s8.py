@@ -8,7 +8,11 @@ from tinywarden.arith import requantize
 from tinywarden.kernels.base import (
     KernelSpec,
     Op,
+    ProgramView,
+    activation,
+    per_output,
     register_kernel,
+    require,
 )
 
 
@@ -18,6 +22,14 @@ def _requantize_s16_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     v = x - c["offset"].astype(np.int64)
     q = requantize(v, c["multiplier"], c["shift"]) + int(op.attrs["zero_point"])
     return np.clip(q, op.attrs["act_min"], op.attrs["act_max"])
+
+
+def _check(op: Op, p: ProgramView) -> None:
+    require(op.src == ("window",), "it reads the window")
+    shape = (p.window, p.n_channels)
+    require(p.tensor(op.dst).shape == shape, f"output must be {shape}")
+    per_output(op, p.n_channels, ("offset", "multiplier", "shift"))
+    activation(op, "int8", "zero_point")
 
 
 C_TEMPLATE = r"""
@@ -47,4 +59,4 @@ static void tw_requantize_s16_s8(const int16_t *ring, int32_t head, int32_t w, i
 register_kernel(KernelSpec(
     "requantize_s16_s8", _requantize_s16_s8, ("int16",), "int8",
     {"offset": "int32", "multiplier": "int32", "shift": "int8"},
-    "per-channel window rescaling: clamp(zp + requantize(q - offset[c]))", C_TEMPLATE))
+    "per-channel window rescaling: clamp(zp + requantize(q - offset[c]))", C_TEMPLATE, check=_check))

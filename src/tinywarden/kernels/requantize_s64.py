@@ -8,7 +8,11 @@ from tinywarden.arith import requantize, saturate
 from tinywarden.kernels.base import (
     KernelSpec,
     Op,
+    ProgramView,
+    activation,
+    per_output,
     register_kernel,
+    require,
 )
 
 # Shifts are in [-31, 30] (see quantize_multiplier): stored as int8, which saves 3 bytes per channel of flash.
@@ -23,6 +27,15 @@ def _requantize_s64(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     v = saturate((x >> c["pre_shift"].astype(np.int64)) - c["offset"], "int32")
     q = requantize(v, c["multiplier"], c["shift"]) + int(op.attrs["zero_point"])
     return np.clip(q, op.attrs["act_min"], op.attrs["act_max"])
+
+
+def _check_requantize(op: Op, p: ProgramView) -> None:
+    n = p.tensor(op.dst).size
+    require(p.tensor(op.src[0]).size == n, f"input and output must both hold {n} values")
+    per_output(op, n, tuple(_REQ))
+    pre = op.consts["pre_shift"]
+    require(not pre.size or (int(pre.min()) >= 0 and int(pre.max()) <= 62), "pre_shift must lie in [0, 62]")
+    activation(op, p.tensor(op.dst).dtype, "zero_point")
 
 
 C_TEMPLATE = r"""
@@ -50,4 +63,4 @@ for _suffix, _ctype in (("s8", "int8"), ("s16", "int16")):
         f"requantize_s64_{_suffix}", _requantize_s64, ("int64",), _ctype, _REQ,
         "q = clamp(zp + requantize(sat32((f >> pre_shift) - offset)))" if _suffix == "s8"
         else "as requantize_s64_s8 with an int16 result",
-        C_TEMPLATE, c_subs={"suffix": _suffix, "ctype": f"{_ctype}_t"}))
+        C_TEMPLATE, c_subs={"suffix": _suffix, "ctype": f"{_ctype}_t"}, check=_check_requantize))

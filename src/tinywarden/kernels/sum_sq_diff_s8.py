@@ -6,6 +6,9 @@ import numpy as np
 
 from tinywarden.kernels.base import (
     Op,
+    ProgramView,
+    int_attr,
+    require,
     score_kernel,
 )
 
@@ -14,6 +17,12 @@ def _sum_sq_diff(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     n = len(srcs[0])
     d = srcs[0].reshape(n, -1).astype(np.int64) - srcs[1].reshape(n, -1).astype(np.int64)
     return (d * d).sum(axis=1)
+
+
+def _check(op: Op, p: ProgramView) -> None:
+    int_attr(op, "shift", 0, 62)
+    require(len(op.src) == 2 and p.tensor(op.src[0]).size == p.tensor(op.src[1]).size,
+            "both inputs must hold the same number of values")
 
 
 C_TEMPLATE = r"""
@@ -33,4 +42,4 @@ static void tw_sum_sq_diff_s8(const int8_t *a, const int8_t *b, int32_t n, int32
 """
 
 score_kernel("sum_sq_diff_s8", _sum_sq_diff, ("int8", "int8"), {}, "score = sat32(sum (a - b)**2 >> shift)",
-             C_TEMPLATE)
+             C_TEMPLATE, check=_check)

@@ -6,6 +6,8 @@ import numpy as np
 
 from tinywarden.kernels.base import (
     Op,
+    ProgramView,
+    int_attr,
     score_kernel,
 )
 
@@ -13,6 +15,10 @@ from tinywarden.kernels.base import (
 def _sum_sq(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     x = srcs[0].astype(np.int64)
     return (x * x).sum(axis=1)
+
+
+def _check(op: Op, p: ProgramView) -> None:
+    int_attr(op, "shift", 0, 62)
 
 
 C_TEMPLATE = r"""
@@ -30,4 +36,4 @@ static void tw_sum_sq_s16(const int16_t *z, int32_t n, int32_t shift, int32_t *s
 }
 """
 
-score_kernel("sum_sq_s16", _sum_sq, ("int16",), {}, "score = sat32(sum q**2 >> shift)", C_TEMPLATE)
+score_kernel("sum_sq_s16", _sum_sq, ("int16",), {}, "score = sat32(sum q**2 >> shift)", C_TEMPLATE, check=_check)

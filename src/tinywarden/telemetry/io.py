@@ -7,7 +7,11 @@ mark. Numeric timestamps whose smallest value is at least 1e11 cannot be seconds
 5138): they are read as epoch milliseconds (from 1e14 microseconds, from 1e17 nanoseconds), converted
 to seconds, and the unit is recorded in ``series.meta["time_unit"]`` so the commands can say so.
 Channel values must be finite with magnitude at most
-:data:`~tinywarden.telemetry.series.MAX_ABS_VALUE`. Any other problem is a
+:data:`~tinywarden.telemetry.series.MAX_ABS_VALUE`. A Parquet file is checked from its footer before any data is
+read: its row groups' row counts must add up to the file's, and the decoded table (8 bytes a cell, or the row
+groups' stated uncompressed size if larger) must fit
+:data:`MAX_DECODED_BYTES` (environment variable ``TINYWARDEN_MAX_DECODED_BYTES`` to change it); a crafted
+footer could otherwise make Arrow allocate terabytes for a 3 KB file. Any other problem is a
 :class:`~tinywarden.errors.DataError` naming the file, the row (1-based, counting the header as row 1
 as a spreadsheet does) and the column.
 """
@@ -17,8 +21,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +37,11 @@ RESERVED = ("timestamp", "label", "attack")
 # Sampling periods of the shared public datasets, which carry no timestamp column.
 NPZ_PERIOD_S = {"machine": 60.0, "omi": 300.0}
 NPZ_SPLITS = ("train", "test")
+
+#: Largest decoded Parquet table read, in bytes (see the module docstring); ``TINYWARDEN_MAX_DECODED_BYTES``
+#: overrides it. 4 GiB is 128 million float64 cells, e.g. a year of 1 Hz samples of 16 channels.
+MAX_DECODED_BYTES = 4 << 30
+MAX_DECODED_BYTES_ENV = "TINYWARDEN_MAX_DECODED_BYTES"
 
 #: Numeric epoch timestamps by magnitude: (unit, units per second, smallest value read in that unit).
 EPOCH_UNITS = (("ns", 1e9, 1e17), ("us", 1e6, 1e14), ("ms", 1e3, 1e11))
@@ -232,11 +243,47 @@ def _build(path: Path, ts: np.ndarray, vals: np.ndarray, channels: tuple[str, ..
     return Series(ts, vals, channels, labels, attacks, str(path), meta)
 
 
+def max_decoded_bytes() -> int:
+    """:data:`MAX_DECODED_BYTES`, or the positive integer in ``TINYWARDEN_MAX_DECODED_BYTES``."""
+    text = os.environ.get(MAX_DECODED_BYTES_ENV)
+    if text is None:
+        return MAX_DECODED_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise DataError(f"environment variable {MAX_DECODED_BYTES_ENV}={text!r}: expected a positive number of bytes")
+    return value
+
+
+def _check_parquet_footer(path: Path, md: Any) -> None:
+    """Refuse a Parquet footer whose row counts disagree or whose decoded size exceeds :func:`max_decoded_bytes`,
+    before Arrow allocates anything by it (its reader sizes buffers from the row groups' stated row counts).
+
+    Only the file's and the row groups' fields are read: pyarrow's column chunk metadata object aborts the whole
+    process (an uncaught C++ exception) on a corrupt size-statistics histogram, which ``read_table`` reports as
+    an ordinary error instead.
+    """
+    limit = max_decoded_bytes()
+    groups = [md.row_group(i) for i in range(md.num_row_groups)]
+    rows = [g.num_rows for g in groups]
+    if md.num_rows < 0 or any(r < 0 for r in rows) or sum(rows) != md.num_rows:
+        raise DataError(f"{path}: corrupt Parquet footer: the row groups claim {sum(rows)} rows in all "
+                        f"({', '.join(map(str, rows[:4]))}{', ...' if len(rows) > 4 else ''}), the file {md.num_rows}")
+    decoded = max(8 * md.num_rows * md.num_columns, sum(max(g.total_byte_size, 0) for g in groups))
+    if decoded > limit:
+        raise DataError(f"{path}: {md.num_rows} rows x {md.num_columns} columns would take {decoded} bytes decoded, "
+                        f"over the limit of {limit} ({MAX_DECODED_BYTES_ENV} raises it)")
+
+
 def _read_parquet(path: Path, drop_unordered: bool = False) -> Series:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
+        with pq.ParquetFile(path) as footer:
+            _check_parquet_footer(path, footer.metadata)
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         detail = " ".join(str(exc).split())  # Arrow's messages may span lines; ours are one
