@@ -77,7 +77,8 @@ def epoch_seconds(ts: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def read_series(path: str | Path, split: str | None = None, drop_unordered: bool = False) -> Series:
-    """Read telemetry from ``path``: ``.csv``, ``.parquet``/``.pq``, or a shared-data ``.npz``.
+    """Read telemetry from ``path``: ``.csv``, ``.parquet``/``.pq``, a shared-data ``.npz``, or a folder of
+    CSV/Parquet files read as one series (:func:`read_folder`, e.g. what ``tinywarden record`` writes).
 
     ``path`` may end in ``:train`` or ``:test`` to choose the split of an ``.npz`` entity; ``split``
     gives the default when it does not.
@@ -96,7 +97,7 @@ def read_series(path: str | Path, split: str | None = None, drop_unordered: bool
     if not p.exists():
         raise DataError(f"{p}: no such file")
     if p.is_dir():
-        raise DataError(f"{p}: is a directory, expected a telemetry file")
+        return read_folder(p, drop_unordered)
     suffix = p.suffix.lower()
     if suffix == ".csv":
         series = _read_csv(p, drop_unordered or _nab_windows_file(p) is not None)
@@ -113,6 +114,64 @@ def read_series(path: str | Path, split: str | None = None, drop_unordered: bool
     if suffix == ".npz":
         return read_npz(p, split or "test")
     raise DataError(f"{p}: unknown file type {suffix!r} (expected .csv, .parquet or .npz)")
+
+
+#: File types a recording folder may hold; anything else in it (notes, temporary files) is ignored.
+FOLDER_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def read_folder(path: str | Path, drop_unordered: bool = False) -> Series:
+    """The CSV/Parquet files directly in folder ``path`` as one series, in time order.
+
+    Every file must have the same channels (and the same ``label``/``attack`` columns) and the files
+    must not overlap in time; either is a one-line :class:`DataError` naming both files. A file that
+    cannot be read (corrupt, truncated, not telemetry) is skipped and named in
+    ``series.meta["skipped_files"]`` with its error, so one damaged file does not cost the recording;
+    when no file can be read, the first file's error is raised. Hidden files (``.name``, e.g. a
+    temporary file of an interrupted write) are ignored.
+    """
+    folder = Path(path)
+    files = sorted(f for f in folder.iterdir()
+                   if f.is_file() and f.suffix.lower() in FOLDER_SUFFIXES and not f.name.startswith("."))
+    if not files:
+        raise DataError(f"{folder}: folder holds no telemetry files ({', '.join(FOLDER_SUFFIXES)})")
+    parts: list[Series] = []
+    skipped: list[str] = []
+    for f in files:
+        try:
+            parts.append(read_series(f, drop_unordered=drop_unordered))
+        except DataError as exc:
+            skipped.append(str(exc))
+    if not parts:
+        raise DataError(f"{folder}: no readable telemetry file; first error: {skipped[0]}")
+    parts.sort(key=lambda s: float(s.timestamps[0]))
+    first = parts[0]
+    for prev, cur in zip(parts, parts[1:], strict=False):
+        if cur.channels != first.channels:
+            raise DataError(f"{folder}: {cur.source} has channels {', '.join(cur.channels)}, but {first.source} "
+                            f"has {', '.join(first.channels)}; a folder must hold one kind of recording")
+        for what, column in (("labels", "label"), ("attacks", "attack")):
+            if (getattr(cur, what) is None) != (getattr(first, what) is None):
+                raise DataError(f"{folder}: {cur.source} and {first.source} differ in having a {column!r} column")
+        if cur.timestamps[0] <= prev.timestamps[-1]:
+            raise DataError(f"{folder}: {cur.source} starts at {float(cur.timestamps[0])!r}, before "
+                            f"{prev.source} ends ({float(prev.timestamps[-1])!r}); the files overlap in time")
+    meta = {"files": str(len(parts))}
+    if skipped:
+        meta["skipped_files"] = "; ".join(skipped)
+    dropped = sum(int(s.meta.get("dropped_rows", 0)) for s in parts)
+    if dropped:
+        meta["dropped_rows"] = str(dropped)
+    units = {s.meta["time_unit"] for s in parts if "time_unit" in s.meta}
+    if units:
+        meta["time_unit"] = ",".join(sorted(units))
+
+    def cat(what: str) -> np.ndarray | None:
+        arrays = [getattr(s, what) for s in parts]
+        return None if arrays[0] is None else np.concatenate(arrays)
+
+    return Series(np.concatenate([s.timestamps for s in parts]), np.concatenate([s.values for s in parts]),
+                  first.channels, cat("labels"), cat("attacks"), str(folder), meta)
 
 
 def _columns(path: Path, header: list[str]) -> tuple[int, list[int], int | None, int | None]:
@@ -376,7 +435,7 @@ def write_csv(series: Series, path: str | Path) -> None:
 
 
 def write_parquet(series: Series, path: str | Path) -> None:
-    """Write ``series`` as Parquet with the same columns as :func:`write_csv`."""
+    """Write ``series`` as Parquet with the same columns as :func:`write_csv` (atomically, like it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -387,4 +446,7 @@ def write_parquet(series: Series, path: str | Path) -> None:
         cols["label"] = series.labels.astype(np.int8)
     if series.attacks is not None:
         cols["attack"] = [a or "" for a in series.attacks]
-    pq.write_table(pa.table(cols), str(path))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(p, "wb") as fh:
+        pq.write_table(pa.table(cols), fh)
