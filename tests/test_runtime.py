@@ -16,6 +16,7 @@ from tinywarden import bundle as tb
 from tinywarden.agent.config import AgentConfig, AgentError
 from tinywarden.agent.loop import Agent, WindowScore
 from tinywarden.agent.sources import ReplaySource
+from tinywarden.cli import TRAIN_EXTRA
 from tinywarden.detectors import make_detector
 from tinywarden.errors import ModelFileError
 from tinywarden.modelfile import decode, encode, pipeline_to_bytes
@@ -26,7 +27,8 @@ from tinywarden.runtime import Int8Model, load_model
 from tinywarden.simulate import simulate
 from tinywarden.telemetry import Series, write_csv
 
-HEAVY = ("torch", "sklearn", "matplotlib")
+#: Not loaded by the agent's int8 runtime: the train extra, and scipy (about 25 MB resident for one function).
+HEAVY = ("torch", "sklearn", "matplotlib", "scipy")
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +124,13 @@ def test_the_agent_runs_the_int8_program(model, tmp_path: Path) -> None:
         AgentConfig(pubkey=tb.load_public_key(pub), state_dir=tmp_path, runtime="fast")
 
 
-def _agent_modules(tmp: Path, bundle: Path, pub: Path, data: Path, *extra: str) -> dict:
-    """Run `tinywarden agent --replay` in a fresh interpreter; its exit code and which heavy modules it loaded."""
-    argv = ["tinywarden", "agent", "--bundle", str(bundle), "--pubkey", str(pub), "--state-dir", str(tmp / "state"),
-            "--replay", str(data), "--drain", "0", *extra]
+def _cli_modules(argv: list[str], block: bool = False) -> dict:
+    """Run the CLI in a fresh interpreter: exit code, which heavy modules it loaded, stderr. ``block`` makes
+    importing them fail, as on a runtime-only install (pip install tinywarden, without the train extra)."""
     code = (
         "import sys, json\n"
-        "from tinywarden.cli import main\n"
+        + (f"sys.modules.update(dict.fromkeys({list(TRAIN_EXTRA)!r}))\n" if block else "")
+        + "from tinywarden.cli import main\n"
         f"sys.argv = {argv!r}\n"
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code or 0\nelse:\n    code = 0\n"
         f"print(json.dumps({{'code': code, 'heavy': [m for m in {list(HEAVY)!r} if m in sys.modules]}}))\n"
@@ -136,6 +138,12 @@ def _agent_modules(tmp: Path, bundle: Path, pub: Path, data: Path, *extra: str) 
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return {**json.loads(r.stdout.strip().splitlines()[-1]), "stderr": r.stderr}
+
+
+def _agent_modules(tmp: Path, bundle: Path, pub: Path, data: Path, *extra: str, block: bool = False) -> dict:
+    """`tinywarden agent --replay` in a fresh interpreter (see :func:`_cli_modules`)."""
+    return _cli_modules(["tinywarden", "agent", "--bundle", str(bundle), "--pubkey", str(pub), "--state-dir",
+                         str(tmp / "state"), "--replay", str(data), "--drain", "0", *extra], block)
 
 
 def test_an_agent_replay_never_imports_torch_sklearn_or_matplotlib(model, tmp_path: Path) -> None:
@@ -148,3 +156,27 @@ def test_an_agent_replay_never_imports_torch_sklearn_or_matplotlib(model, tmp_pa
     # the check can fail: the float pipeline of the same bundle loads scikit-learn
     heavy = _agent_modules(tmp_path / "b", bundle, pub, csv, "--runtime", "float")
     assert heavy["code"] == 0 and "sklearn" in heavy["heavy"], heavy["stderr"]
+
+
+def test_a_runtime_only_install_runs_the_agent_and_names_the_extra_for_training(model, tmp_path: Path) -> None:
+    _, data, stream = model
+    bundle, pub = _bundle(data, tmp_path)
+    csv = tmp_path / "cam.csv"
+    write_csv(stream.slice(0, 2000), csv)
+    ran = _agent_modules(tmp_path / "a", bundle, pub, csv, block=True)
+    assert ran["code"] == 0 and "incidents" not in ran["stderr"], ran["stderr"]
+    train = _cli_modules(["tinywarden", "train", str(csv), "--model", "kmeans", "--out", str(tmp_path / "m.twb")],
+                         block=True)
+    assert train["code"] == 2 and "Traceback" not in train["stderr"]
+    assert "pip install 'tinywarden[train]'" in " ".join(train["stderr"].split())
+
+
+def test_the_normal_tail_without_scipy_matches_scipy() -> None:
+    from scipy.special import log_ndtr
+
+    from tinywarden.likelihood import log_tail
+
+    z = np.concatenate([np.linspace(-40.0, 60.0, 100_001), [36.999, 37.0, 37.001, 1e3, 1e6]])
+    got, want = log_tail(z), log_ndtr(-z)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert float(log_tail(3.0)) == pytest.approx(float(log_ndtr(-3.0)), rel=1e-14)
