@@ -120,8 +120,9 @@ def read_series(path: str | Path, split: str | None = None, drop_unordered: bool
     raise DataError(f"{p}: unknown file type {suffix!r} (expected .csv, .parquet or .npz)")
 
 
-#: Rows per chunk when telemetry is streamed (:func:`iter_series`): ~10 MB of float64 at 16 channels.
-CHUNK_ROWS = 65_536
+#: Rows per chunk when telemetry is streamed (:func:`iter_series`): a CSV chunk is parsed as Python strings first
+#: (about 1 KB a row at 8 channels), so a chunk costs some 16 MB whatever the file length.
+CHUNK_ROWS = 16_384
 
 
 def iter_series(path: str | Path, chunk_rows: int = CHUNK_ROWS, drop_unordered: bool = False) -> Iterator[Series]:
