@@ -208,15 +208,18 @@ _READ_CAPPED = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 from tinywarden.errors import DataError
-from tinywarden.telemetry import read_series
+from tinywarden import telemetry
 try:
-    read_series(sys.argv[1])
+    for _ in getattr(telemetry, sys.argv[2])(sys.argv[1]):
+        pass
 except DataError as exc:
     print(exc)
 """
 
 
-def test_parquet_footer_claiming_billions_of_rows_is_refused_before_arrow_allocates(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader", ["read_series", "iter_series"])  # the whole-file and the streaming reader
+def test_parquet_footer_claiming_billions_of_rows_is_refused_before_arrow_allocates(tmp_path: Path,
+                                                                                     reader: str) -> None:
     """Arrow sizes its buffers from the row group's stated row count: for this file it asked for 1 TiB. The read
     runs in a child capped at 1 GiB of address space, so an unbounded reader fails there (its allocation refused)
     and not on the machine; the fixed reader refuses the footer before reading any data."""
@@ -225,7 +228,8 @@ def test_parquet_footer_claiming_billions_of_rows_is_refused_before_arrow_alloca
 
     f = tmp_path / "oom.parquet"
     f.write_bytes(PARQUET_OOM.read_bytes())
-    proc = subprocess.run([sys.executable, "-c", _READ_CAPPED, str(f)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", _READ_CAPPED, str(f), reader], capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == (f"{f}: corrupt Parquet footer: the row groups claim 488394126936 rows in all "
                                    "(488394126936), the file 40")

@@ -34,17 +34,18 @@ import operator
 import struct
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinywarden import __version__
-from tinywarden.detectors.base import REGISTRY
-from tinywarden.detectors.bounds import BoundsDetector
 from tinywarden.errors import ModelFileError, TinywardenError
 from tinywarden.fileio import atomic_write
 from tinywarden.likelihood import AnomalyLikelihood
-from tinywarden.pipeline import Pipeline
+
+if TYPE_CHECKING:  # the float pipeline and the detector families load only when a pipeline is built
+    from tinywarden.detectors.bounds import BoundsDetector
+    from tinywarden.pipeline import Pipeline
 
 MAGIC = b"TWMODEL\n"
 FORMAT_VERSION = 1
@@ -154,6 +155,9 @@ def pipeline_to_bytes(pipeline: Pipeline, extra: dict[str, Any] | None = None,
 
 def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
     """Rebuild a fitted :class:`Pipeline` from model-file bytes."""
+    from tinywarden.detectors.base import REGISTRY
+    from tinywarden.pipeline import Pipeline
+
     header, arrays = decode(data, source)
     try:
         cfg = header["pipeline"]
@@ -186,13 +190,13 @@ def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
     p.header_ = header
     p.extra_arrays_ = {k: v for k, v in arrays.items() if not k.startswith(("detector/", "scaler/", _GUARD_PREFIX))}
     p.guard_, p.guard_note_ = _load_guard(header, arrays, source)
-    p.likelihood_ = _load_likelihood(header, source)
+    p.likelihood_ = load_likelihood(header.get(LIKELIHOOD_HEADER_KEY), source)
     return p
 
 
-def _load_likelihood(header: dict[str, Any], source: str) -> AnomalyLikelihood | None:
-    """The calibrated likelihood stored in a model file; ``None`` in a file written before it existed."""
-    section = header.get(LIKELIHOOD_HEADER_KEY)
+def load_likelihood(section: Any, source: str) -> AnomalyLikelihood | None:
+    """A likelihood stored as ``{"params", "state"}`` (a model file's or an int8 program's); ``None`` when
+    ``section`` is (a file written before likelihoods existed)."""
     if section is None:
         return None
     try:
@@ -233,6 +237,8 @@ def _check_scoring_fields(p: Pipeline, source: str) -> None:
 def _load_guard(header: dict[str, Any], arrays: dict[str, np.ndarray],
                 source: str) -> tuple[BoundsDetector | None, str]:
     """The fail-safe guard stored in a model file, or ``None`` and a note saying what that means."""
+    from tinywarden.detectors.bounds import BoundsDetector
+
     spec = header.get(GUARD_HEADER_KEY)
     if spec is None:
         return None, (

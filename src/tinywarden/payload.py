@@ -12,27 +12,31 @@ model's channels onto the source's channels can only be checked by the agent, wh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinywarden.errors import ModelFileError, TinywardenError
-from tinywarden.modelfile import pipeline_from_bytes
-from tinywarden.pipeline import Pipeline
 from tinywarden.respond import Policy, PolicyError, compile_tables, parse_policy
 from tinywarden.respond.actuators import build_actuators
+from tinywarden.runtime import Int8Model, load_model
+
+if TYPE_CHECKING:
+    from tinywarden.pipeline import Pipeline
 
 __all__ = ["Payload", "load_payload"]
 
 
 @dataclass(frozen=True)
 class Payload:
-    """A bundle's model and policy, ready to run."""
+    """A bundle's model and policy, ready to run: ``pipeline`` is the int8 runtime when the model file holds
+    an int8 program (:func:`tinywarden.runtime.load_model`), else the float pipeline."""
 
-    pipeline: Pipeline
+    pipeline: Int8Model | Pipeline
     policy: Policy
 
 
-def load_payload(model: bytes, policy: bytes, *, source: str) -> Payload:
+def load_payload(model: bytes, policy: bytes, *, source: str, prefer_int8: bool = True) -> Payload:
     """Load a bundle's model and policy sections; a :class:`TinywardenError` names ``source`` and the section.
 
     >>> load_payload(b"model,csv\\n1,2\\n", b"", source="b.twbundle")
@@ -41,7 +45,7 @@ def load_payload(model: bytes, policy: bytes, *, source: str) -> Payload:
     tinywarden.errors.ModelFileError: b.twbundle (model section): not a tinywarden model file ...
     """
     where = f"{source} (model section)"
-    pipeline = pipeline_from_bytes(model, source=where)
+    pipeline = load_model(model, where, prefer_int8=prefer_int8)
     try:
         # One window through the streaming scorer: a model that decodes but cannot score fails here,
         # not after it has become the accepted version. Only exceptions count; the score may be anything.

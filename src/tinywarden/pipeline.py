@@ -29,6 +29,7 @@ from tinywarden.features import (
     check_window,
     window_end_rows,
 )
+from tinywarden.guard import GuardVerdict, judge_bounds
 from tinywarden.likelihood import MIN_FIT_SCORES, AnomalyLikelihood
 from tinywarden.telemetry.series import Series
 
@@ -58,20 +59,6 @@ class Scored:
     raw_flags: np.ndarray  # uint8, score > threshold
     alarms: np.ndarray  # uint8, after k-of-n persistence
     threshold: float
-
-
-@dataclass(frozen=True)
-class GuardVerdict:
-    """The fail-safe bounds guard's judgement of one raw window, for the response engine.
-
-    ``violation`` is ``None`` when the guard cannot judge (no guard in the model file, NaN/inf samples,
-    a window of the wrong shape); ``reason`` then says why, and otherwise names what broke a bound.
-    ``score`` is the guard's own score (above 0 exactly on a violation; NaN when it cannot judge).
-    """
-
-    violation: bool | None
-    score: float
-    reason: str
 
 
 def normal_window_mask(labels: np.ndarray | None, end_rows: np.ndarray, window: int) -> np.ndarray:
@@ -283,23 +270,8 @@ class Pipeline:
         if guard is None:
             note = getattr(self, "guard_note_", "") or "this pipeline has no fail-safe guard"
             return GuardVerdict(None, float("nan"), note)
-        x = np.asarray(window, dtype=np.float64)
-        want = tuple(int(v) for v in guard.input_shape_)
-        if x.shape != want:
-            return GuardVerdict(None, float("nan"), f"raw window has shape {x.shape}, the guard needs {want}")
-        finite = np.isfinite(x).all(axis=0)
-        if not finite.all():
-            bad = ", ".join(c for c, ok in zip(self.channels_, finite, strict=True) if not ok)
-            return GuardVerdict(None, float("nan"), f"raw window holds NaN/inf in {bad}")
-        score = float(guard.score_samples(x[None])[0])
-        if score <= 0:
-            return GuardVerdict(False, score, "every channel within the bounds learned from normal data")
-        # Which rule broke where, in the guard's own terms (range [lo_, hi_], step limit rate_).
-        out_of_range = (x.min(axis=0) < guard.lo_) | (x.max(axis=0) > guard.hi_)
-        too_fast = np.abs(np.diff(x, axis=0)).max(axis=0) > guard.rate_  # a window has >= 2 rows
-        parts = [f"{c} outside its learned range" for c, o in zip(self.channels_, out_of_range, strict=True) if o]
-        parts += [f"{c} changing faster than learned" for c, f in zip(self.channels_, too_fast, strict=True) if f]
-        return GuardVerdict(True, score, f"{'; '.join(parts) or 'a bound broken'} (bounds score {score:.3g})")
+        shape = tuple(int(v) for v in guard.input_shape_)
+        return judge_bounds(window, self.channels_, guard.lo_, guard.hi_, guard.rate_, shape)  # type: ignore[arg-type]
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):

@@ -46,11 +46,13 @@ from tinywarden.features import window_end_rows
 from tinywarden.kernels import CTYPES, KERNELS, Op, TensorSpec
 from tinywarden.kernels.features_s16 import MAX_WINDOW
 
-__all__ = ["KERNELS", "MAX_FRAC_BITS", "MAX_SAMPLE_ZERO", "MAX_WINDOW", "PROGRAM_VERSION", "Int8Stream", "Op",
-           "Program", "TensorSpec", "from_model_file", "quantize_fixed", "quantize_samples", "run_int8", "run_windows",
-           "to_model_file"]
+__all__ = ["INT8_HEADER_KEY", "KERNELS", "MAX_FRAC_BITS", "MAX_SAMPLE_ZERO", "MAX_WINDOW", "PROGRAM_VERSION",
+           "Int8Stream", "Op", "Program", "TensorSpec", "from_model_file", "quantize_fixed", "quantize_samples",
+           "run_int8", "run_windows", "to_model_file"]
 
 PROGRAM_VERSION = 1
+#: Header key of the program in a ``.twb`` model file (arrays are named ``int8/...``).
+INT8_HEADER_KEY = "int8"
 #: Fixed-point readings ``raw * 2**-frac_bits`` (``tw_push_fixed``) take ``frac_bits`` in [0, MAX_FRAC_BITS].
 MAX_FRAC_BITS = 31
 #: |round(x * mul)| is saturated here before the zero point is subtracted ...

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,19 +23,24 @@ from tinywarden import bundle as tb
 from tinywarden.agent.config import AgentConfig, AgentError
 from tinywarden.agent.sources import channel_indices
 from tinywarden.errors import TinywardenError
+from tinywarden.guard import GuardVerdict
 from tinywarden.payload import load_payload
-from tinywarden.pipeline import GuardVerdict, Pipeline
 from tinywarden.respond import Policy
+from tinywarden.runtime import Int8Model
+
+if TYPE_CHECKING:  # the float pipeline (and the training stack) loads only for a model without an int8 program
+    from tinywarden.pipeline import Pipeline
 
 __all__ = ["BundleWatcher", "LoadedBundle", "ModelRunner", "Refusal", "load_bundle_contents"]
 
 
 @dataclass(frozen=True)
 class LoadedBundle:
-    """A verified bundle turned into what the loop runs: the fitted pipeline and the response policy."""
+    """A verified bundle turned into what the loop runs: the model (the int8 runtime, or the float pipeline
+    of a model file without an int8 program) and the response policy."""
 
     bundle: tb.Bundle
-    pipeline: Pipeline
+    pipeline: Int8Model | Pipeline
     policy: Policy
     policy_overridden: bool
 
@@ -55,15 +60,17 @@ class LoadedBundle:
             "window": p.window,
             "stride": p.stride,
             "channels": list(p.channels_),
+            "runtime": "int8" if isinstance(p, Int8Model) else "float",
             "policy": f"{self.policy.name} {self.policy.version}",
         }
 
 
-def load_bundle_contents(bundle: tb.Bundle, policy_override: Policy | None = None) -> LoadedBundle:
+def load_bundle_contents(bundle: tb.Bundle, policy_override: Policy | None = None,
+                         prefer_int8: bool = True) -> LoadedBundle:
     """Load a verified bundle's model and policy with the checks install makes
     (:func:`tinywarden.payload.load_payload`; the bundle's own policy must load even when overridden);
     raises a :class:`TinywardenError` naming the bundle."""
-    payload = load_payload(bundle.model, bundle.policy, source=bundle.source)
+    payload = load_payload(bundle.model, bundle.policy, source=bundle.source, prefer_int8=prefer_int8)
     if policy_override is not None:
         return LoadedBundle(bundle, payload.pipeline, policy_override, True)
     return LoadedBundle(bundle, payload.pipeline, payload.policy, False)
@@ -206,7 +213,7 @@ class BundleWatcher:
         return runner
 
     def _runner(self, b: tb.Bundle) -> ModelRunner:
-        loaded = load_bundle_contents(b, self.config.policy_override)
+        loaded = load_bundle_contents(b, self.config.policy_override, self.config.runtime == "int8")
         index = channel_indices(loaded.pipeline.channels_, self.channels, self.config.channel_map,
                                 what=f"model {b.model_id} v{b.version}")  # fmt: skip
         return ModelRunner(loaded, index)

@@ -11,7 +11,10 @@ from tinywarden.agent.escalate import BrokerConfig, EscalationPolicy, Incident
 from tinywarden.errors import TinywardenError
 from tinywarden.respond import Policy
 
-__all__ = ["AgentConfig", "AgentError", "EscalationConfig", "default_device_id"]
+__all__ = ["RUNTIMES", "AgentConfig", "AgentError", "EscalationConfig", "default_device_id"]
+
+#: How the agent scores: the int8 program (light) or the float pipeline.
+RUNTIMES = ("int8", "float")
 
 
 class AgentError(TinywardenError):
@@ -45,6 +48,9 @@ class AgentConfig:
     restarted agent resumes its tier (live mode; a replay starts afresh). ``summary_features`` is how
     many of the most deviating features an incident carries. ``audit_key_path`` (default
     ``state_dir/keys/audit.key``, made 0600 if missing) keys the audit log (docs/audit.md).
+    ``runtime`` is ``"int8"`` (score with the model file's int8 program, numpy only: the light runtime of
+    :mod:`tinywarden.runtime`; a model file without one runs its float pipeline) or ``"float"`` (always
+    the float pipeline, which loads the training stack and allows baseline adaptation).
     """
 
     pubkey: bytes
@@ -65,8 +71,11 @@ class AgentConfig:
     real_actuators: bool = False
     persist_engine: bool = True
     escalation: EscalationConfig | None = None
+    runtime: str = "int8"
 
     def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise AgentError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if not (isinstance(self.pubkey, bytes) and len(self.pubkey) == 32):
             raise AgentError("pubkey must be the 32 raw bytes of an Ed25519 public key")
         if not self.poll_interval_s > 0:

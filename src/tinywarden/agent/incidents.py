@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinywarden.agent.bundles import ModelRunner
 from tinywarden.agent.escalate import Incident
 from tinywarden.features import extract, feature_names
-from tinywarden.pipeline import Pipeline
 from tinywarden.respond import ActionEvent, ResponseEngine
 from tinywarden.respond.engine import REASON_FAILSAFE_BOUNDS
+
+if TYPE_CHECKING:  # not at run time: the agent's int8 runtime must not load the training stack
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.runtime import Int8Model
 
 __all__ = ["IncidentBuilder", "entered_tiers", "window_summary"]
 
@@ -36,7 +40,7 @@ def entered_tiers(events: Sequence[ActionEvent]) -> list[tuple[int, str]]:
     return entered
 
 
-def window_summary(p: Pipeline, win: np.ndarray, top: int) -> dict[str, float]:
+def window_summary(p: Pipeline | Int8Model, win: np.ndarray, top: int) -> dict[str, float]:
     """The ``top`` most deviating scaled values of window ``win``, by name (z relative to training)."""
     if p.input_kind == "features":
         z = (extract(win[None], p.features)[0] - p.offset_) / p.scale_

@@ -44,6 +44,12 @@ fraction) and one warning and one ``confidence_fallback`` audit record say so. W
 pipeline learn from clearly normal windows and audits ``baseline_drift`` when it strays from the
 training reference; it is carried over a same-model swap like the likelihood.
 
+Runtime. With ``runtime="int8"`` (the default) a model file that holds an int8 program runs as that
+program (:mod:`tinywarden.runtime`, numpy only: the agent then never imports torch, scikit-learn or
+matplotlib); its scores and threshold are the program's integers and its confidences come from the
+likelihood fitted on them. Baseline adaptation needs the float pipeline (``runtime="float"``, or a
+model file without a program).
+
 Audit key. A keyed log the agent's key cannot continue is set aside, not a reason to stop monitoring
 (:func:`open_audit_log`, docs/audit.md).
 """
@@ -85,12 +91,16 @@ from tinywarden.respond import ActionEvent, ResponseEngine, SimulatedClock, Syst
 from tinywarden.respond.actuators import ActuatorError, build_actuators
 from tinywarden.respond.engine import StateFileError
 from tinywarden.respond.machine import next_deadline
+from tinywarden.runtime import Int8Model
 
 __all__ = ["Agent", "WindowScore", "open_audit_log", "session"]
 
 TIER_NONE = "none"
 _NO_LIKELIHOOD = ("the model file has no calibrated likelihood (written before it existed): confidences "
                   "fall back to the k-of-n fraction, tier min_confidence is ignored, no adaptation")
+
+_INT8_NO_ADAPTATION = ("not with the int8 runtime: the program's sample scaling is fixed at quantization, as in "
+                       "the generated C (run the agent with --runtime float to adapt)")
 
 _log = logging.getLogger(__name__)
 
@@ -364,8 +374,7 @@ class Agent:
             },
             "adaptation": self._adapter.status() if self._adapter is not None else {
                 "enabled": False,
-                "reason": "off by the policy's [adaptation] enabled = false"
-                if not self.engine.policy.adaptation.enabled else f"needs a likelihood: {_NO_LIKELIHOOD}",
+                "reason": self._no_adaptation(),
             },
         }
 
@@ -541,7 +550,17 @@ class Agent:
 
     def _make_adapter(self, loaded: LoadedBundle) -> BaselineAdapter | None:
         cfg = loaded.policy.adaptation
-        return BaselineAdapter(loaded.pipeline, cfg) if cfg.enabled and self._likelihood is not None else None
+        if not cfg.enabled or self._likelihood is None or isinstance(loaded.pipeline, Int8Model):
+            return None
+        return BaselineAdapter(loaded.pipeline, cfg)
+
+    def _no_adaptation(self) -> str:
+        """Why no baseline adaptation runs (for the status file)."""
+        if not self.engine.policy.adaptation.enabled:
+            return "off by the policy's [adaptation] enabled = false"
+        if isinstance(self._active.loaded.pipeline, Int8Model):
+            return _INT8_NO_ADAPTATION
+        return f"needs a likelihood: {_NO_LIKELIHOOD}"
 
     def _fresh_model_state(self, loaded: LoadedBundle) -> None:
         """The likelihood stream and the adapter of a newly running model, from its fitted state."""

@@ -7,13 +7,14 @@ agent's clock must follow the data's timestamps (a replay) or the wall clock (li
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from tinywarden.errors import ConfigError, DataError
-from tinywarden.telemetry.io import read_series
+from tinywarden.telemetry.io import CHUNK_ROWS, iter_series
 from tinywarden.telemetry.live import LiveSampler
 from tinywarden.telemetry.series import Series
 
@@ -23,6 +24,9 @@ __all__ = ["LiveSource", "ReplaySource", "channel_indices", "open_source"]
 class ReplaySource:
     """Recorded telemetry as a sample source: ``(timestamp, row)`` in order, as fast as possible.
 
+    ``series`` is the recording, or its first chunk when ``rest`` yields the others (:meth:`open` streams a
+    file or folder in chunks, so a long recording is never held whole).
+
     >>> s = Series(np.array([0.0, 10.0]), np.ones((2, 2)), ("cpu_pct", "mem_pct"))
     >>> src = ReplaySource(s); src.channels, [t for t, _ in src]
     (('cpu_pct', 'mem_pct'), [0.0, 10.0])
@@ -30,15 +34,27 @@ class ReplaySource:
 
     simulated = True
 
-    def __init__(self, series: Series) -> None:
+    def __init__(self, series: Series, rest: Iterator[Series] | None = None, name: str | None = None) -> None:
         self.series = series
+        self._rest = rest
         self.channels: tuple[str, ...] = tuple(series.channels)
-        self.name = series.source
+        self.name = name or series.source
+
+    @classmethod
+    def open(cls, path: str | Path, chunk_rows: int = CHUNK_ROWS) -> ReplaySource:
+        """Stream the telemetry at ``path`` (:func:`~tinywarden.telemetry.io.iter_series`); an unreadable
+        first chunk is an error here, a bad row further on when the replay reaches it."""
+        chunks = iter_series(path, chunk_rows)
+        first = next(chunks, None)
+        if first is None:
+            raise DataError(f"{path}: no rows of telemetry")
+        return cls(first, chunks, str(path))
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
-        ts, vals = self.series.timestamps, self.series.values
-        for i in range(len(ts)):
-            yield float(ts[i]), vals[i]
+        for chunk in itertools.chain([self.series], self._rest or ()):
+            ts, vals = chunk.timestamps, chunk.values
+            for i in range(len(ts)):
+                yield float(ts[i]), vals[i]
 
 
 class LiveSource:
@@ -83,9 +99,10 @@ def channel_indices(
 def open_source(
     replay: str | Path | None, rate_hz: float = 1.0, interfaces: Sequence[str] = ()
 ) -> ReplaySource | LiveSource:
-    """Recorded telemetry at ``replay`` (CSV/Parquet), or, without it, the host sampled at ``rate_hz``."""
+    """Recorded telemetry at ``replay`` (CSV/Parquet file or folder, streamed in chunks), or, without it, the
+    host sampled at ``rate_hz``."""
     if replay is not None:
-        return ReplaySource(read_series(replay))
+        return ReplaySource.open(replay)
     if not rate_hz > 0:
         raise ConfigError(f"--rate must be > 0 Hz, got {rate_hz}")
     return LiveSource(LiveSampler(1.0 / rate_hz, list(interfaces) or None))

@@ -11,6 +11,7 @@ import sys
 from tinywarden.cli import agent as _agent  # noqa: F401
 from tinywarden.cli import core as _core  # noqa: F401  (registers commands)
 from tinywarden.cli import export as _export  # noqa: F401
+from tinywarden.cli import record as _record  # noqa: F401
 from tinywarden.cli import respond as _respond  # noqa: F401
 from tinywarden.cli import simulate as _simulate  # noqa: F401
 from tinywarden.cli import trust as _trust  # noqa: F401
@@ -18,16 +19,27 @@ from tinywarden.cli import tune as _tune  # noqa: F401
 from tinywarden.cli.app import app, err_console
 from tinywarden.errors import TinywardenError
 
-__all__ = ["app", "main"]
+__all__ = ["TRAIN_EXTRA", "app", "main"]
+
+#: Modules of the ``train`` extra (pyproject.toml); a runtime-only install (a gateway) has none of them.
+TRAIN_EXTRA = ("sklearn", "torch", "matplotlib")
 
 
 def main() -> None:
     """Run the CLI; a :class:`TinywardenError` becomes one line on stderr and exit status 2.
 
-    Usage errors (unknown option, a value of the wrong type) are click's: one message, exit 2.
+    Usage errors (unknown option, a value of the wrong type) are click's: one message, exit 2. A command
+    that needs the ``train`` extra on a runtime-only install says which package to install, in one line.
     """
     try:
         app()
     except TinywardenError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in TRAIN_EXTRA:
+            raise
+        err_console.print(f"[bold red]error:[/] this command needs {top}, part of the train extra that a runtime-only "
+                          "install leaves out: pip install 'tinywarden\\[train]'", highlight=False, soft_wrap=True)
         sys.exit(2)

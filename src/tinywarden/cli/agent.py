@@ -89,6 +89,10 @@ def agent(
     real_actuators: bool = typer.Option(
         False, "--real-actuators", help="Carry out the policy's actions (default: dry run, audited)."
     ),
+    runtime: str = typer.Option(
+        "int8", "--runtime", help="int8: score with the model's int8 program, numpy only (light; no baseline "
+        "adaptation); float: the float pipeline (loads torch/scikit-learn)."
+    ),
 ) -> None:
     """Monitor this device: score telemetry, respond by policy, audit, escalate, hot-swap new bundles."""
     from tinywarden import bundle as tb
@@ -129,13 +133,15 @@ def agent(
         poll_interval_s=poll,
         real_actuators=real_actuators,
         escalation=escalation,
+        runtime=runtime,
         **extra,  # type: ignore[arg-type]
     )
     with session(config, source, drain_s=drain) as runner:
         m = runner.model
         console.print(
             f"agent [bold]{config.device_id}[/]: model {m.bundle.model_id} v{m.bundle.version} "
-            f"({len(m.pipeline.channels_)} channels, window {m.pipeline.window}) on {source.name}; "
+            f"({len(m.pipeline.channels_)} channels, window {m.pipeline.window}, {m.describe()['runtime']} runtime) "
+            f"on {source.name}; "
             f"status {runner.status_path}",
             highlight=False,
         )

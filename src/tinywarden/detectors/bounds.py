@@ -14,6 +14,7 @@ import numpy as np
 from tinywarden.arith import quantize_multiplier, round_half_away
 from tinywarden.detectors.base import Detector, Shape, check_param
 from tinywarden.detectors.lowering import Lowered, LoweringContext
+from tinywarden.guard import bounds_scores
 from tinywarden.kernels import Op
 
 #: A window scores above this exactly when some sample or step breaks a learned bound.
@@ -84,13 +85,7 @@ class BoundsDetector(Detector):
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         self._check_fitted()
-        x = self._check_input(X)
-        width = self.hi_ - self.lo_
-        value = np.maximum(x.max(axis=1) - self.hi_, self.lo_ - x.min(axis=1)) / width
-        if x.shape[1] > 1:
-            rate = (np.abs(np.diff(x, axis=1)).max(axis=1) - self.rate_) / self.rate_
-            value = np.maximum(value, rate)
-        return value.max(axis=1)
+        return bounds_scores(self._check_input(X), self.lo_, self.hi_, self.rate_)
 
     def violates(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """True for each window that breaks at least one learned bound (score above 0)."""

@@ -19,9 +19,12 @@ as a spreadsheet does) and the column.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import logging
 import math
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from tinywarden.fileio import atomic_open
 from tinywarden.telemetry.series import MAX_ABS_VALUE, Series
 
 RESERVED = ("timestamp", "label", "attack")
+log = logging.getLogger(__name__)
 
 # Sampling periods of the shared public datasets, which carry no timestamp column.
 NPZ_PERIOD_S = {"machine": 60.0, "omi": 300.0}
@@ -88,7 +92,8 @@ def epoch_seconds(ts: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def read_series(path: str | Path, split: str | None = None, drop_unordered: bool = False) -> Series:
-    """Read telemetry from ``path``: ``.csv``, ``.parquet``/``.pq``, or a shared-data ``.npz``.
+    """Read telemetry from ``path``: ``.csv``, ``.parquet``/``.pq``, a shared-data ``.npz``, or a folder of
+    CSV/Parquet files read as one series (:func:`read_folder`, e.g. what ``tinywarden record`` writes).
 
     ``path`` may end in ``:train`` or ``:test`` to choose the split of an ``.npz`` entity; ``split``
     gives the default when it does not.
@@ -107,7 +112,7 @@ def read_series(path: str | Path, split: str | None = None, drop_unordered: bool
     if not p.exists():
         raise DataError(f"{p}: no such file")
     if p.is_dir():
-        raise DataError(f"{p}: is a directory, expected a telemetry file")
+        return read_folder(p, drop_unordered)
     suffix = p.suffix.lower()
     if suffix == ".csv":
         series = _read_csv(p, drop_unordered or _nab_windows_file(p) is not None)
@@ -124,6 +129,122 @@ def read_series(path: str | Path, split: str | None = None, drop_unordered: bool
     if suffix == ".npz":
         return read_npz(p, split or "test")
     raise DataError(f"{p}: unknown file type {suffix!r} (expected .csv, .parquet or .npz)")
+
+
+#: Rows per chunk when telemetry is streamed (:func:`iter_series`): a CSV chunk is parsed as Python strings first
+#: (about 1 KB a row at 8 channels), so a chunk costs some 16 MB whatever the file length.
+CHUNK_ROWS = 16_384
+
+
+def iter_series(path: str | Path, chunk_rows: int = CHUNK_ROWS, drop_unordered: bool = False) -> Iterator[Series]:
+    """:func:`read_series` in pieces of at most ``chunk_rows`` rows, so a long recording is never held whole.
+
+    A CSV is parsed ``chunk_rows`` lines at a time and a Parquet file read batch by batch; a folder streams
+    its files in time order (each checked as :func:`read_folder` does: same channels, no overlap; a file
+    whose first chunk cannot be read is skipped with a warning). The chunks, concatenated, equal
+    ``read_series(path)`` with one difference for numeric timestamps: their unit (seconds, ms, us, ns;
+    :func:`epoch_seconds`) is decided on the first chunk rather than on the whole file. An error after
+    the first chunk is raised when that chunk is reached. A ``.npz`` entity and a NAB file (whose labels
+    need the whole series) come as one chunk.
+    """
+    if chunk_rows < 1:
+        raise DataError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    p = Path(str(path))
+    suffix = p.suffix.lower()
+    if p.is_dir():
+        yield from _folder_chunks(p, chunk_rows, drop_unordered)
+    elif suffix == ".csv" and p.exists() and _nab_windows_file(p) is None:
+        yield from _csv_chunks(p, drop_unordered, chunk_rows)
+    elif suffix in (".parquet", ".pq") and p.exists():
+        yield from _parquet_chunks(p, drop_unordered, chunk_rows)
+    else:
+        yield read_series(path, drop_unordered=drop_unordered)
+
+
+def _folder_chunks(folder: Path, chunk_rows: int, drop_unordered: bool) -> Iterator[Series]:
+    files = sorted(f for f in folder.iterdir()
+                   if f.is_file() and f.suffix.lower() in FOLDER_SUFFIXES and not f.name.startswith("."))
+    heads: list[tuple[float, Path, Series]] = []
+    for f in files:
+        try:
+            first = next(iter_series(f, chunk_rows, drop_unordered))
+        except DataError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        heads.append((float(first.timestamps[0]), f, first))
+    if not heads:
+        raise DataError(f"{folder}: no readable telemetry file ({', '.join(FOLDER_SUFFIXES)})")
+    heads.sort(key=lambda h: h[0])
+    channels = heads[0][2].channels
+    last: tuple[float, Path] | None = None
+    for _, f, first in heads:
+        if first.channels != channels:
+            raise DataError(f"{folder}: {f} has channels {', '.join(first.channels)}, but {heads[0][1]} "
+                            f"has {', '.join(channels)}; a folder must hold one kind of recording")
+        for chunk in iter_series(f, chunk_rows, drop_unordered):
+            if last is not None and chunk.timestamps[0] <= last[0]:
+                raise DataError(f"{folder}: {f} starts at {float(chunk.timestamps[0])!r}, before {last[1]} ends "
+                                f"({last[0]!r}); the files overlap in time")
+            last = (float(chunk.timestamps[-1]), f)
+            yield chunk
+
+
+#: File types a recording folder may hold; anything else in it (notes, temporary files) is ignored.
+FOLDER_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def read_folder(path: str | Path, drop_unordered: bool = False) -> Series:
+    """The CSV/Parquet files directly in folder ``path`` as one series, in time order.
+
+    Every file must have the same channels (and the same ``label``/``attack`` columns) and the files
+    must not overlap in time; either is a one-line :class:`DataError` naming both files. A file that
+    cannot be read (corrupt, truncated, not telemetry) is skipped and named in
+    ``series.meta["skipped_files"]`` with its error, so one damaged file does not cost the recording;
+    when no file can be read, the first file's error is raised. Hidden files (``.name``, e.g. a
+    temporary file of an interrupted write) are ignored.
+    """
+    folder = Path(path)
+    files = sorted(f for f in folder.iterdir()
+                   if f.is_file() and f.suffix.lower() in FOLDER_SUFFIXES and not f.name.startswith("."))
+    if not files:
+        raise DataError(f"{folder}: folder holds no telemetry files ({', '.join(FOLDER_SUFFIXES)})")
+    parts: list[Series] = []
+    skipped: list[str] = []
+    for f in files:
+        try:
+            parts.append(read_series(f, drop_unordered=drop_unordered))
+        except DataError as exc:
+            skipped.append(str(exc))
+    if not parts:
+        raise DataError(f"{folder}: no readable telemetry file; first error: {skipped[0]}")
+    parts.sort(key=lambda s: float(s.timestamps[0]))
+    first = parts[0]
+    for prev, cur in zip(parts, parts[1:], strict=False):
+        if cur.channels != first.channels:
+            raise DataError(f"{folder}: {cur.source} has channels {', '.join(cur.channels)}, but {first.source} "
+                            f"has {', '.join(first.channels)}; a folder must hold one kind of recording")
+        for what, column in (("labels", "label"), ("attacks", "attack")):
+            if (getattr(cur, what) is None) != (getattr(first, what) is None):
+                raise DataError(f"{folder}: {cur.source} and {first.source} differ in having a {column!r} column")
+        if cur.timestamps[0] <= prev.timestamps[-1]:
+            raise DataError(f"{folder}: {cur.source} starts at {float(cur.timestamps[0])!r}, before "
+                            f"{prev.source} ends ({float(prev.timestamps[-1])!r}); the files overlap in time")
+    meta = {"files": str(len(parts))}
+    if skipped:
+        meta["skipped_files"] = "; ".join(skipped)
+    dropped = sum(int(s.meta.get("dropped_rows", 0)) for s in parts)
+    if dropped:
+        meta["dropped_rows"] = str(dropped)
+    units = {s.meta["time_unit"] for s in parts if "time_unit" in s.meta}
+    if units:
+        meta["time_unit"] = ",".join(sorted(units))
+
+    def cat(what: str) -> np.ndarray | None:
+        arrays = [getattr(s, what) for s in parts]
+        return None if arrays[0] is None else np.concatenate(arrays)
+
+    return Series(np.concatenate([s.timestamps for s in parts]), np.concatenate([s.values for s in parts]),
+                  first.channels, cat("labels"), cat("attacks"), str(folder), meta)
 
 
 def _columns(path: Path, header: list[str]) -> tuple[int, list[int], int | None, int | None]:
@@ -143,22 +264,62 @@ def _columns(path: Path, header: list[str]) -> tuple[int, list[int], int | None,
 
 
 def _read_csv(path: Path, drop_unordered: bool = False) -> Series:
+    chunks = list(_csv_chunks(path, drop_unordered, None))
+    return chunks[0]
+
+
+class _Order:
+    """What a chunked reader carries from one chunk to the next: the latest timestamp and the time unit."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+        self.unit: str | None = None  # decided on the first chunk (a whole file read at once is one chunk)
+
+    def check(self, path: Path | str, ts: np.ndarray, first_row: int, drop: bool) -> np.ndarray | None:
+        """:func:`_check_order` across chunks; ``first_row`` is the file row of ``ts[0]`` as errors number it."""
+        if self.last is None:
+            keep = _check_order(path, ts, header_rows=first_row - 1, drop=drop)
+        else:
+            ext = _check_order(path, np.concatenate(([self.last], ts)), header_rows=first_row - 2, drop=drop)
+            keep = None if ext is None else ext[1:]
+        kept = ts if keep is None else ts[keep]
+        if len(kept):
+            self.last = float(kept[-1])
+        return keep
+
+
+def _csv_chunks(path: Path, drop_unordered: bool, chunk_rows: int | None) -> Iterator[Series]:
+    """The CSV file as series of at most ``chunk_rows`` rows (all rows in one when ``None``)."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
+            rows = (r for r in csv.reader(fh) if any(cell.strip() for cell in r))
+            header = next(rows, None)
+            if header is None:
+                raise DataError(f"{path}: empty file")
+            cols = _columns(path, header)
+            names = [h.strip() for h in header]
+            order, line, any_rows = _Order(), 2, False
+            while True:
+                body = list(itertools.islice(rows, chunk_rows))
+                if not body:
+                    break
+                any_rows = True
+                chunk = _csv_block(path, names, cols, body, line, order, drop_unordered)
+                line += len(body)
+                if chunk is not None:
+                    yield chunk
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except csv.Error as exc:
         raise DataError(f"{path}: malformed CSV: {exc}") from None
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
-    if not rows:
-        raise DataError(f"{path}: empty file")
-    header = rows[0]
-    ts_i, chans, lab_i, att_i = _columns(path, header)
-    names = [h.strip() for h in header]
-    body = rows[1:]
-    if not body:
+    if not any_rows:
         raise DataError(f"{path}: no data rows below the header")
+
+
+def _csv_block(path: Path, names: list[str], cols: tuple[int, list[int], int | None, int | None],
+               body: list[list[str]], first_line: int, order: _Order, drop_unordered: bool) -> Series | None:
+    """Rows ``body`` (the first at file line ``first_line``) as a series; ``None`` when every row was dropped."""
+    ts_i, chans, lab_i, att_i = cols
     n = len(body)
     ts = np.empty(n)
     vals = np.empty((n, len(chans)))
@@ -166,7 +327,7 @@ def _read_csv(path: Path, drop_unordered: bool = False) -> Series:
     attacks = np.empty(n, dtype=object) if att_i is not None else None
     numeric_times = True
     for r, row in enumerate(body):
-        line = r + 2
+        line = r + first_line
         if len(row) != len(names):
             raise DataError(f"{path}: row {line}: {len(row)} cells, header has {len(names)}")
         try:
@@ -195,11 +356,22 @@ def _read_csv(path: Path, drop_unordered: bool = False) -> Series:
             labels[r] = int(float(cell))
         if attacks is not None:
             attacks[r] = row[att_i].strip()
-    unit = "s"
-    if numeric_times:
-        ts, unit = epoch_seconds(ts)
-    keep = _check_order(path, ts, header_rows=1, drop=drop_unordered)
+    ts, unit = _to_seconds(ts, numeric_times, order)
+    keep = order.check(path, ts, first_line, drop_unordered)
+    if keep is not None and not keep.any():
+        return None
     return _build(path, ts, vals, tuple(names[c] for c in chans), labels, attacks, keep, unit)
+
+
+def _to_seconds(ts: np.ndarray, numeric: bool, order: _Order) -> tuple[np.ndarray, str]:
+    """Numeric epoch times in seconds, in the unit the first chunk chose (:func:`epoch_seconds`)."""
+    if not numeric:
+        return ts, "s"
+    if order.unit is None:
+        ts, order.unit = epoch_seconds(ts)
+        return ts, order.unit
+    per_second = next((u[1] for u in EPOCH_UNITS if u[0] == order.unit), 1.0)
+    return (ts / per_second if order.unit != "s" else ts), order.unit
 
 
 def is_number(text: str) -> bool:
@@ -290,6 +462,43 @@ def _read_parquet(path: Path, drop_unordered: bool = False) -> Series:
         raise DataError(f"{path}: not a readable Parquet file ({detail})") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: empty file")
+    out = _parquet_block(path, table, 1, _Order(), drop_unordered)
+    assert out is not None  # the first rows of a file are never all dropped
+    return out
+
+
+def _parquet_chunks(path: Path, drop_unordered: bool, chunk_rows: int) -> Iterator[Series]:
+    """The Parquet file as series of at most ``chunk_rows`` rows, read batch by batch (never whole)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        f = pq.ParquetFile(path)
+        _check_parquet_footer(path, f.metadata)  # row counts and decoded size, before any batch is read
+        batches = f.iter_batches(batch_size=chunk_rows)
+        order, row, any_rows = _Order(), 1, False
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            any_rows = True
+            chunk = _parquet_block(path, pa.Table.from_batches([batch]), row, order, drop_unordered)
+            row += batch.num_rows
+            if chunk is not None:
+                yield chunk
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: a column name or text cell is not UTF-8 ({exc.reason})") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
+    if not any_rows:
+        raise DataError(f"{path}: empty file")
+
+
+def _parquet_block(path: Path, table: object, first_row: int, order: _Order, drop_unordered: bool) -> Series | None:
+    """Rows of an Arrow ``table`` (the first is file row ``first_row``) as a series; ``None`` if all dropped."""
+    import pyarrow as pa
+
+    assert isinstance(table, pa.Table)
+    off = first_row - 1
     ts_i, chans, lab_i, att_i = _columns(path, table.column_names)
     names = table.column_names
     ts_col = table.column(ts_i)
@@ -306,7 +515,7 @@ def _read_parquet(path: Path, drop_unordered: bool = False) -> Series:
             try:
                 ts[r] = parse_timestamp(str(cell))
             except ValueError:
-                raise DataError(f"{path}: row {r + 1}, column 'timestamp': {cell!r} is not a time") from None
+                raise DataError(f"{path}: row {r + 1 + off}, column 'timestamp': {cell!r} is not a time") from None
     else:
         raise DataError(f"{path}: column 'timestamp' has type {ts_col.type}, expected a time or a number")
     vals = np.empty((table.num_rows, len(chans)))
@@ -316,16 +525,16 @@ def _read_parquet(path: Path, drop_unordered: bool = False) -> Series:
             raise DataError(f"{path}: column {names[c]!r} has type {col.type}, expected numbers")
         if col.null_count:
             r = next(i for i, v in enumerate(col.to_pylist()) if v is None)
-            raise DataError(f"{path}: row {r + 1}, column {names[c]!r}: missing value")
+            raise DataError(f"{path}: row {r + 1 + off}, column {names[c]!r}: missing value")
         vals[:, j] = col.to_numpy(zero_copy_only=False)
         bad = ~np.isfinite(vals[:, j])
         if bad.any():
             r = int(np.argmax(bad))
-            raise DataError(f"{path}: row {r + 1}, column {names[c]!r}: {float(vals[r, j])!r} is not finite")
+            raise DataError(f"{path}: row {r + 1 + off}, column {names[c]!r}: {float(vals[r, j])!r} is not finite")
         huge = np.abs(vals[:, j]) > MAX_ABS_VALUE
         if huge.any():
             r = int(np.argmax(huge))
-            raise DataError(f"{path}: row {r + 1}, column {names[c]!r}: {float(vals[r, j])!r} is out of range "
+            raise DataError(f"{path}: row {r + 1 + off}, column {names[c]!r}: {float(vals[r, j])!r} is out of range "
                             f"(|value| > {MAX_ABS_VALUE:g})")
     labels = None
     if lab_i is not None:
@@ -333,18 +542,22 @@ def _read_parquet(path: Path, drop_unordered: bool = False) -> Series:
         ok = np.isin(lab, (0, 1))
         if not ok.all():
             r = int(np.argmax(~ok))
-            raise DataError(f"{path}: row {r + 1}, column 'label': {lab[r]!r} is not 0 or 1")
+            raise DataError(f"{path}: row {r + 1 + off}, column 'label': {lab[r]!r} is not 0 or 1")
         labels = lab.astype(np.int8)
     attacks = None
     if att_i is not None:
         attacks = np.asarray(["" if v is None else str(v) for v in table.column(att_i).to_pylist()], dtype=object)
     bad_ts = ~np.isfinite(ts)
     if bad_ts.any():
-        raise DataError(f"{path}: row {int(np.argmax(bad_ts)) + 1}, column 'timestamp': not a finite time")
+        raise DataError(f"{path}: row {int(np.argmax(bad_ts)) + 1 + off}, column 'timestamp': not a finite time")
     if unit == "numeric":
-        ts, unit = epoch_seconds(ts)
-    keep = _check_order(path, ts, header_rows=0, drop=drop_unordered)
+        ts, unit = _to_seconds(ts, True, order)
+    keep = order.check(path, ts, first_row, drop_unordered)
+    if keep is not None and not keep.any():
+        return None
     return _build(path, ts, vals, tuple(names[c] for c in chans), labels, attacks, keep, unit)
+
+
 
 
 def read_npz(path: str | Path, split: str = "test") -> Series:
@@ -423,7 +636,7 @@ def write_csv(series: Series, path: str | Path) -> None:
 
 
 def write_parquet(series: Series, path: str | Path) -> None:
-    """Write ``series`` as Parquet with the same columns as :func:`write_csv`."""
+    """Write ``series`` as Parquet with the same columns as :func:`write_csv` (atomically, like it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -434,4 +647,7 @@ def write_parquet(series: Series, path: str | Path) -> None:
         cols["label"] = series.labels.astype(np.int8)
     if series.attacks is not None:
         cols["attack"] = [a or "" for a in series.attacks]
-    pq.write_table(pa.table(cols), str(path))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(p, "wb") as fh:
+        pq.write_table(pa.table(cols), fh)

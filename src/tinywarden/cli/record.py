@@ -1,0 +1,75 @@
+"""The ``record`` command: sample this host's live telemetry, as the agent does, into a folder to train on."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tinywarden.cli.app import app, console
+from tinywarden.errors import ConfigError
+
+
+@app.command()
+def record(
+    out: Path = typer.Option(..., "--out", help="Folder of the recording (created; a second run appends files)."),
+    rate: float = typer.Option(1.0, "--rate", help="Sampling rate in Hz (the agent's --rate)."),
+    interface: list[str] = typer.Option(  # noqa: B008
+        [], "--interface", help="Network interface to sample (repeatable; default: every non-loopback one)."
+    ),
+    duration: str | None = typer.Option(None, "--duration", help="How long to record, e.g. 90s, 15m, 2h, 1d "
+                                        "(default: until Ctrl-C or SIGTERM)."),
+    fmt: str = typer.Option("parquet", "--format", help="File format: parquet or csv."),
+    rotate: str = typer.Option("1h", "--rotate", help="Start a new file after this long."),
+    flush: str = typer.Option("10s", "--flush", help="Write to disk this often (a crash loses at most this)."),
+) -> None:
+    """Record live telemetry with the agent's sampler; `train`, `tune`, `evaluate` and `agent --replay` read
+    the folder as one series."""
+    from tinywarden.telemetry.live import LiveSampler
+    from tinywarden.telemetry.record import Recorder, RecordStats, parse_duration
+
+    if not (rate > 0 and rate <= 1000):
+        raise ConfigError(f"--rate must be in (0, 1000] Hz, got {rate}")
+    seconds = parse_duration(duration) if duration is not None else None
+    sampler = LiveSampler(1.0 / rate, list(interface) or None)
+    recorder = Recorder(sampler, out, fmt=fmt, rotate_s=parse_duration(rotate, "--rotate"),
+                        flush_s=parse_duration(flush, "--flush"))
+    st = recorder.stats
+    if st.resumed_after is not None:
+        console.print(f"{out}: continuing the recording already there (new files only)", highlight=False)
+    stop = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    columns = [SpinnerColumn(), TextColumn("{task.description}")]
+    if seconds is not None:
+        columns += [BarColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("recording", total=seconds * rate if seconds else None)
+
+        def show(s: RecordStats) -> None:
+            bar.update(task, completed=s.rows, description=(
+                f"recording {len(s.channels)} channels at {rate:g} Hz: {s.rows} rows, {s.rows_flushed} on disk, "
+                f"{s.gaps} gap(s), {len(s.files)} file(s)"))
+
+        try:
+            recorder.run(seconds, progress=show, should_stop=lambda: stop)
+        except KeyboardInterrupt:
+            pass  # run() has flushed what it had
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    t = Table(title=f"recording {out}", show_header=False)
+    t.add_row("rows", f"{st.rows_flushed} written ({st.rows} sampled)")
+    t.add_row("gaps", f"{st.gaps} (spacing > 2 sampling periods{', counting the resume' if st.resumed_after else ''})")
+    t.add_row("channels", f"{len(st.channels)}: {', '.join(st.channels)}")
+    t.add_row("files", ", ".join(f.name for f in st.files) or "none")
+    console.print(t)
+    if st.stopped is not None:
+        console.print(f"[bold red]stopped:[/] {st.stopped}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)

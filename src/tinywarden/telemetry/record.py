@@ -1,0 +1,217 @@
+"""Recording the host's live telemetry to a folder of files, to train on later.
+
+A :class:`Recorder` takes samples from a :class:`~tinywarden.telemetry.live.LiveSampler` (the very
+sampler the agent runs, so a model trained on the recording has the agent's channels) and writes them
+to ``out_dir`` as Parquet or CSV *segments*, one file per ``rotate_s`` seconds (or ``max_rows`` rows).
+
+Durability: the open segment is rewritten whole every ``flush_s`` seconds through
+:func:`tinywarden.fileio.atomic_open` (temporary file, fsync, rename), so every file on disk is
+always complete and readable, and a kill or a power loss loses at most the samples since the last
+flush. Rewriting is why a segment is bounded: its rows are held in memory until it rotates.
+
+Resuming: a recorder never overwrites. It names each segment ``rec-<UTC start>-<seq>.<ext>`` with a
+sequence number past every file already there, and it continues after the folder's last timestamp,
+so the folder reads as one series (:func:`tinywarden.telemetry.io.read_folder`). A folder recorded
+with other channels (another interface set, another host) is refused at start.
+
+Timestamps follow the monotonic clock from the wall-clock time at start: a wall clock stepped back or
+forward while recording moves nothing (timestamps stay strictly increasing, spacing stays true).
+A sampling slot the host missed (suspend, overload) is counted as a gap. A write that fails (a full
+disk, a folder gone) stops the recording cleanly: what was flushed before stays on disk, and
+:attr:`RecordStats.stopped` says what happened.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinywarden.errors import ConfigError, DataError
+from tinywarden.telemetry.io import FOLDER_SUFFIXES, read_series, write_csv, write_parquet
+from tinywarden.telemetry.live import LiveSampler
+from tinywarden.telemetry.series import Series
+
+__all__ = ["FORMATS", "RecordStats", "Recorder", "parse_duration"]
+
+#: File formats a recording is written in, by ``--format`` name: the file suffix.
+FORMATS = {"parquet": ".parquet", "csv": ".csv"}
+#: Gap rule, as :meth:`Series.gaps`: a spacing above this many sampling periods is a gap.
+GAP_PERIODS = 2.0
+_SEGMENT = re.compile(r"^rec-\d{8}T\d{6}Z-(\d+)\.(?:parquet|csv)$")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str, option: str = "--duration") -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``2h`` or ``1d``; anything else names the option.
+
+    >>> parse_duration("2h"), parse_duration("90"), parse_duration("1.5m")
+    (7200.0, 90.0, 90.0)
+    """
+    t = text.strip().lower()
+    unit = _UNITS.get(t[-1:])
+    number = t[:-1] if unit is not None else t
+    try:
+        value = float(number) * (unit or 1.0)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected a number of seconds or e.g. 30s, 15m, 2h, 1d") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{option} {text!r}: must be a positive duration")
+    return value
+
+
+@dataclass
+class RecordStats:
+    """What a recording run did: rows written (flushed to disk), gaps, files and why it stopped early."""
+
+    channels: tuple[str, ...]
+    rows: int = 0
+    rows_flushed: int = 0
+    gaps: int = 0
+    files: list[Path] = field(default_factory=list)
+    resumed_after: float | None = None  # the folder's last timestamp when this run continued a recording
+    started: float = 0.0
+    last: float = 0.0
+    stopped: str | None = None  # why the recording stopped before its duration (None: it did not)
+
+
+class Recorder:
+    """Samples ``sampler`` into segment files in ``out_dir`` (see the module docstring).
+
+    ``clock`` is monotonic seconds (the sampler's cadence), ``wallclock`` epoch seconds read once at
+    start; both are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        sampler: LiveSampler,
+        out_dir: str | Path,
+        *,
+        fmt: str = "parquet",
+        rotate_s: float = 3600.0,
+        flush_s: float = 10.0,
+        max_rows: int = 100_000,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        for name, v in (("--rotate", rotate_s), ("--flush", flush_s)):
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be a positive number of seconds, got {v!r}")
+        if max_rows < 1:
+            raise ConfigError(f"max_rows must be >= 1, got {max_rows}")
+        self.sampler = sampler
+        self.out_dir = Path(out_dir)
+        self.fmt = fmt
+        self.rotate_s, self.flush_s, self.max_rows = float(rotate_s), float(flush_s), int(max_rows)
+        self.wallclock = wallclock
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ConfigError(f"--out {self.out_dir}: exists and is not a folder")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.stats = RecordStats(channels=tuple(sampler.channels))
+        self._seq, self.stats.resumed_after = self._existing()
+
+    def _existing(self) -> tuple[int, float | None]:
+        """The next segment number, and the last timestamp of the recording already in the folder."""
+        files = sorted(f for f in self.out_dir.iterdir()
+                       if f.is_file() and f.suffix in FOLDER_SUFFIXES and not f.name.startswith("."))
+        seqs = [int(m.group(1)) for f in files if (m := _SEGMENT.match(f.name))]
+        last: float | None = None
+        for f in files:
+            try:
+                s = read_series(f)
+            except DataError:
+                continue  # a damaged file is skipped (and named) when the folder is read
+            if s.channels != self.stats.channels:
+                raise ConfigError(
+                    f"--out {self.out_dir}: {f.name} was recorded with channels {', '.join(s.channels)}, this "
+                    f"host samples {', '.join(self.stats.channels)}; record into another folder"
+                )
+            last = float(s.timestamps[-1]) if last is None else max(last, float(s.timestamps[-1]))
+        return max(seqs, default=0) + 1, last
+
+    def _segment_path(self, t: float) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t))
+        while True:
+            p = self.out_dir / f"rec-{stamp}-{self._seq:04d}{FORMATS[self.fmt]}"
+            self._seq += 1
+            if not p.exists():
+                return p
+
+    def _write(self, path: Path, ts: list[float], rows: list[np.ndarray]) -> None:
+        series = Series(np.asarray(ts), np.vstack(rows), self.stats.channels, source=str(path))
+        (write_parquet if self.fmt == "parquet" else write_csv)(series, path)
+
+    def run(
+        self,
+        duration_s: float | None = None,
+        *,
+        progress: Callable[[RecordStats], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> RecordStats:
+        """Record for ``duration_s`` seconds (forever when ``None``) or until ``should_stop()``; ``progress``
+        is called after every sample. Returns the run's :class:`RecordStats`; never raises on a failed write."""
+        st = self.stats
+        period = self.sampler.period_s
+        clock = self.sampler.clock
+        mono0 = clock()
+        base = self.wallclock()
+        if st.resumed_after is not None and base <= st.resumed_after:
+            base = st.resumed_after + period  # the wall clock is behind the recording: continue after it
+        st.started = base
+
+        def stamp() -> float:
+            return base + (clock() - mono0)
+
+        seg_path: Path | None = None
+        seg_start = 0.0
+        ts: list[float] = []
+        rows: list[np.ndarray] = []
+        last_flush = mono0
+        prev_t = st.resumed_after
+
+        def flush() -> bool:
+            nonlocal last_flush
+            last_flush = clock()
+            if seg_path is None or not ts:
+                return True
+            try:
+                self._write(seg_path, ts, rows)
+            except OSError as exc:
+                st.stopped = (f"cannot write {seg_path} ({exc.strerror or exc}): recording stopped; "
+                              f"{st.rows_flushed} row(s) written before are kept")
+                return False
+            if seg_path not in st.files:
+                st.files.append(seg_path)
+            st.rows_flushed = st.rows
+            return True
+
+        try:
+            for t, sample in self.sampler.stream(None, wallclock=stamp):
+                if prev_t is not None and t - prev_t > GAP_PERIODS * period:
+                    st.gaps += 1
+                prev_t = t
+                if seg_path is None or t - seg_start >= self.rotate_s or len(ts) >= self.max_rows:
+                    if not flush():
+                        break
+                    seg_path, seg_start, ts, rows = self._segment_path(t), t, [], []
+                ts.append(t)
+                rows.append(sample)
+                st.rows += 1
+                st.last = t
+                if clock() - last_flush >= self.flush_s and not flush():
+                    break
+                if progress is not None:
+                    progress(st)
+                # the sample in the last slot of ``duration_s`` ends the run (robust to a late wake-up)
+                if (duration_s is not None and t - st.started >= duration_s - 1.5 * period) or should_stop():
+                    break
+        finally:
+            if st.stopped is None:
+                flush()
+        return st
