@@ -148,14 +148,14 @@ def likelihood_c(program: Program) -> LikelihoodC:
               "TW_LIK_SLOW_SHIFT": int(a["slow_shift"]), "TW_LIK_GATE": int(a["gate"]),
               "TW_LIK_TABLE_N": int(table.size), **likelihood_q.LIMITS}
     fields = [_scalar("int64_t", "lik_mean"), _scalar("int64_t", "lik_var"), _scalar("int32_t", "lik_sum"),
-              _scalar("int32_t", "lik_ring", int(a["short"])), _scalar("uint16_t", "lik_pos"),
+              _scalar("int32_t", "lik_y", int(a["short"])), _scalar("uint16_t", "lik_pos"),
               _scalar("uint16_t", "lik_count"), _scalar("uint16_t", "confidence")]
     return LikelihoodC(
         [c_array("tw_log2_table", likelihood_q.LOG2_TABLE), c_array("tw_confidence_table", table)],
         limits, fields, likelihood_q.C_TEMPLATE.strip("\n") + "\n",
         "    s->lik_mean = TW_LIK_MEAN0;\n    s->lik_var = TW_LIK_VAR0;\n",
         "    s->confidence = tw_likelihood_q(s, score);\n", "s->confidence",
-        "lik_ring[(lik_pos + i) mod TW_LIK_SHORT] holds the Q16 log-scores of the last lik_count windows, "
+        "lik_y[(lik_pos + i) mod TW_LIK_SHORT] holds the Q16 log-scores of the last lik_count windows, "
         "lik_sum their sum; lik_mean (Q32) and lik_var (Q32, >= TW_LIK_VAR_FLOOR) are the running log-score "
         "distribution; confidence is the last window's (Q15)")
 
