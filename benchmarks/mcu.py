@@ -311,7 +311,7 @@ def likelihood_md(lk: dict[str, Any]) -> list[str]:
         return ["", "The default program has no likelihood step (no `tw_confidence`)."]
     lines = ["", "## The calibrated likelihood on the device (`tw_confidence`)", "",
              "Added by the integer likelihood step after the score (log2 by top bit + table, running mean and "
-             "variance in fixed point, integer square root, one 64-bit division, Q15 confidence table): the same "
+             "variance in fixed point, integer square root, one 32-bit division, Q15 confidence table): the same "
              "program measured with and without it.", "",
              "| core | + flash B | + static RAM B | + state B | + instr./window | libgcc helpers added |",
              "|---|---:|---:|---:|---:|---|"]

@@ -16,8 +16,9 @@ calibration scores (:func:`lower_likelihood`), :func:`confidence_q` is the Pytho
 2. the short-term level ``sum / count`` of the last ``short`` values of ``y`` (Q16, non-negative);
 3. ``d = level * 2**16 - mean`` (mean in Q32), ``d16 = d >> 16``; ``std = isqrt(var)`` (var in Q32, std
    in Q16, ``>= 1``);
-4. ``u = clamp(d16, -4 std, (n - 1)/8 std - 4 std) + 4 std`` and ``zq = (u << 12) / std``, the table
-   position in 1/512 steps: ``confidence = T[i] + ((T[i+1] - T[i]) * f >> 9)`` with ``i = zq >> 9``,
+4. ``u = clamp(d16, -4 std, (n - 1)/8 std - 4 std) + 4 std`` and ``zq = ((u >> sh) << 12) / (std >> sh)``
+   (``sh`` the fewest bits that bring ``std`` below ``2**14``: a 32-bit division), the table position in
+   1/512 steps: ``confidence = T[i] + ((T[i+1] - T[i]) * f >> 9)`` with ``i = zq >> 9``,
    ``f = zq & 511``; ``T`` (``conf_table``, uint16 Q15, non-decreasing) holds ``clip(-log10 Q(z) /
    decades, 0, 1)`` at ``z = -4 + i/8``, so the last entry is 32768 (confidence 1) once ``z >= z_max``;
 5. the rate shift is ``rate_shift``, plus ``slow_shift`` when ``gate >= 0`` and ``d16 * 2**12 > gate *
@@ -59,6 +60,8 @@ Z_MIN = -4
 Z_STEP_BITS = 3
 #: Interpolation positions between two knots of the confidence table.
 Z_FRAC_BITS = 9
+#: ``std`` is shifted below ``2**DIV_BITS`` before the division (so ``u << 12`` stays below ``2**31``).
+DIV_BITS = 14
 #: ``spread * 2**k`` keeps at least this many bits.
 SPREAD_BITS = 10
 MAX_SHORT = 256
@@ -177,7 +180,8 @@ class LikelihoodQStream:
         std = math.isqrt(self.var)
         n = len(self.table)
         u = min(max(d16, Z_MIN * std), ((n - 1) * std >> Z_STEP_BITS) + Z_MIN * std) - Z_MIN * std
-        zq = (u << (Z_STEP_BITS + Z_FRAC_BITS)) // std
+        sh = max(0, std.bit_length() - DIV_BITS)  # u >> sh < 2**19: the division fits 32 bits
+        zq = ((u >> sh) << (Z_STEP_BITS + Z_FRAC_BITS)) // (std >> sh)
         i, f = zq >> Z_FRAC_BITS, zq & ((1 << Z_FRAC_BITS) - 1)
         conf = self.table[n - 1] if i >= n - 1 else \
             self.table[i] + (((self.table[i + 1] - self.table[i]) * f) >> Z_FRAC_BITS)
@@ -269,7 +273,8 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
     int64_t u;
     int64_t hi;
     int64_t v;
-    uint64_t zq;
+    uint32_t zq;
+    int32_t sh = 0;
     uint32_t i;
     uint32_t f;
     int32_t rs = TW_LIK_RATE_SHIFT;
@@ -288,9 +293,12 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
     std = (int64_t)tw_isqrt64((uint64_t)s->lik_var);
     hi = ((TW_LIK_TABLE_N - 1) * std >> 3) - 4 * std;
     u = ((d16 < -4 * std) ? -4 * std : ((d16 > hi) ? hi : d16)) + 4 * std;
-    zq = ((uint64_t)u << 12) / (uint64_t)std;
-    i = (uint32_t)(zq >> 9);
-    f = (uint32_t)(zq & 511u);
+    while ((std >> sh) >= (INT64_C(1) << 14)) {
+        sh++;
+    }
+    zq = ((uint32_t)(u >> sh) << 12) / (uint32_t)(std >> sh); /* u >> sh < 2^19: 32-bit division */
+    i = zq >> 9;
+    f = zq & 511u;
     if (i >= (uint32_t)(TW_LIK_TABLE_N - 1)) {
         conf = tw_confidence_table[TW_LIK_TABLE_N - 1];
     } else {
