@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -286,6 +287,41 @@ def module_figures(program: Program, work: Path, stream: np.ndarray, *, size_cor
     return out, target.decisions
 
 
+def likelihood_cost(program: Program, figures: dict[str, Any], work: Path, stream: np.ndarray) -> dict[str, Any]:
+    """What the on-device likelihood (``tw_confidence``) adds to ``program``'s module: ``figures`` (measured
+    with it) against the same program without the step, sizes and instructions per window on every core."""
+    if program.likelihood is None:
+        return {"present": False}
+    bare, _ = module_figures(dataclasses.replace(program, likelihood=None), work, stream)
+    out: dict[str, Any] = {"present": True, "sizes": {}, "instructions": {}}
+    for core, v in figures["sizes"].items():
+        b = bare["sizes"][core]
+        out["sizes"][core] = {k: v[k] - b[k] for k in ("flash", "static_ram", "state", "static_ram_with_state")}
+        out["sizes"][core]["libgcc_added"] = sorted(set(v["libgcc"]) - set(b["libgcc"]))
+    for core, v in figures["instructions"].items():
+        out["instructions"][core] = v["per_window"] - bare["instructions"][core]["per_window"]
+    out["without"] = {"flash_m4": bare["sizes"]["cortex-m4"]["flash"],
+                      "ram_m4": bare["sizes"]["cortex-m4"]["static_ram_with_state"]}
+    return out
+
+
+def likelihood_md(lk: dict[str, Any]) -> list[str]:
+    """The likelihood's added cost, one line per core."""
+    if not lk.get("present"):
+        return ["", "The default program has no likelihood step (no `tw_confidence`)."]
+    lines = ["", "## The calibrated likelihood on the device (`tw_confidence`)", "",
+             "Added by the integer likelihood step after the score (log2 by top bit + table, running mean and "
+             "variance in fixed point, integer square root, one 32-bit division, Q15 confidence table): the same "
+             "program measured with and without it.", "",
+             "| core | + flash B | + static RAM B | + state B | + instr./window | libgcc helpers added |",
+             "|---|---:|---:|---:|---:|---|"]
+    for core, v in lk["sizes"].items():
+        ins = lk["instructions"].get(core)
+        lines.append(f"| {core} | {v['flash']} | {v['static_ram']} | {v['state']} | {_cell(ins, '{:.0f}')} | "
+                     f"{', '.join(v['libgcc_added']) or 'none'} |")
+    return lines
+
+
 def window_auc(pipe: Pipeline, program: Program, series: Series, cut: int) -> float | None:
     """ROC AUC of the int8 program's window scores on the held-out days vs the window labels (a window is
     anomalous when it holds an attack row), as the demo evaluates: the whole series is streamed, windows
@@ -392,6 +428,7 @@ def measure(days: float, train_days: float, seed: int, tune_seconds: float = 170
         work = Path(tmp)
         figures, decisions = module_figures(program, work, stream)
         res.update(figures)
+        res["likelihood"] = likelihood_cost(program, figures, work / "bare", stream)
         host = run_on_host(work, stream, repeats=400)
         res["host_c_ns_per_window"] = host.ns_per_window
         res["host_c_decisions_equal"] = not host.decisions.differences(decisions)
@@ -480,6 +517,7 @@ def render_md(r: dict[str, Any]) -> str:
         "TFLM flash is not measured here (the pip wheel has no sources to cross-build); published figures:",
     ]
     lines += [f"- {x['claim']} ({x['source']})" for x in tf["published_flash"]]
+    lines += likelihood_md(r["likelihood"])
     lines += energy_md(r["energy"])
     lines.append("Host times are medians on this machine and vary between runs; instruction counts and sizes "
                  "are exact for a given model and change only with the model or the generated C.")
@@ -568,11 +606,26 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--tune-seconds", type=float, default=170.0,
                     help="time budget of the tuner's search for the tuned row (its time_budget)")
+    ap.add_argument("--likelihood-only", action="store_true",
+                    help="measure only the default pipeline with and without its likelihood step (no file written)")
     args = ap.parse_args()
     missing = missing_tools()
     if missing:
         print("cannot run the MCU benchmark:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
+    if args.likelihood_only:
+        series, cut = camera_data(args.days, args.train_days, args.seed)
+        _, program = default_pipeline(series, cut)
+        stream = series.slice(cut, len(series)).values[:STREAM_ROWS]
+        with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmp:
+            figures, _ = module_figures(program, Path(tmp), stream)
+            lk = likelihood_cost(program, figures, Path(tmp) / "bare", stream)
+        lk["with"] = {"flash_m4": figures["sizes"]["cortex-m4"]["flash"],
+                      "ram_m4": figures["sizes"]["cortex-m4"]["static_ram_with_state"],
+                      "instructions": {c: v["per_window"] for c, v in figures["instructions"].items()},
+                      "qemu_check": figures["qemu_check"]}
+        print(json.dumps(lk, indent=2, sort_keys=True) if args.json else "\n".join(likelihood_md(lk)))
+        return 0
     res = measure(args.days, args.train_days, args.seed, args.tune_seconds)
     md = render_md(res)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from tinywarden.codegen.c import emit_c, write_c
 from tinywarden.detectors import make_detector
 from tinywarden.errors import ConfigError
 from tinywarden.pipeline import Pipeline
-from tinywarden.program import MAX_WINDOW, quantize_fixed, quantize_samples, run_int8
+from tinywarden.program import MAX_WINDOW, quantize_fixed, quantize_samples, run_confidence, run_int8
 from tinywarden.quantize import quantize_pipeline
 from tinywarden.telemetry import read_series
 
@@ -37,7 +37,7 @@ def run(exe: Path, samples: np.ndarray, mode: str, tmp: Path) -> np.ndarray:
     path = tmp / f"in_{mode}.bin"
     samples.tofile(path)
     out = subprocess.run([str(exe), str(path), mode], check=True, capture_output=True, text=True).stdout
-    return np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64).reshape(-1, 4)
+    return np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64).reshape(-1, 5)
 
 
 def assert_bit_exact(program, exe, values, tmp):
@@ -50,6 +50,8 @@ def assert_bit_exact(program, exe, values, tmp):
         assert rows[:, 1].tolist() == scores.tolist()
         assert rows[:, 2].tolist() == (scores > program.threshold).astype(int).tolist()
         assert rows[:, 3].tolist() == alarms.tolist()
+        conf = run_confidence(program, scores)
+        assert rows[:, 4].tolist() == (conf.tolist() if conf is not None else [0] * len(scores))
 
 
 @pytest.mark.parametrize("detector", INT8_FAMILIES)

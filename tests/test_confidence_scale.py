@@ -1,4 +1,5 @@
-"""One confidence scale (issue 14 item 1): tier ``min_confidence`` in the engine, its C-export refusal."""
+"""One confidence scale (issue 14 items 1 and 3): tier ``min_confidence`` in the engine, and in the C export,
+which honours it with the program's integer likelihood and refuses it for a program without one."""
 
 from __future__ import annotations
 
@@ -77,14 +78,17 @@ def test_min_confidence_outside_0_1_is_refused_with_its_key(value: str) -> None:
         parse_policy(gated_policy(None).replace("[tiers.alert]\n", f"[tiers.alert]\nmin_confidence = {value}\n"))
 
 
-def test_the_c_export_refuses_min_confidence_and_accepts_the_same_policy_without_it() -> None:
+def test_the_c_export_refuses_min_confidence_only_without_a_likelihood() -> None:
     check_c_exportable(parse_policy(gated_policy(None)))
+    check_c_exportable(parse_policy(gated_policy(0.5)), has_likelihood=True)
     with pytest.raises(PolicyError, match=r"tiers\.alert\.min_confidence: the generated C module has no"):
         check_c_exportable(parse_policy(gated_policy(0.5)))
 
 
-def test_the_c_emitter_itself_refuses_min_confidence() -> None:
-    # the library path (emit_c / write_c / export_c with a policy) refuses too, not only the CLI
+def test_the_c_emitter_honours_min_confidence_with_a_likelihood_and_refuses_it_without() -> None:
+    # the library path (emit_c / write_c / export_c with a policy) decides too, not only the CLI
+    import dataclasses
+
     from int8_fixtures import camera, fitted
     from tinywarden.codegen.c import emit_c
     from tinywarden.quantize import quantize_pipeline
@@ -92,12 +96,16 @@ def test_the_c_emitter_itself_refuses_min_confidence() -> None:
     pipe, _ = fitted("ewma")
     _, train = camera()
     program = quantize_pipeline(pipe, train)
+    assert program.likelihood is not None
     assert "tw_respond" in emit_c(program, parse_policy(gated_policy(None)))["tinywarden_model.c"]
+    src = emit_c(program, parse_policy(gated_policy(0.5)))["tinywarden_model.c"]
+    assert "tw_resp_min_confidence" in src and "16384" in src  # the alert bar 0.5 in Q15
     with pytest.raises(PolicyError, match=r"min_confidence"):
-        emit_c(program, parse_policy(gated_policy(0.5)))
+        emit_c(dataclasses.replace(program, likelihood=None), parse_policy(gated_policy(0.5)))
 
 
 def test_cli_export_refuses_min_confidence_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import copy
     import sys
 
     from int8_fixtures import camera, fitted
@@ -105,7 +113,8 @@ def test_cli_export_refuses_min_confidence_in_one_line(tmp_path: Path, capsys: p
     from tinywarden.modelfile import save_pipeline
     from tinywarden.quantize import int8_sections
 
-    pipe, _ = fitted("ewma")
+    pipe = copy.copy(fitted("ewma")[0])
+    pipe.likelihood_ = None  # a model trained before the likelihood existed: its int8 program has none
     _, train = camera()
     extra, arrays, _ = int8_sections(pipe, train)
     save_pipeline(pipe, tmp_path / "m.twb", extra=extra, extra_arrays=arrays)

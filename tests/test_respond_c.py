@@ -539,3 +539,33 @@ def test_cli_export_with_policy(tmp_path, capsys):
     rc, err = cli("export", str(tmp_path / "m.twb"), "--policy", str(tmp_path / "bad.toml"), "--out",
                   str(tmp_path / "b"))
     assert rc == 2 and "bad.toml: tiers.constrain.k" in err
+
+
+@pytest.mark.parametrize("sanitized", [False, True])
+def test_end_to_end_min_confidence_matches_the_reference(sanitized, tmp_path):
+    """Tiers with min_confidence: tw_respond compares the window's Q15 confidence with the bars, as
+    run_respond_int8 (run_confidence + machine.advance with the unconfident bits) does."""
+    _, prog = fitted("ewma")
+    assert prog.likelihood is not None
+    times, values = stream()
+    text = policy_text(dwell=600, deescalate=1800, dead_man=3600, telemetry=5000, alert_kn=(1, 2))
+    text = text.replace("[tiers.alert]\n", "[tiers.alert]\nmin_confidence = 0.2\n", 1)
+    text = text.replace("[tiers.constrain]\n", "[tiers.constrain]\nmin_confidence = 0.45\n", 1)
+    policy = parse_policy(text)
+    assert [t.min_confidence for t in policy.tiers][:2] == [0.2, 0.45]
+    exe = build(prog, policy, tmp_path, SANITIZE if sanitized else ())
+    rec = np.zeros(len(values), dtype=[("t", "<u4"), ("x", "<f4", (prog.n_channels,))])
+    with np.errstate(over="ignore"):
+        rec["t"], rec["x"] = times, values.astype(np.float32)
+    rec.tofile(tmp_path / "samples.bin")
+    r = subprocess.run([str(exe), str(tmp_path / "samples.bin"), "s"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got, state, _ = parse(r.stdout)
+    tables = c_tables(policy, prog.threshold)
+    s, ev = run_respond_int8(prog, tables, times.tolist(), values, policy=policy)
+    assert state == state_tuple(s)
+    assert [g[1:] for g in got] == [(int(e.time), e.tier, e.action_tier, e.action, e.kind, e.reason) for e in ev]
+    # the bars change the timeline: without them the same scores escalate differently
+    s0, ev0 = run_respond_int8(prog, tables, times.tolist(), values)
+    assert [(e.time, e.tier, e.kind) for e in ev0] != [(e.time, e.tier, e.kind) for e in ev]
+    assert any(m.REASONS[e.reason] == "escalate" for e in ev)

@@ -22,6 +22,9 @@ A :class:`Program` is what :mod:`tinywarden.quantize.ptq` produces from a fitted
    first); the last writes the int32 ``"score"``.
 4. **decision**: ``flag = score > threshold``; ``anomaly`` when at least ``k`` of the last ``n`` flags
    are set (:func:`tinywarden.calibrate.persist`).
+5. **likelihood** (optional, ``Program.likelihood``): the calibrated confidence of the score stream in Q15,
+   integer only, with state carried from window to window (:mod:`tinywarden.kernels.likelihood_q`;
+   :func:`run_confidence`).
 
 Kernels are named like CMSIS-NN's (``<op>_<dtype>``); :func:`run_int8` interprets the program with their
 numpy references, :mod:`tinywarden.codegen.c` prints it with their C templates, and the test suite requires
@@ -45,10 +48,11 @@ from tinywarden.errors import ConfigError, ModelFileError
 from tinywarden.features import window_end_rows
 from tinywarden.kernels import CTYPES, KERNELS, Op, TensorSpec
 from tinywarden.kernels.features_s16 import MAX_WINDOW
+from tinywarden.kernels.likelihood_q import LikelihoodQStream, check_likelihood, confidence_q
 
 __all__ = ["INT8_HEADER_KEY", "KERNELS", "MAX_FRAC_BITS", "MAX_SAMPLE_ZERO", "MAX_WINDOW", "PROGRAM_VERSION",
            "Int8Stream", "Op", "Program", "TensorSpec", "from_model_file", "quantize_fixed", "quantize_samples",
-           "run_int8", "run_windows", "to_model_file"]
+           "run_confidence", "run_int8", "run_windows", "to_model_file"]
 
 PROGRAM_VERSION = 1
 #: Header key of the program in a ``.twb`` model file (arrays are named ``int8/...``).
@@ -77,6 +81,8 @@ class Program:
     k: int
     n: int
     info: Mapping[str, Any] = field(default_factory=dict)  # provenance and real scales, for reports only
+    #: the calibrated likelihood after the score (:mod:`tinywarden.kernels.likelihood_q`), or None
+    likelihood: Op | None = None
 
     @property
     def n_channels(self) -> int:
@@ -100,7 +106,8 @@ class Program:
     def const_bytes(self) -> int:
         """Bytes of constant data on the device (weights, multipliers, sample quantization)."""
         n = 9 * self.n_channels  # per channel: int32 multiplier, int8 shift, int32 zero point
-        return n + sum(np.asarray(a).nbytes for op in self.ops for a in op.consts.values())
+        ops = (*self.ops, self.likelihood) if self.likelihood is not None else self.ops
+        return n + sum(np.asarray(a).nbytes for op in ops for a in op.consts.values())
 
     @property
     def model_id(self) -> str:
@@ -163,6 +170,11 @@ class Program:
                     raise ConfigError(f"program op {i} ({op.kind}): {exc}") from None
         if not self.ops or self.ops[-1].dst != "score" or self.tensor("score").shape != (1,):
             raise ConfigError("program must end with an op writing the int32 tensor 'score' of shape (1,)")
+        if self.likelihood is not None:
+            try:
+                check_likelihood(self.likelihood)
+            except ConfigError as exc:
+                raise ConfigError(f"program likelihood: {exc}") from None
         return self
 
 
@@ -260,6 +272,14 @@ def run_int8(program: Program, samples: np.ndarray) -> tuple[np.ndarray, np.ndar
     return scores, persist(flags, program.k, program.n)
 
 
+def run_confidence(program: Program, scores: np.ndarray) -> np.ndarray | None:
+    """uint16 Q15 confidences of the int32 window scores of one stream, as ``tw_confidence`` gives them after
+    each window (from ``tw_init``); None for a program without a likelihood step."""
+    if program.likelihood is None:
+        return None
+    return confidence_q(program.likelihood, np.asarray(scores, dtype=np.int32))
+
+
 class Int8Stream:
     """Firmware-style interpreter: push one sample, get ``(score, anomaly)`` when a window completes.
 
@@ -271,12 +291,18 @@ class Int8Stream:
         self.program = program
         self.ring = np.zeros((program.window, program.n_channels), dtype=np.int16)
         self.persistence = Persistence(program.k, program.n)
+        self.likelihood = None if program.likelihood is None else LikelihoodQStream(program.likelihood)
+        #: Q15 confidence of the last window (``tw_confidence``); 0 before the first, and without a likelihood
+        self.confidence = 0
         self.reset()
 
     def reset(self) -> None:
         """Forget every sample and flag (``tw_init``)."""
         self.head, self.filled, self.phase = 0, 0, 0
         self.persistence.reset()
+        self.confidence = 0
+        if self.likelihood is not None:
+            self.likelihood.reset()
 
     def push(self, sample: np.ndarray) -> tuple[int, int] | None:
         s = np.asarray(sample)
@@ -295,6 +321,8 @@ class Int8Stream:
                 return None
         win = np.concatenate((self.ring[self.head :], self.ring[: self.head]))[None]
         score = int(run_windows(p, win)[0])
+        if self.likelihood is not None:
+            self.confidence = self.likelihood.push(score)
         return score, int(self.persistence.push(score > p.threshold))
 
 
@@ -334,6 +362,11 @@ def to_model_file(program: Program, with_id: bool = True) -> tuple[dict[str, Any
         "n": program.n,
         "info": _jsonable(dict(program.info)),
     }
+    if program.likelihood is not None:  # absent for a program without one, so older model ids are unchanged
+        lik = program.likelihood
+        arrays.update({f"int8/likelihood/{c}": np.asarray(a) for c, a in lik.consts.items()})
+        header["likelihood"] = {"kind": lik.kind, "src": list(lik.src), "dst": lik.dst,
+                                "attrs": _jsonable(dict(lik.attrs)), "consts": sorted(lik.consts)}
     if with_id:
         header["model_id"] = program.model_id
     return header, arrays
@@ -368,6 +401,10 @@ def from_model_file(
                _narrow_legacy(o["kind"], {c: np.asarray(arrays[f"int8/op{i}/{c}"]) for c in o["consts"]}))
             for i, o in enumerate(header["ops"])
         )
+        lh = header.get("likelihood")
+        likelihood = None if lh is None else Op(
+            lh["kind"], tuple(lh["src"]), lh["dst"], dict(lh["attrs"]),
+            {c: np.asarray(arrays[f"int8/likelihood/{c}"]) for c in lh["consts"]})
         program = Program(
             channels=tuple(header["channels"]),
             window=int(header["window"]),
@@ -381,6 +418,7 @@ def from_model_file(
             k=int(header["k"]),
             n=int(header["n"]),
             info=dict(header.get("info", {})),
+            likelihood=likelihood,
         )
         program.validate()
     except (KeyError, TypeError, ValueError) as exc:

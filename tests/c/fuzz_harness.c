@@ -149,6 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             w.score = score;
             w.flag = (uint8_t)(score > TW_THRESHOLD);
             w.anomaly = 0;
+            w.confidence = (uint16_t)score; /* any Q15-or-beyond value: the bars compare it as it comes */
             n = tw_respond(&r, now, kind == 0x80 ? NULL : &w, ev, kind == 0x82 && enough ? max_events + 1 : max_events);
             valid_kind = 1;
         } else {

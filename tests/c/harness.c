@@ -1,7 +1,7 @@
 /*
  * Test harness for a generated tinywarden C module: streams samples from a binary file through
  * tw_push (float32 rows, mode "f") or tw_push_q (int16 rows, mode "q") and prints one line per
- * completed window: "<row index> <score> <flag> <anomaly>". Also prints "q <row> <int16...>" for
+ * completed window: "<row index> <score> <flag> <anomaly> <Q15 confidence>". Also prints "q <row> <int16...>" for
  * every row with mode "Q" (float rows, only tw_quantize_sample) or "I<frac bits>" (int32 rows, only
  * tw_quantize_fixed), streams int32 rows through tw_push_fixed with mode "i<frac bits>", and checks the
  * NULL-argument and frac_bits contracts.
@@ -42,7 +42,7 @@ int main(int argc, char **argv)
     if (tw_push(NULL, xf, &r) != TW_EINVAL || tw_push(&st, NULL, &r) != TW_EINVAL ||
         tw_push_q(&st, xq, NULL) != TW_EINVAL || tw_push_fixed(&st, NULL, 0, &r) != TW_EINVAL ||
         tw_quantize_fixed(xi, -1, xq) != TW_EINVAL || tw_quantize_fixed(xi, TW_MAX_FRAC_BITS + 1, xq) != TW_EINVAL ||
-        st.filled != 0) {
+        st.filled != 0 || tw_confidence(NULL) != 0u || tw_confidence(&st) != 0u) {
         fprintf(stderr, "NULL-argument contract broken\n");
         return 3;
     }
@@ -87,7 +87,8 @@ int main(int argc, char **argv)
             }
         }
         if (got == 1) {
-            printf("%ld %ld %d %d\n", row, (long)r.score, (int)r.flag, (int)r.anomaly);
+            printf("%ld %ld %d %d %u\n", row, (long)r.score, (int)r.flag, (int)r.anomaly,
+                   (unsigned)tw_confidence(&st));
         }
         row++;
     }

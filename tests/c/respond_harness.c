@@ -54,6 +54,7 @@ static int feed(tw_response_t *r, int32_t kind, uint32_t now, int32_t score, tw_
     tw_result_t w;
     w.score = kind == TW_INPUT_FAULT ? TW_SCORE_FAULT : score;
     w.flag = w.anomaly = 0u;
+    w.confidence = 0u;
     if (kind == TW_INPUT_SCORE || kind == TW_INPUT_FAULT) {
         return tw_respond(r, now, &w, ev, TW_RESPOND_MAX_EVENTS);
     }

@@ -25,7 +25,7 @@ from tinywarden.arith import C_HELPERS
 from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_defines, c_literal, template
 from tinywarden.errors import ConfigError
-from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField
+from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, likelihood_q
 from tinywarden.kernels.features_s16 import MAX_WINDOW
 from tinywarden.program import MAX_FRAC_BITS, MAX_SAMPLE_ZERO, SAMPLE_SATURATION, Program
 
@@ -120,6 +120,46 @@ def state_layout(fields: list[StateField]) -> tuple[str, int]:
     return "\n".join(lines), total + pad
 
 
+@dataclass(frozen=True)
+class LikelihoodC:
+    """The likelihood step's part of the module (:mod:`tinywarden.kernels.likelihood_q`), or its absence."""
+
+    constants: list[str]
+    limits: dict[str, int]
+    fields: list[StateField]
+    body: str
+    init: str
+    post_score: str
+    confidence: str
+    invariant: str
+
+
+def likelihood_c(program: Program) -> LikelihoodC:
+    """What the program's likelihood step adds to the C module (nothing but ``tw_confidence() == 0``
+    without one)."""
+    op = program.likelihood
+    if op is None:
+        return LikelihoodC([], {}, [], "", "", "", "0u", "")
+    a = op.attrs
+    table = np.asarray(op.consts["conf_table"])
+    limits = {"TW_LIK_SHORT": int(a["short"]), "TW_LIK_LO": int(a["lo"]), "TW_LIK_K": int(a["k"]),
+              "TW_LIK_SPREAD": int(a["spread"]), "TW_LIK_MEAN0": int(a["mean"]), "TW_LIK_VAR0": int(a["var"]),
+              "TW_LIK_VAR_FLOOR": int(a["var_floor"]), "TW_LIK_RATE_SHIFT": int(a["rate_shift"]),
+              "TW_LIK_SLOW_SHIFT": int(a["slow_shift"]), "TW_LIK_GATE": int(a["gate"]),
+              "TW_LIK_TABLE_N": int(table.size), **likelihood_q.LIMITS}
+    fields = [_scalar("int64_t", "lik_mean"), _scalar("int64_t", "lik_var"), _scalar("int32_t", "lik_sum"),
+              _scalar("int32_t", "lik_y", int(a["short"])), _scalar("uint16_t", "lik_pos"),
+              _scalar("uint16_t", "lik_count"), _scalar("uint16_t", "confidence")]
+    return LikelihoodC(
+        [c_array("tw_log2_table", likelihood_q.LOG2_TABLE), c_array("tw_confidence_table", table)],
+        limits, fields, likelihood_q.C_TEMPLATE.strip("\n") + "\n",
+        "    s->lik_mean = TW_LIK_MEAN0;\n    s->lik_var = TW_LIK_VAR0;\n",
+        "    s->confidence = tw_likelihood_q(s, score);\n", "s->confidence",
+        "lik_y[(lik_pos + i) mod TW_LIK_SHORT] holds the Q16 log-scores of the last lik_count windows, "
+        "lik_sum their sum; lik_mean (Q32) and lik_var (Q32, >= TW_LIK_VAR_FLOOR) are the running log-score "
+        "distribution; confidence is the last window's (Q15)")
+
+
 def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
     """``{file name: text}`` of the C module (``tinywarden_model.h`` and ``tinywarden_model.c``).
 
@@ -175,6 +215,12 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
         fields += [_scalar("int16_t", "ring", program.window, program.n_channels), _scalar("uint16_t", "head")]
         invariants.insert(0, "ring rows [head, TW_WINDOW) then [0, head) are the window, oldest first, once "
                              "filled == TW_WINDOW")
+    lik = likelihood_c(program)
+    constants.extend(lik.constants)
+    limits.update(lik.limits)
+    fields.extend(lik.fields)
+    if lik.invariant:
+        invariants.append(lik.invariant)
     scratch = [_scalar(CTYPES[t.dtype], f"t_{t.name}", t.size) for t in program.tensors]
     state_fields, state_bytes = state_layout(fields + scratch)
     scratch_bytes = sum(f.nbytes for f in scratch)
@@ -212,16 +258,20 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
         max_frac_bits=MAX_FRAC_BITS,
         sample_saturation=SAMPLE_SATURATION,
         max_sample_zero=MAX_SAMPLE_ZERO,
+        has_likelihood=int(program.likelihood is not None),
     )
     source = template("tinywarden_model.c.tmpl").substitute(
         common,
         constants="\n".join(constants).rstrip(),
         helpers="\n".join([*limit_block, *helpers]).rstrip(),
-        kernels="\n".join(body for _, body in kernels).rstrip(),
+        kernels="\n".join([*(body for _, body in kernels), lik.body]).rstrip(),
         calls="\n".join(calls),
         per_sample="\n".join(per_sample),
         channel_index="    int32_t c;\n" if needs_ring else "",
         history_mask=f"UINT64_C({hex((1 << program.n) - 1)})",
+        likelihood_init=lik.init,
+        likelihood_step=lik.post_score,
+        confidence=lik.confidence,
     )
     if policy is not None:
         from tinywarden.codegen.respond import emit_respond

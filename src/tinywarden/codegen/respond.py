@@ -50,7 +50,8 @@ from tinywarden.codegen.render import GENERATOR, c_array
 from tinywarden.codegen.render import template as _template
 from tinywarden.errors import ConfigError
 from tinywarden.features import window_end_rows
-from tinywarden.program import Program, run_int8
+from tinywarden.kernels.likelihood_q import CONF_ONE
+from tinywarden.program import Program, run_confidence, run_int8
 from tinywarden.respond import machine as m
 from tinywarden.respond.engine import compile_tables
 from tinywarden.respond.policy import MAX_DURATION_S, TIER_NAMES, Policy, check_c_exportable
@@ -159,7 +160,7 @@ class RespondSection:
 
 def emit_respond(program: Program, policy: Policy) -> RespondSection:
     """The response section for ``program`` (its integer threshold sets the bars) under ``policy``."""
-    check_c_exportable(policy)
+    check_c_exportable(policy, has_likelihood=program.likelihood is not None)
     tables = c_tables(policy, program.threshold)
     starts = [0]
     flat: list[int] = []
@@ -204,6 +205,7 @@ def emit_respond(program: Program, policy: Policy) -> RespondSection:
         _const("tw_resp_action_start", "uint16_t", starts),
         _const("tw_resp_actions", "uint16_t", flat),
         _const("tw_resp_held_below", "uint8_t", held),
+        _const("tw_resp_min_confidence", "uint16_t", c_min_confidence(policy)),
     ]
     source = _template("tinywarden_respond.c.tmpl").substitute(
         common,
@@ -223,6 +225,18 @@ def emit_respond(program: Program, policy: Policy) -> RespondSection:
     return RespondSection(header, source)
 
 
+def c_min_confidence(policy: Policy) -> list[int]:
+    """Per tier (index 0 unused) the ``min_confidence`` bar in the Q15 of the window's confidence:
+    ``ceil(bar * 32768)``, 0 for none. For an integer ``c``, ``c >= ceil(b)`` exactly when ``c >= b``, so the
+    C decides as the engine does on the confidence ``c / 32768``."""
+    return [0, *(0 if t.min_confidence is None else math.ceil(t.min_confidence * CONF_ONE) for t in policy.tiers)]
+
+
+def unconfident_bits(bars: Sequence[int], confidence: int) -> int:
+    """The ``unconfident`` input of :func:`~tinywarden.respond.machine.step` for a window's Q15 confidence."""
+    return sum(1 << t for t in range(1, len(bars)) if confidence < bars[t])
+
+
 def window_faults(program: Program, samples: np.ndarray) -> np.ndarray:
     """For each window :func:`~tinywarden.program.run_int8` returns: whether it holds a sample that is
     NaN or infinite as a float32 (what ``tw_respond_push`` turns into ``TW_SCORE_FAULT``)."""
@@ -236,15 +250,20 @@ def window_faults(program: Program, samples: np.ndarray) -> np.ndarray:
 
 def run_respond_int8(
     program: Program, tables: m.Tables, times: Sequence[int], samples: np.ndarray,
-    state: m.MachineState | None = None,
+    state: m.MachineState | None = None, policy: Policy | None = None,
 ) -> tuple[m.MachineState, list[m.Event]]:
     """The Python reference of the generated loop: per sample at whole second ``times[i]``,
     ``tw_respond_push`` then ``tw_respond`` (a window's score, a fault for a window with a non-finite
-    sample, or a pure timer tick). Returns the final state and every event, in order."""
+    sample, or a pure timer tick). With ``policy``, its tiers' ``min_confidence`` bars are applied to the
+    windows' Q15 confidences (:func:`c_min_confidence`), as the C module does. Returns the final state and
+    every event, in order."""
     x = np.asarray(samples)
     if len(times) != len(x):
         raise ConfigError(f"{len(times)} times for {len(x)} samples")
     scores, _ = run_int8(program, x)
+    conf = run_confidence(program, scores)
+    confidences = [0] * len(scores) if conf is None else conf.tolist()
+    bars = c_min_confidence(policy) if policy is not None else [0] * (m.N_TIERS + 1)
     faults = window_faults(program, x)
     ends = {int(e): i for i, e in enumerate(window_end_rows(len(x), program.window, program.stride))}
     s = state if state is not None else m.MachineState()
@@ -256,6 +275,7 @@ def run_respond_int8(
         elif faults[w]:
             s, ev = m.advance(s, tables, m.INPUT_FAULT, float(t))
         else:
-            s, ev = m.advance(s, tables, m.INPUT_SCORE, float(t), float(scores[w]))
+            s, ev = m.advance(s, tables, m.INPUT_SCORE, float(t), float(scores[w]),
+                              unconfident_bits(bars, confidences[w]))
         out.extend(ev)
     return s, out

@@ -32,6 +32,7 @@ from tinywarden.errors import ConfigError, DataError, ModelFileError
 from tinywarden.features import FEATURE_TABLE, batch_windows, window_end_rows
 from tinywarden.kernels import KERNELS, Op, TensorSpec, score_total
 from tinywarden.kernels.features_s16 import MAX_WINDOW
+from tinywarden.kernels.likelihood_q import lower_likelihood
 from tinywarden.likelihood import MIN_FIT_SCORES, AnomalyLikelihood
 from tinywarden.modelfile import LIKELIHOOD_HEADER_KEY
 from tinywarden.pipeline import Pipeline, Scored, normal_window_mask
@@ -172,7 +173,17 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
     threshold = int(threshold_at_fpr(cal_scores.astype(np.float64), pipeline.target_fpr))
     info = {**prog.info, "calibration_fpr": float(np.mean(cal_scores > threshold))}
     return Program(prog.channels, prog.window, prog.stride, prog.sample_offset, prog.sample_mul, prog.sample_zero,
-                   prog.tensors, prog.ops, threshold, prog.k, prog.n, info).validate()
+                   prog.tensors, prog.ops, threshold, prog.k, prog.n, info,
+                   _likelihood_step(pipeline, cal_scores)).validate()
+
+
+def _likelihood_step(pipeline: Pipeline, cal_scores: np.ndarray) -> Op | None:
+    """The integer likelihood, fitted (with the float one's parameters) on the int32 calibration scores in time
+    order, as the float one is on the float calibration scores; None when the pipeline has no likelihood."""
+    lik = getattr(pipeline, "likelihood_", None)
+    if lik is None or len(cal_scores) < MIN_FIT_SCORES:
+        return None
+    return lower_likelihood(AnomalyLikelihood(**lik.get_params()).fit(cal_scores.astype(np.float64)))
 
 
 # -- model files and scoring ---------------------------------------------------------------------

@@ -281,9 +281,9 @@ def step(
 
     ``kind`` is one of the ``INPUT_*`` codes; ``score`` is only read for ``INPUT_SCORE``. Bit ``t`` of
     ``unconfident`` set means the window does not count toward tier ``t`` whatever its score (its
-    confidence is below the tier's ``min_confidence``; the engine sets it, the C module has no such
-    input and always passes 0). Pure: the input state is not modified, and the same state, tables and
-    input always give the same result.
+    confidence is below the tier's ``min_confidence``; the engine sets it, and so does the C module's
+    ``tw_respond`` from the window's Q15 confidence). Pure: the input state is not modified, and the same
+    state, tables and input always give the same result.
     """
     s = state.copy()
     out: list[Event] = []
@@ -379,7 +379,7 @@ MAX_TIMER_ROUNDS = 4 * (N_TIERS + 2)
 
 
 def advance(
-    state: MachineState, tables: Tables, kind: int, time: float, score: float = math.nan
+    state: MachineState, tables: Tables, kind: int, time: float, score: float = math.nan, unconfident: int = 0
 ) -> tuple[MachineState, tuple[Event, ...]]:
     """Fire every timer that fell due before raw ``time``, each at its own time, then :func:`step` the input.
 
@@ -404,5 +404,5 @@ def advance(
             break
         s, events = step(s, tables, INPUT_TICK, max(due, s.last_time) - s.skew)
         out += events
-    s, events = step(s, tables, kind, time, score)
+    s, events = step(s, tables, kind, time, score, unconfident)
     return s, (*out, *events)

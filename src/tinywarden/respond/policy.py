@@ -11,8 +11,9 @@ A tier may also ask for ``min_confidence``: a window then counts toward that tie
 being above the bar, its calibrated confidence (:mod:`tinywarden.likelihood`, the scale the agent's
 ``--escalate-confidence`` and the ``score`` column use) is at least that value, in [0, 1]; with the
 default ``decades = 10``, 0.5 means a tail probability of 1e-5 and 0.2 of 1e-2. A model file without a
-likelihood ignores it (the engine notes so once). The generated C module has no likelihood yet: the C
-export refuses a policy that sets it (:func:`check_c_exportable`).
+likelihood ignores it (the engine notes so once). The generated C module compares the window's Q15
+confidence with the bar (``ceil(min_confidence * 32768)``); the C export refuses a policy that sets it
+only for a model whose int8 program has no likelihood step (:func:`check_c_exportable`).
 
 The ``[adaptation]`` table switches the deployed pipeline's baseline adaptation
 (:mod:`tinywarden.adapt`): ``enabled`` (default true), ``rate_shift`` (each clearly normal window moves
@@ -165,17 +166,21 @@ MAX_RATE_SHIFT = 20
 MAX_DRIFT = 1e3
 
 
-def check_c_exportable(policy: Policy) -> None:
+def check_c_exportable(policy: Policy, has_likelihood: bool = False) -> None:
     """Refuse, with a one-line :class:`PolicyError`, a policy the generated C module cannot honour.
 
-    The C module has no calibrated likelihood yet (issue 14 item 3), so a tier's ``min_confidence``
-    cannot be checked on the device: exporting it anyway would respond where the agent would not.
-    ``[adaptation]`` is ignored by the export (the C module keeps its trained baseline).
+    A tier's ``min_confidence`` needs the program's integer likelihood step
+    (:mod:`tinywarden.kernels.likelihood_q`, ``has_likelihood``); a program without one (a model file
+    trained before it existed) cannot check it on the device, and exporting it anyway would respond where
+    the agent would not. ``[adaptation]`` is ignored by the export (the C module keeps its trained baseline).
     """
+    if has_likelihood:
+        return
     for t in policy.tiers:
         if t.min_confidence is not None:
             raise PolicyError(f"{policy.source}: tiers.{t.name}.min_confidence: the generated C module has no "
-                              "calibrated likelihood yet; remove min_confidence to export this policy to C")
+                              "calibrated likelihood (the model's int8 program has none: train it again with "
+                              "this tinywarden); remove min_confidence to export this policy to C")
 
 
 def load_policy(path: str | Path) -> Policy:

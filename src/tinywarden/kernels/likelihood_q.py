@@ -1,0 +1,317 @@
+"""The calibrated anomaly likelihood (:mod:`tinywarden.likelihood`) in integer arithmetic, after the score.
+
+Unlike the window kernels of :data:`tinywarden.kernels.KERNELS` this step has state that lives from one
+window to the next (the short-term ring and the running mean and variance), so it is not an ordinary op: a
+:class:`~tinywarden.program.Program` holds it as its optional ``likelihood`` :class:`Op` (kind
+:data:`KIND`, source ``"score"``, destination ``"confidence"``), the quantizer builds it from the int32
+calibration scores (:func:`lower_likelihood`), :func:`confidence_q` is the Python integer reference and
+:mod:`tinywarden.codegen.c` prints :data:`C_TEMPLATE` into ``tw_push_q``. Per window, with the int32
+``score``:
+
+1. ``x = ((max(score, lo) - lo) << k) + spread`` (uint64; ``spread = round(spread_f * 2**k)``, ``k`` chosen so
+   the float spread keeps >= 10 bits) and ``y = log2(x)`` in Q16: the position ``b`` of the top bit, then
+   the next 6 bits index :data:`LOG2_TABLE` (``log2(1 + i/64)`` in Q15, 65 entries) and the next 16 bits
+   interpolate linearly (error < 5e-5). ``log2`` instead of ``ln`` and the ``k`` offset only scale and
+   shift ``y``, which the fitted mean and variance absorb.
+2. the short-term level ``sum / count`` of the last ``short`` values of ``y`` (Q16, non-negative);
+3. ``d = level * 2**16 - mean`` (mean in Q32), ``d16 = d >> 16``; ``std = isqrt(var)`` (var in Q32, std
+   in Q16, ``>= 1``);
+4. ``u = clamp(d16, -4 std, (n - 1)/8 std - 4 std) + 4 std`` and ``zq = ((u >> sh) << 12) / (std >> sh)``
+   (``sh`` the fewest bits that bring ``std`` below ``2**14``: a 32-bit division), the table position in
+   1/512 steps: ``confidence = T[i] + ((T[i+1] - T[i]) * f >> 9)`` with ``i = zq >> 9``,
+   ``f = zq & 511``; ``T`` (``conf_table``, uint16 Q15, non-decreasing) holds ``clip(-log10 Q(z) /
+   decades, 0, 1)`` at ``z = -4 + i/8``, so the last entry is 32768 (confidence 1) once ``z >= z_max``;
+5. the rate shift is ``rate_shift``, plus ``slow_shift`` when ``gate >= 0`` and ``d16 * 2**12 > gate *
+   std`` (z above the gate, gate in Q12); ``mean += d >> rs``; ``v = var + (d16**2 >> rs)``, ``v -= v >>
+   rs``, ``var = max(v, var_floor)``.
+
+Every quantity is an integer; C and Python agree bit for bit (signed right shifts floor, divisions are of
+non-negative numbers). The confidence is Q15 (:data:`CONF_ONE` = 1.0).
+
+>>> from tinywarden.likelihood import AnomalyLikelihood
+>>> rng = np.random.default_rng(0)
+>>> train = np.round(rng.gamma(2.0, size=500) * 1000).astype(np.int32)
+>>> op = lower_likelihood(AnomalyLikelihood().fit(train))
+>>> c = confidence_q(op, np.r_[train[:300], np.full(10, 40000, dtype=np.int32)])
+>>> bool(c[:300].max() < CONF_ONE // 2 < c[-1])
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from tinywarden.kernels.base import Op, const_shape, int_attr, require
+from tinywarden.likelihood import AnomalyLikelihood, confidence_of_z
+
+KIND = "likelihood_q"
+#: The confidence of 1.0 in the Q15 output.
+CONF_ONE = 1 << 15
+#: log2 table: 2**LOG_TABLE_BITS intervals of the mantissa.
+LOG_TABLE_BITS = 6
+#: ``log2(1 + i/64)`` in Q15, i = 0..64 (the last entry is 1.0 = 32768).
+LOG2_TABLE = np.array([round(math.log2(1 + i / 64) * 32768) for i in range(65)], dtype=np.uint16)
+#: The confidence table starts at z = Z_MIN and steps by 2**-Z_STEP_BITS.
+Z_MIN = -4
+Z_STEP_BITS = 3
+#: Interpolation positions between two knots of the confidence table.
+Z_FRAC_BITS = 9
+#: ``std`` is shifted below ``2**DIV_BITS`` before the division (so ``u << 12`` stays below ``2**31``).
+DIV_BITS = 14
+#: ``spread * 2**k`` keeps at least this many bits.
+SPREAD_BITS = 10
+MAX_SHORT = 256
+MAX_CONF_TABLE = 256
+MAX_MEAN = 2**40
+MAX_VAR = 2**46
+MAX_GATE = 2**24
+#: ``TW_*`` names of the limits, for the generated C.
+LIMITS = {"TW_LIK_CONF_ONE": CONF_ONE}
+
+
+# -- fitting (the quantizer's side) ----------------------------------------------------------------
+def conf_table(decades: float) -> np.ndarray:
+    """uint16 Q15 confidences at ``z = Z_MIN + i / 2**Z_STEP_BITS`` up to the first knot where it is 1."""
+    zs = [float(Z_MIN)]
+    while confidence_of_z(zs[-1], decades) < 1.0 and len(zs) < MAX_CONF_TABLE:
+        zs.append(Z_MIN + len(zs) / 2**Z_STEP_BITS)
+    return np.round(confidence_of_z(np.array(zs), decades) * CONF_ONE).astype(np.uint16)
+
+
+def lower_likelihood(lik: AnomalyLikelihood) -> Op:
+    """The integer likelihood step of a likelihood fitted on the program's int32 calibration scores."""
+    st = lik.state()
+    spread = st["spread"]
+    k = int(min(max(SPREAD_BITS - math.floor(math.log2(spread)), 0), 30))
+    spread_q = max(1, min(round(spread * 2**k), 2**32))
+    lo = int(max(min(math.floor(st["lo"]), 2**31 - 1), -(2**31)))
+    to_log2 = 1.0 / math.log(2.0)
+    mean = (st["mean"] * to_log2 + k) * 2**32
+    std_floor = max(1, round(st["std_floor"] * to_log2 * 2**16))
+    var_floor = std_floor * std_floor
+    var = max(round(st["var"] * to_log2**2 * 2**32), var_floor)
+    gate = -1 if lik.gate is None else min(round(lik.gate * 2**12), MAX_GATE)
+    attrs = {"short": lik.short, "lo": lo, "k": k, "spread": int(spread_q),
+             "mean": int(min(max(round(mean), 0), MAX_MEAN)), "var": int(min(var, MAX_VAR)),
+             "var_floor": int(min(var_floor, MAX_VAR)), "rate_shift": lik.rate_shift, "slow_shift": lik.slow_shift,
+             "gate": int(gate)}
+    return Op(KIND, ("score",), "confidence", attrs, {"conf_table": conf_table(lik.decades)})
+
+
+def check_likelihood(op: Op) -> None:
+    """ConfigError when a (possibly tampered) likelihood step would leave the documented integer ranges."""
+    require(op.kind == KIND and op.src == ("score",) and op.dst == "confidence",
+            f"the likelihood step must be {KIND}: score -> confidence")
+    int_attr(op, "short", 1, MAX_SHORT)
+    int_attr(op, "lo", -(2**31), 2**31 - 1)
+    int_attr(op, "k", 0, 30)
+    int_attr(op, "spread", 1, 2**32)
+    int_attr(op, "mean", 0, MAX_MEAN)
+    floor = int_attr(op, "var_floor", 1, MAX_VAR)
+    int_attr(op, "var", floor, MAX_VAR)
+    int_attr(op, "rate_shift", 0, 20)
+    int_attr(op, "slow_shift", 0, 20)
+    int_attr(op, "gate", -1, MAX_GATE)
+    t = np.asarray(op.consts.get("conf_table"))
+    require(t.dtype == np.uint16 and t.ndim == 1 and 2 <= t.size <= MAX_CONF_TABLE,
+            f"conf_table must be uint16 with 2 to {MAX_CONF_TABLE} entries")
+    require(bool(np.all(np.diff(t.astype(np.int64)) >= 0)) and int(t.max()) <= CONF_ONE,
+            f"conf_table must be non-decreasing within [0, {CONF_ONE}]")
+    require(const_shape(op, "conf_table") == (t.size,), "conf_table must be one-dimensional")
+
+
+# -- the Python integer reference ------------------------------------------------------------------
+def log2_q16(x: np.ndarray) -> np.ndarray:
+    """``log2(x)`` in Q16 of int64 ``x`` in ``[1, 2**63)``, exactly as the C ``tw_log2_q16``."""
+    x = np.asarray(x, dtype=np.int64)
+    b = np.zeros(x.shape, dtype=np.int64)
+    t = x.copy()
+    for sh in (32, 16, 8, 4, 2, 1):
+        m = t >= (np.int64(1) << sh)
+        b += sh * m
+        t = np.where(m, t >> sh, t)
+    n = np.where(b <= 31, x << np.clip(31 - b, 0, 31), x >> np.clip(b - 31, 0, 62))  # in [2**31, 2**32)
+    f = n - (1 << 31)
+    idx = f >> (31 - LOG_TABLE_BITS)
+    r = (f >> (15 - LOG_TABLE_BITS)) & 0xFFFF
+    tab = LOG2_TABLE.astype(np.int64)
+    frac = tab[idx] + (((tab[idx + 1] - tab[idx]) * r) >> 16)
+    return (b << 16) + (frac << 1)
+
+
+def log_level_q16(op: Op, scores: np.ndarray) -> np.ndarray:
+    """Step 1 of the module docstring for every int32 score: ``y`` in Q16."""
+    a = op.attrs
+    s = np.asarray(scores).astype(np.int64)
+    d = np.maximum(s, int(a["lo"])) - int(a["lo"])
+    return log2_q16((d << int(a["k"])) + int(a["spread"]))
+
+
+class LikelihoodQStream:
+    """The integer likelihood's state and one step (``tw_init`` then one ``tw_push_q`` window at a time)."""
+
+    def __init__(self, op: Op) -> None:
+        check_likelihood(op)
+        self.op = op
+        a: Mapping[str, Any] = op.attrs
+        self.short, self.rate_shift, self.slow_shift = int(a["short"]), int(a["rate_shift"]), int(a["slow_shift"])
+        self.gate, self.var_floor = int(a["gate"]), int(a["var_floor"])
+        self.table = [int(v) for v in op.consts["conf_table"]]
+        self.reset()
+
+    def reset(self) -> None:
+        self.ring = [0] * self.short
+        self.pos = self.count = self.sum = 0
+        self.mean, self.var = int(self.op.attrs["mean"]), int(self.op.attrs["var"])
+
+    def step_log(self, y: int) -> int:
+        """Push one ``y`` (Q16, from :func:`log_level_q16`); the Q15 confidence."""
+        self.sum += y - self.ring[self.pos]
+        self.ring[self.pos] = y
+        self.pos = self.pos + 1 if self.pos + 1 < self.short else 0
+        self.count = min(self.count + 1, self.short)
+        level = self.sum // self.count
+        d = (level << 16) - self.mean
+        d16 = d >> 16
+        std = math.isqrt(self.var)
+        n = len(self.table)
+        u = min(max(d16, Z_MIN * std), ((n - 1) * std >> Z_STEP_BITS) + Z_MIN * std) - Z_MIN * std
+        sh = max(0, std.bit_length() - DIV_BITS)  # u >> sh < 2**19: the division fits 32 bits
+        zq = ((u >> sh) << (Z_STEP_BITS + Z_FRAC_BITS)) // (std >> sh)
+        i, f = zq >> Z_FRAC_BITS, zq & ((1 << Z_FRAC_BITS) - 1)
+        conf = self.table[n - 1] if i >= n - 1 else \
+            self.table[i] + (((self.table[i + 1] - self.table[i]) * f) >> Z_FRAC_BITS)
+        rs = self.rate_shift + (self.slow_shift if self.gate >= 0 and (d16 << 12) > self.gate * std else 0)
+        self.mean += d >> rs
+        v = self.var + ((d16 * d16) >> rs)
+        v -= v >> rs
+        self.var = max(v, self.var_floor)
+        return conf
+
+    def push(self, score: int) -> int:
+        return self.step_log(int(log_level_q16(self.op, np.array([score]))[0]))
+
+
+def confidence_q(op: Op, scores: np.ndarray) -> np.ndarray:
+    """uint16 Q15 confidences of an int32 window-score stream from the fitted state (the C, window by window)."""
+    stream = LikelihoodQStream(op)
+    return np.array([stream.step_log(int(y)) for y in log_level_q16(op, scores)], dtype=np.uint16)
+
+
+def z_max(op: Op) -> float:
+    """The ``z`` at which the table reaches its last entry (for documentation and reports)."""
+    return Z_MIN + (len(op.consts["conf_table"]) - 1) / 2**Z_STEP_BITS
+
+
+__all__ = ["C_TEMPLATE", "CONF_ONE", "KIND", "LIMITS", "LOG2_TABLE", "LikelihoodQStream", "check_likelihood",
+           "conf_table", "confidence_q", "log2_q16", "log_level_q16", "lower_likelihood", "z_max"]
+
+# -- C ---------------------------------------------------------------------------------------------
+#: Printed by :mod:`tinywarden.codegen.c` when the program has a likelihood step; ``${...}`` are the op's
+#: attributes as C literals, ``tw_confidence_table`` its conf_table and ``tw_log2_table`` LOG2_TABLE.
+C_TEMPLATE = r"""
+/* log2(x) in Q16 for x in [1, 2^63) (tinywarden.kernels.likelihood_q.log2_q16): b = position of the top
+ * bit, the next 6 bits of the mantissa index tw_log2_table (log2(1 + i/64), Q15), the next 16 interpolate.
+ * Range: x >= 1; result in [0, 63 * 2^16). */
+static int32_t tw_log2_q16(uint64_t x)
+{
+    int32_t b = 0;
+    uint64_t t = x;
+    uint32_t n;
+    uint32_t f;
+    uint32_t idx;
+    uint32_t r;
+    int32_t lo;
+    int32_t frac;
+    if (t >= (UINT64_C(1) << 32)) { t >>= 32; b += 32; }
+    if (t >= (UINT64_C(1) << 16)) { t >>= 16; b += 16; }
+    if (t >= (UINT64_C(1) << 8)) { t >>= 8; b += 8; }
+    if (t >= (UINT64_C(1) << 4)) { t >>= 4; b += 4; }
+    if (t >= (UINT64_C(1) << 2)) { t >>= 2; b += 2; }
+    if (t >= (UINT64_C(1) << 1)) { b += 1; }
+    n = (b <= 31) ? (uint32_t)(x << (31 - b)) : (uint32_t)(x >> (b - 31));
+    f = n - UINT32_C(0x80000000);
+    idx = f >> 25;
+    r = (f >> 9) & 0xFFFFu;
+    lo = (int32_t)tw_log2_table[idx];
+    frac = lo + (int32_t)((((uint32_t)tw_log2_table[idx + 1u] - (uint32_t)lo) * r) >> 16);
+    return (b << 16) + (frac << 1);
+}
+
+/* floor(sqrt(v)). Range: any v. */
+static uint32_t tw_isqrt64(uint64_t v)
+{
+    uint64_t r = 0u;
+    uint64_t bit = UINT64_C(1) << 62;
+    while (bit > v) {
+        bit >>= 2;
+    }
+    while (bit != 0u) {
+        if (v >= r + bit) {
+            v -= r + bit;
+            r = (r >> 1) + bit;
+        } else {
+            r >>= 1;
+        }
+        bit >>= 2;
+    }
+    return (uint32_t)r;
+}
+
+/* The calibrated likelihood of this window's score (tinywarden.kernels.likelihood_q, steps 1-5): updates
+ * s->lik_* and returns the confidence in Q15 (TW_LIK_CONF_ONE = 1.0). Range: any score; the state holds
+ * lik_mean in [0, 2^40], lik_var in [TW_LIK_VAR_FLOOR, 2^48], 1 <= lik_count <= TW_LIK_SHORT after a window. */
+static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
+{
+    int64_t d;
+    int64_t d16;
+    int64_t std;
+    int64_t u;
+    int64_t hi;
+    int64_t v;
+    uint32_t zq;
+    int32_t sh = 0;
+    uint32_t i;
+    uint32_t f;
+    int32_t rs = TW_LIK_RATE_SHIFT;
+    int32_t y;
+    int32_t level;
+    uint16_t conf;
+    int64_t clipped = (score > TW_LIK_LO) ? (int64_t)score : (int64_t)TW_LIK_LO;
+    y = tw_log2_q16((((uint64_t)(clipped - (int64_t)TW_LIK_LO)) << TW_LIK_K) + (uint64_t)TW_LIK_SPREAD);
+    s->lik_sum += y - s->lik_y[s->lik_pos];
+    s->lik_y[s->lik_pos] = y;
+    s->lik_pos = (uint16_t)((s->lik_pos + 1u < TW_LIK_SHORT) ? s->lik_pos + 1u : 0u);
+    s->lik_count = (uint16_t)((s->lik_count < TW_LIK_SHORT) ? s->lik_count + 1u : TW_LIK_SHORT);
+    level = s->lik_sum / (int32_t)s->lik_count;
+    d = ((int64_t)level << 16) - s->lik_mean;
+    d16 = d >> 16;
+    std = (int64_t)tw_isqrt64((uint64_t)s->lik_var);
+    hi = ((TW_LIK_TABLE_N - 1) * std >> 3) - 4 * std;
+    u = ((d16 < -4 * std) ? -4 * std : ((d16 > hi) ? hi : d16)) + 4 * std;
+    while ((std >> sh) >= (INT64_C(1) << 14)) {
+        sh++;
+    }
+    zq = ((uint32_t)(u >> sh) << 12) / (uint32_t)(std >> sh); /* u >> sh < 2^19: 32-bit division */
+    i = zq >> 9;
+    f = zq & 511u;
+    if (i >= (uint32_t)(TW_LIK_TABLE_N - 1)) {
+        conf = tw_confidence_table[TW_LIK_TABLE_N - 1];
+    } else {
+        conf = (uint16_t)(tw_confidence_table[i] +
+                          ((((uint32_t)tw_confidence_table[i + 1u] - tw_confidence_table[i]) * f) >> 9));
+    }
+    if (TW_LIK_GATE >= 0 && d16 * 4096 > TW_LIK_GATE * std) {
+        rs += TW_LIK_SLOW_SHIFT;
+    }
+    s->lik_mean += d >> rs;
+    v = s->lik_var + ((d16 * d16) >> rs);
+    v -= v >> rs;
+    s->lik_var = (v > TW_LIK_VAR_FLOOR) ? v : TW_LIK_VAR_FLOOR;
+    return conf;
+}
+"""

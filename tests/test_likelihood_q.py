@@ -1,0 +1,129 @@
+"""The integer likelihood step (tinywarden.kernels.likelihood_q): its arithmetic tracks the float likelihood,
+its streaming and batch forms agree, it survives the model file and refuses a tampered one, and the
+generated C returns the same Q15 confidence bit for bit for any parameters."""
+
+import dataclasses
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from int8_fixtures import camera, fitted
+from tinywarden.codegen.c import write_c
+from tinywarden.errors import ConfigError, ModelFileError
+from tinywarden.kernels.base import Op
+from tinywarden.kernels.likelihood_q import (
+    CONF_ONE,
+    check_likelihood,
+    confidence_q,
+    log2_q16,
+    lower_likelihood,
+    z_max,
+)
+from tinywarden.likelihood import AnomalyLikelihood, z_for_confidence
+from tinywarden.program import Int8Stream, from_model_file, run_confidence, run_int8, to_model_file
+
+HARNESS = Path(__file__).parent / "c" / "harness.c"
+
+
+def test_log2_is_within_a_tenth_of_a_thousandth_of_a_bit():
+    rng = np.random.default_rng(0)
+    x = np.unique(np.r_[np.arange(1, 5000), rng.integers(1, 2**62, 20000), 2**62 + rng.integers(0, 2**62, 100),
+                        [2**k for k in range(63)], [2**k - 1 for k in range(1, 63)]]).astype(np.int64)
+    got = log2_q16(x) / 65536.0
+    want = np.array([math.log2(int(v)) for v in x])
+    assert np.abs(got - want).max() < 1e-4
+    assert np.all(np.diff(log2_q16(np.arange(1, 70000))) >= 0)  # monotone
+
+
+@pytest.mark.parametrize("params", [{}, {"short": 4}, {"gate": 3.0, "slow_shift": 3}, {"rate_shift": 5},
+                                    {"decades": 20.0}])
+def test_integer_confidence_tracks_the_float_likelihood(params):
+    rng = np.random.default_rng(1)
+    train = np.round(rng.gamma(2.0, size=800) * 5000).astype(np.int32)
+    stream = np.round(np.r_[rng.gamma(2.0, size=1500) * 5000, rng.gamma(2.0, size=500) * 20000,
+                            np.full(50, 3e6), rng.gamma(2.0, size=500) * 5000]).astype(np.int32)
+    lik = AnomalyLikelihood(**params).fit(train.astype(np.float64))
+    op = lower_likelihood(lik)
+    got = confidence_q(op, stream) / CONF_ONE
+    want = lik.transform(stream.astype(np.float64))
+    assert np.abs(got - want).max() < 0.005
+    assert got[2000:2050].max() > got[:1500].max() + 0.3  # the spike stands well above normal data
+    assert z_max(op) == pytest.approx(z_for_confidence(1.0, lik.decades), abs=0.125)
+
+
+def test_small_spreads_and_negative_scores_keep_their_resolution():
+    rng = np.random.default_rng(2)
+    train = rng.integers(-3, 4, 600).astype(np.int32)  # a median spread of 2 or so: k scales it up
+    lik = AnomalyLikelihood().fit(train.astype(np.float64))
+    op = lower_likelihood(lik)
+    assert op.attrs["k"] >= 8
+    stream = np.r_[rng.integers(-3, 4, 500), np.full(20, 400), [-(2**31), 2**31 - 1]].astype(np.int32)
+    got = confidence_q(op, stream) / CONF_ONE
+    assert np.abs(got - lik.transform(stream.astype(np.float64))).max() < 0.005
+
+
+def test_streaming_matches_batch_and_the_model_file_keeps_it():
+    _, prog = fitted("ewma")
+    assert prog.likelihood is not None
+    s, _ = camera()
+    values = s.values[:8000]
+    scores, _ = run_int8(prog, values)
+    batch = run_confidence(prog, scores)
+    st = Int8Stream(prog)
+    streamed = [st.confidence for row in values if st.push(row) is not None]
+    assert streamed == batch.tolist()
+    header, arrays = to_model_file(prog)
+    back = from_model_file(header, arrays)
+    assert back.model_id == prog.model_id and back.likelihood is not None
+    assert np.array_equal(run_confidence(back, scores), batch)
+    # without the step the program has no confidence and its id does not depend on the new field
+    bare = dataclasses.replace(prog, likelihood=None)
+    assert run_confidence(bare, scores) is None and "likelihood" not in to_model_file(bare)[0]
+
+
+@pytest.mark.parametrize(("name", "value"), [("var_floor", 0), ("short", 0), ("short", 1000), ("k", 31),
+                                             ("mean", -1), ("gate", -2), ("spread", 0)])
+def test_a_tampered_likelihood_is_refused(name, value):
+    _, prog = fitted("ewma")
+    header, arrays = to_model_file(prog)
+    header["likelihood"]["attrs"][name] = value
+    with pytest.raises(ModelFileError, match="likelihood"):
+        from_model_file(header, arrays)
+
+
+def test_a_decreasing_confidence_table_is_refused():
+    op = lower_likelihood(AnomalyLikelihood().fit(np.arange(100.0)))
+    bad = Op(op.kind, op.src, op.dst, op.attrs, {"conf_table": op.consts["conf_table"][::-1].copy()})
+    with pytest.raises(ConfigError, match="non-decreasing"):
+        check_likelihood(bad)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
+@pytest.mark.parametrize("params", [{}, {"short": 5, "gate": 2.0, "slow_shift": 6, "rate_shift": 3}])
+def test_c_confidence_is_bit_exact(params, tmp_path):
+    pipe, prog = fitted("kmeans")
+    s, train = camera()
+    if params:  # refit the step with other parameters on the program's own calibration-like scores
+        scores, _ = run_int8(prog, train.values)
+        prog = dataclasses.replace(prog, likelihood=lower_likelihood(
+            AnomalyLikelihood(**params).fit(scores.astype(np.float64)))).validate()
+    write_c(prog, tmp_path)
+    exe = tmp_path / "harness"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-O2",
+                    "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-I", str(tmp_path),
+                    str(tmp_path / "tinywarden_model.c"), str(HARNESS), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    values = s.values[:20000].astype(np.float32)
+    path = tmp_path / "in.bin"
+    values.tofile(path)
+    out = subprocess.run([str(exe), str(path), "f"], check=True, capture_output=True, text=True).stdout
+    rows = np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64)
+    scores, _ = run_int8(prog, values)
+    want = run_confidence(prog, scores)
+    assert rows[:, 1].tolist() == scores.tolist()
+    assert rows[:, 4].tolist() == want.tolist()
+    assert want.max() == CONF_ONE and want.min() < CONF_ONE // 10  # both ends of the table are exercised
