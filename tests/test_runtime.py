@@ -21,7 +21,7 @@ from tinywarden.detectors import make_detector
 from tinywarden.errors import ModelFileError
 from tinywarden.modelfile import decode, encode, pipeline_to_bytes
 from tinywarden.pipeline import Pipeline
-from tinywarden.program import run_int8
+from tinywarden.program import run_confidence, run_int8
 from tinywarden.quantize import int8_sections
 from tinywarden.runtime import Int8Model, load_model
 from tinywarden.simulate import simulate
@@ -51,9 +51,11 @@ def test_the_runtime_scores_as_the_int8_program_does(model) -> None:
     assert [s for s, _, _ in got] == batch.astype(float).tolist()
     assert [a for _, _, a in got] == alarms.astype(bool).tolist()
     assert m.threshold_ == m.program.threshold and any(f for _, f, _ in got)
-    # confidences on the product's one scale, from a likelihood fitted on the integer scores
+    # confidences on the product's one scale: the program's own integer likelihood, as the C's tw_confidence
     assert m.likelihood_ is not None
-    conf = m.likelihood_.transform(batch.astype(float))
+    lik = m.likelihood_.fresh()
+    conf = np.array([lik.update(float(s)) for s in batch])
+    np.testing.assert_array_equal(conf * 32768, run_confidence(m.program, batch))
     assert ((conf >= 0) & (conf <= 1)).all() and conf[alarms == 1].mean() > conf[alarms == 0].mean()
 
 

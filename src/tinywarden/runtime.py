@@ -4,7 +4,7 @@ A gateway that only runs the agent needs no training stack. :func:`load_model` r
 and, when the file holds an int8 program (``train`` stores one for every detector whose features
 support it), returns an :class:`Int8Model`: the program interpreted by :class:`~tinywarden.program.Int8Stream`
 (the bit-exact twin of the generated C), the fail-safe guard's bounds (:mod:`tinywarden.guard`), and
-the calibrated likelihood fitted on the program's own integer scores. Nothing here imports the
+the program's own integer likelihood step (the generated C's ``tw_confidence``). Nothing here imports the
 detector families, scikit-learn, torch or matplotlib; only a model file without an int8 program loads
 the float :class:`~tinywarden.pipeline.Pipeline` (and with it the training stack), as before.
 
@@ -28,14 +28,15 @@ import numpy as np
 
 from tinywarden.errors import ModelFileError
 from tinywarden.guard import GuardVerdict, judge_bounds
-from tinywarden.likelihood import AnomalyLikelihood
-from tinywarden.modelfile import GUARD_HEADER_KEY, LIKELIHOOD_HEADER_KEY, decode, load_likelihood
+from tinywarden.kernels.base import Op
+from tinywarden.kernels.likelihood_q import LikelihoodQStream
+from tinywarden.modelfile import GUARD_HEADER_KEY, decode
 from tinywarden.program import INT8_HEADER_KEY, Int8Stream, Program, from_model_file
 
 if TYPE_CHECKING:
     from tinywarden.pipeline import Pipeline
 
-__all__ = ["GuardBounds", "Int8Model", "Int8Scorer", "load_model"]
+__all__ = ["GuardBounds", "Int8Model", "Int8Scorer", "ProgramLikelihood", "load_model"]
 
 _GUARD_ARRAYS = ("lo_", "hi_", "rate_")
 
@@ -77,6 +78,31 @@ class Int8Scorer:
         self.finite.clear()
 
 
+class ProgramLikelihood:
+    """The int8 program's likelihood step as the agent uses a likelihood: the confidence the device computes.
+
+    ``update`` takes the program's integer score and returns its Q15 confidence as a float in [0, 1]
+    (a non-finite score gives NaN and changes nothing, as the float likelihood does); ``drift`` is how far
+    the running mean has moved from the fitted one, in fitted standard deviations.
+    """
+
+    def __init__(self, op: Op) -> None:
+        self.op = op
+        self.stream = LikelihoodQStream(op)
+
+    def fresh(self) -> ProgramLikelihood:
+        return ProgramLikelihood(self.op)
+
+    def update(self, score: float) -> float:
+        if not np.isfinite(score):
+            return float("nan")
+        return self.stream.push(int(score)) / 32768.0
+
+    def drift(self) -> float:
+        fitted_mean, fitted_var = int(self.op.attrs["mean"]), int(self.op.attrs["var"])
+        return abs(self.stream.mean - fitted_mean) / 65536.0 / max(float(np.sqrt(fitted_var)), 1.0)
+
+
 class Int8Model:
     """What the agent needs of a model, from a model file's int8 program (module docstring).
 
@@ -101,8 +127,7 @@ class Int8Model:
         self.input_kind = "features" if self.features else "window"
         self.offset_ = np.asarray(arrays.get("scaler/offset", np.zeros(0)), dtype=np.float64)
         self.scale_ = np.asarray(arrays.get("scaler/scale", np.ones(0)), dtype=np.float64)
-        self.likelihood_: AnomalyLikelihood | None = load_likelihood(section.get(LIKELIHOOD_HEADER_KEY),
-                                                                     f"{source} (int8 program)")
+        self.likelihood_ = None if p.likelihood is None else ProgramLikelihood(p.likelihood)
         self.guard_, self.guard_note_ = _guard(header, arrays, p, source)
 
     def stream(self) -> Int8Scorer:

@@ -43,7 +43,7 @@ def tune(
     """Search family, window/stride, features and model size under a flash/RAM budget measured on the generated
     C (arm-none-eabi-size); scored without labels on held-out normal data with synthetic anomalies."""
     from tinywarden.modelfile import save_pipeline
-    from tinywarden.quantize.ptq import INT8_HEADER_KEY, program_sections
+    from tinywarden.program import INT8_HEADER_KEY, to_model_file
     from tinywarden.target import get_target
     from tinywarden.telemetry import read_series
     from tinywarden.tune import Budget, add_instruction_counts, pareto_table, parse_bytes, plot_pareto
@@ -75,7 +75,7 @@ def tune(
 
         front = front_trials(result)
 
-    header, arrays = program_sections(result.pipeline, result.program, series)
+    header, arrays = to_model_file(result.program)
     result.pipeline.train_summary_["tune"] = result.summary()
     save_pipeline(result.pipeline, out, extra={INT8_HEADER_KEY: header}, extra_arrays=arrays)
     plot_path = plot_pareto(result, front, plot or out.with_suffix(".pareto.png"))

@@ -34,7 +34,6 @@ from tinywarden.kernels import KERNELS, Op, TensorSpec, score_total
 from tinywarden.kernels.features_s16 import MAX_WINDOW
 from tinywarden.kernels.likelihood_q import lower_likelihood
 from tinywarden.likelihood import MIN_FIT_SCORES, AnomalyLikelihood
-from tinywarden.modelfile import LIKELIHOOD_HEADER_KEY
 from tinywarden.pipeline import Pipeline, Scored, normal_window_mask
 from tinywarden.program import (
     INT8_HEADER_KEY,
@@ -199,38 +198,11 @@ def int8_sections(pipeline: Pipeline, train_series: Series) -> tuple[dict[str, A
         program = quantize_pipeline(pipeline, train_series)
     except ConfigError as exc:
         return {}, {}, f"no int8 program stored: {exc}"
-    header, arrays = program_sections(pipeline, program, train_series)
+    header, arrays = to_model_file(program)
     return {INT8_HEADER_KEY: header}, arrays, (
         f"int8 program {header['model_id']} stored: {program.const_bytes} B of constants, "
         f"integer threshold {program.threshold}"
     )
-
-
-def program_sections(pipeline: Pipeline, program: Program,
-                     train_series: Series) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """``(header section, arrays)`` of ``program`` for a model file, with the likelihood of its integer
-    scores (:func:`int8_likelihood`) that the int8 runtime needs for confidences."""
-    header, arrays = to_model_file(program)
-    likelihood = int8_likelihood(pipeline, program, train_series)
-    if likelihood is not None:
-        header[LIKELIHOOD_HEADER_KEY] = {"params": likelihood.get_params(), "state": likelihood.state()}
-    return header, arrays
-
-
-def int8_likelihood(pipeline: Pipeline, program: Program, train_series: Series) -> AnomalyLikelihood | None:
-    """The calibrated likelihood of the program's integer scores, fitted as the pipeline's is on its float
-    scores (same parameters, the held-out calibration windows in time order), so the int8 runtime
-    (:mod:`tinywarden.runtime`) gives confidences on the product's one scale; ``None`` when the pipeline
-    has no likelihood."""
-    float_lik = getattr(pipeline, "likelihood_", None)
-    if float_lik is None:
-        return None
-    _, cal_w = normal_windows(pipeline, train_series)
-    n, w, c = cal_w.shape
-    scores = run_windows(program, quantize_samples(program, cal_w.reshape(-1, c)).reshape(n, w, c))
-    if len(scores) < MIN_FIT_SCORES:
-        return None
-    return AnomalyLikelihood(**float_lik.get_params()).fit(scores.astype(np.float64))
 
 
 def load_program(pipeline: Pipeline, source: str = "<model>") -> Program:
