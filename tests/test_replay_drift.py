@@ -1,0 +1,78 @@
+"""The agent-path replay (``tinywarden.replay``) and the drift benchmark's figures."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from benchmarks.drift import aligned_start, poison_figures, regime_figures
+
+from tinywarden.detectors import EWMAZScore
+from tinywarden.errors import ConfigError
+from tinywarden.evaluate import WindowScores
+from tinywarden.pipeline import Pipeline
+from tinywarden.replay import replay
+from tinywarden.respond.policy import Adaptation
+from tinywarden.telemetry.series import Series
+
+
+def _fitted(n: int = 6000) -> tuple[Pipeline, Series]:
+    rng = np.random.default_rng(3)
+    s = Series(np.arange(float(n)), rng.normal(size=(n, 2)), ("a", "b"))
+    return Pipeline(EWMAZScore(), window=32, stride=16).fit(s.slice(0, n // 2)), s
+
+
+def test_replay_without_adaptation_equals_the_batch_scorer_on_aligned_windows() -> None:
+    p, s = _fitted()
+    start = aligned_start(p, 3000)
+    r = replay(p, s, start)
+    batch = p.score(s)
+    keep = batch.end_rows >= start + p.window - 1
+    np.testing.assert_array_equal(r.windows.end_rows, batch.end_rows[keep])
+    np.testing.assert_allclose(r.windows.scores, batch.scores[keep], rtol=1e-12)
+    assert r.adapted == 0 and len(r.drift_flag_rows) == 0
+    np.testing.assert_allclose(r.confidences, p.confidence(batch.scores[keep]), rtol=1e-12)
+
+
+def test_replay_adapts_a_copy_and_follows_a_level_shift() -> None:
+    p, s = _fitted()
+    shifted = Series(s.timestamps, s.values + np.where(np.arange(len(s)) >= 4000, 1.0, 0.0)[:, None], s.channels)
+    offset = p.offset_.copy()
+    off = replay(p, shifted, 3008)
+    on = replay(p, shifted, 3008, Adaptation(rate_shift=4))
+    np.testing.assert_array_equal(p.offset_, offset)  # the pipeline passed in is left alone
+    late = off.windows.end_rows >= 5000
+    assert on.adapted > 0
+    assert on.windows.scores[late].mean() < 0.5 * off.windows.scores[late].mean()
+    with pytest.raises(ConfigError, match="outside"):
+        replay(p, s, len(s))
+
+
+def _replay(ends: list[int], alarms: list[int], flags: tuple[int, ...] = ()) -> SimpleNamespace:
+    e = np.array(ends, dtype=np.int64)
+    w = WindowScores(e, 8, np.zeros(len(e)), np.array(alarms, np.uint8), np.array(alarms, np.uint8), 1.0)
+    return SimpleNamespace(windows=w, drift_flag_rows=np.array(flags, dtype=np.int64), adapted=0)
+
+
+def test_a_ramp_is_caught_only_by_an_alarm_the_unchanged_device_would_not_raise() -> None:
+    ends = list(range(0, 100, 10))
+    unchanged = _replay(ends, [0, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+    coincidence = _replay(ends, [0, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+    assert poison_figures(coincidence, unchanged, 20, 60)["caught_before_full"] is False
+    late = _replay(ends, [0, 0, 0, 1, 0, 0, 0, 1, 0, 0])
+    figs = poison_figures(late, unchanged, 20, 60)
+    assert figs["alarm_at_ramp"] == 1.25 and figs["caught_before_full"] is False
+    flagged = _replay(ends, [0] * 10, flags=(50,))
+    figs = poison_figures(flagged, unchanged, 20, 60)
+    assert figs["flag_at_ramp"] == 0.75 and figs["alarm_at_ramp"] is None and figs["caught_before_full"] is True
+
+
+def test_regime_false_alarms_count_rising_edges_per_day() -> None:
+    ends = list(range(0, 400, 10))
+    alarms = [0] * 40
+    alarms[11:14] = [1, 1, 1]  # one episode in the first "day" after the change at row 100
+    alarms[16] = 1
+    alarms[25] = 1  # one in the next
+    figs = regime_figures(_replay(ends, alarms), change_row=100, rows_per_day=100, cut=0)
+    assert (figs["fa_day_before"], figs["fa_first_24h"], figs["fa_next_24h"]) == (0.0, 2.0, 1.0)
