@@ -9,8 +9,11 @@ ends at day :data:`DAYS`. The rows after training are replayed one sample at a t
 agent's :class:`~tinywarden.adapt.BaselineAdapter` with the default ``[adaptation]`` policy), twice:
 adaptation off and on. An alarm is the pipeline's k-of-n alarm; a false alarm is its rising edge.
 
-- Legitimate regime changes (label 0): false alarms per device-day in the 24 h after the change
-  (goal <= 1), in the 24 h after that, and on the day before the change; baseline-drift flags raised.
+- Legitimate regime changes (label 0): false alarms per device-day in the 24 h after the change, in
+  the 24 h after that, and on the day before the change, with the share of windows in alarm (a
+  standing alarm is one rising edge however long it lasts); baseline-drift flags raised. The goal
+  (<= 1 within 24 h) is met when the first 24 h hold at most one false alarm and no alarm is still
+  standing at their end.
 - Poisoning ramps (three days to full rate): caught when an alarm or a baseline-drift flag comes
   before the ramp reaches its full rate (goal: all), with the fraction of the ramp done at that point.
 - The demo's attacks (``tinywarden demo``: camera, 14 days, 8 attack-free, seed 7): incident detection
@@ -67,13 +70,26 @@ def regime_figures(r: Any, change_row: int, rows_per_day: int, cut: int) -> dict
         inside = (ends >= lo) & (ends < hi)
         return float(rising[inside].sum()) * rows_per_day / max(hi - lo, 1)
 
+    def in_alarm(lo: int, hi: int) -> float:
+        inside = (ends >= lo) & (ends < hi)
+        return float(r.windows.alarms[inside].mean()) if inside.any() else 0.0
+
+    first_day = (ends >= change_row) & (ends < change_row + rows_per_day)
     return {
+        "alarm_time_first_24h": in_alarm(change_row, change_row + rows_per_day),
+        "alarm_time_next_24h": in_alarm(change_row + rows_per_day, change_row + 2 * rows_per_day),
+        "standing_after_24h": bool(first_day.any() and r.windows.alarms[first_day][-1]),
         "fa_day_before": per_day(max(cut, change_row - rows_per_day), change_row),
         "fa_first_24h": per_day(change_row, change_row + rows_per_day),
         "fa_next_24h": per_day(change_row + rows_per_day, change_row + 2 * rows_per_day),
         "drift_flags": int(len(r.drift_flag_rows)),
         "adapted_windows": r.adapted,
     }
+
+
+def regime_met(row: dict[str, Any]) -> bool:
+    """The regime goal: at most one false alarm in the 24 h after the change and none standing at their end."""
+    return row["fa_first_24h"] <= GOALS["regime_fa_per_day"] and not row["standing_after_24h"]
 
 
 def poison_figures(r: Any, unchanged: Any, start_row: int, full_row: int) -> dict[str, Any]:
@@ -177,18 +193,20 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"Goal: <= {GOALS['regime_fa_per_day']:g} in the 24 h after the change.",
         "",
-        "| profile | scenario | adaptation | day before | first 24 h | next 24 h | drift flags | windows adapted |",
-        "|---|---|---|---|---|---|---|---|",
+        "| profile | scenario | adaptation | day before | first 24 h (time in alarm) | alarm standing at 24 h | "
+        "next 24 h (time in alarm) | goal | drift flags | windows adapted |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in regime:
-        met = r["fa_first_24h"] <= GOALS["regime_fa_per_day"]
         lines.append(f"| {r['profile']} | {r['scenario']} | {r['adaptation']} | {r['fa_day_before']:.0f} | "
-                     f"{r['fa_first_24h']:.0f}{'' if met else ' (goal missed)'} | {r['fa_next_24h']:.0f} | "
-                     f"{r['drift_flags']} | {r['adapted_windows']} |")
+                     f"{r['fa_first_24h']:.0f} ({r['alarm_time_first_24h']:.0%}) | "
+                     f"{'yes' if r['standing_after_24h'] else 'no'} | "
+                     f"{r['fa_next_24h']:.0f} ({r['alarm_time_next_24h']:.0%}) | "
+                     f"{'met' if regime_met(r) else '**missed**'} | {r['drift_flags']} | {r['adapted_windows']} |")
     for variant in ("off", "on"):
         sel = [r for r in regime if r["adaptation"] == variant]
         if sel:
-            met = sum(r["fa_first_24h"] <= GOALS["regime_fa_per_day"] for r in sel)
+            met = sum(regime_met(r) for r in sel)
             lines.append(f"\nAdaptation {variant}: goal met on {met} of {len(sel)} changes; mean "
                          f"{np.mean([r['fa_first_24h'] for r in sel]):.1f} false alarms in the first 24 h, "
                          f"{np.mean([r['fa_next_24h'] for r in sel]):.1f} in the next.")

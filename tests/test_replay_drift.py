@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from benchmarks.drift import aligned_start, poison_figures, regime_figures
+from benchmarks.drift import aligned_start, poison_figures, regime_figures, regime_met
 
 from tinywarden.detectors import EWMAZScore
 from tinywarden.errors import ConfigError
@@ -76,3 +76,13 @@ def test_regime_false_alarms_count_rising_edges_per_day() -> None:
     alarms[25] = 1  # one in the next
     figs = regime_figures(_replay(ends, alarms), change_row=100, rows_per_day=100, cut=0)
     assert (figs["fa_day_before"], figs["fa_first_24h"], figs["fa_next_24h"]) == (0.0, 2.0, 1.0)
+
+
+def test_a_standing_alarm_misses_the_regime_goal_though_it_is_one_rising_edge() -> None:
+    ends = list(range(0, 400, 10))
+    alarms = [0] * 10 + [1] * 30  # on from the change to the end
+    figs = regime_figures(_replay(ends, alarms), change_row=100, rows_per_day=100, cut=0)
+    assert figs["fa_first_24h"] == 1.0 and figs["standing_after_24h"] and figs["alarm_time_first_24h"] == 1.0
+    assert not regime_met(figs)
+    alarms = [0] * 10 + [1] * 3 + [0] * 27
+    assert regime_met(regime_figures(_replay(ends, alarms), change_row=100, rows_per_day=100, cut=0))
