@@ -50,38 +50,16 @@ GOALS = {"regime_fa_per_day": 1.0, "demo_detection_rate": 0.95, "demo_fa_per_day
 DAY_S = 86400.0
 
 
-def aligned_start(pipeline: Any, first_end: int) -> int:
-    """The row to start a replay at so its windows end where the batch scorer's do, the first at or after
-    ``first_end``."""
-    k = max(0, -(-(first_end - pipeline.window + 1) // pipeline.stride))
-    return int(k * pipeline.stride)
-
-
-def _rising(alarms: np.ndarray) -> np.ndarray:
-    a = alarms.astype(bool)
-    return a & ~np.concatenate(([False], a[:-1]))
-
-
 def regime_figures(r: Any, change_row: int, rows_per_day: int, cut: int) -> dict[str, Any]:
-    ends = r.windows.end_rows
-    rising = _rising(r.windows.alarms)
-
-    def per_day(lo: int, hi: int) -> float:
-        inside = (ends >= lo) & (ends < hi)
-        return float(rising[inside].sum()) * rows_per_day / max(hi - lo, 1)
-
-    def in_alarm(lo: int, hi: int) -> float:
-        inside = (ends >= lo) & (ends < hi)
-        return float(r.windows.alarms[inside].mean()) if inside.any() else 0.0
-
-    first_day = (ends >= change_row) & (ends < change_row + rows_per_day)
+    day = rows_per_day
+    before = max(cut, change_row - day)
     return {
-        "alarm_time_first_24h": in_alarm(change_row, change_row + rows_per_day),
-        "alarm_time_next_24h": in_alarm(change_row + rows_per_day, change_row + 2 * rows_per_day),
-        "standing_after_24h": bool(first_day.any() and r.windows.alarms[first_day][-1]),
-        "fa_day_before": per_day(max(cut, change_row - rows_per_day), change_row),
-        "fa_first_24h": per_day(change_row, change_row + rows_per_day),
-        "fa_next_24h": per_day(change_row + rows_per_day, change_row + 2 * rows_per_day),
+        "alarm_time_first_24h": r.alarm_share(change_row, change_row + day),
+        "alarm_time_next_24h": r.alarm_share(change_row + day, change_row + 2 * day),
+        "standing_after_24h": r.alarm_standing(change_row + day),
+        "fa_day_before": r.alarm_onsets(before, change_row) * day / max(change_row - before, 1),
+        "fa_first_24h": float(r.alarm_onsets(change_row, change_row + day)),
+        "fa_next_24h": float(r.alarm_onsets(change_row + day, change_row + 2 * day)),
         "drift_flags": int(len(r.drift_flag_rows)),
         "adapted_windows": r.adapted,
     }
@@ -120,7 +98,7 @@ def run(detector: str, profiles: Sequence[str]) -> dict[str, Any]:
     from tinywarden.detectors import make_detector
     from tinywarden.evaluate import evaluate
     from tinywarden.pipeline import Pipeline
-    from tinywarden.replay import replay
+    from tinywarden.replay import aligned_start, replay
     from tinywarden.respond.policy import Adaptation
     from tinywarden.simulate import SCENARIO_SPECS, simulate, simulate_detailed
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
-from benchmarks.drift import aligned_start, poison_figures, regime_figures, regime_met
+from benchmarks.drift import poison_figures, regime_figures, regime_met
 
 from tinywarden.detectors import EWMAZScore
 from tinywarden.errors import ConfigError
 from tinywarden.evaluate import WindowScores
 from tinywarden.pipeline import Pipeline
-from tinywarden.replay import replay
+from tinywarden.replay import Replay, aligned_start, replay
 from tinywarden.respond.policy import Adaptation
 from tinywarden.telemetry.series import Series
 
@@ -49,10 +47,10 @@ def test_replay_adapts_a_copy_and_follows_a_level_shift() -> None:
         replay(p, s, len(s))
 
 
-def _replay(ends: list[int], alarms: list[int], flags: tuple[int, ...] = ()) -> SimpleNamespace:
+def _replay(ends: list[int], alarms: list[int], flags: tuple[int, ...] = ()) -> Replay:
     e = np.array(ends, dtype=np.int64)
     w = WindowScores(e, 8, np.zeros(len(e)), np.array(alarms, np.uint8), np.array(alarms, np.uint8), 1.0)
-    return SimpleNamespace(windows=w, drift_flag_rows=np.array(flags, dtype=np.int64), adapted=0)
+    return Replay(w, np.zeros(len(e)), np.array(flags, dtype=np.int64), 0, len(e))
 
 
 def test_a_ramp_is_caught_only_by_an_alarm_the_unchanged_device_would_not_raise() -> None:

@@ -35,7 +35,19 @@ from tinywarden.pipeline import Pipeline
 from tinywarden.respond.policy import Adaptation
 from tinywarden.telemetry.series import Series
 
-__all__ = ["Replay", "replay"]
+__all__ = ["Replay", "aligned_start", "replay"]
+
+
+def aligned_start(pipeline: Pipeline, first_end: int) -> int:
+    """The row to start a replay at so that its windows end where :meth:`Pipeline.score`'s do, the first of
+    them at or after row ``first_end``.
+
+    >>> from tinywarden.detectors import EWMAZScore
+    >>> aligned_start(Pipeline(EWMAZScore(), window=128, stride=64), 1000)
+    896
+    """
+    k = max(0, -(-(first_end - pipeline.window + 1) // pipeline.stride))
+    return int(k * pipeline.stride)
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,26 @@ class Replay:
     drift_flag_rows: np.ndarray  # end rows of the windows on which a baseline_drift flag was raised
     adapted: int  # windows that taught the baseline
     held: int  # windows that did not
+
+    def _inside(self, lo: int, hi: int) -> np.ndarray:
+        ends = self.windows.end_rows
+        return (ends >= lo) & (ends < hi)
+
+    def alarm_onsets(self, lo: int, hi: int) -> int:
+        """Alarms raised (rising edges) on windows ending in rows ``lo:hi``; a standing alarm counts once."""
+        a = self.windows.alarms.astype(bool)
+        rising = a & ~np.concatenate(([False], a[:-1]))
+        return int(rising[self._inside(lo, hi)].sum())
+
+    def alarm_share(self, lo: int, hi: int) -> float:
+        """Share of the windows ending in rows ``lo:hi`` that are in alarm (0 when there are none)."""
+        inside = self._inside(lo, hi)
+        return float(self.windows.alarms[inside].mean()) if inside.any() else 0.0
+
+    def alarm_standing(self, row: int) -> bool:
+        """Whether the last window ending before ``row`` is in alarm."""
+        i = int(np.searchsorted(self.windows.end_rows, row)) - 1
+        return bool(i >= 0 and self.windows.alarms[i])
 
 
 def replay(pipeline: Pipeline, series: Series, start_row: int = 0,
