@@ -57,8 +57,9 @@ def simulate(
     ``attacks`` is ``"all"``, ``"none"``, a comma list or a sequence of names from
     :data:`~tinywarden.simulate.ATTACKS`. The first ``attack_free_days`` hold no attack (train on
     them). Rows inside an incident have ``label`` 1 and ``attacks`` naming it; every other row is
-    label 0 with ``""`` and equals the same seed's attack-free run exactly. The same arguments always
-    give the same arrays. Raises :class:`~tinywarden.errors.ConfigError` for a bad argument.
+    label 0 with ``""`` and equals the same seed's attack-free run exactly (with the same ``scenario``,
+    if any). The same arguments always give the same arrays. ``scenario`` and ``change_day``: see
+    :func:`simulate_detailed`. Raises :class:`~tinywarden.errors.ConfigError` for a bad argument.
 
     >>> s = simulate("camera", days=0.5, attacks="none", seed=1)
     >>> len(s), s.channels[:2], int(s.labels.sum())
