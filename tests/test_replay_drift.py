@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from benchmarks.drift import poison_figures, regime_figures, regime_met
@@ -13,6 +18,8 @@ from tinywarden.pipeline import Pipeline
 from tinywarden.replay import Replay, aligned_start, replay
 from tinywarden.respond.policy import Adaptation
 from tinywarden.telemetry.series import Series
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _fitted(n: int = 6000) -> tuple[Pipeline, Series]:
@@ -84,3 +91,17 @@ def test_a_standing_alarm_misses_the_regime_goal_though_it_is_one_rising_edge() 
     assert not regime_met(figs)
     alarms = [0] * 10 + [1] * 3 + [0] * 27
     assert regime_met(regime_figures(_replay(ends, alarms), change_row=100, rows_per_day=100, cut=0))
+
+
+def test_drift_benchmark_quick_run_renders_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "drift.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "drift.py"), "--quick", "--detector", "ewma",
+                           "--json", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    kinds = {(r["scenario"], r["adaptation"]) for r in result["rows"]}
+    assert kinds == {(s, a) for s in ("firmware_update", "new_routine", "miner_ramp", "exfiltration_ramp",
+                                      "sensor_drift_ramp") for a in ("off", "on")}  # camera: no seasonal
+    assert [d["run"] for d in result["demo"]][1:] == ["replay, adaptation off", "replay, adaptation on"]
+    assert "## Poisoning ramps" in proc.stdout and "## The demo's attacks" in proc.stdout
