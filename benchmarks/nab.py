@@ -245,6 +245,8 @@ def render(result: dict[str, Any]) -> str:
             "are.",
         ] if result.get("levers") else []),
         "",
+        f"Families scored in this run: {', '.join(result['families'])}.",
+        "",
         "| detector | " + " | ".join(profiles) + " | thresholds |",
         "|---|" + "---|" * (len(profiles) + 1),
     ]
