@@ -46,6 +46,14 @@ SCOREBOARD: tuple[tuple[str, float, float, float], ...] = (
 GOALS = (75.0, 67.0, 80.0)
 #: Window length and stride of every tinywarden pipeline here (the quality benchmark's NAB protocol).
 WINDOW = 16
+#: Detection-side levers (``--levers``), all label-free, the same for every file (NAB's rules):
+#: after a confidence of at least SUPPRESS_LEVEL the detector reports nothing for SUPPRESS_ROWS rows (its own
+#: choice, as HTM and CAD OSE do); multi-scale takes, per row, the largest confidence over MULTI_WINDOWS
+#: (each window with its own pipeline and likelihood); adapt replays the pipeline through
+#: tinywarden.replay with the default BaselineAdapter, which learns from windows of confidence < 0.2.
+SUPPRESS_LEVELS = (0.2, 0.3, 0.5)
+SUPPRESS_ROWS = (50, 100, 400)
+MULTI_WINDOWS = (8, 16, 64)
 DEFAULT_FAMILIES = ("ewma", "kmeans", "knn", "pca", "ar", "bounds", "iforest", "ocsvm", "dense_ae", "conv_ae")
 
 
@@ -70,8 +78,24 @@ def corpus(quick: bool = False) -> list[tuple[str, Path]]:
     return files[::10] if quick else files
 
 
-def _family_scores(values: np.ndarray, probation: int, family: str) -> dict[str, np.ndarray]:
-    """Every score variant of one family on one file (one value per row; rows before a window get the minimum)."""
+def suppress(confidence: np.ndarray, level: float, rows: int) -> np.ndarray:
+    """After a row at or above ``level``, report 0 for the next ``rows`` rows (the detector's own hold-off).
+
+    >>> suppress(np.array([0.1, 0.6, 0.7, 0.2, 0.9, 0.8]), 0.5, 2).tolist()
+    [0.1, 0.6, 0.0, 0.0, 0.9, 0.0]
+    """
+    out = np.array(confidence, dtype=np.float64, copy=True)
+    quiet_until = -1
+    for i, c in enumerate(out):
+        if i <= quiet_until:
+            out[i] = 0.0
+        elif c >= level:
+            quiet_until = i + rows
+    return out
+
+
+def _likelihood_per_row(values: np.ndarray, probation: int, family: str, window: int) -> tuple[Any, Any, np.ndarray]:
+    """``(pipeline, scored, likelihood confidences per row)`` of one family at one window length."""
     from tinywarden.detectors import make_detector
     from tinywarden.likelihood import AnomalyLikelihood
     from tinywarden.pipeline import Pipeline
@@ -79,8 +103,47 @@ def _family_scores(values: np.ndarray, probation: int, family: str) -> dict[str,
 
     n = len(values)
     series = Series(np.arange(n, dtype=np.float64), values[:, None], ("value",))
-    pipeline = Pipeline(make_detector(family), window=WINDOW, stride=1).fit(series.slice(0, probation))
+    pipeline = Pipeline(make_detector(family), window=window, stride=1).fit(series.slice(0, probation))
     scored = pipeline.score(series)
+    train = scored.scores[scored.end_rows < probation]
+    pipeline.likelihood_ = AnomalyLikelihood().fit(train)
+    row = np.zeros(n)
+    row[scored.end_rows] = pipeline.likelihood_.transform(scored.scores)
+    return pipeline, scored, row
+
+
+def _lever_scores(values: np.ndarray, probation: int, family: str, likelihood: np.ndarray,
+                  pipeline: Any) -> dict[str, np.ndarray]:
+    """The ``--levers`` variants of one family on one file (see :data:`SUPPRESS_LEVELS` and the others)."""
+    from tinywarden.replay import replay
+    from tinywarden.respond.policy import Adaptation
+    from tinywarden.telemetry import Series
+
+    out: dict[str, np.ndarray] = {}
+    for level in SUPPRESS_LEVELS:
+        for rows in SUPPRESS_ROWS:
+            out[f"likelihood suppress {level:g}/{rows}"] = suppress(likelihood, level, rows)
+    scales = [likelihood if w == WINDOW else _likelihood_per_row(values, probation, family, w)[2]
+              for w in MULTI_WINDOWS]
+    multi = np.max(scales, axis=0)
+    out["likelihood multi-scale"] = multi
+    out["likelihood multi-scale suppress 0.3/100"] = suppress(multi, 0.3, 100)
+    n = len(values)
+    r = replay(pipeline, Series(np.arange(n, dtype=np.float64), values[:, None], ("value",)), 0, Adaptation())
+    adapted = np.zeros(n)
+    adapted[r.windows.end_rows] = np.nan_to_num(r.confidences)
+    out["likelihood adapt"] = adapted
+    out["likelihood adapt suppress 0.3/100"] = suppress(adapted, 0.3, 100)
+    out["likelihood multi-scale adapt suppress 0.3/100"] = suppress(np.maximum(multi, adapted), 0.3, 100)
+    return out
+
+
+def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool = False) -> dict[str, np.ndarray]:
+    """Every score variant of one family on one file (one value per row; rows before a window get the minimum)."""
+    from tinywarden.likelihood import AnomalyLikelihood
+
+    n = len(values)
+    pipeline, scored, likelihood = _likelihood_per_row(values, probation, family, WINDOW)
     train = scored.scores[scored.end_rows < probation]
     out: dict[str, np.ndarray] = {}
 
@@ -95,33 +158,35 @@ def _family_scores(values: np.ndarray, probation: int, family: str) -> dict[str,
     out["likelihood frozen"] = per_row(AnomalyLikelihood(rate_shift=20, slow_shift=0).fit(train)
                                        .transform(scored.scores))
     out["likelihood gated"] = per_row(AnomalyLikelihood(gate=3.0, slow_shift=1).fit(train).transform(scored.scores))
+    if levers:
+        out |= _lever_scores(values, probation, family, out["likelihood"], pipeline)
     return out
 
 
-def _file_job(args: tuple[str, str, Sequence[str]]) -> dict[str, Any]:
+def _file_job(args: tuple[str, str, Sequence[str], bool]) -> dict[str, Any]:
     from tinywarden.errors import TinywardenError
     from tinywarden.evaluate.nab import probationary_length
 
-    key, path, families = args
+    key, path, families, levers = args
     ts, values = read_nab_csv(Path(path))
     probation = int(math.ceil(probationary_length(len(ts))))
     rng = np.random.default_rng(42)  # NAB's random detector seeds every file with 42
     out: dict[str, Any] = {"key": key, "timestamps": ts, "scores": {"random": rng.random(len(ts))}, "errors": {}}
     for family in families:
         try:
-            for variant, x in _family_scores(values, probation, family).items():
+            for variant, x in _family_scores(values, probation, family, levers).items():
                 out["scores"][f"{family} {variant}"] = x
         except TinywardenError as exc:
             out["errors"][family] = str(exc)
     return out
 
 
-def run(families: Sequence[str], workers: int, quick: bool) -> dict[str, Any]:
+def run(families: Sequence[str], workers: int, quick: bool, levers: bool = False) -> dict[str, Any]:
     from tinywarden.evaluate.nab import PROFILES, NabFile, load_windows, perfect_scores, score_corpus
 
     files = corpus(quick)
     windows = load_windows(data_dir() / "nab" / "labels" / "combined_windows.json")
-    jobs = [(k, str(p), tuple(families)) for k, p in files]
+    jobs = [(k, str(p), tuple(families), levers) for k, p in files]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_file_job, jobs))
@@ -147,7 +212,7 @@ def run(families: Sequence[str], workers: int, quick: bool) -> dict[str, Any]:
             row[f"{p.name}_counts"] = {"tp": res.tp, "fn": res.fn, "fp": res.fp}
         rows.append(row)
     return {"files": len(nab_files), "windows": sum(len(f.windows) for f in nab_files), "rows": rows,
-            "errors": errors, "families": list(families), "machine": machine_info()}
+            "errors": errors, "families": list(families), "levers": levers, "machine": machine_info()}
 
 
 def render(result: dict[str, Any]) -> str:
@@ -169,6 +234,18 @@ def render(result: dict[str, Any]) -> str:
         "probationary scores, its distribution adapting at rate 2^-9 per window); `likelihood frozen` = the same "
         "without adaptation; `likelihood gated` = levels above z = 3 adapt at half that rate; "
         "`random` = uniform random scores (NAB's random detector, seed 42 per file).",
+        *([
+            "",
+            "Levers (`--levers`, label-free, one setting for every file): `suppress L/R` = after a confidence >= L "
+            "the detector reports 0 for the next R rows (its own hold-off, as HTM and CAD OSE do); `multi-scale` = "
+            f"per row the largest confidence over windows {', '.join(map(str, MULTI_WINDOWS))} (a pipeline and a "
+            "likelihood each); `adapt` = the pipeline replayed through `tinywarden.replay` with the default "
+            "`BaselineAdapter` (learns from windows of confidence < 0.2 at 2^-8 per window). The grid of L and R "
+            "was scored on this corpus: read the best row as tuned on NAB, as every scoreboard entry's parameters "
+            "are.",
+        ] if result.get("levers") else []),
+        "",
+        f"Families scored in this run: {', '.join(result['families'])}.",
         "",
         "| detector | " + " | ".join(profiles) + " | thresholds |",
         "|---|" + "---|" * (len(profiles) + 1),
@@ -193,12 +270,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--families", default=",".join(DEFAULT_FAMILIES), help="comma-separated tinywarden families")
     ap.add_argument("--workers", type=int, default=2, help="processes (one NAB file per task)")
     ap.add_argument("--quick", action="store_true", help="every 10th file only; writes nothing")
+    ap.add_argument("--levers", action="store_true", help="also score the detection-side levers (suppression, "
+                    "multi-scale windows, adaptation)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/nab.md")
     args = ap.parse_args(argv)
     single_core()
     families = [f for f in args.families.split(",") if f]
-    result = run(families, args.workers, args.quick)
+    result = run(families, args.workers, args.quick, args.levers)
     text = render(result)
     print(text)
     if not (args.quick or args.no_write):

@@ -139,7 +139,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "Per attack type" in r.stdout and "all detectors" in r.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert set(report) == {"ewma", "kmeans", "dense_ae", "conv_ae", "int8", "response"}
+    assert set(report) == {"ewma", "kmeans", "dense_ae", "conv_ae", "int8", "response", "adaptation"}
     assert all(report[d]["roc_auc"] > 0.75 for d in ("ewma", "kmeans", "dense_ae", "conv_ae"))
     assert abs(report["int8"]["int8_roc_auc"] - report["int8"]["float_roc_auc"]) < 0.02
     assert report["int8"]["int8_bytes"] < report["int8"]["float_bytes"]
@@ -148,6 +148,11 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "c" / "tinywarden_model.c").stat().st_size > 1000
     assert (tmp_path / "out" / "dense_ae.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "dense_ae.twb").exists()
+    # before/after of adaptation on a legitimate firmware update (benchmarks/drift.py measures whether it helps)
+    assert "adaptation on a legitimate firmware update at day 8.5" in r.stdout
+    off, on = report["adaptation"]["off"], report["adaptation"]["on"]
+    assert all(0.0 <= x["in_alarm_24h"] <= 1.0 and x["false_alarms_24h"] >= 0 for x in (off, on))
+    assert off["drift_flags"] == 0 and on != off  # the adapter ran in one replay only, and changed the scores
 
 
 def one_line_error(r: subprocess.CompletedProcess[str]) -> str:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from tinywarden.cli.app import app, console
 from tinywarden.errors import ConfigError
-from tinywarden.simulate import ATTACKS, PROFILES, simulate_detailed
+from tinywarden.simulate import ATTACKS, PROFILES, SCENARIOS, simulate_detailed
 from tinywarden.telemetry import write_csv, write_parquet
 from tinywarden.telemetry.io import parse_timestamp
 
@@ -31,6 +31,12 @@ def simulate_command(
     attack_free_days: float = typer.Option(
         0.0, "--attack-free-days", help="Keep the first N days free of attacks (for training)."
     ),
+    scenario: str | None = typer.Option(
+        None, "--scenario", help=f"A lasting change: {', '.join(SCENARIOS)} (regime changes are labelled normal)."
+    ),
+    change_day: float | None = typer.Option(
+        None, "--change-day", help="Day the scenario starts (default: --attack-free-days if set, else mid-run)."
+    ),
 ) -> None:
     """Simulate a device's telemetry with labelled attacks and write it to a file."""
     writer = _WRITERS.get(out.suffix.lower())
@@ -40,7 +46,7 @@ def simulate_command(
         t0 = parse_timestamp(start)
     except ValueError:
         raise ConfigError(f"--start: {start!r} is not an ISO 8601 time or epoch seconds") from None
-    sim = simulate_detailed(profile, days, attacks, seed, period, t0, attack_free_days)
+    sim = simulate_detailed(profile, days, attacks, seed, period, t0, attack_free_days, scenario, change_day)
     writer(sim.series, out)
 
     series = sim.series
@@ -53,5 +59,8 @@ def simulate_command(
     for name in ATTACKS:
         if incidents[name]:
             table.add_row(name, str(incidents[name]), str(rows[name]))
+    for change in sim.changes:
+        what = "attack (labelled 1)" if change.is_attack else "normal (labelled 0)"
+        table.add_row(f"{change.scenario} ({change.kind}: {what})", "1", str(len(series) - change.start_row))
     table.add_row("[dim]normal[/]", "", str(len(series) - int(series.labels.sum())))
     console.print(table)

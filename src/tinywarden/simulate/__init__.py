@@ -13,6 +13,7 @@ weekly firmware update with reboot, maintenance) that a detector must accept; at
 from tinywarden.simulate.attacks import ATTACKS, SPECS, AttackSpec, Incident, targets
 from tinywarden.simulate.modes import MODES, Mode, ScheduleSpec
 from tinywarden.simulate.profiles import PROFILES, DeviceProfile
+from tinywarden.simulate.scenarios import SCENARIO_SPECS, SCENARIOS, Change, ScenarioSpec
 from tinywarden.simulate.simulator import DEFAULT_START, Simulation, simulate, simulate_detailed
 
 __all__ = [
@@ -21,10 +22,14 @@ __all__ = [
     "MODES",
     "PROFILES",
     "SPECS",
+    "SCENARIOS",
+    "SCENARIO_SPECS",
     "AttackSpec",
+    "Change",
     "DeviceProfile",
     "Incident",
     "Mode",
+    "ScenarioSpec",
     "ScheduleSpec",
     "Simulation",
     "simulate",

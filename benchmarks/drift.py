@@ -1,0 +1,249 @@
+"""Drift and poisoning on the simulator: does the deployed pipeline follow normal change and not the attacker?
+
+Protocol (issue 14, goals in :data:`GOALS`). For each device profile (seed :data:`SEED`), the default
+pipeline (``Pipeline(make_detector(detector))``, window 128, stride 64, 2-of-3 persistence) is fitted on
+the first :data:`TRAIN_DAYS` attack-free days; it is the same model for every scenario of that profile
+(the scenarios leave those days untouched). Each scenario starts at day :data:`CHANGE_DAY` and the run
+ends at day :data:`DAYS`. The rows after training are replayed one sample at a time through
+:func:`tinywarden.replay.replay` (streaming scorer, calibrated likelihood and, with adaptation, the
+agent's :class:`~tinywarden.adapt.BaselineAdapter` with the default ``[adaptation]`` policy), twice:
+adaptation off and on. An alarm is the pipeline's k-of-n alarm; a false alarm is its rising edge.
+
+- Legitimate regime changes (label 0): false alarms per device-day in the 24 h after the change, in
+  the 24 h after that, and on the day before the change, with the share of windows in alarm (a
+  standing alarm is one rising edge however long it lasts); baseline-drift flags raised. The goal
+  (<= 1 within 24 h) is met when the first 24 h hold at most one false alarm and no alarm is still
+  standing at their end.
+- Poisoning ramps (three days to full rate): caught when an alarm or a baseline-drift flag comes
+  before the ramp reaches its full rate (goal: all), with the fraction of the ramp done at that point.
+- The demo's attacks (``tinywarden demo``: camera, 14 days, 8 attack-free, seed 7): incident detection
+  rate and false alarms per device-day on the held-out days (goal >= 95 % at <= 1/day); the batch
+  scorer's figure (what the demo prints) is shown beside the replays.
+
+    python benchmarks/drift.py                 # writes benchmarks/results/drift.md
+    python benchmarks/drift.py --quick --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import RESULTS, json_safe, machine_info, single_core  # noqa: E402
+
+PROFILES = ("camera", "valve", "thermostat")
+SEED = 11
+TRAIN_DAYS = 8.0
+CHANGE_DAY = 9.0
+DAYS = 13.0
+DEMO = {"profile": "camera", "days": 14.0, "train_days": 8.0, "seed": 7}
+GOALS = {"regime_fa_per_day": 1.0, "demo_detection_rate": 0.95, "demo_fa_per_day": 1.0}
+DAY_S = 86400.0
+
+
+def regime_figures(r: Any, change_row: int, rows_per_day: int, cut: int) -> dict[str, Any]:
+    day = rows_per_day
+    before = max(cut, change_row - day)
+    return {
+        "alarm_time_first_24h": r.alarm_share(change_row, change_row + day),
+        "alarm_time_next_24h": r.alarm_share(change_row + day, change_row + 2 * day),
+        "standing_after_24h": r.alarm_standing(change_row + day),
+        "fa_day_before": r.alarm_onsets(before, change_row) * day / max(change_row - before, 1),
+        "fa_first_24h": float(r.alarm_onsets(change_row, change_row + day)),
+        "fa_next_24h": float(r.alarm_onsets(change_row + day, change_row + 2 * day)),
+        "drift_flags": int(len(r.drift_flag_rows)),
+        "adapted_windows": r.adapted,
+    }
+
+
+def regime_met(row: dict[str, Any]) -> bool:
+    """The regime goal: at most one false alarm in the 24 h after the change and none standing at their end."""
+    return row["fa_first_24h"] <= GOALS["regime_fa_per_day"] and not row["standing_after_24h"]
+
+
+def poison_figures(r: Any, unchanged: Any, start_row: int, full_row: int) -> dict[str, Any]:
+    """When the ramp was first seen: the first alarm (or drift flag) at or after its start that the same
+    device without the ramp (``unchanged``, the same replay of the attack-free run) did not raise, so a
+    normal false alarm that happens to fall inside the ramp does not count as catching it."""
+    ends = r.windows.end_rows
+    own = r.windows.alarms.astype(bool) & ~np.isin(ends, unchanged.windows.end_rows[
+        unchanged.windows.alarms.astype(bool)])
+    alarm_rows = ends[own & (ends >= start_row)]
+    flag_rows = r.drift_flag_rows[(r.drift_flag_rows >= start_row) & ~np.isin(r.drift_flag_rows,
+                                                                               unchanged.drift_flag_rows)]
+    first_alarm = int(alarm_rows[0]) if len(alarm_rows) else None
+    first_flag = int(flag_rows[0]) if len(flag_rows) else None
+    first = min((x for x in (first_alarm, first_flag) if x is not None), default=None)
+
+    def done(row: int | None) -> float | None:
+        return None if row is None else round((row - start_row) / (full_row - start_row), 3)
+
+    return {
+        "alarm_at_ramp": done(first_alarm),
+        "flag_at_ramp": done(first_flag),
+        "caught_before_full": first is not None and first < full_row,
+    }
+
+
+def run(detector: str, profiles: Sequence[str]) -> dict[str, Any]:
+    from tinywarden.detectors import make_detector
+    from tinywarden.evaluate import evaluate
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.replay import aligned_start, replay
+    from tinywarden.respond.policy import Adaptation
+    from tinywarden.simulate import SCENARIO_SPECS, simulate, simulate_detailed
+
+    variants = {"off": None, "on": Adaptation()}
+    rows: list[dict[str, Any]] = []
+    for profile in profiles:
+        base = simulate(profile, DAYS, "none", seed=SEED)
+        rows_per_day = int(round(DAY_S / base.period))
+        cut = int(TRAIN_DAYS * rows_per_day)
+        pipeline = Pipeline(make_detector(detector)).fit(base.slice(0, cut))
+        start = aligned_start(pipeline, cut)
+        unchanged = {variant: replay(pipeline, base, start, cfg) for variant, cfg in variants.items()}
+        for name, spec in SCENARIO_SPECS.items():
+            if name == "seasonal" and "temp_c" not in base.channels:
+                continue
+            sim = simulate_detailed(profile, DAYS, "none", seed=SEED, scenario=name, change_day=CHANGE_DAY)
+            (change,) = sim.changes
+            for variant, cfg in variants.items():
+                r = replay(pipeline, sim.series, start, cfg)
+                figs = (poison_figures(r, unchanged[variant], change.start_row, change.full_row) if change.is_attack
+                        else regime_figures(r, change.start_row, rows_per_day, cut))
+                rows.append({"profile": profile, "scenario": name, "kind": spec.kind, "adaptation": variant, **figs})
+                print(rows[-1], flush=True)
+
+    s = simulate(DEMO["profile"], DEMO["days"], "all", seed=DEMO["seed"], attack_free_days=DEMO["train_days"])
+    cut = int(np.searchsorted(s.timestamps, s.timestamps[0] + DEMO["train_days"] * DAY_S))
+    pipeline = Pipeline(make_detector(detector)).fit(s.slice(0, cut))
+    demo: list[dict[str, Any]] = []
+
+    def demo_row(label: str, windows: Any) -> None:
+        ev = evaluate(s, windows, params=pipeline.n_params_, model_bytes=pipeline.model_bytes_, skip_rows=cut)
+        demo.append({"run": label, "detected": ev.n_detected, "incidents": ev.n_incidents,
+                     "detection_rate": ev.detection_rate, "fa_per_day": ev.false_alarms_per_day,
+                     "per_attack": {a.attack: f"{a.detected}/{a.incidents}" for a in ev.per_attack}})
+        print(demo[-1], flush=True)
+
+    from tinywarden.evaluate import WindowScores
+
+    scored = pipeline.score(s)
+    demo_row("batch (what the demo prints)", WindowScores(scored.end_rows, pipeline.window, scored.scores,
+                                                          scored.raw_flags, scored.alarms, scored.threshold))
+    for variant, cfg in variants.items():
+        demo_row(f"replay, adaptation {variant}", replay(pipeline, s, aligned_start(pipeline, cut), cfg).windows)
+    return {"detector": detector, "rows": rows, "demo": demo, "machine": machine_info()}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "never"
+    if isinstance(v, bool):
+        return "yes" if v else "**no**"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def render(result: dict[str, Any]) -> str:
+    regime = [r for r in result["rows"] if r["kind"] == "regime"]
+    poison = [r for r in result["rows"] if r["kind"] == "poisoning"]
+    lines = [
+        "# Drift and poisoning on the simulator (issue 14)",
+        "",
+        f"Produced by `python benchmarks/drift.py`. Default pipeline (`{result['detector']}`, window 128, stride 64, "
+        f"2-of-3 persistence) fitted on {TRAIN_DAYS:g} attack-free days per profile (seed {SEED}); each scenario "
+        f"starts at day {CHANGE_DAY:g} of {DAYS:g}; the rows after training are replayed sample by sample through "
+        "`tinywarden.replay` (streaming scorer, likelihood and, with adaptation, the agent's `BaselineAdapter`, "
+        "default `[adaptation]` policy). A false alarm is the rising edge of a k-of-n alarm.",
+        "",
+        "## Legitimate regime changes (labelled normal): false alarms per device-day",
+        "",
+        f"Goal: <= {GOALS['regime_fa_per_day']:g} in the 24 h after the change.",
+        "",
+        "| profile | scenario | adaptation | day before | first 24 h (time in alarm) | alarm standing at 24 h | "
+        "next 24 h (time in alarm) | goal | drift flags | windows adapted |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in regime:
+        lines.append(f"| {r['profile']} | {r['scenario']} | {r['adaptation']} | {r['fa_day_before']:.0f} | "
+                     f"{r['fa_first_24h']:.0f} ({r['alarm_time_first_24h']:.0%}) | "
+                     f"{'yes' if r['standing_after_24h'] else 'no'} | "
+                     f"{r['fa_next_24h']:.0f} ({r['alarm_time_next_24h']:.0%}) | "
+                     f"{'met' if regime_met(r) else '**missed**'} | {r['drift_flags']} | {r['adapted_windows']} |")
+    for variant in ("off", "on"):
+        sel = [r for r in regime if r["adaptation"] == variant]
+        if sel:
+            met = sum(regime_met(r) for r in sel)
+            lines.append(f"\nAdaptation {variant}: goal met on {met} of {len(sel)} changes; mean "
+                         f"{np.mean([r['fa_first_24h'] for r in sel]):.1f} false alarms in the first 24 h, "
+                         f"{np.mean([r['fa_next_24h'] for r in sel]):.1f} in the next.")
+    lines += [
+        "",
+        "## Poisoning ramps (three days to full rate): caught before full rate?",
+        "",
+        "Fraction of the ramp done at the first alarm / first baseline-drift flag after it starts that the same "
+        "device without the ramp (the same replay of its unchanged run) did not raise (1.00 = full rate; a normal "
+        "false alarm inside the ramp does not count). Goal: every ramp caught (alarm or flag) before full rate.",
+        "",
+        "| profile | scenario | adaptation | first alarm | first drift flag | caught before full rate |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in poison:
+        lines.append(f"| {r['profile']} | {r['scenario']} | {r['adaptation']} | {_fmt(r['alarm_at_ramp'])} | "
+                     f"{_fmt(r['flag_at_ramp'])} | {_fmt(r['caught_before_full'])} |")
+    for variant in ("off", "on"):
+        sel = [r for r in poison if r["adaptation"] == variant]
+        if sel:
+            lines.append(f"\nAdaptation {variant}: {sum(r['caught_before_full'] for r in sel)} of {len(sel)} ramps "
+                         "caught before full rate.")
+    lines += [
+        "",
+        "## The demo's attacks",
+        "",
+        f"`tinywarden demo` data ({DEMO['profile']}, {DEMO['days']:g} days, {DEMO['train_days']:g} attack-free, "
+        f"seed {DEMO['seed']}). Goal: >= {GOALS['demo_detection_rate']:.0%} of incidents at <= "
+        f"{GOALS['demo_fa_per_day']:g} false alarm per device-day.",
+        "",
+        "| run | incidents detected | rate | false alarms / day | per attack |",
+        "|---|---|---|---|---|",
+    ]
+    for d in result["demo"]:
+        per = ", ".join(f"{k} {v}" for k, v in d["per_attack"].items())
+        lines.append(f"| {d['run']} | {d['detected']}/{d['incidents']} | {d['detection_rate']:.1%} | "
+                     f"{d['fa_per_day']:.2f} | {per} |")
+    m = result["machine"]
+    lines += ["", f"Measured {m['date']} on {m['machine']}, Python {m['python']}, commit {m['commit']}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--detector", default="dense_ae", help="the family of the default pipeline")
+    ap.add_argument("--quick", action="store_true", help="camera only; writes nothing")
+    ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/drift.md")
+    args = ap.parse_args(argv)
+    single_core()
+    result = run(args.detector, PROFILES[:1] if args.quick else PROFILES)
+    text = render(result)
+    print(text)
+    if not (args.quick or args.no_write):
+        (RESULTS / "drift.md").write_text(text)
+    if args.json:
+        args.json.write_text(json.dumps(json_safe(result), indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

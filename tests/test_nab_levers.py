@@ -1,0 +1,40 @@
+"""The NAB benchmark's detection-side levers (``benchmarks/nab.py --levers``): label-free, one value per row."""
+
+from __future__ import annotations
+
+import numpy as np
+from benchmarks.nab import SUPPRESS_LEVELS, SUPPRESS_ROWS, _family_scores, suppress
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=200), st.floats(0.05, 1.0), st.integers(0, 30))
+@settings(max_examples=60, deadline=None)
+def test_suppress_only_lowers_and_keeps_every_detection_outside_a_hold_off(
+        conf: list[float], level: float, rows: int) -> None:
+    x = np.array(conf)
+    out = suppress(x, level, rows)
+    assert out.shape == x.shape and (out <= x).all()
+    kept = np.flatnonzero(out >= level)
+    assert (np.diff(kept) > rows).all()  # at most one report per hold-off
+    for i in kept:  # a kept report silences exactly the next `rows` rows
+        assert (out[i + 1 : i + 1 + rows] == 0.0).all()
+    if len(kept):
+        first = int(np.flatnonzero(x >= level)[0])
+        assert kept[0] == first
+
+
+def test_levers_give_a_confidence_per_row_for_every_variant() -> None:
+    rng = np.random.default_rng(0)
+    values = np.sin(np.arange(1200) / 20.0) + 0.1 * rng.standard_normal(1200)
+    values[900:930] += 4.0
+    out = _family_scores(values, 180, "kmeans", levers=True)
+    want = {f"likelihood suppress {lv:g}/{r}" for lv in SUPPRESS_LEVELS for r in SUPPRESS_ROWS}
+    want |= {"likelihood multi-scale", "likelihood adapt", "likelihood adapt suppress 0.3/100"}
+    assert want <= set(out)
+    for name in want:
+        x = out[name]
+        assert x.shape == (1200,) and np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0, name
+    assert out["likelihood multi-scale"][900:960].max() >= out["likelihood"][900:960].max()
+    assert out["likelihood adapt"][900:960].max() > 0.5  # the spike is still found with adaptation
+    assert "likelihood adapt" not in _family_scores(values, 180, "kmeans")
