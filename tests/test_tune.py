@@ -345,3 +345,18 @@ def test_candidates_failing_for_too_few_normal_windows_never_blame_the_budget(tm
     assert "hold too few windows to fit and validate any candidate" in err
     assert "16 rows at stride 4, needs at least 138 rows" in err
     assert "--flash" not in err and "fits 8192 B" not in err
+
+
+def test_window_plan_adds_short_windows_only_to_the_defaults_and_only_on_short_data() -> None:
+    from tinywarden.tune.search import WINDOWS, default_stride, min_rows, window_plan
+
+    plan, short = window_plan(3000, None, 0.2)
+    assert plan == {w: default_stride(w) for w in WINDOWS} and short == []
+    # 150 rows: a 30-row held-out part cannot take a synthetic anomaly of 16 rows, so 8 and 4 are tried too
+    plan, short = window_plan(150, None, 0.2)
+    assert set(plan) == {16, 8, 4} and {w for w, _, _ in short} == {32, 64, 128}
+    assert all(min_rows(w, s, 0.2) <= 150 for w, s in plan.items())
+    assert all(need > 150 for _, _, need in short)
+    # windows the user chose are kept as given: only their stride may shrink
+    plan, short = window_plan(120, [16, 32], 0.2)
+    assert plan == {16: 2} and [w for w, _, _ in short] == [32]

@@ -365,16 +365,26 @@ def min_rows(window: int, stride: int, validation_fraction: float) -> int:
         rows += 1
 
 
+def synthetic_fits(n_rows: int, window: int, validation_fraction: float) -> bool:
+    """Can the held-out part of ``n_rows`` rows take one synthetic anomaly of ``window`` rows?
+
+    :func:`~tinywarden.tune.synthetic.inject` starts its first segment one segment plus its two-segment gap
+    in, and the segment must end before the last row: the part needs more than four segments.
+    """
+    held_out = n_rows - int(round(n_rows * (1.0 - validation_fraction)))
+    return held_out > 4 * window
+
+
 def window_plan(n_rows: int, windows: Sequence[int] | None, validation_fraction: float
                 ) -> tuple[dict[int, int], list[tuple[int, int, int]]]:
     """``({window: stride} the data is long enough for, [(window, 1, rows it needs at stride 1)] it is not)``.
 
     Each window gets its default stride, or on short data the largest smaller stride the rows allow.
-    ``windows=None`` means :data:`WINDOWS`, plus :data:`SHORT_WINDOWS` when the data is too short for
-    the smallest of them.
+    ``windows=None`` means :data:`WINDOWS`, plus :data:`SHORT_WINDOWS` when the held-out part is too short
+    for a synthetic anomaly at the smallest of them (:func:`synthetic_fits`; it then could not rank them).
     """
     wins = list(WINDOWS if windows is None else windows)
-    if windows is None and n_rows < min_rows(min(WINDOWS), default_stride(min(WINDOWS)), validation_fraction):
+    if windows is None and not synthetic_fits(n_rows, min(WINDOWS), validation_fraction):
         wins += list(SHORT_WINDOWS)
     plan: dict[int, int] = {}
     short: list[tuple[int, int, int]] = []
