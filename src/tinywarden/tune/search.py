@@ -394,6 +394,8 @@ def window_plan(n_rows: int, windows: Sequence[int] | None, validation_fraction:
             plan[w] = fits[0]
         else:
             short.append((w, 1, min_rows(w, 1, validation_fraction)))  # the least it could do with
+    # windows the synthetic check can score first, so a trial limit does not spend itself on unranked ones
+    plan = dict(sorted(plan.items(), key=lambda ws: not synthetic_fits(n_rows, ws[0], validation_fraction)))
     return plan, short
 
 
