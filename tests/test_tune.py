@@ -280,3 +280,83 @@ def test_a_candidate_a_numerical_library_gives_up_on_fails_alone(monkeypatch: py
 def test_a_time_budget_too_short_to_score_anything_says_so() -> None:
     with pytest.raises(ConfigError, match=r"time budget 1e-06 s reached before any candidate was built"):
         tune(device_series(), Budget(8192, 4096), time_budget=1e-6, **FAST)  # type: ignore[arg-type]
+
+
+# -- short recordings (issue 17 item 5) ----------------------------------------------------------
+def short_csv(tmp_path: Path, rows: int) -> Path:
+    """``rows`` rows of a simulated camera's normal at 1 Hz (minutes, not days)."""
+    out = tmp_path / f"camera{rows}.csv"
+    res = runner.invoke(app, ["simulate", "--profile", "camera", "--days", repr(rows / 86400), "--period", "1",
+                              "--attacks", "none", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sum(1 for _ in out.open()) == rows + 1
+    return out
+
+
+def run_tune(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from tinywarden.cli import main; main()", "tune", *args,
+                           "--families", "ewma", "--trials", "2", "--no-count", "--json"],
+                          capture_output=True, text=True, timeout=600)
+
+
+@needs_toolchain
+@pytest.mark.parametrize("rows", [60, 120, 300])
+def test_tune_on_minutes_of_data_returns_a_pipeline_and_says_which_windows(tmp_path: Path, rows: int) -> None:
+    # on 60 rows the old search built only windows of 16+ rows, every candidate failed for too few windows,
+    # and the error blamed the budget ("no pipeline fits 8192 B flash ... raise --flash/--ram")
+    proc = run_tune(str(short_csv(tmp_path, rows)), "--out", str(tmp_path / "m.twb"))
+    assert proc.returncode == 0, proc.stderr
+    js = json.loads(proc.stdout.strip().splitlines()[-1])
+    from tinywarden.tune.search import min_rows
+
+    assert rows >= min_rows(js["window"], js["stride"], 0.2)
+    note = js["windows_note"]
+    assert note is not None and note.startswith(f"{rows} rows: tried window/stride ")
+    assert f"{js['window']}/{js['stride']}" in note and "skipped " in note and "64 (needs " in note
+    if rows == 60:
+        assert js["window"] <= 8
+
+
+@needs_toolchain
+def test_too_short_for_every_window_is_a_data_refusal_naming_the_rows_needed(tmp_path: Path) -> None:
+    from tinywarden.tune.search import min_rows
+
+    proc = run_tune(str(short_csv(tmp_path, 60)), "--out", str(tmp_path / "m.twb"), "--windows", "16,32")
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"60 rows are too few to tune: the smallest window tried, 16 rows at stride 1, needs at least " \
+           f"{min_rows(16, 1, 0.2)} rows" in err
+    assert "--flash" not in err and "budget" not in err
+
+
+@needs_toolchain
+def test_candidates_failing_for_too_few_normal_windows_never_blame_the_budget(tmp_path: Path) -> None:
+    # enough rows for window 16, but most are labelled anomalous: every candidate fails to fit for too few normal
+    # windows. The old code said "no pipeline ... fits 8192 B flash / 4096 B RAM ...; raise --flash/--ram".
+    s = device_series(200)
+    labels = np.zeros(200, dtype=np.int8)
+    labels[20:150] = 1
+    data = write_csv(dataclasses.replace(s, labels=labels), tmp_path / "mostly_labelled.csv")
+    proc = run_tune(str(data), "--out", str(tmp_path / "m.twb"), "--windows", "16")
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "hold too few windows to fit and validate any candidate" in err
+    assert "16 rows at stride 4, needs at least 138 rows" in err
+    assert "--flash" not in err and "fits 8192 B" not in err
+
+
+def test_window_plan_adds_short_windows_only_to_the_defaults_and_only_on_short_data() -> None:
+    from tinywarden.tune.search import WINDOWS, default_stride, min_rows, window_plan
+
+    plan, short = window_plan(3000, None, 0.2)
+    assert plan == {w: default_stride(w) for w in WINDOWS} and short == []
+    # 150 rows: a 30-row held-out part cannot take a synthetic anomaly of 16 rows, so 8 and 4 are tried too
+    plan, short = window_plan(150, None, 0.2)
+    assert set(plan) == {16, 8, 4} and {w for w, _, _ in short} == {32, 64, 128}
+    assert all(min_rows(w, s, 0.2) <= 150 for w, s in plan.items())
+    assert all(need > 150 for _, _, need in short)
+    # windows the user chose are kept as given: only their stride may shrink
+    plan, short = window_plan(120, [16, 32], 0.2)
+    assert plan == {16: 2} and [w for w, _, _ in short] == [32]

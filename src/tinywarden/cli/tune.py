@@ -24,7 +24,8 @@ def tune(
         "cortex-m4"),
     families: Annotated[str, typer.Option(
         help="Comma-separated detector families to search (default: every family with an int8 path)")] = "",
-    windows: Annotated[str, typer.Option(help="Comma-separated window lengths to try")] = "16,32,64,128",
+    windows: Annotated[str, typer.Option(help=(
+        "Comma-separated window lengths to try (default 16,32,64,128, plus 8,4 on data too short for 16)"))] = "",
     trials: Annotated[int | None, typer.Option(help="Stop after this many built-and-measured candidates")] = None,
     time_budget: Annotated[float | None, typer.Option(
         "--time-budget", help="Stop starting new candidates after this many seconds")] = None,
@@ -55,7 +56,7 @@ def tune(
     labelled = read_series(validate, split="test", drop_unordered=drop_unordered) if validate else None
     fams = [f for f in families.split(",") if f.strip()] or None
     try:
-        wins = [int(w) for w in windows.split(",") if w.strip()]
+        wins = [int(w) for w in windows.split(",") if w.strip()] or None
     except ValueError:
         raise ConfigError(f"--windows {windows!r}: expected comma-separated integers such as 16,32") from None
 
@@ -100,6 +101,8 @@ def tune(
     console.print(f"{len(result.trials)} candidates: {sum(t.measured for t in result.trials)} built and measured "
                   f"({over} over budget), {skipped} ruled out by their parameter count, {len(failed)} failed"
                   + (f"; stopped early: {result.stopped_early}" if result.stopped_early else ""), highlight=False)
+    if result.windows_note:
+        console.print(f"short data: {result.windows_note}", highlight=False)
     for fam, reason in result.unsupported.items():
         console.print(f"[dim]not searched: {fam} ({reason})[/]", highlight=False)
     console.print(f"model saved to {out}; Pareto plot {plot_path}", highlight=False)

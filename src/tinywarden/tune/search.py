@@ -46,6 +46,11 @@ from tinywarden.tune.synthetic import ANOMALY_TYPES, inject
 
 #: Windows the search tries; the stride is a fixed fraction of the window (see STRIDE_DIVISOR).
 WINDOWS: tuple[int, ...] = (16, 32, 64, 128)
+#: Windows added (default windows only) when the data is too short for the smallest of WINDOWS: a few
+#: minutes of a device's normal at 1 Hz (60 to 300 rows) still gets a pipeline.
+SHORT_WINDOWS: tuple[int, ...] = (8, 4)
+#: Clean windows the validation part must hold for a candidate to be scored.
+MIN_VALIDATION_WINDOWS = 4
 #: stride = window // STRIDE_DIVISOR: four scores per window length keeps detection latency at a quarter
 #: window while the device runs the model four times less often than at stride 1.
 STRIDE_DIVISOR = 4
@@ -184,6 +189,7 @@ class Trial:
     fpr: float = float("nan")
     fpr_ok: bool = False
     seconds: float = 0.0
+    data_problem: bool = False  # failed because the data holds too few windows, not for its size
     instructions: float | None = None
     program: Program | None = field(default=None, repr=False)
     pipeline: Pipeline | None = field(default=None, repr=False)
@@ -221,6 +227,7 @@ class TuneResult:
     unsupported: dict[str, str]
     fpr_limit: float
     stopped_early: str | None = None
+    windows_note: str | None = None  # what short data changed in the windows/strides tried
 
     def summary(self) -> dict[str, Any]:
         """The chosen pipeline's family, window, flash, RAM and validation scores (``tune --json``)."""
@@ -237,7 +244,7 @@ class TuneResult:
                            "labelled_auc": t.labelled_auc, "fpr": _finite(t.fpr), "fpr_limit": self.fpr_limit,
                            "labels_used": self.labels_used},
             "trials": len(self.trials), "measured": sum(tr.measured for tr in self.trials),
-            "stopped_early": self.stopped_early,
+            "stopped_early": self.stopped_early, "windows_note": self.windows_note,
         }
 
 
@@ -287,8 +294,9 @@ class _Validator:
         idx = [self.validation.channels.index(c) for c in channels]
         w, s = program.window, program.stride
         clean, _ = run_int8(program, self.validation.values[:, idx])
-        if len(clean) < 4:
-            raise DataError(f"validation part has too few windows of {w} rows to score")
+        if len(clean) < MIN_VALIDATION_WINDOWS:
+            raise DataError(f"validation part has {len(clean)} windows of {w} rows (stride {s}); "
+                            f"need at least {MIN_VALIDATION_WINDOWS} to score")
         fpr = float(np.mean(clean > program.threshold))
         aucs = {}
         for kind in ANOMALY_TYPES:
@@ -320,6 +328,77 @@ def _windows_touching(rows: np.ndarray, n: int, window: int, stride: int) -> np.
     return (c[ends + 1] - c[ends + 1 - window]) > 0
 
 
+def default_stride(window: int) -> int:
+    """The stride the search pairs with ``window`` on data long enough for it: a quarter window."""
+    return max(1, window // STRIDE_DIVISOR)
+
+
+def _windows_in(rows: int, window: int, stride: int) -> int:
+    return len(window_end_rows(rows, window, stride))
+
+
+def _fit_ok(window: int, stride: int, n_windows: int) -> bool:
+    """Does the pipeline's own fit/calibration split accept ``n_windows`` normal windows?"""
+    try:
+        Pipeline(make_detector("ewma"), window, stride, FEATURE_SETS["small"]).split_index(n_windows)
+    except DataError:
+        return False
+    return True
+
+
+def min_rows(window: int, stride: int, validation_fraction: float) -> int:
+    """The fewest rows of normal data on which a ``window``/``stride`` candidate can be fitted, calibrated
+    and scored: the fit part (the first ``1 - validation_fraction``, as ``Series.split`` cuts it) needs
+    enough windows for the pipeline's fit/calibration split, the held-out part
+    :data:`MIN_VALIDATION_WINDOWS`.
+
+    >>> min_rows(16, 4, 0.2), min_rows(4, 1, 0.2)
+    (138, 33)
+    """
+    fit_windows = next(m for m in range(1, 10_000) if _fit_ok(window, stride, m))
+    rows = window
+    while True:
+        cut = int(round(rows * (1.0 - validation_fraction)))
+        if (_windows_in(cut, window, stride) >= fit_windows
+                and _windows_in(rows - cut, window, stride) >= MIN_VALIDATION_WINDOWS):
+            return rows
+        rows += 1
+
+
+def synthetic_fits(n_rows: int, window: int, validation_fraction: float) -> bool:
+    """Can the held-out part of ``n_rows`` rows take one synthetic anomaly of ``window`` rows?
+
+    :func:`~tinywarden.tune.synthetic.inject` starts its first segment one segment plus its two-segment gap
+    in, and the segment must end before the last row: the part needs more than four segments.
+    """
+    held_out = n_rows - int(round(n_rows * (1.0 - validation_fraction)))
+    return held_out > 4 * window
+
+
+def window_plan(n_rows: int, windows: Sequence[int] | None, validation_fraction: float
+                ) -> tuple[dict[int, int], list[tuple[int, int, int]]]:
+    """``({window: stride} the data is long enough for, [(window, 1, rows it needs at stride 1)] it is not)``.
+
+    Each window gets its default stride, or on short data the largest smaller stride the rows allow.
+    ``windows=None`` means :data:`WINDOWS`, plus :data:`SHORT_WINDOWS` when the held-out part is too short
+    for a synthetic anomaly at the smallest of them (:func:`synthetic_fits`; it then could not rank them).
+    """
+    wins = list(WINDOWS if windows is None else windows)
+    if windows is None and not synthetic_fits(n_rows, min(WINDOWS), validation_fraction):
+        wins += list(SHORT_WINDOWS)
+    plan: dict[int, int] = {}
+    short: list[tuple[int, int, int]] = []
+    for w in dict.fromkeys(wins):
+        fits = [s for s in range(default_stride(w), 0, -1) if n_rows >= min_rows(w, s, validation_fraction)]
+        if fits:
+            plan[w] = fits[0]
+        else:
+            short.append((w, 1, min_rows(w, 1, validation_fraction)))  # the least it could do with
+    # windows the synthetic check can score first, so a trial limit does not spend itself on unranked ones
+    plan = dict(sorted(plan.items(), key=lambda ws: not synthetic_fits(n_rows, ws[0], validation_fraction)))
+    return plan, short
+
+
 def measure(program: Program, target: str, cache: dict[str, ModuleSize] | None = None) -> ModuleSize:
     """Generate the C for ``program`` and size it with ``arm-none-eabi-size`` (cached by model id)."""
     key = f"{program.model_id}:{target}"
@@ -334,8 +413,13 @@ def measure(program: Program, target: str, cache: dict[str, ModuleSize] | None =
 
 
 def input_candidates(families: Sequence[str], n_all: int, n_varying: int,
-                     windows: Sequence[int] = WINDOWS) -> list[Candidate]:
-    """The input stage: every window x feature set x channel choice with the probe detector."""
+                     windows: Sequence[int] = WINDOWS, strides: dict[int, int] | None = None) -> list[Candidate]:
+    """The input stage: every window x feature set x channel choice with the probe detector.
+
+    The stride of window ``w`` is ``strides[w]`` when given (see :func:`window_plan`), else
+    ``w // STRIDE_DIVISOR``.
+    """
+    strides = strides or {}
     fam, first = next((f, p) for f, p in (PROBE, FALLBACK_PROBE, (families[0], search_space(families[0])[0]))
                       if f in families)
     params = tuple(sorted(first.items()))
@@ -345,7 +429,7 @@ def input_candidates(families: Sequence[str], n_all: int, n_varying: int,
             for ch in CHANNEL_CHOICES:
                 if ch == "varying" and n_varying == n_all:
                     continue  # the same candidate as "all"
-                out.append(Candidate(fam, params, w, max(1, w // STRIDE_DIVISOR), name, feats, ch))
+                out.append(Candidate(fam, params, w, strides.get(w, default_stride(w)), name, feats, ch))
     return out
 
 
@@ -372,7 +456,7 @@ def tune(
     budget: Budget,
     *,
     families: Sequence[str] | None = None,
-    windows: Sequence[int] = WINDOWS,
+    windows: Sequence[int] | None = None,
     max_trials: int | None = None,
     time_budget: float | None = None,
     seed: int = 0,
@@ -389,11 +473,15 @@ def tune(
     ``fpr_limit`` (default ``5 * target_fpr``) is the highest false-positive rate on the validation part,
     at the calibrated threshold, a candidate may have to rank above those that exceed it. ``validate`` is
     optional labelled data (0 normal / 1 anomalous rows) whose ROC AUC is averaged into the quality.
-    Raises :class:`BudgetError` when nothing fits.
+    ``windows=None`` tries :data:`WINDOWS`, and :data:`SHORT_WINDOWS` too when the data is too short for
+    the smallest of them; on short data a window's stride shrinks to what the rows allow
+    (:func:`window_plan`, said in ``TuneResult.windows_note``).
+    Raises :class:`DataError` when the data is too short for every window (naming the rows the smallest
+    needs) or every candidate failed for a data reason, :class:`BudgetError` when candidates were over budget.
     """
     start = time.monotonic()
     fams = _check_families(families)
-    if not windows or any(not isinstance(w, int) or w < 4 for w in windows):
+    if windows is not None and (not windows or any(not isinstance(w, int) or w < 4 for w in windows)):
         raise ConfigError(f"windows must be integers >= 4, got {list(windows)}")
     if not 0.05 <= validation_fraction <= 0.5:
         raise ConfigError(f"validation fraction must be in [0.05, 0.5], got {validation_fraction}")
@@ -413,6 +501,14 @@ def tune(
         raise ConfigError("none of the families has an int8 path: "
                           + "; ".join(f"{f}: {r}" for f, r in unsupported.items()))
 
+    plan, too_short = window_plan(len(train), windows, validation_fraction)
+    if not plan:
+        w, st, need = min(too_short)
+        raise DataError(f"{train.source}: {len(train)} rows are too few to tune: the smallest window tried, {w} rows "
+                        f"at stride {st}, needs at least {need} rows of normal data (its fit and calibration windows "
+                        f"plus {MIN_VALIDATION_WINDOWS} held-out windows at validation fraction "
+                        f"{validation_fraction:g}); record longer or pass smaller --windows")
+    windows_note = _windows_note(len(train), windows, plan, too_short)
     fit_part, val_part = train.split(1.0 - validation_fraction)
     normal = fit_part.values if fit_part.labels is None else fit_part.values[fit_part.labels == 0]
     spread = normal.std(axis=0) if len(normal) else np.zeros(train.n_channels)
@@ -459,7 +555,7 @@ def tune(
             trials.append(_run_trial(c, stage, channel_sets[c.channels], fit_part, budget, validator,
                                      target_fpr, k, n, limit, size_cache))
 
-    first = input_candidates(fams, len(channel_sets["all"]), len(varying), windows)
+    first = input_candidates(fams, len(channel_sets["all"]), len(varying), list(plan), plan)
     run_stage(first, "inputs")
     # An input choice on which the probe itself does not fit (e.g. PCA on many features) still gets
     # ranked, by the fallback probe: the smaller families may fit it.
@@ -484,6 +580,9 @@ def tune(
         raise ConfigError(f"{train.source}: {stopped} before any candidate was built and scored within budget "
                           f"({tried} tried were over it); allow more time with --time-budget or more --trials")
     if not ok:
+        data_failed = [t for t in trials if t.data_problem]
+        if data_failed:
+            raise DataError(_data_refusal(data_failed, trials, train, validation_fraction))
         raise BudgetError(_nothing_fits(trials, budget, train))
     chosen = max(ok, key=rank_key)
     pipeline, program, size, fit_series = _refit(chosen, train, channel_sets, budget, target_fpr, k, n, size_cache)
@@ -494,7 +593,7 @@ def tune(
         pipeline, program, size = chosen.pipeline, chosen.program, chosen.size
         fit_series = select_channels(fit_part, channel_sets[chosen.candidate.channels])
     return TuneResult(budget, trials, chosen, pipeline, program, size, fit_series, labels_used, unsupported,
-                      limit, stopped)
+                      limit, stopped, windows_note)
 
 
 def _smaller_over_budget(c: Candidate, t: Trial) -> bool:
@@ -548,6 +647,10 @@ def _run_trial(c: Candidate, stage: str, channels: tuple[str, ...], fit_part: Se
             t.status = "over budget"
             return t
         t.synthetic_auc, t.auc_by_type, t.fpr, t.labelled_auc = validator.score(program, channels)
+    except DataError as exc:
+        t.status = f"failed: {exc}"
+        t.data_problem = True
+        return t
     except TinywardenError as exc:
         t.status = f"failed: {exc}"
         return t
@@ -574,6 +677,33 @@ def _refit(chosen: Trial, train: Series, channel_sets: dict[str, tuple[str, ...]
     return pipe, program, measure(program, budget.target, cache), series
 
 
+def _windows_note(n_rows: int, windows: Sequence[int] | None, plan: dict[int, int],
+                  too_short: list[tuple[int, int, int]]) -> str | None:
+    """One sentence on what the data's length changed in the windows/strides tried, or ``None``."""
+    changed = [f"{w}/{s}" for w, s in plan.items() if s != default_stride(w) or (windows is None and w not in WINDOWS)]
+    if not changed and not too_short:
+        return None
+    parts = [f"{n_rows} rows: tried window/stride {', '.join(f'{w}/{s}' for w, s in plan.items())}"]
+    if changed:
+        parts.append(f"short-data choices {', '.join(changed)}")
+    if too_short:
+        parts.append("skipped " + ", ".join(f"{w} (needs {need} rows)" for w, _, need in too_short))
+    return "; ".join(parts)
+
+
+def _data_refusal(failed: list[Trial], trials: list[Trial], train: Series, validation_fraction: float) -> str:
+    """One line for a search in which no candidate could be scored because the data holds too few windows."""
+    small = min(failed, key=lambda t: (t.candidate.window, t.candidate.stride))
+    c = small.candidate
+    need = min_rows(c.window, c.stride, validation_fraction)
+    over = sum(t.status in ("over budget", "pre-filtered") for t in trials)
+    return (f"{train.source}: {len(train)} rows hold too few windows to fit and validate any candidate; the smallest "
+            f"window tried, {c.window} rows at stride {c.stride}, needs at least {need} rows of normal data "
+            f"(e.g. {small.status.removeprefix('failed: ')})"
+            + (f"; {over} other candidate(s) were also over budget" if over else "")
+            + "; record longer or pass smaller --windows")
+
+
 def _nothing_fits(trials: list[Trial], budget: Budget, train: Series) -> str:
     bounds = [t for t in trials if t.status == "pre-filtered"]
     measured = [t for t in trials if t.flash is not None]
@@ -589,5 +719,6 @@ def _nothing_fits(trials: list[Trial], budget: Budget, train: Series) -> str:
     failed = [t for t in trials if t.status.startswith("failed")]
     if failed:
         parts.append(f"{len(failed)} candidate(s) failed, e.g. {failed[0].candidate.label}: {failed[0].status}")
-    parts.append("raise --flash/--ram or use fewer channels")
+    if measured or bounds:
+        parts.append("raise --flash/--ram or use fewer channels")
     return "; ".join(parts)
