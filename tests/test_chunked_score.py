@@ -131,3 +131,22 @@ def test_score_chunks_equals_the_batch_path_for_any_split(kit: tuple[Path, Path]
     assert conf is not None and np.array_equal(np.concatenate([g.confidence for g in got]), conf)
     with pytest.raises(DataError, match="fewer than one window"):
         list(score_chunks(pipeline, [series.slice(0, 10)]))
+
+
+def test_a_gap_at_a_chunk_end_is_reported_once_with_its_row(kit: tuple[Path, Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    model, data = kit
+    s = read_series(data).slice(0, 300)
+    ts = s.timestamps.copy()
+    ts[74:] += 3600.0  # an hour missing after the 74th data row: between chunks 2 and 3 of 37 rows
+    gapped = tmp_path / "gap.csv"
+    write_csv(Series(ts, s.values, s.channels, s.labels, s.attacks), gapped)
+    r = subprocess.run([sys.executable, "-m", "tinywarden", "score", str(model), str(gapped), "--out",
+                        str(tmp_path / "g.csv"), "--chunk-rows", "37"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    note = " ".join(r.stderr.split())
+    (gap,) = read_series(gapped).gaps()  # what the whole-file report said
+    assert f"1 gap(s) in time, largest {gap.seconds:.0f} s after row {gap.after_row + 2};" in note, note
+    assert gap.after_row + 2 == 75
