@@ -1,13 +1,14 @@
-"""Peak resident memory against telemetry file size: the whole-file reader, the chunked one, and agent --replay.
+"""Peak resident memory against telemetry file size: the whole-file reader, the chunked one, score and agent --replay.
 
     python benchmarks/replay_memory.py                       # writes benchmarks/results/replay_memory.md
     python benchmarks/replay_memory.py --rows 20000,60000 --results /tmp/rm.md --json /tmp/rm.json
 
 For each size a CSV of random telemetry (8 channels, 1 s apart) is written, and each of these runs in a fresh
 interpreter whose peak resident memory (``VmHWM``) is reported: ``read_series`` (the whole file at
-once, what ``score``/``evaluate``/``train`` still do), iterating ``iter_series`` (chunks of
-``CHUNK_ROWS`` rows), and ``tinywarden agent --replay`` (an EWMA model with its int8 program, signed
-bundle, dry-run actuators), which streams. A fresh interpreter's floor is measured in the same run.
+once, what ``evaluate``/``train`` still do), iterating ``iter_series`` (chunks of
+``CHUNK_ROWS`` rows), ``tinywarden score`` (an EWMA model; it reads in chunks and writes rows as it goes) and
+``tinywarden agent --replay`` (the same model with its int8 program, signed bundle, dry-run actuators), which
+streams. A fresh interpreter's floor is measured in the same run.
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ def peak_mb(code: str) -> float:
     return round(int(line.split()[1]) / 1024, 1)
 
 
-def make_bundle(work: Path, train_csv: Path) -> tuple[Path, Path]:
+def cli_peak_mb(argv: list[str]) -> float:
+    """Peak RSS in MB of ``tinywarden ARGV`` in a fresh interpreter (which must succeed)."""
+    return peak_mb(f"import sys\nsys.argv = {['tinywarden', *argv]!r}\nfrom tinywarden.cli import main\n"
+                   "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code")
+
+
+def make_bundle(work: Path, train_csv: Path) -> tuple[Path, Path, Path]:
+    """(signed bundle, its public key, the model file in it)."""
     from tinywarden import bundle as tb
     from tinywarden.detectors import make_detector
     from tinywarden.modelfile import pipeline_to_bytes
@@ -54,11 +62,13 @@ def make_bundle(work: Path, train_csv: Path) -> tuple[Path, Path]:
     p = Pipeline(make_detector("ewma"), window=32, stride=16).fit(train)
     extra, arrays, _ = int8_sections(p, train)
     priv, pub = tb.write_keypair(work / "fleet")
-    raw = tb.create_bundle(pipeline_to_bytes(p, extra, arrays), (REPO / "examples" / "policy.toml").read_bytes(),
+    model = work / "m.twb"
+    model.write_bytes(pipeline_to_bytes(p, extra, arrays))
+    raw = tb.create_bundle(model.read_bytes(), (REPO / "examples" / "policy.toml").read_bytes(),
                            {"model_id": "replay-memory", "profile": "gateway"})
     bundle = work / "m.twbundle"
     bundle.write_bytes(tb.sign_bundle(raw, tb.load_private_key(priv), version=1))
-    return bundle, pub
+    return bundle, pub, model
 
 
 def write_random_csv(path: Path, rows: int) -> None:
@@ -81,22 +91,22 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         small = work / "train.csv"
         write_random_csv(small, 5000)
-        bundle, pub = make_bundle(work, small)
+        bundle, pub, model = make_bundle(work, small)
         floor = peak_mb("import numpy, tinywarden.telemetry")
         for n in sizes:
             path = work / f"t{n}.csv"
             write_random_csv(path, n)
             state = work / f"state{n}"
-            agent_argv = ["tinywarden", "agent", "--bundle", str(bundle), "--pubkey", str(pub), "--state-dir",
-                          str(state), "--replay", str(path), "--drain", "0"]
+            agent_argv = ["agent", "--bundle", str(bundle), "--pubkey", str(pub), "--state-dir", str(state),
+                          "--replay", str(path), "--drain", "0"]
             row = {
                 "rows": n,
                 "file_mb": round(path.stat().st_size / 2**20, 1),
                 "read_series_mb": peak_mb(f"from tinywarden.telemetry import read_series\nread_series({str(path)!r})"),
                 "iter_series_mb": peak_mb("from tinywarden.telemetry import iter_series\n"
                                           f"for _ in iter_series({str(path)!r}): pass"),
-                "agent_replay_mb": peak_mb(f"import sys\nsys.argv = {agent_argv!r}\nfrom tinywarden.cli import main\n"
-                                           "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code"),
+                "score_mb": cli_peak_mb(["score", str(model), str(path), "--out", str(work / "scores.csv")]),
+                "agent_replay_mb": cli_peak_mb(agent_argv),
             }
             rows_out.append(row)
             path.unlink()
@@ -108,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         f"interpreter per run (floor: `import numpy, tinywarden.telemetry` = {floor} MB). Machine: {m['machine']}, "
         f"Python {m['python']}, {m['date']}, commit {m['commit']}.",
         "",
-        "| rows | file (MB) | read_series, whole file (MB) | iter_series, chunks (MB) | agent --replay (MB) |",
-        "|---:|---:|---:|---:|---:|",
+        "| rows | file (MB) | read_series, whole file (MB) | iter_series, chunks (MB) | score (MB) "
+        "| agent --replay (MB) |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
-    keys = ("rows", "file_mb", "read_series_mb", "iter_series_mb", "agent_replay_mb")
+    keys = ("rows", "file_mb", "read_series_mb", "iter_series_mb", "score_mb", "agent_replay_mb")
     lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows_out]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -47,6 +47,11 @@ RELATIVE_SCALE_FLOOR = 0.05
 #: other normal days, 0.25 flagged 5 windows on 3 of the days and 0.5 none, while 0.5 still flagged every
 #: botnet-flood window and 77 % of memory-exploit windows: a fail-safe should act on gross breaches only.
 GUARD_MARGIN = 0.5
+#: Windows given to the detector per call. Fixed, so a series scored whole (:meth:`Pipeline.score`) or in chunks
+#: (:mod:`tinywarden.chunked_score`) meets the detector in the same blocks: a float model's score of a window
+#: may depend, in its last bits, on the batch it is computed in (BLAS kernels differ by matrix shape). It is
+#: the torch families' own batch, so their scores are those of one call on the whole series.
+SCORE_BLOCK = 8192
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,17 @@ class Pipeline:
         if len(ends) == 0:
             return ends, np.zeros((0, self.window, values.shape[1]))
         return ends, np.concatenate(list(batch_windows(values, self.window, self.stride)), axis=0)
+
+    def window_inputs(self, series: Series) -> tuple[np.ndarray, np.ndarray]:
+        """``(end_rows, unscaled model inputs)`` of every complete window of ``series`` (see :meth:`score_inputs`)."""
+        return self._raw_inputs(self.select_channels(series))
+
+    def score_inputs(self, raw: np.ndarray) -> np.ndarray:
+        """Detector scores of unscaled model inputs, in blocks of :data:`SCORE_BLOCK` windows from the first."""
+        out = np.empty(len(raw))
+        for lo in range(0, len(raw), SCORE_BLOCK):
+            out[lo : lo + SCORE_BLOCK] = self.detector.score_samples(self.scale_inputs(raw[lo : lo + SCORE_BLOCK]))
+        return out
 
     def scale_inputs(self, x: np.ndarray) -> np.ndarray:
         """Model inputs (features or raw windows) standardised with the scaler fitted on normal data."""
@@ -281,11 +297,10 @@ class Pipeline:
     def score(self, series: Series) -> Scored:
         """Score every complete window of ``series``."""
         self._check_fitted()
-        values = self.select_channels(series)
-        ends, raw = self._raw_inputs(values)
+        ends, raw = self.window_inputs(series)
         if len(ends) == 0:
             raise DataError(f"{series.source}: {len(series)} rows are fewer than one window of {self.window}")
-        scores = self.detector.score_samples(self.scale_inputs(raw))
+        scores = self.score_inputs(raw)
         flags = (scores > self.threshold_).astype(np.uint8)
         return Scored(ends, series.timestamps[ends], scores, flags, persist(flags, self.k, self.n),
                       float(self.threshold_))

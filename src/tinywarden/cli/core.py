@@ -187,44 +187,96 @@ def score(
     drop_unordered: DropOpt = False,
     int8: Annotated[bool, typer.Option("--int8", help=(
         "Run the int8 reference (the numbers the exported C returns): integer scores"))] = False,
+    chunk_rows: Annotated[int, typer.Option(hidden=True, help="Rows read at a time")] = 0,
 ) -> None:
     """Score every window of DATA: writes window_end, score, anomaly, threshold, confidence (and label when DATA
     has one).
 
     The file is what `tinywarden respond --scores` reads; its threshold column tells float scores from int8 ones.
     confidence is the calibrated anomaly likelihood in [0, 1] (same meaning for every model; absent with
-    --int8 and for model files written before it existed).
+    --int8 and for model files written before it existed). A CSV or Parquet file (or a recording folder) is
+    read and scored in chunks, so memory does not grow with its length; OUT is replaced only when all is done.
     """
+    from tinywarden.chunked_score import score_chunks
+    from tinywarden.fileio import atomic_open
     from tinywarden.modelfile import load_pipeline
-    from tinywarden.telemetry import read_series
+    from tinywarden.telemetry import iter_series
+    from tinywarden.telemetry.io import CHUNK_ROWS
 
     pipeline = load_pipeline(str(model))
-    series = read_series(data, split="test", drop_unordered=drop_unordered)
-    report_gaps(series)
-    report_channels(pipeline, series)
+    program = None
     if int8:
-        from tinywarden.quantize import load_program, score_int8
+        from tinywarden.quantize import load_program
 
-        scored = score_int8(pipeline, load_program(pipeline, str(model)), series)
-    else:
-        scored = pipeline.score(series)
-    from tinywarden.evaluate.metrics import window_labels
-
-    labels = None if series.labels is None else window_labels(series.labels, scored.end_rows, pipeline.window)
-    # The likelihood is calibrated on float scores: the int8 path's integer scores have no confidence yet.
-    conf = None if int8 else pipeline.confidence(scored.scores)
+        program = load_program(pipeline, str(model))
+    gaps = ChunkGaps()
+    chunks = gaps.watch(iter_series(data, chunk_rows or CHUNK_ROWS, drop_unordered), pipeline)
+    windows = alarms = 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
+    with atomic_open(out, newline="", fsync=False) as fh:
         w = csv.writer(fh)
-        w.writerow(["window_end", "score", "anomaly", "threshold", *(["confidence"] if conf is not None else []),
-                    *(["label"] if labels is not None else [])])
-        threshold = int(scored.threshold) if int8 else repr(float(scored.threshold))
-        for i in range(len(scored.scores)):
-            value = int(scored.scores[i]) if int8 else repr(float(scored.scores[i]))
-            row = [repr(float(scored.end_times[i])), value, int(scored.alarms[i]), threshold]
-            row += [f"{conf[i]:.6f}"] if conf is not None else []
-            w.writerow(row + ([int(labels[i])] if labels is not None else []))
-    console.print(f"wrote {len(scored.scores)} windows to {out} ({int(scored.alarms.sum())} in alarm)")
+        for part in score_chunks(pipeline, chunks, program):
+            if windows == 0:
+                w.writerow(["window_end", "score", "anomaly", "threshold",
+                            *(["confidence"] if part.confidence is not None else []),
+                            *(["label"] if part.labels is not None else [])])
+            threshold = int(part.threshold) if int8 else repr(float(part.threshold))
+            for i in range(len(part.scores)):
+                value = int(part.scores[i]) if int8 else repr(float(part.scores[i]))
+                row = [repr(float(part.end_times[i])), value, int(part.alarms[i]), threshold]
+                row += [f"{part.confidence[i]:.6f}"] if part.confidence is not None else []
+                w.writerow(row + ([int(part.labels[i])] if part.labels is not None else []))
+            windows += len(part.scores)
+            alarms += int(part.alarms.sum())
+    gaps.report()
+    console.print(f"wrote {windows} windows to {out} ({alarms} in alarm)")
+
+
+class ChunkGaps:
+    """What :func:`report_gaps` and :func:`report_channels` say of a whole series, gathered chunk by chunk.
+
+    Gaps are measured against the first chunk's usual period (the whole series' median spacing would need
+    every timestamp at once).
+    """
+
+    def __init__(self) -> None:
+        self.first: Series | None = None
+        self.gaps: list[tuple[int, float]] = []  # (row after which, seconds)
+        self.dropped = 0
+
+    def watch(self, chunks: Any, pipeline: Any) -> Any:
+        """Pass ``chunks`` through, noting their gaps; the first one's channels are reported at once."""
+        rows, last = 0, None
+        for chunk in chunks:
+            if self.first is None:
+                self.first = chunk
+                note_time_unit(chunk.source, chunk.meta.get("time_unit", "s"))
+                report_channels(pipeline, chunk)
+            ts = chunk.timestamps if last is None else np.concatenate(([last], chunk.timestamps))
+            base = rows if last is None else rows - 1
+            d = np.diff(ts)
+            for i in np.flatnonzero(d > 2.0 * self.first.period):
+                self.gaps.append((base + int(i), float(d[i])))
+            self.dropped += int(chunk.meta.get("dropped_rows", 0) or 0)
+            rows += len(chunk)
+            last = float(chunk.timestamps[-1])
+            yield chunk
+
+    def report(self) -> None:
+        if self.first is None:
+            return
+        source = self.first.source
+        if self.dropped:
+            err_console.print(f"[yellow]note:[/] {source}: dropped {self.dropped} row(s) with "
+                              "duplicate or out-of-order timestamps", highlight=False)
+        if self.gaps:
+            row, seconds = max(self.gaps, key=lambda g: g[1])
+            err_console.print(
+                f"[yellow]note:[/] {source}: {len(self.gaps)} gap(s) in time, largest {seconds:.0f} s after "
+                f"row {row + 2}; windows spanning a gap are scored from the samples that exist "
+                "(nothing is interpolated)",
+                highlight=False,
+            )
 
 
 def evaluate_pipeline(pipeline: Any, series: Series, skip_rows: int) -> tuple[Any, Any]:
