@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinywarden.errors import ConfigError
-from tinywarden.telemetry.live import LiveSampler, counter_rate, distinct_remotes
+from tinywarden.telemetry.live import LiveSampler, counter_rate, distinct_remotes, inet_remotes, parse_proc_net
 from tinywarden.telemetry.series import Series
 
 
@@ -105,12 +106,36 @@ def test_distinct_remote_addresses_and_ports_count_real_connections():
             cli = stack.enter_context(socket.create_connection(srv.getsockname()))
             stack.enter_context(srv.accept()[0])
             mine |= {srv.getsockname()[1], cli.getsockname()[1]}
-        ours = [c for c in psutil.net_connections("inet") if c.raddr and c.laddr.port in mine]
+        ours = [c.raddr for c in psutil.net_connections("inet") if c.raddr and c.laddr.port in mine]
+        read = [r for r in inet_remotes() or [] if r[1] in mine]  # the kernel's tables, as the sampler reads
         v = s.sample()
     # k client ends reach k server ports; k accepted ends reach k client ports; one address
     assert distinct_remotes(ours) == (1, 2 * k)
+    assert distinct_remotes(read) == (1, 2 * k) and len(read) == 2 * k
     assert v[i["distinct_remote_ports"]] >= 2 * k and v[i["distinct_remote_addrs"]] >= 1
     assert distinct_remotes([]) == (0, 0)
+
+
+def test_proc_net_tables_give_the_remote_ends_psutil_gives(tmp_path: Path):
+    """Listening and unconnected sockets have no remote end; tcp6/udp6 may be missing; an unreadable
+    table (other than a missing v6 one) means the connection table is denied, not an empty one."""
+    (tmp_path / "tcp").write_text(
+        "  sl  local_address rem_address   st\n"
+        "   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1\n"
+        "   1: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000 0 0 2\n"
+        "   2: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000 0 0 3\n"
+    )
+    (tmp_path / "udp").write_text(
+        "  sl  local_address rem_address   st\n"
+        "   7: 00000000:0044 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 4\n"
+        "   8: 0200000A:D431 0100000A:0035 01 00000000:00000000 00:00000000 00000000 0 0 5\n"
+    )
+    got = inet_remotes(tmp_path)
+    assert got == [("0100007F", 8080), ("0100007F", 40000), ("0100000A", 53)]
+    assert distinct_remotes(got) == (2, 3)
+    assert parse_proc_net("header only\n") == []
+    (tmp_path / "udp6").mkdir()  # reading it fails with an OSError other than "missing"
+    assert inet_remotes(tmp_path) is None
 
 
 def test_unknown_or_repeated_interfaces_and_bad_periods_are_refused():

@@ -29,6 +29,8 @@ from tinywarden.telemetry import Series, write_csv
 
 #: Not loaded by the agent's int8 runtime: the train extra, and scipy (about 25 MB resident for one function).
 HEAVY = ("torch", "sklearn", "matplotlib", "scipy")
+#: What the light agent command leaves out too: the full CLI's stack, paho without --mqtt, ssl without TLS.
+CLI_STACK = ("typer", "rich", "pydantic", "click", "paho", "ssl", "pyarrow")
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +134,11 @@ def _cli_modules(argv: list[str], block: bool = False) -> dict:
     code = (
         "import sys, json\n"
         + (f"sys.modules.update(dict.fromkeys({list(TRAIN_EXTRA)!r}))\n" if block else "")
-        + "from tinywarden.cli import main\n"
+        + "from tinywarden.entry import main\n"
         f"sys.argv = {argv!r}\n"
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code or 0\nelse:\n    code = 0\n"
-        f"print(json.dumps({{'code': code, 'heavy': [m for m in {list(HEAVY)!r} if m in sys.modules]}}))\n"
+        f"print(json.dumps({{'code': code, 'heavy': [m for m in {list(HEAVY)!r} if m in sys.modules], "
+        f"'stack': [m for m in {list(CLI_STACK)!r} if m in sys.modules]}}))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -154,7 +157,7 @@ def test_an_agent_replay_never_imports_torch_sklearn_or_matplotlib(model, tmp_pa
     csv = tmp_path / "cam.csv"
     write_csv(stream.slice(0, 3000), csv)
     light = _agent_modules(tmp_path / "a", bundle, pub, csv)
-    assert (light["code"], light["heavy"]) == (0, []), light["stderr"]
+    assert (light["code"], light["heavy"], light["stack"]) == (0, [], []), light["stderr"]
     # the check can fail: the float pipeline of the same bundle loads scikit-learn
     heavy = _agent_modules(tmp_path / "b", bundle, pub, csv, "--runtime", "float")
     assert heavy["code"] == 0 and "sklearn" in heavy["heavy"], heavy["stderr"]

@@ -1,5 +1,5 @@
-"""``python -m tinywarden`` runs the CLI."""
+"""``python -m tinywarden`` runs the CLI (``tinywarden agent`` without loading the full CLI's modules)."""
 
-from tinywarden.cli import main
+from tinywarden.entry import main
 
 main()

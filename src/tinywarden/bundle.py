@@ -62,7 +62,6 @@ import contextlib
 import datetime as _dt
 import fcntl
 import hashlib
-import importlib.metadata
 import json
 import os
 import re
@@ -556,6 +555,8 @@ def load_counter(spec: str | None, state_dir: str | os.PathLike[str]) -> Monoton
     spec = spec or os.environ.get(COUNTER_ENV) or "file"
     if spec == "file":
         return FileCounter(state_dir)
+    import importlib.metadata  # only for a plugin counter: the agent's default path stays light
+
     found = importlib.metadata.entry_points(group=COUNTER_GROUP, name=spec)
     ep = next(iter(found), None)
     if ep is None:

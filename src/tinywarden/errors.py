@@ -37,3 +37,17 @@ class ModelFileError(TinywardenError):
 
 class NotFittedError(TinywardenError):
     """A detector or pipeline used before it was fitted."""
+
+
+#: Modules of the ``train`` extra (pyproject.toml); a runtime-only install (a gateway) has none of them.
+TRAIN_EXTRA = ("sklearn", "torch", "matplotlib")
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The one-line message for a module of the ``train`` extra missing on a runtime-only install, or None
+    when ``exc`` is about another module (a real defect, to be raised as it is)."""
+    top = (exc.name or "").split(".")[0]
+    if top not in TRAIN_EXTRA:
+        return None
+    return (f"this command needs {top}, part of the train extra that a runtime-only install leaves out: "
+            "pip install 'tinywarden[train]'")

@@ -37,20 +37,23 @@ import math
 import os
 import re
 import socket
-import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import paho.mqtt.client as mqtt
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from tinywarden.audit import HEX_HASH
 from tinywarden.errors import TinywardenError
 from tinywarden.fileio import atomic_write
+
+if TYPE_CHECKING:
+    import ssl
+
+    import paho.mqtt.client as mqtt
 
 __all__ = [
     "BrokerConfig",
@@ -67,6 +70,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def paho_client() -> ModuleType:
+    """``paho.mqtt.client``, imported on first use: an agent without ``--mqtt`` never loads paho (about 9 MB)."""
+    import paho.mqtt.client
+
+    return paho.mqtt.client
 
 MAX_FEATURES = 64  # a summary, not a dump: keeps raw windows from leaking into incidents
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # safe inside one MQTT topic level
@@ -619,6 +629,7 @@ class MqttPublisher:
             return False
         self._drop_session()
         s = self._session = _Session()
+        mqtt = paho_client()
         try:
             client = self._new_client(s)
             s.client = client
@@ -637,6 +648,7 @@ class MqttPublisher:
         return True
 
     def _new_client(self, s: _Session) -> mqtt.Client:
+        mqtt = paho_client()
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"tinywarden-{self.device_id}-{uuid.uuid4().hex[:8]}",
@@ -670,6 +682,7 @@ class MqttPublisher:
         s = self._session
         assert s.client is not None
         info = s.client.publish(self.topic, payload, qos=1)
+        mqtt = paho_client()
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self._connection_lost(f"publish refused by client: {mqtt.error_string(info.rc)}")
             return False
@@ -712,7 +725,11 @@ class MqttPublisher:
 
 
 def _tls_context(t: TlsConfig) -> ssl.SSLContext:
-    """Build the TLS context once, so a wrong path fails when the publisher is made, not at first send."""
+    """Build the TLS context once, so a wrong path fails when the publisher is made, not at first send.
+
+    ``ssl`` is imported here: an agent that talks to no broker over TLS never loads it."""
+    import ssl
+
     try:
         ctx = ssl.create_default_context(cafile=t.ca_file)
         if t.cert_file:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from rich.markup import escape
+
 from tinywarden.cli import agent as _agent  # noqa: F401
 from tinywarden.cli import core as _core  # noqa: F401  (registers commands)
 from tinywarden.cli import export as _export  # noqa: F401
@@ -17,12 +19,9 @@ from tinywarden.cli import simulate as _simulate  # noqa: F401
 from tinywarden.cli import trust as _trust  # noqa: F401
 from tinywarden.cli import tune as _tune  # noqa: F401
 from tinywarden.cli.app import app, err_console
-from tinywarden.errors import TinywardenError
+from tinywarden.errors import TRAIN_EXTRA, TinywardenError, missing_extra
 
 __all__ = ["TRAIN_EXTRA", "app", "main"]
-
-#: Modules of the ``train`` extra (pyproject.toml); a runtime-only install (a gateway) has none of them.
-TRAIN_EXTRA = ("sklearn", "torch", "matplotlib")
 
 
 def main() -> None:
@@ -37,9 +36,8 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ModuleNotFoundError as exc:
-        top = (exc.name or "").split(".")[0]
-        if top not in TRAIN_EXTRA:
+        message = missing_extra(exc)
+        if message is None:
             raise
-        err_console.print(f"[bold red]error:[/] this command needs {top}, part of the train extra that a runtime-only "
-                          "install leaves out: pip install 'tinywarden\\[train]'", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
