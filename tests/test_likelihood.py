@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from tinywarden.errors import ConfigError, DataError, NotFittedError
-from tinywarden.likelihood import AnomalyLikelihood, confidence_of_z, z_for_confidence
+from tinywarden.likelihood import HOLDOFF_LEVEL, AnomalyLikelihood, confidence_of_z, z_for_confidence
 
 
 def _normal_scores(n: int, seed: int = 0) -> np.ndarray:
@@ -131,3 +131,26 @@ def test_constant_training_scores_give_finite_confidences() -> None:
     lik = AnomalyLikelihood().fit(np.full(50, 3.0))
     c = lik.transform([3.0, 3.0, 3.5, 100.0])
     assert np.isfinite(c).all() and c[0] < 0.5 < c[-1]
+
+
+def test_a_hold_off_silences_exactly_the_windows_after_a_confident_one_and_keeps_learning():
+    rng = np.random.default_rng(5)
+    train = rng.gamma(2.0, size=400)
+    stream = np.r_[rng.gamma(2.0, size=300), np.full(5, 60.0), rng.gamma(2.0, size=300), np.full(3, 80.0),
+                   rng.gamma(2.0, size=100)]
+    plain = AnomalyLikelihood(short=10, rate_shift=13).fit(train).transform(stream)
+    held = AnomalyLikelihood(short=10, rate_shift=13, holdoff=50).fit(train).transform(stream)
+    assert (held <= plain).all()
+    quiet = np.zeros(len(stream), dtype=bool)
+    for i in np.flatnonzero(plain >= HOLDOFF_LEVEL):  # every raw confident window silences the next 50
+        quiet[i + 1 : i + 51] = True
+    assert np.array_equal(held, np.where(quiet, 0.0, plain))
+    assert quiet.any() and (held >= HOLDOFF_LEVEL).sum() == 2  # one report per event
+    lik = AnomalyLikelihood(short=10, rate_shift=13, holdoff=50).fit(train)
+    assert np.array_equal([lik.update(v) for v in stream], held)  # streaming equals batch
+
+
+@pytest.mark.parametrize("bad", [-1, 65536, 2.5])
+def test_a_bad_hold_off_is_refused(bad):
+    with pytest.raises(ConfigError, match="holdoff"):
+        AnomalyLikelihood(holdoff=bad).fit(np.arange(10.0))

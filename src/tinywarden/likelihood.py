@@ -16,9 +16,14 @@ error, a z-score). :class:`AnomalyLikelihood` turns a stream of raw window score
    normal distribution reaches once in ``10**(decades / 2)`` windows, on every series;
 5. the long-term distribution learns from levels judged normal (``z <= gate``; every level when
    ``gate`` is None) at the full rate and from elevated levels ``2**slow_shift`` times more slowly,
-   so an anomaly does not teach itself as normal at once but a lasting change of regime is learned in a bounded time.
+   so an anomaly does not teach itself as normal at once but a lasting change of regime is learned in a bounded time;
+6. optional hold-off (``holdoff > 0``, off by default): a window whose confidence reaches :data:`HOLDOFF_LEVEL`
+   silences the reported confidence (0) of the next ``holdoff`` windows, as CAD OSE's rest period does on the
+   NAB benchmark; the distribution keeps learning meanwhile. It reports one detection per event (what NAB
+   rewards) at the price of a blind spot after each one, which is why the product leaves it off: an attacker
+   who can raise one confident window could act unreported in the next ``holdoff`` windows.
 
-Defaults chosen by measurement on NAB (``benchmarks/results/nab.md``, families ewma and kmeans):
+Defaults chosen by measurement on NAB, without a hold-off (``benchmarks/results/nab.md``, families ewma and kmeans):
 ``short = 1`` beat 4 and 8; ``gate = None`` (every level teaches at the same rate) beat gates of 3 and 5
 by 2 to 20 points, because a gated distribution that misses a lasting change of level stays in alarm
 for the rest of the series; ``decades`` 10, 20 and 50 gave the same NAB figures.
@@ -50,6 +55,10 @@ LN10 = math.log(10.0)
 #: stretch of constant scores does not make the next small wiggle look infinitely unlikely.
 STD_FLOOR_FRACTION = 0.5
 MIN_FIT_SCORES = 4
+#: The confidence that starts a hold-off: a tail probability of 1e-5 at ``decades = 10``, the level HTM's
+#: likelihood filter calls red (Ahmad et al., 2017).
+HOLDOFF_LEVEL = 0.5
+MAX_HOLDOFF = 65535
 
 
 def confidence_of_z(z: np.ndarray | float, decades: float) -> np.ndarray:
@@ -99,12 +108,13 @@ class AnomalyLikelihood:
     """
 
     def __init__(self, short: int = 1, rate_shift: int = 9, gate: float | None = None, slow_shift: int = 4,
-                 decades: float = 10.0) -> None:
+                 decades: float = 10.0, holdoff: int = 0) -> None:
         self.short = short
         self.rate_shift = rate_shift
         self.gate = gate
         self.slow_shift = slow_shift
         self.decades = decades
+        self.holdoff = holdoff
 
     def _check_params(self) -> None:
         if not (isinstance(self.short, int) and 1 <= self.short <= 256):
@@ -118,6 +128,9 @@ class AnomalyLikelihood:
             raise ConfigError(f"likelihood gate must be a positive z or None (no gate), got {self.gate!r}")
         if not (math.isfinite(self.decades) and self.decades > 0):
             raise ConfigError(f"likelihood decades must be positive, got {self.decades!r}")
+        if not (isinstance(self.holdoff, int) and 0 <= self.holdoff <= MAX_HOLDOFF):
+            raise ConfigError(f"likelihood holdoff must be an integer in [0, {MAX_HOLDOFF}] windows, "
+                              f"got {self.holdoff!r}")
 
     # -- learning -------------------------------------------------------------------------------
     def fit(self, scores: np.ndarray | Sequence[float]) -> AnomalyLikelihood:
@@ -158,12 +171,21 @@ class AnomalyLikelihood:
         self._sum = 0.0
         self._mean = self.mean_
         self._var = self.var_
+        self._hold = 0
 
     def update(self, score: float) -> float:
         """Push one raw score; its confidence in [0, 1]. A NaN/inf score gives NaN and changes nothing."""
         self._check_fitted()
         z = self._step(float(score))
-        return math.nan if math.isnan(z) else float(confidence_of_z(z, self.decades))
+        return math.nan if math.isnan(z) else self._report(float(confidence_of_z(z, self.decades)))
+
+    def _report(self, confidence: float) -> float:
+        """Step 6: the reported confidence (0 while a hold-off runs); starts a hold-off at HOLDOFF_LEVEL."""
+        out = confidence if self._hold == 0 else 0.0
+        self._hold = max(self._hold - 1, 0)
+        if self.holdoff and confidence >= HOLDOFF_LEVEL:
+            self._hold = self.holdoff
+        return out
 
     def _step(self, score: float) -> float:
         if not math.isfinite(score):
@@ -195,20 +217,23 @@ class AnomalyLikelihood:
     def transform(self, scores: np.ndarray | Sequence[float]) -> np.ndarray:
         """Confidences of a whole score stream from the fitted state; equal to ``update`` one by one."""
         self._check_fitted()
-        saved = (self._ring.copy(), self._pos, self._count, self._sum, self._mean, self._var)
+        saved = (self._ring.copy(), self._pos, self._count, self._sum, self._mean, self._var, self._hold)
         self.reset()
         try:
             z = np.array([self._step(float(s)) for s in np.asarray(scores, dtype=np.float64).ravel()])
+            out = confidence_of_z(np.nan_to_num(z), self.decades)
+            out[np.isnan(z)] = np.nan
+            if self.holdoff:
+                for i in np.flatnonzero(~np.isnan(z)):
+                    out[i] = self._report(float(out[i]))
         finally:
-            self._ring, self._pos, self._count, self._sum, self._mean, self._var = saved
-        out = confidence_of_z(np.nan_to_num(z), self.decades)
-        out[np.isnan(z)] = np.nan
+            self._ring, self._pos, self._count, self._sum, self._mean, self._var, self._hold = saved
         return out
 
     # -- model file -----------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
         return {"short": self.short, "rate_shift": self.rate_shift, "gate": self.gate,
-                "slow_shift": self.slow_shift, "decades": self.decades}
+                "slow_shift": self.slow_shift, "decades": self.decades, "holdoff": self.holdoff}
 
     def state(self) -> dict[str, float]:
         """The fitted numbers (the stream state starts from them)."""

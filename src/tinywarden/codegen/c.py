@@ -146,10 +146,12 @@ def likelihood_c(program: Program) -> LikelihoodC:
               "TW_LIK_SPREAD": int(a["spread"]), "TW_LIK_MEAN0": int(a["mean"]), "TW_LIK_VAR0": int(a["var"]),
               "TW_LIK_VAR_FLOOR": int(a["var_floor"]), "TW_LIK_RATE_SHIFT": int(a["rate_shift"]),
               "TW_LIK_SLOW_SHIFT": int(a["slow_shift"]), "TW_LIK_GATE": int(a["gate"]),
-              "TW_LIK_TABLE_N": int(table.size), **likelihood_q.LIMITS}
+              "TW_LIK_TABLE_N": int(table.size), "TW_LIK_HOLDOFF": int(a.get("holdoff", 0)), **likelihood_q.LIMITS}
     fields = [_scalar("int64_t", "lik_mean"), _scalar("int64_t", "lik_var"), _scalar("int32_t", "lik_sum"),
               _scalar("int32_t", "lik_y", int(a["short"])), _scalar("uint16_t", "lik_pos"),
               _scalar("uint16_t", "lik_count"), _scalar("uint16_t", "confidence")]
+    if a.get("holdoff", 0):
+        fields.append(_scalar("uint16_t", "lik_hold"))
     return LikelihoodC(
         [c_array("tw_log2_table", likelihood_q.LOG2_TABLE), c_array("tw_confidence_table", table)],
         limits, fields, likelihood_q.C_TEMPLATE.strip("\n") + "\n",

@@ -23,7 +23,10 @@ calibration scores (:func:`lower_likelihood`), :func:`confidence_q` is the Pytho
    decades, 0, 1)`` at ``z = -4 + i/8``, so the last entry is 32768 (confidence 1) once ``z >= z_max``;
 5. the rate shift is ``rate_shift``, plus ``slow_shift`` when ``gate >= 0`` and ``d16 * 2**12 > gate *
    std`` (z above the gate, gate in Q12); ``mean += d >> rs``; ``v = var + (d16**2 >> rs)``, ``v -= v >>
-   rs``, ``var = max(v, var_floor)``.
+   rs``, ``var = max(v, var_floor)``;
+6. hold-off (only when the op has a ``holdoff`` attribute above 0; the C is compiled in only then): the
+   reported confidence is 0 while ``hold > 0`` (``hold`` counts down by one per window) and a confidence of at
+   least :data:`HOLDOFF_Q` (0.5) sets ``hold = holdoff``.
 
 Every quantity is an integer; C and Python agree bit for bit (signed right shifts floor, divisions are of
 non-negative numbers). The confidence is Q15 (:data:`CONF_ONE` = 1.0).
@@ -46,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from tinywarden.kernels.base import Op, const_shape, int_attr, require
-from tinywarden.likelihood import AnomalyLikelihood, confidence_of_z
+from tinywarden.likelihood import HOLDOFF_LEVEL, MAX_HOLDOFF, AnomalyLikelihood, confidence_of_z
 
 KIND = "likelihood_q"
 #: The confidence of 1.0 in the Q15 output.
@@ -69,8 +72,10 @@ MAX_CONF_TABLE = 256
 MAX_MEAN = 2**40
 MAX_VAR = 2**46
 MAX_GATE = 2**24
+#: The Q15 confidence that starts a hold-off (:data:`tinywarden.likelihood.HOLDOFF_LEVEL`).
+HOLDOFF_Q = round(HOLDOFF_LEVEL * CONF_ONE)
 #: ``TW_*`` names of the limits, for the generated C.
-LIMITS = {"TW_LIK_CONF_ONE": CONF_ONE}
+LIMITS = {"TW_LIK_CONF_ONE": CONF_ONE, "TW_LIK_HOLDOFF_Q": HOLDOFF_Q}
 
 
 # -- fitting (the quantizer's side) ----------------------------------------------------------------
@@ -99,6 +104,8 @@ def lower_likelihood(lik: AnomalyLikelihood) -> Op:
              "mean": int(min(max(round(mean), 0), MAX_MEAN)), "var": int(min(var, MAX_VAR)),
              "var_floor": int(min(var_floor, MAX_VAR)), "rate_shift": lik.rate_shift, "slow_shift": lik.slow_shift,
              "gate": int(gate)}
+    if lik.holdoff:  # absent when off, so the programs (and model ids) of likelihoods without one are unchanged
+        attrs["holdoff"] = int(lik.holdoff)
     return Op(KIND, ("score",), "confidence", attrs, {"conf_table": conf_table(lik.decades)})
 
 
@@ -116,6 +123,8 @@ def check_likelihood(op: Op) -> None:
     int_attr(op, "rate_shift", 0, 20)
     int_attr(op, "slow_shift", 0, 20)
     int_attr(op, "gate", -1, MAX_GATE)
+    if "holdoff" in op.attrs:
+        int_attr(op, "holdoff", 0, MAX_HOLDOFF)
     t = np.asarray(op.consts.get("conf_table"))
     require(t.dtype == np.uint16 and t.ndim == 1 and 2 <= t.size <= MAX_CONF_TABLE,
             f"conf_table must be uint16 with 2 to {MAX_CONF_TABLE} entries")
@@ -160,6 +169,7 @@ class LikelihoodQStream:
         a: Mapping[str, Any] = op.attrs
         self.short, self.rate_shift, self.slow_shift = int(a["short"]), int(a["rate_shift"]), int(a["slow_shift"])
         self.gate, self.var_floor = int(a["gate"]), int(a["var_floor"])
+        self.holdoff = int(a.get("holdoff", 0))
         self.table = [int(v) for v in op.consts["conf_table"]]
         self.reset()
 
@@ -167,6 +177,7 @@ class LikelihoodQStream:
         self.ring = [0] * self.short
         self.pos = self.count = self.sum = 0
         self.mean, self.var = int(self.op.attrs["mean"]), int(self.op.attrs["var"])
+        self.hold = 0
 
     def step_log(self, y: int) -> int:
         """Push one ``y`` (Q16, from :func:`log_level_q16`); the Q15 confidence."""
@@ -190,7 +201,13 @@ class LikelihoodQStream:
         v = self.var + ((d16 * d16) >> rs)
         v -= v >> rs
         self.var = max(v, self.var_floor)
-        return conf
+        if self.holdoff == 0:
+            return conf
+        out = conf if self.hold == 0 else 0
+        self.hold = max(self.hold - 1, 0)
+        if conf >= HOLDOFF_Q:
+            self.hold = self.holdoff
+        return out
 
     def push(self, score: int) -> int:
         return self.step_log(int(log_level_q16(self.op, np.array([score]))[0]))
@@ -207,8 +224,8 @@ def z_max(op: Op) -> float:
     return Z_MIN + (len(op.consts["conf_table"]) - 1) / 2**Z_STEP_BITS
 
 
-__all__ = ["C_TEMPLATE", "CONF_ONE", "KIND", "LIMITS", "LOG2_TABLE", "LikelihoodQStream", "check_likelihood",
-           "conf_table", "confidence_q", "log2_q16", "log_level_q16", "lower_likelihood", "z_max"]
+__all__ = ["C_TEMPLATE", "CONF_ONE", "HOLDOFF_Q", "KIND", "LIMITS", "LOG2_TABLE", "LikelihoodQStream",
+           "check_likelihood", "conf_table", "confidence_q", "log2_q16", "log_level_q16", "lower_likelihood", "z_max"]
 
 # -- C ---------------------------------------------------------------------------------------------
 #: Printed by :mod:`tinywarden.codegen.c` when the program has a likelihood step; ``${...}`` are the op's
@@ -312,6 +329,19 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
     v = s->lik_var + ((d16 * d16) >> rs);
     v -= v >> rs;
     s->lik_var = (v > TW_LIK_VAR_FLOOR) ? v : TW_LIK_VAR_FLOOR;
+#if TW_LIK_HOLDOFF > 0
+    {
+        uint16_t out = (s->lik_hold == 0u) ? conf : 0u;
+        if (s->lik_hold > 0u) {
+            s->lik_hold--;
+        }
+        if (conf >= TW_LIK_HOLDOFF_Q) {
+            s->lik_hold = TW_LIK_HOLDOFF;
+        }
+        return out;
+    }
+#else
     return conf;
+#endif
 }
 """
