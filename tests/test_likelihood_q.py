@@ -39,8 +39,10 @@ def test_log2_is_within_a_tenth_of_a_thousandth_of_a_bit():
     assert np.all(np.diff(log2_q16(np.arange(1, 70000))) >= 0)  # monotone
 
 
-@pytest.mark.parametrize("params", [{}, {"short": 4}, {"gate": 3.0, "slow_shift": 3}, {"rate_shift": 5},
-                                    {"decades": 20.0}, {"short": 10, "rate_shift": 13, "holdoff": 30}])
+@pytest.mark.parametrize("params", [{"record": None}, {"short": 4, "record": None},
+                                    {"gate": 3.0, "slow_shift": 3, "record": None}, {"rate_shift": 5, "record": None},
+                                    {"decades": 20.0, "record": None},
+                                    {"short": 10, "rate_shift": 13, "holdoff": 30, "record": None}, {}])
 def test_integer_confidence_tracks_the_float_likelihood(params):
     rng = np.random.default_rng(1)
     train = np.round(rng.gamma(2.0, size=800) * 5000).astype(np.int32)
@@ -53,6 +55,8 @@ def test_integer_confidence_tracks_the_float_likelihood(params):
     assert np.abs(got - want).max() < 0.005
     if params.get("holdoff"):  # the burst starts a hold-off that silences the rest of it
         assert got[1500:2000].max() > 0.5 and (got[1500:2000] == 0).sum() >= params["holdoff"]
+    elif "record" not in params:  # the default record rule: the spike is a new record, so confidence 1
+        assert got[2000] == 1.0 and (got == 1.0).sum() < 0.02 * len(got)
     else:
         assert got[2000:2050].max() > got[:1500].max() + 0.3  # the spike stands well above normal data
     assert z_max(op) == pytest.approx(z_for_confidence(1.0, lik.decades), abs=0.125)
@@ -108,7 +112,8 @@ def test_a_decreasing_confidence_table_is_refused():
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
 @pytest.mark.parametrize("params", [{}, {"short": 5, "gate": 2.0, "slow_shift": 6, "rate_shift": 3},
-                                    {"rate_shift": 13, "holdoff": 40}])
+                                    {"rate_shift": 13, "holdoff": 40}, {"record": 0.05, "holdoff": 40},
+                                    {"record": None}])
 def test_c_confidence_is_bit_exact(params, tmp_path):
     pipe, prog = fitted("kmeans")
     s, train = camera()
