@@ -208,7 +208,7 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
     return out
 
 
-def _file_job(args: tuple[str, str, Sequence[str], bool]) -> dict[str, Any]:
+def _file_job(args: tuple[str, str, Sequence[str], Sequence[str]]) -> dict[str, Any]:
     from tinywarden.errors import TinywardenError
     from tinywarden.evaluate.nab import probationary_length
 
@@ -220,19 +220,20 @@ def _file_job(args: tuple[str, str, Sequence[str], bool]) -> dict[str, Any]:
                            "probation": probation, "spatial": spatial(values)}
     for family in families:
         try:
-            for variant, x in _family_scores(values, probation, family, levers).items():
+            for variant, x in _family_scores(values, probation, family, family in levers).items():
                 out["scores"][f"{family} {variant}"] = x
         except TinywardenError as exc:
             out["errors"][family] = str(exc)
     return out
 
 
-def run(families: Sequence[str], workers: int, quick: bool, levers: bool = False) -> dict[str, Any]:
+def run(families: Sequence[str], workers: int, quick: bool, levers: Sequence[str] = ()) -> dict[str, Any]:
+    """Score ``families`` on the corpus; ``levers`` lists the families whose ``--levers`` grids are scored too."""
     from tinywarden.evaluate.nab import PROFILES, NabFile, load_windows, perfect_scores, score_corpus
 
     files = corpus(quick)
     windows = load_windows(data_dir() / "nab" / "labels" / "combined_windows.json")
-    jobs = [(k, str(p), tuple(families), levers) for k, p in files]
+    jobs = [(k, str(p), tuple(families), tuple(levers)) for k, p in files]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_file_job, jobs))
@@ -260,7 +261,7 @@ def run(families: Sequence[str], workers: int, quick: bool, levers: bool = False
             row[f"{p.name}_counts"] = {"tp": res.tp, "fn": res.fn, "fp": res.fp}
         rows.append(row)
     return {"files": len(nab_files), "windows": sum(len(f.windows) for f in nab_files), "rows": rows,
-            "errors": errors, "families": list(families), "levers": levers, "machine": machine_info()}
+            "errors": errors, "families": list(families), "levers": list(levers), "machine": machine_info()}
 
 
 def _ensembles(results: list[dict[str, Any]], families: Sequence[str]) -> dict[str, list[np.ndarray]]:
@@ -329,7 +330,8 @@ def render(result: dict[str, Any]) -> str:
         "scored on this corpus.",
         *([
             "",
-            "Levers (`--levers`, label-free, one setting for every file): `suppress L/R` = after a confidence >= L "
+            f"Levers (`--levers`, scored for {', '.join(result['levers'])}; label-free, one setting for every "
+            "file): `suppress L/R` = after a confidence >= L "
             "the detector reports 0 for the next R rows (its own hold-off, as HTM and CAD OSE do); `multi-scale` = "
             f"per row the largest confidence over windows {', '.join(map(str, MULTI_WINDOWS))} (a pipeline and a "
             "likelihood each); `adapt` = the pipeline replayed through `tinywarden.replay` with the default "
@@ -381,14 +383,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--families", default=",".join(DEFAULT_FAMILIES), help="comma-separated tinywarden families")
     ap.add_argument("--workers", type=int, default=2, help="processes (one NAB file per task)")
     ap.add_argument("--quick", action="store_true", help="every 10th file only; writes nothing")
-    ap.add_argument("--levers", action="store_true", help="also score the detection-side levers (suppression, "
-                    "multi-scale windows, adaptation)")
+    ap.add_argument("--levers", default="", help="comma-separated families whose detection-side lever grids "
+                    "(suppression, multi-scale windows, adaptation, hold-off lengths) are scored too")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/nab.md")
     args = ap.parse_args(argv)
     single_core()
     families = [f for f in args.families.split(",") if f]
-    result = run(families, args.workers, args.quick, args.levers)
+    result = run(families, args.workers, args.quick, [f for f in args.levers.split(",") if f])
     text = render(result)
     print(text)
     if not (args.quick or args.no_write):
