@@ -9,6 +9,8 @@ between NAB's null detector (0) and the perfect detector (100). The scorer is
 :mod:`tinywarden.evaluate.nab` (tested in ``tests/test_nab_scorer.py``)::
 
     python benchmarks/nab.py --workers 2                  # writes benchmarks/results/nab.md
+    python benchmarks/nab.py --families ewma,kmeans,pca,dense_ae --levers kmeans --json benchmarks/results/nab.json
+    python benchmarks/nab.py --from-json benchmarks/results/nab.json   # re-render, no scoring
     python benchmarks/nab.py --families ewma --json out.json --no-write
 
 Score variants of each family (:data:`VARIANTS` says where each parameter comes from): ``raw`` (the pipeline's
