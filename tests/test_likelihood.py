@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from tinywarden.errors import ConfigError, DataError, NotFittedError
-from tinywarden.likelihood import AnomalyLikelihood, confidence_of_z, z_for_confidence
+from tinywarden.likelihood import HOLDOFF_LEVEL, AnomalyLikelihood, confidence_of_z, z_for_confidence
 
 
 def _normal_scores(n: int, seed: int = 0) -> np.ndarray:
@@ -131,3 +131,60 @@ def test_constant_training_scores_give_finite_confidences() -> None:
     lik = AnomalyLikelihood().fit(np.full(50, 3.0))
     c = lik.transform([3.0, 3.0, 3.5, 100.0])
     assert np.isfinite(c).all() and c[0] < 0.5 < c[-1]
+
+
+def test_a_hold_off_silences_exactly_the_windows_after_a_confident_one_and_keeps_learning():
+    rng = np.random.default_rng(5)
+    train = rng.gamma(2.0, size=400)
+    stream = np.r_[rng.gamma(2.0, size=300), np.full(5, 60.0), rng.gamma(2.0, size=300), np.full(3, 80.0),
+                   rng.gamma(2.0, size=100)]
+    plain = AnomalyLikelihood(short=10, rate_shift=13, record=None).fit(train).transform(stream)
+    held = AnomalyLikelihood(short=10, rate_shift=13, holdoff=50, record=None).fit(train).transform(stream)
+    assert (held <= plain).all()
+    quiet = np.zeros(len(stream), dtype=bool)
+    for i in np.flatnonzero(plain >= HOLDOFF_LEVEL):  # every raw confident window silences the next 50
+        quiet[i + 1 : i + 51] = True
+    assert np.array_equal(held, np.where(quiet, 0.0, plain))
+    assert quiet.any() and (held >= HOLDOFF_LEVEL).sum() == 2  # one report per event
+    lik = AnomalyLikelihood(short=10, rate_shift=13, holdoff=50, record=None).fit(train)
+    assert np.array_equal([lik.update(v) for v in stream], held)  # streaming equals batch
+
+
+@pytest.mark.parametrize("bad", [-1, 65536, 2.5])
+def test_a_bad_hold_off_is_refused(bad):
+    with pytest.raises(ConfigError, match="holdoff"):
+        AnomalyLikelihood(holdoff=bad).fit(np.arange(10.0))
+
+
+def test_a_new_record_reports_full_confidence_once_per_jump_and_all_along_a_ramp():
+    train = np.r_[np.zeros(50), np.linspace(0.0, 10.0, 50)]  # seen range [0, 10]
+    stream = np.r_[np.full(20, 5.0), [10.4, 30.0, 30.0, 29.0, 31.0], 40.0 + np.arange(10) * 5.0]
+    lik = AnomalyLikelihood().fit(train)
+    c = lik.transform(stream)
+    rec = c == 1.0
+    # 10.4 is within 5% of the range above 10; 30 is a record once (its repeat and 31 are not: the range grew
+    # to [0, 30], so a record must pass 31.5); every step of the ramp passes the last one by more than 5%
+    assert not rec[:21].any() and rec[21] and not rec[22:25].any() and rec[25:].all()
+    assert np.array_equal([lik.update(v) for v in stream], c)  # streaming equals batch
+    off = AnomalyLikelihood(record=None).fit(train).transform(stream)
+    assert np.array_equal(np.where(rec, off, c), off) and (off[rec] < 1.0).any()
+
+
+def test_a_model_written_before_the_record_rule_keeps_its_confidences():
+    lik = AnomalyLikelihood().fit(_normal_scores(300))
+    params, state = lik.get_params(), lik.state()
+    old_params = {k: v for k, v in params.items() if k not in ("record", "holdoff")}
+    old_state = {k: v for k, v in state.items() if k != "hi"}
+    old = AnomalyLikelihood.from_state(old_params, old_state)
+    stream = np.r_[_normal_scores(200, seed=3), 1e3]
+    assert old.record is None
+    assert np.array_equal(old.transform(stream), AnomalyLikelihood(record=None).fit(_normal_scores(300))
+                          .transform(stream))
+    with pytest.raises(DataError, match="hi"):
+        AnomalyLikelihood.from_state(params, {**state, "hi": state["lo"] - 1.0})
+
+
+@pytest.mark.parametrize("bad", [-0.1, 17.0, True, "0.05"])
+def test_a_bad_record_tolerance_is_refused(bad):
+    with pytest.raises(ConfigError, match="record"):
+        AnomalyLikelihood(record=bad).fit(np.arange(10.0))

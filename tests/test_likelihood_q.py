@@ -39,8 +39,10 @@ def test_log2_is_within_a_tenth_of_a_thousandth_of_a_bit():
     assert np.all(np.diff(log2_q16(np.arange(1, 70000))) >= 0)  # monotone
 
 
-@pytest.mark.parametrize("params", [{}, {"short": 4}, {"gate": 3.0, "slow_shift": 3}, {"rate_shift": 5},
-                                    {"decades": 20.0}])
+@pytest.mark.parametrize("params", [{"record": None}, {"short": 4, "record": None},
+                                    {"gate": 3.0, "slow_shift": 3, "record": None}, {"rate_shift": 5, "record": None},
+                                    {"decades": 20.0, "record": None},
+                                    {"short": 10, "rate_shift": 13, "holdoff": 30, "record": None}, {}])
 def test_integer_confidence_tracks_the_float_likelihood(params):
     rng = np.random.default_rng(1)
     train = np.round(rng.gamma(2.0, size=800) * 5000).astype(np.int32)
@@ -51,7 +53,12 @@ def test_integer_confidence_tracks_the_float_likelihood(params):
     got = confidence_q(op, stream) / CONF_ONE
     want = lik.transform(stream.astype(np.float64))
     assert np.abs(got - want).max() < 0.005
-    assert got[2000:2050].max() > got[:1500].max() + 0.3  # the spike stands well above normal data
+    if params.get("holdoff"):  # the burst starts a hold-off that silences the rest of it
+        assert got[1500:2000].max() > 0.5 and (got[1500:2000] == 0).sum() >= params["holdoff"]
+    elif "record" not in params:  # the default record rule: the spike is a new record, so confidence 1
+        assert got[2000] == 1.0 and (got == 1.0).sum() < 0.02 * len(got)
+    else:
+        assert got[2000:2050].max() > got[:1500].max() + 0.3  # the spike stands well above normal data
     assert z_max(op) == pytest.approx(z_for_confidence(1.0, lik.decades), abs=0.125)
 
 
@@ -86,7 +93,8 @@ def test_streaming_matches_batch_and_the_model_file_keeps_it():
 
 
 @pytest.mark.parametrize(("name", "value"), [("var_floor", 0), ("short", 0), ("short", 1000), ("k", 31),
-                                             ("mean", -1), ("gate", -2), ("spread", 0)])
+                                             ("mean", -1), ("gate", -2), ("spread", 0), ("holdoff", -1),
+                                             ("holdoff", 70000)])
 def test_a_tampered_likelihood_is_refused(name, value):
     _, prog = fitted("ewma")
     header, arrays = to_model_file(prog)
@@ -103,7 +111,9 @@ def test_a_decreasing_confidence_table_is_refused():
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
-@pytest.mark.parametrize("params", [{}, {"short": 5, "gate": 2.0, "slow_shift": 6, "rate_shift": 3}])
+@pytest.mark.parametrize("params", [{}, {"short": 5, "gate": 2.0, "slow_shift": 6, "rate_shift": 3},
+                                    {"rate_shift": 13, "holdoff": 40}, {"record": 0.05, "holdoff": 40},
+                                    {"record": None}])
 def test_c_confidence_is_bit_exact(params, tmp_path):
     pipe, prog = fitted("kmeans")
     s, train = camera()
@@ -126,4 +136,12 @@ def test_c_confidence_is_bit_exact(params, tmp_path):
     want = run_confidence(prog, scores)
     assert rows[:, 1].tolist() == scores.tolist()
     assert rows[:, 4].tolist() == want.tolist()
-    assert want.max() == CONF_ONE and want.min() < CONF_ONE // 10  # both ends of the table are exercised
+    unheld = want
+    if params.get("holdoff"):  # the hold-off silenced confident windows that the same step without it reports
+        assert prog.likelihood is not None
+        attrs = {k: v for k, v in prog.likelihood.attrs.items() if k != "holdoff"}
+        plain = dataclasses.replace(prog, likelihood=dataclasses.replace(prog.likelihood, attrs=attrs))
+        unheld = run_confidence(plain, scores)
+        assert ((want == 0) & (unheld > CONF_ONE // 2)).any()
+        assert np.array_equal(want[want > 0], unheld[want > 0])
+    assert unheld.max() == CONF_ONE and unheld.min() < CONF_ONE // 10  # both ends of the table are exercised

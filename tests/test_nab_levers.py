@@ -38,3 +38,27 @@ def test_levers_give_a_confidence_per_row_for_every_variant() -> None:
     assert out["likelihood multi-scale"][900:960].max() >= out["likelihood"][900:960].max()
     assert out["likelihood adapt"][900:960].max() > 0.5  # the spike is still found with adaptation
     assert "likelihood adapt" not in _family_scores(values, 180, "kmeans")
+
+
+def test_a_priori_rows_are_label_free_confidences_with_one_report_per_hold_off() -> None:
+    from benchmarks.nab import HOLDOFF_FRACTION, VARIANTS, provenance, spatial
+
+    rng = np.random.default_rng(1)
+    values = np.sin(np.arange(1500) / 20.0) + 0.1 * rng.standard_normal(1500)
+    values[1000:1030] += 4.0
+    probation = 225
+    out = _family_scores(values, probation, "kmeans")
+    for name in ("likelihood", "likelihood no record", "likelihood hold-off", "htm", "htm hold-off",
+                 "htm hold-off spatial"):
+        x = out[name]
+        assert x.shape == (1500,) and np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0, name
+        assert provenance(f"kmeans {name}") == VARIANTS[name]
+    rows = probation // HOLDOFF_FRACTION
+    for name in ("likelihood hold-off", "htm hold-off", "htm hold-off spatial"):
+        reports = np.flatnonzero(out[name] >= 0.5)
+        assert (np.diff(reports) > rows).all(), name  # nothing reported within a hold-off of a report
+        assert out[name][1000:1060].max() >= 0.5, name  # the shift is still reported
+    assert provenance("kmeans likelihood suppress 0.3/100") == "tuned on NAB"
+    assert provenance("kmeans htm hold-off p/10 spatial") == "tuned on NAB"
+    # HTM's spatial rule on values: a value leaving the seen range by more than 5% of it, either side
+    assert spatial(np.array([0.0, 1.0, 0.5, 1.2, 1.21, -0.2, 2.0])).tolist() == [0, 0, 0, 1, 0, 1, 1]

@@ -146,18 +146,27 @@ def likelihood_c(program: Program) -> LikelihoodC:
               "TW_LIK_SPREAD": int(a["spread"]), "TW_LIK_MEAN0": int(a["mean"]), "TW_LIK_VAR0": int(a["var"]),
               "TW_LIK_VAR_FLOOR": int(a["var_floor"]), "TW_LIK_RATE_SHIFT": int(a["rate_shift"]),
               "TW_LIK_SLOW_SHIFT": int(a["slow_shift"]), "TW_LIK_GATE": int(a["gate"]),
-              "TW_LIK_TABLE_N": int(table.size), **likelihood_q.LIMITS}
+              "TW_LIK_TABLE_N": int(table.size), "TW_LIK_HOLDOFF": int(a.get("holdoff", 0)),
+              "TW_LIK_RECORD": int(a.get("record", -1)), "TW_LIK_REC_LO0": int(a.get("rec_lo", 0)),
+              "TW_LIK_REC_HI0": int(a.get("rec_hi", 0)),
+              **likelihood_q.LIMITS}
     fields = [_scalar("int64_t", "lik_mean"), _scalar("int64_t", "lik_var"), _scalar("int32_t", "lik_sum"),
               _scalar("int32_t", "lik_y", int(a["short"])), _scalar("uint16_t", "lik_pos"),
               _scalar("uint16_t", "lik_count"), _scalar("uint16_t", "confidence")]
+    if a.get("holdoff", 0):
+        fields.append(_scalar("uint16_t", "lik_hold"))
+    init = "    s->lik_mean = TW_LIK_MEAN0;\n    s->lik_var = TW_LIK_VAR0;\n"
+    if "record" in a:
+        fields += [_scalar("int32_t", "lik_rec_lo"), _scalar("int32_t", "lik_rec_hi")]
+        init += "    s->lik_rec_lo = TW_LIK_REC_LO0;\n    s->lik_rec_hi = TW_LIK_REC_HI0;\n"
     return LikelihoodC(
         [c_array("tw_log2_table", likelihood_q.LOG2_TABLE), c_array("tw_confidence_table", table)],
-        limits, fields, likelihood_q.C_TEMPLATE.strip("\n") + "\n",
-        "    s->lik_mean = TW_LIK_MEAN0;\n    s->lik_var = TW_LIK_VAR0;\n",
+        limits, fields, likelihood_q.C_TEMPLATE.strip("\n") + "\n", init,
         "    s->confidence = tw_likelihood_q(s, score);\n", "s->confidence",
         "lik_y[(lik_pos + i) mod TW_LIK_SHORT] holds the Q16 log-scores of the last lik_count windows, "
         "lik_sum their sum; lik_mean (Q32) and lik_var (Q32, >= TW_LIK_VAR_FLOOR) are the running log-score "
-        "distribution; confidence is the last window's (Q15)")
+        "distribution; confidence is the last window's (Q15); with the record rule lik_rec_lo <= lik_rec_hi span "
+        "every score seen; with a hold-off lik_hold <= TW_LIK_HOLDOFF windows remain silenced")
 
 
 def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:

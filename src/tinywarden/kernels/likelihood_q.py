@@ -23,7 +23,13 @@ calibration scores (:func:`lower_likelihood`), :func:`confidence_q` is the Pytho
    decades, 0, 1)`` at ``z = -4 + i/8``, so the last entry is 32768 (confidence 1) once ``z >= z_max``;
 5. the rate shift is ``rate_shift``, plus ``slow_shift`` when ``gate >= 0`` and ``d16 * 2**12 > gate *
    std`` (z above the gate, gate in Q12); ``mean += d >> rs``; ``v = var + (d16**2 >> rs)``, ``v -= v >>
-   rs``, ``var = max(v, var_floor)``.
+   rs``, ``var = max(v, var_floor)``;
+6. new record (only when the op has ``record``, the tolerance in Q16): with ``rec_lo < rec_hi`` (int32 state,
+   starting from the calibration scores' range), a score above ``rec_hi + ((rec_hi - rec_lo) * record >> 16)``
+   reports :data:`CONF_ONE`; then ``rec_lo = min(rec_lo, score)``, ``rec_hi = max(rec_hi, score)``;
+7. hold-off (only when the op has a ``holdoff`` attribute above 0; the C is compiled in only then): the
+   reported confidence is 0 while ``hold > 0`` (``hold`` counts down by one per window) and a confidence of at
+   least :data:`HOLDOFF_Q` (0.5) sets ``hold = holdoff``.
 
 Every quantity is an integer; C and Python agree bit for bit (signed right shifts floor, divisions are of
 non-negative numbers). The confidence is Q15 (:data:`CONF_ONE` = 1.0).
@@ -46,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from tinywarden.kernels.base import Op, const_shape, int_attr, require
-from tinywarden.likelihood import AnomalyLikelihood, confidence_of_z
+from tinywarden.likelihood import HOLDOFF_LEVEL, MAX_HOLDOFF, MAX_RECORD, AnomalyLikelihood, confidence_of_z
 
 KIND = "likelihood_q"
 #: The confidence of 1.0 in the Q15 output.
@@ -69,8 +75,12 @@ MAX_CONF_TABLE = 256
 MAX_MEAN = 2**40
 MAX_VAR = 2**46
 MAX_GATE = 2**24
+#: Fraction bits of the record tolerance.
+RECORD_BITS = 16
+#: The Q15 confidence that starts a hold-off (:data:`tinywarden.likelihood.HOLDOFF_LEVEL`).
+HOLDOFF_Q = round(HOLDOFF_LEVEL * CONF_ONE)
 #: ``TW_*`` names of the limits, for the generated C.
-LIMITS = {"TW_LIK_CONF_ONE": CONF_ONE}
+LIMITS = {"TW_LIK_CONF_ONE": CONF_ONE, "TW_LIK_HOLDOFF_Q": HOLDOFF_Q}
 
 
 # -- fitting (the quantizer's side) ----------------------------------------------------------------
@@ -99,6 +109,12 @@ def lower_likelihood(lik: AnomalyLikelihood) -> Op:
              "mean": int(min(max(round(mean), 0), MAX_MEAN)), "var": int(min(var, MAX_VAR)),
              "var_floor": int(min(var_floor, MAX_VAR)), "rate_shift": lik.rate_shift, "slow_shift": lik.slow_shift,
              "gate": int(gate)}
+    if lik.record is not None:  # absent when off (a model written before the rule has none)
+        attrs["record"] = round(lik.record * 2**RECORD_BITS)
+        attrs["rec_lo"] = lo
+        attrs["rec_hi"] = int(max(min(math.ceil(st["hi"]), 2**31 - 1), lo))
+    if lik.holdoff:  # absent when off, so the programs (and model ids) of likelihoods without one are unchanged
+        attrs["holdoff"] = int(lik.holdoff)
     return Op(KIND, ("score",), "confidence", attrs, {"conf_table": conf_table(lik.decades)})
 
 
@@ -116,6 +132,12 @@ def check_likelihood(op: Op) -> None:
     int_attr(op, "rate_shift", 0, 20)
     int_attr(op, "slow_shift", 0, 20)
     int_attr(op, "gate", -1, MAX_GATE)
+    if "holdoff" in op.attrs:
+        int_attr(op, "holdoff", 0, MAX_HOLDOFF)
+    if "record" in op.attrs:
+        int_attr(op, "record", 0, int(MAX_RECORD) << RECORD_BITS)
+        rec_lo = int_attr(op, "rec_lo", -(2**31), 2**31 - 1)
+        int_attr(op, "rec_hi", rec_lo, 2**31 - 1)
     t = np.asarray(op.consts.get("conf_table"))
     require(t.dtype == np.uint16 and t.ndim == 1 and 2 <= t.size <= MAX_CONF_TABLE,
             f"conf_table must be uint16 with 2 to {MAX_CONF_TABLE} entries")
@@ -160,6 +182,8 @@ class LikelihoodQStream:
         a: Mapping[str, Any] = op.attrs
         self.short, self.rate_shift, self.slow_shift = int(a["short"]), int(a["rate_shift"]), int(a["slow_shift"])
         self.gate, self.var_floor = int(a["gate"]), int(a["var_floor"])
+        self.holdoff = int(a.get("holdoff", 0))
+        self.record = int(a.get("record", -1))
         self.table = [int(v) for v in op.consts["conf_table"]]
         self.reset()
 
@@ -167,9 +191,16 @@ class LikelihoodQStream:
         self.ring = [0] * self.short
         self.pos = self.count = self.sum = 0
         self.mean, self.var = int(self.op.attrs["mean"]), int(self.op.attrs["var"])
+        self.hold = 0
+        self.rec_lo, self.rec_hi = int(self.op.attrs.get("rec_lo", 0)), int(self.op.attrs.get("rec_hi", 0))
 
-    def step_log(self, y: int) -> int:
-        """Push one ``y`` (Q16, from :func:`log_level_q16`); the Q15 confidence."""
+    def step_log(self, y: int, score: int = 0) -> int:
+        """Push one ``y`` (Q16, from :func:`log_level_q16`) of the int32 ``score``; the Q15 confidence."""
+        record = False
+        if self.record >= 0:
+            lo, hi = self.rec_lo, self.rec_hi
+            record = lo < hi and score > hi + (((hi - lo) * self.record) >> RECORD_BITS)
+            self.rec_lo, self.rec_hi = min(lo, score), max(hi, score)
         self.sum += y - self.ring[self.pos]
         self.ring[self.pos] = y
         self.pos = self.pos + 1 if self.pos + 1 < self.short else 0
@@ -190,16 +221,26 @@ class LikelihoodQStream:
         v = self.var + ((d16 * d16) >> rs)
         v -= v >> rs
         self.var = max(v, self.var_floor)
-        return conf
+        if record:
+            conf = CONF_ONE
+        if self.holdoff == 0:
+            return conf
+        out = conf if self.hold == 0 else 0
+        self.hold = max(self.hold - 1, 0)
+        if conf >= HOLDOFF_Q:
+            self.hold = self.holdoff
+        return out
 
     def push(self, score: int) -> int:
-        return self.step_log(int(log_level_q16(self.op, np.array([score]))[0]))
+        return self.step_log(int(log_level_q16(self.op, np.array([score]))[0]), int(score))
 
 
 def confidence_q(op: Op, scores: np.ndarray) -> np.ndarray:
     """uint16 Q15 confidences of an int32 window-score stream from the fitted state (the C, window by window)."""
     stream = LikelihoodQStream(op)
-    return np.array([stream.step_log(int(y)) for y in log_level_q16(op, scores)], dtype=np.uint16)
+    s = np.asarray(scores).astype(np.int64)
+    return np.array([stream.step_log(int(y), int(v)) for y, v in zip(log_level_q16(op, s), s, strict=True)],
+                    dtype=np.uint16)
 
 
 def z_max(op: Op) -> float:
@@ -207,8 +248,8 @@ def z_max(op: Op) -> float:
     return Z_MIN + (len(op.consts["conf_table"]) - 1) / 2**Z_STEP_BITS
 
 
-__all__ = ["C_TEMPLATE", "CONF_ONE", "KIND", "LIMITS", "LOG2_TABLE", "LikelihoodQStream", "check_likelihood",
-           "conf_table", "confidence_q", "log2_q16", "log_level_q16", "lower_likelihood", "z_max"]
+__all__ = ["C_TEMPLATE", "CONF_ONE", "HOLDOFF_Q", "KIND", "LIMITS", "LOG2_TABLE", "LikelihoodQStream",
+           "check_likelihood", "conf_table", "confidence_q", "log2_q16", "log_level_q16", "lower_likelihood", "z_max"]
 
 # -- C ---------------------------------------------------------------------------------------------
 #: Printed by :mod:`tinywarden.codegen.c` when the program has a likelihood step; ``${...}`` are the op's
@@ -282,6 +323,17 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
     int32_t level;
     uint16_t conf;
     int64_t clipped = (score > TW_LIK_LO) ? (int64_t)score : (int64_t)TW_LIK_LO;
+#if TW_LIK_RECORD >= 0
+    int record = s->lik_rec_lo < s->lik_rec_hi &&
+                 (int64_t)score > (int64_t)s->lik_rec_hi +
+                                      ((((int64_t)s->lik_rec_hi - s->lik_rec_lo) * TW_LIK_RECORD) >> 16);
+    if (score < s->lik_rec_lo) {
+        s->lik_rec_lo = score;
+    }
+    if (score > s->lik_rec_hi) {
+        s->lik_rec_hi = score;
+    }
+#endif
     y = tw_log2_q16((((uint64_t)(clipped - (int64_t)TW_LIK_LO)) << TW_LIK_K) + (uint64_t)TW_LIK_SPREAD);
     s->lik_sum += y - s->lik_y[s->lik_pos];
     s->lik_y[s->lik_pos] = y;
@@ -312,6 +364,24 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
     v = s->lik_var + ((d16 * d16) >> rs);
     v -= v >> rs;
     s->lik_var = (v > TW_LIK_VAR_FLOOR) ? v : TW_LIK_VAR_FLOOR;
+#if TW_LIK_RECORD >= 0
+    if (record) {
+        conf = TW_LIK_CONF_ONE;
+    }
+#endif
+#if TW_LIK_HOLDOFF > 0
+    {
+        uint16_t out = (s->lik_hold == 0u) ? conf : 0u;
+        if (s->lik_hold > 0u) {
+            s->lik_hold--;
+        }
+        if (conf >= TW_LIK_HOLDOFF_Q) {
+            s->lik_hold = TW_LIK_HOLDOFF;
+        }
+        return out;
+    }
+#else
     return conf;
+#endif
 }
 """
