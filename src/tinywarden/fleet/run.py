@@ -27,7 +27,7 @@ from tinywarden.fleet.manifest import read_manifest
 
 #: ``progress(done, failed, remaining, device_id)`` after each device.
 Progress = Callable[[int, int, int, str], None]
-CONNECT_TIMEOUT_S = 30
+CONNECT_TIMEOUT_S = 10
 
 
 @dataclass
@@ -48,8 +48,12 @@ class FleetRun:
 
 @contextlib.contextmanager
 def fleet_client(scheduler: str | None = None, workers: int | None = None,
-                 memory_limit: str | int = "auto") -> Iterator[Any]:
-    """A :class:`distributed.Client`: on ``scheduler`` if given, else on a LocalCluster sized to the machine."""
+                 memory_limit: str | int = "auto", processes: bool = True,
+                 connect_timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Any]:
+    """A :class:`distributed.Client`: on ``scheduler`` if given, else on a LocalCluster sized to the machine.
+
+    ``processes=False`` runs the local workers as threads of this process (quick to start; for tests).
+    """
     try:
         from distributed import Client, LocalCluster
     except ModuleNotFoundError:
@@ -58,7 +62,7 @@ def fleet_client(scheduler: str | None = None, workers: int | None = None,
         if workers is not None:
             raise ConfigError("--workers sizes the local cluster; with --scheduler the cluster has its own workers")
         try:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+            client = Client(scheduler, timeout=connect_timeout)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ConfigError(f"--scheduler {scheduler}: cannot connect ({type(exc).__name__}: {exc})") from None
         with client:
@@ -67,7 +71,7 @@ def fleet_client(scheduler: str | None = None, workers: int | None = None,
     n = workers if workers is not None else (os.cpu_count() or 1)
     if n < 1:
         raise ConfigError(f"--workers: expected 1 or more, got {n}")
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
                       memory_limit=memory_limit, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 
