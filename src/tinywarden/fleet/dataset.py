@@ -60,23 +60,36 @@ def partition_file(root: str | Path, device_id: str) -> Path:
     return Path(root) / f"device_id={device_id}" / PART_FILE
 
 
+def write_device(root: str, spec: DeviceSpec, manifest: Manifest) -> DeviceSpec:
+    """Simulate one device and write its partition; its completed spec (incidents, rows)."""
+    series, full = simulate_device(spec, manifest)
+    write_parquet(series, partition_file(root, spec.device_id))
+    return full
+
+
 def write_fleet(root: str | Path, n: int, days: float, seed: int = 0, period_s: float = 10.0,
-                progress: Callable[[int, int], None] | None = None) -> Manifest:
+                progress: Callable[[int, int], None] | None = None, client: Any = None) -> Manifest:
     """Simulate a fleet of ``n`` devices over ``days`` and write it under ``root`` (see the module docstring).
 
+    With a ``distributed.Client`` the devices are simulated on its workers (which must see ``root``).
     The manifest is written last, so a folder without one is an unfinished fleet.
     """
     plan = plan_fleet(n, days, seed, period_s)
-    out = Path(root)
+    out = Path(root).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    done: list[DeviceSpec] = []
-    for i, spec in enumerate(plan.devices):
-        series, full = simulate_device(spec, plan)
-        write_parquet(series, partition_file(out, spec.device_id))
-        done.append(full)
+    done: dict[str, DeviceSpec] = {}
+    if client is None:
+        results: Any = (write_device(str(out), spec, plan) for spec in plan.devices)
+    else:
+        from distributed import as_completed
+
+        results = (f.result() for f in as_completed(
+            [client.submit(write_device, str(out), spec, plan, pure=False) for spec in plan.devices]))
+    for full in results:
+        done[full.device_id] = full
         if progress is not None:
-            progress(i + 1, n)
-    manifest = dataclasses.replace(plan, devices=tuple(done))
+            progress(len(done), n)
+    manifest = dataclasses.replace(plan, devices=tuple(done[d.device_id] for d in plan.devices))
     atomic_write(out / MANIFEST_FILE, manifest.to_json())
     return manifest
 
