@@ -97,3 +97,47 @@ def simulate_fleet(n: int, days: float, seed: int, period: float, out: Path, pro
     console.print(f"wrote {n} devices x {days:g} days to {out} (Parquet, partitioned by device_id) and "
                   f"{out / 'manifest.json'}: {attacked} attacked, {updated} with a firmware update",
                   highlight=False)
+
+
+@fleet_app.command("coldstart")
+def fleet_coldstart(
+    root: Annotated[Path, typer.Argument(help="Fleet dataset folder (from `tinywarden simulate --fleet`)")],
+    bundles: Annotated[Path, typer.Argument(help="Folder written by `tinywarden fleet train` (own models)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for profile-<name>.twb and coldstart.json")],
+    model: Annotated[str, typer.Option(help="Detector family (as fleet train)")] = "pca",
+    window: Annotated[int, typer.Option(help="Samples per window (as fleet train)")] = 32,
+    stride: Annotated[int, typer.Option(help="Samples between window starts (as fleet train)")] = 16,
+    max_devices: Annotated[int, typer.Option(help="Devices per profile model (at most half the profile's)")] = 8,
+    scheduler: Annotated[str | None, typer.Option(help="A running Dask scheduler, e.g. tcp://host:8786")] = None,
+    workers: Annotated[int | None, typer.Option(help="Local cluster workers (default: one per core)")] = None,
+) -> None:
+    """Per profile: a model across its devices (for a device without enough own normal), and its measured cost
+    against the devices' own models (false alarms per day, detection) on devices that did not train it."""
+    import json
+
+    from tinywarden.fileio import atomic_write
+    from tinywarden.fleet.coldstart import cold_start
+    from tinywarden.fleet.device import TrainOptions
+    from tinywarden.fleet.manifest import read_manifest
+    from tinywarden.fleet.run import fleet_client
+
+    manifest = read_manifest(root)
+    options = TrainOptions(model=model, window=window, stride=stride)
+    with fleet_client(scheduler, workers) as client:
+        result, models = cold_start(root, bundles, manifest, client, options, max_devices)
+    out.mkdir(parents=True, exist_ok=True)
+    for profile, data in models.items():
+        atomic_write(out / f"profile-{profile}.twb", data)
+    atomic_write(out / "coldstart.json", json.dumps(result, indent=1, sort_keys=True) + "\n")
+    for profile, r in result["profiles"].items():
+        if "skipped" in r:
+            console.print(f"{profile}: no profile model ({r['skipped']})", highlight=False)
+            continue
+        console.print(f"{profile}: trained on {len(r['trained_on'])} device(s), compared on {r['devices_compared']}: "
+                      f"false alarms/day own {_fmt(r['own_false_alarms_per_day'])} vs profile "
+                      f"{_fmt(r['profile_false_alarms_per_day'])}; attacks detected own {r['own_detected']} vs "
+                      f"profile {r['profile_detected']} of {r['incidents']}", highlight=False)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"

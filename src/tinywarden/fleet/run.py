@@ -71,7 +71,11 @@ def fleet_client(scheduler: str | None = None, workers: int | None = None,
     n = workers if workers is not None else (os.cpu_count() or 1)
     if n < 1:
         raise ConfigError(f"--workers: expected 1 or more, got {n}")
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
+    # Loopback only (in-process workers talk over inproc://), no dashboard; the scheduler's HTTP routes
+    # (health) go on a free loopback port, not on :8787 of every interface.
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
+                      host="127.0.0.1" if processes else None,
+                      dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                       memory_limit=memory_limit, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 
