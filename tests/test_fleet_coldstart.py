@@ -10,8 +10,8 @@ from tinywarden import bundle as tb
 from tinywarden.errors import DataError
 from tinywarden.fleet.coldstart import cold_start, profile_training_series, split_profile
 from tinywarden.fleet.dataset import read_device, write_fleet
-from tinywarden.fleet.device import attack_free_span
-from tinywarden.fleet.ledger import read_summary
+from tinywarden.fleet.device import TrainOptions, attack_free_span
+from tinywarden.fleet.ledger import bundle_path, read_summary
 from tinywarden.fleet.run import fleet_client, run_fleet
 from tinywarden.modelfile import pipeline_from_bytes
 
@@ -26,6 +26,14 @@ def test_profile_model_is_measured_only_on_devices_that_did_not_train_it(tmp_pat
         run = run_fleet(tmp_path / "fleet", tmp_path / "b", key, POLICY, client)
         assert not run.failed
         result, models = cold_start(tmp_path / "fleet", tmp_path / "b", m, client, max_devices=8)
+        # a device with too little own normal is bundled with its profile's model; the others get their own
+        cold = run_fleet(tmp_path / "fleet", tmp_path / "cold", key, POLICY, client,
+                         TrainOptions(profile_models=models, min_own_rows=10**6))
+    assert not cold.failed
+    for d in m.devices:
+        b = tb.verify_bundle(bundle_path(tmp_path / "cold", d.device_id).read_bytes(), tb.public_key_of(key))
+        assert (b.model == models["camera"]) == (d.profile == "camera")
+        assert read_summary(tmp_path / "cold", d.device_id)["cold_start"] == (d.profile == "camera")
     assert "1 device(s)" in result["profiles"]["valve"]["skipped"] and "valve" not in models
     for profile in ("camera",):
         r = result["profiles"][profile]

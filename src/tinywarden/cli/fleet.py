@@ -30,8 +30,14 @@ def fleet_train(
     trials: Annotated[int, typer.Option(help="Candidates built and measured per device with --tune")] = 8,
     scheduler: Annotated[str | None, typer.Option(help="A running Dask scheduler, e.g. tcp://host:8786")] = None,
     workers: Annotated[int | None, typer.Option(help="Local cluster workers (default: one per core)")] = None,
+    cold_start: Annotated[Path | None, typer.Option(
+        "--cold-start", help="Folder of profile-<name>.twb from `fleet coldstart`: devices with too little own "
+        "normal get their profile's model")] = None,
+    min_own_rows: Annotated[int, typer.Option(help="With --cold-start: attack-free rows a device needs for a model "
+                                              "of its own")] = 8640,
 ) -> None:
-    """Per device: train on its attack-free span (from the manifest), quantize, size, bundle and sign."""
+    """Per device: train on its attack-free span (the rows before the manifest's train_until, without labels),
+    quantize, size, bundle and sign with the device's next version."""
     from tinywarden.bundle import load_private_key, read_file
     from tinywarden.fleet.device import TrainOptions
     from tinywarden.fleet.run import fleet_client, run_fleet
@@ -42,8 +48,17 @@ def fleet_train(
 
     load_policy(policy)  # refuse a bad policy before any training
     policy_bytes = read_file(policy, "policy")
+    profile_models = {}
+    if cold_start is not None:
+        profile_models = {p.stem.removeprefix("profile-"): read_file(p, "cold-start model")
+                          for p in sorted(cold_start.glob("profile-*.twb"))}
+        if not profile_models:
+            from tinywarden.errors import ConfigError
+
+            raise ConfigError(f"--cold-start {cold_start}: no profile-*.twb (write them with `fleet coldstart`)")
     options = TrainOptions(model=model, window=window, stride=stride, tune=tune,
-                           flash=parse_bytes(flash, "--flash"), ram=parse_bytes(ram, "--ram"), trials=trials)
+                           flash=parse_bytes(flash, "--flash"), ram=parse_bytes(ram, "--ram"), trials=trials,
+                           profile_models=profile_models, min_own_rows=min_own_rows)
     with fleet_client(scheduler, workers) as client, Progress(
             TextColumn("fleet"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:

@@ -1,11 +1,12 @@
 """Cold start: one model per profile, learned across that profile's devices, for a device with too little
 normal of its own, and what using it costs against the device's own model.
 
-A new camera has no attack-free history yet; until it has :data:`MIN_OWN_ROWS` rows of its own normal it can
-run the *profile model*: a pipeline (same family, window and stride as ``fleet train``) fitted on the
-attack-free spans of up to ``max_devices`` other devices of its profile. Those spans are laid end to end
-(each device's times moved after the previous one's, with a gap), so the few windows that straddle two
-devices are the only ones that mix them (under 1% at a day of 10 s rows and a 32-row window).
+A new camera has no attack-free history yet; until it has ``min_own_rows`` rows of its own normal
+(:class:`~tinywarden.fleet.device.TrainOptions`; ``fleet train --cold-start DIR``) it runs the *profile
+model*: a pipeline (same family, window and stride as ``fleet train``) fitted on the attack-free spans of up
+to ``max_devices`` other devices of its profile. Those spans are laid end to end (each device's times moved
+after the previous one's, with a gap), so the few windows that straddle two devices are the only ones that
+mix them (under 1% at a day of 10 s rows and a 32-row window).
 
 The cost is measured on devices that did *not* train the profile model: each is scored over the same
 post-training rows as its own model was (:func:`~tinywarden.fleet.device.score_rest`), and false alarms per
@@ -26,7 +27,6 @@ from tinywarden.fleet.ledger import read_summary
 from tinywarden.fleet.manifest import DeviceSpec, Manifest
 from tinywarden.telemetry.series import Series
 
-MIN_OWN_ROWS = 8640  # a day of 10 s rows: below it, a device starts on its profile's model
 MAX_DEVICES = 8  # per profile model: its training memory is this many devices' spans
 
 
@@ -94,7 +94,7 @@ def cold_start(root: str | Path, bundles: str | Path, manifest: Manifest, client
     """
     options = options or TrainOptions()
     root_s = str(Path(root).resolve())
-    result: dict[str, Any] = {"min_own_rows": MIN_OWN_ROWS, "profiles": {}}
+    result: dict[str, Any] = {"profiles": {}}
     models: dict[str, bytes] = {}
     for profile in sorted({d.profile for d in manifest.devices}):
         try:

@@ -45,6 +45,10 @@ class TrainOptions:
     ram: int = 4096
     target: str = "cortex-m4"
     trials: int | None = 8
+    #: profile -> model-file bytes of its cold-start model (``fleet coldstart``): a device with fewer than
+    #: ``min_own_rows`` attack-free rows is bundled with its profile's model instead of one of its own
+    profile_models: dict[str, bytes] = field(default_factory=dict)
+    min_own_rows: int = 8640  # a day of 10 s rows
 
 
 @dataclass
@@ -89,8 +93,13 @@ def _train(root: str, spec: DeviceSpec, options: TrainOptions, policy: bytes) ->
 
     series = read_device(root, spec.device_id)
     train = attack_free_span(series, spec)
-    pipeline, program, extra, arrays, size = _fit(train, options)
-    model = pipeline_to_bytes(pipeline, extra=extra, extra_arrays=arrays)
+    cold = len(train) < options.min_own_rows and spec.profile in options.profile_models
+    if cold:
+        model = options.profile_models[spec.profile]
+        pipeline, program, size = _load(model, spec.profile)
+    else:
+        pipeline, program, extra, arrays, size = _fit(train, options)
+        model = pipeline_to_bytes(pipeline, extra=extra, extra_arrays=arrays)
     if size is None:
         size = measure(program, options.target)
     data_sha = hashlib.sha256(partition_file(root, spec.device_id).read_bytes()).hexdigest()
@@ -101,12 +110,22 @@ def _train(root: str, spec: DeviceSpec, options: TrainOptions, policy: bytes) ->
         "device_id": spec.device_id, "profile": spec.profile, "family": pipeline.detector.name,
         "window": pipeline.window, "stride": pipeline.stride, "channels": list(pipeline.channels_),
         "flash": size.flash, "ram": size.ram_with_state, "target": options.target, "tuned": options.tune,
-        "model_bytes": len(model), "train_rows": len(train), "model_id": meta["model_id"],
+        "model_bytes": len(model), "train_rows": len(train), "model_id": meta["model_id"], "cold_start": cold,
         "training_data_sha256": data_sha, "attacked": spec.attacked,
         "firmware_update_day": spec.firmware_update_day,
         **score_rest(pipeline, series, len(train)),
     }
     return DeviceOutcome(spec.device_id, True, unsigned=unsigned, summary=summary)
+
+
+def _load(model: bytes, profile: str) -> tuple[Any, Any, None]:
+    """(pipeline, int8 program, None) of a profile's cold-start model file."""
+    from tinywarden.modelfile import pipeline_from_bytes
+    from tinywarden.quantize.ptq import load_program
+
+    source = f"cold-start model of profile {profile}"
+    pipeline = pipeline_from_bytes(model, source)
+    return pipeline, load_program(pipeline, source), None
 
 
 def _fit(train: Series, options: TrainOptions) -> tuple[Any, Any, dict[str, Any], dict[str, np.ndarray], Any]:

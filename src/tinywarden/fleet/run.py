@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,8 @@ def run_fleet(root: str | Path, out: str | Path, key: Any, policy: bytes, client
         else:
             todo.append(spec)
     root_abs = str(Path(root).resolve())
-    futures = {client.submit(task, root_abs, spec, options, policy, key=f"tw-fleet-{spec.device_id}-{id(run)}",
+    batch = uuid.uuid4().hex  # task keys unique to this run: a shared scheduler may hold another run's
+    futures = {client.submit(task, root_abs, spec, options, policy, key=f"tw-fleet-{spec.device_id}-{batch}",
                              pure=False): spec.device_id for spec in todo}
     remaining = len(futures)
     if progress is not None:
