@@ -190,3 +190,20 @@ def test_report_is_one_self_contained_page_and_a_json_summary(
     # a lower fleet threshold can only put more windows over it
     lower = write_report(out, tmp_path / "l.html", tmp_path / "l.json", confidence=0.9)["fleet_threshold"]
     assert lower["normal_over"] >= t["normal_over"] and lower["attack_over"] >= t["attack_over"]
+
+
+def test_tune_under_a_budget_per_device(trained: tuple[Path, Path, Path, dict[str, bytes]], tmp_path: Path) -> None:
+    root, _, pub, _ = trained
+    key = tb.load_private_key(pub.with_suffix(".key"))
+    manifest = read_manifest(root)
+    one = tmp_path / "fleet"
+    one.mkdir()
+    atomic_write(one / MANIFEST_FILE, dataclasses.replace(manifest, devices=manifest.devices[:1]).to_json())
+    os.symlink(root / manifest.devices[0].partition, one / manifest.devices[0].partition)
+    options = TrainOptions(tune=True, trials=2, flash=6 * 1024, ram=2 * 1024)
+    with fleet_client(workers=1, processes=False) as client:
+        run = run_fleet(one, tmp_path / "b", key, POLICY, client, options)
+    assert run.done == ["dev-00000"], run.failed
+    s = json.loads(summary_path(tmp_path / "b", "dev-00000").read_text())
+    assert s["tuned"] and s["flash"] <= 6 * 1024 and s["ram"] <= 2 * 1024
+    tb.load_verified_bundle(bundle_path(tmp_path / "b", "dev-00000"), tb.public_key_of(key))
