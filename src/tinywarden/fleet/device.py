@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +93,7 @@ def _train(root: str, spec: DeviceSpec, options: TrainOptions, policy: bytes) ->
     from tinywarden.modelfile import pipeline_to_bytes
     from tinywarden.tune.search import measure
 
+    started, cpu0 = time.perf_counter(), _cpu_seconds()
     series = read_device(root, spec.device_id)
     train = attack_free_span(series, spec)
     cold = len(train) < options.min_own_rows and spec.profile in options.profile_models
@@ -115,7 +118,14 @@ def _train(root: str, spec: DeviceSpec, options: TrainOptions, policy: bytes) ->
         "firmware_update_day": spec.firmware_update_day,
         **score_rest(pipeline, series, len(train)),
     }
+    summary |= {"task_seconds": round(time.perf_counter() - started, 3), "cpu_seconds": round(_cpu_seconds() - cpu0, 3)}
     return DeviceOutcome(spec.device_id, True, unsigned=unsigned, summary=summary)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of the tools it ran and waited for (the compiler that sizes the module)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _load(model: bytes, profile: str) -> tuple[Any, Any, None]:
