@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -207,3 +208,47 @@ def test_tune_under_a_budget_per_device(trained: tuple[Path, Path, Path, dict[st
     s = json.loads(summary_path(tmp_path / "b", "dev-00000").read_text())
     assert s["tuned"] and s["flash"] <= 6 * 1024 and s["ram"] <= 2 * 1024
     tb.load_verified_bundle(bundle_path(tmp_path / "b", "dev-00000"), tb.public_key_of(key))
+
+
+SEEN: list[int] = []
+
+
+def _count_tasks(root: str, spec: object, options: TrainOptions, policy: bytes) -> DeviceOutcome:
+    """A stand-in task that records how many tasks the (in-process) scheduler holds while it runs."""
+    SEEN.append(len(SCHEDULER[0].tasks))
+    return DeviceOutcome(spec.device_id, False, f"{spec.device_id}: counted")  # type: ignore[attr-defined]
+
+
+SCHEDULER: list[object] = []
+
+
+def test_tasks_in_flight_are_bounded_whatever_the_fleet_size(tmp_path: Path) -> None:
+    from tinywarden.fleet.manifest import plan_fleet
+    from tinywarden.fleet.run import IN_FLIGHT_PER_THREAD
+
+    m = plan_fleet(40, 1.0)
+    tmp_path.joinpath(MANIFEST_FILE).write_text(m.to_json())
+    SEEN.clear()
+    with fleet_client(workers=1, processes=False) as client:
+        SCHEDULER[:] = [client.cluster.scheduler]
+        run = run_fleet(tmp_path, tmp_path / "b", tb.generate_key(), POLICY, client, task=_count_tasks)
+    assert len(run.failed) == 40 and len(SEEN) == 40
+    assert max(SEEN) <= IN_FLIGHT_PER_THREAD
+
+
+def test_a_bundle_signed_with_another_key_is_done_again(trained: tuple[Path, Path, Path, dict[str, bytes]],
+                                                       tmp_path: Path) -> None:
+    root, out, _, _ = trained
+    manifest = read_manifest(root)
+    one = tmp_path / "fleet"
+    one.mkdir()
+    atomic_write(one / MANIFEST_FILE, dataclasses.replace(manifest, devices=manifest.devices[:1]).to_json())
+    os.symlink(root / manifest.devices[0].partition, one / manifest.devices[0].partition)
+    out2 = tmp_path / "b"
+    shutil.copytree(out, out2)
+    new_key = tb.generate_key()
+    with fleet_client(workers=1, processes=False) as client:
+        run = run_fleet(one, out2, new_key, POLICY, client)
+    assert run.done == ["dev-00000"] and run.skipped == []
+    b = tb.verify_bundle(bundle_path(out2, "dev-00000").read_bytes(), tb.public_key_of(new_key))
+    assert b.version == 2  # version 1 was signed by the old key: never signed again

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tinywarden.bundle import BundleError, parse_bundle, sign_bundle
+from tinywarden.bundle import BundleError, parse_bundle, sign_bundle, verify_bundle
 from tinywarden.errors import DataError
 from tinywarden.fileio import atomic_write
 from tinywarden.fleet.device import DeviceOutcome
@@ -43,16 +43,26 @@ def read_summary(out: str | Path, device_id: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def is_done(out: str | Path, device_id: str) -> bool:
-    """True when the device's summary names the signed bundle on disk (same SHA-256)."""
+def is_done(out: str | Path, device_id: str, public_key: bytes | None = None) -> bool:
+    """True when the device's summary names the signed bundle on disk (same SHA-256) and, given
+    ``public_key``, that bundle verifies under it (a bundle signed with another key is done again)."""
     summary = read_summary(out, device_id)
     if summary is None:
         return False
+    path = bundle_path(out, device_id)
     try:
-        data = bundle_path(out, device_id).read_bytes()
+        data = path.read_bytes()
     except OSError:
         return False
-    return hashlib.sha256(data).hexdigest() == summary.get("bundle_sha256")
+    if hashlib.sha256(data).hexdigest() != summary.get("bundle_sha256"):
+        return False
+    if public_key is None:
+        return True
+    try:
+        verify_bundle(data, public_key, source=str(path))
+    except BundleError:
+        return False
+    return True
 
 
 def last_version(out: str | Path, device_id: str) -> int:

@@ -77,7 +77,7 @@ def summarize(devices: list[dict[str, Any]], failed: dict[str, str], confidence:
         days = d.get("normal_days") or 0.0
         rows.append({k: d.get(k) for k in ("device_id", "profile", "family", "flash", "ram", "version",
                                            "bundle_bytes", "false_alarms_per_day", "incidents", "detected",
-                                           "detection_rate", "attacked", "firmware_update_day")}
+                                           "detection_rate", "attacked", "firmware_update_day", "cold_start")}
                     | {"windows_over_fleet_threshold_per_day": float(n[cut:].sum() / days) if days else None})
     incidents = sum(int(d.get("incidents") or 0) for d in devices)
     detected = sum(int(d.get("detected") or 0) for d in devices)
@@ -193,7 +193,7 @@ def render_html(summary: dict[str, Any]) -> str:
     for title, png in _plots(summary):
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
     cols = ["device_id", "profile", "family", "flash", "ram", "version", "bundle_bytes", "false_alarms_per_day",
-            "windows_over_fleet_threshold_per_day", "incidents", "detected", "firmware_update_day"]
+            "windows_over_fleet_threshold_per_day", "incidents", "detected", "firmware_update_day", "cold_start"]
     parts.append("<h2>Devices</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>")
     for r in summary["per_device"]:
         parts.append("<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in cols) + "</tr>")

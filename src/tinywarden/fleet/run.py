@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinywarden.bundle import public_key_of
 from tinywarden.errors import ConfigError, TinywardenError
 from tinywarden.fleet.device import DeviceOutcome, TrainOptions, train_device
 from tinywarden.fleet.ledger import is_done, publish, write_run
@@ -29,6 +30,7 @@ from tinywarden.fleet.manifest import read_manifest
 #: ``progress(done, failed, remaining, device_id)`` after each device.
 Progress = Callable[[int, int, int, str], None]
 CONNECT_TIMEOUT_S = 10
+IN_FLIGHT_PER_THREAD = 4
 
 
 @dataclass
@@ -97,21 +99,37 @@ def run_fleet(root: str | Path, out: str | Path, key: Any, policy: bytes, client
     out_dir.mkdir(parents=True, exist_ok=True)
     run = FleetRun(workers=len(client.scheduler_info().get("workers", {})))
     start = time.perf_counter()
+    public_key = public_key_of(key)
     todo = []
     for spec in manifest.devices:
-        if is_done(out_dir, spec.device_id):
+        if is_done(out_dir, spec.device_id, public_key):
             run.skipped.append(spec.device_id)
         else:
             todo.append(spec)
     root_abs = str(Path(root).resolve())
     batch = uuid.uuid4().hex  # task keys unique to this run: a shared scheduler may hold another run's
-    futures = {client.submit(task, root_abs, spec, options, policy, key=f"tw-fleet-{spec.device_id}-{batch}",
-                             pure=False): spec.device_id for spec in todo}
-    remaining = len(futures)
+    pending = iter(todo)
+    futures: dict[Any, str] = {}
+    running = as_completed()
+
+    def submit_next() -> None:
+        spec = next(pending, None)
+        if spec is not None:
+            future = client.submit(task, root_abs, spec, options, policy, key=f"tw-fleet-{spec.device_id}-{batch}",
+                                   pure=False)
+            futures[future] = spec.device_id
+            running.add(future)
+
+    # A bounded number of tasks in flight: the scheduler and this process hold a few tasks' arguments and
+    # results at a time, whatever the fleet size.
+    slots = IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
+    for _ in range(slots):
+        submit_next()
+    remaining = len(todo)
     if progress is not None:
         progress(0, 0, remaining, "")
-    for future in as_completed(futures):
-        device_id = futures[future]
+    for future in running:
+        device_id = futures.pop(future)
         remaining -= 1
         try:
             outcome: DeviceOutcome = future.result()
@@ -130,6 +148,7 @@ def run_fleet(root: str | Path, out: str | Path, key: Any, policy: bytes, client
         if not outcome.ok:
             run.failed[device_id] = outcome.error
         future.release()
+        submit_next()
         if progress is not None:
             progress(len(run.done), len(run.failed), remaining, device_id)
     run.seconds = time.perf_counter() - start
