@@ -193,6 +193,17 @@ def test_report_is_one_self_contained_page_and_a_json_summary(
     assert lower["normal_over"] >= t["normal_over"] and lower["attack_over"] >= t["attack_over"]
 
 
+def test_a_report_written_into_the_bundle_folder_is_not_read_as_a_device(
+        trained: tuple[Path, Path, Path, dict[str, bytes]], tmp_path: Path) -> None:
+    _, out, _, _ = trained
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    first = write_report(copy, copy / "report.html", copy / "report.json")
+    assert write_report(copy, copy / "report.html", copy / "report.json") == first  # once failed: "no device_id"
+    bundle_path(copy, "dev-00000").with_suffix(".json").unlink()
+    assert "interrupted" in write_report(copy, tmp_path / "r.html", tmp_path / "r.json")["failures"]["dev-00000"]
+
+
 def test_tune_under_a_budget_per_device(trained: tuple[Path, Path, Path, dict[str, bytes]], tmp_path: Path) -> None:
     root, _, pub, _ = trained
     key = tb.load_private_key(pub.with_suffix(".key"))

@@ -30,15 +30,18 @@ def load_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
     if not root.is_dir():
         raise DataError(f"{root}: not a folder written by `tinywarden fleet train`")
     devices = []
-    for path in sorted(root.glob("*.json")):
-        if path.name == RUN_FILE:
-            continue
+    unfinished: dict[str, str] = {}
+    for bundle in sorted(root.glob("*.twbundle")):  # other files (a report written here) are not devices
+        path = bundle.with_suffix(".json")
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            unfinished[bundle.stem] = f"{bundle}: no summary {path.name} (interrupted; rerun fleet train)"
+            continue
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: unreadable device summary ({exc})") from None
-        if not isinstance(doc, dict) or "device_id" not in doc:
-            raise DataError(f"{path}: not a device summary (no device_id)")
+        if not isinstance(doc, dict) or doc.get("device_id") != bundle.stem:
+            raise DataError(f"{path}: not the summary of device {bundle.stem}")
         devices.append(doc)
     failed: dict[str, str] = {}
     run_path = root / RUN_FILE
@@ -48,7 +51,7 @@ def load_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
         except (OSError, ValueError, AttributeError) as exc:
             raise DataError(f"{run_path}: unreadable run record ({exc})") from None
     done = {d["device_id"] for d in devices}
-    failed = {k: v for k, v in failed.items() if k not in done}  # a later run may have trained them
+    failed = {k: v for k, v in failed.items() if k not in done} | unfinished  # a later run may have trained some
     if not devices and not failed:
         raise DataError(f"{root}: no device summaries (*.json); run `tinywarden fleet train` first")
     return devices, failed
