@@ -13,6 +13,7 @@ from rich.markup import escape
 from tinywarden.cli import agent as _agent  # noqa: F401
 from tinywarden.cli import core as _core  # noqa: F401  (registers commands)
 from tinywarden.cli import export as _export  # noqa: F401
+from tinywarden.cli import fleet as _fleet  # noqa: F401
 from tinywarden.cli import record as _record  # noqa: F401
 from tinywarden.cli import respond as _respond  # noqa: F401
 from tinywarden.cli import simulate as _simulate  # noqa: F401

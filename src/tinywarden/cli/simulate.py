@@ -19,14 +19,14 @@ _WRITERS = {".csv": write_csv, ".parquet": write_parquet, ".pq": write_parquet}
 
 @app.command("simulate")
 def simulate_command(
-    profile: str = typer.Option(..., "--profile", help=f"Device profile: {', '.join(PROFILES)}."),
+    profile: str | None = typer.Option(None, "--profile", help=f"Device profile: {', '.join(PROFILES)}."),
     days: float = typer.Option(7.0, "--days", help="Length of the run in days."),
     attacks: str = typer.Option(
         "all", "--attacks", help=f"'all', 'none', or a comma list of {', '.join(ATTACKS)}."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same arguments give the same file."),
     period: float = typer.Option(10.0, "--period", help="Seconds per sample."),
-    out: Path = typer.Option(..., "--out", help="Output file; .csv, or .parquet/.pq."),
+    out: Path = typer.Option(..., "--out", help="Output file; .csv, or .parquet/.pq (a folder with --fleet)."),
     start: str = typer.Option("2026-01-01T00:00:00Z", "--start", help="First timestamp (ISO 8601, UTC)."),
     attack_free_days: float = typer.Option(
         0.0, "--attack-free-days", help="Keep the first N days free of attacks (for training)."
@@ -37,8 +37,18 @@ def simulate_command(
     change_day: float | None = typer.Option(
         None, "--change-day", help="Day the scenario starts (default: --attack-free-days if set, else mid-run)."
     ),
+    fleet: int | None = typer.Option(
+        None, "--fleet", help="Simulate N devices of mixed profiles into the folder --out (Parquet, by device_id)."
+    ),
 ) -> None:
-    """Simulate a device's telemetry with labelled attacks and write it to a file."""
+    """Simulate a device's telemetry with labelled attacks and write it to a file (or a fleet to a folder)."""
+    if fleet is not None:
+        from tinywarden.cli.fleet import simulate_fleet
+
+        simulate_fleet(fleet, days, seed, period, out, profile)
+        return
+    if profile is None:
+        raise ConfigError("--profile: required (or --fleet N for a fleet of mixed profiles)")
     writer = _WRITERS.get(out.suffix.lower())
     if writer is None:
         raise ConfigError(f"--out: {out}: unknown file type {out.suffix!r} (expected .csv, .parquet or .pq)")

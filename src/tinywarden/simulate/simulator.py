@@ -70,7 +70,7 @@ def simulate(
 
 
 def simulate_detailed(
-    profile: str,
+    profile: str | DeviceProfile,
     days: float,
     attacks: Sequence[str] | str = "all",
     seed: int = 0,
@@ -81,6 +81,9 @@ def simulate_detailed(
     change_day: float | None = None,
 ) -> Simulation:
     """Like :func:`simulate`, also returning each row's operating mode, the incidents and the changes.
+
+    ``profile`` is a name from :data:`~tinywarden.simulate.PROFILES` or a :class:`DeviceProfile` (a variant
+    of one, made with :func:`dataclasses.replace`, as the fleet simulator gives each device).
 
     ``scenario`` (a name from :data:`~tinywarden.simulate.SCENARIOS`) adds one lasting change from
     ``change_day`` days into the run (default: ``attack_free_days`` when positive, else half the run)
@@ -196,7 +199,9 @@ def simulate_detailed(
     return Simulation(series, modes, tuple(incidents), (change,) if change is not None else ())
 
 
-def _check_profile(name: str) -> DeviceProfile:
+def _check_profile(name: str | DeviceProfile) -> DeviceProfile:
+    if isinstance(name, DeviceProfile):  # a variant of a named profile (a fleet device's own rhythm, schedule)
+        return name
     try:
         return PROFILES[name]
     except (KeyError, TypeError):

@@ -1,0 +1,106 @@
+"""The fleet's output folder: signed bundles, their summaries, and which devices are done.
+
+For each device ``OUT/<device_id>.twbundle`` (signed) and ``OUT/<device_id>.json`` (its summary, with the
+bundle's SHA-256 and version) are written atomically (:func:`tinywarden.fileio.atomic_write`), bundle
+first. A device is *done* when its summary names the bundle that is on disk; a rerun skips it. Signing
+happens here, in the process that holds the key, never on a worker.
+
+Versions: a device's new bundle gets one more than the highest version any earlier bundle or summary of
+that device carried, so a version once signed is never signed again with other content (a worker killed
+after the bundle was written but before its summary makes the retrained bundle version 2, not a second
+version 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from tinywarden.bundle import BundleError, parse_bundle, sign_bundle, verify_bundle
+from tinywarden.errors import DataError
+from tinywarden.fileio import atomic_write
+from tinywarden.fleet.device import DeviceOutcome
+
+RUN_FILE = "fleet-run.json"
+
+
+def bundle_path(out: str | Path, device_id: str) -> Path:
+    return Path(out) / f"{device_id}.twbundle"
+
+
+def summary_path(out: str | Path, device_id: str) -> Path:
+    return Path(out) / f"{device_id}.json"
+
+
+def read_summary(out: str | Path, device_id: str) -> dict[str, Any] | None:
+    """The device's summary, or ``None`` when it has none or it is unreadable (then the device is not done)."""
+    try:
+        doc = json.loads(summary_path(out, device_id).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def is_done(out: str | Path, device_id: str, public_key: bytes | None = None) -> bool:
+    """True when the device's summary names the signed bundle on disk (same SHA-256) and, given
+    ``public_key``, that bundle verifies under it (a bundle signed with another key is done again)."""
+    summary = read_summary(out, device_id)
+    if summary is None:
+        return False
+    path = bundle_path(out, device_id)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if hashlib.sha256(data).hexdigest() != summary.get("bundle_sha256"):
+        return False
+    if public_key is None:
+        return True
+    try:
+        verify_bundle(data, public_key, source=str(path))
+    except BundleError:
+        return False
+    return True
+
+
+def last_version(out: str | Path, device_id: str) -> int:
+    """The highest version an earlier bundle or summary of this device carried (0 if none).
+
+    A bundle on disk whose version cannot be read is refused (:class:`DataError`): signing over it could
+    reuse the version it carried.
+    """
+    versions = [0]
+    summary = read_summary(out, device_id)
+    if summary is not None and isinstance(summary.get("version"), int):
+        versions.append(summary["version"])
+    path = bundle_path(out, device_id)
+    if path.is_file():
+        try:
+            versions.append(parse_bundle(path.read_bytes(), source=str(path)).version)
+        except (BundleError, OSError) as exc:
+            raise DataError(f"{path}: an earlier bundle whose version cannot be read ({exc}); move it away "
+                            "to train this device again") from None
+    return max(versions)
+
+
+def publish(out: str | Path, outcome: DeviceOutcome, key: Any) -> dict[str, Any]:
+    """Sign a successful outcome's bundle with the device's next version and write bundle, then summary."""
+    if not outcome.ok:
+        raise DataError(f"{outcome.device_id}: nothing to publish ({outcome.error})")
+    version = last_version(out, outcome.device_id) + 1
+    path = bundle_path(out, outcome.device_id)
+    signed = sign_bundle(outcome.unsigned, key, version=version, source=str(path))
+    atomic_write(path, signed)
+    summary = {**outcome.summary, "version": version, "bundle": path.name, "bundle_bytes": len(signed),
+               "bundle_sha256": hashlib.sha256(signed).hexdigest()}
+    atomic_write(summary_path(out, outcome.device_id), json.dumps(summary, sort_keys=True) + "\n")
+    return summary
+
+
+def write_run(out: str | Path, run: dict[str, Any]) -> Path:
+    """The run's record (devices done, skipped, failed with their errors), for ``fleet report``."""
+    path = Path(out) / RUN_FILE
+    atomic_write(path, json.dumps(run, indent=1, sort_keys=True) + "\n")
+    return path

@@ -1,0 +1,156 @@
+"""Train a whole fleet on Dask: one task per device, signed and written as each one finishes.
+
+By default a ``dask.distributed`` :class:`~distributed.LocalCluster` with one single-threaded worker
+process per core (or ``workers``); with ``scheduler`` (``tcp://host:8786``) the tasks go to a running
+cluster, whose workers must see the fleet folder at the same path. Each task reads only its own device's
+partition (:func:`~tinywarden.fleet.device.train_device`), so a worker's memory is one device's data
+whatever the fleet size. A task that fails is reported and the others go on; a worker that dies mid-task
+has its task rerun elsewhere by the scheduler (``distributed.scheduler.allowed-failures``). Devices
+already done (:func:`~tinywarden.fleet.ledger.is_done`) are skipped, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinywarden.bundle import public_key_of
+from tinywarden.errors import ConfigError, TinywardenError
+from tinywarden.fleet.device import DeviceOutcome, TrainOptions, train_device
+from tinywarden.fleet.ledger import is_done, publish, write_run
+from tinywarden.fleet.manifest import read_manifest
+
+#: ``progress(done, failed, remaining, device_id)`` after each device.
+Progress = Callable[[int, int, int, str], None]
+CONNECT_TIMEOUT_S = 10
+IN_FLIGHT_PER_THREAD = 4
+
+
+@dataclass
+class FleetRun:
+    """What a run did: devices trained and signed now, skipped as already done, and failed (with why)."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    workers: int = 0
+    bundle_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "skipped": self.skipped, "failed": self.failed, "seconds": self.seconds,
+                "workers": self.workers, "bundle_bytes": self.bundle_bytes}
+
+
+@contextlib.contextmanager
+def fleet_client(scheduler: str | None = None, workers: int | None = None,
+                 memory_limit: str | int = "auto", processes: bool = True,
+                 connect_timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Any]:
+    """A :class:`distributed.Client`: on ``scheduler`` if given, else on a LocalCluster sized to the machine.
+
+    ``processes=False`` runs the local workers as threads of this process (quick to start; for tests).
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ModuleNotFoundError:
+        raise ConfigError("fleet commands need dask.distributed: pip install 'tinywarden[fleet]'") from None
+    if scheduler is not None:
+        if workers is not None:
+            raise ConfigError("--workers sizes the local cluster; with --scheduler the cluster has its own workers")
+        try:
+            client = Client(scheduler, timeout=connect_timeout)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ConfigError(f"--scheduler {scheduler}: cannot connect ({type(exc).__name__}: {exc})") from None
+        with client:
+            yield client
+        return
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    if n < 1:
+        raise ConfigError(f"--workers: expected 1 or more, got {n}")
+    # Loopback only (in-process workers talk over inproc://), no dashboard; the scheduler's HTTP routes
+    # (health) go on a free loopback port, not on :8787 of every interface.
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
+                      host="127.0.0.1" if processes else None,
+                      dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                      memory_limit=memory_limit, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        yield client
+
+
+def run_fleet(root: str | Path, out: str | Path, key: Any, policy: bytes, client: Any,
+              options: TrainOptions | None = None, progress: Progress | None = None,
+              task: Callable[..., DeviceOutcome] = train_device) -> FleetRun:
+    """Train, sign and write every device of the fleet at ``root`` that is not done in ``out``.
+
+    ``key`` is the Ed25519 private key (it stays in this process); ``task`` is the per-device job (the
+    default is the real one; tests swap in one that kills its worker).
+    """
+    from distributed import as_completed
+
+    options = options or TrainOptions()
+    manifest = read_manifest(root)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = FleetRun(workers=len(client.scheduler_info().get("workers", {})))
+    start = time.perf_counter()
+    public_key = public_key_of(key)
+    todo = []
+    for spec in manifest.devices:
+        if is_done(out_dir, spec.device_id, public_key):
+            run.skipped.append(spec.device_id)
+        else:
+            todo.append(spec)
+    root_abs = str(Path(root).resolve())
+    batch = uuid.uuid4().hex  # task keys unique to this run: a shared scheduler may hold another run's
+    pending = iter(todo)
+    futures: dict[Any, str] = {}
+    running = as_completed()
+
+    def submit_next() -> None:
+        spec = next(pending, None)
+        if spec is not None:
+            future = client.submit(task, root_abs, spec, options, policy, key=f"tw-fleet-{spec.device_id}-{batch}",
+                                   pure=False)
+            futures[future] = spec.device_id
+            running.add(future)
+
+    # A bounded number of tasks in flight: the scheduler and this process hold a few tasks' arguments and
+    # results at a time, whatever the fleet size.
+    slots = IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
+    for _ in range(slots):
+        submit_next()
+    remaining = len(todo)
+    if progress is not None:
+        progress(0, 0, remaining, "")
+    for future in running:
+        device_id = futures.pop(future)
+        remaining -= 1
+        try:
+            outcome: DeviceOutcome = future.result()
+        except Exception as exc:  # noqa: BLE001 - the task itself died (e.g. its worker, more than allowed)
+            outcome = DeviceOutcome(device_id, False, f"{device_id}: task failed: {type(exc).__name__}: {exc}")
+        if outcome.ok:
+            try:
+                summary = publish(out_dir, outcome, key)
+            except TinywardenError as exc:
+                outcome = DeviceOutcome(device_id, False, str(exc))
+            except OSError as exc:
+                outcome = DeviceOutcome(device_id, False, f"{device_id}: cannot write its bundle ({exc})")
+            else:
+                run.done.append(device_id)
+                run.bundle_bytes += summary["bundle_bytes"]
+        if not outcome.ok:
+            run.failed[device_id] = outcome.error
+        future.release()
+        submit_next()
+        if progress is not None:
+            progress(len(run.done), len(run.failed), remaining, device_id)
+    run.seconds = time.perf_counter() - start
+    write_run(out_dir, run.to_dict())
+    return run

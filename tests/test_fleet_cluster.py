@@ -1,0 +1,44 @@
+"""fleet train against a real `dask scheduler` and `dask worker` processes on loopback (not the in-process
+LocalCluster): the bundles verify, and a wrong scheduler address is a one-line error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tinywarden import bundle as tb
+from tinywarden.cli import app
+from tinywarden.errors import ConfigError
+from tinywarden.fleet.dataset import write_fleet
+from tinywarden.fleet.ledger import bundle_path, is_done
+from tinywarden.fleet.processes import loopback_cluster
+from tinywarden.fleet.run import fleet_client
+
+pytest.importorskip("distributed")
+runner = CliRunner()
+
+
+@pytest.mark.slow
+def test_fleet_train_on_a_real_scheduler_and_workers(tmp_path: Path) -> None:
+    manifest = write_fleet(tmp_path / "fleet", 3, 0.5, seed=11, period_s=60.0)
+    priv, pub = tb.write_keypair(tmp_path / "k")
+    with loopback_cluster(n_workers=2) as address:
+        assert address.startswith("tcp://127.0.0.1:")
+        res = runner.invoke(app, ["fleet", "train", str(tmp_path / "fleet"), "--out", str(tmp_path / "b"),
+                                  "--key", str(priv), "--scheduler", address])
+    assert res.exit_code == 0, res.output
+    assert "3 device(s) trained and signed" in res.output
+    for d in manifest.devices:
+        assert is_done(tmp_path / "b", d.device_id)
+        tb.load_verified_bundle(bundle_path(tmp_path / "b", d.device_id), tb.load_public_key(pub))
+
+
+def test_an_unreachable_scheduler_is_a_one_line_error() -> None:
+    with pytest.raises(ConfigError, match="--scheduler tcp://127.0.0.1:1: cannot connect"), \
+            fleet_client("tcp://127.0.0.1:1", connect_timeout=1.0):
+        pass
+    with pytest.raises(ConfigError, match="--workers sizes the local cluster"), \
+            fleet_client("tcp://127.0.0.1:1", workers=2):
+        pass

@@ -1,0 +1,265 @@
+"""fleet train on Dask: per-device bundles that verify and install, bad devices reported, resume, versions,
+a worker killed mid-task, and the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tinywarden import bundle as tb
+from tinywarden.cli import app
+from tinywarden.fileio import atomic_write
+from tinywarden.fleet.dataset import partition_file, read_device, write_fleet
+from tinywarden.fleet.device import DeviceOutcome, TrainOptions, train_device
+from tinywarden.fleet.ledger import bundle_path, is_done, summary_path
+from tinywarden.fleet.manifest import MANIFEST_FILE, read_manifest
+from tinywarden.fleet.report import write_report
+from tinywarden.fleet.run import fleet_client, run_fleet
+from tinywarden.telemetry.io import write_parquet
+
+distributed = pytest.importorskip("distributed")
+runner = CliRunner()
+POLICY = (Path(__file__).resolve().parents[1] / "examples" / "policy.toml").read_bytes()
+BAD = {"dev-corrupt": "not a readable Parquet file", "dev-short": "0 normal windows of 32 rows",
+       "dev-late": "no attack-free rows"}
+
+
+def make_fleet(root: Path) -> None:
+    """Three simulated devices (one attacked) plus three bad ones: a corrupt file, too few rows, no normal rows."""
+    m = write_fleet(root, 3, 0.5, seed=5, period_s=30.0)
+    first = m.devices[0]
+    s = read_device(root, first.device_id)
+    corrupt = dataclasses.replace(first, device_id="dev-corrupt")
+    partition_file(root, corrupt.device_id).parent.mkdir()
+    partition_file(root, corrupt.device_id).write_bytes(b"PAR1" + os.urandom(200) + b"PAR1")
+    short = dataclasses.replace(first, device_id="dev-short", rows=20)
+    write_parquet(s.slice(0, 20), partition_file(root, short.device_id))
+    cut = int(np.searchsorted(s.timestamps, first.train_until))
+    late = dataclasses.replace(first, device_id="dev-late", rows=len(s) - cut)
+    write_parquet(s.slice(cut, len(s)), partition_file(root, late.device_id))
+    full = dataclasses.replace(m, devices=(*m.devices, corrupt, short, late))
+    atomic_write(root / MANIFEST_FILE, full.to_json())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, dict[str, bytes]]:
+    """The fleet trained once through the CLI (a local cluster of one worker process)."""
+    tmp = tmp_path_factory.mktemp("fleet")
+    make_fleet(tmp / "fleet")
+    priv, pub = tb.write_keypair(tmp / "fleet")
+    res = runner.invoke(app, ["fleet", "train", str(tmp / "fleet"), "--out", str(tmp / "bundles"),
+                              "--key", str(priv), "--workers", "1"])
+    assert res.exit_code == 1, res.output  # some devices failed: the fleet finished anyway
+    first = {p.name: p.read_bytes() for p in (tmp / "bundles").iterdir()}
+    return tmp / "fleet", tmp / "bundles", pub, first
+
+
+def test_every_good_device_is_signed_and_installs(trained: tuple[Path, Path, Path, dict[str, bytes]],
+                                                  tmp_path: Path) -> None:
+    root, out, pub, _ = trained
+    key = tb.load_public_key(pub)
+    good = [d for d in read_manifest(root).devices if d.device_id not in BAD]
+    for d in good:
+        b = tb.load_verified_bundle(bundle_path(out, d.device_id), key)
+        assert (b.version, b.profile, b.metadata["device_id"]) == (1, d.profile, d.device_id)
+        assert b.metadata["training_data_sha256"] == hashlib.sha256(
+            partition_file(root, d.device_id).read_bytes()).hexdigest()
+        tb.install_bundle(bundle_path(out, d.device_id), key, tmp_path / d.device_id)
+        summary = json.loads(summary_path(out, d.device_id).read_text())
+        assert summary["train_rows"] == int(np.sum(read_device(root, d.device_id).timestamps < d.train_until))
+        assert summary["flash"] > 0 and summary["ram"] > 0 and summary["family"] == "pca"
+        assert is_done(out, d.device_id)
+
+
+def test_bad_devices_are_reported_in_one_line_and_do_not_stop_the_fleet(
+        trained: tuple[Path, Path, Path, dict[str, bytes]]) -> None:
+    _, out, _, _ = trained
+    run = json.loads((out / "fleet-run.json").read_text())
+    assert sorted(run["done"]) == ["dev-00000", "dev-00001", "dev-00002"]
+    assert sorted(run["failed"]) == sorted(BAD)
+    for device_id, words in BAD.items():
+        message = run["failed"][device_id]
+        assert words in message and "\n" not in message and "Traceback" not in message
+        assert not bundle_path(out, device_id).exists()
+
+
+def test_rerun_skips_done_devices_and_changes_nothing(trained: tuple[Path, Path, Path, dict[str, bytes]]) -> None:
+    root, out, pub, first = trained
+    key = tb.load_private_key(pub.with_suffix(".key"))
+    calls = []
+
+    def progress(done: int, failed: int, remaining: int, device_id: str) -> None:
+        calls.append(device_id)
+
+    with fleet_client(workers=1, processes=False) as client:
+        run = run_fleet(root, out, key, POLICY, client, progress=progress)
+    assert sorted(run.skipped) == ["dev-00000", "dev-00001", "dev-00002"]
+    assert sorted(run.failed) == sorted(BAD) and run.done == []  # failed ones were tried again
+    for name, data in first.items():
+        if name.endswith((".twbundle", ".json")) and name != "fleet-run.json":
+            assert (out / name).read_bytes() == data, name
+
+
+def test_retraining_never_reuses_a_signed_version(trained: tuple[Path, Path, Path, dict[str, bytes]],
+                                                  tmp_path: Path) -> None:
+    """A bundle written but its summary lost (a crash between the two): the new bundle is version 2."""
+    root, out, pub, _ = trained
+    key = tb.load_private_key(pub.with_suffix(".key"))
+    out2 = tmp_path / "b"
+    out2.mkdir()
+    device = "dev-00001"
+    old = bundle_path(out, device).read_bytes()
+    bundle_path(out2, device).write_bytes(old)
+    manifest = read_manifest(root)
+    sub = tmp_path / "fleet"
+    sub.mkdir()
+    atomic_write(sub / MANIFEST_FILE, dataclasses.replace(manifest, devices=(manifest.device(device),)).to_json())
+    partition_file(sub, device).parent.mkdir()
+    partition_file(sub, device).write_bytes(partition_file(root, device).read_bytes())
+    with fleet_client(workers=1, processes=False) as client:
+        run = run_fleet(sub, out2, key, POLICY, client)
+    assert run.done == [device]
+    new = tb.verify_bundle(bundle_path(out2, device).read_bytes(), tb.public_key_of(key))
+    assert new.version == 2 and bundle_path(out2, device).read_bytes() != old
+
+
+def _killer(marker: str) -> object:
+    """A per-device task that kills its own worker process the first time it runs (a worker lost mid-run)."""
+
+    def task(root: str, spec: object, options: TrainOptions, policy: bytes) -> DeviceOutcome:
+        if spec.device_id == "dev-00002" and not os.path.exists(marker):  # type: ignore[attr-defined]
+            Path(marker).write_text("killed")
+            os._exit(1)
+        with open(marker + ".runs", "a") as fh:
+            fh.write(spec.device_id + "\n")  # type: ignore[attr-defined]
+        return train_device(root, spec, options, policy)  # type: ignore[arg-type]
+
+    return task
+
+
+def test_a_worker_killed_mid_run_has_its_device_retried(trained: tuple[Path, Path, Path, dict[str, bytes]],
+                                                         tmp_path: Path) -> None:
+    root, _, pub, _ = trained
+    key = tb.load_private_key(pub.with_suffix(".key"))
+    good = tmp_path / "fleet"
+    manifest = read_manifest(root)
+    devices = tuple(d for d in manifest.devices if d.device_id == "dev-00002")
+    good.mkdir()
+    atomic_write(good / MANIFEST_FILE, dataclasses.replace(manifest, devices=devices).to_json())
+    for d in devices:
+        partition_file(good, d.device_id).parent.mkdir()
+        partition_file(good, d.device_id).write_bytes(partition_file(root, d.device_id).read_bytes())
+    marker = str(tmp_path / "killed")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with fleet_client(workers=1) as client:
+        run = run_fleet(good, tmp_path / "out", key, POLICY, client, task=_killer(marker))
+    assert Path(marker).read_text() == "killed"  # the worker did die in dev-00002's task
+    assert run.done == ["dev-00002"] and not run.failed
+    assert Path(marker + ".runs").read_text().split() == ["dev-00002"]  # the retry, on the restarted worker
+    b = tb.verify_bundle(bundle_path(tmp_path / "out", "dev-00002").read_bytes(), tb.public_key_of(key))
+    assert b.version == 1
+
+
+def test_report_is_one_self_contained_page_and_a_json_summary(
+        trained: tuple[Path, Path, Path, dict[str, bytes]], tmp_path: Path) -> None:
+    root, out, _, _ = trained
+    res = runner.invoke(app, ["fleet", "report", str(out), "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert "http" not in page.replace("data:image", "")  # nothing to fetch
+    summary = json.loads((tmp_path / "r.json").read_text())
+    m = read_manifest(root)
+    good = [d for d in m.devices if d.device_id not in BAD]
+    assert summary["devices"] == len(good) and summary["failed"] == len(BAD)
+    assert summary["incidents"] == sum(len(d.incidents) for d in good) > 0
+    assert summary["total_bundle_bytes"] == sum(bundle_path(out, d.device_id).stat().st_size for d in good)
+    for row in summary["per_device"]:
+        assert row["device_id"] in page and row["flash"] > 0
+    t = summary["fleet_threshold"]
+    assert t["normal_windows"] > t["normal_over"] >= 0
+    # a lower fleet threshold can only put more windows over it
+    lower = write_report(out, tmp_path / "l.html", tmp_path / "l.json", confidence=0.9)["fleet_threshold"]
+    assert lower["normal_over"] >= t["normal_over"] and lower["attack_over"] >= t["attack_over"]
+
+
+def test_a_report_written_into_the_bundle_folder_is_not_read_as_a_device(
+        trained: tuple[Path, Path, Path, dict[str, bytes]], tmp_path: Path) -> None:
+    _, out, _, _ = trained
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    first = write_report(copy, copy / "report.html", copy / "report.json")
+    assert write_report(copy, copy / "report.html", copy / "report.json") == first  # once failed: "no device_id"
+    bundle_path(copy, "dev-00000").with_suffix(".json").unlink()
+    assert "interrupted" in write_report(copy, tmp_path / "r.html", tmp_path / "r.json")["failures"]["dev-00000"]
+
+
+def test_tune_under_a_budget_per_device(trained: tuple[Path, Path, Path, dict[str, bytes]], tmp_path: Path) -> None:
+    root, _, pub, _ = trained
+    key = tb.load_private_key(pub.with_suffix(".key"))
+    manifest = read_manifest(root)
+    one = tmp_path / "fleet"
+    one.mkdir()
+    atomic_write(one / MANIFEST_FILE, dataclasses.replace(manifest, devices=manifest.devices[:1]).to_json())
+    os.symlink(root / manifest.devices[0].partition, one / manifest.devices[0].partition)
+    options = TrainOptions(tune=True, trials=2, flash=6 * 1024, ram=2 * 1024)
+    with fleet_client(workers=1, processes=False) as client:
+        run = run_fleet(one, tmp_path / "b", key, POLICY, client, options)
+    assert run.done == ["dev-00000"], run.failed
+    s = json.loads(summary_path(tmp_path / "b", "dev-00000").read_text())
+    assert s["tuned"] and s["flash"] <= 6 * 1024 and s["ram"] <= 2 * 1024
+    tb.load_verified_bundle(bundle_path(tmp_path / "b", "dev-00000"), tb.public_key_of(key))
+
+
+SEEN: list[int] = []
+
+
+def _count_tasks(root: str, spec: object, options: TrainOptions, policy: bytes) -> DeviceOutcome:
+    """A stand-in task that records how many tasks the (in-process) scheduler holds while it runs."""
+    SEEN.append(len(SCHEDULER[0].tasks))
+    return DeviceOutcome(spec.device_id, False, f"{spec.device_id}: counted")  # type: ignore[attr-defined]
+
+
+SCHEDULER: list[object] = []
+
+
+def test_tasks_in_flight_are_bounded_whatever_the_fleet_size(tmp_path: Path) -> None:
+    from tinywarden.fleet.manifest import plan_fleet
+    from tinywarden.fleet.run import IN_FLIGHT_PER_THREAD
+
+    m = plan_fleet(40, 1.0)
+    tmp_path.joinpath(MANIFEST_FILE).write_text(m.to_json())
+    SEEN.clear()
+    with fleet_client(workers=1, processes=False) as client:
+        SCHEDULER[:] = [client.cluster.scheduler]
+        run = run_fleet(tmp_path, tmp_path / "b", tb.generate_key(), POLICY, client, task=_count_tasks)
+    assert len(run.failed) == 40 and len(SEEN) == 40
+    assert max(SEEN) <= IN_FLIGHT_PER_THREAD
+
+
+def test_a_bundle_signed_with_another_key_is_done_again(trained: tuple[Path, Path, Path, dict[str, bytes]],
+                                                       tmp_path: Path) -> None:
+    root, out, _, _ = trained
+    manifest = read_manifest(root)
+    one = tmp_path / "fleet"
+    one.mkdir()
+    atomic_write(one / MANIFEST_FILE, dataclasses.replace(manifest, devices=manifest.devices[:1]).to_json())
+    os.symlink(root / manifest.devices[0].partition, one / manifest.devices[0].partition)
+    out2 = tmp_path / "b"
+    shutil.copytree(out, out2)
+    new_key = tb.generate_key()
+    with fleet_client(workers=1, processes=False) as client:
+        run = run_fleet(one, out2, new_key, POLICY, client)
+    assert run.done == ["dev-00000"] and run.skipped == []
+    b = tb.verify_bundle(bundle_path(out2, "dev-00000").read_bytes(), tb.public_key_of(new_key))
+    assert b.version == 2  # version 1 was signed by the old key: never signed again
