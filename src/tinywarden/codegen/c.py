@@ -8,7 +8,7 @@ The arithmetic itself is the program's; :func:`tinywarden.program.run_int8` inte
 and the test suite compiles this output and requires bit-identical scores and decisions.
 
 >>> sorted(emit_c.__annotations__)
-['policy', 'program', 'return']
+['adaptation', 'policy', 'program', 'return']
 """
 
 from __future__ import annotations
@@ -194,7 +194,8 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
         constants.append(c_array("tw_adapt_fold", np.asarray(op.consts["fold"])))
         fold = "(int64_t)tw_adapt_fold[i]"
     frac = int(op.attrs["frac"])
-    limits = {"TW_AD_N": n, "TW_AD_FRAC": frac, "TW_AD_E": adapt_q.E_BITS, "TW_AD_Z_MAX": adapt_q.Z_MAX,
+    limits = {"TW_AD_N": n, "TW_AD_ZMUL_N": int(zmul.size),
+              "TW_AD_FRAC": frac, "TW_AD_E": adapt_q.E_BITS, "TW_AD_Z_MAX": adapt_q.Z_MAX,
               "TW_AD_X_MAX": (1 << (31 - frac)) - 1, "TW_AD_G_ONE": adapt_q.G_ONE, "TW_AD_G_MAX": adapt_q.G_MAX,
               "TW_AD_VAR_ONE": adapt_q.VAR_ONE, "TW_AD_NEWTON": adapt_q.NEWTON_STEPS,
               "TW_AD_RATE_SHIFT": params.rate_shift, "TW_AD_BELOW": params.below_q15,

@@ -20,11 +20,12 @@ state (``mu = 0``, ``var = 2**20``, ``g = 2**15``) this is the op, bit for bit.
 ``d = (x << F) - mu``, ``mu += d >> rate_shift``; the deviation in reference standard deviations
 ``z = clamp(requantize(requantize(d, multiplier, shift - F + E), zmul, zshift), +-2**19)`` (Q12: the first
 step is the op's own scaling, to the model input's unit with ``E`` more bits, the second the reference
-deviation of that unit); ``var += (min(z*z >> 4, INT32_MAX) - var) >> rate_shift`` (at least 1); two
-Newton steps ``g = g * (3 * 2**15 - t) >> 16`` with ``t = var * g * g >> 35`` (``g`` halved first while
-``t > 2**16``) keep ``g`` at ``1 / sqrt(var)``, clamped to [1, 65535] (the scale floor of half the
-reference). The drift (Q12 standard deviations) is the largest ``|z|`` of ``mu`` through the same two
-steps.
+deviation of that unit); ``var += (min(z*z >> 4, INT32_MAX) - var) >> rate_shift`` (at least 1); a
+Newton step ``g = g * (3 * 2**15 - t) >> 16`` with ``t = var * g * g >> 35`` (``g`` halved first while
+``t > 2**16``) keeps ``g`` at ``1 / sqrt(var)`` (it starts from the last window's), clamped to [1, 65535]
+(the scale floor of half the reference). The drift (Q12 standard deviations) is the largest
+``min(requantize(|y|, zmul, zshift), 2**19 - 1)`` with ``y`` the first step of ``mu`` (with one ``zmul``
+for all inputs, that of the largest ``|y|``: requantization is monotone).
 
 *flag* (every window): raised when the drift exceeds ``max_drift`` or the likelihood's running mean is
 more than ``max_drift`` fitted standard deviations from its fitted value, lowered again once both are
@@ -74,7 +75,8 @@ E_BITS = 8
 #: An input's distance from the reference is clamped to this many reference standard deviations.
 SPAN_SD = 128
 MAX_FRAC = 16
-NEWTON_STEPS = 2
+#: Newton steps per adapted window: the gain starts from the last window's, so one keeps it converged.
+NEWTON_STEPS = 1
 #: The largest ``max_drift`` that can still raise a flag (the drift is clamped with ``z``).
 MAX_DRIFT_Q12 = Z_MAX
 
@@ -234,6 +236,11 @@ class AdaptQState:
         y = requantize(d, self.mult, self.shift - self.frac + E_BITS)
         return np.clip(requantize(y, self.zmul, self.zshift), -Z_MAX, Z_MAX)
 
+    def drift_of(self, mu: np.ndarray) -> int:
+        """The largest ``|mu|`` in Q12 reference standard deviations (module docstring)."""
+        y = np.abs(requantize(mu, self.mult, self.shift - self.frac + E_BITS))
+        return int(np.minimum(requantize(y, self.zmul, self.zshift), Z_MAX).max())
+
     def observe(self, features: np.ndarray, confidence: int, lik_mean: int, lik_mean0: int) -> tuple[bool, bool]:
         """One window's int64 features and Q15 confidence (the likelihood's running mean after it, and its
         fitted one); ``(adapted, new flag)``."""
@@ -248,7 +255,7 @@ class AdaptQState:
             spread = np.minimum((z * z) >> (2 * Z_BITS - 20), INT32_MAX)
             self.var = np.clip(self.var + ((spread - self.var) >> p.rate_shift), 1, INT32_MAX)
             self.g = newton_gain(self.var, self.g)
-            self.drift = int(np.abs(self._z(self.mu)).max())
+            self.drift = self.drift_of(self.mu)
             self.adapted += 1
         else:
             self.held += 1
@@ -274,9 +281,10 @@ def newton_gain(var: np.ndarray, g: np.ndarray) -> np.ndarray:
     while (high := (t > 2 * G_ONE) & (g > 1)).any():
         g = np.where(high, g >> 1, g)
         t = t_of(g)
-    for _ in range(NEWTON_STEPS):
+    for k in range(NEWTON_STEPS):
+        if k:
+            t = t_of(g)
         g = np.clip((g * (3 * G_ONE - np.minimum(t, 2 * G_ONE))) >> 16, 1, G_MAX)
-        t = t_of(g)
     return g
 
 
@@ -338,6 +346,14 @@ static int32_t tw_adapt_z(int64_t d, int32_t i)
     return (int32_t)tw_clamp64(z, -TW_AD_Z_MAX, TW_AD_Z_MAX);
 }
 
+/* min(requantize(y, zmul, zshift), TW_AD_Z_MAX) of input i's |first step| y >= 0: its distance in Q12. */
+static int32_t tw_adapt_zabs(int64_t y, int32_t i)
+{
+    int32_t z = tw_requantize(y, tw_adapt_zmul[${zi}], tw_adapt_zshift[${zi}]);
+    (void)i;
+    return (z < TW_AD_Z_MAX) ? z : TW_AD_Z_MAX;
+}
+
 /* g * g * var >> 35: 1.0 (TW_AD_G_ONE) when g is 1 / sqrt(var). Range: var in [1, INT32_MAX], g in [1, 65535]. */
 static int64_t tw_adapt_t(int32_t var, int64_t g)
 {
@@ -355,9 +371,11 @@ static uint16_t tw_adapt_gain(int32_t var, uint16_t g0)
         t = tw_adapt_t(var, g);
     }
     for (k = 0; k < TW_AD_NEWTON; k++) {
+        if (k > 0) {
+            t = tw_adapt_t(var, g);
+        }
         g = (g * (3 * TW_AD_G_ONE - ((t < 2 * TW_AD_G_ONE) ? t : 2 * TW_AD_G_ONE))) >> 16;
         g = tw_clamp64(g, 1, TW_AD_G_MAX);
-        t = tw_adapt_t(var, g);
     }
     return (uint16_t)g;
 }
@@ -370,13 +388,16 @@ static void tw_adapt_observe(tw_state_t *s)
     int64_t dev = s->lik_mean - TW_LIK_MEAN0;
     if (s->confidence < TW_AD_BELOW) {
         int32_t drift = 0;
+#if TW_AD_ZMUL_N == 1
+        int64_t ymax = 0;
+#endif
         for (i = 0; i < TW_AD_N; i++) {
             int64_t ref = (int64_t)${params}.offset[i] - ${fold};
             int64_t x = tw_clamp64((s->t_${src}[i] >> ${params}.pre_shift[i]) - ref, -TW_AD_X_MAX, TW_AD_X_MAX);
             int64_t d = x * ((int64_t)1 << TW_AD_FRAC) - s->ad_mu[i];
             int64_t z;
             int64_t spread;
-            int32_t zm;
+            int64_t y;
             s->ad_mu[i] = (int32_t)(s->ad_mu[i] + (d >> TW_AD_RATE_SHIFT));
             z = tw_adapt_z(d, i);
             spread = (z * z) >> 4;
@@ -384,10 +405,19 @@ static void tw_adapt_observe(tw_state_t *s)
             s->ad_var[i] = (int32_t)tw_clamp64(s->ad_var[i] + ((spread - s->ad_var[i]) >> TW_AD_RATE_SHIFT), 1,
                                                INT32_MAX);
             s->ad_g[i] = tw_adapt_gain(s->ad_var[i], s->ad_g[i]);
-            zm = tw_adapt_z(s->ad_mu[i], i);
-            zm = (zm < 0) ? -zm : zm;
-            drift = (zm > drift) ? zm : drift;
+            y = tw_requantize((int64_t)s->ad_mu[i], ${params}.multiplier[i],
+                              ${params}.shift[i] - TW_AD_FRAC + TW_AD_E);
+            y = (y < 0) ? -y : y;
+#if TW_AD_ZMUL_N == 1
+            ymax = (y > ymax) ? y : ymax;
+#else
+            z = tw_adapt_zabs(y, i);
+            drift = (z > drift) ? (int32_t)z : drift;
+#endif
         }
+#if TW_AD_ZMUL_N == 1
+        drift = tw_adapt_zabs(ymax, 0);
+#endif
         s->ad_drift = drift;
         s->ad_adapted++;
     }
