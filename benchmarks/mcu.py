@@ -367,7 +367,7 @@ def adaptation_md(ad: dict[str, Any]) -> list[str]:
     lines = ["", "## Baseline adaptation on the device (`[adaptation] enabled`)", "",
              f"Compiled in by an enabled `[adaptation]` policy (`tinywarden.kernels.adapt_q`, {ad['inputs']} adapted "
              "inputs): the features' requantization with adapted offset and multiplier every window, and after the "
-             "likelihood the update of the per-input mean, variance and gain (two Newton steps) from windows whose "
+             "likelihood the update of the per-input mean, variance and gain (one Newton step) from windows whose "
              "confidence is below the bar, the drift and the flag. The same program measured with and without it; "
              f"{ad['counted_windows_adapted']} counted windows taught the baseline (the update's full cost). "
              f"Emulated Cortex-M4 decisions equal the adapting Python reference: "

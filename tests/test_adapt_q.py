@@ -233,7 +233,7 @@ def test_integer_adaptation_follows_the_float_adapter():
         fa.observe(a * seen[-1] + b, 0.0 if st.adapted else 1.0)
         if st.adapted:
             z_float = (fp.offset_ - fa.reference_offset) / fa.reference_scale
-            worst_mu = np.maximum(worst_mu, np.abs(st_a._z(st_a.mu) / 4096.0 - z_float))
+            worst_mu = np.maximum(worst_mu, np.abs(st_a.z_of(st_a.mu) / 4096.0 - z_float))
             s_int = np.maximum(np.sqrt(st_a.var / VAR_ONE), 0.5)
             worst_scale = max(worst_scale, float(np.abs(s_int - fp.scale_ / fa.reference_scale).max()))
     print(f"integer vs float adaptation, {st_a.adapted} adapted windows: max |mean diff| {worst_mu.max():.4f} sd "

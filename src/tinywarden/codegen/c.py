@@ -213,7 +213,7 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
                                                    max_drift=adaptation.max_drift)
     return AdaptationC(
         j, f"    tw_adapt_forward(s, s->t_{target.src[0]}, s->t_{target.dst});", constants, limits, fields,
-        Template(adapt_q.C_TEMPLATE).substitute(subs).strip("\n") + "\n", "    tw_adapt_reset(s);\n",
+        Template(adapt_q.C_TEMPLATE).substitute(subs).strip("\n") + "\n", "    tw_rebaseline(s);\n",
         "    tw_adapt_observe(s);\n", header,
         "ad_mu (2^-TW_AD_FRAC input units from the reference mean), ad_var (Q20 reference variances, >= 1) and "
         "ad_g (Q15, ~1/sqrt(ad_var), in [1, TW_AD_G_MAX]) are the adapted scaling of each input; ad_drift (Q12) "

@@ -232,7 +232,8 @@ class AdaptQState:
                   "shift": sh.astype(np.int8)}
         return Op(kernel.kind, kernel.src, kernel.dst, kernel.attrs, consts)
 
-    def _z(self, d: np.ndarray) -> np.ndarray:
+    def z_of(self, d: np.ndarray) -> np.ndarray:
+        """Deviations ``d`` (``2**-F`` input units, per input) in Q12 reference standard deviations, clamped."""
         y = requantize(d, self.mult, self.shift - self.frac + E_BITS)
         return np.clip(requantize(y, self.zmul, self.zshift), -Z_MAX, Z_MAX)
 
@@ -251,7 +252,7 @@ class AdaptQState:
             x = np.clip(v - (self.offset - self.fold), -self.xmax, self.xmax)
             d = (x << self.frac) - self.mu
             self.mu = self.mu + (d >> p.rate_shift)
-            z = self._z(d)
+            z = self.z_of(d)
             spread = np.minimum((z * z) >> (2 * Z_BITS - 20), INT32_MAX)
             self.var = np.clip(self.var + ((spread - self.var) >> p.rate_shift), 1, INT32_MAX)
             self.g = newton_gain(self.var, self.g)
@@ -430,10 +431,16 @@ static void tw_adapt_observe(tw_state_t *s)
     }
 }
 
-/* The adapted baseline back to the reference (as tw_init leaves it), keeping the counts. */
-static void tw_adapt_reset(tw_state_t *s)
+/* The adapted scaling and the likelihood's running distribution back to the reference, the flag cleared, the
+ * counts kept (tw_init calls it after clearing the state). */
+void tw_rebaseline(tw_state_t *s)
 {
     int32_t i;
+    if (s == NULL) {
+        return;
+    }
+    s->lik_mean = TW_LIK_MEAN0;
+    s->lik_var = TW_LIK_VAR0;
     for (i = 0; i < TW_AD_N; i++) {
         s->ad_mu[i] = 0;
         s->ad_var[i] = TW_AD_VAR_ONE;
@@ -461,16 +468,6 @@ uint32_t tw_baseline_adapted(const tw_state_t *s)
 uint32_t tw_baseline_flags(const tw_state_t *s)
 {
     return (s == NULL) ? 0u : s->ad_flags;
-}
-
-void tw_rebaseline(tw_state_t *s)
-{
-    if (s == NULL) {
-        return;
-    }
-    tw_adapt_reset(s);
-    s->lik_mean = TW_LIK_MEAN0;
-    s->lik_var = TW_LIK_VAR0;
 }
 """
 
