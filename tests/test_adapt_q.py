@@ -18,6 +18,7 @@ from tinywarden.codegen.c import emit_c, write_c
 from tinywarden.detectors import make_detector
 from tinywarden.errors import ModelFileError
 from tinywarden.kernels.adapt_q import G_ONE, VAR_ONE, newton_gain
+from tinywarden.kernels.base import Op
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Int8Stream, from_model_file, run_int8, to_model_file
 from tinywarden.quantize import quantize_pipeline
@@ -81,10 +82,18 @@ def drifting(values: np.ndarray, start: int, step: float) -> np.ndarray:
     ("ewma", Adaptation(rate_shift=3, max_drift=0.5), 20000),  # per-input z multipliers, flags, re-baseline
     ("pca", Adaptation(rate_shift=1, below_confidence=0.6, max_drift=1.0), 15000),
     ("kmeans", Adaptation(rate_shift=5, max_drift=2.0), None),
+    ("kmeans+fold", Adaptation(rate_shift=3, max_drift=1.0), None),  # a detector offset folded into the op
 ])
 def test_c_adapts_exactly_as_python_on_the_simulator(family, adaptation, rebaseline, tmp_path):
-    _, prog = fitted(family)
+    _, prog = fitted(family.split("+")[0])
     assert prog.adaptation is not None
+    if family.endswith("+fold"):
+        ad = prog.adaptation
+        n = prog.ops[int(ad.attrs["op"])].consts["offset"].size
+        fold = np.random.default_rng(0).integers(-50, 50, n).astype(np.int32)
+        prog = dataclasses.replace(prog, adaptation=Op(ad.kind, ad.src, ad.dst, ad.attrs,
+                                                       {**ad.consts, "fold": fold})).validate()
+        assert "tw_adapt_fold[i]" in emit_c(prog, adaptation=adaptation)["tinywarden_model.c"]
     s, _ = camera()
     values = drifting(s.values, 12000, 3e-4)  # 25920 rows: three days
     values[5000:5040, 1] = np.nan  # NaN and saturating samples go through the adapted path alike

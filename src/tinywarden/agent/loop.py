@@ -42,13 +42,16 @@ a likelihood (written before it existed) runs as before (the incident's confiden
 fraction) and one warning and one ``confidence_fallback`` audit record say so. With the policy's
 ``[adaptation] enabled`` (the default) a :class:`~tinywarden.adapt.BaselineAdapter` lets the running
 pipeline learn from clearly normal windows and audits ``baseline_drift`` when it strays from the
-training reference; it is carried over a same-model swap like the likelihood.
+training reference; it is carried over a same-model swap like the likelihood. A bundle signed with
+``rebaseline: true`` in its metadata (an operator's order) resets both to that bundle's reference, clears
+the flag and is audited as ``rebaseline``.
 
 Runtime. With ``runtime="int8"`` (the default) a model file that holds an int8 program runs as that
 program (:mod:`tinywarden.runtime`, numpy only: the agent then never imports torch, scikit-learn or
 matplotlib); its scores and threshold are the program's integers and its confidences come from the
-likelihood fitted on them. Baseline adaptation needs the float pipeline (``runtime="float"``, or a
-model file without a program).
+likelihood fitted on them. Its baseline adaptation is the integer step the generated C runs
+(:class:`~tinywarden.runtime.Int8Adapter`), so agent and device agree bit for bit; a program without the
+step (raw-window families) adapts only with ``runtime="float"``.
 
 Audit key. A keyed log the agent's key cannot continue is set aside, not a reason to stop monitoring
 (:func:`open_audit_log`, docs/audit.md).

@@ -197,7 +197,8 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
     limits = {"TW_AD_N": n, "TW_AD_ZMUL_N": int(zmul.size),
               "TW_AD_FRAC": frac, "TW_AD_E": adapt_q.E_BITS, "TW_AD_Z_MAX": adapt_q.Z_MAX,
               "TW_AD_X_MAX": (1 << (31 - frac)) - 1, "TW_AD_G_ONE": adapt_q.G_ONE, "TW_AD_G_MAX": adapt_q.G_MAX,
-              "TW_AD_VAR_ONE": adapt_q.VAR_ONE, "TW_AD_NEWTON": adapt_q.NEWTON_STEPS,
+              "TW_AD_VAR_ONE": adapt_q.VAR_ONE, "TW_AD_VAR_BITS": adapt_q.VAR_BITS, "TW_AD_Z_BITS": adapt_q.Z_BITS,
+              "TW_AD_NEWTON": adapt_q.NEWTON_STEPS,
               "TW_AD_RATE_SHIFT": params.rate_shift, "TW_AD_BELOW": params.below_q15,
               "TW_AD_DRIFT": params.drift_q12, "TW_AD_REARM": params.rearm_q12,
               "TW_AD_LIK_LIMIT": params.lik_limit, "TW_AD_LIK_REARM": params.lik_rearm}
@@ -215,7 +216,7 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
         j, f"    tw_adapt_forward(s, s->t_{target.src[0]}, s->t_{target.dst});", constants, limits, fields,
         Template(adapt_q.C_TEMPLATE).substitute(subs).strip("\n") + "\n", "    tw_rebaseline(s);\n",
         "    tw_adapt_observe(s);\n", header,
-        "ad_mu (2^-TW_AD_FRAC input units from the reference mean), ad_var (Q20 reference variances, >= 1) and "
+        "ad_mu (2^-TW_AD_FRAC input units from the reference mean), ad_var (Q16 reference variances, >= 1) and "
         "ad_g (Q15, ~1/sqrt(ad_var), in [1, TW_AD_G_MAX]) are the adapted scaling of each input; ad_drift (Q12) "
         "the largest distance of ad_mu from the reference; ad_flagged 0 or 1")
 

@@ -7,11 +7,11 @@ beyond ``max_drift``. In the int8 program the scaler is folded into the requanti
 features to the model input (``requantize_s64_s8`` / ``requantize_s64_s16``: ``q = requantize((f >> pre) -
 offset, multiplier, shift)``), so the adaptation acts there. Per input ``i``, with ``v = f >> pre`` (the
 op's input unit) and state ``mu`` (int32, the adapted mean's distance from the reference in ``2**-F`` input
-units), ``var`` (int32, the adapted variance in reference variances, Q20) and ``g`` (uint16, the gain
+units), ``var`` (int32, the adapted variance in reference variances, Q16) and ``g`` (uint16, the gain
 ``1 / max(sqrt(var), 0.5)``, Q15):
 
 *forward* (every window, in place of the op): ``offset_a = sat32(offset + (mu >> F) + (fold * (s - 2**15) >>
-15))`` with ``s = max(var * g >> 20, 2**14)`` (``fold`` is the detector's own offset folded into the op,
+15))`` with ``s = max(var * g >> 16, 2**14)`` (``fold`` is the detector's own offset folded into the op,
 e.g. an EWMA mean; zero for most families), ``multiplier_a = multiplier * g >> 15`` (or ``>> 16`` with the
 shift raised by one when that passes ``INT32_MAX``), then the op's arithmetic with them. In the reference
 state (``mu = 0``, ``var = 2**20``, ``g = 2**15``) this is the op, bit for bit.
@@ -20,8 +20,8 @@ state (``mu = 0``, ``var = 2**20``, ``g = 2**15``) this is the op, bit for bit.
 ``d = (x << F) - mu``, ``mu += d >> rate_shift``; the deviation in reference standard deviations
 ``z = clamp(requantize(requantize(d, multiplier, shift - F + E), zmul, zshift), +-2**19)`` (Q12: the first
 step is the op's own scaling, to the model input's unit with ``E`` more bits, the second the reference
-deviation of that unit); ``var += (min(z*z >> 4, INT32_MAX) - var) >> rate_shift`` (at least 1); a
-Newton step ``g = g * (3 * 2**15 - t) >> 16`` with ``t = var * g * g >> 35`` (``g`` halved first while
+deviation of that unit); ``var += (z*z >> 8 - var) >> rate_shift`` (at least 1, at most ``INT32_MAX``); a
+Newton step ``g = g * (3 * 2**15 - t) >> 16`` with ``t = var * g * g >> 31`` (``g`` halved first while
 ``t > 2**16``) keeps ``g`` at ``1 / sqrt(var)`` (it starts from the last window's), clamped to [1, 65535]
 (the scale floor of half the reference). The drift (Q12 standard deviations) is the largest
 ``min(requantize(|y|, zmul, zshift), 2**19 - 1)`` with ``y`` the first step of ``mu`` (with one ``zmul``
@@ -62,9 +62,11 @@ from tinywarden.kernels.base import REQUANT_SHIFT_MAX, REQUANT_SHIFT_MIN, Op, in
 KIND = "adapt_q"
 #: Kinds of op the adaptation can take the place of (the features' requantization to the model input).
 ADAPTABLE = ("requantize_s64_s8", "requantize_s64_s16")
-#: ``g`` and ``s`` are Q15; ``var`` is Q20 (1.0 = the reference variance); ``z`` is Q12.
+#: ``g`` and ``s`` are Q15; ``var`` is Q16 (1.0 = the reference variance: up to 32768, so the largest ``z*z``
+#: fits unsaturated); ``z`` is Q12.
 G_ONE = 1 << 15
-VAR_ONE = 1 << 20
+VAR_BITS = 16
+VAR_ONE = 1 << VAR_BITS
 Z_BITS = 12
 #: ``g`` is at most this (just under 2: the adapted scale stays above half the reference, as the float).
 G_MAX = 65535
@@ -215,7 +217,7 @@ class AdaptQState:
 
     def adapted_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(offset, multiplier, shift)`` of the op in the current state."""
-        s = np.maximum((self.var * self.g) >> 20, G_ONE // 2)
+        s = np.maximum((self.var * self.g) >> VAR_BITS, G_ONE // 2)
         off = self.offset + (self.mu >> self.frac) + ((self.fold * (s - G_ONE)) >> 15)
         off = np.clip(off, -(2**31), INT32_MAX)
         m = (self.mult * self.g) >> 15
@@ -253,7 +255,7 @@ class AdaptQState:
             d = (x << self.frac) - self.mu
             self.mu = self.mu + (d >> p.rate_shift)
             z = self.z_of(d)
-            spread = np.minimum((z * z) >> (2 * Z_BITS - 20), INT32_MAX)
+            spread = (z * z) >> (2 * Z_BITS - VAR_BITS)  # < 2**30: |z| <= Z_MAX
             self.var = np.clip(self.var + ((spread - self.var) >> p.rate_shift), 1, INT32_MAX)
             self.g = newton_gain(self.var, self.g)
             self.drift = self.drift_of(self.mu)
@@ -276,7 +278,7 @@ def newton_gain(var: np.ndarray, g: np.ndarray) -> np.ndarray:
     var = np.asarray(var, dtype=np.int64)
 
     def t_of(g: np.ndarray) -> np.ndarray:
-        return (((var * g) >> 15) * g) >> 20
+        return (((var * g) >> 15) * g) >> VAR_BITS
 
     t = t_of(g)
     while (high := (t > 2 * G_ONE) & (g > 1)).any():
@@ -302,7 +304,7 @@ C_TEMPLATE = r"""
  * state (ad_mu 0, ad_var TW_AD_VAR_ONE, ad_g TW_AD_G_ONE) they are the op's own. */
 static void tw_adapt_params(const tw_state_t *s, int32_t i, int32_t *offset, int32_t *multiplier, int8_t *shift)
 {
-    int64_t sc = ((int64_t)s->ad_var[i] * s->ad_g[i]) >> 20;
+    int64_t sc = ((int64_t)s->ad_var[i] * s->ad_g[i]) >> TW_AD_VAR_BITS;
     int64_t off;
     int64_t m = ((int64_t)${params}.multiplier[i] * s->ad_g[i]) >> 15;
     int32_t sh = ${params}.shift[i];
@@ -355,13 +357,13 @@ static int32_t tw_adapt_zabs(int64_t y, int32_t i)
     return (z < TW_AD_Z_MAX) ? z : TW_AD_Z_MAX;
 }
 
-/* g * g * var >> 35: 1.0 (TW_AD_G_ONE) when g is 1 / sqrt(var). Range: var in [1, INT32_MAX], g in [1, 65535]. */
+/* g * g * var >> 31: 1.0 (TW_AD_G_ONE) when g is 1 / sqrt(var). Range: var in [1, INT32_MAX], g in [1, 65535]. */
 static int64_t tw_adapt_t(int32_t var, int64_t g)
 {
-    return ((((int64_t)var * g) >> 15) * g) >> 20;
+    return ((((int64_t)var * g) >> 15) * g) >> TW_AD_VAR_BITS;
 }
 
-/* Newton steps of g towards 1 / sqrt(var) (Q15, var Q20), clamped to [1, TW_AD_G_MAX]. */
+/* Newton steps of g towards 1 / sqrt(var) (Q15, var Q16), clamped to [1, TW_AD_G_MAX]. */
 static uint16_t tw_adapt_gain(int32_t var, uint16_t g0)
 {
     int64_t g = g0;
@@ -401,8 +403,7 @@ static void tw_adapt_observe(tw_state_t *s)
             int64_t y;
             s->ad_mu[i] = (int32_t)(s->ad_mu[i] + (d >> TW_AD_RATE_SHIFT));
             z = tw_adapt_z(d, i);
-            spread = (z * z) >> 4;
-            spread = (spread < INT32_MAX) ? spread : INT32_MAX;
+            spread = (z * z) >> (2 * TW_AD_Z_BITS - TW_AD_VAR_BITS); /* < 2^30: |z| <= TW_AD_Z_MAX */
             s->ad_var[i] = (int32_t)tw_clamp64(s->ad_var[i] + ((spread - s->ad_var[i]) >> TW_AD_RATE_SHIFT), 1,
                                                INT32_MAX);
             s->ad_g[i] = tw_adapt_gain(s->ad_var[i], s->ad_g[i]);
