@@ -182,6 +182,10 @@ def test_a_program_without_the_step_never_adapts():
     assert prog.adaptation is None
     assert Int8Stream(prog, Adaptation()).adapter is None
     assert "tw_adapt" not in emit_c(prog, adaptation=Adaptation())["tinywarden_model.c"]
+    # nor does one without a likelihood: no confidence gates the step, so it is inert
+    bare = dataclasses.replace(fitted("ewma")[1], likelihood=None).validate()
+    assert bare.adaptation is not None and Int8Stream(bare, Adaptation()).adapter is None
+    assert "tw_adapt" not in emit_c(bare, adaptation=Adaptation())["tinywarden_model.c"]
 
 
 def test_model_file_keeps_the_step_and_refuses_a_tampered_one():

@@ -180,9 +180,7 @@ class Program:
                 check_likelihood(self.likelihood)
             except ConfigError as exc:
                 raise ConfigError(f"program likelihood: {exc}") from None
-        if self.adaptation is not None:
-            if self.likelihood is None:
-                raise ConfigError("program adaptation needs the likelihood step (its confidence gates it)")
+        if self.adaptation is not None:  # inert without a likelihood: nothing gates it (adaptation_params)
             try:
                 check_adaptation(self.adaptation, self.ops)
             except (ConfigError, KeyError) as exc:
