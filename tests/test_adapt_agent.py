@@ -5,6 +5,8 @@ refused when unsigned or tampered."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +131,22 @@ def test_an_unsigned_or_tampered_rebaseline_bundle_is_refused(kit, tmp_path, how
 def test_rebaseline_metadata_must_be_a_bool():
     with pytest.raises(tb.BundleError, match="rebaseline"):
         tb.create_bundle(b"m", b"[policy]\n", {"model_id": "m", "profile": "p", "rebaseline": "yes"})
+
+
+def test_the_cli_packs_and_shows_a_rebaseline_order(kit, tmp_path):
+    def tw(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", "from tinywarden.cli import main; main()", *args]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    (tmp_path / "m.twb").write_bytes(kit.model)
+    (tmp_path / "p.toml").write_text(POLICY)
+    assert tw("keygen", "--out", "k").returncode == 0
+    for name, flag in (("plain", []), ("rebase", ["--rebaseline"])):
+        r = tw("bundle", "m.twb", "--policy", "p.toml", "--out", name, "--model-id", "cam", "--profile", "camera",
+               *flag)
+        assert r.returncode == 0, r.stderr
+        assert tw("sign", name, "--key", "k.key", "--version", "2").returncode == 0
+        b = tb.verify_bundle((tmp_path / name).read_bytes(), tb.load_public_key(tmp_path / "k.pub"))
+        assert b.rebaseline == (name == "rebase")
+        r = tw("verify", name, "--pubkey", "k.pub")
+        assert r.returncode == 0 and ("re-baseline" in r.stdout) == (name == "rebase")

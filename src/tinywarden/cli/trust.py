@@ -128,4 +128,6 @@ def _describe(b: tb.Bundle, status: str) -> Table:
     t.add_row("signed by", (b.signer_fingerprint or "-")[:16] + "…")
     if b.rotate_to is not None:
         t.add_row("rotates trust to", tb.fingerprint(b.rotate_to)[:16] + "…")
+    if b.rebaseline:
+        t.add_row("re-baseline", "yes: installing devices reset their adapted baseline to this bundle's reference")
     return t
