@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from tinywarden.adapt import Adaptation
 from tinywarden.codegen.c import write_c
 from tinywarden.codegen.tflite import dense_int8, to_tflite_bytes
 from tinywarden.detectors import REGISTRY, make_detector
@@ -55,7 +56,7 @@ from tinywarden.errors import TinywardenError
 from tinywarden.evaluate.metrics import window_labels
 from tinywarden.features import batch_features
 from tinywarden.pipeline import Pipeline
-from tinywarden.program import Program, run_int8
+from tinywarden.program import Int8Stream, Program, run_int8
 from tinywarden.quantize.ptq import quantize_pipeline, score_int8
 from tinywarden.simulate import simulate
 from tinywarden.target import (
@@ -71,6 +72,7 @@ from tinywarden.telemetry.series import Series
 from tinywarden.tune import Budget, tune
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mcu.md"
+ADAPTATION_RESULTS = RESULTS.with_name("mcu_adaptation.md")
 TARGETS = {"flash_bytes": 8192, "static_ram_bytes": 4096, "int8_model_bytes": 2048}
 CORES = ("cortex-m4", "cortex-m4f", "cortex-m0plus")
 #: Published TFLite Micro footprints (it cannot be cross-compiled here), quoted, with their sources.
@@ -248,9 +250,17 @@ def emlearn_figures(pipe: Pipeline, inputs: np.ndarray, work: Path) -> dict[str,
     return out
 
 
-def reference_check(program: Program, stream: np.ndarray, decisions: Decisions) -> dict[str, Any]:
-    """Do the decisions the compiled module printed equal the Python int8 reference's on ``stream``?"""
-    scores, anomalies = run_int8(program, stream)
+def reference_check(program: Program, stream: np.ndarray, decisions: Decisions,
+                    adaptation: Adaptation | None = None) -> dict[str, Any]:
+    """Do the decisions the compiled module printed equal the Python int8 reference's on ``stream``
+    (the adapting reference, :class:`~tinywarden.program.Int8Stream`, when the module adapts)?"""
+    if adaptation is None:
+        scores, anomalies = run_int8(program, stream)
+    else:
+        dev = Int8Stream(program, adaptation)
+        outs = [o for x in stream if (o := dev.push(x)) is not None]
+        scores = np.array([o[0] for o in outs], dtype=np.int32)
+        anomalies = np.array([o[1] for o in outs], dtype=np.uint8)
     return {
         "windows": len(scores),
         "decisions_equal_reference": bool(np.array_equal(decisions.score, scores)
@@ -260,14 +270,15 @@ def reference_check(program: Program, stream: np.ndarray, decisions: Decisions) 
 
 
 def module_figures(program: Program, work: Path, stream: np.ndarray, *, size_cores: Sequence[str] = CORES,
-                   count_cores: Sequence[str] = COUNT_CORES) -> tuple[dict[str, Any], Decisions]:
+                   count_cores: Sequence[str] = COUNT_CORES,
+                   adaptation: Adaptation | None = None) -> tuple[dict[str, Any], Decisions]:
     """Generate ``program``'s C module into ``work`` and measure it: sizes on ``size_cores``, decisions on an
     emulated Cortex-M4 over ``stream`` against the Python int8 reference, and exact instructions per
     window on ``count_cores`` over the first :data:`COUNTED_WINDOWS` steady windows of ``stream``.
 
     Returns the figures and the emulated core's decisions (to compare other builds of the same module with).
     """
-    write_c(program, work)
+    write_c(program, work, adaptation=adaptation)
     out: dict[str, Any] = {"sizes": {}, "instructions": {}}
     for core in size_cores:
         s = module_size(work, core)
@@ -275,7 +286,7 @@ def module_figures(program: Program, work: Path, stream: np.ndarray, *, size_cor
                               "static_ram": s.static_ram, "state": s.state_bytes,
                               "static_ram_with_state": s.ram_with_state, "libgcc": list(s.undefined)}
     target = run_on_qemu(work, stream, timeout=120)
-    out["qemu_check"] = reference_check(program, stream, target.decisions)
+    out["qemu_check"] = reference_check(program, stream, target.decisions, adaptation)
     counted = stream[: program.window + COUNTED_WINDOWS * program.stride]
     for core in count_cores:
         counts = run_on_qemu(work, counted, target=core, count=True, timeout=300).instructions
@@ -318,6 +329,57 @@ def likelihood_md(lk: dict[str, Any]) -> list[str]:
     for core, v in lk["sizes"].items():
         ins = lk["instructions"].get(core)
         lines.append(f"| {core} | {v['flash']} | {v['static_ram']} | {v['state']} | {_cell(ins, '{:.0f}')} | "
+                     f"{', '.join(v['libgcc_added']) or 'none'} |")
+    return lines
+
+
+def adaptation_cost(program: Program, figures: dict[str, Any], work: Path, stream: np.ndarray,
+                    adaptation: Adaptation) -> dict[str, Any]:
+    """What compiling in baseline adaptation (an enabled ``[adaptation]``, :mod:`tinywarden.kernels.adapt_q`)
+    adds to ``program``'s module: the module with it against ``figures`` (measured without), sizes and
+    instructions per window on every core; which of the counted windows taught the baseline."""
+    if program.adaptation is None or program.likelihood is None:
+        return {"present": False}
+    with_ad, _ = module_figures(program, work, stream, adaptation=adaptation)
+    out: dict[str, Any] = {"present": True, "sizes": {}, "instructions": {}, "qemu_check": with_ad["qemu_check"]}
+    for core, v in with_ad["sizes"].items():
+        b = figures["sizes"][core]
+        out["sizes"][core] = {k: v[k] - b[k] for k in ("flash", "static_ram", "state", "static_ram_with_state")}
+        out["sizes"][core]["libgcc_added"] = sorted(set(v["libgcc"]) - set(b["libgcc"]))
+        out["sizes"][core]["total_flash"], out["sizes"][core]["total_ram"] = v["flash"], v["static_ram_with_state"]
+    for core, v in with_ad["instructions"].items():
+        out["instructions"][core] = {"added": v["per_window"] - figures["instructions"][core]["per_window"],
+                                     "total": v["per_window"], "max_push": v["max_push"]}
+    dev = Int8Stream(program, adaptation)
+    taught = []
+    for x in stream[: program.window + COUNTED_WINDOWS * program.stride]:
+        if dev.push(x) is not None:
+            taught.append(bool(dev.adapted))
+    out["counted_windows_adapted"] = f"{sum(taught[1:])} of {len(taught) - 1}"
+    out["inputs"] = int(np.asarray(program.ops[int(program.adaptation.attrs["op"])].consts["offset"]).size)
+    return out
+
+
+def adaptation_md(ad: dict[str, Any]) -> list[str]:
+    """Baseline adaptation's added cost, one line per core."""
+    if not ad.get("present"):
+        return ["", "The default program has no adaptation step."]
+    lines = ["", "## Baseline adaptation on the device (`[adaptation] enabled`)", "",
+             f"Compiled in by an enabled `[adaptation]` policy (`tinywarden.kernels.adapt_q`, {ad['inputs']} adapted "
+             "inputs): the features' requantization with adapted offset and multiplier every window, and after the "
+             "likelihood the update of the per-input mean, variance and gain (one Newton step) from windows whose "
+             "confidence is below the bar, the drift and the flag. The same program measured with and without it; "
+             f"{ad['counted_windows_adapted']} counted windows taught the baseline (the update's full cost). "
+             f"Emulated Cortex-M4 decisions equal the adapting Python reference: "
+             f"{ad['qemu_check']['decisions_equal_reference']} ({ad['qemu_check']['windows']} windows).", "",
+             "| core | + flash B | + static RAM B | + state B | + instr./window | module flash B | module RAM B "
+             "(static + state) | instr./window | libgcc helpers added |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for core, v in ad["sizes"].items():
+        ins = ad["instructions"].get(core, {})
+        added = _cell(ins.get("added"), "{:.0f}")
+        lines.append(f"| {core} | {v['flash']} | {v['static_ram']} | {v['state']} | {added} "
+                     f"| {v['total_flash']} | {v['total_ram']} | {_cell(ins.get('total'), '{:.0f}')} | "
                      f"{', '.join(v['libgcc_added']) or 'none'} |")
     return lines
 
@@ -429,6 +491,7 @@ def measure(days: float, train_days: float, seed: int, tune_seconds: float = 170
         figures, decisions = module_figures(program, work, stream)
         res.update(figures)
         res["likelihood"] = likelihood_cost(program, figures, work / "bare", stream)
+        res["adaptation"] = adaptation_cost(program, figures, work / "adapt", stream, Adaptation())
         host = run_on_host(work, stream, repeats=400)
         res["host_c_ns_per_window"] = host.ns_per_window
         res["host_c_decisions_equal"] = not host.decisions.differences(decisions)
@@ -518,6 +581,7 @@ def render_md(r: dict[str, Any]) -> str:
     ]
     lines += [f"- {x['claim']} ({x['source']})" for x in tf["published_flash"]]
     lines += likelihood_md(r["likelihood"])
+    lines += adaptation_md(r.get("adaptation", {}))
     lines += energy_md(r["energy"])
     lines.append("Host times are medians on this machine and vary between runs; instruction counts and sizes "
                  "are exact for a given model and change only with the model or the generated C.")
@@ -608,6 +672,9 @@ def main() -> int:
                     help="time budget of the tuner's search for the tuned row (its time_budget)")
     ap.add_argument("--likelihood-only", action="store_true",
                     help="measure only the default pipeline with and without its likelihood step (no file written)")
+    ap.add_argument("--adaptation-only", action="store_true",
+                    help="measure only the default pipeline with and without baseline adaptation compiled in "
+                         "(writes benchmarks/results/mcu_adaptation.md)")
     args = ap.parse_args()
     missing = missing_tools()
     if missing:
@@ -625,6 +692,20 @@ def main() -> int:
                       "instructions": {c: v["per_window"] for c, v in figures["instructions"].items()},
                       "qemu_check": figures["qemu_check"]}
         print(json.dumps(lk, indent=2, sort_keys=True) if args.json else "\n".join(likelihood_md(lk)))
+        return 0
+    if args.adaptation_only:
+        series, cut = camera_data(args.days, args.train_days, args.seed)
+        _, program = default_pipeline(series, cut)
+        stream = series.slice(cut, len(series)).values[:STREAM_ROWS]
+        with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmp:
+            figures, _ = module_figures(program, Path(tmp), stream)
+            ad = adaptation_cost(program, figures, Path(tmp) / "adapt", stream, Adaptation())
+        ad["model_id"] = program.model_id
+        md = "\n".join(["# MCU benchmark: baseline adaptation (benchmarks/mcu.py --adaptation-only)", "",
+                        "Default pipeline (camera, dense autoencoder, window 128 / stride 64), model "
+                        f"{program.model_id}; targets 8192 B flash / 4096 B RAM.", *adaptation_md(ad)]) + "\n"
+        ADAPTATION_RESULTS.write_text(md)
+        print(json.dumps(ad, indent=2, sort_keys=True) if args.json else md)
         return 0
     res = measure(args.days, args.train_days, args.seed, args.tune_seconds)
     md = render_md(res)

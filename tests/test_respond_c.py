@@ -466,7 +466,9 @@ def test_module_without_policy_is_unchanged():
     prog = program()
     base = emit_c(prog)
     assert base == emit_c(prog, None) and "tw_respond" not in base["tinywarden_model.c"]
-    with_policy = emit_c(prog, parse_policy(POLICIES["standard"]))
+    # a policy that leaves adaptation off only appends the response machine (one that enables it also
+    # compiles the adaptation into the detector loop: tests/test_adapt_q.py)
+    with_policy = emit_c(prog, parse_policy(POLICIES["standard"] + "\n[adaptation]\nenabled = false\n"))
     for name, text in base.items():
         assert with_policy[name].startswith(text) and "tw_respond" in with_policy[name][len(text):]
 
@@ -498,7 +500,7 @@ def test_end_to_end_camera_samples(sanitized, exes, tmp_path):
     got, state, windows = parse(r.stdout)
 
     tables = c_tables(policy, prog.threshold)
-    s, ev = run_respond_int8(prog, tables, times.tolist(), values)
+    s, ev = run_respond_int8(prog, tables, times.tolist(), values, policy=policy)  # the policy adapts the baseline
     faults = window_faults(prog, values)
     assert 0 < faults.sum() < 10
     assert [w for _, w in windows if w < 0] == [-1] * int(faults.sum())

@@ -21,8 +21,9 @@ from tinywarden.detectors import make_detector
 from tinywarden.errors import ModelFileError
 from tinywarden.modelfile import decode, encode, pipeline_to_bytes
 from tinywarden.pipeline import Pipeline
-from tinywarden.program import run_confidence, run_int8
+from tinywarden.program import Int8Stream, run_confidence, run_int8
 from tinywarden.quantize import int8_sections
+from tinywarden.respond import parse_policy
 from tinywarden.runtime import Int8Model, load_model
 from tinywarden.simulate import simulate
 from tinywarden.telemetry import Series, write_csv
@@ -120,10 +121,13 @@ def test_the_agent_runs_the_int8_program(model, tmp_path: Path) -> None:
         status = a.status()
     m = load_model(data)
     values = stream.values[:, [stream.channels.index(c) for c in m.channels_]]
-    assert [w.score for w in windows] == run_int8(m.program, values)[0].astype(float).tolist()
+    # the policy asks for adaptation: the scores are the adapting integer step's, as the exported C's
+    device = Int8Stream(m.program, parse_policy(ADAPTING_CAMERA_POLICY).adaptation)
+    assert [w.score for w in windows] == [float(o[0]) for x in values if (o := device.push(x)) is not None]
+    assert [w.score for w in windows] != run_int8(m.program, values)[0].astype(float).tolist()
     assert status["model"]["runtime"] == "int8" and status["incidents"] > 0
     assert status["confidence"]["scale"] == "likelihood"
-    assert "int8 runtime" in status["adaptation"]["reason"]
+    assert status["adaptation"]["runtime"].startswith("int8") and status["adaptation"]["adapted_windows"] > 0
     with pytest.raises(AgentError, match="runtime must be one of int8, float"):
         AgentConfig(pubkey=tb.load_public_key(pub), state_dir=tmp_path, runtime="fast")
 

@@ -26,7 +26,8 @@ alarms fall back without an operator.
 
 The detector's own state (EWMA mean, k-means centroids) is not adapted: the scaler's adaptation keeps
 the detector's inputs centred on the normal it learned, and the detectors' ``partial_fit`` rates are
-not bounded per window. The adaptation is Python only (the generated C keeps its trained baseline).
+not bounded per window. The int8 runtime and the generated C run the same rule in integers
+(:mod:`tinywarden.kernels.adapt_q`).
 """
 
 from __future__ import annotations

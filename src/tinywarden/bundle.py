@@ -39,7 +39,8 @@ Canonical encoding (format version 1; every integer big-endian)::
 An unsigned bundle (from :func:`create_bundle`) stops before SIGN; :func:`sign_bundle` sets the version
 in META and appends SIGN. Metadata keys: ``model_id`` (non-empty str), ``version`` (int >= 0, 0 while
 unsigned), ``created_at`` (ISO-8601 UTC), ``training_data_sha256`` (64 lowercase hex digits or null),
-``profile`` (target device profile, non-empty str); other JSON keys are kept as they are.
+``profile`` (target device profile, non-empty str), optional ``rebaseline`` (bool: an operator's order to reset
+the adapted baseline to this bundle's reference); other JSON keys are kept as they are.
 
 Device state (``state_dir/trust.json``, replaced atomically: temp file, fsync, ``os.replace``, fsync of
 the directory) records the accepted version, the bundle digest, the trusted key and the chain of key
@@ -191,6 +192,12 @@ class Bundle:
     @property
     def created_at(self) -> str:
         return str(self.metadata["created_at"])
+
+    @property
+    def rebaseline(self) -> bool:
+        """An operator's re-baseline order (metadata ``rebaseline: true``, covered by the signature): the device
+        resets its adapted baseline to this bundle's reference when it installs it."""
+        return self.metadata.get("rebaseline") is True
 
     @property
     def signer_fingerprint(self) -> str | None:
@@ -832,6 +839,9 @@ def _check_metadata(meta: Mapping[str, Any], source: str) -> None:
         raise BundleError(
             f"{source}: metadata field 'created_at' is not an ISO-8601 time: {created!r}"
         ) from None
+    r = meta.get("rebaseline")
+    if r is not None and not isinstance(r, bool):
+        raise BundleError(f"{source}: metadata field 'rebaseline' must be true or false, got {r!r}")
     h = meta.get("training_data_sha256")
     if h is not None and not (isinstance(h, str) and _HEX64.fullmatch(h)):
         raise BundleError(

@@ -42,11 +42,13 @@ from typing import Any
 
 import numpy as np
 
+from tinywarden.adapt import REARM_FRACTION, Adaptation
 from tinywarden.arith import INT16_MAX, INT16_MIN, quantize_multiplier
 from tinywarden.calibrate import MAX_PERSIST_N, Persistence, persist
 from tinywarden.errors import ConfigError, ModelFileError
 from tinywarden.features import window_end_rows
 from tinywarden.kernels import CTYPES, KERNELS, Op, TensorSpec
+from tinywarden.kernels.adapt_q import AdaptParams, AdaptQState, adapt_params, check_adaptation
 from tinywarden.kernels.features_s16 import MAX_WINDOW
 from tinywarden.kernels.likelihood_q import LikelihoodQStream, check_likelihood, confidence_q
 
@@ -83,6 +85,9 @@ class Program:
     info: Mapping[str, Any] = field(default_factory=dict)  # provenance and real scales, for reports only
     #: the calibrated likelihood after the score (:mod:`tinywarden.kernels.likelihood_q`), or None
     likelihood: Op | None = None
+    #: the baseline adaptation of the features' requantization (:mod:`tinywarden.kernels.adapt_q`), or None;
+    #: it runs only when asked for (:class:`Int8Stream` ``adaptation``, the C export with an enabled policy)
+    adaptation: Op | None = None
 
     @property
     def n_channels(self) -> int:
@@ -175,6 +180,11 @@ class Program:
                 check_likelihood(self.likelihood)
             except ConfigError as exc:
                 raise ConfigError(f"program likelihood: {exc}") from None
+        if self.adaptation is not None:  # inert without a likelihood: nothing gates it (adaptation_params)
+            try:
+                check_adaptation(self.adaptation, self.ops)
+            except (ConfigError, KeyError) as exc:
+                raise ConfigError(f"program adaptation: {exc}") from None
         return self
 
 
@@ -280,20 +290,40 @@ def run_confidence(program: Program, scores: np.ndarray) -> np.ndarray | None:
     return confidence_q(program.likelihood, np.asarray(scores, dtype=np.int32))
 
 
+def adaptation_params(program: Program, adaptation: Adaptation | None) -> AdaptParams | None:
+    """The integer form of a policy's ``[adaptation]`` for ``program``; None when adaptation is off (None or
+    ``enabled = false``) or the program has no adaptation step (a family without an adaptable op, a model
+    file written before the step existed) or no likelihood."""
+    if adaptation is None or not adaptation.enabled or program.adaptation is None or program.likelihood is None:
+        return None
+    return adapt_params(program.likelihood, adaptation.rate_shift, adaptation.below_confidence,
+                        adaptation.max_drift, REARM_FRACTION)
+
+
 class Int8Stream:
     """Firmware-style interpreter: push one sample, get ``(score, anomaly)`` when a window completes.
 
     It mirrors the C ``tw_push`` step by step (ring buffer, then the ops on the one window); the batch
-    :func:`run_int8` must give the same numbers.
+    :func:`run_int8` must give the same numbers. With ``adaptation`` (a policy's ``[adaptation]``, enabled)
+    and a program that has the step, it also adapts its baseline as the C exported with that policy does
+    (:mod:`tinywarden.kernels.adapt_q`; ``adapter`` holds the state, ``adapted`` / ``new_flag`` say what the
+    last window did).
     """
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, adaptation: Adaptation | None = None) -> None:
         self.program = program
         self.ring = np.zeros((program.window, program.n_channels), dtype=np.int16)
         self.persistence = Persistence(program.k, program.n)
         self.likelihood = None if program.likelihood is None else LikelihoodQStream(program.likelihood)
+        params = adaptation_params(program, adaptation)
+        self.adapter: AdaptQState | None = None
+        if params is not None and program.adaptation is not None:
+            self.adapter = AdaptQState(program.adaptation, program.ops[int(program.adaptation.attrs["op"])], params)
         #: Q15 confidence of the last window (``tw_confidence``); 0 before the first, and without a likelihood
         self.confidence = 0
+        self.adapted = self.new_flag = False
+        #: the adapted op's input of the last window (the integer features), with adaptation
+        self.last_inputs: np.ndarray | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -303,6 +333,17 @@ class Int8Stream:
         self.confidence = 0
         if self.likelihood is not None:
             self.likelihood.reset()
+        if self.adapter is not None:
+            self.adapter.reset()
+
+    def rebaseline(self) -> None:
+        """The operator's re-baseline (``tw_rebaseline``): the adapted scaling and the likelihood's running
+        distribution back to the reference, the drift flag cleared; samples and counts are kept."""
+        if self.adapter is not None:
+            self.adapter.rebaseline()
+        if self.likelihood is not None:
+            self.likelihood.mean = int(self.likelihood.op.attrs["mean"])
+            self.likelihood.var = int(self.likelihood.op.attrs["var"])
 
     def push(self, sample: np.ndarray) -> tuple[int, int] | None:
         s = np.asarray(sample)
@@ -320,10 +361,26 @@ class Int8Stream:
             if self.phase:
                 return None
         win = np.concatenate((self.ring[self.head :], self.ring[: self.head]))[None]
-        score = int(run_windows(p, win)[0])
+        if self.adapter is None:
+            score = int(run_windows(p, win)[0])
+        else:
+            score, self.last_inputs = _run_adapted(p, win, self.adapter)
         if self.likelihood is not None:
             self.confidence = self.likelihood.push(score)
+        if self.adapter is not None and self.likelihood is not None:
+            self.adapted, self.new_flag = self.adapter.observe(self.last_inputs, self.confidence, self.likelihood.mean,
+                                                               int(self.likelihood.op.attrs["mean"]))
         return score, int(self.persistence.push(score > p.threshold))
+
+
+def _run_adapted(program: Program, windows: np.ndarray, state: AdaptQState) -> tuple[int, np.ndarray]:
+    """The score of one window with the adapted op in place of the reference one, and that op's input."""
+    j = int(state.op.attrs["op"])
+    env: dict[str, np.ndarray] = {"window": windows}
+    for i, op in enumerate(program.ops):
+        srcs = [env[s] for s in op.src]
+        env[op.dst] = KERNELS[op.kind].fn(srcs, state.forward(op) if i == j else op)
+    return int(env["score"][0, 0]), env[program.ops[j].src[0]][0]
 
 
 # -- model-file form -------------------------------------------------------------------------------
@@ -367,6 +424,11 @@ def to_model_file(program: Program, with_id: bool = True) -> tuple[dict[str, Any
         arrays.update({f"int8/likelihood/{c}": np.asarray(a) for c, a in lik.consts.items()})
         header["likelihood"] = {"kind": lik.kind, "src": list(lik.src), "dst": lik.dst,
                                 "attrs": _jsonable(dict(lik.attrs)), "consts": sorted(lik.consts)}
+    if program.adaptation is not None:  # likewise
+        ad = program.adaptation
+        arrays.update({f"int8/adaptation/{c}": np.asarray(a) for c, a in ad.consts.items()})
+        header["adaptation"] = {"kind": ad.kind, "src": list(ad.src), "dst": ad.dst,
+                                "attrs": _jsonable(dict(ad.attrs)), "consts": sorted(ad.consts)}
     if with_id:
         header["model_id"] = program.model_id
     return header, arrays
@@ -405,6 +467,10 @@ def from_model_file(
         likelihood = None if lh is None else Op(
             lh["kind"], tuple(lh["src"]), lh["dst"], dict(lh["attrs"]),
             {c: np.asarray(arrays[f"int8/likelihood/{c}"]) for c in lh["consts"]})
+        ah = header.get("adaptation")
+        adaptation = None if ah is None else Op(
+            ah["kind"], tuple(ah["src"]), ah["dst"], dict(ah["attrs"]),
+            {c: np.asarray(arrays[f"int8/adaptation/{c}"]) for c in ah["consts"]})
         program = Program(
             channels=tuple(header["channels"]),
             window=int(header["window"]),
@@ -419,6 +485,7 @@ def from_model_file(
             n=int(header["n"]),
             info=dict(header.get("info", {})),
             likelihood=likelihood,
+            adaptation=adaptation,
         )
         program.validate()
     except (KeyError, TypeError, ValueError) as exc:

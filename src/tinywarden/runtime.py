@@ -8,8 +8,12 @@ the program's own integer likelihood step (the generated C's ``tw_confidence``).
 detector families, scikit-learn, torch or matplotlib; only a model file without an int8 program loads
 the float :class:`~tinywarden.pipeline.Pipeline` (and with it the training stack), as before.
 
-What the int8 runtime does not do: baseline adaptation (:mod:`tinywarden.adapt` moves the float
-pipeline's scaler; the program's sample scaling is fixed at quantization, as in the generated C).
+Baseline adaptation: with a policy's ``[adaptation]`` enabled, the scorer adapts the program's feature
+scaling with the integer step the generated C runs (:mod:`tinywarden.kernels.adapt_q`, inside
+:class:`~tinywarden.program.Int8Stream`), so the agent and a device exported with the same policy agree
+bit for bit; :class:`Int8Adapter` reports it to the agent as :class:`tinywarden.adapt.BaselineAdapter`
+does for the float pipeline. A program without the step (a family that reads the raw window, a model
+file written before the step existed) keeps its trained baseline.
 
 Scores and threshold are the program's int32 score and integer threshold; the response policy's
 margins are relative to the threshold, so they mean the same on either scale. A window that holds a
@@ -20,23 +24,26 @@ fault, as it does on the float path, and the fail-safe guard cannot judge it eit
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tinywarden.adapt import AdaptStep
 from tinywarden.errors import ModelFileError
 from tinywarden.guard import GuardVerdict, judge_bounds
+from tinywarden.kernels.adapt_q import VAR_ONE, AdaptQState
 from tinywarden.kernels.base import Op
 from tinywarden.kernels.likelihood_q import LikelihoodQStream
 from tinywarden.modelfile import GUARD_HEADER_KEY, decode
-from tinywarden.program import INT8_HEADER_KEY, Int8Stream, Program, from_model_file
+from tinywarden.program import INT8_HEADER_KEY, Int8Stream, Program, adaptation_params, from_model_file
 
 if TYPE_CHECKING:
+    from tinywarden.adapt import Adaptation
     from tinywarden.pipeline import Pipeline
 
-__all__ = ["GuardBounds", "Int8Model", "Int8Scorer", "ProgramLikelihood", "load_model"]
+__all__ = ["GuardBounds", "Int8Adapter", "Int8Model", "Int8Scorer", "ProgramLikelihood", "load_model"]
 
 _GUARD_ARRAYS = ("lo_", "hi_", "rate_")
 
@@ -53,14 +60,15 @@ class GuardBounds:
 
 class Int8Scorer:
     """Push raw samples; every ``stride`` samples get ``(score, raw_flag, alarm)``, as
-    :class:`~tinywarden.pipeline.StreamingScorer` does, from the int8 program."""
+    :class:`~tinywarden.pipeline.StreamingScorer` does, from the int8 program (adapting its baseline as the
+    C does when ``adaptation`` is enabled and the program has the step)."""
 
-    last_input = None  # no float model input: nothing for baseline adaptation
-
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, adaptation: Adaptation | None = None) -> None:
         self.program = program
-        self.stream = Int8Stream(program)
+        self.stream = Int8Stream(program, adaptation)
         self.finite: deque[bool] = deque(maxlen=program.window)
+        #: the adapted op's integer input of the last window (None without adaptation)
+        self.last_input: np.ndarray | None = None
 
     def push(self, sample: np.ndarray | Sequence[float]) -> tuple[float, bool, bool] | None:
         x = np.asarray(sample, dtype=np.float64)
@@ -69,6 +77,8 @@ class Int8Scorer:
         if out is None:
             return None
         score, alarm = out
+        if self.stream.adapter is not None:
+            self.last_input = self.stream.last_inputs
         if not all(self.finite):
             return float("nan"), False, bool(alarm)
         return float(score), score > self.program.threshold, bool(alarm)
@@ -130,9 +140,9 @@ class Int8Model:
         self.likelihood_ = None if p.likelihood is None else ProgramLikelihood(p.likelihood)
         self.guard_, self.guard_note_ = _guard(header, arrays, p, source)
 
-    def stream(self) -> Int8Scorer:
-        """A one-sample-at-a-time scorer of the program."""
-        return Int8Scorer(self.program)
+    def stream(self, adaptation: Adaptation | None = None) -> Int8Scorer:
+        """A one-sample-at-a-time scorer of the program (adapting under ``adaptation``, if enabled)."""
+        return Int8Scorer(self.program, adaptation)
 
     def judge_window(self, window: np.ndarray) -> GuardVerdict:
         """The fail-safe guard's verdict on one raw window (as :meth:`tinywarden.pipeline.Pipeline.judge_window`)."""
@@ -140,6 +150,80 @@ class Int8Model:
         if g is None:
             return GuardVerdict(None, float("nan"), self.guard_note_ or "this model has no fail-safe guard")
         return judge_bounds(window, self.channels_, g.lo_, g.hi_, g.rate_, g.input_shape_)
+
+
+class Int8Adapter:
+    """The agent's view of an :class:`Int8Scorer`'s integer adaptation, shaped as
+    :class:`tinywarden.adapt.BaselineAdapter` (``observe``, ``status``, ``rebind``, ``config``).
+
+    The scorer adapts inside ``push`` (the device's order: adapted op, score, likelihood, update);
+    :meth:`observe` only reports what that window did. ``scorer`` is asked for the running scorer each time
+    (a hot swap to the same model hands the adapted state over to the new one in :meth:`rebind`).
+    """
+
+    def __init__(self, scorer: Callable[[], Int8Scorer], config: Adaptation) -> None:
+        self._scorer = scorer
+        self._config = config
+        self._stream = scorer().stream
+        self._adapter()  # refuse a scorer without the step
+
+    def _adapter(self) -> AdaptQState:
+        a = self._stream.adapter
+        if a is None:
+            raise ModelFileError("the int8 program has no adaptation step")
+        return a
+
+    @property
+    def config(self) -> Adaptation:
+        return self._config
+
+    @config.setter
+    def config(self, value: Adaptation) -> None:
+        params = adaptation_params(self._stream.program, value)
+        if params is not None:
+            self._adapter().params = params
+        self._config = value
+
+    def observe(self, x: Any, confidence: float | None, likelihood: Any = None) -> AdaptStep:
+        """What the scorer's last window did (it adapted already, inside ``push``)."""
+        stream, a = self._stream, self._adapter()
+        return AdaptStep(bool(stream.adapted), a.drift / 4096.0, self._likelihood_drift(), bool(stream.new_flag))
+
+    def _likelihood_drift(self) -> float:
+        lik = self._stream.likelihood
+        if lik is None:
+            return 0.0
+        fitted_mean, fitted_var = int(lik.op.attrs["mean"]), int(lik.op.attrs["var"])
+        return abs(lik.mean - fitted_mean) / 65536.0 / max(float(np.sqrt(fitted_var)), 1.0)
+
+    def rebind(self, pipeline: Any) -> None:
+        """Carry the adapted state (and the program's likelihood state) over to the scorer now running the
+        same program (a hot swap to the same model file)."""
+        old, new = self._stream, self._scorer().stream
+        if new is not old and old.adapter is not None and new.adapter is not None:
+            a, b = old.adapter, new.adapter
+            b.mu, b.var, b.g = a.mu.copy(), a.var.copy(), a.g.copy()
+            b.drift, b.flagged, b.flags, b.adapted, b.held = a.drift, a.flagged, a.flags, a.adapted, a.held
+            if old.likelihood is not None and new.likelihood is not None:  # it gates the adaptation
+                new.likelihood.__dict__.update({k: (list(v) if isinstance(v, list) else v)
+                                                for k, v in old.likelihood.__dict__.items()})
+            self._stream = new
+
+    def status(self) -> dict[str, Any]:
+        """The ``adaptation`` block of the agent's status file (as :meth:`BaselineAdapter.status`)."""
+        a = self._adapter()
+        return {
+            "enabled": True,
+            "runtime": "int8 (the generated C's integer step)",
+            "adapted_windows": a.adapted,
+            "held_windows": a.held,
+            "drift": round(a.drift / 4096.0, 4),
+            "likelihood_drift": round(self._likelihood_drift(), 4),
+            "max_drift": self._config.max_drift,
+            "flagged": bool(a.flagged),
+            "flags": a.flags,
+            "scale_ratio_max": round(float(np.max(np.maximum(np.sqrt(a.var / VAR_ONE), 0.5))), 4),
+        }
 
 
 def _guard(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], program: Program,

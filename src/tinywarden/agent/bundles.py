@@ -86,7 +86,9 @@ class ModelRunner:
     def __init__(self, loaded: LoadedBundle, index: np.ndarray) -> None:
         self.loaded = loaded
         self.index = index
-        self.scorer = loaded.pipeline.stream()
+        # the int8 runtime adapts inside its scorer, as the generated C does (the float one beside the loop)
+        p = loaded.pipeline
+        self.scorer = p.stream(loaded.policy.adaptation) if isinstance(p, Int8Model) else p.stream()
         self.rows: deque[np.ndarray] = deque(maxlen=loaded.pipeline.window)
         self.times: deque[float] = deque(maxlen=loaded.pipeline.window)
         self.pushed = 0

@@ -50,7 +50,8 @@ class AgentConfig:
     ``state_dir/keys/audit.key``, made 0600 if missing) keys the audit log (docs/audit.md).
     ``runtime`` is ``"int8"`` (score with the model file's int8 program, numpy only: the light runtime of
     :mod:`tinywarden.runtime`; a model file without one runs its float pipeline) or ``"float"`` (always
-    the float pipeline, which loads the training stack and allows baseline adaptation).
+    the float pipeline, which loads the training stack; it adapts the baseline of every family, the int8
+    program only that of families with the integer adaptation step).
     """
 
     pubkey: bytes

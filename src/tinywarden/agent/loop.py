@@ -42,13 +42,16 @@ a likelihood (written before it existed) runs as before (the incident's confiden
 fraction) and one warning and one ``confidence_fallback`` audit record say so. With the policy's
 ``[adaptation] enabled`` (the default) a :class:`~tinywarden.adapt.BaselineAdapter` lets the running
 pipeline learn from clearly normal windows and audits ``baseline_drift`` when it strays from the
-training reference; it is carried over a same-model swap like the likelihood.
+training reference; it is carried over a same-model swap like the likelihood. A bundle signed with
+``rebaseline: true`` in its metadata (an operator's order) resets both to that bundle's reference, clears
+the flag and is audited as ``rebaseline``.
 
 Runtime. With ``runtime="int8"`` (the default) a model file that holds an int8 program runs as that
 program (:mod:`tinywarden.runtime`, numpy only: the agent then never imports torch, scikit-learn or
 matplotlib); its scores and threshold are the program's integers and its confidences come from the
-likelihood fitted on them. Baseline adaptation needs the float pipeline (``runtime="float"``, or a
-model file without a program).
+likelihood fitted on them. Its baseline adaptation is the integer step the generated C runs
+(:class:`~tinywarden.runtime.Int8Adapter`), so agent and device agree bit for bit; a program without the
+step (raw-window families) adapts only with ``runtime="float"``.
 
 Audit key. A keyed log the agent's key cannot continue is set aside, not a reason to stop monitoring
 (:func:`open_audit_log`, docs/audit.md).
@@ -91,7 +94,7 @@ from tinywarden.respond import ActionEvent, ResponseEngine, SimulatedClock, Syst
 from tinywarden.respond.actuators import ActuatorError, build_actuators
 from tinywarden.respond.engine import StateFileError
 from tinywarden.respond.machine import next_deadline
-from tinywarden.runtime import Int8Model
+from tinywarden.runtime import Int8Adapter, Int8Model, Int8Scorer
 
 __all__ = ["Agent", "WindowScore", "open_audit_log", "session"]
 
@@ -99,8 +102,9 @@ TIER_NONE = "none"
 _NO_LIKELIHOOD = ("the model file has no calibrated likelihood (written before it existed): confidences "
                   "fall back to the k-of-n fraction, tier min_confidence is ignored, no adaptation")
 
-_INT8_NO_ADAPTATION = ("not with the int8 runtime: the program's sample scaling is fixed at quantization, as in "
-                       "the generated C (run the agent with --runtime float to adapt)")
+_INT8_NO_ADAPTATION = ("not with this int8 program: it has no adaptation step (a family that reads the raw "
+                       "window, or a model file written before the step existed); run the agent with "
+                       "--runtime float to adapt")
 
 _log = logging.getLogger(__name__)
 
@@ -201,7 +205,7 @@ class Agent:
         loaded = self._active.loaded
         self.engine = self._new_engine(loaded)
         self._likelihood: AnomalyLikelihood | None = None
-        self._adapter: BaselineAdapter | None = None
+        self._adapter: BaselineAdapter | Int8Adapter | None = None
         self.last_confidence: float | None = None
         self._fresh_model_state(loaded)
         self.publisher: MqttPublisher | None = None
@@ -460,7 +464,9 @@ class Agent:
                 old_engine.state_path.unlink()
         self._active, self._pending, self.engine = new, None, engine
         same_model = old.loaded.bundle.model == new.loaded.bundle.model and self._likelihood is not None
-        if same_model and self._adapter is not None and new.loaded.policy.adaptation.enabled:
+        if new.loaded.bundle.rebaseline:
+            self._rebaseline(new.loaded, t)
+        elif same_model and self._adapter is not None and new.loaded.policy.adaptation.enabled:
             self._adapter.rebind(new.loaded.pipeline)
             self._adapter.config = new.loaded.policy.adaptation
         elif same_model:
@@ -474,7 +480,8 @@ class Agent:
             "to": new.loaded.describe(),
             "overlap_samples": new.pushed,
             "engine": "carried over" if same_policy else "restarted (policy changed)",
-            "likelihood": "carried over (same model file)" if same_model else "reset (new model)",
+            "likelihood": "reset (re-baseline)" if new.loaded.bundle.rebaseline else
+                          "carried over (same model file)" if same_model else "reset (new model)",
             "tier": engine.tier,
         }, t)  # fmt: skip
         self.write_status()
@@ -548,10 +555,15 @@ class Agent:
 
     # ---- confidence and adaptation
 
-    def _make_adapter(self, loaded: LoadedBundle) -> BaselineAdapter | None:
+    def _make_adapter(self, loaded: LoadedBundle) -> BaselineAdapter | Int8Adapter | None:
         cfg = loaded.policy.adaptation
-        if not cfg.enabled or self._likelihood is None or isinstance(loaded.pipeline, Int8Model):
+        if not cfg.enabled or self._likelihood is None:
             return None
+        if isinstance(loaded.pipeline, Int8Model):  # the integer step runs inside the scorer, as on the device
+            scorer = self._active.scorer
+            if not isinstance(scorer, Int8Scorer) or scorer.stream.adapter is None:
+                return None
+            return Int8Adapter(lambda: self._active.scorer, cfg)
         return BaselineAdapter(loaded.pipeline, cfg)
 
     def _no_adaptation(self) -> str:
@@ -561,6 +573,21 @@ class Agent:
         if isinstance(self._active.loaded.pipeline, Int8Model):
             return _INT8_NO_ADAPTATION
         return f"needs a likelihood: {_NO_LIKELIHOOD}"
+
+    def _rebaseline(self, loaded: LoadedBundle, t: float) -> None:
+        """An operator's signed re-baseline bundle (metadata ``rebaseline: true``) is running: the adapted
+        baseline and the likelihood go back to that bundle's trained reference and the drift flag is cleared,
+        whatever the model; audited with what was dropped."""
+        before = self._adapter.status() if self._adapter is not None else None
+        scorer = self._active.scorer
+        if isinstance(scorer, Int8Scorer):
+            scorer.stream.rebaseline()  # the overlap pushes adapted it already
+        self._fresh_model_state(loaded)
+        self._audit("rebaseline", {
+            "model": loaded.label, "signer": loaded.bundle.signer_fingerprint, "digest": loaded.bundle.digest,
+            "dropped": before,
+            "detail": "operator re-baseline: adapted baseline and likelihood reset to the bundle's reference",
+        }, t)  # fmt: skip
 
     def _fresh_model_state(self, loaded: LoadedBundle) -> None:
         """The likelihood stream and the adapter of a newly running model, from its fitted state."""

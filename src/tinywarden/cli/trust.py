@@ -33,9 +33,15 @@ def bundle_create(
     data: Path | None = typer.Option(
         None, "--data", help="Training data summary file; its SHA-256 goes into the metadata."
     ),
+    rebaseline: bool = typer.Option(
+        False, "--rebaseline", help="Order devices to reset their adapted baseline to this bundle's reference "
+        "(and clear the drift flag) when they install it; signed with the bundle."
+    ),
 ) -> None:
     """Pack a model and its policy into an unsigned bundle (sign it with `tinywarden sign`)."""
     meta: dict[str, object] = {"model_id": model_id, "profile": profile}
+    if rebaseline:
+        meta["rebaseline"] = True
     if data is not None:
         meta["training_data_sha256"] = hashlib.sha256(tb.read_file(data, "training data")).hexdigest()
     raw = tb.create_bundle(tb.read_file(model, "model"), tb.read_file(policy, "policy"), meta)
@@ -122,4 +128,6 @@ def _describe(b: tb.Bundle, status: str) -> Table:
     t.add_row("signed by", (b.signer_fingerprint or "-")[:16] + "…")
     if b.rotate_to is not None:
         t.add_row("rotates trust to", tb.fingerprint(b.rotate_to)[:16] + "…")
+    if b.rebaseline:
+        t.add_row("re-baseline", "yes: installing devices reset their adapted baseline to this bundle's reference")
     return t

@@ -8,7 +8,7 @@ The arithmetic itself is the program's; :func:`tinywarden.program.run_int8` inte
 and the test suite compiles this output and requires bit-identical scores and decisions.
 
 >>> sorted(emit_c.__annotations__)
-['policy', 'program', 'return']
+['adaptation', 'policy', 'program', 'return']
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from tinywarden.arith import C_HELPERS
 from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_defines, c_literal, template
 from tinywarden.errors import ConfigError
-from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, likelihood_q
+from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, adapt_q, likelihood_q
 from tinywarden.kernels.features_s16 import MAX_WINDOW
-from tinywarden.program import MAX_FRAC_BITS, MAX_SAMPLE_ZERO, SAMPLE_SATURATION, Program
+from tinywarden.program import MAX_FRAC_BITS, MAX_SAMPLE_ZERO, SAMPLE_SATURATION, Program, adaptation_params
 
 if TYPE_CHECKING:
+    from tinywarden.adapt import Adaptation
     from tinywarden.respond.policy import Policy
 
 __all__ = ["GENERATOR", "GENERATOR_VERSION", "HEADER_NAME", "SOURCE_NAME", "emit_c", "export_c", "write_c"]
@@ -169,13 +170,77 @@ def likelihood_c(program: Program) -> LikelihoodC:
         "every score seen; with a hold-off lik_hold <= TW_LIK_HOLDOFF windows remain silenced")
 
 
-def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
+@dataclass(frozen=True)
+class AdaptationC:
+    """The baseline adaptation's part of the module (:mod:`tinywarden.kernels.adapt_q`), when compiled in."""
+
+    op_index: int
+    call: str
+    constants: list[str]
+    limits: dict[str, int]
+    fields: list[StateField]
+    body: str
+    init: str
+    post_score: str
+    header: str
+    invariant: str
+
+
+def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC | None:
+    """What baseline adaptation adds to the C module: None when the policy's ``[adaptation]`` is off (or
+    absent) or the program has no adaptation step (:func:`tinywarden.program.adaptation_params`)."""
+    params = adaptation_params(program, adaptation)
+    op = program.adaptation
+    if params is None or op is None or adaptation is None:
+        return None
+    j = int(op.attrs["op"])
+    target = program.ops[j]
+    n = int(np.asarray(target.consts["offset"]).size)
+    zmul, zshift = np.asarray(op.consts["zmul"]), np.asarray(op.consts["zshift"])
+    constants = [c_array("tw_adapt_zmul", zmul), c_array("tw_adapt_zshift", zshift)]
+    fold = "0"
+    if "fold" in op.consts:
+        constants.append(c_array("tw_adapt_fold", np.asarray(op.consts["fold"])))
+        fold = "(int64_t)tw_adapt_fold[i]"
+    frac = int(op.attrs["frac"])
+    limits = {"TW_AD_N": n, "TW_AD_ZMUL_N": int(zmul.size),
+              "TW_AD_FRAC": frac, "TW_AD_E": adapt_q.E_BITS, "TW_AD_Z_MAX": adapt_q.Z_MAX,
+              "TW_AD_X_MAX": (1 << (31 - frac)) - 1, "TW_AD_G_ONE": adapt_q.G_ONE, "TW_AD_G_MAX": adapt_q.G_MAX,
+              "TW_AD_VAR_ONE": adapt_q.VAR_ONE, "TW_AD_VAR_BITS": adapt_q.VAR_BITS, "TW_AD_Z_BITS": adapt_q.Z_BITS,
+              "TW_AD_NEWTON": adapt_q.NEWTON_STEPS,
+              "TW_AD_RATE_SHIFT": params.rate_shift, "TW_AD_BELOW": params.below_q15,
+              "TW_AD_DRIFT": params.drift_q12, "TW_AD_REARM": params.rearm_q12,
+              "TW_AD_LIK_LIMIT": params.lik_limit, "TW_AD_LIK_REARM": params.lik_rearm}
+    suffix = target.kind.rsplit("_", 1)[1]
+    subs = {"params": f"tw_{target.dst}_requant_params", "suffix": suffix,
+            "ctype": CTYPES[program.tensor(target.dst).dtype], "zi": "i" if zmul.size > 1 else "0",
+            "fold": fold, "src": target.src[0]}
+    fields = [_scalar("int32_t", "ad_mu", n), _scalar("int32_t", "ad_var", n), _scalar("uint16_t", "ad_g", n),
+              _scalar("int32_t", "ad_drift"), _scalar("uint32_t", "ad_adapted"), _scalar("uint32_t", "ad_flags"),
+              _scalar("uint8_t", "ad_flagged")]
+    header = Template(adapt_q.C_HEADER).substitute(rate_shift=adaptation.rate_shift,
+                                                   below=adaptation.below_confidence,
+                                                   max_drift=adaptation.max_drift)
+    return AdaptationC(
+        j, f"    tw_adapt_forward(s, s->t_{target.src[0]}, s->t_{target.dst});", constants, limits, fields,
+        Template(adapt_q.C_TEMPLATE).substitute(subs).strip("\n") + "\n", "    tw_rebaseline(s);\n",
+        "    tw_adapt_observe(s);\n", header,
+        "ad_mu (2^-TW_AD_FRAC input units from the reference mean), ad_var (Q16 reference variances, >= 1) and "
+        "ad_g (Q15, ~1/sqrt(ad_var), in [1, TW_AD_G_MAX]) are the adapted scaling of each input; ad_drift (Q12) "
+        "the largest distance of ad_mu from the reference; ad_flagged 0 or 1")
+
+
+def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptation | None = None) -> dict[str, str]:
     """``{file name: text}`` of the C module (``tinywarden_model.h`` and ``tinywarden_model.c``).
 
-    With ``policy``, both files also get the response state machine (:mod:`tinywarden.codegen.respond`);
-    without it they are exactly the detector loop.
+    With ``policy``, both files also get the response state machine (:mod:`tinywarden.codegen.respond`),
+    and the baseline adaptation of its ``[adaptation]`` table when that is enabled (``adaptation``, if given,
+    takes its place); without either they are exactly the detector loop.
     """
     program.validate()
+    if adaptation is None and policy is not None:
+        adaptation = policy.adaptation
+    ad = adaptation_c(program, adaptation)
     model_id = program.model_id
     multiplier, shift = program.sample_requant
     constants = [c_array("tw_sample_multiplier", multiplier), c_array("tw_sample_shift", shift.astype(np.int8)),
@@ -193,6 +258,7 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
     invariants: list[str] = []
     for i, op in enumerate(program.ops):
         spec = KERNELS[op.kind]  # validate() has checked the kind is registered
+
         call_fields = _call_fields(program, i)
         if spec.stream is not None and op.src == ("window",):
             sc = spec.stream(op, program, f"tw_{op.dst}", needs_ring)
@@ -211,7 +277,9 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
         constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in op.consts.items())
         kt = KernelTemplate.of(spec)
         try:
-            calls.append("    " + kt.call.substitute(call_fields))
+            call = "    " + kt.call.substitute(call_fields)
+            # the adapted op: its own kernel and tables still serve it, through tw_adapt_forward
+            calls.append(ad.call if ad is not None and i == ad.op_index else call)
             if kt.params.template:
                 constants.append(kt.params.substitute(call_fields))
         except (KeyError, ValueError) as exc:
@@ -230,6 +298,11 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
     fields.extend(lik.fields)
     if lik.invariant:
         invariants.append(lik.invariant)
+    if ad is not None:
+        constants.extend(ad.constants)
+        limits.update(ad.limits)
+        fields.extend(ad.fields)
+        invariants.append(ad.invariant)
     scratch = [_scalar(CTYPES[t.dtype], f"t_{t.name}", t.size) for t in program.tensors]
     state_fields, state_bytes = state_layout(fields + scratch)
     scratch_bytes = sum(f.nbytes for f in scratch)
@@ -273,15 +346,17 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
         common,
         constants="\n".join(constants).rstrip(),
         helpers="\n".join([*limit_block, *helpers]).rstrip(),
-        kernels="\n".join([*(body for _, body in kernels), lik.body]).rstrip(),
+        kernels="\n".join([*(body for _, body in kernels), lik.body, ad.body if ad else ""]).rstrip(),
         calls="\n".join(calls),
         per_sample="\n".join(per_sample),
         channel_index="    int32_t c;\n" if needs_ring else "",
         history_mask=f"UINT64_C({hex((1 << program.n) - 1)})",
-        likelihood_init=lik.init,
-        likelihood_step=lik.post_score,
+        likelihood_init=lik.init + (ad.init if ad else ""),
+        likelihood_step=lik.post_score + (ad.post_score if ad else ""),
         confidence=lik.confidence,
     )
+    if ad is not None:
+        header += ad.header
     if policy is not None:
         from tinywarden.codegen.respond import emit_respond
 
@@ -290,15 +365,16 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
     return {HEADER_NAME: header, SOURCE_NAME: source}
 
 
-def write_c(program: Program, out_dir: str | Path, policy: Policy | None = None) -> list[Path]:
-    """Write the C module (with the response machine of ``policy``, if given) into ``out_dir`` (created if
-    needed); return the written paths."""
+def write_c(program: Program, out_dir: str | Path, policy: Policy | None = None,
+            adaptation: Adaptation | None = None) -> list[Path]:
+    """Write the C module (with the response machine of ``policy``, if given, and baseline adaptation as
+    :func:`emit_c` says) into ``out_dir`` (created if needed); return the written paths."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, text in emit_c(program, policy).items():
+    for name, text in emit_c(program, policy, adaptation).items():
         p = out / name
         p.write_text(text)
         paths.append(p)

@@ -51,7 +51,7 @@ from tinywarden.codegen.render import template as _template
 from tinywarden.errors import ConfigError
 from tinywarden.features import window_end_rows
 from tinywarden.kernels.likelihood_q import CONF_ONE
-from tinywarden.program import Program, run_confidence, run_int8
+from tinywarden.program import Int8Stream, Program, adaptation_params, run_confidence, run_int8
 from tinywarden.respond import machine as m
 from tinywarden.respond.engine import compile_tables
 from tinywarden.respond.policy import MAX_DURATION_S, TIER_NAMES, Policy, check_c_exportable
@@ -255,14 +255,21 @@ def run_respond_int8(
     """The Python reference of the generated loop: per sample at whole second ``times[i]``,
     ``tw_respond_push`` then ``tw_respond`` (a window's score, a fault for a window with a non-finite
     sample, or a pure timer tick). With ``policy``, its tiers' ``min_confidence`` bars are applied to the
-    windows' Q15 confidences (:func:`c_min_confidence`), as the C module does. Returns the final state and
-    every event, in order."""
+    windows' Q15 confidences (:func:`c_min_confidence`), as the C module does, and its enabled
+    ``[adaptation]`` adapts the baseline as the C module exported with it does
+    (:class:`~tinywarden.program.Int8Stream`). Returns the final state and every event, in order."""
     x = np.asarray(samples)
     if len(times) != len(x):
         raise ConfigError(f"{len(times)} times for {len(x)} samples")
-    scores, _ = run_int8(program, x)
-    conf = run_confidence(program, scores)
-    confidences = [0] * len(scores) if conf is None else conf.tolist()
+    if policy is not None and adaptation_params(program, policy.adaptation) is not None:
+        dev = Int8Stream(program, policy.adaptation)
+        pairs = [(out[0], dev.confidence) for row in x if (out := dev.push(row)) is not None]
+        scores = np.array([p for p, _ in pairs], dtype=np.int32)
+        confidences = [c for _, c in pairs]
+    else:
+        scores, _ = run_int8(program, x)
+        conf = run_confidence(program, scores)
+        confidences = [0] * len(scores) if conf is None else conf.tolist()
     bars = c_min_confidence(policy) if policy is not None else [0] * (m.N_TIERS + 1)
     faults = window_faults(program, x)
     ends = {int(e): i for i, e in enumerate(window_end_rows(len(x), program.window, program.stride))}

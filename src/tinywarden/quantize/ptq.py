@@ -31,6 +31,7 @@ from tinywarden.detectors.lowering import LoweringContext
 from tinywarden.errors import ConfigError, DataError, ModelFileError
 from tinywarden.features import FEATURE_TABLE, batch_windows, window_end_rows
 from tinywarden.kernels import KERNELS, Op, TensorSpec, score_total
+from tinywarden.kernels.adapt_q import lower_adaptation
 from tinywarden.kernels.features_s16 import MAX_WINDOW
 from tinywarden.kernels.likelihood_q import lower_likelihood
 from tinywarden.likelihood import MIN_FIT_SCORES, AnomalyLikelihood
@@ -171,9 +172,11 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
     cal_scores = run_windows(prog, cal_q)
     threshold = int(threshold_at_fpr(cal_scores.astype(np.float64), pipeline.target_fpr))
     info = {**prog.info, "calibration_fpr": float(np.mean(cal_scores > threshold))}
+    lik = _likelihood_step(pipeline, cal_scores)
+    adapt = None if lik is None else lower_adaptation(prog.ops, np.asarray(pipeline.offset_),
+                                                      np.asarray(pipeline.scale_), affine)
     return Program(prog.channels, prog.window, prog.stride, prog.sample_offset, prog.sample_mul, prog.sample_zero,
-                   prog.tensors, prog.ops, threshold, prog.k, prog.n, info,
-                   _likelihood_step(pipeline, cal_scores)).validate()
+                   prog.tensors, prog.ops, threshold, prog.k, prog.n, info, lik, adapt).validate()
 
 
 def _likelihood_step(pipeline: Pipeline, cal_scores: np.ndarray) -> Op | None:

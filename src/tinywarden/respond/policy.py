@@ -19,7 +19,9 @@ The ``[adaptation]`` table switches the deployed pipeline's baseline adaptation
 (:mod:`tinywarden.adapt`): ``enabled`` (default true), ``rate_shift`` (each clearly normal window moves
 the baseline by ``2**-rate_shift``), ``below_confidence`` (clearly normal: confidence below this) and
 ``max_drift`` (flag when the adapted baseline is this many training standard deviations from the
-reference kept from training). The C module does not adapt; its export ignores this table.
+reference kept from training). The C export with this policy compiles the same adaptation in when it is
+enabled and the model's int8 program has the step (:mod:`tinywarden.kernels.adapt_q`), and leaves it out
+when it is off.
 The format is documented in ``docs/policy.md``; ``examples/policy.toml`` is a complete example.
 
 Everything wrong with a policy is a :class:`PolicyError` naming the file and the dotted key at fault.
@@ -172,7 +174,8 @@ def check_c_exportable(policy: Policy, has_likelihood: bool = False) -> None:
     A tier's ``min_confidence`` needs the program's integer likelihood step
     (:mod:`tinywarden.kernels.likelihood_q`, ``has_likelihood``); a program without one (a model file
     trained before it existed) cannot check it on the device, and exporting it anyway would respond where
-    the agent would not. ``[adaptation]`` is ignored by the export (the C module keeps its trained baseline).
+    the agent would not. ``[adaptation]`` needs no check: a program without the step keeps its trained baseline,
+    as the int8 agent does.
     """
     if has_likelihood:
         return

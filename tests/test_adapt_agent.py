@@ -1,0 +1,152 @@
+"""The agent with baseline adaptation on the int8 runtime (the integer step the generated C runs, so agent and
+device agree), and the operator's re-baseline with a signed bundle: applied and audited when signed,
+refused when unsigned or tampered."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ADAPTING_CAMERA_POLICY
+from tinywarden import bundle as tb
+from tinywarden.adapt import Adaptation
+from tinywarden.agent.config import AgentConfig
+from tinywarden.agent.loop import Agent, WindowScore
+from tinywarden.agent.sources import ReplaySource
+from tinywarden.detectors import make_detector
+from tinywarden.modelfile import pipeline_to_bytes
+from tinywarden.pipeline import Pipeline
+from tinywarden.program import Int8Stream
+from tinywarden.quantize import int8_sections
+from tinywarden.runtime import Int8Scorer
+from tinywarden.simulate import simulate
+from tinywarden.telemetry import Series
+
+#: adapting fast, flagging early: a ramp raises the flag within the test's stream
+POLICY = ADAPTING_CAMERA_POLICY.replace("enabled = true", "enabled = true\nrate_shift = 3\nmax_drift = 0.5")
+
+
+class Kit:
+    def __init__(self) -> None:
+        train = simulate("camera", days=2, attacks="none", seed=11)
+        self.pipe = Pipeline(make_detector("ewma"), window=32, stride=16).fit(train)
+        extra, arrays, note = int8_sections(self.pipe, train)
+        assert extra, note
+        self.model = pipeline_to_bytes(self.pipe, extra, arrays)
+        self.key = tb.generate_key()
+        s = simulate("camera", days=1, attacks="none", seed=12)
+        ramp = np.clip(np.arange(len(s)) - 1000, 0, None)[:, None] * 4e-4 * s.values[:1000].std(axis=0)
+        self.stream = Series(s.timestamps, s.values + ramp, s.channels)  # a slow drift the adapter flags
+
+    def signed(self, version: int, **meta) -> bytes:
+        raw = tb.create_bundle(self.model, POLICY.encode(), {"model_id": "cam", "profile": "camera", **meta})
+        return tb.sign_bundle(raw, self.key, version=version)
+
+
+@pytest.fixture(scope="module")
+def kit() -> Kit:
+    return Kit()
+
+
+def config(kit: Kit, tmp: Path, bundle: bytes, runtime: str) -> AgentConfig:
+    path = tmp / "offered.twbundle"
+    path.write_bytes(bundle)
+    return AgentConfig(pubkey=tb.public_key_of(kit.key), state_dir=tmp / "state", bundle_path=path,
+                       device_id="cam-1", audit_fsync=False, persist_engine=False, poll_interval_s=1.0,
+                       runtime=runtime)
+
+
+def audit(tmp: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp / "state" / "audit.log").read_text().splitlines()]
+
+
+def test_the_int8_agent_adapts_as_the_device_does(kit, tmp_path):
+    windows: list[WindowScore] = []
+    cfg = config(kit, tmp_path, kit.signed(1), "int8")
+    with Agent(cfg, kit.stream.channels, replay=True, on_window=windows.append) as a:
+        a.run(ReplaySource(kit.stream))
+        assert isinstance(a._active.scorer, Int8Scorer)
+        st = a.status()["adaptation"]
+        program = a._active.scorer.program
+    device = Int8Stream(program, Adaptation(rate_shift=3, max_drift=0.5))
+    want = [out[0] for x in kit.stream.values if (out := device.push(x)) is not None]
+    assert [w.score for w in windows] == want  # the adapted scores, bit for bit
+    assert device.adapter is not None and st["enabled"] is True and st["runtime"].startswith("int8")
+    assert st["adapted_windows"] == device.adapter.adapted > 0 and st["flags"] == device.adapter.flags >= 1
+    assert any(r["kind"] == "baseline_drift" for r in audit(tmp_path))
+
+
+@pytest.mark.parametrize("runtime", ["int8", "float"])
+def test_a_signed_rebaseline_bundle_resets_the_baseline_and_is_audited(kit, tmp_path, runtime):
+    cfg = config(kit, tmp_path, kit.signed(1), runtime)
+    samples = iter(ReplaySource(kit.stream))
+    with Agent(cfg, kit.stream.channels, replay=True) as a:
+        a.run(samples, len(kit.stream) // 2)
+        before = a.status()["adaptation"]
+        assert before["flagged"] is True and before["drift"] > 0.5
+        cfg.bundle_path.write_bytes(kit.signed(2, rebaseline=True))
+        a.run(samples, 3 * 16)  # the poll, the overlap until the new window is full, then the swap
+        assert a.model.bundle.version == 2 and a.model.bundle.rebaseline
+        after = a.status()["adaptation"]
+    assert after["flagged"] is False and after["drift"] < before["drift"] / 4
+    assert after["adapted_windows"] < before["adapted_windows"]  # a fresh baseline
+    recs = [r for r in audit(tmp_path) if r["kind"] == "rebaseline"]
+    assert len(recs) == 1 and recs[0]["data"]["model"] == "cam@v2"
+    assert recs[0]["data"]["dropped"]["flagged"] is True
+    assert recs[0]["data"]["signer"] == tb.fingerprint(tb.public_key_of(kit.key))
+
+
+@pytest.mark.parametrize("how", ["unsigned", "tampered", "other key"])
+def test_an_unsigned_or_tampered_rebaseline_bundle_is_refused(kit, tmp_path, how):
+    cfg = config(kit, tmp_path, kit.signed(1), "int8")
+    samples = iter(ReplaySource(kit.stream))
+    if how == "unsigned":
+        offered = tb.create_bundle(kit.model, POLICY.encode(), {"model_id": "cam", "profile": "camera",
+                                                                "rebaseline": True})
+    elif how == "tampered":  # a signed bundle of version 2 without the order, the order written in afterwards
+        good = kit.signed(2, rebaseline=False, z="xx")
+        offered = good.replace(b'"rebaseline":false,', b'"rebaseline":true,').replace(b'"z":"xx"', b'"z":"xxx"')
+        assert offered != good and len(offered) == len(good)
+    else:
+        raw = tb.create_bundle(kit.model, POLICY.encode(), {"model_id": "cam", "profile": "camera",
+                                                            "rebaseline": True})
+        offered = tb.sign_bundle(raw, tb.generate_key(), version=2)
+    with Agent(cfg, kit.stream.channels, replay=True) as a:
+        a.run(samples, len(kit.stream) // 2)
+        before = a.status()["adaptation"]
+        cfg.bundle_path.write_bytes(offered)
+        a.run(samples, 3 * 16)
+        after = a.status()["adaptation"]
+        assert a.model.bundle.version == 1
+    assert after["adapted_windows"] >= before["adapted_windows"] and after["flags"] >= before["flags"]
+    kinds = [r["kind"] for r in audit(tmp_path)]
+    assert "rebaseline" not in kinds and "bundle_refused" in kinds
+
+
+def test_rebaseline_metadata_must_be_a_bool():
+    with pytest.raises(tb.BundleError, match="rebaseline"):
+        tb.create_bundle(b"m", b"[policy]\n", {"model_id": "m", "profile": "p", "rebaseline": "yes"})
+
+
+def test_the_cli_packs_and_shows_a_rebaseline_order(kit, tmp_path):
+    def tw(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", "from tinywarden.cli import main; main()", *args]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    (tmp_path / "m.twb").write_bytes(kit.model)
+    (tmp_path / "p.toml").write_text(POLICY)
+    assert tw("keygen", "--out", "k").returncode == 0
+    for name, flag in (("plain", []), ("rebase", ["--rebaseline"])):
+        r = tw("bundle", "m.twb", "--policy", "p.toml", "--out", name, "--model-id", "cam", "--profile", "camera",
+               *flag)
+        assert r.returncode == 0, r.stderr
+        assert tw("sign", name, "--key", "k.key", "--version", "2").returncode == 0
+        b = tb.verify_bundle((tmp_path / name).read_bytes(), tb.load_public_key(tmp_path / "k.pub"))
+        assert b.rebaseline == (name == "rebase")
+        r = tw("verify", name, "--pubkey", "k.pub")
+        assert r.returncode == 0 and ("re-baseline" in r.stdout) == (name == "rebase")

@@ -1,0 +1,256 @@
+"""The integer baseline adaptation (tinywarden.kernels.adapt_q): the generated C adapts exactly as the Python
+integer reference (simulated and real data, gcc -Werror, ASan/UBSan), the policy switch compiles it in or
+out, the reference state is the unadapted program bit for bit, it follows the float BaselineAdapter, and a
+tampered step is refused."""
+
+import dataclasses
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CAMERA_POLICY
+from int8_fixtures import camera, data_dir, fitted
+from tinywarden.adapt import Adaptation, BaselineAdapter
+from tinywarden.codegen.c import emit_c, write_c
+from tinywarden.detectors import make_detector
+from tinywarden.errors import ModelFileError
+from tinywarden.kernels.adapt_q import G_ONE, VAR_ONE, newton_gain
+from tinywarden.kernels.base import Op
+from tinywarden.pipeline import Pipeline
+from tinywarden.program import Int8Stream, from_model_file, run_int8, to_model_file
+from tinywarden.quantize import quantize_pipeline
+from tinywarden.quantize.ptq import feature_affine
+from tinywarden.respond import parse_policy
+from tinywarden.telemetry import read_series
+
+HARNESS = Path(__file__).parent / "c" / "adapt_harness.c"
+FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-Wmissing-prototypes", "-O1",
+         "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
+
+
+def c_run(program, adaptation, values, tmp: Path, rebaseline: int | None = None) -> np.ndarray:
+    write_c(program, tmp, adaptation=adaptation)
+    exe = tmp / "adapt_harness"
+    subprocess.run(["gcc", *FLAGS, "-I", str(tmp), str(tmp / "tinywarden_model.c"), str(HARNESS), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    path = tmp / "in.bin"
+    values.astype(np.float32).tofile(path)
+    args = [str(exe), str(path)] + ([str(rebaseline)] if rebaseline is not None else [])
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64).reshape(-1, 8)
+
+
+def py_run(program, adaptation, values, rebaseline: int | None = None) -> np.ndarray:
+    st = Int8Stream(program, adaptation)
+    assert st.adapter is not None
+    rows = []
+    for i, x in enumerate(values.astype(np.float32)):
+        if i == rebaseline:
+            st.rebaseline()
+        out = st.push(x)
+        if out is not None:
+            a = st.adapter
+            rows.append([i, out[0], out[1], st.confidence, int(a.flagged), a.drift, a.adapted % 2**32,
+                         a.flags % 2**32])
+    return np.array(rows, dtype=np.int64)
+
+
+def assert_same(program, adaptation, values, tmp, rebaseline=None) -> np.ndarray:
+    want = py_run(program, adaptation, values, rebaseline)
+    got = c_run(program, adaptation, values, tmp, rebaseline)
+    assert got.shape == want.shape
+    bad = np.flatnonzero((got != want).any(axis=1))
+    assert not bad.size, f"window {bad[0]}: C {got[bad[0]].tolist()} vs Python {want[bad[0]].tolist()}"
+    return want
+
+
+def drifting(values: np.ndarray, start: int, step: float) -> np.ndarray:
+    """A ramp added to every channel from row ``start`` (a slow poisoning / sensor drift)."""
+    out = values.astype(np.float64).copy()
+    sd = out[:start].std(axis=0) + 1e-9
+    ramp = np.clip(np.arange(len(out)) - start, 0, None)[:, None] * step * sd
+    return out + ramp
+
+
+@needs_gcc
+@pytest.mark.parametrize(("family", "adaptation", "rebaseline"), [
+    ("dense_ae", Adaptation(), None),  # the default pipeline's family, the default policy
+    ("ewma", Adaptation(rate_shift=3, max_drift=0.5), 20000),  # per-input z multipliers, flags, re-baseline
+    ("pca", Adaptation(rate_shift=1, below_confidence=0.6, max_drift=1.0), 15000),
+    ("kmeans", Adaptation(rate_shift=5, max_drift=2.0), None),
+    ("kmeans+fold", Adaptation(rate_shift=3, max_drift=1.0), None),  # a detector offset folded into the op
+])
+def test_c_adapts_exactly_as_python_on_the_simulator(family, adaptation, rebaseline, tmp_path):
+    _, prog = fitted(family.split("+")[0])
+    assert prog.adaptation is not None
+    if family.endswith("+fold"):
+        ad = prog.adaptation
+        n = prog.ops[int(ad.attrs["op"])].consts["offset"].size
+        fold = np.random.default_rng(0).integers(-50, 50, n).astype(np.int32)
+        prog = dataclasses.replace(prog, adaptation=Op(ad.kind, ad.src, ad.dst, ad.attrs,
+                                                       {**ad.consts, "fold": fold})).validate()
+        assert "tw_adapt_fold[i]" in emit_c(prog, adaptation=adaptation)["tinywarden_model.c"]
+    s, _ = camera()
+    values = drifting(s.values, 12000, 3e-4)  # 25920 rows: three days
+    values[5000:5040, 1] = np.nan  # NaN and saturating samples go through the adapted path alike
+    values[8000:8010, 0] = 1e30
+    rows = assert_same(prog, adaptation, values, tmp_path, rebaseline)
+    adapted = np.diff(np.r_[0, rows[:, 6]])
+    assert 0 < adapted.sum() < len(rows)  # both branches of the confidence gate are exercised
+    if adaptation.max_drift < 3.0:
+        assert rows[:, 7].max() >= 1 and rows[:, 4].max() == 1  # the flag is raised ...
+    if rebaseline is not None:  # the re-baseline (tw_rebaseline) took the drift back to the reference
+        before, after = rows[rows[:, 0] < rebaseline][-1], rows[rows[:, 0] >= rebaseline][0]
+        assert after[5] < before[5]
+
+
+def test_rebaseline_resets_the_adapted_state_and_clears_the_flag():
+    _, prog = fitted("ewma")
+    s, _ = camera()
+    st = Int8Stream(prog, Adaptation(rate_shift=2, max_drift=0.3))
+    for x in drifting(s.values[:12000], 3000, 1e-3):
+        st.push(x)
+    a = st.adapter
+    assert a is not None and st.likelihood is not None and a.flagged and a.drift > 0 and a.adapted > 0
+    flags, adapted = a.flags, a.adapted
+    st.rebaseline()
+    assert not a.flagged and a.drift == 0 and (a.mu == 0).all() and (a.var == VAR_ONE).all() and (a.g == G_ONE).all()
+    assert (a.flags, a.adapted) == (flags, adapted)  # the history is kept
+    assert st.likelihood.mean == prog.likelihood.attrs["mean"] and st.likelihood.var == prog.likelihood.attrs["var"]
+
+
+@needs_gcc
+@pytest.mark.parametrize("which", ["smd", "nab"])
+def test_c_adapts_exactly_as_python_on_shared_data(which, tmp_path):
+    root = data_dir()
+    if which == "smd":
+        path = root / "smd_asd" / "npz" / "machine-1-6.npz"
+    else:
+        path = root / "nab" / "data" / "realKnownCause" / "machine_temperature_system_failure.csv"
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (set TINYWARDEN_DATA)")
+    if which == "smd":
+        train, test = read_series(f"{path}:train"), read_series(f"{path}:test")
+        pipe = Pipeline(make_detector("ewma"), window=64, stride=32).fit(train)
+    else:
+        series = read_series(path)
+        train, test = series.split(0.15)
+        test = series
+        pipe = Pipeline(make_detector("kmeans", n_init=1), window=32, stride=8).fit(train)
+    prog = quantize_pipeline(pipe, train)
+    rows = assert_same(prog, Adaptation(rate_shift=4, max_drift=1.0), test.values[:12000], tmp_path)
+    assert rows[-1, 6] > 0
+
+
+def test_the_reference_state_is_the_unadapted_program():
+    """Until a window teaches it, the adapted forward is the op itself: same scores as run_int8."""
+    _, prog = fitted("dense_ae")
+    s, _ = camera()
+    values = s.values[:6000]
+    scores, alarms = run_int8(prog, values)
+    never = py_run(prog, Adaptation(below_confidence=0.0), values)  # confidence < 0 never holds
+    assert never[:, 1].tolist() == scores.tolist() and never[:, 2].tolist() == alarms.tolist()
+    assert never[:, 6].max() == 0
+    taught = py_run(prog, Adaptation(rate_shift=2), values)
+    first = int(np.argmax(taught[:, 6] > 0))
+    assert taught[: first + 1, 1].tolist() == scores[: first + 1].tolist()
+    assert taught[:, 1].tolist() != scores.tolist()  # and then it does adapt
+
+
+def test_policy_switch_compiles_adaptation_in_or_out():
+    _, prog = fitted("kmeans")
+    plain = emit_c(prog)
+    assert "tw_adapt" not in plain["tinywarden_model.c"]
+    assert emit_c(prog, adaptation=Adaptation(enabled=False)) == plain
+    on = emit_c(prog, adaptation=Adaptation())
+    assert "tw_adapt_observe(s);" in on["tinywarden_model.c"] and "TW_HAS_ADAPTATION 1" in on["tinywarden_model.h"]
+    for enabled in (True, False):
+        pol = parse_policy(CAMERA_POLICY.replace("enabled = false", f"enabled = {str(enabled).lower()}"))
+        files = emit_c(prog, pol)
+        assert ("tw_adapt_observe(s);" in files["tinywarden_model.c"]) == enabled
+    # the Python stream follows the same switch
+    assert Int8Stream(prog, Adaptation(enabled=False)).adapter is None
+    assert Int8Stream(prog).adapter is None and Int8Stream(prog, Adaptation()).adapter is not None
+
+
+def test_a_program_without_the_step_never_adapts():
+    _, prog = fitted("gru_ae")  # reads the raw window: no adaptable op
+    assert prog.adaptation is None
+    assert Int8Stream(prog, Adaptation()).adapter is None
+    assert "tw_adapt" not in emit_c(prog, adaptation=Adaptation())["tinywarden_model.c"]
+    # nor does one without a likelihood: no confidence gates the step, so it is inert
+    bare = dataclasses.replace(fitted("ewma")[1], likelihood=None).validate()
+    assert bare.adaptation is not None and Int8Stream(bare, Adaptation()).adapter is None
+    assert "tw_adapt" not in emit_c(bare, adaptation=Adaptation())["tinywarden_model.c"]
+
+
+def test_model_file_keeps_the_step_and_refuses_a_tampered_one():
+    _, prog = fitted("ewma")
+    header, arrays = to_model_file(prog)
+    back = from_model_file(header, arrays)
+    assert back.adaptation is not None and back.model_id == prog.model_id
+    bare = dataclasses.replace(prog, adaptation=None)
+    assert "adaptation" not in to_model_file(bare)[0]
+    for key, value in (("op", 0), ("op", 99), ("frac", 40), ("frac", -1)):
+        h, _ = to_model_file(prog)
+        h["adaptation"]["attrs"][key] = value
+        with pytest.raises(ModelFileError, match="adaptation"):
+            from_model_file(h, arrays)
+    bad = dict(arrays)
+    bad["int8/adaptation/zshift"] = np.full_like(arrays["int8/adaptation/zshift"], 40)
+    with pytest.raises(ModelFileError, match="adaptation"):
+        from_model_file(header, bad)
+
+
+def test_newton_gain_tracks_the_inverse_square_root():
+    var = np.unique(np.r_[np.geomspace(VAR_ONE / 3.5, VAR_ONE * 1500, 400).astype(np.int64), VAR_ONE])
+    g = np.full(var.shape, G_ONE, dtype=np.int64)
+    for _ in range(12):  # from the reference state; the device takes two steps a window
+        g = newton_gain(var, g)
+    want = np.minimum(G_ONE / np.sqrt(var / VAR_ONE), 65535)
+    assert np.abs(g / want - 1).max() < 2e-3
+    assert newton_gain(np.array([VAR_ONE]), np.array([G_ONE])).tolist() == [G_ONE]  # the reference is fixed
+    tiny = newton_gain(np.array([VAR_ONE // 100]), np.array([G_ONE]))
+    assert tiny.tolist() == [65535] or tiny[0] > G_ONE  # the scale floor: g never passes just under 2
+
+
+def test_integer_adaptation_follows_the_float_adapter():
+    """The float BaselineAdapter fed the same windows (the int8 program's integer features, in raw units) and
+    the same gate: the adapted means agree to within half an input unit (the rounding of the program's own
+    reference offset, which the integer step measures from) plus 0.02 sd, the adapted scales to 0.03."""
+    pipe, prog = fitted("pca")
+    s, _ = camera()
+    values = drifting(s.values[:30000], 6000, 3e-4)
+    cfg = Adaptation(rate_shift=4)
+    st = Int8Stream(prog, cfg)
+    fp = Pipeline.__new__(Pipeline)
+    fp.__dict__.update(pipe.__dict__)
+    fp.offset_, fp.scale_ = pipe.offset_.copy(), pipe.scale_.copy()
+    fa = BaselineAdapter(fp, cfg)
+    a, b = feature_affine(pipe, 1.0 / prog.sample_mul.astype(np.float64), prog.sample_zero)
+    op = prog.ops[int(prog.adaptation.attrs["op"])]
+    half_unit = 0.5 * a * 2.0 ** op.consts["pre_shift"] / pipe.scale_
+    st_a = st.adapter
+    assert st_a is not None
+    seen: list[np.ndarray] = []
+    observe = st_a.observe
+    st_a.observe = lambda f, *rest: (seen.append(np.asarray(f, dtype=np.float64)), observe(f, *rest))[1]
+    worst_mu, worst_scale = np.zeros(a.size), 0.0
+    for x in values:
+        if st.push(x) is None:
+            continue
+        fa.observe(a * seen[-1] + b, 0.0 if st.adapted else 1.0)
+        if st.adapted:
+            z_float = (fp.offset_ - fa.reference_offset) / fa.reference_scale
+            worst_mu = np.maximum(worst_mu, np.abs(st_a.z_of(st_a.mu) / 4096.0 - z_float))
+            s_int = np.maximum(np.sqrt(st_a.var / VAR_ONE), 0.5)
+            worst_scale = max(worst_scale, float(np.abs(s_int - fp.scale_ / fa.reference_scale).max()))
+    print(f"integer vs float adaptation, {st_a.adapted} adapted windows: max |mean diff| {worst_mu.max():.4f} sd "
+          f"(max beyond half an input unit {np.max(worst_mu - half_unit):.4f}), max |scale ratio diff| "
+          f"{worst_scale:.4f}; drift {st_a.drift / 4096:.3f} vs float {fa.drift:.3f}")
+    assert st_a.adapted > 100 and fa.drift > 5.0  # the ramp moved both baselines well away from the reference
+    assert np.all(worst_mu <= half_unit + 0.02) and worst_scale < 0.03
