@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shlex
 import shutil
@@ -300,10 +301,51 @@ def test_folder_errors_are_one_line(parts: tuple[Path, Series], tmp_path_factory
         read_series(empty)
 
 
-def test_train_and_evaluate_take_a_folder(parts: tuple[Path, Series], tmp_path: Path) -> None:
-    folder, _ = parts
-    model = tmp_path / "m.twb"
-    r = subprocess.run(cli("train", str(folder), "--model", "ewma", "--out", str(model)),
-                       capture_output=True, text=True, timeout=300)
+def test_train_tune_evaluate_and_agent_replay_take_a_folder_and_name_a_corrupt_file(
+        parts: tuple[Path, Series], tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder, s = parts
+    (folder / "m.parquet").write_bytes(b"PAR1 truncated")  # a damaged segment: skipped, and named
+    work = tmp_path_factory.mktemp("out")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(cli(*args), capture_output=True, text=True, timeout=600, cwd=work,
+                           env={**os.environ, "COLUMNS": "300"})
+        assert r.returncode == 0 and "Traceback" not in r.stderr, f"{args}: {r.stdout[-1500:]} {r.stderr[-1500:]}"
+        return r
+
+    r = run("train", str(folder), "--model", "ewma", "--window", "32", "--stride", "16", "--out", "m.twb")
+    assert "m.parquet" in r.stderr and "skipped unreadable" in r.stderr
+    r = run("evaluate", "m.twb", str(folder), "--json")
+    assert "m.parquet" in r.stderr
+    assert json.loads(r.stdout)["n_windows"] == (len(s) - 32) // 16 + 1  # every row of the three files
+    r = run("tune", str(folder), "--families", "ewma", "--windows", "32", "--trials", "1", "--no-count",
+            "--out", "tuned.twb")
+    assert "m.parquet" in r.stderr and (work / "tuned.twb").exists()
+    run("keygen", "--out", "fleet")
+    run("bundle", "m.twb", "--policy", str(Path(__file__).parents[1] / "examples" / "policy.toml"),
+        "--model-id", "folder", "--profile", "camera", "--out", "m.twbundle")
+    run("sign", "m.twbundle", "--key", "fleet.key", "--version", "1")
+    r = run("agent", "--pubkey", "fleet.pub", "--state-dir", "state", "--bundle", "m.twbundle", "--replay",
+            str(folder), "--drain", "0")
+    assert f"{len(s)} / " in r.stdout  # samples seen: every row of the folder, once
+    assert "m.parquet" in r.stderr
+
+
+def test_tune_reads_at_most_max_rows_and_says_so(parts: tuple[Path, Series], tmp_path_factory: pytest.TempPathFactory
+                                                 ) -> None:
+    from tinywarden.telemetry.io import read_head
+
+    folder, s = parts
+    whole, more = read_head(folder, len(s))
+    assert not more and whole.meta == read_series(folder).meta
+    np.testing.assert_array_equal(whole.values, read_series(folder).values)
+    head, more = read_head(folder, 500)
+    assert more and len(head) == 500 and head.meta["read_rows"] == "500"
+    np.testing.assert_array_equal(head.timestamps, s.timestamps[:500])
+    np.testing.assert_allclose(head.values, s.values[:500], rtol=1e-9)
+    work = tmp_path_factory.mktemp("tune")
+    r = subprocess.run(cli("tune", str(folder), "--families", "ewma", "--windows", "32", "--trials", "1",
+                           "--no-count", "--max-rows", "500", "--out", str(work / "t.twb"), "--json"),
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "300"})
     assert r.returncode == 0, r.stderr
-    assert model.exists()
+    assert "tune reads the first 500 rows" in r.stderr
