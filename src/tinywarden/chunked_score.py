@@ -154,18 +154,22 @@ def evaluate_chunks(pipeline: Pipeline, chunks: Iterable[Series], skip_rows: Cal
             scan.push(chunk)
             yield chunk
 
-    parts = list(score_chunks(pipeline, watched(), program))
-    if not parts:
+    # only what the metrics read is kept of each chunk's windows (not the confidences), then joined once
+    names = ("end_rows", "end_times", "scores", "raw_flags", "alarms", "labels")
+    kept: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    threshold = 0.0
+    for part in score_chunks(pipeline, watched(), program):
+        threshold = part.threshold
+        for n in names:
+            kept[n].append(getattr(part, n))
+    if not kept["scores"]:
         raise DataError(f"{first[0].source if first else 'telemetry'}: no scored windows to evaluate")
-
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(c, name) for c in parts])
-
+    joined = {n: np.concatenate(kept.pop(n)) for n in names}
     window = pipeline.window if program is None else program.window
-    ws = WindowScores(cat("end_rows"), window, cat("scores").astype(np.float64), cat("raw_flags"), cat("alarms"),
-                      parts[0].threshold)
+    ws = WindowScores(joined["end_rows"], window, joined["scores"].astype(np.float64, copy=False),
+                      joined["raw_flags"], joined["alarms"], threshold)
     skip = int(skip_rows(scan.rows))
-    ev = evaluate_windows(ws, cat("labels"), cat("end_times"), scan.finish(), period=first[0].period,
+    ev = evaluate_windows(ws, joined["labels"], joined["end_times"], scan.finish(), period=first[0].period,
                           params=pipeline.n_params_, model_bytes=pipeline.model_bytes_,
                           detector=pipeline.detector.name, skip_rows=skip)
     return ws, ev
