@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--whole-max-mb", type=float, default=64.0, help="largest file read whole by read_series")
     ap.add_argument("--replay-max-mb", type=float, default=float("inf"),
                     help="largest file replayed by agent --replay (it runs the loop sample by sample: slow)")
+    ap.add_argument("--steps", default="", help="comma-separated columns to run, e.g. evaluate,score (default: all)")
     ap.add_argument("--results", type=Path, default=RESULTS / "replay_memory.md")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -143,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                 "tune_mb": tune_argv,
                 "agent_replay_mb": None if mb > args.replay_max_mb else agent_argv,
             }
+            chosen = {f"{k.strip().replace('-', '_')}_mb" for k in args.steps.split(",") if k.strip()}
             for key, step in steps.items():
+                if chosen and key not in chosen:
+                    step = None
                 started = time.monotonic()
                 row[key] = None if step is None else peak_mb(step) if isinstance(step, str) else cli_peak_mb(step)
                 print(f"  {key}: {row[key]} MB, {time.monotonic() - started:.0f} s", file=sys.stderr)
@@ -152,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(state, ignore_errors=True)
     m = machine_info()
     sizes_arg = f"--rows {args.rows}" + (f" --mb {args.mb}" if args.mb else "") + (
+        f" --steps {args.steps}" if args.steps else "") + (
         f" --replay-max-mb {args.replay_max_mb:g}" if math.isfinite(args.replay_max_mb) else "")
     lines = [
         "# Peak memory against telemetry file size",
