@@ -9,6 +9,13 @@ shell, each for a stated reason:
 - ``/var/lib/tinywarden`` (the device's state directory) becomes a directory inside the test's own.
 - ``tinywarden agent ... --mqtt broker:8883 --tls-ca ca.pem`` needs a real MQTT broker with TLS and runs until
   stopped: it is the one line not run (tests/test_agent_mqtt.py runs the agent against a local broker).
+
+"Protecting a Linux gateway" runs on its own, in a fresh directory, every line (the live ``agent`` too, dry
+run), shortened through the commands' own flags: ``--duration 2h`` of recording becomes
+:data:`GATEWAY_SHORTER`'s, at ``--rate 10`` for both ``record`` and ``agent`` (so the short recording still has
+rows enough to tune on), ``tune --time-budget`` is cut, and the agent, which runs until stopped, gets
+``--max-samples``. ``eth0`` is kept when the host has it, else it becomes an interface the host has. The unit
+file the section points to is checked by tests/test_examples_service.py.
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SECTIONS = ("Using it on your own telemetry", "On the microcontroller", "Responding on the device",
             "Signed bundles and the agent")
+GATEWAY = "Protecting a Linux gateway"
+#: The gateway section's long-running values, by option, and what the test runs instead.
+GATEWAY_SHORTER = {"--duration": "45s", "--rate": "10", "--time-budget": "120"}
+GATEWAY_AGENT_SAMPLES = "40"
 NOT_RUN = {"agent": "needs an MQTT broker with TLS at broker:8883 and runs until stopped"}
 PLACEHOLDERS = {"model.twb": "valve.twb", "data.csv": "valve.csv"}
 DEVICE_STATE_DIR = "/var/lib/tinywarden"
@@ -47,7 +58,7 @@ def readme_blocks(text: str) -> dict[str, list[str]]:
 
 def test_readme_blocks_are_found() -> None:
     blocks = readme_blocks(README.read_text())
-    for section in SECTIONS:
+    for section in (*SECTIONS, GATEWAY):
         assert blocks.get(section), f"README section {section!r} has no bash block"
         assert all(shlex.split(line, comments=True)[0] == "tinywarden" for line in blocks[section])
 
@@ -94,3 +105,40 @@ def test_readme_sequences_run_as_written(tmp_path: Path) -> None:
     assert rows and {"window_end", "score", "anomaly", "threshold"} <= set(rows[0])
     assert (work / "fw" / "tinywarden_model.c").exists() and (work / "logs" / "audit.log").stat().st_size > 0
     assert (work / "cam.twbundle").exists() and any(state_dir.iterdir())
+
+
+def _an_interface() -> str:
+    """``eth0`` when this host has it, else another non-loopback interface (``lo`` when there is none)."""
+    import psutil
+
+    names = sorted(psutil.net_io_counters(pernic=True))
+    return "eth0" if "eth0" in names else next((n for n in names if n != "lo"), "lo")
+
+
+@pytest.mark.slow
+def test_protecting_a_linux_gateway_runs_as_written(tmp_path: Path) -> None:
+    lines = readme_blocks(README.read_text())[GATEWAY]
+    assert [shlex.split(ln, comments=True)[1] for ln in lines] == [
+        "record", "tune", "keygen", "bundle", "sign", "install", "agent"]  # record -> tune -> sign -> install -> agent
+    work = tmp_path / "user"
+    work.mkdir()
+    shutil.copytree(ROOT / "examples", work / "examples")
+    env = _tinywarden_on_path(tmp_path / "bin")
+    state_dir = tmp_path / "device-state"
+    iface = _an_interface()
+    out: dict[str, subprocess.CompletedProcess[str]] = {}
+    for line in lines:
+        argv = shlex.split(line, comments=True)
+        for i, a in enumerate(argv[:-1]):
+            if a in GATEWAY_SHORTER:
+                argv[i + 1] = GATEWAY_SHORTER[a]
+        argv = [str(state_dir) if a == DEVICE_STATE_DIR else iface if a == "eth0" else a for a in argv]
+        if argv[1] == "agent":
+            argv += ["--max-samples", GATEWAY_AGENT_SAMPLES]
+        r = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, f"README line failed: {line}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+        assert "Traceback" not in r.stderr, line
+        out[argv[1]] = r
+    assert any((work / "rec").iterdir()) and (work / "gw.twb").exists() and any(state_dir.iterdir())
+    agent = out["agent"].stdout
+    assert f"{GATEWAY_AGENT_SAMPLES} / " in agent and "gw1 v1" in agent  # the signed bundle ran on live samples

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from tinywarden.errors import ConfigError, DataError
@@ -18,7 +22,7 @@ from tinywarden.simulate import simulate
 from tinywarden.telemetry import Series, read_series, write_csv, write_parquet
 from tinywarden.telemetry import record as rec
 from tinywarden.telemetry.live import LiveSampler
-from tinywarden.telemetry.record import Recorder, parse_duration
+from tinywarden.telemetry.record import CLOCK_STEP_S, Recorder, parse_duration
 
 
 def cli(*args: str) -> list[str]:
@@ -85,6 +89,150 @@ def test_a_full_disk_stops_cleanly_and_keeps_what_was_written(tmp_path: Path, mo
     assert len(kept) == st.rows_flushed > 0 and st.rows > st.rows_flushed
 
 
+def _root_tools(*tools: str) -> str | None:
+    """Why a test that needs root and these commands cannot run here (None: it can)."""
+    if os.geteuid() != 0:
+        return "needs root"
+    missing = [t for t in tools if shutil.which(t) is None]
+    return f"needs {', '.join(missing)}" if missing else None
+
+
+@pytest.mark.skipif(_root_tools("unshare", "mount") is not None, reason=str(_root_tools("unshare", "mount")))
+def test_a_real_full_disk_stops_the_command_in_one_line_and_keeps_what_was_written(tmp_path: Path) -> None:
+    """`record` on a 64 KiB tmpfs, in a mount namespace of its own: the disk fills, the command says so."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    read_back = ("from tinywarden.telemetry import read_series; import sys; "
+                 "print('READ', len(read_series(sys.argv[1])))")
+    script = (f"mount -t tmpfs -o size=64k tmpfs {mnt} && "
+              f"{sys.executable} -m tinywarden record --out {mnt}/rec --rate 50 --interface lo --flush 0.1s "
+              f"--format csv --duration 10m; echo RC=$?; {sys.executable} -c {shlex.quote(read_back)} {mnt}/rec")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "COLUMNS": "300"})
+    out = r.stdout
+    assert "RC=1" in out and "Traceback" not in r.stderr + out, r.stderr[-2000:]
+    stopped = next(ln for ln in out.splitlines() if ln.startswith("stopped:"))
+    assert "No space left on device" in stopped and "kept" in stopped
+    kept = int(stopped.split("recording stopped; ")[1].split()[0])
+    assert kept > 0 and f"READ {kept}" in out  # what it says it kept is on disk, readable
+
+
+class _Counters:
+    """psutil.net_io_counters(pernic=True) over real loopback, with an interface ``eth9`` that comes and goes."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.gone: range = range(0)
+        self.real = psutil.net_io_counters  # the real one: made before the test patches it
+
+    def __call__(self, pernic: bool = True) -> dict:
+        self.calls += 1
+        per = dict(self.real(pernic=True))
+        if self.calls not in self.gone:
+            # counters as a busy interface has them: large, growing at 5000 packets a second
+            per["eth9"] = per["lo"]._replace(packets_recv=10**6 + int(5000 * time.monotonic()),
+                                             packets_sent=10**6, bytes_recv=10**9, bytes_sent=10**9)
+        return per
+
+
+def test_an_interface_that_disappears_is_noted_reads_zero_and_comes_back_without_a_spike(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _Counters()
+    monkeypatch.setattr(psutil, "net_io_counters", fake)
+    sampler = LiveSampler(0.02, ["lo", "eth9"])
+    fake.gone = range(fake.calls + 6, fake.calls + 12)  # gone for six readings, then back
+    r = Recorder(sampler, tmp_path, flush_s=0.05)
+    st = r.run(None, should_stop=lambda: fake.calls > 25 or r.stats.rows >= 200)
+    assert st.stopped is None
+    gone = [n for n in st.notes if "interface eth9 disappeared" in n]
+    back = [n for n in st.notes if "interface eth9 is back" in n]
+    assert len(gone) == 1 and len(back) == 1, st.notes
+    row_gone, row_back = (int(n.split()[1].rstrip(":")) for n in (gone[0], back[0]))
+    s = read_series(tmp_path)
+    assert len(s) == st.rows and row_back - row_gone == 6
+    rx = s.values[:, s.channels.index("eth9.rx_pkts_s")]
+    # rows are 1-based in the notes: gone rows and the first one back read 0, none reads the counters' restart
+    assert (rx[row_gone - 1:row_back] == 0).all()
+    assert rx.max() < 5000 * 3  # no spike of the restarted counters (10**6 packets in one 20 ms step)
+    assert (rx[row_back:] > 0).all() and (rx[1:row_gone - 1] > 0).all()
+    lo = s.values[:, s.channels.index("lo.rx_pkts_s")]
+    assert np.isfinite(lo).all() and len(lo) > row_back  # the other channels were recorded throughout
+
+
+def _veth_ns() -> str | None:
+    return _root_tools("ip")
+
+
+@pytest.mark.skipif(_veth_ns() is not None, reason=str(_veth_ns()))
+def test_an_interface_renamed_mid_recording_is_named_in_a_note(tmp_path: Path) -> None:
+    """A real rename, in a network namespace this test makes: `ip link set b0 name b9` while `record` runs."""
+    ns = f"twrec{os.getpid()}"
+    ip = ["ip", "-n", ns]
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for pair in ("a", "b"):
+            subprocess.run([*ip, "link", "add", f"{pair}0", "type", "veth", "peer", "name", f"{pair}1"], check=True)
+        out = tmp_path / "rec"
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *cli("record", "--out", str(out), "--rate", "20",
+                                 "--interface", "a0", "--interface", "b0", "--flush", "0.1s")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "COLUMNS": "300"})
+
+        def rows() -> int:
+            return len(read_series(out)) if out.exists() and files(out) else 0
+
+        def wait_rows(n: int) -> None:
+            deadline = time.monotonic() + 120
+            while rows() < n:
+                assert proc.poll() is None and time.monotonic() < deadline, "the recorder stopped or wrote nothing"
+                time.sleep(0.1)
+
+        wait_rows(5)
+        subprocess.run([*ip, "link", "set", "b0", "name", "b9"], check=True)
+        wait_rows(rows() + 5)
+        subprocess.run([*ip, "link", "set", "b9", "name", "b0"], check=True)
+        wait_rows(rows() + 5)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    assert "interface b0 disappeared (renamed to b9: same interface index)" in stdout, stdout
+    assert "interface b0 is back" in stdout and "notes" in stdout
+    s = read_series(out)
+    assert "a0.rx_pkts_s" in s.channels and "b0.rx_pkts_s" in s.channels and len(s) >= 15
+
+
+def test_wall_clock_steps_are_followed_forward_never_back_and_said(tmp_path: Path) -> None:
+    calls = 0
+
+    def wall() -> float:  # the real clock, stepped forward an hour at the 10th reading and back two at the 20th
+        nonlocal calls
+        calls += 1
+        return time.time() + (3600.0 if calls >= 10 else 0.0) - (7200.0 if calls >= 20 else 0.0)
+
+    r = Recorder(LiveSampler(0.02, ["lo"]), tmp_path, flush_s=0.05, wallclock=wall)
+    st = r.run(None, should_stop=lambda: calls >= 30 or r.stats.rows >= 200)
+    s = read_series(tmp_path)
+    assert len(s) == st.rows and (np.diff(s.timestamps) > 0).all()  # nothing out of order on disk
+    fwd = [n for n in st.notes if "jumped forward" in n]
+    back = [n for n in st.notes if "stepped back" in n]
+    assert len(fwd) == 1 and len(back) == 1 and len(st.notes) == 2, st.notes
+    assert "3600 s" in fwd[0] and "7200 s" in back[0] and "in order" in back[0]
+    big = [g for g in s.gaps() if g.seconds > 3000]
+    assert len(big) == 1 and st.gaps >= 1  # the forward step is a gap, said as one
+    assert np.diff(s.timestamps).max() < 3600 + 60 and CLOCK_STEP_S < 10
+
+
+def test_a_restart_with_the_wall_clock_behind_the_folder_continues_after_it_and_says_so(tmp_path: Path) -> None:
+    first = Recorder(LiveSampler(0.02, ["lo"]), tmp_path, flush_s=0.05).run(0.2)
+    past = Recorder(LiveSampler(0.02, ["lo"]), tmp_path, flush_s=0.05, wallclock=lambda: time.time() - 86400)
+    st = past.run(0.2)
+    s = read_series(tmp_path)
+    assert len(s) == first.rows + st.rows and (np.diff(s.timestamps) > 0).all()
+    assert len(st.notes) == 1 and "before the folder's last timestamp" in st.notes[0], st.notes
+
+
 def test_a_folder_of_other_channels_is_refused_at_start(tmp_path: Path) -> None:
     write_csv(Series(np.array([1.0, 2.0]), np.ones((2, 1)), ("other",)), tmp_path / "old.csv")
     with pytest.raises(ConfigError, match="old.csv was recorded with channels other"):
@@ -92,7 +240,8 @@ def test_a_folder_of_other_channels_is_refused_at_start(tmp_path: Path) -> None:
 
 
 def test_rotation_starts_new_files_that_read_back_in_order(tmp_path: Path) -> None:
-    st = Recorder(LiveSampler(0.02, ["lo"]), tmp_path, fmt="csv", rotate_s=10, max_rows=5, flush_s=0.1).run(0.4)
+    r = Recorder(LiveSampler(0.02, ["lo"]), tmp_path, fmt="csv", rotate_s=10, max_rows=5, flush_s=0.1)
+    st = r.run(None, should_stop=lambda: r.stats.rows >= 16)  # a row count, not a time: the host may be slow
     assert st.stopped is None and len(st.files) >= 3
     s = read_series(tmp_path)
     assert len(s) == st.rows == st.rows_flushed and s.meta["files"] == str(len(st.files))
@@ -152,10 +301,51 @@ def test_folder_errors_are_one_line(parts: tuple[Path, Series], tmp_path_factory
         read_series(empty)
 
 
-def test_train_and_evaluate_take_a_folder(parts: tuple[Path, Series], tmp_path: Path) -> None:
-    folder, _ = parts
-    model = tmp_path / "m.twb"
-    r = subprocess.run(cli("train", str(folder), "--model", "ewma", "--out", str(model)),
-                       capture_output=True, text=True, timeout=300)
+def test_train_tune_evaluate_and_agent_replay_take_a_folder_and_name_a_corrupt_file(
+        parts: tuple[Path, Series], tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder, s = parts
+    (folder / "m.parquet").write_bytes(b"PAR1 truncated")  # a damaged segment: skipped, and named
+    work = tmp_path_factory.mktemp("out")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(cli(*args), capture_output=True, text=True, timeout=600, cwd=work,
+                           env={**os.environ, "COLUMNS": "300"})
+        assert r.returncode == 0 and "Traceback" not in r.stderr, f"{args}: {r.stdout[-1500:]} {r.stderr[-1500:]}"
+        return r
+
+    r = run("train", str(folder), "--model", "ewma", "--window", "32", "--stride", "16", "--out", "m.twb")
+    assert "m.parquet" in r.stderr and "skipped unreadable" in r.stderr
+    r = run("evaluate", "m.twb", str(folder), "--json")
+    assert "m.parquet" in r.stderr
+    assert json.loads(r.stdout)["n_windows"] == (len(s) - 32) // 16 + 1  # every row of the three files
+    r = run("tune", str(folder), "--families", "ewma", "--windows", "32", "--trials", "1", "--no-count",
+            "--out", "tuned.twb")
+    assert "m.parquet" in r.stderr and (work / "tuned.twb").exists()
+    run("keygen", "--out", "fleet")
+    run("bundle", "m.twb", "--policy", str(Path(__file__).parents[1] / "examples" / "policy.toml"),
+        "--model-id", "folder", "--profile", "camera", "--out", "m.twbundle")
+    run("sign", "m.twbundle", "--key", "fleet.key", "--version", "1")
+    r = run("agent", "--pubkey", "fleet.pub", "--state-dir", "state", "--bundle", "m.twbundle", "--replay",
+            str(folder), "--drain", "0")
+    assert f"{len(s)} / " in r.stdout  # samples seen: every row of the folder, once
+    assert "m.parquet" in r.stderr
+
+
+def test_tune_reads_at_most_max_rows_and_says_so(parts: tuple[Path, Series], tmp_path_factory: pytest.TempPathFactory
+                                                 ) -> None:
+    from tinywarden.telemetry.io import read_head
+
+    folder, s = parts
+    whole, more = read_head(folder, len(s))
+    assert not more and whole.meta == read_series(folder).meta
+    np.testing.assert_array_equal(whole.values, read_series(folder).values)
+    head, more = read_head(folder, 500)
+    assert more and len(head) == 500 and head.meta["read_rows"] == "500"
+    np.testing.assert_array_equal(head.timestamps, s.timestamps[:500])
+    np.testing.assert_allclose(head.values, s.values[:500], rtol=1e-9)
+    work = tmp_path_factory.mktemp("tune")
+    r = subprocess.run(cli("tune", str(folder), "--families", "ewma", "--windows", "32", "--trials", "1",
+                           "--no-count", "--max-rows", "500", "--out", str(work / "t.twb"), "--json"),
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "300"})
     assert r.returncode == 0, r.stderr
-    assert model.exists()
+    assert "tune reads the first 500 rows" in r.stderr

@@ -1,5 +1,6 @@
 """Score a series that arrives in chunks (:func:`~tinywarden.telemetry.iter_series`) with memory bounded by the
-chunk, not the file: the per-window results equal those of the whole series scored at once.
+chunk, not the file: the per-window results equal those of the whole series scored at once; and evaluate it
+(:func:`evaluate_chunks`), which keeps only per-window results (about 30 bytes a window) and the incidents.
 
 A window may span chunks, so the last ``window - 1`` rows (or fewer, down to where the next window starts) are
 carried into the next chunk, which is then scored with the batch path (:meth:`Pipeline.score` or the int8
@@ -17,7 +18,7 @@ import numpy as np
 
 from tinywarden.calibrate import Persistence
 from tinywarden.errors import DataError
-from tinywarden.evaluate.metrics import window_labels
+from tinywarden.evaluate.metrics import Evaluation, IncidentScan, WindowScores, evaluate_windows, window_labels
 from tinywarden.features import window_end_rows
 from tinywarden.pipeline import SCORE_BLOCK, Pipeline
 from tinywarden.program import Program
@@ -133,3 +134,42 @@ def _windowed(pipeline: Pipeline, chunks: Iterable[Series], window: int, stride:
         labs = None if labs is None else labs[used:]
     if total < window:
         raise DataError(f"{source}: {total} rows are fewer than one window of {window}")
+
+
+def evaluate_chunks(pipeline: Pipeline, chunks: Iterable[Series], skip_rows: Callable[[int], int],
+                    program: Program | None = None) -> tuple[WindowScores, Evaluation]:
+    """:func:`~tinywarden.evaluate.evaluate` of the series that ``chunks`` make up, scored with :func:`score_chunks`,
+    equal to scoring and evaluating the whole series at once. ``skip_rows(n_rows)`` gives the rows to leave out
+    once the length is known. Memory grows with the number of windows (rows / stride), not with the rows.
+    """
+    scan = IncidentScan()
+    first: list[Series] = []
+
+    def watched() -> Iterator[Series]:
+        for chunk in chunks:
+            if chunk.labels is None:
+                raise DataError(f"{chunk.source}: evaluate needs a label column (0 normal / 1 anomalous)")
+            if not first:
+                first.append(chunk)
+            scan.push(chunk)
+            yield chunk
+
+    # only what the metrics read is kept of each chunk's windows (not the confidences), then joined once
+    names = ("end_rows", "end_times", "scores", "raw_flags", "alarms", "labels")
+    kept: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    threshold = 0.0
+    for part in score_chunks(pipeline, watched(), program):
+        threshold = part.threshold
+        for n in names:
+            kept[n].append(getattr(part, n))
+    if not kept["scores"]:
+        raise DataError(f"{first[0].source if first else 'telemetry'}: no scored windows to evaluate")
+    joined = {n: np.concatenate(kept.pop(n)) for n in names}
+    window = pipeline.window if program is None else program.window
+    ws = WindowScores(joined["end_rows"], window, joined["scores"].astype(np.float64, copy=False),
+                      joined["raw_flags"], joined["alarms"], threshold)
+    skip = int(skip_rows(scan.rows))
+    ev = evaluate_windows(ws, joined["labels"], joined["end_times"], scan.finish(), period=first[0].period,
+                          params=pipeline.n_params_, model_bytes=pipeline.model_bytes_,
+                          detector=pipeline.detector.name, skip_rows=skip)
+    return ws, ev

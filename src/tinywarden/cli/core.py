@@ -66,6 +66,9 @@ def note_time_unit(source: str, unit: str) -> None:
 def report_gaps(series: Series) -> None:
     """Tell the user, on stderr, what the data had that was not used as it is."""
     note_time_unit(series.source, series.meta.get("time_unit", "s"))
+    if series.meta.get("skipped_files"):
+        err_console.print(f"[yellow]warning:[/] {series.source}: skipped unreadable file(s): "
+                          f"{series.meta['skipped_files']}", highlight=False, soft_wrap=True)
     if series.meta.get("dropped_rows"):
         err_console.print(f"[yellow]note:[/] {series.source}: dropped {series.meta['dropped_rows']} row(s) with "
                           "duplicate or out-of-order timestamps", highlight=False)
@@ -165,17 +168,17 @@ def train(
     console.print(t)
 
 
-def _skip_rows(pipeline: Any, series: Series, skip_fraction: float | None) -> int:
+def _skip_rows(pipeline: Any, n_rows: int, source: str, skip_fraction: float | None) -> int:
     """Rows not to evaluate: an explicit fraction, or the part the model was trained on when DATA is
     the file it was trained from with --train-fraction."""
     if skip_fraction is not None:
         if not 0.0 <= skip_fraction < 1.0:
             raise ConfigError(f"--skip-fraction must be in [0, 1), got {skip_fraction}")
-        return int(round(len(series) * skip_fraction))
+        return int(round(n_rows * skip_fraction))
     summary = pipeline.train_summary_
     frac = float(summary.get("train_fraction", 1.0))
-    if summary.get("source") == series.source and frac < 1.0:
-        return int(round(len(series) * frac))
+    if summary.get("source") == source and frac < 1.0:
+        return int(round(n_rows * frac))
     return 0
 
 
@@ -296,27 +299,48 @@ def evaluate_cmd(
     model: ModelArg,
     data: DataArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables")] = False,
-    plot: Annotated[Path | None, typer.Option(help="Save a PNG of score over time, threshold, attacks")] = None,
+    plot: Annotated[Path | None, typer.Option(help=(
+        "Save a PNG of score over time, threshold, attacks (reads DATA whole: the plot draws every row)"))] = None,
     skip_fraction: Annotated[float | None, typer.Option(
         help="Leave out the first fraction of rows (default: the training part when DATA is the training file)")
     ] = None,
     drop_unordered: DropOpt = False,
+    chunk_rows: Annotated[int, typer.Option(hidden=True, help="Rows read at a time")] = 0,
 ) -> None:
-    """Per-window and per-incident metrics of MODEL on labelled DATA."""
+    """Per-window and per-incident metrics of MODEL on labelled DATA.
+
+    A CSV or Parquet file (or a recording folder) is read and scored in chunks, so memory grows with the
+    number of windows, not with the file (except with --plot); the metrics equal those of the whole file.
+    """
     from tinywarden.evaluate import render
     from tinywarden.modelfile import load_pipeline
-    from tinywarden.telemetry import read_series
 
     pipeline = load_pipeline(str(model))
-    series = read_series(data, split="test", drop_unordered=drop_unordered)
-    if series.labels is None:
-        raise ConfigError(f"{series.source}: evaluate needs a label column (0 normal / 1 anomalous)")
-    report_gaps(series)
-    report_channels(pipeline, series)
-    ws, ev = evaluate_pipeline(pipeline, series, _skip_rows(pipeline, series, skip_fraction))
-    if plot is not None:
-        from tinywarden.evaluate import plot_evaluation
+    if plot is None:
+        from tinywarden.chunked_score import evaluate_chunks
+        from tinywarden.telemetry import iter_series
+        from tinywarden.telemetry.io import CHUNK_ROWS
 
+        gaps = ChunkGaps()
+        chunks = gaps.watch(iter_series(data, chunk_rows or CHUNK_ROWS, drop_unordered), pipeline)
+
+        def skip(n_rows: int) -> int:  # a folder is named as read_series names it, each chunk by its file
+            assert gaps.first is not None
+            source = str(Path(data)) if Path(data).is_dir() else gaps.first.source
+            return _skip_rows(pipeline, n_rows, source, skip_fraction)
+
+        _, ev = evaluate_chunks(pipeline, chunks, skip)
+        gaps.report()
+    else:
+        from tinywarden.evaluate import plot_evaluation
+        from tinywarden.telemetry import read_series
+
+        series = read_series(data, split="test", drop_unordered=drop_unordered)
+        if series.labels is None:
+            raise ConfigError(f"{series.source}: evaluate needs a label column (0 normal / 1 anomalous)")
+        report_gaps(series)
+        report_channels(pipeline, series)
+        ws, ev = evaluate_pipeline(pipeline, series, _skip_rows(pipeline, len(series), series.source, skip_fraction))
         plot_evaluation(series, ws, ev, plot, title=f"{pipeline.detector.name} on {Path(series.source).name}")
     if as_json:
         print(json.dumps(ev.to_dict(), sort_keys=True))

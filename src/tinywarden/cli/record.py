@@ -53,7 +53,13 @@ def record(
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("recording", total=seconds * rate if seconds else None)
 
+        shown = 0
+
         def show(s: RecordStats) -> None:
+            nonlocal shown
+            for text in s.notes[shown:]:
+                bar.console.print(f"[yellow]note:[/] {text}", highlight=False, soft_wrap=True)
+            shown = len(s.notes)
             bar.update(task, completed=s.rows, description=(
                 f"recording {len(s.channels)} channels at {rate:g} Hz: {s.rows} rows, {s.rows_flushed} on disk, "
                 f"{s.gaps} gap(s), {len(s.files)} file(s)"))
@@ -64,11 +70,15 @@ def record(
             pass  # run() has flushed what it had
         finally:
             signal.signal(signal.SIGTERM, previous)
+    for text in st.notes[shown:]:
+        console.print(f"[yellow]note:[/] {text}", highlight=False, soft_wrap=True)
     t = Table(title=f"recording {out}", show_header=False)
     t.add_row("rows", f"{st.rows_flushed} written ({st.rows} sampled)")
     t.add_row("gaps", f"{st.gaps} (spacing > 2 sampling periods{', counting the resume' if st.resumed_after else ''})")
     t.add_row("channels", f"{len(st.channels)}: {', '.join(st.channels)}")
     t.add_row("files", ", ".join(f.name for f in st.files) or "none")
+    if st.notes:
+        t.add_row("notes", f"{len(st.notes) + st.notes_dropped} (clock steps, interfaces gone or back; listed above)")
     console.print(t)
     if st.stopped is not None:
         console.print(f"[bold red]stopped:[/] {st.stopped}", highlight=False, soft_wrap=True)

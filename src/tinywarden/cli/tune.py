@@ -12,6 +12,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tinywarden.cli.app import app, console, err_console
 from tinywarden.cli.core import DataArg, DropOpt, report_gaps
 from tinywarden.errors import ConfigError
+from tinywarden.telemetry.series import Series
+
+#: Rows ``tune`` reads at most: it fits every candidate on data held in memory (values, windows and their
+#: features), so it reads the first ``MAX_ROWS`` rows of a longer file and says so (2.3 days at 1 Hz).
+MAX_ROWS = 200_000
+
+
+def _bounded(data: str, split: str, max_rows: int, drop_unordered: bool) -> Series:
+    """``data``'s first ``max_rows`` rows, with a note when it had more."""
+    from tinywarden.telemetry.io import read_head
+
+    if max_rows < 1:
+        raise ConfigError(f"--max-rows must be >= 1, got {max_rows}")
+    series, more = read_head(data, max_rows, split, drop_unordered)
+    if more:
+        err_console.print(f"[yellow]note:[/] {series.source}: tune reads the first {max_rows} rows (it holds its "
+                          "data in memory); the rest is not used (--max-rows to change)", highlight=False,
+                          soft_wrap=True)
+    return series
 
 
 @app.command()
@@ -40,20 +59,22 @@ def tune(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic anomalies")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the chosen pipeline as one JSON object")] = False,
     drop_unordered: DropOpt = False,
+    max_rows: Annotated[int, typer.Option(
+        "--max-rows", help="Read at most this many rows of DATA (and of --validate): tune holds them in memory")
+    ] = MAX_ROWS,
 ) -> None:
     """Search family, window/stride, features and model size under a flash/RAM budget measured on the generated
     C (arm-none-eabi-size); scored without labels on held-out normal data with synthetic anomalies."""
     from tinywarden.modelfile import save_pipeline
     from tinywarden.program import INT8_HEADER_KEY, to_model_file
     from tinywarden.target import get_target
-    from tinywarden.telemetry import read_series
     from tinywarden.tune import Budget, add_instruction_counts, pareto_table, parse_bytes, plot_pareto
     from tinywarden.tune import tune as run_tune
 
     budget = Budget(parse_bytes(flash, "--flash"), parse_bytes(ram, "--ram"), get_target(target).name)
-    series = read_series(data, split="train", drop_unordered=drop_unordered)
+    series = _bounded(data, "train", max_rows, drop_unordered)
     report_gaps(series)
-    labelled = read_series(validate, split="test", drop_unordered=drop_unordered) if validate else None
+    labelled = _bounded(validate, "test", max_rows, drop_unordered) if validate else None
     fams = [f for f in families.split(",") if f.strip()] or None
     try:
         wins = [int(w) for w in windows.split(",") if w.strip()] or None

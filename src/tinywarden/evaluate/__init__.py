@@ -13,8 +13,10 @@ from tinywarden.evaluate.metrics import (
     AttackStats,
     Evaluation,
     Incident,
+    IncidentScan,
     WindowScores,
     evaluate,
+    evaluate_windows,
     find_incidents,
 )
 from tinywarden.evaluate.report import format_duration, render
@@ -26,8 +28,10 @@ __all__ = [
     "AttackStats",
     "Evaluation",
     "Incident",
+    "IncidentScan",
     "WindowScores",
     "evaluate",
+    "evaluate_windows",
     "find_incidents",
     "format_duration",
     "plot_evaluation",

@@ -59,7 +59,8 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.telemetry.series import Series
 
-__all__ = ["AttackStats", "Evaluation", "Incident", "WindowScores", "evaluate", "find_incidents"]
+__all__ = ["AttackStats", "Evaluation", "Incident", "IncidentScan", "IncidentSpan", "WindowScores", "evaluate",
+           "evaluate_windows", "find_incidents", "window_labels"]
 
 NO_ATTACK_NAME = "anomaly"
 
@@ -277,6 +278,88 @@ def evaluate(
     """
     _check(series, ws, params, model_bytes, skip_rows)
     assert series.labels is not None  # checked above; narrows the type
+    ends = np.asarray(ws.end_rows, dtype=np.int64)
+    ts = series.timestamps
+    incidents = [(a, b, name, float(ts[a]), float(ts[b])) for a, b, name in find_incidents(series)]
+    return evaluate_windows(ws, window_labels(series.labels, ends, int(ws.window)), ts[ends], incidents,
+                            period=series.period, params=params, model_bytes=model_bytes, detector=detector,
+                            skip_rows=skip_rows)
+
+
+#: A labelled incident with its times: ``(onset_row, end_row, attack, onset time, end time)``, end row inclusive.
+IncidentSpan = tuple[int, int, str, float, float]
+
+
+class IncidentScan:
+    """:func:`find_incidents` over a series that arrives in chunks: :meth:`push` each chunk in order, then
+    :attr:`incidents` (after :meth:`finish`) holds what ``find_incidents`` of the whole series finds, with times.
+
+    An incident that runs into the next chunk is held open until a row ends it.
+
+    >>> s = Series(np.arange(6.0), np.zeros((6, 1)), ("x",), labels=np.array([0, 1, 1, 1, 0, 1]))
+    >>> scan = IncidentScan()
+    >>> for lo in (0, 2, 4):
+    ...     scan.push(s.slice(lo, lo + 2))
+    >>> [(a, b) for a, b, *_ in scan.finish()] == [(a, b) for a, b, _ in find_incidents(s)]
+    True
+    """
+
+    def __init__(self) -> None:
+        self.incidents: list[IncidentSpan] = []
+        self.rows = 0
+        self._open: IncidentSpan | None = None  # the incident running up to the last row pushed
+
+    def push(self, chunk: Series) -> None:
+        """Scan the rows of ``chunk``, which follow those pushed before."""
+        ts = chunk.timestamps
+        for a, b, name in find_incidents(chunk):
+            held = self._open
+            self._open = None
+            if held is not None:
+                if a == 0 and held[2] == name:  # the held incident goes on into this chunk
+                    a_row, a_t = held[0], held[3]
+                else:
+                    self.incidents.append(held)
+                    a_row, a_t = self.rows + a, float(ts[a])
+            else:
+                a_row, a_t = self.rows + a, float(ts[a])
+            span = (a_row, self.rows + b, name, a_t, float(ts[b]))
+            if b == len(chunk) - 1:
+                self._open = span
+            else:
+                self.incidents.append(span)
+        if self._open is not None and self._open[1] < self.rows + len(chunk) - 1:
+            self.incidents.append(self._open)  # a chunk with no incident at its start ended it
+            self._open = None
+        self.rows += len(chunk)
+
+    def finish(self) -> list[IncidentSpan]:
+        """Close an incident that runs to the last row; returns :attr:`incidents`."""
+        if self._open is not None:
+            self.incidents.append(self._open)
+            self._open = None
+        return self.incidents
+
+
+def evaluate_windows(
+    ws: WindowScores,
+    window_y: np.ndarray,
+    end_times: np.ndarray,
+    incidents: list[IncidentSpan],
+    *,
+    period: float,
+    params: int,
+    model_bytes: int,
+    detector: str = "",
+    skip_rows: int = 0,
+) -> Evaluation:
+    """:func:`evaluate` from what it needs of the series, so a series read in chunks need not be held whole:
+    ``window_y`` is each window's label (:func:`window_labels`), ``end_times`` the timestamp of each window's end
+    row, ``incidents`` the labelled spans (:class:`IncidentScan`) and ``period`` the series' sampling period
+    (used only when there is a single window). ``ws`` is taken as checked (:func:`evaluate` checks it).
+    """
+    if skip_rows < 0:
+        raise ConfigError(f"skip_rows must be >= 0, got {skip_rows}")
     window = int(ws.window)
     all_ends = np.asarray(ws.end_rows, dtype=np.int64)
     all_alarms = np.asarray(ws.alarms).astype(np.uint8)
@@ -284,12 +367,14 @@ def evaluate(
     rising = all_alarms.astype(bool) & ~np.concatenate(([False], all_alarms[:-1].astype(bool)))
 
     keep = all_ends >= skip_rows
+    if not keep.any():
+        raise DataError(f"no windows left to evaluate: all {len(all_ends)} windows end before skip_rows={skip_rows}")
     ends = all_ends[keep]
     scores = np.asarray(ws.scores, dtype=np.float64)[keep]
     raw = np.asarray(ws.raw_flags).astype(bool)[keep]
     alarms = all_alarms.astype(bool)[keep]
     rising = rising[keep]
-    y = window_labels(series.labels, ends, window).astype(bool)
+    y = np.asarray(window_y).astype(bool)[keep]
     n_pos = int(y.sum())
     n_neg = int(len(y) - n_pos)
 
@@ -308,32 +393,28 @@ def evaluate(
     fp = int((alarms & ~y).sum())
     fn = int((~alarms & y).sum())
 
-    ts = series.timestamps
     alarm_ends = ends[alarms]
-    incidents: list[Incident] = []
-    for onset_row, end_row, attack in find_incidents(series):
+    alarm_times = np.asarray(end_times)[keep][alarms]
+    found: list[Incident] = []
+    for onset_row, end_row, attack, onset_t, end_t in incidents:
         if onset_row < skip_rows:
             continue
         i = int(np.searchsorted(alarm_ends, onset_row, side="left"))
         detected = i < len(alarm_ends) and alarm_ends[i] <= end_row + window - 1
-        latency = float(ts[alarm_ends[i]] - ts[onset_row]) if detected else math.nan
-        incidents.append(
-            Incident(
-                attack, onset_row, end_row, float(ts[onset_row]), float(ts[end_row]), bool(detected), latency
-            )
-        )
+        latency = float(alarm_times[i] - onset_t) if detected else math.nan
+        found.append(Incident(attack, onset_row, end_row, onset_t, end_t, bool(detected), latency))
 
     per_attack = []
-    for attack in sorted({inc.attack for inc in incidents}):
-        group = [inc for inc in incidents if inc.attack == attack]
+    for attack in sorted({inc.attack for inc in found}):
+        group = [inc for inc in found if inc.attack == attack]
         lat = [inc.latency_s for inc in group if inc.detected]
         per_attack.append(
             AttackStats(attack, len(group), len(lat), _ratio(len(lat), len(group)), _mean(lat), _median(lat))
         )
-    latencies = [inc.latency_s for inc in incidents if inc.detected]
+    latencies = [inc.latency_s for inc in found if inc.detected]
 
-    end_times = ts[all_ends]
-    step = float(np.median(np.diff(end_times))) if len(end_times) > 1 else series.period
+    times = np.asarray(end_times, dtype=np.float64)
+    step = float(np.median(np.diff(times))) if len(times) > 1 else float(period)
     normal_days = n_neg * step / 86400.0
     false_alarm_events = int((rising & ~y).sum())
 
@@ -355,14 +436,14 @@ def evaluate(
         best_f1=best_f1,
         fpr=_ratio(float((alarms & ~y).sum()), n_neg),
         raw_fpr=_ratio(float((raw & ~y).sum()), n_neg),
-        n_incidents=len(incidents),
+        n_incidents=len(found),
         n_detected=len(latencies),
-        detection_rate=_ratio(len(latencies), len(incidents)),
+        detection_rate=_ratio(len(latencies), len(found)),
         mean_detection_latency_s=_mean(latencies),
         median_detection_latency_s=_median(latencies),
         false_alarm_events=false_alarm_events,
         normal_days=normal_days,
         false_alarms_per_day=_ratio(false_alarm_events, normal_days),
         per_attack=tuple(per_attack),
-        incidents=tuple(incidents),
+        incidents=tuple(found),
     )

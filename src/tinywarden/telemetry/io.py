@@ -239,12 +239,48 @@ def read_folder(path: str | Path, drop_unordered: bool = False) -> Series:
     if units:
         meta["time_unit"] = ",".join(sorted(units))
 
+    return _concat(parts, str(folder), meta)
+
+
+def _concat(parts: list[Series], source: str, meta: dict[str, str]) -> Series:
+    """Consecutive pieces of one recording (same channels and columns, in time order) as one series."""
+
     def cat(what: str) -> np.ndarray | None:
         arrays = [getattr(s, what) for s in parts]
         return None if arrays[0] is None else np.concatenate(arrays)
 
     return Series(np.concatenate([s.timestamps for s in parts]), np.concatenate([s.values for s in parts]),
-                  first.channels, cat("labels"), cat("attacks"), str(folder), meta)
+                  parts[0].channels, cat("labels"), cat("attacks"), source, meta)
+
+
+def read_head(path: str | Path, max_rows: int, split: str | None = None,
+              drop_unordered: bool = False) -> tuple[Series, bool]:
+    """The first ``max_rows`` rows of ``path``, and whether it had more, reading no further than that.
+
+    For a command that needs its data in memory (``tune`` fits every candidate on it): memory is bounded by
+    ``max_rows`` whatever the file's length. A file of at most ``max_rows`` rows comes back exactly as
+    :func:`read_series` reads it; a longer one as its first ``max_rows`` rows (read in chunks,
+    :func:`iter_series`), with ``meta["read_rows"]`` saying so.
+    """
+    if max_rows < 1:
+        raise DataError(f"max_rows must be >= 1, got {max_rows}")
+    p = Path(str(path))
+    if not (p.is_dir() or p.suffix.lower() in (".csv", ".parquet", ".pq")):
+        whole = read_series(path, split, drop_unordered)  # an .npz entity is read whole by its loader anyway
+        return (whole, False) if len(whole) <= max_rows else (whole.slice(0, max_rows), True)
+    parts: list[Series] = []
+    held = 0
+    for chunk in iter_series(path, drop_unordered=drop_unordered):
+        parts.append(chunk)
+        held += len(chunk)
+        if held > max_rows:
+            break
+    else:
+        return read_series(path, split, drop_unordered), False
+    meta = {k: v for k, v in parts[0].meta.items() if k == "time_unit"}
+    meta["read_rows"] = str(max_rows)
+    head = _concat(parts, str(p) if p.is_dir() else parts[0].source, meta)
+    return head.slice(0, max_rows), True
 
 
 def _columns(path: Path, header: list[str]) -> tuple[int, list[int], int | None, int | None]:

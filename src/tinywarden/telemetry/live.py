@@ -12,9 +12,10 @@ channel on every :meth:`LiveSampler.sample`:
   when the host exposes them at construction.
 
 Fail-safes, so a live agent never dies on a sensor: a counter that went backwards (interface reset or
-wrap) contributes a rate of 0 for that step; an interface that disappeared reads 0; a clock that did
-not advance repeats the previous rates; a temperature or power reading that vanished repeats its last
-value.
+wrap) contributes a rate of 0 for that step; an interface that disappeared (removed, or renamed) reads 0
+and is listed in :attr:`LiveSampler.missing_interfaces`, and its first step after it is back reads 0 too
+(its counters restarted, so that delta is no rate); a clock that did not advance repeats the previous
+rates; a temperature or power reading that vanished repeats its last value.
 
 >>> s = LiveSampler(period_s=1.0, interfaces=["lo"])
 >>> v = s.sample()
@@ -171,7 +172,9 @@ class LiveSampler:
         self.channels: tuple[str, ...] = tuple(chans)
 
         psutil.cpu_percent(interval=None)  # the first call only starts psutil's CPU interval
-        self._prev_counters = self._read_counters()
+        #: Interfaces absent from the host's counters at the last sample (their channels read 0).
+        self.missing_interfaces: frozenset[str] = frozenset()
+        self._prev_counters, self._prev_missing = self._read_counters()
         self._prev_t = clock()
         self._rates = np.zeros(len(self.interfaces) * len(_NET_FIELDS))
 
@@ -179,12 +182,17 @@ class LiveSampler:
         """One reading: float64, one finite value per entry of :attr:`channels`."""
         now = self.clock()
         dt = now - self._prev_t
-        counters = self._read_counters()
+        counters, missing = self._read_counters()
         if dt > 0:
             self._rates = np.array(
                 [counter_rate(p, c, dt) for p, c in zip(self._prev_counters, counters, strict=True)]
             )
-            self._prev_counters, self._prev_t = counters, now
+            per = len(_NET_FIELDS)
+            for j, iface in enumerate(self.interfaces):
+                if iface in missing or iface in self._prev_missing:
+                    self._rates[j * per:(j + 1) * per] = 0.0
+            self._prev_counters, self._prev_missing, self._prev_t = counters, missing, now
+        self.missing_interfaces = missing
         vals = [
             psutil.cpu_percent(interval=None),
             psutil.virtual_memory().percent,
@@ -253,13 +261,13 @@ class LiveSampler:
 
     # ---- readers
 
-    def _read_counters(self) -> list[int]:
+    def _read_counters(self) -> tuple[list[int], frozenset[str]]:
         per = psutil.net_io_counters(pernic=True)
         out: list[int] = []
         for iface in self.interfaces:
             c = per.get(iface)
             out += [getattr(c, attr) if c is not None else 0 for _, attr in _NET_FIELDS]
-        return out
+        return out, frozenset(i for i in self.interfaces if i not in per)
 
     @staticmethod
     def _temperature() -> float | None:

@@ -14,17 +14,29 @@ sequence number past every file already there, and it continues after the folder
 so the folder reads as one series (:func:`tinywarden.telemetry.io.read_folder`). A folder recorded
 with other channels (another interface set, another host) is refused at start.
 
-Timestamps follow the monotonic clock from the wall-clock time at start: a wall clock stepped back or
-forward while recording moves nothing (timestamps stay strictly increasing, spacing stays true).
-A sampling slot the host missed (suspend, overload) is counted as a gap. A write that fails (a full
-disk, a folder gone) stops the recording cleanly: what was flushed before stays on disk, and
-:attr:`RecordStats.stopped` says what happened.
+Clocks: timestamps follow the monotonic clock from the wall-clock time at start, and the wall clock is
+compared with them at every sample. A wall clock that steps *back* (by more than :data:`CLOCK_STEP_S`) is not
+followed, since that would write rows out of order: timestamps keep counting from the monotonic clock, ahead
+of the wall clock by the step. A wall clock that steps *forward* (an NTP correction on a gateway without a
+real-time clock, or a suspend, which the monotonic clock does not count) is followed: the timestamps jump
+with it, which readers see as a gap. A run that starts with the wall clock before the folder's last
+timestamp starts just after that timestamp instead. Each of these is said in :attr:`RecordStats.notes`.
+A sampling slot the host missed (suspend, overload) is counted as a gap.
+
+Interfaces: one that disappears while recording (removed, or renamed: the note names the new name when the
+kernel's interface index shows it) keeps its channels, which read 0 until it is back; the others are
+recorded as before, and both events are noted with the row they happened at.
+
+A write that fails (a full disk, a folder gone) stops the recording cleanly: what was flushed before stays
+on disk, and :attr:`RecordStats.stopped` says what happened in one line.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,12 +49,19 @@ from tinywarden.telemetry.io import FOLDER_SUFFIXES, read_series, write_csv, wri
 from tinywarden.telemetry.live import LiveSampler
 from tinywarden.telemetry.series import Series
 
-__all__ = ["FORMATS", "RecordStats", "Recorder", "parse_duration"]
+__all__ = ["CLOCK_STEP_S", "FORMATS", "RecordStats", "Recorder", "parse_duration"]
+
+log = logging.getLogger(__name__)
 
 #: File formats a recording is written in, by ``--format`` name: the file suffix.
 FORMATS = {"parquet": ".parquet", "csv": ".csv"}
 #: Gap rule, as :meth:`Series.gaps`: a spacing above this many sampling periods is a gap.
 GAP_PERIODS = 2.0
+#: A change of the wall clock against the recording's timestamps larger than this, between two samples, is a
+#: clock step (NTP slews the clock far more slowly than this; a suspend or a manual set step it).
+CLOCK_STEP_S = 2.0
+#: Notes kept in :attr:`RecordStats.notes` (a flapping interface must not grow them without bound).
+MAX_NOTES = 100
 _SEGMENT = re.compile(r"^rec-\d{8}T\d{6}Z-(\d+)\.(?:parquet|csv)$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -78,6 +97,16 @@ class RecordStats:
     started: float = 0.0
     last: float = 0.0
     stopped: str | None = None  # why the recording stopped before its duration (None: it did not)
+    notes: list[str] = field(default_factory=list)  # clock steps, interfaces gone or back, one line each
+    notes_dropped: int = 0  # notes past MAX_NOTES, counted only
+
+    def note(self, text: str) -> None:
+        """Keep one line about something the recording did not record as it came (also logged)."""
+        log.info("%s", text)
+        if len(self.notes) < MAX_NOTES:
+            self.notes.append(text)
+        else:
+            self.notes_dropped += 1
 
 
 class Recorder:
@@ -115,6 +144,7 @@ class Recorder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.stats = RecordStats(channels=tuple(sampler.channels))
         self._seq, self.stats.resumed_after = self._existing()
+        self._ifindex = {i: _ifindex(i) for i in getattr(sampler, "interfaces", ())}
 
     def _existing(self) -> tuple[int, float | None]:
         """The next segment number, and the last timestamp of the recording already in the folder."""
@@ -160,13 +190,19 @@ class Recorder:
         period = self.sampler.period_s
         clock = self.sampler.clock
         mono0 = clock()
-        base = self.wallclock()
+        base = wall0 = self.wallclock()
         if st.resumed_after is not None and base <= st.resumed_after:
-            base = st.resumed_after + period  # the wall clock is behind the recording: continue after it
+            st.note(f"the wall clock ({_utc(base)}) is before the folder's last timestamp ({_utc(st.resumed_after)}); "
+                    "this run's timestamps start just after that one, so the rows stay in order")
+            base = st.resumed_after + period
         st.started = base
 
         def stamp() -> float:
             return base + (clock() - mono0)
+
+        offset = wall0 - base  # wall clock minus the recording's timestamps, at the last sample
+        jumped = 0.0  # forward clock steps followed, which the duration does not count
+        missing: frozenset[str] = frozenset()
 
         seg_path: Path | None = None
         seg_start = 0.0
@@ -193,6 +229,26 @@ class Recorder:
 
         try:
             for t, sample in self.sampler.stream(None, wallclock=stamp):
+                now = self.wallclock() - stamp()
+                if now - offset > CLOCK_STEP_S and now > CLOCK_STEP_S:
+                    st.note(f"row {st.rows + 1}: the wall clock jumped forward {now:.0f} s (a clock step or a "
+                            "suspend); timestamps follow it from here, a gap in the recording")
+                    base += now
+                    t += now
+                    jumped += now
+                    now = 0.0
+                elif now - offset > CLOCK_STEP_S:
+                    st.note(f"row {st.rows + 1}: the wall clock stepped forward {now - offset:.0f} s, back within "
+                            f"{CLOCK_STEP_S:g} s of the recording's timestamps")
+                elif now - offset < -CLOCK_STEP_S:
+                    st.note(f"row {st.rows + 1}: the wall clock stepped back {offset - now:.0f} s; timestamps keep "
+                            f"counting on the monotonic clock so rows stay in order ({-now:.0f} s ahead of the wall "
+                            "clock from here)")
+                offset = now
+                gone = getattr(self.sampler, "missing_interfaces", frozenset())
+                if gone != missing:
+                    self._note_interfaces(missing, gone)
+                    missing = gone
                 if prev_t is not None and t - prev_t > GAP_PERIODS * period:
                     st.gaps += 1
                 prev_t = t
@@ -209,9 +265,34 @@ class Recorder:
                 if progress is not None:
                     progress(st)
                 # the sample in the last slot of ``duration_s`` ends the run (robust to a late wake-up)
-                if (duration_s is not None and t - st.started >= duration_s - 1.5 * period) or should_stop():
+                if (duration_s is not None and t - jumped - st.started >= duration_s - 1.5 * period) or should_stop():
                     break
         finally:
             if st.stopped is None:
                 flush()
         return st
+
+    def _note_interfaces(self, before: frozenset[str], now: frozenset[str]) -> None:
+        row = self.stats.rows + 1
+        for iface in sorted(now - before):
+            renamed = ""
+            index = self._ifindex.get(iface)
+            if index is not None:
+                other = next((n for i, n in socket.if_nameindex() if i == index and n != iface), None)
+                renamed = f" (renamed to {other}: same interface index)" if other else ""
+            self.stats.note(f"row {row}: interface {iface} disappeared{renamed}; its channels read 0 while it is "
+                            "gone, the other channels are recorded as before")
+        for iface in sorted(before - now):
+            self.stats.note(f"row {row}: interface {iface} is back; its channels are recorded again")
+
+
+def _ifindex(name: str) -> int | None:
+    """The kernel's index of interface ``name`` (kept across a rename), or None where it has none."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
