@@ -365,6 +365,73 @@ def goal_check(summary: Sequence[Row]) -> list[Row]:
     return out
 
 
+#: Issue 17's goals on mean per-row ROC AUC (../shared/README.md protocol): best int8 pipeline per dataset.
+ROW_AUC_GOALS: dict[str, float] = {"smd": 0.93, "asd": 0.90}
+#: Issue 17: the tuned row within this much of the best fixed family (int8, row ROC AUC) on every dataset.
+TUNED_GAP = 0.01
+#: Families shown per entity in the issue-17 tables (the linear floor, the new family, the best int8 so far).
+ENTITY_DETECTORS: tuple[str, ...] = ("pca", "gaussian", "knn", "dense_ae", "tuned")
+
+
+def goal_check_17(summary: Sequence[Row]) -> list[Row]:
+    """Issue 17 per dataset, on mean per-row ROC AUC: the best int8 family (any size, and with at most
+    ``TUNE_BUDGET[0]`` bytes of int8 constants), its goal, and the tuned row's gap to the best fixed family."""
+    out: list[Row] = []
+    for dataset in dict.fromkeys(r["dataset"] for r in summary):
+        ours = [r for r in summary if r["dataset"] == dataset and r["family"] == "tinywarden" and r["int8"]
+                and "unavailable" not in r and math.isfinite(r.get("row_roc_auc", math.nan))]
+        fixed = [r for r in ours if r["detector"] != "tuned"]
+        if not fixed:
+            continue
+        best = max(fixed, key=lambda r: r["row_roc_auc"])
+        small = [r for r in ours if r["model_bytes"] <= TUNE_BUDGET[0]]
+        best_small = max(small, key=lambda r: r["row_roc_auc"]) if small else None
+        tuned = next((r for r in ours if r["detector"] == "tuned"), None)
+        out.append({"dataset": dataset, "best": best["detector"], "best_auc": best["row_roc_auc"],
+                    "best_bytes": best["model_bytes"],
+                    "best_small": best_small["detector"] if best_small else None,
+                    "best_small_auc": best_small["row_roc_auc"] if best_small else math.nan,
+                    "goal": ROW_AUC_GOALS.get(dataset),
+                    "tuned_auc": tuned["row_roc_auc"] if tuned else math.nan,
+                    "tuned_gap": tuned["row_roc_auc"] - best["row_roc_auc"] if tuned else math.nan})
+    return out
+
+
+def goal17_text(goals: Sequence[Row], rows: Sequence[Row]) -> list[str]:
+    """The issue-17 section: the goal table, then per-entity row ROC AUC for ENTITY_DETECTORS on SMD and ASD."""
+    lines = ["", "## Goal check (issue 17, per-row ROC AUC)", "",
+             f"Mean per-row ROC AUC (../shared/README.md convention, no point-adjust) of the int8 rows. *best int8*: "
+             f"any size; *within budget*: int8 constants at most {TUNE_BUDGET[0]} B (the `tuned` row: measured "
+             f"flash, code included). Goals: SMD >= {ROW_AUC_GOALS['smd']}, ASD >= {ROW_AUC_GOALS['asd']} within "
+             f"budget; `tuned` within {TUNED_GAP} of the best fixed family everywhere.", "",
+             "| dataset | best int8 | row AUC | bytes | best within budget | row AUC | goal | tuned row AUC | "
+             "tuned - best fixed |", "|---|---|---|---|---|---|---|---|---|"]
+    for g in goals:
+        goal = "–" if g["goal"] is None else (f"{g['goal']:.2f} " + (
+            "met" if g["best_small_auc"] >= g["goal"] else "**short**"))
+        gap = g["tuned_gap"]
+        gap_cell = "–" if not math.isfinite(gap) else f"{gap:+.3f} " + ("met" if gap >= -TUNED_GAP else "**short**")
+        lines.append(f"| {g['dataset']} | {g['best']} | {fmt(g['best_auc'])} | {g['best_bytes']:,} | "
+                     f"{g['best_small'] or '–'} | {fmt(g['best_small_auc'])} | {goal} | {fmt(g['tuned_auc'])} | "
+                     f"{gap_cell} |")
+    for dataset in ROW_AUC_GOALS:
+        ents = sorted({r["entity"] for r in rows if r["dataset"] == dataset},
+                      key=lambda e: [int(p) if p.isdigit() else p for p in e.replace("-", " ").split()])
+        dets = [d for d in ENTITY_DETECTORS if any(r["dataset"] == dataset and r["detector"] == d for r in rows)]
+        if not ents or not dets:
+            continue
+        lines += ["", f"Per entity, {dataset}, int8 row ROC AUC:", "",
+                  "| entity | " + " | ".join(dets) + " |", "|---|" + "---|" * len(dets)]
+        for e in ents:
+            cells = []
+            for d in dets:
+                r = next((r for r in rows if (r["dataset"], r["entity"], r["detector"]) == (dataset, e, d)
+                          and r["int8"]), None)
+                cells.append("–" if r is None or "unavailable" in r else fmt(r["row_roc_auc"]))
+            lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    return lines
+
+
 # -- output ---------------------------------------------------------------------------------------
 def protocol_text(tune_seconds: float | None = None) -> list[str]:
     """The protocol paragraph and table; ``tune_seconds``: the ``tuned`` row's search limit, if it ran."""
@@ -438,6 +505,7 @@ def markdown(summary: Sequence[Row], goals: Sequence[Row], info: dict[str, str],
                      f"{fmt(g['peer_roc_auc'])} | {'met' if g['auc_met'] else '**short**'} | "
                      f"{g['bytes_ratio']:.1f}x | {'met' if g['size_met'] else '**short**'} | "
                      f"{g['speed_ratio_vs_hst']:.1f}x | {_tuned_cell(g)} |")
+    lines += goal17_text(goal_check_17(summary), rows)
     notes: dict[str, str] = {}
     for dataset in datasets:
         rows = [r for r in summary if r["dataset"] == dataset]
