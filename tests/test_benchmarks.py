@@ -197,6 +197,23 @@ def test_tuned_row_reaches_summary_goal_check_and_markdown() -> None:
     assert "| nab | a | pca(n_components=8) w=16/4 small all |" in text
 
 
+def test_issue17_goal_check_reads_row_auc_budget_and_tuned_gap() -> None:
+    quality = _quality_module()
+    base = {"dataset": "smd", "int8": True, "family": "tinywarden", "note": "", "timed_windows": 10,
+            "score_s": 1.0, "n_params": 10, **{k: 0.5 for k in quality.MEAN_KEYS}}
+    big = {**base, "entity": "m", "detector": "knn", "row_roc_auc": 0.95, "model_bytes": 30000}
+    small = {**base, "entity": "m", "detector": "gaussian", "row_roc_auc": 0.92, "model_bytes": 6000}
+    tuned = {**base, "entity": "m", "detector": "tuned", "row_roc_auc": 0.945, "model_bytes": 7000,
+             "tuned_family": "pca", "flash": 7000, "ram": 1, "stopped_early": None, "tune_time_budget": 5.0}
+    (g,) = quality.goal_check_17(quality.summarise([big, small, tuned]))
+    # the best fixed family is the big one; within budget the tuned row (0.945) beats the small family
+    assert (g["best"], g["best_small"], g["goal"]) == ("knn", "tuned", 0.93)
+    assert g["tuned_gap"] == pytest.approx(-0.005)
+    text = "\n".join(quality.goal17_text([g], [big, small, tuned]))
+    assert "| smd | knn | 0.950 | 30,000 | tuned | 0.945 | 0.93 met | 0.945 | -0.005 met |" in text
+    assert "| entity | gaussian | knn | tuned |" in text and "| m | 0.920 | 0.950 | 0.945 |" in text
+
+
 def test_quality_rejects_a_non_positive_tune_limit(tmp_path: Path) -> None:
     proc = _run([str(REPO / "benchmarks" / "quality.py"), "--quick", "--tune-seconds", "0"], tmp_path)
     assert proc.returncode == 2
