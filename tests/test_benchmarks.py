@@ -214,6 +214,16 @@ def test_issue17_goal_check_reads_row_auc_budget_and_tuned_gap() -> None:
     assert "| entity | gaussian | knn | tuned |" in text and "| m | 0.920 | 0.950 | 0.945 |" in text
 
 
+def test_merged_rows_replace_their_own_and_the_page_says_when_they_were_measured() -> None:
+    quality = _quality_module()
+    old = [{"dataset": "smd", "entity": "m", "detector": d, "int8": True, "v": 1} for d in ("pca", "gaussian")]
+    new = {"machine": {"date": "2026-11-30", "commit": "abc"},
+           "rows": [{"dataset": "smd", "entity": "m", "detector": "gaussian", "int8": True, "v": 2}]}
+    rows, info = quality.merge_rows(old, {"date": "2026-11-25"}, new)
+    assert sorted((r["detector"], r["v"]) for r in rows) == [("gaussian", 2), ("pca", 1)]
+    assert info["note"] == "Rows of gaussian on smd measured separately (run alone, then merged): 2026-11-30, commit abc."
+
+
 def test_quality_rejects_a_non_positive_tune_limit(tmp_path: Path) -> None:
     proc = _run([str(REPO / "benchmarks" / "quality.py"), "--quick", "--tune-seconds", "0"], tmp_path)
     assert proc.returncode == 2
