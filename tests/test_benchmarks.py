@@ -221,7 +221,8 @@ def test_merged_rows_replace_their_own_and_the_page_says_when_they_were_measured
            "rows": [{"dataset": "smd", "entity": "m", "detector": "gaussian", "int8": True, "v": 2}]}
     rows, info = quality.merge_rows(old, {"date": "2026-11-25"}, new)
     assert sorted((r["detector"], r["v"]) for r in rows) == [("gaussian", 2), ("pca", 1)]
-    assert info["note"] == "Rows of gaussian on smd measured separately (run alone, then merged): 2026-11-30, commit abc."
+    assert info["note"] == ("Rows of gaussian on smd measured separately (run alone, then merged): 2026-11-30, "
+                            "commit abc.")
 
 
 def test_quality_rejects_a_non_positive_tune_limit(tmp_path: Path) -> None:
