@@ -9,6 +9,16 @@ figure (SMD 0.890) is the bar; the float pipeline's AUC is shown beside the int8
 
     python benchmarks/tune_smd.py                   # 8 KB flash / 4 KB RAM, markdown to benchmarks/results
     python benchmarks/tune_smd.py --json --machines machine-1-6
+
+A few labels (issue 17 item 4, ``--labels 1,3,10``): per machine and ``k``, the test split's first ``k``
+incidents (runs of anomalous rows) and the rows before them, up to ``LABEL_MARGIN`` rows after the k-th, are
+the labelled data a team would pass to ``tune --validate``; the rows after them are the evaluation part. Every
+candidate the label-free search built and scored is ranked again with the labelled ROC AUC averaged into its
+quality (``tune``'s own rule for ``--validate``, :func:`tinywarden.tune.search.rank_key`), and also by the
+labelled AUC alone; the label-free choice, the k-label choices and *hindsight* (the candidate with the best AUC
+on the evaluation part) are all scored on that same evaluation part with the candidates' own int8 programs
+(fitted on the first 80 % of train). A real ``tune --validate`` would also steer its model stage by the labels
+(other input choices may be measured); this re-ranks the candidates the label-free search measured.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from sklearn.metrics import roc_auc_score
 from tinywarden.program import run_int8
 from tinywarden.telemetry import read_series
 from tinywarden.tune import Budget, tune
-from tinywarden.tune.search import select_channels
+from tinywarden.tune.search import rank_key, select_channels
 
 DATA = Path(os.environ.get("TINYWARDEN_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 #: shared/README.md: PCA (95 % variance) reconstruction error on window features, w=16, mean per-row ROC AUC
@@ -44,7 +54,59 @@ def per_row(scores: np.ndarray, n_rows: int, window: int) -> np.ndarray:
     return out
 
 
-def run_one(entity: str, flash: int, ram: int, seed: int) -> dict[str, Any]:
+#: Rows after the k-th labelled incident that still belong to the labelled part (the longest window's reach).
+LABEL_MARGIN = 128
+
+
+def incidents(labels: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of anomalous rows."""
+    y = np.r_[0, labels.astype(np.int8), 0]
+    d = np.diff(y)
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(), strict=True))
+
+
+def few_labels(result: Any, test: Any, ks: list[int]) -> list[dict[str, Any]]:
+    """Per ``k``: test AUC (evaluation part) of the label-free choice, the k-label choices and hindsight."""
+    ok = [t for t in result.trials if t.status == "ok" and t.program is not None]
+    runs = incidents(test.labels)
+    scores = {}
+    for t in ok:
+        ts = select_channels(test, t.program.channels)
+        sc, _ = run_int8(dataclasses.replace(t.program, stride=1), ts.values)
+        scores[id(t)] = per_row(sc, len(ts), t.program.window)
+    out = []
+    for k in ks:
+        if len(runs) <= k:
+            out.append({"k": k, "available": False, "incidents": len(runs)})
+            continue
+        cut = min(runs[k - 1][1] + LABEL_MARGIN, runs[k][0])
+        y_lab, y_eval = test.labels[:cut], test.labels[cut:]
+
+        def auc(t: Any, part: slice, y: np.ndarray) -> float:
+            return float(roc_auc_score(y, scores[id(t)][part]))
+
+        lab = {id(t): auc(t, slice(0, cut), y_lab) for t in ok}
+        ev = {id(t): auc(t, slice(cut, None), y_eval) for t in ok}
+
+        chosen_k = max(ok, key=lambda t, lab=lab: with_labels(t, lab[id(t)]))
+        only_k = max(ok, key=lambda t: (not t.fpr_far, lab[id(t)], -(t.flash or 0)))
+        best = max(ok, key=lambda t: ev[id(t)])
+        out.append({"k": k, "available": True, "incidents": len(runs), "labelled_rows": cut,
+                    "eval_rows": len(y_eval), "eval_incidents": len(runs) - k,
+                    "label_free": ev[id(result.chosen)], "label_free_pick": result.chosen.candidate.label,
+                    "with_k": ev[id(chosen_k)], "with_k_pick": chosen_k.candidate.label,
+                    "labelled_only": ev[id(only_k)], "labelled_only_pick": only_k.candidate.label,
+                    "hindsight": ev[id(best)], "hindsight_pick": best.candidate.label, "candidates": len(ok)})
+    return out
+
+
+def with_labels(t: Any, labelled_auc: float) -> tuple[Any, ...]:
+    """``rank_key`` of trial ``t`` had ``tune --validate`` given it ``labelled_auc`` (averaged into its quality)."""
+    q = (t.synthetic_auc + labelled_auc) / 2.0 if np.isfinite(t.synthetic_auc) else labelled_auc
+    return rank_key(dataclasses.replace(t, quality=q, labelled_auc=labelled_auc))
+
+
+def run_one(entity: str, flash: int, ram: int, seed: int, ks: list[int] | None = None) -> dict[str, Any]:
     path = DATA / "smd_asd" / "npz" / f"{entity}.npz"
     train, test = read_series(f"{path}:train"), read_series(f"{path}:test")
     start = time.perf_counter()
@@ -67,6 +129,7 @@ def run_one(entity: str, flash: int, ram: int, seed: int) -> dict[str, Any]:
         "test_auc_int8": float(roc_auc_score(t.labels, per_row(int8_scores, len(t), pipe.window))),
         "test_auc_float": float(roc_auc_score(t.labels, per_row(float_scores, len(t), pipe.window))),
         "trials": s["trials"], "measured": s["measured"], "tune_seconds": round(seconds, 1),
+        "few_labels": few_labels(result, test, ks) if ks else [],
     }
 
 
@@ -99,7 +162,48 @@ def markdown(rows: list[dict[str, Any]], flash: int, ram: int) -> str:
         f"({all(r['flash'] <= flash and r['ram'] <= ram for r in rows)}); RAM is static RAM plus the "
         "caller-owned state (ring buffer and scratch).",
     ]
+    if any(r["few_labels"] for r in rows):
+        lines += few_labels_markdown(rows)
     return "\n".join(lines) + "\n"
+
+
+def few_labels_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The few-labels tables: per k, per machine, label-free vs k labels vs hindsight on the evaluation part."""
+    ks = sorted({f["k"] for r in rows for f in r["few_labels"]})
+    lines = ["", "## A few labelled incidents (issue 17 item 4)", "",
+             f"Per machine and k: the test split's first k incidents (and the rows before them, to {LABEL_MARGIN} "
+             "rows after the k-th) are labelled data for selection; every figure below is the per-row ROC AUC "
+             "on the rest of the test split (the evaluation part, a different one per k), with each candidate's "
+             "own int8 program. *label-free*: the search's choice; *tune rule*: candidates re-ranked with the "
+             "labelled AUC averaged into the quality, as `tune --validate` does; *labels only*: ranked by the "
+             "labelled AUC alone; *hindsight*: the candidate with the best AUC on the evaluation part. A machine "
+             "with no more than k incidents has no evaluation part for that k (n/a).", ""]
+    for k in ks:
+        lines += [f"### k = {k}", "",
+                  "| machine | eval rows (incidents) | label-free | tune rule | labels only | hindsight | "
+                  "gap (tune rule) | tune-rule pick | hindsight pick |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+        got = []
+        for r in rows:
+            f = next((f for f in r["few_labels"] if f["k"] == k), None)
+            if f is None or not f["available"]:
+                lines.append(f"| {r['entity']} | n/a ({f['incidents'] if f else '?'} incidents) | | | | | | | |")
+                continue
+            got.append(f)
+            lines.append(f"| {r['entity']} | {f['eval_rows']} ({f['eval_incidents']}) | {f['label_free']:.3f} | "
+                         f"{f['with_k']:.3f} | {f['labelled_only']:.3f} | {f['hindsight']:.3f} | "
+                         f"{f['hindsight'] - f['with_k']:.3f} | {f['with_k_pick']} | {f['hindsight_pick']} |")
+        if got:
+            m = {key: float(np.mean([f[key] for f in got])) for key in
+                 ("label_free", "with_k", "labelled_only", "hindsight")}
+            lines += [f"| **mean ({len(got)})** | | {m['label_free']:.3f} | {m['with_k']:.3f} | "
+                      f"{m['labelled_only']:.3f} | {m['hindsight']:.3f} | {m['hindsight'] - m['with_k']:.3f} | | |", ""]
+            if k == 3:
+                met = m["hindsight"] - m["with_k"] <= 0.005
+                lines += [f"Goal (k = 3 within 0.005 of hindsight): tune rule gap {m['hindsight'] - m['with_k']:.4f} "
+                          f"({'met' if met else 'NOT met'}), labels only gap "
+                          f"{m['hindsight'] - m['labelled_only']:.4f}.", ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,19 +214,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print JSON instead of writing markdown")
+    ap.add_argument("--rows", type=Path, default=None, help="append each machine's row to this JSON-lines file "
+                    "as it finishes; with --render, read the rows from it instead of measuring")
+    ap.add_argument("--render", action="store_true", help="measure nothing: write the markdown from --rows")
+    ap.add_argument("--labels", default="", help="comma list of k: also measure selection with k labelled "
+                    "incidents (e.g. 1,3,10)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tune_smd.md")
     args = ap.parse_args(argv)
     if not (DATA / "smd_asd" / "npz").is_dir():
         print(f"SMD data not found under {DATA} (set TINYWARDEN_DATA)", file=sys.stderr)
         return 2
+    if args.render:
+        if args.rows is None:
+            ap.error("--render needs --rows")
+        saved = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
+        order = sorted(r["entity"] for r in saved)
+        saved.sort(key=lambda r: order.index(r["entity"]))
+        args.out.write_text(markdown(saved, args.flash, args.ram))
+        print(args.out.read_text())
+        return 0
     names = [m for m in args.machines.split(",") if m] or sorted(
         p.stem for p in (DATA / "smd_asd" / "npz").glob("machine-*.npz"))
     rows = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(run_one, m, args.flash, args.ram, args.seed) for m in names]
+        ks = [int(k) for k in args.labels.split(",") if k.strip()]
+        futures = [pool.submit(run_one, m, args.flash, args.ram, args.seed, ks) for m in names]
         for fut in as_completed(futures):
             r = fut.result()
             rows.append(r)
+            if args.rows is not None:
+                with args.rows.open("a") as fh:
+                    fh.write(json.dumps(r) + "\n")
             print(f"{r['entity']}: {r['label']}, {r['flash']} B / {r['ram']} B, test AUC int8 "
                   f"{r['test_auc_int8']:.3f} ({r['tune_seconds']:.0f} s)", file=sys.stderr, flush=True)
     rows.sort(key=lambda r: names.index(r["entity"]))

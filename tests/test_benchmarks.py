@@ -197,6 +197,34 @@ def test_tuned_row_reaches_summary_goal_check_and_markdown() -> None:
     assert "| nab | a | pca(n_components=8) w=16/4 small all |" in text
 
 
+def test_issue17_goal_check_reads_row_auc_budget_and_tuned_gap() -> None:
+    quality = _quality_module()
+    base = {"dataset": "smd", "int8": True, "family": "tinywarden", "note": "", "timed_windows": 10,
+            "score_s": 1.0, "n_params": 10, **{k: 0.5 for k in quality.MEAN_KEYS}}
+    big = {**base, "entity": "m", "detector": "knn", "row_roc_auc": 0.95, "model_bytes": 30000}
+    small = {**base, "entity": "m", "detector": "gaussian", "row_roc_auc": 0.92, "model_bytes": 6000}
+    tuned = {**base, "entity": "m", "detector": "tuned", "row_roc_auc": 0.945, "model_bytes": 7000,
+             "tuned_family": "pca", "flash": 7000, "ram": 1, "stopped_early": None, "tune_time_budget": 5.0}
+    (g,) = quality.goal_check_17(quality.summarise([big, small, tuned]))
+    # the best fixed family is the big one; within budget the tuned row (0.945) beats the small family
+    assert (g["best"], g["best_small"], g["goal"]) == ("knn", "tuned", 0.93)
+    assert g["tuned_gap"] == pytest.approx(-0.005)
+    text = "\n".join(quality.goal17_text([g], [big, small, tuned]))
+    assert "| smd | knn | 0.950 | 30,000 | tuned | 0.945 | 0.93 met | 0.945 | -0.005 met |" in text
+    assert "| entity | gaussian | knn | tuned |" in text and "| m | 0.920 | 0.950 | 0.945 |" in text
+
+
+def test_merged_rows_replace_their_own_and_the_page_says_when_they_were_measured() -> None:
+    quality = _quality_module()
+    old = [{"dataset": "smd", "entity": "m", "detector": d, "int8": True, "v": 1} for d in ("pca", "gaussian")]
+    new = {"machine": {"date": "2026-11-30", "commit": "abc"},
+           "rows": [{"dataset": "smd", "entity": "m", "detector": "gaussian", "int8": True, "v": 2}]}
+    rows, info = quality.merge_rows(old, {"date": "2026-11-25"}, new)
+    assert sorted((r["detector"], r["v"]) for r in rows) == [("gaussian", 2), ("pca", 1)]
+    assert info["note"] == ("Rows of gaussian on smd measured separately (run alone, then merged): 2026-11-30, "
+                            "commit abc.")
+
+
 def test_quality_rejects_a_non_positive_tune_limit(tmp_path: Path) -> None:
     proc = _run([str(REPO / "benchmarks" / "quality.py"), "--quick", "--tune-seconds", "0"], tmp_path)
     assert proc.returncode == 2
@@ -287,3 +315,25 @@ def test_tuned_row_records_a_search_that_raises_instead_of_aborting(monkeypatch:
     assert row["unavailable"] == "tune failed: ValueError: The dual coefficients or intercepts are not finite."
     (s,) = quality.summarise([row])
     assert s["unavailable"].startswith("tune failed") and s["n_entities"] == 0
+
+
+def test_tune_smd_few_labels_split_ranking_and_table() -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks.tune_smd import few_labels_markdown, incidents, with_labels
+
+    from tinywarden.tune.search import Candidate, Trial
+
+    assert incidents(np.array([0, 1, 1, 0, 0, 1], dtype=np.int8)) == [(1, 3), (5, 6)]
+    c = Candidate("pca", (), 16, 4, "small", ("mean",), "all")
+    synthetic_best = Trial(c, "models", status="ok", quality=0.95, synthetic_auc=0.95, fpr_ok=True, flash=10)
+    labelled_best = Trial(c, "models", status="ok", quality=0.85, synthetic_auc=0.85, fpr_ok=True, flash=10)
+    # 0.95 + 0.60 < 0.85 + 0.80: the labels overturn the synthetic ranking, averaged as tune --validate averages
+    assert with_labels(labelled_best, 0.80) > with_labels(synthetic_best, 0.60)
+    assert with_labels(labelled_best, 0.60) < with_labels(synthetic_best, 0.60)
+    f = {"k": 3, "available": True, "incidents": 9, "eval_rows": 100, "eval_incidents": 6, "label_free": 0.80,
+         "with_k": 0.88, "labelled_only": 0.87, "hindsight": 0.90, "with_k_pick": "a", "hindsight_pick": "b"}
+    rows = [{"entity": "m1", "few_labels": [f]},
+            {"entity": "m2", "few_labels": [{"k": 3, "available": False, "incidents": 2}]}]
+    text = "\n".join(few_labels_markdown(rows))
+    assert "| m2 | n/a (2 incidents) |" in text and "| **mean (1)** | | 0.800 | 0.880 | 0.870 | 0.900 | 0.020 |" in text
+    assert "tune rule gap 0.0200 (NOT met)" in text

@@ -18,6 +18,7 @@ FAST = {
     "dense_ae": {"hidden": (6, 3), "epochs": 30, "max_steps": 300},
     "conv_ae": {"channels": (4, 2), "kernel_size": 3, "epochs": 30, "max_steps": 300},
     "pca": {},
+    "gaussian": {},
     "iforest": {},
     "knn": {"n_prototypes": 16},
     "ocsvm": {},

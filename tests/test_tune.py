@@ -23,7 +23,7 @@ from tinywarden.target import missing_tools
 from tinywarden.telemetry.series import Series
 from tinywarden.tune import ANOMALY_TYPES, Budget, BudgetError, inject, pareto_front, parse_bytes, tune
 from tinywarden.tune.pareto import dominated, front_trials
-from tinywarden.tune.search import flash_lower_bound, input_candidates
+from tinywarden.tune.search import Candidate, flash_lower_bound, input_candidates
 
 needs_toolchain = pytest.mark.skipif(bool(missing_tools(("arm-none-eabi-gcc", "arm-none-eabi-size",
                                                           "arm-none-eabi-nm"))),
@@ -360,3 +360,48 @@ def test_window_plan_adds_short_windows_only_to_the_defaults_and_only_on_short_d
     # windows the user chose are kept as given: only their stride may shrink
     plan, short = window_plan(120, [16, 32], 0.2)
     assert plan == {16: 2} and [w for w, _, _ in short] == [32]
+
+
+# -- validation on short data: folds, and no pipeline that alarms on normal (issue 17) ----------------
+@needs_toolchain
+def test_short_data_is_validated_on_folds_and_never_chooses_a_pipeline_that_alarms_on_normal(tmp_path: Path) -> None:
+    # 150 rows of a camera's normal (its boot: cpu falls, memory climbs). The old search validated on the last 30
+    # rows alone: too few for a synthetic anomaly at window 8, so it chose pca w=8/2 with no synthetic AUC at all
+    # (ranked on flash), its FPR read from 6 windows. Folds score every candidate on all 150 rows.
+    from tinywarden.telemetry import read_series
+    from tinywarden.tune import search
+
+    s = read_series(short_csv(tmp_path, 150))
+    r = tune(s, Budget(8192, 4096), families=["pca"], windows=[4, 8], max_trials=7)
+    assert math.isfinite(r.chosen.synthetic_auc), r.chosen.candidate.label
+    assert r.chosen.fpr <= search.FAR_FPR_FACTOR * 0.01, (r.chosen.candidate.label, r.chosen.fpr)
+    assert r.chosen.folds == search.FOLDS and r.summary()["validation"]["folds"] == search.FOLDS
+    # every candidate here was scored on folds, since no window holds TAIL_MIN_WINDOWS windows in a 30-row tail
+    assert all(t.folds == search.FOLDS for t in r.trials if t.status == "ok")
+
+
+@needs_toolchain
+def test_a_search_whose_candidates_all_alarm_on_normal_says_so(tmp_path: Path) -> None:
+    # the old search shipped ewma w=4/1 here, alarming on 100% of the held-out tail's normal windows, and said
+    # nothing; on folds both candidates alarm on 22-41%: the lowest is returned, with a warning naming the cause
+    proc = run_tune(str(short_csv(tmp_path, 150)), "--out", str(tmp_path / "m.twb"))
+    assert proc.returncode == 0, proc.stderr
+    js = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert js["validation"]["fpr"] < 1.0 and js["validation"]["folds"] == 5
+    warning = js["warning"]
+    assert warning is not None and "alarms on held-out normal windows far more often than the target 0.01" in warning
+    assert "trial limit 2 reached" in warning and f"on {js['validation']['fpr']:.0%} of them" in warning
+    assert "warning: " in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_over_the_fpr_limit_ranks_last_lowest_fpr_first() -> None:
+    from tinywarden.tune.search import Trial, rank_key
+
+    base = Candidate("pca", (), 16, 4, "small", ("mean",), "all")
+
+    def trial(q: float, fpr: float, ok: bool, far: bool = False) -> Trial:
+        return Trial(base, "models", status="ok", quality=q, fpr=fpr, fpr_ok=ok, fpr_far=far, flash=100)
+
+    within, near, nearer, far = trial(0.6, 0.04, True), trial(0.9, 0.15, False), trial(0.8, 0.08, False), \
+        trial(0.99, 1.0, False, True)
+    assert sorted([far, near, within, nearer], key=rank_key, reverse=True) == [within, nearer, near, far]

@@ -103,6 +103,8 @@ def tune(
     plot_path = plot_pareto(result, front, plot or out.with_suffix(".pareto.png"))
 
     summary = result.summary()
+    if result.warning:
+        err_console.print(f"warning: {result.warning}", highlight=False)
     if as_json:
         print(json.dumps(summary | {"model": str(out), "plot": str(plot_path)}, sort_keys=True))
         return

@@ -11,6 +11,7 @@ from tinywarden.detectors.kmeans import KMeansDistance
 from tinywarden.detectors.autoencoder import DenseAutoencoder
 from tinywarden.detectors.conv_autoencoder import ConvAutoencoder
 from tinywarden.detectors.pca import PCAReconstruction
+from tinywarden.detectors.gaussian import GaussianMahalanobis
 from tinywarden.detectors.iforest import TrimmedIsolationForest
 from tinywarden.detectors.prototypes import PrototypeKNN
 from tinywarden.detectors.ocsvm import BudgetOneClassSVM
@@ -31,6 +32,7 @@ __all__ = [
     "Detector",
     "EWMAZScore",
     "GRUAutoencoder",
+    "GaussianMahalanobis",
     "KMeansDistance",
     "Lowered",
     "LoweringContext",

@@ -97,19 +97,10 @@ class PCAReconstruction(Detector):
         # k = 0 keeps no axis: one all-zero row gives the same score (the whole energy) without a
         # zero-length C array.
         wq, w_scale = int8_rows(self.components_ if len(self.components_) else np.zeros((1, n_in)))
-        mult_shift = [quantize_multiplier(float(sc)) for sc in w_scale]
         # The rounded axes are not exactly orthonormal: D = (W W^T)^-1 - I restores the projection onto
-        # their span (an int8 upper triangle, scaled by a power of two).
+        # their span.
         dq = wq * w_scale[:, None]
-        gram = np.linalg.pinv(dq @ dq.T) - np.eye(len(dq))
-        upper = gram[np.triu_indices(len(dq))]
-        g_top = float(np.abs(upper).max())
-        gram_shift = int(np.clip(np.floor(np.log2(INT8_MAX / g_top)) if g_top > 0 else 40, 1, 40))
-        residual = Op("pca_residual_s16", ("input",), "score", {"shift": 0, "gram_shift": gram_shift},
-                      {"weights": wq.astype(np.int8),
-                       "multiplier": np.array([m for m, _ in mult_shift], dtype=np.int32),
-                       "shift": np.array([sh for _, sh in mult_shift], dtype=np.int8),
-                       "gram": np.clip(round_half_away(upper * 2.0**gram_shift), -INT8_MAX, INT8_MAX).astype(np.int8)})
+        residual = residual_op(wq, w_scale, np.linalg.pinv(dq @ dq.T) - np.eye(len(dq)))
         return Lowered([TensorSpec("input", "int16", (n_in,))],
                        [ctx.feature_input(q_x, "requantize_s64_s16", ctx.mu + ctx.sigma * self.mean_), residual],
                        # the float score is the mean squared error
@@ -119,3 +110,20 @@ class PCAReconstruction(Detector):
     def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
         k = {**cls().get_params(), **params}["n_components"]
         return (k if isinstance(k, int) else 1) * n_inputs  # int8 axes (a variance fraction keeps >= 1)
+
+
+def residual_op(wq: np.ndarray, w_scale: np.ndarray, gram: np.ndarray) -> Op:
+    """The ``pca_residual_s16`` op: ``score = |q|**2 - r^T (I + D) r`` with ``r`` the centred int16 input ``q``
+    projected on the int8 rows ``wq`` (real rows ``wq * w_scale``), in input steps.
+
+    ``gram`` is ``D`` (``k x k``, symmetric), stored as an int8 upper triangle scaled by a power of two.
+    """
+    mult_shift = [quantize_multiplier(float(sc)) for sc in w_scale]
+    upper = gram[np.triu_indices(len(wq))]
+    g_top = float(np.abs(upper).max())
+    gram_shift = int(np.clip(np.floor(np.log2(INT8_MAX / g_top)) if g_top > 0 else 40, 1, 40))
+    return Op("pca_residual_s16", ("input",), "score", {"shift": 0, "gram_shift": gram_shift},
+              {"weights": wq.astype(np.int8),
+               "multiplier": np.array([m for m, _ in mult_shift], dtype=np.int32),
+               "shift": np.array([sh for _, sh in mult_shift], dtype=np.int8),
+               "gram": np.clip(round_half_away(upper * 2.0**gram_shift), -INT8_MAX, INT8_MAX).astype(np.int8)})

@@ -14,8 +14,10 @@ reported for a candidate that passed is the measured one. Quality needs no label
 split in time into a fit part (the pipeline's own fit/calibration split) and a validation part; the
 candidate's int8 program (bit-exact with the C) scores the clean validation windows (false-positive rate
 at its calibrated threshold) and copies of them with synthetic anomalies (:mod:`tinywarden.tune.synthetic`)
-injected (ROC AUC per anomaly type). When labelled data is available, the ROC AUC on it is averaged in and
-the result says so.
+injected (ROC AUC per anomaly type). When that part holds fewer than :data:`TAIL_MIN_WINDOWS` windows (short
+recordings, long windows), the candidate is refitted with each of :data:`FOLDS` folds of the normal data held
+out in turn and scored on all of them instead. A candidate far over the target FPR ranks last. When labelled
+data is available, the ROC AUC on it is averaged in and the result says so.
 """
 
 from __future__ import annotations
@@ -51,6 +53,17 @@ WINDOWS: tuple[int, ...] = (16, 32, 64, 128)
 SHORT_WINDOWS: tuple[int, ...] = (8, 4)
 #: Clean windows the validation part must hold for a candidate to be scored.
 MIN_VALIDATION_WINDOWS = 4
+#: Windows the held-out tail must hold for a candidate's false-positive rate and synthetic AUC to be read from
+#: it alone. With fewer (minutes of data, or a long window on a short series) a handful of windows from the
+#: recording's last stretch decides, and one quieter or busier stretch there makes every candidate look like it
+#: alarms on all of normal: the candidate is then refitted on the normal data with each of :data:`FOLDS`
+#: contiguous folds held out in turn, and scored on every fold (pooled on the calibrated scale).
+TAIL_MIN_WINDOWS = 80
+FOLDS = 5
+#: A candidate whose false-positive rate on held-out normal windows is more than this many times the calibrated
+#: target is never chosen: it would alarm (and mitigate) on normal traffic. Candidates between the FPR limit
+#: and this are ranked after every candidate within the limit, lowest FPR first.
+FAR_FPR_FACTOR = 20
 #: stride = window // STRIDE_DIVISOR: four scores per window length keeps detection latency at a quarter
 #: window while the device runs the model four times less often than at stride 1.
 STRIDE_DIVISOR = 4
@@ -188,6 +201,8 @@ class Trial:
     labelled_auc: float | None = None
     fpr: float = float("nan")
     fpr_ok: bool = False
+    fpr_far: bool = False  # FPR more than FAR_FPR_FACTOR times the target: never chosen
+    folds: int = 0  # 0: scored on the held-out tail; else on this many folds of the normal data
     seconds: float = 0.0
     data_problem: bool = False  # failed because the data holds too few windows, not for its size
     instructions: float | None = None
@@ -205,7 +220,8 @@ class Trial:
                 "quality": _finite(self.quality), "synthetic_auc": _finite(self.synthetic_auc),
                 "auc_by_type": {k: _finite(v) for k, v in self.auc_by_type.items()},
                 "labelled_auc": self.labelled_auc, "fpr": _finite(self.fpr), "fpr_ok": self.fpr_ok,
-                "instructions_per_window": self.instructions, "seconds": round(self.seconds, 2)}
+                "fpr_far": self.fpr_far, "folds": self.folds, "instructions_per_window": self.instructions,
+                "seconds": round(self.seconds, 2)}
 
 
 def _finite(x: float) -> float | None:
@@ -228,6 +244,7 @@ class TuneResult:
     fpr_limit: float
     stopped_early: str | None = None
     windows_note: str | None = None  # what short data changed in the windows/strides tried
+    warning: str | None = None  # set when even the chosen pipeline alarms far too often on held-out normal data
 
     def summary(self) -> dict[str, Any]:
         """The chosen pipeline's family, window, flash, RAM and validation scores (``tune --json``)."""
@@ -242,9 +259,9 @@ class TuneResult:
             "validation": {"quality": _finite(t.quality), "synthetic_auc": _finite(t.synthetic_auc),
                            "auc_by_type": {k: _finite(v) for k, v in t.auc_by_type.items()},
                            "labelled_auc": t.labelled_auc, "fpr": _finite(t.fpr), "fpr_limit": self.fpr_limit,
-                           "labels_used": self.labels_used},
+                           "labels_used": self.labels_used, "folds": t.folds},
             "trials": len(self.trials), "measured": sum(tr.measured for tr in self.trials),
-            "stopped_early": self.stopped_early, "windows_note": self.windows_note,
+            "stopped_early": self.stopped_early, "windows_note": self.windows_note, "warning": self.warning,
         }
 
 
@@ -271,22 +288,34 @@ def int8_support(family: str) -> str | None:
 
 
 class _Validator:
-    """Scores int8 programs on the held-out normal rows and their synthetic-anomaly copies (cached per window)."""
+    """Scores int8 programs on held-out normal windows and their synthetic-anomaly copies (cached per window).
+
+    The held-out tail (``validation``) when it holds :data:`TAIL_MIN_WINDOWS` windows of the candidate's
+    window/stride; otherwise :data:`FOLDS` contiguous folds of ``train``, each scored by the candidate refitted
+    with that fold held out (:meth:`score_folds`). Synthetic anomalies go into held-out rows only.
+    """
 
     def __init__(self, validation: Series, spread: np.ndarray, seed: int,
-                 labelled: list[tuple[str, Series]]) -> None:
+                 labelled: list[tuple[str, Series]], train: Series, held_out_rows: int) -> None:
         self.validation = validation
         self.spread = spread
         self.seed = seed
         self.labelled = labelled
-        self._injected: dict[tuple[int, str], Any] = {}
+        self.train = train
+        self.held_out_rows = held_out_rows
+        self._injected: dict[tuple[int, str, bool], Any] = {}
 
-    def injected(self, window: int, kind: str) -> Any:
-        key = (window, kind)
+    def injected(self, window: int, kind: str, whole: bool = False) -> Any:
+        """Synthetic ``kind`` anomalies for ``window`` in the validation part, or in all of ``train`` (folds)."""
+        key = (window, kind, whole)
         if key not in self._injected:
             seg = window * SEGMENT_WINDOWS.get(kind, 1)
-            self._injected[key] = inject(self.validation.values, kind, seg, self.spread, seed=self.seed)
+            values = self.train.values if whole else self.validation.values
+            self._injected[key] = inject(values, kind, seg, self.spread, seed=self.seed)
         return self._injected[key]
+
+    def needs_folds(self, window: int, stride: int) -> bool:
+        return _windows_in(self.held_out_rows, window, stride) < TAIL_MIN_WINDOWS
 
     def score(self, program: Program, channels: Sequence[str]) -> tuple[float, dict[str, float], float,
                                                                         float | None]:
@@ -307,18 +336,73 @@ class _Validator:
                 y = np.r_[np.zeros(len(clean)), np.ones(int(hit.sum()))]
                 aucs[kind] = float(roc_auc_score(y, np.r_[clean, scores[hit]]))
         synth = float(np.mean(list(aucs.values()))) if aucs else float("nan")
-        labelled = None
-        if self.labelled:
-            vals = []
-            for _, series in self.labelled:
-                ls = select_channels(series, channels)
-                sc, _ = run_int8(program, ls.values)
-                assert ls.labels is not None
-                y = _windows_touching(ls.labels.astype(bool), len(ls), w, s)
-                if 0 < y.sum() < len(y):
-                    vals.append(float(roc_auc_score(y, sc)))
-            labelled = float(np.mean(vals)) if vals else None
-        return synth, aucs, fpr, labelled
+        return synth, aucs, fpr, self.score_labelled(program, channels)
+
+    def score_labelled(self, program: Program, channels: Sequence[str]) -> float | None:
+        """Mean ROC AUC over the labelled series (``--validate``, labelled rows of the tail), or ``None``."""
+        w, s = program.window, program.stride
+        vals = []
+        for _, series in self.labelled:
+            ls = select_channels(series, channels)
+            sc, _ = run_int8(program, ls.values)
+            assert ls.labels is not None
+            y = _windows_touching(ls.labels.astype(bool), len(ls), w, s)
+            if 0 < y.sum() < len(y):
+                vals.append(float(roc_auc_score(y, sc)))
+        return float(np.mean(vals)) if vals else None
+
+    def score_folds(self, c: Candidate, channels: Sequence[str], target_fpr: float, k: int, n: int
+                    ) -> tuple[float, dict[str, float], float, int]:
+        """``(synthetic mean AUC, AUC per type, FPR, folds scored)`` of ``c`` refitted once per fold.
+
+        Fold ``i`` is held out by labelling its rows anomalous for the fit (the pipeline leaves out every
+        window touching one, so no fit window spans the fold's edges and no held-out row is learned from).
+        Each fold's int8 scores are divided by its own integer threshold, so the folds pool on one calibrated
+        scale (1 = at threshold). Raises :class:`DataError` when fewer than two folds could be fitted.
+        """
+        series = select_channels(self.train, channels)
+        idx = [self.train.channels.index(ch) for ch in channels]
+        known = np.zeros(len(series), dtype=bool) if series.labels is None else series.labels.astype(bool)
+        bounds = np.linspace(0, len(series), FOLDS + 1).round().astype(int)
+        clean: list[np.ndarray] = []
+        hits: dict[str, list[np.ndarray]] = {kind: [] for kind in ANOMALY_TYPES}
+        over = folds = 0
+        w, s = c.window, c.stride
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            held = np.zeros(len(series), dtype=bool)
+            held[a:b] = True
+            fold_fit = dataclasses.replace(series, labels=(held | known).astype(np.int8))
+            try:
+                pipe = c.pipeline(target_fpr, k, n).fit(fold_fit)
+                program = quantize_pipeline(pipe, fold_fit)
+            except DataError:
+                continue
+            normal = ~_windows_touching(known[a:b], b - a, w, s)
+            scores, _ = run_int8(program, series.values[a:b])
+            scores = scores[normal]
+            if not len(scores):
+                continue
+            folds += 1
+            over += int((scores > program.threshold).sum())
+            unit = float(max(program.threshold, 1))
+            clean.append(scores / unit)
+            for kind in ANOMALY_TYPES:
+                inj = self.injected(w, kind, whole=True)
+                sc, _ = run_int8(program, inj.values[a:b][:, idx])
+                hit = _windows_touching(inj.rows[a:b], b - a, w, s) & normal
+                hits[kind].append(sc[hit] / unit)
+        neg = np.concatenate(clean) if clean else np.zeros(0)
+        if folds < 2 or len(neg) < MIN_VALIDATION_WINDOWS:
+            raise DataError(f"{len(series)} rows: only {folds} of {FOLDS} folds could be fitted and scored with "
+                            f"window {w} (stride {s}), {len(neg)} held-out windows; need at least 2 folds and "
+                            f"{MIN_VALIDATION_WINDOWS} windows")
+        aucs = {}
+        for kind, parts in hits.items():
+            pos = np.concatenate(parts)
+            if len(pos):
+                aucs[kind] = float(roc_auc_score(np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.r_[neg, pos]))
+        synth = float(np.mean(list(aucs.values()))) if aucs else float("nan")
+        return synth, aucs, over / len(neg), folds
 
 
 def _windows_touching(rows: np.ndarray, n: int, window: int, stride: int) -> np.ndarray:
@@ -445,10 +529,11 @@ def model_candidates(families: Sequence[str], inputs: Sequence[Candidate], done:
     return out
 
 
-def rank_key(t: Trial) -> tuple[bool, float, int]:
-    """Best first: within the FPR limit, then quality, then smaller flash."""
+def rank_key(t: Trial) -> tuple[bool, bool, float, float, int]:
+    """Best first: not far over the target FPR, within the FPR limit, then (over the limit) the lowest FPR, then
+    quality, then smaller flash; a trial with ``fpr_far`` (see :data:`FAR_FPR_FACTOR`) after every other."""
     q = t.quality if math.isfinite(t.quality) else -1.0
-    return (t.fpr_ok, q, -(t.flash or 0))
+    return (not t.fpr_far, t.fpr_ok, 0.0 if t.fpr_ok else -t.fpr, q, -(t.flash or 0))
 
 
 def tune(
@@ -476,6 +561,8 @@ def tune(
     ``windows=None`` tries :data:`WINDOWS`, and :data:`SHORT_WINDOWS` too when the data is too short for
     the smallest of them; on short data a window's stride shrinks to what the rows allow
     (:func:`window_plan`, said in ``TuneResult.windows_note``).
+    A candidate whose validation FPR is more than :data:`FAR_FPR_FACTOR` times ``target_fpr`` ranks last; when
+    only such candidates were scored, the lowest-FPR one is returned with ``TuneResult.warning`` saying so.
     Raises :class:`DataError` when the data is too short for every window (naming the rows the smallest
     needs) or every candidate failed for a data reason, :class:`BudgetError` when candidates were over budget.
     """
@@ -532,7 +619,7 @@ def tune(
         # Synthetic anomalies go into normal rows only; filling the labelled rows in would invent data,
         # so the synthetic check uses the longest stretch without a labelled row.
         clean_val = _longest_normal_stretch(val_part)
-    validator = _Validator(clean_val, spread, seed, labelled)
+    validator = _Validator(clean_val, spread, seed, labelled, train, len(val_part))
 
     trials: list[Trial] = []
     size_cache: dict[str, ModuleSize] = {}
@@ -585,6 +672,7 @@ def tune(
             raise DataError(_data_refusal(data_failed, trials, train, validation_fraction))
         raise BudgetError(_nothing_fits(trials, budget, train))
     chosen = max(ok, key=rank_key)
+    warning = _all_alarm(ok, chosen, train, target_fpr, stopped) if chosen.fpr_far else None
     pipeline, program, size, fit_series = _refit(chosen, train, channel_sets, budget, target_fpr, k, n, size_cache)
     if not budget.fits(size):
         # Refitting on all rows changed a size-relevant constant (a shift folded into code): keep the
@@ -593,7 +681,7 @@ def tune(
         pipeline, program, size = chosen.pipeline, chosen.program, chosen.size
         fit_series = select_channels(fit_part, channel_sets[chosen.candidate.channels])
     return TuneResult(budget, trials, chosen, pipeline, program, size, fit_series, labels_used, unsupported,
-                      limit, stopped, windows_note)
+                      limit, stopped, windows_note, warning)
 
 
 def _smaller_over_budget(c: Candidate, t: Trial) -> bool:
@@ -646,7 +734,11 @@ def _run_trial(c: Candidate, stage: str, channels: tuple[str, ...], fit_part: Se
         if not budget.fits(size):
             t.status = "over budget"
             return t
-        t.synthetic_auc, t.auc_by_type, t.fpr, t.labelled_auc = validator.score(program, channels)
+        if validator.needs_folds(c.window, c.stride):
+            t.synthetic_auc, t.auc_by_type, t.fpr, t.folds = validator.score_folds(c, channels, target_fpr, k, n)
+            t.labelled_auc = validator.score_labelled(program, channels)
+        else:
+            t.synthetic_auc, t.auc_by_type, t.fpr, t.labelled_auc = validator.score(program, channels)
     except DataError as exc:
         t.status = f"failed: {exc}"
         t.data_problem = True
@@ -662,6 +754,7 @@ def _run_trial(c: Candidate, stage: str, channels: tuple[str, ...], fit_part: Se
         t.seconds = time.monotonic() - began
     t.quality = t.synthetic_auc if t.labelled_auc is None else (t.synthetic_auc + t.labelled_auc) / 2.0
     t.fpr_ok = t.fpr <= fpr_limit
+    t.fpr_far = t.fpr > FAR_FPR_FACTOR * target_fpr
     t.program, t.pipeline, t.size = program, pipe, size
     t.status = "ok"
     return t
@@ -702,6 +795,15 @@ def _data_refusal(failed: list[Trial], trials: list[Trial], train: Series, valid
             f"(e.g. {small.status.removeprefix('failed: ')})"
             + (f"; {over} other candidate(s) were also over budget" if over else "")
             + "; record longer or pass smaller --windows")
+
+
+def _all_alarm(ok: list[Trial], chosen: Trial, train: Series, target_fpr: float, stopped: str | None) -> str:
+    """One line for a search in which every scored candidate alarms far too often on held-out normal data."""
+    return (f"{train.source}: every candidate scored ({len(ok)}) alarms on held-out normal windows far more often "
+            f"than the target {target_fpr:g}; the chosen one, the lowest, on {chosen.fpr:.0%} of them: the normal "
+            "data does not look the same from one part of the recording to another"
+            + (f" ({stopped}: allow more --trials or --time-budget)" if stopped else "")
+            + "; record a longer stretch of normal operation covering its usual modes before deploying it")
 
 
 def _nothing_fits(trials: list[Trial], budget: Budget, train: Series) -> str:
