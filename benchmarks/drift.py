@@ -94,7 +94,7 @@ def poison_figures(r: Any, unchanged: Any, start_row: int, full_row: int) -> dic
     }
 
 
-def run(detector: str, profiles: Sequence[str]) -> dict[str, Any]:
+def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from tinywarden.detectors import make_detector
     from tinywarden.evaluate import evaluate
     from tinywarden.pipeline import Pipeline
@@ -102,7 +102,7 @@ def run(detector: str, profiles: Sequence[str]) -> dict[str, Any]:
     from tinywarden.respond.policy import Adaptation
     from tinywarden.simulate import SCENARIO_SPECS, simulate, simulate_detailed
 
-    variants = {"off": None, "on": Adaptation()}
+    variants = {"off": None, "on": Adaptation(**(overrides or {}))}
     rows: list[dict[str, Any]] = []
     for profile in profiles:
         base = simulate(profile, DAYS, "none", seed=SEED)
@@ -233,12 +233,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="camera only; writes nothing")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/drift.md")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="an [adaptation] field for the 'on' runs (repeatable; e.g. settle_s=21600); with it "
+                         "nothing is written unless --json")
     args = ap.parse_args(argv)
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     single_core()
-    result = run(args.detector, PROFILES[:1] if args.quick else PROFILES)
+    result = run(args.detector, PROFILES[:1] if args.quick else PROFILES, overrides)
     text = render(result)
     print(text)
-    if not (args.quick or args.no_write):
+    if not (args.quick or args.no_write or overrides):
         (RESULTS / "drift.md").write_text(text)
     if args.json:
         args.json.write_text(json.dumps(json_safe(result), indent=2, sort_keys=True))
