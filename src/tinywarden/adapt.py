@@ -19,14 +19,27 @@ that keep an attacker from steering it:
    what gives it away, before it reaches its full rate. A legitimate change (a firmware update) is
    flagged too, once; an operator who approves it re-baselines with a new signed bundle.
 
-A legitimate level shift is first an alarm (rule 1 holds the scaler); the likelihood's running
-distribution learns the new level (:class:`~tinywarden.likelihood.AnomalyLikelihood`), the confidence
-falls below the bar, and from then on the scaler follows the new level, so raw scores and the false
-alarms fall back without an operator.
+Rule 1 also asks, by default (``below_threshold``), that the window's raw score be at or under the
+pipeline's threshold: the likelihood learns every level, so right after an anomaly its widened
+distribution would call the next moderately anomalous windows clearly normal.
+
+4. *A sustained shift settles* (``settle_s``, 12 h by default): a legitimate change (a firmware update)
+   is first an alarm, and rule 1 holds the baseline; windows over the threshold fill a leaky count
+   (+1 over, -1 under, at most ``settle_s`` worth of windows). When it is full, the shift has lasted
+   ``settle_s``: the baseline jumps to a *shadow* mean and spread that followed every window at
+   ``2**-settle_rate_shift`` (about a day at the default stride) and then keeps learning from every
+   window at that rate, with its scale never under the reference one, until the count is empty again.
+   The jump moves the baseline away from the reference, so the drift flag tells the operator. An attack
+   that lasts ``settle_s`` is taught too: it has raised its alarm at its start, and the flag follows.
 
 The detector's own state (EWMA mean, k-means centroids) is not adapted: the scaler's adaptation keeps
 the detector's inputs centred on the normal it learned, and the detectors' ``partial_fit`` rates are
 not bounded per window. The adaptation is Python only (the generated C keeps its trained baseline).
+With ``below_threshold = False`` and ``settle_s = 0`` it is the first version, step for step. What an
+integer port needs beyond that version: the raw score compared with the threshold before the slow step;
+a leaky count (an integer up to ``settle_windows``); a second per-input mean and spread (the shadow,
+updated every window at ``settle_rate_shift``; twice the adaptation's RAM); the copy on settling and the
+scale floor of 1 (instead of 0.5) of the reference while settling.
 """
 
 from __future__ import annotations
