@@ -27,7 +27,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,8 @@ DATASETS = ("smd", "asd")
 Row = dict[str, Any]
 
 
-def entity_rows(entity: Any, families: Sequence[str]) -> list[Row]:
-    """One row per family: ROC AUC off and on for this entity."""
+def entity_rows(entity: Any, families: Sequence[str], done: Callable[[Row], None] = lambda row: None) -> list[Row]:
+    """One row per family: ROC AUC off and on for this entity; ``done`` is called with each row as it comes."""
     import copy
 
     from tinywarden.adapt import adapted_scores
@@ -70,6 +70,7 @@ def entity_rows(entity: Any, families: Sequence[str]) -> list[Row]:
         except TinywardenError as exc:
             rows.append({"dataset": entity.dataset, "entity": entity.name, "family": name,
                          "unavailable": f"fit failed: {exc}"})
+            done(rows[-1])
             continue
         scorer = copy.copy(pipeline)
         scorer.stride = p.test_stride
@@ -87,6 +88,7 @@ def entity_rows(entity: Any, families: Sequence[str]) -> list[Row]:
         print(f"{entity.dataset} {entity.name} {name}: off {row['roc_auc_off']:.4f} on {row['roc_auc_on']:.4f} "
               f"({row['delta']:+.4f}), {row['seconds']:.0f} s", file=sys.stderr, flush=True)
         rows.append(row)
+        done(row)
     return rows
 
 
@@ -172,13 +174,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}")
         rows = []
+
+        def save(row: Row) -> None:  # every row as it comes, so a run cut short keeps what it measured
+            rows.append(row)
+            if args.json:
+                args.json.write_text(json.dumps({"machine": info, "rows": json_safe(rows)}, indent=1) + "\n")
+
         for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
             for i, entity in enumerate(entities(dataset)):
                 if args.entities is not None and i >= args.entities:
                     break
-                rows += entity_rows(entity, families)
-                if args.json:
-                    args.json.write_text(json.dumps({"machine": info, "rows": json_safe(rows)}, indent=1) + "\n")
+                entity_rows(entity, families, save)
     text = markdown(rows, info, args.note)
     print(text)
     if not args.no_write:

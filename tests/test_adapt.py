@@ -183,3 +183,18 @@ def test_the_policy_sets_the_new_adaptation_fields_and_refuses_bad_values_naming
                      ("settle_rate_shift = 0", "settle_rate_shift")):
         with pytest.raises(PolicyError, match=rf"adaptation\.{key}"):
             parse_policy(POLICY + f"[adaptation]\n{bad}\n")
+
+
+def test_adapted_scores_of_precomputed_windows_equal_the_agent_path_replay(trained: Pipeline) -> None:
+    from tinywarden.adapt import adapted_scores
+    from tinywarden.replay import replay
+
+    x, start, _ = shifted(0.3, 0.3, 0.0, seed=7)
+    series = Series(np.arange(len(x)) * PERIOD_S, x, ("cpu", "net"))
+    ends, raw = trained.window_inputs(series)
+    cfg = Adaptation(settle_s=1800.0)
+    scores = adapted_scores(trained, raw, cfg)
+    r = replay(trained, series, 0, cfg)
+    np.testing.assert_array_equal(r.windows.end_rows, ends)
+    np.testing.assert_allclose(scores, r.windows.scores, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(scores, adapted_scores(trained, raw, None))  # the shift made the baseline move
