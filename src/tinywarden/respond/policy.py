@@ -21,7 +21,8 @@ the baseline by ``2**-rate_shift``), ``below_confidence`` (clearly normal: confi
 ``max_drift`` (flag when the adapted baseline is this many training standard deviations from the
 reference kept from training), ``below_threshold`` (a window over the model's threshold never teaches;
 default true), ``settle_s`` (a shift sustained this long, 12 h by default, is followed at
-``2**-settle_rate_shift`` per window; 0 never). The C module does not adapt; its export ignores this table.
+``2**-settle_rate_shift`` per window; 0 never), ``adapt_scale`` (the slow path learns the scale too;
+default false: offsets only). The C module does not adapt; its export ignores this table.
 The format is documented in ``docs/policy.md``; ``examples/policy.toml`` is a complete example.
 
 Everything wrong with a policy is a :class:`PolicyError` naming the file and the dotted key at fault.
@@ -162,7 +163,7 @@ _POLICY_KEYS = {
 _TIER_KEYS = {"actions", "k", "n", "consecutive", "margin", "min_dwell_s", "deescalate_after_s", "dead_man_s",
               "min_confidence"}
 _ADAPTATION_KEYS = {"enabled", "rate_shift", "below_confidence", "max_drift", "below_threshold", "settle_s",
-                    "settle_rate_shift"}
+                    "settle_rate_shift", "adapt_scale"}
 _TOP_KEYS = {"policy", "critical", "tiers", "actions", "adaptation"}
 MAX_RATE_SHIFT = 20
 """Slowest adaptation rate, ``2**-20`` per window; 0 would replace the baseline by every window."""
@@ -358,12 +359,14 @@ class _Validator:
         d = Adaptation()
         enabled = doc.get("enabled", d.enabled)
         below_threshold = doc.get("below_threshold", d.below_threshold)
-        for key, flag in (("enabled", enabled), ("below_threshold", below_threshold)):
+        adapt_scale = doc.get("adapt_scale", d.adapt_scale)
+        for key, flag in (("enabled", enabled), ("below_threshold", below_threshold), ("adapt_scale", adapt_scale)):
             if not isinstance(flag, bool):
                 raise self.fail(f"adaptation.{key}", f"must be true or false (got {flag!r})")
         return Adaptation(
             enabled=enabled,
             below_threshold=below_threshold,
+            adapt_scale=adapt_scale,
             settle_s=self.number(doc, "settle_s", "adaptation.settle_s", d.settle_s, 0.0, MAX_SETTLE_S),
             settle_rate_shift=self.integer(doc, "settle_rate_shift", "adaptation.settle_rate_shift",
                                            d.settle_rate_shift, 1, MAX_RATE_SHIFT),
