@@ -198,3 +198,17 @@ def test_adapted_scores_of_precomputed_windows_equal_the_agent_path_replay(train
     np.testing.assert_array_equal(r.windows.end_rows, ends)
     np.testing.assert_allclose(scores, r.windows.scores, rtol=1e-9, atol=1e-12)
     assert not np.allclose(scores, adapted_scores(trained, raw, None))  # the shift made the baseline move
+
+
+def test_the_slow_path_learns_the_scale_only_when_adapt_scale_is_set(trained: Pipeline) -> None:
+    import copy
+
+    x = trained.split_inputs(Series(np.arange(DAY) * PERIOD_S, telemetry(1.0, 8), ("cpu", "net")))[0][0]
+    wide = trained.offset_ + 3.0 * (x - trained.offset_)  # the same window, three times as far from the offset
+    for adapt_scale in (False, True):
+        p = copy.deepcopy(trained)
+        ad = BaselineAdapter(p, Adaptation(adapt_scale=adapt_scale))
+        for _ in range(50):
+            assert ad.observe(wide, 0.0, score=0.0).adapted
+        assert not np.array_equal(p.offset_, trained.offset_)
+        assert np.array_equal(p.scale_, trained.scale_) is not adapt_scale
