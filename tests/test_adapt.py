@@ -57,7 +57,7 @@ def run(trained: Pipeline, x: np.ndarray, adaptation: Adaptation | None) -> Run:
         flags.append(flag)
         if adapter is not None:
             assert scorer.last_input is not None
-            step = adapter.observe(scorer.last_input, conf, lik)
+            step = adapter.observe(scorer.last_input, conf, lik, score)
             if step.flagged and first is None:
                 first = len(flags) - 1
             drift.append(step.drift)
@@ -123,3 +123,92 @@ def test_elevated_windows_do_not_teach_and_a_disabled_adapter_teaches_nothing(tr
     np.testing.assert_allclose(p.offset_ - trained.offset_, (x - trained.offset_) * 2.0**-Adaptation().rate_shift)
     off = run(trained, telemetry(0.2, 4), Adaptation(enabled=False))
     assert off.flag_window is None and len(off.drift) == 0
+
+
+def test_a_window_over_the_threshold_never_teaches_the_slow_path_even_when_its_confidence_is_low(
+        trained: Pipeline) -> None:
+    import copy
+
+    x = trained.split_inputs(Series(np.arange(DAY) * PERIOD_S, telemetry(1.0, 5), ("cpu", "net")))[0][0]
+    over, under = 2.0 * trained.threshold_, 0.5 * trained.threshold_
+    for below_threshold, taught_over in ((True, False), (False, True)):
+        p = copy.deepcopy(trained)
+        ad = BaselineAdapter(p, Adaptation(below_threshold=below_threshold, settle_s=0.0))
+        assert ad.observe(x, 0.0, score=over).adapted is taught_over
+        assert ad.observe(x, 0.0, score=under).adapted
+        assert not ad.observe(x, 0.0, score=float("nan")).adapted or not below_threshold
+
+
+def test_a_shift_sustained_for_settle_s_is_followed_and_flagged_a_shorter_one_is_not(trained: Pipeline) -> None:
+    import copy
+
+    settle = Adaptation(settle_s=3600.0)  # 60 windows of one minute
+    assert BaselineAdapter(copy.deepcopy(trained), settle).settle_windows == 60
+    x, start, _ = shifted(0.5, 0.5, 0.0, seed=6)
+    never = Adaptation(settle_s=0.0)
+    on, off = run(trained, x, settle), run(trained, x, never)
+    after = slice(window_of(start) + 120, window_of(start) + 240)  # the second and third hour of the shift
+    assert on.flags[after].mean() < 0.1 < 0.5 < off.flags[after].mean()
+    assert on.flag_window is not None and on.flag_window >= window_of(start) + 59  # flagged when it settles
+    # the same step lasting half of settle_s: nothing settles, the baseline stays where it was
+    y, start_y, _ = shifted(0.5, 0.5, 0.0, seed=6)
+    y[start_y + 30 * STRIDE:, 0] -= SHIFT_SIGMA
+    short = run(trained, y, settle)
+    assert short.flag_window is None and short.drift.max() < 1.0
+
+
+POLICY = """
+[policy]
+name = "t"
+version = "1"
+[actions.notify]
+type = "log"
+message = "anomaly"
+[tiers.alert]
+actions = ["notify"]
+k = 2
+n = 3
+"""
+
+
+def test_the_policy_sets_the_new_adaptation_fields_and_refuses_bad_values_naming_the_key() -> None:
+    from tinywarden.respond.policy import PolicyError, parse_policy
+
+    default = parse_policy(POLICY).adaptation
+    assert default.below_threshold is True and default.settle_s > 0
+    first = parse_policy(POLICY + "[adaptation]\nbelow_threshold = false\nsettle_s = 0\nsettle_rate_shift = 5\n")
+    assert (first.adaptation.below_threshold, first.adaptation.settle_s, first.adaptation.settle_rate_shift) == (
+        False, 0.0, 5)
+    for bad, key in (("below_threshold = 1", "below_threshold"), ("settle_s = -1", "settle_s"),
+                     ("settle_rate_shift = 0", "settle_rate_shift")):
+        with pytest.raises(PolicyError, match=rf"adaptation\.{key}"):
+            parse_policy(POLICY + f"[adaptation]\n{bad}\n")
+
+
+def test_adapted_scores_of_precomputed_windows_equal_the_agent_path_replay(trained: Pipeline) -> None:
+    from tinywarden.adapt import adapted_scores
+    from tinywarden.replay import replay
+
+    x, start, _ = shifted(0.3, 0.3, 0.0, seed=7)
+    series = Series(np.arange(len(x)) * PERIOD_S, x, ("cpu", "net"))
+    ends, raw = trained.window_inputs(series)
+    cfg = Adaptation(settle_s=1800.0)
+    scores = adapted_scores(trained, raw, cfg)
+    r = replay(trained, series, 0, cfg)
+    np.testing.assert_array_equal(r.windows.end_rows, ends)
+    np.testing.assert_allclose(scores, r.windows.scores, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(scores, adapted_scores(trained, raw, None))  # the shift made the baseline move
+
+
+def test_the_slow_path_learns_the_scale_only_when_adapt_scale_is_set(trained: Pipeline) -> None:
+    import copy
+
+    x = trained.split_inputs(Series(np.arange(DAY) * PERIOD_S, telemetry(1.0, 8), ("cpu", "net")))[0][0]
+    wide = trained.offset_ + 3.0 * (x - trained.offset_)  # the same window, three times as far from the offset
+    for adapt_scale in (False, True):
+        p = copy.deepcopy(trained)
+        ad = BaselineAdapter(p, Adaptation(adapt_scale=adapt_scale))
+        for _ in range(50):
+            assert ad.observe(wide, 0.0, score=0.0).adapted
+        assert not np.array_equal(p.offset_, trained.offset_)
+        assert np.array_equal(p.scale_, trained.scale_) is not adapt_scale

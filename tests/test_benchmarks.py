@@ -337,3 +337,21 @@ def test_tune_smd_few_labels_split_ranking_and_table() -> None:
     text = "\n".join(few_labels_markdown(rows))
     assert "| m2 | n/a (2 incidents) |" in text and "| **mean (1)** | | 0.800 | 0.880 | 0.870 | 0.900 | 0.020 |" in text
     assert "tune rule gap 0.0200 (NOT met)" in text
+
+
+def test_adapt_quality_goal_is_the_mean_loss_per_dataset_and_family_and_names_the_worst_entity() -> None:
+    from benchmarks.adapt_quality import GOAL_MAX_LOSS, markdown, summarise
+
+    def row(family: str, entity: str, off: float, on: float) -> dict[str, Any]:
+        return {"dataset": "asd", "entity": entity, "family": family, "roc_auc_off": off, "roc_auc_on": on,
+                "delta": on - off, "row_roc_auc_off": off, "row_roc_auc_on": on, "row_delta": on - off}
+
+    small, big = GOAL_MAX_LOSS / 2, GOAL_MAX_LOSS * 2
+    rows = [row("a", "omi-1", 0.8, 0.8 - small), row("a", "omi-2", 0.9, 0.9 - small),
+            row("b", "omi-1", 0.8, 0.8 - 3 * big), row("b", "omi-2", 0.9, 0.9 + big),
+            {"dataset": "asd", "entity": "omi-1", "family": "c", "unavailable": "fit failed: x"}]
+    s = {r["family"]: r for r in summarise(rows)}
+    assert s["a"]["met"] and not s["b"]["met"] and "c" not in s
+    assert s["b"]["worst_entity"] == "omi-1" and s["b"]["worst_delta"] == pytest.approx(-3 * big)
+    text = markdown(rows, {"date": "d", "machine": "m", "python": "p", "commit": "c"}, "")
+    assert "**missed**" in text and "fit failed: x" in text and "Goal met by 1 of 2" in text

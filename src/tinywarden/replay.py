@@ -110,7 +110,7 @@ def replay(pipeline: Pipeline, series: Series, start_row: int = 0,
         score, flag, alarm = out
         c = lik.update(score) if lik is not None else math.nan
         if adapter is not None and scorer.last_input is not None:
-            step = adapter.observe(scorer.last_input, c if math.isfinite(c) else None, lik)
+            step = adapter.observe(scorer.last_input, c if math.isfinite(c) else None, lik, score)
             if step.flagged:
                 drift_rows.append(row)
         ends.append(row)

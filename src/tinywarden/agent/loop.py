@@ -609,7 +609,7 @@ class Agent:
         self.last_confidence = c if math.isfinite(c) else None
         x = self._active.scorer.last_input
         if self._adapter is not None and x is not None:
-            step = self._adapter.observe(x, self.last_confidence, self._likelihood)
+            step = self._adapter.observe(x, self.last_confidence, self._likelihood, score)
             if step.flagged:
                 self._audit("baseline_drift", {
                     "model": self._active.loaded.label, **self._adapter.status(),

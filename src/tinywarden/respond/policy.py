@@ -19,9 +19,13 @@ The ``[adaptation]`` table switches the deployed pipeline's baseline adaptation
 (:mod:`tinywarden.adapt`): ``enabled`` (default true), ``rate_shift`` (each clearly normal window moves
 the baseline by ``2**-rate_shift``), ``below_confidence`` (clearly normal: confidence below this) and
 ``max_drift`` (flag when the adapted baseline is this many training standard deviations from the
-reference kept from training). The C export with this policy compiles the same adaptation in when it is
-enabled and the model's int8 program has the step (:mod:`tinywarden.kernels.adapt_q`), and leaves it out
-when it is off.
+reference kept from training), ``below_threshold`` (a window over the model's threshold never teaches;
+default true), ``settle_s`` (a shift sustained this long, 12 h by default, is followed at
+``2**-settle_rate_shift`` per window; 0 never), ``adapt_scale`` (the slow path learns the scale too;
+default false: offsets only). The C export with this policy compiles the integer adaptation in when it
+is enabled and the model's int8 program has the step (:mod:`tinywarden.kernels.adapt_q`), and leaves it
+out when it is off; the integer step follows ``enabled``, ``rate_shift``, ``below_confidence`` and
+``max_drift`` only (the first version's rule: see :mod:`tinywarden.adapt`).
 The format is documented in ``docs/policy.md``; ``examples/policy.toml`` is a complete example.
 
 Everything wrong with a policy is a :class:`PolicyError` naming the file and the dotted key at fault.
@@ -161,11 +165,14 @@ _POLICY_KEYS = {
 }
 _TIER_KEYS = {"actions", "k", "n", "consecutive", "margin", "min_dwell_s", "deescalate_after_s", "dead_man_s",
               "min_confidence"}
-_ADAPTATION_KEYS = {"enabled", "rate_shift", "below_confidence", "max_drift"}
+_ADAPTATION_KEYS = {"enabled", "rate_shift", "below_confidence", "max_drift", "below_threshold", "settle_s",
+                    "settle_rate_shift", "adapt_scale"}
 _TOP_KEYS = {"policy", "critical", "tiers", "actions", "adaptation"}
 MAX_RATE_SHIFT = 20
 """Slowest adaptation rate, ``2**-20`` per window; 0 would replace the baseline by every window."""
 MAX_DRIFT = 1e3
+MAX_SETTLE_S = 90 * 86400.0
+"""Longest sustained shift the baseline waits for before following it (0 turns the rule off)."""
 
 
 def check_c_exportable(policy: Policy, has_likelihood: bool = False) -> None:
@@ -355,10 +362,18 @@ class _Validator:
         self.unknown(doc, _ADAPTATION_KEYS, "adaptation")
         d = Adaptation()
         enabled = doc.get("enabled", d.enabled)
-        if not isinstance(enabled, bool):
-            raise self.fail("adaptation.enabled", f"must be true or false (got {enabled!r})")
+        below_threshold = doc.get("below_threshold", d.below_threshold)
+        adapt_scale = doc.get("adapt_scale", d.adapt_scale)
+        for key, flag in (("enabled", enabled), ("below_threshold", below_threshold), ("adapt_scale", adapt_scale)):
+            if not isinstance(flag, bool):
+                raise self.fail(f"adaptation.{key}", f"must be true or false (got {flag!r})")
         return Adaptation(
             enabled=enabled,
+            below_threshold=below_threshold,
+            adapt_scale=adapt_scale,
+            settle_s=self.number(doc, "settle_s", "adaptation.settle_s", d.settle_s, 0.0, MAX_SETTLE_S),
+            settle_rate_shift=self.integer(doc, "settle_rate_shift", "adaptation.settle_rate_shift",
+                                           d.settle_rate_shift, 1, MAX_RATE_SHIFT),
             rate_shift=self.integer(doc, "rate_shift", "adaptation.rate_shift", d.rate_shift, 1, MAX_RATE_SHIFT),
             below_confidence=self.number(doc, "below_confidence", "adaptation.below_confidence",
                                          d.below_confidence, 0.0, 1.0, strict=True),
