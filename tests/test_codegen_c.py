@@ -1,6 +1,7 @@
 """Generated C compiled with the host gcc must return exactly the Python int8 reference's scores and
 decisions (tw_push with floats, tw_push_q with int16), for all four detectors, on simulated and real data."""
 
+import dataclasses
 import math
 import re
 import shutil
@@ -82,8 +83,14 @@ def quantized_lines(exe, data, mode, tmp):
     return np.array([[int(v) for v in line.split()[2:]] for line in out.splitlines() if line.startswith("q ")])
 
 
-def test_c_sample_quantization_matches_python(tmp_path):
+@pytest.mark.parametrize("pow2", [True, False])
+def test_c_sample_quantization_matches_python(pow2, tmp_path):
     _, prog = fitted("ewma")
+    # the quantizer picks power-of-two sample scales (a shift in C); a program with others takes the product
+    assert np.all(np.log2(prog.sample_mul) == np.round(np.log2(prog.sample_mul)))
+    if not pow2:
+        prog = dataclasses.replace(prog, sample_mul=(prog.sample_mul * np.float32(1.37)).astype(np.float32))
+    assert f"#define TW_SAMPLE_POW2 {int(pow2)}" in emit_c(prog)["tinywarden_model.c"]
     rng = np.random.default_rng(1)
     zero, mul = prog.sample_zero.astype(np.float64), prog.sample_mul.astype(np.float64)
     # values landing exactly on and next to .5 ties, at and beyond saturation, non-finite, denormal, -0
@@ -98,6 +105,10 @@ def test_c_sample_quantization_matches_python(tmp_path):
     exe = build(prog, tmp_path)
     want = quantize_samples(prog, x.astype(np.float64))
     assert np.array_equal(quantized_lines(exe, x, "Q", tmp_path), want)
+    raw = rng.integers(-(2**31), 2**31, (500, prog.n_channels)).astype(np.int32)
+    raw[::7] = (raw[::7] >> rng.integers(0, 31, (1, prog.n_channels))).astype(np.int32)
+    for frac in (0, 5, 17, 31):  # every shift distance, both directions
+        assert np.array_equal(quantized_lines(exe, raw, f"I{frac}", tmp_path), quantize_fixed(prog, raw, frac))
     # the integer definition stays within one step of the real value (q + zero) / mul, away from saturation
     real = x.astype(np.float64) * mul - zero
     inside = np.isfinite(real) & (np.abs(real) < 32000)

@@ -27,7 +27,7 @@ from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_d
 from tinywarden.errors import ConfigError
 from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, likelihood_q
 from tinywarden.kernels.features_s16 import MAX_WINDOW
-from tinywarden.program import MAX_FRAC_BITS, MAX_SAMPLE_ZERO, SAMPLE_SATURATION, Program
+from tinywarden.program import MAX_FRAC_BITS, MAX_SAMPLE_ZERO, POW2_MULTIPLIER, SAMPLE_SATURATION, Program
 
 if TYPE_CHECKING:
     from tinywarden.respond.policy import Policy
@@ -169,11 +169,14 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
     program.validate()
     model_id = program.model_id
     multiplier, shift = program.sample_requant
-    constants = [c_array("tw_sample_multiplier", multiplier), c_array("tw_sample_shift", shift.astype(np.int8)),
-                 c_array("tw_sample_zero", program.sample_zero)]
+    pow2 = bool(np.all(multiplier == POW2_MULTIPLIER))  # then the multipliers are implied, not stored
+    constants = [*([] if pow2 else [c_array("tw_sample_multiplier", multiplier)]),
+                 c_array("tw_sample_shift", shift.astype(np.int8)), c_array("tw_sample_zero", program.sample_zero)]
     kernels: list[tuple[str, str]] = []
     calls: list[str] = []
-    limits: dict[str, int] = {"TW_MAX_WINDOW": MAX_WINDOW, "TW_MAX_PERSIST_N": MAX_PERSIST_N}
+    limits: dict[str, int] = {"TW_MAX_WINDOW": MAX_WINDOW, "TW_MAX_PERSIST_N": MAX_PERSIST_N,
+                              # 1: every sample multiplier is a power of two, the conversion a shift
+                              "TW_SAMPLE_POW2": int(pow2)}
     needed: set[str] = set()
     needs_ring = any("window" in op.src and (KERNELS[op.kind].stream_ring is None
                                              or KERNELS[op.kind].stream_ring(op, program)) for op in program.ops)

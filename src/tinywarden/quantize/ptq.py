@@ -83,7 +83,8 @@ def _sample_quantization(pipeline: Pipeline, fit_windows: np.ndarray, headroom: 
     sigma = np.where(sigma > 0, sigma, 1e-3 * np.abs(rows).mean(axis=0))
     span = np.maximum.reduce([half * headroom, sigma * SIGMA_SPAN, np.abs(center) * INT16_MAX / zero_bound,
                               1e-6 * np.maximum(1.0, np.abs(center))])
-    mul = (INT16_MAX / span).astype(np.float32)
+    # a power of two at most one bit below INT16_MAX / span: the device's conversion is then a shift
+    mul = np.exp2(np.floor(np.log2(INT16_MAX / span))).astype(np.float32)
     zero = np.clip(round_half_away(center * mul.astype(np.float64)), -zero_bound, zero_bound).astype(np.int32)
     offset = (zero / mul.astype(np.float64)).astype(np.float32)
     return offset, mul, zero, 1.0 / mul.astype(np.float64)
