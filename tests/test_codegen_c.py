@@ -238,3 +238,24 @@ def test_state_bytes_is_checked_by_a_static_assertion(tmp_path):
     res = subprocess.run(["gcc", *FLAGS, "-c", str(tmp_path / "tinywarden_model.c"), "-o", str(tmp_path / "m.o")],
                          capture_output=True, text=True)
     assert res.returncode != 0 and "tw_state_bytes_check" in res.stderr
+
+
+def test_fully_connected_kernel_sums_are_folded_when_the_c_is_generated():
+    # CMSIS-NN's kernel sum: the C loop multiplies the raw int8 inputs, the input offset is in the table
+    from tinywarden.kernels.fully_connected_s8 import kernel_sum
+
+    _, prog = fitted("dense_ae")
+    src = emit_c(prog)["tinywarden_model.c"]
+    layers = [op for op in prog.ops if op.kind == "fully_connected_s8"]
+    assert layers and "input_offset);" not in src
+    x = np.random.default_rng(0).integers(-128, 128, (50, prog.tensor(layers[0].src[0]).size))
+    for op in layers:
+        assert f"tw_{op.dst}_kernel_sum" in src and f"tw_{op.dst}_bias" not in src
+        w = op.consts["weights"].astype(np.int64)
+        xs = x[:, : w.shape[1]]
+        folded = xs @ w.T + kernel_sum(op)["kernel_sum"].astype(np.int64)
+        assert np.array_equal(folded, (xs + op.attrs["input_offset"]) @ w.T + op.consts["bias"].astype(np.int64))
+    big = layers[0]
+    edited = dataclasses.replace(big, consts={**big.consts, "bias": np.full_like(big.consts["bias"], 2**31 - 1)})
+    with pytest.raises(ConfigError, match="may overflow int32"):
+        emit_c(dataclasses.replace(prog, ops=tuple(edited if op is big else op for op in prog.ops)))

@@ -13,6 +13,7 @@ and the test suite compiles this output and requires bit-identical scores and de
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,13 +83,19 @@ def _call_fields(program: Program, i: int) -> dict[str, Any]:
     dst = program.tensor(op.dst)
     fields["dst_size"] = dst.size
     fields.update({f"dst_shape{d}": n for d, n in enumerate(dst.shape)})
-    for cname, arr in op.consts.items():
+    for cname, arr in _tables(op).items():
         a = np.asarray(arr)
         fields[f"c_{cname}"] = table_name(op, cname)
         fields[f"{cname}_size"] = a.size
         fields.update({f"{cname}_shape{d}": n for d, n in enumerate(a.shape)})
     fields.update({k: int(v) for k, v in op.attrs.items() if isinstance(v, (int, np.integer))})
     return fields
+
+
+def _tables(op: Op) -> dict[str, np.ndarray]:
+    """The op's constant tables and those its kernel derives for the C form (``KernelSpec.c_tables``)."""
+    derive = KERNELS[op.kind].c_tables
+    return {**op.consts, **(derive(op) if derive is not None else {})}
 
 
 def table_name(op: Op, const: str) -> str:
@@ -202,14 +209,17 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
             limits.update(sc.limits)
             invariants.append(sc.doc)
             continue
-        constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in op.consts.items())
         kt = KernelTemplate.of(spec)
         try:
-            calls.append("    " + kt.call.substitute(call_fields))
-            if kt.params.template:
-                constants.append(kt.params.substitute(call_fields))
+            call = kt.call.substitute(call_fields)
+            params = kt.params.substitute(call_fields) if kt.params.template else ""
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"kernel {op.kind!r}: its C call line names an unknown field ({exc})") from None
+        # the tables the call reads (a kernel may read derived tables in place of some of the op's)
+        constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in _tables(op).items()
+                         if re.search(rf"\b{table_name(op, c)}\b", call + params))
+        constants.extend([params] if params else [])
+        calls.append("    " + call)
         if not any(k == op.kind for k, _ in kernels):
             kernels.append((op.kind, kt.body))
             needed.update(kt.requires)
