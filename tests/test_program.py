@@ -69,13 +69,14 @@ def test_integer_features_track_float_features():
     approx = a * f_int + b
     exact = extract(s.values[: 128 * 20].reshape(20, 128, -1), pipe.features)
     # relative to each feature's normal spread (the pipeline's scaler): typically under 1% of a standard
-    # deviation; at worst half an int16 step (<= 1/64 of the channel's standard deviation) on a feature
-    # whose spread is several times narrower than its channel's (the window minimum of a count: 0.12);
-    # crossings are counted on quantized samples, and a sample within one int16 step of the mean may
-    # count as a crossing or not
+    # deviation; at worst half an int16 step (<= 1/32 of the channel's standard deviation: the power-of-two
+    # sample scale gives up at most one bit) on a feature whose spread is several times narrower than its
+    # channel's (the window minimum of a count: 0.16, 0.12 before the power-of-two scales); crossings are
+    # counted on quantized samples, and a sample within one int16 step of the trained level may count as a
+    # crossing or not
     err = np.abs(approx - exact) / pipe.scale_
     cross = np.array([f == "crossings" for f in pipe.features] * prog.n_channels)
-    assert np.median(err) < 1e-2 and err[:, ~cross].max() < 0.15
+    assert np.median(err) < 1e-2 and err[:, ~cross].max() < 0.3
     assert np.abs(approx - exact)[:, cross].max() <= 0.1
 
 

@@ -78,7 +78,8 @@ def _sample_quantization(pipeline: Pipeline, fit_windows: np.ndarray, headroom: 
     # rms needs |S1 + W*zero| < 2**31 (program.features_s16): bound the zero, i.e. widen the scale
     zero_bound = min((INT32_MAX - w * 32768) // w, MAX_SAMPLE_ZERO)
     # a channel nearly constant while learning may move far in the field: its range also reaches
-    # SIGMA_SPAN standard deviations (still resolving 1/32 of one), so it does not saturate at once
+    # SIGMA_SPAN standard deviations (still resolving 1/16 of one after the power-of-two rounding below), so it
+    # does not saturate at once
     sigma = rows.std(axis=0)
     sigma = np.where(sigma > 0, sigma, 1e-3 * np.abs(rows).mean(axis=0))
     span = np.maximum.reduce([half * headroom, sigma * SIGMA_SPAN, np.abs(center) * INT16_MAX / zero_bound,
