@@ -51,8 +51,8 @@ from tinywarden.kernels.features_s16 import MAX_WINDOW
 from tinywarden.kernels.likelihood_q import LikelihoodQStream, check_likelihood, confidence_q
 
 __all__ = ["INT8_HEADER_KEY", "KERNELS", "MAX_FRAC_BITS", "MAX_SAMPLE_ZERO", "MAX_WINDOW", "POW2_MULTIPLIER",
-           "PROGRAM_VERSION", "Int8Stream", "Op", "Program", "TensorSpec", "from_model_file", "quantize_fixed", "quantize_samples",
-           "run_confidence", "run_int8", "run_windows", "to_model_file"]
+           "PROGRAM_VERSION", "Int8Stream", "Op", "Program", "TensorSpec", "from_model_file", "quantize_fixed",
+           "quantize_samples", "run_confidence", "run_int8", "run_windows", "to_model_file"]
 
 PROGRAM_VERSION = 1
 #: Header key of the program in a ``.twb`` model file (arrays are named ``int8/...``).
