@@ -188,15 +188,18 @@ ALL_FEATURES = ("mean", "std", "min", "max", "last", "rms", "band1", "band2", "b
                 "diff_abs_mean", "diff_abs_max")
 
 
-@pytest.mark.parametrize(("window", "stride", "features"), [
-    (32, 12, ALL_FEATURES),  # blocks of 4: band3 from the ring, the others from 8 blocks
-    (24, 3, ALL_FEATURES),  # blocks of 3: every band from the ring
-    (16, 16, ALL_FEATURES),  # one block per window
-    (64, 16, ("min", "max", "last", "band1", "band2", "diff_abs_max")),  # no ring at all
+@pytest.mark.parametrize(("window", "stride", "features", "cross_block"), [
+    (32, 12, ALL_FEATURES, None),  # blocks of 4: band3 and crossings (of the window's mean) from the ring
+    (24, 3, ALL_FEATURES, None),  # blocks of 3: every band and crossings from the ring
+    (16, 16, ALL_FEATURES, None),  # one block per window, crossings counted in it
+    (64, 32, ALL_FEATURES, 16),  # crossings in two sub-blocks of each block, no ring
+    (64, 32, ALL_FEATURES, 64),  # crossings of the window's mean (a model file written before blocks): ring
+    (64, 16, ("min", "max", "last", "band1", "band2", "diff_abs_max"), None),  # no ring at all
 ])
-def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, features, tmp_path):
+def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, features, cross_block, tmp_path):
     s, _ = camera()
-    pipe = Pipeline(make_detector("ewma"), window=window, stride=stride, features=features).fit(s.slice(0, 6000))
+    pipe = Pipeline(make_detector("ewma"), window=window, stride=stride, features=features,
+                    crossings_block=cross_block).fit(s.slice(0, 6000))
     prog = quantize_pipeline(pipe, s.slice(0, 6000))
     values = s.values[6000:9000].copy()
     values[100:130, 2] = np.nan  # saturating and NaN samples flow through the aggregates alike
@@ -204,7 +207,8 @@ def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, fe
     src = emit_c(prog)["tinywarden_model.c"]
     block = math.gcd(window, stride)
     coarse = [f for f in features if f.startswith("band") and block % 2 ** int(f[4:])]
-    assert ("ring[" in src) == ("crossings" in features or bool(coarse))
+    ring_crossings = "crossings" in features and block % pipe.crossings_block != 0
+    assert ("ring[" in src) == (ring_crossings or bool(coarse))
     assert "codes" not in src and "TW_FEATURE_" not in src  # the feature set is compiled in, not dispatched
     assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
                      values, tmp_path)

@@ -154,7 +154,8 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
     if pipeline.input_kind == "features":
         codes = np.array([FEATURE_TABLE[f].code for f in pipeline.features], dtype=np.int32)
         tensors.append(TensorSpec("features", "int64", (c * len(pipeline.features),)))
-        ops.append(Op("features_s16", ("window",), "features", {"window": pipeline.window},
+        ops.append(Op("features_s16", ("window",), "features",
+                      {"window": pipeline.window, "block": pipeline.crossings_block},
                       {"codes": codes, "z0": zero.astype(np.int32)}))
         affine = feature_affine(pipeline, s, zero)
     else:
