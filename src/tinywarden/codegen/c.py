@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinywarden.arith import C_HELPERS
+from tinywarden.arith import C_HELPER_DEPS, C_HELPERS
 from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_defines, c_literal, template
 from tinywarden.errors import ConfigError
@@ -238,6 +238,7 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
     scratch = [_scalar(CTYPES[t.dtype], f"t_{t.name}", t.size) for t in program.tensors]
     state_fields, state_bytes = state_layout(fields + scratch)
     scratch_bytes = sum(f.nbytes for f in scratch)
+    needed.update(dep for name in list(needed) for dep in C_HELPER_DEPS.get(name, ()))
     helpers = [text.strip("\n") + "\n" for name, text in C_HELPERS.items() if name in needed]
     limit_block = [f"/* limits of the kernels (tinywarden.kernels) */\n{c_defines(sorted(limits.items()))}\n"]
     info = program.info

@@ -64,7 +64,7 @@ C_TEMPLATE = r"""
 //@params: static const tw_dims_t tw_${dst}_filter_dims = {${weights_shape1}, 1, 1, ${weights_shape0}};
 //@call: tw_fully_connected_s8(&tw_${dst}_fc_params, &tw_${dst}_quant_params, s->t_${src0}, &tw_${dst}_filter_dims,
 //@+ ${c_weights}, ${c_kernel_sum}, s->t_${dst});
-//@requires: params arith
+//@requires: params requant32
 /* CMSIS-NN style fully connected layer with per-output-channel weights (filter_dims: n = n_in inputs, c =
  * n_out outputs; weights n_out x n_in, row-major): out[o] = clamp(requantize(bias[o] + sum_i w[o][i] *
  * (in[i] + input_offset), multiplier[o], shift[o]) + output_offset, activation); activation.min =
@@ -78,16 +78,17 @@ static void tw_fully_connected_s8(const tw_fc_params_t *fc_params, const tw_per_
 {
     int32_t n_in = filter_dims->n;
     int32_t o;
-    int32_t i;
     for (o = 0; o < filter_dims->c; o++) {
         const int8_t *w = weights + o * n_in;
         int32_t acc = kernel_sum[o];
-        int64_t q;
-        for (i = 0; i < n_in; i++) {
-            acc += (int32_t)w[i] * (int32_t)input[i];
+        const int8_t *x = input;
+        const int8_t *end = w + n_in;
+        while (w != end) {
+            acc += (int32_t)*w++ * (int32_t)*x++;
         }
-        q = (int64_t)tw_requantize(acc, quant_params->multiplier[o], quant_params->shift[o]) + fc_params->output_offset;
-        output[o] = (int8_t)tw_clamp64(q, fc_params->activation.min, fc_params->activation.max);
+        output[o] = (int8_t)tw_offset_clamp(tw_requantize32(acc, quant_params->multiplier[o], quant_params->shift[o]),
+                                            fc_params->output_offset, fc_params->activation.min,
+                                            fc_params->activation.max);
     }
 }
 """
