@@ -219,16 +219,13 @@ C_PUSH_RING = r"""    (void)q;
         tw_features_block(s, &s->ring[((s->head == 0u) ? TW_WINDOW : (int32_t)s->head) - TW_BLOCK][0]);
     }
 """
-#: ... or, when nothing else needs the ring, a buffer of one block.
-C_PUSH_BLOCK = r"""    int32_t c;
-    for (c = 0; c < TW_N_CHANNELS; c++) {
-        s->fbuf[s->bpos][c] = q[c];
-    }
-    s->bpos = (uint16_t)((s->bpos + 1u == TW_BLOCK) ? 0u : s->bpos + 1u);
+#: ... or, when nothing else needs the ring, a buffer of one block (the row copied channel by channel, straight-line).
+C_PUSH_BLOCK = Template(r"""    int16_t *row = s->fbuf[s->bpos];
+$copy    s->bpos = (uint16_t)((s->bpos + 1u == TW_BLOCK) ? 0u : s->bpos + 1u);
     if (s->bpos == 0u) {
         tw_features_block(s, &s->fbuf[0][0]);
     }
-"""
+""")
 
 #: One Haar band of one channel over the block: sum over groups of 2^level samples of (first half sum -
 #: second half sum)^2.
@@ -401,7 +398,8 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
     body = C_STREAM.substitute(
         locals=block(locals_, 8), update=block(update, 12), store=block(store, 8),
         bands=cross_code + "".join(band_code),
-        push=C_PUSH_RING if ring else C_PUSH_BLOCK,
+        push=C_PUSH_RING if ring else C_PUSH_BLOCK.substitute(
+            copy="".join(f"    row[{c}] = q[{c}];\n" for c in range(p.n_channels))),
         ring_helpers="\n" + "\n\n".join(ring_helpers) + "\n" if ring_helpers else "",
         names=", ".join(names), combine_init=block(cinit, 8), combine=block(comb, 12), outputs=block(outputs, 8))
     n_blocks = p.window // g
