@@ -141,6 +141,36 @@ class LikelihoodC:
     invariant: str
 
 
+def scratch_homes(program: Program) -> dict[str, str]:
+    """Each tensor's home: the tensor whose ``t_<name>`` state member holds it. A tensor moves into the member of a
+    tensor of its type that no later op reads (the member grows to the larger of the two), so the scratch holds
+    what the window's widest moment needs; the score, read after the window, keeps its own member.
+    """
+    last: dict[str, int] = {}
+    for i, op in enumerate(program.ops):
+        last.update({src: i for src in op.src})
+    final = program.ops[-1].dst if program.ops else ""
+    dtype = {t.name: t.dtype for t in program.tensors}
+    home: dict[str, str] = {}
+    free: list[str] = []  # members whose current tensor no later op reads
+    living: dict[str, str] = {}  # member -> the tensor in it
+    for i, op in enumerate(program.ops):
+        for member, name in list(living.items()):
+            if name != final and last.get(name, -1) < i:
+                free.append(member)
+                del living[member]
+        if op.dst not in dtype or op.dst in home:
+            continue
+        fits = [m for m in free if dtype[m] == dtype[op.dst]] if op.dst != final else []
+        member = fits[0] if fits else op.dst
+        if fits:
+            free.remove(member)
+        home[op.dst] = member
+        living[member] = op.dst
+    home.update({t.name: t.name for t in program.tensors if t.name not in home})
+    return home
+
+
 def likelihood_c(program: Program) -> LikelihoodC:
     """What the program's likelihood step adds to the C module (nothing but ``tw_confidence() == 0``
     without one)."""
@@ -235,7 +265,16 @@ def emit_c(program: Program, policy: Policy | None = None) -> dict[str, str]:
     fields.extend(lik.fields)
     if lik.invariant:
         invariants.append(lik.invariant)
-    scratch = [_scalar(CTYPES[t.dtype], f"t_{t.name}", t.size) for t in program.tensors]
+    home = scratch_homes(program)
+    slots: dict[str, tuple[str, int]] = {}
+    for t in program.tensors:
+        ctype, size = slots.get(home[t.name], (CTYPES[t.dtype], 0))
+        slots[home[t.name]] = (ctype, max(size, t.size))
+    scratch = [_scalar(ctype, f"t_{name}", size) for name, (ctype, size) in slots.items()]
+    moved = {name: h for name, h in home.items() if name != h}
+    if moved:
+        pattern = re.compile(r"\bs->t_(" + "|".join(map(re.escape, moved)) + r")\b")
+        calls = [pattern.sub(lambda m: f"s->t_{moved[m.group(1)]}", line) for line in calls]
     state_fields, state_bytes = state_layout(fields + scratch)
     scratch_bytes = sum(f.nbytes for f in scratch)
     needed.update(dep for name in list(needed) for dep in C_HELPER_DEPS.get(name, ()))
