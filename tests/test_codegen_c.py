@@ -13,7 +13,7 @@ import pytest
 
 from int8_fixtures import INT8_FAMILIES, camera, data_dir, fitted
 from tinywarden.calibrate import MAX_PERSIST_N
-from tinywarden.codegen.c import emit_c, write_c
+from tinywarden.codegen.c import emit_c, scratch_homes, write_c
 from tinywarden.detectors import make_detector
 from tinywarden.errors import ConfigError
 from tinywarden.pipeline import Pipeline
@@ -263,3 +263,18 @@ def test_fully_connected_kernel_sums_are_folded_when_the_c_is_generated():
     edited = dataclasses.replace(big, consts={**big.consts, "bias": np.full_like(big.consts["bias"], 2**31 - 1)})
     with pytest.raises(ConfigError, match="may overflow int32"):
         emit_c(dataclasses.replace(prog, ops=tuple(edited if op is big else op for op in prog.ops)))
+
+
+def test_scratch_tensors_share_members_once_no_later_op_reads_them(tmp_path):
+    # conv_ae: h0 is last read by the h1 layer, h1 by the h2 layer; h2 and recon move into their members (the
+    # member grows to the larger tensor), the input (read by the score) and the score keep their own
+    _, prog = fitted("conv_ae")
+    home = scratch_homes(prog)
+    assert home["h2"] == "h0" and home["recon"] == "h1" and home["input"] == "input" and home["score"] == "score"
+    hdr = emit_c(prog)["tinywarden_model.h"]
+    assert "t_h2[" not in hdr and "t_recon[" not in hdr
+    assert re.search(rf"int8_t t_h1\[{prog.tensor('recon').size}\];", hdr)
+    scratch = int(re.search(r"#define TW_SCRATCH_BYTES (\d+)", hdr).group(1))
+    assert scratch < sum(t.size * np.dtype(t.dtype).itemsize for t in prog.tensors)
+    assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
+                     camera()[0].values[6000:7000], tmp_path)

@@ -57,7 +57,7 @@ class BudgetOneClassSVM(Detector):
         self,
         kernel: Literal["rbf", "rff"] = "rbf",
         gamma: float | None = None,
-        max_support_vectors: int = 24,
+        max_support_vectors: int = 32,
         n_components: int = 64,
         nu: float = 0.05,
         random_state: int = 0,
