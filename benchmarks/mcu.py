@@ -289,7 +289,7 @@ def module_figures(program: Program, work: Path, stream: np.ndarray, *, size_cor
     out["qemu_check"] = reference_check(program, stream, target.decisions, adaptation)
     counted = stream[: program.window + COUNTED_WINDOWS * program.stride]
     for core in count_cores:
-        counts = run_on_qemu(work, counted, target=core, count=True, timeout=300).instructions
+        counts = run_on_qemu(work, counted, target=core, count=True, timeout=1200).instructions
         assert counts is not None
         total = int(counts.per_push.sum())
         top = {fn: round(n / total, 3) for fn, n in list(counts.by_function.items())[:6]}

@@ -1,6 +1,7 @@
 """Generated C compiled with the host gcc must return exactly the Python int8 reference's scores and
 decisions (tw_push with floats, tw_push_q with int16), for all four detectors, on simulated and real data."""
 
+import dataclasses
 import math
 import re
 import shutil
@@ -12,7 +13,7 @@ import pytest
 
 from int8_fixtures import INT8_FAMILIES, camera, data_dir, fitted
 from tinywarden.calibrate import MAX_PERSIST_N
-from tinywarden.codegen.c import emit_c, write_c
+from tinywarden.codegen.c import emit_c, scratch_homes, write_c
 from tinywarden.detectors import make_detector
 from tinywarden.errors import ConfigError
 from tinywarden.pipeline import Pipeline
@@ -82,8 +83,13 @@ def quantized_lines(exe, data, mode, tmp):
     return np.array([[int(v) for v in line.split()[2:]] for line in out.splitlines() if line.startswith("q ")])
 
 
-def test_c_sample_quantization_matches_python(tmp_path):
+@pytest.mark.parametrize("pow2", [True, False])
+def test_c_sample_quantization_matches_python(pow2, tmp_path):
     _, prog = fitted("ewma")
+    # a program whose sample scales are all powers of two converts with a shift in C; others take the product
+    if pow2:
+        prog = dataclasses.replace(prog, sample_mul=np.exp2(np.floor(np.log2(prog.sample_mul))).astype(np.float32))
+    assert f"#define TW_SAMPLE_POW2 {int(pow2)}" in emit_c(prog)["tinywarden_model.c"]
     rng = np.random.default_rng(1)
     zero, mul = prog.sample_zero.astype(np.float64), prog.sample_mul.astype(np.float64)
     # values landing exactly on and next to .5 ties, at and beyond saturation, non-finite, denormal, -0
@@ -98,6 +104,10 @@ def test_c_sample_quantization_matches_python(tmp_path):
     exe = build(prog, tmp_path)
     want = quantize_samples(prog, x.astype(np.float64))
     assert np.array_equal(quantized_lines(exe, x, "Q", tmp_path), want)
+    raw = rng.integers(-(2**31), 2**31, (500, prog.n_channels)).astype(np.int32)
+    raw[::7] = (raw[::7] >> rng.integers(0, 31, (1, prog.n_channels))).astype(np.int32)
+    for frac in (0, 5, 17, 31):  # every shift distance, both directions
+        assert np.array_equal(quantized_lines(exe, raw, f"I{frac}", tmp_path), quantize_fixed(prog, raw, frac))
     # the integer definition stays within one step of the real value (q + zero) / mul, away from saturation
     real = x.astype(np.float64) * mul - zero
     inside = np.isfinite(real) & (np.abs(real) < 32000)
@@ -177,15 +187,18 @@ ALL_FEATURES = ("mean", "std", "min", "max", "last", "rms", "band1", "band2", "b
                 "diff_abs_mean", "diff_abs_max")
 
 
-@pytest.mark.parametrize(("window", "stride", "features"), [
-    (32, 12, ALL_FEATURES),  # blocks of 4: band3 from the ring, the others from 8 blocks
-    (24, 3, ALL_FEATURES),  # blocks of 3: every band from the ring
-    (16, 16, ALL_FEATURES),  # one block per window
-    (64, 16, ("min", "max", "last", "band1", "band2", "diff_abs_max")),  # no ring at all
+@pytest.mark.parametrize(("window", "stride", "features", "cross_block"), [
+    (32, 12, ALL_FEATURES, None),  # blocks of 4: band3 and crossings (of the window's mean) from the ring
+    (24, 3, ALL_FEATURES, None),  # blocks of 3: every band and crossings from the ring
+    (16, 16, ALL_FEATURES, None),  # one block per window, crossings counted in it
+    (64, 32, ALL_FEATURES, 16),  # crossings in two sub-blocks of each block, no ring
+    (64, 32, ALL_FEATURES, 64),  # crossings of the window's mean (a model file written before blocks): ring
+    (64, 16, ("min", "max", "last", "band1", "band2", "diff_abs_max"), None),  # no ring at all
 ])
-def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, features, tmp_path):
+def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, features, cross_block, tmp_path):
     s, _ = camera()
-    pipe = Pipeline(make_detector("ewma"), window=window, stride=stride, features=features).fit(s.slice(0, 6000))
+    pipe = Pipeline(make_detector("ewma"), window=window, stride=stride, features=features,
+                    crossings_block=cross_block).fit(s.slice(0, 6000))
     prog = quantize_pipeline(pipe, s.slice(0, 6000))
     values = s.values[6000:9000].copy()
     values[100:130, 2] = np.nan  # saturating and NaN samples flow through the aggregates alike
@@ -193,7 +206,8 @@ def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, fe
     src = emit_c(prog)["tinywarden_model.c"]
     block = math.gcd(window, stride)
     coarse = [f for f in features if f.startswith("band") and block % 2 ** int(f[4:])]
-    assert ("ring[" in src) == ("crossings" in features or bool(coarse))
+    ring_crossings = "crossings" in features and block % pipe.crossings_block != 0
+    assert ("ring[" in src) == (ring_crossings or bool(coarse))
     assert "codes" not in src and "TW_FEATURE_" not in src  # the feature set is compiled in, not dispatched
     assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
                      values, tmp_path)
@@ -227,3 +241,39 @@ def test_state_bytes_is_checked_by_a_static_assertion(tmp_path):
     res = subprocess.run(["gcc", *FLAGS, "-c", str(tmp_path / "tinywarden_model.c"), "-o", str(tmp_path / "m.o")],
                          capture_output=True, text=True)
     assert res.returncode != 0 and "tw_state_bytes_check" in res.stderr
+
+
+def test_fully_connected_kernel_sums_are_folded_when_the_c_is_generated():
+    # CMSIS-NN's kernel sum: the C loop multiplies the raw int8 inputs, the input offset is in the table
+    from tinywarden.kernels.fully_connected_s8 import kernel_sum
+
+    _, prog = fitted("dense_ae")
+    src = emit_c(prog)["tinywarden_model.c"]
+    layers = [op for op in prog.ops if op.kind == "fully_connected_s8"]
+    assert layers and "input_offset);" not in src
+    x = np.random.default_rng(0).integers(-128, 128, (50, prog.tensor(layers[0].src[0]).size))
+    for op in layers:
+        assert f"tw_{op.dst}_kernel_sum" in src and f"tw_{op.dst}_bias" not in src
+        w = op.consts["weights"].astype(np.int64)
+        xs = x[:, : w.shape[1]]
+        folded = xs @ w.T + kernel_sum(op)["kernel_sum"].astype(np.int64)
+        assert np.array_equal(folded, (xs + op.attrs["input_offset"]) @ w.T + op.consts["bias"].astype(np.int64))
+    big = layers[0]
+    edited = dataclasses.replace(big, consts={**big.consts, "bias": np.full_like(big.consts["bias"], 2**31 - 1)})
+    with pytest.raises(ConfigError, match="may overflow int32"):
+        emit_c(dataclasses.replace(prog, ops=tuple(edited if op is big else op for op in prog.ops)))
+
+
+def test_scratch_tensors_share_members_once_no_later_op_reads_them(tmp_path):
+    # conv_ae: h0 is last read by the h1 layer, h1 by the h2 layer; h2 and recon move into their members (the
+    # member grows to the larger tensor), the input (read by the score) and the score keep their own
+    _, prog = fitted("conv_ae")
+    home = scratch_homes(prog)
+    assert home["h2"] == "h0" and home["recon"] == "h1" and home["input"] == "input" and home["score"] == "score"
+    hdr = emit_c(prog)["tinywarden_model.h"]
+    assert "t_h2[" not in hdr and "t_recon[" not in hdr
+    assert re.search(rf"int8_t t_h1\[{prog.tensor('recon').size}\];", hdr)
+    scratch = int(re.search(r"#define TW_SCRATCH_BYTES (\d+)", hdr).group(1))
+    assert scratch < sum(t.size * np.dtype(t.dtype).itemsize for t in prog.tensors)
+    assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
+                     camera()[0].values[6000:7000], tmp_path)

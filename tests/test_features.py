@@ -15,6 +15,7 @@ from tinywarden.features import (
     StreamingFeatures,
     batch_features,
     check_features,
+    crossings_block,
     extract,
     feature_names,
     window_end_rows,
@@ -110,3 +111,17 @@ def test_feature_list_validation() -> None:
         check_features([], 128)
     assert feature_names(["cpu"], ["mean", "max"]) == ["cpu:mean", "cpu:max"]
     assert set(DEFAULT_FEATURES) <= set(FEATURES)
+
+
+def test_crossings_are_counted_per_block_against_the_blocks_own_mean() -> None:
+    # two halves oscillating around different levels: the window's mean (5) is crossed once, in the middle;
+    # each half's own mean is crossed at every step inside the half (31 + 31), none across the halves
+    x = np.concatenate([np.tile([-1.0, 1.0], 16), np.tile([9.0, 11.0], 16)]).reshape(1, 64, 1)
+    assert extract(x, ("crossings",))[0, 0] * 63 == pytest.approx(1.0)
+    assert extract(x, ("crossings",), 32)[0, 0] * 63 == pytest.approx(62.0)
+    assert extract(x, ("crossings",), 64)[0, 0] * 63 == pytest.approx(1.0)
+    assert crossings_block(64, 32) == 32 and crossings_block(128, 64) == 64
+    assert crossings_block(32, 4) == 32  # blocks of 4 are too short to count in: the whole window
+    for bad in (0, 3, 65, 2.0):
+        with pytest.raises(ConfigError, match="crossings block"):
+            extract(x, ("crossings",), bad)  # type: ignore[arg-type]

@@ -206,3 +206,30 @@ def test_rewriting_an_unchanged_file_still_loads(tmp_path: Path) -> None:
     # the helper above re-encodes faithfully, so the refusals come from the edits alone
     p = load_pipeline(_rewritten(_saved(tmp_path), tmp_path / "same.twb"))
     assert np.isfinite(p.threshold_)
+
+
+def test_crossings_block_survives_the_model_file_and_old_files_count_over_the_window(tmp_path: Path) -> None:
+    # crossings are counted per block of gcd(window, stride) rows since issue 16; a file written before kept
+    # no block and counted crossings of the window's mean: it must load with that definition, not the new one
+    from tinywarden.detectors import EWMAZScore
+    from tinywarden.modelfile import decode, encode, load_pipeline, save_pipeline
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.telemetry.series import Series
+
+    rng = np.random.default_rng(0)
+    s = Series(np.arange(3000.0), np.cumsum(rng.normal(size=(3000, 2)), axis=0), ("a", "b"))
+    p = Pipeline(EWMAZScore(), window=64, stride=32).fit(s)
+    assert p.crossings_block == 32
+    path = tmp_path / "m.twb"
+    save_pipeline(p, path)
+    assert load_pipeline(path).crossings_block == 32
+    header, arrays = decode(path.read_bytes())
+    header.pop("arrays")
+    del header["pipeline"]["crossings_block"]
+    old = tmp_path / "old.twb"
+    old.write_bytes(encode(header, arrays))
+    loaded = load_pipeline(old)
+    assert loaded.crossings_block == 64
+    whole = Pipeline(EWMAZScore(), window=64, stride=32, crossings_block=64)
+    np.testing.assert_array_equal(loaded._raw_inputs(s.values)[1], whole._raw_inputs(s.values)[1])
+    assert not np.array_equal(loaded._raw_inputs(s.values)[1], p._raw_inputs(s.values)[1])

@@ -222,6 +222,8 @@ def score_from_total(total: IntLike, shift: int) -> np.ndarray:
 
 
 # -- the same arithmetic in C: helper functions a kernel template names on its ``//@requires:`` line --------
+#: The helpers each helper calls (emitted with it, before it).
+C_HELPER_DEPS: dict[str, tuple[str, ...]] = {"arith": ("rounding",), "requant32": ("rounding",)}
 #: helper name -> C text, in the order they must appear (a helper may use an earlier one)
 C_HELPERS: dict[str, str] = {
     "params": r"""
@@ -274,7 +276,7 @@ typedef struct {
     int32_t c;
 } tw_dims_t;
 """,
-    "arith": r"""
+    "rounding": r"""
 /* round(a * b / 2^31), the nudge depending on the product's sign, truncating division; only
  * INT32_MIN * INT32_MIN overflows and saturates. CMSIS-NN arm_nn_doubling_high_mult.
  * Range: a, b any int32. */
@@ -299,6 +301,8 @@ static int32_t tw_divide_by_power_of_two(int32_t x, int32_t exponent)
     return (remainder > threshold) ? result + 1 : result;
 }
 
+""",
+    "arith": r"""
 /* x * multiplier * 2^(shift - 31), rounded. CMSIS-NN arm_nn_requantize, except that x is first
  * saturated so that x * 2^shift fits int32 (a larger x saturates any int8/int16 result anyway).
  * Range: multiplier in [0, INT32_MAX], shift in [-31, 30], x any int64. */
@@ -315,10 +319,32 @@ static int32_t tw_requantize(int64_t x, int32_t multiplier, int32_t shift)
     }
     return tw_divide_by_power_of_two(tw_doubling_high_mult((int32_t)(x * ((int64_t)1 << left)), multiplier), right);
 }
-
+""",
+    "clamp64": r"""
 static int64_t tw_clamp64(int64_t x, int64_t lo, int64_t hi)
 {
     return (x < lo) ? lo : ((x > hi) ? hi : x);
+}
+""",
+    "requant32": r"""
+/* tw_requantize for an int32 x (the same value, with 32-bit compares): x saturated so that x * 2^shift fits
+ * int32 (INT32_MIN >> shift is -(INT32_MAX >> shift) - 1), then the doubling high multiply and the rounding
+ * shift. Range: multiplier in [0, INT32_MAX], shift in [-31, 30], x any int32. */
+static int32_t tw_requantize32(int32_t x, int32_t multiplier, int32_t shift)
+{
+    if (shift > 0) {
+        int32_t hi = INT32_MAX >> shift;
+        x = (x > hi) ? hi : ((x < -hi - 1) ? -hi - 1 : x);
+        return tw_doubling_high_mult((int32_t)((uint32_t)x << shift), multiplier);
+    }
+    return tw_divide_by_power_of_two(tw_doubling_high_mult(x, multiplier), -shift);
+}
+
+/* clamp(r + offset, lo, hi) without forming r + offset when it would leave int32.
+ * Range: r any int32; offset, lo <= hi within int16. */
+static int32_t tw_offset_clamp(int32_t r, int32_t offset, int32_t lo, int32_t hi)
+{
+    return (r > hi - offset) ? hi : ((r < lo - offset) ? lo : r + offset);
 }
 """,
     "isqrt": r"""

@@ -173,8 +173,9 @@ def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
     except TinywardenError as exc:
         raise ModelFileError(f"{source}: {exc}") from None
     try:
+        # a file written before crossings were counted per block counted them over the whole window
         p = Pipeline(det, cfg["window"], cfg["stride"], cfg["features"], cfg["target_fpr"], cfg["k"], cfg["n"],
-                     cfg["calibration_fraction"])
+                     cfg["calibration_fraction"], cfg.get("crossings_block", cfg["window"]))
         p.channels_ = tuple(cfg["channels"])
         p.threshold_ = float(cfg["threshold"])
         p.offset_ = arrays["scaler/offset"]

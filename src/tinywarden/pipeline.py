@@ -25,10 +25,12 @@ from tinywarden.features import (
     StreamingFeatures,
     batch_features,
     batch_windows,
+    check_crossings_block,
     check_features,
     check_window,
     window_end_rows,
 )
+from tinywarden.features import crossings_block as default_crossings_block
 from tinywarden.guard import GuardVerdict, judge_bounds
 from tinywarden.likelihood import MIN_FIT_SCORES, AnomalyLikelihood
 from tinywarden.telemetry.series import Series
@@ -95,6 +97,7 @@ class Pipeline:
         k: int = 2,
         n: int = 3,
         calibration_fraction: float = 0.25,
+        crossings_block: int | None = None,
     ) -> None:
         check_window(window, stride)
         check_persistence(k, n)
@@ -110,6 +113,10 @@ class Pipeline:
         self.k = int(k)
         self.n = int(n)
         self.calibration_fraction = float(calibration_fraction)
+        #: rows per block the ``crossings`` feature counts in (tinywarden.features.crossings_block by default;
+        #: a model file written before blocks existed loads with the whole window, its old definition)
+        self.crossings_block = (default_crossings_block(window, stride) if crossings_block is None
+                                else check_crossings_block(crossings_block, window))
 
     # -- model inputs --------------------------------------------------------------------------
     @property
@@ -119,7 +126,7 @@ class Pipeline:
     def _raw_inputs(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(end_rows, unscaled model inputs) for every window of ``values``."""
         if self.input_kind == "features":
-            return batch_features(values, self.window, self.stride, self.features)
+            return batch_features(values, self.window, self.stride, self.features, self.crossings_block)
         ends = window_end_rows(len(values), self.window, self.stride)
         if len(ends) == 0:
             return ends, np.zeros((0, self.window, values.shape[1]))
@@ -339,6 +346,7 @@ class Pipeline:
             "k": self.k,
             "n": self.n,
             "calibration_fraction": self.calibration_fraction,
+            "crossings_block": self.crossings_block,
         }
 
 
@@ -348,7 +356,7 @@ class StreamingScorer:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.features = StreamingFeatures(pipeline.window, pipeline.stride, len(pipeline.channels_),
-                                          pipeline.features)
+                                          pipeline.features, pipeline.crossings_block)
         self.persistence = Persistence(pipeline.k, pipeline.n)
         self.last_input: np.ndarray | None = None  # unscaled model input of the last window (for adaptation)
 

@@ -52,9 +52,9 @@ from tinywarden.kernels.adapt_q import AdaptParams, AdaptQState, adapt_params, c
 from tinywarden.kernels.features_s16 import MAX_WINDOW
 from tinywarden.kernels.likelihood_q import LikelihoodQStream, check_likelihood, confidence_q
 
-__all__ = ["INT8_HEADER_KEY", "KERNELS", "MAX_FRAC_BITS", "MAX_SAMPLE_ZERO", "MAX_WINDOW", "PROGRAM_VERSION",
-           "Int8Stream", "Op", "Program", "TensorSpec", "from_model_file", "quantize_fixed", "quantize_samples",
-           "run_confidence", "run_int8", "run_windows", "to_model_file"]
+__all__ = ["INT8_HEADER_KEY", "KERNELS", "MAX_FRAC_BITS", "MAX_SAMPLE_ZERO", "MAX_WINDOW", "POW2_MULTIPLIER",
+           "PROGRAM_VERSION", "Int8Stream", "Op", "Program", "TensorSpec", "from_model_file", "quantize_fixed",
+           "quantize_samples", "run_confidence", "run_int8", "run_windows", "to_model_file"]
 
 PROGRAM_VERSION = 1
 #: Header key of the program in a ``.twb`` model file (arrays are named ``int8/...``).
@@ -65,6 +65,9 @@ MAX_FRAC_BITS = 31
 SAMPLE_SATURATION = 2**30
 #: ... and |sample_zero| is at most this: +-y - zero fits int32, and a saturated y still saturates the sample.
 MAX_SAMPLE_ZERO = 2**29
+#: The Q31 multiplier of a power-of-two ``sample_mul`` (``quantize_multiplier(2**k) == (2**30, k + 1)``): when
+#: every channel has it, the generated C converts samples with a shift (``TW_SAMPLE_POW2``).
+POW2_MULTIPLIER = 1 << 30
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,8 @@ class Int8Model:
         self.threshold_ = float(p.threshold)
         self.features: tuple[str, ...] = tuple(p.info.get("features", ()))
         self.input_kind = "features" if self.features else "window"
+        self.crossings_block = next((int(op.attrs.get("block", p.window)) for op in p.ops if op.kind == "features_s16"),
+                                    p.window)
         self.offset_ = np.asarray(arrays.get("scaler/offset", np.zeros(0)), dtype=np.float64)
         self.scale_ = np.asarray(arrays.get("scaler/scale", np.ones(0)), dtype=np.float64)
         self.likelihood_ = None if p.likelihood is None else ProgramLikelihood(p.likelihood)

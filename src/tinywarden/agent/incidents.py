@@ -43,7 +43,7 @@ def entered_tiers(events: Sequence[ActionEvent]) -> list[tuple[int, str]]:
 def window_summary(p: Pipeline | Int8Model, win: np.ndarray, top: int) -> dict[str, float]:
     """The ``top`` most deviating scaled values of window ``win``, by name (z relative to training)."""
     if p.input_kind == "features":
-        z = (extract(win[None], p.features)[0] - p.offset_) / p.scale_
+        z = (extract(win[None], p.features, p.crossings_block)[0] - p.offset_) / p.scale_
         names = feature_names(p.channels_, p.features)
     else:
         scaled = (win - p.offset_) / p.scale_

@@ -13,7 +13,9 @@ and the test suite compiles this output and requires bit-identical scores and de
 
 from __future__ import annotations
 
+import re
 import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -21,13 +23,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinywarden.arith import C_HELPERS
+from tinywarden.arith import C_HELPER_DEPS, C_HELPERS
 from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_defines, c_literal, template
 from tinywarden.errors import ConfigError
 from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, adapt_q, likelihood_q
 from tinywarden.kernels.features_s16 import MAX_WINDOW
-from tinywarden.program import MAX_FRAC_BITS, MAX_SAMPLE_ZERO, SAMPLE_SATURATION, Program, adaptation_params
+from tinywarden.program import (
+    MAX_FRAC_BITS,
+    MAX_SAMPLE_ZERO,
+    POW2_MULTIPLIER,
+    SAMPLE_SATURATION,
+    Program,
+    adaptation_params,
+)
 
 if TYPE_CHECKING:
     from tinywarden.adapt import Adaptation
@@ -83,13 +92,19 @@ def _call_fields(program: Program, i: int) -> dict[str, Any]:
     dst = program.tensor(op.dst)
     fields["dst_size"] = dst.size
     fields.update({f"dst_shape{d}": n for d, n in enumerate(dst.shape)})
-    for cname, arr in op.consts.items():
+    for cname, arr in _tables(op).items():
         a = np.asarray(arr)
         fields[f"c_{cname}"] = table_name(op, cname)
         fields[f"{cname}_size"] = a.size
         fields.update({f"{cname}_shape{d}": n for d, n in enumerate(a.shape)})
     fields.update({k: int(v) for k, v in op.attrs.items() if isinstance(v, (int, np.integer))})
     return fields
+
+
+def _tables(op: Op) -> dict[str, np.ndarray]:
+    """The op's constant tables and those its kernel derives for the C form (``KernelSpec.c_tables``)."""
+    derive = KERNELS[op.kind].c_tables
+    return {**op.consts, **(derive(op) if derive is not None else {})}
 
 
 def table_name(op: Op, const: str) -> str:
@@ -133,6 +148,37 @@ class LikelihoodC:
     post_score: str
     confidence: str
     invariant: str
+
+
+def scratch_homes(program: Program, keep: Iterable[str] = ()) -> dict[str, str]:
+    """Each tensor's home: the tensor whose ``t_<name>`` state member holds it. A tensor moves into the member of a
+    tensor of its type that no later op reads (the member grows to the larger of the two), so the scratch holds
+    what the window's widest moment needs; the score, read after the window, keeps its own member, and so does
+    each tensor named in ``keep`` (read after the window too, e.g. by the baseline adaptation).
+    """
+    last: dict[str, int] = {}
+    for i, op in enumerate(program.ops):
+        last.update({src: i for src in op.src})
+    kept = {program.ops[-1].dst if program.ops else "", *keep}
+    dtype = {t.name: t.dtype for t in program.tensors}
+    home: dict[str, str] = {}
+    free: list[str] = []  # members whose current tensor no later op reads
+    living: dict[str, str] = {}  # member -> the tensor in it
+    for i, op in enumerate(program.ops):
+        for member, name in list(living.items()):
+            if name not in kept and last.get(name, -1) < i:
+                free.append(member)
+                del living[member]
+        if op.dst not in dtype or op.dst in home:
+            continue
+        fits = [m for m in free if dtype[m] == dtype[op.dst]] if op.dst not in kept else []
+        member = fits[0] if fits else op.dst
+        if fits:
+            free.remove(member)
+        home[op.dst] = member
+        living[member] = op.dst
+    home.update({t.name: t.name for t in program.tensors if t.name not in home})
+    return home
 
 
 def likelihood_c(program: Program) -> LikelihoodC:
@@ -243,11 +289,15 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     ad = adaptation_c(program, adaptation)
     model_id = program.model_id
     multiplier, shift = program.sample_requant
-    constants = [c_array("tw_sample_multiplier", multiplier), c_array("tw_sample_shift", shift.astype(np.int8)),
-                 c_array("tw_sample_zero", program.sample_zero)]
+    pow2 = bool(np.all(multiplier == POW2_MULTIPLIER))  # then the multipliers are implied, not stored
+    constants = [*([] if pow2 else [c_array("tw_sample_multiplier", multiplier)]),
+                 c_array("tw_sample_shift", shift.astype(np.int8)), c_array("tw_sample_zero", program.sample_zero)]
     kernels: list[tuple[str, str]] = []
     calls: list[str] = []
-    limits: dict[str, int] = {"TW_MAX_WINDOW": MAX_WINDOW, "TW_MAX_PERSIST_N": MAX_PERSIST_N}
+    limits: dict[str, int] = {"TW_MAX_WINDOW": MAX_WINDOW, "TW_MAX_PERSIST_N": MAX_PERSIST_N,
+                              # 1: every sample multiplier is a power of two, the conversion a shift
+                              "TW_SAMPLE_POW2": int(pow2),
+                              "TW_SAMPLE_SATURATION_LOG2": SAMPLE_SATURATION.bit_length() - 1}
     needed: set[str] = set()
     needs_ring = any("window" in op.src and (KERNELS[op.kind].stream_ring is None
                                              or KERNELS[op.kind].stream_ring(op, program)) for op in program.ops)
@@ -274,16 +324,18 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
             limits.update(sc.limits)
             invariants.append(sc.doc)
             continue
-        constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in op.consts.items())
         kt = KernelTemplate.of(spec)
         try:
-            call = "    " + kt.call.substitute(call_fields)
-            # the adapted op: its own kernel and tables still serve it, through tw_adapt_forward
-            calls.append(ad.call if ad is not None and i == ad.op_index else call)
-            if kt.params.template:
-                constants.append(kt.params.substitute(call_fields))
+            call = kt.call.substitute(call_fields)
+            params = kt.params.substitute(call_fields) if kt.params.template else ""
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"kernel {op.kind!r}: its C call line names an unknown field ({exc})") from None
+        # the tables the call reads (a kernel may read derived tables in place of some of the op's)
+        constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in _tables(op).items()
+                         if re.search(rf"\b{table_name(op, c)}\b", call + params))
+        constants.extend([params] if params else [])
+        # the adapted op: its own kernel and tables still serve it, through tw_adapt_forward
+        calls.append(ad.call if ad is not None and i == ad.op_index else "    " + call)
         if not any(k == op.kind for k, _ in kernels):
             kernels.append((op.kind, kt.body))
             needed.update(kt.requires)
@@ -303,9 +355,20 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         limits.update(ad.limits)
         fields.extend(ad.fields)
         invariants.append(ad.invariant)
-    scratch = [_scalar(CTYPES[t.dtype], f"t_{t.name}", t.size) for t in program.tensors]
+    # the adaptation reads its op's input after the window (tw_adapt_observe): that tensor keeps its member
+    home = scratch_homes(program, keep=[program.ops[ad.op_index].src[0]] if ad is not None else [])
+    slots: dict[str, tuple[str, int]] = {}
+    for t in program.tensors:
+        ctype, size = slots.get(home[t.name], (CTYPES[t.dtype], 0))
+        slots[home[t.name]] = (ctype, max(size, t.size))
+    scratch = [_scalar(ctype, f"t_{name}", size) for name, (ctype, size) in slots.items()]
+    moved = {name: h for name, h in home.items() if name != h}
+    if moved:
+        pattern = re.compile(r"\bs->t_(" + "|".join(map(re.escape, moved)) + r")\b")
+        calls = [pattern.sub(lambda m: f"s->t_{moved[m.group(1)]}", line) for line in calls]
     state_fields, state_bytes = state_layout(fields + scratch)
     scratch_bytes = sum(f.nbytes for f in scratch)
+    needed.update(dep for name in list(needed) for dep in C_HELPER_DEPS.get(name, ()))
     helpers = [text.strip("\n") + "\n" for name, text in C_HELPERS.items() if name in needed]
     limit_block = [f"/* limits of the kernels (tinywarden.kernels) */\n{c_defines(sorted(limits.items()))}\n"]
     info = program.info

@@ -34,7 +34,7 @@ class PrototypeKNN(Detector):
     search_space: ClassVar[tuple[dict[str, Any], ...]] = ({"n_prototypes": 8}, {"n_prototypes": 32})
     state_arrays: ClassVar[tuple[str, ...]] = ("prototypes_",)
 
-    def __init__(self, n_prototypes: int = 32, k: int = 3, random_state: int = 0):
+    def __init__(self, n_prototypes: int = 24, k: int = 3, random_state: int = 0):
         self.n_prototypes = n_prototypes
         self.k = k
         self.random_state = random_state

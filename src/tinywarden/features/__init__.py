@@ -6,25 +6,40 @@ from tinywarden.features.extract import (
     FEATURE_TABLE,
     FEATURES,
     Feature,
+    check_crossings_block,
     check_features,
+    crossings,
     extract,
     feature_names,
 )
 from tinywarden.features.stream import StreamingFeatures, batch_features
-from tinywarden.features.window import RingBuffer, batch_windows, check_window, window_end_rows
+from tinywarden.features.window import (
+    MIN_CROSSINGS_BLOCK,
+    RingBuffer,
+    batch_windows,
+    block_size,
+    check_window,
+    crossings_block,
+    window_end_rows,
+)
 
 __all__ = [
     "DEFAULT_FEATURES",
     "FEATURES",
     "FEATURE_POWER",
     "FEATURE_TABLE",
+    "MIN_CROSSINGS_BLOCK",
     "Feature",
     "RingBuffer",
     "StreamingFeatures",
     "batch_features",
     "batch_windows",
+    "block_size",
+    "check_crossings_block",
     "check_features",
     "check_window",
+    "crossings",
+    "crossings_block",
     "extract",
     "feature_names",
     "window_end_rows",

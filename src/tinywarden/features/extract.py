@@ -15,7 +15,11 @@ name               definition over one channel's window ``x[0..W-1]``
                    is the energy of the finest detail (upper half of the spectrum, fs/4..fs/2),
                    ``band2`` the next octave (fs/8..fs/4), ...; each divided by W. Haar needs only
                    adds and subtracts, which keeps the integer on-device path exact.
-``crossings``      number of crossings of the window mean, divided by (W - 1)
+``crossings``      number of crossings of the mean, divided by (W - 1): the window is cut into blocks of
+                   ``block`` rows (the pipeline's :func:`~tinywarden.features.window.crossings_block`,
+                   ``gcd(window, stride)`` unless that is short) and each block's samples are compared
+                   with the block's own mean, so a device counts them block by block as the samples
+                   arrive; ``block = W`` is the crossings of the window's mean
 ``diff_abs_mean``  mean |x[t] - x[t-1]|
 ``diff_abs_max``   max |x[t] - x[t-1]|
 =================  ==============================================================================
@@ -61,9 +65,17 @@ def _band(level: int) -> FeatureFn:
     return band
 
 
+def crossings(x: np.ndarray, block: int) -> np.ndarray:
+    """Crossings of each ``block``-row block's own mean inside the block, summed over the window's blocks and
+    divided by ``W - 1``; ``x`` (n, W, C) with ``W`` a multiple of ``block``."""
+    n, w, c = x.shape
+    b = x.reshape(n, w // block, block, c)
+    above = b > _mean(b.reshape(-1, block, c)).reshape(n, w // block, 1, c)
+    return (above[:, :, 1:] != above[:, :, :-1]).sum(axis=(1, 2)) / (w - 1)
+
+
 def _crossings(x: np.ndarray) -> np.ndarray:
-    above = x > _mean(x)[:, None, :]
-    return (above[:, 1:] != above[:, :-1]).sum(axis=1) / (x.shape[1] - 1)
+    return crossings(x, x.shape[1])
 
 
 def _diff_abs_mean(x: np.ndarray) -> np.ndarray:
@@ -137,8 +149,18 @@ def check_features(features: Sequence[str], window: int) -> tuple[str, ...]:
     return feats
 
 
-def extract(windows: np.ndarray, features: Sequence[str] = DEFAULT_FEATURES) -> np.ndarray:
-    """Feature matrix ``(n, channels * len(features))`` from windows ``(n, window, channels)``.
+def check_crossings_block(block: int | None, window: int) -> int:
+    """``block`` (rows per crossings block, ``None``: the whole window) validated against ``window``."""
+    if block is None:
+        return window
+    if not isinstance(block, int | np.integer) or not 1 <= block <= window or window % block:
+        raise ConfigError(f"the crossings block must divide the window ({window}), got {block!r}")
+    return int(block)
+
+
+def extract(windows: np.ndarray, features: Sequence[str] = DEFAULT_FEATURES, block: int | None = None) -> np.ndarray:
+    """Feature matrix ``(n, channels * len(features))`` from windows ``(n, window, channels)``; ``block``: rows
+    per block ``crossings`` counts in (default: the whole window; pipelines pass their ``crossings_block``).
 
     >>> w = np.arange(8.0).reshape(1, 8, 1)
     >>> extract(w, ("mean", "max", "diff_abs_max")).tolist()
@@ -147,7 +169,8 @@ def extract(windows: np.ndarray, features: Sequence[str] = DEFAULT_FEATURES) -> 
     x = np.asarray(windows, dtype=np.float64)
     if x.ndim != 3:
         raise ConfigError(f"windows must have shape (n, window, channels), got {x.shape}")
-    cols = np.stack([FEATURES[f](x) for f in features], axis=2)  # (n, C, F)
+    cb = check_crossings_block(block, x.shape[1])
+    cols = np.stack([crossings(x, cb) if f == "crossings" else FEATURES[f](x) for f in features], axis=2)  # (n, C, F)
     return cols.reshape(x.shape[0], -1)
 
 

@@ -7,20 +7,23 @@ from collections.abc import Sequence
 import numpy as np
 
 from tinywarden.features.extract import DEFAULT_FEATURES, check_features, extract
-from tinywarden.features.window import RingBuffer, batch_windows, window_end_rows
+from tinywarden.features.window import RingBuffer, batch_windows, crossings_block, window_end_rows
 
 
 def batch_features(
-    values: np.ndarray, window: int, stride: int, features: Sequence[str] = DEFAULT_FEATURES
+    values: np.ndarray, window: int, stride: int, features: Sequence[str] = DEFAULT_FEATURES,
+    block: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(end_rows, feature_matrix)`` for every complete window of ``values`` (rows x channels)."""
+    """``(end_rows, feature_matrix)`` for every complete window of ``values`` (rows x channels); ``block``: rows
+    per ``crossings`` block (default :func:`~tinywarden.features.window.crossings_block` of window and stride)."""
     feats = check_features(features, window)
+    block = crossings_block(window, stride) if block is None else block
     vals = np.asarray(values, dtype=np.float64)
     ends = window_end_rows(len(vals), window, stride)
     n_cols = vals.shape[1] * len(feats)
     if len(ends) == 0:
         return ends, np.zeros((0, n_cols))
-    out = np.concatenate([extract(block, feats) for block in batch_windows(vals, window, stride)], axis=0)
+    out = np.concatenate([extract(w, feats, block) for w in batch_windows(vals, window, stride)], axis=0)
     return ends, out
 
 
@@ -33,9 +36,11 @@ class StreamingFeatures:
     """
 
     def __init__(
-        self, window: int, stride: int, n_channels: int, features: Sequence[str] = DEFAULT_FEATURES
+        self, window: int, stride: int, n_channels: int, features: Sequence[str] = DEFAULT_FEATURES,
+        block: int | None = None,
     ) -> None:
         self.features = check_features(features, window)
+        self.block = crossings_block(window, stride) if block is None else block
         self.ring = RingBuffer(window, stride, n_channels)
 
     def push(self, sample: np.ndarray | Sequence[float]) -> np.ndarray | None:
@@ -43,7 +48,7 @@ class StreamingFeatures:
         win = self.ring.push(np.asarray(sample, dtype=np.float64))
         if win is None:
             return None
-        return extract(win[None], self.features)[0]
+        return extract(win[None], self.features, self.block)[0]
 
     def push_window(self, sample: np.ndarray | Sequence[float]) -> np.ndarray | None:
         """Add one sample; return the raw completed window ``(window, channels)`` when one is due."""

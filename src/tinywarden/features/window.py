@@ -7,6 +7,7 @@ same windows in the same row order, so the features computed from them are ident
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -20,6 +21,32 @@ def check_window(window: int, stride: int) -> None:
         raise ConfigError(f"window must be an integer >= 2, got {window!r}")
     if not isinstance(stride, int | np.integer) or not 1 <= stride <= window:
         raise ConfigError(f"stride must be an integer in [1, window={window}], got {stride!r}")
+
+
+#: Blocks shorter than this do not hold enough samples to count crossings in (a block of one has none).
+MIN_CROSSINGS_BLOCK = 16
+
+
+def block_size(window: int, stride: int) -> int:
+    """Rows per aggregate block, ``gcd(window, stride)``: every window (and every stride) is a whole number of
+    blocks, so a device can fold each sample once into its block and combine a window from its blocks.
+
+    >>> block_size(128, 64), block_size(64, 16), block_size(100, 30)
+    (64, 16, 10)
+    """
+    check_window(window, stride)
+    return math.gcd(window, stride)
+
+
+def crossings_block(window: int, stride: int) -> int:
+    """Rows per block that the ``crossings`` feature counts crossings of the block's own mean in: the aggregate
+    block (:func:`block_size`) when it holds at least :data:`MIN_CROSSINGS_BLOCK` rows, else the whole window.
+
+    >>> crossings_block(128, 64), crossings_block(64, 4)
+    (64, 64)
+    """
+    g = block_size(window, stride)
+    return g if g >= MIN_CROSSINGS_BLOCK else window
 
 
 def window_end_rows(n_rows: int, window: int, stride: int) -> np.ndarray:

@@ -56,7 +56,7 @@ C_TEMPLATE = r"""
 //@call: tw_ar_residual_s16(&s->ring[0][0], (int32_t)s->head, ${window}, ${n_channels}, ${order}, ${horizon},
 //@+ ${frac_bits}, ${c_coef}, ${c_bias}, ${c_pre_shift}, ${c_multiplier}, ${c_shift}, ${aggregate}, ${shift},
 //@+ s->t_${dst});
-//@requires: arith score
+//@requires: arith clamp64 score
 /* AR forecast misses over the window, oldest row first. Per channel c, over the last `horizon` steps t:
  *   e[t] = q[t] * 2^frac_bits - sum_{i<order} coef[c][i] * q[t-1-i] - bias[c]     (Q frac_bits)
  *   z[c] = min(requantize(sum_t |e[t]| >> pre_shift[c], multiplier[c], shift_c[c]), TW_AR_Z_MAX)

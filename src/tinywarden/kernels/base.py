@@ -135,6 +135,9 @@ class KernelSpec:
     stream: StreamKernel | None = None
     #: for a streaming kernel: whether its C form reads the raw sample ring for ``(op, program)``
     stream_ring: Callable[[Op, ProgramView], bool] | None = None
+    #: constant tables only the C form reads, computed from the op when the C is generated (CMSIS-NN's prepare
+    #: step, e.g. a layer's kernel sums): name -> array, named and substituted like ``op.consts``
+    c_tables: Callable[[Op], Mapping[str, np.ndarray]] | None = None
 
 
 #: Every kernel a program may use, by kind; filled by :func:`register_kernel` as kernel modules load.

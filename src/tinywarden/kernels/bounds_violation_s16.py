@@ -39,7 +39,7 @@ C_TEMPLATE = r"""
 //@call: tw_bounds_violation_s16(&s->ring[0][0], (int32_t)s->head, ${window}, ${n_channels}, ${c_lo}, ${c_hi},
 //@+ ${c_rate}, ${c_value_multiplier}, ${c_value_shift}, ${c_rate_multiplier}, ${c_rate_shift}, ${shift},
 //@+ s->t_${dst});
-//@requires: arith
+//@requires: arith clamp64
 /* Largest rule violation of the window, oldest row first: per channel c,
  *   value = requantize(max(max_t q - hi[c], lo[c] - min_t q), value_multiplier[c], value_shift[c])
  *   step  = requantize(max_t |q[t] - q[t-1]| - rate[c], rate_multiplier[c], rate_shift[c])

@@ -56,7 +56,7 @@ C_TEMPLATE = r"""
 //@params: static const tw_dims_t tw_${dst}_output_dims = {1, 1, ${dst_shape0}, ${dst_shape1}};
 //@call: tw_convolve_1d_s8(&tw_${dst}_conv_params, &tw_${dst}_quant_params, &tw_${dst}_input_dims, s->t_${src0},
 //@+ &tw_${dst}_filter_dims, ${c_weights}, ${c_bias}, &tw_${dst}_output_dims, s->t_${dst});
-//@requires: params arith
+//@requires: params arith clamp64
 /* 1-D convolution over time, tensors time-major (w = length x c = channels), weights c_out x c_in x k
  * (filter_dims: n = c_out, w = k, c = c_in). The input is first repeated `upsample` times along time
  * (nearest-neighbour), then zero-padded by `padding` rows of real zero (positions outside contribute

@@ -12,7 +12,8 @@ std             isqrt(V)
 min, max        min q, max q
 rms             isqrt(V + T**2)
 band<l>         sum over blocks of 2**l of (first-half sum minus second-half sum)**2
-crossings       #t with (W*q[t] > S1) != (W*q[t-1] > S1)
+crossings       sum over blocks of B rows (attribute ``block``, default W) of #t inside the block with
+                (B*q[t] > S1b) != (B*q[t-1] > S1b), S1b the block's sum
 diff_abs_mean   sum |q[t] - q[t-1]|
 diff_abs_max    max |q[t] - q[t-1]|
 last            q[W-1]
@@ -27,13 +28,14 @@ into its block's per-channel running sums, sums of squares, extremes, first/last
 and maxima and Haar band energies (a band of level ``l`` with ``2**l`` dividing ``g``), and a window's
 features combine its ``window / g`` blocks (steps across block boundaries from the blocks' first and last
 samples). The integers are the ones defined above, so the numpy reference stays the whole-window
-computation. Only ``crossings`` (of the window's own mean, known only once the window is complete) and a
-band coarser than a block still read the raw sample ring.
+computation. ``crossings`` are counted per block of B rows against the block's own mean: when B divides g
+they are counted as the block is folded (from the block's buffered samples); only B = W (a program written
+before crossings were counted per block, or a stride too short for blocks) and a band coarser than a block
+still read the raw sample ring.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from string import Template
@@ -41,7 +43,8 @@ from string import Template
 import numpy as np
 
 from tinywarden.arith import INT32_MAX, isqrt_u64
-from tinywarden.features import FEATURE_TABLE
+from tinywarden.errors import ConfigError
+from tinywarden.features import FEATURE_TABLE, block_size
 from tinywarden.kernels.base import (
     KernelSpec,
     Op,
@@ -49,6 +52,7 @@ from tinywarden.kernels.base import (
     StateField,
     StreamC,
     const_shape,
+    int_attr,
     register_kernel,
     require,
 )
@@ -66,6 +70,7 @@ class _Window:
     s1: np.ndarray
     v: np.ndarray
     dx: np.ndarray
+    block: int
 
 
 def _bands(x: np.ndarray, level: int) -> np.ndarray:
@@ -83,8 +88,10 @@ def _rms(q: _Window) -> np.ndarray:
 
 
 def _crossings(q: _Window) -> np.ndarray:
-    above = q.x.shape[1] * q.x > q.s1[:, None, :]
-    return (above[:, 1:] != above[:, :-1]).sum(axis=1).astype(np.int64)
+    n, w, c = q.x.shape
+    b = q.x.reshape(n, w // q.block, q.block, c)
+    above = q.block * b > b.sum(axis=2, keepdims=True)
+    return (above[:, :, 1:] != above[:, :, :-1]).sum(axis=(1, 2)).astype(np.int64)
 
 
 def _band(level: int) -> Callable[[_Window], np.ndarray]:
@@ -115,9 +122,15 @@ def features_s16(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     n, w, c = x.shape
     s1 = x.sum(axis=1)
     s2 = (x * x).sum(axis=1)
-    q = _Window(x, op.consts["z0"].astype(np.int64), s1, w * s2 - s1 * s1, np.abs(np.diff(x, axis=1)))
+    q = _Window(x, op.consts["z0"].astype(np.int64), s1, w * s2 - s1 * s1, np.abs(np.diff(x, axis=1)),
+                crossings_rows(op, w))
     out = [_BY_CODE[code](q) for code in op.consts["codes"].tolist()]
     return np.stack(out, axis=2).reshape(n, -1)  # (N, C, F) -> channel-major
+
+
+def crossings_rows(op: Op, window: int) -> int:
+    """Rows per block ``crossings`` counts in (attribute ``block``; a program without it: the whole window)."""
+    return int(op.attrs.get("block", window))
 
 
 def _check(op: Op, p: ProgramView) -> None:
@@ -128,6 +141,9 @@ def _check(op: Op, p: ProgramView) -> None:
     require(const_shape(op, "z0") == (p.n_channels,), f"z0 must have one entry per channel ({p.n_channels})")
     require(p.tensor(op.dst).size == p.n_channels * len(codes), "features must hold channels x codes values")
     require(p.window <= MAX_WINDOW, f"window {p.window} is beyond {MAX_WINDOW}")
+    if "block" in op.attrs:
+        b = int_attr(op, "block", 1, p.window)
+        require(p.window % b == 0, f"the crossings block {b} must divide the window {p.window}")
 
 
 #: C of one band's ring pass (a band coarser than a block), used by the streaming form only then.
@@ -203,16 +219,13 @@ C_PUSH_RING = r"""    (void)q;
         tw_features_block(s, &s->ring[((s->head == 0u) ? TW_WINDOW : (int32_t)s->head) - TW_BLOCK][0]);
     }
 """
-#: ... or, when nothing else needs the ring, a buffer of one block.
-C_PUSH_BLOCK = r"""    int32_t c;
-    for (c = 0; c < TW_N_CHANNELS; c++) {
-        s->fbuf[s->bpos][c] = q[c];
-    }
-    s->bpos = (uint16_t)((s->bpos + 1u == TW_BLOCK) ? 0u : s->bpos + 1u);
+#: ... or, when nothing else needs the ring, a buffer of one block (the row copied channel by channel, straight-line).
+C_PUSH_BLOCK = Template(r"""    int16_t *row = s->fbuf[s->bpos];
+$copy    s->bpos = (uint16_t)((s->bpos + 1u == TW_BLOCK) ? 0u : s->bpos + 1u);
     if (s->bpos == 0u) {
         tw_features_block(s, &s->fbuf[0][0]);
     }
-"""
+""")
 
 #: One Haar band of one channel over the block: sum over groups of 2^level samples of (first half sum -
 #: second half sum)^2.
@@ -232,6 +245,37 @@ C_BAND_BLOCK = Template(r"""        {
         }
 """)
 
+#: Crossings of one channel inside the block, per sub-block of TW_CROSSINGS_BLOCK samples against the sub-block's
+#: own mean: q > floor(S1b / B) exactly when B*q > S1b (q an integer), i.e. when the sign bit of floor(S1b / B) - q
+#: is set. $level_sum gives sb, the sub-block's sum (s1 when the sub-block is the block).
+C_CROSS_BLOCK = Template(r"""        {
+            int32_t n = 0;
+            int32_t k;
+            p = x0;
+            for (k = 0; k < TW_BLOCK; k += TW_CROSSINGS_BLOCK) {
+$level_sum                int32_t level = (sb >= 0) ? sb / TW_CROSSINGS_BLOCK
+                                          : -((-sb + TW_CROSSINGS_BLOCK - 1) / TW_CROSSINGS_BLOCK);
+                uint32_t prev = (uint32_t)(level - *p) >> 31;
+                for (t = 1; t < TW_CROSSINGS_BLOCK; t++) {
+                    uint32_t above;
+                    p += TW_N_CHANNELS;
+                    above = (uint32_t)(level - *p) >> 31;
+                    n += (int32_t)(above ^ prev);
+                    prev = above;
+                }
+                p += TW_N_CHANNELS;
+            }
+            a->cross = (int16_t)n;
+        }
+""")
+C_CROSS_SUM_ONE = "                int32_t sb = s1;\n"
+C_CROSS_SUM_LOOP = r"""                int32_t sb = 0;
+                const int16_t *r = p;
+                for (t = 0; t < TW_CROSSINGS_BLOCK; t++, r += TW_N_CHANNELS) {
+                    sb += *r;
+                }
+"""
+
 #: what each aggregate needs: (C type of the block member, local running value's declaration and
 #: initial value, its update with the sample v (and d = |v - previous|), its store)
 _AGG = {
@@ -243,6 +287,7 @@ _AGG = {
     "dsum": ("int32_t", "int32_t dsum = 0;", "dsum += d;"),
     "dmax": ("int32_t", "int32_t dmax = 0;", "dmax = (d > dmax) ? d : dmax;"),
     "last": ("int16_t", "", ""),
+    "cross": ("int16_t", "", ""),
 }
 #: the aggregates a feature reads
 _NEEDS = {"mean": ("s1",), "std": ("s1", "s2"), "rms": ("s1", "s2"), "min": ("mn",), "max": ("mx",),
@@ -251,17 +296,13 @@ _NEEDS = {"mean": ("s1",), "std": ("s1", "s2"), "rms": ("s1", "s2"), "min": ("mn
 _SIZE = {"int64_t": 8, "int32_t": 4, "int16_t": 2}
 
 
-def block_size(window: int, stride: int) -> int:
-    """Samples per aggregate block: every window (and every stride) is a whole number of blocks."""
-    return math.gcd(window, stride)
-
-
 def needs_ring(op: Op, p: ProgramView) -> bool:
-    """Whether the streaming form of ``op`` reads the raw window: crossings of the window's mean, or a Haar
-    band coarser than a block."""
+    """Whether the streaming form of ``op`` reads the raw window: crossings in blocks that do not divide an
+    aggregate block (the window's mean), or a Haar band coarser than a block."""
     names = _names(op)
     g = block_size(p.window, p.stride)
-    return "crossings" in names or any(g % (1 << int(n[4:])) for n in names if n.startswith("band"))
+    return (("crossings" in names and g % crossings_rows(op, p.window) != 0)
+            or any(g % (1 << int(n[4:])) for n in names if n.startswith("band")))
 
 
 def _names(op: Op) -> list[str]:
@@ -275,10 +316,15 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
     the module keeps the raw sample ring (the block's samples are read from it)."""
     names = _names(op)
     g = block_size(p.window, p.stride)
+    cb = crossings_rows(op, p.window)
+    block_cross = "crossings" in names and g % cb == 0
+    if "crossings" in names and not block_cross and cb != p.window:
+        raise ConfigError(f"crossings in blocks of {cb} rows need blocks that divide gcd(window, stride) = {g}, "
+                          f"or the whole window ({p.window})")
     bands = [int(n[4:]) for n in names if n.startswith("band")]
     block_bands = [lv for lv in bands if g % (1 << lv) == 0]
     ring_bands = [lv for lv in bands if g % (1 << lv) != 0]
-    aggs = [a for a in _AGG if any(a in _NEEDS.get(n, ()) for n in names)]
+    aggs = [a for a in _AGG if any(a in _NEEDS.get(n, ()) for n in names) or (a == "cross" and block_cross)]
     diffs = "dsum" in aggs or "dmax" in aggs
     members = [(_AGG[a][0], a) for a in aggs] + [("int64_t", f"band{lv}") for lv in block_bands]
     members.sort(key=lambda m: -_SIZE[m[0]])
@@ -289,7 +335,8 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
     block_bytes = size + pad
     typedefs = ("/* One block's aggregates of one channel (tinywarden.kernels.features_s16): s1 sum, s2 sum of "
                 "squares,\n * mn/mx extremes, first/last sample, dsum/dmax sum and max of |step| inside the block, "
-                "band<l>\n * Haar band energy of level l; every member is exact for TW_BLOCK <= TW_MAX_WINDOW. */\n"
+                "cross crossings\n * of the sub-blocks' means, band<l>"
+                " Haar band energy of level l; every member is exact for TW_BLOCK <= TW_MAX_WINDOW. */\n"
                 "typedef struct {\n" + "\n".join(lines) + "\n} tw_block_t;\n")
     locals_ = [_AGG[a][1] for a in aggs if _AGG[a][1]] + (["int32_t prev = x0[0];"] if diffs else [])
     update = ((["int32_t d = v - prev;", "d = (d < 0) ? -d : d;"] if diffs else [])
@@ -297,19 +344,23 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
     if not update:
         update = ["(void)v;"]
     store = [f"a->{a} = ({_AGG[a][0]}){a};" for a in aggs if _AGG[a][1]]
+    cross_code = C_CROSS_BLOCK.substitute(level_sum=C_CROSS_SUM_ONE if cb == g else C_CROSS_SUM_LOOP) \
+        if block_cross else ""
     store += ["a->first = x0[0];"] if "first" in aggs else []
     store += ["a->last = x0[(TW_BLOCK - 1) * TW_N_CHANNELS];"] if "last" in aggs else []
-    if not store and not block_bands:
+    if not store and not block_bands and not block_cross:
         store = ["(void)a;"]
     band_code = [C_BAND_BLOCK.substitute(group=1 << lv, half=1 << (lv - 1), level=lv) for lv in block_bands]
     cinit = ["int64_t s1 = a->s1;" if "s1" in aggs else "", "int64_t s2 = a->s2;" if "s2" in aggs else "",
              "int32_t mn = a->mn;" if "mn" in aggs else "", "int32_t mx = a->mx;" if "mx" in aggs else "",
              "int32_t dsum = a->dsum;" if "dsum" in aggs else "", "int32_t dmax = a->dmax;" if "dmax" in aggs else "",
              "int32_t last = a->last;" if "last" in aggs else "",
+             "int32_t cross = a->cross;" if block_cross else "",
              *(f"int64_t band{lv} = a->band{lv};" for lv in block_bands)]
     comb = ["s1 += a->s1;" if "s1" in aggs else "", "s2 += a->s2;" if "s2" in aggs else "",
             "mn = (a->mn < mn) ? a->mn : mn;" if "mn" in aggs else "",
             "mx = (a->mx > mx) ? a->mx : mx;" if "mx" in aggs else "",
+            "cross += a->cross;" if block_cross else "",
             *(f"band{lv} += a->band{lv};" for lv in block_bands)]
     if diffs:
         comb += ["{", "    int32_t d = a->first - last;", "    d = (d < 0) ? -d : d;"]
@@ -326,7 +377,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
         "std": "(int64_t)tw_isqrt_u64((uint64_t)((int64_t)TW_WINDOW * s2 - s1 * s1))",
         "min": "mn", "max": "mx", "last": "last",
         "rms": f"tw_rms_s16((int64_t)TW_WINDOW * s2 - s1 * s1, s1 + (int64_t)TW_WINDOW * {z0}[c])",
-        "crossings": "tw_crossings_s16(s, c, (int32_t)s1)",
+        "crossings": "cross" if block_cross else "tw_crossings_s16(s, c, (int32_t)s1)",
         "diff_abs_mean": "dsum", "diff_abs_max": "dmax",
         **{f"band{lv}": f"band{lv}" for lv in block_bands},
         **{f"band{lv}": f"tw_band_energy_s16(s, c, {lv})" for lv in ring_bands},
@@ -338,15 +389,17 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
         ring_helpers.append(C_RMS.strip("\n"))
     if ring_bands:
         ring_helpers.append(C_BAND_FROM_RING.strip("\n"))
-    if "crossings" in names:
+    if "crossings" in names and not block_cross:
         ring_helpers.append(C_CROSSINGS.strip("\n"))
 
     def block(xs: list[str], indent: int) -> str:
         return "".join(" " * indent + x + "\n" for x in xs if x)
 
     body = C_STREAM.substitute(
-        locals=block(locals_, 8), update=block(update, 12), store=block(store, 8), bands="".join(band_code),
-        push=C_PUSH_RING if ring else C_PUSH_BLOCK,
+        locals=block(locals_, 8), update=block(update, 12), store=block(store, 8),
+        bands=cross_code + "".join(band_code),
+        push=C_PUSH_RING if ring else C_PUSH_BLOCK.substitute(
+            copy="".join(f"    row[{c}] = q[{c}];\n" for c in range(p.n_channels))),
         ring_helpers="\n" + "\n\n".join(ring_helpers) + "\n" if ring_helpers else "",
         names=", ".join(names), combine_init=block(cinit, 8), combine=block(comb, 12), outputs=block(outputs, 8))
     n_blocks = p.window // g
@@ -361,7 +414,8 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
                "fbuf[0, bpos) holds the current block's samples"))
     return StreamC(typedefs, tuple(fields), "tw_features_push", body, "tw_features_finish(s, s->t_${dst});",
                    ("isqrt",) if {"std", "rms"} & set(names) else (),
-                   {"TW_BLOCK": g, "TW_BLOCKS": n_blocks, "TW_MAX_WINDOW": MAX_WINDOW}, doc)
+                   {"TW_BLOCK": g, "TW_BLOCKS": n_blocks, "TW_MAX_WINDOW": MAX_WINDOW,
+                    **({"TW_CROSSINGS_BLOCK": cb} if block_cross else {})}, doc)
 
 
 C_RMS = r"""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from tinywarden.arith import requantize
+from tinywarden.arith import INT32_MAX, requantize
+from tinywarden.errors import ConfigError
 from tinywarden.kernels.base import (
     KernelSpec,
     Op,
@@ -42,38 +45,54 @@ def _check_fc(op: Op, p: ProgramView) -> None:
     check_layer(op, (p.tensor(op.dst).size, p.tensor(op.src[0]).size))
 
 
+def kernel_sum(op: Op) -> Mapping[str, np.ndarray]:
+    """CMSIS-NN's kernel sum, folded at generation: ``bias[o] + input_offset * sum_i w[o][i]`` (int32), so the
+    C inner loop multiplies the raw int8 inputs, ``acc = kernel_sum[o] + sum_i w[o][i] * in[i]``, the same
+    integer as ``bias[o] + sum_i w[o][i] * (in[i] + input_offset)``."""
+    w = np.asarray(op.consts["weights"], dtype=np.int64)
+    ks = np.asarray(op.consts["bias"], dtype=np.int64) + int(op.attrs["input_offset"]) * w.sum(axis=1)
+    # every partial sum kernel_sum[o] + sum_{i<k} w[o][i] * in[i] (|in| <= 128) must fit the int32 accumulator
+    if (np.abs(ks) + 128 * np.abs(w).sum(axis=1)).max(initial=0) > INT32_MAX:
+        raise ConfigError(f"fully_connected_s8 {op.dst}: a kernel sum plus its inputs' products may overflow int32")
+    return {"kernel_sum": ks.astype(np.int32)}
+
+
 C_TEMPLATE = r"""
 //@params: static const tw_fc_params_t tw_${dst}_fc_params = {${input_offset}, ${output_offset},
 //@params: {${act_min}, ${act_max}}};
 //@params: static const tw_per_channel_quant_params_t tw_${dst}_quant_params = {${c_multiplier}, ${c_shift}};
 //@params: static const tw_dims_t tw_${dst}_filter_dims = {${weights_shape1}, 1, 1, ${weights_shape0}};
 //@call: tw_fully_connected_s8(&tw_${dst}_fc_params, &tw_${dst}_quant_params, s->t_${src0}, &tw_${dst}_filter_dims,
-//@+ ${c_weights}, ${c_bias}, s->t_${dst});
-//@requires: params arith
+//@+ ${c_weights}, ${c_kernel_sum}, s->t_${dst});
+//@requires: params requant32
 /* CMSIS-NN style fully connected layer with per-output-channel weights (filter_dims: n = n_in inputs, c =
  * n_out outputs; weights n_out x n_in, row-major): out[o] = clamp(requantize(bias[o] + sum_i w[o][i] *
  * (in[i] + input_offset), multiplier[o], shift[o]) + output_offset, activation); activation.min =
- * output_offset is ReLU. Range: input_offset in [-127, 128], output_offset and the activation in [-128, 127];
- * the generator keeps |bias| <= 2^30 and n_in * 255 * 127 < 2^30, so the int32 accumulator cannot overflow. */
+ * output_offset is ReLU. kernel_sum[o] = bias[o] + input_offset * sum_i w[o][i] is folded at generation
+ * (CMSIS-NN's kernel sum), so the loop multiplies the raw inputs. Range: input_offset in [-255, 255],
+ * output_offset and the activation in [-128, 127]; the generator checks |kernel_sum[o]| + 128 * sum_i
+ * |w[o][i]| <= INT32_MAX, so the int32 accumulator cannot overflow. */
 static void tw_fully_connected_s8(const tw_fc_params_t *fc_params, const tw_per_channel_quant_params_t *quant_params,
                                   const int8_t *input, const tw_dims_t *filter_dims, const int8_t *weights,
-                                  const int32_t *bias, int8_t *output)
+                                  const int32_t *kernel_sum, int8_t *output)
 {
     int32_t n_in = filter_dims->n;
     int32_t o;
-    int32_t i;
     for (o = 0; o < filter_dims->c; o++) {
         const int8_t *w = weights + o * n_in;
-        int32_t acc = bias[o];
-        int64_t q;
-        for (i = 0; i < n_in; i++) {
-            acc += (int32_t)w[i] * ((int32_t)input[i] + fc_params->input_offset);
+        int32_t acc = kernel_sum[o];
+        const int8_t *x = input;
+        const int8_t *end = w + n_in;
+        while (w != end) {
+            acc += (int32_t)*w++ * (int32_t)*x++;
         }
-        q = (int64_t)tw_requantize(acc, quant_params->multiplier[o], quant_params->shift[o]) + fc_params->output_offset;
-        output[o] = (int8_t)tw_clamp64(q, fc_params->activation.min, fc_params->activation.max);
+        output[o] = (int8_t)tw_offset_clamp(tw_requantize32(acc, quant_params->multiplier[o], quant_params->shift[o]),
+                                            fc_params->output_offset, fc_params->activation.min,
+                                            fc_params->activation.max);
     }
 }
 """
 
 register_kernel(KernelSpec("fully_connected_s8", _fully_connected_s8, ("int8",), "int8", LAYER_CONSTS,
-                           "CMSIS-NN fully connected, per-channel weights", C_TEMPLATE, check=_check_fc))
+                           "CMSIS-NN fully connected, per-channel weights", C_TEMPLATE, check=_check_fc,
+                           c_tables=kernel_sum))

@@ -90,7 +90,7 @@ C_TEMPLATE = r"""
 //@+ ${forecast}, ${c_w_ih}, ${c_b_ih}, ${c_ih_multiplier}, ${c_ih_shift}, ${c_w_hh}, ${c_b_hh},
 //@+ ${c_hh_multiplier}, ${c_hh_shift}, ${c_w_out}, ${c_b_out}, ${c_out_multiplier}, ${c_out_shift}, ${c_tanh},
 //@+ s->t_${dst});
-//@requires: arith round64
+//@requires: arith clamp64 round64
 /* Linear interpolation in the 257-entry rising Q15 table at p >= 0, 2^bits units between entries. */
 static int64_t tw_tanh_lookup(const int16_t *table, int64_t p, int32_t bits)
 {

@@ -35,7 +35,7 @@ def _check(op: Op, p: ProgramView) -> None:
 C_TEMPLATE = r"""
 //@call: tw_requantize_s16_s8(&s->ring[0][0], (int32_t)s->head, ${window}, ${n_channels}, ${c_offset},
 //@+ ${c_multiplier}, ${c_shift}, ${zero_point}, ${act_min}, ${act_max}, s->t_${dst});
-//@requires: arith
+//@requires: arith clamp64
 /* The window, oldest row first, rescaled per channel to int8: out[t][c] = clamp(zp +
  * requantize(q[t][c] - offset[c], multiplier[c], shift[c]), act_min, act_max). */
 static void tw_requantize_s16_s8(const int16_t *ring, int32_t head, int32_t w, int32_t n_ch, const int32_t *offset,

@@ -42,7 +42,7 @@ C_TEMPLATE = r"""
 //@params: static const tw_feature_requant_params_t tw_${dst}_requant_params = {${c_pre_shift}, ${c_offset},
 //@params: ${c_multiplier}, ${c_shift}, ${zero_point}, {${act_min}, ${act_max}}};
 //@call: tw_requantize_s64_${suffix}(&tw_${dst}_requant_params, s->t_${src0}, ${dst_size}, s->t_${dst});
-//@requires: params arith
+//@requires: params requant32
 /* Integer features to the model's input: out[i] = clamp(zero_point + requantize(sat32((in[i] >> pre_shift[i])
  * - offset[i]), multiplier[i], shift[i]), activation). Range: pre_shift in [0, 62], int32 offset,
  * activation.min <= activation.max within ${ctype}. */
@@ -51,9 +51,10 @@ static void tw_requantize_s64_${suffix}(const tw_feature_requant_params_t *param
 {
     int32_t i;
     for (i = 0; i < n; i++) {
-        int64_t v = tw_clamp64((in[i] >> params->pre_shift[i]) - params->offset[i], INT32_MIN, INT32_MAX);
-        int64_t q = (int64_t)tw_requantize(v, params->multiplier[i], params->shift[i]) + params->zero_point;
-        out[i] = (${ctype})tw_clamp64(q, params->activation.min, params->activation.max);
+        int64_t v = (in[i] >> params->pre_shift[i]) - params->offset[i];
+        int32_t v32 = (v < INT32_MIN) ? INT32_MIN : ((v > INT32_MAX) ? INT32_MAX : (int32_t)v);
+        out[i] = (${ctype})tw_offset_clamp(tw_requantize32(v32, params->multiplier[i], params->shift[i]),
+                                         params->zero_point, params->activation.min, params->activation.max);
     }
 }
 """
