@@ -270,6 +270,9 @@ def test_scratch_tensors_share_members_once_no_later_op_reads_them(tmp_path):
     _, prog = fitted("conv_ae")
     home = scratch_homes(prog)
     assert home["h2"] == "h0" and home["recon"] == "h1" and home["input"] == "input" and home["score"] == "score"
+    # a tensor read after the window (the baseline adaptation's input) keeps its member: nothing moves into it
+    kept = scratch_homes(prog, keep=["h0"])
+    assert kept["h0"] == "h0" and "h0" not in {kept[t] for t in kept if t != "h0"} and kept["recon"] == "h1"
     hdr = emit_c(prog)["tinywarden_model.h"]
     assert "t_h2[" not in hdr and "t_recon[" not in hdr
     assert re.search(rf"int8_t t_h1\[{prog.tensor('recon').size}\];", hdr)
