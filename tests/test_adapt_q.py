@@ -230,7 +230,8 @@ def test_integer_adaptation_follows_the_float_adapter():
     fp = Pipeline.__new__(Pipeline)
     fp.__dict__.update(pipe.__dict__)
     fp.offset_, fp.scale_ = pipe.offset_.copy(), pipe.scale_.copy()
-    fa = BaselineAdapter(fp, cfg)
+    # the integer step follows the first version's rule: confidence gate only, offsets and scales, no settling
+    fa = BaselineAdapter(fp, dataclasses.replace(cfg, below_threshold=False, settle_s=0.0, adapt_scale=True))
     a, b = feature_affine(pipe, 1.0 / prog.sample_mul.astype(np.float64), prog.sample_zero)
     op = prog.ops[int(prog.adaptation.attrs["op"])]
     half_unit = 0.5 * a * 2.0 ** op.consts["pre_shift"] / pipe.scale_

@@ -186,8 +186,11 @@ class Int8Adapter:
             self._adapter().params = params
         self._config = value
 
-    def observe(self, x: Any, confidence: float | None, likelihood: Any = None) -> AdaptStep:
-        """What the scorer's last window did (it adapted already, inside ``push``)."""
+    def observe(
+        self, x: Any, confidence: float | None, likelihood: Any = None, score: float | None = None
+    ) -> AdaptStep:
+        """What the scorer's last window did (it adapted already, inside ``push``). ``score`` is accepted as the
+        float adapter accepts it; the integer step follows the first version's rule and does not use it."""
         stream, a = self._stream, self._adapter()
         return AdaptStep(bool(stream.adapted), a.drift / 4096.0, self._likelihood_drift(), bool(stream.new_flag))
 

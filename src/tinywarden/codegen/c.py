@@ -230,6 +230,7 @@ class AdaptationC:
     post_score: str
     header: str
     invariant: str
+    requires: tuple[str, ...] = ("arith", "clamp64")  # the C helpers (tinywarden.arith) its body calls
 
 
 def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC | None:
@@ -352,6 +353,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         invariants.append(lik.invariant)
     if ad is not None:
         constants.extend(ad.constants)
+        needed.update(ad.requires)
         limits.update(ad.limits)
         fields.extend(ad.fields)
         invariants.append(ad.invariant)
