@@ -7,7 +7,8 @@ channel on every :meth:`LiveSampler.sample`:
 - per interface ``<if>.rx_pkts_s``, ``<if>.tx_pkts_s``, ``<if>.rx_bytes_s``, ``<if>.tx_bytes_s``:
   rates from counter deltas divided by the time between samples (``clock`` is injectable);
 - ``distinct_remote_addrs``, ``distinct_remote_ports``: over the host's inet connections that have a
-  remote end (omitted, with a warning, where the OS denies the connection table);
+  remote end, leaving out the sampling process's own (omitted, with a warning, where the OS denies the
+  connection table);
 - ``temp_c`` (hottest sensor) and ``power_w`` (sum of ``/sys/class/power_supply/*/power_now``), only
   when the host exposes them at construction.
 
@@ -210,8 +211,12 @@ class LiveSampler:
 
     @staticmethod
     def _connections() -> list | None:
+        # This process's own sockets (the agent's MQTT client and its wake-up socket pair, syslog) are not the
+        # device's behaviour: `record` has none of them, so counting them would shift the channels the moment
+        # the agent talks to a broker.
+        me = os.getpid()
         try:
-            return psutil.net_connections(kind="inet")
+            return [c for c in psutil.net_connections(kind="inet") if c.pid != me]
         except (psutil.AccessDenied, PermissionError, OSError):
             return None
 
