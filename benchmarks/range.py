@@ -56,6 +56,10 @@ UPLOAD_PORT, CONFIG_PORT, EXFIL_PORT, MQTT_PORT, FLOOD_PORT = 8080, 8443, 443, 1
 MINER_NAME = "tw-miner"  # the process name the policy's process actions match
 TELEMETRY_TOPIC = "range/telemetry"
 INCIDENT_TOPIC = "tinywarden/+/incident"
+#: Channels the sampler reads host-wide (/proc/stat, /proc/loadavg, /proc/meminfo): on a real gateway they are
+#: the device's own; on the range's shared machine they are every other job's, so they are left out of the
+#: recording before tune by default (``--keep-host-channels`` keeps them).
+HOST_WIDE = ("cpu_pct", "mem_pct", "load1")
 ATTACKS = ("miner", "flood", "exfil", "scan", "forkstorm")
 
 POLICY = f"""
@@ -247,16 +251,30 @@ def _run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float 
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL (a SIGSTOPped process gets SIGCONT too, so it can act on the SIGTERM)."""
+    """SIGTERM (and SIGCONT, for a SIGSTOPped one) to the process and all its descendants, then SIGKILL.
+
+    The descendants matter: ``nsenter`` runs the command as its child and does not pass signals on."""
+    import psutil
+
+    def tree() -> list[psutil.Process]:
+        try:
+            top = psutil.Process(proc.pid)
+            return [*top.children(recursive=True), top]
+        except psutil.NoSuchProcess:
+            return []
+
     if proc.poll() is not None:
         return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-        proc.send_signal(signal.SIGCONT)
+    for p in tree():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(signal.SIGTERM)
+            p.send_signal(signal.SIGCONT)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        for p in tree():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
         proc.wait(timeout)
 
 
@@ -301,7 +319,8 @@ class Pipeline:
     pub: Path = Path()
 
 
-def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target_fpr: float) -> Pipeline:
+def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target_fpr: float,
+                   drop_host: bool = True) -> Pipeline:
     """record (device namespace) -> tune -> keygen -> bundle -> sign -> install, all through the CLI."""
     w = rng.workdir
     p = Pipeline(state=w / "state", pub=w / "keys" / "fleet.pub")
@@ -312,6 +331,8 @@ def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target
                                         "--flush", "2s"), timeout=record_s + 120)  # fmt: skip
     p.record_s = time.monotonic() - t0
     p.record_rows = sum(max(0, len(f.read_text().splitlines()) - 1) for f in rec.glob("*.csv"))
+    if drop_host:
+        drop_columns(rec, HOST_WIDE)
     t0 = time.monotonic()
     out = _run(tinywarden_argv("tune", str(rec), "--out", str(w / "model.twb"), "--flash", "8KB", "--ram", "4KB",
                                "--no-count", "--trials", str(trials), "--target-fpr", f"{target_fpr:g}", "--json"),
@@ -334,6 +355,18 @@ def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target
     for args in cli:
         _run(tinywarden_argv(*args), env=rng.env, timeout=300)
     return p
+
+
+def drop_columns(folder: Path, names: Sequence[str]) -> None:
+    """Remove columns ``names`` from every CSV file of a recording folder, in place."""
+    import csv
+
+    for f in sorted(folder.glob("*.csv")):
+        with open(f, newline="") as fh:
+            rows = list(csv.reader(fh))
+        keep = [i for i, name in enumerate(rows[0]) if name not in names]
+        with open(f, "w", newline="") as fh:
+            csv.writer(fh).writerows([[r[i] for i in keep] for r in rows])
 
 
 # ------------------------------------------------------------------------------- roles inside the namespaces
@@ -662,9 +695,10 @@ class Monitor:
     def between(self, t0: float, t1: float) -> list[dict[str, Any]]:
         return [s for s in self.samples if t0 <= s["t"] <= t1]
 
-    def quiet_now(self) -> bool:
+    def quiet_since(self, since: float) -> bool:
+        """No table of ours and no tc qdisc in the last sample, taken after ``since`` (epoch seconds)."""
         s = self.samples[-1] if self.samples else None
-        return s is not None and not s["tables"] and not s["tbf"]
+        return s is not None and s["t"] > since and not s["tables"] and not s["tbf"]
 
 
 def read_status(state: Path) -> dict[str, Any]:
@@ -672,6 +706,12 @@ def read_status(state: Path) -> dict[str, Any]:
         return json.loads((state / "status.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def device_quiet(state: Path, monitor: Monitor, since: float) -> bool:
+    """The agent's status, written after ``since``, says tier 0 and the kernel shows none of our actions."""
+    st = read_status(state)
+    return st.get("tier") == 0 and float(st.get("last_update") or 0) > since and monitor.quiet_since(since)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -727,6 +767,7 @@ class Config:
     attack_s: float = 20.0
     trials: int = 6
     target_fpr: float = 0.001
+    drop_host_channels: bool = True
     settle_s: float = 90.0  # longest wait for the device to be quiet again after an attack
     workdir: Path | None = None
 
@@ -784,7 +825,7 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
                                                    "--day", f"{cfg.day_s:g}"), "workload")  # fmt: skip
         routes = rng.routes()
         log(f"range: recording {cfg.record_s:g} s of normal at {cfg.rate:g} Hz in {rng.device}")
-        pipe = build_pipeline(rng, cfg.record_s, cfg.rate, cfg.trials, cfg.target_fpr)
+        pipe = build_pipeline(rng, cfg.record_s, cfg.rate, cfg.trials, cfg.target_fpr, cfg.drop_host_channels)
         period = pipe.stride / cfg.rate
         log(f"range: tuned {pipe.model}, window {pipe.window} stride {pipe.stride} ({period:g} s per window), "
             f"{pipe.flash} B flash, {pipe.ram} B RAM; starting the agent")
@@ -799,7 +840,8 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         runs = []
         for name in cfg.attacks:
             spec = specs[name]
-            quiet = wait_for(lambda: read_status(pipe.state).get("tier") == 0 and monitor.quiet_now(), cfg.settle_s)
+            asked = time.time()
+            quiet = wait_for(lambda t=asked: device_quiet(pipe.state, monitor, t), cfg.settle_s)
             t0 = time.time()
             log(f"range: attack {name}: {spec.what}")
             proc = rng.spawn(rng.device, role_argv(name, *spec.args), f"attack-{name}")
@@ -808,7 +850,7 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
             except subprocess.TimeoutExpired:
                 stop(proc)
             t1 = time.time()
-            reverted = wait_for(lambda: read_status(pipe.state).get("tier") == 0 and monitor.quiet_now(), cfg.settle_s)
+            reverted = wait_for(lambda t=t1: device_quiet(pipe.state, monitor, t), cfg.settle_s)
             t2 = time.time()
             out = (work / f"attack-{name}.log").read_text().strip().splitlines()
             runs.append({"name": name, "what": spec.what, "t0": t0, "t1": t1, "t2": t2, "quiet_before": quiet,
@@ -818,9 +860,9 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         stop(agent, 30)
         stop(workload)
         fleet_log = work / "fleet.jsonl"
-        size = -1
-        while fleet_log.exists() and fleet_log.stat().st_size != size:  # until the last QoS 1 messages are in
-            size = fleet_log.stat().st_size
+        size, deadline = -1, time.monotonic() + 30
+        while fleet_log.exists() and fleet_log.stat().st_size != size and time.monotonic() < deadline:
+            size = fleet_log.stat().st_size  # until the last QoS 1 messages are in
             time.sleep(2.0)
         stop(subscriber)
         monitor.close()
@@ -936,7 +978,8 @@ def markdown(res: RangeResult) -> str:
         f"Generated by `sudo python benchmarks/range.py --record {c['record_s']:g} --normal {c['normal_s']:g} "
         f"--rate {c['rate']:g} --day {c['day_s']:g} --attacks {','.join(c['attacks'])} --attack-seconds "
         f"{c['attack_s']:g} --trials {c['trials']} --target-fpr {c['target_fpr']:g} --settle {c['settle_s']:g}"
-        "`. Two network namespaces made for the run, joined by one veth pair: device "
+        + ("" if c["drop_host_channels"] else " --keep-host-channels")
+        + "`. Two network namespaces made for the run, joined by one veth pair: device "
         f"`{DEVICE_IP}/{PREFIXLEN}`; peer `{BACKEND_IP}` (backend uploads and Mosquitto), `{EXFIL_IP}` (exfiltration "
         f"drop, never used by the normal workload), `{VICTIM_IP}` (flood and scan victim). No default route "
         "(routing tables below); every process in both namespaces is stopped and the namespaces deleted at the end.",
@@ -953,8 +996,13 @@ def markdown(res: RangeResult) -> str:
         "- **Policy**: alert (2 of 3 windows): log, renice the miner's name to 19, `tc` 2 mbit cap on the device "
         f"veth; constrain (3 of 4): nftables egress allow-list (only `{BACKEND_IP}`), SIGSTOP the miner's name. "
         "De-escalation and dead-man timers of a few windows.",
-        "- Shared machine: 2 cores used by other jobs at the same time; `cpu_pct`, `load1`, `proc_count` and "
-        "`mem_pct` are host-wide, so their noise is in the normal the model learnt.",
+        "- **Shared machine**: 2 cores used by other jobs at the same time (load average about 20 during the run, "
+        "`cpu_pct` pinned at 100). The sampler reads `cpu_pct`, `load1` and `mem_pct` host-wide, so here they "
+        "are every other job's; "
+        + ("they were removed from the recording before `tune` (the only step outside the CLI), so the model sees "
+           "the device's own channels: its veth counters, `proc_count` (the device has its own PID namespace) "
+           "and `distinct_remote_*`. The miner can then only show through those."
+           if c["drop_host_channels"] else "they were kept (`--keep-host-channels`)."),
         "",
         "## Goals",
         "",
@@ -1018,6 +1066,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--attack-seconds", type=float, default=20.0, help="length of each attack (default 20)")
     ap.add_argument("--trials", type=int, default=6, help="tune --trials (default 6)")
     ap.add_argument("--target-fpr", type=float, default=0.001, help="tune --target-fpr (default 0.001)")
+    ap.add_argument("--keep-host-channels", action="store_true",
+                    help=f"keep the host-wide channels {', '.join(HOST_WIDE)} in the recording tune reads")
     ap.add_argument("--settle", type=float, default=90.0, help="longest wait for the revert after an attack, s")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the run's files here (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=RESULTS / "range.md")
@@ -1029,7 +1079,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cfg = Config(record_s=a.record, normal_s=a.normal, rate=a.rate, day_s=a.day, attack_s=a.attack_seconds,
                  attacks=tuple(x.strip() for x in a.attacks.split(",") if x.strip()), trials=a.trials,
-                 target_fpr=a.target_fpr, settle_s=a.settle, workdir=a.workdir)  # fmt: skip
+                 target_fpr=a.target_fpr, settle_s=a.settle, drop_host_channels=not a.keep_host_channels,
+                 workdir=a.workdir)  # fmt: skip
     res = run_range(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     md = markdown(res)
     a.out.parent.mkdir(parents=True, exist_ok=True)

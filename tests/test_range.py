@@ -20,8 +20,8 @@ def small_range(tmp_path_factory: pytest.TempPathFactory) -> attack_range.RangeR
     reason = attack_range.unavailable()
     if reason:
         pytest.skip(reason)
-    cfg = attack_range.Config(record_s=40, normal_s=5, rate=10, day_s=20, attacks=("flood", "exfil"), attack_s=8,
-                              trials=1, settle_s=45, workdir=tmp_path_factory.mktemp("range"))  # fmt: skip
+    cfg = attack_range.Config(record_s=30, normal_s=3, rate=10, day_s=15, attacks=("flood", "exfil"), attack_s=6,
+                              trials=1, settle_s=30, workdir=tmp_path_factory.mktemp("range"))  # fmt: skip
     return attack_range.run_range(cfg, log=lambda _m: None)
 
 
