@@ -928,7 +928,7 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
             "revert_reasons": sorted({v["reason_code"] for v in back}),
             "audit": r["verify"], "incidents_received": len(got),
             "incident_tiers": sorted({int(i.get("tier", 0)) for i in got}),
-            "attack_s": round(t1 - t0, 1), "process_report": r["report"],
+            "attack_s": round(t1 - t0, 1), "process_report": r["report"], "quiet_before": r["quiet_before"],
         })  # fmt: skip
     esc = status.get("escalation") or {}
     ids = {i.get("incident_id") for i in incidents}
@@ -1023,6 +1023,8 @@ def markdown(res: RangeResult) -> str:
             seen += [f"miner reniced: {'yes' if a['miner_reniced'] else 'no'}",
                      f"miner stopped: {'yes' if a['miner_stopped'] else 'no'}"]
         alarm = "-" if not a["detected"] else f"{a['alarm_windows']} windows ({a['alarm_s']:g} s)"
+        if not a.get("quiet_before", True):
+            alarm += " (actions from before still in place at the start)"
         rev = "-" if a["revert_after_end_s"] is None else (
             f"{a['revert_after_end_s']:g} s ({', '.join(a['revert_reasons'])})"
             + ("" if a["reverted"] else ", **not all reverted**"))
@@ -1072,7 +1074,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="keep the run's files here (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=RESULTS / "range.md")
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
+    ap.add_argument("--from-json", type=Path, default=None, help="re-render the table of an earlier range.json")
     a = ap.parse_args(argv)
+    if a.from_json is not None:
+        res = RangeResult(**json.loads(a.from_json.read_text()))
+        a.out.write_text(markdown(res))
+        print(markdown(res))
+        return 0
     reason = unavailable()
     if reason:
         print(f"range: cannot run: {reason}", file=sys.stderr)
