@@ -904,7 +904,8 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
                   "actions": sorted({a["action"] for a in false_actions})}  # fmt: skip
 
     attacks = []
-    for r in runs:
+    ends = [r["t0"] for r in runs[1:]] + [math.inf]  # a late revert still belongs to its attack
+    for r, until in zip(runs, ends, strict=True):
         t0, t1, t2 = r["t0"], r["t1"], r["t2"]
         mine = [a for a in applies if t0 <= a["t"] <= t1 + 3 * period]
         first = min((a["t"] for a in mine), default=None)
@@ -912,7 +913,7 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
         dropped = max((sum(s["tables"].values()) for s in seen), default=0)
         stopped = any(m["status"] == "stopped" for s in seen for m in s["miners"])
         reniced = any(m["nice"] == 19 for s in seen for m in s["miners"])
-        back = [v for v in reverts if t0 <= v["t"] <= t2]
+        back = [v for v in reverts if t0 <= v["t"] < until]
         last_revert = max((v["t"] for v in back), default=None)
         got = [i for i in incidents if t0 - 1 <= float(i.get("created_at", 0)) <= t2]
         attacks.append({
@@ -923,7 +924,7 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
             "actions": sorted({a["action"] for a in mine if a.get("action")}),
             "nft_dropped": dropped, "tc_seen": any(s["tbf"] for s in seen),
             "miner_reniced": reniced, "miner_stopped": stopped,
-            "reverted": r["reverted_within_wait"] and (first is None or last_revert is not None),
+            "reverted": first is None or last_revert is not None, "reverted_within_wait": r["reverted_within_wait"],
             "revert_after_end_s": None if last_revert is None else round(last_revert - t1, 2),
             "revert_reasons": sorted({v["reason_code"] for v in back}),
             "audit": r["verify"], "incidents_received": len(got),
@@ -1027,7 +1028,7 @@ def markdown(res: RangeResult) -> str:
             alarm += " (actions from before still in place at the start)"
         rev = "-" if a["revert_after_end_s"] is None else (
             f"{a['revert_after_end_s']:g} s ({', '.join(a['revert_reasons'])})"
-            + ("" if a["reverted"] else ", **not all reverted**"))
+            + ("" if a.get("reverted_within_wait", a["reverted"]) else f", after the {c['settle_s']:g} s wait"))
         lines.append(f"| {a['attack']} | {a['what']} | {'yes' if a['detected'] else '**no**'} | {alarm} | "
                      f"{a['tiers']} | {'; '.join(seen)} | {rev} | {a['audit']} | {a['incidents_received']} "
                      f"(tiers {a['incident_tiers']}) |")
@@ -1048,7 +1049,7 @@ def markdown(res: RangeResult) -> str:
         "## Routing tables (no route out)",
         "",
         *(f"- `{ns}`: `{r or '(empty)'}`" for ns, r in res.routes.items()),
-        *([""] + [f"- {x}" for x in res.notes] if res.notes else []),
+        *(["", "## Notes", ""] + [f"- {x}" for x in res.notes] if res.notes else []),
         "",
     ]
     return "\n".join(lines)
