@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system tools tinywarden's tests use, when they are missing: host gcc (compiled C export),
-# Mosquitto (MQTT escalation tests), nftables + iproute2 (response actuators, network namespaces), clang with
+# Mosquitto (MQTT escalation tests), nftables + iproute2 (response actuators, network namespaces, the attack
+# range with util-linux's nsenter/unshare), clang with
 # its libFuzzer/sanitizer runtime (fuzzing the generated C: tests/test_fuzz.py, benchmarks/fuzz.py) and,
 # through install-toolchain.sh, the Cortex-M cross compiler, newlib and QEMU.
 # Idempotent; does nothing when everything is present. Needs root (or sudo) only to install.
@@ -13,6 +14,7 @@ have gcc || need+=(gcc libc6-dev)
 have mosquitto || need+=(mosquitto)
 have nft || need+=(nftables)
 have ip || need+=(iproute2)
+have nsenter || need+=(util-linux)  # nsenter/unshare: the attack range's device PID namespace
 have iptables || need+=(iptables)
 have clang || need+=(clang)
 # libFuzzer and the sanitizer runtimes ship apart from clang itself

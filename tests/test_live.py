@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 from pathlib import Path
 
@@ -94,21 +93,26 @@ def test_a_clock_that_did_not_advance_repeats_the_previous_rates():
 
 
 def test_distinct_remote_addresses_and_ports_count_real_connections():
+    import subprocess
+    import sys
+
     s = LiveSampler(1.0, interfaces=["lo"])
     i = {c: k for k, c in enumerate(s.channels)}
     k = 5
-    with contextlib.ExitStack() as stack:
-        mine: set[int] = set()
-        for _ in range(k):
-            srv = stack.enter_context(socket.socket())
-            srv.bind(("127.0.0.1", 0))
-            srv.listen(1)
-            cli = stack.enter_context(socket.create_connection(srv.getsockname()))
-            stack.enter_context(srv.accept()[0])
-            mine |= {srv.getsockname()[1], cli.getsockname()[1]}
+    # Held by another process: the sampler leaves out its own sockets (see the next test).
+    hold = f"import socket,time\nks=[]\nfor _ in range({k}):\n" \
+           " s=socket.socket();s.bind(('127.0.0.1',0));s.listen(1)\n" \
+           " c=socket.create_connection(s.getsockname());ks+=[s,c,s.accept()[0]]\n" \
+           " print(s.getsockname()[1],c.getsockname()[1],flush=True)\ntime.sleep(30)"  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        mine = {int(p) for _ in range(k) for p in child.stdout.readline().split()}
         ours = [c.raddr for c in psutil.net_connections("inet") if c.raddr and c.laddr.port in mine]
         read = [r for r in inet_remotes() or [] if r[1] in mine]  # the kernel's tables, as the sampler reads
         v = s.sample()
+    finally:
+        child.kill()
+        child.wait()
     # k client ends reach k server ports; k accepted ends reach k client ports; one address
     assert distinct_remotes(ours) == (1, 2 * k)
     assert distinct_remotes(read) == (1, 2 * k) and len(read) == 2 * k
@@ -192,3 +196,30 @@ def test_counter_rate_is_never_negative(prev, cur, dt):
     assert r >= 0.0
     if dt > 0 and cur >= prev:
         assert r == pytest.approx((cur - prev) / dt)
+
+
+def test_the_samplers_own_connections_are_not_device_behaviour():
+    """The agent's own sockets (its MQTT client, paho's wake-up socket pair, syslog) must not count: `record`
+    has none of them, so counting them shifts distinct_remote_* the moment the agent escalates to a broker."""
+    import subprocess
+    import sys
+
+    hold = "import socket,sys,time\ns=socket.socket();s.bind(('127.0.0.1',0));s.listen(1)\n" \
+           "c=socket.create_connection(s.getsockname());a=s.accept()[0]\nprint(c.getsockname()[1],flush=True)\n" \
+           "time.sleep(30)"  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        child_port = int(child.stdout.readline())
+        with socket.socket() as srv:
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(1)
+            with socket.create_connection(srv.getsockname()) as cli, srv.accept()[0]:
+                own_ports = {srv.getsockname()[1], cli.getsockname()[1]}
+                seen = inet_remotes()
+        assert seen is not None
+        ports = {p for _, p in seen}
+        assert not ports & own_ports  # neither end of this process's own connection counts
+        assert child_port in ports  # another process's still does (its accepted end reaches the child's port)
+    finally:
+        child.kill()
+        child.wait()

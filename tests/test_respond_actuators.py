@@ -89,9 +89,11 @@ def test_nft_block_address_really_drops_and_is_really_gone(netns: CommandRunner)
     act.apply()
     ruleset = netns.run(["nft", "list", "ruleset"]).stdout
     assert "table inet tw_block_c2" in ruleset
-    assert "ip daddr 203.0.113.7 drop" in ruleset and "ip6 daddr 2001:db8::7 drop" in ruleset
-    assert "ip saddr 203.0.113.7 drop" in ruleset
+    assert "ip daddr 203.0.113.7 counter packets 0 bytes 0 drop" in ruleset
+    assert "ip6 daddr 2001:db8::7 counter packets 0 bytes 0 drop" in ruleset
+    assert "ip saddr 203.0.113.7 counter packets 0 bytes 0 drop" in ruleset
     assert act.is_applied()
+    assert act.dropped_packets() == 0
     act.apply()  # idempotent
     act.revert()
     assert "tw_block_c2" not in netns.run(["nft", "list", "ruleset"]).stdout
@@ -113,7 +115,10 @@ def test_nft_egress_allowlist_blocks_egress_but_keeps_loopback_and_critical(netn
     # loopback still works.
     assert _send_udp(netns, "10.99.0.2") == "EPERM"
     assert _send_udp(netns, "127.0.0.1") == "sent"
+    # The drop is counted, so an operator (and the attack range) can see what the rule stopped.
+    assert act.dropped_packets() == 1
     act.revert()
+    assert act.dropped_packets() is None
     assert "tw_fence" not in netns.run(["nft", "list", "ruleset"]).stdout
     assert _send_udp(netns, "10.99.0.2") == "sent"
 

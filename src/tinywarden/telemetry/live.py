@@ -7,7 +7,8 @@ channel on every :meth:`LiveSampler.sample`:
 - per interface ``<if>.rx_pkts_s``, ``<if>.tx_pkts_s``, ``<if>.rx_bytes_s``, ``<if>.tx_bytes_s``:
   rates from counter deltas divided by the time between samples (``clock`` is injectable);
 - ``distinct_remote_addrs``, ``distinct_remote_ports``: over the host's inet sockets that have a
-  remote end (:func:`inet_remotes`; omitted, with a warning, where the OS denies the connection table);
+  remote end, leaving out the sampling process's own (:func:`inet_remotes`; omitted, with a warning,
+  where the OS denies the connection table);
 - ``temp_c`` (hottest sensor) and ``power_w`` (sum of ``/sys/class/power_supply/*/power_now``), only
   when the host exposes them at construction.
 
@@ -38,7 +39,7 @@ import psutil
 from tinywarden.errors import ConfigError
 from tinywarden.telemetry.series import Series
 
-__all__ = ["LiveSampler", "counter_rate", "distinct_remotes", "inet_remotes", "parse_proc_net"]
+__all__ = ["LiveSampler", "counter_rate", "distinct_remotes", "inet_remotes", "own_socket_inodes", "parse_proc_net"]
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,12 @@ def distinct_remotes(remotes: Iterable[tuple[str, int]]) -> tuple[int, int]:
     return len({a for a, _ in pairs}), len({p for _, p in pairs})
 
 
-def parse_proc_net(text: str) -> list[tuple[str, int]]:
+def parse_proc_net(text: str, skip_inodes: frozenset[str] = frozenset()) -> list[tuple[str, int]]:
     r"""The remote ends in one of Linux's ``/proc/net/{tcp,tcp6,udp,udp6}`` tables: (address, port) pairs.
 
     The address stays in the kernel's hex spelling (distinct addresses are what is counted, so it need
     not be decoded); a socket whose remote port is 0 (listening, or UDP not connected) has no remote end,
-    as in psutil.
+    as in psutil. Sockets whose inode is in ``skip_inodes`` are left out.
 
     >>> parse_proc_net("  sl local rem st\n 0: 0100007F:0016 00000000:0000 0A\n 1: 0100007F:A2C4 0100007F:0016 01\n")
     [('0100007F', 22)]
@@ -83,7 +84,7 @@ def parse_proc_net(text: str) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     for line in text.splitlines()[1:]:
         fields = line.split()
-        if len(fields) < 3:
+        if len(fields) < 3 or (len(fields) > 9 and fields[9] in skip_inodes):
             continue
         addr, _, port = fields[2].partition(":")
         try:
@@ -95,27 +96,48 @@ def parse_proc_net(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def inet_remotes(proc_net: Path = _PROC_NET) -> list[tuple[str, int]] | None:
-    """The remote ends of this host's inet sockets (in this network namespace), or None where the OS
-    denies the connection table.
+def own_socket_inodes(fd_dir: Path = Path("/proc/self/fd")) -> frozenset[str]:
+    """The inodes of this process's own sockets (``socket:[INODE]`` links in ``fd_dir``)."""
+    out: set[str] = set()
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return frozenset()
+    for name in names:
+        try:
+            link = os.readlink(fd_dir / name)
+        except OSError:  # closed since the listing
+            continue
+        if link.startswith("socket:["):
+            out.add(link[8:-1])
+    return frozenset(out)
 
-    On Linux the kernel's own tables are read (``proc_net``/tcp, tcp6, udp, udp6): psutil's
-    ``net_connections`` also maps every socket to its process by reading every ``/proc/PID/fd``, about
-    30 ms a call on a busy host, which the live agent would pay every second for nothing it uses.
-    Elsewhere psutil's table is used.
+
+def inet_remotes(proc_net: Path = _PROC_NET) -> list[tuple[str, int]] | None:
+    """The remote ends of this host's inet sockets (in this network namespace), leaving out this process's
+    own, or None where the OS denies the connection table.
+
+    This process's own sockets (the agent's MQTT client and paho's wake-up socket pair, syslog) are not the
+    device's behaviour: ``record`` has none of them, so counting them would shift the channels the moment
+    the agent talks to a broker. On Linux the kernel's own tables are read (``proc_net``/tcp, tcp6, udp,
+    udp6) and this process's sockets found by inode in ``/proc/self/fd``: psutil's ``net_connections``
+    maps every socket to its process by reading every ``/proc/PID/fd``, about 30 ms a call on a busy host,
+    which the live agent would pay every second. Elsewhere psutil's table is used.
     """
     if (proc_net / "tcp").is_file():
+        mine = own_socket_inodes()
         out: list[tuple[str, int]] = []
         for name in _INET_TABLES:
             try:
-                out += parse_proc_net((proc_net / name).read_text())
+                out += parse_proc_net((proc_net / name).read_text(), mine)
             except FileNotFoundError:  # tcp6/udp6 are absent on a kernel without IPv6
                 continue
             except OSError:
                 return None
         return out
+    me = os.getpid()
     try:
-        return [(c.raddr[0], c.raddr[1]) for c in psutil.net_connections(kind="inet") if c.raddr]
+        return [(c.raddr[0], c.raddr[1]) for c in psutil.net_connections(kind="inet") if c.raddr and c.pid != me]
     except (psutil.AccessDenied, PermissionError, OSError):
         return None
 

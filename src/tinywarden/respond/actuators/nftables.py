@@ -10,6 +10,7 @@ the egress allow-list, so the device keeps its critical function while isolated.
 from __future__ import annotations
 
 import ipaddress
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,15 +43,16 @@ def nft_script(table: str, rules: FilterRules) -> str:
     table inet tw_x {
       chain output {
         type filter hook output priority -10; policy accept;
-        ip daddr { 203.0.113.7/32 } drop
+        ip daddr { 203.0.113.7/32 } counter drop
       }
       chain input {
         type filter hook input priority -10; policy accept;
-        ip saddr { 203.0.113.7/32 } drop
+        ip saddr { 203.0.113.7/32 } counter drop
       }
     }
     """
-    # Priority -10 runs our chains before the usual priority-0 filter chains.
+    # Priority -10 runs our chains before the usual priority-0 filter chains. Every drop is counted so
+    # the operator can see what the rule stopped (``Actuator.dropped_packets``).
     head = "type filter hook {} priority -10; policy {};"
     lines = [f"table inet {table} {{"]
     if rules.egress_only:
@@ -59,11 +61,12 @@ def nft_script(table: str, rules: FilterRules) -> str:
         body += [f'oifname "{i}" accept' for i in rules.allow_interfaces]
         body += [f"ip daddr {{ {', '.join(v4)} }} accept"] if v4 else []
         body += [f"ip6 daddr {{ {', '.join(v6)} }} accept"] if v6 else []
+        body.append("counter drop")  # the policy would drop too, uncounted
         chains = [("output", head.format("output", "drop"), body)]
     else:
         v4, v6 = _split(rules.drop)
-        out = [f"ip daddr {{ {', '.join(v4)} }} drop"] if v4 else []
-        out += [f"ip6 daddr {{ {', '.join(v6)} }} drop"] if v6 else []
+        out = [f"ip daddr {{ {', '.join(v4)} }} counter drop"] if v4 else []
+        out += [f"ip6 daddr {{ {', '.join(v6)} }} counter drop"] if v6 else []
         inp = [r.replace("daddr", "saddr") for r in out]
         chains = [
             ("output", head.format("output", "accept"), out),
@@ -88,6 +91,10 @@ class _NftBackend:
 
     def remove(self) -> None:
         self.runner.run(["nft", "delete", "table", "inet", self.table])
+
+    def dropped(self) -> int:
+        listed = self.runner.run(["nft", "list", "table", "inet", self.table]).stdout
+        return sum(int(n) for n in re.findall(r"counter packets (\d+) bytes \d+ drop", listed))
 
     def commands(self, rules: FilterRules) -> str:
         return f"nft -f - <<< {nft_script(self.table, rules)!r}"
@@ -145,6 +152,17 @@ class _IptablesBackend:
                 self.runner.run([binary, "-F", name])
                 self.runner.run([binary, "-X", name])
 
+    def dropped(self) -> int:
+        total = 0
+        for binary in ("iptables", "ip6tables"):
+            for hook in ("OUTPUT", "INPUT"):
+                listed = self.runner.run([binary, "-L", self._name(hook), "-v", "-x", "-n"], check=False)
+                for line in listed.stdout.splitlines()[2:]:  # chain title and column header
+                    cols = line.split()
+                    if len(cols) > 2 and cols[2] == "DROP":
+                        total += int(cols[0])
+        return total
+
     def commands(self, rules: FilterRules) -> str:
         return "; ".join(
             f"{b} -N {self._name(h)}; " + "; ".join(f"{b} -A {self._name(h)} {' '.join(r)}" for r in body)
@@ -185,6 +203,10 @@ class _FilterActuator(Actuator):
 
     def is_applied(self) -> bool:
         return self.backend.present()
+
+    def dropped_packets(self) -> int | None:
+        """Packets this action's rules have dropped since it was applied; ``None`` when it is not applied."""
+        return self.backend.dropped() if self.is_applied() else None
 
 
 class NftBlockAddress(_FilterActuator):

@@ -1,0 +1,1105 @@
+"""The attack range (issue 15 item 4): a live Linux "device" protected end to end by the real CLI, attacked
+by real processes, with every response checked on the real kernel.
+
+Two network namespaces made for the run and joined by one veth pair; the only addresses are on the pair's
+ends (``10.77.0.1/29`` on the device; ``.2`` backend and broker, ``.3`` an exfiltration drop, ``.4`` a flood
+and scan victim on the peer), no namespace has a default route, so nothing can leave them. The device runs
+a normal workload (uploads to the backend, an MQTT publisher, a day/night rhythm compressed to
+``--day`` seconds); the peer runs a real Mosquitto bound to ``10.77.0.2``, an upload sink and a subscriber.
+
+Pipeline, all through the CLI: ``record`` in the device namespace, ``tune --flash 8KB --ram 4KB``,
+``keygen``, ``bundle``, ``sign``, ``install``, then ``agent --real-actuators --mqtt 10.77.0.2`` in the device
+namespace. Then a normal period (false actions counted) and the attacks, each bounded in packets and time:
+a CPU-bound miner, a UDP flood, bulk exfiltration to a new address, a TCP port scan, a fork storm. For each:
+detected, time to the first alarm (windows and seconds), the actions really in place (the nftables drop
+counter, the tc qdisc, the miner's process state), the dead-man/de-escalation revert, ``audit verify`` and
+the incident as received by the subscriber. Namespaces and every process in them are removed at the end,
+also on failure.
+
+    sudo python benchmarks/range.py                       # 10 min recording, 30 min normal, 5 attacks
+    sudo python benchmarks/range.py --record 120 --normal 120 --attacks flood,miner   # a quick look
+
+Writes benchmarks/results/range.md and range.json. Internal roles (workload, sink, subscriber and the
+attacks) are this file run as ``range.py role NAME ...`` inside a namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+
+DEVICE_IP, BACKEND_IP, EXFIL_IP, VICTIM_IP = "10.77.0.1", "10.77.0.2", "10.77.0.3", "10.77.0.4"
+PREFIXLEN = 29
+UPLOAD_PORT, CONFIG_PORT, EXFIL_PORT, MQTT_PORT, FLOOD_PORT = 8080, 8443, 443, 1883, 9
+MINER_NAME = "tw-miner"  # the process name the policy's process actions match
+TELEMETRY_TOPIC = "range/telemetry"
+INCIDENT_TOPIC = "tinywarden/+/incident"
+#: Channels the sampler reads host-wide (/proc/stat, /proc/loadavg, /proc/meminfo): on a real gateway they are
+#: the device's own; on the range's shared machine they are every other job's, so they are left out of the
+#: recording before tune by default (``--keep-host-channels`` keeps them).
+HOST_WIDE = ("cpu_pct", "mem_pct", "load1")
+ATTACKS = ("miner", "flood", "exfil", "scan", "forkstorm")
+
+POLICY = f"""
+[adaptation]
+enabled = false
+
+[policy]
+name = "range"
+version = "1"
+fail_safe_tier = "alert"
+telemetry_timeout_s = 30
+
+[critical]
+addresses = ["{BACKEND_IP}"]   # the backend and broker stay reachable whatever the tier
+
+[tiers.alert]
+actions = ["notify", "throttle_miner", "cap_uplink"]
+k = 2
+n = 3
+deescalate_after_s = {{quiet}}
+dead_man_s = {{dead_man}}
+
+[tiers.constrain]
+actions = ["egress_allowlist", "stop_miner"]
+k = 3
+n = 4
+margin = 0.25
+deescalate_after_s = {{quiet}}
+dead_man_s = {{dead_man}}
+
+[actions.notify]
+type = "log"
+message = "device behaves unusually"
+
+[actions.throttle_miner]
+type = "process_renice"
+process = "{MINER_NAME}"
+nice = 19
+
+[actions.cap_uplink]
+type = "tc_rate_limit"
+interface = "{{iface}}"
+rate = "2mbit"
+
+[actions.egress_allowlist]
+type = "nft_egress_allowlist"
+allow = ["{BACKEND_IP}/32"]
+
+[actions.stop_miner]
+type = "process_suspend"
+process = "{MINER_NAME}"
+"""
+
+
+def unavailable() -> str | None:
+    """Why the range cannot run here (not root, no ``ip netns``, no nft/tc, no Mosquitto), or None."""
+    if os.geteuid() != 0:
+        return "the attack range needs root (network namespaces, nftables, tc)"
+    for tool in ("ip", "nft", "tc", "nsenter", "unshare"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (scripts/setup-system.sh installs iproute2 and nftables)"
+    if mosquitto_binary() is None:
+        return "mosquitto broker not installed (scripts/setup-system.sh installs it)"
+    probe = f"twr-probe-{secrets.token_hex(3)}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def mosquitto_binary() -> str | None:
+    return "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else shutil.which("mosquitto")
+
+
+def tinywarden_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tinywarden", *args]
+
+
+def role_argv(*args: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "role", *args]
+
+
+def child_env() -> dict[str, str]:
+    """The environment of every child: this checkout's tinywarden, no colour, one BLAS thread."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])])
+    env.update(NO_COLOR="1", COLUMNS="200", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return env
+
+
+# ------------------------------------------------------------------------------------------- namespaces
+
+
+class Range:
+    """The two namespaces, their veth pair and every process started in them; removed on exit."""
+
+    def __init__(self, workdir: Path) -> None:
+        tag = secrets.token_hex(3)
+        self.device, self.peer = f"twr-dev-{tag}", f"twr-peer-{tag}"
+        self.dev_if, self.peer_if = f"twd{tag}", f"twp{tag}"
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.env = child_env()
+        self.device_init: int | None = None
+        self._init_proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Range:
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _create(self) -> None:
+        for ns in (self.device, self.peer):
+            _run(["ip", "netns", "add", ns])
+        _run(["ip", "link", "add", self.dev_if, "netns", self.device, "type", "veth",
+              "peer", "name", self.peer_if, "netns", self.peer])  # fmt: skip
+        self.run(self.device, ["ip", "addr", "add", f"{DEVICE_IP}/{PREFIXLEN}", "dev", self.dev_if])
+        for ip in (BACKEND_IP, EXFIL_IP, VICTIM_IP):
+            self.run(self.peer, ["ip", "addr", "add", f"{ip}/{PREFIXLEN}", "dev", self.peer_if])
+        self.run(self.device, ["ip", "link", "set", self.dev_if, "up"])
+        self.run(self.peer, ["ip", "link", "set", self.peer_if, "up"])
+        for ns in (self.device, self.peer):  # paho's wake-up socket pair binds 127.0.0.1
+            self.run(ns, ["ip", "link", "set", "lo", "up"])
+        self._device_pid_namespace()
+
+    def prefix(self, ns: str) -> list[str]:
+        if ns == self.device and self.device_init is not None:
+            return ["nsenter", "-t", str(self.device_init), "-n", "-p", "-m"]
+        return ["ip", "netns", "exec", ns]
+
+    def _device_pid_namespace(self) -> None:
+        """A PID namespace (with its own /proc) for everything on the device, so ``proc_count`` counts the
+        device's processes, not the whole shared host's. Its init is a ``sleep``; killing it ends them all."""
+        import psutil
+
+        self._init_proc = subprocess.Popen([*self.prefix(self.device), "unshare", "--pid", "--fork", "--mount-proc",
+                                            "sleep", "infinity"])  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            kids = psutil.Process(self._init_proc.pid).children(recursive=True)
+            if kids:
+                self.device_init = kids[-1].pid
+                return
+            time.sleep(0.05)
+        raise RuntimeError("unshare did not start the device's PID namespace")
+
+    def run(self, ns: str, argv: Sequence[str], timeout: float = 600, check: bool = True) -> str:
+        return _run([*self.prefix(ns), *argv], env=self.env, timeout=timeout, check=check)
+
+    def spawn(self, ns: str, argv: Sequence[str], name: str) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115  (closed with the process)
+        proc = subprocess.Popen([*self.prefix(ns), *argv], stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def routes(self) -> dict[str, str]:
+        """Each namespace's routing table, to show there is no way out."""
+        return {ns: self.run(ns, ["ip", "-4", "route"]).strip() for ns in (self.device, self.peer)}
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            stop(proc)
+        if self.device_init is not None:  # the PID namespace's init: the kernel ends what is left in it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.device_init, signal.SIGKILL)
+        if self._init_proc is not None:
+            stop(self._init_proc)
+        for ns in (self.device, self.peer):
+            listed = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+            for pid in listed.split():  # anything still running in a namespace this run made
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600, check: bool = True) -> str:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM (and SIGCONT, for a SIGSTOPped one) to the process and all its descendants, then SIGKILL.
+
+    The descendants matter: ``nsenter`` runs the command as its child and does not pass signals on."""
+    import psutil
+
+    def tree() -> list[psutil.Process]:
+        try:
+            top = psutil.Process(proc.pid)
+            return [*top.children(recursive=True), top]
+        except psutil.NoSuchProcess:
+            return []
+
+    if proc.poll() is not None:
+        return
+    for p in tree():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(signal.SIGTERM)
+            p.send_signal(signal.SIGCONT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        for p in tree():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        proc.wait(timeout)
+
+
+def wait_listening(rng: Range, ns: str, addr: str, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f"{addr}:{port}" in rng.run(ns, ["ss", "-Hltn"], check=False):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on {addr}:{port} in {ns} after {timeout} s")
+
+
+def start_broker(rng: Range) -> None:
+    """A real Mosquitto in the peer namespace, bound to the backend address only."""
+    conf = rng.workdir / "mosquitto.conf"
+    conf.write_text("\n".join([
+        f"listener {MQTT_PORT} {BACKEND_IP}", "allow_anonymous true", "persistence true",
+        f"persistence_location {rng.workdir}/", "log_dest stderr", "log_type error", "log_type warning",
+        "user root",  # otherwise it drops to its own user, which cannot reach a 0700 work folder
+    ]) + "\n")  # fmt: skip
+    rng.spawn(rng.peer, [str(mosquitto_binary()), "-c", str(conf)], "mosquitto")
+    wait_listening(rng, rng.peer, BACKEND_IP, MQTT_PORT)
+
+
+# ------------------------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class Pipeline:
+    """What the CLI produced: the chosen model, the device's state and keys."""
+
+    model: str = ""
+    window: int = 0
+    stride: int = 0
+    flash: int = 0
+    ram: int = 0
+    channels: int = 0
+    record_rows: int = 0
+    record_s: float = 0.0
+    tune_s: float = 0.0
+    state: Path = Path()
+    pub: Path = Path()
+
+
+def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target_fpr: float,
+                   drop_host: bool = True) -> Pipeline:
+    """record (device namespace) -> tune -> keygen -> bundle -> sign -> install, all through the CLI."""
+    w = rng.workdir
+    p = Pipeline(state=w / "state", pub=w / "keys" / "fleet.pub")
+    rec = w / "recording"
+    t0 = time.monotonic()
+    rng.run(rng.device, tinywarden_argv("record", "--out", str(rec), "--rate", f"{rate:g}", "--interface",
+                                        rng.dev_if, "--duration", f"{record_s:g}s", "--format", "csv",
+                                        "--flush", "2s"), timeout=record_s + 120)  # fmt: skip
+    p.record_s = time.monotonic() - t0
+    p.record_rows = sum(max(0, len(f.read_text().splitlines()) - 1) for f in rec.glob("*.csv"))
+    if drop_host:
+        drop_columns(rec, HOST_WIDE)
+    t0 = time.monotonic()
+    out = _run(tinywarden_argv("tune", str(rec), "--out", str(w / "model.twb"), "--flash", "8KB", "--ram", "4KB",
+                               "--no-count", "--trials", str(trials), "--target-fpr", f"{target_fpr:g}", "--json"),
+               env=rng.env, timeout=3600)
+    p.tune_s = time.monotonic() - t0
+    chosen = json.loads(out.strip().splitlines()[-1])
+    p.model = f"{chosen['family']} {dict(chosen['params'])}, features {chosen['features']}"
+    p.window, p.stride, p.flash, p.ram = chosen["window"], chosen["stride"], chosen["flash"], chosen["ram"]
+    p.channels = len(chosen["channels"])
+    (w / "policy.toml").write_text(POLICY.format(iface=rng.dev_if, quiet=f"{max(4.0, 3 * p.stride / rate):g}",
+                                                 dead_man=f"{max(6.0, 4 * p.stride / rate):g}"))
+    (w / "keys").mkdir(exist_ok=True)
+    cli = [
+        ("keygen", "--out", str(w / "keys" / "fleet")),
+        ("bundle", str(w / "model.twb"), "--policy", str(w / "policy.toml"), "--out", str(w / "range.twbundle"),
+         "--model-id", "range-device", "--profile", "linux-gateway"),
+        ("sign", str(w / "range.twbundle"), "--key", str(w / "keys" / "fleet.key"), "--version", "1"),
+        ("install", str(w / "range.twbundle"), "--pubkey", str(p.pub), "--state-dir", str(p.state)),
+    ]
+    for args in cli:
+        _run(tinywarden_argv(*args), env=rng.env, timeout=300)
+    return p
+
+
+def drop_columns(folder: Path, names: Sequence[str]) -> None:
+    """Remove columns ``names`` from every CSV file of a recording folder, in place."""
+    import csv
+
+    for f in sorted(folder.glob("*.csv")):
+        with open(f, newline="") as fh:
+            rows = list(csv.reader(fh))
+        keep = [i for i, name in enumerate(rows[0]) if name not in names]
+        with open(f, "w", newline="") as fh:
+            csv.writer(fh).writerows([[r[i] for i in keep] for r in rows])
+
+
+# ------------------------------------------------------------------------------- roles inside the namespaces
+
+
+def _stop_flag() -> threading.Event:
+    """Set on SIGTERM/SIGINT, so a role finishes its bookkeeping and exits."""
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    return done
+
+
+def _write_json(path: str, doc: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f)
+    os.replace(tmp, path)
+
+
+def role_workload(a: argparse.Namespace) -> None:
+    """The device's normal, following a compressed day: 1 Hz MQTT telemetry (QoS 1); uploads to the backend,
+    each by a short-lived child process as a gateway's cron job would run ``curl``; now and then a
+    configuration check on the backend's second port."""
+    import paho.mqtt.client as mqtt
+
+    done = _stop_flag()
+    rnd = random.Random(a.seed)
+    stats = {"uploads": 0, "upload_bytes": 0, "upload_errors": 0, "config_checks": 0, "published": 0}
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="range-device-telemetry", clean_session=False)
+    client.connect(BACKEND_IP, MQTT_PORT, keepalive=30)
+    client.loop_start()
+    kids: dict[int, int] = {}
+    last = None
+    t0, next_pub, next_upload, next_check = time.monotonic(), 0.0, 0.0, 5.0
+    while not done.is_set():
+        t = time.monotonic() - t0
+        day = 0.5 - 0.5 * math.cos(2 * math.pi * t / a.day)  # 0 at "midnight", 1 at "noon"
+        if t >= next_pub:
+            stats["published"] += 1
+            body = json.dumps({"seq": stats["published"], "temp": round(20 + 5 * day + rnd.gauss(0, 0.2), 2)})
+            last = client.publish(TELEMETRY_TOPIC, body, qos=1)
+            next_pub = t + 1.0
+        if t >= next_upload:
+            size = int(2000 + 30000 * day * rnd.uniform(0.7, 1.3))
+            pid = os.fork()
+            if pid == 0:
+                os._exit(_upload(UPLOAD_PORT, size, rnd.uniform(0.1, 0.6 + day)))
+            kids[pid] = size
+            next_upload = t + rnd.expovariate(0.3 + 1.7 * day)
+        if t >= next_check:
+            pid = os.fork()
+            if pid == 0:
+                os._exit(_upload(CONFIG_PORT, 200, 0.5))
+            kids[pid] = 0
+            next_check = t + rnd.uniform(5, 20)
+        for pid in list(kids):
+            done_pid, code = os.waitpid(pid, os.WNOHANG)
+            if done_pid:
+                size = kids.pop(pid)
+                key = "uploads" if size else "config_checks"
+                stats[key] += code == 0
+                stats["upload_errors"] += code != 0
+                stats["upload_bytes"] += size if size and code == 0 else 0
+        _write_every(a.stats, stats, t)
+        done.wait(0.05)
+    if last is not None:  # QoS 1: what was published is acknowledged before we leave
+        with contextlib.suppress(RuntimeError, ValueError):
+            last.wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+    for pid in kids:
+        os.waitpid(pid, 0)
+    _write_json(a.stats, stats)
+
+
+def _upload(port: int, size: int, pace_s: float) -> int:
+    """One upload of ``size`` bytes to the backend, spread over ``pace_s``; the child's exit status."""
+    try:
+        with socket.create_connection((BACKEND_IP, port), timeout=5) as s:
+            chunk = max(1, size // 4)
+            for i in range(0, size, chunk):
+                s.sendall(b"u" * min(chunk, size - i))
+                time.sleep(pace_s / 4)
+        return 0
+    except OSError:
+        return 1
+
+
+_last_write = [0.0]
+
+
+def _write_every(path: str, doc: dict[str, Any], t: float, every: float = 2.0) -> None:
+    if t - _last_write[0] >= every:
+        _write_json(path, doc)
+        _last_write[0] = t
+
+
+def role_sink(a: argparse.Namespace) -> None:
+    """TCP sinks on the peer: the backend's upload port and the exfiltration drop; counts bytes per address."""
+    done = _stop_flag()
+    got: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def serve(addr: str, port: int) -> None:
+        srv = socket.create_server((addr, port), reuse_port=False)
+        srv.settimeout(0.5)
+        while not done.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=drain, args=(conn, addr), daemon=True).start()
+
+    def drain(conn: socket.socket, addr: str) -> None:
+        with conn:
+            conn.settimeout(10)
+            with contextlib.suppress(OSError):
+                while chunk := conn.recv(1 << 16):
+                    with lock:
+                        got[addr] = got.get(addr, 0) + len(chunk)
+
+    for addr, port in ((BACKEND_IP, UPLOAD_PORT), (BACKEND_IP, CONFIG_PORT), (EXFIL_IP, EXFIL_PORT)):
+        threading.Thread(target=serve, args=(addr, port), daemon=True).start()
+    while not done.wait(1.0):
+        with lock:
+            _write_json(a.stats, dict(got))
+    with lock:
+        _write_json(a.stats, dict(got))
+
+
+def role_subscriber(a: argparse.Namespace) -> None:
+    """A fleet subscriber on the broker: incidents in full, the device's telemetry by sequence number."""
+    import paho.mqtt.client as mqtt
+
+    done = _stop_flag()
+    out = open(a.out, "a", buffering=1)  # noqa: SIM115  (one line per message, closed at exit)
+
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        out.write(json.dumps({"at": time.time(), "topic": msg.topic, "payload": msg.payload.decode()}) + "\n")
+
+    def on_connect(c: Any, *_: Any) -> None:
+        c.subscribe([(INCIDENT_TOPIC, 1), (TELEMETRY_TOPIC, 1)])
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="range-fleet", clean_session=False)
+    client.on_message, client.on_connect = on_message, on_connect
+    client.connect(BACKEND_IP, MQTT_PORT, keepalive=30)
+    client.loop_start()
+    done.wait()
+    time.sleep(1.0)  # what is in flight
+    client.loop_stop()
+    client.disconnect()
+    out.close()
+
+
+def _set_name(name: str) -> None:
+    """The process name (``comm``) the policy matches, as a real miner binary would have."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
+
+
+def _report(doc: dict[str, Any]) -> None:
+    print(json.dumps(doc), flush=True)
+
+
+def attack_miner(a: argparse.Namespace) -> None:
+    """CPU-bound hashing in one process per core for ``--seconds``; a SIGSTOP just pauses it."""
+    _set_name(MINER_NAME)
+    deadline = time.monotonic() + a.seconds
+    kids = []
+    for _ in range(a.procs):
+        pid = os.fork()
+        if pid == 0:
+            _set_name(MINER_NAME)
+            h, n = b"x", 0
+            while time.monotonic() < deadline:
+                for _ in range(20000):
+                    h = hashlib.sha256(h).digest()
+                n += 1
+            os._exit(0)
+        kids.append(pid)
+    for pid in kids:
+        os.waitpid(pid, 0)
+    _report({"procs": a.procs})
+
+
+def attack_flood(a: argparse.Namespace) -> None:
+    """UDP datagrams to the victim as fast as possible, at most ``--packets`` and ``--seconds``."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    payload = os.urandom(64)
+    sent = refused = 0
+    deadline = time.monotonic() + a.seconds
+    while sent + refused < a.packets and time.monotonic() < deadline:
+        for _ in range(100):
+            try:
+                s.sendto(payload, (VICTIM_IP, FLOOD_PORT))
+                sent += 1
+            except PermissionError:  # a filter dropped it at the output hook
+                refused += 1
+            except (BlockingIOError, ConnectionRefusedError, OSError):
+                refused += 0
+        if a.pps:
+            time.sleep(100 / a.pps)
+    _report({"sent": sent, "refused_by_filter": refused})
+
+
+def attack_exfil(a: argparse.Namespace) -> None:
+    """Bulk upload to an address the device never talked to, reconnecting when cut off."""
+    sent = attempts = 0
+    deadline = time.monotonic() + a.seconds
+    block = os.urandom(1 << 16)
+    while sent < a.bytes and time.monotonic() < deadline:
+        attempts += 1
+        try:
+            with socket.create_connection((EXFIL_IP, EXFIL_PORT), timeout=2) as s:
+                s.settimeout(2)
+                while sent < a.bytes and time.monotonic() < deadline:
+                    sent += s.send(block)
+        except OSError:
+            time.sleep(0.5)
+    _report({"bytes_sent": sent, "connection_attempts": attempts})
+
+
+def attack_scan(a: argparse.Namespace) -> None:
+    """TCP connect scan of the victim's ports 1..``--ports``, sweeping until ``--seconds`` or ``--probes``."""
+    probes = answered = refused = 0
+    deadline = time.monotonic() + a.seconds
+    port = 0
+    while probes < a.probes and time.monotonic() < deadline:
+        port = port % a.ports + 1
+        probes += 1
+        try:
+            with socket.create_connection((VICTIM_IP, port), timeout=0.2):
+                answered += 1
+        except ConnectionRefusedError:
+            answered += 1  # RST: the port is closed, the host answered
+        except PermissionError:
+            refused += 1
+        except OSError:
+            pass
+        if a.pps:
+            time.sleep(1 / a.pps)
+    _report({"probes": probes, "answered": answered, "refused_by_filter": refused})
+
+
+def attack_forkstorm(a: argparse.Namespace) -> None:
+    """At most ``--procs`` processes, forked at ``--rate`` per second, each alive until ``--seconds``."""
+    deadline = time.monotonic() + a.seconds
+    kids = []
+    while len(kids) < a.procs and time.monotonic() < deadline:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            os._exit(0)
+        kids.append(pid)
+        time.sleep(1 / a.rate)
+    for pid in kids:
+        os.waitpid(pid, 0)
+    _report({"forked": len(kids)})
+
+
+ROLES: dict[str, Callable[[argparse.Namespace], None]] = {
+    "workload": role_workload, "sink": role_sink, "subscriber": role_subscriber, "miner": attack_miner,
+    "flood": attack_flood, "exfil": attack_exfil, "scan": attack_scan, "forkstorm": attack_forkstorm,
+}  # fmt: skip
+
+
+def role_main(argv: Sequence[str]) -> None:
+    ap = argparse.ArgumentParser(prog="range.py role")
+    ap.add_argument("name", choices=sorted(ROLES))
+    ap.add_argument("--stats", default="")
+    ap.add_argument("--out", default="")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--day", type=float, default=120.0)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--packets", type=int, default=300_000)
+    ap.add_argument("--pps", type=float, default=0.0)
+    ap.add_argument("--bytes", type=int, default=200 << 20)
+    ap.add_argument("--ports", type=int, default=1024)
+    ap.add_argument("--probes", type=int, default=20_000)
+    ap.add_argument("--rate", type=float, default=50.0)
+    a = ap.parse_args(argv)
+    ROLES[a.name](a)
+
+
+# ------------------------------------------------------------------------------------------- measuring
+
+
+class Monitor:
+    """Polls the device's real state twice a second: our nftables tables and their drop counters, the tc
+    qdisc, and the state and nice value of every process named like the miner."""
+
+    def __init__(self, rng: Range, period_s: float = 0.5) -> None:
+        self.rng, self.period_s = rng, period_s
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> Monitor:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _loop(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            t = time.time()
+            ruleset = self.rng.run(self.rng.device, ["nft", "list", "ruleset"], check=False)
+            tables = {m.group(1): 0 for m in re.finditer(r"^table inet (tw_\w+)", ruleset, re.M)}
+            for name, body in re.findall(r"^table inet (tw_\w+) \{(.*?)^\}", ruleset, re.M | re.S):
+                tables[name] = sum(int(n) for n in re.findall(r"counter packets (\d+) bytes \d+ drop", body))
+            qdisc = self.rng.run(self.rng.device, ["tc", "qdisc", "show", "dev", self.rng.dev_if, "root"], check=False)
+            miners = []
+            for p in psutil.process_iter(["name", "status", "nice"]):
+                if p.info["name"] == MINER_NAME:
+                    miners.append({"pid": p.pid, "status": p.info["status"], "nice": p.info["nice"]})
+            self.samples.append({"t": t, "tables": tables, "tbf": "tbf 7477:" in qdisc, "miners": miners})
+            self._stop.wait(self.period_s)
+
+    def between(self, t0: float, t1: float) -> list[dict[str, Any]]:
+        return [s for s in self.samples if t0 <= s["t"] <= t1]
+
+    def quiet_since(self, since: float) -> bool:
+        """No table of ours and no tc qdisc in the last sample, taken after ``since`` (epoch seconds)."""
+        s = self.samples[-1] if self.samples else None
+        return s is not None and s["t"] > since and not s["tables"] and not s["tbf"]
+
+
+def read_status(state: Path) -> dict[str, Any]:
+    try:
+        return json.loads((state / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def device_quiet(state: Path, monitor: Monitor, since: float) -> bool:
+    """The agent's status, written after ``since``, says tier 0 and the kernel shows none of our actions."""
+    st = read_status(state)
+    return st.get("tier") == 0 and float(st.get("last_update") or 0) > since and monitor.quiet_since(since)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(line))
+    return out
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+@dataclass
+class AttackSpec:
+    name: str
+    args: tuple[str, ...]
+    what: str
+
+
+def attack_specs(seconds: float) -> dict[str, AttackSpec]:
+    """Each attack with its bounds (packets, bytes, probes, processes and time)."""
+    s = f"{seconds:g}"
+    return {
+        "miner": AttackSpec("miner", ("--seconds", s, "--procs", "2"),
+                            f"2 processes named {MINER_NAME} hashing SHA-256, {s} s"),
+        "flood": AttackSpec("flood", ("--seconds", s, "--packets", "300000"),
+                            f"UDP 64 B datagrams to {VICTIM_IP}:{FLOOD_PORT}, <= 300000 packets, <= {s} s"),
+        "exfil": AttackSpec("exfil", ("--seconds", s, "--bytes", str(200 << 20)),
+                            f"TCP bulk upload to new address {EXFIL_IP}:{EXFIL_PORT}, <= 200 MiB, <= {s} s"),
+        "scan": AttackSpec("scan", ("--seconds", s, "--ports", "1024", "--probes", "20000", "--pps", "400"),
+                           f"TCP connect scan of {VICTIM_IP} ports 1-1024, <= 20000 probes at <= 400/s, <= {s} s"),
+        "forkstorm": AttackSpec("forkstorm", ("--seconds", s, "--procs", "300", "--rate", "60"),
+                                f"<= 300 processes forked at 60/s, alive <= {s} s"),
+    }  # fmt: skip
+
+
+@dataclass
+class Config:
+    record_s: float = 600.0
+    normal_s: float = 1800.0
+    rate: float = 10.0
+    day_s: float = 120.0
+    attacks: tuple[str, ...] = ATTACKS
+    attack_s: float = 20.0
+    trials: int = 6
+    target_fpr: float = 0.001
+    drop_host_channels: bool = True
+    settle_s: float = 90.0  # longest wait for the device to be quiet again after an attack
+    workdir: Path | None = None
+
+
+@dataclass
+class RangeResult:
+    config: dict[str, Any]
+    pipeline: dict[str, Any]
+    routes: dict[str, str]
+    normal: dict[str, Any]
+    attacks: list[dict[str, Any]]
+    broker: dict[str, Any]
+    audit_verdict: str
+    notes: list[str] = field(default_factory=list)
+
+
+def start_agent(rng: Range, pipe: Pipeline, rate: float) -> subprocess.Popen[bytes]:
+    argv = tinywarden_argv("agent", "--pubkey", str(pipe.pub), "--state-dir", str(pipe.state), "--rate", f"{rate:g}",
+                           "--interface", rng.dev_if, "--mqtt", f"{BACKEND_IP}:{MQTT_PORT}", "--real-actuators",
+                           "--device-id", "range-device", "--poll", "3600")  # fmt: skip
+    proc = rng.spawn(rng.device, argv, "agent")
+    if not wait_for(lambda: read_status(pipe.state).get("windows_scored", 0) >= 2 or proc.poll() is not None, 180):
+        raise RuntimeError("the agent scored no window within 180 s")
+    if proc.poll() is not None:
+        tail = (rng.workdir / "agent.log").read_text()[-3000:]
+        raise RuntimeError(f"the agent exited with {proc.returncode}: {tail}")
+    return proc
+
+
+def audit_verify(rng: Range, state: Path) -> str:
+    proc = subprocess.run(tinywarden_argv("audit", "verify", str(state / "audit.log"), "--key",
+                                          str(state / "keys" / "audit.key")),
+                          capture_output=True, text=True, env=rng.env)  # fmt: skip
+    return {0: "intact", 1: "tampered", 3: "unproven"}.get(proc.returncode, f"exit {proc.returncode}")
+
+
+def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
+    """Build the range, run the pipeline, the normal period and the attacks; always tear it all down."""
+    import tempfile
+
+    specs = attack_specs(cfg.attack_s)
+    unknown = [a for a in cfg.attacks if a not in specs]
+    if unknown:
+        raise ValueError(f"unknown attack(s) {unknown}; choose from {list(specs)}")
+    with contextlib.ExitStack() as stack:
+        work = cfg.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="twrange-")))
+        work.mkdir(parents=True, exist_ok=True)
+        rng = stack.enter_context(Range(work))
+        log(f"range: namespaces {rng.device} / {rng.peer}, veth {rng.dev_if} / {rng.peer_if}, work {work}")
+        start_broker(rng)
+        rng.spawn(rng.peer, role_argv("sink", "--stats", str(work / "sink.json")), "sink")
+        wait_listening(rng, rng.peer, BACKEND_IP, UPLOAD_PORT)
+        subscriber = rng.spawn(rng.peer, role_argv("subscriber", "--out", str(work / "fleet.jsonl")), "subscriber")
+        workload = rng.spawn(rng.device, role_argv("workload", "--stats", str(work / "workload.json"),
+                                                   "--day", f"{cfg.day_s:g}"), "workload")  # fmt: skip
+        routes = rng.routes()
+        log(f"range: recording {cfg.record_s:g} s of normal at {cfg.rate:g} Hz in {rng.device}")
+        pipe = build_pipeline(rng, cfg.record_s, cfg.rate, cfg.trials, cfg.target_fpr, cfg.drop_host_channels)
+        period = pipe.stride / cfg.rate
+        log(f"range: tuned {pipe.model}, window {pipe.window} stride {pipe.stride} ({period:g} s per window), "
+            f"{pipe.flash} B flash, {pipe.ram} B RAM; starting the agent")
+        agent = start_agent(rng, pipe, cfg.rate)
+        monitor = Monitor(rng).start()
+        stack.callback(monitor.close)
+
+        n0 = time.time()
+        log(f"range: normal period, {cfg.normal_s:g} s")
+        time.sleep(cfg.normal_s)
+        n1 = time.time()
+        runs = []
+        for name in cfg.attacks:
+            spec = specs[name]
+            asked = time.time()
+            quiet = wait_for(lambda t=asked: device_quiet(pipe.state, monitor, t), cfg.settle_s)
+            t0 = time.time()
+            log(f"range: attack {name}: {spec.what}")
+            proc = rng.spawn(rng.device, role_argv(name, *spec.args), f"attack-{name}")
+            try:
+                proc.wait(cfg.attack_s + 60)
+            except subprocess.TimeoutExpired:
+                stop(proc)
+            t1 = time.time()
+            reverted = wait_for(lambda t=t1: device_quiet(pipe.state, monitor, t), cfg.settle_s)
+            t2 = time.time()
+            out = (work / f"attack-{name}.log").read_text().strip().splitlines()
+            runs.append({"name": name, "what": spec.what, "t0": t0, "t1": t1, "t2": t2, "quiet_before": quiet,
+                         "reverted_within_wait": reverted, "verify": audit_verify(rng, pipe.state),
+                         "report": json.loads(out[-1]) if out and out[-1].startswith("{") else {"log": out[-3:]}})
+
+        stop(agent, 30)
+        stop(workload)
+        fleet_log = work / "fleet.jsonl"
+        size, deadline = -1, time.monotonic() + 30
+        while fleet_log.exists() and fleet_log.stat().st_size != size and time.monotonic() < deadline:
+            size = fleet_log.stat().st_size  # until the last QoS 1 messages are in
+            time.sleep(2.0)
+        stop(subscriber)
+        monitor.close()
+        verdict = audit_verify(rng, pipe.state)
+        status = read_status(pipe.state)
+        audit = [r for r in read_jsonl(pipe.state / "audit.log") if r.get("kind") == "action"]
+        fleet = read_jsonl(work / "fleet.jsonl")
+        sink = json.loads((work / "sink.json").read_text()) if (work / "sink.json").exists() else {}
+        wl = json.loads((work / "workload.json").read_text()) if (work / "workload.json").exists() else {}
+        result = analyse(cfg, pipe, routes, (n0, n1), runs, audit, fleet, status, monitor, sink, wl)
+        result.audit_verdict = verdict
+        return result
+    raise AssertionError("unreachable")
+
+
+def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[float, float],
+            runs: list[dict[str, Any]], audit: list[dict[str, Any]], fleet: list[dict[str, Any]],
+            status: dict[str, Any], monitor: Monitor, sink: dict[str, Any], wl: dict[str, Any]) -> RangeResult:
+    """The range's figures from the audit log, the monitor's samples and what the subscriber received."""
+    period = pipe.stride / cfg.rate
+    applies = [r["data"] | {"t": r["time"]} for r in audit if r["data"].get("event") == "apply"]
+    reverts = [r["data"] | {"t": r["time"]} for r in audit if r["data"].get("event") == "revert"]
+    incidents = []
+    for m in fleet:
+        if m["topic"].endswith("/incident"):
+            with contextlib.suppress(ValueError):
+                incidents.append(json.loads(m["payload"]))
+    telemetry = set()
+    for m in fleet:
+        if m["topic"] == TELEMETRY_TOPIC:
+            with contextlib.suppress(ValueError, KeyError):
+                telemetry.add(json.loads(m["payload"])["seq"])
+
+    n0, n1 = normal
+    false_actions = [a for a in applies if n0 <= a["t"] < n1 and a.get("action")]
+    normal_doc = {"seconds": round(n1 - n0, 1), "windows": round((n1 - n0) / period),
+                  "false_actions": len(false_actions),
+                  "false_alarm_entries": len({(a["t"], a["action_tier"]) for a in false_actions}),
+                  "actions": sorted({a["action"] for a in false_actions})}  # fmt: skip
+
+    attacks = []
+    ends = [r["t0"] for r in runs[1:]] + [math.inf]  # a late revert still belongs to its attack
+    for r, until in zip(runs, ends, strict=True):
+        t0, t1, t2 = r["t0"], r["t1"], r["t2"]
+        mine = [a for a in applies if t0 <= a["t"] <= t1 + 3 * period]
+        first = min((a["t"] for a in mine), default=None)
+        seen = monitor.between(t0, t2)
+        dropped = max((sum(s["tables"].values()) for s in seen), default=0)
+        stopped = any(m["status"] == "stopped" for s in seen for m in s["miners"])
+        reniced = any(m["nice"] == 19 for s in seen for m in s["miners"])
+        back = [v for v in reverts if t0 <= v["t"] < until]
+        last_revert = max((v["t"] for v in back), default=None)
+        got = [i for i in incidents if t0 - 1 <= float(i.get("created_at", 0)) <= t2]
+        attacks.append({
+            "attack": r["name"], "what": r["what"], "detected": first is not None,
+            "alarm_s": None if first is None else round(first - t0, 2),
+            "alarm_windows": None if first is None else max(1, math.ceil((first - t0) / period - 1e-9)),
+            "tiers": sorted({a["action_tier"] for a in mine}),
+            "actions": sorted({a["action"] for a in mine if a.get("action")}),
+            "nft_dropped": dropped, "tc_seen": any(s["tbf"] for s in seen),
+            "miner_reniced": reniced, "miner_stopped": stopped,
+            "reverted": first is None or last_revert is not None, "reverted_within_wait": r["reverted_within_wait"],
+            "revert_after_end_s": None if last_revert is None else round(last_revert - t1, 2),
+            "revert_reasons": sorted({v["reason_code"] for v in back}),
+            "audit": r["verify"], "incidents_received": len(got),
+            "incident_tiers": sorted({int(i.get("tier", 0)) for i in got}),
+            "attack_s": round(t1 - t0, 1), "process_report": r["report"], "quiet_before": r["quiet_before"],
+        })  # fmt: skip
+    esc = status.get("escalation") or {}
+    ids = {i.get("incident_id") for i in incidents}
+    broker = {"incidents_raised": status.get("incidents"), "delivered": esc.get("delivered"),
+              "spooled": esc.get("spooled"), "dropped": esc.get("dropped"), "received": len(ids),
+              "telemetry_published": wl.get("published"), "telemetry_received": len(telemetry),
+              "uploads": wl.get("uploads"), "upload_errors": wl.get("upload_errors"),
+              "sink_bytes": sink}  # fmt: skip
+    return RangeResult(
+        config={k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+                for k, v in asdict(cfg).items()},
+        pipeline={k: str(v) if isinstance(v, Path) else v for k, v in asdict(pipe).items()
+                  if k not in ("state", "pub")} | {"window_s": period},
+        routes=routes, normal=normal_doc, attacks=attacks, broker=broker, audit_verdict="",
+    )
+
+
+# ------------------------------------------------------------------------------------------- the table
+
+
+def goals(res: RangeResult) -> list[tuple[str, str, bool]]:
+    """(goal, measured, met) for the issue's three goals."""
+    a = res.attacks
+    within = [x for x in a if x["detected"] and x["alarm_windows"] <= 3]
+    worst = max((x["alarm_windows"] for x in a if x["detected"]), default=None)
+    b = res.broker
+    lost_inc = (b["delivered"] or 0) - b["received"] if b["delivered"] is not None else None
+    lost_tel = (b["telemetry_published"] or 0) - b["telemetry_received"]
+    minutes = res.normal["seconds"] / 60
+    return [
+        ("every attack detected within 3 windows",
+         f"{len(within)}/{len(a)} (slowest {worst} windows)", len(within) == len(a) and bool(a)),
+        ("0 false actions in 30 min of normal",
+         f"{res.normal['false_actions']} in {minutes:.1f} min", res.normal["false_actions"] == 0 and minutes >= 30),
+        ("nothing lost at the broker",
+         f"incidents {b['received']} received / {b['delivered']} delivered / {b['incidents_raised']} raised "
+         f"({b['spooled']} spooled, {b['dropped']} dropped); telemetry {b['telemetry_received']} / "
+         f"{b['telemetry_published']}", lost_inc == 0 and lost_tel == 0 and not b["dropped"]),
+    ]  # fmt: skip
+
+
+def markdown(res: RangeResult) -> str:
+    c, p = res.config, res.pipeline
+    lines = [
+        "# Attack range (issue 15 item 4)",
+        "",
+        f"Generated by `sudo python benchmarks/range.py --record {c['record_s']:g} --normal {c['normal_s']:g} "
+        f"--rate {c['rate']:g} --day {c['day_s']:g} --attacks {','.join(c['attacks'])} --attack-seconds "
+        f"{c['attack_s']:g} --trials {c['trials']} --target-fpr {c['target_fpr']:g} --settle {c['settle_s']:g}"
+        + ("" if c["drop_host_channels"] else " --keep-host-channels")
+        + "`. Two network namespaces made for the run, joined by one veth pair: device "
+        f"`{DEVICE_IP}/{PREFIXLEN}`; peer `{BACKEND_IP}` (backend uploads and Mosquitto), `{EXFIL_IP}` (exfiltration "
+        f"drop, never used by the normal workload), `{VICTIM_IP}` (flood and scan victim). No default route "
+        "(routing tables below); every process in both namespaces is stopped and the namespaces deleted at the end.",
+        "",
+        f"- **Pipeline, all CLI**: `record` {p['record_s']:.0f} s ({p['record_rows']} rows) at **{c['rate']:g} Hz** "
+        f"in the device namespace (raised from the 1 Hz default so the range runs in minutes), `tune --flash 8KB "
+        f"--ram 4KB --no-count --trials {c['trials']} --target-fpr {c['target_fpr']:g}` ({p['tune_s']:.0f} s) "
+        f"chose {p['model']}, window "
+        f"{p['window']} stride {p['stride']} = **{p['window_s']:g} s per window**, {p['flash']} B flash, "
+        f"{p['ram']} B RAM, {p['channels']} channels; `keygen`, `bundle`, `sign --version 1`, `install`, then "
+        f"`agent --real-actuators --mqtt {BACKEND_IP}:{MQTT_PORT} --rate {c['rate']:g}` in the device namespace.",
+        f"- **Normal workload**: uploads to `{BACKEND_IP}:{UPLOAD_PORT}` and 1 Hz MQTT telemetry (QoS 1), both "
+        f"following a day/night rhythm compressed to {c['day_s']:g} s.",
+        "- **Policy**: alert (2 of 3 windows): log, renice the miner's name to 19, `tc` 2 mbit cap on the device "
+        f"veth; constrain (3 of 4): nftables egress allow-list (only `{BACKEND_IP}`), SIGSTOP the miner's name. "
+        "De-escalation and dead-man timers of a few windows.",
+        "- **Shared machine**: 2 cores used by other jobs at the same time (load average about 20 during the run, "
+        "`cpu_pct` pinned at 100). The sampler reads `cpu_pct`, `load1` and `mem_pct` host-wide, so here they "
+        "are every other job's; "
+        + ("they were removed from the recording before `tune` (the only step outside the CLI), so the model sees "
+           "the device's own channels: its veth counters, `proc_count` (the device has its own PID namespace) "
+           "and `distinct_remote_*`. The miner can then only show through those."
+           if c["drop_host_channels"] else "they were kept (`--keep-host-channels`)."),
+        "",
+        "## Goals",
+        "",
+        "| goal | measured | met |",
+        "|---|---|---|",
+        *(f"| {g} | {m} | {'yes' if ok else '**no**'} |" for g, m, ok in goals(res)),
+        "",
+        "## Attacks",
+        "",
+        "| attack | bounds | detected | first alarm | tiers | actions in place (seen on the kernel) | revert "
+        "after attack end | audit verify | incidents at subscriber |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in res.attacks:
+        seen = [f"nft drop counter {a['nft_dropped']}" if a["nft_dropped"] else "nft: no drops"]
+        seen += ["tc tbf qdisc" if a["tc_seen"] else "no tc"]
+        if a["attack"] == "miner":
+            seen += [f"miner reniced: {'yes' if a['miner_reniced'] else 'no'}",
+                     f"miner stopped: {'yes' if a['miner_stopped'] else 'no'}"]
+        alarm = "-" if not a["detected"] else f"{a['alarm_windows']} windows ({a['alarm_s']:g} s)"
+        if not a.get("quiet_before", True):
+            alarm += " (actions from before still in place at the start)"
+        rev = "-" if a["revert_after_end_s"] is None else (
+            f"{a['revert_after_end_s']:g} s ({', '.join(a['revert_reasons'])})"
+            + ("" if a.get("reverted_within_wait", a["reverted"]) else f", after the {c['settle_s']:g} s wait"))
+        lines.append(f"| {a['attack']} | {a['what']} | {'yes' if a['detected'] else '**no**'} | {alarm} | "
+                     f"{a['tiers']} | {'; '.join(seen)} | {rev} | {a['audit']} | {a['incidents_received']} "
+                     f"(tiers {a['incident_tiers']}) |")
+    n = res.normal
+    lines += [
+        "",
+        "What the attack processes reported: "
+        + "; ".join(f"{a['attack']} {json.dumps(a['process_report'])}" for a in res.attacks) + ".",
+        "",
+        "## Normal period",
+        "",
+        f"{n['seconds']:.0f} s ({n['seconds'] / 60:.1f} min, {n['windows']} windows) with no attack: "
+        f"**{n['false_actions']} false actions** ({n['false_alarm_entries']} tier entries"
+        + (f": {', '.join(n['actions'])}" if n["actions"] else "") + ").",
+        "",
+        f"Final `tinywarden audit verify`: **{res.audit_verdict}**. Broker: {json.dumps(res.broker)}.",
+        "",
+        "## Routing tables (no route out)",
+        "",
+        *(f"- `{ns}`: `{r or '(empty)'}`" for ns, r in res.routes.items()),
+        *(["", "## Notes", ""] + [f"- {x}" for x in res.notes] if res.notes else []),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["role"]:
+        role_main(argv[1:])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--record", type=float, default=600.0, help="seconds of normal to record (default 600)")
+    ap.add_argument("--normal", type=float, default=1800.0, help="seconds of normal with the agent (default 1800)")
+    ap.add_argument("--rate", type=float, default=10.0, help="sampling rate of record and agent, Hz (default 10)")
+    ap.add_argument("--day", type=float, default=120.0, help="length of the compressed day, s (default 120)")
+    ap.add_argument("--attacks", default=",".join(ATTACKS), help=f"comma-separated, from {','.join(ATTACKS)}")
+    ap.add_argument("--attack-seconds", type=float, default=20.0, help="length of each attack (default 20)")
+    ap.add_argument("--trials", type=int, default=6, help="tune --trials (default 6)")
+    ap.add_argument("--target-fpr", type=float, default=0.001, help="tune --target-fpr (default 0.001)")
+    ap.add_argument("--keep-host-channels", action="store_true",
+                    help=f"keep the host-wide channels {', '.join(HOST_WIDE)} in the recording tune reads")
+    ap.add_argument("--settle", type=float, default=90.0, help="longest wait for the revert after an attack, s")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the run's files here (default: a temp dir)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "range.md")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON too")
+    ap.add_argument("--from-json", type=Path, default=None, help="re-render the table of an earlier range.json")
+    a = ap.parse_args(argv)
+    if a.from_json is not None:
+        res = RangeResult(**json.loads(a.from_json.read_text()))
+        a.out.write_text(markdown(res))
+        print(markdown(res))
+        return 0
+    reason = unavailable()
+    if reason:
+        print(f"range: cannot run: {reason}", file=sys.stderr)
+        return 2
+    cfg = Config(record_s=a.record, normal_s=a.normal, rate=a.rate, day_s=a.day, attack_s=a.attack_seconds,
+                 attacks=tuple(x.strip() for x in a.attacks.split(",") if x.strip()), trials=a.trials,
+                 target_fpr=a.target_fpr, settle_s=a.settle, drop_host_channels=not a.keep_host_channels,
+                 workdir=a.workdir)  # fmt: skip
+    res = run_range(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+    md = markdown(res)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(md)
+    a.out.with_suffix(".json").write_text(json.dumps(asdict(res), indent=1, sort_keys=True) + "\n")
+    print(md)
+    if a.json:
+        print(json.dumps(asdict(res), sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
