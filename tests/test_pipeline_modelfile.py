@@ -218,7 +218,8 @@ def test_crossings_block_survives_the_model_file_and_old_files_count_over_the_wi
 
     rng = np.random.default_rng(0)
     s = Series(np.arange(3000.0), np.cumsum(rng.normal(size=(3000, 2)), axis=0), ("a", "b"))
-    p = Pipeline(EWMAZScore(), window=64, stride=32).fit(s)
+    assert Pipeline(EWMAZScore(), window=64, stride=32).crossings_block == 64  # the default: the whole window
+    p = Pipeline(EWMAZScore(), window=64, stride=32, crossings_block=32).fit(s)
     assert p.crossings_block == 32
     path = tmp_path / "m.twb"
     save_pipeline(p, path)

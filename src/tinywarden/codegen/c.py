@@ -298,7 +298,9 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     limits: dict[str, int] = {"TW_MAX_WINDOW": MAX_WINDOW, "TW_MAX_PERSIST_N": MAX_PERSIST_N,
                               # 1: every sample multiplier is a power of two, the conversion a shift
                               "TW_SAMPLE_POW2": int(pow2),
-                              "TW_SAMPLE_SATURATION_LOG2": SAMPLE_SATURATION.bit_length() - 1}
+                              "TW_SAMPLE_SATURATION_LOG2": SAMPLE_SATURATION.bit_length() - 1,
+                              # the sample conversion's product splits into 32-bit words
+                              "TW_WORD_BITS": 32}
     needed: set[str] = set()
     needs_ring = any("window" in op.src and (KERNELS[op.kind].stream_ring is None
                                              or KERNELS[op.kind].stream_ring(op, program)) for op in program.ops)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tinywarden.features.extract import DEFAULT_FEATURES, check_features, extract
-from tinywarden.features.window import RingBuffer, batch_windows, crossings_block, window_end_rows
+from tinywarden.features.window import RingBuffer, batch_windows, window_end_rows
 
 
 def batch_features(
@@ -15,9 +15,9 @@ def batch_features(
     block: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(end_rows, feature_matrix)`` for every complete window of ``values`` (rows x channels); ``block``: rows
-    per ``crossings`` block (default :func:`~tinywarden.features.window.crossings_block` of window and stride)."""
+    per ``crossings`` block (default: the whole window, as :class:`~tinywarden.pipeline.Pipeline`)."""
     feats = check_features(features, window)
-    block = crossings_block(window, stride) if block is None else block
+    block = window if block is None else block
     vals = np.asarray(values, dtype=np.float64)
     ends = window_end_rows(len(vals), window, stride)
     n_cols = vals.shape[1] * len(feats)
@@ -40,7 +40,7 @@ class StreamingFeatures:
         block: int | None = None,
     ) -> None:
         self.features = check_features(features, window)
-        self.block = crossings_block(window, stride) if block is None else block
+        self.block = window if block is None else block
         self.ring = RingBuffer(window, stride, n_channels)
 
     def push(self, sample: np.ndarray | Sequence[float]) -> np.ndarray | None:

@@ -39,8 +39,9 @@ def block_size(window: int, stride: int) -> int:
 
 
 def crossings_block(window: int, stride: int) -> int:
-    """Rows per block that the ``crossings`` feature counts crossings of the block's own mean in: the aggregate
-    block (:func:`block_size`) when it holds at least :data:`MIN_CROSSINGS_BLOCK` rows, else the whole window.
+    """Rows per block for ``crossings`` counted per block (``Pipeline(crossings_block=...)``, an option: the
+    default counts over the whole window): the aggregate block (:func:`block_size`) when it holds at least
+    :data:`MIN_CROSSINGS_BLOCK` rows, else the whole window.
 
     >>> crossings_block(128, 64), crossings_block(64, 4)
     (64, 64)
