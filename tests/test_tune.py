@@ -137,7 +137,7 @@ FAST = {"families": ["ewma", "kmeans"], "windows": [16, 32]}
 
 @needs_toolchain
 def test_every_built_candidate_is_measured_and_the_choice_fits() -> None:
-    budget = Budget(flash=3000, ram=700)
+    budget = Budget(flash=3200, ram=700)  # tight: the richer feature sets and window 32 are over it
     result = tune(device_series(), budget, max_trials=5, **FAST)  # type: ignore[arg-type]
     ok = [t for t in result.trials if t.status == "ok"]
     assert ok
