@@ -12,19 +12,16 @@ import numpy as np
 import pytest
 
 from conftest import CAMERA_POLICY
-from int8_fixtures import camera, data_dir, fitted
+from int8_fixtures import camera, fitted, shared_entity
 from tinywarden.adapt import Adaptation, BaselineAdapter
 from tinywarden.codegen.c import emit_c, write_c
-from tinywarden.detectors import make_detector
 from tinywarden.errors import ModelFileError
 from tinywarden.kernels.adapt_q import G_ONE, VAR_ONE, newton_gain
 from tinywarden.kernels.base import Op
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Int8Stream, from_model_file, run_int8, to_model_file
-from tinywarden.quantize import quantize_pipeline
 from tinywarden.quantize.ptq import feature_affine
 from tinywarden.respond import parse_policy
-from tinywarden.telemetry import read_series
 
 HARNESS = Path(__file__).parent / "c" / "adapt_harness.c"
 FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-Wmissing-prototypes", "-O1",
@@ -126,23 +123,8 @@ def test_rebaseline_resets_the_adapted_state_and_clears_the_flag():
 @needs_gcc
 @pytest.mark.parametrize("which", ["smd", "nab"])
 def test_c_adapts_exactly_as_python_on_shared_data(which, tmp_path):
-    root = data_dir()
-    if which == "smd":
-        path = root / "smd_asd" / "npz" / "machine-1-6.npz"
-    else:
-        path = root / "nab" / "data" / "realKnownCause" / "machine_temperature_system_failure.csv"
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path} (set TINYWARDEN_DATA)")
-    if which == "smd":
-        train, test = read_series(f"{path}:train"), read_series(f"{path}:test")
-        pipe = Pipeline(make_detector("ewma"), window=64, stride=32).fit(train)
-    else:
-        series = read_series(path)
-        train, test = series.split(0.15)
-        test = series
-        pipe = Pipeline(make_detector("kmeans", n_init=1), window=32, stride=8).fit(train)
-    prog = quantize_pipeline(pipe, train)
-    rows = assert_same(prog, Adaptation(rate_shift=4, max_drift=1.0), test.values[:12000], tmp_path)
+    prog, values = shared_entity(which, "ewma")
+    rows = assert_same(prog, Adaptation(rate_shift=4, max_drift=1.0), values, tmp_path)
     assert rows[-1, 6] > 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from int8_fixtures import INT8_FAMILIES, camera, data_dir, fitted
+from int8_fixtures import INT8_FAMILIES, camera, fitted, shared_entity
 from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.c import emit_c, scratch_homes, write_c
 from tinywarden.detectors import make_detector
@@ -19,7 +19,6 @@ from tinywarden.errors import ConfigError
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import MAX_WINDOW, quantize_fixed, quantize_samples, run_confidence, run_int8
 from tinywarden.quantize import quantize_pipeline
-from tinywarden.telemetry import read_series
 
 HARNESS = Path(__file__).parent / "c" / "harness.c"
 FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"]
@@ -140,30 +139,9 @@ def test_fixed_point_arguments_are_checked():
         quantize_fixed(prog, np.zeros((2, prog.n_channels)), 0)
 
 
-def shared_entities():
-    root = data_dir()
-    smd = root / "smd_asd" / "npz" / "machine-1-6.npz"
-    nab = root / "nab" / "data" / "realKnownCause" / "machine_temperature_system_failure.csv"
-    return smd, nab
-
-
 @pytest.mark.parametrize("which", ["smd", "nab"])
 def test_c_matches_python_on_shared_data(which, tmp_path):
-    smd, nab = shared_entities()
-    path = smd if which == "smd" else nab
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path} (set TINYWARDEN_DATA)")
-    if which == "smd":
-        train = read_series(f"{path}:train")
-        test = read_series(f"{path}:test")
-        pipe = Pipeline(make_detector("dense_ae", epochs=3, max_steps=150), window=64, stride=32).fit(train)
-    else:
-        series = read_series(path)
-        train, test = series.split(0.15)
-        test = series
-        pipe = Pipeline(make_detector("kmeans", n_init=1), window=32, stride=8).fit(train)
-    prog = quantize_pipeline(pipe, train)
-    values = test.values[:12000]
+    prog, values = shared_entity(which, "dense_ae", epochs=3, max_steps=150)
     assert_bit_exact(prog, build(prog, tmp_path), values, tmp_path)
 
 
