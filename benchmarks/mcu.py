@@ -662,6 +662,13 @@ def families_md(f: dict[str, Any], p: dict[str, Any]) -> list[str]:
     return lines
 
 
+def default_module(days: float, train_days: float, seed: int) -> tuple[Any, np.ndarray]:
+    """The default pipeline's int8 program and the held-out rows it is measured on (the single-figure modes)."""
+    series, cut = camera_data(days, train_days, seed)
+    _, program = default_pipeline(series, cut)
+    return program, series.slice(cut, len(series)).values[:STREAM_ROWS]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
@@ -681,9 +688,7 @@ def main() -> int:
         print("cannot run the MCU benchmark:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
     if args.likelihood_only:
-        series, cut = camera_data(args.days, args.train_days, args.seed)
-        _, program = default_pipeline(series, cut)
-        stream = series.slice(cut, len(series)).values[:STREAM_ROWS]
+        program, stream = default_module(args.days, args.train_days, args.seed)
         with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmp:
             figures, _ = module_figures(program, Path(tmp), stream)
             lk = likelihood_cost(program, figures, Path(tmp) / "bare", stream)
@@ -694,9 +699,7 @@ def main() -> int:
         print(json.dumps(lk, indent=2, sort_keys=True) if args.json else "\n".join(likelihood_md(lk)))
         return 0
     if args.adaptation_only:
-        series, cut = camera_data(args.days, args.train_days, args.seed)
-        _, program = default_pipeline(series, cut)
-        stream = series.slice(cut, len(series)).values[:STREAM_ROWS]
+        program, stream = default_module(args.days, args.train_days, args.seed)
         with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmp:
             figures, _ = module_figures(program, Path(tmp), stream)
             ad = adaptation_cost(program, figures, Path(tmp) / "adapt", stream, Adaptation())
