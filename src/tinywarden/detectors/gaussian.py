@@ -18,13 +18,11 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.covariance import OAS, LedoitWolf
 
-from tinywarden.arith import choose_qparams
 from tinywarden.detectors.base import Detector, Learned, Shape, check_param
-from tinywarden.detectors.lowering import Z_HEADROOM, Lowered, LoweringContext, int8_rows
-from tinywarden.detectors.pca import residual_op
-from tinywarden.errors import ConfigError
+from tinywarden.detectors.lowering import Lowered, LoweringContext, int8_rows
+from tinywarden.detectors.pca import centred_input, residual_op
 from tinywarden.kernels import TensorSpec
-from tinywarden.kernels.pca_residual_s16 import PCA_MAX_AXES, PCA_MAX_INPUTS
+from tinywarden.kernels.pca_residual_s16 import PCA_MAX_AXES
 
 #: Covariance estimators ``shrinkage`` names (fitted on the training windows only).
 SHRINKAGE: dict[str, type[LedoitWolf] | type[OAS]] = {"ledoit_wolf": LedoitWolf, "oas": OAS}
@@ -115,12 +113,7 @@ class GaussianMahalanobis(Detector):
         rows; the score is ``sigma2`` times the distance, in input steps (``pca_residual_s16``)."""
         self._check_fitted()
         n_in = ctx.n_inputs
-        if n_in > PCA_MAX_INPUTS or len(self.components_) > PCA_MAX_AXES:
-            raise ConfigError(f"Gaussian with {len(self.components_)} axes on {n_in} features: the int8 path takes "
-                              f"at most {PCA_MAX_AXES} axes and {PCA_MAX_INPUTS} features (use fewer components, "
-                              "features per channel or channels)")
-        top = float(np.abs(ctx.fit_scaled - self.mean_).max()) * Z_HEADROOM
-        q_x = choose_qparams(-top, top, "int16", symmetric=True)
+        q_x = centred_input(ctx, self.mean_, len(self.components_), "Gaussian", "axes")
         v = self.whitening()
         # k = 0 (one feature) keeps no axis: one all-zero row gives the same score without a zero-length C array.
         wq, w_scale = int8_rows(v if len(v) else np.zeros((1, n_in)))

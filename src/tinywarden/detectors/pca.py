@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tinywarden.arith import INT8_MAX, choose_qparams, quantize_multiplier, round_half_away
+from tinywarden.arith import INT8_MAX, QParams, choose_qparams, quantize_multiplier, round_half_away
 from tinywarden.detectors.base import Detector, Learned, Shape, check_param
 from tinywarden.detectors.lowering import Z_HEADROOM, Lowered, LoweringContext, int8_rows
 from tinywarden.errors import ConfigError
@@ -88,12 +88,7 @@ class PCAReconstruction(Detector):
         score is the energy outside their span (``pca_residual_s16``)."""
         self._check_fitted()
         n_in = ctx.n_inputs
-        if n_in > PCA_MAX_INPUTS or len(self.components_) > PCA_MAX_AXES:
-            raise ConfigError(f"PCA with {len(self.components_)} components on {n_in} features: the int8 path "
-                              f"takes at most {PCA_MAX_AXES} components and {PCA_MAX_INPUTS} features (use fewer "
-                              "components, features per channel or channels)")
-        top = float(np.abs(ctx.fit_scaled - self.mean_).max()) * Z_HEADROOM
-        q_x = choose_qparams(-top, top, "int16", symmetric=True)
+        q_x = centred_input(ctx, self.mean_, len(self.components_), "PCA", "components")
         # k = 0 keeps no axis: one all-zero row gives the same score (the whole energy) without a
         # zero-length C array.
         wq, w_scale = int8_rows(self.components_ if len(self.components_) else np.zeros((1, n_in)))
@@ -110,6 +105,18 @@ class PCAReconstruction(Detector):
     def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
         k = {**cls().get_params(), **params}["n_components"]
         return (k if isinstance(k, int) else 1) * n_inputs  # int8 axes (a variance fraction keeps >= 1)
+
+
+def centred_input(ctx: LoweringContext, mean: np.ndarray, n_axes: int, family: str, axes: str) -> QParams:
+    """The int16 quantization of the centred input ``pca_residual_s16`` reads, after checking the kernel's
+    limits on ``n_axes`` rows (named ``axes`` in the error) and the context's inputs."""
+    n_in = ctx.n_inputs
+    if n_in > PCA_MAX_INPUTS or n_axes > PCA_MAX_AXES:
+        raise ConfigError(f"{family} with {n_axes} {axes} on {n_in} features: the int8 path takes at most "
+                          f"{PCA_MAX_AXES} {axes} and {PCA_MAX_INPUTS} features (use fewer components, features "
+                          "per channel or channels)")
+    top = float(np.abs(ctx.fit_scaled - mean).max()) * Z_HEADROOM
+    return choose_qparams(-top, top, "int16", symmetric=True)
 
 
 def residual_op(wq: np.ndarray, w_scale: np.ndarray, gram: np.ndarray) -> Op:
