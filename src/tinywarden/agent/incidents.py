@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tinywarden.agent.bundles import ModelRunner
 from tinywarden.agent.escalate import Incident
-from tinywarden.features import extract, feature_names
 from tinywarden.respond import ActionEvent, ResponseEngine
 from tinywarden.respond.engine import REASON_FAILSAFE_BOUNDS
 
-if TYPE_CHECKING:  # not at run time: the agent's int8 runtime must not load the training stack
+if TYPE_CHECKING:  # not at run time: the agent's int8 runtime must not load the training stack, and the
+    # summary's feature extraction (numpy) loads with the first incident only (never for the native runtime
+    # until then)
+    import numpy as np
+
+    from tinywarden.native import NativeModel
     from tinywarden.pipeline import Pipeline
     from tinywarden.runtime import Int8Model
 
@@ -40,13 +42,19 @@ def entered_tiers(events: Sequence[ActionEvent]) -> list[tuple[int, str]]:
     return entered
 
 
-def window_summary(p: Pipeline | Int8Model, win: np.ndarray, top: int) -> dict[str, float]:
+def window_summary(p: Pipeline | Int8Model | NativeModel, win: np.ndarray, top: int) -> dict[str, float]:
     """The ``top`` most deviating scaled values of window ``win``, by name (z relative to training)."""
+    import numpy as np
+
+    from tinywarden.features import extract, feature_names
+
+    offset: Any = np.asarray(p.offset_, dtype=np.float64)
+    scale: Any = np.asarray(p.scale_, dtype=np.float64)
     if p.input_kind == "features":
-        z = (extract(win[None], p.features, p.crossings_block)[0] - p.offset_) / p.scale_
+        z = (extract(win[None], p.features, p.crossings_block)[0] - offset) / scale
         names = feature_names(p.channels_, p.features)
     else:
-        scaled = (win - p.offset_) / p.scale_
+        scaled = (win - offset) / scale
         z = scaled[np.argmax(np.abs(scaled), axis=0), np.arange(scaled.shape[1])]
         names = [f"{c}:peak_z" for c in p.channels_]
     order = np.argsort(-np.abs(z), kind="stable")[:top]
@@ -109,6 +117,6 @@ class IncidentBuilder:
         if len(runner.rows) < p.window:
             return {}
         try:
-            return window_summary(p, np.stack(runner.rows), self.summary_features)
+            return window_summary(p, runner.window_rows(), self.summary_features)
         except Exception:  # the model path may be what failed; an incident without a summary still goes out
             return {}
