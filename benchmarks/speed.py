@@ -8,12 +8,15 @@ Measured on one core (threads pinned), on simulated ``valve`` telemetry (9 chann
 
 * **streaming**: cost of pushing one sample, in ns/sample, averaged over a day of samples. tinywarden:
   ``Pipeline.stream().push`` (ring buffer, features every ``stride`` samples, detector, threshold,
-  persistence) and the int8 reference interpreter ``Int8Stream.push``. river HST: ``score_one`` then
+  persistence), the int8 reference interpreter ``Int8Stream.push`` and the generated C through ctypes
+  (:mod:`tinywarden.native`, one foreign call per sample). river HST: ``score_one`` then
   ``learn_one`` on every sample (its usual use, on the raw samples scaled to [0, 1]) and, for the same
   work as ours, on the same window features every ``stride`` samples. PyOD IForest has no streaming
   API: one ``decision_function`` call per completed window.
-* **batch**: samples/s scoring a day of samples at once (``Pipeline.score``, ``run_int8``; peers: the
-  same ``batch_features`` then their scoring).
+* **batch**: samples/s scoring a day of samples at once (``Pipeline.score``, ``run_int8``, and
+  ``NativeLibrary.batch``: one C call over the raw samples, quantization and features included; peers: the
+  same ``batch_features`` then their scoring). The native batch scorer's ratio to river HST on the window
+  features is printed under the table (issue 16's goal: >= 10x).
 * **scaling**: how the default pipeline's costs grow with window length and channel count.
 """
 
@@ -69,7 +72,7 @@ def peers_and_ours(train: Any, test: Any, repeats: int) -> list[Row]:
 
     from tinywarden.detectors import make_detector
     from tinywarden.features import StreamingFeatures, batch_features
-    from tinywarden.native import NativeError, compile_program
+    from tinywarden.native import NativeError, compile_program, compiler_flags
     from tinywarden.pipeline import Pipeline, normal_window_mask
     from tinywarden.program import Int8Stream, run_int8
     from tinywarden.quantize.ptq import quantize_pipeline
@@ -99,8 +102,8 @@ def peers_and_ours(train: Any, test: Any, repeats: int) -> list[Row]:
         nat = native.stream()
         add(NATIVE_ROW, "tinywarden", stream_ns(lambda r: nat.push(r.tolist()), values),
             best_of(lambda: native.batch(values), repeats),
-            "the generated C (cc -O2) through ctypes: one call over the raw samples (batch), one call per sample "
-            "(stream)")
+            f"the generated C ({' '.join(compiler_flags()[:2])}) through ctypes, end to end from raw float samples: "
+            "one C call over them all (batch), one call per sample (stream)")
 
     # peers learn from the same normal windows, with their required scaling
     tr_ends, tr_x = batch_features(train.values, w, st)

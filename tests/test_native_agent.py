@@ -96,3 +96,62 @@ def test_without_a_compiler_the_agent_says_so_once_and_runs_int8(gateway, tmp_pa
     assert st["model"]["runtime"] == "int8" and st["windows_scored"] == (24 - 8) // 4 + 1
     assert "NUMPY-IMPORTED True" in r.stdout
     assert json.loads((state / "status.json").read_text())["faults"]["model_faults"] == 0
+
+
+# ---- the agent loop on the native runtime, against the int8 runtime and the device's interpreter
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+
+
+@pytest.fixture(scope="module")
+def kit():
+    from test_adapt_agent import Kit
+
+    return Kit()
+
+
+def replay(kit, tmp: Path, runtime: str, offers: list[bytes]) -> tuple[list[float], dict, list[str]]:
+    """Replay the kit's ramp through an agent of ``runtime``, offering each bundle of ``offers`` in turn once
+    a quarter of the stream more has passed; (window scores, adaptation status, audit kinds)."""
+    from test_adapt_agent import audit, config
+    from tinywarden.agent.loop import Agent
+    from tinywarden.agent.sources import ReplaySource
+
+    windows: list = []
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = config(kit, tmp, kit.signed(1), runtime)
+    samples = iter(ReplaySource(kit.stream))
+    with Agent(cfg, kit.stream.channels, replay=True, on_window=windows.append) as a:
+        assert a.model.describe()["runtime"] == runtime
+        for offer in offers:
+            a.run(samples, len(kit.stream) // 4)
+            cfg.bundle_path.write_bytes(offer)
+        a.run(samples)
+        st = a.status()["adaptation"]
+    return [w.score for w in windows], st, [r["kind"] for r in audit(tmp)]
+
+
+@needs_cc
+def test_the_native_agent_adapts_as_the_device_does(kit, tmp_path):
+    from tinywarden.adaptation import Adaptation
+    from tinywarden.modelfile import decode
+    from tinywarden.program import Int8Stream, from_model_file
+
+    scores, st, kinds = replay(kit, tmp_path, "native", [])
+    header, arrays = decode(kit.model)
+    device = Int8Stream(from_model_file(header["int8"], arrays), Adaptation(rate_shift=3, max_drift=0.5))
+    want = [float(o[0]) for x in kit.stream.values if (o := device.push(x)) is not None]
+    assert scores == want  # the adapted scores, bit for bit
+    assert st["runtime"].startswith("native") and st["adapted_windows"] == device.adapter.adapted > 0
+    assert st["flags"] == device.adapter.flags >= 1 and "baseline_drift" in kinds
+
+
+@needs_cc
+def test_native_and_int8_agents_agree_across_a_same_model_swap_and_a_rebaseline(kit, tmp_path):
+    offers = [kit.signed(2), kit.signed(3, rebaseline=True)]
+    got = {rt: replay(kit, tmp_path / rt, rt, offers) for rt in ("native", "int8")}
+    (ns, nst, nk), (is_, ist, ik) = got["native"], got["int8"]
+    assert nk.count("model_swap") == ik.count("model_swap") == 2 and "rebaseline" in nk
+    assert ns == is_  # adaptation carried over the swap and reset by the re-baseline exactly as the int8 step
+    for key in ("adapted_windows", "held_windows", "flags", "flagged", "drift"):
+        assert nst[key] == ist[key], key
