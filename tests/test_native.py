@@ -153,3 +153,34 @@ print("numpy" in sys.modules)
     ref = Int8Stream(prog, Adaptation())
     want = [float(o[0]) for o in (ref.push(r) for r in rows) if o is not None]
     assert json.loads(scores) == want and len(want) > 5
+
+
+def test_non_finite_and_out_of_float32_samples_score_as_the_int8_scorer_does(tmp_path):
+    from tinywarden.runtime import Int8Scorer
+
+    _, prog = fitted("dense_ae")
+    s, _ = camera()
+    rows = s.values[:3 * prog.window].copy()
+    rows[prog.window + 3, 0] = 1e39  # finite as a double, infinite as the float the C takes
+    rows[2 * prog.window + 5, 1] = float("inf")
+    nat, ref = compile_program(prog, cache=tmp_path).stream(), Int8Scorer(prog)
+    got = [(nat.push(r.tolist()), ref.push(r)) for r in rows]
+    pairs = [(a, b) for a, b in got if a is not None or b is not None]
+    assert len(pairs) > 3
+    for a, b in pairs:
+        assert a is not None and b is not None and (a[1:], np.isnan(a[0])) == (b[1:], np.isnan(b[0]))
+        assert np.isnan(a[0]) or a[0] == b[0]
+    assert any(np.isnan(a[0]) for a, _ in pairs) and not all(np.isnan(a[0]) for a, _ in pairs)
+
+
+def test_a_library_removed_from_the_cache_is_built_again_and_a_changed_one_refused(tmp_path):
+    from tinywarden.native import load_native
+
+    model = _model_bytes()
+    first = load_native(model, None, "m.tw", tmp_path)
+    first.lib.path.unlink()
+    again = load_native(model, None, "m.tw", tmp_path)
+    assert again.lib.path.is_file() and again.threshold_ == first.threshold_
+    again.lib.path.write_bytes(again.lib.path.read_bytes() + b"\0")
+    with pytest.raises(NativeError, match="does not match its description"):
+        load_native(model, None, "m.tw", tmp_path)

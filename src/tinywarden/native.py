@@ -132,11 +132,13 @@ def build_library(files: Mapping[str, str], defines: Sequence[str] = (), cache: 
         if res.returncode != 0:
             first = next((ln for ln in res.stderr.splitlines() if "error" in ln), res.stderr.strip()[:200])
             raise NativeError(f"{cc} failed to build the native module: {first}")
+        if final.exists() and not lib.is_file():  # a damaged entry (its library removed): replace it
+            shutil.rmtree(final, ignore_errors=True)
         try:
             os.rename(work, final)  # atomic: a reader sees no library or a whole one
-        except OSError:
+        except OSError as exc:
             if not lib.is_file():  # another process may have won the race; anything else is an error
-                raise
+                raise NativeError(f"{final}: cannot store the built module ({exc.strerror or exc})") from None
         return lib
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -164,8 +166,10 @@ class NativeLibrary:
     """A loaded native module: its shape (``n_channels``, ``window``, ``stride``, ``k``, ``n``, ``threshold``,
     ``has_likelihood``, ``has_adaptation``), the batch scorer and streaming states."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, model_sha256: str | None = None) -> None:
         self.path = Path(path)
+        #: the SHA-256 of the model file the module was built from, when known (:func:`load_native`)
+        self.meta_model = model_sha256
         try:
             lib = ctypes.CDLL(str(self.path))
         except OSError as exc:
@@ -240,8 +244,8 @@ class NativeScorer:
         self.windows = 0
 
     def push(self, sample: Sequence[float]) -> tuple[float, bool, bool] | None:
+        self.finite.append(all(math.isfinite(v) for v in sample))  # of the sample given, as Int8Scorer judges it
         row = self._row(*sample)
-        self.finite.append(all(v - v == 0.0 for v in row))  # False for NaN and infinities
         got = self._fn(self.state, row, self._out)
         if got != 1:
             if got < 0:
@@ -263,10 +267,18 @@ class NativeScorer:
         distribution back to the reference; samples and counts are kept."""
         self.lib._lib.twh_rebaseline(self.state)
 
+    def can_carry_from(self, other: NativeScorer) -> bool:
+        """Whether ``other``'s state has this scorer's layout: the same library, or one of the same program
+        built with other adaptation settings (the same state members; only compiled-in constants differ)."""
+        a, b = self.lib, other.lib
+        return a.path == b.path or (a.meta_model == b.meta_model is not None and a.state_size == b.state_size
+                                    and (a.has_likelihood, a.has_adaptation) == (b.has_likelihood, b.has_adaptation))
+
     def carry_from(self, other: NativeScorer) -> None:
-        """Take ``other``'s likelihood and adaptation state (same library), keeping this scorer's samples."""
-        if other.lib.path != self.lib.path:
-            raise NativeError("the likelihood and adaptation state carry over between the same module only")
+        """Take ``other``'s likelihood and adaptation state, keeping this scorer's samples (:meth:`can_carry_from`
+        must hold)."""
+        if not self.can_carry_from(other):
+            raise NativeError("the likelihood and adaptation state carry over between modules of one program only")
         self.lib._lib.twh_carry(self.state, other.state)
 
     def adaptation(self) -> dict[str, int]:
@@ -427,13 +439,16 @@ def load_native(model: bytes, adaptation: Adaptation | None = None, source: str 
     try:
         meta = json.loads(desc.read_text())
         lib = Path(meta["library"])
+        if not lib.is_file():  # the library was removed from the cache: build it again
+            desc.unlink()
+            return load_native(model, adaptation, source, cache)
         if _sha256(lib.read_bytes()) != meta["library_sha256"]:
             raise NativeError(f"{lib}: the native library does not match its description (changed since it was "
                               "built); remove it to rebuild")
         native_cache(lib.parent.parent.parent)  # the library's own cache passes the ownership check too
     except (OSError, ValueError, KeyError) as exc:
         raise NativeError(f"{desc}: unreadable native model description ({exc})") from None
-    return NativeModel(meta, NativeLibrary(lib))
+    return NativeModel(meta, NativeLibrary(lib, meta.get("model_sha256")))
 
 
 def prepare(model: bytes, adaptation: Mapping[str, Any] | None, source: str, cache: str | Path | None) -> Path:

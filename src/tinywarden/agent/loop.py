@@ -492,9 +492,11 @@ class Agent:
     @staticmethod
     def _carry_native(old: ModelRunner, new: ModelRunner) -> None:
         """A same-model swap on the native runtime: the likelihood (and adaptation) state lives in the C state,
-        so the new scorer takes the old one's (its own window completed just now, on the fresh state)."""
+        so the new scorer takes the old one's (its own window completed just now, on the fresh state). A new
+        policy that turns the adaptation on or off changes the state's layout: the likelihood then starts
+        from its fitted state."""
         a, b = old.scorer, new.scorer
-        if isinstance(a, NativeScorer) and isinstance(b, NativeScorer) and a.lib.path == b.lib.path:
+        if isinstance(a, NativeScorer) and isinstance(b, NativeScorer) and b.can_carry_from(a):
             b.carry_from(a)
 
     def _revert_all(self, engine: ResponseEngine, t: float) -> None:
