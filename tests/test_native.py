@@ -184,3 +184,38 @@ def test_a_library_removed_from_the_cache_is_built_again_and_a_changed_one_refus
     again.lib.path.write_bytes(again.lib.path.read_bytes() + b"\0")
     with pytest.raises(NativeError, match="does not match its description"):
         load_native(model, None, "m.tw", tmp_path)
+
+
+@pytest.mark.parametrize("detector", ["dense_ae", "conv_ae"])
+def test_the_lean_incident_summary_matches_the_numpy_one(detector, tmp_path):
+    from collections import deque
+    from types import SimpleNamespace
+
+    from tinywarden.agent.incidents import native_summary, window_summary
+    from tinywarden.modelfile import pipeline_to_bytes
+    from tinywarden.native import load_native
+    from tinywarden.quantize import int8_sections
+
+    pipe, _ = fitted(detector)
+    s, train = camera()
+    extra, arrays, note = int8_sections(pipe, train)
+    assert extra, note
+    model = load_native(pipeline_to_bytes(pipe, extra, arrays), None, "m.tw", tmp_path)
+    assert (model.summary_ is not None) == (model.input_kind == "features")
+    scorer, rows = model.stream(), deque(maxlen=model.window)
+    checked = 0
+    for i, r in enumerate(s.values[:20000]):
+        rows.append(r.tolist())
+        if scorer.push(r.tolist()) is not None and i % 1000 < model.stride:
+            runner = SimpleNamespace(scorer=scorer, rows=rows)
+            lean = native_summary(model, runner, 5)
+            ref = window_summary(model, np.array(rows), 5)
+            assert lean is not None and len(lean) == len(ref) == 5
+            # the C's features come from the int16 samples: z agrees to the quantization's error (a crossing of
+            # the mean more or less moves a crossings z by a step)
+            top = max(abs(v) for v in ref.values())
+            common = set(lean) & set(ref)
+            assert len(common) >= 3
+            assert all(abs(lean[k] - ref[k]) <= 0.2 * max(top, 1.0) for k in common), (lean, ref)
+            checked += 1
+    assert checked >= 10

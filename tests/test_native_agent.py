@@ -55,12 +55,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                            {"model_id": "host", "profile": "gateway"})
     bundle = d / "host.twbundle"
     bundle.write_bytes(tb.sign_bundle(raw, tb.load_private_key(priv), version=1))
-    return {"bundle": bundle, "pub": pub}
+    noisy = ADAPTING_CAMERA_POLICY.replace("k = 2\nn = 3", "k = 1\nn = 1").replace("margin = 0.5", "margin = 1e5")
+    raw = tb.create_bundle(pipeline_to_bytes(p, extra, arrays), noisy.encode(), {"model_id": "host", "profile": "gw"})
+    (d / "noisy.twbundle").write_bytes(tb.sign_bundle(raw, tb.load_private_key(priv), version=1))
+    return {"bundle": bundle, "pub": pub, "noisy": d / "noisy.twbundle"}
 
 
-def run_agent(gateway, state: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_agent(gateway, state: Path, env: dict[str, str] | None = None, *extra: str) -> subprocess.CompletedProcess[str]:
     args = ["--bundle", gateway["bundle"], "--pubkey", gateway["pub"], "--state-dir", state, "--rate", "50",
-            "--interface", "lo", "--max-samples", "24", "--device-id", "gw-1"]
+            "--interface", "lo", "--max-samples", "24", "--device-id", "gw-1", *extra]
     full = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
     return subprocess.run([sys.executable, "-c", AGENT, *map(str, args)], capture_output=True, text=True,
                           timeout=300, env=full)
@@ -84,6 +87,19 @@ def test_the_live_agent_scores_natively_and_never_imports_numpy(gateway, tmp_pat
     assert again.returncode == 0, again.stderr
     assert sorted((state / "native" / "lib").iterdir()) == built
     assert read_status(state / "status.json")["model"]["runtime"] == "native"
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no host C compiler")
+def test_incidents_of_the_native_agent_carry_a_summary_without_numpy(gateway, tmp_path):
+    state = tmp_path / "state"
+    # an alert after every window (k = n = 1), spooled: no broker listens on port 1 of loopback
+    r = run_agent({**gateway, "bundle": gateway["noisy"]}, state, None, "--mqtt", "127.0.0.1:1")
+    assert r.returncode == 0, r.stderr
+    assert "NUMPY-IMPORTED False" in r.stdout, "an incident's summary imported numpy"
+    spooled = [json.loads(p.read_text()) for p in sorted((state / "spool").glob("*.json"))]
+    assert read_status(state / "status.json")["incidents"] == len(spooled) >= 1
+    feats = spooled[0]["features"]
+    assert 1 <= len(feats) <= 5 and all(":" in k and isinstance(v, float) for k, v in feats.items())
 
 
 def test_without_a_compiler_the_agent_says_so_once_and_runs_int8(gateway, tmp_path):

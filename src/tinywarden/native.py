@@ -33,6 +33,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -144,12 +145,33 @@ def build_library(files: Mapping[str, str], defines: Sequence[str] = (), cache: 
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _defines(program: Program) -> list[str]:
+def features_member(program: Program, adaptation: Adaptation | None, header: str) -> tuple[str, int] | None:
+    """``(state member, count)`` holding the window's integer features at the end of a window in the module
+    :func:`~tinywarden.codegen.c.emit_c` prints (``header`` is its header), or None: no features op, or a
+    later tensor shares that scratch member (:func:`~tinywarden.codegen.c.scratch_homes`)."""
+    from tinywarden.codegen.c import adaptation_c, scratch_homes
+
+    op = next((o for o in program.ops if o.src == ("window",) and o.kind.startswith("features")), None)
+    if op is None:
+        return None
+    ad = adaptation_c(program, adaptation)
+    home = scratch_homes(program, keep=[program.ops[ad.op_index].src[0]] if ad is not None else [])
+    mine = home.get(op.dst)
+    if mine is None or any(h == mine for name, h in home.items() if name != op.dst):
+        return None
+    member = f"t_{mine}"
+    if not re.search(rf"\b{member}\[", header):
+        return None
+    return member, program.tensor(op.dst).size
+
+
+def _defines(program: Program, features: tuple[str, int] | None = None) -> list[str]:
     """The ``-D`` switches native_host.c needs for optional state members of ``program``'s module."""
+    out = [] if features is None else [f"TWH_FEATURES={features[0]}", f"TWH_N_FEATURES={features[1]}"]
     lik = program.likelihood
     if lik is None:
-        return []
-    return [*(["TWH_LIK_HOLD=1"] if lik.attrs.get("holdoff", 0) else []),
+        return out
+    return [*out, *(["TWH_LIK_HOLD=1"] if lik.attrs.get("holdoff", 0) else []),
             *(["TWH_LIK_RECORD=1"] if "record" in lik.attrs else [])]
 
 
@@ -157,9 +179,11 @@ def compile_program(program: Program, adaptation: Adaptation | None = None,
                     cache: str | Path | None = None) -> NativeLibrary:
     """The native library of ``program`` (with the baseline adaptation of ``adaptation`` compiled in when it
     is enabled and the program has the step, as :func:`tinywarden.codegen.c.emit_c` does)."""
-    from tinywarden.codegen.c import emit_c
+    from tinywarden.codegen.c import HEADER_NAME, emit_c
 
-    return NativeLibrary(build_library(emit_c(program, adaptation=adaptation), _defines(program), cache))
+    files = emit_c(program, adaptation=adaptation)
+    features = features_member(program, adaptation, files[HEADER_NAME])
+    return NativeLibrary(build_library(files, _defines(program, features), cache))
 
 
 class NativeLibrary:
@@ -189,6 +213,8 @@ class NativeLibrary:
         lib.twh_rebaseline.argtypes = [p]
         lib.twh_carry.argtypes = [p, p]
         lib.tw_init.argtypes = [p]
+        lib.twh_features.restype = ctypes.c_long
+        lib.twh_features.argtypes = [p, ctypes.POINTER(i64), ctypes.c_long]
         info = (i64 * 8)()
         lib.twh_info(info)
         (self.n_channels, self.window, self.stride, self.k, self.n, self.threshold, lik, ad) = list(info)
@@ -280,6 +306,14 @@ class NativeScorer:
         if not self.can_carry_from(other):
             raise NativeError("the likelihood and adaptation state carry over between modules of one program only")
         self.lib._lib.twh_carry(self.state, other.state)
+
+    def features(self) -> list[int]:
+        """The integer window features of the last completed window, as the C computed them (empty when the
+        module does not keep them to the end of the window: :func:`features_member`)."""
+        n = self.lib._lib.twh_features(self.state, None, 0)
+        out = (ctypes.c_int64 * max(n, 1))()
+        self.lib._lib.twh_features(self.state, out, n)
+        return list(out[:n]) if n > 0 else []
 
     def adaptation(self) -> dict[str, int]:
         """The C state's adaptation counters and the likelihood's running mean (``twh_adaptation``)."""
@@ -375,6 +409,9 @@ class NativeModel:
         lik = meta["likelihood"]
         self.likelihood_ = None if lik is None else NativeLikelihood(int(lik["mean"]), int(lik["var"]))
         self.adaptation_ = meta["adaptation"]  # the policy's [adaptation] compiled in, or None
+        #: ``{"a", "b", "names"}``: each window feature is ``a * f + b`` of the C's integer feature ``f``
+        #: (:meth:`NativeScorer.features`); None when the module does not keep them
+        self.summary_: dict[str, list[Any]] | None = meta.get("summary")
 
     def stream(self, adaptation: Adaptation | None = None) -> NativeScorer:
         """A one-sample-at-a-time scorer (the adaptation compiled in is the one :func:`load_native` was given)."""
@@ -469,6 +506,17 @@ def prepare(model: bytes, adaptation: Mapping[str, Any] | None, source: str, cac
     m = Int8Model(header, arrays, source)
     p = m.program
     native = compile_program(p, ad, cache)
+    summary = None
+    if p.info.get("features") and native._lib.twh_features(native.new_state(), None, 0) > 0:
+        from types import SimpleNamespace
+
+        from tinywarden.features import feature_names
+        from tinywarden.quantize.ptq import feature_affine
+
+        # feature_affine reads a pipeline's window and features only; the program carries both
+        a, b = feature_affine(SimpleNamespace(window=p.window, features=list(m.features)),  # type: ignore[arg-type]
+                              1.0 / p.sample_mul.astype(np.float64), p.sample_zero)
+        summary = {"a": a.tolist(), "b": b.tolist(), "names": feature_names(m.channels_, m.features)}
     try:  # one window through the library: a model that builds but cannot score fails here (as load_payload)
         native.batch(np.zeros((p.window, p.n_channels)))
     except Exception as exc:
@@ -485,6 +533,7 @@ def prepare(model: bytes, adaptation: Mapping[str, Any] | None, source: str, cac
         "guard_note": m.guard_note_,
         "likelihood": None if lik is None else {"mean": int(lik.attrs["mean"]), "var": int(lik.attrs["var"])},
         "adaptation": adaptation,
+        "summary": summary,
     }
     root = native_cache(cache)
     (root / "models").mkdir(mode=0o700, exist_ok=True)

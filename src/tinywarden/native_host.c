@@ -31,6 +31,7 @@ int twh_push(tw_state_t *s, const float sample[TW_N_CHANNELS], int32_t out[4]);
 void twh_adaptation(const tw_state_t *s, int64_t out[6]);
 void twh_rebaseline(tw_state_t *s);
 void twh_carry(tw_state_t *dst, const tw_state_t *src);
+long twh_features(const tw_state_t *s, int64_t *out, long capacity);
 
 int32_t twh_abi(void)
 {
@@ -169,5 +170,28 @@ void twh_carry(tw_state_t *dst, const tw_state_t *src)
     dst->ad_adapted = src->ad_adapted;
     dst->ad_flags = src->ad_flags;
     dst->ad_flagged = src->ad_flagged;
+#endif
+}
+
+/* The integer window features of the last completed window (for an incident's summary), when the module keeps
+ * them to the end of the window: tinywarden.native defines TWH_FEATURES as the state member that holds them and
+ * TWH_N_FEATURES as their count. Returns that count (at most capacity values written; out may be NULL to ask
+ * the count), 0 without them. */
+long twh_features(const tw_state_t *s, int64_t *out, long capacity)
+{
+#if defined(TWH_FEATURES) && defined(TWH_N_FEATURES)
+    long i;
+    if (s == NULL) {
+        return 0;
+    }
+    for (i = 0; out != NULL && i < TWH_N_FEATURES && i < capacity; i++) {
+        out[i] = (int64_t)s->TWH_FEATURES[i];
+    }
+    return TWH_N_FEATURES;
+#else
+    (void)s;
+    (void)out;
+    (void)capacity;
+    return 0;
 #endif
 }

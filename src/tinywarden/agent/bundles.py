@@ -93,9 +93,12 @@ def _load_native(bundle: tb.Bundle, policy_override: Policy | None, cache: Path)
     """The bundle with its model as native code, or None (with one warning line) when that cannot be had."""
     try:
         own = parse_policy(bundle.policy.decode("utf-8"), source=f"{bundle.source} (policy section)")
-        adaptation = (policy_override or own).adaptation
-        model = load_native(bundle.model, adaptation, f"{bundle.source} (model section)", cache)
-    except (TinywardenError, UnicodeDecodeError) as exc:
+    except (TinywardenError, UnicodeDecodeError):
+        return None  # load_payload names what is wrong with the policy
+    try:
+        model = load_native(bundle.model, (policy_override or own).adaptation, f"{bundle.source} (model section)",
+                            cache)
+    except TinywardenError as exc:
         _log.warning("native runtime not used (%s); scoring with the numpy runtime", exc)
         return None
     policy = check_policy(bundle.policy, model.threshold_, source=bundle.source)
