@@ -219,3 +219,13 @@ def test_the_lean_incident_summary_matches_the_numpy_one(detector, tmp_path):
             assert all(abs(lean[k] - ref[k]) <= 0.2 * max(top, 1.0) for k in common), (lean, ref)
             checked += 1
     assert checked >= 10
+
+
+def test_a_sample_of_the_wrong_width_is_one_clear_error(tmp_path):
+    _, prog = fitted("dense_ae")
+    nat = compile_program(prog, cache=tmp_path).stream()
+    for bad in ([1.0] * (prog.n_channels - 1), [1.0] * (prog.n_channels + 1)):
+        with pytest.raises(NativeError, match=f"has {prog.n_channels} channel values, got {len(bad)}"):
+            nat.push(bad)
+    with pytest.raises(NativeError, match="shape"):
+        compile_program(prog, cache=tmp_path).batch(np.zeros((10, prog.n_channels + 1)))

@@ -193,7 +193,7 @@ class NativeLibrary:
     def __init__(self, path: str | Path, model_sha256: str | None = None) -> None:
         self.path = Path(path)
         #: the SHA-256 of the model file the module was built from, when known (:func:`load_native`)
-        self.meta_model = model_sha256
+        self.model_sha256 = model_sha256
         try:
             lib = ctypes.CDLL(str(self.path))
         except OSError as exc:
@@ -270,6 +270,8 @@ class NativeScorer:
         self.windows = 0
 
     def push(self, sample: Sequence[float]) -> tuple[float, bool, bool] | None:
+        if len(sample) != self.lib.n_channels:
+            raise NativeError(f"a sample has {self.lib.n_channels} channel values, got {len(sample)}")
         self.finite.append(all(math.isfinite(v) for v in sample))  # of the sample given, as Int8Scorer judges it
         row = self._row(*sample)
         got = self._fn(self.state, row, self._out)
@@ -297,7 +299,7 @@ class NativeScorer:
         """Whether ``other``'s state has this scorer's layout: the same library, or one of the same program
         built with other adaptation settings (the same state members; only compiled-in constants differ)."""
         a, b = self.lib, other.lib
-        return a.path == b.path or (a.meta_model == b.meta_model is not None and a.state_size == b.state_size
+        return a.path == b.path or (a.model_sha256 == b.model_sha256 is not None and a.state_size == b.state_size
                                     and (a.has_likelihood, a.has_adaptation) == (b.has_likelihood, b.has_adaptation))
 
     def carry_from(self, other: NativeScorer) -> None:
