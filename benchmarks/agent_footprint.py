@@ -20,10 +20,10 @@ default window: the model's quality is not what is measured here, its running co
 Measured per process from outside (psutil): peak resident memory (the kernel's ``VmHWM``), the mean
 resident memory, and CPU time over the steady part of the run (after ``--warmup`` seconds, so the
 start-up's imports and bundle verification are reported apart) as a percentage of one core; whether numpy
-was mapped into the process at the end (``/proc/PID/maps``) and how many incidents each agent raised (an
-incident's feature summary loads numpy, on any runtime). The native agent's start-up CPU includes neither
-the child process that generates and compiles its C module nor the compiler (a first start only: the
-library is cached in the state directory). The Wazuh
+was mapped into the process at the end (``/proc/PID/maps``) and how many incidents each agent raised (the
+native agent summarises an incident from the integer features its C computed, without numpy). The native
+module is built before the run (:func:`prepare_native`, as installing the bundle on a device would), so
+neither the child process that generates and compiles it nor the compiler is in any figure. The Wazuh
 agent figure (about 35 MB resident on average) is the issue's reference, not measured here.
 """
 

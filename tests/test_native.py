@@ -229,3 +229,28 @@ def test_a_sample_of_the_wrong_width_is_one_clear_error(tmp_path):
             nat.push(bad)
     with pytest.raises(NativeError, match="shape"):
         compile_program(prog, cache=tmp_path).batch(np.zeros((10, prog.n_channels + 1)))
+
+
+def test_the_feature_affine_from_the_program_alone_is_the_quantizers(tmp_path):
+    from tinywarden.native import feature_affine
+    from tinywarden.quantize.ptq import feature_affine as quantizer_affine
+
+    pipe, prog = fitted("dense_ae")
+    a, b = feature_affine(prog)
+    qa, qb = quantizer_affine(pipe, 1.0 / prog.sample_mul.astype(np.float64), prog.sample_zero)
+    assert a == qa.tolist() and b == qb.tolist() and len(a) == prog.n_channels * len(pipe.features)
+
+
+def test_preparing_a_module_needs_no_train_extra(tmp_path):
+    model = tmp_path / "m.tw"
+    model.write_bytes(_model_bytes())
+    code = f"""
+import sys
+from pathlib import Path
+from tinywarden.native import prepare
+prepare(Path({str(model)!r}).read_bytes(), None, "m.tw", {str(tmp_path / 'c')!r})
+print(sorted({{m.split('.')[0] for m in sys.modules}} & {{'torch', 'sklearn', 'matplotlib', 'pandas', 'scipy'}}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert res.stdout.strip() == "[]"

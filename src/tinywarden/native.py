@@ -490,6 +490,24 @@ def load_native(model: bytes, adaptation: Adaptation | None = None, source: str 
     return NativeModel(meta, NativeLibrary(lib, meta.get("model_sha256")))
 
 
+def feature_affine(program: Program) -> tuple[list[float], list[float]]:
+    """``(a, b)`` per feature column of ``program`` with ``float feature ~= a * integer feature + b``, by each
+    feature's scaling rule in :data:`tinywarden.features.FEATURE_TABLE` and the program's sample
+    quantization (what :func:`tinywarden.quantize.ptq.feature_affine` gives the quantizer; computed here
+    from the program alone, so that a gateway without the train extra needs no quantizer)."""
+    from tinywarden.features import FEATURE_TABLE
+
+    a: list[float] = []
+    b: list[float] = []
+    for mul, zero in zip(program.sample_mul.tolist(), program.sample_zero.tolist(), strict=True):
+        s = 1.0 / mul
+        for f in program.info.get("features", ()):
+            fa, fb = FEATURE_TABLE[f].scaling(s, zero * s, program.window)
+            a.append(float(fa))
+            b.append(float(fb))
+    return a, b
+
+
 def prepare(model: bytes, adaptation: Mapping[str, Any] | None, source: str, cache: str | Path | None) -> Path:
     """Generate and build the native module of a model file (the child process of :func:`load_native`); write
     its description beside it and return the description's path."""
@@ -510,15 +528,10 @@ def prepare(model: bytes, adaptation: Mapping[str, Any] | None, source: str, cac
     native = compile_program(p, ad, cache)
     summary = None
     if p.info.get("features") and native._lib.twh_features(native.new_state(), None, 0) > 0:
-        from types import SimpleNamespace
-
         from tinywarden.features import feature_names
-        from tinywarden.quantize.ptq import feature_affine
 
-        # feature_affine reads a pipeline's window and features only; the program carries both
-        a, b = feature_affine(SimpleNamespace(window=p.window, features=list(m.features)),  # type: ignore[arg-type]
-                              1.0 / p.sample_mul.astype(np.float64), p.sample_zero)
-        summary = {"a": a.tolist(), "b": b.tolist(), "names": feature_names(m.channels_, m.features)}
+        a, b = feature_affine(p)
+        summary = {"a": a, "b": b, "names": feature_names(m.channels_, m.features)}
     try:  # one window through the library: a model that builds but cannot score fails here (as load_payload)
         native.batch(np.zeros((p.window, p.n_channels)))
     except Exception as exc:

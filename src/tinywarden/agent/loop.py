@@ -46,7 +46,11 @@ training reference; it is carried over a same-model swap like the likelihood. A 
 ``rebaseline: true`` in its metadata (an operator's order) resets both to that bundle's reference, clears
 the flag and is audited as ``rebaseline``.
 
-Runtime. With ``runtime="int8"`` (the default) a model file that holds an int8 program runs as that
+Runtime. With ``runtime="native"`` (the ``agent`` command's default) a model file that holds an int8
+program runs as the generated C, built on this host and loaded through ctypes (:mod:`tinywarden.native`):
+scoring, confidence and baseline adaptation happen inside the C state, an incident's summary comes from
+the C's integer features, and the agent's process imports no numpy (without a C compiler it runs the int8
+runtime, with one warning line). With ``runtime="int8"`` a model file that holds an int8 program runs as that
 program (:mod:`tinywarden.runtime`, numpy only: the agent then never imports torch, scikit-learn or
 matplotlib); its scores and threshold are the program's integers and its confidences come from the
 likelihood fitted on them. Its baseline adaptation is the integer step the generated C runs
