@@ -7,17 +7,23 @@
 What runs: the default pipeline (``tinywarden train``'s default detector, window 128 / stride 64) is fitted
 on telemetry with this host's live channels, stored with its int8 program, bundled with
 ``examples/policy.toml`` and signed; then ``tinywarden agent`` samples this host live with psutil at
-``--rate`` Hz (dry-run actuators) for the set duration, once with the int8 runtime (the light one, numpy
-only) and once with ``--runtime float`` (the float pipeline, which loads torch), side by side in the same
-run. A bare ``python -c 'import numpy'`` process is the floor, and one that also imports the
-libraries the agent cannot do without (cryptography for the bundle's Ed25519 signature, psutil for the
-sampler) is the floor of any agent written with them. The training telemetry is a short live
+``--rate`` Hz (dry-run actuators) for the set duration, side by side in the same run: with the default
+native runtime (the generated C built on this host, loaded through ctypes: :mod:`tinywarden.native`; the
+agent's process imports no numpy), with ``--runtime int8`` (the same program interpreted with numpy) and
+with ``--runtime float`` (the float pipeline, which loads torch). Floors, idle processes: python with the
+libraries the lean agent cannot do without (cryptography for the bundle's Ed25519 signature, psutil for
+the sampler), ``python -c 'import numpy'``, and numpy with those two libraries (the floor of any agent
+that imports numpy). The training telemetry is a short live
 recording of this host (``--train-seconds`` at 20 Hz) resampled with jitter to enough 1 s rows for the
 default window: the model's quality is not what is measured here, its running cost is.
 
 Measured per process from outside (psutil): peak resident memory (the kernel's ``VmHWM``), the mean
 resident memory, and CPU time over the steady part of the run (after ``--warmup`` seconds, so the
-start-up's imports and bundle verification are reported apart) as a percentage of one core. The Wazuh
+start-up's imports and bundle verification are reported apart) as a percentage of one core; whether numpy
+was mapped into the process at the end (``/proc/PID/maps``) and how many incidents each agent raised (the
+native agent summarises an incident from the integer features its C computed, without numpy). The native
+module is built before the run (:func:`prepare_native`, as installing the bundle on a device would), so
+neither the child process that generates and compiles it nor the compiler is in any figure. The Wazuh
 agent figure (about 35 MB resident on average) is the issue's reference, not measured here.
 """
 
@@ -74,12 +80,28 @@ def build_bundle(work: Path, train_seconds: float, rate: float) -> tuple[Path, P
     return bundle, pub, n
 
 
+def prepare_native(bundle: Path, pub: Path, state: Path) -> None:
+    """Build the bundle's native module into ``state`` before the measured run, as installing it on a device
+    does: a two-sample agent run that prepares it and stops."""
+    subprocess.run([sys.executable, "-m", "tinywarden", "agent", "--bundle", str(bundle), "--pubkey", str(pub),
+                    "--state-dir", str(state), "--rate", "20", "--max-samples", "2"], check=True,
+                   capture_output=True, timeout=600)
+
+
 def peak_rss_mb(proc: psutil.Process) -> float:
     """The kernel's high-water mark of the process's resident memory (``VmHWM``), in MB."""
     for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def maps_numpy(pid: int) -> bool:
+    """Whether any of numpy's files are mapped into process ``pid``."""
+    try:
+        return "/numpy/" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
 
 
 def watch(commands: dict[str, list[str]], seconds: float, warmup: float) -> list[dict[str, Any]]:
@@ -108,11 +130,12 @@ def watch(commands: dict[str, list[str]], seconds: float, warmup: float) -> list
         for name, p in ps.items():
             cpu = sum(p.cpu_times()[:2])
             peak[name] = peak_rss_mb(p)
+            numpy_loaded = maps_numpy(p.pid)
             steady = rss[name][int(warmup):] or rss[name]
             rows.append({"process": name, "peak_rss_mb": round(peak[name], 1),
                          "mean_rss_mb": round(float(np.mean(steady)), 1),
                          "cpu_pct_one_core": round(100.0 * (cpu - cpu0.get(name, 0.0)) / max(wall, 1e-9), 3),
-                         "startup_cpu_s": round(cpu0.get(name, 0.0), 2)})
+                         "startup_cpu_s": round(cpu0.get(name, 0.0), 2), "numpy_loaded": numpy_loaded})
         return rows
     finally:
         for p in procs.values():
@@ -134,8 +157,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"dry-run actuators. CPU over the steady part (after {meta['warmup']:g} s of start-up). Machine: "
         f"{meta['machine']}.",
         "",
-        "| process | peak RSS (MB) | mean RSS (MB) | CPU, % of one core | start-up CPU (s) | goal |",
-        "|---|---:|---:|---:|---:|---|",
+        "| process | peak RSS (MB) | mean RSS (MB) | CPU, % of one core | start-up CPU (s) | numpy loaded | "
+        "incidents | goal |",
+        "|---|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in rows:
         goal = ""
@@ -143,9 +167,10 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             mem = "met" if r["peak_rss_mb"] <= GOAL_RSS_MB else "not met"
             cpu = "met" if r["cpu_pct_one_core"] <= GOAL_CPU_PCT else "not met"
             goal = f"memory {mem} (<= {GOAL_RSS_MB:g} MB), CPU {cpu} (<= {GOAL_CPU_PCT:g} %)"
+        numpy = {True: "yes", False: "no"}.get(r.get("numpy_loaded"), "")  # type: ignore[arg-type]
         lines.append(f"| {r['process']} | {r['peak_rss_mb']} | {r['mean_rss_mb']} | {r['cpu_pct_one_core']} | "
-                     f"{r['startup_cpu_s']} | {goal} |")
-    lines += [f"| Wazuh agent (quoted, not measured) | | ~{WAZUH_RSS_MB:g} | | | reference |", ""]
+                     f"{r['startup_cpu_s']} | {numpy} | {r.get('incidents', '')} | {goal} |")
+    lines += [f"| Wazuh agent (quoted, not measured) | | ~{WAZUH_RSS_MB:g} | | | | | reference |", ""]
     return "\n".join(lines)
 
 
@@ -156,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=15.0, help="seconds of start-up left out of the CPU figure")
     ap.add_argument("--train-seconds", type=float, default=20.0)
     ap.add_argument("--no-float", action="store_true", help="skip the float-runtime agent")
+    ap.add_argument("--no-native-prepare", action="store_true",
+                    help="let the native agent build its C module itself at start (counted in its start-up)")
     ap.add_argument("--results", type=Path, default=RESULTS / "agent_footprint.md")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--render", type=Path, default=None, help="only re-render --results from this JSON of a run")
@@ -172,14 +199,27 @@ def main(argv: list[str] | None = None) -> int:
         channels = len(LiveSampler(1.0).channels)
         base = [sys.executable, "-m", "tinywarden", "agent", "--bundle", str(bundle), "--pubkey", str(pub),
                 "--rate", str(args.rate)]
-        commands = {"agent, int8 runtime": [*base, "--state-dir", str(work / "int8")]}
+        native, int8 = "agent, native runtime (default)", "agent, int8 runtime"
+        states = {native: work / "native", int8: work / "int8"}
+        commands = {native: [*base, "--state-dir", str(states[native])],
+                    int8: [*base, "--state-dir", str(states[int8]), "--runtime", "int8"]}
         if not args.no_float:
+            states["agent, float runtime"] = work / "float"
             commands["agent, float runtime"] = [*base, "--state-dir", str(work / "float"), "--runtime", "float"]
+        if not args.no_native_prepare:  # build the native module before the clock starts (a device's install)
+            prepare_native(bundle, pub, states[native])
+        commands["python + cryptography + psutil, idle (the lean agent's libraries)"] = [
+            sys.executable, "-c", "import psutil, time; from cryptography.hazmat.primitives.asymmetric "
+            "import ed25519; from cryptography.hazmat.primitives import serialization; time.sleep(1e6)"]
         commands["python + numpy, idle (floor)"] = [sys.executable, "-c", "import numpy, time; time.sleep(1e6)"]
         commands["python + numpy + cryptography + psutil, idle (the agent's libraries)"] = [
             sys.executable, "-c", "import numpy, psutil, time; from cryptography.hazmat.primitives.asymmetric "
             "import ed25519; from cryptography.hazmat.primitives import serialization; time.sleep(1e6)"]
         rows = watch(commands, args.minutes * 60.0, args.warmup)
+        for r in rows:
+            if r["process"] in states:
+                status = states[r["process"]] / "status.json"
+                r["incidents"] = json.loads(status.read_text())["incidents"] if status.exists() else None
     m = machine_info()
     meta = {"minutes": args.minutes, "rate": args.rate, "warmup": args.warmup, "detector": DEFAULT_DETECTOR,
             "window": DEFAULT_WINDOW, "stride": DEFAULT_STRIDE, "channels": channels,

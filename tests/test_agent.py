@@ -170,7 +170,7 @@ def test_missing_channels_are_named_at_start(kit, tmp_path):
     with pytest.raises(AgentError, match="tx_bytes.*distinct_dst"):
         Agent(cfg, ["cpu_pct", "mem_pct", "power_mw", "tx_pkts"], replay=True)
     assert tb.read_state(cfg.state_dir) is None, "a bundle this device cannot run must not become accepted"
-    assert channel_indices(["a", "b"], ["x", "a", "y"], {"b": "y"}).tolist() == [1, 2]
+    assert channel_indices(["a", "b"], ["x", "a", "y"], {"b": "y"}) == [1, 2]
     with pytest.raises(DataError, match=r"b \(mapped to zz\)"):
         channel_indices(["a", "b"], ["a"], {"b": "zz"})
 

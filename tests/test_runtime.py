@@ -128,7 +128,7 @@ def test_the_agent_runs_the_int8_program(model, tmp_path: Path) -> None:
     assert status["model"]["runtime"] == "int8" and status["incidents"] > 0
     assert status["confidence"]["scale"] == "likelihood"
     assert status["adaptation"]["runtime"].startswith("int8") and status["adaptation"]["adapted_windows"] > 0
-    with pytest.raises(AgentError, match="runtime must be one of int8, float"):
+    with pytest.raises(AgentError, match="runtime must be one of native, int8, float"):
         AgentConfig(pubkey=tb.load_public_key(pub), state_dir=tmp_path, runtime="fast")
 
 

@@ -48,55 +48,17 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from tinywarden.adaptation import REARM_FRACTION, SCALE_FLOOR_FRACTION, Adaptation, AdaptStep
 
 if TYPE_CHECKING:
     from tinywarden.likelihood import AnomalyLikelihood
     from tinywarden.pipeline import Pipeline
 
-__all__ = ["AdaptStep", "Adaptation", "BaselineAdapter", "adapted_scores"]
-
-#: The adapted scale never falls below this fraction of the reference one (a quiet stretch must not make
-#: the next small wiggle look huge).
-SCALE_FLOOR_FRACTION = 0.5
-#: A flag is raised again only after the drift has come back below this fraction of ``max_drift``.
-REARM_FRACTION = 0.5
-
-
-@dataclass(frozen=True)
-class Adaptation:
-    """How the deployed baseline keeps learning normal: the policy's ``[adaptation]`` table."""
-
-    enabled: bool = True
-    rate_shift: int = 8
-    below_confidence: float = 0.2
-    max_drift: float = 3.0
-    #: Rule 1 also asks the raw score to be at or under the pipeline's threshold (when the caller gives the
-    #: score): the likelihood learns every level, so after an anomaly its widened distribution would call
-    #: the next moderately anomalous windows "clearly normal". False: confidence alone (the first version).
-    below_threshold: bool = True
-    #: Seconds of a sustained shift (windows over the threshold, a leaky count) after which the baseline
-    #: re-centres on the new level from every window at ``2**-settle_rate_shift``, flagged; 0: never.
-    settle_s: float = 43200.0
-    settle_rate_shift: int = 7
-    #: The slow path also learns the scale (spread) of its windows. False: it moves the offsets only and the
-    #: scale stays the reference one, except while a sustained shift settles. On SMD a learned scale lost
-    #: 0.21 ROC AUC (results/adapt_quality.md); True is the first version.
-    adapt_scale: bool = False
-
-
-@dataclass(frozen=True)
-class AdaptStep:
-    """What one window did to the baseline: whether it taught it, the drifts after it, a new flag."""
-
-    adapted: bool
-    drift: float
-    likelihood_drift: float
-    flagged: bool  # the drift has just passed max_drift (once per excursion)
-
+__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "AdaptStep", "Adaptation", "BaselineAdapter", "adapted_scores"]
 
 def _ewm_step(offset: np.ndarray, var: np.ndarray, rows: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
     """One exponentially weighted step of a per-input mean and spread around it, at rate ``r``."""

@@ -68,7 +68,7 @@ import os
 import re
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -671,6 +671,7 @@ def install_bundle(
     state_dir: str | os.PathLike[str],
     *,
     counter: MonotonicCounter | None = None,
+    check: Callable[[Bundle], object] | None = None,
 ) -> tuple[Bundle, TrustState]:
     """Verify, load its model and policy, then keep a copy in ``state_dir`` and accept its version.
 
@@ -680,7 +681,9 @@ def install_bundle(
     bundle again is a no-op (it only restores a missing or damaged copy); a different bundle with the
     accepted version is refused. The state is replaced atomically under an exclusive lock, so a crash
     or a concurrent install leaves either the old or the new state, never a mix; the counter is
-    advanced last (see :meth:`MonotonicCounter.advance`).
+    advanced last (see :meth:`MonotonicCounter.advance`). ``check`` takes the place of that load when the
+    caller has its own way to run the bundle (the agent's native runtime: :mod:`tinywarden.native`); it
+    raises a :class:`TinywardenError` for a bundle that cannot run.
     """
     from tinywarden.payload import load_payload  # model and policy code: loaded only by an install
 
@@ -700,7 +703,10 @@ def install_bundle(
                 write_file(copy, data)
             return b, old
         try:
-            load_payload(b.model, b.policy, source=b.source)
+            if check is None:
+                load_payload(b.model, b.policy, source=b.source)
+            else:
+                check(b)
         except TinywardenError as exc:
             raise BundleError(str(exc)) from None
         chain = old.key_chain if old is not None else (pubkey,)

@@ -14,17 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from tinywarden.errors import ModelFileError, TinywardenError
 from tinywarden.respond import Policy, PolicyError, compile_tables, parse_policy
 from tinywarden.respond.actuators import build_actuators
-from tinywarden.runtime import Int8Model, load_model
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the model's runtime (numpy) loads in load_payload only: check_policy needs none
     from tinywarden.pipeline import Pipeline
+    from tinywarden.runtime import Int8Model
 
-__all__ = ["Payload", "load_payload"]
+__all__ = ["Payload", "check_policy", "load_payload"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +42,10 @@ def load_payload(model: bytes, policy: bytes, *, source: str, prefer_int8: bool 
     ...
     tinywarden.errors.ModelFileError: b.twbundle (model section): not a tinywarden model file ...
     """
+    import numpy as np
+
+    from tinywarden.runtime import load_model
+
     where = f"{source} (model section)"
     pipeline = load_model(model, where, prefer_int8=prefer_int8)
     try:
@@ -57,6 +59,12 @@ def load_payload(model: bytes, policy: bytes, *, source: str, prefer_int8: bool 
         raise ModelFileError(f"{where}: model cannot score ({exc})") from None
     except Exception as exc:  # a hostile model file may fail in any numpy call
         raise ModelFileError(f"{where}: model cannot score ({type(exc).__name__}: {exc})") from None
+    return Payload(pipeline, check_policy(policy, float(pipeline.threshold_), source=source))
+
+
+def check_policy(policy: bytes, threshold: float, *, source: str) -> Policy:
+    """A bundle's policy section, parsed and checked against the model's ``threshold`` as
+    :func:`load_payload` checks it (UTF-8 TOML that parses, tiers that compile, actions that build)."""
     where = f"{source} (policy section)"
     try:
         text = policy.decode("utf-8")
@@ -64,8 +72,8 @@ def load_payload(model: bytes, policy: bytes, *, source: str, prefer_int8: bool 
         raise PolicyError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     parsed = parse_policy(text, source=where)
     try:
-        compile_tables(parsed, float(pipeline.threshold_))
+        compile_tables(parsed, threshold)
         build_actuators(parsed, dry_run=True)
     except TinywardenError as exc:
         raise PolicyError(f"{where}: {exc}") from None
-    return Payload(pipeline, parsed)
+    return parsed

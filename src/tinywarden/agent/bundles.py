@@ -6,30 +6,38 @@ the refusal is reported. While running, :meth:`BundleWatcher.poll` looks at ``bu
 ``state_dir/trust.json`` (by mtime, size and inode) and hands each changed, verified bundle to
 :meth:`BundleWatcher.prepare`, which builds its model, policy and channel mapping *before* installing
 it, so a bundle the agent cannot run never becomes the accepted version.
+
+Runtimes. With ``runtime="native"`` a model file's int8 program runs as the generated C, built on this host
+and loaded through ctypes (:func:`tinywarden.native.load_native`, cached in ``state_dir/native``): the
+agent's own process then never imports numpy. When that is not possible here (no C compiler, a model file
+without an int8 program, a failed build) one warning line says why and the bundle runs as with
+``runtime="int8"`` (the numpy interpreter of the same program, :mod:`tinywarden.runtime`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from tinywarden import bundle as tb
 from tinywarden.agent.config import AgentConfig, AgentError
 from tinywarden.agent.sources import channel_indices
 from tinywarden.errors import TinywardenError
-from tinywarden.guard import GuardVerdict
-from tinywarden.payload import load_payload
-from tinywarden.respond import Policy
-from tinywarden.runtime import Int8Model
+from tinywarden.native import NativeModel, load_native
+from tinywarden.payload import check_policy, load_payload
+from tinywarden.respond import Policy, parse_policy
 
 if TYPE_CHECKING:  # the float pipeline (and the training stack) loads only for a model without an int8 program
+    from tinywarden.guard import GuardVerdict
     from tinywarden.pipeline import Pipeline
+    from tinywarden.runtime import Int8Model
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["BundleWatcher", "LoadedBundle", "ModelRunner", "Refusal", "load_bundle_contents"]
 
@@ -40,7 +48,7 @@ class LoadedBundle:
     of a model file without an int8 program) and the response policy."""
 
     bundle: tb.Bundle
-    pipeline: Int8Model | Pipeline
+    pipeline: NativeModel | Int8Model | Pipeline
     policy: Policy
     policy_overridden: bool
 
@@ -60,20 +68,41 @@ class LoadedBundle:
             "window": p.window,
             "stride": p.stride,
             "channels": list(p.channels_),
-            "runtime": "int8" if isinstance(p, Int8Model) else "float",
+            "runtime": getattr(p, "runtime", "float"),
             "policy": f"{self.policy.name} {self.policy.version}",
         }
 
 
 def load_bundle_contents(bundle: tb.Bundle, policy_override: Policy | None = None,
-                         prefer_int8: bool = True) -> LoadedBundle:
+                         prefer_int8: bool = True, native_cache: Path | None = None) -> LoadedBundle:
     """Load a verified bundle's model and policy with the checks install makes
     (:func:`tinywarden.payload.load_payload`; the bundle's own policy must load even when overridden);
-    raises a :class:`TinywardenError` naming the bundle."""
+    raises a :class:`TinywardenError` naming the bundle. With ``native_cache`` the model runs as native code
+    when it can (module docstring), else as ``prefer_int8`` says."""
+    if native_cache is not None:
+        native = _load_native(bundle, policy_override, native_cache)
+        if native is not None:
+            return native
     payload = load_payload(bundle.model, bundle.policy, source=bundle.source, prefer_int8=prefer_int8)
     if policy_override is not None:
         return LoadedBundle(bundle, payload.pipeline, policy_override, True)
     return LoadedBundle(bundle, payload.pipeline, payload.policy, False)
+
+
+def _load_native(bundle: tb.Bundle, policy_override: Policy | None, cache: Path) -> LoadedBundle | None:
+    """The bundle with its model as native code, or None (with one warning line) when that cannot be had."""
+    try:
+        own = parse_policy(bundle.policy.decode("utf-8"), source=f"{bundle.source} (policy section)")
+    except (TinywardenError, UnicodeDecodeError):
+        return None  # load_payload names what is wrong with the policy
+    try:
+        model = load_native(bundle.model, (policy_override or own).adaptation, f"{bundle.source} (model section)",
+                            cache)
+    except TinywardenError as exc:
+        _log.warning("native runtime not used (%s); scoring with the numpy runtime", exc)
+        return None
+    policy = check_policy(bundle.policy, model.threshold_, source=bundle.source)
+    return LoadedBundle(bundle, model, policy_override or policy, policy_override is not None)
 
 
 class ModelRunner:
@@ -83,21 +112,23 @@ class ModelRunner:
     so an incident can describe the window that triggered it after the scorer has moved on.
     """
 
-    def __init__(self, loaded: LoadedBundle, index: np.ndarray) -> None:
+    def __init__(self, loaded: LoadedBundle, index: Sequence[int]) -> None:
         self.loaded = loaded
-        self.index = index
-        # the int8 runtime adapts inside its scorer, as the generated C does (the float one beside the loop)
+        self.index = list(index)
+        # the int8 and native runtimes adapt inside their scorer, as the generated C does (the float one beside
+        # the loop)
         p = loaded.pipeline
-        self.scorer = p.stream(loaded.policy.adaptation) if isinstance(p, Int8Model) else p.stream()
-        self.rows: deque[np.ndarray] = deque(maxlen=loaded.pipeline.window)
+        self.native = isinstance(p, NativeModel)
+        self.scorer = p.stream(loaded.policy.adaptation) if getattr(p, "runtime", "") else p.stream()
+        self.rows: deque[Any] = deque(maxlen=loaded.pipeline.window)
         self.times: deque[float] = deque(maxlen=loaded.pipeline.window)
         self.pushed = 0
         self.placed = False  # the last sample pushed made it into the raw window (``rows``)
         self.due = False  # ... and completed a window (so a fault there loses that window's score)
 
-    def push(self, t: float, sample: np.ndarray) -> float | None:
+    def push(self, t: float, sample: Any) -> float | None:
         self.placed = self.due = False
-        x = np.asarray(sample, dtype=np.float64)[self.index]
+        x = self._select(sample)
         self.rows.append(x)
         self.placed = True
         self.times.append(t)
@@ -111,7 +142,25 @@ class ModelRunner:
         """The fail-safe guard's verdict on the raw window that the last sample completed."""
         if not self.due:
             return None
+        if self.native:
+            return self.loaded.pipeline.judge_window(list(self.rows))
+        import numpy as np
+
         return self.loaded.pipeline.judge_window(np.stack(self.rows))
+
+    def window_rows(self) -> Any:
+        """The raw window the last sample completed, as an array (for an incident's summary; imports numpy)."""
+        import numpy as np
+
+        return np.asarray(list(self.rows), dtype=np.float64)
+
+    def _select(self, sample: Any) -> Any:
+        """The model's channels of one source sample: a list of floats for the native runtime, else an array."""
+        if self.native:
+            return [float(sample[i]) for i in self.index]
+        import numpy as np
+
+        return np.asarray(sample, dtype=np.float64)[self.index]
 
     def span(self, t: float) -> tuple[float, float]:
         return (self.times[0], self.times[-1]) if self.times else (t, t)
@@ -148,7 +197,8 @@ class BundleWatcher:
             # Installed only now that it is known to run here, so a bundle this device cannot use never
             # becomes its accepted version (install verifies again and refuses a file changed meanwhile).
             try:
-                installed, _ = tb.install_bundle(self.bundle_path, cfg.pubkey, self.state_dir)
+                installed, _ = tb.install_bundle(self.bundle_path, cfg.pubkey, self.state_dir,
+                                                 check=self._checked(bundle))
             except tb.BundleError as exc:
                 raise AgentError(f"cannot install bundle: {exc}") from None
             if installed.digest != bundle.digest:
@@ -208,14 +258,20 @@ class BundleWatcher:
         goes wrong (the caller refuses the bundle and keeps the current one)."""
         runner = self._runner(b)
         if install_from is not None:
-            installed, _ = tb.install_bundle(install_from, self.config.pubkey, self.state_dir)
+            installed, _ = tb.install_bundle(install_from, self.config.pubkey, self.state_dir, check=self._checked(b))
             if installed.digest != b.digest:
                 raise tb.BundleError(f"{install_from}: changed while it was being installed; will retry")
             self._seen[self.trust_path] = _stat(self.trust_path)
         return runner
 
+    def _checked(self, built: tb.Bundle) -> Callable[[tb.Bundle], object]:
+        """Install's check of a bundle whose runner was just built: nothing more to do for that same bundle (the
+        native runtime's process stays free of numpy), the agent's own load for any other."""
+        return lambda b: None if b.digest == built.digest else self._runner(b)
+
     def _runner(self, b: tb.Bundle) -> ModelRunner:
-        loaded = load_bundle_contents(b, self.config.policy_override, self.config.runtime == "int8")
+        native = self.state_dir / "native" if self.config.runtime == "native" else None
+        loaded = load_bundle_contents(b, self.config.policy_override, self.config.runtime != "float", native)
         index = channel_indices(loaded.pipeline.channels_, self.channels, self.config.channel_map,
                                 what=f"model {b.model_id} v{b.version}")  # fmt: skip
         return ModelRunner(loaded, index)

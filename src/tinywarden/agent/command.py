@@ -98,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--poll", type=float, default=30.0, help="Seconds between checks for a new bundle (default 30).")
     add("--drain", type=float, default=5.0, help="Replay: seconds to wait at the end for spooled incidents.")
     add("--real-actuators", action="store_true", help="Carry out the policy's actions (default: dry run, audited).")
-    add("--runtime", default="int8", help="int8 (default): score with the model's int8 program, numpy only; "
-        "float: the float pipeline (loads torch/scikit-learn).")
+    add("--runtime", default="native", choices=("native", "int8", "float"),
+        help="native (default): the model's int8 program as C built on this host (needs a C compiler; the "
+        "agent then imports no numpy; without one it falls back to int8 with a notice); int8: the same program "
+        "interpreted with numpy; float: the float pipeline (loads torch/scikit-learn).")
     return ap
 
 
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> Agent:
     elif args.syslog or args.tls_ca:
         raise ConfigError("--syslog and --tls-ca need --mqtt (escalation is off without a broker)")
 
-    source = open_source(args.replay, args.rate, args.interface)
+    source = open_source(args.replay, args.rate, args.interface, lists=args.runtime == "native")
     extra = {"device_id": args.device_id} if args.device_id else {}
     config = AgentConfig(
         pubkey=tb.load_public_key(args.pubkey),

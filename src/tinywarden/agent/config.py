@@ -14,7 +14,7 @@ from tinywarden.respond import Policy
 __all__ = ["RUNTIMES", "AgentConfig", "AgentError", "EscalationConfig", "default_device_id"]
 
 #: How the agent scores: the int8 program (light) or the float pipeline.
-RUNTIMES = ("int8", "float")
+RUNTIMES = ("native", "int8", "float")
 
 
 class AgentError(TinywardenError):
@@ -48,8 +48,11 @@ class AgentConfig:
     restarted agent resumes its tier (live mode; a replay starts afresh). ``summary_features`` is how
     many of the most deviating features an incident carries. ``audit_key_path`` (default
     ``state_dir/keys/audit.key``, made 0600 if missing) keys the audit log (docs/audit.md).
-    ``runtime`` is ``"int8"`` (score with the model file's int8 program, numpy only: the light runtime of
-    :mod:`tinywarden.runtime`; a model file without one runs its float pipeline) or ``"float"`` (always
+    ``runtime`` is ``"native"`` (the model file's int8 program as the generated C, built on this host and
+    loaded through ctypes, :mod:`tinywarden.native`: the agent's process imports no numpy; without a C
+    compiler it falls back to ``"int8"`` with one warning line), ``"int8"`` (score with the model file's
+    int8 program, numpy only: the light runtime of :mod:`tinywarden.runtime`; a model file without one runs
+    its float pipeline) or ``"float"`` (always
     the float pipeline, which loads the training stack; it adapts the baseline of every family, the int8
     program only that of families with the integer adaptation step).
     """

@@ -14,21 +14,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tinywarden.agent.bundles import ModelRunner
 from tinywarden.agent.escalate import Incident
-from tinywarden.features import extract, feature_names
+from tinywarden.native import NativeModel, NativeScorer
 from tinywarden.respond import ActionEvent, ResponseEngine
 from tinywarden.respond.engine import REASON_FAILSAFE_BOUNDS
 
-if TYPE_CHECKING:  # not at run time: the agent's int8 runtime must not load the training stack
+if TYPE_CHECKING:  # not at run time: the agent's int8 runtime must not load the training stack, and the
+    # summary's feature extraction (numpy) loads with the first incident only (never for the native runtime
+    # until then)
+    import numpy as np
+
     from tinywarden.pipeline import Pipeline
     from tinywarden.runtime import Int8Model
 
-__all__ = ["IncidentBuilder", "entered_tiers", "window_summary"]
+__all__ = ["IncidentBuilder", "entered_tiers", "native_summary", "window_summary"]
 
 
 def entered_tiers(events: Sequence[ActionEvent]) -> list[tuple[int, str]]:
@@ -40,16 +42,41 @@ def entered_tiers(events: Sequence[ActionEvent]) -> list[tuple[int, str]]:
     return entered
 
 
-def window_summary(p: Pipeline | Int8Model, win: np.ndarray, top: int) -> dict[str, float]:
+def window_summary(p: Pipeline | Int8Model | NativeModel, win: np.ndarray, top: int) -> dict[str, float]:
     """The ``top`` most deviating scaled values of window ``win``, by name (z relative to training)."""
+    import numpy as np
+
+    from tinywarden.features import extract, feature_names
+
+    offset: Any = np.asarray(p.offset_, dtype=np.float64)
+    scale: Any = np.asarray(p.scale_, dtype=np.float64)
     if p.input_kind == "features":
-        z = (extract(win[None], p.features, p.crossings_block)[0] - p.offset_) / p.scale_
+        z = (extract(win[None], p.features, p.crossings_block)[0] - offset) / scale
         names = feature_names(p.channels_, p.features)
     else:
-        scaled = (win - p.offset_) / p.scale_
+        scaled = (win - offset) / scale
         z = scaled[np.argmax(np.abs(scaled), axis=0), np.arange(scaled.shape[1])]
         names = [f"{c}:peak_z" for c in p.channels_]
     order = np.argsort(-np.abs(z), kind="stable")[:top]
+    return {names[i]: round(float(z[i]), 4) for i in order if math.isfinite(z[i])}
+
+
+def native_summary(p: NativeModel, runner: ModelRunner, top: int) -> dict[str, float] | None:
+    """:func:`window_summary` for the native runtime, in plain Python: a feature model's z from the integer
+    features the C computed for the window (``a * f + b``, :attr:`~tinywarden.native.NativeModel.summary_`),
+    a raw-window model's per-channel peak z from the raw rows; None when the module keeps no features."""
+    if p.input_kind == "features":
+        s = p.summary_
+        f = runner.scorer.features() if s is not None and isinstance(runner.scorer, NativeScorer) else []
+        if s is None or not f or len(f) != len(s["names"]):
+            return None
+        z = [(a * v + b - o) / c for v, a, b, o, c in zip(f, s["a"], s["b"], p.offset_, p.scale_, strict=True)]
+        names = list(s["names"])
+    else:
+        z = [max(((row[c] - o) / sc for row in runner.rows), key=abs)
+             for c, (o, sc) in enumerate(zip(p.offset_, p.scale_, strict=True))]
+        names = [f"{c}:peak_z" for c in p.channels_]
+    order = sorted(range(len(z)), key=lambda i: -abs(z[i]))[:top]  # stable, as window_summary's argsort
     return {names[i]: round(float(z[i]), 4) for i in order if math.isfinite(z[i])}
 
 
@@ -109,6 +136,10 @@ class IncidentBuilder:
         if len(runner.rows) < p.window:
             return {}
         try:
-            return window_summary(p, np.stack(runner.rows), self.summary_features)
+            if isinstance(p, NativeModel):  # no numpy in the lean agent, where it can be helped
+                got = native_summary(p, runner, self.summary_features)
+                if got is not None:
+                    return got
+            return window_summary(p, runner.window_rows(), self.summary_features)
         except Exception:  # the model path may be what failed; an incident without a summary still goes out
             return {}

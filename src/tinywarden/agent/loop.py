@@ -46,7 +46,11 @@ training reference; it is carried over a same-model swap like the likelihood. A 
 ``rebaseline: true`` in its metadata (an operator's order) resets both to that bundle's reference, clears
 the flag and is audited as ``rebaseline``.
 
-Runtime. With ``runtime="int8"`` (the default) a model file that holds an int8 program runs as that
+Runtime. With ``runtime="native"`` (the ``agent`` command's default) a model file that holds an int8
+program runs as the generated C, built on this host and loaded through ctypes (:mod:`tinywarden.native`):
+scoring, confidence and baseline adaptation happen inside the C state, an incident's summary comes from
+the C's integer features, and the agent's process imports no numpy (without a C compiler it runs the int8
+runtime, with one warning line). With ``runtime="int8"`` a model file that holds an int8 program runs as that
 program (:mod:`tinywarden.runtime`, numpy only: the agent then never imports torch, scikit-learn or
 matplotlib); its scores and threshold are the program's integers and its confidences come from the
 likelihood fitted on them. Its baseline adaptation is the integer step the generated C runs
@@ -69,12 +73,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tinywarden import bundle as tb
-from tinywarden.adapt import BaselineAdapter
 from tinywarden.agent.bundles import BundleWatcher, LoadedBundle, ModelRunner, Refusal
 from tinywarden.agent.config import AgentConfig, AgentError
 from tinywarden.agent.counters import AgentCounters
@@ -89,12 +90,16 @@ from tinywarden.agent.sources import LiveSource, ReplaySource
 from tinywarden.agent.status import write_status
 from tinywarden.audit import AuditKeyMismatch, AuditLog, load_key, set_aside
 from tinywarden.errors import TinywardenError
-from tinywarden.likelihood import AnomalyLikelihood
+from tinywarden.native import NativeAdapter, NativeLikelihood, NativeModel, NativeScorer
 from tinywarden.respond import ActionEvent, ResponseEngine, SimulatedClock, SystemClock
 from tinywarden.respond.actuators import ActuatorError, build_actuators
 from tinywarden.respond.engine import StateFileError
 from tinywarden.respond.machine import next_deadline
-from tinywarden.runtime import Int8Adapter, Int8Model, Int8Scorer
+
+if TYPE_CHECKING:  # numpy-based: loaded only by a model that runs on them (never by the native runtime)
+    from tinywarden.adapt import BaselineAdapter
+    from tinywarden.likelihood import AnomalyLikelihood
+    from tinywarden.runtime import Int8Adapter
 
 __all__ = ["Agent", "WindowScore", "open_audit_log", "session"]
 
@@ -204,8 +209,8 @@ class Agent:
         self._active, refusal = self.bundles.initial()
         loaded = self._active.loaded
         self.engine = self._new_engine(loaded)
-        self._likelihood: AnomalyLikelihood | None = None
-        self._adapter: BaselineAdapter | Int8Adapter | None = None
+        self._likelihood: AnomalyLikelihood | NativeLikelihood | None = None
+        self._adapter: BaselineAdapter | Int8Adapter | NativeAdapter | None = None
         self.last_confidence: float | None = None
         self._fresh_model_state(loaded)
         self.publisher: MqttPublisher | None = None
@@ -254,7 +259,7 @@ class Agent:
         """A newly accepted bundle still filling its first window, or ``None``."""
         return self._pending.loaded if self._pending is not None else None
 
-    def run(self, samples: Iterable[tuple[float, np.ndarray]], max_samples: int | None = None) -> int:
+    def run(self, samples: Iterable[tuple[float, Any]], max_samples: int | None = None) -> int:
         """Process ``samples`` until they end, ``max_samples`` were taken, or :meth:`stop`; return the count.
 
         Pass the same iterator again to continue where the previous call stopped.
@@ -273,7 +278,7 @@ class Agent:
         """Ask :meth:`run` to return after the current sample (safe from a signal handler)."""
         self._stopping = True
 
-    def process(self, t: float, sample: np.ndarray) -> list[ActionEvent]:
+    def process(self, t: float, sample: Any) -> list[ActionEvent]:
         """One sample at time ``t`` (epoch seconds): score, respond, audit, escalate; return the engine's events."""
         t = float(t)
         if self.replay:
@@ -435,7 +440,7 @@ class Agent:
         self._audit("bundle_refused", {"source": source, "reason": reason, "running": self.model.describe()})
         self.write_status()
 
-    def _push_pending(self, t: float, sample: np.ndarray) -> float | None:
+    def _push_pending(self, t: float, sample: Any) -> float | None:
         if self._pending is None:
             return None
         try:
@@ -467,9 +472,11 @@ class Agent:
         if new.loaded.bundle.rebaseline:
             self._rebaseline(new.loaded, t)
         elif same_model and self._adapter is not None and new.loaded.policy.adaptation.enabled:
+            self._carry_native(old, new)
             self._adapter.rebind(new.loaded.pipeline)
             self._adapter.config = new.loaded.policy.adaptation
         elif same_model:
+            self._carry_native(old, new)
             self._adapter = self._make_adapter(new.loaded)
         else:
             self._fresh_model_state(new.loaded)
@@ -485,6 +492,16 @@ class Agent:
             "tier": engine.tier,
         }, t)  # fmt: skip
         self.write_status()
+
+    @staticmethod
+    def _carry_native(old: ModelRunner, new: ModelRunner) -> None:
+        """A same-model swap on the native runtime: the likelihood (and adaptation) state lives in the C state,
+        so the new scorer takes the old one's (its own window completed just now, on the fresh state). A new
+        policy that turns the adaptation on or off changes the state's layout: the likelihood then starts
+        from its fitted state."""
+        a, b = old.scorer, new.scorer
+        if isinstance(a, NativeScorer) and isinstance(b, NativeScorer) and b.can_carry_from(a):
+            b.carry_from(a)
 
     def _revert_all(self, engine: ResponseEngine, t: float) -> None:
         for act in reversed(engine.actuators):
@@ -555,22 +572,30 @@ class Agent:
 
     # ---- confidence and adaptation
 
-    def _make_adapter(self, loaded: LoadedBundle) -> BaselineAdapter | Int8Adapter | None:
+    def _make_adapter(self, loaded: LoadedBundle) -> BaselineAdapter | Int8Adapter | NativeAdapter | None:
         cfg = loaded.policy.adaptation
         if not cfg.enabled or self._likelihood is None:
             return None
-        if isinstance(loaded.pipeline, Int8Model):  # the integer step runs inside the scorer, as on the device
-            scorer = self._active.scorer
-            if not isinstance(scorer, Int8Scorer) or scorer.stream.adapter is None:
+        p = loaded.pipeline
+        if isinstance(p, NativeModel):  # compiled into the C module (tinywarden.native)
+            if not p.lib.has_adaptation or not isinstance(self._likelihood, NativeLikelihood):
+                return None
+            return NativeAdapter(lambda: self._active.scorer, cfg, self._likelihood)
+        if getattr(p, "runtime", None) == "int8":  # the integer step runs inside the scorer, as on the device
+            from tinywarden.runtime import Int8Adapter
+
+            if getattr(self._active.scorer.stream, "adapter", None) is None:
                 return None
             return Int8Adapter(lambda: self._active.scorer, cfg)
-        return BaselineAdapter(loaded.pipeline, cfg)
+        from tinywarden.adapt import BaselineAdapter
+
+        return BaselineAdapter(p, cfg)
 
     def _no_adaptation(self) -> str:
         """Why no baseline adaptation runs (for the status file)."""
         if not self.engine.policy.adaptation.enabled:
             return "off by the policy's [adaptation] enabled = false"
-        if isinstance(self._active.loaded.pipeline, Int8Model):
+        if getattr(self._active.loaded.pipeline, "runtime", None) in ("int8", "native"):
             return _INT8_NO_ADAPTATION
         return f"needs a likelihood: {_NO_LIKELIHOOD}"
 
@@ -580,7 +605,9 @@ class Agent:
         whatever the model; audited with what was dropped."""
         before = self._adapter.status() if self._adapter is not None else None
         scorer = self._active.scorer
-        if isinstance(scorer, Int8Scorer):
+        if isinstance(scorer, NativeScorer):
+            scorer.rebaseline()  # the overlap pushes adapted it already
+        elif getattr(loaded.pipeline, "runtime", None) == "int8":
             scorer.stream.rebaseline()  # the overlap pushes adapted it already
         self._fresh_model_state(loaded)
         self._audit("rebaseline", {
@@ -593,6 +620,8 @@ class Agent:
         """The likelihood stream and the adapter of a newly running model, from its fitted state."""
         lik = getattr(loaded.pipeline, "likelihood_", None)
         self._likelihood = lik.fresh() if lik is not None else None
+        if isinstance(self._likelihood, NativeLikelihood):  # the C computes it: read the running scorer's
+            self._likelihood.scorer = lambda: self._active.scorer
         self._adapter = self._make_adapter(loaded)
         self.last_confidence = None
 
@@ -608,7 +637,7 @@ class Agent:
         c = self._likelihood.update(score)
         self.last_confidence = c if math.isfinite(c) else None
         x = self._active.scorer.last_input
-        if self._adapter is not None and x is not None:
+        if self._adapter is not None and (x is not None or isinstance(self._adapter, NativeAdapter)):
             step = self._adapter.observe(x, self.last_confidence, self._likelihood, score)
             if step.flagged:
                 self._audit("baseline_drift", {

@@ -10,13 +10,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tinywarden.errors import ConfigError, DataError
-from tinywarden.telemetry.io import CHUNK_ROWS, iter_series
 from tinywarden.telemetry.live import LiveSampler
-from tinywarden.telemetry.series import Series
+
+if TYPE_CHECKING:  # a replay reads files with numpy; the live source of the lean agent needs none
+    import numpy as np
+
+    from tinywarden.telemetry.series import Series
 
 __all__ = ["LiveSource", "ReplaySource", "channel_indices", "open_source"]
 
@@ -27,6 +29,8 @@ class ReplaySource:
     ``series`` is the recording, or its first chunk when ``rest`` yields the others (:meth:`open` streams a
     file or folder in chunks, so a long recording is never held whole).
 
+    >>> import numpy as np
+    >>> from tinywarden.telemetry import Series
     >>> s = Series(np.array([0.0, 10.0]), np.ones((2, 2)), ("cpu_pct", "mem_pct"))
     >>> src = ReplaySource(s); src.channels, [t for t, _ in src]
     (('cpu_pct', 'mem_pct'), [0.0, 10.0])
@@ -41,10 +45,13 @@ class ReplaySource:
         self.name = name or series.source
 
     @classmethod
-    def open(cls, path: str | Path, chunk_rows: int = CHUNK_ROWS) -> ReplaySource:
-        """Stream the telemetry at ``path`` (:func:`~tinywarden.telemetry.io.iter_series`); an unreadable
-        first chunk is an error here, a bad row further on when the replay reaches it."""
-        chunks = iter_series(path, chunk_rows)
+    def open(cls, path: str | Path, chunk_rows: int | None = None) -> ReplaySource:
+        """Stream the telemetry at ``path`` in chunks of ``chunk_rows`` (default
+        :data:`~tinywarden.telemetry.io.CHUNK_ROWS`; :func:`~tinywarden.telemetry.io.iter_series`); an
+        unreadable first chunk is an error here, a bad row further on when the replay reaches it."""
+        from tinywarden.telemetry.io import CHUNK_ROWS, iter_series
+
+        chunks = iter_series(path, chunk_rows or CHUNK_ROWS)
         first = next(chunks, None)
         if first is None:
             raise DataError(f"{path}: no rows of telemetry")
@@ -58,18 +65,20 @@ class ReplaySource:
 
 
 class LiveSource:
-    """The host's own telemetry, sampled with psutil every ``sampler.period_s`` (``n`` samples or forever)."""
+    """The host's own telemetry, sampled with psutil every ``sampler.period_s`` (``n`` samples or forever);
+    with ``lists`` each sample is a list of floats (the lean agent's, without numpy), else an array."""
 
     simulated = False
 
-    def __init__(self, sampler: LiveSampler, n: int | None = None) -> None:
+    def __init__(self, sampler: LiveSampler, n: int | None = None, lists: bool = False) -> None:
         self.sampler = sampler
         self.n = n
+        self.lists = lists
         self.channels: tuple[str, ...] = tuple(sampler.channels)
         self.name = "live:psutil"
 
-    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
-        return self.sampler.stream(self.n)
+    def __iter__(self) -> Iterator[tuple[float, Any]]:
+        return self.sampler.stream(self.n, values=self.lists)
 
 
 def channel_indices(
@@ -78,10 +87,10 @@ def channel_indices(
     channel_map: Mapping[str, str] | None = None,
     *,
     what: str = "model",
-) -> np.ndarray:
+) -> list[int]:
     """Where each model channel sits in the source's samples; ``channel_map`` maps model -> source names.
 
-    >>> channel_indices(["mem_pct", "cpu"], ["cpu_pct", "mem_pct"], {"cpu": "cpu_pct"}).tolist()
+    >>> channel_indices(["mem_pct", "cpu"], ["cpu_pct", "mem_pct"], {"cpu": "cpu_pct"})
     [1, 0]
     """
     mapping = dict(channel_map or {})
@@ -93,16 +102,16 @@ def channel_indices(
             f"{what} needs channel(s) {', '.join(missing)} that the telemetry source does not provide "
             f"(it has {', '.join(src) or 'none'}); map them with --map MODEL_CHANNEL=SOURCE_CHANNEL"
         )
-    return np.array([src.index(mapping.get(c, c)) for c in model_channels], dtype=np.int64)
+    return [src.index(mapping.get(c, c)) for c in model_channels]
 
 
 def open_source(
-    replay: str | Path | None, rate_hz: float = 1.0, interfaces: Sequence[str] = ()
+    replay: str | Path | None, rate_hz: float = 1.0, interfaces: Sequence[str] = (), lists: bool = False
 ) -> ReplaySource | LiveSource:
     """Recorded telemetry at ``replay`` (CSV/Parquet file or folder, streamed in chunks), or, without it, the
-    host sampled at ``rate_hz``."""
+    host sampled at ``rate_hz`` (samples as lists of floats with ``lists``)."""
     if replay is not None:
         return ReplaySource.open(replay)
     if not rate_hz > 0:
         raise ConfigError(f"--rate must be > 0 Hz, got {rate_hz}")
-    return LiveSource(LiveSampler(1.0 / rate_hz, list(interfaces) or None))
+    return LiveSource(LiveSampler(1.0 / rate_hz, list(interfaces) or None), lists=lists)

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinywarden.adapt import Adaptation
+from tinywarden.adaptation import Adaptation
 from tinywarden.errors import ConfigError
 from tinywarden.respond.actuators.catalog import ACTUATOR_TYPES
 from tinywarden.respond.addresses import normalize_networks

@@ -32,12 +32,16 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import psutil
 
 from tinywarden.errors import ConfigError
-from tinywarden.telemetry.series import Series
+
+if TYPE_CHECKING:  # numpy loads only for sample()/collect(): the lean agent reads sample_values()
+    import numpy as np
+
+    from tinywarden.telemetry.series import Series
 
 __all__ = ["LiveSampler", "counter_rate", "distinct_remotes", "inet_remotes", "own_socket_inodes", "parse_proc_net"]
 
@@ -198,21 +202,26 @@ class LiveSampler:
         self.missing_interfaces: frozenset[str] = frozenset()
         self._prev_counters, self._prev_missing = self._read_counters()
         self._prev_t = clock()
-        self._rates = np.zeros(len(self.interfaces) * len(_NET_FIELDS))
+        self._rates = [0.0] * (len(self.interfaces) * len(_NET_FIELDS))
 
     def sample(self) -> np.ndarray:
         """One reading: float64, one finite value per entry of :attr:`channels`."""
+        import numpy as np
+
+        return np.asarray(self.sample_values(), dtype=np.float64)
+
+    def sample_values(self) -> list[float]:
+        """One reading as a list of floats (what :meth:`sample` returns, without numpy): one finite value per
+        entry of :attr:`channels`."""
         now = self.clock()
         dt = now - self._prev_t
         counters, missing = self._read_counters()
         if dt > 0:
-            self._rates = np.array(
-                [counter_rate(p, c, dt) for p, c in zip(self._prev_counters, counters, strict=True)]
-            )
+            self._rates = [counter_rate(p, c, dt) for p, c in zip(self._prev_counters, counters, strict=True)]
             per = len(_NET_FIELDS)
             for j, iface in enumerate(self.interfaces):
                 if iface in missing or iface in self._prev_missing:
-                    self._rates[j * per:(j + 1) * per] = 0.0
+                    self._rates[j * per:(j + 1) * per] = [0.0] * per
             self._prev_counters, self._prev_missing, self._prev_t = counters, missing, now
         self.missing_interfaces = missing
         vals = [
@@ -233,9 +242,8 @@ class LiveSampler:
             power = self._power()
             self._last_power = self._last_power if power is None else power
             vals.append(self._last_power)
-        out = np.asarray(vals, dtype=np.float64)
-        out[~np.isfinite(out)] = 0.0  # a sensor can report NaN transiently; a series must stay finite
-        return out
+        # a sensor can report NaN transiently; a series must stay finite
+        return [v if math.isfinite(v) else 0.0 for v in map(float, vals)]
 
     def stream(
         self,
@@ -243,8 +251,10 @@ class LiveSampler:
         *,
         sleep: Callable[[float], None] = time.sleep,
         wallclock: Callable[[], float] = time.time,
-    ) -> Iterator[tuple[float, np.ndarray]]:
-        """Yield ``(epoch seconds, sample)`` every ``period_s`` (``n`` times, or forever when ``None``).
+        values: bool = False,
+    ) -> Iterator[tuple[float, Any]]:
+        """Yield ``(epoch seconds, sample)`` every ``period_s`` (``n`` times, or forever when ``None``); the
+        sample is :meth:`sample`'s array, or with ``values`` :meth:`sample_values`'s list.
 
         The schedule is fixed on ``clock``: a slow sample delays the next one, but missed slots are
         skipped rather than fired in a burst.
@@ -255,7 +265,7 @@ class LiveSampler:
             wait = due - self.clock()
             if wait > 0:
                 sleep(wait)
-            yield wallclock(), self.sample()
+            yield wallclock(), self.sample_values() if values else self.sample()
             count += 1
             due += self.period_s
             now = self.clock()
@@ -270,6 +280,10 @@ class LiveSampler:
         wallclock: Callable[[], float] = time.time,
     ) -> Series:
         """Take ``n`` samples at the set rate into a :class:`~tinywarden.telemetry.series.Series`."""
+        import numpy as np
+
+        from tinywarden.telemetry.series import Series
+
         if n < 1:
             raise ConfigError(f"collect needs n >= 1 samples, got {n}")
         ts, vals = [], []
