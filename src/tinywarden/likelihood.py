@@ -80,6 +80,9 @@ MIN_FIT_SCORES = 4
 #: likelihood filter calls red (Ahmad et al., 2017).
 HOLDOFF_LEVEL = 0.5
 MAX_HOLDOFF = 65535
+#: An alarm stands (:func:`alarm_onsets`) until the confidence falls below this: the adaptation's "clearly
+#: normal" bar (``tinywarden.adapt.Adaptation.below_confidence``), a tail probability above 1e-2.
+REARM_LEVEL = 0.2
 #: HTM's spatial tolerance: a score beyond the seen range by this fraction of it is a new record.
 RECORD_TOLERANCE = 0.05
 MAX_RECORD = 16.0
@@ -224,6 +227,35 @@ class ValueRecord:
 
     def restore(self, state: tuple[np.ndarray, np.ndarray]) -> None:
         self._lo, self._hi = state
+
+
+def alarm_onsets(confidence: np.ndarray | Sequence[float], rearm: float = REARM_LEVEL,
+                 always: np.ndarray | Sequence[bool] | None = None) -> np.ndarray:
+    """What to *notify* of a confidence stream: each alarm once, at its onset (a proposal, not a default).
+
+    An alarm starts at a confidence of at least :data:`HOLDOFF_LEVEL` and stands until the confidence falls
+    below ``rearm``; the onset keeps its confidence, the rest of the standing alarm reports 0, and a window
+    flagged in ``always`` (a value record: something never seen) reports as it is, standing alarm or not.
+    Unlike the hold-off this silences nothing the device still calls normal-looking: while an alarm stands the
+    confidence stays at or above ``rearm``, so the device is in alarm the whole time, and the confidence
+    itself (what the tiers and the adaptation read) is unchanged: this is a view for notification only.
+    NaN stays NaN and neither starts nor ends an alarm.
+
+    >>> alarm_onsets([0.1, 0.6, 0.9, 0.3, 0.1, 0.7, 1.0], always=[0, 0, 0, 0, 0, 0, 1]).tolist()
+    [0.1, 0.6, 0.0, 0.0, 0.1, 0.7, 1.0]
+    """
+    c = np.array(confidence, dtype=np.float64, copy=True).ravel()
+    keep = np.zeros(len(c), dtype=bool) if always is None else np.asarray(always, dtype=bool).ravel()
+    standing = False
+    for i in np.flatnonzero(~np.isnan(c)):
+        raw = c[i]
+        if standing:
+            standing = raw >= rearm
+            if standing and not keep[i]:
+                c[i] = 0.0
+        elif raw >= HOLDOFF_LEVEL:
+            standing = True
+    return c
 
 
 def z_for_confidence(confidence: float, decades: float) -> float:
