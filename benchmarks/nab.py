@@ -27,6 +27,7 @@ per-phase baseline that keep learning normal). A full run also measures each lev
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import math
@@ -82,6 +83,7 @@ VARIANTS = {
     "likelihood values": "product (new default)", "likelihood values online": "online, rate tuned on NAB",
     "likelihood values periodic": "a priori online", "likelihood values hold-off": "product + a priori hold-off",
     "likelihood values onsets": "product + onset notification (proposed)",
+    "htm values onsets": "a priori + onset notification (proposed)",
 }
 #: The online components (item 2 of the task; research rows, not in the product): ``online`` = the k-means
 #: centroids keep learning: the nearest centroid moves 2**-ONLINE_RATE_SHIFT of the way to each window judged
@@ -295,6 +297,7 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
     out["htm"] = htm
     out["htm hold-off"] = hold_off(htm, holdoff)
     out["htm hold-off spatial"] = hold_off(np.maximum(htm, spatial(values)), holdoff)
+    out["htm values onsets"] = alarm_onsets(np.maximum(htm, spatial(values)), always=spatial(values) > 0)
     out["likelihood frozen"] = per_row(AnomalyLikelihood(rate_shift=20, slow_shift=0).fit(train)
                                        .transform(scored.scores))
     out["likelihood gated"] = per_row(AnomalyLikelihood(gate=3.0, slow_shift=1).fit(train).transform(scored.scores))
@@ -406,22 +409,35 @@ def sim_cost(detector: str = "dense_ae") -> dict[str, Any]:
     from benchmarks.drift import CHANGE_DAY, DAY_S, DAYS, DEMO, SEED, TRAIN_DAYS
 
     from tinywarden.detectors import make_detector
-    from tinywarden.likelihood import HOLDOFF_LEVEL, alarm_onsets, hold_off
+    from tinywarden.likelihood import HOLDOFF_LEVEL, AnomalyLikelihood, alarm_onsets, hold_off
     from tinywarden.pipeline import Pipeline
     from tinywarden.replay import aligned_start, replay
     from tinywarden.respond.policy import Adaptation
     from tinywarden.simulate import SCENARIO_SPECS, simulate, simulate_detailed
 
-    def levers(c: np.ndarray, rec: np.ndarray) -> dict[str, np.ndarray]:
+    def fitted(train: Any) -> tuple[Any, Any]:
+        """The default pipeline, and a copy whose likelihood has HTM's settings (fitted on the same scores)."""
+        p = Pipeline(make_detector(detector)).fit(train)
+        htm = copy.deepcopy(p)
+        cal = p.detector.score_samples(p.scale_inputs(p.split_inputs(train)[1]))
+        htm.likelihood_ = AnomalyLikelihood(short=HTM_SHORT, rate_shift=HTM_RATE_SHIFT).fit(cal)
+        return p, htm
+
+    def levers(c: np.ndarray, h: np.ndarray, rec: np.ndarray) -> dict[str, np.ndarray]:
         return {"likelihood (as shipped)": c, "+ value record": np.maximum(c, rec),
                 "+ value record, onsets": alarm_onsets(np.maximum(c, rec), always=rec > 0),
-                f"+ value record + hold-off {SIM_HOLDOFF_WINDOWS}": hold_off(np.maximum(c, rec), SIM_HOLDOFF_WINDOWS)}
+                f"+ value record + hold-off {SIM_HOLDOFF_WINDOWS}": hold_off(np.maximum(c, rec), SIM_HOLDOFF_WINDOWS),
+                "HTM settings + value record, onsets": alarm_onsets(np.maximum(h, rec), always=rec > 0)}
+
+    def confidences(p: Any, htm: Any, series: Any, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r = replay(p, series, start, Adaptation())
+        h = replay(htm, series, start, Adaptation())
+        return r.windows.end_rows, np.nan_to_num(r.confidences), np.nan_to_num(h.confidences)
 
     s = simulate(DEMO["profile"], DEMO["days"], "all", seed=DEMO["seed"], attack_free_days=DEMO["train_days"])
     cut = int(np.searchsorted(s.timestamps, s.timestamps[0] + DEMO["train_days"] * DAY_S))
-    p = Pipeline(make_detector(detector)).fit(s.slice(0, cut))
-    r = replay(p, s, aligned_start(p, cut), Adaptation())
-    ends, c = r.windows.end_rows, np.nan_to_num(r.confidences)
+    p, htm = fitted(s.slice(0, cut))
+    ends, c, h = confidences(p, htm, s, aligned_start(p, cut))
     labels = np.asarray(s.labels) != 0
     attack = np.array([labels[max(0, e - p.window + 1) : e + 1].any() for e in ends])
     starts = np.flatnonzero(np.diff(np.r_[0, labels.astype(np.int8)]) == 1)
@@ -429,7 +445,7 @@ def sim_cost(detector: str = "dense_ae") -> dict[str, Any]:
     incidents = [(a, b) for a, b in zip(starts, stops, strict=True) if b >= cut]
     days = (len(s) - cut) * s.period / DAY_S
     demo = []
-    for name, conf in levers(c, _value_records(p.select_channels(s), cut, ends)).items():
+    for name, conf in levers(c, h, _value_records(p.select_channels(s), cut, ends)).items():
         hit = conf >= HOLDOFF_LEVEL
         found = sum(bool(hit[(ends >= a) & (ends - p.window + 1 <= b)].any()) for a, b in incidents)
         demo.append({"lever": name, "fa_per_day": _onsets(hit & ~attack) / days, "incidents": len(incidents),
@@ -439,18 +455,17 @@ def sim_cost(detector: str = "dense_ae") -> dict[str, Any]:
         base = simulate(profile, DAYS, "none", seed=SEED)
         per_day = int(round(DAY_S / base.period))
         cut = int(TRAIN_DAYS * per_day)
-        p = Pipeline(make_detector(detector)).fit(base.slice(0, cut))
+        p, htm = fitted(base.slice(0, cut))
         for name, spec in SCENARIO_SPECS.items():
             if spec.kind != "regime" or (name == "seasonal" and "temp_c" not in base.channels):
                 continue
             sim = simulate_detailed(profile, DAYS, "none", seed=SEED, scenario=name, change_day=CHANGE_DAY)
             (change,) = sim.changes
-            r = replay(p, sim.series, aligned_start(p, cut), Adaptation())
-            ends, c = r.windows.end_rows, np.nan_to_num(r.confidences)
+            ends, c, h = confidences(p, htm, sim.series, aligned_start(p, cut))
             first = (ends >= change.start_row) & (ends < change.start_row + per_day)
             rec = _value_records(p.select_channels(sim.series), cut, ends)
             regimes.append({"profile": profile, "scenario": name, **{
-                lever: _onsets((conf >= HOLDOFF_LEVEL)[first]) for lever, conf in levers(c, rec).items()}})
+                lever: _onsets((conf >= HOLDOFF_LEVEL)[first]) for lever, conf in levers(c, h, rec).items()}})
     return {"detector": detector, "demo": demo, "regimes": regimes}
 
 
@@ -501,7 +516,8 @@ def render(result: dict[str, Any]) -> str:
         f"< {ONLINE_BELOW}; files without a period: 0). `likelihood values onsets` = what a notification would "
         "carry (`tinywarden.likelihood.alarm_onsets`, proposed, not a default): each alarm (confidence >= 0.5) "
         "once at its onset, 0 while it stands (until the confidence falls below 0.2, the adaptation's "
-        "clearly-normal bar), a value record always reported; both levels fixed a priori.",
+        "clearly-normal bar), a value record always reported; both levels fixed a priori; `htm values onsets` = "
+        "the same over the `htm` likelihood (HTM's published settings) with the value record.",
         "",
         "What a detector may use: its own past values and scores, and the probationary length (NAB's runner "
         "gives every detector the probationary period, 15% of the file's rows, at most 750, and its value range; "
@@ -545,6 +561,8 @@ def render(result: dict[str, Any]) -> str:
                                                                        "online, rate tuned on NAB")),
                          ("the product's new default, notified at alarm onsets (proposed)",
                           ("product + onset notification (proposed)",)),
+                         ("HTM's published likelihood settings + value record, notified at onsets (proposed)",
+                          ("a priori + onset notification (proposed)",)),
                          ("best of the product's defaults + the a priori hold-off", ("product + a priori hold-off",)),
                          ("best tuned on NAB", ("tuned on NAB",))):
         r = best(kinds)

@@ -75,7 +75,7 @@ def test_the_product_row_reports_a_value_outside_the_seen_range_and_the_online_r
     assert out["likelihood values"][1200] == 1.0
     assert (out["likelihood values"] >= out["likelihood"] - 1e-12).sum() >= 1400
     for name in ("likelihood values", "likelihood values online", "likelihood values periodic",
-                 "likelihood values hold-off", "likelihood values onsets"):
+                 "likelihood values hold-off", "likelihood values onsets", "htm values onsets"):
         x = out[name]
         assert x.shape == (1500,) and np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0, name
         assert provenance(f"kmeans {name}") == VARIANTS[name]
