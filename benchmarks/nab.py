@@ -17,12 +17,17 @@ Score variants of each family (:data:`VARIANTS` says where each parameter comes 
 window score), ``alarm`` (its k-of-n alarms, 0/1), ``likelihood`` (:class:`tinywarden.likelihood.AnomalyLikelihood`
 with the product's defaults over the raw scores, fitted on the probationary scores), ``htm`` (the same class
 with Numenta HTM's published settings), ``... hold-off`` (CAD OSE's rest period), ``... spatial`` (HTM's
-spatial-anomaly rule on the values, which the product does not have). ``--levers`` adds grids scored on NAB.
+spatial-anomaly rule on the values), ``likelihood values`` (the product's new default: the likelihood's value
+record, the same rule inside the product), ``... onsets`` (:func:`tinywarden.likelihood.alarm_onsets`, proposed
+for notifications). ``--levers`` adds grids scored on NAB and the online components (k-means centroids and a
+per-phase baseline that keep learning normal). A full run also measures each lever's cost on the simulator
+(:func:`sim_cost`; ``--no-sim-cost`` skips it).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import math
@@ -75,7 +80,25 @@ VARIANTS = {
     "likelihood gated": "product", "likelihood hold-off": "product + a priori hold-off",
     "htm": "a priori", "htm hold-off": "a priori", "htm hold-off spatial": "a priori",
     "likelihood multi-scale": "product, windows 8/16/64 a priori", "likelihood adapt": "product adaptation",
+    "likelihood values": "product (new default)", "likelihood values online": "online, rate tuned on NAB",
+    "likelihood values periodic": "a priori online", "likelihood values hold-off": "product + a priori hold-off",
+    "likelihood values onsets": "product + onset notification (proposed)",
+    "htm values onsets": "a priori + onset notification (proposed)",
 }
+#: The online components (item 2 of the task; research rows, not in the product): ``online`` = the k-means
+#: centroids keep learning: the nearest centroid moves 2**-ONLINE_RATE_SHIFT of the way to each window judged
+#: clearly normal (confidence < ONLINE_BELOW, the adaptation's "clearly normal" bar, fixed a priori; no other
+#: gate, so a lasting new pattern teaches once the likelihood has widened); ``periodic`` = a running per-phase
+#: baseline (period = the autocorrelation's highest peak after its first zero in the probationary rows, kept
+#: when >= 0.5): score = mean |value - baseline[phase]| over the window, its own likelihood, and each phase
+#: learns at 2**-PERIODIC_RATE_SHIFT from rows of confidence < ONLINE_BELOW; its confidence is maxed with the
+#: product's. ONLINE_RATE_SHIFT 8 was the best of 4 / 6 / 8 by NAB score (tuned on NAB, within 0.6 points).
+ONLINE_RATE_SHIFT = 8
+ONLINE_BELOW = 0.2
+PERIODIC_RATE_SHIFT = 3
+#: The simulator's cost of a lever (``--sim-cost``): windows of a hold-off on the device (NAB's largest,
+#: 750 probationary rows / 5) and the confidence that counts as an alarm (HOLDOFF_LEVEL, tail 1e-5).
+SIM_HOLDOFF_WINDOWS = 150
 DEFAULT_FAMILIES = ("ewma", "kmeans", "knn", "pca", "ar", "bounds", "iforest", "ocsvm", "dense_ae", "conv_ae")
 
 
@@ -160,6 +183,72 @@ def _lever_scores(values: np.ndarray, probation: int, family: str, likelihood: n
     return out
 
 
+def online_kmeans(pipeline: Any, raw: np.ndarray, ends: np.ndarray, probation: int,
+                  values: np.ndarray) -> np.ndarray:
+    """Per-window confidences of the product likelihood (value record on) over a k-means whose centroids keep
+    learning from windows judged clearly normal (:data:`ONLINE_RATE_SHIFT`, :data:`ONLINE_BELOW`)."""
+    from tinywarden.likelihood import AnomalyLikelihood
+
+    xs = pipeline.scale_inputs(raw)
+    centroids = np.array(pipeline.detector.centroids_, dtype=np.float64, copy=True)
+    train = ends < probation
+    first = np.sqrt(((xs[train, None, :] - centroids[None]) ** 2).sum(axis=2)).min(axis=1)
+    lik = AnomalyLikelihood().fit(first, values=values[:probation, None])
+    rate = 2.0 ** -ONLINE_RATE_SHIFT
+    out = np.zeros(len(xs))
+    for i in np.flatnonzero(~train):
+        d2 = ((centroids - xs[i]) ** 2).sum(axis=1)
+        j = int(np.argmin(d2))
+        out[i] = c = lik.update(math.sqrt(float(d2[j])), values[ends[i]])
+        if c < ONLINE_BELOW:
+            centroids[j] += rate * (xs[i] - centroids[j])
+    return out
+
+
+def period_of(values: np.ndarray) -> int:
+    """The period of ``values`` in rows: the autocorrelation's highest peak after its first zero, among lags up
+    to half the rows, when it reaches 0.5; 0 (none) otherwise.
+
+    >>> period_of(np.sin(2 * np.pi * np.arange(400) / 50))
+    50
+    """
+    x = np.asarray(values, dtype=np.float64) - np.mean(values)
+    den = float((x * x).sum())
+    if den <= 0:
+        return 0
+    acf = np.array([(x[:-lag] * x[lag:]).sum() / den for lag in range(1, len(x) // 2 + 1)])
+    neg = np.flatnonzero(acf < 0)
+    if len(neg) == 0 or neg[0] + 2 >= len(acf):
+        return 0
+    j = int(neg[0] + np.argmax(acf[neg[0]:]))
+    return j + 1 if acf[j] >= 0.5 and j + 2 < len(acf) else 0
+
+
+def periodic(values: np.ndarray, probation: int, window: int = WINDOW) -> np.ndarray:
+    """Per-row confidences of a running per-phase baseline (see :data:`PERIODIC_RATE_SHIFT`); 0 without a period."""
+    from tinywarden.likelihood import AnomalyLikelihood
+
+    v = np.asarray(values, dtype=np.float64)
+    out = np.zeros(len(v))
+    period = period_of(v[:probation])
+    if period == 0:
+        return out
+    phase = np.arange(len(v)) % period
+    base = np.bincount(phase[:probation], v[:probation], period) / np.maximum(np.bincount(phase[:probation],
+                                                                                        minlength=period), 1)
+    resid = np.abs(v[:probation] - base[phase[:probation]])
+    lik = AnomalyLikelihood(value_record=None).fit(np.convolve(resid, np.ones(window) / window, mode="valid"))
+    ring = list(resid[-window:])
+    rate = 2.0 ** -PERIODIC_RATE_SHIFT
+    for t in range(probation, len(v)):
+        ring.append(abs(v[t] - base[phase[t]]))
+        ring.pop(0)
+        out[t] = c = lik.update(sum(ring) / window)
+        if c < ONLINE_BELOW:
+            base[phase[t]] += rate * (v[t] - base[phase[t]])
+    return out
+
+
 def spatial(values: np.ndarray) -> np.ndarray:
     """HTM's spatial anomaly on a file's values (1 where a value leaves the range seen so far by more than 5% of
     it, above or below; 0 elsewhere): the record rule of :mod:`tinywarden.likelihood` on both sides of the values."""
@@ -179,7 +268,8 @@ def _htm_tuned(htm: np.ndarray, space: np.ndarray, probation: int) -> dict[str, 
 
 def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool = False) -> dict[str, np.ndarray]:
     """Every score variant of one family on one file (one value per row; rows before a window get the minimum)."""
-    from tinywarden.likelihood import AnomalyLikelihood, hold_off
+    from tinywarden.likelihood import AnomalyLikelihood, alarm_onsets, hold_off
+    from tinywarden.telemetry import Series
 
     n = len(values)
     pipeline, scored, likelihood = _likelihood_per_row(values, probation, family, WINDOW)
@@ -195,16 +285,27 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
     out["alarm"] = per_row(scored.alarms.astype(np.float64))
     out["likelihood"] = per_row(AnomalyLikelihood().fit(train).transform(scored.scores))
     out["likelihood no record"] = per_row(AnomalyLikelihood(record=None).fit(train).transform(scored.scores))
+    # The product's new default: the value record on (the window's newest row at stride 1, the training values)
+    new_rows = values[scored.end_rows, None]
+    out["likelihood values"] = per_row(AnomalyLikelihood().fit(train, values=values[:probation, None])
+                                       .transform(scored.scores, new_rows))
     holdoff = probation // HOLDOFF_FRACTION
+    out["likelihood values hold-off"] = hold_off(out["likelihood values"], holdoff)
+    out["likelihood values onsets"] = alarm_onsets(out["likelihood values"], always=spatial(values) > 0)
     out["likelihood hold-off"] = per_row(AnomalyLikelihood(holdoff=holdoff).fit(train).transform(scored.scores))
     htm = per_row(AnomalyLikelihood(short=HTM_SHORT, rate_shift=HTM_RATE_SHIFT).fit(train).transform(scored.scores))
     out["htm"] = htm
     out["htm hold-off"] = hold_off(htm, holdoff)
     out["htm hold-off spatial"] = hold_off(np.maximum(htm, spatial(values)), holdoff)
+    out["htm values onsets"] = alarm_onsets(np.maximum(htm, spatial(values)), always=spatial(values) > 0)
     out["likelihood frozen"] = per_row(AnomalyLikelihood(rate_shift=20, slow_shift=0).fit(train)
                                        .transform(scored.scores))
     out["likelihood gated"] = per_row(AnomalyLikelihood(gate=3.0, slow_shift=1).fit(train).transform(scored.scores))
     if levers:
+        if family == "kmeans":
+            _, raw = pipeline.window_inputs(Series(np.arange(n, dtype=np.float64), values[:, None], ("value",)))
+            out["likelihood values online"] = per_row(online_kmeans(pipeline, raw, scored.end_rows, probation, values))
+        out["likelihood values periodic"] = np.maximum(out["likelihood values"], periodic(values, probation))
         out |= _lever_scores(values, probation, family, out["likelihood"], pipeline)
         out |= _htm_tuned(htm, spatial(values), probation)
     return out
@@ -284,6 +385,90 @@ def _ensembles(results: list[dict[str, Any]], families: Sequence[str]) -> dict[s
     return out
 
 
+def _onsets(flag: np.ndarray) -> int:
+    f = np.r_[False, np.asarray(flag, dtype=bool)]
+    return int((f[1:] & ~f[:-1]).sum())
+
+
+def _value_records(values: np.ndarray, cut: int, ends: np.ndarray) -> np.ndarray:
+    """1 for each window whose new rows set a value record (the product's ValueRecord, fitted on rows < cut)."""
+    from tinywarden.likelihood import ValueRecord
+
+    rec = ValueRecord().fit(values[:cut])
+    out, prev = np.zeros(len(ends)), cut
+    for i, e in enumerate(ends):
+        out[i] = rec.push(values[prev : e + 1]) if e >= prev else 0.0
+        prev = max(prev, e + 1)
+    return out
+
+
+def sim_cost(detector: str = "dense_ae") -> dict[str, Any]:
+    """What each lever costs on the simulator (``benchmarks/drift.py``'s demo and regime changes, replayed with
+    the default adaptation): alarm onsets (confidence >= HOLDOFF_LEVEL rising edges) outside attacks per
+    device-day, incidents with such a window, and each regime change's alarm onsets in its first 24 h."""
+    from benchmarks.drift import CHANGE_DAY, DAY_S, DAYS, DEMO, SEED, TRAIN_DAYS
+
+    from tinywarden.detectors import make_detector
+    from tinywarden.likelihood import HOLDOFF_LEVEL, AnomalyLikelihood, alarm_onsets, hold_off
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.replay import aligned_start, replay
+    from tinywarden.respond.policy import Adaptation
+    from tinywarden.simulate import SCENARIO_SPECS, simulate, simulate_detailed
+
+    def fitted(train: Any) -> tuple[Any, Any]:
+        """The default pipeline, and a copy whose likelihood has HTM's settings (fitted on the same scores)."""
+        p = Pipeline(make_detector(detector)).fit(train)
+        htm = copy.deepcopy(p)
+        cal = p.detector.score_samples(p.scale_inputs(p.split_inputs(train)[1]))
+        htm.likelihood_ = AnomalyLikelihood(short=HTM_SHORT, rate_shift=HTM_RATE_SHIFT).fit(cal)
+        return p, htm
+
+    def levers(c: np.ndarray, h: np.ndarray, rec: np.ndarray) -> dict[str, np.ndarray]:
+        return {"likelihood (as shipped)": c, "+ value record": np.maximum(c, rec),
+                "+ value record, onsets": alarm_onsets(np.maximum(c, rec), always=rec > 0),
+                f"+ value record + hold-off {SIM_HOLDOFF_WINDOWS}": hold_off(np.maximum(c, rec), SIM_HOLDOFF_WINDOWS),
+                "HTM settings + value record, onsets": alarm_onsets(np.maximum(h, rec), always=rec > 0)}
+
+    def confidences(p: Any, htm: Any, series: Any, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r = replay(p, series, start, Adaptation())
+        h = replay(htm, series, start, Adaptation())
+        return r.windows.end_rows, np.nan_to_num(r.confidences), np.nan_to_num(h.confidences)
+
+    s = simulate(DEMO["profile"], DEMO["days"], "all", seed=DEMO["seed"], attack_free_days=DEMO["train_days"])
+    cut = int(np.searchsorted(s.timestamps, s.timestamps[0] + DEMO["train_days"] * DAY_S))
+    p, htm = fitted(s.slice(0, cut))
+    ends, c, h = confidences(p, htm, s, aligned_start(p, cut))
+    labels = np.asarray(s.labels) != 0
+    attack = np.array([labels[max(0, e - p.window + 1) : e + 1].any() for e in ends])
+    starts = np.flatnonzero(np.diff(np.r_[0, labels.astype(np.int8)]) == 1)
+    stops = np.flatnonzero(np.diff(np.r_[labels.astype(np.int8), 0]) == -1)
+    incidents = [(a, b) for a, b in zip(starts, stops, strict=True) if b >= cut]
+    days = (len(s) - cut) * s.period / DAY_S
+    demo = []
+    for name, conf in levers(c, h, _value_records(p.select_channels(s), cut, ends)).items():
+        hit = conf >= HOLDOFF_LEVEL
+        found = sum(bool(hit[(ends >= a) & (ends - p.window + 1 <= b)].any()) for a, b in incidents)
+        demo.append({"lever": name, "fa_per_day": _onsets(hit & ~attack) / days, "incidents": len(incidents),
+                     "detected": found})
+    regimes = []
+    for profile in ("camera", "valve", "thermostat"):
+        base = simulate(profile, DAYS, "none", seed=SEED)
+        per_day = int(round(DAY_S / base.period))
+        cut = int(TRAIN_DAYS * per_day)
+        p, htm = fitted(base.slice(0, cut))
+        for name, spec in SCENARIO_SPECS.items():
+            if spec.kind != "regime" or (name == "seasonal" and "temp_c" not in base.channels):
+                continue
+            sim = simulate_detailed(profile, DAYS, "none", seed=SEED, scenario=name, change_day=CHANGE_DAY)
+            (change,) = sim.changes
+            ends, c, h = confidences(p, htm, sim.series, aligned_start(p, cut))
+            first = (ends >= change.start_row) & (ends < change.start_row + per_day)
+            rec = _value_records(p.select_channels(sim.series), cut, ends)
+            regimes.append({"profile": profile, "scenario": name, **{
+                lever: _onsets((conf >= HOLDOFF_LEVEL)[first]) for lever, conf in levers(c, h, rec).items()}})
+    return {"detector": detector, "demo": demo, "regimes": regimes}
+
+
 def provenance(detector: str) -> str:
     """Where a row's parameters come from (see :data:`VARIANTS`)."""
     if detector in ("null", "perfect", "random"):
@@ -321,7 +506,18 @@ def render(result: dict[str, Any]) -> str:
         "with HTM's spatial anomaly on the values (a value leaving the range seen so far by 5% of it; not in "
         "the product); `spatial only` = that rule alone; `ensemble max/mean of N htm` = the families' `htm` "
         "confidences combined per row, then hold-off; `random` = uniform random scores (NAB's random detector, "
-        "seed 42 per file).",
+        "seed 42 per file). `likelihood values` = the product's new float default: the same likelihood with its "
+        "value record on (`AnomalyLikelihood(...).fit(scores, values=training values)`: a value beyond every value "
+        "seen on its channel, training included, by more than 5% of that range reports 1; the range grows to "
+        "include it); `likelihood values online` = that over a k-means whose centroids keep learning from windows "
+        f"of confidence < {ONLINE_BELOW} at 2^-{ONLINE_RATE_SHIFT} (rate tuned on NAB among 2^-4/-6/-8); "
+        "`likelihood values periodic` = max with a running per-phase baseline's confidence (period from the "
+        f"probationary autocorrelation, each phase learning at 2^-{PERIODIC_RATE_SHIFT} from rows of confidence "
+        f"< {ONLINE_BELOW}; files without a period: 0). `likelihood values onsets` = what a notification would "
+        "carry (`tinywarden.likelihood.alarm_onsets`, proposed, not a default): each alarm (confidence >= 0.5) "
+        "once at its onset, 0 while it stands (until the confidence falls below 0.2, the adaptation's "
+        "clearly-normal bar), a value record always reported; both levels fixed a priori; `htm values onsets` = "
+        "the same over the `htm` likelihood (HTM's published settings) with the value record.",
         "",
         "What a detector may use: its own past values and scores, and the probationary length (NAB's runner "
         "gives every detector the probationary period, 15% of the file's rows, at most 750, and its value range; "
@@ -359,6 +555,14 @@ def render(result: dict[str, Any]) -> str:
               "| **goal (issue 14)** | | " + " | ".join(f"{v:.1f}" for v in GOALS) + " |"]
     for label, kinds in (("best label-free, parameters a priori", ("a priori",)),
                          ("best of the product's confidence as shipped (no hold-off)", ("product",)),
+                         ("best of the product's new default (value record, no hold-off)",
+                          ("product (new default)",)),
+                         ("best with an online component (research)", ("a priori online",
+                                                                       "online, rate tuned on NAB")),
+                         ("the product's new default, notified at alarm onsets (proposed)",
+                          ("product + onset notification (proposed)",)),
+                         ("HTM's published likelihood settings + value record, notified at onsets (proposed)",
+                          ("a priori + onset notification (proposed)",)),
                          ("best of the product's defaults + the a priori hold-off", ("product + a priori hold-off",)),
                          ("best tuned on NAB", ("tuned on NAB",))):
         r = best(kinds)
@@ -370,6 +574,8 @@ def render(result: dict[str, Any]) -> str:
         met = all(v >= 0 for v in gaps)
         lines += ["", f"Goal {'met' if met else 'not met'} by the best label-free row: "
                   + ", ".join(f"{p} {v:+.1f}" for p, v in zip(profiles, gaps, strict=True)) + " against the goal."]
+    lines += _sim_cost_lines(result.get("sim_cost"))
+    lines += _remaining_lines(result, ranked)
     lines += ["", "## Every row", "",
               "| detector | " + " | ".join(profiles) + " | parameters | thresholds |",
               "|---|" + "---|" * (len(profiles) + 2)]
@@ -387,6 +593,72 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sim_cost_lines(cost: dict[str, Any] | None) -> list[str]:
+    if not cost:
+        return []
+    lines = ["", "## Levers as product defaults: their cost on the simulator", "",
+             "The `benchmarks/drift.py` demo (camera, 14 days, 8 attack-free, seed 7) and regime changes "
+             f"(seed 11, day 9 of 13), default `{cost['detector']}` pipeline replayed with the default adaptation; "
+             "an alarm is a confidence >= 0.5 (tail 1e-5); a false alarm its rising edge outside attack windows; "
+             f"the hold-off is {SIM_HOLDOFF_WINDOWS} windows (NAB's longest, 750/5 rows). The product's k-of-n alarms "
+             "are not changed by either lever. A confidence >= 0.5 is a stricter bar than those alarms (the demo's "
+             "k-of-n detection rate is in `results/drift.md`): the column compares the levers, not the product's "
+             "detection rate.", "",
+             "| lever | demo false alarms / day | demo incidents with an alarm | "
+             + " | ".join(f"{r['profile']} {r['scenario']}: alarms in first 24 h" for r in cost["regimes"]) + " |",
+             "|---|---|---|" + "---|" * len(cost["regimes"])]
+    for d in cost["demo"]:
+        lines.append(f"| {d['lever']} | {d['fa_per_day']:.2f} | {d['detected']} of {d['incidents']} | "
+                     + " | ".join(str(r[d["lever"]]) for r in cost["regimes"]) + " |")
+    return lines
+
+
+def _remaining_lines(result: dict[str, Any], ranked: list[dict[str, Any]]) -> list[str]:
+    by = {r["detector"]: r for r in ranked}
+    new, old = by.get("kmeans likelihood values"), by.get("kmeans likelihood")
+    held = by.get("kmeans likelihood values hold-off")
+    onsets = by.get("kmeans likelihood values onsets")
+    htm_onsets = by.get("kmeans htm values onsets")
+    if new is None or old is None:
+        return []
+
+    def counts(r: dict[str, Any]) -> str:
+        c = r["standard_counts"]
+        return f"{c['tp']} windows found, {c['fn']} missed, {c['fp']} false-positive rows"
+
+    lines = ["", "## Where the remaining points are", "",
+             f"The product's row went from {old['standard']:.1f} / {old['reward_low_FP_rate']:.1f} / "
+             f"{old['reward_low_FN_rate']:.1f} to {new['standard']:.1f} / {new['reward_low_FP_rate']:.1f} / "
+             f"{new['reward_low_FN_rate']:.1f} with the value record (standard profile: {counts(old)} before; "
+             f"{counts(new)} after). "]
+    if held is not None:
+        lines[-1] += (f"The a priori hold-off on top gives {held['standard']:.1f} / {held['reward_low_FP_rate']:.1f} / "
+                      f"{held['reward_low_FN_rate']:.1f} ({counts(held)}): most of the rest of the gap to the goal is "
+                      "false-positive rows that repeat while one event lasts (an alarm that stays up after a "
+                      "window ends counts once per row), which the product keeps reporting on purpose: silencing "
+                      "them is the hold-off's blind spot (the simulator table above: it loses incidents). ")
+    if onsets is not None:
+        lines[-1] += (f"Notifying each alarm once at its onset instead (silent only while it stands, a value record "
+                      f"always reported) gives {onsets['standard']:.1f} / {onsets['reward_low_FP_rate']:.1f} / "
+                      f"{onsets['reward_low_FN_rate']:.1f} ({counts(onsets)}) without a blind spot: the confidence the "
+                      "tiers and the adaptation read is unchanged (docs/threat-model.md). ")
+    if htm_onsets is not None:
+        lines[-1] += (f"With HTM's published likelihood settings (a {HTM_SHORT}-window level, rate "
+                      f"2^-{HTM_RATE_SHIFT}) under the "
+                      f"same onsets it reaches {htm_onsets['standard']:.1f} / {htm_onsets['reward_low_FP_rate']:.1f} / "
+                      f"{htm_onsets['reward_low_FN_rate']:.1f} ({counts(htm_onsets)}), a priori and without a blind "
+                      "spot, but its slower distribution raises more alarms after the simulator's regime changes (the "
+                      "table above), so it is not the default: that trade is the operator's. ")
+    lines[-1] += ("The online components (centroids and a per-phase baseline that keep learning normal) move the row "
+                  "by about a point: the likelihood's own adaptation (every level at 2^-9) already forgives a lasting "
+                  "change of level, and what they learn is gated on confidence, so a pattern change is still reported "
+                  "for as long as the likelihood calls it unusual. The missed windows are pattern changes that stay "
+                  "inside the seen range and the window's usual shapes (art_daily_jumpsdown, rogue_agent_key_*, "
+                  "TravelTime_*): a 16-row window of one channel does not see them; a detector with longer context "
+                  "(HTM's sequence memory, ARTime's) does.")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default=",".join(DEFAULT_FAMILIES), help="comma-separated tinywarden families")
@@ -396,6 +668,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "(suppression, multi-scale windows, adaptation, hold-off lengths) are scored too")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/nab.md")
+    ap.add_argument("--no-sim-cost", action="store_true", help="skip the simulator cost of the levers "
+                    "(about 15 s of CPU; --quick skips it too)")
     ap.add_argument("--from-json", type=Path, help="render the rows of an earlier run's --json file, scoring nothing")
     args = ap.parse_args(argv)
     single_core()
@@ -406,6 +680,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             row.update({k: math.inf for k, v in row.items() if k.endswith("_threshold") and v is None})
     else:
         result = run(families, args.workers, args.quick, [f for f in args.levers.split(",") if f])
+        if not (args.quick or args.no_sim_cost):
+            result["sim_cost"] = sim_cost()
     text = render(result)
     print(text)
     if not (args.quick or args.no_write):

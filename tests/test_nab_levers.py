@@ -62,3 +62,25 @@ def test_a_priori_rows_are_label_free_confidences_with_one_report_per_hold_off()
     assert provenance("kmeans htm hold-off p/10 spatial") == "tuned on NAB"
     # HTM's spatial rule on values: a value leaving the seen range by more than 5% of it, either side
     assert spatial(np.array([0.0, 1.0, 0.5, 1.2, 1.21, -0.2, 2.0])).tolist() == [0, 0, 0, 1, 0, 1, 1]
+
+
+def test_the_product_row_reports_a_value_outside_the_seen_range_and_the_online_rows_are_confidences() -> None:
+    from benchmarks.nab import VARIANTS, period_of, periodic, provenance
+
+    rng = np.random.default_rng(2)
+    values = np.sin(2 * np.pi * np.arange(1500) / 50.0) + 0.05 * rng.standard_normal(1500)
+    values[1200] = 1.5  # one sample beyond the seen range [-1, 1] by a quarter of it, in an ordinary shape
+    probation = 225
+    out = _family_scores(values, probation, "kmeans", levers=True)
+    assert out["likelihood values"][1200] == 1.0
+    assert (out["likelihood values"] >= out["likelihood"] - 1e-12).sum() >= 1400
+    for name in ("likelihood values", "likelihood values online", "likelihood values periodic",
+                 "likelihood values hold-off", "likelihood values onsets", "htm values onsets"):
+        x = out[name]
+        assert x.shape == (1500,) and np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0, name
+        assert provenance(f"kmeans {name}") == VARIANTS[name]
+    assert out["likelihood values online"][1200] == 1.0  # the online centroids keep the value record
+    assert period_of(values[:probation]) == 50
+    assert period_of(rng.standard_normal(300)) == 0
+    per = periodic(values, probation)
+    assert per[:probation].max() == 0.0 and per[1200:1216].max() > per[1100:1180].max()

@@ -26,7 +26,15 @@ error, a z-score). :class:`AnomalyLikelihood` turns a stream of raw window score
    silences the reported confidence (0) of the next ``holdoff`` windows, as CAD OSE's rest period does on the
    NAB benchmark; the distribution keeps learning meanwhile. It reports one detection per event (what NAB
    rewards) at the price of a blind spot after each one, which is why the product leaves it off: an attacker
-   who can raise one confident window could act unreported in the next ``holdoff`` windows.
+   who can raise one confident window could act unreported in the next ``holdoff`` windows;
+8. a value record (``value_record`` not None, and only when ``fit`` was given the training values and
+   ``update`` the window's new rows): HTM's spatial anomaly on the values themselves, per channel and on
+   both sides: a value beyond every value seen on its channel (training included) by more than
+   ``value_record`` times that channel's seen range reports confidence 1; the range then grows to include
+   it (:class:`ValueRecord`). It sees what a window score can hide: a value outside anything seen, in a
+   window whose shape is ordinary. The range never shrinks; it grows silently only by samples within the
+   tolerance, so it catches jumps and ramps faster than ``value_record`` of the range per sample, not a
+   slower creep (which the score, the record rule and the adaptation's drift flag watch).
 
 Defaults chosen by measurement on NAB, without a hold-off and before the record rule
 (``benchmarks/results/nab.md``, families ewma and kmeans):
@@ -36,9 +44,13 @@ for the rest of the series; ``decades`` 10, 20 and 50 gave the same NAB figures.
 tolerance fixed a priori, not scored) raised the NAB standard score of these defaults from 29.0 to 47.0
 (kmeans) and from 30.1 to 45.7 (dense_ae). HTM's own settings (``short = 10``, ``rate_shift = 13``) score
 lower without a hold-off and higher with one (same file), which is why they are not the defaults.
+The value record (its tolerance HTM's, fixed a priori) raised the kmeans row from 47.0 to 56.1 NAB
+standard; on the simulator it added no false alarm on the demo and one alarm (confidence >= 0.5) in the
+first 24 h of one of seven regime changes (``benchmarks/results/nab.md``, "Levers as product defaults").
 
 State: ``short`` values, their sum, the mean and the variance (``short + 3`` numbers), with the record rule
-the seen range (2 more), with a hold-off its counter (1 more). Per window: one
+the seen range (2 more), with a hold-off its counter (1 more), with the value record two per channel
+(plus two compares per new sample). Per window: one
 log, one ring-buffer step, one multiply-add for the mean and two for the variance, one division,
 and ``-log10 Q(z)``, which is a table over ``z`` in ``[0, z_max]`` (``c`` is clipped at 1 beyond
 ``z_max``, 6.36 for ``decades = 10``); every step has a fixed-point form.
@@ -69,6 +81,9 @@ MIN_FIT_SCORES = 4
 #: likelihood filter calls red (Ahmad et al., 2017).
 HOLDOFF_LEVEL = 0.5
 MAX_HOLDOFF = 65535
+#: An alarm stands (:func:`alarm_onsets`) until the confidence falls below this: the adaptation's "clearly
+#: normal" bar (``tinywarden.adapt.Adaptation.below_confidence``), a tail probability above 1e-2.
+REARM_LEVEL = 0.2
 #: HTM's spatial tolerance: a score beyond the seen range by this fraction of it is a new record.
 RECORD_TOLERANCE = 0.05
 MAX_RECORD = 16.0
@@ -143,6 +158,110 @@ def hold_off(confidence: np.ndarray | Sequence[float], windows: int) -> np.ndarr
     return c
 
 
+class ValueRecord:
+    """Step 8 of the module docstring: per-channel seen range of the values, and whether a sample leaves it.
+
+    ``fit`` takes the training values ``(rows, channels)``; :meth:`push` takes the rows a window adds
+    (``(rows, channels)`` or one row) in time order and says whether any of them beat the range seen before
+    it (every sample is checked against the range as the samples before it left it, as the device checks
+    them one by one). Non-finite values are skipped: they neither report nor widen the range.
+
+    >>> rec = ValueRecord(0.05).fit(np.array([[0.0], [10.0]]))
+    >>> [rec.push(np.array([v])) for v in (10.4, 11.0, 11.2, -1.0)]
+    [False, True, False, True]
+    """
+
+    def __init__(self, tolerance: float = RECORD_TOLERANCE) -> None:
+        self.tolerance = tolerance
+
+    def fit(self, values: np.ndarray | Sequence[Sequence[float]]) -> ValueRecord:
+        """Start from the per-channel range of the training ``values`` (non-finite entries left out)."""
+        v = np.asarray(values, dtype=np.float64)
+        if v.ndim == 1:
+            v = v[:, None]
+        if v.ndim != 2 or len(v) == 0 or not v.shape[1]:
+            raise DataError(f"value record needs training values shaped (rows, channels), got shape {v.shape}")
+        finite = np.isfinite(v)
+        if not finite.any(axis=0).all():
+            raise DataError("value record: a channel has no finite training value")
+        self.lo_ = np.where(finite, v, np.inf).min(axis=0)
+        self.hi_ = np.where(finite, v, -np.inf).max(axis=0)
+        self.reset()
+        return self
+
+    @classmethod
+    def from_range(cls, tolerance: float, lo: Sequence[float], hi: Sequence[float]) -> ValueRecord:
+        """A record from a stored range (a model file's ``value_lo`` / ``value_hi``)."""
+        rec = cls(tolerance)
+        try:
+            rec.lo_, rec.hi_ = np.array(lo, dtype=np.float64).ravel(), np.array(hi, dtype=np.float64).ravel()
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"likelihood state value_lo/value_hi are malformed: {exc}") from None
+        if (len(rec.lo_) == 0 or rec.lo_.shape != rec.hi_.shape or not np.isfinite(rec.lo_).all()
+                or not np.isfinite(rec.hi_).all() or (rec.hi_ < rec.lo_).any()):
+            raise DataError("likelihood state value_lo/value_hi must be equal-length finite ranges with lo <= hi")
+        rec.reset()
+        return rec
+
+    def reset(self) -> None:
+        """Back to the fitted range."""
+        self._lo, self._hi = self.lo_.copy(), self.hi_.copy()
+
+    def push(self, rows: np.ndarray | Sequence[float]) -> bool:
+        """Whether any of ``rows`` (the samples a window adds, in time order) sets a value record."""
+        v = np.asarray(rows, dtype=np.float64)
+        channels = len(self._lo)
+        if v.size == 0 or v.size % channels or (v.ndim > 1 and v.shape[-1] != channels):
+            raise DataError(f"value record: rows of {channels} channel(s) expected, got shape {v.shape}")
+        v = v.reshape(-1, channels)
+        hit = False
+        for row in v:
+            ok = np.isfinite(row)
+            margin = self.tolerance * (self._hi - self._lo)
+            beyond = ok & (self._hi > self._lo) & ((row > self._hi + margin) | (row < self._lo - margin))
+            hit = hit or bool(beyond.any())
+            self._lo = np.where(ok, np.minimum(self._lo, row), self._lo)
+            self._hi = np.where(ok, np.maximum(self._hi, row), self._hi)
+        return hit
+
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        """The current (grown) range, per channel: ``(lo, hi)``."""
+        return self._lo.copy(), self._hi.copy()
+
+    def restore(self, state: tuple[np.ndarray, np.ndarray]) -> None:
+        """Back to a range :meth:`state` returned."""
+        self._lo, self._hi = state
+
+
+def alarm_onsets(confidence: np.ndarray | Sequence[float], rearm: float = REARM_LEVEL,
+                 always: np.ndarray | Sequence[bool] | None = None) -> np.ndarray:
+    """What to *notify* of a confidence stream: each alarm once, at its onset (a proposal, not a default).
+
+    An alarm starts at a confidence of at least :data:`HOLDOFF_LEVEL` and stands until the confidence falls
+    below ``rearm``; the onset keeps its confidence, the rest of the standing alarm reports 0, and a window
+    flagged in ``always`` (a value record: something never seen) reports as it is, standing alarm or not.
+    Unlike the hold-off this silences nothing the device still calls normal-looking: while an alarm stands the
+    confidence stays at or above ``rearm``, so the device is in alarm the whole time, and the confidence
+    itself (what the tiers and the adaptation read) is unchanged: this is a view for notification only.
+    NaN stays NaN and neither starts nor ends an alarm.
+
+    >>> alarm_onsets([0.1, 0.6, 0.9, 0.3, 0.1, 0.7, 1.0], always=[0, 0, 0, 0, 0, 0, 1]).tolist()
+    [0.1, 0.6, 0.0, 0.0, 0.1, 0.7, 1.0]
+    """
+    c = np.array(confidence, dtype=np.float64, copy=True).ravel()
+    keep = np.zeros(len(c), dtype=bool) if always is None else np.asarray(always, dtype=bool).ravel()
+    standing = False
+    for i in np.flatnonzero(~np.isnan(c)):
+        raw = c[i]
+        if standing:
+            standing = raw >= rearm
+            if standing and not keep[i]:
+                c[i] = 0.0
+        elif raw >= HOLDOFF_LEVEL:
+            standing = True
+    return c
+
+
 def z_for_confidence(confidence: float, decades: float) -> float:
     """The ``z`` at which :func:`confidence_of_z` reaches ``confidence`` (for tables and docs)."""
     lo, hi = 0.0, 40.0
@@ -157,11 +276,14 @@ class AnomalyLikelihood:
 
     ``fit`` learns the log transform and the starting distribution from training scores (normal
     data); ``update`` takes one score and returns its confidence; ``transform`` is ``update`` over a
-    whole array from the fitted state (it leaves this object's stream state alone).
+    whole array from the fitted state (it leaves this object's stream state alone). Given the training
+    values at ``fit`` and each window's new rows at ``update`` / ``transform``, the value record (step 8)
+    reports too; without them it is off and the confidences are the scores' alone.
     """
 
     def __init__(self, short: int = 1, rate_shift: int = 9, gate: float | None = None, slow_shift: int = 4,
-                 decades: float = 10.0, holdoff: int = 0, record: float | None = RECORD_TOLERANCE) -> None:
+                 decades: float = 10.0, holdoff: int = 0, record: float | None = RECORD_TOLERANCE,
+                 value_record: float | None = RECORD_TOLERANCE) -> None:
         self.short = short
         self.rate_shift = rate_shift
         self.gate = gate
@@ -169,6 +291,7 @@ class AnomalyLikelihood:
         self.decades = decades
         self.holdoff = holdoff
         self.record = record
+        self.value_record = value_record
 
     def _check_params(self) -> None:
         if not (isinstance(self.short, int) and 1 <= self.short <= 256):
@@ -185,14 +308,16 @@ class AnomalyLikelihood:
         if not (isinstance(self.holdoff, int) and 0 <= self.holdoff <= MAX_HOLDOFF):
             raise ConfigError(f"likelihood holdoff must be an integer in [0, {MAX_HOLDOFF}] windows, "
                               f"got {self.holdoff!r}")
-        if self.record is not None and not (isinstance(self.record, int | float) and not isinstance(self.record, bool)
-                                            and 0 <= self.record <= MAX_RECORD):
-            raise ConfigError(f"likelihood record must be a tolerance in [0, {MAX_RECORD:g}] or None (off), "
-                              f"got {self.record!r}")
+        for name in ("record", "value_record"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= MAX_RECORD):
+                raise ConfigError(f"likelihood {name} must be a tolerance in [0, {MAX_RECORD:g}] or None (off), "
+                                  f"got {v!r}")
 
     # -- learning -------------------------------------------------------------------------------
-    def fit(self, scores: np.ndarray | Sequence[float]) -> AnomalyLikelihood:
-        """Learn from raw scores of normal windows, in time order."""
+    def fit(self, scores: np.ndarray | Sequence[float], values: np.ndarray | None = None) -> AnomalyLikelihood:
+        """Learn from raw scores of normal windows, in time order, and (``values``, ``(rows, channels)``) the
+        training values the value record starts from."""
         self._check_params()
         s = np.asarray(scores, dtype=np.float64).ravel()
         if len(s) < MIN_FIT_SCORES:
@@ -210,6 +335,8 @@ class AnomalyLikelihood:
         std = float(levels.std())
         self.std_floor_ = max(STD_FLOOR_FRACTION * std, 1e-6)
         self.var_ = max(std, self.std_floor_) ** 2
+        self.values_ = (ValueRecord(self.value_record).fit(values)
+                        if values is not None and self.value_record is not None else None)
         self.reset()
         return self
 
@@ -233,14 +360,22 @@ class AnomalyLikelihood:
         self._hold = 0
         self._rec_lo, self._rec_hi = self.lo_, self.hi_
         self._new_record = False
+        if getattr(self, "values_", None) is not None:
+            self.values_.reset()
 
-    def update(self, score: float) -> float:
-        """Push one raw score; its confidence in [0, 1]. A NaN/inf score gives NaN and changes nothing."""
+    def update(self, score: float, rows: np.ndarray | Sequence[float] | None = None) -> float:
+        """Push one raw score (and ``rows``, the samples its window adds, for the value record); its
+        confidence in [0, 1]. A NaN/inf score gives NaN and changes nothing but the value range."""
         self._check_fitted()
+        value_record = self._value_step(rows)
         z = self._step(float(score))
         if math.isnan(z):
             return math.nan
-        return self._report(1.0 if self._new_record else float(confidence_of_z(z, self.decades)))
+        return self._report(1.0 if self._new_record or value_record else float(confidence_of_z(z, self.decades)))
+
+    def _value_step(self, rows: np.ndarray | Sequence[float] | None) -> bool:
+        rec = getattr(self, "values_", None)
+        return rec is not None and rows is not None and rec.push(rows)
 
     def _report(self, confidence: float) -> float:
         """Step 7: the reported confidence (0 while a hold-off runs); starts a hold-off at HOLDOFF_LEVEL."""
@@ -281,40 +416,52 @@ class AnomalyLikelihood:
         self._check_fitted()
         return AnomalyLikelihood.from_state(self.get_params(), self.state())
 
-    def transform(self, scores: np.ndarray | Sequence[float]) -> np.ndarray:
-        """Confidences of a whole score stream from the fitted state; equal to ``update`` one by one."""
+    def transform(self, scores: np.ndarray | Sequence[float], rows: Sequence[Any] | np.ndarray | None = None
+                  ) -> np.ndarray:
+        """Confidences of a whole score stream from the fitted state; equal to ``update`` one by one
+        (``rows[i]``: the samples window ``i`` adds, for the value record)."""
         self._check_fitted()
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        if rows is not None and len(rows) != len(s):
+            raise DataError(f"likelihood transform: {len(rows)} windows of rows for {len(s)} scores")
+        rec = getattr(self, "values_", None)
         saved = (self._ring.copy(), self._pos, self._count, self._sum, self._mean, self._var, self._hold,
-                 self._rec_lo, self._rec_hi, self._new_record)
+                 self._rec_lo, self._rec_hi, self._new_record, None if rec is None else rec.state())
         self.reset()
         try:
-            z, record = np.zeros(len(np.ravel(scores))), np.zeros(len(np.ravel(scores)), dtype=bool)
-            for i, s in enumerate(np.asarray(scores, dtype=np.float64).ravel()):
-                z[i] = self._step(float(s))
-                record[i] = self._new_record and not math.isnan(z[i])
+            z, record = np.zeros(len(s)), np.zeros(len(s), dtype=bool)
+            for i, si in enumerate(s):
+                value_record = self._value_step(None if rows is None else rows[i])
+                z[i] = self._step(float(si))
+                record[i] = (self._new_record or value_record) and not math.isnan(z[i])
             out = confidence_of_z(np.nan_to_num(z), self.decades)
             out[record] = 1.0
             out[np.isnan(z)] = np.nan
             out = hold_off(out, self.holdoff)
         finally:
             (self._ring, self._pos, self._count, self._sum, self._mean, self._var, self._hold,
-             self._rec_lo, self._rec_hi, self._new_record) = saved
+             self._rec_lo, self._rec_hi, self._new_record, value_state) = saved
+            if rec is not None:
+                rec.restore(value_state)
         return out
 
     # -- model file -----------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
         return {"short": self.short, "rate_shift": self.rate_shift, "gate": self.gate,
                 "slow_shift": self.slow_shift, "decades": self.decades, "holdoff": self.holdoff,
-                "record": self.record}
+                "record": self.record, "value_record": self.value_record}
 
-    def state(self) -> dict[str, float]:
-        """The fitted numbers (the stream state starts from them)."""
+    def state(self) -> dict[str, Any]:
+        """The fitted numbers (the stream state starts from them); with a value record, its per-channel range."""
         self._check_fitted()
-        return {"lo": self.lo_, "spread": self.spread_, "mean": self.mean_, "var": self.var_,
-                "std_floor": self.std_floor_, "hi": self.hi_}
+        out: dict[str, Any] = {"lo": self.lo_, "spread": self.spread_, "mean": self.mean_, "var": self.var_,
+                               "std_floor": self.std_floor_, "hi": self.hi_}
+        if getattr(self, "values_", None) is not None:
+            out["value_lo"], out["value_hi"] = self.values_.lo_.tolist(), self.values_.hi_.tolist()
+        return out
 
     @classmethod
-    def from_state(cls, params: dict[str, Any], state: dict[str, float]) -> AnomalyLikelihood:
+    def from_state(cls, params: dict[str, Any], state: dict[str, Any]) -> AnomalyLikelihood:
         lik = cls(**params)
         lik._check_params()
         try:
@@ -331,5 +478,8 @@ class AnomalyLikelihood:
                 raise DataError("likelihood state 'hi' must be a finite score at least 'lo'")
         else:  # a model written before the record rule: it keeps behaving as it did
             lik.hi_, lik.record = lik.lo_, None
+        lik.values_ = None
+        if lik.value_record is not None and ("value_lo" in state or "value_hi" in state):
+            lik.values_ = ValueRecord.from_range(lik.value_record, state.get("value_lo", ()), state.get("value_hi", ()))
         lik.reset()
         return lik

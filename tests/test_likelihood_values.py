@@ -1,0 +1,111 @@
+"""The likelihood's value record (HTM's spatial anomaly on the values): per channel, both sides, growing range."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinywarden.errors import ConfigError, DataError
+from tinywarden.likelihood import AnomalyLikelihood, ValueRecord
+
+
+def _train(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Training scores and two-channel values (channel 0 in [0, 10], channel 1 in [-1, 1])."""
+    rng = np.random.default_rng(seed)
+    values = np.c_[rng.uniform(0.0, 10.0, n), rng.uniform(-1.0, 1.0, n)]
+    values[0], values[1] = [0.0, -1.0], [10.0, 1.0]
+    return rng.gamma(2.0, size=n), values
+
+
+def test_a_value_outside_everything_seen_reports_one_in_an_ordinary_window() -> None:
+    scores, values = _train()
+    lik = AnomalyLikelihood().fit(scores, values=values)
+    ordinary = float(np.median(scores))
+    assert lik.update(ordinary, [5.0, 0.0]) < 0.5
+    assert lik.update(ordinary, [5.0, 1.2]) == 1.0  # channel 1 beyond 1 + 5% of its range 2
+    assert lik.update(ordinary, [5.0, 1.2]) < 0.5  # the range grew: the same value again is no record
+    assert lik.update(ordinary, [-0.6, 0.0]) == 1.0  # below, on the other channel
+    assert lik.update(ordinary, [10.4, 0.0]) < 0.5  # within 5% of the range above it
+
+
+def test_every_step_of_a_ramp_beyond_the_range_reports() -> None:
+    """The range grows only by reporting: an attacker cannot widen it unseen."""
+    rec = ValueRecord(0.05).fit(np.array([[0.0], [10.0]]))
+    ramp = 10.0 * 1.06 ** np.arange(1, 30)  # each step beats the last by more than 5% of the grown range
+    assert all(rec.push([v]) for v in ramp)
+    slow = ValueRecord(0.05).fit(np.array([[0.0], [10.0]]))
+    creep = 10.0 + 0.4 * np.arange(1, 60)  # steps under the tolerance: never a record, but the range grows
+    hits = [slow.push([v]) for v in creep]
+    assert not any(hits) and slow.state()[1][0] == creep[-1]
+
+
+def test_samples_of_one_window_are_checked_one_by_one() -> None:
+    rec = ValueRecord(0.05).fit(np.array([[0.0], [10.0]]))
+    assert rec.push([[10.4], [10.9]]) is False  # 10.4 grows the range to 10.4, then 10.9 < 10.4 + 0.52
+    rec.reset()
+    assert rec.push([[10.9]]) is True  # against the fitted range alone it is a record
+
+
+def test_non_finite_values_neither_report_nor_widen() -> None:
+    scores, values = _train()
+    lik = AnomalyLikelihood().fit(scores, values=values)
+    ordinary = float(np.median(scores))
+    assert lik.update(ordinary, [np.nan, np.inf]) < 0.5
+    assert lik.update(ordinary, [11.0, 0.0]) == 1.0
+    assert np.isnan(lik.update(np.nan, [20.0, 0.0]))  # a NaN score: NaN, but the value range still learns
+    assert lik.update(ordinary, [20.5, 0.0]) < 0.5
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.floats(-50, 50), st.floats(-5, 5), st.floats(0, 30)), min_size=1, max_size=40))
+def test_stream_equals_batch_with_values(stream: list[tuple[float, float, float]]) -> None:
+    scores, values = _train()
+    lik = AnomalyLikelihood().fit(scores, values=values)
+    rows = [np.array(r[:2]) for r in stream]
+    s = np.array([r[2] for r in stream])
+    batch = lik.transform(s, rows)
+    np.testing.assert_array_equal(batch, [lik.update(x, r) for x, r in zip(s, rows, strict=True)])
+    off = AnomalyLikelihood(value_record=None).fit(scores, values=values).transform(s, rows)
+    assert (batch >= off).all() and np.array_equal(batch[batch < 1.0], off[batch < 1.0])
+
+
+def test_without_values_the_confidences_are_the_scores_alone() -> None:
+    scores, values = _train()
+    stream = np.r_[np.random.default_rng(5).gamma(2.0, size=200), 60.0, 2.0]
+    plain = AnomalyLikelihood().fit(scores).transform(stream)
+    assert np.array_equal(AnomalyLikelihood().fit(scores, values=values).transform(stream), plain)
+    assert np.array_equal(AnomalyLikelihood(value_record=None).fit(scores).transform(stream), plain)
+    assert "value_lo" not in AnomalyLikelihood().fit(scores).state()
+
+
+def test_the_range_round_trips_through_the_model_state_and_tampering_is_refused() -> None:
+    scores, values = _train()
+    lik = AnomalyLikelihood().fit(scores, values=values)
+    lik.update(1.0, [30.0, 0.0])  # stream state: a model file keeps the fitted range, not this one
+    back = AnomalyLikelihood.from_state(lik.get_params(), lik.state())
+    assert back.update(1.0, [30.0, 0.0]) == 1.0
+    assert lik.fresh().state() == lik.state()
+    params, state = lik.get_params(), lik.state()
+    for bad in ({"value_lo": [0.0]}, {"value_hi": [1.0, "x"]}, {"value_lo": [0.0, 2.0], "value_hi": [1.0, 1.0]},
+                {"value_lo": [0.0, float("nan")]}, {"value_lo": []}):
+        with pytest.raises(DataError, match="value_lo"):
+            AnomalyLikelihood.from_state(params, {**state, **bad})
+    old = {k: v for k, v in params.items() if k != "value_record"}  # a model written before the rule
+    assert AnomalyLikelihood.from_state(old, {k: v for k, v in state.items() if not k.startswith("value")}
+                                        ).update(1.0, [30.0, 0.0]) < 1.0
+
+
+def test_bad_inputs_get_one_line_errors() -> None:
+    scores, values = _train()
+    lik = AnomalyLikelihood().fit(scores, values=values)
+    with pytest.raises(DataError, match="2 channel"):
+        lik.update(1.0, [1.0, 2.0, 3.0])
+    with pytest.raises(DataError, match="windows of rows"):
+        lik.transform([1.0, 2.0], [[1.0, 0.0]])
+    with pytest.raises(DataError, match="no finite"):
+        AnomalyLikelihood().fit(scores, values=np.c_[values[:, 0], np.full(len(values), np.nan)])
+    for bad in (-0.1, 17.0, True, "0.05"):
+        with pytest.raises(ConfigError, match="value_record"):
+            AnomalyLikelihood(value_record=bad).fit(scores)  # type: ignore[arg-type]
