@@ -17,11 +17,11 @@ Score variants of each family (:data:`VARIANTS` says where each parameter comes 
 window score), ``alarm`` (its k-of-n alarms, 0/1), ``likelihood`` (:class:`tinywarden.likelihood.AnomalyLikelihood`
 with the product's defaults over the raw scores, fitted on the probationary scores), ``htm`` (the same class
 with Numenta HTM's published settings), ``... hold-off`` (CAD OSE's rest period), ``... spatial`` (HTM's
-spatial-anomaly rule on the values), ``likelihood values`` (the product's new default: the likelihood's value
-record, the same rule inside the product), ``... onsets`` (:func:`tinywarden.likelihood.alarm_onsets`, proposed
-for notifications). ``--levers`` adds grids scored on NAB and the online components (k-means centroids and a
-per-phase baseline that keep learning normal). A full run also measures each lever's cost on the simulator
-(:func:`sim_cost`; ``--no-sim-cost`` skips it).
+spatial-anomaly rule on the values), ``likelihood values`` (the float likelihood's value record, the same
+rule inside :class:`AnomalyLikelihood`: not yet wired into ``Pipeline``, the agents or the C), ``... onsets``
+(:func:`tinywarden.likelihood.alarm_onsets`, proposed for notifications). ``--levers`` adds grids scored on NAB
+and the online components (k-means centroids and a per-phase baseline that keep learning normal). A full run
+also measures each lever's cost on the simulator (:func:`sim_cost`; ``--no-sim-cost`` skips it).
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
     out["alarm"] = per_row(scored.alarms.astype(np.float64))
     out["likelihood"] = per_row(AnomalyLikelihood().fit(train).transform(scored.scores))
     out["likelihood no record"] = per_row(AnomalyLikelihood(record=None).fit(train).transform(scored.scores))
-    # The product's new default: the value record on (the window's newest row at stride 1, the training values)
+    # The float likelihood's value record on (the window's newest row at stride 1, the training values)
     new_rows = values[scored.end_rows, None]
     out["likelihood values"] = per_row(AnomalyLikelihood().fit(train, values=values[:probation, None])
                                        .transform(scored.scores, new_rows))
@@ -506,7 +506,9 @@ def render(result: dict[str, Any]) -> str:
         "with HTM's spatial anomaly on the values (a value leaving the range seen so far by 5% of it; not in "
         "the product); `spatial only` = that rule alone; `ensemble max/mean of N htm` = the families' `htm` "
         "confidences combined per row, then hold-off; `random` = uniform random scores (NAB's random detector, "
-        "seed 42 per file). `likelihood values` = the product's new float default: the same likelihood with its "
+        "seed 42 per file). `likelihood values` = the float likelihood's value record (not yet wired into "
+        "`Pipeline`, the agents or the generated C: no shipped path passes it the values yet): the same "
+        "likelihood with its "
         "value record on (`AnomalyLikelihood(...).fit(scores, values=training values)`: a value beyond every value "
         "seen on its channel, training included, by more than 5% of that range reports 1; the range grows to "
         "include it); `likelihood values online` = that over a k-means whose centroids keep learning from windows "
@@ -555,11 +557,11 @@ def render(result: dict[str, Any]) -> str:
               "| **goal (issue 14)** | | " + " | ".join(f"{v:.1f}" for v in GOALS) + " |"]
     for label, kinds in (("best label-free, parameters a priori", ("a priori",)),
                          ("best of the product's confidence as shipped (no hold-off)", ("product",)),
-                         ("best of the product's new default (value record, no hold-off)",
+                         ("best of the float likelihood's value record (not yet in Pipeline, agents or C)",
                           ("product (new default)",)),
                          ("best with an online component (research)", ("a priori online",
                                                                        "online, rate tuned on NAB")),
-                         ("the product's new default, notified at alarm onsets (proposed)",
+                         ("the float value record, notified at alarm onsets (proposed)",
                           ("product + onset notification (proposed)",)),
                          ("HTM's published likelihood settings + value record, notified at onsets (proposed)",
                           ("a priori + onset notification (proposed)",)),
@@ -627,9 +629,10 @@ def _remaining_lines(result: dict[str, Any], ranked: list[dict[str, Any]]) -> li
         return f"{c['tp']} windows found, {c['fn']} missed, {c['fp']} false-positive rows"
 
     lines = ["", "## Where the remaining points are", "",
-             f"The product's row went from {old['standard']:.1f} / {old['reward_low_FP_rate']:.1f} / "
+             f"The likelihood's row went from {old['standard']:.1f} / {old['reward_low_FP_rate']:.1f} / "
              f"{old['reward_low_FN_rate']:.1f} to {new['standard']:.1f} / {new['reward_low_FP_rate']:.1f} / "
-             f"{new['reward_low_FN_rate']:.1f} with the value record (standard profile: {counts(old)} before; "
+             f"{new['reward_low_FN_rate']:.1f} with the value record (float only, not yet in the shipped paths; "
+             f"standard profile: {counts(old)} before; "
              f"{counts(new)} after). "]
     if held is not None:
         lines[-1] += (f"The a priori hold-off on top gives {held['standard']:.1f} / {held['reward_low_FP_rate']:.1f} / "
