@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from tinywarden.likelihood import AnomalyLikelihood
     from tinywarden.pipeline import Pipeline
 
-__all__ = ["AdaptStep", "Adaptation", "BaselineAdapter", "adapted_scores"]
+__all__ = ["AdaptStep", "Adaptation", "BaselineAdapter", "adapted_scores", "settle_windows", "windows_in"]
 
 #: The adapted scale never falls below this fraction of the reference one (a quiet stretch must not make
 #: the next small wiggle look huge).
@@ -108,10 +108,20 @@ def _ewm_step(offset: np.ndarray, var: np.ndarray, rows: np.ndarray, r: float) -
 def settle_windows(pipeline: Pipeline, settle_s: float) -> int:
     """Windows in ``settle_s`` seconds at the pipeline's stride and training sample period (0: rule off or
     the period unknown)."""
-    period = getattr(pipeline, "train_summary_", {}).get("period_s")
-    if not settle_s or not period or not math.isfinite(period) or period <= 0:
+    return windows_in(settle_s, pipeline.stride, getattr(pipeline, "train_summary_", {}).get("period_s"))
+
+
+def windows_in(seconds: float, stride: int, period_s: float | None) -> int:
+    """Windows of ``stride`` samples every ``period_s`` seconds in ``seconds`` (rounded up, at least 1); 0 when
+    ``seconds`` is 0 or the period unknown. The one definition the float adapter and the integer step
+    (:func:`tinywarden.program.adaptation_params`, the generated C's ``TW_AD_SETTLE_N``) count with.
+
+    >>> windows_in(43200.0, 64, 10.0), windows_in(0.0, 64, 10.0), windows_in(43200.0, 64, None)
+    (68, 0, 0)
+    """
+    if not seconds or not period_s or not math.isfinite(period_s) or period_s <= 0:
         return 0
-    return max(1, math.ceil(settle_s / (pipeline.stride * period)))
+    return max(1, math.ceil(seconds / (stride * period_s)))
 
 
 class BaselineAdapter:
@@ -167,7 +177,7 @@ class BaselineAdapter:
         xs = np.asarray(x, dtype=np.float64)
         usable = xs.shape[-1] == p.offset_.shape[-1] and bool(np.isfinite(xs).all())
         rows = xs.reshape(-1, xs.shape[-1]) if usable else xs  # a feature vector is one row; a raw window its rows
-        floor = SCALE_FLOOR_FRACTION
+        floor = SCALE_FLOOR_FRACTION if cfg.adapt_scale else 1.0  # offsets only: never sharper than trained
         if self.settle_windows and score is not None:
             rs = 2.0**-cfg.settle_rate_shift
             if usable:
