@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ADAPTING_CAMERA_POLICY
 from tinywarden import bundle as tb
-from tinywarden.adapt import Adaptation
+from tinywarden.adapt import Adaptation, settle_windows
 from tinywarden.agent.config import AgentConfig
 from tinywarden.agent.loop import Agent, WindowScore
 from tinywarden.agent.sources import ReplaySource
@@ -23,7 +23,7 @@ from tinywarden.modelfile import pipeline_to_bytes
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Int8Stream
 from tinywarden.quantize import int8_sections
-from tinywarden.runtime import Int8Scorer
+from tinywarden.runtime import Int8Adapter, Int8Model, Int8Scorer, load_model
 from tinywarden.simulate import simulate
 from tinywarden.telemetry import Series
 
@@ -78,7 +78,43 @@ def test_the_int8_agent_adapts_as_the_device_does(kit, tmp_path):
     assert [w.score for w in windows] == want  # the adapted scores, bit for bit
     assert device.adapter is not None and st["enabled"] is True and st["runtime"].startswith("int8")
     assert st["adapted_windows"] == device.adapter.adapted > 0 and st["flags"] == device.adapter.flags >= 1
+    # the float adapter's default rule, in integers: the gate, offsets only, the settling count from settle_s
+    params = device.adapter.params
+    assert params.gate and not params.adapt_scale and params.settle_n == settle_windows(kit.pipe, 43200.0) > 0
+    assert st["settling"] == device.adapter.settling and st["settled_windows"] == device.adapter.settled
     assert any(r["kind"] == "baseline_drift" for r in audit(tmp_path))
+
+
+def test_a_hot_swap_carries_the_integer_adapted_state(kit):
+    """Int8Adapter.rebind hands every part of the adapted state (the settling rule's too) to the new scorer, which
+    then adapts as an unswapped one does."""
+    model = load_model(kit.model)
+    assert isinstance(model, Int8Model)
+    cfg = Adaptation(max_drift=0.5, settle_s=1600.0)  # 10 windows: the level shift below settles
+    ref, old = model.stream(cfg), model.stream(cfg)
+    running = [old]
+    adapter = Int8Adapter(lambda: running[0], cfg)
+    values = kit.stream.values.copy()
+    values[2000:] += 4.0 * values[:2000].std(axis=0)  # a firmware update
+    half = len(values) * 3 // 4
+    for x in values[:half]:
+        ref.push(x)
+        old.push(x)
+    a = old.stream.adapter
+    assert a is not None and a.settled > 0 and a.params.settle_n == 10
+    new = model.stream(cfg)
+    ring = ("ring", "head", "filled", "phase")  # the samples in flight (the agent's overlap refills them)
+    new.stream.__dict__.update({k: v for k, v in old.stream.__dict__.items() if k in ring})
+    running[0] = new
+    adapter.rebind(None)
+    b = new.stream.adapter
+    assert b is not None and b is not a
+    for name in ("mu", "var", "g", "smu", "svar"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    for name in ("elevated", "settling", "settled", "drift", "flagged", "flags", "adapted", "held"):
+        assert getattr(a, name) == getattr(b, name), name
+    outs = [(new.push(x), ref.push(x)) for x in values[half:]]
+    assert all(o == r for o, r in outs) and adapter.status()["settled_windows"] == ref.stream.adapter.settled
 
 
 @pytest.mark.parametrize("runtime", ["int8", "float"])

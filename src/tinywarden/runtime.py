@@ -33,7 +33,7 @@ import numpy as np
 from tinywarden.adapt import AdaptStep
 from tinywarden.errors import ModelFileError
 from tinywarden.guard import GuardVerdict, judge_bounds
-from tinywarden.kernels.adapt_q import VAR_ONE, AdaptQState
+from tinywarden.kernels.adapt_q import G_ONE, AdaptQState
 from tinywarden.kernels.base import Op
 from tinywarden.kernels.likelihood_q import LikelihoodQStream
 from tinywarden.modelfile import GUARD_HEADER_KEY, decode
@@ -189,8 +189,9 @@ class Int8Adapter:
     def observe(
         self, x: Any, confidence: float | None, likelihood: Any = None, score: float | None = None
     ) -> AdaptStep:
-        """What the scorer's last window did (it adapted already, inside ``push``). ``score`` is accepted as the
-        float adapter accepts it; the integer step follows the first version's rule and does not use it."""
+        """What the scorer's last window did (it adapted already, inside ``push``, with the program's integer score
+        and confidence: the float adapter's rule, :mod:`tinywarden.kernels.adapt_q`). The arguments are accepted as
+        the float adapter accepts them and not used."""
         stream, a = self._stream, self._adapter()
         return AdaptStep(bool(stream.adapted), a.drift / 4096.0, self._likelihood_drift(), bool(stream.new_flag))
 
@@ -207,8 +208,9 @@ class Int8Adapter:
         old, new = self._stream, self._scorer().stream
         if new is not old and old.adapter is not None and new.adapter is not None:
             a, b = old.adapter, new.adapter
-            b.mu, b.var, b.g = a.mu.copy(), a.var.copy(), a.g.copy()
+            b.mu, b.var, b.g, b.smu, b.svar = a.mu.copy(), a.var.copy(), a.g.copy(), a.smu.copy(), a.svar.copy()
             b.drift, b.flagged, b.flags, b.adapted, b.held = a.drift, a.flagged, a.flags, a.adapted, a.held
+            b.elevated, b.settling, b.settled = a.elevated, a.settling, a.settled
             if old.likelihood is not None and new.likelihood is not None:  # it gates the adaptation
                 new.likelihood.__dict__.update({k: (list(v) if isinstance(v, list) else v)
                                                 for k, v in old.likelihood.__dict__.items()})
@@ -227,7 +229,9 @@ class Int8Adapter:
             "max_drift": self._config.max_drift,
             "flagged": bool(a.flagged),
             "flags": a.flags,
-            "scale_ratio_max": round(float(np.max(np.maximum(np.sqrt(a.var / VAR_ONE), 0.5))), 4),
+            "settling": bool(a.settling),
+            "settled_windows": a.settled,
+            "scale_ratio_max": round(float(np.max(G_ONE / a.g)), 4),  # the adapted multiplier's factor is g / G_ONE
         }
 
 
