@@ -34,14 +34,12 @@ distribution would call the next moderately anomalous windows clearly normal.
 
 The detector's own state (EWMA mean, k-means centroids) is not adapted: the scaler's adaptation keeps
 the detector's inputs centred on the normal it learned, and the detectors' ``partial_fit`` rates are
-not bounded per window. The int8 runtime and the generated C run the first version's rule in integers
-(:mod:`tinywarden.kernels.adapt_q`): the confidence gate, offsets and scales at ``rate_shift``, the drift
-flag. With ``below_threshold = False``, ``settle_s = 0`` and ``adapt_scale = True`` this module is that
-first version, step for step. What the integer port still needs for the defaults: the raw score compared
-with the threshold before the slow step; offsets only on the slow path; a leaky count (an integer up to
-``settle_windows``); a second per-input mean and spread (the shadow, updated every window at
-``settle_rate_shift``; twice the adaptation's RAM); the copy on settling and the scale floor of 1
-(instead of 0.5) of the reference while settling.
+not bounded per window. The int8 runtime and the generated C run the same rule in integers
+(:mod:`tinywarden.kernels.adapt_q`: the gate on the program's integer score and threshold, offsets only or
+scales too, the settling count in windows from :func:`windows_in`, the shadow, the drift flag); that module
+says where the two part (the integer step clamps outliers at 128 standard deviations). Without
+``adapt_scale`` the scale never goes under the reference one (it moves only while a shift settles, and relaxes
+back after), so that the device's offsets-only step needs no sharper multiplier than the trained one.
 """
 
 from __future__ import annotations

@@ -1,35 +1,52 @@
 """Baseline adaptation in integers: :class:`tinywarden.adapt.BaselineAdapter`'s rule on the device.
 
-The float adapter moves the pipeline's scaler (per-input mean and variance) by ``2**-rate_shift`` of the way
-from every window whose confidence is below ``below_confidence``, against the frozen training scaler, and
-flags a drift of the adapted means (in training standard deviations) or of the likelihood's running mean
-beyond ``max_drift``. In the int8 program the scaler is folded into the requantization of the integer
-features to the model input (``requantize_s64_s8`` / ``requantize_s64_s16``: ``q = requantize((f >> pre) -
-offset, multiplier, shift)``), so the adaptation acts there. Per input ``i``, with ``v = f >> pre`` (the
-op's input unit) and state ``mu`` (int32, the adapted mean's distance from the reference in ``2**-F`` input
-units), ``var`` (int32, the adapted variance in reference variances, Q16) and ``g`` (uint16, the gain
-``1 / max(sqrt(var), 0.5)``, Q15):
+The float adapter moves the pipeline's scaler by ``2**-rate_shift`` of the way from every window that is
+clearly normal (confidence below ``below_confidence`` and, with ``below_threshold``, score at most the
+threshold), offsets only unless ``adapt_scale``; a shift that keeps windows over the threshold for
+``settle_s`` is adopted (a shadow mean and spread that follow every window) and followed from every window at
+``2**-settle_rate_shift`` until it has settled; the drift of the adapted means (in training standard
+deviations) or of the likelihood's running mean beyond ``max_drift`` flags. In the int8 program the scaler is
+folded into the requantization of the integer features to the model input (``requantize_s64_s8`` /
+``requantize_s64_s16``: ``q = requantize(sat32((f >> pre) - offset), multiplier, shift)``), so the adaptation
+acts there. Per input ``i``, with ``v = f >> pre`` (the op's input unit) and state ``mu`` (int32, the adapted
+mean's distance from the reference in ``2**-F`` input units), ``var`` (int32, the adapted variance in reference
+variances, Q16) and ``g`` (uint16, the gain ``~1 / sqrt(var)``, Q15), and with the settling rule the shadow's
+``smu`` (as ``mu``) and ``svar`` (uint16, Q8, at most 256 reference variances), and a leaky count ``elevated``:
 
-*forward* (every window, in place of the op): ``offset_a = sat32(offset + (mu >> F) + (fold * (s - 2**15) >>
-15))`` with ``s = max(var * g >> 16, 2**14)`` (``fold`` is the detector's own offset folded into the op,
-e.g. an EWMA mean; zero for most families), ``multiplier_a = multiplier * g >> 15`` (or ``>> 16`` with the
-shift raised by one when that passes ``INT32_MAX``), then the op's arithmetic with them. In the reference
-state (``mu = 0``, ``var = 2**20``, ``g = 2**15``) this is the op, bit for bit.
+*forward* (every window, in place of the op): ``offset_a = offset + (mu >> F)`` (plus ``fold * (s - 2**15) >>
+15`` with ``s = max(var * g >> 16, floor)``, saturated: ``fold`` is a detector offset folded into the op;
+zero for the families here), ``multiplier_a = multiplier * g >> 15`` (with ``adapt_scale``, ``>> 16`` and the
+shift raised by one when that passes ``INT32_MAX``), then the op's arithmetic with them. In the reference state
+(``mu = 0``, ``var = 2**16``, ``g = 2**15``) this is the op, bit for bit.
 
-*update* (after the likelihood step, when ``confidence < below``): ``x = clamp(v - (offset - fold), +-X)``,
-``d = (x << F) - mu``, ``mu += d >> rate_shift``; the deviation in reference standard deviations
-``z = clamp(requantize(requantize(d, multiplier, shift - F + E), zmul, zshift), +-2**19)`` (Q12: the first
-step is the op's own scaling, to the model input's unit with ``E`` more bits, the second the reference
-deviation of that unit); ``var += (z*z >> 8 - var) >> rate_shift`` (at least 1, at most ``INT32_MAX``); a
-Newton step ``g = g * (3 * 2**15 - t) >> 16`` with ``t = var * g * g >> 31`` (``g`` halved first while
-``t > 2**16``) keeps ``g`` at ``1 / sqrt(var)`` (it starts from the last window's), clamped to [1, 65535]
-(the scale floor of half the reference). The drift (Q12 standard deviations) is the largest
-``min(requantize(|y|, zmul, zshift), 2**19 - 1)`` with ``y`` the first step of ``mu`` (with one ``zmul``
-for all inputs, that of the largest ``|y|``: requantization is monotone).
+*update* (after the likelihood step): ``over = score > threshold``; a window *teaches* when its Q15 confidence
+is below ``below`` and, with the gate, not ``over``. ``x = clamp(v - (offset - fold), +-X)`` (``X = 2**(30-F)
+- 1``: every mean and difference fits an int32), ``xf = x << F``. One step at ``2**-r`` (``tw_adapt_ewm``):
+``d = xf - mu``, ``mu += d >> r``; the deviation in reference standard deviations ``z = clamp(requantize(
+requantize(d, multiplier, shift - F + E), zmul, zshift), +-2**19)`` (Q12: the first step is the op's own
+scaling, to the model input's unit with ``E`` more bits, the second the reference deviation of that unit);
+``var += (spread - var) >> r`` (at least 1) with ``spread = z*z >> 8`` (learning the scale) or ``2**16``
+(offsets only: a scale learned while settling relaxes back to the reference). With the settling rule, every
+window: the shadow takes that step at ``settle_shift`` (its ``svar`` stored rounded to Q8), ``elevated`` counts
+up when ``over`` (to ``settle_n``, the windows in ``settle_s``: :func:`tinywarden.adapt.windows_in`) and down
+otherwise; when it reaches ``settle_n`` the adapter *settles*: ``mu = smu``, ``var = max(svar << 8, 2**16)``,
+and until the count is back at 0 every window teaches at ``settle_shift``, learning the scale. A teaching
+window then takes the step at ``rate_shift`` (``settle_shift`` while settling); a Newton step ``g = g * (3 *
+2**15 - t) >> 16`` with ``t = var * g * g >> 31`` (``g`` halved first while ``t > 2**16``) keeps ``g`` at
+``1 / sqrt(var)`` (it starts from the last window's), clamped to [1, 65535] with ``adapt_scale`` outside
+settling (the scale floor of half the reference) and to [1, 2**15] otherwise (never sharper than the
+reference). The drift (Q12 standard deviations) is the largest ``min(requantize(|y|, zmul, zshift), 2**19 -
+1)`` with ``y`` the first step of ``mu`` (with one ``zmul`` for all inputs, that of the largest ``|y|``:
+requantization is monotone).
 
 *flag* (every window): raised when the drift exceeds ``max_drift`` or the likelihood's running mean is
 more than ``max_drift`` fitted standard deviations from its fitted value, lowered again once both are
 below half of it (:data:`tinywarden.adapt.REARM_FRACTION`).
+
+Where the float and the integer rule part: an input more than ``X`` input units (at least 128 reference
+standard deviations) from the reference is clamped there, ``z`` at 128 standard deviations and the shadow's
+variance at 256 reference variances, where the float follows any outlier; without the sample period in the
+model file (written before it was kept) the settling rule is off on the device.
 
 The step needs the program's likelihood (a window without a confidence teaches nothing). Families that
 read the raw window (GRU, convolutional autoencoder) or fold the scaler into their own kernel (bounds, AR)
