@@ -16,8 +16,9 @@ period) and the first version (confidence gate only, offsets and scales, no sett
   features, in raw units, the integer step's confidence verdict and its score's side of the threshold), so only
   the adaptation's arithmetic differs. Reported: windows whose teaching or settling differ (0 expected); the
   largest difference of the adapted means (in training standard deviations) over the inputs the integer step
-  represents (never 128 reference standard deviations or more from the reference: beyond that it clamps, where
-  the float follows the outlier; those inputs are counted and their difference shown apart), the same beyond
+  represents (never 128 reference standard deviations or more from the reference, the shadow's variance never at
+  its cap of 256 reference variances: beyond those it clamps, where the float follows the outlier; those inputs
+  are counted and their difference shown apart), the same beyond
   half an input unit (the rounding of the program's own reference offset, which the integer step measures
   from), and of the adapted scale ratios.
 * *end to end*: each side on its own: the float pipeline with its float features and float likelihood
@@ -39,7 +40,7 @@ import numpy as np
 
 from tinywarden.adapt import Adaptation, BaselineAdapter
 from tinywarden.detectors import make_detector
-from tinywarden.kernels.adapt_q import VAR_ONE, Z_MAX
+from tinywarden.kernels.adapt_q import SVAR_MAX, VAR_ONE, Z_MAX
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Int8Stream
 from tinywarden.quantize import quantize_pipeline
@@ -102,7 +103,7 @@ def compare(pipe: Pipeline, series: Series, train: Series, cfg: Adaptation) -> d
         f = st.last_inputs
         assert f is not None
         xq = np.clip((f.astype(np.int64) >> a.pre) - (a.offset - a.fold), -a.xmax, a.xmax)
-        outside |= np.abs(a.z_of(xq << a.frac)) >= Z_MAX
+        outside |= (np.abs(a.z_of(xq << a.frac)) >= Z_MAX) | (a.svar >= SVAR_MAX)
         verdict = fp.threshold_ + (1.0 if out[0] > prog.threshold else -1.0)  # the integer score's side
         step = fa.observe(aa * f.astype(np.float64) + bb, 0.0 if st.confidence < a.params.below_q15 else 1.0,
                           None, verdict)
@@ -142,8 +143,9 @@ def render(res: dict[str, Any], ramp: float) -> str:
              "Policies: `defaults` (below-threshold gate, offsets only, settle_s 12 h) and `first version` "
              "(confidence gate, offsets and scales, no settling), rate_shift 8. See the script's docstring for the "
              "two comparisons. Mean and scale differences are over the inputs the integer step represents (never "
-             "128 reference sd or more from the reference; the others are counted, their largest mean difference "
-             "shown apart: there the integer step clamps and the float follows the outlier).", "",
+             "128 reference sd or more from the reference, the shadow's variance never at its cap of 256 reference "
+             "variances; the others are counted, their largest mean difference shown apart: there the integer step "
+             "clamps and the float follows the outlier).", "",
              "| data | family | policy | inputs (outside) | windows teach/settle differ | settling windows | "
              "arithmetic: max mean diff, sd | ... beyond half an input unit, sd | max scale ratio diff | mean diff "
              "outside, sd | windows | adapted int / float | first drift flag row int / float | final drift int, sd |",
