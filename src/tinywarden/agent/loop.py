@@ -94,7 +94,7 @@ from tinywarden.respond import ActionEvent, ResponseEngine, SimulatedClock, Syst
 from tinywarden.respond.actuators import ActuatorError, build_actuators
 from tinywarden.respond.engine import StateFileError
 from tinywarden.respond.machine import next_deadline
-from tinywarden.runtime import Int8Adapter, Int8Model, Int8Scorer
+from tinywarden.runtime import Int8Adapter, Int8Model, Int8Scorer, ProgramLikelihood
 
 __all__ = ["Agent", "WindowScore", "open_audit_log", "session"]
 
@@ -563,7 +563,9 @@ class Agent:
             scorer = self._active.scorer
             if not isinstance(scorer, Int8Scorer) or scorer.stream.adapter is None:
                 return None
-            return Int8Adapter(lambda: self._active.scorer, cfg)
+            adapter = Int8Adapter(lambda: self._active.scorer, cfg)
+            self._restore_adaptation(adapter, loaded)
+            return adapter
         return BaselineAdapter(loaded.pipeline, cfg)
 
     def _no_adaptation(self) -> str:
@@ -582,12 +584,48 @@ class Agent:
         scorer = self._active.scorer
         if isinstance(scorer, Int8Scorer):
             scorer.stream.rebaseline()  # the overlap pushes adapted it already
+        path = self._adaptation_path(loaded)
+        if path is not None:  # what the overlap adapted is dropped with the rest
+            with contextlib.suppress(OSError):
+                path.unlink()
         self._fresh_model_state(loaded)
         self._audit("rebaseline", {
             "model": loaded.label, "signer": loaded.bundle.signer_fingerprint, "digest": loaded.bundle.digest,
             "dropped": before,
             "detail": "operator re-baseline: adapted baseline and likelihood reset to the bundle's reference",
         }, t)  # fmt: skip
+
+    def _adaptation_path(self, loaded: LoadedBundle) -> Path | None:
+        """The int8 adapter's state file of a bundle (kept with ``persist_engine``), or None."""
+        return self.state_dir / f"adaptation-{loaded.bundle.digest[:16]}.json" if self.config.persist_engine else None
+
+    def _restore_adaptation(self, adapter: Int8Adapter, loaded: LoadedBundle) -> None:
+        """A restarted agent carries on from the adapted state it saved; a state file that fails verification is
+        moved aside, audited, and the baseline starts from the bundle's frozen reference (fail-safe)."""
+        path = self._adaptation_path(loaded)
+        if path is None or not path.exists():
+            return
+        lik = self._likelihood.stream if isinstance(self._likelihood, ProgramLikelihood) else None
+        try:
+            adapter.restore(path, *([lik] if lik is not None else []))
+        except TinywardenError as exc:
+            stale = path.with_name(path.name + ".stale")
+            with contextlib.suppress(OSError):
+                os.replace(path, stale)
+            self._audit("adaptation_state_stale", {"file": str(stale), "reason": str(exc), "model": loaded.label,
+                                                   "detail": "adapted baseline restarted from the trained reference"})
+            return
+        self._audit("adaptation_restored", {"file": str(path), "model": loaded.label, **adapter.status()})
+
+    def _save_adaptation(self) -> None:
+        if not isinstance(self._adapter, Int8Adapter):
+            return
+        path = self._adaptation_path(self._active.loaded)
+        if path is not None:
+            try:
+                self._adapter.save(path, fsync=self.config.audit_fsync)
+            except TinywardenError as exc:
+                _log.warning("%s", exc)
 
     def _fresh_model_state(self, loaded: LoadedBundle) -> None:
         """The likelihood stream and the adapter of a newly running model, from its fitted state."""
@@ -610,6 +648,7 @@ class Agent:
         x = self._active.scorer.last_input
         if self._adapter is not None and x is not None:
             step = self._adapter.observe(x, self.last_confidence, self._likelihood, score)
+            self._save_adaptation()
             if step.flagged:
                 self._audit("baseline_drift", {
                     "model": self._active.loaded.label, **self._adapter.status(),

@@ -69,7 +69,9 @@ Every quantity is an integer; Python and C agree bit for bit (right shifts of ne
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -284,6 +286,47 @@ class AdaptQState:
         self.reset()
         self.flags, self.adapted, self.held, self.settled = counts
 
+    def snapshot(self) -> dict[str, Any]:
+        """The adapted state as JSON-able integers (:meth:`restore` takes it back)."""
+        return {**{k: getattr(self, k).tolist() for k in _ARRAYS},
+                **{k: int(getattr(self, k)) for k in _COUNTS}, "settling": bool(self.settling),
+                "flagged": bool(self.flagged)}
+
+    def restore(self, doc: Mapping[str, Any]) -> None:
+        """Take back a :meth:`snapshot`; ConfigError (and nothing changed) when any value is missing, of the wrong
+        type or outside what this step can reach (a corrupted or foreign state is never half-adopted)."""
+        p, n = self.params, self.offset.size
+        top = self.xmax << self.frac  # every mean stays within the clamped inputs
+        limits = {"mu": (-top, top), "smu": (-top, top), "var": (1, INT32_MAX), "g": (1, G_MAX),
+                  "svar": (0, SVAR_MAX)}
+        got: dict[str, Any] = {}
+        for k in _ARRAYS:
+            v = doc.get(k)
+            require(isinstance(v, list) and len(v) == n and all(type(e) is int for e in v),
+                    f"adapted state: {k} must be {n} integers")
+            a = np.array(v, dtype=np.int64)
+            lo, hi = limits[k]
+            require(bool((a >= lo).all() and (a <= hi).all()), f"adapted state: {k} outside [{lo}, {hi}]")
+            got[k] = a
+        for k in _COUNTS:
+            v = doc.get(k)
+            require(type(v) is int and v >= 0, f"adapted state: {k} must be an integer >= 0")
+            got[k] = v
+        for k in ("settling", "flagged"):
+            require(type(doc.get(k)) is bool, f"adapted state: {k} must be true or false")
+            got[k] = doc[k]
+        require(got["drift"] <= Z_MAX and got["elevated"] <= p.settle_n
+                and (got["elevated"] > 0 or not got["settling"]),
+                "adapted state: drift, elevated or settling out of range")
+        if not p.scaled:
+            require(bool((got["var"] == VAR_ONE).all() and (got["g"] == G_ONE).all()),
+                    "adapted state: a learned scale under an offsets-only rule")
+        if not p.settle_n:
+            require(bool((got["smu"] == 0).all() and (got["svar"] == VAR_ONE >> SVAR_DROP).all()),
+                    "adapted state: a shadow without the settling rule")
+        for k, v in got.items():
+            setattr(self, k, v)
+
     def adapted_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(offset, multiplier, shift)`` of the op in the current state."""
         floor = G_ONE if self.settling else G_ONE // 2
@@ -368,6 +411,10 @@ class AdaptQState:
         elif self.flagged and self.drift < p.rearm_q12 and dev < p.lik_rearm:
             self.flagged = False
         return bool(teach), new
+
+
+_ARRAYS = ("mu", "var", "g", "smu", "svar")
+_COUNTS = ("elevated", "drift", "flags", "adapted", "held", "settled")
 
 
 def x_max(frac: int) -> int:
