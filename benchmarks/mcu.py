@@ -356,11 +356,29 @@ def adaptation_cost(program: Program, figures: dict[str, Any], work: Path, strea
         if dev.push(x) is not None and dev.adapter is not None:
             taught.append(bool(dev.adapted))
             settling.append(bool(dev.adapter.settling))
+    out["settling_window"] = settling_cost(program, work / "settling", stream, adaptation)
     out["counted_windows_adapted"] = f"{sum(taught[1:])} of {len(taught) - 1}"
     out["counted_windows_settling"] = f"{sum(settling[1:])} of {len(settling) - 1}"
     out["settle_windows"] = dev.adapter.params.settle_n if dev.adapter is not None else 0
     out["inputs"] = int(np.asarray(program.ops[int(program.adaptation.attrs["op"])].consts["offset"]).size)
     return out
+
+
+def settling_cost(program: Program, work: Path, stream: np.ndarray, adaptation: Adaptation) -> dict[str, Any]:
+    """Instructions per window of the adapting module while a shift settles (its dearest window: every input's
+    shadow step and the full step with the gain's Newton step): the same policy with a settling period of one
+    window, over ``stream`` raised by 6 of its standard deviations (every window over the threshold)."""
+    policy = dataclasses.replace(adaptation, settle_s=1.0)  # one window
+    raised = stream + 6.0 * (stream.std(axis=0) + 1e-9)
+    figures, _ = module_figures(program, work, raised, size_cores=(), adaptation=policy)
+    dev = Int8Stream(program, policy)
+    settling = []
+    for x in raised[: program.window + COUNTED_WINDOWS * program.stride]:
+        if dev.push(x) is not None and dev.adapter is not None:
+            settling.append(bool(dev.adapter.settling))
+    return {"instructions": {c: v["per_window"] for c, v in figures["instructions"].items()},
+            "counted_windows_settling": f"{sum(settling[1:])} of {len(settling) - 1}",
+            "decisions_equal_reference": figures["qemu_check"]["decisions_equal_reference"]}
 
 
 def adaptation_md(ad: dict[str, Any]) -> list[str]:
@@ -390,6 +408,13 @@ def adaptation_md(ad: dict[str, Any]) -> list[str]:
         lines.append(f"| {core} | {v['total_flash'] - v['flash']} / {v['total_flash']} (+{v['flash']}) | "
                      f"{v['total_ram'] - v['static_ram_with_state']} / {v['total_ram']} "
                      f"(+{v['static_ram_with_state']}) | {instr} | {', '.join(v['libgcc_added']) or 'none'} |")
+    st = ad.get("settling_window")
+    if st:
+        per = ", ".join(f"{c} {n:.0f}" for c, n in st["instructions"].items())
+        lines += ["", "While a shift settles (the dearest window: every input's shadow step and the full step with "
+                      "the gain's Newton step; the same module with a settling period of one window, over the stream "
+                      f"raised by 6 sd, {st['counted_windows_settling']} counted windows settling, decisions equal to "
+                      f"the reference: {st['decisions_equal_reference']}): instructions per window {per}."]
     return lines
 
 

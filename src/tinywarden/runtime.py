@@ -165,7 +165,8 @@ class Int8Adapter:
     :class:`tinywarden.adapt.BaselineAdapter` (``observe``, ``status``, ``rebind``, ``config``).
 
     The scorer adapts inside ``push`` (the device's order: adapted op, score, likelihood, update);
-    :meth:`observe` only reports what that window did. ``scorer`` is asked for the running scorer each time
+    :meth:`observe` only reports what that window did. :meth:`save` and :meth:`restore` keep the adapted state
+    across a restart (verified on load: a corrupted or foreign file is refused and the reference stays). ``scorer`` is asked for the running scorer each time
     (a hot swap to the same model hands the adapted state over to the new one in :meth:`rebind`).
     """
 

@@ -51,7 +51,11 @@ program (:mod:`tinywarden.runtime`, numpy only: the agent then never imports tor
 matplotlib); its scores and threshold are the program's integers and its confidences come from the
 likelihood fitted on them. Its baseline adaptation is the integer step the generated C runs
 (:class:`~tinywarden.runtime.Int8Adapter`), so agent and device agree bit for bit; a program without the
-step (raw-window families) adapts only with ``runtime="float"``.
+step (raw-window families) adapts only with ``runtime="float"``. With ``persist_engine`` that adapted state
+(and the program likelihood's) is written after every window to ``state_dir/adaptation-<bundle digest>.json``
+(atomically, with a SHA-256 of its content) and a restarted agent carries on from it (``adaptation_restored``);
+a file that fails verification is moved aside as ``.stale`` and audited (``adaptation_state_stale``), and the
+baseline starts again from the bundle's frozen reference. A re-baseline drops the file.
 
 Audit key. A keyed log the agent's key cannot continue is set aside, not a reason to stop monitoring
 (:func:`open_audit_log`, docs/audit.md).

@@ -519,11 +519,11 @@ static void tw_adapt_forward(const tw_state_t *s, const int64_t *in, ${ctype} *o
 }
 
 //@if scale
-
 /* A deviation d of input i (2^-TW_AD_FRAC input units) in reference standard deviations, Q12, clamped. */
 static int32_t tw_adapt_z(int32_t d, int32_t i)
 {
-    int32_t y = tw_requantize32(d, ${params}.multiplier[i], ${params}.shift[i] - TW_AD_FRAC + TW_AD_E);
+    const tw_feature_requant_params_t *p = &${params};
+    int32_t y = tw_requantize32(d, p->multiplier[i], p->shift[i] - TW_AD_FRAC + TW_AD_E);
     int32_t z = tw_requantize32(y, tw_adapt_zmul[${zi}], tw_adapt_zshift[${zi}]);
     return (z < -TW_AD_Z_MAX) ? -TW_AD_Z_MAX : ((z > TW_AD_Z_MAX) ? TW_AD_Z_MAX : z);
 }
