@@ -166,7 +166,8 @@ class Int8Adapter:
 
     The scorer adapts inside ``push`` (the device's order: adapted op, score, likelihood, update);
     :meth:`observe` only reports what that window did. :meth:`save` and :meth:`restore` keep the adapted state
-    across a restart (verified on load: a corrupted or foreign file is refused and the reference stays). ``scorer`` is asked for the running scorer each time
+    across a restart (verified on load: a corrupted or foreign file is refused and the reference stays).
+    ``scorer`` is asked for the running scorer each time
     (a hot swap to the same model hands the adapted state over to the new one in :meth:`rebind`).
     """
 

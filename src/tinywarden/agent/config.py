@@ -45,8 +45,8 @@ class AgentConfig:
 
     ``pubkey`` is the device's provisioned raw Ed25519 public key. ``policy_override`` replaces every
     bundle's own policy. ``persist_engine`` keeps the response engine's state (and the int8 runtime's adapted
-    baseline) in ``state_dir`` so a restarted agent resumes its tier (live mode; a replay starts afresh). ``summary_features`` is how
-    many of the most deviating features an incident carries. ``audit_key_path`` (default
+    baseline) in ``state_dir`` so a restarted agent resumes its tier (live mode; a replay starts afresh).
+    ``summary_features`` is how many of the most deviating features an incident carries. ``audit_key_path`` (default
     ``state_dir/keys/audit.key``, made 0600 if missing) keys the audit log (docs/audit.md).
     ``runtime`` is ``"int8"`` (score with the model file's int8 program, numpy only: the light runtime of
     :mod:`tinywarden.runtime`; a model file without one runs its float pipeline) or ``"float"`` (always
