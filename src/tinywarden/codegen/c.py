@@ -263,7 +263,8 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
     per_input = 4  # bytes of tw_adapt_input_t: mu, and var, g, smu, svar as the rule needs them
     if "scale" in on:
         limits.update({"TW_AD_G_ONE": adapt_q.G_ONE, "TW_AD_G_MAX": adapt_q.G_MAX, "TW_AD_VAR_ONE": adapt_q.VAR_ONE,
-                       "TW_AD_NEWTON": adapt_q.NEWTON_STEPS, "TW_AD_ADAPT_SCALE": int(params.adapt_scale)})
+                       "TW_AD_NEWTON": adapt_q.NEWTON_STEPS, "TW_AD_NEWTON_TOL": adapt_q.NEWTON_TOL,
+                       "TW_AD_ADAPT_SCALE": int(params.adapt_scale)})
         per_input += 4 + 2
     head = 4 + 4 + 4 + 1
     if "settle" in on:

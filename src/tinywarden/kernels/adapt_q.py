@@ -32,12 +32,12 @@ up when ``over`` (to ``settle_n``, the windows in ``settle_s``: :func:`tinywarde
 otherwise; when it reaches ``settle_n`` the adapter *settles*: ``mu = smu``, ``var = max(svar << 8, 2**16)``,
 and until the count is back at 0 every window teaches at ``settle_shift``, learning the scale. A teaching
 window then takes the step at ``rate_shift`` (``settle_shift`` while settling); a Newton step ``g = g * (3 *
-2**15 - t) >> 16`` with ``t = var * g * g >> 31`` (``g`` halved first while ``t > 2**16``) keeps ``g`` at
-``1 / sqrt(var)`` (it starts from the last window's), clamped to [1, 65535] with ``adapt_scale`` outside
-settling (the scale floor of half the reference) and to [1, 2**15] otherwise (never sharper than the
-reference). The drift (Q12 standard deviations) is the largest ``min(requantize(|y|, zmul, zshift), 2**19 -
-1)`` with ``y`` the first step of ``mu`` (with one ``zmul`` for all inputs, that of the largest ``|y|``:
-requantization is monotone).
+2**15 - t) >> 16`` with ``t = var * g * g >> 31`` (``g`` halved first while ``t > 2**16``; steps, up to 4, while
+``t`` is more than 2**-11 from 1) keeps ``g`` at ``1 / sqrt(var)`` (it starts from the last window's), clamped
+to [1, 65535] with ``adapt_scale`` outside settling (the scale floor of half the reference) and to [1, 2**15]
+otherwise (never sharper than the reference). The drift (Q12 standard deviations) is the largest
+``min(requantize(|y|, zmul, zshift), 2**19 - 1)`` with ``y`` the first step of ``mu`` (with one ``zmul`` for all
+inputs, that of the largest ``|y|``: requantization is monotone).
 
 *flag* (every window): raised when the drift exceeds ``max_drift`` or the likelihood's running mean is
 more than ``max_drift`` fitted standard deviations from its fitted value, lowered again once both are
@@ -96,8 +96,11 @@ E_BITS = 8
 #: An input's distance from the reference is clamped to this many reference standard deviations.
 SPAN_SD = 128
 MAX_FRAC = 16
-#: Newton steps per adapted window: the gain starts from the last window's, so one keeps it converged.
-NEWTON_STEPS = 1
+#: Newton steps per adapted window, at most: the gain starts from the last window's, so one usually keeps it
+#: converged; after a jump of the variance (a settling) the halving and up to this many steps bring it back.
+NEWTON_STEPS = 4
+#: A gain whose ``t`` is within this of 1.0 (Q15: 0.05 %) has converged: no further step.
+NEWTON_TOL = 16
 #: The largest ``max_drift`` that can still raise a flag (the drift is clamped with ``z``).
 MAX_DRIFT_Q12 = Z_MAX
 #: The adapted op's offsets must be smaller than this, so that with the adapted mean (``|mu >> F| < 2**30``)
@@ -435,10 +438,14 @@ def newton_gain(var: np.ndarray, g: np.ndarray, gmax: int = G_MAX) -> np.ndarray
     while (high := (t > 2 * G_ONE) & (g > 1)).any():
         g = np.where(high, g >> 1, g)
         t = t_of(g)
+    active = np.ones(g.shape, dtype=bool)
     for k in range(NEWTON_STEPS):
         if k:
             t = t_of(g)
-        g = np.clip((g * (3 * G_ONE - np.minimum(t, 2 * G_ONE))) >> 16, 1, gmax)
+        active &= np.abs(t - G_ONE) > NEWTON_TOL
+        if not active.any():
+            break
+        g = np.where(active, np.clip((g * (3 * G_ONE - np.minimum(t, 2 * G_ONE))) >> 16, 1, gmax), g)
     return g
 
 
@@ -546,27 +553,27 @@ static int32_t tw_adapt_ewm(int32_t xf, int32_t i, int32_t *mu, int32_t var, int
 }
 
 /* g * g * var >> 31: 1.0 (TW_AD_G_ONE) when g is 1 / sqrt(var). Range: var in [1, INT32_MAX], g in [1, 65535]. */
-static int64_t tw_adapt_t_of(int32_t var, int64_t g)
+TW_AD_NO_INLINE int64_t tw_adapt_t_of(int32_t var, int64_t g)
 {
     return ((((int64_t)var * g) >> 15) * g) >> TW_AD_VAR_BITS;
 }
 
-/* Newton steps of g towards 1 / sqrt(var) (Q15, var Q16), clamped to [1, gmax]. */
+/* Newton steps of g towards 1 / sqrt(var) (Q15, var Q16) until converged (at most TW_AD_NEWTON), clamped to
+ * [1, gmax]. */
 static uint16_t tw_adapt_gain(int32_t var, uint16_t g0, int32_t gmax)
 {
     int64_t g = g0;
-    int64_t t = tw_adapt_t_of(var, g);
+    int32_t t;
     int32_t k;
-    while (t > 2 * TW_AD_G_ONE && g > 1) {
+    while (tw_adapt_t_of(var, g) > 2 * TW_AD_G_ONE && g > 1) {
         g >>= 1;
-        t = tw_adapt_t_of(var, g);
     }
-    for (k = 0; k < TW_AD_NEWTON; k++) {
-        if (k > 0) {
-            t = tw_adapt_t_of(var, g);
-        }
-        g = (g * (3 * TW_AD_G_ONE - ((t < 2 * TW_AD_G_ONE) ? t : 2 * TW_AD_G_ONE))) >> 16;
+    t = (int32_t)tw_adapt_t_of(var, g); /* <= 2 * TW_AD_G_ONE now (g = 1 gives 0), and after every step */
+    for (k = 0; k < TW_AD_NEWTON && (t < TW_AD_G_ONE - TW_AD_NEWTON_TOL || t > TW_AD_G_ONE + TW_AD_NEWTON_TOL);
+         k++) {
+        g = (g * (3 * TW_AD_G_ONE - t)) >> 16;
         g = (g < 1) ? 1 : ((g > gmax) ? gmax : g);
+        t = (int32_t)tw_adapt_t_of(var, g);
     }
     return (uint16_t)g;
 }
@@ -637,9 +644,7 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
 //@endif
 //@if scale
         a->var = tw_adapt_ewm(xf, i, &a->mu, a->var, rate, full);
-        if (a->var != TW_AD_VAR_ONE || a->g != TW_AD_G_ONE) { /* else g stays: the reference's */
-            a->g = tw_adapt_gain(a->var, a->g, gmax);
-        }
+        a->g = tw_adapt_gain(a->var, a->g, gmax); /* no step once converged (the reference state is) */
 //@endif
 //@if !scale
         a->mu += (xf - a->mu) >> rate;
