@@ -13,14 +13,14 @@ split as it is (labels unused). Two policies: the defaults (below-threshold gate
 period) and the first version (confidence gate only, offsets and scales, no settling). Two comparisons each:
 
 * *arithmetic*: the float adapter is fed exactly what the integer step sees (the int8 program's integer
-  features, in raw units, the integer step's confidence verdict and its score's side of the threshold), so only
-  the adaptation's arithmetic differs. Reported: windows whose teaching or settling differ (0 expected); the
-  largest difference of the adapted means (in training standard deviations) over the inputs the integer step
-  represents (never 128 reference standard deviations or more from the reference, the shadow's variance never at
-  its cap of 256 reference variances: beyond those it clamps, where the float follows the outlier; those inputs
-  are counted and their difference shown apart), the same beyond
-  half an input unit (the rounding of the program's own reference offset, which the integer step measures
-  from), and of the adapted scale ratios.
+  features as its adapted op reads them, ``f >> pre`` at the middle of its unit, in raw units; the integer step's
+  confidence verdict and its score's side of the threshold), so only the adaptation's arithmetic differs.
+  Reported: windows whose teaching or settling differ (0 expected); the largest difference of the adapted
+  means (in training standard deviations) over the inputs the integer step represents (never 128 reference
+  standard deviations or more from the reference, the shadow's variance never at its cap of 256 reference
+  variances: beyond those it clamps, where the float follows the outlier; those inputs are counted and their
+  difference shown apart), the same beyond half an input unit (the rounding of the program's own reference
+  offset, which the integer step measures from), and of the adapted scale ratios.
 * *end to end*: each side on its own: the float pipeline with its float features and float likelihood
   (:func:`tinywarden.replay.replay`), the int8 program with its integer features and integer likelihood
   (:class:`tinywarden.program.Int8Stream`). Reported: windows that taught each baseline, the row of the
@@ -75,6 +75,13 @@ def smd_data() -> tuple[Series, Series] | None:
     return read_series(f"{path}:test"), read_series(f"{path}:train")
 
 
+def seen_as(f: np.ndarray, pre: np.ndarray) -> np.ndarray:
+    """The integer features ``f`` as the op (and the integer step) sees them, in feature units: ``f >> pre`` (the
+    op's input unit is ``2**pre`` features), at the middle of its unit (the lowering's reference assumes it)."""
+    f = np.asarray(f, dtype=np.int64)
+    return (((f >> pre) << pre) + np.where(pre > 0, 2.0 ** (pre - 1), 0.0)).astype(np.float64)
+
+
 def compare(pipe: Pipeline, series: Series, train: Series, cfg: Adaptation) -> dict[str, Any]:
     prog = quantize_pipeline(pipe, train)
     if prog.adaptation is None:
@@ -105,7 +112,7 @@ def compare(pipe: Pipeline, series: Series, train: Series, cfg: Adaptation) -> d
         xq = np.clip((f.astype(np.int64) >> a.pre) - (a.offset - a.fold), -a.xmax, a.xmax)
         outside |= (np.abs(a.z_of(xq << a.frac)) >= Z_MAX) | (a.svar >= SVAR_MAX)
         verdict = fp.threshold_ + (1.0 if out[0] > prog.threshold else -1.0)  # the integer score's side
-        step = fa.observe(aa * f.astype(np.float64) + bb, 0.0 if st.confidence < a.params.below_q15 else 1.0,
+        step = fa.observe(aa * seen_as(f, a.pre) + bb, 0.0 if st.confidence < a.params.below_q15 else 1.0,
                           None, verdict)
         disagree += step.adapted != st.adapted or fa.settling != a.settling
         settling += a.settling
