@@ -158,8 +158,8 @@ def adapt_params(likelihood: Op, rate_shift: int, below_confidence: float, max_d
     >>> p.below_q15, p.drift_q12, p.rearm_q12, p.scaled
     (6554, 12288, 6144, True)
     """
-    require(0 <= int(rate_shift) <= 20, f"adaptation rate_shift must be in [0, 20], got {rate_shift}")
-    require(0 <= int(settle_shift) <= 20, f"adaptation settle_rate_shift must be in [0, 20], got {settle_shift}")
+    require(1 <= int(rate_shift) <= 20, f"adaptation rate_shift must be in [1, 20], got {rate_shift}")
+    require(1 <= int(settle_shift) <= 20, f"adaptation settle_rate_shift must be in [1, 20], got {settle_shift}")
     require(0 <= int(settle_n) <= SETTLE_N_MAX,
             f"adaptation settle_s is {settle_n} windows; at most {SETTLE_N_MAX} fit the device's count")
     require(math.isfinite(below_confidence) and math.isfinite(max_drift) and max_drift >= 0,
@@ -370,7 +370,7 @@ class AdaptQState:
         if full:
             z = self.z_of(d)
             spread = (z * z) >> (2 * Z_BITS - VAR_BITS)  # < 2**30: |z| <= Z_MAX
-        return mu + (d >> shift), np.maximum(var + ((spread - var) >> shift), 1)
+        return mu + round_shift(d, shift), np.maximum(var + ((spread - var) >> shift), 1)
 
     def observe(self, features: np.ndarray, confidence: int, lik_mean: int, lik_mean0: int,
                 score: int = INT32_MIN) -> tuple[bool, bool]:
@@ -400,7 +400,7 @@ class AdaptQState:
                 self.mu, self.var = self.ewm(xf, self.mu, self.var, rate, self.settling or p.adapt_scale)
                 self.g = newton_gain(self.var, self.g, gmax)
             else:
-                self.mu = self.mu + ((xf - self.mu) >> rate)
+                self.mu = self.mu + round_shift(xf - self.mu, rate)
             self.drift = self.drift_of(self.mu)
             self.adapted += 1
             self.settled += self.settling
@@ -418,6 +418,16 @@ class AdaptQState:
 
 _ARRAYS = ("mu", "var", "g", "smu", "svar")
 _COUNTS = ("elevated", "drift", "flags", "adapted", "held", "settled")
+
+
+def round_shift(d: np.ndarray, shift: int) -> np.ndarray:
+    """``d / 2**shift`` rounded half up (``shift >= 1``), as ``((d >> (shift - 1)) + 1) >> 1`` (no overflow): the
+    means' steps (a floored step would pull a mean with few fractional bits down by up to one step).
+
+    >>> round_shift(np.array([-3, -2, -1, 1, 2, 3]), 1).tolist()
+    [-1, -1, 0, 1, 1, 2]
+    """
+    return ((d >> (shift - 1)) + 1) >> 1
 
 
 def x_max(frac: int) -> int:
@@ -450,7 +460,7 @@ def newton_gain(var: np.ndarray, g: np.ndarray, gmax: int = G_MAX) -> np.ndarray
 
 
 __all__ = ["ADAPTABLE", "C_TEMPLATE", "KIND", "AdaptParams", "AdaptQState", "adapt_params", "check_adaptation",
-           "c_blocks", "c_features", "lower_adaptation", "newton_gain", "x_max"]
+           "c_blocks", "c_features", "lower_adaptation", "newton_gain", "round_shift", "x_max"]
 
 # -- C ---------------------------------------------------------------------------------------------
 #: Printed by :mod:`tinywarden.codegen.c` when the module adapts its baseline, through :func:`c_blocks`: a
@@ -547,7 +557,7 @@ static int32_t tw_adapt_ewm(int32_t xf, int32_t i, int32_t *mu, int32_t var, int
         int32_t z = tw_adapt_z(d, i);
         spread = (int32_t)(((int64_t)z * z) >> (2 * TW_AD_Z_BITS - TW_AD_VAR_BITS)); /* < 2^30 */
     }
-    *mu += d >> shift;
+    *mu += ((d >> (shift - 1)) + 1) >> 1; /* d / 2^shift rounded half up: a floor would drift low */
     var += (spread - var) >> shift;
     return (var > 1) ? var : 1;
 }
@@ -608,12 +618,16 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
     n = (teach != 0u) ? TW_AD_N : 0;
 //@if settle
     if (score > TW_THRESHOLD) {
-        up += (up < TW_AD_SETTLE_N) ? 1u : 0u;
-    } else if (up > 0u) {
-        up--;
+        up += (uint32_t)(up < TW_AD_SETTLE_N);
+    } else {
+        up -= (uint32_t)(up > 0u);
     }
     jump = (uint8_t)(up == TW_AD_SETTLE_N && ad->settling == 0u); /* a lasting shift: adopt the shadow's level */
-    ad->settling = (uint8_t)(up != 0u && (jump != 0u || ad->settling != 0u));
+    if (jump != 0u) {
+        ad->settling = 1u;
+    } else if (up == 0u) {
+        ad->settling = 0u;
+    }
     ad->elevated = up;
     if (ad->settling != 0u) {
         teach = 1u;
@@ -647,7 +661,8 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         a->g = tw_adapt_gain(a->var, a->g, gmax); /* no step once converged (the reference state is) */
 //@endif
 //@if !scale
-        a->mu += (xf - a->mu) >> rate;
+        y = xf - a->mu;
+        a->mu += ((y >> (rate - 1)) + 1) >> 1; /* y / 2^rate rounded half up: a floor would drift low */
 //@endif
         y = tw_requantize32(a->mu, p->multiplier[i], p->shift[i] - TW_AD_FRAC + TW_AD_E);
         y = (y < 0) ? -y : y; /* > INT32_MIN: a requantization of a non-negative multiplier */
@@ -667,10 +682,12 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         ad->adapted++;
     }
     dev = (dev < 0) ? -dev : dev;
-    if (ad->flagged == 0u && (ad->drift > TW_AD_DRIFT || dev > TW_AD_LIK_LIMIT)) {
-        ad->flagged = 1u;
-        ad->flags++;
-    } else if (ad->flagged != 0u && ad->drift < TW_AD_REARM && dev < TW_AD_LIK_REARM) {
+    if (ad->flagged == 0u) {
+        if (ad->drift > TW_AD_DRIFT || dev > TW_AD_LIK_LIMIT) {
+            ad->flagged = 1u;
+            ad->flags++;
+        }
+    } else if (ad->drift < TW_AD_REARM && dev < TW_AD_LIK_REARM) {
         ad->flagged = 0u;
     }
 }
