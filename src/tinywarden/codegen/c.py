@@ -255,8 +255,13 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
         constants.append(c_array("tw_adapt_fold", np.asarray(op.consts["fold"])))
         fold = " - tw_adapt_fold[i]"
     frac = int(op.attrs["frac"])
+    frac_i, xmax_i = "TW_AD_FRAC", "TW_AD_X_MAX"
+    if "fracs" in op.consts:  # inputs of very different ranges: each its own fractional bits
+        constants.append(c_array("tw_adapt_fracs", np.asarray(op.consts["fracs"])))
+        frac_i, xmax_i = "tw_adapt_fracs[i]", "(((int32_t)1 << (30 - tw_adapt_fracs[i])) - 1)"
     limits = {"TW_AD_N": n, "TW_AD_FRAC": frac, "TW_AD_E": adapt_q.E_BITS, "TW_AD_Z_MAX": adapt_q.Z_MAX,
-              "TW_AD_X_MAX": adapt_q.x_max(frac), "TW_AD_Z_BITS": adapt_q.Z_BITS, "TW_AD_VAR_BITS": adapt_q.VAR_BITS,
+              "TW_AD_X_MAX": int(adapt_q.x_max(frac)), "TW_AD_Z_BITS": adapt_q.Z_BITS,
+              "TW_AD_VAR_BITS": adapt_q.VAR_BITS,
               "TW_AD_RATE_SHIFT": params.rate_shift, "TW_AD_BELOW": params.below_q15,
               "TW_AD_DRIFT": params.drift_q12, "TW_AD_REARM": params.rearm_q12,
               "TW_AD_LIK_LIMIT": params.lik_limit, "TW_AD_LIK_REARM": params.lik_rearm}
@@ -276,7 +281,7 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
     head += -head % 4
     fields = [StateField("tw_adapt_t", "ad", (), head + per_input * n, 4)]
     subs = {"params": f"tw_{target.dst}_requant_params", "ctype": CTYPES[program.tensor(target.dst).dtype],
-            "zi": "i" if zmul.size > 1 else "0", "fold": fold, "src": target.src[0]}
+            "zi": "i" if zmul.size > 1 else "0", "fold": fold, "src": target.src[0], "frac": frac_i, "xmax": xmax_i}
     body = Template(adapt_q.c_blocks(adapt_q.C_TEMPLATE, on)).substitute(subs).strip("\n") + "\n"
     header = Template(adapt_q.C_HEADER).substitute(
         policy=(f"rate_shift {adaptation.rate_shift}, below_confidence {adaptation.below_confidence}, max_drift "

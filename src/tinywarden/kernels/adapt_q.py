@@ -195,12 +195,15 @@ def lower_adaptation(ops: tuple[Op, ...], mu: np.ndarray, sigma: np.ndarray,
     sd_v = np.asarray(sigma) / unit  # the reference standard deviation in input units
     if not (np.isfinite(sd_v).all() and (sd_v > 0).all() and np.isfinite(ref).all()):
         return None
-    frac = min(MAX_FRAC, 30 - math.ceil(math.log2(SPAN_SD * float(sd_v.max()) + 1)))
+    # each input's fractional bits: as many as its +-128 sd span leaves in 30 bits (one input of a wide range must
+    # not take them from the others: a mean step of 2**-rate_shift needs them)
+    fracs = np.minimum(MAX_FRAC, 30 - np.ceil(np.log2(SPAN_SD * sd_v + 1))).astype(np.int64)
+    frac = int(fracs.min())
     m_real = c["multiplier"].astype(np.float64) * 2.0 ** (c["shift"].astype(np.float64) - 31)
     zreal = 2.0 ** (Z_BITS - E_BITS) / (m_real * sd_v)
     # equal up to the multipliers' rounding: one value for all (the common case, 5 bytes of flash)
     zreal = np.float32(zreal).astype(np.float64)
-    shifts = c["shift"].astype(np.int64) - frac + E_BITS
+    shifts = c["shift"].astype(np.int64) - fracs + E_BITS
     if frac < 0 or shifts.min() < REQUANT_SHIFT_MIN or shifts.max() > REQUANT_SHIFT_MAX \
             or np.abs(fold).max() > INT32_MAX or not (zreal > 0).all() \
             or max(np.abs(c["offset"].astype(np.int64)).max(), np.abs(c["offset"] - fold).max()) >= OFFSET_LIMIT:
@@ -212,7 +215,9 @@ def lower_adaptation(ops: tuple[Op, ...], mu: np.ndarray, sigma: np.ndarray,
               "zshift": np.array([s for _, s in pairs], dtype=np.int8)}
     if np.any(fold != 0):
         consts["fold"] = fold.astype(np.int32)
-    attrs = {"op": j, "frac": int(frac)}
+    if np.any(fracs != frac):
+        consts["fracs"] = fracs.astype(np.int8)
+    attrs = {"op": j, "frac": frac}
     if period_s is not None and math.isfinite(period_s) and 0 < period_s * 1e6 <= PERIOD_US_MAX:
         attrs["period_us"] = max(1, round(period_s * 1e6))
     return Op(KIND, ops[j].src, ops[j].dst, attrs, consts)
@@ -234,7 +239,11 @@ def check_adaptation(op: Op, ops: tuple[Op, ...]) -> None:
             f"zmul (int32) and zshift (int8) must hold 1 or {n} values")
     require(int(zm.min()) >= 0 and int(zs.min()) >= REQUANT_SHIFT_MIN and int(zs.max()) <= REQUANT_SHIFT_MAX,
             f"zmul must be >= 0 and zshift in [{REQUANT_SHIFT_MIN}, {REQUANT_SHIFT_MAX}]")
-    shifts = target.consts["shift"].astype(np.int64) - frac + E_BITS
+    fracs = op.consts.get("fracs")
+    require(fracs is None or (np.asarray(fracs).dtype == np.int8 and np.asarray(fracs).shape == (n,)
+                              and int(np.asarray(fracs).min()) >= frac and int(np.asarray(fracs).max()) <= MAX_FRAC),
+            f"fracs must be int8 with {n} values in [frac, {MAX_FRAC}]")
+    shifts = target.consts["shift"].astype(np.int64) - (frac if fracs is None else np.asarray(fracs, np.int64)) + E_BITS
     require(int(shifts.min()) >= REQUANT_SHIFT_MIN and int(shifts.max()) <= REQUANT_SHIFT_MAX,
             "frac takes the deviation's shift out of the requantization range")
     fold = op.consts.get("fold")
@@ -244,7 +253,7 @@ def check_adaptation(op: Op, ops: tuple[Op, ...]) -> None:
     ref = offset - (0 if fold is None else np.asarray(fold).astype(np.int64))
     require(int(max(np.abs(offset).max(), np.abs(ref).max())) < OFFSET_LIMIT,
             "the adapted op's offsets (and offsets less fold) must be within +-2^30 (adapted, they fit int32)")
-    require(set(op.consts) <= {"zmul", "zshift", "fold"}, "unknown adaptation constant")
+    require(set(op.consts) <= {"zmul", "zshift", "fold", "fracs"}, "unknown adaptation constant")
 
 
 # -- the Python integer reference ------------------------------------------------------------------
@@ -262,7 +271,8 @@ class AdaptQState:
         self.fold = np.asarray(op.consts.get("fold", np.zeros(n, dtype=np.int32))).astype(np.int64)
         self.zmul = np.broadcast_to(op.consts["zmul"].astype(np.int64), (n,))
         self.zshift = np.broadcast_to(op.consts["zshift"].astype(np.int64), (n,))
-        self.frac = int(op.attrs["frac"])
+        #: each input's fractional bits (one value for all unless the step holds ``fracs``)
+        self.frac = np.asarray(op.consts.get("fracs", np.full(n, int(op.attrs["frac"])))).astype(np.int64)
         self.xmax = x_max(self.frac)
         self.reset()
 
@@ -430,10 +440,10 @@ def round_shift(d: np.ndarray, shift: int) -> np.ndarray:
     return ((d >> (shift - 1)) + 1) >> 1
 
 
-def x_max(frac: int) -> int:
+def x_max(frac: Any) -> Any:
     """An input's distance from the reference mean is clamped to this many input units, so that it and every
     mean (``2**-frac`` units) fit 31 bits and their difference an int32."""
-    return (1 << (30 - frac)) - 1
+    return (np.int64(1) << (30 - np.asarray(frac, dtype=np.int64))) - 1
 
 
 def newton_gain(var: np.ndarray, g: np.ndarray, gmax: int = G_MAX) -> np.ndarray:
@@ -497,7 +507,7 @@ static void tw_adapt_forward(const tw_state_t *s, const int64_t *in, ${ctype} *o
         const tw_adapt_input_t *a = &s->ad.in[i];
         int32_t multiplier = p->multiplier[i];
         int32_t shift = p->shift[i];
-        int32_t offset = p->offset[i] + (a->mu >> TW_AD_FRAC); /* both within +-2^30 */
+        int32_t offset = p->offset[i] + (a->mu >> ${frac}); /* both within +-2^30 */
 //@if adapt_scale
         int64_t m = ((int64_t)multiplier * a->g) >> 15;
         if (m > INT32_MAX) {
@@ -540,7 +550,7 @@ static void tw_adapt_forward(const tw_state_t *s, const int64_t *in, ${ctype} *o
 static int32_t tw_adapt_z(int32_t d, int32_t i)
 {
     const tw_feature_requant_params_t *p = &${params};
-    int32_t y = tw_requantize32(d, p->multiplier[i], p->shift[i] - TW_AD_FRAC + TW_AD_E);
+    int32_t y = tw_requantize32(d, p->multiplier[i], p->shift[i] - ${frac} + TW_AD_E);
     int32_t z = tw_requantize32(y, tw_adapt_zmul[${zi}], tw_adapt_zshift[${zi}]);
     return (z < -TW_AD_Z_MAX) ? -TW_AD_Z_MAX : ((z > TW_AD_Z_MAX) ? TW_AD_Z_MAX : z);
 }
@@ -640,8 +650,7 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
     for (i = 0; i < n; i++) {
         tw_adapt_input_t *a = &ad->in[i];
         int32_t x = tw_adapt_sub(s->t_${src}[i], p->pre_shift[i], p->offset[i]${fold}); /* from the reference */
-        int32_t xf = ((x < -TW_AD_X_MAX) ? -TW_AD_X_MAX : ((x > TW_AD_X_MAX) ? TW_AD_X_MAX : x)) *
-                     ((int32_t)1 << TW_AD_FRAC);
+        int32_t xf = ((x < -${xmax}) ? -${xmax} : ((x > ${xmax}) ? ${xmax} : x)) * ((int32_t)1 << ${frac});
         int32_t y;
 //@if settle
         y = (tw_adapt_ewm(xf, i, &a->smu, (int32_t)a->svar << TW_AD_SVAR_DROP, TW_AD_SETTLE_SHIFT, 1u) +
@@ -664,7 +673,7 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         y = xf - a->mu;
         a->mu += ((y >> (rate - 1)) + 1) >> 1; /* y / 2^rate rounded half up: a floor would drift low */
 //@endif
-        y = tw_requantize32(a->mu, p->multiplier[i], p->shift[i] - TW_AD_FRAC + TW_AD_E);
+        y = tw_requantize32(a->mu, p->multiplier[i], p->shift[i] - ${frac} + TW_AD_E);
         y = (y < 0) ? -y : y; /* > INT32_MIN: a requantization of a non-negative multiplier */
 //@if zmul1
         drift = (y > drift) ? y : drift; /* the largest |y| (one z multiplier: requantization is monotone) */
