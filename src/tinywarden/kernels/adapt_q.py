@@ -319,7 +319,7 @@ class AdaptQState:
                     f"adapted state: {k} must be {n} integers")
             a = np.array(v, dtype=np.int64)
             lo, hi = limits[k]
-            require(bool((a >= lo).all() and (a <= hi).all()), f"adapted state: {k} outside [{lo}, {hi}]")
+            require(bool((a >= lo).all() and (a <= hi).all()), f"adapted state: {k} outside the range the step reaches")
             got[k] = a
         for k in _COUNTS:
             v = doc.get(k)
