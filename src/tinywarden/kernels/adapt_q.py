@@ -9,7 +9,8 @@ deviations) or of the likelihood's running mean beyond ``max_drift`` flags. In t
 folded into the requantization of the integer features to the model input (``requantize_s64_s8`` /
 ``requantize_s64_s16``: ``q = requantize(sat32((f >> pre) - offset), multiplier, shift)``), so the adaptation
 acts there. Per input ``i``, with ``v = f >> pre`` (the op's input unit) and state ``mu`` (int32, the adapted
-mean's distance from the reference in ``2**-F`` input units), ``var`` (int32, the adapted variance in reference
+mean's distance from the reference in ``2**-F`` input units; ``F`` is each input's own, the ``fracs`` table, when
+their ranges differ), ``var`` (int32, the adapted variance in reference
 variances, Q16) and ``g`` (uint16, the gain ``~1 / sqrt(var)``, Q15), and with the settling rule the shadow's
 ``smu`` (as ``mu``) and ``svar`` (uint16, Q8, at most 256 reference variances), and a leaky count ``elevated``:
 
