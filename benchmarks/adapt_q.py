@@ -1,19 +1,26 @@
 """How close the device's integer baseline adaptation (:mod:`tinywarden.kernels.adapt_q`) stays to the float
-:class:`tinywarden.adapt.BaselineAdapter`. One command:
+:class:`tinywarden.adapt.BaselineAdapter`, under the same rule. One command:
 
     python benchmarks/adapt_q.py            # table on the terminal + benchmarks/results/adapt_q.md
     python benchmarks/adapt_q.py --json
 
-Data: the simulated camera (6 channels), three days; every family with an adaptable int8 program is fitted
+Data: (1) the simulated camera (6 channels), three days; every family with an adaptable int8 program is fitted
 on the first 1.5 attack-free days (small training budgets, as the test fixtures) and streamed over the whole
-series with a slow ramp added to every channel from row 6000 (``--ramp`` training standard deviations per
-row), a drift both adapters must follow and flag. Two comparisons per family and policy:
+series (attacks included) with a slow ramp added to every channel from row 6000 (``--ramp`` training standard
+deviations per row), a drift both adapters must follow and flag; (2) SMD machine-1-6 (38 metrics, 1-minute
+rows; ``../shared/README.md``), fitted on its train split (window 64 / stride 32) and streamed over its test
+split as it is (labels unused). Two policies: the defaults (below-threshold gate, offsets only, a 12 h settling
+period) and the first version (confidence gate only, offsets and scales, no settling). Two comparisons each:
 
 * *arithmetic*: the float adapter is fed exactly what the integer step sees (the int8 program's integer
-  features, in raw units, and the integer step's own adapt/hold decision), so only the adaptation's
-  arithmetic differs. Reported: the largest difference of the adapted means (in training standard
-  deviations) over all inputs and windows, the same beyond half an input unit (the rounding of the
-  program's own reference offset, which the integer step measures from), and of the adapted scale ratios.
+  features as its adapted op reads them, ``f >> pre`` at the middle of its unit, in raw units; the integer step's
+  confidence verdict and its score's side of the threshold), so only the adaptation's arithmetic differs.
+  Reported: windows whose teaching or settling differ (0 expected); the largest difference of the adapted
+  means (in training standard deviations) over the inputs the integer step represents (never 128 reference
+  standard deviations or more from the reference, the shadow's variance never at its cap of 256 reference
+  variances: beyond those it clamps, where the float follows the outlier; those inputs are counted and their
+  difference shown apart), the same beyond half an input unit (the rounding of the program's own reference
+  offset, which the integer step measures from), and of the adapted scale ratios.
 * *end to end*: each side on its own: the float pipeline with its float features and float likelihood
   (:func:`tinywarden.replay.replay`), the int8 program with its integer features and integer likelihood
   (:class:`tinywarden.program.Int8Stream`). Reported: windows that taught each baseline, the row of the
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,19 +40,22 @@ import numpy as np
 
 from tinywarden.adapt import Adaptation, BaselineAdapter
 from tinywarden.detectors import make_detector
-from tinywarden.kernels.adapt_q import VAR_ONE
+from tinywarden.kernels.adapt_q import SVAR_MAX, VAR_ONE, Z_MAX
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Int8Stream
 from tinywarden.quantize import quantize_pipeline
 from tinywarden.quantize.ptq import feature_affine
 from tinywarden.replay import replay
 from tinywarden.simulate import simulate
+from tinywarden.telemetry.io import read_series
 from tinywarden.telemetry.series import Series
 
 RESULTS = Path(__file__).resolve().parent / "results" / "adapt_q.md"
 FAMILIES = {"ewma": {}, "kmeans": {"n_init": 1}, "pca": {}, "dense_ae": {"epochs": 8, "max_steps": 300}}
-POLICIES = {"default (rate_shift 8)": Adaptation(), "fast (rate_shift 4)": Adaptation(rate_shift=4)}
+POLICIES = {"defaults": Adaptation(),
+            "first version": Adaptation(below_threshold=False, settle_s=0.0, adapt_scale=True)}
 RAMP_START = 6000
+SMD_ENTITY = "machine-1-6"
 
 
 def data(ramp: float) -> tuple[Series, Series]:
@@ -53,6 +64,22 @@ def data(ramp: float) -> tuple[Series, Series]:
     sd = s.values[:cut].std(axis=0) + 1e-9
     add = np.clip(np.arange(len(s)) - RAMP_START, 0, None)[:, None] * ramp * sd
     return Series(s.timestamps, s.values + add, s.channels), s.slice(0, cut)
+
+
+def smd_data() -> tuple[Series, Series] | None:
+    """(test split, train split) of SMD machine-1-6; None when the shared data is not there."""
+    root = Path(os.environ.get("TINYWARDEN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    path = root / "smd_asd" / "npz" / f"{SMD_ENTITY}.npz"
+    if not path.exists():
+        return None
+    return read_series(f"{path}:test"), read_series(f"{path}:train")
+
+
+def seen_as(f: np.ndarray, pre: np.ndarray) -> np.ndarray:
+    """The integer features ``f`` as the op (and the integer step) sees them, in feature units: ``f >> pre`` (the
+    op's input unit is ``2**pre`` features), at the middle of its unit (the lowering's reference assumes it)."""
+    f = np.asarray(f, dtype=np.int64)
+    return (((f >> pre) << pre) + np.where(pre > 0, 2.0 ** (pre - 1), 0.0)).astype(np.float64)
 
 
 def compare(pipe: Pipeline, series: Series, train: Series, cfg: Adaptation) -> dict[str, Any]:
@@ -70,51 +97,79 @@ def compare(pipe: Pipeline, series: Series, train: Series, cfg: Adaptation) -> d
     op = prog.ops[int(prog.adaptation.attrs["op"])]
     half_unit = 0.5 * aa * 2.0 ** op.consts["pre_shift"] / pipe.scale_
     mu_diff = np.zeros(aa.size)
-    scale_diff = 0.0
+    scale_diff = np.zeros(aa.size)
+    outside = np.zeros(aa.size, dtype=bool)  # inputs that have been 128 reference sd or more from the reference
     first_flag = None
+    disagree = settling = 0
     for row, x in enumerate(series.values):
-        if st.push(x) is None:
+        out = st.push(x)
+        if out is None:
             continue
         if st.new_flag and first_flag is None:
             first_flag = row
-        assert st.last_inputs is not None
-        fa.observe(aa * st.last_inputs.astype(np.float64) + bb, 0.0 if st.adapted else 1.0)
+        f = st.last_inputs
+        assert f is not None
+        xq = np.clip((f.astype(np.int64) >> a.pre) - (a.offset - a.fold), -a.xmax, a.xmax)
+        outside |= (np.abs(a.z_of(xq << a.frac)) >= Z_MAX) | (a.svar >= SVAR_MAX)
+        verdict = fp.threshold_ + (1.0 if out[0] > prog.threshold else -1.0)  # the integer score's side
+        step = fa.observe(aa * seen_as(f, a.pre) + bb, 0.0 if st.confidence < a.params.below_q15 else 1.0,
+                          None, verdict)
+        disagree += step.adapted != st.adapted or fa.settling != a.settling
+        settling += a.settling
         if st.adapted:
             z_float = (fp.offset_ - fa.reference_offset) / fa.reference_scale
             mu_diff = np.maximum(mu_diff, np.abs(a.z_of(a.mu) / 4096.0 - z_float))
-            s_int = np.maximum(np.sqrt(a.var / VAR_ONE), 0.5)
-            scale_diff = max(scale_diff, float(np.abs(s_int - fp.scale_ / fa.reference_scale).max()))
+            s_int = 2.0**15 / a.g  # the adapted multiplier's factor is g / 2**15
+            scale_diff = np.maximum(scale_diff, np.abs(s_int - fp.scale_ / fa.reference_scale))
     rf = replay(pipe, series, 0, cfg)
+    inside = ~outside
     return {
-        "adaptable": True, "inputs": int(aa.size),
-        "arith_mean_diff_sd": float(mu_diff.max()),
-        "arith_mean_diff_beyond_half_unit_sd": float(max(0.0, np.max(mu_diff - half_unit))),
-        "arith_scale_ratio_diff": scale_diff,
+        "adaptable": True, "inputs": int(aa.size), "inputs_outside": int(outside.sum()),
+        "windows_disagreeing": int(disagree), "settling_windows": int(settling),
+        "arith_mean_diff_sd": float(mu_diff[inside].max()) if inside.any() else None,
+        "arith_mean_diff_outside_sd": float(mu_diff[outside].max()) if outside.any() else None,
+        "arith_mean_diff_beyond_half_unit_sd": float(max(0.0, np.max((mu_diff - half_unit)[inside])))
+        if inside.any() else None,
+        "arith_scale_ratio_diff": float(scale_diff[inside].max()) if inside.any() else None,
         "int_adapted": a.adapted, "float_adapted": rf.adapted, "windows": a.adapted + a.held,
         "int_first_flag_row": first_flag,
         "float_first_flag_row": int(rf.drift_flag_rows[0]) if len(rf.drift_flag_rows) else None,
-        "int_final_drift_sd": a.drift / 4096.0,
+        "int_final_drift_sd": a.drift / 4096.0, "var_max_ref": float(a.var.max() / VAR_ONE),
     }
+
+
+def _f(v: Any, fmt: str = "{:.4f}") -> str:
+    return "-" if v is None else fmt.format(v)
 
 
 def render(res: dict[str, Any], ramp: float) -> str:
     lines = ["# Integer vs float baseline adaptation (benchmarks/adapt_q.py)", "",
-             f"Simulated camera, 3 days, fitted on the first 1.5 attack-free days; a ramp of {ramp} training "
-             f"standard deviations per row on every channel from row {RAMP_START}. See the script's docstring "
-             "for the two comparisons.", "",
-             "| family | policy | inputs | arithmetic: max mean diff, sd | ... beyond half an input unit, sd | "
-             "max scale ratio diff | windows | adapted int / float | first drift flag row int / float | "
-             "final drift int, sd |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for fam, per in res.items():
-        for pol, r in per.items():
-            if not r.get("adaptable"):
-                lines.append(f"| {fam} | {pol} | no adaptable op | | | | | | | |")
-                continue
-            lines.append(f"| {fam} | {pol} | {r['inputs']} | {r['arith_mean_diff_sd']:.4f} | "
-                         f"{r['arith_mean_diff_beyond_half_unit_sd']:.4f} | {r['arith_scale_ratio_diff']:.4f} | "
-                         f"{r['windows']} | {r['int_adapted']} / {r['float_adapted']} | "
-                         f"{r['int_first_flag_row']} / {r['float_first_flag_row']} | {r['int_final_drift_sd']:.3f} |")
+             f"(1) Simulated camera, 3 days (attacks included), fitted on the first 1.5 attack-free days; a ramp of "
+             f"{ramp} training standard deviations per row on every channel from row {RAMP_START}. (2) SMD "
+             f"{SMD_ENTITY}, fitted on its train split (window 64 / stride 32), its test split streamed as it is. "
+             "Policies: `defaults` (below-threshold gate, offsets only, settle_s 12 h) and `first version` "
+             "(confidence gate, offsets and scales, no settling), rate_shift 8. See the script's docstring for the "
+             "two comparisons. Mean and scale differences are over the inputs the integer step represents (never "
+             "128 reference sd or more from the reference, the shadow's variance never at its cap of 256 reference "
+             "variances; the others are counted, their largest mean difference shown apart: there the integer step "
+             "clamps and the float follows the outlier).", "",
+             "| data | family | policy | inputs (outside) | windows teach/settle differ | settling windows | "
+             "arithmetic: max mean diff, sd | ... beyond half an input unit, sd | max scale ratio diff | mean diff "
+             "outside, sd | windows | adapted int / float | first drift flag row int / float | final drift int, sd |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for ds, fams in res.items():
+        for fam, per in fams.items():
+            for pol, r in per.items():
+                if not r.get("adaptable"):
+                    lines.append(f"| {ds} | {fam} | {pol} | no adaptable op | | | | | | | | | | |")
+                    continue
+                lines.append(
+                    f"| {ds} | {fam} | {pol} | {r['inputs']} ({r['inputs_outside']}) | {r['windows_disagreeing']} | "
+                    f"{r['settling_windows']} | {_f(r['arith_mean_diff_sd'])} | "
+                    f"{_f(r['arith_mean_diff_beyond_half_unit_sd'])} | {_f(r['arith_scale_ratio_diff'])} | "
+                    f"{_f(r['arith_mean_diff_outside_sd'], '{:.2f}')} | {r['windows']} | "
+                    f"{r['int_adapted']} / {r['float_adapted']} | {r['int_first_flag_row']} / "
+                    f"{r['float_first_flag_row']} | {r['int_final_drift_sd']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -123,12 +178,25 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--ramp", type=float, default=2e-4, help="ramp, training standard deviations per row")
     ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--datasets", default="sim,smd")
     args = ap.parse_args()
-    series, train = data(args.ramp)
+    sets: dict[str, tuple[Series, Series, dict[str, int]]] = {}
+    if "sim" in args.datasets.split(","):
+        series, train = data(args.ramp)
+        sets["simulator"] = (series, train, {})
+    if "smd" in args.datasets.split(","):
+        smd = smd_data()
+        if smd is None:
+            print(f"SMD {SMD_ENTITY} not found (set TINYWARDEN_DATA): left out", file=sys.stderr)
+        else:
+            sets[f"SMD {SMD_ENTITY}"] = (smd[0], smd[1], {"window": 64, "stride": 32})
     res: dict[str, Any] = {}
-    for fam in args.families.split(","):
-        pipe = Pipeline(make_detector(fam, **FAMILIES.get(fam, {}))).fit(train)
-        res[fam] = {name: compare(pipe, series, train, cfg) for name, cfg in POLICIES.items()}
+    for name, (series, train, shape) in sets.items():
+        res[name] = {}
+        for fam in args.families.split(","):
+            pipe = Pipeline(make_detector(fam, **FAMILIES.get(fam, {})), **shape).fit(train)
+            res[name][fam] = {pol: compare(pipe, series, train, cfg) for pol, cfg in POLICIES.items()}
+            print(name, fam, json.dumps(res[name][fam]), file=sys.stderr)
     md = render(res, args.ramp)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(md)

@@ -351,13 +351,34 @@ def adaptation_cost(program: Program, figures: dict[str, Any], work: Path, strea
         out["instructions"][core] = {"added": v["per_window"] - figures["instructions"][core]["per_window"],
                                      "total": v["per_window"], "max_push": v["max_push"]}
     dev = Int8Stream(program, adaptation)
-    taught = []
+    taught, settling = [], []
     for x in stream[: program.window + COUNTED_WINDOWS * program.stride]:
-        if dev.push(x) is not None:
+        if dev.push(x) is not None and dev.adapter is not None:
             taught.append(bool(dev.adapted))
+            settling.append(bool(dev.adapter.settling))
+    out["settling_window"] = settling_cost(program, work / "settling", stream, adaptation)
     out["counted_windows_adapted"] = f"{sum(taught[1:])} of {len(taught) - 1}"
+    out["counted_windows_settling"] = f"{sum(settling[1:])} of {len(settling) - 1}"
+    out["settle_windows"] = dev.adapter.params.settle_n if dev.adapter is not None else 0
     out["inputs"] = int(np.asarray(program.ops[int(program.adaptation.attrs["op"])].consts["offset"]).size)
     return out
+
+
+def settling_cost(program: Program, work: Path, stream: np.ndarray, adaptation: Adaptation) -> dict[str, Any]:
+    """Instructions per window of the adapting module while a shift settles (its dearest window: every input's
+    shadow step and the full step with the gain's Newton step): the same policy with a settling period of one
+    window, over ``stream`` raised by 6 of its standard deviations (every window over the threshold)."""
+    policy = dataclasses.replace(adaptation, settle_s=1.0)  # one window
+    raised = stream + 6.0 * (stream.std(axis=0) + 1e-9)
+    figures, _ = module_figures(program, work, raised, size_cores=(), adaptation=policy)
+    dev = Int8Stream(program, policy)
+    settling = []
+    for x in raised[: program.window + COUNTED_WINDOWS * program.stride]:
+        if dev.push(x) is not None and dev.adapter is not None:
+            settling.append(bool(dev.adapter.settling))
+    return {"instructions": {c: v["per_window"] for c, v in figures["instructions"].items()},
+            "counted_windows_settling": f"{sum(settling[1:])} of {len(settling) - 1}",
+            "decisions_equal_reference": figures["qemu_check"]["decisions_equal_reference"]}
 
 
 def adaptation_md(ad: dict[str, Any]) -> list[str]:
@@ -365,22 +386,35 @@ def adaptation_md(ad: dict[str, Any]) -> list[str]:
     if not ad.get("present"):
         return ["", "The default program has no adaptation step."]
     lines = ["", "## Baseline adaptation on the device (`[adaptation] enabled`)", "",
-             f"Compiled in by an enabled `[adaptation]` policy (`tinywarden.kernels.adapt_q`, {ad['inputs']} adapted "
-             "inputs): the features' requantization with adapted offset and multiplier every window, and after the "
-             "likelihood the update of the per-input mean, variance and gain (one Newton step) from windows whose "
-             "confidence is below the bar, the drift and the flag. The same program measured with and without it; "
-             f"{ad['counted_windows_adapted']} counted windows taught the baseline (the update's full cost). "
-             f"Emulated Cortex-M4 decisions equal the adapting Python reference: "
+             f"Compiled in by an enabled `[adaptation]` policy at its defaults (`tinywarden.kernels.adapt_q`, "
+             f"{ad['inputs']} adapted inputs; below-threshold gate, offsets only, settling after "
+             f"{ad.get('settle_windows', 0)} windows over the threshold): every window the features' requantization "
+             "with the adapted offsets and multipliers (its own loop, in place of the op's kernel), and after the "
+             "likelihood the shadow's mean and variance step and the settling count; from a window that teaches, the "
+             "mean and variance step (the variance relaxing to the reference) and the gain (Newton steps only while it "
+             "has not converged), the drift and the flag. The generated code carries only what the rule needs "
+             "(`tinywarden.kernels.adapt_q.c_features`). The same program measured with and without it; of the "
+             f"counted windows {ad['counted_windows_adapted']} taught the baseline and "
+             f"{ad.get('counted_windows_settling', '?')} were settling (a settling window also learns the scale: "
+             "the update's full cost). Emulated Cortex-M4 decisions equal the adapting Python reference: "
              f"{ad['qemu_check']['decisions_equal_reference']} ({ad['qemu_check']['windows']} windows).", "",
-             "| core | + flash B | + static RAM B | + state B | + instr./window | module flash B | module RAM B "
-             "(static + state) | instr./window | libgcc helpers added |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| core | flash B without / with (+) | RAM B (static + state) without / with (+) | instr./window without "
+             "/ with (+) | libgcc helpers added |",
+             "|---|---:|---:|---:|---|"]
     for core, v in ad["sizes"].items():
         ins = ad["instructions"].get(core, {})
-        added = _cell(ins.get("added"), "{:.0f}")
-        lines.append(f"| {core} | {v['flash']} | {v['static_ram']} | {v['state']} | {added} "
-                     f"| {v['total_flash']} | {v['total_ram']} | {_cell(ins.get('total'), '{:.0f}')} | "
-                     f"{', '.join(v['libgcc_added']) or 'none'} |")
+        total, added = ins.get("total"), ins.get("added")
+        instr = "-" if total is None else f"{total - added:.0f} / {total:.0f} (+{added:.0f})"
+        lines.append(f"| {core} | {v['total_flash'] - v['flash']} / {v['total_flash']} (+{v['flash']}) | "
+                     f"{v['total_ram'] - v['static_ram_with_state']} / {v['total_ram']} "
+                     f"(+{v['static_ram_with_state']}) | {instr} | {', '.join(v['libgcc_added']) or 'none'} |")
+    st = ad.get("settling_window")
+    if st:
+        per = ", ".join(f"{c} {n:.0f}" for c, n in st["instructions"].items())
+        lines += ["", "While a shift settles (the dearest window: every input's shadow step and the full step with "
+                      "the gain's Newton step; the same module with a settling period of one window, over the stream "
+                      f"raised by 6 sd, {st['counted_windows_settling']} counted windows settling, decisions equal to "
+                      f"the reference: {st['decisions_equal_reference']}): instructions per window {per}."]
     return lines
 
 

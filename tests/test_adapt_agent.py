@@ -4,6 +4,7 @@ refused when unsigned or tampered."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,16 +15,17 @@ import pytest
 
 from conftest import ADAPTING_CAMERA_POLICY
 from tinywarden import bundle as tb
-from tinywarden.adapt import Adaptation
+from tinywarden.adapt import Adaptation, settle_windows
 from tinywarden.agent.config import AgentConfig
 from tinywarden.agent.loop import Agent, WindowScore
 from tinywarden.agent.sources import ReplaySource
 from tinywarden.detectors import make_detector
+from tinywarden.errors import ConfigError
 from tinywarden.modelfile import pipeline_to_bytes
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Int8Stream
 from tinywarden.quantize import int8_sections
-from tinywarden.runtime import Int8Scorer
+from tinywarden.runtime import Int8Adapter, Int8Model, Int8Scorer, load_model, state_digest
 from tinywarden.simulate import simulate
 from tinywarden.telemetry import Series
 
@@ -78,7 +80,43 @@ def test_the_int8_agent_adapts_as_the_device_does(kit, tmp_path):
     assert [w.score for w in windows] == want  # the adapted scores, bit for bit
     assert device.adapter is not None and st["enabled"] is True and st["runtime"].startswith("int8")
     assert st["adapted_windows"] == device.adapter.adapted > 0 and st["flags"] == device.adapter.flags >= 1
+    # the float adapter's default rule, in integers: the gate, offsets only, the settling count from settle_s
+    params = device.adapter.params
+    assert params.gate and not params.adapt_scale and params.settle_n == settle_windows(kit.pipe, 43200.0) > 0
+    assert st["settling"] == device.adapter.settling and st["settled_windows"] == device.adapter.settled
     assert any(r["kind"] == "baseline_drift" for r in audit(tmp_path))
+
+
+def test_a_hot_swap_carries_the_integer_adapted_state(kit):
+    """Int8Adapter.rebind hands every part of the adapted state (the settling rule's too) to the new scorer, which
+    then adapts as an unswapped one does."""
+    model = load_model(kit.model)
+    assert isinstance(model, Int8Model)
+    cfg = Adaptation(max_drift=0.5, settle_s=1600.0)  # 10 windows: the level shift below settles
+    ref, old = model.stream(cfg), model.stream(cfg)
+    running = [old]
+    adapter = Int8Adapter(lambda: running[0], cfg)
+    values = kit.stream.values.copy()
+    values[2000:] += 4.0 * values[:2000].std(axis=0)  # a firmware update
+    half = len(values) * 3 // 4
+    for x in values[:half]:
+        ref.push(x)
+        old.push(x)
+    a = old.stream.adapter
+    assert a is not None and a.settled > 0 and a.params.settle_n == 10
+    new = model.stream(cfg)
+    ring = ("ring", "head", "filled", "phase")  # the samples in flight (the agent's overlap refills them)
+    new.stream.__dict__.update({k: v for k, v in old.stream.__dict__.items() if k in ring})
+    running[0] = new
+    adapter.rebind(None)
+    b = new.stream.adapter
+    assert b is not None and b is not a
+    for name in ("mu", "var", "g", "smu", "svar"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    for name in ("elevated", "settling", "settled", "drift", "flagged", "flags", "adapted", "held"):
+        assert getattr(a, name) == getattr(b, name), name
+    outs = [(new.push(x), ref.push(x)) for x in values[half:]]
+    assert all(o == r for o, r in outs) and adapter.status()["settled_windows"] == ref.stream.adapter.settled
 
 
 @pytest.mark.parametrize("runtime", ["int8", "float"])
@@ -150,3 +188,83 @@ def test_the_cli_packs_and_shows_a_rebaseline_order(kit, tmp_path):
         assert b.rebaseline == (name == "rebase")
         r = tw("verify", name, "--pubkey", "k.pub")
         assert r.returncode == 0 and ("re-baseline" in r.stdout) == (name == "rebase")
+
+
+def _stream_to(model: Int8Model, cfg: Adaptation, values: np.ndarray) -> Int8Scorer:
+    scorer = model.stream(cfg)
+    for x in values:
+        scorer.push(x)
+    return scorer
+
+
+def test_the_integer_adapted_state_survives_a_restart_and_a_corrupted_one_falls_back_to_the_reference(kit, tmp_path):
+    """Int8Adapter.save / restore: a restarted scorer carries on exactly as one that never stopped; a state file
+    that is torn, edited (with or without a recomputed digest), or written for another program or rule is refused
+    with a one-line error and leaves the frozen reference in place."""
+    model = load_model(kit.model)
+    assert isinstance(model, Int8Model)
+    cfg = Adaptation(max_drift=0.5, settle_s=1600.0)
+    values = kit.stream.values.copy()
+    values[2000:] += 4.0 * values[:2000].std(axis=0)
+    half = len(values) * 3 // 4
+    ref = _stream_to(model, cfg, values[:half])
+    path = tmp_path / "adaptation.json"
+    Int8Adapter(lambda: ref, cfg).save(path)
+    assert ref.stream.adapter is not None and ref.stream.adapter.settled > 0
+    new = model.stream(cfg)
+    ring = ("ring", "head", "filled", "phase")  # the samples in flight: the test's, not the restart's
+    new.stream.__dict__.update({k: v.copy() if isinstance(v, np.ndarray) else v
+                                for k, v in ref.stream.__dict__.items() if k in ring})
+    Int8Adapter(lambda: new, cfg).restore(path)
+    assert [new.push(x) for x in values[half:]] == [ref.push(x) for x in values[half:]]
+
+    good = path.read_text()
+    doc = json.loads(good)
+
+    def resealed(edit) -> str:
+        body = {k: v for k, v in doc.items() if k != "sha256"}
+        body = json.loads(json.dumps(body))
+        edit(body)
+        return json.dumps({**body, "sha256": state_digest(body)})
+
+    bad = {
+        "torn": good[: len(good) // 2],
+        "edited": good.replace('"adapted":', '"adapted":1', 1),
+        "g out of range": resealed(lambda b: b["state"]["g"].__setitem__(0, 0)),
+        "mu out of range": resealed(lambda b: b["state"]["mu"].__setitem__(0, 2**40)),
+        "settling without a count": resealed(lambda b: b["state"].update(elevated=0, settling=True)),
+        "likelihood sum": resealed(lambda b: b["likelihood"].update(sum=b["likelihood"]["sum"] + 1)),
+        "another rule": resealed(lambda b: b["rule"].update(rate_shift=3)),
+        "another program": resealed(lambda b: b.update(model_id="0" * 16)),
+    }
+    for what, text in bad.items():
+        path.write_text(text)
+        fresh = model.stream(cfg)
+        with pytest.raises(ConfigError, match="adapted state") as info:
+            Int8Adapter(lambda f=fresh: f, cfg).restore(path)
+        assert "\n" not in str(info.value), what
+        a = fresh.stream.adapter
+        assert a is not None and a.adapted == 0 and (a.mu == 0).all() and not a.settling, what
+        assert fresh.stream.likelihood is not None and fresh.stream.likelihood.count == 0, what
+
+
+def test_a_restarted_int8_agent_carries_on_and_sets_aside_a_corrupted_state(kit, tmp_path):
+    cfg = dataclasses.replace(config(kit, tmp_path, kit.signed(1), "int8"), persist_engine=True)
+    samples = iter(ReplaySource(kit.stream))
+    with Agent(cfg, kit.stream.channels, replay=True) as a:
+        a.run(samples, len(kit.stream) // 2)
+        before = a.status()["adaptation"]
+    assert before["adapted_windows"] > 0 and before["flagged"] is True
+    (path,) = (tmp_path / "state").glob("adaptation-*.json")
+    with Agent(cfg, kit.stream.channels, replay=True) as b:
+        after = b.status()["adaptation"]
+    keys = ("adapted_windows", "held_windows", "drift", "likelihood_drift", "flagged", "flags", "settling")
+    assert {k: after[k] for k in keys} == {k: before[k] for k in keys}
+    assert any(r["kind"] == "adaptation_restored" for r in audit(tmp_path))
+    path.write_bytes(path.read_bytes().replace(b'"flagged":true', b'"flagged":false'))  # a tampered flag
+    with Agent(cfg, kit.stream.channels, replay=True) as c:
+        cleared = c.status()["adaptation"]
+    assert cleared["adapted_windows"] == 0 and cleared["drift"] == 0 and cleared["flagged"] is False
+    stale = [r for r in audit(tmp_path) if r["kind"] == "adaptation_state_stale"]
+    assert len(stale) == 1 and "digest" in stale[0]["data"]["reason"]
+    assert path.with_name(path.name + ".stale").exists() and not path.exists()

@@ -1,7 +1,8 @@
 """The integer baseline adaptation (tinywarden.kernels.adapt_q): the generated C adapts exactly as the Python
-integer reference (simulated and real data, gcc -Werror, ASan/UBSan), the policy switch compiles it in or
-out, the reference state is the unadapted program bit for bit, it follows the float BaselineAdapter, and a
-tampered step is refused."""
+integer reference (simulated and real data, gcc -Werror, ASan/UBSan) under every rule flag in both states (the
+below-threshold gate, offsets only or scales too, the settling period), the policy switch compiles it in or out
+(and a policy's rule compiles in only its own code), the reference state is the unadapted program bit for bit,
+it follows the float BaselineAdapter with the same rule, and a tampered step is refused."""
 
 import dataclasses
 import shutil
@@ -13,15 +14,16 @@ import pytest
 
 from conftest import CAMERA_POLICY
 from int8_fixtures import camera, fitted, shared_entity
-from tinywarden.adapt import Adaptation, BaselineAdapter
+from tinywarden.adapt import Adaptation, BaselineAdapter, settle_windows, windows_in
 from tinywarden.codegen.c import emit_c, write_c
 from tinywarden.errors import ModelFileError
-from tinywarden.kernels.adapt_q import G_ONE, VAR_ONE, newton_gain
+from tinywarden.kernels.adapt_q import G_MAX, G_ONE, SVAR_DROP, VAR_ONE, AdaptQState, adapt_params, newton_gain
 from tinywarden.kernels.base import Op
 from tinywarden.pipeline import Pipeline
-from tinywarden.program import Int8Stream, from_model_file, run_int8, to_model_file
+from tinywarden.program import Int8Stream, adaptation_params, from_model_file, run_int8, to_model_file
 from tinywarden.quantize.ptq import feature_affine
 from tinywarden.respond import parse_policy
+from tinywarden.simulate import simulate
 
 HARNESS = Path(__file__).parent / "c" / "adapt_harness.c"
 FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-Wmissing-prototypes", "-O1",
@@ -38,7 +40,7 @@ def c_run(program, adaptation, values, tmp: Path, rebaseline: int | None = None)
     values.astype(np.float32).tofile(path)
     args = [str(exe), str(path)] + ([str(rebaseline)] if rebaseline is not None else [])
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    return np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64).reshape(-1, 8)
+    return np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64).reshape(-1, 10)
 
 
 def py_run(program, adaptation, values, rebaseline: int | None = None) -> np.ndarray:
@@ -52,7 +54,7 @@ def py_run(program, adaptation, values, rebaseline: int | None = None) -> np.nda
         if out is not None:
             a = st.adapter
             rows.append([i, out[0], out[1], st.confidence, int(a.flagged), a.drift, a.adapted % 2**32,
-                         a.flags % 2**32])
+                         a.flags % 2**32, int(a.settling), a.elevated])
     return np.array(rows, dtype=np.int64)
 
 
@@ -73,13 +75,29 @@ def drifting(values: np.ndarray, start: int, step: float) -> np.ndarray:
     return out + ramp
 
 
+def shifted(values: np.ndarray, start: int, sds: float) -> np.ndarray:
+    """A lasting level shift of ``sds`` training standard deviations on every channel from row ``start`` (a
+    firmware update)."""
+    out = values.astype(np.float64).copy()
+    out[start:] += sds * (out[:start].std(axis=0) + 1e-9)
+    return out
+
+
+#: Every flag of the rule in both states (river's AnomalyFilter lesson): the defaults (gate, offsets only,
+#: settling), the first version (no gate, scales, no settling), and the combinations between.
+FIRST = dict(below_threshold=False, settle_s=0.0, adapt_scale=True)
+
+
 @needs_gcc
 @pytest.mark.parametrize(("family", "adaptation", "rebaseline"), [
     ("dense_ae", Adaptation(), None),  # the default pipeline's family, the default policy
-    ("ewma", Adaptation(rate_shift=3, max_drift=0.5), 20000),  # per-input z multipliers, flags, re-baseline
-    ("pca", Adaptation(rate_shift=1, below_confidence=0.6, max_drift=1.0), 15000),
-    ("kmeans", Adaptation(rate_shift=5, max_drift=2.0), None),
-    ("kmeans+fold", Adaptation(rate_shift=3, max_drift=1.0), None),  # a detector offset folded into the op
+    ("ewma", Adaptation(rate_shift=3, max_drift=0.5, settle_s=3600.0), 20000),  # per-input z, flags, re-baseline
+    ("pca", Adaptation(rate_shift=1, below_confidence=0.6, max_drift=1.0, **FIRST), 15000),
+    ("kmeans", Adaptation(rate_shift=5, max_drift=2.0, adapt_scale=True, settle_s=3600.0), None),
+    ("kmeans", Adaptation(rate_shift=4, settle_s=0.0), None),  # offsets only, no settling: no scale state at all
+    ("ewma", Adaptation(rate_shift=4, below_threshold=False, settle_s=3600.0), None),  # settling without the gate
+    ("kmeans+fold", Adaptation(rate_shift=3, max_drift=1.0, **FIRST), None),  # a detector offset folded in
+    ("pca+fold", Adaptation(rate_shift=3, settle_s=3600.0), None),  # ... with the settling floor of the scale
 ])
 def test_c_adapts_exactly_as_python_on_the_simulator(family, adaptation, rebaseline, tmp_path):
     _, prog = fitted(family.split("+")[0])
@@ -92,14 +110,20 @@ def test_c_adapts_exactly_as_python_on_the_simulator(family, adaptation, rebasel
                                                        {**ad.consts, "fold": fold})).validate()
         assert "tw_adapt_fold[i]" in emit_c(prog, adaptation=adaptation)["tinywarden_model.c"]
     s, _ = camera()
-    values = drifting(s.values, 12000, 3e-4)  # 25920 rows: three days
+    values = shifted(drifting(s.values, 12000, 3e-4), 6000, 3.0)  # 25920 rows: three days
     values[5000:5040, 1] = np.nan  # NaN and saturating samples go through the adapted path alike
     values[8000:8010, 0] = 1e30
     rows = assert_same(prog, adaptation, values, tmp_path, rebaseline)
     adapted = np.diff(np.r_[0, rows[:, 6]])
-    assert 0 < adapted.sum() < len(rows)  # both branches of the confidence gate are exercised
+    assert 0 < adapted.sum() < len(rows)  # both branches of the gate are exercised
     if adaptation.max_drift < 3.0:
         assert rows[:, 7].max() >= 1 and rows[:, 4].max() == 1  # the flag is raised ...
+    if adaptation.settle_s:  # the shift settled, and once the baseline followed it the count emptied again
+        settling = rows[:, 8]
+        assert settling.max() == 1 and rows[:, 9].max() > 0
+        assert (np.diff(settling) == -1).any()
+    else:
+        assert not rows[:, 8:].any()
     if rebaseline is not None:  # the re-baseline (tw_rebaseline) took the drift back to the reference
         before, after = rows[rows[:, 0] < rebaseline][-1], rows[rows[:, 0] >= rebaseline][0]
         assert after[5] < before[5]
@@ -116,6 +140,7 @@ def test_rebaseline_resets_the_adapted_state_and_clears_the_flag():
     flags, adapted = a.flags, a.adapted
     st.rebaseline()
     assert not a.flagged and a.drift == 0 and (a.mu == 0).all() and (a.var == VAR_ONE).all() and (a.g == G_ONE).all()
+    assert (a.smu == 0).all() and (a.svar == VAR_ONE >> SVAR_DROP).all() and a.elevated == 0 and not a.settling
     assert (a.flags, a.adapted) == (flags, adapted)  # the history is kept
     assert st.likelihood.mean == prog.likelihood.attrs["mean"] and st.likelihood.var == prog.likelihood.attrs["var"]
 
@@ -124,6 +149,9 @@ def test_rebaseline_resets_the_adapted_state_and_clears_the_flag():
 @pytest.mark.parametrize("which", ["smd", "nab"])
 def test_c_adapts_exactly_as_python_on_shared_data(which, tmp_path):
     prog, values = shared_entity(which, "ewma")
+    # inputs of very different ranges: each its own fractional bits (a table in the C)
+    assert "fracs" in prog.adaptation.consts
+    assert "tw_adapt_fracs[i]" in emit_c(prog, adaptation=Adaptation())["tinywarden_model.c"]
     rows = assert_same(prog, Adaptation(rate_shift=4, max_drift=1.0), values, tmp_path)
     assert rows[-1, 6] > 0
 
@@ -134,7 +162,7 @@ def test_the_reference_state_is_the_unadapted_program():
     s, _ = camera()
     values = s.values[:6000]
     scores, alarms = run_int8(prog, values)
-    never = py_run(prog, Adaptation(below_confidence=0.0), values)  # confidence < 0 never holds
+    never = py_run(prog, Adaptation(below_confidence=0.0, settle_s=0.0), values)  # confidence < 0 never holds
     assert never[:, 1].tolist() == scores.tolist() and never[:, 2].tolist() == alarms.tolist()
     assert never[:, 6].max() == 0
     taught = py_run(prog, Adaptation(rate_shift=2), values)
@@ -149,11 +177,12 @@ def test_policy_switch_compiles_adaptation_in_or_out():
     assert "tw_adapt" not in plain["tinywarden_model.c"]
     assert emit_c(prog, adaptation=Adaptation(enabled=False)) == plain
     on = emit_c(prog, adaptation=Adaptation())
-    assert "tw_adapt_observe(s);" in on["tinywarden_model.c"] and "TW_HAS_ADAPTATION 1" in on["tinywarden_model.h"]
+    assert "tw_adapt_observe(s, score);" in on["tinywarden_model.c"]
+    assert "TW_HAS_ADAPTATION 1" in on["tinywarden_model.h"]
     for enabled in (True, False):
         pol = parse_policy(CAMERA_POLICY.replace("enabled = false", f"enabled = {str(enabled).lower()}"))
         files = emit_c(prog, pol)
-        assert ("tw_adapt_observe(s);" in files["tinywarden_model.c"]) == enabled
+        assert ("tw_adapt_observe(s, score);" in files["tinywarden_model.c"]) == enabled
     # the Python stream follows the same switch
     assert Int8Stream(prog, Adaptation(enabled=False)).adapter is None
     assert Int8Stream(prog).adapter is None and Int8Stream(prog, Adaptation()).adapter is not None
@@ -177,7 +206,7 @@ def test_model_file_keeps_the_step_and_refuses_a_tampered_one():
     assert back.adaptation is not None and back.model_id == prog.model_id
     bare = dataclasses.replace(prog, adaptation=None)
     assert "adaptation" not in to_model_file(bare)[0]
-    for key, value in (("op", 0), ("op", 99), ("frac", 40), ("frac", -1)):
+    for key, value in (("op", 0), ("op", 99), ("frac", 40), ("frac", -1), ("period_us", 0), ("period_us", 1.5)):
         h, _ = to_model_file(prog)
         h["adaptation"]["attrs"][key] = value
         with pytest.raises(ModelFileError, match="adaptation"):
@@ -200,40 +229,141 @@ def test_newton_gain_tracks_the_inverse_square_root():
     assert tiny.tolist() == [65535] or tiny[0] > G_ONE  # the scale floor: g never passes just under 2
 
 
-def test_integer_adaptation_follows_the_float_adapter():
-    """The float BaselineAdapter fed the same windows (the int8 program's integer features, in raw units) and
-    the same gate: the adapted means agree to within half an input unit (the rounding of the program's own
-    reference offset, which the integer step measures from) plus 0.02 sd, the adapted scales to 0.03."""
+@pytest.mark.parametrize("cfg", [Adaptation(rate_shift=4), Adaptation(rate_shift=4, **FIRST)],
+                         ids=["defaults", "first-version"])
+def test_integer_adaptation_follows_the_float_adapter(cfg):
+    """The float BaselineAdapter fed the same windows (the int8 program's integer features, in raw units) and the
+    same decisions (the integer step's confidence gate and over-threshold verdict): the same windows teach and
+    settle, the adapted means agree to within half an input unit (the rounding of the program's own reference
+    offset, which the integer step measures from) plus 0.02 sd, the adapted scales to 0.03."""
     pipe, prog = fitted("pca")
-    s, _ = camera()
-    values = drifting(s.values[:30000], 6000, 3e-4)
-    cfg = Adaptation(rate_shift=4)
+    # attack-free: while settling every window teaches, and an attack's outliers are clamped by the integer step
+    # (+-2^(30-F) input units, 128 sd) where the float follows them (benchmarks/adapt_q.py measures both)
+    values = drifting(simulate("camera", 3.0, "none", seed=12).values, 6000, 3e-4)
     st = Int8Stream(prog, cfg)
     fp = Pipeline.__new__(Pipeline)
     fp.__dict__.update(pipe.__dict__)
     fp.offset_, fp.scale_ = pipe.offset_.copy(), pipe.scale_.copy()
-    # the integer step follows the first version's rule: confidence gate only, offsets and scales, no settling
-    fa = BaselineAdapter(fp, dataclasses.replace(cfg, below_threshold=False, settle_s=0.0, adapt_scale=True))
+    fa = BaselineAdapter(fp, cfg)
     a, b = feature_affine(pipe, 1.0 / prog.sample_mul.astype(np.float64), prog.sample_zero)
     op = prog.ops[int(prog.adaptation.attrs["op"])]
     half_unit = 0.5 * a * 2.0 ** op.consts["pre_shift"] / pipe.scale_
     st_a = st.adapter
-    assert st_a is not None
+    assert st_a is not None and fa.settle_windows == st_a.params.settle_n
     seen: list[np.ndarray] = []
     observe = st_a.observe
     st_a.observe = lambda f, *rest: (seen.append(np.asarray(f, dtype=np.float64)), observe(f, *rest))[1]
-    worst_mu, worst_scale = np.zeros(a.size), 0.0
+    worst_mu, worst_scale, settled = np.zeros(a.size), 0.0, 0
     for x in values:
-        if st.push(x) is None:
+        if (out := st.push(x)) is None:
             continue
-        fa.observe(a * seen[-1] + b, 0.0 if st.adapted else 1.0)
+        over = out[0] > prog.threshold
+        score = fp.threshold_ + (1.0 if over else -1.0)  # the integer verdict, on the float's scale
+        step = fa.observe(a * seen[-1] + b, 0.0 if st.confidence < st_a.params.below_q15 else 1.0, None, score)
+        assert step.adapted == st.adapted and fa.settling == st_a.settling
+        settled += st_a.settling
         if st.adapted:
             z_float = (fp.offset_ - fa.reference_offset) / fa.reference_scale
             worst_mu = np.maximum(worst_mu, np.abs(st_a.z_of(st_a.mu) / 4096.0 - z_float))
-            s_int = np.maximum(np.sqrt(st_a.var / VAR_ONE), 0.5)
+            floor = 0.5 if cfg.adapt_scale and not st_a.settling else 1.0
+            s_int = np.maximum(np.sqrt(st_a.var / VAR_ONE), floor)
             worst_scale = max(worst_scale, float(np.abs(s_int - fp.scale_ / fa.reference_scale).max()))
-    print(f"integer vs float adaptation, {st_a.adapted} adapted windows: max |mean diff| {worst_mu.max():.4f} sd "
-          f"(max beyond half an input unit {np.max(worst_mu - half_unit):.4f}), max |scale ratio diff| "
-          f"{worst_scale:.4f}; drift {st_a.drift / 4096:.3f} vs float {fa.drift:.3f}")
+    print(f"integer vs float adaptation ({cfg}), {st_a.adapted} adapted windows, {settled} settling: max |mean diff| "
+          f"{worst_mu.max():.4f} sd (max beyond half an input unit {np.max(worst_mu - half_unit):.4f}), max |scale "
+          f"ratio diff| {worst_scale:.4f}; drift {st_a.drift / 4096:.3f} vs float {fa.drift:.3f}")
     assert st_a.adapted > 100 and fa.drift > 5.0  # the ramp moved both baselines well away from the reference
+    assert (settled > 0) == bool(cfg.settle_s)  # the ramp outlasted settle_s: it was followed at the settling rate
     assert np.all(worst_mu <= half_unit + 0.02) and worst_scale < 0.03
+
+
+def _fresh(prog, **rule) -> AdaptQState:
+    """An integer adapter of ``prog`` with the rule's keyword arguments (adapt_params's)."""
+    op = prog.adaptation
+    return AdaptQState(op, prog.ops[int(op.attrs["op"])],
+                       adapt_params(prog.likelihood, 2, 0.2, 3.0, threshold=int(prog.threshold), **rule))
+
+
+def test_each_rule_flag_in_both_states():
+    """The gate, offsets only vs scales, and the settling count, each on and off, on the Python reference (the C
+    tests above run the same rules bit for bit)."""
+    _, prog = fitted("ewma")
+    s, _ = camera()
+    st = Int8Stream(prog, Adaptation(settle_s=0.0))
+    for x in s.values[:3000]:
+        st.push(x)
+    feats = np.asarray(st.last_inputs, dtype=np.int64)
+    pre = prog.ops[int(prog.adaptation.attrs["op"])].consts["pre_shift"].astype(np.int64)
+    moved = feats + (np.int64(40) << pre)  # 40 input units away on every input
+    thr, m0 = int(prog.threshold), int(prog.likelihood.attrs["mean"])
+    # the gate: a window over the threshold teaches nothing with it, and teaches without it
+    for gate in (True, False):
+        ad = _fresh(prog, gate=gate)
+        assert ad.observe(moved, 0, m0, m0, thr + 1)[0] is (not gate)
+        assert ad.observe(moved, 0, m0, m0, thr)[0]  # at the threshold: under it
+    # offsets only: the mean moves, the scale stays the reference (and the op's multiplier is its own)
+    ad = _fresh(prog, adapt_scale=False)
+    for _ in range(5):
+        ad.observe(moved, 0, m0, m0, thr)
+    assert (ad.mu != 0).all() and (ad.var == VAR_ONE).all() and (ad.g == G_ONE).all() and not ad.params.scaled
+    assert np.array_equal(ad.adapted_params()[1], ad.mult)
+    ad = _fresh(prog, adapt_scale=True)
+    for _ in range(5):
+        ad.observe(moved, 0, m0, m0, thr)
+    assert (ad.var != VAR_ONE).any() and (ad.g != G_ONE).any()
+    # settling: 3 windows over the threshold adopt the shadow's level; every window teaches then, at the settling
+    # rate, the scale never under the reference; the count empties under the threshold and settling ends
+    for settle_n in (0, 3):
+        ad = _fresh(prog, gate=True, adapt_scale=False, settle_n=settle_n, settle_shift=1)
+        taught = [ad.observe(moved, 0, m0, m0, thr + 1)[0] for _ in range(3)]
+        if not settle_n:
+            assert taught == [False] * 3 and (ad.mu == 0).all() and not ad.settling and (ad.smu == 0).all()
+            continue
+        assert taught == [False, False, True] and ad.settling and ad.elevated == 3 and ad.settled == 1
+        assert (ad.smu != 0).all() and (ad.mu != 0).all() and (ad.g <= G_ONE).all()
+        steps = [(ad.observe(feats, 1 << 15, m0, m0, thr)[0], ad.settling) for _ in range(3)]
+        assert steps == [(True, True), (True, True), (False, False)] and ad.elevated == 0
+    # a scale learned while settling relaxes back to the reference once it has ended (offsets only)
+    ad = _fresh(prog, adapt_scale=False, settle_n=1, settle_shift=1)
+    ad.observe(moved * 3, 0, m0, m0, thr + 1)
+    assert ad.settling and (ad.var != VAR_ONE).any()
+    ad.observe(feats, 0, m0, m0, thr)
+    assert not ad.settling
+    for _ in range(200):
+        ad.observe(feats, 0, m0, m0, thr)
+    assert np.abs(ad.var - VAR_ONE).max() < 1 << ad.params.rate_shift and (ad.g <= G_ONE).all() and G_MAX > G_ONE
+
+
+def test_settle_windows_come_from_one_definition():
+    pipe, prog = fitted("dense_ae")
+    ad = Adaptation()
+    n = adaptation_params(prog, ad).settle_n
+    assert n == settle_windows(pipe, ad.settle_s) == windows_in(ad.settle_s, prog.stride, 10.0) == 68
+    src = emit_c(prog, adaptation=ad)["tinywarden_model.c"]
+    assert f"#define TW_AD_SETTLE_N {n}\n" in src
+    # a program stored before the period was kept: the settling rule is off on it (and compiled out)
+    old_op = prog.adaptation
+    old = dataclasses.replace(prog, adaptation=Op(old_op.kind, old_op.src, old_op.dst,
+                                                  {k: v for k, v in old_op.attrs.items() if k != "period_us"},
+                                                  old_op.consts)).validate()
+    assert adaptation_params(old, ad).settle_n == 0
+    assert "#define TW_AD_SETTLE_N" not in emit_c(old, adaptation=ad)["tinywarden_model.c"]
+
+
+def test_a_policy_compiles_in_only_its_rule():
+    """Offsets only without settling: no scale state, no gain; the settling rule adds the shadow and the count; the
+    first version has no gate; the state grows with the rule."""
+    _, prog = fitted("kmeans")
+
+    def module(**kw):
+        files = emit_c(prog, adaptation=Adaptation(**kw))
+        size = int(files["tinywarden_model.h"].split("#define TW_STATE_BYTES ")[1].split()[0].rstrip("u"))
+        return files["tinywarden_model.c"], files["tinywarden_model.h"], size
+
+    offsets, h_off, n_off = module(settle_s=0.0)
+    default, h_def, n_def = module()
+    first, h_first, n_first = module(**FIRST)
+    assert "tw_adapt_gain" not in offsets and "int32_t var;" not in h_off and "smu" not in h_off
+    assert "tw_adapt_gain" in default and "int32_t smu;" in h_def and "TW_HAS_SETTLING 1" in h_def
+    assert "smu" not in h_first and "TW_HAS_SETTLING" not in h_first and "tw_adapt_gain" in first
+    assert "score <= TW_THRESHOLD" in default and "score <= TW_THRESHOLD" not in first
+    assert n_off < n_first < n_def

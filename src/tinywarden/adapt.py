@@ -34,14 +34,12 @@ distribution would call the next moderately anomalous windows clearly normal.
 
 The detector's own state (EWMA mean, k-means centroids) is not adapted: the scaler's adaptation keeps
 the detector's inputs centred on the normal it learned, and the detectors' ``partial_fit`` rates are
-not bounded per window. The int8 runtime and the generated C run the first version's rule in integers
-(:mod:`tinywarden.kernels.adapt_q`): the confidence gate, offsets and scales at ``rate_shift``, the drift
-flag. With ``below_threshold = False``, ``settle_s = 0`` and ``adapt_scale = True`` this module is that
-first version, step for step. What the integer port still needs for the defaults: the raw score compared
-with the threshold before the slow step; offsets only on the slow path; a leaky count (an integer up to
-``settle_windows``); a second per-input mean and spread (the shadow, updated every window at
-``settle_rate_shift``; twice the adaptation's RAM); the copy on settling and the scale floor of 1
-(instead of 0.5) of the reference while settling.
+not bounded per window. The int8 runtime and the generated C run the same rule in integers
+(:mod:`tinywarden.kernels.adapt_q`: the gate on the program's integer score and threshold, offsets only or
+scales too, the settling count in windows from :func:`windows_in`, the shadow, the drift flag); that module
+says where the two part (the integer step clamps outliers at 128 standard deviations). Without
+``adapt_scale`` the scale never goes under the reference one (it moves only while a shift settles, and relaxes
+back after), so that the device's offsets-only step needs no sharper multiplier than the trained one.
 """
 
 from __future__ import annotations
@@ -58,7 +56,8 @@ if TYPE_CHECKING:
     from tinywarden.likelihood import AnomalyLikelihood
     from tinywarden.pipeline import Pipeline
 
-__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "AdaptStep", "Adaptation", "BaselineAdapter", "adapted_scores"]
+__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "AdaptStep", "Adaptation", "BaselineAdapter", "adapted_scores",
+           "settle_windows", "windows_in"]
 
 def _ewm_step(offset: np.ndarray, var: np.ndarray, rows: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
     """One exponentially weighted step of a per-input mean and spread around it, at rate ``r``."""
@@ -70,10 +69,20 @@ def _ewm_step(offset: np.ndarray, var: np.ndarray, rows: np.ndarray, r: float) -
 def settle_windows(pipeline: Pipeline, settle_s: float) -> int:
     """Windows in ``settle_s`` seconds at the pipeline's stride and training sample period (0: rule off or
     the period unknown)."""
-    period = getattr(pipeline, "train_summary_", {}).get("period_s")
-    if not settle_s or not period or not math.isfinite(period) or period <= 0:
+    return windows_in(settle_s, pipeline.stride, getattr(pipeline, "train_summary_", {}).get("period_s"))
+
+
+def windows_in(seconds: float, stride: int, period_s: float | None) -> int:
+    """Windows of ``stride`` samples every ``period_s`` seconds in ``seconds`` (rounded up, at least 1); 0 when
+    ``seconds`` is 0 or the period unknown. The one definition the float adapter and the integer step
+    (:func:`tinywarden.program.adaptation_params`, the generated C's ``TW_AD_SETTLE_N``) count with.
+
+    >>> windows_in(43200.0, 64, 10.0), windows_in(0.0, 64, 10.0), windows_in(43200.0, 64, None)
+    (68, 0, 0)
+    """
+    if not seconds or not period_s or not math.isfinite(period_s) or period_s <= 0:
         return 0
-    return max(1, math.ceil(settle_s / (pipeline.stride * period)))
+    return max(1, math.ceil(seconds / (stride * period_s)))
 
 
 class BaselineAdapter:
@@ -129,7 +138,7 @@ class BaselineAdapter:
         xs = np.asarray(x, dtype=np.float64)
         usable = xs.shape[-1] == p.offset_.shape[-1] and bool(np.isfinite(xs).all())
         rows = xs.reshape(-1, xs.shape[-1]) if usable else xs  # a feature vector is one row; a raw window its rows
-        floor = SCALE_FLOOR_FRACTION
+        floor = SCALE_FLOOR_FRACTION if cfg.adapt_scale else 1.0  # offsets only: never sharper than trained
         if self.settle_windows and score is not None:
             rs = 2.0**-cfg.settle_rate_shift
             if usable:

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from tinywarden.adapt import REARM_FRACTION, Adaptation
+from tinywarden.adapt import REARM_FRACTION, Adaptation, windows_in
 from tinywarden.arith import INT16_MAX, INT16_MIN, quantize_multiplier
 from tinywarden.calibrate import MAX_PERSIST_N, Persistence, persist
 from tinywarden.errors import ConfigError, ModelFileError
@@ -299,8 +299,12 @@ def adaptation_params(program: Program, adaptation: Adaptation | None) -> AdaptP
     file written before the step existed) or no likelihood."""
     if adaptation is None or not adaptation.enabled or program.adaptation is None or program.likelihood is None:
         return None
+    period_us = program.adaptation.attrs.get("period_us")
+    settle_n = windows_in(adaptation.settle_s, program.stride, None if period_us is None else int(period_us) / 1e6)
     return adapt_params(program.likelihood, adaptation.rate_shift, adaptation.below_confidence,
-                        adaptation.max_drift, REARM_FRACTION)
+                        adaptation.max_drift, REARM_FRACTION, threshold=int(program.threshold),
+                        gate=adaptation.below_threshold, adapt_scale=adaptation.adapt_scale, settle_n=settle_n,
+                        settle_shift=adaptation.settle_rate_shift)
 
 
 class Int8Stream:
@@ -372,7 +376,7 @@ class Int8Stream:
             self.confidence = self.likelihood.push(score)
         if self.adapter is not None and self.likelihood is not None:
             self.adapted, self.new_flag = self.adapter.observe(self.last_inputs, self.confidence, self.likelihood.mean,
-                                                               int(self.likelihood.op.attrs["mean"]))
+                                                               int(self.likelihood.op.attrs["mean"]), score)
         return score, int(self.persistence.push(score > p.threshold))
 
 

@@ -23,17 +23,22 @@ fault, as it does on the float path, and the fail-safe guard cannot judge it eit
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinywarden.adapt import AdaptStep
-from tinywarden.errors import ModelFileError
+from tinywarden.errors import ConfigError, ModelFileError
+from tinywarden.fileio import atomic_write
 from tinywarden.guard import GuardVerdict, judge_bounds
-from tinywarden.kernels.adapt_q import VAR_ONE, AdaptQState
+from tinywarden.kernels.adapt_q import G_ONE, AdaptQState
 from tinywarden.kernels.base import Op
 from tinywarden.kernels.likelihood_q import LikelihoodQStream
 from tinywarden.modelfile import GUARD_HEADER_KEY, decode
@@ -43,7 +48,8 @@ if TYPE_CHECKING:
     from tinywarden.adapt import Adaptation
     from tinywarden.pipeline import Pipeline
 
-__all__ = ["GuardBounds", "Int8Adapter", "Int8Model", "Int8Scorer", "ProgramLikelihood", "load_model"]
+__all__ = ["STATE_FORMAT", "GuardBounds", "Int8Adapter", "Int8Model", "Int8Scorer", "ProgramLikelihood", "load_model",
+           "state_digest"]
 
 _GUARD_ARRAYS = ("lo_", "hi_", "rate_")
 
@@ -159,7 +165,9 @@ class Int8Adapter:
     :class:`tinywarden.adapt.BaselineAdapter` (``observe``, ``status``, ``rebind``, ``config``).
 
     The scorer adapts inside ``push`` (the device's order: adapted op, score, likelihood, update);
-    :meth:`observe` only reports what that window did. ``scorer`` is asked for the running scorer each time
+    :meth:`observe` only reports what that window did. :meth:`save` and :meth:`restore` keep the adapted state
+    across a restart (verified on load: a corrupted or foreign file is refused and the reference stays).
+    ``scorer`` is asked for the running scorer each time
     (a hot swap to the same model hands the adapted state over to the new one in :meth:`rebind`).
     """
 
@@ -189,8 +197,9 @@ class Int8Adapter:
     def observe(
         self, x: Any, confidence: float | None, likelihood: Any = None, score: float | None = None
     ) -> AdaptStep:
-        """What the scorer's last window did (it adapted already, inside ``push``). ``score`` is accepted as the
-        float adapter accepts it; the integer step follows the first version's rule and does not use it."""
+        """What the scorer's last window did (it adapted already, inside ``push``, with the program's integer score
+        and confidence: the float adapter's rule, :mod:`tinywarden.kernels.adapt_q`). The arguments are accepted as
+        the float adapter accepts them and not used."""
         stream, a = self._stream, self._adapter()
         return AdaptStep(bool(stream.adapted), a.drift / 4096.0, self._likelihood_drift(), bool(stream.new_flag))
 
@@ -207,12 +216,60 @@ class Int8Adapter:
         old, new = self._stream, self._scorer().stream
         if new is not old and old.adapter is not None and new.adapter is not None:
             a, b = old.adapter, new.adapter
-            b.mu, b.var, b.g = a.mu.copy(), a.var.copy(), a.g.copy()
+            b.mu, b.var, b.g, b.smu, b.svar = a.mu.copy(), a.var.copy(), a.g.copy(), a.smu.copy(), a.svar.copy()
             b.drift, b.flagged, b.flags, b.adapted, b.held = a.drift, a.flagged, a.flags, a.adapted, a.held
+            b.elevated, b.settling, b.settled = a.elevated, a.settling, a.settled
             if old.likelihood is not None and new.likelihood is not None:  # it gates the adaptation
                 new.likelihood.__dict__.update({k: (list(v) if isinstance(v, list) else v)
                                                 for k, v in old.likelihood.__dict__.items()})
             self._stream = new
+
+    def save(self, path: str | Path, fsync: bool = True) -> None:
+        """Write the adapted state and the program's likelihood state (which gates it) to ``path`` atomically
+        (:func:`tinywarden.fileio.atomic_write`), with a SHA-256 of its content, so that a restarted agent carries on
+        from them (:meth:`restore`). ConfigError naming the file when it cannot be written."""
+        stream = self._stream
+        body = {"format": STATE_FORMAT, "model_id": stream.program.model_id, "rule": dataclasses.asdict(
+            self._adapter().params), "state": self._adapter().snapshot(),
+            "likelihood": None if stream.likelihood is None else {k: getattr(stream.likelihood, k) for k in _LIK_STATE}}
+        doc = {**body, "sha256": state_digest(body)}
+        try:
+            atomic_write(path, json.dumps(doc, separators=(",", ":")) + "\n", mode=0o600, fsync=fsync)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot write the adapted state ({exc.strerror})") from None
+
+    def restore(self, path: str | Path, *likelihoods: LikelihoodQStream) -> None:
+        """Carry on from the state :meth:`save` wrote to ``path`` (also into each of ``likelihoods``, e.g. the
+        agent's own copy of the program's likelihood). ConfigError, and everything left as it was (the frozen
+        reference for a fresh adapter), when the file is unreadable, its digest does not match its content (torn,
+        corrupted or edited), it was written for another program or rule, or any value is out of range."""
+        stream, a = self._stream, self._adapter()
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"{path}: unreadable adapted state ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+            raise ConfigError(f"{path}: not an adapted state of format {STATE_FORMAT}")
+        body = {k: v for k, v in doc.items() if k != "sha256"}
+        if doc.get("sha256") != state_digest(body):
+            raise ConfigError(f"{path}: the adapted state's digest does not match its content (corrupted)")
+        if doc.get("model_id") != stream.program.model_id or doc.get("rule") != dataclasses.asdict(a.params):
+            raise ConfigError(f"{path}: the adapted state was written for another program or adaptation rule")
+        lik = doc.get("likelihood")
+        if (lik is None) != (stream.likelihood is None):
+            raise ConfigError(f"{path}: the adapted state's likelihood does not match the program's")
+        if stream.likelihood is not None:
+            _check_likelihood_state(stream.likelihood, lik, path)
+        state = doc.get("state")
+        if not isinstance(state, dict):
+            raise ConfigError(f"{path}: the adapted state has no state")
+        try:
+            a.restore(state)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        for target in (stream.likelihood, *likelihoods):
+            if target is not None:
+                target.__dict__.update({k: (list(v) if isinstance(v, list) else v) for k, v in lik.items()})
 
     def status(self) -> dict[str, Any]:
         """The ``adaptation`` block of the agent's status file (as :meth:`BaselineAdapter.status`)."""
@@ -227,8 +284,33 @@ class Int8Adapter:
             "max_drift": self._config.max_drift,
             "flagged": bool(a.flagged),
             "flags": a.flags,
-            "scale_ratio_max": round(float(np.max(np.maximum(np.sqrt(a.var / VAR_ONE), 0.5))), 4),
+            "settling": bool(a.settling),
+            "settled_windows": a.settled,
+            "scale_ratio_max": round(float(np.max(G_ONE / a.g)), 4),  # the adapted multiplier's factor is g / G_ONE
         }
+
+
+#: The adapted-state file's format (:meth:`Int8Adapter.save`).
+STATE_FORMAT = "tinywarden-int8-adaptation/1"
+#: The program likelihood's running state, as the state file keeps it.
+_LIK_STATE = ("ring", "pos", "count", "sum", "mean", "var", "hold", "rec_lo", "rec_hi")
+
+
+def state_digest(body: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a state file's content without its digest, in canonical JSON."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _check_likelihood_state(lik: LikelihoodQStream, doc: Any, path: str | Path) -> None:
+    """ConfigError unless ``doc`` is a running state ``lik`` can reach."""
+    ok = isinstance(doc, dict) and set(doc) == set(_LIK_STATE) and all(
+        type(doc[k]) is int for k in _LIK_STATE if k != "ring")
+    ring = doc.get("ring") if isinstance(doc, dict) else None
+    ok = ok and isinstance(ring, list) and len(ring) == lik.short and all(type(v) is int for v in ring)
+    ok = ok and 0 <= doc["pos"] < lik.short and 0 <= doc["count"] <= lik.short and doc["var"] >= lik.var_floor
+    ok = ok and 0 <= doc["hold"] <= max(lik.holdoff, 0) and doc["sum"] == sum(ring)
+    if not ok:
+        raise ConfigError(f"{path}: the adapted state's likelihood is malformed or out of range")
 
 
 def _guard(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], program: Program,

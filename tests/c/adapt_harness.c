@@ -1,7 +1,8 @@
 /*
  * Test harness for a generated module that adapts its baseline: streams float32 rows from a file through
  * tw_push and prints one line per completed window: "<row> <score> <anomaly> <Q15 confidence> <flagged>
- * <drift Q12> <adapted windows> <flags>". With a third argument R, calls tw_rebaseline before row R.
+ * <drift Q12> <adapted windows> <flags> <settling> <elevated>" (the last two 0 without the settling rule). With a
+ * third argument R, calls tw_rebaseline before row R.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,9 +42,15 @@ int main(int argc, char **argv)
             tw_rebaseline(&st);
         }
         if (tw_push(&st, xf, &r) == 1) {
-            printf("%ld %ld %d %u %u %ld %lu %lu\n", row, (long)r.score, (int)r.anomaly, (unsigned)r.confidence,
+            unsigned settling = 0u;
+            unsigned elevated = 0u;
+#if defined(TW_HAS_SETTLING)
+            settling = st.ad.settling;
+            elevated = st.ad.elevated;
+#endif
+            printf("%ld %ld %d %u %u %ld %lu %lu %u %u\n", row, (long)r.score, (int)r.anomaly, (unsigned)r.confidence,
                    (unsigned)tw_baseline_flagged(&st), (long)tw_baseline_drift(&st),
-                   (unsigned long)tw_baseline_adapted(&st), (unsigned long)tw_baseline_flags(&st));
+                   (unsigned long)tw_baseline_adapted(&st), (unsigned long)tw_baseline_flags(&st), settling, elevated);
         }
         row++;
     }

@@ -55,7 +55,11 @@ program (:mod:`tinywarden.runtime`, numpy only: the agent then never imports tor
 matplotlib); its scores and threshold are the program's integers and its confidences come from the
 likelihood fitted on them. Its baseline adaptation is the integer step the generated C runs
 (:class:`~tinywarden.runtime.Int8Adapter`), so agent and device agree bit for bit; a program without the
-step (raw-window families) adapts only with ``runtime="float"``.
+step (raw-window families) adapts only with ``runtime="float"``. With ``persist_engine`` that adapted state
+(and the program likelihood's) is written after every window to ``state_dir/adaptation-<bundle digest>.json``
+(atomically, with a SHA-256 of its content) and a restarted agent carries on from it (``adaptation_restored``);
+a file that fails verification is moved aside as ``.stale`` and audited (``adaptation_state_stale``), and the
+baseline starts again from the bundle's frozen reference. A re-baseline drops the file.
 
 Audit key. A keyed log the agent's key cannot continue is set aside, not a reason to stop monitoring
 (:func:`open_audit_log`, docs/audit.md).
@@ -586,7 +590,9 @@ class Agent:
 
             if getattr(self._active.scorer.stream, "adapter", None) is None:
                 return None
-            return Int8Adapter(lambda: self._active.scorer, cfg)
+            adapter = Int8Adapter(lambda: self._active.scorer, cfg)
+            self._restore_adaptation(adapter, loaded)
+            return adapter
         from tinywarden.adapt import BaselineAdapter
 
         return BaselineAdapter(p, cfg)
@@ -609,12 +615,56 @@ class Agent:
             scorer.rebaseline()  # the overlap pushes adapted it already
         elif getattr(loaded.pipeline, "runtime", None) == "int8":
             scorer.stream.rebaseline()  # the overlap pushes adapted it already
+        path = self._adaptation_path(loaded)
+        if path is not None:  # what the overlap adapted is dropped with the rest
+            with contextlib.suppress(OSError):
+                path.unlink()
         self._fresh_model_state(loaded)
         self._audit("rebaseline", {
             "model": loaded.label, "signer": loaded.bundle.signer_fingerprint, "digest": loaded.bundle.digest,
             "dropped": before,
             "detail": "operator re-baseline: adapted baseline and likelihood reset to the bundle's reference",
         }, t)  # fmt: skip
+
+    def _adaptation_path(self, loaded: LoadedBundle) -> Path | None:
+        """The int8 adapter's state file of a bundle (kept with ``persist_engine``), or None."""
+        return self.state_dir / f"adaptation-{loaded.bundle.digest[:16]}.json" if self.config.persist_engine else None
+
+    def _restore_adaptation(self, adapter: Int8Adapter, loaded: LoadedBundle) -> None:
+        """A restarted agent carries on from the adapted state it saved; a state file that fails verification is
+        moved aside, audited, and the baseline starts from the bundle's frozen reference (fail-safe)."""
+        path = self._adaptation_path(loaded)
+        if path is None or not path.exists():
+            return
+        from tinywarden.runtime import ProgramLikelihood  # int8 runtime only: numpy is already loaded
+
+        lik = self._likelihood.stream if isinstance(self._likelihood, ProgramLikelihood) else None
+        try:
+            adapter.restore(path, *([lik] if lik is not None else []))
+        except TinywardenError as exc:
+            stale = path.with_name(path.name + ".stale")
+            with contextlib.suppress(OSError):
+                os.replace(path, stale)
+            self._audit("adaptation_state_stale", {"file": str(stale), "reason": str(exc), "model": loaded.label,
+                                                   "detail": "adapted baseline restarted from the trained reference"})
+            return
+        self._audit("adaptation_restored", {"file": str(path), "model": loaded.label, **adapter.status()})
+
+    def _save_adaptation(self) -> None:
+        """The int8 adapter's state, written after each window (the native and float adapters keep theirs in
+        memory: a restart starts them from the bundle's reference)."""
+        if self._adapter is None or getattr(self._active.loaded.pipeline, "runtime", None) != "int8":
+            return
+        from tinywarden.runtime import Int8Adapter
+
+        if not isinstance(self._adapter, Int8Adapter):
+            return
+        path = self._adaptation_path(self._active.loaded)
+        if path is not None:
+            try:
+                self._adapter.save(path, fsync=self.config.audit_fsync)
+            except TinywardenError as exc:
+                _log.warning("%s", exc)
 
     def _fresh_model_state(self, loaded: LoadedBundle) -> None:
         """The likelihood stream and the adapter of a newly running model, from its fitted state."""
@@ -639,6 +689,7 @@ class Agent:
         x = self._active.scorer.last_input
         if self._adapter is not None and (x is not None or isinstance(self._adapter, NativeAdapter)):
             step = self._adapter.observe(x, self.last_confidence, self._likelihood, score)
+            self._save_adaptation()
             if step.flagged:
                 self._audit("baseline_drift", {
                     "model": self._active.loaded.label, **self._adapter.status(),

@@ -230,12 +230,16 @@ class AdaptationC:
     post_score: str
     header: str
     invariant: str
-    requires: tuple[str, ...] = ("arith", "clamp64")  # the C helpers (tinywarden.arith) its body calls
+    typedef: str = ""
+    #: the C helpers (tinywarden.arith) its body calls; it runs the adapted op in its own loop (the op's kernel is
+    #: left out of the module unless another op calls it)
+    requires: tuple[str, ...] = ("params", "requant32")
 
 
 def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC | None:
     """What baseline adaptation adds to the C module: None when the policy's ``[adaptation]`` is off (or
-    absent) or the program has no adaptation step (:func:`tinywarden.program.adaptation_params`)."""
+    absent) or the program has no adaptation step (:func:`tinywarden.program.adaptation_params`). Only the
+    code, state and limits the policy's rule needs are emitted (:func:`tinywarden.kernels.adapt_q.c_features`)."""
     params = adaptation_params(program, adaptation)
     op = program.adaptation
     if params is None or op is None or adaptation is None:
@@ -244,37 +248,58 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
     target = program.ops[j]
     n = int(np.asarray(target.consts["offset"]).size)
     zmul, zshift = np.asarray(op.consts["zmul"]), np.asarray(op.consts["zshift"])
+    on = adapt_q.c_features(params, op)
     constants = [c_array("tw_adapt_zmul", zmul), c_array("tw_adapt_zshift", zshift)]
-    fold = "0"
+    fold = ""
     if "fold" in op.consts:
         constants.append(c_array("tw_adapt_fold", np.asarray(op.consts["fold"])))
-        fold = "(int64_t)tw_adapt_fold[i]"
+        fold = " - tw_adapt_fold[i]"
     frac = int(op.attrs["frac"])
-    limits = {"TW_AD_N": n, "TW_AD_ZMUL_N": int(zmul.size),
-              "TW_AD_FRAC": frac, "TW_AD_E": adapt_q.E_BITS, "TW_AD_Z_MAX": adapt_q.Z_MAX,
-              "TW_AD_X_MAX": (1 << (31 - frac)) - 1, "TW_AD_G_ONE": adapt_q.G_ONE, "TW_AD_G_MAX": adapt_q.G_MAX,
-              "TW_AD_VAR_ONE": adapt_q.VAR_ONE, "TW_AD_VAR_BITS": adapt_q.VAR_BITS, "TW_AD_Z_BITS": adapt_q.Z_BITS,
-              "TW_AD_NEWTON": adapt_q.NEWTON_STEPS,
+    frac_i, xmax_i = "TW_AD_FRAC", "TW_AD_X_MAX"
+    if "fracs" in op.consts:  # inputs of very different ranges: each its own fractional bits
+        constants.append(c_array("tw_adapt_fracs", np.asarray(op.consts["fracs"])))
+        frac_i, xmax_i = "tw_adapt_fracs[i]", "(((int32_t)1 << (30 - tw_adapt_fracs[i])) - 1)"
+    limits = {"TW_AD_N": n, "TW_AD_FRAC": frac, "TW_AD_E": adapt_q.E_BITS, "TW_AD_Z_MAX": adapt_q.Z_MAX,
+              "TW_AD_X_MAX": int(adapt_q.x_max(frac)), "TW_AD_Z_BITS": adapt_q.Z_BITS,
+              "TW_AD_VAR_BITS": adapt_q.VAR_BITS,
               "TW_AD_RATE_SHIFT": params.rate_shift, "TW_AD_BELOW": params.below_q15,
               "TW_AD_DRIFT": params.drift_q12, "TW_AD_REARM": params.rearm_q12,
               "TW_AD_LIK_LIMIT": params.lik_limit, "TW_AD_LIK_REARM": params.lik_rearm}
-    suffix = target.kind.rsplit("_", 1)[1]
-    subs = {"params": f"tw_{target.dst}_requant_params", "suffix": suffix,
-            "ctype": CTYPES[program.tensor(target.dst).dtype], "zi": "i" if zmul.size > 1 else "0",
-            "fold": fold, "src": target.src[0]}
-    fields = [_scalar("int32_t", "ad_mu", n), _scalar("int32_t", "ad_var", n), _scalar("uint16_t", "ad_g", n),
-              _scalar("int32_t", "ad_drift"), _scalar("uint32_t", "ad_adapted"), _scalar("uint32_t", "ad_flags"),
-              _scalar("uint8_t", "ad_flagged")]
-    header = Template(adapt_q.C_HEADER).substitute(rate_shift=adaptation.rate_shift,
-                                                   below=adaptation.below_confidence,
-                                                   max_drift=adaptation.max_drift)
+    per_input = 4  # bytes of tw_adapt_input_t: mu, and var, g, smu, svar as the rule needs them
+    if "scale" in on:
+        limits.update({"TW_AD_G_ONE": adapt_q.G_ONE, "TW_AD_G_MAX": adapt_q.G_MAX, "TW_AD_VAR_ONE": adapt_q.VAR_ONE,
+                       "TW_AD_NEWTON": adapt_q.NEWTON_STEPS, "TW_AD_NEWTON_TOL": adapt_q.NEWTON_TOL,
+                       "TW_AD_ADAPT_SCALE": int(params.adapt_scale)})
+        per_input += 4 + 2
+    head = 4 + 4 + 4 + 1
+    if "settle" in on:
+        limits.update({"TW_AD_SETTLE_N": params.settle_n, "TW_AD_SETTLE_SHIFT": params.settle_shift,
+                       "TW_AD_SVAR_DROP": adapt_q.SVAR_DROP, "TW_AD_SVAR_MAX": adapt_q.SVAR_MAX})
+        per_input += 4 + 2
+        head += 4 + 1
+    per_input += -per_input % 4
+    head += -head % 4
+    fields = [StateField("tw_adapt_t", "ad", (), head + per_input * n, 4)]
+    subs = {"params": f"tw_{target.dst}_requant_params", "ctype": CTYPES[program.tensor(target.dst).dtype],
+            "zi": "i" if zmul.size > 1 else "0", "fold": fold, "src": target.src[0], "frac": frac_i, "xmax": xmax_i}
+    body = Template(adapt_q.c_blocks(adapt_q.C_TEMPLATE, on)).substitute(subs).strip("\n") + "\n"
+    header = Template(adapt_q.C_HEADER).substitute(
+        policy=(f"rate_shift {adaptation.rate_shift}, below_confidence {adaptation.below_confidence}, max_drift "
+                f"{adaptation.max_drift}, below_threshold {str(adaptation.below_threshold).lower()}, adapt_scale "
+                f"{str(adaptation.adapt_scale).lower()}, settle_s {adaptation.settle_s:g} (TW_AD_SETTLE_N "
+                f"{params.settle_n} windows), settle_rate_shift {adaptation.settle_rate_shift}"),
+        gate=" and its score at most TW_THRESHOLD" if params.gate else "",
+        settling=("\n/* The settling rule is compiled in: s->ad.elevated and s->ad.settling are its state. */\n"
+                  "#define TW_HAS_SETTLING 1" if params.settle_n else ""),
+        what="mean and variance" if params.adapt_scale else "mean (offsets only)",
+        settle=(" a shift that keeps TW_AD_SETTLE_N more windows over the threshold than under it is adopted (the "
+                "shadow mean and variance, which learn from every window at 2^-TW_AD_SETTLE_SHIFT) and learned from "
+                "every window at that rate until the count is empty again;" if params.settle_n else ""))
+    invariant = "ad is the baseline adaptation's state (tw_adapt_t, whose members say their ranges)"
     return AdaptationC(
         j, f"    tw_adapt_forward(s, s->t_{target.src[0]}, s->t_{target.dst});", constants, limits, fields,
-        Template(adapt_q.C_TEMPLATE).substitute(subs).strip("\n") + "\n", "    tw_rebaseline(s);\n",
-        "    tw_adapt_observe(s);\n", header,
-        "ad_mu (2^-TW_AD_FRAC input units from the reference mean), ad_var (Q16 reference variances, >= 1) and "
-        "ad_g (Q15, ~1/sqrt(ad_var), in [1, TW_AD_G_MAX]) are the adapted scaling of each input; ad_drift (Q12) "
-        "the largest distance of ad_mu from the reference; ad_flagged 0 or 1")
+        body, "    tw_rebaseline(s);\n", "    tw_adapt_observe(s, score);\n", header, invariant,
+        Template(adapt_q.c_blocks(adapt_q.C_TYPEDEF, on)).substitute(n=n))
 
 
 def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptation | None = None) -> dict[str, str]:
@@ -337,9 +362,10 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in _tables(op).items()
                          if re.search(rf"\b{table_name(op, c)}\b", call + params))
         constants.extend([params] if params else [])
-        # the adapted op: its own kernel and tables still serve it, through tw_adapt_forward
+        # the adapted op: its tables still serve it, through tw_adapt_forward
         calls.append(ad.call if ad is not None and i == ad.op_index else "    " + call)
-        if not any(k == op.kind for k, _ in kernels):
+        adapted_only = ad is not None and all(o.kind != op.kind for k, o in enumerate(program.ops) if k != ad.op_index)
+        if not adapted_only and not any(k == op.kind for k, _ in kernels):  # the adapted op runs in tw_adapt_forward
             kernels.append((op.kind, kt.body))
             needed.update(kt.requires)
             limits.update(spec.limits)
@@ -354,6 +380,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     if lik.invariant:
         invariants.append(lik.invariant)
     if ad is not None:
+        typedefs.append(ad.typedef)
         constants.extend(ad.constants)
         needed.update(ad.requires)
         limits.update(ad.limits)

@@ -1,35 +1,53 @@
 """Baseline adaptation in integers: :class:`tinywarden.adapt.BaselineAdapter`'s rule on the device.
 
-The float adapter moves the pipeline's scaler (per-input mean and variance) by ``2**-rate_shift`` of the way
-from every window whose confidence is below ``below_confidence``, against the frozen training scaler, and
-flags a drift of the adapted means (in training standard deviations) or of the likelihood's running mean
-beyond ``max_drift``. In the int8 program the scaler is folded into the requantization of the integer
-features to the model input (``requantize_s64_s8`` / ``requantize_s64_s16``: ``q = requantize((f >> pre) -
-offset, multiplier, shift)``), so the adaptation acts there. Per input ``i``, with ``v = f >> pre`` (the
-op's input unit) and state ``mu`` (int32, the adapted mean's distance from the reference in ``2**-F`` input
-units), ``var`` (int32, the adapted variance in reference variances, Q16) and ``g`` (uint16, the gain
-``1 / max(sqrt(var), 0.5)``, Q15):
+The float adapter moves the pipeline's scaler by ``2**-rate_shift`` of the way from every window that is
+clearly normal (confidence below ``below_confidence`` and, with ``below_threshold``, score at most the
+threshold), offsets only unless ``adapt_scale``; a shift that keeps windows over the threshold for
+``settle_s`` is adopted (a shadow mean and spread that follow every window) and followed from every window at
+``2**-settle_rate_shift`` until it has settled; the drift of the adapted means (in training standard
+deviations) or of the likelihood's running mean beyond ``max_drift`` flags. In the int8 program the scaler is
+folded into the requantization of the integer features to the model input (``requantize_s64_s8`` /
+``requantize_s64_s16``: ``q = requantize(sat32((f >> pre) - offset), multiplier, shift)``), so the adaptation
+acts there. Per input ``i``, with ``v = f >> pre`` (the op's input unit) and state ``mu`` (int32, the adapted
+mean's distance from the reference in ``2**-F`` input units; ``F`` is each input's own, the ``fracs`` table, when
+their ranges differ), ``var`` (int32, the adapted variance in reference
+variances, Q16) and ``g`` (uint16, the gain ``~1 / sqrt(var)``, Q15), and with the settling rule the shadow's
+``smu`` (as ``mu``) and ``svar`` (uint16, Q8, at most 256 reference variances), and a leaky count ``elevated``:
 
-*forward* (every window, in place of the op): ``offset_a = sat32(offset + (mu >> F) + (fold * (s - 2**15) >>
-15))`` with ``s = max(var * g >> 16, 2**14)`` (``fold`` is the detector's own offset folded into the op,
-e.g. an EWMA mean; zero for most families), ``multiplier_a = multiplier * g >> 15`` (or ``>> 16`` with the
-shift raised by one when that passes ``INT32_MAX``), then the op's arithmetic with them. In the reference
-state (``mu = 0``, ``var = 2**20``, ``g = 2**15``) this is the op, bit for bit.
+*forward* (every window, in place of the op): ``offset_a = offset + (mu >> F)`` (plus ``fold * (s - 2**15) >>
+15`` with ``s = max(var * g >> 16, floor)``, saturated: ``fold`` is a detector offset folded into the op;
+zero for the families here), ``multiplier_a = multiplier * g >> 15`` (with ``adapt_scale``, ``>> 16`` and the
+shift raised by one when that passes ``INT32_MAX``), then the op's arithmetic with them. In the reference state
+(``mu = 0``, ``var = 2**16``, ``g = 2**15``) this is the op, bit for bit.
 
-*update* (after the likelihood step, when ``confidence < below``): ``x = clamp(v - (offset - fold), +-X)``,
-``d = (x << F) - mu``, ``mu += d >> rate_shift``; the deviation in reference standard deviations
-``z = clamp(requantize(requantize(d, multiplier, shift - F + E), zmul, zshift), +-2**19)`` (Q12: the first
-step is the op's own scaling, to the model input's unit with ``E`` more bits, the second the reference
-deviation of that unit); ``var += (z*z >> 8 - var) >> rate_shift`` (at least 1, at most ``INT32_MAX``); a
-Newton step ``g = g * (3 * 2**15 - t) >> 16`` with ``t = var * g * g >> 31`` (``g`` halved first while
-``t > 2**16``) keeps ``g`` at ``1 / sqrt(var)`` (it starts from the last window's), clamped to [1, 65535]
-(the scale floor of half the reference). The drift (Q12 standard deviations) is the largest
-``min(requantize(|y|, zmul, zshift), 2**19 - 1)`` with ``y`` the first step of ``mu`` (with one ``zmul``
-for all inputs, that of the largest ``|y|``: requantization is monotone).
+*update* (after the likelihood step): ``over = score > threshold``; a window *teaches* when its Q15 confidence
+is below ``below`` and, with the gate, not ``over``. ``x = clamp(v - (offset - fold), +-X)`` (``X = 2**(30-F)
+- 1``: every mean and difference fits an int32), ``xf = x << F``. One step at ``2**-r`` (``tw_adapt_ewm``):
+``d = xf - mu``, ``mu += d >> r``; the deviation in reference standard deviations ``z = clamp(requantize(
+requantize(d, multiplier, shift - F + E), zmul, zshift), +-2**19)`` (Q12: the first step is the op's own
+scaling, to the model input's unit with ``E`` more bits, the second the reference deviation of that unit);
+``var += (spread - var) >> r`` (at least 1) with ``spread = z*z >> 8`` (learning the scale) or ``2**16``
+(offsets only: a scale learned while settling relaxes back to the reference). With the settling rule, every
+window: the shadow takes that step at ``settle_shift`` (its ``svar`` stored rounded to Q8), ``elevated`` counts
+up when ``over`` (to ``settle_n``, the windows in ``settle_s``: :func:`tinywarden.adapt.windows_in`) and down
+otherwise; when it reaches ``settle_n`` the adapter *settles*: ``mu = smu``, ``var = max(svar << 8, 2**16)``,
+and until the count is back at 0 every window teaches at ``settle_shift``, learning the scale. A teaching
+window then takes the step at ``rate_shift`` (``settle_shift`` while settling); a Newton step ``g = g * (3 *
+2**15 - t) >> 16`` with ``t = var * g * g >> 31`` (``g`` halved first while ``t > 2**16``; steps, up to 4, while
+``t`` is more than 2**-11 from 1) keeps ``g`` at ``1 / sqrt(var)`` (it starts from the last window's), clamped
+to [1, 65535] with ``adapt_scale`` outside settling (the scale floor of half the reference) and to [1, 2**15]
+otherwise (never sharper than the reference). The drift (Q12 standard deviations) is the largest
+``min(requantize(|y|, zmul, zshift), 2**19 - 1)`` with ``y`` the first step of ``mu`` (with one ``zmul`` for all
+inputs, that of the largest ``|y|``: requantization is monotone).
 
 *flag* (every window): raised when the drift exceeds ``max_drift`` or the likelihood's running mean is
 more than ``max_drift`` fitted standard deviations from its fitted value, lowered again once both are
 below half of it (:data:`tinywarden.adapt.REARM_FRACTION`).
+
+Where the float and the integer rule part: an input more than ``X`` input units (at least 128 reference
+standard deviations) from the reference is clamped there, ``z`` at 128 standard deviations and the shadow's
+variance at 256 reference variances, where the float follows any outlier; without the sample period in the
+model file (written before it was kept) the settling rule is off on the device.
 
 The step needs the program's likelihood (a window without a confidence teaches nothing). Families that
 read the raw window (GRU, convolutional autoencoder) or fold the scaler into their own kernel (bounds, AR)
@@ -52,11 +70,13 @@ Every quantity is an integer; Python and C agree bit for bit (right shifts of ne
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from tinywarden.arith import INT32_MAX, quantize_multiplier, requantize
+from tinywarden.arith import INT32_MAX, INT32_MIN, quantize_multiplier, requantize
 from tinywarden.kernels.base import REQUANT_SHIFT_MAX, REQUANT_SHIFT_MIN, Op, int_attr, require
 
 KIND = "adapt_q"
@@ -77,15 +97,31 @@ E_BITS = 8
 #: An input's distance from the reference is clamped to this many reference standard deviations.
 SPAN_SD = 128
 MAX_FRAC = 16
-#: Newton steps per adapted window: the gain starts from the last window's, so one keeps it converged.
-NEWTON_STEPS = 1
+#: Newton steps per adapted window, at most: the gain starts from the last window's, so one usually keeps it
+#: converged; after a jump of the variance (a settling) the halving and up to this many steps bring it back.
+NEWTON_STEPS = 4
+#: A gain whose ``t`` is within this of 1.0 (Q15: 0.05 %) has converged: no further step.
+NEWTON_TOL = 16
 #: The largest ``max_drift`` that can still raise a flag (the drift is clamped with ``z``).
 MAX_DRIFT_Q12 = Z_MAX
+#: The adapted op's offsets must be smaller than this, so that with the adapted mean (``|mu >> F| < 2**30``)
+#: the adapted offset fits int32.
+OFFSET_LIMIT = 1 << 30
+#: The settling count is a uint32: ``settle_s`` may be at most this many windows.
+SETTLE_N_MAX = INT32_MAX
+#: The shadow variance is stored in a uint16, Q8 (its Q16 value ``>> SVAR_DROP``, at most ``SVAR_MAX``: 256
+#: reference variances, 16 standard deviations; half the RAM of an int32). It only matters at the settling jump,
+#: where the adopted variance is at least 1 reference variance. Each stored step is rounded to nearest (floored,
+#: the estimate would sit up to half a reference variance low).
+SVAR_DROP = 8
+SVAR_MAX = 65535
+#: The training sample period is stored in the step in microseconds (``settle_s`` becomes windows from it).
+PERIOD_US_MAX = 1 << 40
 
 
 @dataclass(frozen=True)
 class AdaptParams:
-    """The policy's ``[adaptation]`` numbers as the integer step uses them (see :func:`adapt_params`)."""
+    """The policy's ``[adaptation]`` as the integer step uses it (see :func:`adapt_params`)."""
 
     rate_shift: int
     below_q15: int  # adapt when the Q15 confidence < below_q15 (exactly conf/32768 < below_confidence)
@@ -93,20 +129,40 @@ class AdaptParams:
     rearm_q12: int  # ... and lower the flag once it is < rearm_q12 (and the likelihood's below its rearm)
     lik_limit: int  # flag when |lik_mean - fitted mean| (Q32) > lik_limit
     lik_rearm: int
+    #: the program's integer threshold: a window whose score is over it is *over* (the gate, the settling count)
+    threshold: int = INT32_MAX
+    #: the slow path also asks score <= threshold (``below_threshold``)
+    gate: bool = False
+    #: the slow path learns the scale too (``adapt_scale``); False: offsets only
+    adapt_scale: bool = True
+    #: windows over the threshold (a leaky count) after which the baseline settles on the new level; 0: never
+    settle_n: int = 0
+    settle_shift: int = 7
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the adapted scale (``var``, ``g``) is state at all: only offsets move without it."""
+        return self.adapt_scale or self.settle_n > 0
 
 
 def adapt_params(likelihood: Op, rate_shift: int, below_confidence: float, max_drift: float,
-                 rearm_fraction: float = 0.5) -> AdaptParams:
-    """Integer thresholds of a float adaptation policy for a program whose likelihood step is ``likelihood``.
+                 rearm_fraction: float = 0.5, *, threshold: int = INT32_MAX, gate: bool = False,
+                 adapt_scale: bool = True, settle_n: int = 0, settle_shift: int = 7) -> AdaptParams:
+    """Integer thresholds of a float adaptation policy for a program whose likelihood step is ``likelihood``
+    (the keyword arguments, as they default, are the first version's rule: no threshold gate, offsets and
+    scales, no settling).
 
     >>> from tinywarden.likelihood import AnomalyLikelihood
     >>> from tinywarden.kernels.likelihood_q import lower_likelihood
     >>> lik = lower_likelihood(AnomalyLikelihood().fit(np.arange(1.0, 300.0)))
     >>> p = adapt_params(lik, 8, 0.2, 3.0)
-    >>> p.below_q15, p.drift_q12, p.rearm_q12
-    (6554, 12288, 6144)
+    >>> p.below_q15, p.drift_q12, p.rearm_q12, p.scaled
+    (6554, 12288, 6144, True)
     """
-    require(0 <= int(rate_shift) <= 20, f"adaptation rate_shift must be in [0, 20], got {rate_shift}")
+    require(1 <= int(rate_shift) <= 20, f"adaptation rate_shift must be in [1, 20], got {rate_shift}")
+    require(1 <= int(settle_shift) <= 20, f"adaptation settle_rate_shift must be in [1, 20], got {settle_shift}")
+    require(0 <= int(settle_n) <= SETTLE_N_MAX,
+            f"adaptation settle_s is {settle_n} windows; at most {SETTLE_N_MAX} fit the device's count")
     require(math.isfinite(below_confidence) and math.isfinite(max_drift) and max_drift >= 0,
             "adaptation below_confidence and max_drift must be finite, max_drift >= 0")
     below = int(min(max(math.ceil(below_confidence * G_ONE), 0), G_ONE + 1))
@@ -116,14 +172,17 @@ def adapt_params(likelihood: Op, rate_shift: int, below_confidence: float, max_d
     lik_limit = (round(max_drift * 4096) * std0 << 16) >> 12
     lik_rearm = (round(rearm_fraction * max_drift * 4096) * std0 << 16) >> 12
     cap = 2**62
-    return AdaptParams(int(rate_shift), below, drift, rearm, min(lik_limit, cap), min(lik_rearm, cap))
+    return AdaptParams(int(rate_shift), below, drift, rearm, min(lik_limit, cap), min(lik_rearm, cap),
+                       int(threshold), bool(gate), bool(adapt_scale), int(settle_n), int(settle_shift))
 
 
 # -- lowering (the quantizer's side) ---------------------------------------------------------------
 def lower_adaptation(ops: tuple[Op, ...], mu: np.ndarray, sigma: np.ndarray,
-                     affine: tuple[np.ndarray, np.ndarray] | None) -> Op | None:
+                     affine: tuple[np.ndarray, np.ndarray] | None, period_s: float | None = None) -> Op | None:
     """The adaptation step of a program whose ops are ``ops``, for the pipeline scaler ``(mu, sigma)`` and
-    the integer features' ``affine`` (``raw feature = a * f + b``); None when no op can be adapted."""
+    the integer features' ``affine`` (``raw feature = a * f + b``); None when no op can be adapted.
+    ``period_s``, the training sample period, is kept (in microseconds) to count ``settle_s`` in windows;
+    without it the settling rule is off."""
     idx = [j for j, op in enumerate(ops) if op.kind in ADAPTABLE and op.src == ("features",)]
     if affine is None or not idx:
         return None
@@ -137,14 +196,18 @@ def lower_adaptation(ops: tuple[Op, ...], mu: np.ndarray, sigma: np.ndarray,
     sd_v = np.asarray(sigma) / unit  # the reference standard deviation in input units
     if not (np.isfinite(sd_v).all() and (sd_v > 0).all() and np.isfinite(ref).all()):
         return None
-    frac = min(MAX_FRAC, 30 - math.ceil(math.log2(SPAN_SD * float(sd_v.max()) + 1)))
+    # each input's fractional bits: as many as its +-128 sd span leaves in 30 bits (one input of a wide range must
+    # not take them from the others: a mean step of 2**-rate_shift needs them)
+    fracs = np.minimum(MAX_FRAC, 30 - np.ceil(np.log2(SPAN_SD * sd_v + 1))).astype(np.int64)
+    frac = int(fracs.min())
     m_real = c["multiplier"].astype(np.float64) * 2.0 ** (c["shift"].astype(np.float64) - 31)
     zreal = 2.0 ** (Z_BITS - E_BITS) / (m_real * sd_v)
     # equal up to the multipliers' rounding: one value for all (the common case, 5 bytes of flash)
     zreal = np.float32(zreal).astype(np.float64)
-    shifts = c["shift"].astype(np.int64) - frac + E_BITS
+    shifts = c["shift"].astype(np.int64) - fracs + E_BITS
     if frac < 0 or shifts.min() < REQUANT_SHIFT_MIN or shifts.max() > REQUANT_SHIFT_MAX \
-            or np.abs(fold).max() > INT32_MAX or not (zreal > 0).all():
+            or np.abs(fold).max() > INT32_MAX or not (zreal > 0).all() \
+            or max(np.abs(c["offset"].astype(np.int64)).max(), np.abs(c["offset"] - fold).max()) >= OFFSET_LIMIT:
         return None
     if np.all(zreal == zreal[0]):
         zreal = zreal[:1]
@@ -153,7 +216,12 @@ def lower_adaptation(ops: tuple[Op, ...], mu: np.ndarray, sigma: np.ndarray,
               "zshift": np.array([s for _, s in pairs], dtype=np.int8)}
     if np.any(fold != 0):
         consts["fold"] = fold.astype(np.int32)
-    return Op(KIND, ops[j].src, ops[j].dst, {"op": j, "frac": int(frac)}, consts)
+    if np.any(fracs != frac):
+        consts["fracs"] = fracs.astype(np.int8)
+    attrs = {"op": j, "frac": frac}
+    if period_s is not None and math.isfinite(period_s) and 0 < period_s * 1e6 <= PERIOD_US_MAX:
+        attrs["period_us"] = max(1, round(period_s * 1e6))
+    return Op(KIND, ops[j].src, ops[j].dst, attrs, consts)
 
 
 def check_adaptation(op: Op, ops: tuple[Op, ...]) -> None:
@@ -164,19 +232,29 @@ def check_adaptation(op: Op, ops: tuple[Op, ...]) -> None:
     require(target.kind in ADAPTABLE and target.src == op.src and target.dst == op.dst,
             f"the adaptation must adapt a {' or '.join(ADAPTABLE)} op, not op {j} ({target.kind})")
     frac = int_attr(op, "frac", 0, MAX_FRAC)
+    if "period_us" in op.attrs:
+        int_attr(op, "period_us", 1, PERIOD_US_MAX)
     n = int(np.asarray(target.consts["offset"]).size)
     zm, zs = np.asarray(op.consts.get("zmul")), np.asarray(op.consts.get("zshift"))
     require(zm.dtype == np.int32 and zs.dtype == np.int8 and zm.shape == zs.shape and zm.size in (1, n),
             f"zmul (int32) and zshift (int8) must hold 1 or {n} values")
     require(int(zm.min()) >= 0 and int(zs.min()) >= REQUANT_SHIFT_MIN and int(zs.max()) <= REQUANT_SHIFT_MAX,
             f"zmul must be >= 0 and zshift in [{REQUANT_SHIFT_MIN}, {REQUANT_SHIFT_MAX}]")
-    shifts = target.consts["shift"].astype(np.int64) - frac + E_BITS
+    fracs = op.consts.get("fracs")
+    require(fracs is None or (np.asarray(fracs).dtype == np.int8 and np.asarray(fracs).shape == (n,)
+                              and int(np.asarray(fracs).min()) >= frac and int(np.asarray(fracs).max()) <= MAX_FRAC),
+            f"fracs must be int8 with {n} values in [frac, {MAX_FRAC}]")
+    shifts = target.consts["shift"].astype(np.int64) - (frac if fracs is None else np.asarray(fracs, np.int64)) + E_BITS
     require(int(shifts.min()) >= REQUANT_SHIFT_MIN and int(shifts.max()) <= REQUANT_SHIFT_MAX,
             "frac takes the deviation's shift out of the requantization range")
     fold = op.consts.get("fold")
     require(fold is None or (np.asarray(fold).dtype == np.int32 and np.asarray(fold).shape == (n,)),
             f"fold must be int32 with {n} values")
-    require(set(op.consts) <= {"zmul", "zshift", "fold"}, "unknown adaptation constant")
+    offset = target.consts["offset"].astype(np.int64)
+    ref = offset - (0 if fold is None else np.asarray(fold).astype(np.int64))
+    require(int(max(np.abs(offset).max(), np.abs(ref).max())) < OFFSET_LIMIT,
+            "the adapted op's offsets (and offsets less fold) must be within +-2^30 (adapted, they fit int32)")
+    require(set(op.consts) <= {"zmul", "zshift", "fold", "fracs"}, "unknown adaptation constant")
 
 
 # -- the Python integer reference ------------------------------------------------------------------
@@ -194,8 +272,9 @@ class AdaptQState:
         self.fold = np.asarray(op.consts.get("fold", np.zeros(n, dtype=np.int32))).astype(np.int64)
         self.zmul = np.broadcast_to(op.consts["zmul"].astype(np.int64), (n,))
         self.zshift = np.broadcast_to(op.consts["zshift"].astype(np.int64), (n,))
-        self.frac = int(op.attrs["frac"])
-        self.xmax = (1 << (31 - self.frac)) - 1
+        #: each input's fractional bits (one value for all unless the step holds ``fracs``)
+        self.frac = np.asarray(op.consts.get("fracs", np.full(n, int(op.attrs["frac"])))).astype(np.int64)
+        self.xmax = x_max(self.frac)
         self.reset()
 
     def reset(self) -> None:
@@ -204,20 +283,68 @@ class AdaptQState:
         self.mu = np.zeros(n, dtype=np.int64)
         self.var = np.full(n, VAR_ONE, dtype=np.int64)
         self.g = np.full(n, G_ONE, dtype=np.int64)
+        # the shadow: the mean and spread as every window would have taught them at settle_shift (settling rule)
+        self.smu = np.zeros(n, dtype=np.int64)
+        self.svar = np.full(n, VAR_ONE >> SVAR_DROP, dtype=np.int64)
+        self.elevated = 0  # leaky count of windows over the threshold, in [0, settle_n]
+        self.settling = False
         self.drift = 0
         self.flagged = False
         self.flags = 0
         self.adapted = 0
         self.held = 0  # windows that did not teach (Python only: the status file's count)
+        self.settled = 0  # windows that taught while settling (Python only)
 
     def rebaseline(self) -> None:
-        counts = self.flags, self.adapted, self.held
+        counts = self.flags, self.adapted, self.held, self.settled
         self.reset()
-        self.flags, self.adapted, self.held = counts
+        self.flags, self.adapted, self.held, self.settled = counts
+
+    def snapshot(self) -> dict[str, Any]:
+        """The adapted state as JSON-able integers (:meth:`restore` takes it back)."""
+        return {**{k: getattr(self, k).tolist() for k in _ARRAYS},
+                **{k: int(getattr(self, k)) for k in _COUNTS}, "settling": bool(self.settling),
+                "flagged": bool(self.flagged)}
+
+    def restore(self, doc: Mapping[str, Any]) -> None:
+        """Take back a :meth:`snapshot`; ConfigError (and nothing changed) when any value is missing, of the wrong
+        type or outside what this step can reach (a corrupted or foreign state is never half-adopted)."""
+        p, n = self.params, self.offset.size
+        top = self.xmax << self.frac  # every mean stays within the clamped inputs
+        limits = {"mu": (-top, top), "smu": (-top, top), "var": (1, INT32_MAX), "g": (1, G_MAX),
+                  "svar": (0, SVAR_MAX)}
+        got: dict[str, Any] = {}
+        for k in _ARRAYS:
+            v = doc.get(k)
+            require(isinstance(v, list) and len(v) == n and all(type(e) is int for e in v),
+                    f"adapted state: {k} must be {n} integers")
+            a = np.array(v, dtype=np.int64)
+            lo, hi = limits[k]
+            require(bool((a >= lo).all() and (a <= hi).all()), f"adapted state: {k} outside the range the step reaches")
+            got[k] = a
+        for k in _COUNTS:
+            v = doc.get(k)
+            require(type(v) is int and v >= 0, f"adapted state: {k} must be an integer >= 0")
+            got[k] = v
+        for k in ("settling", "flagged"):
+            require(type(doc.get(k)) is bool, f"adapted state: {k} must be true or false")
+            got[k] = doc[k]
+        require(got["drift"] <= Z_MAX and got["elevated"] <= p.settle_n
+                and (got["elevated"] > 0 or not got["settling"]),
+                "adapted state: drift, elevated or settling out of range")
+        if not p.scaled:
+            require(bool((got["var"] == VAR_ONE).all() and (got["g"] == G_ONE).all()),
+                    "adapted state: a learned scale under an offsets-only rule")
+        if not p.settle_n:
+            require(bool((got["smu"] == 0).all() and (got["svar"] == VAR_ONE >> SVAR_DROP).all()),
+                    "adapted state: a shadow without the settling rule")
+        for k, v in got.items():
+            setattr(self, k, v)
 
     def adapted_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(offset, multiplier, shift)`` of the op in the current state."""
-        s = np.maximum((self.var * self.g) >> VAR_BITS, G_ONE // 2)
+        floor = G_ONE if self.settling else G_ONE // 2
+        s = np.maximum((self.var * self.g) >> VAR_BITS, floor)
         off = self.offset + (self.mu >> self.frac) + ((self.fold * (s - G_ONE)) >> 15)
         off = np.clip(off, -(2**31), INT32_MAX)
         m = (self.mult * self.g) >> 15
@@ -244,22 +371,50 @@ class AdaptQState:
         y = np.abs(requantize(mu, self.mult, self.shift - self.frac + E_BITS))
         return int(np.minimum(requantize(y, self.zmul, self.zshift), Z_MAX).max())
 
-    def observe(self, features: np.ndarray, confidence: int, lik_mean: int, lik_mean0: int) -> tuple[bool, bool]:
-        """One window's int64 features and Q15 confidence (the likelihood's running mean after it, and its
-        fitted one); ``(adapted, new flag)``."""
-        p = self.params
-        adapt = confidence < p.below_q15
-        if adapt:
-            v = np.asarray(features, dtype=np.int64).reshape(-1) >> self.pre
-            x = np.clip(v - (self.offset - self.fold), -self.xmax, self.xmax)
-            d = (x << self.frac) - self.mu
-            self.mu = self.mu + (d >> p.rate_shift)
+    def ewm(self, xf: np.ndarray, mu: np.ndarray, var: np.ndarray, shift: int,
+            full: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """One step at ``2**-shift`` of a mean ``mu`` towards the window's inputs ``xf`` (``2**-F`` input units from
+        the reference mean) and of a variance ``var`` (Q16 reference variances, >= 1) towards the window's spread
+        around ``mu`` (``full``) or the reference variance (offsets only): ``tw_adapt_ewm``."""
+        d = xf - mu
+        spread: np.ndarray | int = VAR_ONE
+        if full:
             z = self.z_of(d)
             spread = (z * z) >> (2 * Z_BITS - VAR_BITS)  # < 2**30: |z| <= Z_MAX
-            self.var = np.clip(self.var + ((spread - self.var) >> p.rate_shift), 1, INT32_MAX)
-            self.g = newton_gain(self.var, self.g)
+        return mu + round_shift(d, shift), np.maximum(var + ((spread - var) >> shift), 1)
+
+    def observe(self, features: np.ndarray, confidence: int, lik_mean: int, lik_mean0: int,
+                score: int = INT32_MIN) -> tuple[bool, bool]:
+        """One window's int64 features, Q15 confidence and int32 score (the likelihood's running mean after it,
+        and its fitted one); ``(adapted, new flag)``. The rule of :class:`tinywarden.adapt.BaselineAdapter`
+        (module docstring)."""
+        p = self.params
+        over = int(score) > p.threshold
+        teach = confidence < p.below_q15 and not (p.gate and over)
+        v = np.asarray(features, dtype=np.int64).reshape(-1) >> self.pre
+        xf = np.clip(v - (self.offset - self.fold), -self.xmax, self.xmax) << self.frac
+        rate, gmax = p.rate_shift, (G_MAX if p.adapt_scale else G_ONE)  # offsets only: never sharper
+        if p.settle_n:
+            self.smu, sv = self.ewm(xf, self.smu, self.svar << SVAR_DROP, p.settle_shift)
+            self.svar = np.minimum((sv + (1 << (SVAR_DROP - 1))) >> SVAR_DROP, SVAR_MAX)  # rounded: unbiased steps
+            self.elevated = min(self.elevated + 1, p.settle_n) if over else max(self.elevated - 1, 0)
+            if self.elevated >= p.settle_n and not self.settling:  # a lasting shift: adopt the level it has kept
+                self.settling = True
+                self.mu = self.smu.copy()
+                self.var = np.maximum(self.svar << SVAR_DROP, VAR_ONE)
+            elif self.elevated == 0:
+                self.settling = False
+            if self.settling:  # follow it at the settling rate, the scale at least the reference one
+                teach, rate, gmax = True, p.settle_shift, G_ONE
+        if teach:
+            if p.scaled:  # without adapt_scale, a scale learned while settling relaxes back to the reference
+                self.mu, self.var = self.ewm(xf, self.mu, self.var, rate, self.settling or p.adapt_scale)
+                self.g = newton_gain(self.var, self.g, gmax)
+            else:
+                self.mu = self.mu + round_shift(xf - self.mu, rate)
             self.drift = self.drift_of(self.mu)
             self.adapted += 1
+            self.settled += self.settling
         else:
             self.held += 1
         dev = abs(int(lik_mean) - int(lik_mean0))
@@ -269,11 +424,31 @@ class AdaptQState:
             self.flags += 1
         elif self.flagged and self.drift < p.rearm_q12 and dev < p.lik_rearm:
             self.flagged = False
-        return bool(adapt), new
+        return bool(teach), new
 
 
-def newton_gain(var: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """``g`` moved towards ``2**15 / sqrt(var / 2**20)`` (module docstring), clamped to [1, G_MAX]."""
+_ARRAYS = ("mu", "var", "g", "smu", "svar")
+_COUNTS = ("elevated", "drift", "flags", "adapted", "held", "settled")
+
+
+def round_shift(d: np.ndarray, shift: int) -> np.ndarray:
+    """``d / 2**shift`` rounded half up (``shift >= 1``), as ``((d >> (shift - 1)) + 1) >> 1`` (no overflow): the
+    means' steps (a floored step would pull a mean with few fractional bits down by up to one step).
+
+    >>> round_shift(np.array([-3, -2, -1, 1, 2, 3]), 1).tolist()
+    [-1, -1, 0, 1, 1, 2]
+    """
+    return ((d >> (shift - 1)) + 1) >> 1
+
+
+def x_max(frac: Any) -> Any:
+    """An input's distance from the reference mean is clamped to this many input units, so that it and every
+    mean (``2**-frac`` units) fit 31 bits and their difference an int32."""
+    return (np.int64(1) << (30 - np.asarray(frac, dtype=np.int64))) - 1
+
+
+def newton_gain(var: np.ndarray, g: np.ndarray, gmax: int = G_MAX) -> np.ndarray:
+    """``g`` moved towards ``2**15 / sqrt(var / 2**16)`` (module docstring), clamped to [1, gmax]."""
     g = np.asarray(g, dtype=np.int64).copy()
     var = np.asarray(var, dtype=np.int64)
 
@@ -284,151 +459,246 @@ def newton_gain(var: np.ndarray, g: np.ndarray) -> np.ndarray:
     while (high := (t > 2 * G_ONE) & (g > 1)).any():
         g = np.where(high, g >> 1, g)
         t = t_of(g)
+    active = np.ones(g.shape, dtype=bool)
     for k in range(NEWTON_STEPS):
         if k:
             t = t_of(g)
-        g = np.clip((g * (3 * G_ONE - np.minimum(t, 2 * G_ONE))) >> 16, 1, G_MAX)
+        active &= np.abs(t - G_ONE) > NEWTON_TOL
+        if not active.any():
+            break
+        g = np.where(active, np.clip((g * (3 * G_ONE - np.minimum(t, 2 * G_ONE))) >> 16, 1, gmax), g)
     return g
 
 
 __all__ = ["ADAPTABLE", "C_TEMPLATE", "KIND", "AdaptParams", "AdaptQState", "adapt_params", "check_adaptation",
-           "lower_adaptation", "newton_gain"]
+           "c_blocks", "c_features", "lower_adaptation", "newton_gain", "round_shift", "x_max"]
 
 # -- C ---------------------------------------------------------------------------------------------
-#: Printed by :mod:`tinywarden.codegen.c` when the module adapts its baseline. ``${suffix}``/``${ctype}`` are
-#: the adapted op's (``tw_requantize_s64_${suffix}`` is that op's own kernel, called once per input with the
-#: adapted constants), ``${params}`` its parameter struct, ``${zi}`` ``i`` or ``0`` (one z multiplier for all
-#: inputs), ``${fold}`` the fold term of input ``i``; the TW_AD_* limits come from the step and the policy.
+#: Printed by :mod:`tinywarden.codegen.c` when the module adapts its baseline, through :func:`c_blocks`: a
+#: ``//@if NAME`` ... ``//@endif`` block (``//@if !NAME``: its negation; not nested) is kept only when the policy
+#: needs it (:func:`c_features`), so a module carries the code of its own rule alone. ``${params}`` is the
+#: adapted op's parameter struct (its kernel is not called: ``tw_adapt_forward`` is that kernel with the adapted
+#: constants), ``${ctype}`` its output type, ``${src}`` its input tensor, ``${zi}`` ``i`` or ``0`` (one z
+#: multiplier for all inputs); the TW_AD_* limits come from the step and the policy.
 C_TEMPLATE = r"""
-/* The adapted offset, multiplier and shift of input i (tinywarden.kernels.adapt_q, forward). In the reference
- * state (ad_mu 0, ad_var TW_AD_VAR_ONE, ad_g TW_AD_G_ONE) they are the op's own. */
-static void tw_adapt_params(const tw_state_t *s, int32_t i, int32_t *offset, int32_t *multiplier, int8_t *shift)
+/* Kept out of line where the compiler allows (CMSIS's __NO_INLINE): a helper called from two places whose
+ * inlining would cost flash. */
+#if defined(__GNUC__)
+#define TW_AD_NO_INLINE static __attribute__((noinline))
+#else
+#define TW_AD_NO_INLINE static
+#endif
+
+/* sat32((f >> pre) - offset): an input's distance from an offset, in input units (the op's own first step).
+ * Range: pre in [0, 62]. */
+TW_AD_NO_INLINE int32_t tw_adapt_sub(int64_t f, int32_t pre, int32_t offset)
 {
-    int64_t sc = ((int64_t)s->ad_var[i] * s->ad_g[i]) >> TW_AD_VAR_BITS;
-    int64_t off;
-    int64_t m = ((int64_t)${params}.multiplier[i] * s->ad_g[i]) >> 15;
-    int32_t sh = ${params}.shift[i];
-    sc = (sc > TW_AD_G_ONE / 2) ? sc : TW_AD_G_ONE / 2;
-    off = (int64_t)${params}.offset[i] + (s->ad_mu[i] >> TW_AD_FRAC) + ((${fold} * (sc - TW_AD_G_ONE)) >> 15);
-    if (m > INT32_MAX) {
-        m = ((int64_t)${params}.multiplier[i] * s->ad_g[i]) >> 16;
-        sh++;
-        if (sh > 30) {
-            m = INT32_MAX;
-            sh = 30;
-        }
-    }
-    *offset = (int32_t)tw_clamp64(off, INT32_MIN, INT32_MAX);
-    *multiplier = (int32_t)m;
-    *shift = (int8_t)sh;
+    int64_t v = (f >> pre) - offset;
+    return (int32_t)((v < INT32_MIN) ? INT32_MIN : ((v > INT32_MAX) ? INT32_MAX : v));
 }
 
-/* The op the adaptation takes the place of, with the adapted constants: its own kernel, one input at a time. */
+/* The op the adaptation takes the place of (the features' requantization to the model input), with each
+ * input's adapted offset and multiplier (tinywarden.kernels.adapt_q, forward); in the reference state they
+ * are the op's own. */
 static void tw_adapt_forward(const tw_state_t *s, const int64_t *in, ${ctype} *out)
 {
+    const tw_feature_requant_params_t *p = &${params};
     int32_t i;
     for (i = 0; i < TW_AD_N; i++) {
-        tw_feature_requant_params_t p = ${params};
-        int32_t offset;
-        int32_t multiplier;
-        int8_t shift;
-        tw_adapt_params(s, i, &offset, &multiplier, &shift);
-        p.pre_shift = &${params}.pre_shift[i];
-        p.offset = &offset;
-        p.multiplier = &multiplier;
-        p.shift = &shift;
-        tw_requantize_s64_${suffix}(&p, &in[i], 1, &out[i]);
+        const tw_adapt_input_t *a = &s->ad.in[i];
+        int32_t multiplier = p->multiplier[i];
+        int32_t shift = p->shift[i];
+        int32_t offset = p->offset[i] + (a->mu >> ${frac}); /* both within +-2^30 */
+//@if adapt_scale
+        int64_t m = ((int64_t)multiplier * a->g) >> 15;
+        if (m > INT32_MAX) {
+            m = ((int64_t)multiplier * a->g) >> 16;
+            shift++;
+            if (shift > 30) {
+                m = INT32_MAX;
+                shift = 30;
+            }
+        }
+//@endif
+//@if fold
+        {
+            int64_t sc = ((int64_t)a->var * a->g) >> TW_AD_VAR_BITS;
+            int64_t lo = TW_AD_G_ONE / 2;
+//@endif
+//@if settle_fold
+            lo = (s->ad.settling != 0u) ? TW_AD_G_ONE : lo;
+//@endif
+//@if fold
+            sc = (sc > lo) ? sc : lo;
+            sc = offset + (((int64_t)tw_adapt_fold[i] * (sc - TW_AD_G_ONE)) >> 15);
+            offset = (int32_t)((sc < INT32_MIN) ? INT32_MIN : ((sc > INT32_MAX) ? INT32_MAX : sc));
+        }
+//@endif
+//@if adapt_scale
+        multiplier = (int32_t)m;
+//@endif
+//@if relax
+        /* multiplier * g >> 15 in 32 bits: g <= TW_AD_G_ONE (offsets only: never sharper than the reference) */
+        multiplier = (multiplier >> 15) * a->g + (((multiplier & 0x7fff) * a->g) >> 15);
+//@endif
+        out[i] = (${ctype})tw_offset_clamp(tw_requantize32(tw_adapt_sub(in[i], p->pre_shift[i], offset), multiplier,
+                                                         shift), p->zero_point, p->activation.min, p->activation.max);
     }
 }
 
+//@if scale
 /* A deviation d of input i (2^-TW_AD_FRAC input units) in reference standard deviations, Q12, clamped. */
-static int32_t tw_adapt_z(int64_t d, int32_t i)
+static int32_t tw_adapt_z(int32_t d, int32_t i)
 {
-    int32_t y = tw_requantize(d, ${params}.multiplier[i], ${params}.shift[i] - TW_AD_FRAC + TW_AD_E);
-    int64_t z = tw_requantize((int64_t)y, tw_adapt_zmul[${zi}], tw_adapt_zshift[${zi}]);
-    return (int32_t)tw_clamp64(z, -TW_AD_Z_MAX, TW_AD_Z_MAX);
+    const tw_feature_requant_params_t *p = &${params};
+    int32_t y = tw_requantize32(d, p->multiplier[i], p->shift[i] - ${frac} + TW_AD_E);
+    int32_t z = tw_requantize32(y, tw_adapt_zmul[${zi}], tw_adapt_zshift[${zi}]);
+    return (z < -TW_AD_Z_MAX) ? -TW_AD_Z_MAX : ((z > TW_AD_Z_MAX) ? TW_AD_Z_MAX : z);
 }
 
-/* min(requantize(y, zmul, zshift), TW_AD_Z_MAX) of input i's |first step| y >= 0: its distance in Q12. */
-static int32_t tw_adapt_zabs(int64_t y, int32_t i)
+/* One step at 2^-shift of input i's mean *mu (2^-TW_AD_FRAC input units) towards xf and of its variance var (Q16
+ * reference variances) towards the window's spread (full) or the reference (not full: offsets only, a scale
+ * learned while settling relaxes back); returns the new variance (>= 1). The slow, the settling and the shadow
+ * step alike. Range: |xf|, |*mu| < 2^30, var in [1, INT32_MAX]. */
+static int32_t tw_adapt_ewm(int32_t xf, int32_t i, int32_t *mu, int32_t var, int32_t shift, uint8_t full)
 {
-    int32_t z = tw_requantize(y, tw_adapt_zmul[${zi}], tw_adapt_zshift[${zi}]);
-    (void)i;
-    return (z < TW_AD_Z_MAX) ? z : TW_AD_Z_MAX;
+    int32_t d = xf - *mu;
+    int32_t spread = TW_AD_VAR_ONE;
+    if (full != 0u) {
+        int32_t z = tw_adapt_z(d, i);
+        spread = (int32_t)(((int64_t)z * z) >> (2 * TW_AD_Z_BITS - TW_AD_VAR_BITS)); /* < 2^30 */
+    }
+    *mu += ((d >> (shift - 1)) + 1) >> 1; /* d / 2^shift rounded half up: a floor would drift low */
+    var += (spread - var) >> shift;
+    return (var > 1) ? var : 1;
 }
 
 /* g * g * var >> 31: 1.0 (TW_AD_G_ONE) when g is 1 / sqrt(var). Range: var in [1, INT32_MAX], g in [1, 65535]. */
-static int64_t tw_adapt_t(int32_t var, int64_t g)
+TW_AD_NO_INLINE int64_t tw_adapt_t_of(int32_t var, int64_t g)
 {
     return ((((int64_t)var * g) >> 15) * g) >> TW_AD_VAR_BITS;
 }
 
-/* Newton steps of g towards 1 / sqrt(var) (Q15, var Q16), clamped to [1, TW_AD_G_MAX]. */
-static uint16_t tw_adapt_gain(int32_t var, uint16_t g0)
+/* Newton steps of g towards 1 / sqrt(var) (Q15, var Q16) until converged (at most TW_AD_NEWTON), clamped to
+ * [1, gmax]. */
+static uint16_t tw_adapt_gain(int32_t var, uint16_t g0, int32_t gmax)
 {
     int64_t g = g0;
-    int64_t t = tw_adapt_t(var, g);
+    int32_t t;
     int32_t k;
-    while (t > 2 * TW_AD_G_ONE && g > 1) {
+    while (tw_adapt_t_of(var, g) > 2 * TW_AD_G_ONE && g > 1) {
         g >>= 1;
-        t = tw_adapt_t(var, g);
     }
-    for (k = 0; k < TW_AD_NEWTON; k++) {
-        if (k > 0) {
-            t = tw_adapt_t(var, g);
-        }
-        g = (g * (3 * TW_AD_G_ONE - ((t < 2 * TW_AD_G_ONE) ? t : 2 * TW_AD_G_ONE))) >> 16;
-        g = tw_clamp64(g, 1, TW_AD_G_MAX);
+    t = (int32_t)tw_adapt_t_of(var, g); /* <= 2 * TW_AD_G_ONE now (g = 1 gives 0), and after every step */
+    for (k = 0; k < TW_AD_NEWTON && (t < TW_AD_G_ONE - TW_AD_NEWTON_TOL || t > TW_AD_G_ONE + TW_AD_NEWTON_TOL);
+         k++) {
+        g = (g * (3 * TW_AD_G_ONE - t)) >> 16;
+        g = (g < 1) ? 1 : ((g > gmax) ? gmax : g);
+        t = (int32_t)tw_adapt_t_of(var, g);
     }
     return (uint16_t)g;
 }
+//@endif
 
-/* After the likelihood step: adapt from this window's features when its confidence is below TW_AD_BELOW, then
- * raise or lower the drift flag (tinywarden.kernels.adapt_q, update and flag). */
-static void tw_adapt_observe(tw_state_t *s)
+/* After the likelihood step (tinywarden.kernels.adapt_q, update and flag): a window teaches the baseline when its
+ * confidence is below TW_AD_BELOW (and, with the gate, its score at most TW_THRESHOLD); with the settling rule,
+ * TW_AD_SETTLE_N windows over the threshold (a leaky count) adopt the shadow's level and teach from every window
+ * at 2^-TW_AD_SETTLE_SHIFT until the count is empty again; then the drift flag. */
+static void tw_adapt_observe(tw_state_t *s, int32_t score)
 {
-    int32_t i;
+    const tw_feature_requant_params_t *p = &${params};
+    tw_adapt_t *ad = &s->ad;
     int64_t dev = s->lik_mean - TW_LIK_MEAN0;
-    if (s->confidence < TW_AD_BELOW) {
-        int32_t drift = 0;
-#if TW_AD_ZMUL_N == 1
-        int64_t ymax = 0;
-#endif
-        for (i = 0; i < TW_AD_N; i++) {
-            int64_t ref = (int64_t)${params}.offset[i] - ${fold};
-            int64_t x = tw_clamp64((s->t_${src}[i] >> ${params}.pre_shift[i]) - ref, -TW_AD_X_MAX, TW_AD_X_MAX);
-            int64_t d = x * ((int64_t)1 << TW_AD_FRAC) - s->ad_mu[i];
-            int64_t z;
-            int64_t spread;
-            int64_t y;
-            s->ad_mu[i] = (int32_t)(s->ad_mu[i] + (d >> TW_AD_RATE_SHIFT));
-            z = tw_adapt_z(d, i);
-            spread = (z * z) >> (2 * TW_AD_Z_BITS - TW_AD_VAR_BITS); /* < 2^30: |z| <= TW_AD_Z_MAX */
-            s->ad_var[i] = (int32_t)tw_clamp64(s->ad_var[i] + ((spread - s->ad_var[i]) >> TW_AD_RATE_SHIFT), 1,
-                                               INT32_MAX);
-            s->ad_g[i] = tw_adapt_gain(s->ad_var[i], s->ad_g[i]);
-            y = tw_requantize((int64_t)s->ad_mu[i], ${params}.multiplier[i],
-                              ${params}.shift[i] - TW_AD_FRAC + TW_AD_E);
-            y = (y < 0) ? -y : y;
-#if TW_AD_ZMUL_N == 1
-            ymax = (y > ymax) ? y : ymax;
-#else
-            z = tw_adapt_zabs(y, i);
-            drift = (z > drift) ? (int32_t)z : drift;
-#endif
+    int32_t i;
+    int32_t n;
+    int32_t drift = 0;
+    int32_t rate = TW_AD_RATE_SHIFT;
+    uint8_t teach = (uint8_t)(s->confidence < TW_AD_BELOW);
+//@if scale
+    int32_t gmax = TW_AD_ADAPT_SCALE ? TW_AD_G_MAX : TW_AD_G_ONE;
+    uint8_t full = TW_AD_ADAPT_SCALE; /* this window learns the scale too */
+//@endif
+//@if settle
+    uint8_t jump;
+    uint32_t up = ad->elevated;
+//@endif
+    (void)score;
+//@if gate
+    teach = (uint8_t)(teach != 0u && score <= TW_THRESHOLD);
+//@endif
+    n = (teach != 0u) ? TW_AD_N : 0;
+//@if settle
+    if (score > TW_THRESHOLD) {
+        up += (uint32_t)(up < TW_AD_SETTLE_N);
+    } else {
+        up -= (uint32_t)(up > 0u);
+    }
+    jump = (uint8_t)(up == TW_AD_SETTLE_N && ad->settling == 0u); /* a lasting shift: adopt the shadow's level */
+    if (jump != 0u) {
+        ad->settling = 1u;
+    } else if (up == 0u) {
+        ad->settling = 0u;
+    }
+    ad->elevated = up;
+    if (ad->settling != 0u) {
+        teach = 1u;
+        rate = TW_AD_SETTLE_SHIFT;
+        gmax = TW_AD_G_ONE;
+        full = 1u;
+    }
+    n = TW_AD_N; /* the shadow learns from every window */
+//@endif
+    for (i = 0; i < n; i++) {
+        tw_adapt_input_t *a = &ad->in[i];
+        int32_t x = tw_adapt_sub(s->t_${src}[i], p->pre_shift[i], p->offset[i]${fold}); /* from the reference */
+        int32_t xf = ((x < -${xmax}) ? -${xmax} : ((x > ${xmax}) ? ${xmax} : x)) * ((int32_t)1 << ${frac});
+        int32_t y;
+//@if settle
+        y = (tw_adapt_ewm(xf, i, &a->smu, (int32_t)a->svar << TW_AD_SVAR_DROP, TW_AD_SETTLE_SHIFT, 1u) +
+             (1 << (TW_AD_SVAR_DROP - 1))) >> TW_AD_SVAR_DROP; /* rounded: the stored steps are unbiased */
+        a->svar = (uint16_t)((y < TW_AD_SVAR_MAX) ? y : TW_AD_SVAR_MAX);
+        if (jump != 0u) {
+            y = (int32_t)a->svar << TW_AD_SVAR_DROP;
+            a->mu = a->smu;
+            a->var = (y > TW_AD_VAR_ONE) ? y : TW_AD_VAR_ONE;
         }
-#if TW_AD_ZMUL_N == 1
-        drift = tw_adapt_zabs(ymax, 0);
-#endif
-        s->ad_drift = drift;
-        s->ad_adapted++;
+        if (teach == 0u) {
+            continue;
+        }
+//@endif
+//@if scale
+        a->var = tw_adapt_ewm(xf, i, &a->mu, a->var, rate, full);
+        a->g = tw_adapt_gain(a->var, a->g, gmax); /* no step once converged (the reference state is) */
+//@endif
+//@if !scale
+        y = xf - a->mu;
+        a->mu += ((y >> (rate - 1)) + 1) >> 1; /* y / 2^rate rounded half up: a floor would drift low */
+//@endif
+        y = tw_requantize32(a->mu, p->multiplier[i], p->shift[i] - ${frac} + TW_AD_E);
+        y = (y < 0) ? -y : y; /* > INT32_MIN: a requantization of a non-negative multiplier */
+//@if zmul1
+        drift = (y > drift) ? y : drift; /* the largest |y| (one z multiplier: requantization is monotone) */
+//@endif
+//@if !zmul1
+        y = tw_requantize32(y, tw_adapt_zmul[i], tw_adapt_zshift[i]);
+        drift = (y > drift) ? y : drift;
+//@endif
+    }
+    if (teach != 0u) {
+//@if zmul1
+        drift = tw_requantize32(drift, tw_adapt_zmul[0], tw_adapt_zshift[0]);
+//@endif
+        ad->drift = (drift < TW_AD_Z_MAX) ? drift : TW_AD_Z_MAX;
+        ad->adapted++;
     }
     dev = (dev < 0) ? -dev : dev;
-    if (s->ad_flagged == 0u && (s->ad_drift > TW_AD_DRIFT || dev > TW_AD_LIK_LIMIT)) {
-        s->ad_flagged = 1u;
-        s->ad_flags++;
-    } else if (s->ad_flagged != 0u && s->ad_drift < TW_AD_REARM && dev < TW_AD_LIK_REARM) {
-        s->ad_flagged = 0u;
+    if (ad->flagged == 0u) {
+        if (ad->drift > TW_AD_DRIFT || dev > TW_AD_LIK_LIMIT) {
+            ad->flagged = 1u;
+            ad->flags++;
+        }
+    } else if (ad->drift < TW_AD_REARM && dev < TW_AD_LIK_REARM) {
+        ad->flagged = 0u;
     }
 }
 
@@ -443,33 +713,57 @@ void tw_rebaseline(tw_state_t *s)
     s->lik_mean = TW_LIK_MEAN0;
     s->lik_var = TW_LIK_VAR0;
     for (i = 0; i < TW_AD_N; i++) {
-        s->ad_mu[i] = 0;
-        s->ad_var[i] = TW_AD_VAR_ONE;
-        s->ad_g[i] = TW_AD_G_ONE;
+        tw_adapt_input_t *a = &s->ad.in[i];
+        a->mu = 0;
+//@if scale
+        a->var = TW_AD_VAR_ONE;
+        a->g = TW_AD_G_ONE;
+//@endif
+//@if settle
+        a->smu = 0;
+        a->svar = TW_AD_VAR_ONE >> TW_AD_SVAR_DROP;
+//@endif
     }
-    s->ad_drift = 0;
-    s->ad_flagged = 0u;
+//@if settle
+    s->ad.elevated = 0u;
+    s->ad.settling = 0u;
+//@endif
+    s->ad.drift = 0;
+    s->ad.flagged = 0u;
 }
+"""
 
-uint8_t tw_baseline_flagged(const tw_state_t *s)
-{
-    return (s == NULL) ? 0u : s->ad_flagged;
-}
+#: The per-input adapted state (one struct per input: its members sit next to each other, so a small core reaches
+#: them from one pointer), before ``tw_state_t`` in the header.
+C_TYPEDEF = r"""/* The adapted state of one input (tinywarden.kernels.adapt_q). */
+typedef struct {
+    int32_t mu; /* adapted mean, 2^-TW_AD_FRAC input units from the reference, |mu| < 2^30 */
+//@if scale
+    int32_t var; /* adapted variance, Q16 reference variances, >= 1 */
+//@endif
+//@if settle
+    int32_t smu; /* the shadow's mean (settling rule), as mu */
+//@endif
+//@if scale
+    uint16_t g; /* gain ~ 1/sqrt(var), Q15, in [1, TW_AD_G_MAX] */
+//@endif
+//@if settle
+    uint16_t svar; /* the shadow's variance, Q8 (var >> TW_AD_SVAR_DROP), <= TW_AD_SVAR_MAX */
+//@endif
+} tw_adapt_input_t;
 
-int32_t tw_baseline_drift(const tw_state_t *s)
-{
-    return (s == NULL) ? 0 : s->ad_drift;
-}
-
-uint32_t tw_baseline_adapted(const tw_state_t *s)
-{
-    return (s == NULL) ? 0u : s->ad_adapted;
-}
-
-uint32_t tw_baseline_flags(const tw_state_t *s)
-{
-    return (s == NULL) ? 0u : s->ad_flags;
-}
+/* The adaptation's state (tinywarden.kernels.adapt_q). */
+typedef struct {
+    int32_t drift; /* Q12: the largest distance of in[].mu from the reference */
+    uint32_t adapted; /* windows that taught the baseline (wraps) */
+    uint32_t flags; /* drift flags raised (wraps) */
+//@if settle
+    uint32_t elevated; /* leaky count of windows over the threshold, in [0, TW_AD_SETTLE_N] */
+    uint8_t settling; /* 0 or 1 */
+//@endif
+    uint8_t flagged; /* 0 or 1 */
+    tw_adapt_input_t in[${n}]; /* per adapted input */
+} tw_adapt_t;
 """
 
 #: Appended to the header when the module adapts its baseline.
@@ -480,21 +774,34 @@ C_HEADER = r"""
 extern "C" {
 #endif
 /*
- * Baseline adaptation (tinywarden.kernels.adapt_q; policy [adaptation]: rate_shift ${rate_shift}, below_confidence
- * ${below}, max_drift ${max_drift}): every window whose confidence is below TW_AD_BELOW (Q15) moves the
- * feature scaling's per-input mean and variance by 2^-TW_AD_RATE_SHIFT of the way towards it, against the
- * trained reference compiled in here; the drift flag rises when the adapted means move more than TW_AD_DRIFT
- * (Q12 reference standard deviations) or the likelihood's running mean more than its own limit, and falls
- * once both are back under half. Bit-exact with tinywarden.program.Int8Stream(program, adaptation).
+ * Baseline adaptation (tinywarden.kernels.adapt_q; policy [adaptation]: ${policy}): every window whose
+ * confidence is below TW_AD_BELOW (Q15)${gate} moves the feature scaling's per-input ${what} by
+ * 2^-TW_AD_RATE_SHIFT of the way towards it, against the trained reference compiled in here;${settle} the drift
+ * flag rises when the adapted means move more than TW_AD_DRIFT (Q12 reference standard deviations) or the
+ * likelihood's running mean more than its own limit, and falls once both are back under half. Bit-exact with
+ * tinywarden.program.Int8Stream(program, adaptation).
  */
-#define TW_HAS_ADAPTATION 1
-/* 1 while the adapted baseline is flagged as drifted from the reference (a slow ramp, or a change to approve). */
-uint8_t tw_baseline_flagged(const tw_state_t *s);
+#define TW_HAS_ADAPTATION 1${settling}
+/* Accessors (static inline: they cost flash only where called). 1 while the adapted baseline is flagged as
+ * drifted from the reference (a slow ramp, or a change to approve). */
+static inline uint8_t tw_baseline_flagged(const tw_state_t *s)
+{
+    return (s == NULL) ? 0u : s->ad.flagged;
+}
 /* The adapted means' largest distance from the reference, in Q12 reference standard deviations. */
-int32_t tw_baseline_drift(const tw_state_t *s);
+static inline int32_t tw_baseline_drift(const tw_state_t *s)
+{
+    return (s == NULL) ? 0 : s->ad.drift;
+}
 /* Windows that taught the baseline, and flags raised, since tw_init (both wrap at 2^32). */
-uint32_t tw_baseline_adapted(const tw_state_t *s);
-uint32_t tw_baseline_flags(const tw_state_t *s);
+static inline uint32_t tw_baseline_adapted(const tw_state_t *s)
+{
+    return (s == NULL) ? 0u : s->ad.adapted;
+}
+static inline uint32_t tw_baseline_flags(const tw_state_t *s)
+{
+    return (s == NULL) ? 0u : s->ad.flags;
+}
 /* Operator re-baseline: the adapted scaling and the likelihood's running distribution back to the reference,
  * the flag cleared (the counts are kept). Call it only on an operator's authenticated command. */
 void tw_rebaseline(tw_state_t *s);
@@ -503,3 +810,43 @@ void tw_rebaseline(tw_state_t *s);
 #endif
 #endif /* TINYWARDEN_ADAPT_H */
 """
+
+
+def c_features(params: AdaptParams, op: Op) -> frozenset[str]:
+    """The :data:`C_TEMPLATE` blocks a module with ``params`` and the step ``op`` needs."""
+    on = set()
+    if params.scaled:
+        on.add("scale")
+        on.add("adapt_scale" if params.adapt_scale else "relax")
+        if "fold" in op.consts:
+            on.add("fold")
+    if params.settle_n:
+        on.add("settle")
+        if "fold" in op.consts:
+            on.add("settle_fold")
+    if params.gate:
+        on.add("gate")
+    if np.asarray(op.consts["zmul"]).size == 1:
+        on.add("zmul1")
+    return frozenset(on)
+
+
+def c_blocks(text: str, on: frozenset[str]) -> str:
+    """``text`` with its ``//@if NAME`` (or ``!NAME``) ... ``//@endif`` blocks kept when ``NAME`` is in ``on``
+    (is not, for ``!NAME``), dropped otherwise; the marker lines go.
+
+    >>> c_blocks("a\\n//@if x\\nb\\n//@endif\\n//@if !x\\nc\\n//@endif\\n", frozenset({"x"}))
+    'a\\nb\\n'
+    """
+    out: list[str] = []
+    keep: bool | None = None
+    for line in text.splitlines(keepends=True):
+        s = line.strip()
+        if s.startswith("//@if "):
+            name = s.removeprefix("//@if ").strip()
+            keep = (name[1:] not in on) if name.startswith("!") else (name in on)
+        elif s == "//@endif":
+            keep = None
+        elif keep is not False:
+            out.append(line)
+    return "".join(out)
