@@ -62,7 +62,7 @@ __all__ = ["NativeAdapter", "NativeError", "NativeLibrary", "NativeModel", "Nati
 NATIVE_VERSION = 1
 HOST_SOURCE = Path(__file__).with_name("native_host.c")
 #: what ``twh_abi`` must return (native_host.c's TWH_ABI)
-HOST_ABI = 1
+HOST_ABI = 2
 LIB_NAME = "libtinywarden_model.so"
 
 
@@ -175,6 +175,13 @@ def _defines(program: Program, features: tuple[str, int] | None = None) -> list[
             *(["TWH_LIK_RECORD=1"] if "record" in lik.attrs else [])]
 
 
+def _adaptation_defines(header: str) -> list[str]:
+    """The ``-D`` switches for the optional members of the adaptation's state, read off the generated header
+    (the rule's ``scale`` and ``settle`` blocks, :mod:`tinywarden.kernels.adapt_q`)."""
+    return [*(["TWH_AD_SCALE=1"] if re.search(r"\buint16_t g;", header) else []),
+            *(["TWH_AD_SETTLE=1"] if re.search(r"\buint8_t settling;", header) else [])]
+
+
 def compile_program(program: Program, adaptation: Adaptation | None = None,
                     cache: str | Path | None = None) -> NativeLibrary:
     """The native library of ``program`` (with the baseline adaptation of ``adaptation`` compiled in when it
@@ -183,7 +190,8 @@ def compile_program(program: Program, adaptation: Adaptation | None = None,
 
     files = emit_c(program, adaptation=adaptation)
     features = features_member(program, adaptation, files[HEADER_NAME])
-    return NativeLibrary(build_library(files, _defines(program, features), cache))
+    defines = [*_defines(program, features), *_adaptation_defines(files[HEADER_NAME])]
+    return NativeLibrary(build_library(files, defines, cache))
 
 
 class NativeLibrary:
@@ -319,9 +327,9 @@ class NativeScorer:
 
     def adaptation(self) -> dict[str, int]:
         """The C state's adaptation counters and the likelihood's running mean (``twh_adaptation``)."""
-        out = (ctypes.c_int64 * 6)()
+        out = (ctypes.c_int64 * 7)()
         self.lib._lib.twh_adaptation(self.state, out)
-        return dict(zip(("adapted", "flags", "flagged", "drift", "lik_mean", "var_max"), out, strict=True))
+        return dict(zip(("adapted", "flags", "flagged", "drift", "lik_mean", "g_min", "settling"), out, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------- lean agent
@@ -386,7 +394,8 @@ class NativeAdapter:
             "max_drift": self.config.max_drift,
             "flagged": bool(s["flagged"]),
             "flags": s["flags"],
-            "scale_ratio_max": round(max(math.sqrt(s["var_max"] / 65536.0), 0.5), 4) if s["var_max"] else 1.0,
+            "settling": bool(s["settling"]),
+            "scale_ratio_max": round(32768 / max(s["g_min"], 1), 4),  # the adapted multiplier's factor is g / 2^15
         }
 
 

@@ -16,7 +16,7 @@
 #include "tinywarden_model.h"
 
 /* Bumped when a function below changes its signature (tinywarden.native checks it after loading). */
-#define TWH_ABI 1
+#define TWH_ABI 2
 
 #ifndef TW_HAS_ADAPTATION
 #define TW_HAS_ADAPTATION 0
@@ -28,7 +28,7 @@ void twh_info(int64_t out[8]);
 long twh_batch(tw_state_t *s, const float *samples, long rows, int32_t *scores, uint8_t *flags,
                uint8_t *anomalies, uint16_t *confidences, long capacity);
 int twh_push(tw_state_t *s, const float sample[TW_N_CHANNELS], int32_t out[4]);
-void twh_adaptation(const tw_state_t *s, int64_t out[6]);
+void twh_adaptation(const tw_state_t *s, int64_t out[7]);
 void twh_rebaseline(tw_state_t *s);
 void twh_carry(tw_state_t *dst, const tw_state_t *src);
 long twh_features(const tw_state_t *s, int64_t *out, long capacity);
@@ -100,25 +100,32 @@ int twh_push(tw_state_t *s, const float sample[TW_N_CHANNELS], int32_t out[4])
     return got;
 }
 
-/* adapted windows, flags raised, flagged, drift (Q12), the likelihood's running mean (Q32), the largest
- * adapted variance (Q16; 0 without adaptation). */
-void twh_adaptation(const tw_state_t *s, int64_t out[6])
+/* adapted windows, flags raised, flagged, drift (Q12), the likelihood's running mean (Q32), the smallest gain
+ * (Q15; 2^15 = the reference scale, also without a learned scale), settling (0/1). TWH_AD_SCALE and TWH_AD_SETTLE
+ * are defined by tinywarden.native when the policy's rule has those members (tinywarden.kernels.adapt_q). */
+void twh_adaptation(const tw_state_t *s, int64_t out[7])
 {
-    memset(out, 0, 6 * sizeof(int64_t));
+    memset(out, 0, 7 * sizeof(int64_t));
+    out[5] = 32768;
 #if TW_HAS_LIKELIHOOD
     out[4] = s->lik_mean;
 #endif
 #if TW_HAS_ADAPTATION
+    out[0] = tw_baseline_adapted(s);
+    out[1] = tw_baseline_flags(s);
+    out[2] = tw_baseline_flagged(s);
+    out[3] = tw_baseline_drift(s);
+#if defined(TWH_AD_SCALE)
     {
         size_t i;
-        out[0] = tw_baseline_adapted(s);
-        out[1] = tw_baseline_flags(s);
-        out[2] = tw_baseline_flagged(s);
-        out[3] = tw_baseline_drift(s);
-        for (i = 0; i < sizeof(s->ad_var) / sizeof(s->ad_var[0]); i++) {
-            out[5] = (s->ad_var[i] > out[5]) ? s->ad_var[i] : out[5];
+        for (i = 0; i < sizeof(s->ad.in) / sizeof(s->ad.in[0]); i++) {
+            out[5] = (s->ad.in[i].g < out[5]) ? s->ad.in[i].g : out[5];
         }
     }
+#endif
+#if defined(TWH_AD_SETTLE)
+    out[6] = s->ad.settling;
+#endif
 #endif
 }
 
@@ -163,13 +170,7 @@ void twh_carry(tw_state_t *dst, const tw_state_t *src)
 #endif
 #endif
 #if TW_HAS_ADAPTATION
-    memcpy(dst->ad_mu, src->ad_mu, sizeof(dst->ad_mu));
-    memcpy(dst->ad_var, src->ad_var, sizeof(dst->ad_var));
-    memcpy(dst->ad_g, src->ad_g, sizeof(dst->ad_g));
-    dst->ad_drift = src->ad_drift;
-    dst->ad_adapted = src->ad_adapted;
-    dst->ad_flags = src->ad_flags;
-    dst->ad_flagged = src->ad_flagged;
+    dst->ad = src->ad; /* the whole integer state: means, scales, the settling shadow and count, the drift */
 #endif
 }
 
