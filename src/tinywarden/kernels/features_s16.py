@@ -184,8 +184,7 @@ static void tw_features_block(tw_state_t *s, const int16_t *x)
         const int16_t *p = x0;
         tw_block_t *a = &blk[c];
         int32_t t;
-$locals        for (t = 0; t < TW_BLOCK; t++, p += TW_N_CHANNELS) {
-            int32_t v = *p;
+$locals        for (t = 0; t < TW_BLOCK; t += $unroll, p += $unroll * TW_N_CHANNELS) {
 $update        }
 $store$bands    }
 }
@@ -196,11 +195,12 @@ static void tw_features_push(tw_state_t *s, const int16_t q[TW_N_CHANNELS])
 $push}
 $ring_helpers
 /* The window's features, channel-major, from its TW_BLOCKS blocks (oldest after s->bhead, newest at it):
- * $names. */
-static void tw_features_finish(const tw_state_t *s, int64_t *out)
+ * $names$sink_doc. */
+static void tw_features_finish(const tw_state_t *s, $out_type *out)
 {
     int32_t c;
-    for (c = 0; c < TW_N_CHANNELS; c++) {
+$sink_init    for (c = 0; c < TW_N_CHANNELS; c++) {
+$sink_local
         int32_t b = (s->bhead + 1u == TW_BLOCKS) ? 0 : (int32_t)s->bhead + 1;
         int32_t k;
         const tw_block_t *a = &s->blocks[b][c];
@@ -208,7 +208,7 @@ $combine_init        for (k = 1; k < TW_BLOCKS; k++) {
             b = (b + 1 == TW_BLOCKS) ? 0 : b + 1;
             a = &s->blocks[b][c];
 $combine        }
-$outputs    }
+$outputs$sink_step    }
 }
 """)
 
@@ -244,6 +244,34 @@ C_BAND_BLOCK = Template(r"""        {
             a->band$level = e;
         }
 """)
+
+#: Bands up to this level are computed together, straight-line over groups of 2^level samples (a Haar pyramid);
+#: a finer group would grow the code more than it saves.
+MAX_PYRAMID_LEVEL = 3
+
+
+def haar_pyramid(levels: list[int]) -> str:
+    """C of the Haar bands ``levels`` (each <= :data:`MAX_PYRAMID_LEVEL`) of one channel over the block, in one
+    pass over groups of ``2**max(levels)`` samples: level-l sums of adjacent pairs of level-(l - 1) sums,
+    their differences squared into ``a->band<l>`` (the same energies as :data:`C_BAND_BLOCK`'s, summed in
+    another order: exact integers)."""
+    top = max(levels)
+    group = 1 << top
+    decl = [f"int32_t a{lv}_{k};" for lv in range(top) for k in range(group >> lv)]
+    body = [f"a0_{i} = p[{i} * TW_N_CHANNELS];" for i in range(group)]
+    for lv in range(1, top + 1):
+        for k in range(group >> lv):
+            lo, hi = f"a{lv - 1}_{2 * k}", f"a{lv - 1}_{2 * k + 1}"
+            if lv in levels:
+                body.append(f"e{lv} += (int64_t)({lo} - {hi}) * ({lo} - {hi});")
+            if lv < top:
+                body.append(f"a{lv}_{k} = {lo} + {hi};")
+    lines = ["        {", *(f"            int64_t e{lv} = 0;" for lv in levels), "            p = x0;",
+             f"            for (t = 0; t < TW_BLOCK; t += {group}, p += {group} * TW_N_CHANNELS) {{",
+             *(f"                {b}" for b in decl + body), "            }",
+             *(f"            a->band{lv} = e{lv};" for lv in levels), "        }"]
+    return "\n".join(lines) + "\n"
+
 
 #: Crossings of one channel inside the block, per sub-block of TW_CROSSINGS_BLOCK samples against the sub-block's
 #: own mean: q > floor(S1b / B) exactly when B*q > S1b (q an integer), i.e. when the sign bit of floor(S1b / B) - q
@@ -310,10 +338,13 @@ def _names(op: Op) -> list[str]:
     return [by_code[code] for code in op.consts["codes"].tolist()]
 
 
-def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
+def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str, str, str] | None = None) -> StreamC:
     """The streaming C of ``op`` for program ``p``: only the aggregates its features need, straight-line
     (the feature set is fixed when the C is generated: no run-time dispatch over feature codes). ``ring``:
-    the module keeps the raw sample ring (the block's samples are read from it)."""
+    the module keeps the raw sample ring (the block's samples are read from it). ``requant`` (``(params,
+    suffix, ctype)`` of the ``requantize_s64_*`` op that alone reads the features): each channel's features
+    are requantized into the model's input as soon as they are combined, through that op's own kernel, so
+    the int64 features need no state (:data:`~tinywarden.kernels.base.StreamKernel`)."""
     names = _names(op)
     g = block_size(p.window, p.stride)
     cb = crossings_rows(op, p.window)
@@ -343,6 +374,9 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
               + [_AGG[a][2] for a in aggs if _AGG[a][2]] + (["prev = v;"] if diffs else []))
     if not update:
         update = ["(void)v;"]
+    unroll = 2 if g % 2 == 0 else 1  # two samples a pass: the loop's count and branch halved
+    update = [line for j in range(unroll)
+              for line in ["{", f"    int32_t v = p[{j} * TW_N_CHANNELS];", *(f"    {u}" for u in update), "}"]]
     store = [f"a->{a} = ({_AGG[a][0]}){a};" for a in aggs if _AGG[a][1]]
     cross_code = C_CROSS_BLOCK.substitute(level_sum=C_CROSS_SUM_ONE if cb == g else C_CROSS_SUM_LOOP) \
         if block_cross else ""
@@ -350,7 +384,10 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
     store += ["a->last = x0[(TW_BLOCK - 1) * TW_N_CHANNELS];"] if "last" in aggs else []
     if not store and not block_bands and not block_cross:
         store = ["(void)a;"]
-    band_code = [C_BAND_BLOCK.substitute(group=1 << lv, half=1 << (lv - 1), level=lv) for lv in block_bands]
+    pyramid = [lv for lv in block_bands if lv <= MAX_PYRAMID_LEVEL]
+    band_code = ([haar_pyramid(pyramid)] if pyramid else []) + [
+        C_BAND_BLOCK.substitute(group=1 << lv, half=1 << (lv - 1), level=lv) for lv in block_bands
+        if lv > MAX_PYRAMID_LEVEL]
     cinit = ["int64_t s1 = a->s1;" if "s1" in aggs else "", "int64_t s2 = a->s2;" if "s2" in aggs else "",
              "int32_t mn = a->mn;" if "mn" in aggs else "", "int32_t mx = a->mx;" if "mx" in aggs else "",
              "int32_t dsum = a->dsum;" if "dsum" in aggs else "", "int32_t dmax = a->dmax;" if "dmax" in aggs else "",
@@ -383,7 +420,18 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
         **{f"band{lv}": f"tw_band_energy_s16(s, c, {lv})" for lv in ring_bands},
     }
     f = len(names)
-    outputs = [f"out[c * {f} + {j}] = {expr[n]};" for j, n in enumerate(names)]
+    if requant is None:
+        outputs = [f"out[c * {f} + {j}] = {expr[n]};" for j, n in enumerate(names)]
+        sink = {"out_type": "int64_t", "sink_doc": "", "sink_init": "", "sink_local": "", "sink_step": ""}
+    else:
+        params, suffix, ctype = requant
+        outputs = [f"f[{j}] = {expr[n]};" for j, n in enumerate(names)]
+        sink = {"out_type": ctype, "sink_doc": f",\n * requantized to the model's input by {params}",
+                "sink_init": f"    tw_feature_requant_params_t q = {params};\n",
+                "sink_local": f"        int64_t f[{f}];\n",
+                "sink_step": "".join(f"        {x}\n" for x in (
+                    f"tw_requantize_s64_{suffix}(&q, f, {f}, out + c * {f});",
+                    *(f"q.{t} += {f};" for t in ("pre_shift", "offset", "multiplier", "shift"))))}
     ring_helpers = []
     if "rms" in names:
         ring_helpers.append(C_RMS.strip("\n"))
@@ -396,12 +444,13 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
         return "".join(" " * indent + x + "\n" for x in xs if x)
 
     body = C_STREAM.substitute(
-        locals=block(locals_, 8), update=block(update, 12), store=block(store, 8),
+        locals=block(locals_, 8), update=block(update, 12), unroll=unroll, store=block(store, 8),
         bands=cross_code + "".join(band_code),
         push=C_PUSH_RING if ring else C_PUSH_BLOCK.substitute(
             copy="".join(f"    row[{c}] = q[{c}];\n" for c in range(p.n_channels))),
         ring_helpers="\n" + "\n\n".join(ring_helpers) + "\n" if ring_helpers else "",
-        names=", ".join(names), combine_init=block(cinit, 8), combine=block(comb, 12), outputs=block(outputs, 8))
+        names=", ".join(names), combine_init=block(cinit, 8), combine=block(comb, 12), outputs=block(outputs, 8),
+        **sink)
     n_blocks = p.window // g
     fields = [StateField("tw_block_t", "blocks", (n_blocks, p.n_channels), block_bytes * n_blocks * p.n_channels,
                          align), StateField("uint16_t", "bhead", (), 2, 2)]
@@ -428,30 +477,39 @@ static int64_t tw_rms_s16(int64_t v2, int64_t t)
 """
 
 C_CROSSINGS = r"""
+/* Crossings among the n rows of x (a channel's samples, TW_N_CHANNELS apart) continuing the run whose last
+ * sample gave *prev: with t = level - q, q is above the level exactly when t < 0, so a crossing is a sign
+ * change of t, the top bit of t ^ (previous t); two rows a pass. Range: |level - q| < 2^31. */
+TW_FORCE_INLINE int32_t tw_crossings_run(const int16_t *x, int32_t n, int32_t level, int32_t *prev)
+{
+    int32_t p = *prev;
+    uint32_t k = 0u;
+    for (; n >= 2; n -= 2, x += 2 * TW_N_CHANNELS) {
+        int32_t a = level - x[0];
+        int32_t b = level - x[TW_N_CHANNELS];
+        k += ((uint32_t)(a ^ p) >> 31) + ((uint32_t)(a ^ b) >> 31);
+        p = b;
+    }
+    if (n > 0) {
+        int32_t a = level - x[0];
+        k += (uint32_t)(a ^ p) >> 31;
+        p = a;
+    }
+    *prev = p;
+    return (int32_t)k;
+}
+
 /* Crossings of the window's mean by channel ch, read from the ring (rows [head, TW_WINDOW) then [0, head)):
- * #t with (W*q[t] > S1) != (W*q[t-1] > S1); for an integer q, W*q > S1 exactly when q > floor(S1 / W),
- * i.e. when the sign bit of floor(S1 / W) - q is set. Range: |S1| <= TW_MAX_WINDOW * 2^15 < 2^31. */
+ * #t with (W*q[t] > S1) != (W*q[t-1] > S1); for an integer q, W*q > S1 exactly when q > floor(S1 / W).
+ * Range: |S1| <= TW_MAX_WINDOW * 2^15 < 2^31. */
 static int64_t tw_crossings_s16(const tw_state_t *s, int32_t ch, int32_t s1)
 {
     int32_t level = (s1 >= 0) ? s1 / TW_WINDOW : -((-s1 + TW_WINDOW - 1) / TW_WINDOW);
-    const int16_t *x = &s->ring[s->head][ch];
-    uint32_t prev = (uint32_t)(level - *x) >> 31;
-    int32_t n = 0;
-    int32_t t;
-    for (t = (int32_t)s->head + 1; t < TW_WINDOW; t++) {
-        uint32_t above;
-        x += TW_N_CHANNELS;
-        above = (uint32_t)(level - *x) >> 31;
-        n += (int32_t)(above ^ prev);
-        prev = above;
-    }
-    x = &s->ring[0][ch];
-    for (t = 0; t < (int32_t)s->head; t++, x += TW_N_CHANNELS) {
-        uint32_t above = (uint32_t)(level - *x) >> 31;
-        n += (int32_t)(above ^ prev);
-        prev = above;
-    }
-    return n;
+    int32_t head = (int32_t)s->head;
+    int32_t prev = level - s->ring[head][ch];
+    int32_t n = tw_crossings_run((head + 1 < TW_WINDOW) ? &s->ring[head + 1][ch] : &s->ring[0][ch],
+                                 TW_WINDOW - 1 - head, level, &prev);
+    return n + tw_crossings_run(&s->ring[0][ch], head, level, &prev);
 }
 """
 

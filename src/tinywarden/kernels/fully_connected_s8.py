@@ -82,7 +82,14 @@ static void tw_fully_connected_s8(const tw_fc_params_t *fc_params, const tw_per_
         const int8_t *w = weights + o * n_in;
         int32_t acc = kernel_sum[o];
         const int8_t *x = input;
-        const int8_t *end = w + n_in;
+        const int8_t *end = w + (n_in & ~3);
+        while (w != end) { /* four products a pass: the loop's count and branch amortized */
+            acc += (int32_t)*w++ * (int32_t)*x++;
+            acc += (int32_t)*w++ * (int32_t)*x++;
+            acc += (int32_t)*w++ * (int32_t)*x++;
+            acc += (int32_t)*w++ * (int32_t)*x++;
+        }
+        end += n_in & 3;
         while (w != end) {
             acc += (int32_t)*w++ * (int32_t)*x++;
         }
