@@ -152,11 +152,14 @@ def test_generated_c_is_self_contained_and_stamped():
     includes = {line.split()[1] for line in (src + hdr).splitlines() if line.startswith("#include")}
     assert includes == {"<stdint.h>", "<stddef.h>", '"tinywarden_model.h"'}
     assert "malloc" not in src
-    # the one float is the union through which tw_quantize_sample reads a sample's bits: no float arithmetic
-    code = [line.split("/*")[0].strip() for line in src.splitlines()]
+    # the one float is the union through which tw_float_to_q reads a sample's bits (one call per channel, straight-line
+    # in tw_quantize_sample): no float arithmetic
+    code = [line.split("/*")[0].strip() for line in src.splitlines() if not line.lstrip().startswith("*")]
     assert {line for line in code if "float" in line} == {
-        "float f;", "void tw_quantize_sample(const float sample[TW_N_CHANNELS], int16_t q[TW_N_CHANNELS])",
-        "int tw_push(tw_state_t *s, const float sample[TW_N_CHANNELS], tw_result_t *out)"}
+        "float f;", "TW_FORCE_INLINE int16_t tw_float_to_q(int32_t c, float f)",
+        "void tw_quantize_sample(const float sample[TW_N_CHANNELS], int16_t q[TW_N_CHANNELS])",
+        "int tw_push(tw_state_t *s, const float sample[TW_N_CHANNELS], tw_result_t *out)",
+        *(f"q[{c}] = tw_float_to_q({c}, sample[{c}]);" for c in range(prog.n_channels))}
     assert prog.model_id in hdr and prog.model_id in src and "TW_STATE_BYTES" in hdr
     assert "tw_convolve_1d_s8(" in src and "tw_fully_connected_s8(" not in src  # only the kernels it uses
 

@@ -278,16 +278,17 @@ typedef struct {
 """,
     "rounding": r"""
 /* round(a * b / 2^31), the nudge depending on the product's sign, truncating division; only
- * INT32_MIN * INT32_MIN overflows and saturates. CMSIS-NN arm_nn_doubling_high_mult.
+ * INT32_MIN * INT32_MIN overflows and saturates. CMSIS-NN arm_nn_doubling_high_mult. Computed as
+ * floor((a * b + 2^30) / 2^31), the same value: for a * b < 0 the truncated (a * b + 1 - 2^30) / 2^31 is the
+ * ceiling, floor((a * b + 1 - 2^30 + 2^31 - 1) / 2^31); an arithmetic shift, no 64-bit division.
  * Range: a, b any int32. */
 static int32_t tw_doubling_high_mult(int32_t a, int32_t b)
 {
     int64_t ab = (int64_t)a * (int64_t)b;
-    int64_t nudge = (ab >= 0) ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
     if (a == INT32_MIN && b == INT32_MIN) {
         return INT32_MAX;
     }
-    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+    return (int32_t)((ab + ((int64_t)1 << 30)) >> 31);
 }
 
 /* x / 2^exponent rounded to nearest, ties away from zero. CMSIS-NN arm_nn_divide_by_power_of_two.

@@ -461,6 +461,8 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         likelihood_init=lik.init + (ad.init if ad else ""),
         likelihood_step=lik.post_score + (ad.post_score if ad else ""),
         confidence=lik.confidence,
+        quantize_channels="".join(f"    q[{c}] = tw_float_to_q({c}, sample[{c}]);\n"
+                                  for c in range(program.n_channels)),
     )
     if ad is not None:
         header += ad.header

@@ -250,11 +250,12 @@ C_BAND_BLOCK = Template(r"""        {
 MAX_PYRAMID_LEVEL = 3
 
 
-def haar_pyramid(levels: list[int]) -> str:
+def haar_pyramid(levels: list[int], with_sum: bool = False) -> str:
     """C of the Haar bands ``levels`` (each <= :data:`MAX_PYRAMID_LEVEL`) of one channel over the block, in one
     pass over groups of ``2**max(levels)`` samples: level-l sums of adjacent pairs of level-(l - 1) sums,
     their differences squared into ``a->band<l>`` (the same energies as :data:`C_BAND_BLOCK`'s, summed in
-    another order: exact integers)."""
+    another order: exact integers). ``with_sum``: the groups' top sums also add up to ``s1``, the block's sum
+    (so the statistics pass need not)."""
     top = max(levels)
     group = 1 << top
     decl = [f"int32_t a{lv}_{k};" for lv in range(top) for k in range(group >> lv)]
@@ -266,6 +267,8 @@ def haar_pyramid(levels: list[int]) -> str:
                 body.append(f"e{lv} += (int64_t)({lo} - {hi}) * ({lo} - {hi});")
             if lv < top:
                 body.append(f"a{lv}_{k} = {lo} + {hi};")
+            elif with_sum:
+                body.append(f"s1 += {lo} + {hi};")
     lines = ["        {", *(f"            int64_t e{lv} = 0;" for lv in levels), "            p = x0;",
              f"            for (t = 0; t < TW_BLOCK; t += {group}, p += {group} * TW_N_CHANNELS) {{",
              *(f"                {b}" for b in decl + body), "            }",
@@ -369,23 +372,26 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
                 "cross crossings\n * of the sub-blocks' means, band<l>"
                 " Haar band energy of level l; every member is exact for TW_BLOCK <= TW_MAX_WINDOW. */\n"
                 "typedef struct {\n" + "\n".join(lines) + "\n} tw_block_t;\n")
+    pyramid = [lv for lv in block_bands if lv <= MAX_PYRAMID_LEVEL]
+    pyramid_sum = bool(pyramid) and "s1" in aggs  # the block's sum from the pyramid's top sums
     locals_ = [_AGG[a][1] for a in aggs if _AGG[a][1]] + (["int32_t prev = x0[0];"] if diffs else [])
     update = ((["int32_t d = v - prev;", "d = (d < 0) ? -d : d;"] if diffs else [])
-              + [_AGG[a][2] for a in aggs if _AGG[a][2]] + (["prev = v;"] if diffs else []))
+              + [_AGG[a][2] for a in aggs if _AGG[a][2] and not (a == "s1" and pyramid_sum)]
+              + (["prev = v;"] if diffs else []))
     if not update:
         update = ["(void)v;"]
     unroll = 2 if g % 2 == 0 else 1  # two samples a pass: the loop's count and branch halved
     update = [line for j in range(unroll)
               for line in ["{", f"    int32_t v = p[{j} * TW_N_CHANNELS];", *(f"    {u}" for u in update), "}"]]
-    store = [f"a->{a} = ({_AGG[a][0]}){a};" for a in aggs if _AGG[a][1]]
+    store = [f"a->{a} = ({_AGG[a][0]}){a};" for a in aggs if _AGG[a][1] and not (a == "s1" and pyramid_sum)]
     cross_code = C_CROSS_BLOCK.substitute(level_sum=C_CROSS_SUM_ONE if cb == g else C_CROSS_SUM_LOOP) \
         if block_cross else ""
     store += ["a->first = x0[0];"] if "first" in aggs else []
     store += ["a->last = x0[(TW_BLOCK - 1) * TW_N_CHANNELS];"] if "last" in aggs else []
     if not store and not block_bands and not block_cross:
         store = ["(void)a;"]
-    pyramid = [lv for lv in block_bands if lv <= MAX_PYRAMID_LEVEL]
-    band_code = ([haar_pyramid(pyramid)] if pyramid else []) + [
+    band_code = ([haar_pyramid(pyramid, pyramid_sum) + ("        a->s1 = s1;\n" if pyramid_sum else "")]
+                 if pyramid else []) + [
         C_BAND_BLOCK.substitute(group=1 << lv, half=1 << (lv - 1), level=lv) for lv in block_bands
         if lv > MAX_PYRAMID_LEVEL]
     cinit = ["int64_t s1 = a->s1;" if "s1" in aggs else "", "int64_t s2 = a->s2;" if "s2" in aggs else "",
@@ -445,7 +451,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
 
     body = C_STREAM.substitute(
         locals=block(locals_, 8), update=block(update, 12), unroll=unroll, store=block(store, 8),
-        bands=cross_code + "".join(band_code),
+        bands="".join(band_code) + cross_code,  # the pyramid first: it may sum s1, which crossings read
         push=C_PUSH_RING if ring else C_PUSH_BLOCK.substitute(
             copy="".join(f"    row[{c}] = q[{c}];\n" for c in range(p.n_channels))),
         ring_helpers="\n" + "\n\n".join(ring_helpers) + "\n" if ring_helpers else "",
@@ -479,21 +485,30 @@ static int64_t tw_rms_s16(int64_t v2, int64_t t)
 C_CROSSINGS = r"""
 /* Crossings among the n rows of x (a channel's samples, TW_N_CHANNELS apart) continuing the run whose last
  * sample gave *prev: with t = level - q, q is above the level exactly when t < 0, so a crossing is a sign
- * change of t, the top bit of t ^ (previous t); two rows a pass. Range: |level - q| < 2^31. */
+ * change of t, the top bit of t ^ (previous t); four rows a pass. Range: |level - q| < 2^31. */
 TW_FORCE_INLINE int32_t tw_crossings_run(const int16_t *x, int32_t n, int32_t level, int32_t *prev)
 {
     int32_t p = *prev;
     uint32_t k = 0u;
-    for (; n >= 2; n -= 2, x += 2 * TW_N_CHANNELS) {
+    const int16_t *end = x + (n & ~3) * TW_N_CHANNELS;
+    while (x != end) {
         int32_t a = level - x[0];
         int32_t b = level - x[TW_N_CHANNELS];
-        k += ((uint32_t)(a ^ p) >> 31) + ((uint32_t)(a ^ b) >> 31);
-        p = b;
+        int32_t d = level - x[2 * TW_N_CHANNELS];
+        int32_t e = level - x[3 * TW_N_CHANNELS];
+        k += (uint32_t)(a ^ p) >> 31;
+        k += (uint32_t)(a ^ b) >> 31;
+        k += (uint32_t)(b ^ d) >> 31;
+        k += (uint32_t)(d ^ e) >> 31;
+        p = e;
+        x += 4 * TW_N_CHANNELS;
     }
-    if (n > 0) {
+    end += (n & 3) * TW_N_CHANNELS;
+    while (x != end) {
         int32_t a = level - x[0];
         k += (uint32_t)(a ^ p) >> 31;
         p = a;
+        x += TW_N_CHANNELS;
     }
     *prev = p;
     return (int32_t)k;
