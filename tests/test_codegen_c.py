@@ -261,3 +261,22 @@ def test_scratch_tensors_share_members_once_no_later_op_reads_them(tmp_path):
     assert scratch < sum(t.size * np.dtype(t.dtype).itemsize for t in prog.tensors)
     assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
                      camera()[0].values[6000:7000], tmp_path)
+
+
+def test_window_features_are_requantized_as_combined_unless_the_adaptation_reads_them(tmp_path):
+    # issue 16: the int64 window features took 8 B per feature of state (528 B on the default pipeline) only to
+    # be requantized once; the stream kernel now requantizes each channel's features as it combines them
+    from tinywarden.adapt import Adaptation
+    from tinywarden.codegen.c import fused_requant
+
+    _, prog = fitted("dense_ae")
+    assert fused_requant(prog) == {0} and prog.ops[1].kind == "requantize_s64_s8"
+    hdr = emit_c(prog)["tinywarden_model.h"]
+    assert "t_features[" not in hdr and "int64_t t_" not in hdr
+    # the baseline adaptation reads the stored features after the window: they keep their member
+    adapting = emit_c(prog, adaptation=Adaptation())["tinywarden_model.h"]
+    assert re.search(rf"int64_t t_features\[{prog.tensor('features').size}\];", adapting)
+    state = (int(re.search(r"#define TW_STATE_BYTES (\d+)", h).group(1)) for h in (hdr, adapting))
+    assert next(state) + 8 * prog.tensor("features").size <= next(state)
+    assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
+                     camera()[0].values[6000:7500], tmp_path)
