@@ -280,3 +280,23 @@ def test_window_features_are_requantized_as_combined_unless_the_adaptation_reads
     assert next(state) + 8 * prog.tensor("features").size <= next(state)
     assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
                      camera()[0].values[6000:7500], tmp_path)
+
+
+def test_window_256_with_default_features_fits_4_kb_and_stays_bit_exact(tmp_path):
+    # issue 16: window 256 (default stride 64, default features, crossings of the window's mean: the raw ring
+    # stays) fits 4 KB of state: 4,616 B before the blocks kept their wide sums in 5 bytes, their first and last
+    # samples in the ring, and the reconstruction went straight into its score
+    s, train = camera()
+    pipe = Pipeline(make_detector("dense_ae", epochs=2), window=256).fit(train)
+    prog = quantize_pipeline(pipe, train)
+    assert (pipe.window, pipe.stride) == (256, 64)
+    hdr = emit_c(prog)["tinywarden_model.h"]
+    assert int(re.search(r"#define TW_STATE_BYTES (\d+)", hdr).group(1)) <= 4096
+    last = len(prog.ops) - 2
+    assert f"t_{prog.ops[last].dst}[" not in hdr  # the reconstruction is never stored
+
+    from tinywarden.codegen.c import scored_as_computed
+
+    assert scored_as_computed(prog) == {last} and prog.ops[-1].kind == "sum_sq_diff_s8"
+    assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
+                     s.values[6000:9000], tmp_path)

@@ -202,6 +202,23 @@ def fused_requant(program: Program, adapted: int | None = None) -> set[int]:
     return out
 
 
+def scored_as_computed(program: Program) -> set[int]:
+    """Indices of the ``fully_connected_s8`` ops whose output only the next op reads, a ``sum_sq_diff_s8`` score
+    (an autoencoder's reconstruction): the layer adds each output's squared difference to the score's total as it
+    computes it, so the reconstruction takes no state."""
+    readers: dict[str, int] = {}
+    for op in program.ops:
+        for src in op.src:
+            readers[src] = readers.get(src, 0) + 1
+    out = set()
+    for i, op in enumerate(program.ops[:-1]):
+        nxt = program.ops[i + 1]
+        if (op.kind == "fully_connected_s8" and nxt.kind == "sum_sq_diff_s8" and op.dst in nxt.src
+                and nxt.src[0] != nxt.src[1] and readers.get(op.dst) == 1 and op.dst != program.ops[-1].dst):
+            out.add(i)
+    return out
+
+
 def likelihood_c(program: Program) -> LikelihoodC:
     """What the program's likelihood step adds to the C module (nothing but ``tw_confidence() == 0``
     without one)."""
@@ -331,12 +348,13 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                                 _scalar("uint64_t", "history")]
     invariants: list[str] = []
     fused = fused_requant(program, ad.op_index if ad is not None else None)
+    scored = scored_as_computed(program)
     for i, op in enumerate(program.ops):
         spec = KERNELS[op.kind]  # validate() has checked the kind is registered
 
         call_fields = _call_fields(program, i)
-        if i - 1 in fused:
-            continue  # requantized inside the stream kernel before it (its params and kernel are emitted there)
+        if i - 1 in fused or i - 1 in scored:
+            continue  # done by the op before it (requantized in the stream kernel, or scored as computed)
         if spec.stream is not None and op.src == ("window",):
             requant = None
             if i in fused:
@@ -374,6 +392,14 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in _tables(op).items()
                          if re.search(rf"\b{table_name(op, c)}\b", call + params))
         constants.extend([params] if params else [])
+        if i in scored:  # the reconstruction goes straight into its score: the output is never stored
+            score_op = program.ops[i + 1]
+            ref = score_op.src[1] if score_op.src[0] == op.dst else score_op.src[0]
+            call = (call.replace(f"s->t_{op.dst}, NULL, NULL);", f"NULL, s->t_{ref}, &total);")
+                    .replace("\n", "\n    "))
+            call = (f"{{\n        int64_t total = 0;\n        {call}\n        s->t_{score_op.dst}[0] = "
+                    f"tw_score_from_total(total, {int(score_op.attrs['shift'])});\n    }}")
+            needed.add("score")
         # the adapted op: its own kernel and tables still serve it, through tw_adapt_forward
         calls.append(ad.call if ad is not None and i == ad.op_index else "    " + call)
         if not any(k == op.kind for k, _ in kernels):
@@ -397,7 +423,8 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         fields.extend(ad.fields)
         invariants.append(ad.invariant)
     # the adaptation reads its op's input after the window (tw_adapt_observe): that tensor keeps its member
-    unstored = {program.ops[i].dst for i in fused}  # requantized as they are combined: never stored
+    # requantized as they are combined, or scored as they are computed: never stored
+    unstored = {program.ops[i].dst for i in fused | scored}
     home = scratch_homes(program, keep=[program.ops[ad.op_index].src[0]] if ad is not None else [], unstored=unstored)
     slots: dict[str, tuple[str, int]] = {}
     for t in program.tensors:

@@ -200,8 +200,7 @@ static void tw_features_finish(const tw_state_t *s, $out_type *out)
 {
     int32_t c;
 $sink_init    for (c = 0; c < TW_N_CHANNELS; c++) {
-$sink_local
-        int32_t b = (s->bhead + 1u == TW_BLOCKS) ? 0 : (int32_t)s->bhead + 1;
+$sink_local        int32_t b = (s->bhead + 1u == TW_BLOCKS) ? 0 : (int32_t)s->bhead + 1;
         int32_t k;
         const tw_block_t *a = &s->blocks[b][c];
 $combine_init        for (k = 1; k < TW_BLOCKS; k++) {
@@ -316,7 +315,7 @@ _AGG = {
     "mx": ("int16_t", "int32_t mx = x0[0];", "mx = (v > mx) ? v : mx;"),
     "first": ("int16_t", "", ""),
     "dsum": ("int32_t", "int32_t dsum = 0;", "dsum += d;"),
-    "dmax": ("int32_t", "int32_t dmax = 0;", "dmax = (d > dmax) ? d : dmax;"),
+    "dmax": ("uint16_t", "int32_t dmax = 0;", "dmax = (d > dmax) ? d : dmax;"),  # |step| <= 2^16 - 1
     "last": ("int16_t", "", ""),
     "cross": ("int16_t", "", ""),
 }
@@ -324,7 +323,25 @@ _AGG = {
 _NEEDS = {"mean": ("s1",), "std": ("s1", "s2"), "rms": ("s1", "s2"), "min": ("mn",), "max": ("mx",),
           "last": ("last",), "crossings": ("s1",), "diff_abs_mean": ("dsum", "first", "last"),
           "diff_abs_max": ("dmax", "first", "last")}
-_SIZE = {"int64_t": 8, "int32_t": 4, "int16_t": 2}
+_SIZE = {"int64_t": 8, "int32_t": 4, "uint32_t": 4, "int16_t": 2, "uint16_t": 2, "uint8_t": 1}
+
+#: A block's non-negative wide sums (s2, the band energies) below 2**SPLIT_BITS are kept in SPLIT_BITS / 8
+#: bytes, a uint32 low word and a uint8 high byte, instead of an int64: s2 <= g * 2**30 (|q| <= 2**15) and
+#: band l <= (g / 2**l) * (2**(l - 1) * (2**16 - 1))**2 < g * 2**(30 + l) for a block of g samples.
+SPLIT_BITS = 40
+
+
+def wide_bound(name: str, g: int) -> int:
+    """Upper bound (exclusive) of the wide block sum ``name`` (``s2`` or ``band<l>``) over ``g`` samples."""
+    return g << 30 if name == "s2" else g << (30 + int(name[4:]))
+
+
+def _put_bands(code: str, levels: list[int], put: Callable[[str, str], str]) -> str:
+    """``code`` (a band pass) with each store of a band energy into the block written by ``put``."""
+    for lv in levels:
+        code = code.replace(f"a->band{lv} = e{lv};", put(f"band{lv}", f"e{lv}"))
+        code = code.replace(f"a->band{lv} = e;", put(f"band{lv}", "e"))
+    return code
 
 
 def needs_ring(op: Op, p: ProgramView) -> bool:
@@ -360,7 +377,21 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
     ring_bands = [lv for lv in bands if g % (1 << lv) != 0]
     aggs = [a for a in _AGG if any(a in _NEEDS.get(n, ()) for n in names) or (a == "cross" and block_cross)]
     diffs = "dsum" in aggs or "dmax" in aggs
-    members = [(_AGG[a][0], a) for a in aggs] + [("int64_t", f"band{lv}") for lv in block_bands]
+    wide = [a for a in aggs if a == "s2"] + [f"band{lv}" for lv in block_bands]
+    split = {n for n in wide if wide_bound(n, g) <= 1 << SPLIT_BITS}
+
+    def get(n: str) -> str:  # a wide sum read back from the block as int64
+        return f"(int64_t)(((uint64_t)a->{n}_hi << 32) | a->{n}_lo)" if n in split else f"a->{n}"
+
+    def put(n: str, v: str) -> str:
+        return f"a->{n}_lo = (uint32_t){v}; a->{n}_hi = (uint8_t)((uint64_t){v} >> 32);" if n in split \
+            else f"a->{n} = {v};"
+
+    # with the raw ring kept, a block's first and last samples are read from it (blocks are aligned to its rows)
+    in_ring = {"first", "last"} if ring else set()
+    members = ([(_AGG[a][0], a) for a in aggs if a not in split and a not in in_ring]
+               + [("int64_t", n) for n in wide if n.startswith("band") and n not in split]
+               + [m for n in wide if n in split for m in (("uint32_t", f"{n}_lo"), ("uint8_t", f"{n}_hi"))])
     members.sort(key=lambda m: -_SIZE[m[0]])
     size = sum(_SIZE[t] for t, _ in members)
     align = max((_SIZE[t] for t, _ in members), default=2)
@@ -383,35 +414,42 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
     unroll = 2 if g % 2 == 0 else 1  # two samples a pass: the loop's count and branch halved
     update = [line for j in range(unroll)
               for line in ["{", f"    int32_t v = p[{j} * TW_N_CHANNELS];", *(f"    {u}" for u in update), "}"]]
-    store = [f"a->{a} = ({_AGG[a][0]}){a};" for a in aggs if _AGG[a][1] and not (a == "s1" and pyramid_sum)]
+    store = [put(a, a) if a in split else f"a->{a} = ({_AGG[a][0]}){a};" for a in aggs
+             if _AGG[a][1] and not (a == "s1" and pyramid_sum)]
     cross_code = C_CROSS_BLOCK.substitute(level_sum=C_CROSS_SUM_ONE if cb == g else C_CROSS_SUM_LOOP) \
         if block_cross else ""
-    store += ["a->first = x0[0];"] if "first" in aggs else []
-    store += ["a->last = x0[(TW_BLOCK - 1) * TW_N_CHANNELS];"] if "last" in aggs else []
+    store += ["a->first = x0[0];"] if "first" in aggs and not ring else []
+    store += ["a->last = x0[(TW_BLOCK - 1) * TW_N_CHANNELS];"] if "last" in aggs and not ring else []
     if not store and not block_bands and not block_cross:
         store = ["(void)a;"]
     band_code = ([haar_pyramid(pyramid, pyramid_sum) + ("        a->s1 = s1;\n" if pyramid_sum else "")]
                  if pyramid else []) + [
         C_BAND_BLOCK.substitute(group=1 << lv, half=1 << (lv - 1), level=lv) for lv in block_bands
         if lv > MAX_PYRAMID_LEVEL]
-    cinit = ["int64_t s1 = a->s1;" if "s1" in aggs else "", "int64_t s2 = a->s2;" if "s2" in aggs else "",
+    band_code = [_put_bands(code, block_bands, put) for code in band_code]
+    cinit = ["int64_t s1 = a->s1;" if "s1" in aggs else "", f"int64_t s2 = {get('s2')};" if "s2" in aggs else "",
              "int32_t mn = a->mn;" if "mn" in aggs else "", "int32_t mx = a->mx;" if "mx" in aggs else "",
              "int32_t dsum = a->dsum;" if "dsum" in aggs else "", "int32_t dmax = a->dmax;" if "dmax" in aggs else "",
-             "int32_t last = a->last;" if "last" in aggs else "",
+             *(["int32_t r = (int32_t)s->head; /* the block's first ring row */"] if ring and "last" in aggs else []),
+             ("int32_t last = s->ring[r + TW_BLOCK - 1][c];" if ring else "int32_t last = a->last;")
+             if "last" in aggs else "",
              "int32_t cross = a->cross;" if block_cross else "",
-             *(f"int64_t band{lv} = a->band{lv};" for lv in block_bands)]
-    comb = ["s1 += a->s1;" if "s1" in aggs else "", "s2 += a->s2;" if "s2" in aggs else "",
+             *(f"int64_t band{lv} = {get(f'band{lv}')};" for lv in block_bands)]
+    comb = ["s1 += a->s1;" if "s1" in aggs else "", f"s2 += {get('s2')};" if "s2" in aggs else "",
             "mn = (a->mn < mn) ? a->mn : mn;" if "mn" in aggs else "",
             "mx = (a->mx > mx) ? a->mx : mx;" if "mx" in aggs else "",
             "cross += a->cross;" if block_cross else "",
-            *(f"band{lv} += a->band{lv};" for lv in block_bands)]
+            *(f"band{lv} += {get(f'band{lv}')};" for lv in block_bands)]
+    if ring and "last" in aggs:
+        comb.append("r = (r + TW_BLOCK == TW_WINDOW) ? 0 : r + TW_BLOCK;")
     if diffs:
-        comb += ["{", "    int32_t d = a->first - last;", "    d = (d < 0) ? -d : d;"]
+        comb += ["{", "    int32_t d = " + ("s->ring[r][c]" if ring else "a->first") + " - last;",
+                 "    d = (d < 0) ? -d : d;"]
         comb += ["    dsum += d + a->dsum;"] if "dsum" in aggs else []
         comb += ["    d = (a->dmax > d) ? a->dmax : d;", "    dmax = (d > dmax) ? d : dmax;"] if "dmax" in aggs else []
         comb += ["}"]
     if "last" in aggs:
-        comb.append("last = a->last;")
+        comb.append("last = s->ring[r + TW_BLOCK - 1][c];" if ring else "last = a->last;")
     if not any(comb):
         comb = ["(void)a;"]
     z0 = f"{prefix}_z0"

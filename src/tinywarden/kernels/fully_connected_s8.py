@@ -63,7 +63,7 @@ C_TEMPLATE = r"""
 //@params: static const tw_per_channel_quant_params_t tw_${dst}_quant_params = {${c_multiplier}, ${c_shift}};
 //@params: static const tw_dims_t tw_${dst}_filter_dims = {${weights_shape1}, 1, 1, ${weights_shape0}};
 //@call: tw_fully_connected_s8(&tw_${dst}_fc_params, &tw_${dst}_quant_params, s->t_${src0}, &tw_${dst}_filter_dims,
-//@+ ${c_weights}, ${c_kernel_sum}, s->t_${dst});
+//@+ ${c_weights}, ${c_kernel_sum}, s->t_${dst}, NULL, NULL);
 //@requires: params requant32
 /* CMSIS-NN style fully connected layer with per-output-channel weights (filter_dims: n = n_in inputs, c =
  * n_out outputs; weights n_out x n_in, row-major): out[o] = clamp(requantize(bias[o] + sum_i w[o][i] *
@@ -71,13 +71,15 @@ C_TEMPLATE = r"""
  * output_offset is ReLU. kernel_sum[o] = bias[o] + input_offset * sum_i w[o][i] is folded at generation
  * (CMSIS-NN's kernel sum), so the loop multiplies the raw inputs. Range: input_offset in [-255, 255],
  * output_offset and the activation in [-128, 127]; the generator checks |kernel_sum[o]| + 128 * sum_i
- * |w[o][i]| <= INT32_MAX, so the int32 accumulator cannot overflow. */
+ * |w[o][i]| <= INT32_MAX, so the int32 accumulator cannot overflow. With ref != NULL the outputs are not stored:
+ * *total += (out[o] - ref[o])^2 instead (a reconstruction layer read only by its sum_sq_diff_s8 score). */
 static void tw_fully_connected_s8(const tw_fc_params_t *fc_params, const tw_per_channel_quant_params_t *quant_params,
                                   const int8_t *input, const tw_dims_t *filter_dims, const int8_t *weights,
-                                  const int32_t *kernel_sum, int8_t *output)
+                                  const int32_t *kernel_sum, int8_t *output, const int8_t *ref, int64_t *total)
 {
     int32_t n_in = filter_dims->n;
     int32_t o;
+    uint64_t sq = 0u; /* (d * d) <= 2^16 per output */
     for (o = 0; o < filter_dims->c; o++) {
         const int8_t *w = weights + o * n_in;
         int32_t acc = kernel_sum[o];
@@ -109,9 +111,17 @@ static void tw_fully_connected_s8(const tw_fc_params_t *fc_params, const tw_per_
         while (w != end) {
             acc += (int32_t)*w++ * (int32_t)*x++;
         }
-        output[o] = (int8_t)tw_offset_clamp(tw_requantize32(acc, quant_params->multiplier[o], quant_params->shift[o]),
-                                            fc_params->output_offset, fc_params->activation.min,
-                                            fc_params->activation.max);
+        acc = tw_offset_clamp(tw_requantize32(acc, quant_params->multiplier[o], quant_params->shift[o]),
+                              fc_params->output_offset, fc_params->activation.min, fc_params->activation.max);
+        if (ref != NULL) {
+            int32_t d = acc - (int32_t)ref[o];
+            sq += (uint32_t)(d * d);
+        } else {
+            output[o] = (int8_t)acc;
+        }
+    }
+    if (total != NULL) {
+        *total += (int64_t)sq;
     }
 }
 """
