@@ -300,3 +300,25 @@ def test_window_256_with_default_features_fits_4_kb_and_stays_bit_exact(tmp_path
     assert scored_as_computed(prog) == {last} and prog.ops[-1].kind == "sum_sq_diff_s8"
     assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
                      s.values[6000:9000], tmp_path)
+
+
+def test_c_integer_square_root_is_exact_on_both_paths(tmp_path):
+    # tw_isqrt_u64 (std and rms of every window) takes 32-bit steps below 2^60 and the 64-bit form above: both
+    # must equal floor(sqrt(x)) at the paths' edges, at perfect squares and their neighbours
+    import math
+
+    from tinywarden.arith import C_HELPERS
+
+    xs = sorted({v for e in range(64) for b in (1 << e, math.isqrt(1 << e) ** 2) for v in (b - 1, b, b + 1)
+                 if 0 <= v < 1 << 64} | {(1 << 64) - 1, (1 << 60) - 1, 1 << 60, ((1 << 30) - 1) ** 2,
+                                         ((1 << 30) - 1) ** 2 - 1, 123456789012345})
+    src = tmp_path / "isqrt.c"
+    src.write_text("#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n" + C_HELPERS["isqrt"]
+                   + "int main(int argc, char **argv)\n{\n    int i;\n    for (i = 1; i < argc; i++) {\n"
+                   "        printf(\"%llu\\n\", (unsigned long long)tw_isqrt_u64(strtoull(argv[i], NULL, 10)));\n"
+                   "    }\n    return 0;\n}\n")
+    exe = tmp_path / "isqrt"
+    subprocess.run(["gcc", *FLAGS, "-fsanitize=undefined", "-fno-sanitize-recover=all", str(src), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    out = subprocess.run([str(exe), *map(str, xs)], check=True, capture_output=True, text=True).stdout.split()
+    assert [int(v) for v in out] == [math.isqrt(x) for x in xs]
