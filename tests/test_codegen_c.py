@@ -159,6 +159,7 @@ def test_generated_c_is_self_contained_and_stamped():
         "float f;", "TW_FORCE_INLINE int16_t tw_float_to_q(int32_t c, float f)",
         "void tw_quantize_sample(const float sample[TW_N_CHANNELS], int16_t q[TW_N_CHANNELS])",
         "int tw_push(tw_state_t *s, const float sample[TW_N_CHANNELS], tw_result_t *out)",
+        "q[c] = tw_float_to_q(c, sample[c]);",  # the Thumb-1 (M0/M0+) loop
         *(f"q[{c}] = tw_float_to_q({c}, sample[{c}]);" for c in range(prog.n_channels))}
     assert prog.model_id in hdr and prog.model_id in src and "TW_STATE_BYTES" in hdr
     assert "tw_convolve_1d_s8(" in src and "tw_fully_connected_s8(" not in src  # only the kernels it uses
