@@ -524,7 +524,7 @@ C_CROSSINGS = r"""
 /* Crossings among the n rows of x (a channel's samples, TW_N_CHANNELS apart) continuing the run whose last
  * sample gave *prev: with t = level - q, q is above the level exactly when t < 0, so a crossing is a sign
  * change of t, the top bit of t ^ (previous t); four rows a pass. Range: |level - q| < 2^31. */
-TW_FORCE_INLINE int32_t tw_crossings_run(const int16_t *x, int32_t n, int32_t level, int32_t *prev)
+static int32_t tw_crossings_run(const int16_t *x, int32_t n, int32_t level, int32_t *prev)
 {
     int32_t p = *prev;
     uint32_t k = 0u;
