@@ -152,11 +152,15 @@ def test_generated_c_is_self_contained_and_stamped():
     includes = {line.split()[1] for line in (src + hdr).splitlines() if line.startswith("#include")}
     assert includes == {"<stdint.h>", "<stddef.h>", '"tinywarden_model.h"'}
     assert "malloc" not in src
-    # the one float is the union through which tw_quantize_sample reads a sample's bits: no float arithmetic
-    code = [line.split("/*")[0].strip() for line in src.splitlines()]
+    # the one float is the union through which tw_float_to_q reads a sample's bits (one call per channel, straight-line
+    # in tw_quantize_sample): no float arithmetic
+    code = [line.split("/*")[0].strip() for line in src.splitlines() if not line.lstrip().startswith("*")]
     assert {line for line in code if "float" in line} == {
-        "float f;", "void tw_quantize_sample(const float sample[TW_N_CHANNELS], int16_t q[TW_N_CHANNELS])",
-        "int tw_push(tw_state_t *s, const float sample[TW_N_CHANNELS], tw_result_t *out)"}
+        "float f;", "TW_FORCE_INLINE int16_t tw_float_to_q(int32_t c, float f)",
+        "void tw_quantize_sample(const float sample[TW_N_CHANNELS], int16_t q[TW_N_CHANNELS])",
+        "int tw_push(tw_state_t *s, const float sample[TW_N_CHANNELS], tw_result_t *out)",
+        "q[c] = tw_float_to_q(c, sample[c]);",  # the Thumb-1 (M0/M0+) loop
+        *(f"q[{c}] = tw_float_to_q({c}, sample[{c}]);" for c in range(prog.n_channels))}
     assert prog.model_id in hdr and prog.model_id in src and "TW_STATE_BYTES" in hdr
     assert "tw_convolve_1d_s8(" in src and "tw_fully_connected_s8(" not in src  # only the kernels it uses
 
@@ -258,3 +262,64 @@ def test_scratch_tensors_share_members_once_no_later_op_reads_them(tmp_path):
     assert scratch < sum(t.size * np.dtype(t.dtype).itemsize for t in prog.tensors)
     assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
                      camera()[0].values[6000:7000], tmp_path)
+
+
+def test_window_features_are_requantized_as_combined_unless_the_adaptation_reads_them(tmp_path):
+    # issue 16: the int64 window features took 8 B per feature of state (528 B on the default pipeline) only to
+    # be requantized once; the stream kernel now requantizes each channel's features as it combines them
+    from tinywarden.adapt import Adaptation
+    from tinywarden.codegen.c import fused_requant
+
+    _, prog = fitted("dense_ae")
+    assert fused_requant(prog) == {0} and prog.ops[1].kind == "requantize_s64_s8"
+    hdr = emit_c(prog)["tinywarden_model.h"]
+    assert "t_features[" not in hdr and "int64_t t_" not in hdr
+    # the baseline adaptation reads the stored features after the window: they keep their member
+    adapting = emit_c(prog, adaptation=Adaptation())["tinywarden_model.h"]
+    assert re.search(rf"int64_t t_features\[{prog.tensor('features').size}\];", adapting)
+    state = (int(re.search(r"#define TW_STATE_BYTES (\d+)", h).group(1)) for h in (hdr, adapting))
+    assert next(state) + 8 * prog.tensor("features").size <= next(state)
+    assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
+                     camera()[0].values[6000:7500], tmp_path)
+
+
+def test_window_256_with_default_features_fits_4_kb_and_stays_bit_exact(tmp_path):
+    # issue 16: window 256 (default stride 64, default features, crossings of the window's mean: the raw ring
+    # stays) fits 4 KB of state: 4,616 B before the blocks kept their wide sums in 5 bytes, their first and last
+    # samples in the ring, and the reconstruction went straight into its score
+    s, train = camera()
+    pipe = Pipeline(make_detector("dense_ae", epochs=2), window=256).fit(train)
+    prog = quantize_pipeline(pipe, train)
+    assert (pipe.window, pipe.stride) == (256, 64)
+    hdr = emit_c(prog)["tinywarden_model.h"]
+    assert int(re.search(r"#define TW_STATE_BYTES (\d+)", hdr).group(1)) <= 4096
+    last = len(prog.ops) - 2
+    assert f"t_{prog.ops[last].dst}[" not in hdr  # the reconstruction is never stored
+
+    from tinywarden.codegen.c import scored_as_computed
+
+    assert scored_as_computed(prog) == {last} and prog.ops[-1].kind == "sum_sq_diff_s8"
+    assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
+                     s.values[6000:9000], tmp_path)
+
+
+def test_c_integer_square_root_is_exact_on_both_paths(tmp_path):
+    # tw_isqrt_u64 (std and rms of every window) takes 32-bit steps below 2^60 and the 64-bit form above: both
+    # must equal floor(sqrt(x)) at the paths' edges, at perfect squares and their neighbours
+    import math
+
+    from tinywarden.arith import C_HELPERS
+
+    xs = sorted({v for e in range(64) for b in (1 << e, math.isqrt(1 << e) ** 2) for v in (b - 1, b, b + 1)
+                 if 0 <= v < 1 << 64} | {(1 << 64) - 1, (1 << 60) - 1, 1 << 60, ((1 << 30) - 1) ** 2,
+                                         ((1 << 30) - 1) ** 2 - 1, 123456789012345})
+    src = tmp_path / "isqrt.c"
+    src.write_text("#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n" + C_HELPERS["isqrt"]
+                   + "int main(int argc, char **argv)\n{\n    int i;\n    for (i = 1; i < argc; i++) {\n"
+                   "        printf(\"%llu\\n\", (unsigned long long)tw_isqrt_u64(strtoull(argv[i], NULL, 10)));\n"
+                   "    }\n    return 0;\n}\n")
+    exe = tmp_path / "isqrt"
+    subprocess.run(["gcc", *FLAGS, "-fsanitize=undefined", "-fno-sanitize-recover=all", str(src), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    out = subprocess.run([str(exe), *map(str, xs)], check=True, capture_output=True, text=True).stdout.split()
+    assert [int(v) for v in out] == [math.isqrt(x) for x in xs]

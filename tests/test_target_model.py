@@ -110,3 +110,15 @@ def test_m0plus_build_runs_on_the_m4_board_with_the_same_decisions(generated: tu
     assert m0.decisions.score.tolist() == scores.tolist() and m0.decisions.anomaly.tolist() == anomalies.tolist()
     assert m0.instructions is not None and m4.instructions is not None
     assert m0.instructions.steady_per_window > m4.instructions.steady_per_window
+
+
+def test_window_costs_at_most_issue_16_budget_on_m4(tmp_path: Path) -> None:
+    # issue 16's goal for the default pipeline (default dense AE, window 128, stride 64, 6 channels, default
+    # features) on a Cortex-M4 without FPU: <= 50,000 instructions per window, exact under QEMU (64,556 before the
+    # per-block Haar pyramid, the fused feature requantization and the straight-line sample conversion)
+    series = make_series(n=6000, channels=6, seed=11)
+    pipe = Pipeline(DenseAutoencoder(epochs=5), window=128, stride=64).fit(series)
+    write_c(quantize_pipeline(pipe, series), tmp_path)
+    counts = run_on_qemu(tmp_path, sample_stream(128 + 3 * 64), count=True, timeout=120).instructions
+    assert counts is not None
+    assert counts.steady_per_window <= 50_000, counts.by_function

@@ -278,16 +278,17 @@ typedef struct {
 """,
     "rounding": r"""
 /* round(a * b / 2^31), the nudge depending on the product's sign, truncating division; only
- * INT32_MIN * INT32_MIN overflows and saturates. CMSIS-NN arm_nn_doubling_high_mult.
+ * INT32_MIN * INT32_MIN overflows and saturates. CMSIS-NN arm_nn_doubling_high_mult. Computed as
+ * floor((a * b + 2^30) / 2^31), the same value: for a * b < 0 the truncated (a * b + 1 - 2^30) / 2^31 is the
+ * ceiling, floor((a * b + 1 - 2^30 + 2^31 - 1) / 2^31); an arithmetic shift, no 64-bit division.
  * Range: a, b any int32. */
 static int32_t tw_doubling_high_mult(int32_t a, int32_t b)
 {
     int64_t ab = (int64_t)a * (int64_t)b;
-    int64_t nudge = (ab >= 0) ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
     if (a == INT32_MIN && b == INT32_MIN) {
         return INT32_MAX;
     }
-    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+    return (int32_t)((ab + ((int64_t)1 << 30)) >> 31);
 }
 
 /* x / 2^exponent rounded to nearest, ties away from zero. CMSIS-NN arm_nn_divide_by_power_of_two.
@@ -348,11 +349,52 @@ static int32_t tw_offset_clamp(int32_t r, int32_t offset, int32_t lo, int32_t hi
 }
 """,
     "isqrt": r"""
-/* floor(sqrt(x)), bit by bit, exact for every uint64. */
+/* floor(sqrt(x)), bit by bit, exact for every uint64. Below 2^60 the root (< 2^30) and the remainder (<= 2 root)
+ * fit 32 bits: x's bit pairs are taken from the top of two words, its leading zero pairs skipped 8, 4 and 2 at a
+ * time; above, the 64-bit form. */
 static uint64_t tw_isqrt_u64(uint64_t x)
 {
     uint64_t r = 0u;
     uint64_t bit = (uint64_t)1 << 62;
+    if ((x >> 60) == 0u) {
+        uint32_t hi = (uint32_t)(x >> 32);
+        uint32_t lo = (uint32_t)x;
+        uint32_t r32 = 0u;
+        uint32_t rem = 0u;
+        int32_t n = 32; /* bit pairs of x left */
+        if (hi == 0u) {
+            hi = lo;
+            lo = 0u;
+            n = 16;
+        }
+        if ((hi >> 16) == 0u) {
+            hi = (hi << 16) | (lo >> 16);
+            lo <<= 16;
+            n -= 8;
+        }
+        if ((hi >> 24) == 0u) {
+            hi = (hi << 8) | (lo >> 24);
+            lo <<= 8;
+            n -= 4;
+        }
+        if ((hi >> 28) == 0u) {
+            hi = (hi << 4) | (lo >> 28);
+            lo <<= 4;
+            n -= 2;
+        }
+        for (; n > 0; n--) {
+            uint32_t t = (r32 << 2) | 1u; /* (2 r + 1)^2 - (2 r)^2: the next root bit's test */
+            rem = (rem << 2) | (hi >> 30);
+            hi = (hi << 2) | (lo >> 30);
+            lo <<= 2;
+            r32 <<= 1;
+            if (rem >= t) {
+                rem -= t;
+                r32 |= 1u;
+            }
+        }
+        return r32;
+    }
     while (bit > x) {
         bit >>= 2;
     }

@@ -45,6 +45,15 @@ if TYPE_CHECKING:
 __all__ = ["GENERATOR", "GENERATOR_VERSION", "HEADER_NAME", "SOURCE_NAME", "emit_c", "export_c", "write_c"]
 
 HEADER_NAME = "tinywarden_model.h"
+#: Up to this many channels the float sample conversion is straight-line, one inlined copy per channel with its
+#: scaling constants as immediates (about 50 B of Cortex-M4 code each, 40% fewer instructions than the loop);
+#: beyond, and on Thumb-1 cores, one copy in a loop (C_CHANNEL_LOOP)
+STRAIGHT_LINE_CHANNELS = 8
+C_CHANNEL_LOOP = """    int32_t c;
+    for (c = 0; c < TW_N_CHANNELS; c++) {
+        q[c] = tw_float_to_q(c, sample[c]);
+    }
+"""
 SOURCE_NAME = "tinywarden_model.c"
 
 
@@ -150,16 +159,18 @@ class LikelihoodC:
     invariant: str
 
 
-def scratch_homes(program: Program, keep: Iterable[str] = ()) -> dict[str, str]:
+def scratch_homes(program: Program, keep: Iterable[str] = (), unstored: Iterable[str] = ()) -> dict[str, str]:
     """Each tensor's home: the tensor whose ``t_<name>`` state member holds it. A tensor moves into the member of a
     tensor of its type that no later op reads (the member grows to the larger of the two), so the scratch holds
     what the window's widest moment needs; the score, read after the window, keeps its own member, and so does
-    each tensor named in ``keep`` (read after the window too, e.g. by the baseline adaptation).
+    each tensor named in ``keep`` (read after the window too, e.g. by the baseline adaptation). A tensor named in
+    ``unstored`` (never held in the state, :func:`fused_requant`) lends its member to no other.
     """
     last: dict[str, int] = {}
     for i, op in enumerate(program.ops):
         last.update({src: i for src in op.src})
     kept = {program.ops[-1].dst if program.ops else "", *keep}
+    skip = set(unstored)
     dtype = {t.name: t.dtype for t in program.tensors}
     home: dict[str, str] = {}
     free: list[str] = []  # members whose current tensor no later op reads
@@ -169,7 +180,7 @@ def scratch_homes(program: Program, keep: Iterable[str] = ()) -> dict[str, str]:
             if name not in kept and last.get(name, -1) < i:
                 free.append(member)
                 del living[member]
-        if op.dst not in dtype or op.dst in home:
+        if op.dst not in dtype or op.dst in home or op.dst in skip:
             continue
         fits = [m for m in free if dtype[m] == dtype[op.dst]] if op.dst not in kept else []
         member = fits[0] if fits else op.dst
@@ -179,6 +190,42 @@ def scratch_homes(program: Program, keep: Iterable[str] = ()) -> dict[str, str]:
         living[member] = op.dst
     home.update({t.name: t.name for t in program.tensors if t.name not in home})
     return home
+
+
+def fused_requant(program: Program, adapted: int | None = None) -> set[int]:
+    """Indices of the streamed window ops whose output only the next op reads, a ``requantize_s64_*`` op (the
+    features' requantization into the model's input): the stream kernel requantizes each channel's values as it
+    combines them, so the int64 features take no state. Not the op ``adapted`` (the baseline adaptation's, which
+    reads the stored features after the window)."""
+    readers: dict[str, int] = {}
+    for op in program.ops:
+        for src in op.src:
+            readers[src] = readers.get(src, 0) + 1
+    out = set()
+    for i, op in enumerate(program.ops[:-1]):
+        nxt = program.ops[i + 1]
+        if (KERNELS[op.kind].stream is not None and op.src == ("window",) and nxt.kind.startswith("requantize_s64_")
+                and nxt.src == (op.dst,) and readers.get(op.dst) == 1 and adapted != i + 1
+                and op.dst != program.ops[-1].dst):
+            out.add(i)
+    return out
+
+
+def scored_as_computed(program: Program) -> set[int]:
+    """Indices of the ``fully_connected_s8`` ops whose output only the next op reads, a ``sum_sq_diff_s8`` score
+    (an autoencoder's reconstruction): the layer adds each output's squared difference to the score's total as it
+    computes it, so the reconstruction takes no state."""
+    readers: dict[str, int] = {}
+    for op in program.ops:
+        for src in op.src:
+            readers[src] = readers.get(src, 0) + 1
+    out = set()
+    for i, op in enumerate(program.ops[:-1]):
+        nxt = program.ops[i + 1]
+        if (op.kind == "fully_connected_s8" and nxt.kind == "sum_sq_diff_s8" and op.dst in nxt.src
+                and nxt.src[0] != nxt.src[1] and readers.get(op.dst) == 1 and op.dst != program.ops[-1].dst):
+            out.add(i)
+    return out
 
 
 def likelihood_c(program: Program) -> LikelihoodC:
@@ -334,12 +381,29 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     fields: list[StateField] = [_scalar("uint16_t", "filled"), _scalar("uint16_t", "phase"),
                                 _scalar("uint64_t", "history")]
     invariants: list[str] = []
+    fused = fused_requant(program, ad.op_index if ad is not None else None)
+    scored = scored_as_computed(program)
     for i, op in enumerate(program.ops):
         spec = KERNELS[op.kind]  # validate() has checked the kind is registered
 
         call_fields = _call_fields(program, i)
+        if i - 1 in fused or i - 1 in scored:
+            continue  # done by the op before it (requantized in the stream kernel, or scored as computed)
         if spec.stream is not None and op.src == ("window",):
-            sc = spec.stream(op, program, f"tw_{op.dst}", needs_ring)
+            requant = None
+            if i in fused:
+                rq = program.ops[i + 1]
+                rkt = KernelTemplate.of(KERNELS[rq.kind])
+                rfields = _call_fields(program, i + 1)
+                constants.extend(c_array(table_name(rq, c), np.asarray(a)) for c, a in _tables(rq).items())
+                constants.append(rkt.params.substitute(rfields))
+                kernels.append((rq.kind, rkt.body))
+                needed.update(rkt.requires)
+                limits.update(KERNELS[rq.kind].limits)
+                requant = (f"tw_{rq.dst}_requant_params", rq.kind.rsplit("_", 1)[1],
+                           CTYPES[program.tensor(rq.dst).dtype])
+                call_fields = {**call_fields, "dst": rq.dst}
+            sc = spec.stream(op, program, f"tw_{op.dst}", needs_ring, requant)
             # only the tables the generated code reads (a feature list is compiled into the code itself)
             constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in op.consts.items()
                              if table_name(op, c) in sc.body)
@@ -362,6 +426,14 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in _tables(op).items()
                          if re.search(rf"\b{table_name(op, c)}\b", call + params))
         constants.extend([params] if params else [])
+        if i in scored:  # the reconstruction goes straight into its score: the output is never stored
+            score_op = program.ops[i + 1]
+            ref = score_op.src[1] if score_op.src[0] == op.dst else score_op.src[0]
+            call = (call.replace(f"s->t_{op.dst}, NULL, NULL);", f"NULL, s->t_{ref}, &total);")
+                    .replace("\n", "\n    "))
+            call = (f"{{\n        int64_t total = 0;\n        {call}\n        s->t_{score_op.dst}[0] = "
+                    f"tw_score_from_total(total, {int(score_op.attrs['shift'])});\n    }}")
+            needed.add("score")
         # the adapted op: its tables still serve it, through tw_adapt_forward
         calls.append(ad.call if ad is not None and i == ad.op_index else "    " + call)
         adapted_only = ad is not None and all(o.kind != op.kind for k, o in enumerate(program.ops) if k != ad.op_index)
@@ -387,9 +459,13 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         fields.extend(ad.fields)
         invariants.append(ad.invariant)
     # the adaptation reads its op's input after the window (tw_adapt_observe): that tensor keeps its member
-    home = scratch_homes(program, keep=[program.ops[ad.op_index].src[0]] if ad is not None else [])
+    # requantized as they are combined, or scored as they are computed: never stored
+    unstored = {program.ops[i].dst for i in fused | scored}
+    home = scratch_homes(program, keep=[program.ops[ad.op_index].src[0]] if ad is not None else [], unstored=unstored)
     slots: dict[str, tuple[str, int]] = {}
     for t in program.tensors:
+        if t.name in unstored:
+            continue
         ctype, size = slots.get(home[t.name], (CTYPES[t.dtype], 0))
         slots[home[t.name]] = (ctype, max(size, t.size))
     scratch = [_scalar(ctype, f"t_{name}", size) for name, (ctype, size) in slots.items()]
@@ -448,6 +524,10 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         likelihood_init=lik.init + (ad.init if ad else ""),
         likelihood_step=lik.post_score + (ad.post_score if ad else ""),
         confidence=lik.confidence,
+        quantize_channels=("".join(f"    q[{c}] = tw_float_to_q({c}, sample[{c}]);\n"
+                                   for c in range(program.n_channels))
+                           if program.n_channels <= STRAIGHT_LINE_CHANNELS else C_CHANNEL_LOOP),
+        channel_loop=C_CHANNEL_LOOP,
     )
     if ad is not None:
         header += ad.header

@@ -106,8 +106,10 @@ class StreamC:
     doc: str = ""
 
 
-#: ``(op, program, table prefix, the module keeps the raw sample ring) -> StreamC``
-StreamKernel = Callable[[Op, ProgramView, str, bool], StreamC]
+#: ``(op, program, table prefix, the module keeps the raw sample ring, requant) -> StreamC``; ``requant``, when
+#: not None, is ``(params, suffix, ctype)`` of a ``requantize_s64_*`` op that alone reads the kernel's output: the
+#: streaming form then requantizes each channel's values as it combines them (no int64 scratch in the state)
+StreamKernel = Callable[[Op, ProgramView, str, bool, "tuple[str, str, str] | None"], StreamC]
 
 
 @dataclass(frozen=True)

@@ -184,8 +184,7 @@ static void tw_features_block(tw_state_t *s, const int16_t *x)
         const int16_t *p = x0;
         tw_block_t *a = &blk[c];
         int32_t t;
-$locals        for (t = 0; t < TW_BLOCK; t++, p += TW_N_CHANNELS) {
-            int32_t v = *p;
+$locals        for (t = 0; t < TW_BLOCK; t += $unroll, p += $unroll * TW_N_CHANNELS) {
 $update        }
 $store$bands    }
 }
@@ -196,19 +195,19 @@ static void tw_features_push(tw_state_t *s, const int16_t q[TW_N_CHANNELS])
 $push}
 $ring_helpers
 /* The window's features, channel-major, from its TW_BLOCKS blocks (oldest after s->bhead, newest at it):
- * $names. */
-static void tw_features_finish(const tw_state_t *s, int64_t *out)
+ * $names$sink_doc. */
+static void tw_features_finish(const tw_state_t *s, $out_type *out)
 {
     int32_t c;
-    for (c = 0; c < TW_N_CHANNELS; c++) {
-        int32_t b = (s->bhead + 1u == TW_BLOCKS) ? 0 : (int32_t)s->bhead + 1;
+$sink_init    for (c = 0; c < TW_N_CHANNELS; c++) {
+$sink_local        int32_t b = (s->bhead + 1u == TW_BLOCKS) ? 0 : (int32_t)s->bhead + 1;
         int32_t k;
         const tw_block_t *a = &s->blocks[b][c];
 $combine_init        for (k = 1; k < TW_BLOCKS; k++) {
             b = (b + 1 == TW_BLOCKS) ? 0 : b + 1;
             a = &s->blocks[b][c];
 $combine        }
-$outputs    }
+$outputs$sink_step    }
 }
 """)
 
@@ -244,6 +243,37 @@ C_BAND_BLOCK = Template(r"""        {
             a->band$level = e;
         }
 """)
+
+#: Bands up to this level are computed together, straight-line over groups of 2^level samples (a Haar pyramid);
+#: a finer group would grow the code more than it saves.
+MAX_PYRAMID_LEVEL = 3
+
+
+def haar_pyramid(levels: list[int], with_sum: bool = False) -> str:
+    """C of the Haar bands ``levels`` (each <= :data:`MAX_PYRAMID_LEVEL`) of one channel over the block, in one
+    pass over groups of ``2**max(levels)`` samples: level-l sums of adjacent pairs of level-(l - 1) sums,
+    their differences squared into ``a->band<l>`` (the same energies as :data:`C_BAND_BLOCK`'s, summed in
+    another order: exact integers). ``with_sum``: the groups' top sums also add up to ``s1``, the block's sum
+    (so the statistics pass need not)."""
+    top = max(levels)
+    group = 1 << top
+    decl = [f"int32_t a{lv}_{k};" for lv in range(top) for k in range(group >> lv)]
+    body = [f"a0_{i} = p[{i} * TW_N_CHANNELS];" for i in range(group)]
+    for lv in range(1, top + 1):
+        for k in range(group >> lv):
+            lo, hi = f"a{lv - 1}_{2 * k}", f"a{lv - 1}_{2 * k + 1}"
+            if lv in levels:
+                body.append(f"e{lv} += (int64_t)({lo} - {hi}) * ({lo} - {hi});")
+            if lv < top:
+                body.append(f"a{lv}_{k} = {lo} + {hi};")
+            elif with_sum:
+                body.append(f"s1 += {lo} + {hi};")
+    lines = ["        {", *(f"            int64_t e{lv} = 0;" for lv in levels), "            p = x0;",
+             f"            for (t = 0; t < TW_BLOCK; t += {group}, p += {group} * TW_N_CHANNELS) {{",
+             *(f"                {b}" for b in decl + body), "            }",
+             *(f"            a->band{lv} = e{lv};" for lv in levels), "        }"]
+    return "\n".join(lines) + "\n"
+
 
 #: Crossings of one channel inside the block, per sub-block of TW_CROSSINGS_BLOCK samples against the sub-block's
 #: own mean: q > floor(S1b / B) exactly when B*q > S1b (q an integer), i.e. when the sign bit of floor(S1b / B) - q
@@ -285,7 +315,7 @@ _AGG = {
     "mx": ("int16_t", "int32_t mx = x0[0];", "mx = (v > mx) ? v : mx;"),
     "first": ("int16_t", "", ""),
     "dsum": ("int32_t", "int32_t dsum = 0;", "dsum += d;"),
-    "dmax": ("int32_t", "int32_t dmax = 0;", "dmax = (d > dmax) ? d : dmax;"),
+    "dmax": ("uint16_t", "int32_t dmax = 0;", "dmax = (d > dmax) ? d : dmax;"),  # |step| <= 2^16 - 1
     "last": ("int16_t", "", ""),
     "cross": ("int16_t", "", ""),
 }
@@ -293,7 +323,25 @@ _AGG = {
 _NEEDS = {"mean": ("s1",), "std": ("s1", "s2"), "rms": ("s1", "s2"), "min": ("mn",), "max": ("mx",),
           "last": ("last",), "crossings": ("s1",), "diff_abs_mean": ("dsum", "first", "last"),
           "diff_abs_max": ("dmax", "first", "last")}
-_SIZE = {"int64_t": 8, "int32_t": 4, "int16_t": 2}
+_SIZE = {"int64_t": 8, "int32_t": 4, "uint32_t": 4, "int16_t": 2, "uint16_t": 2, "uint8_t": 1}
+
+#: A block's non-negative wide sums (s2, the band energies) below 2**SPLIT_BITS are kept in SPLIT_BITS / 8
+#: bytes, a uint32 low word and a uint8 high byte, instead of an int64: s2 <= g * 2**30 (|q| <= 2**15) and
+#: band l <= (g / 2**l) * (2**(l - 1) * (2**16 - 1))**2 < g * 2**(30 + l) for a block of g samples.
+SPLIT_BITS = 40
+
+
+def wide_bound(name: str, g: int) -> int:
+    """Upper bound (exclusive) of the wide block sum ``name`` (``s2`` or ``band<l>``) over ``g`` samples."""
+    return g << 30 if name == "s2" else g << (30 + int(name[4:]))
+
+
+def _put_bands(code: str, levels: list[int], put: Callable[[str, str], str]) -> str:
+    """``code`` (a band pass) with each store of a band energy into the block written by ``put``."""
+    for lv in levels:
+        code = code.replace(f"a->band{lv} = e{lv};", put(f"band{lv}", f"e{lv}"))
+        code = code.replace(f"a->band{lv} = e;", put(f"band{lv}", "e"))
+    return code
 
 
 def needs_ring(op: Op, p: ProgramView) -> bool:
@@ -310,10 +358,13 @@ def _names(op: Op) -> list[str]:
     return [by_code[code] for code in op.consts["codes"].tolist()]
 
 
-def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
+def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str, str, str] | None = None) -> StreamC:
     """The streaming C of ``op`` for program ``p``: only the aggregates its features need, straight-line
     (the feature set is fixed when the C is generated: no run-time dispatch over feature codes). ``ring``:
-    the module keeps the raw sample ring (the block's samples are read from it)."""
+    the module keeps the raw sample ring (the block's samples are read from it). ``requant`` (``(params,
+    suffix, ctype)`` of the ``requantize_s64_*`` op that alone reads the features): each channel's features
+    are requantized into the model's input as soon as they are combined, through that op's own kernel, so
+    the int64 features need no state (:data:`~tinywarden.kernels.base.StreamKernel`)."""
     names = _names(op)
     g = block_size(p.window, p.stride)
     cb = crossings_rows(op, p.window)
@@ -326,7 +377,21 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
     ring_bands = [lv for lv in bands if g % (1 << lv) != 0]
     aggs = [a for a in _AGG if any(a in _NEEDS.get(n, ()) for n in names) or (a == "cross" and block_cross)]
     diffs = "dsum" in aggs or "dmax" in aggs
-    members = [(_AGG[a][0], a) for a in aggs] + [("int64_t", f"band{lv}") for lv in block_bands]
+    wide = [a for a in aggs if a == "s2"] + [f"band{lv}" for lv in block_bands]
+    split = {n for n in wide if wide_bound(n, g) <= 1 << SPLIT_BITS}
+
+    def get(n: str) -> str:  # a wide sum read back from the block as int64
+        return f"(int64_t)(((uint64_t)a->{n}_hi << 32) | a->{n}_lo)" if n in split else f"a->{n}"
+
+    def put(n: str, v: str) -> str:
+        return f"a->{n}_lo = (uint32_t){v}; a->{n}_hi = (uint8_t)((uint64_t){v} >> 32);" if n in split \
+            else f"a->{n} = {v};"
+
+    # with the raw ring kept, a block's first and last samples are read from it (blocks are aligned to its rows)
+    in_ring = {"first", "last"} if ring else set()
+    members = ([(_AGG[a][0], a) for a in aggs if a not in split and a not in in_ring]
+               + [("int64_t", n) for n in wide if n.startswith("band") and n not in split]
+               + [m for n in wide if n in split for m in (("uint32_t", f"{n}_lo"), ("uint8_t", f"{n}_hi"))])
     members.sort(key=lambda m: -_SIZE[m[0]])
     size = sum(_SIZE[t] for t, _ in members)
     align = max((_SIZE[t] for t, _ in members), default=2)
@@ -338,37 +403,53 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
                 "cross crossings\n * of the sub-blocks' means, band<l>"
                 " Haar band energy of level l; every member is exact for TW_BLOCK <= TW_MAX_WINDOW. */\n"
                 "typedef struct {\n" + "\n".join(lines) + "\n} tw_block_t;\n")
+    pyramid = [lv for lv in block_bands if lv <= MAX_PYRAMID_LEVEL]
+    pyramid_sum = bool(pyramid) and "s1" in aggs  # the block's sum from the pyramid's top sums
     locals_ = [_AGG[a][1] for a in aggs if _AGG[a][1]] + (["int32_t prev = x0[0];"] if diffs else [])
     update = ((["int32_t d = v - prev;", "d = (d < 0) ? -d : d;"] if diffs else [])
-              + [_AGG[a][2] for a in aggs if _AGG[a][2]] + (["prev = v;"] if diffs else []))
+              + [_AGG[a][2] for a in aggs if _AGG[a][2] and not (a == "s1" and pyramid_sum)]
+              + (["prev = v;"] if diffs else []))
     if not update:
         update = ["(void)v;"]
-    store = [f"a->{a} = ({_AGG[a][0]}){a};" for a in aggs if _AGG[a][1]]
+    unroll = 2 if g % 2 == 0 else 1  # two samples a pass: the loop's count and branch halved
+    update = [line for j in range(unroll)
+              for line in ["{", f"    int32_t v = p[{j} * TW_N_CHANNELS];", *(f"    {u}" for u in update), "}"]]
+    store = [put(a, a) if a in split else f"a->{a} = ({_AGG[a][0]}){a};" for a in aggs
+             if _AGG[a][1] and not (a == "s1" and pyramid_sum)]
     cross_code = C_CROSS_BLOCK.substitute(level_sum=C_CROSS_SUM_ONE if cb == g else C_CROSS_SUM_LOOP) \
         if block_cross else ""
-    store += ["a->first = x0[0];"] if "first" in aggs else []
-    store += ["a->last = x0[(TW_BLOCK - 1) * TW_N_CHANNELS];"] if "last" in aggs else []
+    store += ["a->first = x0[0];"] if "first" in aggs and not ring else []
+    store += ["a->last = x0[(TW_BLOCK - 1) * TW_N_CHANNELS];"] if "last" in aggs and not ring else []
     if not store and not block_bands and not block_cross:
         store = ["(void)a;"]
-    band_code = [C_BAND_BLOCK.substitute(group=1 << lv, half=1 << (lv - 1), level=lv) for lv in block_bands]
-    cinit = ["int64_t s1 = a->s1;" if "s1" in aggs else "", "int64_t s2 = a->s2;" if "s2" in aggs else "",
+    band_code = ([haar_pyramid(pyramid, pyramid_sum) + ("        a->s1 = s1;\n" if pyramid_sum else "")]
+                 if pyramid else []) + [
+        C_BAND_BLOCK.substitute(group=1 << lv, half=1 << (lv - 1), level=lv) for lv in block_bands
+        if lv > MAX_PYRAMID_LEVEL]
+    band_code = [_put_bands(code, block_bands, put) for code in band_code]
+    cinit = ["int64_t s1 = a->s1;" if "s1" in aggs else "", f"int64_t s2 = {get('s2')};" if "s2" in aggs else "",
              "int32_t mn = a->mn;" if "mn" in aggs else "", "int32_t mx = a->mx;" if "mx" in aggs else "",
              "int32_t dsum = a->dsum;" if "dsum" in aggs else "", "int32_t dmax = a->dmax;" if "dmax" in aggs else "",
-             "int32_t last = a->last;" if "last" in aggs else "",
+             *(["int32_t r = (int32_t)s->head; /* the block's first ring row */"] if ring and "last" in aggs else []),
+             ("int32_t last = s->ring[r + TW_BLOCK - 1][c];" if ring else "int32_t last = a->last;")
+             if "last" in aggs else "",
              "int32_t cross = a->cross;" if block_cross else "",
-             *(f"int64_t band{lv} = a->band{lv};" for lv in block_bands)]
-    comb = ["s1 += a->s1;" if "s1" in aggs else "", "s2 += a->s2;" if "s2" in aggs else "",
+             *(f"int64_t band{lv} = {get(f'band{lv}')};" for lv in block_bands)]
+    comb = ["s1 += a->s1;" if "s1" in aggs else "", f"s2 += {get('s2')};" if "s2" in aggs else "",
             "mn = (a->mn < mn) ? a->mn : mn;" if "mn" in aggs else "",
             "mx = (a->mx > mx) ? a->mx : mx;" if "mx" in aggs else "",
             "cross += a->cross;" if block_cross else "",
-            *(f"band{lv} += a->band{lv};" for lv in block_bands)]
+            *(f"band{lv} += {get(f'band{lv}')};" for lv in block_bands)]
+    if ring and "last" in aggs:
+        comb.append("r = (r + TW_BLOCK == TW_WINDOW) ? 0 : r + TW_BLOCK;")
     if diffs:
-        comb += ["{", "    int32_t d = a->first - last;", "    d = (d < 0) ? -d : d;"]
+        comb += ["{", "    int32_t d = " + ("s->ring[r][c]" if ring else "a->first") + " - last;",
+                 "    d = (d < 0) ? -d : d;"]
         comb += ["    dsum += d + a->dsum;"] if "dsum" in aggs else []
         comb += ["    d = (a->dmax > d) ? a->dmax : d;", "    dmax = (d > dmax) ? d : dmax;"] if "dmax" in aggs else []
         comb += ["}"]
     if "last" in aggs:
-        comb.append("last = a->last;")
+        comb.append("last = s->ring[r + TW_BLOCK - 1][c];" if ring else "last = a->last;")
     if not any(comb):
         comb = ["(void)a;"]
     z0 = f"{prefix}_z0"
@@ -383,7 +464,18 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
         **{f"band{lv}": f"tw_band_energy_s16(s, c, {lv})" for lv in ring_bands},
     }
     f = len(names)
-    outputs = [f"out[c * {f} + {j}] = {expr[n]};" for j, n in enumerate(names)]
+    if requant is None:
+        outputs = [f"out[c * {f} + {j}] = {expr[n]};" for j, n in enumerate(names)]
+        sink = {"out_type": "int64_t", "sink_doc": "", "sink_init": "", "sink_local": "", "sink_step": ""}
+    else:
+        params, suffix, ctype = requant
+        outputs = [f"f[{j}] = {expr[n]};" for j, n in enumerate(names)]
+        sink = {"out_type": ctype, "sink_doc": f",\n * requantized to the model's input by {params}",
+                "sink_init": f"    tw_feature_requant_params_t q = {params};\n",
+                "sink_local": f"        int64_t f[{f}];\n",
+                "sink_step": "".join(f"        {x}\n" for x in (
+                    f"tw_requantize_s64_{suffix}(&q, f, {f}, out + c * {f});",
+                    *(f"q.{t} += {f};" for t in ("pre_shift", "offset", "multiplier", "shift"))))}
     ring_helpers = []
     if "rms" in names:
         ring_helpers.append(C_RMS.strip("\n"))
@@ -396,12 +488,13 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool) -> StreamC:
         return "".join(" " * indent + x + "\n" for x in xs if x)
 
     body = C_STREAM.substitute(
-        locals=block(locals_, 8), update=block(update, 12), store=block(store, 8),
-        bands=cross_code + "".join(band_code),
+        locals=block(locals_, 8), update=block(update, 12), unroll=unroll, store=block(store, 8),
+        bands="".join(band_code) + cross_code,  # the pyramid first: it may sum s1, which crossings read
         push=C_PUSH_RING if ring else C_PUSH_BLOCK.substitute(
             copy="".join(f"    row[{c}] = q[{c}];\n" for c in range(p.n_channels))),
         ring_helpers="\n" + "\n\n".join(ring_helpers) + "\n" if ring_helpers else "",
-        names=", ".join(names), combine_init=block(cinit, 8), combine=block(comb, 12), outputs=block(outputs, 8))
+        names=", ".join(names), combine_init=block(cinit, 8), combine=block(comb, 12), outputs=block(outputs, 8),
+        **sink)
     n_blocks = p.window // g
     fields = [StateField("tw_block_t", "blocks", (n_blocks, p.n_channels), block_bytes * n_blocks * p.n_channels,
                          align), StateField("uint16_t", "bhead", (), 2, 2)]
@@ -428,30 +521,48 @@ static int64_t tw_rms_s16(int64_t v2, int64_t t)
 """
 
 C_CROSSINGS = r"""
+/* Crossings among the n rows of x (a channel's samples, TW_N_CHANNELS apart) continuing the run whose last
+ * sample gave *prev: with t = level - q, q is above the level exactly when t < 0, so a crossing is a sign
+ * change of t, the top bit of t ^ (previous t); four rows a pass. Range: |level - q| < 2^31. */
+static int32_t tw_crossings_run(const int16_t *x, int32_t n, int32_t level, int32_t *prev)
+{
+    int32_t p = *prev;
+    uint32_t k = 0u;
+    const int16_t *end = x + (n & ~3) * TW_N_CHANNELS;
+    while (x != end) {
+        int32_t a = level - x[0];
+        int32_t b = level - x[TW_N_CHANNELS];
+        int32_t d = level - x[2 * TW_N_CHANNELS];
+        int32_t e = level - x[3 * TW_N_CHANNELS];
+        k += (uint32_t)(a ^ p) >> 31;
+        k += (uint32_t)(a ^ b) >> 31;
+        k += (uint32_t)(b ^ d) >> 31;
+        k += (uint32_t)(d ^ e) >> 31;
+        p = e;
+        x += 4 * TW_N_CHANNELS;
+    }
+    end += (n & 3) * TW_N_CHANNELS;
+    while (x != end) {
+        int32_t a = level - x[0];
+        k += (uint32_t)(a ^ p) >> 31;
+        p = a;
+        x += TW_N_CHANNELS;
+    }
+    *prev = p;
+    return (int32_t)k;
+}
+
 /* Crossings of the window's mean by channel ch, read from the ring (rows [head, TW_WINDOW) then [0, head)):
- * #t with (W*q[t] > S1) != (W*q[t-1] > S1); for an integer q, W*q > S1 exactly when q > floor(S1 / W),
- * i.e. when the sign bit of floor(S1 / W) - q is set. Range: |S1| <= TW_MAX_WINDOW * 2^15 < 2^31. */
+ * #t with (W*q[t] > S1) != (W*q[t-1] > S1); for an integer q, W*q > S1 exactly when q > floor(S1 / W).
+ * Range: |S1| <= TW_MAX_WINDOW * 2^15 < 2^31. */
 static int64_t tw_crossings_s16(const tw_state_t *s, int32_t ch, int32_t s1)
 {
     int32_t level = (s1 >= 0) ? s1 / TW_WINDOW : -((-s1 + TW_WINDOW - 1) / TW_WINDOW);
-    const int16_t *x = &s->ring[s->head][ch];
-    uint32_t prev = (uint32_t)(level - *x) >> 31;
-    int32_t n = 0;
-    int32_t t;
-    for (t = (int32_t)s->head + 1; t < TW_WINDOW; t++) {
-        uint32_t above;
-        x += TW_N_CHANNELS;
-        above = (uint32_t)(level - *x) >> 31;
-        n += (int32_t)(above ^ prev);
-        prev = above;
-    }
-    x = &s->ring[0][ch];
-    for (t = 0; t < (int32_t)s->head; t++, x += TW_N_CHANNELS) {
-        uint32_t above = (uint32_t)(level - *x) >> 31;
-        n += (int32_t)(above ^ prev);
-        prev = above;
-    }
-    return n;
+    int32_t head = (int32_t)s->head;
+    int32_t prev = level - s->ring[head][ch];
+    int32_t n = tw_crossings_run((head + 1 < TW_WINDOW) ? &s->ring[head + 1][ch] : &s->ring[0][ch],
+                                 TW_WINDOW - 1 - head, level, &prev);
+    return n + tw_crossings_run(&s->ring[0][ch], head, level, &prev);
 }
 """
 

@@ -63,7 +63,7 @@ C_TEMPLATE = r"""
 //@params: static const tw_per_channel_quant_params_t tw_${dst}_quant_params = {${c_multiplier}, ${c_shift}};
 //@params: static const tw_dims_t tw_${dst}_filter_dims = {${weights_shape1}, 1, 1, ${weights_shape0}};
 //@call: tw_fully_connected_s8(&tw_${dst}_fc_params, &tw_${dst}_quant_params, s->t_${src0}, &tw_${dst}_filter_dims,
-//@+ ${c_weights}, ${c_kernel_sum}, s->t_${dst});
+//@+ ${c_weights}, ${c_kernel_sum}, s->t_${dst}, NULL, NULL);
 //@requires: params requant32
 /* CMSIS-NN style fully connected layer with per-output-channel weights (filter_dims: n = n_in inputs, c =
  * n_out outputs; weights n_out x n_in, row-major): out[o] = clamp(requantize(bias[o] + sum_i w[o][i] *
@@ -71,24 +71,57 @@ C_TEMPLATE = r"""
  * output_offset is ReLU. kernel_sum[o] = bias[o] + input_offset * sum_i w[o][i] is folded at generation
  * (CMSIS-NN's kernel sum), so the loop multiplies the raw inputs. Range: input_offset in [-255, 255],
  * output_offset and the activation in [-128, 127]; the generator checks |kernel_sum[o]| + 128 * sum_i
- * |w[o][i]| <= INT32_MAX, so the int32 accumulator cannot overflow. */
+ * |w[o][i]| <= INT32_MAX, so the int32 accumulator cannot overflow. With ref != NULL the outputs are not stored:
+ * *total += (out[o] - ref[o])^2 instead (a reconstruction layer read only by its sum_sq_diff_s8 score). */
 static void tw_fully_connected_s8(const tw_fc_params_t *fc_params, const tw_per_channel_quant_params_t *quant_params,
                                   const int8_t *input, const tw_dims_t *filter_dims, const int8_t *weights,
-                                  const int32_t *kernel_sum, int8_t *output)
+                                  const int32_t *kernel_sum, int8_t *output, const int8_t *ref, int64_t *total)
 {
     int32_t n_in = filter_dims->n;
     int32_t o;
+    uint64_t sq = 0u; /* (d * d) <= 2^16 per output */
     for (o = 0; o < filter_dims->c; o++) {
         const int8_t *w = weights + o * n_in;
         int32_t acc = kernel_sum[o];
         const int8_t *x = input;
-        const int8_t *end = w + n_in;
+        const int8_t *end = w + (n_in & ~3);
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+        /* four products a pass in two dual multiply-accumulates (CMSIS-NN's read_and_pad: SXTB16 takes bytes 0 and
+         * 2, and 1 and 3 after a rotation by one byte); the same integer sum, as no partial sum leaves int32 */
+        while (w != end) {
+            uint32_t wv;
+            uint32_t xv;
+            __builtin_memcpy(&wv, w, sizeof wv);
+            __builtin_memcpy(&xv, x, sizeof xv);
+            acc = __builtin_arm_smlad(__builtin_arm_sxtb16(wv), __builtin_arm_sxtb16(xv), acc);
+            acc = __builtin_arm_smlad(__builtin_arm_sxtb16((wv >> 8) | (wv << 24)),
+                                      __builtin_arm_sxtb16((xv >> 8) | (xv << 24)), acc);
+            w += 4;
+            x += 4;
+        }
+#else
+        while (w != end) { /* four products a pass: the loop's count and branch amortized */
+            acc += (int32_t)*w++ * (int32_t)*x++;
+            acc += (int32_t)*w++ * (int32_t)*x++;
+            acc += (int32_t)*w++ * (int32_t)*x++;
+            acc += (int32_t)*w++ * (int32_t)*x++;
+        }
+#endif
+        end += n_in & 3;
         while (w != end) {
             acc += (int32_t)*w++ * (int32_t)*x++;
         }
-        output[o] = (int8_t)tw_offset_clamp(tw_requantize32(acc, quant_params->multiplier[o], quant_params->shift[o]),
-                                            fc_params->output_offset, fc_params->activation.min,
-                                            fc_params->activation.max);
+        acc = tw_offset_clamp(tw_requantize32(acc, quant_params->multiplier[o], quant_params->shift[o]),
+                              fc_params->output_offset, fc_params->activation.min, fc_params->activation.max);
+        if (ref != NULL) {
+            int32_t d = acc - (int32_t)ref[o];
+            sq += (uint32_t)(d * d);
+        } else {
+            output[o] = (int8_t)acc;
+        }
+    }
+    if (total != NULL) {
+        *total += (int64_t)sq;
     }
 }
 """
