@@ -188,7 +188,7 @@ def compile_program(program: Program, adaptation: Adaptation | None = None,
     is enabled and the program has the step, as :func:`tinywarden.codegen.c.emit_c` does)."""
     from tinywarden.codegen.c import HEADER_NAME, emit_c
 
-    files = emit_c(program, adaptation=adaptation)
+    files = emit_c(program, adaptation=adaptation, keep_features=True)  # an incident's summary reads them
     features = features_member(program, adaptation, files[HEADER_NAME])
     defines = [*_defines(program, features), *_adaptation_defines(files[HEADER_NAME])]
     return NativeLibrary(build_library(files, defines, cache))

@@ -349,12 +349,16 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
         Template(adapt_q.c_blocks(adapt_q.C_TYPEDEF, on)).substitute(n=n))
 
 
-def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptation | None = None) -> dict[str, str]:
+def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptation | None = None,
+           keep_features: bool = False) -> dict[str, str]:
     """``{file name: text}`` of the C module (``tinywarden_model.h`` and ``tinywarden_model.c``).
 
     With ``policy``, both files also get the response state machine (:mod:`tinywarden.codegen.respond`),
     and the baseline adaptation of its ``[adaptation]`` table when that is enabled (``adaptation``, if given,
-    takes its place); without either they are exactly the detector loop.
+    takes its place); without either they are exactly the detector loop. ``keep_features`` keeps the window's
+    integer features in the state instead of requantizing them as they are combined (:func:`fused_requant`):
+    the same integers, more RAM; the host library (:mod:`tinywarden.native`) reads them for an incident's
+    summary.
     """
     program.validate()
     if adaptation is None and policy is not None:
@@ -381,7 +385,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     fields: list[StateField] = [_scalar("uint16_t", "filled"), _scalar("uint16_t", "phase"),
                                 _scalar("uint64_t", "history")]
     invariants: list[str] = []
-    fused = fused_requant(program, ad.op_index if ad is not None else None)
+    fused = set() if keep_features else fused_requant(program, ad.op_index if ad is not None else None)
     scored = scored_as_computed(program)
     for i, op in enumerate(program.ops):
         spec = KERNELS[op.kind]  # validate() has checked the kind is registered
