@@ -653,6 +653,21 @@ ROLES: dict[str, Callable[[argparse.Namespace], None]] = {
 }  # fmt: skip
 
 
+#: The roles that send traffic from the device: they run only where the device's address is (its namespace).
+SENDERS = ("workload", "flood", "exfil", "scan")
+
+
+def _refuse_outside_the_device() -> None:
+    """Exit unless this process is in the range's device namespace (the only one with ``DEVICE_IP``): run by
+    hand on the host, a flood would follow the host's default route to whatever network that leads to."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((DEVICE_IP, 0))
+        except OSError:
+            raise SystemExit(f"range role: {DEVICE_IP} is not an address here, so this is not the range's device "
+                             "namespace: refusing to send anything") from None
+
+
 def role_main(argv: Sequence[str]) -> None:
     ap = argparse.ArgumentParser(prog="range.py role")
     ap.add_argument("name", choices=sorted(ROLES))
@@ -669,6 +684,8 @@ def role_main(argv: Sequence[str]) -> None:
     ap.add_argument("--probes", type=int, default=20_000)
     ap.add_argument("--rate", type=float, default=50.0)
     a = ap.parse_args(argv)
+    if a.name in SENDERS:
+        _refuse_outside_the_device()
     if a.name in ATTACKS:  # the attack starts now, not when the range asked for an interpreter (see started_at)
         _report({"started": time.time()})
     ROLES[a.name](a)
@@ -898,8 +915,8 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         fleet_log = work / "fleet.jsonl"
         size, deadline = -1, time.monotonic() + 30
         while fleet_log.exists() and fleet_log.stat().st_size != size and time.monotonic() < deadline:
-            size = fleet_log.stat().st_size  # until the last QoS 1 messages are in
-            time.sleep(2.0)
+            size = fleet_log.stat().st_size  # until the last QoS 1 messages are in (the agent and the workload
+            time.sleep(1.0)  # have ended, having had their acknowledgements: what is left is in flight, milliseconds)
         stop(subscriber)
         monitor.close()
         verdict = audit_verify(rng, pipe.state)
