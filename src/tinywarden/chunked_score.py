@@ -1,6 +1,6 @@
 """Score a series that arrives in chunks (:func:`~tinywarden.telemetry.iter_series`) with memory bounded by the
 chunk, not the file: the per-window results equal those of the whole series scored at once; and evaluate it
-(:func:`evaluate_chunks`), which keeps only per-window results (about 30 bytes a window) and the incidents.
+(:func:`evaluate_chunks`), which keeps only per-window results (17 bytes a window) and the incidents.
 
 A window may span chunks, so the last ``window - 1`` rows (or fewer, down to where the next window starts) are
 carried into the next chunk, which is then scored with the batch path (:meth:`Pipeline.score` or the int8
@@ -142,7 +142,7 @@ def evaluate_chunks(pipeline: Pipeline, chunks: Iterable[Series], skip_rows: Cal
                     program: Program | None = None) -> tuple[WindowScores, Evaluation]:
     """:func:`~tinywarden.evaluate.evaluate` of the series that ``chunks`` make up, scored with :func:`score_chunks`,
     equal to scoring and evaluating the whole series at once. ``skip_rows(n_rows)`` gives the rows to leave out
-    once the length is known. Memory grows with the number of windows (rows / stride), not with the rows.
+    once the length is known. Memory grows with the number of windows (rows / stride, 17 bytes each), not with the rows.
     """
     scan = IncidentScan()
     first: list[Series] = []

@@ -56,7 +56,6 @@ import math
 from dataclasses import dataclass, fields
 
 import numpy as np
-from scipy.integrate import trapezoid
 
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.telemetry.series import Series
@@ -266,25 +265,49 @@ def ranking_metrics(y: np.ndarray, scores: np.ndarray) -> tuple[float, float, fl
     hits = y[order]
     del order
     # the last window of each group of equal scores: the curve's thresholds, highest first
-    idx = np.append(np.flatnonzero(ranked[1:] != ranked[:-1]), n - 1)
+    last = np.empty(n, dtype=bool)
+    np.not_equal(ranked[1:], ranked[:-1], out=last[:-1])
+    last[-1] = True
     del ranked
-    tps = np.cumsum(hits, dtype=np.int64)[idx].astype(np.float64)
+    idx = np.flatnonzero(last)
+    del last
+    # true positives down to each threshold: exact integers (int32 while they fit), as sklearn's float cumsum
+    tps = np.cumsum(hits, dtype=np.int32 if n < 2**31 else np.int64)[idx].astype(np.float64)
     del hits
     fps = 1 + idx.astype(np.float64) - tps
     del idx
-    # ROC (sklearn.metrics.roc_curve, drop_intermediate=True), its area by the trapezoidal rule
+    # ROC (sklearn.metrics.roc_curve, drop_intermediate=True) from (0, 0), its area by the trapezoidal rule
+    # (scipy.integrate.trapezoid: sum of diff(fpr) * (tpr[1:] + tpr[:-1]) / 2), each array filled in place
     if len(fps) > 2:
-        corners = np.flatnonzero(np.concatenate(([True], (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0), [True])))
-        rf, rt = fps[corners], tps[corners]
+        keep = np.ones(len(fps), dtype=bool)
+        keep[1:-1] = (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0)
+        corners = np.flatnonzero(keep)
+        del keep
     else:
-        rf, rt = fps, tps
-    rf, rt = np.concatenate(([0.0], rf)), np.concatenate(([0.0], rt))
-    roc_auc = float(trapezoid(rt / rt[-1], rf / rf[-1]))
-    del rf, rt
-    # precision-recall curve (sklearn.metrics.precision_recall_curve), lowest threshold first, then (1, 0)
+        corners = np.arange(len(fps))
+    fpr, tpr = np.zeros(len(corners) + 1), np.zeros(len(corners) + 1)
+    np.take(fps, corners, out=fpr[1:])
+    np.take(tps, corners, out=tpr[1:])
+    del corners
+    fpr /= fpr[-1]
+    tpr /= tpr[-1]
+    area = tpr[1:] + tpr[:-1]
+    del tpr
+    area *= np.diff(fpr)
+    del fpr
+    area /= 2.0
+    roc_auc = float(np.add.reduce(area))
+    del area
+    # precision-recall curve (sklearn.metrics.precision_recall_curve), lowest threshold first, then (1, 0);
+    # tps + fps is the number of windows down to a threshold, never 0
+    k = len(tps)
+    precision, recall = np.ones(k + 1), np.zeros(k + 1)
     ps = tps + fps
-    precision = np.concatenate((np.flip(np.where(ps != 0, tps / np.where(ps != 0, ps, 1.0), 0.0)), [1.0]))
-    recall = np.concatenate((np.flip(tps / tps[-1]), [0.0]))
+    del fps
+    np.divide(tps, ps, out=precision[k - 1::-1] if k > 1 else precision[:1])
+    del ps
+    np.divide(tps, tps[-1], out=recall[k - 1::-1] if k > 1 else recall[:1])
+    del tps
     pr_auc = float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
     with np.errstate(invalid="ignore", divide="ignore"):
         f1s = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
