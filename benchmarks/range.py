@@ -529,8 +529,11 @@ def role_subscriber(a: argparse.Namespace) -> None:
     def on_connect(c: Any, *_: Any) -> None:
         c.subscribe([(INCIDENT_TOPIC, 1), (TELEMETRY_TOPIC, 1)])
 
+    def on_subscribe(*_: Any) -> None:  # the range starts the device's workload only now
+        Path(f"{a.out}.ready").touch()
+
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="range-fleet", clean_session=False)
-    client.on_message, client.on_connect = on_message, on_connect
+    client.on_message, client.on_connect, client.on_subscribe = on_message, on_connect, on_subscribe
     client.connect(BACKEND_IP, MQTT_PORT, keepalive=30)
     client.loop_start()
     done.wait()
@@ -869,6 +872,9 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         rng.spawn(rng.peer, role_argv("sink", "--stats", str(work / "sink.json")), "sink")
         wait_listening(rng, rng.peer, BACKEND_IP, UPLOAD_PORT)
         subscriber = rng.spawn(rng.peer, role_argv("subscriber", "--out", str(work / "fleet.jsonl")), "subscriber")
+        # the workload's first telemetry message would reach a broker without the subscription yet: lost there
+        if not wait_for(lambda: (work / "fleet.jsonl.ready").exists() or subscriber.poll() is not None, 60, 0.1):
+            raise RuntimeError("the fleet subscriber did not subscribe within 60 s")
         workload = rng.spawn(rng.device, role_argv("workload", "--stats", str(work / "workload.json"),
                                                    "--day", f"{cfg.day_s:g}"), "workload")  # fmt: skip
         routes = rng.routes()
