@@ -198,12 +198,14 @@ class Range:
         return ["ip", "netns", "exec", ns]
 
     def _device_pid_namespace(self) -> None:
-        """A PID namespace (with its own /proc) for everything on the device, so ``proc_count`` counts the
-        device's processes, not the whole shared host's. Its init is a ``sleep``; killing it ends them all."""
+        """A PID namespace (with its own /proc) for everything on the device, so ``proc_count`` and
+        ``proc_cpu_pct`` count the device's processes, not the whole shared host's. Its init reaps orphans as
+        a real init does (a ``sleep`` did not: a miner killed with its parent stayed a zombie, counted in
+        ``proc_count`` for the rest of the run); killing it ends them all."""
         import psutil
 
         self._init_proc = subprocess.Popen([*self.prefix(self.device), "unshare", "--pid", "--fork", "--mount-proc",
-                                            "sleep", "infinity"])  # fmt: skip
+                                            sys.executable, "-c", _REAPER])  # fmt: skip
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             kids = psutil.Process(self._init_proc.pid).children(recursive=True)
@@ -223,6 +225,11 @@ class Range:
         self.procs.append(proc)
         return proc
 
+    def run_net(self, ns: str, argv: Sequence[str], check: bool = True) -> str:
+        """``argv`` in the network namespace ``ns`` only: a process of the range's own (the monitor's ``nft``
+        and ``tc`` polls) must not be one of the device's processes, which the sampler counts."""
+        return _run(["ip", "netns", "exec", ns, *argv], env=self.env, check=check)
+
     def routes(self) -> dict[str, str]:
         """Each namespace's routing table, to show there is no way out."""
         return {ns: self.run(ns, ["ip", "-4", "route"]).strip() for ns in (self.device, self.peer)}
@@ -241,6 +248,17 @@ class Range:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+#: The device's init: waits for every child it adopts, so an orphan never stays a zombie.
+_REAPER = """
+import os, time
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        time.sleep(0.5)
+"""
 
 
 def _run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600, check: bool = True) -> str:
@@ -511,8 +529,11 @@ def role_subscriber(a: argparse.Namespace) -> None:
     def on_connect(c: Any, *_: Any) -> None:
         c.subscribe([(INCIDENT_TOPIC, 1), (TELEMETRY_TOPIC, 1)])
 
+    def on_subscribe(*_: Any) -> None:  # the range starts the device's workload only now
+        Path(f"{a.out}.ready").touch()
+
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="range-fleet", clean_session=False)
-    client.on_message, client.on_connect = on_message, on_connect
+    client.on_message, client.on_connect, client.on_subscribe = on_message, on_connect, on_subscribe
     client.connect(BACKEND_IP, MQTT_PORT, keepalive=30)
     client.loop_start()
     done.wait()
@@ -635,6 +656,21 @@ ROLES: dict[str, Callable[[argparse.Namespace], None]] = {
 }  # fmt: skip
 
 
+#: The roles that send traffic from the device: they run only where the device's address is (its namespace).
+SENDERS = ("workload", "flood", "exfil", "scan")
+
+
+def _refuse_outside_the_device() -> None:
+    """Exit unless this process is in the range's device namespace (the only one with ``DEVICE_IP``): run by
+    hand on the host, a flood would follow the host's default route to whatever network that leads to."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((DEVICE_IP, 0))
+        except OSError:
+            raise SystemExit(f"range role: {DEVICE_IP} is not an address here, so this is not the range's device "
+                             "namespace: refusing to send anything") from None
+
+
 def role_main(argv: Sequence[str]) -> None:
     ap = argparse.ArgumentParser(prog="range.py role")
     ap.add_argument("name", choices=sorted(ROLES))
@@ -651,6 +687,10 @@ def role_main(argv: Sequence[str]) -> None:
     ap.add_argument("--probes", type=int, default=20_000)
     ap.add_argument("--rate", type=float, default=50.0)
     a = ap.parse_args(argv)
+    if a.name in SENDERS:
+        _refuse_outside_the_device()
+    if a.name in ATTACKS:  # the attack starts now, not when the range asked for an interpreter (see started_at)
+        _report({"started": time.time()})
     ROLES[a.name](a)
 
 
@@ -680,11 +720,12 @@ class Monitor:
 
         while not self._stop.is_set():
             t = time.time()
-            ruleset = self.rng.run(self.rng.device, ["nft", "list", "ruleset"], check=False)
+            ruleset = self.rng.run_net(self.rng.device, ["nft", "list", "ruleset"], check=False)
             tables = {m.group(1): 0 for m in re.finditer(r"^table inet (tw_\w+)", ruleset, re.M)}
             for name, body in re.findall(r"^table inet (tw_\w+) \{(.*?)^\}", ruleset, re.M | re.S):
                 tables[name] = sum(int(n) for n in re.findall(r"counter packets (\d+) bytes \d+ drop", body))
-            qdisc = self.rng.run(self.rng.device, ["tc", "qdisc", "show", "dev", self.rng.dev_if, "root"], check=False)
+            qdisc = self.rng.run_net(self.rng.device, ["tc", "qdisc", "show", "dev", self.rng.dev_if, "root"],
+                                     check=False)
             miners = []
             for p in psutil.process_iter(["name", "status", "nice"]):
                 if p.info["name"] == MINER_NAME:
@@ -782,6 +823,7 @@ class RangeResult:
     broker: dict[str, Any]
     audit_verdict: str
     notes: list[str] = field(default_factory=list)
+    load: dict[str, float] = field(default_factory=dict)  # the host's 1-minute load average at each phase
 
 
 def start_agent(rng: Range, pipe: Pipeline, rate: float) -> subprocess.Popen[bytes]:
@@ -804,6 +846,15 @@ def audit_verify(rng: Range, state: Path) -> str:
     return {0: "intact", 1: "tampered", 3: "unproven"}.get(proc.returncode, f"exit {proc.returncode}")
 
 
+def started_at(log_lines: Sequence[str], spawned: float) -> float:
+    """When the attack began: the ``{"started": ...}`` line its process printed once its interpreter was up
+    (on a loaded machine that takes up to a second after the spawn, which no agent can see), else ``spawned``."""
+    for line in log_lines:
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            return float(json.loads(line)["started"])
+    return spawned
+
+
 def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
     """Build the range, run the pipeline, the normal period and the attacks; always tear it all down."""
     import tempfile
@@ -821,9 +872,13 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         rng.spawn(rng.peer, role_argv("sink", "--stats", str(work / "sink.json")), "sink")
         wait_listening(rng, rng.peer, BACKEND_IP, UPLOAD_PORT)
         subscriber = rng.spawn(rng.peer, role_argv("subscriber", "--out", str(work / "fleet.jsonl")), "subscriber")
+        # the workload's first telemetry message would reach a broker without the subscription yet: lost there
+        if not wait_for(lambda: (work / "fleet.jsonl.ready").exists() or subscriber.poll() is not None, 60, 0.1):
+            raise RuntimeError("the fleet subscriber did not subscribe within 60 s")
         workload = rng.spawn(rng.device, role_argv("workload", "--stats", str(work / "workload.json"),
                                                    "--day", f"{cfg.day_s:g}"), "workload")  # fmt: skip
         routes = rng.routes()
+        load = {"recording": os.getloadavg()[0]}
         log(f"range: recording {cfg.record_s:g} s of normal at {cfg.rate:g} Hz in {rng.device}")
         pipe = build_pipeline(rng, cfg.record_s, cfg.rate, cfg.trials, cfg.target_fpr, cfg.drop_host_channels)
         period = pipe.stride / cfg.rate
@@ -834,9 +889,11 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         stack.callback(monitor.close)
 
         n0 = time.time()
+        load["normal start"] = os.getloadavg()[0]
         log(f"range: normal period, {cfg.normal_s:g} s")
         time.sleep(cfg.normal_s)
         n1 = time.time()
+        load["normal end"] = os.getloadavg()[0]
         runs = []
         for name in cfg.attacks:
             spec = specs[name]
@@ -853,17 +910,19 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
             reverted = wait_for(lambda t=t1: device_quiet(pipe.state, monitor, t), cfg.settle_s)
             t2 = time.time()
             out = (work / f"attack-{name}.log").read_text().strip().splitlines()
-            runs.append({"name": name, "what": spec.what, "t0": t0, "t1": t1, "t2": t2, "quiet_before": quiet,
+            runs.append({"name": name, "what": spec.what, "t0": t0, "started": started_at(out, t0), "t1": t1,
+                         "t2": t2, "quiet_before": quiet,
                          "reverted_within_wait": reverted, "verify": audit_verify(rng, pipe.state),
                          "report": json.loads(out[-1]) if out and out[-1].startswith("{") else {"log": out[-3:]}})
 
+        load["attacks end"] = os.getloadavg()[0]
         stop(agent, 30)
         stop(workload)
         fleet_log = work / "fleet.jsonl"
         size, deadline = -1, time.monotonic() + 30
         while fleet_log.exists() and fleet_log.stat().st_size != size and time.monotonic() < deadline:
-            size = fleet_log.stat().st_size  # until the last QoS 1 messages are in
-            time.sleep(2.0)
+            size = fleet_log.stat().st_size  # until the last QoS 1 messages are in (the agent and the workload
+            time.sleep(1.0)  # have ended, having had their acknowledgements: what is left is in flight, milliseconds)
         stop(subscriber)
         monitor.close()
         verdict = audit_verify(rng, pipe.state)
@@ -874,6 +933,7 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         wl = json.loads((work / "workload.json").read_text()) if (work / "workload.json").exists() else {}
         result = analyse(cfg, pipe, routes, (n0, n1), runs, audit, fleet, status, monitor, sink, wl)
         result.audit_verdict = verdict
+        result.load = {k: round(v, 1) for k, v in load.items()}
         return result
     raise AssertionError("unreachable")
 
@@ -907,8 +967,10 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
     ends = [r["t0"] for r in runs[1:]] + [math.inf]  # a late revert still belongs to its attack
     for r, until in zip(runs, ends, strict=True):
         t0, t1, t2 = r["t0"], r["t1"], r["t2"]
+        start = r.get("started", t0)  # an earlier range.json has no start line: its spawn time
         mine = [a for a in applies if t0 <= a["t"] <= t1 + 3 * period]
         first = min((a["t"] for a in mine), default=None)
+        latency = None if first is None else max(0.0, first - start)
         seen = monitor.between(t0, t2)
         dropped = max((sum(s["tables"].values()) for s in seen), default=0)
         stopped = any(m["status"] == "stopped" for s in seen for m in s["miners"])
@@ -918,8 +980,9 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
         got = [i for i in incidents if t0 - 1 <= float(i.get("created_at", 0)) <= t2]
         attacks.append({
             "attack": r["name"], "what": r["what"], "detected": first is not None,
-            "alarm_s": None if first is None else round(first - t0, 2),
-            "alarm_windows": None if first is None else max(1, math.ceil((first - t0) / period - 1e-9)),
+            "alarm_s": None if latency is None else round(latency, 2),
+            "alarm_windows": None if latency is None else max(1, math.ceil(latency / period - 1e-9)),
+            "start_delay_s": round(start - t0, 2),
             "tiers": sorted({a["action_tier"] for a in mine}),
             "actions": sorted({a["action"] for a in mine if a.get("action")}),
             "nft_dropped": dropped, "tc_seen": any(s["tbf"] for s in seen),
@@ -997,12 +1060,12 @@ def markdown(res: RangeResult) -> str:
         "- **Policy**: alert (2 of 3 windows): log, renice the miner's name to 19, `tc` 2 mbit cap on the device "
         f"veth; constrain (3 of 4): nftables egress allow-list (only `{BACKEND_IP}`), SIGSTOP the miner's name. "
         "De-escalation and dead-man timers of a few windows.",
-        "- **Shared machine**: 2 cores used by other jobs at the same time (load average about 20 during the run, "
-        "`cpu_pct` pinned at 100). The sampler reads `cpu_pct`, `load1` and `mem_pct` host-wide, so here they "
-        "are every other job's; "
+        "- **Shared machine**: 2 cores used by other jobs at the same time (1-minute load average "
+        + (", ".join(f"{v:g} at {k}" for k, v in res.load.items()) if res.load else "about 20")
+        + "). The sampler reads `cpu_pct`, `load1` and `mem_pct` host-wide, so here they are every other job's; "
         + ("they were removed from the recording before `tune` (the only step outside the CLI), so the model sees "
-           "the device's own channels: its veth counters, `proc_count` (the device has its own PID namespace) "
-           "and `distinct_remote_*`. The miner can then only show through those."
+           "the device's own channels: its veth counters, `proc_count` and `proc_cpu_pct` (the device has its "
+           "own PID namespace, and `proc_cpu_pct` is the CPU of the processes in it) and `distinct_remote_*`."
            if c["drop_host_channels"] else "they were kept (`--keep-host-channels`)."),
         "",
         "## Goals",
@@ -1033,8 +1096,12 @@ def markdown(res: RangeResult) -> str:
                      f"{a['tiers']} | {'; '.join(seen)} | {rev} | {a['audit']} | {a['incidents_received']} "
                      f"(tiers {a['incident_tiers']}) |")
     n = res.normal
+    delays = [a["start_delay_s"] for a in res.attacks if "start_delay_s" in a]
     lines += [
         "",
+        *(["First alarm: counted from the attack's start, the line its process prints once its Python interpreter "
+           f"is up ({min(delays):g} to {max(delays):g} s after the range spawned it on this machine, a delay no "
+           "agent can see); windows are that time over the window's stride, rounded up.", ""] if delays else []),
         "What the attack processes reported: "
         + "; ".join(f"{a['attack']} {json.dumps(a['process_report'])}" for a in res.attacks) + ".",
         "",

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
 
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.evaluate import WindowScores, evaluate, find_incidents
+from tinywarden.evaluate.metrics import ranking_metrics
 from tinywarden.telemetry import Series
 
 T0 = 1_700_000_000.0
@@ -295,3 +296,20 @@ def test_rates_bounded_and_monotone_in_alarms(case) -> None:
     for a, b in zip(lo.incidents, hi.incidents, strict=True):
         if a.detected:
             assert b.latency_s <= a.latency_s
+
+
+@settings(max_examples=300, deadline=None)
+@given(labels=st.lists(st.booleans(), min_size=2, max_size=200),
+       levels=st.sampled_from([3, 50, 0]), seed=st.integers(0, 2**32 - 1))
+def test_ranking_metrics_equal_sklearns_to_the_last_bit(labels: list[bool], levels: int, seed: int) -> None:
+    y = np.array(labels)
+    if y.all() or not y.any():
+        y[0] = not y[0]
+    rng = np.random.default_rng(seed)
+    # few distinct scores (many ties, like the int8 program's), some, or all distinct
+    scores = rng.integers(0, levels, len(y)).astype(float) if levels else rng.normal(size=len(y)) + y * rng.random()
+    p, r, _ = precision_recall_curve(y, scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        best_f1 = float(np.where(p + r > 0, 2 * p * r / (p + r), 0.0).max())
+    want = (float(roc_auc_score(y, scores)), float(average_precision_score(y, scores)), best_f1)
+    assert ranking_metrics(y, scores) == want

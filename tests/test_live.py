@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -12,7 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinywarden.errors import ConfigError
-from tinywarden.telemetry.live import LiveSampler, counter_rate, distinct_remotes, inet_remotes, parse_proc_net
+from tinywarden.telemetry.live import (
+    LiveSampler,
+    counter_rate,
+    distinct_remotes,
+    inet_remotes,
+    parse_proc_net,
+    process_cpu_pct,
+    process_cpu_ticks,
+)
 from tinywarden.telemetry.series import Series
 
 
@@ -223,3 +232,63 @@ def test_the_samplers_own_connections_are_not_device_behaviour():
     finally:
         child.kill()
         child.wait()
+
+
+def _fake_stat(root: Path, pid: int, comm: str, ppid: int, utime: int, stime: int) -> None:
+    (root / str(pid)).mkdir(parents=True)
+    rest = ["S", str(ppid)] + ["0"] * 9 + [str(utime), str(stime)] + ["0"] * 10
+    (root / str(pid) / "stat").write_text(f"{pid} ({comm}) {' '.join(rest)}\n")
+
+
+def test_process_cpu_ticks_reads_every_process_but_the_sampler_and_its_children(tmp_path: Path):
+    _fake_stat(tmp_path, 1, "init", 0, 5, 1)
+    _fake_stat(tmp_path, 40, "agent", 1, 900, 100)  # the sampler itself
+    _fake_stat(tmp_path, 41, "nft", 40, 7, 3)  # its child (an actuator call)
+    _fake_stat(tmp_path, 42, "tw-miner) S 1 (x", 1, 300, 20)  # a name with spaces and parentheses
+    (tmp_path / "self").symlink_to(tmp_path / "40")
+    (tmp_path / "43").mkdir()  # ended between the listing and the read: no stat
+    (tmp_path / "net").mkdir()
+    assert process_cpu_ticks(tmp_path, skip=40) == {1: 6, 42: 320}
+    assert process_cpu_ticks(tmp_path) == {1: 6, 40: 1000, 41: 10, 42: 320}
+    assert process_cpu_ticks(tmp_path / "net") is None  # no per-process stat: not Linux
+
+
+def test_process_cpu_pct_counts_each_process_delta_and_new_ones_whole():
+    before = {1: 100, 2: 50, 3: 70}
+    # 1 used 50 ticks, 2 ended, 3 is a new process under a reused PID (its counter restarted), 4 is new
+    now = {1: 150, 3: 10, 4: 40}
+    assert process_cpu_pct(before, now, dt=2.0, ticks_per_s=100, cpus=1) == 50.0
+    assert process_cpu_pct(before, now, dt=2.0, ticks_per_s=100, cpus=2) == 25.0
+    assert process_cpu_pct(before, now, dt=0.0, ticks_per_s=100, cpus=1) == 0.0
+
+
+def test_proc_cpu_pct_sees_a_busy_process_but_not_the_samplers_own_children():
+    import subprocess
+    import sys
+
+    s = LiveSampler(1.0, interfaces=["lo"])
+    assert "proc_cpu_pct" in s.channels  # Linux
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 30: pass\n"
+    # a direct child of the sampler is left out (the agent's own nft/tc calls); a grandchild is not
+    child = subprocess.Popen([sys.executable, "-c", busy])
+    wrapper = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys\nsubprocess.run([sys.executable, "
+                                                      f"'-c', {busy!r}])"])
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        grandchild = None
+        while grandchild is None and time.monotonic() < deadline:
+            kids = psutil.Process(wrapper.pid).children()
+            grandchild = kids[0].pid if kids else None
+            time.sleep(0.05)
+        assert grandchild is not None
+        ticks = process_cpu_ticks(skip=os.getpid())
+        assert ticks is not None and child.pid not in ticks and wrapper.pid not in ticks and os.getpid() not in ticks
+        assert grandchild in ticks
+        v = dict(zip(s.channels, s.sample(), strict=True))["proc_cpu_pct"]
+        assert np.isfinite(v) and v >= 0
+    finally:
+        for p in (child, wrapper):
+            p.kill()
+            p.wait()

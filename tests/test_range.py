@@ -20,7 +20,9 @@ def small_range(tmp_path_factory: pytest.TempPathFactory) -> attack_range.RangeR
     reason = attack_range.unavailable()
     if reason:
         pytest.skip(reason)
-    cfg = attack_range.Config(record_s=30, normal_s=3, rate=10, day_s=15, attacks=("flood", "exfil"), attack_s=6,
+    # no normal period (nothing here asserts on it: the benchmark measures it) and 4 s attacks (both are seen
+    # within a second)
+    cfg = attack_range.Config(record_s=30, normal_s=0, rate=10, day_s=15, attacks=("flood", "exfil"), attack_s=4,
                               trials=1, settle_s=150, workdir=tmp_path_factory.mktemp("range"))  # fmt: skip
     # settle_s bounds the wait for each revert; the wait ends as soon as the device is quiet (about 8 s on an
     # idle machine), so a loaded machine only makes the test slower, never decides its verdict
@@ -59,3 +61,14 @@ def test_nothing_is_lost_at_the_broker(small_range: attack_range.RangeResult) ->
     assert b["delivered"] == b["received"] == b["incidents_raised"] > 0, b
     assert not b["dropped"] and not b["spooled"], b
     assert small_range.audit_verdict == "intact"
+
+
+@pytest.mark.parametrize("role", attack_range.SENDERS)
+def test_a_sending_role_refuses_to_run_outside_the_device_namespace(role: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # run by hand on the host, a flood would follow the host's default route; the role itself never runs here
+    called: list[str] = []
+    monkeypatch.setitem(attack_range.ROLES, role, lambda a: called.append(role))
+    with pytest.raises(SystemExit, match="refusing to send anything"):
+        attack_range.role_main([role, "--seconds", "0.1", "--packets", "1"])
+    assert not called

@@ -1,6 +1,6 @@
 """Score a series that arrives in chunks (:func:`~tinywarden.telemetry.iter_series`) with memory bounded by the
 chunk, not the file: the per-window results equal those of the whole series scored at once; and evaluate it
-(:func:`evaluate_chunks`), which keeps only per-window results (about 30 bytes a window) and the incidents.
+(:func:`evaluate_chunks`), which keeps only per-window results (17 bytes a window) and the incidents.
 
 A window may span chunks, so the last ``window - 1`` rows (or fewer, down to where the next window starts) are
 carried into the next chunk, which is then scored with the batch path (:meth:`Pipeline.score` or the int8
@@ -11,6 +11,8 @@ reference). The two things that depend on earlier windows are carried as streams
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -140,7 +142,7 @@ def evaluate_chunks(pipeline: Pipeline, chunks: Iterable[Series], skip_rows: Cal
                     program: Program | None = None) -> tuple[WindowScores, Evaluation]:
     """:func:`~tinywarden.evaluate.evaluate` of the series that ``chunks`` make up, scored with :func:`score_chunks`,
     equal to scoring and evaluating the whole series at once. ``skip_rows(n_rows)`` gives the rows to leave out
-    once the length is known. Memory grows with the number of windows (rows / stride), not with the rows.
+    once the length is known. Memory grows with the number of windows (rows / stride, 17 bytes each), not with the rows.
     """
     scan = IncidentScan()
     first: list[Series] = []
@@ -154,22 +156,54 @@ def evaluate_chunks(pipeline: Pipeline, chunks: Iterable[Series], skip_rows: Cal
             scan.push(chunk)
             yield chunk
 
-    # only what the metrics read is kept of each chunk's windows (not the confidences), then joined once
-    names = ("end_rows", "end_times", "scores", "raw_flags", "alarms", "labels")
-    kept: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    threshold = 0.0
-    for part in score_chunks(pipeline, watched(), program):
-        threshold = part.threshold
-        for n in names:
-            kept[n].append(getattr(part, n))
-    if not kept["scores"]:
-        raise DataError(f"{first[0].source if first else 'telemetry'}: no scored windows to evaluate")
-    joined = {n: np.concatenate(kept.pop(n)) for n in names}
+    # Only what the metrics read is kept of each chunk's windows, compactly: each window's end time and score and
+    # one byte of flags (raw flag, alarm, label); not its end row, which the windows' grid gives (they are
+    # ``stride`` rows apart from the first, across chunks), nor its confidence. 17 bytes a window (13 for the
+    # int8 program's int32 scores), joined once at the end.
     window = pipeline.window if program is None else program.window
-    ws = WindowScores(joined["end_rows"], window, joined["scores"].astype(np.float64, copy=False),
-                      joined["raw_flags"], joined["alarms"], threshold)
+    stride = pipeline.stride if program is None else program.stride
+    times: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    flags: list[np.ndarray] = []
+    threshold, n = 0.0, 0
+    for part in score_chunks(pipeline, watched(), program):
+        grid = window - 1 + stride * np.arange(n, n + len(part.end_rows), dtype=np.int64)
+        assert np.array_equal(part.end_rows, grid), "chunked windows left the stride grid"
+        assert part.labels is not None  # watched() refuses chunks without labels
+        threshold, n = part.threshold, n + len(part.end_rows)
+        times.append(part.end_times)
+        scores.append(part.scores)
+        flags.append(part.raw_flags | (part.alarms << 1) | (part.labels << 2))
+    if not n:
+        raise DataError(f"{first[0].source if first else 'telemetry'}: no scored windows to evaluate")
+    packed = np.concatenate(flags)
+    del flags
+    end_times = np.concatenate(times)
+    del times
+    joined = np.concatenate(scores).astype(np.float64, copy=False)
+    del scores
+    release_free_memory()  # what the chunks left in the allocators' caches, before the metrics' own arrays
+    ws = WindowScores(window - 1 + stride * np.arange(n, dtype=np.int64), window, joined, packed & 1,
+                      (packed >> 1) & 1, threshold)
     skip = int(skip_rows(scan.rows))
-    ev = evaluate_windows(ws, joined["labels"], joined["end_times"], scan.finish(), period=first[0].period,
+    ev = evaluate_windows(ws, (packed >> 2) & 1, end_times, scan.finish(), period=first[0].period,
                           params=pipeline.n_params_, model_bytes=pipeline.model_bytes_,
                           detector=pipeline.detector.name, skip_rows=skip)
     return ws, ev
+
+
+def release_free_memory() -> None:
+    """Give the memory freed so far back to the OS: Arrow's pool (the CSV and Parquet readers' buffers) and,
+    with glibc, ``malloc_trim`` (numpy's arrays come from malloc, whose heap keeps freed pages otherwise, so a
+    long chunked run's resident size would follow its largest passing chunk, not what it holds)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    trim = getattr(_own_symbols(), "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _own_symbols() -> ctypes.CDLL:
+    return ctypes.CDLL(None)

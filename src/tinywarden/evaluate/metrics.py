@@ -9,12 +9,14 @@ Windows
 ``roc_auc`` / ``pr_auc``
     :func:`sklearn.metrics.roc_auc_score` and :func:`sklearn.metrics.average_precision_score` of the
     per-window scores against the window labels; ``nan`` (JSON ``null``) when only one class is present.
+    Computed by :func:`ranking_metrics` from one sort of the scores (equal to sklearn's to the last bit, in
+    a fraction of its memory: a long recording has hundreds of thousands of windows).
 ``precision`` / ``recall`` / ``f1``
     Of the window ``alarms`` (after k-of-n persistence, what the device acts on) against the window
     labels. ``precision`` is ``nan`` when nothing alarmed, ``recall`` when no window is anomalous, ``f1``
     (``2 tp / (2 tp + fp + fn)``) when neither alarms nor anomalous windows exist.
 ``best_f1``
-    The highest F1 any threshold on the scores reaches (from
+    The highest F1 any threshold on the scores reaches (from the precision-recall curve of
     :func:`sklearn.metrics.precision_recall_curve`), ignoring persistence: an upper bound for ``f1``
     at this score function.
 ``fpr`` / ``raw_fpr``
@@ -54,13 +56,12 @@ import math
 from dataclasses import dataclass, fields
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.telemetry.series import Series
 
 __all__ = ["AttackStats", "Evaluation", "Incident", "IncidentScan", "IncidentSpan", "WindowScores", "evaluate",
-           "evaluate_windows", "find_incidents", "window_labels"]
+           "evaluate_windows", "find_incidents", "ranking_metrics", "window_labels"]
 
 NO_ATTACK_NAME = "anomaly"
 
@@ -248,6 +249,71 @@ def window_labels(labels: np.ndarray, end_rows: np.ndarray, window: int) -> np.n
     return ((cum[end_rows + 1] - cum[starts]) > 0).astype(np.uint8)
 
 
+def ranking_metrics(y: np.ndarray, scores: np.ndarray) -> tuple[float, float, float]:
+    """``(roc_auc, pr_auc, best_f1)`` of finite ``scores`` against boolean labels ``y`` holding both classes:
+    :func:`sklearn.metrics.roc_auc_score`, :func:`sklearn.metrics.average_precision_score` and the highest
+    F1 on :func:`sklearn.metrics.precision_recall_curve`, computed as sklearn computes them (the same
+    counts at the same thresholds, the same arithmetic, so equal to the last bit) from one sort of the scores
+    instead of three, without sklearn's validation copies: about a third of its peak memory.
+
+    >>> ranking_metrics(np.array([False, False, True, True]), np.array([0.1, 0.4, 0.35, 0.8]))
+    (0.75, 0.8333333333333333, 0.8)
+    """
+    n = len(scores)
+    order = np.argsort(scores, kind="stable")[::-1]  # descending; the order inside a tie is never read
+    ranked = scores[order]
+    hits = y[order]
+    del order
+    # the last window of each group of equal scores: the curve's thresholds, highest first
+    last = np.empty(n, dtype=bool)
+    np.not_equal(ranked[1:], ranked[:-1], out=last[:-1])
+    last[-1] = True
+    del ranked
+    idx = np.flatnonzero(last)
+    del last
+    # true positives down to each threshold: exact integers (int32 while they fit), as sklearn's float cumsum
+    tps = np.cumsum(hits, dtype=np.int32 if n < 2**31 else np.int64)[idx].astype(np.float64)
+    del hits
+    fps = 1 + idx.astype(np.float64) - tps
+    del idx
+    # ROC (sklearn.metrics.roc_curve, drop_intermediate=True) from (0, 0), its area by the trapezoidal rule
+    # (scipy.integrate.trapezoid: sum of diff(fpr) * (tpr[1:] + tpr[:-1]) / 2), each array filled in place
+    if len(fps) > 2:
+        keep = np.ones(len(fps), dtype=bool)
+        keep[1:-1] = (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0)
+        corners = np.flatnonzero(keep)
+        del keep
+    else:
+        corners = np.arange(len(fps))
+    fpr, tpr = np.zeros(len(corners) + 1), np.zeros(len(corners) + 1)
+    np.take(fps, corners, out=fpr[1:])
+    np.take(tps, corners, out=tpr[1:])
+    del corners
+    fpr /= fpr[-1]
+    tpr /= tpr[-1]
+    area = tpr[1:] + tpr[:-1]
+    del tpr
+    area *= np.diff(fpr)
+    del fpr
+    area /= 2.0
+    roc_auc = float(np.add.reduce(area))
+    del area
+    # precision-recall curve (sklearn.metrics.precision_recall_curve), lowest threshold first, then (1, 0);
+    # tps + fps is the number of windows down to a threshold, never 0
+    k = len(tps)
+    precision, recall = np.ones(k + 1), np.zeros(k + 1)
+    ps = tps + fps
+    del fps
+    np.divide(tps, ps, out=precision[k - 1::-1] if k > 1 else precision[:1])
+    del ps
+    np.divide(tps, tps[-1], out=recall[k - 1::-1] if k > 1 else recall[:1])
+    del tps
+    pr_auc = float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1s = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return roc_auc, pr_auc, float(f1s.max())
+
+
 def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else math.nan
 
@@ -366,28 +432,20 @@ def evaluate_windows(
     # Edges over the whole sequence: an alarm already on when evaluation starts is not a new event.
     rising = all_alarms.astype(bool) & ~np.concatenate(([False], all_alarms[:-1].astype(bool)))
 
-    keep = all_ends >= skip_rows
-    if not keep.any():
+    # the windows ending from skip_rows on: a slice, as end rows increase (views, not copies of every array)
+    keep = slice(int(np.searchsorted(all_ends, skip_rows, side="left")), None)
+    if keep.start == len(all_ends):
         raise DataError(f"no windows left to evaluate: all {len(all_ends)} windows end before skip_rows={skip_rows}")
     ends = all_ends[keep]
     scores = np.asarray(ws.scores, dtype=np.float64)[keep]
-    raw = np.asarray(ws.raw_flags).astype(bool)[keep]
-    alarms = all_alarms.astype(bool)[keep]
+    raw = np.asarray(ws.raw_flags)[keep].astype(bool)
+    alarms = all_alarms[keep].astype(bool)
     rising = rising[keep]
-    y = np.asarray(window_y).astype(bool)[keep]
+    y = np.asarray(window_y)[keep].astype(bool)
     n_pos = int(y.sum())
     n_neg = int(len(y) - n_pos)
 
-    both_classes = n_pos > 0 and n_neg > 0
-    roc_auc = float(roc_auc_score(y, scores)) if both_classes else math.nan
-    pr_auc = float(average_precision_score(y, scores)) if both_classes else math.nan
-    if both_classes:
-        p, r, _ = precision_recall_curve(y, scores)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            f1s = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
-        best_f1 = float(f1s.max())
-    else:
-        best_f1 = math.nan
+    roc_auc, pr_auc, best_f1 = ranking_metrics(y, scores) if n_pos > 0 and n_neg > 0 else (math.nan,) * 3
 
     tp = int((alarms & y).sum())
     fp = int((alarms & ~y).sum())

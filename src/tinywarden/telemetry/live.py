@@ -9,6 +9,11 @@ channel on every :meth:`LiveSampler.sample`:
 - ``distinct_remote_addrs``, ``distinct_remote_ports``: over the host's inet sockets that have a
   remote end, leaving out the sampling process's own (:func:`inet_remotes`; omitted, with a warning,
   where the OS denies the connection table);
+- ``proc_cpu_pct``: the CPU time of the processes this sampler can see (its PID namespace: the whole host on
+  a gateway, the container's or the device's own where it runs in one), leaving out the sampling process and
+  its children, in percent of all CPUs like ``cpu_pct`` (:func:`process_cpu_ticks`; Linux only, omitted
+  elsewhere). ``cpu_pct`` and ``load1`` read the kernel's host-wide figures, which inside a container or
+  PID namespace are every other tenant's too;
 - ``temp_c`` (hottest sensor) and ``power_w`` (sum of ``/sys/class/power_supply/*/power_now``), only
   when the host exposes them at construction.
 
@@ -43,7 +48,8 @@ if TYPE_CHECKING:  # numpy loads only for sample()/collect(): the lean agent rea
 
     from tinywarden.telemetry.series import Series
 
-__all__ = ["LiveSampler", "counter_rate", "distinct_remotes", "inet_remotes", "own_socket_inodes", "parse_proc_net"]
+__all__ = ["LiveSampler", "counter_rate", "distinct_remotes", "inet_remotes", "own_socket_inodes", "parse_proc_net",
+           "process_cpu_pct", "process_cpu_ticks"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,7 @@ _NET_FIELDS = (("rx_pkts_s", "packets_recv"), ("tx_pkts_s", "packets_sent"), ("r
 _POWER_ROOT = Path("/sys/class/power_supply")
 _PROC_NET = Path("/proc/net")
 _INET_TABLES = ("tcp", "tcp6", "udp", "udp6")
+_PROC = Path("/proc")
 
 
 def counter_rate(previous: int, current: int, dt: float) -> float:
@@ -146,6 +153,62 @@ def inet_remotes(proc_net: Path = _PROC_NET) -> list[tuple[str, int]] | None:
         return None
 
 
+def process_cpu_ticks(proc: Path = _PROC, skip: int | None = None) -> dict[int, int] | None:
+    """CPU time (``utime + stime``, clock ticks) of every process listed in ``proc`` (``/proc``: this PID
+    namespace), leaving out process ``skip`` and its direct children; None where ``proc`` has no
+    per-process ``stat`` (not Linux).
+
+    The sampling process and its children (an agent's ``nft`` and ``tc`` calls) are not the device's
+    behaviour: ``record`` does not score or act, the agent does, so counting them would shift the channel
+    between the recording and the live agent (as its own sockets would shift ``distinct_remote_*``).
+    A process that ends between two listings is simply absent; one that cannot be read is skipped.
+    """
+    if not (proc / "self" / "stat").is_file():
+        return None
+    out: dict[int, int] = {}
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            fd = os.open(proc / name / "stat", os.O_RDONLY)
+            try:
+                raw = os.read(fd, 1024)
+            finally:
+                os.close(fd)
+        except OSError:  # ended since the listing
+            continue
+        # "pid (comm) state ppid ... utime stime ...": comm may hold spaces and parentheses, so split after
+        # its last ")"; then ppid is field 1 and utime, stime fields 11 and 12
+        fields = raw[raw.rfind(b")") + 2:].split(b" ", 13)
+        try:
+            pid, ppid, ticks = int(name), int(fields[1]), int(fields[11]) + int(fields[12])
+        except (IndexError, ValueError):
+            continue
+        if skip is not None and skip in (pid, ppid):
+            continue
+        out[pid] = ticks
+    return out
+
+
+def process_cpu_pct(previous: dict[int, int], current: dict[int, int], dt: float, ticks_per_s: float,
+                    cpus: int) -> float:
+    """Percent of all ``cpus`` the processes used between two :func:`process_cpu_ticks` readings ``dt``
+    seconds apart: each process's own tick delta (a process new since ``previous`` counts all its ticks);
+    0 when the clock did not advance. A process whose counter went back (its PID reused) counts its ticks
+    as new.
+
+    >>> process_cpu_pct({1: 100, 2: 50}, {1: 150, 3: 50}, dt=1.0, ticks_per_s=100, cpus=2)
+    50.0
+    """
+    if dt <= 0:
+        return 0.0
+    used = 0
+    for pid, ticks in current.items():
+        before = previous.get(pid, 0)
+        used += ticks - before if ticks >= before else ticks
+    return 100.0 * used / ticks_per_s / dt / max(1, cpus)
+
+
 class LiveSampler:
     """Samples host telemetry every ``period_s`` seconds into fixed channels (see the module docstring).
 
@@ -181,6 +244,10 @@ class LiveSampler:
                 raise ConfigError(f"network interfaces listed twice: {list(interfaces)}")
             self.interfaces = tuple(interfaces)
 
+        self._proc_ticks = process_cpu_ticks(skip=os.getpid())
+        self._ticks_per_s = float(os.sysconf("SC_CLK_TCK")) if self._proc_ticks is not None else 100.0
+        self._cpus = psutil.cpu_count() or 1
+        self._proc_cpu = 0.0
         self._has_conns = inet_remotes() is not None
         if not self._has_conns:
             log.warning("connection table not readable here; distinct_remote_* channels are left out")
@@ -191,6 +258,8 @@ class LiveSampler:
         chans += [f"{i}.{name}" for i in self.interfaces for name, _ in _NET_FIELDS]
         if self._has_conns:
             chans += ["distinct_remote_addrs", "distinct_remote_ports"]
+        if self._proc_ticks is not None:
+            chans.append("proc_cpu_pct")
         if self._last_temp is not None:
             chans.append("temp_c")
         if self._last_power is not None:
@@ -234,6 +303,12 @@ class LiveSampler:
         if self._has_conns:
             addrs, ports = distinct_remotes(inet_remotes() or [])
             vals += [float(addrs), float(ports)]
+        if self._proc_ticks is not None:
+            ticks = process_cpu_ticks(skip=os.getpid()) or {}
+            if dt > 0:  # a clock that did not advance repeats the previous figure
+                self._proc_cpu = process_cpu_pct(self._proc_ticks, ticks, dt, self._ticks_per_s, self._cpus)
+                self._proc_ticks = ticks
+            vals.append(self._proc_cpu)
         if self._last_temp is not None:
             temp = self._temperature()
             self._last_temp = self._last_temp if temp is None else temp
