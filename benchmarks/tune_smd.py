@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import os
+import pickle
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -39,7 +40,8 @@ from sklearn.metrics import roc_auc_score
 from tinywarden.program import run_int8
 from tinywarden.telemetry import read_series
 from tinywarden.tune import Budget, tune
-from tinywarden.tune.search import rank_key, select_channels
+from tinywarden.tune.search import SEGMENT_WINDOWS, rank_key, select_channels
+from tinywarden.tune.synthetic import ANOMALY_TYPES, inject
 
 DATA = Path(os.environ.get("TINYWARDEN_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 #: shared/README.md: PCA (95 % variance) reconstruction error on window features, w=16, mean per-row ROC AUC
@@ -106,12 +108,47 @@ def with_labels(t: Any, labelled_auc: float) -> tuple[Any, ...]:
     return rank_key(dataclasses.replace(t, quality=q, labelled_auc=labelled_auc))
 
 
-def run_one(entity: str, flash: int, ram: int, seed: int, ks: list[int] | None = None) -> dict[str, Any]:
+def dump_candidates(result: Any, train: Any, test: Any, seed: int, out: Path) -> None:
+    """Every scored candidate's validation and test scores (per row, on its calibrated scale: 1 = threshold)
+    to ``out`` (a pickle), for studying selection criteria offline. Validation rows are the held-out tail
+    the search scored (train's last 20 %), clean and with each synthetic anomaly type injected as ``tune``
+    injects them; test scores are for scoring only."""
+    fit_part, val_part = train.split(0.8)
+    spread = fit_part.values.std(axis=0)
+    cands = []
+    injected: dict[tuple[int, str], Any] = {}
+    for t in (t for t in result.trials if t.status == "ok" and t.program is not None):
+        p = dataclasses.replace(t.program, stride=1)
+        unit = float(max(t.program.threshold, 1))
+        idx = [train.channels.index(c) for c in p.channels]
+        row: dict[str, Any] = {"trial": t.to_dict(), "label": t.candidate.label, "threshold": unit}
+        sc, _ = run_int8(p, val_part.values[:, idx])
+        row["val_clean"] = (per_row(sc, len(val_part), p.window) / unit).astype(np.float32)
+        row["val_inj"] = {}
+        for kind in ANOMALY_TYPES:
+            key = (p.window, kind)
+            if key not in injected:
+                seg = p.window * SEGMENT_WINDOWS.get(kind, 1)
+                injected[key] = inject(val_part.values, kind, seg, spread, seed=seed)
+            sc, _ = run_int8(p, injected[key].values[:, idx])
+            row["val_inj"][kind] = (per_row(sc, len(val_part), p.window) / unit).astype(np.float32)
+        sc, _ = run_int8(p, test.values[:, idx])
+        row["test"] = (per_row(sc, len(test), p.window) / unit).astype(np.float32)
+        cands.append(row)
+    out.write_bytes(pickle.dumps({"candidates": cands, "chosen": result.chosen.candidate.label,
+                                  "injected_rows": {k: v.rows for k, v in injected.items()},
+                                  "test_labels": test.labels}))
+
+
+def run_one(entity: str, flash: int, ram: int, seed: int, ks: list[int] | None = None,
+            dump: Path | None = None) -> dict[str, Any]:
     path = DATA / "smd_asd" / "npz" / f"{entity}.npz"
     train, test = read_series(f"{path}:train"), read_series(f"{path}:test")
     start = time.perf_counter()
     result = tune(train, Budget(flash, ram), seed=seed)
     seconds = time.perf_counter() - start
+    if dump is not None:
+        dump_candidates(result, train, test, seed, dump / f"{entity}.pkl")
     prog = dataclasses.replace(result.program, stride=1)
     t = select_channels(test, result.pipeline.channels_)
     assert t.labels is not None
@@ -219,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render", action="store_true", help="measure nothing: write the markdown from --rows")
     ap.add_argument("--labels", default="", help="comma list of k: also measure selection with k labelled "
                     "incidents (e.g. 1,3,10)")
+    ap.add_argument("--dump", type=Path, default=None, help="directory: write each machine's scored candidates "
+                    "(validation and test scores per row) to <entity>.pkl for offline study")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tune_smd.md")
     args = ap.parse_args(argv)
     if not (DATA / "smd_asd" / "npz").is_dir():
@@ -238,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         ks = [int(k) for k in args.labels.split(",") if k.strip()]
-        futures = [pool.submit(run_one, m, args.flash, args.ram, args.seed, ks) for m in names]
+        futures = [pool.submit(run_one, m, args.flash, args.ram, args.seed, ks, args.dump) for m in names]
         for fut in as_completed(futures):
             r = fut.result()
             rows.append(r)

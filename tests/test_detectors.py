@@ -25,6 +25,7 @@ FAST = {
     "gru_ae": {"hidden": 4, "max_steps": 200},
     "ar": {},
     "bounds": {},
+    "ensemble": {},
 }
 
 
