@@ -35,12 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata, spearmanr
 from sklearn.metrics import roc_auc_score
 
 from tinywarden.program import run_int8
 from tinywarden.telemetry import read_series
 from tinywarden.tune import Budget, tune
-from tinywarden.tune.search import SEGMENT_WINDOWS, rank_key, select_channels
+from tinywarden.tune.search import SEGMENT_WINDOWS, SHORTLIST, choose, select_channels
 from tinywarden.tune.synthetic import ANOMALY_TYPES, inject
 
 DATA = Path(os.environ.get("TINYWARDEN_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -90,7 +91,7 @@ def few_labels(result: Any, test: Any, ks: list[int]) -> list[dict[str, Any]]:
         lab = {id(t): auc(t, slice(0, cut), y_lab) for t in ok}
         ev = {id(t): auc(t, slice(cut, None), y_eval) for t in ok}
 
-        chosen_k = max(ok, key=lambda t, lab=lab: with_labels(t, lab[id(t)]))
+        chosen_k = next(t for t in ok if t.candidate == choose([with_labels(t, lab[id(t)]) for t in ok]).candidate)
         only_k = max(ok, key=lambda t: (not t.fpr_far, lab[id(t)], -(t.flash or 0)))
         best = max(ok, key=lambda t: ev[id(t)])
         out.append({"k": k, "available": True, "incidents": len(runs), "labelled_rows": cut,
@@ -102,10 +103,10 @@ def few_labels(result: Any, test: Any, ks: list[int]) -> list[dict[str, Any]]:
     return out
 
 
-def with_labels(t: Any, labelled_auc: float) -> tuple[Any, ...]:
-    """``rank_key`` of trial ``t`` had ``tune --validate`` given it ``labelled_auc`` (averaged into its quality)."""
+def with_labels(t: Any, labelled_auc: float) -> Any:
+    """Trial ``t`` as ``tune --validate`` would score it given ``labelled_auc`` (averaged into its quality)."""
     q = (t.synthetic_auc + labelled_auc) / 2.0 if np.isfinite(t.synthetic_auc) else labelled_auc
-    return rank_key(dataclasses.replace(t, quality=q, labelled_auc=labelled_auc))
+    return dataclasses.replace(t, quality=q, labelled_auc=labelled_auc)
 
 
 def dump_candidates(result: Any, train: Any, test: Any, seed: int, out: Path) -> None:
@@ -140,6 +141,151 @@ def dump_candidates(result: Any, train: Any, test: Any, seed: int, out: Path) ->
                                   "test_labels": test.labels}))
 
 
+# -- selection study (issue 17 items 2-4), from the --dump files --------------------------------------------
+def centrality(cands: list[dict[str, Any]]) -> np.ndarray:
+    """Per candidate: Spearman correlation of its validation scores (clean + every injected copy, per row) with
+    the median rank over all candidates (agreement between members: Goswami et al., ICLR 2023)."""
+    ranks = np.array([rankdata(np.concatenate([c["val_clean"], *c["val_inj"].values()])) for c in cands])
+    consensus = np.median(ranks, axis=0)
+    return np.array([spearmanr(r, consensus).statistic for r in ranks])
+
+
+def _order(values: np.ndarray) -> np.ndarray:
+    """Ranks scaled to (0, 1], 1 = the largest value."""
+    return rankdata(values) / len(values)
+
+
+def study(d: dict[str, Any], ks: list[int]) -> dict[str, Any]:
+    """Test AUC of the candidate (or fused candidates) each selection rule picks, and hindsight's, for one entity.
+
+    Label-free rules see only the validation part (train's last 20 %): *synthetic* is ``tune``'s rank
+    (:func:`rank_key`); *centrality* ranks by agreement with the other candidates; *borda* averages the ranks of
+    the synthetic AUC, the centrality and (lower is better) the 99th percentile of the clean validation
+    windows' calibrated scores. All three keep ``tune``'s FPR gate first. *ens2* / *ens3*: the mean calibrated
+    score (score / own threshold) of the synthetic rank's choice and the next-best candidates of other families
+    on the same input. Test labels enter only the AUC, except in the k-label rules (the first k incidents)."""
+    cands = d["candidates"]
+    y = np.asarray(d["test_labels"]).astype(int)
+    auc = np.array([roc_auc_score(y, c["test"]) for c in cands])
+    trials = [c["trial"] for c in cands]
+    keep = [i for i, t in enumerate(trials) if not t["fpr_far"]]
+    gate = np.array([t["fpr_ok"] for t in trials])
+    synth = np.array([t["quality"] if t["quality"] is not None else -1.0 for t in trials])
+    base = np.array([(not t["fpr_far"], t["fpr_ok"], 0.0 if t["fpr_ok"] else -(t["fpr"] or 0.0), synth[i],
+                      -(t["flash"] or 0)) for i, t in enumerate(trials)], dtype=object)
+    order = sorted(range(len(cands)), key=lambda i: tuple(base[i]), reverse=True)
+    cen = centrality(cands)
+    q99 = np.array([np.quantile(c["val_clean"], 0.99) for c in cands])
+    sub = np.array(keep)
+    borda = np.full(len(cands), -np.inf)
+    borda[sub] = _order(synth[sub]) + _order(cen[sub]) + _order(-q99[sub])
+
+    def best(score: np.ndarray) -> int:
+        return max(keep, key=lambda i: (gate[i], score[i]))
+
+    picks = {"synthetic": order[0], "centrality": best(cen), "borda": best(borda)}
+    out: dict[str, Any] = {"candidates": len(cands), "hindsight": float(auc.max()),
+                           "hindsight_pick": cands[int(auc.argmax())]["label"]}
+    for name, i in picks.items():
+        out[name], out[f"{name}_pick"] = float(auc[i]), cands[i]["label"]
+    first = cands[order[0]]
+    same = [i for i in order if _input(cands[i]) == _input(first)]
+    for m in (2, 3):
+        members: list[int] = []
+        for i in same:
+            if len(members) < m and trials[i]["family"] not in {trials[j]["family"] for j in members}:
+                members.append(i)
+        fused = np.mean([cands[i]["test"] for i in members], axis=0)
+        out[f"ens{m}"] = float(roc_auc_score(y, fused))
+        out[f"ens{m}_members"] = [cands[i]["label"].split(" ")[0] for i in members]
+    runs = incidents(y)
+    out["few_labels"] = []
+    for k in ks:
+        if len(runs) <= k:
+            out["few_labels"].append({"k": k, "available": False, "incidents": len(runs)})
+            continue
+        cut = min(runs[k - 1][1] + LABEL_MARGIN, runs[k][0])
+        lab = np.array([roc_auc_score(y[:cut], c["test"][:cut]) for c in cands])
+        ev = np.array([roc_auc_score(y[cut:], c["test"][cut:]) for c in cands])
+        tune_rule = max(keep, key=lambda i: (gate[i], (synth[i] + lab[i]) / 2 if synth[i] >= 0 else lab[i]))
+        only = max(keep, key=lambda i: lab[i])
+        short = max(order[:SHORTLIST], key=lambda i: lab[i])
+        out["few_labels"].append({
+            "k": k, "available": True, "incidents": len(runs), "eval_rows": len(y) - cut,
+            "eval_incidents": len(runs) - k, "label_free": float(ev[order[0]]), "tune_rule": float(ev[tune_rule]),
+            "labels_only": float(ev[only]), "shortlist": float(ev[short]), "shortlist_pick": cands[short]["label"],
+            "hindsight": float(ev.max()), "hindsight_pick": cands[int(ev.argmax())]["label"]})
+    return out
+
+
+def study_markdown(studies: dict[str, dict[str, Any]]) -> list[str]:
+    """Per-entity tables of the selection study: label-free rules, fused candidates, k labelled incidents."""
+    lines = ["", "## Why the label-free choice misses hindsight, and what changes it (issue 17 items 2-4)", "",
+             "From `--dump`: every candidate the search scored, fitted on train's first 80 %, its int8 program run "
+             "at stride 1 over the validation part (train's last 20 %, clean and with each synthetic anomaly type) "
+             "and over the test split. Every figure is the per-row test ROC AUC of the candidate a rule picks. "
+             "Label-free rules see only the validation part: *synthetic* is `tune`'s rank; *centrality* the "
+             "agreement of a candidate's validation scores with the median rank of all candidates; *borda* the mean "
+             "rank of synthetic AUC, centrality and the clean validation windows' 99th-percentile calibrated score "
+             "(lower = steadier on held-out normal); all keep the FPR gate first. *ens2* / *ens3*: the mean of "
+             "calibrated scores (score / own threshold) of the synthetic choice and the next best other families on "
+             "its input (no budget applied: the fused members' sizes add up). *hindsight*: the best candidate on "
+             "the test labels. Test labels enter only the AUC here.", ""]
+    keys = ("synthetic", "centrality", "borda", "ens2", "ens3", "hindsight")
+    for prefix, name in (("machine", "SMD"), ("omi", "ASD")):
+        ents = sorted(e for e in studies if e.startswith(prefix))
+        if not ents:
+            continue
+        lines += [f"### {name}: label-free selection", "",
+                  "| entity | cand. | " + " | ".join(keys) + " | synthetic pick | hindsight pick | ens3 members |",
+                  "|---|---:|" + "---:|" * len(keys) + "---|---|---|"]
+        for e in ents:
+            r = studies[e]
+            lines.append(f"| {e} | {r['candidates']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) +
+                         f" | {r['synthetic_pick']} | {r['hindsight_pick']} | {'+'.join(r['ens3_members'])} |")
+        lines += ["| **mean** | | " + " | ".join(f"**{np.mean([studies[e][k] for e in ents]):.3f}**" for k in keys)
+                  + " | | | |", ""]
+        lines += [f"### {name}: k labelled incidents", "",
+                  f"The test split's first k incidents (to {LABEL_MARGIN} rows after the k-th) are the labelled "
+                  "data; AUC on the rest of the test split. *averaged*: the old `tune --validate` rule (labelled AUC "
+                  f"averaged into the quality, best over all candidates); *shortlist*: `tune`'s rule now (the labelled "
+                  f"AUC picks among the {SHORTLIST} best by the label-free rank); *labels only*: best labelled AUC "
+                  "over all. n/a: no more than k incidents.", "",
+                  "| entity | k | eval rows (incidents) | label-free | averaged | shortlist | labels only | hindsight "
+                  "| gap (shortlist) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        summary = []
+        for k in sorted({f["k"] for e in ents for f in studies[e]["few_labels"]}):
+            got = []
+            for e in ents:
+                f = next(f for f in studies[e]["few_labels"] if f["k"] == k)
+                if not f["available"]:
+                    lines.append(f"| {e} | {k} | n/a ({f['incidents']} incidents) | | | | | | |")
+                    continue
+                got.append(f)
+                lines.append(f"| {e} | {k} | {f['eval_rows']} ({f['eval_incidents']}) | {f['label_free']:.3f} | "
+                             f"{f['tune_rule']:.3f} | {f['shortlist']:.3f} | {f['labels_only']:.3f} | "
+                             f"{f['hindsight']:.3f} | {f['hindsight'] - f['shortlist']:.3f} |")
+            if got:
+                m = {c: float(np.mean([f[c] for f in got])) for c in
+                     ("label_free", "tune_rule", "shortlist", "labels_only", "hindsight")}
+                lines.append(f"| **mean ({len(got)})** | {k} | | {m['label_free']:.3f} | {m['tune_rule']:.3f} | "
+                             f"{m['shortlist']:.3f} | {m['labels_only']:.3f} | {m['hindsight']:.3f} | "
+                             f"{m['hindsight'] - m['shortlist']:.3f} |")
+                summary.append((k, m))
+        lines.append("")
+        for k, m in summary:
+            if k == 3:
+                gap, old = m["hindsight"] - m["shortlist"], m["hindsight"] - m["tune_rule"]
+                lines += [f"Goal ({name}, k = 3 within 0.005 of hindsight): shortlist gap {gap:.4f} "
+                          f"({'met' if gap <= 0.005 else 'NOT met'}; averaged rule {old:.4f}).", ""]
+    return lines
+
+
+def _input(c: dict[str, Any]) -> tuple[Any, ...]:
+    t = c["trial"]
+    return t["window"], t["feature_set"], t["channels"]
+
+
 def run_one(entity: str, flash: int, ram: int, seed: int, ks: list[int] | None = None,
             dump: Path | None = None) -> dict[str, Any]:
     path = DATA / "smd_asd" / "npz" / f"{entity}.npz"
@@ -170,7 +316,8 @@ def run_one(entity: str, flash: int, ram: int, seed: int, ks: list[int] | None =
     }
 
 
-def markdown(rows: list[dict[str, Any]], flash: int, ram: int) -> str:
+def markdown(rows: list[dict[str, Any]], flash: int, ram: int,
+             studies: dict[str, dict[str, Any]] | None = None) -> str:
     mean8 = float(np.mean([r["test_auc_int8"] for r in rows]))
     meanf = float(np.mean([r["test_auc_float"] for r in rows]))
     lines = [
@@ -199,8 +346,14 @@ def markdown(rows: list[dict[str, Any]], flash: int, ram: int) -> str:
         f"({all(r['flash'] <= flash and r['ram'] <= ram for r in rows)}); RAM is static RAM plus the "
         "caller-owned state (ring buffer and scratch).",
     ]
+    for prefix, name in (("machine", "SMD"), ("omi", "ASD")):
+        part = [r["test_auc_int8"] for r in rows if r["entity"].startswith(prefix)]
+        if part and len(part) < len(rows):
+            lines.append(f"{name} mean int8 test AUC over {len(part)} entities: {np.mean(part):.4f}.")
     if any(r["few_labels"] for r in rows):
         lines += few_labels_markdown(rows)
+    if studies:
+        lines += study_markdown(studies)
     return "\n".join(lines) + "\n"
 
 
@@ -258,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                     "incidents (e.g. 1,3,10)")
     ap.add_argument("--dump", type=Path, default=None, help="directory: write each machine's scored candidates "
                     "(validation and test scores per row) to <entity>.pkl for offline study")
+    ap.add_argument("--study", type=Path, default=None, help="with --render: the --dump directory whose "
+                    "candidates the selection study (label-free rules, ensembles, k labels) reads")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tune_smd.md")
     args = ap.parse_args(argv)
     if not (DATA / "smd_asd" / "npz").is_dir():
@@ -269,7 +424,11 @@ def main(argv: list[str] | None = None) -> int:
         saved = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
         order = sorted(r["entity"] for r in saved)
         saved.sort(key=lambda r: order.index(r["entity"]))
-        args.out.write_text(markdown(saved, args.flash, args.ram))
+        studies = None
+        if args.study is not None:
+            studies = {p.stem: study(pickle.loads(p.read_bytes()), [1, 3, 10])
+                       for p in sorted(args.study.glob("*.pkl"))}
+        args.out.write_text(markdown(saved, args.flash, args.ram, studies))
         print(args.out.read_text())
         return 0
     names = [m for m in args.machines.split(",") if m] or sorted(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ast
 import math
-import re
 from typing import Any, ClassVar
 
 import numpy as np
@@ -47,35 +46,31 @@ FUSED_UNIT = 1 << 12
 #: A member's normal int64 totals stay this many times below the int32 limit after its score shift.
 MEMBER_HEADROOM = 16.0
 
-_MEMBER = re.compile(r"\s*([a-z_][a-z0-9_]*)\s*\((.*?)\)\s*")
-
-
 def parse_members(spec: str) -> tuple[tuple[str, dict[str, Any]], ...]:
     """``"pca(n_components=16)+kmeans(n_clusters=8)"`` -> ``(("pca", {"n_components": 16}), ("kmeans", ...))``.
 
-    Raises :class:`ConfigError` for a malformed spec, an unknown family, a raw-window family, or a count
-    outside 2..:data:`MAX_MEMBERS`.
+    Each member is a call with keyword arguments whose values are Python literals. Raises
+    :class:`ConfigError` for a malformed spec, an unknown family, a raw-window family, or a count outside
+    2..:data:`MAX_MEMBERS`.
 
-    >>> parse_members("pca(n_components=8)+kmeans()")
-    (('pca', {'n_components': 8}), ('kmeans', {}))
+    >>> parse_members("pca(n_components=8)+dense_ae(hidden=(8,))")
+    (('pca', {'n_components': 8}), ('dense_ae', {'hidden': (8,)}))
     """
     if not isinstance(spec, str):
-        raise ConfigError(f"ensemble members {spec!r}: expected a string such as 'pca(n_components=8)+bounds()'")
+        raise ConfigError(f"ensemble members {spec!r}: expected a string such as 'pca(n_components=8)+kmeans()'")
     out = []
     for part in spec.split("+"):
-        m = _MEMBER.fullmatch(part)
-        if m is None:
-            raise ConfigError(f"ensemble member {part.strip()!r}: expected family(param=value, ...)")
-        fam, args = m.group(1), m.group(2).strip()
-        params: dict[str, Any] = {}
-        for item in filter(None, (a.strip() for a in args.split(","))):
-            key, eq, value = item.partition("=")
-            try:
-                params[key.strip()] = ast.literal_eval(value.strip())
-            except (ValueError, SyntaxError):
-                eq = ""
-            if not eq or not key.strip().isidentifier():
-                raise ConfigError(f"ensemble member {part.strip()!r}: bad parameter {item!r} (expected name=literal)")
+        try:
+            call = ast.parse(part.strip(), mode="eval").body
+            if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.args:
+                raise ValueError("not a call with keyword arguments")
+            fam = call.func.id
+            params = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg is not None}
+            if len(params) != len(call.keywords):
+                raise ValueError("** arguments")
+        except (SyntaxError, ValueError) as exc:
+            raise ConfigError(f"ensemble member {part.strip()!r}: expected family(param=literal, ...) "
+                              f"({exc})") from None
         cls = REGISTRY.get(fam)
         if cls is None or cls is Ensemble:
             known = ", ".join(n for n, c in REGISTRY.items() if c is not Ensemble)
@@ -86,6 +81,15 @@ def parse_members(spec: str) -> tuple[tuple[str, dict[str, Any]], ...]:
     if not 2 <= len(out) <= MAX_MEMBERS:
         raise ConfigError(f"an ensemble holds 2 to {MAX_MEMBERS} members, got {len(out)} in {spec!r}")
     return tuple(out)
+
+
+def member_spec(members: list[tuple[str, dict[str, Any]]]) -> str:
+    """The ``members`` string of families with their parameters (the inverse of :func:`parse_members`).
+
+    >>> member_spec([("pca", {"n_components": 8}), ("kmeans", {})])
+    'pca(n_components=8)+kmeans()'
+    """
+    return "+".join(f"{fam}({', '.join(f'{k}={v!r}' for k, v in sorted(p.items()))})" for fam, p in members)
 
 
 class Ensemble(Detector):
@@ -261,4 +265,4 @@ for _n in range(2, MAX_MEMBERS + 1):
                  f"score = sat32(sum of {_n} requantized member scores >> shift)", _fuse_template(_n),
                  check=_fuse_check)
 
-__all__ = ["Ensemble", "parse_members"]
+__all__ = ["Ensemble", "member_spec", "parse_members"]
