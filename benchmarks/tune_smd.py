@@ -13,12 +13,21 @@ figure (SMD 0.890) is the bar; the float pipeline's AUC is shown beside the int8
 A few labels (issue 17 item 4, ``--labels 1,3,10``): per machine and ``k``, the test split's first ``k``
 incidents (runs of anomalous rows) and the rows before them, up to ``LABEL_MARGIN`` rows after the k-th, are
 the labelled data a team would pass to ``tune --validate``; the rows after them are the evaluation part. Every
-candidate the label-free search built and scored is ranked again with the labelled ROC AUC averaged into its
-quality (``tune``'s own rule for ``--validate``, :func:`tinywarden.tune.search.rank_key`), and also by the
-labelled AUC alone; the label-free choice, the k-label choices and *hindsight* (the candidate with the best AUC
-on the evaluation part) are all scored on that same evaluation part with the candidates' own int8 programs
-(fitted on the first 80 % of train). A real ``tune --validate`` would also steer its model stage by the labels
-(other input choices may be measured); this re-ranks the candidates the label-free search measured.
+candidate the label-free search built and scored is ranked again by ``tune``'s own rule for ``--validate``
+(:func:`tinywarden.tune.search.choose`: the labelled AUC picks among the ``SHORTLIST`` best by the label-free
+rank), and also by the labelled AUC alone; the label-free choice, the k-label choices and *hindsight* (the
+candidate with the best AUC on the evaluation part) are all scored on that same evaluation part with the
+candidates' own int8 programs (fitted on the first 80 % of train). A real ``tune --validate`` would also steer
+its model stage by the labels (other input choices may be measured); this re-ranks the candidates the
+label-free search measured.
+
+The selection study (issue 17 items 2-4): ``--dump DIR`` writes every scored candidate's per-row validation and
+test scores; ``--render --rows ROWS --study DIR`` adds per-entity tables of other label-free rules (centrality,
+a Borda rank), fused candidates (the ensemble stage's members, without a budget) and the k-label rules. ASD
+entities (``omi-*``) run the same way with ``--machines``. Labels enter selection only in the k-label rules.
+
+    python benchmarks/tune_smd.py --dump /tmp/d --rows /tmp/rows.jsonl --json --machines machine-1-6,omi-1
+    python benchmarks/tune_smd.py --render --rows /tmp/rows.jsonl --study /tmp/d
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import numpy as np
 from scipy.stats import rankdata, spearmanr
 from sklearn.metrics import roc_auc_score
 
+from tinywarden.detectors import REGISTRY
 from tinywarden.program import run_int8
 from tinywarden.telemetry import read_series
 from tinywarden.tune import Budget, tune
@@ -189,7 +199,11 @@ def study(d: dict[str, Any], ks: list[int]) -> dict[str, Any]:
     for name, i in picks.items():
         out[name], out[f"{name}_pick"] = float(auc[i]), cands[i]["label"]
     first = cands[order[0]]
-    same = [i for i in order if _input(cands[i]) == _input(first)]
+    # as tune's ensemble stage: members are feature families on the first choice's input (none when it reads the
+    # raw window, and then the "ensemble" is the first choice alone)
+    feat = [i for i in order
+            if REGISTRY[trials[i]["family"]].input_kind == "features" and trials[i]["family"] != "ensemble"]
+    same = [i for i in feat if _input(cands[i]) == _input(first)] if feat and feat[0] == order[0] else [order[0]]
     for m in (2, 3):
         members: list[int] = []
         for i in same:
@@ -229,7 +243,8 @@ def study_markdown(studies: dict[str, dict[str, Any]]) -> list[str]:
              "rank of synthetic AUC, centrality and the clean validation windows' 99th-percentile calibrated score "
              "(lower = steadier on held-out normal); all keep the FPR gate first. *ens2* / *ens3*: the mean of "
              "calibrated scores (score / own threshold) of the synthetic choice and the next best other families on "
-             "its input (no budget applied: the fused members' sizes add up). *hindsight*: the best candidate on "
+             "its input, feature families only, as `tune`'s ensemble stage builds them (no budget applied here: the "
+             "members' sizes add up; a raw-window first choice is not fused). *hindsight*: the best candidate on "
              "the test labels. Test labels enter only the AUC here.", ""]
     keys = ("synthetic", "centrality", "borda", "ens2", "ens3", "hindsight")
     for prefix, name in (("machine", "SMD"), ("omi", "ASD")):
@@ -406,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON instead of writing markdown")
     ap.add_argument("--rows", type=Path, default=None, help="append each machine's row to this JSON-lines file "
                     "as it finishes; with --render, read the rows from it instead of measuring")
-    ap.add_argument("--render", action="store_true", help="measure nothing: write the markdown from --rows")
+    ap.add_argument("--render", action="store_true", help="measure nothing: write the markdown from --rows "
+                    "(with --study DIR, also the selection study, its figures to <out>_study.json)")
     ap.add_argument("--labels", default="", help="comma list of k: also measure selection with k labelled "
                     "incidents (e.g. 1,3,10)")
     ap.add_argument("--dump", type=Path, default=None, help="directory: write each machine's scored candidates "
@@ -428,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.study is not None:
             studies = {p.stem: study(pickle.loads(p.read_bytes()), [1, 3, 10])
                        for p in sorted(args.study.glob("*.pkl"))}
+            args.out.with_name(args.out.stem + "_study.json").write_text(json.dumps(studies, indent=1) + "\n")
         args.out.write_text(markdown(saved, args.flash, args.ram, studies))
         print(args.out.read_text())
         return 0
