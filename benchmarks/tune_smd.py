@@ -196,6 +196,9 @@ def study(d: dict[str, Any], ks: list[int]) -> dict[str, Any]:
     picks = {"synthetic": order[0], "centrality": best(cen), "borda": best(borda)}
     out: dict[str, Any] = {"candidates": len(cands), "hindsight": float(auc.max()),
                            "hindsight_pick": cands[int(auc.argmax())]["label"]}
+    # how well each validation signal orders the candidates the way the test labels do (Spearman, FPR-gated ones)
+    for name, signal in (("synthetic", synth), ("centrality", cen), ("steadiness", -q99)):
+        out[f"rho_{name}"] = float(spearmanr(signal[sub], auc[sub]).statistic)
     for name, i in picks.items():
         out[name], out[f"{name}_pick"] = float(auc[i]), cands[i]["label"]
     first = cands[order[0]]
@@ -245,21 +248,26 @@ def study_markdown(studies: dict[str, dict[str, Any]]) -> list[str]:
              "calibrated scores (score / own threshold) of the synthetic choice and the next best other families on "
              "its input, feature families only, as `tune`'s ensemble stage builds them (no budget applied here: the "
              "members' sizes add up; a raw-window first choice is not fused). *hindsight*: the best candidate on "
-             "the test labels. Test labels enter only the AUC here.", ""]
+             "the test labels. *ρ*: Spearman correlation, over the candidates not far over the FPR target, between a "
+             "validation signal and the candidates' test AUC (*steady*: minus the clean 99th percentile): the "
+             "diagnosis of why the label-free choice misses (a signal that orders the candidates as the test labels "
+             "do has ρ near 1). Test labels enter only the AUC and ρ here.", ""]
     keys = ("synthetic", "centrality", "borda", "ens2", "ens3", "hindsight")
+    rhos = ("rho_synthetic", "rho_centrality", "rho_steadiness")
     for prefix, name in (("machine", "SMD"), ("omi", "ASD")):
         ents = sorted(e for e in studies if e.startswith(prefix))
         if not ents:
             continue
         lines += [f"### {name}: label-free selection", "",
-                  "| entity | cand. | " + " | ".join(keys) + " | synthetic pick | hindsight pick | ens3 members |",
-                  "|---|---:|" + "---:|" * len(keys) + "---|---|---|"]
+                  "| entity | cand. | " + " | ".join(keys) + " | ρ synth. | ρ centr. | ρ steady | synthetic pick | "
+                  "hindsight pick | ens3 members |",
+                  "|---|---:|" + "---:|" * (len(keys) + len(rhos)) + "---|---|---|"]
         for e in ents:
             r = studies[e]
-            lines.append(f"| {e} | {r['candidates']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) +
+            lines.append(f"| {e} | {r['candidates']} | " + " | ".join(f"{r[k]:.3f}" for k in keys + rhos) +
                          f" | {r['synthetic_pick']} | {r['hindsight_pick']} | {'+'.join(r['ens3_members'])} |")
-        lines += ["| **mean** | | " + " | ".join(f"**{np.mean([studies[e][k] for e in ents]):.3f}**" for k in keys)
-                  + " | | | |", ""]
+        lines += ["| **mean** | | " + " | ".join(f"**{np.mean([studies[e][k] for e in ents]):.3f}**"
+                                                 for k in keys + rhos) + " | | | |", ""]
         lines += [f"### {name}: k labelled incidents", "",
                   f"The test split's first k incidents (to {LABEL_MARGIN} rows after the k-th) are the labelled "
                   "data; AUC on the rest of the test split. *averaged*: the old `tune --validate` rule (labelled AUC "
