@@ -25,6 +25,7 @@ FAST = {
     "gru_ae": {"hidden": 4, "max_steps": 200},
     "ar": {},
     "bounds": {},
+    "ensemble": {},
 }
 
 
@@ -71,3 +72,28 @@ def test_conv_autoencoder_rejects_indivisible_window() -> None:
 def test_clone_is_unfitted() -> None:
     det = make_detector("kmeans", n_clusters=2).fit(np.random.default_rng(0).normal(size=(30, 2)))
     assert not hasattr(clone(det), "centroids_")
+
+
+@pytest.mark.parametrize(("members", "message"), [
+    ("pca(n_components=8)", "2 to 3 members, got 1"),
+    ("pca()+kmeans()+gaussian()+knn()", "2 to 3 members, got 4"),
+    ("pca()+bounds()", "'bounds' reads the raw window"),
+    ("pca()+svm9000()", "'svm9000' is not a family"),
+    ("pca(n_components=8+kmeans()", "expected family\\(param=literal"),
+    ("pca(n_components=open('x'))+kmeans()", "expected family\\(param=literal"),
+])
+def test_ensemble_refuses_a_bad_member_list_in_one_line(members: str, message: str) -> None:
+    det = make_detector("ensemble", members=members)  # __init__ only stores
+    with pytest.raises(ConfigError, match=message) as exc:
+        det.fit(normal_data(det))
+    assert "\n" not in str(exc.value)
+
+
+def test_ensemble_score_is_the_mean_of_its_members_on_their_calibrated_scales() -> None:
+    x = normal_data(make_detector("pca"))
+    ens = make_detector("ensemble", members="pca(n_components=2)+kmeans(n_clusters=3)").fit(x)
+    pca, km = (make_detector("pca", n_components=2).fit(x), make_detector("kmeans", n_clusters=3).fit(x))
+    expect = (pca.score_samples(x) / np.quantile(pca.score_samples(x), 0.99)
+              + km.score_samples(x) / np.quantile(km.score_samples(x), 0.99)) / 2
+    np.testing.assert_allclose(ens.score_samples(x), expect, rtol=1e-9)
+    assert np.quantile(ens.score_samples(x), 0.99) == pytest.approx(1.0, abs=0.2)

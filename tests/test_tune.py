@@ -405,3 +405,45 @@ def test_over_the_fpr_limit_ranks_last_lowest_fpr_first() -> None:
     within, near, nearer, far = trial(0.6, 0.04, True), trial(0.9, 0.15, False), trial(0.8, 0.08, False), \
         trial(0.99, 1.0, False, True)
     assert sorted([far, near, within, nearer], key=rank_key, reverse=True) == [within, nearer, near, far]
+
+
+def test_labels_choose_among_the_label_free_shortlist_not_over_every_candidate() -> None:
+    """Issue 17 item 4: one to three labelled incidents rank poorly across every candidate (tune_smd.md); the
+    labelled AUC now chooses among the SHORTLIST best by the synthetic anomalies. The old rule (labelled AUC averaged
+    into the quality, best over all) took the candidate the synthetic check put last."""
+    from tinywarden.tune.search import SHORTLIST, Trial, choose, rank_key
+
+    def trial(family: str, synth: float, lab: float | None) -> Trial:
+        c = Candidate(family, (), 16, 4, "small", ("mean",), "all")
+        q = synth if lab is None else (synth + lab) / 2
+        return Trial(c, "models", status="ok", quality=q, synthetic_auc=synth, labelled_auc=lab, fpr=0.0,
+                     fpr_ok=True, flash=100)
+
+    fams = ["pca", "gaussian", "kmeans", "knn", "iforest", "ocsvm", "ar"]
+    ok = [trial(f, 0.95 - 0.01 * i, 0.6 + 0.01 * i) for i, f in enumerate(fams[:SHORTLIST])]
+    ok.append(trial("ocsvm", 0.80, 0.99))  # labelled AUC best, synthetic last
+    assert max(ok, key=rank_key).candidate.family == "ocsvm"  # what tune chose before
+    assert choose(ok).candidate.family == fams[SHORTLIST - 1]  # best labelled AUC within the shortlist
+    unlabelled = [dataclasses.replace(t, labelled_auc=None, quality=t.synthetic_auc) for t in ok]
+    assert choose(unlabelled).candidate.family == "pca"  # without labels: the label-free rank alone
+
+
+@needs_toolchain
+def test_tune_adds_ensembles_of_the_best_families_on_the_best_input() -> None:
+    """Issue 17 item 2: after the model stage, the best candidate and the next best of other feature families on
+    its input are fused into 2- and 3-member ensembles, measured and ranked like any candidate."""
+    from tinywarden.detectors.ensemble import parse_members
+    from tinywarden.tune.search import label_free_key
+
+    result = tune(device_series(), Budget(flash=16384, ram=4096), families=["pca", "kmeans", "gaussian", "ensemble"],
+                  windows=[16])
+    ens = [t for t in result.trials if t.stage == "ensembles"]
+    assert [len(parse_members(dict(t.candidate.params)["members"])) for t in ens] == [2, 3]
+    models = [t for t in result.trials if t.status == "ok" and t.stage != "ensembles"
+              and t.candidate.family != "ensemble"]
+    best = max(models, key=label_free_key)
+    first = parse_members(dict(ens[0].candidate.params)["members"])[0]
+    assert first[0] == best.candidate.family and first[1] == dict(best.candidate.params)
+    assert all((t.candidate.window, t.candidate.features) == (best.candidate.window, best.candidate.features)
+               for t in ens)
+    assert all(t.status == "ok" and t.flash is not None for t in ens)

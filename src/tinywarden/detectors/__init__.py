@@ -18,6 +18,7 @@ from tinywarden.detectors.ocsvm import BudgetOneClassSVM
 from tinywarden.detectors.gru import GRUAutoencoder
 from tinywarden.detectors.ar import ARResidual
 from tinywarden.detectors.bounds import BoundsDetector, fail_safe_detector
+from tinywarden.detectors.ensemble import Ensemble
 # isort: on
 from tinywarden.detectors.base import REGISTRY, Detector, make_detector
 from tinywarden.detectors.lowering import Lowered, LoweringContext
@@ -31,6 +32,7 @@ __all__ = [
     "DenseAutoencoder",
     "Detector",
     "EWMAZScore",
+    "Ensemble",
     "GRUAutoencoder",
     "GaussianMahalanobis",
     "KMeansDistance",

@@ -6,7 +6,9 @@ and an ``arm-none-eabi-size`` measurement of the generated module for the target
 1. *input stage*: every window (16, 32, 64, 128) x feature set x channel choice (all channels, or only
    those that vary in the normal data), each with a probe detector (PCA, the floor; EWMA when PCA is not
    searched), ranks the ways of looking at the data;
-2. *model stage*: for the best input choices, every family and model size.
+2. *model stage*: for the best input choices, every family and model size;
+3. *ensembles*: the best candidate fused with the next best one or two other feature families on its input
+   (:func:`ensemble_candidates`, the ``ensemble`` family), measured and ranked like any other.
 
 A candidate is measured only if a lower bound on its flash (the int8 program's constant bytes, known from
 its parameter count before fitting) and on its RAM (the int16 ring buffer) fits the budget; every number
@@ -17,7 +19,8 @@ at its calibrated threshold) and copies of them with synthetic anomalies (:mod:`
 injected (ROC AUC per anomaly type). When that part holds fewer than :data:`TAIL_MIN_WINDOWS` windows (short
 recordings, long windows), the candidate is refitted with each of :data:`FOLDS` folds of the normal data held
 out in turn and scored on all of them instead. A candidate far over the target FPR ranks last. When labelled
-data is available, the ROC AUC on it is averaged in and the result says so.
+data is available, its ROC AUC chooses among the :data:`SHORTLIST` best by that label-free rank (:func:`choose`)
+and the result says so.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from sklearn.metrics import roc_auc_score
 
 from tinywarden.codegen.c import write_c
 from tinywarden.detectors import REGISTRY, make_detector
+from tinywarden.detectors.ensemble import member_spec
 from tinywarden.errors import ConfigError, DataError, TinywardenError
 from tinywarden.features import DEFAULT_FEATURES, window_end_rows
 from tinywarden.pipeline import Pipeline
@@ -81,6 +85,13 @@ FALLBACK_PROBE: tuple[str, dict[str, Any]] = ("ewma", {"aggregate": "rms"})
 #: How many of the best input choices the model stage explores (at most one per feature set, so a
 #: smaller feature set that leaves room for bigger models is among them).
 TOP_INPUTS = 3
+#: With labelled data (``validate``), the labelled ROC AUC chooses among this many of the best candidates by the
+#: label-free rank: one to three labelled incidents are too few to rank every candidate on, but enough to pick
+#: among the few the synthetic check already trusts (benchmarks/results/tune_smd.md, issue 17 item 4).
+SHORTLIST = 5
+#: Members of the ensembles the search adds after its model stage: the best candidate by the label-free rank and
+#: the next best of other feature families on the same input (see :func:`ensemble_candidates`).
+ENSEMBLE_SIZES: tuple[int, ...] = (2, 3)
 #: Rows of synthetic-anomaly segments, in windows (a slow drift needs longer to show).
 SEGMENT_WINDOWS = {"slow_drift": 3}
 
@@ -536,6 +547,49 @@ def rank_key(t: Trial) -> tuple[bool, bool, float, float, int]:
     return (not t.fpr_far, t.fpr_ok, 0.0 if t.fpr_ok else -t.fpr, q, -(t.flash or 0))
 
 
+def label_free_key(t: Trial) -> tuple[bool, bool, float, float, int]:
+    """:func:`rank_key` with the quality read from the synthetic anomalies alone (labels left out)."""
+    return rank_key(dataclasses.replace(t, quality=t.synthetic_auc))
+
+
+def choose(ok: Sequence[Trial]) -> Trial:
+    """The trial ``tune`` returns: the best by :func:`rank_key` when no candidate has a labelled AUC; with labels,
+    the highest labelled AUC among the :data:`SHORTLIST` best by :func:`label_free_key` (not far over the FPR
+    target when any such candidate exists)."""
+    if not any(t.labelled_auc is not None for t in ok):
+        return max(ok, key=rank_key)
+    ranked = sorted(ok, key=label_free_key, reverse=True)
+    short = [t for t in ranked if not t.fpr_far][:SHORTLIST] or ranked[:SHORTLIST]
+    return max(short, key=lambda t: (t.labelled_auc if t.labelled_auc is not None else -1.0, label_free_key(t)))
+
+
+def ensemble_candidates(trials: Sequence[Trial], families: Sequence[str], done: set[Candidate]) -> list[Candidate]:
+    """Ensembles of the best scored candidate (by :func:`label_free_key`) and the next best of other feature
+    families with an int8 path on the same input, :data:`ENSEMBLE_SIZES` members each (none when the
+    ``ensemble`` family is not searched or the best reads the raw window)."""
+    if "ensemble" not in families:
+        return []
+    ranked = sorted((t for t in trials if t.status == "ok" and not t.fpr_far), key=label_free_key, reverse=True)
+    if not ranked or REGISTRY[ranked[0].candidate.family].input_kind != "features":
+        return []
+    base = ranked[0].candidate
+    members: list[Candidate] = []
+    for t in ranked:
+        c = t.candidate
+        if ((c.window, c.features, c.channels) == (base.window, base.features, base.channels)
+                and c.family != "ensemble" and REGISTRY[c.family].input_kind == "features"
+                and c.family not in {m.family for m in members}):
+            members.append(c)
+    out = []
+    for m in ENSEMBLE_SIZES:
+        if len(members) >= m:
+            spec = member_spec([(c.family, dict(c.params)) for c in members[:m]])
+            cand = dataclasses.replace(base, family="ensemble", params=(("members", spec),))
+            if cand not in done:
+                out.append(cand)
+    return out
+
+
 def tune(
     train: Series,
     budget: Budget,
@@ -657,6 +711,7 @@ def tune(
         if len(best_inputs) < TOP_INPUTS and t.candidate.feature_set not in {b.feature_set for b in best_inputs}:
             best_inputs.append(t.candidate)
     run_stage(model_candidates(fams, best_inputs, done), "models")
+    run_stage(ensemble_candidates(trials, fams, {t.candidate for t in trials}), "ensembles")
     if progress is not None:
         progress(len(trials), len(trials), "done")
 
@@ -671,7 +726,7 @@ def tune(
         if data_failed:
             raise DataError(_data_refusal(data_failed, trials, train, validation_fraction))
         raise BudgetError(_nothing_fits(trials, budget, train))
-    chosen = max(ok, key=rank_key)
+    chosen = choose(ok)
     warning = _all_alarm(ok, chosen, train, target_fpr, stopped) if chosen.fpr_far else None
     pipeline, program, size, fit_series = _refit(chosen, train, channel_sets, budget, target_fpr, k, n, size_cache)
     if not budget.fits(size):
