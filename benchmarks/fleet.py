@@ -154,122 +154,244 @@ def main() -> None:
     ap.add_argument("--fleet", type=Path, default=None,
                     help="a fleet already simulated (its first --devices devices; --days is then its own)")
     ap.add_argument("--no-real", action="store_true", help="skip the run on real scheduler/worker processes")
+    ap.add_argument("--stages", type=int, default=0, metavar="N",
+                    help="instead: CPU seconds per stage of one device's job, over N devices of --fleet, in this "
+                         "process with one thread (written to results/fleet-stages.md)")
+    ap.add_argument("--from-json", type=Path, default=None, help="only rewrite --results from a saved --json")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--results", type=Path, default=RESULTS / "fleet.md")
     args = ap.parse_args()
+    if args.from_json is not None:
+        write_markdown(json.loads(args.from_json.read_text()), args.results)
+        return
+    if args.stages:
+        if args.fleet is None:
+            ap.error("--stages needs --fleet DIR")
+        write_stages(args.fleet, args.stages, RESULTS / "fleet-stages.md")
+        return
 
     from tinywarden.fleet.processes import loopback_cluster
 
     rows: list[dict[str, Any]] = []
-    uptime_start = load()
+    result: dict[str, Any] = {"load_start": load(), "runs": rows, "small": min(args.small, args.devices),
+                              "devices": args.devices, "simulate_seconds": None,
+                              "command": command_line(args)}
+
+    def save() -> None:  # after every run: a run stopped at a deadline still leaves what it measured
+        result.update(summarize(rows), load_end=load(), machine=machine_info())
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_markdown(result, args.results)
+
     with tempfile.TemporaryDirectory(prefix="tw-fleet-bench-") as tmp_s:
         tmp = Path(tmp_s)
         key = tb.generate_key()
         pub = tb.public_key_of(key)
-        sim_s = None
         if args.fleet is not None:
             root = subset(args.fleet.resolve(), args.devices, tmp / "fleet")
-            days = read_manifest(root).days
+            result["days"] = read_manifest(root).days
         else:
-            root, days = tmp / "fleet", args.days
+            root, result["days"] = tmp / "fleet", args.days
             start = time.perf_counter()
             with fleet_client(workers=2) as client:
-                write_fleet(root, args.devices, days, seed=0, client=client)
-            sim_s = time.perf_counter() - start
-            print(f"simulated {args.devices} devices x {days:g} days in {sim_s:.1f} s (load {load()})", flush=True)
-        small_n = min(args.small, args.devices)
+                write_fleet(root, args.devices, args.days, seed=0, client=client)
+            result["simulate_seconds"] = round(time.perf_counter() - start, 1)
+            print(f"simulated {args.devices} devices in {result['simulate_seconds']} s (load {load()})", flush=True)
+        small_n = result["small"]
         small = subset(root, small_n, tmp / "small") if small_n < args.devices else root
 
         # the whole fleet right after the small 2-worker run: the issue's goal first, if the machine is slow
-        out2 = train_small(small, tmp, key, 2, small_n, rows)
-        full_out = out2
+        full_out = train_small(small, tmp, key, 2, small_n, rows)
         if small_n < args.devices:
-            with fleet_client(workers=2) as client:
-                rows.append(train_once(root, tmp / "out-full", key, client,
-                                       f"LocalCluster, 2 workers, {args.devices} devices", False))
             full_out = tmp / "out-full"
-        full = rows[-1]
+            with fleet_client(workers=2) as client:
+                rows.append(train_once(root, full_out, key, client, f"LocalCluster, 2 workers, {args.devices} devices",
+                                       False))
+        start = time.perf_counter()
+        summary = write_report(full_out, tmp / "report.html", tmp / "report.json")
+        result["report_seconds"] = round(time.perf_counter() - start, 1)
+        result["bundles_verified"], result["bundles_installed"] = verify_and_install(full_out, root, pub, tmp)
+        result["detection"] = {"incidents": summary["incidents"], "detected": summary["detected"],
+                               "median_false_alarms_per_day": summary["median_false_alarms_per_day"]}
+        save()
         train_small(small, tmp, key, 1, small_n, rows)
+        save()
         if not args.no_real:
             with loopback_cluster(2) as address, fleet_client(address) as client:
                 rows.append(train_once(small, tmp / "out-real", key, client,
                                        f"dask scheduler + 2 dask worker processes (loopback), {small_n} devices",
                                        True))
-        start = time.perf_counter()
-        summary = write_report(full_out, tmp / "report.html", tmp / "report.json")
-        report_s = time.perf_counter() - start
-        verified, installed = verify_and_install(full_out, root, pub, tmp)
-
-    two, one = rows[0], next(r for r in rows if r["workers"] == 1)
-    wall_eff = two["devices_per_min"] / (2 * one["devices_per_min"])
-    cpu_eff = one["idle_cores_floor_seconds"] / (2 * two["idle_cores_floor_seconds"])
-    end_to_end = full["seconds"] + report_s
-    idle_end_to_end = full["idle_cores_floor_seconds"] + report_s
-    result = {
-        "devices": args.devices, "days": days, "small": small_n, "simulate_seconds": sim_s, "runs": rows,
-        "scaling_efficiency_wall_clock": round(wall_eff, 3), "scaling_efficiency_idle_cores": round(cpu_eff, 3),
-        "report_seconds": round(report_s, 1), "end_to_end_seconds_2_workers": round(end_to_end, 1),
-        "end_to_end_seconds_idle_cores": round(idle_end_to_end, 1),
-        "full_run": full["run"], "total_bundle_bytes": full["bundle_bytes"], "bundles_verified": verified,
-        "bundles_installed": installed,
-        "detection": {"incidents": summary["incidents"], "detected": summary["detected"],
-                      "median_false_alarms_per_day": summary["median_false_alarms_per_day"]},
-        "load_start": uptime_start, "load_end": load(), "machine": machine_info(),
-    }
+            save()
     print(json.dumps(result, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    write_markdown(args, result)
 
 
-def write_markdown(args: argparse.Namespace, result: dict[str, Any]) -> None:
+def write_stages(root: Path, n: int, path: Path) -> None:
+    """CPU seconds (this process + the tools it ran) per stage of ``train_device`` over ``n`` devices.
+
+    The job's own functions are wrapped where it looks them up, so the job that runs is the real one; the
+    first device (imports, first-call costs) is run before and not counted. Signing is the client's step.
+    """
+    import contextlib
+    from collections import defaultdict
+
+    import tinywarden.bundle as bundle_mod
+    import tinywarden.fleet.device as dev
+    import tinywarden.quantize.ptq as ptq
+    import tinywarden.tune.search as search
+    from tinywarden.pipeline import Pipeline
+
+    spent: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+
+    @contextlib.contextmanager
+    def timed(stage: str) -> Any:
+        t0 = os.times()
+        yield
+        t1 = os.times()
+        spent[stage][0] += _cpu(t1, children=False) - _cpu(t0, children=False)
+        spent[stage][1] += (t1.children_user + t1.children_system) - (t0.children_user + t0.children_system)
+
+    def wrap(owner: Any, name: str, stage: str) -> None:
+        inner = getattr(owner, name)
+
+        def timed_call(*a: Any, **k: Any) -> Any:
+            with timed(stage):
+                return inner(*a, **k)
+        setattr(owner, name, timed_call)
+
+    manifest = read_manifest(root)
+    policy = POLICY.read_bytes()
+    key = tb.generate_key()
+    dev.train_device(str(root), manifest.devices[0], dev.TrainOptions(), policy)
+    for owner, name, stage in ((dev, "read_device", "read the partition"), (Pipeline, "fit", "fit (PCA + calibration)"),
+                               (ptq, "quantize_pipeline", "quantize (int8 program)"),
+                               (search, "measure", "size: generate C, cross-compile, nm/size"),
+                               (bundle_mod, "create_bundle", "bundle (unsigned)"),
+                               (dev, "score_rest", "score the rest for the report")):
+        wrap(owner, name, stage)
+    specs = manifest.devices[1:n + 1]
+    t0 = os.times()
+    for spec in specs:
+        with timed("the whole job"):
+            out = dev.train_device(str(root), spec, dev.TrainOptions(), policy)
+        with timed("sign (client)"):
+            tb.sign_bundle(out.unsigned, key, version=1)
+    whole = spent.pop("the whole job")
+    parts = sum(a + b for stage, (a, b) in spent.items() if stage != "sign (client)")
+    spent["other (model file, hashes, summary)"] = [whole[0] + whole[1] - parts, 0.0]
+    total = whole[0] + whole[1] + sum(spent["sign (client)"])
+    lines = [f"# One device's CPU seconds in `fleet train` (plain train, {len(specs)} devices, one thread)", "",
+             "| stage | CPU s per device (process) | CPU s per device (tools it ran) | share |", "|---|---|---|---|"]
+    for stage, (own, kids) in sorted(spent.items(), key=lambda kv: -sum(kv[1])):
+        lines.append(f"| {stage} | {own / len(specs):.3f} | {kids / len(specs):.3f} | {(own + kids) / total:.0%} |")
+    lines += ["", f"Total {total / len(specs):.3f} CPU s per device (one device's job and its signing), "
+              f"{_cpu(os.times()) - _cpu(t0):.1f} CPU s for {len(specs)} devices; load average {load()}.",
+              f"Measured {machine_info()['date']} on {machine_info()['machine']}, commit {machine_info()['commit']}.",
+              f"Command: `python benchmarks/fleet.py --fleet DIR --stages {n}`", ""]
+    path.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def command_line(args: argparse.Namespace) -> str:
+    return (f"python benchmarks/fleet.py --devices {args.devices} --days {args.days:g} --small {args.small}"
+            f"{' --fleet DIR' if args.fleet else ''}{' --no-real' if args.no_real else ''}")
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Scaling efficiencies (None until the 1-worker run is done)."""
+    one = next((r for r in rows if r["workers"] == 1), None)
+    two = rows[0]
+    if one is None:
+        return {"scaling_efficiency_wall_clock": None, "scaling_efficiency_idle_cores": None}
+    return {"scaling_efficiency_wall_clock": round(two["devices_per_min"] / (2 * one["devices_per_min"]), 3),
+            "scaling_efficiency_idle_cores": round(one["idle_cores_floor_seconds"]
+                                                   / (2 * two["idle_cores_floor_seconds"]), 3)}
+
+
+def pct(x: float | None) -> str:
+    return "not measured" if x is None else f"{x:.0%}"
+
+
+#: What the tables cannot say by themselves (measured on this machine on 2026-11-30; see the lines below).
+NOTES = """
+## Why 2 workers gave 53% by wall clock here
+
+Not thread oversubscription (the nanny starts each worker with OMP/OPENBLAS/MKL_NUM_THREADS=1, and a job now
+sets one thread per pool itself), not the GIL (one process per worker), not the scheduler (workers busy
+~90% of the run and more when the machine is quiet), not I/O (reading a partition is ~0.02 CPU-s). This
+kernel has `sched_autogroup_enabled = 1`: CPU time is shared fairly between *sessions* before processes,
+and every engineer's shell is a session. On a machine busy with other sessions, a benchmark's session gets
+about the same share with 2 worker processes as with 1, and each worker gets half of it. Busy loops for 10 s
+at load ~17: 1 loop 2.72 CPU-s, 2 loops in one session 2.87 CPU-s (53% "efficiency"), 2 loops in 2
+sessions 4.91 CPU-s (90%). The earlier "real cluster" row ran faster for the same reason: its workers were
+started in a session of their own. A user's laptop or cluster node running `fleet train` alone does not
+share this way, so the goal is judged on CPU seconds: the idle-cores floor above.
+
+## Ray or Dask
+
+Ray was not measured: installing and running it (a raylet, a GCS server and an object store beside the
+workers) on this 2-core machine, shared by 8 engineers, would have cost more of the window than it could
+tell. Dask was chosen because the issue's stack is Python, pandas and Parquet, `dask.distributed` runs as
+an in-process LocalCluster by default and as `dask scheduler` / `dask worker` on a cluster with the same
+client code, and its per-task overhead is small against a device's job: client + scheduler CPU is a few
+hundredths of a CPU second per device above, against ~0.6-0.8 CPU-s of work. A device's job is a
+coarse, independent task with no shared state, which is the case where the two engines do the same work;
+Ray would matter for actor state or GPU placement, which the fleet does not use.
+"""
+
+
+def write_markdown(result: dict[str, Any], path: Path) -> None:
     rows = result["runs"]
     two = rows[0]
-    full = rows[1] if result["small"] < result["devices"] else two
+    full = next((r for r in rows if r["devices"] == result["devices"] and r["workers"] == 2), None)
     lines = [
         f"# Fleet scale on Dask: {result['devices']} devices x {result['days']:g} days (plain train)", "",
         "Wall clock on this shared 2-core machine measures the other users as much as tinywarden (load "
         "averages beside each run), so every run also counts CPU seconds: workers (with the cross-compiler "
         "that sizes each module), client + scheduler (+ nannies). *Idle-cores floor* = max(busiest worker's "
         "CPU, all CPU / 2 cores): the least wall time the run would take on an otherwise idle machine. "
-        "*Busy* = task time / (workers x wall): how well the scheduler kept the workers fed.", "",
-        "| run | devices | failed | wall s | devices/min (wall) | load 1/5/15 min, start -> end | CPU s per device "
-        "(task median / all processes) | client + scheduler CPU s | busy | idle-cores floor s | devices/min on "
-        "idle cores | peak MB per worker | bundle bytes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "*Busy* = task time / (workers x wall): how well the scheduler kept the workers fed. *CPU share* = "
+        "CPU seconds / wall seconds: how much of the machine the run got.", "",
+        "| run | devices | failed | wall s | devices/min (wall) | load 1/5/15 min, start -> end | CPU share | "
+        "CPU s per device (task median / all processes) | client + scheduler CPU s | busy | idle-cores floor s | "
+        "devices/min on idle cores | peak MB per worker | bundle bytes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['devices']} | {r['failed']} | {r['seconds']} | {r['devices_per_min']} | "
-            f"{r['load_start']} -> {r['load_end']} | {r['cpu_seconds_per_device_median']} / "
+            f"{r['load_start']} -> {r['load_end']} | {r['cpu_share']} | {r['cpu_seconds_per_device_median']} / "
             f"{r['cpu_seconds_per_device_all']} | {r['client_scheduler_cpu_seconds']} | {r['busy_fraction']:.0%} | "
             f"{r['idle_cores_floor_seconds']} | {r['devices_per_min_idle_cores']} | "
             f"{', '.join(map(str, r['peak_mb_per_worker']))} | {r['bundle_bytes']:,} |")
-    small_peak = max(two["peak_mb_per_worker"])
-    full_peak = max(full["peak_mb_per_worker"])
+    lines += ["", f"- scaling 1 -> 2 workers ({result['small']} devices): on idle cores (CPU-time floor) "
+              f"{pct(result['scaling_efficiency_idle_cores'])}, by wall clock "
+              f"{pct(result['scaling_efficiency_wall_clock'])} (goal >= 80%; see below for the wall clock)"]
+    if full is None:
+        lines.append(f"- the {result['devices']}-device run did not finish")
+    else:
+        report_s = result.get("report_seconds", 0.0)
+        lines += [
+            f"- {full['devices']} devices on 2 workers: train + sign {full['seconds']} s wall "
+            f"(idle-cores floor {full['idle_cores_floor_seconds']} s), report {report_s} s: end to end "
+            f"{(full['seconds'] + report_s) / 60:.1f} min wall at the load shown, "
+            f"{(full['idle_cores_floor_seconds'] + report_s) / 60:.1f} min on idle cores (goal < 15 min)",
+            f"- peak memory per worker: {max(two['peak_mb_per_worker'])} MB with {two['devices']} devices, "
+            f"{max(full['peak_mb_per_worker'])} MB with {full['devices']} (one device's data at a time)",
+            f"- bundles verified {result.get('bundles_verified')}, installed {result.get('bundles_installed')} of "
+            f"{full['devices']}; total {full['bundle_bytes']:,} B; detection {result.get('detection')}",
+        ]
+    sim = result["simulate_seconds"]
     lines += [
-        "",
-        f"- scaling 1 -> 2 workers ({result['small']} devices): on idle cores (CPU-time floor) "
-        f"{result['scaling_efficiency_idle_cores']:.0%}, by wall clock {result['scaling_efficiency_wall_clock']:.0%} "
-        "(goal >= 80%; the wall-clock figure moves with the other users' load)",
-        f"- {full['devices']} devices on 2 workers: train + sign {full['seconds']} s wall "
-        f"(idle-cores floor {full['idle_cores_floor_seconds']} s), report {result['report_seconds']} s: end to end "
-        f"{result['end_to_end_seconds_2_workers'] / 60:.1f} min wall, "
-        f"{result['end_to_end_seconds_idle_cores'] / 60:.1f} min on idle cores (goal < 15 min)",
-        f"- peak memory per worker: {small_peak} MB with {result['small']} devices, {full_peak} MB with "
-        f"{full['devices']} (one device's data at a time, whatever the fleet size)",
-        f"- bundles verified {result['bundles_verified']}, installed {result['bundles_installed']} of "
-        f"{full['devices']}; total {result['total_bundle_bytes']:,} B; detection {result['detection']}",
-        f"- simulation: {'read from --fleet' if result['simulate_seconds'] is None else str(round(result['simulate_seconds'])) + ' s (2 workers, not part of the goal)'}",  # noqa: E501
-        f"- load average at start: {result['load_start']}; at end: {result['load_end']}",
+        f"- simulation: {'read from --fleet' if sim is None else f'{sim} s (2 workers, not part of the goal)'}",
+        f"- load average at start: {result['load_start']}; at end: {result.get('load_end')}",
         "",
         f"Measured {result['machine']['date']} on {result['machine']['machine']}, "
         f"commit {result['machine']['commit']}.",
-        f"Command: `python benchmarks/fleet.py --devices {result['devices']} --days {result['days']:g} "
-        f"--small {result['small']}{' --fleet DIR' if args.fleet else ''}{' --no-real' if args.no_real else ''}`",
+        f"Command: `{result['command']}`",
+        NOTES,
     ]
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text("\n".join(lines) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
