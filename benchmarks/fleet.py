@@ -324,18 +324,28 @@ def pct(x: float | None) -> str:
 
 #: What the tables cannot say by themselves (measured on this machine on 2026-11-30; see the lines below).
 NOTES = """
-## Why 2 workers gave 53% by wall clock here
+## Why 2 workers gave 53% by wall clock here (and what was cut per device)
 
 Not thread oversubscription (the nanny starts each worker with OMP/OPENBLAS/MKL_NUM_THREADS=1, and a job now
-sets one thread per pool itself), not the GIL (one process per worker), not the scheduler (workers busy
-~90% of the run and more when the machine is quiet), not I/O (reading a partition is ~0.02 CPU-s). This
-kernel has `sched_autogroup_enabled = 1`: CPU time is shared fairly between *sessions* before processes,
-and every engineer's shell is a session. On a machine busy with other sessions, a benchmark's session gets
-about the same share with 2 worker processes as with 1, and each worker gets half of it. Busy loops for 10 s
-at load ~17: 1 loop 2.72 CPU-s, 2 loops in one session 2.87 CPU-s (53% "efficiency"), 2 loops in 2
-sessions 4.91 CPU-s (90%). The earlier "real cluster" row ran faster for the same reason: its workers were
-started in a session of their own. A user's laptop or cluster node running `fleet train` alone does not
-share this way, so the goal is judged on CPU seconds: the idle-cores floor above.
+sets one thread per pool itself, which matters for workers started without a nanny: 0.96-1.33 -> 0.58 CPU-s
+per device), not the GIL (one process per worker), not the scheduler (workers busy 95% of a 100-device
+run), not I/O (reading a partition is 0.02 CPU-s). This kernel has `sched_autogroup_enabled = 1`: CPU time
+is shared fairly between *sessions* before processes, and every engineer's shell is a session. On a machine
+busy with other sessions, a benchmark's session gets about the same share with 2 worker processes as with
+1, and each worker gets half of it. Busy loops for 10 s at load ~17: 1 loop 2.72 CPU-s, 2 loops in one
+session 2.87 CPU-s (53% "efficiency"), 2 loops in 2 sessions 4.91 CPU-s (90%). The real-cluster rows ran
+faster for the same reason: `dask worker` is started in a session of its own, as a user would start it.
+A laptop or cluster node running `fleet train` alone does not share this way, so the goal is judged on CPU
+seconds: the idle-cores floor.
+
+Per device (results/fleet-stages-before.md -> fleet-stages.md, one process, one thread): 0.85 -> 0.57 CPU-s.
+Dask's nanny starts workers with `MALLOC_TRIM_THRESHOLD_=65536`, which turns off glibc's dynamic mmap
+threshold: 113k page faults and 0.29 CPU-s of kernel time per device; fleet workers now go without it
+(26k faults, 0.08 s). Sizing a module ran `nm` twice per object; once now (0.32 -> 0.26 CPU-s of tool time).
+What is left: the cross-compiler that sizes each module (47%), the int8 quantization (24%), scoring the
+rest of the week for the report (13%), the PCA fit and calibration (11%). No epochs to cut: the default
+family is PCA. Client + scheduler + nannies cost 0.1-0.15 CPU-s per device at this load, mostly periodic
+work (heartbeats, memory monitors) that grows with wall time, not with devices.
 
 ## Ray or Dask
 
@@ -343,10 +353,9 @@ Ray was not measured: installing and running it (a raylet, a GCS server and an o
 workers) on this 2-core machine, shared by 8 engineers, would have cost more of the window than it could
 tell. Dask was chosen because the issue's stack is Python, pandas and Parquet, `dask.distributed` runs as
 an in-process LocalCluster by default and as `dask scheduler` / `dask worker` on a cluster with the same
-client code, and its per-task overhead is small against a device's job: client + scheduler CPU is a few
-hundredths of a CPU second per device above, against ~0.6-0.8 CPU-s of work. A device's job is a
-coarse, independent task with no shared state, which is the case where the two engines do the same work;
-Ray would matter for actor state or GPU placement, which the fleet does not use.
+client code, and its overhead is small against a device's job (above). A device's job is a coarse,
+independent task with no shared state, the case where the two engines do the same work; Ray would matter
+for actor state or GPU placement, which the fleet does not use.
 """
 
 
@@ -397,6 +406,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             f"{full['devices']}; total {full['bundle_bytes']:,} B; detection {result.get('detection')}",
         ]
     sim = result["simulate_seconds"]
+    lines += [f"- {note}" for note in result.get("notes", [])]
     lines += [
         f"- simulation: {'read from --fleet' if sim is None else f'{sim} s (2 workers, not part of the goal)'}",
         f"- load average at start: {result['load_start']}; at end: {result.get('load_end')}",
