@@ -319,7 +319,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def pct(x: float | None) -> str:
-    return "not measured" if x is None else f"{x:.0%}"
+    return "not measured" if x is None else f"{x:.1%}"
 
 
 #: What the tables cannot say by themselves (measured on this machine on 2026-11-30; see the lines below).
@@ -333,8 +333,9 @@ run), not I/O (reading a partition is 0.02 CPU-s). This kernel has `sched_autogr
 is shared fairly between *sessions* before processes, and every engineer's shell is a session. On a machine
 busy with other sessions, a benchmark's session gets about the same share with 2 worker processes as with
 1, and each worker gets half of it. Busy loops for 10 s at load ~17: 1 loop 2.72 CPU-s, 2 loops in one
-session 2.87 CPU-s (53% "efficiency"), 2 loops in 2 sessions 4.91 CPU-s (90%). The real-cluster rows ran
-faster for the same reason: `dask worker` is started in a session of its own, as a user would start it.
+session 2.87 CPU-s (53% "efficiency"), 2 loops in 2 sessions 4.91 CPU-s (90%). The earlier real-cluster
+run (14.2 against 9.3 devices/min on LocalCluster) was faster for the same reason: `dask worker` is started
+in a session of its own, as a user would start it.
 A laptop or cluster node running `fleet train` alone does not share this way, so the goal is judged on CPU
 seconds: the idle-cores floor.
 
@@ -344,8 +345,11 @@ threshold: 113k page faults and 0.29 CPU-s of kernel time per device; fleet work
 (26k faults, 0.08 s). Sizing a module ran `nm` twice per object; once now (0.32 -> 0.26 CPU-s of tool time).
 What is left: the cross-compiler that sizes each module (47%), the int8 quantization (24%), scoring the
 rest of the week for the report (13%), the PCA fit and calibration (11%). No epochs to cut: the default
-family is PCA. Client + scheduler + nannies cost 0.1-0.15 CPU-s per device at this load, mostly periodic
-work (heartbeats, memory monitors) that grows with wall time, not with devices.
+family is PCA. Client + scheduler + nannies cost 0.03-0.04 CPU-s per device in the final-code rows and
+0.10-0.14 at load 13-17: mostly periodic work (heartbeats, memory monitors) that grows with wall time, not
+with devices. With 2 workers each task also costs a little more CPU (median 0.58 against 0.53 s: two busy
+cores share cache and memory bandwidth), and the second worker's start-up (imports, ~3-4 CPU-s) is paid
+again; on 100 devices that leaves the idle-cores efficiency just under the goal.
 
 ## Ray or Dask
 
