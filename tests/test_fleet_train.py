@@ -263,3 +263,36 @@ def test_a_bundle_signed_with_another_key_is_done_again(trained: tuple[Path, Pat
     assert run.done == ["dev-00000"] and run.skipped == []
     b = tb.verify_bundle(bundle_path(out2, "dev-00000").read_bytes(), tb.public_key_of(new_key))
     assert b.version == 2  # version 1 was signed by the old key: never signed again
+
+
+THREADS_PROBE = """
+import sys, torch, threadpoolctl
+from pathlib import Path
+from tinywarden.fleet.device import TrainOptions, train_device
+from tinywarden.fleet.manifest import read_manifest
+root = sys.argv[1]
+spec = read_manifest(root).devices[0]
+before = [i["num_threads"] for i in threadpoolctl.threadpool_info()] + [torch.get_num_threads()]
+out = train_device(root, spec, TrainOptions(), Path(sys.argv[2]).read_bytes())
+after = [i["num_threads"] for i in threadpoolctl.threadpool_info()] + [torch.get_num_threads()]
+print(out.ok, out.error, max(before), max(after))
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every thread pool has one thread already")
+def test_a_device_job_runs_with_one_thread_per_pool_outside_a_nanny(tmp_path: Path) -> None:
+    """A worker started without dask's nanny (which sets OMP/OPENBLAS/MKL_NUM_THREADS=1) had BLAS and torch
+    pools of one thread per core, and OpenBLAS threads spin: the PCA fit took ~10x the CPU."""
+    import subprocess
+
+    write_fleet(tmp_path / "fleet", 1, 0.5, seed=5, period_s=30.0)
+    (tmp_path / "policy.toml").write_bytes(POLICY)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                             "MKL_NUM_THREADS")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    res = subprocess.run([sys.executable, "-c", THREADS_PROBE, str(tmp_path / "fleet"), str(tmp_path / "policy.toml")],
+                         capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ok, *_, before, after = res.stdout.split()
+    assert ok == "True" and int(before) > 1  # the pools really started with more than one thread
+    assert int(after) == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -27,6 +28,10 @@ from tinywarden.errors import DataError, TinywardenError
 from tinywarden.fleet.dataset import partition_file, read_device
 from tinywarden.fleet.manifest import DeviceSpec
 from tinywarden.telemetry.series import Series
+
+#: Environment variables that size the thread pools of OpenMP, OpenBLAS and MKL (torch reads the first).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_threads_limited = False
 
 #: Bin edges of the calibrated confidence histograms: finer towards 1, where a fleet threshold sits.
 CONFIDENCE_EDGES = np.concatenate(([0.0], 1.0 - np.logspace(0.0, -5.0, 51)[1:], [1.0]))
@@ -73,11 +78,37 @@ def attack_free_span(series: Series, spec: DeviceSpec) -> Series:
     return dataclasses.replace(series.slice(0, cut), labels=None, attacks=None)
 
 
+def one_thread_per_worker() -> None:
+    """Limit this process's numeric libraries (BLAS, OpenMP, torch) to one thread each.
+
+    A fleet worker is one single-threaded process per core, so a BLAS or torch pool of its own would put
+    ``cores`` threads on every core, and OpenBLAS threads spin while they wait: with the pool at 2 threads
+    a device's PCA fit took ten times the CPU (0.6 s instead of 0.06 s, benchmarks/results/fleet.md).
+    ``dask worker`` started with its nanny already sets :data:`THREAD_VARIABLES` to 1; a worker started
+    otherwise (``--no-nanny``, the in-process cluster, a scheduler of the user's) did not. Pools already
+    loaded are limited with threadpoolctl, the variables cover libraries loaded later, torch is told
+    directly; the work is done once per process.
+    """
+    global _threads_limited
+    if not _threads_limited:
+        for name in THREAD_VARIABLES:
+            os.environ[name] = "1"
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+        _threads_limited = True
+    torch = sys.modules.get("torch")  # imported by a task since (a torch family): its own pool
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 def train_device(root: str, spec: DeviceSpec, options: TrainOptions, policy: bytes) -> DeviceOutcome:
     """Run one device's job; a :class:`TinywardenError` (bad data, too few rows) becomes a failed outcome.
 
     Anything else (a bug) is also caught and reported with its type, so one device cannot stop the fleet.
+    The job runs with one compute thread (:func:`one_thread_per_worker`).
     """
+    one_thread_per_worker()
     try:
         return _train(root, spec, options, policy)
     except TinywardenError as exc:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tinywarden.errors import ConfigError
+from tinywarden.fleet.run import WORKER_CONFIG
 
 START_TIMEOUT_S = 120.0
 
@@ -32,6 +33,24 @@ def _dask_command() -> list[str]:
     return [exe]
 
 
+def write_dask_config(config: dict[str, object], folder: Path) -> Path:
+    """``config`` (dotted keys) as a YAML file in ``folder``, for a ``dask`` command started with
+    ``DASK_CONFIG=folder``. A file and not ``DASK_...`` variables: dask lower-cases those names, and the
+    variables a nanny sets are upper case."""
+    import yaml
+
+    nested: dict[str, object] = {}
+    for dotted, value in config.items():
+        *parents, leaf = dotted.split(".")
+        level = nested
+        for name in parents:
+            level = level.setdefault(name, {})  # type: ignore[assignment]
+        level[leaf] = value
+    path = folder / "tinywarden-fleet.yaml"
+    path.write_text(yaml.safe_dump(nested))
+    return path
+
+
 @contextlib.contextmanager
 def loopback_cluster(n_workers: int = 2, memory_limit: str = "auto") -> Iterator[str]:
     """Start a scheduler and ``n_workers`` single-threaded worker processes on 127.0.0.1; yield its address.
@@ -41,7 +60,11 @@ def loopback_cluster(n_workers: int = 2, memory_limit: str = "auto") -> Iterator
     dask = _dask_command()
     with tempfile.TemporaryDirectory(prefix="tw-dask-") as tmp:
         info = Path(tmp) / "scheduler.json"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        config_dir = Path(tmp) / "dask-config"
+        config_dir.mkdir()
+        write_dask_config(WORKER_CONFIG, config_dir)
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}  # see run.WORKER_CONFIG
+        env |= {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "DASK_CONFIG": str(config_dir)}
         procs: list[subprocess.Popen[bytes]] = []
         try:
             procs.append(subprocess.Popen(

@@ -31,6 +31,16 @@ from tinywarden.fleet.manifest import read_manifest
 Progress = Callable[[int, int, int, str], None]
 CONNECT_TIMEOUT_S = 10
 IN_FLIGHT_PER_THREAD = 4
+#: Dask configuration of the workers this module starts. Dask's nanny starts each worker with
+#: ``MALLOC_TRIM_THRESHOLD_=65536``, which keeps a long-lived worker's resident memory close to what it
+#: holds, but setting it turns off glibc's dynamic mmap threshold: every array over 128 KB is then mapped
+#: and unmapped afresh and its pages faulted in again. A device's job allocates many such arrays: with the
+#: variable a job took 112,000 page faults and 0.30 CPU-s of system time instead of 26,000 and 0.08, about
+#: a quarter of its CPU (benchmarks/results/fleet.md). A fleet worker holds one device's data at a time,
+#: so nothing is left to trim. ``None`` removes the variable (the nanny's documented way). A cluster of
+#: the user's (``--scheduler``) keeps its own configuration: the same effect there is this key set to
+#: ``null`` in a dask YAML file its workers read (:func:`tinywarden.fleet.processes.write_dask_config`).
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
 @dataclass
@@ -58,6 +68,7 @@ def fleet_client(scheduler: str | None = None, workers: int | None = None,
     ``processes=False`` runs the local workers as threads of this process (quick to start; for tests).
     """
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ModuleNotFoundError:
         raise ConfigError("fleet commands need dask.distributed: pip install 'tinywarden[fleet]'") from None
@@ -75,8 +86,9 @@ def fleet_client(scheduler: str | None = None, workers: int | None = None,
     if n < 1:
         raise ConfigError(f"--workers: expected 1 or more, got {n}")
     # Loopback only (in-process workers talk over inproc://), no dashboard; the scheduler's HTTP routes
-    # (health) go on a free loopback port, not on :8787 of every interface.
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
+    # (health) go on a free loopback port, not on :8787 of every interface. Workers without dask's
+    # MALLOC_TRIM_THRESHOLD_ (see WORKER_CONFIG).
+    with dask.config.set(WORKER_CONFIG), LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
                       host="127.0.0.1" if processes else None,
                       dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                       memory_limit=memory_limit, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:

@@ -123,15 +123,21 @@ def _size_of_object(obj: Path) -> tuple[int, int, int]:
 
 
 def _symbols(obj: Path) -> tuple[dict[str, int], tuple[str, ...]]:
-    nm = find_tool("arm-none-eabi-nm")
-    defined = run_tool([nm, "-S", "--size-sort", "-r", str(obj)], f"listing symbols of {obj.name}")
-    sizes = {}
-    for line in defined.splitlines():
+    """(defined symbol -> size, largest first; undefined symbols, sorted) from one ``nm -S`` listing.
+
+    One process per object, not two: a fleet sizes one module per device, and each tool start counts.
+    """
+    listing = run_tool([find_tool("arm-none-eabi-nm"), "-S", str(obj)], f"listing symbols of {obj.name}")
+    sized: list[tuple[str, int]] = []
+    undefined: set[str] = set()
+    for line in listing.splitlines():
         parts = line.split()
-        if len(parts) == 4:
-            sizes[parts[3]] = int(parts[1], 16)
-    undef = run_tool([nm, "-u", str(obj)], f"listing undefined symbols of {obj.name}")
-    return sizes, tuple(sorted(line.split()[-1] for line in undef.splitlines() if line.strip()))
+        if len(parts) == 4:  # value size type name
+            sized.append((parts[3], int(parts[1], 16)))
+        elif len(parts) == 2 and parts[0] in ("U", "w", "v"):  # undefined (weak undefined too, as nm -u)
+            undefined.add(parts[1])
+    sizes = dict(sorted(sized, key=lambda ns: (-ns[1], ns[0])))  # ties by name
+    return sizes, tuple(sorted(undefined))
 
 
 def compile_object(source: Path, target: CpuTarget, out: Path, include: list[Path]) -> Path:
