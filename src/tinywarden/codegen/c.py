@@ -8,7 +8,7 @@ The arithmetic itself is the program's; :func:`tinywarden.program.run_int8` inte
 and the test suite compiles this output and requires bit-identical scores and decisions.
 
 >>> sorted(emit_c.__annotations__)
-['adaptation', 'policy', 'program', 'return']
+['adaptation', 'keep_features', 'policy', 'program', 'return']
 """
 
 from __future__ import annotations
