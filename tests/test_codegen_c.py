@@ -19,6 +19,7 @@ from tinywarden.errors import ConfigError
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import MAX_WINDOW, quantize_fixed, quantize_samples, run_confidence, run_int8
 from tinywarden.quantize import quantize_pipeline
+from tinywarden.target import missing_tools, run_on_qemu
 
 HARNESS = Path(__file__).parent / "c" / "harness.c"
 FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"]
@@ -152,14 +153,14 @@ def test_generated_c_is_self_contained_and_stamped():
     includes = {line.split()[1] for line in (src + hdr).splitlines() if line.startswith("#include")}
     assert includes == {"<stdint.h>", "<stddef.h>", '"tinywarden_model.h"'}
     assert "malloc" not in src
-    # the one float is the union through which tw_float_to_q reads a sample's bits (one call per channel, straight-line
-    # in tw_quantize_sample): no float arithmetic
+    # the one float is the union through which tw_float_to_q (and, on Thumb-1, tw_quantize_sample's loop of
+    # tw_bits_to_q) reads a sample's bits (one call per channel, straight-line in tw_quantize_sample): no float
+    # arithmetic
     code = [line.split("/*")[0].strip() for line in src.splitlines() if not line.lstrip().startswith("*")]
     assert {line for line in code if "float" in line} == {
         "float f;", "TW_FORCE_INLINE int16_t tw_float_to_q(int32_t c, float f)",
         "void tw_quantize_sample(const float sample[TW_N_CHANNELS], int16_t q[TW_N_CHANNELS])",
         "int tw_push(tw_state_t *s, const float sample[TW_N_CHANNELS], tw_result_t *out)",
-        "q[c] = tw_float_to_q(c, sample[c]);",  # the Thumb-1 (M0/M0+) loop
         *(f"q[{c}] = tw_float_to_q({c}, sample[{c}]);" for c in range(prog.n_channels))}
     assert prog.model_id in hdr and prog.model_id in src and "TW_STATE_BYTES" in hdr
     assert "tw_convolve_1d_s8(" in src and "tw_fully_connected_s8(" not in src  # only the kernels it uses
@@ -169,15 +170,19 @@ ALL_FEATURES = ("mean", "std", "min", "max", "last", "rms", "band1", "band2", "b
                 "diff_abs_mean", "diff_abs_max")
 
 
-@pytest.mark.parametrize(("window", "stride", "features", "cross_block"), [
+BLOCK_LAYOUTS = [
     (32, 12, ALL_FEATURES, None),  # blocks of 4: band3 and crossings (of the window's mean) from the ring
     (24, 3, ALL_FEATURES, None),  # blocks of 3: every band and crossings from the ring
     (16, 16, ALL_FEATURES, None),  # one block per window, crossings counted in it
     (64, 32, ALL_FEATURES, 16),  # crossings in two sub-blocks of each block, no ring
     (64, 32, ALL_FEATURES, 64),  # crossings of the window's mean (a model file written before blocks): ring
     (64, 16, ("min", "max", "last", "band1", "band2", "diff_abs_max"), None),  # no ring at all
-])
-def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, features, cross_block, tmp_path):
+]
+
+
+def block_layout(window, stride, features, cross_block):
+    """An ewma pipeline on the camera's first days with this block layout, its int8 program and held-out rows
+    with NaN and saturating samples."""
     s, _ = camera()
     pipe = Pipeline(make_detector("ewma"), window=window, stride=stride, features=features,
                     crossings_block=cross_block).fit(s.slice(0, 6000))
@@ -185,6 +190,12 @@ def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, fe
     values = s.values[6000:9000].copy()
     values[100:130, 2] = np.nan  # saturating and NaN samples flow through the aggregates alike
     values[400:420, 3] = 1e30
+    return pipe, prog, values
+
+
+@pytest.mark.parametrize(("window", "stride", "features", "cross_block"), BLOCK_LAYOUTS)
+def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, features, cross_block, tmp_path):
+    pipe, prog, values = block_layout(window, stride, features, cross_block)
     src = emit_c(prog)["tinywarden_model.c"]
     block = math.gcd(window, stride)
     coarse = [f for f in features if f.startswith("band") and block % 2 ** int(f[4:])]
@@ -193,6 +204,21 @@ def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, fe
     assert "codes" not in src and "TW_FEATURE_" not in src  # the feature set is compiled in, not dispatched
     assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
                      values, tmp_path)
+
+
+@pytest.mark.skipif(bool(missing_tools()), reason="no cross toolchain or QEMU")
+@pytest.mark.parametrize(("window", "stride", "features", "cross_block"), BLOCK_LAYOUTS)
+def test_thumb1_rolled_loops_are_bit_exact_on_m0plus(window, stride, features, cross_block, tmp_path):
+    # On a Thumb-1 core the module takes its rolled loops (block statistics one sample a pass, the Haar pyramid
+    # level by level, crossings one row a pass, the fully connected layer one product a pass) and the sample
+    # conversion without its inlined fast path, which no host build compiles: the M0+ build, run on the M4
+    # board, must print the Python int8 reference's decisions for every block layout
+    _, prog, values = block_layout(window, stride, features, cross_block)
+    write_c(prog, tmp_path)
+    scores, alarms = run_int8(prog, values)
+    m0 = run_on_qemu(tmp_path, values, target="cortex-m0plus", timeout=120)
+    assert m0.decisions.score.tolist() == scores.tolist()
+    assert m0.decisions.anomaly.tolist() == alarms.tolist()
 
 
 def test_tables_are_named_for_what_they_hold_and_limits_come_from_python():

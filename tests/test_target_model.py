@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import make_series
+from tinywarden.adapt import Adaptation
 from tinywarden.codegen.c import write_c
 from tinywarden.detectors import DenseAutoencoder
 from tinywarden.pipeline import Pipeline
-from tinywarden.program import Program, run_int8
+from tinywarden.program import Int8Stream, Program, run_int8
 from tinywarden.quantize.ptq import quantize_pipeline
 from tinywarden.target import missing_tools, module_size, run_on_host, run_on_qemu
 
@@ -122,3 +123,25 @@ def test_window_costs_at_most_issue_16_budget_on_m4(tmp_path: Path) -> None:
     counts = run_on_qemu(tmp_path, sample_stream(128 + 3 * 64), count=True, timeout=120).instructions
     assert counts is not None
     assert counts.steady_per_window <= 50_000, counts.by_function
+
+
+def test_adapting_default_module_fits_8kb_on_m0plus_with_the_reference_decisions(tmp_path: Path) -> None:
+    # issue 14: the default pipeline (default dense AE, window 128, stride 64, 6 channels, default features) with the
+    # baseline adaptation at its defaults compiled in fits 8 KB of flash on Cortex-M0+ too (8,830 B before the
+    # Thumb-1 rolled loops); the M0+ build, whose rolled loops and sample conversion no host build compiles, adapts
+    # exactly as the Python reference over a stream with an attack burst and NaN, inf and huge samples
+    series = make_series(n=6000, channels=6, seed=11)
+    pipe = Pipeline(DenseAutoencoder(epochs=5), window=128, stride=64).fit(series)
+    program = quantize_pipeline(pipe, series)
+    assert program.adaptation is not None
+    write_c(program, tmp_path, adaptation=Adaptation())
+    m0_size = module_size(tmp_path, "cortex-m0plus")
+    assert m0_size.flash <= 8192, sorted(m0_size.symbols.items(), key=lambda kv: -kv[1])[:8]
+    x = sample_stream().astype(np.float32)
+    dev = Int8Stream(program, Adaptation())
+    outs = [o for v in x if (o := dev.push(v)) is not None]
+    assert dev.adapter is not None and 0 < dev.adapter.adapted < len(outs)  # both branches of the gate run
+    m0 = run_on_qemu(tmp_path, x, target="cortex-m0plus", timeout=120)
+    assert m0.decisions.score.tolist() == [int(o[0]) for o in outs]
+    assert m0.decisions.anomaly.tolist() == [int(o[1]) for o in outs]
+    assert 0 < sum(int(o[1]) for o in outs) < len(outs)

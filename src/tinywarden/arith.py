@@ -351,7 +351,8 @@ static int32_t tw_offset_clamp(int32_t r, int32_t offset, int32_t lo, int32_t hi
     "isqrt": r"""
 /* floor(sqrt(x)), bit by bit, exact for every uint64. Below 2^60 the root (< 2^30) and the remainder (<= 2 root)
  * fit 32 bits: x's bit pairs are taken from the top of two words, its leading zero pairs skipped 8, 4 and 2 at a
- * time; above, the 64-bit form. */
+ * time; above, the 64-bit form. TW_HAVE_ISQRT_U64 tells later kernels it is there. */
+#define TW_HAVE_ISQRT_U64 1
 static uint64_t tw_isqrt_u64(uint64_t x)
 {
     uint64_t r = 0u;

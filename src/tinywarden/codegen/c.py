@@ -47,8 +47,9 @@ __all__ = ["GENERATOR", "GENERATOR_VERSION", "HEADER_NAME", "SOURCE_NAME", "emit
 HEADER_NAME = "tinywarden_model.h"
 #: Up to this many channels the float sample conversion is straight-line, one inlined copy per channel with its
 #: scaling constants as immediates (about 50 B of Cortex-M4 code each, 40% fewer instructions than the loop);
-#: beyond, on Thumb-1 cores, and with the baseline adaptation compiled in (its ~1 KB must keep the default module
-#: within 8 KB on Cortex-M4), one copy in a loop (C_CHANNEL_LOOP)
+#: beyond, and with the baseline adaptation compiled in (its ~1 KB must keep the default module within 8 KB on
+#: Cortex-M4), one copy in a loop (C_CHANNEL_LOOP); on Thumb-1 cores a loop of the general conversion alone (the
+#: template's tw_quantize_sample)
 STRAIGHT_LINE_CHANNELS = 8
 C_CHANNEL_LOOP = """    int32_t c;
     for (c = 0; c < TW_N_CHANNELS; c++) {
@@ -532,7 +533,6 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         quantize_channels=("".join(f"    q[{c}] = tw_float_to_q({c}, sample[{c}]);\n"
                                    for c in range(program.n_channels))
                            if program.n_channels <= STRAIGHT_LINE_CHANNELS and ad is None else C_CHANNEL_LOOP),
-        channel_loop=C_CHANNEL_LOOP,
     )
     if ad is not None:
         header += ad.header

@@ -25,6 +25,9 @@ from tinywarden.errors import ConfigError
 #: C types of the tensor and constant dtypes a kernel may use.
 CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t", "uint8": "uint8_t",
           "uint16": "uint16_t"}
+#: Opens the C of a Thumb-1 core (Cortex-M0/M0+), where flash is the tighter budget: there the kernels take their
+#: rolled loops (one element a pass), elsewhere the unrolled ones; the code of every other core is unchanged.
+C_IF_THUMB1 = "#if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1"
 
 
 @dataclass(frozen=True)

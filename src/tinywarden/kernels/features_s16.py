@@ -46,6 +46,7 @@ from tinywarden.arith import INT32_MAX, isqrt_u64
 from tinywarden.errors import ConfigError
 from tinywarden.features import FEATURE_TABLE, block_size
 from tinywarden.kernels.base import (
+    C_IF_THUMB1,
     KernelSpec,
     Op,
     ProgramView,
@@ -184,9 +185,7 @@ static void tw_features_block(tw_state_t *s, const int16_t *x)
         const int16_t *p = x0;
         tw_block_t *a = &blk[c];
         int32_t t;
-$locals        for (t = 0; t < TW_BLOCK; t += $unroll, p += $unroll * TW_N_CHANNELS) {
-$update        }
-$store$bands    }
+$locals$stats$store$bands    }
 }
 
 /* Keep one quantized sample; fold its block when the block is complete. */
@@ -268,9 +267,22 @@ def haar_pyramid(levels: list[int], with_sum: bool = False) -> str:
                 body.append(f"a{lv}_{k} = {lo} + {hi};")
             elif with_sum:
                 body.append(f"s1 += {lo} + {hi};")
+    # Thumb-1: the same pyramid rolled, the first level from the samples' pairs, the next ones from a small array
+    # of the pairs' sums summed pairwise in place, level by level (every level's energy kept, the unread ones unused)
+    rolled = [f"int64_t eb[{top}] = {{{', '.join('0' * top)}}};",
+              f"for (t = 0; t < TW_BLOCK; t += {group}, p += {group} * TW_N_CHANNELS) {{",
+              f"    int32_t v[{group // 2}];", "    int32_t n;", "    int32_t j;", "    int64_t *e;",
+              f"    for (j = 0; j < {group // 2}; j++) {{", "        int32_t a0 = p[2 * j * TW_N_CHANNELS];",
+              "        int32_t a1 = p[(2 * j + 1) * TW_N_CHANNELS];", "        int32_t d = a0 - a1;",
+              "        eb[0] += (int64_t)d * d;", "        v[j] = a0 + a1;", "    }",
+              f"    for (n = {group // 2}, e = eb + 1; n > 1; n >>= 1, e++) {{",
+              "        for (j = 0; j < n; j += 2) {", "            int32_t d = v[j] - v[j + 1];",
+              "            *e += (int64_t)d * d;", "            v[j >> 1] = v[j] + v[j + 1];", "        }", "    }",
+              *(["    s1 += v[0];"] if with_sum else []), "}", *(f"e{lv} = eb[{lv - 1}];" for lv in levels)]
     lines = ["        {", *(f"            int64_t e{lv} = 0;" for lv in levels), "            p = x0;",
+             C_IF_THUMB1, "            {", *(f"                {b}" for b in rolled), "            }", "#else",
              f"            for (t = 0; t < TW_BLOCK; t += {group}, p += {group} * TW_N_CHANNELS) {{",
-             *(f"                {b}" for b in decl + body), "            }",
+             *(f"                {b}" for b in decl + body), "            }", "#endif",
              *(f"            a->band{lv} = e{lv};" for lv in levels), "        }"]
     return "\n".join(lines) + "\n"
 
@@ -412,8 +424,15 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
     if not update:
         update = ["(void)v;"]
     unroll = 2 if g % 2 == 0 else 1  # two samples a pass: the loop's count and branch halved
-    update = [line for j in range(unroll)
-              for line in ["{", f"    int32_t v = p[{j} * TW_N_CHANNELS];", *(f"    {u}" for u in update), "}"]]
+
+    def stats_loop(k: int) -> list[str]:
+        body = [line for j in range(k)
+                for line in ["{", f"    int32_t v = p[{j} * TW_N_CHANNELS];", *(f"    {u}" for u in update), "}"]]
+        return [f"for (t = 0; t < TW_BLOCK; t += {k}, p += {k} * TW_N_CHANNELS) {{", *(f"    {b}" for b in body),
+                "}"]
+
+    # on a Thumb-1 core one sample a pass (flash first); the same sums
+    stats = stats_loop(1) if unroll == 1 else [C_IF_THUMB1, *stats_loop(1), "#else", *stats_loop(unroll), "#endif"]
     store = [put(a, a) if a in split else f"a->{a} = ({_AGG[a][0]}){a};" for a in aggs
              if _AGG[a][1] and not (a == "s1" and pyramid_sum)]
     cross_code = C_CROSS_BLOCK.substitute(level_sum=C_CROSS_SUM_ONE if cb == g else C_CROSS_SUM_LOOP) \
@@ -485,10 +504,10 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
         ring_helpers.append(C_CROSSINGS.strip("\n"))
 
     def block(xs: list[str], indent: int) -> str:
-        return "".join(" " * indent + x + "\n" for x in xs if x)
+        return "".join((x if x.startswith("#") else " " * indent + x) + "\n" for x in xs if x)
 
     body = C_STREAM.substitute(
-        locals=block(locals_, 8), update=block(update, 12), unroll=unroll, store=block(store, 8),
+        locals=block(locals_, 8), stats=block(stats, 8), store=block(store, 8),
         bands="".join(band_code) + cross_code,  # the pyramid first: it may sum s1, which crossings read
         push=C_PUSH_RING if ring else C_PUSH_BLOCK.substitute(
             copy="".join(f"    row[{c}] = q[{c}];\n" for c in range(p.n_channels))),
@@ -523,12 +542,16 @@ static int64_t tw_rms_s16(int64_t v2, int64_t t)
 C_CROSSINGS = r"""
 /* Crossings among the n rows of x (a channel's samples, TW_N_CHANNELS apart) continuing the run whose last
  * sample gave *prev: with t = level - q, q is above the level exactly when t < 0, so a crossing is a sign
- * change of t, the top bit of t ^ (previous t); four rows a pass. Range: |level - q| < 2^31. */
+ * change of t, the top bit of t ^ (previous t); four rows a pass (one on a Thumb-1 core, flash first). Range:
+ * |level - q| < 2^31. */
 static int32_t tw_crossings_run(const int16_t *x, int32_t n, int32_t level, int32_t *prev)
 {
     int32_t p = *prev;
     uint32_t k = 0u;
     const int16_t *end = x + (n & ~3) * TW_N_CHANNELS;
+#if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1
+    /* every row in the one-a-pass loop below */
+#else
     while (x != end) {
         int32_t a = level - x[0];
         int32_t b = level - x[TW_N_CHANNELS];
@@ -541,6 +564,7 @@ static int32_t tw_crossings_run(const int16_t *x, int32_t n, int32_t level, int3
         p = e;
         x += 4 * TW_N_CHANNELS;
     }
+#endif
     end += (n & 3) * TW_N_CHANNELS;
     while (x != end) {
         int32_t a = level - x[0];

@@ -99,6 +99,8 @@ static void tw_fully_connected_s8(const tw_fc_params_t *fc_params, const tw_per_
             w += 4;
             x += 4;
         }
+#elif defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1
+        /* Thumb-1 (Cortex-M0/M0+, flash the tighter budget): every product in the one-a-pass loop below */
 #else
         while (w != end) { /* four products a pass: the loop's count and branch amortized */
             acc += (int32_t)*w++ * (int32_t)*x++;

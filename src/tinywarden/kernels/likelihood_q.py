@@ -283,9 +283,13 @@ static int32_t tw_log2_q16(uint64_t x)
     return (b << 16) + (frac << 1);
 }
 
-/* floor(sqrt(v)). Range: any v. */
+/* floor(sqrt(v)). Range: any v. On a Thumb-1 core (flash first) tw_isqrt_u64's when the module has it: the same
+ * root, one copy of the code. */
 static uint32_t tw_isqrt64(uint64_t v)
 {
+#if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1 && defined(TW_HAVE_ISQRT_U64)
+    return (uint32_t)tw_isqrt_u64(v);
+#else
     uint64_t r = 0u;
     uint64_t bit = UINT64_C(1) << 62;
     while (bit > v) {
@@ -301,6 +305,7 @@ static uint32_t tw_isqrt64(uint64_t v)
         bit >>= 2;
     }
     return (uint32_t)r;
+#endif
 }
 
 /* The calibrated likelihood of this window's score (tinywarden.kernels.likelihood_q, steps 1-5): updates
