@@ -194,15 +194,21 @@ def scratch_homes(program: Program, keep: Iterable[str] = (), unstored: Iterable
     return home
 
 
+def _readers(program: Program) -> dict[str, int]:
+    """How many ops read each tensor."""
+    readers: dict[str, int] = {}
+    for op in program.ops:
+        for src in op.src:
+            readers[src] = readers.get(src, 0) + 1
+    return readers
+
+
 def fused_requant(program: Program, adapted: int | None = None) -> set[int]:
     """Indices of the streamed window ops whose output only the next op reads, a ``requantize_s64_*`` op (the
     features' requantization into the model's input): the stream kernel requantizes each channel's values as it
     combines them, so the int64 features take no state. Not the op ``adapted`` (the baseline adaptation's, which
     reads the stored features after the window)."""
-    readers: dict[str, int] = {}
-    for op in program.ops:
-        for src in op.src:
-            readers[src] = readers.get(src, 0) + 1
+    readers = _readers(program)
     out = set()
     for i, op in enumerate(program.ops[:-1]):
         nxt = program.ops[i + 1]
@@ -217,10 +223,7 @@ def scored_as_computed(program: Program) -> set[int]:
     """Indices of the ``fully_connected_s8`` ops whose output only the next op reads, a ``sum_sq_diff_s8`` score
     (an autoencoder's reconstruction): the layer adds each output's squared difference to the score's total as it
     computes it, so the reconstruction takes no state."""
-    readers: dict[str, int] = {}
-    for op in program.ops:
-        for src in op.src:
-            readers[src] = readers.get(src, 0) + 1
+    readers = _readers(program)
     out = set()
     for i, op in enumerate(program.ops[:-1]):
         nxt = program.ops[i + 1]
