@@ -16,6 +16,7 @@ from tinywarden.errors import ConfigError
 from tinywarden.telemetry.live import (
     LiveSampler,
     counter_rate,
+    diag_remotes,
     distinct_remotes,
     inet_remotes,
     parse_proc_net,
@@ -127,6 +128,32 @@ def test_distinct_remote_addresses_and_ports_count_real_connections():
     assert distinct_remotes(read) == (1, 2 * k) and len(read) == 2 * k
     assert v[i["distinct_remote_ports"]] >= 2 * k and v[i["distinct_remote_addrs"]] >= 1
     assert distinct_remotes([]) == (0, 0)
+
+
+def test_sock_diag_reads_what_proc_net_reads_spelt_the_same():
+    """The sampler asks the kernel's sock_diag netlink interface (cheap) before /proc/net (a walk of the whole
+    socket hash table): both must give the same remote ends, spelt the same, so a model recorded with one
+    scores telemetry read with the other."""
+    import subprocess
+    import sys
+
+    hold = "import socket,time\nks=[]\nfor _ in range(3):\n" \
+           " s=socket.socket();s.bind(('127.0.0.1',0));s.listen(1)\n" \
+           " c=socket.create_connection(s.getsockname());ks+=[s,c,s.accept()[0]]\n" \
+           " print(s.getsockname()[1],c.getsockname()[1],flush=True)\ntime.sleep(30)"  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        held = {int(p) for _ in range(3) for p in child.stdout.readline().split()}
+        via_diag = diag_remotes()
+        via_proc = [r for n in ("tcp", "tcp6", "udp", "udp6") if (Path("/proc/net") / n).is_file()
+                    for r in parse_proc_net((Path("/proc/net") / n).read_text())]
+    finally:
+        child.kill()
+        child.wait()
+    if via_diag is None:
+        pytest.skip("this kernel refuses sock_diag (the sampler then reads /proc/net)")
+    assert sorted(r for r in via_diag if r[1] in held) == sorted(r for r in via_proc if r[1] in held)
+    assert len([r for r in via_diag if r[1] in held]) == 6 and {a for a, _ in via_diag if a} >= {"0100007F"}
 
 
 def test_proc_net_tables_give_the_remote_ends_psutil_gives(tmp_path: Path):

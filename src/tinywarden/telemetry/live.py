@@ -34,6 +34,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
+import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -58,6 +60,14 @@ _NET_FIELDS = (("rx_pkts_s", "packets_recv"), ("tx_pkts_s", "packets_sent"), ("r
 _POWER_ROOT = Path("/sys/class/power_supply")
 _PROC_NET = Path("/proc/net")
 _INET_TABLES = ("tcp", "tcp6", "udp", "udp6")
+#: Linux's sock_diag netlink interface (linux/sock_diag.h, linux/inet_diag.h, linux/netlink.h): the protocol, the
+#: request type, NLM_F_REQUEST | NLM_F_DUMP, the replies that end a dump or report an error, and the byte offsets
+#: in a reply's ``inet_diag_msg`` of the remote port (big-endian), the remote address and the inode.
+_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _DUMP_REQUEST, _NLMSG_ERROR, _NLMSG_DONE = 4, 20, 0x301, 2, 3
+_DIAG_DPORT, _DIAG_DST, _DIAG_INODE, _DIAG_MSG_BYTES = 6, 24, 68, 72
+#: The tables inet_remotes reads, in /proc/net's order, as (address family, IP protocol) dumps.
+_DIAG_TABLES = ((socket.AF_INET, socket.IPPROTO_TCP), (socket.AF_INET6, socket.IPPROTO_TCP),
+                (socket.AF_INET, socket.IPPROTO_UDP), (socket.AF_INET6, socket.IPPROTO_UDP))
 _PROC = Path("/proc")
 
 
@@ -107,6 +117,62 @@ def parse_proc_net(text: str, skip_inodes: frozenset[str] = frozenset()) -> list
     return out
 
 
+def diag_remotes(skip_inodes: frozenset[str] = frozenset(), timeout_s: float = 1.0) -> list[tuple[str, int]] | None:
+    """The remote ends of this network namespace's inet sockets from Linux's sock_diag netlink interface (what
+    ``ss`` reads), spelt as :func:`parse_proc_net` spells them, or None where the kernel refuses or lacks it.
+
+    The same sockets as ``/proc/net/{tcp,tcp6,udp,udp6}``, at a fraction of the cost: reading ``/proc/net/tcp``
+    walks the kernel's whole socket hash table under its locks (3.4 ms of CPU a read on the development host
+    for a two-line table, 6.9 ms for the four tables: 0.7% of a core for an agent at 1 Hz). Nothing is sent
+    on any network: a netlink socket talks to the local kernel only.
+    """
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _SOCK_DIAG)
+    except (OSError, AttributeError):  # not Linux, or netlink denied
+        return None
+    out: list[tuple[str, int]] = []
+    with sock:
+        sock.settimeout(timeout_s)
+        for seq, (family, proto) in enumerate(_DIAG_TABLES, 1):
+            # inet_diag_req_v2: family, protocol, no extensions, every state, an empty socket id
+            req = struct.pack("=BBBBI", family, proto, 0, 0, 0xFFFFFFFF) + bytes(48)
+            try:
+                sock.send(struct.pack("=IHHII", 16 + len(req), _SOCK_DIAG_BY_FAMILY, _DUMP_REQUEST, seq, 0) + req)
+                if not _read_diag_dump(sock, seq, skip_inodes, out):
+                    return None
+            except OSError:  # a timeout included
+                return None
+    return out
+
+
+def _read_diag_dump(sock: socket.socket, seq: int, skip_inodes: frozenset[str], out: list[tuple[str, int]]) -> bool:
+    """Append the remote ends of one sock_diag dump's replies to ``out``; False when the kernel answers with
+    an error (a protocol it has no diag module for) or a malformed message."""
+    while True:
+        data = sock.recv(1 << 16)
+        off = 0
+        while off + 16 <= len(data):
+            length, kind, _, got_seq, _ = struct.unpack_from("=IHHII", data, off)
+            if length < 16 or off + length > len(data):
+                return False
+            if got_seq == seq:
+                if kind == _NLMSG_DONE:
+                    return True
+                if kind == _NLMSG_ERROR:
+                    return False
+                if kind == _SOCK_DIAG_BY_FAMILY and length >= 16 + _DIAG_MSG_BYTES:
+                    msg = off + 16
+                    port = int.from_bytes(data[msg + _DIAG_DPORT:msg + _DIAG_DPORT + 2], "big")
+                    inode = struct.unpack_from("=I", data, msg + _DIAG_INODE)[0]
+                    if port and str(inode) not in skip_inodes:
+                        words = 1 if data[msg] == socket.AF_INET else 4
+                        addr = "".join(f"{w:08X}" for w in struct.unpack_from(f"={words}I", data, msg + _DIAG_DST))
+                        out.append((addr, port))
+            off += (length + 3) & ~3
+        if not data:
+            return False
+
+
 def own_socket_inodes(fd_dir: Path = Path("/proc/self/fd")) -> frozenset[str]:
     """The inodes of this process's own sockets (``socket:[INODE]`` links in ``fd_dir``)."""
     out: set[str] = set()
@@ -137,6 +203,10 @@ def inet_remotes(proc_net: Path = _PROC_NET) -> list[tuple[str, int]] | None:
     """
     if (proc_net / "tcp").is_file():
         mine = own_socket_inodes()
+        if proc_net == _PROC_NET:  # the kernel's own tables: ask sock_diag first, /proc/net when it refuses
+            got = diag_remotes(mine)
+            if got is not None:
+                return got
         out: list[tuple[str, int]] = []
         for name in _INET_TABLES:
             try:
