@@ -173,7 +173,8 @@ def test_ocsvm_integer_score_ranks_windows_as_the_float_one():
     assert len(want) == len(got)
     assert np.corrcoef(ranks(got), ranks(want))[0, 1] > 0.99
     # a window on a support vector adds nothing for it; the table's first entry is 2**0 in Q15
-    sv = prog.ops[-1].consts["support_vectors"]
+    # the int8 support vectors are in steps of 2**sv_shift input steps
+    sv = prog.ops[-1].consts["support_vectors"].astype(np.int16) << prog.ops[-1].attrs["sv_shift"]
     on = KERNELS["rbf_kernel_sum_s16"].fn([sv[:1]], prog.ops[-1])[0, 0]
     far = KERNELS["rbf_kernel_sum_s16"].fn([np.full_like(sv[:1], 32767)], prog.ops[-1])[0, 0]
     farther = KERNELS["rbf_kernel_sum_s16"].fn([np.full_like(sv[:1], -32768)], prog.ops[-1])[0, 0]

@@ -19,13 +19,13 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from tinywarden.arith import QParams, round_half_away
+from tinywarden.arith import round_half_away
 from tinywarden.detectors._torch import Progress, TorchAutoencoder, single_thread, steps_for, train_reconstruction
 from tinywarden.detectors.base import Shape, check_param, sizes
-from tinywarden.detectors.lowering import Lowered, LoweringContext, autoencoder_input, quantize_layer
+from tinywarden.detectors.lowering import Lowered, LoweringContext, autoencoder_input, int8_rows
 from tinywarden.errors import ConfigError
 from tinywarden.kernels import Op, TensorSpec
-from tinywarden.kernels.gru_s8 import GRU_MAX_HIDDEN
+from tinywarden.kernels.gru_s8 import GRU_MAX_BIAS, GRU_MAX_HIDDEN, GRU_MAX_MULTIPLIER
 
 _GRU_ARRAYS = ("w_ih_", "w_hh_", "b_ih_", "b_hh_", "w_out_", "b_out_")
 
@@ -55,6 +55,15 @@ def _gru_module(n_in: int, hidden: int, mode: str) -> Any:
             return torch.cat([x[:, :1], y[:, :-1]], dim=1)
 
     return TinyGRU()
+
+
+def multiplier_shift(reals: np.ndarray) -> int:
+    """The one right shift that gives the largest of ``reals`` the largest multiplier below
+    :data:`GRU_MAX_MULTIPLIER` (``multiplier = round(real * 2**shift)``), within the kernel's [1, 62]."""
+    top = float(np.max(reals)) if reals.size else 0.0
+    if top <= 0.0:
+        return 62
+    return int(np.clip(np.floor(np.log2(GRU_MAX_MULTIPLIER / top)), 1, 62))
 
 
 class GRUAutoencoder(TorchAutoencoder):
@@ -175,14 +184,22 @@ class GRUAutoencoder(TorchAutoencoder):
         fit = ctx.fit_scaled
         sample = fit[np.linspace(0, len(fit) - 1, min(len(fit), 512)).astype(np.int64)]
         q_in = autoencoder_input(ctx, self.reconstruct(sample))
-        q12, q15 = QParams(2.0**-12, 0, "int32"), QParams(2.0**-15, 0, "int16")
         consts: dict[str, np.ndarray] = {}
-        for name, (w, b), q_src, q_dst in (("ih", (self.w_ih_, self.b_ih_), q_in, q12),
-                                           ("hh", (self.w_hh_, self.b_hh_), q15, q12),
-                                           ("out", (self.w_out_, self.b_out_), q15, q_in)):
-            layer = quantize_layer("fully_connected_s8", "input", "recon", w, b, q_src, q_dst, False).consts
-            consts.update({f"w_{name}": layer["weights"], f"b_{name}": layer["bias"],
-                           f"{name}_multiplier": layer["multiplier"], f"{name}_shift": layer["shift"]})
+        reals: dict[str, np.ndarray] = {}
+        for name, (w, b), s_src, s_dst in (("ih", (self.w_ih_, self.b_ih_), q_in.scale, 2.0**-12),
+                                           ("hh", (self.w_hh_, self.b_hh_), 2.0**-15, 2.0**-12),
+                                           ("out", (self.w_out_, self.b_out_), 2.0**-15, q_in.scale)):
+            wq, w_scale = int8_rows(w)
+            consts[f"w_{name}"] = wq.astype(np.int8)
+            consts[f"b_{name}"] = np.clip(round_half_away(b / (s_src * w_scale)), -GRU_MAX_BIAS,
+                                          GRU_MAX_BIAS).astype(np.int32)
+            reals[name] = s_src * w_scale / s_dst  # one unit of a row's int32 sum, in output units
+        # one shift for the gates (r and z add their input and recurrent products before it), one for the read-out
+        gate_shift, out_shift = (multiplier_shift(np.concatenate([reals[k] for k in keys]))
+                                 for keys in (("ih", "hh"), ("out",)))
+        for name, sh in (("ih", gate_shift), ("hh", gate_shift), ("out", out_shift)):
+            consts[f"{name}_multiplier"] = np.clip(round_half_away(reals[name] * 2.0**sh), 0,
+                                                   GRU_MAX_MULTIPLIER).astype(np.int32)
         grid = -8.0 + np.arange(257) / 16.0  # tanh at steps of 1/16 over [-8, 8], Q15
         consts["tanh"] = round_half_away(32767.0 * np.tanh(grid)).astype(np.int16)
         shape = tuple(fit.shape[1:])
@@ -191,7 +208,7 @@ class GRUAutoencoder(TorchAutoencoder):
             [ctx.window_input(q_in),
              Op("gru_s8", ("input",), "recon",
                 {"hidden": hidden, "forecast": int(self.mode == "forecast"), "input_offset": -q_in.zero_point,
-                 "output_offset": q_in.zero_point}, consts),
+                 "output_offset": q_in.zero_point, "gate_shift": gate_shift, "out_shift": out_shift}, consts),
              Op("sum_sq_diff_s8", ("recon", "input"), "score", {"shift": 0})],
             {"score_unit": q_in.scale**2 / int(np.prod(shape)), "input_scale": q_in.scale,
              "input_zero_point": q_in.zero_point})
