@@ -102,7 +102,6 @@ def _check_gru(op: Op, p: ProgramView) -> None:
     src = p.tensor(op.src[0]).shape
     require(len(src) == 2 and src[0] >= 2 and p.tensor(op.dst).shape == src, "input and recon must be (window, C)")
     ch = src[1]
-    require(ch == p.n_channels, f"the GRU reads the window's {p.n_channels} channels, got {ch}")
     require(ch <= GRU_MAX_CHANNELS, f"at most {GRU_MAX_CHANNELS} channels (the C kernel's int32 sums)")
     want = {"w_ih": (3 * hid, ch), "w_hh": (3 * hid, hid), "w_out": (ch, hid), "tanh": (257,),
             "ih_multiplier": (3 * hid,), "hh_multiplier": (3 * hid,), "out_multiplier": (ch,),
@@ -169,8 +168,7 @@ static int32_t tw_gru_preact(int64_t prod, int32_t shift)
  * The weighted sums with their bias are int32: |w| <= 128 times |x + input_offset| <= 383 over at most
  * TW_GRU_MAX_CHANNELS inputs, or times |h| <= 2^15 over at most TW_GRU_MAX_SUM_TERMS units, stay within 2^30, a
  * bias within 2^30 - 1; a multiplier below 2^30 keeps every product below 2^61.
- * Range: hidden <= TW_GRU_MAX_HIDDEN (checked when the program is built), n_ch == TW_N_CHANNELS, weights int8,
- * shifts in [1, 62]. */
+ * Range: hidden <= TW_GRU_MAX_HIDDEN (checked when the program is built), weights int8, shifts in [1, 62]. */
 static void tw_gru_s8(const int8_t *x, int32_t w, int32_t n_ch, int32_t hidden, int32_t input_offset,
                       int32_t output_offset, int32_t forecast, int32_t gate_shift, int32_t out_shift,
                       const int8_t *w_ih, const int32_t *b_ih, const int32_t *ih_multiplier, const int8_t *w_hh,
@@ -179,7 +177,6 @@ static void tw_gru_s8(const int8_t *x, int32_t w, int32_t n_ch, int32_t hidden, 
 {
     int16_t h[TW_GRU_MAX_HIDDEN];
     int16_t h_new[TW_GRU_MAX_HIDDEN];
-    int16_t xv[TW_N_CHANNELS]; /* this step's input plus its offset, once for every unit */
     int64_t out_round = (int64_t)1 << (out_shift - 1);
     int32_t t;
     int32_t k;
@@ -195,9 +192,6 @@ static void tw_gru_s8(const int8_t *x, int32_t w, int32_t n_ch, int32_t hidden, 
     for (t = 0; t < w - ((forecast != 0) ? 1 : 0); t++) {
         const int8_t *xt = x + t * n_ch;
         int8_t *o = out + (t + ((forecast != 0) ? 1 : 0)) * n_ch;
-        for (c = 0; c < n_ch; c++) {
-            xv[c] = (int16_t)((int32_t)xt[c] + input_offset); /* |x + input_offset| <= 383 */
-        }
         for (k = 0; k < hidden; k++) {
             /* the unit's three gate rows in one pass over the input and one over the state (each value read once) */
             const int8_t *wr = w_ih + k * n_ch;
@@ -214,7 +208,7 @@ static void tw_gru_s8(const int8_t *x, int32_t w, int32_t n_ch, int32_t hidden, 
             int32_t z;
             int32_t cand;
             for (j = 0; j < n_ch; j++) {
-                int32_t v = xv[j];
+                int32_t v = (int32_t)xt[j] + input_offset;
                 ir += (int32_t)wr[j] * v;
                 iz += (int32_t)wz[j] * v;
                 in += (int32_t)wn[j] * v;
