@@ -469,6 +469,45 @@ def fit_family(family: str, train: Series) -> tuple[Pipeline, Program] | str:
         return f"no int8 path: {exc}"
 
 
+def selected_family_rows(series: Series, cut: int, families: Sequence[str]) -> list[dict[str, Any]]:
+    """The families table's rows of ``families`` alone, each measured as in :func:`family_rows`, with the
+    per-function share of its Cortex-M4 instructions."""
+    train = series.slice(0, cut)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="tw-bench-families-") as tmp:
+        for fam in families:
+            fitted = fit_family(fam, train)
+            if isinstance(fitted, str):
+                rows.append({"label": fam, "family": fam, "error": fitted})
+                continue
+            work = Path(tmp) / fam
+            work.mkdir()
+            pipe, program = fitted
+            stream = pipe.select_channels(series.slice(cut, len(series)))[:STREAM_ROWS]
+            figures, _ = module_figures(program, work, stream)
+            rows.append({**pipeline_row(fam, pipe, program, series, cut, work, figures),
+                         "params": pipe.detector.get_params(),
+                         "by_function_share_m4": figures["instructions"]["cortex-m4"]["by_function_share"]})
+    return rows
+
+
+def selected_rows_md(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per family row of :func:`selected_family_rows`."""
+    out = []
+    for r in rows:
+        if "error" in r:
+            out.append(f"{r['label']}: {r['error']}")
+            continue
+        ins = r["instructions_per_window_by_core"]
+        share = ", ".join(f"`{fn}` {v:.0%}" for fn, v in r["by_function_share_m4"].items())
+        out.append(f"{r['label']} {r['params']}: flash M4 / M0+ {r['flash']} / {r['flash_m0plus']} B, RAM "
+                   f"{r['static_ram_with_state']} B, int8 constants {r['const_bytes']} B, instr./window "
+                   + " / ".join(f"{c} {n:.0f}" for c, n in ins.items())
+                   + f", decisions = int8 ref. {r['decisions_equal_reference']} ({r['windows_compared']} windows), "
+                   f"window AUC {_cell(r['window_auc'], '{:.3f}')}; M4 share: {share}")
+    return out
+
+
 def family_rows(series: Series, cut: int, default: tuple[Pipeline, Program, dict[str, Any]],
                 tune_seconds: float) -> dict[str, Any]:
     """The second table: every family and the tuned pipeline, measured like the default one.
@@ -713,6 +752,9 @@ def main() -> int:
                     help="time budget of the tuner's search for the tuned row (its time_budget)")
     ap.add_argument("--likelihood-only", action="store_true",
                     help="measure only the default pipeline with and without its likelihood step (no file written)")
+    ap.add_argument("--families", default=None,
+                    help="comma list of families: measure only their rows of the families table (no tuned row, no "
+                         "file written), e.g. --families gru_ae,ocsvm")
     ap.add_argument("--adaptation-only", action="store_true",
                     help="measure only the default pipeline with and without baseline adaptation compiled in "
                          "(writes benchmarks/results/mcu_adaptation.md)")
@@ -731,6 +773,17 @@ def main() -> int:
                       "instructions": {c: v["per_window"] for c, v in figures["instructions"].items()},
                       "qemu_check": figures["qemu_check"]}
         print(json.dumps(lk, indent=2, sort_keys=True) if args.json else "\n".join(likelihood_md(lk)))
+        return 0
+    if args.families:
+        fams = args.families.split(",")
+        unknown = sorted(set(fams) - set(REGISTRY))
+        if unknown:
+            print(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; known: "
+                  f"{', '.join(REGISTRY)}", file=sys.stderr)
+            return 2
+        series, cut = camera_data(args.days, args.train_days, args.seed)
+        res = {"rows": selected_family_rows(series, cut, fams)}
+        print(json.dumps(res, indent=2, sort_keys=True) if args.json else "\n".join(selected_rows_md(res["rows"])))
         return 0
     if args.adaptation_only:
         program, stream = default_module(args.days, args.train_days, args.seed)

@@ -357,3 +357,12 @@ def test_adapt_quality_goal_is_the_mean_loss_per_dataset_and_family_and_names_th
     assert s["b"]["worst_entity"] == "omi-1" and s["b"]["worst_delta"] == pytest.approx(-3 * big)
     text = markdown(rows, {"date": "d", "machine": "m", "python": "p", "commit": "c"}, "")
     assert "**missed**" in text and "fit failed: x" in text and "Goal met by 1 of 2" in text
+
+
+def test_mcu_families_option_refuses_an_unknown_family_in_one_line(tmp_path: Path) -> None:
+    from tinywarden.detectors import REGISTRY
+
+    _mcu()  # skips without the toolchain (the script checks it first)
+    proc = _run([str(REPO / "benchmarks" / "mcu.py"), "--families", "gru_ae,nope"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"unknown family nope; known: {', '.join(REGISTRY)}"]

@@ -158,6 +158,17 @@ def test_ar_rms_with_a_short_horizon_is_bit_exact_in_c(tmp_path):
     assert_bit_exact(prog, build(prog, tmp_path), s.values[:12000], tmp_path)
 
 
+# -- gaussian --------------------------------------------------------------------------------------
+def test_gaussian_default_program_costs_about_what_pca_costs():
+    # one whitening matrix of k rows, as PCA's k axes: the full covariance (64 rows of 66 features and their
+    # 64 x 64 correction) took four times PCA's constants on the camera
+    g_pipe, gaussian = fitted("gaussian")
+    _, pca = fitted("pca")
+    assert g_pipe.detector.n_components is not None
+    assert gaussian.const_bytes <= 1.5 * pca.const_bytes, (gaussian.const_bytes, pca.const_bytes)
+    assert gaussian.ops[-1].kind == pca.ops[-1].kind == "pca_residual_s16"
+
+
 # -- ocsvm -----------------------------------------------------------------------------------------
 def ranks(v):
     return np.argsort(np.argsort(v, kind="stable"), kind="stable")
@@ -173,7 +184,8 @@ def test_ocsvm_integer_score_ranks_windows_as_the_float_one():
     assert len(want) == len(got)
     assert np.corrcoef(ranks(got), ranks(want))[0, 1] > 0.99
     # a window on a support vector adds nothing for it; the table's first entry is 2**0 in Q15
-    sv = prog.ops[-1].consts["support_vectors"]
+    # the int8 support vectors are in steps of 2**sv_shift input steps
+    sv = prog.ops[-1].consts["support_vectors"].astype(np.int16) << prog.ops[-1].attrs["sv_shift"]
     on = KERNELS["rbf_kernel_sum_s16"].fn([sv[:1]], prog.ops[-1])[0, 0]
     far = KERNELS["rbf_kernel_sum_s16"].fn([np.full_like(sv[:1], 32767)], prog.ops[-1])[0, 0]
     farther = KERNELS["rbf_kernel_sum_s16"].fn([np.full_like(sv[:1], -32768)], prog.ops[-1])[0, 0]
@@ -181,6 +193,28 @@ def test_ocsvm_integer_score_ranks_windows_as_the_float_one():
     # beyond every kernel's last Q15 step the nearest support vector still ranks the windows
     top = (int(prog.ops[-1].consts["alpha"].astype(np.int64).sum()) * 32767 >> 15) >> prog.ops[-1].attrs["shift"]
     assert far > top
+
+
+def test_ocsvm_support_vectors_are_int8_within_half_a_step_of_the_float_ones():
+    from tinywarden.detectors.ocsvm import int8_support_vectors
+
+    pipe, prog = fitted("ocsvm")
+    op = prog.ops[-1]
+    sv, shift = op.consts["support_vectors"], int(op.attrs["sv_shift"])
+    assert sv.dtype == np.int8 and np.abs(sv.astype(np.int64)).max() <= 127
+    # the smallest shift that fits: one less would overflow int8
+    steps = pipe.detector.support_vectors_ / prog.info["input_scale"]
+    assert shift == 0 or np.abs(steps).max() / 2.0 ** (shift - 1) > 127.5
+    assert np.abs(sv * 2.0**shift - steps).max() <= 2.0 ** (shift - 1) + 1e-9
+    # the shift is chosen from the vectors alone
+    again, again_shift = int8_support_vectors(steps)
+    assert np.array_equal(again, sv) and again_shift == shift
+    # a shift out of the kernel's range is refused before any C is printed
+    from tinywarden.errors import ConfigError
+    from tinywarden.kernels.rbf_kernel_sum_s16 import RBF_MAX_SV_SHIFT
+
+    with pytest.raises(ConfigError, match="sv_shift"):
+        with_last_op(prog, sv_shift=RBF_MAX_SV_SHIFT + 1).validate()
 
 
 def test_ocsvm_rff_is_refused_with_the_reason():

@@ -12,11 +12,12 @@ from sklearn.kernel_approximation import RBFSampler
 from sklearn.linear_model import SGDOneClassSVM
 from sklearn.svm import OneClassSVM
 
-from tinywarden.arith import INT16_MAX, quantize_multiplier, round_half_away
+from tinywarden.arith import INT8_MAX, INT16_MAX, quantize_multiplier, round_half_away
 from tinywarden.detectors.base import Detector, Learned, Shape, check_param, sizes
 from tinywarden.detectors.lowering import Lowered, LoweringContext, distance_input
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.kernels import Op
+from tinywarden.kernels.rbf_kernel_sum_s16 import RBF_MAX_SV_SHIFT
 
 MAX_SUPPORT_VECTORS = 32
 #: Rows an exact RBF one-class SVM is trained on (its cost grows with the square of the rows).
@@ -25,6 +26,18 @@ RBF_FIT_ROWS = 2048
 
 #: The int8 path's RBF kernel 2**-u reads a table of 2**RBF_FRAC_BITS int16 Q15 entries (512 B at 8).
 RBF_FRAC_BITS = 8
+
+
+def int8_support_vectors(steps: np.ndarray) -> tuple[np.ndarray, int]:
+    """Support vectors given in int16 input steps as int8 steps of ``2**sv_shift`` input steps, with the
+    smallest ``sv_shift`` that keeps every one in [-127, 127]: ``(int8 vectors, sv_shift)``. Half the flash
+    of int16 vectors; the rounding is at most ``2**(sv_shift - 1)`` input steps per feature."""
+    top = float(np.abs(steps).max()) if steps.size else 0.0
+    shift = 0
+    while shift < RBF_MAX_SV_SHIFT and round_half_away(top / 2.0**shift) > INT8_MAX:
+        shift += 1
+    q = np.clip(round_half_away(steps / 2.0**shift), -INT8_MAX, INT8_MAX)
+    return q.astype(np.int8), shift
 
 
 class BudgetOneClassSVM(Detector):
@@ -155,14 +168,16 @@ class BudgetOneClassSVM(Detector):
         return self.offset_[0] - k @ self.dual_coef_
 
     def lower(self, ctx: LoweringContext) -> Lowered:
-        """As k-means, int16 inputs and support vectors on one scale; ``exp(-gamma d2)`` is ``2**-u`` from a
-        Q15 table of ``2**RBF_FRAC_BITS`` entries (random Fourier features would need a cosine each)."""
+        """As k-means, int16 inputs and support vectors on one scale, the support vectors stored as int8 steps of
+        ``2**sv_shift`` input steps (:func:`int8_support_vectors`); ``exp(-gamma d2)`` is ``2**-u`` from a Q15
+        table of ``2**RBF_FRAC_BITS`` entries (random Fourier features would need a cosine each)."""
         self._check_fitted()
         if self.kernel != "rbf":
             raise ConfigError("the int8 path of ocsvm needs kernel='rbf' (support vectors and an exp2 table); "
                               "kernel='rff' would need a cosine per random feature: train with kernel='rbf'")
         low = Lowered()
-        q_x, svq = distance_input(ctx, self.support_vectors_, low)
+        q_x, _ = distance_input(ctx, self.support_vectors_, low)
+        svq, sv_shift = int8_support_vectors(self.support_vectors_ / q_x.scale)
         alpha = self.dual_coef_
         # exp(-gamma d2) = 2**-u with u = gamma log2(e) d2, in Q RBF_FRAC_BITS
         real = float(self.gamma_[0]) * q_x.scale**2 * math.log2(math.e) * 2.0**RBF_FRAC_BITS
@@ -172,7 +187,7 @@ class BudgetOneClassSVM(Detector):
         table = np.minimum(round_half_away(32768.0 * 2.0**-steps), INT16_MAX).astype(np.int16)
         top_alpha = float(alpha.max()) if alpha.max() > 0 else 1.0
         # a Q15 table entry shifted right by 15 or more is 0: from there on, rank by the nearest distance
-        attrs = {"frac_bits": RBF_FRAC_BITS, "tail_from": 15 << RBF_FRAC_BITS, "shift": 0}
+        attrs = {"frac_bits": RBF_FRAC_BITS, "tail_from": 15 << RBF_FRAC_BITS, "sv_shift": sv_shift, "shift": 0}
         low.ops.append(Op("rbf_kernel_sum_s16", ("input",), "score", attrs, {
             "support_vectors": svq,
             "alpha": np.clip(round_half_away(alpha / top_alpha * INT16_MAX), 0, INT16_MAX).astype(np.int16),
