@@ -14,11 +14,14 @@ between NAB's null detector (0) and the perfect detector (100). The scorer is
     python benchmarks/nab.py --families ewma --json out.json --no-write
 
 Score variants of each family (:data:`VARIANTS` says where each parameter comes from): ``raw`` (the pipeline's
-window score), ``alarm`` (its k-of-n alarms, 0/1), ``likelihood`` (:class:`tinywarden.likelihood.AnomalyLikelihood`
-with the product's defaults over the raw scores, fitted on the probationary scores), ``htm`` (the same class
+window score), ``alarm`` (its k-of-n alarms, 0/1), ``shipped`` (the product's confidence as it ships:
+:meth:`tinywarden.pipeline.Pipeline.confidence` with the series, so the likelihood fitted by ``Pipeline.fit`` on
+its held-out calibration scores and its value record on the training rows), ``likelihood``
+(:class:`tinywarden.likelihood.AnomalyLikelihood` with the product's defaults over the raw scores, refit on every
+probationary score: research), ``htm`` (the same class
 with Numenta HTM's published settings), ``... hold-off`` (CAD OSE's rest period), ``... spatial`` (HTM's
-spatial-anomaly rule on the values), ``likelihood values`` (the float likelihood's value record, the same
-rule inside :class:`AnomalyLikelihood`: not yet wired into ``Pipeline``, the agents or the C), ``... onsets``
+spatial-anomaly rule on the values), ``likelihood values`` (the same refit likelihood with its value record,
+the rule ``shipped`` has), ``... onsets``
 (:func:`tinywarden.likelihood.alarm_onsets`, proposed for notifications). ``--levers`` adds grids scored on NAB
 and the online components (k-means centroids and a per-phase baseline that keep learning normal). A full run
 also measures each lever's cost on the simulator (:func:`sim_cost`; ``--no-sim-cost`` skips it).
@@ -75,7 +78,7 @@ HOLDOFF_FRACTION = 5  # hold-off = probationary rows / 5
 #: product's likelihood defaults: short 1 and no gate were picked among three settings by NAB score earlier, so
 #: read these rows as mildly tuned on NAB), "tuned on NAB" (a grid scored on this corpus), "baseline".
 VARIANTS = {
-    "raw": "baseline", "alarm": "baseline",
+    "raw": "baseline", "alarm": "baseline", "shipped": "product as shipped (Pipeline.confidence)",
     "likelihood": "product", "likelihood no record": "product", "likelihood frozen": "product",
     "likelihood gated": "product", "likelihood hold-off": "product + a priori hold-off",
     "htm": "a priori", "htm hold-off": "a priori", "htm hold-off spatial": "a priori",
@@ -139,8 +142,13 @@ def suppress(confidence: np.ndarray, level: float, rows: int) -> np.ndarray:
     return out
 
 
-def _likelihood_per_row(values: np.ndarray, probation: int, family: str, window: int) -> tuple[Any, Any, np.ndarray]:
-    """``(pipeline, scored, likelihood confidences per row)`` of one family at one window length."""
+def _likelihood_per_row(values: np.ndarray, probation: int, family: str, window: int
+                        ) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """``(pipeline, scored, likelihood confidences per row, the shipped confidences per window)`` of one family at
+    one window length. The shipped confidences are the product's path: :meth:`Pipeline.confidence` of the fitted
+    pipeline (its likelihood fitted on the held-out calibration scores, its value record on the training rows)
+    fed each window's new rows; the per-row likelihood (research rows) is refit on every probationary score and
+    replaces the pipeline's for the levers."""
     from tinywarden.detectors import make_detector
     from tinywarden.likelihood import AnomalyLikelihood
     from tinywarden.pipeline import Pipeline
@@ -150,11 +158,12 @@ def _likelihood_per_row(values: np.ndarray, probation: int, family: str, window:
     series = Series(np.arange(n, dtype=np.float64), values[:, None], ("value",))
     pipeline = Pipeline(make_detector(family), window=window, stride=1).fit(series.slice(0, probation))
     scored = pipeline.score(series)
+    shipped = pipeline.confidence(scored.scores, series, scored.end_rows)
     train = scored.scores[scored.end_rows < probation]
     pipeline.likelihood_ = AnomalyLikelihood().fit(train)
     row = np.zeros(n)
     row[scored.end_rows] = pipeline.likelihood_.transform(scored.scores)
-    return pipeline, scored, row
+    return pipeline, scored, row, shipped
 
 
 def _lever_scores(values: np.ndarray, probation: int, family: str, likelihood: np.ndarray,
@@ -272,7 +281,7 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
     from tinywarden.telemetry import Series
 
     n = len(values)
-    pipeline, scored, likelihood = _likelihood_per_row(values, probation, family, WINDOW)
+    pipeline, scored, likelihood, shipped = _likelihood_per_row(values, probation, family, WINDOW)
     train = scored.scores[scored.end_rows < probation]
     out: dict[str, np.ndarray] = {}
 
@@ -283,6 +292,7 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
 
     out["raw"] = per_row(scored.scores)
     out["alarm"] = per_row(scored.alarms.astype(np.float64))
+    out["shipped"] = per_row(shipped)
     out["likelihood"] = per_row(AnomalyLikelihood().fit(train).transform(scored.scores))
     out["likelihood no record"] = per_row(AnomalyLikelihood(record=None).fit(train).transform(scored.scores))
     # The float likelihood's value record on (the window's newest row at stride 1, the training values)
@@ -391,7 +401,8 @@ def _onsets(flag: np.ndarray) -> int:
 
 
 def _value_records(values: np.ndarray, cut: int, ends: np.ndarray) -> np.ndarray:
-    """1 for each window whose new rows set a value record (the product's ValueRecord, fitted on rows < cut)."""
+    """1 for each window whose new rows (from row ``cut`` on) set a value record (the product's ValueRecord, fitted
+    on rows < cut; for the HTM row, whose likelihood has none)."""
     from tinywarden.likelihood import ValueRecord
 
     rec = ValueRecord().fit(values[:cut])
@@ -415,29 +426,35 @@ def sim_cost(detector: str = "dense_ae") -> dict[str, Any]:
     from tinywarden.respond.policy import Adaptation
     from tinywarden.simulate import SCENARIO_SPECS, simulate, simulate_detailed
 
-    def fitted(train: Any) -> tuple[Any, Any]:
-        """The default pipeline, and a copy whose likelihood has HTM's settings (fitted on the same scores)."""
+    def fitted(train: Any) -> tuple[Any, Any, Any]:
+        """The default pipeline (its value record on, as shipped), the same without the value record, and a copy
+        whose likelihood has HTM's settings (fitted on the same scores, no value record: ``rec`` is maxed in)."""
         p = Pipeline(make_detector(detector)).fit(train)
+        bare = copy.deepcopy(p)
+        bare.likelihood_.values_ = None
         htm = copy.deepcopy(p)
         cal = p.detector.score_samples(p.scale_inputs(p.split_inputs(train)[1]))
         htm.likelihood_ = AnomalyLikelihood(short=HTM_SHORT, rate_shift=HTM_RATE_SHIFT).fit(cal)
-        return p, htm
+        return p, bare, htm
 
-    def levers(c: np.ndarray, h: np.ndarray, rec: np.ndarray) -> dict[str, np.ndarray]:
-        return {"likelihood (as shipped)": c, "+ value record": np.maximum(c, rec),
-                "+ value record, onsets": alarm_onsets(np.maximum(c, rec), always=rec > 0),
-                f"+ value record + hold-off {SIM_HOLDOFF_WINDOWS}": hold_off(np.maximum(c, rec), SIM_HOLDOFF_WINDOWS),
+    def levers(c: np.ndarray, c0: np.ndarray, h: np.ndarray, rec: np.ndarray) -> dict[str, np.ndarray]:
+        return {"likelihood without the value record (before)": c0, "likelihood as shipped (value record on)": c,
+                "as shipped, onsets": alarm_onsets(c, always=rec > 0),
+                f"as shipped + hold-off {SIM_HOLDOFF_WINDOWS}": hold_off(c, SIM_HOLDOFF_WINDOWS),
                 "HTM settings + value record, onsets": alarm_onsets(np.maximum(h, rec), always=rec > 0)}
 
-    def confidences(p: Any, htm: Any, series: Any, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def confidences(p: Any, bare: Any, htm: Any, series: Any, start: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         r = replay(p, series, start, Adaptation())
+        r0 = replay(bare, series, start, Adaptation())
         h = replay(htm, series, start, Adaptation())
-        return r.windows.end_rows, np.nan_to_num(r.confidences), np.nan_to_num(h.confidences)
+        return (r.windows.end_rows, np.nan_to_num(r.confidences), np.nan_to_num(r0.confidences),
+                np.nan_to_num(h.confidences))
 
     s = simulate(DEMO["profile"], DEMO["days"], "all", seed=DEMO["seed"], attack_free_days=DEMO["train_days"])
     cut = int(np.searchsorted(s.timestamps, s.timestamps[0] + DEMO["train_days"] * DAY_S))
-    p, htm = fitted(s.slice(0, cut))
-    ends, c, h = confidences(p, htm, s, aligned_start(p, cut))
+    p, bare, htm = fitted(s.slice(0, cut))
+    ends, c, c0, h = confidences(p, bare, htm, s, aligned_start(p, cut))
     labels = np.asarray(s.labels) != 0
     attack = np.array([labels[max(0, e - p.window + 1) : e + 1].any() for e in ends])
     starts = np.flatnonzero(np.diff(np.r_[0, labels.astype(np.int8)]) == 1)
@@ -445,7 +462,7 @@ def sim_cost(detector: str = "dense_ae") -> dict[str, Any]:
     incidents = [(a, b) for a, b in zip(starts, stops, strict=True) if b >= cut]
     days = (len(s) - cut) * s.period / DAY_S
     demo = []
-    for name, conf in levers(c, h, _value_records(p.select_channels(s), cut, ends)).items():
+    for name, conf in levers(c, c0, h, _value_records(p.select_channels(s), aligned_start(p, cut), ends)).items():
         hit = conf >= HOLDOFF_LEVEL
         found = sum(bool(hit[(ends >= a) & (ends - p.window + 1 <= b)].any()) for a, b in incidents)
         demo.append({"lever": name, "fa_per_day": _onsets(hit & ~attack) / days, "incidents": len(incidents),
@@ -455,17 +472,18 @@ def sim_cost(detector: str = "dense_ae") -> dict[str, Any]:
         base = simulate(profile, DAYS, "none", seed=SEED)
         per_day = int(round(DAY_S / base.period))
         cut = int(TRAIN_DAYS * per_day)
-        p, htm = fitted(base.slice(0, cut))
+        p, bare, htm = fitted(base.slice(0, cut))
         for name, spec in SCENARIO_SPECS.items():
             if spec.kind != "regime" or (name == "seasonal" and "temp_c" not in base.channels):
                 continue
             sim = simulate_detailed(profile, DAYS, "none", seed=SEED, scenario=name, change_day=CHANGE_DAY)
             (change,) = sim.changes
-            ends, c, h = confidences(p, htm, sim.series, aligned_start(p, cut))
+            start = aligned_start(p, cut)
+            ends, c, c0, h = confidences(p, bare, htm, sim.series, start)
             first = (ends >= change.start_row) & (ends < change.start_row + per_day)
-            rec = _value_records(p.select_channels(sim.series), cut, ends)
+            rec = _value_records(p.select_channels(sim.series), start, ends)
             regimes.append({"profile": profile, "scenario": name, **{
-                lever: _onsets((conf >= HOLDOFF_LEVEL)[first]) for lever, conf in levers(c, h, rec).items()}})
+                lever: _onsets((conf >= HOLDOFF_LEVEL)[first]) for lever, conf in levers(c, c0, h, rec).items()}})
     return {"detector": detector, "demo": demo, "regimes": regimes}
 
 
@@ -493,9 +511,14 @@ def render(result: dict[str, Any]) -> str:
         "ending at it; one threshold per profile for the whole corpus (NAB's sweep); 0 = null detector, "
         "100 = perfect detector.",
         "",
-        "Variants: `raw` = pipeline score; `alarm` = its k-of-n alarms (0/1); `likelihood` = "
-        "`tinywarden.likelihood.AnomalyLikelihood` with the product's defaults over the raw scores (fitted on the "
-        "probationary scores; short-term level of 1 window, its distribution adapting at rate 2^-9 per window; a "
+        "Variants: `raw` = pipeline score; `alarm` = its k-of-n alarms (0/1); `shipped` = the product's confidence "
+        "as it ships, computed through the product's own path: `Pipeline.confidence(scores, series, end_rows)` "
+        "(the likelihood `Pipeline.fit` fitted on its held-out calibration scores, its value record on the rows "
+        "of the normal training windows, fed each window's new rows; what `score`, `replay` and the agents "
+        "report); `likelihood` = "
+        "`tinywarden.likelihood.AnomalyLikelihood` with the product's defaults over the raw scores, refit on every "
+        "probationary score (research; short-term level of 1 window, its distribution adapting at rate 2^-9 per "
+        "window; a "
         "score that beats every earlier one by 5% of their range reports 1, HTM's spatial rule on the score); "
         "`likelihood no record` = the same without that rule (the previous default); `likelihood frozen` = "
         "without adaptation; `likelihood gated` = levels above z = 3 adapt at half the rate; `likelihood "
@@ -506,9 +529,7 @@ def render(result: dict[str, Any]) -> str:
         "with HTM's spatial anomaly on the values (a value leaving the range seen so far by 5% of it; not in "
         "the product); `spatial only` = that rule alone; `ensemble max/mean of N htm` = the families' `htm` "
         "confidences combined per row, then hold-off; `random` = uniform random scores (NAB's random detector, "
-        "seed 42 per file). `likelihood values` = the float likelihood's value record (not yet wired into "
-        "`Pipeline`, the agents or the generated C: no shipped path passes it the values yet): the same "
-        "likelihood with its "
+        "seed 42 per file). `likelihood values` = the refit likelihood with its "
         "value record on (`AnomalyLikelihood(...).fit(scores, values=training values)`: a value beyond every value "
         "seen on its channel, training included, by more than 5% of that range reports 1; the range grows to "
         "include it); `likelihood values online` = that over a k-means whose centroids keep learning from windows "
@@ -556,9 +577,11 @@ def render(result: dict[str, Any]) -> str:
               "|---|---|" + "---|" * len(profiles),
               "| **goal (issue 14)** | | " + " | ".join(f"{v:.1f}" for v in GOALS) + " |"]
     for label, kinds in (("best label-free, parameters a priori", ("a priori",)),
-                         ("best of the product's confidence as shipped (no hold-off)", ("product",)),
-                         ("best of the float likelihood's value record (not yet in Pipeline, agents or C)",
-                          ("product (new default)",)),
+                         ("best of the product's confidence as shipped (Pipeline.confidence, value record on)",
+                          ("product as shipped (Pipeline.confidence)",)),
+                         ("best of the likelihood refit on every probationary score (research), no value record",
+                          ("product",)),
+                         ("the same refit likelihood with the value record (research)", ("product (new default)",)),
                          ("best with an online component (research)", ("a priori online",
                                                                        "online, rate tuned on NAB")),
                          ("the float value record, notified at alarm onsets (proposed)",
@@ -631,7 +654,8 @@ def _remaining_lines(result: dict[str, Any], ranked: list[dict[str, Any]]) -> li
     lines = ["", "## Where the remaining points are", "",
              f"The likelihood's row went from {old['standard']:.1f} / {old['reward_low_FP_rate']:.1f} / "
              f"{old['reward_low_FN_rate']:.1f} to {new['standard']:.1f} / {new['reward_low_FP_rate']:.1f} / "
-             f"{new['reward_low_FN_rate']:.1f} with the value record (float only, not yet in the shipped paths; "
+             f"{new['reward_low_FN_rate']:.1f} with the value record (the likelihood refit on every probationary "
+             "score; "
              f"standard profile: {counts(old)} before; "
              f"{counts(new)} after). "]
     if held is not None:

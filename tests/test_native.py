@@ -31,7 +31,7 @@ def assert_batch_exact(program, values, cache):
     assert scores.tolist() == ref_scores.tolist()
     assert flags.tolist() == (ref_scores > program.threshold).astype(int).tolist()
     assert anomalies.tolist() == ref_alarms.tolist()
-    ref_conf = run_confidence(program, ref_scores)
+    ref_conf = run_confidence(program, ref_scores, values)
     assert conf.tolist() == (ref_conf.tolist() if ref_conf is not None else [0] * len(scores))
     return lib
 
