@@ -80,7 +80,8 @@ def regime_figures(r: Any, change_row: int, rows_per_day: int, cut: int) -> dict
         "drift_flags": int(len(r.drift_flag_rows)),
         "adapted_windows": r.adapted,
         "conf_alarms_first_24h": confidence_onsets(r, change_row, change_row + day),
-        "value_records_first_24h": int(((r.confidences == 1.0) & r._inside(change_row, change_row + day)).sum()),
+        "conf_one_first_24h": int(((r.confidences == 1.0) & (r.windows.end_rows >= change_row)
+                                   & (r.windows.end_rows < change_row + day)).sum()),
     }
 
 
@@ -237,7 +238,7 @@ def render(result: dict[str, Any]) -> str:
                      f"{'yes' if r['standing_after_24h'] else 'no'} | "
                      f"{r['fa_next_24h']:.0f} ({r['alarm_time_next_24h']:.0%}) | "
                      f"{'met' if regime_met(r) else '**missed**'} | {r['drift_flags']} | {r['adapted_windows']} | "
-                     f"{r.get('conf_alarms_first_24h', '')} | {r.get('value_records_first_24h', '')} |")
+                     f"{r.get('conf_alarms_first_24h', '')} | {r.get('conf_one_first_24h', '')} |")
     for variant in ("off", "on"):
         sel = [r for r in regime if r["adaptation"] == variant]
         if sel:

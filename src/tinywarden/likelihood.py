@@ -28,7 +28,10 @@ error, a z-score). :class:`AnomalyLikelihood` turns a stream of raw window score
    rewards) at the price of a blind spot after each one, which is why the product leaves it off: an attacker
    who can raise one confident window could act unreported in the next ``holdoff`` windows;
 8. a value record (``value_record`` not None, and only when ``fit`` was given the training values and
-   ``update`` the window's new rows): HTM's spatial anomaly on the values themselves, per channel and on
+   ``update`` the window's new rows, or :meth:`AnomalyLikelihood.observe` the samples as they came;
+   ``Pipeline.fit`` passes the rows of its normal training windows, and every scoring path the rows each window
+   adds; the integer twin is step 8 of :mod:`tinywarden.kernels.likelihood_q`): HTM's spatial anomaly on the
+   values themselves, per channel and on
    both sides: a value beyond every value seen on its channel (training included) by more than
    ``value_record`` times that channel's seen range reports confidence 1; the range then grows to include
    it (:class:`ValueRecord`). It sees what a window score can hide: a value outside anything seen, in a

@@ -473,7 +473,14 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
 C_VALUE_TEMPLATE = r"""
 /* The value record (tinywarden.kernels.likelihood_q, step 8): a sample beyond its channel's seen range
  * [lik_vlo, lik_vhi] by more than TW_LIK_VRECORD / 2^16 of it latches lik_vnew (the next window reports
- * TW_LIK_CONF_ONE); the range grows to hold every sample. Range: any sample; lik_vlo[c] <= lik_vhi[c]. */
+ * TW_LIK_CONF_ONE); the range grows to hold every sample. A sample inside the range (nearly all) costs two
+ * compares: the margin m = (hi - lo) * TW_LIK_VRECORD >> 16 >= 0 is computed only outside it.
+ * Range: any sample; lik_vlo[c] <= lik_vhi[c]. */
+static int32_t tw_value_margin(int32_t lo, int32_t hi)
+{
+    return (int32_t)(((int64_t)(hi - lo) * TW_LIK_VRECORD) >> 16); /* (hi - lo) < 2^16, TW_LIK_VRECORD <= 2^20 */
+}
+
 static void tw_value_record_q(tw_state_t *s, const int16_t sample[TW_N_CHANNELS])
 {
     int32_t c;
@@ -481,17 +488,16 @@ static void tw_value_record_q(tw_state_t *s, const int16_t sample[TW_N_CHANNELS]
         int32_t q = sample[c];
         int32_t lo = s->lik_vlo[c];
         int32_t hi = s->lik_vhi[c];
-        if (lo < hi) {
-            int32_t m = (int32_t)(((int64_t)(hi - lo) * TW_LIK_VRECORD) >> 16); /* <= 2^36 >> 16 */
-            if (q > hi + m || q < lo - m) {
+        if (q > hi) {
+            if (lo < hi && q > hi + tw_value_margin(lo, hi)) {
                 s->lik_vnew = 1u;
             }
-        }
-        if (q < lo) {
-            s->lik_vlo[c] = (int16_t)q;
-        }
-        if (q > hi) {
             s->lik_vhi[c] = (int16_t)q;
+        } else if (q < lo) {
+            if (lo < hi && q < lo - tw_value_margin(lo, hi)) {
+                s->lik_vnew = 1u;
+            }
+            s->lik_vlo[c] = (int16_t)q;
         }
     }
 }
