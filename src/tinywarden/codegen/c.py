@@ -252,7 +252,7 @@ def likelihood_c(program: Program) -> LikelihoodC:
               "TW_LIK_REC_HI0": int(a.get("rec_hi", 0)), "TW_LIK_VRECORD": int(a.get("vrecord", -1)),
               **likelihood_q.LIMITS}
     fields = [_scalar("int64_t", "lik_mean"), _scalar("int64_t", "lik_var"), _scalar("int32_t", "lik_sum"),
-              _scalar("int32_t", "lik_y", int(a["short"])), _scalar("uint16_t", "lik_pos"),
+              _scalar("int32_t", "lik_y", int(a["short"])), _scalar("uint8_t", "lik_pos"),
               _scalar("uint16_t", "lik_count"), _scalar("uint16_t", "confidence")]
     if a.get("holdoff", 0):
         fields.append(_scalar("uint16_t", "lik_hold"))

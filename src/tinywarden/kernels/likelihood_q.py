@@ -414,7 +414,7 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
     y = tw_log2_q16((((uint64_t)(clipped - (int64_t)TW_LIK_LO)) << TW_LIK_K) + (uint64_t)TW_LIK_SPREAD);
     s->lik_sum += y - s->lik_y[s->lik_pos];
     s->lik_y[s->lik_pos] = y;
-    s->lik_pos = (uint16_t)((s->lik_pos + 1u < TW_LIK_SHORT) ? s->lik_pos + 1u : 0u);
+    s->lik_pos = (uint8_t)((s->lik_pos + 1u < TW_LIK_SHORT) ? s->lik_pos + 1u : 0u); /* < TW_LIK_SHORT <= 256 */
     s->lik_count = (uint16_t)((s->lik_count < TW_LIK_SHORT) ? s->lik_count + 1u : TW_LIK_SHORT);
     level = s->lik_sum / (int32_t)s->lik_count;
     d = ((int64_t)level << 16) - s->lik_mean;
