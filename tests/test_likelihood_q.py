@@ -111,6 +111,20 @@ def test_a_tampered_likelihood_is_refused(name, value):
         from_model_file(header, arrays)
 
 
+@pytest.mark.parametrize(("name", "bad"), [("value_lo", np.zeros(1, np.int16)), ("value_hi", np.zeros(6, np.int32)),
+                                           ("value_lo", np.full(6, 32767, np.int16))])
+def test_a_tampered_value_record_is_refused(name, bad):
+    """A range of the wrong length (the C would read past its table), type or order is one line, not a program."""
+    _, prog = fitted("ewma")
+    header, arrays = to_model_file(prog)
+    assert "vrecord" in header["likelihood"]["attrs"] and arrays["int8/likelihood/value_lo"].shape == (6,)
+    with pytest.raises(ModelFileError, match="value_lo"):
+        from_model_file(header, {**arrays, f"int8/likelihood/{name}": bad})
+    with pytest.raises(ModelFileError, match="likelihood"):
+        from_model_file({**header, "likelihood": {**header["likelihood"], "attrs": {
+            **header["likelihood"]["attrs"], "vrecord": -1}}}, arrays)
+
+
 def test_a_decreasing_confidence_table_is_refused():
     op = lower_likelihood(AnomalyLikelihood().fit(np.arange(100.0)))
     bad = Op(op.kind, op.src, op.dst, op.attrs, {"conf_table": op.consts["conf_table"][::-1].copy()})

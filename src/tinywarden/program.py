@@ -183,6 +183,10 @@ class Program:
                 check_likelihood(self.likelihood)
             except ConfigError as exc:
                 raise ConfigError(f"program likelihood: {exc}") from None
+            if "vrecord" in self.likelihood.attrs and np.asarray(
+                    self.likelihood.consts["value_lo"]).shape != (self.n_channels,):
+                raise ConfigError(f"program likelihood: value_lo / value_hi must hold one range per channel "
+                                  f"({self.n_channels})")
         if self.adaptation is not None:  # inert without a likelihood: nothing gates it (adaptation_params)
             try:
                 check_adaptation(self.adaptation, self.ops)
