@@ -79,6 +79,7 @@ HOLDOFF_FRACTION = 5  # hold-off = probationary rows / 5
 #: read these rows as mildly tuned on NAB), "tuned on NAB" (a grid scored on this corpus), "baseline".
 VARIANTS = {
     "raw": "baseline", "alarm": "baseline", "shipped": "product as shipped (Pipeline.confidence)",
+    "shipped no values": "product as shipped, value record off",
     "likelihood": "product", "likelihood no record": "product", "likelihood frozen": "product",
     "likelihood gated": "product", "likelihood hold-off": "product + a priori hold-off",
     "htm": "a priori", "htm hold-off": "a priori", "htm hold-off spatial": "a priori",
@@ -158,12 +159,12 @@ def suppress(confidence: np.ndarray, level: float, rows: int) -> np.ndarray:
 
 
 def _likelihood_per_row(values: np.ndarray, probation: int, family: str, window: int
-                        ) -> tuple[Any, Any, np.ndarray, np.ndarray]:
-    """``(pipeline, scored, likelihood confidences per row, the shipped confidences per window)`` of one family at
-    one window length. The shipped confidences are the product's path: :meth:`Pipeline.confidence` of the fitted
-    pipeline (its likelihood fitted on the held-out calibration scores, its value record on the training rows)
-    fed each window's new rows; the per-row likelihood (research rows) is refit on every probationary score and
-    replaces the pipeline's for the levers."""
+                        ) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray]:
+    """``(pipeline, scored, likelihood confidences per row, the shipped confidences per window, the same without
+    the value record)`` of one family at one window length. The shipped confidences are the product's path:
+    :meth:`Pipeline.confidence` of the fitted pipeline (its likelihood fitted on the held-out calibration scores,
+    its value record on the training rows) fed each window's new rows; the per-row likelihood (research rows) is
+    refit on every probationary score and replaces the pipeline's for the levers."""
     from tinywarden.detectors import make_detector
     from tinywarden.likelihood import AnomalyLikelihood
     from tinywarden.pipeline import Pipeline
@@ -174,11 +175,12 @@ def _likelihood_per_row(values: np.ndarray, probation: int, family: str, window:
     pipeline = Pipeline(make_detector(family), window=window, stride=1).fit(series.slice(0, probation))
     scored = pipeline.score(series)
     shipped = pipeline.confidence(scored.scores, series, scored.end_rows)
+    unvalued = pipeline.confidence(scored.scores)  # no series: the same likelihood without its value record
     train = scored.scores[scored.end_rows < probation]
     pipeline.likelihood_ = AnomalyLikelihood().fit(train)
     row = np.zeros(n)
     row[scored.end_rows] = pipeline.likelihood_.transform(scored.scores)
-    return pipeline, scored, row, shipped
+    return pipeline, scored, row, shipped, unvalued
 
 
 def _lever_scores(values: np.ndarray, probation: int, family: str, likelihood: np.ndarray,
@@ -296,7 +298,7 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
     from tinywarden.telemetry import Series
 
     n = len(values)
-    pipeline, scored, likelihood, shipped = _likelihood_per_row(values, probation, family, WINDOW)
+    pipeline, scored, likelihood, shipped, unvalued = _likelihood_per_row(values, probation, family, WINDOW)
     train = scored.scores[scored.end_rows < probation]
     out: dict[str, np.ndarray] = {}
 
@@ -308,6 +310,7 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
     out["raw"] = per_row(scored.scores)
     out["alarm"] = per_row(scored.alarms.astype(np.float64))
     out["shipped"] = per_row(shipped)
+    out["shipped no values"] = per_row(unvalued)
     out["likelihood"] = per_row(AnomalyLikelihood().fit(train).transform(scored.scores))
     out["likelihood no record"] = per_row(AnomalyLikelihood(record=None).fit(train).transform(scored.scores))
     # The float likelihood's value record on (the window's newest row at stride 1, the training values)
@@ -594,6 +597,8 @@ def render(result: dict[str, Any]) -> str:
     for label, kinds in (("best label-free, parameters a priori", ("a priori",)),
                          ("best of the product's confidence as shipped (Pipeline.confidence, value record on)",
                           ("product as shipped (Pipeline.confidence)",)),
+                         ("the same without the value record (the shipped likelihood before it)",
+                          ("product as shipped, value record off",)),
                          ("best of the likelihood refit on every probationary score (research), no value record",
                           ("product",)),
                          ("the same refit likelihood with the value record (research)", ("product (new default)",)),
