@@ -580,6 +580,7 @@ def render(result: dict[str, Any]) -> str:
         ] if result.get("levers") else []),
         "",
         f"Families scored in this run: {', '.join(result['families'])}.",
+        *(["", f"Rows from more than one run: {result['merged']}"] if result.get("merged") else []),
         "",
     ]
     ranked = sorted(result["rows"], key=lambda r: -r["standard"])
@@ -707,6 +708,27 @@ def _remaining_lines(result: dict[str, Any], ranked: list[dict[str, Any]]) -> li
     return lines
 
 
+def keep_rows(result: dict[str, Any], other: dict[str, Any], source: Path) -> dict[str, Any]:
+    """``result`` with the rows of ``other`` (an earlier run's JSON) that it has not scored, their families and
+    levers, and a note of what came from where (the threshold sweep is per row, so rows of runs over the same
+    files are comparable)."""
+    have = {r["detector"] for r in result["rows"]}
+    kept = [r for r in other["rows"] if r["detector"] not in have]
+    for row in kept:  # json_safe wrote the infinite thresholds as null
+        row.update({k: math.inf for k, v in row.items() if k.endswith("_threshold") and v is None})
+    m = other.get("machine", {})
+    note = (f"{len(kept)} rows ({', '.join(sorted({r['detector'].split()[0] for r in kept}))} ...) from `{source}` "
+            f"(measured {m.get('date', '?')}, commit {m.get('commit', '?')}), the rest from this run (commit "
+            f"{result.get('machine', {}).get('commit', '?')}).")
+    out = dict(result)
+    out["rows"] = [*result["rows"], *kept]
+    out["families"] = list(dict.fromkeys([*result["families"], *other.get("families", [])]))
+    out["levers"] = list(dict.fromkeys([*result.get("levers", []), *other.get("levers", [])]))
+    out["errors"] = {**other.get("errors", {}), **result.get("errors", {})}
+    out["merged"] = " ".join(filter(None, [result.get("merged", ""), note]))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default=",".join(DEFAULT_FAMILIES), help="comma-separated tinywarden families")
@@ -719,6 +741,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-sim-cost", action="store_true", help="skip the simulator cost of the levers "
                     "(about 15 s of CPU; --quick skips it too)")
     ap.add_argument("--from-json", type=Path, help="render the rows of an earlier run's --json file, scoring nothing")
+    ap.add_argument("--keep-rows-from", type=Path, action="append", default=[], metavar="JSON",
+                    help="add the rows of an earlier run's --json file that this one did not score (repeatable; "
+                         "the rendered file says which rows came from which run)")
     args = ap.parse_args(argv)
     single_core()
     families = [f for f in args.families.split(",") if f]
@@ -728,8 +753,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             row.update({k: math.inf for k, v in row.items() if k.endswith("_threshold") and v is None})
     else:
         result = run(families, args.workers, args.quick, [f for f in args.levers.split(",") if f])
-        if not (args.quick or args.no_sim_cost):
-            result["sim_cost"] = sim_cost()
+    for path in args.keep_rows_from:
+        result = keep_rows(result, json.loads(path.read_text()), path)
+    if not (args.quick or args.no_sim_cost or "sim_cost" in result):
+        result["sim_cost"] = sim_cost()
     text = render(result)
     print(text)
     if not (args.quick or args.no_write):
