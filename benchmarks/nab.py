@@ -94,11 +94,13 @@ VARIANTS = {
 VALUE_RECORD_NOTES = (
     "- Microcontroller (`python benchmarks/value_record_mcu.py`, `benchmarks/mcu.py`'s machinery: the default demo "
     "pipeline, camera, dense autoencoder, window 128 / stride 64, `arm-none-eabi-gcc -Os`, exact instructions per "
-    "window from QEMU's trace; the same program without and with the value record): Cortex-M4 flash 7236 -> 7476 B "
-    "(+240), RAM (static + state) 2104 -> 2136 B (+32: two int16 per channel and a latch), instructions per window "
-    "46208 -> 51635 (+5427, two compares per channel and sample inside the range); Cortex-M4F +228 B, +32 B, "
-    "+6159; Cortex-M0+ +276 B, +32 B, +9192; no libgcc helper added; the emulated M4's decisions equal the Python "
-    "reference. Inside the 8 KB flash / 4 KB RAM budget.",
+    "window from QEMU's trace; the same program without and with the value record): Cortex-M4 flash 7240 -> 7472 B "
+    "(+232), RAM (static + state) 2104 -> 2128 B (+24: two int16 per channel and a one-byte latch, which the "
+    "likelihood's ring position, now a uint8, makes room for), instructions per window 46209 -> 51636 (+5427, two "
+    "compares per channel and sample inside the range); Cortex-M4F +220 B, +24 B, +6159; Cortex-M0+ +262 B, +24 B, "
+    "+9256; no libgcc helper added; the emulated M4's decisions equal the Python reference. Inside the 8 KB flash / "
+    "4 KB RAM budget (window 256 with the default features: exactly 4096 B of state). The program without it is 4 B "
+    "of flash larger than `results/mcu.md`'s 7236 (the uint8 ring position).",
     "- Simulator (`python benchmarks/drift.py` and `--value-record off`, `results/drift.md`): every k-of-n figure "
     "(regime goals, poisoning ramps, the demo's 26/28 incidents at 0.69 false alarms a day) is the same with the "
     "value record on and off; it adds one confidence alarm (>= 0.5) in the first 24 h of one of seven regime "
@@ -673,7 +675,15 @@ def _remaining_lines(result: dict[str, Any], ranked: list[dict[str, Any]]) -> li
         c = r["standard_counts"]
         return f"{c['tp']} windows found, {c['fn']} missed, {c['fp']} false-positive rows"
 
+    shipped, unvalued = by.get("kmeans shipped"), by.get("kmeans shipped no values")
     lines = ["", "## Where the remaining points are", "",
+             *([f"As shipped (`Pipeline.confidence`, kmeans), the value record takes the row from "
+                f"{unvalued['standard']:.1f} / {unvalued['reward_low_FP_rate']:.1f} / "
+                f"{unvalued['reward_low_FN_rate']:.1f} to {shipped['standard']:.1f} / "
+                f"{shipped['reward_low_FP_rate']:.1f} / {shipped['reward_low_FN_rate']:.1f} (standard profile: "
+                f"{counts(unvalued)} before; {counts(shipped)} after), as it does the research likelihood below, "
+                "which is refit on every probationary score where the pipeline's is fitted on its held-out "
+                "calibration windows.", ""] if shipped is not None and unvalued is not None else []),
              f"The likelihood's row went from {old['standard']:.1f} / {old['reward_low_FP_rate']:.1f} / "
              f"{old['reward_low_FN_rate']:.1f} to {new['standard']:.1f} / {new['reward_low_FP_rate']:.1f} / "
              f"{new['reward_low_FN_rate']:.1f} with the value record (the likelihood refit on every probationary "
@@ -716,10 +726,11 @@ def keep_rows(result: dict[str, Any], other: dict[str, Any], source: Path) -> di
     kept = [r for r in other["rows"] if r["detector"] not in have]
     for row in kept:  # json_safe wrote the infinite thresholds as null
         row.update({k: math.inf for k, v in row.items() if k.endswith("_threshold") and v is None})
-    m = other.get("machine", {})
-    note = (f"{len(kept)} rows ({', '.join(sorted({r['detector'].split()[0] for r in kept}))} ...) from `{source}` "
-            f"(measured {m.get('date', '?')}, commit {m.get('commit', '?')}), the rest from this run (commit "
-            f"{result.get('machine', {}).get('commit', '?')}).")
+    m, own = other.get("machine", {}), result.get("machine", {})
+    first = "" if result.get("merged") else (f"{len(result['rows'])} rows from this run (measured "
+                                            f"{own.get('date', '?')}, commit {own.get('commit', '?')}); ")
+    note = (f"{first}{len(kept)} rows ({', '.join(sorted({r['detector'].split()[0] for r in kept}))}) from "
+            f"`{source.name}` (measured {m.get('date', '?')}, commit {m.get('commit', '?')});")
     out = dict(result)
     out["rows"] = [*result["rows"], *kept]
     out["families"] = list(dict.fromkeys([*result["families"], *other.get("families", [])]))
