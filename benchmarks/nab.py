@@ -524,7 +524,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "# NAB (Numenta Anomaly Benchmark), scored as published",
         "",
-        f"{result['files']} files, {result['windows']} labelled windows. Produced by `python benchmarks/nab.py` "
+        f"{result['files']} files, {result['windows']} labelled windows. Produced by "
+        f"`{result.get('command', 'python benchmarks/nab.py')}` "
         "(scorer: `tinywarden.evaluate.nab`, NAB v1.1 definitions). Each tinywarden pipeline "
         f"(window {WINDOW}, stride 1, default parameters) is fitted on the probationary rows only "
         "(first min(floor(0.15 n), 750) rows), without labels, and scores every later row by the window "
@@ -766,6 +767,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run(families, args.workers, args.quick, [f for f in args.levers.split(",") if f])
     for path in args.keep_rows_from:
         result = keep_rows(result, json.loads(path.read_text()), path)
+    if args.keep_rows_from:
+        result["command"] = " ".join(["python benchmarks/nab.py", *(a if a.startswith("-") else Path(a).name
+                                                                     for a in (argv or sys.argv[1:]))])
     if not (args.quick or args.no_sim_cost or "sim_cost" in result):
         result["sim_cost"] = sim_cost()
     text = render(result)
