@@ -79,6 +79,9 @@ def regime_figures(r: Any, change_row: int, rows_per_day: int, cut: int) -> dict
         "fa_next_24h": float(r.alarm_onsets(change_row + day, change_row + 2 * day)),
         "drift_flags": int(len(r.drift_flag_rows)),
         "adapted_windows": r.adapted,
+        "conf_alarms_first_24h": confidence_onsets(r, change_row, change_row + day),
+        "conf_one_first_24h": int(((r.confidences == 1.0) & (r.windows.end_rows >= change_row)
+                                   & (r.windows.end_rows < change_row + day)).sum()),
     }
 
 
@@ -116,10 +119,32 @@ def poison_figures(r: Any, unchanged: Any, start_row: int, full_row: int) -> dic
     }
 
 
-def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def _fit(detector: str, series: Any, value_record: float | None) -> Any:
+    """The default pipeline fitted on ``series``, its likelihood's value record at tolerance ``value_record``
+    (None: off)."""
     from tinywarden.detectors import make_detector
-    from tinywarden.evaluate import evaluate
     from tinywarden.pipeline import Pipeline
+
+    p = Pipeline(make_detector(detector)).fit(series)
+    if p.likelihood_ is not None and p.likelihood_.values_ is not None:
+        if value_record is None:
+            p.likelihood_.values_ = None
+        else:
+            p.likelihood_.values_.tolerance = p.likelihood_.value_record = value_record
+        p.likelihood_.reset()
+    return p
+
+
+def confidence_onsets(r: Any, lo: int, hi: int) -> int:
+    """Alarms on the confidence (rising edges of a confidence >= 0.5, HTM's 'red') on windows ending in ``lo:hi``."""
+    ends, c = r.windows.end_rows, np.nan_to_num(r.confidences) >= 0.5
+    rising = c & ~np.concatenate(([False], c[:-1]))
+    return int(rising[(ends >= lo) & (ends < hi)].sum())
+
+
+def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None = None,
+        value_record: float | None = 0.05) -> dict[str, Any]:
+    from tinywarden.evaluate import evaluate
     from tinywarden.replay import aligned_start, replay
     from tinywarden.respond.policy import Adaptation
     from tinywarden.simulate import SCENARIO_SPECS, simulate, simulate_detailed
@@ -130,7 +155,7 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
         base = simulate(profile, DAYS, "none", seed=SEED)
         rows_per_day = int(round(DAY_S / base.period))
         cut = int(TRAIN_DAYS * rows_per_day)
-        pipeline = Pipeline(make_detector(detector)).fit(base.slice(0, cut))
+        pipeline = _fit(detector, base.slice(0, cut), value_record)
         start = aligned_start(pipeline, cut)
         unchanged = {variant: replay(pipeline, base, start, cfg) for variant, cfg in variants.items()}
         for name, spec in SCENARIO_SPECS.items():
@@ -147,7 +172,7 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
 
     s = simulate(DEMO["profile"], DEMO["days"], "all", seed=DEMO["seed"], attack_free_days=DEMO["train_days"])
     cut = int(np.searchsorted(s.timestamps, s.timestamps[0] + DEMO["train_days"] * DAY_S))
-    pipeline = Pipeline(make_detector(detector)).fit(s.slice(0, cut))
+    pipeline = _fit(detector, s.slice(0, cut), value_record)
     demo: list[dict[str, Any]] = []
 
     def demo_row(label: str, windows: Any) -> None:
@@ -163,9 +188,14 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
     demo_row("batch (what the demo prints)", WindowScores(scored.end_rows, pipeline.window, scored.scores,
                                                           scored.raw_flags, scored.alarms, scored.threshold))
     for variant, cfg in variants.items():
-        demo_row(f"replay, adaptation {variant}", replay(pipeline, s, aligned_start(pipeline, cut), cfg).windows)
+        r = replay(pipeline, s, aligned_start(pipeline, cut), cfg)
+        demo_row(f"replay, adaptation {variant}", r.windows)
+        w = r.windows
+        red = (np.nan_to_num(r.confidences) >= 0.5).astype(np.uint8)  # the confidence as the alarm
+        demo_row(f"replay, adaptation {variant}: confidence >= 0.5 as the alarm",
+                 WindowScores(w.end_rows, w.window, w.scores, red, red, w.threshold))
     return {"detector": detector, "rows": rows, "demo": demo, "machine": machine_info(),
-            "adaptation": repr(variants["on"])}
+            "adaptation": repr(variants["on"]), "value_record": value_record}
 
 
 def _fmt(v: Any) -> str:
@@ -188,22 +218,27 @@ def render(result: dict[str, Any]) -> str:
         f"2-of-3 persistence) fitted on {TRAIN_DAYS:g} attack-free days per profile (seed {SEED}); each scenario "
         f"starts at day {CHANGE_DAY:g} of {DAYS:g}; the rows after training are replayed sample by sample through "
         "`tinywarden.replay` (streaming scorer, likelihood and, with adaptation, the agent's `BaselineAdapter`, "
-        "default `[adaptation]` policy). A false alarm is the rising edge of a k-of-n alarm.",
+        "default `[adaptation]` policy). A false alarm is the rising edge of a k-of-n alarm. The likelihood's value "
+        f"record (tolerance {result.get('value_record')}; None = off) is fed each window's new rows; it changes the "
+        "confidence (which gates the adaptation), not the k-of-n alarms. 'confidence alarms' = rising edges of a "
+        "confidence >= 0.5 (HTM's red); 'confidence 1' = windows reporting 1 (a score record or a value record).",
         "",
         "## Legitimate regime changes (labelled normal): false alarms per device-day",
         "",
         f"Goal: <= {GOALS['regime_fa_per_day']:g} in the 24 h after the change.",
         "",
         "| profile | scenario | adaptation | day before | first 24 h (time in alarm) | alarm standing at 24 h | "
-        "next 24 h (time in alarm) | goal | drift flags | windows adapted |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "next 24 h (time in alarm) | goal | drift flags | windows adapted | confidence alarms, first 24 h | "
+        "windows at confidence 1, first 24 h |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in regime:
         lines.append(f"| {r['profile']} | {r['scenario']} | {r['adaptation']} | {r['fa_day_before']:.0f} | "
                      f"{r['fa_first_24h']:.0f} ({r['alarm_time_first_24h']:.0%}) | "
                      f"{'yes' if r['standing_after_24h'] else 'no'} | "
                      f"{r['fa_next_24h']:.0f} ({r['alarm_time_next_24h']:.0%}) | "
-                     f"{'met' if regime_met(r) else '**missed**'} | {r['drift_flags']} | {r['adapted_windows']} |")
+                     f"{'met' if regime_met(r) else '**missed**'} | {r['drift_flags']} | {r['adapted_windows']} | "
+                     f"{r.get('conf_alarms_first_24h', '')} | {r.get('conf_one_first_24h', '')} |")
     for variant in ("off", "on"):
         sel = [r for r in regime if r["adaptation"] == variant]
         if sel:
@@ -263,13 +298,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="an [adaptation] field for the 'on' runs (repeatable; e.g. settle_s=21600); with it "
                          "nothing is written unless --json")
+    ap.add_argument("--value-record", default="0.05", help="the likelihood's value-record tolerance, or 'off' "
+                    "(with anything but the product's 0.05 nothing is written unless --json)")
     args = ap.parse_args(argv)
+    value_record = None if args.value_record == "off" else float(args.value_record)
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     single_core()
-    result = run(args.detector, PROFILES[:1] if args.quick else PROFILES, overrides)
+    result = run(args.detector, PROFILES[:1] if args.quick else PROFILES, overrides, value_record)
     text = render(result)
     print(text)
-    if not (args.quick or args.no_write or overrides):
+    if not (args.quick or args.no_write or overrides or value_record != 0.05):
         (RESULTS / "drift.md").write_text(text)
     if args.json:
         args.json.write_text(json.dumps(json_safe(result), indent=2, sort_keys=True))

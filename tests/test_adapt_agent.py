@@ -234,6 +234,9 @@ def test_the_integer_adapted_state_survives_a_restart_and_a_corrupted_one_falls_
         "mu out of range": resealed(lambda b: b["state"]["mu"].__setitem__(0, 2**40)),
         "settling without a count": resealed(lambda b: b["state"].update(elevated=0, settling=True)),
         "likelihood sum": resealed(lambda b: b["likelihood"].update(sum=b["likelihood"]["sum"] + 1)),
+        "value range inverted": resealed(lambda b: b["likelihood"].update(vlo=[v + 1 for v in b["likelihood"]["vhi"]])),
+        "value range missing (a file from before the value record)": resealed(
+            lambda b: [b["likelihood"].pop(k) for k in ("vlo", "vhi", "vnew")]),
         "another rule": resealed(lambda b: b["rule"].update(rate_shift=3)),
         "another program": resealed(lambda b: b.update(model_id="0" * 16)),
     }

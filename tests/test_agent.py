@@ -129,7 +129,7 @@ def test_replay_gives_the_independent_timeline_incidents_status_and_audit(kit, t
         assert inc.threshold == pytest.approx(kit.p1.threshold_)
         assert inc.window_end - inc.window_start == pytest.approx(31 * kit.stream.period)
         # the one confidence scale: the window's calibrated likelihood, as `score` writes it
-        conf = kit.p1.confidence(batch.scores)[list(batch.end_times).index(inc.window_end)]
+        conf = kit.p1.confidence(batch.scores, kit.stream, batch.end_rows)[list(batch.end_times).index(inc.window_end)]
         assert inc.confidence == pytest.approx(conf, rel=1e-9)
         # A summary: five scaled features by name, most deviating first; no raw sample values.
         assert len(inc.features) == 5
@@ -153,7 +153,8 @@ def test_replay_gives_the_independent_timeline_incidents_status_and_audit(kit, t
     assert st["tier"] == a.engine.tier and st["model"]["threshold"] == kit.p1.threshold_
     assert st["pending_model"] is None and st["escalation"] is None
     assert st["confidence"]["scale"] == "likelihood"
-    assert st["confidence"]["last"] == pytest.approx(kit.p1.confidence(batch.scores)[-1], rel=1e-9)
+    last = kit.p1.confidence(batch.scores, kit.stream, batch.end_rows)[-1]
+    assert st["confidence"]["last"] == pytest.approx(last, rel=1e-9)
     assert st["adaptation"]["enabled"] is False and "enabled = false" in st["adaptation"]["reason"]
 
     assert verify(cfg.state_dir / "audit.log").ok

@@ -49,7 +49,7 @@ def in_memory_csv(model: Path, data: Path, int8: bool) -> bytes:
               else pipeline.score(series))
     assert series.labels is not None
     labels = window_labels(series.labels, scored.end_rows, pipeline.window)
-    conf = None if int8 else pipeline.confidence(scored.scores)
+    conf = None if int8 else pipeline.confidence(scored.scores, series, scored.end_rows)
     assert int8 or conf is not None
     fh = io.StringIO(newline="")
     w = csv.writer(fh)
@@ -127,7 +127,7 @@ def test_score_chunks_equals_the_batch_path_for_any_split(kit: tuple[Path, Path]
     assert np.array_equal(np.concatenate([g.end_rows for g in got]), whole.end_rows)
     assert np.array_equal(np.concatenate([g.scores for g in got]), whole.scores)
     assert np.array_equal(np.concatenate([g.alarms for g in got]), whole.alarms)
-    conf = pipeline.confidence(whole.scores)
+    conf = pipeline.confidence(whole.scores, series, whole.end_rows)
     assert conf is not None and np.array_equal(np.concatenate([g.confidence for g in got]), conf)
     with pytest.raises(DataError, match="fewer than one window"):
         list(score_chunks(pipeline, [series.slice(0, 10)]))

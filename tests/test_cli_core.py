@@ -62,7 +62,8 @@ def test_score_writes_one_row_per_window(trained: Path, sim_csv: Path, tmp_path:
     assert conf[lab == 1].mean() > conf[lab == 0].mean()
     from tinywarden.modelfile import load_pipeline
 
-    np.testing.assert_allclose(conf, load_pipeline(str(trained)).confidence(sc), atol=1e-5)
+    p = load_pipeline(str(trained))
+    np.testing.assert_allclose(conf, p.confidence(sc, series, p.score(series).end_rows), atol=1e-5)
 
 
 def test_evaluate_json_skips_the_training_part(trained: Path, sim_csv: Path, tmp_path: Path) -> None:

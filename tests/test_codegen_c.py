@@ -51,7 +51,7 @@ def assert_bit_exact(program, exe, values, tmp):
         assert rows[:, 1].tolist() == scores.tolist()
         assert rows[:, 2].tolist() == (scores > program.threshold).astype(int).tolist()
         assert rows[:, 3].tolist() == alarms.tolist()
-        conf = run_confidence(program, scores)
+        conf = run_confidence(program, scores, values)
         assert rows[:, 4].tolist() == (conf.tolist() if conf is not None else [0] * len(scores))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from int8_fixtures import camera, fitted
+from int8_fixtures import camera, fitted, shared_entity
 from tinywarden.codegen.c import write_c
 from tinywarden.errors import ConfigError, ModelFileError
 from tinywarden.kernels.base import Op
@@ -21,10 +21,18 @@ from tinywarden.kernels.likelihood_q import (
     confidence_q,
     log2_q16,
     lower_likelihood,
+    value_hits_q,
     z_max,
 )
 from tinywarden.likelihood import AnomalyLikelihood, z_for_confidence
-from tinywarden.program import Int8Stream, from_model_file, run_confidence, run_int8, to_model_file
+from tinywarden.program import (
+    Int8Stream,
+    from_model_file,
+    quantize_samples,
+    run_confidence,
+    run_int8,
+    to_model_file,
+)
 
 HARNESS = Path(__file__).parent / "c" / "harness.c"
 
@@ -79,14 +87,14 @@ def test_streaming_matches_batch_and_the_model_file_keeps_it():
     s, _ = camera()
     values = s.values[:8000]
     scores, _ = run_int8(prog, values)
-    batch = run_confidence(prog, scores)
+    batch = run_confidence(prog, scores, values)
     st = Int8Stream(prog)
     streamed = [st.confidence for row in values if st.push(row) is not None]
     assert streamed == batch.tolist()
     header, arrays = to_model_file(prog)
     back = from_model_file(header, arrays)
     assert back.model_id == prog.model_id and back.likelihood is not None
-    assert np.array_equal(run_confidence(back, scores), batch)
+    assert np.array_equal(run_confidence(back, scores, values), batch)
     # without the step the program has no confidence and its id does not depend on the new field
     bare = dataclasses.replace(prog, likelihood=None)
     assert run_confidence(bare, scores) is None and "likelihood" not in to_model_file(bare)[0]
@@ -101,6 +109,20 @@ def test_a_tampered_likelihood_is_refused(name, value):
     header["likelihood"]["attrs"][name] = value
     with pytest.raises(ModelFileError, match="likelihood"):
         from_model_file(header, arrays)
+
+
+@pytest.mark.parametrize(("name", "bad"), [("value_lo", np.zeros(1, np.int16)), ("value_hi", np.zeros(6, np.int32)),
+                                           ("value_lo", np.full(6, 32767, np.int16))])
+def test_a_tampered_value_record_is_refused(name, bad):
+    """A range of the wrong length (the C would read past its table), type or order is one line, not a program."""
+    _, prog = fitted("ewma")
+    header, arrays = to_model_file(prog)
+    assert "vrecord" in header["likelihood"]["attrs"] and arrays["int8/likelihood/value_lo"].shape == (6,)
+    with pytest.raises(ModelFileError, match="value_lo"):
+        from_model_file(header, {**arrays, f"int8/likelihood/{name}": bad})
+    with pytest.raises(ModelFileError, match="likelihood"):
+        from_model_file({**header, "likelihood": {**header["likelihood"], "attrs": {
+            **header["likelihood"]["attrs"], "vrecord": -1}}}, arrays)
 
 
 def test_a_decreasing_confidence_table_is_refused():
@@ -133,7 +155,7 @@ def test_c_confidence_is_bit_exact(params, tmp_path):
     out = subprocess.run([str(exe), str(path), "f"], check=True, capture_output=True, text=True).stdout
     rows = np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64)
     scores, _ = run_int8(prog, values)
-    want = run_confidence(prog, scores)
+    want = run_confidence(prog, scores, values)
     assert rows[:, 1].tolist() == scores.tolist()
     assert rows[:, 4].tolist() == want.tolist()
     unheld = want
@@ -145,3 +167,52 @@ def test_c_confidence_is_bit_exact(params, tmp_path):
         assert ((want == 0) & (unheld > CONF_ONE // 2)).any()
         assert np.array_equal(want[want > 0], unheld[want > 0])
     assert unheld.max() == CONF_ONE and unheld.min() < CONF_ONE // 10  # both ends of the table are exercised
+
+
+def _with_spikes(values: np.ndarray, train_rows: int) -> np.ndarray:
+    """``values`` with, after ``train_rows``, one sample per channel a whole range beyond its first rows' (above on
+    even channels, below on odd ones), a window apart, so the value record has something to report."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    lo, hi = out[:train_rows].min(axis=0), out[:train_rows].max(axis=0)
+    for c in range(out.shape[1]):
+        row = train_rows + 300 * (c + 1)
+        if row < len(out):
+            out[row, c] = hi[c] + (hi[c] - lo[c]) if c % 2 == 0 else lo[c] - (hi[c] - lo[c])
+    return out
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
+@pytest.mark.parametrize("which", ["camera", "smd", "nab"])
+def test_c_value_record_is_bit_exact(which, tmp_path):
+    """Step 8 in the generated C (ASan/UBSan, -Werror) equals the Python reference (batch and Int8Stream) on the
+    simulator, an SMD entity and a NAB file, with samples beyond the training range that the record reports."""
+    if which == "camera":
+        _, prog = fitted("kmeans")
+        s, train = camera()
+        values = _with_spikes(s.values[:20000], len(train))
+    else:
+        prog, raw = shared_entity(which, "ewma")
+        values = _with_spikes(raw, len(raw) // 2)
+    assert prog.likelihood is not None and "vrecord" in prog.likelihood.attrs
+    write_c(prog, tmp_path)
+    exe = tmp_path / "harness"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-O2",
+                    "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-I", str(tmp_path),
+                    str(tmp_path / "tinywarden_model.c"), str(HARNESS), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    path = tmp_path / "in.bin"
+    values.astype(np.float32).tofile(path)
+    out = subprocess.run([str(exe), str(path), "f"], check=True, capture_output=True, text=True).stdout
+    rows = np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64)
+    scores, _ = run_int8(prog, values)
+    want = run_confidence(prog, scores, values)
+    assert rows[:, 4].tolist() == want.tolist()
+    st = Int8Stream(prog)
+    assert [st.confidence for row in values if st.push(row) is not None] == want.tolist()
+    ends = prog.window - 1 + prog.stride * np.arange(len(scores))
+    hits = value_hits_q(prog.likelihood, quantize_samples(prog, values), ends)
+    assert hits.any() and (want[hits] == CONF_ONE).all()  # every window whose samples set a record reports 1
+    plain = run_confidence(prog, scores)  # the same step fed no samples: no value record
+    assert (want >= plain).all() and np.array_equal(want[~hits], plain[~hits])
+    if which == "camera":  # here some of them report only because of their samples
+        assert (want[hits] > plain[hits]).any()

@@ -109,3 +109,37 @@ def test_bad_inputs_get_one_line_errors() -> None:
     for bad in (-0.1, 17.0, True, "0.05"):
         with pytest.raises(ConfigError, match="value_record"):
             AnomalyLikelihood(value_record=bad).fit(scores)  # type: ignore[arg-type]
+
+
+def test_the_pipeline_fits_the_value_record_and_every_scoring_path_reports_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Fitted from the training rows, stored in the model file, fed each window's new rows by the batch
+    confidence, the chunked scorer (the CLI's ``score``) and the replay alike."""
+    from tinywarden.chunked_score import score_chunks
+    from tinywarden.detectors import EWMAZScore
+    from tinywarden.modelfile import load_pipeline, save_pipeline
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.replay import replay
+    from tinywarden.telemetry.series import Series
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(3000, 2))
+    lo, hi = values[:2000, 1].min(), values[:2000, 1].max()
+    values[2500, 1] = hi + 0.1 * (hi - lo)  # one sample beyond every training value, by twice the tolerance
+    s = Series(np.arange(3000.0), values, ("a", "b"))
+    p = Pipeline(EWMAZScore(), window=32, stride=16).fit(s.slice(0, 2000))
+    assert p.likelihood_ is not None and p.likelihood_.values_ is not None
+    np.testing.assert_array_equal(p.likelihood_.values_.lo_, values[:2000].min(axis=0))
+    save_pipeline(p, tmp_path / "m.twb")
+    p = load_pipeline(tmp_path / "m.twb")
+    test = s.slice(2000, 3000)
+    scored = p.score(test)
+    conf = p.confidence(scored.scores, test, scored.end_rows)
+    plain = p.confidence(scored.scores)
+    assert conf is not None and plain is not None
+    hit = int(np.flatnonzero((scored.end_rows >= 500) & (scored.end_rows - 16 < 500))[0])  # the window adding row 500
+    assert conf[hit] == 1.0 and plain[hit] < 1.0
+    assert np.array_equal(np.delete(conf, hit), np.delete(plain, hit))
+    chunked = np.concatenate([c.confidence for c in score_chunks(p, [test.slice(i, i + 77) for i in range(0, 1000, 77)])
+                              if c.confidence is not None])
+    np.testing.assert_array_equal(chunked, conf)
+    np.testing.assert_array_equal(replay(p, test).confidences, conf)

@@ -31,7 +31,7 @@ def assert_batch_exact(program, values, cache):
     assert scores.tolist() == ref_scores.tolist()
     assert flags.tolist() == (ref_scores > program.threshold).astype(int).tolist()
     assert anomalies.tolist() == ref_alarms.tolist()
-    ref_conf = run_confidence(program, ref_scores)
+    ref_conf = run_confidence(program, ref_scores, values)
     assert conf.tolist() == (ref_conf.tolist() if ref_conf is not None else [0] * len(scores))
     return lib
 
@@ -101,6 +101,42 @@ def test_carry_over_takes_the_likelihood_state_and_keeps_the_samples(tmp_path):
     assert old.adaptation()["lik_mean"] == new.adaptation()["lik_mean"]
     out = new.push(s.values[2000 + prog.window - 1].tolist())
     assert out is not None  # its own ring and phase were kept: the window completes on time
+
+
+def test_carry_over_takes_the_value_records_grown_range(tmp_path):
+    """A hot swap carries the value record's grown range: a value the old state already saw is no record after
+    the carry, as in the Python reference given the same likelihood state (a fresh range would report it)."""
+    _, prog = fitted("dense_ae")
+    s, train = camera()
+    w = prog.window
+    values = s.values[: 2000 + w - 1 + 400].astype(np.float64)
+    lo, hi = train.values.min(axis=0), train.values.max(axis=0)
+    values[1500, 0] = values[2000 + w + 100, 0] = hi[0] + (hi[0] - lo[0])  # seen before the swap, then again
+    lib = compile_program(prog, cache=tmp_path)
+    old, new = lib.stream(), lib.stream()
+    ref_old, ref_new, ref_fresh = Int8Stream(prog), Int8Stream(prog), Int8Stream(prog)
+    for i, row in enumerate(values[: 2000 + w - 1]):
+        old.push(row.tolist())
+        ref_old.push(row)
+        if i >= 2000:
+            new.push(row.tolist())
+            ref_new.push(row)
+            ref_fresh.push(row)
+    new.carry_from(old)
+    assert ref_old.likelihood is not None and ref_new.likelihood is not None and ref_fresh.likelihood is not None
+    state = {k: (list(v) if isinstance(v, list) else v) for k, v in ref_old.likelihood.__dict__.items()}
+    ref_new.likelihood.__dict__.update(state)
+    ref_fresh.likelihood.__dict__.update({**state, "vlo": ref_fresh.likelihood.vlo, "vhi": ref_fresh.likelihood.vhi})
+    got, want, fresh = [], [], []
+    for row in values[2000 + w - 1 :]:
+        if new.push(row.tolist()) is not None:
+            got.append(round(new.confidence * 32768))
+        if ref_new.push(row) is not None:
+            want.append(ref_new.confidence)
+        if ref_fresh.push(row) is not None:
+            fresh.append(ref_fresh.confidence)
+    assert got == want
+    assert fresh != want and 32768 in fresh  # the range from training alone would report the value again
 
 
 def test_no_compiler_is_one_clear_error(tmp_path, monkeypatch):

@@ -37,7 +37,9 @@ def test_replay_without_adaptation_equals_the_batch_scorer_on_aligned_windows() 
     np.testing.assert_array_equal(r.windows.end_rows, batch.end_rows[keep])
     np.testing.assert_allclose(r.windows.scores, batch.scores[keep], rtol=1e-12)
     assert r.adapted == 0 and len(r.drift_flag_rows) == 0
-    np.testing.assert_allclose(r.confidences, p.confidence(batch.scores[keep]), rtol=1e-12)
+    after = s.slice(start, len(s))  # the replay's first window adds every row from start
+    np.testing.assert_allclose(r.confidences, p.confidence(batch.scores[keep], after, batch.end_rows[keep] - start),
+                               rtol=1e-12)
 
 
 def test_replay_adapts_a_copy_and_follows_a_level_shift() -> None:
@@ -103,5 +105,9 @@ def test_drift_benchmark_quick_run_renders_every_figure(tmp_path: Path) -> None:
     kinds = {(r["scenario"], r["adaptation"]) for r in result["rows"]}
     assert kinds == {(s, a) for s in ("firmware_update", "new_routine", "miner_ramp", "exfiltration_ramp",
                                       "sensor_drift_ramp") for a in ("off", "on")}  # camera: no seasonal
-    assert [d["run"] for d in result["demo"]][1:] == ["replay, adaptation off", "replay, adaptation on"]
+    assert [d["run"] for d in result["demo"]][1:] == [
+        "replay, adaptation off", "replay, adaptation off: confidence >= 0.5 as the alarm",
+        "replay, adaptation on", "replay, adaptation on: confidence >= 0.5 as the alarm"]
+    assert result["value_record"] == 0.05
+    assert {"conf_alarms_first_24h", "conf_one_first_24h"} <= set(result["rows"][0])
     assert "## Poisoning ramps" in proc.stdout and "## The demo's attacks" in proc.stdout

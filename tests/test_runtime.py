@@ -57,8 +57,10 @@ def test_the_runtime_scores_as_the_int8_program_does(model) -> None:
     # confidences on the product's one scale: the program's own integer likelihood, as the C's tw_confidence
     assert m.likelihood_ is not None
     lik = m.likelihood_.fresh()
-    conf = np.array([lik.update(float(s)) for s in batch])
-    np.testing.assert_array_equal(conf * 32768, run_confidence(m.program, batch))
+    ends = m.program.window - 1 + m.program.stride * np.arange(len(batch))
+    new = [values[a : b + 1] for a, b in zip(np.r_[0, ends[:-1] + 1], ends, strict=True)]
+    conf = np.array([lik.update(float(s), r) for s, r in zip(batch, new, strict=True)])
+    np.testing.assert_array_equal(conf * 32768, run_confidence(m.program, batch, values))
     assert ((conf >= 0) & (conf <= 1)).all() and conf[alarms == 1].mean() > conf[alarms == 0].mean()
 
 

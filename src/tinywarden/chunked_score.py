@@ -6,7 +6,8 @@ A window may span chunks, so the last ``window - 1`` rows (or fewer, down to whe
 carried into the next chunk, which is then scored with the batch path (:meth:`Pipeline.score` or the int8
 reference). The two things that depend on earlier windows are carried as streams: k-of-n persistence
 (:class:`~tinywarden.calibrate.Persistence`) and the calibrated confidence (a fresh
-:class:`~tinywarden.likelihood.AnomalyLikelihood` stream, which :meth:`Pipeline.confidence` replays whole).
+:class:`~tinywarden.likelihood.AnomalyLikelihood` stream fed each window's score and new rows, which
+:meth:`Pipeline.confidence` replays whole).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tinywarden.calibrate import Persistence
 from tinywarden.errors import DataError
 from tinywarden.evaluate.metrics import Evaluation, IncidentScan, WindowScores, evaluate_windows, window_labels
 from tinywarden.features import window_end_rows
+from tinywarden.likelihood import window_new_rows
 from tinywarden.pipeline import SCORE_BLOCK, Pipeline
 from tinywarden.program import Program
 from tinywarden.telemetry.series import Series
@@ -47,8 +49,9 @@ def score_chunks(pipeline: Pipeline, chunks: Iterable[Series], program: Program 
 
     Yields one :class:`WindowChunk` per input chunk that completes at least one window. Concatenated, they
     equal :meth:`Pipeline.score` (or :func:`~tinywarden.quantize.score_int8`) of the whole series, with
-    :meth:`Pipeline.confidence` of its scores and :func:`~tinywarden.evaluate.metrics.window_labels` of its
-    labels. A series shorter than one window is a :class:`~tinywarden.errors.DataError` once it has ended.
+    :meth:`Pipeline.confidence` of its scores (and the series, for the value record) and
+    :func:`~tinywarden.evaluate.metrics.window_labels` of its labels. A series shorter than one window is a
+    :class:`~tinywarden.errors.DataError` once it has ended.
 
     >>> from tinywarden.detectors import EWMAZScore
     >>> rng = np.random.default_rng(0)
@@ -67,10 +70,12 @@ def score_chunks(pipeline: Pipeline, chunks: Iterable[Series], program: Program 
     lik = getattr(pipeline, "likelihood_", None) if program is None else None
     stream = None if lik is None else lik.fresh()
 
-    def finish(ends: np.ndarray, times: np.ndarray, scores: np.ndarray, labels: np.ndarray | None) -> WindowChunk:
+    def finish(ends: np.ndarray, times: np.ndarray, scores: np.ndarray, labels: np.ndarray | None,
+               rows: list[np.ndarray] | None = None) -> WindowChunk:
         flags = (scores > threshold).astype(np.uint8)
         alarms = np.array([persistence.push(bool(f)) for f in flags], dtype=np.uint8)
-        conf = None if stream is None else np.array([stream.update(float(s)) for s in scores])
+        conf = None if stream is None else np.array(
+            [stream.update(float(s), None if rows is None else rows[i]) for i, s in enumerate(scores)])
         return WindowChunk(ends, times, scores, flags, alarms, conf, labels, threshold)
 
     if program is not None:
@@ -82,12 +87,16 @@ def score_chunks(pipeline: Pipeline, chunks: Iterable[Series], program: Program 
                          None if labels is None else window_labels(labels, scored.end_rows, window))
         return
     # Float scores are computed in the blocks Pipeline.score uses (SCORE_BLOCK windows from the first).
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]] = []
+    # Each window's new rows (the value record's input) are kept with it until it is scored: the first window's
+    # from the series' first row, every later one's the ``stride`` rows after the previous window's end.
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, list[np.ndarray]]] = []
     held = 0
     for part, start, labels in _windowed(pipeline, chunks, window, stride):
         ends, raw = pipeline.window_inputs(part)
+        first = 0 if start == 0 else int(ends[0]) - stride + 1 if len(ends) else 0
         pending.append((ends + start, part.timestamps[ends],
-                        None if labels is None else window_labels(labels, ends, window), raw))
+                        None if labels is None else window_labels(labels, ends, window), raw,
+                        window_new_rows(part.values, ends, first)))
         held += len(ends)
         while held >= SCORE_BLOCK:
             yield _flush(pipeline, pending, finish)
@@ -96,18 +105,20 @@ def score_chunks(pipeline: Pipeline, chunks: Iterable[Series], program: Program 
         yield _flush(pipeline, pending, finish)
 
 
-def _flush(pipeline: Pipeline, pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]],
+def _flush(pipeline: Pipeline,
+           pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, list[np.ndarray]]],
            finish: Callable[..., WindowChunk]) -> WindowChunk:
     """Score the first :data:`SCORE_BLOCK` pending windows (or all, if fewer) and take them off ``pending``."""
+    rows = [r for p in pending for r in p[4]]
     ends, times, labels, raw = (np.concatenate(parts) if parts[0] is not None else None
-                                for parts in zip(*pending, strict=True))
+                                for parts in list(zip(*pending, strict=True))[:4])
     assert ends is not None and times is not None and raw is not None
     take = min(SCORE_BLOCK, len(ends))
     pending.clear()
     if take < len(ends):
-        pending.append((ends[take:], times[take:], None if labels is None else labels[take:], raw[take:]))
+        pending.append((ends[take:], times[take:], None if labels is None else labels[take:], raw[take:], rows[take:]))
     return finish(ends[:take], times[:take], pipeline.score_inputs(raw[:take]),
-                  None if labels is None else labels[:take])
+                  None if labels is None else labels[:take], rows[:take])
 
 
 def _windowed(pipeline: Pipeline, chunks: Iterable[Series], window: int, stride: int

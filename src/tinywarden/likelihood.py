@@ -28,7 +28,10 @@ error, a z-score). :class:`AnomalyLikelihood` turns a stream of raw window score
    rewards) at the price of a blind spot after each one, which is why the product leaves it off: an attacker
    who can raise one confident window could act unreported in the next ``holdoff`` windows;
 8. a value record (``value_record`` not None, and only when ``fit`` was given the training values and
-   ``update`` the window's new rows): HTM's spatial anomaly on the values themselves, per channel and on
+   ``update`` the window's new rows, or :meth:`AnomalyLikelihood.observe` the samples as they came;
+   ``Pipeline.fit`` passes the rows of its normal training windows, and every scoring path the rows each window
+   adds; the integer twin is step 8 of :mod:`tinywarden.kernels.likelihood_q`): HTM's spatial anomaly on the
+   values themselves, per channel and on
    both sides: a value beyond every value seen on its channel (training included) by more than
    ``value_record`` times that channel's seen range reports confidence 1; the range then grows to include
    it (:class:`ValueRecord`). It sees what a window score can hide: a value outside anything seen, in a
@@ -45,8 +48,10 @@ tolerance fixed a priori, not scored) raised the NAB standard score of these def
 (kmeans) and from 30.1 to 45.7 (dense_ae). HTM's own settings (``short = 10``, ``rate_shift = 13``) score
 lower without a hold-off and higher with one (same file), which is why they are not the defaults.
 The value record (its tolerance HTM's, fixed a priori) raised the kmeans row from 47.0 to 56.1 NAB
-standard; on the simulator it added no false alarm on the demo and one alarm (confidence >= 0.5) in the
-first 24 h of one of seven regime changes (``benchmarks/results/nab.md``, "Levers as product defaults").
+standard, and the product's own path (``Pipeline.confidence``, as shipped) from 46.9 to 56.0; on the
+simulator it added no false alarm on the demo, changed no k-of-n figure, and added one alarm (confidence
+>= 0.5) in the first 24 h of one of seven regime changes (``benchmarks/results/nab.md``, "Levers as product
+defaults"; ``benchmarks/results/drift.md``).
 
 State: ``short`` values, their sum, the mean and the variance (``short + 3`` numbers), with the record rule
 the seen range (2 more), with a hold-off its counter (1 more), with the value record two per channel
@@ -209,20 +214,29 @@ class ValueRecord:
 
     def push(self, rows: np.ndarray | Sequence[float]) -> bool:
         """Whether any of ``rows`` (the samples a window adds, in time order) sets a value record."""
+        return bool(self.push_rows(rows).any())
+
+    def push_rows(self, rows: np.ndarray | Sequence[float]) -> np.ndarray:
+        """Per row of ``rows`` (in time order), whether it sets a value record; the range grows past each.
+
+        The same rule as one row at a time (each row against the range the rows before it left), computed with
+        running extremes over the block.
+        """
         v = np.asarray(rows, dtype=np.float64)
         channels = len(self._lo)
         if v.size == 0 or v.size % channels or (v.ndim > 1 and v.shape[-1] != channels):
             raise DataError(f"value record: rows of {channels} channel(s) expected, got shape {v.shape}")
         v = v.reshape(-1, channels)
-        hit = False
-        for row in v:
-            ok = np.isfinite(row)
-            margin = self.tolerance * (self._hi - self._lo)
-            beyond = ok & (self._hi > self._lo) & ((row > self._hi + margin) | (row < self._lo - margin))
-            hit = hit or bool(beyond.any())
-            self._lo = np.where(ok, np.minimum(self._lo, row), self._lo)
-            self._hi = np.where(ok, np.maximum(self._hi, row), self._hi)
-        return hit
+        ok = np.isfinite(v)
+        with np.errstate(invalid="ignore"):
+            hi = np.fmax.accumulate(np.vstack((self._hi, np.where(ok, v, np.nan))), axis=0)
+            lo = np.fmin.accumulate(np.vstack((self._lo, np.where(ok, v, np.nan))), axis=0)
+        before_hi, before_lo = hi[:-1], lo[:-1]  # the range each row meets
+        margin = self.tolerance * (before_hi - before_lo)
+        with np.errstate(invalid="ignore"):
+            beyond = ok & (before_hi > before_lo) & ((v > before_hi + margin) | (v < before_lo - margin))
+        self._lo, self._hi = lo[-1].copy(), hi[-1].copy()
+        return np.asarray(beyond.any(axis=1))
 
     def state(self) -> tuple[np.ndarray, np.ndarray]:
         """The current (grown) range, per channel: ``(lo, hi)``."""
@@ -231,6 +245,18 @@ class ValueRecord:
     def restore(self, state: tuple[np.ndarray, np.ndarray]) -> None:
         """Back to a range :meth:`state` returned."""
         self._lo, self._hi = state
+
+
+def window_new_rows(values: np.ndarray, end_rows: np.ndarray | Sequence[int], first_row: int = 0) -> list[np.ndarray]:
+    """The rows each window adds to a stream, for the value record: window ``i`` adds the rows after the previous
+    window's last row up to its own last row, the first window every row from ``first_row`` (views of ``values``).
+
+    >>> [r.ravel().tolist() for r in window_new_rows(np.arange(8.0)[:, None], [3, 5, 7])]
+    [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0], [6.0, 7.0]]
+    """
+    ends = np.asarray(end_rows, dtype=np.int64)
+    starts = np.r_[int(first_row), ends[:-1] + 1] if len(ends) else ends
+    return [values[a : b + 1] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
 def alarm_onsets(confidence: np.ndarray | Sequence[float], rearm: float = REARM_LEVEL,
@@ -360,6 +386,7 @@ class AnomalyLikelihood:
         self._hold = 0
         self._rec_lo, self._rec_hi = self.lo_, self.hi_
         self._new_record = False
+        self._value_hit = False
         if getattr(self, "values_", None) is not None:
             self.values_.reset()
 
@@ -373,9 +400,20 @@ class AnomalyLikelihood:
             return math.nan
         return self._report(1.0 if self._new_record or value_record else float(confidence_of_z(z, self.decades)))
 
-    def _value_step(self, rows: np.ndarray | Sequence[float] | None) -> bool:
+    def observe(self, rows: np.ndarray | Sequence[float] | None) -> None:
+        """Fold samples into the value record as they arrive (one row or ``(rows, channels)``, in time order), the
+        device's order: the next :meth:`update` reports whether any sample since the last window set a record.
+        Nothing without a value record."""
+        self._check_fitted()
         rec = getattr(self, "values_", None)
-        return rec is not None and rows is not None and rec.push(rows)
+        if rec is not None and rows is not None:
+            self._value_hit = rec.push(rows) or self._value_hit
+
+    def _value_step(self, rows: np.ndarray | Sequence[float] | None) -> bool:
+        """The rows :meth:`observe` folded in since the last window, and ``rows``: whether any set a record."""
+        self.observe(rows)
+        hit, self._value_hit = self._value_hit, False
+        return hit
 
     def _report(self, confidence: float) -> float:
         """Step 7: the reported confidence (0 while a hold-off runs); starts a hold-off at HOLDOFF_LEVEL."""
@@ -426,7 +464,7 @@ class AnomalyLikelihood:
             raise DataError(f"likelihood transform: {len(rows)} windows of rows for {len(s)} scores")
         rec = getattr(self, "values_", None)
         saved = (self._ring.copy(), self._pos, self._count, self._sum, self._mean, self._var, self._hold,
-                 self._rec_lo, self._rec_hi, self._new_record, None if rec is None else rec.state())
+                 self._rec_lo, self._rec_hi, self._new_record, self._value_hit, None if rec is None else rec.state())
         self.reset()
         try:
             z, record = np.zeros(len(s)), np.zeros(len(s), dtype=bool)
@@ -440,7 +478,7 @@ class AnomalyLikelihood:
             out = hold_off(out, self.holdoff)
         finally:
             (self._ring, self._pos, self._count, self._sum, self._mean, self._var, self._hold,
-             self._rec_lo, self._rec_hi, self._new_record, value_state) = saved
+             self._rec_lo, self._rec_hi, self._new_record, self._value_hit, value_state) = saved
             if rec is not None:
                 rec.restore(value_state)
         return out

@@ -172,7 +172,8 @@ def _defines(program: Program, features: tuple[str, int] | None = None) -> list[
     if lik is None:
         return out
     return [*out, *(["TWH_LIK_HOLD=1"] if lik.attrs.get("holdoff", 0) else []),
-            *(["TWH_LIK_RECORD=1"] if "record" in lik.attrs else [])]
+            *(["TWH_LIK_RECORD=1"] if "record" in lik.attrs else []),
+            *(["TWH_LIK_VALUES=1"] if "vrecord" in lik.attrs else [])]
 
 
 def _adaptation_defines(header: str) -> list[str]:
@@ -347,7 +348,8 @@ class NativeLikelihood:
     def fresh(self) -> NativeLikelihood:
         return NativeLikelihood(self.mean0, self.var0)
 
-    def update(self, score: float) -> float:
+    def update(self, score: float, rows: Any = None) -> float:
+        """The C's confidence of the window just scored (its value record saw ``rows`` inside ``tw_push``)."""
         if self.scorer is None or not math.isfinite(score):
             return float("nan")
         return self.scorer().confidence

@@ -146,8 +146,9 @@ void twh_rebaseline(tw_state_t *s)
 }
 
 /* dst takes src's likelihood and adaptation state and keeps its own samples, windows and decisions (an agent's
- * hot swap to a bundle with the same model file). TWH_LIK_HOLD and TWH_LIK_RECORD are defined by tinywarden.native
- * when the likelihood step has the hold-off or the record rule (their members exist only then). */
+ * hot swap to a bundle with the same model file). TWH_LIK_HOLD, TWH_LIK_RECORD and TWH_LIK_VALUES are defined by
+ * tinywarden.native when the likelihood step has the hold-off, the record rule or the value record (their members
+ * exist only then). */
 void twh_carry(tw_state_t *dst, const tw_state_t *src)
 {
     if (dst == NULL || src == NULL) {
@@ -167,6 +168,11 @@ void twh_carry(tw_state_t *dst, const tw_state_t *src)
 #if defined(TWH_LIK_RECORD)
     dst->lik_rec_lo = src->lik_rec_lo;
     dst->lik_rec_hi = src->lik_rec_hi;
+#endif
+#if defined(TWH_LIK_VALUES)
+    memcpy(dst->lik_vlo, src->lik_vlo, sizeof(dst->lik_vlo));
+    memcpy(dst->lik_vhi, src->lik_vhi, sizeof(dst->lik_vhi));
+    dst->lik_vnew = src->lik_vnew;
 #endif
 #endif
 #if TW_HAS_ADAPTATION

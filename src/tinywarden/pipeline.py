@@ -31,7 +31,7 @@ from tinywarden.features import (
     window_end_rows,
 )
 from tinywarden.guard import GuardVerdict, judge_bounds
-from tinywarden.likelihood import MIN_FIT_SCORES, AnomalyLikelihood
+from tinywarden.likelihood import MIN_FIT_SCORES, AnomalyLikelihood, window_new_rows
 from tinywarden.telemetry.series import Series
 
 Progress = Callable[[int, int], None]
@@ -192,9 +192,11 @@ class Pipeline:
         self.detector.fit(self.scale_inputs(fit_x), **fit_kwargs)
         cal_scores = self.detector.score_samples(self.scale_inputs(cal_x))
         self.threshold_ = threshold_at_fpr(cal_scores, self.target_fpr)
-        # The confidence scale starts from the held-out scores (in time order), not the fitted ones.
+        # The confidence scale starts from the held-out scores (in time order), not the fitted ones; its value
+        # record from the range of every sample of the normal windows (the samples the guard learns from).
         self.likelihood_: AnomalyLikelihood | None = (
-            AnomalyLikelihood().fit(cal_scores) if len(cal_scores) >= MIN_FIT_SCORES else None)
+            AnomalyLikelihood().fit(cal_scores, values=self.normal_rows(series))
+            if len(cal_scores) >= MIN_FIT_SCORES else None)
         self.guard_: BoundsDetector | None = fail_safe_detector(self._guard_windows(series), GUARD_MARGIN)
         self.guard_note_ = ""
         self.train_summary_ = {
@@ -260,6 +262,17 @@ class Pipeline:
             fit = ~is_cal
         return np.flatnonzero(fit), np.flatnonzero(is_cal)
 
+    def normal_rows(self, series: Series) -> np.ndarray:
+        """The samples (rows, in the model's channel order) that some normal window of ``series`` holds: what
+        the pipeline learns normal from, rows labelled anomalous and the windows around them left out."""
+        values = self.select_channels(series)
+        ends = window_end_rows(len(values), self.window, self.stride)
+        ends = ends[normal_window_mask(series.labels, ends, self.window)]
+        cover = np.zeros(len(values) + 1, dtype=np.int64)
+        np.add.at(cover, ends - (self.window - 1), 1)
+        np.add.at(cover, ends + 1, -1)
+        return values[np.cumsum(cover[:-1]) > 0]
+
     def _guard_windows(self, series: Series) -> np.ndarray:
         """Raw windows covering exactly the samples of the normal windows, for the fail-safe guard.
 
@@ -314,14 +327,24 @@ class Pipeline:
         return Scored(ends, series.timestamps[ends], scores, flags, persist(flags, self.k, self.n),
                       float(self.threshold_))
 
-    def confidence(self, scores: np.ndarray) -> np.ndarray | None:
-        """Calibrated confidences in [0, 1] of a window-score stream (:mod:`tinywarden.likelihood`).
+    def confidence(self, scores: np.ndarray, series: Series | None = None,
+                   end_rows: np.ndarray | None = None) -> np.ndarray | None:
+        """Calibrated confidences in [0, 1] of a window-score stream (:mod:`tinywarden.likelihood`), from the
+        fitted state. Given the ``series`` the windows ending at ``end_rows`` were scored on (:meth:`score`'s
+        ``end_rows``), the likelihood's value record sees each window's new rows (the first window: every row up
+        to its end), as the streaming paths do; without it the confidences are the scores' alone.
 
         ``None`` for a pipeline without a likelihood (a model file written before it existed).
         """
         self._check_fitted()
         lik = getattr(self, "likelihood_", None)
-        return None if lik is None else lik.transform(scores)
+        if lik is None:
+            return None
+        if series is None:
+            return lik.transform(scores)
+        if end_rows is None or len(end_rows) != len(scores):
+            raise DataError("pipeline confidence: the series needs the end row of every scored window")
+        return lik.transform(scores, window_new_rows(self.select_channels(series), end_rows))
 
     def stream(self) -> StreamingScorer:
         """A one-sample-at-a-time scorer giving the same numbers as :meth:`score`."""

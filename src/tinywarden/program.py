@@ -50,7 +50,7 @@ from tinywarden.features import window_end_rows
 from tinywarden.kernels import CTYPES, KERNELS, Op, TensorSpec
 from tinywarden.kernels.adapt_q import AdaptParams, AdaptQState, adapt_params, check_adaptation
 from tinywarden.kernels.features_s16 import MAX_WINDOW
-from tinywarden.kernels.likelihood_q import LikelihoodQStream, check_likelihood, confidence_q
+from tinywarden.kernels.likelihood_q import LikelihoodQStream, check_likelihood, confidence_q, value_hits_q
 
 __all__ = ["INT8_HEADER_KEY", "KERNELS", "MAX_FRAC_BITS", "MAX_SAMPLE_ZERO", "MAX_WINDOW", "POW2_MULTIPLIER",
            "PROGRAM_VERSION", "Int8Stream", "Op", "Program", "TensorSpec", "from_model_file", "quantize_fixed",
@@ -183,6 +183,10 @@ class Program:
                 check_likelihood(self.likelihood)
             except ConfigError as exc:
                 raise ConfigError(f"program likelihood: {exc}") from None
+            if "vrecord" in self.likelihood.attrs and np.asarray(
+                    self.likelihood.consts["value_lo"]).shape != (self.n_channels,):
+                raise ConfigError(f"program likelihood: value_lo / value_hi must hold one range per channel "
+                                  f"({self.n_channels})")
         if self.adaptation is not None:  # inert without a likelihood: nothing gates it (adaptation_params)
             try:
                 check_adaptation(self.adaptation, self.ops)
@@ -285,12 +289,19 @@ def run_int8(program: Program, samples: np.ndarray) -> tuple[np.ndarray, np.ndar
     return scores, persist(flags, program.k, program.n)
 
 
-def run_confidence(program: Program, scores: np.ndarray) -> np.ndarray | None:
+def run_confidence(program: Program, scores: np.ndarray, samples: np.ndarray | None = None) -> np.ndarray | None:
     """uint16 Q15 confidences of the int32 window scores of one stream, as ``tw_confidence`` gives them after
-    each window (from ``tw_init``); None for a program without a likelihood step."""
+    each window (from ``tw_init``); None for a program without a likelihood step. ``samples``: the stream's samples
+    (as :func:`run_int8` takes them), for the likelihood's value record; without them it reports nothing."""
     if program.likelihood is None:
         return None
-    return confidence_q(program.likelihood, np.asarray(scores, dtype=np.int32))
+    hits = None
+    if samples is not None and "vrecord" in program.likelihood.attrs:
+        x = np.asarray(samples)
+        q = x if x.dtype == np.int16 else quantize_samples(program, x)
+        ends = window_end_rows(len(q), program.window, program.stride)[: len(scores)]
+        hits = value_hits_q(program.likelihood, q, ends)
+    return confidence_q(program.likelihood, np.asarray(scores, dtype=np.int32), hits)
 
 
 def adaptation_params(program: Program, adaptation: Adaptation | None) -> AdaptParams | None:
@@ -357,6 +368,8 @@ class Int8Stream:
         q = s if s.dtype == np.int16 else quantize_samples(self.program, s.reshape(1, -1))[0]
         p = self.program
         self.ring[self.head] = q
+        if self.likelihood is not None:
+            self.likelihood.observe_q(q)  # the value record sees every sample (tw_push_q)
         self.head = (self.head + 1) % p.window
         if self.filled < p.window:
             self.filled += 1

@@ -1,7 +1,8 @@
 """Replay a recorded series through a deployed pipeline one sample at a time, the way the agent runs it.
 
 Each sample goes through the pipeline's :class:`~tinywarden.pipeline.StreamingScorer`; each window's
-score through a fresh stream of the fitted :class:`~tinywarden.likelihood.AnomalyLikelihood`; and, when
+score, and the rows it adds (for the value record), through a fresh stream of the fitted
+:class:`~tinywarden.likelihood.AnomalyLikelihood`; and, when
 ``adaptation`` is enabled, the window's input and confidence through a
 :class:`~tinywarden.adapt.BaselineAdapter`, which moves the scaler the next windows are scored with
 (the agent's ``_confidence`` step, without the response engine). The pipeline passed in is left alone:
@@ -103,12 +104,14 @@ def replay(pipeline: Pipeline, series: Series, start_row: int = 0,
     alarms: list[bool] = []
     confidences: list[float] = []
     drift_rows: list[int] = []
+    last_end = int(start_row) - 1
     for row in range(int(start_row), len(series)):
         out = scorer.push(values[row])
         if out is None:
             continue
         score, flag, alarm = out
-        c = lik.update(score) if lik is not None else math.nan
+        c = lik.update(score, values[last_end + 1 : row + 1]) if lik is not None else math.nan
+        last_end = row
         if adapter is not None and scorer.last_input is not None:
             step = adapter.observe(scorer.last_input, c if math.isfinite(c) else None, lik, score)
             if step.flagged:

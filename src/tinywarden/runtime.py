@@ -42,7 +42,14 @@ from tinywarden.kernels.adapt_q import G_ONE, AdaptQState
 from tinywarden.kernels.base import Op
 from tinywarden.kernels.likelihood_q import LikelihoodQStream
 from tinywarden.modelfile import GUARD_HEADER_KEY, decode
-from tinywarden.program import INT8_HEADER_KEY, Int8Stream, Program, adaptation_params, from_model_file
+from tinywarden.program import (
+    INT8_HEADER_KEY,
+    Int8Stream,
+    Program,
+    adaptation_params,
+    from_model_file,
+    quantize_samples,
+)
 
 if TYPE_CHECKING:
     from tinywarden.adapt import Adaptation
@@ -102,15 +109,22 @@ class ProgramLikelihood:
     the running mean has moved from the fitted one, in fitted standard deviations.
     """
 
-    def __init__(self, op: Op) -> None:
+    def __init__(self, op: Op, program: Program | None = None) -> None:
         self.op = op
+        self.program = program
         self.stream = LikelihoodQStream(op)
 
     def fresh(self) -> ProgramLikelihood:
-        return ProgramLikelihood(self.op)
+        return ProgramLikelihood(self.op, self.program)
 
-    def update(self, score: float) -> float:
+    def update(self, score: float, rows: np.ndarray | Sequence[Sequence[float]] | None = None) -> float:
+        """The window's confidence; ``rows`` (the raw samples the window adds) go to the value record first,
+        quantized as the device quantizes them (a program without the record, or no ``rows``: nothing)."""
+        if rows is not None and self.program is not None and self.stream.values:
+            self.stream.observe_q(quantize_samples(self.program, np.asarray(rows, dtype=np.float64).reshape(
+                -1, self.program.n_channels)))
         if not np.isfinite(score):
+            self.stream.vnew = 0  # as the float likelihood: a NaN window reports NaN, its samples still grow the range
             return float("nan")
         return self.stream.push(int(score)) / 32768.0
 
@@ -145,7 +159,7 @@ class Int8Model:
                                     p.window)
         self.offset_ = np.asarray(arrays.get("scaler/offset", np.zeros(0)), dtype=np.float64)
         self.scale_ = np.asarray(arrays.get("scaler/scale", np.ones(0)), dtype=np.float64)
-        self.likelihood_ = None if p.likelihood is None else ProgramLikelihood(p.likelihood)
+        self.likelihood_ = None if p.likelihood is None else ProgramLikelihood(p.likelihood, p)
         self.guard_, self.guard_note_ = _guard(header, arrays, p, source)
 
     def stream(self, adaptation: Adaptation | None = None) -> Int8Scorer:
@@ -293,7 +307,8 @@ class Int8Adapter:
 #: The adapted-state file's format (:meth:`Int8Adapter.save`).
 STATE_FORMAT = "tinywarden-int8-adaptation/1"
 #: The program likelihood's running state, as the state file keeps it.
-_LIK_STATE = ("ring", "pos", "count", "sum", "mean", "var", "hold", "rec_lo", "rec_hi")
+_LIK_STATE = ("ring", "pos", "count", "sum", "mean", "var", "hold", "rec_lo", "rec_hi", "vlo", "vhi", "vnew")
+_LIK_LISTS = ("ring", "vlo", "vhi")
 
 
 def state_digest(body: Mapping[str, Any]) -> str:
@@ -304,11 +319,13 @@ def state_digest(body: Mapping[str, Any]) -> str:
 def _check_likelihood_state(lik: LikelihoodQStream, doc: Any, path: str | Path) -> None:
     """ConfigError unless ``doc`` is a running state ``lik`` can reach."""
     ok = isinstance(doc, dict) and set(doc) == set(_LIK_STATE) and all(
-        type(doc[k]) is int for k in _LIK_STATE if k != "ring")
-    ring = doc.get("ring") if isinstance(doc, dict) else None
-    ok = ok and isinstance(ring, list) and len(ring) == lik.short and all(type(v) is int for v in ring)
-    ok = ok and 0 <= doc["pos"] < lik.short and 0 <= doc["count"] <= lik.short and doc["var"] >= lik.var_floor
-    ok = ok and 0 <= doc["hold"] <= max(lik.holdoff, 0) and doc["sum"] == sum(ring)
+        type(doc[k]) is int for k in _LIK_STATE if k not in _LIK_LISTS) and all(
+        isinstance(doc[k], list) and all(type(v) is int for v in doc[k]) for k in _LIK_LISTS)
+    ok = ok and len(doc["ring"]) == lik.short and 0 <= doc["pos"] < lik.short and 0 <= doc["count"] <= lik.short
+    ok = ok and doc["var"] >= lik.var_floor and 0 <= doc["hold"] <= max(lik.holdoff, 0)
+    ok = ok and doc["sum"] == sum(doc["ring"])
+    ok = ok and len(doc["vlo"]) == len(doc["vhi"]) == len(lik.vlo) and doc["vnew"] in (0, 1) and all(
+        -(2**15) <= lo <= hi < 2**15 for lo, hi in zip(doc["vlo"], doc["vhi"], strict=True))
     if not ok:
         raise ConfigError(f"{path}: the adapted state's likelihood is malformed or out of range")
 

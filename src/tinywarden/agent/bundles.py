@@ -148,6 +148,14 @@ class ModelRunner:
 
         return self.loaded.pipeline.judge_window(np.stack(self.rows))
 
+    def new_rows(self) -> list[Any] | None:
+        """The samples the window the last sample completed adds (every one for the first window, else the last
+        ``stride``), for the likelihood's value record; None when no window is due."""
+        if not self.due:
+            return None
+        w, stride = self.loaded.pipeline.window, self.loaded.pipeline.stride
+        return list(self.rows)[-(w if self.pushed == w else stride):]
+
     def window_rows(self) -> Any:
         """The raw window the last sample completed, as an array (for an incident's summary; imports numpy)."""
         import numpy as np

@@ -684,7 +684,7 @@ class Agent:
         """The window's calibrated confidence (``None`` without a likelihood); adapts the baseline."""
         if self._likelihood is None:
             return None
-        c = self._likelihood.update(score)
+        c = self._likelihood.update(score, self._active.new_rows())  # the rows for the value record
         self.last_confidence = c if math.isfinite(c) else None
         x = self._active.scorer.last_input
         if self._adapter is not None and (x is not None or isinstance(self._adapter, NativeAdapter)):

@@ -159,6 +159,8 @@ class LikelihoodC:
     post_score: str
     confidence: str
     invariant: str
+    #: C run on every pushed sample (the value record), after the ring store
+    per_sample: str = ""
 
 
 def scratch_homes(program: Program, keep: Iterable[str] = (), unstored: Iterable[str] = ()) -> dict[str, str]:
@@ -247,10 +249,10 @@ def likelihood_c(program: Program) -> LikelihoodC:
               "TW_LIK_SLOW_SHIFT": int(a["slow_shift"]), "TW_LIK_GATE": int(a["gate"]),
               "TW_LIK_TABLE_N": int(table.size), "TW_LIK_HOLDOFF": int(a.get("holdoff", 0)),
               "TW_LIK_RECORD": int(a.get("record", -1)), "TW_LIK_REC_LO0": int(a.get("rec_lo", 0)),
-              "TW_LIK_REC_HI0": int(a.get("rec_hi", 0)),
+              "TW_LIK_REC_HI0": int(a.get("rec_hi", 0)), "TW_LIK_VRECORD": int(a.get("vrecord", -1)),
               **likelihood_q.LIMITS}
     fields = [_scalar("int64_t", "lik_mean"), _scalar("int64_t", "lik_var"), _scalar("int32_t", "lik_sum"),
-              _scalar("int32_t", "lik_y", int(a["short"])), _scalar("uint16_t", "lik_pos"),
+              _scalar("int32_t", "lik_y", int(a["short"])), _scalar("uint8_t", "lik_pos"),
               _scalar("uint16_t", "lik_count"), _scalar("uint16_t", "confidence")]
     if a.get("holdoff", 0):
         fields.append(_scalar("uint16_t", "lik_hold"))
@@ -258,14 +260,25 @@ def likelihood_c(program: Program) -> LikelihoodC:
     if "record" in a:
         fields += [_scalar("int32_t", "lik_rec_lo"), _scalar("int32_t", "lik_rec_hi")]
         init += "    s->lik_rec_lo = TW_LIK_REC_LO0;\n    s->lik_rec_hi = TW_LIK_REC_HI0;\n"
+    constants = [c_array("tw_log2_table", likelihood_q.LOG2_TABLE), c_array("tw_confidence_table", table)]
+    body, per_sample, invariant = likelihood_q.C_TEMPLATE.strip("\n") + "\n", "", ""
+    if "vrecord" in a:
+        n = program.n_channels
+        fields += [_scalar("int16_t", "lik_vlo", n), _scalar("int16_t", "lik_vhi", n), _scalar("uint8_t", "lik_vnew")]
+        constants += [c_array("tw_value_lo0", op.consts["value_lo"]), c_array("tw_value_hi0", op.consts["value_hi"])]
+        init += ("    for (i = 0; i < (size_t)TW_N_CHANNELS; i++) {\n        s->lik_vlo[i] = tw_value_lo0[i];\n"
+                 "        s->lik_vhi[i] = tw_value_hi0[i];\n    }\n")
+        body = likelihood_q.C_VALUE_TEMPLATE.strip("\n") + "\n\n" + body
+        per_sample = "    tw_value_record_q(s, sample);"
+        invariant = "; with the value record lik_vlo[c] <= lik_vhi[c] span every sample of channel c seen (int16)"
     return LikelihoodC(
-        [c_array("tw_log2_table", likelihood_q.LOG2_TABLE), c_array("tw_confidence_table", table)],
-        limits, fields, likelihood_q.C_TEMPLATE.strip("\n") + "\n", init,
+        constants, limits, fields, body, init,
         "    s->confidence = tw_likelihood_q(s, score);\n", "s->confidence",
         "lik_y[(lik_pos + i) mod TW_LIK_SHORT] holds the Q16 log-scores of the last lik_count windows, "
         "lik_sum their sum; lik_mean (Q32) and lik_var (Q32, >= TW_LIK_VAR_FLOOR) are the running log-score "
         "distribution; confidence is the last window's (Q15); with the record rule lik_rec_lo <= lik_rec_hi span "
-        "every score seen; with a hold-off lik_hold <= TW_LIK_HOLDOFF windows remain silenced")
+        "every score seen; with a hold-off lik_hold <= TW_LIK_HOLDOFF windows remain silenced" + invariant,
+        per_sample)
 
 
 @dataclass(frozen=True)
@@ -499,6 +512,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         per_sample += ["    for (c = 0; c < TW_N_CHANNELS; c++) {", "        s->ring[s->head][c] = sample[c];", "    }",
                        "    s->head = (uint16_t)((s->head + 1u == TW_WINDOW) ? 0u : s->head + 1u);"]
     per_sample += folds  # after the ring store: a completed block is read from the ring
+    per_sample += [lik.per_sample] if lik.per_sample else []
     header = template("tinywarden_model.h.tmpl").substitute(
         common,
         channel_list=", ".join(program.channels),

@@ -268,7 +268,7 @@ def run_respond_int8(
         confidences = [c for _, c in pairs]
     else:
         scores, _ = run_int8(program, x)
-        conf = run_confidence(program, scores)
+        conf = run_confidence(program, scores, x)
         confidences = [0] * len(scores) if conf is None else conf.tolist()
     bars = c_min_confidence(policy) if policy is not None else [0] * (m.N_TIERS + 1)
     faults = window_faults(program, x)

@@ -209,7 +209,7 @@ def score_rest(pipeline: Any, series: Series, skip_rows: int) -> dict[str, Any]:
                   detector=pipeline.detector.name, skip_rows=skip_rows)
     after = scored.end_rows >= skip_rows
     normal = normal_window_mask(series.labels, scored.end_rows, pipeline.window)
-    conf = pipeline.confidence(scored.scores)
+    conf = pipeline.confidence(scored.scores, series, scored.end_rows)
     hist: dict[str, list[int]] = {}
     if conf is not None:
         hist = {"normal": np.histogram(conf[after & normal], CONFIDENCE_EDGES)[0].tolist(),

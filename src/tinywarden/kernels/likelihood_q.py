@@ -29,7 +29,15 @@ calibration scores (:func:`lower_likelihood`), :func:`confidence_q` is the Pytho
    reports :data:`CONF_ONE`; then ``rec_lo = min(rec_lo, score)``, ``rec_hi = max(rec_hi, score)``;
 7. hold-off (only when the op has a ``holdoff`` attribute above 0; the C is compiled in only then): the
    reported confidence is 0 while ``hold > 0`` (``hold`` counts down by one per window) and a confidence of at
-   least :data:`HOLDOFF_Q` (0.5) sets ``hold = holdoff``.
+   least :data:`HOLDOFF_Q` (0.5) sets ``hold = holdoff``;
+8. value record (only when the op has ``vrecord``, the tolerance in Q16, and the int16 per-channel training
+   range ``value_lo`` / ``value_hi``, the float record's range through the program's sample quantization): on
+   every pushed sample (``tw_push_q``, before the window check) and every channel ``c``, with ``lo = vlo[c] <
+   hi = vhi[c]`` (int16 state) and ``m = (hi - lo) * vrecord >> 16``, a sample ``q > hi + m`` or ``q < lo - m``
+   latches ``vnew``; then ``vlo[c] = min(lo, q)``, ``vhi[c] = max(hi, q)``. The window's step reports
+   :data:`CONF_ONE` when ``vnew`` is set and clears it (before the hold-off, as the record rule). The samples are
+   the int16 the device holds: a NaN sample (0 after quantization) is checked as 0, unlike the float record,
+   which skips it.
 
 Every quantity is an integer; C and Python agree bit for bit (signed right shifts floor, divisions are of
 non-negative numbers). The confidence is Q15 (:data:`CONF_ONE` = 1.0).
@@ -41,6 +49,9 @@ non-negative numbers). The confidence is Q15 (:data:`CONF_ONE` = 1.0).
 >>> c = confidence_q(op, np.r_[train[:300], np.full(10, 40000, dtype=np.int32)])
 >>> bool(c[:300].max() < CONF_ONE // 2 < c[-1])
 True
+>>> vop = with_value_record(op, 0.05, np.array([0], np.int16), np.array([1000], np.int16))
+>>> value_hits_q(vop, np.array([[1040], [1100], [1150], [-60]], np.int16), np.array([0, 1, 2, 3])).tolist()
+[False, True, False, True]
 """
 
 from __future__ import annotations
@@ -118,6 +129,14 @@ def lower_likelihood(lik: AnomalyLikelihood) -> Op:
     return Op(KIND, ("score",), "confidence", attrs, {"conf_table": conf_table(lik.decades)})
 
 
+def with_value_record(op: Op, tolerance: float, value_lo: np.ndarray, value_hi: np.ndarray) -> Op:
+    """``op`` with the value record (step 8): ``tolerance`` a fraction of the range, ``value_lo`` / ``value_hi`` the
+    int16 training range per channel (the program's quantization of the float record's range)."""
+    lo, hi = np.asarray(value_lo, dtype=np.int16).ravel(), np.asarray(value_hi, dtype=np.int16).ravel()
+    attrs = {**op.attrs, "vrecord": round(tolerance * 2**RECORD_BITS)}
+    return Op(op.kind, op.src, op.dst, attrs, {**op.consts, "value_lo": lo, "value_hi": hi})
+
+
 def check_likelihood(op: Op) -> None:
     """ConfigError when a (possibly tampered) likelihood step would leave the documented integer ranges."""
     require(op.kind == KIND and op.src == ("score",) and op.dst == "confidence",
@@ -138,6 +157,12 @@ def check_likelihood(op: Op) -> None:
         int_attr(op, "record", 0, int(MAX_RECORD) << RECORD_BITS)
         rec_lo = int_attr(op, "rec_lo", -(2**31), 2**31 - 1)
         int_attr(op, "rec_hi", rec_lo, 2**31 - 1)
+    if "vrecord" in op.attrs:
+        int_attr(op, "vrecord", 0, int(MAX_RECORD) << RECORD_BITS)
+        lo, hi = (np.asarray(op.consts.get(k)) for k in ("value_lo", "value_hi"))
+        require(lo.dtype == np.int16 and hi.dtype == np.int16 and lo.ndim == 1 and lo.shape == hi.shape
+                and lo.size >= 1 and bool((lo <= hi).all()),
+                "value_lo / value_hi must be int16 per-channel ranges of equal length with value_lo <= value_hi")
     t = np.asarray(op.consts.get("conf_table"))
     require(t.dtype == np.uint16 and t.ndim == 1 and 2 <= t.size <= MAX_CONF_TABLE,
             f"conf_table must be uint16 with 2 to {MAX_CONF_TABLE} entries")
@@ -173,6 +198,33 @@ def log_level_q16(op: Op, scores: np.ndarray) -> np.ndarray:
     return log2_q16((d << int(a["k"])) + int(a["spread"]))
 
 
+def value_rows_q(op: Op, lo: np.ndarray, hi: np.ndarray, rows: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 8 over int16 ``rows`` (``(n, channels)``, in time order) from the int16 range ``lo``, ``hi``: ``(per-row
+    record flags, lo after, hi after)``, each sample against the range the samples before it left (as the C's
+    ``tw_value_record_q``, one sample at a time)."""
+    q = np.asarray(rows).astype(np.int64).reshape(-1, len(lo))
+    up = np.maximum.accumulate(np.vstack((np.asarray(hi, dtype=np.int64), q)), axis=0)
+    down = np.minimum.accumulate(np.vstack((np.asarray(lo, dtype=np.int64), q)), axis=0)
+    h, lw = up[:-1], down[:-1]
+    m = ((h - lw) * int(op.attrs["vrecord"])) >> RECORD_BITS
+    beyond = (lw < h) & ((q > h + m) | (q < lw - m))
+    return beyond.any(axis=1), down[-1], up[-1]
+
+
+def value_hits_q(op: Op, samples: np.ndarray, end_rows: np.ndarray) -> np.ndarray:
+    """Per window (ending at ``end_rows`` of the int16 ``samples`` pushed from ``tw_init``): whether a sample it
+    adds (after the previous window's end; the first window: from row 0) sets a value record (step 8)."""
+    lo, hi = (np.asarray(op.consts[k], dtype=np.int64) for k in ("value_lo", "value_hi"))
+    ends = np.asarray(end_rows, dtype=np.int64)
+    if len(ends) == 0:
+        return np.zeros(0, dtype=bool)
+    flags = value_rows_q(op, lo, hi, np.asarray(samples)[: int(ends[-1]) + 1])[0]
+    count = np.concatenate(([0], np.cumsum(flags)))
+    starts = np.r_[0, ends[:-1] + 1]
+    return np.asarray(count[ends + 1] - count[starts] > 0)
+
+
 class LikelihoodQStream:
     """The integer likelihood's state and one step (``tw_init`` then one ``tw_push_q`` window at a time)."""
 
@@ -184,6 +236,7 @@ class LikelihoodQStream:
         self.gate, self.var_floor = int(a["gate"]), int(a["var_floor"])
         self.holdoff = int(a.get("holdoff", 0))
         self.record = int(a.get("record", -1))
+        self.values = "vrecord" in a
         self.table = [int(v) for v in op.consts["conf_table"]]
         self.reset()
 
@@ -193,6 +246,18 @@ class LikelihoodQStream:
         self.mean, self.var = int(self.op.attrs["mean"]), int(self.op.attrs["var"])
         self.hold = 0
         self.rec_lo, self.rec_hi = int(self.op.attrs.get("rec_lo", 0)), int(self.op.attrs.get("rec_hi", 0))
+        self.vlo = [int(v) for v in self.op.consts.get("value_lo", ())]
+        self.vhi = [int(v) for v in self.op.consts.get("value_hi", ())]
+        self.vnew = 0
+
+    def observe_q(self, rows: np.ndarray) -> None:
+        """Step 8 for int16 samples as they are pushed (one row or ``(n, channels)``): grows the range and latches
+        ``vnew`` when one sets a record (nothing without a value record)."""
+        if not self.values:
+            return
+        flags, lo, hi = value_rows_q(self.op, np.array(self.vlo), np.array(self.vhi), np.asarray(rows))
+        self.vlo, self.vhi = [int(v) for v in lo], [int(v) for v in hi]
+        self.vnew = int(self.vnew or bool(flags.any()))
 
     def step_log(self, y: int, score: int = 0) -> int:
         """Push one ``y`` (Q16, from :func:`log_level_q16`) of the int32 ``score``; the Q15 confidence."""
@@ -221,8 +286,9 @@ class LikelihoodQStream:
         v = self.var + ((d16 * d16) >> rs)
         v -= v >> rs
         self.var = max(v, self.var_floor)
-        if record:
+        if record or self.vnew:
             conf = CONF_ONE
+        self.vnew = 0
         if self.holdoff == 0:
             return conf
         out = conf if self.hold == 0 else 0
@@ -235,12 +301,17 @@ class LikelihoodQStream:
         return self.step_log(int(log_level_q16(self.op, np.array([score]))[0]), int(score))
 
 
-def confidence_q(op: Op, scores: np.ndarray) -> np.ndarray:
-    """uint16 Q15 confidences of an int32 window-score stream from the fitted state (the C, window by window)."""
+def confidence_q(op: Op, scores: np.ndarray, value_hits: np.ndarray | None = None) -> np.ndarray:
+    """uint16 Q15 confidences of an int32 window-score stream from the fitted state (the C, window by window);
+    ``value_hits`` (:func:`value_hits_q`) says which windows' samples set a value record (none when None)."""
     stream = LikelihoodQStream(op)
     s = np.asarray(scores).astype(np.int64)
-    return np.array([stream.step_log(int(y), int(v)) for y, v in zip(log_level_q16(op, s), s, strict=True)],
-                    dtype=np.uint16)
+    hits = np.zeros(len(s), dtype=bool) if value_hits is None or not stream.values else np.asarray(value_hits)
+    out = []
+    for y, v, hit in zip(log_level_q16(op, s), s, hits, strict=True):
+        stream.vnew = int(hit)
+        out.append(stream.step_log(int(y), int(v)))
+    return np.array(out, dtype=np.uint16)
 
 
 def z_max(op: Op) -> float:
@@ -248,8 +319,9 @@ def z_max(op: Op) -> float:
     return Z_MIN + (len(op.consts["conf_table"]) - 1) / 2**Z_STEP_BITS
 
 
-__all__ = ["C_TEMPLATE", "CONF_ONE", "HOLDOFF_Q", "KIND", "LIMITS", "LOG2_TABLE", "LikelihoodQStream",
-           "check_likelihood", "conf_table", "confidence_q", "log2_q16", "log_level_q16", "lower_likelihood", "z_max"]
+__all__ = ["C_TEMPLATE", "CONF_ONE", "C_VALUE_TEMPLATE", "HOLDOFF_Q", "KIND", "LIMITS", "LOG2_TABLE",
+           "LikelihoodQStream", "check_likelihood", "conf_table", "confidence_q", "log2_q16", "log_level_q16",
+           "lower_likelihood", "value_hits_q", "value_rows_q", "with_value_record", "z_max"]
 
 # -- C ---------------------------------------------------------------------------------------------
 #: Printed by :mod:`tinywarden.codegen.c` when the program has a likelihood step; ``${...}`` are the op's
@@ -342,7 +414,7 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
     y = tw_log2_q16((((uint64_t)(clipped - (int64_t)TW_LIK_LO)) << TW_LIK_K) + (uint64_t)TW_LIK_SPREAD);
     s->lik_sum += y - s->lik_y[s->lik_pos];
     s->lik_y[s->lik_pos] = y;
-    s->lik_pos = (uint16_t)((s->lik_pos + 1u < TW_LIK_SHORT) ? s->lik_pos + 1u : 0u);
+    s->lik_pos = (uint8_t)((s->lik_pos + 1u < TW_LIK_SHORT) ? s->lik_pos + 1u : 0u); /* < TW_LIK_SHORT <= 256 */
     s->lik_count = (uint16_t)((s->lik_count < TW_LIK_SHORT) ? s->lik_count + 1u : TW_LIK_SHORT);
     level = s->lik_sum / (int32_t)s->lik_count;
     d = ((int64_t)level << 16) - s->lik_mean;
@@ -374,6 +446,12 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
         conf = TW_LIK_CONF_ONE;
     }
 #endif
+#if TW_LIK_VRECORD >= 0
+    if (s->lik_vnew != 0u) {
+        conf = TW_LIK_CONF_ONE;
+    }
+    s->lik_vnew = 0u;
+#endif
 #if TW_LIK_HOLDOFF > 0
     {
         uint16_t out = (s->lik_hold == 0u) ? conf : 0u;
@@ -388,5 +466,39 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
 #else
     return conf;
 #endif
+}
+"""
+
+#: Printed after the likelihood when the op has the value record (step 8): called by ``tw_push_q`` on every sample.
+C_VALUE_TEMPLATE = r"""
+/* The value record (tinywarden.kernels.likelihood_q, step 8): a sample beyond its channel's seen range
+ * [lik_vlo, lik_vhi] by more than TW_LIK_VRECORD / 2^16 of it latches lik_vnew (the next window reports
+ * TW_LIK_CONF_ONE); the range grows to hold every sample. A sample inside the range (nearly all) costs two
+ * compares: the margin m = (hi - lo) * TW_LIK_VRECORD >> 16 >= 0 is computed only outside it.
+ * Range: any sample; lik_vlo[c] <= lik_vhi[c]. */
+static int32_t tw_value_margin(int32_t lo, int32_t hi)
+{
+    return (int32_t)(((int64_t)(hi - lo) * TW_LIK_VRECORD) >> 16); /* (hi - lo) < 2^16, TW_LIK_VRECORD <= 2^20 */
+}
+
+static void tw_value_record_q(tw_state_t *s, const int16_t sample[TW_N_CHANNELS])
+{
+    int32_t c;
+    for (c = 0; c < TW_N_CHANNELS; c++) {
+        int32_t q = sample[c];
+        int32_t lo = s->lik_vlo[c];
+        int32_t hi = s->lik_vhi[c];
+        if (q > hi) {
+            if (lo < hi && q > hi + tw_value_margin(lo, hi)) {
+                s->lik_vnew = 1u;
+            }
+            s->lik_vhi[c] = (int16_t)q;
+        } else if (q < lo) {
+            if (lo < hi && q < lo - tw_value_margin(lo, hi)) {
+                s->lik_vnew = 1u;
+            }
+            s->lik_vlo[c] = (int16_t)q;
+        }
+    }
 }
 """

@@ -33,7 +33,7 @@ from tinywarden.features import FEATURE_TABLE, batch_windows, window_end_rows
 from tinywarden.kernels import KERNELS, Op, TensorSpec, score_total
 from tinywarden.kernels.adapt_q import lower_adaptation
 from tinywarden.kernels.features_s16 import MAX_WINDOW
-from tinywarden.kernels.likelihood_q import lower_likelihood
+from tinywarden.kernels.likelihood_q import lower_likelihood, with_value_record
 from tinywarden.likelihood import MIN_FIT_SCORES, AnomalyLikelihood
 from tinywarden.pipeline import Pipeline, Scored, normal_window_mask
 from tinywarden.program import (
@@ -175,7 +175,7 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
     cal_scores = run_windows(prog, cal_q)
     threshold = int(threshold_at_fpr(cal_scores.astype(np.float64), pipeline.target_fpr))
     info = {**prog.info, "calibration_fpr": float(np.mean(cal_scores > threshold))}
-    lik = _likelihood_step(pipeline, cal_scores)
+    lik = _likelihood_step(pipeline, cal_scores, prog)
     adapt = None if lik is None else lower_adaptation(prog.ops, np.asarray(pipeline.offset_),
                                                       np.asarray(pipeline.scale_), affine,
                                                       getattr(pipeline, "train_summary_", {}).get("period_s"))
@@ -183,13 +183,20 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
                    prog.tensors, prog.ops, threshold, prog.k, prog.n, info, lik, adapt).validate()
 
 
-def _likelihood_step(pipeline: Pipeline, cal_scores: np.ndarray) -> Op | None:
+def _likelihood_step(pipeline: Pipeline, cal_scores: np.ndarray, program: Program) -> Op | None:
     """The integer likelihood, fitted (with the float one's parameters) on the int32 calibration scores in time
-    order, as the float one is on the float calibration scores; None when the pipeline has no likelihood."""
+    order, as the float one is on the float calibration scores; None when the pipeline has no likelihood. With the
+    float one's value record, the same tolerance over its training range quantized as the device quantizes samples
+    (monotone, so every training sample's int16 lies in the range)."""
     lik = getattr(pipeline, "likelihood_", None)
     if lik is None or len(cal_scores) < MIN_FIT_SCORES:
         return None
-    return lower_likelihood(AnomalyLikelihood(**lik.get_params()).fit(cal_scores.astype(np.float64)))
+    op = lower_likelihood(AnomalyLikelihood(**lik.get_params()).fit(cal_scores.astype(np.float64)))
+    rec = getattr(lik, "values_", None)
+    if rec is None:
+        return op
+    q = quantize_samples(program, np.vstack((rec.lo_, rec.hi_)))
+    return with_value_record(op, rec.tolerance, q[0], q[1])
 
 
 # -- model files and scoring ---------------------------------------------------------------------
