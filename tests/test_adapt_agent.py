@@ -261,3 +261,35 @@ def test_a_restarted_int8_agent_carries_on_and_sets_aside_a_corrupted_state(kit,
     stale = [r for r in audit(tmp_path) if r["kind"] == "adaptation_state_stale"]
     assert len(stale) == 1 and "MAC" in stale[0]["data"]["reason"]
     assert path.with_name(path.name + ".stale").exists() and not path.exists()
+
+
+def test_a_forged_state_that_clears_the_drift_flag_is_refused(kit, tmp_path):
+    """An attacker who can write the state directory but not read the key rewrites the state with the drift flag
+    cleared, with every check they can compute: before the MAC, a SHA-256 of the content (accepted then: the flag
+    was cleared by the restart), now sealed with a key of their own. Both are set aside; the flag is not lost
+    silently (the baseline restarts from the reference, audited)."""
+    import hashlib
+
+    from tinywarden.agent import adaptstate
+    from tinywarden.audit import AuditKey
+
+    cfg = dataclasses.replace(config(kit, tmp_path, kit.signed(1), "int8"), persist_engine=True)
+    with Agent(cfg, kit.stream.channels, replay=True) as a:
+        a.run(iter(ReplaySource(kit.stream)), len(kit.stream) // 2)
+        assert a.status()["adaptation"]["flagged"] is True
+    (path,) = (tmp_path / "state").glob("adaptation-*.json")
+    body = json.loads(path.read_text())["body"]
+    body["state"]["state"].update(flagged=False, flags=0)
+    old_form = {**body["state"], "sha256": hashlib.sha256(json.dumps(
+        body["state"], sort_keys=True, separators=(",", ":")).encode()).hexdigest()}
+    for forged, why in ((json.dumps(old_form), "format"), (None, "key id")):
+        if forged is None:
+            adaptstate.write_state(path, body, AuditKey(b"\x05" * 32), fsync=False)
+        else:
+            path.write_text(forged)
+        with Agent(cfg, kit.stream.channels, replay=True) as b:
+            st = b.status()["adaptation"]
+        assert st["adapted_windows"] == 0 and st["flags"] == 0, why
+        stale = [r for r in audit(tmp_path) if r["kind"] == "adaptation_state_stale"]
+        assert why in stale[-1]["data"]["reason"]
+        assert not any(r["kind"] == "adaptation_restored" for r in audit(tmp_path)[-4:])
