@@ -657,14 +657,19 @@ class Agent:
         that fails verification is moved aside, audited, and the baseline starts from the bundle's frozen
         reference (fail-safe)."""
         path = self._adaptation_path(loaded)
-        if not self._persists() or path is None or not path.exists():
+        if not self._persists() or path is None:
             return
         key = self.audit.key
         assert key is not None  # the agent's log is always keyed (open_audit_log)
         digest = loaded.bundle.digest
+        audited = adaptstate.audited_counter(self.audit.path, key, digest)
+        # the files written from now on count on from the chain's record, whatever happens to this one: a state
+        # set aside (or deleted) does not make the next ones look like a rollback
+        self._state_counter = audited[0] if audited is not None else 0
+        if not path.exists():
+            return
         try:
             body = adaptstate.read_state(path, key, digest)
-            audited = adaptstate.audited_counter(self.audit.path, key, digest)
             if audited is not None and body["counter"] < audited[0]:
                 raise adaptstate.AdaptedStateError(
                     f"{path}: a rollback: the adapted state's counter {body['counter']} is older than "
