@@ -290,3 +290,40 @@ def test_a_native_state_that_fails_verification_is_set_aside_and_the_reference_r
     path.write_bytes(good.replace(b'"counter":', b'"counter":1', 1))  # a raised counter breaks the MAC
     _, st = _run(kit, cfg, iter(()))
     assert st["adapted_windows"] == 0
+
+
+@needs_cc
+def test_a_native_state_of_another_module_or_malformed_is_refused_and_nothing_changes(kit, tmp_path):
+    """NativeAdapter.load: a snapshot of another build, wrapper ABI or state size, a blob that is not base64 or
+    not TW_STATE_BYTES long: ConfigError in one line, the scorer's state untouched; its own snapshot loads."""
+    import base64
+
+    from tinywarden.errors import ConfigError
+    from tinywarden.modelfile import decode
+    from tinywarden.native import NativeAdapter, compile_program
+    from tinywarden.program import from_model_file
+    from tinywarden.respond.policy import Adaptation
+
+    header, arrays = decode(kit.model)
+    lib = compile_program(from_model_file(header["int8"], arrays), Adaptation(), cache=tmp_path / "cache")
+    ran, fresh = lib.stream(), lib.stream()
+    for x in kit.stream.values[:2000]:
+        ran.push([float(v) for v in x])
+    src = NativeAdapter(lambda: ran, Adaptation(), None)  # type: ignore[arg-type]
+    dst = NativeAdapter(lambda: fresh, Adaptation(), None)  # type: ignore[arg-type]
+    snap = src.snapshot()
+    before = fresh.export_state()
+    bad = {
+        "build": {**snap, "build": "0" * 32},
+        "abi": {**snap, "abi": snap["abi"] - 1},
+        "state size": {**snap, "state_bytes": snap["state_bytes"] + 8},
+        "not base64": {**snap, "state": snap["state"][:-4] + "!!!!"},
+        "short blob": {**snap, "state": base64.b64encode(base64.b64decode(snap["state"])[:-8]).decode()},
+        "format": {**snap, "format": "tinywarden-int8-adaptation/2"},
+    }
+    for what, doc in bad.items():
+        with pytest.raises(ConfigError, match="adapted state") as info:
+            dst.load(doc)
+        assert "\n" not in str(info.value) and fresh.export_state() == before, what
+    dst.load(snap)
+    assert fresh.export_state() == ran.export_state() != before and fresh.adaptation() == ran.adaptation()
