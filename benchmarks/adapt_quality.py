@@ -114,12 +114,13 @@ def summarise(rows: Sequence[Row]) -> list[Row]:
     return out
 
 
-def markdown(rows: Sequence[Row], info: dict[str, str], note: str) -> str:
+def markdown(rows: Sequence[Row], info: dict[str, str], note: str,
+             produced: str = "`python benchmarks/adapt_quality.py`") -> str:
     summary = summarise(rows)
     lines = [
         "# Baseline adaptation on SMD and ASD: ROC AUC lost or gained (issue 14)",
         "",
-        "Produced by `python benchmarks/adapt_quality.py` (module docstring: protocol). Each family with its "
+        f"Produced by {produced} (module docstring: protocol). Each family with its "
         "default parameters, fitted on the entity's `train` split; its test windows scored as fitted (*off*) "
         "and by a deployed copy whose baseline adapts with the default `[adaptation]` policy (*on*, "
         "`tinywarden.adapt.adapted_scores`, one window after the other, test stride 1: one adaptation step per "
@@ -161,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the per-entity rows here (appended as they come)")
     ap.add_argument("--render", type=Path, help="render saved rows (--json output) instead of measuring")
     ap.add_argument("--note", default="", help="a line printed above the table (e.g. what was left out)")
+    ap.add_argument("--produced", default="`python benchmarks/adapt_quality.py`",
+                    help="the commands that measured the rows (a --render of several runs' rows names them)")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/adapt_quality.md")
     ap.add_argument("--settle-s", type=float, help="the adaptation's settle_s instead of the default (a diagnostic: "
                     "0 turns the sustained-shift rule off)")
@@ -190,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.entities is not None and i >= args.entities:
                     break
                 entity_rows(entity, families, save, None if args.settle_s is None else {"settle_s": args.settle_s})
-    text = markdown(rows, info, args.note)
+    text = markdown(rows, info, args.note, args.produced)
     print(text)
     if not args.no_write:
         (RESULTS / "adapt_quality.md").write_text(text)
