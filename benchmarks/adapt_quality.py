@@ -18,6 +18,7 @@ per family (mean over entities and the worst entity), and whether every family s
     python benchmarks/adapt_quality.py                          # SMD and ASD, every family; writes results
     python benchmarks/adapt_quality.py --datasets asd --families ewma,pca --no-write
     python benchmarks/adapt_quality.py --render rows.json       # re-render saved rows
+    python benchmarks/adapt_quality.py --datasets asd --families ar --settle-s 0 --no-write   # rule off
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,10 @@ DATASETS = ("smd", "asd")
 Row = dict[str, Any]
 
 
-def entity_rows(entity: Any, families: Sequence[str], done: Callable[[Row], None] = lambda row: None) -> list[Row]:
-    """One row per family: ROC AUC off and on for this entity; ``done`` is called with each row as it comes."""
+def entity_rows(entity: Any, families: Sequence[str], done: Callable[[Row], None] = lambda row: None,
+                adaptation: Mapping[str, Any] | None = None) -> list[Row]:
+    """One row per family: ROC AUC off and on for this entity; ``done`` is called with each row as it comes.
+    ``adaptation`` overrides fields of the default ``[adaptation]`` policy (a diagnostic, e.g. ``settle_s=0``)."""
     import copy
 
     from tinywarden.adapt import adapted_scores
@@ -77,7 +80,7 @@ def entity_rows(entity: Any, families: Sequence[str], done: Callable[[Row], None
         ends, raw = scorer.window_inputs(entity.stream)
         row: Row = {"dataset": entity.dataset, "entity": entity.name, "family": name, "windows": len(ends)}
         t0 = time.process_time()
-        for variant, cfg in (("off", None), ("on", Adaptation())):
+        for variant, cfg in (("off", None), ("on", Adaptation(**(adaptation or {})))):
             scores = adapted_scores(scorer, raw, cfg)
             m = quality_metrics(entity, ends, scores)
             row[f"roc_auc_{variant}"] = m["roc_auc"]
@@ -111,12 +114,13 @@ def summarise(rows: Sequence[Row]) -> list[Row]:
     return out
 
 
-def markdown(rows: Sequence[Row], info: dict[str, str], note: str) -> str:
+def markdown(rows: Sequence[Row], info: dict[str, str], note: str,
+             produced: str = "`python benchmarks/adapt_quality.py`") -> str:
     summary = summarise(rows)
     lines = [
         "# Baseline adaptation on SMD and ASD: ROC AUC lost or gained (issue 14)",
         "",
-        "Produced by `python benchmarks/adapt_quality.py` (module docstring: protocol). Each family with its "
+        f"Produced by {produced} (module docstring: protocol). Each family with its "
         "default parameters, fitted on the entity's `train` split; its test windows scored as fitted (*off*) "
         "and by a deployed copy whose baseline adapts with the default `[adaptation]` policy (*on*, "
         "`tinywarden.adapt.adapted_scores`, one window after the other, test stride 1: one adaptation step per "
@@ -158,7 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the per-entity rows here (appended as they come)")
     ap.add_argument("--render", type=Path, help="render saved rows (--json output) instead of measuring")
     ap.add_argument("--note", default="", help="a line printed above the table (e.g. what was left out)")
+    ap.add_argument("--produced", default="`python benchmarks/adapt_quality.py`",
+                    help="the commands that measured the rows (a --render of several runs' rows names them)")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/adapt_quality.md")
+    ap.add_argument("--settle-s", type=float, help="the adaptation's settle_s instead of the default (a diagnostic: "
+                    "0 turns the sustained-shift rule off)")
     args = ap.parse_args(argv)
     if args.render is not None:
         saved = json.loads(args.render.read_text())
@@ -184,8 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i, entity in enumerate(entities(dataset)):
                 if args.entities is not None and i >= args.entities:
                     break
-                entity_rows(entity, families, save)
-    text = markdown(rows, info, args.note)
+                entity_rows(entity, families, save, None if args.settle_s is None else {"settle_s": args.settle_s})
+    text = markdown(rows, info, args.note, args.produced)
     print(text)
     if not args.no_write:
         (RESULTS / "adapt_quality.md").write_text(text)

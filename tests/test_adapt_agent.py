@@ -25,7 +25,7 @@ from tinywarden.modelfile import pipeline_to_bytes
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Int8Stream
 from tinywarden.quantize import int8_sections
-from tinywarden.runtime import Int8Adapter, Int8Model, Int8Scorer, load_model, state_digest
+from tinywarden.runtime import Int8Adapter, Int8Model, Int8Scorer, load_model
 from tinywarden.simulate import simulate
 from tinywarden.telemetry import Series
 
@@ -197,10 +197,10 @@ def _stream_to(model: Int8Model, cfg: Adaptation, values: np.ndarray) -> Int8Sco
     return scorer
 
 
-def test_the_integer_adapted_state_survives_a_restart_and_a_corrupted_one_falls_back_to_the_reference(kit, tmp_path):
-    """Int8Adapter.save / restore: a restarted scorer carries on exactly as one that never stopped; a state file
-    that is torn, edited (with or without a recomputed digest), or written for another program or rule is refused
-    with a one-line error and leaves the frozen reference in place."""
+def test_the_integer_adapted_state_survives_a_restart_and_a_foreign_one_falls_back_to_the_reference(kit):
+    """Int8Adapter.snapshot / load: a restarted scorer carries on exactly as one that never stopped; a snapshot
+    (authentic: the sealed file's MAC is tests/test_adaptstate.py's) taken of another program or rule, or with any
+    value out of range, is refused with a one-line error and leaves the frozen reference in place."""
     model = load_model(kit.model)
     assert isinstance(model, Int8Model)
     cfg = Adaptation(max_drift=0.5, settle_s=1600.0)
@@ -208,43 +208,36 @@ def test_the_integer_adapted_state_survives_a_restart_and_a_corrupted_one_falls_
     values[2000:] += 4.0 * values[:2000].std(axis=0)
     half = len(values) * 3 // 4
     ref = _stream_to(model, cfg, values[:half])
-    path = tmp_path / "adaptation.json"
-    Int8Adapter(lambda: ref, cfg).save(path)
+    doc = json.loads(json.dumps(Int8Adapter(lambda: ref, cfg).snapshot()))  # through JSON, as the file holds it
     assert ref.stream.adapter is not None and ref.stream.adapter.settled > 0
     new = model.stream(cfg)
     ring = ("ring", "head", "filled", "phase")  # the samples in flight: the test's, not the restart's
     new.stream.__dict__.update({k: v.copy() if isinstance(v, np.ndarray) else v
                                 for k, v in ref.stream.__dict__.items() if k in ring})
-    Int8Adapter(lambda: new, cfg).restore(path)
+    Int8Adapter(lambda: new, cfg).load(doc)
     assert [new.push(x) for x in values[half:]] == [ref.push(x) for x in values[half:]]
 
-    good = path.read_text()
-    doc = json.loads(good)
-
-    def resealed(edit) -> str:
-        body = {k: v for k, v in doc.items() if k != "sha256"}
-        body = json.loads(json.dumps(body))
+    def edited(edit) -> dict:
+        body = json.loads(json.dumps(doc))
         edit(body)
-        return json.dumps({**body, "sha256": state_digest(body)})
+        return body
 
     bad = {
-        "torn": good[: len(good) // 2],
-        "edited": good.replace('"adapted":', '"adapted":1', 1),
-        "g out of range": resealed(lambda b: b["state"]["g"].__setitem__(0, 0)),
-        "mu out of range": resealed(lambda b: b["state"]["mu"].__setitem__(0, 2**40)),
-        "settling without a count": resealed(lambda b: b["state"].update(elevated=0, settling=True)),
-        "likelihood sum": resealed(lambda b: b["likelihood"].update(sum=b["likelihood"]["sum"] + 1)),
-        "value range inverted": resealed(lambda b: b["likelihood"].update(vlo=[v + 1 for v in b["likelihood"]["vhi"]])),
-        "value range missing (a file from before the value record)": resealed(
+        "g out of range": edited(lambda b: b["state"]["g"].__setitem__(0, 0)),
+        "mu out of range": edited(lambda b: b["state"]["mu"].__setitem__(0, 2**40)),
+        "settling without a count": edited(lambda b: b["state"].update(elevated=0, settling=True)),
+        "likelihood sum": edited(lambda b: b["likelihood"].update(sum=b["likelihood"]["sum"] + 1)),
+        "value range inverted": edited(lambda b: b["likelihood"].update(vlo=[v + 1 for v in b["likelihood"]["vhi"]])),
+        "value range missing (a file from before the value record)": edited(
             lambda b: [b["likelihood"].pop(k) for k in ("vlo", "vhi", "vnew")]),
-        "another rule": resealed(lambda b: b["rule"].update(rate_shift=3)),
-        "another program": resealed(lambda b: b.update(model_id="0" * 16)),
+        "another rule": edited(lambda b: b["rule"].update(rate_shift=3)),
+        "another program": edited(lambda b: b.update(model_id="0" * 16)),
+        "an older format": edited(lambda b: b.update(format="tinywarden-int8-adaptation/1")),
     }
-    for what, text in bad.items():
-        path.write_text(text)
+    for what, body in bad.items():
         fresh = model.stream(cfg)
         with pytest.raises(ConfigError, match="adapted state") as info:
-            Int8Adapter(lambda f=fresh: f, cfg).restore(path)
+            Int8Adapter(lambda f=fresh: f, cfg).load(body)
         assert "\n" not in str(info.value), what
         a = fresh.stream.adapter
         assert a is not None and a.adapted == 0 and (a.mu == 0).all() and not a.settling, what
@@ -269,5 +262,37 @@ def test_a_restarted_int8_agent_carries_on_and_sets_aside_a_corrupted_state(kit,
         cleared = c.status()["adaptation"]
     assert cleared["adapted_windows"] == 0 and cleared["drift"] == 0 and cleared["flagged"] is False
     stale = [r for r in audit(tmp_path) if r["kind"] == "adaptation_state_stale"]
-    assert len(stale) == 1 and "digest" in stale[0]["data"]["reason"]
+    assert len(stale) == 1 and "MAC" in stale[0]["data"]["reason"]
     assert path.with_name(path.name + ".stale").exists() and not path.exists()
+
+
+def test_a_forged_state_that_clears_the_drift_flag_is_refused(kit, tmp_path):
+    """An attacker who can write the state directory but not read the key rewrites the state with the drift flag
+    cleared, with every check they can compute: before the MAC, a SHA-256 of the content (accepted then: the flag
+    was cleared by the restart), now sealed with a key of their own. Both are set aside; the flag is not lost
+    silently (the baseline restarts from the reference, audited)."""
+    import hashlib
+
+    from tinywarden.agent import adaptstate
+    from tinywarden.audit import AuditKey
+
+    cfg = dataclasses.replace(config(kit, tmp_path, kit.signed(1), "int8"), persist_engine=True)
+    with Agent(cfg, kit.stream.channels, replay=True) as a:
+        a.run(iter(ReplaySource(kit.stream)), len(kit.stream) // 2)
+        assert a.status()["adaptation"]["flagged"] is True
+    (path,) = (tmp_path / "state").glob("adaptation-*.json")
+    body = json.loads(path.read_text())["body"]
+    body["state"]["state"].update(flagged=False, flags=0)
+    old_form = {**body["state"], "sha256": hashlib.sha256(json.dumps(
+        body["state"], sort_keys=True, separators=(",", ":")).encode()).hexdigest()}
+    for forged, why in ((json.dumps(old_form), "format"), (None, "key id")):
+        if forged is None:
+            adaptstate.write_state(path, body, AuditKey(b"\x05" * 32), fsync=False)
+        else:
+            path.write_text(forged)
+        with Agent(cfg, kit.stream.channels, replay=True) as b:
+            st = b.status()["adaptation"]
+        assert st["adapted_windows"] == 0 and st["flags"] == 0, why
+        stale = [r for r in audit(tmp_path) if r["kind"] == "adaptation_state_stale"]
+        assert why in stale[-1]["data"]["reason"]
+        assert not any(r["kind"] == "adaptation_restored" for r in audit(tmp_path)[-4:])

@@ -171,3 +171,159 @@ def test_native_and_int8_agents_agree_across_a_same_model_swap_and_a_rebaseline(
     assert ns == is_  # adaptation carried over the swap and reset by the re-baseline exactly as the int8 step
     for key in ("adapted_windows", "held_windows", "flags", "flagged", "drift"):
         assert nst[key] == ist[key], key
+
+
+# ---------------------------------------------------------------------------------- adapted state across restarts
+
+
+def _run(kit, cfg, samples, n: int | None = None) -> tuple[list[tuple], dict]:
+    """Run an agent of ``cfg`` over ``samples`` (``n`` of them, or to the end); its windows as (time, score,
+    confidence, tier) and its adaptation status."""
+    from tinywarden.agent.loop import Agent
+
+    got: list[tuple] = []
+    holder: list = []
+    with Agent(cfg, kit.stream.channels, replay=True,
+               on_window=lambda w: got.append((w.time, w.score, holder[0].last_confidence, w.tier))) as a:
+        holder.append(a)
+        a.run(samples, n)
+        st = a.status()["adaptation"]
+    return got, st
+
+
+def _persisting(kit, tmp: Path, runtime: str, bundle: bytes | None = None):
+    import dataclasses
+
+    from test_adapt_agent import config
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    return dataclasses.replace(config(kit, tmp, bundle or kit.signed(1), runtime), persist_engine=True)
+
+
+@needs_cc
+@pytest.mark.parametrize("runtime", ["native", "int8"])
+def test_a_restarted_agent_carries_on_exactly_as_one_that_never_stopped(kit, tmp_path, runtime):
+    """N windows, stop, restart, M more windows == N + M windows without a stop: scores, confidences and tiers bit
+    for bit, and the same adaptation status (the restart is fed the samples of its first window again, the
+    in-flight samples being a restart's loss on any runtime)."""
+    from test_adapt_agent import audit
+    from tinywarden.agent.sources import ReplaySource
+
+    rows = list(ReplaySource(kit.stream))
+    whole, want = _run(kit, _persisting(kit, tmp_path / "whole", runtime), iter(rows))
+    assert want["adapted_windows"] > 0 and want["flagged"] and want["runtime"].startswith(runtime)
+    w, s = 32, 16  # the kit's window and stride
+    cut = w + s * ((len(rows) // 2 - w) // s)  # a window ended at row cut - 1
+    cfg = _persisting(kit, tmp_path / "restarted", runtime)
+    first, _ = _run(kit, cfg, iter(rows[:cut]))
+    then, got = _run(kit, cfg, iter(rows[cut - (w - s):]))
+    assert first + then == whole
+    keys = ("adapted_windows", "held_windows", "drift", "likelihood_drift", "flagged", "flags", "settling")
+    assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
+    kinds = [r["kind"] for r in audit(tmp_path / "restarted")]
+    assert "adaptation_restored" in kinds and "adaptation_state_stale" not in kinds
+
+
+@needs_cc
+def test_a_native_state_that_fails_verification_is_set_aside_and_the_reference_runs(kit, tmp_path):
+    """Tampered blob, a file sealed with another key, a truncated file, the state of another bundle and a replay of
+    an older (valid) state file: each is moved aside as .stale, audited with why, and the restarted agent starts
+    from the bundle's frozen reference."""
+    import base64
+    import shutil
+
+    from test_adapt_agent import audit
+    from tinywarden.agent import adaptstate
+    from tinywarden.agent.sources import ReplaySource
+    from tinywarden.audit import AuditKey
+
+    rows = list(ReplaySource(kit.stream))
+    state = tmp_path / "state"
+    cfg = _persisting(kit, tmp_path, "native")
+    _, before = _run(kit, cfg, iter(rows[: len(rows) // 2]))
+    assert before["adapted_windows"] > 0 and before["flagged"]
+    (path,) = state.glob("adaptation-*.json")
+    good = path.read_bytes()
+    doc = json.loads(good)
+
+    def restart_from(content: bytes, match: str) -> None:
+        path.write_bytes(content)
+        _, st = _run(kit, cfg, iter(()))
+        assert st["adapted_windows"] == 0 and st["drift"] == 0 and st["flagged"] is False, match
+        stale = [r for r in audit(tmp_path) if r["kind"] == "adaptation_state_stale"]
+        assert match in stale[-1]["data"]["reason"] and "\n" not in stale[-1]["data"]["reason"]
+        assert not path.exists() and path.with_name(path.name + ".stale").exists()
+
+    snap = doc["body"]["state"]
+    blob = bytearray(base64.b64decode(snap["state"]))
+    blob[len(blob) // 2] ^= 1
+    tampered = {**doc, "body": {**doc["body"], "state": {**snap, "state": base64.b64encode(bytes(blob)).decode()}}}
+    restart_from(json.dumps(tampered).encode(), "MAC")
+    other = AuditKey(b"\x07" * 32)  # an attacker who can write the state directory, not read the key
+    adaptstate.write_state(path, doc["body"], other, fsync=False)
+    restart_from(path.read_bytes(), "key id")
+    restart_from(good[: len(good) // 3], "unreadable")
+
+    # the state of bundle v1 renamed to the file of bundle v2 (same model): bound to its bundle
+    shutil.copytree(state, tmp_path / "kept")
+    assert not list((tmp_path / "kept").glob("adaptation-*.json"))  # set aside just now
+    v2 = _persisting(kit, tmp_path / "v2", "native", kit.signed(2))
+    shutil.copytree(tmp_path / "kept", tmp_path / "v2" / "state")  # the same key and audit chain
+    with_v2 = _run(kit, v2, iter(rows[:64]))  # installs v2; its first windows write its own file
+    (v2_path,) = (tmp_path / "v2" / "state").glob("adaptation-*.json")
+    assert v2_path.name != path.name and with_v2[0]
+    v2_path.write_bytes(good)
+    _, st = _run(kit, v2, iter(()))
+    assert st["adapted_windows"] == 0
+    stale = [r for r in audit(tmp_path / "v2") if r["kind"] == "adaptation_state_stale"]
+    assert "written for bundle" in stale[-1]["data"]["reason"]
+
+    # a replay of an older valid state: its counter is below the one the audit chain holds
+    path.write_bytes(good)
+    _run(kit, cfg, iter(rows[len(rows) // 2:]))  # restores, carries on, saves newer states, audits its stop
+    newer = json.loads(path.read_bytes())["body"]["counter"]
+    assert newer > doc["body"]["counter"]
+    restart_from(good, "rollback")
+    _run(kit, cfg, iter(rows[:64]))  # after a set-aside (or a deleted file) the counter goes on from the chain's
+    _, st = _run(kit, cfg, iter(()))
+    assert st["adapted_windows"] > 0 and audit(tmp_path)[-2]["kind"] == "adaptation_restored"
+    path.write_bytes(good.replace(b'"counter":', b'"counter":1', 1))  # a raised counter breaks the MAC
+    _, st = _run(kit, cfg, iter(()))
+    assert st["adapted_windows"] == 0
+
+
+@needs_cc
+def test_a_native_state_of_another_module_or_malformed_is_refused_and_nothing_changes(kit, tmp_path):
+    """NativeAdapter.load: a snapshot of another build, wrapper ABI or state size, a blob that is not base64 or
+    not TW_STATE_BYTES long: ConfigError in one line, the scorer's state untouched; its own snapshot loads."""
+    import base64
+
+    from tinywarden.errors import ConfigError
+    from tinywarden.modelfile import decode
+    from tinywarden.native import NativeAdapter, compile_program
+    from tinywarden.program import from_model_file
+    from tinywarden.respond.policy import Adaptation
+
+    header, arrays = decode(kit.model)
+    lib = compile_program(from_model_file(header["int8"], arrays), Adaptation(), cache=tmp_path / "cache")
+    ran, fresh = lib.stream(), lib.stream()
+    for x in kit.stream.values[:2000]:
+        ran.push([float(v) for v in x])
+    src = NativeAdapter(lambda: ran, Adaptation(), None)  # type: ignore[arg-type]
+    dst = NativeAdapter(lambda: fresh, Adaptation(), None)  # type: ignore[arg-type]
+    snap = src.snapshot()
+    before = fresh.export_state()
+    bad = {
+        "build": {**snap, "build": "0" * 32},
+        "abi": {**snap, "abi": snap["abi"] - 1},
+        "state size": {**snap, "state_bytes": snap["state_bytes"] + 8},
+        "not base64": {**snap, "state": snap["state"][:-4] + "!!!!"},
+        "short blob": {**snap, "state": base64.b64encode(base64.b64decode(snap["state"])[:-8]).decode()},
+        "format": {**snap, "format": "tinywarden-int8-adaptation/2"},
+    }
+    for what, doc in bad.items():
+        with pytest.raises(ConfigError, match="adapted state") as info:
+            dst.load(doc)
+        assert "\n" not in str(info.value) and fresh.export_state() == before, what
+    dst.load(snap)
+    assert fresh.export_state() == ran.export_state() != before and fresh.adaptation() == ran.adaptation()

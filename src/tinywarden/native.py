@@ -28,6 +28,8 @@ its description records the library's SHA-256, checked before ``dlopen``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ctypes
 import hashlib
 import json
@@ -46,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinywarden.adaptation import AdaptStep
-from tinywarden.errors import ModelFileError, TinywardenError
+from tinywarden.errors import ConfigError, ModelFileError, TinywardenError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,7 +64,9 @@ __all__ = ["NativeAdapter", "NativeError", "NativeLibrary", "NativeModel", "Nati
 NATIVE_VERSION = 1
 HOST_SOURCE = Path(__file__).with_name("native_host.c")
 #: what ``twh_abi`` must return (native_host.c's TWH_ABI)
-HOST_ABI = 2
+HOST_ABI = 3
+#: the adapted state's format (:meth:`NativeAdapter.snapshot`)
+STATE_FORMAT = "tinywarden-native-adaptation/1"
 LIB_NAME = "libtinywarden_model.so"
 
 
@@ -224,11 +228,17 @@ class NativeLibrary:
         lib.tw_init.argtypes = [p]
         lib.twh_features.restype = ctypes.c_long
         lib.twh_features.argtypes = [p, ctypes.POINTER(i64), ctypes.c_long]
+        lib.twh_state_export.restype = ctypes.c_long
+        lib.twh_state_export.argtypes = [p, p, ctypes.c_long]
+        lib.twh_state_import.restype = ctypes.c_int
+        lib.twh_state_import.argtypes = [p, p, ctypes.c_long]
         info = (i64 * 8)()
         lib.twh_info(info)
         (self.n_channels, self.window, self.stride, self.k, self.n, self.threshold, lik, ad) = list(info)
         self.has_likelihood, self.has_adaptation = bool(lik), bool(ad)
         self.state_size = int(lib.twh_state_size())
+        #: what decides the state's layout: the build's cache key (the SHA-256 of the sources, flags and compiler)
+        self.build_id = self.path.parent.name
 
     def new_state(self) -> ctypes.Array[ctypes.c_char]:
         """A fresh ``tw_state_t`` (``tw_init``), in memory Python owns."""
@@ -318,6 +328,23 @@ class NativeScorer:
             raise NativeError("the likelihood and adaptation state carry over between modules of one program only")
         self.lib._lib.twh_carry(self.state, other.state)
 
+    def export_state(self) -> bytes:
+        """The likelihood and adaptation state (what :meth:`carry_from` carries) as ``state_size`` bytes
+        (``twh_state_export``), for :meth:`import_state` in a scorer of the same library."""
+        out = ctypes.create_string_buffer(self.lib.state_size)
+        got = self.lib._lib.twh_state_export(self.state, out, self.lib.state_size)
+        if got != self.lib.state_size:
+            raise NativeError(f"{self.lib.path}: twh_state_export returned {got}, expected {self.lib.state_size}")
+        return out.raw
+
+    def import_state(self, blob: bytes) -> None:
+        """Take the likelihood and adaptation state of an :meth:`export_state` blob, keeping this scorer's samples
+        (``twh_state_import``); NativeError, nothing changed, when it is not ``state_size`` bytes."""
+        if len(blob) != self.lib.state_size:
+            raise NativeError(f"a state blob of {len(blob)} bytes, this module's state has {self.lib.state_size}")
+        if self.lib._lib.twh_state_import(self.state, blob, len(blob)) != 0:
+            raise NativeError(f"{self.lib.path}: twh_state_import refused the blob")
+
     def features(self) -> list[int]:
         """The integer window features of the last completed window, as the C computed them (empty when the
         module does not keep them to the end of the window: :func:`features_member`)."""
@@ -383,6 +410,41 @@ class NativeAdapter:
 
     def rebind(self, pipeline: Any) -> None:
         self._last = self._scorer().adaptation()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The C state's likelihood and adaptation state (:meth:`NativeScorer.export_state`, base64) with what
+        decides its layout (the build, the wrapper's ABI, the state's size) and the windows scored, for a
+        restarted agent to carry on from (:meth:`load`); the agent seals it with the device key
+        (:mod:`tinywarden.agent.adaptstate`)."""
+        scorer = self._scorer()
+        lib = scorer.lib
+        return {"format": STATE_FORMAT, "build": lib.build_id, "abi": HOST_ABI, "state_bytes": lib.state_size,
+                "windows": scorer.windows, "state": base64.b64encode(scorer.export_state()).decode("ascii")}
+
+    def load(self, doc: Mapping[str, Any]) -> None:
+        """Carry on from a :meth:`snapshot` of a module with this one's layout. ConfigError, nothing changed
+        (the frozen reference for a fresh scorer), when it is of another format or build, or malformed. The C
+        does not range-check the blob: its authenticity is the sealed file's (:mod:`tinywarden.agent.adaptstate`),
+        and only this module's own export passes that."""
+        scorer = self._scorer()
+        lib = scorer.lib
+        if not isinstance(doc, Mapping) or doc.get("format") != STATE_FORMAT:
+            raise ConfigError(f"not an adapted state of format {STATE_FORMAT}")
+        if (doc.get("build"), doc.get("abi"), doc.get("state_bytes")) != (lib.build_id, HOST_ABI, lib.state_size):
+            raise ConfigError("the adapted state was written by another native module (build, wrapper or layout)")
+        windows, text = doc.get("windows"), doc.get("state")
+        if type(windows) is not int or windows < 0 or not isinstance(text, str):
+            raise ConfigError("the adapted state is malformed")
+        try:
+            blob = base64.b64decode(text.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            raise ConfigError("the adapted state's blob is not base64") from None
+        try:
+            scorer.import_state(blob)
+        except NativeError as exc:
+            raise ConfigError(f"the adapted state does not fit this module: {exc}") from None
+        scorer.windows = windows
+        self._last = scorer.adaptation()
 
     def status(self) -> dict[str, Any]:
         s, scorer = self._scorer().adaptation(), self._scorer()

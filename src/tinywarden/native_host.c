@@ -5,9 +5,9 @@
  * here reaches a microcontroller build. It adds what a Python caller loading the library through ctypes
  * needs besides the public tw_ API: the module's shape as numbers, a batch loop (one call over a whole
  * array of raw float samples, so the per-sample cost is the C's and not the foreign-function call's),
- * a push that returns the result as plain integers, the baseline adaptation's status, and the carry-over
+ * a push that returns the result as plain integers, the baseline adaptation's status, the carry-over
  * of the likelihood and adaptation state from one state to another (an agent's hot swap to a bundle with
- * the same model file).
+ * the same model file), and that same state as a blob of bytes an agent keeps across a restart.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -16,7 +16,7 @@
 #include "tinywarden_model.h"
 
 /* Bumped when a function below changes its signature (tinywarden.native checks it after loading). */
-#define TWH_ABI 2
+#define TWH_ABI 3
 
 #ifndef TW_HAS_ADAPTATION
 #define TW_HAS_ADAPTATION 0
@@ -32,6 +32,8 @@ void twh_adaptation(const tw_state_t *s, int64_t out[7]);
 void twh_rebaseline(tw_state_t *s);
 void twh_carry(tw_state_t *dst, const tw_state_t *src);
 long twh_features(const tw_state_t *s, int64_t *out, long capacity);
+long twh_state_export(const tw_state_t *s, uint8_t *out, long capacity);
+int twh_state_import(tw_state_t *s, const uint8_t *in, long length);
 
 int32_t twh_abi(void)
 {
@@ -201,4 +203,36 @@ long twh_features(const tw_state_t *s, int64_t *out, long capacity)
     (void)capacity;
     return 0;
 #endif
+}
+
+/* The state an agent keeps across a restart (tinywarden.agent.adaptstate): a whole tw_state_t, TW_STATE_BYTES bytes
+ * (its members have no implicit padding), that is a fresh state (tw_init) holding s's likelihood and adaptation
+ * state: exactly what twh_carry carries, so a member added there is kept here too; the samples in flight, the
+ * k-of-n history and the scratch are a fresh state's. Returns TW_STATE_BYTES, or TW_EINVAL for a NULL argument
+ * or capacity < TW_STATE_BYTES (nothing written). */
+long twh_state_export(const tw_state_t *s, uint8_t *out, long capacity)
+{
+    tw_state_t blob;
+    if (s == NULL || out == NULL || capacity < (long)sizeof(blob)) {
+        return TW_EINVAL;
+    }
+    memset(&blob, 0, sizeof(blob));
+    tw_init(&blob);
+    twh_carry(&blob, s);
+    memcpy(out, &blob, sizeof(blob));
+    return (long)sizeof(blob);
+}
+
+/* s takes the likelihood and adaptation state of a blob twh_state_export wrote (of this same module: the caller
+ * checks that, and the blob's authenticity), keeping its own samples, windows and decisions. Returns 0, or
+ * TW_EINVAL for a NULL argument or length != TW_STATE_BYTES (s untouched). */
+int twh_state_import(tw_state_t *s, const uint8_t *in, long length)
+{
+    tw_state_t blob;
+    if (s == NULL || in == NULL || length != (long)sizeof(blob)) {
+        return TW_EINVAL;
+    }
+    memcpy(&blob, in, sizeof(blob));
+    twh_carry(s, &blob);
+    return 0;
 }

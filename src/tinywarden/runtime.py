@@ -24,19 +24,15 @@ fault, as it does on the float path, and the fail-safe guard cannot judge it eit
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinywarden.adapt import AdaptStep
 from tinywarden.errors import ConfigError, ModelFileError
-from tinywarden.fileio import atomic_write
 from tinywarden.guard import GuardVerdict, judge_bounds
 from tinywarden.kernels.adapt_q import G_ONE, AdaptQState
 from tinywarden.kernels.base import Op
@@ -55,8 +51,7 @@ if TYPE_CHECKING:
     from tinywarden.adapt import Adaptation
     from tinywarden.pipeline import Pipeline
 
-__all__ = ["STATE_FORMAT", "GuardBounds", "Int8Adapter", "Int8Model", "Int8Scorer", "ProgramLikelihood", "load_model",
-           "state_digest"]
+__all__ = ["STATE_FORMAT", "GuardBounds", "Int8Adapter", "Int8Model", "Int8Scorer", "ProgramLikelihood", "load_model"]
 
 _GUARD_ARRAYS = ("lo_", "hi_", "rate_")
 
@@ -179,8 +174,8 @@ class Int8Adapter:
     :class:`tinywarden.adapt.BaselineAdapter` (``observe``, ``status``, ``rebind``, ``config``).
 
     The scorer adapts inside ``push`` (the device's order: adapted op, score, likelihood, update);
-    :meth:`observe` only reports what that window did. :meth:`save` and :meth:`restore` keep the adapted state
-    across a restart (verified on load: a corrupted or foreign file is refused and the reference stays).
+    :meth:`observe` only reports what that window did. :meth:`snapshot` and :meth:`load` keep the adapted state
+    across a restart (checked on load: a foreign or out-of-range state is refused and the reference stays).
     ``scorer`` is asked for the running scorer each time
     (a hot swap to the same model hands the adapted state over to the new one in :meth:`rebind`).
     """
@@ -238,49 +233,35 @@ class Int8Adapter:
                                                 for k, v in old.likelihood.__dict__.items()})
             self._stream = new
 
-    def save(self, path: str | Path, fsync: bool = True) -> None:
-        """Write the adapted state and the program's likelihood state (which gates it) to ``path`` atomically
-        (:func:`tinywarden.fileio.atomic_write`), with a SHA-256 of its content, so that a restarted agent carries on
-        from them (:meth:`restore`). ConfigError naming the file when it cannot be written."""
+    def snapshot(self) -> dict[str, Any]:
+        """The adapted state and the program's likelihood state (which gates it), as JSON values, for a restarted
+        agent to carry on from (:meth:`load`). The agent seals it with the device key and writes it
+        (:mod:`tinywarden.agent.adaptstate`)."""
         stream = self._stream
-        body = {"format": STATE_FORMAT, "model_id": stream.program.model_id, "rule": dataclasses.asdict(
-            self._adapter().params), "state": self._adapter().snapshot(),
-            "likelihood": None if stream.likelihood is None else {k: getattr(stream.likelihood, k) for k in _LIK_STATE}}
-        doc = {**body, "sha256": state_digest(body)}
-        try:
-            atomic_write(path, json.dumps(doc, separators=(",", ":")) + "\n", mode=0o600, fsync=fsync)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot write the adapted state ({exc.strerror})") from None
+        return {"format": STATE_FORMAT, "model_id": stream.program.model_id,
+                "rule": dataclasses.asdict(self._adapter().params), "state": self._adapter().snapshot(),
+                "likelihood": None if stream.likelihood is None else
+                {k: getattr(stream.likelihood, k) for k in _LIK_STATE}}  # fmt: skip
 
-    def restore(self, path: str | Path, *likelihoods: LikelihoodQStream) -> None:
-        """Carry on from the state :meth:`save` wrote to ``path`` (also into each of ``likelihoods``, e.g. the
-        agent's own copy of the program's likelihood). ConfigError, and everything left as it was (the frozen
-        reference for a fresh adapter), when the file is unreadable, its digest does not match its content (torn,
-        corrupted or edited), it was written for another program or rule, or any value is out of range."""
+    def load(self, doc: Mapping[str, Any], *likelihoods: LikelihoodQStream) -> None:
+        """Carry on from a :meth:`snapshot` (also into each of ``likelihoods``, e.g. the agent's own copy of the
+        program's likelihood). ConfigError, and everything left as it was (the frozen reference for a fresh
+        adapter), when it is of another format, was taken of another program or rule, or any value is out of
+        range (its authenticity is the sealed file's: :mod:`tinywarden.agent.adaptstate`)."""
         stream, a = self._stream, self._adapter()
-        try:
-            doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ConfigError(f"{path}: unreadable adapted state ({exc})") from None
-        if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
-            raise ConfigError(f"{path}: not an adapted state of format {STATE_FORMAT}")
-        body = {k: v for k, v in doc.items() if k != "sha256"}
-        if doc.get("sha256") != state_digest(body):
-            raise ConfigError(f"{path}: the adapted state's digest does not match its content (corrupted)")
+        if not isinstance(doc, Mapping) or doc.get("format") != STATE_FORMAT:
+            raise ConfigError(f"not an adapted state of format {STATE_FORMAT}")
         if doc.get("model_id") != stream.program.model_id or doc.get("rule") != dataclasses.asdict(a.params):
-            raise ConfigError(f"{path}: the adapted state was written for another program or adaptation rule")
+            raise ConfigError("the adapted state was written for another program or adaptation rule")
         lik = doc.get("likelihood")
         if (lik is None) != (stream.likelihood is None):
-            raise ConfigError(f"{path}: the adapted state's likelihood does not match the program's")
+            raise ConfigError("the adapted state's likelihood does not match the program's")
         if stream.likelihood is not None:
-            _check_likelihood_state(stream.likelihood, lik, path)
+            _check_likelihood_state(stream.likelihood, lik)
         state = doc.get("state")
         if not isinstance(state, dict):
-            raise ConfigError(f"{path}: the adapted state has no state")
-        try:
-            a.restore(state)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            raise ConfigError("the adapted state has no state")
+        a.restore(state)
         for target in (stream.likelihood, *likelihoods):
             if target is not None:
                 target.__dict__.update({k: (list(v) if isinstance(v, list) else v) for k, v in lik.items()})
@@ -304,19 +285,14 @@ class Int8Adapter:
         }
 
 
-#: The adapted-state file's format (:meth:`Int8Adapter.save`).
-STATE_FORMAT = "tinywarden-int8-adaptation/1"
+#: The adapted state's format (:meth:`Int8Adapter.snapshot`); 2: sealed by the agent with the device key.
+STATE_FORMAT = "tinywarden-int8-adaptation/2"
 #: The program likelihood's running state, as the state file keeps it.
 _LIK_STATE = ("ring", "pos", "count", "sum", "mean", "var", "hold", "rec_lo", "rec_hi", "vlo", "vhi", "vnew")
 _LIK_LISTS = ("ring", "vlo", "vhi")
 
 
-def state_digest(body: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of a state file's content without its digest, in canonical JSON."""
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _check_likelihood_state(lik: LikelihoodQStream, doc: Any, path: str | Path) -> None:
+def _check_likelihood_state(lik: LikelihoodQStream, doc: Any) -> None:
     """ConfigError unless ``doc`` is a running state ``lik`` can reach."""
     ok = isinstance(doc, dict) and set(doc) == set(_LIK_STATE) and all(
         type(doc[k]) is int for k in _LIK_STATE if k not in _LIK_LISTS) and all(
@@ -327,7 +303,7 @@ def _check_likelihood_state(lik: LikelihoodQStream, doc: Any, path: str | Path) 
     ok = ok and len(doc["vlo"]) == len(doc["vhi"]) == len(lik.vlo) and doc["vnew"] in (0, 1) and all(
         -(2**15) <= lo <= hi < 2**15 for lo, hi in zip(doc["vlo"], doc["vhi"], strict=True))
     if not ok:
-        raise ConfigError(f"{path}: the adapted state's likelihood is malformed or out of range")
+        raise ConfigError("the adapted state's likelihood is malformed or out of range")
 
 
 def _guard(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], program: Program,

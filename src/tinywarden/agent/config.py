@@ -44,8 +44,9 @@ class AgentConfig:
     """Everything the agent needs to run; paths default to files inside ``state_dir``.
 
     ``pubkey`` is the device's provisioned raw Ed25519 public key. ``policy_override`` replaces every
-    bundle's own policy. ``persist_engine`` keeps the response engine's state (and the int8 runtime's adapted
-    baseline) in ``state_dir`` so a restarted agent resumes its tier (live mode; a replay starts afresh).
+    bundle's own policy. ``persist_engine`` keeps the response engine's state (and the int8 and native runtimes'
+    adapted baseline, sealed with the audit key: :mod:`tinywarden.agent.adaptstate`) in ``state_dir`` so a
+    restarted agent resumes its tier and baseline (live mode; a replay starts afresh).
     ``summary_features`` is how many of the most deviating features an incident carries. ``audit_key_path`` (default
     ``state_dir/keys/audit.key``, made 0600 if missing) keys the audit log (docs/audit.md).
     ``runtime`` is ``"native"`` (the model file's int8 program as the generated C, built on this host and

@@ -55,11 +55,15 @@ program (:mod:`tinywarden.runtime`, numpy only: the agent then never imports tor
 matplotlib); its scores and threshold are the program's integers and its confidences come from the
 likelihood fitted on them. Its baseline adaptation is the integer step the generated C runs
 (:class:`~tinywarden.runtime.Int8Adapter`), so agent and device agree bit for bit; a program without the
-step (raw-window families) adapts only with ``runtime="float"``. With ``persist_engine`` that adapted state
-(and the program likelihood's) is written after every window to ``state_dir/adaptation-<bundle digest>.json``
-(atomically, with a SHA-256 of its content) and a restarted agent carries on from it (``adaptation_restored``);
-a file that fails verification is moved aside as ``.stale`` and audited (``adaptation_state_stale``), and the
-baseline starts again from the bundle's frozen reference. A re-baseline drops the file.
+step (raw-window families) adapts only with ``runtime="float"``. With ``persist_engine`` the adapted state of
+the int8 or native runtime (with the likelihood's running state, which gates it; on the native runtime the C
+state's blob, ``twh_state_export``) is written after every window to ``state_dir/adaptation-<bundle
+digest>.json``, atomically and sealed with an HMAC under the audit log's device key
+(:mod:`tinywarden.agent.adaptstate`), and a restarted agent carries on from it (``adaptation_restored``),
+whole or not at all. A file that fails verification (torn, edited, sealed with another key, of another bundle
+or module, or older than the last state counter the audit chain records: a rollback) is moved aside as
+``.stale`` and audited (``adaptation_state_stale``), and the baseline starts again from the bundle's frozen
+reference (fail-safe). A re-baseline drops the file.
 
 Audit key. A keyed log the agent's key cannot continue is set aside, not a reason to stop monitoring
 (:func:`open_audit_log`, docs/audit.md).
@@ -80,6 +84,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinywarden import bundle as tb
+from tinywarden.agent import adaptstate
 from tinywarden.agent.bundles import BundleWatcher, LoadedBundle, ModelRunner, Refusal
 from tinywarden.agent.config import AgentConfig, AgentError
 from tinywarden.agent.counters import AgentCounters
@@ -205,6 +210,7 @@ class Agent:
         self.incident_builder = IncidentBuilder(config.device_id, config.summary_features)
         self.bundles = BundleWatcher(config, self.channels, sdir)
         self._fault_streak = 0
+        self._state_counter = 0  # the adapted-state file's counter (adaptstate: rollback)
         self._pending: ModelRunner | None = None
         self._next_poll = -math.inf
         self._status_due = -math.inf
@@ -239,6 +245,7 @@ class Agent:
             "channels": list(self.channels),
         })  # fmt: skip
         self._note_confidence(loaded)
+        self._restore_adaptation(loaded)
         if refusal is not None:
             self._refuse(str(config.bundle_path), f"{refusal} (running the installed bundle v{loaded.bundle.version})")
 
@@ -408,7 +415,8 @@ class Agent:
         self._drain_notices(None)
         c = self.counters
         self._audit("agent_stop", {"samples": c.samples_seen, "windows": c.windows_scored,
-                                   "incidents": c.incidents, "tier": self.engine.tier})  # fmt: skip
+                                   "incidents": c.incidents, "tier": self.engine.tier,
+                                   **self._state_checkpoint()})  # fmt: skip
         self.write_status()
 
     def __enter__(self) -> Agent:
@@ -471,6 +479,10 @@ class Agent:
         if old_engine.state_path is not None and old_engine.state_path != engine.state_path:
             with contextlib.suppress(OSError):
                 old_engine.state_path.unlink()
+        old_state = self._adaptation_path(old.loaded)
+        if old_state is not None and old_state != self._adaptation_path(new.loaded):
+            with contextlib.suppress(OSError):  # the new bundle's file is written at its next window
+                old_state.unlink()
         self._active, self._pending, self.engine = new, None, engine
         same_model = old.loaded.bundle.model == new.loaded.bundle.model and self._likelihood is not None
         if new.loaded.bundle.rebaseline:
@@ -590,9 +602,7 @@ class Agent:
 
             if getattr(self._active.scorer.stream, "adapter", None) is None:
                 return None
-            adapter = Int8Adapter(lambda: self._active.scorer, cfg)
-            self._restore_adaptation(adapter, loaded)
-            return adapter
+            return Int8Adapter(lambda: self._active.scorer, cfg)
         from tinywarden.adapt import BaselineAdapter
 
         return BaselineAdapter(p, cfg)
@@ -627,44 +637,85 @@ class Agent:
         }, t)  # fmt: skip
 
     def _adaptation_path(self, loaded: LoadedBundle) -> Path | None:
-        """The int8 adapter's state file of a bundle (kept with ``persist_engine``), or None."""
+        """The adapted-state file of a bundle (kept with ``persist_engine``), or None."""
         return self.state_dir / f"adaptation-{loaded.bundle.digest[:16]}.json" if self.config.persist_engine else None
 
-    def _restore_adaptation(self, adapter: Int8Adapter, loaded: LoadedBundle) -> None:
-        """A restarted agent carries on from the adapted state it saved; a state file that fails verification is
-        moved aside, audited, and the baseline starts from the bundle's frozen reference (fail-safe)."""
-        path = self._adaptation_path(loaded)
-        if path is None or not path.exists():
-            return
-        from tinywarden.runtime import ProgramLikelihood  # int8 runtime only: numpy is already loaded
+    def _persists(self) -> bool:
+        """Whether the running adapter's state is kept in a file: the int8 and native runtimes' integer step (the
+        float adapter keeps its state in memory: a restart starts it from the bundle's reference)."""
+        return (self._adapter is not None and self._adaptation_path(self._active.loaded) is not None
+                and getattr(self._active.loaded.pipeline, "runtime", None) in ("int8", "native"))
 
-        lik = self._likelihood.stream if isinstance(self._likelihood, ProgramLikelihood) else None
+    def _state_checkpoint(self) -> dict[str, Any]:
+        """The audit data recording the state file's counter (:func:`adaptstate.checkpoint`), or nothing."""
+        if not self._persists() or self._state_counter == 0:
+            return {}
+        return adaptstate.checkpoint(self._active.loaded.bundle.digest, self._state_counter)
+
+    def _restore_adaptation(self, loaded: LoadedBundle) -> None:
+        """At start, carry on from the adapted state saved before the restart, whole or not at all; a state file
+        that fails verification is moved aside, audited, and the baseline starts from the bundle's frozen
+        reference (fail-safe)."""
+        path = self._adaptation_path(loaded)
+        if not self._persists() or path is None:
+            return
+        key = self.audit.key
+        assert key is not None  # the agent's log is always keyed (open_audit_log)
+        digest = loaded.bundle.digest
+        audited = adaptstate.audited_counter(self.audit.path, key, digest)
+        # the files written from now on count on from the chain's record, whatever happens to this one: a state
+        # set aside (or deleted) does not make the next ones look like a rollback
+        self._state_counter = audited[0] if audited is not None else 0
+        if not path.exists():
+            return
         try:
-            adapter.restore(path, *([lik] if lik is not None else []))
+            body = adaptstate.read_state(path, key, digest)
+            if audited is not None and body["counter"] < audited[0]:
+                raise adaptstate.AdaptedStateError(
+                    f"{path}: a rollback: the adapted state's counter {body['counter']} is older than "
+                    f"{audited[0]}, recorded in the audit log at seq {audited[1]}")
+            self._load_adapted(body["state"])
         except TinywardenError as exc:
+            reason = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
             stale = path.with_name(path.name + ".stale")
             with contextlib.suppress(OSError):
                 os.replace(path, stale)
-            self._audit("adaptation_state_stale", {"file": str(stale), "reason": str(exc), "model": loaded.label,
+            self._audit("adaptation_state_stale", {"file": str(stale), "reason": reason, "model": loaded.label,
                                                    "detail": "adapted baseline restarted from the trained reference"})
             return
-        self._audit("adaptation_restored", {"file": str(path), "model": loaded.label, **adapter.status()})
+        self._state_counter = body["counter"]
+        self._audit("adaptation_restored", {"file": str(path), "model": loaded.label, **self._adapter.status(),
+                                            **self._state_checkpoint()})  # fmt: skip
+
+    def _load_adapted(self, state: Any) -> None:
+        """Load an adapter snapshot into the running adapter (and the int8 program likelihood's agent copy); an
+        error leaves both as they were."""
+        adapter = self._adapter
+        if isinstance(adapter, NativeAdapter):
+            adapter.load(state)
+            return
+        from tinywarden.runtime import Int8Adapter, ProgramLikelihood  # int8 runtime only: numpy is loaded
+
+        assert isinstance(adapter, Int8Adapter)
+        lik = self._likelihood.stream if isinstance(self._likelihood, ProgramLikelihood) else None
+        adapter.load(state, *([lik] if lik is not None else []))
 
     def _save_adaptation(self) -> None:
-        """The int8 adapter's state, written after each window (the native and float adapters keep theirs in
-        memory: a restart starts them from the bundle's reference)."""
-        if self._adapter is None or getattr(self._active.loaded.pipeline, "runtime", None) != "int8":
+        """The int8 or native adapter's state, sealed and written after each window (a failed write is one warning;
+        monitoring goes on)."""
+        if not self._persists():
             return
-        from tinywarden.runtime import Int8Adapter
-
-        if not isinstance(self._adapter, Int8Adapter):
-            return
-        path = self._adaptation_path(self._active.loaded)
-        if path is not None:
-            try:
-                self._adapter.save(path, fsync=self.config.audit_fsync)
-            except TinywardenError as exc:
-                _log.warning("%s", exc)
+        assert self._adapter is not None and self.audit.key is not None
+        loaded = self._active.loaded
+        path = self._adaptation_path(loaded)
+        assert path is not None
+        self._state_counter += 1
+        body = {"bundle": loaded.bundle.digest, "counter": self._state_counter,
+                "state": self._adapter.snapshot()}  # type: ignore[union-attr]
+        try:
+            adaptstate.write_state(path, body, self.audit.key, fsync=self.config.audit_fsync)
+        except TinywardenError as exc:
+            _log.warning("%s", exc)
 
     def _fresh_model_state(self, loaded: LoadedBundle) -> None:
         """The likelihood stream and the adapter of a newly running model, from its fitted state."""
@@ -692,7 +743,7 @@ class Agent:
             self._save_adaptation()
             if step.flagged:
                 self._audit("baseline_drift", {
-                    "model": self._active.loaded.label, **self._adapter.status(),
+                    "model": self._active.loaded.label, **self._adapter.status(), **self._state_checkpoint(),
                     "detail": "the adapted baseline is far from the training reference: a slow ramp (poisoning) "
                               "or a lasting legitimate change; re-baseline with a signed bundle if approved",
                 }, t)  # fmt: skip

@@ -1,0 +1,83 @@
+"""The adapted-state file (tinywarden.agent.adaptstate): sealed with the device key, bound to its bundle; the
+rollback counter read back from the keyed audit chain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tinywarden.agent import adaptstate
+from tinywarden.agent.adaptstate import AdaptedStateError, audited_counter, read_state, write_state
+from tinywarden.audit import AuditKey, AuditLog, load_key
+
+BUNDLE = "ab" * 32
+BODY = {"bundle": BUNDLE, "counter": 7, "state": {"format": "x", "g": [32768, 30000]}}
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> AuditKey:
+    return load_key(tmp_path / "keys" / "audit.key", create=True)
+
+
+def test_a_sealed_state_reads_back_and_is_private(tmp_path, key):
+    path = tmp_path / "adaptation.json"
+    write_state(path, BODY, key, fsync=False)
+    assert read_state(path, key, BUNDLE) == BODY
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def _refused(path: Path, key: AuditKey, match: str, bundle: str | None = BUNDLE) -> None:
+    with pytest.raises(AdaptedStateError, match=match) as info:
+        read_state(path, key, bundle)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_tampered_forged_truncated_foreign_and_huge_states_are_refused(tmp_path, key):
+    path = tmp_path / "adaptation.json"
+    write_state(path, BODY, key, fsync=False)
+    good = path.read_text()
+    doc = json.loads(good)
+
+    path.write_text(good.replace("30000", "30001"))  # one value edited, the MAC kept
+    _refused(path, key, "MAC")
+    other = AuditKey(b"\x01" * 32)
+    write_state(path, BODY, other, fsync=False)  # sealed by someone else's key: named as such
+    _refused(path, key, "key id")
+    path.write_text(json.dumps({**doc, "mac": other.mac(b"tinywarden-adapted-state-v1\0", b"{}")}))
+    _refused(path, key, "MAC")  # the agent's key id claimed, a MAC it did not make
+    # the old keyless form: a SHA-256 anyone can recompute
+    path.write_text(json.dumps({**doc["body"], "sha256": "0" * 64}))
+    _refused(path, key, "format")
+    path.write_text(good[: len(good) // 2])
+    _refused(path, key, "unreadable")
+    path.write_text("")
+    _refused(path, key, "unreadable")
+    write_state(path, BODY, key, fsync=False)
+    _refused(path, key, "written for bundle", bundle="cd" * 32)
+    path.write_bytes(b" " * (adaptstate.MAX_BYTES + 1))
+    _refused(path, key, "larger than")
+    path.unlink()
+    _refused(path, key, "unreadable")
+
+
+def test_the_audited_counter_is_the_highest_keyed_checkpoint_of_the_bundle(tmp_path, key):
+    log_path = tmp_path / "audit.log"
+    log = AuditLog(log_path, key=key, fsync=False, max_bytes=1024)  # small: the checkpoints span rotated files
+    assert audited_counter(log_path, key, BUNDLE) is None
+    log.append("adaptation_restored", {"x": 1, **adaptstate.checkpoint(BUNDLE, 5)}, time=1.0)
+    for i in range(12):
+        log.append("noise", {"i": i, "pad": "p" * 80}, time=2.0)
+    rec = log.append("agent_stop", adaptstate.checkpoint(BUNDLE, 9), time=3.0)
+    log.append("agent_stop", adaptstate.checkpoint("cd" * 32, 40), time=4.0)  # another bundle's
+    log.append("baseline_drift", adaptstate.checkpoint(BUNDLE, 8), time=5.0)
+    assert len(list(tmp_path.glob("audit.log.*"))) >= 1
+    assert audited_counter(log_path, key, BUNDLE) == (9, rec["seq"])
+    # a record the key did not write proves nothing
+    forged = {"seq": 999, "time": 6.0, "kind": "agent_stop", "data": adaptstate.checkpoint(BUNDLE, 10**6),
+              "prev": "0" * 64, "hash": "f" * 64}
+    with log_path.open("a") as f:
+        f.write(json.dumps(forged) + "\n")
+    assert audited_counter(log_path, key, BUNDLE) == (9, rec["seq"])
+    assert audited_counter(log_path, AuditKey(b"\x02" * 32), BUNDLE) is None
