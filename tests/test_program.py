@@ -67,7 +67,8 @@ def test_integer_features_track_float_features():
     f_int = KERNELS["features_s16"].fn([q], prog.ops[0])
     a, b = feature_affine(pipe, 1.0 / prog.sample_mul.astype(np.float64), prog.sample_zero)
     approx = a * f_int + b
-    exact = extract(s.values[: 128 * 20].reshape(20, 128, -1), pipe.features, pipe.crossings_block)
+    exact = extract(s.values[: 128 * 20].reshape(20, 128, -1), pipe.features, pipe.crossings_block,
+                    pipe.crossings_level)
     # relative to each feature's normal spread (the pipeline's scaler): typically under 1% of a standard
     # deviation; at worst half an int16 step (<= 1/64 of the channel's standard deviation) on a feature
     # whose spread is several times narrower than its channel's (the window minimum of a count: 0.12); crossings are
