@@ -16,6 +16,7 @@ from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.c import emit_c, scratch_homes, write_c
 from tinywarden.detectors import make_detector
 from tinywarden.errors import ConfigError
+from tinywarden.features import MIN_CROSSINGS_BLOCK
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import MAX_WINDOW, quantize_fixed, quantize_samples, run_confidence, run_int8
 from tinywarden.quantize import quantize_pipeline
@@ -179,7 +180,8 @@ BLOCK_LAYOUTS = [  # cross_block None: crossings of the window's mean; "trained"
     (30, 15, ("mean", "min", "crossings", "diff_abs_mean", "last"), "trained"),  # groups of one sample
     (64, 32, ALL_FEATURES, 16),  # crossings in two sub-blocks of each block: groups of 16, no ring
     (64, 32, ALL_FEATURES, 32),  # crossings of each block's mean: one group a block, no ring
-    (64, 32, ALL_FEATURES, 64),  # crossings of the window's mean (a model file written before blocks): ring
+    (64, 32, ALL_FEATURES, 64),  # crossings of the window's mean, on the int8 residuals of blocks of 32
+    (128, 64, ("mean", "std", "band1", "crossings", "diff_abs_max"), None),  # the default layout, fewer features
     (64, 16, ("min", "max", "last", "band1", "band2", "diff_abs_max"), None),  # no ring at all
 ]
 
@@ -204,9 +206,13 @@ def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, fe
     src = emit_c(prog)["tinywarden_model.c"]
     block = math.gcd(window, stride)
     coarse = [f for f in features if f.startswith("band") and block % 2 ** int(f[4:])]
+    # crossings of the window's mean over blocks of 16 rows or more are counted on int8 residuals (cring), not
+    # on the int16 ring
+    residuals = "crossings" in features and pipe.crossings_block == window and MIN_CROSSINGS_BLOCK <= block < window
     ring_crossings = ("crossings" in features and pipe.crossings_block is not None
-                      and block % pipe.crossings_block != 0)
-    assert ("ring[" in src) == (ring_crossings or bool(coarse))
+                      and block % pipe.crossings_block != 0 and not residuals)
+    assert (re.search(r"\bring\[", src) is not None) == (ring_crossings or bool(coarse))
+    assert ("cring[" in src) == residuals
     assert "codes" not in src and "TW_FEATURE_" not in src  # the feature set is compiled in, not dispatched
     assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
                      values, tmp_path)
@@ -316,9 +322,9 @@ def test_window_features_are_requantized_as_combined_unless_the_adaptation_reads
 
 
 def test_window_256_with_default_features_fits_4_kb_and_stays_bit_exact(tmp_path):
-    # issue 16: window 256 (default stride 64, default features, crossings of the window's mean: the raw ring
-    # stays) fits 4 KB of state: 4,616 B before the blocks kept their wide sums in 5 bytes, their first and last
-    # samples in the ring, and the reconstruction went straight into its score
+    # issue 16: window 256 (default stride 64, default features, crossings of the window's mean: on int8
+    # residuals of the samples since, 1,536 B instead of the raw ring's 3,072) fits 4 KB of state: 4,616 B before
+    # the blocks kept their wide sums in 5 bytes and the reconstruction went straight into its score
     s, train = camera()
     pipe = Pipeline(make_detector("dense_ae", epochs=2), window=256).fit(train)
     prog = quantize_pipeline(pipe, train)

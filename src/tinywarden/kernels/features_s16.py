@@ -75,6 +75,10 @@ class _Window:
     block: int
     #: (C,) the level crossings counts the crossings of, or None: each block's own mean
     level: np.ndarray | None
+    #: (C,) the shift of the int8 sample residuals crossings of the window's mean are counted on, and the rows
+    #: of the blocks whose first sample they are residuals from (see :func:`ring_residuals`); None: exact samples
+    ring_shift: np.ndarray | None = None
+    ring_block: int = 0
 
 
 def _bands(x: np.ndarray, level: int) -> np.ndarray:
@@ -96,9 +100,38 @@ def _crossings(q: _Window) -> np.ndarray:
     if q.level is not None:  # q > level exactly when level - q < 0
         above = q.x > q.level[None, None, :]
         return (above[:, 1:] != above[:, :-1]).sum(axis=1).astype(np.int64)
+    if q.ring_shift is not None:  # the window's mean, on the int8 residuals the C keeps of the window
+        r, first = ring_residuals(q.x, q.ring_shift, q.ring_block)
+        level = np.floor_divide(q.s1, w)[:, None, None, :]
+        above = r > ((level - first) >> q.ring_shift)  # (N, blocks, rows, C)
+        above = above.reshape(n, w, c)
+        return (above[:, 1:] != above[:, :-1]).sum(axis=1).astype(np.int64)
     b = q.x.reshape(n, w // q.block, q.block, c)
     above = q.block * b > b.sum(axis=2, keepdims=True)
     return (above[:, :, 1:] != above[:, :, :-1]).sum(axis=(1, 2)).astype(np.int64)
+
+
+def ring_residuals(x: np.ndarray, shift: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(r, first)``: the int8 residuals ``r = sat8((q - first) >> shift)`` of windows ``x`` (N, W, C), ``first``
+    the first sample of each block of ``rows`` rows (N, W / rows, 1, C), ``r`` (N, W / rows, rows, C). Crossings
+    of the window's mean ``L`` count ``r > (L - first) >> shift``: exactly ``q > L`` while ``|q - first|`` fits
+    ``127 << shift`` (the shift is chosen so that it does on the training windows), and the C keeps one byte a
+    sample instead of the raw ring's two."""
+    n, w, c = x.shape
+    b = x.reshape(n, w // rows, rows, c)
+    first = b[:, :, :1, :]
+    return np.clip((b - first) >> shift, -128, 127), first
+
+
+def ring_shift_for(windows: np.ndarray, rows: int) -> np.ndarray:
+    """The smallest shift per channel that keeps every residual of ``windows`` (N, W, C) int16 within int8 (see
+    :func:`ring_residuals`)."""
+    n, w, c = windows.shape
+    b = windows.astype(np.int64).reshape(n, w // rows, rows, c)
+    d = b - b[:, :, :1, :]
+    lo, hi = d.min(axis=(0, 1, 2)), d.max(axis=(0, 1, 2))
+    return np.array([next(k for k in range(17) if hi[j] >> k <= 127 and lo[j] >> k >= -128) for j in range(c)],
+                    dtype=np.int8)
 
 
 def _band(level: int) -> Callable[[_Window], np.ndarray]:
@@ -131,7 +164,9 @@ def features_s16(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     s2 = (x * x).sum(axis=1)
     level = op.consts.get("level")
     q = _Window(x, op.consts["z0"].astype(np.int64), s1, w * s2 - s1 * s1, np.abs(np.diff(x, axis=1)),
-                crossings_rows(op, w), None if level is None else level.astype(np.int64))
+                crossings_rows(op, w), None if level is None else level.astype(np.int64),
+                None if "ring_shift" not in op.consts else op.consts["ring_shift"].astype(np.int64),
+                int(op.attrs.get("ring_block", 0)))
     out = [_BY_CODE[code](q) for code in op.consts["codes"].tolist()]
     return np.stack(out, axis=2).reshape(n, -1)  # (N, C, F) -> channel-major
 
@@ -154,6 +189,14 @@ def _check(op: Op, p: ProgramView) -> None:
         require("block" not in op.attrs, "crossings count the crossings of the level or of block means, not both")
         require(level.shape == (p.n_channels,) and bool(np.all(np.abs(level) <= 2**15)),
                 f"level must hold one int16 value per channel ({p.n_channels})")
+    if "ring_shift" in op.consts:
+        shift = np.asarray(op.consts["ring_shift"])
+        require(shift.shape == (p.n_channels,) and bool(np.all((shift >= 0) & (shift <= 16))),
+                f"ring_shift must hold one shift in [0, 16] per channel ({p.n_channels})")
+        require(crossings_rows(op, p.window) == p.window and "level" not in op.consts,
+                "int8 residuals serve the crossings of the window's mean only")
+        require(int(op.attrs.get("ring_block", 0)) == block_size(p.window, p.stride),
+                f"ring_block must be the aggregate block, gcd(window, stride) = {block_size(p.window, p.stride)}")
     if "block" in op.attrs:
         b = int_attr(op, "block", 1, p.window)
         require(p.window % b == 0, f"the crossings block {b} must divide the window {p.window}")
@@ -183,7 +226,7 @@ static int64_t tw_band_energy_s16(const tw_state_t *s, int32_t ch, int32_t level
 }
 """
 
-C_STREAM = Template(r"""
+C_STREAM = Template(r"""$pre
 /* Fold the group of TW_GROUP samples that has just completed (rows x[0], x[TW_N_CHANNELS], ... of each
  * channel) into its block's aggregates, blocks[bhead] (a block's first group starts them); every sample is
  * read once here. */
@@ -226,7 +269,7 @@ $outputs$sink_step    }
 #: been combined). A block of several groups: its first group starts it, the next ones continue its sums.
 C_START_ONE = "    s->bhead = (uint16_t)((s->bhead + 1u == TW_BLOCKS) ? 0u : s->bhead + 1u);\n"
 C_START_GROUPS = r"""    int32_t start = (s->gpos == 0u);
-    if (start != 0) {
+$row0    if (start != 0) {
         s->bhead = (uint16_t)((s->bhead + 1u == TW_BLOCKS) ? 0u : s->bhead + 1u);
     }
     s->gpos = (uint16_t)((s->gpos + 1u == TW_GROUPS) ? 0u : s->gpos + 1u);
@@ -273,18 +316,24 @@ MAX_PYRAMID_LEVEL = 3
 #: more): the samples wait in a buffer of this many rows, and each fold reads and writes its block's
 #: aggregates once for them.
 GROUP_ROWS = 8
+UNROLL = 2
 
 
-def haar_pyramid(levels: list[int], with_sum: bool = False, init: Mapping[int, str] | None = None) -> str:
+def haar_pyramid(levels: list[int], with_sum: bool = False, init: Mapping[int, str] | None = None,
+                 with_sq: bool = False) -> str:
     """C of the Haar bands ``levels`` (each <= :data:`MAX_PYRAMID_LEVEL`) of one channel over the group, in one
     pass over groups of ``2**max(levels)`` samples: level-l sums of adjacent pairs of level-(l - 1) sums,
     their differences squared into ``a->band<l>`` (the same energies as :data:`C_BAND_BLOCK`'s, summed in
     another order: exact integers), each added to ``init[l]`` (default 0). ``with_sum``: the groups' top sums
-    also add up to ``s1``, the block's sum (so the statistics pass need not)."""
+    also add up to ``s1``, the block's sum (so the statistics pass need not). ``with_sq`` (``levels`` all of
+    1..top): the sum of squares ``s2`` from the same sums, as the Haar transform keeps the energy: over a group
+    of 2**top samples with sum S, 2**top * sum v**2 = S**2 + sum over l of 2**(top - l) * (level-l energy)."""
     top = max(levels)
     group = 1 << top
     init = init or {}
-    decl = [f"int32_t a{lv}_{k};" for lv in range(top) for k in range(group >> lv)]
+    if with_sq and sorted(levels) != list(range(1, top + 1)):
+        raise ValueError(f"the sum of squares needs every level 1..{top}, got {levels}")
+    decl = [f"int32_t a{lv}_{k};" for lv in range(top) for k in range(group >> lv)] + ["int32_t st;"]
     body = [f"a0_{i} = p[{i} * TW_N_CHANNELS];" for i in range(group)]
     for lv in range(1, top + 1):
         for k in range(group >> lv):
@@ -293,8 +342,11 @@ def haar_pyramid(levels: list[int], with_sum: bool = False, init: Mapping[int, s
                 body.append(f"e{lv} += (int64_t)({lo} - {hi}) * ({lo} - {hi});")
             if lv < top:
                 body.append(f"a{lv}_{k} = {lo} + {hi};")
-            elif with_sum:
-                body.append(f"s1 += {lo} + {hi};")
+            else:
+                body += [f"st = {lo} + {hi};", *(["s1 += st;"] if with_sum else []),
+                         *(["sq += (int64_t)st * st;"] if with_sq else [])]
+    if not (with_sum or with_sq):
+        decl, body = decl[:-1], [line for line in body if not line.startswith("st = ")]
     # Thumb-1: the same pyramid rolled, the first level from the samples' pairs, the next ones from a small array
     # of the pairs' sums summed pairwise in place, level by level (every level's energy kept, the unread ones unused)
     rolled = [f"int64_t eb[{top}] = {{{', '.join('0' * top)}}};",
@@ -306,12 +358,16 @@ def haar_pyramid(levels: list[int], with_sum: bool = False, init: Mapping[int, s
               f"    for (n = {group // 2}, e = eb + 1; n > 1; n >>= 1, e++) {{",
               "        for (j = 0; j < n; j += 2) {", "            int32_t d = v[j] - v[j + 1];",
               "            *e += (int64_t)d * d;", "            v[j >> 1] = v[j] + v[j + 1];", "        }", "    }",
-              *(["    s1 += v[0];"] if with_sum else []), "}", *(f"e{lv} += eb[{lv - 1}];" for lv in levels)]
-    lines = ["        {", *(f"            int64_t e{lv} = {init.get(lv, '0')};" for lv in levels),
-             "            p = x0;",
+              *(["    s1 += v[0];"] if with_sum else []), *(["    sq += (int64_t)v[0] * v[0];"] if with_sq else []),
+              "}", *(f"e{lv} = eb[{lv - 1}];" for lv in levels)]
+    energy = " + ".join([f"(e{lv} << {top - lv})" if lv < top else f"e{lv}" for lv in levels])
+    lines = ["        {", *(f"            int64_t e{lv} = 0;" for lv in levels),
+             *(["            int64_t sq = 0;"] if with_sq else []), "            p = x0;",
              C_IF_THUMB1, "            {", *(f"                {b}" for b in rolled), "            }", "#else",
              f"            for (t = 0; t < TW_GROUP; t += {group}, p += {group} * TW_N_CHANNELS) {{",
              *(f"                {b}" for b in decl + body), "            }", "#endif",
+             *([f"            s2 += (sq + {energy}) >> {top};"] if with_sq else []),
+             *(f"            e{lv} += {init[lv]};" for lv in levels if init.get(lv, "0") != "0"),
              *(f"            a->band{lv} = e{lv};" for lv in levels), "        }"]
     return "\n".join(lines) + "\n"
 
@@ -386,6 +442,75 @@ def _put_bands(code: str, levels: list[int], put: Callable[[str, str], str]) -> 
     return code
 
 
+C_SAT_S8 = r"""
+/* int8 saturation (ARMv7-M SSAT where the compiler offers it). */
+TW_FORCE_INLINE int8_t tw_sat_s8(int32_t x)
+{
+#if defined(__ARM_FEATURE_SAT) && defined(__GNUC__)
+    return (int8_t)__builtin_arm_ssat(x, 8);
+#else
+    return (int8_t)((x > INT8_MAX) ? INT8_MAX : ((x < INT8_MIN) ? INT8_MIN : x));
+#endif
+}
+"""
+C_CROSSINGS_S8 = Template(r"""
+/* Crossings of the window's mean by channel c (tinywarden.kernels.features_s16.ring_residuals), counted on the int8
+ * residuals cring keeps of the window (each block's samples less its first sample, shifted right by
+ * $shift[c] and saturated): #t with r[t] > lb changing, lb = (L - first) >> shift, L = floor(S1 / W); the
+ * crossings of the samples themselves while their residuals fit int8. Range: |S1| <= TW_MAX_WINDOW * 2^15. */
+static int64_t tw_crossings_s8(const tw_state_t *s, int32_t c, int32_t s1)
+{
+    int32_t level = (s1 >= 0) ? s1 / TW_WINDOW : -((-s1 + TW_WINDOW - 1) / TW_WINDOW);
+    int32_t k = $shift[c];
+    int32_t b = (s->bhead + 1u == TW_BLOCKS) ? 0 : (int32_t)s->bhead + 1;
+    int32_t i;
+    int32_t t;
+#if defined(__ARM_FEATURE_SIMD32) && defined(__GNUC__) && TW_BLOCK % 4 == 0
+    /* four residuals a word (ACLE __ssub8, __sel, __usada8): SSUB8 sets GE[j] where lb >= r[j] (not above), SEL
+     * turns them into a byte mask, a crossing is a mask byte differing from the one before it (the previous word's
+     * last for the first) and USADA8 adds up the differing bytes, 255 each */
+    uint32_t acc = 0u;
+    uint32_t pm = (s->cring[c][b][0] > ((level - s->blocks[b][c].first) >> k)) ? 0u : 0xFF000000u;
+    for (i = 0; i < TW_BLOCKS; i++) {
+        int32_t lb = (level - s->blocks[b][c].first) >> k;
+        /* lb beyond int8: no residual is above it (lb > 127: the mask of lb = 127), or every one is (keep 0) */
+        uint32_t lbx4 = (uint32_t)(uint8_t)(int8_t)((lb > INT8_MAX) ? INT8_MAX : ((lb < INT8_MIN) ? INT8_MIN : lb))
+                        * 0x01010101u;
+        uint32_t keep = (lb < INT8_MIN) ? 0u : 0xFFFFFFFFu;
+        const int8_t *x = s->cring[c][b];
+        for (t = 0; t < TW_BLOCK; t += 4) {
+            uint32_t w;
+            uint32_t m;
+            __builtin_memcpy(&w, x + t, sizeof w);
+            (void)__builtin_arm_ssub8(lbx4, w);
+            m = __builtin_arm_sel(keep, 0u);
+            acc = __builtin_arm_usada8(m ^ ((m << 8) | (pm >> 24)), 0u, acc);
+            pm = m;
+        }
+        b = (b + 1 == TW_BLOCKS) ? 0 : b + 1;
+    }
+    return (int64_t)(acc / 255u);
+#else
+    int32_t n = 0;
+    int32_t prev = ((level - s->blocks[b][c].first) >> k) - s->cring[c][b][0];
+    for (i = 0; i < TW_BLOCKS; i++) {
+        int32_t lb = (level - s->blocks[b][c].first) >> k;
+        const int8_t *x = s->cring[c][b];
+        for (t = 0; t < TW_BLOCK; t++) {
+            int32_t a = lb - x[t]; /* r > lb exactly when a < 0: a crossing is a sign change */
+            n += (int32_t)((uint32_t)(a ^ prev) >> 31);
+            prev = a;
+        }
+        b = (b + 1 == TW_BLOCKS) ? 0 : b + 1;
+    }
+    return n;
+#endif
+}
+""")
+
+
+
+
 def _level_crossings(op: Op) -> bool:
     """Whether ``op``'s crossings (if it has them) count the crossings of a trained level (const ``level``)."""
     return "level" in op.consts
@@ -397,7 +522,8 @@ def needs_ring(op: Op, p: ProgramView) -> bool:
     level, and every other feature, are folded as the samples arrive."""
     names = _names(op)
     g = block_size(p.window, p.stride)
-    return (("crossings" in names and not _level_crossings(op) and g % crossings_rows(op, p.window) != 0)
+    return (("crossings" in names and not _level_crossings(op) and "ring_shift" not in op.consts
+             and g % crossings_rows(op, p.window) != 0)
             or any(g % (1 << int(n[4:])) for n in names if n.startswith("band")))
 
 
@@ -410,7 +536,7 @@ def group_rows(op: Op, p: ProgramView, ring: bool) -> int:
         return g
     names = _names(op)
     need = [1 << int(n[4:]) for n in names if n.startswith("band")]
-    if "crossings" in names and not _level_crossings(op):
+    if "crossings" in names and not _level_crossings(op) and "ring_shift" not in op.consts:
         need.append(crossings_rows(op, p.window))
     return math.lcm(*need, math.gcd(g, GROUP_ROWS))
 
@@ -432,10 +558,12 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
     g = block_size(p.window, p.stride)
     gr = group_rows(op, p, ring)
     partial = gr < g  # a block of several groups: its aggregates run on from one fold to the next
+    row0 = "row0" if partial else "0"  # the group's first row in its block
     cb = crossings_rows(op, p.window)
     level_cross = "crossings" in names and _level_crossings(op)
-    block_cross = "crossings" in names and not level_cross and g % cb == 0
-    if "crossings" in names and not level_cross and not block_cross and cb != p.window:
+    ring_cross = "crossings" in names and "ring_shift" in op.consts  # on int8 residuals, at the window's end
+    block_cross = "crossings" in names and not level_cross and not ring_cross and g % cb == 0
+    if "crossings" in names and not level_cross and not ring_cross and not block_cross and cb != p.window:
         raise ConfigError(f"crossings in blocks of {cb} rows need blocks that divide gcd(window, stride) = {g}, "
                           f"or the whole window ({p.window})")
     bands = [int(n[4:]) for n in names if n.startswith("band")]
@@ -444,6 +572,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
     needs = {a for n in names if not (n == "crossings" and not level_cross) for a in _NEEDS.get(n, ())}
     needs |= {"s1"} if "crossings" in names and not level_cross else set()
     needs |= {"cross"} if block_cross else set()
+    needs |= {"first"} if ring_cross else set()  # the residuals' reference
     diffs = bool({"dsum", "dmax"} & needs)
     carried = diffs or level_cross  # the previous sample's step or side
     needs |= {"last"} if carried and partial else set()  # the step into a group from its block's previous one
@@ -464,7 +593,8 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
 
     # with the raw ring kept (one group a block), a block's first and last samples are read from it (blocks are
     # aligned to its rows)
-    in_ring = {"first", "last"} if ring else set()
+    ring_edges = ring and not ring_cross
+    in_ring = {"first", "last"} if ring_edges else set()
     members = ([(_AGG[a][0], a) for a in aggs if a not in split and a not in in_ring]
                + [("int64_t", n) for n in wide if n.startswith("band") and n not in split]
                + [m for n in wide if n in split for m in (("uint32_t", f"{n}_lo"), ("uint8_t", f"{n}_hi"))])
@@ -481,20 +611,33 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
                 "typedef struct {\n" + "\n".join(lines) + "\n} tw_block_t;\n")
     pyramid = [lv for lv in block_bands if lv <= MAX_PYRAMID_LEVEL]
     pyramid_sum = bool(pyramid) and "s1" in aggs  # the block's sum from the pyramid's top sums
+    # and its sum of squares from the pyramid's energies, when it computes every level
+    pyramid_sq = bool(pyramid) and "s2" in aggs and sorted(pyramid) == list(range(1, max(pyramid) + 1))
     folded = [a for a in aggs if _AGG[a][1] and not (a == "cross" and block_cross)]
-    locals_ = [f"{_AGG[a][1]} {a} = {running(a, _AGG[a][2])};" for a in folded]
-    if carried:
-        locals_.append(f"int32_t prev = {running('last', 'x0[0]')};")
+    # the running values: (C type, name, value at a block's start, the block's so far)
+    run = ([(_AGG[a][1], a, _AGG[a][2], get(a)) for a in folded]
+           + ([("int32_t", "prev", "x0[0]", "a->last")] if carried else [])
+           + ([("int32_t", "ref", "x0[0]", "a->first")] if ring_cross else []))
+    if partial:  # one branch on the block's start for all of them
+        locals_ = ([f"{t} {n};" for t, n, _, _ in run]
+                   + (["if (start != 0) {", *(f"    {n} = {v};" for _, n, v, _ in run), "} else {",
+                       *(f"    {n} = {v};" for _, n, _, v in run), "}"] if run else []))
+    else:
+        locals_ = [f"{t} {n} = {v};" for t, n, v, _ in run]
     if level_cross:
         locals_ += [f"int32_t lv = {lvl}[c];", "uint32_t pa = (uint32_t)(lv - prev) >> 31;"]
+    if ring_cross:
+        locals_ += [f"int32_t rk = {prefix}_ring_shift[c];", f"int8_t *rp = &s->cring[c][s->bhead][{row0}];"]
+
     update = ((["int32_t d = v - prev;"] if diffs else [])
               + (["uint32_t ab = (uint32_t)(lv - v) >> 31;"] if level_cross else [])
               + (["d = (d < 0) ? -d : d;"] if diffs else [])
-              + [_AGG[a][3] for a in folded if not (a == "s1" and pyramid_sum)]
-              + (["prev = v;"] if carried else []) + (["pa = ab;"] if level_cross else []))
+              + [_AGG[a][3] for a in folded if not (a == "s1" and pyramid_sum) and not (a == "s2" and pyramid_sq)]
+              + (["prev = v;"] if carried else []) + (["pa = ab;"] if level_cross else [])
+              + (["*rp++ = tw_sat_s8((v - ref) >> rk);"] if ring_cross else []))
     if not update:
         update = ["(void)v;"]
-    unroll = 2 if gr % 2 == 0 else 1  # two samples a pass: the loop's count and branch halved
+    unroll = UNROLL if gr % UNROLL == 0 else 1  # two samples a pass: the loop's count and branch halved
 
     def stats_loop(k: int) -> list[str]:
         body = [line for j in range(k)
@@ -505,25 +648,28 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
     # on a Thumb-1 core one sample a pass (flash first); the same sums
     stats = stats_loop(1) if unroll == 1 else [C_IF_THUMB1, *stats_loop(1), "#else", *stats_loop(unroll), "#endif"]
     store = [put(a, a) if a in split else f"a->{a} = ({_AGG[a][0]}){a};" for a in folded
-             if not (a == "s1" and pyramid_sum)]
+             if not (a == "s1" and pyramid_sum) and not (a == "s2" and pyramid_sq)]
     cross_code = C_CROSS_BLOCK.substitute(level_sum=C_CROSS_SUM_ONE if cb == gr == g else C_CROSS_SUM_LOOP,
                                           init=running("cross", "0")) if block_cross else ""
-    if "first" in aggs and not ring:
+    if "first" in aggs and not ring_edges:
         store.append("if (start != 0) {\n    a->first = x0[0];\n}" if partial else "a->first = x0[0];")
-    if "last" in aggs and not ring:
+    if "last" in aggs and not ring_edges:
         store.append("a->last = x0[(TW_GROUP - 1) * TW_N_CHANNELS];")
     if not store and not block_bands and not block_cross:
         store = ["(void)a;"]
-    band_code = ([haar_pyramid(pyramid, pyramid_sum, {lv: running(f"band{lv}", "0") for lv in pyramid})
-                  + ("        a->s1 = s1;\n" if pyramid_sum else "")] if pyramid else []) + [
+    band_code = ([haar_pyramid(pyramid, pyramid_sum, {lv: running(f"band{lv}", "0") for lv in pyramid}, pyramid_sq)
+                  + ("        a->s1 = s1;\n" if pyramid_sum else "")
+                  + (f"        {put('s2', 's2')}\n" if pyramid_sq else "")] if pyramid else []) + [
         C_BAND_BLOCK.substitute(group=1 << lv, half=1 << (lv - 1), level=lv, init=running(f"band{lv}", "0"))
         for lv in block_bands if lv > MAX_PYRAMID_LEVEL]
     band_code = [_put_bands(code, block_bands, put) for code in band_code]
-    first_of, last_of = ("s->ring[r][c]", "s->ring[r + TW_BLOCK - 1][c]") if ring else ("a->first", "a->last")
+    first_of, last_of = (("s->ring[r][c]", "s->ring[r + TW_BLOCK - 1][c]") if ring_edges
+                         else ("a->first", "a->last"))
     cinit = ["int64_t s1 = a->s1;" if "s1" in aggs else "", f"int64_t s2 = {get('s2')};" if "s2" in aggs else "",
              "int32_t mn = a->mn;" if "mn" in aggs else "", "int32_t mx = a->mx;" if "mx" in aggs else "",
              "int32_t dsum = a->dsum;" if "dsum" in aggs else "", "int32_t dmax = a->dmax;" if "dmax" in aggs else "",
-             *(["int32_t r = (int32_t)s->head; /* the block's first ring row */"] if ring and "last" in aggs else []),
+             *(["int32_t r = (int32_t)s->head; /* the block's first ring row */"] if ring_edges and "last" in aggs
+               else []),
              f"int32_t last = {last_of};" if "last" in aggs else "",
              "int32_t cross = a->cross;" if "cross" in aggs else "",
              f"int32_t lv = {lvl}[c];" if level_cross else "",
@@ -533,7 +679,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
             "mx = (a->mx > mx) ? a->mx : mx;" if "mx" in aggs else "",
             "cross += a->cross;" if "cross" in aggs else "",
             *(f"band{lv} += {get(f'band{lv}')};" for lv in block_bands)]
-    if ring and "last" in aggs:
+    if ring_edges and "last" in aggs:
         comb.append("r = (r + TW_BLOCK == TW_WINDOW) ? 0 : r + TW_BLOCK;")
     if level_cross:  # the step from the previous block's last sample into this block's first
         comb.append(f"cross += (int32_t)((((uint32_t)(lv - {first_of})) ^ ((uint32_t)(lv - last))) >> 31);")
@@ -552,7 +698,8 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
         "std": "(int64_t)tw_isqrt_u64((uint64_t)((int64_t)TW_WINDOW * s2 - s1 * s1))",
         "min": "mn", "max": "mx", "last": "last",
         "rms": f"tw_rms_s16((int64_t)TW_WINDOW * s2 - s1 * s1, s1 + (int64_t)TW_WINDOW * {z0}[c])",
-        "crossings": "cross" if level_cross or block_cross else "tw_crossings_s16(s, c, (int32_t)s1)",
+        "crossings": "cross" if level_cross or block_cross else
+        "tw_crossings_s8(s, c, (int32_t)s1)" if ring_cross else "tw_crossings_s16(s, c, (int32_t)s1)",
         "diff_abs_mean": "dsum", "diff_abs_max": "dmax",
         **{f"band{lv}": f"band{lv}" for lv in block_bands},
         **{f"band{lv}": f"tw_band_energy_s16(s, c, {lv})" for lv in ring_bands},
@@ -575,15 +722,19 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
         ring_helpers.append(C_RMS.strip("\n"))
     if ring_bands:
         ring_helpers.append(C_BAND_FROM_RING.strip("\n"))
-    if "crossings" in names and not (level_cross or block_cross):
+    if "crossings" in names and not (level_cross or block_cross or ring_cross):
         ring_helpers.append(C_CROSSINGS.strip("\n"))
+    if ring_cross:
+        ring_helpers.append(C_CROSSINGS_S8.substitute(shift=f"{prefix}_ring_shift").strip("\n"))
 
     def block(xs: list[str], indent: int) -> str:
         return "".join("".join((x if x.startswith("#") else " " * indent + x) + "\n" for x in line.split("\n"))
                        for line in xs if line)
 
     body = C_STREAM.substitute(
-        start=C_START_GROUPS if partial else C_START_ONE,
+        pre=C_SAT_S8.rstrip("\n") if ring_cross else "",
+        start=Template(C_START_GROUPS).substitute(
+            row0="    int32_t row0 = (int32_t)s->gpos * TW_GROUP;\n" if ring_cross else "") if partial else C_START_ONE,
         locals=block(locals_, 8), stats=block(stats, 8), store=block(store, 8),
         bands="".join(band_code) + cross_code,  # the pyramid first: it may sum s1, which crossings read
         push=C_PUSH_RING if ring else C_PUSH_GROUP.substitute(
@@ -596,6 +747,8 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
                          align), StateField("uint16_t", "bhead", (), 2, 2)]
     if partial:
         fields.append(StateField("uint16_t", "gpos", (), 2, 2))
+    if ring_cross:
+        fields.append(StateField("int8_t", "cring", (p.n_channels, n_blocks, g), n_blocks * g * p.n_channels, 1))
     if not ring:
         fields += [StateField("int16_t", "fbuf", (gr, p.n_channels), 2 * gr * p.n_channels, 2),
                    StateField("uint16_t", "bpos", (), 2, 2)]
@@ -603,7 +756,9 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
            "older blocks of the window" + (" (the newest is complete when gpos == 0, else its first gpos groups)"
                                            if partial else "") + "; " + (
                "the current group's samples wait in the ring" if ring else
-               "fbuf[0, bpos) holds the current group's samples"))
+               "fbuf[0, bpos) holds the current group's samples") + (
+               "; cring[c][b] holds channel c's int8 sample residuals of block b (the newest block's first "
+               "TW_GROUP * gpos rows while gpos != 0)" if ring_cross else ""))
     return StreamC(typedefs, tuple(fields), "tw_features_push", body, "tw_features_finish(s, s->t_${dst});",
                    ("isqrt",) if {"std", "rms"} & set(names) else (),
                    {"TW_BLOCK": g, "TW_BLOCKS": n_blocks, "TW_GROUP": gr, "TW_MAX_WINDOW": MAX_WINDOW,
