@@ -32,7 +32,7 @@ from tinywarden.errors import ConfigError, DataError, ModelFileError
 from tinywarden.features import FEATURE_TABLE, MIN_CROSSINGS_BLOCK, batch_windows, block_size, window_end_rows
 from tinywarden.kernels import KERNELS, Op, TensorSpec, score_total
 from tinywarden.kernels.adapt_q import lower_adaptation
-from tinywarden.kernels.features_s16 import MAX_WINDOW, ring_shift_for
+from tinywarden.kernels.features_s16 import MAX_WINDOW
 from tinywarden.kernels.likelihood_q import lower_likelihood
 from tinywarden.likelihood import MIN_FIT_SCORES, AnomalyLikelihood
 from tinywarden.pipeline import Pipeline, Scored, normal_window_mask
@@ -161,10 +161,10 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
         if level is None and block == pipeline.window and "crossings" in pipeline.features \
                 and MIN_CROSSINGS_BLOCK <= g < pipeline.window:
             # crossings of the window's mean on int8 residuals of the samples (the C keeps them in place of the
-            # int16 ring), exact where they fit int8 as on every training window
+            # int16 ring; see features_s16.ring_residuals)
             ops.append(Op("features_s16", ("window",), "features",
                           {"window": pipeline.window, "block": block, "ring_block": g},
-                          {"codes": codes, "z0": zero.astype(np.int32), "ring_shift": ring_shift_for(fit_q, g)}))
+                          {"codes": codes, "z0": zero.astype(np.int32)}))
         elif level is None:  # crossings of each block's own mean
             ops.append(Op("features_s16", ("window",), "features", {"window": pipeline.window, "block": block},
                           {"codes": codes, "z0": zero.astype(np.int32)}))
