@@ -114,7 +114,8 @@ class Pipeline:
         self.n = int(n)
         self.calibration_fraction = float(calibration_fraction)
         #: what the ``crossings`` feature counts the crossings of: by default the window's mean (the definition
-        #: that detects best; its C keeps the raw sample ring, 1,536 B on the default pipeline); ``crossings_block``
+        #: that detects best; its C keeps one int8 residual a sample, 768 B on the default pipeline, see
+        #: :func:`tinywarden.kernels.features_s16.ring_residuals`); ``crossings_block``
         #: rows: each block's own mean (per-block counting lost the demo one sensor-drift incident of three and sim
         #: ewma 0.0066 ROC AUC; the C keeps one block of samples); ``crossings_trained``: each channel's trained
         #: mean (``crossings_level_``, learnt at fit), so the C counts them as the samples arrive and keeps no

@@ -15,12 +15,12 @@ name               definition over one channel's window ``x[0..W-1]``
                    is the energy of the finest detail (upper half of the spectrum, fs/4..fs/2),
                    ``band2`` the next octave (fs/8..fs/4), ...; each divided by W. Haar needs only
                    adds and subtracts, which keeps the integer on-device path exact.
-``crossings``      number of crossings of a level, divided by (W - 1). A pipeline's default level is each
-                   channel's trained mean (``level``, learnt at fit): every pair of adjacent samples is
-                   compared with a constant, so a device counts them as the samples arrive and keeps no
-                   sample. Without a level the window is cut into blocks of ``block`` rows and each
-                   block's samples are compared with the block's own mean; ``block = W`` is the
-                   crossings of the window's mean (model files written before the trained level)
+``crossings``      number of crossings of a level, divided by (W - 1): by default of the window's mean
+                   (``block = W``). With ``block`` rows the window is cut into blocks and each block's
+                   samples are compared with the block's own mean; with ``level`` (a pipeline's
+                   ``crossings_trained``: each channel's trained mean, learnt at fit) every pair of
+                   adjacent samples is compared with a constant, so a device counts them as the samples
+                   arrive and keeps no sample
 ``diff_abs_mean``  mean |x[t] - x[t-1]|
 ``diff_abs_max``   max |x[t] - x[t-1]|
 =================  ==============================================================================

@@ -12,8 +12,11 @@ std             isqrt(V)
 min, max        min q, max q
 rms             isqrt(V + T**2)
 band<l>         sum over blocks of 2**l of (first-half sum minus second-half sum)**2
-crossings       sum over blocks of B rows (attribute ``block``, default W) of #t inside the block with
-                (B*q[t] > S1b) != (B*q[t-1] > S1b), S1b the block's sum
+crossings       #t with (q[t] > L) != (q[t-1] > L) over the window, by the op's definition: a trained level
+                (const ``level``: L = level); the window's mean on int8 residuals (attribute ``ring_block``
+                = R: with F the first sample of q[t]'s block of R rows, sat8(q[t] - F) > floor(S1 / W) - F
+                in place of q[t] > floor(S1 / W), see :func:`ring_residuals`); else per block of B rows
+                (attribute ``block``, default W), (B*q[t] > S1b) inside each block, S1b the block's sum
 diff_abs_mean   sum |q[t] - q[t-1]|
 diff_abs_max    max |q[t] - q[t-1]|
 last            q[W-1]
@@ -27,11 +30,14 @@ On the device (:func:`stream_c`) the window is never re-read: the stream is cut 
 into its block's per-channel running sums, sums of squares, extremes, first/last sample, absolute-step sums
 and maxima and Haar band energies (a band of level ``l`` with ``2**l`` dividing ``g``), and a window's
 features combine its ``window / g`` blocks (steps across block boundaries from the blocks' first and last
-samples). The integers are the ones defined above, so the numpy reference stays the whole-window
-computation. ``crossings`` are counted per block of B rows against the block's own mean: when B divides g
-they are counted as the block is folded (from the block's buffered samples); only B = W (a program written
-before crossings were counted per block, or a stride too short for blocks) and a band coarser than a block
-still read the raw sample ring.
+samples). The samples wait for their fold in a buffer of one group (:func:`group_rows`: 8 rows, the Haar
+pyramid's, on the default features), whose fold continues its block's running aggregates, so the module
+keeps no raw sample ring when the features allow it. The integers are the ones defined above, so the numpy
+reference stays the whole-window computation. Crossings of a trained level are folded like the rest;
+crossings of the window's mean, whose level is known only when the window ends, are counted then on the int8
+residuals the module keeps of the window (one byte a sample instead of the ring's two); crossings of block
+means are counted from the group's buffered samples. Only a Haar band coarser than a block, or the window's
+mean over blocks too short for residuals (g < 16), still reads a raw int16 sample ring.
 """
 
 from __future__ import annotations
