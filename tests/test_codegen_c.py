@@ -16,6 +16,7 @@ from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.c import emit_c, scratch_homes, write_c
 from tinywarden.detectors import make_detector
 from tinywarden.errors import ConfigError
+from tinywarden.features import MIN_CROSSINGS_BLOCK
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import MAX_WINDOW, quantize_fixed, quantize_samples, run_confidence, run_int8
 from tinywarden.quantize import quantize_pipeline
@@ -170,12 +171,17 @@ ALL_FEATURES = ("mean", "std", "min", "max", "last", "rms", "band1", "band2", "b
                 "diff_abs_mean", "diff_abs_max")
 
 
-BLOCK_LAYOUTS = [
+BLOCK_LAYOUTS = [  # cross_block None: crossings of the window's mean; "trained": of the trained mean (no samples)
     (32, 12, ALL_FEATURES, None),  # blocks of 4: band3 and crossings (of the window's mean) from the ring
+    (32, 12, ALL_FEATURES, "trained"),  # blocks of 4: band3 alone from the ring
     (24, 3, ALL_FEATURES, None),  # blocks of 3: every band and crossings from the ring
-    (16, 16, ALL_FEATURES, None),  # one block per window, crossings counted in it
-    (64, 32, ALL_FEATURES, 16),  # crossings in two sub-blocks of each block, no ring
-    (64, 32, ALL_FEATURES, 64),  # crossings of the window's mean (a model file written before blocks): ring
+    (16, 16, ALL_FEATURES, "trained"),  # one block per window, of two groups of 8 samples: no ring
+    (48, 24, ALL_FEATURES[:8] + ALL_FEATURES[9:], "trained"),  # blocks of 3 groups of 8: no ring, no band3
+    (30, 15, ("mean", "min", "crossings", "diff_abs_mean", "last"), "trained"),  # groups of one sample
+    (64, 32, ALL_FEATURES, 16),  # crossings in two sub-blocks of each block: groups of 16, no ring
+    (64, 32, ALL_FEATURES, 32),  # crossings of each block's mean: one group a block, no ring
+    (64, 32, ALL_FEATURES, 64),  # crossings of the window's mean, on the int8 residuals of blocks of 32
+    (128, 64, ("mean", "std", "band1", "crossings", "diff_abs_max"), None),  # the default layout, fewer features
     (64, 16, ("min", "max", "last", "band1", "band2", "diff_abs_max"), None),  # no ring at all
 ]
 
@@ -184,8 +190,9 @@ def block_layout(window, stride, features, cross_block):
     """An ewma pipeline on the camera's first days with this block layout, its int8 program and held-out rows
     with NaN and saturating samples."""
     s, _ = camera()
+    trained = cross_block == "trained"
     pipe = Pipeline(make_detector("ewma"), window=window, stride=stride, features=features,
-                    crossings_block=cross_block).fit(s.slice(0, 6000))
+                    crossings_block=None if trained else cross_block, crossings_trained=trained).fit(s.slice(0, 6000))
     prog = quantize_pipeline(pipe, s.slice(0, 6000))
     values = s.values[6000:9000].copy()
     values[100:130, 2] = np.nan  # saturating and NaN samples flow through the aggregates alike
@@ -199,8 +206,13 @@ def test_streamed_features_are_bit_exact_for_any_block_layout(window, stride, fe
     src = emit_c(prog)["tinywarden_model.c"]
     block = math.gcd(window, stride)
     coarse = [f for f in features if f.startswith("band") and block % 2 ** int(f[4:])]
-    ring_crossings = "crossings" in features and block % pipe.crossings_block != 0
-    assert ("ring[" in src) == (ring_crossings or bool(coarse))
+    # crossings of the window's mean over blocks of 16 rows or more are counted on int8 residuals (cring), not
+    # on the int16 ring
+    residuals = "crossings" in features and pipe.crossings_block == window and MIN_CROSSINGS_BLOCK <= block < window
+    ring_crossings = ("crossings" in features and pipe.crossings_block is not None
+                      and block % pipe.crossings_block != 0 and not residuals)
+    assert (re.search(r"\bring\[", src) is not None) == (ring_crossings or bool(coarse))
+    assert ("cring[" in src) == residuals
     assert "codes" not in src and "TW_FEATURE_" not in src  # the feature set is compiled in, not dispatched
     assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
                      values, tmp_path)
@@ -310,9 +322,9 @@ def test_window_features_are_requantized_as_combined_unless_the_adaptation_reads
 
 
 def test_window_256_with_default_features_fits_4_kb_and_stays_bit_exact(tmp_path):
-    # issue 16: window 256 (default stride 64, default features, crossings of the window's mean: the raw ring
-    # stays) fits 4 KB of state: 4,616 B before the blocks kept their wide sums in 5 bytes, their first and last
-    # samples in the ring, and the reconstruction went straight into its score
+    # issue 16: window 256 (default stride 64, default features, crossings of the window's mean: on int8
+    # residuals of the samples since, 1,536 B instead of the raw ring's 3,072) fits 4 KB of state: 4,616 B before
+    # the blocks kept their wide sums in 5 bytes and the reconstruction went straight into its score
     s, train = camera()
     pipe = Pipeline(make_detector("dense_ae", epochs=2), window=256).fit(train)
     prog = quantize_pipeline(pipe, train)
@@ -349,3 +361,17 @@ def test_c_integer_square_root_is_exact_on_both_paths(tmp_path):
                    check=True, capture_output=True, text=True)
     out = subprocess.run([str(exe), *map(str, xs)], check=True, capture_output=True, text=True).stdout.split()
     assert [int(v) for v in out] == [math.isqrt(x) for x in xs]
+
+
+def test_default_pipeline_counting_crossings_of_the_trained_mean_keeps_no_samples(tmp_path):
+    # issue 16: with crossings of the trained mean every default feature is folded as the samples arrive: no raw
+    # ring (1,536 B on the default pipeline), only a group of 8 samples waiting for the Haar pyramid; the state
+    # is within 1,536 B and the C still equals the Python reference, sample for sample
+    s, train = camera()
+    pipe = Pipeline(make_detector("dense_ae", epochs=2), crossings_trained=True).fit(train)
+    prog = quantize_pipeline(pipe, train)
+    src, hdr = (emit_c(prog)[k] for k in ("tinywarden_model.c", "tinywarden_model.h"))
+    assert "ring[" not in src and "int16_t fbuf[8][6];" in hdr
+    assert int(re.search(r"#define TW_STATE_BYTES (\d+)", hdr).group(1)) <= 1536
+    assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
+                     s.values[6000:9000], tmp_path)

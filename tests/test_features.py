@@ -22,8 +22,9 @@ from tinywarden.features import (
 )
 
 
-def _stream(values: np.ndarray, window: int, stride: int, feats: tuple[str, ...]) -> np.ndarray:
-    sf = StreamingFeatures(window, stride, values.shape[1], feats)
+def _stream(values: np.ndarray, window: int, stride: int, feats: tuple[str, ...],
+            level: np.ndarray | None = None) -> np.ndarray:
+    sf = StreamingFeatures(window, stride, values.shape[1], feats, level=level)
     out = [f for x in values if (f := sf.push(x)) is not None]
     return np.array(out).reshape(len(out), -1)
 
@@ -55,6 +56,18 @@ def test_stream_equals_batch_property(window_log: int, stride_frac: float, chann
     ends, batch = batch_features(values, window, stride, feats)
     np.testing.assert_array_equal(ends, window_end_rows(len(values), window, stride))
     assert np.array_equal(batch, _stream(values, window, stride, feats))
+    level = values.mean(axis=0)  # crossings of a trained level: the same bits streamed and in batch
+    assert np.array_equal(batch_features(values, window, stride, feats, level=level)[1],
+                          _stream(values, window, stride, feats, level))
+
+
+def test_crossings_of_a_level_count_every_adjacent_pair_across_the_window() -> None:
+    x = np.array([0.0, 2.0, 2.0, 0.0, 3.0, 1.0, 1.0, 1.0])[None, :, None]
+    # crossings of 1.5: 0->2, 2->0, 0->3, 3->1; a sample equal to the level is not above it
+    assert extract(x, ("crossings",), level=np.array([1.5]))[0, 0] * 7 == pytest.approx(4.0)
+    assert extract(x, ("crossings",), level=np.array([1.0]))[0, 0] * 7 == pytest.approx(4.0)
+    with pytest.raises(ConfigError, match="one value per channel"):
+        extract(x, ("crossings",), level=np.array([1.0, 2.0]))
 
 
 def test_each_feature_matches_its_definition() -> None:

@@ -234,3 +234,39 @@ def test_crossings_block_survives_the_model_file_and_old_files_count_over_the_wi
     whole = Pipeline(EWMAZScore(), window=64, stride=32, crossings_block=64)
     np.testing.assert_array_equal(loaded._raw_inputs(s.values)[1], whole._raw_inputs(s.values)[1])
     assert not np.array_equal(loaded._raw_inputs(s.values)[1], p._raw_inputs(s.values)[1])
+
+
+def test_trained_crossings_level_survives_the_model_file_and_is_required(tmp_path: Path) -> None:
+    # issue 16: crossings_trained counts the crossings of each channel's trained mean (so the C keeps no raw
+    # ring); the level is learnt at fit, stored in the file, and a file that lost it is refused in one line
+    from tinywarden.detectors import EWMAZScore
+    from tinywarden.errors import ConfigError, ModelFileError
+    from tinywarden.features import extract
+    from tinywarden.modelfile import CROSSINGS_LEVEL, decode, encode, load_pipeline, save_pipeline
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.telemetry.series import Series
+
+    rng = np.random.default_rng(0)
+    s = Series(np.arange(3000.0), np.cumsum(rng.normal(size=(3000, 2)), axis=0), ("a", "b"))
+    with pytest.raises(ConfigError, match="not both"):
+        Pipeline(EWMAZScore(), window=64, stride=32, crossings_block=32, crossings_trained=True)
+    p = Pipeline(EWMAZScore(), window=64, stride=32, crossings_trained=True).fit(s)
+    np.testing.assert_allclose(p.crossings_level_, s.values.mean(axis=0))
+    raw = p._raw_inputs(s.values)[1]
+    col = list(p.features).index("crossings")
+    win = s.values[:64][None]
+    above = win[0] > p.crossings_level_
+    assert raw[0, col] == pytest.approx((above[1:] != above[:-1]).sum(axis=0)[0] / 63)
+    np.testing.assert_array_equal(raw[0], extract(win, p.features, level=p.crossings_level_)[0])
+    path = tmp_path / "m.twb"
+    save_pipeline(p, path)
+    loaded = load_pipeline(path)
+    assert loaded.crossings_block is None and loaded.crossings_trained
+    np.testing.assert_array_equal(loaded._raw_inputs(s.values)[1], raw)
+    header, arrays = decode(path.read_bytes())
+    header.pop("arrays")
+    del arrays[CROSSINGS_LEVEL]
+    lost = tmp_path / "lost.twb"
+    lost.write_bytes(encode(header, arrays))
+    with pytest.raises(ModelFileError, match="crossings/level"):
+        load_pipeline(lost)

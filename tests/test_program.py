@@ -67,7 +67,8 @@ def test_integer_features_track_float_features():
     f_int = KERNELS["features_s16"].fn([q], prog.ops[0])
     a, b = feature_affine(pipe, 1.0 / prog.sample_mul.astype(np.float64), prog.sample_zero)
     approx = a * f_int + b
-    exact = extract(s.values[: 128 * 20].reshape(20, 128, -1), pipe.features, pipe.crossings_block)
+    exact = extract(s.values[: 128 * 20].reshape(20, 128, -1), pipe.features, pipe.crossings_block,
+                    pipe.crossings_level)
     # relative to each feature's normal spread (the pipeline's scaler): typically under 1% of a standard
     # deviation; at worst half an int16 step (<= 1/64 of the channel's standard deviation) on a feature
     # whose spread is several times narrower than its channel's (the window minimum of a count: 0.12); crossings are
@@ -141,3 +142,29 @@ def test_feature_requantization_written_wide_by_older_files_still_loads():
     too_big[f"int8/op{i}/offset"] = old[f"int8/op{i}/offset"] + 2**40
     with pytest.raises(ModelFileError, match="offset does not fit int32"):
         from_model_file(header, too_big)
+
+
+def test_window_mean_crossings_on_int8_residuals_equal_the_samples_unless_a_block_swings_beyond_int8():
+    # issue 16: the C keeps one int8 residual a sample (the sample less its block's first) in place of the int16
+    # ring, and counts the crossings of the window's mean on them: the same count as on the samples while the
+    # residuals and the level lie within int8 of the block's first sample, and a defined one beyond
+    from tinywarden.features import FEATURE_TABLE
+    from tinywarden.kernels import Op
+    from tinywarden.kernels.features_s16 import features_s16
+
+    code = np.array([FEATURE_TABLE["crossings"].code], dtype=np.int32)
+    exact = Op("features_s16", ("window",), "features", {"window": 64, "block": 64},
+               {"codes": code, "z0": np.zeros(2, dtype=np.int32)})
+    resid = Op("features_s16", ("window",), "features", {"window": 64, "block": 64, "ring_block": 16},
+               {"codes": code, "z0": np.zeros(2, dtype=np.int32)})
+    rng = np.random.default_rng(3)
+    x = rng.integers(-60, 61, (200, 64, 2)) + rng.integers(-3000, 3000, (200, 1, 2))  # swings within int8
+    np.testing.assert_array_equal(features_s16([x], resid), features_s16([x], exact))
+    # a block that starts 300 steps below the rest: its residuals saturate at 127 and the level (~290 above its
+    # first sample) is beyond them, so none of its samples counts as above the mean
+    w = np.zeros((1, 64, 2), dtype=np.int64)
+    w[0, :, 0] = 300 + np.tile([-5, 5], 32)
+    w[0, 0, 0] = 0
+    got, want = features_s16([w], resid)[0, 0], features_s16([w], exact)[0, 0]
+    # the first block's 15 steps and the one into the next block (whose residuals, from 295, see them all) are lost
+    assert want == 63 and got == 63 - 16

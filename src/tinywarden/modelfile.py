@@ -54,6 +54,8 @@ GUARD_HEADER_KEY = "guard"
 #: Header key of the calibrated anomaly likelihood (:mod:`tinywarden.likelihood`): params and state.
 LIKELIHOOD_HEADER_KEY = "likelihood"
 _GUARD_PREFIX = "guard/"
+#: The model-file array holding the per-channel level the crossings feature counts the crossings of.
+CROSSINGS_LEVEL = "crossings/level"
 _ALLOWED_DTYPES = {"float64", "float32", "int64", "int32", "int16", "int8", "uint32", "uint16", "uint8"}
 
 
@@ -129,6 +131,8 @@ def pipeline_to_bytes(pipeline: Pipeline, extra: dict[str, Any] | None = None,
     pipeline._check_fitted()
     det = pipeline.detector
     arrays = {"scaler/offset": pipeline.offset_, "scaler/scale": pipeline.scale_}
+    if getattr(pipeline, "crossings_level_", None) is not None:
+        arrays[CROSSINGS_LEVEL] = pipeline.crossings_level_
     arrays.update({f"detector/{k}": v for k, v in det.state().items()})
     arrays.update(extra_arrays or {})
     guard = getattr(pipeline, "guard_", None)
@@ -173,9 +177,13 @@ def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
     except TinywardenError as exc:
         raise ModelFileError(f"{source}: {exc}") from None
     try:
-        # a file written before crossings were counted per block counted them over the whole window
+        # a file written before crossings were counted per block counted them over the whole window; one counting
+        # the crossings of the trained mean stores the level
+        trained = bool(cfg.get("crossings_trained", False))
         p = Pipeline(det, cfg["window"], cfg["stride"], cfg["features"], cfg["target_fpr"], cfg["k"], cfg["n"],
-                     cfg["calibration_fraction"], cfg.get("crossings_block", cfg["window"]))
+                     cfg["calibration_fraction"], None if trained else cfg.get("crossings_block", cfg["window"]),
+                     trained)
+        p.crossings_level_ = arrays.get(CROSSINGS_LEVEL) if p.crossings_block is None else None
         p.channels_ = tuple(cfg["channels"])
         p.threshold_ = float(cfg["threshold"])
         p.offset_ = arrays["scaler/offset"]
@@ -189,7 +197,8 @@ def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
     _check_scoring_fields(p, source)
     p.train_summary_ = header.get("train", {})
     p.header_ = header
-    p.extra_arrays_ = {k: v for k, v in arrays.items() if not k.startswith(("detector/", "scaler/", _GUARD_PREFIX))}
+    p.extra_arrays_ = {k: v for k, v in arrays.items()
+                       if not k.startswith(("detector/", "scaler/", _GUARD_PREFIX)) and k != CROSSINGS_LEVEL}
     p.guard_, p.guard_note_ = _load_guard(header, arrays, source)
     p.likelihood_ = load_likelihood(header.get(LIKELIHOOD_HEADER_KEY), source)
     return p
@@ -224,6 +233,11 @@ def _check_scoring_fields(p: Pipeline, source: str) -> None:
                                  f"of {c} channel(s)")
         if not np.isfinite(arr).all():
             raise ModelFileError(f"{source}: array {name!r} holds NaN or infinity")
+    level = getattr(p, "crossings_level_", None)
+    if p.crossings_block is None and "crossings" in p.features and (
+            level is None or level.shape != (c,) or not np.isfinite(level).all()):
+        raise ModelFileError(f"{source}: array {CROSSINGS_LEVEL!r} must hold one finite value per channel ({c}): the "
+                             "crossings feature counts the crossings of it")
     if p.offset_.shape != p.scale_.shape:
         raise ModelFileError(f"{source}: arrays 'scaler/offset' {p.offset_.shape} and 'scaler/scale' "
                              f"{p.scale_.shape} differ in shape")

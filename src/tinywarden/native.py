@@ -477,7 +477,9 @@ class NativeModel:
         self.threshold_ = float(lib.threshold)
         self.features: tuple[str, ...] = tuple(meta["features"])
         self.input_kind = "features" if self.features else "window"
-        self.crossings_block = int(meta["crossings_block"])
+        block, level = meta["crossings_block"], meta.get("crossings_level")
+        self.crossings_block = None if block is None else int(block)
+        self.crossings_level: list[float] | None = level  # a list, as offset_: incidents convert it
         self.offset_, self.scale_ = meta["offset"], meta["scale"]  # lists; incidents convert them
         self.guard_ = meta["guard"]
         self.guard_note_ = meta["guard_note"]
@@ -616,6 +618,7 @@ def prepare(model: bytes, adaptation: Mapping[str, Any] | None, source: str, cac
         "version": NATIVE_VERSION, "source": source, "model_sha256": _sha256(model),
         "library": str(lib), "library_sha256": _sha256(lib.read_bytes()),
         "channels": list(m.channels_), "features": list(m.features), "crossings_block": m.crossings_block,
+        "crossings_level": None if m.crossings_level is None else [float(v) for v in m.crossings_level],
         "offset": m.offset_.tolist(), "scale": m.scale_.tolist(),
         "guard": None if g is None else {"lo": g.lo_.tolist(), "hi": g.hi_.tolist(), "rate": g.rate_.tolist()},
         "guard_note": m.guard_note_,

@@ -97,6 +97,7 @@ class Pipeline:
         n: int = 3,
         calibration_fraction: float = 0.25,
         crossings_block: int | None = None,
+        crossings_trained: bool = False,
     ) -> None:
         check_window(window, stride)
         check_persistence(k, n)
@@ -112,13 +113,29 @@ class Pipeline:
         self.k = int(k)
         self.n = int(n)
         self.calibration_fraction = float(calibration_fraction)
-        #: rows per block the ``crossings`` feature counts crossings of the block's own mean in. The whole window
-        #: by default (crossings of the window's mean, the definition that detects best: per-block counting lost
-        #: the demo one sensor-drift incident of three and sim ewma 0.0066 ROC AUC); a smaller block
-        #: (:func:`tinywarden.features.crossings_block` gives the per-stride one) lets the C keep no raw ring,
-        #: 768 B less RAM on the default pipeline, for a budget that needs it.
-        self.crossings_block = (int(window) if crossings_block is None
+        #: what the ``crossings`` feature counts the crossings of: by default the window's mean (the definition
+        #: that detects best; its C keeps one int8 residual a sample, 768 B on the default pipeline, see
+        #: :func:`tinywarden.kernels.features_s16.ring_residuals`); ``crossings_block``
+        #: rows: each block's own mean (per-block counting lost the demo one sensor-drift incident of three and sim
+        #: ewma 0.0066 ROC AUC; the C keeps one block of samples); ``crossings_trained``: each channel's trained
+        #: mean (``crossings_level_``, learnt at fit), so the C counts them as the samples arrive and keeps no
+        #: samples at all (issue 16: it lost up to 0.07 ROC AUC on ASD, where channels drift off their trained
+        #: level, so it is an option for a RAM budget that needs it)
+        self.crossings_trained = bool(crossings_trained)
+        if self.crossings_trained and crossings_block is not None:
+            raise ConfigError("crossings count the crossings of the trained mean or of block means, not both")
+        self.crossings_block = (None if self.crossings_trained else int(window) if crossings_block is None
                                 else check_crossings_block(crossings_block, window))
+
+    @property
+    def crossings_level(self) -> np.ndarray | None:
+        """The per-channel level ``crossings`` counts the crossings of (None: block means, ``crossings_block``)."""
+        if self.crossings_block is not None:
+            return None
+        level = getattr(self, "crossings_level_", None)
+        if level is None and "crossings" in self.features:
+            raise NotFittedError("the crossings feature's trained level is learnt by fit(): fit the pipeline first")
+        return level
 
     # -- model inputs --------------------------------------------------------------------------
     @property
@@ -128,7 +145,8 @@ class Pipeline:
     def _raw_inputs(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(end_rows, unscaled model inputs) for every window of ``values``."""
         if self.input_kind == "features":
-            return batch_features(values, self.window, self.stride, self.features, self.crossings_block)
+            return batch_features(values, self.window, self.stride, self.features, self.crossings_block,
+                                  self.crossings_level)
         ends = window_end_rows(len(values), self.window, self.stride)
         if len(ends) == 0:
             return ends, np.zeros((0, self.window, values.shape[1]))
@@ -174,6 +192,7 @@ class Pipeline:
         train the detector.
         """
         self.channels_ = tuple(series.channels)
+        self.crossings_level_ = self._normal_mean(series) if self.crossings_block is None else None
         fit_x, cal_x = self.split_inputs(series)
         n_fit, n_cal = len(fit_x), len(cal_x)
         spread = self._channel_spread(series)
@@ -209,6 +228,13 @@ class Pipeline:
             "period_s": series.period,
         }
         return self
+
+    def _normal_mean(self, series: Series) -> np.ndarray:
+        """Per-channel mean over the normal rows (the level ``crossings`` counts the crossings of)."""
+        values = self.select_channels(series)
+        if series.labels is not None and (series.labels == 0).any():
+            values = values[series.labels == 0]
+        return np.asarray(values.mean(axis=0), dtype=np.float64)
 
     def _channel_spread(self, series: Series) -> np.ndarray:
         """Per-channel standard deviation over the normal rows (1e-3 of the level where constant)."""
@@ -372,6 +398,7 @@ class Pipeline:
             "n": self.n,
             "calibration_fraction": self.calibration_fraction,
             "crossings_block": self.crossings_block,
+            "crossings_trained": self.crossings_trained,
         }
 
 
@@ -381,7 +408,7 @@ class StreamingScorer:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.features = StreamingFeatures(pipeline.window, pipeline.stride, len(pipeline.channels_),
-                                          pipeline.features, pipeline.crossings_block)
+                                          pipeline.features, pipeline.crossings_block, pipeline.crossings_level)
         self.persistence = Persistence(pipeline.k, pipeline.n)
         self.last_input: np.ndarray | None = None  # unscaled model input of the last window (for adaptation)
 

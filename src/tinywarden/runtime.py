@@ -150,8 +150,12 @@ class Int8Model:
         self.threshold_ = float(p.threshold)
         self.features: tuple[str, ...] = tuple(p.info.get("features", ()))
         self.input_kind = "features" if self.features else "window"
-        self.crossings_block = next((int(op.attrs.get("block", p.window)) for op in p.ops if op.kind == "features_s16"),
-                                    p.window)
+        feat = next((op for op in p.ops if op.kind == "features_s16"), None)
+        #: crossings of the trained mean (its float level) or, without one, of each block's own mean
+        self.crossings_level = (np.asarray(p.info["crossings_level"], dtype=np.float64)
+                                if feat is not None and "level" in feat.consts else None)
+        self.crossings_block = None if self.crossings_level is not None else (
+            int(feat.attrs.get("block", p.window)) if feat is not None else p.window)
         self.offset_ = np.asarray(arrays.get("scaler/offset", np.zeros(0)), dtype=np.float64)
         self.scale_ = np.asarray(arrays.get("scaler/scale", np.ones(0)), dtype=np.float64)
         self.likelihood_ = None if p.likelihood is None else ProgramLikelihood(p.likelihood, p)

@@ -51,7 +51,8 @@ def window_summary(p: Pipeline | Int8Model | NativeModel, win: np.ndarray, top: 
     offset: Any = np.asarray(p.offset_, dtype=np.float64)
     scale: Any = np.asarray(p.scale_, dtype=np.float64)
     if p.input_kind == "features":
-        z = (extract(win[None], p.features, p.crossings_block)[0] - offset) / scale
+        level = None if p.crossings_level is None else np.asarray(p.crossings_level, dtype=np.float64)
+        z = (extract(win[None], p.features, p.crossings_block, level)[0] - offset) / scale
         names = feature_names(p.channels_, p.features)
     else:
         scaled = (win - offset) / scale

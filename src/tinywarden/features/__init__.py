@@ -9,6 +9,7 @@ from tinywarden.features.extract import (
     check_crossings_block,
     check_features,
     crossings,
+    crossings_of_level,
     extract,
     feature_names,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "check_window",
     "crossings",
     "crossings_block",
+    "crossings_of_level",
     "extract",
     "feature_names",
     "window_end_rows",

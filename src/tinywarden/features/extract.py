@@ -15,11 +15,12 @@ name               definition over one channel's window ``x[0..W-1]``
                    is the energy of the finest detail (upper half of the spectrum, fs/4..fs/2),
                    ``band2`` the next octave (fs/8..fs/4), ...; each divided by W. Haar needs only
                    adds and subtracts, which keeps the integer on-device path exact.
-``crossings``      number of crossings of the mean, divided by (W - 1): the window is cut into blocks of
-                   ``block`` rows (the pipeline's :func:`~tinywarden.features.window.crossings_block`,
-                   ``gcd(window, stride)`` unless that is short) and each block's samples are compared
-                   with the block's own mean, so a device counts them block by block as the samples
-                   arrive; ``block = W`` is the crossings of the window's mean
+``crossings``      number of crossings of a level, divided by (W - 1): by default of the window's mean
+                   (``block = W``). With ``block`` rows the window is cut into blocks and each block's
+                   samples are compared with the block's own mean; with ``level`` (a pipeline's
+                   ``crossings_trained``: each channel's trained mean, learnt at fit) every pair of
+                   adjacent samples is compared with a constant, so a device counts them as the samples
+                   arrive and keeps no sample
 ``diff_abs_mean``  mean |x[t] - x[t-1]|
 ``diff_abs_max``   max |x[t] - x[t-1]|
 =================  ==============================================================================
@@ -72,6 +73,17 @@ def crossings(x: np.ndarray, block: int) -> np.ndarray:
     b = x.reshape(n, w // block, block, c)
     above = b > _mean(b.reshape(-1, block, c)).reshape(n, w // block, 1, c)
     return (above[:, :, 1:] != above[:, :, :-1]).sum(axis=(1, 2)) / (w - 1)
+
+
+def crossings_of_level(x: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Crossings of the per-channel ``level`` (C,) by adjacent samples of the windows ``x`` (n, W, C), divided by
+    ``W - 1``: #t with (x[t] > level) != (x[t-1] > level).
+
+    >>> crossings_of_level(np.array([[[0.0], [2.0], [0.0], [0.5]]]), np.array([1.0])).tolist()
+    [[0.6666666666666666]]
+    """
+    above = x > np.asarray(level, dtype=np.float64)[None, None, :]
+    return (above[:, 1:] != above[:, :-1]).sum(axis=1) / (x.shape[1] - 1)
 
 
 def _crossings(x: np.ndarray) -> np.ndarray:
@@ -158,9 +170,12 @@ def check_crossings_block(block: int | None, window: int) -> int:
     return int(block)
 
 
-def extract(windows: np.ndarray, features: Sequence[str] = DEFAULT_FEATURES, block: int | None = None) -> np.ndarray:
-    """Feature matrix ``(n, channels * len(features))`` from windows ``(n, window, channels)``; ``block``: rows
-    per block ``crossings`` counts in (default: the whole window; pipelines pass their ``crossings_block``).
+def extract(windows: np.ndarray, features: Sequence[str] = DEFAULT_FEATURES, block: int | None = None,
+            level: np.ndarray | None = None) -> np.ndarray:
+    """Feature matrix ``(n, channels * len(features))`` from windows ``(n, window, channels)``; ``level``: the
+    per-channel level ``crossings`` counts the crossings of (a pipeline's trained mean, ``crossings_level_``);
+    without it ``block``: rows per block ``crossings`` counts the crossings of the block's own mean in (default:
+    the whole window).
 
     >>> w = np.arange(8.0).reshape(1, 8, 1)
     >>> extract(w, ("mean", "max", "diff_abs_max")).tolist()
@@ -170,7 +185,15 @@ def extract(windows: np.ndarray, features: Sequence[str] = DEFAULT_FEATURES, blo
     if x.ndim != 3:
         raise ConfigError(f"windows must have shape (n, window, channels), got {x.shape}")
     cb = check_crossings_block(block, x.shape[1])
-    cols = np.stack([crossings(x, cb) if f == "crossings" else FEATURES[f](x) for f in features], axis=2)  # (n, C, F)
+    if level is not None and np.shape(level) != (x.shape[2],):
+        raise ConfigError(f"the crossings level must have one value per channel ({x.shape[2]}), got {np.shape(level)}")
+
+    def column(f: str) -> np.ndarray:
+        if f != "crossings":
+            return FEATURES[f](x)
+        return crossings(x, cb) if level is None else crossings_of_level(x, level)
+
+    cols = np.stack([column(f) for f in features], axis=2)  # (n, C, F)
     return cols.reshape(x.shape[0], -1)
 
 

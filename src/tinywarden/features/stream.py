@@ -12,10 +12,10 @@ from tinywarden.features.window import RingBuffer, batch_windows, window_end_row
 
 def batch_features(
     values: np.ndarray, window: int, stride: int, features: Sequence[str] = DEFAULT_FEATURES,
-    block: int | None = None,
+    block: int | None = None, level: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(end_rows, feature_matrix)`` for every complete window of ``values`` (rows x channels); ``block``: rows
-    per ``crossings`` block (default: the whole window, as :class:`~tinywarden.pipeline.Pipeline`)."""
+    """``(end_rows, feature_matrix)`` for every complete window of ``values`` (rows x channels); ``level``,
+    ``block``: what ``crossings`` counts the crossings of (see :func:`~tinywarden.features.extract`)."""
     feats = check_features(features, window)
     block = window if block is None else block
     vals = np.asarray(values, dtype=np.float64)
@@ -23,7 +23,7 @@ def batch_features(
     n_cols = vals.shape[1] * len(feats)
     if len(ends) == 0:
         return ends, np.zeros((0, n_cols))
-    out = np.concatenate([extract(w, feats, block) for w in batch_windows(vals, window, stride)], axis=0)
+    out = np.concatenate([extract(w, feats, block, level) for w in batch_windows(vals, window, stride)], axis=0)
     return ends, out
 
 
@@ -37,10 +37,11 @@ class StreamingFeatures:
 
     def __init__(
         self, window: int, stride: int, n_channels: int, features: Sequence[str] = DEFAULT_FEATURES,
-        block: int | None = None,
+        block: int | None = None, level: np.ndarray | None = None,
     ) -> None:
         self.features = check_features(features, window)
         self.block = window if block is None else block
+        self.level = level
         self.ring = RingBuffer(window, stride, n_channels)
 
     def push(self, sample: np.ndarray | Sequence[float]) -> np.ndarray | None:
@@ -48,7 +49,7 @@ class StreamingFeatures:
         win = self.ring.push(np.asarray(sample, dtype=np.float64))
         if win is None:
             return None
-        return extract(win[None], self.features, self.block)[0]
+        return extract(win[None], self.features, self.block, self.level)[0]
 
     def push_window(self, sample: np.ndarray | Sequence[float]) -> np.ndarray | None:
         """Add one sample; return the raw completed window ``(window, channels)`` when one is due."""

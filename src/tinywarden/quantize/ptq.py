@@ -29,7 +29,7 @@ from tinywarden.arith import INT16_MAX, INT32_MAX, round_half_away
 from tinywarden.calibrate import threshold_at_fpr
 from tinywarden.detectors.lowering import LoweringContext
 from tinywarden.errors import ConfigError, DataError, ModelFileError
-from tinywarden.features import FEATURE_TABLE, batch_windows, window_end_rows
+from tinywarden.features import FEATURE_TABLE, MIN_CROSSINGS_BLOCK, batch_windows, block_size, window_end_rows
 from tinywarden.kernels import KERNELS, Op, TensorSpec, score_total
 from tinywarden.kernels.adapt_q import lower_adaptation
 from tinywarden.kernels.features_s16 import MAX_WINDOW
@@ -155,9 +155,23 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
     if pipeline.input_kind == "features":
         codes = np.array([FEATURE_TABLE[f].code for f in pipeline.features], dtype=np.int32)
         tensors.append(TensorSpec("features", "int64", (c * len(pipeline.features),)))
-        ops.append(Op("features_s16", ("window",), "features",
-                      {"window": pipeline.window, "block": pipeline.crossings_block},
-                      {"codes": codes, "z0": zero.astype(np.int32)}))
+        level = pipeline.crossings_level
+        block = pipeline.crossings_block or pipeline.window
+        g = block_size(pipeline.window, pipeline.stride)
+        if level is None and block == pipeline.window and "crossings" in pipeline.features \
+                and MIN_CROSSINGS_BLOCK <= g < pipeline.window:
+            # crossings of the window's mean on int8 residuals of the samples (the C keeps them in place of the
+            # int16 ring; see features_s16.ring_residuals)
+            ops.append(Op("features_s16", ("window",), "features",
+                          {"window": pipeline.window, "block": block, "ring_block": g},
+                          {"codes": codes, "z0": zero.astype(np.int32)}))
+        elif level is None:  # crossings of each block's own mean
+            ops.append(Op("features_s16", ("window",), "features", {"window": pipeline.window, "block": block},
+                          {"codes": codes, "z0": zero.astype(np.int32)}))
+        else:  # crossings of the trained mean, quantized as a sample: q > level exactly when q > q(level)
+            ops.append(Op("features_s16", ("window",), "features", {"window": pipeline.window},
+                          {"codes": codes, "z0": zero.astype(np.int32),
+                           "level": quantize_samples(base, np.asarray(level)[None, :])[0].astype(np.int32)}))
         affine = feature_affine(pipeline, s, zero)
     else:
         win_scale = (s, zero.astype(np.float64))
@@ -167,6 +181,8 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
     m_ops, info = low.ops, dict(low.info)
     info.update({"detector": pipeline.detector.name, "generator": f"tinywarden {__version__}",
                  "features": list(pipeline.features) if pipeline.input_kind == "features" else [],
+                 **({"crossings_level": pipeline.crossings_level.tolist()}
+                    if pipeline.input_kind == "features" and pipeline.crossings_level is not None else {}),
                  "float_threshold": float(pipeline.threshold_), "float_bytes": int(pipeline.model_bytes_),
                  "target_fpr": pipeline.target_fpr})
     prog = Program(base.channels, base.window, base.stride, offset, mul, zero, tuple(tensors + m_tensors),
