@@ -16,7 +16,7 @@ counter, the tc qdisc, the miner's process state), the dead-man/de-escalation re
 the incident as received by the subscriber. Namespaces and every process in them are removed at the end,
 also on failure.
 
-    sudo python benchmarks/range.py                       # 10 min recording, 30 min normal, 5 attacks
+    sudo python benchmarks/range.py                       # 40 min recording, 30 min normal, 5 attacks
     sudo python benchmarks/range.py --record 120 --normal 120 --attacks flood,miner   # a quick look
 
 Writes benchmarks/results/range.md and range.json. Internal roles (workload, sink, subscriber and the
@@ -61,6 +61,13 @@ INCIDENT_TOPIC = "tinywarden/+/incident"
 #: recording before tune by default (``--keep-host-channels`` keeps them).
 HOST_WIDE = ("cpu_pct", "mem_pct", "load1")
 ATTACKS = ("miner", "flood", "exfil", "scan", "forkstorm")
+#: The policy's tiers count a window only when its calibrated confidence (:mod:`tinywarden.likelihood`) reaches
+#: this: 0.5 is a level the normal score distribution reaches once in 1e5 windows, HTM's "red" level (Ahmad et
+#: al., 2017; ``tinywarden.likelihood.HOLDOFF_LEVEL``), a published value, not one fitted to the range. The
+#: threshold alone is an order statistic of the recording's few hundred calibration windows (``--target-fpr``
+#: 0.001 is beyond what they resolve, so it is their maximum), which a longer normal period exceeds by chance;
+#: the likelihood extrapolates the normal tail and adapts to the running scores.
+MIN_CONFIDENCE = 0.5
 
 POLICY = f"""
 [adaptation]
@@ -79,6 +86,7 @@ addresses = ["{BACKEND_IP}"]   # the backend and broker stay reachable whatever 
 actions = ["notify", "throttle_miner", "cap_uplink"]
 k = 2
 n = 3
+min_confidence = {{min_confidence}}
 deescalate_after_s = {{quiet}}
 dead_man_s = {{dead_man}}
 
@@ -87,6 +95,7 @@ actions = ["egress_allowlist", "stop_miner"]
 k = 3
 n = 4
 margin = 0.25
+min_confidence = {{min_confidence}}
 deescalate_after_s = {{quiet}}
 dead_man_s = {{dead_man}}
 
@@ -338,7 +347,7 @@ class Pipeline:
 
 
 def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target_fpr: float,
-                   drop_host: bool = True) -> Pipeline:
+                   drop_host: bool = True, min_confidence: float = MIN_CONFIDENCE) -> Pipeline:
     """record (device namespace) -> tune -> keygen -> bundle -> sign -> install, all through the CLI."""
     w = rng.workdir
     p = Pipeline(state=w / "state", pub=w / "keys" / "fleet.pub")
@@ -361,6 +370,7 @@ def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target
     p.window, p.stride, p.flash, p.ram = chosen["window"], chosen["stride"], chosen["flash"], chosen["ram"]
     p.channels = len(chosen["channels"])
     (w / "policy.toml").write_text(POLICY.format(iface=rng.dev_if, quiet=f"{max(4.0, 3 * p.stride / rate):g}",
+                                                 min_confidence=f"{min_confidence:g}",
                                                  dead_man=f"{max(6.0, 4 * p.stride / rate):g}"))
     (w / "keys").mkdir(exist_ok=True)
     cli = [
@@ -419,6 +429,7 @@ def role_workload(a: argparse.Namespace) -> None:
     client.loop_start()
     kids: dict[int, int] = {}
     last = None
+    events = open(a.events, "a", buffering=1) if a.events else None  # noqa: SIM115  (closed at the end)
     t0, next_pub, next_upload, next_check = time.monotonic(), 0.0, 0.0, 5.0
     while not done.is_set():
         t = time.monotonic() - t0
@@ -430,12 +441,17 @@ def role_workload(a: argparse.Namespace) -> None:
             next_pub = t + 1.0
         if t >= next_upload:
             size = int(2000 + 30000 * day * rnd.uniform(0.7, 1.3))
+            pace = rnd.uniform(0.1, 0.6 + day)
+            if events is not None:  # what the device did, to explain a false alarm afterwards
+                events.write(json.dumps({"t": time.time(), "kind": "upload", "bytes": size, "pace_s": pace}) + "\n")
             pid = os.fork()
             if pid == 0:
-                os._exit(_upload(UPLOAD_PORT, size, rnd.uniform(0.1, 0.6 + day)))
+                os._exit(_upload(UPLOAD_PORT, size, pace))
             kids[pid] = size
             next_upload = t + rnd.expovariate(0.3 + 1.7 * day)
         if t >= next_check:
+            if events is not None:
+                events.write(json.dumps({"t": time.time(), "kind": "config", "bytes": 200, "pace_s": 0.5}) + "\n")
             pid = os.fork()
             if pid == 0:
                 os._exit(_upload(CONFIG_PORT, 200, 0.5))
@@ -458,6 +474,8 @@ def role_workload(a: argparse.Namespace) -> None:
     client.disconnect()
     for pid in kids:
         os.waitpid(pid, 0)
+    if events is not None:
+        events.close()
     _write_json(a.stats, stats)
 
 
@@ -676,6 +694,7 @@ def role_main(argv: Sequence[str]) -> None:
     ap.add_argument("name", choices=sorted(ROLES))
     ap.add_argument("--stats", default="")
     ap.add_argument("--out", default="")
+    ap.add_argument("--events", default="")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--day", type=float, default=120.0)
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -800,7 +819,7 @@ def attack_specs(seconds: float) -> dict[str, AttackSpec]:
 
 @dataclass
 class Config:
-    record_s: float = 600.0
+    record_s: float = 2400.0
     normal_s: float = 1800.0
     rate: float = 10.0
     day_s: float = 120.0
@@ -809,6 +828,7 @@ class Config:
     trials: int = 6
     target_fpr: float = 0.001
     drop_host_channels: bool = True
+    min_confidence: float = MIN_CONFIDENCE
     settle_s: float = 90.0  # longest wait for the device to be quiet again after an attack
     workdir: Path | None = None
 
@@ -876,11 +896,13 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         if not wait_for(lambda: (work / "fleet.jsonl.ready").exists() or subscriber.poll() is not None, 60, 0.1):
             raise RuntimeError("the fleet subscriber did not subscribe within 60 s")
         workload = rng.spawn(rng.device, role_argv("workload", "--stats", str(work / "workload.json"),
+                                                   "--events", str(work / "workload.jsonl"),
                                                    "--day", f"{cfg.day_s:g}"), "workload")  # fmt: skip
         routes = rng.routes()
         load = {"recording": os.getloadavg()[0]}
         log(f"range: recording {cfg.record_s:g} s of normal at {cfg.rate:g} Hz in {rng.device}")
-        pipe = build_pipeline(rng, cfg.record_s, cfg.rate, cfg.trials, cfg.target_fpr, cfg.drop_host_channels)
+        pipe = build_pipeline(rng, cfg.record_s, cfg.rate, cfg.trials, cfg.target_fpr, cfg.drop_host_channels,
+                              cfg.min_confidence)
         period = pipe.stride / cfg.rate
         log(f"range: tuned {pipe.model}, window {pipe.window} stride {pipe.stride} ({period:g} s per window), "
             f"{pipe.flash} B flash, {pipe.ram} B RAM; starting the agent")
@@ -931,7 +953,8 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         fleet = read_jsonl(work / "fleet.jsonl")
         sink = json.loads((work / "sink.json").read_text()) if (work / "sink.json").exists() else {}
         wl = json.loads((work / "workload.json").read_text()) if (work / "workload.json").exists() else {}
-        result = analyse(cfg, pipe, routes, (n0, n1), runs, audit, fleet, status, monitor, sink, wl)
+        events = read_jsonl(work / "workload.jsonl")
+        result = analyse(cfg, pipe, routes, (n0, n1), runs, audit, fleet, status, monitor, sink, wl, events)
         result.audit_verdict = verdict
         result.load = {k: round(v, 1) for k, v in load.items()}
         return result
@@ -940,7 +963,8 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
 
 def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[float, float],
             runs: list[dict[str, Any]], audit: list[dict[str, Any]], fleet: list[dict[str, Any]],
-            status: dict[str, Any], monitor: Monitor, sink: dict[str, Any], wl: dict[str, Any]) -> RangeResult:
+            status: dict[str, Any], monitor: Monitor, sink: dict[str, Any], wl: dict[str, Any],
+            events: Sequence[dict[str, Any]] = ()) -> RangeResult:
     """The range's figures from the audit log, the monitor's samples and what the subscriber received."""
     period = pipe.stride / cfg.rate
     applies = [r["data"] | {"t": r["time"]} for r in audit if r["data"].get("event") == "apply"]
@@ -961,7 +985,8 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
     normal_doc = {"seconds": round(n1 - n0, 1), "windows": round((n1 - n0) / period),
                   "false_actions": len(false_actions),
                   "false_alarm_entries": len({(a["t"], a["action_tier"]) for a in false_actions}),
-                  "actions": sorted({a["action"] for a in false_actions})}  # fmt: skip
+                  "actions": sorted({a["action"] for a in false_actions}),
+                  "entries": false_entries(false_actions, incidents, events, n0, pipe.window / cfg.rate)}  # fmt: skip
 
     attacks = []
     ends = [r["t0"] for r in runs[1:]] + [math.inf]  # a late revert still belongs to its attack
@@ -1010,6 +1035,32 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
     )
 
 
+def false_entries(false_actions: Sequence[dict[str, Any]], incidents: Sequence[dict[str, Any]],
+                  events: Sequence[dict[str, Any]], n0: float, window_s: float) -> list[dict[str, Any]]:
+    """Each tier entry of the normal period explained: when, the tier, the window's calibrated confidence and
+    score over threshold (from the audit record), the most deviating features with their z (from the incident
+    the subscriber received) and what the workload had started in the window and the few seconds before."""
+    out = []
+    for t, tier in sorted({(a["t"], a["action_tier"]) for a in false_actions}):
+        a = next(x for x in false_actions if x["t"] == t and x["action_tier"] == tier)
+        scores = a.get("scores") or [0.0]
+        inc = next((i for i in incidents if abs(float(i.get("created_at", 0)) - t) < 0.5 and i.get("tier") == tier),
+                   {})
+        recent = [e for e in events if t - window_s - 3.0 <= e["t"] <= t]
+        out.append({
+            "minute": round((t - n0) / 60, 2), "tier": tier, "actions": sorted({x["action"] for x in false_actions
+                                                                             if x["t"] == t}),
+            "confidence": a.get("confidence"), "reason": a.get("reason"),
+            "score_over_threshold": round(float(scores[-1]) / float(a["threshold"]), 2) if a.get("threshold") else None,
+            "features_z": inc.get("features", {}),
+            "workload_started": {"uploads": sum(e["kind"] == "upload" for e in recent),
+                                 "config_checks": sum(e["kind"] == "config" for e in recent),
+                                 "bytes": sum(int(e["bytes"]) for e in recent),
+                                 "seconds": round(window_s + 3.0, 1)},
+        })  # fmt: skip
+    return out
+
+
 # ------------------------------------------------------------------------------------------- the table
 
 
@@ -1042,6 +1093,7 @@ def markdown(res: RangeResult) -> str:
         f"Generated by `sudo python benchmarks/range.py --record {c['record_s']:g} --normal {c['normal_s']:g} "
         f"--rate {c['rate']:g} --day {c['day_s']:g} --attacks {','.join(c['attacks'])} --attack-seconds "
         f"{c['attack_s']:g} --trials {c['trials']} --target-fpr {c['target_fpr']:g} --settle {c['settle_s']:g}"
+        + (f" --min-confidence {c['min_confidence']:g}" if c.get("min_confidence") is not None else "")
         + ("" if c["drop_host_channels"] else " --keep-host-channels")
         + "`. Two network namespaces made for the run, joined by one veth pair: device "
         f"`{DEVICE_IP}/{PREFIXLEN}`; peer `{BACKEND_IP}` (backend uploads and Mosquitto), `{EXFIL_IP}` (exfiltration "
@@ -1059,7 +1111,10 @@ def markdown(res: RangeResult) -> str:
         f"following a day/night rhythm compressed to {c['day_s']:g} s.",
         "- **Policy**: alert (2 of 3 windows): log, renice the miner's name to 19, `tc` 2 mbit cap on the device "
         f"veth; constrain (3 of 4): nftables egress allow-list (only `{BACKEND_IP}`), SIGSTOP the miner's name. "
-        "De-escalation and dead-man timers of a few windows.",
+        + (f"A window counts toward either tier only at a calibrated confidence >= {c['min_confidence']:g} (a "
+           "level the normal score distribution reaches once in 1e5 windows: HTM's red level, not fitted here). "
+           if c.get("min_confidence") is not None else "")
+        + "De-escalation and dead-man timers of a few windows.",
         "- **Shared machine**: 2 cores used by other jobs at the same time (1-minute load average "
         + (", ".join(f"{v:g} at {k}" for k, v in res.load.items()) if res.load else "about 20")
         + "). The sampler reads `cpu_pct`, `load1` and `mem_pct` host-wide, so here they are every other job's; "
@@ -1111,6 +1166,12 @@ def markdown(res: RangeResult) -> str:
         f"**{n['false_actions']} false actions** ({n['false_alarm_entries']} tier entries"
         + (f": {', '.join(n['actions'])}" if n["actions"] else "") + ").",
         "",
+        *([f"- minute {e['minute']:g}: tier {e['tier']} ({', '.join(e['actions'])}), confidence "
+           f"{e['confidence']}, score {e['score_over_threshold']}x the threshold; features (z) "
+           f"{json.dumps(e['features_z'])}; the workload started {e['workload_started']['uploads']} uploads, "
+           f"{e['workload_started']['config_checks']} config checks ({e['workload_started']['bytes']} B) in the "
+           f"{e['workload_started']['seconds']:g} s before" for e in n.get("entries", [])] + [""]
+          if n.get("entries") else []),
         f"Final `tinywarden audit verify`: **{res.audit_verdict}**. Broker: {json.dumps(res.broker)}.",
         "",
         "## Routing tables (no route out)",
@@ -1128,7 +1189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         role_main(argv[1:])
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--record", type=float, default=600.0, help="seconds of normal to record (default 600)")
+    ap.add_argument("--record", type=float, default=2400.0,
+                    help="seconds of normal to record (default 2400: 20 compressed days)")
     ap.add_argument("--normal", type=float, default=1800.0, help="seconds of normal with the agent (default 1800)")
     ap.add_argument("--rate", type=float, default=10.0, help="sampling rate of record and agent, Hz (default 10)")
     ap.add_argument("--day", type=float, default=120.0, help="length of the compressed day, s (default 120)")
@@ -1136,6 +1198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--attack-seconds", type=float, default=20.0, help="length of each attack (default 20)")
     ap.add_argument("--trials", type=int, default=6, help="tune --trials (default 6)")
     ap.add_argument("--target-fpr", type=float, default=0.001, help="tune --target-fpr (default 0.001)")
+    ap.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
+                    help=f"the tiers' min_confidence (default {MIN_CONFIDENCE:g})")
     ap.add_argument("--keep-host-channels", action="store_true",
                     help=f"keep the host-wide channels {', '.join(HOST_WIDE)} in the recording tune reads")
     ap.add_argument("--settle", type=float, default=90.0, help="longest wait for the revert after an attack, s")
@@ -1155,8 +1219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cfg = Config(record_s=a.record, normal_s=a.normal, rate=a.rate, day_s=a.day, attack_s=a.attack_seconds,
                  attacks=tuple(x.strip() for x in a.attacks.split(",") if x.strip()), trials=a.trials,
-                 target_fpr=a.target_fpr, settle_s=a.settle, drop_host_channels=not a.keep_host_channels,
-                 workdir=a.workdir)  # fmt: skip
+                 target_fpr=a.target_fpr, settle_s=a.settle, min_confidence=a.min_confidence,
+                 drop_host_channels=not a.keep_host_channels, workdir=a.workdir)  # fmt: skip
     res = run_range(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     md = markdown(res)
     a.out.parent.mkdir(parents=True, exist_ok=True)
