@@ -347,8 +347,12 @@ class Pipeline:
 
 
 def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target_fpr: float,
-                   drop_host: bool = True, min_confidence: float = MIN_CONFIDENCE) -> Pipeline:
-    """record (device namespace) -> tune -> keygen -> bundle -> sign -> install, all through the CLI."""
+                   drop_host: bool = True, min_confidence: float = MIN_CONFIDENCE, tune_args: Sequence[str] = (),
+                   timer_floor_s: float = 4.0) -> Pipeline:
+    """record (device namespace) -> tune -> keygen -> bundle -> sign -> install, all through the CLI.
+
+    ``tune_args`` are more ``tune`` options (a smaller search: ``--families``, ``--windows``); the policy's
+    de-escalation and dead-man timers are 3 and 4 windows, at least ``timer_floor_s`` and 1.5 times it."""
     w = rng.workdir
     p = Pipeline(state=w / "state", pub=w / "keys" / "fleet.pub")
     rec = w / "recording"
@@ -362,16 +366,14 @@ def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target
         drop_columns(rec, HOST_WIDE)
     t0 = time.monotonic()
     out = _run(tinywarden_argv("tune", str(rec), "--out", str(w / "model.twb"), "--flash", "8KB", "--ram", "4KB",
-                               "--no-count", "--trials", str(trials), "--target-fpr", f"{target_fpr:g}", "--json"),
-               env=rng.env, timeout=3600)
+                               "--no-count", "--trials", str(trials), "--target-fpr", f"{target_fpr:g}", "--json",
+                               *tune_args), env=rng.env, timeout=3600)
     p.tune_s = time.monotonic() - t0
     chosen = json.loads(out.strip().splitlines()[-1])
     p.model = f"{chosen['family']} {dict(chosen['params'])}, features {chosen['features']}"
     p.window, p.stride, p.flash, p.ram = chosen["window"], chosen["stride"], chosen["flash"], chosen["ram"]
     p.channels = len(chosen["channels"])
-    (w / "policy.toml").write_text(POLICY.format(iface=rng.dev_if, quiet=f"{max(4.0, 3 * p.stride / rate):g}",
-                                                 min_confidence=f"{min_confidence:g}",
-                                                 dead_man=f"{max(6.0, 4 * p.stride / rate):g}"))
+    (w / "policy.toml").write_text(policy_text(rng.dev_if, p.stride / rate, min_confidence, timer_floor_s))
     (w / "keys").mkdir(exist_ok=True)
     cli = [
         ("keygen", "--out", str(w / "keys" / "fleet")),
@@ -383,6 +385,15 @@ def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target
     for args in cli:
         _run(tinywarden_argv(*args), env=rng.env, timeout=300)
     return p
+
+
+def policy_text(iface: str, window_s: float, min_confidence: float = MIN_CONFIDENCE,
+                timer_floor_s: float = 4.0) -> str:
+    """The range's policy for interface ``iface`` and windows every ``window_s``: de-escalation after 3 quiet
+    windows and the dead-man after 4, at least ``timer_floor_s`` and 1.5 times it."""
+    quiet, dead_man = max(timer_floor_s, 3 * window_s), max(1.5 * timer_floor_s, 4 * window_s)
+    return POLICY.format(iface=iface, quiet=f"{quiet:g}", dead_man=f"{dead_man:g}",
+                         min_confidence=f"{min_confidence:g}")
 
 
 def drop_columns(folder: Path, names: Sequence[str]) -> None:
@@ -803,11 +814,12 @@ class AttackSpec:
 def attack_specs(seconds: float) -> dict[str, AttackSpec]:
     """Each attack with its bounds (packets, bytes, probes, processes and time)."""
     s = f"{seconds:g}"
+    packets = min(300_000, math.ceil(15_000 * seconds))  # 300,000 for the benchmark's 20 s
     return {
         "miner": AttackSpec("miner", ("--seconds", s, "--procs", "2"),
                             f"2 processes named {MINER_NAME} hashing SHA-256, {s} s"),
-        "flood": AttackSpec("flood", ("--seconds", s, "--packets", "300000"),
-                            f"UDP 64 B datagrams to {VICTIM_IP}:{FLOOD_PORT}, <= 300000 packets, <= {s} s"),
+        "flood": AttackSpec("flood", ("--seconds", s, "--packets", str(packets)),
+                            f"UDP 64 B datagrams to {VICTIM_IP}:{FLOOD_PORT}, <= {packets} packets, <= {s} s"),
         "exfil": AttackSpec("exfil", ("--seconds", s, "--bytes", str(200 << 20)),
                             f"TCP bulk upload to new address {EXFIL_IP}:{EXFIL_PORT}, <= 200 MiB, <= {s} s"),
         "scan": AttackSpec("scan", ("--seconds", s, "--ports", "1024", "--probes", "20000", "--pps", "400"),
@@ -829,6 +841,8 @@ class Config:
     target_fpr: float = 0.001
     drop_host_channels: bool = True
     min_confidence: float = MIN_CONFIDENCE
+    tune_args: tuple[str, ...] = ()  # more tune options (the test's smaller search)
+    timer_floor_s: float = 4.0  # shortest de-escalation timer of the policy (the dead-man's is 1.5 times it)
     settle_s: float = 90.0  # longest wait for the device to be quiet again after an attack
     workdir: Path | None = None
 
@@ -902,7 +916,7 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         load = {"recording": os.getloadavg()[0]}
         log(f"range: recording {cfg.record_s:g} s of normal at {cfg.rate:g} Hz in {rng.device}")
         pipe = build_pipeline(rng, cfg.record_s, cfg.rate, cfg.trials, cfg.target_fpr, cfg.drop_host_channels,
-                              cfg.min_confidence)
+                              cfg.min_confidence, cfg.tune_args, cfg.timer_floor_s)
         period = pipe.stride / cfg.rate
         log(f"range: tuned {pipe.model}, window {pipe.window} stride {pipe.stride} ({period:g} s per window), "
             f"{pipe.flash} B flash, {pipe.ram} B RAM; starting the agent")
