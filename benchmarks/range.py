@@ -342,6 +342,7 @@ class Pipeline:
     record_rows: int = 0
     record_s: float = 0.0
     tune_s: float = 0.0
+    calibration_windows: int = 0  # of the chosen model: the threshold is an order statistic of their scores
     state: Path = Path()
     pub: Path = Path()
 
@@ -373,6 +374,7 @@ def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target
     p.model = f"{chosen['family']} {dict(chosen['params'])}, features {chosen['features']}"
     p.window, p.stride, p.flash, p.ram = chosen["window"], chosen["stride"], chosen["flash"], chosen["ram"]
     p.channels = len(chosen["channels"])
+    p.calibration_windows = calibration_windows(w / "model.twb")
     (w / "policy.toml").write_text(policy_text(rng.dev_if, p.stride / rate, min_confidence, timer_floor_s))
     (w / "keys").mkdir(exist_ok=True)
     cli = [
@@ -385,6 +387,13 @@ def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target
     for args in cli:
         _run(tinywarden_argv(*args), env=rng.env, timeout=300)
     return p
+
+
+def calibration_windows(model: Path) -> int:
+    """How many held-out windows the model's threshold was calibrated on (0 when the file does not say)."""
+    from tinywarden.modelfile import load_pipeline
+
+    return int(getattr(load_pipeline(model), "train_summary_", {}).get("calibration_windows", 0))
 
 
 def policy_text(iface: str, window_s: float, min_confidence: float = MIN_CONFIDENCE,
@@ -1119,7 +1128,10 @@ def markdown(res: RangeResult) -> str:
         f"--ram 4KB --no-count --trials {c['trials']} --target-fpr {c['target_fpr']:g}` ({p['tune_s']:.0f} s) "
         f"chose {p['model']}, window "
         f"{p['window']} stride {p['stride']} = **{p['window_s']:g} s per window**, {p['flash']} B flash, "
-        f"{p['ram']} B RAM, {p['channels']} channels; `keygen`, `bundle`, `sign --version 1`, `install`, then "
+        f"{p['ram']} B RAM, {p['channels']} channels"
+        + (f", threshold calibrated on {p['calibration_windows']} held-out windows"
+           if p.get("calibration_windows") else "")
+        + "; `keygen`, `bundle`, `sign --version 1`, `install`, then "
         f"`agent --real-actuators --mqtt {BACKEND_IP}:{MQTT_PORT} --rate {c['rate']:g}` in the device namespace.",
         f"- **Normal workload**: uploads to `{BACKEND_IP}:{UPLOAD_PORT}` and 1 Hz MQTT telemetry (QoS 1), both "
         f"following a day/night rhythm compressed to {c['day_s']:g} s.",
