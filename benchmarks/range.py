@@ -1209,10 +1209,44 @@ def markdown(res: RangeResult) -> str:
     return "\n".join(lines)
 
 
+def calibration_study(recording: Path, fit_rows: int, min_confidence: float = MIN_CONFIDENCE,
+                      window: int = 16, stride: int = 4, features: Sequence[str] = ("mean", "std", "max"),
+                      target_fpr: float = 0.001) -> dict[str, Any]:
+    """The false alarms of a short calibration, measured on a recording of normal alone (no test period): the
+    range's earlier model (pca, 8 components, ``features``, ``window``/``stride``) fitted on the first
+    ``fit_rows`` rows, scored on the rest, its windows over the threshold and the policy's 2-of-3 alert onsets,
+    with the threshold alone and with the tiers' confidence bar (the float pipeline, not the agent's int8)."""
+    import numpy as np
+
+    from tinywarden.calibrate import persist
+    from tinywarden.detectors.base import make_detector
+    from tinywarden.pipeline import Pipeline as Model
+    from tinywarden.telemetry.io import read_folder
+
+    series = read_folder(recording)
+    fit, rest = series.split(fit_rows / len(series))
+    model = Model(make_detector("pca", n_components=8), window, stride, tuple(features), target_fpr, 2, 3).fit(fit)
+    scored = model.score(rest)
+    conf = model.confidence(scored.scores)
+    flags = scored.raw_flags.astype(bool)
+    out: dict[str, Any] = {"rows": len(series), "fit_rows": len(fit),
+                           "calibration_windows": model.train_summary_["calibration_windows"],
+                           "scored_windows": len(scored.scores)}  # fmt: skip
+    for name, f in (("threshold", flags), (f"confidence >= {min_confidence:g}", flags & (conf >= min_confidence))):
+        alarm = persist(f.astype(np.int64), 2, 3)
+        onsets = int(alarm[0]) + int(((alarm[1:] == 1) & (alarm[:-1] == 0)).sum())
+        out[name] = {"windows_over": int(f.sum()), "alert_onsets": onsets}
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["role"]:
         role_main(argv[1:])
+        return 0
+    if argv[:1] == ["study"]:  # range.py study RECORDING_FOLDER FIT_ROWS...
+        for rows in argv[2:]:
+            print(json.dumps(calibration_study(Path(argv[1]), int(rows))))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--record", type=float, default=2400.0,

@@ -114,3 +114,21 @@ def test_the_flood_is_bounded_in_packets_whatever_its_length() -> None:
     for seconds, packets in ((20, 300_000), (2, 30_000), (0.5, 7_500)):
         args = attack_range.attack_specs(seconds)["flood"].args
         assert int(args[args.index("--packets") + 1]) == packets, (seconds, args)
+
+
+def test_the_calibration_study_counts_alerts_of_a_short_calibration_on_normal_alone(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    values = rng.gamma(2.0, size=(n, 9)) * np.arange(1, 10)
+    values[2400:2404, 3] *= 40  # one burst in the scored part, beyond anything in the fitted part
+    rows = ["timestamp," + ",".join(f"ch{c}" for c in range(9))]
+    rows += [f"{1.7e9 + i / 10:.1f}," + ",".join(f"{v:.3f}" for v in r) for i, r in enumerate(values)]
+    (tmp_path / "rec-0001.csv").write_text("\n".join(rows) + "\n")
+    out = attack_range.calibration_study(tmp_path, 1000)
+    assert out["rows"] == n and out["fit_rows"] == 1000 and out["calibration_windows"] > 0
+    assert out["scored_windows"] == (n - 1000 - 16) // 4 + 1
+    plain, gated = out["threshold"], out["confidence >= 0.5"]
+    assert plain["alert_onsets"] >= 1 and plain["windows_over"] >= 4  # the burst, at least
+    assert gated["windows_over"] <= plain["windows_over"] and gated["alert_onsets"] <= plain["alert_onsets"]
