@@ -61,12 +61,11 @@ INCIDENT_TOPIC = "tinywarden/+/incident"
 #: recording before tune by default (``--keep-host-channels`` keeps them).
 HOST_WIDE = ("cpu_pct", "mem_pct", "load1")
 ATTACKS = ("miner", "flood", "exfil", "scan", "forkstorm")
-#: The policy's tiers count a window only when its calibrated confidence (:mod:`tinywarden.likelihood`) reaches
-#: this: 0.5 is a level the normal score distribution reaches once in 1e5 windows, HTM's "red" level (Ahmad et
-#: al., 2017; ``tinywarden.likelihood.HOLDOFF_LEVEL``), a published value, not one fitted to the range. The
-#: threshold alone is an order statistic of the recording's few hundred calibration windows (``--target-fpr``
-#: 0.001 is beyond what they resolve, so it is their maximum), which a longer normal period exceeds by chance;
-#: the likelihood extrapolates the normal tail and adapts to the running scores.
+#: ``--min-confidence`` (off by default): the policy's tiers then count a window only when its calibrated confidence
+#: (:mod:`tinywarden.likelihood`) reaches it; 0.5 is a level the normal score distribution reaches once in 1e5
+#: windows, HTM's "red" level (Ahmad et al., 2017; ``tinywarden.likelihood.HOLDOFF_LEVEL``), a published value.
+#: It removed every false action of the 30-min normal period but the likelihood learns from attack windows too,
+#: so the attacks that came after three others were missed (benchmarks/results/range.md): off until it does not.
 MIN_CONFIDENCE = 0.5
 
 POLICY = f"""
@@ -86,8 +85,7 @@ addresses = ["{BACKEND_IP}"]   # the backend and broker stay reachable whatever 
 actions = ["notify", "throttle_miner", "cap_uplink"]
 k = 2
 n = 3
-min_confidence = {{min_confidence}}
-deescalate_after_s = {{quiet}}
+{{gate}}deescalate_after_s = {{quiet}}
 dead_man_s = {{dead_man}}
 
 [tiers.constrain]
@@ -95,8 +93,7 @@ actions = ["egress_allowlist", "stop_miner"]
 k = 3
 n = 4
 margin = 0.25
-min_confidence = {{min_confidence}}
-deescalate_after_s = {{quiet}}
+{{gate}}deescalate_after_s = {{quiet}}
 dead_man_s = {{dead_man}}
 
 [actions.notify]
@@ -348,7 +345,7 @@ class Pipeline:
 
 
 def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target_fpr: float,
-                   drop_host: bool = True, min_confidence: float = MIN_CONFIDENCE, tune_args: Sequence[str] = (),
+                   drop_host: bool = True, min_confidence: float | None = None, tune_args: Sequence[str] = (),
                    timer_floor_s: float = 4.0) -> Pipeline:
     """record (device namespace) -> tune -> keygen -> bundle -> sign -> install, all through the CLI.
 
@@ -396,13 +393,14 @@ def calibration_windows(model: Path) -> int:
     return int(getattr(load_pipeline(model), "train_summary_", {}).get("calibration_windows", 0))
 
 
-def policy_text(iface: str, window_s: float, min_confidence: float = MIN_CONFIDENCE,
+def policy_text(iface: str, window_s: float, min_confidence: float | None = None,
                 timer_floor_s: float = 4.0) -> str:
     """The range's policy for interface ``iface`` and windows every ``window_s``: de-escalation after 3 quiet
-    windows and the dead-man after 4, at least ``timer_floor_s`` and 1.5 times it."""
+    windows and the dead-man after 4, at least ``timer_floor_s`` and 1.5 times it; with ``min_confidence`` both
+    tiers count only windows at that calibrated confidence or above."""
     quiet, dead_man = max(timer_floor_s, 3 * window_s), max(1.5 * timer_floor_s, 4 * window_s)
-    return POLICY.format(iface=iface, quiet=f"{quiet:g}", dead_man=f"{dead_man:g}",
-                         min_confidence=f"{min_confidence:g}")
+    gate = "" if min_confidence is None else f"min_confidence = {min_confidence:g}\n"
+    return POLICY.format(iface=iface, quiet=f"{quiet:g}", dead_man=f"{dead_man:g}", gate=gate)
 
 
 def drop_columns(folder: Path, names: Sequence[str]) -> None:
@@ -849,7 +847,7 @@ class Config:
     trials: int = 6
     target_fpr: float = 0.001
     drop_host_channels: bool = True
-    min_confidence: float = MIN_CONFIDENCE
+    min_confidence: float | None = None  # the tiers' min_confidence (None: scores and k-of-n alone)
     tune_args: tuple[str, ...] = ()  # more tune options (the test's smaller search)
     timer_floor_s: float = 4.0  # shortest de-escalation timer of the policy (the dead-man's is 1.5 times it)
     settle_s: float = 90.0  # longest wait for the device to be quiet again after an attack
@@ -1258,8 +1256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--attack-seconds", type=float, default=20.0, help="length of each attack (default 20)")
     ap.add_argument("--trials", type=int, default=6, help="tune --trials (default 6)")
     ap.add_argument("--target-fpr", type=float, default=0.001, help="tune --target-fpr (default 0.001)")
-    ap.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
-                    help=f"the tiers' min_confidence (default {MIN_CONFIDENCE:g})")
+    ap.add_argument("--min-confidence", type=float, default=None,
+                    help=f"the tiers' min_confidence, e.g. {MIN_CONFIDENCE:g} (default: none)")
     ap.add_argument("--keep-host-channels", action="store_true",
                     help=f"keep the host-wide channels {', '.join(HOST_WIDE)} in the recording tune reads")
     ap.add_argument("--settle", type=float, default=90.0, help="longest wait for the revert after an attack, s")

@@ -132,3 +132,12 @@ def test_the_calibration_study_counts_alerts_of_a_short_calibration_on_normal_al
     plain, gated = out["threshold"], out["confidence >= 0.5"]
     assert plain["alert_onsets"] >= 1 and plain["windows_over"] >= 4  # the burst, at least
     assert gated["windows_over"] <= plain["windows_over"] and gated["alert_onsets"] <= plain["alert_onsets"]
+
+
+def test_the_range_policy_has_no_confidence_bar_unless_asked() -> None:
+    # with the bar the 30-min normal period had no false action, but the likelihood learns from attack windows
+    # too, so the attacks that followed three others were missed: the bar stays an option (--min-confidence)
+    plain = parse_policy(attack_range.policy_text("twd0", 0.4), "range policy")
+    assert [t.min_confidence for t in plain.tiers if t.actions] == [None, None]
+    gated = parse_policy(attack_range.policy_text("twd0", 0.4, 0.5), "range policy")
+    assert [t.min_confidence for t in gated.tiers if t.actions] == [0.5, 0.5]
