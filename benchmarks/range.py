@@ -16,7 +16,7 @@ counter, the tc qdisc, the miner's process state), the dead-man/de-escalation re
 the incident as received by the subscriber. Namespaces and every process in them are removed at the end,
 also on failure.
 
-    sudo python benchmarks/range.py                       # 10 min recording, 30 min normal, 5 attacks
+    sudo python benchmarks/range.py                       # 40 min recording, 30 min normal, 5 attacks
     sudo python benchmarks/range.py --record 120 --normal 120 --attacks flood,miner   # a quick look
 
 Writes benchmarks/results/range.md and range.json. Internal roles (workload, sink, subscriber and the
@@ -61,6 +61,12 @@ INCIDENT_TOPIC = "tinywarden/+/incident"
 #: recording before tune by default (``--keep-host-channels`` keeps them).
 HOST_WIDE = ("cpu_pct", "mem_pct", "load1")
 ATTACKS = ("miner", "flood", "exfil", "scan", "forkstorm")
+#: ``--min-confidence`` (off by default): the policy's tiers then count a window only when its calibrated confidence
+#: (:mod:`tinywarden.likelihood`) reaches it; 0.5 is a level the normal score distribution reaches once in 1e5
+#: windows, HTM's "red" level (Ahmad et al., 2017; ``tinywarden.likelihood.HOLDOFF_LEVEL``), a published value.
+#: It removed every false action of the 30-min normal period but the likelihood learns from attack windows too,
+#: so the attacks that came after three others were missed (benchmarks/results/range.md): off until it does not.
+MIN_CONFIDENCE = 0.5
 
 POLICY = f"""
 [adaptation]
@@ -79,7 +85,7 @@ addresses = ["{BACKEND_IP}"]   # the backend and broker stay reachable whatever 
 actions = ["notify", "throttle_miner", "cap_uplink"]
 k = 2
 n = 3
-deescalate_after_s = {{quiet}}
+{{gate}}deescalate_after_s = {{quiet}}
 dead_man_s = {{dead_man}}
 
 [tiers.constrain]
@@ -87,7 +93,7 @@ actions = ["egress_allowlist", "stop_miner"]
 k = 3
 n = 4
 margin = 0.25
-deescalate_after_s = {{quiet}}
+{{gate}}deescalate_after_s = {{quiet}}
 dead_man_s = {{dead_man}}
 
 [actions.notify]
@@ -333,13 +339,18 @@ class Pipeline:
     record_rows: int = 0
     record_s: float = 0.0
     tune_s: float = 0.0
+    calibration_windows: int = 0  # of the chosen model: the threshold is an order statistic of their scores
     state: Path = Path()
     pub: Path = Path()
 
 
 def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target_fpr: float,
-                   drop_host: bool = True) -> Pipeline:
-    """record (device namespace) -> tune -> keygen -> bundle -> sign -> install, all through the CLI."""
+                   drop_host: bool = True, min_confidence: float | None = None, tune_args: Sequence[str] = (),
+                   timer_floor_s: float = 4.0) -> Pipeline:
+    """record (device namespace) -> tune -> keygen -> bundle -> sign -> install, all through the CLI.
+
+    ``tune_args`` are more ``tune`` options (a smaller search: ``--families``, ``--windows``); the policy's
+    de-escalation and dead-man timers are 3 and 4 windows, at least ``timer_floor_s`` and 1.5 times it."""
     w = rng.workdir
     p = Pipeline(state=w / "state", pub=w / "keys" / "fleet.pub")
     rec = w / "recording"
@@ -353,15 +364,15 @@ def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target
         drop_columns(rec, HOST_WIDE)
     t0 = time.monotonic()
     out = _run(tinywarden_argv("tune", str(rec), "--out", str(w / "model.twb"), "--flash", "8KB", "--ram", "4KB",
-                               "--no-count", "--trials", str(trials), "--target-fpr", f"{target_fpr:g}", "--json"),
-               env=rng.env, timeout=3600)
+                               "--no-count", "--trials", str(trials), "--target-fpr", f"{target_fpr:g}", "--json",
+                               *tune_args), env=rng.env, timeout=3600)
     p.tune_s = time.monotonic() - t0
     chosen = json.loads(out.strip().splitlines()[-1])
     p.model = f"{chosen['family']} {dict(chosen['params'])}, features {chosen['features']}"
     p.window, p.stride, p.flash, p.ram = chosen["window"], chosen["stride"], chosen["flash"], chosen["ram"]
     p.channels = len(chosen["channels"])
-    (w / "policy.toml").write_text(POLICY.format(iface=rng.dev_if, quiet=f"{max(4.0, 3 * p.stride / rate):g}",
-                                                 dead_man=f"{max(6.0, 4 * p.stride / rate):g}"))
+    p.calibration_windows = calibration_windows(w / "model.twb")
+    (w / "policy.toml").write_text(policy_text(rng.dev_if, p.stride / rate, min_confidence, timer_floor_s))
     (w / "keys").mkdir(exist_ok=True)
     cli = [
         ("keygen", "--out", str(w / "keys" / "fleet")),
@@ -373,6 +384,23 @@ def build_pipeline(rng: Range, record_s: float, rate: float, trials: int, target
     for args in cli:
         _run(tinywarden_argv(*args), env=rng.env, timeout=300)
     return p
+
+
+def calibration_windows(model: Path) -> int:
+    """How many held-out windows the model's threshold was calibrated on (0 when the file does not say)."""
+    from tinywarden.modelfile import load_pipeline
+
+    return int(getattr(load_pipeline(model), "train_summary_", {}).get("calibration_windows", 0))
+
+
+def policy_text(iface: str, window_s: float, min_confidence: float | None = None,
+                timer_floor_s: float = 4.0) -> str:
+    """The range's policy for interface ``iface`` and windows every ``window_s``: de-escalation after 3 quiet
+    windows and the dead-man after 4, at least ``timer_floor_s`` and 1.5 times it; with ``min_confidence`` both
+    tiers count only windows at that calibrated confidence or above."""
+    quiet, dead_man = max(timer_floor_s, 3 * window_s), max(1.5 * timer_floor_s, 4 * window_s)
+    gate = "" if min_confidence is None else f"min_confidence = {min_confidence:g}\n"
+    return POLICY.format(iface=iface, quiet=f"{quiet:g}", dead_man=f"{dead_man:g}", gate=gate)
 
 
 def drop_columns(folder: Path, names: Sequence[str]) -> None:
@@ -419,6 +447,7 @@ def role_workload(a: argparse.Namespace) -> None:
     client.loop_start()
     kids: dict[int, int] = {}
     last = None
+    events = open(a.events, "a", buffering=1) if a.events else None  # noqa: SIM115  (closed at the end)
     t0, next_pub, next_upload, next_check = time.monotonic(), 0.0, 0.0, 5.0
     while not done.is_set():
         t = time.monotonic() - t0
@@ -430,12 +459,17 @@ def role_workload(a: argparse.Namespace) -> None:
             next_pub = t + 1.0
         if t >= next_upload:
             size = int(2000 + 30000 * day * rnd.uniform(0.7, 1.3))
+            pace = rnd.uniform(0.1, 0.6 + day)
+            if events is not None:  # what the device did, to explain a false alarm afterwards
+                events.write(json.dumps({"t": time.time(), "kind": "upload", "bytes": size, "pace_s": pace}) + "\n")
             pid = os.fork()
             if pid == 0:
-                os._exit(_upload(UPLOAD_PORT, size, rnd.uniform(0.1, 0.6 + day)))
+                os._exit(_upload(UPLOAD_PORT, size, pace))
             kids[pid] = size
             next_upload = t + rnd.expovariate(0.3 + 1.7 * day)
         if t >= next_check:
+            if events is not None:
+                events.write(json.dumps({"t": time.time(), "kind": "config", "bytes": 200, "pace_s": 0.5}) + "\n")
             pid = os.fork()
             if pid == 0:
                 os._exit(_upload(CONFIG_PORT, 200, 0.5))
@@ -458,6 +492,8 @@ def role_workload(a: argparse.Namespace) -> None:
     client.disconnect()
     for pid in kids:
         os.waitpid(pid, 0)
+    if events is not None:
+        events.close()
     _write_json(a.stats, stats)
 
 
@@ -676,6 +712,7 @@ def role_main(argv: Sequence[str]) -> None:
     ap.add_argument("name", choices=sorted(ROLES))
     ap.add_argument("--stats", default="")
     ap.add_argument("--out", default="")
+    ap.add_argument("--events", default="")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--day", type=float, default=120.0)
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -784,11 +821,12 @@ class AttackSpec:
 def attack_specs(seconds: float) -> dict[str, AttackSpec]:
     """Each attack with its bounds (packets, bytes, probes, processes and time)."""
     s = f"{seconds:g}"
+    packets = min(300_000, math.ceil(15_000 * seconds))  # 300,000 for the benchmark's 20 s
     return {
         "miner": AttackSpec("miner", ("--seconds", s, "--procs", "2"),
                             f"2 processes named {MINER_NAME} hashing SHA-256, {s} s"),
-        "flood": AttackSpec("flood", ("--seconds", s, "--packets", "300000"),
-                            f"UDP 64 B datagrams to {VICTIM_IP}:{FLOOD_PORT}, <= 300000 packets, <= {s} s"),
+        "flood": AttackSpec("flood", ("--seconds", s, "--packets", str(packets)),
+                            f"UDP 64 B datagrams to {VICTIM_IP}:{FLOOD_PORT}, <= {packets} packets, <= {s} s"),
         "exfil": AttackSpec("exfil", ("--seconds", s, "--bytes", str(200 << 20)),
                             f"TCP bulk upload to new address {EXFIL_IP}:{EXFIL_PORT}, <= 200 MiB, <= {s} s"),
         "scan": AttackSpec("scan", ("--seconds", s, "--ports", "1024", "--probes", "20000", "--pps", "400"),
@@ -800,7 +838,7 @@ def attack_specs(seconds: float) -> dict[str, AttackSpec]:
 
 @dataclass
 class Config:
-    record_s: float = 600.0
+    record_s: float = 2400.0
     normal_s: float = 1800.0
     rate: float = 10.0
     day_s: float = 120.0
@@ -809,6 +847,9 @@ class Config:
     trials: int = 6
     target_fpr: float = 0.001
     drop_host_channels: bool = True
+    min_confidence: float | None = None  # the tiers' min_confidence (None: scores and k-of-n alone)
+    tune_args: tuple[str, ...] = ()  # more tune options (the test's smaller search)
+    timer_floor_s: float = 4.0  # shortest de-escalation timer of the policy (the dead-man's is 1.5 times it)
     settle_s: float = 90.0  # longest wait for the device to be quiet again after an attack
     workdir: Path | None = None
 
@@ -876,11 +917,13 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         if not wait_for(lambda: (work / "fleet.jsonl.ready").exists() or subscriber.poll() is not None, 60, 0.1):
             raise RuntimeError("the fleet subscriber did not subscribe within 60 s")
         workload = rng.spawn(rng.device, role_argv("workload", "--stats", str(work / "workload.json"),
+                                                   "--events", str(work / "workload.jsonl"),
                                                    "--day", f"{cfg.day_s:g}"), "workload")  # fmt: skip
         routes = rng.routes()
         load = {"recording": os.getloadavg()[0]}
         log(f"range: recording {cfg.record_s:g} s of normal at {cfg.rate:g} Hz in {rng.device}")
-        pipe = build_pipeline(rng, cfg.record_s, cfg.rate, cfg.trials, cfg.target_fpr, cfg.drop_host_channels)
+        pipe = build_pipeline(rng, cfg.record_s, cfg.rate, cfg.trials, cfg.target_fpr, cfg.drop_host_channels,
+                              cfg.min_confidence, cfg.tune_args, cfg.timer_floor_s)
         period = pipe.stride / cfg.rate
         log(f"range: tuned {pipe.model}, window {pipe.window} stride {pipe.stride} ({period:g} s per window), "
             f"{pipe.flash} B flash, {pipe.ram} B RAM; starting the agent")
@@ -931,7 +974,8 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         fleet = read_jsonl(work / "fleet.jsonl")
         sink = json.loads((work / "sink.json").read_text()) if (work / "sink.json").exists() else {}
         wl = json.loads((work / "workload.json").read_text()) if (work / "workload.json").exists() else {}
-        result = analyse(cfg, pipe, routes, (n0, n1), runs, audit, fleet, status, monitor, sink, wl)
+        events = read_jsonl(work / "workload.jsonl")
+        result = analyse(cfg, pipe, routes, (n0, n1), runs, audit, fleet, status, monitor, sink, wl, events)
         result.audit_verdict = verdict
         result.load = {k: round(v, 1) for k, v in load.items()}
         return result
@@ -940,7 +984,8 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
 
 def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[float, float],
             runs: list[dict[str, Any]], audit: list[dict[str, Any]], fleet: list[dict[str, Any]],
-            status: dict[str, Any], monitor: Monitor, sink: dict[str, Any], wl: dict[str, Any]) -> RangeResult:
+            status: dict[str, Any], monitor: Monitor, sink: dict[str, Any], wl: dict[str, Any],
+            events: Sequence[dict[str, Any]] = ()) -> RangeResult:
     """The range's figures from the audit log, the monitor's samples and what the subscriber received."""
     period = pipe.stride / cfg.rate
     applies = [r["data"] | {"t": r["time"]} for r in audit if r["data"].get("event") == "apply"]
@@ -961,7 +1006,8 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
     normal_doc = {"seconds": round(n1 - n0, 1), "windows": round((n1 - n0) / period),
                   "false_actions": len(false_actions),
                   "false_alarm_entries": len({(a["t"], a["action_tier"]) for a in false_actions}),
-                  "actions": sorted({a["action"] for a in false_actions})}  # fmt: skip
+                  "actions": sorted({a["action"] for a in false_actions}),
+                  "entries": false_entries(false_actions, incidents, events, n0, pipe.window / cfg.rate)}  # fmt: skip
 
     attacks = []
     ends = [r["t0"] for r in runs[1:]] + [math.inf]  # a late revert still belongs to its attack
@@ -1010,6 +1056,32 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
     )
 
 
+def false_entries(false_actions: Sequence[dict[str, Any]], incidents: Sequence[dict[str, Any]],
+                  events: Sequence[dict[str, Any]], n0: float, window_s: float) -> list[dict[str, Any]]:
+    """Each tier entry of the normal period explained: when, the tier, the window's calibrated confidence and
+    score over threshold (from the audit record), the most deviating features with their z (from the incident
+    the subscriber received) and what the workload had started in the window and the few seconds before."""
+    out = []
+    for t, tier in sorted({(a["t"], a["action_tier"]) for a in false_actions}):
+        a = next(x for x in false_actions if x["t"] == t and x["action_tier"] == tier)
+        scores = a.get("scores") or [0.0]
+        inc = next((i for i in incidents if abs(float(i.get("created_at", 0)) - t) < 0.5 and i.get("tier") == tier),
+                   {})
+        recent = [e for e in events if t - window_s - 3.0 <= e["t"] <= t]
+        out.append({
+            "minute": round((t - n0) / 60, 2), "tier": tier, "actions": sorted({x["action"] for x in false_actions
+                                                                             if x["t"] == t}),
+            "confidence": a.get("confidence"), "reason": a.get("reason"),
+            "score_over_threshold": round(float(scores[-1]) / float(a["threshold"]), 2) if a.get("threshold") else None,
+            "features_z": inc.get("features", {}),
+            "workload_started": {"uploads": sum(e["kind"] == "upload" for e in recent),
+                                 "config_checks": sum(e["kind"] == "config" for e in recent),
+                                 "bytes": sum(int(e["bytes"]) for e in recent),
+                                 "seconds": round(window_s + 3.0, 1)},
+        })  # fmt: skip
+    return out
+
+
 # ------------------------------------------------------------------------------------------- the table
 
 
@@ -1042,6 +1114,7 @@ def markdown(res: RangeResult) -> str:
         f"Generated by `sudo python benchmarks/range.py --record {c['record_s']:g} --normal {c['normal_s']:g} "
         f"--rate {c['rate']:g} --day {c['day_s']:g} --attacks {','.join(c['attacks'])} --attack-seconds "
         f"{c['attack_s']:g} --trials {c['trials']} --target-fpr {c['target_fpr']:g} --settle {c['settle_s']:g}"
+        + (f" --min-confidence {c['min_confidence']:g}" if c.get("min_confidence") is not None else "")
         + ("" if c["drop_host_channels"] else " --keep-host-channels")
         + "`. Two network namespaces made for the run, joined by one veth pair: device "
         f"`{DEVICE_IP}/{PREFIXLEN}`; peer `{BACKEND_IP}` (backend uploads and Mosquitto), `{EXFIL_IP}` (exfiltration "
@@ -1053,13 +1126,19 @@ def markdown(res: RangeResult) -> str:
         f"--ram 4KB --no-count --trials {c['trials']} --target-fpr {c['target_fpr']:g}` ({p['tune_s']:.0f} s) "
         f"chose {p['model']}, window "
         f"{p['window']} stride {p['stride']} = **{p['window_s']:g} s per window**, {p['flash']} B flash, "
-        f"{p['ram']} B RAM, {p['channels']} channels; `keygen`, `bundle`, `sign --version 1`, `install`, then "
+        f"{p['ram']} B RAM, {p['channels']} channels"
+        + (f", threshold calibrated on {p['calibration_windows']} held-out windows"
+           if p.get("calibration_windows") else "")
+        + "; `keygen`, `bundle`, `sign --version 1`, `install`, then "
         f"`agent --real-actuators --mqtt {BACKEND_IP}:{MQTT_PORT} --rate {c['rate']:g}` in the device namespace.",
         f"- **Normal workload**: uploads to `{BACKEND_IP}:{UPLOAD_PORT}` and 1 Hz MQTT telemetry (QoS 1), both "
         f"following a day/night rhythm compressed to {c['day_s']:g} s.",
         "- **Policy**: alert (2 of 3 windows): log, renice the miner's name to 19, `tc` 2 mbit cap on the device "
         f"veth; constrain (3 of 4): nftables egress allow-list (only `{BACKEND_IP}`), SIGSTOP the miner's name. "
-        "De-escalation and dead-man timers of a few windows.",
+        + (f"A window counts toward either tier only at a calibrated confidence >= {c['min_confidence']:g} (a "
+           "level the normal score distribution reaches once in 1e5 windows: HTM's red level, not fitted here). "
+           if c.get("min_confidence") is not None else "")
+        + "De-escalation and dead-man timers of a few windows.",
         "- **Shared machine**: 2 cores used by other jobs at the same time (1-minute load average "
         + (", ".join(f"{v:g} at {k}" for k, v in res.load.items()) if res.load else "about 20")
         + "). The sampler reads `cpu_pct`, `load1` and `mem_pct` host-wide, so here they are every other job's; "
@@ -1111,6 +1190,12 @@ def markdown(res: RangeResult) -> str:
         f"**{n['false_actions']} false actions** ({n['false_alarm_entries']} tier entries"
         + (f": {', '.join(n['actions'])}" if n["actions"] else "") + ").",
         "",
+        *([f"- minute {e['minute']:g}: tier {e['tier']} ({', '.join(e['actions'])}), confidence "
+           f"{e['confidence']}, score {e['score_over_threshold']}x the threshold; features (z) "
+           f"{json.dumps(e['features_z'])}; the workload started {e['workload_started']['uploads']} uploads, "
+           f"{e['workload_started']['config_checks']} config checks ({e['workload_started']['bytes']} B) in the "
+           f"{e['workload_started']['seconds']:g} s before" for e in n.get("entries", [])] + [""]
+          if n.get("entries") else []),
         f"Final `tinywarden audit verify`: **{res.audit_verdict}**. Broker: {json.dumps(res.broker)}.",
         "",
         "## Routing tables (no route out)",
@@ -1122,13 +1207,48 @@ def markdown(res: RangeResult) -> str:
     return "\n".join(lines)
 
 
+def calibration_study(recording: Path, fit_rows: int, min_confidence: float = MIN_CONFIDENCE,
+                      window: int = 16, stride: int = 4, features: Sequence[str] = ("mean", "std", "max"),
+                      target_fpr: float = 0.001) -> dict[str, Any]:
+    """The false alarms of a short calibration, measured on a recording of normal alone (no test period): the
+    range's earlier model (pca, 8 components, ``features``, ``window``/``stride``) fitted on the first
+    ``fit_rows`` rows, scored on the rest, its windows over the threshold and the policy's 2-of-3 alert onsets,
+    with the threshold alone and with the tiers' confidence bar (the float pipeline, not the agent's int8)."""
+    import numpy as np
+
+    from tinywarden.calibrate import persist
+    from tinywarden.detectors.base import make_detector
+    from tinywarden.pipeline import Pipeline as Model
+    from tinywarden.telemetry.io import read_folder
+
+    series = read_folder(recording)
+    fit, rest = series.split(fit_rows / len(series))
+    model = Model(make_detector("pca", n_components=8), window, stride, tuple(features), target_fpr, 2, 3).fit(fit)
+    scored = model.score(rest)
+    conf = model.confidence(scored.scores)
+    flags = scored.raw_flags.astype(bool)
+    out: dict[str, Any] = {"rows": len(series), "fit_rows": len(fit),
+                           "calibration_windows": model.train_summary_["calibration_windows"],
+                           "scored_windows": len(scored.scores)}  # fmt: skip
+    for name, f in (("threshold", flags), (f"confidence >= {min_confidence:g}", flags & (conf >= min_confidence))):
+        alarm = persist(f.astype(np.int64), 2, 3)
+        onsets = int(alarm[0]) + int(((alarm[1:] == 1) & (alarm[:-1] == 0)).sum())
+        out[name] = {"windows_over": int(f.sum()), "alert_onsets": onsets}
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["role"]:
         role_main(argv[1:])
         return 0
+    if argv[:1] == ["study"]:  # range.py study RECORDING_FOLDER FIT_ROWS...
+        for rows in argv[2:]:
+            print(json.dumps(calibration_study(Path(argv[1]), int(rows))))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--record", type=float, default=600.0, help="seconds of normal to record (default 600)")
+    ap.add_argument("--record", type=float, default=2400.0,
+                    help="seconds of normal to record (default 2400: 20 compressed days)")
     ap.add_argument("--normal", type=float, default=1800.0, help="seconds of normal with the agent (default 1800)")
     ap.add_argument("--rate", type=float, default=10.0, help="sampling rate of record and agent, Hz (default 10)")
     ap.add_argument("--day", type=float, default=120.0, help="length of the compressed day, s (default 120)")
@@ -1136,6 +1256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--attack-seconds", type=float, default=20.0, help="length of each attack (default 20)")
     ap.add_argument("--trials", type=int, default=6, help="tune --trials (default 6)")
     ap.add_argument("--target-fpr", type=float, default=0.001, help="tune --target-fpr (default 0.001)")
+    ap.add_argument("--min-confidence", type=float, default=None,
+                    help=f"the tiers' min_confidence, e.g. {MIN_CONFIDENCE:g} (default: none)")
     ap.add_argument("--keep-host-channels", action="store_true",
                     help=f"keep the host-wide channels {', '.join(HOST_WIDE)} in the recording tune reads")
     ap.add_argument("--settle", type=float, default=90.0, help="longest wait for the revert after an attack, s")
@@ -1155,8 +1277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cfg = Config(record_s=a.record, normal_s=a.normal, rate=a.rate, day_s=a.day, attack_s=a.attack_seconds,
                  attacks=tuple(x.strip() for x in a.attacks.split(",") if x.strip()), trials=a.trials,
-                 target_fpr=a.target_fpr, settle_s=a.settle, drop_host_channels=not a.keep_host_channels,
-                 workdir=a.workdir)  # fmt: skip
+                 target_fpr=a.target_fpr, settle_s=a.settle, min_confidence=a.min_confidence,
+                 drop_host_channels=not a.keep_host_channels, workdir=a.workdir)  # fmt: skip
     res = run_range(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     md = markdown(res)
     a.out.parent.mkdir(parents=True, exist_ok=True)

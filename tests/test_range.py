@@ -1,7 +1,8 @@
 """A small attack range (issue 15 item 4; the full one is benchmarks/range.py): two network namespaces of its
 own, a normal workload recorded through `tinywarden record`, tuned, bundled, signed and installed through the
-CLI, the agent running with --real-actuators and --mqtt in the device namespace, then a real UDP flood and a
-real exfiltration. Asserts what the kernel and the broker show, never how long anything took."""
+CLI, the agent running with --real-actuators and --mqtt in the device namespace, then a real UDP flood. Asserts
+what the kernel and the broker show, never how long anything took. The policy the range writes and the way it
+explains a false alarm are checked without root."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tinywarden.respond.engine import ResponseEngine, SimulatedClock
+from tinywarden.respond.policy import parse_policy
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -20,11 +24,14 @@ def small_range(tmp_path_factory: pytest.TempPathFactory) -> attack_range.RangeR
     reason = attack_range.unavailable()
     if reason:
         pytest.skip(reason)
-    # no normal period (nothing here asserts on it: the benchmark measures it) and 4 s attacks (both are seen
-    # within a second)
-    cfg = attack_range.Config(record_s=30, normal_s=0, rate=10, day_s=15, attacks=("flood", "exfil"), attack_s=4,
-                              trials=1, settle_s=150, workdir=tmp_path_factory.mktemp("range"))  # fmt: skip
-    # settle_s bounds the wait for each revert; the wait ends as soon as the device is quiet (about 8 s on an
+    # The cheapest range that still runs every real part: 8 s of normal at 25 Hz (about 200 rows, what tune
+    # needs for a window of 8), a one-candidate tune (pca, window 8), no normal period (nothing here asserts on
+    # it: the benchmark measures it), one 2 s flood (seen in its first windows), policy timers of 1.5 and
+    # 2.25 s so the revert comes soon after the flood ends.
+    cfg = attack_range.Config(record_s=8, normal_s=0, rate=25, day_s=8, attacks=("flood",), attack_s=2, trials=1,
+                              tune_args=("--families", "pca", "--windows", "8"), timer_floor_s=1.5, settle_s=150,
+                              workdir=tmp_path_factory.mktemp("range"))  # fmt: skip
+    # settle_s bounds the wait for the revert; the wait ends as soon as the device is quiet (a few seconds on an
     # idle machine), so a loaded machine only makes the test slower, never decides its verdict
     return attack_range.run_range(cfg, log=lambda _m: None)
 
@@ -47,9 +54,8 @@ def test_the_flood_is_detected_and_dropped_by_the_rule_counter(small_range: atta
     assert flood["process_report"]["refused_by_filter"] > 0, flood
 
 
-@pytest.mark.parametrize("attack", ["flood", "exfil"])
-def test_each_attack_is_reverted_audited_and_escalated(small_range: attack_range.RangeResult, attack: str) -> None:
-    a = next(x for x in small_range.attacks if x["attack"] == attack)
+def test_the_flood_is_reverted_audited_and_escalated(small_range: attack_range.RangeResult) -> None:
+    a = next(x for x in small_range.attacks if x["attack"] == "flood")
     assert a["detected"], a
     assert a["reverted"] and a["revert_reasons"], a
     assert a["audit"] == "intact", a
@@ -72,3 +78,66 @@ def test_a_sending_role_refuses_to_run_outside_the_device_namespace(role: str,
     with pytest.raises(SystemExit, match="refusing to send anything"):
         attack_range.role_main([role, "--seconds", "0.1", "--packets", "1"])
     assert not called
+
+
+def _range_engine(min_confidence: float) -> ResponseEngine:
+    policy = parse_policy(attack_range.policy_text("twd0", 0.4, min_confidence), "range policy")
+    return ResponseEngine(policy, 1.0, clock=SimulatedClock())
+
+
+def test_the_range_policy_ignores_windows_above_the_threshold_at_low_confidence() -> None:
+    # the 30-min normal period's false actions came from windows over a threshold that is the maximum of a few
+    # hundred calibration windows; the policy now also asks for a calibrated confidence of 0.5 (HTM's red level)
+    engine = _range_engine(attack_range.MIN_CONFIDENCE)
+    quiet = [e for t in range(8) for e in engine.observe(5.0, at=float(t), confidence=0.3)]
+    assert not [e for e in quiet if e.event == "apply"], quiet
+    assert engine.tier == 0
+    loud = [e for t in range(8, 16) for e in engine.observe(5.0, at=float(t), confidence=0.99)]
+    assert {e.action for e in loud if e.event == "apply"} >= {"notify", "cap_uplink", "egress_allowlist"}, loud
+
+
+def test_a_false_tier_entry_is_explained_by_its_confidence_features_and_the_workload() -> None:
+    applies = [{"t": 100.0, "action_tier": 1, "action": a, "confidence": 0.55, "scores": [0.5, 1.6],
+                "threshold": 1.0, "reason": "2 of last 3"} for a in ("notify", "cap_uplink")]
+    incidents = [{"created_at": 100.0, "tier": 1, "features": {"twd0.tx_pkts_s:max": 6.2}},
+                 {"created_at": 300.0, "tier": 1, "features": {"other": 1.0}}]
+    events = [{"t": 97.5, "kind": "upload", "bytes": 30000}, {"t": 99.0, "kind": "config", "bytes": 200},
+              {"t": 10.0, "kind": "upload", "bytes": 5}]  # fmt: skip
+    (e,) = attack_range.false_entries(applies, incidents, events, n0=40.0, window_s=1.6)
+    assert e["minute"] == 1.0 and e["tier"] == 1 and e["actions"] == ["cap_uplink", "notify"]
+    assert e["confidence"] == 0.55 and e["score_over_threshold"] == 1.6
+    assert e["features_z"] == {"twd0.tx_pkts_s:max": 6.2}
+    assert e["workload_started"] == {"uploads": 1, "config_checks": 1, "bytes": 30200, "seconds": 4.6}
+
+
+def test_the_flood_is_bounded_in_packets_whatever_its_length() -> None:
+    for seconds, packets in ((20, 300_000), (2, 30_000), (0.5, 7_500)):
+        args = attack_range.attack_specs(seconds)["flood"].args
+        assert int(args[args.index("--packets") + 1]) == packets, (seconds, args)
+
+
+def test_the_calibration_study_counts_alerts_of_a_short_calibration_on_normal_alone(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    values = rng.gamma(2.0, size=(n, 9)) * np.arange(1, 10)
+    values[2400:2404, 3] *= 40  # one burst in the scored part, beyond anything in the fitted part
+    rows = ["timestamp," + ",".join(f"ch{c}" for c in range(9))]
+    rows += [f"{1.7e9 + i / 10:.1f}," + ",".join(f"{v:.3f}" for v in r) for i, r in enumerate(values)]
+    (tmp_path / "rec-0001.csv").write_text("\n".join(rows) + "\n")
+    out = attack_range.calibration_study(tmp_path, 1000)
+    assert out["rows"] == n and out["fit_rows"] == 1000 and out["calibration_windows"] > 0
+    assert out["scored_windows"] == (n - 1000 - 16) // 4 + 1
+    plain, gated = out["threshold"], out["confidence >= 0.5"]
+    assert plain["alert_onsets"] >= 1 and plain["windows_over"] >= 4  # the burst, at least
+    assert gated["windows_over"] <= plain["windows_over"] and gated["alert_onsets"] <= plain["alert_onsets"]
+
+
+def test_the_range_policy_has_no_confidence_bar_unless_asked() -> None:
+    # with the bar the 30-min normal period had no false action, but the likelihood learns from attack windows
+    # too, so the attacks that followed three others were missed: the bar stays an option (--min-confidence)
+    plain = parse_policy(attack_range.policy_text("twd0", 0.4), "range policy")
+    assert [t.min_confidence for t in plain.tiers if t.actions] == [None, None]
+    gated = parse_policy(attack_range.policy_text("twd0", 0.4, 0.5), "range policy")
+    assert [t.min_confidence for t in gated.tiers if t.actions] == [0.5, 0.5]
