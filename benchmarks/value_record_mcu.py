@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks.mcu import TARGETS, default_module, missing_tools, module_figures  # noqa: E402
 
+from tinywarden.kernels import likelihood_q  # noqa: E402
 from tinywarden.program import Program  # noqa: E402
 
 
@@ -28,9 +29,7 @@ def without_value_record(program: Program) -> Program:
     """``program`` with its likelihood step minus the value record (attribute and constants)."""
     lik = program.likelihood
     assert lik is not None and "vrecord" in lik.attrs, "the default program has no value record"
-    attrs = {k: v for k, v in lik.attrs.items() if k != "vrecord"}
-    consts = {k: v for k, v in lik.consts.items() if k not in ("value_lo", "value_hi")}
-    return dataclasses.replace(program, likelihood=dataclasses.replace(lik, attrs=attrs, consts=consts))
+    return dataclasses.replace(program, likelihood=likelihood_q.without_value_record(lik))
 
 
 def measure() -> dict[str, Any]:

@@ -137,6 +137,13 @@ def with_value_record(op: Op, tolerance: float, value_lo: np.ndarray, value_hi: 
     return Op(op.kind, op.src, op.dst, attrs, {**op.consts, "value_lo": lo, "value_hi": hi})
 
 
+def without_value_record(op: Op) -> Op:
+    """``op`` without step 8 (attribute and range constants): what the value record adds is measured against it."""
+    attrs = {k: v for k, v in op.attrs.items() if k != "vrecord"}
+    consts = {k: v for k, v in op.consts.items() if k not in ("value_lo", "value_hi")}
+    return Op(op.kind, op.src, op.dst, attrs, consts)
+
+
 def check_likelihood(op: Op) -> None:
     """ConfigError when a (possibly tampered) likelihood step would leave the documented integer ranges."""
     require(op.kind == KIND and op.src == ("score",) and op.dst == "confidence",
@@ -321,7 +328,8 @@ def z_max(op: Op) -> float:
 
 __all__ = ["C_TEMPLATE", "CONF_ONE", "C_VALUE_TEMPLATE", "HOLDOFF_Q", "KIND", "LIMITS", "LOG2_TABLE",
            "LikelihoodQStream", "check_likelihood", "conf_table", "confidence_q", "log2_q16", "log_level_q16",
-           "lower_likelihood", "value_hits_q", "value_rows_q", "with_value_record", "z_max"]
+           "lower_likelihood", "value_hits_q", "value_rows_q", "with_value_record", "without_value_record",
+           "z_max"]
 
 # -- C ---------------------------------------------------------------------------------------------
 #: Printed by :mod:`tinywarden.codegen.c` when the program has a likelihood step; ``${...}`` are the op's
@@ -355,11 +363,11 @@ static int32_t tw_log2_q16(uint64_t x)
     return (b << 16) + (frac << 1);
 }
 
-/* floor(sqrt(v)). Range: any v. On a Thumb-1 core (flash first) tw_isqrt_u64's when the module has it: the same
+/* floor(sqrt(v)). Range: any v. tw_isqrt_u64's when the module has it: the same
  * root, one copy of the code. */
 static uint32_t tw_isqrt64(uint64_t v)
 {
-#if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1 && defined(TW_HAVE_ISQRT_U64)
+#if defined(TW_HAVE_ISQRT_U64)
     return (uint32_t)tw_isqrt_u64(v);
 #else
     uint64_t r = 0u;
@@ -478,7 +486,11 @@ C_VALUE_TEMPLATE = r"""
  * Range: any sample; lik_vlo[c] <= lik_vhi[c]. */
 static int32_t tw_value_margin(int32_t lo, int32_t hi)
 {
+#if TW_LIK_VRECORD < 65536
+    return (int32_t)(((uint32_t)(hi - lo) * (uint32_t)TW_LIK_VRECORD) >> 16); /* both < 2^16: no 64-bit product */
+#else
     return (int32_t)(((int64_t)(hi - lo) * TW_LIK_VRECORD) >> 16); /* (hi - lo) < 2^16, TW_LIK_VRECORD <= 2^20 */
+#endif
 }
 
 static void tw_value_record_q(tw_state_t *s, const int16_t sample[TW_N_CHANNELS])
