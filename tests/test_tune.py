@@ -300,6 +300,23 @@ def run_tune(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @needs_toolchain
+def test_a_recording_in_which_nothing_varies_gets_the_bounds_rule_with_a_warning_not_a_refusal() -> None:
+    # NAB's art_flatline and ec2_disk_write_bytes_1ef3de hold one value in their first 150 rows: tune refused them
+    # ("no channel varies in the training part: nothing to learn") although a device can idle while recorded
+    from tinywarden.program import run_int8
+
+    series = Series(np.arange(150.0), np.full((150, 2), 45.0), ("temp", "disk"), None, None, "flat.csv", {})
+    res = tune(series, Budget(8192, 4096))
+    assert res.chosen.candidate.family == "bounds" and res.size.flash <= 8192 and res.size.ram_with_state <= 4096
+    assert res.warning is not None and "no channel varies" in res.warning and "bounds" in res.warning
+    x = np.full((60, 2), 45.0)
+    x[40:, 1] = 46.0  # the disk starts writing
+    _, anomalies = run_int8(res.program, x)
+    n_quiet = (40 - res.chosen.candidate.window) // res.chosen.candidate.stride + 1  # windows before row 40
+    assert not anomalies[:n_quiet].any() and anomalies[n_quiet:].any()
+
+
+@needs_toolchain
 @pytest.mark.parametrize("rows", [60, 120, 300])
 def test_tune_on_minutes_of_data_returns_a_pipeline_and_says_which_windows(tmp_path: Path, rows: int) -> None:
     # on 60 rows the old search built only windows of 16+ rows, every candidate failed for too few windows,

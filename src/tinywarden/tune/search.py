@@ -617,6 +617,8 @@ def tune(
     (:func:`window_plan`, said in ``TuneResult.windows_note``).
     A candidate whose validation FPR is more than :data:`FAR_FPR_FACTOR` times ``target_fpr`` ranks last; when
     only such candidates were scored, the lowest-FPR one is returned with ``TuneResult.warning`` saying so.
+    When no channel varies in the fitting part nothing can rank candidates: the result is
+    :data:`CONSTANT_DATA_FAMILY`'s rule at the smallest window, with ``warning`` saying so.
     Raises :class:`DataError` when the data is too short for every window (naming the rows the smallest
     needs) or every candidate failed for a data reason, :class:`BudgetError` when candidates were over budget.
     """
@@ -654,9 +656,10 @@ def tune(
     normal = fit_part.values if fit_part.labels is None else fit_part.values[fit_part.labels == 0]
     spread = normal.std(axis=0) if len(normal) else np.zeros(train.n_channels)
     varying = tuple(c for c, sd in zip(train.channels, spread, strict=True) if sd > 0)
-    if not varying:
-        raise DataError(f"{train.source}: no channel varies in the training part: nothing to learn")
     channel_sets = {"all": tuple(train.channels), "varying": varying}
+    if not varying:
+        return _constant_data(train, fams, plan, budget, channel_sets, target_fpr, k, n, validation_fraction,
+                              unsupported, limit, windows_note)
 
     labelled: list[tuple[str, Series]] = []
     labels_used: list[str] = []
@@ -737,6 +740,39 @@ def tune(
         fit_series = select_channels(fit_part, channel_sets[chosen.candidate.channels])
     return TuneResult(budget, trials, chosen, pipeline, program, size, fit_series, labels_used, unsupported,
                       limit, stopped, windows_note, warning)
+
+
+#: What tune returns when no channel varies in the fitting part: nothing can rank candidates there (synthetic
+#: anomalies are scaled to a channel's spread), so the rule family with the smallest window: any value off
+#: the trained one alarms (the first family asked for when ``bounds`` is not among them).
+CONSTANT_DATA_FAMILY = "bounds"
+
+
+def _constant_data(train: Series, fams: Sequence[str], plan: dict[int, int], budget: Budget,
+                   channel_sets: dict[str, tuple[str, ...]], target_fpr: float, k: int, n: int,
+                   validation_fraction: float, unsupported: dict[str, str], fpr_limit: float,
+                   windows_note: str | None) -> TuneResult:
+    """The pipeline for data in which no channel varies (a sensor that held one value while it was recorded):
+    :data:`CONSTANT_DATA_FAMILY` at the smallest window the rows allow, fitted on all of them, with a warning
+    that says why nothing was searched. Raises :class:`BudgetError` when even that does not fit."""
+    fam = CONSTANT_DATA_FAMILY if CONSTANT_DATA_FAMILY in fams else fams[0]
+    window = min(plan)
+    cand = Candidate(fam, tuple(sorted(search_space(fam)[0].items())), window, plan[window], "small",
+                     FEATURE_SETS["small"], "all")
+    trial = Trial(cand, "constant data", flash_bound=flash_lower_bound(cand, train.n_channels),
+                  ram_bound=ram_lower_bound(cand, train.n_channels))
+    cache: dict[str, ModuleSize] = {}
+    pipeline, program, size, fit_series = _refit(trial, train, channel_sets, budget, target_fpr, k, n, cache)
+    trial.flash, trial.ram = size.flash, size.ram_with_state
+    if not budget.fits(size):
+        trial.status = "over budget"
+        raise BudgetError(_nothing_fits([trial], budget, train))
+    trial.status, trial.program, trial.pipeline, trial.size = "ok", program, pipeline, size
+    warning = (f"{train.source}: no channel varies in the first {1 - validation_fraction:.0%} of its rows, so "
+               f"nothing can rank candidates; returned {cand.label}, which alarms on any value off the recorded "
+               "one: record the device while it works normally for a learned model")
+    return TuneResult(budget, [trial], trial, pipeline, program, size, fit_series, [], unsupported, fpr_limit,
+                      None, windows_note, warning)
 
 
 def _smaller_over_budget(c: Candidate, t: Trial) -> bool:
