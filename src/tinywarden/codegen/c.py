@@ -28,7 +28,7 @@ from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_defines, c_literal, template
 from tinywarden.errors import ConfigError
 from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, adapt_q, likelihood_q
-from tinywarden.kernels.features_s16 import MAX_WINDOW
+from tinywarden.kernels.features_s16 import EXTREMES_HOOK, MAX_WINDOW
 from tinywarden.program import (
     MAX_FRAC_BITS,
     MAX_SAMPLE_ZERO,
@@ -161,6 +161,8 @@ class LikelihoodC:
     invariant: str
     #: C run on every pushed sample (the value record), after the ring store
     per_sample: str = ""
+    #: C that precedes every kernel (the value record's hook into the features' group fold)
+    prelude: str = ""
 
 
 def scratch_homes(program: Program, keep: Iterable[str] = (), unstored: Iterable[str] = ()) -> dict[str, str]:
@@ -235,9 +237,10 @@ def scored_as_computed(program: Program) -> set[int]:
     return out
 
 
-def likelihood_c(program: Program) -> LikelihoodC:
+def likelihood_c(program: Program, grouped: bool = False) -> LikelihoodC:
     """What the program's likelihood step adds to the C module (nothing but ``tw_confidence() == 0``
-    without one)."""
+    without one). ``grouped``: the features' fold hands each completed group's block extremes to
+    :data:`~tinywarden.kernels.features_s16.EXTREMES_HOOK`, so the value record checks groups, not every push."""
     op = program.likelihood
     if op is None:
         return LikelihoodC([], {}, [], "", "", "", "0u", "")
@@ -261,15 +264,20 @@ def likelihood_c(program: Program) -> LikelihoodC:
         fields += [_scalar("int32_t", "lik_rec_lo"), _scalar("int32_t", "lik_rec_hi")]
         init += "    s->lik_rec_lo = TW_LIK_REC_LO0;\n    s->lik_rec_hi = TW_LIK_REC_HI0;\n"
     constants = [c_array("tw_log2_table", likelihood_q.LOG2_TABLE), c_array("tw_confidence_table", table)]
-    body, per_sample, invariant = likelihood_q.C_TEMPLATE.strip("\n") + "\n", "", ""
+    body, per_sample, invariant, prelude = likelihood_q.C_TEMPLATE.strip("\n") + "\n", "", "", ""
     if "vrecord" in a:
         n = program.n_channels
         fields += [_scalar("int16_t", "lik_vlo", n), _scalar("int16_t", "lik_vhi", n), _scalar("uint8_t", "lik_vnew")]
         constants += [c_array("tw_value_lo0", op.consts["value_lo"]), c_array("tw_value_hi0", op.consts["value_hi"])]
         init += ("    for (i = 0; i < (size_t)TW_N_CHANNELS; i++) {\n        s->lik_vlo[i] = tw_value_lo0[i];\n"
                  "        s->lik_vhi[i] = tw_value_hi0[i];\n    }\n")
-        body = likelihood_q.C_VALUE_TEMPLATE.strip("\n") + "\n\n" + body
-        per_sample = "    tw_value_record_q(s, sample);"
+        if grouped:  # checked on each completed group, by the block extremes the features keep
+            value = likelihood_q.C_VALUE_TEMPLATE + likelihood_q.C_VALUE_GROUP
+            prelude = likelihood_q.C_VALUE_GROUP_DECL.substitute(hook=EXTREMES_HOOK).strip("\n") + "\n"
+        else:
+            value = likelihood_q.C_VALUE_TEMPLATE + likelihood_q.C_VALUE_SAMPLE
+            per_sample = "    tw_value_record_q(s, sample);"
+        body = value.strip("\n") + "\n\n" + body
         invariant = "; with the value record lik_vlo[c] <= lik_vhi[c] span every sample of channel c seen (int16)"
     return LikelihoodC(
         constants, limits, fields, body, init,
@@ -278,7 +286,7 @@ def likelihood_c(program: Program) -> LikelihoodC:
         "lik_sum their sum; lik_mean (Q32) and lik_var (Q32, >= TW_LIK_VAR_FLOOR) are the running log-score "
         "distribution; confidence is the last window's (Q15); with the record rule lik_rec_lo <= lik_rec_hi span "
         "every score seen; with a hold-off lik_hold <= TW_LIK_HOLDOFF windows remain silenced" + invariant,
-        per_sample)
+        per_sample, prelude)
 
 
 @dataclass(frozen=True)
@@ -400,6 +408,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                                              or KERNELS[op.kind].stream_ring(op, program)) for op in program.ops)
     typedefs: list[str] = []
     folds: list[str] = []
+    extremes_hook = False  # a window kernel's fold hands on each group's block extremes
     fields: list[StateField] = [_scalar("uint16_t", "filled"), _scalar("uint16_t", "phase"),
                                 _scalar("uint64_t", "history")]
     invariants: list[str] = []
@@ -432,6 +441,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
             typedefs.append(sc.typedefs)
             fields.extend(sc.fields)
             folds.append(f"    {sc.fold_fn}(s, sample);")
+            extremes_hook = extremes_hook or sc.extremes_hook
             calls.append("    " + Template(sc.call).substitute(call_fields))
             kernels.append((op.kind, sc.body))
             needed.update(sc.requires)
@@ -467,7 +477,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         fields += [_scalar("int16_t", "ring", program.window, program.n_channels), _scalar("uint16_t", "head")]
         invariants.insert(0, "ring rows [head, TW_WINDOW) then [0, head) are the window, oldest first, once "
                              "filled == TW_WINDOW")
-    lik = likelihood_c(program)
+    lik = likelihood_c(program, grouped=extremes_hook)
     constants.extend(lik.constants)
     limits.update(lik.limits)
     fields.extend(lik.fields)
@@ -539,7 +549,8 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         common,
         constants="\n".join(constants).rstrip(),
         helpers="\n".join([*limit_block, *helpers]).rstrip(),
-        kernels="\n".join([*(body for _, body in kernels), lik.body, ad.body if ad else ""]).rstrip(),
+        kernels="\n".join([*([lik.prelude] if lik.prelude else []), *(body for _, body in kernels), lik.body,
+                           ad.body if ad else ""]).rstrip(),
         calls="\n".join(calls),
         per_sample="\n".join(per_sample),
         channel_index="    int32_t c;\n" if needs_ring else "",

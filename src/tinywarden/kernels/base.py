@@ -107,6 +107,8 @@ class StreamC:
     limits: Mapping[str, int] = field(default_factory=dict)
     #: how the state holds the window, for the header's invariant comment
     doc: str = ""
+    #: the fold calls features_s16.EXTREMES_HOOK with each channel's block extremes after each group
+    extremes_hook: bool = False
 
 
 #: ``(op, program, table prefix, the module keeps the raw sample ring, requant) -> StreamC``; ``requant``, when

@@ -217,6 +217,10 @@ static int64_t tw_band_energy_s16(const tw_state_t *s, int32_t ch, int32_t level
 }
 """
 
+#: The macro a group's fold calls per channel with the block's running extremes (``mn``, ``mx``) when the module
+#: defines it (``EXTREMES_HOOK(s, c, x0, mn, mx)``, ``x0`` the group's first sample of channel ``c``).
+EXTREMES_HOOK = "TW_BLOCK_EXTREMES_HOOK"
+
 C_STREAM = Template(r"""$pre
 /* Fold the group of TW_GROUP samples that has just completed (rows x[0], x[TW_N_CHANNELS], ... of each
  * channel) into its block's aggregates, blocks[bhead] (a block's first group starts them); every sample is
@@ -231,7 +235,7 @@ $start    blk = s->blocks[s->bhead];
         const int16_t *p = x0;
         tw_block_t *a = &blk[c];
         int32_t t;
-$locals$stats$store$bands    }
+$locals$stats$hook$store$bands    }
 }
 
 /* Keep one quantized sample; fold its group when the group is complete. */
@@ -637,6 +641,10 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
 
     # on a Thumb-1 core one sample a pass (flash first); the same sums
     stats = stats_loop(1) if unroll == 1 else [C_IF_THUMB1, *stats_loop(1), "#else", *stats_loop(unroll), "#endif"]
+    # the block's extremes so far, this group's samples included, for a later step that checks each sample against
+    # a per-channel range (the likelihood's value record: StreamC.extremes_hook)
+    hook = ([f"#if defined({EXTREMES_HOOK})", f"{EXTREMES_HOOK}(s, c, x0, mn, mx);", "#endif"]
+            if {"mn", "mx"} <= set(folded) else [])
     store = [put(a, a) if a in split else f"a->{a} = ({_AGG[a][0]}){a};" for a in folded
              if not (a == "s1" and pyramid_sum) and not (a == "s2" and pyramid_sq)]
     cross_code = C_CROSS_BLOCK.substitute(level_sum=C_CROSS_SUM_ONE if cb == gr == g else C_CROSS_SUM_LOOP,
@@ -725,7 +733,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
         pre=C_SAT_S8.rstrip("\n") if ring_cross else "",
         start=Template(C_START_GROUPS).substitute(
             row0="    int32_t row0 = (int32_t)s->gpos * TW_GROUP;\n" if ring_cross else "") if partial else C_START_ONE,
-        locals=block(locals_, 8), stats=block(stats, 8), store=block(store, 8),
+        locals=block(locals_, 8), stats=block(stats, 8), hook=block(hook, 8), store=block(store, 8),
         bands="".join(band_code) + cross_code,  # the pyramid first: it may sum s1, which crossings read
         push=C_PUSH_RING if ring else C_PUSH_GROUP.substitute(
             copy="".join(f"    row[{c}] = q[{c}];\n" for c in range(p.n_channels))),
@@ -753,7 +761,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
                    ("isqrt",) if {"std", "rms"} & set(names) else (),
                    {"TW_BLOCK": g, "TW_BLOCKS": n_blocks, "TW_GROUP": gr, "TW_MAX_WINDOW": MAX_WINDOW,
                     **({"TW_GROUPS": g // gr} if partial else {}),
-                    **({"TW_CROSSINGS_BLOCK": cb} if block_cross else {})}, doc)
+                    **({"TW_CROSSINGS_BLOCK": cb} if block_cross else {})}, doc, bool(hook))
 
 
 C_RMS = r"""

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from string import Template
 from typing import Any
 
 import numpy as np
@@ -326,7 +327,8 @@ def z_max(op: Op) -> float:
     return Z_MIN + (len(op.consts["conf_table"]) - 1) / 2**Z_STEP_BITS
 
 
-__all__ = ["C_TEMPLATE", "CONF_ONE", "C_VALUE_TEMPLATE", "HOLDOFF_Q", "KIND", "LIMITS", "LOG2_TABLE",
+__all__ = ["C_TEMPLATE", "CONF_ONE", "C_VALUE_GROUP", "C_VALUE_GROUP_DECL", "C_VALUE_SAMPLE", "C_VALUE_TEMPLATE",
+           "HOLDOFF_Q", "KIND", "LIMITS", "LOG2_TABLE",
            "LikelihoodQStream", "check_likelihood", "conf_table", "confidence_q", "log2_q16", "log_level_q16",
            "lower_likelihood", "value_hits_q", "value_rows_q", "with_value_record", "without_value_record",
            "z_max"]
@@ -493,24 +495,60 @@ static int32_t tw_value_margin(int32_t lo, int32_t hi)
 #endif
 }
 
+static void tw_value_record_one(tw_state_t *s, int32_t c, int32_t q)
+{
+    int32_t lo = s->lik_vlo[c];
+    int32_t hi = s->lik_vhi[c];
+    /* a range of one value latches nothing: a margin of 2^16 - 1 puts the bounds beyond every int16 */
+    int32_t m = (lo < hi) ? tw_value_margin(lo, hi) : 65535;
+    if (q > hi) {
+        if (q > hi + m) {
+            s->lik_vnew = 1u;
+        }
+        s->lik_vhi[c] = (int16_t)q;
+    } else if (q < lo) {
+        if (q < lo - m) {
+            s->lik_vnew = 1u;
+        }
+        s->lik_vlo[c] = (int16_t)q;
+    }
+}
+"""
+
+#: The value record on every pushed sample (a module whose features keep no block extremes).
+C_VALUE_SAMPLE = r"""
 static void tw_value_record_q(tw_state_t *s, const int16_t sample[TW_N_CHANNELS])
 {
     int32_t c;
     for (c = 0; c < TW_N_CHANNELS; c++) {
-        int32_t q = sample[c];
-        int32_t lo = s->lik_vlo[c];
-        int32_t hi = s->lik_vhi[c];
-        if (q > hi) {
-            if (lo < hi && q > hi + tw_value_margin(lo, hi)) {
-                s->lik_vnew = 1u;
-            }
-            s->lik_vhi[c] = (int16_t)q;
-        } else if (q < lo) {
-            if (lo < hi && q < lo - tw_value_margin(lo, hi)) {
-                s->lik_vnew = 1u;
-            }
-            s->lik_vlo[c] = (int16_t)q;
-        }
+        tw_value_record_one(s, c, sample[c]);
+    }
+}
+"""
+
+#: The value record on a completed group of samples, called by the features' fold with each channel's block
+#: extremes (:data:`tinywarden.kernels.features_s16.EXTREMES_HOOK`): the range only grows, so extremes inside it
+#: mean every sample of the group is, and nothing changes; else the group's samples of that channel are checked one
+#: by one in order, exactly as on every push. ``C_VALUE_GROUP_DECL`` (``$hook`` the macro's name) precedes the
+#: features' code.
+C_VALUE_GROUP_DECL = Template(r"""
+/* the value record's check of a completed group (its definition is with the likelihood) */
+static void tw_value_record_group(tw_state_t *s, int32_t c, const int16_t *x0);
+#define $hook(s, c, x0, mn, mx) \
+    do { \
+        if ((mn) < (s)->lik_vlo[(c)] || (mx) > (s)->lik_vhi[(c)]) { \
+            tw_value_record_group((s), (c), (x0)); \
+        } \
+    } while (0)
+""")
+C_VALUE_GROUP = r"""
+/* Channel c's TW_GROUP samples of the group that has just completed (x0[t * TW_N_CHANNELS]), in order: called only
+ * when the block's extremes leave the channel's range. */
+static void tw_value_record_group(tw_state_t *s, int32_t c, const int16_t *x0)
+{
+    int32_t t;
+    for (t = 0; t < TW_GROUP; t++) {
+        tw_value_record_one(s, c, x0[t * TW_N_CHANNELS]);
     }
 }
 """
