@@ -47,6 +47,11 @@ import numpy as np
 from scipy.stats import rankdata, spearmanr
 from sklearn.metrics import roc_auc_score
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import timed_with_children  # noqa: E402 (after the path fix above)
+
 from tinywarden.detectors import REGISTRY
 from tinywarden.program import run_int8
 from tinywarden.telemetry import read_series
@@ -117,6 +122,15 @@ def with_labels(t: Any, labelled_auc: float) -> Any:
     """Trial ``t`` as ``tune --validate`` would score it given ``labelled_auc`` (averaged into its quality)."""
     q = (t.synthetic_auc + labelled_auc) / 2.0 if np.isfinite(t.synthetic_auc) else labelled_auc
     return dataclasses.replace(t, quality=q, labelled_auc=labelled_auc)
+
+
+def save_result(result: Any, cpu_s: float, out: Path) -> None:
+    """The search's outcome for ``benchmarks/quality.py --tuned-from`` (its ``tuned`` row then scores this very
+    pipeline instead of searching again): the chosen int8 program, its summary and the search's CPU seconds
+    (compiler runs included)."""
+    out.write_bytes(pickle.dumps({"program": result.program, "summary": result.summary(),
+                                  "label": result.chosen.candidate.label, "flash": result.size.flash,
+                                  "cpu_s": cpu_s, "time_budget": None}))
 
 
 def dump_candidates(result: Any, train: Any, test: Any, seed: int, out: Path) -> None:
@@ -310,14 +324,16 @@ def _input(c: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def run_one(entity: str, flash: int, ram: int, seed: int, ks: list[int] | None = None,
-            dump: Path | None = None) -> dict[str, Any]:
+            dump: Path | None = None, save: Path | None = None) -> dict[str, Any]:
     path = DATA / "smd_asd" / "npz" / f"{entity}.npz"
     train, test = read_series(f"{path}:train"), read_series(f"{path}:test")
     start = time.perf_counter()
-    result = tune(train, Budget(flash, ram), seed=seed)
+    result, cpu_s = timed_with_children(lambda: tune(train, Budget(flash, ram), seed=seed))
     seconds = time.perf_counter() - start
     if dump is not None:
         dump_candidates(result, train, test, seed, dump / f"{entity}.pkl")
+    if save is not None:
+        save_result(result, cpu_s, save / f"{entity}.pkl")
     prog = dataclasses.replace(result.program, stride=1)
     t = select_channels(test, result.pipeline.channels_)
     assert t.labels is not None
@@ -435,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
                     "incidents (e.g. 1,3,10)")
     ap.add_argument("--dump", type=Path, default=None, help="directory: write each machine's scored candidates "
                     "(validation and test scores per row) to <entity>.pkl for offline study")
+    ap.add_argument("--save", type=Path, default=None, help="directory: write each entity's chosen program and "
+                    "summary to <entity>.pkl (benchmarks/quality.py --tuned-from reads them)")
     ap.add_argument("--study", type=Path, default=None, help="with --render: the --dump directory whose "
                     "candidates the selection study (label-free rules, ensembles, k labels) reads")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tune_smd.md")
@@ -461,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         ks = [int(k) for k in args.labels.split(",") if k.strip()]
-        futures = [pool.submit(run_one, m, args.flash, args.ram, args.seed, ks, args.dump) for m in names]
+        futures = [pool.submit(run_one, m, args.flash, args.ram, args.seed, ks, args.dump, args.save) for m in names]
         for fut in as_completed(futures):
             r = fut.result()
             rows.append(r)

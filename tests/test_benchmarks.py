@@ -193,7 +193,7 @@ def test_tuned_row_reaches_summary_goal_check_and_markdown() -> None:
     assert goal["best_int8"] == "tuned" and goal["auc_met"] and goal["tuned_bytes"] == 3000
     text = quality.markdown(summary, [goal], {"date": "d", "machine": "m", "python": "p", "commit": "c",
                                               "versions": "v"}, ["nab"], {"nab": 1}, [ewma, tuned, peer])
-    assert "| tuned (pca x1) | yes |" in text and "Search limit: 5 s wall clock per entity" in text
+    assert "| tuned (pca x1) | yes |" in text and "Search limit, wall clock per entity: nab: 5 s**" in text
     assert "| nab | a | pca(n_components=8) w=16/4 small all |" in text
 
 
@@ -210,8 +210,45 @@ def test_issue17_goal_check_reads_row_auc_budget_and_tuned_gap() -> None:
     assert (g["best"], g["best_small"], g["goal"]) == ("knn", "tuned", 0.93)
     assert g["tuned_gap"] == pytest.approx(-0.005)
     text = "\n".join(quality.goal17_text([g], [big, small, tuned]))
-    assert "| smd | knn | 0.950 | 30,000 | tuned | 0.945 | 0.93 met | 0.945 | -0.005 met |" in text
+    assert ("| smd | row | knn | 0.950 | 30,000 | tuned | 0.945 | 0.93 met | 0.945 | -0.005 met | +0.025 (gaussian) |"
+            in text)
     assert "| entity | gaussian | knn | tuned |" in text and "| m | 0.920 | 0.950 | 0.945 |" in text
+    # one dataset: within 0.01 everywhere but at or above the best fixed family on fewer than two
+    assert "on 1 of 1 datasets, at or above it on 0: goal **not met**" in text
+
+
+def test_issue17_goal_check_uses_window_auc_where_rows_are_not_scored_one_by_one() -> None:
+    """sim scores rows at stride 64 (no per-row AUC): its goal row reads the window ROC AUC, so the tuned
+    row's gap on sim is counted instead of the dataset silently dropping out."""
+    quality = _quality_module()
+    base = {"dataset": "sim", "int8": True, "family": "tinywarden", "note": "", "timed_windows": 10,
+            "score_s": 1.0, "n_params": 10, **{k: 0.5 for k in quality.MEAN_KEYS}, "row_roc_auc": math.nan}
+    pca = {**base, "entity": "s", "detector": "pca", "roc_auc": 0.90, "model_bytes": 2000}
+    tuned = {**base, "entity": "s", "detector": "tuned", "roc_auc": 0.915, "model_bytes": 5000,
+             "tuned_family": "pca", "flash": 5000, "ram": 1, "stopped_early": None, "tune_time_budget": None}
+    (g,) = quality.goal_check_17(quality.summarise([pca, tuned]))
+    assert g["metric"] == "window" and g["tuned_gap"] == pytest.approx(0.015)
+    assert g["tuned_gap_small"] == pytest.approx(0.015) and g["best_fixed_small"] == "pca"
+
+
+def test_tuned_row_scores_a_saved_search_instead_of_searching(tmp_path: Path) -> None:
+    """``--tuned-from``: an entity whose search ``tune_smd.py --save`` stored gets that choice scored (no new
+    search, no time limit); an entity without a file searches as before."""
+    import pickle
+
+    from tinywarden.tune import Budget, tune
+
+    quality = _quality_module()
+    entity, _ = _split_entity("nab", 800, 600, channels=1, spike=300)
+    result = tune(entity.train, Budget(*quality.TUNE_BUDGET), seed=0, max_trials=2)
+    saved = {"program": result.program, "summary": result.summary(), "label": "saved choice",
+             "flash": result.size.flash, "cpu_s": 123.0, "time_budget": None}
+    (tmp_path / f"{entity.name.replace('/', '__')}.pkl").write_bytes(pickle.dumps(saved))
+    row = quality.tuned_row(entity, time_budget=5.0, tuned_from=tmp_path)
+    assert row["tuned_label"] == "saved choice" and row["train_s"] == 123.0 and row["tuned_from_saved"]
+    assert row["tune_time_budget"] is None and row["roc_auc"] > 0.9
+    other = quality.tuned_row(entity, time_budget=None, max_trials=2, tuned_from=tmp_path / "none")
+    assert not other["tuned_from_saved"] and other["tuned_label"] != "saved choice"
 
 
 def test_merged_rows_replace_their_own_and_the_page_says_when_they_were_measured() -> None:
