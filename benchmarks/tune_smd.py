@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import pickle
 import sys
@@ -174,6 +175,25 @@ def centrality(cands: list[dict[str, Any]]) -> np.ndarray:
     return np.array([spearmanr(r, consensus).statistic for r in ranks])
 
 
+#: Column titles of the label-free study table, where they differ from the key.
+TITLES = {"row_synthetic": "row synth.", "tie_q": "tie", "spread_test": "spread"}
+#: The *occam* rule: the smallest candidate (flash) within this much synthetic AUC of the best.
+OCCAM_MARGIN = 0.02
+
+
+def row_synthetic(c: dict[str, Any], injected_rows: dict[tuple[int, str], np.ndarray]) -> float:
+    """Mean over anomaly types of the per-row ROC AUC of a candidate's stride-1 validation scores: injected rows
+    (each scored by the window ending at it) against the rows of the clean copy, as the test split is scored."""
+    w = c["trial"]["window"]
+    aucs = []
+    for kind, sc in c["val_inj"].items():
+        rows = injected_rows[(w, kind)]
+        if rows.any():
+            y = np.r_[np.zeros(len(c["val_clean"])), np.ones(int(rows.sum()))]
+            aucs.append(roc_auc_score(y, np.r_[c["val_clean"], sc[rows]]))
+    return float(np.mean(aucs)) if aucs else -1.0
+
+
 def _order(values: np.ndarray) -> np.ndarray:
     """Ranks scaled to (0, 1], 1 = the largest value."""
     return rankdata(values) / len(values)
@@ -207,9 +227,17 @@ def study(d: dict[str, Any], ks: list[int]) -> dict[str, Any]:
     def best(score: np.ndarray) -> int:
         return max(keep, key=lambda i: (gate[i], score[i]))
 
-    picks = {"synthetic": order[0], "centrality": best(cen), "borda": best(borda)}
+    rows_synth = np.array([row_synthetic(c, d["injected_rows"]) for c in cands])
+    ok_synth = [i for i in keep if gate[i]] or keep
+    top_q = max(synth[i] for i in ok_synth)
+    occam = min((i for i in ok_synth if synth[i] >= top_q - OCCAM_MARGIN), key=lambda i: (trials[i]["flash"] or 0))
+    picks = {"synthetic": order[0], "centrality": best(cen), "borda": best(borda), "row_synthetic": best(rows_synth),
+             "occam": occam}
     out: dict[str, Any] = {"candidates": len(cands), "hindsight": float(auc.max()),
                            "hindsight_pick": cands[int(auc.argmax())]["label"]}
+    # how close the label-free rank's first SHORTLIST are on validation, and how far apart on the test labels
+    out["tie_q"] = float(synth[order[0]] - synth[order[SHORTLIST - 1]]) if len(order) >= SHORTLIST else math.nan
+    out["spread_test"] = float(np.ptp(auc[order[:SHORTLIST]]))
     # how well each validation signal orders the candidates the way the test labels do (Spearman, FPR-gated ones)
     for name, signal in (("synthetic", synth), ("centrality", cen), ("steadiness", -q99)):
         out[f"rho_{name}"] = float(spearmanr(signal[sub], auc[sub]).statistic)
@@ -265,15 +293,21 @@ def study_markdown(studies: dict[str, dict[str, Any]]) -> list[str]:
              "the test labels. *ρ*: Spearman correlation, over the candidates not far over the FPR target, between a "
              "validation signal and the candidates' test AUC (*steady*: minus the clean 99th percentile): the "
              "diagnosis of why the label-free choice misses (a signal that orders the candidates as the test labels "
-             "do has ρ near 1). Test labels enter only the AUC and ρ here.", ""]
-    keys = ("synthetic", "centrality", "borda", "ens2", "ens3", "hindsight")
+             "do has ρ near 1). *row synth.*: the synthetic AUC read per row at stride 1 (injected rows vs the clean "
+             f"copy's rows, as the test split is scored); *occam*: the smallest flash within {OCCAM_MARGIN} of the "
+             f"best synthetic AUC. *tie*: synthetic AUC of the label-free rank's first minus its {SHORTLIST}th; "
+             f"*spread*: max - min test AUC of those {SHORTLIST}. Test labels enter only the AUC, ρ and spread here.",
+             ""]
+    keys = ("synthetic", "centrality", "borda", "row_synthetic", "occam", "ens2", "ens3", "hindsight", "tie_q",
+            "spread_test")
     rhos = ("rho_synthetic", "rho_centrality", "rho_steadiness")
     for prefix, name in (("machine", "SMD"), ("omi", "ASD")):
         ents = sorted(e for e in studies if e.startswith(prefix))
         if not ents:
             continue
         lines += [f"### {name}: label-free selection", "",
-                  "| entity | cand. | " + " | ".join(keys) + " | ρ synth. | ρ centr. | ρ steady | synthetic pick | "
+                  "| entity | cand. | " + " | ".join(TITLES.get(k, k) for k in keys)
+                  + " | ρ synth. | ρ centr. | ρ steady | synthetic pick | "
                   "hindsight pick | ens3 members |",
                   "|---|---:|" + "---:|" * (len(keys) + len(rhos)) + "---|---|---|"]
         for e in ents:
