@@ -233,22 +233,26 @@ def test_issue17_goal_check_uses_window_auc_where_rows_are_not_scored_one_by_one
 
 def test_tuned_row_scores_a_saved_search_instead_of_searching(tmp_path: Path) -> None:
     """``--tuned-from``: an entity whose search ``tune_smd.py --save`` stored gets that choice scored (no new
-    search, no time limit); an entity without a file searches as before."""
+    search, no time limit); an entity without a file gets no saved search."""
     import pickle
 
-    from tinywarden.tune import Budget, tune
+    from tinywarden.detectors import make_detector
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.quantize import quantize_pipeline
 
     quality = _quality_module()
     entity, _ = _split_entity("nab", 800, 600, channels=1, spike=300)
-    result = tune(entity.train, Budget(*quality.TUNE_BUDGET), seed=0, max_trials=2)
-    saved = {"program": result.program, "summary": result.summary(), "label": "saved choice",
-             "flash": result.size.flash, "cpu_s": 123.0, "time_budget": None}
+    pipe = Pipeline(make_detector("ewma"), 16, 4, ("mean", "std", "max")).fit(entity.train)
+    summary = {"family": "ewma", "window": 16, "stride": 4, "channels": list(pipe.channels_), "flash": 1000,
+               "ram": 100, "validation": {"quality": 0.9}, "trials": 50, "measured": 40, "stopped_early": None}
+    saved = {"program": quantize_pipeline(pipe, entity.train), "summary": summary, "label": "saved choice",
+             "flash": 1000, "cpu_s": 123.0, "time_budget": None}
     (tmp_path / f"{entity.name.replace('/', '__')}.pkl").write_bytes(pickle.dumps(saved))
     row = quality.tuned_row(entity, time_budget=5.0, tuned_from=tmp_path)
     assert row["tuned_label"] == "saved choice" and row["train_s"] == 123.0 and row["tuned_from_saved"]
-    assert row["tune_time_budget"] is None and row["roc_auc"] > 0.9
-    other = quality.tuned_row(entity, time_budget=None, max_trials=2, tuned_from=tmp_path / "none")
-    assert not other["tuned_from_saved"] and other["tuned_label"] != "saved choice"
+    assert row["tune_time_budget"] is None and row["trials"] == 50 and row["roc_auc"] > 0.9
+    # no file for the entity (or no folder): the row searches as before (test above)
+    assert quality.saved_search(entity, tmp_path / "none") is None and quality.saved_search(entity, None) is None
 
 
 def test_merged_rows_replace_their_own_and_the_page_says_when_they_were_measured() -> None:
