@@ -390,7 +390,7 @@ def run_one(entity: str, flash: int, ram: int, seed: int, ks: list[int] | None =
 
 
 def markdown(rows: list[dict[str, Any]], flash: int, ram: int,
-             studies: dict[str, dict[str, Any]] | None = None) -> str:
+             studies: dict[str, dict[str, Any]] | None = None, note: str = "") -> str:
     smd = [r for r in rows if r["entity"].startswith("machine")] or rows  # the reference is an SMD figure
     mean8 = float(np.mean([r["test_auc_int8"] for r in smd]))
     meanf = float(np.mean([r["test_auc_float"] for r in smd]))
@@ -402,6 +402,7 @@ def markdown(rows: list[dict[str, Any]], flash: int, ram: int,
         "test split and its labels are used only for the AUC below: raw per-row ROC AUC, each row scored by "
         "the int8 program's trailing window ending at it (stride 1), no point-adjust.",
         "",
+        *([note, ""] if note else []),
         "| machine | chosen pipeline | ch. | flash B | RAM B | val. quality | val. FPR | test AUC int8 | "
         "test AUC float | tune s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -489,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
                     "summary to <entity>.pkl (benchmarks/quality.py --tuned-from reads them)")
     ap.add_argument("--study", type=Path, default=None, help="with --render: the --dump directory whose "
                     "candidates the selection study (label-free rules, ensembles, k labels) reads")
+    ap.add_argument("--note", default="", help="with --render: a paragraph placed under the introduction (when and "
+                    "at which commit the rows were measured, and the command that measured them)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tune_smd.md")
     args = ap.parse_args(argv)
     if not (DATA / "smd_asd" / "npz").is_dir():
@@ -505,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             studies = {p.stem: study(pickle.loads(p.read_bytes()), [1, 3, 10])
                        for p in sorted(args.study.glob("*.pkl"))}
             args.out.with_name(args.out.stem + "_study.json").write_text(json.dumps(studies, indent=1) + "\n")
-        args.out.write_text(markdown(saved, args.flash, args.ram, studies))
+        args.out.write_text(markdown(saved, args.flash, args.ram, studies, args.note))
         print(args.out.read_text())
         return 0
     names = [m for m in args.machines.split(",") if m] or sorted(
