@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -699,15 +700,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    command = "python benchmarks/quality.py " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     if args.render is not None:
         saved = json.loads(args.render.read_text())
         rows, info = saved["rows"], saved["machine"]
         for path in args.merge:
             rows, info = merge_rows(rows, info, json.loads(path.read_text()))
+        info = {**info, "note": " ".join(filter(None, [info.get("note", ""), f"Rendered by `{command}`."]))}
         n_entities = {d: len({r["entity"] for r in rows if r["dataset"] == d}) for d in args.datasets}
         return _write(args, rows, info, n_entities)
     single_core()
-    info = machine_info()
+    info = {**machine_info(), "command": command}
     rows = []
     n_entities = {}
     jobs: list[Job] = []
@@ -746,8 +750,9 @@ def merge_rows(rows: list[Row], info: dict[str, str], extra: dict[str, Any]) -> 
     dets = ", ".join(sorted({r["detector"] for r in extra["rows"]}))
     sets = ", ".join(sorted({r["dataset"] for r in extra["rows"]}))
     m = extra["machine"]
+    how = f" by `{m['command']}`" if m.get("command") else ""
     note = (f"Rows of {dets} on {sets} measured separately (run alone, then merged): {m['date']}, commit "
-            f"{m['commit']}.")
+            f"{m['commit']}{how}.")
     return merged, {**info, "note": " ".join(filter(None, [info.get("note", ""), note]))}
 
 

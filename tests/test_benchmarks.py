@@ -264,6 +264,9 @@ def test_merged_rows_replace_their_own_and_the_page_says_when_they_were_measured
     assert sorted((r["detector"], r["v"]) for r in rows) == [("gaussian", 2), ("pca", 1)]
     assert info["note"] == ("Rows of gaussian on smd measured separately (run alone, then merged): 2026-11-30, "
                             "commit abc.")
+    new["machine"]["command"] = "python benchmarks/quality.py --detectors gaussian"
+    _, info = quality.merge_rows(old, {"date": "2026-11-25"}, new)
+    assert info["note"].endswith("commit abc by `python benchmarks/quality.py --detectors gaussian`.")
 
 
 def test_quality_rejects_a_non_positive_tune_limit(tmp_path: Path) -> None:
