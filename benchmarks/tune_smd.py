@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import pickle
 import sys
@@ -46,6 +47,11 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata, spearmanr
 from sklearn.metrics import roc_auc_score
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import timed_with_children  # noqa: E402 (after the path fix above)
 
 from tinywarden.detectors import REGISTRY
 from tinywarden.program import run_int8
@@ -119,6 +125,15 @@ def with_labels(t: Any, labelled_auc: float) -> Any:
     return dataclasses.replace(t, quality=q, labelled_auc=labelled_auc)
 
 
+def save_result(result: Any, cpu_s: float, out: Path) -> None:
+    """The search's outcome for ``benchmarks/quality.py --tuned-from`` (its ``tuned`` row then scores this very
+    pipeline instead of searching again): the chosen int8 program, its summary and the search's CPU seconds
+    (compiler runs included)."""
+    out.write_bytes(pickle.dumps({"program": result.program, "summary": result.summary(),
+                                  "label": result.chosen.candidate.label, "flash": result.size.flash,
+                                  "cpu_s": cpu_s, "time_budget": None}))
+
+
 def dump_candidates(result: Any, train: Any, test: Any, seed: int, out: Path) -> None:
     """Every scored candidate's validation and test scores (per row, on its calibrated scale: 1 = threshold)
     to ``out`` (a pickle), for studying selection criteria offline. Validation rows are the held-out tail
@@ -160,6 +175,25 @@ def centrality(cands: list[dict[str, Any]]) -> np.ndarray:
     return np.array([spearmanr(r, consensus).statistic for r in ranks])
 
 
+#: Column titles of the label-free study table, where they differ from the key.
+TITLES = {"row_synthetic": "row synth.", "tie_q": "tie", "spread_test": "spread"}
+#: The *occam* rule: the smallest candidate (flash) within this much synthetic AUC of the best.
+OCCAM_MARGIN = 0.02
+
+
+def row_synthetic(c: dict[str, Any], injected_rows: dict[tuple[int, str], np.ndarray]) -> float:
+    """Mean over anomaly types of the per-row ROC AUC of a candidate's stride-1 validation scores: injected rows
+    (each scored by the window ending at it) against the rows of the clean copy, as the test split is scored."""
+    w = c["trial"]["window"]
+    aucs = []
+    for kind, sc in c["val_inj"].items():
+        rows = injected_rows[(w, kind)]
+        if rows.any():
+            y = np.r_[np.zeros(len(c["val_clean"])), np.ones(int(rows.sum()))]
+            aucs.append(roc_auc_score(y, np.r_[c["val_clean"], sc[rows]]))
+    return float(np.mean(aucs)) if aucs else -1.0
+
+
 def _order(values: np.ndarray) -> np.ndarray:
     """Ranks scaled to (0, 1], 1 = the largest value."""
     return rankdata(values) / len(values)
@@ -193,9 +227,17 @@ def study(d: dict[str, Any], ks: list[int]) -> dict[str, Any]:
     def best(score: np.ndarray) -> int:
         return max(keep, key=lambda i: (gate[i], score[i]))
 
-    picks = {"synthetic": order[0], "centrality": best(cen), "borda": best(borda)}
+    rows_synth = np.array([row_synthetic(c, d["injected_rows"]) for c in cands])
+    ok_synth = [i for i in keep if gate[i]] or keep
+    top_q = max(synth[i] for i in ok_synth)
+    occam = min((i for i in ok_synth if synth[i] >= top_q - OCCAM_MARGIN), key=lambda i: (trials[i]["flash"] or 0))
+    picks = {"synthetic": order[0], "centrality": best(cen), "borda": best(borda), "row_synthetic": best(rows_synth),
+             "occam": occam}
     out: dict[str, Any] = {"candidates": len(cands), "hindsight": float(auc.max()),
                            "hindsight_pick": cands[int(auc.argmax())]["label"]}
+    # how close the label-free rank's first SHORTLIST are on validation, and how far apart on the test labels
+    out["tie_q"] = float(synth[order[0]] - synth[order[SHORTLIST - 1]]) if len(order) >= SHORTLIST else math.nan
+    out["spread_test"] = float(np.ptp(auc[order[:SHORTLIST]]))
     # how well each validation signal orders the candidates the way the test labels do (Spearman, FPR-gated ones)
     for name, signal in (("synthetic", synth), ("centrality", cen), ("steadiness", -q99)):
         out[f"rho_{name}"] = float(spearmanr(signal[sub], auc[sub]).statistic)
@@ -251,15 +293,21 @@ def study_markdown(studies: dict[str, dict[str, Any]]) -> list[str]:
              "the test labels. *ρ*: Spearman correlation, over the candidates not far over the FPR target, between a "
              "validation signal and the candidates' test AUC (*steady*: minus the clean 99th percentile): the "
              "diagnosis of why the label-free choice misses (a signal that orders the candidates as the test labels "
-             "do has ρ near 1). Test labels enter only the AUC and ρ here.", ""]
-    keys = ("synthetic", "centrality", "borda", "ens2", "ens3", "hindsight")
+             "do has ρ near 1). *row synth.*: the synthetic AUC read per row at stride 1 (injected rows vs the clean "
+             f"copy's rows, as the test split is scored); *occam*: the smallest flash within {OCCAM_MARGIN} of the "
+             f"best synthetic AUC. *tie*: synthetic AUC of the label-free rank's first minus its {SHORTLIST}th; "
+             f"*spread*: max - min test AUC of those {SHORTLIST}. Test labels enter only the AUC, ρ and spread here.",
+             ""]
+    keys = ("synthetic", "centrality", "borda", "row_synthetic", "occam", "ens2", "ens3", "hindsight", "tie_q",
+            "spread_test")
     rhos = ("rho_synthetic", "rho_centrality", "rho_steadiness")
     for prefix, name in (("machine", "SMD"), ("omi", "ASD")):
         ents = sorted(e for e in studies if e.startswith(prefix))
         if not ents:
             continue
         lines += [f"### {name}: label-free selection", "",
-                  "| entity | cand. | " + " | ".join(keys) + " | ρ synth. | ρ centr. | ρ steady | synthetic pick | "
+                  "| entity | cand. | " + " | ".join(TITLES.get(k, k) for k in keys)
+                  + " | ρ synth. | ρ centr. | ρ steady | synthetic pick | "
                   "hindsight pick | ens3 members |",
                   "|---|---:|" + "---:|" * (len(keys) + len(rhos)) + "---|---|---|"]
         for e in ents:
@@ -310,14 +358,16 @@ def _input(c: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def run_one(entity: str, flash: int, ram: int, seed: int, ks: list[int] | None = None,
-            dump: Path | None = None) -> dict[str, Any]:
+            dump: Path | None = None, save: Path | None = None) -> dict[str, Any]:
     path = DATA / "smd_asd" / "npz" / f"{entity}.npz"
     train, test = read_series(f"{path}:train"), read_series(f"{path}:test")
     start = time.perf_counter()
-    result = tune(train, Budget(flash, ram), seed=seed)
+    result, cpu_s = timed_with_children(lambda: tune(train, Budget(flash, ram), seed=seed))
     seconds = time.perf_counter() - start
     if dump is not None:
         dump_candidates(result, train, test, seed, dump / f"{entity}.pkl")
+    if save is not None:
+        save_result(result, cpu_s, save / f"{entity}.pkl")
     prog = dataclasses.replace(result.program, stride=1)
     t = select_channels(test, result.pipeline.channels_)
     assert t.labels is not None
@@ -340,7 +390,7 @@ def run_one(entity: str, flash: int, ram: int, seed: int, ks: list[int] | None =
 
 
 def markdown(rows: list[dict[str, Any]], flash: int, ram: int,
-             studies: dict[str, dict[str, Any]] | None = None) -> str:
+             studies: dict[str, dict[str, Any]] | None = None, note: str = "") -> str:
     smd = [r for r in rows if r["entity"].startswith("machine")] or rows  # the reference is an SMD figure
     mean8 = float(np.mean([r["test_auc_int8"] for r in smd]))
     meanf = float(np.mean([r["test_auc_float"] for r in smd]))
@@ -352,6 +402,7 @@ def markdown(rows: list[dict[str, Any]], flash: int, ram: int,
         "test split and its labels are used only for the AUC below: raw per-row ROC AUC, each row scored by "
         "the int8 program's trailing window ending at it (stride 1), no point-adjust.",
         "",
+        *([note, ""] if note else []),
         "| machine | chosen pipeline | ch. | flash B | RAM B | val. quality | val. FPR | test AUC int8 | "
         "test AUC float | tune s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -435,8 +486,12 @@ def main(argv: list[str] | None = None) -> int:
                     "incidents (e.g. 1,3,10)")
     ap.add_argument("--dump", type=Path, default=None, help="directory: write each machine's scored candidates "
                     "(validation and test scores per row) to <entity>.pkl for offline study")
+    ap.add_argument("--save", type=Path, default=None, help="directory: write each entity's chosen program and "
+                    "summary to <entity>.pkl (benchmarks/quality.py --tuned-from reads them)")
     ap.add_argument("--study", type=Path, default=None, help="with --render: the --dump directory whose "
                     "candidates the selection study (label-free rules, ensembles, k labels) reads")
+    ap.add_argument("--note", default="", help="with --render: a paragraph placed under the introduction (when and "
+                    "at which commit the rows were measured, and the command that measured them)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tune_smd.md")
     args = ap.parse_args(argv)
     if not (DATA / "smd_asd" / "npz").is_dir():
@@ -453,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             studies = {p.stem: study(pickle.loads(p.read_bytes()), [1, 3, 10])
                        for p in sorted(args.study.glob("*.pkl"))}
             args.out.with_name(args.out.stem + "_study.json").write_text(json.dumps(studies, indent=1) + "\n")
-        args.out.write_text(markdown(saved, args.flash, args.ram, studies))
+        args.out.write_text(markdown(saved, args.flash, args.ram, studies, args.note))
         print(args.out.read_text())
         return 0
     names = [m for m in args.machines.split(",") if m] or sorted(
@@ -461,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         ks = [int(k) for k in args.labels.split(",") if k.strip()]
-        futures = [pool.submit(run_one, m, args.flash, args.ram, args.seed, ks, args.dump) for m in names]
+        futures = [pool.submit(run_one, m, args.flash, args.ram, args.seed, ks, args.dump, args.save) for m in names]
         for fut in as_completed(futures):
             r = fut.result()
             rows.append(r)
