@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -29,6 +30,7 @@ def test_fleet_train_on_a_real_scheduler_and_workers(tmp_path: Path) -> None:
         assert address.startswith("tcp://127.0.0.1:")
         with fleet_client(address) as client:  # see test_workers_keep_glibc_dynamic_mmap_threshold
             assert set(client.run(_trim_threshold).values()) == {None}
+            assert set(client.run(_profiling).values()) == {False}
         res = runner.invoke(app, ["fleet", "train", str(tmp_path / "fleet"), "--out", str(tmp_path / "b"),
                                   "--key", str(priv), "--scheduler", address])
     assert res.exit_code == 0, res.output
@@ -51,10 +53,16 @@ def _trim_threshold() -> str | None:
     return os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
 
+def _profiling(dask_worker: Any) -> bool:
+    """Whether the worker's statistical profiler runs (see test_fleet_train's profile-history test)."""
+    return "profile" in dask_worker.periodic_callbacks or "profile-cycle" in dask_worker.periodic_callbacks
+
+
 def test_workers_keep_glibc_dynamic_mmap_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dask's nanny gave each worker MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's dynamic mmap
     threshold: a device's job then faulted ~4x the pages and spent ~25% more CPU. Fleet workers go without."""
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with fleet_client(workers=1) as client:
         assert set(client.run(_trim_threshold).values()) == {None}
+        assert set(client.run(_profiling).values()) == {False}  # the nanny passes the worker config on
     assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # nor left behind for the next process this one starts

@@ -40,7 +40,16 @@ IN_FLIGHT_PER_THREAD = 4
 #: so nothing is left to trim. ``None`` removes the variable (the nanny's documented way). A cluster of
 #: the user's (``--scheduler``) keeps its own configuration: the same effect there is this key set to
 #: ``null`` in a dask YAML file its workers read (:func:`tinywarden.fleet.processes.write_dask_config`).
-WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+#:
+#: The workers' statistical profiler is off. It samples the running task's stack every 10 ms from the
+#: worker's event loop and keeps a tree of the samples for each second of the last 1,000 seconds (twice:
+#: whole worker and per task prefix), reading every frame's source line through ``linecache``. A device's
+#: job has deep, varied stacks (sklearn, numpy, the compiler driver): after 114 s of jobs a worker held
+#: 39 MB of profile trees and 42 MB of cached source, so its memory grew with the run's length, i.e. with
+#: the fleet size (390 MB at 100 devices, 487 MB at 1,000), and the sampling took the GIL from the job
+#: 100 times a second. Dask's dashboard loses its profile page; nothing else reads it.
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                 "distributed.worker.profile.enabled": False}
 
 
 @dataclass
@@ -87,7 +96,7 @@ def fleet_client(scheduler: str | None = None, workers: int | None = None,
         raise ConfigError(f"--workers: expected 1 or more, got {n}")
     # Loopback only (in-process workers talk over inproc://), no dashboard; the scheduler's HTTP routes
     # (health) go on a free loopback port, not on :8787 of every interface. Workers without dask's
-    # MALLOC_TRIM_THRESHOLD_ (see WORKER_CONFIG).
+    # MALLOC_TRIM_THRESHOLD_ and without the profiler (see WORKER_CONFIG).
     with dask.config.set(WORKER_CONFIG), LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
                       host="127.0.0.1" if processes else None,
                       dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
