@@ -405,8 +405,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             f"{(full['seconds'] + report_s) / 60:.1f} min wall at the load shown, "
             f"{(full['idle_cores_floor_seconds'] + report_s) / 60:.1f} min on idle cores (goal < 15 min)",
             f"- peak memory per worker: {max(two['peak_mb_per_worker'])} MB with {two['devices']} devices, "
-            f"{max(full['peak_mb_per_worker'])} MB with {full['devices']} (each task reads one partition, but "
-            "the worker process grows with the tasks it has run: not flat, see the notes)",
+            f"{max(full['peak_mb_per_worker'])} MB with {full['devices']} "
+            f"({max(full['peak_mb_per_worker']) / max(two['peak_mb_per_worker']) - 1:+.1%}; goal: independent of "
+            "the fleet size; see the notes)",
             f"- bundles verified {result.get('bundles_verified')}, installed {result.get('bundles_installed')} of "
             f"{full['devices']}; total {full['bundle_bytes']:,} B; detection {result.get('detection')}",
         ]
