@@ -55,8 +55,9 @@ def _cpu(p: psutil.Process) -> float:
 
 
 def _own_cpu() -> float:
+    """This process's own CPU; not its reaped children's: those are the engine's processes, counted live."""
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    return t.user + t.system
 
 
 def _descendants() -> list[psutil.Process]:
