@@ -342,14 +342,14 @@ thread or in one worker thread as dask runs it: 236-246 MB, flat; a dask worker 
 devices: before 310 -> 351 MB over 300 devices (475 s), peak 358; after 261 -> 259 MB over 300 devices (742 s),
 peak 269.
 
-In the table: 339.9 MB at 100 devices, 342.6 MB at 300 (+0.8%). 300 and not 1,000 devices because the
-machine was at load 18-25 and a 1,000-device run would not have finished in the session; the 300-device run
-lasted 651 s, longer than the 567 s of the earlier 1,000-device run that peaked at 487 MB, and what grew
-grew with seconds, not devices.
+1,000 x 7 days (results/fleet.md, load ~7-9): 342.4, 344.1 MB per worker at 100 devices, 342.9, 343.4 MB at
+1,000 (-0.2%). 300 x 7 days at load 18-25 (results/fleet-300.md): 339.9 MB at 100, 342.6 MB at 300 (+0.8%)
+over a 651 s run, longer than the 567 s of the earlier 1,000-device run that peaked at 487 MB.
 
 ## Scaling 1 -> 2 workers: CPU time against wall clock
 
-On CPU time (the idle-cores floor) 85.6% on 100 devices (goal >= 80%; 79.7% before). What was cut: dask's
+On CPU time (the idle-cores floor), 100 devices: 86.6% at load ~7 (results/fleet.md) and 85.6% at load ~20
+(results/fleet-300.md) (goal >= 80%; 79.7% before). What was cut: dask's
 clusters woke their event loops ~60 times a second per process (a health tick every 20 ms, memory every
 100 ms, system figures every 500 ms, work stealing every 100 ms, and the profiler's 100 samples a second):
 with nothing to do, 24 ms of CPU a second in the client's process (scheduler + nannies) and 13.5 ms in each
@@ -367,10 +367,11 @@ event-loop thread (client, scheduler and nanny together); 47 ms of wall per devi
 four fsyncs that make a bundle and its summary durable, while the workers go on with the 4 tasks each that
 are queued for them.
 
-By wall clock 1 and 2 workers ran at the same 24.6 devices/min here (50%): not the code. This kernel has
+By wall clock, 100 devices: 34.7% at load ~7 (1 worker 107.97 devices/min with a CPU share of 0.90, 2 workers
+74.88 with 0.71) and 50.0% at load ~20 (24.6 devices/min both, shares 0.23 and 0.26): not the code. This kernel has
 `sched_autogroup_enabled = 1`: CPU time is shared fairly between *sessions* before processes, and every
 engineer's shell is a session. On a machine busy with other sessions a benchmark's session gets about the
-same share with 2 worker processes as with 1 (CPU share 0.26 against 0.23 here), each worker half of it.
+same share with 2 worker processes as with 1, each worker half of it.
 Busy loops for 10 s at load ~17: 1 loop 2.72 CPU-s, 2 loops in one session 2.87 CPU-s (53% "efficiency"),
 2 loops in 2 sessions 4.91 CPU-s (90%). `dask worker` processes started in sessions of their own, as a user
 starts them (the real-cluster row), do not share one session's slice. A laptop or cluster node running
