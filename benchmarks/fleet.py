@@ -162,7 +162,8 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=None, help="default results/fleet.md (--stages: fleet-stages.md)")
     args = ap.parse_args()
     if args.from_json is not None:
-        write_markdown(json.loads(args.from_json.read_text()), args.results or RESULTS / "fleet.md")
+        saved = json.loads(args.from_json.read_text())
+        write_markdown(saved | summarize(saved["runs"]), args.results or RESULTS / "fleet.md")
         return
     if args.stages:
         if args.fleet is None:
@@ -324,42 +325,81 @@ def pct(x: float | None) -> str:
 
 #: What the tables cannot say by themselves (measured on this machine on 2026-11-30; see the lines below).
 NOTES = """
-## Why 2 workers gave 53% by wall clock here (and what was cut per device)
+## Memory per worker: what grew with the fleet size, and the fix
 
-Not thread oversubscription (the nanny starts each worker with OMP/OPENBLAS/MKL_NUM_THREADS=1, and a job now
-sets one thread per pool itself, which matters for workers started without a nanny: 0.96-1.33 -> 0.58 CPU-s
-per device), not the GIL (one process per worker), not the scheduler (workers busy 95% of a 100-device
-run), not I/O (reading a partition is 0.02 CPU-s). This kernel has `sched_autogroup_enabled = 1`: CPU time
-is shared fairly between *sessions* before processes, and every engineer's shell is a session. On a machine
-busy with other sessions, a benchmark's session gets about the same share with 2 worker processes as with
-1, and each worker gets half of it. Busy loops for 10 s at load ~17: 1 loop 2.72 CPU-s, 2 loops in one
-session 2.87 CPU-s (53% "efficiency"), 2 loops in 2 sessions 4.91 CPU-s (90%). The earlier real-cluster
-run (14.2 against 9.3 devices/min on LocalCluster) was faster for the same reason: `dask worker` is started
-in a session of its own, as a user would start it.
-A laptop or cluster node running `fleet train` alone does not share this way, so the goal is judged on CPU
-seconds: the idle-cores floor.
+Before (2026-11-30, rows not repeated here): 387.6, 390.0 MB per worker with 100 devices, 486.3, 487.1 MB
+with 1,000. What grew was dask's own statistical profiler in each worker. It samples the running task's stack
+every 10 ms and keeps one tree of samples per second for the last 1,000 seconds (twice: for the worker and
+per task prefix), reading every frame's source line through `linecache`. So a worker grew with the run's
+*length*, up to 1,000 s, and the longer run was the bigger fleet. tracemalloc inside a worker after 40
+one-day devices (114 s at load ~24): `distributed/profile.py` 39 MB, `linecache.py` 42 MB, the two largest
+owners after the imported modules. Fleet workers now run without the profiler (`tinywarden.fleet.run.CLUSTER_CONFIG`;
+test: after real device jobs over many profile cycles a worker keeps no stack sample, 632 before).
+What did not grow, measured on the way (1-day devices): the same job run 300 times in one process, in the main
+thread or in one worker thread as dask runs it: 236-246 MB, flat; a dask worker running a stand-in task
+(a device's worth of arrays, a 25 KB result) 1,000 times: 75 -> 78 MB; the client already holds at most
+4 tasks per worker thread and releases each result as it is signed. One worker, one-day devices, RSS every 25
+devices: before 310 -> 351 MB over 300 devices (475 s), peak 358; after 261 -> 259 MB over 300 devices (742 s),
+peak 269.
 
-Per device (results/fleet-stages-before.md -> fleet-stages.md, one process, one thread): 0.85 -> 0.57 CPU-s.
-Dask's nanny starts workers with `MALLOC_TRIM_THRESHOLD_=65536`, which turns off glibc's dynamic mmap
-threshold: 113k page faults and 0.29 CPU-s of kernel time per device; fleet workers now go without it
-(26k faults, 0.08 s). Sizing a module ran `nm` twice per object; once now (0.32 -> 0.26 CPU-s of tool time).
-What is left: the cross-compiler that sizes each module (47%), the int8 quantization (24%), scoring the
-rest of the week for the report (13%), the PCA fit and calibration (11%). No epochs to cut: the default
-family is PCA. Client + scheduler + nannies cost 0.03-0.04 CPU-s per device in the final-code rows and
-0.10-0.14 at load 13-17: mostly periodic work (heartbeats, memory monitors) that grows with wall time, not
-with devices. With 2 workers each task also costs a little more CPU (median 0.58 against 0.53 s: two busy
-cores share cache and memory bandwidth), and the second worker's start-up (imports, ~3-4 CPU-s) is paid
-again; on 100 devices that leaves the idle-cores efficiency just under the goal.
+1,000 x 7 days (results/fleet.md, load ~7-9): 342.4, 344.1 MB per worker at 100 devices, 342.9, 343.4 MB at
+1,000 (-0.2%). 300 x 7 days at load 18-25 (results/fleet-300.md): 339.9 MB at 100, 342.6 MB at 300 (+0.8%)
+over a 651 s run, longer than the 567 s of the earlier 1,000-device run that peaked at 487 MB.
+
+## Scaling 1 -> 2 workers: CPU time against wall clock
+
+On CPU time (the idle-cores floor), 100 devices: 86.6% at load ~7 (results/fleet.md) and 85.6% at load ~20
+(results/fleet-300.md) (goal >= 80%; 79.7% before). What was cut: dask's
+clusters woke their event loops ~60 times a second per process (a health tick every 20 ms, memory every
+100 ms, system figures every 500 ms, work stealing every 100 ms, and the profiler's 100 samples a second):
+with nothing to do, 24 ms of CPU a second in the client's process (scheduler + nannies) and 13.5 ms in each
+worker, ~5% of a core, paid for every second of a run. Now 1 s, 1 s, 2 s, no stealing, no profiler: 6.5 and
+2.7 ms a second (test: wake-ups per second of worker, nanny and scheduler bounded, 63-65 before). On the same
+100 devices at the same load, before this (commit 39bb770, profiler already off) the 2-worker run took 74.8
+CPU-s with 8.2 s in client + scheduler and 33.2, 33.4 in the workers; after, 63.7 with 2.6 and 30.3, 30.8.
+What is left between 1 and 2 workers (56.9 against 63.7 CPU-s): each task costs a little more with both
+cores busy (median 0.58 against 0.53 CPU-s: the two cores share the L3 cache and memory bandwidth, and the
+other users' processes run between), and the second worker's start-up (imports, ~2-3 CPU-s) is paid again.
+
+The client is not what limits. Measured with a stand-in job that returns a real unsigned bundle (200
+devices, 1 worker): 2.9 ms of CPU per device in the client's main thread (sign, write) and 5.8 ms in its
+event-loop thread (client, scheduler and nanny together); 47 ms of wall per device in the client, mostly the
+four fsyncs that make a bundle and its summary durable, while the workers go on with the 4 tasks each that
+are queued for them.
+
+By wall clock, 100 devices: 34.7% at load ~7 (1 worker 107.97 devices/min with a CPU share of 0.90, 2 workers
+74.88 with 0.71) and 50.0% at load ~20 (24.6 devices/min both, shares 0.23 and 0.26): not the code. This kernel has
+`sched_autogroup_enabled = 1`: CPU time is shared fairly between *sessions* before processes, and every
+engineer's shell is a session. On a machine busy with other sessions a benchmark's session gets about the
+same share with 2 worker processes as with 1, each worker half of it.
+Busy loops for 10 s at load ~17: 1 loop 2.72 CPU-s, 2 loops in one session 2.87 CPU-s (53% "efficiency"),
+2 loops in 2 sessions 4.91 CPU-s (90%). `dask worker` processes started in sessions of their own, as a user
+starts them (the real-cluster row), do not share one session's slice. A laptop or cluster node running
+`fleet train` alone does not share this way, so the goal is judged on CPU seconds.
+
+Per device (results/fleet-stages.md, one process, one thread): 0.57 CPU-s: the cross-compiler that sizes
+each module (47%), the int8 quantization (24%), scoring the rest of the week for the report (13%), the PCA
+fit and calibration (11%). Earlier cuts: dask's nanny set `MALLOC_TRIM_THRESHOLD_=65536`, which turns off
+glibc's dynamic mmap threshold (113k page faults and 0.29 CPU-s of kernel time per device; 26k and 0.08
+without); `nm` once per object instead of twice; one thread per BLAS/OpenMP pool.
 
 ## Ray or Dask
 
-Ray was not measured: installing and running it (a raylet, a GCS server and an object store beside the
-workers) on this 2-core machine, shared by 8 engineers, would have cost more of the window than it could
-tell. Dask was chosen because the issue's stack is Python, pandas and Parquet, `dask.distributed` runs as
-an in-process LocalCluster by default and as `dask scheduler` / `dask worker` on a cluster with the same
-client code, and its overhead is small against a device's job (above). A device's job is a coarse,
-independent task with no shared state, the case where the two engines do the same work; Ray would matter
-for actor state or GPU placement, which the fleet does not use.
+Measured, in one pair of runs (results/fleet-ray.md, `benchmarks/fleet_ray.py`): the same 50 devices x 7
+days, the same job, 4 tasks per worker in flight, signed in the driver, 2 single-CPU workers, one after the
+other at load ~12. Ray 2.60.0 (`ray.init(num_cpus=2)`, no dashboard; installed apart with `pip install
+--no-deps --target`, 77 s, not a dependency): 69.8 s wall, 42.97 devices/min, 36.2 CPU-s over all its processes
+(0.724 per device), peak 371.3, 373.3 MB per worker, 514 MB more in its own processes (GCS server, raylet and
+object store, dashboard head and agent, log and autoscaler monitors). Dask LocalCluster (this fleet's
+configuration): 104.7 s, 28.66 devices/min, 32.5 CPU-s (0.649 per device), 335.9, 337.0 MB per worker, 15 MB
+beside them. By wall clock Ray was faster in this pair; on this machine wall clock measures the share of the
+CPU a run gets from the other users (0.52 of a core for the Ray run, 0.31 for the Dask run) more than the
+engine, and one pair of runs does not separate the two. The work itself cost 11% more CPU on Ray, and half a
+gigabyte of daemons on a machine that the fleet's memory goal is about. So Dask stays: the issue's stack is
+Python, pandas and Parquet; `dask.distributed` runs as an in-process LocalCluster by default and as `dask
+scheduler` / `dask worker` on a cluster with the same client code; a device's job is a coarse, independent
+task with no shared state, where both engines do the same work, and Ray's strengths (actors, GPU placement,
+its object store for large shared data) are not used by the fleet.
 """
 
 
@@ -369,6 +409,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     full = next((r for r in rows if r["devices"] == result["devices"] and r["workers"] == 2), None)
     lines = [
         f"# Fleet scale on Dask: {result['devices']} devices x {result['days']:g} days (plain train)", "",
+        f"Command: `{result['command']}`", "",
         "Wall clock on this shared 2-core machine measures the other users as much as tinywarden (load "
         "averages beside each run), so every run also counts CPU seconds: workers (with the cross-compiler "
         "that sizes each module), client + scheduler (+ nannies). *Idle-cores floor* = max(busiest worker's "
@@ -405,8 +446,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             f"{(full['seconds'] + report_s) / 60:.1f} min wall at the load shown, "
             f"{(full['idle_cores_floor_seconds'] + report_s) / 60:.1f} min on idle cores (goal < 15 min)",
             f"- peak memory per worker: {max(two['peak_mb_per_worker'])} MB with {two['devices']} devices, "
-            f"{max(full['peak_mb_per_worker'])} MB with {full['devices']} (each task reads one partition, but "
-            "the worker process grows with the tasks it has run: not flat, see the notes)",
+            f"{max(full['peak_mb_per_worker'])} MB with {full['devices']} "
+            f"({max(full['peak_mb_per_worker']) / max(two['peak_mb_per_worker']) - 1:+.1%}; goal: independent of "
+            "the fleet size; see the notes)",
             f"- bundles verified {result.get('bundles_verified')}, installed {result.get('bundles_installed')} of "
             f"{full['devices']}; total {full['bundle_bytes']:,} B; detection {result.get('detection')}",
         ]
@@ -418,7 +460,6 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "",
         f"Measured {result['machine']['date']} on {result['machine']['machine']}, "
         f"commit {result['machine']['commit']}.",
-        f"Command: `{result['command']}`",
         NOTES,
     ]
     path.parent.mkdir(parents=True, exist_ok=True)

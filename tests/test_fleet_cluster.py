@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -29,6 +30,9 @@ def test_fleet_train_on_a_real_scheduler_and_workers(tmp_path: Path) -> None:
         assert address.startswith("tcp://127.0.0.1:")
         with fleet_client(address) as client:  # see test_workers_keep_glibc_dynamic_mmap_threshold
             assert set(client.run(_trim_threshold).values()) == {None}
+            assert set(client.run(_profiling).values()) == {False}
+            assert max(client.run(_wakeups_per_s).values()) <= 10
+            assert client.run_on_scheduler(_wakeups_per_s) <= 15
         res = runner.invoke(app, ["fleet", "train", str(tmp_path / "fleet"), "--out", str(tmp_path / "b"),
                                   "--key", str(priv), "--scheduler", address])
     assert res.exit_code == 0, res.output
@@ -51,10 +55,27 @@ def _trim_threshold() -> str | None:
     return os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
 
+def _profiling(dask_worker: Any) -> bool:
+    """Whether the worker's statistical profiler runs (see test_fleet_train's profile-history test)."""
+    return "profile" in dask_worker.periodic_callbacks or "profile-cycle" in dask_worker.periodic_callbacks
+
+
+def _wakeups_per_s(dask_worker: Any = None, dask_scheduler: Any = None) -> float:
+    """How often a dask server's periodic callbacks wake its event loop, per second (by its configuration)."""
+    server = dask_worker if dask_worker is not None else dask_scheduler
+    return sum(1000.0 / pc.callback_time for pc in server.periodic_callbacks.values())
+
+
 def test_workers_keep_glibc_dynamic_mmap_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dask's nanny gave each worker MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's dynamic mmap
-    threshold: a device's job then faulted ~4x the pages and spent ~25% more CPU. Fleet workers go without."""
+    threshold: a device's job then faulted ~4x the pages and spent ~25% more CPU. Fleet workers go without.
+    They also run without the profiler, and their event loops (and the nanny's and the scheduler's) wake a
+    few times a second, not ~60 (health ticks every 20 ms, memory every 100 ms: ~5% of a core, idle)."""
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with fleet_client(workers=1) as client:
         assert set(client.run(_trim_threshold).values()) == {None}
+        assert set(client.run(_profiling).values()) == {False}  # the nanny passes the worker config on
+        assert max(client.run(_wakeups_per_s).values()) <= 10
+        assert _wakeups_per_s(dask_worker=next(iter(client.cluster.workers.values()))) <= 10  # the nanny
+        assert client.run_on_scheduler(_wakeups_per_s) <= 15
     assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # nor left behind for the next process this one starts

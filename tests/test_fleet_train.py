@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import numpy as np
@@ -263,6 +264,32 @@ def test_a_bundle_signed_with_another_key_is_done_again(trained: tuple[Path, Pat
     assert run.done == ["dev-00000"] and run.skipped == []
     b = tb.verify_bundle(bundle_path(out2, "dev-00000").read_bytes(), tb.public_key_of(new_key))
     assert b.version == 2  # version 1 was signed by the old key: never signed again
+
+
+def _profile_samples_kept(dask_worker: Any) -> int:
+    """Stack samples a worker's statistical profiler holds: its per-second history, per task prefix too."""
+    w = dask_worker
+    kept = w.profile_recent["count"] + sum(p["count"] for p in w.profile_keys.values())
+    kept += sum(p["count"] for _, p in w.profile_history)
+    return kept + sum(p["count"] for _, keys in w.profile_keys_history for p in keys.values())
+
+
+def test_a_worker_keeps_no_profile_history_whatever_the_run_length(
+        trained: tuple[Path, Path, Path, dict[str, bytes]], tmp_path: Path) -> None:
+    """Dask's worker profiler samples the running task's stack every 10 ms and keeps one tree per second for
+    the last 1,000 seconds (plus the source lines in linecache): ~40 MB after 114 s of device jobs, so a
+    worker's peak memory grew with the length of the run, i.e. with the fleet size. Fleet workers run
+    without it: after real device jobs, over many profile cycles, a worker holds no stack sample."""
+    import dask
+
+    root, _, _, _ = trained
+    good = [d for d in read_manifest(root).devices if d.device_id not in BAD]
+    with dask.config.set({"distributed.worker.profile.cycle": "20ms"}), \
+            fleet_client(workers=1, processes=False) as client:
+        run = run_fleet(root, tmp_path / "b", tb.generate_key(), POLICY, client)
+        kept = client.run(_profile_samples_kept)
+    assert sorted(run.done) == sorted(d.device_id for d in good)
+    assert list(kept.values()) == [0]
 
 
 THREADS_PROBE = """

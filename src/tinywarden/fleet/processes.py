@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tinywarden.errors import ConfigError
-from tinywarden.fleet.run import WORKER_CONFIG
+from tinywarden.fleet.run import CLUSTER_CONFIG
 
 START_TIMEOUT_S = 120.0
 
@@ -62,8 +62,8 @@ def loopback_cluster(n_workers: int = 2, memory_limit: str = "auto") -> Iterator
         info = Path(tmp) / "scheduler.json"
         config_dir = Path(tmp) / "dask-config"
         config_dir.mkdir()
-        write_dask_config(WORKER_CONFIG, config_dir)
-        env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}  # see run.WORKER_CONFIG
+        write_dask_config(CLUSTER_CONFIG, config_dir)
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}  # see run.CLUSTER_CONFIG
         env |= {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "DASK_CONFIG": str(config_dir)}
         procs: list[subprocess.Popen[bytes]] = []
         try:
