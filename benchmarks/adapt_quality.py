@@ -61,6 +61,7 @@ def entity_rows(entity: Any, families: Sequence[str], done: Callable[[Row], None
     from tinywarden.adapt import adapted_scores
     from tinywarden.detectors import make_detector
     from tinywarden.errors import TinywardenError
+    from tinywarden.likelihood import window_new_rows
     from tinywarden.pipeline import Pipeline
     from tinywarden.respond.policy import Adaptation
 
@@ -78,10 +79,11 @@ def entity_rows(entity: Any, families: Sequence[str], done: Callable[[Row], None
         scorer = copy.copy(pipeline)
         scorer.stride = p.test_stride
         ends, raw = scorer.window_inputs(entity.stream)
+        new_rows = window_new_rows(scorer.select_channels(entity.stream), ends)  # the value record's samples
         row: Row = {"dataset": entity.dataset, "entity": entity.name, "family": name, "windows": len(ends)}
         t0 = time.process_time()
         for variant, cfg in (("off", None), ("on", Adaptation(**(adaptation or {})))):
-            scores = adapted_scores(scorer, raw, cfg)
+            scores = adapted_scores(scorer, raw, cfg, new_rows)
             m = quality_metrics(entity, ends, scores)
             row[f"roc_auc_{variant}"] = m["roc_auc"]
             row[f"row_roc_auc_{variant}"] = m["row_roc_auc"]

@@ -9,6 +9,7 @@ import pytest
 
 from tinywarden.adapt import Adaptation, BaselineAdapter
 from tinywarden.detectors import EWMAZScore
+from tinywarden.errors import ConfigError
 from tinywarden.pipeline import Pipeline
 from tinywarden.telemetry.series import Series
 
@@ -187,16 +188,21 @@ def test_the_policy_sets_the_new_adaptation_fields_and_refuses_bad_values_naming
 
 def test_adapted_scores_of_precomputed_windows_equal_the_agent_path_replay(trained: Pipeline) -> None:
     from tinywarden.adapt import adapted_scores
+    from tinywarden.likelihood import window_new_rows
     from tinywarden.replay import replay
 
     x, start, _ = shifted(0.3, 0.3, 0.0, seed=7)
     series = Series(np.arange(len(x)) * PERIOD_S, x, ("cpu", "net"))
     ends, raw = trained.window_inputs(series)
     cfg = Adaptation(settle_s=1800.0)
-    scores = adapted_scores(trained, raw, cfg)
+    # the value record sees the rows each window adds, as in the replay (without them its confidence gate differed
+    # from the agent's once the shift left the trained range: 281 of 863 scores)
+    scores = adapted_scores(trained, raw, cfg, window_new_rows(trained.select_channels(series), ends))
     r = replay(trained, series, 0, cfg)
     np.testing.assert_array_equal(r.windows.end_rows, ends)
     np.testing.assert_allclose(scores, r.windows.scores, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ConfigError, match="row blocks for"):
+        adapted_scores(trained, raw, cfg, window_new_rows(trained.select_channels(series), ends)[:-1])
     assert not np.allclose(scores, adapted_scores(trained, raw, None))  # the shift made the baseline move
 
 

@@ -46,11 +46,13 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinywarden.adaptation import REARM_FRACTION, SCALE_FLOOR_FRACTION, Adaptation, AdaptStep
+from tinywarden.errors import ConfigError
 
 if TYPE_CHECKING:
     from tinywarden.likelihood import AnomalyLikelihood
@@ -199,13 +201,16 @@ class BaselineAdapter:
         }
 
 
-def adapted_scores(pipeline: Pipeline, raw: np.ndarray, adaptation: Adaptation | None) -> np.ndarray:
+def adapted_scores(pipeline: Pipeline, raw: np.ndarray, adaptation: Adaptation | None,
+                   rows: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """Scores of unscaled model inputs ``raw`` (one window each, in time order) as a deployed copy of
     ``pipeline`` gives them: each window is scored with the baseline as the windows before it left it.
 
     The agent's step (:mod:`tinywarden.replay` runs the same one sample by sample): score, the likelihood's
-    confidence, then :meth:`BaselineAdapter.observe`. ``adaptation`` None or disabled, or a pipeline
-    without a likelihood: the batch scores (:meth:`Pipeline.score_inputs`). ``pipeline`` is left alone.
+    confidence (its value record fed ``rows[i]``, the samples window ``i`` adds:
+    :func:`tinywarden.likelihood.window_new_rows`; without ``rows`` the value record sees nothing), then
+    :meth:`BaselineAdapter.observe`. ``adaptation`` None or disabled, or a pipeline without a likelihood: the
+    batch scores (:meth:`Pipeline.score_inputs`). ``pipeline`` is left alone.
 
     >>> from tinywarden.detectors import EWMAZScore
     >>> from tinywarden.pipeline import Pipeline
@@ -222,12 +227,14 @@ def adapted_scores(pipeline: Pipeline, raw: np.ndarray, adaptation: Adaptation |
     fitted = getattr(pipeline, "likelihood_", None)
     if adaptation is None or not adaptation.enabled or fitted is None:
         return pipeline.score_inputs(raw)
+    if rows is not None and len(rows) != len(raw):
+        raise ConfigError(f"adapted_scores: {len(rows)} row blocks for {len(raw)} windows")
     p = copy.deepcopy(pipeline)
     lik = fitted.fresh()
     adapter = BaselineAdapter(p, adaptation)
     out = np.empty(len(raw))
     for i, x in enumerate(raw):
         out[i] = score = float(p.detector.score_samples(p.scale_inputs(x)[None])[0])
-        c = lik.update(score)
+        c = lik.update(score, None if rows is None else rows[i])
         adapter.observe(x, c if math.isfinite(c) else None, lik, score)
     return out
