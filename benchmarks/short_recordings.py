@@ -90,7 +90,9 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         ok = sum(r["returned"] for r in sub)
         warned = sum(bool(r.get("warning")) for r in sub if r["returned"])
         lines.append(f"- **{dataset}**: a pipeline returned for **{ok} of {len(sub)}** series"
-                     f" ({warned} with tune's too-many-alarms warning).")
+                     f" ({warned} with a warning from tune, in the note column).")
+    if args.note:
+        lines += ["", args.note]
     total = sum(r["returned"] for r in rows)
     goal = "met" if total == len(rows) else "**not met**"
     lines += ["", f"Goal (`tune` returns a pipeline every time): {total} of {len(rows)}: {goal}.", "",
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one profile and two NAB series")
     ap.add_argument("--trials", type=int, default=None, help="stop each search after this many candidates")
     ap.add_argument("--out", type=Path, default=None, help="markdown path (default: benchmarks/results)")
+    ap.add_argument("--note", default=None, help="a paragraph printed under the summary (e.g. which rows ran when)")
     ap.add_argument("--series", default=None,
                     help="comma list of series names to run again, replacing their rows in the existing json")
     args = ap.parse_args(argv)
