@@ -469,6 +469,16 @@ def fit_family(family: str, train: Series) -> tuple[Pipeline, Program] | str:
         return f"no int8 path: {exc}"
 
 
+def _fitted_in(fam: str, train: Series, tmp: str) -> tuple[Pipeline, Program, Path] | dict[str, Any]:
+    """``fam`` fitted on ``train`` with its own work folder under ``tmp``, or the families table's error row."""
+    fitted = fit_family(fam, train)
+    if isinstance(fitted, str):
+        return {"label": fam, "family": fam, "error": fitted}
+    work = Path(tmp) / fam
+    work.mkdir()
+    return (*fitted, work)
+
+
 def selected_family_rows(series: Series, cut: int, families: Sequence[str]) -> list[dict[str, Any]]:
     """The families table's rows of ``families`` alone, each measured as in :func:`family_rows`, with the
     per-function share of its Cortex-M4 instructions."""
@@ -476,13 +486,11 @@ def selected_family_rows(series: Series, cut: int, families: Sequence[str]) -> l
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="tw-bench-families-") as tmp:
         for fam in families:
-            fitted = fit_family(fam, train)
-            if isinstance(fitted, str):
-                rows.append({"label": fam, "family": fam, "error": fitted})
+            fitted = _fitted_in(fam, train, tmp)
+            if isinstance(fitted, dict):
+                rows.append(fitted)
                 continue
-            work = Path(tmp) / fam
-            work.mkdir()
-            pipe, program = fitted
+            pipe, program, work = fitted
             stream = pipe.select_channels(series.slice(cut, len(series)))[:STREAM_ROWS]
             figures, _ = module_figures(program, work, stream)
             rows.append({**pipeline_row(fam, pipe, program, series, cut, work, figures),
@@ -522,13 +530,12 @@ def family_rows(series: Series, cut: int, default: tuple[Pipeline, Program, dict
             if fam == default[0].detector.name:
                 rows.append(pipeline_row(fam, default[0], default[1], series, cut, Path(tmp), default[2]))
                 continue
-            fitted = fit_family(fam, train)
-            if isinstance(fitted, str):
-                rows.append({"label": fam, "family": fam, "error": fitted})
+            fitted = _fitted_in(fam, train, tmp)
+            if isinstance(fitted, dict):
+                rows.append(fitted)
                 continue
-            work = Path(tmp) / fam
-            work.mkdir()
-            rows.append(pipeline_row(fam, *fitted, series, cut, work))
+            pipe, program, work = fitted
+            rows.append(pipeline_row(fam, pipe, program, series, cut, work))
         began = time.monotonic()
         result = tune(train, TUNE_BUDGET, time_budget=tune_seconds)
         took = time.monotonic() - began

@@ -143,17 +143,8 @@ def test_c_confidence_is_bit_exact(params, tmp_path):
         scores, _ = run_int8(prog, train.values)
         prog = dataclasses.replace(prog, likelihood=lower_likelihood(
             AnomalyLikelihood(**params).fit(scores.astype(np.float64)))).validate()
-    write_c(prog, tmp_path)
-    exe = tmp_path / "harness"
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-O2",
-                    "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-I", str(tmp_path),
-                    str(tmp_path / "tinywarden_model.c"), str(HARNESS), "-o", str(exe)],
-                   check=True, capture_output=True, text=True)
     values = s.values[:20000].astype(np.float32)
-    path = tmp_path / "in.bin"
-    values.tofile(path)
-    out = subprocess.run([str(exe), str(path), "f"], check=True, capture_output=True, text=True).stdout
-    rows = np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64)
+    rows = _c_rows(prog, values, tmp_path)
     scores, _ = run_int8(prog, values)
     want = run_confidence(prog, scores, values)
     assert rows[:, 1].tolist() == scores.tolist()
@@ -167,6 +158,21 @@ def test_c_confidence_is_bit_exact(params, tmp_path):
         assert ((want == 0) & (unheld > CONF_ONE // 2)).any()
         assert np.array_equal(want[want > 0], unheld[want > 0])
     assert unheld.max() == CONF_ONE and unheld.min() < CONF_ONE // 10  # both ends of the table are exercised
+
+
+def _c_rows(prog, values: np.ndarray, tmp_path) -> np.ndarray:
+    """The harness's output rows for float32 ``values`` pushed through ``prog``'s generated C (gcc -Werror,
+    ASan/UBSan)."""
+    write_c(prog, tmp_path)
+    exe = tmp_path / "harness"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-O2",
+                    "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-I", str(tmp_path),
+                    str(tmp_path / "tinywarden_model.c"), str(HARNESS), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    path = tmp_path / "in.bin"
+    values.astype(np.float32).tofile(path)
+    out = subprocess.run([str(exe), str(path), "f"], check=True, capture_output=True, text=True).stdout
+    return np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64)
 
 
 def _with_spikes(values: np.ndarray, train_rows: int) -> np.ndarray:
@@ -194,16 +200,7 @@ def test_c_value_record_is_bit_exact(which, tmp_path):
         prog, raw = shared_entity(which, "ewma")
         values = _with_spikes(raw, len(raw) // 2)
     assert prog.likelihood is not None and "vrecord" in prog.likelihood.attrs
-    write_c(prog, tmp_path)
-    exe = tmp_path / "harness"
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-O2",
-                    "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-I", str(tmp_path),
-                    str(tmp_path / "tinywarden_model.c"), str(HARNESS), "-o", str(exe)],
-                   check=True, capture_output=True, text=True)
-    path = tmp_path / "in.bin"
-    values.astype(np.float32).tofile(path)
-    out = subprocess.run([str(exe), str(path), "f"], check=True, capture_output=True, text=True).stdout
-    rows = np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64)
+    rows = _c_rows(prog, values, tmp_path)
     scores, _ = run_int8(prog, values)
     want = run_confidence(prog, scores, values)
     assert rows[:, 4].tolist() == want.tolist()
