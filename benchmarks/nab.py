@@ -22,9 +22,11 @@ probationary score: research), ``htm`` (the same class
 with Numenta HTM's published settings), ``... hold-off`` (CAD OSE's rest period), ``... spatial`` (HTM's
 spatial-anomaly rule on the values), ``likelihood values`` (the same refit likelihood with its value record,
 the rule ``shipped`` has), ``... onsets``
-(:func:`tinywarden.likelihood.alarm_onsets`, proposed for notifications). ``--levers`` adds grids scored on NAB
-and the online components (k-means centroids and a per-phase baseline that keep learning normal). A full run
-also measures each lever's cost on the simulator (:func:`sim_cost`; ``--no-sim-cost`` skips it).
+(:func:`tinywarden.likelihood.alarm_onsets`), ``shipped onsets`` (what the product notifies:
+:meth:`tinywarden.pipeline.Pipeline.notifications`). ``--levers`` adds grids scored on NAB and the online
+components (k-means centroids and a per-phase baseline that keep learning normal); ``--context`` the context view
+(research: a second pipeline of the family over :data:`CONTEXT_ROWS`-row block aggregates, its window 128
+rows). A full run also measures each lever's cost on the simulator (:func:`sim_cost`; ``--no-sim-cost`` skips it).
 """
 
 from __future__ import annotations
@@ -88,7 +90,19 @@ VARIANTS = {
     "likelihood values periodic": "a priori online", "likelihood values hold-off": "product + a priori hold-off",
     "likelihood values onsets": "product + onset notification (proposed)",
     "htm values onsets": "a priori + onset notification (proposed)",
+    "shipped onsets": "product as shipped, notified at onsets",
+    "context": "product + context view (research)",
+    "shipped context": "product + context view (research)",
+    "shipped context onsets": "product + context view (research), notified at onsets",
+    "htm context onsets": "a priori + context view (research), notified at onsets",
 }
+#: The context view (``--context``; research, not in the product): the same family's pipeline over per-block
+#: aggregates of CONTEXT_ROWS rows (each block's mean and range, max - min: aggregates the device's feature stage
+#: already keeps per block), window WINDOW blocks at a stride of one block, so one window spans
+#: WINDOW * CONTEXT_ROWS rows (128) where the row view's spans 16. It is fitted on the blocks inside the
+#: probationary period and its confidence is the product's path (``Pipeline.confidence``, the value record on
+#: the block aggregates), reported at the last row of each block. CONTEXT_ROWS is fixed a priori (not scored).
+CONTEXT_ROWS = 8
 #: Measured beside this benchmark (not by it) when the value record went into the shipped paths: its cost on the
 #: microcontroller and on the simulator (each with its command).
 VALUE_RECORD_NOTES = (
@@ -161,12 +175,13 @@ def suppress(confidence: np.ndarray, level: float, rows: int) -> np.ndarray:
 
 
 def _likelihood_per_row(values: np.ndarray, probation: int, family: str, window: int
-                        ) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray]:
+                        ) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(pipeline, scored, likelihood confidences per row, the shipped confidences per window, the same without
-    the value record)`` of one family at one window length. The shipped confidences are the product's path:
-    :meth:`Pipeline.confidence` of the fitted pipeline (its likelihood fitted on the held-out calibration scores,
-    its value record on the training rows) fed each window's new rows; the per-row likelihood (research rows) is
-    refit on every probationary score and replaces the pipeline's for the levers."""
+    the value record, the shipped notifications per window)`` of one family at one window length. The shipped
+    confidences are the product's path: :meth:`Pipeline.confidence` of the fitted pipeline (its likelihood fitted
+    on the held-out calibration scores, its value record on the training rows) fed each window's new rows, and
+    :meth:`Pipeline.notifications` of the same; the per-row likelihood (research rows) is refit on every
+    probationary score and replaces the pipeline's for the levers."""
     from tinywarden.detectors import make_detector
     from tinywarden.likelihood import AnomalyLikelihood
     from tinywarden.pipeline import Pipeline
@@ -178,11 +193,12 @@ def _likelihood_per_row(values: np.ndarray, probation: int, family: str, window:
     scored = pipeline.score(series)
     shipped = pipeline.confidence(scored.scores, series, scored.end_rows)
     unvalued = pipeline.confidence(scored.scores)  # no series: the same likelihood without its value record
+    notified = pipeline.notifications(scored.scores, series, scored.end_rows)
     train = scored.scores[scored.end_rows < probation]
     pipeline.likelihood_ = AnomalyLikelihood().fit(train)
     row = np.zeros(n)
     row[scored.end_rows] = pipeline.likelihood_.transform(scored.scores)
-    return pipeline, scored, row, shipped, unvalued
+    return pipeline, scored, row, shipped, unvalued, notified
 
 
 def _lever_scores(values: np.ndarray, probation: int, family: str, likelihood: np.ndarray,
@@ -286,6 +302,64 @@ def spatial(values: np.ndarray) -> np.ndarray:
     return (new_records(v) | new_records(-v)).astype(np.float64)
 
 
+def block_aggregates(values: np.ndarray, rows: int) -> np.ndarray:
+    """``(blocks, 2)``: the mean and the range (max - min) of each complete block of ``rows`` rows, from row 0.
+
+    >>> block_aggregates(np.arange(8.0), 4).tolist()
+    [[1.5, 3.0], [5.5, 3.0]]
+    """
+    nb = len(values) // rows
+    b = np.asarray(values[: nb * rows], dtype=np.float64).reshape(nb, rows)
+    return np.column_stack((b.mean(axis=1), b.max(axis=1) - b.min(axis=1)))
+
+
+def context_view(values: np.ndarray, probation: int, family: str, rows: int = CONTEXT_ROWS
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-row confidences of the context view (:data:`CONTEXT_ROWS`): ``(the product's, HTM's settings)``, each
+    at the last row of a block that completes a window and NaN on every other row (no report there); None when
+    the probationary blocks are too few to fit a pipeline (the file then has no context view)."""
+    from tinywarden.detectors import make_detector
+    from tinywarden.errors import TinywardenError
+    from tinywarden.likelihood import AnomalyLikelihood
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.telemetry import Series
+
+    agg = block_aggregates(values, rows)
+    series = Series(np.arange(len(agg), dtype=np.float64), agg, ("mean", "range"))
+    train_blocks = probation // rows
+    try:
+        pipeline = Pipeline(make_detector(family), window=WINDOW, stride=1).fit(series.slice(0, train_blocks))
+    except TinywardenError:
+        return None
+    scored = pipeline.score(series)
+    conf = pipeline.confidence(scored.scores, series, scored.end_rows)
+    if conf is None:
+        return None
+    at = (scored.end_rows + 1) * rows - 1
+    shipped, htm = np.full(len(values), np.nan), np.full(len(values), np.nan)
+    shipped[at] = conf
+    train = scored.scores[scored.end_rows < train_blocks]
+    htm[at] = AnomalyLikelihood(short=HTM_SHORT, rate_shift=HTM_RATE_SHIFT).fit(train).transform(scored.scores)
+    return shipped, htm
+
+
+def _context_scores(values: np.ndarray, probation: int, family: str, shipped: np.ndarray, row_onsets: np.ndarray,
+                    htm_onsets: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``--context`` rows of one family on one file: the context view alone, maxed with the row view's
+    shipped confidence, and each view notified at its own onsets (``row_onsets``: the shipped notifications,
+    ``htm_onsets``: the HTM-settings row view's; a file without a context view keeps the row view's)."""
+    from tinywarden.likelihood import alarm_onsets
+
+    view = context_view(values, probation, family)
+    if view is None:
+        return {"context": np.zeros(len(values)), "shipped context": shipped, "shipped context onsets": row_onsets,
+                "htm context onsets": htm_onsets}
+    ctx, ctx_htm = view
+    return {"context": np.nan_to_num(ctx), "shipped context": np.fmax(shipped, ctx),
+            "shipped context onsets": np.maximum(row_onsets, np.nan_to_num(alarm_onsets(ctx))),
+            "htm context onsets": np.maximum(htm_onsets, np.nan_to_num(alarm_onsets(ctx_htm)))}
+
+
 def _htm_tuned(htm: np.ndarray, space: np.ndarray, probation: int) -> dict[str, np.ndarray]:
     """The hold-off length scored on NAB (``--levers``): a fifth of the probationary period against others."""
     from tinywarden.likelihood import hold_off
@@ -294,13 +368,14 @@ def _htm_tuned(htm: np.ndarray, space: np.ndarray, probation: int) -> dict[str, 
     return {f"htm hold-off p/{f} spatial": hold_off(both, probation // f) for f in (2, 10, 20)}
 
 
-def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool = False) -> dict[str, np.ndarray]:
+def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool = False,
+                   context: bool = False) -> dict[str, np.ndarray]:
     """Every score variant of one family on one file (one value per row; rows before a window get the minimum)."""
     from tinywarden.likelihood import AnomalyLikelihood, alarm_onsets, hold_off
     from tinywarden.telemetry import Series
 
     n = len(values)
-    pipeline, scored, likelihood, shipped, unvalued = _likelihood_per_row(values, probation, family, WINDOW)
+    pipeline, scored, likelihood, shipped, unvalued, notified = _likelihood_per_row(values, probation, family, WINDOW)
     train = scored.scores[scored.end_rows < probation]
     out: dict[str, np.ndarray] = {}
 
@@ -313,6 +388,7 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
     out["alarm"] = per_row(scored.alarms.astype(np.float64))
     out["shipped"] = per_row(shipped)
     out["shipped no values"] = per_row(unvalued)
+    out["shipped onsets"] = per_row(notified)  # Pipeline.notifications: what the product notifies
     out["likelihood"] = per_row(AnomalyLikelihood().fit(train).transform(scored.scores))
     out["likelihood no record"] = per_row(AnomalyLikelihood(record=None).fit(train).transform(scored.scores))
     # The float likelihood's value record on (the window's newest row at stride 1, the training values)
@@ -338,14 +414,17 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
         out["likelihood values periodic"] = np.maximum(out["likelihood values"], periodic(values, probation))
         out |= _lever_scores(values, probation, family, out["likelihood"], pipeline)
         out |= _htm_tuned(htm, spatial(values), probation)
+    if context:
+        out |= _context_scores(values, probation, family, out["shipped"], out["shipped onsets"],
+                               out["htm values onsets"])
     return out
 
 
-def _file_job(args: tuple[str, str, Sequence[str], Sequence[str]]) -> dict[str, Any]:
+def _file_job(args: tuple[str, str, Sequence[str], Sequence[str], Sequence[str]]) -> dict[str, Any]:
     from tinywarden.errors import TinywardenError
     from tinywarden.evaluate.nab import probationary_length
 
-    key, path, families, levers = args
+    key, path, families, levers, context = args
     ts, values = read_nab_csv(Path(path))
     probation = int(math.ceil(probationary_length(len(ts))))
     rng = np.random.default_rng(42)  # NAB's random detector seeds every file with 42
@@ -353,20 +432,23 @@ def _file_job(args: tuple[str, str, Sequence[str], Sequence[str]]) -> dict[str, 
                            "probation": probation, "spatial": spatial(values)}
     for family in families:
         try:
-            for variant, x in _family_scores(values, probation, family, family in levers).items():
+            variants = _family_scores(values, probation, family, family in levers, family in context)
+            for variant, x in variants.items():
                 out["scores"][f"{family} {variant}"] = x
         except TinywardenError as exc:
             out["errors"][family] = str(exc)
     return out
 
 
-def run(families: Sequence[str], workers: int, quick: bool, levers: Sequence[str] = ()) -> dict[str, Any]:
-    """Score ``families`` on the corpus; ``levers`` lists the families whose ``--levers`` grids are scored too."""
+def run(families: Sequence[str], workers: int, quick: bool, levers: Sequence[str] = (),
+        context: Sequence[str] = ()) -> dict[str, Any]:
+    """Score ``families`` on the corpus; ``levers`` lists the families whose ``--levers`` grids are scored too,
+    ``context`` those whose context view (:data:`CONTEXT_ROWS`) is."""
     from tinywarden.evaluate.nab import PROFILES, NabFile, load_windows, perfect_scores, score_corpus
 
     files = corpus(quick)
     windows = load_windows(data_dir() / "nab" / "labels" / "combined_windows.json")
-    jobs = [(k, str(p), tuple(families), tuple(levers)) for k, p in files]
+    jobs = [(k, str(p), tuple(families), tuple(levers), tuple(context)) for k, p in files]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_file_job, jobs))
@@ -392,9 +474,12 @@ def run(families: Sequence[str], workers: int, quick: bool, levers: Sequence[str
             row[p.name] = res.normalized
             row[f"{p.name}_threshold"] = res.threshold
             row[f"{p.name}_counts"] = {"tp": res.tp, "fn": res.fn, "fp": res.fp}
+            if p.name == "standard":  # where a row gains and loses, file by file (raw NAB score at its threshold)
+                row["standard_per_file"] = res.per_file
         rows.append(row)
     return {"files": len(nab_files), "windows": sum(len(f.windows) for f in nab_files), "rows": rows,
-            "errors": errors, "families": list(families), "levers": list(levers), "machine": machine_info()}
+            "errors": errors, "families": list(families), "levers": list(levers), "context": list(context),
+            "machine": machine_info()}
 
 
 def _ensembles(results: list[dict[str, Any]], families: Sequence[str]) -> dict[str, list[np.ndarray]]:
@@ -561,7 +646,21 @@ def render(result: dict[str, Any]) -> str:
         "carry (`tinywarden.likelihood.alarm_onsets`, proposed, not a default): each alarm (confidence >= 0.5) "
         "once at its onset, 0 while it stands (until the confidence falls below 0.2, the adaptation's "
         "clearly-normal bar), a value record always reported; both levels fixed a priori; `htm values onsets` = "
-        "the same over the `htm` likelihood (HTM's published settings) with the value record.",
+        "the same over the `htm` likelihood (HTM's published settings) with the value record. `shipped onsets` = "
+        "what the product notifies: `Pipeline.notifications` (the shipped confidence through `alarm_onsets`, a value "
+        "record of the shipped record always notified; the confidence the tiers read is `shipped`, unchanged).",
+        *([
+            "",
+            f"Context view (`--context`, scored for {', '.join(result['context'])}; research, not in the product): "
+            f"`context` = a second pipeline of the same family over {CONTEXT_ROWS}-row blocks (each block's mean and "
+            f"range as two channels, window {WINDOW} blocks = {WINDOW * CONTEXT_ROWS} rows, stride one block), fitted "
+            "on the probationary blocks, its confidence through the product's path (`Pipeline.confidence`, value "
+            "record on the block aggregates) at the last row of each block, 0 elsewhere (0 on a file whose "
+            "probationary blocks are too few to fit it); `shipped context` = the larger of it and `shipped` per row; "
+            "`shipped context onsets` = each view notified at its own onsets (`shipped onsets` and `alarm_onsets` of "
+            "the context view), the larger per row; `htm context onsets` = the same with HTM's likelihood settings "
+            "on both views (the row view is `htm values onsets`). The block length is fixed a priori, not scored.",
+        ] if result.get("context") else []),
         "",
         "What a detector may use: its own past values and scores, and the probationary length (NAB's runner "
         "gives every detector the probationary period, 15% of the file's rows, at most 750, and its value range; "
@@ -598,9 +697,15 @@ def render(result: dict[str, Any]) -> str:
     lines += ["## Summary", "", "| row | detector | " + " | ".join(profiles) + " |",
               "|---|---|" + "---|" * len(profiles),
               "| **goal (issue 14)** | | " + " | ".join(f"{v:.1f}" for v in GOALS) + " |"]
-    for label, kinds in (("best label-free, parameters a priori", ("a priori",)),
-                         ("best of the product's confidence as shipped (Pipeline.confidence, value record on)",
+    # Rows whose every setting was fixed before scoring (published HTM / CAD OSE settings, CONTEXT_ROWS): the
+    # "best a priori" of the summary and the gap to the goal.
+    a_priori = ("a priori", "a priori + onset notification (proposed)",
+                "a priori + context view (research), notified at onsets")
+    for label, kinds in (("the product's confidence as shipped, per window (Pipeline.confidence, value record on)",
                           ("product as shipped (Pipeline.confidence)",)),
+                         ("the same notified at its onsets (Pipeline.notifications: what the product notifies)",
+                          ("product as shipped, notified at onsets",)),
+                         ("**best a priori** (label-free, every setting fixed before scoring)", a_priori),
                          ("the same without the value record (the shipped likelihood before it)",
                           ("product as shipped, value record off",)),
                          ("best of the likelihood refit on every probationary score (research), no value record",
@@ -608,6 +713,9 @@ def render(result: dict[str, Any]) -> str:
                          ("the same refit likelihood with the value record (research)", ("product (new default)",)),
                          ("best with an online component (research)", ("a priori online",
                                                                        "online, rate tuned on NAB")),
+                         ("best with the context view (research: a second pipeline over 8-row blocks)",
+                          ("product + context view (research)", "product + context view (research), notified at "
+                           "onsets", "a priori + context view (research), notified at onsets")),
                          ("the float value record, notified at alarm onsets (proposed)",
                           ("product + onset notification (proposed)",)),
                          ("HTM's published likelihood settings + value record, notified at onsets (proposed)",
@@ -617,11 +725,11 @@ def render(result: dict[str, Any]) -> str:
         r = best(kinds)
         if r is not None:
             lines.append(f"| {label} | {r['detector']} | {figs(r)} |")
-    free = best(("a priori",))
+    free = best(a_priori)
     if free is not None:
         gaps = [free[p] - g for p, g in zip(profiles, GOALS, strict=True)]
         met = all(v >= 0 for v in gaps)
-        lines += ["", f"Goal {'met' if met else 'not met'} by the best label-free row: "
+        lines += ["", f"Goal {'met' if met else 'not met'} by the best a priori row ({free['detector']}): "
                   + ", ".join(f"{p} {v:+.1f}" for p, v in zip(profiles, gaps, strict=True)) + " against the goal."]
     lines += _sim_cost_lines(result.get("sim_cost"))
     lines += ["", "## Notes: the value record in the shipped paths", "", *VALUE_RECORD_NOTES]
@@ -748,11 +856,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="every 10th file only; writes nothing")
     ap.add_argument("--levers", default="", help="comma-separated families whose detection-side lever grids "
                     "(suppression, multi-scale windows, adaptation, hold-off lengths) are scored too")
+    ap.add_argument("--context", default="", help="comma-separated families whose context view (a second pipeline "
+                    f"over {CONTEXT_ROWS}-row block aggregates; research) is scored too")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/nab.md")
     ap.add_argument("--no-sim-cost", action="store_true", help="skip the simulator cost of the levers "
                     "(about 15 s of CPU; --quick skips it too)")
     ap.add_argument("--from-json", type=Path, help="render the rows of an earlier run's --json file, scoring nothing")
+    ap.add_argument("--scored-by", metavar="COMMAND", help="with --from-json: the command that scored its rows (a "
+                    "run that did not record it), named on the page")
     ap.add_argument("--keep-rows-from", type=Path, action="append", default=[], metavar="JSON",
                     help="add the rows of an earlier run's --json file that this one did not score (repeatable; "
                          "the rendered file says which rows came from which run)")
@@ -763,8 +875,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = json.loads(args.from_json.read_text())
         for row in result["rows"]:  # json_safe wrote the infinite thresholds as null
             row.update({k: math.inf for k, v in row.items() if k.endswith("_threshold") and v is None})
+        if args.scored_by:
+            result["command"] = args.scored_by
     else:
-        result = run(families, args.workers, args.quick, [f for f in args.levers.split(",") if f])
+        result = run(families, args.workers, args.quick, [f for f in args.levers.split(",") if f],
+                     [f for f in args.context.split(",") if f])
+        result["command"] = " ".join(["python benchmarks/nab.py", *(argv if argv is not None else sys.argv[1:])])
     for path in args.keep_rows_from:
         result = keep_rows(result, json.loads(path.read_text()), path)
     if args.keep_rows_from:
