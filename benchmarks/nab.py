@@ -95,6 +95,9 @@ VARIANTS = {
     "shipped context": "product + context view (research)",
     "shipped context onsets": "product + context view (research), notified at onsets",
     "htm context onsets": "a priori + context view (research), notified at onsets",
+    "sequence": "a priori, sequence view (research)",
+    "shipped sequence onsets": "product + sequence view (research), notified at onsets",
+    "htm context sequence onsets": "a priori + context and sequence views (research), notified at onsets",
 }
 #: The context view (``--context``; research, not in the product): the same family's pipeline over per-block
 #: aggregates of CONTEXT_ROWS rows (each block's mean and range, max - min: aggregates the device's feature stage
@@ -103,6 +106,11 @@ VARIANTS = {
 #: probationary period and its confidence is the product's path (``Pipeline.confidence``, the value record on
 #: the block aggregates), reported at the last row of each block. CONTEXT_ROWS is fixed a priori (not scored).
 CONTEXT_ROWS = 8
+#: The sequence view (``--context``; research, HTM-like): the surprise of each block's quantised mean given the
+#: two before it, learnt online (:func:`sequence_view`). SEQUENCE_LEVELS bins, fixed a priori (not scored).
+SEQUENCE_LEVELS = 8
+#: What the context rows showed when last measured (written after reading them; ``render`` adds it to their figures).
+CONTEXT_NOTE = ""
 #: Measured beside this benchmark (not by it) when the value record went into the shipped paths: its cost on the
 #: microcontroller and on the simulator (each with its command).
 VALUE_RECORD_NOTES = (
@@ -343,21 +351,60 @@ def context_view(values: np.ndarray, probation: int, family: str, rows: int = CO
     return shipped, htm
 
 
+def sequence_view(values: np.ndarray, probation: int, rows: int = CONTEXT_ROWS, levels: int = SEQUENCE_LEVELS
+                  ) -> np.ndarray | None:
+    """Per-row confidences of the sequence view (:data:`SEQUENCE_LEVELS`) at the last row of each block after the
+    probationary period, NaN elsewhere; None when the probationary blocks are fewer than 16 or constant.
+
+    Each block's mean is quantised into ``levels`` equal bins of the probationary blocks' range (clipped at its
+    ends); a table counts which level followed each pair of levels, learning from every block as it comes (HTM's
+    sequence memory learns all the time too); a block's score is ``-log p`` of its level after the two before it,
+    ``p = (count + 1/levels) / (pair count + 1)``, and its confidence the likelihood's with HTM's settings (no
+    value record; this score is what HTM's likelihood reads: the surprise of a sequence memory) fitted on the
+    scores of the second half of the probationary blocks (the first half fills the table).
+    """
+    from tinywarden.likelihood import AnomalyLikelihood
+
+    mean = block_aggregates(values, rows)[:, 0]
+    train = probation // rows
+    lo, hi = (float(mean[:train].min()), float(mean[:train].max())) if train else (0.0, 0.0)
+    if train < 16 or hi <= lo:
+        return None
+    q = np.clip(((mean - lo) / (hi - lo) * levels).astype(np.int64), 0, levels - 1)
+    counts = np.zeros((levels, levels, levels))
+    scores = np.zeros(len(mean))
+    for b in range(2, len(mean)):
+        seen = counts[q[b - 2], q[b - 1]]
+        scores[b] = -math.log((seen[q[b]] + 1.0 / levels) / (seen.sum() + 1.0))
+        seen[q[b]] += 1.0
+    lik = AnomalyLikelihood(short=HTM_SHORT, rate_shift=HTM_RATE_SHIFT, value_record=None)
+    conf = lik.fit(scores[train // 2 : train]).transform(scores[train:])
+    out = np.full(len(values), np.nan)
+    out[(np.arange(train, len(mean)) + 1) * rows - 1] = conf
+    return out
+
+
 def _context_scores(values: np.ndarray, probation: int, family: str, shipped: np.ndarray, row_onsets: np.ndarray,
                     htm_onsets: np.ndarray) -> dict[str, np.ndarray]:
     """The ``--context`` rows of one family on one file: the context view alone, maxed with the row view's
     shipped confidence, and each view notified at its own onsets (``row_onsets``: the shipped notifications,
-    ``htm_onsets``: the HTM-settings row view's; a file without a context view keeps the row view's)."""
+    ``htm_onsets``: the HTM-settings row view's; a file without a context view keeps the row view's); the
+    sequence view (:func:`sequence_view`) alone and notified beside the shipped and the HTM rows."""
     from tinywarden.likelihood import alarm_onsets
 
+    def onsets(x: np.ndarray | None) -> np.ndarray:
+        return np.zeros(len(values)) if x is None else np.nan_to_num(alarm_onsets(x))
+
     view = context_view(values, probation, family)
-    if view is None:
-        return {"context": np.zeros(len(values)), "shipped context": shipped, "shipped context onsets": row_onsets,
-                "htm context onsets": htm_onsets}
-    ctx, ctx_htm = view
-    return {"context": np.nan_to_num(ctx), "shipped context": np.fmax(shipped, ctx),
-            "shipped context onsets": np.maximum(row_onsets, np.nan_to_num(alarm_onsets(ctx))),
-            "htm context onsets": np.maximum(htm_onsets, np.nan_to_num(alarm_onsets(ctx_htm)))}
+    ctx, ctx_htm = (None, None) if view is None else view
+    seq = sequence_view(values, probation)
+    return {"context": np.zeros(len(values)) if ctx is None else np.nan_to_num(ctx),
+            "shipped context": shipped if ctx is None else np.fmax(shipped, ctx),
+            "shipped context onsets": np.maximum(row_onsets, onsets(ctx)),
+            "htm context onsets": np.maximum(htm_onsets, onsets(ctx_htm)),
+            "sequence": np.zeros(len(values)) if seq is None else np.nan_to_num(seq),
+            "shipped sequence onsets": np.maximum(row_onsets, onsets(seq)),
+            "htm context sequence onsets": np.maximum.reduce([htm_onsets, onsets(ctx_htm), onsets(seq)])}
 
 
 def _htm_tuned(htm: np.ndarray, space: np.ndarray, probation: int) -> dict[str, np.ndarray]:
@@ -700,7 +747,9 @@ def render(result: dict[str, Any]) -> str:
     # Rows whose every setting was fixed before scoring (published HTM / CAD OSE settings, CONTEXT_ROWS): the
     # "best a priori" of the summary and the gap to the goal.
     a_priori = ("a priori", "a priori + onset notification (proposed)",
-                "a priori + context view (research), notified at onsets")
+                "a priori + context view (research), notified at onsets",
+                "a priori + context and sequence views (research), notified at onsets",
+                "a priori, sequence view (research)")
     for label, kinds in (("the product's confidence as shipped, per window (Pipeline.confidence, value record on)",
                           ("product as shipped (Pipeline.confidence)",)),
                          ("the same notified at its onsets (Pipeline.notifications: what the product notifies)",
@@ -713,9 +762,12 @@ def render(result: dict[str, Any]) -> str:
                          ("the same refit likelihood with the value record (research)", ("product (new default)",)),
                          ("best with an online component (research)", ("a priori online",
                                                                        "online, rate tuned on NAB")),
-                         ("best with the context view (research: a second pipeline over 8-row blocks)",
+                         ("best with the context or sequence view (research: 8-row blocks)",
                           ("product + context view (research)", "product + context view (research), notified at "
-                           "onsets", "a priori + context view (research), notified at onsets")),
+                           "onsets", "a priori + context view (research), notified at onsets",
+                           "a priori + context and sequence views (research), notified at onsets",
+                           "product + sequence view (research), notified at onsets",
+                           "a priori, sequence view (research)")),
                          ("the float value record, notified at alarm onsets (proposed)",
                           ("product + onset notification (proposed)",)),
                          ("HTM's published likelihood settings + value record, notified at onsets (proposed)",
@@ -731,6 +783,7 @@ def render(result: dict[str, Any]) -> str:
         met = all(v >= 0 for v in gaps)
         lines += ["", f"Goal {'met' if met else 'not met'} by the best a priori row ({free['detector']}): "
                   + ", ".join(f"{p} {v:+.1f}" for p, v in zip(profiles, gaps, strict=True)) + " against the goal."]
+        lines += _gap_lines(ranked, free)
     lines += _sim_cost_lines(result.get("sim_cost"))
     lines += ["", "## Notes: the value record in the shipped paths", "", *VALUE_RECORD_NOTES]
     lines += _remaining_lines(result, ranked)
@@ -768,6 +821,33 @@ def _sim_cost_lines(cost: dict[str, Any] | None) -> list[str]:
     for d in cost["demo"]:
         lines.append(f"| {d['lever']} | {d['fa_per_day']:.2f} | {d['detected']} of {d['incidents']} | "
                      + " | ".join(str(r[d["lever"]]) for r in cost["regimes"]) + " |")
+    return lines
+
+
+def _gap_lines(ranked: list[dict[str, Any]], free: dict[str, Any]) -> list[str]:
+    """What the best a priori row (``free``) lacks for the goal's standard score, in NAB's raw points: missed
+    windows, false-positive rows, and the files where it is furthest from the perfect detector."""
+    from tinywarden.evaluate.nab import PROFILES
+
+    by = {r["detector"]: r for r in ranked}
+    perfect, null = by.get("perfect"), by.get("null")
+    c = free.get("standard_counts")
+    if perfect is None or null is None or c is None:
+        return []
+    windows = c["tp"] + c["fn"]
+    span = windows * PROFILES["standard"].tp_weight + windows * PROFILES["standard"].fn_weight  # perfect - null
+    need = (GOALS[0] - free["standard"]) / 100.0 * span
+    lines = ["", f"What the standard gap is, in NAB's raw points (perfect - null = {span:.0f}): the goal needs "
+             f"{need:+.1f} more. {free['detector']} finds {c['tp']} of {windows} windows; each missed window costs "
+             f"{PROFILES['standard'].fn_weight:g} and finding it early earns up to {PROFILES['standard'].tp_weight:g} "
+             f"(so up to {2 * c['fn']:.0f} points in the {c['fn']} it misses); its {c['fp']} false-positive rows cost "
+             f"at most {PROFILES['standard'].fp_weight:g} each ({PROFILES['standard'].fp_weight * c['fp']:.1f} "
+             "points at most, less just after a window)."]
+    pf, mine = perfect.get("standard_per_file"), free.get("standard_per_file")
+    if pf and mine:
+        short = sorted(((pf[k] - mine.get(k, 0.0), k) for k in pf), reverse=True)[:8]
+        lines[-1] += (" The files where it is furthest from the perfect detector (raw points short): "
+                      + ", ".join(f"{k.split('/')[-1].removesuffix('.csv')} {d:.1f}" for d, k in short) + ".")
     return lines
 
 
@@ -824,6 +904,29 @@ def _remaining_lines(result: dict[str, Any], ranked: list[dict[str, Any]]) -> li
                   "inside the seen range and the window's usual shapes (art_daily_jumpsdown, rogue_agent_key_*, "
                   "TravelTime_*): a 16-row window of one channel does not see them; a detector with longer context "
                   "(HTM's sequence memory, ARTime's) does.")
+    return lines + _context_lines(by)
+
+
+def _context_lines(by: dict[str, dict[str, Any]]) -> list[str]:
+    """The shipped path notified at onsets and the context view, against the rows they extend."""
+    def fig(name: str) -> str:
+        r = by[name]
+        c = r["standard_counts"]
+        return (f"{r['standard']:.1f} / {r['reward_low_FP_rate']:.1f} / {r['reward_low_FN_rate']:.1f} ({c['tp']} "
+                f"windows found, {c['fn']} missed, {c['fp']} false-positive rows)")
+
+    lines: list[str] = []
+    if "kmeans shipped" in by and "kmeans shipped onsets" in by:
+        lines += ["", f"Notified at onsets (`Pipeline.notifications`, what the product notifies), the shipped kmeans "
+                  f"row goes from {fig('kmeans shipped')} to {fig('kmeans shipped onsets')}; the confidence the tiers "
+                  "read is the `shipped` row's."]
+    names = ("kmeans context", "kmeans shipped context", "kmeans shipped context onsets", "kmeans htm context onsets")
+    if all(n in by for n in names) and "kmeans htm values onsets" in by:
+        lines += ["", f"The context view ({CONTEXT_ROWS}-row blocks, a {WINDOW * CONTEXT_ROWS}-row window) alone: "
+                  f"{fig('kmeans context')}; maxed with the shipped confidence: {fig('kmeans shipped context')}; both "
+                  f"views notified at their onsets: {fig('kmeans shipped context onsets')}; the same with HTM's "
+                  f"settings: {fig('kmeans htm context onsets')}, against {fig('kmeans htm values onsets')} for the "
+                  "row view alone." + CONTEXT_NOTE]
     return lines
 
 
