@@ -39,6 +39,10 @@ error, a z-score). :class:`AnomalyLikelihood` turns a stream of raw window score
    tolerance, so it catches jumps and ramps faster than ``value_record`` of the range per sample, not a
    slower creep (which the score, the record rule and the adaptation's drift flag watch).
 
+What is notified (:meth:`AnomalyLikelihood.notifications`): the confidence through :func:`alarm_onsets`, each
+alarm once at its onset and every value record; the confidence itself, which the tiers and the adaptation
+read, is unchanged. The agent notifies the response side the same way (one incident per tier entered).
+
 Defaults chosen by measurement on NAB, without a hold-off and before the record rule
 (``benchmarks/results/nab.md``, families ewma and kmeans):
 ``short = 1`` beat 4 and 8; ``gate = None`` (every level teaches at the same rate) beat gates of 3 and 5
@@ -261,7 +265,8 @@ def window_new_rows(values: np.ndarray, end_rows: np.ndarray | Sequence[int], fi
 
 def alarm_onsets(confidence: np.ndarray | Sequence[float], rearm: float = REARM_LEVEL,
                  always: np.ndarray | Sequence[bool] | None = None) -> np.ndarray:
-    """What to *notify* of a confidence stream: each alarm once, at its onset (a proposal, not a default).
+    """What to *notify* of a confidence stream: each alarm once, at its onset (the product's notifications:
+    :meth:`AnomalyLikelihood.notifications`, ``Pipeline.notifications``).
 
     An alarm starts at a confidence of at least :data:`HOLDOFF_LEVEL` and stands until the confidence falls
     below ``rearm``; the onset keeps its confidence, the rest of the standing alarm reports 0, and a window
