@@ -98,6 +98,7 @@ VARIANTS = {
     "sequence": "a priori, sequence view (research)",
     "shipped sequence onsets": "product + sequence view (research), notified at onsets",
     "htm context sequence onsets": "a priori + context and sequence views (research), notified at onsets",
+    "htm sequence onsets": "a priori + sequence view (research), notified at onsets",
 }
 #: The context view (``--context``; research, not in the product): the same family's pipeline over per-block
 #: aggregates of CONTEXT_ROWS rows (each block's mean and range, max - min: aggregates the device's feature stage
@@ -404,6 +405,7 @@ def _context_scores(values: np.ndarray, probation: int, family: str, shipped: np
             "htm context onsets": np.maximum(htm_onsets, onsets(ctx_htm)),
             "sequence": np.zeros(len(values)) if seq is None else np.nan_to_num(seq),
             "shipped sequence onsets": np.maximum(row_onsets, onsets(seq)),
+            "htm sequence onsets": np.maximum(htm_onsets, onsets(seq)),
             "htm context sequence onsets": np.maximum.reduce([htm_onsets, onsets(ctx_htm), onsets(seq)])}
 
 
@@ -749,7 +751,7 @@ def render(result: dict[str, Any]) -> str:
     a_priori = ("a priori", "a priori + onset notification (proposed)",
                 "a priori + context view (research), notified at onsets",
                 "a priori + context and sequence views (research), notified at onsets",
-                "a priori, sequence view (research)")
+                "a priori + sequence view (research), notified at onsets", "a priori, sequence view (research)")
     for label, kinds in (("the product's confidence as shipped, per window (Pipeline.confidence, value record on)",
                           ("product as shipped (Pipeline.confidence)",)),
                          ("the same notified at its onsets (Pipeline.notifications: what the product notifies)",
@@ -767,6 +769,7 @@ def render(result: dict[str, Any]) -> str:
                            "onsets", "a priori + context view (research), notified at onsets",
                            "a priori + context and sequence views (research), notified at onsets",
                            "product + sequence view (research), notified at onsets",
+                           "a priori + sequence view (research), notified at onsets",
                            "a priori, sequence view (research)")),
                          ("the float value record, notified at alarm onsets (proposed)",
                           ("product + onset notification (proposed)",)),

@@ -108,7 +108,7 @@ def test_the_context_view_reports_once_per_block_and_sees_a_change_of_pattern_in
     assert context_view(values[:1000], 100, "kmeans") is None  # 12 probationary blocks: too few to fit
     out = _family_scores(values, probation, "kmeans", context=True)
     for name in ("context", "shipped context", "shipped context onsets", "htm context onsets", "shipped onsets",
-                 "sequence", "shipped sequence onsets", "htm context sequence onsets"):
+                 "sequence", "shipped sequence onsets", "htm sequence onsets", "htm context sequence onsets"):
         x = out[name]
         assert x.shape == (4000,) and np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0, name
         assert provenance(f"kmeans {name}") == VARIANTS[name]
