@@ -22,9 +22,11 @@ probationary score: research), ``htm`` (the same class
 with Numenta HTM's published settings), ``... hold-off`` (CAD OSE's rest period), ``... spatial`` (HTM's
 spatial-anomaly rule on the values), ``likelihood values`` (the same refit likelihood with its value record,
 the rule ``shipped`` has), ``... onsets``
-(:func:`tinywarden.likelihood.alarm_onsets`, proposed for notifications). ``--levers`` adds grids scored on NAB
-and the online components (k-means centroids and a per-phase baseline that keep learning normal). A full run
-also measures each lever's cost on the simulator (:func:`sim_cost`; ``--no-sim-cost`` skips it).
+(:func:`tinywarden.likelihood.alarm_onsets`), ``shipped onsets`` (what the product notifies:
+:meth:`tinywarden.pipeline.Pipeline.notifications`). ``--levers`` adds grids scored on NAB and the online
+components (k-means centroids and a per-phase baseline that keep learning normal); ``--context`` the context view
+(research: a second pipeline of the family over :data:`CONTEXT_ROWS`-row block aggregates, its window 128
+rows). A full run also measures each lever's cost on the simulator (:func:`sim_cost`; ``--no-sim-cost`` skips it).
 """
 
 from __future__ import annotations
@@ -88,7 +90,37 @@ VARIANTS = {
     "likelihood values periodic": "a priori online", "likelihood values hold-off": "product + a priori hold-off",
     "likelihood values onsets": "product + onset notification (proposed)",
     "htm values onsets": "a priori + onset notification (proposed)",
+    "shipped onsets": "product as shipped, notified at onsets",
+    "context": "product + context view (research)",
+    "shipped context": "product + context view (research)",
+    "shipped context onsets": "product + context view (research), notified at onsets",
+    "htm context onsets": "a priori + context view (research), notified at onsets",
+    "sequence": "a priori, sequence view (research)",
+    "shipped sequence onsets": "product + sequence view (research), notified at onsets",
+    "htm context sequence onsets": "a priori + context and sequence views (research), notified at onsets",
+    "htm sequence onsets": "a priori + sequence view (research), notified at onsets",
 }
+#: The context view (``--context``; research, not in the product): the same family's pipeline over per-block
+#: aggregates of CONTEXT_ROWS rows (each block's mean and range, max - min: aggregates the device's feature stage
+#: already keeps per block), window WINDOW blocks at a stride of one block, so one window spans
+#: WINDOW * CONTEXT_ROWS rows (128) where the row view's spans 16. It is fitted on the blocks inside the
+#: probationary period and its confidence is the product's path (``Pipeline.confidence``, the value record on
+#: the block aggregates), reported at the last row of each block. CONTEXT_ROWS is fixed a priori (not scored).
+CONTEXT_ROWS = 8
+#: The sequence view (``--context``; research, HTM-like): the surprise of each block's quantised mean given the
+#: two before it, learnt online (:func:`sequence_view`). SEQUENCE_LEVELS bins, fixed a priori (not scored).
+SEQUENCE_LEVELS = 8
+#: What the context rows showed when last measured (written after reading them; ``render`` adds it to their figures).
+CONTEXT_NOTE = (" In every combination it finds windows the row view misses and raises more false-positive rows than "
+                "those windows earn, so it lowers every row it joins: not proposed (why it alarms on normal stretches "
+                "was not analysed).")
+#: What the sequence rows showed when last measured (written after reading them).
+SEQUENCE_NOTE = (" It finds most of the windows the row views miss and lifts the low-FN profile in every "
+                 "combination, above every other a priori row beside the HTM row; its false-positive rows cost more "
+                 "than those windows earn on the low-FP profile everywhere and on the standard profile beside the HTM "
+                 "row (beside the shipped row the standard profile gains): the right evidence with too many false "
+                 "alarms (a count table of 8 levels after 2 blocks, its likelihood fitted on half the probationary "
+                 "blocks, at most 46). Research only: not in the product, no C.")
 #: Measured beside this benchmark (not by it) when the value record went into the shipped paths: its cost on the
 #: microcontroller and on the simulator (each with its command).
 VALUE_RECORD_NOTES = (
@@ -120,6 +152,11 @@ PERIODIC_RATE_SHIFT = 3
 #: The simulator's cost of a lever (``--sim-cost``): windows of a hold-off on the device (NAB's largest,
 #: 750 probationary rows / 5) and the confidence that counts as an alarm (HOLDOFF_LEVEL, tail 1e-5).
 SIM_HOLDOFF_WINDOWS = 150
+#: The simulator row of what the product notifies (Pipeline.notifications' rule over the replayed confidences), and
+#: the label the page gives it (runs before it was named so called it "as shipped, onsets").
+SIM_NOTIFIED = "as shipped, notified at onsets"
+SIM_LABELS = {"as shipped, onsets": "as shipped, notified at onsets (what the product notifies)",
+              SIM_NOTIFIED: "as shipped, notified at onsets (what the product notifies)"}
 DEFAULT_FAMILIES = ("ewma", "kmeans", "knn", "pca", "ar", "bounds", "iforest", "ocsvm", "dense_ae", "conv_ae")
 
 
@@ -161,12 +198,13 @@ def suppress(confidence: np.ndarray, level: float, rows: int) -> np.ndarray:
 
 
 def _likelihood_per_row(values: np.ndarray, probation: int, family: str, window: int
-                        ) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray]:
+                        ) -> tuple[Any, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(pipeline, scored, likelihood confidences per row, the shipped confidences per window, the same without
-    the value record)`` of one family at one window length. The shipped confidences are the product's path:
-    :meth:`Pipeline.confidence` of the fitted pipeline (its likelihood fitted on the held-out calibration scores,
-    its value record on the training rows) fed each window's new rows; the per-row likelihood (research rows) is
-    refit on every probationary score and replaces the pipeline's for the levers."""
+    the value record, the shipped notifications per window)`` of one family at one window length. The shipped
+    confidences are the product's path: :meth:`Pipeline.confidence` of the fitted pipeline (its likelihood fitted
+    on the held-out calibration scores, its value record on the training rows) fed each window's new rows, and
+    :meth:`Pipeline.notifications` of the same; the per-row likelihood (research rows) is refit on every
+    probationary score and replaces the pipeline's for the levers."""
     from tinywarden.detectors import make_detector
     from tinywarden.likelihood import AnomalyLikelihood
     from tinywarden.pipeline import Pipeline
@@ -178,11 +216,12 @@ def _likelihood_per_row(values: np.ndarray, probation: int, family: str, window:
     scored = pipeline.score(series)
     shipped = pipeline.confidence(scored.scores, series, scored.end_rows)
     unvalued = pipeline.confidence(scored.scores)  # no series: the same likelihood without its value record
+    notified = pipeline.notifications(scored.scores, series, scored.end_rows)
     train = scored.scores[scored.end_rows < probation]
     pipeline.likelihood_ = AnomalyLikelihood().fit(train)
     row = np.zeros(n)
     row[scored.end_rows] = pipeline.likelihood_.transform(scored.scores)
-    return pipeline, scored, row, shipped, unvalued
+    return pipeline, scored, row, shipped, unvalued, notified
 
 
 def _lever_scores(values: np.ndarray, probation: int, family: str, likelihood: np.ndarray,
@@ -286,6 +325,104 @@ def spatial(values: np.ndarray) -> np.ndarray:
     return (new_records(v) | new_records(-v)).astype(np.float64)
 
 
+def block_aggregates(values: np.ndarray, rows: int) -> np.ndarray:
+    """``(blocks, 2)``: the mean and the range (max - min) of each complete block of ``rows`` rows, from row 0.
+
+    >>> block_aggregates(np.arange(8.0), 4).tolist()
+    [[1.5, 3.0], [5.5, 3.0]]
+    """
+    nb = len(values) // rows
+    b = np.asarray(values[: nb * rows], dtype=np.float64).reshape(nb, rows)
+    return np.column_stack((b.mean(axis=1), b.max(axis=1) - b.min(axis=1)))
+
+
+def context_view(values: np.ndarray, probation: int, family: str, rows: int = CONTEXT_ROWS
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-row confidences of the context view (:data:`CONTEXT_ROWS`): ``(the product's, HTM's settings)``, each
+    at the last row of a block that completes a window and NaN on every other row (no report there); None when
+    the probationary blocks are too few to fit a pipeline (the file then has no context view)."""
+    from tinywarden.detectors import make_detector
+    from tinywarden.errors import TinywardenError
+    from tinywarden.likelihood import AnomalyLikelihood
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.telemetry import Series
+
+    agg = block_aggregates(values, rows)
+    series = Series(np.arange(len(agg), dtype=np.float64), agg, ("mean", "range"))
+    train_blocks = probation // rows
+    try:
+        pipeline = Pipeline(make_detector(family), window=WINDOW, stride=1).fit(series.slice(0, train_blocks))
+    except TinywardenError:
+        return None
+    scored = pipeline.score(series)
+    conf = pipeline.confidence(scored.scores, series, scored.end_rows)
+    if conf is None:
+        return None
+    at = (scored.end_rows + 1) * rows - 1
+    shipped, htm = np.full(len(values), np.nan), np.full(len(values), np.nan)
+    shipped[at] = conf
+    train = scored.scores[scored.end_rows < train_blocks]
+    htm[at] = AnomalyLikelihood(short=HTM_SHORT, rate_shift=HTM_RATE_SHIFT).fit(train).transform(scored.scores)
+    return shipped, htm
+
+
+def sequence_view(values: np.ndarray, probation: int, rows: int = CONTEXT_ROWS, levels: int = SEQUENCE_LEVELS
+                  ) -> np.ndarray | None:
+    """Per-row confidences of the sequence view (:data:`SEQUENCE_LEVELS`) at the last row of each block after the
+    probationary period, NaN elsewhere; None when the probationary blocks are fewer than 16 or constant.
+
+    Each block's mean is quantised into ``levels`` equal bins of the probationary blocks' range (clipped at its
+    ends); a table counts which level followed each pair of levels, learning from every block as it comes (HTM's
+    sequence memory learns all the time too); a block's score is ``-log p`` of its level after the two before it,
+    ``p = (count + 1/levels) / (pair count + 1)``, and its confidence the likelihood's with HTM's settings (no
+    value record; this score is what HTM's likelihood reads: the surprise of a sequence memory) fitted on the
+    scores of the second half of the probationary blocks (the first half fills the table).
+    """
+    from tinywarden.likelihood import AnomalyLikelihood
+
+    mean = block_aggregates(values, rows)[:, 0]
+    train = probation // rows
+    lo, hi = (float(mean[:train].min()), float(mean[:train].max())) if train else (0.0, 0.0)
+    if train < 16 or hi <= lo:
+        return None
+    q = np.clip(((mean - lo) / (hi - lo) * levels).astype(np.int64), 0, levels - 1)
+    counts = np.zeros((levels, levels, levels))
+    scores = np.zeros(len(mean))
+    for b in range(2, len(mean)):
+        seen = counts[q[b - 2], q[b - 1]]
+        scores[b] = -math.log((seen[q[b]] + 1.0 / levels) / (seen.sum() + 1.0))
+        seen[q[b]] += 1.0
+    lik = AnomalyLikelihood(short=HTM_SHORT, rate_shift=HTM_RATE_SHIFT, value_record=None)
+    conf = lik.fit(scores[train // 2 : train]).transform(scores[train:])
+    out = np.full(len(values), np.nan)
+    out[(np.arange(train, len(mean)) + 1) * rows - 1] = conf
+    return out
+
+
+def _context_scores(values: np.ndarray, probation: int, family: str, shipped: np.ndarray, row_onsets: np.ndarray,
+                    htm_onsets: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``--context`` rows of one family on one file: the context view alone, maxed with the row view's
+    shipped confidence, and each view notified at its own onsets (``row_onsets``: the shipped notifications,
+    ``htm_onsets``: the HTM-settings row view's; a file without a context view keeps the row view's); the
+    sequence view (:func:`sequence_view`) alone and notified beside the shipped and the HTM rows."""
+    from tinywarden.likelihood import alarm_onsets
+
+    def onsets(x: np.ndarray | None) -> np.ndarray:
+        return np.zeros(len(values)) if x is None else np.nan_to_num(alarm_onsets(x))
+
+    view = context_view(values, probation, family)
+    ctx, ctx_htm = (None, None) if view is None else view
+    seq = sequence_view(values, probation)
+    return {"context": np.zeros(len(values)) if ctx is None else np.nan_to_num(ctx),
+            "shipped context": shipped if ctx is None else np.fmax(shipped, ctx),
+            "shipped context onsets": np.maximum(row_onsets, onsets(ctx)),
+            "htm context onsets": np.maximum(htm_onsets, onsets(ctx_htm)),
+            "sequence": np.zeros(len(values)) if seq is None else np.nan_to_num(seq),
+            "shipped sequence onsets": np.maximum(row_onsets, onsets(seq)),
+            "htm sequence onsets": np.maximum(htm_onsets, onsets(seq)),
+            "htm context sequence onsets": np.maximum.reduce([htm_onsets, onsets(ctx_htm), onsets(seq)])}
+
+
 def _htm_tuned(htm: np.ndarray, space: np.ndarray, probation: int) -> dict[str, np.ndarray]:
     """The hold-off length scored on NAB (``--levers``): a fifth of the probationary period against others."""
     from tinywarden.likelihood import hold_off
@@ -294,13 +431,14 @@ def _htm_tuned(htm: np.ndarray, space: np.ndarray, probation: int) -> dict[str, 
     return {f"htm hold-off p/{f} spatial": hold_off(both, probation // f) for f in (2, 10, 20)}
 
 
-def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool = False) -> dict[str, np.ndarray]:
+def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool = False,
+                   context: bool = False) -> dict[str, np.ndarray]:
     """Every score variant of one family on one file (one value per row; rows before a window get the minimum)."""
     from tinywarden.likelihood import AnomalyLikelihood, alarm_onsets, hold_off
     from tinywarden.telemetry import Series
 
     n = len(values)
-    pipeline, scored, likelihood, shipped, unvalued = _likelihood_per_row(values, probation, family, WINDOW)
+    pipeline, scored, likelihood, shipped, unvalued, notified = _likelihood_per_row(values, probation, family, WINDOW)
     train = scored.scores[scored.end_rows < probation]
     out: dict[str, np.ndarray] = {}
 
@@ -313,6 +451,7 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
     out["alarm"] = per_row(scored.alarms.astype(np.float64))
     out["shipped"] = per_row(shipped)
     out["shipped no values"] = per_row(unvalued)
+    out["shipped onsets"] = per_row(notified)  # Pipeline.notifications: what the product notifies
     out["likelihood"] = per_row(AnomalyLikelihood().fit(train).transform(scored.scores))
     out["likelihood no record"] = per_row(AnomalyLikelihood(record=None).fit(train).transform(scored.scores))
     # The float likelihood's value record on (the window's newest row at stride 1, the training values)
@@ -338,14 +477,17 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
         out["likelihood values periodic"] = np.maximum(out["likelihood values"], periodic(values, probation))
         out |= _lever_scores(values, probation, family, out["likelihood"], pipeline)
         out |= _htm_tuned(htm, spatial(values), probation)
+    if context:
+        out |= _context_scores(values, probation, family, out["shipped"], out["shipped onsets"],
+                               out["htm values onsets"])
     return out
 
 
-def _file_job(args: tuple[str, str, Sequence[str], Sequence[str]]) -> dict[str, Any]:
+def _file_job(args: tuple[str, str, Sequence[str], Sequence[str], Sequence[str]]) -> dict[str, Any]:
     from tinywarden.errors import TinywardenError
     from tinywarden.evaluate.nab import probationary_length
 
-    key, path, families, levers = args
+    key, path, families, levers, context = args
     ts, values = read_nab_csv(Path(path))
     probation = int(math.ceil(probationary_length(len(ts))))
     rng = np.random.default_rng(42)  # NAB's random detector seeds every file with 42
@@ -353,20 +495,23 @@ def _file_job(args: tuple[str, str, Sequence[str], Sequence[str]]) -> dict[str, 
                            "probation": probation, "spatial": spatial(values)}
     for family in families:
         try:
-            for variant, x in _family_scores(values, probation, family, family in levers).items():
+            variants = _family_scores(values, probation, family, family in levers, family in context)
+            for variant, x in variants.items():
                 out["scores"][f"{family} {variant}"] = x
         except TinywardenError as exc:
             out["errors"][family] = str(exc)
     return out
 
 
-def run(families: Sequence[str], workers: int, quick: bool, levers: Sequence[str] = ()) -> dict[str, Any]:
-    """Score ``families`` on the corpus; ``levers`` lists the families whose ``--levers`` grids are scored too."""
+def run(families: Sequence[str], workers: int, quick: bool, levers: Sequence[str] = (),
+        context: Sequence[str] = ()) -> dict[str, Any]:
+    """Score ``families`` on the corpus; ``levers`` lists the families whose ``--levers`` grids are scored too,
+    ``context`` those whose context view (:data:`CONTEXT_ROWS`) is."""
     from tinywarden.evaluate.nab import PROFILES, NabFile, load_windows, perfect_scores, score_corpus
 
     files = corpus(quick)
     windows = load_windows(data_dir() / "nab" / "labels" / "combined_windows.json")
-    jobs = [(k, str(p), tuple(families), tuple(levers)) for k, p in files]
+    jobs = [(k, str(p), tuple(families), tuple(levers), tuple(context)) for k, p in files]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_file_job, jobs))
@@ -392,9 +537,12 @@ def run(families: Sequence[str], workers: int, quick: bool, levers: Sequence[str
             row[p.name] = res.normalized
             row[f"{p.name}_threshold"] = res.threshold
             row[f"{p.name}_counts"] = {"tp": res.tp, "fn": res.fn, "fp": res.fp}
+            if p.name == "standard":  # where a row gains and loses, file by file (raw NAB score at its threshold)
+                row["standard_per_file"] = res.per_file
         rows.append(row)
     return {"files": len(nab_files), "windows": sum(len(f.windows) for f in nab_files), "rows": rows,
-            "errors": errors, "families": list(families), "levers": list(levers), "machine": machine_info()}
+            "errors": errors, "families": list(families), "levers": list(levers), "context": list(context),
+            "machine": machine_info()}
 
 
 def _ensembles(results: list[dict[str, Any]], families: Sequence[str]) -> dict[str, list[np.ndarray]]:
@@ -459,7 +607,7 @@ def sim_cost(detector: str = "dense_ae") -> dict[str, Any]:
 
     def levers(c: np.ndarray, c0: np.ndarray, h: np.ndarray, rec: np.ndarray) -> dict[str, np.ndarray]:
         return {"likelihood without the value record (before)": c0, "likelihood as shipped (value record on)": c,
-                "as shipped, onsets": alarm_onsets(c, always=rec > 0),
+                SIM_NOTIFIED: alarm_onsets(c, always=rec > 0),
                 f"as shipped + hold-off {SIM_HOLDOFF_WINDOWS}": hold_off(c, SIM_HOLDOFF_WINDOWS),
                 "HTM settings + value record, onsets": alarm_onsets(np.maximum(h, rec), always=rec > 0)}
 
@@ -561,7 +709,31 @@ def render(result: dict[str, Any]) -> str:
         "carry (`tinywarden.likelihood.alarm_onsets`, proposed, not a default): each alarm (confidence >= 0.5) "
         "once at its onset, 0 while it stands (until the confidence falls below 0.2, the adaptation's "
         "clearly-normal bar), a value record always reported; both levels fixed a priori; `htm values onsets` = "
-        "the same over the `htm` likelihood (HTM's published settings) with the value record.",
+        "the same over the `htm` likelihood (HTM's published settings) with the value record. `shipped onsets` = "
+        "what the product notifies: `Pipeline.notifications` (the shipped confidence through `alarm_onsets`, a value "
+        "record of the shipped record always notified; the confidence the tiers read is `shipped`, unchanged).",
+        *([
+            "",
+            f"Context view (`--context`, scored for {', '.join(result['context'])}; research, not in the product): "
+            f"`context` = a second pipeline of the same family over {CONTEXT_ROWS}-row blocks (each block's mean and "
+            f"range as two channels, window {WINDOW} blocks = {WINDOW * CONTEXT_ROWS} rows, stride one block), fitted "
+            "on the probationary blocks, its confidence through the product's path (`Pipeline.confidence`, value "
+            "record on the block aggregates) at the last row of each block, 0 elsewhere (0 on a file whose "
+            "probationary blocks are too few to fit it); `shipped context` = the larger of it and `shipped` per row; "
+            "`shipped context onsets` = each view notified at its own onsets (`shipped onsets` and `alarm_onsets` of "
+            "the context view), the larger per row; `htm context onsets` = the same with HTM's likelihood settings "
+            "on both views (the row view is `htm values onsets`). The block length is fixed a priori, not scored. "
+            f"`sequence` = the sequence view (`sequence_view`: each block's mean quantised into {SEQUENCE_LEVELS} "
+            "equal bins of the probationary blocks' range, a table of which level followed each pair of levels "
+            "learnt online from every block, score `-log p` of a block's level after the two before it, its "
+            "confidence HTM's likelihood settings fitted on the second half of the probationary blocks), reported at "
+            "each block's last row after the probationary period; `shipped sequence onsets` = it and `shipped onsets` "
+            "at their onsets, the larger per row; `htm sequence onsets` = the same beside `htm values onsets` (added "
+            "after the first run of these rows had scored the other three combinations: the design's missing cell); "
+            "`htm context sequence onsets` = the HTM row, context and sequence views at their onsets. The number of "
+            "levels is fixed a priori, not scored. Where the best a priori row is one of these, it is the best of "
+            "several a priori rows on NAB: a mild selection on the corpus.",
+        ] if result.get("context") else []),
         "",
         "What a detector may use: its own past values and scores, and the probationary length (NAB's runner "
         "gives every detector the probationary period, 15% of the file's rows, at most 750, and its value range; "
@@ -583,6 +755,7 @@ def render(result: dict[str, Any]) -> str:
         ] if result.get("levers") else []),
         "",
         f"Families scored in this run: {', '.join(result['families'])}.",
+        *([result["note"]] if result.get("note") else []),
         *(["", f"Rows from more than one run: {result['merged']}"] if result.get("merged") else []),
         "",
     ]
@@ -598,9 +771,17 @@ def render(result: dict[str, Any]) -> str:
     lines += ["## Summary", "", "| row | detector | " + " | ".join(profiles) + " |",
               "|---|---|" + "---|" * len(profiles),
               "| **goal (issue 14)** | | " + " | ".join(f"{v:.1f}" for v in GOALS) + " |"]
-    for label, kinds in (("best label-free, parameters a priori", ("a priori",)),
-                         ("best of the product's confidence as shipped (Pipeline.confidence, value record on)",
+    # Rows whose every setting was fixed before scoring (published HTM / CAD OSE settings, CONTEXT_ROWS): the
+    # "best a priori" of the summary and the gap to the goal.
+    a_priori = ("a priori", "a priori + onset notification (proposed)",
+                "a priori + context view (research), notified at onsets",
+                "a priori + context and sequence views (research), notified at onsets",
+                "a priori + sequence view (research), notified at onsets", "a priori, sequence view (research)")
+    for label, kinds in (("the product's confidence as shipped, per window (Pipeline.confidence, value record on)",
                           ("product as shipped (Pipeline.confidence)",)),
+                         ("the same notified at its onsets (Pipeline.notifications: what the product notifies)",
+                          ("product as shipped, notified at onsets",)),
+                         ("**best a priori** (label-free, every setting fixed before scoring)", a_priori),
                          ("the same without the value record (the shipped likelihood before it)",
                           ("product as shipped, value record off",)),
                          ("best of the likelihood refit on every probationary score (research), no value record",
@@ -608,6 +789,13 @@ def render(result: dict[str, Any]) -> str:
                          ("the same refit likelihood with the value record (research)", ("product (new default)",)),
                          ("best with an online component (research)", ("a priori online",
                                                                        "online, rate tuned on NAB")),
+                         ("best with the context or sequence view (research: 8-row blocks)",
+                          ("product + context view (research)", "product + context view (research), notified at "
+                           "onsets", "a priori + context view (research), notified at onsets",
+                           "a priori + context and sequence views (research), notified at onsets",
+                           "product + sequence view (research), notified at onsets",
+                           "a priori + sequence view (research), notified at onsets",
+                           "a priori, sequence view (research)")),
                          ("the float value record, notified at alarm onsets (proposed)",
                           ("product + onset notification (proposed)",)),
                          ("HTM's published likelihood settings + value record, notified at onsets (proposed)",
@@ -617,12 +805,13 @@ def render(result: dict[str, Any]) -> str:
         r = best(kinds)
         if r is not None:
             lines.append(f"| {label} | {r['detector']} | {figs(r)} |")
-    free = best(("a priori",))
+    free = best(a_priori)
     if free is not None:
         gaps = [free[p] - g for p, g in zip(profiles, GOALS, strict=True)]
         met = all(v >= 0 for v in gaps)
-        lines += ["", f"Goal {'met' if met else 'not met'} by the best label-free row: "
+        lines += ["", f"Goal {'met' if met else 'not met'} by the best a priori row ({free['detector']}): "
                   + ", ".join(f"{p} {v:+.1f}" for p, v in zip(profiles, gaps, strict=True)) + " against the goal."]
+        lines += _gap_lines(ranked, free)
     lines += _sim_cost_lines(result.get("sim_cost"))
     lines += ["", "## Notes: the value record in the shipped paths", "", *VALUE_RECORD_NOTES]
     lines += _remaining_lines(result, ranked)
@@ -658,8 +847,49 @@ def _sim_cost_lines(cost: dict[str, Any] | None) -> list[str]:
              + " | ".join(f"{r['profile']} {r['scenario']}: alarms in first 24 h" for r in cost["regimes"]) + " |",
              "|---|---|---|" + "---|" * len(cost["regimes"])]
     for d in cost["demo"]:
-        lines.append(f"| {d['lever']} | {d['fa_per_day']:.2f} | {d['detected']} of {d['incidents']} | "
+        label = SIM_LABELS.get(d["lever"], d["lever"])
+        lines.append(f"| {label} | {d['fa_per_day']:.2f} | {d['detected']} of {d['incidents']} | "
                      + " | ".join(str(r[d["lever"]]) for r in cost["regimes"]) + " |")
+    return lines
+
+
+def _gap_lines(ranked: list[dict[str, Any]], free: dict[str, Any]) -> list[str]:
+    """What the best a priori row (``free``) lacks for the goal's standard score, in NAB's raw points: missed
+    windows, false-positive rows, and the files where it is furthest from the perfect detector."""
+    from tinywarden.evaluate.nab import PROFILES
+
+    by = {r["detector"]: r for r in ranked}
+    perfect, null = by.get("perfect"), by.get("null")
+    c = free.get("standard_counts")
+    if perfect is None or null is None or c is None:
+        return []
+    windows = c["tp"] + c["fn"]
+    span = windows * PROFILES["standard"].tp_weight + windows * PROFILES["standard"].fn_weight  # perfect - null
+    need = (GOALS[0] - free["standard"]) / 100.0 * span
+    lines = ["", f"What the standard gap is, in NAB's raw points (perfect - null = {span:.0f}): the goal needs "
+             f"{need:+.1f} more. {free['detector']} finds {c['tp']} of {windows} windows; each missed window costs "
+             f"{PROFILES['standard'].fn_weight:g} and finding it early earns up to {PROFILES['standard'].tp_weight:g} "
+             f"(so up to {2 * c['fn']:.0f} points in the {c['fn']} it misses); its {c['fp']} false-positive rows cost "
+             f"at most {PROFILES['standard'].fp_weight:g} each ({PROFILES['standard'].fp_weight * c['fp']:.1f} "
+             "points at most, less just after a window)."]
+    pf, mine = perfect.get("standard_per_file"), free.get("standard_per_file")
+    if pf and mine:
+        short = sorted(((pf[k] - mine.get(k, 0.0), k) for k in pf), reverse=True)[:8]
+        lines[-1] += (" The files where it is furthest from the perfect detector (raw points short): "
+                      + ", ".join(f"{k.split('/')[-1].removesuffix('.csv')} {d:.1f}" for d, k in short) + ".")
+    seq = by.get("kmeans htm sequence onsets")
+    if seq is not None and seq is not free:
+        s = seq["standard_counts"]
+        lines[-1] += (f" What would close it: the sequence view (below) finds {s['tp']} of {windows} windows beside "
+                      f"the HTM row, {s['tp'] - c['tp']:+d}, and lifts the low-FN profile to "
+                      f"{seq['reward_low_FN_rate']:.1f}, but with {s['fp']} false-positive rows "
+                      f"({s['fp'] - c['fp']:+d}): finding those windows is worth up to {2 * (s['tp'] - c['tp'])} "
+                      "points and their false "
+                      f"positives cost up to {PROFILES['standard'].fp_weight * (s['fp'] - c['fp']):.1f}. A sequence "
+                      "model that kept those windows without the extra false positives would score at most about "
+                      f"{seq['standard'] + 100 * PROFILES['standard'].fp_weight * (s['fp'] - c['fp']) / span:.1f} "
+                      "standard; the rest would have to come from the false-positive rows the row view raises itself "
+                      "on normal stretches. Neither was found tonight with settings fixed a priori.")
     return lines
 
 
@@ -716,6 +946,43 @@ def _remaining_lines(result: dict[str, Any], ranked: list[dict[str, Any]]) -> li
                   "inside the seen range and the window's usual shapes (art_daily_jumpsdown, rogue_agent_key_*, "
                   "TravelTime_*): a 16-row window of one channel does not see them; a detector with longer context "
                   "(HTM's sequence memory, ARTime's) does.")
+    return lines + _context_lines(by)
+
+
+def _context_lines(by: dict[str, dict[str, Any]]) -> list[str]:
+    """The shipped path notified at onsets and the context view, against the rows they extend."""
+    def fig(name: str) -> str:
+        r = by[name]
+        c = r["standard_counts"]
+        return (f"{r['standard']:.1f} / {r['reward_low_FP_rate']:.1f} / {r['reward_low_FN_rate']:.1f} ({c['tp']} "
+                f"windows found, {c['fn']} missed, {c['fp']} false-positive rows)")
+
+    lines: list[str] = []
+    if "kmeans shipped" in by and "kmeans shipped onsets" in by:
+        lines += ["", f"Notified at onsets (`Pipeline.notifications`, what the product notifies), the shipped kmeans "
+                  f"row goes from {fig('kmeans shipped')} to {fig('kmeans shipped onsets')}; the confidence the tiers "
+                  "read is the `shipped` row's."]
+    names = ("kmeans context", "kmeans shipped context", "kmeans shipped context onsets", "kmeans htm context onsets")
+    if all(n in by for n in names) and "kmeans htm values onsets" in by:
+        lines += ["", f"The context view ({CONTEXT_ROWS}-row blocks, a {WINDOW * CONTEXT_ROWS}-row window) alone: "
+                  f"{fig('kmeans context')}; maxed with the shipped confidence: {fig('kmeans shipped context')}; both "
+                  f"views notified at their onsets: {fig('kmeans shipped context onsets')}; the same with HTM's "
+                  f"settings: {fig('kmeans htm context onsets')}, against {fig('kmeans htm values onsets')} for the "
+                  "row view alone." + CONTEXT_NOTE]
+    seq = ("kmeans sequence", "kmeans shipped sequence onsets", "kmeans htm sequence onsets",
+           "kmeans htm context sequence onsets")
+    if all(n in by for n in seq):
+        lines += ["", f"The sequence view (the surprise of each {CONTEXT_ROWS}-row block's level after the two before "
+                  f"it, learnt online) alone: {fig('kmeans sequence')}; notified beside the shipped row: "
+                  f"{fig('kmeans shipped sequence onsets')}; beside the HTM row: {fig('kmeans htm sequence onsets')}; "
+                  f"beside the HTM row and the context view: {fig('kmeans htm context sequence onsets')}."
+                  + SEQUENCE_NOTE]
+        a = by.get("kmeans shipped onsets", {}).get("standard_per_file")
+        b = by["kmeans shipped sequence onsets"].get("standard_per_file")
+        if a and b:
+            gain = sorted(((b[k] - a[k], k) for k in a), reverse=True)[:6]
+            lines[-1] += (" Beside the shipped row it gains most on (raw points): "
+                          + ", ".join(f"{k.split('/')[-1].removesuffix('.csv')} {d:+.1f}" for d, k in gain) + ".")
     return lines
 
 
@@ -748,11 +1015,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="every 10th file only; writes nothing")
     ap.add_argument("--levers", default="", help="comma-separated families whose detection-side lever grids "
                     "(suppression, multi-scale windows, adaptation, hold-off lengths) are scored too")
+    ap.add_argument("--context", default="", help="comma-separated families whose context view (a second pipeline "
+                    f"over {CONTEXT_ROWS}-row block aggregates; research) is scored too")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/nab.md")
     ap.add_argument("--no-sim-cost", action="store_true", help="skip the simulator cost of the levers "
                     "(about 15 s of CPU; --quick skips it too)")
     ap.add_argument("--from-json", type=Path, help="render the rows of an earlier run's --json file, scoring nothing")
+    ap.add_argument("--scored-by", metavar="COMMAND", help="with --from-json: the command that scored its rows (a "
+                    "run that did not record it), named on the page")
+    ap.add_argument("--note", help="a sentence the page prints under the command (why a run was limited, say)")
     ap.add_argument("--keep-rows-from", type=Path, action="append", default=[], metavar="JSON",
                     help="add the rows of an earlier run's --json file that this one did not score (repeatable; "
                          "the rendered file says which rows came from which run)")
@@ -763,13 +1035,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = json.loads(args.from_json.read_text())
         for row in result["rows"]:  # json_safe wrote the infinite thresholds as null
             row.update({k: math.inf for k, v in row.items() if k.endswith("_threshold") and v is None})
+        if args.scored_by:
+            result["command"] = args.scored_by
     else:
-        result = run(families, args.workers, args.quick, [f for f in args.levers.split(",") if f])
+        result = run(families, args.workers, args.quick, [f for f in args.levers.split(",") if f],
+                     [f for f in args.context.split(",") if f])
+        result["command"] = " ".join(["python benchmarks/nab.py", *(argv if argv is not None else sys.argv[1:])])
     for path in args.keep_rows_from:
         result = keep_rows(result, json.loads(path.read_text()), path)
     if args.keep_rows_from:
         result["command"] = " ".join(["python benchmarks/nab.py", *(a if a.startswith("-") else Path(a).name
                                                                      for a in (argv or sys.argv[1:]))])
+    if args.note:
+        result["note"] = args.note
     if not (args.quick or args.no_sim_cost or "sim_cost" in result):
         result["sim_cost"] = sim_cost()
     text = render(result)

@@ -41,3 +41,41 @@ def test_a_value_record_inside_a_standing_alarm_is_still_reported() -> None:
     rec = np.array([0, 0, 0, 1, 0, 0, 0], dtype=bool)
     assert alarm_onsets(c).tolist() == [0.1, 0.9, 0.0, 0.0, 0.0, 0.1, 0.1]
     assert alarm_onsets(c, always=rec).tolist() == [0.1, 0.9, 0.0, 1.0, 0.0, 0.1, 0.1]
+
+
+def test_notifications_are_the_onsets_of_the_unchanged_confidence_with_every_value_record() -> None:
+    from tinywarden.likelihood import AnomalyLikelihood
+
+    rng = np.random.default_rng(3)
+    train = rng.gamma(2.0, size=400)
+    lik = AnomalyLikelihood().fit(train, values=rng.normal(size=(400, 1)))
+    scores = np.r_[rng.gamma(2.0, size=100), np.full(20, 30.0), rng.gamma(2.0, size=50)]
+    rows = [np.array([[0.0]]) for _ in scores]
+    rows[110] = np.array([[50.0]])  # a value record while the alarm stands
+    before = lik.transform(scores, rows)
+    out = lik.notifications(scores, rows)
+    assert np.array_equal(lik.transform(scores, rows), before)  # the confidence the tiers read is unchanged
+    onsets = alarm_onsets(before, always=np.arange(len(scores)) == 110)
+    assert np.array_equal(out, onsets)
+    assert out[100] == before[100] >= HOLDOFF_LEVEL  # the alarm's onset is notified
+    assert (out[101:110] == 0.0).all() and out[110] == 1.0  # silent while it stands, but for the value record
+
+
+def test_pipeline_notifications_view_its_confidence() -> None:
+    from tinywarden.detectors import make_detector
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.telemetry import Series
+
+    rng = np.random.default_rng(4)
+    v = np.sin(np.arange(1200) / 10.0) + 0.05 * rng.standard_normal(1200)
+    v[900:960] += 3.0
+    s = Series(np.arange(1200.0), v[:, None], ("x",))
+    p = Pipeline(make_detector("ewma"), window=16, stride=4).fit(s.slice(0, 600))
+    scored = p.score(s)
+    conf = p.confidence(scored.scores, s, scored.end_rows)
+    out = p.notifications(scored.scores, s, scored.end_rows)
+    assert conf is not None and out is not None and out.shape == conf.shape
+    assert ((out == conf) | (out == 0.0)).all()  # a view: each window notified as it is, or silent
+    near = (scored.end_rows >= 900) & (scored.end_rows < 960)
+    assert conf[near].max() >= HOLDOFF_LEVEL and out[near].max() >= HOLDOFF_LEVEL
+    assert (out >= HOLDOFF_LEVEL).sum() < (conf >= HOLDOFF_LEVEL).sum()  # the standing alarm is notified once

@@ -84,3 +84,50 @@ def test_the_product_row_reports_a_value_outside_the_seen_range_and_the_online_r
     assert period_of(rng.standard_normal(300)) == 0
     per = periodic(values, probation)
     assert per[:probation].max() == 0.0 and per[1200:1216].max() > per[1100:1180].max()
+
+
+def test_the_context_view_reports_once_per_block_and_sees_a_change_of_pattern_inside_the_seen_range() -> None:
+    from benchmarks.nab import CONTEXT_ROWS, VARIANTS, block_aggregates, context_view, provenance
+
+    assert block_aggregates(np.array([1.0, 3.0, 2.0, 2.0, 5.0]), 2).tolist() == [[2.0, 2.0], [2.0, 0.0]]
+    rng = np.random.default_rng(5)
+    t = np.arange(4000)
+    values = np.sin(2 * np.pi * t / 200.0) + 0.05 * rng.standard_normal(4000)
+    values[3000:3400] = 0.05 * rng.standard_normal(400)  # the cycle stops: every value inside the seen range
+    probation = 600
+    view = context_view(values, probation, "kmeans")
+    assert view is not None
+    for x in view:
+        reported = ~np.isnan(x)
+        ends = np.flatnonzero(reported)
+        assert ((ends + 1) % CONTEXT_ROWS == 0).all()  # a report only at the last row of a block
+        assert x[reported].min() >= 0.0 and x[reported].max() <= 1.0
+    ctx = np.nan_to_num(view[0])
+    assert ctx[3000:3400].max() >= 0.5
+    assert (ctx[probation:2900] >= 0.5).sum() <= 0.05 * (2900 - probation) / CONTEXT_ROWS  # rare before it
+    assert context_view(values[:1000], 100, "kmeans") is None  # 12 probationary blocks: too few to fit
+    out = _family_scores(values, probation, "kmeans", context=True)
+    for name in ("context", "shipped context", "shipped context onsets", "htm context onsets", "shipped onsets",
+                 "sequence", "shipped sequence onsets", "htm sequence onsets", "htm context sequence onsets"):
+        x = out[name]
+        assert x.shape == (4000,) and np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0, name
+        assert provenance(f"kmeans {name}") == VARIANTS[name]
+    assert (out["shipped context"] >= out["shipped"]).all()
+    assert (out["shipped onsets"] <= out["shipped"]).all()
+    assert "context" not in _family_scores(values, probation, "kmeans")
+
+
+def test_the_sequence_view_is_surprised_by_an_unseen_sequence_of_levels_inside_the_seen_range() -> None:
+    from benchmarks.nab import CONTEXT_ROWS, sequence_view
+
+    rng = np.random.default_rng(6)
+    t = np.arange(6000)
+    values = np.sign(np.sin(2 * np.pi * (t + 0.5) / 160.0)) + 0.05 * rng.standard_normal(6000)  # high, low, high, ...
+    values[4000:4080] = 0.05 * rng.standard_normal(80)  # a level between the two: inside the seen range
+    seq = sequence_view(values, 900)
+    assert seq is not None
+    reported = np.flatnonzero(~np.isnan(seq))
+    assert reported[0] == 900 // CONTEXT_ROWS * CONTEXT_ROWS + CONTEXT_ROWS - 1
+    assert ((reported + 1) % CONTEXT_ROWS == 0).all()
+    assert np.nanmax(seq[3990:4300]) >= 0.5 > np.nanmax(seq[1500:3900])
+    assert sequence_view(np.ones(2000), 300) is None  # constant: no levels to tell apart

@@ -39,6 +39,10 @@ error, a z-score). :class:`AnomalyLikelihood` turns a stream of raw window score
    tolerance, so it catches jumps and ramps faster than ``value_record`` of the range per sample, not a
    slower creep (which the score, the record rule and the adaptation's drift flag watch).
 
+What is notified (:meth:`AnomalyLikelihood.notifications`): the confidence through :func:`alarm_onsets`, each
+alarm once at its onset and every value record; the confidence itself, which the tiers and the adaptation
+read, is unchanged. The agent notifies the response side the same way (one incident per tier entered).
+
 Defaults chosen by measurement on NAB, without a hold-off and before the record rule
 (``benchmarks/results/nab.md``, families ewma and kmeans):
 ``short = 1`` beat 4 and 8; ``gate = None`` (every level teaches at the same rate) beat gates of 3 and 5
@@ -261,7 +265,8 @@ def window_new_rows(values: np.ndarray, end_rows: np.ndarray | Sequence[int], fi
 
 def alarm_onsets(confidence: np.ndarray | Sequence[float], rearm: float = REARM_LEVEL,
                  always: np.ndarray | Sequence[bool] | None = None) -> np.ndarray:
-    """What to *notify* of a confidence stream: each alarm once, at its onset (a proposal, not a default).
+    """What to *notify* of a confidence stream: each alarm once, at its onset (the product's notifications:
+    :meth:`AnomalyLikelihood.notifications`, ``Pipeline.notifications``).
 
     An alarm starts at a confidence of at least :data:`HOLDOFF_LEVEL` and stands until the confidence falls
     below ``rearm``; the onset keeps its confidence, the rest of the standing alarm reports 0, and a window
@@ -458,6 +463,25 @@ class AnomalyLikelihood:
                   ) -> np.ndarray:
         """Confidences of a whole score stream from the fitted state; equal to ``update`` one by one
         (``rows[i]``: the samples window ``i`` adds, for the value record)."""
+        return self._transform(scores, rows)[0]
+
+    def notifications(self, scores: np.ndarray | Sequence[float], rows: Sequence[Any] | np.ndarray | None = None
+                      ) -> np.ndarray:
+        """What the product notifies of a score stream: :meth:`transform`'s confidences through
+        :func:`alarm_onsets`, each alarm once at its onset and a value record (step 8) whenever one is set. The
+        confidences themselves (what the tiers and the adaptation read) are :meth:`transform`'s, unchanged.
+
+        >>> lik = AnomalyLikelihood().fit(np.r_[np.zeros(50), np.ones(50)], values=np.array([[0.0], [1.0]]))
+        >>> c = lik.transform([0.5] * 3 + [40.0] * 3, [[0.5]] * 5 + [[9.0]])
+        >>> lik.notifications([0.5] * 3 + [40.0] * 3, [[0.5]] * 5 + [[9.0]]).tolist() == [*c[:4], 0.0, 1.0]
+        True
+        """
+        confidence, value_hits = self._transform(scores, rows)
+        return alarm_onsets(confidence, always=value_hits)
+
+    def _transform(self, scores: np.ndarray | Sequence[float], rows: Sequence[Any] | np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """``(confidences, whether each window's rows set a value record)`` from the fitted state."""
         self._check_fitted()
         s = np.asarray(scores, dtype=np.float64).ravel()
         if rows is not None and len(rows) != len(s):
@@ -468,10 +492,11 @@ class AnomalyLikelihood:
         self.reset()
         try:
             z, record = np.zeros(len(s)), np.zeros(len(s), dtype=bool)
+            value_hits = np.zeros(len(s), dtype=bool)
             for i, si in enumerate(s):
-                value_record = self._value_step(None if rows is None else rows[i])
+                value_hits[i] = self._value_step(None if rows is None else rows[i])
                 z[i] = self._step(float(si))
-                record[i] = (self._new_record or value_record) and not math.isnan(z[i])
+                record[i] = (self._new_record or value_hits[i]) and not math.isnan(z[i])
             out = confidence_of_z(np.nan_to_num(z), self.decades)
             out[record] = 1.0
             out[np.isnan(z)] = np.nan
@@ -481,7 +506,7 @@ class AnomalyLikelihood:
              self._rec_lo, self._rec_hi, self._new_record, self._value_hit, value_state) = saved
             if rec is not None:
                 rec.restore(value_state)
-        return out
+        return out, value_hits & ~np.isnan(z)
 
     # -- model file -----------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:

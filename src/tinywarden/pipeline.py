@@ -368,9 +368,23 @@ class Pipeline:
             return None
         if series is None:
             return lik.transform(scores)
+        return lik.transform(scores, self._new_rows(scores, series, end_rows))
+
+    def notifications(self, scores: np.ndarray, series: Series | None = None,
+                      end_rows: np.ndarray | None = None) -> np.ndarray | None:
+        """What the product notifies of :meth:`confidence`'s stream: each alarm (confidence >= 0.5) once at its
+        onset, a value record whenever one is set (:meth:`tinywarden.likelihood.AnomalyLikelihood.notifications`);
+        :meth:`confidence`, which the tiers and the adaptation read, is unchanged. ``None`` without a likelihood."""
+        self._check_fitted()
+        lik = getattr(self, "likelihood_", None)
+        if lik is None:
+            return None
+        return lik.notifications(scores, None if series is None else self._new_rows(scores, series, end_rows))
+
+    def _new_rows(self, scores: np.ndarray, series: Series, end_rows: np.ndarray | None) -> list[np.ndarray]:
         if end_rows is None or len(end_rows) != len(scores):
             raise DataError("pipeline confidence: the series needs the end row of every scored window")
-        return lik.transform(scores, window_new_rows(self.select_channels(series), end_rows))
+        return window_new_rows(self.select_channels(series), end_rows)
 
     def stream(self) -> StreamingScorer:
         """A one-sample-at-a-time scorer giving the same numbers as :meth:`score`."""
