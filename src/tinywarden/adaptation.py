@@ -41,6 +41,10 @@ class Adaptation:
     #: scale stays the reference one, except while a sustained shift settles. On SMD a learned scale lost
     #: 0.21 ROC AUC (results/adapt_quality.md); True is the first version.
     adapt_scale: bool = False
+    #: The slow-drift watch (:mod:`tinywarden.level_watch`): the drift flag also rises when the day-long level of
+    #: every window (the settling rule's shadow) is this many reference standard deviations from the reference.
+    #: 0: off (as is the watch without the shadow, ``settle_s`` 0).
+    watch_drift: float = 1.0
 
 
 @dataclass(frozen=True)
