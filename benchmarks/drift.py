@@ -68,13 +68,17 @@ PARAMETER_NOTES = (
     "benchmark** (camera firmware update, false alarms in the second 24 h: without the shadow baseline, settling "
     "at 4 / 5 / 6 gave 4 / 11 / 8 (57 / 33 / 12 % of the time in alarm); with it, 6 / 7 gave 6 / 3 (9 / 4 %); all with "
     "`adapt_scale` true).",
-    "- `watch_drift` 1.0 (the slow-drift watch, `tinywarden.level_watch`: the drift flag also rises when the shadow, "
-    "the level of every window at 2^-`settle_rate_shift`, about a day, is 1 reference standard deviation from the "
-    "frozen reference): **stated a priori**, before any run (a day-long level that has moved by a feature's whole "
-    "training spread, which holds the daily rhythm; 11 times the day-long level's own spread for independent "
-    "windows); not tuned on these scenarios. Its false flags on the training days and on the held-out attack-free "
-    "days are in the table above. Its horizon is the shadow's, `settle_rate_shift` 7 (chosen on this benchmark, "
-    "above), and its re-arm at half the limit is the existing `max_drift` flag's.",
+    "- `watch_drift` 1.0 (the slow-drift watch, `tinywarden.level_watch`: the drift flag also rises when a "
+    "day-long level, at 2^-`settle_rate_shift`, of every window under the threshold is 1 reference standard "
+    "deviation from the frozen reference, on any model input): **stated a priori**, before any run (a day-long level "
+    "that has moved by a feature's whole training spread, which holds the daily rhythm; 11 times the day-long "
+    "level's own spread for independent windows); not tuned on these scenarios. Its false flags on the training "
+    "days and on the held-out attack-free days are in the table above. Its horizon is the settling rate "
+    "(`settle_rate_shift` 7, chosen on this benchmark, above), its re-arm at half the limit the `max_drift` flag's. "
+    "A first version read the settling rule's shadow (every window, also those over the threshold): same ramps "
+    "caught (8 of 9; it never flagged camera sensor_drift_ramp, which this one flags at 0.15), same regime goals "
+    "and false flags; it was changed because in a unit test a 30-minute alarmed step raised a drift flag (a burst "
+    "is an alarm, not drift), not because of a figure here.",
 )
 
 
@@ -89,6 +93,47 @@ def event_onsets(r: Any, lo: int, hi: int) -> int:
     rising = a & ~np.concatenate(([False], a[:-1]))
     ends = r.windows.end_rows
     return int(rising[(ends >= lo) & (ends < hi)].sum())
+
+
+FINDINGS = (
+    "## Findings (issue 14, items 1 to 3)",
+    "",
+    "- *Why the ramps were missed before the watch* (the 'what each ramp does' table): their windows are not "
+    "anomalous to the model (thermostat 0.5 % over the threshold, valve 2.2 %: as many as without the ramp) and "
+    "most of them *taught* the adapted baseline, which followed them at 2^-8 (about two days behind): the baseline "
+    "was quietly poisoned, not held. The `max_drift` flag needs 3 reference sd; at full rate these ramps move their "
+    "inputs by 1.8 sd (thermostat temp_c; exfiltration: cpu_pct:diff_abs_mean, distinct_dst) and 1.0 sd (valve "
+    "pressure_kpa), so it never rose, and nothing else compared the slow level with the reference. The watch does, "
+    "at 1 sd on a day-long level (whose normal spread is far smaller than a window's).",
+    "- *valve sensor_drift_ramp stays missed*: its 40 kPa move the pressure window mean by 1.0 reference sd at full "
+    "rate and the watch's level reaches 0.8; on the held-out attack-free days the normal pressure level already "
+    "wanders to 0.95 (a one-off diagnosis, the level of all windows). A level alone cannot separate them; it would "
+    "take the relation between pressure and valve position, which the window model does not weigh enough at this size.",
+    "- *The watch's false flags* come from the simulator's benign memory leak between boots (mem_pct creeps "
+    "0.3 to 1.2 %/day), which moves mem_pct's day-long level by 1.0 to 1.4 reference sd on some normal days: 4 "
+    "flags in 39 device-days over the three profiles, at most one in 5 on any (table above), inside the <= 1 "
+    "false alarm per device-day budget but not zero. "
+    "A flag is latched until every level is back under half the limit, so while a leak holds it a ramp on another "
+    "input raises no new flag (camera exfiltration_ramp: the watch's level reached 2.85 at full rate, but the flag "
+    "had risen before the ramp, at the same window as in the unchanged run, so it does not count; its alarm did).",
+    "- *On the device* (`python benchmarks/mcu.py --adaptation-only`, results/mcu_adaptation.md; the same run with "
+    "`watch_drift = 0` gave main's figures exactly): the watch adds 52 B of flash on Cortex-M4 (8,180 -> 8,232 B "
+    "with adaptation), 48 B on M4F, 26 B on M0+ (8,790 -> 8,816), 264 B of RAM (its level, one int32 for each of "
+    "the 66 inputs: 3,112 -> 3,376 B) and 4,398 instructions a window on M4 (66,948 -> 71,347; 8,201 on M0+); the "
+    "emulated decisions equal the integer reference.",
+    "- *The demo's sensor_drift (item 2) is not this mechanism*: its incidents are 1 to 5 h ramps (table above), far "
+    "shorter than the watch's day; the missed ones stay under the window threshold (largest score 0.70 and 0.85 of "
+    "it; their power window mean reaches +1.1 and -2.9 reference sd only in their last windows, the ramp's shape). "
+    "Catching them would take a sharper window model of how power follows CPU, not a slower watch. The watch does "
+    "not change the demo (26/28 with "
+    "or without counting drift flags).",
+    "- *camera new_routine (item 3)*, from a one-off diagnosis replaying that scenario window by window: each false "
+    "alarm in the first 24 h is a window whose power_mw level is 2.5 to 3.7 reference sd from the training mean "
+    "(the rhythm moved 4 h meets fixed-clock parts of the schedule at hours training never saw them together), "
+    "scored 1.1 to 1.25 times the threshold. With adaptation on, two more borderline windows (1.10 and "
+    "1.22 times) cross: the adapted offsets had moved 0.6 to 1.0 sd from the reference by then. Not fixed: raising "
+    "the threshold or freezing the adaptation would weaken detection; the watch adds one flag to that day.",
+)
 
 
 def regime_figures(r: Any, change_row: int, rows_per_day: int, cut: int) -> dict[str, Any]:
@@ -158,9 +203,9 @@ def pipeline_input_name(pipeline: Any, i: int) -> str:
 
 def why_missed(pipeline: Any, base: Any, series: Any, r: Any, change: Any, cfg: Any) -> dict[str, Any]:
     """What a ramp does to the model inputs, in reference standard deviations (z), and why neither the window score
-    nor the adapted baseline saw it: the inputs it moves most (mean z over the last day before full rate, less the
-    unchanged run's), the share of its windows over the threshold and of those too confident to teach, and the
-    day-long level of every window (the shadow the watch reads) at full rate."""
+    nor the adapted baseline's ``max_drift`` flag saw it: the inputs it moves most (mean z over the last day before
+    full rate, less the unchanged run's), the share of its windows over the threshold and of those that taught the
+    baseline, and the watch's day-long level (windows under the threshold) at full rate."""
     ends, x = pipeline.window_inputs(series)
     _, x0 = pipeline.window_inputs(base)
     z = (x - pipeline.offset_) / pipeline.scale_
@@ -170,22 +215,44 @@ def why_missed(pipeline: Any, base: Any, series: Any, r: Any, change: Any, cfg: 
     moved = dz[last].mean(axis=0)
     top = np.argsort(-np.abs(moved))[:3]
     rate = 2.0**-cfg.settle_rate_shift
+    w = r.windows
+    under = dict(zip(w.end_rows.tolist(), (w.scores <= w.threshold).tolist(), strict=True))
     level = np.zeros(z.shape[1])
     at_full = level
     for e, row in zip(ends, z, strict=True):
-        if e < r.windows.end_rows[0]:
-            continue
-        level = level + rate * (row - level)
+        if under.get(int(e), False):
+            level = level + rate * (row - level)
         if e < change.full_row:
             at_full = level
-    w = r.windows
     ramp = (w.end_rows >= change.start_row) & (w.end_rows < change.full_row)
     conf = np.nan_to_num(r.confidences[ramp], nan=1.0)
+    taught = (conf < cfg.below_confidence) & (w.scores[ramp] <= w.threshold)
     return {"moved": [(pipeline_input_name(pipeline, int(i)), round(float(moved[i]), 2)) for i in top],
             "over_threshold": float((w.scores[ramp] > w.threshold).mean()),
-            "too_confident": float((conf >= cfg.below_confidence).mean()),
+            "taught": float(taught.mean()),
             "level_at_full": round(float(np.abs(at_full).max()), 2),
             "level_input": pipeline_input_name(pipeline, int(np.argmax(np.abs(at_full))))}
+
+
+def sensor_drift_incidents(pipeline: Any, series: Any, incidents: Sequence[Any], r: Any) -> list[dict[str, Any]]:
+    """The demo's sensor_drift incidents (item 2 of issue 14): how long, how far the tampered channel's window
+    mean went (reference z), the largest window score over the threshold, and the windows in alarm (adaptation on)."""
+    ends, x = pipeline.window_inputs(series)
+    z = (x - pipeline.offset_) / pipeline.scale_
+    scores = pipeline.score_inputs(x)
+    out = []
+    for inc in incidents:
+        if inc.attack != "sensor_drift":
+            continue
+        name = f"{inc.detail['channel']}:mean"
+        col = [pipeline_input_name(pipeline, i) for i in range(z.shape[1])].index(name)
+        inside = (ends >= inc.start_row) & (ends < inc.stop_row + pipeline.window)
+        alarms = r.windows.alarms[np.isin(r.windows.end_rows, ends[inside])]
+        out.append({"hours": (inc.stop_row - inc.start_row) * series.period / 3600.0, "detail": dict(inc.detail),
+                    "z_min": float(z[inside, col].min()), "z_max": float(z[inside, col].max()),
+                    "score_max": float(scores[inside].max() / pipeline.threshold_),
+                    "alarm_windows": int(alarms.sum()), "windows": int(inside.sum())})
+    return out
 
 
 def _fit(detector: str, series: Any, value_record: float | None) -> Any:
@@ -251,7 +318,9 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
                 rows.append({"profile": profile, "scenario": name, "kind": spec.kind, "adaptation": variant, **figs})
                 print(rows[-1], flush=True)
 
-    s = simulate(DEMO["profile"], DEMO["days"], "all", seed=DEMO["seed"], attack_free_days=DEMO["train_days"])
+    demo_sim = simulate_detailed(DEMO["profile"], DEMO["days"], "all", seed=DEMO["seed"],
+                                 attack_free_days=DEMO["train_days"])
+    s = demo_sim.series
     cut = int(np.searchsorted(s.timestamps, s.timestamps[0] + DEMO["train_days"] * DAY_S))
     pipeline = _fit(detector, s.slice(0, cut), value_record)
     demo: list[dict[str, Any]] = []
@@ -268,8 +337,11 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
     scored = pipeline.score(s)
     demo_row("batch (what the demo prints)", WindowScores(scored.end_rows, pipeline.window, scored.scores,
                                                           scored.raw_flags, scored.alarms, scored.threshold))
+    r_on: Any = None
     for variant, cfg in variants.items():
         r = replay(pipeline, s, aligned_start(pipeline, cut), cfg)
+        if variant == "on":
+            r_on = r
         demo_row(f"replay, adaptation {variant}", r.windows)
         w = r.windows
         if variant == "on":  # what reaches the operator: the k-of-n alarm or a drift flag (one window)
@@ -279,7 +351,9 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
         red = (np.nan_to_num(r.confidences) >= 0.5).astype(np.uint8)  # the confidence as the alarm
         demo_row(f"replay, adaptation {variant}: confidence >= 0.5 as the alarm",
                  WindowScores(w.end_rows, w.window, w.scores, red, red, w.threshold))
-    return {"detector": detector, "rows": rows, "demo": demo, "watch": watch, "machine": machine_info(),
+    return {"detector": detector, "rows": rows, "demo": demo, "watch": watch,
+            "sensor_drift": sensor_drift_incidents(pipeline, s, demo_sim.incidents, r_on),
+            "machine": machine_info(),
             "adaptation": repr(variants["on"]), "value_record": value_record}
 
 
@@ -379,19 +453,20 @@ def render(result: dict[str, Any]) -> str:
             "",
             "What each ramp does (adaptation on), in reference standard deviations (z) of the model inputs: the "
             "inputs it moves most (mean z over the last day before full rate, less the unchanged run's); the share "
-            "of its windows over the threshold (the k-of-n alarm needs 2 of 3) and of those too confident to teach "
-            "the adapted baseline (confidence >= `below_confidence`); the day-long level of every window (the shadow "
-            "the watch reads, largest |z|) at full rate.",
+            "of its windows over the threshold (the k-of-n alarm needs 2 of 3) and of those that taught the adapted "
+            "baseline (confidence < `below_confidence` and under the threshold: it follows them at 2^-8, about two "
+            "days, and flags only past `max_drift` 3 sd); the watch's day-long level (windows under the threshold, "
+            "largest |z|) at full rate.",
             "",
-            "| profile | scenario | inputs moved most (z) | windows over threshold | too confident to teach | "
-            "day-long level at full rate (input) |",
+            "| profile | scenario | inputs moved most (z) | windows over threshold | windows that taught | "
+            "watch's level at full rate (input) |",
             "|---|---|---|---|---|---|",
         ]
         for r in why:
             w = r["why"]
             moved = ", ".join(f"{n} {v:+.2f}" for n, v in w["moved"])
             lines.append(f"| {r['profile']} | {r['scenario']} | {moved} | {w['over_threshold']:.1%} | "
-                         f"{w['too_confident']:.1%} | {w['level_at_full']:.2f} ({w['level_input']}) |")
+                         f"{w['taught']:.1%} | {w['level_at_full']:.2f} ({w['level_input']}) |")
     lines += [
         "",
         "## The demo's attacks",
@@ -407,6 +482,19 @@ def render(result: dict[str, Any]) -> str:
         per = ", ".join(f"{k} {v}" for k, v in d["per_attack"].items())
         lines.append(f"| {d['run']} | {d['detected']}/{d['incidents']} | {d['detection_rate']:.1%} | "
                      f"{d['fa_per_day']:.2f} | {per} |")
+    sd = result.get("sensor_drift", [])
+    if sd:
+        lines += ["", "The demo's sensor_drift incidents (adaptation on): the tampered channel's window mean in "
+                  "reference z (lowest / highest inside the incident), the largest window score over the threshold, "
+                  "and the windows in alarm.", "",
+                  "| incident | hours | variant, magnitude | window mean z (min / max) | score / threshold (max) | "
+                  "windows in alarm |", "|---|---|---|---|---|---|"]
+        for i, d in enumerate(sd, 1):
+            det = d["detail"]
+            what = f"{det.get('variant', '')}, {det.get('magnitude', det.get('value', ''))} ({det.get('channel', '')})"
+            lines.append(f"| {i} | {d['hours']:.1f} | {what} | {d['z_min']:.2f} / {d['z_max']:.2f} | "
+                         f"{d['score_max']:.2f} | {d['alarm_windows']} of {d['windows']} |")
+    lines += ["", *FINDINGS]
     lines += ["", "## Parameters of the `[adaptation]` policy and how they were chosen", "",
               f"`{result.get('adaptation', '')}`", "", *PARAMETER_NOTES]
     m = result["machine"]

@@ -282,6 +282,8 @@ class Int8Adapter:
             "drift": round(a.drift / 4096.0, 4),
             "likelihood_drift": round(self._likelihood_drift(), 4),
             "max_drift": self._config.max_drift,
+            "level_drift": round(a.level / 4096.0, 4),
+            "watch_drift": self._config.watch_drift,
             "flagged": bool(a.flagged),
             "flags": a.flags,
             "settling": bool(a.settling),
