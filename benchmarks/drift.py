@@ -6,8 +6,9 @@ the first :data:`TRAIN_DAYS` attack-free days; it is the same model for every sc
 (the scenarios leave those days untouched). Each scenario starts at day :data:`CHANGE_DAY` and the run
 ends at day :data:`DAYS`. The rows after training are replayed one sample at a time through
 :func:`tinywarden.replay.replay` (streaming scorer, calibrated likelihood and, with adaptation, the
-agent's :class:`~tinywarden.adapt.BaselineAdapter` with the default ``[adaptation]`` policy), twice:
-adaptation off and on. An alarm is the pipeline's k-of-n alarm; a false alarm is its rising edge.
+agent's :class:`~tinywarden.adapt.BaselineAdapter` with the default ``[adaptation]`` policy), three times:
+adaptation off, on (the default policy) and on with the slow-drift watch (``watch_drift`` 1, off by
+default). An alarm is the pipeline's k-of-n alarm; a false alarm is its rising edge.
 
 - Legitimate regime changes (label 0): false alarms per device-day in the 24 h after the change, in
   the 24 h after that, and on the day before the change, with the share of windows in alarm (a
@@ -68,7 +69,8 @@ PARAMETER_NOTES = (
     "benchmark** (camera firmware update, false alarms in the second 24 h: without the shadow baseline, settling "
     "at 4 / 5 / 6 gave 4 / 11 / 8 (57 / 33 / 12 % of the time in alarm); with it, 6 / 7 gave 6 / 3 (9 / 4 %); all with "
     "`adapt_scale` true).",
-    "- `watch_drift` 1.0 (the slow-drift watch, `tinywarden.level_watch`: the drift flag also rises when a "
+    "- `watch_drift` 0 by default, 1.0 in the 'on + watch' rows (the slow-drift watch, `tinywarden.level_watch`: "
+    "the drift flag also rises when a "
     "day-long level, at 2^-`settle_rate_shift`, of every window under the threshold is 1 reference standard "
     "deviation from the frozen reference, on any model input): **stated a priori**, before any run (a day-long level "
     "that has moved by a feature's whole training spread, which holds the daily rhythm; 11 times the day-long "
@@ -78,8 +80,13 @@ PARAMETER_NOTES = (
     "A first version read the settling rule's shadow (every window, also those over the threshold): same ramps "
     "caught (8 of 9; it never flagged camera sensor_drift_ramp, which this one flags at 0.15), same regime goals "
     "and false flags; it was changed because in a unit test a 30-minute alarmed step raised a drift flag (a burst "
-    "is an alarm, not drift), not because of a figure here.",
+    "is an alarm, not drift), not because of a figure here. Off by default: on the device it costs flash the "
+    "adapting default module does not have under 8 KB on Cortex-M4 (findings).",
 )
+
+
+#: How each variant is named in the tables: adaptation off, the default policy, the default policy with the watch on.
+LABELS = {"off": "off", "on": "on", "watch": "on + watch"}
 
 
 def flag_windows(r: Any) -> np.ndarray:
@@ -116,11 +123,15 @@ FINDINGS = (
     "A flag is latched until every level is back under half the limit, so while a leak holds it a ramp on another "
     "input raises no new flag (camera exfiltration_ramp: the watch's level reached 2.85 at full rate, but the flag "
     "had risen before the ramp, at the same window as in the unchanged run, so it does not count; its alarm did).",
-    "- *On the device* (`python benchmarks/mcu.py --adaptation-only`, results/mcu_adaptation.md; the same run with "
-    "`watch_drift = 0` gave main's figures exactly): the watch adds 52 B of flash on Cortex-M4 (8,180 -> 8,232 B "
+    "- *On the device, hence off by default* (a one-off run of `benchmarks/mcu.py`'s `adaptation_cost` with "
+    "`watch_drift` 0 and 1, the first equal to results/mcu_adaptation.md's): the watch adds 52 B of flash on "
+    "Cortex-M4 (8,180 -> 8,232 B "
     "with adaptation), 48 B on M4F, 26 B on M0+ (8,790 -> 8,816), 264 B of RAM (its level, one int32 for each of "
     "the 66 inputs: 3,112 -> 3,376 B) and 4,398 instructions a window on M4 (66,948 -> 71,347; 8,201 on M0+); the "
-    "emulated decisions equal the integer reference.",
+    "emulated decisions equal the integer reference. The adapting default module is at 8,180 B of the 8 KB "
+    "Cortex-M4 budget (8,186 B on the 8 KB test's module, where the watch adds 80 B), so the watch stays off by "
+    "default until the flash is shrunk; `watch_drift = 1` in the policy turns it on (test "
+    "`test_adapting_default_module_fits_8kb_on_m4...` says when it fits).",
     "- *The demo's sensor_drift (item 2) is not this mechanism*: its incidents are 1 to 5 h ramps (table above), far "
     "shorter than the watch's day; the missed ones stay under the window threshold (largest score 0.70 and 0.85 of "
     "it; their power window mean reaches +1.1 and -2.9 reference sd only in their last windows, the ramp's shape). "
@@ -280,13 +291,15 @@ def confidence_onsets(r: Any, lo: int, hi: int) -> int:
 
 def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None = None,
         value_record: float | None = 0.05) -> dict[str, Any]:
+    from tinywarden.adaptation import WATCH_DRIFT
     from tinywarden.evaluate import evaluate
     from tinywarden.level_watch import watch_record
     from tinywarden.replay import aligned_start, replay
     from tinywarden.respond.policy import Adaptation
     from tinywarden.simulate import SCENARIO_SPECS, simulate, simulate_detailed
 
-    variants = {"off": None, "on": Adaptation(**(overrides or {}))}
+    variants = {"off": None, "on": Adaptation(**(overrides or {})),
+                "watch": Adaptation(**{"watch_drift": WATCH_DRIFT, **(overrides or {})})}
     rows: list[dict[str, Any]] = []
     watch: list[dict[str, Any]] = []
     for profile in profiles:
@@ -296,13 +309,14 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
         pipeline = _fit(detector, base.slice(0, cut), value_record)
         start = aligned_start(pipeline, cut)
         unchanged = {variant: replay(pipeline, base, start, cfg) for variant, cfg in variants.items()}
-        trained = watch_record(pipeline, base.slice(0, cut), variants["on"])
+        trained = watch_record(pipeline, base.slice(0, cut), variants["watch"])
         held_days = (len(base) - start) / rows_per_day
         watch.append({"profile": profile, "train_flags": len(trained.flag_rows), "train_days": trained.days,
                       "train_peak": trained.peak,
                       "train_peak_input": pipeline_input_name(pipeline, trained.peak_input),
-                      "held_out_flags": int(len(unchanged["on"].drift_flag_rows)), "held_out_days": held_days,
-                      "held_out_alarms": unchanged["on"].alarm_onsets(start, len(base))})
+                      "held_out_flags": int(len(unchanged["watch"].drift_flag_rows)), "held_out_days": held_days,
+                      "held_out_flags_default": int(len(unchanged["on"].drift_flag_rows)),
+                      "held_out_alarms": unchanged["watch"].alarm_onsets(start, len(base))})
         print(watch[-1], flush=True)
         for name, spec in SCENARIO_SPECS.items():
             if name == "seasonal" and "temp_c" not in base.channels:
@@ -313,7 +327,7 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
                 r = replay(pipeline, sim.series, start, cfg)
                 figs = (poison_figures(r, unchanged[variant], change.start_row, change.full_row) if change.is_attack
                         else regime_figures(r, change.start_row, rows_per_day, cut))
-                if change.is_attack and variant == "on":
+                if change.is_attack and variant == "watch":
                     figs["why"] = why_missed(pipeline, base, sim.series, r, change, cfg)
                 rows.append({"profile": profile, "scenario": name, "kind": spec.kind, "adaptation": variant, **figs})
                 print(rows[-1], flush=True)
@@ -337,24 +351,26 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
     scored = pipeline.score(s)
     demo_row("batch (what the demo prints)", WindowScores(scored.end_rows, pipeline.window, scored.scores,
                                                           scored.raw_flags, scored.alarms, scored.threshold))
-    r_on: Any = None
+    r_watch: Any = None
     for variant, cfg in variants.items():
         r = replay(pipeline, s, aligned_start(pipeline, cut), cfg)
-        if variant == "on":
-            r_on = r
-        demo_row(f"replay, adaptation {variant}", r.windows)
+        label = LABELS[variant]
+        demo_row(f"replay, adaptation {label}", r.windows)
         w = r.windows
-        if variant == "on":  # what reaches the operator: the k-of-n alarm or a drift flag (one window)
+        if variant == "watch":  # what reaches the operator: the k-of-n alarm or a drift flag (one window)
+            r_watch = r
             both = w.alarms | flag_windows(r)
-            demo_row("replay, adaptation on: alarm or drift flag", WindowScores(w.end_rows, w.window, w.scores,
-                                                                               both, both, w.threshold))
-        red = (np.nan_to_num(r.confidences) >= 0.5).astype(np.uint8)  # the confidence as the alarm
-        demo_row(f"replay, adaptation {variant}: confidence >= 0.5 as the alarm",
-                 WindowScores(w.end_rows, w.window, w.scores, red, red, w.threshold))
+            demo_row(f"replay, adaptation {label}: alarm or drift flag", WindowScores(
+                w.end_rows, w.window, w.scores, both, both, w.threshold))
+        if variant != "watch":  # the watch does not change the confidence
+            red = (np.nan_to_num(r.confidences) >= 0.5).astype(np.uint8)  # the confidence as the alarm
+            demo_row(f"replay, adaptation {label}: confidence >= 0.5 as the alarm",
+                     WindowScores(w.end_rows, w.window, w.scores, red, red, w.threshold))
     return {"detector": detector, "rows": rows, "demo": demo, "watch": watch,
-            "sensor_drift": sensor_drift_incidents(pipeline, s, demo_sim.incidents, r_on),
+            "sensor_drift": sensor_drift_incidents(pipeline, s, demo_sim.incidents, r_watch),
             "machine": machine_info(),
-            "adaptation": repr(variants["on"]), "value_record": value_record}
+            "adaptation": repr(variants["on"]), "watch_adaptation": repr(variants["watch"]),
+            "value_record": value_record}
 
 
 def _fmt(v: Any) -> str:
@@ -377,7 +393,9 @@ def render(result: dict[str, Any]) -> str:
         f"2-of-3 persistence) fitted on {TRAIN_DAYS:g} attack-free days per profile (seed {SEED}); each scenario "
         f"starts at day {CHANGE_DAY:g} of {DAYS:g}; the rows after training are replayed sample by sample through "
         "`tinywarden.replay` (streaming scorer, likelihood and, with adaptation, the agent's `BaselineAdapter`, "
-        "default `[adaptation]` policy). A false alarm is the rising edge of a k-of-n alarm. The likelihood's value "
+        "default `[adaptation]` policy; 'on + watch': the same with the slow-drift watch on, `watch_drift` 1, which "
+        "the default policy keeps off for the device's flash, see the findings). A false alarm is the rising "
+        "edge of a k-of-n alarm. The likelihood's value "
         f"record (tolerance {result.get('value_record')}; None = off) is fed each window's new rows; it changes the "
         "confidence (which gates the adaptation), not the k-of-n alarms. 'confidence alarms' = rising edges of a "
         "confidence >= 0.5 (HTM's red); 'confidence 1' = windows reporting 1 (a score record or a value record).",
@@ -392,7 +410,7 @@ def render(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in regime:
-        lines.append(f"| {r['profile']} | {r['scenario']} | {r['adaptation']} | {r['fa_day_before']:.0f} | "
+        lines.append(f"| {r['profile']} | {r['scenario']} | {LABELS[r['adaptation']]} | {r['fa_day_before']:.0f} | "
                      f"{r['fa_first_24h']:.0f} ({r['alarm_time_first_24h']:.0%}) | "
                      f"{'yes' if r['standing_after_24h'] else 'no'} | "
                      f"{r['fa_next_24h']:.0f} ({r['alarm_time_next_24h']:.0%}) | "
@@ -400,12 +418,13 @@ def render(result: dict[str, Any]) -> str:
                      f"{r['drift_flags']} ({r.get('flags_first_24h', '')}) | "
                      f"{r.get('events_first_24h', '')} / {r.get('events_next_24h', '')} | {r['adapted_windows']} | "
                      f"{r.get('conf_alarms_first_24h', '')} | {r.get('conf_one_first_24h', '')} |")
-    for variant in ("off", "on"):
+    for variant in LABELS:
         sel = [r for r in regime if r["adaptation"] == variant]
         if sel:
             met = sum(regime_met(r) for r in sel)
             stays = sum(regime_stays(r) for r in sel)
-            lines.append(f"\nAdaptation {variant}: goal met on {met} of {len(sel)} changes ({stays} also with <= 1 in "
+            lines.append(f"\nAdaptation {LABELS[variant]}: goal met on {met} of {len(sel)} changes ({stays} "
+                         f"also with <= 1 in "
                          "the next 24 h); mean "
                          f"{np.mean([r['fa_first_24h'] for r in sel]):.1f} false alarms in the first 24 h, "
                          f"{np.mean([r['fa_next_24h'] for r in sel]):.1f} in the next.")
@@ -417,17 +436,18 @@ def render(result: dict[str, Any]) -> str:
         "## The slow-drift watch's false flags",
         "",
         "The watch alone (`tinywarden.level_watch.watch_record`: nothing learned, no window over the threshold) over "
-        "the training days the reference was fitted on, and the full adapter (adaptation on) over the held-out "
-        "attack-free days of the unchanged run (every drift flag there is false; alarms for comparison).",
+        "the training days the reference was fitted on, and the full adapter (adaptation on + watch) over the "
+        "held-out attack-free days of the unchanged run (every drift flag there is false; the default policy's, "
+        "without the watch, and the k-of-n alarms for comparison).",
         "",
         "| profile | training: watch flags (days) | largest level on training (input) | held-out: drift flags (days) "
-        "| held-out: k-of-n alarms |",
-        "|---|---|---|---|---|",
+        "| held-out: drift flags without the watch | held-out: k-of-n alarms |",
+        "|---|---|---|---|---|---|",
     ]
     for w in result.get("watch", []):
         lines.append(f"| {w['profile']} | {w['train_flags']} ({w['train_days']:.1f}) | {w['train_peak']:.2f} "
                      f"({w['train_peak_input']}) | {w['held_out_flags']} ({w['held_out_days']:.1f}) | "
-                     f"{w['held_out_alarms']} |")
+                     f"{w.get('held_out_flags_default', '')} | {w['held_out_alarms']} |")
     lines += [
         "",
         "## Poisoning ramps (three days to full rate): caught before full rate?",
@@ -440,18 +460,20 @@ def render(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in poison:
-        lines.append(f"| {r['profile']} | {r['scenario']} | {r['adaptation']} | {_fmt(r['alarm_at_ramp'])} | "
+        lines.append(f"| {r['profile']} | {r['scenario']} | {LABELS[r['adaptation']]} | {_fmt(r['alarm_at_ramp'])} | "
                      f"{_fmt(r['flag_at_ramp'])} | {_fmt(r['caught_before_full'])} |")
-    for variant in ("off", "on"):
+    for variant in LABELS:
         sel = [r for r in poison if r["adaptation"] == variant]
         if sel:
-            lines.append(f"\nAdaptation {variant}: {sum(r['caught_before_full'] for r in sel)} of {len(sel)} ramps "
+            lines.append(f"\nAdaptation {LABELS[variant]}: {sum(r['caught_before_full'] for r in sel)} of "
+                         f"{len(sel)} ramps "
                          "caught before full rate.")
     why = [r for r in poison if r.get("why")]
     if why:
         lines += [
             "",
-            "What each ramp does (adaptation on), in reference standard deviations (z) of the model inputs: the "
+            "What each ramp does (adaptation on + watch), in reference standard deviations (z) of the model "
+            "inputs: the "
             "inputs it moves most (mean z over the last day before full rate, less the unchanged run's); the share "
             "of its windows over the threshold (the k-of-n alarm needs 2 of 3) and of those that taught the adapted "
             "baseline (confidence < `below_confidence` and under the threshold: it follows them at 2^-8, about two "
@@ -484,7 +506,8 @@ def render(result: dict[str, Any]) -> str:
                      f"{d['fa_per_day']:.2f} | {per} |")
     sd = result.get("sensor_drift", [])
     if sd:
-        lines += ["", "The demo's sensor_drift incidents (adaptation on): the tampered channel's window mean in "
+        lines += ["", "The demo's sensor_drift incidents (adaptation on + watch): the tampered channel's "
+                  "window mean in "
                   "reference z (lowest / highest inside the incident), the largest window score over the threshold, "
                   "and the windows in alarm.", "",
                   "| incident | hours | variant, magnitude | window mean z (min / max) | score / threshold (max) | "
@@ -496,7 +519,8 @@ def render(result: dict[str, Any]) -> str:
                          f"{d['score_max']:.2f} | {d['alarm_windows']} of {d['windows']} |")
     lines += ["", *FINDINGS]
     lines += ["", "## Parameters of the `[adaptation]` policy and how they were chosen", "",
-              f"`{result.get('adaptation', '')}`", "", *PARAMETER_NOTES]
+              f"`{result.get('adaptation', '')}` ('on + watch': `{result.get('watch_adaptation', '')}`)", "",
+              *PARAMETER_NOTES]
     m = result["machine"]
     lines += ["", f"Measured {m['date']} on {m['machine']}, Python {m['python']}, commit {m['commit']}."]
     return "\n".join(lines) + "\n"

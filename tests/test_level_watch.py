@@ -1,6 +1,6 @@
 """The slow-drift watch (tinywarden.level_watch, issue 14): a ramp that neither teaches the adapted baseline nor
 fills the settling count is flagged by its day-long level; the watch is quiet on the data it was fitted on, flags
-one excursion once and re-arms, is not moved by windows over the threshold, and watch_drift 0 turns it off."""
+one excursion once and re-arms, is not moved by windows over the threshold, and is off by default (watch_drift 0)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tinywarden.adapt import Adaptation, BaselineAdapter
+from tinywarden.adaptation import WATCH_DRIFT
 from tinywarden.detectors import EWMAZScore
 from tinywarden.level_watch import level_drift, watch_record
 from tinywarden.pipeline import Pipeline
@@ -24,6 +25,10 @@ def telemetry(days: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = int(days * DAY)
     return np.c_[rng.normal(size=n), 0.5 * rng.normal(size=n)]
+
+
+#: The default policy with the watch on at its stated limit (the policy's default keeps it off for the device's flash).
+WATCHED = Adaptation(watch_drift=WATCH_DRIFT)
 
 
 def series(x: np.ndarray) -> Series:
@@ -57,20 +62,21 @@ def ramp(days: float, sds: float, seed: int) -> np.ndarray:
 
 def test_a_ramp_that_teaches_nothing_is_flagged_by_its_day_long_level_before_full_rate(trained: Pipeline) -> None:
     raw = windows(trained, ramp(3.0, 2.0, seed=1))
-    adapter, flags = under_the_radar(trained, raw, Adaptation())
+    adapter, flags = under_the_radar(trained, raw, WATCHED)
     # nothing taught the baseline and nothing settled: the max_drift flag alone never rises (the old behaviour) ...
     assert adapter.adapted == 0 and adapter.drift == 0.0 and not adapter.settling
     # ... the watch flags it once, when the ramp has done less than its full 2 sd
     assert len(flags) == 1 and adapter.flags == 1
     assert flags[0] < 0.9 * len(raw)
-    assert adapter.status()["level_drift"] > Adaptation().watch_drift
+    assert adapter.status()["level_drift"] > WATCH_DRIFT
 
 
-def test_watch_drift_0_turns_the_watch_off_and_it_needs_no_settling_rule(trained: Pipeline) -> None:
+def test_the_watch_is_off_by_default_and_needs_no_settling_rule(trained: Pipeline) -> None:
     raw = windows(trained, ramp(3.0, 2.0, seed=1))
-    adapter, flags = under_the_radar(trained, raw, Adaptation(watch_drift=0.0))
-    assert flags == [] and adapter.flags == 0 and adapter.level_drift == 0.0
-    adapter, flags = under_the_radar(trained, raw, Adaptation(settle_s=0.0))
+    for off in (Adaptation(), Adaptation(watch_drift=0.0)):  # the policy's default: off (the device's flash)
+        adapter, flags = under_the_radar(trained, raw, off)
+        assert flags == [] and adapter.flags == 0 and adapter.level_drift == 0.0
+    adapter, flags = under_the_radar(trained, raw, Adaptation(settle_s=0.0, watch_drift=WATCH_DRIFT))
     assert len(flags) == 1 and adapter.settle_windows == 0
 
 
@@ -83,7 +89,7 @@ def test_windows_over_the_threshold_do_not_move_the_level(trained: Pipeline) -> 
     burst = np.zeros(len(raw), dtype=bool)
     burst[(DAY // 4) // STRIDE : (DAY // 4 + DAY // 6) // STRIDE] = True
     for over, want in ((True, 0), (False, 1)):
-        adapter = BaselineAdapter(copy.deepcopy(trained), Adaptation())
+        adapter = BaselineAdapter(copy.deepcopy(trained), WATCHED)
         scores = np.where(burst & over, 2.0 * trained.threshold_, 0.5 * trained.threshold_)
         flags = [i for i, (x, sc) in enumerate(zip(raw, scores, strict=True))
                  if adapter.observe(x, 0.5, None, float(sc)).flagged]
@@ -92,9 +98,9 @@ def test_windows_over_the_threshold_do_not_move_the_level(trained: Pipeline) -> 
 
 def test_the_watch_is_quiet_on_normal_data_and_counts_a_moved_series(trained: Pipeline) -> None:
     fresh = watch_record(trained, series(telemetry(3.0, seed=5)))
-    assert len(fresh.flag_rows) == 0 and fresh.peak < 0.5 * Adaptation().watch_drift and fresh.days > 2.9
+    assert len(fresh.flag_rows) == 0 and fresh.peak < 0.5 * WATCH_DRIFT and fresh.days > 2.9
     moved = watch_record(trained, series(ramp(3.0, 2.0, seed=5)))
-    assert len(moved.flag_rows) == 1 and moved.peak > Adaptation().watch_drift and moved.peak_input == 0
+    assert len(moved.flag_rows) == 1 and moved.peak > WATCH_DRIFT and moved.peak_input == 0
     assert moved.flags_per_day == pytest.approx(1 / moved.days)
 
 
@@ -103,7 +109,7 @@ def test_one_excursion_is_one_flag_and_the_watch_rearms_after_it_returns(trained
     x[DAY : 2 * DAY, 0] += 2.5  # a day-long excursion of 2.5 sd, back to normal, then another one
     x[4 * DAY :, 0] += 2.5
     raw = windows(trained, x)
-    adapter, flags = under_the_radar(trained, raw, Adaptation())
+    adapter, flags = under_the_radar(trained, raw, WATCHED)
     assert len(flags) == 2 and adapter.flags == 2
     per_day = DAY // STRIDE
     assert per_day < flags[0] < 2 * per_day and flags[1] > 4 * per_day
@@ -118,7 +124,7 @@ def test_level_drift_is_in_reference_standard_deviations() -> None:
 def test_the_policy_sets_watch_drift_and_refuses_a_bad_one_naming_the_key() -> None:
     from tinywarden.respond.policy import PolicyError, parse_policy
 
-    assert parse_policy(POLICY).adaptation.watch_drift == Adaptation().watch_drift
+    assert parse_policy(POLICY).adaptation.watch_drift == Adaptation().watch_drift == 0.0
     assert parse_policy(POLICY + "[adaptation]\nwatch_drift = 2.5\n").adaptation.watch_drift == 2.5
     assert parse_policy(POLICY + "[adaptation]\nwatch_drift = 0\n").adaptation.watch_drift == 0.0
     for bad in ("-1", "true", "nan"):

@@ -23,8 +23,9 @@ reference kept from training), ``below_threshold`` (a window over the model's th
 default true), ``settle_s`` (a shift sustained this long, 12 h by default, is followed at
 ``2**-settle_rate_shift`` per window; 0 never), ``adapt_scale`` (the slow path learns the scale too;
 default false: offsets only), ``watch_drift`` (the slow-drift watch, :mod:`tinywarden.level_watch`: also
-flag when the day-long level of every window is this many training standard deviations from the reference;
-default 1, 0 off). The C export with this policy compiles the integer adaptation in when it
+flag when the day-long level of the windows under the threshold is this many training standard deviations
+from the reference; default 0, off, for the device's flash; 1 is the value stated for it). The C export
+with this policy compiles the integer adaptation in when it
 is enabled and the model's int8 program has the step (:mod:`tinywarden.kernels.adapt_q`), and leaves it
 out when it is off; the integer step follows ``enabled``, ``rate_shift``, ``below_confidence`` and
 ``max_drift`` only (the first version's rule: see :mod:`tinywarden.adapt`).
