@@ -6,8 +6,9 @@ the first :data:`TRAIN_DAYS` attack-free days; it is the same model for every sc
 (the scenarios leave those days untouched). Each scenario starts at day :data:`CHANGE_DAY` and the run
 ends at day :data:`DAYS`. The rows after training are replayed one sample at a time through
 :func:`tinywarden.replay.replay` (streaming scorer, calibrated likelihood and, with adaptation, the
-agent's :class:`~tinywarden.adapt.BaselineAdapter` with the default ``[adaptation]`` policy), twice:
-adaptation off and on. An alarm is the pipeline's k-of-n alarm; a false alarm is its rising edge.
+agent's :class:`~tinywarden.adapt.BaselineAdapter` with the default ``[adaptation]`` policy), three times:
+adaptation off, on (the default policy) and on with the slow-drift watch (``watch_drift`` 1, off by
+default). An alarm is the pipeline's k-of-n alarm; a false alarm is its rising edge.
 
 - Legitimate regime changes (label 0): false alarms per device-day in the 24 h after the change, in
   the 24 h after that, and on the day before the change, with the share of windows in alarm (a
@@ -15,7 +16,11 @@ adaptation off and on. An alarm is the pipeline's k-of-n alarm; a false alarm is
   (<= 1 within 24 h) is met when the first 24 h hold at most one false alarm and no alarm is still
   standing at their end.
 - Poisoning ramps (three days to full rate): caught when an alarm or a baseline-drift flag comes
-  before the ramp reaches its full rate (goal: all), with the fraction of the ramp done at that point.
+  before the ramp reaches its full rate (goal: all), with the fraction of the ramp done at that point, and
+  what each ramp does to the model inputs (why a window or the adapted baseline does or does not see it).
+- The slow-drift watch (:mod:`tinywarden.level_watch`, part of the default ``[adaptation]``): its false flags
+  on the training days and on the held-out attack-free days; a drift flag also counts, beside the k-of-n
+  definition, in what reaches the operator after a regime change and in a demo run.
 - The demo's attacks (``tinywarden demo``: camera, 14 days, 8 attack-free, seed 7): incident detection
   rate and false alarms per device-day on the held-out days (goal >= 95 % at <= 1/day); the batch
   scorer's figure (what the demo prints) is shown beside the replays.
@@ -64,13 +69,92 @@ PARAMETER_NOTES = (
     "benchmark** (camera firmware update, false alarms in the second 24 h: without the shadow baseline, settling "
     "at 4 / 5 / 6 gave 4 / 11 / 8 (57 / 33 / 12 % of the time in alarm); with it, 6 / 7 gave 6 / 3 (9 / 4 %); all with "
     "`adapt_scale` true).",
+    "- `watch_drift` 0 by default, 1.0 in the 'on + watch' rows (the slow-drift watch, `tinywarden.level_watch`: "
+    "the drift flag also rises when a "
+    "day-long level, at 2^-`settle_rate_shift`, of every window under the threshold is 1 reference standard "
+    "deviation from the frozen reference, on any model input): **stated a priori**, before any run (a day-long level "
+    "that has moved by a feature's whole training spread, which holds the daily rhythm; 11 times the day-long "
+    "level's own spread for independent windows); not tuned on these scenarios. Its false flags on the training "
+    "days and on the held-out attack-free days are in the table above. Its horizon is the settling rate "
+    "(`settle_rate_shift` 7, chosen on this benchmark, above), its re-arm at half the limit the `max_drift` flag's. "
+    "A first version read the settling rule's shadow (every window, also those over the threshold): same ramps "
+    "caught (8 of 9; it never flagged camera sensor_drift_ramp, which this one flags at 0.15), same regime goals "
+    "and false flags; it was changed because in a unit test a 30-minute alarmed step raised a drift flag (a burst "
+    "is an alarm, not drift), not because of a figure here. Off by default: on the device it costs flash the "
+    "adapting default module does not have under 8 KB on Cortex-M4 (findings).",
+)
+
+
+#: How each variant is named in the tables: adaptation off, the default policy, the default policy with the watch on.
+LABELS = {"off": "off", "on": "on", "watch": "on + watch"}
+
+
+def flag_windows(r: Any) -> np.ndarray:
+    """Per window of ``r``: 1 where a baseline-drift flag was raised (the flag as a one-window alarm)."""
+    return np.isin(r.windows.end_rows, r.drift_flag_rows).astype(np.uint8)
+
+
+def event_onsets(r: Any, lo: int, hi: int) -> int:
+    """Rising edges of the k-of-n alarm or a drift flag (what reaches the operator) on windows ending in ``lo:hi``."""
+    a = r.windows.alarms.astype(bool) | flag_windows(r).astype(bool)
+    rising = a & ~np.concatenate(([False], a[:-1]))
+    ends = r.windows.end_rows
+    return int(rising[(ends >= lo) & (ends < hi)].sum())
+
+
+FINDINGS = (
+    "## Findings (issue 14, items 1 to 3)",
+    "",
+    "- *Why the ramps were missed before the watch* (the 'what each ramp does' table): their windows are not "
+    "anomalous to the model (thermostat 0.5 % over the threshold, valve 2.2 %: as many as without the ramp) and "
+    "most of them *taught* the adapted baseline, which followed them at 2^-8 (about two days behind): the baseline "
+    "was quietly poisoned, not held. The `max_drift` flag needs 3 reference sd; at full rate these ramps move their "
+    "inputs by 1.8 sd (thermostat temp_c; exfiltration: cpu_pct:diff_abs_mean, distinct_dst) and 1.0 sd (valve "
+    "pressure_kpa), so it never rose, and nothing else compared the slow level with the reference. The watch does, "
+    "at 1 sd on a day-long level (whose normal spread is far smaller than a window's).",
+    "- *valve sensor_drift_ramp stays missed*: its 40 kPa move the pressure window mean by 1.0 reference sd at full "
+    "rate and the watch's level reaches 0.8; on the held-out attack-free days the normal pressure level already "
+    "wanders to 0.95 (a one-off diagnosis, the level of all windows). A level alone cannot separate them; it would "
+    "take the relation between pressure and valve position, which the window model does not weigh enough at this size.",
+    "- *The watch's false flags* come from the simulator's benign memory leak between boots (mem_pct creeps "
+    "0.3 to 1.2 %/day), which moves mem_pct's day-long level by 1.0 to 1.4 reference sd on some normal days: 4 "
+    "flags in 39 device-days over the three profiles, at most one in 5 on any (table above), inside the <= 1 "
+    "false alarm per device-day budget but not zero. "
+    "A flag is latched until every level is back under half the limit, so while a leak holds it a ramp on another "
+    "input raises no new flag (camera exfiltration_ramp: the watch's level reached 2.85 at full rate, but the flag "
+    "had risen before the ramp, at the same window as in the unchanged run, so it does not count; its alarm did).",
+    "- *On the device, hence off by default* (a one-off run of `benchmarks/mcu.py`'s `adaptation_cost` with "
+    "`watch_drift` 0 and 1, the first equal to results/mcu_adaptation.md's): the watch adds 52 B of flash on "
+    "Cortex-M4 (8,180 -> 8,232 B "
+    "with adaptation), 48 B on M4F, 26 B on M0+ (8,790 -> 8,816), 264 B of RAM (its level, one int32 for each of "
+    "the 66 inputs: 3,112 -> 3,376 B) and 4,398 instructions a window on M4 (66,948 -> 71,347; 8,201 on M0+); the "
+    "emulated decisions equal the integer reference. The adapting default module is at 8,180 B of the 8 KB "
+    "Cortex-M4 budget (8,186 B on the 8 KB test's module, where the watch adds 80 B), so the watch stays off by "
+    "default until the flash is shrunk; `watch_drift = 1` in the policy turns it on (test "
+    "`test_adapting_default_module_fits_8kb_on_m4...` says when it fits).",
+    "- *The demo's sensor_drift (item 2) is not this mechanism*: its incidents are 1 to 5 h ramps (table above), far "
+    "shorter than the watch's day; the missed ones stay under the window threshold (largest score 0.70 and 0.85 of "
+    "it; their power window mean reaches +1.1 and -2.9 reference sd only in their last windows, the ramp's shape). "
+    "Catching them would take a sharper window model of how power follows CPU, not a slower watch. The watch does "
+    "not change the demo (26/28 with "
+    "or without counting drift flags).",
+    "- *camera new_routine (item 3)*, from a one-off diagnosis replaying that scenario window by window: each false "
+    "alarm in the first 24 h is a window whose power_mw level is 2.5 to 3.7 reference sd from the training mean "
+    "(the rhythm moved 4 h meets fixed-clock parts of the schedule at hours training never saw them together), "
+    "scored 1.1 to 1.25 times the threshold. With adaptation on, two more borderline windows (1.10 and "
+    "1.22 times) cross: the adapted offsets had moved 0.6 to 1.0 sd from the reference by then. Not fixed: raising "
+    "the threshold or freezing the adaptation would weaken detection; the watch adds one flag to that day.",
 )
 
 
 def regime_figures(r: Any, change_row: int, rows_per_day: int, cut: int) -> dict[str, Any]:
     day = rows_per_day
     before = max(cut, change_row - day)
+    flags = r.drift_flag_rows
     return {
+        "flags_first_24h": int(((flags >= change_row) & (flags < change_row + day)).sum()),
+        "events_first_24h": event_onsets(r, change_row, change_row + day),
+        "events_next_24h": event_onsets(r, change_row + day, change_row + 2 * day),
         "alarm_time_first_24h": r.alarm_share(change_row, change_row + day),
         "alarm_time_next_24h": r.alarm_share(change_row + day, change_row + 2 * day),
         "standing_after_24h": r.alarm_standing(change_row + day),
@@ -119,6 +203,69 @@ def poison_figures(r: Any, unchanged: Any, start_row: int, full_row: int) -> dic
     }
 
 
+def pipeline_input_name(pipeline: Any, i: int) -> str:
+    """The name of model input ``i`` (``channel:feature``, or the channel of a raw-window family)."""
+    from tinywarden.features.extract import feature_names
+
+    names = (feature_names(pipeline.channels_, pipeline.features) if pipeline.input_kind == "features"
+             else list(pipeline.channels_))
+    return names[i] if 0 <= i < len(names) else str(i)
+
+
+def why_missed(pipeline: Any, base: Any, series: Any, r: Any, change: Any, cfg: Any) -> dict[str, Any]:
+    """What a ramp does to the model inputs, in reference standard deviations (z), and why neither the window score
+    nor the adapted baseline's ``max_drift`` flag saw it: the inputs it moves most (mean z over the last day before
+    full rate, less the unchanged run's), the share of its windows over the threshold and of those that taught the
+    baseline, and the watch's day-long level (windows under the threshold) at full rate."""
+    ends, x = pipeline.window_inputs(series)
+    _, x0 = pipeline.window_inputs(base)
+    z = (x - pipeline.offset_) / pipeline.scale_
+    dz = z - (x0 - pipeline.offset_) / pipeline.scale_
+    day = int(round(DAY_S / series.period))
+    last = (ends >= change.full_row - day) & (ends < change.full_row)
+    moved = dz[last].mean(axis=0)
+    top = np.argsort(-np.abs(moved))[:3]
+    rate = 2.0**-cfg.settle_rate_shift
+    w = r.windows
+    under = dict(zip(w.end_rows.tolist(), (w.scores <= w.threshold).tolist(), strict=True))
+    level = np.zeros(z.shape[1])
+    at_full = level
+    for e, row in zip(ends, z, strict=True):
+        if under.get(int(e), False):
+            level = level + rate * (row - level)
+        if e < change.full_row:
+            at_full = level
+    ramp = (w.end_rows >= change.start_row) & (w.end_rows < change.full_row)
+    conf = np.nan_to_num(r.confidences[ramp], nan=1.0)
+    taught = (conf < cfg.below_confidence) & (w.scores[ramp] <= w.threshold)
+    return {"moved": [(pipeline_input_name(pipeline, int(i)), round(float(moved[i]), 2)) for i in top],
+            "over_threshold": float((w.scores[ramp] > w.threshold).mean()),
+            "taught": float(taught.mean()),
+            "level_at_full": round(float(np.abs(at_full).max()), 2),
+            "level_input": pipeline_input_name(pipeline, int(np.argmax(np.abs(at_full))))}
+
+
+def sensor_drift_incidents(pipeline: Any, series: Any, incidents: Sequence[Any], r: Any) -> list[dict[str, Any]]:
+    """The demo's sensor_drift incidents (item 2 of issue 14): how long, how far the tampered channel's window
+    mean went (reference z), the largest window score over the threshold, and the windows in alarm (adaptation on)."""
+    ends, x = pipeline.window_inputs(series)
+    z = (x - pipeline.offset_) / pipeline.scale_
+    scores = pipeline.score_inputs(x)
+    out = []
+    for inc in incidents:
+        if inc.attack != "sensor_drift":
+            continue
+        name = f"{inc.detail['channel']}:mean"
+        col = [pipeline_input_name(pipeline, i) for i in range(z.shape[1])].index(name)
+        inside = (ends >= inc.start_row) & (ends < inc.stop_row + pipeline.window)
+        alarms = r.windows.alarms[np.isin(r.windows.end_rows, ends[inside])]
+        out.append({"hours": (inc.stop_row - inc.start_row) * series.period / 3600.0, "detail": dict(inc.detail),
+                    "z_min": float(z[inside, col].min()), "z_max": float(z[inside, col].max()),
+                    "score_max": float(scores[inside].max() / pipeline.threshold_),
+                    "alarm_windows": int(alarms.sum()), "windows": int(inside.sum())})
+    return out
+
+
 def _fit(detector: str, series: Any, value_record: float | None) -> Any:
     """The default pipeline fitted on ``series``, its likelihood's value record at tolerance ``value_record``
     (None: off)."""
@@ -144,13 +291,17 @@ def confidence_onsets(r: Any, lo: int, hi: int) -> int:
 
 def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None = None,
         value_record: float | None = 0.05) -> dict[str, Any]:
+    from tinywarden.adaptation import WATCH_DRIFT
     from tinywarden.evaluate import evaluate
+    from tinywarden.level_watch import watch_record
     from tinywarden.replay import aligned_start, replay
     from tinywarden.respond.policy import Adaptation
     from tinywarden.simulate import SCENARIO_SPECS, simulate, simulate_detailed
 
-    variants = {"off": None, "on": Adaptation(**(overrides or {}))}
+    variants = {"off": None, "on": Adaptation(**(overrides or {})),
+                "watch": Adaptation(**{"watch_drift": WATCH_DRIFT, **(overrides or {})})}
     rows: list[dict[str, Any]] = []
+    watch: list[dict[str, Any]] = []
     for profile in profiles:
         base = simulate(profile, DAYS, "none", seed=SEED)
         rows_per_day = int(round(DAY_S / base.period))
@@ -158,6 +309,15 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
         pipeline = _fit(detector, base.slice(0, cut), value_record)
         start = aligned_start(pipeline, cut)
         unchanged = {variant: replay(pipeline, base, start, cfg) for variant, cfg in variants.items()}
+        trained = watch_record(pipeline, base.slice(0, cut), variants["watch"])
+        held_days = (len(base) - start) / rows_per_day
+        watch.append({"profile": profile, "train_flags": len(trained.flag_rows), "train_days": trained.days,
+                      "train_peak": trained.peak,
+                      "train_peak_input": pipeline_input_name(pipeline, trained.peak_input),
+                      "held_out_flags": int(len(unchanged["watch"].drift_flag_rows)), "held_out_days": held_days,
+                      "held_out_flags_default": int(len(unchanged["on"].drift_flag_rows)),
+                      "held_out_alarms": unchanged["watch"].alarm_onsets(start, len(base))})
+        print(watch[-1], flush=True)
         for name, spec in SCENARIO_SPECS.items():
             if name == "seasonal" and "temp_c" not in base.channels:
                 continue
@@ -167,10 +327,14 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
                 r = replay(pipeline, sim.series, start, cfg)
                 figs = (poison_figures(r, unchanged[variant], change.start_row, change.full_row) if change.is_attack
                         else regime_figures(r, change.start_row, rows_per_day, cut))
+                if change.is_attack and variant == "watch":
+                    figs["why"] = why_missed(pipeline, base, sim.series, r, change, cfg)
                 rows.append({"profile": profile, "scenario": name, "kind": spec.kind, "adaptation": variant, **figs})
                 print(rows[-1], flush=True)
 
-    s = simulate(DEMO["profile"], DEMO["days"], "all", seed=DEMO["seed"], attack_free_days=DEMO["train_days"])
+    demo_sim = simulate_detailed(DEMO["profile"], DEMO["days"], "all", seed=DEMO["seed"],
+                                 attack_free_days=DEMO["train_days"])
+    s = demo_sim.series
     cut = int(np.searchsorted(s.timestamps, s.timestamps[0] + DEMO["train_days"] * DAY_S))
     pipeline = _fit(detector, s.slice(0, cut), value_record)
     demo: list[dict[str, Any]] = []
@@ -187,15 +351,26 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
     scored = pipeline.score(s)
     demo_row("batch (what the demo prints)", WindowScores(scored.end_rows, pipeline.window, scored.scores,
                                                           scored.raw_flags, scored.alarms, scored.threshold))
+    r_watch: Any = None
     for variant, cfg in variants.items():
         r = replay(pipeline, s, aligned_start(pipeline, cut), cfg)
-        demo_row(f"replay, adaptation {variant}", r.windows)
+        label = LABELS[variant]
+        demo_row(f"replay, adaptation {label}", r.windows)
         w = r.windows
-        red = (np.nan_to_num(r.confidences) >= 0.5).astype(np.uint8)  # the confidence as the alarm
-        demo_row(f"replay, adaptation {variant}: confidence >= 0.5 as the alarm",
-                 WindowScores(w.end_rows, w.window, w.scores, red, red, w.threshold))
-    return {"detector": detector, "rows": rows, "demo": demo, "machine": machine_info(),
-            "adaptation": repr(variants["on"]), "value_record": value_record}
+        if variant == "watch":  # what reaches the operator: the k-of-n alarm or a drift flag (one window)
+            r_watch = r
+            both = w.alarms | flag_windows(r)
+            demo_row(f"replay, adaptation {label}: alarm or drift flag", WindowScores(
+                w.end_rows, w.window, w.scores, both, both, w.threshold))
+        if variant != "watch":  # the watch does not change the confidence
+            red = (np.nan_to_num(r.confidences) >= 0.5).astype(np.uint8)  # the confidence as the alarm
+            demo_row(f"replay, adaptation {label}: confidence >= 0.5 as the alarm",
+                     WindowScores(w.end_rows, w.window, w.scores, red, red, w.threshold))
+    return {"detector": detector, "rows": rows, "demo": demo, "watch": watch,
+            "sensor_drift": sensor_drift_incidents(pipeline, s, demo_sim.incidents, r_watch),
+            "machine": machine_info(),
+            "adaptation": repr(variants["on"]), "watch_adaptation": repr(variants["watch"]),
+            "value_record": value_record}
 
 
 def _fmt(v: Any) -> str:
@@ -218,7 +393,9 @@ def render(result: dict[str, Any]) -> str:
         f"2-of-3 persistence) fitted on {TRAIN_DAYS:g} attack-free days per profile (seed {SEED}); each scenario "
         f"starts at day {CHANGE_DAY:g} of {DAYS:g}; the rows after training are replayed sample by sample through "
         "`tinywarden.replay` (streaming scorer, likelihood and, with adaptation, the agent's `BaselineAdapter`, "
-        "default `[adaptation]` policy). A false alarm is the rising edge of a k-of-n alarm. The likelihood's value "
+        "default `[adaptation]` policy; 'on + watch': the same with the slow-drift watch on, `watch_drift` 1, which "
+        "the default policy keeps off for the device's flash, see the findings). A false alarm is the rising "
+        "edge of a k-of-n alarm. The likelihood's value "
         f"record (tolerance {result.get('value_record')}; None = off) is fed each window's new rows; it changes the "
         "confidence (which gates the adaptation), not the k-of-n alarms. 'confidence alarms' = rising edges of a "
         "confidence >= 0.5 (HTM's red); 'confidence 1' = windows reporting 1 (a score record or a value record).",
@@ -228,26 +405,49 @@ def render(result: dict[str, Any]) -> str:
         f"Goal: <= {GOALS['regime_fa_per_day']:g} in the 24 h after the change.",
         "",
         "| profile | scenario | adaptation | day before | first 24 h (time in alarm) | alarm standing at 24 h | "
-        "next 24 h (time in alarm) | goal | drift flags | windows adapted | confidence alarms, first 24 h | "
-        "windows at confidence 1, first 24 h |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "next 24 h (time in alarm) | goal | drift flags (first 24 h) | alarms or flags, first / next 24 h | "
+        "windows adapted | confidence alarms, first 24 h | windows at confidence 1, first 24 h |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in regime:
-        lines.append(f"| {r['profile']} | {r['scenario']} | {r['adaptation']} | {r['fa_day_before']:.0f} | "
+        lines.append(f"| {r['profile']} | {r['scenario']} | {LABELS[r['adaptation']]} | {r['fa_day_before']:.0f} | "
                      f"{r['fa_first_24h']:.0f} ({r['alarm_time_first_24h']:.0%}) | "
                      f"{'yes' if r['standing_after_24h'] else 'no'} | "
                      f"{r['fa_next_24h']:.0f} ({r['alarm_time_next_24h']:.0%}) | "
-                     f"{'met' if regime_met(r) else '**missed**'} | {r['drift_flags']} | {r['adapted_windows']} | "
+                     f"{'met' if regime_met(r) else '**missed**'} | "
+                     f"{r['drift_flags']} ({r.get('flags_first_24h', '')}) | "
+                     f"{r.get('events_first_24h', '')} / {r.get('events_next_24h', '')} | {r['adapted_windows']} | "
                      f"{r.get('conf_alarms_first_24h', '')} | {r.get('conf_one_first_24h', '')} |")
-    for variant in ("off", "on"):
+    for variant in LABELS:
         sel = [r for r in regime if r["adaptation"] == variant]
         if sel:
             met = sum(regime_met(r) for r in sel)
             stays = sum(regime_stays(r) for r in sel)
-            lines.append(f"\nAdaptation {variant}: goal met on {met} of {len(sel)} changes ({stays} also with <= 1 in "
+            lines.append(f"\nAdaptation {LABELS[variant]}: goal met on {met} of {len(sel)} changes ({stays} "
+                         f"also with <= 1 in "
                          "the next 24 h); mean "
                          f"{np.mean([r['fa_first_24h'] for r in sel]):.1f} false alarms in the first 24 h, "
                          f"{np.mean([r['fa_next_24h'] for r in sel]):.1f} in the next.")
+    lines += [
+        "",
+        "'alarms or flags' counts what reaches the operator: rising edges of the k-of-n alarm or a baseline-drift flag "
+        "(a flag raised while an alarm stands adds nothing). The goal column keeps the k-of-n definition.",
+        "",
+        "## The slow-drift watch's false flags",
+        "",
+        "The watch alone (`tinywarden.level_watch.watch_record`: nothing learned, no window over the threshold) over "
+        "the training days the reference was fitted on, and the full adapter (adaptation on + watch) over the "
+        "held-out attack-free days of the unchanged run (every drift flag there is false; the default policy's, "
+        "without the watch, and the k-of-n alarms for comparison).",
+        "",
+        "| profile | training: watch flags (days) | largest level on training (input) | held-out: drift flags (days) "
+        "| held-out: drift flags without the watch | held-out: k-of-n alarms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for w in result.get("watch", []):
+        lines.append(f"| {w['profile']} | {w['train_flags']} ({w['train_days']:.1f}) | {w['train_peak']:.2f} "
+                     f"({w['train_peak_input']}) | {w['held_out_flags']} ({w['held_out_days']:.1f}) | "
+                     f"{w.get('held_out_flags_default', '')} | {w['held_out_alarms']} |")
     lines += [
         "",
         "## Poisoning ramps (three days to full rate): caught before full rate?",
@@ -260,13 +460,35 @@ def render(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in poison:
-        lines.append(f"| {r['profile']} | {r['scenario']} | {r['adaptation']} | {_fmt(r['alarm_at_ramp'])} | "
+        lines.append(f"| {r['profile']} | {r['scenario']} | {LABELS[r['adaptation']]} | {_fmt(r['alarm_at_ramp'])} | "
                      f"{_fmt(r['flag_at_ramp'])} | {_fmt(r['caught_before_full'])} |")
-    for variant in ("off", "on"):
+    for variant in LABELS:
         sel = [r for r in poison if r["adaptation"] == variant]
         if sel:
-            lines.append(f"\nAdaptation {variant}: {sum(r['caught_before_full'] for r in sel)} of {len(sel)} ramps "
+            lines.append(f"\nAdaptation {LABELS[variant]}: {sum(r['caught_before_full'] for r in sel)} of "
+                         f"{len(sel)} ramps "
                          "caught before full rate.")
+    why = [r for r in poison if r.get("why")]
+    if why:
+        lines += [
+            "",
+            "What each ramp does (adaptation on + watch), in reference standard deviations (z) of the model "
+            "inputs: the "
+            "inputs it moves most (mean z over the last day before full rate, less the unchanged run's); the share "
+            "of its windows over the threshold (the k-of-n alarm needs 2 of 3) and of those that taught the adapted "
+            "baseline (confidence < `below_confidence` and under the threshold: it follows them at 2^-8, about two "
+            "days, and flags only past `max_drift` 3 sd); the watch's day-long level (windows under the threshold, "
+            "largest |z|) at full rate.",
+            "",
+            "| profile | scenario | inputs moved most (z) | windows over threshold | windows that taught | "
+            "watch's level at full rate (input) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in why:
+            w = r["why"]
+            moved = ", ".join(f"{n} {v:+.2f}" for n, v in w["moved"])
+            lines.append(f"| {r['profile']} | {r['scenario']} | {moved} | {w['over_threshold']:.1%} | "
+                         f"{w['taught']:.1%} | {w['level_at_full']:.2f} ({w['level_input']}) |")
     lines += [
         "",
         "## The demo's attacks",
@@ -282,8 +504,23 @@ def render(result: dict[str, Any]) -> str:
         per = ", ".join(f"{k} {v}" for k, v in d["per_attack"].items())
         lines.append(f"| {d['run']} | {d['detected']}/{d['incidents']} | {d['detection_rate']:.1%} | "
                      f"{d['fa_per_day']:.2f} | {per} |")
+    sd = result.get("sensor_drift", [])
+    if sd:
+        lines += ["", "The demo's sensor_drift incidents (adaptation on + watch): the tampered channel's "
+                  "window mean in "
+                  "reference z (lowest / highest inside the incident), the largest window score over the threshold, "
+                  "and the windows in alarm.", "",
+                  "| incident | hours | variant, magnitude | window mean z (min / max) | score / threshold (max) | "
+                  "windows in alarm |", "|---|---|---|---|---|---|"]
+        for i, d in enumerate(sd, 1):
+            det = d["detail"]
+            what = f"{det.get('variant', '')}, {det.get('magnitude', det.get('value', ''))} ({det.get('channel', '')})"
+            lines.append(f"| {i} | {d['hours']:.1f} | {what} | {d['z_min']:.2f} / {d['z_max']:.2f} | "
+                         f"{d['score_max']:.2f} | {d['alarm_windows']} of {d['windows']} |")
+    lines += ["", *FINDINGS]
     lines += ["", "## Parameters of the `[adaptation]` policy and how they were chosen", "",
-              f"`{result.get('adaptation', '')}`", "", *PARAMETER_NOTES]
+              f"`{result.get('adaptation', '')}` ('on + watch': `{result.get('watch_adaptation', '')}`)", "",
+              *PARAMETER_NOTES]
     m = result["machine"]
     lines += ["", f"Measured {m['date']} on {m['machine']}, Python {m['python']}, commit {m['commit']}."]
     return "\n".join(lines) + "\n"

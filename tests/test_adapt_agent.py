@@ -111,7 +111,7 @@ def test_a_hot_swap_carries_the_integer_adapted_state(kit):
     adapter.rebind(None)
     b = new.stream.adapter
     assert b is not None and b is not a
-    for name in ("mu", "var", "g", "smu", "svar"):
+    for name in ("mu", "var", "g", "smu", "svar", "wmu"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     for name in ("elevated", "settling", "settled", "drift", "flagged", "flags", "adapted", "held"):
         assert getattr(a, name) == getattr(b, name), name

@@ -91,13 +91,19 @@ FIRST = dict(below_threshold=False, settle_s=0.0, adapt_scale=True)
 @needs_gcc
 @pytest.mark.parametrize(("family", "adaptation", "rebaseline"), [
     ("dense_ae", Adaptation(), None),  # the default pipeline's family, the default policy
+    ("dense_ae", Adaptation(watch_drift=1.0), None),  # ... with the slow-drift watch on
     ("ewma", Adaptation(rate_shift=3, max_drift=0.5, settle_s=3600.0), 20000),  # per-input z, flags, re-baseline
     ("pca", Adaptation(rate_shift=1, below_confidence=0.6, max_drift=1.0, **FIRST), 15000),
     ("kmeans", Adaptation(rate_shift=5, max_drift=2.0, adapt_scale=True, settle_s=3600.0), None),
     ("kmeans", Adaptation(rate_shift=4, settle_s=0.0), None),  # offsets only, no settling: no scale state at all
+    ("kmeans", Adaptation(rate_shift=4, settle_s=0.0, watch_drift=1.0), None),  # ... the watch without a shadow
+    ("pca", Adaptation(rate_shift=1, below_confidence=0.6, max_drift=50.0, watch_drift=0.5, **FIRST), None),
     ("ewma", Adaptation(rate_shift=4, below_threshold=False, settle_s=3600.0), None),  # settling without the gate
     ("kmeans+fold", Adaptation(rate_shift=3, max_drift=1.0, **FIRST), None),  # a detector offset folded in
     ("pca+fold", Adaptation(rate_shift=3, settle_s=3600.0), None),  # ... with the settling floor of the scale
+    # the slow-drift watch alone can flag (max_drift far out of reach), one z multiplier for all and one each
+    ("ewma", Adaptation(rate_shift=4, max_drift=50.0, watch_drift=0.5, settle_s=3600.0), 20000),
+    ("pca", Adaptation(max_drift=50.0, watch_drift=0.5, settle_s=3600.0), None),
 ])
 def test_c_adapts_exactly_as_python_on_the_simulator(family, adaptation, rebaseline, tmp_path):
     _, prog = fitted(family.split("+")[0])
@@ -116,7 +122,7 @@ def test_c_adapts_exactly_as_python_on_the_simulator(family, adaptation, rebasel
     rows = assert_same(prog, adaptation, values, tmp_path, rebaseline)
     adapted = np.diff(np.r_[0, rows[:, 6]])
     assert 0 < adapted.sum() < len(rows)  # both branches of the gate are exercised
-    if adaptation.max_drift < 3.0:
+    if adaptation.max_drift < 3.0 or 0 < adaptation.watch_drift < 1.0:
         assert rows[:, 7].max() >= 1 and rows[:, 4].max() == 1  # the flag is raised ...
     if adaptation.settle_s:  # the shift settled, and once the baseline followed it the count emptied again
         settling = rows[:, 8]
@@ -229,7 +235,7 @@ def test_newton_gain_tracks_the_inverse_square_root():
     assert tiny.tolist() == [65535] or tiny[0] > G_ONE  # the scale floor: g never passes just under 2
 
 
-@pytest.mark.parametrize("cfg", [Adaptation(rate_shift=4), Adaptation(rate_shift=4, **FIRST)],
+@pytest.mark.parametrize("cfg", [Adaptation(rate_shift=4, watch_drift=1.0), Adaptation(rate_shift=4, **FIRST)],
                          ids=["defaults", "first-version"])
 def test_integer_adaptation_follows_the_float_adapter(cfg):
     """The float BaselineAdapter fed the same windows (the int8 program's integer features, in raw units) and the
@@ -273,6 +279,8 @@ def test_integer_adaptation_follows_the_float_adapter(cfg):
           f"ratio diff| {worst_scale:.4f}; drift {st_a.drift / 4096:.3f} vs float {fa.drift:.3f}")
     assert st_a.adapted > 100 and fa.drift > 5.0  # the ramp moved both baselines well away from the reference
     assert (settled > 0) == bool(cfg.settle_s)  # the ramp outlasted settle_s: it was followed at the settling rate
+    if st_a.params.watch_q12:  # the watch reads the same day-long level (the shadow) in both
+        assert abs(st_a.level / 4096.0 - fa.level_drift) <= float(np.max(half_unit)) + 0.02
     assert np.all(worst_mu <= half_unit + 0.02) and worst_scale < 0.03
 
 
@@ -333,6 +341,37 @@ def test_each_rule_flag_in_both_states():
     assert np.abs(ad.var - VAR_ONE).max() < 1 << ad.params.rate_shift and (ad.g <= G_ONE).all() and G_MAX > G_ONE
 
 
+def test_the_slow_drift_watch_flags_a_level_that_teaches_nothing_in_both_states():
+    """Windows that teach nothing (confidence 1) and stay under the threshold move only the watch's level (and the
+    shadow): the watch flags them once, re-arms once they are back, needs no settling rule, is not moved by windows
+    over the threshold, and is off with watch_drift 0."""
+    _, prog = fitted("ewma")
+    s, _ = camera()
+    st = Int8Stream(prog, Adaptation(settle_s=0.0))
+    for x in s.values[:3000]:
+        st.push(x)
+    feats = np.asarray(st.last_inputs, dtype=np.int64)
+    pre = prog.ops[int(prog.adaptation.attrs["op"])].consts["pre_shift"].astype(np.int64)
+    moved = feats + (np.int64(40) << pre)
+    thr, m0 = int(prog.threshold), int(prog.likelihood.attrs["mean"])
+    ad = _fresh(prog, settle_n=0, watch_drift=0.5)
+    assert not any(ad.observe(moved, 1 << 15, m0, m0, thr + 1)[1] for _ in range(20))  # over: an alarm, not drift
+    assert (ad.wmu == 0).all() and ad.level == 0
+    # (the camera window fed here sits 2 sd from the reference, the moved one 9.6 sd: a watch at 5 sd re-arms under 2.5)
+    for watch, settle_n in ((0.0, 10**6), (5.0, 10**6), (5.0, 0)):
+        ad = _fresh(prog, gate=True, adapt_scale=False, settle_n=settle_n, settle_shift=2, watch_drift=watch)
+        raised = [ad.observe(moved, 1 << 15, m0, m0, thr)[1] for _ in range(20)]
+        assert ad.adapted == 0 and (ad.mu == 0).all() and ad.drift == 0
+        if not watch:
+            assert not any(raised) and ad.level == 0 and not ad.flagged and (ad.wmu == 0).all()
+            continue
+        assert raised.count(True) == 1 and ad.level > ad.params.watch_q12 and ad.flagged
+        for _ in range(40):
+            ad.observe(feats, 1 << 15, m0, m0, thr)
+        assert not ad.flagged and ad.level < ad.params.watch_rearm_q12
+        assert [ad.observe(moved, 1 << 15, m0, m0, thr)[1] for _ in range(20)].count(True) == 1 and ad.flags == 2
+
+
 def test_settle_windows_come_from_one_definition():
     pipe, prog = fitted("dense_ae")
     ad = Adaptation()
@@ -367,3 +406,9 @@ def test_a_policy_compiles_in_only_its_rule():
     assert "smu" not in h_first and "TW_HAS_SETTLING" not in h_first and "tw_adapt_gain" in first
     assert "score <= TW_THRESHOLD" in default and "score <= TW_THRESHOLD" not in first
     assert n_off < n_first < n_def
+    # the slow-drift watch: off by default (the device's flash), compiled in with watch_drift (one int32 per input)
+    watched, h_watched, n_watched = module(watch_drift=1.0)
+    assert "level > TW_AD_WATCH" in watched and "int32_t wmu;" in h_watched and n_watched > n_def
+    assert "TW_AD_WATCH" not in default + offsets + first and "wmu" not in h_def
+    watch_only, h_watch, _ = module(settle_s=0.0, watch_drift=1.0)
+    assert "level > TW_AD_WATCH" in watch_only and "smu" not in h_watch

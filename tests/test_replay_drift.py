@@ -104,10 +104,18 @@ def test_drift_benchmark_quick_run_renders_every_figure(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     kinds = {(r["scenario"], r["adaptation"]) for r in result["rows"]}
     assert kinds == {(s, a) for s in ("firmware_update", "new_routine", "miner_ramp", "exfiltration_ramp",
-                                      "sensor_drift_ramp") for a in ("off", "on")}  # camera: no seasonal
+                                      "sensor_drift_ramp") for a in ("off", "on", "watch")}  # camera: no seasonal
     assert [d["run"] for d in result["demo"]][1:] == [
         "replay, adaptation off", "replay, adaptation off: confidence >= 0.5 as the alarm",
-        "replay, adaptation on", "replay, adaptation on: confidence >= 0.5 as the alarm"]
+        "replay, adaptation on", "replay, adaptation on: confidence >= 0.5 as the alarm",
+        "replay, adaptation on + watch", "replay, adaptation on + watch: alarm or drift flag"]
     assert result["value_record"] == 0.05
-    assert {"conf_alarms_first_24h", "conf_one_first_24h"} <= set(result["rows"][0])
-    assert "## Poisoning ramps" in proc.stdout and "## The demo's attacks" in proc.stdout
+    assert {"conf_alarms_first_24h", "conf_one_first_24h", "flags_first_24h", "events_first_24h"} <= set(
+        result["rows"][0])
+    assert [w["profile"] for w in result["watch"]] == ["camera"] and result["watch"][0]["train_days"] > 7.9
+    whys = [r["why"] for r in result["rows"] if r["kind"] == "poisoning" and r["adaptation"] == "watch"]
+    assert len(whys) == 3 and all(0.0 <= w["over_threshold"] + w["taught"] <= 1.0 for w in whys)
+    assert len(result["sensor_drift"]) >= 1
+    for section in ("## Poisoning ramps", "## The demo's attacks", "## The slow-drift watch's false flags",
+                    "What each ramp does", "## Findings", "`watch_drift` 0 by default"):
+        assert section in proc.stdout, section

@@ -32,6 +32,12 @@ distribution would call the next moderately anomalous windows clearly normal.
    The jump moves the baseline away from the reference, so the drift flag tells the operator. An attack
    that lasts ``settle_s`` is taught too: it has raised its alarm at its start, and the flag follows.
 
+5. *The slow-drift watch* (:mod:`tinywarden.level_watch`, ``watch_drift``): a day-long level (at
+   ``2**-settle_rate_shift``) of every window under the threshold, whatever its confidence; when it is
+   ``watch_drift`` reference standard deviations from the reference the drift flag rises too. A ramp too slow
+   for any window and too unsure to teach is seen by it; an alarmed burst does not move it. Off by default
+   (``watch_drift`` 0) until the device's flash has room for it.
+
 The detector's own state (EWMA mean, k-means centroids) is not adapted: the scaler's adaptation keeps
 the detector's inputs centred on the normal it learned, and the detectors' ``partial_fit`` rates are
 not bounded per window. The int8 runtime and the generated C run the same rule in integers
@@ -121,6 +127,12 @@ class BaselineAdapter:
         self.held = 0
         self.drift = 0.0
         self.likelihood_drift = 0.0
+        # the slow-drift watch (tinywarden.level_watch): the day-long level of the windows under the threshold, its
+        # distance from the reference, and the peak of that distance
+        self._level = self.reference_offset.copy()
+        self.level_drift = 0.0
+        self.peak_level_drift = 0.0
+        self.peak_level_input = 0
         self.flagged = False
         self.flags = 0
 
@@ -154,6 +166,8 @@ class BaselineAdapter:
                 self.settling = False
             if self.settling:  # follow it at the settling rate (the drift flag tells the operator)
                 ok, r, floor = math.isfinite(score), rs, 1.0
+        if cfg.watch_drift > 0 and usable and score is not None and math.isfinite(score) and not over:
+            self._watch(rows)
         if ok and usable:
             self.settled += self.settling
             offset, var = _ewm_step(p.offset_, self._var, rows, r)
@@ -171,13 +185,23 @@ class BaselineAdapter:
         if likelihood is not None:
             self.likelihood_drift = likelihood.drift()
         worst = max(self.drift, self.likelihood_drift)
+        watch = cfg.watch_drift if cfg.watch_drift > 0 else math.inf
         new_flag = False
-        if not self.flagged and worst > self.config.max_drift:
+        if not self.flagged and (worst > cfg.max_drift or self.level_drift > watch):
             self.flagged = new_flag = True
             self.flags += 1
-        elif self.flagged and worst < REARM_FRACTION * self.config.max_drift:
+        elif self.flagged and worst < REARM_FRACTION * cfg.max_drift and self.level_drift < REARM_FRACTION * watch:
             self.flagged = False
         return AdaptStep(ok, self.drift, self.likelihood_drift, new_flag)
+
+    def _watch(self, rows: np.ndarray) -> None:
+        """The slow-drift watch's step (:mod:`tinywarden.level_watch`): a window under the threshold moves its level."""
+        self._level = self._level + 2.0**-self.config.settle_rate_shift * (rows.mean(axis=0) - self._level)
+        z = np.abs(self._level - self.reference_offset) / self.reference_scale
+        i = int(np.argmax(z))
+        self.level_drift = float(z[i])
+        if self.level_drift > self.peak_level_drift:
+            self.peak_level_drift, self.peak_level_input = self.level_drift, i
 
     def rebind(self, pipeline: Pipeline) -> None:
         """Carry the adapted baseline over to ``pipeline`` (a hot swap to the same model file)."""
@@ -193,6 +217,8 @@ class BaselineAdapter:
             "drift": round(self.drift, 4),
             "likelihood_drift": round(self.likelihood_drift, 4),
             "max_drift": self.config.max_drift,
+            "level_drift": round(self.level_drift, 4),
+            "watch_drift": self.config.watch_drift,
             "flagged": self.flagged,
             "flags": self.flags,
             "settling": self.settling,

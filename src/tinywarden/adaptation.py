@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "AdaptStep", "Adaptation"]
+__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "WATCH_DRIFT", "AdaptStep", "Adaptation"]
 
 #: The adapted scale never falls below this fraction of the reference one (a quiet stretch must not make
 #: the next small wiggle look huge).
 SCALE_FLOOR_FRACTION = 0.5
 #: A flag is raised again only after the drift has come back below this fraction of ``max_drift``.
 REARM_FRACTION = 0.5
+#: The slow-drift watch's limit, stated a priori (:mod:`tinywarden.level_watch`):
+#: ``Adaptation(watch_drift=WATCH_DRIFT)`` turns the watch on.
+WATCH_DRIFT = 1.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,11 @@ class Adaptation:
     #: scale stays the reference one, except while a sustained shift settles. On SMD a learned scale lost
     #: 0.21 ROC AUC (results/adapt_quality.md); True is the first version.
     adapt_scale: bool = False
+    #: The slow-drift watch (:mod:`tinywarden.level_watch`): the drift flag also rises when the day-long level of
+    #: the windows under the threshold is this many reference standard deviations from the reference. 0: off, the
+    #: default for now: on the device it costs 52 to 80 B of flash the adapting default module does not have under
+    #: 8 KB on Cortex-M4 (``WATCH_DRIFT`` turns it on).
+    watch_drift: float = 0.0
 
 
 @dataclass(frozen=True)

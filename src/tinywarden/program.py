@@ -315,7 +315,7 @@ def adaptation_params(program: Program, adaptation: Adaptation | None) -> AdaptP
     return adapt_params(program.likelihood, adaptation.rate_shift, adaptation.below_confidence,
                         adaptation.max_drift, REARM_FRACTION, threshold=int(program.threshold),
                         gate=adaptation.below_threshold, adapt_scale=adaptation.adapt_scale, settle_n=settle_n,
-                        settle_shift=adaptation.settle_rate_shift)
+                        settle_shift=adaptation.settle_rate_shift, watch_drift=adaptation.watch_drift)
 
 
 class Int8Stream:

@@ -230,6 +230,7 @@ class Int8Adapter:
         if new is not old and old.adapter is not None and new.adapter is not None:
             a, b = old.adapter, new.adapter
             b.mu, b.var, b.g, b.smu, b.svar = a.mu.copy(), a.var.copy(), a.g.copy(), a.smu.copy(), a.svar.copy()
+            b.wmu, b.level = a.wmu.copy(), a.level
             b.drift, b.flagged, b.flags, b.adapted, b.held = a.drift, a.flagged, a.flags, a.adapted, a.held
             b.elevated, b.settling, b.settled = a.elevated, a.settling, a.settled
             if old.likelihood is not None and new.likelihood is not None:  # it gates the adaptation
@@ -281,6 +282,8 @@ class Int8Adapter:
             "drift": round(a.drift / 4096.0, 4),
             "likelihood_drift": round(self._likelihood_drift(), 4),
             "max_drift": self._config.max_drift,
+            "level_drift": round(a.level / 4096.0, 4),
+            "watch_drift": self._config.watch_drift,
             "flagged": bool(a.flagged),
             "flags": a.flags,
             "settling": bool(a.settling),

@@ -350,6 +350,10 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
                        "TW_AD_SVAR_DROP": adapt_q.SVAR_DROP, "TW_AD_SVAR_MAX": adapt_q.SVAR_MAX})
         per_input += 4 + 2
         head += 4 + 1
+    if "watch" in on:
+        limits.update({"TW_AD_WATCH": params.watch_q12, "TW_AD_WATCH_REARM": params.watch_rearm_q12,
+                       "TW_AD_WATCH_SHIFT": params.settle_shift})
+        per_input += 4
     per_input += -per_input % 4
     head += -head % 4
     fields = [StateField("tw_adapt_t", "ad", (), head + per_input * n, 4)]
@@ -360,11 +364,14 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
         policy=(f"rate_shift {adaptation.rate_shift}, below_confidence {adaptation.below_confidence}, max_drift "
                 f"{adaptation.max_drift}, below_threshold {str(adaptation.below_threshold).lower()}, adapt_scale "
                 f"{str(adaptation.adapt_scale).lower()}, settle_s {adaptation.settle_s:g} (TW_AD_SETTLE_N "
-                f"{params.settle_n} windows), settle_rate_shift {adaptation.settle_rate_shift}"),
+                f"{params.settle_n} windows), settle_rate_shift {adaptation.settle_rate_shift}, watch_drift "
+                f"{adaptation.watch_drift:g}"),
         gate=" and its score at most TW_THRESHOLD" if params.gate else "",
         settling=("\n/* The settling rule is compiled in: s->ad.elevated and s->ad.settling are its state. */\n"
                   "#define TW_HAS_SETTLING 1" if params.settle_n else ""),
         what="mean and variance" if params.adapt_scale else "mean (offsets only)",
+        watch=(" or (the slow-drift watch, tinywarden.level_watch) the level of the windows under the threshold, "
+               "at 2^-TW_AD_WATCH_SHIFT, more than TW_AD_WATCH" if "watch" in on else ""),
         settle=(" a shift that keeps TW_AD_SETTLE_N more windows over the threshold than under it is adopted (the "
                 "shadow mean and variance, which learn from every window at 2^-TW_AD_SETTLE_SHIFT) and learned from "
                 "every window at that rate until the count is empty again;" if params.settle_n else ""))

@@ -41,8 +41,11 @@ otherwise (never sharper than the reference). The drift (Q12 standard deviations
 inputs, that of the largest ``|y|``: requantization is monotone).
 
 *flag* (every window): raised when the drift exceeds ``max_drift`` or the likelihood's running mean is
-more than ``max_drift`` fitted standard deviations from its fitted value, lowered again once both are
-below half of it (:data:`tinywarden.adapt.REARM_FRACTION`).
+more than ``max_drift`` fitted standard deviations from its fitted value, or (the slow-drift watch,
+:mod:`tinywarden.level_watch`) the drift ``level`` of its own mean ``wmu`` (int32, as ``mu``: every window whose
+score is at most the threshold moves it by ``round_shift(xf - wmu, settle_shift)``), computed as that of
+``mu`` every window, exceeds ``watch_drift``; lowered again once each is below half of its limit
+(:data:`tinywarden.adapt.REARM_FRACTION`).
 
 Where the float and the integer rule part: an input more than ``X`` input units (at least 128 reference
 standard deviations) from the reference is clamped there, ``z`` at 128 standard deviations and the shadow's
@@ -138,6 +141,11 @@ class AdaptParams:
     #: windows over the threshold (a leaky count) after which the baseline settles on the new level; 0: never
     settle_n: int = 0
     settle_shift: int = 7
+    #: the slow-drift watch (:mod:`tinywarden.level_watch`): flag when the drift (Q12) of its level ``wmu`` (a step
+    #: at ``settle_shift`` from every window at most the threshold) > watch_q12, lower the flag only once it is <
+    #: watch_rearm_q12 too; 0: off
+    watch_q12: int = 0
+    watch_rearm_q12: int = 0
 
     @property
     def scaled(self) -> bool:
@@ -147,10 +155,11 @@ class AdaptParams:
 
 def adapt_params(likelihood: Op, rate_shift: int, below_confidence: float, max_drift: float,
                  rearm_fraction: float = 0.5, *, threshold: int = INT32_MAX, gate: bool = False,
-                 adapt_scale: bool = True, settle_n: int = 0, settle_shift: int = 7) -> AdaptParams:
+                 adapt_scale: bool = True, settle_n: int = 0, settle_shift: int = 7,
+                 watch_drift: float = 0.0) -> AdaptParams:
     """Integer thresholds of a float adaptation policy for a program whose likelihood step is ``likelihood``
     (the keyword arguments, as they default, are the first version's rule: no threshold gate, offsets and
-    scales, no settling).
+    scales, no settling, no slow-drift watch).
 
     >>> from tinywarden.likelihood import AnomalyLikelihood
     >>> from tinywarden.kernels.likelihood_q import lower_likelihood
@@ -165,6 +174,7 @@ def adapt_params(likelihood: Op, rate_shift: int, below_confidence: float, max_d
             f"adaptation settle_s is {settle_n} windows; at most {SETTLE_N_MAX} fit the device's count")
     require(math.isfinite(below_confidence) and math.isfinite(max_drift) and max_drift >= 0,
             "adaptation below_confidence and max_drift must be finite, max_drift >= 0")
+    require(math.isfinite(watch_drift) and watch_drift >= 0, "adaptation watch_drift must be finite and >= 0")
     below = int(min(max(math.ceil(below_confidence * G_ONE), 0), G_ONE + 1))
     drift = int(min(round(max_drift * 4096), MAX_DRIFT_Q12))
     rearm = int(min(round(rearm_fraction * max_drift * 4096), MAX_DRIFT_Q12))
@@ -172,8 +182,13 @@ def adapt_params(likelihood: Op, rate_shift: int, below_confidence: float, max_d
     lik_limit = (round(max_drift * 4096) * std0 << 16) >> 12
     lik_rearm = (round(rearm_fraction * max_drift * 4096) * std0 << 16) >> 12
     cap = 2**62
+    watch = watch_rearm = 0
+    if watch_drift > 0:
+        watch = int(min(max(round(watch_drift * 4096), 1), MAX_DRIFT_Q12))
+        watch_rearm = int(min(round(rearm_fraction * watch_drift * 4096), MAX_DRIFT_Q12))
     return AdaptParams(int(rate_shift), below, drift, rearm, min(lik_limit, cap), min(lik_rearm, cap),
-                       int(threshold), bool(gate), bool(adapt_scale), int(settle_n), int(settle_shift))
+                       int(threshold), bool(gate), bool(adapt_scale), int(settle_n), int(settle_shift), watch,
+                       watch_rearm)
 
 
 # -- lowering (the quantizer's side) ---------------------------------------------------------------
@@ -286,9 +301,11 @@ class AdaptQState:
         # the shadow: the mean and spread as every window would have taught them at settle_shift (settling rule)
         self.smu = np.zeros(n, dtype=np.int64)
         self.svar = np.full(n, VAR_ONE >> SVAR_DROP, dtype=np.int64)
+        self.wmu = np.zeros(n, dtype=np.int64)  # the slow-drift watch's level, as mu
         self.elevated = 0  # leaky count of windows over the threshold, in [0, settle_n]
         self.settling = False
         self.drift = 0
+        self.level = 0  # the slow-drift watch's reading of the shadow (Q12), recomputed every window
         self.flagged = False
         self.flags = 0
         self.adapted = 0
@@ -312,7 +329,7 @@ class AdaptQState:
         p, n = self.params, self.offset.size
         top = self.xmax << self.frac  # every mean stays within the clamped inputs
         limits = {"mu": (-top, top), "smu": (-top, top), "var": (1, INT32_MAX), "g": (1, G_MAX),
-                  "svar": (0, SVAR_MAX)}
+                  "svar": (0, SVAR_MAX), "wmu": (-top, top)}
         got: dict[str, Any] = {}
         for k in _ARRAYS:
             v = doc.get(k)
@@ -338,6 +355,8 @@ class AdaptQState:
         if not p.settle_n:
             require(bool((got["smu"] == 0).all() and (got["svar"] == VAR_ONE >> SVAR_DROP).all()),
                     "adapted state: a shadow without the settling rule")
+        if not p.watch_q12:
+            require(bool((got["wmu"] == 0).all()), "adapted state: a watched level without the slow-drift watch")
         for k, v in got.items():
             setattr(self, k, v)
 
@@ -406,6 +425,10 @@ class AdaptQState:
                 self.settling = False
             if self.settling:  # follow it at the settling rate, the scale at least the reference one
                 teach, rate, gmax = True, p.settle_shift, G_ONE
+        if p.watch_q12:  # the slow-drift watch: the day-long level of the windows under the threshold
+            if not over:
+                self.wmu = self.wmu + round_shift(xf - self.wmu, p.settle_shift)
+            self.level = self.drift_of(self.wmu)
         if teach:
             if p.scaled:  # without adapt_scale, a scale learned while settling relaxes back to the reference
                 self.mu, self.var = self.ewm(xf, self.mu, self.var, rate, self.settling or p.adapt_scale)
@@ -419,15 +442,17 @@ class AdaptQState:
             self.held += 1
         dev = abs(int(lik_mean) - int(lik_mean0))
         new = False
-        if not self.flagged and (self.drift > p.drift_q12 or dev > p.lik_limit):
+        watch = p.watch_q12 > 0 and self.level > p.watch_q12
+        if not self.flagged and (self.drift > p.drift_q12 or dev > p.lik_limit or watch):
             self.flagged = new = True
             self.flags += 1
-        elif self.flagged and self.drift < p.rearm_q12 and dev < p.lik_rearm:
+        elif self.flagged and self.drift < p.rearm_q12 and dev < p.lik_rearm and (
+                not p.watch_q12 or self.level < p.watch_rearm_q12):
             self.flagged = False
         return bool(teach), new
 
 
-_ARRAYS = ("mu", "var", "g", "smu", "svar")
+_ARRAYS = ("mu", "var", "g", "smu", "svar", "wmu")
 _COUNTS = ("elevated", "drift", "flags", "adapted", "held", "settled")
 
 
@@ -612,6 +637,9 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
     int32_t i;
     int32_t n;
     int32_t drift = 0;
+//@if watch
+    int32_t level = 0; /* the slow-drift watch: the shadow's largest distance from the reference */
+//@endif
     int32_t rate = TW_AD_RATE_SHIFT;
     uint8_t teach = (uint8_t)(s->confidence < TW_AD_BELOW);
 //@if scale
@@ -648,6 +676,9 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
     }
     n = TW_AD_N; /* the shadow learns from every window */
 //@endif
+//@if watch
+    n = TW_AD_N; /* the watch's level, from every window under the threshold */
+//@endif
     for (i = 0; i < n; i++) {
         tw_adapt_input_t *a = &ad->in[i];
         int32_t x = tw_adapt_sub(s->t_${src}[i], p->pre_shift[i], p->offset[i]${fold}); /* from the reference */
@@ -662,6 +693,22 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
             a->mu = a->smu;
             a->var = (y > TW_AD_VAR_ONE) ? y : TW_AD_VAR_ONE;
         }
+//@endif
+//@if watch
+        if (score <= TW_THRESHOLD) { /* the watch's level: every window under the threshold */
+            y = xf - a->wmu;
+            a->wmu += ((y >> (TW_AD_WATCH_SHIFT - 1)) + 1) >> 1;
+        }
+        y = tw_requantize32(a->wmu, p->multiplier[i], p->shift[i] - ${frac} + TW_AD_E);
+        y = (y < 0) ? -y : y;
+//@endif
+//@if watch_zmuln
+        y = tw_requantize32(y, tw_adapt_zmul[i], tw_adapt_zshift[i]);
+//@endif
+//@if watch
+        level = (y > level) ? y : level;
+//@endif
+//@if every
         if (teach == 0u) {
             continue;
         }
@@ -691,7 +738,14 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         ad->drift = (drift < TW_AD_Z_MAX) ? drift : TW_AD_Z_MAX;
         ad->adapted++;
     }
+//@if watch_zmul1
+    level = tw_requantize32(level, tw_adapt_zmul[0], tw_adapt_zshift[0]);
+//@endif
+//@if watch
+    level = (level < TW_AD_Z_MAX) ? level : TW_AD_Z_MAX;
+//@endif
     dev = (dev < 0) ? -dev : dev;
+//@if !watch
     if (ad->flagged == 0u) {
         if (ad->drift > TW_AD_DRIFT || dev > TW_AD_LIK_LIMIT) {
             ad->flagged = 1u;
@@ -700,6 +754,17 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
     } else if (ad->drift < TW_AD_REARM && dev < TW_AD_LIK_REARM) {
         ad->flagged = 0u;
     }
+//@endif
+//@if watch
+    if (ad->flagged == 0u) {
+        if (ad->drift > TW_AD_DRIFT || dev > TW_AD_LIK_LIMIT || level > TW_AD_WATCH) {
+            ad->flagged = 1u;
+            ad->flags++;
+        }
+    } else if (ad->drift < TW_AD_REARM && dev < TW_AD_LIK_REARM && level < TW_AD_WATCH_REARM) {
+        ad->flagged = 0u;
+    }
+//@endif
 }
 
 /* The adapted scaling and the likelihood's running distribution back to the reference, the flag cleared, the
@@ -723,6 +788,9 @@ void tw_rebaseline(tw_state_t *s)
         a->smu = 0;
         a->svar = TW_AD_VAR_ONE >> TW_AD_SVAR_DROP;
 //@endif
+//@if watch
+        a->wmu = 0;
+//@endif
     }
 //@if settle
     s->ad.elevated = 0u;
@@ -743,6 +811,9 @@ typedef struct {
 //@endif
 //@if settle
     int32_t smu; /* the shadow's mean (settling rule), as mu */
+//@endif
+//@if watch
+    int32_t wmu; /* the slow-drift watch's level (windows under the threshold), as mu */
 //@endif
 //@if scale
     uint16_t g; /* gain ~ 1/sqrt(var), Q15, in [1, TW_AD_G_MAX] */
@@ -778,7 +849,7 @@ extern "C" {
  * confidence is below TW_AD_BELOW (Q15)${gate} moves the feature scaling's per-input ${what} by
  * 2^-TW_AD_RATE_SHIFT of the way towards it, against the trained reference compiled in here;${settle} the drift
  * flag rises when the adapted means move more than TW_AD_DRIFT (Q12 reference standard deviations) or the
- * likelihood's running mean more than its own limit, and falls once both are back under half. Bit-exact with
+ * likelihood's running mean more than its own limit${watch}, and falls once each is back under half. Bit-exact with
  * tinywarden.program.Int8Stream(program, adaptation).
  */
 #define TW_HAS_ADAPTATION 1${settling}
@@ -826,8 +897,13 @@ def c_features(params: AdaptParams, op: Op) -> frozenset[str]:
             on.add("settle_fold")
     if params.gate:
         on.add("gate")
-    if np.asarray(op.consts["zmul"]).size == 1:
+    zmul1 = np.asarray(op.consts["zmul"]).size == 1
+    if zmul1:
         on.add("zmul1")
+    if params.settle_n:
+        on.add("every")  # the loop visits every input each window: a window that does not teach skips the rest
+    if params.watch_q12:
+        on.update({"watch", "every", "watch_zmul1" if zmul1 else "watch_zmuln"})
     return frozenset(on)
 
 

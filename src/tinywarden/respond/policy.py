@@ -22,7 +22,10 @@ the baseline by ``2**-rate_shift``), ``below_confidence`` (clearly normal: confi
 reference kept from training), ``below_threshold`` (a window over the model's threshold never teaches;
 default true), ``settle_s`` (a shift sustained this long, 12 h by default, is followed at
 ``2**-settle_rate_shift`` per window; 0 never), ``adapt_scale`` (the slow path learns the scale too;
-default false: offsets only). The C export with this policy compiles the integer adaptation in when it
+default false: offsets only), ``watch_drift`` (the slow-drift watch, :mod:`tinywarden.level_watch`: also
+flag when the day-long level of the windows under the threshold is this many training standard deviations
+from the reference; default 0, off, for the device's flash; 1 is the value stated for it). The C export
+with this policy compiles the integer adaptation in when it
 is enabled and the model's int8 program has the step (:mod:`tinywarden.kernels.adapt_q`), and leaves it
 out when it is off; the integer step follows ``enabled``, ``rate_shift``, ``below_confidence`` and
 ``max_drift`` only (the first version's rule: see :mod:`tinywarden.adapt`).
@@ -166,7 +169,7 @@ _POLICY_KEYS = {
 _TIER_KEYS = {"actions", "k", "n", "consecutive", "margin", "min_dwell_s", "deescalate_after_s", "dead_man_s",
               "min_confidence"}
 _ADAPTATION_KEYS = {"enabled", "rate_shift", "below_confidence", "max_drift", "below_threshold", "settle_s",
-                    "settle_rate_shift", "adapt_scale"}
+                    "settle_rate_shift", "adapt_scale", "watch_drift"}
 _TOP_KEYS = {"policy", "critical", "tiers", "actions", "adaptation"}
 MAX_RATE_SHIFT = 20
 """Slowest adaptation rate, ``2**-20`` per window; 0 would replace the baseline by every window."""
@@ -379,6 +382,7 @@ class _Validator:
                                          d.below_confidence, 0.0, 1.0, strict=True),
             max_drift=self.number(doc, "max_drift", "adaptation.max_drift", d.max_drift, 0.0, MAX_DRIFT,
                                   strict=True),
+            watch_drift=self.number(doc, "watch_drift", "adaptation.watch_drift", d.watch_drift, 0.0, MAX_DRIFT),
         )
 
     def action(self, name: str, doc: Any, critical: Critical) -> ActionSpec:

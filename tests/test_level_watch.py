@@ -1,0 +1,146 @@
+"""The slow-drift watch (tinywarden.level_watch, issue 14): a ramp that neither teaches the adapted baseline nor
+fills the settling count is flagged by its day-long level; the watch is quiet on the data it was fitted on, flags
+one excursion once and re-arms, is not moved by windows over the threshold, and is off by default (watch_drift 0)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from tinywarden.adapt import Adaptation, BaselineAdapter
+from tinywarden.adaptation import WATCH_DRIFT
+from tinywarden.detectors import EWMAZScore
+from tinywarden.level_watch import level_drift, watch_record
+from tinywarden.pipeline import Pipeline
+from tinywarden.telemetry.series import Series
+
+PERIOD_S = 10.0
+WINDOW, STRIDE = 32, 16
+DAY = int(86400 / PERIOD_S)  # samples per day
+
+
+def telemetry(days: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(days * DAY)
+    return np.c_[rng.normal(size=n), 0.5 * rng.normal(size=n)]
+
+
+#: The default policy with the watch on at its stated limit (the policy's default keeps it off for the device's flash).
+WATCHED = Adaptation(watch_drift=WATCH_DRIFT)
+
+
+def series(x: np.ndarray) -> Series:
+    return Series(np.arange(len(x)) * PERIOD_S, x, ("temp", "net"))
+
+
+@pytest.fixture(scope="module")
+def trained() -> Pipeline:
+    return Pipeline(EWMAZScore(), window=WINDOW, stride=STRIDE).fit(series(telemetry(2.0, 0)))
+
+
+def windows(p: Pipeline, x: np.ndarray) -> np.ndarray:
+    return p.window_inputs(series(x))[1]
+
+
+def under_the_radar(trained: Pipeline, raw: np.ndarray, adaptation: Adaptation) -> tuple[BaselineAdapter, list[int]]:
+    """Every window scored just under the threshold (no alarm, the settling count stays empty) with a confidence of
+    0.5 (not clearly normal: it teaches nothing), as a slow ramp's windows were on the simulator; the windows at
+    which a drift flag was raised."""
+    adapter = BaselineAdapter(copy.deepcopy(trained), adaptation)
+    flags = [i for i, x in enumerate(raw) if adapter.observe(x, 0.5, None, 0.99 * trained.threshold_).flagged]
+    return adapter, flags
+
+
+def ramp(days: float, sds: float, seed: int) -> np.ndarray:
+    """The temperature channel tampered with: moved by ``sds`` of its training sd, linearly over ``days``."""
+    x = telemetry(days, seed)
+    x[:, 0] += np.linspace(0.0, sds, len(x))
+    return x
+
+
+def test_a_ramp_that_teaches_nothing_is_flagged_by_its_day_long_level_before_full_rate(trained: Pipeline) -> None:
+    raw = windows(trained, ramp(3.0, 2.0, seed=1))
+    adapter, flags = under_the_radar(trained, raw, WATCHED)
+    # nothing taught the baseline and nothing settled: the max_drift flag alone never rises (the old behaviour) ...
+    assert adapter.adapted == 0 and adapter.drift == 0.0 and not adapter.settling
+    # ... the watch flags it once, when the ramp has done less than its full 2 sd
+    assert len(flags) == 1 and adapter.flags == 1
+    assert flags[0] < 0.9 * len(raw)
+    assert adapter.status()["level_drift"] > WATCH_DRIFT
+
+
+def test_the_watch_is_off_by_default_and_needs_no_settling_rule(trained: Pipeline) -> None:
+    raw = windows(trained, ramp(3.0, 2.0, seed=1))
+    for off in (Adaptation(), Adaptation(watch_drift=0.0)):  # the policy's default: off (the device's flash)
+        adapter, flags = under_the_radar(trained, raw, off)
+        assert flags == [] and adapter.flags == 0 and adapter.level_drift == 0.0
+    adapter, flags = under_the_radar(trained, raw, Adaptation(settle_s=0.0, watch_drift=WATCH_DRIFT))
+    assert len(flags) == 1 and adapter.settle_windows == 0
+
+
+def test_windows_over_the_threshold_do_not_move_the_level(trained: Pipeline) -> None:
+    """An alarmed burst (a few hours far from normal) is an alarm already, not a drift: only windows under the
+    threshold move the watch's level, so the burst raises no drift flag; the same windows under it would."""
+    x = telemetry(1.0, 7)
+    x[DAY // 4 : DAY // 4 + DAY // 6, 0] += 3.0  # four hours, 3 channel sd
+    raw = windows(trained, x)
+    burst = np.zeros(len(raw), dtype=bool)
+    burst[(DAY // 4) // STRIDE : (DAY // 4 + DAY // 6) // STRIDE] = True
+    for over, want in ((True, 0), (False, 1)):
+        adapter = BaselineAdapter(copy.deepcopy(trained), WATCHED)
+        scores = np.where(burst & over, 2.0 * trained.threshold_, 0.5 * trained.threshold_)
+        flags = [i for i, (x, sc) in enumerate(zip(raw, scores, strict=True))
+                 if adapter.observe(x, 0.5, None, float(sc)).flagged]
+        assert len(flags) == want, (over, flags)
+
+
+def test_the_watch_is_quiet_on_normal_data_and_counts_a_moved_series(trained: Pipeline) -> None:
+    fresh = watch_record(trained, series(telemetry(3.0, seed=5)))
+    assert len(fresh.flag_rows) == 0 and fresh.peak < 0.5 * WATCH_DRIFT and fresh.days > 2.9
+    moved = watch_record(trained, series(ramp(3.0, 2.0, seed=5)))
+    assert len(moved.flag_rows) == 1 and moved.peak > WATCH_DRIFT and moved.peak_input == 0
+    assert moved.flags_per_day == pytest.approx(1 / moved.days)
+
+
+def test_one_excursion_is_one_flag_and_the_watch_rearms_after_it_returns(trained: Pipeline) -> None:
+    x = np.r_[telemetry(1.0, 2), telemetry(1.0, 3), telemetry(2.0, 4), telemetry(1.0, 6)]
+    x[DAY : 2 * DAY, 0] += 2.5  # a day-long excursion of 2.5 sd, back to normal, then another one
+    x[4 * DAY :, 0] += 2.5
+    raw = windows(trained, x)
+    adapter, flags = under_the_radar(trained, raw, WATCHED)
+    assert len(flags) == 2 and adapter.flags == 2
+    per_day = DAY // STRIDE
+    assert per_day < flags[0] < 2 * per_day and flags[1] > 4 * per_day
+
+
+def test_level_drift_is_in_reference_standard_deviations() -> None:
+    ref, scale = np.array([1.0, -2.0]), np.array([0.5, 4.0])
+    assert level_drift(ref, ref, scale) == 0.0
+    assert level_drift(ref + np.array([0.25, -12.0]), ref, scale) == pytest.approx(3.0)
+
+
+def test_the_policy_sets_watch_drift_and_refuses_a_bad_one_naming_the_key() -> None:
+    from tinywarden.respond.policy import PolicyError, parse_policy
+
+    assert parse_policy(POLICY).adaptation.watch_drift == Adaptation().watch_drift == 0.0
+    assert parse_policy(POLICY + "[adaptation]\nwatch_drift = 2.5\n").adaptation.watch_drift == 2.5
+    assert parse_policy(POLICY + "[adaptation]\nwatch_drift = 0\n").adaptation.watch_drift == 0.0
+    for bad in ("-1", "true", "nan"):
+        with pytest.raises(PolicyError, match=r"adaptation\.watch_drift"):
+            parse_policy(POLICY + f"[adaptation]\nwatch_drift = {bad}\n")
+
+
+POLICY = """
+[policy]
+name = "t"
+version = "1"
+[actions.notify]
+type = "log"
+message = "anomaly"
+[tiers.alert]
+actions = ["notify"]
+k = 2
+n = 3
+"""
