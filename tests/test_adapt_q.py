@@ -112,7 +112,7 @@ def test_c_adapts_exactly_as_python_on_the_simulator(family, adaptation, rebasel
     s, _ = camera()
     values = shifted(drifting(s.values, 12000, 3e-4), 6000, 3.0)  # 25920 rows: three days
     values[5000:5040, 1] = np.nan  # NaN and saturating samples go through the adapted path alike
-    values[8000:8010, 0] = 1e30
+    values[4000:4010, 0] = 1e30  # (before the steady shift: a burst inside it would hold its adoption back)
     rows = assert_same(prog, adaptation, values, tmp_path, rebaseline)
     adapted = np.diff(np.r_[0, rows[:, 6]])
     assert 0 < adapted.sum() < len(rows)  # both branches of the gate are exercised
@@ -121,7 +121,9 @@ def test_c_adapts_exactly_as_python_on_the_simulator(family, adaptation, rebasel
     if adaptation.settle_s:  # the shift settled, and once the baseline followed it the count emptied again
         settling = rows[:, 8]
         assert settling.max() == 1 and rows[:, 9].max() > 0
-        assert (np.diff(settling) == -1).any()
+        # (a random fold is no detector's: once a scale learned while settling moves its offsets, its scores need not
+        # come back under the threshold; the adopted level is the shift's own since the shadow learns it alone)
+        assert (np.diff(settling) == -1).any() or family.endswith("+fold")
     else:
         assert not rows[:, 8:].any()
     if rebaseline is not None:  # the re-baseline (tw_rebaseline) took the drift back to the reference
@@ -238,8 +240,9 @@ def test_integer_adaptation_follows_the_float_adapter(cfg):
     offset, which the integer step measures from) plus 0.02 sd, the adapted scales to 0.03."""
     pipe, prog = fitted("pca")
     # attack-free: while settling every window teaches, and an attack's outliers are clamped by the integer step
-    # (+-2^(30-F) input units, 128 sd) where the float follows them (benchmarks/adapt_q.py measures both)
-    values = drifting(simulate("camera", 3.0, "none", seed=12).values, 6000, 3e-4)
+    # (+-2^(30-F) input units, 128 sd) where the float follows them (benchmarks/adapt_q.py measures both); a steady
+    # shift (adopted once it has lasted settle_s), then a ramp
+    values = shifted(drifting(simulate("camera", 3.0, "none", seed=12).values, 12000, 3e-4), 3000, 3.0)
     st = Int8Stream(prog, cfg)
     fp = Pipeline.__new__(Pipeline)
     fp.__dict__.update(pipe.__dict__)
@@ -322,8 +325,11 @@ def test_each_rule_flag_in_both_states():
         assert (ad.smu != 0).all() and (ad.mu != 0).all() and (ad.g <= G_ONE).all()
         steps = [(ad.observe(feats, 1 << 15, m0, m0, thr)[0], ad.settling) for _ in range(3)]
         assert steps == [(True, True), (True, True), (False, False)] and ad.elevated == 0
-    # a scale learned while settling relaxes back to the reference once it has ended (offsets only)
+    # a scale learned while settling relaxes back to the reference once it has ended (offsets only); the window that
+    # lifts the count from empty starts the shadow and is not adopted on its own, the next one is
     ad = _fresh(prog, adapt_scale=False, settle_n=1, settle_shift=1)
+    ad.observe(moved * 3, 0, m0, m0, thr + 1)
+    assert not ad.settling and (ad.smu != 0).all() and ad.elevated == 1
     ad.observe(moved * 3, 0, m0, m0, thr + 1)
     assert ad.settling and (ad.var != VAR_ONE).any()
     ad.observe(feats, 0, m0, m0, thr)
@@ -367,3 +373,22 @@ def test_a_policy_compiles_in_only_its_rule():
     assert "smu" not in h_first and "TW_HAS_SETTLING" not in h_first and "tw_adapt_gain" in first
     assert "score <= TW_THRESHOLD" in default and "score <= TW_THRESHOLD" not in first
     assert n_off < n_first < n_def
+
+
+@needs_gcc
+def test_c_refuses_an_irregular_sustained_shift_as_python_does(tmp_path):
+    """A shift that keeps every window over the threshold for many times settle_s but jumps to a new random level
+    every window (its spread around its own mean far beyond SETTLE_SPREAD) is never adopted, in C as in Python; the
+    steady shift of the camera test above is."""
+    _, prog = fitted("ewma")
+    s, _ = camera()
+    values = s.values.astype(np.float64).copy()
+    start = 6000
+    sd = values[:start].std(axis=0) + 1e-9
+    levels = np.random.default_rng(3).uniform(4.0, 12.0, size=((len(values) - start) // prog.stride + 1, 1))
+    values[start:] += np.repeat(levels, prog.stride, axis=0)[: len(values) - start] * sd
+    adaptation = Adaptation(settle_s=3600.0)
+    n = adaptation_params(prog, adaptation).settle_n
+    rows = assert_same(prog, adaptation, values, tmp_path)
+    assert n > 1 and (rows[:, 9] == n).sum() > 10 * n  # the count sat full for ten times settle_s ...
+    assert not rows[:, 8].any()  # ... and the irregular level was never adopted

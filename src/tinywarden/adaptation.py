@@ -12,13 +12,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "AdaptStep", "Adaptation"]
+__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "SETTLE_SPREAD", "SETTLE_SPREAD_CAP", "AdaptStep", "Adaptation",
+           "shadow_shift"]
 
 #: The adapted scale never falls below this fraction of the reference one (a quiet stretch must not make
 #: the next small wiggle look huge).
 SCALE_FLOOR_FRACTION = 0.5
 #: A flag is raised again only after the drift has come back below this fraction of ``max_drift``.
 REARM_FRACTION = 0.5
+#: A sustained shift is adopted only while the shadow's spread around the new level is at most this many reference
+#: variances in every input (twice the trained standard deviation): a legitimate change (a firmware update) moves
+#: the level and keeps the device's trained variability around it, a long anomaly is rarely that steady. Stated a
+#: priori, not fitted (``benchmarks/adapt_quality.py`` measures what it does on SMD and ASD).
+SETTLE_SPREAD = 4.0
+#: ... where one window's spread counts at most this many reference variances (a 4 sd deviation): the windows of
+#: the change itself or a short outlier burst cannot hold the adoption back for long, a spread that lasts does.
+SETTLE_SPREAD_CAP = 16.0
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,8 @@ class Adaptation:
     #: the next moderately anomalous windows "clearly normal". False: confidence alone (the first version).
     below_threshold: bool = True
     #: Seconds of a sustained shift (windows over the threshold, a leaky count) after which the baseline
-    #: re-centres on the new level from every window at ``2**-settle_rate_shift``, flagged; 0: never.
+    #: re-centres on the new level (when it is steady: :data:`SETTLE_SPREAD`) and follows every window at
+    #: ``2**-settle_rate_shift``, flagged; 0: never.
     settle_s: float = 43200.0
     settle_rate_shift: int = 7
     #: The slow path also learns the scale (spread) of its windows. False: it moves the offsets only and the
@@ -51,3 +61,20 @@ class AdaptStep:
     drift: float
     likelihood_drift: float
     flagged: bool  # the drift has just passed max_drift (once per excursion)
+
+
+def shadow_shift(before: int, after: int, settle_rate_shift: int) -> int | None:
+    """The sustained-shift rule's *shadow* step for a window that moved the leaky count from ``before`` to ``after``:
+    0, start again at this window (the count has just risen from empty); ``k``, learn at ``2**-k``, a running mean of
+    the windows since that start (``k = floor(log2(after))``, at most ``settle_rate_shift``); None, keep still (the
+    count is empty or back at 1). So the level the shadow offers is that of the shift alone, not a blend with the
+    level before it. The one definition :class:`tinywarden.adapt.BaselineAdapter` and the integer step
+    (:mod:`tinywarden.kernels.adapt_q`) follow.
+
+    >>> [shadow_shift(0, 1, 7), shadow_shift(1, 2, 7), shadow_shift(7, 8, 7), shadow_shift(900, 900, 7),
+    ...  shadow_shift(2, 1, 7), shadow_shift(1, 0, 7)]
+    [0, 1, 3, 7, None, None]
+    """
+    if after >= 2:
+        return min(int(settle_rate_shift), after.bit_length() - 1)
+    return 0 if (before == 0 and after == 1) else None
