@@ -25,17 +25,15 @@ distribution would call the next moderately anomalous windows clearly normal.
 
 4. *A steady sustained shift settles* (``settle_s``, 12 h by default): a legitimate change (a firmware update)
    is first an alarm, and rule 1 holds the baseline; windows over the threshold fill a leaky count
-   (+1 over, -1 under, at most ``settle_s`` worth of windows). A *shadow* mean and spread learn the shift
-   alone: they start again at the window that lifts the count from empty and follow the windows after it as a
-   running mean (:func:`shadow_shift`, at most ``2**-settle_rate_shift`` a window). When the count is full,
-   the shift has lasted ``settle_s``; the baseline jumps to the shadow only while its spread is at most
-   :data:`SETTLE_SPREAD` reference variances in every input (each window counting at most
-   :data:`SETTLE_SPREAD_CAP`: the new level is steady: a firmware update moves
-   the level and keeps the device's variability, a long anomaly is rarely that regular), then keeps learning
-   from every window at ``2**-settle_rate_shift``, with its scale never under the reference one, until the
-   count is empty again. The jump moves the baseline away from the reference, so the drift flag tells the
-   operator. An attack that lasts ``settle_s`` at a steady level is taught too: it has raised its alarm at its
-   start, and the flag follows.
+   (+1 over, -1 under, at most ``settle_s`` worth of windows). A *shadow* mean and spread follow every window,
+   with a memory of at most a quarter of ``settle_s`` (:func:`shadow_shift`). When the count is full, the shift
+   has lasted ``settle_s``; the baseline jumps to the shadow if its spread is at most :data:`SETTLE_SPREAD`
+   reference variances in every input (the new level is steady: a firmware update moves the level and keeps
+   the device's variability around it, a long anomaly is rarely that regular; an unsteady shift is not adopted
+   and stays an alarm), then keeps learning from every window at ``2**-settle_rate_shift``, with its scale
+   never under the reference one, until the count is empty again. The jump moves the baseline away from the
+   reference, so the drift flag tells the operator. An attack that holds a steady level for ``settle_s`` is
+   taught too: it has raised its alarm at its start, and the flag follows.
 
 A family that judges the level itself (:attr:`~tinywarden.detectors.base.Detector.judges_level`: bounds, AR)
 keeps its trained scaler: only its likelihood adapts (its confidence and likelihood drift), since a re-centred
@@ -65,7 +63,6 @@ from tinywarden.adaptation import (
     REARM_FRACTION,
     SCALE_FLOOR_FRACTION,
     SETTLE_SPREAD,
-    SETTLE_SPREAD_CAP,
     Adaptation,
     AdaptStep,
     shadow_shift,
@@ -76,16 +73,13 @@ if TYPE_CHECKING:
     from tinywarden.likelihood import AnomalyLikelihood
     from tinywarden.pipeline import Pipeline
 
-__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "SETTLE_SPREAD", "SETTLE_SPREAD_CAP", "AdaptStep", "Adaptation",
+__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "SETTLE_SPREAD", "AdaptStep", "Adaptation",
            "BaselineAdapter", "adapted_scores", "settle_windows", "shadow_shift", "windows_in"]
 
-def _ewm_step(offset: np.ndarray, var: np.ndarray, rows: np.ndarray, r: float,
-              cap: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One exponentially weighted step of a per-input mean and spread around it (at most ``cap``), at rate ``r``."""
+def _ewm_step(offset: np.ndarray, var: np.ndarray, rows: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
+    """One exponentially weighted step of a per-input mean and spread around it, at rate ``r``."""
     d = rows.mean(axis=0) - offset
     spread = ((rows - offset) ** 2).mean(axis=0)
-    if cap is not None:
-        spread = np.minimum(spread, cap)
     return offset + r * d, (1.0 - r) * var + r * spread
 
 
@@ -137,7 +131,8 @@ class BaselineAdapter:
         self.likelihood_only = bool(getattr(pipeline.detector, "judges_level", False))
         self.elevated = 0  # leaky count of windows over the threshold (sustained-shift rule)
         self.settling = False
-        # The level and spread of the current sustained shift (shadow_shift), adopted when it settles
+        # The level and spread of the last 2**shadow_shift windows or so (adopted when a steady shift settles)
+        self.shadow_rate = 2.0**-shadow_shift(self.settle_windows, config.settle_rate_shift)
         self._shadow_offset = self.reference_offset.copy()
         self._shadow_var = self._var.copy()
         self.settled = 0  # windows that taught the baseline at the settling rate
@@ -170,19 +165,14 @@ class BaselineAdapter:
         floor = SCALE_FLOOR_FRACTION if cfg.adapt_scale else 1.0  # offsets only: never sharper than trained
         if self.settle_windows and score is not None:
             rs = 2.0**-cfg.settle_rate_shift
-            before = self.elevated
-            self.elevated = min(before + 1, self.settle_windows) if over else max(before - 1, 0)
-            k = shadow_shift(before, self.elevated, cfg.settle_rate_shift)
-            # a lasting shift whose level is steady (its spread so far): adopt it (not on a window that restarts it)
-            jump = (self.elevated >= self.settle_windows and not self.settling and k != 0
-                    and bool(np.all(self._shadow_var <= SETTLE_SPREAD * self.reference_scale**2)))
-            if usable and k == 0:
-                self._shadow_offset, self._shadow_var = rows.mean(axis=0), self.reference_scale**2
-            elif usable and k is not None:
+            # the shift is steady while the shadow's spread (before this window) is small in every input
+            steady = bool(np.all(self._shadow_var <= SETTLE_SPREAD * self.reference_scale**2))
+            if usable:
                 self._shadow_offset, self._shadow_var = _ewm_step(self._shadow_offset, self._shadow_var, rows,
-                                                                  2.0**-k, SETTLE_SPREAD_CAP * self.reference_scale**2)
-            if jump:
-                self.settling = True
+                                                                  self.shadow_rate)
+            self.elevated = min(self.elevated + 1, self.settle_windows) if over else max(self.elevated - 1, 0)
+            if self.elevated >= self.settle_windows and not self.settling and steady:
+                self.settling = True  # a steady shift that has lasted settle_s: adopt the level it has kept
                 p.offset_ = self._shadow_offset.copy()
                 self._var = np.maximum(self._shadow_var, self.reference_scale**2)
             elif self.elevated == 0:

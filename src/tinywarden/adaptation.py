@@ -12,22 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "SETTLE_SPREAD", "SETTLE_SPREAD_CAP", "AdaptStep", "Adaptation",
-           "shadow_shift"]
+__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "SETTLE_SPREAD", "AdaptStep", "Adaptation", "shadow_shift"]
 
 #: The adapted scale never falls below this fraction of the reference one (a quiet stretch must not make
 #: the next small wiggle look huge).
 SCALE_FLOOR_FRACTION = 0.5
 #: A flag is raised again only after the drift has come back below this fraction of ``max_drift``.
 REARM_FRACTION = 0.5
-#: A sustained shift is adopted only while the shadow's spread around the new level is at most this many reference
-#: variances in every input (twice the trained standard deviation): a legitimate change (a firmware update) moves
-#: the level and keeps the device's trained variability around it, a long anomaly is rarely that steady. Stated a
-#: priori, not fitted (``benchmarks/adapt_quality.py`` measures what it does on SMD and ASD).
+#: A sustained shift is adopted only while the shadow's spread around it is at most this many reference variances
+#: in every input (twice the trained standard deviation): a legitimate change (a firmware update) moves the level and
+#: keeps the device's trained variability around it, a long anomaly is rarely that steady. Stated a priori, not
+#: fitted (``benchmarks/adapt_quality.py`` measures what it does on SMD and ASD).
 SETTLE_SPREAD = 4.0
-#: ... where one window's spread counts at most this many reference variances (a 4 sd deviation): the windows of
-#: the change itself or a short outlier burst cannot hold the adoption back for long, a spread that lasts does.
-SETTLE_SPREAD_CAP = 16.0
 
 
 @dataclass(frozen=True)
@@ -63,18 +59,14 @@ class AdaptStep:
     flagged: bool  # the drift has just passed max_drift (once per excursion)
 
 
-def shadow_shift(before: int, after: int, settle_rate_shift: int) -> int | None:
-    """The sustained-shift rule's *shadow* step for a window that moved the leaky count from ``before`` to ``after``:
-    0, start again at this window (the count has just risen from empty); ``k``, learn at ``2**-k``, a running mean of
-    the windows since that start (``k = floor(log2(after))``, at most ``settle_rate_shift``); None, keep still (the
-    count is empty or back at 1). So the level the shadow offers is that of the shift alone, not a blend with the
-    level before it. The one definition :class:`tinywarden.adapt.BaselineAdapter` and the integer step
-    (:mod:`tinywarden.kernels.adapt_q`) follow.
+def shadow_shift(settle_windows: int, settle_rate_shift: int) -> int:
+    """The sustained-shift rule's *shadow* learns from every window at ``2**-k``: ``k = floor(log2(settle_windows))
+    - 2``, within ``[1, settle_rate_shift]``. Its memory (``2**k`` windows) is at most a quarter of ``settle_s``, so
+    once a shift has lasted ``settle_s`` the level before it weighs under ``e**-4`` (2 %) in the shadow: the level
+    and spread it offers are the shift's own, not a blend with what came before. The one definition the float
+    adapter and the integer step (:mod:`tinywarden.kernels.adapt_q`, the C's ``TW_AD_SHADOW_SHIFT``) use.
 
-    >>> [shadow_shift(0, 1, 7), shadow_shift(1, 2, 7), shadow_shift(7, 8, 7), shadow_shift(900, 900, 7),
-    ...  shadow_shift(2, 1, 7), shadow_shift(1, 0, 7)]
-    [0, 1, 3, 7, None, None]
+    >>> shadow_shift(68, 7), shadow_shift(720, 7), shadow_shift(6, 7), shadow_shift(1, 7)
+    (4, 7, 1, 1)
     """
-    if after >= 2:
-        return min(int(settle_rate_shift), after.bit_length() - 1)
-    return 0 if (before == 0 and after == 1) else None
+    return max(1, min(int(settle_rate_shift), int(settle_windows).bit_length() - 3))

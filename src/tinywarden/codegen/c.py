@@ -348,9 +348,9 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
     if "settle" in on:
         limits.update({"TW_AD_SETTLE_N": params.settle_n, "TW_AD_SETTLE_SHIFT": params.settle_shift,
                        "TW_AD_SVAR_DROP": adapt_q.SVAR_DROP, "TW_AD_SVAR_MAX": adapt_q.SVAR_MAX,
-                       "TW_AD_SETTLE_SPREAD": adapt_q.SETTLE_SPREAD_Q8, "TW_AD_SPREAD_CAP": adapt_q.SPREAD_CAP_Q16})
+                       "TW_AD_SETTLE_SPREAD": adapt_q.SETTLE_SPREAD_Q8, "TW_AD_SHADOW_SHIFT": params.shadow_shift})
         per_input += 4 + 2
-        head += 4 + 1
+        head += 4 + 1 + 1
     per_input += -per_input % 4
     head += -head % 4
     fields = [StateField("tw_adapt_t", "ad", (), head + per_input * n, 4)]
@@ -367,10 +367,9 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
                   "#define TW_HAS_SETTLING 1" if params.settle_n else ""),
         what="mean and variance" if params.adapt_scale else "mean (offsets only)",
         settle=(" a shift that keeps TW_AD_SETTLE_N more windows over the threshold than under it is adopted (the "
-                "shadow mean and variance, a running mean of the shift's windows, at most 2^-TW_AD_SETTLE_SHIFT a "
-                "window) when the shadow's spread is at most TW_AD_SETTLE_SPREAD (Q8 reference variances) in every "
-                "input, and learned from every window at 2^-TW_AD_SETTLE_SHIFT until the count is empty again;"
-                if params.settle_n else ""))
+                "shadow mean and variance, which learn from every window at 2^-TW_AD_SHADOW_SHIFT) when the shadow's "
+                "spread is at most TW_AD_SETTLE_SPREAD (Q8 reference variances) in every input, and learned from every "
+                "window at 2^-TW_AD_SETTLE_SHIFT until the count is empty again;" if params.settle_n else ""))
     invariant = "ad is the baseline adaptation's state (tw_adapt_t, whose members say their ranges)"
     return AdaptationC(
         j, f"    tw_adapt_forward(s, s->t_{target.src[0]}, s->t_{target.dst});", constants, limits, fields,

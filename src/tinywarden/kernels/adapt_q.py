@@ -3,7 +3,7 @@
 The float adapter moves the pipeline's scaler by ``2**-rate_shift`` of the way from every window that is
 clearly normal (confidence below ``below_confidence`` and, with ``below_threshold``, score at most the
 threshold), offsets only unless ``adapt_scale``; a shift that keeps windows over the threshold for
-``settle_s`` is adopted when steady (a shadow mean and spread of the shift's own windows, within
+``settle_s`` is adopted when steady (a shadow mean and spread that follow every window, the spread within
 :data:`tinywarden.adapt.SETTLE_SPREAD` reference variances) and followed from every window at
 ``2**-settle_rate_shift`` until it has settled; the drift of the adapted means (in training standard
 deviations) or of the likelihood's running mean beyond ``max_drift`` flags. In the int8 program the scaler is
@@ -29,13 +29,11 @@ requantize(d, multiplier, shift - F + E), zmul, zshift), +-2**19)`` (Q12: the fi
 scaling, to the model input's unit with ``E`` more bits, the second the reference deviation of that unit);
 ``var += (spread - var) >> r`` (at least 1) with ``spread = z*z >> 8`` (learning the scale) or ``2**16``
 (offsets only: a scale learned while settling relaxes back to the reference). With the settling rule, every
-window: ``elevated`` counts up when ``over`` (to ``settle_n``, the windows in ``settle_s``:
-:func:`tinywarden.adapt.windows_in`) and down otherwise; the shadow starts again (``smu = xf``, ``svar`` one
-reference variance) when the count rises from 0 and takes that step (each window's spread at most
-``SPREAD_CAP_Q16``) at ``2**-k`` while it is at least 2 (``k``
-from :func:`tinywarden.adaptation.shadow_shift`, at most ``settle_shift``; ``svar`` stored rounded to Q8); when
-the count is at ``settle_n`` on a window that does not start the shadow again and every ``svar`` (before this
-window's step) is at most ``SETTLE_SPREAD_Q8``, the adapter *settles*: ``mu = smu``, ``var = max(svar << 8, 2**16)``,
+window: the shadow takes that step at ``2**-shadow_shift`` (:func:`tinywarden.adaptation.shadow_shift`: a memory
+of at most a quarter of ``settle_s``; its ``svar`` stored rounded to Q8), ``elevated`` counts up when ``over`` (to
+``settle_n``, the windows in ``settle_s``: :func:`tinywarden.adapt.windows_in`) and down otherwise; when it reaches
+``settle_n`` and every ``svar`` before this window's step was at most ``SETTLE_SPREAD_Q8`` (the C keeps that as
+``wide``, set by the window before), the adapter *settles*: ``mu = smu``, ``var = max(svar << 8, 2**16)``,
 and until the count is back at 0 every window teaches at ``settle_shift``, learning the scale. A teaching
 window then takes the step at ``rate_shift`` (``settle_shift`` while settling); a Newton step ``g = g * (3 *
 2**15 - t) >> 16`` with ``t = var * g * g >> 31`` (``g`` halved first while ``t > 2**16``; steps, up to 4, while
@@ -81,7 +79,7 @@ from typing import Any
 
 import numpy as np
 
-from tinywarden.adaptation import SETTLE_SPREAD, SETTLE_SPREAD_CAP, shadow_shift
+from tinywarden.adaptation import SETTLE_SPREAD, shadow_shift
 from tinywarden.arith import INT32_MAX, INT32_MIN, quantize_multiplier, requantize
 from tinywarden.kernels.base import REQUANT_SHIFT_MAX, REQUANT_SHIFT_MIN, Op, int_attr, require
 
@@ -124,9 +122,6 @@ SVAR_MAX = 65535
 #: The shadow's spread (Q8, as ``svar``) under which a sustained shift is steady enough to adopt
 #: (:data:`tinywarden.adapt.SETTLE_SPREAD` reference variances).
 SETTLE_SPREAD_Q8 = round(SETTLE_SPREAD * (VAR_ONE >> SVAR_DROP))
-#: One window's spread counts in the shadow's at most this (Q16: :data:`tinywarden.adapt.SETTLE_SPREAD_CAP`
-#: reference variances).
-SPREAD_CAP_Q16 = round(SETTLE_SPREAD_CAP * VAR_ONE)
 #: The training sample period is stored in the step in microseconds (``settle_s`` becomes windows from it).
 PERIOD_US_MAX = 1 << 40
 
@@ -150,6 +145,11 @@ class AdaptParams:
     #: windows over the threshold (a leaky count) after which the baseline settles on the new level; 0: never
     settle_n: int = 0
     settle_shift: int = 7
+
+    @property
+    def shadow_shift(self) -> int:
+        """The shadow's step, ``2**-shadow_shift`` (:func:`tinywarden.adaptation.shadow_shift`)."""
+        return shadow_shift(self.settle_n, self.settle_shift)
 
     @property
     def scaled(self) -> bool:
@@ -384,7 +384,7 @@ class AdaptQState:
         return int(np.minimum(requantize(y, self.zmul, self.zshift), Z_MAX).max())
 
     def ewm(self, xf: np.ndarray, mu: np.ndarray, var: np.ndarray, shift: int,
-            full: bool = True, cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+            full: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """One step at ``2**-shift`` of a mean ``mu`` towards the window's inputs ``xf`` (``2**-F`` input units from
         the reference mean) and of a variance ``var`` (Q16 reference variances, >= 1) towards the window's spread
         around ``mu`` (``full``) or the reference variance (offsets only): ``tw_adapt_ewm``."""
@@ -393,8 +393,6 @@ class AdaptQState:
         if full:
             z = self.z_of(d)
             spread = (z * z) >> (2 * Z_BITS - VAR_BITS)  # < 2**30: |z| <= Z_MAX
-            if cap is not None:
-                spread = np.minimum(spread, cap)
         return mu + round_shift(d, shift), np.maximum(var + ((spread - var) >> shift), 1)
 
     def observe(self, features: np.ndarray, confidence: int, lik_mean: int, lik_mean0: int,
@@ -409,18 +407,11 @@ class AdaptQState:
         xf = np.clip(v - (self.offset - self.fold), -self.xmax, self.xmax) << self.frac
         rate, gmax = p.rate_shift, (G_MAX if p.adapt_scale else G_ONE)  # offsets only: never sharper
         if p.settle_n:
-            before = self.elevated
-            self.elevated = min(before + 1, p.settle_n) if over else max(before - 1, 0)
-            k = shadow_shift(before, self.elevated, p.settle_shift)
-            # a lasting shift whose spread so far is steady: adopt the level it has kept
-            jump = (self.elevated >= p.settle_n and not self.settling and k != 0
-                    and bool((self.svar <= SETTLE_SPREAD_Q8).all()))
-            if k == 0:  # the count has just risen from empty: the shadow starts again here
-                self.smu, self.svar = xf.copy(), np.full_like(self.svar, VAR_ONE >> SVAR_DROP)
-            elif k is not None:
-                self.smu, sv = self.ewm(xf, self.smu, self.svar << SVAR_DROP, k, cap=SPREAD_CAP_Q16)
-                self.svar = np.minimum((sv + (1 << (SVAR_DROP - 1))) >> SVAR_DROP, SVAR_MAX)  # rounded: unbiased
-            if jump:
+            steady = bool((self.svar <= SETTLE_SPREAD_Q8).all())  # the shadow's spread before this window
+            self.smu, sv = self.ewm(xf, self.smu, self.svar << SVAR_DROP, p.shadow_shift)
+            self.svar = np.minimum((sv + (1 << (SVAR_DROP - 1))) >> SVAR_DROP, SVAR_MAX)  # rounded: unbiased steps
+            self.elevated = min(self.elevated + 1, p.settle_n) if over else max(self.elevated - 1, 0)
+            if self.elevated >= p.settle_n and not self.settling and steady:  # a steady lasting shift: adopt it
                 self.settling = True
                 self.mu = self.smu.copy()
                 self.var = np.maximum(self.svar << SVAR_DROP, VAR_ONE)
@@ -579,18 +570,16 @@ static int32_t tw_adapt_z(int32_t d, int32_t i)
 }
 
 /* One step at 2^-shift of input i's mean *mu (2^-TW_AD_FRAC input units) towards xf and of its variance var (Q16
- * reference variances) towards the window's spread, at most cap (cap 0: towards the reference, offsets only: a
- * scale learned while settling relaxes back); returns the new variance (>= 1). The slow, the settling (cap
- * INT32_MAX: none) and the shadow step (TW_AD_SPREAD_CAP) alike. Range: |xf|, |*mu| < 2^30, var in [1, INT32_MAX],
- * cap >= 0. */
-static int32_t tw_adapt_ewm(int32_t xf, int32_t i, int32_t *mu, int32_t var, int32_t shift, int32_t cap)
+ * reference variances) towards the window's spread (full) or the reference (not full: offsets only, a scale
+ * learned while settling relaxes back); returns the new variance (>= 1). The slow, the settling and the shadow
+ * step alike. Range: |xf|, |*mu| < 2^30, var in [1, INT32_MAX]. */
+static int32_t tw_adapt_ewm(int32_t xf, int32_t i, int32_t *mu, int32_t var, int32_t shift, uint8_t full)
 {
     int32_t d = xf - *mu;
     int32_t spread = TW_AD_VAR_ONE;
-    if (cap != 0) {
+    if (full != 0u) {
         int32_t z = tw_adapt_z(d, i);
         spread = (int32_t)(((int64_t)z * z) >> (2 * TW_AD_Z_BITS - TW_AD_VAR_BITS)); /* < 2^30 */
-        spread = (spread < cap) ? spread : cap;
     }
     *mu += ((d >> (shift - 1)) + 1) >> 1; /* d / 2^shift rounded half up: a floor would drift low */
     var += (spread - var) >> shift;
@@ -628,6 +617,12 @@ static uint16_t tw_adapt_gain(int32_t var, uint16_t g0, int32_t gmax)
  * confidence is below TW_AD_BELOW (and, with the gate, its score at most TW_THRESHOLD); with the settling rule,
  * TW_AD_SETTLE_N windows over the threshold (a leaky count) adopt the shadow's level and teach from every window
  * at 2^-TW_AD_SETTLE_SHIFT until the count is empty again; then the drift flag. */
+//@if settle
+#define TW_AD_SETTLING (ad->settling)
+//@endif
+//@if !settle
+#define TW_AD_SETTLING 0u
+//@endif
 static void tw_adapt_observe(tw_state_t *s, int32_t score)
 {
     const tw_feature_requant_params_t *p = &${params};
@@ -636,16 +631,11 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
     int32_t i;
     int32_t n;
     int32_t drift = 0;
-    int32_t rate = TW_AD_RATE_SHIFT;
     uint8_t teach = (uint8_t)(s->confidence < TW_AD_BELOW);
-//@if scale
-    int32_t gmax = TW_AD_ADAPT_SCALE ? TW_AD_G_MAX : TW_AD_G_ONE;
-    uint8_t full = TW_AD_ADAPT_SCALE; /* this window learns the scale too */
-//@endif
 //@if settle
     uint8_t jump;
+    uint8_t wide = 0u;
     uint32_t up = ad->elevated;
-    int32_t sh = -1; /* the shadow's step (tinywarden.adaptation.shadow_shift): -1 none, 0 start again, else 2^-sh */
 //@endif
     (void)score;
 //@if gate
@@ -658,32 +648,16 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
     } else {
         up -= (uint32_t)(up > 0u);
     }
-    if (up >= 2u) {
-        sh = 1;
-        while (sh < TW_AD_SETTLE_SHIFT && (up >> (sh + 1)) != 0u) {
-            sh++;
-        }
-    } else if (up == 1u && ad->elevated == 0u) {
-        sh = 0;
-    }
-    /* a lasting shift whose spread so far is steady in every input: adopt the shadow's level */
-    jump = (uint8_t)(up == TW_AD_SETTLE_N && ad->settling == 0u && sh != 0);
-    for (i = 0; jump != 0u && i < TW_AD_N; i++) {
-        jump = (uint8_t)(ad->in[i].svar <= TW_AD_SETTLE_SPREAD);
-    }
+    /* a lasting shift whose spread was steady in every input (wide: set by the window before): adopt its level */
+    jump = (uint8_t)(up == TW_AD_SETTLE_N && ad->settling == 0u && ad->wide == 0u);
     if (jump != 0u) {
         ad->settling = 1u;
     } else if (up == 0u) {
         ad->settling = 0u;
     }
     ad->elevated = up;
-    if (ad->settling != 0u) {
-        teach = 1u;
-        rate = TW_AD_SETTLE_SHIFT;
-        gmax = TW_AD_G_ONE;
-        full = 1u;
-    }
-    n = (teach != 0u || sh >= 0) ? TW_AD_N : 0;
+    teach = (uint8_t)(teach | ad->settling); /* while settling every window teaches */
+    n = TW_AD_N; /* the shadow learns from every window */
 //@endif
     for (i = 0; i < n; i++) {
         tw_adapt_input_t *a = &ad->in[i];
@@ -691,14 +665,10 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         int32_t xf = ((x < -${xmax}) ? -${xmax} : ((x > ${xmax}) ? ${xmax} : x)) * ((int32_t)1 << ${frac});
         int32_t y;
 //@if settle
-        if (sh == 0) {
-            a->smu = xf;
-            a->svar = (uint16_t)(TW_AD_VAR_ONE >> TW_AD_SVAR_DROP);
-        } else if (sh > 0) {
-            y = (tw_adapt_ewm(xf, i, &a->smu, (int32_t)a->svar << TW_AD_SVAR_DROP, sh, TW_AD_SPREAD_CAP) +
-                 (1 << (TW_AD_SVAR_DROP - 1))) >> TW_AD_SVAR_DROP; /* rounded: the stored steps are unbiased */
-            a->svar = (uint16_t)((y < TW_AD_SVAR_MAX) ? y : TW_AD_SVAR_MAX);
-        }
+        y = (tw_adapt_ewm(xf, i, &a->smu, (int32_t)a->svar << TW_AD_SVAR_DROP, TW_AD_SHADOW_SHIFT, 1u) +
+             (1 << (TW_AD_SVAR_DROP - 1))) >> TW_AD_SVAR_DROP; /* rounded: the stored steps are unbiased */
+        a->svar = (uint16_t)((y < TW_AD_SVAR_MAX) ? y : TW_AD_SVAR_MAX);
+        wide |= (uint8_t)(a->svar > TW_AD_SETTLE_SPREAD);
         if (jump != 0u) {
             y = (int32_t)a->svar << TW_AD_SVAR_DROP;
             a->mu = a->smu;
@@ -709,12 +679,15 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         }
 //@endif
 //@if scale
-        a->var = tw_adapt_ewm(xf, i, &a->mu, a->var, rate, (full != 0u) ? INT32_MAX : 0);
-        a->g = tw_adapt_gain(a->var, a->g, gmax); /* no step once converged (the reference state is) */
+        /* while settling: at 2^-TW_AD_SETTLE_SHIFT, learning the scale, never sharper than the reference (read from
+         * the state, not kept in registers across the loop: smaller code) */
+        a->var = tw_adapt_ewm(xf, i, &a->mu, a->var, (TW_AD_SETTLING != 0u) ? TW_AD_SETTLE_SHIFT : TW_AD_RATE_SHIFT,
+                              (uint8_t)(TW_AD_SETTLING | TW_AD_ADAPT_SCALE));
+        a->g = tw_adapt_gain(a->var, a->g, (TW_AD_SETTLING == 0u && TW_AD_ADAPT_SCALE) ? TW_AD_G_MAX : TW_AD_G_ONE);
 //@endif
 //@if !scale
         y = xf - a->mu;
-        a->mu += ((y >> (rate - 1)) + 1) >> 1; /* y / 2^rate rounded half up: a floor would drift low */
+        a->mu += ((y >> (TW_AD_RATE_SHIFT - 1)) + 1) >> 1; /* y / 2^rate rounded half up: a floor would drift low */
 //@endif
         y = tw_requantize32(a->mu, p->multiplier[i], p->shift[i] - ${frac} + TW_AD_E);
         y = (y < 0) ? -y : y; /* > INT32_MIN: a requantization of a non-negative multiplier */
@@ -726,6 +699,9 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         drift = (y > drift) ? y : drift;
 //@endif
     }
+//@if settle
+    ad->wide = wide;
+//@endif
     if (teach != 0u) {
 //@if zmul1
         drift = tw_requantize32(drift, tw_adapt_zmul[0], tw_adapt_zshift[0]);
@@ -769,6 +745,7 @@ void tw_rebaseline(tw_state_t *s)
 //@if settle
     s->ad.elevated = 0u;
     s->ad.settling = 0u;
+    s->ad.wide = 0u;
 //@endif
     s->ad.drift = 0;
     s->ad.flagged = 0u;
@@ -802,6 +779,7 @@ typedef struct {
 //@if settle
     uint32_t elevated; /* leaky count of windows over the threshold, in [0, TW_AD_SETTLE_N] */
     uint8_t settling; /* 0 or 1 */
+    uint8_t wide; /* 1 when the shadow's spread is over TW_AD_SETTLE_SPREAD in some input (after the last window) */
 //@endif
     uint8_t flagged; /* 0 or 1 */
     tw_adapt_input_t in[${n}]; /* per adapted input */
