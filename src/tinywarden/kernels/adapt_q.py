@@ -617,12 +617,6 @@ static uint16_t tw_adapt_gain(int32_t var, uint16_t g0, int32_t gmax)
  * confidence is below TW_AD_BELOW (and, with the gate, its score at most TW_THRESHOLD); with the settling rule,
  * TW_AD_SETTLE_N windows over the threshold (a leaky count) adopt the shadow's level and teach from every window
  * at 2^-TW_AD_SETTLE_SHIFT until the count is empty again; then the drift flag. */
-//@if settle
-#define TW_AD_SETTLING (ad->settling)
-//@endif
-//@if !settle
-#define TW_AD_SETTLING 0u
-//@endif
 static void tw_adapt_observe(tw_state_t *s, int32_t score)
 {
     const tw_feature_requant_params_t *p = &${params};
@@ -678,12 +672,16 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
             continue;
         }
 //@endif
-//@if scale
+//@if settle
         /* while settling: at 2^-TW_AD_SETTLE_SHIFT, learning the scale, never sharper than the reference (read from
          * the state, not kept in registers across the loop: smaller code) */
-        a->var = tw_adapt_ewm(xf, i, &a->mu, a->var, (TW_AD_SETTLING != 0u) ? TW_AD_SETTLE_SHIFT : TW_AD_RATE_SHIFT,
-                              (uint8_t)(TW_AD_SETTLING | TW_AD_ADAPT_SCALE));
-        a->g = tw_adapt_gain(a->var, a->g, (TW_AD_SETTLING == 0u && TW_AD_ADAPT_SCALE) ? TW_AD_G_MAX : TW_AD_G_ONE);
+        a->var = tw_adapt_ewm(xf, i, &a->mu, a->var, (ad->settling != 0u) ? TW_AD_SETTLE_SHIFT : TW_AD_RATE_SHIFT,
+                              (uint8_t)(ad->settling | TW_AD_ADAPT_SCALE));
+        a->g = tw_adapt_gain(a->var, a->g, (ad->settling == 0u && TW_AD_ADAPT_SCALE) ? TW_AD_G_MAX : TW_AD_G_ONE);
+//@endif
+//@if scale_only
+        a->var = tw_adapt_ewm(xf, i, &a->mu, a->var, TW_AD_RATE_SHIFT, 1u);
+        a->g = tw_adapt_gain(a->var, a->g, TW_AD_G_MAX);
 //@endif
 //@if !scale
         y = xf - a->mu;
@@ -840,6 +838,8 @@ def c_features(params: AdaptParams, op: Op) -> frozenset[str]:
         on.add("adapt_scale" if params.adapt_scale else "relax")
         if "fold" in op.consts:
             on.add("fold")
+    if params.scaled and not params.settle_n:
+        on.add("scale_only")  # the slow path learns the scale (adapt_scale), no settling rule
     if params.settle_n:
         on.add("settle")
         if "fold" in op.consts:
