@@ -161,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: smd, asd")
     ap.add_argument("--families", default=",".join(REGISTRY), help="comma-separated registered families")
     ap.add_argument("--entities", type=int, help="only the first N entities of each dataset")
+    ap.add_argument("--names", help="only these entities (comma-separated, e.g. machine-2-1,machine-2-2: one run split "
+                    "over several processes, their --json rows joined with --render)")
     ap.add_argument("--json", type=Path, help="write the per-entity rows here (appended as they come)")
     ap.add_argument("--render", type=Path, help="render saved rows (--json output) instead of measuring")
     ap.add_argument("--note", default="", help="a line printed above the table (e.g. what was left out)")
@@ -191,9 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.json.write_text(json.dumps({"machine": info, "rows": json_safe(rows)}, indent=1) + "\n")
 
         for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+            names = None if args.names is None else {n.strip() for n in args.names.split(",") if n.strip()}
             for i, entity in enumerate(entities(dataset)):
                 if args.entities is not None and i >= args.entities:
                     break
+                if names is not None and entity.name not in names:
+                    continue
                 entity_rows(entity, families, save, None if args.settle_s is None else {"settle_s": args.settle_s})
     text = markdown(rows, info, args.note, args.produced)
     print(text)

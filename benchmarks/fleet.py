@@ -343,7 +343,8 @@ devices: before 310 -> 351 MB over 300 devices (475 s), peak 358; after 261 -> 2
 peak 269.
 
 1,000 x 7 days on an idle machine (the table above, load 0.5-2.5): 339.0, 342.7 MB per worker at 100 devices,
-343.0, 344.0 MB at 1,000 (+0.4%); at load ~7-9 (commit c0a1d48): 342.4, 344.1 and 342.9, 343.4 MB (-0.2%). 300 x 7 days at load 18-25 (results/fleet-300.md): 339.9 MB at 100, 342.6 MB at 300 (+0.8%)
+343.0, 344.0 MB at 1,000 (+0.4%); at load ~7-9 (commit c0a1d48): 342.4, 344.1 and 342.9, 343.4 MB (-0.2%).
+300 x 7 days at load 18-25 (results/fleet-300.md): 339.9 MB at 100, 342.6 MB at 300 (+0.8%)
 over a 651 s run, longer than the 567 s of the earlier 1,000-device run that peaked at 487 MB.
 
 ## Scaling 1 -> 2 workers: CPU time against wall clock
@@ -372,7 +373,8 @@ event-loop thread (client, scheduler and nanny together); 47 ms of wall per devi
 four fsyncs that make a bundle and its summary durable, while the workers go on with the 4 tasks each that
 are queued for them.
 
-By wall clock on the shared machine, 100 devices: 34.7% at load ~7 (commit c0a1d48; 1 worker 107.97 devices/min with a CPU share of 0.90, 2 workers
+By wall clock on the shared machine, 100 devices: 34.7% at load ~7 (commit c0a1d48; 1 worker 107.97 devices/min
+with a CPU share of 0.90, 2 workers
 74.88 with 0.71) and 50.0% at load ~20 (24.6 devices/min both, shares 0.23 and 0.26): not the code. This kernel has
 `sched_autogroup_enabled = 1`: CPU time is shared fairly between *sessions* before processes, and every
 engineer's shell is a session. On a machine busy with other sessions a benchmark's session gets about the

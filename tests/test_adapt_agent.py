@@ -4,6 +4,7 @@ refused when unsigned or tampered."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import subprocess
@@ -105,7 +106,9 @@ def test_a_hot_swap_carries_the_integer_adapted_state(kit):
     a = old.stream.adapter
     assert a is not None and a.settled > 0 and a.params.settle_n == 10
     new = model.stream(cfg)
-    ring = ("ring", "head", "filled", "phase")  # the samples in flight (the agent's overlap refills them)
+    # the samples in flight (the agent's overlap refills them) and the k-of-n decisions (the agent's engine keeps its
+    # own): the swap happens while the ramp's alarm stands
+    ring = ("ring", "head", "filled", "phase", "persistence")
     new.stream.__dict__.update({k: v for k, v in old.stream.__dict__.items() if k in ring})
     running[0] = new
     adapter.rebind(None)
@@ -211,9 +214,9 @@ def test_the_integer_adapted_state_survives_a_restart_and_a_foreign_one_falls_ba
     doc = json.loads(json.dumps(Int8Adapter(lambda: ref, cfg).snapshot()))  # through JSON, as the file holds it
     assert ref.stream.adapter is not None and ref.stream.adapter.settled > 0
     new = model.stream(cfg)
-    ring = ("ring", "head", "filled", "phase")  # the samples in flight: the test's, not the restart's
-    new.stream.__dict__.update({k: v.copy() if isinstance(v, np.ndarray) else v
-                                for k, v in ref.stream.__dict__.items() if k in ring})
+    # the samples in flight and the k-of-n decisions: the test's, not the restart's
+    ring = ("ring", "head", "filled", "phase", "persistence")
+    new.stream.__dict__.update({k: copy.deepcopy(v) for k, v in ref.stream.__dict__.items() if k in ring})
     Int8Adapter(lambda: new, cfg).load(doc)
     assert [new.push(x) for x in values[half:]] == [ref.push(x) for x in values[half:]]
 

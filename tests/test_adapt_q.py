@@ -17,7 +17,16 @@ from int8_fixtures import camera, fitted, shared_entity
 from tinywarden.adapt import Adaptation, BaselineAdapter, settle_windows, windows_in
 from tinywarden.codegen.c import emit_c, write_c
 from tinywarden.errors import ModelFileError
-from tinywarden.kernels.adapt_q import G_MAX, G_ONE, SVAR_DROP, VAR_ONE, AdaptQState, adapt_params, newton_gain
+from tinywarden.kernels.adapt_q import (
+    G_MAX,
+    G_ONE,
+    SETTLE_SPREAD_Q8,
+    SVAR_DROP,
+    VAR_ONE,
+    AdaptQState,
+    adapt_params,
+    newton_gain,
+)
 from tinywarden.kernels.base import Op
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Int8Stream, adaptation_params, from_model_file, run_int8, to_model_file
@@ -118,7 +127,7 @@ def test_c_adapts_exactly_as_python_on_the_simulator(family, adaptation, rebasel
     s, _ = camera()
     values = shifted(drifting(s.values, 12000, 3e-4), 6000, 3.0)  # 25920 rows: three days
     values[5000:5040, 1] = np.nan  # NaN and saturating samples go through the adapted path alike
-    values[8000:8010, 0] = 1e30
+    values[4000:4010, 0] = 1e30  # (before the shift: a saturating burst inside it holds its adoption back a while)
     rows = assert_same(prog, adaptation, values, tmp_path, rebaseline)
     adapted = np.diff(np.r_[0, rows[:, 6]])
     assert 0 < adapted.sum() < len(rows)  # both branches of the gate are exercised
@@ -127,7 +136,9 @@ def test_c_adapts_exactly_as_python_on_the_simulator(family, adaptation, rebasel
     if adaptation.settle_s:  # the shift settled, and once the baseline followed it the count emptied again
         settling = rows[:, 8]
         assert settling.max() == 1 and rows[:, 9].max() > 0
-        assert (np.diff(settling) == -1).any()
+        # (a random fold is no detector's: once a scale learned while settling moves its offsets, its scores need not
+        # come back under the threshold)
+        assert (np.diff(settling) == -1).any() or family.endswith("+fold")
     else:
         assert not rows[:, 8:].any()
     if rebaseline is not None:  # the re-baseline (tw_rebaseline) took the drift back to the reference
@@ -244,8 +255,9 @@ def test_integer_adaptation_follows_the_float_adapter(cfg):
     offset, which the integer step measures from) plus 0.02 sd, the adapted scales to 0.03."""
     pipe, prog = fitted("pca")
     # attack-free: while settling every window teaches, and an attack's outliers are clamped by the integer step
-    # (+-2^(30-F) input units, 128 sd) where the float follows them (benchmarks/adapt_q.py measures both)
-    values = drifting(simulate("camera", 3.0, "none", seed=12).values, 6000, 3e-4)
+    # (+-2^(30-F) input units, 128 sd) where the float follows them (benchmarks/adapt_q.py measures both); a steady
+    # shift (adopted once it has lasted settle_s), then a ramp
+    values = shifted(drifting(simulate("camera", 3.0, "none", seed=12).values, 12000, 3e-4), 3000, 3.0)
     st = Int8Stream(prog, cfg)
     fp = Pipeline.__new__(Pipeline)
     fp.__dict__.update(pipe.__dict__)
@@ -318,15 +330,23 @@ def test_each_rule_flag_in_both_states():
     for _ in range(5):
         ad.observe(moved, 0, m0, m0, thr)
     assert (ad.var != VAR_ONE).any() and (ad.g != G_ONE).any()
-    # settling: 3 windows over the threshold adopt the shadow's level; every window teaches then, at the settling
-    # rate, the scale never under the reference; the count empties under the threshold and settling ends
+    # settling: 3 windows over the threshold fill the count; the shadow's level is adopted once its spread is steady
+    # (SETTLE_SPREAD), not before; every window teaches then, at the settling rate, the scale never under the
+    # reference; the count empties under the threshold and settling ends
     for settle_n in (0, 3):
         ad = _fresh(prog, gate=True, adapt_scale=False, settle_n=settle_n, settle_shift=1)
-        taught = [ad.observe(moved, 0, m0, m0, thr + 1)[0] for _ in range(3)]
+        taught = []
+        for _ in range(30):
+            steady = bool((ad.svar <= SETTLE_SPREAD_Q8).all())
+            taught.append(ad.observe(moved, 0, m0, m0, thr + 1)[0])
+            if taught[-1]:
+                assert steady and ad.elevated == 3  # adopted only with the count full and the spread steady
+                break
         if not settle_n:
-            assert taught == [False] * 3 and (ad.mu == 0).all() and not ad.settling and (ad.smu == 0).all()
+            assert taught == [False] * 30 and (ad.mu == 0).all() and not ad.settling and (ad.smu == 0).all()
             continue
-        assert taught == [False, False, True] and ad.settling and ad.elevated == 3 and ad.settled == 1
+        assert 3 < len(taught) < 30 and not any(taught[:-1])  # the jump into the shift was unsteady at first
+        assert ad.settling and ad.elevated == 3 and ad.settled == 1
         assert (ad.smu != 0).all() and (ad.mu != 0).all() and (ad.g <= G_ONE).all()
         steps = [(ad.observe(feats, 1 << 15, m0, m0, thr)[0], ad.settling) for _ in range(3)]
         assert steps == [(True, True), (True, True), (False, False)] and ad.elevated == 0
@@ -412,3 +432,22 @@ def test_a_policy_compiles_in_only_its_rule():
     assert "TW_AD_WATCH" not in default + offsets + first and "wmu" not in h_def
     watch_only, h_watch, _ = module(settle_s=0.0, watch_drift=1.0)
     assert "level > TW_AD_WATCH" in watch_only and "smu" not in h_watch
+
+
+@needs_gcc
+def test_c_refuses_an_irregular_sustained_shift_as_python_does(tmp_path):
+    """A shift that keeps every window over the threshold for many times settle_s but jumps to a new random level
+    every window (its spread around its own mean far beyond SETTLE_SPREAD) is never adopted, in C as in Python; the
+    steady shift of the camera test above is."""
+    _, prog = fitted("ewma")
+    s, _ = camera()
+    values = s.values.astype(np.float64).copy()
+    start = 6000
+    sd = values[:start].std(axis=0) + 1e-9
+    levels = np.random.default_rng(3).uniform(4.0, 12.0, size=((len(values) - start) // prog.stride + 1, 1))
+    values[start:] += np.repeat(levels, prog.stride, axis=0)[: len(values) - start] * sd
+    adaptation = Adaptation(settle_s=3600.0)
+    n = adaptation_params(prog, adaptation).settle_n
+    rows = assert_same(prog, adaptation, values, tmp_path)
+    assert not rows[:, 8].any()  # the irregular level was never adopted ...
+    assert n > 1 and (rows[:, 9] == n).sum() > 10 * n  # ... though the count sat full for ten times settle_s

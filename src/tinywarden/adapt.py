@@ -23,14 +23,22 @@ Rule 1 also asks, by default (``below_threshold``), that the window's raw score 
 pipeline's threshold: the likelihood learns every level, so right after an anomaly its widened
 distribution would call the next moderately anomalous windows clearly normal.
 
-4. *A sustained shift settles* (``settle_s``, 12 h by default): a legitimate change (a firmware update)
+4. *A steady sustained shift settles* (``settle_s``, 12 h by default): a legitimate change (a firmware update)
    is first an alarm, and rule 1 holds the baseline; windows over the threshold fill a leaky count
-   (+1 over, -1 under, at most ``settle_s`` worth of windows). When it is full, the shift has lasted
-   ``settle_s``: the baseline jumps to a *shadow* mean and spread that followed every window at
-   ``2**-settle_rate_shift`` (about a day at the default stride) and then keeps learning from every
-   window at that rate, with its scale never under the reference one, until the count is empty again.
-   The jump moves the baseline away from the reference, so the drift flag tells the operator. An attack
-   that lasts ``settle_s`` is taught too: it has raised its alarm at its start, and the flag follows.
+   (+1 over, -1 under, at most ``settle_s`` worth of windows). A *shadow* mean and spread follow every window,
+   with a memory of at most a quarter of ``settle_s`` (:func:`shadow_shift`). When the count is full, the shift
+   has lasted ``settle_s``; the baseline jumps to the shadow if its spread is at most :data:`SETTLE_SPREAD`
+   reference variances in every input (the new level is steady: a firmware update moves the level and keeps
+   the device's variability around it, a long anomaly is rarely that regular; an unsteady shift is not adopted
+   and stays an alarm), then keeps learning from every window at ``2**-settle_rate_shift``, with its scale
+   never under the reference one, until the count is empty again. The jump moves the baseline away from the
+   reference, so the drift flag tells the operator. An attack that holds a steady level for ``settle_s`` is
+   taught too: it has raised its alarm at its start, and the flag follows.
+
+A family that judges the level itself (:attr:`~tinywarden.detectors.base.Detector.judges_level`: bounds, AR)
+keeps its trained scaler: only its likelihood adapts (its confidence and likelihood drift), since a re-centred
+scaler would carry its learned range or forecast level along with the data (on ASD omi-2 it lost 0.51 and 0.21
+ROC AUC that way: ``benchmarks/results/adapt_quality.md``).
 
 5. *The slow-drift watch* (:mod:`tinywarden.level_watch`, ``watch_drift``): a day-long level (at
    ``2**-settle_rate_shift``) of every window under the threshold, whatever its confidence; when it is
@@ -57,15 +65,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinywarden.adaptation import REARM_FRACTION, SCALE_FLOOR_FRACTION, Adaptation, AdaptStep
+from tinywarden.adaptation import (
+    REARM_FRACTION,
+    SCALE_FLOOR_FRACTION,
+    SETTLE_SPREAD,
+    Adaptation,
+    AdaptStep,
+    shadow_shift,
+)
 from tinywarden.errors import ConfigError
 
 if TYPE_CHECKING:
     from tinywarden.likelihood import AnomalyLikelihood
     from tinywarden.pipeline import Pipeline
 
-__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "AdaptStep", "Adaptation", "BaselineAdapter", "adapted_scores",
-           "settle_windows", "windows_in"]
+__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "SETTLE_SPREAD", "AdaptStep", "Adaptation",
+           "BaselineAdapter", "adapted_scores", "settle_windows", "shadow_shift", "windows_in"]
 
 def _ewm_step(offset: np.ndarray, var: np.ndarray, rows: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
     """One exponentially weighted step of a per-input mean and spread around it, at rate ``r``."""
@@ -117,9 +132,13 @@ class BaselineAdapter:
         self._var = self.reference_scale**2
         self.rate = 2.0**-config.rate_shift
         self.settle_windows = settle_windows(pipeline, config.settle_s)
+        #: the family judges the level itself (:attr:`tinywarden.detectors.base.Detector.judges_level`): the
+        #: likelihood alone adapts (the caller's), the scaler never moves
+        self.likelihood_only = bool(getattr(pipeline.detector, "judges_level", False))
         self.elevated = 0  # leaky count of windows over the threshold (sustained-shift rule)
         self.settling = False
-        # What the baseline would be if it followed every window at the settling rate (adopted when a shift settles)
+        # The level and spread of the last 2**shadow_shift windows or so (adopted when a steady shift settles)
+        self.shadow_rate = 2.0**-shadow_shift(self.settle_windows, config.settle_rate_shift)
         self._shadow_offset = self.reference_offset.copy()
         self._shadow_var = self._var.copy()
         self.settled = 0  # windows that taught the baseline at the settling rate
@@ -144,6 +163,9 @@ class BaselineAdapter:
         """
         p = self.pipeline
         cfg = self.config
+        if self.likelihood_only:  # the family judges the level: its scaler stays the trained one
+            self.held += 1
+            return AdaptStep(False, self.drift, *self._flag(likelihood))
         ok = confidence is not None and math.isfinite(confidence) and confidence < cfg.below_confidence
         over = score is not None and math.isfinite(score) and score > p.threshold_
         if cfg.below_threshold and (over or (score is not None and not math.isfinite(score))):
@@ -155,11 +177,14 @@ class BaselineAdapter:
         floor = SCALE_FLOOR_FRACTION if cfg.adapt_scale else 1.0  # offsets only: never sharper than trained
         if self.settle_windows and score is not None:
             rs = 2.0**-cfg.settle_rate_shift
+            # the shift is steady while the shadow's spread (before this window) is small in every input
+            steady = bool(np.all(self._shadow_var <= SETTLE_SPREAD * self.reference_scale**2))
             if usable:
-                self._shadow_offset, self._shadow_var = _ewm_step(self._shadow_offset, self._shadow_var, rows, rs)
+                self._shadow_offset, self._shadow_var = _ewm_step(self._shadow_offset, self._shadow_var, rows,
+                                                                  self.shadow_rate)
             self.elevated = min(self.elevated + 1, self.settle_windows) if over else max(self.elevated - 1, 0)
-            if self.elevated >= self.settle_windows and not self.settling:
-                self.settling = True  # a shift that has lasted settle_s: adopt the level it has kept
+            if self.elevated >= self.settle_windows and not self.settling and steady:
+                self.settling = True  # a steady shift that has lasted settle_s: adopt the level it has kept
                 p.offset_ = self._shadow_offset.copy()
                 self._var = np.maximum(self._shadow_var, self.reference_scale**2)
             elif self.elevated == 0:
@@ -182,6 +207,11 @@ class BaselineAdapter:
             ok = False
             self.held += 1
         self.drift = float(np.max(np.abs(p.offset_ - self.reference_offset) / self.reference_scale))
+        return AdaptStep(ok, self.drift, *self._flag(likelihood))
+
+    def _flag(self, likelihood: AnomalyLikelihood | None) -> tuple[float, bool]:
+        """The likelihood's drift after this window and whether the drift flag has just been raised."""
+        cfg = self.config
         if likelihood is not None:
             self.likelihood_drift = likelihood.drift()
         worst = max(self.drift, self.likelihood_drift)
@@ -192,7 +222,7 @@ class BaselineAdapter:
             self.flags += 1
         elif self.flagged and worst < REARM_FRACTION * cfg.max_drift and self.level_drift < REARM_FRACTION * watch:
             self.flagged = False
-        return AdaptStep(ok, self.drift, self.likelihood_drift, new_flag)
+        return self.likelihood_drift, new_flag
 
     def _watch(self, rows: np.ndarray) -> None:
         """The slow-drift watch's step (:mod:`tinywarden.level_watch`): a window under the threshold moves its level."""
@@ -207,6 +237,12 @@ class BaselineAdapter:
         """Carry the adapted baseline over to ``pipeline`` (a hot swap to the same model file)."""
         pipeline.offset_, pipeline.scale_ = self.pipeline.offset_.copy(), self.pipeline.scale_.copy()
         self.pipeline = pipeline
+
+    @property
+    def shadow_spread(self) -> float:
+        """The current shift's largest spread around its own level (the shadow's), in reference variances: a
+        sustained shift is adopted only while it is at most :data:`SETTLE_SPREAD`."""
+        return float(np.max(self._shadow_var / self.reference_scale**2))
 
     def status(self) -> dict[str, Any]:
         """The ``adaptation`` block of the agent's status file."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "WATCH_DRIFT", "AdaptStep", "Adaptation"]
+__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "SETTLE_SPREAD", "WATCH_DRIFT", "AdaptStep", "Adaptation",
+           "shadow_shift"]
 
 #: The adapted scale never falls below this fraction of the reference one (a quiet stretch must not make
 #: the next small wiggle look huge).
@@ -22,6 +23,11 @@ REARM_FRACTION = 0.5
 #: The slow-drift watch's limit, stated a priori (:mod:`tinywarden.level_watch`):
 #: ``Adaptation(watch_drift=WATCH_DRIFT)`` turns the watch on.
 WATCH_DRIFT = 1.0
+#: A sustained shift is adopted only while the shadow's spread around it is at most this many reference variances
+#: in every input (twice the trained standard deviation): a legitimate change (a firmware update) moves the level and
+#: keeps the device's trained variability around it, a long anomaly is rarely that steady. Stated a priori, not
+#: fitted (``benchmarks/adapt_quality.py`` measures what it does on SMD and ASD).
+SETTLE_SPREAD = 4.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,8 @@ class Adaptation:
     #: the next moderately anomalous windows "clearly normal". False: confidence alone (the first version).
     below_threshold: bool = True
     #: Seconds of a sustained shift (windows over the threshold, a leaky count) after which the baseline
-    #: re-centres on the new level from every window at ``2**-settle_rate_shift``, flagged; 0: never.
+    #: re-centres on the new level (when it is steady: :data:`SETTLE_SPREAD`) and follows every window at
+    #: ``2**-settle_rate_shift``, flagged; 0: never.
     settle_s: float = 43200.0
     settle_rate_shift: int = 7
     #: The slow path also learns the scale (spread) of its windows. False: it moves the offsets only and the
@@ -59,3 +66,16 @@ class AdaptStep:
     drift: float
     likelihood_drift: float
     flagged: bool  # the drift has just passed max_drift (once per excursion)
+
+
+def shadow_shift(settle_windows: int, settle_rate_shift: int) -> int:
+    """The sustained-shift rule's *shadow* learns from every window at ``2**-k``: ``k = floor(log2(settle_windows))
+    - 2``, within ``[1, settle_rate_shift]``. Its memory (``2**k`` windows) is at most a quarter of ``settle_s``, so
+    once a shift has lasted ``settle_s`` the level before it weighs under ``e**-4`` (2 %) in the shadow: the level
+    and spread it offers are the shift's own, not a blend with what came before. The one definition the float
+    adapter and the integer step (:mod:`tinywarden.kernels.adapt_q`, the C's ``TW_AD_SHADOW_SHIFT``) use.
+
+    >>> shadow_shift(68, 7), shadow_shift(720, 7), shadow_shift(6, 7), shadow_shift(1, 7)
+    (4, 7, 1, 1)
+    """
+    return max(1, min(int(settle_rate_shift), int(settle_windows).bit_length() - 3))

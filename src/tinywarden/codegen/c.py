@@ -347,9 +347,10 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
     head = 4 + 4 + 4 + 1
     if "settle" in on:
         limits.update({"TW_AD_SETTLE_N": params.settle_n, "TW_AD_SETTLE_SHIFT": params.settle_shift,
-                       "TW_AD_SVAR_DROP": adapt_q.SVAR_DROP, "TW_AD_SVAR_MAX": adapt_q.SVAR_MAX})
+                       "TW_AD_SVAR_DROP": adapt_q.SVAR_DROP, "TW_AD_SVAR_MAX": adapt_q.SVAR_MAX,
+                       "TW_AD_SETTLE_SPREAD": adapt_q.SETTLE_SPREAD_Q8, "TW_AD_SHADOW_SHIFT": params.shadow_shift})
         per_input += 4 + 2
-        head += 4 + 1
+        head += 4 + 1 + 1
     if "watch" in on:
         limits.update({"TW_AD_WATCH": params.watch_q12, "TW_AD_WATCH_REARM": params.watch_rearm_q12,
                        "TW_AD_WATCH_SHIFT": params.settle_shift})
@@ -373,8 +374,9 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
         watch=(" or (the slow-drift watch, tinywarden.level_watch) the level of the windows under the threshold, "
                "at 2^-TW_AD_WATCH_SHIFT, more than TW_AD_WATCH" if "watch" in on else ""),
         settle=(" a shift that keeps TW_AD_SETTLE_N more windows over the threshold than under it is adopted (the "
-                "shadow mean and variance, which learn from every window at 2^-TW_AD_SETTLE_SHIFT) and learned from "
-                "every window at that rate until the count is empty again;" if params.settle_n else ""))
+                "shadow mean and variance, which learn from every window at 2^-TW_AD_SHADOW_SHIFT) when the shadow's "
+                "spread is at most TW_AD_SETTLE_SPREAD (Q8 reference variances) in every input, and learned from every "
+                "window at 2^-TW_AD_SETTLE_SHIFT until the count is empty again;" if params.settle_n else ""))
     invariant = "ad is the baseline adaptation's state (tw_adapt_t, whose members say their ranges)"
     return AdaptationC(
         j, f"    tw_adapt_forward(s, s->t_{target.src[0]}, s->t_{target.dst});", constants, limits, fields,

@@ -48,6 +48,8 @@ class ARResidual(Detector):
     name: ClassVar[str] = "ar"
     search_space: ClassVar[tuple[dict[str, Any], ...]] = ({"order": 2}, {"order": 4})
     input_kind: ClassVar[str] = "window"  # type: ignore[assignment]
+    #: the residual is measured against the trained intercept: a re-centred scaler moves the level it forecasts
+    judges_level: ClassVar[bool] = True
     state_arrays: ClassVar[tuple[str, ...]] = ("coef_", "intercept_", "median_", "mad_")
 
     def __init__(self, order: int = 3, horizon: int | None = None, aggregate: Literal["max", "rms"] = "max",

@@ -71,6 +71,11 @@ class Detector(BaseEstimator):
     #: whether the family learns online: ``partial_fit`` moves it towards new normal data. A family that does
     #: not has no ``partial_fit`` at all (scikit-learn's convention for batch-only estimators).
     online: ClassVar[bool] = False
+    #: whether the score judges the level of the input itself (a learned range, a forecast residual around a
+    #: trained intercept): the deployed baseline then adapts the likelihood only and never re-centres the
+    #: scaler in front of the family, whose moved offsets would erase the very contrast it scores
+    #: (:class:`tinywarden.adapt.BaselineAdapter`; the int8 program has no adaptable op for such a family either).
+    judges_level: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

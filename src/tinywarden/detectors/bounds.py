@@ -49,6 +49,8 @@ class BoundsDetector(Detector):
     name: ClassVar[str] = "bounds"
     search_space: ClassVar[tuple[dict[str, Any], ...]] = ({},)
     input_kind: ClassVar[str] = "window"  # type: ignore[assignment]
+    #: the score is the learned range itself: a re-centred scaler would carry the range along with the data
+    judges_level: ClassVar[bool] = True
     state_arrays: ClassVar[tuple[str, ...]] = ("lo_", "hi_", "rate_")
 
     def __init__(self, quantile: float = 0.999, margin: float = 0.1, min_width: float = 1e-3):

@@ -3,7 +3,8 @@
 The float adapter moves the pipeline's scaler by ``2**-rate_shift`` of the way from every window that is
 clearly normal (confidence below ``below_confidence`` and, with ``below_threshold``, score at most the
 threshold), offsets only unless ``adapt_scale``; a shift that keeps windows over the threshold for
-``settle_s`` is adopted (a shadow mean and spread that follow every window) and followed from every window at
+``settle_s`` is adopted when steady (a shadow mean and spread that follow every window, the spread within
+:data:`tinywarden.adapt.SETTLE_SPREAD` reference variances) and followed from every window at
 ``2**-settle_rate_shift`` until it has settled; the drift of the adapted means (in training standard
 deviations) or of the likelihood's running mean beyond ``max_drift`` flags. In the int8 program the scaler is
 folded into the requantization of the integer features to the model input (``requantize_s64_s8`` /
@@ -28,9 +29,11 @@ requantize(d, multiplier, shift - F + E), zmul, zshift), +-2**19)`` (Q12: the fi
 scaling, to the model input's unit with ``E`` more bits, the second the reference deviation of that unit);
 ``var += (spread - var) >> r`` (at least 1) with ``spread = z*z >> 8`` (learning the scale) or ``2**16``
 (offsets only: a scale learned while settling relaxes back to the reference). With the settling rule, every
-window: the shadow takes that step at ``settle_shift`` (its ``svar`` stored rounded to Q8), ``elevated`` counts
-up when ``over`` (to ``settle_n``, the windows in ``settle_s``: :func:`tinywarden.adapt.windows_in`) and down
-otherwise; when it reaches ``settle_n`` the adapter *settles*: ``mu = smu``, ``var = max(svar << 8, 2**16)``,
+window: the shadow takes that step at ``2**-shadow_shift`` (:func:`tinywarden.adaptation.shadow_shift`: a memory
+of at most a quarter of ``settle_s``; its ``svar`` stored rounded to Q8), ``elevated`` counts up when ``over`` (to
+``settle_n``, the windows in ``settle_s``: :func:`tinywarden.adapt.windows_in`) and down otherwise; when it reaches
+``settle_n`` and every ``svar`` before this window's step was at most ``SETTLE_SPREAD_Q8`` (the C keeps that as
+``wide``, set by the window before), the adapter *settles*: ``mu = smu``, ``var = max(svar << 8, 2**16)``,
 and until the count is back at 0 every window teaches at ``settle_shift``, learning the scale. A teaching
 window then takes the step at ``rate_shift`` (``settle_shift`` while settling); a Newton step ``g = g * (3 *
 2**15 - t) >> 16`` with ``t = var * g * g >> 31`` (``g`` halved first while ``t > 2**16``; steps, up to 4, while
@@ -79,6 +82,7 @@ from typing import Any
 
 import numpy as np
 
+from tinywarden.adaptation import SETTLE_SPREAD, shadow_shift
 from tinywarden.arith import INT32_MAX, INT32_MIN, quantize_multiplier, requantize
 from tinywarden.kernels.base import REQUANT_SHIFT_MAX, REQUANT_SHIFT_MIN, Op, int_attr, require
 
@@ -118,6 +122,9 @@ SETTLE_N_MAX = INT32_MAX
 #: the estimate would sit up to half a reference variance low).
 SVAR_DROP = 8
 SVAR_MAX = 65535
+#: The shadow's spread (Q8, as ``svar``) under which a sustained shift is steady enough to adopt
+#: (:data:`tinywarden.adapt.SETTLE_SPREAD` reference variances).
+SETTLE_SPREAD_Q8 = round(SETTLE_SPREAD * (VAR_ONE >> SVAR_DROP))
 #: The training sample period is stored in the step in microseconds (``settle_s`` becomes windows from it).
 PERIOD_US_MAX = 1 << 40
 
@@ -146,6 +153,11 @@ class AdaptParams:
     #: watch_rearm_q12 too; 0: off
     watch_q12: int = 0
     watch_rearm_q12: int = 0
+
+    @property
+    def shadow_shift(self) -> int:
+        """The shadow's step, ``2**-shadow_shift`` (:func:`tinywarden.adaptation.shadow_shift`)."""
+        return shadow_shift(self.settle_n, self.settle_shift)
 
     @property
     def scaled(self) -> bool:
@@ -414,10 +426,11 @@ class AdaptQState:
         xf = np.clip(v - (self.offset - self.fold), -self.xmax, self.xmax) << self.frac
         rate, gmax = p.rate_shift, (G_MAX if p.adapt_scale else G_ONE)  # offsets only: never sharper
         if p.settle_n:
-            self.smu, sv = self.ewm(xf, self.smu, self.svar << SVAR_DROP, p.settle_shift)
+            steady = bool((self.svar <= SETTLE_SPREAD_Q8).all())  # the shadow's spread before this window
+            self.smu, sv = self.ewm(xf, self.smu, self.svar << SVAR_DROP, p.shadow_shift)
             self.svar = np.minimum((sv + (1 << (SVAR_DROP - 1))) >> SVAR_DROP, SVAR_MAX)  # rounded: unbiased steps
             self.elevated = min(self.elevated + 1, p.settle_n) if over else max(self.elevated - 1, 0)
-            if self.elevated >= p.settle_n and not self.settling:  # a lasting shift: adopt the level it has kept
+            if self.elevated >= p.settle_n and not self.settling and steady:  # a steady lasting shift: adopt it
                 self.settling = True
                 self.mu = self.smu.copy()
                 self.var = np.maximum(self.svar << SVAR_DROP, VAR_ONE)
@@ -640,14 +653,10 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
 //@if watch
     int32_t level = 0; /* the slow-drift watch: the shadow's largest distance from the reference */
 //@endif
-    int32_t rate = TW_AD_RATE_SHIFT;
     uint8_t teach = (uint8_t)(s->confidence < TW_AD_BELOW);
-//@if scale
-    int32_t gmax = TW_AD_ADAPT_SCALE ? TW_AD_G_MAX : TW_AD_G_ONE;
-    uint8_t full = TW_AD_ADAPT_SCALE; /* this window learns the scale too */
-//@endif
 //@if settle
     uint8_t jump;
+    uint8_t wide = 0u;
     uint32_t up = ad->elevated;
 //@endif
     (void)score;
@@ -661,19 +670,15 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
     } else {
         up -= (uint32_t)(up > 0u);
     }
-    jump = (uint8_t)(up == TW_AD_SETTLE_N && ad->settling == 0u); /* a lasting shift: adopt the shadow's level */
+    /* a lasting shift whose spread was steady in every input (wide: set by the window before): adopt its level */
+    jump = (uint8_t)(up == TW_AD_SETTLE_N && ad->settling == 0u && ad->wide == 0u);
     if (jump != 0u) {
         ad->settling = 1u;
     } else if (up == 0u) {
         ad->settling = 0u;
     }
     ad->elevated = up;
-    if (ad->settling != 0u) {
-        teach = 1u;
-        rate = TW_AD_SETTLE_SHIFT;
-        gmax = TW_AD_G_ONE;
-        full = 1u;
-    }
+    teach = (uint8_t)(teach | ad->settling); /* while settling every window teaches */
     n = TW_AD_N; /* the shadow learns from every window */
 //@endif
 //@if watch
@@ -685,9 +690,10 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         int32_t xf = ((x < -${xmax}) ? -${xmax} : ((x > ${xmax}) ? ${xmax} : x)) * ((int32_t)1 << ${frac});
         int32_t y;
 //@if settle
-        y = (tw_adapt_ewm(xf, i, &a->smu, (int32_t)a->svar << TW_AD_SVAR_DROP, TW_AD_SETTLE_SHIFT, 1u) +
+        y = (tw_adapt_ewm(xf, i, &a->smu, (int32_t)a->svar << TW_AD_SVAR_DROP, TW_AD_SHADOW_SHIFT, 1u) +
              (1 << (TW_AD_SVAR_DROP - 1))) >> TW_AD_SVAR_DROP; /* rounded: the stored steps are unbiased */
         a->svar = (uint16_t)((y < TW_AD_SVAR_MAX) ? y : TW_AD_SVAR_MAX);
+        wide |= (uint8_t)(a->svar > TW_AD_SETTLE_SPREAD);
         if (jump != 0u) {
             y = (int32_t)a->svar << TW_AD_SVAR_DROP;
             a->mu = a->smu;
@@ -713,13 +719,20 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
             continue;
         }
 //@endif
-//@if scale
-        a->var = tw_adapt_ewm(xf, i, &a->mu, a->var, rate, full);
-        a->g = tw_adapt_gain(a->var, a->g, gmax); /* no step once converged (the reference state is) */
+//@if settle
+        /* while settling: at 2^-TW_AD_SETTLE_SHIFT, learning the scale, never sharper than the reference (read from
+         * the state, not kept in registers across the loop: smaller code) */
+        a->var = tw_adapt_ewm(xf, i, &a->mu, a->var, (ad->settling != 0u) ? TW_AD_SETTLE_SHIFT : TW_AD_RATE_SHIFT,
+                              (uint8_t)(ad->settling | TW_AD_ADAPT_SCALE));
+        a->g = tw_adapt_gain(a->var, a->g, (ad->settling == 0u && TW_AD_ADAPT_SCALE) ? TW_AD_G_MAX : TW_AD_G_ONE);
+//@endif
+//@if scale_only
+        a->var = tw_adapt_ewm(xf, i, &a->mu, a->var, TW_AD_RATE_SHIFT, 1u);
+        a->g = tw_adapt_gain(a->var, a->g, TW_AD_G_MAX);
 //@endif
 //@if !scale
         y = xf - a->mu;
-        a->mu += ((y >> (rate - 1)) + 1) >> 1; /* y / 2^rate rounded half up: a floor would drift low */
+        a->mu += ((y >> (TW_AD_RATE_SHIFT - 1)) + 1) >> 1; /* y / 2^rate rounded half up: a floor would drift low */
 //@endif
         y = tw_requantize32(a->mu, p->multiplier[i], p->shift[i] - ${frac} + TW_AD_E);
         y = (y < 0) ? -y : y; /* > INT32_MIN: a requantization of a non-negative multiplier */
@@ -731,6 +744,9 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         drift = (y > drift) ? y : drift;
 //@endif
     }
+//@if settle
+    ad->wide = wide;
+//@endif
     if (teach != 0u) {
 //@if zmul1
         drift = tw_requantize32(drift, tw_adapt_zmul[0], tw_adapt_zshift[0]);
@@ -795,6 +811,7 @@ void tw_rebaseline(tw_state_t *s)
 //@if settle
     s->ad.elevated = 0u;
     s->ad.settling = 0u;
+    s->ad.wide = 0u;
 //@endif
     s->ad.drift = 0;
     s->ad.flagged = 0u;
@@ -831,6 +848,7 @@ typedef struct {
 //@if settle
     uint32_t elevated; /* leaky count of windows over the threshold, in [0, TW_AD_SETTLE_N] */
     uint8_t settling; /* 0 or 1 */
+    uint8_t wide; /* 1 when the shadow's spread is over TW_AD_SETTLE_SPREAD in some input (after the last window) */
 //@endif
     uint8_t flagged; /* 0 or 1 */
     tw_adapt_input_t in[${n}]; /* per adapted input */
@@ -891,6 +909,8 @@ def c_features(params: AdaptParams, op: Op) -> frozenset[str]:
         on.add("adapt_scale" if params.adapt_scale else "relax")
         if "fold" in op.consts:
             on.add("fold")
+    if params.scaled and not params.settle_n:
+        on.add("scale_only")  # the slow path learns the scale (adapt_scale), no settling rule
     if params.settle_n:
         on.add("settle")
         if "fold" in op.consts:
