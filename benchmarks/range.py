@@ -1278,18 +1278,52 @@ def calibration_study(recording: Path, fit_rows: int, min_confidence: float = MI
 
 
 #: The likelihood variants :func:`tier_study` replays a run's scores through: ``(name, changed attributes of the
-#: program's integer likelihood step)`` (:mod:`tinywarden.kernels.likelihood_q`). ``gate`` is z in Q12 above which a
-#: level teaches ``2**slow_shift`` (16) times more slowly (the likelihood's own ``gate`` parameter, off in the
-#: product); ``rate_shift`` 20 all but freezes the fitted distribution (the confidence against the training
-#: scores alone).
-LIKELIHOOD_VARIANTS: tuple[tuple[str, dict[str, int]], ...] = (
-    ("as run (gate off)", {}),
-    ("gate z > 3", {"gate": 3 << 12}),
-    ("gate z > 5", {"gate": 5 << 12}),
-    ("fitted distribution, no learning", {"rate_shift": 20}),
+#: program's integer likelihood step, learning rule)`` (:mod:`tinywarden.kernels.likelihood_q`). ``gate`` is z in Q12
+#: above which a level teaches ``2**slow_shift`` (16) times more slowly (the likelihood's own ``gate`` parameter, off
+#: in the product); ``rate_shift`` 20 all but freezes the fitted distribution (the confidence against the training
+#: scores alone). A learning rule is a proposal the product does not have (:func:`relearned_confidence_q`):
+#: ``"clip"`` learns from each level clipped at z 3, ``"below threshold"`` learns only from windows scored at or
+#: below the detector's threshold (the adaptation's ``below_threshold`` rule); a window's confidence is still its own
+#: level's.
+LIKELIHOOD_VARIANTS: tuple[tuple[str, dict[str, int], str | None], ...] = (
+    ("as run (gate off)", {}, None),
+    ("gate z > 3", {"gate": 3 << 12}, None),
+    ("gate z > 5", {"gate": 5 << 12}, None),
+    ("learns a level clipped at z 3", {}, "clip"),
+    ("learns only windows at or below the threshold", {}, "below threshold"),
+    ("fitted distribution, no learning", {"rate_shift": 20}, None),
 )
 #: The tier rules :func:`tier_study` compares: no bar, the bar on every window, the bar at an episode's onset.
 TIER_RULES = ("no bar", f"bar {MIN_CONFIDENCE:g} every window", f"bar {MIN_CONFIDENCE:g} at the onset")
+CLIP_Z = 3
+
+
+def relearned_confidence_q(op: Any, scores: Any, hits: Any, rule: str, threshold: float) -> Any:
+    """Q15 confidences of the integer likelihood step ``op`` (``short`` 1, no hold-off) under a learning ``rule`` of
+    :data:`LIKELIHOOD_VARIANTS`: each window's confidence from its own level, then its learning undone (the mean and
+    variance from before it) and, for ``"clip"``, redone with its level clipped at :data:`CLIP_Z` standard
+    deviations above the running mean; ``"below threshold"`` keeps no learning from a window scored over
+    ``threshold``. ``hits``: windows whose samples set a value record (as :func:`~tinywarden.kernels.likelihood_q.
+    confidence_q` takes them)."""
+    import numpy as np
+
+    from tinywarden.kernels.likelihood_q import LikelihoodQStream, log_level_q16
+
+    st = LikelihoodQStream(op)
+    if st.short != 1 or st.holdoff:
+        raise ValueError("the replay with another learning rule needs a likelihood step with short 1, no hold-off")
+    out = []
+    for y, score, hit in zip(log_level_q16(op, scores).tolist(), np.asarray(scores).tolist(), hits, strict=True):
+        before = (st.ring[:], st.pos, st.count, st.sum, st.mean, st.var, st.rec_lo, st.rec_hi)
+        cap = (st.mean >> 16) + CLIP_Z * math.isqrt(st.var)
+        st.vnew = int(hit)
+        out.append(st.step_log(int(y), int(score)))
+        if rule == "clip" and y > cap:
+            st.ring, st.pos, st.count, st.sum, st.mean, st.var, st.rec_lo, st.rec_hi = before
+            st.step_log(int(cap), int(score))
+        elif rule == "below threshold" and score > threshold:
+            st.mean, st.var = before[4], before[5]
+    return np.array(out, dtype=np.int64)
 
 
 def onset_confidence(over: Sequence[bool], confidence: Sequence[float], bar: float, gap: int) -> list[float]:
@@ -1350,8 +1384,11 @@ def tier_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
     peak = {a: round(float(scores[(t >= s0) & (t <= s1)].max(initial=0)) / threshold, 1) for a, s0, s1 in spans}
     out: dict[str, Any] = {"windows": len(rows), "exact": exact, "value_record_windows": int(hits.sum()),
                            "threshold": threshold, "peak_over_threshold": peak, "rows": []}  # fmt: skip
-    for name, change in LIKELIHOOD_VARIANTS:
-        conf = confidence_q(Op(op.kind, op.src, op.dst, {**op.attrs, **change}, op.consts), scores, hits) / CONF_ONE
+    for name, change, rule in LIKELIHOOD_VARIANTS:
+        variant = Op(op.kind, op.src, op.dst, {**op.attrs, **change}, op.consts)
+        q = (confidence_q(variant, scores, hits) if rule is None
+             else relearned_confidence_q(variant, scores, hits, rule, threshold))
+        conf = q / CONF_ONE
         onset = {a: round(float(conf[(t >= s0) & (t <= s0 + 3 * period)].max(initial=0.0)), 3) for a, s0, _ in spans}
         for rule in TIER_RULES:
             bar = None if rule == "no bar" else MIN_CONFIDENCE
