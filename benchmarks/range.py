@@ -1283,14 +1283,16 @@ def calibration_study(recording: Path, fit_rows: int, min_confidence: float = MI
 #: in the product); ``rate_shift`` 20 all but freezes the fitted distribution (the confidence against the training
 #: scores alone). A learning rule is a proposal the product does not have (:func:`relearned_confidence_q`):
 #: ``"clip"`` learns from each level clipped at z 3, ``"below threshold"`` learns only from windows scored at or
-#: below the detector's threshold (the adaptation's ``below_threshold`` rule); a window's confidence is still its own
-#: level's.
+#: below the detector's threshold (the adaptation's ``below_threshold`` rule), ``"slow over threshold"`` learns from
+#: windows over it ``2**slow_shift`` times more slowly (the gate's rule, keyed on the threshold instead of z, so a
+#: lasting change of level is still learned); a window's confidence is still its own level's.
 LIKELIHOOD_VARIANTS: tuple[tuple[str, dict[str, int], str | None], ...] = (
     ("as run (gate off)", {}, None),
     ("gate z > 3", {"gate": 3 << 12}, None),
     ("gate z > 5", {"gate": 5 << 12}, None),
     ("learns a level clipped at z 3", {}, "clip"),
     ("learns only windows at or below the threshold", {}, "below threshold"),
+    ("windows over the threshold learn 16x slower", {}, "slow over threshold"),
     ("fitted distribution, no learning", {"rate_shift": 20}, None),
 )
 #: The tier rules :func:`tier_study` compares: no bar, the bar on every window, the bar at an episode's onset.
@@ -1303,8 +1305,8 @@ def relearned_confidence_q(op: Any, scores: Any, hits: Any, rule: str, threshold
     :data:`LIKELIHOOD_VARIANTS`: each window's confidence from its own level, then its learning undone (the mean and
     variance from before it) and, for ``"clip"``, redone with its level clipped at :data:`CLIP_Z` standard
     deviations above the running mean; ``"below threshold"`` keeps no learning from a window scored over
-    ``threshold``. ``hits``: windows whose samples set a value record (as :func:`~tinywarden.kernels.likelihood_q.
-    confidence_q` takes them)."""
+    ``threshold``, ``"slow over threshold"`` redoes it at ``rate_shift + slow_shift``. ``hits``: windows whose
+    samples set a value record (as :func:`~tinywarden.kernels.likelihood_q.confidence_q` takes them)."""
     import numpy as np
 
     from tinywarden.kernels.likelihood_q import LikelihoodQStream, log_level_q16
@@ -1323,6 +1325,11 @@ def relearned_confidence_q(op: Any, scores: Any, hits: Any, rule: str, threshold
             st.step_log(int(cap), int(score))
         elif rule == "below threshold" and score > threshold:
             st.mean, st.var = before[4], before[5]
+        elif rule == "slow over threshold" and score > threshold:
+            st.ring, st.pos, st.count, st.sum, st.mean, st.var, st.rec_lo, st.rec_hi = before
+            st.rate_shift += st.slow_shift
+            st.step_log(int(y), int(score))
+            st.rate_shift -= st.slow_shift
     return np.array(out, dtype=np.int64)
 
 

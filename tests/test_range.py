@@ -183,3 +183,6 @@ def test_a_loud_attack_blinds_the_likelihood_to_the_next_and_learning_below_the_
     assert (kept[: first_over + 1] == as_run[: first_over + 1]).all()
     clipped = attack_range.relearned_confidence_q(op, scores, hits, "clip", threshold)
     assert clipped[later].max() > as_run[later].max()  # a bounded step per window: less blinded
+    slow = attack_range.relearned_confidence_q(op, scores, hits, "slow over threshold", threshold)
+    assert slow[later].max() > as_run[later].max()
+    assert (slow[: first_over + 1] == as_run[: first_over + 1]).all()
