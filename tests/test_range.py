@@ -70,6 +70,14 @@ def test_nothing_is_lost_at_the_broker(small_range: attack_range.RangeResult) ->
     assert small_range.audit_verdict == "intact"
 
 
+def test_the_agent_trace_holds_the_windows_the_tiers_saw(small_range: attack_range.RangeResult) -> None:
+    trace = attack_range.read_jsonl(Path(small_range.config["workdir"]) / attack_range.WINDOWS_TRACE)
+    assert len(trace) >= 2 and all({"t", "score", "confidence", "tier"} <= set(w) for w in trace), trace[:3]
+    assert all(w["confidence"] is None or 0.0 <= w["confidence"] <= 1.0 for w in trace)
+    s0, s1 = next(a for a in small_range.attacks if a["attack"] == "flood")["span"]
+    assert max(w["tier"] for w in trace if s0 <= w["t"] <= s1 + 5) >= 1  # the flood's windows, in a tier
+
+
 @pytest.mark.parametrize("role", attack_range.SENDERS)
 def test_a_sending_role_refuses_to_run_outside_the_device_namespace(role: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
