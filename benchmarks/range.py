@@ -1170,7 +1170,9 @@ def markdown(res: RangeResult) -> str:
         + (f", threshold calibrated on {p['calibration_windows']} held-out windows"
            if p.get("calibration_windows") else "")
         + "; `keygen`, `bundle`, `sign --version 1`, `install`, then "
-        f"`agent --real-actuators --mqtt {BACKEND_IP}:{MQTT_PORT} --rate {c['rate']:g}` in the device namespace.",
+        f"`agent --real-actuators --mqtt {BACKEND_IP}:{MQTT_PORT} --rate {c['rate']:g}` in the device namespace"
+        + (" (through `range.py traced-agent`: the agent's own main, which also writes each scored window's score, "
+           "confidence and tier to a trace for the replay in the notes)." if "span" in res.normal else "."),
         f"- **Normal workload**: uploads to `{BACKEND_IP}:{UPLOAD_PORT}` and 1 Hz MQTT telemetry (QoS 1), both "
         f"following a day/night rhythm compressed to {c['day_s']:g} s.",
         "- **Policy**: alert (2 of 3 windows): log, renice the miner's name to 19, `tc` 2 mbit cap on the device "
