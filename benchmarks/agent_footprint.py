@@ -171,6 +171,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(f"| {r['process']} | {r['peak_rss_mb']} | {r['mean_rss_mb']} | {r['cpu_pct_one_core']} | "
                      f"{r['startup_cpu_s']} | {numpy} | {r.get('incidents', '')} | {goal} |")
     lines += [f"| Wazuh agent (quoted, not measured) | | ~{WAZUH_RSS_MB:g} | | | | | reference |", ""]
+    if meta.get("note"):
+        lines += [str(meta["note"]), ""]
     return "\n".join(lines)
 
 
@@ -186,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS / "agent_footprint.md")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--render", type=Path, default=None, help="only re-render --results from this JSON of a run")
+    ap.add_argument("--note", default="", help="a line printed under the table (the machine's load, what changed)")
     args = ap.parse_args(argv)
     if args.render is not None:
         done = json.loads(args.render.read_text())
-        args.results.write_text(markdown(done["rows"], done["meta"]))
+        args.results.write_text(markdown(done["rows"], done["meta"] | ({"note": args.note} if args.note else {})))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     m = machine_info()
     meta = {"minutes": args.minutes, "rate": args.rate, "warmup": args.warmup, "detector": DEFAULT_DETECTOR,
             "window": DEFAULT_WINDOW, "stride": DEFAULT_STRIDE, "channels": channels,
-            "machine": f"{m['machine']}, Python {m['python']}, {m['date']}, commit {m['commit']}"}
+            "machine": f"{m['machine']}, Python {m['python']}, {m['date']}, commit {m['commit']}", "note": args.note}
     text = markdown(rows, meta)
     print(text)
     args.results.parent.mkdir(parents=True, exist_ok=True)

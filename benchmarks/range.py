@@ -872,10 +872,15 @@ class RangeResult:
     load: dict[str, float] = field(default_factory=dict)  # the host's 1-minute load average at each phase
 
 
+#: Each scored window of the range's agent, one JSON line (:func:`traced_agent`), in the work folder.
+WINDOWS_TRACE = "windows.jsonl"
+
+
 def start_agent(rng: Range, pipe: Pipeline, rate: float) -> subprocess.Popen[bytes]:
-    argv = tinywarden_argv("agent", "--pubkey", str(pipe.pub), "--state-dir", str(pipe.state), "--rate", f"{rate:g}",
-                           "--interface", rng.dev_if, "--mqtt", f"{BACKEND_IP}:{MQTT_PORT}", "--real-actuators",
-                           "--device-id", "range-device", "--poll", "3600")  # fmt: skip
+    args = ("--pubkey", str(pipe.pub), "--state-dir", str(pipe.state), "--rate", f"{rate:g}", "--interface",
+            rng.dev_if, "--mqtt", f"{BACKEND_IP}:{MQTT_PORT}", "--real-actuators", "--device-id", "range-device",
+            "--poll", "3600")  # fmt: skip
+    argv = [sys.executable, str(Path(__file__).resolve()), "traced-agent", str(rng.workdir / WINDOWS_TRACE), *args]
     proc = rng.spawn(rng.device, argv, "agent")
     if not wait_for(lambda: read_status(pipe.state).get("windows_scored", 0) >= 2 or proc.poll() is not None, 180):
         raise RuntimeError("the agent scored no window within 180 s")
@@ -883,6 +888,34 @@ def start_agent(rng: Range, pipe: Pipeline, rate: float) -> subprocess.Popen[byt
         tail = (rng.workdir / "agent.log").read_text()[-3000:]
         raise RuntimeError(f"the agent exited with {proc.returncode}: {tail}")
     return proc
+
+
+def traced_agent(trace: str, agent_args: Sequence[str]) -> int:
+    """``tinywarden agent AGENT_ARGS`` exactly as the console command runs it, plus one JSON line per scored
+    window in ``trace``: its end time, raw score, calibrated confidence and the tier after it (what the tiers
+    saw), through the agent's public ``on_window`` hook, so a run's misses and false actions can be studied
+    afterwards on its own windows. Nothing the agent decides changes."""
+    from tinywarden.agent import loop
+    from tinywarden.agent.command import main as agent_main
+
+    real = loop.session
+
+    @contextlib.contextmanager
+    def session(config: Any, source: Any, **kw: Any) -> Any:
+        with open(trace, "a") as out:
+            agent: list[Any] = []
+
+            def on_window(ws: Any) -> None:
+                c = agent[0].last_confidence if agent and math.isfinite(ws.score) else None
+                out.write(json.dumps({"t": round(ws.time, 3), "score": ws.score, "confidence": c,
+                                      "tier": ws.tier}) + "\n")
+
+            with real(config, source, on_window=on_window, **kw) as runner:
+                agent.append(runner)
+                yield runner
+
+    loop.session = session  # type: ignore[assignment]
+    return agent_main(list(agent_args))
 
 
 def audit_verify(rng: Range, state: Path) -> str:
@@ -1009,6 +1042,7 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
     n0, n1 = normal
     false_actions = [a for a in applies if n0 <= a["t"] < n1 and a.get("action")]
     normal_doc = {"seconds": round(n1 - n0, 1), "windows": round((n1 - n0) / period),
+                  "span": [round(n0, 3), round(n1, 3)],
                   "false_actions": len(false_actions),
                   "false_alarm_entries": len({(a["t"], a["action_tier"]) for a in false_actions}),
                   "actions": sorted({a["action"] for a in false_actions}),
@@ -1044,6 +1078,7 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
             "audit": r["verify"], "incidents_received": len(got),
             "incident_tiers": sorted({int(i.get("tier", 0)) for i in got}),
             "attack_s": round(t1 - t0, 1), "process_report": r["report"], "quiet_before": r["quiet_before"],
+            "span": [round(start, 3), round(t1, 3)],  # epoch seconds, to match the windows trace
         })  # fmt: skip
     esc = status.get("escalation") or {}
     ids = {i.get("incident_id") for i in incidents}
@@ -1135,7 +1170,9 @@ def markdown(res: RangeResult) -> str:
         + (f", threshold calibrated on {p['calibration_windows']} held-out windows"
            if p.get("calibration_windows") else "")
         + "; `keygen`, `bundle`, `sign --version 1`, `install`, then "
-        f"`agent --real-actuators --mqtt {BACKEND_IP}:{MQTT_PORT} --rate {c['rate']:g}` in the device namespace.",
+        f"`agent --real-actuators --mqtt {BACKEND_IP}:{MQTT_PORT} --rate {c['rate']:g}` in the device namespace"
+        + (" (through `range.py traced-agent`: the agent's own main, which also writes each scored window's score, "
+           "confidence and tier to a trace for the replay in the notes)." if "span" in res.normal else "."),
         f"- **Normal workload**: uploads to `{BACKEND_IP}:{UPLOAD_PORT}` and 1 Hz MQTT telemetry (QoS 1), both "
         f"following a day/night rhythm compressed to {c['day_s']:g} s.",
         "- **Policy**: alert (2 of 3 windows): log, renice the miner's name to 19, `tc` 2 mbit cap on the device "
@@ -1242,10 +1279,179 @@ def calibration_study(recording: Path, fit_rows: int, min_confidence: float = MI
     return out
 
 
+#: The likelihood variants :func:`tier_study` replays a run's scores through: ``(name, changed attributes of the
+#: program's integer likelihood step, learning rule)`` (:mod:`tinywarden.kernels.likelihood_q`). ``gate`` is z in Q12
+#: above which a level teaches ``2**slow_shift`` (16) times more slowly (the likelihood's own ``gate`` parameter, off
+#: in the product); ``rate_shift`` 20 all but freezes the fitted distribution (the confidence against the training
+#: scores alone). A learning rule is a proposal the product does not have (:func:`relearned_confidence_q`):
+#: ``"clip"`` learns from each level clipped at z 3, ``"below threshold"`` learns only from windows scored at or
+#: below the detector's threshold (the adaptation's ``below_threshold`` rule), ``"slow over threshold"`` learns from
+#: windows over it ``2**slow_shift`` times more slowly (the gate's rule, keyed on the threshold instead of z, so a
+#: lasting change of level is still learned); a window's confidence is still its own level's.
+LIKELIHOOD_VARIANTS: tuple[tuple[str, dict[str, int], str | None], ...] = (
+    ("as run (gate off)", {}, None),
+    ("gate z > 3", {"gate": 3 << 12}, None),
+    ("gate z > 5", {"gate": 5 << 12}, None),
+    ("learns a level clipped at z 3", {}, "clip"),
+    ("learns only windows at or below the threshold", {}, "below threshold"),
+    ("windows over the threshold learn 16x slower", {}, "slow over threshold"),
+    ("fitted distribution, no learning", {"rate_shift": 20}, None),
+)
+#: The tier rules :func:`tier_study` compares: no bar, the bar on every window, the bar at an episode's onset.
+TIER_RULES = ("no bar", f"bar {MIN_CONFIDENCE:g} every window", f"bar {MIN_CONFIDENCE:g} at the onset")
+CLIP_Z = 3
+
+
+def relearned_confidence_q(op: Any, scores: Any, hits: Any, rule: str, threshold: float) -> Any:
+    """Q15 confidences of the integer likelihood step ``op`` (``short`` 1, no hold-off) under a learning ``rule`` of
+    :data:`LIKELIHOOD_VARIANTS`: each window's confidence from its own level, then its learning undone (the mean and
+    variance from before it) and, for ``"clip"``, redone with its level clipped at :data:`CLIP_Z` standard
+    deviations above the running mean; ``"below threshold"`` keeps no learning from a window scored over
+    ``threshold``, ``"slow over threshold"`` redoes it at ``rate_shift + slow_shift``. ``hits``: windows whose
+    samples set a value record (as :func:`~tinywarden.kernels.likelihood_q.confidence_q` takes them)."""
+    import numpy as np
+
+    from tinywarden.kernels.likelihood_q import LikelihoodQStream, log_level_q16
+
+    st = LikelihoodQStream(op)
+    if st.short != 1 or st.holdoff:
+        raise ValueError("the replay with another learning rule needs a likelihood step with short 1, no hold-off")
+    out = []
+    for y, score, hit in zip(log_level_q16(op, scores).tolist(), np.asarray(scores).tolist(), hits, strict=True):
+        before = (st.ring[:], st.pos, st.count, st.sum, st.mean, st.var, st.rec_lo, st.rec_hi)
+        cap = (st.mean >> 16) + CLIP_Z * math.isqrt(st.var)
+        st.vnew = int(hit)
+        out.append(st.step_log(int(y), int(score)))
+        if rule == "clip" and y > cap:
+            st.ring, st.pos, st.count, st.sum, st.mean, st.var, st.rec_lo, st.rec_hi = before
+            st.step_log(int(cap), int(score))
+        elif rule == "below threshold" and score > threshold:
+            st.mean, st.var = before[4], before[5]
+        elif rule == "slow over threshold" and score > threshold:
+            st.ring, st.pos, st.count, st.sum, st.mean, st.var, st.rec_lo, st.rec_hi = before
+            st.rate_shift += st.slow_shift
+            st.step_log(int(y), int(score))
+            st.rate_shift -= st.slow_shift
+    return np.array(out, dtype=np.int64)
+
+
+def onset_confidence(over: Sequence[bool], confidence: Sequence[float], bar: float, gap: int) -> list[float]:
+    """The confidence a tier reads when it reads it at an episode's onset only: an episode of windows over the
+    threshold (gaps shorter than ``gap`` windows belong to it) that starts at or reaches ``bar`` reads 1 until it
+    ends; outside an episode, and before it reaches the bar, each window reads its own confidence.
+
+    >>> onset_confidence([1, 1, 1, 0, 1, 0, 0, 0, 1], [.1, .6, .1, 0, .2, 0, 0, 0, .3], .5, 3)
+    [0.1, 0.6, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.3]
+    """
+    out = [float(c) for c in confidence]
+    standing, quiet = False, 0
+    for i, o in enumerate(over):
+        quiet = 0 if o else quiet + 1
+        if standing and quiet >= gap:
+            standing = False
+        if standing and o:
+            out[i] = 1.0
+        elif o and out[i] >= bar:
+            standing = True
+    return out
+
+
+def tier_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Replay a range run's own windows (``work``'s :data:`WINDOWS_TRACE` and ``model.twb``; ``result`` its
+    range.json) through the program's integer likelihood with each of :data:`LIKELIHOOD_VARIANTS` and the
+    policy's response engine with each of :data:`TIER_RULES`: per attack the first alarm in windows, and the
+    false actions of the normal period. The scores are the run's (the actions it took shaped the telemetry
+    after each alarm); value records (a sample beyond every value seen) are the run's too, found where the run
+    reported confidence 1 and the same step without them did not: the replay of the run's own step must give
+    back every confidence it reported (``exact``)."""
+    import numpy as np
+
+    from tinywarden.kernels.base import Op
+    from tinywarden.kernels.likelihood_q import CONF_ONE, confidence_q
+    from tinywarden.respond.engine import ResponseEngine, SimulatedClock
+    from tinywarden.respond.policy import parse_policy
+    from tinywarden.runtime import load_model
+
+    model = load_model((work / "model.twb").read_bytes(), str(work / "model.twb"))
+    program = getattr(model, "program", None)
+    if program is None or program.likelihood is None:
+        raise ValueError(f"{work / 'model.twb'}: no int8 program with a likelihood step to replay")
+    op = program.likelihood
+    rows = [w for w in read_jsonl(work / WINDOWS_TRACE) if math.isfinite(w["score"]) and w["confidence"] is not None]
+    t = np.array([w["t"] for w in rows])
+    scores = np.array([w["score"] for w in rows], dtype=np.int64)
+    ran = np.round(np.array([w["confidence"] for w in rows]) * CONF_ONE).astype(np.int64)
+    hits = (ran >= CONF_ONE) & (confidence_q(op, scores) < CONF_ONE)
+    exact = bool((confidence_q(op, scores, hits) == ran).all())
+    threshold = float(program.threshold)
+    period = float(result["pipeline"]["window_s"])
+    floor = float(result["config"].get("timer_floor_s", 4.0))
+    n0, n1 = result["normal"]["span"]
+    spans = [(a["attack"], *a["span"]) for a in result["attacks"]]
+    gap = parse_policy(policy_text("twd0", period), "range policy").tiers[0].n
+    over = scores > threshold
+    peak = {a: round(float(scores[(t >= s0) & (t <= s1)].max(initial=0)) / threshold, 1) for a, s0, s1 in spans}
+    out: dict[str, Any] = {"windows": len(rows), "exact": exact, "value_record_windows": int(hits.sum()),
+                           "threshold": threshold, "peak_over_threshold": peak, "rows": []}  # fmt: skip
+    for name, change, rule in LIKELIHOOD_VARIANTS:
+        variant = Op(op.kind, op.src, op.dst, {**op.attrs, **change}, op.consts)
+        q = (confidence_q(variant, scores, hits) if rule is None
+             else relearned_confidence_q(variant, scores, hits, rule, threshold))
+        conf = q / CONF_ONE
+        onset = {a: round(float(conf[(t >= s0) & (t <= s0 + 3 * period)].max(initial=0.0)), 3) for a, s0, _ in spans}
+        for rule in TIER_RULES:
+            bar = None if rule == "no bar" else MIN_CONFIDENCE
+            fed = onset_confidence(over, conf, MIN_CONFIDENCE, gap) if rule.endswith("onset") else conf
+            engine = ResponseEngine(parse_policy(policy_text("twd0", period, bar, floor), "range policy"), threshold,
+                                    clock=SimulatedClock(float(t[0])))  # fmt: skip
+            applies = [(e.time, e.action_tier) for i in range(len(t))
+                       for e in engine.observe(float(scores[i]), at=float(t[i]), confidence=float(fed[i]))
+                       if e.event == "apply" and e.action]  # fmt: skip
+            alarms = {}
+            for a, s0, s1 in spans:
+                first = min((x for x, _ in applies if s0 <= x <= s1 + 3 * period), default=None)
+                alarms[a] = None if first is None else max(1, math.ceil(max(0.0, first - s0) / period - 1e-9))
+            false = [(x, tier) for x, tier in applies if n0 <= x < n1]
+            out["rows"].append({"likelihood": name, "tiers": rule, "first_alarm_windows": alarms,
+                                "within_3": sum(w is not None and w <= 3 for w in alarms.values()),
+                                "false_actions": len(false), "false_entries": len(set(false)),
+                                "onset_confidence": onset})  # fmt: skip
+    return out
+
+
+def tier_study_markdown(study: dict[str, Any], command: str) -> str:
+    rows = study["rows"]
+    attacks = list(rows[0]["first_alarm_windows"]) if rows else []
+    lines = [f"Generated by `{command}`: the run's {study['windows']} windows replayed (the run's own integer "
+             f"likelihood step gives back every confidence it reported: {'yes' if study['exact'] else '**no**'}; "
+             f"{study['value_record_windows']} windows with a value record). First alarm in windows from the "
+             "attack's start (- not detected); false actions in the normal period (tier entries). Highest score "
+             "over the threshold in each attack: "
+             + ", ".join(f"{a} {v:g}x" for a, v in study["peak_over_threshold"].items()) + ".", "",
+             "| likelihood | tiers | " + " | ".join(attacks) + " | within 3 | false actions (entries) | "
+             "confidence at onset (" + ", ".join(attacks) + ") |",
+             "|---|---|" + "---:|" * len(attacks) + "---:|---:|---|"]
+    for r in rows:
+        alarm = [("-" if w is None else str(w)) for w in r["first_alarm_windows"].values()]
+        lines.append(f"| {r['likelihood']} | {r['tiers']} | " + " | ".join(alarm)
+                     + f" | {r['within_3']}/{len(attacks)} | {r['false_actions']} ({r['false_entries']}) | "
+                     + ", ".join(f"{v:g}" for v in r["onset_confidence"].values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["role"]:
         role_main(argv[1:])
+        return 0
+    if argv[:1] == ["traced-agent"]:  # range.py traced-agent TRACE AGENT_ARGS...
+        return traced_agent(argv[1], argv[2:])
+    if argv[:1] == ["tiers"]:  # range.py tiers WORKDIR RANGE_JSON [OUT_MD]
+        study = tier_study(Path(argv[1]), json.loads(Path(argv[2]).read_text()))
+        md = tier_study_markdown(study, "python benchmarks/range.py " + " ".join(argv))
+        if argv[3:]:
+            Path(argv[3]).write_text(md)
+        print(md)
         return 0
     if argv[:1] == ["study"]:  # range.py study RECORDING_FOLDER FIT_ROWS...
         for rows in argv[2:]:

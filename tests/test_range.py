@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tinywarden.respond.engine import ResponseEngine, SimulatedClock
@@ -67,6 +68,14 @@ def test_nothing_is_lost_at_the_broker(small_range: attack_range.RangeResult) ->
     assert b["delivered"] == b["received"] == b["incidents_raised"] > 0, b
     assert not b["dropped"] and not b["spooled"], b
     assert small_range.audit_verdict == "intact"
+
+
+def test_the_agent_trace_holds_the_windows_the_tiers_saw(small_range: attack_range.RangeResult) -> None:
+    trace = attack_range.read_jsonl(Path(small_range.config["workdir"]) / attack_range.WINDOWS_TRACE)
+    assert len(trace) >= 2 and all({"t", "score", "confidence", "tier"} <= set(w) for w in trace), trace[:3]
+    assert all(w["confidence"] is None or 0.0 <= w["confidence"] <= 1.0 for w in trace)
+    s0, s1 = next(a for a in small_range.attacks if a["attack"] == "flood")["span"]
+    assert max(w["tier"] for w in trace if s0 <= w["t"] <= s1 + 5) >= 1  # the flood's windows, in a tier
 
 
 @pytest.mark.parametrize("role", attack_range.SENDERS)
@@ -144,3 +153,44 @@ def test_the_range_policy_has_no_confidence_bar_unless_asked() -> None:
     assert [t.min_confidence for t in plain.tiers if t.actions] == [None, None]
     gated = parse_policy(attack_range.policy_text("twd0", 0.4, 0.5), "range policy")
     assert [t.min_confidence for t in gated.tiers if t.actions] == [0.5, 0.5]
+
+
+def test_an_episode_read_at_its_onset_counts_until_it_ends() -> None:
+    over = [1, 1, 1, 0, 1, 0, 0, 0, 1]
+    conf = [0.1, 0.6, 0.1, 0.0, 0.2, 0.0, 0.0, 0.0, 0.3]
+    assert attack_range.onset_confidence(over, conf, 0.5, 3) == [0.1, 0.6, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.3]
+    assert attack_range.onset_confidence(over, conf, 0.7, 3) == conf  # never reaches the bar: its own confidences
+
+
+def _likelihood_blinded_by_a_burst() -> tuple[object, np.ndarray, float]:
+    """The integer likelihood of gamma scores, then normal, a long loud attack, normal, a moderate attack."""
+    from tinywarden.kernels.likelihood_q import lower_likelihood
+    from tinywarden.likelihood import AnomalyLikelihood
+
+    rng = np.random.default_rng(1)
+    train = np.round(rng.gamma(2.0, size=500) * 1000).astype(np.int64)
+    op = lower_likelihood(AnomalyLikelihood().fit(train))
+    threshold = float(np.quantile(train, 0.999))
+    normal = lambda n: np.round(rng.gamma(2.0, size=n) * 1000).astype(np.int64)  # noqa: E731
+    scores = np.r_[normal(300), np.full(60, 10**8), normal(100), np.full(5, int(threshold * 40))]
+    return op, scores, threshold
+
+
+def test_a_loud_attack_blinds_the_likelihood_to_the_next_and_learning_below_the_threshold_does_not() -> None:
+    from tinywarden.kernels.likelihood_q import CONF_ONE, confidence_q
+
+    op, scores, threshold = _likelihood_blinded_by_a_burst()
+    hits = np.zeros(len(scores), dtype=bool)
+    later = slice(len(scores) - 5, None)  # the moderate attack, 40x the threshold
+    as_run = confidence_q(op, scores, hits)
+    assert as_run[later].max() < CONF_ONE // 2  # blinded: the burst taught the distribution its own levels
+    assert confidence_q(op, scores[-5:], hits[-5:]).min() >= CONF_ONE // 2  # the same windows, no burst before
+    kept = attack_range.relearned_confidence_q(op, scores, hits, "below threshold", threshold)
+    assert kept[later].min() >= CONF_ONE // 2
+    first_over = int(np.argmax(scores > threshold))  # each window reports its own level; only its learning differs
+    assert (kept[: first_over + 1] == as_run[: first_over + 1]).all()
+    clipped = attack_range.relearned_confidence_q(op, scores, hits, "clip", threshold)
+    assert clipped[later].max() > as_run[later].max()  # a bounded step per window: less blinded
+    slow = attack_range.relearned_confidence_q(op, scores, hits, "slow over threshold", threshold)
+    assert slow[later].max() > as_run[later].max()
+    assert (slow[: first_over + 1] == as_run[: first_over + 1]).all()
