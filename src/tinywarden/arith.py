@@ -271,12 +271,13 @@ typedef struct {
     tw_activation_t activation;
 } tw_feature_requant_params_t;
 
-/* A tensor's shape: n batches of h x w x c (time-major 1-D data: h = 1, w = length, c = channels). */
+/* A tensor's shape: n batches of h x w x c (time-major 1-D data: h = 1, w = length, c = channels); tw_dim_t: the
+ * narrowest of int16_t and int32_t that holds the module's shapes. */
 typedef struct {
-    int32_t n;
-    int32_t h;
-    int32_t w;
-    int32_t c;
+    tw_dim_t n;
+    tw_dim_t h;
+    tw_dim_t w;
+    tw_dim_t c;
 } tw_dims_t;
 """,
     "rounding": r"""

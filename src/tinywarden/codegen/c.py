@@ -555,9 +555,13 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     scratch_bytes = sum(f.nbytes for f in scratch)
     needed.update(dep for name in list(needed) for dep in C_HELPER_DEPS.get(name, ()))
     helpers = [text.strip("\n") + "\n" for name, text in C_HELPERS.items() if name in needed]
+    dims = [n for t in program.tensors for n in t.shape] + [n for op in program.ops for a in op.consts.values()
+                                                           for n in np.shape(a)]
     limit_block = [f"/* limits of the kernels (tinywarden.kernels) */\n{c_defines(sorted(limits.items()))}\n",
-                   f"/* the type of the feature requantization offsets (tinywarden.codegen.c.narrowed) */\n"
-                   f"typedef {'int16_t' if offset16 else 'int32_t'} tw_offset_t;\n"]
+                   "/* the types of the feature requantization offsets and of the shapes: int16_t when the module's "
+                   "values fit\n * (tinywarden.codegen.c.narrowed) */\n"
+                   f"typedef {'int16_t' if offset16 else 'int32_t'} tw_offset_t;\n"
+                   f"typedef {'int16_t' if max(dims, default=0) < 2**15 else 'int32_t'} tw_dim_t;\n"]
     info = program.info
     feats = info.get("features") or []
     common = {

@@ -339,8 +339,8 @@ __all__ = ["C_TEMPLATE", "CONF_ONE", "C_VALUE_GROUP", "C_VALUE_GROUP_DECL", "C_V
 C_TEMPLATE = r"""
 /* log2(x) in Q16 for x in [1, 2^63) (tinywarden.kernels.likelihood_q.log2_q16): b = position of the top
  * bit, the next 6 bits of the mantissa index tw_log2_table (log2(1 + i/64), Q15), the next 16 interpolate.
- * In 32-bit words: w is the word that holds the top bit, z its leading zeros (CLZ where the core has it), n the
- * 32 bits from the top bit down. Range: x >= 1; result in [0, 63 * 2^16). */
+ * In 32-bit words: w is the word that holds the top bit, z its leading zeros (CLZ where the core has it, else
+ * counted bit by bit), then the 32 bits from the top bit down. Range: x >= 1; result in [0, 63 * 2^16). */
 static int32_t tw_log2_q16(uint64_t x)
 {
     uint32_t hi = (uint32_t)(x >> 32);
@@ -356,11 +356,10 @@ static int32_t tw_log2_q16(uint64_t x)
     z = __builtin_clz(w);
     w <<= z;
 #else
-    if (w < (UINT32_C(1) << 16)) { w <<= 16; z += 16; }
-    if (w < (UINT32_C(1) << 24)) { w <<= 8; z += 8; }
-    if (w < (UINT32_C(1) << 28)) { w <<= 4; z += 4; }
-    if (w < (UINT32_C(1) << 30)) { w <<= 2; z += 2; }
-    if (w < (UINT32_C(1) << 31)) { w <<= 1; z += 1; }
+    while (w < UINT32_C(0x80000000)) { /* once a window: the shortest code */
+        w <<= 1;
+        z++;
+    }
 #endif
     if (hi != 0u && z != 0) {
         w |= lo >> (32 - z);
