@@ -124,6 +124,19 @@ MLPERF_TINY_AD = {
 }
 
 
+def provenance(argv: Sequence[str]) -> str:
+    """The line under each results title: the exact command, the commit, when, and how loaded the machine was (host
+    times vary with it; sizes and instruction counts do not)."""
+    if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.common import machine_info
+
+    m = machine_info()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"Produced by `python benchmarks/mcu.py{''.join(' ' + a for a in argv)}` at commit {m['commit']}, "
+            f"{m['date']}, {m['machine']}; load average {load} when it ended.")
+
+
 def energy_uj(instructions: float) -> float:
     """Energy estimate in microjoules of ``instructions`` on :data:`ENERGY_PART` (see there)."""
     e = ENERGY_PART
@@ -877,6 +890,7 @@ def main() -> int:
             ad = adaptation_cost(program, figures, Path(tmp) / "adapt", stream, Adaptation())
         ad["model_id"] = program.model_id
         md = "\n".join(["# MCU benchmark: baseline adaptation (benchmarks/mcu.py --adaptation-only)", "",
+                        provenance(sys.argv[1:]), "",
                         "Default pipeline (camera, dense autoencoder, window 128 / stride 64), model "
                         f"{program.model_id}; targets 8192 B flash / 4096 B RAM.", *adaptation_md(ad)]) + "\n"
         ADAPTATION_RESULTS.write_text(md)
@@ -884,6 +898,7 @@ def main() -> int:
         return 0
     res = measure(args.days, args.train_days, args.seed, args.tune_seconds)
     md = render_md(res)
+    md = md.replace("\n", f"\n\n{provenance(sys.argv[1:])}\n", 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(md)
     if args.json:
