@@ -60,7 +60,10 @@ from tinywarden.program import Int8Stream, Program, run_int8
 from tinywarden.quantize.ptq import quantize_pipeline, score_int8
 from tinywarden.simulate import simulate
 from tinywarden.target import (
+    FIRMWARE_ENTRIES,
     Decisions,
+    firmware_flash,
+    get_target,
     missing_tools,
     module_size,
     object_size,
@@ -68,12 +71,22 @@ from tinywarden.target import (
     run_on_host,
     run_on_qemu,
 )
+from tinywarden.target.build import compile_object, model_source
+from tinywarden.target.toolchain import find_tool, run_tool
 from tinywarden.telemetry.series import Series
 from tinywarden.tune import Budget, tune
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mcu.md"
 ADAPTATION_RESULTS = RESULTS.with_name("mcu_adaptation.md")
 TARGETS = {"flash_bytes": 8192, "static_ram_bytes": 4096, "int8_model_bytes": 2048}
+#: Issue 16's goals for the default pipeline on Cortex-M4 (flash, RAM with the state, instructions per window).
+GOALS = {"flash_bytes": 6144, "static_ram_bytes": 1536, "instructions_per_window": 50000}
+FIRMWARE_NOTE = (
+    "Flash two ways: *module alone* is text + data of the `-Os` object with every public entry point (tw_push, "
+    "tw_push_q, tw_push_fixed, tw_quantize_*, the size queries, tw_confidence); *firmware link* is what a firmware "
+    "build keeps of it: compiled with `-ffunction-sections -fdata-sections` and linked with `--gc-sections` from "
+    f"the entry points of a firmware that pushes float samples ({', '.join(FIRMWARE_ENTRIES)}; "
+    "`tinywarden.target.firmware_flash`), so the entry points it does not call cost nothing, as in its map file.")
 CORES = ("cortex-m4", "cortex-m4f", "cortex-m0plus")
 #: Published TFLite Micro footprints (it cannot be cross-compiled here), quoted, with their sources.
 TFLM_PUBLISHED = [
@@ -109,6 +122,19 @@ MLPERF_TINY_AD = {
     "source": "MLPerf Tiny v0.5 reference submission (Banbury et al., 'MLPerf Tiny Benchmark', NeurIPS 2021 "
               "Datasets and Benchmarks track): about 10 ms and 416 uJ per inference, as quoted in issue 16",
 }
+
+
+def provenance(argv: Sequence[str]) -> str:
+    """The line under each results title: the exact command, the commit, when, and how loaded the machine was (host
+    times vary with it; sizes and instruction counts do not)."""
+    if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.common import machine_info
+
+    m = machine_info()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"Produced by `python benchmarks/mcu.py{''.join(' ' + a for a in argv)}` at commit {m['commit']}, "
+            f"{m['date']}, {m['machine']}; load average {load} when it ended.")
 
 
 def energy_uj(instructions: float) -> float:
@@ -284,7 +310,8 @@ def module_figures(program: Program, work: Path, stream: np.ndarray, *, size_cor
         s = module_size(work, core)
         out["sizes"][core] = {"flash": s.flash, "text": s.text, "data": s.data, "bss": s.bss,
                               "static_ram": s.static_ram, "state": s.state_bytes,
-                              "static_ram_with_state": s.ram_with_state, "libgcc": list(s.undefined)}
+                              "static_ram_with_state": s.ram_with_state, "libgcc": list(s.undefined),
+                              "firmware_flash": firmware_flash(work, core)}
     target = run_on_qemu(work, stream, timeout=120)
     out["qemu_check"] = reference_check(program, stream, target.decisions, adaptation)
     counted = stream[: program.window + COUNTED_WINDOWS * program.stride]
@@ -296,6 +323,35 @@ def module_figures(program: Program, work: Path, stream: np.ndarray, *, size_cor
         out["instructions"][core] = {"per_window": counts.steady_per_window, "max_push": counts.max_push,
                                      "windows_counted": len(counts.per_window) - 1, "by_function_share": top}
     return out, target.decisions
+
+
+def flash_breakdown(model_dir: Path, core: str = "cortex-m4") -> dict[str, Any]:
+    """Where the module's flash goes on ``core`` (``arm-none-eabi-nm --size-sort -S`` of the ``-Os`` object, each
+    function with what the compiler inlined into it): code (.text) and constants (.rodata) in total and by symbol,
+    largest first."""
+    with tempfile.TemporaryDirectory(prefix="tw-nm-") as tmp:
+        src = model_source(model_dir)
+        obj = compile_object(src, get_target(core), Path(tmp) / "module.o", [src.parent])
+        listing = run_tool([find_tool("arm-none-eabi-nm"), "--size-sort", "-S", str(obj)], "listing symbols")
+    code: dict[str, int] = {}
+    tables: dict[str, int] = {}
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            (code if parts[2] in "tT" else tables)[parts[3]] = int(parts[1], 16)
+    return {"core": core, "code": sum(code.values()), "constants": sum(tables.values()),
+            "functions": dict(sorted(code.items(), key=lambda kv: -kv[1])),
+            "tables": dict(sorted(tables.items(), key=lambda kv: -kv[1]))}
+
+
+def breakdown_md(title: str, b: dict[str, Any], top: int = 12) -> list[str]:
+    """One paragraph of :func:`flash_breakdown`: totals, the largest functions and tables."""
+    def items(d: dict[str, int]) -> str:
+        return ", ".join(f"`{k}` {v}" for k, v in list(d.items())[:top])
+
+    return [f"{title} ({b['core']}, `-Os`, `arm-none-eabi-nm --size-sort -S`): code {b['code']} B, constants "
+            f"{b['constants']} B. Functions (each with what was inlined into it): {items(b['functions'])}. Tables: "
+            f"{items(b['tables'])}."]
 
 
 def likelihood_cost(program: Program, figures: dict[str, Any], work: Path, stream: np.ndarray) -> dict[str, Any]:
@@ -347,6 +403,7 @@ def adaptation_cost(program: Program, figures: dict[str, Any], work: Path, strea
         out["sizes"][core] = {k: v[k] - b[k] for k in ("flash", "static_ram", "state", "static_ram_with_state")}
         out["sizes"][core]["libgcc_added"] = sorted(set(v["libgcc"]) - set(b["libgcc"]))
         out["sizes"][core]["total_flash"], out["sizes"][core]["total_ram"] = v["flash"], v["static_ram_with_state"]
+        out["sizes"][core]["firmware_flash"] = (b["firmware_flash"], v["firmware_flash"])
     for core, v in with_ad["instructions"].items():
         out["instructions"][core] = {"added": v["per_window"] - figures["instructions"][core]["per_window"],
                                      "total": v["per_window"], "max_push": v["max_push"]}
@@ -361,6 +418,7 @@ def adaptation_cost(program: Program, figures: dict[str, Any], work: Path, strea
     out["counted_windows_settling"] = f"{sum(settling[1:])} of {len(settling) - 1}"
     out["settle_windows"] = dev.adapter.params.settle_n if dev.adapter is not None else 0
     out["inputs"] = int(np.asarray(program.ops[int(program.adaptation.attrs["op"])].consts["offset"]).size)
+    out["breakdown"] = flash_breakdown(work)
     return out
 
 
@@ -398,16 +456,28 @@ def adaptation_md(ad: dict[str, Any]) -> list[str]:
              f"{ad.get('counted_windows_settling', '?')} were settling (a settling window also learns the scale: "
              "the update's full cost). Emulated Cortex-M4 decisions equal the adapting Python reference: "
              f"{ad['qemu_check']['decisions_equal_reference']} ({ad['qemu_check']['windows']} windows).", "",
-             "| core | flash B without / with (+) | RAM B (static + state) without / with (+) | instr./window without "
-             "/ with (+) | libgcc helpers added |",
-             "|---|---:|---:|---:|---|"]
+             "| core | flash B without / with (+), module alone | flash B without / with, firmware link | RAM B "
+             "(static + state) without / with (+) | instr./window without / with (+) | libgcc helpers added |",
+             "|---|---:|---:|---:|---:|---|"]
     for core, v in ad["sizes"].items():
         ins = ad["instructions"].get(core, {})
         total, added = ins.get("total"), ins.get("added")
         instr = "-" if total is None else f"{total - added:.0f} / {total:.0f} (+{added:.0f})"
+        fw = v.get("firmware_flash")
         lines.append(f"| {core} | {v['total_flash'] - v['flash']} / {v['total_flash']} (+{v['flash']}) | "
+                     f"{'-' if fw is None else f'{fw[0]} / {fw[1]}'} | "
                      f"{v['total_ram'] - v['static_ram_with_state']} / {v['total_ram']} "
                      f"(+{v['static_ram_with_state']}) | {instr} | {', '.join(v['libgcc_added']) or 'none'} |")
+    limit = TARGETS["flash_bytes"]
+
+    def met(n: int) -> str:
+        return f"{n} B ({'met' if n <= limit else 'NOT met'})"
+
+    goal = "; ".join(f"{core} module alone {met(v['total_flash'])}, firmware link {met(v['firmware_flash'][1])}"
+                     for core, v in ad["sizes"].items() if "firmware_flash" in v)
+    lines += ["", FIRMWARE_NOTE, "", f"Goal (issue 14): the adapting default within {limit} B on every core: {goal}."]
+    if ad.get("breakdown"):
+        lines += ["", *breakdown_md("Where the adapting module's flash goes", ad["breakdown"])]
     st = ad.get("settling_window")
     if st:
         per = ", ".join(f"{c} {n:.0f}" for c, n in st["instructions"].items())
@@ -444,6 +514,7 @@ def pipeline_row(label: str, pipe: Pipeline, program: Program, series: Series, c
         "label": label, "family": pipe.detector.name, "window": pipe.window, "stride": pipe.stride,
         "model_id": program.model_id, "flash": m4["flash"], "static_ram_with_state": m4["static_ram_with_state"],
         "flash_m0plus": m0.get("flash"), "static_ram_with_state_m0plus": m0.get("static_ram_with_state"),
+        "firmware_flash": m4.get("firmware_flash"), "firmware_flash_m0plus": m0.get("firmware_flash"),
         "const_bytes": program.const_bytes, "instructions_per_window": ins["per_window"],
         "instructions_per_window_by_core": {core: v["per_window"] for core, v in figures["instructions"].items()},
         "energy_uj_per_window_m4": energy_uj(ins["per_window"]),
@@ -508,7 +579,8 @@ def selected_rows_md(rows: Sequence[dict[str, Any]]) -> list[str]:
             continue
         ins = r["instructions_per_window_by_core"]
         share = ", ".join(f"`{fn}` {v:.0%}" for fn, v in r["by_function_share_m4"].items())
-        out.append(f"{r['label']} {r['params']}: flash M4 / M0+ {r['flash']} / {r['flash_m0plus']} B, RAM "
+        out.append(f"{r['label']} {r['params']}: flash M4 / M0+ {r['flash']} / {r['flash_m0plus']} B (firmware link "
+                   f"{r['firmware_flash']} / {r['firmware_flash_m0plus']} B), RAM "
                    f"{r['static_ram_with_state']} B, int8 constants {r['const_bytes']} B, instr./window "
                    + " / ".join(f"{c} {n:.0f}" for c, n in ins.items())
                    + f", decisions = int8 ref. {r['decisions_equal_reference']} ({r['windows_compared']} windows), "
@@ -570,6 +642,7 @@ def measure(days: float, train_days: float, seed: int, tune_seconds: float = 170
         work = Path(tmp)
         figures, decisions = module_figures(program, work, stream)
         res.update(figures)
+        res["breakdown"] = flash_breakdown(work)
         res["likelihood"] = likelihood_cost(program, figures, work / "bare", stream)
         res["adaptation"] = adaptation_cost(program, figures, work / "adapt", stream, Adaptation())
         host = run_on_host(work, stream, repeats=400)
@@ -594,6 +667,15 @@ def measure(days: float, train_days: float, seed: int, tune_seconds: float = 170
                              "value": res["int8_model_bytes"]["with_bias_and_requant"]},
     }
     for t in res["targets"].values():
+        t["met"] = t["value"] <= t["limit"]
+    res["goals"] = {
+        "flash_bytes (module alone)": {"limit": GOALS["flash_bytes"], "value": m4["flash"]},
+        "flash_bytes (firmware link)": {"limit": GOALS["flash_bytes"], "value": m4["firmware_flash"]},
+        "static_ram_bytes": {"limit": GOALS["static_ram_bytes"], "value": m4["static_ram_with_state"]},
+        "instructions_per_window": {"limit": GOALS["instructions_per_window"],
+                                    "value": res["instructions"]["cortex-m4"]["per_window"]},
+    }
+    for t in res["goals"].values():
         t["met"] = t["value"] <= t["limit"]
     res["energy"] = {
         "part": ENERGY_PART,
@@ -632,6 +714,8 @@ def render_md(r: dict[str, Any]) -> str:
         f"{ins['cortex-m0plus']['per_window']:.0f} | {r['host_c_ns_per_window']:.0f} |",
         f"| tinywarden, Cortex-M4F (hard float) | {m4f['flash']} | {m4f['static_ram_with_state']} | | | | |",
         f"| tinywarden, Cortex-M0+ | {m0['flash']} | {m0['static_ram_with_state']} | | | | |",
+        f"| tinywarden, firmware link (M4 / M4F / M0+) | {m4['firmware_flash']} / {m4f['firmware_flash']} / "
+        f"{m0['firmware_flash']} | | | | | |",
         f"| emlearn float MLP, model only, Cortex-M4 | {em['sizes']['cortex-m4']['flash']} | "
         f"{em['sizes']['cortex-m4']['static_ram']} | {em['instructions']['cortex-m4']:.0f} | "
         f"{em['instructions']['cortex-m4f']:.0f} | - | {em['host_ns_per_inference']:.0f} |",
@@ -643,6 +727,11 @@ def render_md(r: dict[str, Any]) -> str:
         "",
         "Targets (Cortex-M4): " + ", ".join(
             f"{k} {v['value']} <= {v['limit']}: {'met' if v['met'] else 'NOT met'}" for k, v in r["targets"].items()),
+        "Issue 16's goals (Cortex-M4): " + ", ".join(
+            f"{k} {v['value']:.0f} <= {v['limit']}: {'met' if v['met'] else 'NOT met'}" for k, v in r["goals"].items())
+        + ".",
+        FIRMWARE_NOTE,
+        *breakdown_md("Where the flash goes", r["breakdown"]),
         f"int8 model: {r['int8_model_bytes']['weights']} B of int8 weights, "
         f"{r['int8_model_bytes']['with_bias_and_requant']} B with int32 bias/multiplier and int8 shift; all program "
         f"constants (incl. feature requantization) {r['program_const_bytes']} B.",
@@ -722,7 +811,8 @@ def families_md(f: dict[str, Any], p: dict[str, Any]) -> list[str]:
         f"scores on the {p['days'] - p['train_days']:g} held-out attack days vs the window labels (a window is "
         "anomalous when it holds an attack row).",
         "",
-        "| pipeline | window/stride | flash B M4 / M0+ | RAM B (static + state) | int8 constants B | "
+        "| pipeline | window/stride | flash B M4 / M0+ (firmware link M4 / M0+) | RAM B (static + state) | "
+        "int8 constants B | "
         "instr./window M4 / M4F / M0+ | uJ/window (M4, STM32L476) | decisions = int8 ref. | window AUC |",
         "|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
@@ -733,7 +823,8 @@ def families_md(f: dict[str, Any], p: dict[str, Any]) -> list[str]:
         by_core = r["instructions_per_window_by_core"]
         counts = " / ".join(_cell(by_core.get(c), "{:.0f}") for c in COUNT_CORES)
         lines.append(
-            f"| {r['label']} | {r['window']}/{r['stride']} | {r['flash']} / {_cell(r['flash_m0plus'])} | "
+            f"| {r['label']} | {r['window']}/{r['stride']} | {r['flash']} / {_cell(r['flash_m0plus'])} "
+            f"({_cell(r.get('firmware_flash'))} / {_cell(r.get('firmware_flash_m0plus'))}) | "
             f"{r['static_ram_with_state']} | {r['const_bytes']} | {counts} | {r['energy_uj_per_window_m4']:.2f} | "
             f"{r['decisions_equal_reference']} ({r['windows_compared']} windows) | "
             f"{_cell(r['window_auc'], '{:.3f}')} |")
@@ -799,6 +890,7 @@ def main() -> int:
             ad = adaptation_cost(program, figures, Path(tmp) / "adapt", stream, Adaptation())
         ad["model_id"] = program.model_id
         md = "\n".join(["# MCU benchmark: baseline adaptation (benchmarks/mcu.py --adaptation-only)", "",
+                        provenance(sys.argv[1:]), "",
                         "Default pipeline (camera, dense autoencoder, window 128 / stride 64), model "
                         f"{program.model_id}; targets 8192 B flash / 4096 B RAM.", *adaptation_md(ad)]) + "\n"
         ADAPTATION_RESULTS.write_text(md)
@@ -806,6 +898,7 @@ def main() -> int:
         return 0
     res = measure(args.days, args.train_days, args.seed, args.tune_seconds)
     md = render_md(res)
+    md = md.replace("\n", f"\n\n{provenance(sys.argv[1:])}\n", 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(md)
     if args.json:

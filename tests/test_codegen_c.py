@@ -375,3 +375,28 @@ def test_default_pipeline_counting_crossings_of_the_trained_mean_keeps_no_sample
     assert int(re.search(r"#define TW_STATE_BYTES (\d+)", hdr).group(1)) <= 1536
     assert_bit_exact(prog, build(prog, tmp_path, ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]),
                      s.values[6000:9000], tmp_path)
+
+
+def test_tables_are_narrowed_only_where_the_values_fit_and_both_forms_are_bit_exact(tmp_path):
+    """The generator stores the requantization offsets (tw_offset_t), the indexed-only tables and the shapes as int16
+    and the persistence history as a uint32 when they fit; a program whose offsets or persistence do not fit gets the
+    wide forms, and both run bit-exact with the Python reference (tw_push and tw_push_q)."""
+    _, prog = fitted("ewma")
+    s, _ = camera()
+    values = s.values[:4000]
+    narrow = emit_c(prog)["tinywarden_model.c"]
+    assert "typedef int16_t tw_offset_t;" in narrow and "typedef int16_t tw_dim_t;" in narrow
+    assert "static const int16_t tw_sample_zero[" in narrow
+    assert "uint32_t history;" in emit_c(prog)["tinywarden_model.h"]
+    i = next(j for j, op in enumerate(prog.ops) if op.kind.startswith("requantize_s64_"))
+    rq = prog.ops[i]
+    offsets = np.asarray(rq.consts["offset"]).astype(np.int32).copy()
+    offsets[0] = 40000  # beyond int16: every offset of the module is int32 then
+    wide_rq = dataclasses.replace(rq, consts={**rq.consts, "offset": offsets})
+    wide = dataclasses.replace(prog, ops=(*prog.ops[:i], wide_rq, *prog.ops[i + 1:]), n=40, k=2).validate()
+    files = emit_c(wide)
+    assert "typedef int32_t tw_offset_t;" in files["tinywarden_model.c"]
+    assert "uint64_t history;" in files["tinywarden_model.h"]
+    for p, sub in ((prog, "narrow"), (wide, "wide")):
+        (tmp_path / sub).mkdir()
+        assert_bit_exact(p, build(p, tmp_path / sub), values, tmp_path / sub)

@@ -160,6 +160,45 @@ def test_c_confidence_is_bit_exact(params, tmp_path):
     assert unheld.max() == CONF_ONE and unheld.min() < CONF_ONE // 10  # both ends of the table are exercised
 
 
+LOG2_MAIN = r"""
+#include "tinywarden_model.c"
+#include <inttypes.h>
+#include <stdio.h>
+int main(void)
+{
+    uint64_t x;
+    while (scanf("%" SCNu64, &x) == 1) {
+        printf("%ld\n", (long)tw_log2_q16(x));
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
+@pytest.mark.parametrize("thumb1", [False, True])
+def test_c_log2_is_bit_exact_over_its_whole_range(thumb1, tmp_path):
+    """tw_log2_q16 works on 32-bit words (the top bit's word, then the bits below it from the other word): every x
+    in [1, 2^63), both words' cases and each top-bit position, equals log2_q16, with CLZ and with the portable
+    search a Thumb-1 core compiles (forced on the host by its ACLE macro), under ASan/UBSan."""
+    rng = np.random.default_rng(3)
+    bits = np.arange(63, dtype=np.int64)
+    top = 1 << bits
+    x = np.unique(np.r_[1, 2, 3, top, top + 1, top[1:] - 1, top[1:] | (top[1:] - 1),
+                        rng.integers(1, 2**63 - 1, 2000, dtype=np.int64),
+                        rng.integers(1, 2**40, 500, dtype=np.int64)]).astype(np.int64)
+    write_c(fitted("kmeans")[1], tmp_path)
+    (tmp_path / "log2_main.c").write_text(LOG2_MAIN)
+    exe = tmp_path / "log2"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-O2",
+                    *(["-D__ARM_ARCH_ISA_THUMB=1"] if thumb1 else []), "-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=all", "-I", str(tmp_path), str(tmp_path / "log2_main.c"), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    out = subprocess.run([str(exe)], input="\n".join(map(str, x.tolist())), check=True, capture_output=True,
+                         text=True).stdout
+    assert [int(v) for v in out.split()] == log2_q16(x).tolist()
+
+
 def _c_rows(prog, values: np.ndarray, tmp_path) -> np.ndarray:
     """The harness's output rows for float32 ``values`` pushed through ``prog``'s generated C (gcc -Werror,
     ASan/UBSan)."""

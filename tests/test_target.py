@@ -15,6 +15,7 @@ from tinywarden.target import (
     BuildError,
     TargetRunError,
     ToolMissingError,
+    firmware_flash,
     missing_tools,
     module_size,
     run_on_host,
@@ -94,6 +95,19 @@ def test_module_size_counts_tables_buffers_and_state(tmp_path: Path, target: str
     assert size.state_bytes == 12  # int8 padded to 4, then two int32: the target's layout
     assert size.ram_with_state == 112
     assert "__aeabi_fmul" in size.undefined  # soft-float helpers come from libgcc, not the module
+
+
+@needs_tools
+def test_firmware_link_keeps_only_what_the_entry_points_reach(tmp_path: Path) -> None:
+    # an entry point the firmware does not call, and the table only it reads, cost nothing once --gc-sections links
+    d = write_module(tmp_path)
+    extra = ('\nstatic const int8_t tw_unused_table[500] = {5};\n'
+             'int tw_unused_entry(int i) { return tw_unused_table[i % 500]; }\n')
+    (d / "tinywarden_model.c").write_text((d / "tinywarden_model.c").read_text() + extra)
+    whole = module_size(d).flash
+    linked = firmware_flash(d)
+    assert whole - linked >= 500  # the table and the function
+    assert firmware_flash(d, entries=("tw_init", "tw_push", "tw_unused_entry")) == whole
 
 
 @needs_tools

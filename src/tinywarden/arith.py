@@ -228,23 +228,25 @@ C_HELPER_DEPS: dict[str, tuple[str, ...]] = {"arith": ("rounding",), "requant32"
 C_HELPERS: dict[str, str] = {
     "params": r"""
 /* Kernel parameter structs, as CMSIS-NN's arm_nn_types.h: one named struct per concern, the values of each
- * call in static const instances named for the tensor the kernel writes. */
+ * call in static const instances named for the tensor the kernel writes. Offsets and activation bounds are
+ * int16 (their ranges: offsets within [-255, 255], bounds within the int8 or int16 output), half CMSIS-NN's
+ * int32 flash. */
 typedef struct {
-    int32_t min;
-    int32_t max;
+    int16_t min;
+    int16_t max;
 } tw_activation_t;
 
 /* Offsets of a per-channel int8 layer's input and output (input_offset = -input zero point). */
 typedef struct {
-    int32_t input_offset;
-    int32_t output_offset;
+    int16_t input_offset;
+    int16_t output_offset;
     tw_activation_t activation;
 } tw_fc_params_t;
 
 /* As tw_fc_params_t, with the 1-D convolution's stride, zero padding and nearest-neighbour upsampling. */
 typedef struct {
-    int32_t input_offset;
-    int32_t output_offset;
+    int16_t input_offset;
+    int16_t output_offset;
     int32_t stride;
     int32_t padding;
     int32_t upsample;
@@ -258,22 +260,24 @@ typedef struct {
 } tw_per_channel_quant_params_t;
 
 /* Requantization of int64 window features to the model's input, per feature: pre-shift, offset, Q31
- * multiplier and shift; then the input's zero point and range. */
+ * multiplier and shift; then the input's zero point and range. tw_offset_t: the narrowest of int16_t and int32_t
+ * that holds the module's offsets. */
 typedef struct {
     const int8_t *pre_shift;
-    const int32_t *offset;
+    const tw_offset_t *offset;
     const int32_t *multiplier;
     const int8_t *shift;
     int32_t zero_point;
     tw_activation_t activation;
 } tw_feature_requant_params_t;
 
-/* A tensor's shape: n batches of h x w x c (time-major 1-D data: h = 1, w = length, c = channels). */
+/* A tensor's shape: n batches of h x w x c (time-major 1-D data: h = 1, w = length, c = channels); tw_dim_t: the
+ * narrowest of int16_t and int32_t that holds the module's shapes. */
 typedef struct {
-    int32_t n;
-    int32_t h;
-    int32_t w;
-    int32_t c;
+    tw_dim_t n;
+    tw_dim_t h;
+    tw_dim_t w;
+    tw_dim_t c;
 } tw_dims_t;
 """,
     "rounding": r"""

@@ -46,11 +46,21 @@ __all__ = ["GENERATOR", "GENERATOR_VERSION", "HEADER_NAME", "SOURCE_NAME", "emit
 
 HEADER_NAME = "tinywarden_model.h"
 #: Up to this many channels the float sample conversion is straight-line, one inlined copy per channel with its
-#: scaling constants as immediates (about 50 B of Cortex-M4 code each, 40% fewer instructions than the loop);
-#: beyond, and with the baseline adaptation compiled in (its ~1 KB must keep the default module within 8 KB on
-#: Cortex-M4), one copy in a loop (C_CHANNEL_LOOP); on Thumb-1 cores a loop of the general conversion alone (the
-#: template's tw_quantize_sample)
+#: scaling constants as immediates (about 75 B of Cortex-M4 code each, 7 instructions a sample and channel fewer
+#: than the loop); beyond, with the baseline adaptation compiled in, and when tw_push converts its samples straight
+#: into the features' buffer (FUSED_FLOAT_PUSH: the copy and call it saves pay for the loop), one copy in a loop
+#: (C_CHANNEL_LOOP; the default module: 296 B less flash, 1,728 more Cortex-M4 instructions a window); on Thumb-1
+#: cores a loop of the general conversion alone (the template's tw_quantize_sample)
 STRAIGHT_LINE_CHANNELS = 8
+#: tw_push when the features buffer the samples of a group (``StreamC.row``) and nothing else runs on each sample:
+#: the floats are converted into the buffer's row itself (no int16 copy, no call through tw_push_q)
+FUSED_FLOAT_PUSH = Template("""    tw_quantize_sample(sample, $row);
+    $advance(s);
+    return tw_step(s, out);
+""")
+PLAIN_FLOAT_PUSH = """    tw_quantize_sample(sample, q);
+    return tw_push_q(s, q, out);
+"""
 C_CHANNEL_LOOP = """    int32_t c;
     for (c = 0; c < TW_N_CHANNELS; c++) {
         q[c] = tw_float_to_q(c, sample[c]);
@@ -90,6 +100,36 @@ class KernelTemplate:
         return cls(Template(Template(" ".join(call)).safe_substitute(subs)), requires,
                    Template("\n".join(body).strip() + "\n").substitute(subs),
                    Template(Template("\n".join(params)).safe_substitute(subs)))
+
+
+def narrowed(values: np.ndarray) -> np.ndarray:
+    """An int32 table as int16 when its values fit (half the flash); any other table unchanged. For the tables the
+    C reads only by indexing (integer promotion gives the same int), and the requantization offsets (``tw_offset_t``
+    follows them)."""
+    a = np.asarray(values)
+    if a.dtype == np.int32 and (a.size == 0 or (int(a.min()) >= -(2**15) and int(a.max()) < 2**15)):
+        return a.astype(np.int16)
+    return a
+
+
+def _offsets_fit_int16(program: Program) -> bool:
+    """Whether every feature requantization offset of ``program`` fits int16 (``tw_offset_t`` is then int16_t)."""
+    return all(narrowed(np.asarray(op.consts["offset"])).dtype == np.int16 for op in program.ops
+               if op.kind.startswith("requantize_s64_"))
+
+
+def _table(op: Op, const: str, values: np.ndarray, offset16: bool) -> str:
+    """The C array of one of ``op``'s tables, a requantization's offsets narrowed with ``tw_offset_t``."""
+    a = np.asarray(values)
+    if op.kind.startswith("requantize_s64_") and const == "offset":
+        a = a.astype(np.int16 if offset16 else np.int32)
+    return c_array(table_name(op, const), a)
+
+
+def _only_indexed(name: str, code: str) -> bool:
+    """Whether ``code`` uses the table ``name`` only as ``name[...]`` (never its address or pointer)."""
+    n = re.escape(name)
+    return re.search(rf"\b{n}\b(?!\s*\[)|&\s*{n}\b", code) is None
 
 
 def _call_fields(program: Program, i: int) -> dict[str, Any]:
@@ -403,7 +443,9 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     multiplier, shift = program.sample_requant
     pow2 = bool(np.all(multiplier == POW2_MULTIPLIER))  # then the multipliers are implied, not stored
     constants = [*([] if pow2 else [c_array("tw_sample_multiplier", multiplier)]),
-                 c_array("tw_sample_shift", shift.astype(np.int8)), c_array("tw_sample_zero", program.sample_zero)]
+                 c_array("tw_sample_shift", shift.astype(np.int8)),
+                 c_array("tw_sample_zero", narrowed(program.sample_zero))]  # read by indexing only
+    offset16 = _offsets_fit_int16(program)
     kernels: list[tuple[str, str]] = []
     calls: list[str] = []
     limits: dict[str, int] = {"TW_MAX_WINDOW": MAX_WINDOW, "TW_MAX_PERSIST_N": MAX_PERSIST_N,
@@ -417,9 +459,12 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                                              or KERNELS[op.kind].stream_ring(op, program)) for op in program.ops)
     typedefs: list[str] = []
     folds: list[str] = []
+    rows: list[tuple[str, str]] = []  # each fold's buffer row and advance function (StreamC.row)
     extremes_hook = False  # a window kernel's fold hands on each group's block extremes
+    history_t = "uint32_t" if program.n <= 32 else "uint64_t"
     fields: list[StateField] = [_scalar("uint16_t", "filled"), _scalar("uint16_t", "phase"),
-                                _scalar("uint64_t", "history")]
+                                # the last n flags: 32-bit arithmetic when they fit a word
+                                _scalar(history_t, "history")]
     invariants: list[str] = []
     fused = set() if keep_features else fused_requant(program, ad.op_index if ad is not None else None)
     scored = scored_as_computed(program)
@@ -435,7 +480,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                 rq = program.ops[i + 1]
                 rkt = KernelTemplate.of(KERNELS[rq.kind])
                 rfields = _call_fields(program, i + 1)
-                constants.extend(c_array(table_name(rq, c), np.asarray(a)) for c, a in _tables(rq).items())
+                constants.extend(_table(rq, c, a, offset16) for c, a in _tables(rq).items())
                 constants.append(rkt.params.substitute(rfields))
                 kernels.append((rq.kind, rkt.body))
                 needed.update(rkt.requires)
@@ -445,11 +490,12 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                 call_fields = {**call_fields, "dst": rq.dst}
             sc = spec.stream(op, program, f"tw_{op.dst}", needs_ring, requant)
             # only the tables the generated code reads (a feature list is compiled into the code itself)
-            constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in op.consts.items()
-                             if table_name(op, c) in sc.body)
+            constants.extend(c_array(table_name(op, c), narrowed(a) if _only_indexed(table_name(op, c), sc.body)
+                                     else np.asarray(a)) for c, a in op.consts.items() if table_name(op, c) in sc.body)
             typedefs.append(sc.typedefs)
             fields.extend(sc.fields)
             folds.append(f"    {sc.fold_fn}(s, sample);")
+            rows.append((sc.row, sc.advance_fn))
             extremes_hook = extremes_hook or sc.extremes_hook
             calls.append("    " + Template(sc.call).substitute(call_fields))
             kernels.append((op.kind, sc.body))
@@ -464,7 +510,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"kernel {op.kind!r}: its C call line names an unknown field ({exc})") from None
         # the tables the call reads (a kernel may read derived tables in place of some of the op's)
-        constants.extend(c_array(table_name(op, c), np.asarray(a)) for c, a in _tables(op).items()
+        constants.extend(_table(op, c, a, offset16) for c, a in _tables(op).items()
                          if re.search(rf"\b{table_name(op, c)}\b", call + params))
         constants.extend([params] if params else [])
         if i in scored:  # the reconstruction goes straight into its score: the output is never stored
@@ -518,7 +564,13 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     scratch_bytes = sum(f.nbytes for f in scratch)
     needed.update(dep for name in list(needed) for dep in C_HELPER_DEPS.get(name, ()))
     helpers = [text.strip("\n") + "\n" for name, text in C_HELPERS.items() if name in needed]
-    limit_block = [f"/* limits of the kernels (tinywarden.kernels) */\n{c_defines(sorted(limits.items()))}\n"]
+    dims = [n for t in program.tensors for n in t.shape] + [n for op in program.ops for a in op.consts.values()
+                                                           for n in np.shape(a)]
+    limit_block = [f"/* limits of the kernels (tinywarden.kernels) */\n{c_defines(sorted(limits.items()))}\n",
+                   "/* the types of the feature requantization offsets and of the shapes: int16_t when the module's "
+                   "values fit\n * (tinywarden.codegen.c.narrowed) */\n"
+                   f"typedef {'int16_t' if offset16 else 'int32_t'} tw_offset_t;\n"
+                   f"typedef {'int16_t' if max(dims, default=0) < 2**15 else 'int32_t'} tw_dim_t;\n"]
     info = program.info
     feats = info.get("features") or []
     common = {
@@ -532,6 +584,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                        "    s->head = (uint16_t)((s->head + 1u == TW_WINDOW) ? 0u : s->head + 1u);"]
     per_sample += folds  # after the ring store: a completed block is read from the ring
     per_sample += [lik.per_sample] if lik.per_sample else []
+    fused_push = not needs_ring and len(rows) == 1 and bool(rows[0][0]) and not lik.per_sample
     header = template("tinywarden_model.h.tmpl").substitute(
         common,
         channel_list=", ".join(program.channels),
@@ -563,13 +616,18 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         calls="\n".join(calls),
         per_sample="\n".join(per_sample),
         channel_index="    int32_t c;\n" if needs_ring else "",
-        history_mask=f"UINT64_C({hex((1 << program.n) - 1)})",
+        history_mask=f"UINT{history_t[4:6]}_C({hex((1 << program.n) - 1)})",
+        history_t=history_t,
         likelihood_init=lik.init + (ad.init if ad else ""),
         likelihood_step=lik.post_score + (ad.post_score if ad else ""),
         confidence=lik.confidence,
         quantize_channels=("".join(f"    q[{c}] = tw_float_to_q({c}, sample[{c}]);\n"
                                    for c in range(program.n_channels))
-                           if program.n_channels <= STRAIGHT_LINE_CHANNELS and ad is None else C_CHANNEL_LOOP),
+                           if program.n_channels <= STRAIGHT_LINE_CHANNELS and ad is None and not fused_push
+                           else C_CHANNEL_LOOP),
+        push_float_decl="" if fused_push else "    int16_t q[TW_N_CHANNELS];\n",
+        push_float=(FUSED_FLOAT_PUSH.substitute(row=rows[0][0], advance=rows[0][1]) if fused_push
+                    else PLAIN_FLOAT_PUSH),
     )
     if ad is not None:
         header += ad.header

@@ -109,6 +109,11 @@ class StreamC:
     doc: str = ""
     #: the fold calls features_s16.EXTREMES_HOOK with each channel's block extremes after each group
     extremes_hook: bool = False
+    #: when the fold buffers samples: the C row (an ``int16_t *`` lvalue expression) the next sample is copied into,
+    #: and ``static void <advance_fn>(tw_state_t *s)``, the fold after that copy (so an entry point that converts
+    #: samples can write them straight into the row)
+    row: str = ""
+    advance_fn: str = ""
 
 
 #: ``(op, program, table prefix, the module keeps the raw sample ring, requant) -> StreamC``; ``requant``, when

@@ -238,7 +238,7 @@ $start    blk = s->blocks[s->bhead];
 $locals$stats$hook$store$bands    }
 }
 
-/* Keep one quantized sample; fold its group when the group is complete. */
+$advance/* Keep one quantized sample; fold its group when the group is complete. */
 static void tw_features_push(tw_state_t *s, const int16_t q[TW_N_CHANNELS])
 {
 $push}
@@ -278,13 +278,20 @@ C_PUSH_RING = r"""    (void)q;
     }
 """
 #: ... or, when nothing else needs the ring, a buffer of one group (the row copied channel by channel,
-#: straight-line).
+#: straight-line), then C_ADVANCE_GROUP; the float entry point converts its samples straight into the row.
 C_PUSH_GROUP = Template(r"""    int16_t *row = s->fbuf[s->bpos];
-$copy    s->bpos = (uint16_t)((s->bpos + 1u == TW_GROUP) ? 0u : s->bpos + 1u);
+$copy    tw_features_advance(s);
+""")
+C_ADVANCE_GROUP = r"""/* The sample is in fbuf[bpos]: fold the group when it is complete. */
+static void tw_features_advance(tw_state_t *s)
+{
+    s->bpos = (uint16_t)((s->bpos + 1u == TW_GROUP) ? 0u : s->bpos + 1u);
     if (s->bpos == 0u) {
         tw_features_group(s, &s->fbuf[0][0]);
     }
-""")
+}
+
+"""
 
 #: One Haar band of one channel over the group: sum over groups of 2^level samples of (first half sum -
 #: second half sum)^2, added to $init.
@@ -311,7 +318,9 @@ MAX_PYRAMID_LEVEL = 3
 #: more): the samples wait in a buffer of this many rows, and each fold reads and writes its block's
 #: aggregates once for them.
 GROUP_ROWS = 8
-UNROLL = 2
+#: Samples per pass of a group's statistics loop. One: on the default pipeline two a pass (the loop's count and
+#: branch halved) spilled registers on Cortex-M4, 74 B more flash and 378 more instructions a window.
+UNROLL = 1
 
 
 def haar_pyramid(levels: list[int], with_sum: bool = False, init: Mapping[int, str] | None = None,
@@ -631,7 +640,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
               + (["*rp++ = tw_sat_s8(v - ref);"] if ring_cross else []))
     if not update:
         update = ["(void)v;"]
-    unroll = UNROLL if gr % UNROLL == 0 else 1  # two samples a pass: the loop's count and branch halved
+    unroll = UNROLL if gr % UNROLL == 0 else 1  # UNROLL samples a pass
 
     def stats_loop(k: int) -> list[str]:
         body = [line for j in range(k)
@@ -663,7 +672,8 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
     band_code = [_put_bands(code, block_bands, put) for code in band_code]
     first_of, last_of = (("s->ring[r][c]", "s->ring[r + TW_BLOCK - 1][c]") if ring_edges
                          else ("a->first", "a->last"))
-    cinit = ["int64_t s1 = a->s1;" if "s1" in aggs else "", f"int64_t s2 = {get('s2')};" if "s2" in aggs else "",
+    # the window's sum fits int32 (|s1| <= TW_MAX_WINDOW * 2^15): 32-bit adds, one 32 x 32 -> 64-bit square
+    cinit = ["int32_t s1 = a->s1;" if "s1" in aggs else "", f"int64_t s2 = {get('s2')};" if "s2" in aggs else "",
              "int32_t mn = a->mn;" if "mn" in aggs else "", "int32_t mx = a->mx;" if "mx" in aggs else "",
              "int32_t dsum = a->dsum;" if "dsum" in aggs else "", "int32_t dmax = a->dmax;" if "dmax" in aggs else "",
              *(["int32_t r = (int32_t)s->head; /* the block's first ring row */"] if ring_edges and "last" in aggs
@@ -693,11 +703,11 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
     z0 = f"{prefix}_z0"
     expr = {
         "mean": "s1",
-        "std": "(int64_t)tw_isqrt_u64((uint64_t)((int64_t)TW_WINDOW * s2 - s1 * s1))",
+        "std": "(int64_t)tw_isqrt_u64((uint64_t)((int64_t)TW_WINDOW * s2 - (int64_t)s1 * s1))",
         "min": "mn", "max": "mx", "last": "last",
-        "rms": f"tw_rms_s16((int64_t)TW_WINDOW * s2 - s1 * s1, s1 + (int64_t)TW_WINDOW * {z0}[c])",
+        "rms": f"tw_rms_s16((int64_t)TW_WINDOW * s2 - (int64_t)s1 * s1, s1 + (int64_t)TW_WINDOW * {z0}[c])",
         "crossings": "cross" if level_cross or block_cross else
-        "tw_crossings_s8(s, c, (int32_t)s1)" if ring_cross else "tw_crossings_s16(s, c, (int32_t)s1)",
+        "tw_crossings_s8(s, c, s1)" if ring_cross else "tw_crossings_s16(s, c, s1)",
         "diff_abs_mean": "dsum", "diff_abs_max": "dmax",
         **{f"band{lv}": f"band{lv}" for lv in block_bands},
         **{f"band{lv}": f"tw_band_energy_s16(s, c, {lv})" for lv in ring_bands},
@@ -735,6 +745,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
             row0="    int32_t row0 = (int32_t)s->gpos * TW_GROUP;\n" if ring_cross else "") if partial else C_START_ONE,
         locals=block(locals_, 8), stats=block(stats, 8), hook=block(hook, 8), store=block(store, 8),
         bands="".join(band_code) + cross_code,  # the pyramid first: it may sum s1, which crossings read
+        advance="" if ring else C_ADVANCE_GROUP,
         push=C_PUSH_RING if ring else C_PUSH_GROUP.substitute(
             copy="".join(f"    row[{c}] = q[{c}];\n" for c in range(p.n_channels))),
         ring_helpers="\n" + "\n\n".join(ring_helpers) + "\n" if ring_helpers else "",
@@ -761,7 +772,8 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
                    ("isqrt",) if {"std", "rms"} & set(names) else (),
                    {"TW_BLOCK": g, "TW_BLOCKS": n_blocks, "TW_GROUP": gr, "TW_MAX_WINDOW": MAX_WINDOW,
                     **({"TW_GROUPS": g // gr} if partial else {}),
-                    **({"TW_CROSSINGS_BLOCK": cb} if block_cross else {})}, doc, bool(hook))
+                    **({"TW_CROSSINGS_BLOCK": cb} if block_cross else {})}, doc, bool(hook),
+                   *(("", "") if ring else ("s->fbuf[s->bpos]", "tw_features_advance")))
 
 
 C_RMS = r"""

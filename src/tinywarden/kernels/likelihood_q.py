@@ -339,30 +339,37 @@ __all__ = ["C_TEMPLATE", "CONF_ONE", "C_VALUE_GROUP", "C_VALUE_GROUP_DECL", "C_V
 C_TEMPLATE = r"""
 /* log2(x) in Q16 for x in [1, 2^63) (tinywarden.kernels.likelihood_q.log2_q16): b = position of the top
  * bit, the next 6 bits of the mantissa index tw_log2_table (log2(1 + i/64), Q15), the next 16 interpolate.
- * Range: x >= 1; result in [0, 63 * 2^16). */
+ * In 32-bit words: w is the word that holds the top bit, z its leading zeros (CLZ where the core has it, else
+ * counted bit by bit), then the 32 bits from the top bit down. Range: x >= 1; result in [0, 63 * 2^16). */
 static int32_t tw_log2_q16(uint64_t x)
 {
-    int32_t b = 0;
-    uint64_t t = x;
-    uint32_t n;
+    uint32_t hi = (uint32_t)(x >> 32);
+    uint32_t lo = (uint32_t)x;
+    uint32_t w = (hi != 0u) ? hi : lo; /* != 0 */
+    int32_t z = 0;
     uint32_t f;
     uint32_t idx;
     uint32_t r;
-    int32_t lo;
+    int32_t t0;
     int32_t frac;
-    if (t >= (UINT64_C(1) << 32)) { t >>= 32; b += 32; }
-    if (t >= (UINT64_C(1) << 16)) { t >>= 16; b += 16; }
-    if (t >= (UINT64_C(1) << 8)) { t >>= 8; b += 8; }
-    if (t >= (UINT64_C(1) << 4)) { t >>= 4; b += 4; }
-    if (t >= (UINT64_C(1) << 2)) { t >>= 2; b += 2; }
-    if (t >= (UINT64_C(1) << 1)) { b += 1; }
-    n = (b <= 31) ? (uint32_t)(x << (31 - b)) : (uint32_t)(x >> (b - 31));
-    f = n - UINT32_C(0x80000000);
+#if defined(__GNUC__) && !(defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1)
+    z = __builtin_clz(w);
+    w <<= z;
+#else
+    while (w < UINT32_C(0x80000000)) { /* once a window: the shortest code */
+        w <<= 1;
+        z++;
+    }
+#endif
+    if (hi != 0u && z != 0) {
+        w |= lo >> (32 - z);
+    }
+    f = w - UINT32_C(0x80000000);
     idx = f >> 25;
     r = (f >> 9) & 0xFFFFu;
-    lo = (int32_t)tw_log2_table[idx];
-    frac = lo + (int32_t)((((uint32_t)tw_log2_table[idx + 1u] - (uint32_t)lo) * r) >> 16);
-    return (b << 16) + (frac << 1);
+    t0 = (int32_t)tw_log2_table[idx];
+    frac = t0 + (int32_t)((((uint32_t)tw_log2_table[idx + 1u] - (uint32_t)t0) * r) >> 16);
+    return ((((hi != 0u) ? 63 : 31) - z) << 16) + (frac << 1);
 }
 
 /* floor(sqrt(v)). Range: any v. tw_isqrt_u64's when the module has it: the same
@@ -392,15 +399,17 @@ static uint32_t tw_isqrt64(uint64_t v)
 
 /* The calibrated likelihood of this window's score (tinywarden.kernels.likelihood_q, steps 1-5): updates
  * s->lik_* and returns the confidence in Q15 (TW_LIK_CONF_ONE = 1.0). Range: any score; the state holds
- * lik_mean in [0, 2^40], lik_var in [TW_LIK_VAR_FLOOR, 2^48], 1 <= lik_count <= TW_LIK_SHORT after a window. */
+ * lik_mean in [0, 2^40], lik_var in [TW_LIK_VAR_FLOOR, 2^48], 1 <= lik_count <= TW_LIK_SHORT after a window.
+ * Hence (the level is below 63 * 2^16) |d| <= 2^40, |d16| <= 2^24, std <= 2^24 and u <= 2^29: those are int32;
+ * the running mean and variance and the products that reach them are int64. */
 static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
 {
     int64_t d;
-    int64_t d16;
-    int64_t std;
-    int64_t u;
-    int64_t hi;
     int64_t v;
+    int32_t d16;
+    int32_t std;
+    int32_t u;
+    int32_t hi;
     uint32_t zq;
     int32_t sh = 0;
     uint32_t i;
@@ -409,7 +418,7 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
     int32_t y;
     int32_t level;
     uint16_t conf;
-    int64_t clipped = (score > TW_LIK_LO) ? (int64_t)score : (int64_t)TW_LIK_LO;
+    uint32_t above = (score > TW_LIK_LO) ? (uint32_t)score - (uint32_t)TW_LIK_LO : 0u; /* max(score, lo) - lo */
 #if TW_LIK_RECORD >= 0
     int record = s->lik_rec_lo < s->lik_rec_hi &&
                  (int64_t)score > (int64_t)s->lik_rec_hi +
@@ -421,18 +430,18 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
         s->lik_rec_hi = score;
     }
 #endif
-    y = tw_log2_q16((((uint64_t)(clipped - (int64_t)TW_LIK_LO)) << TW_LIK_K) + (uint64_t)TW_LIK_SPREAD);
+    y = tw_log2_q16(((uint64_t)above << TW_LIK_K) + (uint64_t)TW_LIK_SPREAD);
     s->lik_sum += y - s->lik_y[s->lik_pos];
     s->lik_y[s->lik_pos] = y;
     s->lik_pos = (uint8_t)((s->lik_pos + 1u < TW_LIK_SHORT) ? s->lik_pos + 1u : 0u); /* < TW_LIK_SHORT <= 256 */
     s->lik_count = (uint16_t)((s->lik_count < TW_LIK_SHORT) ? s->lik_count + 1u : TW_LIK_SHORT);
     level = s->lik_sum / (int32_t)s->lik_count;
     d = ((int64_t)level << 16) - s->lik_mean;
-    d16 = d >> 16;
-    std = (int64_t)tw_isqrt64((uint64_t)s->lik_var);
-    hi = ((TW_LIK_TABLE_N - 1) * std >> 3) - 4 * std;
+    d16 = (int32_t)(d >> 16);
+    std = (int32_t)tw_isqrt64((uint64_t)s->lik_var);
+    hi = (int32_t)(((uint32_t)(TW_LIK_TABLE_N - 1) * (uint32_t)std) >> 3) - 4 * std;
     u = ((d16 < -4 * std) ? -4 * std : ((d16 > hi) ? hi : d16)) + 4 * std;
-    while ((std >> sh) >= (INT64_C(1) << 14)) {
+    while ((std >> sh) >= ((int32_t)1 << 14)) {
         sh++;
     }
     zq = ((uint32_t)(u >> sh) << 12) / (uint32_t)(std >> sh); /* u >> sh < 2^19: 32-bit division */
@@ -444,11 +453,13 @@ static uint16_t tw_likelihood_q(tw_state_t *s, int32_t score)
         conf = (uint16_t)(tw_confidence_table[i] +
                           ((((uint32_t)tw_confidence_table[i + 1u] - tw_confidence_table[i]) * f) >> 9));
     }
-    if (TW_LIK_GATE >= 0 && d16 * 4096 > TW_LIK_GATE * std) {
+#if TW_LIK_GATE >= 0
+    if ((int64_t)d16 * 4096 > (int64_t)TW_LIK_GATE * std) {
         rs += TW_LIK_SLOW_SHIFT;
     }
+#endif
     s->lik_mean += d >> rs;
-    v = s->lik_var + ((d16 * d16) >> rs);
+    v = s->lik_var + (((int64_t)d16 * d16) >> rs);
     v -= v >> rs;
     s->lik_var = (v > TW_LIK_VAR_FLOOR) ? v : TW_LIK_VAR_FLOOR;
 #if TW_LIK_RECORD >= 0

@@ -5,7 +5,16 @@ the module alone for its flash/RAM footprint, ``qemu`` runs a compiled-in sample
 Cortex-M4 and on the host, optionally counting executed instructions per window.
 """
 
-from tinywarden.target.build import CpuTarget, ModuleSize, get_target, module_size, object_size, targets
+from tinywarden.target.build import (
+    FIRMWARE_ENTRIES,
+    CpuTarget,
+    ModuleSize,
+    firmware_flash,
+    get_target,
+    module_size,
+    object_size,
+    targets,
+)
 from tinywarden.target.qemu import (
     Decisions,
     HostRun,
@@ -28,6 +37,7 @@ from tinywarden.target.toolchain import (
 )
 
 __all__ = [
+    "FIRMWARE_ENTRIES",
     "BuildError",
     "CpuTarget",
     "Decisions",
@@ -41,6 +51,7 @@ __all__ = [
     "ToolMissingError",
     "count_instructions",
     "embedded_dir",
+    "firmware_flash",
     "get_target",
     "missing_tools",
     "module_size",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -181,3 +182,25 @@ def module_size(model_dir: Path, target: str = "cortex-m4") -> ModuleSize:
         if state is None:
             raise TargetError(f"{src.with_suffix('.h')}: could not measure sizeof(tw_state_t)")
     return ModuleSize(target, text, data, bss, state, undefined, sizes)
+
+
+#: The entry points of a firmware that pushes float samples (tinywarden_model.h): tw_init and tw_push. What its link
+#: keeps of the module is what they reach.
+FIRMWARE_ENTRIES = ("tw_init", "tw_push")
+
+
+def firmware_flash(model_dir: Path, target: str = "cortex-m4", entries: Sequence[str] = FIRMWARE_ENTRIES) -> int:
+    """Flash (text + data) of ``model_dir``'s module as a firmware build links it: compiled as :func:`module_size`
+    compiles it (a section per function and datum) and linked relocatably with ``--gc-sections`` from ``entries``,
+    so an entry point the firmware does not call (``tw_push_q``, ``tw_push_fixed``, the size queries ...) and what
+    only it reaches cost nothing, as in the firmware's own map file."""
+    cpu = get_target(target)
+    src = model_source(model_dir)
+    with tempfile.TemporaryDirectory(prefix="tw-size-") as tmp:
+        obj = compile_object(src, cpu, Path(tmp) / f"{MODEL_STEM}.o", [src.parent])
+        kept = Path(tmp) / "kept.o"
+        run_tool([find_tool("arm-none-eabi-gcc"), *cpu.cflags, "-nostdlib", "-r", "-Wl,--gc-sections",
+                  *(f"-Wl,--undefined={e}" for e in entries), f"-Wl,--entry={entries[0]}", str(obj), "-o", str(kept)],
+                 f"linking {src.name} for {target} with --gc-sections")
+        text, data, _ = _size_of_object(kept)
+    return text + data
