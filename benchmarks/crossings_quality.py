@@ -78,15 +78,16 @@ def window_auc(entity: Entity, program: Any, stride: int) -> float:
     return float(roc_auc_score(y, scores[keep].astype(np.float64)))
 
 
-def entity_rows(entity: Entity, families: Sequence[str], device_stride: int) -> list[Row]:
-    """Old and new window ROC AUC of every family on one entity, per configuration."""
+def entity_rows(entity: Entity, families: Sequence[str], device_stride: int, protocol: bool = True) -> list[Row]:
+    """Old and new window ROC AUC of every family on one entity, per configuration (``protocol``: with the
+    protocol's; ``device_stride`` > 0: SMD and ASD also at that stride)."""
     from tinywarden.detectors import make_detector
     from tinywarden.errors import TinywardenError
     from tinywarden.pipeline import Pipeline
     from tinywarden.quantize.ptq import quantize_pipeline
 
     p = entity.protocol
-    configs = [("protocol", p.train_stride, p.test_stride)]
+    configs = [("protocol", p.train_stride, p.test_stride)] if protocol else []
     if entity.dataset in ("smd", "asd") and device_stride:
         configs.append((f"stride {device_stride}", device_stride, device_stride))
     rows: list[Row] = []
@@ -185,8 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--families", default=None, help="comma list (default: every family with an int8 path)")
     ap.add_argument("--device-stride", type=int, default=16,
                     help="SMD/ASD: also quantize and score at this stride (0: protocol only)")
+    ap.add_argument("--no-protocol", action="store_true",
+                    help="leave the protocol's configuration out (SMD/ASD: only --device-stride)")
     ap.add_argument("--results", type=Path, default=None,
                     help="folder for crossings_quality.md/.json (default benchmarks/results; --quick: none)")
+    ap.add_argument("--stem", default="crossings_quality", help="results file name, without .md/.json")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-entity rows to this file")
     args = ap.parse_args(argv)
     if args.results is None and not args.quick:
@@ -205,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ents = list(entities(ds, quick=args.quick))
         n_entities[ds] = len(ents)
         for e in ents:
-            rows += entity_rows(e, families, args.device_stride)
+            rows += entity_rows(e, families, args.device_stride, not args.no_protocol)
     command = "python benchmarks/crossings_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(summary(rows), info, command.strip(), n_entities)
     print(text)
@@ -214,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(payload, indent=1) + "\n")
     if args.results:
         args.results.mkdir(parents=True, exist_ok=True)
-        (args.results / "crossings_quality.md").write_text(text)
-        (args.results / "crossings_quality.json").write_text(json.dumps(payload, indent=1) + "\n")
+        (args.results / f"{args.stem}.md").write_text(text)
+        (args.results / f"{args.stem}.json").write_text(json.dumps(payload, indent=1) + "\n")
     return 0
 
 
