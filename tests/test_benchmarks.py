@@ -438,4 +438,6 @@ def test_crossings_quality_compares_the_shipped_program_with_the_int16_definitio
     assert math.isclose(summ["pca"]["diff"], -0.002) and math.isclose(summ["knn"]["diff"], -0.005)
     text = markdown(summary(rows + [{**rows[2], "entity": "c", "old": 0.9, "new": 0.85}]),
                     {"date": "d", "machine": "m", "commit": "c", "versions": "v"}, "cmd", {"sim": 3})
-    assert "| knn |" in text and "**not met**" in text and "| pca | 0.8500 | 0.8480 | -0.0020 | met |" in text
+    assert "| knn |" in text and "**not met**" in text
+    assert "| pca | 0.8500 | 0.8480 | -0.0020 | met | 2 | b (-0.0030) |" in text
+    assert "met by 1 of 2 family x dataset x configuration means" in text
