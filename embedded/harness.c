@@ -1,7 +1,9 @@
 /* Feeds the compiled-in sample stream (tw_stream.h) through tw_push and prints one line per window:
  *
- *     w <index of the sample that closed the window> <score> <anomaly>
+ *     w <index of the sample that closed the window> <score> <anomaly> [<Q15 confidence>]
  *     end <number of windows>
+ *
+ * (the confidence where the generated header has tw_result_t.confidence: TW_HAS_LIKELIHOOD defined).
  *
  * The same file builds for the emulated Cortex-M4 (output through semihosting) and, with -DTW_HOST, for
  * the build machine (stdout), so both runs of one stream can be compared line by line.
@@ -49,8 +51,13 @@ static int32_t tw_run_stream(int print)
         if (ready) {
             windows++;
             if (print) {
+#if defined(TW_HAS_LIKELIHOOD)
+                int32_t fields[4] = {i, res.score, (int32_t)res.anomaly, (int32_t)res.confidence};
+                tw_line("w", fields, 4);
+#else /* a module without tw_result_t.confidence */
                 int32_t fields[3] = {i, res.score, (int32_t)res.anomaly};
                 tw_line("w", fields, 3);
+#endif
             }
         }
     }

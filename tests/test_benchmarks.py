@@ -410,3 +410,34 @@ def test_mcu_families_option_refuses_an_unknown_family_in_one_line(tmp_path: Pat
     proc = _run([str(REPO / "benchmarks" / "mcu.py"), "--families", "gru_ae,nope"], tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"unknown family nope; known: {', '.join(REGISTRY)}"]
+
+
+def test_crossings_quality_compares_the_shipped_program_with_the_int16_definition() -> None:
+    """benchmarks/crossings_quality.py: the old program is the shipped one without its int8-residual crossings (the
+    same program when it has none), and the table says which family x dataset pairs drop by more than 0.005."""
+    from benchmarks.crossings_quality import markdown, old_definition, summary
+
+    from tinywarden.detectors import make_detector
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.quantize import quantize_pipeline
+    from tinywarden.simulate import simulate
+
+    train = simulate("camera", days=1.0, attacks="none", seed=3)
+    shipped = {}
+    for stride in (64, 4):  # blocks of 64 rows: residual crossings; of 4: the int16 count as before
+        pipe = Pipeline(make_detector("ewma"), window=128, stride=stride).fit(train)
+        shipped[stride] = quantize_pipeline(pipe, train)
+    old = old_definition(shipped[64])
+    assert old is not None and "ring_block" in shipped[64].ops[0].attrs
+    assert "ring_block" not in old.ops[0].attrs and old.ops[0].consts is shipped[64].ops[0].consts
+    assert old_definition(shipped[4]) is None
+    rows = [{"dataset": "sim", "entity": e, "family": f, "config": "protocol", "old": o, "new": n,
+             "same_program": False} for e, f, o, n in (("a", "pca", 0.90, 0.899), ("b", "pca", 0.80, 0.797),
+                                                        ("a", "knn", 0.90, 0.88), ("b", "knn", 0.80, 0.81))]
+    summ = {r["family"]: r for r in summary(rows)}
+    assert math.isclose(summ["pca"]["diff"], -0.002) and math.isclose(summ["knn"]["diff"], -0.005)
+    text = markdown(summary(rows + [{**rows[2], "entity": "c", "old": 0.9, "new": 0.85}]),
+                    {"date": "d", "machine": "m", "commit": "c", "versions": "v"}, "cmd", {"sim": 3})
+    assert "| knn |" in text and "**not met**" in text
+    assert "| pca | 0.8500 | 0.8480 | -0.0020 | met | 2 | b (-0.0030) |" in text
+    assert "met by 1 of 2 family x dataset x configuration means" in text

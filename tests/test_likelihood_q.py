@@ -33,6 +33,7 @@ from tinywarden.program import (
     run_int8,
     to_model_file,
 )
+from tinywarden.target import missing_tools, run_on_qemu
 
 HARNESS = Path(__file__).parent / "c" / "harness.c"
 
@@ -200,8 +201,8 @@ def test_c_log2_is_bit_exact_over_its_whole_range(thumb1, tmp_path):
 
 
 def _c_rows(prog, values: np.ndarray, tmp_path) -> np.ndarray:
-    """The harness's output rows for float32 ``values`` pushed through ``prog``'s generated C (gcc -Werror,
-    ASan/UBSan)."""
+    """The harness's output rows for ``values`` pushed through ``prog``'s generated C (gcc -Werror, ASan/UBSan):
+    int16 rows through ``tw_push_q``, anything else as float32 through ``tw_push``."""
     write_c(prog, tmp_path)
     exe = tmp_path / "harness"
     subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-O2",
@@ -209,8 +210,9 @@ def _c_rows(prog, values: np.ndarray, tmp_path) -> np.ndarray:
                     str(tmp_path / "tinywarden_model.c"), str(HARNESS), "-o", str(exe)],
                    check=True, capture_output=True, text=True)
     path = tmp_path / "in.bin"
-    values.astype(np.float32).tofile(path)
-    out = subprocess.run([str(exe), str(path), "f"], check=True, capture_output=True, text=True).stdout
+    ints = values.dtype == np.int16
+    (values if ints else values.astype(np.float32)).tofile(path)
+    out = subprocess.run([str(exe), str(path), "q" if ints else "f"], check=True, capture_output=True, text=True).stdout
     return np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int64)
 
 
@@ -227,16 +229,19 @@ def _with_spikes(values: np.ndarray, train_rows: int) -> np.ndarray:
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
-@pytest.mark.parametrize("which", ["camera", "smd", "nab"])
-def test_c_value_record_is_bit_exact(which, tmp_path):
+@pytest.mark.parametrize(("which", "family"), [("camera", "kmeans"), ("smd", "ewma"), ("nab", "kmeans"),
+                                               ("camera", "ar"), ("smd", "ar")])
+def test_c_value_record_is_bit_exact(which, family, tmp_path):
     """Step 8 in the generated C (ASan/UBSan, -Werror) equals the Python reference (batch and Int8Stream) on the
-    simulator, an SMD entity and a NAB file, with samples beyond the training range that the record reports."""
+    simulator, an SMD entity and a NAB file, with samples beyond the training range that the record reports: checked
+    through the features' block extremes (kmeans, ewma) and, for a raw-window family (ar: the module keeps the raw
+    ring), on each completed group of ring rows (64 rows on the camera, 32 on SMD)."""
     if which == "camera":
-        _, prog = fitted("kmeans")
+        _, prog = fitted(family)
         s, train = camera()
         values = _with_spikes(s.values[:20000], len(train))
     else:
-        prog, raw = shared_entity(which, "ewma")
+        prog, raw = shared_entity(which, family)
         values = _with_spikes(raw, len(raw) // 2)
     assert prog.likelihood is not None and "vrecord" in prog.likelihood.attrs
     rows = _c_rows(prog, values, tmp_path)
@@ -252,3 +257,81 @@ def test_c_value_record_is_bit_exact(which, tmp_path):
     assert (want >= plain).all() and np.array_equal(want[~hits], plain[~hits])
     if which == "camera":  # here some of them report only because of their samples
         assert (want[hits] > plain[hits]).any()
+
+
+def _near_margin_pairs(prog, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(int16 rows, pair rows)``: ``base`` (int16 rows inside the value record's trained range) with, in every other
+    window from the second, two samples of one channel on consecutive rows of one group: the first beyond the range by
+    half its margin (no record; the range grows to it), the second beyond the range as it was by 6/5 of the margin but
+    inside the grown range's. Checked in order, as on every push, neither sets a record; checked against the range the
+    group started with (or the group's extremes against it), the second would."""
+    op = prog.likelihood
+    tol = int(op.attrs["vrecord"])
+    lo, hi = (op.consts[k].astype(np.int64).copy() for k in ("value_lo", "value_hi"))
+    q = np.clip(base.astype(np.int64), lo, hi)
+    pairs = []
+    for k, r in enumerate(range(prog.window + 2, len(q) - 1, 2 * prog.stride)):
+        c = k % q.shape[1]
+        m = ((hi[c] - lo[c]) * tol) >> 16
+        if m < 10:
+            continue
+        if k // q.shape[1] % 2 == 0:  # above, then below the next time this channel comes round
+            first, second = hi[c] + m // 2, hi[c] + (6 * m) // 5
+            grown = ((first - lo[c]) * tol) >> 16
+            assert second > hi[c] + m and second <= first + grown
+            hi[c] = second
+        else:
+            first, second = lo[c] - m // 2, lo[c] - (6 * m) // 5
+            grown = ((hi[c] - first) * tol) >> 16
+            assert second < lo[c] - m and second >= first - grown
+            lo[c] = second
+        if not -(2**15) <= second < 2**15:
+            break
+        q[r, c], q[r + 1, c] = first, second
+        pairs.append(r)
+    return q.astype(np.int16), np.array(pairs)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
+@pytest.mark.parametrize("family", ["kmeans", "ar"])
+def test_c_value_record_checks_a_group_in_order(family, tmp_path):
+    """A group whose samples leave the range is checked sample by sample in order in the generated C, as on every
+    push: a sample inside the margin grows the range and the next one, beyond the old margin but within the grown
+    one, sets no record. For kmeans (groups of 8 through the features' block extremes) and ar (groups of 64 rows of
+    the raw ring)."""
+    _, prog = fitted(family)
+    _, train = camera()
+    base = quantize_samples(prog, train.values[: prog.window + 24 * prog.stride])
+    q, pairs = _near_margin_pairs(prog, base)
+    assert len(pairs) >= 6
+    ends = prog.window - 1 + prog.stride * np.arange((len(q) - prog.window) // prog.stride + 1)
+    assert not value_hits_q(prog.likelihood, q, ends).any()  # in order: no record
+    rows = _c_rows(prog, q, tmp_path)
+    scores, _ = run_int8(prog, q)
+    want = run_confidence(prog, scores, q)
+    assert rows[:, 1].tolist() == scores.tolist()
+    assert rows[:, 4].tolist() == want.tolist()
+    pair_windows = (pairs - prog.window) // prog.stride + 1
+    assert (want[pair_windows] < CONF_ONE).any()  # a check out of order would report 1 there
+
+
+@pytest.mark.skipif(bool(missing_tools()), reason="; ".join(missing_tools()))
+@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m0plus"])
+def test_target_value_record_on_ring_rows_equals_the_reference(core, tmp_path):
+    """The raw-window family's value record on the emulated core (on Cortex-M4 two channels a word with SIMD32
+    instructions, on Cortex-M0+ the portable loop) reports exactly the windows the Python reference does, with
+    samples above and below the range on every channel."""
+    _, prog = fitted("ar")
+    s, train = camera()
+    n = len(train)
+    values = _with_spikes(s.values[: n + 2200], n)[n - 256:]
+    write_c(prog, tmp_path)
+    run = run_on_qemu(tmp_path, values, target=core, timeout=120)
+    scores, _ = run_int8(prog, values)
+    want = run_confidence(prog, scores, values)
+    assert run.decisions.confidence is not None
+    assert run.decisions.score.tolist() == scores.tolist()
+    assert run.decisions.confidence.tolist() == want.tolist()
+    ends = prog.window - 1 + prog.stride * np.arange(len(scores))
+    hits = value_hits_q(prog.likelihood, quantize_samples(prog, values), ends)
+    assert hits.sum() >= 3 and (want[hits] == CONF_ONE).all()

@@ -27,6 +27,7 @@ from tinywarden.arith import C_HELPER_DEPS, C_HELPERS
 from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_defines, c_literal, template
 from tinywarden.errors import ConfigError
+from tinywarden.features import block_size
 from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, adapt_q, likelihood_q
 from tinywarden.kernels.features_s16 import EXTREMES_HOOK, MAX_WINDOW
 from tinywarden.program import (
@@ -277,10 +278,13 @@ def scored_as_computed(program: Program) -> set[int]:
     return out
 
 
-def likelihood_c(program: Program, grouped: bool = False) -> LikelihoodC:
+def likelihood_c(program: Program, grouped: bool = False, ring_rows: int = 0) -> LikelihoodC:
     """What the program's likelihood step adds to the C module (nothing but ``tw_confidence() == 0``
     without one). ``grouped``: the features' fold hands each completed group's block extremes to
-    :data:`~tinywarden.kernels.features_s16.EXTREMES_HOOK`, so the value record checks groups, not every push."""
+    :data:`~tinywarden.kernels.features_s16.EXTREMES_HOOK`, so the value record checks groups, not every push;
+    else ``ring_rows`` (> 1: the module keeps the raw sample ring, and windows start and end on multiples of it)
+    has the value record check each completed group of that many ring rows
+    (:data:`~tinywarden.kernels.likelihood_q.C_VALUE_ROWS`); else it checks every push."""
     op = program.likelihood
     if op is None:
         return LikelihoodC([], {}, [], "", "", "", "0u", "")
@@ -314,6 +318,10 @@ def likelihood_c(program: Program, grouped: bool = False) -> LikelihoodC:
         if grouped:  # checked on each completed group, by the block extremes the features keep
             value = likelihood_q.C_VALUE_TEMPLATE + likelihood_q.C_VALUE_GROUP
             prelude = likelihood_q.C_VALUE_GROUP_DECL.substitute(hook=EXTREMES_HOOK).strip("\n") + "\n"
+        elif ring_rows > 1:  # checked on each completed group of ring rows, after the ring store
+            value = likelihood_q.C_VALUE_TEMPLATE + likelihood_q.value_rows_c(program.n_channels, ring_rows)
+            limits["TW_VALUE_ROWS"] = ring_rows
+            per_sample = likelihood_q.C_VALUE_ROWS_CALL
         else:
             value = likelihood_q.C_VALUE_TEMPLATE + likelihood_q.C_VALUE_SAMPLE
             per_sample = "    tw_value_record_q(s, sample);"
@@ -532,7 +540,8 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         fields += [_scalar("int16_t", "ring", program.window, program.n_channels), _scalar("uint16_t", "head")]
         invariants.insert(0, "ring rows [head, TW_WINDOW) then [0, head) are the window, oldest first, once "
                              "filled == TW_WINDOW")
-    lik = likelihood_c(program, grouped=extremes_hook)
+    lik = likelihood_c(program, grouped=extremes_hook,
+                       ring_rows=block_size(program.window, program.stride) if needs_ring else 0)
     constants.extend(lik.constants)
     limits.update(lik.limits)
     fields.extend(lik.fields)
@@ -579,9 +588,12 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         "detector": info.get("detector", "?"),
     }
     per_sample = []
-    if needs_ring:
-        per_sample += ["    for (c = 0; c < TW_N_CHANNELS; c++) {", "        s->ring[s->head][c] = sample[c];", "    }",
-                       "    s->head = (uint16_t)((s->head + 1u == TW_WINDOW) ? 0u : s->head + 1u);"]
+    ring_loop = needs_ring and program.n_channels > STRAIGHT_LINE_CHANNELS
+    if needs_ring:  # the sample's row stored straight-line over a few channels (no loop count and branch per channel)
+        per_sample += ["    for (c = 0; c < TW_N_CHANNELS; c++) {", "        s->ring[s->head][c] = sample[c];",
+                       "    }"] if ring_loop else [f"    s->ring[s->head][{c}] = sample[{c}];"
+                                                   for c in range(program.n_channels)]
+        per_sample += ["    s->head = (uint16_t)((s->head + 1u == TW_WINDOW) ? 0u : s->head + 1u);"]
     per_sample += folds  # after the ring store: a completed block is read from the ring
     per_sample += [lik.per_sample] if lik.per_sample else []
     fused_push = not needs_ring and len(rows) == 1 and bool(rows[0][0]) and not lik.per_sample
@@ -615,7 +627,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                            ad.body if ad else ""]).rstrip(),
         calls="\n".join(calls),
         per_sample="\n".join(per_sample),
-        channel_index="    int32_t c;\n" if needs_ring else "",
+        channel_index="    int32_t c;\n" if ring_loop else "",
         history_mask=f"UINT{history_t[4:6]}_C({hex((1 << program.n) - 1)})",
         history_t=history_t,
         likelihood_init=lik.init + (ad.init if ad else ""),

@@ -37,7 +37,10 @@ calibration scores (:func:`lower_likelihood`), :func:`confidence_q` is the Pytho
    latches ``vnew``; then ``vlo[c] = min(lo, q)``, ``vhi[c] = max(hi, q)``. The window's step reports
    :data:`CONF_ONE` when ``vnew`` is set and clears it (before the hold-off, as the record rule). The samples are
    the int16 the device holds: a NaN sample (0 after quantization) is checked as 0, unlike the float record,
-   which skips it.
+   which skips it. The C reaches the same flags and range on groups of samples: through the block extremes the
+   features keep (:data:`C_VALUE_GROUP`), else, when the module keeps the raw ring (the raw-window families),
+   on each completed group of ``gcd(window, stride)`` ring rows (:data:`C_VALUE_ROWS`); every push only when
+   neither is there.
 
 Every quantity is an integer; C and Python agree bit for bit (signed right shifts floor, divisions are of
 non-negative numbers). The confidence is Q15 (:data:`CONF_ONE` = 1.0).
@@ -327,10 +330,12 @@ def z_max(op: Op) -> float:
     return Z_MIN + (len(op.consts["conf_table"]) - 1) / 2**Z_STEP_BITS
 
 
-__all__ = ["C_TEMPLATE", "CONF_ONE", "C_VALUE_GROUP", "C_VALUE_GROUP_DECL", "C_VALUE_SAMPLE", "C_VALUE_TEMPLATE",
+__all__ = ["C_TEMPLATE", "CONF_ONE", "C_VALUE_GROUP", "C_VALUE_GROUP_DECL", "C_VALUE_ROWS", "C_VALUE_ROWS_CALL",
+           "C_VALUE_SAMPLE", "C_VALUE_TEMPLATE",
            "HOLDOFF_Q", "KIND", "LIMITS", "LOG2_TABLE",
            "LikelihoodQStream", "check_likelihood", "conf_table", "confidence_q", "log2_q16", "log_level_q16",
-           "lower_likelihood", "value_hits_q", "value_rows_q", "with_value_record", "without_value_record",
+           "lower_likelihood", "value_hits_q", "value_rows_c", "value_rows_q", "with_value_record",
+           "without_value_record",
            "z_max"]
 
 # -- C ---------------------------------------------------------------------------------------------
@@ -526,7 +531,7 @@ static void tw_value_record_one(tw_state_t *s, int32_t c, int32_t q)
 }
 """
 
-#: The value record on every pushed sample (a module whose features keep no block extremes).
+#: The value record on every pushed sample (a module that keeps neither block extremes nor the raw ring).
 C_VALUE_SAMPLE = r"""
 static void tw_value_record_q(tw_state_t *s, const int16_t sample[TW_N_CHANNELS])
 {
@@ -536,6 +541,88 @@ static void tw_value_record_q(tw_state_t *s, const int16_t sample[TW_N_CHANNELS]
     }
 }
 """
+
+#: The value record on each completed group of ``TW_VALUE_ROWS`` rows of the raw sample ring (a module that keeps
+#: the ring but no block extremes: the raw-window families), called by ``tw_push_q`` when the ring's head reaches a
+#: multiple of it (:data:`C_VALUE_ROWS_CALL`): rows are aligned to the ring because ``TW_VALUE_ROWS`` divides
+#: ``TW_WINDOW`` and the stride, so every window's last push completes a group and the window reads the record of
+#: all its samples. The group is first checked whole against the ranges (on a core with the SIMD32 extension two
+#: channels a word, :func:`value_rows_c`); only when a sample lies outside its channel's range is that channel's
+#: group checked sample by sample, from the first sample outside it, in order through ``tw_value_record_one``,
+#: exactly as on every push (the samples before it leave the range as it was).
+C_VALUE_ROWS = Template(r"""
+/* The value record of the TW_VALUE_ROWS rows of the ring that have just completed (x[t * TW_N_CHANNELS + c]).
+ * Range: lik_vlo[c] <= lik_vhi[c]; with span = hi - lo in [0, 2^16), q lies within [lo, hi] exactly when
+ * (q - lo) mod 2^16 <= span (below lo the difference wraps above 2^15 + hi - lo, beyond every span). Out of line
+ * where the compiler allows: inlined, its registers cost the window's path through tw_push_q some 750 instructions
+ * a window on a Cortex-M4. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void tw_value_record_rows(tw_state_t *s, const int16_t *x)
+{
+    int32_t c;
+#if defined(__ARM_FEATURE_SIMD32) && defined(__GNUC__) && !defined(__ARM_BIG_ENDIAN)
+    /* two channels a word (ACLE __usub16, __sel): USUB16 gives each lane's (q - lo) mod 2^16, a second USUB16 sets
+     * the lane's GE bits where span - that >= 0, and SEL keeps ok's lanes there and clears the others, so ok keeps
+     * all its bits while every sample lies within its channel's range; the lows and spans of channels 2j and 2j + 1
+     * packed in lo$$j and span$$j ($rows_per_pass a pass) */
+    const int16_t *p;
+    uint32_t ok = 0xFFFFFFFFu;
+$packs    for (p = x; p != x + TW_VALUE_ROWS * TW_N_CHANNELS; p += $rows_per_pass * TW_N_CHANNELS) {
+        uint32_t w;
+$words    }
+    if (ok == 0xFFFFFFFFu) {
+        return;
+    }
+#endif
+    for (c = 0; c < TW_N_CHANNELS; c++) {
+        const int16_t *q = x + c;
+        const int16_t *end = q + TW_VALUE_ROWS * TW_N_CHANNELS;
+        int32_t lo = s->lik_vlo[c];
+        uint32_t span = (uint32_t)(s->lik_vhi[c] - lo);
+        while (q != end && (uint32_t)(q[0] - lo) <= span) {
+            q += TW_N_CHANNELS;
+        }
+        for (; q != end; q += TW_N_CHANNELS) {
+            tw_value_record_one(s, c, q[0]);
+        }
+    }
+}
+""")
+
+
+def value_rows_c(n_channels: int, rows: int) -> str:
+    """:data:`C_VALUE_ROWS` for ``n_channels`` channels and groups of ``rows`` rows: the SIMD32 check straight-line
+    over the words of a row (two rows a pass when ``rows`` is even; the last channel of an odd count alone in its
+    word, beside a lane whose range is all of int16)."""
+    packs, words = [], []
+    for j in range(0, n_channels, 2):
+        k = j // 2
+        pair = j + 1 < n_channels
+
+        def half(c: int, pair: bool = pair, j: int = j) -> tuple[str, str]:
+            if c > j and not pair:
+                return "0u", "0xFFFFu"
+            return (f"(uint32_t)(uint16_t)s->lik_vlo[{c}]",
+                    f"(uint32_t)(uint16_t)(s->lik_vhi[{c}] - s->lik_vlo[{c}])")
+
+        (lo0, sp0), (lo1, sp1) = half(j), half(j + 1)
+        packs += [f"    uint32_t lo{k} = {lo0} | ({lo1} << 16);\n", f"    uint32_t span{k} = {sp0} | ({sp1} << 16);\n"]
+    per_pass = 2 if rows % 2 == 0 else 1
+    for r in range(per_pass):
+        for j in range(0, n_channels, 2):
+            k, at = j // 2, f"{r} * TW_N_CHANNELS + {j}" if r else f"{j}"
+            load = (f"        __builtin_memcpy(&w, p + {at}, sizeof w);\n" if j + 1 < n_channels
+                    else f"        w = (uint32_t)(uint16_t)p[{at}];\n")
+            words += [load, f"        (void)__builtin_arm_usub16(span{k}, __builtin_arm_usub16(w, lo{k}));\n"
+                            "        ok = __builtin_arm_sel(ok, 0u);\n"]
+    return C_VALUE_ROWS.substitute(packs="".join(packs), words="".join(words), rows_per_pass=per_pass)
+
+
+C_VALUE_ROWS_CALL = ("    if (s->head % TW_VALUE_ROWS == 0u) {\n"
+                     "        tw_value_record_rows(s, &s->ring[((s->head == 0u) ? TW_WINDOW : (int32_t)s->head) - "
+                     "TW_VALUE_ROWS][0]);\n    }")
 
 #: The value record on a completed group of samples, called by the features' fold with each channel's block
 #: extremes (:data:`tinywarden.kernels.features_s16.EXTREMES_HOOK`): the range only grows, so extremes inside it

@@ -46,6 +46,9 @@ class Decisions:
     end_index: np.ndarray  # int64, index into the stream of the sample whose push closed the window
     score: np.ndarray  # int32
     anomaly: np.ndarray  # uint8
+    #: uint16, the likelihood's Q15 confidence (``tw_result_t.confidence``, 0 without a likelihood step); None when
+    #: the harness did not print it
+    confidence: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.end_index)
@@ -55,11 +58,14 @@ class Decisions:
         if len(self) != len(other):
             return [f"{len(self)} windows vs {len(other)}"]
         out = []
+        conf = (self.confidence != other.confidence if self.confidence is not None and other.confidence is not None
+                else np.zeros(len(self), dtype=bool))
         for k in np.flatnonzero((self.end_index != other.end_index) | (self.score != other.score)
-                                | (self.anomaly != other.anomaly))[:limit]:
+                                | (self.anomaly != other.anomaly) | conf)[:limit]:
             out.append(f"window {k}: (sample {self.end_index[k]}, score {self.score[k]}, anomaly "
                        f"{self.anomaly[k]}) vs (sample {other.end_index[k]}, score {other.score[k]}, "
-                       f"anomaly {other.anomaly[k]})")
+                       f"anomaly {other.anomaly[k]})" + (f", confidence {self.confidence[k]} vs "
+                                                         f"{other.confidence[k]}" if conf[k] else ""))
         return out
 
 
@@ -138,7 +144,7 @@ def write_stream_header(stream: np.ndarray, path: Path) -> Path:
 
 def parse_decisions(text: str, source: str) -> Decisions:
     """Decisions from the harness's output; :class:`TargetRunError` on faults or truncated output."""
-    ends, scores, flags = [], [], []
+    ends, scores, flags, confs = [], [], [], []
     end_count = None
     for no, line in enumerate(text.splitlines(), 1):
         parts = line.split()
@@ -147,10 +153,11 @@ def parse_decisions(text: str, source: str) -> Decisions:
         if parts[0] == "fault:":
             raise TargetRunError(f"{source}: the target stopped with {line.strip()!r}")
         try:
-            if parts[0] == "w" and len(parts) == 4:
+            if parts[0] == "w" and len(parts) in (4, 5):
                 ends.append(int(parts[1]))
                 scores.append(int(parts[2]))
                 flags.append(int(parts[3]))
+                confs += [int(parts[4])] if len(parts) == 5 else []
                 continue
             if parts[0] == "end" and len(parts) == 2:
                 end_count = int(parts[1])
@@ -162,7 +169,8 @@ def parse_decisions(text: str, source: str) -> Decisions:
         raise TargetRunError(f"{source}: output ended early ({len(ends)} window lines, end marker "
                              f"{'missing' if end_count is None else end_count})")
     return Decisions(np.array(ends, dtype=np.int64), np.array(scores, dtype=np.int32),
-                     np.array(flags, dtype=np.uint8))
+                     np.array(flags, dtype=np.uint8),
+                     np.array(confs, dtype=np.uint16) if len(confs) == len(ends) and confs else None)
 
 
 def count_marked(trace: Path) -> tuple[np.ndarray, dict[str, int]]:
