@@ -441,3 +441,35 @@ def test_crossings_quality_compares_the_shipped_program_with_the_int16_definitio
     assert "| knn |" in text and "**not met**" in text
     assert "| pca | 0.8500 | 0.8480 | -0.0020 | met | 2 | b (-0.0030) |" in text
     assert "met by 1 of 2 family x dataset x configuration means" in text
+
+
+def test_tune_smd_study_regret_label_bars_and_adoption_rule() -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks.tune_smd import CONTENDERS, TIER_BARS, adoption_markdown, labelled_bars, min_regret
+
+    # best mean AUC (candidate 0) is far behind on one type; candidate 1 is never more than 0.05 from the best
+    by_type = [{"spike": 0.99, "drift": 0.70}, {"spike": 0.93, "drift": 0.90}, {"spike": 0.90, "drift": 0.95}]
+    assert int(np.argmax(min_regret(by_type, [0, 1, 2]))) == 1
+    assert min_regret(by_type, [0, 1, 2])[1] == pytest.approx(-0.06)
+
+    # labelled part: two incidents peaking at 3 and 5 among normal rows at 0.5; after the cut, one at 4 and
+    # one at 2, and normal rows at 0.5 and 1.5
+    s = np.r_[[0.5] * 10, [3.0] * 2, [0.5] * 10, [5.0] * 2, [0.5] * 6, [4.0] * 2, [1.5] * 5, [2.0] * 2, [0.5] * 5]
+    y = np.r_[[0] * 10, [1] * 2, [0] * 10, [1] * 2, [0] * 6, [1] * 2, [0] * 5, [1] * 2, [0] * 5]
+    bars = labelled_bars(s, y, 30)
+    harden = bars["harden"]
+    assert harden["labels"]["bar"] == 3.0 and harden["policy"]["bar"] == TIER_BARS[2]
+    # the labels' bar (3) misses the weaker incident after the cut and the busier normal rows; the policy's
+    # (1.6) reaches both incidents
+    assert harden["labels"]["incidents"] == 0.5 and harden["labels"]["normal"] == 0.0
+    assert harden["policy"]["incidents"] == 1.0
+    alarm = bars["alarm"]
+    assert alarm["hindsight"]["f1"] == 1.0 and alarm["label_free"]["normal"] == 0.5
+    assert alarm["labels"]["f1"] <= alarm["hindsight"]["f1"]
+
+    def studies(smd: float, asd: float) -> dict[str, dict[str, float]]:
+        base = {"synthetic": 0.80, "hindsight": 0.90} | {c: 0.80 for c in CONTENDERS}
+        return {"machine-1": base | {CONTENDERS[0]: smd}, "omi-1": base | {CONTENDERS[0]: asd}}
+
+    assert "not adopted: not above the synthetic rank on SMD" in "\n".join(adoption_markdown(studies(0.80, 0.85)))
+    assert f"{CONTENDERS[0]} (0.8250 against 0.8000); adopted." in "\n".join(adoption_markdown(studies(0.81, 0.84)))
