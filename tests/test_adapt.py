@@ -293,3 +293,14 @@ def test_a_sustained_but_irregular_anomaly_is_not_adopted_a_steady_step_of_the_s
     # the steady step of the same length is adopted (test above: followed within the hour after settle_s)
     y, _, _ = shifted(0.5, 0.5, 0.0, seed=10)
     assert run(trained, y, settle).flag_window is not None
+
+
+def test_the_policy_sets_watch_drift_and_refuses_a_bad_one_naming_the_key() -> None:
+    from tinywarden.respond.policy import PolicyError, parse_policy
+
+    assert parse_policy(POLICY).adaptation.watch_drift == Adaptation().watch_drift == 0.0
+    assert parse_policy(POLICY + "[adaptation]\nwatch_drift = 2.5\n").adaptation.watch_drift == 2.5
+    assert parse_policy(POLICY + "[adaptation]\nwatch_drift = 0\n").adaptation.watch_drift == 0.0
+    for bad in ("-1", "true", "nan"):
+        with pytest.raises(PolicyError, match=r"adaptation\.watch_drift"):
+            parse_policy(POLICY + f"[adaptation]\nwatch_drift = {bad}\n")

@@ -8,6 +8,7 @@ import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -296,6 +297,20 @@ def test_integer_adaptation_follows_the_float_adapter(cfg):
     assert np.all(worst_mu <= half_unit + 0.02) and worst_scale < 0.03
 
 
+def _ewma_inputs() -> tuple[Any, np.ndarray, np.ndarray, int, int]:
+    """ewma's program, the model inputs of a camera window after 3,000 samples, the same moved 40 input units on
+    every input, the threshold and the likelihood's trained mean."""
+    _, prog = fitted("ewma")
+    s, _ = camera()
+    st = Int8Stream(prog, Adaptation(settle_s=0.0))
+    for x in s.values[:3000]:
+        st.push(x)
+    feats = np.asarray(st.last_inputs, dtype=np.int64)
+    pre = prog.ops[int(prog.adaptation.attrs["op"])].consts["pre_shift"].astype(np.int64)
+    moved = feats + (np.int64(40) << pre)
+    return prog, feats, moved, int(prog.threshold), int(prog.likelihood.attrs["mean"])
+
+
 def _fresh(prog, **rule) -> AdaptQState:
     """An integer adapter of ``prog`` with the rule's keyword arguments (adapt_params's)."""
     op = prog.adaptation
@@ -306,15 +321,7 @@ def _fresh(prog, **rule) -> AdaptQState:
 def test_each_rule_flag_in_both_states():
     """The gate, offsets only vs scales, and the settling count, each on and off, on the Python reference (the C
     tests above run the same rules bit for bit)."""
-    _, prog = fitted("ewma")
-    s, _ = camera()
-    st = Int8Stream(prog, Adaptation(settle_s=0.0))
-    for x in s.values[:3000]:
-        st.push(x)
-    feats = np.asarray(st.last_inputs, dtype=np.int64)
-    pre = prog.ops[int(prog.adaptation.attrs["op"])].consts["pre_shift"].astype(np.int64)
-    moved = feats + (np.int64(40) << pre)  # 40 input units away on every input
-    thr, m0 = int(prog.threshold), int(prog.likelihood.attrs["mean"])
+    prog, feats, moved, thr, m0 = _ewma_inputs()
     # the gate: a window over the threshold teaches nothing with it, and teaches without it
     for gate in (True, False):
         ad = _fresh(prog, gate=gate)
@@ -365,15 +372,7 @@ def test_the_slow_drift_watch_flags_a_level_that_teaches_nothing_in_both_states(
     """Windows that teach nothing (confidence 1) and stay under the threshold move only the watch's level (and the
     shadow): the watch flags them once, re-arms once they are back, needs no settling rule, is not moved by windows
     over the threshold, and is off with watch_drift 0."""
-    _, prog = fitted("ewma")
-    s, _ = camera()
-    st = Int8Stream(prog, Adaptation(settle_s=0.0))
-    for x in s.values[:3000]:
-        st.push(x)
-    feats = np.asarray(st.last_inputs, dtype=np.int64)
-    pre = prog.ops[int(prog.adaptation.attrs["op"])].consts["pre_shift"].astype(np.int64)
-    moved = feats + (np.int64(40) << pre)
-    thr, m0 = int(prog.threshold), int(prog.likelihood.attrs["mean"])
+    prog, feats, moved, thr, m0 = _ewma_inputs()
     ad = _fresh(prog, settle_n=0, watch_drift=0.5)
     assert not any(ad.observe(moved, 1 << 15, m0, m0, thr + 1)[1] for _ in range(20))  # over: an alarm, not drift
     assert (ad.wmu == 0).all() and ad.level == 0

@@ -119,28 +119,3 @@ def test_level_drift_is_in_reference_standard_deviations() -> None:
     ref, scale = np.array([1.0, -2.0]), np.array([0.5, 4.0])
     assert level_drift(ref, ref, scale) == 0.0
     assert level_drift(ref + np.array([0.25, -12.0]), ref, scale) == pytest.approx(3.0)
-
-
-def test_the_policy_sets_watch_drift_and_refuses_a_bad_one_naming_the_key() -> None:
-    from tinywarden.respond.policy import PolicyError, parse_policy
-
-    assert parse_policy(POLICY).adaptation.watch_drift == Adaptation().watch_drift == 0.0
-    assert parse_policy(POLICY + "[adaptation]\nwatch_drift = 2.5\n").adaptation.watch_drift == 2.5
-    assert parse_policy(POLICY + "[adaptation]\nwatch_drift = 0\n").adaptation.watch_drift == 0.0
-    for bad in ("-1", "true", "nan"):
-        with pytest.raises(PolicyError, match=r"adaptation\.watch_drift"):
-            parse_policy(POLICY + f"[adaptation]\nwatch_drift = {bad}\n")
-
-
-POLICY = """
-[policy]
-name = "t"
-version = "1"
-[actions.notify]
-type = "log"
-message = "anomaly"
-[tiers.alert]
-actions = ["notify"]
-k = 2
-n = 3
-"""
