@@ -249,3 +249,26 @@ def test_parquet_decoded_size_limit_is_configurable(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("TINYWARDEN_MAX_DECODED_BYTES", "lots")
     with pytest.raises(DataError, match="TINYWARDEN_MAX_DECODED_BYTES='lots': expected a positive number of bytes"):
         read_series(tmp_path / "a.parquet")
+
+
+def test_a_parquet_file_replaced_while_read_is_read_whole_as_it_was_checked(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorder rewrites its open segment by rename while a reader may be reading it (the CI caught `record`'s
+    rename test reading a folder mid-flush: 'Page was smaller (12) than expected (18)', the old reader opened the
+    path twice). The footer that was checked and the rows that are read must come from one file: the old one."""
+    import tinywarden.telemetry.io as tio
+
+    path = tmp_path / "rec.parquet"
+    old = Series(np.arange(4.0) + 1.7e9, np.ones((4, 2)), ("a", "b"))
+    write_parquet(old, path)
+    checked = tio._check_parquet_footer
+
+    def swap_after_check(p: Path, md: object) -> None:
+        checked(p, md)
+        write_parquet(Series(np.arange(9.0) + 1.7e9, np.full((9, 2), 2.0), ("a", "b")), path)  # by rename
+
+    monkeypatch.setattr(tio, "_check_parquet_footer", swap_after_check)
+    got = read_series(path)
+    np.testing.assert_array_equal(got.values, old.values)
+    monkeypatch.undo()
+    assert read_series(path).values.shape == (9, 2)  # the next read sees the new file

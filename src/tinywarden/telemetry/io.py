@@ -490,9 +490,11 @@ def _read_parquet(path: Path, drop_unordered: bool = False) -> Series:
     import pyarrow.parquet as pq
 
     try:
-        with pq.ParquetFile(path) as footer:
-            _check_parquet_footer(path, footer.metadata)
-        table = pq.read_table(path)
+        # one open file for the footer check and the read: a file replaced meanwhile (a recorder rewrites its open
+        # segment by rename) is read whole as it was when checked, never a new file's pages against an old size
+        with open(path, "rb") as fh, pq.ParquetFile(fh) as pf:
+            _check_parquet_footer(path, pf.metadata)
+            table = pf.read()
     except (pa.ArrowInvalid, OSError) as exc:
         detail = " ".join(str(exc).split())  # Arrow's messages may span lines; ours are one
         raise DataError(f"{path}: not a readable Parquet file ({detail})") from None
