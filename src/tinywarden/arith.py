@@ -261,15 +261,19 @@ typedef struct {
 
 /* Requantization of int64 window features to the model's input, per feature: pre-shift, offset, Q31
  * multiplier and shift; then the input's zero point and range. tw_offset_t: the narrowest of int16_t and int32_t
- * that holds the module's offsets. */
+ * that holds the module's offsets. A feature's pre-shift and shift share one entry of shifts,
+ * (pre_shift << TW_SHIFT_BITS) | (shift + 2^(TW_SHIFT_BITS - 1)) (tinywarden.kernels.requantize_s64.SHIFT_BITS;
+ * tw_shifts_t: uint8_t when TW_SHIFT_BITS bits each fit a byte), read by TW_PRE_SHIFT and TW_SHIFT. */
 typedef struct {
-    const int8_t *pre_shift;
+    const tw_shifts_t *shifts;
     const tw_offset_t *offset;
     const int32_t *multiplier;
-    const int8_t *shift;
     int32_t zero_point;
     tw_activation_t activation;
 } tw_feature_requant_params_t;
+#define TW_PRE_SHIFT(p, i) ((int32_t)((uint32_t)(p)->shifts[(i)] >> TW_SHIFT_BITS))
+#define TW_SHIFT(p, i) \
+    ((int32_t)((uint32_t)(p)->shifts[(i)] & ((1u << TW_SHIFT_BITS) - 1u)) - ((int32_t)1 << (TW_SHIFT_BITS - 1)))
 
 /* A tensor's shape: n batches of h x w x c (time-major 1-D data: h = 1, w = length, c = channels); tw_dim_t: the
  * narrowest of int16_t and int32_t that holds the module's shapes. */
@@ -279,6 +283,17 @@ typedef struct {
     tw_dim_t w;
     tw_dim_t c;
 } tw_dims_t;
+
+/* A per-channel int8 fully connected layer: its parameter structs, weights and kernel sums in one constant, so
+ * that a call passes one pointer for them (on Cortex-M the five pointers set up at each call cost more flash than
+ * the constant's two more words). */
+typedef struct {
+    tw_fc_params_t fc_params;
+    tw_per_channel_quant_params_t quant_params;
+    tw_dims_t filter_dims;
+    const int8_t *weights;
+    const int32_t *kernel_sum;
+} tw_fc_layer_t;
 """,
     "rounding": r"""
 /* round(a * b / 2^31), the nudge depending on the product's sign, truncating division; only

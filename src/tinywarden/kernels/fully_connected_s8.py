@@ -58,29 +58,30 @@ def kernel_sum(op: Op) -> Mapping[str, np.ndarray]:
 
 
 C_TEMPLATE = r"""
-//@params: static const tw_fc_params_t tw_${dst}_fc_params = {${input_offset}, ${output_offset},
-//@params: {${act_min}, ${act_max}}};
-//@params: static const tw_per_channel_quant_params_t tw_${dst}_quant_params = {${c_multiplier}, ${c_shift}};
-//@params: static const tw_dims_t tw_${dst}_filter_dims = {${weights_shape1}, 1, 1, ${weights_shape0}};
-//@call: tw_fully_connected_s8(&tw_${dst}_fc_params, &tw_${dst}_quant_params, s->t_${src0}, &tw_${dst}_filter_dims,
-//@+ ${c_weights}, ${c_kernel_sum}, s->t_${dst}, NULL, NULL);
+//@params: static const tw_fc_layer_t tw_${dst}_layer = {{${input_offset}, ${output_offset}, {${act_min}, ${act_max}}},
+//@params: {${c_multiplier}, ${c_shift}}, {${weights_shape1}, 1, 1, ${weights_shape0}}, ${c_weights}, ${c_kernel_sum}};
+//@call: tw_fully_connected_s8(&tw_${dst}_layer, s->t_${src0}, s->t_${dst}, NULL, NULL);
 //@requires: params requant32
-/* CMSIS-NN style fully connected layer with per-output-channel weights (filter_dims: n = n_in inputs, c =
- * n_out outputs; weights n_out x n_in, row-major): out[o] = clamp(requantize(bias[o] + sum_i w[o][i] *
- * (in[i] + input_offset), multiplier[o], shift[o]) + output_offset, activation); activation.min =
- * output_offset is ReLU. kernel_sum[o] = bias[o] + input_offset * sum_i w[o][i] is folded at generation
- * (CMSIS-NN's kernel sum), so the loop multiplies the raw inputs. Range: input_offset in [-255, 255],
- * output_offset and the activation in [-128, 127]; the generator checks |kernel_sum[o]| + 128 * sum_i
- * |w[o][i]| <= INT32_MAX, so the int32 accumulator cannot overflow. With ref != NULL the outputs are not stored:
- * *total += (out[o] - ref[o])^2 instead (a reconstruction layer read only by its sum_sq_diff_s8 score). */
-static void tw_fully_connected_s8(const tw_fc_params_t *fc_params, const tw_per_channel_quant_params_t *quant_params,
-                                  const int8_t *input, const tw_dims_t *filter_dims, const int8_t *weights,
-                                  const int32_t *kernel_sum, int8_t *output, const int8_t *ref, int64_t *total)
+/* CMSIS-NN style fully connected layer with per-output-channel weights (layer: its tw_fc_params_t, per-channel
+ * quantization, filter_dims (n = n_in inputs, c = n_out outputs), weights (n_out x n_in, row-major) and kernel
+ * sums): out[o] = clamp(requantize(bias[o] + sum_i w[o][i] * (in[i] + input_offset), multiplier[o], shift[o])
+ * + output_offset, activation); activation.min = output_offset is ReLU. kernel_sum[o] = bias[o] + input_offset *
+ * sum_i w[o][i] is folded at generation (CMSIS-NN's kernel sum), so the loop multiplies the raw inputs. Range:
+ * input_offset in [-255, 255], output_offset and the activation in [-128, 127]; the generator checks
+ * |kernel_sum[o]| + 128 * sum_i |w[o][i]| <= INT32_MAX, so the int32 accumulator cannot overflow. With ref != NULL
+ * the outputs are not stored: *total += (out[o] - ref[o])^2 instead (a reconstruction layer read only by its
+ * sum_sq_diff_s8 score). */
+static void tw_fully_connected_s8(const tw_fc_layer_t *layer, const int8_t *input, int8_t *output, const int8_t *ref,
+                                  int64_t *total)
 {
-    int32_t n_in = filter_dims->n;
+    const tw_fc_params_t *fc_params = &layer->fc_params;
+    const tw_per_channel_quant_params_t *quant_params = &layer->quant_params;
+    const int8_t *weights = layer->weights;
+    const int32_t *kernel_sum = layer->kernel_sum;
+    int32_t n_in = layer->filter_dims.n;
     int32_t o;
     uint64_t sq = 0u; /* (d * d) <= 2^16 per output */
-    for (o = 0; o < filter_dims->c; o++) {
+    for (o = 0; o < layer->filter_dims.c; o++) {
         const int8_t *w = weights + o * n_in;
         int32_t acc = kernel_sum[o];
         const int8_t *x = input;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from tinywarden.arith import requantize, saturate
@@ -19,6 +21,37 @@ from tinywarden.kernels.base import (
 # pre_shift is in [0, 62] and the offset is subtracted after it (the quantizer raises pre_shift until the
 # offset fits int32): 5 bytes per feature less than int32/int64.
 _REQ = {"pre_shift": "int8", "offset": "int32", "multiplier": "int32", "shift": "int8"}
+
+
+#: The C module keeps a feature's pre-shift and shift in one table entry, ``(pre_shift << bits) | (shift +
+#: 2^(bits - 1))`` (``tw_shifts_t``, read by ``TW_PRE_SHIFT`` and ``TW_SHIFT``): ``SHIFT_BITS[0]`` bits each, one byte,
+#: when every pre-shift of the module is below 2^bits and every shift within [-2^(bits - 1), 2^(bits - 1)); else
+#: ``SHIFT_BITS[1]`` bits each (pre_shift in [0, 62], shift in [-31, 30]: 16 bits). One byte a feature less than two
+#: int8 tables when they fit.
+SHIFT_BITS = (4, 6)
+
+
+def shift_bits(ops: Iterable[Op]) -> int:
+    """The bits of each half of the packed shift entries (:data:`SHIFT_BITS`) that hold every one of ``ops``'s
+    (the module's ``requantize_s64_*`` ops) pre-shifts and shifts."""
+    narrow = SHIFT_BITS[0]
+    for op in ops:
+        pre, sh = np.asarray(op.consts["pre_shift"]), np.asarray(op.consts["shift"])
+        if pre.size and (int(pre.max()) >= 1 << narrow or int(sh.min()) < -(1 << (narrow - 1))
+                         or int(sh.max()) >= 1 << (narrow - 1)):
+            return SHIFT_BITS[1]
+    return narrow
+
+
+def packed_shifts(op: Op, bits: int) -> np.ndarray:
+    """``op``'s pre-shifts and shifts in one table, ``(pre_shift << bits) | (shift + 2^(bits - 1))``: uint8 for
+    ``bits = SHIFT_BITS[0]``, else uint16."""
+    pre = np.asarray(op.consts["pre_shift"], dtype=np.int64)
+    sh = np.asarray(op.consts["shift"], dtype=np.int64) + (1 << (bits - 1))
+    if pre.size and (int(pre.min()) < 0 or int(pre.max()) >= 1 << bits or int(sh.min()) < 0
+                     or int(sh.max()) >= 1 << bits):
+        raise ValueError(f"requantization {op.dst}: its shifts do not fit {bits} bits each")
+    return ((pre << bits) | sh).astype(np.uint8 if bits == SHIFT_BITS[0] else np.uint16)
 
 
 def _requantize_s64(srcs: list[np.ndarray], op: Op) -> np.ndarray:
@@ -39,8 +72,8 @@ def _check_requantize(op: Op, p: ProgramView) -> None:
 
 
 C_TEMPLATE = r"""
-//@params: static const tw_feature_requant_params_t tw_${dst}_requant_params = {${c_pre_shift}, ${c_offset},
-//@params: ${c_multiplier}, ${c_shift}, ${zero_point}, {${act_min}, ${act_max}}};
+//@params: static const tw_feature_requant_params_t tw_${dst}_requant_params = {${c_shifts}, ${c_offset},
+//@params: ${c_multiplier}, ${zero_point}, {${act_min}, ${act_max}}};
 //@call: tw_requantize_s64_${suffix}(&tw_${dst}_requant_params, s->t_${src0}, ${dst_size}, s->t_${dst});
 //@requires: params requant32
 /* Integer features to the model's input: out[i] = clamp(zero_point + requantize(sat32((in[i] >> pre_shift[i])
@@ -51,9 +84,11 @@ static void tw_requantize_s64_${suffix}(const tw_feature_requant_params_t *param
 {
     int32_t i;
     for (i = 0; i < n; i++) {
-        int64_t v = (in[i] >> params->pre_shift[i]) - params->offset[i];
-        int32_t v32 = (v < INT32_MIN) ? INT32_MIN : ((v > INT32_MAX) ? INT32_MAX : (int32_t)v);
-        out[i] = (${ctype})tw_offset_clamp(tw_requantize32(v32, params->multiplier[i], params->shift[i]),
+        int64_t v = (in[i] >> TW_PRE_SHIFT(params, i)) - params->offset[i];
+        int32_t lo = (int32_t)v;
+        /* sat32(v) from v's two words: v fits int32 when its high word is its low word's sign */
+        int32_t v32 = ((int32_t)(v >> 32) == (lo >> 31)) ? lo : ((v < 0) ? INT32_MIN : INT32_MAX);
+        out[i] = (${ctype})tw_offset_clamp(tw_requantize32(v32, params->multiplier[i], TW_SHIFT(params, i)),
                                          params->zero_point, params->activation.min, params->activation.max);
     }
 }
