@@ -244,7 +244,7 @@ def test_tables_are_named_for_what_they_hold_and_limits_come_from_python():
         # with its shape and tables in one named layer constant (one pointer a call)
         assert f"static const tw_fc_layer_t tw_{layer}_layer = {{" in src
         assert f"tw_fully_connected_s8(&tw_{layer}_layer, " in src
-    assert "tw_fc_params_t fc_params;" in src and "tw_per_channel_quant_params_t quant_params;" in src
+    assert "tw_fc_params_t fc_params;" in src and "tw_per_channel_quant_params_t quant_params;" in src  # unpacked
     assert f"#define TW_MAX_WINDOW {MAX_WINDOW}" in src and f"#define TW_MAX_PERSIST_N {MAX_PERSIST_N}" in src
     # no bare copy of a Python limit in the module template: each is a named #define
     tmpl = (Path(emit_c.__code__.co_filename).parent / "templates" / "tinywarden_model.c.tmpl").read_text()
@@ -410,3 +410,38 @@ def test_tables_are_narrowed_only_where_the_values_fit_and_both_forms_are_bit_ex
     for p, sub in ((prog, "narrow"), (wide, "wide")):
         (tmp_path / sub).mkdir()
         assert_bit_exact(p, build(p, tmp_path / sub), values, tmp_path / sub)
+
+
+def test_fc_multiplier_and_shift_share_a_word_only_when_they_fit_and_both_forms_are_bit_exact(tmp_path):
+    """A fully connected layer's per-channel multiplier (in [2^30, 2^31)) and shift (at most 4 values a layer) are one
+    uint32 (TW_FC_PACKED); a zero multiplier or a wider spread of shifts in any layer gives the separate tables,
+    and both run bit-exact with the Python reference."""
+    from tinywarden.kernels.fully_connected_s8 import MULT_BITS, packed_requant, packs_requant
+
+    _, prog = fitted("dense_ae")
+    s, _ = camera()
+    values = s.values[:4000]
+    packed = emit_c(prog)["tinywarden_model.c"]
+    assert "#define TW_FC_PACKED 1\n" in packed and f"#define TW_FC_MULT_BITS {MULT_BITS}\n" in packed
+    assert "static const uint32_t tw_h0_requant[" in packed and "tw_h0_multiplier" not in packed
+    i = next(j for j, op in enumerate(prog.ops) if op.kind == "fully_connected_s8")
+    fc = prog.ops[i]
+    words, base = packed_requant(fc)
+    m, sh = np.asarray(fc.consts["multiplier"]), np.asarray(fc.consts["shift"])
+    assert ((words & ((1 << MULT_BITS) - 1)) + (1 << MULT_BITS)).tolist() == m.tolist()
+    assert ((words >> MULT_BITS).astype(np.int64) + base).tolist() == sh.tolist()
+    for edit in ("zero", "spread"):
+        m2, sh2 = m.copy(), sh.copy()
+        if edit == "zero":
+            m2[0], sh2[0] = 0, 0  # quantize_multiplier's form of a multiplier below 2^-31
+        else:
+            sh2[0] = int(sh.min()) - 4
+        op = dataclasses.replace(fc, consts={**fc.consts, "multiplier": m2, "shift": sh2})
+        assert not packs_requant(op)
+        wide = dataclasses.replace(prog, ops=(*prog.ops[:i], op, *prog.ops[i + 1:])).validate()
+        src = emit_c(wide)["tinywarden_model.c"]
+        assert "#define TW_FC_PACKED 0\n" in src and "tw_h0_requant" not in src
+        (tmp_path / edit).mkdir()
+        assert_bit_exact(wide, build(wide, tmp_path / edit), values, tmp_path / edit)
+    (tmp_path / "packed").mkdir()
+    assert_bit_exact(prog, build(prog, tmp_path / "packed"), values, tmp_path / "packed")

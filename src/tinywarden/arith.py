@@ -223,7 +223,7 @@ def score_from_total(total: IntLike, shift: int) -> np.ndarray:
 
 # -- the same arithmetic in C: helper functions a kernel template names on its ``//@requires:`` line --------
 #: The helpers each helper calls (emitted with it, before it).
-C_HELPER_DEPS: dict[str, tuple[str, ...]] = {"arith": ("rounding",), "requant32": ("rounding",)}
+C_HELPER_DEPS: dict[str, tuple[str, ...]] = {"arith": ("dhm", "rounding"), "requant32": ("rounding",)}
 #: helper name -> C text, in the order they must appear (a helper may use an earlier one)
 C_HELPERS: dict[str, str] = {
     "params": r"""
@@ -286,16 +286,23 @@ typedef struct {
 
 /* A per-channel int8 fully connected layer: its parameter structs, weights and kernel sums in one constant, so
  * that a call passes one pointer for them (on Cortex-M the five pointers set up at each call cost more flash than
- * the constant's two more words). */
+ * the constant's two more words). With TW_FC_PACKED (tinywarden.kernels.fully_connected_s8.MULT_BITS) a channel's
+ * multiplier and shift share requant[o]: multiplier = 2^TW_FC_MULT_BITS + its low TW_FC_MULT_BITS bits, shift =
+ * shift_base + the bits above. */
 typedef struct {
     tw_fc_params_t fc_params;
+#if TW_FC_PACKED
+    const uint32_t *requant;
+    int32_t shift_base;
+#else
     tw_per_channel_quant_params_t quant_params;
+#endif
     tw_dims_t filter_dims;
     const int8_t *weights;
     const int32_t *kernel_sum;
 } tw_fc_layer_t;
 """,
-    "rounding": r"""
+    "dhm": r"""
 /* round(a * b / 2^31), the nudge depending on the product's sign, truncating division; only
  * INT32_MIN * INT32_MIN overflows and saturates. CMSIS-NN arm_nn_doubling_high_mult. Computed as
  * floor((a * b + 2^30) / 2^31), the same value: for a * b < 0 the truncated (a * b + 1 - 2^30) / 2^31 is the
@@ -309,7 +316,8 @@ static int32_t tw_doubling_high_mult(int32_t a, int32_t b)
     }
     return (int32_t)((ab + ((int64_t)1 << 30)) >> 31);
 }
-
+""",
+    "rounding": r"""
 /* x / 2^exponent rounded to nearest, ties away from zero. CMSIS-NN arm_nn_divide_by_power_of_two.
  * Range: exponent in [0, 31]. */
 static int32_t tw_divide_by_power_of_two(int32_t x, int32_t exponent)
@@ -349,15 +357,18 @@ static int64_t tw_clamp64(int64_t x, int64_t lo, int64_t hi)
     "requant32": r"""
 /* tw_requantize for an int32 x (the same value, with 32-bit compares): x saturated so that x * 2^shift fits
  * int32 (INT32_MIN >> shift is -(INT32_MAX >> shift) - 1), then the doubling high multiply and the rounding
- * shift. Range: multiplier in [0, INT32_MAX], shift in [-31, 30], x any int32. */
+ * shift (by 0 for a left shift: the value unchanged). The multiply is tw_doubling_high_mult's without its one
+ * saturating case, INT32_MIN * INT32_MIN, which a multiplier >= 0 never meets: the same value.
+ * Range: multiplier in [0, INT32_MAX], shift in [-31, 30], x any int32. */
 static int32_t tw_requantize32(int32_t x, int32_t multiplier, int32_t shift)
 {
     if (shift > 0) {
         int32_t hi = INT32_MAX >> shift;
         x = (x > hi) ? hi : ((x < -hi - 1) ? -hi - 1 : x);
-        return tw_doubling_high_mult((int32_t)((uint32_t)x << shift), multiplier);
+        x = (int32_t)((uint32_t)x << shift);
     }
-    return tw_divide_by_power_of_two(tw_doubling_high_mult(x, multiplier), -shift);
+    return tw_divide_by_power_of_two((int32_t)(((int64_t)x * multiplier + ((int64_t)1 << 30)) >> 31),
+                                     (shift > 0) ? 0 : -shift);
 }
 
 /* clamp(r + offset, lo, hi) without forming r + offset when it would leave int32.

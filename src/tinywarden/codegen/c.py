@@ -30,6 +30,7 @@ from tinywarden.errors import ConfigError
 from tinywarden.features import block_size
 from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, adapt_q, likelihood_q
 from tinywarden.kernels.features_s16 import EXTREMES_HOOK, MAX_WINDOW
+from tinywarden.kernels.fully_connected_s8 import MULT_BITS, packed_requant, packs_requant
 from tinywarden.kernels.requantize_s64 import SHIFT_BITS, packed_shifts, shift_bits
 from tinywarden.program import (
     MAX_FRAC_BITS,
@@ -145,25 +146,39 @@ def _call_fields(program: Program, i: int) -> dict[str, Any]:
     dst = program.tensor(op.dst)
     fields["dst_size"] = dst.size
     fields.update({f"dst_shape{d}": n for d, n in enumerate(dst.shape)})
-    for cname, arr in _tables(op, _shift_bits(program)).items():
+    packed = _fc_packed(program)
+    for cname, arr in _tables(op, _shift_bits(program), packed).items():
         a = np.asarray(arr)
         fields[f"c_{cname}"] = table_name(op, cname)
         fields[f"{cname}_size"] = a.size
         fields.update({f"{cname}_shape{d}": n for d, n in enumerate(a.shape)})
+    if op.kind == "fully_connected_s8":  # tw_fc_layer_t's requantization members
+        fields["fc_quant"] = (f"{table_name(op, 'requant')}, {packed_requant(op)[1]}" if packed else
+                              f"{{{table_name(op, 'multiplier')}, {table_name(op, 'shift')}}}")
     fields.update({k: int(v) for k, v in op.attrs.items() if isinstance(v, (int, np.integer))})
     return fields
 
 
-def _tables(op: Op, sbits: int) -> dict[str, np.ndarray]:
+def _tables(op: Op, sbits: int, fc_packed: bool = False) -> dict[str, np.ndarray]:
     """The op's constant tables and those its kernel derives for the C form (``KernelSpec.c_tables``); a feature
     requantization's pre-shifts and shifts as one packed table of ``sbits`` bits each
-    (:func:`tinywarden.kernels.requantize_s64.packed_shifts`)."""
+    (:func:`tinywarden.kernels.requantize_s64.packed_shifts`); with ``fc_packed`` a fully connected layer's
+    multipliers and shifts as one (:func:`tinywarden.kernels.fully_connected_s8.packed_requant`)."""
     derive = KERNELS[op.kind].c_tables
     tables = {**op.consts, **(derive(op) if derive is not None else {})}
     if op.kind.startswith("requantize_s64_"):
         tables = {"shifts": packed_shifts(op, sbits),
                   **{k: v for k, v in tables.items() if k not in ("pre_shift", "shift")}}
+    if op.kind == "fully_connected_s8" and fc_packed:
+        tables = {"requant": packed_requant(op)[0],
+                  **{k: v for k, v in tables.items() if k not in ("multiplier", "shift")}}
     return tables
+
+
+def _fc_packed(program: Program) -> bool:
+    """Whether every fully connected layer of the module keeps a channel's multiplier and shift in one word
+    (``TW_FC_PACKED``, :func:`tinywarden.kernels.fully_connected_s8.packs_requant`)."""
+    return all(packs_requant(op) for op in program.ops if op.kind == "fully_connected_s8")
 
 
 def _shift_bits(program: Program) -> int:
@@ -502,6 +517,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                  c_array("tw_sample_zero", narrowed(program.sample_zero))]  # read by indexing only
     offset16 = _offsets_fit_int16(program)
     sbits = _shift_bits(program)
+    fc_packed = _fc_packed(program)
     kernels: list[tuple[str, str]] = []
     calls: list[str] = []
     limits: dict[str, int] = {"TW_MAX_WINDOW": MAX_WINDOW, "TW_MAX_PERSIST_N": MAX_PERSIST_N,
@@ -511,7 +527,9 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                               # the sample conversion's product splits into 32-bit words
                               "TW_WORD_BITS": 32,
                               # bits of each half of a feature's packed pre-shift and shift
-                              "TW_SHIFT_BITS": sbits}
+                              "TW_SHIFT_BITS": sbits,
+                              # 1: a fully connected layer's multiplier and shift share a word
+                              "TW_FC_PACKED": int(fc_packed), "TW_FC_MULT_BITS": MULT_BITS}
     needed: set[str] = set()
     needs_ring = any("window" in op.src and (KERNELS[op.kind].stream_ring is None
                                              or KERNELS[op.kind].stream_ring(op, program)) for op in program.ops)
@@ -538,7 +556,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                 rq = program.ops[i + 1]
                 rkt = KernelTemplate.of(KERNELS[rq.kind])
                 rfields = _call_fields(program, i + 1)
-                constants.extend(_table(rq, c, a, offset16) for c, a in _tables(rq, sbits).items())
+                constants.extend(_table(rq, c, a, offset16) for c, a in _tables(rq, sbits, fc_packed).items())
                 constants.append(rkt.params.substitute(rfields))
                 kernels.append((rq.kind, rkt.body))
                 needed.update(rkt.requires)
@@ -568,7 +586,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"kernel {op.kind!r}: its C call line names an unknown field ({exc})") from None
         # the tables the call reads (a kernel may read derived tables in place of some of the op's)
-        constants.extend(_table(op, c, a, offset16) for c, a in _tables(op, sbits).items()
+        constants.extend(_table(op, c, a, offset16) for c, a in _tables(op, sbits, fc_packed).items()
                          if re.search(rf"\b{table_name(op, c)}\b", call + params))
         constants.extend([params] if params else [])
         if i in scored:  # the reconstruction goes straight into its score: the output is never stored

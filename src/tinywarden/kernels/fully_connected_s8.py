@@ -24,6 +24,33 @@ from tinywarden.kernels.base import (
 LAYER_CONSTS = {"weights": "int8", "bias": "int32", "multiplier": "int32", "shift": "int8"}
 
 
+#: In the C module a fully connected layer's per-channel multiplier and shift share one uint32 when every multiplier
+#: of the module's layers lies in [2^MULT_BITS, 2^31) (quantize_multiplier's, the top bit MULT_BITS implied) and each
+#: layer's shifts span at most 2^(32 - MULT_BITS) values: the multiplier's low MULT_BITS bits, and above them the shift
+#: less the layer's smallest (``tw_fc_layer_t.requant``, ``shift_base``; ``TW_FC_PACKED``). One byte a channel less
+#: than an int32 multiplier and an int8 shift.
+MULT_BITS = 30
+
+
+def packs_requant(op: Op) -> bool:
+    """Whether ``op``'s multipliers and shifts fit one uint32 a channel (:data:`MULT_BITS`)."""
+    m = np.asarray(op.consts["multiplier"], dtype=np.int64)
+    sh = np.asarray(op.consts["shift"], dtype=np.int64)
+    return bool(m.size == 0 or (int(m.min()) >= 1 << MULT_BITS and int(m.max()) < 1 << 31
+                                and int(sh.max()) - int(sh.min()) < 1 << (32 - MULT_BITS)))
+
+
+def packed_requant(op: Op) -> tuple[np.ndarray, int]:
+    """``op``'s multipliers and shifts as one uint32 a channel, ``(multiplier - 2^MULT_BITS) | ((shift - base) <<
+    MULT_BITS)``, and ``base`` (the smallest shift); :func:`packs_requant` must hold."""
+    if not packs_requant(op):
+        raise ConfigError(f"fully_connected_s8 {op.dst}: its multipliers and shifts do not share a word")
+    m = np.asarray(op.consts["multiplier"], dtype=np.int64)
+    sh = np.asarray(op.consts["shift"], dtype=np.int64)
+    base = int(sh.min()) if sh.size else 0
+    return ((m - (1 << MULT_BITS)) | ((sh - base) << MULT_BITS)).astype(np.uint32), base
+
+
 def _fully_connected_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     x = srcs[0].astype(np.int64) + int(op.attrs["input_offset"])
     c = op.consts
@@ -59,7 +86,7 @@ def kernel_sum(op: Op) -> Mapping[str, np.ndarray]:
 
 C_TEMPLATE = r"""
 //@params: static const tw_fc_layer_t tw_${dst}_layer = {{${input_offset}, ${output_offset}, {${act_min}, ${act_max}}},
-//@params: {${c_multiplier}, ${c_shift}}, {${weights_shape1}, 1, 1, ${weights_shape0}}, ${c_weights}, ${c_kernel_sum}};
+//@params: ${fc_quant}, {${weights_shape1}, 1, 1, ${weights_shape0}}, ${c_weights}, ${c_kernel_sum}};
 //@call: tw_fully_connected_s8(&tw_${dst}_layer, s->t_${src0}, s->t_${dst}, NULL, NULL);
 //@requires: params requant32
 /* CMSIS-NN style fully connected layer with per-output-channel weights (layer: its tw_fc_params_t, per-channel
@@ -75,7 +102,6 @@ static void tw_fully_connected_s8(const tw_fc_layer_t *layer, const int8_t *inpu
                                   int64_t *total)
 {
     const tw_fc_params_t *fc_params = &layer->fc_params;
-    const tw_per_channel_quant_params_t *quant_params = &layer->quant_params;
     const int8_t *weights = layer->weights;
     const int32_t *kernel_sum = layer->kernel_sum;
     int32_t n_in = layer->filter_dims.n;
@@ -114,8 +140,17 @@ static void tw_fully_connected_s8(const tw_fc_layer_t *layer, const int8_t *inpu
         while (w != end) {
             acc += (int32_t)*w++ * (int32_t)*x++;
         }
-        acc = tw_offset_clamp(tw_requantize32(acc, quant_params->multiplier[o], quant_params->shift[o]),
-                              fc_params->output_offset, fc_params->activation.min, fc_params->activation.max);
+#if TW_FC_PACKED
+        {
+            uint32_t rq = layer->requant[o]; /* the multiplier's low TW_FC_MULT_BITS bits, the shift above them */
+            acc = tw_requantize32(acc, (int32_t)((rq & (((uint32_t)1 << TW_FC_MULT_BITS) - 1u)) |
+                                                 ((uint32_t)1 << TW_FC_MULT_BITS)),
+                                  layer->shift_base + (int32_t)(rq >> TW_FC_MULT_BITS));
+        }
+#else
+        acc = tw_requantize32(acc, layer->quant_params.multiplier[o], layer->quant_params.shift[o]);
+#endif
+        acc = tw_offset_clamp(acc, fc_params->output_offset, fc_params->activation.min, fc_params->activation.max);
         if (ref != NULL) {
             int32_t d = acc - (int32_t)ref[o];
             sq += (uint32_t)(d * d);
