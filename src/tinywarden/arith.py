@@ -260,20 +260,42 @@ typedef struct {
 } tw_per_channel_quant_params_t;
 
 /* Requantization of int64 window features to the model's input, per feature: pre-shift, offset, Q31
- * multiplier and shift; then the input's zero point and range. tw_offset_t: the narrowest of int16_t and int32_t
- * that holds the module's offsets. A feature's pre-shift and shift share one entry of shifts,
+ * multiplier and shift; then the input's zero point and range. With TW_FEATURE_PACKED
+ * (tinywarden.kernels.requantize_s64.packs_words) two tables a feature: requant[i], the multiplier's low
+ * TW_MULT_BITS bits (2^TW_MULT_BITS implied) and above them the shift less shift_base; offsets[i], the offset times
+ * 2^TW_PRE_SHIFT_BITS plus the pre-shift. Else a feature's pre-shift and shift share one entry of shifts,
  * (pre_shift << TW_SHIFT_BITS) | (shift + 2^(TW_SHIFT_BITS - 1)) (tinywarden.kernels.requantize_s64.SHIFT_BITS;
- * tw_shifts_t: uint8_t when TW_SHIFT_BITS bits each fit a byte), read by TW_PRE_SHIFT and TW_SHIFT. */
+ * tw_shifts_t: uint8_t when TW_SHIFT_BITS bits each fit a byte), and tw_offset_t is the narrowest of int16_t and
+ * int32_t that holds the module's offsets. Read by TW_PRE_SHIFT, TW_OFFSET, TW_MULTIPLIER and TW_SHIFT; a kernel
+ * walking the features steps the tables by TW_REQUANT_STEP. */
 typedef struct {
+#if TW_FEATURE_PACKED
+    const uint32_t *requant;
+    const int16_t *offsets;
+    int32_t shift_base;
+#else
     const tw_shifts_t *shifts;
     const tw_offset_t *offset;
     const int32_t *multiplier;
+#endif
     int32_t zero_point;
     tw_activation_t activation;
 } tw_feature_requant_params_t;
+#if TW_FEATURE_PACKED
+#define TW_PRE_SHIFT(p, i) ((int32_t)(p)->offsets[(i)] & (((int32_t)1 << TW_PRE_SHIFT_BITS) - 1))
+#define TW_OFFSET(p, i) ((int32_t)(p)->offsets[(i)] >> TW_PRE_SHIFT_BITS)
+#define TW_MULTIPLIER(p, i) \
+    ((int32_t)(((p)->requant[(i)] & (((uint32_t)1 << TW_MULT_BITS) - 1u)) | ((uint32_t)1 << TW_MULT_BITS)))
+#define TW_SHIFT(p, i) ((p)->shift_base + (int32_t)((p)->requant[(i)] >> TW_MULT_BITS))
+#define TW_REQUANT_STEP(q, n) ((q).requant += (n), (q).offsets += (n))
+#else
 #define TW_PRE_SHIFT(p, i) ((int32_t)((uint32_t)(p)->shifts[(i)] >> TW_SHIFT_BITS))
+#define TW_OFFSET(p, i) ((int32_t)(p)->offset[(i)])
+#define TW_MULTIPLIER(p, i) ((p)->multiplier[(i)])
 #define TW_SHIFT(p, i) \
     ((int32_t)((uint32_t)(p)->shifts[(i)] & ((1u << TW_SHIFT_BITS) - 1u)) - ((int32_t)1 << (TW_SHIFT_BITS - 1)))
+#define TW_REQUANT_STEP(q, n) ((q).shifts += (n), (q).offset += (n), (q).multiplier += (n))
+#endif
 
 /* A tensor's shape: n batches of h x w x c (time-major 1-D data: h = 1, w = length, c = channels); tw_dim_t: the
  * narrowest of int16_t and int32_t that holds the module's shapes. */
@@ -287,7 +309,7 @@ typedef struct {
 /* A per-channel int8 fully connected layer: its parameter structs, weights and kernel sums in one constant, so
  * that a call passes one pointer for them (on Cortex-M the five pointers set up at each call cost more flash than
  * the constant's two more words). With TW_FC_PACKED (tinywarden.kernels.fully_connected_s8.MULT_BITS) a channel's
- * multiplier and shift share requant[o]: multiplier = 2^TW_FC_MULT_BITS + its low TW_FC_MULT_BITS bits, shift =
+ * multiplier and shift share requant[o]: multiplier = 2^TW_MULT_BITS + its low TW_MULT_BITS bits, shift =
  * shift_base + the bits above. */
 typedef struct {
     tw_fc_params_t fc_params;

@@ -31,7 +31,14 @@ from tinywarden.features import block_size
 from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, adapt_q, likelihood_q
 from tinywarden.kernels.features_s16 import EXTREMES_HOOK, MAX_WINDOW
 from tinywarden.kernels.fully_connected_s8 import MULT_BITS, packed_requant, packs_requant
-from tinywarden.kernels.requantize_s64 import SHIFT_BITS, packed_shifts, shift_bits
+from tinywarden.kernels.requantize_s64 import (
+    PRE_SHIFT_BITS,
+    SHIFT_BITS,
+    packed_shifts,
+    packed_words,
+    packs_words,
+    shift_bits,
+)
 from tinywarden.program import (
     MAX_FRAC_BITS,
     MAX_SAMPLE_ZERO,
@@ -147,11 +154,16 @@ def _call_fields(program: Program, i: int) -> dict[str, Any]:
     fields["dst_size"] = dst.size
     fields.update({f"dst_shape{d}": n for d, n in enumerate(dst.shape)})
     packed = _fc_packed(program)
-    for cname, arr in _tables(op, _shift_bits(program), packed).items():
+    feat_packed = _feat_packed(program)
+    for cname, arr in _tables(op, _shift_bits(program), packed, feat_packed).items():
         a = np.asarray(arr)
         fields[f"c_{cname}"] = table_name(op, cname)
         fields[f"{cname}_size"] = a.size
         fields.update({f"{cname}_shape{d}": n for d, n in enumerate(a.shape)})
+    if op.kind.startswith("requantize_s64_"):  # tw_feature_requant_params_t's tables
+        names = ("requant", "offsets") if feat_packed else ("shifts", "offset", "multiplier")
+        fields["rq_tables"] = ", ".join([*(table_name(op, n) for n in names),
+                                         *([str(packed_words(op)[2])] if feat_packed else [])])
     if op.kind == "fully_connected_s8":  # tw_fc_layer_t's requantization members
         fields["fc_quant"] = (f"{table_name(op, 'requant')}, {packed_requant(op)[1]}" if packed else
                               f"{{{table_name(op, 'multiplier')}, {table_name(op, 'shift')}}}")
@@ -159,14 +171,19 @@ def _call_fields(program: Program, i: int) -> dict[str, Any]:
     return fields
 
 
-def _tables(op: Op, sbits: int, fc_packed: bool = False) -> dict[str, np.ndarray]:
+def _tables(op: Op, sbits: int, fc_packed: bool = False, feat_packed: bool = False) -> dict[str, np.ndarray]:
     """The op's constant tables and those its kernel derives for the C form (``KernelSpec.c_tables``); a feature
     requantization's pre-shifts and shifts as one packed table of ``sbits`` bits each
-    (:func:`tinywarden.kernels.requantize_s64.packed_shifts`); with ``fc_packed`` a fully connected layer's
+    (:func:`tinywarden.kernels.requantize_s64.packed_shifts`), or with ``feat_packed`` its tables as two
+    (:func:`tinywarden.kernels.requantize_s64.packed_words`); with ``fc_packed`` a fully connected layer's
     multipliers and shifts as one (:func:`tinywarden.kernels.fully_connected_s8.packed_requant`)."""
     derive = KERNELS[op.kind].c_tables
     tables = {**op.consts, **(derive(op) if derive is not None else {})}
-    if op.kind.startswith("requantize_s64_"):
+    if op.kind.startswith("requantize_s64_") and feat_packed:
+        words, offsets, _ = packed_words(op)
+        tables = {"requant": words, "offsets": offsets,
+                  **{k: v for k, v in tables.items() if k not in ("pre_shift", "shift", "multiplier", "offset")}}
+    elif op.kind.startswith("requantize_s64_"):
         tables = {"shifts": packed_shifts(op, sbits),
                   **{k: v for k, v in tables.items() if k not in ("pre_shift", "shift")}}
     if op.kind == "fully_connected_s8" and fc_packed:
@@ -179,6 +196,12 @@ def _fc_packed(program: Program) -> bool:
     """Whether every fully connected layer of the module keeps a channel's multiplier and shift in one word
     (``TW_FC_PACKED``, :func:`tinywarden.kernels.fully_connected_s8.packs_requant`)."""
     return all(packs_requant(op) for op in program.ops if op.kind == "fully_connected_s8")
+
+
+def _feat_packed(program: Program) -> bool:
+    """Whether every feature requantization of the module keeps its tables as two words a feature
+    (``TW_FEATURE_PACKED``, :func:`tinywarden.kernels.requantize_s64.packs_words`)."""
+    return all(packs_words(op) for op in program.ops if op.kind.startswith("requantize_s64_"))
 
 
 def _shift_bits(program: Program) -> int:
@@ -518,6 +541,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     offset16 = _offsets_fit_int16(program)
     sbits = _shift_bits(program)
     fc_packed = _fc_packed(program)
+    feat_packed = _feat_packed(program)
     kernels: list[tuple[str, str]] = []
     calls: list[str] = []
     limits: dict[str, int] = {"TW_MAX_WINDOW": MAX_WINDOW, "TW_MAX_PERSIST_N": MAX_PERSIST_N,
@@ -529,7 +553,9 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                               # bits of each half of a feature's packed pre-shift and shift
                               "TW_SHIFT_BITS": sbits,
                               # 1: a fully connected layer's multiplier and shift share a word
-                              "TW_FC_PACKED": int(fc_packed), "TW_FC_MULT_BITS": MULT_BITS}
+                              "TW_FC_PACKED": int(fc_packed), "TW_MULT_BITS": MULT_BITS,
+                              # 1: a feature requantization's tables are two words a feature
+                              "TW_FEATURE_PACKED": int(feat_packed), "TW_PRE_SHIFT_BITS": PRE_SHIFT_BITS}
     needed: set[str] = set()
     needs_ring = any("window" in op.src and (KERNELS[op.kind].stream_ring is None
                                              or KERNELS[op.kind].stream_ring(op, program)) for op in program.ops)
@@ -556,7 +582,8 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                 rq = program.ops[i + 1]
                 rkt = KernelTemplate.of(KERNELS[rq.kind])
                 rfields = _call_fields(program, i + 1)
-                constants.extend(_table(rq, c, a, offset16) for c, a in _tables(rq, sbits, fc_packed).items())
+                constants.extend(_table(rq, c, a, offset16)
+                                 for c, a in _tables(rq, sbits, fc_packed, feat_packed).items())
                 constants.append(rkt.params.substitute(rfields))
                 kernels.append((rq.kind, rkt.body))
                 needed.update(rkt.requires)
@@ -586,7 +613,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"kernel {op.kind!r}: its C call line names an unknown field ({exc})") from None
         # the tables the call reads (a kernel may read derived tables in place of some of the op's)
-        constants.extend(_table(op, c, a, offset16) for c, a in _tables(op, sbits, fc_packed).items()
+        constants.extend(_table(op, c, a, offset16) for c, a in _tables(op, sbits, fc_packed, feat_packed).items()
                          if re.search(rf"\b{table_name(op, c)}\b", call + params))
         constants.extend([params] if params else [])
         if i in scored:  # the reconstruction goes straight into its score: the output is never stored

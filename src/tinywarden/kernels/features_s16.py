@@ -739,7 +739,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
                 "sink_local": f"        int64_t f[{f}];\n",
                 "sink_step": "".join(f"        {x}\n" for x in (
                     f"tw_requantize_s64_{suffix}(&q, f, {f}, out + c * {f});",
-                    *(f"q.{t} += {f};" for t in ("shifts", "offset", "multiplier"))))}
+                    f"TW_REQUANT_STEP(q, {f});"))}
     ring_helpers = []
     if "rms" in names:
         ring_helpers.append(C_RMS.strip("\n"))

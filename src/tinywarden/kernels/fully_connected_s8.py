@@ -142,10 +142,10 @@ static void tw_fully_connected_s8(const tw_fc_layer_t *layer, const int8_t *inpu
         }
 #if TW_FC_PACKED
         {
-            uint32_t rq = layer->requant[o]; /* the multiplier's low TW_FC_MULT_BITS bits, the shift above them */
-            acc = tw_requantize32(acc, (int32_t)((rq & (((uint32_t)1 << TW_FC_MULT_BITS) - 1u)) |
-                                                 ((uint32_t)1 << TW_FC_MULT_BITS)),
-                                  layer->shift_base + (int32_t)(rq >> TW_FC_MULT_BITS));
+            uint32_t rq = layer->requant[o]; /* the multiplier's low TW_MULT_BITS bits, the shift above them */
+            acc = tw_requantize32(acc, (int32_t)((rq & (((uint32_t)1 << TW_MULT_BITS) - 1u)) |
+                                                 ((uint32_t)1 << TW_MULT_BITS)),
+                                  layer->shift_base + (int32_t)(rq >> TW_MULT_BITS));
         }
 #else
         acc = tw_requantize32(acc, layer->quant_params.multiplier[o], layer->quant_params.shift[o]);
