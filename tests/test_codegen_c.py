@@ -380,7 +380,7 @@ def test_default_pipeline_counting_crossings_of_the_trained_mean_keeps_no_sample
 
 
 def test_tables_are_narrowed_only_where_the_values_fit_and_both_forms_are_bit_exact(tmp_path):
-    """The generator stores a feature requantization's tables as two words a feature (TW_FEATURE_PACKED), else its
+    """The generator stores a feature requantization's tables as two words a feature (TW_REQUANT_PACKED), else its
     offsets (tw_offset_t) as int16 and each feature's pre-shift and shift in one byte (tw_shifts_t), the indexed-only
     tables and the shapes as int16, the persistence history as a uint32 and the
     persistence rule as a table of bits when they fit; a program whose offsets, shifts or persistence do not fit gets
@@ -395,7 +395,7 @@ def test_tables_are_narrowed_only_where_the_values_fit_and_both_forms_are_bit_ex
     assert "typedef uint8_t tw_shifts_t;" in narrow and "#define TW_SHIFT_BITS 4\n" in narrow
     # ewma's offsets leave 12 bits and its shifts span more than 4 values: not two words a feature (dense_ae's are,
     # test_fc_multiplier_and_shift_share_a_word...)
-    assert "#define TW_FEATURE_PACKED 0\n" in narrow
+    assert "#define TW_REQUANT_PACKED 0\n" in narrow
     assert "TW_PERSIST_TABLE" in narrow and "tw_popcount" not in narrow
     i = next(j for j, op in enumerate(prog.ops) if op.kind.startswith("requantize_s64_"))
     rq = prog.ops[i]
@@ -410,7 +410,7 @@ def test_tables_are_narrowed_only_where_the_values_fit_and_both_forms_are_bit_ex
     assert "typedef int32_t tw_offset_t;" in files["tinywarden_model.c"]
     assert "uint64_t history;" in files["tinywarden_model.h"]
     assert "typedef uint16_t tw_shifts_t;" in files["tinywarden_model.c"]
-    assert "#define TW_FEATURE_PACKED 0\n" in files["tinywarden_model.c"]
+    assert "#define TW_REQUANT_PACKED 0\n" in files["tinywarden_model.c"]
     assert "#define TW_SHIFT_BITS 6\n" in files["tinywarden_model.c"] and "tw_popcount" in files["tinywarden_model.c"]
     for p, sub in ((prog, "narrow"), (wide, "wide")):
         (tmp_path / sub).mkdir()
@@ -419,7 +419,7 @@ def test_tables_are_narrowed_only_where_the_values_fit_and_both_forms_are_bit_ex
 
 def test_fc_multiplier_and_shift_share_a_word_only_when_they_fit_and_both_forms_are_bit_exact(tmp_path):
     """A fully connected layer's per-channel multiplier (in [2^30, 2^31)) and shift (at most 4 values a layer) are one
-    uint32 (TW_FC_PACKED), as are the features' requantization's (TW_FEATURE_PACKED, with the offset and pre-shift in
+    uint32 (TW_FC_PACKED), as are the features' requantization's (TW_REQUANT_PACKED, with the offset and pre-shift in
     one int16); a zero multiplier or a wider spread of shifts in any layer gives the separate tables, and both run
     bit-exact with the Python reference."""
     from tinywarden.kernels.fully_connected_s8 import MULT_BITS, packed_requant, packs_requant
@@ -432,7 +432,7 @@ def test_fc_multiplier_and_shift_share_a_word_only_when_they_fit_and_both_forms_
     assert "static const uint32_t tw_h0_requant[" in packed and "tw_h0_multiplier" not in packed
     # the features' requantization too: multipliers in [2^30, 2^31), shifts within 4 values, pre-shifts below 16,
     # offsets within 12 bits: two words a feature (the unpacked form: the narrowed test's ewma)
-    assert "#define TW_FEATURE_PACKED 1\n" in packed and "static const int16_t tw_input_offsets[" in packed
+    assert "#define TW_REQUANT_PACKED 1\n" in packed and "static const int16_t tw_input_offsets[" in packed
     assert "tw_input_multiplier" not in packed
     i = next(j for j, op in enumerate(prog.ops) if op.kind == "fully_connected_s8")
     fc = prog.ops[i]

@@ -260,7 +260,7 @@ typedef struct {
 } tw_per_channel_quant_params_t;
 
 /* Requantization of int64 window features to the model's input, per feature: pre-shift, offset, Q31
- * multiplier and shift; then the input's zero point and range. With TW_FEATURE_PACKED
+ * multiplier and shift; then the input's zero point and range. With TW_REQUANT_PACKED
  * (tinywarden.kernels.requantize_s64.packs_words) two tables a feature: requant[i], the multiplier's low
  * TW_MULT_BITS bits (2^TW_MULT_BITS implied) and above them the shift less shift_base; offsets[i], the offset times
  * 2^TW_PRE_SHIFT_BITS plus the pre-shift. Else a feature's pre-shift and shift share one entry of shifts,
@@ -269,7 +269,7 @@ typedef struct {
  * int32_t that holds the module's offsets. Read by TW_PRE_SHIFT, TW_OFFSET, TW_MULTIPLIER and TW_SHIFT; a kernel
  * walking the features steps the tables by TW_REQUANT_STEP. */
 typedef struct {
-#if TW_FEATURE_PACKED
+#if TW_REQUANT_PACKED
     const uint32_t *requant;
     const int16_t *offsets;
     int32_t shift_base;
@@ -281,7 +281,7 @@ typedef struct {
     int32_t zero_point;
     tw_activation_t activation;
 } tw_feature_requant_params_t;
-#if TW_FEATURE_PACKED
+#if TW_REQUANT_PACKED
 #define TW_PRE_SHIFT(p, i) ((int32_t)(p)->offsets[(i)] & (((int32_t)1 << TW_PRE_SHIFT_BITS) - 1))
 #define TW_OFFSET(p, i) ((int32_t)(p)->offsets[(i)] >> TW_PRE_SHIFT_BITS)
 #define TW_MULTIPLIER(p, i) \

@@ -200,7 +200,7 @@ def _fc_packed(program: Program) -> bool:
 
 def _feat_packed(program: Program) -> bool:
     """Whether every feature requantization of the module keeps its tables as two words a feature
-    (``TW_FEATURE_PACKED``, :func:`tinywarden.kernels.requantize_s64.packs_words`)."""
+    (``TW_REQUANT_PACKED``, :func:`tinywarden.kernels.requantize_s64.packs_words`)."""
     return all(packs_words(op) for op in program.ops if op.kind.startswith("requantize_s64_"))
 
 
@@ -555,7 +555,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                               # 1: a fully connected layer's multiplier and shift share a word
                               "TW_FC_PACKED": int(fc_packed), "TW_MULT_BITS": MULT_BITS,
                               # 1: a feature requantization's tables are two words a feature
-                              "TW_FEATURE_PACKED": int(feat_packed), "TW_PRE_SHIFT_BITS": PRE_SHIFT_BITS}
+                              "TW_REQUANT_PACKED": int(feat_packed), "TW_PRE_SHIFT_BITS": PRE_SHIFT_BITS}
     needed: set[str] = set()
     needs_ring = any("window" in op.src and (KERNELS[op.kind].stream_ring is None
                                              or KERNELS[op.kind].stream_ring(op, program)) for op in program.ops)

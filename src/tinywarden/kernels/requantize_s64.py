@@ -56,7 +56,7 @@ def packed_shifts(op: Op, bits: int) -> np.ndarray:
 
 
 #: ... or, when every feature requantization of the module packs (:func:`packs_words`), two tables a feature
-#: (``TW_FEATURE_PACKED``): its multiplier and shift in one uint32 as a fully connected layer's
+#: (``TW_REQUANT_PACKED``): its multiplier and shift in one uint32 as a fully connected layer's
 #: (:data:`~tinywarden.kernels.fully_connected_s8.MULT_BITS`), and its offset and pre-shift in one int16,
 #: ``offset * 2^PRE_SHIFT_BITS + pre_shift``. 6 bytes a feature instead of 7.
 PRE_SHIFT_BITS = 4
