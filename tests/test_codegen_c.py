@@ -240,9 +240,11 @@ def test_tables_are_named_for_what_they_hold_and_limits_come_from_python():
     assert "tw_op" not in src
     for layer in ("h0", "h1", "h2", "recon"):
         assert f"static const int8_t tw_{layer}_weights[" in src
-        # CMSIS-NN style: the layer's offsets, activation and requantization as named parameter structs
-        assert f"static const tw_fc_params_t tw_{layer}_fc_params = {{" in src
-        assert f"tw_fully_connected_s8(&tw_{layer}_fc_params, &tw_{layer}_quant_params," in src
+        # CMSIS-NN style: the layer's offsets, activation and requantization as named parameter structs, held
+        # with its shape and tables in one named layer constant (one pointer a call)
+        assert f"static const tw_fc_layer_t tw_{layer}_layer = {{" in src
+        assert f"tw_fully_connected_s8(&tw_{layer}_layer, " in src
+    assert "tw_fc_params_t fc_params;" in src and "tw_per_channel_quant_params_t quant_params;" in src  # unpacked
     assert f"#define TW_MAX_WINDOW {MAX_WINDOW}" in src and f"#define TW_MAX_PERSIST_N {MAX_PERSIST_N}" in src
     # no bare copy of a Python limit in the module template: each is a named #define
     tmpl = (Path(emit_c.__code__.co_filename).parent / "templates" / "tinywarden_model.c.tmpl").read_text()
@@ -378,9 +380,11 @@ def test_default_pipeline_counting_crossings_of_the_trained_mean_keeps_no_sample
 
 
 def test_tables_are_narrowed_only_where_the_values_fit_and_both_forms_are_bit_exact(tmp_path):
-    """The generator stores the requantization offsets (tw_offset_t), the indexed-only tables and the shapes as int16
-    and the persistence history as a uint32 when they fit; a program whose offsets or persistence do not fit gets the
-    wide forms, and both run bit-exact with the Python reference (tw_push and tw_push_q)."""
+    """The generator stores a feature requantization's tables as two words a feature (TW_REQUANT_PACKED), else its
+    offsets (tw_offset_t) as int16 and each feature's pre-shift and shift in one byte (tw_shifts_t), the indexed-only
+    tables and the shapes as int16, the persistence history as a uint32 and the
+    persistence rule as a table of bits when they fit; a program whose offsets, shifts or persistence do not fit gets
+    the wide forms, and both run bit-exact with the Python reference (tw_push and tw_push_q)."""
     _, prog = fitted("ewma")
     s, _ = camera()
     values = s.values[:4000]
@@ -388,15 +392,66 @@ def test_tables_are_narrowed_only_where_the_values_fit_and_both_forms_are_bit_ex
     assert "typedef int16_t tw_offset_t;" in narrow and "typedef int16_t tw_dim_t;" in narrow
     assert "static const int16_t tw_sample_zero[" in narrow
     assert "uint32_t history;" in emit_c(prog)["tinywarden_model.h"]
+    assert "typedef uint8_t tw_shifts_t;" in narrow and "#define TW_SHIFT_BITS 4\n" in narrow
+    # ewma's offsets leave 12 bits and its shifts span more than 4 values: not two words a feature (dense_ae's are,
+    # test_fc_multiplier_and_shift_share_a_word...)
+    assert "#define TW_REQUANT_PACKED 0\n" in narrow
+    assert "TW_PERSIST_TABLE" in narrow and "tw_popcount" not in narrow
     i = next(j for j, op in enumerate(prog.ops) if op.kind.startswith("requantize_s64_"))
     rq = prog.ops[i]
     offsets = np.asarray(rq.consts["offset"]).astype(np.int32).copy()
     offsets[0] = 40000  # beyond int16: every offset of the module is int32 then
-    wide_rq = dataclasses.replace(rq, consts={**rq.consts, "offset": offsets})
+    pre = np.asarray(rq.consts["pre_shift"]).copy()
+    shift = np.asarray(rq.consts["shift"]).copy()
+    pre[1], shift[2] = 40, -20  # beyond 4 bits each: 16-bit shift entries, 6 bits each
+    wide_rq = dataclasses.replace(rq, consts={**rq.consts, "offset": offsets, "pre_shift": pre, "shift": shift})
     wide = dataclasses.replace(prog, ops=(*prog.ops[:i], wide_rq, *prog.ops[i + 1:]), n=40, k=2).validate()
     files = emit_c(wide)
     assert "typedef int32_t tw_offset_t;" in files["tinywarden_model.c"]
     assert "uint64_t history;" in files["tinywarden_model.h"]
+    assert "typedef uint16_t tw_shifts_t;" in files["tinywarden_model.c"]
+    assert "#define TW_REQUANT_PACKED 0\n" in files["tinywarden_model.c"]
+    assert "#define TW_SHIFT_BITS 6\n" in files["tinywarden_model.c"] and "tw_popcount" in files["tinywarden_model.c"]
     for p, sub in ((prog, "narrow"), (wide, "wide")):
         (tmp_path / sub).mkdir()
         assert_bit_exact(p, build(p, tmp_path / sub), values, tmp_path / sub)
+
+
+def test_fc_multiplier_and_shift_share_a_word_only_when_they_fit_and_both_forms_are_bit_exact(tmp_path):
+    """A fully connected layer's per-channel multiplier (in [2^30, 2^31)) and shift (at most 4 values a layer) are one
+    uint32 (TW_FC_PACKED), as are the features' requantization's (TW_REQUANT_PACKED, with the offset and pre-shift in
+    one int16); a zero multiplier or a wider spread of shifts in any layer gives the separate tables, and both run
+    bit-exact with the Python reference."""
+    from tinywarden.kernels.fully_connected_s8 import MULT_BITS, packed_requant, packs_requant
+
+    _, prog = fitted("dense_ae")
+    s, _ = camera()
+    values = s.values[:4000]
+    packed = emit_c(prog)["tinywarden_model.c"]
+    assert "#define TW_FC_PACKED 1\n" in packed and f"#define TW_MULT_BITS {MULT_BITS}\n" in packed
+    assert "static const uint32_t tw_h0_requant[" in packed and "tw_h0_multiplier" not in packed
+    # the features' requantization too: multipliers in [2^30, 2^31), shifts within 4 values, pre-shifts below 16,
+    # offsets within 12 bits: two words a feature (the unpacked form: the narrowed test's ewma)
+    assert "#define TW_REQUANT_PACKED 1\n" in packed and "static const int16_t tw_input_offsets[" in packed
+    assert "tw_input_multiplier" not in packed
+    i = next(j for j, op in enumerate(prog.ops) if op.kind == "fully_connected_s8")
+    fc = prog.ops[i]
+    words, base = packed_requant(fc)
+    m, sh = np.asarray(fc.consts["multiplier"]), np.asarray(fc.consts["shift"])
+    assert ((words & ((1 << MULT_BITS) - 1)) + (1 << MULT_BITS)).tolist() == m.tolist()
+    assert ((words >> MULT_BITS).astype(np.int64) + base).tolist() == sh.tolist()
+    for edit in ("zero", "spread"):
+        m2, sh2 = m.copy(), sh.copy()
+        if edit == "zero":
+            m2[0], sh2[0] = 0, 0  # quantize_multiplier's form of a multiplier below 2^-31
+        else:
+            sh2[0] = int(sh.min()) - 4
+        op = dataclasses.replace(fc, consts={**fc.consts, "multiplier": m2, "shift": sh2})
+        assert not packs_requant(op)
+        wide = dataclasses.replace(prog, ops=(*prog.ops[:i], op, *prog.ops[i + 1:])).validate()
+        src = emit_c(wide)["tinywarden_model.c"]
+        assert "#define TW_FC_PACKED 0\n" in src and "tw_h0_requant" not in src
+        (tmp_path / edit).mkdir()
+        assert_bit_exact(wide, build(wide, tmp_path / edit), values, tmp_path / edit)
+    (tmp_path / "packed").mkdir()
+    assert_bit_exact(prog, build(prog, tmp_path / "packed"), values, tmp_path / "packed")

@@ -223,7 +223,7 @@ def score_from_total(total: IntLike, shift: int) -> np.ndarray:
 
 # -- the same arithmetic in C: helper functions a kernel template names on its ``//@requires:`` line --------
 #: The helpers each helper calls (emitted with it, before it).
-C_HELPER_DEPS: dict[str, tuple[str, ...]] = {"arith": ("rounding",), "requant32": ("rounding",)}
+C_HELPER_DEPS: dict[str, tuple[str, ...]] = {"arith": ("dhm", "rounding"), "requant32": ("rounding",)}
 #: helper name -> C text, in the order they must appear (a helper may use an earlier one)
 C_HELPERS: dict[str, str] = {
     "params": r"""
@@ -260,16 +260,42 @@ typedef struct {
 } tw_per_channel_quant_params_t;
 
 /* Requantization of int64 window features to the model's input, per feature: pre-shift, offset, Q31
- * multiplier and shift; then the input's zero point and range. tw_offset_t: the narrowest of int16_t and int32_t
- * that holds the module's offsets. */
+ * multiplier and shift; then the input's zero point and range. With TW_REQUANT_PACKED
+ * (tinywarden.kernels.requantize_s64.packs_words) two tables a feature: requant[i], the multiplier's low
+ * TW_MULT_BITS bits (2^TW_MULT_BITS implied) and above them the shift less shift_base; offsets[i], the offset times
+ * 2^TW_PRE_SHIFT_BITS plus the pre-shift. Else a feature's pre-shift and shift share one entry of shifts,
+ * (pre_shift << TW_SHIFT_BITS) | (shift + 2^(TW_SHIFT_BITS - 1)) (tinywarden.kernels.requantize_s64.SHIFT_BITS;
+ * tw_shifts_t: uint8_t when TW_SHIFT_BITS bits each fit a byte), and tw_offset_t is the narrowest of int16_t and
+ * int32_t that holds the module's offsets. Read by TW_PRE_SHIFT, TW_OFFSET, TW_MULTIPLIER and TW_SHIFT; a kernel
+ * walking the features steps the tables by TW_REQUANT_STEP. */
 typedef struct {
-    const int8_t *pre_shift;
+#if TW_REQUANT_PACKED
+    const uint32_t *requant;
+    const int16_t *offsets;
+    int32_t shift_base;
+#else
+    const tw_shifts_t *shifts;
     const tw_offset_t *offset;
     const int32_t *multiplier;
-    const int8_t *shift;
+#endif
     int32_t zero_point;
     tw_activation_t activation;
 } tw_feature_requant_params_t;
+#if TW_REQUANT_PACKED
+#define TW_PRE_SHIFT(p, i) ((int32_t)(p)->offsets[(i)] & (((int32_t)1 << TW_PRE_SHIFT_BITS) - 1))
+#define TW_OFFSET(p, i) ((int32_t)(p)->offsets[(i)] >> TW_PRE_SHIFT_BITS)
+#define TW_MULTIPLIER(p, i) \
+    ((int32_t)(((p)->requant[(i)] & (((uint32_t)1 << TW_MULT_BITS) - 1u)) | ((uint32_t)1 << TW_MULT_BITS)))
+#define TW_SHIFT(p, i) ((p)->shift_base + (int32_t)((p)->requant[(i)] >> TW_MULT_BITS))
+#define TW_REQUANT_STEP(q, n) ((q).requant += (n), (q).offsets += (n))
+#else
+#define TW_PRE_SHIFT(p, i) ((int32_t)((uint32_t)(p)->shifts[(i)] >> TW_SHIFT_BITS))
+#define TW_OFFSET(p, i) ((int32_t)(p)->offset[(i)])
+#define TW_MULTIPLIER(p, i) ((p)->multiplier[(i)])
+#define TW_SHIFT(p, i) \
+    ((int32_t)((uint32_t)(p)->shifts[(i)] & ((1u << TW_SHIFT_BITS) - 1u)) - ((int32_t)1 << (TW_SHIFT_BITS - 1)))
+#define TW_REQUANT_STEP(q, n) ((q).shifts += (n), (q).offset += (n), (q).multiplier += (n))
+#endif
 
 /* A tensor's shape: n batches of h x w x c (time-major 1-D data: h = 1, w = length, c = channels); tw_dim_t: the
  * narrowest of int16_t and int32_t that holds the module's shapes. */
@@ -279,8 +305,26 @@ typedef struct {
     tw_dim_t w;
     tw_dim_t c;
 } tw_dims_t;
+
+/* A per-channel int8 fully connected layer: its parameter structs, weights and kernel sums in one constant, so
+ * that a call passes one pointer for them (on Cortex-M the five pointers set up at each call cost more flash than
+ * the constant's two more words). With TW_FC_PACKED (tinywarden.kernels.fully_connected_s8.MULT_BITS) a channel's
+ * multiplier and shift share requant[o]: multiplier = 2^TW_MULT_BITS + its low TW_MULT_BITS bits, shift =
+ * shift_base + the bits above. */
+typedef struct {
+    tw_fc_params_t fc_params;
+#if TW_FC_PACKED
+    const uint32_t *requant;
+    int32_t shift_base;
+#else
+    tw_per_channel_quant_params_t quant_params;
+#endif
+    tw_dims_t filter_dims;
+    const int8_t *weights;
+    const int32_t *kernel_sum;
+} tw_fc_layer_t;
 """,
-    "rounding": r"""
+    "dhm": r"""
 /* round(a * b / 2^31), the nudge depending on the product's sign, truncating division; only
  * INT32_MIN * INT32_MIN overflows and saturates. CMSIS-NN arm_nn_doubling_high_mult. Computed as
  * floor((a * b + 2^30) / 2^31), the same value: for a * b < 0 the truncated (a * b + 1 - 2^30) / 2^31 is the
@@ -294,7 +338,8 @@ static int32_t tw_doubling_high_mult(int32_t a, int32_t b)
     }
     return (int32_t)((ab + ((int64_t)1 << 30)) >> 31);
 }
-
+""",
+    "rounding": r"""
 /* x / 2^exponent rounded to nearest, ties away from zero. CMSIS-NN arm_nn_divide_by_power_of_two.
  * Range: exponent in [0, 31]. */
 static int32_t tw_divide_by_power_of_two(int32_t x, int32_t exponent)
@@ -334,15 +379,18 @@ static int64_t tw_clamp64(int64_t x, int64_t lo, int64_t hi)
     "requant32": r"""
 /* tw_requantize for an int32 x (the same value, with 32-bit compares): x saturated so that x * 2^shift fits
  * int32 (INT32_MIN >> shift is -(INT32_MAX >> shift) - 1), then the doubling high multiply and the rounding
- * shift. Range: multiplier in [0, INT32_MAX], shift in [-31, 30], x any int32. */
+ * shift (by 0 for a left shift: the value unchanged). The multiply is tw_doubling_high_mult's without its one
+ * saturating case, INT32_MIN * INT32_MIN, which a multiplier >= 0 never meets: the same value.
+ * Range: multiplier in [0, INT32_MAX], shift in [-31, 30], x any int32. */
 static int32_t tw_requantize32(int32_t x, int32_t multiplier, int32_t shift)
 {
     if (shift > 0) {
         int32_t hi = INT32_MAX >> shift;
         x = (x > hi) ? hi : ((x < -hi - 1) ? -hi - 1 : x);
-        return tw_doubling_high_mult((int32_t)((uint32_t)x << shift), multiplier);
+        x = (int32_t)((uint32_t)x << shift);
     }
-    return tw_divide_by_power_of_two(tw_doubling_high_mult(x, multiplier), -shift);
+    return tw_divide_by_power_of_two((int32_t)(((int64_t)x * multiplier + ((int64_t)1 << 30)) >> 31),
+                                     (shift > 0) ? 0 : -shift);
 }
 
 /* clamp(r + offset, lo, hi) without forming r + offset when it would leave int32.

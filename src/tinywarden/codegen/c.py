@@ -30,6 +30,15 @@ from tinywarden.errors import ConfigError
 from tinywarden.features import block_size
 from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, adapt_q, likelihood_q
 from tinywarden.kernels.features_s16 import EXTREMES_HOOK, MAX_WINDOW
+from tinywarden.kernels.fully_connected_s8 import MULT_BITS, packed_requant, packs_requant
+from tinywarden.kernels.requantize_s64 import (
+    PRE_SHIFT_BITS,
+    SHIFT_BITS,
+    packed_shifts,
+    packed_words,
+    packs_words,
+    shift_bits,
+)
 from tinywarden.program import (
     MAX_FRAC_BITS,
     MAX_SAMPLE_ZERO,
@@ -144,25 +153,101 @@ def _call_fields(program: Program, i: int) -> dict[str, Any]:
     dst = program.tensor(op.dst)
     fields["dst_size"] = dst.size
     fields.update({f"dst_shape{d}": n for d, n in enumerate(dst.shape)})
-    for cname, arr in _tables(op).items():
+    packed = _fc_packed(program)
+    feat_packed = _feat_packed(program)
+    for cname, arr in _tables(op, _shift_bits(program), packed, feat_packed).items():
         a = np.asarray(arr)
         fields[f"c_{cname}"] = table_name(op, cname)
         fields[f"{cname}_size"] = a.size
         fields.update({f"{cname}_shape{d}": n for d, n in enumerate(a.shape)})
+    if op.kind.startswith("requantize_s64_"):  # tw_feature_requant_params_t's tables
+        names = ("requant", "offsets") if feat_packed else ("shifts", "offset", "multiplier")
+        fields["rq_tables"] = ", ".join([*(table_name(op, n) for n in names),
+                                         *([str(packed_words(op)[2])] if feat_packed else [])])
+    if op.kind == "fully_connected_s8":  # tw_fc_layer_t's requantization members
+        fields["fc_quant"] = (f"{table_name(op, 'requant')}, {packed_requant(op)[1]}" if packed else
+                              f"{{{table_name(op, 'multiplier')}, {table_name(op, 'shift')}}}")
     fields.update({k: int(v) for k, v in op.attrs.items() if isinstance(v, (int, np.integer))})
     return fields
 
 
-def _tables(op: Op) -> dict[str, np.ndarray]:
-    """The op's constant tables and those its kernel derives for the C form (``KernelSpec.c_tables``)."""
+def _tables(op: Op, sbits: int, fc_packed: bool = False, feat_packed: bool = False) -> dict[str, np.ndarray]:
+    """The op's constant tables and those its kernel derives for the C form (``KernelSpec.c_tables``); a feature
+    requantization's pre-shifts and shifts as one packed table of ``sbits`` bits each
+    (:func:`tinywarden.kernels.requantize_s64.packed_shifts`), or with ``feat_packed`` its tables as two
+    (:func:`tinywarden.kernels.requantize_s64.packed_words`); with ``fc_packed`` a fully connected layer's
+    multipliers and shifts as one (:func:`tinywarden.kernels.fully_connected_s8.packed_requant`)."""
     derive = KERNELS[op.kind].c_tables
-    return {**op.consts, **(derive(op) if derive is not None else {})}
+    tables = {**op.consts, **(derive(op) if derive is not None else {})}
+    if op.kind.startswith("requantize_s64_") and feat_packed:
+        words, offsets, _ = packed_words(op)
+        tables = {"requant": words, "offsets": offsets,
+                  **{k: v for k, v in tables.items() if k not in ("pre_shift", "shift", "multiplier", "offset")}}
+    elif op.kind.startswith("requantize_s64_"):
+        tables = {"shifts": packed_shifts(op, sbits),
+                  **{k: v for k, v in tables.items() if k not in ("pre_shift", "shift")}}
+    if op.kind == "fully_connected_s8" and fc_packed:
+        tables = {"requant": packed_requant(op)[0],
+                  **{k: v for k, v in tables.items() if k not in ("multiplier", "shift")}}
+    return tables
+
+
+def _fc_packed(program: Program) -> bool:
+    """Whether every fully connected layer of the module keeps a channel's multiplier and shift in one word
+    (``TW_FC_PACKED``, :func:`tinywarden.kernels.fully_connected_s8.packs_requant`)."""
+    return all(packs_requant(op) for op in program.ops if op.kind == "fully_connected_s8")
+
+
+def _feat_packed(program: Program) -> bool:
+    """Whether every feature requantization of the module keeps its tables as two words a feature
+    (``TW_REQUANT_PACKED``, :func:`tinywarden.kernels.requantize_s64.packs_words`)."""
+    return all(packs_words(op) for op in program.ops if op.kind.startswith("requantize_s64_"))
+
+
+def _shift_bits(program: Program) -> int:
+    """The bits each of the module's packed feature shift entries gives a pre-shift and a shift."""
+    return shift_bits(op for op in program.ops if op.kind.startswith("requantize_s64_"))
 
 
 def table_name(op: Op, const: str) -> str:
     """The C name of one of ``op``'s constant tables: named for the tensor the op writes and what the table
     holds (``tw_h0_weights``, ``tw_features_z0``); ops write distinct tensors (``Program.validate``)."""
     return f"tw_{op.dst}_{const}"
+
+
+#: persistence windows up to which the decision is one bit of a word (:func:`persist_table`) instead of a count
+PERSIST_TABLE_MAX_N = 5
+
+POPCOUNT_C = """static int32_t tw_popcount(${history_t} x)
+{
+    int32_t n = 0;
+    while (x != 0u) {
+        x &= x - 1u;
+        n++;
+    }
+    return n;
+}
+"""
+
+
+def persist_table(k: int, n: int) -> int:
+    """The persistence rule as a table of bits, for ``n <= PERSIST_TABLE_MAX_N`` (2^n bits fit a 32-bit word): bit
+    ``h`` is set when the history ``h`` (the last ``n`` flags) holds at least ``k`` flags, so the decision is
+    ``(table >> history) & 1``, no count."""
+    if n > PERSIST_TABLE_MAX_N:
+        raise ConfigError(f"a persistence table needs n <= {PERSIST_TABLE_MAX_N}, got {n}")
+    return sum(1 << h for h in range(1 << n) if bin(h).count("1") >= k)
+
+
+def _persist_c(k: int, n: int, history_t: str) -> tuple[str, str]:
+    """The persistence rule's C (a definition before tw_step, the anomaly expression): a table of bits over a few
+    windows, else the history's popcount."""
+    if n <= PERSIST_TABLE_MAX_N:
+        return ("/* bit h: the history h holds at least TW_PERSIST_K flags (tinywarden.codegen.c.persist_table) */\n"
+                f"#define TW_PERSIST_TABLE UINT32_C({hex(persist_table(k, n))})\n",
+                "(uint8_t)((TW_PERSIST_TABLE >> s->history) & 1u)")
+    return (Template(POPCOUNT_C).substitute(history_t=history_t),
+            "(uint8_t)(tw_popcount(s->history) >= TW_PERSIST_K ? 1u : 0u)")
 
 
 #: C type -> (bytes, alignment) of the scalar members of the state struct
@@ -454,6 +539,9 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                  c_array("tw_sample_shift", shift.astype(np.int8)),
                  c_array("tw_sample_zero", narrowed(program.sample_zero))]  # read by indexing only
     offset16 = _offsets_fit_int16(program)
+    sbits = _shift_bits(program)
+    fc_packed = _fc_packed(program)
+    feat_packed = _feat_packed(program)
     kernels: list[tuple[str, str]] = []
     calls: list[str] = []
     limits: dict[str, int] = {"TW_MAX_WINDOW": MAX_WINDOW, "TW_MAX_PERSIST_N": MAX_PERSIST_N,
@@ -461,7 +549,13 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                               "TW_SAMPLE_POW2": int(pow2),
                               "TW_SAMPLE_SATURATION_LOG2": SAMPLE_SATURATION.bit_length() - 1,
                               # the sample conversion's product splits into 32-bit words
-                              "TW_WORD_BITS": 32}
+                              "TW_WORD_BITS": 32,
+                              # bits of each half of a feature's packed pre-shift and shift
+                              "TW_SHIFT_BITS": sbits,
+                              # 1: a fully connected layer's multiplier and shift share a word
+                              "TW_FC_PACKED": int(fc_packed), "TW_MULT_BITS": MULT_BITS,
+                              # 1: a feature requantization's tables are two words a feature
+                              "TW_REQUANT_PACKED": int(feat_packed), "TW_PRE_SHIFT_BITS": PRE_SHIFT_BITS}
     needed: set[str] = set()
     needs_ring = any("window" in op.src and (KERNELS[op.kind].stream_ring is None
                                              or KERNELS[op.kind].stream_ring(op, program)) for op in program.ops)
@@ -488,7 +582,8 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                 rq = program.ops[i + 1]
                 rkt = KernelTemplate.of(KERNELS[rq.kind])
                 rfields = _call_fields(program, i + 1)
-                constants.extend(_table(rq, c, a, offset16) for c, a in _tables(rq).items())
+                constants.extend(_table(rq, c, a, offset16)
+                                 for c, a in _tables(rq, sbits, fc_packed, feat_packed).items())
                 constants.append(rkt.params.substitute(rfields))
                 kernels.append((rq.kind, rkt.body))
                 needed.update(rkt.requires)
@@ -518,7 +613,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"kernel {op.kind!r}: its C call line names an unknown field ({exc})") from None
         # the tables the call reads (a kernel may read derived tables in place of some of the op's)
-        constants.extend(_table(op, c, a, offset16) for c, a in _tables(op).items()
+        constants.extend(_table(op, c, a, offset16) for c, a in _tables(op, sbits, fc_packed, feat_packed).items()
                          if re.search(rf"\b{table_name(op, c)}\b", call + params))
         constants.extend([params] if params else [])
         if i in scored:  # the reconstruction goes straight into its score: the output is never stored
@@ -577,8 +672,10 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                                                            for n in np.shape(a)]
     limit_block = [f"/* limits of the kernels (tinywarden.kernels) */\n{c_defines(sorted(limits.items()))}\n",
                    "/* the types of the feature requantization offsets and of the shapes: int16_t when the module's "
-                   "values fit\n * (tinywarden.codegen.c.narrowed) */\n"
+                   "values fit\n * (tinywarden.codegen.c.narrowed); of the packed feature shifts: uint8_t when "
+                   "TW_SHIFT_BITS bits each fit a byte */\n"
                    f"typedef {'int16_t' if offset16 else 'int32_t'} tw_offset_t;\n"
+                   f"typedef {'uint8_t' if sbits == SHIFT_BITS[0] else 'uint16_t'} tw_shifts_t;\n"
                    f"typedef {'int16_t' if max(dims, default=0) < 2**15 else 'int32_t'} tw_dim_t;\n"]
     info = program.info
     feats = info.get("features") or []
@@ -619,6 +716,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         max_sample_zero=MAX_SAMPLE_ZERO,
         has_likelihood=int(program.likelihood is not None),
     )
+    persist_rule, persist_decision = _persist_c(program.k, program.n, history_t)
     source = template("tinywarden_model.c.tmpl").substitute(
         common,
         constants="\n".join(constants).rstrip(),
@@ -629,7 +727,8 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         per_sample="\n".join(per_sample),
         channel_index="    int32_t c;\n" if ring_loop else "",
         history_mask=f"UINT{history_t[4:6]}_C({hex((1 << program.n) - 1)})",
-        history_t=history_t,
+        persist_rule=persist_rule,
+        persist_decision=persist_decision,
         likelihood_init=lik.init + (ad.init if ad else ""),
         likelihood_step=lik.post_score + (ad.post_score if ad else ""),
         confidence=lik.confidence,

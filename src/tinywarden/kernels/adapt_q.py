@@ -544,9 +544,9 @@ static void tw_adapt_forward(const tw_state_t *s, const int64_t *in, ${ctype} *o
     int32_t i;
     for (i = 0; i < TW_AD_N; i++) {
         const tw_adapt_input_t *a = &s->ad.in[i];
-        int32_t multiplier = p->multiplier[i];
-        int32_t shift = p->shift[i];
-        int32_t offset = p->offset[i] + (a->mu >> ${frac}); /* both within +-2^30 */
+        int32_t multiplier = TW_MULTIPLIER(p, i);
+        int32_t shift = TW_SHIFT(p, i);
+        int32_t offset = TW_OFFSET(p, i) + (a->mu >> ${frac}); /* both within +-2^30 */
 //@if adapt_scale
         int64_t m = ((int64_t)multiplier * a->g) >> 15;
         if (m > INT32_MAX) {
@@ -579,8 +579,9 @@ static void tw_adapt_forward(const tw_state_t *s, const int64_t *in, ${ctype} *o
         /* multiplier * g >> 15 in 32 bits: g <= TW_AD_G_ONE (offsets only: never sharper than the reference) */
         multiplier = (multiplier >> 15) * a->g + (((multiplier & 0x7fff) * a->g) >> 15);
 //@endif
-        out[i] = (${ctype})tw_offset_clamp(tw_requantize32(tw_adapt_sub(in[i], p->pre_shift[i], offset), multiplier,
-                                                         shift), p->zero_point, p->activation.min, p->activation.max);
+        out[i] = (${ctype})tw_offset_clamp(tw_requantize32(tw_adapt_sub(in[i], TW_PRE_SHIFT(p, i), offset),
+                                                         multiplier, shift),
+                                         p->zero_point, p->activation.min, p->activation.max);
     }
 }
 
@@ -589,7 +590,7 @@ static void tw_adapt_forward(const tw_state_t *s, const int64_t *in, ${ctype} *o
 static int32_t tw_adapt_z(int32_t d, int32_t i)
 {
     const tw_feature_requant_params_t *p = &${params};
-    int32_t y = tw_requantize32(d, p->multiplier[i], p->shift[i] - ${frac} + TW_AD_E);
+    int32_t y = tw_requantize32(d, TW_MULTIPLIER(p, i), TW_SHIFT(p, i) - ${frac} + TW_AD_E);
     int32_t z = tw_requantize32(y, tw_adapt_zmul[${zi}], tw_adapt_zshift[${zi}]);
     return (z < -TW_AD_Z_MAX) ? -TW_AD_Z_MAX : ((z > TW_AD_Z_MAX) ? TW_AD_Z_MAX : z);
 }
@@ -686,7 +687,7 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
 //@endif
     for (i = 0; i < n; i++) {
         tw_adapt_input_t *a = &ad->in[i];
-        int32_t x = tw_adapt_sub(s->t_${src}[i], p->pre_shift[i], p->offset[i]${fold}); /* from the reference */
+        int32_t x = tw_adapt_sub(s->t_${src}[i], TW_PRE_SHIFT(p, i), TW_OFFSET(p, i)${fold}); /* from the reference */
         int32_t xf = ((x < -${xmax}) ? -${xmax} : ((x > ${xmax}) ? ${xmax} : x)) * ((int32_t)1 << ${frac});
         int32_t y;
 //@if settle
@@ -705,7 +706,7 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
             y = xf - a->wmu;
             a->wmu += ((y >> (TW_AD_WATCH_SHIFT - 1)) + 1) >> 1;
         }
-        y = tw_requantize32(a->wmu, p->multiplier[i], p->shift[i] - ${frac} + TW_AD_E);
+        y = tw_requantize32(a->wmu, TW_MULTIPLIER(p, i), TW_SHIFT(p, i) - ${frac} + TW_AD_E);
         y = (y < 0) ? -y : y;
 //@endif
 //@if watch_zmuln
@@ -734,7 +735,7 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         y = xf - a->mu;
         a->mu += ((y >> (TW_AD_RATE_SHIFT - 1)) + 1) >> 1; /* y / 2^rate rounded half up: a floor would drift low */
 //@endif
-        y = tw_requantize32(a->mu, p->multiplier[i], p->shift[i] - ${frac} + TW_AD_E);
+        y = tw_requantize32(a->mu, TW_MULTIPLIER(p, i), TW_SHIFT(p, i) - ${frac} + TW_AD_E);
         y = (y < 0) ? -y : y; /* > INT32_MIN: a requantization of a non-negative multiplier */
 //@if zmul1
         drift = (y > drift) ? y : drift; /* the largest |y| (one z multiplier: requantization is monotone) */

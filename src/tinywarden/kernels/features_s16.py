@@ -277,11 +277,16 @@ C_PUSH_RING = r"""    (void)q;
         tw_features_group(s, &s->ring[((s->head == 0u) ? TW_WINDOW : (int32_t)s->head) - TW_GROUP][0]);
     }
 """
-#: ... or, when nothing else needs the ring, a buffer of one group (the row copied channel by channel,
-#: straight-line), then C_ADVANCE_GROUP; the float entry point converts its samples straight into the row.
-C_PUSH_GROUP = Template(r"""    int16_t *row = s->fbuf[s->bpos];
-$copy    tw_features_advance(s);
-""")
+#: ... or, when nothing else needs the ring, a buffer of one group (the row copied in a loop,
+#: 20 B less Cortex-M4 flash than a line a channel), then C_ADVANCE_GROUP; the float entry point converts its samples
+#: straight into the row.
+C_PUSH_GROUP = r"""    int16_t *row = s->fbuf[s->bpos];
+    int32_t c;
+    for (c = 0; c < TW_N_CHANNELS; c++) { /* a loop: less flash than a copy a channel (tw_push converts in place) */
+        row[c] = q[c];
+    }
+    tw_features_advance(s);
+"""
 C_ADVANCE_GROUP = r"""/* The sample is in fbuf[bpos]: fold the group when it is complete. */
 static void tw_features_advance(tw_state_t *s)
 {
@@ -734,7 +739,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
                 "sink_local": f"        int64_t f[{f}];\n",
                 "sink_step": "".join(f"        {x}\n" for x in (
                     f"tw_requantize_s64_{suffix}(&q, f, {f}, out + c * {f});",
-                    *(f"q.{t} += {f};" for t in ("pre_shift", "offset", "multiplier", "shift"))))}
+                    f"TW_REQUANT_STEP(q, {f});"))}
     ring_helpers = []
     if "rms" in names:
         ring_helpers.append(C_RMS.strip("\n"))
@@ -756,8 +761,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
         locals=block(locals_, 8), stats=block(stats, 8), hook=block(hook, 8), store=block(store, 8),
         bands="".join(band_code) + cross_code,  # the pyramid first: it may sum s1, which crossings read
         advance="" if ring else C_ADVANCE_GROUP,
-        push=C_PUSH_RING if ring else C_PUSH_GROUP.substitute(
-            copy="".join(f"    row[{c}] = q[{c}];\n" for c in range(p.n_channels))),
+        push=C_PUSH_RING if ring else C_PUSH_GROUP,
         ring_helpers="\n" + "\n\n".join(ring_helpers) + "\n" if ring_helpers else "",
         names=", ".join(names), combine_init=block(cinit, 8), combine=block(comb, 12), outputs=block(outputs, 8),
         **sink)

@@ -24,6 +24,33 @@ from tinywarden.kernels.base import (
 LAYER_CONSTS = {"weights": "int8", "bias": "int32", "multiplier": "int32", "shift": "int8"}
 
 
+#: In the C module a fully connected layer's per-channel multiplier and shift share one uint32 when every multiplier
+#: of the module's layers lies in [2^MULT_BITS, 2^31) (quantize_multiplier's, the top bit MULT_BITS implied) and each
+#: layer's shifts span at most 2^(32 - MULT_BITS) values: the multiplier's low MULT_BITS bits, and above them the shift
+#: less the layer's smallest (``tw_fc_layer_t.requant``, ``shift_base``; ``TW_FC_PACKED``). One byte a channel less
+#: than an int32 multiplier and an int8 shift.
+MULT_BITS = 30
+
+
+def packs_requant(op: Op) -> bool:
+    """Whether ``op``'s multipliers and shifts fit one uint32 a channel (:data:`MULT_BITS`)."""
+    m = np.asarray(op.consts["multiplier"], dtype=np.int64)
+    sh = np.asarray(op.consts["shift"], dtype=np.int64)
+    return bool(m.size == 0 or (int(m.min()) >= 1 << MULT_BITS and int(m.max()) < 1 << 31
+                                and int(sh.max()) - int(sh.min()) < 1 << (32 - MULT_BITS)))
+
+
+def packed_requant(op: Op) -> tuple[np.ndarray, int]:
+    """``op``'s multipliers and shifts as one uint32 a channel, ``(multiplier - 2^MULT_BITS) | ((shift - base) <<
+    MULT_BITS)``, and ``base`` (the smallest shift); :func:`packs_requant` must hold."""
+    if not packs_requant(op):
+        raise ConfigError(f"fully_connected_s8 {op.dst}: its multipliers and shifts do not share a word")
+    m = np.asarray(op.consts["multiplier"], dtype=np.int64)
+    sh = np.asarray(op.consts["shift"], dtype=np.int64)
+    base = int(sh.min()) if sh.size else 0
+    return ((m - (1 << MULT_BITS)) | ((sh - base) << MULT_BITS)).astype(np.uint32), base
+
+
 def _fully_connected_s8(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     x = srcs[0].astype(np.int64) + int(op.attrs["input_offset"])
     c = op.consts
@@ -58,29 +85,29 @@ def kernel_sum(op: Op) -> Mapping[str, np.ndarray]:
 
 
 C_TEMPLATE = r"""
-//@params: static const tw_fc_params_t tw_${dst}_fc_params = {${input_offset}, ${output_offset},
-//@params: {${act_min}, ${act_max}}};
-//@params: static const tw_per_channel_quant_params_t tw_${dst}_quant_params = {${c_multiplier}, ${c_shift}};
-//@params: static const tw_dims_t tw_${dst}_filter_dims = {${weights_shape1}, 1, 1, ${weights_shape0}};
-//@call: tw_fully_connected_s8(&tw_${dst}_fc_params, &tw_${dst}_quant_params, s->t_${src0}, &tw_${dst}_filter_dims,
-//@+ ${c_weights}, ${c_kernel_sum}, s->t_${dst}, NULL, NULL);
+//@params: static const tw_fc_layer_t tw_${dst}_layer = {{${input_offset}, ${output_offset}, {${act_min}, ${act_max}}},
+//@params: ${fc_quant}, {${weights_shape1}, 1, 1, ${weights_shape0}}, ${c_weights}, ${c_kernel_sum}};
+//@call: tw_fully_connected_s8(&tw_${dst}_layer, s->t_${src0}, s->t_${dst}, NULL, NULL);
 //@requires: params requant32
-/* CMSIS-NN style fully connected layer with per-output-channel weights (filter_dims: n = n_in inputs, c =
- * n_out outputs; weights n_out x n_in, row-major): out[o] = clamp(requantize(bias[o] + sum_i w[o][i] *
- * (in[i] + input_offset), multiplier[o], shift[o]) + output_offset, activation); activation.min =
- * output_offset is ReLU. kernel_sum[o] = bias[o] + input_offset * sum_i w[o][i] is folded at generation
- * (CMSIS-NN's kernel sum), so the loop multiplies the raw inputs. Range: input_offset in [-255, 255],
- * output_offset and the activation in [-128, 127]; the generator checks |kernel_sum[o]| + 128 * sum_i
- * |w[o][i]| <= INT32_MAX, so the int32 accumulator cannot overflow. With ref != NULL the outputs are not stored:
- * *total += (out[o] - ref[o])^2 instead (a reconstruction layer read only by its sum_sq_diff_s8 score). */
-static void tw_fully_connected_s8(const tw_fc_params_t *fc_params, const tw_per_channel_quant_params_t *quant_params,
-                                  const int8_t *input, const tw_dims_t *filter_dims, const int8_t *weights,
-                                  const int32_t *kernel_sum, int8_t *output, const int8_t *ref, int64_t *total)
+/* CMSIS-NN style fully connected layer with per-output-channel weights (layer: its tw_fc_params_t, per-channel
+ * quantization, filter_dims (n = n_in inputs, c = n_out outputs), weights (n_out x n_in, row-major) and kernel
+ * sums): out[o] = clamp(requantize(bias[o] + sum_i w[o][i] * (in[i] + input_offset), multiplier[o], shift[o])
+ * + output_offset, activation); activation.min = output_offset is ReLU. kernel_sum[o] = bias[o] + input_offset *
+ * sum_i w[o][i] is folded at generation (CMSIS-NN's kernel sum), so the loop multiplies the raw inputs. Range:
+ * input_offset in [-255, 255], output_offset and the activation in [-128, 127]; the generator checks
+ * |kernel_sum[o]| + 128 * sum_i |w[o][i]| <= INT32_MAX, so the int32 accumulator cannot overflow. With ref != NULL
+ * the outputs are not stored: *total += (out[o] - ref[o])^2 instead (a reconstruction layer read only by its
+ * sum_sq_diff_s8 score). */
+static void tw_fully_connected_s8(const tw_fc_layer_t *layer, const int8_t *input, int8_t *output, const int8_t *ref,
+                                  int64_t *total)
 {
-    int32_t n_in = filter_dims->n;
+    const tw_fc_params_t *fc_params = &layer->fc_params;
+    const int8_t *weights = layer->weights;
+    const int32_t *kernel_sum = layer->kernel_sum;
+    int32_t n_in = layer->filter_dims.n;
     int32_t o;
     uint64_t sq = 0u; /* (d * d) <= 2^16 per output */
-    for (o = 0; o < filter_dims->c; o++) {
+    for (o = 0; o < layer->filter_dims.c; o++) {
         const int8_t *w = weights + o * n_in;
         int32_t acc = kernel_sum[o];
         const int8_t *x = input;
@@ -113,8 +140,17 @@ static void tw_fully_connected_s8(const tw_fc_params_t *fc_params, const tw_per_
         while (w != end) {
             acc += (int32_t)*w++ * (int32_t)*x++;
         }
-        acc = tw_offset_clamp(tw_requantize32(acc, quant_params->multiplier[o], quant_params->shift[o]),
-                              fc_params->output_offset, fc_params->activation.min, fc_params->activation.max);
+#if TW_FC_PACKED
+        {
+            uint32_t rq = layer->requant[o]; /* the multiplier's low TW_MULT_BITS bits, the shift above them */
+            acc = tw_requantize32(acc, (int32_t)((rq & (((uint32_t)1 << TW_MULT_BITS) - 1u)) |
+                                                 ((uint32_t)1 << TW_MULT_BITS)),
+                                  layer->shift_base + (int32_t)(rq >> TW_MULT_BITS));
+        }
+#else
+        acc = tw_requantize32(acc, layer->quant_params.multiplier[o], layer->quant_params.shift[o]);
+#endif
+        acc = tw_offset_clamp(acc, fc_params->output_offset, fc_params->activation.min, fc_params->activation.max);
         if (ref != NULL) {
             int32_t d = acc - (int32_t)ref[o];
             sq += (uint32_t)(d * d);
