@@ -481,6 +481,14 @@ def adaptation_md(ad: dict[str, Any]) -> list[str]:
     st = ad.get("settling_window")
     if st:
         per = ", ".join(f"{c} {n:.0f}" for c, n in st["instructions"].items())
+        if str(st["counted_windows_settling"]).startswith("0 of"):
+            lines += ["", "While a shift settles: **not measured** here. The same module with a settling period of "
+                          "one window, over the stream raised by 6 sd, had no counted window settling (the steady-"
+                          "settle rule adopts a shift only once the shadow's spread is steady, later than the "
+                          f"counted windows); instructions per window over them, every window over the threshold "
+                          f"and none adopted: {per} (decisions equal to the reference: "
+                          f"{st['decisions_equal_reference']})."]
+            return lines
         lines += ["", "While a shift settles (the dearest window: every input's shadow step and the full step with "
                       "the gain's Newton step; the same module with a settling period of one window, over the stream "
                       f"raised by 6 sd, {st['counted_windows_settling']} counted windows settling, decisions equal to "

@@ -473,3 +473,23 @@ def test_tune_smd_study_regret_label_bars_and_adoption_rule() -> None:
 
     assert "not adopted: not above the synthetic rank on SMD" in "\n".join(adoption_markdown(studies(0.80, 0.85)))
     assert f"{CONTENDERS[0]} (0.8250 against 0.8000); adopted." in "\n".join(adoption_markdown(studies(0.81, 0.84)))
+
+
+def test_mcu_adaptation_page_does_not_call_a_window_settling_that_was_not() -> None:
+    """After the steady-settle rule, the settling-cost run had 0 of 4 counted windows settling and the page still
+    printed its figure as 'While a shift settles (the dearest window ...)': a figure for a window never measured."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.mcu import adaptation_md
+
+    size = {"flash": 700, "static_ram_with_state": 1600, "total_flash": 7200, "total_ram": 3100,
+            "firmware_flash": (5900, 7000), "libgcc_added": []}
+    ad = {"present": True, "inputs": 66, "settle_windows": 68, "counted_windows_adapted": "4 of 4",
+          "counted_windows_settling": "0 of 4", "qemu_check": {"decisions_equal_reference": True, "windows": 31},
+          "sizes": {"cortex-m4": size}, "instructions": {"cortex-m4": {"total": 67000, "added": 18000}},
+          "settling_window": {"instructions": {"cortex-m4": 75443.0}, "counted_windows_settling": "0 of 4",
+                              "decisions_equal_reference": True}}
+    text = "\n".join(adaptation_md(ad))
+    assert "While a shift settles: **not measured**" in text and "the dearest window" not in text
+    ad["settling_window"]["counted_windows_settling"] = "3 of 4"
+    text = "\n".join(adaptation_md(ad))
+    assert "While a shift settles (the dearest window" in text and "3 of 4 counted windows settling" in text
