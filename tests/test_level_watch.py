@@ -122,3 +122,18 @@ def test_level_drift_is_in_reference_standard_deviations() -> None:
     ref, scale = np.array([1.0, -2.0]), np.array([0.5, 4.0])
     assert level_drift(ref, ref, scale) == 0.0
     assert level_drift(ref + np.array([0.25, -12.0]), ref, scale) == pytest.approx(3.0)
+
+
+def test_the_watch_only_raises_the_flag_the_scores_and_alarms_are_the_same_on_or_off(trained: Pipeline) -> None:
+    """Turning the watch on by default changes what the operator is told (a drift flag), not what is learned or
+    scored: the same replay with the watch on and off gives the same scores, alarms and adapted windows (so
+    benchmarks/adapt_quality.py's ROC AUC, which reads the scores only, is unchanged by it)."""
+    from tinywarden.replay import replay
+
+    x = np.r_[telemetry(1.0, 8), ramp(3.0, 2.0, seed=9)]
+    on, off = (replay(trained, series(x), DAY, cfg) for cfg in (Adaptation(), Adaptation(watch_drift=0.0)))
+    # the watch ran: it flagged the ramp before the adapted baseline's max_drift did (the ramp teaches it here)
+    assert len(on.drift_flag_rows) and on.drift_flag_rows[0] < min(off.drift_flag_rows, default=len(x))
+    np.testing.assert_array_equal(on.windows.scores, off.windows.scores)
+    np.testing.assert_array_equal(on.windows.alarms, off.windows.alarms)
+    assert on.adapted == off.adapted
