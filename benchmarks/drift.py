@@ -7,8 +7,8 @@ the first :data:`TRAIN_DAYS` attack-free days; it is the same model for every sc
 ends at day :data:`DAYS`. The rows after training are replayed one sample at a time through
 :func:`tinywarden.replay.replay` (streaming scorer, calibrated likelihood and, with adaptation, the
 agent's :class:`~tinywarden.adapt.BaselineAdapter` with the default ``[adaptation]`` policy), three times:
-adaptation off, on (the default policy) and on with the slow-drift watch (``watch_drift`` 1, off by
-default). An alarm is the pipeline's k-of-n alarm; a false alarm is its rising edge.
+adaptation off, on without the slow-drift watch (``watch_drift`` 0) and on with it (the default policy,
+``watch_drift`` 1). An alarm is the pipeline's k-of-n alarm; a false alarm is its rising edge.
 
 - Legitimate regime changes (label 0): false alarms per device-day in the 24 h after the change, in
   the 24 h after that, and on the day before the change, with the share of windows in alarm (a
@@ -69,7 +69,8 @@ PARAMETER_NOTES = (
     "benchmark** (camera firmware update, false alarms in the second 24 h: without the shadow baseline, settling "
     "at 4 / 5 / 6 gave 4 / 11 / 8 (57 / 33 / 12 % of the time in alarm); with it, 6 / 7 gave 6 / 3 (9 / 4 %); all with "
     "`adapt_scale` true).",
-    "- `watch_drift` 0 by default, 1.0 in the 'on + watch' rows (the slow-drift watch, `tinywarden.level_watch`: "
+    "- `watch_drift` 1 by default, as in the 'on + watch' rows; 0 in the 'on' rows (the slow-drift watch, "
+    "`tinywarden.level_watch`: "
     "the drift flag also rises when a "
     "day-long level, at 2^-`settle_rate_shift`, of every window under the threshold is 1 reference standard "
     "deviation from the frozen reference, on any model input): **stated a priori**, before any run (a day-long level "
@@ -80,12 +81,12 @@ PARAMETER_NOTES = (
     "A first version read the settling rule's shadow (every window, also those over the threshold): same ramps "
     "caught (8 of 9; it never flagged camera sensor_drift_ramp, which this one flags at 0.15), same regime goals "
     "and false flags; it was changed because in a unit test a 30-minute alarmed step raised a drift flag (a burst "
-    "is an alarm, not drift), not because of a figure here. Off by default: on the device it costs flash the "
-    "adapting default module does not have under 8 KB on Cortex-M4 (findings).",
+    "is an alarm, not drift), not because of a figure here. It was off by default while the adapting default "
+    "module had no flash for it under 8 KB on Cortex-M4; on by default since it fits on every core (findings).",
 )
 
 
-#: How each variant is named in the tables: adaptation off, the default policy, the default policy with the watch on.
+#: How each variant is named in the tables: adaptation off, the default policy with the watch off, the default policy.
 LABELS = {"off": "off", "on": "on", "watch": "on + watch"}
 
 
@@ -123,15 +124,15 @@ FINDINGS = (
     "A flag is latched until every level is back under half the limit, so while a leak holds it a ramp on another "
     "input raises no new flag (camera exfiltration_ramp: the watch's level reached 2.85 at full rate, but the flag "
     "had risen before the ramp, at the same window as in the unchanged run, so it does not count; its alarm did).",
-    "- *On the device, hence off by default* (a one-off run of `benchmarks/mcu.py`'s `adaptation_cost` with "
-    "`watch_drift` 0 and 1, the first equal to results/mcu_adaptation.md's): the watch adds 52 B of flash on "
-    "Cortex-M4 (8,180 -> 8,232 B "
-    "with adaptation), 48 B on M4F, 26 B on M0+ (8,790 -> 8,816), 264 B of RAM (its level, one int32 for each of "
-    "the 66 inputs: 3,112 -> 3,376 B) and 4,398 instructions a window on M4 (66,948 -> 71,347; 8,201 on M0+); the "
-    "emulated decisions equal the integer reference. The adapting default module is at 8,180 B of the 8 KB "
-    "Cortex-M4 budget (8,186 B on the 8 KB test's module, where the watch adds 80 B), so the watch stays off by "
-    "default until the flash is shrunk; `watch_drift = 1` in the policy turns it on (test "
-    "`test_adapting_default_module_fits_8kb_on_m4...` says when it fits).",
+    "- *On the device, on by default* (a one-off run of `benchmarks/mcu.py`'s `adaptation_cost` with `watch_drift` 0 "
+    "and 1 at 7170d19; results/mcu_adaptation.md measures the default, watch included): the watch adds 92 B of "
+    "flash on Cortex-M4 (7,218 -> 7,310 B with adaptation, module alone; 7,030 -> 7,122 B in a firmware link), 92 B "
+    "on M4F (7,236 -> 7,328), 98 B on M0+ (7,934 -> 8,032), 264 B of RAM (its level, one int32 for each of the 66 "
+    "inputs: 3,112 -> 3,376 B) and 2,942 instructions a window on M4 (67,017 -> 69,959; 6,547 on M0+); the emulated "
+    "decisions equal the integer reference. It was off by default while the adapting default module was at 8,180 B "
+    "of the 8 KB Cortex-M4 budget; since the codegen's flash cuts it fits 8 KB of flash and 4 KB of RAM on every "
+    "core (test `test_adapting_default_module_fits_8kb_on_every_core...`), so it is on; `watch_drift = 0` in the "
+    "policy turns it off and compiles it out.",
     "- *The demo's sensor_drift (item 2) is not this mechanism*: its incidents are 1 to 5 h ramps (table above), far "
     "shorter than the watch's day; the missed ones stay under the window threshold (largest score 0.70 and 0.85 of "
     "it; their power window mean reaches +1.1 and -2.9 reference sd only in their last windows, the ramp's shape). "
@@ -291,15 +292,14 @@ def confidence_onsets(r: Any, lo: int, hi: int) -> int:
 
 def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None = None,
         value_record: float | None = 0.05) -> dict[str, Any]:
-    from tinywarden.adaptation import WATCH_DRIFT
     from tinywarden.evaluate import evaluate
     from tinywarden.level_watch import watch_record
     from tinywarden.replay import aligned_start, replay
     from tinywarden.respond.policy import Adaptation
     from tinywarden.simulate import SCENARIO_SPECS, simulate, simulate_detailed
 
-    variants = {"off": None, "on": Adaptation(**(overrides or {})),
-                "watch": Adaptation(**{"watch_drift": WATCH_DRIFT, **(overrides or {})})}
+    variants = {"off": None, "on": Adaptation(**{**(overrides or {}), "watch_drift": 0.0}),
+                "watch": Adaptation(**(overrides or {}))}
     rows: list[dict[str, Any]] = []
     watch: list[dict[str, Any]] = []
     for profile in profiles:
@@ -393,8 +393,8 @@ def render(result: dict[str, Any]) -> str:
         f"2-of-3 persistence) fitted on {TRAIN_DAYS:g} attack-free days per profile (seed {SEED}); each scenario "
         f"starts at day {CHANGE_DAY:g} of {DAYS:g}; the rows after training are replayed sample by sample through "
         "`tinywarden.replay` (streaming scorer, likelihood and, with adaptation, the agent's `BaselineAdapter`, "
-        "default `[adaptation]` policy; 'on + watch': the same with the slow-drift watch on, `watch_drift` 1, which "
-        "the default policy keeps off for the device's flash, see the findings). A false alarm is the rising "
+        "default `[adaptation]` policy, whose slow-drift watch is on, `watch_drift` 1: the 'on + watch' rows; 'on': "
+        "the same with the watch off, `watch_drift` 0). A false alarm is the rising "
         "edge of a k-of-n alarm. The likelihood's value "
         f"record (tolerance {result.get('value_record')}; None = off) is fed each window's new rows; it changes the "
         "confidence (which gates the adaptation), not the k-of-n alarms. 'confidence alarms' = rising edges of a "
@@ -437,8 +437,8 @@ def render(result: dict[str, Any]) -> str:
         "",
         "The watch alone (`tinywarden.level_watch.watch_record`: nothing learned, no window over the threshold) over "
         "the training days the reference was fitted on, and the full adapter (adaptation on + watch) over the "
-        "held-out attack-free days of the unchanged run (every drift flag there is false; the default policy's, "
-        "without the watch, and the k-of-n alarms for comparison).",
+        "held-out attack-free days of the unchanged run (every drift flag there is false; adaptation on without "
+        "the watch, and the k-of-n alarms for comparison).",
         "",
         "| profile | training: watch flags (days) | largest level on training (input) | held-out: drift flags (days) "
         "| held-out: drift flags without the watch | held-out: k-of-n alarms |",
@@ -519,7 +519,8 @@ def render(result: dict[str, Any]) -> str:
                          f"{d['score_max']:.2f} | {d['alarm_windows']} of {d['windows']} |")
     lines += ["", *FINDINGS]
     lines += ["", "## Parameters of the `[adaptation]` policy and how they were chosen", "",
-              f"`{result.get('adaptation', '')}` ('on + watch': `{result.get('watch_adaptation', '')}`)", "",
+              f"`{result.get('watch_adaptation', '')}` (the default, 'on + watch'; 'on': "
+              f"`{result.get('adaptation', '')}`)", "",
               *PARAMETER_NOTES]
     m = result["machine"]
     lines += ["", f"Measured {m['date']} on {m['machine']}, Python {m['python']}, commit {m['commit']}."]
@@ -533,7 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/drift.md")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="an [adaptation] field for the 'on' runs (repeatable; e.g. settle_s=21600); with it "
+                    help="an [adaptation] field for the adapting runs (repeatable; e.g. settle_s=21600; the 'on' "
+                         "runs keep watch_drift 0); with it "
                          "nothing is written unless --json")
     ap.add_argument("--value-record", default="0.05", help="the likelihood's value-record tolerance, or 'off' "
                     "(with anything but the product's 0.05 nothing is written unless --json)")

@@ -417,6 +417,7 @@ def adaptation_cost(program: Program, figures: dict[str, Any], work: Path, strea
     out["counted_windows_adapted"] = f"{sum(taught[1:])} of {len(taught) - 1}"
     out["counted_windows_settling"] = f"{sum(settling[1:])} of {len(settling) - 1}"
     out["settle_windows"] = dev.adapter.params.settle_n if dev.adapter is not None else 0
+    out["watch_drift"] = adaptation.watch_drift
     out["inputs"] = int(np.asarray(program.ops[int(program.adaptation.attrs["op"])].consts["offset"]).size)
     out["breakdown"] = flash_breakdown(work)
     return out
@@ -443,12 +444,17 @@ def adaptation_md(ad: dict[str, Any]) -> list[str]:
     """Baseline adaptation's added cost, one line per core."""
     if not ad.get("present"):
         return ["", "The default program has no adaptation step."]
+    on = ad.get("watch_drift", 0) > 0
+    watch = (f"the slow-drift watch at {ad['watch_drift']:g} reference sd (`tinywarden.level_watch`)" if on
+             else "no slow-drift watch")
+    watch_step = ", and on a window under the threshold the watch's level step" if on else ""
     lines = ["", "## Baseline adaptation on the device (`[adaptation] enabled`)", "",
              f"Compiled in by an enabled `[adaptation]` policy at its defaults (`tinywarden.kernels.adapt_q`, "
              f"{ad['inputs']} adapted inputs; below-threshold gate, offsets only, settling after "
-             f"{ad.get('settle_windows', 0)} windows over the threshold): every window the features' requantization "
-             "with the adapted offsets and multipliers (its own loop, in place of the op's kernel), and after the "
-             "likelihood the shadow's mean and variance step and the settling count; from a window that teaches, the "
+             f"{ad.get('settle_windows', 0)} windows over the threshold, {watch}): every window the features' "
+             "requantization with the adapted offsets and multipliers (its own loop, in place of the op's kernel), "
+             "and after the likelihood the shadow's mean and variance step and the settling count"
+             f"{watch_step}; from a window that teaches, the "
              "mean and variance step (the variance relaxing to the reference) and the gain (Newton steps only while it "
              "has not converged), the drift and the flag. The generated code carries only what the rule needs "
              "(`tinywarden.kernels.adapt_q.c_features`). The same program measured with and without it; of the "

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tinywarden.adapt import Adaptation, BaselineAdapter
+from tinywarden.adaptation import WATCH_DRIFT
 from tinywarden.detectors import EWMAZScore
 from tinywarden.errors import ConfigError
 from tinywarden.pipeline import Pipeline
@@ -298,7 +299,7 @@ def test_a_sustained_but_irregular_anomaly_is_not_adopted_a_steady_step_of_the_s
 def test_the_policy_sets_watch_drift_and_refuses_a_bad_one_naming_the_key() -> None:
     from tinywarden.respond.policy import PolicyError, parse_policy
 
-    assert parse_policy(POLICY).adaptation.watch_drift == Adaptation().watch_drift == 0.0
+    assert parse_policy(POLICY).adaptation.watch_drift == Adaptation().watch_drift == WATCH_DRIFT == 1.0  # on
     assert parse_policy(POLICY + "[adaptation]\nwatch_drift = 2.5\n").adaptation.watch_drift == 2.5
     assert parse_policy(POLICY + "[adaptation]\nwatch_drift = 0\n").adaptation.watch_drift == 0.0
     for bad in ("-1", "true", "nan"):

@@ -94,20 +94,22 @@ def shifted(values: np.ndarray, start: int, sds: float) -> np.ndarray:
 
 
 #: Every flag of the rule in both states (river's AnomalyFilter lesson): the defaults (gate, offsets only,
-#: settling), the first version (no gate, scales, no settling), and the combinations between.
-FIRST = dict(below_threshold=False, settle_s=0.0, adapt_scale=True)
+#: settling, the slow-drift watch), the first version (no gate, scales, no settling, no watch), and the combinations
+#: between.
+FIRST = dict(below_threshold=False, settle_s=0.0, adapt_scale=True, watch_drift=0.0)
 
 
 @needs_gcc
 @pytest.mark.parametrize(("family", "adaptation", "rebaseline"), [
-    ("dense_ae", Adaptation(), None),  # the default pipeline's family, the default policy
-    ("dense_ae", Adaptation(watch_drift=1.0), None),  # ... with the slow-drift watch on
+    ("dense_ae", Adaptation(), None),  # the default pipeline's family, the default policy (the slow-drift watch on)
+    ("dense_ae", Adaptation(watch_drift=0.0), None),  # ... with the watch off (compiled out)
     ("ewma", Adaptation(rate_shift=3, max_drift=0.5, settle_s=3600.0), 20000),  # per-input z, flags, re-baseline
     ("pca", Adaptation(rate_shift=1, below_confidence=0.6, max_drift=1.0, **FIRST), 15000),
     ("kmeans", Adaptation(rate_shift=5, max_drift=2.0, adapt_scale=True, settle_s=3600.0), None),
-    ("kmeans", Adaptation(rate_shift=4, settle_s=0.0), None),  # offsets only, no settling: no scale state at all
-    ("kmeans", Adaptation(rate_shift=4, settle_s=0.0, watch_drift=1.0), None),  # ... the watch without a shadow
-    ("pca", Adaptation(rate_shift=1, below_confidence=0.6, max_drift=50.0, watch_drift=0.5, **FIRST), None),
+    # offsets only, no settling, no watch: no scale state at all; then the watch without a shadow
+    ("kmeans", Adaptation(rate_shift=4, settle_s=0.0, watch_drift=0.0), None),
+    ("kmeans", Adaptation(rate_shift=4, settle_s=0.0), None),
+    ("pca", Adaptation(rate_shift=1, below_confidence=0.6, max_drift=50.0, **{**FIRST, "watch_drift": 0.5}), None),
     ("ewma", Adaptation(rate_shift=4, below_threshold=False, settle_s=3600.0), None),  # settling without the gate
     ("kmeans+fold", Adaptation(rate_shift=3, max_drift=1.0, **FIRST), None),  # a detector offset folded in
     ("pca+fold", Adaptation(rate_shift=3, settle_s=3600.0), None),  # ... with the settling floor of the scale
@@ -247,7 +249,7 @@ def test_newton_gain_tracks_the_inverse_square_root():
     assert tiny.tolist() == [65535] or tiny[0] > G_ONE  # the scale floor: g never passes just under 2
 
 
-@pytest.mark.parametrize("cfg", [Adaptation(rate_shift=4, watch_drift=1.0), Adaptation(rate_shift=4, **FIRST)],
+@pytest.mark.parametrize("cfg", [Adaptation(rate_shift=4), Adaptation(rate_shift=4, **FIRST)],
                          ids=["defaults", "first-version"])
 def test_integer_adaptation_follows_the_float_adapter(cfg):
     """The float BaselineAdapter fed the same windows (the int8 program's integer features, in raw units) and the
@@ -417,19 +419,19 @@ def test_a_policy_compiles_in_only_its_rule():
         size = int(files["tinywarden_model.h"].split("#define TW_STATE_BYTES ")[1].split()[0].rstrip("u"))
         return files["tinywarden_model.c"], files["tinywarden_model.h"], size
 
-    offsets, h_off, n_off = module(settle_s=0.0)
+    offsets, h_off, n_off = module(settle_s=0.0, watch_drift=0.0)
     default, h_def, n_def = module()
     first, h_first, n_first = module(**FIRST)
+    unwatched, h_unwatched, n_unwatched = module(watch_drift=0.0)
     assert "tw_adapt_gain" not in offsets and "int32_t var;" not in h_off and "smu" not in h_off
     assert "tw_adapt_gain" in default and "int32_t smu;" in h_def and "TW_HAS_SETTLING 1" in h_def
     assert "smu" not in h_first and "TW_HAS_SETTLING" not in h_first and "tw_adapt_gain" in first
     assert "score <= TW_THRESHOLD" in default and "score <= TW_THRESHOLD" not in first
-    assert n_off < n_first < n_def
-    # the slow-drift watch: off by default (the device's flash), compiled in with watch_drift (one int32 per input)
-    watched, h_watched, n_watched = module(watch_drift=1.0)
-    assert "level > TW_AD_WATCH" in watched and "int32_t wmu;" in h_watched and n_watched > n_def
-    assert "TW_AD_WATCH" not in default + offsets + first and "wmu" not in h_def
-    watch_only, h_watch, _ = module(settle_s=0.0, watch_drift=1.0)
+    assert n_off < n_first < n_unwatched < n_def
+    # the slow-drift watch: on by default (one int32 per input), compiled out with watch_drift 0
+    assert "level > TW_AD_WATCH" in default and "int32_t wmu;" in h_def
+    assert "TW_AD_WATCH" not in unwatched + offsets + first and "wmu" not in h_unwatched + h_off + h_first
+    watch_only, h_watch, _ = module(settle_s=0.0)
     assert "level > TW_AD_WATCH" in watch_only and "smu" not in h_watch
 
 

@@ -117,5 +117,5 @@ def test_drift_benchmark_quick_run_renders_every_figure(tmp_path: Path) -> None:
     assert len(whys) == 3 and all(0.0 <= w["over_threshold"] + w["taught"] <= 1.0 for w in whys)
     assert len(result["sensor_drift"]) >= 1
     for section in ("## Poisoning ramps", "## The demo's attacks", "## The slow-drift watch's false flags",
-                    "What each ramp does", "## Findings", "`watch_drift` 0 by default"):
+                    "What each ramp does", "## Findings", "`watch_drift` 1 by default"):
         assert section in proc.stdout, section

@@ -43,8 +43,8 @@ ROC AUC that way: ``benchmarks/results/adapt_quality.md``).
 5. *The slow-drift watch* (:mod:`tinywarden.level_watch`, ``watch_drift``): a day-long level (at
    ``2**-settle_rate_shift``) of every window under the threshold, whatever its confidence; when it is
    ``watch_drift`` reference standard deviations from the reference the drift flag rises too. A ramp too slow
-   for any window and too unsure to teach is seen by it; an alarmed burst does not move it. Off by default
-   (``watch_drift`` 0) until the device's flash has room for it.
+   for any window and too unsure to teach is seen by it; an alarmed burst does not move it. On by default
+   (``watch_drift`` 1, :data:`~tinywarden.adaptation.WATCH_DRIFT`); ``watch_drift`` 0 turns it off.
 
 The detector's own state (EWMA mean, k-means centroids) is not adapted: the scaler's adaptation keeps
 the detector's inputs centred on the normal it learned, and the detectors' ``partial_fit`` rates are

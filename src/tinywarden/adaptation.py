@@ -4,8 +4,8 @@ Apart from :mod:`tinywarden.adapt` (the float adapter, which needs numpy) so tha
 and the lean agent (:mod:`tinywarden.native`) read them without importing numpy; :mod:`tinywarden.adapt`
 re-exports every name here.
 
->>> Adaptation().rate_shift, AdaptStep(True, 0.1, 0.0, False).flagged
-(8, False)
+>>> Adaptation().rate_shift, Adaptation().watch_drift, AdaptStep(True, 0.1, 0.0, False).flagged
+(8, 1.0, False)
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ __all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "SETTLE_SPREAD", "WATCH_DRI
 SCALE_FLOOR_FRACTION = 0.5
 #: A flag is raised again only after the drift has come back below this fraction of ``max_drift``.
 REARM_FRACTION = 0.5
-#: The slow-drift watch's limit, stated a priori (:mod:`tinywarden.level_watch`):
-#: ``Adaptation(watch_drift=WATCH_DRIFT)`` turns the watch on.
+#: The slow-drift watch's limit, stated a priori (:mod:`tinywarden.level_watch`): the policy's default
+#: (``Adaptation().watch_drift``); ``watch_drift = 0`` turns the watch off.
 WATCH_DRIFT = 1.0
 #: A sustained shift is adopted only while the shadow's spread around it is at most this many reference variances
 #: in every input (twice the trained standard deviation): a legitimate change (a firmware update) moves the level and
@@ -52,10 +52,9 @@ class Adaptation:
     #: 0.21 ROC AUC (results/adapt_quality.md); True is the first version.
     adapt_scale: bool = False
     #: The slow-drift watch (:mod:`tinywarden.level_watch`): the drift flag also rises when the day-long level of
-    #: the windows under the threshold is this many reference standard deviations from the reference. 0: off, the
-    #: default for now: on the device it costs 52 to 80 B of flash the adapting default module does not have under
-    #: 8 KB on Cortex-M4 (``WATCH_DRIFT`` turns it on).
-    watch_drift: float = 0.0
+    #: the windows under the threshold is this many reference standard deviations from the reference. 0: off (and
+    #: compiled out of the C module).
+    watch_drift: float = WATCH_DRIFT
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,11 @@ cannot tell the two apart by the level alone.
 
 *On the device* the integer step keeps the level as ``wmu`` (:mod:`tinywarden.kernels.adapt_q`,
 ``TW_AD_WATCH``): one int32 per input, one step and one requantization per input per window, bit for bit.
-``watch_drift = 0`` turns the watch off and compiles it out; that is the policy's default for now: on the
-default camera module it adds 52 B of flash on Cortex-M4 (80 B on the 8 KB test's module), 264 B of RAM and
-4,398 instructions a window (measured when the adapting default module had 12 B of its 8 KB left; since the
-codegen's flash cuts it is 7,218 B on Cortex-M4 and 7,934 B on M0+, ``benchmarks/results/mcu_adaptation.md``,
-so the watch now fits, and turning it on by default waits on re-measuring that page and drift.md). Turn it on
-with ``watch_drift = 1.0`` (:data:`~tinywarden.adaptation.WATCH_DRIFT`).
+It is on by default (``watch_drift`` :data:`~tinywarden.adaptation.WATCH_DRIFT`); ``watch_drift = 0`` turns it
+off and compiles it out. On the adapting default camera module it adds 92 B of flash on Cortex-M4 and M4F and 98 B
+on M0+ (7,310 / 7,328 / 8,032 B with it, module alone), 264 B of RAM (3,376 B) and 2,942 instructions a window on
+M4 (``benchmarks/results/mcu_adaptation.md``). It was off by default while that module had only 12 B of its 8 KB
+left on Cortex-M4.
 
 >>> import numpy as np
 >>> round(level_drift(np.array([1.0, 12.0]), np.array([0.0, 10.0]), np.array([2.0, 1.0])), 2)
@@ -56,7 +55,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tinywarden.adaptation import WATCH_DRIFT, Adaptation
+from tinywarden.adaptation import Adaptation
 
 if TYPE_CHECKING:
     from tinywarden.pipeline import Pipeline
@@ -85,10 +84,11 @@ class WatchRecord:
 
 
 def watch_record(pipeline: Pipeline, series: Series, adaptation: Adaptation | None = None) -> WatchRecord:
-    """The watch of ``adaptation`` (default: the default policy with the watch on at :data:`WATCH_DRIFT`) alone
-    over every window of ``series``, from the reference: the baseline learns nothing, every window counts as under
-    the threshold (the watch's worst case), no likelihood drift, so every flag is the watch's. On the training
-    series this is the watch's false-flag rate on the data the reference was fitted on (the benchmark states it).
+    """The watch of ``adaptation`` (default: the default policy, its watch at
+    :data:`~tinywarden.adaptation.WATCH_DRIFT`) alone over every window of ``series``, from the reference: the
+    baseline learns nothing, every window counts as under the threshold (the watch's worst case), no likelihood
+    drift, so every flag is the watch's. On the training series this is the watch's false-flag rate on the data the
+    reference was fitted on (the benchmark states it).
 
     >>> from tinywarden.detectors import EWMAZScore
     >>> from tinywarden.pipeline import Pipeline
@@ -106,7 +106,7 @@ def watch_record(pipeline: Pipeline, series: Series, adaptation: Adaptation | No
 
     from tinywarden.adapt import BaselineAdapter
 
-    cfg = adaptation if adaptation is not None else Adaptation(watch_drift=WATCH_DRIFT)
+    cfg = adaptation if adaptation is not None else Adaptation()
     p = copy.deepcopy(pipeline)
     adapter = BaselineAdapter(p, cfg)
     ends, raw = p.window_inputs(series)

@@ -24,7 +24,7 @@ default true), ``settle_s`` (a shift sustained this long, 12 h by default, is fo
 ``2**-settle_rate_shift`` per window; 0 never), ``adapt_scale`` (the slow path learns the scale too;
 default false: offsets only), ``watch_drift`` (the slow-drift watch, :mod:`tinywarden.level_watch`: also
 flag when the day-long level of the windows under the threshold is this many training standard deviations
-from the reference; default 0, off, for the device's flash; 1 is the value stated for it). The C export
+from the reference; default 1, the value stated for it; 0 turns it off and compiles it out). The C export
 with this policy compiles the integer adaptation in when it
 is enabled and the model's int8 program has the step (:mod:`tinywarden.kernels.adapt_q`), and leaves it
 out when it is off; the integer step follows ``enabled``, ``rate_shift``, ``below_confidence`` and
