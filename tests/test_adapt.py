@@ -305,3 +305,20 @@ def test_the_policy_sets_watch_drift_and_refuses_a_bad_one_naming_the_key() -> N
     for bad in ("-1", "true", "nan"):
         with pytest.raises(PolicyError, match=r"adaptation\.watch_drift"):
             parse_policy(POLICY + f"[adaptation]\nwatch_drift = {bad}\n")
+
+
+def test_docs_policy_lists_every_adaptation_key_with_its_default() -> None:
+    """docs/policy.md's ``[adaptation]`` table names each key the policy accepts, with ``Adaptation()``'s default."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "policy.md").read_text()
+    section = docs.split("## `[adaptation]`", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| `?([^|`]+?)`? \|", section, flags=re.M))
+    defaults = {f.name: getattr(Adaptation(), f.name) for f in dataclasses.fields(Adaptation)}
+    assert set(rows) == set(defaults)
+    for key, text in rows.items():
+        want = defaults[key]
+        got = {"true": True, "false": False}.get(text) if isinstance(want, bool) else float(text)
+        assert got == want, key

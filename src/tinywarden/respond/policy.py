@@ -27,8 +27,7 @@ flag when the day-long level of the windows under the threshold is this many tra
 from the reference; default 1, the value stated for it; 0 turns it off and compiles it out). The C export
 with this policy compiles the integer adaptation in when it
 is enabled and the model's int8 program has the step (:mod:`tinywarden.kernels.adapt_q`), and leaves it
-out when it is off; the integer step follows ``enabled``, ``rate_shift``, ``below_confidence`` and
-``max_drift`` only (the first version's rule: see :mod:`tinywarden.adapt`).
+out when it is off; the integer step follows every key of the table (:func:`tinywarden.program.adaptation_params`).
 The format is documented in ``docs/policy.md``; ``examples/policy.toml`` is a complete example.
 
 Everything wrong with a policy is a :class:`PolicyError` naming the file and the dotted key at fault.
