@@ -11,7 +11,7 @@ import pytest
 from int8_fixtures import INT8_FAMILIES, camera, fitted, shared_entity
 from tinywarden.arith import isqrt_u64
 from tinywarden.codegen.c import emit_c
-from tinywarden.program import KERNELS, Op, quantize_samples
+from tinywarden.program import KERNELS, Op, from_model_file, quantize_samples, to_model_file
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
 
@@ -128,6 +128,9 @@ def test_iforest_beyond_256_inputs_indexes_them_in_uint16_bit_exact_in_c(tmp_pat
     inner = last.consts["left"] != 0
     assert int(last.consts["feature"][inner].max()) > 255  # the trees do test inputs beyond uint8's reach
     assert "const uint16_t *feature" in emit_c(prog)["tinywarden_model.c"]
+    header, arrays = to_model_file(prog)  # the model file keeps the kind and the uint16 indices
+    back = from_model_file(header, arrays)
+    assert back.ops[-1].consts["feature"].dtype == np.uint16 and back.model_id == prog.model_id
     assert_bit_exact(prog, build(prog, tmp_path, ("-Wconversion", "-Wmissing-prototypes")), values, tmp_path)
 
 
