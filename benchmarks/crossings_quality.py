@@ -153,7 +153,10 @@ def markdown(summ: Sequence[Row], info: dict[str, str], command: str, n_entities
              f"({', '.join(f'{d}: {n}' for d, n in n_entities.items())}). Goal: no drop larger than {GOAL}.", "",
              "Earlier: the whole simulator (3 profiles, int8 rows of benchmarks/quality.py before and after the "
              "change, commit d1ee314) and the definitions tried and dropped on the way, with their costs: "
-             "[crossings_quality-d1ee314.md](crossings_quality-d1ee314.md).", ""]
+             "[crossings_quality-d1ee314.md](crossings_quality-d1ee314.md).", "",
+             "Why a drop happens (int8 residuals saturate when a block swings beyond int8, e.g. iforest on ASD omi-2), "
+             "and a companded form that removes it at a Cortex-M4 instruction cost: "
+             "[crossings_saturation.md](crossings_saturation.md).", ""]
     for ds in DATASETS:
         for config in dict.fromkeys(r["config"] for r in summ if r["dataset"] == ds):
             p = PROTOCOLS[ds]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tinywarden.detectors import TrimmedIsolationForest
-from tinywarden.detectors.iforest import DEFAULT_BUDGET_BYTES, MAX_FEATURES
+from tinywarden.detectors.iforest import DEFAULT_BUDGET_BYTES, MAX_FEATURES_UINT8
 
 
 def _packed_size(det: TrimmedIsolationForest) -> int:
@@ -14,7 +14,7 @@ def _packed_size(det: TrimmedIsolationForest) -> int:
     return det.feature_.nbytes + det.threshold_.nbytes + det.left_.nbytes + det.tree_start_.nbytes
 
 
-@pytest.mark.parametrize("n_features", [3, 66, MAX_FEATURES])
+@pytest.mark.parametrize("n_features", [3, 66, MAX_FEATURES_UINT8])
 def test_default_forest_packs_within_its_byte_budget(n_features: int) -> None:
     # many rows of wide uniform features: nearly every tree grows to its full depth, the worst case
     x = np.random.default_rng(1).uniform(-3, 3, size=(4000, n_features))
@@ -34,3 +34,12 @@ def test_budget_bound_follows_the_depth_and_tree_count() -> None:
     # one level deeper would no longer fit: the budget is what limits the default depth
     deeper = 4 * det.n_estimators * (2 ** (det.max_depth + 2) - 1) + 2 * det.n_estimators
     assert deeper > DEFAULT_BUDGET_BYTES
+
+
+def test_wide_forest_spends_one_more_byte_a_node_only() -> None:
+    # beyond 256 inputs the feature indices are uint16: the same trees, one byte more a node
+    x = np.random.default_rng(1).uniform(-3, 3, size=(4000, MAX_FEATURES_UINT8 + 1))
+    det = TrimmedIsolationForest().fit(x)
+    assert (det.feature_.dtype, det.threshold_.dtype, det.left_.dtype, det.tree_start_.dtype) == (
+        np.uint16, np.int16, np.uint8, np.uint16)
+    assert _packed_size(det) == det.packed_bytes_ <= DEFAULT_BUDGET_BYTES + len(det.feature_)

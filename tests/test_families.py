@@ -19,7 +19,13 @@ from tinywarden.detectors import (
     fail_safe_detector,
     make_detector,
 )
-from tinywarden.detectors.iforest import FRAC_BITS, average_path_length, quantize_features
+from tinywarden.detectors.iforest import (
+    FRAC_BITS,
+    MAX_FEATURES,
+    MAX_FEATURES_UINT8,
+    average_path_length,
+    quantize_features,
+)
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.pipeline import Pipeline
 from tinywarden.telemetry import read_series
@@ -120,9 +126,23 @@ def test_iforest_is_close_to_scikit_learns_full_forest() -> None:
     assert ours > 0.9 and ours >= full - 0.05
 
 
-def test_iforest_refuses_more_features_than_uint8_can_index() -> None:
-    with pytest.raises(DataError, match="uint8"):
-        TrimmedIsolationForest().fit(np.random.default_rng(0).normal(size=(50, 257)))
+def test_iforest_feature_indices_take_the_smallest_type_that_holds_them() -> None:
+    rng = np.random.default_rng(0)
+    narrow = TrimmedIsolationForest().fit(rng.normal(size=(300, MAX_FEATURES_UINT8)))
+    wide = TrimmedIsolationForest().fit(rng.normal(size=(300, MAX_FEATURES_UINT8 + 1)))
+    assert (narrow.feature_.dtype, wide.feature_.dtype) == (np.uint8, np.uint16)
+    # 4 bytes a node with uint8 indices, 5 with uint16 ones, plus a uint16 start a tree
+    assert narrow.packed_bytes_ == 4 * len(narrow.feature_) + 2 * narrow.n_estimators
+    assert wide.packed_bytes_ == 5 * len(wide.feature_) + 2 * wide.n_estimators
+    # an index beyond uint8 is used and reached: no feature is silently folded onto another
+    assert int(wide.feature_[wide.left_ != 0].max()) > 255 or len(wide.feature_) < 8
+    x = rng.normal(size=(64, MAX_FEATURES_UINT8 + 1))
+    assert wide.path_length_sum(x).tolist() == [_walk(wide, row) for row in x]
+
+
+def test_iforest_refuses_more_features_than_uint16_can_index() -> None:
+    with pytest.raises(DataError, match="uint16"):
+        TrimmedIsolationForest().fit(np.zeros((2, MAX_FEATURES + 1)))
 
 
 def test_average_path_length_matches_the_harmonic_formula() -> None:

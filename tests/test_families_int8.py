@@ -8,9 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from int8_fixtures import INT8_FAMILIES, camera, fitted
+from int8_fixtures import INT8_FAMILIES, camera, fitted, shared_entity
 from tinywarden.arith import isqrt_u64
-from tinywarden.program import KERNELS, Op, quantize_samples
+from tinywarden.codegen.c import emit_c
+from tinywarden.program import KERNELS, Op, from_model_file, quantize_samples, to_model_file
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
 
@@ -105,6 +106,32 @@ def test_iforest_kernel_walks_the_detectors_own_trees():
     # the stored trees are the packed model itself: 4 bytes a node and 2 a tree, nothing widened
     tree_bytes = sum(a.nbytes for a in prog.ops[-1].consts.values())
     assert tree_bytes == pipe.detector.packed_bytes_
+
+
+def test_iforest_of_a_few_channels_keeps_uint8_feature_indices():
+    pipe, prog = fitted("iforest")
+    last = prog.ops[-1]
+    assert last.kind == "iforest_path_s16" and last.consts["feature"].dtype == np.uint8
+    assert pipe.detector.packed_bytes_ == 4 * len(last.consts["feature"]) + 2 * len(last.consts["tree_start"])
+    assert "const uint8_t *feature" in emit_c(prog)["tinywarden_model.c"]
+
+
+@needs_gcc
+def test_iforest_beyond_256_inputs_indexes_them_in_uint16_bit_exact_in_c(tmp_path):
+    """SMD's 38 channels x 11 features (418 inputs): the fit used to refuse them (uint8 indices)."""
+    from test_codegen_c import assert_bit_exact, build
+
+    prog, values = shared_entity("smd", "iforest")
+    last = prog.ops[-1]
+    n_in = prog.tensor(last.src[0]).size
+    assert n_in > 256 and last.kind == "iforest_path_wide_s16" and last.consts["feature"].dtype == np.uint16
+    inner = last.consts["left"] != 0
+    assert int(last.consts["feature"][inner].max()) > 255  # the trees do test inputs beyond uint8's reach
+    assert "const uint16_t *feature" in emit_c(prog)["tinywarden_model.c"]
+    header, arrays = to_model_file(prog)  # the model file keeps the kind and the uint16 indices
+    back = from_model_file(header, arrays)
+    assert back.ops[-1].consts["feature"].dtype == np.uint16 and back.model_id == prog.model_id
+    assert_bit_exact(prog, build(prog, tmp_path, ("-Wconversion", "-Wmissing-prototypes")), values, tmp_path)
 
 
 def test_iforest_malformed_trees_are_refused_before_the_c_walk():

@@ -2,12 +2,13 @@
 
 Anomalies are isolated by fewer random axis-aligned splits than normal points. A full scikit-learn
 ``IsolationForest`` (100 trees of up to 255 leaves with float64 thresholds) does not fit a
-microcontroller; this one bounds the depth and the node count and stores every node in 4 bytes:
+microcontroller; this one bounds the depth and the node count and stores every node in 4 bytes (5 beyond 256 inputs):
 
 =================  ========  ==================================================================
 array              dtype     meaning for node ``i`` of tree ``t`` (nodes of a tree are contiguous)
 =================  ========  ==================================================================
-``feature_``       uint8     feature tested at an internal node (unused at a leaf)
+``feature_``       uint8     feature tested at an internal node (unused at a leaf); uint16 when the
+                             model has more than 256 inputs (a wide device: 5 bytes a node then)
 ``threshold_``     int16     internal node: go left when ``q(x[feature]) <= threshold``;
                              leaf: path length ``depth + c(leaf size)`` in Q8.8
 ``left_``          uint8     index (within the tree) of the left child, right child is ``left + 1``;
@@ -33,6 +34,7 @@ from tinywarden.detectors.base import Detector, Learned, Shape, check_param, siz
 from tinywarden.detectors.lowering import Lowered, LoweringContext
 from tinywarden.errors import DataError
 from tinywarden.kernels import Op, TensorSpec
+from tinywarden.kernels.iforest_path_s16 import path_kind
 
 #: Fractional bits of the fixed-point feature scale (Q7.8) shared by thresholds and inputs.
 FRAC_BITS = 8
@@ -40,7 +42,10 @@ FRAC_BITS = 8
 PATH_FRAC_BITS = 8
 #: uint8 child indices address at most 256 nodes per tree.
 MAX_TREE_NODES = 255
-MAX_FEATURES = 256
+#: Feature indices are uint8 up to this many inputs, uint16 beyond (:func:`feature_dtype`).
+MAX_FEATURES_UINT8 = 256
+#: uint16 feature indices address at most this many inputs.
+MAX_FEATURES = 65536
 _EULER_GAMMA = 0.5772156649015329
 #: Packed bytes the default forest may take (``4 * nodes + 2 * trees``), checked by the tests.
 DEFAULT_BUDGET_BYTES = 1024
@@ -58,6 +63,15 @@ def average_path_length(n: np.ndarray | int) -> np.ndarray:
     out[n == 2] = 1.0
     out[big] = 2.0 * (np.log(n[big] - 1.0) + _EULER_GAMMA) - 2.0 * (n[big] - 1.0) / n[big]
     return out
+
+
+def feature_dtype(n_features: int) -> type[np.unsignedinteger[Any]]:
+    """The narrowest unsigned type that indexes ``n_features`` inputs (uint8 up to 256, else uint16).
+
+    >>> feature_dtype(256).__name__, feature_dtype(257).__name__
+    ('uint8', 'uint16')
+    """
+    return np.uint8 if n_features <= MAX_FEATURES_UINT8 else np.uint16
 
 
 def quantize_features(x: np.ndarray) -> np.ndarray:
@@ -105,7 +119,8 @@ class TrimmedIsolationForest(Detector):
 
     ``n_estimators`` trees, each grown on ``max_samples`` rows drawn without replacement and cut at
     ``max_depth`` (a tree has at most ``2 ** (max_depth + 1) - 1`` nodes, which must be <= 255). The
-    packed model takes ``4 * n_nodes + 2 * n_estimators`` bytes; :attr:`packed_bytes_` reports it.
+    packed model takes ``4 * n_nodes + 2 * n_estimators`` bytes (``5 * n_nodes + ...`` beyond 256 inputs,
+    whose feature indices need uint16); :attr:`packed_bytes_` reports it.
     The score is scikit-learn's anomaly score (``-score_samples`` of ``IsolationForest``), so higher is
     more anomalous; on the device the sum of the int16 leaf values is enough (the score decreases with it).
 
@@ -152,12 +167,18 @@ class TrimmedIsolationForest(Detector):
         return {"feature_": (nodes,), "threshold_": (nodes,), "left_": (nodes,), "tree_start_": (trees,),
                 "n_samples_": (1,)}
 
+    @classmethod
+    def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
+        # every tree keeps at least its root (a leaf: feature index, int16 value, uint8 child) and its uint16 start
+        node = 3 + np.dtype(feature_dtype(n_inputs)).itemsize
+        return int({**cls().get_params(), **params}["n_estimators"]) * (node + 2)
+
     def fit(self, X: np.ndarray, y: None = None) -> TrimmedIsolationForest:  # noqa: N803
         self._validate()
         x = self._check_input(X, fitting=True)
         if x.shape[1] > MAX_FEATURES:
             raise DataError(
-                f"TrimmedIsolationForest stores feature indices as uint8: at most {MAX_FEATURES} features, "
+                f"TrimmedIsolationForest stores feature indices as uint16: at most {MAX_FEATURES} features, "
                 f"got {x.shape[1]}; use fewer features per channel"
             )
         xq = quantize_features(x)
@@ -175,7 +196,7 @@ class TrimmedIsolationForest(Detector):
             thrs += t
             lefts += lft
         self.input_shape_ = x.shape[1:]
-        self.feature_ = np.asarray(feats, dtype=np.uint8)
+        self.feature_ = np.asarray(feats, dtype=feature_dtype(x.shape[1]))
         self.threshold_ = np.asarray(thrs, dtype=np.int16)
         self.left_ = np.asarray(lefts, dtype=np.uint8)
         self.tree_start_ = np.asarray(starts, dtype=np.uint16)
@@ -184,9 +205,10 @@ class TrimmedIsolationForest(Detector):
 
     @property
     def packed_bytes_(self) -> int:
-        """Flash taken by the packed trees: 4 bytes a node plus a uint16 start offset a tree."""
+        """Flash taken by the packed trees: 4 bytes a node (5 with uint16 feature indices) plus a uint16 start
+        offset a tree."""
         self._check_fitted()
-        return 4 * len(self.feature_) + 2 * len(self.tree_start_)
+        return (3 + self.feature_.itemsize) * len(self.feature_) + 2 * len(self.tree_start_)
 
     def path_length_sum(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """Sum over trees of the Q8.8 leaf values reached (int64): the integer the device computes."""
@@ -220,9 +242,10 @@ class TrimmedIsolationForest(Detector):
         device walks the very trees the float model walks."""
         self._check_fitted()
         q_f = QParams(1.0 / (1 << FRAC_BITS), 0, "int16")
+        kind, dtype = path_kind(ctx.n_inputs)  # uint8 feature indices up to 256 inputs, uint16 beyond
         return Lowered([TensorSpec("input", "int16", (ctx.n_inputs,))],
                        [ctx.feature_input(q_f, "requantize_s64_s16"),
-                        Op("iforest_path_s16", ("input",), "score", {"shift": 0},
-                           {"feature": self.feature_.astype(np.uint8), "threshold": self.threshold_.astype(np.int16),
+                        Op(kind, ("input",), "score", {"shift": 0},
+                           {"feature": self.feature_.astype(dtype), "threshold": self.threshold_.astype(np.int16),
                             "left": self.left_.astype(np.uint8), "tree_start": self.tree_start_.astype(np.uint16)})],
                        {"input_scale": q_f.scale})

@@ -1,9 +1,15 @@
-"""Score: isolation-forest path lengths over packed int16 trees."""
+"""Score: isolation-forest path lengths over packed int16 trees.
+
+Two kinds share one kernel, told apart by the type of the feature indices: ``iforest_path_s16`` (uint8, at most
+256 model inputs: the forest of a few channels, 4 bytes a node) and ``iforest_path_wide_s16`` (uint16, up to
+65536 inputs: a wide device such as SMD's 38 channels x 11 features, 5 bytes a node).
+:func:`path_kind` chooses between them; the walk and its integers are the same."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from tinywarden.errors import ConfigError
 from tinywarden.kernels.base import (
     Op,
     ProgramView,
@@ -56,15 +62,15 @@ def _check_iforest(op: Op, p: ProgramView) -> None:
 
 
 C_TEMPLATE = r"""
-//@call: tw_iforest_path_s16(s->t_${src0}, ${c_feature}, ${c_threshold}, ${c_left}, ${c_tree_start},
+//@call: tw_${kind}(s->t_${src0}, ${c_feature}, ${c_threshold}, ${c_left}, ${c_tree_start},
 //@+ ${tree_start_size}, ${shift}, s->t_${dst});
 //@requires: score
 /* Packed isolation trees over Q7.8 features x: in tree t, from node tree_start[t], an internal node
  * (left != 0) goes to tree_start[t] + left + (x[feature] > threshold); a leaf's threshold is its Q8.8
  * path length. score = sat32((sum_t (32767 - leaf_t)) >> shift): shorter paths, higher score.
  * Range: children follow their parent within the tree and feature < len(x) (checked when the program
- * is built), so every walk ends at a leaf inside the arrays; n_trees <= 256. */
-static void tw_iforest_path_s16(const int16_t *x, const uint8_t *feature, const int16_t *threshold,
+ * is built), so every walk ends at a leaf inside the arrays; n_trees <= 256; feature indices ${feature_t}. */
+static void tw_${kind}(const int16_t *x, const ${feature_t} *feature, const int16_t *threshold,
                                 const uint8_t *left, const uint16_t *tree_start, int32_t n_trees, int32_t shift,
                                 int32_t *score)
 {
@@ -82,8 +88,27 @@ static void tw_iforest_path_s16(const int16_t *x, const uint8_t *feature, const 
 }
 """
 
-score_kernel(
-    "iforest_path_s16", _iforest_path, ("int16",),
-    {"feature": "uint8", "threshold": "int16", "left": "uint8", "tree_start": "uint16"},
-    "score = sat32(sum over trees of (32767 - Q8.8 leaf path length) >> shift), packed isolation trees",
-    C_TEMPLATE, check=_check_iforest)
+#: Feature index dtype of each kind, narrowest first.
+FEATURE_DTYPES = {"iforest_path_s16": "uint8", "iforest_path_wide_s16": "uint16"}
+
+
+def path_kind(n_inputs: int) -> tuple[str, str]:
+    """``(kind, feature dtype)`` of the narrowest kernel whose feature indices address ``n_inputs`` model inputs.
+
+    >>> path_kind(256), path_kind(257)
+    (('iforest_path_s16', 'uint8'), ('iforest_path_wide_s16', 'uint16'))
+    """
+    for kind, dtype in FEATURE_DTYPES.items():
+        if n_inputs <= int(np.iinfo(dtype).max) + 1:
+            return kind, dtype
+    raise ConfigError(f"an isolation forest indexes at most {int(np.iinfo('uint16').max) + 1} features, "
+                      f"got {n_inputs}")
+
+
+for _kind, _dtype in FEATURE_DTYPES.items():
+    score_kernel(
+        _kind, _iforest_path, ("int16",),
+        {"feature": _dtype, "threshold": "int16", "left": "uint8", "tree_start": "uint16"},
+        "score = sat32(sum over trees of (32767 - Q8.8 leaf path length) >> shift), packed isolation trees"
+        + ("" if _dtype == "uint8" else f" ({_dtype} feature indices)"),
+        C_TEMPLATE, c_subs={"kind": _kind, "feature_t": f"{_dtype}_t"}, check=_check_iforest)
