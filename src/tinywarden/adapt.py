@@ -108,6 +108,12 @@ def windows_in(seconds: float, stride: int, period_s: float | None) -> int:
     return max(1, math.ceil(seconds / (stride * period_s)))
 
 
+def level_drifts(level: np.ndarray, reference: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Each input's distance of ``level`` from the ``reference`` offsets, in ``scale`` units (the slow-drift
+    watch's measure, :mod:`tinywarden.level_watch`)."""
+    return np.abs(np.asarray(level, dtype=np.float64) - reference) / scale
+
+
 class BaselineAdapter:
     """Adapts ``pipeline``'s scaler in place from clearly normal windows (module docstring).
 
@@ -227,7 +233,7 @@ class BaselineAdapter:
     def _watch(self, rows: np.ndarray) -> None:
         """The slow-drift watch's step (:mod:`tinywarden.level_watch`): a window under the threshold moves its level."""
         self._level = self._level + 2.0**-self.config.settle_rate_shift * (rows.mean(axis=0) - self._level)
-        z = np.abs(self._level - self.reference_offset) / self.reference_scale
+        z = level_drifts(self._level, self.reference_offset, self.reference_scale)
         i = int(np.argmax(z))
         self.level_drift = float(z[i])
         if self.level_drift > self.peak_level_drift:

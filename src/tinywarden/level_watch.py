@@ -49,12 +49,14 @@ left on Cortex-M4.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tinywarden.adapt import BaselineAdapter, level_drifts
 from tinywarden.adaptation import Adaptation
 
 if TYPE_CHECKING:
@@ -66,7 +68,7 @@ __all__ = ["WatchRecord", "level_drift", "watch_record"]
 
 def level_drift(level: np.ndarray, reference: np.ndarray, scale: np.ndarray) -> float:
     """The largest distance of a per-input ``level`` from the ``reference`` offsets, in ``scale`` units."""
-    return float(np.max(np.abs(np.asarray(level) - reference) / scale))
+    return float(np.max(level_drifts(level, reference, scale)))
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,6 @@ def watch_record(pipeline: Pipeline, series: Series, adaptation: Adaptation | No
     >>> len(watch_record(p, moved).flag_rows)
     1
     """
-    import copy
-
-    from tinywarden.adapt import BaselineAdapter
-
     cfg = adaptation if adaptation is not None else Adaptation()
     p = copy.deepcopy(pipeline)
     adapter = BaselineAdapter(p, cfg)
