@@ -7,10 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from tinywarden.telemetry import Series
 
 REPO = Path(__file__).resolve().parent.parent
+
+# One compute thread per test process, as a fleet worker has (tinywarden.fleet.device.one_thread_per_worker): the
+# suite runs as two xdist workers on a two-core machine, and a BLAS or OpenMP pool of one thread per core in each
+# worker put four busy threads on two cores, where OpenBLAS threads spin while they wait (a FactorAnalysis fit, what
+# the gaussian family does, took 16x as long with the default pool on the loaded CI machine). The pools already
+# loaded are limited here; the variables cover the libraries loaded later (torch) and the commands the tests start
+# as subprocesses. A variable the caller set is kept. tests/test_fleet_train.py removes them for its probe.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+threadpool_limits(1)
 
 
 def shared_data_dir() -> Path:

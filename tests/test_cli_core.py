@@ -1,23 +1,25 @@
-"""The core commands as a user runs them: train, score, evaluate, demo (real entry point, real files)."""
+"""The core commands as a user runs them: train, score, evaluate, demo (the console command's entry point, real
+files)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from inprocess import run_tinywarden
 from tinywarden.simulate import simulate
 from tinywarden.telemetry import Series, read_series, write_csv
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tinywarden", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+    """``tinywarden ARGS`` through the console command's entry point, in this process (tests/inprocess.py): what
+    these tests check is what the commands do; the README's sequences run them as subprocesses."""
+    return run_tinywarden(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -99,12 +99,12 @@ def _root_tools(*tools: str) -> str | None:
 
 @pytest.mark.skipif(_root_tools("unshare", "mount") is not None, reason=str(_root_tools("unshare", "mount")))
 def test_a_real_full_disk_stops_the_command_in_one_line_and_keeps_what_was_written(tmp_path: Path) -> None:
-    """`record` on a 64 KiB tmpfs, in a mount namespace of its own: the disk fills, the command says so."""
+    """`record` on a 16 KiB tmpfs, in a mount namespace of its own: the disk fills, the command says so."""
     mnt = tmp_path / "small"
     mnt.mkdir()
     read_back = ("from tinywarden.telemetry import read_series; import sys; "
                  "print('READ', len(read_series(sys.argv[1])))")
-    script = (f"mount -t tmpfs -o size=64k tmpfs {mnt} && "
+    script = (f"mount -t tmpfs -o size=16k tmpfs {mnt} && "
               f"{sys.executable} -m tinywarden record --out {mnt}/rec --rate 50 --interface lo --flush 0.1s "
               f"--format csv --duration 10m; echo RC=$?; {sys.executable} -c {shlex.quote(read_back)} {mnt}/rec")
     r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=600,
