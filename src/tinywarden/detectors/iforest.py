@@ -42,8 +42,9 @@ FRAC_BITS = 8
 PATH_FRAC_BITS = 8
 #: uint8 child indices address at most 256 nodes per tree.
 MAX_TREE_NODES = 255
-#: Feature indices are uint8 up to this many inputs, uint16 beyond (:func:`feature_dtype`).
-MAX_FEATURES_UINT8 = 256
+#: Feature indices are uint8 up to this many inputs, uint16 beyond (:func:`feature_dtype`, from the kernel's
+#: :func:`~tinywarden.kernels.iforest_path_s16.path_kind`).
+MAX_FEATURES_UINT8 = int(np.iinfo(np.uint8).max) + 1
 #: uint16 feature indices address at most this many inputs.
 MAX_FEATURES = 65536
 _EULER_GAMMA = 0.5772156649015329
@@ -71,7 +72,7 @@ def feature_dtype(n_features: int) -> type[np.unsignedinteger[Any]]:
     >>> feature_dtype(256).__name__, feature_dtype(257).__name__
     ('uint8', 'uint16')
     """
-    return np.uint8 if n_features <= MAX_FEATURES_UINT8 else np.uint16
+    return np.dtype(path_kind(n_features)[1]).type  # the kernel's choice, so model and program agree
 
 
 def quantize_features(x: np.ndarray) -> np.ndarray:
