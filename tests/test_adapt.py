@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -309,10 +312,6 @@ def test_the_policy_sets_watch_drift_and_refuses_a_bad_one_naming_the_key() -> N
 
 def test_docs_policy_lists_every_adaptation_key_with_its_default() -> None:
     """docs/policy.md's ``[adaptation]`` table names each key the policy accepts, with ``Adaptation()``'s default."""
-    import dataclasses
-    import re
-    from pathlib import Path
-
     docs = (Path(__file__).resolve().parents[1] / "docs" / "policy.md").read_text()
     section = docs.split("## `[adaptation]`", 1)[1].split("\n## ", 1)[0]
     rows = dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| `?([^|`]+?)`? \|", section, flags=re.M))
