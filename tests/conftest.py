@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from tinywarden.fleet.device import THREAD_VARIABLES
 from tinywarden.telemetry import Series
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 # the gaussian family does, took 16x as long with the default pool on the loaded CI machine). The pools already
 # loaded are limited here; the variables cover the libraries loaded later (torch) and the commands the tests start
 # as subprocesses. A variable the caller set is kept. tests/test_fleet_train.py removes them for its probe.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+for _var in THREAD_VARIABLES:
     os.environ.setdefault(_var, "1")
 threadpool_limits(1)
 

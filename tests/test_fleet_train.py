@@ -21,7 +21,7 @@ from tinywarden import bundle as tb
 from tinywarden.cli import app
 from tinywarden.fileio import atomic_write
 from tinywarden.fleet.dataset import partition_file, read_device, write_fleet
-from tinywarden.fleet.device import DeviceOutcome, TrainOptions, train_device
+from tinywarden.fleet.device import THREAD_VARIABLES, DeviceOutcome, TrainOptions, train_device
 from tinywarden.fleet.ledger import bundle_path, is_done, summary_path
 from tinywarden.fleet.manifest import MANIFEST_FILE, read_manifest
 from tinywarden.fleet.report import write_report
@@ -314,8 +314,7 @@ def test_a_device_job_runs_with_one_thread_per_pool_outside_a_nanny(tmp_path: Pa
 
     write_fleet(tmp_path / "fleet", 1, 0.5, seed=5, period_s=30.0)
     (tmp_path / "policy.toml").write_bytes(POLICY)
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                             "MKL_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     res = subprocess.run([sys.executable, "-c", THREADS_PROBE, str(tmp_path / "fleet"), str(tmp_path / "policy.toml")],
                          capture_output=True, text=True, env=env, timeout=300, check=False)
