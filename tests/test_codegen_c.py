@@ -455,3 +455,35 @@ def test_fc_multiplier_and_shift_share_a_word_only_when_they_fit_and_both_forms_
         assert_bit_exact(wide, build(wide, tmp_path / edit), values, tmp_path / edit)
     (tmp_path / "packed").mkdir()
     assert_bit_exact(prog, build(prog, tmp_path / "packed"), values, tmp_path / "packed")
+
+
+def test_crossings_residuals_of_a_block_swinging_beyond_int8_are_shifted_alike_in_c(tmp_path, monkeypatch):
+    # issue 16: a quiet channel that bursts 8 to 12 of its deviations (about 256 to 384 int16 steps) above a block's
+    # first sample, its window's mean beyond int8 too: saturated residuals (sat8(q - first), the old definition)
+    # lost that block's crossings; the block's shift keeps them. The host C (-Werror), the Cortex-M4 build (SIMD32
+    # crossings) and the M0+ build (Thumb-1) must take the rare path of the fold (tw_cring_shift) exactly as the
+    # Python reference does
+    from tinywarden.kernels import features_s16 as fs
+
+    pipe, prog, values = block_layout(128, 64, ("mean", "std", "band1", "crossings", "diff_abs_max"), None)
+    mu, sd = np.nanmean(values[:, 1]), np.nanstd(values[:, 1])
+    values[1000:1100, 1] = mu + sd * np.where(np.arange(100) % 2 == 0, 8.0, 12.0)
+    scores, _ = run_int8(prog, values)
+    q = quantize_samples(prog, values)
+    wins = np.lib.stride_tricks.sliding_window_view(q, 128, axis=0)[::64].transpose(0, 2, 1).astype(np.int64)
+    assert fs.ring_residuals(wins, 64)[2].max() >= 1  # some block is shifted
+
+    def saturated(x, rows):  # the old definition: int8 residuals clipped, never shifted
+        n, w, c = x.shape
+        b = x.reshape(n, w // rows, rows, c)
+        return np.clip(b - b[:, :, :1, :], -128, 127), b[:, :, :1, :], np.zeros_like(b[:, :, :1, :])
+
+    with monkeypatch.context() as m:
+        m.setattr(fs, "ring_residuals", saturated)
+        old, _ = run_int8(prog, values)
+    assert old.tolist() != scores.tolist()  # the shift changes these scores: the comparisons below can tell
+    assert_bit_exact(prog, build(prog, tmp_path), values, tmp_path)
+    if not missing_tools():
+        for target in ("cortex-m4", "cortex-m0plus"):
+            got = run_on_qemu(tmp_path, values, target=target, timeout=120).decisions
+            assert got.score.tolist() == scores.tolist(), target
