@@ -343,16 +343,17 @@ def test_window_256_with_default_features_fits_4_kb_and_stays_bit_exact(tmp_path
                      s.values[6000:9000], tmp_path)
 
 
-def test_c_integer_square_root_is_exact_on_both_paths(tmp_path):
-    # tw_isqrt_u64 (std and rms of every window) takes 32-bit steps below 2^60 and the 64-bit form above: both
-    # must equal floor(sqrt(x)) at the paths' edges, at perfect squares and their neighbours
+def test_c_integer_square_root_is_exact_over_its_range(tmp_path):
+    # tw_isqrt_u64 (std and rms of every window, knn's distances) takes 32-bit steps over its whole range [0, 2^60),
+    # skipping leading zero words and bytes: it must equal floor(sqrt(x)) at every skip's edges, at perfect squares
+    # and their neighbours, up to the range's end
     import math
 
-    from tinywarden.arith import C_HELPERS
+    from tinywarden.arith import C_HELPERS, ISQRT_LIMIT
 
-    xs = sorted({v for e in range(64) for b in (1 << e, math.isqrt(1 << e) ** 2) for v in (b - 1, b, b + 1)
-                 if 0 <= v < 1 << 64} | {(1 << 64) - 1, (1 << 60) - 1, 1 << 60, ((1 << 30) - 1) ** 2,
-                                         ((1 << 30) - 1) ** 2 - 1, 123456789012345})
+    xs = sorted({v for e in range(61) for b in (1 << e, math.isqrt(1 << e) ** 2) for v in (b - 1, b, b + 1)
+                 if 0 <= v < ISQRT_LIMIT} | {ISQRT_LIMIT - 1, ((1 << 30) - 1) ** 2, ((1 << 30) - 1) ** 2 - 1,
+                                             123456789012345})
     src = tmp_path / "isqrt.c"
     src.write_text("#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n" + C_HELPERS["isqrt"]
                    + "int main(int argc, char **argv)\n{\n    int i;\n    for (i = 1; i < argc; i++) {\n"

@@ -180,3 +180,25 @@ def test_window_mean_crossings_on_int8_residuals_equal_the_samples_unless_a_bloc
     assert level == 1081 and features_s16([w], exact)[0, 0] == 15
     assert ring_residuals(w, 16)[2][0, :, 0, 0].tolist() == [4, 0, 0, 0]
     assert features_s16([w], resid)[0, 0] == 15
+
+
+def test_std_and_rms_of_the_largest_window_at_int16_extremes_stay_in_the_square_roots_range():
+    # tw_isqrt_u64 is exact on [0, 2^60) and tw_rms_s16 squares T = S1 + W * z0 in int32: at MAX_WINDOW with every
+    # sample and the zero point at int16's ends, T reaches 2^28 and V + T^2 stays below 2^57; the reference refuses a
+    # value beyond the range, so an overflow here would raise
+    from tinywarden.features import FEATURE_TABLE
+    from tinywarden.kernels import Op
+    from tinywarden.kernels.features_s16 import MAX_WINDOW, features_s16
+
+    codes = np.array([FEATURE_TABLE["std"].code, FEATURE_TABLE["rms"].code], dtype=np.int32)
+    op = Op("features_s16", ("window",), "features", {"window": MAX_WINDOW, "block": MAX_WINDOW},
+            {"codes": codes, "z0": np.array([-32768, 32767], dtype=np.int32)})
+    x = np.empty((2, MAX_WINDOW, 2), dtype=np.int64)
+    x[0] = -32768  # constant: V = 0, |T| = 2 * W * 2^15 on channel 0
+    x[1] = np.tile([-32768, 32767], MAX_WINDOW // 2)[:, None]  # alternating ends: V about W^2 * 2^30 = 2^54
+    f = features_s16([x], op).reshape(2, 2, 2)  # (window, channel, feature)
+    t = x.sum(axis=1) + MAX_WINDOW * np.array([-32768, 32767])
+    v = MAX_WINDOW * (x * x).sum(axis=1) - x.sum(axis=1) ** 2
+    assert abs(int(t[0, 0])) == 2 * MAX_WINDOW * 2**15 and int(v[1, 0]) > 2**53
+    assert [[[math.isqrt(int(v[n, c])), math.isqrt(int(v[n, c]) + int(t[n, c]) ** 2)] for c in range(2)]
+            for n in range(2)] == f.tolist()

@@ -50,7 +50,7 @@ from string import Template
 
 import numpy as np
 
-from tinywarden.arith import INT32_MAX, isqrt_u64
+from tinywarden.arith import isqrt_u64
 from tinywarden.errors import ConfigError
 from tinywarden.features import FEATURE_TABLE, block_size
 from tinywarden.kernels.base import (
@@ -97,7 +97,7 @@ def _bands(x: np.ndarray, level: int) -> np.ndarray:
 
 
 def _rms(q: _Window) -> np.ndarray:
-    t = np.clip(q.s1 + q.x.shape[1] * q.z0[None, :], -INT32_MAX, INT32_MAX)
+    t = q.s1 + q.x.shape[1] * q.z0[None, :]  # |t| <= 2 * MAX_WINDOW * 2**15: see C_RMS
     return isqrt_u64(q.v + t * t)
 
 
@@ -466,16 +466,16 @@ def _put_bands(code: str, levels: list[int], put: Callable[[str, str], str]) -> 
 #: The rare path of a fold whose block's extremes lie beyond int8 of its first sample (see ring_residuals).
 C_CRING_SHIFT = r"""
 /* Block floating point for the crossings residuals (tinywarden.kernels.features_s16.ring_residuals), called by a
- * group's fold when its block's extremes mn, mx lie beyond int8 of the block's first sample ref: the smallest
- * shift sh >= a->sh at which (mn - ref) >> sh and (mx - ref) >> sh fit int8; the block's earlier residuals
+ * group's fold when its block's extremes mn, mx lie beyond int8 of the block's first sample ref, with their
+ * reach d = max(mx - ref, ref - 1 - mn) > INT8_MAX: the smallest shift sh >= a->sh with d >> sh <= INT8_MAX
+ * (exactly (mx - ref) >> sh <= INT8_MAX and (mn - ref) >> sh >= INT8_MIN); the block's earlier residuals
  * (r[0, row0), at a->sh) shifted on to it (floor shifts compose), this group's recomputed from its samples x0. */
-static void tw_cring_shift(tw_block_t *a, int8_t *r, const int16_t *x0, int32_t row0, int32_t ref, int32_t mn,
-                           int32_t mx)
+static void tw_cring_shift(tw_block_t *a, int8_t *r, const int16_t *x0, int32_t row0, int32_t ref, int32_t d)
 {
     int32_t old = (int32_t)a->sh;
     int32_t sh = old;
     int32_t t;
-    while (((mx - ref) >> sh) > INT8_MAX || ((mn - ref) >> sh) < INT8_MIN) {
+    while ((d >> sh) > INT8_MAX) {
         sh++;
     }
     for (t = 0; t < row0; t++) {
@@ -525,10 +525,13 @@ static int64_t tw_crossings_s8(const tw_state_t *s, int32_t c, int32_t s1)
     return (int64_t)(acc / 255u);
 #else
     int32_t n = 0;
-    int32_t prev = ((level - s->blocks[b][c].first) >> s->blocks[b][c].sh) - s->cring[c][b][0];
+    int32_t prev = 0;
     for (i = 0; i < TW_BLOCKS; i++) {
         int32_t lb = (level - s->blocks[b][c].first) >> s->blocks[b][c].sh;
         const int8_t *x = s->cring[c][b];
+        if (i == 0) { /* the first residual's side: no crossing before it */
+            prev = lb - x[0];
+        }
 #if defined(__ARM_ARCH_ISA_THUMB)
         for (t = 0; t < TW_BLOCK; t++) {
             int32_t a = lb - x[t]; /* r > lb exactly when a < 0: a crossing is a sign change */
@@ -707,8 +710,9 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
         first = "a->first = x0[0];" + ("\na->sh = 0u;" if ring_cross else "")
         store.append(f"if (start != 0) {{\n    {first.replace(chr(10), chr(10) + '    ')}\n}}" if partial else first)
     if ring_cross:  # rare: the block swings beyond int8 of its first sample (or has already): shift its residuals
-        store += ["if ((mx - ref > INT8_MAX) || (mn - ref < INT8_MIN)) {",
-                  f"    tw_cring_shift(a, s->cring[c][s->bhead], x0, {row0}, ref, mn, mx);", "}"]
+        store += ["{", "    int32_t d = (ref - 1 - mn > mx - ref) ? ref - 1 - mn : mx - ref; /* the block's reach */",
+                  "    if (d > INT8_MAX) {",
+                  f"        tw_cring_shift(a, s->cring[c][s->bhead], x0, {row0}, ref, d);", "    }", "}"]
     if "last" in aggs and not ring_edges:
         store.append("a->last = x0[(TW_GROUP - 1) * TW_N_CHANNELS];")
     if not store and not block_bands and not block_cross:
@@ -754,7 +758,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
         "mean": "s1",
         "std": "(int64_t)tw_isqrt_u64((uint64_t)((int64_t)TW_WINDOW * s2 - (int64_t)s1 * s1))",
         "min": "mn", "max": "mx", "last": "last",
-        "rms": f"tw_rms_s16((int64_t)TW_WINDOW * s2 - (int64_t)s1 * s1, s1 + (int64_t)TW_WINDOW * {z0}[c])",
+        "rms": f"tw_rms_s16((int64_t)TW_WINDOW * s2 - (int64_t)s1 * s1, s1 + TW_WINDOW * {z0}[c])",
         "crossings": "cross" if level_cross or block_cross else
         "tw_crossings_s8(s, c, s1)" if ring_cross else "tw_crossings_s16(s, c, s1)",
         "diff_abs_mean": "dsum", "diff_abs_max": "dmax",
@@ -825,11 +829,11 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
 
 
 C_RMS = r"""
-/* isqrt(v2 + T^2) with T saturated to +-(2^31 - 1), so that its square fits int64. */
-static int64_t tw_rms_s16(int64_t v2, int64_t t)
+/* isqrt(v2 + T^2), T = S1 + W * z0. Range: W <= TW_MAX_WINDOW and int16 samples and z0, so |T| <= 2 * W * 2^15
+ * (int32) and v2 + T^2 <= W^2 * 2^30 + 4 * W^2 * 2^30 < 2^60, tw_isqrt_u64's range. */
+static int64_t tw_rms_s16(int64_t v2, int32_t t)
 {
-    t = (t > INT32_MAX) ? INT32_MAX : ((t < -INT32_MAX) ? -INT32_MAX : t);
-    return (int64_t)tw_isqrt_u64((uint64_t)v2 + (uint64_t)(t * t));
+    return (int64_t)tw_isqrt_u64((uint64_t)v2 + (uint64_t)((int64_t)t * t));
 }
 """
 
