@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     f_old = KERNELS[op_old.kind].fn([wins], op_old)[:, col :: len(feats)]  # (windows, channels)
     f_new = KERNELS[op_new.kind].fn([wins], op_new)[:, col :: len(feats)]
     block = int(op_new.attrs["ring_block"])
-    res, first = ring_residuals(wins.astype(np.int64), block)
+    res, first, _ = ring_residuals(wins.astype(np.int64), block)
     sat = (np.abs(wins.reshape(res.shape) - first) > 127).reshape(len(wins), -1, new.n_channels).mean(axis=1)
     print(f"{int(scored.sum())} scored windows, {int(labels[scored].sum())} anomalous")
     print("channel | windows whose count differs (anomalous / normal) | mean old count | samples > 127 steps "

@@ -343,16 +343,17 @@ def test_window_256_with_default_features_fits_4_kb_and_stays_bit_exact(tmp_path
                      s.values[6000:9000], tmp_path)
 
 
-def test_c_integer_square_root_is_exact_on_both_paths(tmp_path):
-    # tw_isqrt_u64 (std and rms of every window) takes 32-bit steps below 2^60 and the 64-bit form above: both
-    # must equal floor(sqrt(x)) at the paths' edges, at perfect squares and their neighbours
+def test_c_integer_square_root_is_exact_over_its_range(tmp_path):
+    # tw_isqrt_u64 (std and rms of every window, knn's distances) takes 32-bit steps over its whole range [0, 2^60),
+    # skipping leading zero words and bytes: it must equal floor(sqrt(x)) at every skip's edges, at perfect squares
+    # and their neighbours, up to the range's end
     import math
 
-    from tinywarden.arith import C_HELPERS
+    from tinywarden.arith import C_HELPERS, ISQRT_LIMIT
 
-    xs = sorted({v for e in range(64) for b in (1 << e, math.isqrt(1 << e) ** 2) for v in (b - 1, b, b + 1)
-                 if 0 <= v < 1 << 64} | {(1 << 64) - 1, (1 << 60) - 1, 1 << 60, ((1 << 30) - 1) ** 2,
-                                         ((1 << 30) - 1) ** 2 - 1, 123456789012345})
+    xs = sorted({v for e in range(61) for b in (1 << e, math.isqrt(1 << e) ** 2) for v in (b - 1, b, b + 1)
+                 if 0 <= v < ISQRT_LIMIT} | {ISQRT_LIMIT - 1, ((1 << 30) - 1) ** 2, ((1 << 30) - 1) ** 2 - 1,
+                                             123456789012345})
     src = tmp_path / "isqrt.c"
     src.write_text("#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n" + C_HELPERS["isqrt"]
                    + "int main(int argc, char **argv)\n{\n    int i;\n    for (i = 1; i < argc; i++) {\n"
@@ -455,3 +456,35 @@ def test_fc_multiplier_and_shift_share_a_word_only_when_they_fit_and_both_forms_
         assert_bit_exact(wide, build(wide, tmp_path / edit), values, tmp_path / edit)
     (tmp_path / "packed").mkdir()
     assert_bit_exact(prog, build(prog, tmp_path / "packed"), values, tmp_path / "packed")
+
+
+def test_crossings_residuals_of_a_block_swinging_beyond_int8_are_shifted_alike_in_c(tmp_path, monkeypatch):
+    # issue 16: a quiet channel that bursts 8 to 12 of its deviations (about 256 to 384 int16 steps) above a block's
+    # first sample, its window's mean beyond int8 too: saturated residuals (sat8(q - first), the old definition)
+    # lost that block's crossings; the block's shift keeps them. The host C (-Werror), the Cortex-M4 build (SIMD32
+    # crossings) and the M0+ build (Thumb-1) must take the rare path of the fold (tw_cring_shift) exactly as the
+    # Python reference does
+    from tinywarden.kernels import features_s16 as fs
+
+    pipe, prog, values = block_layout(128, 64, ("mean", "std", "band1", "crossings", "diff_abs_max"), None)
+    mu, sd = np.nanmean(values[:, 1]), np.nanstd(values[:, 1])
+    values[1000:1100, 1] = mu + sd * np.where(np.arange(100) % 2 == 0, 8.0, 12.0)
+    scores, _ = run_int8(prog, values)
+    q = quantize_samples(prog, values)
+    wins = np.lib.stride_tricks.sliding_window_view(q, 128, axis=0)[::64].transpose(0, 2, 1).astype(np.int64)
+    assert fs.ring_residuals(wins, 64)[2].max() >= 1  # some block is shifted
+
+    def saturated(x, rows):  # the old definition: int8 residuals clipped, never shifted
+        n, w, c = x.shape
+        b = x.reshape(n, w // rows, rows, c)
+        return np.clip(b - b[:, :, :1, :], -128, 127), b[:, :, :1, :], np.zeros_like(b[:, :, :1, :])
+
+    with monkeypatch.context() as m:
+        m.setattr(fs, "ring_residuals", saturated)
+        old, _ = run_int8(prog, values)
+    assert old.tolist() != scores.tolist()  # the shift changes these scores: the comparisons below can tell
+    assert_bit_exact(prog, build(prog, tmp_path), values, tmp_path)
+    if not missing_tools():
+        for target in ("cortex-m4", "cortex-m0plus"):
+            got = run_on_qemu(tmp_path, values, target=target, timeout=120).decisions
+            assert got.score.tolist() == scores.tolist(), target

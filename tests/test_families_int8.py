@@ -209,7 +209,10 @@ def test_ocsvm_integer_score_ranks_windows_as_the_float_one():
     _, feats = pipe._raw_inputs(s.values[: 150 * prog.window])
     want = pipe.detector.score_samples(pipe.scale_inputs(feats))[:: prog.window // prog.stride]
     assert len(want) == len(got)
-    assert np.corrcoef(ranks(got), ranks(want))[0, 1] > 0.99
+    # 0.993 with saturated crossings residuals, 0.989 in block floating point (a block that swings beyond int8 of its
+    # first sample counts its crossings on coarser steps, the float counts them exactly); the simulator's int8 window
+    # ROC AUC of ocsvm is 0.953 and 0.954 (benchmarks/results/mcu.md), so the bound is 0.985
+    assert np.corrcoef(ranks(got), ranks(want))[0, 1] > 0.985
     # a window on a support vector adds nothing for it; the table's first entry is 2**0 in Q15
     # the int8 support vectors are in steps of 2**sv_shift input steps
     sv = prog.ops[-1].consts["support_vectors"].astype(np.int16) << prog.ops[-1].attrs["sv_shift"]
@@ -430,7 +433,10 @@ def test_ensemble_int8_score_keeps_ranking_windows_far_outside_normal():
     assert (np.diff(block_got) > 0).all(), block_got
     assert got.max() < np.iinfo(np.int32).max
     # int8 and float rank all windows alike, not only the blocks
-    assert np.corrcoef(ranks(got), ranks(want))[0, 1] > 0.99
+    # 0.993 with saturated crossings residuals, 0.989 in block floating point (a block that swings beyond int8 of its
+    # first sample counts its crossings on coarser steps, the float counts them exactly); the simulator's int8 window
+    # ROC AUC of ocsvm is 0.953 and 0.954 (benchmarks/results/mcu.md), so the bound is 0.985
+    assert np.corrcoef(ranks(got), ranks(want))[0, 1] > 0.985
 
 
 @needs_gcc

@@ -145,12 +145,12 @@ def test_feature_requantization_written_wide_by_older_files_still_loads():
 
 
 def test_window_mean_crossings_on_int8_residuals_equal_the_samples_unless_a_block_swings_beyond_int8():
-    # issue 16: the C keeps one int8 residual a sample (the sample less its block's first) in place of the int16
-    # ring, and counts the crossings of the window's mean on them: the same count as on the samples while the
-    # residuals and the level lie within int8 of the block's first sample, and a defined one beyond
+    # issue 16: the C keeps one int8 residual a sample (the sample less its block's first, shifted right by the
+    # block's shift) in place of the int16 ring, and counts the crossings of the window's mean on them: the same
+    # count as on the samples in every block within int8 of its first sample, and on coarser steps beyond
     from tinywarden.features import FEATURE_TABLE
     from tinywarden.kernels import Op
-    from tinywarden.kernels.features_s16 import features_s16
+    from tinywarden.kernels.features_s16 import features_s16, ring_residuals
 
     code = np.array([FEATURE_TABLE["crossings"].code], dtype=np.int32)
     exact = Op("features_s16", ("window",), "features", {"window": 64, "block": 64},
@@ -160,11 +160,45 @@ def test_window_mean_crossings_on_int8_residuals_equal_the_samples_unless_a_bloc
     rng = np.random.default_rng(3)
     x = rng.integers(-60, 61, (200, 64, 2)) + rng.integers(-3000, 3000, (200, 1, 2))  # swings within int8
     np.testing.assert_array_equal(features_s16([x], resid), features_s16([x], exact))
-    # a block that starts 300 steps below the rest: its residuals saturate at 127 and the level (~290 above its
-    # first sample) is beyond them, so none of its samples counts as above the mean
+    assert not ring_residuals(x, 16)[2].any()  # every shift 0
+    # a block that starts 300 steps below the rest: saturated residuals (127) lost its crossings of the level
+    # (~295 above its first sample), 63 - 16 of 63; shifted by 2 (305 >> 2 = 76) they keep every one
     w = np.zeros((1, 64, 2), dtype=np.int64)
     w[0, :, 0] = 300 + np.tile([-5, 5], 32)
     w[0, 0, 0] = 0
+    r, _, shift = ring_residuals(w, 16)
+    assert shift[0, :, 0, 0].tolist() == [2, 0, 0, 0] and r[0, 0, :3, 0].tolist() == [0, 76, 73]
     got, want = features_s16([w], resid)[0, 0], features_s16([w], exact)[0, 0]
-    # the first block's 15 steps and the one into the next block (whose residuals, from 295, see them all) are lost
-    assert want == 63 and got == 63 - 16
+    assert want == 63 and got == 63
+    # a quiet channel bursting 1,000 to 1,200 steps above a block's first sample (asd omi-2's anomaly): its
+    # level (1,081) lies beyond int8 too, so saturated residuals counted none of the block's 14 crossings (1 of
+    # 15 in all: the step into the next block); shifted by 4 (1,200 >> 4 = 75, the level's 67) every one
+    w = np.zeros((1, 64, 2), dtype=np.int64)
+    w[0, 1:16, 0] = np.tile([1000, 1200], 8)[:15]
+    w[0, 16:, 0] = 1100
+    level = int(w[0, :, 0].sum()) // 64
+    assert level == 1081 and features_s16([w], exact)[0, 0] == 15
+    assert ring_residuals(w, 16)[2][0, :, 0, 0].tolist() == [4, 0, 0, 0]
+    assert features_s16([w], resid)[0, 0] == 15
+
+
+def test_std_and_rms_of_the_largest_window_at_int16_extremes_stay_in_the_square_roots_range():
+    # tw_isqrt_u64 is exact on [0, 2^60) and tw_rms_s16 squares T = S1 + W * z0 in int32: at MAX_WINDOW with every
+    # sample and the zero point at int16's ends, T reaches 2^28 and V + T^2 stays below 2^57; the reference refuses a
+    # value beyond the range, so an overflow here would raise
+    from tinywarden.features import FEATURE_TABLE
+    from tinywarden.kernels import Op
+    from tinywarden.kernels.features_s16 import MAX_WINDOW, features_s16
+
+    codes = np.array([FEATURE_TABLE["std"].code, FEATURE_TABLE["rms"].code], dtype=np.int32)
+    op = Op("features_s16", ("window",), "features", {"window": MAX_WINDOW, "block": MAX_WINDOW},
+            {"codes": codes, "z0": np.array([-32768, 32767], dtype=np.int32)})
+    x = np.empty((2, MAX_WINDOW, 2), dtype=np.int64)
+    x[0] = -32768  # constant: V = 0, |T| = 2 * W * 2^15 on channel 0
+    x[1] = np.tile([-32768, 32767], MAX_WINDOW // 2)[:, None]  # alternating ends: V about W^2 * 2^30 = 2^54
+    f = features_s16([x], op).reshape(2, 2, 2)  # (window, channel, feature)
+    t = x.sum(axis=1) + MAX_WINDOW * np.array([-32768, 32767])
+    v = MAX_WINDOW * (x * x).sum(axis=1) - x.sum(axis=1) ** 2
+    assert abs(int(t[0, 0])) == 2 * MAX_WINDOW * 2**15 and int(v[1, 0]) > 2**53
+    assert [[[math.isqrt(int(v[n, c])), math.isqrt(int(v[n, c]) + int(t[n, c]) ** 2)] for c in range(2)]
+            for n in range(2)] == f.tolist()

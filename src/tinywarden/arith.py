@@ -199,11 +199,16 @@ def saturate(x: IntLike, dtype: str) -> np.ndarray:
     return np.clip(_i64(x), lo, hi)
 
 
+#: ``tw_isqrt_u64``'s range is ``[0, ISQRT_LIMIT)``: its root (< 2^30) and remainder fit 32-bit words. Every
+#: caller stays below it (the features' std and rms < 2^57, knn's squared distances: n * 2^32 with n < 2^28).
+ISQRT_LIMIT = 1 << 60
+
+
 def isqrt_u64(x: IntLike) -> np.ndarray:
-    """Floor of the square root of non-negative int64 values (the C code's ``tw_isqrt_u64``)."""
+    """Floor of the square root of int64 values in ``[0, ISQRT_LIMIT)`` (the C code's ``tw_isqrt_u64``)."""
     flat = _i64(x).ravel()
-    if (flat < 0).any():
-        raise ValueError("isqrt_u64 of a negative value")
+    if (flat < 0).any() or (flat >= ISQRT_LIMIT).any():
+        raise ValueError("isqrt_u64 of a value outside [0, 2^60)")
     out = np.fromiter((math.isqrt(int(v)) for v in flat), dtype=np.int64, count=flat.size)
     return out.reshape(np.shape(x))
 
@@ -401,64 +406,42 @@ static int32_t tw_offset_clamp(int32_t r, int32_t offset, int32_t lo, int32_t hi
 }
 """,
     "isqrt": r"""
-/* floor(sqrt(x)), bit by bit, exact for every uint64. Below 2^60 the root (< 2^30) and the remainder (<= 2 root)
- * fit 32 bits: x's bit pairs are taken from the top of two words, its leading zero pairs skipped 8, 4 and 2 at a
- * time; above, the 64-bit form. TW_HAVE_ISQRT_U64 tells later kernels it is there. */
+/* floor(sqrt(x)), bit by bit, exact for x < 2^60 (tinywarden.arith.ISQRT_LIMIT: every caller's range): the root
+ * (< 2^30) and the remainder (<= 2 root) fit 32 bits, x's bit pairs are taken from the top of two words, its
+ * leading zero pairs skipped 16 and 8 at a time. TW_HAVE_ISQRT_U64 tells later kernels it is there. */
 #define TW_HAVE_ISQRT_U64 1
 static uint64_t tw_isqrt_u64(uint64_t x)
 {
-    uint64_t r = 0u;
-    uint64_t bit = (uint64_t)1 << 62;
-    if ((x >> 60) == 0u) {
-        uint32_t hi = (uint32_t)(x >> 32);
-        uint32_t lo = (uint32_t)x;
-        uint32_t r32 = 0u;
-        uint32_t rem = 0u;
-        int32_t n = 32; /* bit pairs of x left */
-        if (hi == 0u) {
-            hi = lo;
-            lo = 0u;
-            n = 16;
-        }
-        if ((hi >> 16) == 0u) {
-            hi = (hi << 16) | (lo >> 16);
-            lo <<= 16;
-            n -= 8;
-        }
-        if ((hi >> 24) == 0u) {
-            hi = (hi << 8) | (lo >> 24);
-            lo <<= 8;
-            n -= 4;
-        }
-        if ((hi >> 28) == 0u) {
-            hi = (hi << 4) | (lo >> 28);
-            lo <<= 4;
-            n -= 2;
-        }
-        for (; n > 0; n--) {
-            uint32_t t = (r32 << 2) | 1u; /* (2 r + 1)^2 - (2 r)^2: the next root bit's test */
-            rem = (rem << 2) | (hi >> 30);
-            hi = (hi << 2) | (lo >> 30);
-            lo <<= 2;
-            r32 <<= 1;
-            if (rem >= t) {
-                rem -= t;
-                r32 |= 1u;
-            }
-        }
-        return r32;
+    uint32_t hi = (uint32_t)(x >> 32);
+    uint32_t lo = (uint32_t)x;
+    uint32_t r = 0u;
+    uint32_t rem = 0u;
+    int32_t n = 32; /* bit pairs of x left */
+    if (hi == 0u) {
+        hi = lo;
+        lo = 0u;
+        n = 16;
     }
-    while (bit > x) {
-        bit >>= 2;
+    if ((hi >> 16) == 0u) {
+        hi = (hi << 16) | (lo >> 16);
+        lo <<= 16;
+        n -= 8;
     }
-    while (bit != 0u) {
-        if (x >= r + bit) {
-            x -= r + bit;
-            r = (r >> 1) + bit;
-        } else {
-            r >>= 1;
+    if ((hi >> 24) == 0u) {
+        hi = (hi << 8) | (lo >> 24);
+        lo <<= 8;
+        n -= 4;
+    }
+    for (; n > 0; n--) {
+        uint32_t t = (r << 2) | 1u; /* (2 r + 1)^2 - (2 r)^2: the next root bit's test */
+        rem = (rem << 2) | (hi >> 30);
+        hi = (hi << 2) | (lo >> 30);
+        lo <<= 2;
+        r <<= 1;
+        if (rem >= t) {
+            rem -= t;
+            r |= 1u;
         }
-        bit >>= 2;
     }
     return r;
 }

@@ -38,8 +38,9 @@ cannot tell the two apart by the level alone.
 ``TW_AD_WATCH``): one int32 per input, one step and one requantization per input per window, bit for bit.
 It is on by default (``watch_drift`` :data:`~tinywarden.adaptation.WATCH_DRIFT`); ``watch_drift = 0`` turns it
 off and compiles it out. On the adapting default camera module it adds 92 B of flash on Cortex-M4 and M4F and 98 B
-on M0+ (7,310 / 7,328 / 8,032 B with it, module alone), 264 B of RAM (3,376 B) and 2,942 instructions a window on
-M4 (``benchmarks/results/mcu_adaptation.md``). It was off by default while that module had only 12 B of its 8 KB
+on M0+ (7,310 / 7,328 / 8,032 B with it, module alone, when it was turned on; 7,308 / 7,332 / 7,934 B since the
+crossings' block floating point and the leaner square root), 264 B of RAM (3,376 B) and 2,942 instructions a window
+on M4 (``benchmarks/results/mcu_adaptation.md``). It was off by default while that module had only 12 B of its 8 KB
 left on Cortex-M4.
 
 >>> import numpy as np

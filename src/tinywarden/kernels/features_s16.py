@@ -14,7 +14,8 @@ rms             isqrt(V + T**2)
 band<l>         sum over blocks of 2**l of (first-half sum minus second-half sum)**2
 crossings       #t with (q[t] > L) != (q[t-1] > L) over the window, by the op's definition: a trained level
                 (const ``level``: L = level); the window's mean on int8 residuals (attribute ``ring_block``
-                = R: with F the first sample of q[t]'s block of R rows, sat8(q[t] - F) > floor(S1 / W) - F
+                = R: with F the first sample of q[t]'s block of R rows and k its shift, the smallest that
+                fits every (q - F) >> k of the block in int8, (q[t] - F) >> k > (floor(S1 / W) - F) >> k
                 in place of q[t] > floor(S1 / W), see :func:`ring_residuals`); else per block of B rows
                 (attribute ``block``, default W), (B*q[t] > S1b) inside each block, S1b the block's sum
 diff_abs_mean   sum |q[t] - q[t-1]|
@@ -49,7 +50,7 @@ from string import Template
 
 import numpy as np
 
-from tinywarden.arith import INT32_MAX, isqrt_u64
+from tinywarden.arith import isqrt_u64
 from tinywarden.errors import ConfigError
 from tinywarden.features import FEATURE_TABLE, block_size
 from tinywarden.kernels.base import (
@@ -96,7 +97,7 @@ def _bands(x: np.ndarray, level: int) -> np.ndarray:
 
 
 def _rms(q: _Window) -> np.ndarray:
-    t = np.clip(q.s1 + q.x.shape[1] * q.z0[None, :], -INT32_MAX, INT32_MAX)
+    t = q.s1 + q.x.shape[1] * q.z0[None, :]  # |t| <= 2 * MAX_WINDOW * 2**15: see C_RMS
     return isqrt_u64(q.v + t * t)
 
 
@@ -106,9 +107,9 @@ def _crossings(q: _Window) -> np.ndarray:
         above = q.x > q.level[None, None, :]
         return (above[:, 1:] != above[:, :-1]).sum(axis=1).astype(np.int64)
     if q.ring_block:  # the window's mean, on the int8 residuals the C keeps of the window
-        r, first = ring_residuals(q.x, q.ring_block)
+        r, first, shift = ring_residuals(q.x, q.ring_block)
         level = np.floor_divide(q.s1, w)[:, None, None, :]
-        above = r > level - first  # (N, blocks, rows, C)
+        above = r > ((level - first) >> shift)  # (N, blocks, rows, C)
         above = above.reshape(n, w, c)
         return (above[:, 1:] != above[:, :-1]).sum(axis=1).astype(np.int64)
     b = q.x.reshape(n, w // q.block, q.block, c)
@@ -116,17 +117,28 @@ def _crossings(q: _Window) -> np.ndarray:
     return (above[:, :, 1:] != above[:, :, :-1]).sum(axis=(1, 2)).astype(np.int64)
 
 
-def ring_residuals(x: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(r, first)``: the int8 residuals ``r = sat8(q - first)`` of windows ``x`` (N, W, C), ``first`` the first
-    sample of each block of ``rows`` rows (N, W / rows, 1, C), ``r`` (N, W / rows, rows, C). Crossings of the
-    window's mean ``L`` count ``r > L - first``: exactly ``q > L`` unless both ``q`` and ``L`` lie more than 127
-    steps on the same side of ``first`` (a swing beyond int8 inside a block), and the C keeps one byte a sample
-    instead of the raw ring's two. (Shifting the residuals to fit int8 instead cost up to 0.036 int8 ROC AUC on
-    the simulator: the coarser steps blur the crossings of quiet channels.)"""
+def ring_residuals(x: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(r, first, shift)``: the int8 residuals ``r = (q - first) >> shift`` of windows ``x`` (N, W, C) in block
+    floating point, ``first`` the first sample of each block of ``rows`` rows (N, W / rows, 1, C), ``shift`` the
+    block's shift (N, W / rows, 1, C): the smallest ``s >= 0`` with every ``(q - first) >> s`` of the block within
+    int8 (``>>`` the floor shift), ``r`` (N, W / rows, rows, C). Crossings of the window's mean ``L`` count
+    ``r > (L - first) >> shift``: exactly ``q > L`` in a block whose samples lie within int8 of its first
+    (``shift`` 0: almost every block of normal data), and in a block that swings further the crossings of the
+    samples on its coarser steps of ``2**shift`` (``q > L`` unless ``q`` and ``L`` share a step) instead of none
+    (saturated residuals lost every crossing of a level beyond them). The C keeps one byte a sample instead of
+    the raw ring's two, and a shift a block and channel. (One shift a channel, fixed from the training windows,
+    cost up to 0.036 int8 ROC AUC on the simulator: its coarser steps blur the crossings of quiet channels in
+    every block; a block's own shift is 0 unless that block swings beyond int8.)"""
     n, w, c = x.shape
     b = x.reshape(n, w // rows, rows, c)
     first = b[:, :, :1, :]
-    return np.clip(b - first, -128, 127), first
+    d = b - first
+    hi = d.max(axis=2, keepdims=True)  # >= 0
+    lo = -d.min(axis=2, keepdims=True) - 1  # >= -1: d >> s >= -128 exactly when lo < 2**(s + 7)
+    shift = np.zeros_like(first)
+    for s in range(1, 17):  # |d| < 2**16: shift <= 9
+        shift += ((hi >> (s - 1)) > 127) | ((lo >> (s - 1)) > 127)
+    return d >> shift, first, shift
 
 
 def _band(level: int) -> Callable[[_Window], np.ndarray]:
@@ -451,22 +463,35 @@ def _put_bands(code: str, levels: list[int], put: Callable[[str, str], str]) -> 
     return code
 
 
-C_SAT_S8 = r"""
-/* int8 saturation (ARMv7-M SSAT where the compiler offers it). */
-TW_FORCE_INLINE int8_t tw_sat_s8(int32_t x)
+#: The rare path of a fold whose block's extremes lie beyond int8 of its first sample (see ring_residuals).
+C_CRING_SHIFT = r"""
+/* Block floating point for the crossings residuals (tinywarden.kernels.features_s16.ring_residuals), called by a
+ * group's fold when its block's extremes mn, mx lie beyond int8 of the block's first sample ref, with their
+ * reach d = max(mx - ref, ref - 1 - mn) > INT8_MAX: the smallest shift sh >= a->sh with d >> sh <= INT8_MAX
+ * (exactly (mx - ref) >> sh <= INT8_MAX and (mn - ref) >> sh >= INT8_MIN); the block's earlier residuals
+ * (r[0, row0), at a->sh) shifted on to it (floor shifts compose), this group's recomputed from its samples x0. */
+static void tw_cring_shift(tw_block_t *a, int8_t *r, const int16_t *x0, int32_t row0, int32_t ref, int32_t d)
 {
-#if defined(__ARM_FEATURE_SAT) && defined(__GNUC__)
-    return (int8_t)__builtin_arm_ssat(x, 8);
-#else
-    return (int8_t)((x > INT8_MAX) ? INT8_MAX : ((x < INT8_MIN) ? INT8_MIN : x));
-#endif
+    int32_t old = (int32_t)a->sh;
+    int32_t sh = old;
+    int32_t t;
+    while ((d >> sh) > INT8_MAX) {
+        sh++;
+    }
+    for (t = 0; t < row0; t++) {
+        r[t] = (int8_t)(r[t] >> (sh - old));
+    }
+    for (t = 0; t < TW_GROUP; t++) {
+        r[row0 + t] = (int8_t)((x0[t * TW_N_CHANNELS] - ref) >> sh);
+    }
+    a->sh = (uint8_t)sh;
 }
 """
 C_CROSSINGS_S8 = r"""
 /* Crossings of the window's mean by channel c (tinywarden.kernels.features_s16.ring_residuals), counted on the int8
- * residuals cring keeps of the window (each block's samples less its first sample, saturated): #t with r[t] > lb
- * changing, lb = L - first, L = floor(S1 / W); the crossings of the samples themselves unless a sample and L lie
- * beyond int8 on the same side of first. Range: |S1| <= TW_MAX_WINDOW * 2^15. */
+ * residuals cring keeps of the window (each block's samples less its first sample, shifted right by the block's
+ * sh): #t with r[t] > lb changing, lb = (L - first) >> sh, L = floor(S1 / W); the crossings of the samples
+ * themselves in every block of shift 0 (its samples within int8 of its first). Range: |S1| <= TW_MAX_WINDOW * 2^15. */
 static int64_t tw_crossings_s8(const tw_state_t *s, int32_t c, int32_t s1)
 {
     int32_t level = (s1 >= 0) ? s1 / TW_WINDOW : -((-s1 + TW_WINDOW - 1) / TW_WINDOW);
@@ -478,9 +503,9 @@ static int64_t tw_crossings_s8(const tw_state_t *s, int32_t c, int32_t s1)
      * turns them into a byte mask, a crossing is a mask byte differing from the one before it (the previous word's
      * last for the first) and USADA8 adds up the differing bytes, 255 each */
     uint32_t acc = 0u;
-    uint32_t pm = (s->cring[c][b][0] > (level - s->blocks[b][c].first)) ? 0u : 0xFF000000u;
+    uint32_t pm = (s->cring[c][b][0] > ((level - s->blocks[b][c].first) >> s->blocks[b][c].sh)) ? 0u : 0xFF000000u;
     for (i = 0; i < TW_BLOCKS; i++) {
-        int32_t lb = level - s->blocks[b][c].first;
+        int32_t lb = (level - s->blocks[b][c].first) >> s->blocks[b][c].sh;
         /* lb beyond int8: no residual is above it (lb > 127: the mask of lb = 127), or every one is (keep 0) */
         uint32_t lbx4 = (uint32_t)(uint8_t)(int8_t)((lb > INT8_MAX) ? INT8_MAX : ((lb < INT8_MIN) ? INT8_MIN : lb))
                         * 0x01010101u;
@@ -500,10 +525,13 @@ static int64_t tw_crossings_s8(const tw_state_t *s, int32_t c, int32_t s1)
     return (int64_t)(acc / 255u);
 #else
     int32_t n = 0;
-    int32_t prev = (level - s->blocks[b][c].first) - s->cring[c][b][0];
+    int32_t prev = 0;
     for (i = 0; i < TW_BLOCKS; i++) {
-        int32_t lb = level - s->blocks[b][c].first;
+        int32_t lb = (level - s->blocks[b][c].first) >> s->blocks[b][c].sh;
         const int8_t *x = s->cring[c][b];
+        if (i == 0) { /* the first residual's side: no crossing before it */
+            prev = lb - x[0];
+        }
 #if defined(__ARM_ARCH_ISA_THUMB)
         for (t = 0; t < TW_BLOCK; t++) {
             int32_t a = lb - x[t]; /* r > lb exactly when a < 0: a crossing is a sign change */
@@ -590,7 +618,8 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
     needs = {a for n in names if not (n == "crossings" and not level_cross) for a in _NEEDS.get(n, ())}
     needs |= {"s1"} if "crossings" in names and not level_cross else set()
     needs |= {"cross"} if block_cross else set()
-    needs |= {"first"} if ring_cross else set()  # the residuals' reference
+    # the residuals' reference, and the block's extremes that tell when its residuals need a shift
+    needs |= {"first", "mn", "mx"} if ring_cross else set()
     diffs = bool({"dsum", "dmax"} & needs)
     carried = diffs or level_cross  # the previous sample's step or side
     needs |= {"last"} if carried and partial else set()  # the step into a group from its block's previous one
@@ -615,7 +644,8 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
     in_ring = {"first", "last"} if ring_edges else set()
     members = ([(_AGG[a][0], a) for a in aggs if a not in split and a not in in_ring]
                + [("int64_t", n) for n in wide if n.startswith("band") and n not in split]
-               + [m for n in wide if n in split for m in (("uint32_t", f"{n}_lo"), ("uint8_t", f"{n}_hi"))])
+               + [m for n in wide if n in split for m in (("uint32_t", f"{n}_lo"), ("uint8_t", f"{n}_hi"))]
+               + ([("uint8_t", "sh")] if ring_cross else []))  # the block's residuals' shift
     members.sort(key=lambda m: -_SIZE[m[0]])
     size = sum(_SIZE[t] for t, _ in members)
     align = max((_SIZE[t] for t, _ in members), default=2)
@@ -625,7 +655,8 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
     typedefs = ("/* One block's aggregates of one channel (tinywarden.kernels.features_s16): s1 sum, s2 sum of "
                 "squares,\n * mn/mx extremes, first/last sample, dsum/dmax sum and max of |step| inside the block, "
                 "cross crossings\n * (of the trained level, or of the sub-blocks' means) inside the block, band<l>"
-                " Haar band energy of level l;\n * every member is exact for TW_BLOCK <= TW_MAX_WINDOW. */\n"
+                " Haar band energy of level l, sh the shift\n * of the block's crossings residuals; every member is "
+                "exact for TW_BLOCK <= TW_MAX_WINDOW. */\n"
                 "typedef struct {\n" + "\n".join(lines) + "\n} tw_block_t;\n")
     pyramid = [lv for lv in block_bands if lv <= MAX_PYRAMID_LEVEL]
     pyramid_sum = bool(pyramid) and "s1" in aggs  # the block's sum from the pyramid's top sums
@@ -652,7 +683,9 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
               + (["d = (d < 0) ? -d : d;"] if diffs else [])
               + [_AGG[a][3] for a in folded if not (a == "s1" and pyramid_sum) and not (a == "s2" and pyramid_sq)]
               + (["prev = v;"] if carried else []) + (["pa = ab;"] if level_cross else [])
-              + (["*rp++ = tw_sat_s8(v - ref);"] if ring_cross else []))
+              # the residual's low byte: exact while the block stays within int8 of its first sample, else the
+              # group's residuals are recomputed (tw_cring_shift)
+              + (["*rp++ = (int8_t)(uint8_t)(v - ref);"] if ring_cross else []))
     if not update:
         update = ["(void)v;"]
     unroll = UNROLL if gr % UNROLL == 0 else 1  # UNROLL samples a pass
@@ -674,7 +707,12 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
     cross_code = C_CROSS_BLOCK.substitute(level_sum=C_CROSS_SUM_ONE if cb == gr == g else C_CROSS_SUM_LOOP,
                                           init=running("cross", "0")) if block_cross else ""
     if "first" in aggs and not ring_edges:
-        store.append("if (start != 0) {\n    a->first = x0[0];\n}" if partial else "a->first = x0[0];")
+        first = "a->first = x0[0];" + ("\na->sh = 0u;" if ring_cross else "")
+        store.append(f"if (start != 0) {{\n    {first.replace(chr(10), chr(10) + '    ')}\n}}" if partial else first)
+    if ring_cross:  # rare: the block swings beyond int8 of its first sample (or has already): shift its residuals
+        store += ["{", "    int32_t d = (ref - 1 - mn > mx - ref) ? ref - 1 - mn : mx - ref; /* the block's reach */",
+                  "    if (d > INT8_MAX) {",
+                  f"        tw_cring_shift(a, s->cring[c][s->bhead], x0, {row0}, ref, d);", "    }", "}"]
     if "last" in aggs and not ring_edges:
         store.append("a->last = x0[(TW_GROUP - 1) * TW_N_CHANNELS];")
     if not store and not block_bands and not block_cross:
@@ -720,7 +758,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
         "mean": "s1",
         "std": "(int64_t)tw_isqrt_u64((uint64_t)((int64_t)TW_WINDOW * s2 - (int64_t)s1 * s1))",
         "min": "mn", "max": "mx", "last": "last",
-        "rms": f"tw_rms_s16((int64_t)TW_WINDOW * s2 - (int64_t)s1 * s1, s1 + (int64_t)TW_WINDOW * {z0}[c])",
+        "rms": f"tw_rms_s16((int64_t)TW_WINDOW * s2 - (int64_t)s1 * s1, s1 + TW_WINDOW * {z0}[c])",
         "crossings": "cross" if level_cross or block_cross else
         "tw_crossings_s8(s, c, s1)" if ring_cross else "tw_crossings_s16(s, c, s1)",
         "diff_abs_mean": "dsum", "diff_abs_max": "dmax",
@@ -755,7 +793,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
                        for line in xs if line)
 
     body = C_STREAM.substitute(
-        pre=C_SAT_S8.rstrip("\n") if ring_cross else "",
+        pre=C_CRING_SHIFT.rstrip("\n") if ring_cross else "",
         start=Template(C_START_GROUPS).substitute(
             row0="    int32_t row0 = (int32_t)s->gpos * TW_GROUP;\n" if ring_cross else "") if partial else C_START_ONE,
         locals=block(locals_, 8), stats=block(stats, 8), hook=block(hook, 8), store=block(store, 8),
@@ -791,11 +829,11 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
 
 
 C_RMS = r"""
-/* isqrt(v2 + T^2) with T saturated to +-(2^31 - 1), so that its square fits int64. */
-static int64_t tw_rms_s16(int64_t v2, int64_t t)
+/* isqrt(v2 + T^2), T = S1 + W * z0. Range: W <= TW_MAX_WINDOW and int16 samples and z0, so |T| <= 2 * W * 2^15
+ * (int32) and v2 + T^2 <= W^2 * 2^30 + 4 * W^2 * 2^30 < 2^60, tw_isqrt_u64's range. */
+static int64_t tw_rms_s16(int64_t v2, int32_t t)
 {
-    t = (t > INT32_MAX) ? INT32_MAX : ((t < -INT32_MAX) ? -INT32_MAX : t);
-    return (int64_t)tw_isqrt_u64((uint64_t)v2 + (uint64_t)(t * t));
+    return (int64_t)tw_isqrt_u64((uint64_t)v2 + (uint64_t)((int64_t)t * t));
 }
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinywarden.arith import INT32_MAX, isqrt_u64
+from tinywarden.arith import INT32_MAX, ISQRT_LIMIT, isqrt_u64
 from tinywarden.kernels.base import (
     Op,
     ProgramView,
@@ -34,6 +34,8 @@ def _check_knn(op: Op, p: ProgramView) -> None:
     n = p.tensor(op.src[0]).size
     require(len(const_shape(op, "prototypes")) == 2 and const_shape(op, "prototypes")[0] >= 1
              and const_shape(op, "prototypes")[1] == n, f"prototypes must be (n_prototypes, {n})")
+    # a squared distance is at most n * 2^32: within tw_isqrt_u64's range
+    require(n << 32 < ISQRT_LIMIT, f"knn_dist_s16 takes at most {ISQRT_LIMIT >> 32} inputs, not {n}")
 
 
 C_TEMPLATE = r"""
@@ -43,7 +45,7 @@ C_TEMPLATE = r"""
 /* Sum of the Euclidean distances (each floor(sqrt(squared distance))) to the k nearest prototypes
  * (prototypes: n_prototypes x n, row-major): score = sat32((sum_j isqrt(d2_j)) >> shift). The float
  * detector reports this sum over k; a constant factor changes no ranking. k is clamped to
- * [1, min(n_prototypes, TW_KNN_MAX_K)], as the Python kernel does. Range: n * 2^32 < 2^63. */
+ * [1, min(n_prototypes, TW_KNN_MAX_K)], as the Python kernel does. Range: n * 2^32 < 2^60. */
 static void tw_knn_dist_s16(const int16_t *x, int32_t n, const int16_t *prototypes, int32_t n_prototypes,
                             int32_t k, int32_t shift, int32_t *score)
 {

@@ -377,8 +377,8 @@ static int32_t tw_log2_q16(uint64_t x)
     return ((((hi != 0u) ? 63 : 31) - z) << 16) + (frac << 1);
 }
 
-/* floor(sqrt(v)). Range: any v. tw_isqrt_u64's when the module has it: the same
- * root, one copy of the code. */
+/* floor(sqrt(v)). Range: v < 2^60 (the variance is at most 2^48). tw_isqrt_u64's when the module has it: the
+ * same root, one copy of the code. */
 static uint32_t tw_isqrt64(uint64_t v)
 {
 #if defined(TW_HAVE_ISQRT_U64)
