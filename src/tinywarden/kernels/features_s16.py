@@ -758,7 +758,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
         "mean": "s1",
         "std": "(int64_t)tw_isqrt_u64((uint64_t)((int64_t)TW_WINDOW * s2 - (int64_t)s1 * s1))",
         "min": "mn", "max": "mx", "last": "last",
-        "rms": f"tw_rms_s16((int64_t)TW_WINDOW * s2 - (int64_t)s1 * s1, s1 + TW_WINDOW * {z0}[c])",
+        "rms": f"tw_rms_s16((int64_t)TW_WINDOW * s2 - (int64_t)s1 * s1, s1 + (int32_t)TW_WINDOW * {z0}[c])",
         "crossings": "cross" if level_cross or block_cross else
         "tw_crossings_s8(s, c, s1)" if ring_cross else "tw_crossings_s16(s, c, s1)",
         "diff_abs_mean": "dsum", "diff_abs_max": "dmax",
