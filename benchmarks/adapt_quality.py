@@ -18,6 +18,7 @@ per family (mean over entities and the worst entity), and whether every family s
     python benchmarks/adapt_quality.py                          # SMD and ASD, every family; writes results
     python benchmarks/adapt_quality.py --datasets asd --families ewma,pca --no-write
     python benchmarks/adapt_quality.py --render rows.json       # re-render saved rows
+    python benchmarks/adapt_quality.py --render all.json more.json --json all.json --no-write   # join runs
     python benchmarks/adapt_quality.py --datasets asd --families ar --settle-s 0 --no-write   # rule off
 """
 
@@ -116,6 +117,21 @@ def summarise(rows: Sequence[Row]) -> list[Row]:
     return out
 
 
+def join(saved: Sequence[Mapping[str, Any]]) -> tuple[list[Row], dict[str, str]]:
+    """Several runs' ``--json`` output (``{"machine": ..., "rows": [...]}``) as one, in the order given: a later
+    run's row replaces an earlier one for the same (dataset, entity, family), in its place; a new one is appended.
+    Each machine field lists the runs' distinct values in order, joined by `` + `` (one value if they agree)."""
+    by_key: dict[tuple[str, str, str], Row] = {}
+    info: dict[str, list[str]] = {}
+    for run in saved:
+        for row in run["rows"]:
+            by_key[(row["dataset"], row["entity"], row["family"])] = row
+        for k, v in run["machine"].items():
+            if v not in info.setdefault(k, []):
+                info[k].append(v)
+    return list(by_key.values()), {k: " + ".join(v) for k, v in info.items()}
+
+
 def markdown(rows: Sequence[Row], info: dict[str, str], note: str,
              produced: str = "`python benchmarks/adapt_quality.py`") -> str:
     summary = summarise(rows)
@@ -163,8 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--entities", type=int, help="only the first N entities of each dataset")
     ap.add_argument("--names", help="only these entities (comma-separated, e.g. machine-2-1,machine-2-2: one run split "
                     "over several processes, their --json rows joined with --render)")
-    ap.add_argument("--json", type=Path, help="write the per-entity rows here (appended as they come)")
-    ap.add_argument("--render", type=Path, help="render saved rows (--json output) instead of measuring")
+    ap.add_argument("--json", type=Path, help="write the per-entity rows here (appended as they come; with "
+                    "--render, the joined rows)")
+    ap.add_argument("--render", type=Path, nargs="+", help="render saved rows (--json output) instead of measuring; "
+                    "several files are joined, a later file's row replacing an earlier one for the same (dataset, "
+                    "entity, family)")
     ap.add_argument("--note", default="", help="a line printed above the table (e.g. what was left out)")
     ap.add_argument("--produced", default="`python benchmarks/adapt_quality.py`",
                     help="the commands that measured the rows (a --render of several runs' rows names them)")
@@ -173,8 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "0 turns the sustained-shift rule off)")
     args = ap.parse_args(argv)
     if args.render is not None:
-        saved = json.loads(args.render.read_text())
-        rows, info = saved["rows"], saved["machine"]
+        rows, info = join([json.loads(path.read_text()) for path in args.render])
+        if args.json:
+            args.json.write_text(json.dumps({"machine": info, "rows": json_safe(rows)}, indent=1) + "\n")
     else:
         single_core()
         import warnings

@@ -403,6 +403,19 @@ def test_adapt_quality_goal_is_the_mean_loss_per_dataset_and_family_and_names_th
     assert "**missed**" in text and "fit failed: x" in text and "Goal met by 1 of 2" in text
 
 
+
+def test_adapt_quality_join_replaces_a_measured_pair_and_appends_new_ones() -> None:
+    from benchmarks.adapt_quality import join
+
+    def row(entity: str, family: str, off: float) -> dict[str, Any]:
+        return {"dataset": "smd", "entity": entity, "family": family, "roc_auc_off": off}
+
+    old = {"machine": {"date": "d1", "commit": "c1"}, "rows": [row("m1", "a", 0.1), row("m2", "a", 0.2)]}
+    new = {"machine": {"date": "d2", "commit": "c1"}, "rows": [row("m2", "a", 0.3), row("m3", "a", 0.4)]}
+    rows, info = join([old, new])
+    assert [(r["entity"], r["roc_auc_off"]) for r in rows] == [("m1", 0.1), ("m2", 0.3), ("m3", 0.4)]
+    assert info == {"date": "d1 + d2", "commit": "c1"}
+
 def test_mcu_families_option_refuses_an_unknown_family_in_one_line(tmp_path: Path) -> None:
     from tinywarden.detectors import REGISTRY
 
