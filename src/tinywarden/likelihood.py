@@ -430,7 +430,8 @@ class AnomalyLikelihood:
         >>> lik = AnomalyLikelihood().fit(np.r_[np.zeros(50), np.ones(50)], values=np.array([[0.0], [1.0]]))
         >>> one = lik.fresh()
         >>> scores, rows = [0.5, 40.0, np.nan, 0.5], [[0.5], [0.5], [9.0], [0.5]]
-        >>> lik.update_many(scores, rows).tolist() == [one.update(s, r) for s, r in zip(scores, rows)]
+        >>> loop = [one.update(s, r) for s, r in zip(scores, rows)]
+        >>> np.array_equal(lik.update_many(scores, rows), loop, equal_nan=True)
         True
         """
         self._check_fitted()
