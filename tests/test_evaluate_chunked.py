@@ -92,6 +92,7 @@ def test_evaluate_chunks_refuses_data_without_labels(attacked: tuple[Path, Path,
         evaluate_chunks(p, [bare], lambda n: 0)
 
 
+@pytest.mark.slow
 def test_evaluate_chunks_memory_per_window_is_bounded() -> None:
     """What grows with a long recording is what evaluate keeps per window (17 bytes: its end time, score and one
     byte of flags) and the ranking metrics' arrays at the end: measured with tracemalloc (numpy's buffers
