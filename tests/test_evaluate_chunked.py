@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inprocess import run_tinywarden
 from tinywarden.chunked_score import evaluate_chunks
 from tinywarden.cli.core import evaluate_pipeline
 from tinywarden.detectors import make_detector
@@ -67,9 +66,9 @@ def test_the_evaluate_command_reads_chunks_and_equals_the_whole_file(
     assert s.labels is not None and len(find_incidents(s)) >= 3  # incidents to cross chunk ends
     skip = 0 if skip_fraction is None else int(round(len(s) * skip_fraction))
     _, whole = evaluate_pipeline(p, read_series(folder), skip)
-    argv = [sys.executable, "-m", "tinywarden", "evaluate", str(model), str(folder), "--json", "--chunk-rows", "997"]
+    argv = ["evaluate", str(model), str(folder), "--json", "--chunk-rows", "997"]
     argv += [] if skip_fraction is None else ["--skip-fraction", str(skip_fraction)]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    r = run_tinywarden(*argv)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got == json.loads(json.dumps(whole.to_dict()))  # every figure, every incident, to the last bit
