@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-system.sh
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | { grep -v -e "^WARNING: Running pip as" -e "^WARNING: Location" -e "^$" || true; }
 python3 -m ruff check src tests benchmarks examples
-python3 -m pytest -q -n 2 --dist loadfile --durations=20 "$@"
+python3 -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=20 "$@"

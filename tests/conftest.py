@@ -25,6 +25,30 @@ for _var in THREAD_VARIABLES:
 threadpool_limits(1)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """How the two xdist workers share the suite (scripts/test.sh runs ``--dist loadgroup --no-loadscope-reorder``):
+    the tests of a file go to one worker together, so a module-scoped fixture is built once, as ``--dist loadfile``
+    does; a test marked ``slow`` (a long end-to-end run that uses no module fixture) is a unit of its own, and the
+    slow tests are handed out first, then the files, most tests first. Under loadfile's order (files by test count)
+    the README file's two long tests came last and ran one after the other on one worker while the other sat idle.
+    Every test still runs, in its file's order; only which worker runs it, and when, changes."""
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            slow = item.get_closest_marker("slow") is not None
+            item.add_marker(pytest.mark.xdist_group(item.nodeid if slow else str(item.path.relative_to(REPO))))
+    size: dict[str, int] = {}
+    for item in items:
+        size[_group(item)] = size.get(_group(item), 0) + 1
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, -size[_group(item)]))
+
+
+def _group(item: pytest.Item) -> str:
+    mark = item.get_closest_marker("xdist_group")
+    assert mark is not None
+    return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+
+
 def shared_data_dir() -> Path:
     """``$TINYWARDEN_DATA`` or ``<repo>/../shared/data``."""
     return Path(os.environ.get("TINYWARDEN_DATA", REPO.parent / "shared" / "data"))

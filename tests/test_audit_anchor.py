@@ -5,12 +5,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from inprocess import run_tinywarden
 from test_agent import Kit, build_kit, config
 from tinywarden.agent.escalate import EscalationError, Incident
 from tinywarden.agent.loop import Agent
@@ -187,8 +187,7 @@ def test_nan_inside_a_record_is_one_line_at_the_cli(tmp_path: Path, key: AuditKe
     text = log.read_text().splitlines(keepends=True)
     text[2] = text[2].replace('"tier":1', '"tier":NaN')
     log.write_text("".join(text))
-    r = subprocess.run([sys.executable, "-m", "tinywarden", "audit", "verify", str(log), "--key", str(key.path)],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = run_tinywarden("audit", "verify", str(log), "--key", str(key.path))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [
         "tamper: a.log:3: not a valid record: NaN in it, which the writer never writes (edited)",

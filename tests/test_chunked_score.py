@@ -134,8 +134,7 @@ def test_score_chunks_equals_the_batch_path_for_any_split(kit: tuple[Path, Path]
 
 
 def test_a_gap_at_a_chunk_end_is_reported_once_with_its_row(kit: tuple[Path, Path], tmp_path: Path) -> None:
-    import subprocess
-    import sys
+    from inprocess import run_tinywarden
 
     model, data = kit
     s = read_series(data).slice(0, 300)
@@ -143,8 +142,7 @@ def test_a_gap_at_a_chunk_end_is_reported_once_with_its_row(kit: tuple[Path, Pat
     ts[74:] += 3600.0  # an hour missing after the 74th data row: between chunks 2 and 3 of 37 rows
     gapped = tmp_path / "gap.csv"
     write_csv(Series(ts, s.values, s.channels, s.labels, s.attacks), gapped)
-    r = subprocess.run([sys.executable, "-m", "tinywarden", "score", str(model), str(gapped), "--out",
-                        str(tmp_path / "g.csv"), "--chunk-rows", "37"], capture_output=True, text=True, timeout=120)
+    r = run_tinywarden("score", str(model), str(gapped), "--out", str(tmp_path / "g.csv"), "--chunk-rows", "37")
     assert r.returncode == 0, r.stderr
     note = " ".join(r.stderr.split())
     (gap,) = read_series(gapped).gaps()  # what the whole-file report said

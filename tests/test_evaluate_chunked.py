@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inprocess import run_tinywarden
 from tinywarden.chunked_score import evaluate_chunks
 from tinywarden.cli.core import evaluate_pipeline
 from tinywarden.detectors import make_detector
@@ -67,9 +66,9 @@ def test_the_evaluate_command_reads_chunks_and_equals_the_whole_file(
     assert s.labels is not None and len(find_incidents(s)) >= 3  # incidents to cross chunk ends
     skip = 0 if skip_fraction is None else int(round(len(s) * skip_fraction))
     _, whole = evaluate_pipeline(p, read_series(folder), skip)
-    argv = [sys.executable, "-m", "tinywarden", "evaluate", str(model), str(folder), "--json", "--chunk-rows", "997"]
+    argv = ["evaluate", str(model), str(folder), "--json", "--chunk-rows", "997"]
     argv += [] if skip_fraction is None else ["--skip-fraction", str(skip_fraction)]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    r = run_tinywarden(*argv)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got == json.loads(json.dumps(whole.to_dict()))  # every figure, every incident, to the last bit
@@ -92,6 +91,7 @@ def test_evaluate_chunks_refuses_data_without_labels(attacked: tuple[Path, Path,
         evaluate_chunks(p, [bare], lambda n: 0)
 
 
+@pytest.mark.slow
 def test_evaluate_chunks_memory_per_window_is_bounded() -> None:
     """What grows with a long recording is what evaluate keeps per window (17 bytes: its end time, score and one
     byte of flags) and the ranking metrics' arrays at the end: measured with tracemalloc (numpy's buffers

@@ -71,6 +71,44 @@ def test_stream_equals_batch_with_values(stream: list[tuple[float, float, float]
     assert (batch >= off).all() and np.array_equal(batch[batch < 1.0], off[batch < 1.0])
 
 
+def _stream_state(lik: AnomalyLikelihood) -> tuple:
+    lo, hi = lik.values_.state() if lik.values_ is not None else (None, None)
+    return (lik._ring.tobytes(), lik._pos, lik._count, lik._sum, lik._mean, lik._var, lik._hold, lik._rec_lo,
+            lik._rec_hi, lik._value_hit, None if lo is None else (lo.tobytes(), hi.tobytes()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(stream=st.lists(st.tuples(st.one_of(st.floats(-50, 80), st.sampled_from([np.nan, np.inf])),
+                                 st.lists(st.tuples(st.one_of(st.floats(-15, 25), st.just(np.nan)), st.floats(-5, 5)),
+                                          min_size=1, max_size=3)), min_size=1, max_size=60),
+       cuts=st.lists(st.integers(0, 60), max_size=5), observed=st.integers(-1, 60),
+       params=st.sampled_from([{}, {"holdoff": 3}, {"short": 4, "gate": 2.0}, {"value_record": None}]),
+       with_rows=st.booleans())
+def test_update_many_equals_update_window_after_window(stream: list, cuts: list[int], observed: int,
+                                                       params: dict, with_rows: bool) -> None:
+    """The block update (what the chunked scorer calls) gives every confidence and leaves the stream state bit for
+    bit as the per-window loop does, carried across blocks of any size, with a sample observe()d between windows."""
+    scores, values = _train()
+    one, many = (AnomalyLikelihood(**params).fit(scores, values=values) for _ in range(2))
+    s = np.array([x for x, _ in stream])
+    rows = [np.array(r) for _, r in stream] if with_rows else None
+    loop, blocks = [], []
+    bounds = [0, *sorted({c for c in cuts if c < len(s)}), len(s)]
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        for i in range(a, b):
+            if i == observed:
+                one.observe([30.0, 0.0])
+            loop.append(one.update(s[i], None if rows is None else rows[i]))
+        if a <= observed < b:  # the sample arrives before window `observed`: blocks split there
+            blocks.append(many.update_many(s[a:observed], None if rows is None else rows[a:observed]))
+            many.observe([30.0, 0.0])
+            a = observed
+        blocks.append(many.update_many(s[a:b], None if rows is None else rows[a:b]))
+        assert _stream_state(many) == _stream_state(one)
+    got = np.concatenate(blocks)
+    assert got.dtype == np.float64 and got.tobytes() == np.array(loop).tobytes()
+
+
 def test_without_values_the_confidences_are_the_scores_alone() -> None:
     scores, values = _train()
     stream = np.r_[np.random.default_rng(5).gamma(2.0, size=200), 60.0, 2.0]

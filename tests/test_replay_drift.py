@@ -95,6 +95,7 @@ def test_a_standing_alarm_misses_the_regime_goal_though_it_is_one_rising_edge() 
     assert regime_met(regime_figures(_replay(ends, alarms), change_row=100, rows_per_day=100, cut=0))
 
 
+@pytest.mark.slow
 def test_drift_benchmark_quick_run_renders_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "drift.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "drift.py"), "--quick", "--detector", "ewma",

@@ -169,9 +169,8 @@ def test_scores_by_window_end_with_bom_or_in_milliseconds_give_the_same_timeline
 @pytest.fixture(scope="module")
 def scored_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A model trained by the CLI and the float and int8 score files `tinywarden score` writes with it."""
-    import subprocess
-
     from conftest import make_series
+    from inprocess import run_tinywarden
     from tinywarden.telemetry import Series, write_csv
 
     d = tmp_path_factory.mktemp("scored")
@@ -181,8 +180,7 @@ def scored_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_csv(Series(s.timestamps + 1_767_225_600.0, vals, s.channels), d / "tel.csv")
 
     def run(*args: object) -> None:
-        r = subprocess.run([sys.executable, "-m", "tinywarden", *map(str, args)], capture_output=True, text=True,
-                           timeout=300, cwd=d)
+        r = run_tinywarden(*map(str, args), cwd=d)
         assert r.returncode == 0, r.stderr
 
     run("train", "tel.csv", "--model", "kmeans", "--window", "32", "--stride", "16", "--train-fraction", "0.6",

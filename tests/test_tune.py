@@ -445,6 +445,7 @@ def test_labels_choose_among_the_label_free_shortlist_not_over_every_candidate()
     assert choose(unlabelled).candidate.family == "pca"  # without labels: the label-free rank alone
 
 
+@pytest.mark.slow
 @needs_toolchain
 def test_tune_adds_ensembles_of_the_best_families_on_the_best_input() -> None:
     """Issue 17 item 2: after the model stage, the best candidate and the next best of other feature families on

@@ -74,8 +74,7 @@ def score_chunks(pipeline: Pipeline, chunks: Iterable[Series], program: Program 
                rows: list[np.ndarray] | None = None) -> WindowChunk:
         flags = (scores > threshold).astype(np.uint8)
         alarms = np.array([persistence.push(bool(f)) for f in flags], dtype=np.uint8)
-        conf = None if stream is None else np.array(
-            [stream.update(float(s), None if rows is None else rows[i]) for i, s in enumerate(scores)])
+        conf = None if stream is None else stream.update_many(scores, rows)
         return WindowChunk(ends, times, scores, flags, alarms, conf, labels, threshold)
 
     if program is not None:
