@@ -433,10 +433,7 @@ def test_ensemble_int8_score_keeps_ranking_windows_far_outside_normal():
     assert (np.diff(block_got) > 0).all(), block_got
     assert got.max() < np.iinfo(np.int32).max
     # int8 and float rank all windows alike, not only the blocks
-    # 0.993 with saturated crossings residuals, 0.989 in block floating point (a block that swings beyond int8 of its
-    # first sample counts its crossings on coarser steps, the float counts them exactly); the simulator's int8 window
-    # ROC AUC of ocsvm is 0.953 and 0.954 (benchmarks/results/mcu.md), so the bound is 0.985
-    assert np.corrcoef(ranks(got), ranks(want))[0, 1] > 0.985
+    assert np.corrcoef(ranks(got), ranks(want))[0, 1] > 0.99
 
 
 @needs_gcc
