@@ -853,6 +853,7 @@ class Config:
     target_fpr: float = 0.001
     drop_host_channels: bool = True
     min_confidence: float | None = None  # the tiers' min_confidence (None: scores and k-of-n alone)
+    likelihood_gate: float | None = None  # tune --likelihood-gate (None: every level teaches the scale alike)
     tune_args: tuple[str, ...] = ()  # more tune options (the test's smaller search)
     timer_floor_s: float = 4.0  # shortest de-escalation timer of the policy (the dead-man's is 1.5 times it)
     settle_s: float = 90.0  # longest wait for the device to be quiet again after an attack
@@ -960,8 +961,9 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         routes = rng.routes()
         load = {"recording": os.getloadavg()[0]}
         log(f"range: recording {cfg.record_s:g} s of normal at {cfg.rate:g} Hz in {rng.device}")
+        gate_args = () if cfg.likelihood_gate is None else ("--likelihood-gate", f"{cfg.likelihood_gate:g}")
         pipe = build_pipeline(rng, cfg.record_s, cfg.rate, cfg.trials, cfg.target_fpr, cfg.drop_host_channels,
-                              cfg.min_confidence, cfg.tune_args, cfg.timer_floor_s)
+                              cfg.min_confidence, (*cfg.tune_args, *gate_args), cfg.timer_floor_s)
         period = pipe.stride / cfg.rate
         log(f"range: tuned {pipe.model}, window {pipe.window} stride {pipe.stride} ({period:g} s per window), "
             f"{pipe.flash} B flash, {pipe.ram} B RAM; starting the agent")
@@ -1155,6 +1157,7 @@ def markdown(res: RangeResult) -> str:
         f"--rate {c['rate']:g} --day {c['day_s']:g} --attacks {','.join(c['attacks'])} --attack-seconds "
         f"{c['attack_s']:g} --trials {c['trials']} --target-fpr {c['target_fpr']:g} --settle {c['settle_s']:g}"
         + (f" --min-confidence {c['min_confidence']:g}" if c.get("min_confidence") is not None else "")
+        + (f" --likelihood-gate {c['likelihood_gate']:g}" if c.get("likelihood_gate") is not None else "")
         + ("" if c["drop_host_channels"] else " --keep-host-channels")
         + "`. Two network namespaces made for the run, joined by one veth pair: device "
         f"`{DEVICE_IP}/{PREFIXLEN}`; peer `{BACKEND_IP}` (backend uploads and Mosquitto), `{EXFIL_IP}` (exfiltration "
@@ -1163,7 +1166,9 @@ def markdown(res: RangeResult) -> str:
         "",
         f"- **Pipeline, all CLI**: `record` {p['record_s']:.0f} s ({p['record_rows']} rows) at **{c['rate']:g} Hz** "
         f"in the device namespace (raised from the 1 Hz default so the range runs in minutes), `tune --flash 8KB "
-        f"--ram 4KB --no-count --trials {c['trials']} --target-fpr {c['target_fpr']:g}` ({p['tune_s']:.0f} s) "
+        f"--ram 4KB --no-count --trials {c['trials']} --target-fpr {c['target_fpr']:g}"
+        + (f" --likelihood-gate {c['likelihood_gate']:g}" if c.get("likelihood_gate") is not None else "")
+        + f"` ({p['tune_s']:.0f} s) "
         f"chose {p['model']}, window "
         f"{p['window']} stride {p['stride']} = **{p['window_s']:g} s per window**, {p['flash']} B flash, "
         f"{p['ram']} B RAM, {p['channels']} channels"
@@ -1180,6 +1185,9 @@ def markdown(res: RangeResult) -> str:
         + (f"A window counts toward either tier only at a calibrated confidence >= {c['min_confidence']:g} (a "
            "level the normal score distribution reaches once in 1e5 windows: HTM's red level, not fitted here). "
            if c.get("min_confidence") is not None else "")
+        + (f"The confidence scale learns levels over z = {c['likelihood_gate']:g} 16 times more slowly than "
+           "the others (`--likelihood-gate`), so one attack does not widen the scale the next is judged on. "
+           if c.get("likelihood_gate") is not None else "")
         + "De-escalation and dead-man timers of a few windows.",
         "- **Shared machine**: 2 cores used by other jobs at the same time (1-minute load average "
         + (", ".join(f"{v:g} at {k}" for k, v in res.load.items()) if res.load else "about 20")
@@ -1469,6 +1477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--target-fpr", type=float, default=0.001, help="tune --target-fpr (default 0.001)")
     ap.add_argument("--min-confidence", type=float, default=None,
                     help=f"the tiers' min_confidence, e.g. {MIN_CONFIDENCE:g} (default: none)")
+    ap.add_argument("--likelihood-gate", type=float, default=None,
+                    help="tune --likelihood-gate: levels over this z teach the confidence scale 16x more slowly "
+                         "(default: none)")
     ap.add_argument("--keep-host-channels", action="store_true",
                     help=f"keep the host-wide channels {', '.join(HOST_WIDE)} in the recording tune reads")
     ap.add_argument("--settle", type=float, default=90.0, help="longest wait for the revert after an attack, s")
@@ -1489,6 +1500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = Config(record_s=a.record, normal_s=a.normal, rate=a.rate, day_s=a.day, attack_s=a.attack_seconds,
                  attacks=tuple(x.strip() for x in a.attacks.split(",") if x.strip()), trials=a.trials,
                  target_fpr=a.target_fpr, settle_s=a.settle, min_confidence=a.min_confidence,
+                 likelihood_gate=a.likelihood_gate,
                  drop_host_channels=not a.keep_host_channels, workdir=a.workdir)  # fmt: skip
     res = run_range(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     md = markdown(res)

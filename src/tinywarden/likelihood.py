@@ -98,6 +98,19 @@ RECORD_TOLERANCE = 0.05
 MAX_RECORD = 16.0
 
 
+def check_gate(gate: float | None) -> float | None:
+    """``gate`` (step 5) as a float, or None (no gate); a :class:`ConfigError` unless it is a positive finite z.
+
+    >>> check_gate(3), check_gate(None)
+    (3.0, None)
+    """
+    if gate is None:
+        return None
+    if isinstance(gate, bool) or not (isinstance(gate, int | float) and math.isfinite(gate) and gate > 0):
+        raise ConfigError(f"likelihood gate must be a positive z or None (no gate), got {gate!r}")
+    return float(gate)
+
+
 def confidence_of_z(z: np.ndarray | float, decades: float) -> np.ndarray:
     """``clip(-log10 Q(z) / decades, 0, 1)``: the tail probability of ``z`` on a log scale."""
     z = np.asarray(z, dtype=np.float64)
@@ -347,9 +360,7 @@ class AnomalyLikelihood:
             v = getattr(self, name)
             if not (isinstance(v, int) and 0 <= v <= 20):
                 raise ConfigError(f"likelihood {name} must be an integer in [0, 20], got {v!r}")
-        if self.gate is not None and not (isinstance(self.gate, int | float) and math.isfinite(self.gate)
-                                          and self.gate > 0):
-            raise ConfigError(f"likelihood gate must be a positive z or None (no gate), got {self.gate!r}")
+        check_gate(self.gate)
         if not (math.isfinite(self.decades) and self.decades > 0):
             raise ConfigError(f"likelihood decades must be positive, got {self.decades!r}")
         if not (isinstance(self.holdoff, int) and 0 <= self.holdoff <= MAX_HOLDOFF):

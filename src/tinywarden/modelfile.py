@@ -182,7 +182,7 @@ def pipeline_from_bytes(data: bytes, source: str = "<bytes>") -> Pipeline:
         trained = bool(cfg.get("crossings_trained", False))
         p = Pipeline(det, cfg["window"], cfg["stride"], cfg["features"], cfg["target_fpr"], cfg["k"], cfg["n"],
                      cfg["calibration_fraction"], None if trained else cfg.get("crossings_block", cfg["window"]),
-                     trained)
+                     trained, cfg.get("likelihood_gate"))
         p.crossings_level_ = arrays.get(CROSSINGS_LEVEL) if p.crossings_block is None else None
         p.channels_ = tuple(cfg["channels"])
         p.threshold_ = float(cfg["threshold"])

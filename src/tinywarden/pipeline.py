@@ -31,7 +31,7 @@ from tinywarden.features import (
     window_end_rows,
 )
 from tinywarden.guard import GuardVerdict, judge_bounds
-from tinywarden.likelihood import MIN_FIT_SCORES, AnomalyLikelihood, window_new_rows
+from tinywarden.likelihood import MIN_FIT_SCORES, AnomalyLikelihood, check_gate, window_new_rows
 from tinywarden.telemetry.series import Series
 
 Progress = Callable[[int, int], None]
@@ -98,6 +98,7 @@ class Pipeline:
         calibration_fraction: float = 0.25,
         crossings_block: int | None = None,
         crossings_trained: bool = False,
+        likelihood_gate: float | None = None,
     ) -> None:
         check_window(window, stride)
         check_persistence(k, n)
@@ -126,6 +127,11 @@ class Pipeline:
             raise ConfigError("crossings count the crossings of the trained mean or of block means, not both")
         self.crossings_block = (None if self.crossings_trained else int(window) if crossings_block is None
                                 else check_crossings_block(crossings_block, window))
+        #: the calibrated likelihood's ``gate`` (:class:`~tinywarden.likelihood.AnomalyLikelihood`): levels over
+        #: this z teach its long-term distribution ``2**slow_shift`` times more slowly, so one attack does not
+        #: widen the scale the next one is judged on. None (the default, measured best on NAB): every level
+        #: teaches at the same rate
+        self.likelihood_gate = check_gate(likelihood_gate)
 
     @property
     def crossings_level(self) -> np.ndarray | None:
@@ -214,7 +220,7 @@ class Pipeline:
         # The confidence scale starts from the held-out scores (in time order), not the fitted ones; its value
         # record from the range of every sample of the normal windows (the samples the guard learns from).
         self.likelihood_: AnomalyLikelihood | None = (
-            AnomalyLikelihood().fit(cal_scores, values=self.normal_rows(series))
+            AnomalyLikelihood(gate=self.likelihood_gate).fit(cal_scores, values=self.normal_rows(series))
             if len(cal_scores) >= MIN_FIT_SCORES else None)
         self.guard_: BoundsDetector | None = fail_safe_detector(self._guard_windows(series), GUARD_MARGIN)
         self.guard_note_ = ""
@@ -413,6 +419,7 @@ class Pipeline:
             "calibration_fraction": self.calibration_fraction,
             "crossings_block": self.crossings_block,
             "crossings_trained": self.crossings_trained,
+            "likelihood_gate": self.likelihood_gate,
         }
 
 

@@ -36,6 +36,9 @@ ModelArg = Annotated[Path, typer.Argument(help="Model file (.twb) written by `ti
 TIME_UNIT_NAMES = {"ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 DropOpt = Annotated[bool, typer.Option(
     "--drop-unordered", help="Drop rows whose timestamp is not later than every row before them")]
+LikelihoodGateOpt = Annotated[float | None, typer.Option(
+    "--likelihood-gate", help="Confidence scale: levels over this z teach it 16x more slowly, so one anomaly does "
+    "not widen the scale the next is judged on (default: none, every level teaches alike)")]
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -130,6 +133,7 @@ def train(
     train_fraction: Annotated[float, typer.Option(
         help="Use only the first fraction of rows (train + calibrate) when one file holds train and test")] = 1.0,
     param: Annotated[list[str], typer.Option(help="Detector parameter KEY=VALUE (repeatable)")] = [],  # noqa: B006
+    likelihood_gate: LikelihoodGateOpt = None,
     drop_unordered: DropOpt = False,
 ) -> None:
     """Learn normal behaviour from DATA (rows labelled 1 are left out) and save a calibrated model."""
@@ -146,7 +150,8 @@ def train(
         series, _ = series.split(train_fraction)
     report_gaps(series)
     feats = tuple(f.strip() for f in features.split(",") if f.strip()) or DEFAULT_FEATURES
-    pipeline = Pipeline(make_detector(model, **parse_params(param)), window, stride, feats, target_fpr, k, n)
+    pipeline = Pipeline(make_detector(model, **parse_params(param)), window, stride, feats, target_fpr, k, n,
+                        likelihood_gate=likelihood_gate)
     fit_with_progress(pipeline, series, f"training {model}")
     pipeline.train_summary_["train_fraction"] = train_fraction
     from tinywarden.quantize import int8_sections

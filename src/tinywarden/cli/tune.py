@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tinywarden.cli.app import app, console, err_console
-from tinywarden.cli.core import DataArg, DropOpt, report_gaps
+from tinywarden.cli.core import DataArg, DropOpt, LikelihoodGateOpt, report_gaps
 from tinywarden.errors import ConfigError
 from tinywarden.telemetry.series import Series
 
@@ -57,6 +57,7 @@ def tune(
     count: Annotated[bool, typer.Option(
         "--count/--no-count", help="Count instructions per window under QEMU for the Pareto front")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic anomalies")] = 0,
+    likelihood_gate: LikelihoodGateOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the chosen pipeline as one JSON object")] = False,
     drop_unordered: DropOpt = False,
     max_rows: Annotated[int, typer.Option(
@@ -90,7 +91,7 @@ def tune(
 
         result = run_tune(series, budget, families=fams, windows=wins, max_trials=trials, time_budget=time_budget,
                           seed=seed, validation_fraction=validation_fraction, target_fpr=target_fpr, validate=labelled,
-                          progress=tick)
+                          progress=tick, likelihood_gate=likelihood_gate)
         front = add_instruction_counts(result, series) if count else []
     if not count:
         from tinywarden.tune.pareto import front_trials

@@ -43,6 +43,7 @@ from tinywarden.detectors import REGISTRY, make_detector
 from tinywarden.detectors.ensemble import member_spec
 from tinywarden.errors import ConfigError, DataError, TinywardenError
 from tinywarden.features import DEFAULT_FEATURES, window_end_rows
+from tinywarden.likelihood import check_gate
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Program, run_int8
 from tinywarden.quantize import quantize_pipeline
@@ -151,9 +152,10 @@ class Candidate:
         size = ",".join(f"{k}={_fmt(v)}" for k, v in self.params) or "defaults"
         return f"{self.family}({size}) w={self.window}/{self.stride} {self.feature_set} {self.channels}"
 
-    def pipeline(self, target_fpr: float, k: int, n: int) -> Pipeline:
+    def pipeline(self, target_fpr: float, k: int, n: int, likelihood_gate: float | None = None) -> Pipeline:
         det = make_detector(self.family, **dict(self.params))
-        return Pipeline(det, self.window, self.stride, self.features, target_fpr, k, n)
+        return Pipeline(det, self.window, self.stride, self.features, target_fpr, k, n,
+                        likelihood_gate=likelihood_gate)
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, "params": {k: _jsonable(v) for k, v in self.params},
@@ -606,12 +608,14 @@ def tune(
     fpr_limit: float | None = None,
     validate: Series | None = None,
     progress: Progress | None = None,
+    likelihood_gate: float | None = None,
 ) -> TuneResult:
     """Search pipelines for ``train`` (normal telemetry) whose generated C fits ``budget``; refit the best.
 
     ``fpr_limit`` (default ``5 * target_fpr``) is the highest false-positive rate on the validation part,
     at the calibrated threshold, a candidate may have to rank above those that exceed it. ``validate`` is
     optional labelled data (0 normal / 1 anomalous rows) whose ROC AUC is averaged into the quality.
+    ``likelihood_gate`` is every candidate's :attr:`Pipeline.likelihood_gate` (it changes no score, so no ranking).
     ``windows=None`` tries :data:`WINDOWS`, and :data:`SHORT_WINDOWS` too when the data is too short for
     the smallest of them; on short data a window's stride shrinks to what the rows allow
     (:func:`window_plan`, said in ``TuneResult.windows_note``).
@@ -633,6 +637,7 @@ def tune(
     if time_budget is not None and time_budget <= 0:
         raise ConfigError(f"time budget must be positive, got {time_budget}")
     limit = 5 * target_fpr if fpr_limit is None else fpr_limit
+    check_gate(likelihood_gate)
 
     unsupported = {}
     for fam in fams:
@@ -659,7 +664,7 @@ def tune(
     channel_sets = {"all": tuple(train.channels), "varying": varying}
     if not varying:
         return _constant_data(train, fams, plan, budget, channel_sets, target_fpr, k, n, validation_fraction,
-                              unsupported, limit, windows_note)
+                              unsupported, limit, windows_note, likelihood_gate)
 
     labelled: list[tuple[str, Series]] = []
     labels_used: list[str] = []
@@ -697,7 +702,7 @@ def tune(
                 trials.append(Trial(c, stage, status="skipped: a smaller size was over budget"))
                 continue
             trials.append(_run_trial(c, stage, channel_sets[c.channels], fit_part, budget, validator,
-                                     target_fpr, k, n, limit, size_cache))
+                                     target_fpr, k, n, limit, size_cache, likelihood_gate))
 
     first = input_candidates(fams, len(channel_sets["all"]), len(varying), list(plan), plan)
     run_stage(first, "inputs")
@@ -731,7 +736,8 @@ def tune(
         raise BudgetError(_nothing_fits(trials, budget, train))
     chosen = choose(ok)
     warning = _all_alarm(ok, chosen, train, target_fpr, stopped) if chosen.fpr_far else None
-    pipeline, program, size, fit_series = _refit(chosen, train, channel_sets, budget, target_fpr, k, n, size_cache)
+    pipeline, program, size, fit_series = _refit(chosen, train, channel_sets, budget, target_fpr, k, n, size_cache,
+                                                 likelihood_gate)
     if not budget.fits(size):
         # Refitting on all rows changed a size-relevant constant (a shift folded into code): keep the
         # model that was measured within budget rather than ship one that is not.
@@ -751,7 +757,7 @@ CONSTANT_DATA_FAMILY = "bounds"
 def _constant_data(train: Series, fams: Sequence[str], plan: dict[int, int], budget: Budget,
                    channel_sets: dict[str, tuple[str, ...]], target_fpr: float, k: int, n: int,
                    validation_fraction: float, unsupported: dict[str, str], fpr_limit: float,
-                   windows_note: str | None) -> TuneResult:
+                   windows_note: str | None, likelihood_gate: float | None = None) -> TuneResult:
     """The pipeline for data in which no channel varies (a sensor that held one value while it was recorded):
     :data:`CONSTANT_DATA_FAMILY` at the smallest window the rows allow, fitted on all of them, with a warning
     that says why nothing was searched. Raises :class:`BudgetError` when even that does not fit."""
@@ -762,7 +768,8 @@ def _constant_data(train: Series, fams: Sequence[str], plan: dict[int, int], bud
     trial = Trial(cand, "constant data", flash_bound=flash_lower_bound(cand, train.n_channels),
                   ram_bound=ram_lower_bound(cand, train.n_channels))
     cache: dict[str, ModuleSize] = {}
-    pipeline, program, size, fit_series = _refit(trial, train, channel_sets, budget, target_fpr, k, n, cache)
+    pipeline, program, size, fit_series = _refit(trial, train, channel_sets, budget, target_fpr, k, n, cache,
+                                                 likelihood_gate)
     trial.flash, trial.ram = size.flash, size.ram_with_state
     if not budget.fits(size):
         trial.status = "over budget"
@@ -810,7 +817,7 @@ def _longest_normal_stretch(series: Series) -> Series:
 
 def _run_trial(c: Candidate, stage: str, channels: tuple[str, ...], fit_part: Series, budget: Budget,
                validator: _Validator, target_fpr: float, k: int, n: int, fpr_limit: float,
-               cache: dict[str, ModuleSize]) -> Trial:
+               cache: dict[str, ModuleSize], likelihood_gate: float | None = None) -> Trial:
     t = Trial(c, stage, flash_bound=flash_lower_bound(c, len(channels)), ram_bound=ram_lower_bound(c, len(channels)))
     if t.flash_bound > budget.flash or t.ram_bound > budget.ram:
         t.status = "pre-filtered"
@@ -818,7 +825,7 @@ def _run_trial(c: Candidate, stage: str, channels: tuple[str, ...], fit_part: Se
     began = time.monotonic()
     try:
         series = select_channels(fit_part, channels)
-        pipe = c.pipeline(target_fpr, k, n).fit(series)
+        pipe = c.pipeline(target_fpr, k, n, likelihood_gate).fit(series)
         program = quantize_pipeline(pipe, series)
         size = measure(program, budget.target, cache)
         t.flash, t.ram = size.flash, size.ram_with_state
@@ -852,11 +859,11 @@ def _run_trial(c: Candidate, stage: str, channels: tuple[str, ...], fit_part: Se
 
 
 def _refit(chosen: Trial, train: Series, channel_sets: dict[str, tuple[str, ...]], budget: Budget,
-           target_fpr: float, k: int, n: int, cache: dict[str, ModuleSize]
+           target_fpr: float, k: int, n: int, cache: dict[str, ModuleSize], likelihood_gate: float | None = None
            ) -> tuple[Pipeline, Program, ModuleSize, Series]:
     """The chosen candidate fitted (and int8-calibrated) on all the training rows, measured again."""
     series = select_channels(train, channel_sets[chosen.candidate.channels])
-    pipe = chosen.candidate.pipeline(target_fpr, k, n).fit(series)
+    pipe = chosen.candidate.pipeline(target_fpr, k, n, likelihood_gate).fit(series)
     program = quantize_pipeline(pipe, series)
     return pipe, program, measure(program, budget.target, cache), series
 
