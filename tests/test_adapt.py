@@ -256,6 +256,42 @@ def test_families_that_judge_the_level_adapt_their_likelihood_only_their_scores_
                               trained.score_inputs(trained.window_inputs(series)[1]))
 
 
+
+def test_a_family_blind_beyond_its_learned_range_keeps_its_scaler_on_both_paths() -> None:
+    """An isolation forest scores a value far beyond its splits like the extreme training value, so the gate,
+    which reads the score, let such windows teach (SMD machine-2-2: -0.119 ROC AUC): it adapts its likelihood only,
+    in float and in the int8 program, and so does an ensemble with it as a member."""
+    import copy
+
+    from tinywarden.adapt import adapted_scores
+    from tinywarden.detectors import REGISTRY, make_detector
+    from tinywarden.quantize import quantize_pipeline
+
+    assert {n for n, cls in REGISTRY.items() if cls.saturates_out_of_range} == {"iforest"}
+    train = telemetry(1.0, 0)
+    fit = Series(np.arange(len(train)) * PERIOD_S, train, ("cpu", "net"))
+    x = telemetry(1.0, 3)
+    x[DAY // 2 : DAY // 2 + 4 * STRIDE * 60, 0] += 30.0  # an excursion 30 sd out, 4 hours
+    series = Series(np.arange(len(x)) * PERIOD_S, x, ("cpu", "net"))
+    cfg = Adaptation(settle_s=1800.0)
+    for spec, keeps in (("iforest", True), ("ensemble:pca(n_components=4)+iforest()", True), ("kmeans", False),
+                        ("ensemble", False)):
+        family, _, members = spec.partition(":")
+        det = make_detector(family, **({"members": members} if members else {}))
+        p = Pipeline(det, window=WINDOW, stride=STRIDE).fit(fit)
+        assert p.detector.keeps_trained_scaler() is keeps
+        raw = p.window_inputs(series)[1]
+        # equal up to the rounding of a one-window batch against a whole one (1e-16 for the ensemble)
+        same = np.allclose(adapted_scores(p, raw, cfg), p.score_inputs(raw), rtol=0.0, atol=1e-9)
+        assert same is keeps, spec
+        q = copy.deepcopy(p)
+        ad = BaselineAdapter(q, cfg)
+        for w in raw[:50]:
+            ad.observe(w, 0.0, q.likelihood_.fresh(), 0.0)  # windows called clearly normal
+        assert np.array_equal(q.offset_, p.offset_) is keeps, spec
+        assert (quantize_pipeline(p, fit).adaptation is None) is keeps, spec
+
+
 def irregular(days_before: float, days_after: float, seed: int) -> tuple[np.ndarray, int]:
     """Normal telemetry whose cpu jumps, from ``days_before`` on, to a new random level (4 to 12 sd) every two
     windows: a long anomaly whose windows stay over the threshold but never hold one level."""

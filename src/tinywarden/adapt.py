@@ -38,7 +38,10 @@ distribution would call the next moderately anomalous windows clearly normal.
 A family that judges the level itself (:attr:`~tinywarden.detectors.base.Detector.judges_level`: bounds, AR)
 keeps its trained scaler: only its likelihood adapts (its confidence and likelihood drift), since a re-centred
 scaler would carry its learned range or forecast level along with the data (on ASD omi-2 it lost 0.51 and 0.21
-ROC AUC that way: ``benchmarks/results/adapt_quality.md``).
+ROC AUC that way: ``benchmarks/results/adapt_quality.md``). So does a family whose score stops growing beyond
+its learned range (:attr:`~tinywarden.detectors.base.Detector.saturates_out_of_range`: the isolation forest),
+since rule 1 reads the score: there a window far outside the trained range can look clearly normal and teach
+(on SMD machine-2-2 that lost 0.119 ROC AUC); and an ensemble with such a member.
 
 5. *The slow-drift watch* (:mod:`tinywarden.level_watch`, ``watch_drift``): a day-long level (at
    ``2**-settle_rate_shift``) of every window under the threshold, whatever its confidence; when it is
@@ -138,9 +141,10 @@ class BaselineAdapter:
         self._var = self.reference_scale**2
         self.rate = 2.0**-config.rate_shift
         self.settle_windows = settle_windows(pipeline, config.settle_s)
-        #: the family judges the level itself (:attr:`tinywarden.detectors.base.Detector.judges_level`): the
-        #: likelihood alone adapts (the caller's), the scaler never moves
-        self.likelihood_only = bool(getattr(pipeline.detector, "judges_level", False))
+        #: the family judges the level itself or its score is blind beyond the learned range
+        #: (:meth:`tinywarden.detectors.base.Detector.keeps_trained_scaler`): the likelihood alone adapts (the
+        #: caller's), the scaler never moves
+        self.likelihood_only = pipeline.detector.keeps_trained_scaler()
         self.elevated = 0  # leaky count of windows over the threshold (sustained-shift rule)
         self.settling = False
         # The level and spread of the last 2**shadow_shift windows or so (adopted when a steady shift settles)

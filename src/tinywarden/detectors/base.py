@@ -76,11 +76,22 @@ class Detector(BaseEstimator):
     #: scaler in front of the family, whose moved offsets would erase the very contrast it scores
     #: (:class:`tinywarden.adapt.BaselineAdapter`; the int8 program has no adaptable op for such a family either).
     judges_level: ClassVar[bool] = False
+    #: whether the score stops growing beyond the learned range (an isolation forest: a value far outside it is
+    #: isolated like the most extreme training value, so 30 standard deviations off can score under the
+    #: threshold). The baseline's gate refuses to learn from windows by their score, which is blind to such
+    #: a window here, so the deployed baseline adapts the likelihood only (:meth:`keeps_trained_scaler`)
+    saturates_out_of_range: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.name:
             REGISTRY[cls.name] = cls
+
+    def keeps_trained_scaler(self) -> bool:
+        """Whether the deployed baseline leaves the scaler in front of this detector as trained and adapts the
+        likelihood only (:class:`tinywarden.adapt.BaselineAdapter`; the int8 program then has no adaptation
+        step): :attr:`judges_level` or :attr:`saturates_out_of_range`."""
+        return self.judges_level or self.saturates_out_of_range
 
     # -- the estimator interface ------------------------------------------------------------
     def fit(self, X: np.ndarray, y: None = None) -> Detector:  # noqa: N803 (sklearn naming)

@@ -110,6 +110,10 @@ class Ensemble(Detector):
         self.members = members
 
     # -- members ----------------------------------------------------------------------------------
+    def keeps_trained_scaler(self) -> bool:
+        """The members share the scaler: it stays as trained when any member needs it to."""
+        return any(d.keeps_trained_scaler() for d in self.member_detectors())
+
     def member_detectors(self) -> list[Detector]:
         """The members as detectors (fitted when the ensemble is), built once from ``members``."""
         cached = self.__dict__.get("_built")

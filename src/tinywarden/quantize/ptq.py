@@ -192,7 +192,8 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
     threshold = int(threshold_at_fpr(cal_scores.astype(np.float64), pipeline.target_fpr))
     info = {**prog.info, "calibration_fpr": float(np.mean(cal_scores > threshold))}
     lik = _likelihood_step(pipeline, cal_scores, prog)
-    adapt = None if lik is None else lower_adaptation(prog.ops, np.asarray(pipeline.offset_),
+    keep = pipeline.detector.keeps_trained_scaler()  # its baseline adapts the likelihood only
+    adapt = None if lik is None or keep else lower_adaptation(prog.ops, np.asarray(pipeline.offset_),
                                                       np.asarray(pipeline.scale_), affine,
                                                       getattr(pipeline, "train_summary_", {}).get("period_s"))
     return Program(prog.channels, prog.window, prog.stride, prog.sample_offset, prog.sample_mul, prog.sample_zero,
