@@ -85,3 +85,21 @@ def test_train_and_tune_take_the_gate_from_the_command_line(tmp_path: Path) -> N
     assert back.likelihood_.gate == 2.5
     program = from_model_file(back.header_[INT8_HEADER_KEY], back.extra_arrays_)
     assert program.likelihood.attrs["gate"] == round(2.5 * 2**12)
+
+
+def test_the_device_likelihood_with_a_gate_still_reaches_the_red_level_after_a_loud_attack() -> None:
+    """The attack range's sequence in integers: 60 windows at 1e8, normal, then a moderate attack (40x the
+    threshold). Ungated, the burst teaches the scale its own levels and the moderate attack stays under 0.5;
+    with the gate at z 3 it reaches 0.5 (what the range's confidence bar needs)."""
+    from tinywarden.kernels.likelihood_q import CONF_ONE, confidence_q, lower_likelihood
+    from tinywarden.likelihood import AnomalyLikelihood
+
+    rng = np.random.default_rng(1)
+    train = np.round(rng.gamma(2.0, size=500) * 1000).astype(np.int64)
+    threshold = float(np.quantile(train, 0.999))
+    normal = np.round(rng.gamma(2.0, size=400) * 1000).astype(np.int64)
+    scores = np.r_[normal[:300], np.full(60, 10**8), normal[300:], np.full(5, int(threshold * 40))]
+    hits = np.zeros(len(scores), dtype=bool)
+    later = {gate: confidence_q(lower_likelihood(AnomalyLikelihood(gate=gate).fit(train)), scores, hits)[-5:]
+             for gate in (None, 3.0)}
+    assert later[None].max() < CONF_ONE // 2 <= later[3.0].min()
