@@ -193,9 +193,9 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
     info = {**prog.info, "calibration_fpr": float(np.mean(cal_scores > threshold))}
     lik = _likelihood_step(pipeline, cal_scores, prog)
     keep = pipeline.detector.keeps_trained_scaler()  # its baseline adapts the likelihood only
-    adapt = None if lik is None or keep else lower_adaptation(prog.ops, np.asarray(pipeline.offset_),
-                                                      np.asarray(pipeline.scale_), affine,
-                                                      getattr(pipeline, "train_summary_", {}).get("period_s"))
+    adapt = None if lik is None or keep else lower_adaptation(
+        prog.ops, np.asarray(pipeline.offset_), np.asarray(pipeline.scale_), affine,
+        getattr(pipeline, "train_summary_", {}).get("period_s"))
     return Program(prog.channels, prog.window, prog.stride, prog.sample_offset, prog.sample_mul, prog.sample_zero,
                    prog.tensors, prog.ops, threshold, prog.k, prog.n, info, lik, adapt).validate()
 
