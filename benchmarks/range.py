@@ -1295,6 +1295,56 @@ def calibration_study(recording: Path, fit_rows: int, min_confidence: float = MI
     return out
 
 
+def cap_study(model_path: Path, seconds: float, workdir: Path, day_s: float = 120.0) -> dict[str, Any]:
+    """What the policy's alert action does to the device's own normal: three recordings of the normal workload in a
+    fresh range (no agent), ``seconds`` each, without the uplink cap, with it (the ``tc_rate_limit`` actuator's
+    qdisc as the range's policy sets it: tbf 2 mbit, burst 32 kbit, latency 400 ms, on the device veth) and without it
+    again, each scored by a range run's model (its veth channels renamed to this range's). Per recording: windows,
+    the share over the threshold, the 99th percentile and the largest score over the threshold, and the veth's
+    99th-percentile packet rates (float pipeline)."""
+    import numpy as np
+
+    from tinywarden.modelfile import load_pipeline
+    from tinywarden.respond.actuators.tc import TcRateLimit
+    from tinywarden.telemetry.io import read_folder
+    from tinywarden.telemetry.series import Series as Telemetry
+
+    model = load_pipeline(model_path)
+    old_if = next(c.split(".")[0] for c in model.channels_ if c.endswith(".rx_pkts_s"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {"model": str(model_path), "seconds": seconds, "rows": {}}
+    with Range(workdir) as rng:
+        start_broker(rng)
+        rng.spawn(rng.peer, role_argv("sink", "--stats", str(workdir / "sink.json")), "sink")
+        wait_listening(rng, rng.peer, BACKEND_IP, UPLOAD_PORT)
+        rng.spawn(rng.peer, role_argv("subscriber", "--out", str(workdir / "fleet.jsonl")), "subscriber")
+        if not wait_for(lambda: (workdir / "fleet.jsonl.ready").exists(), 60, 0.1):
+            raise RuntimeError("the fleet subscriber did not subscribe within 60 s")
+        rng.spawn(rng.device, role_argv("workload", "--stats", str(workdir / "workload.json"), "--events",
+                                        str(workdir / "workload.jsonl"), "--day", f"{day_s:g}"), "workload")
+        # the actuator's own command line, run here in the device's network namespace only
+        cap = TcRateLimit("cap_uplink", rng.dev_if, "2mbit")._cmd()
+        for label, capped in (("without the cap", False), ("with the cap", True), ("without the cap again", False)):
+            if capped:
+                rng.run_net(rng.device, cap)
+            rec = workdir / label.replace(" ", "-")
+            rng.run(rng.device, tinywarden_argv("record", "--out", str(rec), "--rate", "10", "--interface",
+                                                rng.dev_if, "--duration", f"{seconds:g}s", "--format", "csv",
+                                                "--flush", "2s"), timeout=seconds + 120)  # fmt: skip
+            if capped:
+                rng.run_net(rng.device, ["tc", "qdisc", "del", "dev", rng.dev_if, "root"])
+            series = read_folder(rec)
+            named = Telemetry(series.timestamps, series.values,
+                              tuple(c.replace(rng.dev_if, old_if) for c in series.channels))
+            r = model.score(named).scores / model.threshold_
+            pk = {c: float(np.percentile(named.values[:, named.channels.index(f"{old_if}.{c}")], 99))
+                  for c in ("rx_pkts_s", "tx_pkts_s")}
+            out["rows"][label] = {"rows": len(named), "windows": len(r), "over_threshold": float(np.mean(r > 1)),
+                                  "p99_over_threshold": float(np.percentile(r, 99)), "max_over_threshold":
+                                  float(r.max()), "p99_packets_s": pk}  # fmt: skip
+    return out
+
+
 #: The likelihood variants :func:`tier_study` replays a run's scores through: ``(name, changed attributes of the
 #: program's integer likelihood step, learning rule)`` (:mod:`tinywarden.kernels.likelihood_q`). ``gate`` is z in Q12
 #: above which a level teaches ``2**slow_shift`` (16) times more slowly (the likelihood's own ``gate`` parameter, off
@@ -1483,6 +1533,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[3:]:
             Path(argv[3]).write_text(md)
         print(md)
+        return 0
+    if argv[:1] == ["cap"]:  # range.py cap MODEL SECONDS WORKDIR
+        print(json.dumps(cap_study(Path(argv[1]), float(argv[2]), Path(argv[3])), indent=1))
         return 0
     if argv[:1] == ["study"]:  # range.py study RECORDING_FOLDER FIT_ROWS...
         for rows in argv[2:]:
