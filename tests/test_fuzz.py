@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fuzz import native
-from fuzz.campaign import run_campaign
+from fuzz.campaign import _env, died_after_done, reproduces, run_campaign
 from fuzz.regressions import REGRESSIONS
 from fuzz.seeds import check_seeds_are_valid, write_seeds
 from fuzz.targets import TARGETS, Finding, check
@@ -155,3 +155,19 @@ def test_benchmark_reports_inputs_coverage_and_findings(tmp_path: Path) -> None:
         assert r["crashes"] == r["hangs"] == r["tracebacks"] == 0 and r["findings"] == []
     table = (tmp_path / "fuzz.md").read_text()
     assert "| spool |" in table and "| c_respond |" in table and "## Findings" in table
+
+
+def test_a_death_after_every_run_is_an_input_finding_only_if_its_artifact_reproduces(tmp_path: Path) -> None:
+    """A CI campaign of the parquet target died at exit ("Done 2001 in 1 second(s)", then "terminate called without
+    an active exception" and libFuzzer's deadly signal): the artifact it wrote runs through the harness cleanly in a
+    fresh process, so it is an exit of the interpreter, not a finding; one that fails there still is."""
+    done = "#2001 pulse cov: 1 ft: 1 exec/s: 0\nDone 2001 in 1 second(s)\n"
+    dead = "terminate called without an active exception\n==9== ERROR: libFuzzer: deadly signal\n"
+    assert died_after_done(done + dead)
+    assert not died_after_done(dead + done) and not died_after_done(dead)
+    env = _env(tmp_path / "findings")
+    clean = tmp_path / "crash-clean"
+    clean.write_bytes(b"PAR1 not a parquet file")  # rejected in one line: the oracle's accepted outcome
+    assert not reproduces("parquet", clean, env)
+    assert reproduces("parquet", tmp_path / "crash-missing", env)  # the harness process fails: reproduced
+    assert not (tmp_path / "findings").exists() or not any((tmp_path / "findings").iterdir())

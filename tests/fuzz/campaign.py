@@ -56,6 +56,11 @@ class Result:
     crashes: int = 0  # processes that died: sanitizer reports, signals, uncaught errors
     hangs: int = 0
     tracebacks: int = 0  # Python findings recorded by the oracle (distinct places)
+    #: Python processes that died after libFuzzer's "Done" line, every run complete, with an artifact that a fresh
+    #: process runs through the harness cleanly: the interpreter's exit (a native library's threads torn down),
+    #: not an input. Kept apart from the findings and reported, with the artifact, in ``exit_notes``.
+    exit_crashes: int = 0
+    exit_notes: list[str] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
     restarts: int = 0
 
@@ -146,6 +151,11 @@ def run_campaign(
             seen_artifacts.add(path)
             name = Path(path).name
             is_hang = name.startswith("timeout-") or "ALARM: working on the last Unit" in out
+            if not is_hang and kind == "python" and died_after_done(out) and not reproduces(target, Path(path),
+                                                                                            _env(findings)):
+                res.exit_crashes += 1
+                res.exit_notes.append(f"died at exit after every run, input does not reproduce: {path}")
+                continue
             res.hangs += is_hang
             res.crashes += not is_hang
             headline = _headline(out, proc.returncode)
@@ -169,6 +179,31 @@ def run_campaign(
         res.tracebacks += 1
         res.findings.append(f"traceback: {sig}: {err} (reproducer {txt.with_suffix('.bin')})")
     return res
+
+
+def died_after_done(out: str) -> bool:
+    """Did the process die (libFuzzer's "deadly signal") only after its "Done N runs" line, every run complete?
+
+    >>> died_after_done("#2 pulse\nDone 2001 in 1 second(s)\nterminate called\n==1== ERROR: libFuzzer: deadly signal")
+    True
+    >>> died_after_done("#2 pulse\n==1== ERROR: libFuzzer: deadly signal\nDone 2001 in 1 second(s)")
+    False
+    """
+    done, dead = _DONE.search(out), out.find("ERROR: libFuzzer: deadly signal")
+    return done is not None and dead > done.end()
+
+
+def reproduces(target: str, artifact: Path, env: dict[str, str], timeout_s: float = 60.0) -> bool:
+    """Does ``artifact`` kill, hang or break the oracle of Python ``target``'s harness in a fresh process?"""
+    code = ("import sys; from fuzz.targets import TARGETS; "
+            "TARGETS[sys.argv[1]].harness(open(sys.argv[2], 'rb').read())")
+    strict = {k: v for k, v in env.items() if k != FINDINGS_ENV}  # a broken oracle raises instead of recording
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, target, str(artifact)], env=strict, capture_output=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return True
+    return proc.returncode != 0
 
 
 def _headline(out: str, returncode: int) -> str:
