@@ -942,6 +942,22 @@ def started_at(log_lines: Sequence[str], spawned: float) -> float:
     return spawned
 
 
+def start_services(rng: Range, work: Path, day_s: float) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """The peer's broker, upload sink and fleet subscriber, then the device's normal workload once the subscriber
+    has subscribed; ``(subscriber, workload)``."""
+    start_broker(rng)
+    rng.spawn(rng.peer, role_argv("sink", "--stats", str(work / "sink.json")), "sink")
+    wait_listening(rng, rng.peer, BACKEND_IP, UPLOAD_PORT)
+    subscriber = rng.spawn(rng.peer, role_argv("subscriber", "--out", str(work / "fleet.jsonl")), "subscriber")
+    # the workload's first telemetry message would reach a broker without the subscription yet: lost there
+    if not wait_for(lambda: (work / "fleet.jsonl.ready").exists() or subscriber.poll() is not None, 60, 0.1):
+        raise RuntimeError("the fleet subscriber did not subscribe within 60 s")
+    workload = rng.spawn(rng.device, role_argv("workload", "--stats", str(work / "workload.json"),
+                                               "--events", str(work / "workload.jsonl"),
+                                               "--day", f"{day_s:g}"), "workload")  # fmt: skip
+    return subscriber, workload
+
+
 def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
     """Build the range, run the pipeline, the normal period and the attacks; always tear it all down."""
     import tempfile
@@ -955,16 +971,7 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         work.mkdir(parents=True, exist_ok=True)
         rng = stack.enter_context(Range(work))
         log(f"range: namespaces {rng.device} / {rng.peer}, veth {rng.dev_if} / {rng.peer_if}, work {work}")
-        start_broker(rng)
-        rng.spawn(rng.peer, role_argv("sink", "--stats", str(work / "sink.json")), "sink")
-        wait_listening(rng, rng.peer, BACKEND_IP, UPLOAD_PORT)
-        subscriber = rng.spawn(rng.peer, role_argv("subscriber", "--out", str(work / "fleet.jsonl")), "subscriber")
-        # the workload's first telemetry message would reach a broker without the subscription yet: lost there
-        if not wait_for(lambda: (work / "fleet.jsonl.ready").exists() or subscriber.poll() is not None, 60, 0.1):
-            raise RuntimeError("the fleet subscriber did not subscribe within 60 s")
-        workload = rng.spawn(rng.device, role_argv("workload", "--stats", str(work / "workload.json"),
-                                                   "--events", str(work / "workload.jsonl"),
-                                                   "--day", f"{cfg.day_s:g}"), "workload")  # fmt: skip
+        subscriber, workload = start_services(rng, work, cfg.day_s)
         routes = rng.routes()
         load = {"recording": os.getloadavg()[0]}
         log(f"range: recording {cfg.record_s:g} s of normal at {cfg.rate:g} Hz in {rng.device}")
@@ -1314,14 +1321,7 @@ def cap_study(model_path: Path, seconds: float, workdir: Path, day_s: float = 12
     workdir.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {"model": str(model_path), "seconds": seconds, "rows": {}}
     with Range(workdir) as rng:
-        start_broker(rng)
-        rng.spawn(rng.peer, role_argv("sink", "--stats", str(workdir / "sink.json")), "sink")
-        wait_listening(rng, rng.peer, BACKEND_IP, UPLOAD_PORT)
-        rng.spawn(rng.peer, role_argv("subscriber", "--out", str(workdir / "fleet.jsonl")), "subscriber")
-        if not wait_for(lambda: (workdir / "fleet.jsonl.ready").exists(), 60, 0.1):
-            raise RuntimeError("the fleet subscriber did not subscribe within 60 s")
-        rng.spawn(rng.device, role_argv("workload", "--stats", str(workdir / "workload.json"), "--events",
-                                        str(workdir / "workload.jsonl"), "--day", f"{day_s:g}"), "workload")
+        start_services(rng, workdir, day_s)
         # the actuator's own command line, run here in the device's network namespace only
         cap = TcRateLimit("cap_uplink", rng.dev_if, "2mbit")._cmd()
         for label, capped in (("without the cap", False), ("with the cap", True), ("without the cap again", False)):
@@ -1351,8 +1351,7 @@ def cap_study(model_path: Path, seconds: float, workdir: Path, day_s: float = 12
 #: by default, ``tune --likelihood-gate``); ``rate_shift`` 20 all but freezes the fitted distribution (the confidence
 #: against the training scores alone); ``gate`` -1 is no gate; ``record`` None drops the attribute, which turns off
 #: step 6, the record rule on the score (a score beyond every score seen by 5% of their range reports confidence 1).
-#: A learning rule is a
-#: proposal the product does not have (:func:`relearned_confidence_q`):
+#: A learning rule is a proposal the product does not have (:func:`relearned_confidence_q`):
 #: ``"clip"`` learns from each level clipped at z 3, ``"below threshold"`` learns only from windows scored at or
 #: below the detector's threshold (the adaptation's ``below_threshold`` rule), ``"slow over threshold"`` learns from
 #: windows over it ``2**slow_shift`` times more slowly (the gate's rule, keyed on the threshold instead of z, so a
