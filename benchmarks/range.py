@@ -66,12 +66,17 @@ ATTACKS = ("miner", "flood", "exfil", "scan", "forkstorm")
 #: reaches once in 1e5 windows, HTM's "red" level (Ahmad et al., 2017; ``tinywarden.likelihood.HOLDOFF_LEVEL``), a
 #: published value. Alone it left the likelihood learning from attack windows, so the attacks that came after three
 #: others were missed (results/range-bar-ungated.md); with :data:`LIKELIHOOD_GATE` all five were caught within 2
-#: windows (results/range.md).
+#: windows (results/range-alert-cap.md).
 MIN_CONFIDENCE = 0.5
 #: ``--likelihood-gate`` (the benchmark's default; ``none`` turns it off): ``tune --likelihood-gate``, levels over
 #: z 3 teach the confidence scale 16 times more slowly, so one attack does not widen the scale the next is judged
 #: on. 3 is the smaller of the two gates measured on NAB (``tinywarden.likelihood``), chosen before the range ran.
 LIKELIHOOD_GATE = 3.0
+#: Action types that reshape the device's traffic, which the model scores (its veth counters). The range's policy
+#: keeps them out of the alert tier, as ``examples/policy.toml`` does: with the 2 mbit cap at alert, one false alert
+#: made the device's own capped normal score over the threshold (38.4% of windows, results/range-cap.json), and
+#: the constrain tier followed on windows the alert had shaped (results/range-alert-cap.md).
+TRAFFIC_ACTIONS = frozenset({"tc_rate_limit", "nft_egress_allowlist", "nft_block_address", "interface_down"})
 #: Below this 1-minute load average at every checkpoint the page calls the 2-core machine nearly idle.
 IDLE_LOAD = 1.5
 
@@ -89,14 +94,14 @@ telemetry_timeout_s = 30
 addresses = ["{BACKEND_IP}"]   # the backend and broker stay reachable whatever the tier
 
 [tiers.alert]
-actions = ["notify", "throttle_miner", "cap_uplink"]
+actions = ["notify", "throttle_miner"]   # nothing the model scores: see TRAFFIC_ACTIONS
 k = 2
 n = 3
 {{gate}}deescalate_after_s = {{quiet}}
 dead_man_s = {{dead_man}}
 
 [tiers.constrain]
-actions = ["egress_allowlist", "stop_miner"]
+actions = ["cap_uplink", "egress_allowlist", "stop_miner"]
 k = 3
 n = 4
 margin = 0.25
@@ -878,6 +883,7 @@ class RangeResult:
     audit_verdict: str
     notes: list[str] = field(default_factory=list)
     load: dict[str, float] = field(default_factory=dict)  # the host's 1-minute load average at each phase
+    tiers: dict[str, list[str]] = field(default_factory=lambda: dict(TIERS_BEFORE))  # the policy's actions
 
 
 #: Each scored window of the range's agent, one JSON line (:func:`traced_agent`), in the work folder.
@@ -1109,7 +1115,25 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
         pipeline={k: str(v) if isinstance(v, Path) else v for k, v in asdict(pipe).items()
                   if k not in ("state", "pub")} | {"window_s": period},
         routes=routes, normal=normal_doc, attacks=attacks, broker=broker, audit_verdict="",
+        tiers=tier_actions(),
     )
+
+
+def tier_actions() -> dict[str, list[str]]:
+    """The range policy's actions by tier, as the result keeps them (the page describes the run's own policy)."""
+    from tinywarden.respond.policy import parse_policy
+
+    policy = parse_policy(policy_text("twd0", 1.0), "range policy")
+    return {t.name: list(t.actions) for t in policy.tiers if t.actions}
+
+
+#: What each of the range policy's actions does, for the page.
+ACTION_WORDS = {"notify": "log", "throttle_miner": "renice the miner's name to 19",
+                "cap_uplink": "`tc` 2 mbit cap on the device veth",
+                "egress_allowlist": f"nftables egress allow-list (only `{BACKEND_IP}`)",
+                "stop_miner": "SIGSTOP the miner's name"}
+#: The tiers of the runs before the cap moved to the constrain tier (their range.json has no ``tiers``).
+TIERS_BEFORE = {"alert": ["notify", "throttle_miner", "cap_uplink"], "constrain": ["egress_allowlist", "stop_miner"]}
 
 
 def false_entries(false_actions: Sequence[dict[str, Any]], incidents: Sequence[dict[str, Any]],
@@ -1193,8 +1217,10 @@ def markdown(res: RangeResult) -> str:
            "confidence and tier to a trace for the replay in the notes)." if "span" in res.normal else "."),
         f"- **Normal workload**: uploads to `{BACKEND_IP}:{UPLOAD_PORT}` and 1 Hz MQTT telemetry (QoS 1), both "
         f"following a day/night rhythm compressed to {c['day_s']:g} s.",
-        "- **Policy**: alert (2 of 3 windows): log, renice the miner's name to 19, `tc` 2 mbit cap on the device "
-        f"veth; constrain (3 of 4): nftables egress allow-list (only `{BACKEND_IP}`), SIGSTOP the miner's name. "
+        "- **Policy**: "
+        + "; ".join(f"{name} ({rule}): {', '.join(ACTION_WORDS.get(a, a) for a in res.tiers.get(name, []))}"
+                    for name, rule in (("alert", "2 of 3 windows"), ("constrain", "3 of 4")))
+        + ". "
         + (f"A window counts toward either tier only at a calibrated confidence >= {c['min_confidence']:g} (a "
            "level the normal score distribution reaches once in 1e5 windows: HTM's red level, not fitted here). "
            if c.get("min_confidence") is not None else "")

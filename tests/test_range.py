@@ -6,12 +6,14 @@ explains a false alarm are checked without root."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tinywarden.respond.actuators.catalog import ACTUATOR_TYPES
 from tinywarden.respond.engine import ResponseEngine, SimulatedClock
 from tinywarden.respond.policy import parse_policy
 
@@ -103,6 +105,25 @@ def test_the_range_policy_ignores_windows_above_the_threshold_at_low_confidence(
     assert engine.tier == 0
     loud = [e for t in range(8, 16) for e in engine.observe(5.0, at=float(t), confidence=0.99)]
     assert {e.action for e in loud if e.event == "apply"} >= {"notify", "cap_uplink", "egress_allowlist"}, loud
+
+
+def test_the_range_alert_tier_leaves_the_traffic_the_model_scores_alone() -> None:
+    # with the 2 mbit cap at alert, one false alert shaped the device's own normal traffic into scores over the
+    # threshold (38.4% of windows, results/range-cap.json) and the constrain tier followed on those windows
+    policy = parse_policy(attack_range.policy_text("twd0", 0.4, attack_range.MIN_CONFIDENCE), "range policy")
+    kinds = {a.name: a.type for a in policy.actions}
+    assert not {kinds[a] for a in policy.tiers[0].actions} & attack_range.TRAFFIC_ACTIONS, policy.tiers[0]
+    assert "tc_rate_limit" in {kinds[a] for a in policy.tiers[1].actions}  # the cap is still applied, one tier up
+    assert set(ACTUATOR_TYPES) >= attack_range.TRAFFIC_ACTIONS  # every name is a real action type
+
+
+def test_the_page_describes_the_policy_its_run_used() -> None:
+    doc = json.loads((attack_range.RESULTS / "range-alert-cap.json").read_text())  # a run from before the cap moved
+    assert "tiers" not in doc
+    old = attack_range.markdown(attack_range.RangeResult(**doc))
+    assert "alert (2 of 3 windows): log, renice the miner's name to 19, `tc` 2 mbit cap" in old
+    now = attack_range.markdown(attack_range.RangeResult(**doc | {"tiers": attack_range.tier_actions()}))
+    assert "alert (2 of 3 windows): log, renice the miner's name to 19; constrain (3 of 4): `tc` 2 mbit cap" in now
 
 
 def test_a_false_tier_entry_is_explained_by_its_confidence_features_and_the_workload() -> None:
