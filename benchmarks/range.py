@@ -72,11 +72,6 @@ MIN_CONFIDENCE = 0.5
 #: z 3 teach the confidence scale 16 times more slowly, so one attack does not widen the scale the next is judged
 #: on. 3 is the smaller of the two gates measured on NAB (``tinywarden.likelihood``), chosen before the range ran.
 LIKELIHOOD_GATE = 3.0
-#: Action types that reshape the device's traffic, which the model scores (its veth counters). The range's policy
-#: keeps them out of the alert tier, as ``examples/policy.toml`` does: with the 2 mbit cap at alert, one false alert
-#: made the device's own capped normal score over the threshold (38.4% of windows, results/range-cap.json), and
-#: the constrain tier followed on windows the alert had shaped (results/range-alert-cap.md).
-TRAFFIC_ACTIONS = frozenset({"tc_rate_limit", "nft_egress_allowlist", "nft_block_address", "interface_down"})
 #: Below this 1-minute load average at every checkpoint the page calls the 2-core machine nearly idle.
 IDLE_LOAD = 1.5
 
@@ -94,7 +89,7 @@ telemetry_timeout_s = 30
 addresses = ["{BACKEND_IP}"]   # the backend and broker stay reachable whatever the tier
 
 [tiers.alert]
-actions = ["notify", "throttle_miner"]   # nothing the model scores: see TRAFFIC_ACTIONS
+actions = ["notify", "throttle_miner"]   # not the traffic the model scores (Policy.advice)
 k = 2
 n = 3
 {{gate}}deescalate_after_s = {{quiet}}

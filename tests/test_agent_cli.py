@@ -124,3 +124,17 @@ def test_unusable_inputs_are_one_line_errors(files, tmp_path, kit, monkeypatch, 
     assert code == 2, err
     assert "Traceback" not in err and err.startswith("error:")
     assert re.search(message, " ".join(err.split())), err
+
+
+def test_the_agent_passes_on_the_policy_advice(files, tmp_path):
+    # an alert tier that caps the uplink shapes the traffic the model scores (benchmarks/results/range-cap.json)
+    capped = POLICY.replace('actions = ["notify"]', 'actions = ["notify", "cap"]\ndead_man_s = 30', 1)
+    (tmp_path / "capped.toml").write_text(capped + '\n[actions.cap]\ntype = "tc_rate_limit"\ninterface = "eth0"\n'
+                                          'rate = "2mbit"\n')
+    args = ("--bundle", files["bundle"], "--pubkey", files["pub"], "--replay", files["data"], "--max-samples",
+            "200", "--runtime", "int8")  # fmt: skip
+    r = run(*args, "--state-dir", tmp_path / "s1", "--policy", tmp_path / "capped.toml")
+    assert r.returncode == 0, r.stderr
+    assert "advice: " in r.stdout and "tiers.alert.actions: cap (tc_rate_limit) reshapes" in r.stdout, r.stdout
+    r = run(*args, "--state-dir", tmp_path / "s2")
+    assert r.returncode == 0 and "advice" not in r.stdout, (r.stdout, r.stderr)

@@ -64,3 +64,32 @@ def test_rotation_through_the_cli(tmp_path):
     tw("sign", "b", "--key", "new.key", "--version", "2", "--out", "by_new", cwd=tmp_path)
     assert tw("verify", "by_old", "--pubkey", "old.pub", "--state-dir", "st", cwd=tmp_path).returncode == 2
     assert tw("verify", "by_new", "--pubkey", "old.pub", "--state-dir", "st", cwd=tmp_path).returncode == 0
+
+
+def test_bundle_checks_the_policy_before_packing_it(tmp_path):
+    # it packed any bytes: a policy every device refuses could be signed and shipped, found only at install
+    (tmp_path / "m").write_bytes(model_bytes())
+    (tmp_path / "bad.toml").write_text(POLICY.decode().replace('type = "log"', 'type = "nuke"', 1))
+    r = tw("bundle", "m", "--policy", "bad.toml", "--out", "b", "--model-id", "x", "--profile", "y", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "bad.toml" in r.stderr, r.stderr
+    assert not (tmp_path / "b").exists()
+    (tmp_path / "latin1.toml").write_bytes(POLICY.replace(b'name = "', b'name = "\xe9', 1))
+    r = tw("bundle", "m", "--policy", "latin1.toml", "--out", "b", "--model-id", "x", "--profile", "y", cwd=tmp_path)
+    assert r.returncode == 2 and "not UTF-8" in r.stderr and not (tmp_path / "b").exists(), r.stderr
+
+
+def test_bundle_and_install_pass_on_the_policy_advice(tmp_path):
+    capped = POLICY.decode().replace('actions = ["notify"]', 'actions = ["notify", "cap"]\ndead_man_s = 30', 1)
+    capped += '\n[actions.cap]\ntype = "tc_rate_limit"\ninterface = "eth0"\nrate = "2mbit"\n'
+    (tmp_path / "m").write_bytes(model_bytes())
+    (tmp_path / "plain.toml").write_bytes(POLICY)
+    (tmp_path / "capped.toml").write_text(capped)
+    assert tw("keygen", "--out", "k", cwd=tmp_path).returncode == 0
+    r = tw("bundle", "m", "--policy", "plain.toml", "--out", "b0", "--model-id", "x", "--profile", "y", cwd=tmp_path)
+    assert r.returncode == 0 and "advice" not in r.stderr, r.stderr
+    r = tw("bundle", "m", "--policy", "capped.toml", "--out", "b", "--model-id", "x", "--profile", "y", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "b").exists(), r.stderr  # advice, not a refusal
+    assert "advice: capped.toml: tiers.alert.actions: cap (tc_rate_limit) reshapes" in r.stderr, r.stderr
+    assert tw("sign", "b", "--key", "k.key", "--version", "1", cwd=tmp_path).returncode == 0
+    r = tw("install", "b", "--pubkey", "k.pub", "--state-dir", "st", cwd=tmp_path)
+    assert r.returncode == 0 and "tiers.alert.actions: cap (tc_rate_limit) reshapes" in r.stderr, r.stderr

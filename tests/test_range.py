@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinywarden.respond.actuators.catalog import ACTUATOR_TYPES
 from tinywarden.respond.engine import ResponseEngine, SimulatedClock
 from tinywarden.respond.policy import parse_policy
 
@@ -111,10 +110,9 @@ def test_the_range_alert_tier_leaves_the_traffic_the_model_scores_alone() -> Non
     # with the 2 mbit cap at alert, one false alert shaped the device's own normal traffic into scores over the
     # threshold (38.4% of windows, results/range-cap.json) and the constrain tier followed on those windows
     policy = parse_policy(attack_range.policy_text("twd0", 0.4, attack_range.MIN_CONFIDENCE), "range policy")
+    assert policy.advice == (), policy.advice
     kinds = {a.name: a.type for a in policy.actions}
-    assert not {kinds[a] for a in policy.tiers[0].actions} & attack_range.TRAFFIC_ACTIONS, policy.tiers[0]
     assert "tc_rate_limit" in {kinds[a] for a in policy.tiers[1].actions}  # the cap is still applied, one tier up
-    assert set(ACTUATOR_TYPES) >= attack_range.TRAFFIC_ACTIONS  # every name is a real action type
 
 
 def test_the_page_describes_the_policy_its_run_used() -> None:

@@ -259,3 +259,17 @@ def test_a_tier_adding_no_action_of_its_own_is_refused() -> None:
 
 
 STOP = '[actions.stop]\ntype = "process_suspend"\nprocess = "telnetd"\n'
+
+
+def test_a_traffic_shaping_action_in_the_alert_tier_is_advised_against() -> None:
+    # the range's alert tier capped the uplink: the device's own capped normal then scored over the threshold
+    # (benchmarks/results/range-cap.json) and a false alert escalated on windows it had shaped
+    assert parse_policy(BASE).advice == ()  # the cap in constrain
+    assert load_policy(EXAMPLE).advice == ()
+    shaped = BASE.replace('actions = ["notify"]', 'actions = ["notify", "cap"]').replace(
+        'actions = ["cap"]', 'actions = ["down"]') + '[actions.down]\ntype = "interface_down"\ninterface = "eth0"\n'
+    (line,) = parse_policy(shaped.replace("k = 2", "dead_man_s = 30\nk = 2"), "p.toml").advice
+    assert line.startswith("p.toml: tiers.alert.actions: cap (tc_rate_limit) reshapes the device's own traffic")
+    renice = BASE.replace('actions = ["notify"]', 'actions = ["notify", "slow"]').replace(
+        "k = 2", "dead_man_s = 30\nk = 2") + '[actions.slow]\ntype = "process_renice"\nprocess = "x"\n'
+    assert parse_policy(renice).advice == ()  # a named process, not the traffic

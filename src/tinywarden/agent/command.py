@@ -155,6 +155,8 @@ def run(args: argparse.Namespace) -> Agent:
         print(f"agent {config.device_id}: model {m.bundle.model_id} v{m.bundle.version} "
               f"({len(m.pipeline.channels_)} channels, window {m.pipeline.window}, {m.describe()['runtime']} "
               f"runtime) on {source.name}; status {runner.status_path}", flush=True)  # fmt: skip
+        for line in m.policy.advice:
+            print(f"agent {config.device_id}: advice: {line}", flush=True)
         previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
         try:
             runner.run(source, args.max_samples)

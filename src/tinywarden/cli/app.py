@@ -7,8 +7,13 @@ one line before exiting with status 2.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from tinywarden.respond.policy import Policy
 
 app = typer.Typer(
     name="tinywarden",
@@ -20,3 +25,9 @@ app = typer.Typer(
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def print_advice(policy: Policy) -> None:
+    """Each of the policy's :attr:`~tinywarden.respond.policy.Policy.advice` lines on stderr (not errors)."""
+    for line in policy.advice:
+        err_console.print(f"[yellow]advice:[/] {line}", highlight=False, soft_wrap=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from tinywarden.cli.app import app, console, err_console
+from tinywarden.cli.app import app, console, err_console, print_advice
 from tinywarden.cli.core import note_time_unit
 from tinywarden.errors import ConfigError
 
@@ -92,6 +92,7 @@ def respond(
             "kept outside the log's folder"
         )
     pol = load_policy(policy)
+    print_advice(pol)
     scored = read_scores(scores)
     rows = scored.rows
     note_time_unit(str(scores), scored.time_unit)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from tinywarden import bundle as tb
-from tinywarden.cli.app import app, console
+from tinywarden.cli.app import app, console, print_advice
 
 
 @app.command()
@@ -38,13 +38,23 @@ def bundle_create(
         "(and clear the drift flag) when they install it; signed with the bundle."
     ),
 ) -> None:
-    """Pack a model and its policy into an unsigned bundle (sign it with `tinywarden sign`)."""
+    """Pack a model and its policy into an unsigned bundle (sign it with `tinywarden sign`).
+
+    The policy is checked first, so a policy every device would refuse is never signed."""
+    from tinywarden.respond.policy import PolicyError, parse_policy
+
     meta: dict[str, object] = {"model_id": model_id, "profile": profile}
     if rebaseline:
         meta["rebaseline"] = True
     if data is not None:
         meta["training_data_sha256"] = hashlib.sha256(tb.read_file(data, "training data")).hexdigest()
-    raw = tb.create_bundle(tb.read_file(model, "model"), tb.read_file(policy, "policy"), meta)
+    policy_bytes = tb.read_file(policy, "policy")
+    try:
+        text = policy_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{policy}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    print_advice(parse_policy(text, source=str(policy)))
+    raw = tb.create_bundle(tb.read_file(model, "model"), policy_bytes, meta)
     tb.write_file(out, raw)
     console.print(f"wrote unsigned bundle [bold]{out}[/] ({len(raw)} bytes)")
 
@@ -109,6 +119,9 @@ def install(
                                  counter=tb.load_counter(counter, state_dir))  # fmt: skip
     fresh = before is None or before.bundle_sha256 != b.digest
     console.print(_describe(b, "[green]installed[/]" if fresh else "already installed (nothing changed)"))
+    from tinywarden.respond.policy import parse_policy
+
+    print_advice(parse_policy(b.policy.decode("utf-8"), source=f"{bundle} (policy section)"))  # loaded above
     console.print(
         f"accepted version is now {state.accepted_version}; trusted key {state.key_fingerprint[:16]}…",
         highlight=False,

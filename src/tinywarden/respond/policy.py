@@ -142,6 +142,23 @@ class Policy:
         """Whether any tier sets ``min_confidence``."""
         return any(t.min_confidence is not None for t in self.tiers)
 
+    @property
+    def advice(self) -> tuple[str, ...]:
+        """One line for each choice that loads but works against the policy's aim (not an error: the agent runs
+        it). Today: an action in the ``alert`` tier that reshapes the device's own traffic
+        (:attr:`~tinywarden.respond.actuators.catalog.ActuatorType.shapes_traffic`). The model scores that
+        traffic, so windows scored while the action is in place are not the device's normal: one false alert can
+        keep itself up or escalate on windows it shaped (the attack range measured 38.4% of normal windows over
+        the threshold under a 2 mbit cap, ``docs/policy.md``)."""
+        out = []
+        for name in self.tiers[0].actions:
+            spec = self.actions[self.action_index(name)]
+            if ACTUATOR_TYPES[spec.type].shapes_traffic:
+                out.append(f"{self.source}: tiers.alert.actions: {name} ({spec.type}) reshapes the device's own "
+                           "traffic, which the model scores, so one false alert can keep itself up or escalate on "
+                           "windows it shaped; put it in tiers.constrain or above (docs/policy.md)")
+        return tuple(out)
+
     def action_index(self, name: str) -> int:
         """Index of the action called ``name`` in :attr:`actions`."""
         for i, a in enumerate(self.actions):

@@ -45,6 +45,9 @@ class ActuatorType:
     apply: str
     revert: str
     build: Builder
+    shapes_traffic: bool = False
+    """Whether it changes the device's own traffic (drops, caps, takes links down): what a model of the packet
+    and byte rates scores, so windows scored while it is in place are not the device's normal."""
 
 
 ACTUATOR_TYPES: Mapping[str, ActuatorType] = MappingProxyType({t.name: t for t in (
@@ -60,6 +63,7 @@ ACTUATOR_TYPES: Mapping[str, ActuatorType] = MappingProxyType({t.name: t for t i
         "`nft` is missing)",
         "delete that table/chains",
         lambda name, p, crit, runner, backend: NftBlockAddress(name, p["addresses"], runner, backend),
+        shapes_traffic=True,
     ),
     ActuatorType(
         "nft_egress_allowlist", (), MappingProxyType({"allow": []}),
@@ -68,12 +72,14 @@ ACTUATOR_TYPES: Mapping[str, ActuatorType] = MappingProxyType({t.name: t for t i
         lambda name, p, crit, runner, backend: NftEgressAllowlist(
             name, p["allow"], crit.interfaces, crit.addresses, runner, backend
         ),
+        shapes_traffic=True,
     ),
     ActuatorType(
         "tc_rate_limit", ("interface", "rate"), MappingProxyType({"burst": "32kbit"}),
         "`interface`, `rate` (e.g. `256kbit`), `burst` (default `32kbit`)", "root `tbf` qdisc with handle `7477:`",
         "delete that qdisc",
         lambda name, p, crit, runner, backend: TcRateLimit(name, p["interface"], p["rate"], p["burst"], runner),
+        shapes_traffic=True,
     ),
     ActuatorType(
         "process_suspend", ("process",), MappingProxyType({}),
@@ -93,6 +99,7 @@ ACTUATOR_TYPES: Mapping[str, ActuatorType] = MappingProxyType({t.name: t for t i
         "interface_down", ("interface",), MappingProxyType({}),
         "`interface`", "`ip link set dev IF down`", "bring it up again, only if it was up before",
         lambda name, p, crit, runner, backend: InterfaceDown(name, p["interface"], runner),
+        shapes_traffic=True,
     ),
 )})  # fmt: skip
 """Every action ``type`` a policy may use, in documentation order."""
