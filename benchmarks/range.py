@@ -1182,6 +1182,8 @@ def goals(res: RangeResult) -> list[tuple[str, str, bool]]:
 
 
 def markdown(res: RangeResult) -> str:
+    from tinywarden.likelihood import SLOW_SHIFT
+
     c, p = res.config, res.pipeline
     lines = [
         "# Attack range (issue 15 item 4)",
@@ -1219,7 +1221,8 @@ def markdown(res: RangeResult) -> str:
         + (f"A window counts toward either tier only at a calibrated confidence >= {c['min_confidence']:g} (a "
            "level the normal score distribution reaches once in 1e5 windows: HTM's red level, not fitted here). "
            if c.get("min_confidence") is not None else "")
-        + (f"The confidence scale learns levels over z = {c['likelihood_gate']:g} 16 times more slowly than "
+        + (f"The confidence scale learns levels over z = {c['likelihood_gate']:g} {2**SLOW_SHIFT} times more slowly "
+           "than "
            "the others (`--likelihood-gate`), so one attack does not widen the scale the next is judged on. "
            if c.get("likelihood_gate") is not None else "")
         + "De-escalation and dead-man timers of a few windows.",
@@ -1557,6 +1560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["cap"]:  # range.py cap MODEL SECONDS WORKDIR
         print(json.dumps(cap_study(Path(argv[1]), float(argv[2]), Path(argv[3])), indent=1))
         return 0
+    from tinywarden.likelihood import SLOW_SHIFT  # here, not at the top: the roles above start without numpy
+
     if argv[:1] == ["study"]:  # range.py study RECORDING_FOLDER FIT_ROWS...
         for rows in argv[2:]:
             print(json.dumps(calibration_study(Path(argv[1]), int(rows))))
@@ -1574,8 +1579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--min-confidence", type=_float_or_none, default=MIN_CONFIDENCE,
                     help=f"the tiers' min_confidence, or none (default {MIN_CONFIDENCE:g})")
     ap.add_argument("--likelihood-gate", type=_float_or_none, default=LIKELIHOOD_GATE,
-                    help="tune --likelihood-gate: levels over this z teach the confidence scale 16x more slowly, or "
-                         f"none (default {LIKELIHOOD_GATE:g})")
+                    help=f"tune --likelihood-gate: levels over this z teach the confidence scale {2**SLOW_SHIFT}x "
+                         f"more slowly, or none (default {LIKELIHOOD_GATE:g})")
     ap.add_argument("--keep-host-channels", action="store_true",
                     help=f"keep the host-wide channels {', '.join(HOST_WIDE)} in the recording tune reads")
     ap.add_argument("--settle", type=float, default=90.0, help="longest wait for the revert after an attack, s")

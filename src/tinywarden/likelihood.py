@@ -96,6 +96,8 @@ REARM_LEVEL = 0.2
 #: HTM's spatial tolerance: a score beyond the seen range by this fraction of it is a new record.
 RECORD_TOLERANCE = 0.05
 MAX_RECORD = 16.0
+SLOW_SHIFT = 4
+"""Default ``slow_shift``: with a ``gate``, levels over it teach the scale ``2**SLOW_SHIFT`` (16) times more slowly."""
 
 
 def check_gate(gate: float | None) -> float | None:
@@ -341,7 +343,7 @@ class AnomalyLikelihood:
     reports too; without them it is off and the confidences are the scores' alone.
     """
 
-    def __init__(self, short: int = 1, rate_shift: int = 9, gate: float | None = None, slow_shift: int = 4,
+    def __init__(self, short: int = 1, rate_shift: int = 9, gate: float | None = None, slow_shift: int = SLOW_SHIFT,
                  decades: float = 10.0, holdoff: int = 0, record: float | None = RECORD_TOLERANCE,
                  value_record: float | None = RECORD_TOLERANCE) -> None:
         self.short = short

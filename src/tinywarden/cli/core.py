@@ -15,6 +15,7 @@ from rich.table import Table
 
 from tinywarden.cli.app import app, console, err_console
 from tinywarden.errors import ConfigError
+from tinywarden.likelihood import SLOW_SHIFT
 from tinywarden.telemetry.series import Series
 
 
@@ -37,7 +38,8 @@ TIME_UNIT_NAMES = {"ms": "milliseconds", "us": "microseconds", "ns": "nanosecond
 DropOpt = Annotated[bool, typer.Option(
     "--drop-unordered", help="Drop rows whose timestamp is not later than every row before them")]
 LikelihoodGateOpt = Annotated[float | None, typer.Option(
-    "--likelihood-gate", help="Confidence scale: levels over this z teach it 16x more slowly, so one anomaly does "
+    "--likelihood-gate", help=f"Confidence scale: levels over this z teach it {2**SLOW_SHIFT}x more slowly, so one "
+    "anomaly does "
     "not widen the scale the next is judged on (default: none, every level teaches alike)")]
 
 
