@@ -18,9 +18,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 
-def run_tinywarden(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_tinywarden(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     from tinywarden.entry import main
 
+    args = tuple(map(str, args))
     argv, old_cwd = sys.argv, os.getcwd()
     with CliRunner().isolation() as (out, err, _):
         sys.argv = ["tinywarden", *args]
@@ -43,3 +44,9 @@ def run_tinywarden(*args: str, cwd: Path | None = None) -> subprocess.CompletedP
         sys.stderr.flush()
         stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
     return subprocess.CompletedProcess(["tinywarden", *args], code, stdout, stderr)
+
+
+def cli(*args: str | Path, cwd: Path | None = None) -> tuple[int, str, str]:
+    """:func:`run_tinywarden` as ``(exit status, stdout, stderr)``."""
+    r = run_tinywarden(*args, cwd=cwd)
+    return r.returncode, r.stdout, r.stderr

@@ -5,12 +5,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from inprocess import run_tinywarden
+from inprocess import cli, run_tinywarden
 from test_agent import Kit, build_kit, config
 from tinywarden.agent.escalate import EscalationError, Incident
 from tinywarden.agent.loop import Agent
@@ -26,7 +25,6 @@ from tinywarden.audit import (
     segments,
     verify,
 )
-from tinywarden.cli import main
 
 
 @pytest.fixture
@@ -40,13 +38,6 @@ def write_log(path: Path, key: AuditKey, n: int = 6, **kw: int) -> AuditLog:
         log.append("action", {"tier": i % 4}, time=float(i))
     return log
 
-
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["tinywarden", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    out = capsys.readouterr()
-    return int(exit_.value.code or 0), out.out, out.err
 
 
 # ------------------------------------------------------------------------------------------- fleet side
@@ -159,25 +150,25 @@ def test_agent_incidents_anchor_its_keyed_log(kit: Kit, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------- CLI
 
 
-def test_verify_verdicts_and_exit_codes(tmp_path: Path, key: AuditKey, monkeypatch, capsys) -> None:
+def test_verify_verdicts_and_exit_codes(tmp_path: Path, key: AuditKey, monkeypatch) -> None:
     log = tmp_path / "a.log"
     writer = write_log(log, key)
     assert writer.head is not None
     anchor = f"{writer.head[0]}:{writer.head[1]}"
-    rc, out, _ = cli(monkeypatch, capsys, "audit", "verify", log, "--key", key.path, "--anchor", anchor)
+    rc, out, _ = cli("audit", "verify", log, "--key", key.path, "--anchor", anchor)
     assert rc == 0 and "keyed chain intact" in out and "1 anchor(s) held" in out
-    rc, out, _ = cli(monkeypatch, capsys, "audit", "verify", log)
+    rc, out, _ = cli("audit", "verify", log)
     assert rc == 3 and out.startswith("UNVERIFIED") and "intact" not in out
     monkeypatch.setenv("TINYWARDEN_AUDIT_KEY", str(key.path))
-    rc, out, _ = cli(monkeypatch, capsys, "audit", "verify", log, "--anchor", f"{writer.head[0] + 5}:{'0' * 64}")
+    rc, out, _ = cli("audit", "verify", log, "--anchor", f"{writer.head[0] + 5}:{'0' * 64}")
     monkeypatch.delenv("TINYWARDEN_AUDIT_KEY")
     assert rc == 1 and "TAMPERED" in out
     legacy = tmp_path / "legacy.log"
     AuditLog(legacy).append("action", {"tier": 1})
-    rc, out, err = cli(monkeypatch, capsys, "audit", "verify", legacy)
+    rc, out, err = cli("audit", "verify", legacy)
     assert rc == 3 and out.startswith("UNKEYED") and "integrity only against accidents" in out + err
     assert "intact" not in out
-    rc, _, err = cli(monkeypatch, capsys, "audit", "verify", log, "--anchor", "nonsense")
+    rc, _, err = cli("audit", "verify", log, "--anchor", "nonsense")
     assert rc == 2 and "expected SEQ:HASH" in err and "Traceback" not in err
 
 

@@ -1,18 +1,11 @@
-"""The trust commands end to end, through the installed ``tinywarden`` entry point."""
+"""The trust commands end to end, through the ``tinywarden`` entry point (in this process: tests/inprocess.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 from bundle_fixtures import POLICY, model_bytes
-
-
-def tw(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "from tinywarden.cli import main; main()", *map(str, args)]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60)
+from inprocess import run_tinywarden as tw
 
 
 def test_keygen_bundle_sign_verify_install_and_refusals(tmp_path):

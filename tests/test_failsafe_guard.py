@@ -8,7 +8,6 @@ import copy
 import csv
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +15,12 @@ import numpy as np
 import pytest
 
 from conftest import CAMERA_POLICY
+from inprocess import cli
 from tinywarden import bundle as tb
 from tinywarden.agent.config import AgentConfig
 from tinywarden.agent.loop import Agent
 from tinywarden.agent.sources import ReplaySource
 from tinywarden.agent.status import read_status
-from tinywarden.cli import main
 from tinywarden.detectors import make_detector
 from tinywarden.detectors.bounds import fail_safe_detector
 from tinywarden.errors import ModelFileError
@@ -314,14 +313,6 @@ def test_agent_model_recovers_and_the_guard_hands_back(kit, tmp_path) -> None:
 # --------------------------------------------------------------------------------------------- CLI
 
 
-def cli(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["tinywarden", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    out = capsys.readouterr()
-    return int(exit_.value.code or 0), out.out, out.err
-
-
 def cli_inputs(kit: Kit, tmp: Path, model: bytes) -> tuple[Path, Path, Path, Path]:
     """Model file, policy, telemetry and a scores file whose every score is missing (the model was down)."""
     (tmp / "m.twb").write_bytes(model)
@@ -335,10 +326,10 @@ def cli_inputs(kit: Kit, tmp: Path, model: bytes) -> tuple[Path, Path, Path, Pat
     return tmp / "m.twb", tmp / "policy.toml", tmp / "telemetry.csv", tmp / "scores.csv"
 
 
-def test_respond_with_telemetry_replays_the_guard(kit, tmp_path, monkeypatch, capsys) -> None:
+def test_respond_with_telemetry_replays_the_guard(kit, tmp_path) -> None:
     model, policy, telemetry, scores = cli_inputs(kit, tmp_path, pipeline_to_bytes(kit.pipeline))
     base = ("respond", "--policy", policy, "--scores", scores, "--model", model, "--json", "--notes")
-    rc, out, _ = cli(monkeypatch, capsys, *base, "--telemetry", telemetry)
+    rc, out, _ = cli(*base, "--telemetry", telemetry)
     assert rc == 0
     events = [json.loads(line) for line in out.splitlines()]
     applies = [e for e in events if e["event"] == "apply"]
@@ -347,19 +338,18 @@ def test_respond_with_telemetry_replays_the_guard(kit, tmp_path, monkeypatch, ca
     assert {e["time"] for e in applies} <= set(times[attacked].tolist())
     assert not any(e["reason_code"].startswith("fault_") for e in events)
     # The same scores without the raw telemetry: every window is a fault and the fail-safe tier holds.
-    rc, out, _ = cli(monkeypatch, capsys, *base)
+    rc, out, _ = cli(*base)
     events = [json.loads(line) for line in out.splitlines()]
     assert [(e["action_tier"], e["reason_code"]) for e in events if e["event"] == "apply"] == [(1, "fault_score")]
 
 
-def test_respond_telemetry_with_an_old_model_warns_and_uses_the_fault_rules(kit, tmp_path, monkeypatch,
-                                                                            capsys) -> None:  # fmt: skip
+def test_respond_telemetry_with_an_old_model_warns_and_uses_the_fault_rules(kit, tmp_path) -> None:  # fmt: skip
     model, policy, telemetry, scores = cli_inputs(kit, tmp_path, without_guard(kit.pipeline))
-    rc, out, err = cli(monkeypatch, capsys, "respond", "--policy", policy, "--scores", scores, "--model", model,
+    rc, out, err = cli("respond", "--policy", policy, "--scores", scores, "--model", model,
                        "--telemetry", telemetry, "--json")  # fmt: skip
     assert rc == 0 and "no fail-safe guard" in err
     events = [json.loads(line) for line in out.splitlines()]
     assert [(e["action_tier"], e["reason_code"]) for e in events if e["event"] == "apply"] == [(1, "fault_score")]
-    rc, _, err = cli(monkeypatch, capsys, "respond", "--policy", policy, "--scores", scores, "--threshold", "1",
+    rc, _, err = cli("respond", "--policy", policy, "--scores", scores, "--threshold", "1",
                      "--telemetry", telemetry)  # fmt: skip
     assert rc == 2 and "--telemetry needs --model" in err

@@ -2,13 +2,12 @@
 CLI stores, scores and exports the int8 program."""
 
 import csv
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from inprocess import run_tinywarden as cli
 from int8_fixtures import INT8_FAMILIES, TRAIN_DAYS, camera, fitted
 from tinywarden.detectors import make_detector
 from tinywarden.errors import ConfigError, ModelFileError
@@ -89,10 +88,6 @@ def test_compare_int8_report():
     assert abs(rep["int8_roc_auc"] - rep["float_roc_auc"]) <= 0.01
     assert rep["int8_bytes"] > 0 and 0.0 <= rep["int8_detection_rate"] <= 1.0
 
-
-def cli(*args):
-    code = "import sys; from tinywarden.cli import main; sys.argv = [\"tinywarden\", *sys.argv[1:]]; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
 
 
 def test_cli_train_score_int8_export(tmp_path):

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tinywarden.cli import main
+from inprocess import cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "policy.toml"
-
-
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["tinywarden", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    out = capsys.readouterr()
-    return int(exit_.value.code or 0), out.out, out.err
-
 
 STEP_S = 640  # the default pipeline's score interval: 64 samples x 10 s, which the example policy is tuned to
 
@@ -33,10 +23,10 @@ def write_scores(path: Path, threshold: float = 1.0) -> Path:
     return path
 
 
-def test_respond_json_timeline_and_audit(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_respond_json_timeline_and_audit(tmp_path: Path) -> None:
     scores = write_scores(tmp_path / "s.csv")
     log, key = tmp_path / "audit.log", tmp_path / "keys" / "audit.key"
-    rc, out, _ = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scores,
+    rc, out, _ = cli("respond", "--policy", EXAMPLE, "--scores", scores,
                      "--threshold", "1.0", "--audit", log, "--audit-key", key, "--json")  # fmt: skip
     assert rc == 0
     events = [json.loads(line) for line in out.splitlines()]
@@ -52,31 +42,31 @@ def test_respond_json_timeline_and_audit(tmp_path: Path, monkeypatch, capsys) ->
     assert first["policy_version"] == "2024.1" and first["threshold"] == 1.0 and first["model_id"] == "none"
     assert first["scores"][-2:] == [3.0, 3.0]
 
-    rc, out, err = cli(monkeypatch, capsys, "audit", "verify", log, "--key", key)
+    rc, out, err = cli("audit", "verify", log, "--key", key)
     assert rc == 0 and "chain intact" in out
 
     text = log.read_text().splitlines(keepends=True)
     text[2] = text[2].replace('"tier":2', '"tier":0', 1)
     log.write_text("".join(text))
-    rc, out, err = cli(monkeypatch, capsys, "audit", "verify", log, "--key", key)
+    rc, out, err = cli("audit", "verify", log, "--key", key)
     assert rc == 1 and "TAMPERED" in out and "audit.log:3" in err and "edited" in err
 
-    rc, _, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scores,
+    rc, _, err = cli("respond", "--policy", EXAMPLE, "--scores", scores,
                      "--threshold", "1.0", "--audit", tmp_path / "b.log")  # fmt: skip
     assert rc == 2 and "--audit needs --audit-key" in err
 
 
-def test_respond_table_output_and_resume_with_state(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_respond_table_output_and_resume_with_state(tmp_path: Path, monkeypatch) -> None:
     from tinywarden.cli.app import console
 
     monkeypatch.setattr(console, "width", 200)  # wide enough that rich does not fold action names
     scores = write_scores(tmp_path / "s.csv")
     state = tmp_path / "engine.json"
     args = ["respond", "--policy", EXAMPLE, "--scores", scores, "--threshold", "1.0", "--state", state]
-    rc, out, _ = cli(monkeypatch, capsys, *args)
+    rc, out, _ = cli(*args)
     assert rc == 0 and "final tier: 0 (none)" in out and "egress_allowlist" in out
     # Replaying again with the same state file has nothing left to do.
-    rc, out, _ = cli(monkeypatch, capsys, *args, "--json")
+    rc, out, _ = cli(*args, "--json")
     assert rc == 0 and out == ""
 
 
@@ -91,28 +81,28 @@ def test_respond_table_output_and_resume_with_state(tmp_path: Path, monkeypatch,
         ("timestamp,score\nnoon,1\n", "row 2, column 'timestamp'"),
     ],
 )
-def test_bad_scores_file_is_one_line_exit_2(tmp_path: Path, monkeypatch, capsys, body: str, message: str) -> None:
+def test_bad_scores_file_is_one_line_exit_2(tmp_path: Path, body: str, message: str) -> None:
     scores = tmp_path / "s.csv"
     scores.write_text(body)
-    rc, _, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scores, "--threshold", "1")
+    rc, _, err = cli("respond", "--policy", EXAMPLE, "--scores", scores, "--threshold", "1")
     assert rc == 2 and message in err and str(scores) in err.replace("\n", "")
 
 
-def test_threshold_or_model_exactly_one(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_threshold_or_model_exactly_one(tmp_path: Path) -> None:
     scores = write_scores(tmp_path / "s.csv")
-    rc, _, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scores)
+    rc, _, err = cli("respond", "--policy", EXAMPLE, "--scores", scores)
     assert rc == 2 and "exactly one of --threshold or --model" in err
 
 
-def test_bad_policy_is_one_line_exit_2(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_bad_policy_is_one_line_exit_2(tmp_path: Path) -> None:
     policy = tmp_path / "p.toml"
     policy.write_text(EXAMPLE.read_text().replace('interface = "wlan0"', 'interface = "eth1"'))
     scores = write_scores(tmp_path / "s.csv")
-    rc, _, err = cli(monkeypatch, capsys, "respond", "--policy", policy, "--scores", scores, "--threshold", "1")
+    rc, _, err = cli("respond", "--policy", policy, "--scores", scores, "--threshold", "1")
     assert rc == 2 and "actions.uplink_down.interface" in err and "critical interface" in err
 
 
-def test_model_file_supplies_the_threshold(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_model_file_supplies_the_threshold(tmp_path: Path) -> None:
     # The CLI, not the engine, reads the model: respond stays downstream of detectors.
     pytest.importorskip("tinywarden.modelfile")
     from conftest import make_series
@@ -126,7 +116,7 @@ def test_model_file_supplies_the_threshold(tmp_path: Path, monkeypatch, capsys) 
     assert float(fitted.threshold_) > 0
     scores = write_scores(tmp_path / "s.csv", threshold=float(fitted.threshold_))
     log = tmp_path / "audit.log"
-    rc, out, _ = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scores, "--model", model,
+    rc, out, _ = cli("respond", "--policy", EXAMPLE, "--scores", scores, "--model", model,
                      "--audit", log, "--audit-key", tmp_path / "keys" / "k", "--json")  # fmt: skip
     assert rc == 0
     data = json.loads(log.read_text().splitlines()[1])["data"]
@@ -145,24 +135,23 @@ def write_scores_as(path: Path, time_col: str, t0: float, per_second: float, bom
     return path
 
 
-def _times(monkeypatch, capsys, scores: Path) -> list[float]:
-    rc, out, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scores, "--threshold", "1",
+def _times(scores: Path) -> list[float]:
+    rc, out, err = cli("respond", "--policy", EXAMPLE, "--scores", scores, "--threshold", "1",
                        "--json")  # fmt: skip
     assert rc == 0, err
     return [json.loads(line)["time"] for line in out.splitlines()]
 
 
-def test_scores_by_window_end_with_bom_or_in_milliseconds_give_the_same_timeline(tmp_path: Path, monkeypatch,
-                                                                                   capsys) -> None:
+def test_scores_by_window_end_with_bom_or_in_milliseconds_give_the_same_timeline(tmp_path: Path) -> None:
     t0 = 1_767_225_600.0
-    plain = _times(monkeypatch, capsys, write_scores_as(tmp_path / "a.csv", "timestamp", t0, 1.0))
+    plain = _times(write_scores_as(tmp_path / "a.csv", "timestamp", t0, 1.0))
     assert plain and plain[0] == t0 + 21 * STEP_S
-    assert _times(monkeypatch, capsys, write_scores_as(tmp_path / "b.csv", "window_end", t0, 1.0)) == plain
-    assert _times(monkeypatch, capsys, write_scores_as(tmp_path / "c.csv", "timestamp", t0, 1.0, bom=True)) == plain
+    assert _times(write_scores_as(tmp_path / "b.csv", "window_end", t0, 1.0)) == plain
+    assert _times(write_scores_as(tmp_path / "c.csv", "timestamp", t0, 1.0, bom=True)) == plain
     # epoch milliseconds taken as seconds would make every dead-man timer 1000 times too short
     ms = write_scores_as(tmp_path / "d.csv", "timestamp", t0, 1000.0)
-    assert _times(monkeypatch, capsys, ms) == plain
-    rc, _, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", ms, "--threshold", "1")
+    assert _times(ms) == plain
+    rc, _, err = cli("respond", "--policy", EXAMPLE, "--scores", ms, "--threshold", "1")
     assert rc == 0 and "times read as epoch milliseconds" in err
 
 
@@ -191,10 +180,10 @@ def scored_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"model": d / "m.twb", "float": d / "float.csv", "int8": d / "int8.csv", "other": d / "other.twb"}
 
 
-def test_respond_reads_what_score_writes(scored_files: dict[str, Path], monkeypatch, capsys) -> None:
+def test_respond_reads_what_score_writes(scored_files: dict[str, Path]) -> None:
     from tinywarden.modelfile import load_pipeline
 
-    rc, out, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scored_files["float"],
+    rc, out, err = cli("respond", "--policy", EXAMPLE, "--scores", scored_files["float"],
                        "--model", scored_files["model"], "--json")  # fmt: skip
     assert rc == 0, err
     events = [json.loads(line) for line in out.splitlines()]
@@ -203,19 +192,18 @@ def test_respond_reads_what_score_writes(scored_files: dict[str, Path], monkeypa
     assert all(e["threshold"] == pytest.approx(threshold) for e in events if "threshold" in e)
 
 
-def test_int8_scores_are_replayed_against_the_integer_threshold(scored_files: dict[str, Path], monkeypatch,
-                                                                capsys) -> None:
+def test_int8_scores_are_replayed_against_the_integer_threshold(scored_files: dict[str, Path]) -> None:
     from tinywarden.modelfile import load_pipeline
     from tinywarden.quantize import load_program
 
     pipe = load_pipeline(str(scored_files["model"]))
     int8_threshold = load_program(pipe).threshold
     assert int8_threshold != pipe.threshold_
-    rc, out, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scored_files["int8"],
+    rc, out, err = cli("respond", "--policy", EXAMPLE, "--scores", scored_files["int8"],
                        "--model", scored_files["model"], "--json")  # fmt: skip
     assert rc == 0, err
     assert f"integer threshold {int8_threshold}" in err
-    float_rc, float_out, _ = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores",
+    float_rc, float_out, _ = cli("respond", "--policy", EXAMPLE, "--scores",
                                  scored_files["float"], "--model", scored_files["model"], "--json")  # fmt: skip
     applied = [json.loads(line)["time"] for line in out.splitlines() if json.loads(line)["event"] == "apply"]
     float_applied = [json.loads(line)["time"] for line in float_out.splitlines()
@@ -224,8 +212,8 @@ def test_int8_scores_are_replayed_against_the_integer_threshold(scored_files: di
     assert applied and float_applied and abs(applied[0] - float_applied[0]) <= 3 * 16 * 10
 
 
-def test_scores_of_another_model_are_refused(scored_files: dict[str, Path], monkeypatch, capsys) -> None:
-    rc, _, err = cli(monkeypatch, capsys, "respond", "--policy", EXAMPLE, "--scores", scored_files["float"],
+def test_scores_of_another_model_are_refused(scored_files: dict[str, Path]) -> None:
+    rc, _, err = cli("respond", "--policy", EXAMPLE, "--scores", scored_files["float"],
                      "--model", scored_files["other"])  # fmt: skip
     line = err.strip()
     assert rc == 2 and "\n" not in line and "Traceback" not in err

@@ -3,13 +3,13 @@ TFLite Micro and onnxruntime with the stored int8 program's outputs."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import make_series
+from inprocess import cli
 from test_tflite import lsb, program_tensors, run_tflm
 from tinywarden.codegen.tflite import dense_int8
 from tinywarden.modelfile import load_pipeline
@@ -20,38 +20,23 @@ from tinywarden.telemetry import write_csv
 ort = pytest.importorskip("onnxruntime")
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the real entry point in this process (exit status, stdout, stderr): the same code path as the
-    console script, without paying the interpreter start-up per call."""
-    from tinywarden.cli import main
 
-    argv = sys.argv
-    sys.argv = ["tinywarden", *args]
-    try:
-        with pytest.raises(SystemExit) as exc:
-            main()
-    finally:
-        sys.argv = argv
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out, out.err
-
-
-def train(capsys: pytest.CaptureFixture[str], tmp_path: Path, model: str, *params: str) -> Path:
+def train(tmp_path: Path, model: str, *params: str) -> Path:
     write_csv(make_series(n=5000, channels=6, seed=21), tmp_path / "tel.csv")
     out = tmp_path / f"{model}.twb"
     args = [arg for p in params for arg in ("--param", p)]
-    rc, _, err = cli(capsys, "train", str(tmp_path / "tel.csv"), "--out", str(out), "--model", model,
+    rc, _, err = cli("train", str(tmp_path / "tel.csv"), "--out", str(out), "--model", model,
                      "--window", "64", "--stride", "32", *args)
     assert rc == 0, err
     return out
 
 
-def test_export_tflite_and_onnx_from_a_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    twb = train(capsys, tmp_path, "dense_ae", "epochs=3")
-    rc, out, err = cli(capsys, "export", str(twb), "--target", "tflite", "--out", str(tmp_path / "tfl"))
+def test_export_tflite_and_onnx_from_a_model_file(tmp_path: Path) -> None:
+    twb = train(tmp_path, "dense_ae", "epochs=3")
+    rc, out, err = cli("export", str(twb), "--target", "tflite", "--out", str(tmp_path / "tfl"))
     assert rc == 0, err
     assert "tinywarden_model.tflite" in out.replace("\n", "")
-    rc, _, err = cli(capsys, "export", str(twb), "--target", "onnx", "--out", str(tmp_path / "onnx"))
+    rc, _, err = cli("export", str(twb), "--target", "onnx", "--out", str(tmp_path / "onnx"))
     assert rc == 0, err
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["tinywarden_float.onnx",
                                                                     "tinywarden_int8_qdq.onnx"]
@@ -73,10 +58,10 @@ def test_export_tflite_and_onnx_from_a_model_file(tmp_path: Path, capsys: pytest
 
 
 def test_export_of_a_detector_without_an_autoencoder_is_one_line_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
 ) -> None:
-    twb = train(capsys, tmp_path, "ewma")
-    rc, _, err = cli(capsys, "export", str(twb), "--target", "tflite", "--out", str(tmp_path / "tfl"))
+    twb = train(tmp_path, "ewma")
+    rc, _, err = cli("export", str(twb), "--target", "tflite", "--out", str(tmp_path / "tfl"))
     assert rc == 2
     flat = err.replace("\n", "")
     assert "only the dense autoencoder" in flat and twb.name in flat
