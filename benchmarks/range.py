@@ -883,6 +883,8 @@ class RangeResult:
 
 #: Each scored window of the range's agent, one JSON line (:func:`traced_agent`), in the work folder.
 WINDOWS_TRACE = "windows.jsonl"
+#: Each sample the range's agent read (:func:`traced_agent`), one JSON line, in the work folder.
+SAMPLES_TRACE = "samples.jsonl"
 
 
 def start_agent(rng: Range, pipe: Pipeline, rate: float) -> subprocess.Popen[bytes]:
@@ -919,12 +921,33 @@ def traced_agent(trace: str, agent_args: Sequence[str]) -> int:
                 out.write(json.dumps({"t": round(ws.time, 3), "score": ws.score, "confidence": c,
                                       "tier": ws.tier}) + "\n")
 
+            sampler = getattr(source, "sampler", None)
+            if sampler is not None:  # live: every sample the agent reads, to the samples trace
+                source.sampler = _TeeSampler(sampler, Path(trace).with_name(SAMPLES_TRACE), source.channels)
             with real(config, source, on_window=on_window, **kw) as runner:
                 agent.append(runner)
                 yield runner
 
     loop.session = session  # type: ignore[assignment]
     return agent_main(list(agent_args))
+
+
+class _TeeSampler:
+    """A live sampler whose :meth:`stream` also writes each sample to ``path``: one JSON line of the channel
+    names, then ``[time, value, ...]`` per sample, so a run's scores can be traced to the telemetry behind them."""
+
+    def __init__(self, inner: Any, path: Path, channels: Sequence[str]) -> None:
+        self._inner, self._path, self._channels = inner, path, list(channels)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def stream(self, n: int | None = None, values: bool = False) -> Any:
+        with open(self._path, "a") as out:
+            out.write(json.dumps({"channels": self._channels}) + "\n")
+            for t, v in self._inner.stream(n, values=values):
+                out.write(json.dumps([round(t, 3), *(round(float(x), 4) for x in v)]) + "\n")
+                yield t, v
 
 
 def audit_verify(rng: Range, state: Path) -> str:

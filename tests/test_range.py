@@ -77,6 +77,10 @@ def test_the_agent_trace_holds_the_windows_the_tiers_saw(small_range: attack_ran
     assert all(w["confidence"] is None or 0.0 <= w["confidence"] <= 1.0 for w in trace)
     s0, s1 = next(a for a in small_range.attacks if a["attack"] == "flood")["span"]
     assert max(w["tier"] for w in trace if s0 <= w["t"] <= s1 + 5) >= 1  # the flood's windows, in a tier
+    rows = attack_range.read_jsonl(Path(small_range.config["workdir"]) / attack_range.SAMPLES_TRACE)
+    channels = rows[0]["channels"]
+    assert "proc_count" in channels and all(len(r) == len(channels) + 1 for r in rows[1:]), rows[:3]
+    assert len(rows) - 1 >= small_range.pipeline["stride"] * len(trace)  # every sample the windows were made of
 
 
 @pytest.mark.parametrize("role", attack_range.SENDERS)
