@@ -1566,6 +1566,10 @@ def _float_or_none(text: str) -> float | None:
     return None if text.strip().lower() == "none" else float(text)
 
 
+def _exit_on_sigterm(*_: object) -> None:
+    raise SystemExit(128 + signal.SIGTERM)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["role"]:
@@ -1573,6 +1577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if argv[:1] == ["traced-agent"]:  # range.py traced-agent TRACE AGENT_ARGS...
         return traced_agent(argv[1], argv[2:])
+    # SIGTERM (a CI timeout, `kill`) ends the run through its teardown, as Ctrl-C does: without this the default
+    # action killed the range outright and left its namespaces, broker and device processes behind
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if argv[:1] == ["tiers"]:  # range.py tiers WORKDIR RANGE_JSON [OUT_MD]
         study = tier_study(Path(argv[1]), json.loads(Path(argv[2]).read_text()))
         md = tier_study_markdown(study, "python benchmarks/range.py " + " ".join(argv))

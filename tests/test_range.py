@@ -7,6 +7,7 @@ explains a false alarm are checked without root."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -217,3 +218,32 @@ def test_a_loud_attack_blinds_the_likelihood_to_the_next_and_learning_below_the_
     slow = attack_range.relearned_confidence_q(op, scores, hits, "slow over threshold", threshold)
     assert slow[later].max() > as_run[later].max()
     assert (slow[: first_over + 1] == as_run[: first_over + 1]).all()
+
+
+def test_a_terminated_range_tears_itself_down(tmp_path: Path) -> None:
+    # SIGTERM used to kill the range outright: its namespaces, broker and device processes were left behind
+    reason = attack_range.unavailable()
+    if reason:
+        pytest.skip(reason)
+    import signal
+    import subprocess
+    import time
+
+    err = tmp_path / "stderr"
+    with open(err, "wb") as f:
+        proc = subprocess.Popen([sys.executable, str(Path(attack_range.__file__)), "--record", "60", "--rate", "5",
+                                 "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "r.md")],
+                                stderr=f, stdout=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while "recording" not in err.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, err.read_text()
+    names = re.search(r"namespaces (\S+) / (\S+)", err.read_text())
+    assert names, err.read_text()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM, err.read_text()
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert names[1] not in listed and names[2] not in listed, listed
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "w")], capture_output=True, text=True).stdout
+    assert not left.strip(), left
+    assert not (tmp_path / "r.md").exists()
