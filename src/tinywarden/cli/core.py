@@ -39,8 +39,7 @@ DropOpt = Annotated[bool, typer.Option(
     "--drop-unordered", help="Drop rows whose timestamp is not later than every row before them")]
 LikelihoodGateOpt = Annotated[float | None, typer.Option(
     "--likelihood-gate", help=f"Confidence scale: levels over this z teach it {2**SLOW_SHIFT}x more slowly, so one "
-    "anomaly does "
-    "not widen the scale the next is judged on (default: none, every level teaches alike)")]
+    "anomaly does not widen the scale the next is judged on (default: none, every level teaches alike)")]
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:

@@ -114,13 +114,13 @@ def install(
     Nothing changes unless the model and policy load as the agent will run them. Installing the
     accepted bundle again changes nothing; another bundle with the accepted version is refused.
     """
+    from tinywarden.respond.policy import parse_policy
+
     before = tb.read_state(state_dir)
     b, state = tb.install_bundle(bundle, tb.load_public_key(pubkey), state_dir,
                                  counter=tb.load_counter(counter, state_dir))  # fmt: skip
     fresh = before is None or before.bundle_sha256 != b.digest
     console.print(_describe(b, "[green]installed[/]" if fresh else "already installed (nothing changed)"))
-    from tinywarden.respond.policy import parse_policy
-
     print_advice(parse_policy(b.policy.decode("utf-8"), source=f"{bundle} (policy section)"))  # loaded above
     console.print(
         f"accepted version is now {state.accepted_version}; trusted key {state.key_fingerprint[:16]}…",
