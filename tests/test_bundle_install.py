@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,8 +80,13 @@ def test_junk_payload_through_the_cli_is_one_line_and_keeps_state(tmp_path):
     (tmp_path / "model.csv").write_bytes(CSV)
     (tmp_path / "README.md").write_bytes(README)
     assert tw("keygen", "--out", "k", cwd=tmp_path).returncode == 0
-    for name, model, policy, version in (("good", "m.twb", "p.toml", "2"), ("junk", "model.csv", "README.md", "3")):
-        tw("bundle", model, "--policy", policy, "--out", name, "--model-id", "gw", "--profile", "rpi", cwd=tmp_path)
+    tw("bundle", "m.twb", "--policy", "p.toml", "--out", "good", "--model-id", "gw", "--profile", "rpi", cwd=tmp_path)
+    r = tw("bundle", "model.csv", "--policy", "README.md", "--out", "junk", "--model-id", "gw", "--profile", "rpi",
+           cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "README.md" in r.stderr  # the CLI checks the policy before packing it ...
+    (tmp_path / "junk").write_bytes(tb.create_bundle(CSV, README, {"model_id": "gw", "profile": "rpi"}))  # ... a
+    # bundle made another way is still checked by install
+    for name, version in (("good", "2"), ("junk", "3")):
         assert tw("sign", name, "--key", "k.key", "--version", version, cwd=tmp_path).returncode == 0
     assert tw("install", "good", "--pubkey", "k.pub", "--state-dir", "st", cwd=tmp_path).returncode == 0
     before = snapshot(tmp_path / "st")
@@ -218,12 +226,18 @@ def test_counter_option_through_the_cli(tmp_path):
     for v in ("2", "3"):
         tw("sign", "b", "--key", "k.key", "--version", v, "--out", f"v{v}", cwd=tmp_path)
     opts = ["--pubkey", "k.pub", "--state-dir", "st", "--counter", "nvplugin:NV"]
-    assert tw("install", "v3", *opts, cwd=tmp_path).returncode == 0
+
+    def tw_plugin(*args: str) -> subprocess.CompletedProcess[str]:  # a real process, the plugin on its path
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+        return subprocess.run([sys.executable, "-m", "tinywarden", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    assert tw_plugin("install", "v3", *opts).returncode == 0
     assert (tmp_path / "nv.count").read_text() == "3"
     (tmp_path / "st" / "trust.json").unlink()
-    r = tw("install", "v2", *opts, cwd=tmp_path)
+    r = tw_plugin("install", "v2", *opts)
     assert r.returncode == 2 and "rollback counter 'nv'" in r.stderr and r.stderr.count("\n") == 1, r.stderr
-    r = tw("verify", "v2", *opts, cwd=tmp_path)
+    r = tw_plugin("verify", "v2", *opts)
     assert r.returncode == 2 and "rollback refused" in r.stderr
     r = tw("install", "v2", "--pubkey", "k.pub", "--state-dir", "st", "--counter", "nope", cwd=tmp_path)
     assert r.returncode == 2 and "no entry point" in r.stderr
