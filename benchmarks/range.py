@@ -1053,7 +1053,9 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
         sink = json.loads((work / "sink.json").read_text()) if (work / "sink.json").exists() else {}
         wl = json.loads((work / "workload.json").read_text()) if (work / "workload.json").exists() else {}
         events = read_jsonl(work / "workload.jsonl")
-        result = analyse(cfg, pipe, routes, (n0, n1), runs, audit, fleet, status, monitor, sink, wl, events)
+        samples = SampleContext(read_jsonl(work / SAMPLES_TRACE), recorded_ranges(work / "recording"))
+        result = analyse(cfg, pipe, routes, (n0, n1), runs, audit, fleet, status, monitor, sink, wl, events,
+                         samples)
         result.audit_verdict = verdict
         result.load = {k: round(v, 1) for k, v in load.items()}
         return result
@@ -1063,7 +1065,7 @@ def run_range(cfg: Config, log: Callable[[str], None] = print) -> RangeResult:
 def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[float, float],
             runs: list[dict[str, Any]], audit: list[dict[str, Any]], fleet: list[dict[str, Any]],
             status: dict[str, Any], monitor: Monitor, sink: dict[str, Any], wl: dict[str, Any],
-            events: Sequence[dict[str, Any]] = ()) -> RangeResult:
+            events: Sequence[dict[str, Any]] = (), samples: SampleContext | None = None) -> RangeResult:
     """The range's figures from the audit log, the monitor's samples and what the subscriber received."""
     period = pipe.stride / cfg.rate
     applies = [r["data"] | {"t": r["time"]} for r in audit if r["data"].get("event") == "apply"]
@@ -1086,7 +1088,8 @@ def analyse(cfg: Config, pipe: Pipeline, routes: dict[str, str], normal: tuple[f
                   "false_actions": len(false_actions),
                   "false_alarm_entries": len({(a["t"], a["action_tier"]) for a in false_actions}),
                   "actions": sorted({a["action"] for a in false_actions}),
-                  "entries": false_entries(false_actions, incidents, events, n0, pipe.window / cfg.rate)}  # fmt: skip
+                  "entries": false_entries(false_actions, incidents, events, n0, pipe.window / cfg.rate,
+                                           samples)}  # fmt: skip
 
     attacks = []
     ends = [r["t0"] for r in runs[1:]] + [math.inf]  # a late revert still belongs to its attack
@@ -1154,11 +1157,57 @@ ACTION_WORDS = {"notify": "log", "throttle_miner": "renice the miner's name to 1
 TIERS_BEFORE = {"alert": ["notify", "throttle_miner", "cap_uplink"], "constrain": ["egress_allowlist", "stop_miner"]}
 
 
+@dataclass
+class SampleContext:
+    """The agent's samples (:data:`SAMPLES_TRACE`: a header line of channel names, then ``[t, values...]``) and
+    each channel's ``(min, max)`` in the recording the model was tuned on."""
+
+    rows: Sequence[Any]
+    recorded: dict[str, tuple[float, float]]
+
+    def beyond(self, t0: float, t1: float) -> dict[str, list[float]]:
+        """Channels whose samples in ``(t0, t1]`` left the recorded range: ``[lowest, highest, recorded min,
+        recorded max]`` each."""
+        if not self.rows or not isinstance(self.rows[0], dict):
+            return {}
+        names = self.rows[0]["channels"]
+        inside = [r for r in self.rows[1:] if isinstance(r, list) and t0 < r[0] <= t1]
+        out = {}
+        for j, name in enumerate(names):
+            if name not in self.recorded or not inside:
+                continue
+            lo, hi = self.recorded[name]
+            vals = [r[j + 1] for r in inside]
+            if min(vals) < lo or max(vals) > hi:
+                out[name] = [min(vals), max(vals), lo, hi]
+        return out
+
+
+def recorded_ranges(folder: Path) -> dict[str, tuple[float, float]]:
+    """Each column's ``(min, max)`` over the CSV files of a recording folder (the timestamp column left out)."""
+    import csv
+
+    ranges: dict[str, tuple[float, float]] = {}
+    for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            for row in reader:
+                for name, text in zip(header[1:], row[1:], strict=False):
+                    with contextlib.suppress(ValueError):
+                        v = float(text)
+                        lo, hi = ranges.get(name, (v, v))
+                        ranges[name] = (min(lo, v), max(hi, v))
+    return ranges
+
+
 def false_entries(false_actions: Sequence[dict[str, Any]], incidents: Sequence[dict[str, Any]],
-                  events: Sequence[dict[str, Any]], n0: float, window_s: float) -> list[dict[str, Any]]:
+                  events: Sequence[dict[str, Any]], n0: float, window_s: float,
+                  samples: SampleContext | None = None) -> list[dict[str, Any]]:
     """Each tier entry of the normal period explained: when, the tier, the window's calibrated confidence and
     score over threshold (from the audit record), the most deviating features with their z (from the incident
-    the subscriber received) and what the workload had started in the window and the few seconds before."""
+    the subscriber received), what the workload had started in the window and the few seconds before, and
+    (with ``samples``) the channels whose samples in the last three windows left the range of the recording."""
     out = []
     for t, tier in sorted({(a["t"], a["action_tier"]) for a in false_actions}):
         a = next(x for x in false_actions if x["t"] == t and x["action_tier"] == tier)
@@ -1176,6 +1225,7 @@ def false_entries(false_actions: Sequence[dict[str, Any]], incidents: Sequence[d
                                  "config_checks": sum(e["kind"] == "config" for e in recent),
                                  "bytes": sum(int(e["bytes"]) for e in recent),
                                  "seconds": round(window_s + 3.0, 1)},
+            **({"beyond_recording": samples.beyond(t - 3 * window_s, t)} if samples is not None else {}),
         })  # fmt: skip
     return out
 
@@ -1306,7 +1356,11 @@ def markdown(res: RangeResult) -> str:
            f"{e['confidence']}, score {e['score_over_threshold']}x the threshold; features (z) "
            f"{json.dumps(e['features_z'])}; the workload started {e['workload_started']['uploads']} uploads, "
            f"{e['workload_started']['config_checks']} config checks ({e['workload_started']['bytes']} B) in the "
-           f"{e['workload_started']['seconds']:g} s before" for e in n.get("entries", [])] + [""]
+           f"{e['workload_started']['seconds']:g} s before"
+           + ("; samples beyond the recording's range in the 3 window lengths before: " + (", ".join(
+               f"{k} {v[0]:g} to {v[1]:g} (recorded {v[2]:g} to {v[3]:g})" for k, v in e["beyond_recording"].items())
+               or "none") if "beyond_recording" in e else "")
+           for e in n.get("entries", [])] + [""]
           if n.get("entries") else []),
         f"Final `tinywarden audit verify`: **{res.audit_verdict}**. Broker: {json.dumps(res.broker)}.",
         "",

@@ -143,6 +143,25 @@ def test_a_false_tier_entry_is_explained_by_its_confidence_features_and_the_work
     assert e["workload_started"] == {"uploads": 1, "config_checks": 1, "bytes": 30200, "seconds": 4.6}
 
 
+def test_a_false_tier_entry_names_the_samples_beyond_the_recording(tmp_path: Path) -> None:
+    rec = tmp_path / "recording"
+    rec.mkdir()
+    (rec / "a.csv").write_text("timestamp,proc_count,twd0.rx_pkts_s\n1.0,4,10\n2.0,6,50\n")
+    (rec / "b.csv").write_text("timestamp,proc_count,twd0.rx_pkts_s\n3.0,5,x\n")  # an unreadable value is skipped
+    ranges = attack_range.recorded_ranges(rec)
+    assert ranges == {"proc_count": (4.0, 6.0), "twd0.rx_pkts_s": (10.0, 50.0)}
+    rows = [{"channels": ["proc_count", "twd0.rx_pkts_s", "cpu_pct"]},
+            [95.0, 9, 20, 99.0], [98.5, 5, 60, 1.0], [99.5, 7, 30, 1.0], [100.0, 6, 40, 1.0]]
+    ctx = attack_range.SampleContext(rows, ranges)
+    # cpu_pct was left out of the recording (host-wide): not compared; the sample at 95.0 is outside the span
+    assert ctx.beyond(96.0, 100.0) == {"proc_count": [5, 7, 4.0, 6.0], "twd0.rx_pkts_s": [30, 60, 10.0, 50.0]}
+    assert ctx.beyond(99.6, 100.0) == {}
+    applies = [{"t": 100.0, "action_tier": 1, "action": "notify", "confidence": 1.0, "scores": [1.3],
+                "threshold": 1.0}]
+    (e,) = attack_range.false_entries(applies, [], [], n0=40.0, window_s=1.4, samples=ctx)
+    assert e["beyond_recording"] == {"proc_count": [5, 7, 4.0, 6.0], "twd0.rx_pkts_s": [30, 60, 10.0, 50.0]}
+
+
 def test_the_flood_is_bounded_in_packets_whatever_its_length_and_paced_over_it() -> None:
     # unpaced, an idle machine sent the 2 s flood's 30,000 packets before the allow-list was in place and the
     # rule's counter read 0: the verdict of the flood test depended on the machine's speed
