@@ -639,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = [m for m in args.machines.split(",") if m] or sorted(
         p.stem for p in (DATA / "smd_asd" / "npz").glob("machine-*.npz"))
+    for folder in (args.dump, args.save):  # made now: a missing one lost each search at its end
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
     rows = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         ks = [int(k) for k in args.labels.split(",") if k.strip()]
