@@ -1184,21 +1184,19 @@ class SampleContext:
 
 
 def recorded_ranges(folder: Path) -> dict[str, tuple[float, float]]:
-    """Each column's ``(min, max)`` over the CSV files of a recording folder (the timestamp column left out)."""
-    import csv
+    """Each channel's ``(min, max)`` over a recording folder, read as ``train`` reads it (a file that cannot be
+    read is skipped); empty when there is no readable recording."""
+    import numpy as np
 
-    ranges: dict[str, tuple[float, float]] = {}
-    for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, [])
-            for row in reader:
-                for name, text in zip(header[1:], row[1:], strict=False):
-                    with contextlib.suppress(ValueError):
-                        v = float(text)
-                        lo, hi = ranges.get(name, (v, v))
-                        ranges[name] = (min(lo, v), max(hi, v))
-    return ranges
+    from tinywarden.errors import TinywardenError
+    from tinywarden.telemetry.io import read_folder
+
+    try:
+        series = read_folder(folder)
+    except (TinywardenError, OSError):
+        return {}
+    lo, hi = np.nanmin(series.values, axis=0), np.nanmax(series.values, axis=0)
+    return {c: (float(a), float(b)) for c, a, b in zip(series.channels, lo, hi, strict=True)}
 
 
 def false_entries(false_actions: Sequence[dict[str, Any]], incidents: Sequence[dict[str, Any]],

@@ -147,9 +147,10 @@ def test_a_false_tier_entry_names_the_samples_beyond_the_recording(tmp_path: Pat
     rec = tmp_path / "recording"
     rec.mkdir()
     (rec / "a.csv").write_text("timestamp,proc_count,twd0.rx_pkts_s\n1.0,4,10\n2.0,6,50\n")
-    (rec / "b.csv").write_text("timestamp,proc_count,twd0.rx_pkts_s\n3.0,5,x\n")  # an unreadable value is skipped
+    (rec / "b.csv").write_text("timestamp,proc_count,twd0.rx_pkts_s\n3.0,9,x\n")  # an unreadable file is skipped
     ranges = attack_range.recorded_ranges(rec)
     assert ranges == {"proc_count": (4.0, 6.0), "twd0.rx_pkts_s": (10.0, 50.0)}
+    assert attack_range.recorded_ranges(tmp_path / "none") == {}
     rows = [{"channels": ["proc_count", "twd0.rx_pkts_s", "cpu_pct"]},
             [95.0, 9, 20, 99.0], [98.5, 5, 60, 1.0], [99.5, 7, 30, 1.0], [100.0, 6, 40, 1.0]]
     ctx = attack_range.SampleContext(rows, ranges)
