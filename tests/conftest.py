@@ -110,3 +110,9 @@ type = "log"
 message = "camera keeps behaving unusually"
 """
 ADAPTING_CAMERA_POLICY = CAMERA_POLICY.replace("enabled = false", "enabled = true")
+#: CAMERA_POLICY with a 2 mbit uplink cap in its alert tier: an action that reshapes the traffic the model scores,
+#: which ``Policy.advice`` names (benchmarks/results/range-cap.json).
+CAPPED_CAMERA_POLICY = (
+    CAMERA_POLICY.replace('actions = ["notify"]', 'actions = ["notify", "cap"]\ndead_man_s = 30', 1)
+    + '\n[actions.cap]\ntype = "tc_rate_limit"\ninterface = "eth0"\nrate = "2mbit"\n'
+)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import CAPPED_CAMERA_POLICY
 from mosquitto import Mosquitto
 from test_agent import CRITICAL_POLICY, POLICY, Kit, build_kit
 from test_escalate_mqtt import Subscriber
@@ -128,9 +129,7 @@ def test_unusable_inputs_are_one_line_errors(files, tmp_path, kit, monkeypatch, 
 
 def test_the_agent_passes_on_the_policy_advice(files, tmp_path):
     # an alert tier that caps the uplink shapes the traffic the model scores (benchmarks/results/range-cap.json)
-    capped = POLICY.replace('actions = ["notify"]', 'actions = ["notify", "cap"]\ndead_man_s = 30', 1)
-    (tmp_path / "capped.toml").write_text(capped + '\n[actions.cap]\ntype = "tc_rate_limit"\ninterface = "eth0"\n'
-                                          'rate = "2mbit"\n')
+    (tmp_path / "capped.toml").write_text(CAPPED_CAMERA_POLICY)
     args = ("--bundle", files["bundle"], "--pubkey", files["pub"], "--replay", files["data"], "--max-samples",
             "200", "--runtime", "int8")  # fmt: skip
     r = run(*args, "--state-dir", tmp_path / "s1", "--policy", tmp_path / "capped.toml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from bundle_fixtures import POLICY, model_bytes
+from conftest import CAPPED_CAMERA_POLICY
 from inprocess import run_tinywarden as tw
 
 
@@ -72,11 +73,9 @@ def test_bundle_checks_the_policy_before_packing_it(tmp_path):
 
 
 def test_bundle_and_install_pass_on_the_policy_advice(tmp_path):
-    capped = POLICY.decode().replace('actions = ["notify"]', 'actions = ["notify", "cap"]\ndead_man_s = 30', 1)
-    capped += '\n[actions.cap]\ntype = "tc_rate_limit"\ninterface = "eth0"\nrate = "2mbit"\n'
     (tmp_path / "m").write_bytes(model_bytes())
     (tmp_path / "plain.toml").write_bytes(POLICY)
-    (tmp_path / "capped.toml").write_text(capped)
+    (tmp_path / "capped.toml").write_text(CAPPED_CAMERA_POLICY)
     assert tw("keygen", "--out", "k", cwd=tmp_path).returncode == 0
     r = tw("bundle", "m", "--policy", "plain.toml", "--out", "b0", "--model-id", "x", "--profile", "y", cwd=tmp_path)
     assert r.returncode == 0 and "advice" not in r.stderr, r.stderr
