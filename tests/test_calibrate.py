@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinywarden.calibrate import Persistence, persist, threshold_at_fpr
+from tinywarden.calibrate import Persistence, persist, tail_threshold, threshold_at_fpr
 from tinywarden.errors import ConfigError, DataError
 
 
@@ -53,3 +53,45 @@ def test_persistence_suppresses_isolated_flags() -> None:
     assert persist(flags, 1, 1).tolist() == flags.tolist()
     with pytest.raises(ConfigError):
         persist(flags, 3, 2)
+
+
+def test_an_unresolvable_target_is_extrapolated_from_the_tail() -> None:
+    # 2,000 scores cannot resolve 1e-5: the highest score is at about 1 in 2,000. The tail fit's quantile is
+    # near the distribution's own, where the highest score is far below it.
+    samples = [np.random.default_rng(seed).exponential(1.0, 2000) for seed in range(15)]
+    thresholds = np.array([threshold_at_fpr(s, 1e-5) for s in samples])
+    highest = np.array([s.max() for s in samples])
+    assert (thresholds >= highest).all() and np.median(thresholds / highest) > 1.2
+    truth = -np.log(1e-5)  # the exponential's own quantile, 11.5; 40 peaks estimate it loosely
+    assert abs(np.median(thresholds) - truth) < abs(np.median(highest) - truth)
+    heavier = [np.random.default_rng(seed).pareto(3.0, 2000) for seed in range(15)]  # extrapolates further
+    assert np.median([threshold_at_fpr(s, 1e-5) / s.max() for s in heavier]) > np.median(thresholds / highest)
+
+
+def test_the_tail_fit_needs_enough_peaks() -> None:
+    s = np.random.default_rng(1).exponential(1.0, 900)  # 18 scores over the 98% quantile
+    assert tail_threshold(s, 1e-5) is None
+    assert threshold_at_fpr(s, 1e-5) == s.max()
+    assert tail_threshold(np.random.default_rng(1).exponential(1.0, 1100), 1e-5) is not None
+
+
+def test_a_resolvable_target_keeps_the_empirical_quantile() -> None:
+    s = np.random.default_rng(2).exponential(1.0, 5000)
+    assert threshold_at_fpr(s, 1e-3) in s
+
+
+def test_far_outliers_do_not_put_the_threshold_out_of_reach() -> None:
+    # three windows a thousand times the rest: a shape over 1 is refitted at MAX_TAIL_SHAPE
+    s = np.concatenate([np.random.default_rng(4).exponential(1.0, 1500), [4000.0, 5000.0, 6000.0]])
+    thr = tail_threshold(s, 1e-5)
+    assert thr is not None and 6000.0 <= thr < 6000.0 * 100
+    assert thr <= tail_threshold(s, 1e-6) < 6000.0 * 1000  # monotone in the target, and bounded
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_an_extrapolated_threshold_is_never_below_the_highest_score(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    draw = [rng.normal, rng.exponential, rng.standard_cauchy, lambda size: rng.integers(0, 5, size)][seed % 4]
+    s = np.abs(np.asarray(draw(size=int(rng.integers(1000, 3000))), dtype=np.float64))
+    fpr = float(10 ** rng.uniform(-8, -3.5))
+    assert threshold_at_fpr(s, fpr) >= s.max()
