@@ -95,3 +95,19 @@ def test_an_extrapolated_threshold_is_never_below_the_highest_score(seed: int) -
     s = np.abs(np.asarray(draw(size=int(rng.integers(1000, 3000))), dtype=np.float64))
     fpr = float(10 ** rng.uniform(-8, -3.5))
     assert threshold_at_fpr(s, fpr) >= s.max()
+
+
+def test_a_pipeline_says_which_rule_set_its_threshold() -> None:
+    from tinywarden.detectors import make_detector
+    from tinywarden.pipeline import Pipeline
+    from tinywarden.simulate import simulate
+
+    series = simulate("camera", days=2.2, attacks="none", seed=1)
+    rules = {}
+    for target in (1e-2, 1e-5):
+        pipe = Pipeline(make_detector("pca"), window=16, stride=4, target_fpr=target).fit(series)
+        _, cal_x = pipe.split_inputs(series)
+        highest = pipe.detector.score_samples(pipe.scale_inputs(cal_x)).max()
+        rules[target] = pipe.train_summary_["calibration_rule"]
+        assert (pipe.threshold_ > highest) == (target == 1e-5)
+    assert rules == {1e-2: "quantile", 1e-5: "tail fit"}

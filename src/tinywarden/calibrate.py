@@ -36,10 +36,25 @@ def threshold_at_fpr(normal_scores: np.ndarray, target_fpr: float) -> float:
     at most the target. When ``n * target_fpr < 1`` the data cannot resolve the target: the threshold is
     then the tail fit's quantile at the target (:func:`tail_threshold`), or the maximum normal score when
     there are too few scores to fit a tail (empirical FPR 0 either way; the conservative choice for a device
-    that must not act on false positives).
+    that must not act on false positives). :func:`calibrate_threshold` also says which rule set it.
 
     >>> threshold_at_fpr(np.arange(100.0), 0.05)
     94.0
+    """
+    return calibrate_threshold(normal_scores, target_fpr)[0]
+
+
+#: How :func:`calibrate_threshold` set a threshold.
+RULE_QUANTILE, RULE_TAIL, RULE_HIGHEST = "quantile", "tail fit", "highest score"
+
+
+def calibrate_threshold(normal_scores: np.ndarray, target_fpr: float) -> tuple[float, str]:
+    """:func:`threshold_at_fpr`'s threshold and the rule that set it: :data:`RULE_QUANTILE` (the target resolved
+    by the scores), :data:`RULE_TAIL` (extrapolated by the tail fit) or :data:`RULE_HIGHEST` (the highest score:
+    too few scores to fit a tail).
+
+    >>> calibrate_threshold(np.arange(100.0), 0.001)
+    (99.0, 'highest score')
     """
     s = np.asarray(normal_scores, dtype=np.float64)
     if not 0.0 < target_fpr < 1.0:
@@ -51,10 +66,10 @@ def threshold_at_fpr(normal_scores: np.ndarray, target_fpr: float) -> float:
     ordered = np.sort(s)
     if len(ordered) * target_fpr < 1.0:
         tail = tail_threshold(ordered, target_fpr)
-        return float(ordered[-1]) if tail is None else tail
+        return (float(ordered[-1]), RULE_HIGHEST) if tail is None else (tail, RULE_TAIL)
     rank = math.ceil(len(ordered) * (1.0 - target_fpr))  # 1-based
     rank = min(max(rank, 1), len(ordered))
-    return float(ordered[rank - 1])
+    return float(ordered[rank - 1]), RULE_QUANTILE
 
 
 def tail_threshold(normal_scores: np.ndarray, target_fpr: float) -> float | None:

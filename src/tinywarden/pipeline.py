@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
-from tinywarden.calibrate import Persistence, check_persistence, persist, threshold_at_fpr
+from tinywarden.calibrate import Persistence, calibrate_threshold, check_persistence, persist
 from tinywarden.detectors.base import Detector
 from tinywarden.detectors.bounds import BoundsDetector, fail_safe_detector
 from tinywarden.errors import ConfigError, DataError, NotFittedError
@@ -216,7 +216,7 @@ class Pipeline:
         fit_kwargs: dict[str, Any] = {"progress": progress} if progress is not None and takes_progress else {}
         self.detector.fit(self.scale_inputs(fit_x), **fit_kwargs)
         cal_scores = self.detector.score_samples(self.scale_inputs(cal_x))
-        self.threshold_ = threshold_at_fpr(cal_scores, self.target_fpr)
+        self.threshold_, rule = calibrate_threshold(cal_scores, self.target_fpr)
         # The confidence scale starts from the held-out scores (in time order), not the fitted ones; its value
         # record from the range of every sample of the normal windows (the samples the guard learns from).
         self.likelihood_: AnomalyLikelihood | None = (
@@ -231,6 +231,7 @@ class Pipeline:
             "fit_windows": int(n_fit),
             "calibration_windows": int(n_cal),
             "calibration_fpr": float(np.mean(cal_scores > self.threshold_)),
+            "calibration_rule": rule,
             "period_s": series.period,
         }
         return self

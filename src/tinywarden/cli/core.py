@@ -41,6 +41,9 @@ LikelihoodGateOpt = Annotated[float | None, typer.Option(
     "--likelihood-gate", help=f"Confidence scale: levels over this z teach it {2**SLOW_SHIFT}x more slowly, so one "
     "anomaly does not widen the scale the next is judged on (default: none, every level teaches alike)")]
 
+TARGET_FPR_HELP = ("Window false-positive rate to calibrate for; one rarer than 1 in the held-out normal windows is "
+                   "extrapolated from their tail (a peaks-over-threshold fit)")
+
 
 def parse_params(items: list[str]) -> dict[str, Any]:
     """``["hidden=16,4", "lr=0.01"]`` -> ``{"hidden": (16, 4), "lr": 0.01}`` (JSON values, commas make tuples)."""
@@ -128,7 +131,7 @@ def train(
     window: Annotated[int, typer.Option(help="Samples per window")] = 128,
     stride: Annotated[int, typer.Option(help="Samples between window starts")] = 64,
     features: Annotated[str, typer.Option(help="Comma-separated feature names (default: all)")] = "",
-    target_fpr: Annotated[float, typer.Option(help="Window false-positive rate to calibrate for")] = 0.01,
+    target_fpr: Annotated[float, typer.Option(help=TARGET_FPR_HELP)] = 0.01,
     k: Annotated[int, typer.Option(help="Persistence: alarms need k of the last n windows over threshold")] = 2,
     n: Annotated[int, typer.Option(help="Persistence window length")] = 3,
     train_fraction: Annotated[float, typer.Option(
@@ -164,7 +167,8 @@ def train(
     for key, val in [
         ("training rows", f"{s['rows']}"),
         ("normal windows (fit / calibrate)", f"{s['fit_windows']} / {s['calibration_windows']}"),
-        ("threshold", f"{pipeline.threshold_:.6g} (target FPR {target_fpr:g}, held-out {s['calibration_fpr']:.4f})"),
+        ("threshold", f"{pipeline.threshold_:.6g} (target FPR {target_fpr:g}, {s['calibration_rule']}, held-out "
+                      f"{s['calibration_fpr']:.4f})"),
         ("persistence", f"{k} of {n} windows"),
         ("parameters", f"{pipeline.n_params_} ({pipeline.model_bytes_} B as float32)"),
         ("model file", f"{size} B"),

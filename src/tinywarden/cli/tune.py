@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tinywarden.cli.app import app, console, err_console
-from tinywarden.cli.core import DataArg, DropOpt, LikelihoodGateOpt, report_gaps
+from tinywarden.cli.core import TARGET_FPR_HELP, DataArg, DropOpt, LikelihoodGateOpt, report_gaps
 from tinywarden.errors import ConfigError
 from tinywarden.telemetry.series import Series
 
@@ -50,7 +50,7 @@ def tune(
         "--time-budget", help="Stop starting new candidates after this many seconds")] = None,
     validate: Annotated[str | None, typer.Option(
         "--validate", help="Labelled data (0/1 label column, or .npz:test) whose ROC AUC joins the quality")] = None,
-    target_fpr: Annotated[float, typer.Option(help="Window false-positive rate to calibrate for")] = 0.01,
+    target_fpr: Annotated[float, typer.Option(help=TARGET_FPR_HELP)] = 0.01,
     validation_fraction: Annotated[float, typer.Option(
         help="Last fraction of DATA held out (never fitted) to score candidates")] = 0.2,
     plot: Annotated[Path | None, typer.Option(help="Pareto plot PNG (default: next to --out)")] = None,
