@@ -7,7 +7,8 @@ statistics cannot give that quantile; the tail fit extrapolates it. This measure
 model never saw, how often each threshold is crossed (the realised false-positive rate, against the target), and
 what the higher threshold costs: the share of labelled incidents that still have a window over it.
 
-Protocol, per entity: the pipeline (``--family``, default pca; the dataset's window, stride 4) is fitted on the
+Protocol, per entity: the pipeline (``--family``, default pca; the dataset's window and training stride, the
+range's 16 and 4) is fitted on the
 training span as ``tinywarden train`` fits it (a quarter of the normal windows held out, in blocks, to calibrate);
 the held-out scores give both thresholds at each target. The test span is scored with the same stride: windows
 holding no labelled row count toward the realised FPR (pooled over the dataset's entities, so the rate can be read
@@ -40,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, entities, json_safe, machine_info, single_core  # noqa: E402
 
 TARGETS: tuple[float, ...] = (1e-3, 1e-4, 1e-5)
-STRIDE = 4
+#: The range's window and stride (its tuned pipelines so far); SMD and ASD take their protocol's.
+RANGE_WINDOW, RANGE_STRIDE = 16, 4
 
 
 @dataclass
@@ -52,11 +54,13 @@ class Tally:
     incidents: int = 0
     found: int = 0
     ratios: list[float] = field(default_factory=list)  # threshold over the highest held-out score, per entity
+    fitted: int = 0  # entities whose threshold the tail fit set
 
     def row(self) -> dict[str, Any]:
         return {"normal_windows": self.windows, "over": self.over,
                 "realised_fpr": self.over / self.windows if self.windows else float("nan"),
-                "incidents": self.incidents, "found": self.found,
+                "incidents": self.incidents, "found": self.found, "entities": len(self.ratios),
+                "tail_fitted": self.fitted,
                 "median_threshold_over_highest": float(np.median(self.ratios)) if self.ratios else float("nan")}
 
 
@@ -67,13 +71,13 @@ def incident_spans(labels: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1, strict=True))
 
 
-def thresholds(cal: np.ndarray, target: float) -> dict[str, float]:
-    """Each rule's threshold at ``target`` on the held-out scores ``cal``."""
-    from tinywarden.calibrate import tail_threshold, threshold_at_fpr
+def thresholds(cal: np.ndarray, target: float) -> dict[str, tuple[float, bool]]:
+    """Each rule's threshold at ``target`` on the held-out scores ``cal``, and whether the tail fit set it."""
+    from tinywarden.calibrate import RULE_TAIL, calibrate_threshold
 
-    highest = threshold_at_fpr(cal, target) if len(cal) * target >= 1.0 else float(np.max(cal))
-    tail = tail_threshold(cal, target) if len(cal) * target < 1.0 else highest
-    return {"highest held-out score": highest, "tail fit": highest if tail is None else tail}
+    new, rule = calibrate_threshold(cal, target)
+    highest = new if rule != RULE_TAIL else float(np.max(cal))
+    return {"highest held-out score": (highest, False), "tail fit": (new, rule == RULE_TAIL)}
 
 
 def units(datasets: Sequence[str], recording: Path | None, quick: bool) -> Iterator[tuple[str, str, Any, Any]]:
@@ -91,24 +95,28 @@ def units(datasets: Sequence[str], recording: Path | None, quick: bool) -> Itera
 
 def run(datasets: Sequence[str], family: str, recording: Path | None, quick: bool,
         log: Any = print) -> dict[str, Any]:
+    from common import PROTOCOLS
+
     from tinywarden.detectors import make_detector
     from tinywarden.pipeline import Pipeline, normal_window_mask
 
-    window = {"smd": 32, "asd": 32, "range": 16}
+    shape = {ds: (p.window, p.train_stride) for ds, p in PROTOCOLS.items()} | {"range": (RANGE_WINDOW, RANGE_STRIDE)}
     tallies: dict[tuple[str, float, str], Tally] = {}
     per_entity = []
     for ds, name, train, test in units(datasets, recording, quick):
-        pipe = Pipeline(make_detector(family), window=window[ds], stride=STRIDE, target_fpr=TARGETS[0]).fit(train)
+        window, stride = shape[ds]
+        pipe = Pipeline(make_detector(family), window=window, stride=stride, target_fpr=TARGETS[0]).fit(train)
         _, cal_x = pipe.split_inputs(train)
         cal = pipe.detector.score_samples(pipe.scale_inputs(cal_x))
         scored = pipe.score(test)
         normal = normal_window_mask(test.labels, scored.end_rows, pipe.window)
         spans = incident_spans(test.labels) if test.labels is not None else []
-        row: dict[str, Any] = {"dataset": ds, "entity": name, "calibration_windows": len(cal),
+        row: dict[str, Any] = {"dataset": ds, "entity": name, "stride": stride, "calibration_windows": len(cal),
                                "normal_windows": int(normal.sum()), "incidents": len(spans)}
         for target in TARGETS:
-            for rule, thr in thresholds(cal, target).items():
+            for rule, (thr, fitted) in thresholds(cal, target).items():
                 t = tallies.setdefault((ds, target, rule), Tally())
+                t.fitted += fitted
                 over = scored.scores > thr
                 t.windows += int(normal.sum())
                 t.over += int((over & normal).sum())
@@ -122,7 +130,7 @@ def run(datasets: Sequence[str], family: str, recording: Path | None, quick: boo
         log(f"tail_threshold: {ds} {name}: {len(cal)} held-out windows, {int(normal.sum())} later normal windows")
     pooled = [{"dataset": ds, "target": target, "rule": rule, **t.row()}
               for (ds, target, rule), t in tallies.items()]
-    return {"family": family, "stride": STRIDE, "targets": list(TARGETS), "pooled": pooled,
+    return {"family": family, "targets": list(TARGETS), "pooled": pooled,
             "entities": per_entity, "machine": machine_info()}
 
 
@@ -130,18 +138,19 @@ def markdown(doc: dict[str, Any], command: str) -> str:
     lines = [
         "# Thresholds beyond the held-out data: the highest held-out score against the tail fit",
         "",
-        f"Generated by `{command}` ({doc['family']}, stride {doc['stride']}). Protocol in the script's docstring. "
+        f"Generated by `{command}` ({doc['family']}). Protocol in the script's docstring. "
         "Realised FPR: windows over the threshold among the later windows that hold no labelled row, pooled over the "
         "dataset's entities. Incidents found: labelled incidents with a window over the threshold. At 1e-3 the "
         "held-out windows resolve the target and both rules are the empirical quantile.",
         "",
-        "| dataset | target | rule | realised FPR | over / normal windows | realised / target | incidents found | "
-        "threshold / highest held-out (median) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| dataset | target | rule | set by the tail fit | realised FPR | over / normal windows | realised / target | "
+        "incidents found | threshold / highest held-out (median) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in doc["pooled"]:
         found = f"{r['found']}/{r['incidents']}" if r["incidents"] else "-"
-        lines.append(f"| {r['dataset']} | {r['target']:g} | {r['rule']} | {r['realised_fpr']:.2e} | "
+        fitted = f"{r['tail_fitted']}/{r['entities']}" if r["rule"] == "tail fit" else "-"
+        lines.append(f"| {r['dataset']} | {r['target']:g} | {r['rule']} | {fitted} | {r['realised_fpr']:.2e} | "
                      f"{r['over']}/{r['normal_windows']} | {r['realised_fpr'] / r['target']:.1f} | {found} | "
                      f"{r['median_threshold_over_highest']:.2f} |")
     return "\n".join(lines) + "\n"

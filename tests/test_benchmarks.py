@@ -506,3 +506,30 @@ def test_mcu_adaptation_page_does_not_call_a_window_settling_that_was_not() -> N
     ad["settling_window"]["counted_windows_settling"] = "3 of 4"
     text = "\n".join(adaptation_md(ad))
     assert "While a shift settles (the dearest window" in text and "3 of 4 counted windows settling" in text
+
+
+def test_tail_threshold_counts_later_normal_windows_and_incidents_per_rule(tmp_path: Path) -> None:
+    """benchmarks/tail_threshold.py on a recording folder: the two rules' thresholds, the later normal windows over
+    each, and the incidents of a labelled span found (a run of labelled rows is one incident)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from benchmarks.tail_threshold import incident_spans, markdown, run, thresholds
+
+    from tinywarden.simulate import simulate
+    from tinywarden.telemetry.io import write_csv
+
+    assert incident_spans(np.array([0, 1, 1, 0, 0, 1])) == [(1, 2), (5, 5)]
+    cal = np.random.default_rng(0).exponential(1.0, 1500)
+    low, high = thresholds(cal, 1e-5).values()
+    assert low == (cal.max(), False) and high[1] and high[0] > cal.max()
+    assert thresholds(cal, 1e-2)["tail fit"] == thresholds(cal, 1e-2)["highest held-out score"]
+    rec = tmp_path / "recording"
+    rec.mkdir()
+    write_csv(simulate("camera", days=4.4, attacks="none", seed=2), rec / "part-0.csv")
+    doc = run([], "pca", rec, quick=True, log=lambda _m: None)
+    rows = {(r["target"], r["rule"]): r for r in doc["pooled"]}
+    assert {r["dataset"] for r in doc["pooled"]} == {"range"} and len(rows) == 6
+    for target in (1e-4, 1e-5):  # a higher threshold is crossed by no more windows
+        assert rows[target, "tail fit"]["over"] <= rows[target, "highest held-out score"]["over"]
+        assert rows[target, "tail fit"]["tail_fitted"] == 1
+    assert rows[1e-3, "tail fit"]["tail_fitted"] == 0
+    assert "| range | 1e-05 | tail fit | 1/1 |" in markdown(doc, "cmd")
