@@ -272,7 +272,26 @@ def test_merged_rows_replace_their_own_and_the_page_says_when_they_were_measured
 def test_quality_rejects_a_non_positive_tune_limit(tmp_path: Path) -> None:
     proc = _run([str(REPO / "benchmarks" / "quality.py"), "--quick", "--tune-seconds", "0"], tmp_path)
     assert proc.returncode == 2
-    assert "--tune-seconds must be a positive number, got 0" in proc.stderr
+    assert "--tune-seconds must be a positive number or none, got 0" in proc.stderr
+
+
+def test_quality_tune_seconds_none_is_the_full_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--tune-seconds none` reaches tune as no time limit (the full search), and the page says "none"."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from benchmarks import quality
+
+    assert quality.parse_args(["--tune-seconds", "none"]).tune_seconds == math.inf
+    seen: list[Any] = []
+
+    def fake_tune(*_a: Any, time_budget: Any = "unset", **_k: Any) -> Any:
+        seen.append(time_budget)
+        raise ValueError("stop here")  # the row records a failed search; the limit it was given is what counts
+
+    monkeypatch.setattr("tinywarden.tune.tune", fake_tune)
+    entity = next(quality.entities("sim", quick=True))
+    row = quality.tuned_row(entity, math.inf)
+    assert seen == [None] and row["tune_time_budget"] is None
+    assert quality._limit_text([None]) == "none"
 
 
 def _mcu() -> Any:

@@ -84,6 +84,19 @@ def test_the_agent_trace_holds_the_windows_the_tiers_saw(small_range: attack_ran
     assert len(rows) - 1 >= small_range.pipeline["stride"] * len(trace)  # every sample the windows were made of
 
 
+def test_the_threshold_study_recalibrates_the_runs_program_and_replays_its_windows(
+        small_range: attack_range.RangeResult) -> None:
+    from dataclasses import asdict
+
+    study = attack_range.threshold_study(Path(small_range.config["workdir"]), asdict(small_range))
+    assert study["exact"], study  # the as-run variant gives back the threshold the run's agent used
+    rows = study["rows"]
+    as_run, highest, earlier = rows
+    assert as_run["threshold"] >= highest["threshold"] >= earlier["threshold"], rows
+    assert as_run["first_alarm_windows"]["flood"] is not None, as_run  # the run's flood, replayed
+    assert "| target 1e-3 (the earlier runs') |" in attack_range.threshold_study_markdown(study, "cmd")
+
+
 @pytest.mark.parametrize("role", attack_range.SENDERS)
 def test_a_sending_role_refuses_to_run_outside_the_device_namespace(role: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
