@@ -49,6 +49,20 @@ def test_integer_threshold_calibrated_on_held_out_windows(detector):
     assert np.mean(scores >= prog.threshold) > 0  # the threshold is one of the held-out scores, not above all
 
 
+def test_a_threshold_past_the_int32_scores_is_kept_where_a_saturated_score_still_crosses_it(monkeypatch):
+    # a tail fit may extrapolate past 2**31 - 1; the program's threshold is an int32 the C compares scores with
+    from tinywarden.arith import INT32_MAX
+    from tinywarden.codegen.c import emit_c
+    from tinywarden.quantize import ptq
+
+    pipe, _ = fitted("kmeans")
+    _, train = camera()
+    monkeypatch.setattr(ptq, "threshold_at_fpr", lambda *_a: 1e12)
+    prog = quantize_pipeline(pipe, train)
+    assert prog.threshold == INT32_MAX - 1
+    assert str(INT32_MAX - 1) in str(emit_c(prog))
+
+
 def test_int8_is_smaller_for_the_autoencoder():
     pipe, prog = fitted("dense_ae")
     weights = sum(op.consts["weights"].nbytes for op in prog.ops if "weights" in op.consts)

@@ -189,7 +189,8 @@ def quantize_pipeline(pipeline: Pipeline, train_series: Series, headroom: float 
                    tuple(ops + m_ops), 0, pipeline.k, pipeline.n, info).validate()
     prog = _with_score_shift(prog, fit_q)
     cal_scores = run_windows(prog, cal_q)
-    threshold = int(threshold_at_fpr(cal_scores.astype(np.float64), pipeline.target_fpr))
+    # a tail fit can extrapolate past what an int32 score holds: then only a saturated score is over it
+    threshold = min(int(threshold_at_fpr(cal_scores.astype(np.float64), pipeline.target_fpr)), INT32_MAX - 1)
     info = {**prog.info, "calibration_fpr": float(np.mean(cal_scores > threshold))}
     lik = _likelihood_step(pipeline, cal_scores, prog)
     keep = pipeline.detector.keeps_trained_scaler()  # its baseline adapts the likelihood only
