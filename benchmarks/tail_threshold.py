@@ -16,11 +16,11 @@ below 1e-5), and a labelled incident (a run of labelled rows) counts as found wh
 within one window length after it, is over the threshold. Labels are used for scoring only.
 
 - ``smd``, ``asd``: ``../shared/data/smd_asd`` (the ``../shared/README.md`` split: train, then the labelled test).
-- ``range``: a range run's recording (``--recording DIR``, normal only): fitted on its first half, the second half
-  scored; no incidents.
+- ``range``: a range run's recording (``--recording DIR``, normal only, without ``--drop-channels``): fitted on its
+  first half, the second half scored; no incidents.
 
     python benchmarks/tail_threshold.py                                  # smd, asd -> results/tail_threshold.md
-    python benchmarks/tail_threshold.py --recording /tmp/range/w/recording
+    python benchmarks/tail_threshold.py --recording /tmp/range/w/recording --drop-channels cpu_pct,mem_pct,load1
     python benchmarks/tail_threshold.py --quick --no-write
 """
 
@@ -80,21 +80,24 @@ def thresholds(cal: np.ndarray, target: float) -> dict[str, tuple[float, bool]]:
     return {"highest held-out score": (highest, False), "tail fit": (new, rule == RULE_TAIL)}
 
 
-def units(datasets: Sequence[str], recording: Path | None, quick: bool) -> Iterator[tuple[str, str, Any, Any]]:
-    """(dataset, name, training series, scored series) of every entity."""
+def units(datasets: Sequence[str], recording: Path | None, quick: bool,
+          drop: Sequence[str] = ()) -> Iterator[tuple[str, str, Any, Any]]:
+    """(dataset, name, training series, scored series) of every entity (the recording without channels ``drop``)."""
     for ds in datasets:
         for e in entities(ds, quick=quick):
             yield ds, e.name, e.train, e.stream
     if recording is not None:
         from tinywarden.telemetry.io import read_folder
+        from tinywarden.tune.search import select_channels
 
         series = read_folder(recording)
+        series = select_channels(series, [c for c in series.channels if c not in drop])
         half = len(series) // 2
         yield "range", recording.name, series.slice(0, half), series.slice(half, len(series))
 
 
 def run(datasets: Sequence[str], family: str, recording: Path | None, quick: bool,
-        log: Any = print) -> dict[str, Any]:
+        log: Any = print, drop: Sequence[str] = ()) -> dict[str, Any]:
     from common import PROTOCOLS
 
     from tinywarden.detectors import make_detector
@@ -103,7 +106,7 @@ def run(datasets: Sequence[str], family: str, recording: Path | None, quick: boo
     shape = {ds: (p.window, p.train_stride) for ds, p in PROTOCOLS.items()} | {"range": (RANGE_WINDOW, RANGE_STRIDE)}
     tallies: dict[tuple[str, float, str], Tally] = {}
     per_entity = []
-    for ds, name, train, test in units(datasets, recording, quick):
+    for ds, name, train, test in units(datasets, recording, quick, drop):
         window, stride = shape[ds]
         pipe = Pipeline(make_detector(family), window=window, stride=stride, target_fpr=TARGETS[0]).fit(train)
         _, cal_x = pipe.split_inputs(train)
@@ -161,13 +164,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--datasets", default="smd,asd", help="comma list of smd, asd (default both); '' for none")
     ap.add_argument("--family", default="pca")
     ap.add_argument("--recording", type=Path, default=None, help="a range run's recording folder (normal only)")
+    ap.add_argument("--drop-channels", default="",
+                    help="comma list of the recording's channels to leave out (the range: its host-wide cpu_pct, "
+                         "mem_pct, load1, which the range's tune does not see either)")
     ap.add_argument("--quick", action="store_true", help="one small entity per dataset")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "tail_threshold.md")
     a = ap.parse_args(argv)
     single_core()
     datasets = [d for d in a.datasets.split(",") if d]
-    doc = run(datasets, a.family, a.recording, a.quick, log=lambda m: print(m, file=sys.stderr, flush=True))
+    drop = [c for c in a.drop_channels.split(",") if c]
+    doc = run(datasets, a.family, a.recording, a.quick, log=lambda m: print(m, file=sys.stderr, flush=True),
+              drop=drop)
     command = "python benchmarks/tail_threshold.py " + " ".join(argv if argv is not None else sys.argv[1:])
     md = markdown(doc, command.strip())
     print(md)
