@@ -366,3 +366,28 @@ def test_tune_reads_at_most_max_rows_and_says_so(parts: tuple[Path, Series], tmp
                        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "300"})
     assert r.returncode == 0, r.stderr
     assert "tune reads the first 500 rows" in r.stderr
+
+
+def test_a_csv_segment_formats_each_row_once_and_reads_as_write_csv_writes_it(tmp_path: Path, monkeypatch) -> None:
+    # Before, every flush formatted the whole open segment again: at 10 Hz with a 2 s flush the range's
+    # 40-minute recording lost 18% of its sampling slots by the end to that formatting.
+    from tinywarden.telemetry import io as tio
+
+    formatted = 0
+    real = tio.csv_rows
+
+    def counting(series: Series) -> str:
+        nonlocal formatted
+        formatted += len(series)
+        return real(series)
+
+    monkeypatch.setattr(rec, "csv_rows", counting, raising=False)
+    monkeypatch.setattr(tio, "csv_rows", counting)
+    r = Recorder(LiveSampler(0.02, ["lo"]), tmp_path, fmt="csv", flush_s=0.05)
+    st = r.run(1.0)
+    assert st.stopped is None and st.rows > 20 and len(st.files) == 1
+    assert formatted == st.rows  # each row once, however many flushes
+    written = st.files[0].read_bytes()
+    again = tmp_path / "again" / "x.csv"
+    write_csv(read_series(st.files[0]), again)
+    assert written == again.read_bytes()  # the text write_csv writes for the same rows

@@ -19,6 +19,7 @@ as a spreadsheet does) and the column.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import logging
@@ -655,22 +656,35 @@ def write_csv(series: Series, path: str | Path) -> None:
     """Write ``series`` in the CSV format :func:`read_series` reads (timestamps as epoch seconds)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    header = ["timestamp", *series.channels]
-    if series.labels is not None:
-        header.append("label")
-    if series.attacks is not None:
-        header.append("attack")
     with atomic_open(p, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        for i in range(len(series)):
-            row = [repr(float(series.timestamps[i]))]
-            row += [f"{v:.10g}" for v in series.values[i]]
-            if series.labels is not None:
-                row.append(str(int(series.labels[i])))
-            if series.attacks is not None:
-                row.append(series.attacks[i] or "")
-            w.writerow(row)
+        fh.write(csv_header(series.channels, series.labels is not None, series.attacks is not None))
+        fh.write(csv_rows(series))
+
+
+def csv_header(channels: tuple[str, ...], labels: bool = False, attacks: bool = False) -> str:
+    """The header line :func:`write_csv` writes for a series of ``channels`` (with its label/attack columns)."""
+    return _csv_text([["timestamp", *channels, *(["label"] if labels else []), *(["attack"] if attacks else [])]])
+
+
+def csv_rows(series: Series) -> str:
+    """The lines :func:`write_csv` writes for the rows of ``series`` (no header): a writer that keeps a file's
+    text can format only the rows it has not written yet (:class:`tinywarden.telemetry.record.Recorder`)."""
+    out = []
+    for i in range(len(series)):
+        row = [repr(float(series.timestamps[i]))]
+        row += [f"{v:.10g}" for v in series.values[i]]
+        if series.labels is not None:
+            row.append(str(int(series.labels[i])))
+        if series.attacks is not None:
+            row.append(series.attacks[i] or "")
+        out.append(row)
+    return _csv_text(out)
+
+
+def _csv_text(rows: list[list[str]]) -> str:
+    buf = io.StringIO(newline="")
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
 
 
 def write_parquet(series: Series, path: str | Path) -> None:
