@@ -1532,6 +1532,27 @@ def onset_confidence(over: Sequence[bool], confidence: Sequence[float], bar: flo
     return out
 
 
+def replay_policy(t: Any, scores: Any, conf: Any, threshold: float, period: float, bar: float | None, floor: float,
+                  spans: Sequence[tuple[str, float, float]], normal: tuple[float, float]
+                  ) -> tuple[dict[str, int | None], list[tuple[float, int]]]:
+    """A run's windows (times ``t``, ``scores``, confidences ``conf``) through the range policy's response engine at
+    ``threshold``: each attack's first alarm in windows from its start (None: not within 3 windows of its end), and
+    the (time, tier) of every action applied in the ``normal`` span."""
+    from tinywarden.respond.engine import ResponseEngine, SimulatedClock
+    from tinywarden.respond.policy import parse_policy
+
+    engine = ResponseEngine(parse_policy(policy_text("twd0", period, bar, floor), "range policy"), threshold,
+                            clock=SimulatedClock(float(t[0])))
+    applies = [(e.time, e.action_tier) for i in range(len(t))
+               for e in engine.observe(float(scores[i]), at=float(t[i]), confidence=float(conf[i]))
+               if e.event == "apply" and e.action]  # fmt: skip
+    alarms: dict[str, int | None] = {}
+    for a, s0, s1 in spans:
+        first = min((x for x, _ in applies if s0 <= x <= s1 + 3 * period), default=None)
+        alarms[a] = None if first is None else max(1, math.ceil(max(0.0, first - s0) / period - 1e-9))
+    return alarms, [(x, tier) for x, tier in applies if normal[0] <= x < normal[1]]
+
+
 def tier_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
     """Replay a range run's own windows (``work``'s :data:`WINDOWS_TRACE` and ``model.twb``; ``result`` its
     range.json) through the program's integer likelihood with each of :data:`LIKELIHOOD_VARIANTS` and the
@@ -1544,7 +1565,6 @@ def tier_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
 
     from tinywarden.kernels.base import Op
     from tinywarden.kernels.likelihood_q import CONF_ONE, confidence_q
-    from tinywarden.respond.engine import ResponseEngine, SimulatedClock
     from tinywarden.respond.policy import parse_policy
     from tinywarden.runtime import load_model
 
@@ -1579,16 +1599,7 @@ def tier_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
         for rule in TIER_RULES:
             bar = None if rule == "no bar" else MIN_CONFIDENCE
             fed = onset_confidence(over, conf, MIN_CONFIDENCE, gap) if rule.endswith("onset") else conf
-            engine = ResponseEngine(parse_policy(policy_text("twd0", period, bar, floor), "range policy"), threshold,
-                                    clock=SimulatedClock(float(t[0])))  # fmt: skip
-            applies = [(e.time, e.action_tier) for i in range(len(t))
-                       for e in engine.observe(float(scores[i]), at=float(t[i]), confidence=float(fed[i]))
-                       if e.event == "apply" and e.action]  # fmt: skip
-            alarms = {}
-            for a, s0, s1 in spans:
-                first = min((x for x, _ in applies if s0 <= x <= s1 + 3 * period), default=None)
-                alarms[a] = None if first is None else max(1, math.ceil(max(0.0, first - s0) / period - 1e-9))
-            false = [(x, tier) for x, tier in applies if n0 <= x < n1]
+            alarms, false = replay_policy(t, scores, fed, threshold, period, bar, floor, spans, (n0, n1))
             out["rows"].append({"likelihood": name, "tiers": rule, "first_alarm_windows": alarms,
                                 "within_3": sum(w is not None and w <= 3 for w in alarms.values()),
                                 "false_actions": len(false), "false_entries": len(set(false)),
@@ -1618,8 +1629,6 @@ def threshold_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
     from tinywarden import calibrate
     from tinywarden.modelfile import load_pipeline
     from tinywarden.quantize import quantize_pipeline
-    from tinywarden.respond.engine import ResponseEngine, SimulatedClock
-    from tinywarden.respond.policy import parse_policy
     from tinywarden.runtime import load_model
     from tinywarden.telemetry.io import read_folder
     from tinywarden.tune.search import select_channels
@@ -1641,16 +1650,7 @@ def threshold_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
         pipe.target_fpr = target
         with mock.patch.object(calibrate, "MIN_TAIL_PEAKS", calibrate.MIN_TAIL_PEAKS if tail else sys.maxsize):
             threshold = float(quantize_pipeline(pipe, series).threshold)
-        engine = ResponseEngine(parse_policy(policy_text("twd0", period, bar, floor), "range policy"), threshold,
-                                clock=SimulatedClock(float(t[0])))  # fmt: skip
-        applies = [(e.time, e.action_tier) for i in range(len(t))
-                   for e in engine.observe(float(scores[i]), at=float(t[i]), confidence=float(conf[i]))
-                   if e.event == "apply" and e.action]  # fmt: skip
-        alarms = {}
-        for a, s0, s1 in spans:
-            first = min((x for x, _ in applies if s0 <= x <= s1 + 3 * period), default=None)
-            alarms[a] = None if first is None else max(1, math.ceil(max(0.0, first - s0) / period - 1e-9))
-        false = [(x, tier) for x, tier in applies if n0 <= x < n1]
+        alarms, false = replay_policy(t, scores, conf, threshold, period, bar, floor, spans, (n0, n1))
         normal = (t >= n0) & (t < n1)
         out["rows"].append({"threshold_rule": label, "target_fpr": target, "threshold": threshold,
                             "over_run_threshold": round(threshold / max(float(ran.threshold), 1.0), 3),
