@@ -353,7 +353,7 @@ class Pipeline:
     record_rows: int = 0
     record_s: float = 0.0
     tune_s: float = 0.0
-    calibration_windows: int = 0  # of the chosen model: the threshold is an order statistic of their scores
+    calibration_windows: int = 0  # of the chosen model: its threshold is set from their scores (calibrate_threshold)
     state: Path = Path()
     pub: Path = Path()
 

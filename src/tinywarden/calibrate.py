@@ -65,7 +65,7 @@ def calibrate_threshold(normal_scores: np.ndarray, target_fpr: float) -> tuple[f
         raise DataError("held-out normal scores contain NaN or infinity")
     ordered = np.sort(s)
     if len(ordered) * target_fpr < 1.0:
-        tail = tail_threshold(ordered, target_fpr)
+        tail = _tail_quantile(ordered, target_fpr)
         return (float(ordered[-1]), RULE_HIGHEST) if tail is None else (tail, RULE_TAIL)
     rank = math.ceil(len(ordered) * (1.0 - target_fpr))  # 1-based
     rank = min(max(rank, 1), len(ordered))
@@ -89,6 +89,11 @@ def tail_threshold(normal_scores: np.ndarray, target_fpr: float) -> float | None
     s = np.sort(np.asarray(normal_scores, dtype=np.float64))
     if not 0.0 < target_fpr < 1.0 or s.size == 0 or not np.isfinite(s).all():
         raise DataError("the tail fit needs finite normal scores and a target FPR in (0, 1)")
+    return _tail_quantile(s, target_fpr)
+
+
+def _tail_quantile(s: np.ndarray, target_fpr: float) -> float | None:
+    """:func:`tail_threshold` of scores ``s`` already sorted and checked (finite, not empty)."""
     u = float(np.quantile(s, TAIL_QUANTILE))
     excess = s[s > u] - u
     if len(excess) < MIN_TAIL_PEAKS:
