@@ -45,6 +45,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks.common import RESULTS, json_safe, machine_info, single_core  # noqa: E402
 
+from tinywarden.detectors import DEFAULT_FAMILY  # noqa: E402
+
 PROFILES = ("camera", "valve", "thermostat")
 SEED = 11
 TRAIN_DAYS = 8.0
@@ -105,6 +107,25 @@ def event_onsets(r: Any, lo: int, hi: int) -> int:
 
 FINDINGS = (
     "## Findings (issue 14, items 1 to 3)",
+    "",
+    "- *The default family is `gaussian`* since 2026-12-03 (results/default_family.md: chosen by a rule fixed "
+    "beforehand on development seeds 101 to 104 of the three profiles, where it found 294 of 336 incidents at 0.43 "
+    "false alarms per device-day against the dense autoencoder's 285 at 0.57; this page's seeds, 7 and 11, were "
+    "not used to choose). Here it changed: the demo from 26/28 to **28/28** incidents at the same 0.69 false alarms "
+    "per day (sensor drift 1/3 to 3/3: the tampered power's window scores reach 3.47, 1.07 and 3.39 times the "
+    "threshold, against 1.26, 0.70 and 0.85 with the dense autoencoder; the Mahalanobis distance weighs power "
+    "against CPU and traffic, so a reading that stays in its own range but stops following them stands out); "
+    "the ramps stay at 8 of 9 (valve sensor_drift_ramp still missed: alarm at 1.22 and flag at 1.17 of the ramp, "
+    "after full rate); the regime changes stay at 6 of 7, but another one misses: camera new_routine is now met "
+    "(1 false alarm in its first 24 h, 2 before) and camera firmware_update is not (2 in the first 24 h, the first "
+    "standing 52 % of them, and 5 short ones in the next 24 h; without adaptation one alarm stands for both days).",
+    "- *Why camera firmware_update misses with it*: the update changes how the channels move together, not only "
+    "their levels; the adapted baseline moves offsets only (`adapt_scale` false), which the dense autoencoder's "
+    "reconstruction tolerated and a covariance model does not. An operator's signed re-baseline (the documented "
+    "path for an update) clears it; learning the covariance while a shift settles would be the device-side fix, "
+    "not built.",
+    "",
+    "Earlier findings, with the dense autoencoder (the default family until 2026-12-03; their figures are its):",
     "",
     "- *Why the ramps were missed before the watch* (the 'what each ramp does' table): their windows are not "
     "anomalous to the model (thermostat 0.5 % over the threshold, valve 2.2 %: as many as without the ramp) and "
@@ -529,7 +550,7 @@ def render(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--detector", default="dense_ae", help="the family of the default pipeline")
+    ap.add_argument("--detector", default=DEFAULT_FAMILY, help="the family of the default pipeline")
     ap.add_argument("--quick", action="store_true", help="camera only; writes nothing")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/drift.md")

@@ -35,7 +35,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks.common import RESULTS, fmt, json_safe, machine_info, single_core, timed  # noqa: E402
 
-DEFAULT_DETECTOR = "dense_ae"  # what `tinywarden train` uses when no --model is given
+from tinywarden.detectors import DEFAULT_FAMILY as DEFAULT_DETECTOR  # noqa: E402  (`train` without --model)
+
 DEFAULT_WINDOW, DEFAULT_STRIDE = 128, 64
 NATIVE_ROW = "tinywarden C via ctypes (batch)"
 HST_FEATURES_ROW = "river HST on window features"

@@ -552,3 +552,24 @@ def test_tail_threshold_counts_later_normal_windows_and_incidents_per_rule(tmp_p
         assert rows[target, "tail fit"]["tail_fitted"] == 1
     assert rows[1e-3, "tail fit"]["tail_fitted"] == 0
     assert "| range | 1e-05 | tail fit | 1/1 |" in markdown(doc, "cmd")
+
+
+def test_default_family_rule_pools_runs_and_picks_the_most_found_within_the_false_alarm_budget(
+        tmp_path: Path) -> None:
+    from benchmarks.default_family import choose, pooled
+
+    def run(detected: int, false_alarms: int) -> dict[str, Any]:
+        return {"incidents": 10, "detected": detected, "false_alarms": false_alarms, "normal_days": 5.0,
+                "per_attack": {"miner": [detected // 2, 5], "drift": [detected - detected // 2, 5]}}
+
+    summary = {"loud": pooled([run(10, 9), run(10, 9)]),  # finds everything at 1.8 false alarms a day: out
+               "quiet": pooled([run(8, 1), run(9, 2)]),
+               "tied": pooled([run(9, 3), run(8, 2)])}  # as many found as quiet, more false alarms
+    assert summary["quiet"]["rate"] == 17 / 20 and summary["quiet"]["fa_per_day"] == 3 / 10
+    assert summary["quiet"]["per_attack"] == {"miner": [8, 10], "drift": [9, 10]}
+    assert summary["loud"]["worst_fa_per_day"] == 1.8
+    assert choose(summary) == "quiet"
+    assert choose({"loud": summary["loud"]}) is None
+    # the demo's and drift.py's seeds are the test: the script refuses them in one line
+    proc = _run([str(REPO / "benchmarks" / "default_family.py"), "--seeds", "101,7"], tmp_path)
+    assert proc.returncode == 2 and "seeds [7] are the test seeds" in proc.stderr

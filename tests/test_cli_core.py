@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from inprocess import run_tinywarden
+from tinywarden.detectors import DEFAULT_FAMILY
 from tinywarden.simulate import simulate
 from tinywarden.telemetry import Series, read_series, write_csv
 
@@ -44,6 +45,15 @@ def test_train_reports_and_writes_model(trained: Path) -> None:
     assert p.detector.name == "kmeans" and p.window == 128 and p.stride == 64
     assert p.train_summary_["train_fraction"] == 0.7
     assert len(p.channels_) == 6
+
+
+def test_train_without_model_fits_the_default_family(sim_csv: Path, tmp_path: Path) -> None:
+    from tinywarden.modelfile import load_pipeline
+
+    r = run("train", str(sim_csv), "--train-fraction", "0.7", "--out", str(tmp_path / "d.twb"))
+    assert r.returncode == 0, r.stderr
+    assert load_pipeline(str(tmp_path / "d.twb")).detector.name == DEFAULT_FAMILY == "gaussian"
+    assert f"trained {DEFAULT_FAMILY}" in r.stdout
 
 
 def test_score_writes_one_row_per_window(trained: Path, sim_csv: Path, tmp_path: Path) -> None:
@@ -142,15 +152,16 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "Per attack type" in r.stdout and "all detectors" in r.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert set(report) == {"ewma", "kmeans", "dense_ae", "conv_ae", "int8", "response", "adaptation"}
-    assert all(report[d]["roc_auc"] > 0.75 for d in ("ewma", "kmeans", "dense_ae", "conv_ae"))
+    shown = (DEFAULT_FAMILY, "ewma", "kmeans", "dense_ae", "conv_ae")  # the default pipeline's family first
+    assert set(report) == {*shown, "int8", "response", "adaptation"}
+    assert all(report[d]["roc_auc"] > 0.75 for d in shown)
     assert abs(report["int8"]["int8_roc_auc"] - report["int8"]["float_roc_auc"]) < 0.02
     assert report["int8"]["int8_bytes"] < report["int8"]["float_bytes"]
     assert report["response"]["audit_ok"] and report["response"]["audit_records"] > 0
     assert sum(report["response"]["applied"].values()) > 0  # the attacks drew a response
     assert (tmp_path / "out" / "c" / "tinywarden_model.c").stat().st_size > 1000
-    assert (tmp_path / "out" / "dense_ae.png").stat().st_size > 10_000
-    assert (tmp_path / "out" / "dense_ae.twb").exists()
+    assert (tmp_path / "out" / f"{DEFAULT_FAMILY}.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / f"{DEFAULT_FAMILY}.twb").exists()
     # before/after of adaptation on a legitimate firmware update (benchmarks/drift.py measures whether it helps)
     assert "adaptation on a legitimate firmware update at day 8.5" in r.stdout
     off, on = report["adaptation"]["off"], report["adaptation"]["on"]

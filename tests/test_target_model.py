@@ -14,11 +14,12 @@ import pytest
 from conftest import make_series
 from tinywarden.adapt import Adaptation
 from tinywarden.codegen.c import write_c
-from tinywarden.detectors import ARResidual, DenseAutoencoder
+from tinywarden.detectors import DEFAULT_FAMILY, ARResidual, DenseAutoencoder, make_detector
 from tinywarden.kernels.likelihood_q import without_value_record
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Int8Stream, Program, run_int8
 from tinywarden.quantize.ptq import quantize_pipeline
+from tinywarden.simulate import simulate
 from tinywarden.target import missing_tools, module_size, run_on_host, run_on_qemu
 
 MISSING = missing_tools()
@@ -161,14 +162,16 @@ def test_raw_window_family_checks_the_value_record_on_groups_of_ring_rows(tmp_pa
 
 def test_adapting_default_module_fits_8kb_on_every_core_and_adapts_on_m0plus_with_the_reference_decisions(
         tmp_path: Path) -> None:
-    # issue 14: the default pipeline (default dense AE, window 128, stride 64, 6 channels, default features) with the
+    # issue 14: the default pipeline (the default family, window 128, stride 64, 6 channels, default features) with the
     # baseline adaptation at its defaults compiled in, the slow-drift watch included, fits 8 KB of flash and 4 KB of
     # RAM on Cortex-M4, M4F and M0+ (the watch was off by default while the M4 module was at 8,186 B of its 8 KB;
     # benchmarks/results/mcu_adaptation.md has the figures). The M0+ build, whose rolled loops and sample
     # conversion no host build compiles, adapts exactly as the Python reference over a stream with an attack burst
-    # and NaN, inf and huge samples
-    series = make_series(n=6000, channels=6, seed=11)
-    pipe = Pipeline(DenseAutoencoder(epochs=5), window=128, stride=64).fit(series)
+    # and NaN, inf and huge samples. Fitted on the demo's device (8 attack-free camera days, seed 7), as the MCU
+    # benchmark measures it: the constants' widths follow the data (input offsets take 16 or 32 bits), so the size
+    # does too, by up to about 200 B on M0+ (issue 14's note has the figures on other data)
+    series = simulate("camera", 8.0, "none", seed=7)
+    pipe = Pipeline(make_detector(DEFAULT_FAMILY), window=128, stride=64).fit(series)
     program = quantize_pipeline(pipe, series)
     assert program.adaptation is not None
     write_c(program, tmp_path, adaptation=Adaptation())
@@ -177,7 +180,10 @@ def test_adapting_default_module_fits_8kb_on_every_core_and_adapts_on_m0plus_wit
         size = module_size(tmp_path, core)
         assert size.flash <= 8192 and size.ram_with_state <= 4096, (
             core, size.flash, size.ram_with_state, sorted(size.symbols.items(), key=lambda kv: -kv[1])[:8])
-    x = sample_stream().astype(np.float32)
+    x = series.values[-1600:].copy()  # the device's own rows, with the burst and bad samples of sample_stream
+    x[900:1150, 1] += np.random.default_rng(13).normal(scale=8.0 * x[:, 1].std(), size=250)
+    x[300, 2], x[301, 3], x[302, 4] = np.nan, np.inf, -1e30
+    x = x.astype(np.float32)
     dev = Int8Stream(program, Adaptation())
     outs = [o for v in x if (o := dev.push(v)) is not None]
     assert dev.adapter is not None and 0 < dev.adapter.adapted < len(outs)  # both branches of the gate run

@@ -20,16 +20,30 @@ from tinywarden.telemetry.series import Series
 
 
 class FamilyHelp(typer.core.TyperCommand):
-    """A command whose ``--model`` help lists the registered detector families, read from the registry when
-    the help is shown (importing the detectors at start-up would slow every command down)."""
+    """A command whose family option (``--model``, ``--detector``) help lists the registered detector families
+    and names the default, both read from the registry when the help is shown (importing the detectors at
+    start-up would slow every command down)."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
-        from tinywarden.detectors import REGISTRY
+        from tinywarden.detectors import DEFAULT_FAMILY, REGISTRY
 
         for param in self.params:
-            if param.name == "model" and param.param_type_name == "option":
-                param.help = f"Detector family: {', '.join(REGISTRY)}"  # type: ignore[attr-defined]
+            if param.name in FAMILY_OPTIONS and param.param_type_name == "option":
+                param.help = (f"{FAMILY_OPTIONS[param.name]}: {', '.join(REGISTRY)} "  # type: ignore[attr-defined]
+                              f"(default {DEFAULT_FAMILY})")
         super().format_help(ctx, formatter)
+
+
+#: The options that name a detector family, and the start of their help.
+FAMILY_OPTIONS = {"model": "Detector family", "detector": "Detector shown in the full report, exported and responded "
+                  "with"}
+
+
+def family_or_default(name: str | None) -> str:
+    """``name``, or the default pipeline's family when no family was given."""
+    from tinywarden.detectors import DEFAULT_FAMILY
+
+    return DEFAULT_FAMILY if name is None else name
 
 
 DataArg = Annotated[str, typer.Argument(help="Telemetry file: .csv, .parquet, or a shared-data .npz[:train|:test]")]
@@ -126,8 +140,8 @@ def fit_with_progress(pipeline: Any, series: Series, label: str) -> Any:
 def train(
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model file")],
-    model: Annotated[str, typer.Option(help="Detector family (the list is filled in when help is shown)")
-                     ] = "dense_ae",
+    model: Annotated[str | None, typer.Option(help="Detector family (the list and the default are filled in when "
+                                                   "help is shown)")] = None,
     window: Annotated[int, typer.Option(help="Samples per window")] = 128,
     stride: Annotated[int, typer.Option(help="Samples between window starts")] = 64,
     features: Annotated[str, typer.Option(help="Comma-separated feature names (default: all)")] = "",
@@ -147,6 +161,7 @@ def train(
     from tinywarden.pipeline import Pipeline
     from tinywarden.telemetry import read_series
 
+    model = family_or_default(model)
     series = read_series(data, split="train", drop_unordered=drop_unordered)
     if not 0.0 < train_fraction <= 1.0:
         raise ConfigError(f"--train-fraction must be in (0, 1], got {train_fraction}")
@@ -363,14 +378,14 @@ def evaluate_cmd(
 EXAMPLE_POLICY = Path(__file__).resolve().parents[3] / "examples" / "policy.toml"
 
 
-@app.command()
+@app.command(cls=FamilyHelp)
 def demo(
     profile: Annotated[str, typer.Option(help="Simulated device profile")] = "camera",
     days: Annotated[float, typer.Option(help="Days of telemetry to simulate")] = 14.0,
     train_days: Annotated[float, typer.Option(
         help="Leading attack-free days used to learn normal (at least a week covers the weekly schedule)")] = 8.0,
-    detector: Annotated[str, typer.Option(help="Detector shown in the full report, exported and responded with")
-                        ] = "dense_ae",
+    detector: Annotated[str | None, typer.Option(help="Detector shown in the full report, exported and responded "
+                                                      "with (default: the default pipeline's family)")] = None,
     seed: Annotated[int, typer.Option(help="Simulator seed")] = 7,
     policy: Annotated[Path, typer.Option(help="Response policy replayed on the detections")] = EXAMPLE_POLICY,
     out_dir: Annotated[Path, typer.Option(help="Where the data, models, plot and report go")] = Path("demo-out"),
@@ -387,6 +402,7 @@ def demo(
 
     if not 0 < train_days < days:
         raise ConfigError(f"--train-days must be between 0 and --days ({days}), got {train_days}")
+    detector = family_or_default(detector)
     if detector not in REGISTRY:
         raise ConfigError(f"unknown detector {detector!r}; known: {', '.join(sorted(REGISTRY))}")
     if not policy.exists():

@@ -20,10 +20,11 @@ from tinywarden.detectors.ar import ARResidual
 from tinywarden.detectors.bounds import BoundsDetector, fail_safe_detector
 from tinywarden.detectors.ensemble import Ensemble
 # isort: on
-from tinywarden.detectors.base import REGISTRY, Detector, make_detector
+from tinywarden.detectors.base import DEFAULT_FAMILY, REGISTRY, Detector, make_detector
 from tinywarden.detectors.lowering import Lowered, LoweringContext
 
 __all__ = [
+    "DEFAULT_FAMILY",
     "REGISTRY",
     "ARResidual",
     "BoundsDetector",
