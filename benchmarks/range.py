@@ -1609,10 +1609,21 @@ def tier_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
 
 #: The thresholds :func:`threshold_study` replays a run's windows at: (label, tune's target FPR, tail fit allowed).
 THRESHOLD_VARIANTS: tuple[tuple[str, float, bool], ...] = (
-    ("target 1e-5, tail fit (as run)", 1e-5, True),
+    ("target 1e-5, tail fit", 1e-5, True),
     ("target 1e-5, highest held-out score (the rule before the tail fit)", 1e-5, False),
-    ("target 1e-3 (the earlier runs')", 1e-3, True),
+    ("target 1e-3", 1e-3, True),
 )
+
+
+def threshold_variants(run_target: float) -> tuple[list[tuple[str, float, bool]], int]:
+    """:data:`THRESHOLD_VARIANTS` for a run at ``run_target`` (a row of its own first when none has that target
+    with the tail fit, the rule ``tune`` applies), the as-run row's label marked, and that row's index."""
+    variants = list(THRESHOLD_VARIANTS)
+    if not any(target == run_target and tail for _, target, tail in variants):
+        variants.insert(0, (f"target {run_target:g}", run_target, True))
+    i = next(k for k, (_, target, tail) in enumerate(variants) if target == run_target and tail)
+    variants[i] = (variants[i][0] + " (as run)", *variants[i][1:])
+    return variants, i
 
 
 def threshold_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
@@ -1646,7 +1657,8 @@ def threshold_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
     n0, n1 = result["normal"]["span"]
     spans = [(a["attack"], *a["span"]) for a in result["attacks"]]
     out: dict[str, Any] = {"windows": len(rows), "run_threshold": int(ran.threshold), "rows": []}
-    for label, target, tail in THRESHOLD_VARIANTS:
+    variants, as_run = threshold_variants(float(result["config"]["target_fpr"]))
+    for label, target, tail in variants:
         pipe.target_fpr = target
         with mock.patch.object(calibrate, "MIN_TAIL_PEAKS", calibrate.MIN_TAIL_PEAKS if tail else sys.maxsize):
             threshold = float(quantize_pipeline(pipe, series).threshold)
@@ -1658,7 +1670,7 @@ def threshold_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
                             "first_alarm_windows": alarms,
                             "within_3": sum(w is not None and w <= 3 for w in alarms.values()),
                             "false_actions": len(false), "false_entries": len(set(false))})  # fmt: skip
-    out["exact"] = out["rows"][0]["threshold"] == float(ran.threshold)
+    out["exact"] = out["rows"][as_run]["threshold"] == float(ran.threshold)
     return out
 
 

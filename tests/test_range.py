@@ -91,10 +91,24 @@ def test_the_threshold_study_recalibrates_the_runs_program_and_replays_its_windo
     study = attack_range.threshold_study(Path(small_range.config["workdir"]), asdict(small_range))
     assert study["exact"], study  # the as-run variant gives back the threshold the run's agent used
     rows = study["rows"]
-    as_run, highest, earlier = rows
-    assert as_run["threshold"] >= highest["threshold"] >= earlier["threshold"], rows
-    assert as_run["first_alarm_windows"]["flood"] is not None, as_run  # the run's flood, replayed
-    assert "| target 1e-3 (the earlier runs') |" in attack_range.threshold_study_markdown(study, "cmd")
+    tail, highest, earlier = rows
+    assert tail["threshold"] >= highest["threshold"] >= earlier["threshold"], rows
+    run = next(r for r in rows if r["threshold_rule"].endswith("(as run)"))
+    assert run["target_fpr"] == small_range.config["target_fpr"] and run["threshold"] == study["run_threshold"]
+    assert run["first_alarm_windows"]["flood"] is not None, run  # the run's flood, replayed
+    assert "| target 1e-3 |" in attack_range.threshold_study_markdown(study, "cmd")
+
+
+@pytest.mark.parametrize(("run_target", "as_run", "label"), [
+    (1e-5, 0, "target 1e-5, tail fit (as run)"),
+    (1e-3, 2, "target 1e-3 (as run)"),  # a run at 1e-3 was labelled as if at 1e-5 and compared with that row
+    (0.01, 0, "target 0.01 (as run)"),  # a target of no variant gets a row of its own
+])
+def test_the_threshold_study_marks_the_row_of_the_runs_own_target(run_target: float, as_run: int,
+                                                                    label: str) -> None:
+    variants, i = attack_range.threshold_variants(run_target)
+    assert i == as_run and variants[i] == (label, run_target, True)
+    assert sum(v[0].endswith("(as run)") for v in variants) == 1
 
 
 @pytest.mark.parametrize("role", attack_range.SENDERS)
