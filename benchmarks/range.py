@@ -72,13 +72,14 @@ MIN_CONFIDENCE = 0.5
 #: z 3 teach the confidence scale 16 times more slowly, so one attack does not widen the scale the next is judged
 #: on. 3 is the smaller of the two gates measured on NAB (``tinywarden.likelihood``), chosen before the range ran.
 LIKELIHOOD_GATE = 3.0
-#: ``--target-fpr`` (tune's): one window in 1e5, set from the goal before the run that used it (0 false actions
-#: in 4,500 normal windows: 0.045 flagged windows expected) and the same level as :data:`MIN_CONFIDENCE`'s. The
-#: earlier runs' 0.001 expected 4.5 flagged windows in the normal period by construction and left it to the tiers'
-#: k-of-n rules, which windows sharing 12 of 16 samples do not satisfy independently. About 1,460 held-out
-#: windows cannot resolve 1e5, so tune extrapolates it with a peaks-over-threshold fit of their tail
-#: (``tinywarden.calibrate.tail_threshold``); before that fit existed the same target gave their highest score.
-TARGET_FPR = 1e-5
+#: ``--target-fpr`` (tune's): 0.001, the level about 1,460 held-out windows resolve (their second highest score or
+#: so). The quiet of the normal period is left to :data:`MIN_CONFIDENCE`'s gate (a level reached once in 1e5
+#: windows) and the tiers' k-of-n. Two runs used 1e-5, which those windows cannot resolve, so tune extrapolated it
+#: with a peaks-over-threshold fit of their tail (``tinywarden.calibrate.tail_threshold``): 1.15 and 6.1 times
+#: their highest score, and in the second the scan and the fork storm took 5 and 4 windows; replayed at 0.001
+#: both met every goal (results/range-thresholds-1.md, range-thresholds-tail-2.md). 0.001 was set back before
+#: the next run (results/range.md), not after it.
+TARGET_FPR = 1e-3
 #: Below this 1-minute load average at every checkpoint the page calls the 2-core machine nearly idle.
 IDLE_LOAD = 1.5
 
