@@ -46,7 +46,8 @@ REGISTRY: dict[str, type[Detector]] = {}
 #: The family of the default pipeline (``train`` and ``demo`` without ``--model``/``--detector``): the one with
 #: the most incidents found within 1 false alarm per device-day on development seeds of the simulator
 #: (``benchmarks/default_family.py``, results/default_family.md; the demo's and drift.py's seeds left as the
-#: test). Its adapting module fits 8 KB of flash and 4 KB of RAM on every core (``tests/test_target_model.py``).
+#: test). Its adapting module fits 8 KB of flash and 4 KB of RAM on every core on the demo's device
+#: (``tests/test_target_model.py``; the constants' widths follow the data, so the size does too).
 DEFAULT_FAMILY = "gaussian"
 
 
