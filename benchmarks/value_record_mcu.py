@@ -34,7 +34,7 @@ def without_value_record(program: Program) -> Program:
 
 def measure() -> dict[str, Any]:
     program, stream = default_module(14.0, 8.0, 7)
-    out: dict[str, Any] = {"model_id": program.model_id, "targets": TARGETS}
+    out: dict[str, Any] = {"model_id": program.model_id, "family": program.info.get("detector"), "targets": TARGETS}
     with tempfile.TemporaryDirectory(prefix="tw-vrec-") as tmp:
         for label, prog in (("with", program), ("without", without_value_record(program))):
             figs, _ = module_figures(prog, Path(tmp) / label, stream)
@@ -47,8 +47,9 @@ def measure() -> dict[str, Any]:
 
 def render(r: dict[str, Any]) -> str:
     w, wo = r["with"], r["without"]
-    lines = [f"Default pipeline (camera, dense autoencoder, window 128 / stride 64), model {r['model_id']}; targets "
-             f"{r['targets']['flash_bytes']} B flash / {r['targets']['static_ram_bytes']} B RAM.", "",
+    lines = [f"Default pipeline (camera, {r.get('family', 'dense_ae')}, window 128 / stride 64), "
+             f"model {r['model_id']}; targets {r['targets']['flash_bytes']} B flash / "
+             f"{r['targets']['static_ram_bytes']} B RAM.", "",
              "| core | flash B without / with (+) | RAM B (static + state) without / with (+) | "
              "instr./window without / with (+) | libgcc helpers added |", "|---|---:|---:|---:|---|"]
     for core, s in w["sizes"].items():
