@@ -96,7 +96,8 @@ def test_the_threshold_study_recalibrates_the_runs_program_and_replays_its_windo
     run = next(r for r in rows if r["threshold_rule"].endswith("(as run)"))
     assert run["target_fpr"] == small_range.config["target_fpr"] and run["threshold"] == study["run_threshold"]
     assert run["first_alarm_windows"]["flood"] is not None, run  # the run's flood, replayed
-    assert "| target 1e-3 |" in attack_range.threshold_study_markdown(study, "cmd")
+    md = attack_range.threshold_study_markdown(study, "cmd")
+    assert md.count("(as run) |") == 1 and f"| {run['threshold_rule']} |" in md and "| target 1e-3" in md
 
 
 @pytest.mark.parametrize(("run_target", "as_run", "label"), [
