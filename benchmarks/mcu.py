@@ -650,7 +650,7 @@ def measure(days: float, train_days: float, seed: int, tune_seconds: float = 170
     pipe, program = default_pipeline(series, cut, PEER_FAMILY)
     res: dict[str, Any] = {
         "pipeline": {"profile": "camera", "channels": len(pipe.channels_), "window": pipe.window,
-                     "stride": pipe.stride, "detector": "dense_ae", "hidden": list(pipe.detector.hidden),
+                     "stride": pipe.stride, "detector": PEER_FAMILY, "hidden": list(pipe.detector.hidden),
                      "features": len(pipe.features) * len(pipe.channels_), "days": days, "train_days": train_days,
                      "seed": seed, "model_id": program.model_id},
         "int8_model_bytes": int8_model_bytes(program),
