@@ -323,6 +323,36 @@ def test_window_features_are_requantized_as_combined_unless_the_adaptation_reads
                      camera()[0].values[6000:7500], tmp_path)
 
 
+@pytest.mark.parametrize("detector", ["gaussian", "pca"])
+def test_a_projected_input_goes_from_the_feature_stream_into_the_projections_unstored(detector, tmp_path):
+    # the default family's module was 24 B over issue 16's 1,536 B of RAM: its int16 input (132 B) was stored
+    # only to be read by the projections; the stream now hands each channel's requantized features straight on
+    from tinywarden.codegen.c import fused_requant, projected_in_stream
+
+    _, prog = fitted(detector)
+    assert prog.ops[2].kind == "pca_residual_s16" and projected_in_stream(prog, fused_requant(prog)) == {0}
+    files = {keep: emit_c(prog, keep_features=keep) for keep in (False, True)}
+    hdr, src = files[False]["tinywarden_model.h"], files[False]["tinywarden_model.c"]
+    assert "t_input[" not in hdr and "#define TW_PCA_IN_STREAM 1" in src and "tw_pca_residual_s16(s->" not in src
+    # with the features kept (the host library's form) the input is stored and read by the whole-input kernel
+    kept_hdr, kept_src = files[True]["tinywarden_model.h"], files[True]["tinywarden_model.c"]
+    assert re.search(rf"int16_t t_input\[{prog.tensor('input').size}\];", kept_hdr)
+    assert "#define TW_PCA_IN_STREAM 0" in kept_src and "tw_pca_residual_s16(s->t_input" in kept_src
+    state = [int(re.search(r"#define TW_STATE_BYTES (\d+)", h).group(1)) for h in (hdr, kept_hdr)]
+    assert state[0] + 2 * prog.tensor("input").size <= state[1]
+    values = camera()[0].values[6000:7500]
+    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    assert_bit_exact(prog, build(prog, tmp_path / "projected", sanitize), values, tmp_path)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for name, text in files[True].items():
+        (kept / name).write_text(text)
+    exe = kept / "harness"
+    subprocess.run(["gcc", *FLAGS, *sanitize, "-I", str(kept), str(kept / "tinywarden_model.c"), str(HARNESS),
+                    "-o", str(exe)], check=True, capture_output=True, text=True)
+    assert_bit_exact(prog, exe, values, tmp_path)
+
+
 def test_window_256_with_default_features_fits_4_kb_and_stays_bit_exact(tmp_path):
     # issue 16: window 256 (default stride 64, default features, crossings of the window's mean: on int8
     # residuals of the samples since, 1,536 B instead of the raw ring's 3,072) fits 4 KB of state: 4,616 B before

@@ -13,6 +13,7 @@ and the test suite compiles this output and requires bit-identical scores and de
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import textwrap
 from collections.abc import Iterable
@@ -28,7 +29,8 @@ from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_defines, c_literal, template
 from tinywarden.errors import ConfigError
 from tinywarden.features import block_size
-from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, adapt_q, likelihood_q
+from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, adapt_q, likelihood_q, pca_residual_s16
+from tinywarden.kernels.base import FeatureSink
 from tinywarden.kernels.features_s16 import EXTREMES_HOOK, MAX_WINDOW
 from tinywarden.kernels.fully_connected_s8 import MULT_BITS, packed_requant, packs_requant
 from tinywarden.kernels.requantize_s64 import (
@@ -349,6 +351,22 @@ def fused_requant(program: Program, adapted: int | None = None) -> set[int]:
     return out
 
 
+def projected_in_stream(program: Program, fused: set[int]) -> set[int]:
+    """Indices of the fused streamed window ops (:func:`fused_requant`) whose requantized output only the op after
+    it reads, a ``pca_residual_s16`` score (PCA's or the Gaussian's): the stream hands each channel's requantized
+    features straight to the projections, so the model's input takes no state either."""
+    readers = _readers(program)
+    out = set()
+    for i in fused:
+        if i + 2 >= len(program.ops):
+            continue
+        rq, nxt = program.ops[i + 1], program.ops[i + 2]
+        if (nxt.kind == "pca_residual_s16" and nxt.src == (rq.dst,) and readers.get(rq.dst) == 1
+                and rq.dst != program.ops[-1].dst):
+            out.add(i)
+    return out
+
+
 def scored_as_computed(program: Program) -> set[int]:
     """Indices of the ``fully_connected_s8`` ops whose output only the next op reads, a ``sum_sq_diff_s8`` score
     (an autoencoder's reconstruction): the layer adds each output's squared difference to the score's total as it
@@ -570,14 +588,15 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     invariants: list[str] = []
     fused = set() if keep_features else fused_requant(program, ad.op_index if ad is not None else None)
     scored = scored_as_computed(program)
+    projected = projected_in_stream(program, fused)
     for i, op in enumerate(program.ops):
         spec = KERNELS[op.kind]  # validate() has checked the kind is registered
 
         call_fields = _call_fields(program, i)
-        if i - 1 in fused or i - 1 in scored:
-            continue  # done by the op before it (requantized in the stream kernel, or scored as computed)
+        if i - 1 in fused or i - 1 in scored or i - 2 in projected:
+            continue  # done by an op before it (requantized or projected in the stream kernel, scored as computed)
         if spec.stream is not None and op.src == ("window",):
-            requant = None
+            sink = None
             if i in fused:
                 rq = program.ops[i + 1]
                 rkt = KernelTemplate.of(KERNELS[rq.kind])
@@ -588,10 +607,23 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                 kernels.append((rq.kind, rkt.body))
                 needed.update(rkt.requires)
                 limits.update(KERNELS[rq.kind].limits)
-                requant = (f"tw_{rq.dst}_requant_params", rq.kind.rsplit("_", 1)[1],
-                           CTYPES[program.tensor(rq.dst).dtype])
+                sink = FeatureSink(f"tw_{rq.dst}_requant_params", rq.kind.rsplit("_", 1)[1],
+                                   CTYPES[program.tensor(rq.dst).dtype])
                 call_fields = {**call_fields, "dst": rq.dst}
-            sc = spec.stream(op, program, f"tw_{op.dst}", needs_ring, requant)
+            if i in projected:  # the features go on into the PCA projections: the input is never stored
+                pop = program.ops[i + 2]
+                pkt = KernelTemplate.of(KERNELS[pop.kind])
+                pfields = _call_fields(program, i + 2)
+                constants.extend(_table(pop, c, a, offset16)
+                                 for c, a in _tables(pop, sbits, fc_packed, feat_packed).items())
+                kernels.append((pop.kind, pkt.body))
+                needed.update(pkt.requires)
+                limits.update({**KERNELS[pop.kind].limits, "TW_PCA_IN_STREAM": 1})
+                n_in, k = (int(d) for d in pop.consts["weights"].shape[::-1])
+                per_channel = n_in // program.n_channels
+                sink = dataclasses.replace(sink, consume=pca_residual_s16.in_stream_call(
+                    pfields["c_weights"], n_in, k, per_channel), consume_params="int32_t *acc, int64_t *total")
+            sc = spec.stream(op, program, f"tw_{op.dst}", needs_ring, sink)
             # only the tables the generated code reads (a feature list is compiled into the code itself)
             constants.extend(c_array(table_name(op, c), narrowed(a) if _only_indexed(table_name(op, c), sc.body)
                                      else np.asarray(a)) for c, a in op.consts.items() if table_name(op, c) in sc.body)
@@ -600,7 +632,15 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
             folds.append(f"    {sc.fold_fn}(s, sample);")
             rows.append((sc.row, sc.advance_fn))
             extremes_hook = extremes_hook or sc.extremes_hook
-            calls.append("    " + Template(sc.call).substitute(call_fields))
+            if i in projected:
+                k = int(program.ops[i + 2].consts["weights"].shape[0])
+                calls.append("\n".join([
+                    "    {", f"        int32_t acc[{k}];", "        int64_t total = 0;", "        int32_t j;",
+                    f"        for (j = 0; j < {k}; j++) {{", "            acc[j] = 0;", "        }",
+                    "        tw_features_finish(s, acc, &total);",
+                    "        " + pca_residual_s16.in_stream_score(_call_fields(program, i + 2)), "    }"]))
+            else:
+                calls.append("    " + Template(sc.call).substitute(call_fields))
             kernels.append((op.kind, sc.body))
             needed.update(sc.requires)
             limits.update(sc.limits)
@@ -651,7 +691,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
         invariants.append(ad.invariant)
     # the adaptation reads its op's input after the window (tw_adapt_observe): that tensor keeps its member
     # requantized as they are combined, or scored as they are computed: never stored
-    unstored = {program.ops[i].dst for i in fused | scored}
+    unstored = {program.ops[i].dst for i in fused | scored} | {program.ops[i + 1].dst for i in projected}
     home = scratch_homes(program, keep=[program.ops[ad.op_index].src[0]] if ad is not None else [], unstored=unstored)
     slots: dict[str, tuple[str, int]] = {}
     for t in program.tensors:

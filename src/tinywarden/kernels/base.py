@@ -116,10 +116,26 @@ class StreamC:
     advance_fn: str = ""
 
 
-#: ``(op, program, table prefix, the module keeps the raw sample ring, requant) -> StreamC``; ``requant``, when
-#: not None, is ``(params, suffix, ctype)`` of a ``requantize_s64_*`` op that alone reads the kernel's output: the
-#: streaming form then requantizes each channel's values as it combines them (no int64 scratch in the state)
-StreamKernel = Callable[[Op, ProgramView, str, bool, "tuple[str, str, str] | None"], StreamC]
+@dataclass(frozen=True)
+class FeatureSink:
+    """Where a streaming window kernel's values go instead of an int64 tensor in the state: a
+    ``requantize_s64_*`` op that alone reads them (``params``, the C name of its parameter struct; ``suffix``,
+    its kind's ``s8``/``s16``; ``ctype``, its output's C type), so each channel's values are requantized as they
+    are combined. With ``consume``, the op after that one alone reads the requantized values too: ``consume`` is
+    the C statement that takes one channel's values ``v`` (channel ``c``), and ``params`` of the finish function
+    name what it accumulates into (e.g. ``int32_t *acc, int64_t *total``): the model's input is not stored
+    either."""
+
+    params: str
+    suffix: str
+    ctype: str
+    consume: str = ""
+    consume_params: str = ""
+
+
+#: ``(op, program, table prefix, the module keeps the raw sample ring, sink) -> StreamC``; ``sink``, when not
+#: None, is where the values go instead of the int64 scratch (:class:`FeatureSink`)
+StreamKernel = Callable[[Op, ProgramView, str, bool, "FeatureSink | None"], StreamC]
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from tinywarden.errors import ConfigError
 from tinywarden.features import FEATURE_TABLE, block_size
 from tinywarden.kernels.base import (
     C_IF_THUMB1,
+    FeatureSink,
     KernelSpec,
     Op,
     ProgramView,
@@ -257,7 +258,7 @@ $push}
 $ring_helpers
 /* The window's features, channel-major, from its TW_BLOCKS blocks (oldest after s->bhead, newest at it):
  * $names$sink_doc. */
-static void tw_features_finish(const tw_state_t *s, $out_type *out)
+static void tw_features_finish(const tw_state_t *s, $out_params)
 {
     int32_t c;
 $sink_init    for (c = 0; c < TW_N_CHANNELS; c++) {
@@ -592,14 +593,15 @@ def _names(op: Op) -> list[str]:
     return [by_code[code] for code in op.consts["codes"].tolist()]
 
 
-def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str, str, str] | None = None) -> StreamC:
+def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, sink: FeatureSink | None = None) -> StreamC:
     """The streaming C of ``op`` for program ``p``: only the aggregates its features need, straight-line
     (the feature set is fixed when the C is generated: no run-time dispatch over feature codes). ``ring``:
     the module keeps the raw sample ring (a block's samples are read from it); else the samples wait in a
     buffer of one group (:func:`group_rows`) and are folded into their block's running aggregates.
-    ``requant`` (``(params, suffix, ctype)`` of the ``requantize_s64_*`` op that alone reads the features):
-    each channel's features are requantized into the model's input as soon as they are combined, through that
-    op's own kernel, so the int64 features need no state (:data:`~tinywarden.kernels.base.StreamKernel`)."""
+    ``sink`` (:class:`~tinywarden.kernels.base.FeatureSink`): each channel's features are requantized into the
+    model's input as soon as they are combined, through that op's own kernel, so the int64 features need no
+    state; with the sink's ``consume``, the requantized values go straight on to the op that reads them, and the
+    input needs none either."""
     names = _names(op)
     g = block_size(p.window, p.stride)
     gr = group_rows(op, p, ring)
@@ -766,18 +768,22 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
         **{f"band{lv}": f"tw_band_energy_s16(s, c, {lv})" for lv in ring_bands},
     }
     f = len(names)
-    if requant is None:
+    if sink is None:
         outputs = [f"out[c * {f} + {j}] = {expr[n]};" for j, n in enumerate(names)]
-        sink = {"out_type": "int64_t", "sink_doc": "", "sink_init": "", "sink_local": "", "sink_step": ""}
+        subs = {"out_params": "int64_t *out", "sink_doc": "", "sink_init": "", "sink_local": "", "sink_step": ""}
     else:
-        params, suffix, ctype = requant
         outputs = [f"f[{j}] = {expr[n]};" for j, n in enumerate(names)]
-        sink = {"out_type": ctype, "sink_doc": f",\n * requantized to the model's input by {params}",
-                "sink_init": f"    tw_feature_requant_params_t q = {params};\n",
-                "sink_local": f"        int64_t f[{f}];\n",
+        to = "v" if sink.consume else f"out + c * {f}"
+        subs = {"out_params": sink.consume_params if sink.consume else f"{sink.ctype} *out",
+                "sink_doc": f",\n * requantized to the model's input by {sink.params}" + (
+                    ", each channel's values handed on as they are (the input is never stored)" if sink.consume
+                    else ""),
+                "sink_init": f"    tw_feature_requant_params_t q = {sink.params};\n",
+                "sink_local": f"        int64_t f[{f}];\n"
+                + (f"        {sink.ctype} v[{f}];\n" if sink.consume else ""),
                 "sink_step": "".join(f"        {x}\n" for x in (
-                    f"tw_requantize_s64_{suffix}(&q, f, {f}, out + c * {f});",
-                    f"TW_REQUANT_STEP(q, {f});"))}
+                    f"tw_requantize_s64_{sink.suffix}(&q, f, {f}, {to});",
+                    f"TW_REQUANT_STEP(q, {f});", *([sink.consume] if sink.consume else [])))}
     ring_helpers = []
     if "rms" in names:
         ring_helpers.append(C_RMS.strip("\n"))
@@ -802,7 +808,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, requant: tuple[str
         push=C_PUSH_RING if ring else C_PUSH_GROUP,
         ring_helpers="\n" + "\n\n".join(ring_helpers) + "\n" if ring_helpers else "",
         names=", ".join(names), combine_init=block(cinit, 8), combine=block(comb, 12), outputs=block(outputs, 8),
-        **sink)
+        **subs)
     n_blocks = p.window // g
     fields = [StateField("tw_block_t", "blocks", (n_blocks, p.n_channels), block_bytes * n_blocks * p.n_channels,
                          align), StateField("uint16_t", "bhead", (), 2, 2)]

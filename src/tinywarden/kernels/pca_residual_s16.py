@@ -64,51 +64,115 @@ C_TEMPLATE = r"""
 //@call: tw_pca_residual_s16(s->t_${src0}, ${weights_shape1}, ${weights_shape0}, ${c_weights}, ${c_multiplier},
 //@+ ${c_shift}, ${c_gram}, ${gram_shift}, ${shift}, s->t_${dst});
 //@requires: arith score round64
-/* PCA reconstruction error without a decoder. r_j = requantize(sum_i w[j][i] q[i], multiplier[j],
- * shift[j]) is the centred input's coordinate along int8 axis j, in input steps; the int8 axes are
- * only nearly orthonormal, so the energy inside their span is r^T (I + D) r, D = (W W^T)^-1 - I, kept
- * as its upper triangle (row-major, diagonal first in each row) scaled by 2^gram_shift. Then
- * score = sat32(max(0, sum q^2 - sum r_j^2 - round(sum_j r_j t_j / 2^gram_shift)) >> shift) with
- * t_j = D_jj r_j + 2 sum_{l>j} D_jl r_l. Range: n_in <= 515 keeps |acc| < 2^31; n_out <= TW_PCA_MAX_AXES and
- * |r_j| < 2^23 keep every int64 sum below 2^62. */
-static void tw_pca_residual_s16(const int16_t *in, int32_t n_in, int32_t n_out, const int8_t *weights,
-                                const int32_t *multiplier, const int8_t *shift, const int8_t *gram,
-                                int32_t gram_shift, int32_t score_shift, int32_t *score)
+/* The input's part of the PCA score: acc[j] += sum_{i < n} w[j * stride + i] in[i] for each of the k axes j
+ * (in: n consecutive inputs, w their columns of the int8 axes, stride the axes' full width); returns
+ * sum in[i]^2. Called once on the whole input, or, when the feature stream computes the input
+ * (TW_PCA_IN_STREAM), once per channel's features as they are requantized: the input is never stored. Two
+ * axes a pass (each input read once for both; one on a Thumb-1 core, flash first). Range: the full width
+ * <= 515 keeps every acc[j] within int32. */
+static int64_t tw_pca_project_s16(const int16_t *in, int32_t n, const int8_t *w, int32_t stride, int32_t k,
+                                  int32_t *acc)
 {
-    int32_t r[TW_PCA_MAX_AXES];
-    int64_t total = 0;
-    int64_t cross = 0;
+    int64_t energy = 0;
     int32_t i;
+    int32_t j = 0;
+    for (i = 0; i < n; i++) {
+        energy += (int64_t)in[i] * in[i];
+    }
+#if !(defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1)
+    for (; j + 1 < k; j += 2) {
+        const int8_t *w0 = w + j * stride;
+        const int8_t *w1 = w0 + stride;
+        int32_t a0 = acc[j];
+        int32_t a1 = acc[j + 1];
+        for (i = 0; i < n; i++) {
+            int32_t x = in[i];
+            a0 += (int32_t)w0[i] * x;
+            a1 += (int32_t)w1[i] * x;
+        }
+        acc[j] = a0;
+        acc[j + 1] = a1;
+    }
+#endif
+    for (; j < k; j++) {
+        const int8_t *wj = w + j * stride;
+        int32_t a = acc[j];
+        for (i = 0; i < n; i++) {
+            a += (int32_t)wj[i] * (int32_t)in[i];
+        }
+        acc[j] = a;
+    }
+    return energy;
+}
+
+/* PCA reconstruction error without a decoder, from the projections acc[j] = sum_i w[j][i] q[i] and
+ * total = sum q^2 (tw_pca_project_s16). r_j = requantize(acc[j], multiplier[j], shift[j]) (in acc's place)
+ * is the centred input's coordinate along int8 axis j, in input steps; the int8 axes are only nearly
+ * orthonormal, so the energy inside their span is r^T (I + D) r, D = (W W^T)^-1 - I, kept as its upper
+ * triangle (row-major, diagonal first in each row) scaled by 2^gram_shift. Then
+ * score = sat32(max(0, sum q^2 - sum r_j^2 - round(sum_j r_j t_j / 2^gram_shift)) >> shift) with
+ * t_j = D_jj r_j + 2 sum_{l>j} D_jl r_l. Range: n_out <= TW_PCA_MAX_AXES and |r_j| < 2^23 keep every int64
+ * sum below 2^62. */
+static void tw_pca_score_s16(int32_t *acc, int64_t total, int32_t n_out, const int32_t *multiplier,
+                             const int8_t *shift, const int8_t *gram, int32_t gram_shift, int32_t score_shift,
+                             int32_t *score)
+{
+    int64_t cross = 0;
     int32_t j;
     int32_t l;
-    for (i = 0; i < n_in; i++) {
-        total += (int64_t)in[i] * in[i];
+    for (j = 0; j < n_out; j++) {
+        acc[j] = tw_requantize(acc[j], multiplier[j], shift[j]);
+        total -= (int64_t)acc[j] * acc[j];
     }
     for (j = 0; j < n_out; j++) {
-        const int8_t *w = weights + j * n_in;
-        int32_t acc = 0;
-        for (i = 0; i < n_in; i++) {
-            acc += (int32_t)w[i] * (int32_t)in[i];
-        }
-        r[j] = tw_requantize(acc, multiplier[j], shift[j]);
-        total -= (int64_t)r[j] * r[j];
-    }
-    for (j = 0; j < n_out; j++) {
-        int64_t t = (int64_t)gram[0] * r[j];
+        int64_t t = (int64_t)gram[0] * acc[j];
         for (l = j + 1; l < n_out; l++) {
-            t += 2 * (int64_t)gram[l - j] * r[l];
+            t += 2 * (int64_t)gram[l - j] * acc[l];
         }
         gram += n_out - j;
-        cross += t * r[j];
+        cross += t * acc[j];
     }
     total -= tw_round_shift64(cross, gram_shift);
     score[0] = tw_score_from_total(total > 0 ? total : 0, score_shift);
 }
+#if !TW_PCA_IN_STREAM
+
+/* The PCA score of a stored int16 input (tw_pca_project_s16 over all of it, then tw_pca_score_s16). */
+static void tw_pca_residual_s16(const int16_t *in, int32_t n_in, int32_t n_out, const int8_t *weights,
+                                const int32_t *multiplier, const int8_t *shift, const int8_t *gram,
+                                int32_t gram_shift, int32_t score_shift, int32_t *score)
+{
+    int32_t acc[TW_PCA_MAX_AXES];
+    int32_t j;
+    int64_t total;
+    for (j = 0; j < n_out; j++) {
+        acc[j] = 0;
+    }
+    total = tw_pca_project_s16(in, n_in, weights, n_in, n_out, acc);
+    tw_pca_score_s16(acc, total, n_out, multiplier, shift, gram, gram_shift, score_shift, score);
+}
+#endif
 """
+
+
+def in_stream_call(weights: str, n_in: int, k: int, f: int) -> str:
+    """The C statement that adds one channel's ``f`` requantized features ``v`` (channel ``c``) to the
+    projections ``acc`` and their energy to ``*total``, for a ``pca_residual_s16`` op whose input the feature
+    stream computes (``weights``: its int8 axes' table, ``k x n_in``)."""
+    return f"*total += tw_pca_project_s16(v, {f}, {weights} + c * {f}, {n_in}, {k}, acc);"
+
+
+def in_stream_score(op_fields: dict[str, object]) -> str:
+    """The C that scores the projections the feature stream accumulated (``acc``, ``total``), for the
+    ``pca_residual_s16`` op of call fields ``op_fields`` (:func:`in_stream_call`)."""
+    f = op_fields
+    return (f"tw_pca_score_s16(acc, total, {f['weights_shape0']}, {f['c_multiplier']}, {f['c_shift']}, "
+            f"{f['c_gram']}, {f['gram_shift']}, {f['shift']}, s->t_{f['dst']});")
+
 
 score_kernel(
     "pca_residual_s16", _pca_residual, ("int16",),
     {"weights": "int8", "multiplier": "int32", "shift": "int8", "gram": "int8"},
     "PCA: r_j = clamp(requantize(sum_i w_ji q_i), +-2^20); score = sat32(max(0, sum q^2 - sum r_j^2 "
     "- round(r^T D r / 2^gram_shift)) >> shift), D the int8 upper triangle 'gram'",
-    C_TEMPLATE, limits={"TW_PCA_MAX_AXES": PCA_MAX_AXES}, check=_check_pca)
+    C_TEMPLATE, limits={"TW_PCA_MAX_AXES": PCA_MAX_AXES, "TW_PCA_IN_STREAM": 0}, check=_check_pca)
