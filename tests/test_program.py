@@ -202,3 +202,28 @@ def test_std_and_rms_of_the_largest_window_at_int16_extremes_stay_in_the_square_
     assert abs(int(t[0, 0])) == 2 * MAX_WINDOW * 2**15 and int(v[1, 0]) > 2**53
     assert [[[math.isqrt(int(v[n, c])), math.isqrt(int(v[n, c]) + int(t[n, c]) ** 2)] for c in range(2)]
             for n in range(2)] == f.tolist()
+
+
+def test_feature_offsets_beyond_int16_are_narrowed_by_shifting_only_within_one_output_step():
+    # an adapting default module was 8,270 B on Cortex-M0+ (over 8 KB) on data whose one feature mean was 54,840
+    # integer units from zero: that offset alone made the whole offset table int32 (132 B more)
+    from tinywarden.arith import INT16_MAX, choose_qparams
+    from tinywarden.detectors.lowering import NARROW_UNIT_STEPS, requantize_features
+    from tinywarden.kernels import KERNELS
+
+    out = choose_qparams(-16.0, 16.0, "int16", symmetric=True)  # whitened inputs, 16 sd of headroom
+    a, b = np.ones(3), np.zeros(3)
+    mu = np.array([54840.0, 100.0, -40000.0])
+    sigma = 1.0 / (0.275 * out.scale) * np.ones(3)  # one integer unit is 0.275 output steps
+    op = requantize_features(a, b, mu, sigma, out, "requantize_s64_s16")
+    off, pre = op.consts["offset"], op.consts["pre_shift"]
+    assert np.abs(off).max() <= INT16_MAX and pre.tolist() == [1, 0, 1]  # only the far features move
+    assert (a / (sigma * out.scale) * 2.0 ** pre.astype(float) <= NARROW_UNIT_STEPS).all()
+    # the requantized features still track the float ((f - mu) / sigma) within one output step and a half
+    f = (mu[None, :] + np.arange(-400, 401, 7)[:, None]).astype(np.int64)
+    q = KERNELS[op.kind].fn([f], op).astype(float)
+    assert np.abs(q * out.scale - (f - mu) / sigma).max() <= 1.5 * out.scale
+    # where shifting within one step cannot make every offset fit, nothing moves past the int32 rule (which
+    # shifts the third feature once, to fit int32)
+    tight = requantize_features(a, b, np.array([54840.0, 100.0, 4e9]), sigma, out, "requantize_s64_s16")
+    assert tight.consts["pre_shift"].tolist() == [0, 0, 1] and np.abs(tight.consts["offset"]).max() > INT16_MAX

@@ -160,6 +160,19 @@ def test_raw_window_family_checks_the_value_record_on_groups_of_ring_rows(tmp_pa
     assert 0 < per_window["with"] - per_window["without"] <= 5 * 64 * 6, per_window  # < 5 a sample and channel
 
 
+def test_adapting_default_module_fits_8kb_on_m0plus_on_data_far_from_zero(tmp_path: Path) -> None:
+    # on these rows one feature's mean lies 54,840 integer units from zero: its int32 offset made the whole offset
+    # table int32 and the adapting default module 8,270 B on M0+; the feature is now shifted one bit further
+    # (one unit 0.55 of an output step), every offset fits int16 and the module is 8,138 B
+    series = make_series(n=6000, channels=6, seed=11)
+    program = quantize_pipeline(Pipeline(make_detector(DEFAULT_FAMILY), window=128, stride=64).fit(series), series)
+    offsets = np.concatenate([op.consts["offset"] for op in program.ops if op.kind.startswith("requantize_s64")])
+    assert np.abs(offsets).max() < 2**15
+    write_c(program, tmp_path, adaptation=Adaptation())
+    size = module_size(tmp_path, "cortex-m0plus")
+    assert size.flash <= 8192 and size.ram_with_state <= 4096, (size.flash, size.ram_with_state)
+
+
 def test_adapting_default_module_fits_8kb_on_every_core_and_adapts_on_m0plus_with_the_reference_decisions(
         tmp_path: Path) -> None:
     # issue 14: the default pipeline (the default family, window 128, stride 64, 6 channels, default features) with the

@@ -38,6 +38,11 @@ from tinywarden.kernels import Op, TensorSpec
 
 #: How far beyond the largest normal value the int16 z-scores / distance inputs reach.
 Z_HEADROOM = 16.0
+#: Where a feature's requantization offset needs more than 16 bits (its mean far from zero for its spread), the
+#: feature is shifted further right until every offset fits int16, if one unit of the shifted value then stays
+#: within this many output steps: the module's offsets take 2 bytes a feature instead of 4 (132 B of flash on the
+#: default 66 inputs, which put the adapting default module over 8 KB on Cortex-M0+ on some devices' data).
+NARROW_UNIT_STEPS = 1.0
 #: How far beyond the normal model inputs (and reconstructions) the autoencoders' int8 input reaches.
 INPUT_HEADROOM = 2.0
 
@@ -107,20 +112,34 @@ def requantize_features(a: np.ndarray, b: np.ndarray, mu: np.ndarray, sigma: np.
     """An op mapping integer features ``f`` to ``out``-quantized ``((a f + b) - mu) / sigma``.
 
     ``f`` is first shifted right by ``pre_shift`` so that one unit of the shifted value is at most a
-    quarter of an output step (keeping the int32 difference in range with no visible precision loss).
+    quarter of an output step (keeping the int32 difference in range with no visible precision loss); where
+    that leaves an offset beyond int16, further while one unit stays within :data:`NARROW_UNIT_STEPS` output
+    steps, if every offset then fits int16 (the C then stores them in 16 bits).
     """
     real = a / (sigma * out.scale)
     pre = np.maximum(0, np.floor(np.log2(0.25 / real))).astype(np.int64)
     pre = np.minimum(pre, 62)
+
+    def offsets(pre: np.ndarray) -> np.ndarray:  # floor-shifting drops half a unit on average: put it back
+        return round_half_away((mu - b) / a / 2.0**pre - np.where(pre > 0, 0.5, 0.0))
+
     # The offset is stored as int32: where it does not fit (a feature far from zero relative to its
     # spread), shift the feature further right instead; one unit then grows past a quarter step only there.
     while True:
-        # floor-shifting drops half a unit on average: put it back in the offset
-        offset = round_half_away((mu - b) / a / 2.0**pre - np.where(pre > 0, 0.5, 0.0))
+        offset = offsets(pre)
         big = (np.abs(offset) > INT32_MAX) & (pre < 62)
         if not big.any():
             break
         pre = np.where(big, pre + 1, pre)
+    narrow = pre.copy()
+    while True:
+        wide = np.abs(offsets(narrow)) > INT16_MAX
+        step = wide & (narrow < 62) & (real * 2.0 ** (narrow + 1) <= NARROW_UNIT_STEPS)
+        if not step.any():
+            break
+        narrow = np.where(step, narrow + 1, narrow)
+    if not wide.any():
+        pre, offset = narrow, offsets(narrow)
     mult_shift = [quantize_multiplier(float(r * 2.0**p)) for r, p in zip(real, pre, strict=True)]
     return Op(kind, ("features",), "input", {"zero_point": out.zero_point, "act_min": out.qmin, "act_max": out.qmax},
               {"pre_shift": pre.astype(np.int8), "offset": np.clip(offset, -INT32_MAX, INT32_MAX).astype(np.int32),
