@@ -589,6 +589,19 @@ def selected_family_rows(series: Series, cut: int, families: Sequence[str]) -> l
     return rows
 
 
+def default_family_goals_md(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Issue 16's goals read from the default family's row of the families table (the page's own default pipeline
+    is the peers' model, :data:`PEER_FAMILY`); nothing when that row is missing or failed."""
+    row = next((r for r in rows if r.get("family", r.get("label")) == DEFAULT_FAMILY and not r.get("tuned")), None)
+    if row is None or "error" in row:
+        return []
+    figures = {"flash_bytes": row["flash"], "static_ram_bytes": row["static_ram_with_state"],
+               "instructions_per_window": row["instructions_per_window_by_core"]["cortex-m4"]}
+    return [f"Issue 16's goals for the default family (`{DEFAULT_FAMILY}`, its row of the families table below; "
+            "Cortex-M4): " + ", ".join(f"{k} {figures[k]:.0f} <= {limit}: {'met' if figures[k] <= limit else 'NOT met'}"
+                                       for k, limit in GOALS.items()) + "."]
+
+
 def selected_rows_md(rows: Sequence[dict[str, Any]]) -> list[str]:
     """One line per family row of :func:`selected_family_rows`."""
     out = []
@@ -752,6 +765,7 @@ def render_md(r: dict[str, Any]) -> str:
         "Issue 16's goals (Cortex-M4): " + ", ".join(
             f"{k} {v['value']:.0f} <= {v['limit']}: {'met' if v['met'] else 'NOT met'}" for k, v in r["goals"].items())
         + ".",
+        *default_family_goals_md(r["families"]["rows"]),
         FIRMWARE_NOTE,
         *breakdown_md("Where the flash goes", r["breakdown"]),
         f"int8 model: {r['int8_model_bytes']['weights']} B of int8 weights, "

@@ -573,3 +573,24 @@ def test_default_family_rule_pools_runs_and_picks_the_most_found_within_the_fals
     # the demo's and drift.py's seeds are the test: the script refuses them in one line
     proc = _run([str(REPO / "benchmarks" / "default_family.py"), "--seeds", "101,7"], tmp_path)
     assert proc.returncode == 2 and "seeds [7] are the test seeds" in proc.stderr
+
+
+def test_mcu_page_reads_issue_16_goals_from_the_default_family_row():
+    # the page's default pipeline is the peers' model (dense_ae); the goals are the default family's, which the
+    # page only showed as a families-table row
+    from benchmarks import mcu
+
+    from tinywarden.detectors import DEFAULT_FAMILY
+
+    def row(family, flash, ram, m4, **extra):
+        return {"label": family, "family": family, "flash": flash, "static_ram_with_state": ram,
+                "instructions_per_window_by_core": {"cortex-m4": m4, "cortex-m0plus": 3 * m4}, **extra}
+
+    rows = [row(mcu.PEER_FAMILY, 9000, 9000, 90000), row(DEFAULT_FAMILY, 5736, 1560, 47312),
+            row(DEFAULT_FAMILY, 100, 100, 100, tuned=True, label="tuned: x")]
+    (line,) = mcu.default_family_goals_md(rows)
+    assert f"`{DEFAULT_FAMILY}`" in line
+    assert "flash_bytes 5736 <= 6144: met" in line and "static_ram_bytes 1560 <= 1536: NOT met" in line
+    assert "instructions_per_window 47312 <= 50000: met" in line
+    assert mcu.default_family_goals_md([rows[0]]) == []
+    assert mcu.default_family_goals_md([{"label": DEFAULT_FAMILY, "family": DEFAULT_FAMILY, "error": "x"}]) == []
