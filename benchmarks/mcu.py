@@ -72,6 +72,7 @@ from tinywarden.target import (
     run_on_qemu,
 )
 from tinywarden.target.build import compile_object, model_source
+from tinywarden.target.stack import stack_usage
 from tinywarden.target.toolchain import find_tool, run_tool
 from tinywarden.telemetry.series import Series
 from tinywarden.tune import Budget, tune
@@ -317,6 +318,10 @@ def module_figures(program: Program, work: Path, stream: np.ndarray, *, size_cor
                               "static_ram": s.static_ram, "state": s.state_bytes,
                               "static_ram_with_state": s.ram_with_state, "libgcc": list(s.undefined),
                               "firmware_flash": firmware_flash(work, core)}
+        st = stack_usage(work, core)
+        deepest = max(st.worst, key=lambda e: st.worst[e])
+        out["sizes"][core].update({"stack": st.deepest, "stack_path": list(st.path[deepest]),
+                                   "stack_external": list(st.external)})
     target = run_on_qemu(work, stream, timeout=120)
     out["qemu_check"] = reference_check(program, stream, target.decisions, adaptation)
     counted = stream[: program.window + COUNTED_WINDOWS * program.stride]
@@ -409,6 +414,7 @@ def adaptation_cost(program: Program, figures: dict[str, Any], work: Path, strea
         out["sizes"][core]["libgcc_added"] = sorted(set(v["libgcc"]) - set(b["libgcc"]))
         out["sizes"][core]["total_flash"], out["sizes"][core]["total_ram"] = v["flash"], v["static_ram_with_state"]
         out["sizes"][core]["firmware_flash"] = (b["firmware_flash"], v["firmware_flash"])
+        out["sizes"][core]["stack"] = (b["stack"], v["stack"])
     for core, v in with_ad["instructions"].items():
         out["instructions"][core] = {"added": v["per_window"] - figures["instructions"][core]["per_window"],
                                      "total": v["per_window"], "max_push": v["max_push"]}
@@ -468,8 +474,9 @@ def adaptation_md(ad: dict[str, Any]) -> list[str]:
              "the update's full cost). Emulated Cortex-M4 decisions equal the adapting Python reference: "
              f"{ad['qemu_check']['decisions_equal_reference']} ({ad['qemu_check']['windows']} windows).", "",
              "| core | flash B without / with (+), module alone | flash B without / with, firmware link | RAM B "
-             "(static + state) without / with (+) | instr./window without / with (+) | libgcc helpers added |",
-             "|---|---:|---:|---:|---:|---|"]
+             "(static + state) without / with (+) | stack B without / with | instr./window without / with (+) | "
+             "libgcc helpers added |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for core, v in ad["sizes"].items():
         ins = ad["instructions"].get(core, {})
         total, added = ins.get("total"), ins.get("added")
@@ -478,15 +485,22 @@ def adaptation_md(ad: dict[str, Any]) -> list[str]:
         lines.append(f"| {core} | {v['total_flash'] - v['flash']} / {v['total_flash']} (+{v['flash']}) | "
                      f"{'-' if fw is None else f'{fw[0]} / {fw[1]}'} | "
                      f"{v['total_ram'] - v['static_ram_with_state']} / {v['total_ram']} "
-                     f"(+{v['static_ram_with_state']}) | {instr} | {', '.join(v['libgcc_added']) or 'none'} |")
-    limit = TARGETS["flash_bytes"]
+                     f"(+{v['static_ram_with_state']}) | {_pair(v.get('stack'))} | {instr} | "
+                     f"{', '.join(v['libgcc_added']) or 'none'} |")
+    limit, ram_limit = TARGETS["flash_bytes"], TARGETS["static_ram_bytes"]
 
-    def met(n: int) -> str:
-        return f"{n} B ({'met' if n <= limit else 'NOT met'})"
+    def met(n: int, bound: int = limit) -> str:
+        return f"{n} B ({'met' if n <= bound else 'NOT met'})"
 
     goal = "; ".join(f"{core} module alone {met(v['total_flash'])}, firmware link {met(v['firmware_flash'][1])}"
                      for core, v in ad["sizes"].items() if "firmware_flash" in v)
+    ram = "; ".join(f"{core} {met(v['total_ram'] + v['stack'][1], ram_limit)}" for core, v in ad["sizes"].items()
+                    if v.get("stack"))
     lines += ["", FIRMWARE_NOTE, "", f"Goal (issue 14): the adapting default within {limit} B on every core: {goal}."]
+    if ram:
+        lines += ["", f"Its RAM with the worst-case stack on top (static + state + the deepest entry point's stack "
+                      f"from GCC's call graph, `tinywarden.target.stack`; libgcc and libc calls not counted), "
+                      f"against {ram_limit} B: {ram}."]
     if ad.get("breakdown"):
         lines += ["", *breakdown_md("Where the adapting module's flash goes", ad["breakdown"])]
     st = ad.get("settling_window")
@@ -533,6 +547,7 @@ def pipeline_row(label: str, pipe: Pipeline, program: Program, series: Series, c
         "label": label, "family": pipe.detector.name, "window": pipe.window, "stride": pipe.stride,
         "model_id": program.model_id, "flash": m4["flash"], "static_ram_with_state": m4["static_ram_with_state"],
         "flash_m0plus": m0.get("flash"), "static_ram_with_state_m0plus": m0.get("static_ram_with_state"),
+        "stack": m4.get("stack"), "stack_m0plus": m0.get("stack"),
         "firmware_flash": m4.get("firmware_flash"), "firmware_flash_m0plus": m0.get("firmware_flash"),
         "const_bytes": program.const_bytes, "instructions_per_window": ins["per_window"],
         "instructions_per_window_by_core": {core: v["per_window"] for core, v in figures["instructions"].items()},
@@ -589,6 +604,11 @@ def selected_family_rows(series: Series, cut: int, families: Sequence[str]) -> l
     return rows
 
 
+def _pair(v: Sequence[Any] | None) -> str:
+    """``a / b`` of a (without, with) pair, ``-`` when not measured."""
+    return "-" if v is None else f"{v[0]} / {v[1]}"
+
+
 def default_family_goals_md(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Issue 16's goals read from the default family's row of the families table (the page's own default pipeline
     is the peers' model, :data:`PEER_FAMILY`); nothing when that row is missing or failed."""
@@ -597,9 +617,11 @@ def default_family_goals_md(rows: Sequence[dict[str, Any]]) -> list[str]:
         return []
     figures = {"flash_bytes": row["flash"], "static_ram_bytes": row["static_ram_with_state"],
                "instructions_per_window": row["instructions_per_window_by_core"]["cortex-m4"]}
+    stack = (f" Its worst-case stack on top: {row['stack']} B on Cortex-M4, {row.get('stack_m0plus')} B on M0+ "
+             "(the families table's stack column)." if row.get("stack") is not None else "")
     return [f"Issue 16's goals for the default family (`{DEFAULT_FAMILY}`, its row of the families table below; "
             "Cortex-M4): " + ", ".join(f"{k} {figures[k]:.0f} <= {limit}: {'met' if figures[k] <= limit else 'NOT met'}"
-                                       for k, limit in GOALS.items()) + "."]
+                                       for k, limit in GOALS.items()) + "." + stack]
 
 
 def selected_rows_md(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -839,7 +861,9 @@ def families_md(f: dict[str, Any], p: dict[str, Any]) -> list[str]:
         f"{stop}). Every row is the whole generated C module (features, requantization, model, persistence) "
         "measured like the default pipeline: flash = text + data with `arm-none-eabi-gcc -Os` for Cortex-M4 "
         "and M0+; "
-        "RAM = static RAM + the caller-owned `tw_state_t`; int8 constants = `Program.const_bytes`; "
+        "RAM = static RAM + the caller-owned `tw_state_t`; stack = the deepest worst case of the module's entry "
+        "points (tw_init, tw_push, tw_push_q, tw_push_fixed) from GCC's call graph (`tinywarden.target.stack`; "
+        "libgcc and libc calls not counted); int8 constants = `Program.const_bytes`; "
         f"instructions = exact QEMU count per core (the M0+ build runs on the M4 board), mean over "
         f"{COUNTED_WINDOWS} steady windows (one stride of pushes "
         f"each); decisions = scores and anomaly flags of the emulated Cortex-M4 equal to the Python int8 "
@@ -848,20 +872,21 @@ def families_md(f: dict[str, Any], p: dict[str, Any]) -> list[str]:
         "anomalous when it holds an attack row).",
         "",
         "| pipeline | window/stride | flash B M4 / M0+ (firmware link M4 / M0+) | RAM B (static + state) | "
-        "int8 constants B | "
+        "stack B M4 / M0+ | int8 constants B | "
         "instr./window M4 / M4F / M0+ | uJ/window (M4, STM32L476) | decisions = int8 ref. | window AUC |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in f["rows"]:
         if "error" in r:
-            lines.append(f"| {r['label']} | {r['error']} | | | | | | | |")
+            lines.append(f"| {r['label']} | {r['error']} | | | | | | | | |")
             continue
         by_core = r["instructions_per_window_by_core"]
         counts = " / ".join(_cell(by_core.get(c), "{:.0f}") for c in COUNT_CORES)
         lines.append(
             f"| {r['label']} | {r['window']}/{r['stride']} | {r['flash']} / {_cell(r['flash_m0plus'])} "
             f"({_cell(r.get('firmware_flash'))} / {_cell(r.get('firmware_flash_m0plus'))}) | "
-            f"{r['static_ram_with_state']} | {r['const_bytes']} | {counts} | {r['energy_uj_per_window_m4']:.2f} | "
+            f"{r['static_ram_with_state']} | {_cell(r.get('stack'))} / {_cell(r.get('stack_m0plus'))} | "
+            f"{r['const_bytes']} | {counts} | {r['energy_uj_per_window_m4']:.2f} | "
             f"{r['decisions_equal_reference']} ({r['windows_compared']} windows) | "
             f"{_cell(r['window_auc'], '{:.3f}')} |")
     lines += ["", "Instructions per window cover one stride of samples: divide by the stride for the cost per "

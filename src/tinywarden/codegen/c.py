@@ -671,6 +671,9 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
             kernels.append((op.kind, kt.body))
             needed.update(kt.requires)
             limits.update(spec.limits)
+    pca_axes = [int(op.consts["weights"].shape[0]) for op in program.ops if op.kind == "pca_residual_s16"]
+    if pca_axes:  # the projections' stack: the module's own most axes, not the kernel's limit
+        limits["TW_PCA_AXES"] = max(pca_axes)
     if needs_ring:
         fields += [_scalar("int16_t", "ring", program.window, program.n_channels), _scalar("uint16_t", "head")]
         invariants.insert(0, "ring rows [head, TW_WINDOW) then [0, head) are the window, oldest first, once "

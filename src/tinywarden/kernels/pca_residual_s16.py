@@ -137,12 +137,13 @@ static void tw_pca_score_s16(int32_t *acc, int64_t total, int32_t n_out, const i
 }
 #if !TW_PCA_IN_STREAM
 
-/* The PCA score of a stored int16 input (tw_pca_project_s16 over all of it, then tw_pca_score_s16). */
+/* The PCA score of a stored int16 input (tw_pca_project_s16 over all of it, then tw_pca_score_s16); TW_PCA_AXES
+ * (<= TW_PCA_MAX_AXES) is the most axes of the module's PCA ops, the projections' stack. */
 static void tw_pca_residual_s16(const int16_t *in, int32_t n_in, int32_t n_out, const int8_t *weights,
                                 const int32_t *multiplier, const int8_t *shift, const int8_t *gram,
                                 int32_t gram_shift, int32_t score_shift, int32_t *score)
 {
-    int32_t acc[TW_PCA_MAX_AXES];
+    int32_t acc[TW_PCA_AXES];
     int32_t j;
     int64_t total;
     for (j = 0; j < n_out; j++) {
@@ -175,4 +176,5 @@ score_kernel(
     {"weights": "int8", "multiplier": "int32", "shift": "int8", "gram": "int8"},
     "PCA: r_j = clamp(requantize(sum_i w_ji q_i), +-2^20); score = sat32(max(0, sum q^2 - sum r_j^2 "
     "- round(r^T D r / 2^gram_shift)) >> shift), D the int8 upper triangle 'gram'",
-    C_TEMPLATE, limits={"TW_PCA_MAX_AXES": PCA_MAX_AXES, "TW_PCA_IN_STREAM": 0}, check=_check_pca)
+    C_TEMPLATE, limits={"TW_PCA_MAX_AXES": PCA_MAX_AXES, "TW_PCA_AXES": PCA_MAX_AXES, "TW_PCA_IN_STREAM": 0},
+    check=_check_pca)

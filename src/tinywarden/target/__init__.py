@@ -27,6 +27,7 @@ from tinywarden.target.qemu import (
     run_on_qemu,
     write_stream_header,
 )
+from tinywarden.target.stack import STACK_ENTRIES, StackUsage, stack_usage
 from tinywarden.target.toolchain import (
     BuildError,
     TargetError,
@@ -38,6 +39,7 @@ from tinywarden.target.toolchain import (
 
 __all__ = [
     "FIRMWARE_ENTRIES",
+    "STACK_ENTRIES",
     "BuildError",
     "CpuTarget",
     "Decisions",
@@ -45,6 +47,7 @@ __all__ = [
     "InferenceRun",
     "InstructionCount",
     "ModuleSize",
+    "StackUsage",
     "TargetError",
     "TargetRun",
     "TargetRunError",
@@ -59,6 +62,7 @@ __all__ = [
     "run_inference",
     "run_on_host",
     "run_on_qemu",
+    "stack_usage",
     "targets",
     "write_stream_header",
 ]

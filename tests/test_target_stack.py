@@ -1,0 +1,74 @@
+"""The worst-case stack of the generated module's entry points, read from GCC's call graph
+(tinywarden.target.stack): the parser on hand-written graphs, then the real cross-compiled module."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tinywarden.adapt import Adaptation
+from tinywarden.codegen.c import write_c
+from tinywarden.detectors import DEFAULT_FAMILY, make_detector
+from tinywarden.errors import TinywardenError
+from tinywarden.pipeline import Pipeline
+from tinywarden.quantize.ptq import quantize_pipeline
+from tinywarden.simulate import simulate
+from tinywarden.target import missing_tools
+from tinywarden.target.stack import parse_callgraph, stack_usage
+
+MISSING = missing_tools()
+
+
+def node(title: str, frame: int | None, kind: str = "static") -> str:
+    label = f"{title.rsplit(':', 1)[-1]}\\nm.c:1:1" + ("" if frame is None else f"\\n{frame} bytes ({kind})")
+    return f'node: {{ title: "{title}" label: "{label}" }}\n'
+
+
+def edge(src: str, dst: str) -> str:
+    return f'edge: {{ sourcename: "{src}" targetname: "{dst}" label: "m.c:2:2" }}\n'
+
+
+def test_the_worst_case_is_the_deepest_chain_of_frames_and_calls_out_are_named_not_counted():
+    graph = ("graph: { title: \"m.c\"\n" + node("tw_push", 16) + node("m.c:tw_step", 288) + node("m.c:tw_isqrt", 16)
+             + node("m.c:tw_small", 8) + node("tw_init", 8) + node("memset", None) + node("__aeabi_uidiv", None)
+             + edge("tw_push", "m.c:tw_step") + edge("tw_push", "m.c:tw_small") + edge("m.c:tw_step", "m.c:tw_isqrt")
+             + edge("m.c:tw_step", "memset") + edge("m.c:tw_small", "__aeabi_uidiv") + edge("tw_init", "memset") + "}")
+    worst, path, external = parse_callgraph(graph, "m.c")
+    assert worst == {"tw_push": 16 + 288 + 16, "tw_init": 8}  # tw_push_q and tw_push_fixed are not defined here
+    assert path["tw_push"] == ("tw_push", "tw_step", "tw_isqrt") and path["tw_init"] == ("tw_init",)
+    assert external == ("__aeabi_uidiv", "memset")
+
+
+@pytest.mark.parametrize("graph, message", [
+    (node("tw_push", 16) + node("m.c:a", 8) + node("m.c:b", 8) + edge("tw_push", "m.c:a") + edge("m.c:a", "m.c:b")
+     + edge("m.c:b", "m.c:a"), "recursion through a"),
+    (node("tw_push", 16) + node("m.c:vla", 40, "dynamic") + edge("tw_push", "m.c:vla"), "vla has a stack frame of "
+     "dynamic size"),
+])
+def test_a_stack_without_a_static_bound_is_refused_with_the_reason(graph, message):
+    with pytest.raises(TinywardenError, match=message):
+        parse_callgraph(graph, "m.c")
+
+
+@pytest.mark.skipif(bool(MISSING) or shutil.which("gcc") is None, reason="; ".join(MISSING) or "no gcc")
+def test_the_projections_stack_is_the_modules_own_axes_not_the_kernels_limit(tmp_path: Path):
+    # the whole-input PCA kernel (the adapting default's) kept room for 64 axes (256 B) on the stack whatever the
+    # model; it now keeps the module's own (16 here): 192 B less on every core, the same integers
+    series = simulate("camera", 8.0, "none", seed=7)
+    program = quantize_pipeline(Pipeline(make_detector(DEFAULT_FAMILY), window=128, stride=64).fit(series), series)
+    k = max(int(op.consts["weights"].shape[0]) for op in program.ops if op.kind == "pca_residual_s16")
+    write_c(program, tmp_path / "own", adaptation=Adaptation())
+    src = (tmp_path / "own" / "tinywarden_model.c").read_text()
+    assert re.search(rf"#define TW_PCA_AXES {k}\b", src) and "int32_t acc[TW_PCA_AXES];" in src
+    wide = tmp_path / "wide"
+    shutil.copytree(tmp_path / "own", wide)
+    (wide / "tinywarden_model.c").write_text(re.sub(r"#define TW_PCA_AXES \d+", "#define TW_PCA_AXES 64", src))
+    state = int(re.search(r"#define TW_STATE_BYTES (\d+)", (tmp_path / "own" / "tinywarden_model.h").read_text())[1])
+    for core in ("cortex-m4", "cortex-m0plus"):
+        own, kernel_limit = stack_usage(tmp_path / "own", core), stack_usage(wide, core)
+        assert own.path["tw_push"][0] == "tw_push" and "tw_step" in own.path["tw_push"]
+        assert kernel_limit.deepest - own.deepest >= 4 * (64 - k), (core, own.worst, kernel_limit.worst)
+        assert own.deepest + state <= 4096  # the adapting default's state with its stack on top fits 4 KB
