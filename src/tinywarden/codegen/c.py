@@ -361,8 +361,10 @@ def projected_in_stream(program: Program, fused: set[int]) -> set[int]:
         if i + 2 >= len(program.ops):
             continue
         rq, nxt = program.ops[i + 1], program.ops[i + 2]
+        per_channel = len(program.ops[i].consts["codes"])  # the stream hands on each channel's features in turn
         if (nxt.kind == "pca_residual_s16" and nxt.src == (rq.dst,) and readers.get(rq.dst) == 1
-                and rq.dst != program.ops[-1].dst):
+                and rq.dst != program.ops[-1].dst
+                and int(nxt.consts["weights"].shape[1]) == per_channel * program.n_channels):
             out.add(i)
     return out
 
@@ -620,9 +622,9 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                 needed.update(pkt.requires)
                 limits.update({**KERNELS[pop.kind].limits, "TW_PCA_IN_STREAM": 1})
                 n_in, k = (int(d) for d in pop.consts["weights"].shape[::-1])
-                per_channel = n_in // program.n_channels
                 sink = dataclasses.replace(sink, consume=pca_residual_s16.in_stream_call(
-                    pfields["c_weights"], n_in, k, per_channel), consume_params="int32_t *acc, int64_t *total")
+                    pfields["c_weights"], n_in, k, len(op.consts["codes"])),
+                    consume_params="int32_t *acc, int64_t *total")
             sc = spec.stream(op, program, f"tw_{op.dst}", needs_ring, sink)
             # only the tables the generated code reads (a feature list is compiled into the code itself)
             constants.extend(c_array(table_name(op, c), narrowed(a) if _only_indexed(table_name(op, c), sc.body)
