@@ -72,3 +72,24 @@ def test_the_projections_stack_is_the_modules_own_axes_not_the_kernels_limit(tmp
         assert own.path["tw_push"][0] == "tw_push" and "tw_step" in own.path["tw_push"]
         assert kernel_limit.deepest - own.deepest >= 4 * (64 - k), (core, own.worst, kernel_limit.worst)
         assert own.deepest + state <= 4096  # the adapting default's state with its stack on top fits 4 KB
+
+
+@pytest.mark.skipif(bool(MISSING), reason="; ".join(MISSING))
+def test_the_nearest_distances_stack_is_the_modules_own_k_not_the_kernels_limit(tmp_path: Path):
+    # knn kept 64 int64 nearest distances (512 B) on the stack whatever its k: 808 B on Cortex-M4, the deepest of
+    # every family in mcu.md; it now keeps its own clamped k
+    from tinywarden.kernels.knn_dist_s16 import KNN_MAX_K
+
+    series = simulate("camera", 3.0, "none", seed=7)
+    program = quantize_pipeline(Pipeline(make_detector("knn"), window=128, stride=64).fit(series), series)
+    (op,) = [op for op in program.ops if op.kind == "knn_dist_s16"]
+    k = max(1, min(int(op.attrs["k"]), len(op.consts["prototypes"]), KNN_MAX_K))
+    assert k < KNN_MAX_K
+    write_c(program, tmp_path / "own")
+    src = (tmp_path / "own" / "tinywarden_model.c").read_text()
+    assert re.search(rf"#define TW_KNN_K {k}\b", src) and "int64_t nearest[TW_KNN_K];" in src
+    wide = tmp_path / "wide"
+    shutil.copytree(tmp_path / "own", wide)
+    (wide / "tinywarden_model.c").write_text(re.sub(r"#define TW_KNN_K \d+", f"#define TW_KNN_K {KNN_MAX_K}", src))
+    own, kernel_limit = stack_usage(tmp_path / "own", "cortex-m4"), stack_usage(wide, "cortex-m4")
+    assert kernel_limit.deepest - own.deepest >= 8 * (KNN_MAX_K - k), (own.worst, kernel_limit.worst)

@@ -673,9 +673,11 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
             kernels.append((op.kind, kt.body))
             needed.update(kt.requires)
             limits.update(spec.limits)
-    pca_axes = [int(op.consts["weights"].shape[0]) for op in program.ops if op.kind == "pca_residual_s16"]
-    if pca_axes:  # the projections' stack: the module's own most axes, not the kernel's limit
-        limits["TW_PCA_AXES"] = max(pca_axes)
+    for kind in dict.fromkeys(op.kind for op in program.ops):  # limits sized to the model (KernelSpec.op_limits)
+        hook = KERNELS[kind].op_limits
+        if hook is not None:
+            per_op = [hook(op) for op in program.ops if op.kind == kind]
+            limits.update({name: max(int(d[name]) for d in per_op) for name in per_op[0]})
     if needs_ring:
         fields += [_scalar("int16_t", "ring", program.window, program.n_channels), _scalar("uint16_t", "head")]
         invariants.insert(0, "ring rows [head, TW_WINDOW) then [0, head) are the window, oldest first, once "

@@ -153,6 +153,10 @@ class KernelSpec:
     c_subs: Mapping[str, str] = field(default_factory=dict)
     #: ``TW_*`` name -> value: emitted as ``#define`` before the kernels, used by name in the template
     limits: Mapping[str, int] = field(default_factory=dict)
+    #: ``TW_*`` limits that follow an op's own sizes (a stack array's length, sized to the model rather than to
+    #: the kernel's limit): the C emitter defines each as its largest value over the module's ops of this kind,
+    #: in place of the same name in ``limits``
+    op_limits: Callable[[Op], Mapping[str, int]] | None = None
     #: Raises ConfigError when an op's attributes or constant shapes would take the C kernel out of its
     #: arrays or its documented ranges (e.g. a tampered model file).
     check: Check | None = None

@@ -18,12 +18,22 @@ from tinywarden.kernels.base import (
 KNN_MAX_K = 64
 
 
+def _clamped_k(op: Op) -> int:
+    """The op's k as both kernels clamp it: [1, min(n_prototypes, KNN_MAX_K)]."""
+    return max(1, min(int(op.attrs["k"]), len(op.consts["prototypes"]), KNN_MAX_K))
+
+
+def _own_k(op: Op) -> dict[str, int]:
+    """The C kernel's stack of nearest distances: the op's own clamped k (TW_KNN_K)."""
+    return {"TW_KNN_K": _clamped_k(op)}
+
+
 def _knn_dist(srcs: list[np.ndarray], op: Op) -> np.ndarray:
     """Sum of ``isqrt`` of the ``k`` smallest squared distances to the prototypes (k clamped to
     [1, min(n_prototypes, KNN_MAX_K)], as the C kernel does)."""
     x = srcs[0].astype(np.int64)  # (N, D)
     protos = op.consts["prototypes"].astype(np.int64)  # (P, D)
-    k = max(1, min(int(op.attrs["k"]), len(protos), KNN_MAX_K))
+    k = _clamped_k(op)
     d2 = np.stack([((x - p) ** 2).sum(axis=1) for p in protos], axis=1)  # (N, P), one prototype at a time
     return isqrt_u64(np.sort(d2, axis=1)[:, :k]).sum(axis=1)
 
@@ -45,17 +55,18 @@ C_TEMPLATE = r"""
 /* Sum of the Euclidean distances (each floor(sqrt(squared distance))) to the k nearest prototypes
  * (prototypes: n_prototypes x n, row-major): score = sat32((sum_j isqrt(d2_j)) >> shift). The float
  * detector reports this sum over k; a constant factor changes no ranking. k is clamped to
- * [1, min(n_prototypes, TW_KNN_MAX_K)], as the Python kernel does. Range: n * 2^32 < 2^60. */
+ * [1, min(n_prototypes, TW_KNN_MAX_K)], as the Python kernel does; TW_KNN_K (<= TW_KNN_MAX_K), the
+ * module's own largest clamped k, sizes the stack, so clamping to it changes no k. Range: n * 2^32 < 2^60. */
 static void tw_knn_dist_s16(const int16_t *x, int32_t n, const int16_t *prototypes, int32_t n_prototypes,
                             int32_t k, int32_t shift, int32_t *score)
 {
-    int64_t nearest[TW_KNN_MAX_K]; /* the m smallest squared distances so far, ascending */
+    int64_t nearest[TW_KNN_K]; /* the m smallest squared distances so far, ascending */
     int32_t m = 0;
     int64_t total = 0;
     int32_t j;
     int32_t i;
     k = (k > n_prototypes) ? n_prototypes : k;
-    k = (k > TW_KNN_MAX_K) ? TW_KNN_MAX_K : ((k < 1) ? 1 : k);
+    k = (k > TW_KNN_K) ? TW_KNN_K : ((k < 1) ? 1 : k);
     for (j = 0; j < n_prototypes; j++) {
         const int16_t *p = prototypes + j * n;
         int64_t d2 = 0;
@@ -86,4 +97,4 @@ static void tw_knn_dist_s16(const int16_t *x, int32_t n, const int16_t *prototyp
 
 score_kernel("knn_dist_s16", _knn_dist, ("int16",), {"prototypes": "int16"},
              "score = sat32(sum over the k nearest p_j of isqrt(sum (q - p_j)**2) >> shift)", C_TEMPLATE,
-             limits={"TW_KNN_MAX_K": KNN_MAX_K}, check=_check_knn)
+             limits={"TW_KNN_MAX_K": KNN_MAX_K, "TW_KNN_K": KNN_MAX_K}, op_limits=_own_k, check=_check_knn)

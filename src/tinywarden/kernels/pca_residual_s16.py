@@ -177,4 +177,4 @@ score_kernel(
     "PCA: r_j = clamp(requantize(sum_i w_ji q_i), +-2^20); score = sat32(max(0, sum q^2 - sum r_j^2 "
     "- round(r^T D r / 2^gram_shift)) >> shift), D the int8 upper triangle 'gram'",
     C_TEMPLATE, limits={"TW_PCA_MAX_AXES": PCA_MAX_AXES, "TW_PCA_AXES": PCA_MAX_AXES, "TW_PCA_IN_STREAM": 0},
-    check=_check_pca)
+    op_limits=lambda op: {"TW_PCA_AXES": int(op.consts["weights"].shape[0])}, check=_check_pca)
