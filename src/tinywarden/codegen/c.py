@@ -624,7 +624,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                 n_in, k = (int(d) for d in pop.consts["weights"].shape[::-1])
                 sink = dataclasses.replace(sink, consume=pca_residual_s16.in_stream_call(
                     pfields["c_weights"], n_in, k, len(op.consts["codes"])),
-                    consume_params="int32_t *acc, int64_t *total")
+                    consume_params=pca_residual_s16.IN_STREAM_PARAMS)
             sc = spec.stream(op, program, f"tw_{op.dst}", needs_ring, sink)
             # only the tables the generated code reads (a feature list is compiled into the code itself)
             constants.extend(c_array(table_name(op, c), narrowed(a) if _only_indexed(table_name(op, c), sc.body)
@@ -635,12 +635,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
             rows.append((sc.row, sc.advance_fn))
             extremes_hook = extremes_hook or sc.extremes_hook
             if i in projected:
-                k = int(program.ops[i + 2].consts["weights"].shape[0])
-                calls.append("\n".join([
-                    "    {", f"        int32_t acc[{k}];", "        int64_t total = 0;", "        int32_t j;",
-                    f"        for (j = 0; j < {k}; j++) {{", "            acc[j] = 0;", "        }",
-                    "        tw_features_finish(s, acc, &total);",
-                    "        " + pca_residual_s16.in_stream_score(_call_fields(program, i + 2)), "    }"]))
+                calls.append(pca_residual_s16.in_stream_block(_call_fields(program, i + 2), sc.finish_fn))
             else:
                 calls.append("    " + Template(sc.call).substitute(call_fields))
             kernels.append((op.kind, sc.body))

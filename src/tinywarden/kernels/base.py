@@ -114,6 +114,9 @@ class StreamC:
     #: samples can write them straight into the row)
     row: str = ""
     advance_fn: str = ""
+    #: the function ``call`` calls to combine the window: with a sink's ``consume`` it takes the state and the
+    #: sink's ``consume_params`` (:class:`FeatureSink`), and the op that consumes calls it
+    finish_fn: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,9 +125,9 @@ class FeatureSink:
     ``requantize_s64_*`` op that alone reads them (``params``, the C name of its parameter struct; ``suffix``,
     its kind's ``s8``/``s16``; ``ctype``, its output's C type), so each channel's values are requantized as they
     are combined. With ``consume``, the op after that one alone reads the requantized values too: ``consume`` is
-    the C statement that takes one channel's values ``v`` (channel ``c``), and ``params`` of the finish function
-    name what it accumulates into (e.g. ``int32_t *acc, int64_t *total``): the model's input is not stored
-    either."""
+    the C statement that takes one channel's values ``v`` (channel ``c``), and ``consume_params`` the finish
+    function's parameters after the state, what it accumulates into (e.g. ``int32_t *acc, int64_t *total``):
+    the model's input is not stored either."""
 
     params: str
     suffix: str

@@ -831,7 +831,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, sink: FeatureSink 
                    {"TW_BLOCK": g, "TW_BLOCKS": n_blocks, "TW_GROUP": gr, "TW_MAX_WINDOW": MAX_WINDOW,
                     **({"TW_GROUPS": g // gr} if partial else {}),
                     **({"TW_CROSSINGS_BLOCK": cb} if block_cross else {})}, doc, bool(hook),
-                   *(("", "") if ring else ("s->fbuf[s->bpos]", "tw_features_advance")))
+                   *(("", "") if ring else ("s->fbuf[s->bpos]", "tw_features_advance")), "tw_features_finish")
 
 
 C_RMS = r"""

@@ -156,19 +156,28 @@ static void tw_pca_residual_s16(const int16_t *in, int32_t n_in, int32_t n_out, 
 """
 
 
+#: The parameters through which the feature stream's finish hands its projections on (:func:`in_stream_call`).
+IN_STREAM_PARAMS = "int32_t *acc, int64_t *total"
+
+
 def in_stream_call(weights: str, n_in: int, k: int, f: int) -> str:
     """The C statement that adds one channel's ``f`` requantized features ``v`` (channel ``c``) to the
-    projections ``acc`` and their energy to ``*total``, for a ``pca_residual_s16`` op whose input the feature
-    stream computes (``weights``: its int8 axes' table, ``k x n_in``)."""
+    projections ``acc`` and their energy to ``*total`` (:data:`IN_STREAM_PARAMS`), for a ``pca_residual_s16``
+    op whose input the feature stream computes (``weights``: its int8 axes' table, ``k x n_in``)."""
     return f"*total += tw_pca_project_s16(v, {f}, {weights} + c * {f}, {n_in}, {k}, acc);"
 
 
-def in_stream_score(op_fields: dict[str, object]) -> str:
-    """The C that scores the projections the feature stream accumulated (``acc``, ``total``), for the
-    ``pca_residual_s16`` op of call fields ``op_fields`` (:func:`in_stream_call`)."""
+def in_stream_block(op_fields: dict[str, object], finish: str) -> str:
+    """The window's C for a ``pca_residual_s16`` op (call fields ``op_fields``) whose input the feature stream
+    computes: zeroed projections, ``finish`` (the stream's finish, called with ``acc, &total``) and the score."""
     f = op_fields
-    return (f"tw_pca_score_s16(acc, total, {f['weights_shape0']}, {f['c_multiplier']}, {f['c_shift']}, "
-            f"{f['c_gram']}, {f['gram_shift']}, {f['shift']}, s->t_{f['dst']});")
+    k = f["weights_shape0"]
+    return "\n".join([
+        "    {", f"        int32_t acc[{k}];", "        int64_t total = 0;", "        int32_t j;",
+        f"        for (j = 0; j < {k}; j++) {{", "            acc[j] = 0;", "        }",
+        f"        {finish}(s, acc, &total);",
+        f"        tw_pca_score_s16(acc, total, {k}, {f['c_multiplier']}, {f['c_shift']}, {f['c_gram']}, "
+        f"{f['gram_shift']}, {f['shift']}, s->t_{f['dst']});", "    }"])
 
 
 score_kernel(
