@@ -72,7 +72,7 @@ from tinywarden.target import (
     run_on_qemu,
 )
 from tinywarden.target.build import compile_object, model_source
-from tinywarden.target.stack import stack_usage
+from tinywarden.target.stack import STACK_ENTRIES, stack_usage
 from tinywarden.target.toolchain import find_tool, run_tool
 from tinywarden.telemetry.series import Series
 from tinywarden.tune import Budget, tune
@@ -862,7 +862,7 @@ def families_md(f: dict[str, Any], p: dict[str, Any]) -> list[str]:
         "measured like the default pipeline: flash = text + data with `arm-none-eabi-gcc -Os` for Cortex-M4 "
         "and M0+; "
         "RAM = static RAM + the caller-owned `tw_state_t`; stack = the deepest worst case of the module's entry "
-        "points (tw_init, tw_push, tw_push_q, tw_push_fixed) from GCC's call graph (`tinywarden.target.stack`; "
+        f"points ({', '.join(STACK_ENTRIES)}) from GCC's call graph (`tinywarden.target.stack`; "
         "libgcc and libc calls not counted); int8 constants = `Program.const_bytes`; "
         f"instructions = exact QEMU count per core (the M0+ build runs on the M4 board), mean over "
         f"{COUNTED_WINDOWS} steady windows (one stride of pushes "
