@@ -44,7 +44,9 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from benchmarks.common import REPO, RESULTS, machine_info  # noqa: E402
-from benchmarks.speed import DEFAULT_DETECTOR, DEFAULT_STRIDE, DEFAULT_WINDOW  # noqa: E402
+from benchmarks.speed import DEFAULT_STRIDE, DEFAULT_WINDOW  # noqa: E402
+
+from tinywarden.detectors import DEFAULT_FAMILY  # noqa: E402
 
 WAZUH_RSS_MB = 35.0  # the Wazuh agent's average resident memory, as the issue quotes it
 GOAL_RSS_MB = 40.0
@@ -68,7 +70,7 @@ def build_bundle(work: Path, train_seconds: float, rate: float) -> tuple[Path, P
     rows = live.values[rng.integers(0, len(live), n)]
     rows = rows + rng.normal(0.0, 1.0, rows.shape) * (0.05 * live.values.std(axis=0) + 1e-3)
     train = Series(1.7e9 + np.arange(n) / rate, np.abs(rows), live.channels, source="live-resampled")
-    p = Pipeline(make_detector(DEFAULT_DETECTOR), window=DEFAULT_WINDOW, stride=DEFAULT_STRIDE).fit(train)
+    p = Pipeline(make_detector(DEFAULT_FAMILY), window=DEFAULT_WINDOW, stride=DEFAULT_STRIDE).fit(train)
     extra, arrays, note = int8_sections(p, train)
     if not extra:
         raise SystemExit(f"the default pipeline has no int8 program here: {note}")
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 status = states[r["process"]] / "status.json"
                 r["incidents"] = json.loads(status.read_text())["incidents"] if status.exists() else None
     m = machine_info()
-    meta = {"minutes": args.minutes, "rate": args.rate, "warmup": args.warmup, "detector": DEFAULT_DETECTOR,
+    meta = {"minutes": args.minutes, "rate": args.rate, "warmup": args.warmup, "detector": DEFAULT_FAMILY,
             "window": DEFAULT_WINDOW, "stride": DEFAULT_STRIDE, "channels": channels,
             "machine": f"{m['machine']}, Python {m['python']}, {m['date']}, commit {m['commit']}", "note": args.note}
     text = markdown(rows, meta)

@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks.common import RESULTS, fmt, json_safe, machine_info, single_core, timed  # noqa: E402
 
-from tinywarden.detectors import DEFAULT_FAMILY as DEFAULT_DETECTOR  # noqa: E402  (`train` without --model)
+from tinywarden.detectors import DEFAULT_FAMILY  # noqa: E402  (`train` without --model)
 
 DEFAULT_WINDOW, DEFAULT_STRIDE = 128, 64
 NATIVE_ROW = "tinywarden C via ctypes (batch)"
@@ -82,7 +82,7 @@ def peers_and_ours(train: Any, test: Any, repeats: int) -> list[Row]:
     w, st = DEFAULT_WINDOW, DEFAULT_STRIDE
     values = test.values
     n = len(values)
-    pipeline = Pipeline(make_detector(DEFAULT_DETECTOR), window=w, stride=st).fit(train)
+    pipeline = Pipeline(make_detector(DEFAULT_FAMILY), window=w, stride=st).fit(train)
     program = quantize_pipeline(pipeline, train)
     rows: list[Row] = []
 
@@ -91,10 +91,10 @@ def peers_and_ours(train: Any, test: Any, repeats: int) -> list[Row]:
                      "batch_samples_per_s": n / batch_s, "note": note})
 
     scorer = pipeline.stream()
-    add(f"tinywarden {DEFAULT_DETECTOR} (float)", "tinywarden", stream_ns(scorer.push, values),
+    add(f"tinywarden {DEFAULT_FAMILY} (float)", "tinywarden", stream_ns(scorer.push, values),
         best_of(lambda: pipeline.score(test), repeats), f"default pipeline, window {w} stride {st}")
     int8 = Int8Stream(program)
-    add(f"tinywarden {DEFAULT_DETECTOR} (int8)", "tinywarden", stream_ns(int8.push, values),
+    add(f"tinywarden {DEFAULT_FAMILY} (int8)", "tinywarden", stream_ns(int8.push, values),
         best_of(lambda: run_int8(program, values), repeats), "int8 program, numpy reference interpreter")
     try:
         native = compile_program(program)
@@ -180,7 +180,7 @@ def scaling(repeats: int, n_samples: int) -> list[Row]:
     for axis, window, channels in (("window", 64, 9), ("window", 128, 9), ("window", 256, 9),
                                    ("channels", 128, 4), ("channels", 128, 16), ("channels", 128, 64)):
         train, test = series(channels, 4 * n_samples, 0), series(channels, n_samples, 1)
-        p = Pipeline(make_detector(DEFAULT_DETECTOR), window=window, stride=window // 2).fit(train)
+        p = Pipeline(make_detector(DEFAULT_FAMILY), window=window, stride=window // 2).fit(train)
         scorer = p.stream()
         rows.append({"vary": axis, "window": window, "stride": window // 2, "channels": channels,
                      "n_params": p.n_params_, "stream_ns_per_sample": stream_ns(scorer.push, test.values),
@@ -198,7 +198,7 @@ def markdown(rows: Sequence[Row], scale: Sequence[Row], info: dict[str, str], n:
              f"fastest of {repeats} runs for each batch figure"
              + (f"; load average (1, 5, 15 min) {load} on the 2 cores while it ran" if load else "") + ".", "",
              f"Data: {n:,} samples (one day) of simulated `valve` telemetry, 9 channels; every detector trained "
-             f"on the preceding attack-free days. Default pipeline: `{DEFAULT_DETECTOR}`, window "
+             f"on the preceding attack-free days. Default pipeline: `{DEFAULT_FAMILY}`, window "
              f"{DEFAULT_WINDOW}, stride {DEFAULT_STRIDE}, default features.", "",
              "| detector | streaming ns/sample | batch samples/s | tinywarden float is ... x faster (stream) "
              "| ... x faster (batch) | what is timed |", "|---|---|---|---|---|---|"]
