@@ -131,15 +131,16 @@ def requantize_features(a: np.ndarray, b: np.ndarray, mu: np.ndarray, sigma: np.
         if not big.any():
             break
         pre = np.where(big, pre + 1, pre)
-    narrow = pre.copy()
+    narrow, narrowed = pre, offset
     while True:
-        wide = np.abs(offsets(narrow)) > INT16_MAX
+        wide = np.abs(narrowed) > INT16_MAX
         step = wide & (narrow < 62) & (real * 2.0 ** (narrow + 1) <= NARROW_UNIT_STEPS)
         if not step.any():
             break
         narrow = np.where(step, narrow + 1, narrow)
+        narrowed = offsets(narrow)
     if not wide.any():
-        pre, offset = narrow, offsets(narrow)
+        pre, offset = narrow, narrowed
     mult_shift = [quantize_multiplier(float(r * 2.0**p)) for r, p in zip(real, pre, strict=True)]
     return Op(kind, ("features",), "input", {"zero_point": out.zero_point, "act_min": out.qmin, "act_max": out.qmax},
               {"pre_shift": pre.astype(np.int8), "offset": np.clip(offset, -INT32_MAX, INT32_MAX).astype(np.int32),
