@@ -319,8 +319,7 @@ def module_figures(program: Program, work: Path, stream: np.ndarray, *, size_cor
                               "static_ram_with_state": s.ram_with_state, "libgcc": list(s.undefined),
                               "firmware_flash": firmware_flash(work, core)}
         st = stack_usage(work, core)
-        deepest = max(st.worst, key=lambda e: st.worst[e])
-        out["sizes"][core].update({"stack": st.deepest, "stack_path": list(st.path[deepest]),
+        out["sizes"][core].update({"stack": st.deepest, "stack_path": list(st.deepest_path),
                                    "stack_external": list(st.external)})
     target = run_on_qemu(work, stream, timeout=120)
     out["qemu_check"] = reference_check(program, stream, target.decisions, adaptation)

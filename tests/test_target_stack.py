@@ -70,6 +70,7 @@ def test_the_projections_stack_is_the_modules_own_axes_not_the_kernels_limit(tmp
     for core in ("cortex-m4", "cortex-m0plus"):
         own, kernel_limit = stack_usage(tmp_path / "own", core), stack_usage(wide, core)
         assert own.path["tw_push"][0] == "tw_push" and "tw_step" in own.path["tw_push"]
+        assert own.deepest_path == own.path[max(own.worst, key=own.worst.__getitem__)]
         assert kernel_limit.deepest - own.deepest >= 4 * (64 - k), (core, own.worst, kernel_limit.worst)
         assert own.deepest + state <= 4096  # the adapting default's state with its stack on top fits 4 KB
 

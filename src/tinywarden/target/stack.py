@@ -16,6 +16,7 @@ Example (needs the cross toolchain and a generated module)::
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 from collections.abc import Sequence
@@ -49,6 +50,11 @@ class StackUsage:
     def deepest(self) -> int:
         """The largest worst case over the entry points: the stack a firmware must leave the module."""
         return max(self.worst.values(), default=0)
+
+    @property
+    def deepest_path(self) -> tuple[str, ...]:
+        """The call chain of :attr:`deepest` (empty when no entry point is defined)."""
+        return self.path[max(self.worst, key=self.worst.__getitem__)] if self.worst else ()
 
 
 def _short(title: str) -> str:
@@ -101,8 +107,7 @@ def stack_usage(model_dir: Path, target: str = "cortex-m4", entries: Sequence[st
     src = model_source(model_dir)
     with tempfile.TemporaryDirectory(prefix="tw-stack-") as tmp:
         obj = Path(tmp) / f"{MODEL_STEM}.o"
-        flagged = type(cpu)(cpu.name, (*cpu.cflags, "-fstack-usage", "-fcallgraph-info=su"), cpu.machine,
-                            cpu.linker_script)
+        flagged = dataclasses.replace(cpu, cflags=(*cpu.cflags, "-fstack-usage", "-fcallgraph-info=su"))
         compile_object(src, flagged, obj, [src.parent])
         graph = obj.with_suffix(".ci")
         if not graph.exists():
