@@ -518,3 +518,25 @@ def test_crossings_residuals_of_a_block_swinging_beyond_int8_are_shifted_alike_i
         for target in ("cortex-m4", "cortex-m0plus"):
             got = run_on_qemu(tmp_path, values, target=target, timeout=120).decisions
             assert got.score.tolist() == scores.tolist(), target
+
+
+@pytest.mark.parametrize("keep_features", [False, True])
+def test_pca_projections_beyond_their_limit_are_clamped_alike_in_c(keep_features, tmp_path):
+    # The Python reference clamps each projection at +-PCA_R_LIMIT (2^20); the C did not. A program whose axes' shifts
+    # are valid but large (a hand-made or hostile model file) took r_j to 2^31: the two disagreed and the C's
+    # int64 sums of r_j^2 overflowed. Both forms of the kernel (projected in the stream, and whole-input) run.
+    _, prog = fitted("gaussian")
+    op = prog.ops[2]
+    assert op.kind == "pca_residual_s16"
+    big = dataclasses.replace(op, consts={**op.consts, "shift": np.full_like(op.consts["shift"], 20)})
+    prog = dataclasses.replace(prog, ops=[*prog.ops[:2], big, *prog.ops[3:]])
+    values = camera()[0].values[6000:7500]
+    out = tmp_path / "c"
+    out.mkdir()
+    for name, text in emit_c(prog, keep_features=keep_features).items():
+        (out / name).write_text(text)
+    exe = out / "harness"
+    subprocess.run(["gcc", *FLAGS, "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-I", str(out),
+                    str(out / "tinywarden_model.c"), str(HARNESS), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    assert_bit_exact(prog, exe, values, tmp_path)

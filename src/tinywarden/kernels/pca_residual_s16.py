@@ -63,7 +63,7 @@ def _check_pca(op: Op, p: ProgramView) -> None:
 C_TEMPLATE = r"""
 //@call: tw_pca_residual_s16(s->t_${src0}, ${weights_shape1}, ${weights_shape0}, ${c_weights}, ${c_multiplier},
 //@+ ${c_shift}, ${c_gram}, ${gram_shift}, ${shift}, s->t_${dst});
-//@requires: arith score round64
+//@requires: arith clamp64 score round64
 /* The input's part of the PCA score: acc[j] += sum_{i < n} w[j * stride + i] in[i] for each of the k axes j
  * (in: n consecutive inputs, w their columns of the int8 axes, stride the axes' full width); returns
  * sum in[i]^2. Called once on the whole input, or, when the feature stream computes the input
@@ -106,13 +106,13 @@ static int64_t tw_pca_project_s16(const int16_t *in, int32_t n, const int8_t *w,
 }
 
 /* PCA reconstruction error without a decoder, from the projections acc[j] = sum_i w[j][i] q[i] and
- * total = sum q^2 (tw_pca_project_s16). r_j = requantize(acc[j], multiplier[j], shift[j]) (in acc's place)
- * is the centred input's coordinate along int8 axis j, in input steps; the int8 axes are only nearly
+ * total = sum q^2 (tw_pca_project_s16). r_j = clamp(requantize(acc[j], multiplier[j], shift[j]), +-TW_PCA_R_LIMIT)
+ * (in acc's place) is the centred input's coordinate along int8 axis j, in input steps; the int8 axes are only nearly
  * orthonormal, so the energy inside their span is r^T (I + D) r, D = (W W^T)^-1 - I, kept as its upper
  * triangle (row-major, diagonal first in each row) scaled by 2^gram_shift. Then
  * score = sat32(max(0, sum q^2 - sum r_j^2 - round(sum_j r_j t_j / 2^gram_shift)) >> shift) with
- * t_j = D_jj r_j + 2 sum_{l>j} D_jl r_l. Range: n_out <= TW_PCA_MAX_AXES and |r_j| < 2^23 keep every int64
- * sum below 2^62. */
+ * t_j = D_jj r_j + 2 sum_{l>j} D_jl r_l. Range: n_out <= TW_PCA_MAX_AXES and |r_j| <= 2^20 (the clamp: near-unit
+ * axes never reach it, large shifts in a hand-made program would) keep every int64 sum below 2^62. */
 static void tw_pca_score_s16(int32_t *acc, int64_t total, int32_t n_out, const int32_t *multiplier,
                              const int8_t *shift, const int8_t *gram, int32_t gram_shift, int32_t score_shift,
                              int32_t *score)
@@ -121,7 +121,8 @@ static void tw_pca_score_s16(int32_t *acc, int64_t total, int32_t n_out, const i
     int32_t j;
     int32_t l;
     for (j = 0; j < n_out; j++) {
-        acc[j] = tw_requantize(acc[j], multiplier[j], shift[j]);
+        acc[j] = (int32_t)tw_clamp64(tw_requantize(acc[j], multiplier[j], shift[j]), -TW_PCA_R_LIMIT,
+                                     TW_PCA_R_LIMIT);
         total -= (int64_t)acc[j] * acc[j];
     }
     for (j = 0; j < n_out; j++) {
@@ -185,5 +186,6 @@ score_kernel(
     {"weights": "int8", "multiplier": "int32", "shift": "int8", "gram": "int8"},
     "PCA: r_j = clamp(requantize(sum_i w_ji q_i), +-2^20); score = sat32(max(0, sum q^2 - sum r_j^2 "
     "- round(r^T D r / 2^gram_shift)) >> shift), D the int8 upper triangle 'gram'",
-    C_TEMPLATE, limits={"TW_PCA_MAX_AXES": PCA_MAX_AXES, "TW_PCA_AXES": PCA_MAX_AXES, "TW_PCA_IN_STREAM": 0},
+    C_TEMPLATE, limits={"TW_PCA_MAX_AXES": PCA_MAX_AXES, "TW_PCA_AXES": PCA_MAX_AXES, "TW_PCA_IN_STREAM": 0,
+                         "TW_PCA_R_LIMIT": PCA_R_LIMIT},
     op_limits=lambda op: {"TW_PCA_AXES": int(op.consts["weights"].shape[0])}, check=_check_pca)
