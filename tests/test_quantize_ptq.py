@@ -16,6 +16,7 @@ from tinywarden.pipeline import Pipeline
 from tinywarden.program import run_int8
 from tinywarden.quantize import compare_int8, int8_sections, load_program, quantize_pipeline
 from tinywarden.quantize.ptq import normal_windows
+from tinywarden.target import missing_tools, module_size
 
 
 def held_out_auc(pipe, prog):
@@ -160,3 +161,29 @@ def test_pca_with_too_many_features_for_the_accumulator_is_refused():
     pipe = Pipeline(make_detector("pca", n_components=2), 8, 8, ("mean", "std")).fit(s)
     with pytest.raises(ConfigError, match=f"at most 64 components and {PCA_MAX_INPUTS} features"):
         quantize_pipeline(pipe, s)
+
+
+@pytest.mark.skipif(bool(missing_tools(("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm"))),
+                    reason="needs the ARM toolchain to size the module")
+def test_export_c_sizes_the_module_and_writes_nothing_over_a_budget(tmp_path):
+    # `export --target c` wrote any module silently: a 9-channel device's adapting module was 8.4 KB of flash and
+    # 5.1 KB of RAM with nothing saying it was over the 8 KB / 4 KB the tune command had been given
+    pipe, _ = fitted("gaussian")
+    _, train = camera()
+    extra, arrays, _ = int8_sections(pipe, train)
+    save_pipeline(pipe, tmp_path / "m.twb", extra=extra, extra_arrays=arrays)
+    r = cli("export", str(tmp_path / "m.twb"), "--out", str(tmp_path / "c"), "--flash", "8KB", "--ram", "4KB")
+    assert r.returncode == 0, r.stderr
+    size = module_size(tmp_path / "c")
+    assert f"{size.flash:,} B flash, {size.ram_with_state:,} B RAM" in r.stdout
+    over = str(size.flash - 1)
+    r = cli("export", str(tmp_path / "m.twb"), "--out", str(tmp_path / "c2"), "--flash", over)
+    assert r.returncode == 2 and f"flash {size.flash:,} B > {size.flash - 1:,} B" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c2").exists()
+    r = cli("export", str(tmp_path / "m.twb"), "--out", str(tmp_path / "c3"), "--ram", "1KB", "--core", "cortex-m0plus")
+    assert r.returncode == 2 and "over the budget on cortex-m0plus" in r.stderr and "RAM" in r.stderr
+    r = cli("export", str(tmp_path / "m.twb"), "--target", "onnx", "--out", str(tmp_path / "o"), "--flash", "8KB")
+    assert r.returncode == 2 and "only --target c is sized" in r.stderr
+    (tmp_path / "file").write_text("")
+    r = cli("export", str(tmp_path / "m.twb"), "--out", str(tmp_path / "file"))
+    assert r.returncode == 2 and "is not a directory" in r.stderr

@@ -20,26 +20,75 @@ def export(
                                         "tflite (fully-integer .tflite), onnx (float + QDQ int8 .onnx)")] = "c",
     policy: Annotated[Path | None, typer.Option(help="Response policy TOML: with --target c, the module also "
                                                 "gets the response state machine (tw_respond)")] = None,
+    flash: Annotated[str | None, typer.Option(
+        help="With --target c: the device's flash budget for the module, e.g. 8KB; a module over it is not "
+             "written")] = None,
+    ram: Annotated[str | None, typer.Option(
+        help="With --target c: the RAM budget (static RAM + the caller-owned state), e.g. 4KB")] = None,
+    core: Annotated[str, typer.Option(help="With --target c: the Cortex-M core the module is sized for")] = (
+        "cortex-m4"),
 ) -> None:
-    """Export MODEL for a device: `--target c` writes tinywarden_model.h/.c (no malloc, integer only)."""
+    """Export MODEL for a device: `--target c` writes tinywarden_model.h/.c (no malloc, integer only) and, where
+    the ARM toolchain is installed, prints the module's flash and RAM on --core (checked against --flash/--ram)."""
     from tinywarden.codegen import export as export_model
+    from tinywarden.errors import ConfigError
     from tinywarden.modelfile import load_pipeline
 
     if policy is not None and target != "c":
-        from tinywarden.errors import ConfigError
-
         raise ConfigError(f"--policy {policy}: only --target c can carry the response machine (got {target!r})")
+    budget = (flash, ram) != (None, None)
+    if budget and target != "c":
+        raise ConfigError(f"--flash/--ram: only --target c is sized here (got {target!r})")
     pipeline = load_pipeline(str(model))
+    if target != "c":
+        paths = export_model(pipeline, target, out, source=str(model))
+    else:
+        paths = _export_c_sized(pipeline, model, out, policy, flash, ram, core)
+    for p in paths:
+        console.print(f"wrote {p} ({p.stat().st_size} B)")
+
+
+def _export_c_sized(pipeline: object, model: Path, out: Path, policy: Path | None, flash: str | None,
+                    ram: str | None, core: str) -> list[Path]:
+    """Generate the C module in a scratch folder, measure it on ``core`` (when the toolchain is there) and move it
+    to ``out`` unless it is over a given budget: then nothing is written and the error names both figures."""
+    import shutil
+    import tempfile
+
+    from tinywarden.codegen.c import export_c
+    from tinywarden.errors import ConfigError
+    from tinywarden.target import get_target, missing_tools, module_size
+    from tinywarden.tune import parse_bytes
+
+    limits = (parse_bytes(flash, "--flash") if flash is not None else None,
+              parse_bytes(ram, "--ram") if ram is not None else None)
+    cpu = get_target(core).name
+    pol = None
     if policy is not None:
-        from tinywarden.codegen.c import export_c
         from tinywarden.respond.policy import load_policy
 
         pol = load_policy(policy)
-        paths = export_c(pipeline, out, source=str(model), policy=pol)
-    else:
-        paths = export_model(pipeline, target, out, source=str(model))
-    for p in paths:
-        console.print(f"wrote {p} ({p.stat().st_size} B)")
+    missing = missing_tools(("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm"))
+    if missing and limits != (None, None):
+        raise ConfigError(f"--flash/--ram: cannot size the module without the ARM toolchain: {missing[0]}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory")
+    with tempfile.TemporaryDirectory(prefix="tw-export-") as tmp:
+        made = export_c(pipeline, Path(tmp), source=str(model), policy=pol)
+        if missing:
+            console.print(f"[yellow]not sized: {missing[0]}[/yellow]")
+        else:
+            size = module_size(Path(tmp), cpu)
+            over = [f"{what} {need:,} B > {have:,} B" for what, need, have in
+                    (("flash", size.flash, limits[0]), ("RAM", size.ram_with_state, limits[1]))
+                    if have is not None and need > have]
+            if over:
+                raise ConfigError(f"{model}: the module is over the budget on {cpu} ({'; '.join(over)}); nothing "
+                                  "written: `tinywarden tune` searches a pipeline that fits")
+            console.print(f"module on {cpu} (-Os): {size.flash:,} B flash, {size.ram_with_state:,} B RAM "
+                          f"({size.static_ram:,} static + {size.state_bytes:,} state)")
+        out.mkdir(parents=True, exist_ok=True)
+        return [Path(shutil.copy2(p, out / p.name)) for p in made]
 
 
 @app.command("quantize-report")
