@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tinywarden.arith import C_HELPERS, score_from_total
+from tinywarden.arith import C_HELPERS, INT32_MAX, score_from_total
 from tinywarden.errors import ConfigError
 
 #: C types of the tensor and constant dtypes a kernel may use.
@@ -242,11 +242,14 @@ REQUANT_SHIFT_MIN, REQUANT_SHIFT_MAX = -31, 30
 
 def per_output(op: Op, n: int, names: tuple[str, ...] = ("multiplier", "shift")) -> None:
     """Constants ``names`` hold one value per output (``(n,)``); the one named ``shift`` lies in the
-    requantization shift range (:func:`requant_shifts`)."""
+    requantization shift range (:func:`requant_shifts`), the one named ``multiplier`` in the multiplier range
+    (:func:`requant_multipliers`)."""
     bad = [c for c in names if const_shape(op, c) != (n,)]
     require(not bad, f"constant(s) {', '.join(bad)} must hold {n} value(s)")
     if "shift" in names:
         requant_shifts(op, "shift")
+    if "multiplier" in names:
+        requant_multipliers(op, "multiplier")
 
 
 def requant_shifts(op: Op, *names: str) -> None:
@@ -255,6 +258,16 @@ def requant_shifts(op: Op, *names: str) -> None:
         a = np.asarray(op.consts[c]).astype(np.int64)
         require(not a.size or (int(a.min()) >= REQUANT_SHIFT_MIN and int(a.max()) <= REQUANT_SHIFT_MAX),
                 f"constant {c!r} must lie in [{REQUANT_SHIFT_MIN}, {REQUANT_SHIFT_MAX}]")
+
+
+def requant_multipliers(op: Op, *names: str) -> None:
+    """The constants ``names``, Q31 multipliers that ``tw_requantize`` and ``tw_requantize32`` apply, lie in their
+    defined range ``[0, INT32_MAX]`` (:func:`tinywarden.arith.quantize_multiplier`'s): ``tw_requantize32`` leaves out
+    the one saturating product, ``INT32_MIN * INT32_MIN``, that a negative multiplier would meet."""
+    for c in names:
+        a = np.asarray(op.consts[c]).astype(np.int64)
+        require(not a.size or (int(a.min()) >= 0 and int(a.max()) <= INT32_MAX),
+                f"constant {c!r} must lie in [0, {INT32_MAX}]")
 
 
 def activation(op: Op, dtype: str, zero_point: str) -> None:

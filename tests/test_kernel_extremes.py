@@ -1,0 +1,104 @@
+"""The kernels at the extremes of what their own argument checks accept: a program whose constants are valid but
+extreme (a hand-made or hostile model file: shifts and multipliers at the ends of their ranges, weights, offsets and
+biases at their dtype's limits) must still run bit-exact with the Python reference in the generated C, with no
+undefined behaviour (ASan/UBSan), on ordinary and on saturated samples. A value the program's validation rejects is
+out of scope: the C never meets it."""
+
+import dataclasses
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from int8_fixtures import camera, fitted
+from test_codegen_c import assert_bit_exact, build
+from tinywarden.arith import INT32_MAX, INT32_MIN
+from tinywarden.errors import ConfigError
+from tinywarden.program import Program
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+
+
+def inputs() -> tuple[np.ndarray, np.ndarray]:
+    """1,500 ordinary rows of the simulated camera, and a copy whose rows 512-703 swing between +-1e30 and whose rows
+    832-1023 and 1216-1407 hold +1e30 and -1e30: windows (128 rows, stride 64) at the int16 limits, steps of 65535."""
+    values = camera()[0].values[6000:7500]
+    sat = values.copy()
+    sat[512:704:2], sat[513:704:2] = 1e30, -1e30
+    sat[832:1024], sat[1216:1408] = 1e30, -1e30
+    return values, sat
+
+
+def cycled(a: np.ndarray, values: list[int]) -> np.ndarray:
+    """An array of ``a``'s shape and dtype holding ``values`` over and over."""
+    return np.resize(np.array(values, dtype=np.int64), a.size).reshape(a.shape).astype(a.dtype)
+
+
+def with_op(prog: Program, i: int, consts: dict | None = None, **attrs: object) -> Program:
+    """``prog`` with some constants and attributes of its op ``i`` replaced (not validated)."""
+    op = prog.ops[i]
+    new = dataclasses.replace(op, consts={**op.consts, **(consts or {})}, attrs={**op.attrs, **attrs})
+    return dataclasses.replace(prog, ops=(*prog.ops[:i], new, *prog.ops[i + 1:]))
+
+
+def accepted(prog: Program) -> bool:
+    """Whether the program's validation (every kernel's argument check) accepts ``prog``."""
+    try:
+        prog.validate()
+    except ConfigError:
+        return False
+    return True
+
+
+def assert_c_matches(prog: Program, tmp, label: str) -> None:
+    """``prog``'s C, built with ASan/UBSan, returns the Python reference's results on both inputs."""
+    out = tmp / label.replace(" ", "_").replace("=", "")
+    out.mkdir()
+    exe = build(prog, out, SANITIZE)
+    for name, values in zip(("ordinary", "saturated"), inputs(), strict=True):
+        try:
+            assert_bit_exact(prog, exe, values, out)
+        except subprocess.CalledProcessError as exc:
+            raise AssertionError(f"{label}, {name} samples: the C failed: {exc.stderr[-600:]}") from None
+        except AssertionError as exc:
+            raise AssertionError(f"{label}, {name} samples: C and Python disagree {exc}") from None
+
+
+def assert_rejected_or_matching(cases: list[tuple[str, Program]], tmp, want_accepted: int = 1) -> None:
+    """Every case the validation accepts runs bit-exact in C; at least ``want_accepted`` are accepted (so the test
+    compares real outputs)."""
+    n = 0
+    for label, prog in cases:
+        if accepted(prog):
+            n += 1
+            assert_c_matches(prog, tmp, label)
+    assert n >= want_accepted, f"only {n} of {len(cases)} extreme programs are valid"
+
+
+def test_requantization_of_a_saturated_value_with_a_negative_multiplier_is_rejected_or_alike_in_c(tmp_path):
+    # tw_requantize32 (the features' requantization, a fully connected layer) leaves out tw_doubling_high_mult's one
+    # saturating case, INT32_MIN * INT32_MIN, as its range is multiplier >= 0; the checks took any int32 multiplier.
+    # A value saturated to INT32_MIN (or shifted left to it) times a multiplier of INT32_MIN wrapped to INT32_MIN in
+    # the C where the Python reference saturates to INT32_MAX: the lowest output for the highest.
+    _, dense = fitted("dense_ae")
+    dense = dataclasses.replace(dense, adaptation=None)  # the adaptation bounds the features' offsets further
+    rq, fc = dense.ops[1].consts, dense.ops[2].consts
+    _, knn = fitted("knn")
+    knn = dataclasses.replace(knn, adaptation=None)
+    cases = []
+    for m in (INT32_MIN, 0, INT32_MAX):
+        cases += [
+            (f"features m={m}", with_op(dense, 1, {"offset": cycled(rq["offset"], [INT32_MAX, INT32_MIN]),
+                                                   "multiplier": cycled(rq["multiplier"], [m]),
+                                                   "shift": cycled(rq["shift"], [1, 0, 30, -31])})),
+            (f"features s16 m={m}", with_op(knn, 1, {"offset": cycled(knn.ops[1].consts["offset"], [INT32_MAX]),
+                                                     "multiplier": cycled(knn.ops[1].consts["multiplier"], [m]),
+                                                     "shift": cycled(knn.ops[1].consts["shift"], [1])})),
+            # a bias of -2^30 takes the accumulator to -2^30, shifted left by one to INT32_MIN
+            (f"fc m={m}", with_op(dense, 2, {"bias": np.full_like(fc["bias"], -(2**30) - 2**20),
+                                             "multiplier": cycled(fc["multiplier"], [m]),
+                                             "shift": cycled(fc["shift"], [1])})),
+        ]
+    assert_rejected_or_matching(cases, tmp_path, want_accepted=6)
