@@ -102,3 +102,15 @@ def test_requantization_of_a_saturated_value_with_a_negative_multiplier_is_rejec
                                              "shift": cycled(fc["shift"], [1])})),
         ]
     assert_rejected_or_matching(cases, tmp_path, want_accepted=6)
+
+
+def test_rbf_kernel_with_a_negative_multiplier_is_rejected_or_alike_in_c(tmp_path):
+    # The one-class SVM's requantized squared distance u is taken as >= 0: 2^-u is read from the table as
+    # pow2[u & mask] >> (u >> frac_bits). A negative multiplier (int32, accepted by the check) made u negative and
+    # both kernels shift right by a negative amount: undefined behaviour in the C, numpy's own in Python.
+    _, prog = fitted("ocsvm")
+    c = prog.ops[2].consts
+    cases = [(f"rbf m={m} shift={s}", with_op(prog, 2, {"multiplier": np.full_like(c["multiplier"], m),
+                                                         "shift": np.full_like(c["shift"], s)}))
+             for m, s in ((INT32_MIN, 0), (-1, 30), (0, 0), (INT32_MAX, 30), (INT32_MAX, -31))]
+    assert_rejected_or_matching(cases, tmp_path, want_accepted=3)

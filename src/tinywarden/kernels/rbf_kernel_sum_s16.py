@@ -10,6 +10,7 @@ from tinywarden.kernels.base import (
     ProgramView,
     const_shape,
     int_attr,
+    requant_multipliers,
     requant_shifts,
     require,
     score_kernel,
@@ -58,6 +59,7 @@ def _check_rbf(op: Op, p: ProgramView) -> None:
     require(all(const_shape(op, k) == (1,) for k in ("pre_shift", "multiplier", "shift"))
              and 0 <= int(op.consts["pre_shift"][0]) <= 62, "pre_shift, multiplier, shift must be one value each")
     requant_shifts(op, "shift")
+    requant_multipliers(op, "multiplier")  # u >= 0: the table's shift u >> frac_bits is never negative
 
 
 C_TEMPLATE = r"""
@@ -72,8 +74,9 @@ C_TEMPLATE = r"""
  *   k = pow2[u & (2^frac_bits - 1)] >> (u >> frac_bits), or 0 from 2^-32 on      (2^-u in Q15)
  * score = sat32(((sum_j alpha[j] * (pow2[0] - k)) >> 15 + max(0, min_j u - tail_from)) >> shift): far
  * from every support vector, high score; beyond tail_from every k is 0, and the nearest support vector
- * still ranks the windows there. Range: alpha >= 0, the pow2 table has 2^frac_bits entries (Q15),
- * sv_shift <= TW_RBF_MAX_SV_SHIFT (|sv * 2^sv_shift| <= 2^15, so |d| <= 2^16), n * 2^32 < 2^63. */
+ * still ranks the windows there. Range: multiplier in [0, INT32_MAX] (so u >= 0), alpha >= 0, the pow2 table
+ * has 2^frac_bits entries (Q15), sv_shift <= TW_RBF_MAX_SV_SHIFT (|sv * 2^sv_shift| <= 2^15, so |d| <= 2^16),
+ * n * 2^32 < 2^63. */
 static void tw_rbf_kernel_sum_s16(const int16_t *x, int32_t n, const int8_t *sv, int32_t n_sv, int32_t sv_shift,
                                   const int16_t *alpha, const int16_t *pow2, int32_t frac_bits, int32_t tail_from,
                                   const int32_t *pre_shift, const int32_t *multiplier, const int8_t *shift_c,
