@@ -114,3 +114,18 @@ def test_rbf_kernel_with_a_negative_multiplier_is_rejected_or_alike_in_c(tmp_pat
                                                          "shift": np.full_like(c["shift"], s)}))
              for m, s in ((INT32_MIN, 0), (-1, 30), (0, 0), (INT32_MAX, 30), (INT32_MAX, -31))]
     assert_rejected_or_matching(cases, tmp_path, want_accepted=3)
+
+
+@pytest.mark.parametrize("aggregate", [0, 1])
+def test_ar_residual_with_a_negative_multiplier_is_rejected_or_alike_in_c(aggregate, tmp_path):
+    # A channel's z-score is min(requantize(sum |e| >> pre_shift), 2^24) in the Python reference, clamped to
+    # [0, 2^24] in the C: equal for the multipliers >= 0 the quantizer makes, not for a negative one (any int32 passed
+    # the check). The C took 0 for the Python's negative z; summing z^2 of z near INT32_MIN overflows int64.
+    _, prog = fitted("ar")
+    c = prog.ops[0].consts
+    cases = [(f"ar m={m} shift={s}", with_op(prog, 0, {"multiplier": np.full_like(c["multiplier"], m),
+                                                        "shift": np.full_like(c["shift"], s),
+                                                        "pre_shift": np.zeros_like(c["pre_shift"])},
+                                             aggregate=aggregate))
+             for m, s in ((INT32_MIN, 30), (-1, 0), (0, 0), (INT32_MAX, 30), (INT32_MAX, -31))]
+    assert_rejected_or_matching(cases, tmp_path, want_accepted=3)

@@ -10,6 +10,7 @@ from tinywarden.kernels.base import (
     ProgramView,
     const_shape,
     int_attr,
+    requant_multipliers,
     requant_shifts,
     require,
     score_kernel,
@@ -48,6 +49,7 @@ def _check_ar(op: Op, p: ProgramView) -> None:
     bad = [n for n in ("bias", "pre_shift", "multiplier", "shift") if const_shape(op, n) != (ch,)]
     require(not bad, f"constant(s) {', '.join(bad)} must have one entry per channel ({ch})")
     requant_shifts(op, "shift")
+    requant_multipliers(op, "multiplier")  # z >= 0: the C's clamp of z to [0, AR_Z_MAX] is the Python's min
     pre = np.asarray(op.consts["pre_shift"])
     require(bool(np.all((pre >= 0) & (pre <= 62))), "pre_shift must be in [0, 62]")
 
@@ -61,7 +63,8 @@ C_TEMPLATE = r"""
  *   e[t] = q[t] * 2^frac_bits - sum_{i<order} coef[c][i] * q[t-1-i] - bias[c]     (Q frac_bits)
  *   z[c] = min(requantize(sum_t |e[t]| >> pre_shift[c], multiplier[c], shift_c[c]), TW_AR_Z_MAX)
  * score = sat32(T >> shift) with T = max_c z[c] (aggregate 0) or sum_c z[c]^2 (aggregate 1).
- * Range: horizon <= w - order, frac_bits <= 20, coef any int32, order <= 16, n_ch <= 2^14. */
+ * Range: horizon <= w - order, frac_bits <= 20, coef any int32, order <= 16, n_ch <= 2^14, multiplier in
+ * [0, INT32_MAX] (so z >= 0). */
 static void tw_ar_residual_s16(const int16_t *ring, int32_t head, int32_t w, int32_t n_ch, int32_t order,
                                int32_t horizon, int32_t frac_bits, const int32_t *coef, const int64_t *bias,
                                const int32_t *pre_shift, const int32_t *multiplier, const int8_t *shift_c,
