@@ -15,7 +15,7 @@ from int8_fixtures import camera, fitted
 from test_codegen_c import assert_bit_exact, build
 from tinywarden.arith import INT32_MAX, INT32_MIN
 from tinywarden.errors import ConfigError
-from tinywarden.program import Program
+from tinywarden.program import MAX_WINDOW, Program
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc to compile the generated C")
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
@@ -52,12 +52,13 @@ def accepted(prog: Program) -> bool:
     return True
 
 
-def assert_c_matches(prog: Program, tmp, label: str) -> None:
-    """``prog``'s C, built with ASan/UBSan, returns the Python reference's results on both inputs."""
+def assert_c_matches(prog: Program, tmp, label: str, samples: tuple[np.ndarray, ...] | None = None) -> None:
+    """``prog``'s C, built with ASan/UBSan, returns the Python reference's results on each of ``samples`` (by default
+    :func:`inputs`)."""
     out = tmp / label.replace(" ", "_").replace("=", "")
     out.mkdir()
     exe = build(prog, out, SANITIZE)
-    for name, values in zip(("ordinary", "saturated"), inputs(), strict=True):
+    for name, values in zip(("ordinary", "saturated", "third"), samples or inputs(), strict=False):
         try:
             assert_bit_exact(prog, exe, values, out)
         except subprocess.CalledProcessError as exc:
@@ -66,14 +67,15 @@ def assert_c_matches(prog: Program, tmp, label: str) -> None:
             raise AssertionError(f"{label}, {name} samples: C and Python disagree {exc}") from None
 
 
-def assert_rejected_or_matching(cases: list[tuple[str, Program]], tmp, want_accepted: int = 1) -> None:
-    """Every case the validation accepts runs bit-exact in C; at least ``want_accepted`` are accepted (so the test
-    compares real outputs)."""
+def assert_rejected_or_matching(cases: list[tuple[str, Program]], tmp, want_accepted: int = 1,
+                                samples: tuple[np.ndarray, ...] | None = None) -> None:
+    """Every case the validation accepts runs bit-exact in C (:func:`assert_c_matches`); at least ``want_accepted``
+    are accepted (so the test compares real outputs)."""
     n = 0
     for label, prog in cases:
         if accepted(prog):
             n += 1
-            assert_c_matches(prog, tmp, label)
+            assert_c_matches(prog, tmp, label, samples)
     assert n >= want_accepted, f"only {n} of {len(cases)} extreme programs are valid"
 
 
@@ -129,3 +131,22 @@ def test_ar_residual_with_a_negative_multiplier_is_rejected_or_alike_in_c(aggreg
                                              aggregate=aggregate))
              for m, s in ((INT32_MIN, 30), (-1, 0), (0, 0), (INT32_MAX, 30), (INT32_MAX, -31))]
     assert_rejected_or_matching(cases, tmp_path, want_accepted=3)
+
+
+def test_ar_residual_bias_is_bounded_so_its_sums_stay_within_int64(tmp_path):
+    # The bias (int64, any value passed the check) is subtracted from q * 2^frac_bits and |e| summed over the horizon:
+    # a bias near the int64 limits overflowed the C's int64 (undefined behaviour, UBSan) and wrapped in numpy. At the
+    # bound both sides agree even in the worst case of the sums: the longest window and horizon, order 16,
+    # coefficients at INT32_MIN and every sample at an int16 limit (|e| = 2^51 + 2^35 a step, 4080 steps).
+    _, prog = fitted("ar")
+    c = prog.ops[0].consts
+    cases = [(f"ar bias {lo} {hi}", with_op(prog, 0, {"bias": cycled(c["bias"], [lo, hi])}))
+             for lo, hi in ((-(2**63), 2**63 - 1), (-(2**62), 2**62), (-(2**50) - 1, 2**50 + 1), (-(2**50), 2**50))]
+    assert_rejected_or_matching(cases, tmp_path)
+    order = 16
+    wide = dataclasses.replace(prog, window=MAX_WINDOW)
+    worst = with_op(wide, 0, {"coef": np.full(prog.n_channels * order, INT32_MIN, dtype=np.int32),
+                              "bias": cycled(c["bias"], [2**50, -(2**50)])},
+                    order=order, horizon=MAX_WINDOW - order, aggregate=1)
+    low, high = (np.full((MAX_WINDOW + 2 * prog.stride, prog.n_channels), v) for v in (-1e30, 1e30))
+    assert_rejected_or_matching([("ar worst case", worst)], tmp_path, samples=(low, high))

@@ -19,6 +19,9 @@ from tinywarden.kernels.base import (
 #: Largest per-channel mean robust z-score of ``ar_residual_s16`` (its square, summed over up to 2**14
 #: channels, stays within int64).
 AR_Z_MAX = 2**24
+#: Largest |bias| of ``ar_residual_s16``: a forecast miss |e| is then at most 2^35 (q 2^20) + 16 * 2^46 (the lags)
+#: + 2^50 = 2^51 + 2^35, and its sum over a horizon of fewer than MAX_WINDOW = 2^12 steps stays within int64.
+AR_BIAS_MAX = 2**50
 
 
 def _ar_residual(srcs: list[np.ndarray], op: Op) -> np.ndarray:
@@ -50,6 +53,9 @@ def _check_ar(op: Op, p: ProgramView) -> None:
     require(not bad, f"constant(s) {', '.join(bad)} must have one entry per channel ({ch})")
     requant_shifts(op, "shift")
     requant_multipliers(op, "multiplier")  # z >= 0: the C's clamp of z to [0, AR_Z_MAX] is the Python's min
+    bias = np.asarray(op.consts["bias"])
+    require(not bias.size or (int(bias.min()) >= -AR_BIAS_MAX and int(bias.max()) <= AR_BIAS_MAX),
+            f"bias must lie in [-{AR_BIAS_MAX}, {AR_BIAS_MAX}] (the int64 sums of the forecast misses)")
     pre = np.asarray(op.consts["pre_shift"])
     require(bool(np.all((pre >= 0) & (pre <= 62))), "pre_shift must be in [0, 62]")
 
@@ -63,8 +69,8 @@ C_TEMPLATE = r"""
  *   e[t] = q[t] * 2^frac_bits - sum_{i<order} coef[c][i] * q[t-1-i] - bias[c]     (Q frac_bits)
  *   z[c] = min(requantize(sum_t |e[t]| >> pre_shift[c], multiplier[c], shift_c[c]), TW_AR_Z_MAX)
  * score = sat32(T >> shift) with T = max_c z[c] (aggregate 0) or sum_c z[c]^2 (aggregate 1).
- * Range: horizon <= w - order, frac_bits <= 20, coef any int32, order <= 16, n_ch <= 2^14, multiplier in
- * [0, INT32_MAX] (so z >= 0). */
+ * Range: horizon <= w - order, frac_bits <= 20, coef any int32, |bias| <= 2^50 (so sum_t |e[t]| < 2^12 (2^51 +
+ * 2^35) fits int64), order <= 16, n_ch <= 2^14, multiplier in [0, INT32_MAX] (so z >= 0). */
 static void tw_ar_residual_s16(const int16_t *ring, int32_t head, int32_t w, int32_t n_ch, int32_t order,
                                int32_t horizon, int32_t frac_bits, const int32_t *coef, const int64_t *bias,
                                const int32_t *pre_shift, const int32_t *multiplier, const int8_t *shift_c,
