@@ -295,3 +295,16 @@ def test_a_terminated_range_tears_itself_down(tmp_path: Path) -> None:
     left = subprocess.run(["pgrep", "-f", str(tmp_path / "w")], capture_output=True, text=True).stdout
     assert not left.strip(), left
     assert not (tmp_path / "r.md").exists()
+
+
+def test_the_refit_study_gives_back_the_run_and_rescores_its_samples(small_range: attack_range.RangeResult) -> None:
+    from dataclasses import asdict
+
+    study = attack_range.refit_study(Path(small_range.config["workdir"]), asdict(small_range))
+    assert study["exact"], study  # floor 0.05 with the run's features: the run's own int8 threshold
+    rows = study["rows"]
+    assert [r["floor"] for r in rows[: len(attack_range.REFIT_FLOORS)]] == list(attack_range.REFIT_FLOORS)
+    assert rows[0]["left_out"] == [] and rows[0]["first_alarm_windows"]["flood"] is not None, rows[0]
+    assert {r["threshold"] for r in rows} != {rows[0]["threshold"]}  # another floor or feature set moves it
+    md = attack_range.refit_study_markdown(study, "cmd")
+    assert md.count("\n| 0.05 | - |") == 1 and "gives it back: yes" in md
