@@ -150,3 +150,21 @@ def test_ar_residual_bias_is_bounded_so_its_sums_stay_within_int64(tmp_path):
                     order=order, horizon=MAX_WINDOW - order, aggregate=1)
     low, high = (np.full((MAX_WINDOW + 2 * prog.stride, prog.n_channels), v) for v in (-1e30, 1e30))
     assert_rejected_or_matching([("ar worst case", worst)], tmp_path, samples=(low, high))
+
+
+def test_convolution_with_a_bias_at_the_int32_limits_is_alike_in_c(tmp_path):
+    # A layer's bias is any int32 (the check's range, and CMSIS-NN's): the Python reference sums bias and products in
+    # int64 and requantizes the sum saturated, the C summed them in int32 and overflowed (undefined behaviour, UBSan)
+    # as soon as a product pushed a bias near INT32_MAX or INT32_MIN past it.
+    _, prog = fitted("conv_ae")
+    cases = []
+    for i, op in enumerate(prog.ops):
+        if op.kind == "convolve_1d_s8":
+            c = op.consts
+            cases += [(f"conv{i} bias max", with_op(prog, i, {"bias": np.full_like(c["bias"], INT32_MAX),
+                                                               "weights": cycled(c["weights"], [127, -128, 127])},
+                                                     input_offset=255)),
+                      (f"conv{i} bias min", with_op(prog, i, {"bias": np.full_like(c["bias"], INT32_MIN),
+                                                               "weights": cycled(c["weights"], [-128, 127, -128])},
+                                                     input_offset=-255, output_offset=127))]
+    assert_rejected_or_matching(cases, tmp_path, want_accepted=len(cases))

@@ -62,7 +62,9 @@ C_TEMPLATE = r"""
  * (nearest-neighbour), then zero-padded by `padding` rows of real zero (positions outside contribute
  * nothing, as TFLite's input-offset padding): out[l][o] = clamp(requantize(bias[o] + sum_{j,c}
  * w[o][c][j] * (x[l*stride + j - padding][c] + input_offset), multiplier[o], shift[o]) + output_offset,
- * activation). Range: as tw_fully_connected_s8 with n_in = c_in * k. */
+ * activation). The sum is int64, as the Python reference's: any int32 bias plus c_in * k products, each
+ * |w (x + input_offset)| <= 128 * 383, cannot overflow it, and tw_requantize saturates it.
+ * Range: input_offset in [-255, 255], output_offset and the activation in [-128, 127]. */
 static void tw_convolve_1d_s8(const tw_conv_params_t *conv_params, const tw_per_channel_quant_params_t *quant_params,
                               const tw_dims_t *input_dims, const int8_t *in, const tw_dims_t *filter_dims,
                               const int8_t *weights, const int32_t *bias, const tw_dims_t *output_dims, int8_t *out)
@@ -78,7 +80,7 @@ static void tw_convolve_1d_s8(const tw_conv_params_t *conv_params, const tw_per_
     int32_t c;
     for (l = 0; l < output_dims->w; l++) {
         for (o = 0; o < c_out; o++) {
-            int32_t acc = bias[o];
+            int64_t acc = bias[o];
             int64_t q;
             for (j = 0; j < k; j++) {
                 int32_t p = l * conv_params->stride + j - conv_params->padding;
