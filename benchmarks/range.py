@@ -1679,12 +1679,15 @@ def threshold_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
 #: fraction of its channel's spread; 0.05 is the product's) and features left out of the run's set.
 REFIT_FLOORS = (0.05, 0.1, 0.25, 0.5)
 REFIT_DROPS: tuple[tuple[str, ...], ...] = ((), ("min",))
+#: ... and longer windows: multiples of the run's (its stride and features, the product's floor).
+REFIT_WINDOW_FACTORS = (2, 4)
 
 
 def refit_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
     """A range run's own samples (:data:`SAMPLES_TRACE`) rescored by its pipeline refitted on its recording with
     another scale floor or without some features (:data:`REFIT_FLOORS`, :data:`REFIT_DROPS`): the int8 program's
-    scores and confidences, through the run's policy (:func:`replay_policy`). A diagnostic of where a false action
+    scores and confidences, through the run's policy (:func:`replay_policy`); also with longer windows
+    (:data:`REFIT_WINDOW_FACTORS`). A diagnostic of where a false action
     comes from, chosen after the run was seen: the telemetry after an action the run took is what that action made,
     and the as-run row (floor 0.05, nothing left out) shows whether the replay gives back the run."""
     from unittest import mock
@@ -1714,30 +1717,30 @@ def refit_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
     spans = [(a["attack"], *a["span"]) for a in result["attacks"]]
     out: dict[str, Any] = {"samples": len(t), "run_threshold": ran_threshold, "features": list(ran.features),
                            "run_false_actions": result["normal"]["false_actions"], "rows": []}
-    for drop in REFIT_DROPS:
+    variants = [(scale_floor, drop, ran.window) for drop in REFIT_DROPS for scale_floor in REFIT_FLOORS
+                if not drop or any(f in drop for f in ran.features)]
+    variants += [(REFIT_FLOORS[0], (), ran.window * k) for k in REFIT_WINDOW_FACTORS]
+    for scale_floor, drop, window in variants:
         features = tuple(f for f in ran.features if f not in drop)
-        if drop and features == tuple(ran.features):
-            continue
-        for scale_floor in REFIT_FLOORS:
-            with mock.patch.object(pipeline_mod, "RELATIVE_SCALE_FLOOR", scale_floor):
-                det = make_detector(ran.detector.name, **ran.detector.get_params())
-                pipe = pipeline_mod.Pipeline(det, ran.window, ran.stride, features, ran.target_fpr, ran.k, ran.n,
-                                             likelihood_gate=ran.likelihood_gate).fit(series)
-                program = quantize_pipeline(pipe, series)
-            scores, _ = run_int8(program, x)
-            conf = run_confidence(program, scores, x)
-            conf = np.ones(len(scores)) if conf is None else conf.astype(np.float64) / 32768.0
-            ends = t[ran.window - 1 + ran.stride * np.arange(len(scores))]
-            alarms, false = replay_policy(ends, scores.astype(np.float64), conf, float(program.threshold), period,
-                                          bar, floor, spans, (n0, n1))
-            normal = (ends >= n0) & (ends < n1)
-            out["rows"].append({"floor": scale_floor, "left_out": list(drop), "threshold": int(program.threshold),
-                                "normal_peak_over_threshold": (round(float(scores[normal].max()) / program.threshold, 2)
-                                                               if normal.any() else None),
-                                "normal_windows_over": int((scores[normal] > program.threshold).sum()),
-                                "first_alarm_windows": alarms,
-                                "within_3": sum(w is not None and w <= 3 for w in alarms.values()),
-                                "false_actions": len(false), "false_entries": len(set(false))})  # fmt: skip
+        with mock.patch.object(pipeline_mod, "RELATIVE_SCALE_FLOOR", scale_floor):
+            det = make_detector(ran.detector.name, **ran.detector.get_params())
+            pipe = pipeline_mod.Pipeline(det, window, ran.stride, features, ran.target_fpr, ran.k, ran.n,
+                                         likelihood_gate=ran.likelihood_gate).fit(series)
+            program = quantize_pipeline(pipe, series)
+        scores, _ = run_int8(program, x)
+        conf = run_confidence(program, scores, x)
+        conf = np.ones(len(scores)) if conf is None else conf.astype(np.float64) / 32768.0
+        ends = t[window - 1 + ran.stride * np.arange(len(scores))]
+        alarms, false = replay_policy(ends, scores.astype(np.float64), conf, float(program.threshold), period,
+                                      bar, floor, spans, (n0, n1))
+        normal = (ends >= n0) & (ends < n1)
+        peak = round(float(scores[normal].max()) / program.threshold, 2) if normal.any() else None
+        out["rows"].append({"floor": scale_floor, "left_out": list(drop), "window": window,
+                            "threshold": int(program.threshold), "normal_peak_over_threshold": peak,
+                            "normal_windows_over": int((scores[normal] > program.threshold).sum()),
+                            "first_alarm_windows": alarms,
+                            "within_3": sum(w is not None and w <= 3 for w in alarms.values()),
+                            "false_actions": len(false), "false_entries": len(set(false))})  # fmt: skip
     out["exact"] = bool(out["rows"]) and out["rows"][0]["threshold"] == ran_threshold  # the as-run row
     return out
 
@@ -1745,21 +1748,22 @@ def refit_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
 def refit_study_markdown(study: dict[str, Any], command: str) -> str:
     rows = study["rows"]
     attacks = list(rows[0]["first_alarm_windows"]) if rows else []
-    lines = [f"Generated by `{command}`: the run's {study['samples']} samples rescored by its pipeline (features "
+    intro = (f"Generated by `{command}`: the run's {study['samples']} samples rescored by its pipeline (features "
              f"{', '.join(study['features'])}) refitted on its recording with another scale floor (a feature's scale "
-             "is at least this fraction of its channel's spread; the product's is 0.05) or without a feature, the "
-             f"int8 scores and confidences through the run's policy. The run had {study['run_false_actions']} false "
-             f"actions at threshold {study['run_threshold']} (the first row's refit gives it back: "
-             f"{'yes' if study['exact'] else '**no**'}). A diagnostic chosen after the run was seen, not a protocol: "
-             "after an action the run took, the telemetry is what that action made. First alarm in windows from the "
-             "attack's start (- not detected).",
-             "", "| scale floor | left out | threshold | normal peak / threshold | normal windows over | "
+             "is at least this fraction of its channel's spread; the product's is 0.05), without a feature or with "
+             "a longer window, the int8 scores and confidences through the run's policy. The run had "
+             f"{study['run_false_actions']} false actions at threshold {study['run_threshold']} (the first row's "
+             f"refit gives it back: {'yes' if study['exact'] else '**no**'}). A diagnostic chosen after the run was "
+             "seen, not a protocol: after an action the run took, the telemetry is what that action made. First "
+             "alarm in windows from the attack's start (- not detected).")
+    lines = [intro,
+             "", "| scale floor | left out | window | threshold | normal peak / threshold | normal windows over | "
              + " | ".join(attacks) + " | within 3 | false actions (entries) |",
-             "|---:|---|---:|---:|---:|" + "---:|" * len(attacks) + "---:|---:|"]
+             "|---:|---|---:|---:|---:|---:|" + "---:|" * len(attacks) + "---:|---:|"]
     for r in rows:
         alarm = [("-" if w is None else str(w)) for w in r["first_alarm_windows"].values()]
         peak = r["normal_peak_over_threshold"]
-        lines.append(f"| {r['floor']:g} | {', '.join(r['left_out']) or '-'} | {r['threshold']} | "
+        lines.append(f"| {r['floor']:g} | {', '.join(r['left_out']) or '-'} | {r['window']} | {r['threshold']} | "
                      f"{'-' if peak is None else format(peak, 'g')} | {r['normal_windows_over']} | " + " | ".join(alarm)
                      + f" | {r['within_3']}/{len(attacks)} | {r['false_actions']} ({r['false_entries']}) |")
     return "\n".join(lines) + "\n"

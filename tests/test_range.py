@@ -306,5 +306,8 @@ def test_the_refit_study_gives_back_the_run_and_rescores_its_samples(small_range
     assert [r["floor"] for r in rows[: len(attack_range.REFIT_FLOORS)]] == list(attack_range.REFIT_FLOORS)
     assert rows[0]["left_out"] == [] and rows[0]["first_alarm_windows"]["flood"] is not None, rows[0]
     assert {r["threshold"] for r in rows} != {rows[0]["threshold"]}  # another floor or feature set moves it
+    window = rows[0]["window"]
+    assert [r["window"] for r in rows[-len(attack_range.REFIT_WINDOW_FACTORS):]] == [
+        window * k for k in attack_range.REFIT_WINDOW_FACTORS]
     md = attack_range.refit_study_markdown(study, "cmd")
-    assert md.count("\n| 0.05 | - |") == 1 and "gives it back: yes" in md
+    assert md.count(f"\n| 0.05 | - | {window} |") == 1 and "gives it back: yes" in md
