@@ -44,7 +44,7 @@ C_TEMPLATE = r"""
  *   value = requantize(max(max_t q - hi[c], lo[c] - min_t q), value_multiplier[c], value_shift[c])
  *   step  = requantize(max_t |q[t] - q[t-1]| - rate[c], rate_multiplier[c], rate_shift[c])
  * score = floor(max_c max(value, step) / 2^shift): negative inside every bound, positive when one is broken.
- * Range: w >= 2, shift in [0, 31]; the requantized values are int32, so no sum overflows. */
+ * Range: w >= 2, shift in [0, 62]; the requantized values are int32, so no sum overflows. */
 static void tw_bounds_violation_s16(const int16_t *ring, int32_t head, int32_t w, int32_t n_ch, const int32_t *lo,
                                     const int32_t *hi, const int32_t *rate, const int32_t *value_multiplier,
                                     const int8_t *value_shift, const int32_t *rate_multiplier,
