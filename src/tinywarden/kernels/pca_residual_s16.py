@@ -63,7 +63,7 @@ def _check_pca(op: Op, p: ProgramView) -> None:
 C_TEMPLATE = r"""
 //@call: tw_pca_residual_s16(s->t_${src0}, ${weights_shape1}, ${weights_shape0}, ${c_weights}, ${c_multiplier},
 //@+ ${c_shift}, ${c_gram}, ${gram_shift}, ${shift}, s->t_${dst});
-//@requires: arith clamp64 score round64
+//@requires: arith score round64
 /* The input's part of the PCA score: acc[j] += sum_{i < n} w[j * stride + i] in[i] for each of the k axes j
  * (in: n consecutive inputs, w their columns of the int8 axes, stride the axes' full width); returns
  * sum in[i]^2. Called once on the whole input, or, when the feature stream computes the input
@@ -121,8 +121,8 @@ static void tw_pca_score_s16(int32_t *acc, int64_t total, int32_t n_out, const i
     int32_t j;
     int32_t l;
     for (j = 0; j < n_out; j++) {
-        acc[j] = (int32_t)tw_clamp64(tw_requantize(acc[j], multiplier[j], shift[j]), -TW_PCA_R_LIMIT,
-                                     TW_PCA_R_LIMIT);
+        int32_t r = tw_requantize(acc[j], multiplier[j], shift[j]);
+        acc[j] = (r > TW_PCA_R_LIMIT) ? TW_PCA_R_LIMIT : ((r < -TW_PCA_R_LIMIT) ? -TW_PCA_R_LIMIT : r);
         total -= (int64_t)acc[j] * acc[j];
     }
     for (j = 0; j < n_out; j++) {
