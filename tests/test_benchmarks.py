@@ -594,3 +594,21 @@ def test_mcu_page_reads_issue_16_goals_from_the_default_family_row():
     assert "instructions_per_window 47312 <= 50000: met" in line
     assert mcu.default_family_goals_md([rows[0]]) == []
     assert mcu.default_family_goals_md([{"label": DEFAULT_FAMILY, "family": DEFAULT_FAMILY, "error": "x"}]) == []
+
+
+def test_level_distance_refuses_the_test_seeds_and_measures_the_watchs_level_in_the_detectors_distance(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import level_distance
+
+    assert level_distance.main(["--seeds", "11", "--out", str(tmp_path / "x.md")]) == 2
+    assert "test's" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
+    from tinywarden.simulate import simulate
+
+    base = simulate("valve", 10, "none", seed=101)
+    cut = int(8 * 86400 / base.period)
+    pipe = level_distance._fit("gaussian", base.slice(0, cut), 0.05)
+    from tinywarden.replay import aligned_start
+
+    ends, a = level_distance.traced_replay(pipe, base, aligned_start(pipe, cut))
+    assert a.shape == (len(ends), 2) and len(ends) > 100 and np.isfinite(a).all()
+    assert 0.0 < a[:, 1].max() < 1.0  # unchanged normal: the day-long level stays well inside a window's threshold
