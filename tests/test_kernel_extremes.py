@@ -156,21 +156,30 @@ def test_ar_residual_bias_is_bounded_so_its_sums_stay_within_int64(tmp_path):
     assert_rejected_or_matching([("ar worst case", worst)], tmp_path, samples=(low, high))
 
 
-def test_convolution_with_a_bias_at_the_int32_limits_is_alike_in_c(tmp_path):
-    # A layer's bias is any int32 (the check's range, and CMSIS-NN's): the Python reference sums bias and products in
-    # int64 and requantizes the sum saturated, the C summed them in int32 and overflowed (undefined behaviour, UBSan)
-    # as soon as a product pushed a bias near INT32_MAX or INT32_MIN past it.
+def test_a_convolution_bias_that_could_overflow_the_int32_sum_is_rejected_and_the_largest_accepted_is_alike_in_c(
+        tmp_path):
+    # A layer's bias took any int32: the Python reference sums bias and products in int64 and requantizes the sum
+    # saturated, the C sums them in int32 (as CMSIS-NN) and overflowed (undefined behaviour, UBSan) as soon as a
+    # product pushed a bias near INT32_MAX or INT32_MIN past it. The check now keeps every partial sum within int32.
     _, prog = fitted("conv_ae")
-    high, low = prog, prog
+    high, low, at_max, at_min = prog, prog, prog, prog
     for i, op in enumerate(prog.ops):
         if op.kind == "convolve_1d_s8":  # every layer at once: each one's sums overflowed whatever its inputs
             c = op.consts
-            high = with_op(high, i, {"bias": np.full_like(c["bias"], INT32_MAX),
-                                     "weights": cycled(c["weights"], [127, -128, 127])}, input_offset=255)
-            low = with_op(low, i, {"bias": np.full_like(c["bias"], INT32_MIN),
-                                   "weights": cycled(c["weights"], [-128, 127, -128])},
+            up, down = cycled(c["weights"], [127, -128, 127]), cycled(c["weights"], [-128, 127, -128])
+            room = INT32_MAX - (128 + 255) * max(int(np.abs(w.astype(np.int64)).sum(axis=(1, 2)).max())
+                                                 for w in (up, down))
+            high = with_op(high, i, {"bias": np.full_like(c["bias"], INT32_MAX), "weights": up}, input_offset=255)
+            low = with_op(low, i, {"bias": np.full_like(c["bias"], INT32_MIN), "weights": down},
                           input_offset=-255, output_offset=127)
-    assert_rejected_or_matching([("conv bias max", high), ("conv bias min", low)], tmp_path, want_accepted=2)
+            at_max = with_op(at_max, i, {"bias": np.full_like(c["bias"], room), "weights": up}, input_offset=255)
+            at_min = with_op(at_min, i, {"bias": np.full_like(c["bias"], -room), "weights": down},
+                             input_offset=-255, output_offset=127)
+    for hostile in (high, low):
+        with pytest.raises(ConfigError, match="may overflow the int32 sum"):
+            hostile.validate()
+    assert_rejected_or_matching([("conv bias at its bound", at_max), ("conv bias at minus it", at_min)], tmp_path,
+                                want_accepted=2)
 
 
 # -- the sweep: every family's kernels at the ends of their checks' ranges ----------------------------------------
@@ -201,10 +210,16 @@ def _extremes(op: Op, side: int) -> Extremes:  # noqa: C901 (one case a kernel)
                  "multiplier": mixed(c["multiplier"], [INT32_MAX, 0] if lo else [INT32_MAX]),
                  "shift": mixed(c["shift"], [-31, 30] if lo else [-31, 0, 30])}, {"zero_point": 0 if lo else -128})
     if op.kind in ("fully_connected_s8", "convolve_1d_s8"):
-        # a fully connected layer's bias leaves room for its int32 sums (the generator's kernel-sum check)
-        bias = [INT32_MAX, INT32_MIN] if op.kind == "convolve_1d_s8" else [2**30, -(2**30)]
+        # a layer's bias leaves room for its int32 sums (a fully connected layer's: the generator's kernel-sum check; a
+        # convolution's: its check, the largest it accepts beside the extreme weights and input offset)
         pick = mixed if lo else cycled
-        return ({"weights": pick(c["weights"], [127, -128]), "bias": pick(c["bias"], bias),
+        weights = pick(c["weights"], [127, -128])
+        if op.kind == "convolve_1d_s8":
+            room = INT32_MAX - (128 + 255) * int(np.abs(weights.astype(np.int64)).sum(axis=(1, 2)).max())
+            bias = [room, -room]
+        else:
+            bias = [2**30, -(2**30)]
+        return ({"weights": weights, "bias": pick(c["bias"], bias),
                  "multiplier": pick(c["multiplier"], [INT32_MAX, 0, 1 << 30]),
                  "shift": pick(c["shift"], [-31, 30, 1] if lo else [-31, 0, 30])},
                 {"input_offset": 255 if lo else -255, "output_offset": int(op.attrs["output_offset"]) if lo else 127})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinywarden.arith import requantize
+from tinywarden.arith import INT32_MAX, requantize
 from tinywarden.kernels.base import (
     KernelSpec,
     Op,
@@ -45,6 +45,10 @@ def _check_conv(op: Op, p: ProgramView) -> None:
     pad = int_attr(op, "pad", 0, w[2] - 1)
     l_out = (src[0] * upsample + 2 * pad - w[2]) // stride + 1
     require(dst[0] == l_out, f"output length must be {l_out} for input length {src[0]}, got {dst[0]}")
+    # every partial sum bias[o] + products (|x + input_offset| <= 128 + |input_offset|) fits the C's int32 accumulator
+    reach = np.abs(op.consts["bias"].astype(np.int64)) + (128 + abs(int(op.attrs["input_offset"]))) * np.abs(
+        op.consts["weights"].astype(np.int64)).sum(axis=(1, 2))
+    require(int(reach.max(initial=0)) <= INT32_MAX, "a bias plus its inputs' products may overflow the int32 sum")
 
 
 C_TEMPLATE = r"""
@@ -62,9 +66,9 @@ C_TEMPLATE = r"""
  * (nearest-neighbour), then zero-padded by `padding` rows of real zero (positions outside contribute
  * nothing, as TFLite's input-offset padding): out[l][o] = clamp(requantize(bias[o] + sum_{j,c}
  * w[o][c][j] * (x[l*stride + j - padding][c] + input_offset), multiplier[o], shift[o]) + output_offset,
- * activation). The sum is int64, as the Python reference's: any int32 bias plus c_in * k products, each
- * |w (x + input_offset)| <= 128 * 383, cannot overflow it, and tw_requantize saturates it.
- * Range: input_offset in [-255, 255], output_offset and the activation in [-128, 127]. */
+ * activation). Range: |bias[o]| + (128 + |input_offset|) * sum_{c,j} |w[o][c][j]| <= INT32_MAX (the check's), so
+ * the int32 sum equals the Python reference's int64 one; input_offset in [-255, 255], output_offset and the
+ * activation in [-128, 127]. */
 static void tw_convolve_1d_s8(const tw_conv_params_t *conv_params, const tw_per_channel_quant_params_t *quant_params,
                               const tw_dims_t *input_dims, const int8_t *in, const tw_dims_t *filter_dims,
                               const int8_t *weights, const int32_t *bias, const tw_dims_t *output_dims, int8_t *out)
@@ -80,7 +84,7 @@ static void tw_convolve_1d_s8(const tw_conv_params_t *conv_params, const tw_per_
     int32_t c;
     for (l = 0; l < output_dims->w; l++) {
         for (o = 0; o < c_out; o++) {
-            int64_t acc = bias[o];
+            int32_t acc = bias[o];
             int64_t q;
             for (j = 0; j < k; j++) {
                 int32_t p = l * conv_params->stride + j - conv_params->padding;
