@@ -14,7 +14,7 @@ level's (*level*), both in reference standard deviations of the model inputs, as
 threshold. A window's threshold holds a window's noise; a day-long level has far less, so the bound such a watch
 would need is a fraction of it, read here from the unchanged runs.
 
-Protocol: development seeds only (default 101; never the demo's 7 or drift.py's 11, which stay the test), every
+Protocol: development seeds only (default 101 to 104; never the demo's 7 or drift.py's 11, which stay the test), every
 profile, drift.py's days (8 attack-free days to fit, scenarios from day 9 of 13), float pipeline. Per run: the
 largest centre and level on the unchanged run (every move there is normal), and per scenario their largest value
 and the fraction of the ramp done (poisoning) or the days after the change (regime) when the level first exceeds
@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks.common import RESULTS, machine_info  # noqa: E402
 from benchmarks.drift import CHANGE_DAY, DAY_S, DAYS, PROFILES, TRAIN_DAYS, _fit  # noqa: E402
 
-DEV_SEEDS = (101,)
+DEV_SEEDS = (101, 102, 103, 104)
 TEST_SEEDS = (7, 11)
 #: Fractions of the detector's threshold the level is compared with.
 BOUNDS = (0.05, 0.1, 0.2)
@@ -123,7 +123,27 @@ def render(result: dict[str, Any], command: str) -> str:
                   for b in bounds]
         lines.append(f"| {r['seed']} | {r['profile']} | {r['scenario']} | {r['kind']} | {r['centre']:.2f} | "
                      f"{r['level']:.2f} | " + " | ".join(firsts) + " |")
+    lines += ["", summary(result)]
     return "\n".join(lines) + "\n"
+
+
+def summary(result: dict[str, Any]) -> str:
+    """The largest level of the unchanged runs and, per bound, the ramps caught before full rate and the regime
+    changes it would flag."""
+    rows = result["rows"]
+    normal = max(rows, key=lambda r: r["level"] if r["kind"] == "normal" else -1.0)
+    parts = [f"Largest level on an unchanged run: {normal['level']:.2f} of the threshold ({normal['profile']}, seed "
+             f"{normal['seed']})."]
+    ramps = [r for r in rows if r["kind"] == "poisoning"]
+    regimes = [r for r in rows if r["kind"] == "regime"]
+    for b in (f"{x:g}" for x in BOUNDS):
+        caught = [r for r in ramps if r["first"].get(b) is not None and r["first"][b] < 1.0]
+        drift = [r["first"][b] for r in ramps if r["scenario"] == "sensor_drift_ramp" and r["profile"] == "valve"]
+        flagged = [r for r in regimes if r["first"].get(b) is not None]
+        parts.append(f"Over {b}: {len(caught)} of {len(ramps)} ramps before full rate (valve sensor drift at "
+                     + ", ".join("never" if v is None else f"{v:g}" for v in drift)
+                     + f"); {len(flagged)} of {len(regimes)} regime changes flagged.")
+    return " ".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
