@@ -39,6 +39,10 @@ from benchmarks.drift import CHANGE_DAY, DAY_S, DAYS, PROFILES, TRAIN_DAYS, _fit
 
 DEV_SEEDS = (101, 102, 103, 104)
 TEST_SEEDS = (7, 11)
+DRIFT_SEED = 11
+#: The bound a watch in this distance would flag at, fixed from the development seeds' page (about twice the largest
+#: level of their unchanged runs, 0.09) before the test seed was run.
+TEST_BOUND = 0.2
 #: Fractions of the detector's threshold the level is compared with.
 BOUNDS = (0.05, 0.1, 0.2)
 
@@ -107,11 +111,15 @@ def _paragraph(start: str) -> str:
     return next(p for p in (__doc__ or "").split("\n\n") if p.startswith(start)).replace("\n", " ")
 
 
-def render(result: dict[str, Any], command: str) -> str:
+def render(result: dict[str, Any], command: str, test: bool = False) -> str:
     bounds = [f"{b:g}" for b in BOUNDS]
-    lines = ["# The adapted baseline and the watch's level in the detector's own distance (issue 14)", "",
-             f"Produced by `{command}` on development seeds {', '.join(map(str, result['seeds']))} (the demo's and "
-             "drift.py's seeds are the test and are refused).", "", _paragraph("Why"), "", _paragraph("Protocol"), "",
+    seeds = ", ".join(map(str, result["seeds"]))
+    where = (f"on drift.py's seed {seeds}, the test: the bound, {TEST_BOUND:g} of the threshold, was fixed on the "
+             "development seeds' page (level_distance.md) before this run" if test else
+             f"on development seeds {seeds} (the demo's and drift.py's seeds are the test and are refused)")
+    lines = ["# The adapted baseline and the watch's level in the detector's own distance (issue 14)"
+             + (": the test" if test else ""), "", f"Produced by `{command}` {where}.", "", _paragraph("Why"), "",
+             _paragraph("Protocol"), "",
              "*centre*, *level*: the largest score over the run of the adapted baseline's and of the watch's level's "
              "displacement, as a fraction of the threshold. *first over b*: when the level first exceeds b times the "
              "threshold, as the fraction of the ramp done (poisoning: caught before full rate below 1) or days after "
@@ -150,17 +158,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default=",".join(map(str, DEV_SEEDS)), help="development seeds, comma-separated")
     ap.add_argument("--profiles", default=",".join(PROFILES))
-    ap.add_argument("--out", type=Path, default=RESULTS / "level_distance.md")
+    ap.add_argument("--out", type=Path, default=None, help="default: results/level_distance.md (with --test: "
+                                                           "results/level_distance_test.md)")
+    ap.add_argument("--test", action="store_true",
+                    help=f"the test: drift.py's seed {DRIFT_SEED} with the bound fixed beforehand ({TEST_BOUND:g} of "
+                         "the threshold, from the development seeds' page)")
     a = ap.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
-    if set(seeds) & set(TEST_SEEDS):
+    if a.test:
+        seeds = [DRIFT_SEED]
+    elif set(seeds) & set(TEST_SEEDS):
         print(f"level_distance: seeds {sorted(set(seeds) & set(TEST_SEEDS))} are the test's; use development seeds",
               file=sys.stderr)
         return 2
     result = run(seeds, [p.strip() for p in a.profiles.split(",") if p.strip()])
-    md = render(result, " ".join(["python benchmarks/level_distance.py", *(sys.argv[1:] if argv is None else argv)]))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(md)
+    md = render(result, " ".join(["python benchmarks/level_distance.py", *(sys.argv[1:] if argv is None else argv)]),
+                test=a.test)
+    out = a.out or RESULTS / ("level_distance_test.md" if a.test else "level_distance.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
     print(md)
     return 0
 
