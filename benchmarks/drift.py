@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -311,13 +311,26 @@ def confidence_onsets(r: Any, lo: int, hi: int) -> int:
     return int(rising[(ends >= lo) & (ends < hi)].sum())
 
 
+def scenario_runs(profile: str, seed: int, channels: Sequence[str]) -> Iterator[tuple[str, Any, Any, Any]]:
+    """``(name, spec, simulation, change)`` of every scenario the profile (with ``channels``) can run, at ``seed``:
+    :data:`DAYS` simulated, the change at :data:`CHANGE_DAY`."""
+    from tinywarden.simulate import SCENARIO_SPECS, simulate_detailed
+
+    for name, spec in SCENARIO_SPECS.items():
+        if name == "seasonal" and "temp_c" not in channels:
+            continue
+        sim = simulate_detailed(profile, DAYS, "none", seed=seed, scenario=name, change_day=CHANGE_DAY)
+        (change,) = sim.changes
+        yield name, spec, sim, change
+
+
 def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None = None,
         value_record: float | None = 0.05) -> dict[str, Any]:
     from tinywarden.evaluate import evaluate
     from tinywarden.level_watch import watch_record
     from tinywarden.replay import aligned_start, replay
     from tinywarden.respond.policy import Adaptation
-    from tinywarden.simulate import SCENARIO_SPECS, simulate, simulate_detailed
+    from tinywarden.simulate import simulate, simulate_detailed
 
     variants = {"off": None, "on": Adaptation(**{**(overrides or {}), "watch_drift": 0.0}),
                 "watch": Adaptation(**(overrides or {}))}
@@ -339,11 +352,7 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
                       "held_out_flags_default": int(len(unchanged["on"].drift_flag_rows)),
                       "held_out_alarms": unchanged["watch"].alarm_onsets(start, len(base))})
         print(watch[-1], flush=True)
-        for name, spec in SCENARIO_SPECS.items():
-            if name == "seasonal" and "temp_c" not in base.channels:
-                continue
-            sim = simulate_detailed(profile, DAYS, "none", seed=SEED, scenario=name, change_day=CHANGE_DAY)
-            (change,) = sim.changes
+        for name, spec, sim, change in scenario_runs(profile, SEED, base.channels):
             for variant, cfg in variants.items():
                 r = replay(pipeline, sim.series, start, cfg)
                 figs = (poison_figures(r, unchanged[variant], change.start_row, change.full_row) if change.is_attack

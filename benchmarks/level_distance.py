@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import RESULTS, machine_info  # noqa: E402
-from benchmarks.drift import CHANGE_DAY, DAY_S, DAYS, PROFILES, TRAIN_DAYS, _fit  # noqa: E402
+from benchmarks.drift import DAY_S, DAYS, PROFILES, TRAIN_DAYS, _fit, scenario_runs  # noqa: E402
 
 DEV_SEEDS = (101, 102, 103, 104)
 TEST_SEEDS = (7, 11)
@@ -74,7 +74,7 @@ def traced_replay(pipeline: Any, series: Any, start: int) -> tuple[np.ndarray, n
 
 def run(seeds: Sequence[int], profiles: Sequence[str]) -> dict[str, Any]:
     from tinywarden.replay import aligned_start
-    from tinywarden.simulate import SCENARIO_SPECS, simulate, simulate_detailed
+    from tinywarden.simulate import simulate
 
     rows: list[dict[str, Any]] = []
     for seed in seeds:
@@ -88,11 +88,7 @@ def run(seeds: Sequence[int], profiles: Sequence[str]) -> dict[str, Any]:
             rows.append({"seed": seed, "profile": profile, "scenario": "unchanged", "kind": "normal",
                          "centre": float(a[:, 0].max()), "level": float(a[:, 1].max()), "first": {}})
             print(rows[-1], flush=True)
-            for name, spec in SCENARIO_SPECS.items():
-                if name == "seasonal" and "temp_c" not in base.channels:
-                    continue
-                sim = simulate_detailed(profile, DAYS, "none", seed=seed, scenario=name, change_day=CHANGE_DAY)
-                (change,) = sim.changes
+            for name, spec, sim, change in scenario_runs(profile, seed, base.channels):
                 ends, a = traced_replay(pipeline, sim.series, start)
                 first: dict[str, float | None] = {}
                 for bound in BOUNDS:
