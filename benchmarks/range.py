@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -1533,16 +1533,35 @@ def onset_confidence(over: Sequence[bool], confidence: Sequence[float], bar: flo
     return out
 
 
-def replay_policy(t: Any, scores: Any, conf: Any, threshold: float, period: float, bar: float | None, floor: float,
-                  spans: Sequence[tuple[str, float, float]], normal: tuple[float, float]
+@dataclass(frozen=True)
+class RunTimeline:
+    """What replaying a run's windows through its policy takes from its range.json: the window period, the policy's
+    timer floor and confidence bar, each attack's (name, start, end) and the normal period's (start, end)."""
+
+    period: float
+    floor: float
+    bar: float | None
+    spans: tuple[tuple[str, float, float], ...]
+    normal: tuple[float, float]
+
+    @classmethod
+    def of(cls, result: dict[str, Any]) -> RunTimeline:
+        n0, n1 = result["normal"]["span"]
+        return cls(float(result["pipeline"]["window_s"]), float(result["config"].get("timer_floor_s", 4.0)),
+                   result["config"].get("min_confidence"), tuple((a["attack"], *a["span"]) for a in result["attacks"]),
+                   (float(n0), float(n1)))
+
+
+def replay_policy(t: Any, scores: Any, conf: Any, threshold: float, run: RunTimeline
                   ) -> tuple[dict[str, int | None], list[tuple[float, int]]]:
     """A run's windows (times ``t``, ``scores``, confidences ``conf``) through the range policy's response engine at
     ``threshold``: each attack's first alarm in windows from its start (None: not within 3 windows of its end), and
-    the (time, tier) of every action applied in the ``normal`` span."""
+    the (time, tier) of every action applied in the normal period."""
     from tinywarden.respond.engine import ResponseEngine, SimulatedClock
     from tinywarden.respond.policy import parse_policy
 
-    engine = ResponseEngine(parse_policy(policy_text("twd0", period, bar, floor), "range policy"), threshold,
+    period, spans, normal = run.period, run.spans, run.normal
+    engine = ResponseEngine(parse_policy(policy_text("twd0", period, run.bar, run.floor), "range policy"), threshold,
                             clock=SimulatedClock(float(t[0])))
     applies = [(e.time, e.action_tier) for i in range(len(t))
                for e in engine.observe(float(scores[i]), at=float(t[i]), confidence=float(conf[i]))
@@ -1581,10 +1600,8 @@ def tier_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
     hits = (ran >= CONF_ONE) & (confidence_q(op, scores) < CONF_ONE)
     exact = bool((confidence_q(op, scores, hits) == ran).all())
     threshold = float(program.threshold)
-    period = float(result["pipeline"]["window_s"])
-    floor = float(result["config"].get("timer_floor_s", 4.0))
-    n0, n1 = result["normal"]["span"]
-    spans = [(a["attack"], *a["span"]) for a in result["attacks"]]
+    run = RunTimeline.of(result)
+    period, spans = run.period, run.spans
     gap = parse_policy(policy_text("twd0", period), "range policy").tiers[0].n
     over = scores > threshold
     peak = {a: round(float(scores[(t >= s0) & (t <= s1)].max(initial=0)) / threshold, 1) for a, s0, s1 in spans}
@@ -1600,7 +1617,7 @@ def tier_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
         for rule in TIER_RULES:
             bar = None if rule == "no bar" else MIN_CONFIDENCE
             fed = onset_confidence(over, conf, MIN_CONFIDENCE, gap) if rule.endswith("onset") else conf
-            alarms, false = replay_policy(t, scores, fed, threshold, period, bar, floor, spans, (n0, n1))
+            alarms, false = replay_policy(t, scores, fed, threshold, replace(run, bar=bar))
             out["rows"].append({"likelihood": name, "tiers": rule, "first_alarm_windows": alarms,
                                 "within_3": sum(w is not None and w <= 3 for w in alarms.values()),
                                 "false_actions": len(false), "false_entries": len(set(false)),
@@ -1652,19 +1669,15 @@ def threshold_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
     t = np.array([w["t"] for w in rows])
     scores = np.array([w["score"] for w in rows], dtype=np.float64)
     conf = np.array([w["confidence"] for w in rows], dtype=np.float64)
-    period = float(result["pipeline"]["window_s"])
-    floor = float(result["config"].get("timer_floor_s", 4.0))
-    bar = result["config"].get("min_confidence")
-    n0, n1 = result["normal"]["span"]
-    spans = [(a["attack"], *a["span"]) for a in result["attacks"]]
+    run = RunTimeline.of(result)
     out: dict[str, Any] = {"windows": len(rows), "run_threshold": int(ran.threshold), "rows": []}
     variants, as_run = threshold_variants(float(result["config"]["target_fpr"]))
     for label, target, tail in variants:
         pipe.target_fpr = target
         with mock.patch.object(calibrate, "MIN_TAIL_PEAKS", calibrate.MIN_TAIL_PEAKS if tail else sys.maxsize):
             threshold = float(quantize_pipeline(pipe, series).threshold)
-        alarms, false = replay_policy(t, scores, conf, threshold, period, bar, floor, spans, (n0, n1))
-        normal = (t >= n0) & (t < n1)
+        alarms, false = replay_policy(t, scores, conf, threshold, run)
+        normal = (t >= run.normal[0]) & (t < run.normal[1])
         out["rows"].append({"threshold_rule": label, "target_fpr": target, "threshold": threshold,
                             "over_run_threshold": round(threshold / max(float(ran.threshold), 1.0), 3),
                             "normal_windows_over": int((scores[normal] > threshold).sum()),
@@ -1710,11 +1723,7 @@ def refit_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
     names = trace[0]["channels"]
     rows = np.array(trace[1:], dtype=np.float64)
     t, x = rows[:, 0], rows[:, [1 + names.index(c) for c in ran.channels_]]
-    period = float(result["pipeline"]["window_s"])
-    floor = float(result["config"].get("timer_floor_s", 4.0))
-    bar = result["config"].get("min_confidence")
-    n0, n1 = result["normal"]["span"]
-    spans = [(a["attack"], *a["span"]) for a in result["attacks"]]
+    run = RunTimeline.of(result)
     out: dict[str, Any] = {"samples": len(t), "run_threshold": ran_threshold, "features": list(ran.features),
                            "run_false_actions": result["normal"]["false_actions"], "rows": []}
     variants = [(scale_floor, drop, ran.window) for drop in REFIT_DROPS for scale_floor in REFIT_FLOORS
@@ -1731,9 +1740,8 @@ def refit_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:
         conf = run_confidence(program, scores, x)
         conf = np.ones(len(scores)) if conf is None else conf.astype(np.float64) / 32768.0
         ends = t[window - 1 + ran.stride * np.arange(len(scores))]
-        alarms, false = replay_policy(ends, scores.astype(np.float64), conf, float(program.threshold), period,
-                                      bar, floor, spans, (n0, n1))
-        normal = (ends >= n0) & (ends < n1)
+        alarms, false = replay_policy(ends, scores.astype(np.float64), conf, float(program.threshold), run)
+        normal = (ends >= run.normal[0]) & (ends < run.normal[1])
         peak = round(float(scores[normal].max()) / program.threshold, 2) if normal.any() else None
         out["rows"].append({"floor": scale_floor, "left_out": list(drop), "window": window,
                             "threshold": int(program.threshold), "normal_peak_over_threshold": peak,
