@@ -56,7 +56,7 @@ from tinywarden.errors import TinywardenError
 from tinywarden.evaluate.metrics import window_labels
 from tinywarden.features import batch_features
 from tinywarden.pipeline import Pipeline
-from tinywarden.program import Int8Stream, Program, run_int8
+from tinywarden.program import Int8Stream, Program, adaptation_params, run_int8
 from tinywarden.quantize.ptq import quantize_pipeline, score_int8
 from tinywarden.simulate import simulate
 from tinywarden.target import (
@@ -428,6 +428,8 @@ def adaptation_cost(program: Program, figures: dict[str, Any], work: Path, strea
     out["counted_windows_settling"] = f"{sum(settling[1:])} of {len(settling) - 1}"
     out["settle_windows"] = dev.adapter.params.settle_n if dev.adapter is not None else 0
     out["watch_drift"] = adaptation.watch_drift
+    params = adaptation_params(program, adaptation)
+    out["watch_distance"] = adaptation.watch_distance if params is not None and params.distance_bound else 0.0
     out["inputs"] = int(np.asarray(program.ops[int(program.adaptation.attrs["op"])].consts["offset"]).size)
     out["breakdown"] = flash_breakdown(work)
     return out
@@ -455,9 +457,12 @@ def adaptation_md(ad: dict[str, Any]) -> list[str]:
     if not ad.get("present"):
         return ["", "The default program has no adaptation step."]
     on = ad.get("watch_drift", 0) > 0
-    watch = (f"the slow-drift watch at {ad['watch_drift']:g} reference sd (`tinywarden.level_watch`)" if on
-             else "no slow-drift watch")
-    watch_step = ", and on a window under the threshold the watch's level step" if on else ""
+    distance = ad.get("watch_distance", 0) > 0
+    watch = (f"the slow-drift watch at {ad['watch_drift']:g} reference sd (`tinywarden.level_watch`)"
+             + (f" and at {ad['watch_distance']:g} of the threshold in the model's own score" if distance else "")
+             if on else "no slow-drift watch")
+    watch_step = (", and on a window under the threshold the watch's level step" if on else "") + (
+        "; every window the level scored by the model's own kernel (the watch's distance)" if distance else "")
     lines = ["", "## Baseline adaptation on the device (`[adaptation] enabled`)", "",
              f"Compiled in by an enabled `[adaptation]` policy at its defaults (`tinywarden.kernels.adapt_q`, "
              f"{ad['inputs']} adapted inputs; below-threshold gate, offsets only, settling after "

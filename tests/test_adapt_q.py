@@ -116,6 +116,9 @@ FIRST = dict(below_threshold=False, settle_s=0.0, adapt_scale=True, watch_drift=
     # the slow-drift watch alone can flag (max_drift far out of reach), one z multiplier for all and one each
     ("ewma", Adaptation(rate_shift=4, max_drift=50.0, watch_drift=0.5, settle_s=3600.0), 20000),
     ("pca", Adaptation(max_drift=50.0, watch_drift=0.5, settle_s=3600.0), None),
+    # the default family with the watch and its distance compiled in (no settling: on this stream a covariance model
+    # stays over its threshold after the shift, so the settling count would not empty again)
+    ("gaussian", Adaptation(settle_s=0.0), None),
 ])
 def test_c_adapts_exactly_as_python_on_the_simulator(family, adaptation, rebaseline, tmp_path):
     _, prog = fitted(family.split("+")[0])
@@ -452,3 +455,27 @@ def test_c_refuses_an_irregular_sustained_shift_as_python_does(tmp_path):
     rows = assert_same(prog, adaptation, values, tmp_path)
     assert not rows[:, 8].any()  # the irregular level was never adopted ...
     assert n > 1 and (rows[:, 9] == n).sum() > 10 * n  # ... though the count sat full for ten times settle_s
+
+
+@needs_gcc
+def test_the_watchs_distance_alone_flags_a_level_off_the_models_relations_in_c_as_in_python(tmp_path):
+    """issue 14: the valve's sensor drift moved its pressure by about one reference sd, inside the per-input watch's
+    limit, but off the line pressure keeps with the valve's position. The Gaussian's own score of the watch's level
+    (``watch_distance``, a fraction of its threshold) measures that; with the per-input limits out of reach it alone
+    raises the flag, the C exactly as the Python reference, and never with ``watch_distance`` 0 (compiled out)."""
+    _, prog = fitted("gaussian")
+    s, _ = camera()
+    values = s.values[:25920].astype(np.float64).copy()
+    k = s.channels.index("power_mw")  # power off the CPU and traffic it follows
+    values[6000:, k] += np.clip(np.arange(len(values) - 6000) / 12000, 0, 1) * 2.0 * values[:6000, k].std()
+    flags = {}
+    for distance in (0.05, 0.0):
+        policy = Adaptation(max_drift=50.0, watch_drift=50.0, watch_distance=distance)
+        c = emit_c(prog, adaptation=policy)["tinywarden_model.c"]
+        assert ("dist > TW_AD_DIST" in c) == (distance > 0)
+        out = tmp_path / str(distance)
+        out.mkdir()
+        rows = assert_same(prog, policy, values, out)
+        flags[distance] = int(rows[:, 7].max())
+        assert rows[:, 5].max() < adaptation_params(prog, policy).drift_q12  # the mean's drift never flags here
+    assert flags == {0.05: 1, 0.0: 0}

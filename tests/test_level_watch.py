@@ -137,3 +137,32 @@ def test_the_watch_only_raises_the_flag_the_scores_and_alarms_are_the_same_on_or
     np.testing.assert_array_equal(on.windows.scores, off.windows.scores)
     np.testing.assert_array_equal(on.windows.alarms, off.windows.alarms)
     assert on.adapted == off.adapted
+
+
+def test_the_watchs_distance_flags_a_level_off_the_learned_relation_that_no_input_moves_far() -> None:
+    """issue 14: a sensor that drifts off the value it follows (the valve's pressure off its position) stays within
+    the per-input watch's limit, in its own reference sd, and is missed by it; the Gaussian's own score of the watch's
+    level sees it. A move along the relation (both inputs together) by as much is not flagged by it, and with
+    ``watch_distance`` 0 (or a family that does not score a displacement) nothing is."""
+    from tinywarden.detectors import make_detector
+
+    rng = np.random.default_rng(3)
+    n = 20000
+    follow = np.repeat(rng.uniform(0.0, 10.0, n // 200), 200) + rng.normal(0.0, 0.3, n)  # a set point, held
+    values = np.column_stack([follow, 2.0 * follow + rng.normal(0.0, 0.1, n)])  # the second follows the first
+    s = Series(np.arange(n) * 10.0, values, ("position", "pressure"))
+    p = Pipeline(make_detector("gaussian", n_components=1), window=32, stride=16, features=("mean", "std")).fit(s)
+    sd = values.std(axis=0)
+    off = Series(s.timestamps, values + np.array([0.0, 0.8 * sd[1]]), s.channels)  # pressure alone
+    along = Series(s.timestamps, values + 0.8 * sd, s.channels)  # both, as the relation holds
+    policy = Adaptation(watch_drift=1.5)  # the per-input limit out of these moves' reach (their peak: 1.3 sd)
+    assert p.detector.scores_displacement
+    assert len(watch_record(p, s, policy).flag_rows) == 0
+    moved_off = watch_record(p, off, policy)
+    assert len(moved_off.flag_rows) == 1 and moved_off.peak < policy.watch_drift
+    assert len(watch_record(p, along, policy).flag_rows) == 0
+    assert len(watch_record(p, off, Adaptation(watch_drift=1.5, watch_distance=0.0)).flag_rows) == 0
+    ewma = Pipeline(EWMAZScore(), window=32, stride=16, features=("mean", "std")).fit(s)
+    assert not ewma.detector.scores_displacement and len(watch_record(ewma, off, policy).flag_rows) == 0
+    adapter = BaselineAdapter(copy.deepcopy(p), policy)
+    assert adapter.status()["watch_distance"] == policy.watch_distance and "level_distance" in adapter.status()

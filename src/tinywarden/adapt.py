@@ -47,7 +47,12 @@ since rule 1 reads the score: there a window far outside the trained range can l
    ``2**-settle_rate_shift``) of every window under the threshold, whatever its confidence; when it is
    ``watch_drift`` reference standard deviations from the reference the drift flag rises too. A ramp too slow
    for any window and too unsure to teach is seen by it; an alarmed burst does not move it. On by default
-   (``watch_drift`` 1, :data:`~tinywarden.adaptation.WATCH_DRIFT`); ``watch_drift`` 0 turns it off.
+   (``watch_drift`` 1, :data:`~tinywarden.adaptation.WATCH_DRIFT`); ``watch_drift`` 0 turns it off. For a family
+   that scores a displacement (:attr:`~tinywarden.detectors.base.Detector.scores_displacement`: PCA, Gaussian)
+   the flag also rises when the detector's own score of that level is ``watch_distance`` of its threshold
+   (:data:`~tinywarden.adaptation.WATCH_DISTANCE`): a level that leaves the relations between inputs the model
+   learned (a pressure sensor drifting off the valve position it follows) is far in that metric long before any
+   one input moves by ``watch_drift``.
 
 The detector's own state (EWMA mean, k-means centroids) is not adapted: the scaler's adaptation keeps
 the detector's inputs centred on the normal it learned, and the detectors' ``partial_fit`` rates are
@@ -162,6 +167,10 @@ class BaselineAdapter:
         self.level_drift = 0.0
         self.peak_level_drift = 0.0
         self.peak_level_input = 0
+        # ... and the level's score by the detector itself, as a fraction of the threshold (0 when not measured)
+        self.measures_distance = (config.watch_distance > 0 and pipeline.detector.scores_displacement
+                                  and pipeline.threshold_ > 0)
+        self.level_distance = 0.0
         self.flagged = False
         self.flags = 0
 
@@ -226,11 +235,13 @@ class BaselineAdapter:
             self.likelihood_drift = likelihood.drift()
         worst = max(self.drift, self.likelihood_drift)
         watch = cfg.watch_drift if cfg.watch_drift > 0 else math.inf
+        distance = cfg.watch_distance if self.measures_distance else math.inf
         new_flag = False
-        if not self.flagged and (worst > cfg.max_drift or self.level_drift > watch):
+        if not self.flagged and (worst > cfg.max_drift or self.level_drift > watch or self.level_distance > distance):
             self.flagged = new_flag = True
             self.flags += 1
-        elif self.flagged and worst < REARM_FRACTION * cfg.max_drift and self.level_drift < REARM_FRACTION * watch:
+        elif (self.flagged and worst < REARM_FRACTION * cfg.max_drift and self.level_drift < REARM_FRACTION * watch
+              and self.level_distance < REARM_FRACTION * distance):
             self.flagged = False
         return self.likelihood_drift, new_flag
 
@@ -242,6 +253,10 @@ class BaselineAdapter:
         self.level_drift = float(z[i])
         if self.level_drift > self.peak_level_drift:
             self.peak_level_drift, self.peak_level_input = self.level_drift, i
+        if self.measures_distance:
+            p = self.pipeline
+            moved = (self._level - self.reference_offset) / self.reference_scale
+            self.level_distance = float(p.detector.score_samples(moved[None, :])[0]) / p.threshold_
 
     def rebind(self, pipeline: Pipeline) -> None:
         """Carry the adapted baseline over to ``pipeline`` (a hot swap to the same model file)."""
@@ -265,6 +280,8 @@ class BaselineAdapter:
             "max_drift": self.config.max_drift,
             "level_drift": round(self.level_drift, 4),
             "watch_drift": self.config.watch_drift,
+            "level_distance": round(self.level_distance, 4),
+            "watch_distance": self.config.watch_distance if self.measures_distance else 0.0,
             "flagged": self.flagged,
             "flags": self.flags,
             "settling": self.settling,

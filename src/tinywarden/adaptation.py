@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "SETTLE_SPREAD", "WATCH_DRIFT", "AdaptStep", "Adaptation",
-           "shadow_shift"]
+__all__ = ["REARM_FRACTION", "SCALE_FLOOR_FRACTION", "SETTLE_SPREAD", "WATCH_DISTANCE", "WATCH_DRIFT", "AdaptStep",
+           "Adaptation", "shadow_shift"]
 
 #: The adapted scale never falls below this fraction of the reference one (a quiet stretch must not make
 #: the next small wiggle look huge).
@@ -23,6 +23,12 @@ REARM_FRACTION = 0.5
 #: The slow-drift watch's limit, stated a priori (:mod:`tinywarden.level_watch`): the policy's default
 #: (``Adaptation().watch_drift``); ``watch_drift = 0`` turns the watch off.
 WATCH_DRIFT = 1.0
+#: The slow-drift watch's second limit: the same day-long level scored by the detector itself (PCA and Gaussian,
+#: whose score of the reference is 0), as a fraction of its threshold. A level that moves off the relations between
+#: inputs the model learned (a sensor drifting away from the valve position it follows) passes it long before any one
+#: input moves by WATCH_DRIFT. 0.2: about twice the largest level of the unchanged runs of the simulator's
+#: development seeds (benchmarks/results/level_distance.md), fixed before the test seed was run.
+WATCH_DISTANCE = 0.2
 #: A sustained shift is adopted only while the shadow's spread around it is at most this many reference variances
 #: in every input (twice the trained standard deviation): a legitimate change (a firmware update) moves the level and
 #: keeps the device's trained variability around it, a long anomaly is rarely that steady. Stated a priori, not
@@ -55,6 +61,9 @@ class Adaptation:
     #: the windows under the threshold is this many reference standard deviations from the reference. 0: off (and
     #: compiled out of the C module).
     watch_drift: float = WATCH_DRIFT
+    #: ... and when that level, scored by the detector itself, is this fraction of the threshold (the families that
+    #: score a displacement: PCA and Gaussian; :data:`WATCH_DISTANCE`). 0: off. Needs the watch (``watch_drift`` > 0).
+    watch_distance: float = WATCH_DISTANCE
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,16 @@ deviations (:func:`level_drift`), and raises the adapter's ``baseline_drift`` fl
 and status field as ``max_drift``'s) when it passes ``watch_drift``. The flag falls again once every drift is
 back under half of its limit (:data:`tinywarden.adaptation.REARM_FRACTION`), so one excursion is one flag.
 
+*Its distance in the model's own metric.* One input at a time, a level that leaves a relation the model learned is
+invisible while each input stays within its own spread: the valve's pressure, whose reference spread holds the
+valve's whole travel, drifting 40 kPa off the position it follows is one reference sd. For a family whose score is
+a distance from the training mean (PCA, Gaussian:
+:attr:`~tinywarden.detectors.base.Detector.scores_displacement`) the watch also scores the level itself and raises
+the same flag when that score passes ``watch_distance`` of the threshold
+(:data:`~tinywarden.adaptation.WATCH_DISTANCE` 0.2, fixed on development seeds of the simulator; re-armed under
+half of it). On the device the level is requantized to the model input in its place (the window's score has read
+it) and scored by the same kernel, once a window.
+
 *The threshold*, :data:`~tinywarden.adaptation.WATCH_DRIFT` 1.0, was fixed before it was measured on anything: a
 day-long level that has moved by a full reference standard deviation (the reference spread of a window feature
 already holds the whole daily rhythm) means the device's typical day is no longer the trained one. For

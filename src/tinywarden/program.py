@@ -48,7 +48,7 @@ from tinywarden.calibrate import MAX_PERSIST_N, Persistence, persist
 from tinywarden.errors import ConfigError, ModelFileError
 from tinywarden.features import window_end_rows
 from tinywarden.kernels import CTYPES, KERNELS, Op, TensorSpec
-from tinywarden.kernels.adapt_q import AdaptParams, AdaptQState, adapt_params, check_adaptation
+from tinywarden.kernels.adapt_q import AdaptParams, AdaptQState, adapt_params, check_adaptation, distance_score_op
 from tinywarden.kernels.features_s16 import MAX_WINDOW
 from tinywarden.kernels.likelihood_q import LikelihoodQStream, check_likelihood, confidence_q, value_hits_q
 
@@ -312,10 +312,12 @@ def adaptation_params(program: Program, adaptation: Adaptation | None) -> AdaptP
         return None
     period_us = program.adaptation.attrs.get("period_us")
     settle_n = windows_in(adaptation.settle_s, program.stride, None if period_us is None else int(period_us) / 1e6)
+    scores_distance = distance_score_op(program.ops, int(program.adaptation.attrs["op"])) is not None
     return adapt_params(program.likelihood, adaptation.rate_shift, adaptation.below_confidence,
                         adaptation.max_drift, REARM_FRACTION, threshold=int(program.threshold),
                         gate=adaptation.below_threshold, adapt_scale=adaptation.adapt_scale, settle_n=settle_n,
-                        settle_shift=adaptation.settle_rate_shift, watch_drift=adaptation.watch_drift)
+                        settle_shift=adaptation.settle_rate_shift, watch_drift=adaptation.watch_drift,
+                        watch_distance=adaptation.watch_distance if scores_distance else 0.0)
 
 
 class Int8Stream:
@@ -336,7 +338,8 @@ class Int8Stream:
         params = adaptation_params(program, adaptation)
         self.adapter: AdaptQState | None = None
         if params is not None and program.adaptation is not None:
-            self.adapter = AdaptQState(program.adaptation, program.ops[int(program.adaptation.attrs["op"])], params)
+            j = int(program.adaptation.attrs["op"])
+            self.adapter = AdaptQState(program.adaptation, program.ops[j], params, distance_score_op(program.ops, j))
         #: Q15 confidence of the last window (``tw_confidence``); 0 before the first, and without a likelihood
         self.confidence = 0
         self.adapted = self.new_flag = False

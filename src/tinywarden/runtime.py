@@ -284,6 +284,9 @@ class Int8Adapter:
             "max_drift": self._config.max_drift,
             "level_drift": round(a.level / 4096.0, 4),
             "watch_drift": self._config.watch_drift,
+            # the watch's distance as a fraction of the threshold (0 when the program does not measure it)
+            "level_distance": round(a.distance / max(a.params.threshold, 1), 4) if a.params.distance_bound else 0.0,
+            "watch_distance": self._config.watch_distance if a.params.distance_bound else 0.0,
             "flagged": bool(a.flagged),
             "flags": a.flags,
             "settling": bool(a.settling),

@@ -508,11 +508,19 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
         limits.update({"TW_AD_WATCH": params.watch_q12, "TW_AD_WATCH_REARM": params.watch_rearm_q12,
                        "TW_AD_WATCH_SHIFT": params.settle_shift})
         per_input += 4
+    distance: dict[str, Any] = {}
+    if "distance" in on:  # the watch's level scored by the pca_residual_s16 op after the adapted one
+        limits.update({"TW_AD_DIST": params.distance_bound, "TW_AD_DIST_REARM": params.distance_rearm})
+        f = _call_fields(program, j + 1)
+        distance = {"dk": f["weights_shape0"], "dweights": f["c_weights"], "dmultiplier": f["c_multiplier"],
+                    "dshift": f["c_shift"], "dgram": f["c_gram"], "dgram_shift": f["gram_shift"],
+                    "dscore_shift": f["shift"]}
     per_input += -per_input % 4
     head += -head % 4
     fields = [StateField("tw_adapt_t", "ad", (), head + per_input * n, 4)]
     subs = {"params": f"tw_{target.dst}_requant_params", "ctype": CTYPES[program.tensor(target.dst).dtype],
-            "zi": "i" if zmul.size > 1 else "0", "fold": fold, "src": target.src[0], "frac": frac_i, "xmax": xmax_i}
+            "zi": "i" if zmul.size > 1 else "0", "fold": fold, "src": target.src[0], "frac": frac_i, "xmax": xmax_i,
+            "dst": target.dst, **distance}
     body = Template(adapt_q.c_blocks(adapt_q.C_TEMPLATE, on)).substitute(subs).strip("\n") + "\n"
     header = Template(adapt_q.C_HEADER).substitute(
         policy=(f"rate_shift {adaptation.rate_shift}, below_confidence {adaptation.below_confidence}, max_drift "

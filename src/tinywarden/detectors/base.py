@@ -88,6 +88,11 @@ class Detector(BaseEstimator):
     #: threshold). The baseline's gate refuses to learn from windows by their score, which is blind to such
     #: a window here, so the deployed baseline adapts the likelihood only (:meth:`keeps_trained_scaler`)
     saturates_out_of_range: ClassVar[bool] = False
+    #: whether the score of a scaled input is a distance from the training mean that is 0 at the mean (PCA's
+    #: residual, the Gaussian's Mahalanobis distance): the score of a displacement of the baseline (the slow-drift
+    #: watch's day-long level) then measures how far it moved in the model's own metric
+    #: (:data:`tinywarden.adaptation.WATCH_DISTANCE`)
+    scores_displacement: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -70,6 +70,7 @@ class GaussianMahalanobis(Detector):
     """
 
     name: ClassVar[str] = "gaussian"
+    scores_displacement: ClassVar[bool] = True
     search_space: ClassVar[tuple[dict[str, Any], ...]] = (
         {"n_components": 4}, {"n_components": 8}, {"n_components": 16}, {"n_components": 24}, {"n_components": 32},
         {"n_components": None},

@@ -35,6 +35,7 @@ class PCAReconstruction(Detector):
     """
 
     name: ClassVar[str] = "pca"
+    scores_displacement: ClassVar[bool] = True
     search_space: ClassVar[tuple[dict[str, Any], ...]] = (
         {"n_components": 4}, {"n_components": 8}, {"n_components": 16}, {"n_components": 24}, {"n_components": 32},
     )

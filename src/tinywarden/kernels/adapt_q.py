@@ -84,7 +84,7 @@ import numpy as np
 
 from tinywarden.adaptation import SETTLE_SPREAD, shadow_shift
 from tinywarden.arith import INT32_MAX, INT32_MIN, quantize_multiplier, requantize
-from tinywarden.kernels.base import REQUANT_SHIFT_MAX, REQUANT_SHIFT_MIN, Op, int_attr, require
+from tinywarden.kernels.base import KERNELS, REQUANT_SHIFT_MAX, REQUANT_SHIFT_MIN, Op, int_attr, require
 
 KIND = "adapt_q"
 #: Kinds of op the adaptation can take the place of (the features' requantization to the model input).
@@ -153,6 +153,11 @@ class AdaptParams:
     #: watch_rearm_q12 too; 0: off
     watch_q12: int = 0
     watch_rearm_q12: int = 0
+    #: the watch's second limit (``watch_distance``): flag when the score of its level (the adapted op's output for
+    #: ``wmu``, scored by the ``pca_residual_s16`` op after it) > distance_bound, lower the flag only once it is <
+    #: distance_rearm too; 0: off
+    distance_bound: int = 0
+    distance_rearm: int = 0
 
     @property
     def shadow_shift(self) -> int:
@@ -168,10 +173,11 @@ class AdaptParams:
 def adapt_params(likelihood: Op, rate_shift: int, below_confidence: float, max_drift: float,
                  rearm_fraction: float = 0.5, *, threshold: int = INT32_MAX, gate: bool = False,
                  adapt_scale: bool = True, settle_n: int = 0, settle_shift: int = 7,
-                 watch_drift: float = 0.0) -> AdaptParams:
+                 watch_drift: float = 0.0, watch_distance: float = 0.0) -> AdaptParams:
     """Integer thresholds of a float adaptation policy for a program whose likelihood step is ``likelihood``
     (the keyword arguments, as they default, are the first version's rule: no threshold gate, offsets and
-    scales, no settling, no slow-drift watch).
+    scales, no settling, no slow-drift watch). ``watch_distance`` (a fraction of ``threshold``; 0: off) is for a
+    program whose adapted op feeds a ``pca_residual_s16`` score (:func:`distance_score_op`), with the watch on.
 
     >>> from tinywarden.likelihood import AnomalyLikelihood
     >>> from tinywarden.kernels.likelihood_q import lower_likelihood
@@ -187,6 +193,7 @@ def adapt_params(likelihood: Op, rate_shift: int, below_confidence: float, max_d
     require(math.isfinite(below_confidence) and math.isfinite(max_drift) and max_drift >= 0,
             "adaptation below_confidence and max_drift must be finite, max_drift >= 0")
     require(math.isfinite(watch_drift) and watch_drift >= 0, "adaptation watch_drift must be finite and >= 0")
+    require(math.isfinite(watch_distance) and watch_distance >= 0, "adaptation watch_distance must be finite and >= 0")
     below = int(min(max(math.ceil(below_confidence * G_ONE), 0), G_ONE + 1))
     drift = int(min(round(max_drift * 4096), MAX_DRIFT_Q12))
     rearm = int(min(round(rearm_fraction * max_drift * 4096), MAX_DRIFT_Q12))
@@ -198,9 +205,24 @@ def adapt_params(likelihood: Op, rate_shift: int, below_confidence: float, max_d
     if watch_drift > 0:
         watch = int(min(max(round(watch_drift * 4096), 1), MAX_DRIFT_Q12))
         watch_rearm = int(min(round(rearm_fraction * watch_drift * 4096), MAX_DRIFT_Q12))
+    bound = bound_rearm = 0
+    if watch > 0 and watch_distance > 0 and 0 < threshold < INT32_MAX:
+        # score > watch_distance * threshold, score < rearm_fraction * that: exactly, for an integer score
+        bound = min(max(math.floor(watch_distance * threshold), 1), INT32_MAX - 1)
+        bound_rearm = min(math.ceil(rearm_fraction * watch_distance * threshold), bound)
     return AdaptParams(int(rate_shift), below, drift, rearm, min(lik_limit, cap), min(lik_rearm, cap),
                        int(threshold), bool(gate), bool(adapt_scale), int(settle_n), int(settle_shift), watch,
-                       watch_rearm)
+                       watch_rearm, bound, bound_rearm)
+
+
+def distance_score_op(ops: tuple[Op, ...], adapted: int) -> Op | None:
+    """The ``pca_residual_s16`` score that reads the adapted op's output (op ``adapted``) alone, whose score of a
+    displacement of the baseline is the watch's distance (PCA, Gaussian); None for any other family."""
+    if adapted + 1 >= len(ops):
+        return None
+    target, nxt = ops[adapted], ops[adapted + 1]
+    readers = sum(target.dst in op.src for op in ops)
+    return nxt if nxt.kind == "pca_residual_s16" and nxt.src == (target.dst,) and readers == 1 else None
 
 
 # -- lowering (the quantizer's side) ---------------------------------------------------------------
@@ -288,8 +310,12 @@ def check_adaptation(op: Op, ops: tuple[Op, ...]) -> None:
 class AdaptQState:
     """The adapted state of one device (``tw_init``, then :meth:`forward` and :meth:`observe` per window)."""
 
-    def __init__(self, op: Op, target: Op, params: AdaptParams) -> None:
+    def __init__(self, op: Op, target: Op, params: AdaptParams, score: Op | None = None) -> None:
         self.op, self.target, self.params = op, target, params
+        #: the score that measures the watch's distance (:func:`distance_score_op`); needed when the params ask for it
+        self.score = score
+        require(not params.distance_bound or score is not None,
+                "adaptation watch_distance needs the program's pca_residual_s16 score after the adapted op")
         c = target.consts
         self.pre = c["pre_shift"].astype(np.int64)
         self.offset = c["offset"].astype(np.int64)
@@ -318,6 +344,7 @@ class AdaptQState:
         self.settling = False
         self.drift = 0
         self.level = 0  # the slow-drift watch's reading of the shadow (Q12), recomputed every window
+        self.distance = 0  # ... and its score of that level (the watch's distance), recomputed every window
         self.flagged = False
         self.flags = 0
         self.adapted = 0
@@ -402,6 +429,17 @@ class AdaptQState:
         y = np.abs(requantize(mu, self.mult, self.shift - self.frac + E_BITS))
         return int(np.minimum(requantize(y, self.zmul, self.zshift), Z_MAX).max())
 
+    def distance_of(self, level: np.ndarray) -> int:
+        """The score op's score of a displacement ``level`` (``2**-F`` input units, per input) of the baseline: the
+        adapted op's output for it at the reference multipliers (from the watch's finer reading of it, rounded),
+        then the score (the C's ``tw_adapt_observe``)."""
+        t = self.target
+        y = requantize(level, self.mult, self.shift - self.frac + E_BITS)  # the watch's level, E_BITS finer
+        v = np.clip(round_shift(y, E_BITS) + int(t.attrs["zero_point"]), int(t.attrs["act_min"]),
+                    int(t.attrs["act_max"]))
+        assert self.score is not None  # the constructor's check
+        return int(KERNELS[self.score.kind].fn([v[None, :]], self.score)[0, 0])
+
     def ewm(self, xf: np.ndarray, mu: np.ndarray, var: np.ndarray, shift: int,
             full: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """One step at ``2**-shift`` of a mean ``mu`` towards the window's inputs ``xf`` (``2**-F`` input units from
@@ -442,6 +480,8 @@ class AdaptQState:
             if not over:
                 self.wmu = self.wmu + round_shift(xf - self.wmu, p.settle_shift)
             self.level = self.drift_of(self.wmu)
+            if p.distance_bound:
+                self.distance = self.distance_of(self.wmu)
         if teach:
             if p.scaled:  # without adapt_scale, a scale learned while settling relaxes back to the reference
                 self.mu, self.var = self.ewm(xf, self.mu, self.var, rate, self.settling or p.adapt_scale)
@@ -456,11 +496,13 @@ class AdaptQState:
         dev = abs(int(lik_mean) - int(lik_mean0))
         new = False
         watch = p.watch_q12 > 0 and self.level > p.watch_q12
-        if not self.flagged and (self.drift > p.drift_q12 or dev > p.lik_limit or watch):
+        distance = p.distance_bound > 0 and self.distance > p.distance_bound
+        if not self.flagged and (self.drift > p.drift_q12 or dev > p.lik_limit or watch or distance):
             self.flagged = new = True
             self.flags += 1
         elif self.flagged and self.drift < p.rearm_q12 and dev < p.lik_rearm and (
-                not p.watch_q12 or self.level < p.watch_rearm_q12):
+                not p.watch_q12 or self.level < p.watch_rearm_q12) and (
+                not p.distance_bound or self.distance < p.distance_rearm):
             self.flagged = False
         return bool(teach), new
 
@@ -508,8 +550,8 @@ def newton_gain(var: np.ndarray, g: np.ndarray, gmax: int = G_MAX) -> np.ndarray
     return g
 
 
-__all__ = ["ADAPTABLE", "C_TEMPLATE", "KIND", "AdaptParams", "AdaptQState", "adapt_params", "check_adaptation",
-           "c_blocks", "c_features", "lower_adaptation", "newton_gain", "round_shift", "x_max"]
+__all__ = ["ADAPTABLE", "C_TEMPLATE", "KIND", "AdaptParams", "AdaptQState", "adapt_params", "c_blocks", "c_features",
+           "check_adaptation", "distance_score_op", "lower_adaptation", "newton_gain", "round_shift", "x_max"]
 
 # -- C ---------------------------------------------------------------------------------------------
 #: Printed by :mod:`tinywarden.codegen.c` when the module adapts its baseline, through :func:`c_blocks`: a
@@ -526,6 +568,14 @@ C_TEMPLATE = r"""
 #else
 #define TW_AD_NO_INLINE static
 #endif
+
+/* A deviation d of input i (2^-frac input units) in the model input's steps, 2^TW_AD_E finer: the first step of
+ * its reading in reference standard deviations (one place for the three readings: smaller code). */
+TW_AD_NO_INLINE int32_t tw_adapt_e(int32_t d, int32_t i)
+{
+    const tw_feature_requant_params_t *p = &${params};
+    return tw_requantize32(d, TW_MULTIPLIER(p, i), TW_SHIFT(p, i) - ${frac} + TW_AD_E);
+}
 
 /* sat32((f >> pre) - offset): an input's distance from an offset, in input units (the op's own first step).
  * Range: pre in [0, 62]. */
@@ -589,8 +639,7 @@ static void tw_adapt_forward(const tw_state_t *s, const int64_t *in, ${ctype} *o
 /* A deviation d of input i (2^-TW_AD_FRAC input units) in reference standard deviations, Q12, clamped. */
 static int32_t tw_adapt_z(int32_t d, int32_t i)
 {
-    const tw_feature_requant_params_t *p = &${params};
-    int32_t y = tw_requantize32(d, TW_MULTIPLIER(p, i), TW_SHIFT(p, i) - ${frac} + TW_AD_E);
+    int32_t y = tw_adapt_e(d, i);
     int32_t z = tw_requantize32(y, tw_adapt_zmul[${zi}], tw_adapt_zshift[${zi}]);
     return (z < -TW_AD_Z_MAX) ? -TW_AD_Z_MAX : ((z > TW_AD_Z_MAX) ? TW_AD_Z_MAX : z);
 }
@@ -654,6 +703,9 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
 //@if watch
     int32_t level = 0; /* the slow-drift watch: the shadow's largest distance from the reference */
 //@endif
+//@if distance
+    int32_t dist; /* ... and that level's score: its distance from the reference in the score's own metric */
+//@endif
     uint8_t teach = (uint8_t)(s->confidence < TW_AD_BELOW);
 //@if settle
     uint8_t jump;
@@ -706,7 +758,17 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
             y = xf - a->wmu;
             a->wmu += ((y >> (TW_AD_WATCH_SHIFT - 1)) + 1) >> 1;
         }
-        y = tw_requantize32(a->wmu, TW_MULTIPLIER(p, i), TW_SHIFT(p, i) - ${frac} + TW_AD_E);
+//@endif
+//@if watch
+        y = tw_adapt_e(a->wmu, i);
+//@endif
+//@if distance
+        /* the level as the model's input (y / 2^TW_AD_E rounded), in the input's place: the window's score has read
+         * it already */
+        s->t_${dst}[i] = (int16_t)tw_offset_clamp(((y >> (TW_AD_E - 1)) + 1) >> 1, p->zero_point, p->activation.min,
+                                                  p->activation.max);
+//@endif
+//@if watch
         y = (y < 0) ? -y : y;
 //@endif
 //@if watch_zmuln
@@ -735,7 +797,7 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         y = xf - a->mu;
         a->mu += ((y >> (TW_AD_RATE_SHIFT - 1)) + 1) >> 1; /* y / 2^rate rounded half up: a floor would drift low */
 //@endif
-        y = tw_requantize32(a->mu, TW_MULTIPLIER(p, i), TW_SHIFT(p, i) - ${frac} + TW_AD_E);
+        y = tw_adapt_e(a->mu, i);
         y = (y < 0) ? -y : y; /* > INT32_MIN: a requantization of a non-negative multiplier */
 //@if zmul1
         drift = (y > drift) ? y : drift; /* the largest |y| (one z multiplier: requantization is monotone) */
@@ -761,6 +823,10 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
 //@if watch
     level = (level < TW_AD_Z_MAX) ? level : TW_AD_Z_MAX;
 //@endif
+//@if distance
+    tw_pca_residual_s16(s->t_${dst}, TW_AD_N, ${dk}, ${dweights}, ${dmultiplier}, ${dshift}, ${dgram}, ${dgram_shift},
+                        ${dscore_shift}, &dist);
+//@endif
     dev = (dev < 0) ? -dev : dev;
 //@if !watch
     if (ad->flagged == 0u) {
@@ -772,13 +838,24 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         ad->flagged = 0u;
     }
 //@endif
-//@if watch
+//@if watch_only
     if (ad->flagged == 0u) {
         if (ad->drift > TW_AD_DRIFT || dev > TW_AD_LIK_LIMIT || level > TW_AD_WATCH) {
             ad->flagged = 1u;
             ad->flags++;
         }
     } else if (ad->drift < TW_AD_REARM && dev < TW_AD_LIK_REARM && level < TW_AD_WATCH_REARM) {
+        ad->flagged = 0u;
+    }
+//@endif
+//@if distance
+    if (ad->flagged == 0u) {
+        if (ad->drift > TW_AD_DRIFT || dev > TW_AD_LIK_LIMIT || level > TW_AD_WATCH || dist > TW_AD_DIST) {
+            ad->flagged = 1u;
+            ad->flags++;
+        }
+    } else if (ad->drift < TW_AD_REARM && dev < TW_AD_LIK_REARM && level < TW_AD_WATCH_REARM &&
+               dist < TW_AD_DIST_REARM) {
         ad->flagged = 0u;
     }
 //@endif
@@ -925,6 +1002,7 @@ def c_features(params: AdaptParams, op: Op) -> frozenset[str]:
         on.add("every")  # the loop visits every input each window: a window that does not teach skips the rest
     if params.watch_q12:
         on.update({"watch", "every", "watch_zmul1" if zmul1 else "watch_zmuln"})
+        on.add("distance" if params.distance_bound else "watch_only")
     return frozenset(on)
 
 

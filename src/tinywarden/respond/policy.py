@@ -24,7 +24,9 @@ default true), ``settle_s`` (a shift sustained this long, 12 h by default, is fo
 ``2**-settle_rate_shift`` per window; 0 never), ``adapt_scale`` (the slow path learns the scale too;
 default false: offsets only), ``watch_drift`` (the slow-drift watch, :mod:`tinywarden.level_watch`: also
 flag when the day-long level of the windows under the threshold is this many training standard deviations
-from the reference; default 1, the value stated for it; 0 turns it off and compiles it out). The C export
+from the reference; default 1, the value stated for it; 0 turns it off and compiles it out), ``watch_distance``
+(also flag when that level, scored by the detector itself, is this fraction of its threshold: PCA and Gaussian;
+default 0.2; 0 turns it off). The C export
 with this policy compiles the integer adaptation in when it
 is enabled and the model's int8 program has the step (:mod:`tinywarden.kernels.adapt_q`), and leaves it
 out when it is off; the integer step follows every key of the table (:func:`tinywarden.program.adaptation_params`).
@@ -185,7 +187,7 @@ _POLICY_KEYS = {
 _TIER_KEYS = {"actions", "k", "n", "consecutive", "margin", "min_dwell_s", "deescalate_after_s", "dead_man_s",
               "min_confidence"}
 _ADAPTATION_KEYS = {"enabled", "rate_shift", "below_confidence", "max_drift", "below_threshold", "settle_s",
-                    "settle_rate_shift", "adapt_scale", "watch_drift"}
+                    "settle_rate_shift", "adapt_scale", "watch_drift", "watch_distance"}
 _TOP_KEYS = {"policy", "critical", "tiers", "actions", "adaptation"}
 MAX_RATE_SHIFT = 20
 """Slowest adaptation rate, ``2**-20`` per window; 0 would replace the baseline by every window."""
@@ -399,6 +401,8 @@ class _Validator:
             max_drift=self.number(doc, "max_drift", "adaptation.max_drift", d.max_drift, 0.0, MAX_DRIFT,
                                   strict=True),
             watch_drift=self.number(doc, "watch_drift", "adaptation.watch_drift", d.watch_drift, 0.0, MAX_DRIFT),
+            watch_distance=self.number(doc, "watch_distance", "adaptation.watch_distance", d.watch_distance, 0.0,
+                                       MAX_DRIFT),
         )
 
     def action(self, name: str, doc: Any, critical: Critical) -> ActionSpec:
