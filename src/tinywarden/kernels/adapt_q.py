@@ -47,8 +47,10 @@ inputs, that of the largest ``|y|``: requantization is monotone).
 more than ``max_drift`` fitted standard deviations from its fitted value, or (the slow-drift watch,
 :mod:`tinywarden.level_watch`) the drift ``level`` of its own mean ``wmu`` (int32, as ``mu``: every window whose
 score is at most the threshold moves it by ``round_shift(xf - wmu, settle_shift)``), computed as that of
-``mu`` every window, exceeds ``watch_drift``; lowered again once each is below half of its limit
-(:data:`tinywarden.adapt.REARM_FRACTION`).
+``mu`` every window, exceeds ``watch_drift``, or (``watch_distance``, for a ``pca_residual_s16`` score right after
+the adapted op: :func:`distance_score_op`) that score of ``wmu`` as a model input (``round_shift`` of its first
+step by ``E``, plus the op's zero point, clamped to its range) exceeds ``watch_distance`` times the threshold;
+lowered again once each is below half of its limit (:data:`tinywarden.adapt.REARM_FRACTION`).
 
 Where the float and the integer rule part: an input more than ``X`` input units (at least 128 reference
 standard deviations) from the reference is clamped there, ``z`` at 128 standard deviations and the shadow's
@@ -419,14 +421,19 @@ class AdaptQState:
                   "shift": sh.astype(np.int8)}
         return Op(kernel.kind, kernel.src, kernel.dst, kernel.attrs, consts)
 
+    def in_steps(self, d: np.ndarray) -> np.ndarray:
+        """Deviations ``d`` (``2**-F`` input units, per input) in the model input's steps, ``2**E_BITS`` finer: the
+        first step of every reading of a deviation (``tw_adapt_e``)."""
+        return requantize(d, self.mult, self.shift - self.frac + E_BITS)
+
     def z_of(self, d: np.ndarray) -> np.ndarray:
         """Deviations ``d`` (``2**-F`` input units, per input) in Q12 reference standard deviations, clamped."""
-        y = requantize(d, self.mult, self.shift - self.frac + E_BITS)
+        y = self.in_steps(d)
         return np.clip(requantize(y, self.zmul, self.zshift), -Z_MAX, Z_MAX)
 
     def drift_of(self, mu: np.ndarray) -> int:
         """The largest ``|mu|`` in Q12 reference standard deviations (module docstring)."""
-        y = np.abs(requantize(mu, self.mult, self.shift - self.frac + E_BITS))
+        y = np.abs(self.in_steps(mu))
         return int(np.minimum(requantize(y, self.zmul, self.zshift), Z_MAX).max())
 
     def distance_of(self, level: np.ndarray) -> int:
@@ -434,8 +441,7 @@ class AdaptQState:
         adapted op's output for it at the reference multipliers (from the watch's finer reading of it, rounded),
         then the score (the C's ``tw_adapt_observe``)."""
         t = self.target
-        y = requantize(level, self.mult, self.shift - self.frac + E_BITS)  # the watch's level, E_BITS finer
-        v = np.clip(round_shift(y, E_BITS) + int(t.attrs["zero_point"]), int(t.attrs["act_min"]),
+        v = np.clip(round_shift(self.in_steps(level), E_BITS) + int(t.attrs["zero_point"]), int(t.attrs["act_min"]),
                     int(t.attrs["act_max"]))
         assert self.score is not None  # the constructor's check
         return int(KERNELS[self.score.kind].fn([v[None, :]], self.score)[0, 0])
@@ -758,8 +764,6 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
             y = xf - a->wmu;
             a->wmu += ((y >> (TW_AD_WATCH_SHIFT - 1)) + 1) >> 1;
         }
-//@endif
-//@if watch
         y = tw_adapt_e(a->wmu, i);
 //@endif
 //@if distance
