@@ -527,13 +527,14 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
                 f"{adaptation.max_drift}, below_threshold {str(adaptation.below_threshold).lower()}, adapt_scale "
                 f"{str(adaptation.adapt_scale).lower()}, settle_s {adaptation.settle_s:g} (TW_AD_SETTLE_N "
                 f"{params.settle_n} windows), settle_rate_shift {adaptation.settle_rate_shift}, watch_drift "
-                f"{adaptation.watch_drift:g}"),
+                f"{adaptation.watch_drift:g}, watch_distance {adaptation.watch_distance if 'distance' in on else 0:g}"),
         gate=" and its score at most TW_THRESHOLD" if params.gate else "",
         settling=("\n/* The settling rule is compiled in: s->ad.elevated and s->ad.settling are its state. */\n"
                   "#define TW_HAS_SETTLING 1" if params.settle_n else ""),
         what="mean and variance" if params.adapt_scale else "mean (offsets only)",
         watch=(" or (the slow-drift watch, tinywarden.level_watch) the level of the windows under the threshold, "
-               "at 2^-TW_AD_WATCH_SHIFT, more than TW_AD_WATCH" if "watch" in on else ""),
+               "at 2^-TW_AD_WATCH_SHIFT, more than TW_AD_WATCH" if "watch" in on else "")
+        + (" or that level's score by the model itself more than TW_AD_DIST" if "distance" in on else ""),
         settle=(" a shift that keeps TW_AD_SETTLE_N more windows over the threshold than under it is adopted (the "
                 "shadow mean and variance, which learn from every window at 2^-TW_AD_SHADOW_SHIFT) when the shadow's "
                 "spread is at most TW_AD_SETTLE_SPREAD (Q8 reference variances) in every input, and learned from every "
