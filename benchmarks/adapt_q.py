@@ -15,7 +15,8 @@ period) and the first version (confidence gate only, offsets and scales, no sett
 * *arithmetic*: the float adapter is fed exactly what the integer step sees (the int8 program's integer
   features as its adapted op reads them, ``f >> pre`` at the middle of its unit, in raw units; the integer step's
   confidence verdict and its score's side of the threshold), so only the adaptation's arithmetic differs.
-  Reported: windows whose teaching or settling differ (0 expected); the largest difference of the adapted
+  Reported: windows whose teaching or settling differ (0 expected, but for the clamp below: the first window whose
+  settling verdicts part is shown with the widest input's spread on each side); the largest difference of the adapted
   means (in training standard deviations) over the inputs the integer step represents (never 128 reference
   standard deviations or more from the reference, the shadow's variance never at its cap of 256 reference
   variances: beyond those it clamps, where the float follows the outlier; those inputs are counted and their
@@ -39,8 +40,9 @@ from typing import Any
 import numpy as np
 
 from tinywarden.adapt import Adaptation, BaselineAdapter
+from tinywarden.adaptation import SETTLE_SPREAD
 from tinywarden.detectors import make_detector
-from tinywarden.kernels.adapt_q import SVAR_MAX, VAR_ONE, Z_MAX
+from tinywarden.kernels.adapt_q import SETTLE_SPREAD_Q8, SVAR_MAX, VAR_ONE, Z_MAX
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Int8Stream
 from tinywarden.quantize import quantize_pipeline
@@ -101,6 +103,7 @@ def compare(pipe: Pipeline, series: Series, train: Series, cfg: Adaptation) -> d
     outside = np.zeros(aa.size, dtype=bool)  # inputs that have been 128 reference sd or more from the reference
     first_flag = None
     disagree = settling = 0
+    first_split: dict[str, Any] | None = None  # the first window whose settling verdicts part, and why
     for row, x in enumerate(series.values):
         out = st.push(x)
         if out is None:
@@ -112,9 +115,15 @@ def compare(pipe: Pipeline, series: Series, train: Series, cfg: Adaptation) -> d
         xq = np.clip((f.astype(np.int64) >> a.pre) - (a.offset - a.fold), -a.xmax, a.xmax)
         outside |= (np.abs(a.z_of(xq << a.frac)) >= Z_MAX) | (a.svar >= SVAR_MAX)
         verdict = fp.threshold_ + (1.0 if out[0] > prog.threshold else -1.0)  # the integer score's side
+        spreads = (fa._shadow_var / fa.reference_scale**2, a.svar / float(SETTLE_SPREAD_Q8) * SETTLE_SPREAD)
         step = fa.observe(aa * seen_as(f, a.pre) + bb, 0.0 if st.confidence < a.params.below_q15 else 1.0,
                           None, verdict)
         disagree += step.adapted != st.adapted or fa.settling != a.settling
+        if first_split is None and fa.settling != a.settling:
+            worst = int(np.argmax(spreads[0]))  # the float's widest input before this window, in reference variances
+            first_split = {"row": row, "int_settling": bool(a.settling), "input": worst,
+                           "input_outside": bool(outside[worst]), "float_spread": float(spreads[0][worst]),
+                           "int_spread": float(spreads[1][worst]), "int_max_spread": float(spreads[1].max())}
         settling += a.settling
         if st.adapted:
             z_float = (fp.offset_ - fa.reference_offset) / fa.reference_scale
@@ -125,7 +134,7 @@ def compare(pipe: Pipeline, series: Series, train: Series, cfg: Adaptation) -> d
     inside = ~outside
     return {
         "adaptable": True, "inputs": int(aa.size), "inputs_outside": int(outside.sum()),
-        "windows_disagreeing": int(disagree), "settling_windows": int(settling),
+        "windows_disagreeing": int(disagree), "settling_windows": int(settling), "first_split": first_split,
         "arith_mean_diff_sd": float(mu_diff[inside].max()) if inside.any() else None,
         "arith_mean_diff_outside_sd": float(mu_diff[outside].max()) if outside.any() else None,
         "arith_mean_diff_beyond_half_unit_sd": float(max(0.0, np.max((mu_diff - half_unit)[inside])))
@@ -170,6 +179,20 @@ def render(res: dict[str, Any], ramp: float) -> str:
                     f"{_f(r['arith_mean_diff_outside_sd'], '{:.2f}')} | {r['windows']} | "
                     f"{r['int_adapted']} / {r['float_adapted']} | {r['int_first_flag_row']} / "
                     f"{r['float_first_flag_row']} | {r['int_final_drift_sd']:.3f} |")
+    splits = [(ds, fam, pol, r["first_split"]) for ds, fams in res.items() for fam, per in fams.items()
+              for pol, r in per.items() if r.get("adaptable") and r.get("first_split")]
+    if splits:
+        lines += ["", "Where the settling verdicts part (the first such window): a shift is adopted only while the "
+                  f"shadow's spread is at most {SETTLE_SPREAD:g} reference variances in every input (the steadiness "
+                  "test), and the integer step clamps a window's deviation at 128 reference sd where the float takes "
+                  "it whole, so an input that once went that far keeps the float's spread wide for longer. "
+                  "*outside*: the input has been 128 sd or more from the reference.", "",
+                  "| data | family | policy | row | settles first | widest input (float) | outside | float spread | "
+                  "integer spread there | integer widest |", "|---|---|---|---:|---|---:|---|---:|---:|---:|"]
+        for ds, fam, pol, f in splits:
+            lines.append(f"| {ds} | {fam} | {pol} | {f['row']} | {'integer' if f['int_settling'] else 'float'} | "
+                         f"{f['input']} | {'yes' if f['input_outside'] else 'no'} | {f['float_spread']:.1f} | "
+                         f"{f['int_spread']:.2f} | {f['int_max_spread']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -282,8 +282,10 @@ def test_fully_connected_kernel_sums_are_folded_when_the_c_is_generated():
         assert np.array_equal(folded, (xs + op.attrs["input_offset"]) @ w.T + op.consts["bias"].astype(np.int64))
     big = layers[0]
     edited = dataclasses.replace(big, consts={**big.consts, "bias": np.full_like(big.consts["bias"], 2**31 - 1)})
-    with pytest.raises(ConfigError, match="may overflow int32"):
+    with pytest.raises(ConfigError, match="may overflow the int32 accumulator"):  # the program's validation
         emit_c(dataclasses.replace(prog, ops=tuple(edited if op is big else op for op in prog.ops)))
+    with pytest.raises(ConfigError, match="may overflow int32"):  # the generator's own guard, for an unvalidated op
+        kernel_sum(edited)
 
 
 def test_scratch_tensors_share_members_once_no_later_op_reads_them(tmp_path):

@@ -182,6 +182,29 @@ def test_a_convolution_bias_that_could_overflow_the_int32_sum_is_rejected_and_th
                                 want_accepted=2)
 
 
+def test_a_fully_connected_bias_the_generator_cannot_emit_is_refused_by_the_validation(tmp_path):
+    # The layer's kernel sum (bias + input_offset * sum w, which the C's int32 accumulator starts from) was bounded only
+    # when the C was generated: a program with a bias near INT32_MAX validated, ran in the Python reference, and then
+    # `export` refused it. The validation now holds the same bound, so what validates is what the generator emits.
+    from tinywarden.codegen.c import write_c
+
+    _, dense = fitted("dense_ae")
+    i = next(j for j, op in enumerate(dense.ops) if op.kind == "fully_connected_s8")
+    c = dense.ops[i].consts
+    hostile = with_op(dense, i, {"bias": np.full_like(c["bias"], INT32_MAX)})
+    with pytest.raises(ConfigError, match="may overflow the int32 accumulator"):
+        hostile.validate()
+    with pytest.raises(ConfigError, match="may overflow"):
+        write_c(hostile, tmp_path / "hostile")
+    assert not list(tmp_path.glob("hostile/*.c"))
+    w = c["weights"].astype(np.int64)
+    offset_sums = int(dense.ops[i].attrs["input_offset"]) * w.sum(axis=1)
+    room = int((INT32_MAX - 128 * np.abs(w).sum(axis=1) - offset_sums).min())  # the largest bias every output takes
+    at_bound = with_op(dense, i, {"bias": np.full_like(c["bias"], room)})
+    assert accepted(at_bound) and not accepted(with_op(dense, i, {"bias": np.full_like(c["bias"], room + 1)}))
+    assert_c_matches(at_bound, tmp_path, "fc bias at its bound")
+
+
 # -- the sweep: every family's kernels at the ends of their checks' ranges ----------------------------------------
 def mixed(a: np.ndarray, values: list[int]) -> np.ndarray:
     """``a`` with its odd rows (entries, for a 1-D array) holding ``values`` over and over: extremes beside fitted
@@ -210,7 +233,7 @@ def _extremes(op: Op, side: int) -> Extremes:  # noqa: C901 (one case a kernel)
                  "multiplier": mixed(c["multiplier"], [INT32_MAX, 0] if lo else [INT32_MAX]),
                  "shift": mixed(c["shift"], [-31, 30] if lo else [-31, 0, 30])}, {"zero_point": 0 if lo else -128})
     if op.kind in ("fully_connected_s8", "convolve_1d_s8"):
-        # a layer's bias leaves room for its int32 sums (a fully connected layer's: the generator's kernel-sum check; a
+        # a layer's bias leaves room for its int32 sums (a fully connected layer's: its kernel-sum check; a
         # convolution's: its check, the largest it accepts beside the extreme weights and input offset)
         pick = mixed if lo else cycled
         weights = pick(c["weights"], [127, -128])

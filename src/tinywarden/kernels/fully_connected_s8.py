@@ -70,18 +70,30 @@ def check_layer(op: Op, weights: tuple[int, ...]) -> None:
 
 def _check_fc(op: Op, p: ProgramView) -> None:
     check_layer(op, (p.tensor(op.dst).size, p.tensor(op.src[0]).size))
+    require(_kernel_sums_fit(op), "a kernel sum plus its inputs' products may overflow the int32 accumulator")
+
+
+def _kernel_sums(op: Op) -> np.ndarray:
+    """``bias[o] + input_offset * sum_i w[o][i]`` per output (int64)."""
+    w = np.asarray(op.consts["weights"], dtype=np.int64)
+    return np.asarray(op.consts["bias"], dtype=np.int64) + int(op.attrs["input_offset"]) * w.sum(axis=1)
+
+
+def _kernel_sums_fit(op: Op) -> bool:
+    """Whether every partial sum ``kernel_sum[o] + sum_{i<k} w[o][i] * in[i]`` (``|in| <= 128``) fits the C's int32
+    accumulator: the layer's check, so that every program the validation accepts is one the generator emits."""
+    w = np.asarray(op.consts["weights"], dtype=np.int64)
+    return bool((np.abs(_kernel_sums(op)) + 128 * np.abs(w).sum(axis=1)).max(initial=0) <= INT32_MAX)
 
 
 def kernel_sum(op: Op) -> Mapping[str, np.ndarray]:
     """CMSIS-NN's kernel sum, folded at generation: ``bias[o] + input_offset * sum_i w[o][i]`` (int32), so the
     C inner loop multiplies the raw int8 inputs, ``acc = kernel_sum[o] + sum_i w[o][i] * in[i]``, the same
-    integer as ``bias[o] + sum_i w[o][i] * (in[i] + input_offset)``."""
-    w = np.asarray(op.consts["weights"], dtype=np.int64)
-    ks = np.asarray(op.consts["bias"], dtype=np.int64) + int(op.attrs["input_offset"]) * w.sum(axis=1)
-    # every partial sum kernel_sum[o] + sum_{i<k} w[o][i] * in[i] (|in| <= 128) must fit the int32 accumulator
-    if (np.abs(ks) + 128 * np.abs(w).sum(axis=1)).max(initial=0) > INT32_MAX:
+    integer as ``bias[o] + sum_i w[o][i] * (in[i] + input_offset)``. Raises :class:`ConfigError` for a layer its
+    check refuses (a program that was not validated)."""
+    if not _kernel_sums_fit(op):
         raise ConfigError(f"fully_connected_s8 {op.dst}: a kernel sum plus its inputs' products may overflow int32")
-    return {"kernel_sum": ks.astype(np.int32)}
+    return {"kernel_sum": _kernel_sums(op).astype(np.int32)}
 
 
 C_TEMPLATE = r"""
@@ -94,7 +106,7 @@ C_TEMPLATE = r"""
  * sums): out[o] = clamp(requantize(bias[o] + sum_i w[o][i] * (in[i] + input_offset), multiplier[o], shift[o])
  * + output_offset, activation); activation.min = output_offset is ReLU. kernel_sum[o] = bias[o] + input_offset *
  * sum_i w[o][i] is folded at generation (CMSIS-NN's kernel sum), so the loop multiplies the raw inputs. Range:
- * input_offset in [-255, 255], output_offset and the activation in [-128, 127]; the generator checks
+ * input_offset in [-255, 255], output_offset and the activation in [-128, 127]; the check holds
  * |kernel_sum[o]| + 128 * sum_i |w[o][i]| <= INT32_MAX, so the int32 accumulator cannot overflow. With ref != NULL
  * the outputs are not stored: *total += (out[o] - ref[o])^2 instead (a reconstruction layer read only by its
  * sum_sq_diff_s8 score). */
