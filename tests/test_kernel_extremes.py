@@ -15,7 +15,7 @@ from int8_fixtures import INT8_FAMILIES, camera, fitted
 from test_codegen_c import assert_bit_exact, build
 from tinywarden.arith import INT32_MAX, INT32_MIN
 from tinywarden.errors import ConfigError
-from tinywarden.kernels import Op
+from tinywarden.kernels import KERNELS, Op
 from tinywarden.kernels.ar_residual_s16 import AR_BIAS_MAX
 from tinywarden.kernels.gru_s8 import GRU_MAX_BIAS, GRU_MAX_MULTIPLIER
 from tinywarden.kernels.rbf_kernel_sum_s16 import RBF_MAX_SV_SHIFT
@@ -120,6 +120,23 @@ def test_rbf_kernel_with_a_negative_multiplier_is_rejected_or_alike_in_c(tmp_pat
                                                          "shift": np.full_like(c["shift"], s)}))
              for m, s in ((INT32_MIN, 0), (-1, 30), (0, 0), (INT32_MAX, 30), (INT32_MAX, -31))]
     assert_rejected_or_matching(cases, tmp_path, want_accepted=3)
+
+
+def test_an_rbf_table_whose_first_entry_is_not_its_largest_is_rejected_as_it_made_scores_negative():
+    # The table's entries only had to be non-negative: with pow2[0] below another entry, pow2[0] - k went negative near
+    # a support vector and so did the score (Python and C alike), where every score kernel promises >= 0 (the
+    # tw_result_t contract, the ensemble's fusion, tw_score_from_total's saturation, which clips only the top).
+    _, prog = fitted("ocsvm")
+    i = len(prog.ops) - 1
+    op = prog.ops[i]
+    table = op.consts["exp2"].copy()
+    table[0] = 0
+    bad = with_op(prog, i, {"exp2": table})
+    sv = op.consts["support_vectors"][:1].astype(np.int16) << op.attrs["sv_shift"]
+    assert KERNELS["rbf_kernel_sum_s16"].fn([sv], bad.ops[i])[0, 0] < 0  # what the old check let through
+    with pytest.raises(ConfigError, match="the first the largest"):
+        bad.validate()
+    assert accepted(prog)
 
 
 @pytest.mark.parametrize("aggregate", [0, 1])

@@ -54,8 +54,9 @@ def _check_rbf(op: Op, p: ProgramView) -> None:
     require(len(sv) == 2 and sv[0] >= 1 and sv[1] == n, f"support_vectors must be (n_sv, {n})")
     require(const_shape(op, "alpha") == (sv[0],) and bool(np.all(np.asarray(op.consts["alpha"]) >= 0)),
              "alpha must hold one non-negative weight per support vector")
-    require(const_shape(op, "exp2") == (2**bits,) and bool(np.all(np.asarray(op.consts["exp2"]) >= 0)),
-             f"exp2 must hold 2**frac_bits = {2**bits} non-negative entries")
+    table = np.asarray(op.consts["exp2"])
+    require(const_shape(op, "exp2") == (2**bits,) and bool(np.all(table >= 0)) and int(table[0]) == int(table.max()),
+             f"exp2 must hold 2**frac_bits = {2**bits} non-negative entries, the first the largest (2**0)")
     require(all(const_shape(op, k) == (1,) for k in ("pre_shift", "multiplier", "shift"))
              and 0 <= int(op.consts["pre_shift"][0]) <= 62, "pre_shift, multiplier, shift must be one value each")
     requant_shifts(op, "shift")
@@ -75,8 +76,8 @@ C_TEMPLATE = r"""
  * score = sat32(((sum_j alpha[j] * (pow2[0] - k)) >> 15 + max(0, min_j u - tail_from)) >> shift): far
  * from every support vector, high score; beyond tail_from every k is 0, and the nearest support vector
  * still ranks the windows there. Range: multiplier in [0, INT32_MAX] (so u >= 0), alpha >= 0, the pow2 table
- * has 2^frac_bits entries (Q15), sv_shift <= TW_RBF_MAX_SV_SHIFT (|sv * 2^sv_shift| <= 2^15, so |d| <= 2^16),
- * n * 2^32 < 2^63. */
+ * has 2^frac_bits entries (Q15), pow2[0] the largest (so every pow2[0] - k >= 0 and the score is >= 0),
+ * sv_shift <= TW_RBF_MAX_SV_SHIFT (|sv * 2^sv_shift| <= 2^15, so |d| <= 2^16), n * 2^32 < 2^63. */
 static void tw_rbf_kernel_sum_s16(const int16_t *x, int32_t n, const int8_t *sv, int32_t n_sv, int32_t sv_shift,
                                   const int16_t *alpha, const int16_t *pow2, int32_t frac_bits, int32_t tail_from,
                                   const int32_t *pre_shift, const int32_t *multiplier, const int8_t *shift_c,
