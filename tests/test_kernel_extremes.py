@@ -288,8 +288,8 @@ def _extremes(op: Op, side: int) -> Extremes:  # noqa: C901 (one case a kernel)
                       mixed(c["threshold"], [-(2**15), 2**15 - 1, 0]))
         return {"threshold": th.astype(np.int16)}, {"shift": 0}
     if op.kind == "rbf_kernel_sum_s16":
-        if lo:  # the largest weights and a table that rises from 0 (the check takes it): negative totals
-            return ({"alpha": full(c["alpha"], 2**15 - 1), "exp2": np.array([0, 2**15 - 1], dtype=np.int16)},
+        if lo:  # the largest weights, a table falling from 2^0 to 0 at once (the check takes it): the largest totals
+            return ({"alpha": full(c["alpha"], 2**15 - 1), "exp2": np.array([2**15 - 1, 0], dtype=np.int16)},
                     {"frac_bits": 1, "tail_from": 0, "shift": 0})
         return ({"support_vectors": cycled(c["support_vectors"], [-128, 127]),
                  "exp2": np.full(2**12, 2**15 - 1, dtype=np.int16), "multiplier": full(c["multiplier"], INT32_MAX),
