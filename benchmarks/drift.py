@@ -53,6 +53,10 @@ TRAIN_DAYS = 8.0
 CHANGE_DAY = 9.0
 DAYS = 13.0
 DEMO = {"profile": "camera", "days": 14.0, "train_days": 8.0, "seed": 7}
+#: The oracle's simulation (:func:`regime_oracle`): the same device (seed) with the change in force from this day,
+#: its model fitted on the rows from ORACLE_FROM_DAY to TRAIN_DAYS (days the scored rows never include).
+ORACLE_CHANGE_DAY = 0.1
+ORACLE_FROM_DAY = 0.25
 GOALS = {"regime_fa_per_day": 1.0, "demo_detection_rate": 0.95, "demo_fa_per_day": 1.0}
 DAY_S = 86400.0
 #: How each default of :class:`tinywarden.adapt.Adaptation` was chosen (printed in the results file).
@@ -131,6 +135,17 @@ FINDINGS = (
     "reconstruction tolerated and a covariance model does not. An operator's signed re-baseline (the documented "
     "path for an update) clears it; learning the covariance while a shift settles would be the device-side fix, "
     "not built.",
+    "- *What learning the new regime would reach, measured* (2026-12-03, the table 'A missed change against a model "
+    "of its own regime'): the default's alarms after the update come at 0.4 h (the change, standing until it "
+    "settles at 12 h), 15.5, 28.3, 29.0, 34.3, 35.4 and 40.5 h. The same model on the unchanged series raises 15.5, "
+    "19.2, 28.3 and 29.0 (adaptation off): three of the seven are the device's own false alarms in those hours, "
+    "with or without the update. A model of the new regime (the same device's days 0.25 to 8 with the update in "
+    "force) raises 0.4, 28.3 and 29.0: 1 in the first 24 h, the goal met. So a baseline that learned the new "
+    "covariance would close this row; what offsets-only adaptation leaves is the 15.5 h alarm and three in the "
+    "second day. Tried in float and not kept (a replay script, not this benchmark): learning the variances of the "
+    "model's 16 axes while a shift settles (rates 2^-7 and 2^-5) left the same seven alarms; keeping the per-input "
+    "scales learned while settling gave 10 in 48 h, learning no scale at all 9. A per-input scale bends the "
+    "relations between inputs that the covariance holds; the change is in those relations.",
     "- *The valve's sensor drift is caught since the watch also scores its level with the model itself* "
     "(`watch_distance`, 2026-12-03): 9 of 9 ramps, its flag at 0.77 of the ramp (1.17 with the per-input watch "
     "alone). Its 40 kPa are one reference sd of the pressure features (their spread holds the valve's whole "
@@ -217,6 +232,46 @@ def regime_met(row: dict[str, Any]) -> bool:
 def regime_stays(row: dict[str, Any]) -> bool:
     """The stricter reading ("back to <= 1 a day"): the goal met and at most one false alarm in the next 24 h."""
     return regime_met(row) and row["fa_next_24h"] <= GOALS["regime_fa_per_day"]
+
+
+def onset_hours(r: Any, change_row: int, rows_per_day: int, days: float = 2.0) -> list[float]:
+    """Hours after ``change_row`` of the alarms raised (rising edges) in the ``days`` after it."""
+    a = r.windows.alarms.astype(bool)
+    ends = r.windows.end_rows[a & ~np.concatenate(([False], a[:-1]))]
+    return [round(float(e - change_row) * 24.0 / rows_per_day, 1) for e in ends
+            if change_row <= e < change_row + days * rows_per_day]
+
+
+def regime_oracle(detector: str, profile: str, scenario: str, sim: Any, base: Any, pipeline: Any, start: int,
+                  change_row: int, rows_per_day: int, cut: int, value_record: float | None) -> list[dict[str, Any]]:
+    """What a model of the changed regime itself does on a missed change: the default pipeline fitted on the same
+    device's simulation (seed :data:`SEED`) with the change in force from day :data:`ORACLE_CHANGE_DAY`, on the rows
+    from :data:`ORACLE_FROM_DAY` to :data:`TRAIN_DAYS` (what learning the new covariance, not only the new level,
+    would give), scoring the scenario's series from the change on, without and with the default adaptation; beside
+    it the trained pipeline scoring the unchanged series over the same hours (the false alarms of the right regime's
+    model anyway)."""
+    from tinywarden.replay import aligned_start, replay
+    from tinywarden.respond.policy import Adaptation
+    from tinywarden.simulate import simulate_detailed
+
+    changed = simulate_detailed(profile, TRAIN_DAYS, "none", seed=SEED, scenario=scenario,
+                                change_day=ORACLE_CHANGE_DAY).series
+    oracle = _fit(detector, changed.slice(int(ORACLE_FROM_DAY * rows_per_day), int(TRAIN_DAYS * rows_per_day)),
+                  value_record)
+    new, trained, unchanged = "the new regime's", "the trained one", "the trained one, unchanged series (control)"
+    runs = [(trained, pipeline, sim, "watch", Adaptation(), start),
+            (new, oracle, sim, "off", None, aligned_start(oracle, change_row)),
+            (new, oracle, sim, "watch", Adaptation(), aligned_start(oracle, change_row)),
+            (unchanged, pipeline, base, "off", None, start), (unchanged, pipeline, base, "watch", Adaptation(), start)]
+    out = []
+    for model, p, series, variant, cfg, row0 in runs:
+        r = replay(p, series, row0, cfg)
+        f = regime_figures(r, change_row, rows_per_day, cut)
+        out.append({"profile": profile, "scenario": scenario, "model": model, "adaptation": variant,
+                    "onsets_h": onset_hours(r, change_row, rows_per_day),
+                    **{k: f[k] for k in ("fa_first_24h", "standing_after_24h", "fa_next_24h", "alarm_time_first_24h")}})
+        print(out[-1], flush=True)
+    return out
 
 
 def poison_figures(r: Any, unchanged: Any, start_row: int, full_row: int) -> dict[str, Any]:
@@ -354,6 +409,7 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
                 "watch": Adaptation(**(overrides or {}))}
     rows: list[dict[str, Any]] = []
     watch: list[dict[str, Any]] = []
+    oracle: list[dict[str, Any]] = []
     for profile in profiles:
         base = simulate(profile, DAYS, "none", seed=SEED)
         rows_per_day = int(round(DAY_S / base.period))
@@ -379,6 +435,9 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
                     figs["why"] = why_missed(pipeline, base, sim.series, r, change, cfg)
                 rows.append({"profile": profile, "scenario": name, "kind": spec.kind, "adaptation": variant, **figs})
                 print(rows[-1], flush=True)
+            if not change.is_attack and not regime_met(rows[-1]):  # the default (watch) row misses: why
+                oracle += regime_oracle(detector, profile, name, sim.series, base, pipeline, start, change.start_row,
+                                        rows_per_day, cut, value_record)
 
     demo_sim = simulate_detailed(DEMO["profile"], DEMO["days"], "all", seed=DEMO["seed"],
                                  attack_free_days=DEMO["train_days"])
@@ -414,7 +473,7 @@ def run(detector: str, profiles: Sequence[str], overrides: dict[str, Any] | None
             red = (np.nan_to_num(r.confidences) >= 0.5).astype(np.uint8)  # the confidence as the alarm
             demo_row(f"replay, adaptation {label}: confidence >= 0.5 as the alarm",
                      WindowScores(w.end_rows, w.window, w.scores, red, red, w.threshold))
-    return {"detector": detector, "rows": rows, "demo": demo, "watch": watch,
+    return {"detector": detector, "rows": rows, "demo": demo, "watch": watch, "oracle": oracle,
             "sensor_drift": sensor_drift_incidents(pipeline, s, demo_sim.incidents, r_watch),
             "machine": machine_info(),
             "adaptation": repr(variants["on"]), "watch_adaptation": repr(variants["watch"]),
@@ -480,6 +539,25 @@ def render(result: dict[str, Any]) -> str:
         "",
         "'alarms or flags' counts what reaches the operator: rising edges of the k-of-n alarm or a baseline-drift flag "
         "(a flag raised while an alarm stands adds nothing). The goal column keeps the k-of-n definition.",
+    ]
+    if result.get("oracle"):
+        lines += ["", "### A missed change against a model of its own regime", "",
+                  "For each change the default misses: the default pipeline fitted on the same device's simulation "
+                  f"(seed {SEED}) with the change in force from day {ORACLE_CHANGE_DAY:g}, on days "
+                  f"{ORACLE_FROM_DAY:g} to {TRAIN_DAYS:g} (what learning the new regime's covariance, not only its "
+                  "level, would reach), scoring the scenario's series from the change on, without and with the default "
+                  "adaptation; beside it the trained pipeline on the scenario (the main table's row) and, as a "
+                  "control, on the unchanged series over the same hours (the false alarms a model of the right regime "
+                  "raises there anyway). The first 24 h include the change itself (its ten-minute transition). "
+                  "*alarms at*: hours after the change of each alarm's onset, over 48 h.", "",
+                  "| profile | scenario | model | adaptation | first 24 h (time in alarm) | alarm standing at 24 h | "
+                  "next 24 h | goal | alarms at (h) |", "|---|---|---|---|---|---|---|---|---|"]
+        for o in result["oracle"]:
+            lines.append(f"| {o['profile']} | {o['scenario']} | {o['model']} | "
+                         f"{LABELS[o['adaptation']]} | {o['fa_first_24h']:.0f} ({o['alarm_time_first_24h']:.0%}) | "
+                         f"{'yes' if o['standing_after_24h'] else 'no'} | {o['fa_next_24h']:.0f} | "
+                         f"{'met' if regime_met(o) else '**missed**'} | {', '.join(map(str, o['onsets_h']))} |")
+    lines += [
         "",
         "## The slow-drift watch's false flags",
         "",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from benchmarks.drift import poison_figures, regime_figures, regime_met
+from benchmarks.drift import onset_hours, poison_figures, regime_figures, regime_met, render
 
 from tinywarden.detectors import EWMAZScore
 from tinywarden.errors import ConfigError
@@ -20,6 +20,7 @@ from tinywarden.respond.policy import Adaptation
 from tinywarden.telemetry.series import Series
 
 REPO = Path(__file__).resolve().parent.parent
+MACHINE = {"date": "2026-12-03", "machine": "test", "python": "3.11", "commit": "0000000"}
 
 
 def _fitted(n: int = 6000) -> tuple[Pipeline, Series]:
@@ -93,6 +94,29 @@ def test_a_standing_alarm_misses_the_regime_goal_though_it_is_one_rising_edge() 
     assert not regime_met(figs)
     alarms = [0] * 10 + [1] * 3 + [0] * 27
     assert regime_met(regime_figures(_replay(ends, alarms), change_row=100, rows_per_day=100, cut=0))
+
+
+def test_onset_hours_are_the_rising_edges_in_the_two_days_after_the_change() -> None:
+    # 100 rows a day, the change at row 100: a standing alarm counts once, at its onset; before and after 48 h: none
+    r = _replay([50, 100, 110, 120, 175, 180, 250, 310, 320], [1, 1, 1, 0, 1, 0, 1, 1, 0])
+    assert onset_hours(r, change_row=100, rows_per_day=100) == [18.0, 36.0]
+    assert onset_hours(_replay([100, 110], [1, 0]), change_row=100, rows_per_day=100) == [0.0]
+
+
+def test_the_oracle_section_renders_its_rows_and_onset_hours() -> None:
+    row = {"profile": "camera", "scenario": "firmware_update", "kind": "regime", "adaptation": "watch",
+           "fa_day_before": 1.0, "fa_first_24h": 2.0, "alarm_time_first_24h": 0.5, "standing_after_24h": False,
+           "fa_next_24h": 5.0, "alarm_time_next_24h": 0.1, "drift_flags": 1, "adapted_windows": 10}
+    oracle = [{"profile": "camera", "scenario": "firmware_update", "model": "the new regime's", "adaptation": "off",
+               "onsets_h": [0.4, 28.3], "fa_first_24h": 1.0, "standing_after_24h": False, "fa_next_24h": 1.0,
+               "alarm_time_first_24h": 0.01}]
+    md = render({"detector": "gaussian", "rows": [row], "demo": [], "watch": [], "oracle": oracle,
+                 "sensor_drift": [], "machine": MACHINE, "adaptation": "", "watch_adaptation": "", "value_record": 0.05})
+    assert "### A missed change against a model of its own regime" in md
+    assert "| camera | firmware_update | the new regime's | off | 1 (1%) | no | 1 | met | 0.4, 28.3 |" in md
+    without = render({"detector": "gaussian", "rows": [row], "demo": [], "watch": [], "sensor_drift": [],
+                      "machine": MACHINE, "adaptation": "", "watch_adaptation": "", "value_record": 0.05})
+    assert "model of its own regime" not in without
 
 
 @pytest.mark.slow
