@@ -110,8 +110,8 @@ def test_the_oracle_section_renders_its_rows_and_onset_hours() -> None:
     oracle = [{"profile": "camera", "scenario": "firmware_update", "model": "the new regime's", "adaptation": "off",
                "onsets_h": [0.4, 28.3], "fa_first_24h": 1.0, "standing_after_24h": False, "fa_next_24h": 1.0,
                "alarm_time_first_24h": 0.01}]
-    md = render({"detector": "gaussian", "rows": [row], "demo": [], "watch": [], "oracle": oracle,
-                 "sensor_drift": [], "machine": MACHINE, "adaptation": "", "watch_adaptation": "", "value_record": 0.05})
+    md = render({"detector": "gaussian", "rows": [row], "demo": [], "watch": [], "oracle": oracle, "sensor_drift": [],
+                 "machine": MACHINE, "adaptation": "", "watch_adaptation": "", "value_record": 0.05})
     assert "### A missed change against a model of its own regime" in md
     assert "| camera | firmware_update | the new regime's | off | 1 (1%) | no | 1 | met | 0.4, 28.3 |" in md
     without = render({"detector": "gaussian", "rows": [row], "demo": [], "watch": [], "sensor_drift": [],
