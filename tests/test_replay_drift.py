@@ -116,7 +116,7 @@ def test_the_oracle_section_renders_its_rows_and_onset_hours() -> None:
     assert "| camera | firmware_update | the new regime's | off | 1 (1%) | no | 1 | met | 0.4, 28.3 |" in md
     without = render({"detector": "gaussian", "rows": [row], "demo": [], "watch": [], "sensor_drift": [],
                       "machine": MACHINE, "adaptation": "", "watch_adaptation": "", "value_record": 0.05})
-    assert "model of its own regime" not in without
+    assert "### A missed change against" not in without
 
 
 @pytest.mark.slow
