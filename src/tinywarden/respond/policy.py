@@ -85,7 +85,11 @@ bounded keeps every bar finite, so it can be floored into the C module's integer
 MAX_FAULT_TOLERANCE = 1_000_000
 """Largest ``fault_tolerance``; the C module counts faults in a saturating uint32."""
 
-_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")  # IFNAMSIZ is 16 including the NUL
+# IFNAMSIZ is 16 including the NUL. No ":" (the kernel never names an interface so; the lookup ip and tc make
+# cuts the name there, so "eth1:0" is eth1) and no "ifN" (iproute2 reads it as interface index N when no
+# interface has that name): either would act on another interface than the one the [critical] check saw.
+_IFNAME = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
+_IFINDEX = re.compile(r"if[0-9]+")
 _RATE = re.compile(r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
@@ -311,8 +315,9 @@ class _Validator:
             raise self.fail(path, str(exc)) from None
 
     def ifname(self, text: Any, path: str) -> str:
-        if not isinstance(text, str) or not _IFNAME.match(text):
-            raise self.fail(path, f"{text!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . : @ -)")
+        if not isinstance(text, str) or not _IFNAME.fullmatch(text) or _IFINDEX.fullmatch(text):
+            raise self.fail(path, f"{text!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . @ -, "
+                            "not ifN, which iproute2 reads as interface index N)")
         return text
 
     def policy(self, doc: Mapping[str, Any]) -> Policy:
