@@ -218,6 +218,11 @@ def _loads(line: bytes | str) -> Any:
     return json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
+def _line(record: Mapping[str, Any]) -> bytes:
+    """The one byte form of a record line (without its newline): what the writer writes and verify demands."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+
+
 def _is_record(rec: Any) -> bool:
     return (
         isinstance(rec, dict)
@@ -423,7 +428,7 @@ class AuditLog:
             "prev": self.last_hash,
         }
         record["hash"] = record_hash(record, self.key)
-        line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        line = _line(record) + b"\n"
         if (
             self.path.exists()
             and self.path.stat().st_size > 0
@@ -566,6 +571,13 @@ def verify(path: str | Path, key: AuditKey | None = None, anchors: Iterable[tupl
             except (ValueError, RecursionError):
                 report.problems.append(Problem("tamper", where, "not a valid record (edited or corrupted)"))
                 continue
+            if _line(rec) != line:
+                # The MAC covers the parsed record, so a duplicate key (json.loads keeps the last, a reader may see
+                # the first), added whitespace or another escape would otherwise verify although edited.
+                report.problems.append(
+                    Problem("tamper", where, "not in the writer's canonical form (duplicate key, whitespace or "
+                            "escape added: edited)")  # fmt: skip
+                )
             if f == p and i == 1:
                 live_first = rec
             parsed.append((where, rec))
