@@ -248,7 +248,7 @@ def segments(path: str | Path) -> list[Path]:
     rotated = []
     for f in p.parent.glob(p.name + ".*"):
         suffix = f.name[len(p.name) + 1 :]
-        if suffix.isdigit():
+        if suffix.isascii() and suffix.isdigit():  # "²".isdigit() too, which int() refuses, and "١" is int 1
             rotated.append((int(suffix), f))
     out = [f for _, f in sorted(rotated, reverse=True)]
     if p.exists():
