@@ -12,6 +12,7 @@ is how the tests check real rules without touching the host.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -63,6 +64,19 @@ class CommandRunner:
         if check and proc.returncode != 0:
             raise ActuatorError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
         return proc
+
+
+def interface_names(runner: CommandRunner, interface: str) -> tuple[str, ...]:
+    """``interface`` and every other name the kernel gives the interface it denotes (its name and its
+    alternative names, which ``ip`` and ``tc`` accept as well), so the critical check sees every spelling of
+    what the command acts on; just ``interface`` when ``ip`` cannot show it."""
+    try:
+        out = runner.run(["ip", "-o", "link", "show", "dev", interface], check=False).stdout
+    except ActuatorError:
+        return (interface,)
+    first = re.match(r"\d+: ([^\s:@]+)", out)
+    names = [interface, *([first.group(1)] if first else []), *re.findall(r"\baltname ([^\s\\]+)", out)]
+    return tuple(dict.fromkeys(names))
 
 
 class Actuator(ABC):

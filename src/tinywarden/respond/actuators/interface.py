@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tinywarden.respond.actuators.base import Actuator, ActuatorError, CommandRunner, Targets
+from tinywarden.respond.actuators.base import Actuator, ActuatorError, CommandRunner, Targets, interface_names
 
 
 class InterfaceDown(Actuator):
@@ -44,7 +44,7 @@ class InterfaceDown(Actuator):
         return f"bring interface {self.interface} down (ip link set dev {self.interface} down)"
 
     def targets(self) -> Targets:
-        return Targets(interfaces=(self.interface,))
+        return Targets(interfaces=interface_names(self.runner, self.interface))
 
     def snapshot(self) -> dict[str, Any]:
         return {"was_up": self._was_up}

@@ -6,7 +6,7 @@ and :meth:`TcRateLimit.revert` deletes only ours; the interface falls back to it
 
 from __future__ import annotations
 
-from tinywarden.respond.actuators.base import Actuator, CommandRunner, Targets
+from tinywarden.respond.actuators.base import Actuator, CommandRunner, Targets, interface_names
 
 HANDLE = "7477:"
 
@@ -43,4 +43,4 @@ class TcRateLimit(Actuator):
         return f"cap egress on {self.interface} at {self.rate} ({' '.join(self._cmd())})"
 
     def targets(self) -> Targets:
-        return Targets(interfaces=(self.interface,))
+        return Targets(interfaces=interface_names(self.runner, self.interface))
