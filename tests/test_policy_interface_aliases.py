@@ -81,3 +81,14 @@ def test_iproute2_really_resolves_an_alias_label_and_an_index_name_to_the_interf
             assert "UP" not in ip("-o", "link", "show", "dev", "lo").stdout.split(">")[0]
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_a_rate_or_an_action_name_with_a_trailing_newline_is_refused_when_the_policy_loads() -> None:
+    # "^...$" with re.match lets "$" match before a final newline: "1mbit\n" loaded and failed only when tc ran, and an
+    # action named "act\n" loaded (a line break in every log and audit line that names it)
+    body = 'type = "tc_rate_limit"\ninterface = "eth0"\nrate = "1mbit\\n"'
+    with pytest.raises(PolicyError, match="actions.act.rate: must be a tc rate"):
+        parse_policy(POLICY.format(body=body), source="p.toml")
+    named = POLICY.replace('actions = ["act"]', 'actions = ["act\\n"]').replace("[actions.act]", '[actions."act\\n"]')
+    with pytest.raises(PolicyError, match="action names are 1-32 characters"):
+        parse_policy(named.format(body='type = "log"\nmessage = "x"'), source="p.toml")

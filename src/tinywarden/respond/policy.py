@@ -90,8 +90,9 @@ MAX_FAULT_TOLERANCE = 1_000_000
 # interface has that name): either would act on another interface than the one the [critical] check saw.
 _IFNAME = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
 _IFINDEX = re.compile(r"if[0-9]+")
-_RATE = re.compile(r"^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+# Matched whole (fullmatch): "^...$" with re.match let a final newline through ("1mbit\n", an action "act\n").
+_RATE = re.compile(r"[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 
 
 class PolicyError(ConfigError):
@@ -412,7 +413,7 @@ class _Validator:
 
     def action(self, name: str, doc: Any, critical: Critical) -> ActionSpec:
         path = f"actions.{name}"
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise self.fail(
                 path, "action names are 1-32 characters of A-Z a-z 0-9 _ - starting with a letter"
             )
@@ -450,7 +451,7 @@ class _Validator:
                 )
             if kind == "tc_rate_limit":
                 for key in ("rate", "burst"):
-                    if not isinstance(params[key], str) or not _RATE.match(params[key]):
+                    if not isinstance(params[key], str) or not _RATE.fullmatch(params[key]):
                         raise self.fail(
                             f"{path}.{key}",
                             f"must be a tc rate such as '256kbit' or '1mbit' (got {params[key]!r})",
