@@ -94,3 +94,21 @@ def test_an_unrelated_interface_is_still_allowed(netns: CommandRunner) -> None:
     policy = parse_policy(POLICY.format(critical="twuplink", kind="interface_down", target="tw1", extra=""))
     act = build_actuator(policy.actions[1], policy, netns)
     assert critical_conflict(act, policy.critical) is None
+
+
+def test_the_egress_allow_list_keeps_a_critical_interface_named_by_its_altname_reachable(netns: CommandRunner) -> None:
+    # nftables' oifname (and iptables' -o) match the kernel's name only: a critical interface the policy names by an
+    # altname got an 'oifname "twuplink" accept' that never matches, so the allow-list cut the critical link too
+    if shutil.which("nft") is None or netns.run(["nft", "list", "tables"], check=False).returncode:
+        pytest.skip("no nftables here")
+    from tinywarden.respond.actuators.nftables import NftEgressAllowlist
+
+    act = NftEgressAllowlist("tw-allow", ["10.99.0.0/24"], critical_interfaces=["twuplink"], runner=netns,
+                             backend="nft")
+    act.apply()
+    try:
+        listed = netns.run(["nft", "list", "table", "inet", "tw_tw_allow"]).stdout
+        assert 'oifname "tw0" accept' in listed, listed
+    finally:
+        act.revert()
+    assert not act.is_applied()

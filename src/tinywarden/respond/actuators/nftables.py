@@ -9,13 +9,14 @@ the egress allow-list, so the device keeps its critical function while isolated.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tinywarden.respond.actuators.base import Actuator, ActuatorError, CommandRunner, Targets
+from tinywarden.respond.actuators.base import Actuator, ActuatorError, CommandRunner, Targets, interface_names
 from tinywarden.respond.addresses import normalize_networks
 
 
@@ -248,6 +249,15 @@ class NftEgressAllowlist(_FilterActuator):
             egress_only=True,
         )
         super().__init__(name, rules, runner, backend)
+        self._critical_interfaces = tuple(critical_interfaces)
+
+    def apply(self) -> None:
+        """Install the rules, each critical interface kept by every name the kernel gives it (``oifname`` and ``-o``
+        match the kernel's name only: a critical interface the policy names by an altname was cut off too)."""
+        if not self.is_applied():
+            names = (n for i in self._critical_interfaces for n in interface_names(self.backend.runner, i))
+            self.rules = dataclasses.replace(self.rules, allow_interfaces=tuple(dict.fromkeys(names)))
+            self.backend.install(self.rules)
 
     def describe(self) -> str:
         allowed = ", ".join(["lo", *self.rules.allow_interfaces, *self.rules.allow])
