@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import stat
 from pathlib import Path
 
@@ -409,6 +410,26 @@ def test_an_unkeyed_log_is_continued_by_a_keyed_genesis_that_pins_it(tmp_path: P
         recs[i]["hash"] = sha256_hash(recs[i])
     log.write_text("".join(dump(r) for r in recs))
     assert tampers(log, key) == ["a.log:4 seq 3: prev hash does not match seq 2 (that record was edited or replaced)"]
+
+
+def test_a_key_another_user_owns_or_in_a_folder_anyone_writes_is_refused(tmp_path: Path) -> None:
+    # The key's mode was checked, not its owner nor its folder: an agent running as root accepted a 0600 key another
+    # user had planted, and anyone could swap the key in a world-writable folder for their own
+    folder = tmp_path / "keys"
+    p = folder / "audit.key"
+    k = load_key(p, create=True)
+    folder.chmod(0o777)
+    with pytest.raises(AuditError, match=r"anyone may replace the audit key in this folder \(mode 0777\)"):
+        load_key(p)
+    folder.chmod(0o1777)  # the sticky bit: only the key's owner may rename or delete it
+    assert load_key(p) == k
+    folder.chmod(0o700)
+    if os.geteuid() == 0:  # only root can give the file away
+        os.chown(p, 4242, -1)
+        with pytest.raises(AuditError, match="belongs to uid 4242, not to this user or root"):
+            load_key(p)
+        os.chown(p, 0, -1)
+        assert load_key(p) == k
 
 
 def test_key_files_are_checked(tmp_path: Path) -> None:

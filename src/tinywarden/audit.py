@@ -122,7 +122,8 @@ def load_key(path: str | Path, create: bool = False) -> AuditKey:
     """Read the audit key at ``path`` (64 hex digits, mode 0600); with ``create``, make one if missing.
 
     A new key gets a fresh 32-byte secret, its file mode 0600 and its folder (made if needed) 0700. A
-    key file that others can read or write is refused: whoever reads the key can forge the log.
+    key file that others can read or write is refused: whoever reads the key can forge the log; so is one owned by
+    another user than this one or root, or in a folder anyone may write (without the sticky bit).
     """
     p = Path(path)
     if create and not p.exists():
@@ -155,6 +156,15 @@ def load_key(path: str | Path, create: bool = False) -> AuditKey:
             f"{p}: the audit key has mode {stat.S_IMODE(st.st_mode):04o}; whoever reads it can forge the log, "
             "so it must be readable by its owner only (chmod 600)"
         )
+    # As OpenSSH's StrictModes: a key another user owns, or one in a folder anyone may write (and so swap the key
+    # for their own), is not this agent's key.
+    if st.st_uid not in (os.geteuid(), 0):
+        raise AuditError(f"{p}: the audit key belongs to uid {st.st_uid}, not to this user or root; whoever owns it "
+                         "can forge the log")
+    folder = p.parent.stat()
+    if folder.st_mode & 0o002 and not folder.st_mode & stat.S_ISVTX:
+        raise AuditError(f"{p.parent}: anyone may replace the audit key in this folder (mode "
+                         f"{stat.S_IMODE(folder.st_mode):04o}); keep it in a folder only its owner writes (chmod 700)")
     text = raw.decode("ascii", errors="replace").strip().lower()
     if len(raw) > _MAX_KEY_FILE or not HEX_HASH.fullmatch(text):
         raise AuditError(f"{p}: not an audit key (expected {2 * KEY_BYTES} hex digits)")
