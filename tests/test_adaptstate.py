@@ -81,3 +81,17 @@ def test_the_audited_counter_is_the_highest_keyed_checkpoint_of_the_bundle(tmp_p
         f.write(json.dumps(forged) + "\n")
     assert audited_counter(log_path, key, BUNDLE) == (9, rec["seq"])
     assert audited_counter(log_path, AuditKey(b"\x02" * 32), BUNDLE) is None
+
+
+def test_an_edited_state_with_nan_or_deep_nesting_is_refused_not_raised(tmp_path, key):
+    # JSON's reader takes NaN/Infinity and raises RecursionError on deep nesting: an edited file must still be
+    # the one-line AdaptedStateError the agent sets aside, never a ValueError that stops it at start
+    path = tmp_path / "adaptation.json"
+    write_state(path, BODY, key, fsync=False)
+    good = path.read_text()
+    path.write_text(good.replace("30000", "NaN"))
+    _refused(path, key, "MAC")
+    path.write_text(good.replace("30000", "Infinity"))
+    _refused(path, key, "MAC")
+    path.write_text("[" * 100_000)
+    _refused(path, key, "unreadable")
