@@ -95,3 +95,17 @@ def test_an_edited_state_with_nan_or_deep_nesting_is_refused_not_raised(tmp_path
     _refused(path, key, "MAC")
     path.write_text("[" * 100_000)
     _refused(path, key, "unreadable")
+
+
+def test_a_planted_audit_line_with_nan_or_deep_nesting_proves_nothing_and_raises_nothing(tmp_path, key):
+    # audited_counter runs at every start: a line it cannot hash must be ignored like a forged one, not stop the agent
+    log_path = tmp_path / "audit.log"
+    log = AuditLog(log_path, key=key, fsync=False)
+    rec = log.append("agent_stop", adaptstate.checkpoint(BUNDLE, 9), time=3.0)
+    needle = json.dumps(BUNDLE)
+    with log_path.open("a") as f:
+        f.write('{"seq": 999, "time": NaN, "kind": "agent_stop", "data": {"state_bundle": ' + needle
+                + ', "state_counter": 99}, "prev": "' + "0" * 64 + '", "hash": "' + "f" * 64 + '"}\n')
+        f.write('{"data": {"state_bundle": ' + needle + ', "state_counter": 98}, "seq": 1000, "hash": "", "x": '
+                + "[" * 100_000 + "}\n")
+    assert audited_counter(log_path, key, BUNDLE) == (9, rec["seq"])

@@ -139,9 +139,13 @@ def audited_counter(audit_path: str | Path, key: AuditKey, bundle: str) -> tuple
                 d = rec["data"]
                 ok = (d.get("state_bundle") == bundle and type(d.get("state_counter")) is int
                       and type(rec.get("seq")) is int and isinstance(rec.get("hash"), str))
-            except (ValueError, TypeError, KeyError, AttributeError):
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
                 continue
             better = ok and (best is None or d["state_counter"] > best[0])
-            if better and hmac.compare_digest(rec["hash"].encode(), record_hash(rec, key).encode()):
+            try:  # a record the agent cannot hash (NaN/Infinity, which it never writes) is not one it wrote
+                keyed = better and hmac.compare_digest(rec["hash"].encode(), record_hash(rec, key).encode())
+            except (ValueError, RecursionError):
+                keyed = False
+            if keyed:
                 best = (d["state_counter"], rec["seq"])
     return best
