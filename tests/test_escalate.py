@@ -208,6 +208,22 @@ def test_syslog_sink_sends_one_datagram_per_incident():
     assert data.decode() == format_syslog(incident(7), hostname="h")
 
 
+def test_syslog_of_an_incident_dated_outside_the_calendar_sends_a_nil_timestamp_not_an_exception():
+    # a replayed recording may carry any finite time (ns epochs up to 1e30 read as 1e21 s, negative seconds): the
+    # SIEM copy is best effort and must never raise into submit(), which the agent does not expect to fail so
+    for t in (1e21, -1e15):
+        inc = Incident(**{**incident(2).__dict__, "created_at": t, "window_start": t, "window_end": t})
+        assert format_syslog(inc, hostname="h").startswith("<132>1 - h tinywarden - incident - CEF:0|")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+            rx.bind(("127.0.0.1", 0))
+            rx.settimeout(5)
+            sink = SyslogSink("127.0.0.1", rx.getsockname()[1], hostname="h")
+            sink(inc)
+            data, _ = rx.recvfrom(65536)
+            sink.close()
+        assert data.decode() == format_syslog(inc, hostname="h")
+
+
 # --------------------------------------------------------------------------- publisher, no good broker
 
 

@@ -423,9 +423,12 @@ def format_cef(incident: Incident) -> str:
 def format_syslog(incident: Incident, *, hostname: str | None = None, facility: int = 16) -> str:
     """An RFC 5424 syslog line carrying :func:`format_cef` (facility 16 = local0)."""
     severity = max(2, 5 - incident.tier)  # tier 0 notice, 1 warning, 2 error, 3+ critical
-    ts = _dt.datetime.fromtimestamp(incident.created_at, _dt.UTC).isoformat(timespec="milliseconds")
+    try:
+        ts = _dt.datetime.fromtimestamp(incident.created_at, _dt.UTC).isoformat(timespec="milliseconds")
+        stamp = ts.replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):  # a replayed time outside years 1-9999: RFC 5424's NILVALUE
+        stamp = "-"
     host = (hostname or socket.gethostname() or "-").replace(" ", "_")
-    stamp = ts.replace("+00:00", "Z")
     return f"<{facility * 8 + severity}>1 {stamp} {host} tinywarden - incident - {format_cef(incident)}"
 
 
