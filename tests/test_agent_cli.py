@@ -137,3 +137,27 @@ def test_the_agent_passes_on_the_policy_advice(files, tmp_path):
     assert "advice: " in r.stdout and "tiers.alert.actions: cap (tc_rate_limit) reshapes" in r.stdout, r.stdout
     r = run(*args, "--state-dir", tmp_path / "s2")
     assert r.returncode == 0 and "advice" not in r.stdout, (r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("given", [["--tls-cert", "c.pem", "--tls-key", "k.pem"], ["--tls-key", "k.pem"],
+                                   ["--tls-ca", "ca.pem", "--tls-key", "k.pem"]])
+def test_a_client_certificate_without_tls_is_refused_not_dropped(tmp_path, monkeypatch, capsys, given):
+    # --tls-cert/--tls-key without --tls-ca were ignored: the agent talked plaintext MQTT to port 1883, so a
+    # device configured for mutual TLS sent its incidents in clear to whoever answered
+    from tinywarden.agent import command, loop
+
+    _, pub = tb.write_keypair(tmp_path / "fleet")
+    data = tmp_path / "d.csv"
+    write_csv(Series(np.arange(4.0), np.ones((4, 1)), ("cpu_pct",)), data)
+    seen = []
+
+    def no_session(config, *_a, **_k):
+        seen.append(config.escalation.broker)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(loop, "session", no_session)
+    code = command.main(["--pubkey", str(pub), "--state-dir", str(tmp_path / "s"), "--replay", str(data),
+                         "--mqtt", "127.0.0.1", *given])  # fmt: skip
+    err = capsys.readouterr().err
+    assert not seen, f"the agent was started with {seen}"
+    assert code == 2 and err.startswith("error:") and "--tls-" in err and err.count("\n") == 1, err

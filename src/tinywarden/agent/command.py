@@ -118,6 +118,10 @@ def run(args: argparse.Namespace) -> Agent:
         raise ConfigError(f"--max-samples must be >= 1, got {args.max_samples}")
     escalation = None
     if args.mqtt is not None:
+        if (args.tls_cert or args.tls_key) and not args.tls_ca:
+            raise ConfigError("--tls-cert and --tls-key need --tls-ca (without it the broker gets plaintext)")
+        if args.tls_key and not args.tls_cert:
+            raise ConfigError("--tls-key needs --tls-cert (the client certificate it goes with)")
         host, port = parse_host_port(args.mqtt, "--mqtt", 8883 if args.tls_ca else 1883)
         tls = None
         if args.tls_ca:
@@ -130,8 +134,8 @@ def run(args: argparse.Namespace) -> Agent:
             spool_max=args.spool_max,
             syslog=sink,
         )
-    elif args.syslog or args.tls_ca:
-        raise ConfigError("--syslog and --tls-ca need --mqtt (escalation is off without a broker)")
+    elif args.syslog or args.tls_ca or args.tls_cert or args.tls_key:
+        raise ConfigError("--syslog and --tls-ca/--tls-cert/--tls-key need --mqtt (escalation is off without a broker)")
 
     source = open_source(args.replay, args.rate, args.interface, lists=args.runtime == "native")
     extra = {"device_id": args.device_id} if args.device_id else {}
