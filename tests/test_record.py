@@ -256,6 +256,16 @@ def test_a_folder_of_other_channels_is_refused_at_start(tmp_path: Path) -> None:
         Recorder(LiveSampler(1.0, ["lo"]), tmp_path)
 
 
+def test_a_planted_file_dated_past_the_year_9999_is_refused_at_start_not_a_crash_mid_run(tmp_path: Path) -> None:
+    # numeric times from 1e17 are read as ns: 1e30 is 1e21 s, which no clock or file name can follow; the recorder
+    # continued "after" it and died in gmtime (a traceback, nothing recorded) instead of saying which file it is
+    channels = LiveSampler(1.0, ["lo"]).channels
+    write_csv(Series(np.array([1e30, 2e30]), np.ones((2, len(channels))), channels), tmp_path / "planted.csv")
+    with pytest.raises(ConfigError, match=r"planted\.csv.*9999") as info:
+        Recorder(LiveSampler(0.02, ["lo"]), tmp_path, flush_s=0.05).run(0.1)
+    assert "\n" not in str(info.value)
+
+
 def test_rotation_starts_new_files_that_read_back_in_order(tmp_path: Path) -> None:
     r = Recorder(LiveSampler(0.02, ["lo"]), tmp_path, fmt="csv", rotate_s=10, max_rows=5, flush_s=0.1)
     st = r.run(None, should_stop=lambda: r.stats.rows >= 16)  # a row count, not a time: the host may be slow

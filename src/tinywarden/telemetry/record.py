@@ -64,6 +64,8 @@ GAP_PERIODS = 2.0
 CLOCK_STEP_S = 2.0
 #: Notes kept in :attr:`RecordStats.notes` (a flapping interface must not grow them without bound).
 MAX_NOTES = 100
+#: The first second of the year 10000: a file name (and ``time.gmtime``) has no time from there on.
+LAST_TIME = 253402300800.0
 _SEGMENT = re.compile(r"^rec-\d{8}T\d{6}Z-(\d+)\.(?:parquet|csv)$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -168,7 +170,13 @@ class Recorder:
                     f"--out {self.out_dir}: {f.name} was recorded with channels {', '.join(s.channels)}, this "
                     f"host samples {', '.join(self.stats.channels)}; record into another folder"
                 )
-            last = float(s.timestamps[-1]) if last is None else max(last, float(s.timestamps[-1]))
+            end = float(s.timestamps[-1])
+            if end >= LAST_TIME:
+                raise ConfigError(
+                    f"--out {self.out_dir}: {f.name} ends at {end!r} s, after the year 9999: no recording can "
+                    "continue after it; record into another folder"
+                )
+            last = end if last is None else max(last, end)
         return max(seqs, default=0) + 1, last
 
     def _segment_path(self, t: float) -> Path:
