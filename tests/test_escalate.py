@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -163,6 +164,58 @@ def test_truncated_spool_file_is_quarantined_and_the_rest_delivered(tmp_path):
     assert seen == ["inc-0000", "inc-0002"]
     assert len(corrupt) == 1 and victim.name in corrupt[0] and "not an incident record" in corrupt[0]
     assert len(list((tmp_path / "sp" / "corrupt").glob(victim.name + ".*"))) == 1
+
+
+def test_a_planted_fifo_or_symlink_in_the_spool_is_quarantined_without_blocking_the_agent(tmp_path):
+    # read_bytes() on a FIFO named like a spool file blocked forever inside the spool's lock: the sender hung and
+    # the agent loop with it at its next submit(); a symlink (to /dev/zero, to a file elsewhere) was followed
+    import os
+
+    d = tmp_path / "sp"
+    d.mkdir()
+    os.mkfifo(d / "000000000000-t001.json")  # ahead of the real ones in delivery order
+    elsewhere = tmp_path / "elsewhere.json"  # a file the agent never wrote, outside the spool
+    elsewhere.write_bytes(incident(666).to_json())
+    (d / "000000000001-t001.json").symlink_to(elsewhere)
+    sp = Spool(d)
+    sp.put(incident(1))
+    sp.put(incident(3))
+    corrupt: list[str] = []
+    sp2 = Spool(d, on_corrupt=lambda p, why: corrupt.append(why))
+    seen: list[str] = []
+
+    def drain() -> None:
+        while (item := sp2.peek()) is not None:
+            seen.append(item[1].incident_id)
+            sp2.remove(item[0])
+
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # let the stuck reader go before failing
+        with contextlib.suppress(OSError):
+            os.close(os.open(d / "000000000000-t001.json", os.O_WRONLY | os.O_NONBLOCK))
+        t.join(10)
+        pytest.fail("peek() blocked on a FIFO in the spool")
+    assert seen == ["inc-0001", "inc-0003"]
+    assert len(corrupt) == 2 and "not a regular file" in corrupt[0] and "symbolic link" in corrupt[1], corrupt
+    assert sorted(p.name.split(".json")[0] for p in (d / "corrupt").iterdir()) == [
+        "000000000000-t001", "000000000001-t001"]
+
+
+def test_an_oversized_spool_file_is_quarantined_unread(tmp_path):
+    from tinywarden.agent import escalate
+
+    d = tmp_path / "sp"
+    sp = Spool(d)
+    sp.put(incident(0))
+    big = d / "000000000001-t001.json"
+    with big.open("wb") as f:
+        f.truncate(escalate.MAX_SPOOL_BYTES + 1)  # sparse: costs no disk, but read whole it would cost memory
+    corrupt: list[str] = []
+    sp2 = Spool(d, on_corrupt=lambda p, why: corrupt.append(why))
+    assert [i.incident_id for i in sp2.incidents()] == ["inc-0000"]
+    assert len(corrupt) == 1 and "larger than" in corrupt[0], corrupt
 
 
 def test_spool_rejects_bad_bound(tmp_path):

@@ -37,6 +37,7 @@ import math
 import os
 import re
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -82,6 +83,8 @@ MAX_FEATURES = 64  # a summary, not a dump: keeps raw windows from leaking into 
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # safe inside one MQTT topic level
 _SPOOL_NAME = re.compile(r"(\d{12})-t(\d{3})\.json")
 _VERSION = "0.1.0"
+#: An incident is a summary of a few hundred bytes; a bigger spool file is not one the agent wrote.
+MAX_SPOOL_BYTES = 1 << 20
 
 
 class EscalationError(TinywardenError):
@@ -235,6 +238,26 @@ class EscalationPolicy:
 # ---------------------------------------------------------------------------------------------- spool
 
 
+def _read_spool_file(path: Path) -> Incident:
+    """The incident in spool file ``path``: OSError or EscalationError (naming it) for anything but a regular file
+    of at most :data:`MAX_SPOOL_BYTES` (a symlink, a FIFO that would block, a device that never ends: none of them
+    is a file the spool wrote)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise EscalationError(f"{path}: not a regular file")
+        if st.st_size > MAX_SPOOL_BYTES:
+            raise EscalationError(f"{path}: larger than {MAX_SPOOL_BYTES} bytes")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_SPOOL_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SPOOL_BYTES:
+        raise EscalationError(f"{path}: larger than {MAX_SPOOL_BYTES} bytes")
+    return Incident.from_json(data, source=str(path))
+
+
 @dataclass(frozen=True)
 class SpoolEntry:
     """Where one spooled incident lives: its sequence number (the delivery order), tier and file."""
@@ -309,7 +332,7 @@ class Spool:
             while self._entries:
                 e = self._entries[0]
                 try:
-                    return e, Incident.from_json(e.path.read_bytes(), source=str(e.path))
+                    return e, _read_spool_file(e.path)
                 except (OSError, EscalationError) as exc:
                     self._entries.pop(0)
                     self._quarantine(e.path, str(exc))
@@ -329,7 +352,7 @@ class Spool:
             out = []
             for e in list(self._entries):
                 try:
-                    out.append(Incident.from_json(e.path.read_bytes(), source=str(e.path)))
+                    out.append(_read_spool_file(e.path))
                 except (OSError, EscalationError) as exc:
                     self._entries.remove(e)
                     self._quarantine(e.path, str(exc))
@@ -339,7 +362,7 @@ class Spool:
         victim = min(self._entries, key=lambda e: (e.tier, e.seq))
         self._entries.remove(victim)
         try:
-            incident = Incident.from_json(victim.path.read_bytes(), source=str(victim.path))
+            incident = _read_spool_file(victim.path)
         except (OSError, EscalationError) as exc:
             self._quarantine(victim.path, str(exc))
             return
