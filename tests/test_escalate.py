@@ -218,6 +218,18 @@ def test_an_oversized_spool_file_is_quarantined_unread(tmp_path):
     assert len(corrupt) == 1 and "larger than" in corrupt[0], corrupt
 
 
+def test_spool_files_past_twelve_digits_are_read_back_in_order(tmp_path):
+    # one planted (or very old) file named 999999999999 made every later name 13 digits long, which the spool's
+    # own pattern did not match: those incidents were never delivered after a restart, and never reported
+    d = tmp_path / "sp"
+    d.mkdir()
+    (d / "999999999999-t001.json").write_bytes(incident(0).to_json())
+    sp = Spool(d)
+    sp.put(incident(1))
+    sp.put(incident(2))
+    assert [i.incident_id for i in Spool(d).incidents()] == ["inc-0000", "inc-0001", "inc-0002"]
+
+
 def test_spool_rejects_bad_bound(tmp_path):
     with pytest.raises(EscalationError, match="max_messages"):
         Spool(tmp_path, max_messages=0)

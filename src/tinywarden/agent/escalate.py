@@ -81,7 +81,7 @@ def paho_client() -> ModuleType:
 
 MAX_FEATURES = 64  # a summary, not a dump: keeps raw windows from leaking into incidents
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # safe inside one MQTT topic level
-_SPOOL_NAME = re.compile(r"(\d{12})-t(\d{3})\.json")
+_SPOOL_NAME = re.compile(r"(\d{12,})-t(\d{3})\.json")  # 12 digits, more past 10**12 - 1
 _VERSION = "0.1.0"
 #: An incident is a summary of a few hundred bytes; a bigger spool file is not one the agent wrote.
 MAX_SPOOL_BYTES = 1 << 20
@@ -302,6 +302,7 @@ class Spool:
             elif p.name.startswith(".") and p.name.endswith(".tmp"):
                 with contextlib.suppress(OSError):
                     p.unlink()  # an interrupted write: never committed, so nothing is lost
+        self._entries.sort(key=lambda e: e.seq)  # by number: a 13-digit name sorts before a 12-digit one
         self._next_seq = self._entries[-1].seq + 1 if self._entries else 0
         # A spool restored from disk may be over a smaller bound chosen since.
         while len(self._entries) > self.max_messages:
