@@ -13,35 +13,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from test_policy_interface_aliases import POLICY
 from tinywarden.respond.actuators import CommandRunner, build_actuator
 from tinywarden.respond.engine import critical_conflict
 from tinywarden.respond.policy import parse_policy
 
-POLICY = """
-[policy]
-name = "t"
-version = "1"
 
-[critical]
-interfaces = ["{critical}"]
-
-[tiers.alert]
-actions = ["notify"]
-
-[tiers.constrain]
-actions = ["act"]
-margin = 0.5
-dead_man_s = 60
-
-[actions.notify]
-type = "log"
-message = "hi"
-
-[actions.act]
-type = "{kind}"
-interface = "{target}"
-{extra}
-"""
+def policy_text(critical: str, kind: str, target: str, extra: str = "") -> str:
+    """The alias tests' policy with ``critical`` as its critical interface and one ``kind`` action on ``target``."""
+    body = f'type = "{kind}"\ninterface = "{target}"' + (f"\n{extra}" if extra else "")
+    return POLICY.replace('["eth1"]', f'["{critical}"]').format(body=body)
 
 
 @pytest.fixture
@@ -74,14 +55,14 @@ def test_an_action_on_another_name_of_a_critical_interface_is_refused_at_run_tim
     netns: CommandRunner, kind: str, critical: str, target: str
 ) -> None:
     extra = 'rate = "1mbit"' if kind == "tc_rate_limit" else ""
-    policy = parse_policy(POLICY.format(critical=critical, kind=kind, target=target, extra=extra))
+    policy = parse_policy(policy_text(critical, kind, target, extra))
     act = build_actuator(policy.actions[1], policy, netns)
     assert critical_conflict(act, policy.critical) is not None
 
 
 def test_the_altname_really_is_the_critical_interface(netns: CommandRunner) -> None:
     """What the check above stops: the action on the altname takes tw0 itself down."""
-    policy = parse_policy(POLICY.format(critical="tw0", kind="interface_down", target="twuplink", extra=""))
+    policy = parse_policy(policy_text("tw0", "interface_down", "twuplink"))
     act = build_actuator(policy.actions[1], policy, netns)
     assert _admin_up(netns)
     act.apply()
@@ -91,7 +72,7 @@ def test_the_altname_really_is_the_critical_interface(netns: CommandRunner) -> N
 
 
 def test_an_unrelated_interface_is_still_allowed(netns: CommandRunner) -> None:
-    policy = parse_policy(POLICY.format(critical="twuplink", kind="interface_down", target="tw1", extra=""))
+    policy = parse_policy(policy_text("twuplink", "interface_down", "tw1"))
     act = build_actuator(policy.actions[1], policy, netns)
     assert critical_conflict(act, policy.critical) is None
 
