@@ -352,6 +352,29 @@ def test_garbage_or_disconnecting_broker_never_crashes_and_loses_nothing(tmp_pat
         srv.close()
 
 
+def test_a_broker_that_accepts_but_never_acknowledges_gets_a_growing_back_off(tmp_path):
+    # A successful CONNACK reset the retry delay and a lost PUBACK did not double it, so a broker that accepts every
+    # connection and acknowledges nothing was reconnected at the shortest delay for ever (one more connection every
+    # ack timeout). The delay now doubles on each lost connection and resets only when the broker acknowledges.
+    srv = HostileBroker(b"\x20\x02\x00\x00", hold_s=0.5)  # CONNACK: accepted; then silence
+    try:
+        cfg = BrokerConfig(port=srv.port, connect_timeout_s=2.0, ack_timeout_s=0.2, retry_min_s=0.01,
+                           retry_max_s=10.0)
+        pub = MqttPublisher("gw-1", Spool(tmp_path / "sp"), cfg)
+        pub.submit(incident(0))
+        delays = []
+        for _ in range(4):
+            assert pub.flush(timeout_s=3.0) == 0
+            delays.append(pub._delay)
+            pub._next_attempt = 0.0  # the next flush connects at once: the delay is what is checked
+        assert srv.connections >= 4 and "PUBACK" in pub.last_error
+        assert delays == pytest.approx([0.02, 0.04, 0.08, 0.16])
+        assert [i.incident_id for i in pub.spool.incidents()] == ["inc-0000"]
+        pub.close()
+    finally:
+        srv.close()
+
+
 def test_background_sender_survives_a_hostile_broker(tmp_path):
     srv = HostileBroker(b"\xff" * 32)
     try:

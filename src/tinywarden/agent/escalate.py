@@ -671,8 +671,7 @@ class MqttPublisher:
             )
         if self.connect_failures or self.last_error:
             log.info("connected to broker %s:%s", self.broker.host, self.broker.port)
-        self._delay = self.broker.retry_min_s
-        return True
+        return True  # the retry delay resets only when the broker acknowledges (a CONNACK alone proves little)
 
     def _new_client(self, s: _Session) -> mqtt.Client:
         mqtt = paho_client()
@@ -723,6 +722,7 @@ class MqttPublisher:
                 return False
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(0.05)
+        self._delay = self.broker.retry_min_s
         return True
 
     def _connect_failed(self, reason: str) -> bool:
@@ -740,6 +740,7 @@ class MqttPublisher:
         self.last_error = reason
         self._drop_session()
         self._next_attempt = self.clock() + self._delay
+        self._delay = min(self._delay * 2, self.broker.retry_max_s)
 
     def _drop_session(self) -> None:
         s = self._session
