@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from tinywarden import bundle as tb
 from tinywarden.cli import app
+from tinywarden.errors import DataError
 from tinywarden.fileio import atomic_write
 from tinywarden.fleet.dataset import partition_file, read_device, write_fleet
 from tinywarden.fleet.device import THREAD_VARIABLES, DeviceOutcome, TrainOptions, train_device
@@ -322,3 +323,22 @@ def test_a_device_job_runs_with_one_thread_per_pool_outside_a_nanny(tmp_path: Pa
     ok, *_, before, after = res.stdout.split()
     assert ok == "True" and int(before) > 1  # the pools really started with more than one thread
     assert int(after) == 1
+
+
+@pytest.mark.parametrize("hostile", ["../escaped", "ABSOLUTE"])
+def test_a_manifest_device_id_cannot_write_outside_the_output_folder(tmp_path: Path, hostile: str) -> None:
+    """A device id is a file name in --out (and a folder name in the fleet): one that climbs out ("../x") or is
+    an absolute path had its signed bundle and summary written wherever it pointed."""
+    src = tmp_path / "src"
+    m = write_fleet(src, 1, 0.5, seed=5, period_s=30.0)
+    device_id = str(tmp_path / "abs" / "escaped") if hostile == "ABSOLUTE" else hostile
+    root = tmp_path / "fleet"
+    partition_file(root, device_id).parent.mkdir(parents=True)
+    partition_file(root, device_id).write_bytes(partition_file(src, m.devices[0].device_id).read_bytes())
+    atomic_write(root / MANIFEST_FILE, dataclasses.replace(
+        m, devices=(dataclasses.replace(m.devices[0], device_id=device_id),)).to_json())
+    (tmp_path / "abs").mkdir()
+    out = tmp_path / "out" / "bundles"
+    with pytest.raises(DataError, match="device_id"), fleet_client(workers=1, processes=False) as client:
+        run_fleet(root, out, tb.generate_key(), POLICY, client)
+    assert sorted(p.name for p in tmp_path.rglob("*.twbundle")) == []

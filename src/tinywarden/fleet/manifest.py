@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ TRAIN_SHARE = 0.6  # of the run: the attack-free span every device is trained on
 ATTACKED_SHARE = 0.3  # of the devices: the ones with attacks after their attack-free span
 UPDATED_SHARE = 0.4  # of the devices: the ones whose firmware update changes their normal during the run
 MAX_RHYTHM_SHIFT_H = 3
+#: A device id or profile name: it becomes a file and folder name (``OUT/<device_id>.twbundle``,
+#: ``device_id=<device_id>/``, ``profile-<name>.twb``), so one plain name, never a path.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ def parse_manifest(text: str, source: str) -> Manifest:
         doc = json.loads(text)
         if doc.get("format") != FORMAT:
             raise DataError(f"{source}: manifest format {doc.get('format')!r}, expected {FORMAT}")
-        devices = tuple(_device(d) for d in doc["devices"])
+        devices = tuple(_device(d, source) for d in doc["devices"])
         return Manifest(float(doc["days"]), float(doc["period_s"]), float(doc["start"]), int(doc["seed"]), devices)
     except DataError:
         raise
@@ -142,10 +146,18 @@ def parse_manifest(text: str, source: str) -> Manifest:
         raise DataError(f"{source}: not a fleet manifest ({type(exc).__name__}: {exc})") from None
 
 
-def _device(d: dict[str, Any]) -> DeviceSpec:
+def _name(value: Any, key: str, source: str) -> str:
+    if not isinstance(value, str) or NAME.fullmatch(value) is None:
+        raise DataError(f"{source}: {key} {value!r}: expected a plain name of letters, digits, "
+                        "'.', '_' or '-' (at most 128, not starting with '.'), not a path")
+    return value
+
+
+def _device(d: dict[str, Any], source: str) -> DeviceSpec:
     incidents = tuple(FleetIncident(str(i["attack"]), float(i["start"]), float(i["end"])) for i in d["incidents"])
     fw_day = d["firmware_update_day"]
-    return DeviceSpec(str(d["device_id"]), str(d["profile"]), int(d["seed"]), int(d["rhythm_shift_h"]),
+    return DeviceSpec(_name(d["device_id"], "device_id", source),
+                      _name(d["profile"], "profile", source), int(d["seed"]), int(d["rhythm_shift_h"]),
                       int(d["fw_update_weekday"]), float(d["fw_update_hour"]),
                       None if fw_day is None else float(fw_day), tuple(str(a) for a in d["attacks"]),
                       float(d["train_until"]), incidents, int(d["rows"]))
