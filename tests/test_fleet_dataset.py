@@ -114,3 +114,13 @@ def test_cli_simulate_fleet(tmp_path: Path) -> None:
     assert [p.name for p in sorted(out.glob("device_id=*"))] == [d.partition for d in m.devices]
     res = runner.invoke(app, ["simulate", "--fleet", "3", "--profile", "camera", "--out", str(out)])
     assert res.exit_code != 0 and "leave --profile out" in str(res.exception)
+
+
+def test_a_device_listed_twice_is_refused(tmp_path: Path) -> None:
+    """Two manifest entries with one device id were both trained as one Dask task key: the second got the first's
+    result (its own spec never trained), both were counted as done and signed in turn over one bundle file."""
+    m = plan_fleet(2, 1.0)
+    twin = dataclasses.replace(m.devices[1], device_id=m.devices[0].device_id)
+    (tmp_path / "manifest.json").write_text(dataclasses.replace(m, devices=(m.devices[0], twin)).to_json())
+    with pytest.raises(DataError, match=f"manifest.json: device_id '{twin.device_id}' listed twice"):
+        read_manifest(tmp_path)

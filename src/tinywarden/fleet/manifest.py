@@ -139,6 +139,11 @@ def parse_manifest(text: str, source: str) -> Manifest:
         if doc.get("format") != FORMAT:
             raise DataError(f"{source}: manifest format {doc.get('format')!r}, expected {FORMAT}")
         devices = tuple(_device(d, source) for d in doc["devices"])
+        seen: set[str] = set()
+        for d in devices:
+            if d.device_id in seen:  # one bundle file, one Dask task key: a second entry would never be its own
+                raise DataError(f"{source}: device_id {d.device_id!r} listed twice")
+            seen.add(d.device_id)
         return Manifest(float(doc["days"]), float(doc["period_s"]), float(doc["start"]), int(doc["seed"]), devices)
     except DataError:
         raise
