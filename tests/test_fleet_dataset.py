@@ -124,3 +124,17 @@ def test_a_device_listed_twice_is_refused(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(dataclasses.replace(m, devices=(m.devices[0], twin)).to_json())
     with pytest.raises(DataError, match=f"manifest.json: device_id '{twin.device_id}' listed twice"):
         read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize(("key", "value"), [("seed", "Infinity"), ("rows", "-Infinity"), ("train_until", "NaN"),
+                                            ("train_until", "Infinity"), ("days", "NaN")])
+def test_a_manifest_number_that_is_not_finite_is_a_one_line_error(tmp_path: Path, key: str, value: str) -> None:
+    """JSON as Python reads it takes NaN and Infinity: an infinite integer field died in int() with an
+    OverflowError traceback; a NaN or infinite train_until put every row, attacks included, in the attack-free
+    span that fleet train learns as normal."""
+    doc = json.loads(plan_fleet(1, 1.0).to_json())
+    target = doc if key in doc else doc["devices"][0]
+    target[key] = "@@"
+    (tmp_path / "manifest.json").write_text(json.dumps(doc).replace('"@@"', value))
+    with pytest.raises(DataError, match=f"manifest.json: .*{key}"):
+        read_manifest(tmp_path)

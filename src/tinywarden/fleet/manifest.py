@@ -144,7 +144,8 @@ def parse_manifest(text: str, source: str) -> Manifest:
             if d.device_id in seen:  # one bundle file, one Dask task key: a second entry would never be its own
                 raise DataError(f"{source}: device_id {d.device_id!r} listed twice")
             seen.add(d.device_id)
-        return Manifest(float(doc["days"]), float(doc["period_s"]), float(doc["start"]), int(doc["seed"]), devices)
+        return Manifest(_float(doc, "days", source), _float(doc, "period_s", source), _float(doc, "start", source),
+                        _int(doc, "seed", source), devices)
     except DataError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -159,13 +160,29 @@ def _name(value: Any, key: str, source: str) -> str:
 
 
 def _device(d: dict[str, Any], source: str) -> DeviceSpec:
-    incidents = tuple(FleetIncident(str(i["attack"]), float(i["start"]), float(i["end"])) for i in d["incidents"])
-    fw_day = d["firmware_update_day"]
-    return DeviceSpec(_name(d["device_id"], "device_id", source),
-                      _name(d["profile"], "profile", source), int(d["seed"]), int(d["rhythm_shift_h"]),
-                      int(d["fw_update_weekday"]), float(d["fw_update_hour"]),
-                      None if fw_day is None else float(fw_day), tuple(str(a) for a in d["attacks"]),
-                      float(d["train_until"]), incidents, int(d["rows"]))
+    incidents = tuple(FleetIncident(str(i["attack"]), _float(i, "start", source), _float(i, "end", source))
+                      for i in d["incidents"])
+    return DeviceSpec(_name(d["device_id"], "device_id", source), _name(d["profile"], "profile", source),
+                      _int(d, "seed", source), _int(d, "rhythm_shift_h", source), _int(d, "fw_update_weekday", source),
+                      _float(d, "fw_update_hour", source),
+                      None if d["firmware_update_day"] is None else _float(d, "firmware_update_day", source),
+                      tuple(str(a) for a in d["attacks"]), _float(d, "train_until", source), incidents,
+                      _int(d, "rows", source))
+
+
+def _float(d: dict[str, Any], key: str, source: str) -> float:
+    """``d[key]`` as a finite float (JSON as Python reads it takes NaN and Infinity)."""
+    value = float(d[key])
+    if not math.isfinite(value):
+        raise DataError(f"{source}: {key} {value}: expected a finite number")
+    return value
+
+
+def _int(d: dict[str, Any], key: str, source: str) -> int:
+    value = d[key]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"{source}: {key} {value}: expected a whole number")
+    return int(value)
 
 
 def read_manifest(root: str | Path) -> Manifest:
