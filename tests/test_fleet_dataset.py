@@ -138,3 +138,10 @@ def test_a_manifest_number_that_is_not_finite_is_a_one_line_error(tmp_path: Path
     (tmp_path / "manifest.json").write_text(json.dumps(doc).replace('"@@"', value))
     with pytest.raises(DataError, match=f"manifest.json: .*{key}"):
         read_manifest(tmp_path)
+
+
+def test_a_manifest_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> None:
+    """A binary file (or one saved as UTF-16) named manifest.json died in read_text with a UnicodeDecodeError."""
+    (tmp_path / "manifest.json").write_bytes(b"\xff\xfe{\x00}\x00")
+    with pytest.raises(DataError, match="manifest.json: cannot read the fleet manifest"):
+        read_manifest(tmp_path)

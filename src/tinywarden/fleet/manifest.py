@@ -190,7 +190,7 @@ def read_manifest(root: str | Path) -> Manifest:
     path = Path(root) / MANIFEST_FILE
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the fleet manifest ({exc.strerror or exc}); "
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the fleet manifest ({getattr(exc, 'strerror', None) or exc}); "
                         "write a fleet with `tinywarden simulate --fleet N --out DIR`") from None
     return parse_manifest(text, str(path))
