@@ -342,3 +342,36 @@ def test_a_manifest_device_id_cannot_write_outside_the_output_folder(tmp_path: P
     with pytest.raises(DataError, match="device_id"), fleet_client(workers=1, processes=False) as client:
         run_fleet(root, out, tb.generate_key(), POLICY, client)
     assert sorted(p.name for p in tmp_path.rglob("*.twbundle")) == []
+
+
+GOOD_SUMMARY = {"device_id": "dev-00000", "profile": "camera", "family": "pca", "flash": 5000, "ram": 900,
+                "version": 1, "bundle_bytes": 100, "false_alarms_per_day": 0.5, "normal_days": 2.0, "incidents": 1,
+                "detected": 1, "detection_rate": 1.0, "attacked": True,
+                "confidence_hist": {"normal": [1] * 51, "attack": [0] * 51}}
+
+
+@pytest.mark.parametrize(("name", "change"), [
+    ("run record of a list", lambda s, r: (s, {"failed": [1, 2]})),
+    ("no profile", lambda s, r: ({k: v for k, v in s.items() if k != "profile"}, r)),
+    ("flash not a number", lambda s, r: (s | {"flash": "big"}, r)),
+    ("short histogram", lambda s, r: (s | {"confidence_hist": {"normal": [1, 2]}}, r)),
+    ("histogram of text", lambda s, r: (s | {"confidence_hist": {"normal": ["x"] * 51}}, r)),
+    ("incidents of text", lambda s, r: (s | {"incidents": "many"}, r)),
+])
+def test_a_malformed_summary_or_run_record_is_a_one_line_report_error(tmp_path: Path, name: str, change: Any) -> None:
+    """fleet report reads files anyone with the folder could edit: each of these died with a traceback
+    (TypeError, KeyError, a numpy broadcast ValueError) instead of naming the file."""
+    summary, run = change(dict(GOOD_SUMMARY), {"failed": {}})
+    (tmp_path / "dev-00000.twbundle").write_bytes(b"b")
+    (tmp_path / "dev-00000.json").write_text(json.dumps(summary))
+    (tmp_path / "fleet-run.json").write_text(json.dumps(run))
+    res = runner.invoke(app, ["fleet", "report", str(tmp_path), "--out", str(tmp_path / "r.html")])
+    assert isinstance(res.exception, DataError), (name, res.exception)
+    assert str(tmp_path) in str(res.exception) and not (tmp_path / "r.html").exists()
+
+
+def test_a_wellformed_summary_still_reports(tmp_path: Path) -> None:
+    (tmp_path / "dev-00000.twbundle").write_bytes(b"b")
+    (tmp_path / "dev-00000.json").write_text(json.dumps(GOOD_SUMMARY))
+    summary = write_report(tmp_path, tmp_path / "r.html", tmp_path / "r.json")
+    assert summary["devices"] == 1 and summary["incidents"] == 1
