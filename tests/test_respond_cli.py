@@ -88,6 +88,16 @@ def test_bad_scores_file_is_one_line_exit_2(tmp_path: Path, body: str, message: 
     assert rc == 2 and message in err and str(scores) in err.replace("\n", "")
 
 
+def test_a_window_scored_twice_is_refused_not_counted_twice(tmp_path: Path) -> None:
+    """A scores file with a row repeated (a concatenation, a double export): each copy counted as a window of
+    its own toward k-of-n, so one window over the threshold escalated as if two had been, without a note."""
+    rows = [f"{i * STEP_S},{3.0 if i == 20 else 0.2}" for i in range(40)]
+    scores = tmp_path / "s.csv"
+    scores.write_text("\n".join(["timestamp,score", *rows[:21], rows[20], *rows[21:]]) + "\n")
+    rc, _, err = cli("respond", "--policy", EXAMPLE, "--scores", scores, "--threshold", "1", "--json")
+    assert rc == 2 and "row 23, column 'timestamp': duplicate time" in err.replace("\n", "")
+
+
 def test_threshold_or_model_exactly_one(tmp_path: Path) -> None:
     scores = write_scores(tmp_path / "s.csv")
     rc, _, err = cli("respond", "--policy", EXAMPLE, "--scores", scores)

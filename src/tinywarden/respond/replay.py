@@ -8,7 +8,8 @@ An optional ``threshold`` column records the threshold the scores were compared 
 replay with a model's threshold can tell float scores from int8 ones. Other columns are ignored. A
 UTF-8 byte-order mark is allowed. An empty cell or ``nan`` in ``score`` is kept as NaN, which the
 engine treats as a fault (that is the point of replaying it). Timestamps are taken as they are, even
-out of order: the engine holds its own time monotonic and records the jump.
+out of order: the engine holds its own time monotonic and records the jump. A row with the time of
+the row above is refused: it would count one window twice toward a tier's k-of-n.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def read_scores(path: str | Path) -> ScoreFile:
             raise DataError(f"{p}: row {rowno}, column {time_col!r}: {row[ti]!r} is not a time") from None
         if not math.isfinite(t):
             raise DataError(f"{p}: row {rowno}, column {time_col!r}: {row[ti]!r} is not finite")
+        if times and t == times[-1]:  # one window twice would count twice toward k-of-n
+            raise DataError(f"{p}: row {rowno}, column {time_col!r}: duplicate time {row[ti]!r} (the row above has "
+                            "it too): one window per time; fix the file")
         numeric_times = numeric_times and is_number(row[ti])
         cell = row[si].strip()
         try:
