@@ -300,6 +300,13 @@ def run_tune(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @needs_toolchain
+@pytest.mark.parametrize("seconds", [float("nan"), 0.0, -1.0])
+def test_a_time_budget_that_is_not_a_positive_number_is_refused(seconds: float) -> None:
+    # NaN passed the "<= 0" check and then never stopped the search (every comparison with NaN is false)
+    with pytest.raises(ConfigError, match="time budget must be a positive number"):
+        tune(device_series(), Budget(8192, 4096), time_budget=seconds, **FAST)  # type: ignore[arg-type]
+
+
 def test_a_recording_in_which_nothing_varies_gets_the_bounds_rule_with_a_warning_not_a_refusal() -> None:
     # NAB's art_flatline and ec2_disk_write_bytes_1ef3de hold one value in their first 150 rows: tune refused them
     # ("no channel varies in the training part: nothing to learn") although a device can idle while recorded

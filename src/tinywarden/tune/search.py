@@ -634,8 +634,8 @@ def tune(
         raise ConfigError(f"validation fraction must be in [0.05, 0.5], got {validation_fraction}")
     if max_trials is not None and max_trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {max_trials}")
-    if time_budget is not None and time_budget <= 0:
-        raise ConfigError(f"time budget must be positive, got {time_budget}")
+    if time_budget is not None and not time_budget > 0:  # NaN too: it would never stop the search
+        raise ConfigError(f"time budget must be a positive number of seconds, got {time_budget}")
     limit = 5 * target_fpr if fpr_limit is None else fpr_limit
     check_gate(likelihood_gate)
 
