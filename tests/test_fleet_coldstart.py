@@ -11,7 +11,7 @@ from tinywarden.errors import DataError
 from tinywarden.fleet.coldstart import cold_start, profile_training_series, split_profile
 from tinywarden.fleet.dataset import read_device, write_fleet
 from tinywarden.fleet.device import TrainOptions, attack_free_span
-from tinywarden.fleet.ledger import bundle_path, read_summary
+from tinywarden.fleet.ledger import bundle_path, read_summary, summary_path
 from tinywarden.fleet.run import fleet_client, run_fleet
 from tinywarden.modelfile import pipeline_from_bytes
 
@@ -25,6 +25,15 @@ def test_profile_model_is_measured_only_on_devices_that_did_not_train_it(tmp_pat
     with fleet_client(workers=1, processes=False) as client:
         run = run_fleet(tmp_path / "fleet", tmp_path / "b", key, POLICY, client)
         assert not run.failed
+        # a hand-edited summary without the figures compared is a one-line error naming it (was a KeyError)
+        cams = [summary_path(tmp_path / "b", d.device_id) for d in m.devices if d.profile == "camera"]
+        kept = [p.read_text() for p in cams]
+        for p in cams:
+            p.write_text(p.read_text().replace('"detected"', '"was_detected"'))
+        with pytest.raises(DataError, match=r"dev-0000[03]\.json: device summary without 'detected'"):
+            cold_start(tmp_path / "fleet", tmp_path / "b", m, client, max_devices=8)
+        for p, text in zip(cams, kept, strict=True):
+            p.write_text(text)
         result, models = cold_start(tmp_path / "fleet", tmp_path / "b", m, client, max_devices=8)
         # a device with too little own normal is bundled with its profile's model; the others get their own
         cold = run_fleet(tmp_path / "fleet", tmp_path / "cold", key, POLICY, client,

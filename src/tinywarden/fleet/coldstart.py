@@ -23,7 +23,7 @@ import numpy as np
 from tinywarden.errors import DataError
 from tinywarden.fleet.dataset import read_device
 from tinywarden.fleet.device import TrainOptions, attack_free_span, score_rest
-from tinywarden.fleet.ledger import read_summary
+from tinywarden.fleet.ledger import check_summary, read_summary, summary_path
 from tinywarden.fleet.manifest import DeviceSpec, Manifest
 from tinywarden.telemetry.series import Series
 
@@ -109,6 +109,7 @@ def cold_start(root: str | Path, bundles: str | Path, manifest: Manifest, client
             own = read_summary(bundles, m["device_id"])
             if own is None:
                 continue  # the device has no own model (it failed or was not trained): nothing to compare
+            check_summary(own, summary_path(bundles, m["device_id"]), ("false_alarms_per_day", "detected"))
             rows.append({"device_id": m["device_id"],
                          "own_false_alarms_per_day": own["false_alarms_per_day"],
                          "profile_false_alarms_per_day": m["false_alarms_per_day"],

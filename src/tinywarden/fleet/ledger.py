@@ -15,15 +15,50 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from tinywarden.bundle import BundleError, parse_bundle, sign_bundle, verify_bundle
 from tinywarden.errors import DataError
 from tinywarden.fileio import atomic_write
-from tinywarden.fleet.device import DeviceOutcome
+from tinywarden.fleet.device import CONFIDENCE_EDGES, DeviceOutcome
 
 RUN_FILE = "fleet-run.json"
+
+
+#: The summary fields :mod:`tinywarden.fleet.report` cannot do without (``fleet coldstart`` names its own).
+REPORT_FIELDS = ("profile", "flash", "ram")
+#: Summary fields that are numbers when present (null or absent where a device has none).
+_NUMBERS = ("flash", "ram", "version", "bundle_bytes", "false_alarms_per_day", "normal_days", "incidents",
+            "detected", "detection_rate")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_summary(doc: dict[str, Any], path: Path, required: tuple[str, ...] = ()) -> None:
+    """A one-line :class:`DataError` naming ``path`` for a device summary one cannot compute with: a ``required``
+    field missing or null, a profile that is not a name, a number field that is not a finite number, a confidence
+    histogram that is not :data:`~tinywarden.fleet.device.CONFIDENCE_EDGES`' bins of window counts."""
+    for key in required:
+        if doc.get(key) is None:
+            raise DataError(f"{path}: device summary without {key!r}")
+    if "profile" in doc and not isinstance(doc["profile"], str):
+        raise DataError(f"{path}: profile {doc['profile']!r}: expected a name")
+    for key in _NUMBERS:
+        if doc.get(key) is not None and not _is_number(doc[key]):
+            raise DataError(f"{path}: {key} {doc[key]!r}: expected a finite number")
+    hist = doc.get("confidence_hist") or {}
+    if not isinstance(hist, dict):
+        raise DataError(f"{path}: confidence_hist: expected an object")
+    bins = len(CONFIDENCE_EDGES) - 1
+    for name in ("normal", "attack"):
+        counts = hist.get(name)
+        if counts is not None and not (isinstance(counts, list) and len(counts) == bins and all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)):
+            raise DataError(f"{path}: confidence_hist {name!r}: expected {bins} window counts")
 
 
 def bundle_path(out: str | Path, device_id: str) -> Path:

@@ -13,7 +13,6 @@ import base64
 import html
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 from tinywarden.errors import DataError
 from tinywarden.fileio import atomic_write
 from tinywarden.fleet.device import CONFIDENCE_EDGES
-from tinywarden.fleet.ledger import RUN_FILE
+from tinywarden.fleet.ledger import REPORT_FIELDS, RUN_FILE, check_summary
 
 
 def load_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -43,7 +42,7 @@ def load_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
             raise DataError(f"{path}: unreadable device summary ({exc})") from None
         if not isinstance(doc, dict) or doc.get("device_id") != bundle.stem:
             raise DataError(f"{path}: not the summary of device {bundle.stem}")
-        _check_summary(doc, path)
+        check_summary(doc, path, REPORT_FIELDS)
         devices.append(doc)
     failed: dict[str, str] = {}
     run_path = root / RUN_FILE
@@ -59,37 +58,6 @@ def load_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
     if not devices and not failed:
         raise DataError(f"{root}: no device summaries (*.json); run `tinywarden fleet train` first")
     return devices, failed
-
-
-#: Summary fields the report computes with: required ones, and ones that may be missing or null.
-_REQUIRED = ("profile", "flash", "ram")
-_NUMBERS = ("flash", "ram", "version", "bundle_bytes", "false_alarms_per_day", "normal_days", "incidents",
-            "detected", "detection_rate")
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_summary(doc: dict[str, Any], path: Path) -> None:
-    """A one-line :class:`DataError` naming ``path`` for a summary the report cannot compute with."""
-    for key in _REQUIRED:
-        if doc.get(key) is None:
-            raise DataError(f"{path}: device summary without {key!r}")
-    if not isinstance(doc["profile"], str):
-        raise DataError(f"{path}: profile {doc['profile']!r}: expected a name")
-    for key in _NUMBERS:
-        if doc.get(key) is not None and not _is_number(doc[key]):
-            raise DataError(f"{path}: {key} {doc[key]!r}: expected a finite number")
-    hist = doc.get("confidence_hist") or {}
-    if not isinstance(hist, dict):
-        raise DataError(f"{path}: confidence_hist: expected an object")
-    bins = len(CONFIDENCE_EDGES) - 1
-    for name in ("normal", "attack"):
-        counts = hist.get(name)
-        if counts is not None and not (isinstance(counts, list) and len(counts) == bins and all(
-                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)):
-            raise DataError(f"{path}: confidence_hist {name!r}: expected {bins} window counts")
 
 
 def threshold_bin(confidence: float) -> int:
