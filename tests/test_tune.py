@@ -76,6 +76,16 @@ def test_parse_bytes() -> None:
             parse_bytes(bad, "--flash")
 
 
+def test_a_size_too_large_for_a_float_is_a_config_error_not_an_overflow() -> None:
+    for huge in ("9" * 400, "9" * 400 + "KB"):
+        with pytest.raises(ConfigError, match="--flash"):
+            parse_bytes(huge, "--flash")
+    from inprocess import cli
+
+    code, _, err = cli("tune", "nonexistent.csv", "--out", "unused.twb", "--flash", "9" * 400)
+    assert code == 2 and "Traceback" not in err and "--flash" in err, err
+
+
 @given(st.lists(st.tuples(st.floats(0, 1), st.integers(1, 10_000)), min_size=1, max_size=40))
 def test_pareto_front_is_exactly_the_non_dominated_points(points: list[tuple[float, int]]) -> None:
     pts = [(q, float(c)) for q, c in points]

@@ -112,7 +112,10 @@ def parse_bytes(text: str, what: str = "size") -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not m or m.group(2).lower() not in _UNITS:
         raise ConfigError(f"{what} {text!r}: expected a size such as 8KB, 4096 or 0.5MB")
-    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not math.isfinite(value):  # hundreds of digits: a float cannot hold it, no device has it
+        raise ConfigError(f"{what} {text!r}: expected a size such as 8KB, 4096 or 0.5MB")
+    value = int(value)
     if value <= 0:
         raise ConfigError(f"{what} {text!r} must be positive")
     return value
