@@ -482,3 +482,29 @@ def test_tune_adds_ensembles_of_the_best_families_on_the_best_input() -> None:
     assert all((t.candidate.window, t.candidate.features) == (best.candidate.window, best.candidate.features)
                for t in ens)
     assert all(t.status == "ok" and t.flash is not None for t in ens)
+
+
+@pytest.mark.timeout(60)
+def test_a_window_longer_than_the_data_is_refused_at_once_not_after_hours_of_planning() -> None:
+    # window_plan searched the rows a window needs one row at a time, for every stride from a quarter window
+    # down to 1: --windows 100000 on a day of data (8640 rows) ran for hours before saying anything
+    from tinywarden.errors import DataError
+    from tinywarden.features import window_end_rows
+    from tinywarden.tune.search import MIN_VALIDATION_WINDOWS, _fit_ok, min_rows, window_plan
+
+    plan, short = window_plan(8640, [100_000, 10**23], 0.2)
+    assert plan == {} and [w for w, _, _ in short] == [100_000, 10**23]
+    assert all(need > 8640 for _, _, need in short)
+    for w, st_, frac in ((16, 4, 0.2), (4, 1, 0.2), (32, 8, 0.05), (128, 32, 0.5), (64, 3, 0.33)):
+        # the least rows: as the former row-by-row search found them
+        rows, fit = w, next(m for m in range(1, 100) if _fit_ok(w, st_, m))
+        while not (len(window_end_rows(int(round(rows * (1 - frac))), w, st_)) >= fit
+                   and len(window_end_rows(rows - int(round(rows * (1 - frac))), w, st_)) >= MIN_VALIDATION_WINDOWS):
+            rows += 1
+        assert min_rows(w, st_, frac) == rows, (w, st_, frac)
+    assert (min_rows(16, 4, 0.2), min_rows(4, 1, 0.2)) == (138, 33)
+    plan, _ = window_plan(200_000, [4096], 0.2)
+    assert plan == {4096: 1024}
+    s = device_series(8640)
+    with pytest.raises(DataError, match="8640 rows are too few to tune: the smallest window tried, 100000 rows"):
+        tune(s, Budget(8192, 4096), families=["gaussian"], windows=[100_000])

@@ -284,7 +284,7 @@ class Pipeline:
         segment = n_windows / blocks
         starts = [int(round(segment * (b + 0.5) - size / 2.0)) for b, size in enumerate(sizes)]
         # windows overlap their neighbours by window - stride rows: keep a gap that wide around each block
-        gap = -(-self.window // self.stride) - 1
+        gap = min(-(-self.window // self.stride) - 1, n_windows)  # wider than every window: the same, no overflow
         is_cal = np.zeros(n_windows, dtype=bool)
         near = np.zeros(n_windows, dtype=bool)  # a calibration window or one sharing rows with it
         for start, size in zip(starts, sizes, strict=True):

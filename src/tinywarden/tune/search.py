@@ -434,7 +434,8 @@ def default_stride(window: int) -> int:
 
 
 def _windows_in(rows: int, window: int, stride: int) -> int:
-    return len(window_end_rows(rows, window, stride))
+    """``len(window_end_rows(rows, window, stride))``, counted (no array: a window may be any length)."""
+    return 0 if rows < window else (rows - window) // stride + 1
 
 
 def _fit_ok(window: int, stride: int, n_windows: int) -> bool:
@@ -456,13 +457,20 @@ def min_rows(window: int, stride: int, validation_fraction: float) -> int:
     (138, 33)
     """
     fit_windows = next(m for m in range(1, 10_000) if _fit_ok(window, stride, m))
-    rows = window
-    while True:
+
+    def enough(rows: int) -> bool:
         cut = int(round(rows * (1.0 - validation_fraction)))
-        if (_windows_in(cut, window, stride) >= fit_windows
-                and _windows_in(rows - cut, window, stride) >= MIN_VALIDATION_WINDOWS):
-            return rows
-        rows += 1
+        return (_windows_in(cut, window, stride) >= fit_windows
+                and _windows_in(rows - cut, window, stride) >= MIN_VALIDATION_WINDOWS)
+
+    # both parts only grow with the rows: bisect (one row at a time took hours for a window of 100000)
+    low, high = window - 1, window
+    while not enough(high):
+        low, high = high, 2 * high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return high
 
 
 def synthetic_fits(n_rows: int, window: int, validation_fraction: float) -> bool:
@@ -489,11 +497,16 @@ def window_plan(n_rows: int, windows: Sequence[int] | None, validation_fraction:
     plan: dict[int, int] = {}
     short: list[tuple[int, int, int]] = []
     for w in dict.fromkeys(wins):
-        fits = [s for s in range(default_stride(w), 0, -1) if n_rows >= min_rows(w, s, validation_fraction)]
-        if fits:
-            plan[w] = fits[0]
-        else:
-            short.append((w, 1, min_rows(w, 1, validation_fraction)))  # the least it could do with
+        need = min_rows(w, 1, validation_fraction)  # the least it could do with
+        if n_rows < need:
+            short.append((w, 1, need))
+            continue
+        # a longer stride needs more rows: bisect for the longest, up to the default, that the rows allow
+        low, high = 1, default_stride(w) + 1
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if n_rows >= min_rows(w, mid, validation_fraction) else (low, mid)
+        plan[w] = low
     # windows the synthetic check can score first, so a trial limit does not spend itself on unranked ones
     plan = dict(sorted(plan.items(), key=lambda ws: not synthetic_fits(n_rows, ws[0], validation_fraction)))
     return plan, short
