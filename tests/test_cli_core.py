@@ -267,3 +267,19 @@ def test_model_with_nan_threshold_is_refused_by_every_reader(trained: Path, sim_
                  ("evaluate", str(edited), str(sim_csv))):
         line = one_line_error(run(*args))
         assert f"{edited}: field pipeline.threshold is nan" in line
+
+
+def test_an_out_path_under_a_file_or_on_a_file_is_one_line_naming_it(trained: Path, sim_csv: Path,
+                                                                     tmp_path: Path) -> None:
+    # mkdir under an existing file raised FileExistsError / NotADirectoryError: a traceback, exit 1
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder\n")
+    for args in (("simulate", "--profile", "camera", "--days", "1", "--out", str(blocker / "x.csv")),
+                 ("train", str(sim_csv), "--out", str(blocker / "m.twb")),
+                 ("score", str(trained), str(sim_csv), "--out", str(blocker / "s.csv")),
+                 ("export", str(trained), "--out", str(blocker / "sub"))):
+        r = run(*args)
+        err = r.stderr.strip()
+        assert r.returncode == 2, (args, err)
+        assert "Traceback" not in err and err.startswith("error:") and "afile" in err, (args, err)
+    assert blocker.read_text() == "not a folder\n"

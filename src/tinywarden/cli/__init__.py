@@ -28,13 +28,20 @@ __all__ = ["TRAIN_EXTRA", "app", "main"]
 def main() -> None:
     """Run the CLI; a :class:`TinywardenError` becomes one line on stderr and exit status 2.
 
-    Usage errors (unknown option, a value of the wrong type) are click's: one message, exit 2. A command
+    Usage errors (unknown option, a value of the wrong type) are click's: one message, exit 2. A path the
+    system refuses (an --out folder under a file, no permission, a full disk) is one line naming it, exit 2. A command
     that needs the ``train`` extra on a runtime-only install says which package to install, in one line.
     """
     try:
         app()
     except TinywardenError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave: a defect, raised as it is
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(f'{exc.filename}: {exc.strerror or exc}')}",
+                          highlight=False, soft_wrap=True)
         sys.exit(2)
     except ModuleNotFoundError as exc:
         message = missing_extra(exc)
