@@ -114,3 +114,31 @@ def test_unknown_output_suffix_is_refused_before_simulating(
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "x.json" in err and ".json" in err and "\n" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--fleet", "2", "--scenario", "seasonal"),
+        ("--fleet", "2", "--scenario", "nope"),
+        ("--fleet", "2", "--attacks", "none"),
+        ("--fleet", "2", "--attacks", "nope"),
+        ("--fleet", "2", "--start", "nope"),
+        ("--fleet", "2", "--attack-free-days", "0.5"),
+        ("--fleet", "2", "--change-day", "0.5"),
+        ("--profile", "thermostat", "--change-day", "1"),
+        ("--profile", "thermostat", "--change-day", "5"),
+    ],
+)
+def test_an_option_the_run_would_ignore_is_refused_not_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    # a fleet places its own attacks, updates and start; --change-day places a --scenario: each was dropped without
+    # a word (the file written as if the option had not been given), an invalid value too
+    out = tmp_path / ("fleet" if "--fleet" in args else "x.csv")
+    rc = run_cli(monkeypatch, "simulate", "--days", "2", *args, "--out", str(out))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.startswith("error:") and args[2] in err and "\n" not in err and "Traceback" not in err
+    assert not out.exists()
+

@@ -15,6 +15,7 @@ from tinywarden.telemetry import write_csv, write_parquet
 from tinywarden.telemetry.io import parse_timestamp
 
 _WRITERS = {".csv": write_csv, ".parquet": write_parquet, ".pq": write_parquet}
+_START = "2026-01-01T00:00:00Z"
 
 
 @app.command("simulate")
@@ -27,7 +28,7 @@ def simulate_command(
     seed: int = typer.Option(0, "--seed", help="Random seed; the same arguments give the same file."),
     period: float = typer.Option(10.0, "--period", help="Seconds per sample."),
     out: Path = typer.Option(..., "--out", help="Output file; .csv, or .parquet/.pq (a folder with --fleet)."),
-    start: str = typer.Option("2026-01-01T00:00:00Z", "--start", help="First timestamp (ISO 8601, UTC)."),
+    start: str = typer.Option(_START, "--start", help="First timestamp (ISO 8601, UTC)."),
     attack_free_days: float = typer.Option(
         0.0, "--attack-free-days", help="Keep the first N days free of attacks (for training)."
     ),
@@ -45,10 +46,21 @@ def simulate_command(
     if fleet is not None:
         from tinywarden.cli.fleet import simulate_fleet
 
+        # a fleet places its own attacks, firmware updates and start: an option it would drop is refused
+        given = [name for name, is_set in (("--attacks", attacks != "all"), ("--start", start != _START),
+                                           ("--attack-free-days", attack_free_days != 0.0),
+                                           ("--scenario", scenario is not None),
+                                           ("--change-day", change_day is not None)) if is_set]
+        if given:
+            raise ConfigError(f"{given[0]}: not with --fleet (a fleet places its own attacks, firmware updates and "
+                              "start); leave it out or simulate one device with --profile")
+
         simulate_fleet(fleet, days, seed, period, out, profile)
         return
     if profile is None:
         raise ConfigError("--profile: required (or --fleet N for a fleet of mixed profiles)")
+    if change_day is not None and scenario is None:
+        raise ConfigError(f"--change-day {change_day:g}: the day a --scenario starts; pass --scenario too")
     writer = _WRITERS.get(out.suffix.lower())
     if writer is None:
         raise ConfigError(f"--out: {out}: unknown file type {out.suffix!r} (expected .csv, .parquet or .pq)")
