@@ -142,3 +142,15 @@ def test_an_option_the_run_would_ignore_is_refused_not_dropped(
     assert err.startswith("error:") and args[2] in err and "\n" not in err and "Traceback" not in err
     assert not out.exists()
 
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("n", ["100001", "1000000000", "99999999999999999999999"])
+def test_a_fleet_too_large_to_name_is_refused_before_planning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], n: str
+) -> None:
+    # the plan of 10**9 devices was built in memory before the first was written: the command never returned
+    out = tmp_path / "fleet"
+    rc = run_cli(monkeypatch, "simulate", "--fleet", n, "--days", "1", "--out", str(out))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error:") and "--fleet" in err and "\n" not in err, err
+    assert not out.exists()

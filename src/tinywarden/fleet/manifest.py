@@ -36,6 +36,9 @@ TRAIN_SHARE = 0.6  # of the run: the attack-free span every device is trained on
 ATTACKED_SHARE = 0.3  # of the devices: the ones with attacks after their attack-free span
 UPDATED_SHARE = 0.4  # of the devices: the ones whose firmware update changes their normal during the run
 MAX_RHYTHM_SHIFT_H = 3
+#: Devices a plan holds at most: their ids are ``dev-00000`` .. ``dev-99999`` (five digits, so they sort in
+#: plan order), and the whole plan is built in memory before the first device is simulated.
+MAX_DEVICES = 100_000
 #: A device id or profile name: it becomes a file and folder name (``OUT/<device_id>.twbundle``,
 #: ``device_id=<device_id>/``, ``profile-<name>.twb``), so one plain name, never a path.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -106,6 +109,9 @@ def plan_fleet(n: int, days: float, seed: int = 0, period_s: float = 10.0, start
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise DataError(f"--fleet: expected a number of devices >= 1, got {n!r}")
+    if n > MAX_DEVICES:
+        raise DataError(f"--fleet: {n} devices is more than {MAX_DEVICES:,}, the most a fleet plan names (dev-00000 .. "
+                        f"dev-{MAX_DEVICES - 1:05d})")
     if not math.isfinite(days) or days <= 0:
         raise DataError(f"--days: expected a positive number of days, got {days!r}")
     if not 0.0 <= attacked_share <= 1.0:
