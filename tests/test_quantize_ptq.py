@@ -187,3 +187,26 @@ def test_export_c_sizes_the_module_and_writes_nothing_over_a_budget(tmp_path):
     (tmp_path / "file").write_text("")
     r = cli("export", str(tmp_path / "m.twb"), "--out", str(tmp_path / "file"))
     assert r.returncode == 2 and "is not a directory" in r.stderr
+
+
+@pytest.mark.parametrize("label", ["0", "1"])
+def test_quantize_report_on_one_class_says_what_is_undefined_not_nan(tmp_path, label):
+    # labels all normal (no detection rate, no ROC AUC) or all anomalous (no FPR, no ROC AUC): the table printed
+    # "nan", "nan%" and "+nan" where evaluate prints "-"
+    from tinywarden.telemetry import write_csv
+
+    s, _ = camera()
+    part = s.slice(0, int(len(s) * 0.8))
+    write_csv(part, tmp_path / "tel.csv")
+    r = cli("train", str(tmp_path / "tel.csv"), "--out", str(tmp_path / "m.twb"), "--model", "kmeans",
+            "--train-fraction", str(TRAIN_DAYS / 2.4), "--param", "n_init=1")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.reader((tmp_path / "tel.csv").open()))
+    col = rows[0].index("label")
+    with (tmp_path / "one.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *([*r[:col], label, *r[col + 1:]] for r in rows[1:])])
+    r = cli("quantize-report", str(tmp_path / "m.twb"), str(tmp_path / "one.csv"))
+    assert r.returncode == 0, r.stderr
+    assert "nan" not in r.stdout.lower(), r.stdout
+    roc = next(line for line in r.stdout.splitlines() if "ROC AUC" in line)
+    assert roc.count(" - ") >= 2 or roc.rstrip("│ ").endswith("-"), roc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -95,6 +96,7 @@ def _export_c_sized(pipeline: object, model: Path, out: Path, policy: Path | Non
 def quantize_report(model: ModelArg, data: DataArg) -> None:
     """Float32 vs int8 on labelled DATA: model size, ROC AUC and detection rate at the calibrated thresholds."""
     from tinywarden.errors import ConfigError
+    from tinywarden.evaluate.report import MISSING
     from tinywarden.modelfile import load_pipeline
     from tinywarden.quantize.report import compare_int8
     from tinywarden.telemetry import read_series
@@ -110,10 +112,11 @@ def quantize_report(model: ModelArg, data: DataArg) -> None:
         t.add_column(col, justify="right" if col else "left")
     t.add_row("model bytes", str(rep["float_bytes"]), str(rep["int8_bytes"]),
               f"{rep['float_bytes'] / max(rep['int8_bytes'], 1):.2f}x smaller")
-    t.add_row("ROC AUC", f"{rep['float_roc_auc']:.4f}", f"{rep['int8_roc_auc']:.4f}",
-              f"{rep['int8_roc_auc'] - rep['float_roc_auc']:+.4f}")
-    t.add_row("detection rate", f"{rep['float_detection_rate']:.0%}", f"{rep['int8_detection_rate']:.0%}",
-              f"{rep['int8_detection_rate'] - rep['float_detection_rate']:+.0%}")
-    t.add_row("window FPR", f"{rep['float_fpr']:.4f}", f"{rep['int8_fpr']:.4f}",
-              f"{rep['int8_fpr'] - rep['float_fpr']:+.4f}")
+    for name, key, spec in (("ROC AUC", "roc_auc", ".4f"), ("detection rate", "detection_rate", ".0%"),
+                            ("window FPR", "fpr", ".4f")):
+        # undefined on one class of labels (no anomaly: no detection rate; no normal window: no FPR): "-" as in
+        # evaluate, never "nan"
+        a, b = rep[f"float_{key}"], rep[f"int8_{key}"]
+        t.add_row(name, *(MISSING if math.isnan(v) else format(v, spec) for v in (a, b)),
+                  MISSING if math.isnan(b - a) else format(b - a, "+" + spec))
     console.print(t)
