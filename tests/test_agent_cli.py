@@ -127,6 +127,25 @@ def test_unusable_inputs_are_one_line_errors(files, tmp_path, kit, monkeypatch, 
     assert re.search(message, " ".join(err.split())), err
 
 
+def test_a_replay_out_of_time_order_names_an_option_the_agent_has(files, tmp_path, kit, monkeypatch, capsys):
+    # the reader's error said "pass --drop-unordered", which the agent did not have
+    s = kit.stream
+    data = tmp_path / "dup.csv"
+    write_csv(Series(s.timestamps[:300], s.values[:300], s.channels), data)
+    lines = data.read_text().splitlines()
+    lines[151] = lines[150].split(",", 1)[0] + "," + lines[151].split(",", 1)[1]  # row 151 repeats row 150's time
+    data.write_text("\n".join(lines) + "\n")
+    args = ("--bundle", files["bundle"], "--pubkey", files["pub"], "--replay", data)
+    code, err = run_here(monkeypatch, capsys, *args, "--state-dir", tmp_path / "s1")
+    assert code == 2 and "duplicate timestamp" in err and "--drop-unordered" in err, err
+    code, err = run_here(monkeypatch, capsys, *args, "--state-dir", tmp_path / "s2", "--drop-unordered")
+    assert code == 0, err
+    assert read_status(tmp_path / "s2" / "status.json")["samples_seen"] == 299  # the duplicate row dropped
+    code, err = run_here(monkeypatch, capsys, "--pubkey", files["pub"], "--state-dir", tmp_path / "s3",
+                         "--drop-unordered")  # fmt: skip
+    assert code == 2 and "--drop-unordered needs --replay" in err, err
+
+
 def test_the_agent_passes_on_the_policy_advice(files, tmp_path):
     # an alert tier that caps the uplink shapes the traffic the model scores (benchmarks/results/range-cap.json)
     (tmp_path / "capped.toml").write_text(CAPPED_CAMERA_POLICY)

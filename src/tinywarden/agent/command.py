@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--policy", type=Path, help="Response policy overriding the bundle's.")
     add("--replay", type=Path, help="Recorded telemetry (CSV/Parquet file or recording folder) to run through "
         "the loop instead of live.")
+    add("--drop-unordered", action="store_true", help="With --replay: drop rows whose timestamp is not later than "
+        "every row before them (as train, score and evaluate do), instead of refusing the file.")
     add("--rate", type=float, default=1.0, help="Live sampling rate in Hz (default 1).")
     add("--interface", action="append", default=[], help="Network interface to sample (repeatable).")
     add("--map", dest="channel_map", action="append", default=[],
@@ -137,7 +139,10 @@ def run(args: argparse.Namespace) -> Agent:
     elif args.syslog or args.tls_ca or args.tls_cert or args.tls_key:
         raise ConfigError("--syslog and --tls-ca/--tls-cert/--tls-key need --mqtt (escalation is off without a broker)")
 
-    source = open_source(args.replay, args.rate, args.interface, lists=args.runtime == "native")
+    if args.drop_unordered and args.replay is None:
+        raise ConfigError("--drop-unordered needs --replay (live samples are taken in order)")
+    source = open_source(args.replay, args.rate, args.interface, lists=args.runtime == "native",
+                         drop_unordered=args.drop_unordered)
     extra = {"device_id": args.device_id} if args.device_id else {}
     config = AgentConfig(
         pubkey=tb.load_public_key(args.pubkey),

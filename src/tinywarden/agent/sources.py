@@ -45,13 +45,14 @@ class ReplaySource:
         self.name = name or series.source
 
     @classmethod
-    def open(cls, path: str | Path, chunk_rows: int | None = None) -> ReplaySource:
+    def open(cls, path: str | Path, chunk_rows: int | None = None, drop_unordered: bool = False) -> ReplaySource:
         """Stream the telemetry at ``path`` in chunks of ``chunk_rows`` (default
-        :data:`~tinywarden.telemetry.io.CHUNK_ROWS`; :func:`~tinywarden.telemetry.io.iter_series`); an
-        unreadable first chunk is an error here, a bad row further on when the replay reaches it."""
+        :data:`~tinywarden.telemetry.io.CHUNK_ROWS`; :func:`~tinywarden.telemetry.io.iter_series`, which refuses
+        a duplicate or decreasing timestamp unless ``drop_unordered``); an unreadable first chunk is an error
+        here, a bad row further on when the replay reaches it."""
         from tinywarden.telemetry.io import CHUNK_ROWS, iter_series
 
-        chunks = iter_series(path, chunk_rows or CHUNK_ROWS)
+        chunks = iter_series(path, chunk_rows or CHUNK_ROWS, drop_unordered)
         first = next(chunks, None)
         if first is None:
             raise DataError(f"{path}: no rows of telemetry")
@@ -106,12 +107,14 @@ def channel_indices(
 
 
 def open_source(
-    replay: str | Path | None, rate_hz: float = 1.0, interfaces: Sequence[str] = (), lists: bool = False
+    replay: str | Path | None, rate_hz: float = 1.0, interfaces: Sequence[str] = (), lists: bool = False,
+    drop_unordered: bool = False,
 ) -> ReplaySource | LiveSource:
-    """Recorded telemetry at ``replay`` (CSV/Parquet file or folder, streamed in chunks), or, without it, the
-    host sampled at ``rate_hz`` (samples as lists of floats with ``lists``)."""
+    """Recorded telemetry at ``replay`` (CSV/Parquet file or folder, streamed in chunks; rows out of time order
+    dropped with ``drop_unordered``, else refused), or, without it, the host sampled at ``rate_hz`` (samples as
+    lists of floats with ``lists``)."""
     if replay is not None:
-        return ReplaySource.open(replay)
+        return ReplaySource.open(replay, drop_unordered=drop_unordered)
     if not rate_hz > 0:
         raise ConfigError(f"--rate must be > 0 Hz, got {rate_hz}")
     return LiveSource(LiveSampler(1.0 / rate_hz, list(interfaces) or None), lists=lists)
