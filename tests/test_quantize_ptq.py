@@ -105,16 +105,26 @@ def test_compare_int8_report():
 
 
 
-def test_cli_train_score_int8_export(tmp_path):
+@pytest.fixture(scope="module")
+def cli_trained(tmp_path_factory):
+    """A folder with the camera's telemetry (tel.csv), a kmeans model trained on it by the CLI (m.twb), and the
+    train command's stdout (train.out)."""
     from tinywarden.telemetry import write_csv
 
+    d = tmp_path_factory.mktemp("cli-kmeans")
     s, _ = camera()
-    part = s.slice(0, int(len(s) * 0.8))
-    write_csv(part, tmp_path / "tel.csv")
-    r = cli("train", str(tmp_path / "tel.csv"), "--out", str(tmp_path / "m.twb"), "--model", "kmeans",
+    write_csv(s.slice(0, int(len(s) * 0.8)), d / "tel.csv")
+    r = cli("train", str(d / "tel.csv"), "--out", str(d / "m.twb"), "--model", "kmeans",
             "--train-fraction", str(TRAIN_DAYS / 2.4), "--param", "n_init=1")
     assert r.returncode == 0, r.stderr
-    assert "int8 program" in r.stdout
+    (d / "train.out").write_text(r.stdout)
+    return d
+
+
+def test_cli_train_score_int8_export(cli_trained, tmp_path):
+    for name in ("tel.csv", "m.twb"):
+        (tmp_path / name).write_bytes((cli_trained / name).read_bytes())
+    assert "int8 program" in (cli_trained / "train.out").read_text()
     r = cli("score", str(tmp_path / "m.twb"), str(tmp_path / "tel.csv"), "--int8", "--out", str(tmp_path / "s.csv"))
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
@@ -190,22 +200,14 @@ def test_export_c_sizes_the_module_and_writes_nothing_over_a_budget(tmp_path):
 
 
 @pytest.mark.parametrize("label", ["0", "1"])
-def test_quantize_report_on_one_class_says_what_is_undefined_not_nan(tmp_path, label):
+def test_quantize_report_on_one_class_says_what_is_undefined_not_nan(cli_trained, tmp_path, label):
     # labels all normal (no detection rate, no ROC AUC) or all anomalous (no FPR, no ROC AUC): the table printed
     # "nan", "nan%" and "+nan" where evaluate prints "-"
-    from tinywarden.telemetry import write_csv
-
-    s, _ = camera()
-    part = s.slice(0, int(len(s) * 0.8))
-    write_csv(part, tmp_path / "tel.csv")
-    r = cli("train", str(tmp_path / "tel.csv"), "--out", str(tmp_path / "m.twb"), "--model", "kmeans",
-            "--train-fraction", str(TRAIN_DAYS / 2.4), "--param", "n_init=1")
-    assert r.returncode == 0, r.stderr
-    rows = list(csv.reader((tmp_path / "tel.csv").open()))
+    rows = list(csv.reader((cli_trained / "tel.csv").open()))
     col = rows[0].index("label")
     with (tmp_path / "one.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows([rows[0], *([*r[:col], label, *r[col + 1:]] for r in rows[1:])])
-    r = cli("quantize-report", str(tmp_path / "m.twb"), str(tmp_path / "one.csv"))
+    r = cli("quantize-report", str(cli_trained / "m.twb"), str(tmp_path / "one.csv"))
     assert r.returncode == 0, r.stderr
     assert "nan" not in r.stdout.lower(), r.stdout
     roc = next(line for line in r.stdout.splitlines() if "ROC AUC" in line)
