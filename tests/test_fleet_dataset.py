@@ -127,7 +127,8 @@ def test_a_device_listed_twice_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [("seed", "Infinity"), ("rows", "-Infinity"), ("train_until", "NaN"),
-                                            ("train_until", "Infinity"), ("days", "NaN")])
+                                            ("train_until", "Infinity"), ("days", "NaN"), ("days", "9" * 400),
+                                            ("train_until", "9" * 400)])  # an integer no float can hold
 def test_a_manifest_number_that_is_not_finite_is_a_one_line_error(tmp_path: Path, key: str, value: str) -> None:
     """JSON as Python reads it takes NaN and Infinity: an infinite integer field died in int() with an
     OverflowError traceback; a NaN or infinite train_until put every row, attacks included, in the attack-free

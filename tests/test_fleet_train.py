@@ -357,6 +357,7 @@ GOOD_SUMMARY = {"device_id": "dev-00000", "profile": "camera", "family": "pca", 
     ("short histogram", lambda s, r: (s | {"confidence_hist": {"normal": [1, 2]}}, r)),
     ("histogram of text", lambda s, r: (s | {"confidence_hist": {"normal": ["x"] * 51}}, r)),
     ("incidents of text", lambda s, r: (s | {"incidents": "many"}, r)),
+    ("flash of 400 digits", lambda s, r: (s | {"flash": 10**400}, r)),  # JSON's integers have no bound
 ])
 def test_a_malformed_summary_or_run_record_is_a_one_line_report_error(tmp_path: Path, name: str, change: Any) -> None:
     """fleet report reads files anyone with the folder could edit: each of these died with a traceback

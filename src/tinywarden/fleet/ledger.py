@@ -35,7 +35,13 @@ _NUMBERS = ("flash", "ram", "version", "bundle_bytes", "false_alarms_per_day", "
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite int or float (not a bool); an integer too large for a float is not one (JSON's have no bound)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def check_summary(doc: dict[str, Any], path: Path, required: tuple[str, ...] = ()) -> None:

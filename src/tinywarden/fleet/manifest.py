@@ -177,10 +177,13 @@ def _device(d: dict[str, Any], source: str) -> DeviceSpec:
 
 
 def _float(d: dict[str, Any], key: str, source: str) -> float:
-    """``d[key]`` as a finite float (JSON as Python reads it takes NaN and Infinity)."""
-    value = float(d[key])
+    """``d[key]`` as a finite float (JSON as Python reads it takes NaN and Infinity, and integers of any size)."""
+    try:
+        value = float(d[key])
+    except OverflowError:
+        value = math.inf
     if not math.isfinite(value):
-        raise DataError(f"{source}: {key} {value}: expected a finite number")
+        raise DataError(f"{source}: {key} {str(d[key])[:20]}: expected a finite number")
     return value
 
 
