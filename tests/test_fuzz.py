@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,20 @@ def test_c_entry_point_short_campaign(target: str, c_module: Path, tmp_path: Pat
     assert res.inputs >= C_RUNS[target]
     assert res.cov > 0
 
+
+
+C_REGRESSIONS = sorted((Path(__file__).parent / "fuzz" / "regressions_c").glob("*.bin"))
+
+
+@pytest.mark.parametrize("artifact", C_REGRESSIONS, ids=[p.stem for p in C_REGRESSIONS])
+def test_c_regression(artifact: Path, c_module: Path, tmp_path: Path) -> None:
+    """Each input a C campaign found runs clean through its harness (no sanitizer report, no broken contract)."""
+    target = artifact.stem.split("-", 1)[0]
+    exe = native.build(c_module, target, tmp_path / "bin")
+    proc = subprocess.run([str(exe), str(artifact)], capture_output=True, text=True,
+                          env=_env(tmp_path / "findings"), timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Executed" in proc.stderr
 
 
 @functools.cache

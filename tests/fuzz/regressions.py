@@ -5,8 +5,10 @@ exception and place are in the name's comment); ``tests/test_fuzz.py`` runs each
 Inputs are built from small readable pieces where that is practical; binary inputs that are not (a mutated
 Parquet file) are stored as ``regressions/<target>-<exception>-<file>-<line>.bin``, each about 1 KB.
 
-``known/`` holds reproducers of findings not fixed yet, which the suite does not run: ``c_state_memory-overflow.bin``
-(a corrupt ``tw_response_t`` driving tw_respond into a signed overflow; run it with the c_state_memory binary).
+``regressions_c/<target>-<what>.bin`` are the C campaigns' findings, each replayed by
+``tests/test_fuzz.py::test_c_regression`` through the ``<target>`` harness built under ASan + UBSan:
+``c_state_memory-overflow.bin`` (a corrupt ``tw_response_t`` that drove tw_respond into a signed overflow before
+it checked the state's invariants).
 """
 
 from __future__ import annotations
