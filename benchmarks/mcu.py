@@ -503,7 +503,8 @@ def adaptation_md(ad: dict[str, Any]) -> list[str]:
     lines += ["", FIRMWARE_NOTE, "", f"Goal (issue 14): the adapting default within {limit} B on every core: {goal}."]
     if ram:
         lines += ["", f"Its RAM with the worst-case stack on top (static + state + the deepest entry point's stack "
-                      f"from GCC's call graph, `tinywarden.target.stack`; libgcc and libc calls not counted), "
+                      f"from GCC's call graph, `tinywarden.target.stack`, with the libc and libgcc routines it "
+                      f"calls bounded from the linked code), "
                       f"against {ram_limit} B: {ram}."]
     if ad.get("breakdown"):
         lines += ["", *breakdown_md("Where the adapting module's flash goes", ad["breakdown"])]
@@ -867,7 +868,8 @@ def families_md(f: dict[str, Any], p: dict[str, Any]) -> list[str]:
         "and M0+; "
         "RAM = static RAM + the caller-owned `tw_state_t`; stack = the deepest worst case of the module's entry "
         f"points ({', '.join(STACK_ENTRIES)}) from GCC's call graph (`tinywarden.target.stack`; "
-        "libgcc and libc calls not counted); int8 constants = `Program.const_bytes`; "
+        "with the libc and libgcc routines it calls, bounded from the linked code); "
+        "int8 constants = `Program.const_bytes`; "
         f"instructions = exact QEMU count per core (the M0+ build runs on the M4 board), mean over "
         f"{COUNTED_WINDOWS} steady windows (one stride of pushes "
         f"each); decisions = scores and anomaly flags of the emulated Cortex-M4 equal to the Python int8 "

@@ -17,7 +17,7 @@ from tinywarden.pipeline import Pipeline
 from tinywarden.quantize.ptq import quantize_pipeline
 from tinywarden.simulate import simulate
 from tinywarden.target import missing_tools
-from tinywarden.target.stack import parse_callgraph, stack_usage
+from tinywarden.target.stack import parse_callgraph, parse_disassembly, stack_usage
 
 MISSING = missing_tools()
 
@@ -40,6 +40,62 @@ def test_the_worst_case_is_the_deepest_chain_of_frames_and_calls_out_are_named_n
     assert worst == {"tw_push": 16 + 288 + 16, "tw_init": 8}  # tw_push_q and tw_push_fixed are not defined here
     assert path["tw_push"] == ("tw_push", "tw_step", "tw_isqrt") and path["tw_init"] == ("tw_init",)
     assert external == ("__aeabi_uidiv", "memset")
+
+
+DISASSEMBLY = """
+00001000 <lib_entry>:
+    1000:\tpush\t{r4, r5, r6, r7, lr}
+    1002:\tsub\tsp, #16
+    1004:\tbl\t1100 <lib_leaf>
+    1008:\tbeq.n\t1010 <lib_entry+0x10>
+    100a:\tb.w\t1200 <lib_tail>
+    1010:\tpop\t{r4, r5, r6, r7, pc}
+
+00001100 <lib_leaf>:
+    1100:\tstr.w\tr4, [sp, #-8]!
+    1104:\tvpush\t{d8-d9}
+    1108:\tnop\t\t@ (mov r8, r8)
+
+00001200 <lib_tail>:
+    1200:\tstmdb\tsp!, {r4, lr}
+    1204:\tldmia.w\tsp!, {r4, pc}
+
+00001300 <lib_indirect>:
+    1300:\tpush\t{lr}
+    1302:\tblx\tr3
+    1304:\tpop\t{pc}
+
+00001400 <lib_moves_sp>:
+    1400:\tmov\tsp, r7
+    1402:\tbx\tlr
+
+00001500 <lib_loop_a>:
+    1500:\tb.n\t1600 <lib_loop_b>
+
+00001600 <lib_loop_b>:
+    1600:\tb.n\t1500 <lib_loop_a>
+"""
+
+
+def test_library_routines_are_bounded_from_their_disassembly_or_left_out():
+    names = ["lib_entry", "lib_leaf", "lib_tail", "lib_indirect", "lib_moves_sp", "lib_loop_a", "absent"]
+    symbols = {n: 0x1000 + 0x100 * i for i, n in enumerate(names)}
+    symbols["alias"] = 0x1100  # a second name of lib_leaf (libgcc's __aeabi_uidiv is __udivsi3)
+    found = parse_disassembly(DISASSEMBLY, symbols)
+    # lib_leaf lowers by 8 + 16 and falls through its padding into lib_tail (8): a bound, not the least one
+    assert found["lib_leaf"] == (8 + 16 + 8, ("lib_leaf", "lib_tail"))
+    assert found["alias"] == (32, ("alias", "lib_tail"))
+    assert found["lib_tail"] == (8, ("lib_tail",))
+    assert found["lib_entry"] == (20 + 16 + 32, ("lib_entry", "lib_leaf", "lib_tail"))
+    assert set(found) == {"lib_entry", "lib_leaf", "alias", "lib_tail"}  # indirect call, mov sp, loop, absent
+
+
+def test_a_library_routines_worst_case_adds_to_its_callers_chain():
+    graph = (node("tw_push", 16) + node("m.c:tw_step", 288) + node("memset", None) + node("__aeabi_lmul", None)
+             + edge("tw_push", "m.c:tw_step") + edge("m.c:tw_step", "memset") + edge("tw_push", "__aeabi_lmul"))
+    worst, path, external = parse_callgraph(graph, "m.c", library={"memset": (20, ("memset",))})
+    assert worst["tw_push"] == 16 + 288 + 20 and path["tw_push"] == ("tw_push", "tw_step", "memset")
+    assert external == ("__aeabi_lmul", "memset")
 
 
 @pytest.mark.parametrize("graph, message", [
@@ -73,6 +129,20 @@ def test_the_projections_stack_is_the_modules_own_axes_not_the_kernels_limit(tmp
         assert own.deepest_path == own.path[max(own.worst, key=own.worst.__getitem__)]
         assert kernel_limit.deepest - own.deepest >= 4 * (64 - k), (core, own.worst, kernel_limit.worst)
         assert own.deepest + state <= 4096  # the adapting default's state with its stack on top fits 4 KB
+
+
+@pytest.mark.skipif(bool(MISSING), reason="; ".join(MISSING))
+def test_the_library_routines_the_module_calls_are_counted_on_every_core(tmp_path: Path):
+    # memset, and on Cortex-M0+ libgcc's 64-bit helpers, were named and not counted: the M0+ default's worst case
+    # ran through __aeabi_lmul's 28 bytes without them
+    series = simulate("camera", 8.0, "none", seed=7)
+    program = quantize_pipeline(Pipeline(make_detector(DEFAULT_FAMILY), window=128, stride=64).fit(series), series)
+    write_c(program, tmp_path, adaptation=Adaptation())
+    for core in ("cortex-m4", "cortex-m0plus"):
+        st = stack_usage(tmp_path, core)
+        assert st.external and st.uncounted == (), (core, st)
+        reached = {name for chain in st.path.values() for name in chain} & set(st.external)
+        assert reached, (core, st.path)  # some entry point's deepest chain ends in a library routine
 
 
 @pytest.mark.skipif(bool(MISSING), reason="; ".join(MISSING))

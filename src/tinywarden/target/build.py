@@ -85,7 +85,7 @@ class ModuleSize:
     data: int
     bss: int
     state_bytes: int  # sizeof(tw_state_t) on the target: RAM the caller reserves
-    #: symbols the module needs from libgcc/libc (soft-float helpers, memset ...), not counted above
+    #: symbols the module needs from libgcc/libc (soft-float helpers, memset ...): their code is not counted above
     undefined: tuple[str, ...] = ()
     #: the module's own symbols, name -> size, largest first
     symbols: dict[str, int] = field(default_factory=dict)

@@ -25,6 +25,7 @@ DEBIAN_PACKAGES: dict[str, str] = {
     "arm-none-eabi-gcc": "gcc-arm-none-eabi",
     "arm-none-eabi-size": "binutils-arm-none-eabi",
     "arm-none-eabi-nm": "binutils-arm-none-eabi",
+    "arm-none-eabi-objdump": "binutils-arm-none-eabi",
     "newlib": "libnewlib-arm-none-eabi",
     "qemu-system-arm": "qemu-system-arm",
     "cc": "gcc",
