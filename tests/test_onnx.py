@@ -10,12 +10,13 @@ import pytest
 
 from conftest import make_series
 from test_tflite import dense_program, lsb, program_tensors, random_dense  # noqa: F401  (fixture)
-from tinywarden.codegen.onnx import FLOAT_FILE, QDQ_FILE, export_onnx, float_model, qdq_model
+from tinywarden.codegen.onnx import FLOAT_FILE, QDQ_FILE, export_onnx, float_model, graph_families, qdq_model
 from tinywarden.codegen.tflite import DenseInt8, ExportError, dense_int8
-from tinywarden.detectors import DenseAutoencoder, KMeansDistance
+from tinywarden.detectors import DenseAutoencoder, make_detector
 from tinywarden.features import batch_features
 from tinywarden.pipeline import Pipeline
 from tinywarden.program import Program
+from tinywarden.quantize.ptq import quantize_pipeline
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
 
@@ -41,11 +42,35 @@ def test_float_model_gives_the_pipeline_scores(tmp_path: Path) -> None:
     assert np.ptp(score) > 0
 
 
-def test_float_export_refuses_other_detectors() -> None:
+@pytest.mark.parametrize("family", graph_families())
+def test_float_model_of_every_feature_family_with_a_graph_gives_its_scores(family: str) -> None:
+    # only the dense autoencoder exported: the default family (gaussian), pca and kmeans were refused
+    series = make_series(n=4000, channels=4, seed=2)
+    pipe = Pipeline(make_detector(family), window=64, stride=16).fit(series)
+    _, feats = batch_features(series.values, 64, 16, pipe.features)
+    feats = np.vstack([feats, feats[:8] * 3.0 + 1.0])  # and rows far from normal
+    (score,) = session(float_model(pipe)).run(["score"], {"features": feats.astype(np.float32)})  # type: ignore[attr-defined]
+    want = pipe.detector.score_samples(pipe.scale_inputs(feats))
+    np.testing.assert_allclose(score, want, rtol=2e-3, atol=1e-3 * float(np.median(want)))
+    assert np.ptp(score) > 0 and float(np.corrcoef(score, want)[0, 1]) > 0.9999
+
+
+def test_families_with_a_float_graph_are_listed_and_the_rest_refused() -> None:
+    assert {"gaussian", "pca", "kmeans", "dense_ae"} <= set(graph_families())
     series = make_series(n=3000, channels=2)
-    pipe = Pipeline(KMeansDistance(), window=32, stride=16).fit(series)
-    with pytest.raises(ExportError, match="dense autoencoder"):
+    pipe = Pipeline(make_detector("ewma"), window=32, stride=16).fit(series)
+    with pytest.raises(ExportError, match="'ewma' has no float ONNX graph; families that export: .*gaussian"):
         float_model(pipe)
+
+
+def test_a_gaussian_model_exports_its_float_model_alone(tmp_path: Path) -> None:
+    series = make_series(n=3000, channels=3, seed=4)
+    pipe = Pipeline(make_detector("gaussian"), window=64, stride=32).fit(series)
+    program = quantize_pipeline(pipe, series)
+    assert [p.name for p in export_onnx(program, tmp_path / "out", pipeline=pipe)] == [FLOAT_FILE]
+    with pytest.raises(ExportError, match="dense autoencoder"):
+        export_onnx(program, tmp_path / "none")  # no pipeline and no QDQ form: nothing to write
+    assert not (tmp_path / "none").exists()
 
 
 def test_qdq_layers_match_reference_within_one_lsb() -> None:

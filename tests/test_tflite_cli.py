@@ -66,3 +66,26 @@ def test_export_of_a_detector_without_an_autoencoder_is_one_line_error(
     flat = err.replace("\n", "")
     assert "only the dense autoencoder" in flat and twb.name in flat
     assert not (tmp_path / "tfl" / "tinywarden_model.tflite").exists()
+
+
+def test_the_default_familys_model_exports_its_float_onnx_and_says_why_there_is_no_qdq(tmp_path: Path) -> None:
+    # `--target onnx` refused every model but the dense autoencoder's, the default family's (gaussian) included
+    from tinywarden.detectors import DEFAULT_FAMILY
+    from tinywarden.features import batch_features
+
+    twb = train(tmp_path, DEFAULT_FAMILY)
+    rc, out, err = cli("export", str(twb), "--target", "onnx", "--out", str(tmp_path / "onnx"))
+    assert rc == 0, err
+    assert [p.name for p in (tmp_path / "onnx").iterdir()] == ["tinywarden_float.onnx"]
+    assert "no QDQ int8 model" in out.replace("\n", " ") and "--target c" in out
+    pipe = load_pipeline(str(twb))
+    series = make_series(n=5000, channels=6, seed=21)
+    _, feats = batch_features(series.values, pipe.window, pipe.stride, pipe.features)
+    sess = ort.InferenceSession(str(tmp_path / "onnx" / "tinywarden_float.onnx"), providers=["CPUExecutionProvider"])
+    (score,) = sess.run(["score"], {"features": feats.astype(np.float32)})
+    want = pipe.detector.score_samples(pipe.scale_inputs(feats))
+    np.testing.assert_allclose(score, want, rtol=2e-3, atol=1e-3 * float(np.median(want)))
+    twb = train(tmp_path, "ewma")
+    rc, _, err = cli("export", str(twb), "--target", "onnx", "--out", str(tmp_path / "ewma"))
+    assert rc == 2 and "has no float ONNX graph" in err.replace("\n", "") and twb.name in err.replace("\n", "")
+    assert not (tmp_path / "ewma").exists()

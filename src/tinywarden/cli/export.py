@@ -18,7 +18,8 @@ def export(
     model: ModelArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the exported files into")],
     target: Annotated[str, typer.Option(help="What to export for: c (C99 module of the int8 program), "
-                                        "tflite (fully-integer .tflite), onnx (float + QDQ int8 .onnx)")] = "c",
+                                        "tflite (fully-integer .tflite, dense_ae), "
+                                        "onnx (float .onnx; + QDQ int8 for dense_ae)")] = "c",
     policy: Annotated[Path | None, typer.Option(help="Response policy TOML: with --target c, the module also "
                                                 "gets the response state machine (tw_respond)")] = None,
     flash: Annotated[str | None, typer.Option(
@@ -47,6 +48,9 @@ def export(
         paths = _export_c_sized(pipeline, model, out, policy, flash, ram, core)
     for p in paths:
         console.print(f"wrote {p} ({p.stat().st_size} B)")
+    if target == "onnx" and len(paths) == 1:
+        console.print(f"[dim]no QDQ int8 model: the {pipeline.detector.name} int8 program runs int16 kernels, which "
+                      "ONNX's QDQ form does not hold; its device path is --target c[/dim]")
 
 
 def _export_c_sized(pipeline: object, model: Path, out: Path, policy: Path | None, flash: str | None,

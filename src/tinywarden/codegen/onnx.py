@@ -1,21 +1,26 @@
-"""``--target onnx``: the dense autoencoder as a float ONNX model and as a QDQ int8 ONNX model.
+"""``--target onnx``: a feature pipeline's float model as ONNX and, for the dense autoencoder, its int8 program as a
+QDQ ONNX model.
 
 * ``tinywarden_float.onnx`` is the fitted float pipeline's model part: input ``features`` (the raw
   window feature vector, channel-major as :func:`tinywarden.features.extract` orders it), the
-  pipeline's scaling, the autoencoder (``Gemm`` + ``Relu``), outputs ``reconstruction`` (in the scaled
-  domain) and ``score`` (mean squared error, the detector's own score).
+  pipeline's scaling, then the family's own score as its module writes it
+  (:meth:`~tinywarden.detectors.base.Detector.score_graph`: the Gaussian's Mahalanobis distance, PCA's residual,
+  k-means' nearest-centroid distance, the dense autoencoder's reconstruction error), output ``score`` (the
+  detector's own score; the autoencoder also outputs ``reconstruction`` in the scaled domain).
 * ``tinywarden_int8_qdq.onnx`` is the int8 program's autoencoder in the standard QuantizeLinear /
   DequantizeLinear form that ONNX Runtime and vendor NPUs quantize from: int8 weights with one scale
   per output channel, int32 biases, the program's activation scales and zero points. Input ``input``
   is the autoencoder input in its real units, output ``output_int8`` its int8 output (and ``output``
   the same dequantized). Scales follow the same rules as the TFLite export
-  (:mod:`tinywarden.codegen.tflite`).
+  (:mod:`tinywarden.codegen.tflite`). Other families' int8 programs run int16 kernels with no QDQ form: their
+  device path is the generated C.
 
 Both are plain ``onnx`` protobufs built with ``onnx.helper`` (opset 13, the first with per-axis QDQ).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,45 +40,65 @@ def _onnx() -> Any:
     return onnx
 
 
+class _Graph:
+    """:class:`~tinywarden.detectors.base.ScoreGraph` over ``onnx.helper``: the nodes, constants and extra outputs
+    a family's :meth:`~tinywarden.detectors.base.Detector.score_graph` adds."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self.extra: list[tuple[str, int]] = []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        v = np.asarray(value)
+        self.inits.append(numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np.float32), name))
+        return name
+
+    def node(self, op: str, inputs: Sequence[str], output: str, **attrs: Any) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, list(inputs), [output], **attrs))
+        return output
+
+    def output(self, name: str, width: int) -> None:
+        self.extra.append((name, width))
+
+
 def float_model(pipeline: Any) -> Any:
-    """ONNX ``ModelProto`` of a fitted pipeline whose detector is the dense autoencoder."""
+    """ONNX ``ModelProto`` of a fitted feature pipeline's model part: input ``features`` (the raw window feature
+    vectors), the pipeline's scaling, then the family's own score (:meth:`Detector.score_graph`), output ``score``
+    (and what the family adds, e.g. the autoencoder's ``reconstruction``)."""
     onnx = _onnx()
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     det = pipeline.detector
-    if getattr(det, "name", "") != "dense_ae":
-        raise ExportError(f"only the dense autoencoder (dense_ae) exports to ONNX, not {det.name!r}")
-    layers = det.layers()
-    d = layers[0][0].shape[1]
-    inits = [numpy_helper.from_array(np.asarray(pipeline.offset_, np.float32), "offset"),
-             numpy_helper.from_array(np.asarray(pipeline.scale_, np.float32), "scale")]
-    nodes = [helper.make_node("Sub", ["features", "offset"], ["centred"]),
-             helper.make_node("Div", ["centred", "scale"], ["scaled"])]
-    x = "scaled"
-    for i, (w, b) in enumerate(layers):
-        inits += [numpy_helper.from_array(np.asarray(w, np.float32), f"dense_{i}/weights"),
-                  numpy_helper.from_array(np.asarray(b, np.float32), f"dense_{i}/bias")]
-        last = i == len(layers) - 1
-        y = "reconstruction" if last else f"dense_{i}/linear"
-        nodes.append(helper.make_node("Gemm", [x, f"dense_{i}/weights", f"dense_{i}/bias"], [y], transB=1))
-        if not last:
-            nodes.append(helper.make_node("Relu", [y], [f"dense_{i}/out"]))
-            y = f"dense_{i}/out"
-        x = y
-    nodes += [helper.make_node("Sub", ["reconstruction", "scaled"], ["error"]),
-              helper.make_node("Mul", ["error", "error"], ["squared"]),
-              helper.make_node("ReduceMean", ["squared"], ["score"], axes=[1], keepdims=0)]
+    g = _Graph()
+    scaled = g.node("Div", [g.node("Sub", ["features", g.const("offset", np.ravel(pipeline.offset_))], "centred"),
+                            g.const("scale", np.ravel(pipeline.scale_))], "scaled")
+    score = det.score_graph(g, scaled) if det.input_kind == "features" else None
+    if score is None:
+        raise ExportError(f"{det.name!r} has no float ONNX graph; families that export: {', '.join(graph_families())}")
+    d = int(np.size(pipeline.offset_))
     graph = helper.make_graph(
-        nodes, "tinywarden_dense_ae_float",
+        g.nodes, f"tinywarden_{det.name}_float",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", d])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n"]),
-         helper.make_tensor_value_info("reconstruction", TensorProto.FLOAT, ["n", d])],
-        inits,
+        [helper.make_tensor_value_info(score, TensorProto.FLOAT, ["n"]),
+         *(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", w]) for name, w in g.extra)],
+        g.inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="tinywarden")
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def graph_families() -> list[str]:
+    """The feature families whose float model exports to ONNX (:meth:`Detector.has_score_graph`)."""
+    from tinywarden.detectors import REGISTRY
+
+    return [n for n, c in REGISTRY.items() if c.input_kind == "features" and c.has_score_graph()]
 
 
 def qdq_model(model: DenseInt8) -> Any:
@@ -133,14 +158,18 @@ def qdq_model(model: DenseInt8) -> Any:
 
 
 def export_onnx(program: Program, out_dir: Path, pipeline: Any | None = None) -> list[Path]:
-    """Write ``tinywarden_int8_qdq.onnx`` (from ``program``) and, given the fitted float ``pipeline``,
-    ``tinywarden_float.onnx`` into ``out_dir``; returns the written paths."""
+    """Write, given the fitted float ``pipeline``, ``tinywarden_float.onnx`` and, when ``program`` is the dense
+    autoencoder's, ``tinywarden_int8_qdq.onnx`` into ``out_dir``; returns the written paths. The int8 program of
+    another family runs as the generated C (``--target c``): its int16 kernels have no QDQ form."""
     onnx = _onnx()
     out_dir = Path(out_dir)
+    models = [(FLOAT_FILE, float_model(pipeline))] if pipeline is not None else []
+    try:
+        models.append((QDQ_FILE, qdq_model(dense_int8(program))))
+    except ExportError:
+        if not models:
+            raise
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = [(QDQ_FILE, qdq_model(dense_int8(program)))]
-    if pipeline is not None:
-        models.insert(0, (FLOAT_FILE, float_model(pipeline)))
     paths = []
     for name, proto in models:
         onnx.save(proto, out_dir / name)

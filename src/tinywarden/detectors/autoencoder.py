@@ -8,7 +8,7 @@ import numpy as np
 
 from tinywarden.arith import QParams
 from tinywarden.detectors._torch import Progress, TorchAutoencoder
-from tinywarden.detectors.base import Shape, check_param, sizes
+from tinywarden.detectors.base import ScoreGraph, Shape, check_param, sizes
 from tinywarden.detectors.lowering import LoweringContext, quantize_layer
 from tinywarden.kernels import Op
 
@@ -81,6 +81,21 @@ class DenseAutoencoder(TorchAutoencoder):
         d = x.shape[1]
         self._train(lambda: _dense_module([d, *h, *h[-2::-1], d]), x, progress)
         return self
+
+    def score_graph(self, g: ScoreGraph, x: str) -> str:
+        """The layers (``Gemm`` + ``Relu``, linear output ``reconstruction``, also a graph output) and the mean
+        squared error of the reconstruction."""
+        layers = self.layers()
+        h = x
+        for i, (w, b) in enumerate(layers):
+            last = i == len(layers) - 1
+            h = g.node("Gemm", [h, g.const(f"dense_{i}/weights", w), g.const(f"dense_{i}/bias", b)],
+                       "reconstruction" if last else f"dense_{i}/linear", transB=1)
+            if not last:
+                h = g.node("Relu", [h], f"dense_{i}/out")
+        g.output("reconstruction", int(layers[-1][0].shape[0]))
+        error = g.node("Sub", [h, x], "error")
+        return g.node("ReduceMean", [g.node("Mul", [error, error], "squared")], "score", axes=[1], keepdims=0)
 
     def activations(self, x: np.ndarray) -> list[np.ndarray]:
         outs, h = [], x

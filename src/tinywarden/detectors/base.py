@@ -12,8 +12,9 @@ IsolationForest ``score_samples``).
 
 Each family is one module: the estimator class (registered in :data:`REGISTRY` by its ``name``), its
 int8 lowering (:meth:`Detector.lower`, which reads only the detector's public fitted state), the lower
-bound on its int8 constants that ``tune`` filters by (:meth:`Detector.flash_lower_bound`) and the model
-sizes ``tune`` searches (:attr:`Detector.search_space`). Everything that lists families (the CLI, ``tune``,
+bound on its int8 constants that ``tune`` filters by (:meth:`Detector.flash_lower_bound`), the model
+sizes ``tune`` searches (:attr:`Detector.search_space`) and its float score as graph nodes for the ONNX export
+(:meth:`Detector.score_graph`). Everything that lists families (the CLI, ``tune``,
 the benchmarks, the shared tests) reads :data:`REGISTRY`, in registration order.
 
 A fitted detector exposes ``n_params_`` (learned numbers it needs to score) and ``model_bytes_`` (their
@@ -26,8 +27,9 @@ state array must have for its ``input_shape_`` and parameters; :meth:`Detector.f
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -49,6 +51,23 @@ REGISTRY: dict[str, type[Detector]] = {}
 #: test). Its adapting module fits 8 KB of flash and 4 KB of RAM on every core on the demo's device
 #: (``tests/test_target_model.py``; the constants' widths follow the data, so the size does too).
 DEFAULT_FAMILY = "gaussian"
+
+
+class ScoreGraph(Protocol):
+    """What a family writes its float score with (:mod:`tinywarden.codegen.onnx` builds an ONNX graph from it):
+    operators and attributes are ONNX's (opset 13), values float32 unless given otherwise."""
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        """A constant tensor; returns its name."""
+        ...
+
+    def node(self, op: str, inputs: Sequence[str], output: str, **attrs: Any) -> str:
+        """One operator computing ``output`` from ``inputs``; returns ``output``."""
+        ...
+
+    def output(self, name: str, width: int) -> None:
+        """Also expose tensor ``name`` (``(n, width)`` floats) as a graph output."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -124,6 +143,17 @@ class Detector(BaseEstimator):
     @classmethod
     def has_int8_path(cls) -> bool:
         return cls.lower is not Detector.lower
+
+    # -- the float graph (ONNX export) ----------------------------------------------------------
+    def score_graph(self, g: ScoreGraph, x: str) -> str | None:
+        """Add the fitted model's score of the scaled input rows ``x`` (``(n, n_features)``) to ``g``, as
+        :meth:`score_samples` computes it; returns the score's name (``(n,)``). A family without a float graph
+        keeps this default (None), and the ONNX export refuses it."""
+        return None
+
+    @classmethod
+    def has_score_graph(cls) -> bool:
+        return cls.score_graph is not Detector.score_graph
 
     @classmethod
     def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:

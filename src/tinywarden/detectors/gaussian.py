@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.covariance import OAS, LedoitWolf
 from sklearn.decomposition import FactorAnalysis
 
-from tinywarden.detectors.base import Detector, Learned, Shape, check_param
+from tinywarden.detectors.base import Detector, Learned, ScoreGraph, Shape, check_param
 from tinywarden.detectors.lowering import Lowered, LoweringContext, int8_rows
 from tinywarden.detectors.pca import centred_input, residual_op
 from tinywarden.kernels import TensorSpec
@@ -126,6 +126,21 @@ class GaussianMahalanobis(Detector):
         y = self._whitened(X)
         v = self.whitening()
         return np.maximum((y * y).sum(axis=1) - ((y @ v.T) ** 2).sum(axis=1), 0.0)
+
+    def score_graph(self, g: ScoreGraph, x: str) -> str:
+        """``max(|y|**2 - |V y|**2, 0)`` with ``y`` the input centred and divided by the noise spread."""
+        self._check_fitted()
+        y = g.node("Div", [g.node("Sub", [x, g.const("gaussian/mean", self.mean_)], "gaussian/centred"),
+                           g.const("gaussian/spread", np.sqrt(self.noise_variance_))], "gaussian/whitened")
+        axes = g.const("gaussian/axes", np.array([1], np.int64))
+        energy = g.node("ReduceSum", [g.node("Mul", [y, y], "gaussian/y2"), axes], "gaussian/energy", keepdims=0)
+        v = self.whitening()
+        if len(v):
+            proj = g.node("MatMul", [y, g.const("gaussian/whitening_t", v.T)], "gaussian/projected")
+            kept = g.node("ReduceSum", [g.node("Mul", [proj, proj], "gaussian/p2"), axes], "gaussian/kept",
+                          keepdims=0)
+            energy = g.node("Sub", [energy, kept], "gaussian/distance")
+        return g.node("Max", [energy, g.const("gaussian/zero", np.zeros((), np.float32))], "score")
 
     def whitening(self) -> np.ndarray:
         """``V`` (``k x F``) with ``score = |y|**2 - |V y|**2`` (``y`` the input centred and divided by the noise

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tinywarden.arith import INT8_MAX, QParams, choose_qparams, quantize_multiplier, round_half_away
-from tinywarden.detectors.base import Detector, Learned, Shape, check_param
+from tinywarden.detectors.base import Detector, Learned, ScoreGraph, Shape, check_param
 from tinywarden.detectors.lowering import Z_HEADROOM, Lowered, LoweringContext, int8_rows
 from tinywarden.errors import ConfigError
 from tinywarden.kernels import Op, TensorSpec
@@ -83,6 +83,17 @@ class PCAReconstruction(Detector):
         x = self._check_input(X) - self.mean_
         residual = x - (x @ self.components_.T) @ self.components_
         return (residual * residual).mean(axis=1)
+
+    def score_graph(self, g: ScoreGraph, x: str) -> str:
+        """The mean squared residual of the centred input outside the components' span."""
+        self._check_fitted()
+        centred = g.node("Sub", [x, g.const("pca/mean", self.mean_)], "pca/centred")
+        residual = centred
+        if len(self.components_):
+            coords = g.node("MatMul", [centred, g.const("pca/components_t", self.components_.T)], "pca/coords")
+            back = g.node("MatMul", [coords, g.const("pca/components", self.components_)], "pca/projected")
+            residual = g.node("Sub", [centred, back], "pca/residual")
+        return g.node("ReduceMean", [g.node("Mul", [residual, residual], "pca/r2")], "score", axes=[1], keepdims=0)
 
     def lower(self, ctx: LoweringContext) -> Lowered:
         """The centred int16 input (the PCA mean folds into the feature requantization) and int8 axes; the
