@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -17,9 +18,10 @@ import numpy as np
 import psutil
 import pytest
 
+from inprocess import run_tinywarden
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.simulate import simulate
-from tinywarden.telemetry import Series, read_series, write_csv, write_parquet
+from tinywarden.telemetry import Series, iter_series, read_series, write_csv, write_parquet
 from tinywarden.telemetry import record as rec
 from tinywarden.telemetry.live import LiveSampler
 from tinywarden.telemetry.record import CLOCK_STEP_S, Recorder, parse_duration
@@ -242,7 +244,8 @@ def test_wall_clock_steps_are_followed_forward_never_back_and_said(tmp_path: Pat
 
 
 def test_a_restart_with_the_wall_clock_behind_the_folder_continues_after_it_and_says_so(tmp_path: Path) -> None:
-    first = Recorder(LiveSampler(0.02, ["lo"]), tmp_path, flush_s=0.05).run(0.2)
+    with Recorder(LiveSampler(0.02, ["lo"]), tmp_path, flush_s=0.05) as r:
+        first = r.run(0.2)
     past = Recorder(LiveSampler(0.02, ["lo"]), tmp_path, flush_s=0.05, wallclock=lambda: time.time() - 86400)
     st = past.run(0.2)
     s = read_series(tmp_path)
@@ -272,6 +275,41 @@ def test_rotation_starts_new_files_that_read_back_in_order(tmp_path: Path) -> No
     assert st.stopped is None and len(st.files) >= 3
     s = read_series(tmp_path)
     assert len(s) == st.rows == st.rows_flushed and s.meta["files"] == str(len(st.files))
+
+
+def test_a_second_recorder_on_the_same_folder_is_refused_in_one_line_naming_the_first(tmp_path: Path) -> None:
+    # two recorders on one folder each picked the next sequence number from the same listing and rewrote their own
+    # open segment: names could collide and the folder no longer read as one series (files overlapping in time)
+    first = Recorder(LiveSampler(0.02, ["lo"]), tmp_path, flush_s=0.05)
+    holder = rf"--out {re.escape(str(tmp_path))}: .*recorder \(pid {os.getpid()}\)"
+    with pytest.raises(ConfigError, match=holder) as info:
+        Recorder(LiveSampler(0.02, ["lo"]), tmp_path)
+    assert "\n" not in str(info.value)
+    r = run_tinywarden("record", "--out", tmp_path, "--interface", "lo", "--duration", "1s")
+    assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1, r
+    assert str(tmp_path) in r.stderr and f"pid {os.getpid()}" in r.stderr, r.stderr
+    st = first.run(0.1)
+    first.close()
+    assert st.stopped is None and (tmp_path / rec.LOCK_FILE).exists()
+    whole = read_series(tmp_path)  # the lock file is not telemetry, read whole or in chunks
+    assert len(whole) == st.rows and whole.meta["files"] == "1" and "skipped_files" not in whole.meta
+    assert sum(len(c) for c in iter_series(tmp_path)) == st.rows
+    with Recorder(LiveSampler(0.02, ["lo"]), tmp_path, flush_s=0.05) as again:  # released when the first closed
+        again.run(0.1)
+    assert read_series(tmp_path).meta["files"] == "2"
+
+
+def test_a_lock_file_left_by_a_killed_recorder_does_not_refuse(tmp_path: Path) -> None:
+    # flock is the kernel's, released when the process dies: the file a SIGKILLed recorder leaves says nothing
+    code = ("import os, signal, sys; from tinywarden.telemetry.live import LiveSampler; "
+            "from tinywarden.telemetry.record import Recorder; r = Recorder(LiveSampler(1.0, ['lo']), sys.argv[1]); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    dead = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stderr=subprocess.PIPE)
+    _, err = dead.communicate(timeout=120)
+    assert dead.returncode == -signal.SIGKILL, err.decode()
+    assert (tmp_path / rec.LOCK_FILE).read_text().strip() == str(dead.pid)  # left behind, naming the dead recorder
+    with Recorder(LiveSampler(0.02, ["lo"]), tmp_path, flush_s=0.05) as r:
+        assert r.run(0.1).rows > 0
 
 
 def test_parse_duration() -> None:

@@ -27,7 +27,7 @@ def record(
     flush: str = typer.Option("10s", "--flush", help="Write to disk this often (a crash loses at most this)."),
 ) -> None:
     """Record live telemetry with the agent's sampler; `train`, `tune`, `evaluate` and `agent --replay` read
-    the folder as one series."""
+    the folder as one series. One recorder a folder: a second one on the same folder is refused."""
     from tinywarden.telemetry.live import LiveSampler
     from tinywarden.telemetry.record import Recorder, RecordStats, parse_duration
 
@@ -70,6 +70,7 @@ def record(
             pass  # run() has flushed what it had
         finally:
             signal.signal(signal.SIGTERM, previous)
+            recorder.close()
     for text in st.notes[shown:]:
         console.print(f"[yellow]note:[/] {text}", highlight=False, soft_wrap=True)
     t = Table(title=f"recording {out}", show_header=False)

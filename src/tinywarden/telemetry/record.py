@@ -28,17 +28,27 @@ Interfaces: one that disappears while recording (removed, or renamed: the note n
 kernel's interface index shows it) keeps its channels, which read 0 until it is back; the others are
 recorded as before, and both events are noted with the row they happened at.
 
+One recorder a folder: a recorder holds an exclusive ``flock`` on the folder's :data:`LOCK_FILE` from its start
+until :meth:`Recorder.close` (or its process ends), and a second one on the same folder is refused at start,
+naming the first one's pid (two recorders would pick the same next sequence number and write files overlapping
+in time). The lock is the kernel's, dropped when its process dies, so the file a killed recorder leaves behind
+blocks nothing; the file stays (removing it on close would let two recorders lock two different files), and the
+folder's readers pass it by (a hidden name, not a telemetry suffix).
+
 A write that fails (a full disk, a folder gone) stops the recording cleanly: what was flushed before stays
 on disk, and :attr:`RecordStats.stopped` says what happened in one line.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
+import os
 import re
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +61,7 @@ from tinywarden.telemetry.io import FOLDER_SUFFIXES, csv_header, csv_rows, read_
 from tinywarden.telemetry.live import LiveSampler
 from tinywarden.telemetry.series import Series
 
-__all__ = ["CLOCK_STEP_S", "FORMATS", "RecordStats", "Recorder", "parse_duration"]
+__all__ = ["CLOCK_STEP_S", "FORMATS", "LOCK_FILE", "RecordStats", "Recorder", "parse_duration"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +76,8 @@ CLOCK_STEP_S = 2.0
 MAX_NOTES = 100
 #: The first second of the year 10000: a file name (and ``time.gmtime``) has no time from there on.
 LAST_TIME = 253402300800.0
+#: The file a running recorder holds locked in its folder, with its pid in it (see the module docstring).
+LOCK_FILE = ".record.lock"
 _SEGMENT = re.compile(r"^rec-\d{8}T\d{6}Z-(\d+)\.(?:parquet|csv)$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -117,7 +129,8 @@ class Recorder:
     """Samples ``sampler`` into segment files in ``out_dir`` (see the module docstring).
 
     ``clock`` is monotonic seconds (the sampler's cadence), ``wallclock`` epoch seconds read once at
-    start; both are injectable for tests.
+    start; both are injectable for tests. The recorder holds ``out_dir`` locked until :meth:`close` (or the end
+    of a ``with`` block, or its collection): a second recorder there is a :class:`ConfigError`.
     """
 
     def __init__(
@@ -146,13 +159,29 @@ class Recorder:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise ConfigError(f"--out {self.out_dir}: exists and is not a folder")
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        # taken before the folder is listed: the next sequence number is this recorder's alone
+        self._unlock = weakref.finalize(self, os.close, _lock_folder(self.out_dir))
         self.stats = RecordStats(channels=tuple(sampler.channels))
-        self._seq, self.stats.resumed_after = self._existing()
+        try:
+            self._seq, self.stats.resumed_after = self._existing()
+        except BaseException:
+            self.close()
+            raise
         self._ifindex = {i: _ifindex(i) for i in getattr(sampler, "interfaces", ())}
         # the open CSV segment's text, kept between flushes (see _write)
         self._csv_path: Path | None = None
         self._csv_text: list[str] = []
         self._csv_rows = 0
+
+    def close(self) -> None:
+        """Release the folder (another recorder may then write to it); the files written stay. Idempotent."""
+        self._unlock()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _existing(self) -> tuple[int, float | None]:
         """The next segment number, and the last timestamp of the recording already in the folder."""
@@ -311,6 +340,28 @@ class Recorder:
                             "gone, the other channels are recorded as before")
         for iface in sorted(before - now):
             self.stats.note(f"row {row}: interface {iface} is back; its channels are recorded again")
+
+
+def _lock_folder(folder: Path) -> int:
+    """A descriptor of ``folder``'s :data:`LOCK_FILE` holding its exclusive lock, with this process's pid written in
+    it; a :class:`ConfigError` naming the holder's pid when another recorder has it. Closing the descriptor (or the
+    process ending) releases the lock."""
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # an OSError names the path (the CLI prints it in one line)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip()
+        os.close(fd)
+        pid = f" (pid {holder})" if holder.isdigit() else ""  # empty while the holder is still writing it
+        raise ConfigError(f"--out {folder}: another recorder{pid} is writing to this folder; stop it or record into "
+                          "another folder") from None
+    except OSError as exc:  # a file system without locks
+        os.close(fd)
+        raise ConfigError(f"--out {folder}: cannot lock {path} ({exc.strerror or exc})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def _ifindex(name: str) -> int | None:
