@@ -312,6 +312,18 @@ def test_a_lock_file_left_by_a_killed_recorder_does_not_refuse(tmp_path: Path) -
         assert r.run(0.1).rows > 0
 
 
+def test_a_name_ending_in_a_newline_is_not_a_segment(tmp_path: Path) -> None:
+    # the segment pattern was "^...$" applied with re.match, whose "$" also matches before a final newline
+    name = "rec-20260101T000000Z-0042.csv"
+    assert rec.segment_number(name) == 42 and rec.segment_number(name + "\n") is None
+    channels = LiveSampler(1.0, ["lo"]).channels
+    write_csv(Series(np.array([1.0]), np.ones((1, len(channels))), channels), tmp_path / f"{name[:-8]}0003.csv")
+    (tmp_path / (name + "\n")).write_text("not a segment")
+    with Recorder(LiveSampler(0.02, ["lo"]), tmp_path, fmt="csv", flush_s=0.05) as r:
+        st = r.run(0.1)
+    assert [f.name[-8:] for f in st.files] == ["0004.csv"]  # past the real segment, not past the planted name
+
+
 def test_parse_duration() -> None:
     assert parse_duration("2h") == 7200 and parse_duration("1d") == 86400 and parse_duration("0.5s") == 0.5
     for bad in ("", "h", "-1m", "nan", "2 weeks", "0"):

@@ -61,7 +61,7 @@ from tinywarden.telemetry.io import FOLDER_SUFFIXES, csv_header, csv_rows, read_
 from tinywarden.telemetry.live import LiveSampler
 from tinywarden.telemetry.series import Series
 
-__all__ = ["CLOCK_STEP_S", "FORMATS", "LOCK_FILE", "RecordStats", "Recorder", "parse_duration"]
+__all__ = ["CLOCK_STEP_S", "FORMATS", "LOCK_FILE", "RecordStats", "Recorder", "parse_duration", "segment_number"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ MAX_NOTES = 100
 LAST_TIME = 253402300800.0
 #: The file a running recorder holds locked in its folder, with its pid in it (see the module docstring).
 LOCK_FILE = ".record.lock"
-_SEGMENT = re.compile(r"^rec-\d{8}T\d{6}Z-(\d+)\.(?:parquet|csv)$")
+# Matched whole (fullmatch): "^...$" with re.match let a name ending in a newline through as a segment.
+_SEGMENT = re.compile(r"rec-\d{8}T\d{6}Z-(\d+)\.(?:parquet|csv)")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -98,6 +99,16 @@ def parse_duration(text: str, option: str = "--duration") -> float:
     if not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{option} {text!r}: must be a positive duration")
     return value
+
+
+def segment_number(name: str) -> int | None:
+    """The sequence number in the name of a segment file (``rec-<UTC start>-<seq>.<ext>``), None for any other name.
+
+    >>> segment_number("rec-20260101T000000Z-0042.csv"), segment_number("rec-20260101T000000Z-0042.csv\\n")
+    (42, None)
+    """
+    m = _SEGMENT.fullmatch(name)
+    return int(m.group(1)) if m else None
 
 
 @dataclass
@@ -187,7 +198,7 @@ class Recorder:
         """The next segment number, and the last timestamp of the recording already in the folder."""
         files = sorted(f for f in self.out_dir.iterdir()
                        if f.is_file() and f.suffix in FOLDER_SUFFIXES and not f.name.startswith("."))
-        seqs = [int(m.group(1)) for f in files if (m := _SEGMENT.match(f.name))]
+        seqs = [n for f in files if (n := segment_number(f.name)) is not None]
         last: float | None = None
         for f in files:
             try:
