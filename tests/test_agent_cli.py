@@ -146,6 +146,32 @@ def test_a_replay_out_of_time_order_names_an_option_the_agent_has(files, tmp_pat
     assert code == 2 and "--drop-unordered needs --replay" in err, err
 
 
+@pytest.mark.parametrize(
+    ("maps", "message"),
+    [
+        (["nope=cpu_pct"], r"--map 'nope=cpu_pct': model cam-ewma v1 has no channel nope \(its channels: cpu_pct, "
+                           r"mem_pct, power_mw, tx_pkts, tx_bytes, distinct_dst\)"),
+        (["cpu_pct=nope"], r"cpu_pct \(mapped to nope\) that the telemetry source does not provide"),
+        (["cpu_pct=mem_pct"], r"--map 'cpu_pct=mem_pct': model channels cpu_pct and mem_pct would both read source "
+                              r"channel mem_pct"),
+        (["cpu_pct=mem_pct", "cpu_pct=power_mw"], r"--map 'cpu_pct=power_mw': cpu_pct is already mapped to mem_pct"),
+    ],
+    ids=["unknown-model-channel", "unknown-source-channel", "two-read-one-source-channel", "mapped-twice"],
+)
+def test_a_map_the_model_or_the_source_cannot_follow_is_a_one_line_error(files, tmp_path, kit, monkeypatch, capsys,
+                                                                         maps, message):
+    # all but the unknown source channel were accepted silently: a map entry for no model channel did nothing, two
+    # model channels fed one source column, and a channel mapped twice kept its last source
+    s = kit.stream
+    data = tmp_path / "short.csv"
+    write_csv(Series(s.timestamps[:100], s.values[:100], s.channels), data)
+    code, err = run_here(monkeypatch, capsys, "--bundle", files["bundle"], "--pubkey", files["pub"], "--state-dir",
+                         tmp_path / "state", "--replay", data, *(a for m in maps for a in ("--map", m)))
+    assert code == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]  # after any warning line of the runtime's (logged)
+    assert last.startswith("error:") and re.search(message, last), err
+
+
 def test_the_agent_passes_on_the_policy_advice(files, tmp_path):
     # an alert tier that caps the uplink shapes the traffic the model scores (benchmarks/results/range-cap.json)
     (tmp_path / "capped.toml").write_text(CAPPED_CAMERA_POLICY)

@@ -54,13 +54,21 @@ def parse_host_port(text: str, option: str, default_port: int) -> tuple[str, int
 
 
 def parse_channel_map(items: Sequence[str]) -> dict[str, str]:
-    """``MODEL=SOURCE`` items of ``--map`` as a dict (model channel -> source channel)."""
+    """``MODEL=SOURCE`` items of ``--map`` as a dict (model channel -> source channel); a model channel mapped
+    to two source channels is refused. Whether the channels exist is checked against the model and the source
+    (:func:`~tinywarden.agent.sources.channel_indices`).
+
+    >>> parse_channel_map(["cpu=cpu_pct", " mem = mem_pct"])
+    {'cpu': 'cpu_pct', 'mem': 'mem_pct'}
+    """
     out: dict[str, str] = {}
     for item in items:
-        model, sep, source = item.partition("=")
-        if not sep or not model.strip() or not source.strip():
+        model, sep, source = (part.strip() for part in item.partition("="))
+        if not sep or not model or not source:
             raise ConfigError(f"--map {item!r}: expected MODEL_CHANNEL=SOURCE_CHANNEL")
-        out[model.strip()] = source.strip()
+        if out.get(model, source) != source:
+            raise ConfigError(f"--map {item!r}: {model} is already mapped to {out[model]}")
+        out[model] = source
     return out
 
 
@@ -79,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--rate", type=float, default=1.0, help="Live sampling rate in Hz (default 1).")
     add("--interface", action="append", default=[], help="Network interface to sample (repeatable).")
     add("--map", dest="channel_map", action="append", default=[],
-        help="MODEL_CHANNEL=SOURCE_CHANNEL when the names differ (repeatable).")
+        help="MODEL_CHANNEL=SOURCE_CHANNEL when the names differ (repeatable; each model channel reads a source "
+        "channel of its own).")
     add("--max-samples", type=int, help="Stop after this many samples.")
     add("--status", type=Path, help="Status file (default STATE_DIR/status.json).")
     add("--audit", type=Path, help="Audit log (default STATE_DIR/audit.log).")

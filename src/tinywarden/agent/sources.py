@@ -91,19 +91,34 @@ def channel_indices(
 ) -> list[int]:
     """Where each model channel sits in the source's samples; ``channel_map`` maps model -> source names.
 
+    A map entry for a channel the model does not have, or one that makes two model channels read the same
+    source channel, is a :class:`ConfigError` naming the entry; a channel the source lacks is a :class:`DataError`.
+
     >>> channel_indices(["mem_pct", "cpu"], ["cpu_pct", "mem_pct"], {"cpu": "cpu_pct"})
     [1, 0]
     """
     mapping = dict(channel_map or {})
+    model = list(model_channels)
     src = list(source_channels)
-    missing = [f"{c}" + (f" (mapped to {mapping[c]})" if c in mapping else "") for c in model_channels
+    for m, s in mapping.items():
+        if m not in model:
+            raise ConfigError(f"--map {f'{m}={s}'!r}: {what} has no channel {m} (its channels: {', '.join(model)})")
+    missing = [f"{c}" + (f" (mapped to {mapping[c]})" if c in mapping else "") for c in model
                if mapping.get(c, c) not in src]  # fmt: skip
     if missing:
         raise DataError(
             f"{what} needs channel(s) {', '.join(missing)} that the telemetry source does not provide "
             f"(it has {', '.join(src) or 'none'}); map them with --map MODEL_CHANNEL=SOURCE_CHANNEL"
         )
-    return [src.index(mapping.get(c, c)) for c in model_channels]
+    index = [src.index(mapping.get(c, c)) for c in model]
+    reader: dict[int, str] = {}  # source column -> the model channel that reads it
+    for c, i in zip(model, index, strict=True):
+        if i in reader:  # only a map entry can do this: the model's channels are distinct
+            m = c if c in mapping else reader[i]
+            raise ConfigError(f"--map {f'{m}={src[i]}'!r}: model channels {reader[i]} and {c} would both read "
+                              f"source channel {src[i]}; map each to a channel of its own")
+        reader[i] = c
+    return index
 
 
 def open_source(
