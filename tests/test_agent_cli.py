@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import CAPPED_CAMERA_POLICY
+from inprocess import run_tinywarden
 from mosquitto import Mosquitto
 from test_agent import CRITICAL_POLICY, POLICY, Kit, build_kit
 from test_escalate_mqtt import Subscriber
@@ -21,7 +22,7 @@ from tinywarden.agent.status import read_status
 from tinywarden.audit import verify
 from tinywarden.cli import main
 from tinywarden.detectors import make_detector
-from tinywarden.modelfile import pipeline_to_bytes
+from tinywarden.modelfile import pipeline_to_bytes, save_pipeline
 from tinywarden.pipeline import Pipeline
 from tinywarden.telemetry import Series, write_csv
 from tinywarden.telemetry.live import LiveSampler
@@ -170,6 +171,29 @@ def test_a_map_the_model_or_the_source_cannot_follow_is_a_one_line_error(files, 
     assert code == 2 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]  # after any warning line of the runtime's (logged)
     assert last.startswith("error:") and re.search(message, last), err
+
+
+def test_a_replay_with_a_gap_in_time_says_so_as_score_does(files, tmp_path, kit, monkeypatch, capsys):
+    # train and score print a note on a gap in time; agent --replay said nothing
+    s = kit.stream
+    ts = s.timestamps[:300].copy()
+    ts[150:] += 3600.0  # an hour missing after the 150th row
+    data = tmp_path / "gap.csv"
+    write_csv(Series(ts, s.values[:300], s.channels), data)
+
+    def gap_note(text: str) -> str | None:
+        m = re.search(r"note: (.*?gap\(s\) in time.*?interpolated\))", " ".join(text.split()))
+        return m and m.group(1)
+
+    save_pipeline(kit.p1, tmp_path / "m.twb")
+    scored = run_tinywarden("score", tmp_path / "m.twb", data, "--out", tmp_path / "scores.csv")
+    assert scored.returncode == 0 and gap_note(scored.stderr) is not None, scored.stderr
+    args = ("--bundle", files["bundle"], "--pubkey", files["pub"], "--replay", data)
+    code, err = run_here(monkeypatch, capsys, *args, "--state-dir", tmp_path / "s1")
+    assert code == 0 and gap_note(err) == gap_note(scored.stderr), err
+    assert "after row 151;" in gap_note(err)
+    code, err = run_here(monkeypatch, capsys, *args, "--state-dir", tmp_path / "s2", "--max-samples", "120")
+    assert code == 0 and gap_note(err) is None, err  # the gap lies past the rows replayed
 
 
 def test_the_agent_passes_on_the_policy_advice(files, tmp_path):

@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> Agent:
     from tinywarden.agent.config import AgentConfig, EscalationConfig
     from tinywarden.agent.escalate import BrokerConfig, EscalationPolicy, SyslogSink, TlsConfig
     from tinywarden.agent.loop import session
-    from tinywarden.agent.sources import open_source
+    from tinywarden.agent.sources import ReplaySource, open_source
     from tinywarden.respond import load_policy
 
     if args.max_samples is not None and args.max_samples < 1:
@@ -182,6 +182,12 @@ def run(args: argparse.Namespace) -> Agent:
             print("interrupted; stopping", flush=True)
         finally:
             signal.signal(signal.SIGTERM, previous)
+    if isinstance(source, ReplaySource):
+        from tinywarden.telemetry.series import gap_note
+
+        note = gap_note(source.gaps(runner.samples_seen))
+        if note:
+            print(f"note: {source.name}: {note}", file=sys.stderr, flush=True)
     return runner
 
 

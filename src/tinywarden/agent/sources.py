@@ -18,7 +18,7 @@ from tinywarden.telemetry.live import LiveSampler
 if TYPE_CHECKING:  # a replay reads files with numpy; the live source of the lean agent needs none
     import numpy as np
 
-    from tinywarden.telemetry.series import Series
+    from tinywarden.telemetry.series import Gap, Series
 
 __all__ = ["LiveSource", "ReplaySource", "channel_indices", "open_source"]
 
@@ -39,10 +39,13 @@ class ReplaySource:
     simulated = True
 
     def __init__(self, series: Series, rest: Iterator[Series] | None = None, name: str | None = None) -> None:
+        from tinywarden.telemetry.series import GapWatch
+
         self.series = series
         self._rest = rest
         self.channels: tuple[str, ...] = tuple(series.channels)
         self.name = name or series.source
+        self._gaps = GapWatch()
 
     @classmethod
     def open(cls, path: str | Path, chunk_rows: int | None = None, drop_unordered: bool = False) -> ReplaySource:
@@ -60,9 +63,14 @@ class ReplaySource:
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
         for chunk in itertools.chain([self.series], self._rest or ()):
+            self._gaps.add(chunk)
             ts, vals = chunk.timestamps, chunk.values
             for i in range(len(ts)):
                 yield float(ts[i]), vals[i]
+
+    def gaps(self, rows: int) -> list[Gap]:
+        """The gaps in time (:class:`~tinywarden.telemetry.series.GapWatch`) among the first ``rows`` rows replayed."""
+        return [g for g in self._gaps.gaps if g.after_row + 1 < rows]
 
 
 class LiveSource:

@@ -16,7 +16,7 @@ from rich.table import Table
 from tinywarden.cli.app import app, console, err_console
 from tinywarden.errors import ConfigError
 from tinywarden.likelihood import SLOW_SHIFT
-from tinywarden.telemetry.series import Series
+from tinywarden.telemetry.series import GapWatch, Series, gap_note
 
 
 class FamilyHelp(typer.core.TyperCommand):
@@ -93,15 +93,9 @@ def report_gaps(series: Series) -> None:
     if series.meta.get("dropped_rows"):
         err_console.print(f"[yellow]note:[/] {series.source}: dropped {series.meta['dropped_rows']} row(s) with "
                           "duplicate or out-of-order timestamps", highlight=False)
-    gaps = series.gaps()
-    if gaps:
-        big = max(gaps, key=lambda g: g.seconds)
-        err_console.print(
-            f"[yellow]note:[/] {series.source}: {len(gaps)} gap(s) in time, largest {big.seconds:.0f} s after "
-            f"row {big.after_row + 2}; windows spanning a gap are scored from the samples that exist "
-            "(nothing is interpolated)",
-            highlight=False,
-        )
+    note = gap_note(series.gaps())
+    if note:
+        err_console.print(f"[yellow]note:[/] {series.source}: {note}", highlight=False)
 
 
 def report_channels(pipeline: Any, series: Series) -> None:
@@ -263,31 +257,23 @@ def score(
 class ChunkGaps:
     """What :func:`report_gaps` and :func:`report_channels` say of a whole series, gathered chunk by chunk.
 
-    Gaps are measured against the first chunk's usual period (the whole series' median spacing would need
-    every timestamp at once).
+    Gaps are a :class:`~tinywarden.telemetry.series.GapWatch`'s: measured against the first chunk's usual period.
     """
 
     def __init__(self) -> None:
         self.first: Series | None = None
-        self.gaps: list[tuple[int, float]] = []  # (row after which, seconds)
+        self.gaps = GapWatch()
         self.dropped = 0
 
     def watch(self, chunks: Any, pipeline: Any) -> Any:
         """Pass ``chunks`` through, noting their gaps; the first one's channels are reported at once."""
-        rows, last = 0, None
         for chunk in chunks:
             if self.first is None:
                 self.first = chunk
                 note_time_unit(chunk.source, chunk.meta.get("time_unit", "s"))
                 report_channels(pipeline, chunk)
-            ts = chunk.timestamps if last is None else np.concatenate(([last], chunk.timestamps))
-            base = rows if last is None else rows - 1
-            d = np.diff(ts)
-            for i in np.flatnonzero(d > 2.0 * self.first.period):
-                self.gaps.append((base + int(i), float(d[i])))
+            self.gaps.add(chunk)
             self.dropped += int(chunk.meta.get("dropped_rows", 0) or 0)
-            rows += len(chunk)
-            last = float(chunk.timestamps[-1])
             yield chunk
 
     def report(self) -> None:
@@ -297,14 +283,9 @@ class ChunkGaps:
         if self.dropped:
             err_console.print(f"[yellow]note:[/] {source}: dropped {self.dropped} row(s) with "
                               "duplicate or out-of-order timestamps", highlight=False)
-        if self.gaps:
-            row, seconds = max(self.gaps, key=lambda g: g[1])
-            err_console.print(
-                f"[yellow]note:[/] {source}: {len(self.gaps)} gap(s) in time, largest {seconds:.0f} s after "
-                f"row {row + 2}; windows spanning a gap are scored from the samples that exist "
-                "(nothing is interpolated)",
-                highlight=False,
-            )
+        note = gap_note(self.gaps.gaps)
+        if note:
+            err_console.print(f"[yellow]note:[/] {source}: {note}", highlight=False)
 
 
 def evaluate_pipeline(pipeline: Any, series: Series, skip_rows: int) -> tuple[Any, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,9 +123,9 @@ class Series:
         Gaps are reported, never filled: a window that spans one is still computed from the samples
         that exist, and callers decide whether to warn or to drop it.
         """
-        d = np.diff(self.timestamps)
-        idx = np.nonzero(d > tolerance * self.period)[0]
-        return [Gap(int(i), float(self.timestamps[i]), float(self.timestamps[i + 1])) for i in idx]
+        watch = GapWatch(tolerance)
+        watch.add(self)
+        return watch.gaps
 
     def slice(self, start: int, stop: int) -> Series:
         """Rows ``start:stop`` as a new series."""
@@ -151,3 +152,48 @@ class Series:
     def days(self) -> float:
         """Time covered, in days (at least one sampling period)."""
         return float(self.timestamps[-1] - self.timestamps[0] + self.period) / 86400.0
+
+
+class GapWatch:
+    """The gaps of a series read in chunks (:func:`~tinywarden.telemetry.io.iter_series`), by the rule of
+    :meth:`Series.gaps`, against the first chunk's usual period (the whole series' median spacing would need every
+    timestamp at once). ``gaps`` count rows from the first chunk's first row.
+
+    >>> s = Series(np.array([0.0, 1.0, 2.0, 60.0, 61.0]), np.zeros(5), ("x",))
+    >>> w = GapWatch(); w.add(s.slice(0, 3)); w.add(s.slice(3, 5))
+    >>> w.gaps == s.gaps(), w.rows
+    (True, 5)
+    """
+
+    def __init__(self, tolerance: float = 2.0) -> None:
+        self.tolerance = tolerance
+        self.gaps: list[Gap] = []
+        self.rows = 0
+        self._period: float | None = None
+        self._last: float | None = None
+
+    def add(self, chunk: Series) -> None:
+        """Note the gaps in ``chunk``, the series' next rows, and between it and the rows before."""
+        if self._period is None:
+            self._period = chunk.period
+        ts = chunk.timestamps if self._last is None else np.concatenate(([self._last], chunk.timestamps))
+        first = self.rows if self._last is None else self.rows - 1  # the row ts[0] is
+        for i in np.flatnonzero(np.diff(ts) > self.tolerance * self._period):
+            self.gaps.append(Gap(first + int(i), float(ts[i]), float(ts[i + 1])))
+        self.rows += len(chunk)
+        self._last = float(chunk.timestamps[-1])
+
+
+def gap_note(gaps: Sequence[Gap]) -> str | None:
+    """What a command that reads telemetry says of its gaps in time (``train``, ``score``, ``agent --replay``): one
+    line with their count and the largest, by the file row it follows (1-based, the header being row 1); None
+    without any.
+
+    >>> gap_note([Gap(2, 2.0, 60.0)]).split(";")[0]
+    '1 gap(s) in time, largest 58 s after row 4'
+    """
+    if not gaps:
+        return None
+    big = max(gaps, key=lambda g: g.seconds)
+    return (f"{len(gaps)} gap(s) in time, largest {big.seconds:.0f} s after row {big.after_row + 2}; windows spanning "
+            "a gap are scored from the samples that exist (nothing is interpolated)")
