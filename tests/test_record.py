@@ -312,6 +312,23 @@ def test_a_lock_file_left_by_a_killed_recorder_does_not_refuse(tmp_path: Path) -
         assert r.run(0.1).rows > 0
 
 
+
+def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_left_alone(tmp_path: Path) -> None:
+    # the lock file was opened following links and then truncated for the pid: a recorder run as root on a folder
+    # someone else can write would empty whatever file the link names
+    victim = tmp_path / "victim.conf"
+    victim.write_text("keep me\n")
+    out = tmp_path / "rec"
+    out.mkdir()
+    (out / rec.LOCK_FILE).symlink_to(victim)
+    with pytest.raises(ConfigError, match=r"--out .*rec: cannot lock .*\.record\.lock"):
+        Recorder(LiveSampler(1.0, ["lo"]), out)
+    assert victim.read_text() == "keep me\n"
+    (out / rec.LOCK_FILE).unlink()
+    os.mkfifo(out / rec.LOCK_FILE)  # nor a FIFO (or device) in its place
+    with pytest.raises(ConfigError, match=r"cannot lock .*\(not a regular file\)"):
+        Recorder(LiveSampler(1.0, ["lo"]), out)
+
 def test_a_name_ending_in_a_newline_is_not_a_segment(tmp_path: Path) -> None:
     # the segment pattern was "^...$" applied with re.match, whose "$" also matches before a final newline
     name = "rec-20260101T000000Z-0042.csv"

@@ -47,6 +47,7 @@ import math
 import os
 import re
 import socket
+import stat
 import time
 import weakref
 from collections.abc import Callable
@@ -358,7 +359,13 @@ def _lock_folder(folder: Path) -> int:
     it; a :class:`ConfigError` naming the holder's pid when another recorder has it. Closing the descriptor (or the
     process ending) releases the lock."""
     path = folder / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # an OSError names the path (the CLI prints it in one line)
+    try:  # not through a link (it is truncated below) and not a FIFO or device a planted name could block on
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"--out {folder}: cannot lock {path} ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"--out {folder}: cannot lock {path} (not a regular file)")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
