@@ -5,8 +5,10 @@ QDQ ONNX model.
   window feature vector, channel-major as :func:`tinywarden.features.extract` orders it), the
   pipeline's scaling, then the family's own score as its module writes it
   (:meth:`~tinywarden.detectors.base.Detector.score_graph`: the Gaussian's Mahalanobis distance, PCA's residual,
-  k-means' nearest-centroid distance, the dense autoencoder's reconstruction error), output ``score`` (the
-  detector's own score; the autoencoder also outputs ``reconstruction`` in the scaled domain).
+  the distance families', EWMA's z-scores, the one-class SVM's kernel sum, the dense autoencoder's reconstruction
+  error, an ensemble's calibrated mean; :func:`graph_families` lists them), output ``score`` (the detector's own
+  score; the autoencoder also outputs ``reconstruction`` in the scaled domain). Window families and the isolation
+  forest have none.
 * ``tinywarden_int8_qdq.onnx`` is the int8 program's autoencoder in the standard QuantizeLinear /
   DequantizeLinear form that ONNX Runtime and vendor NPUs quantize from: int8 weights with one scale
   per output channel, int32 biases, the program's activation scales and zero points. Input ``input``
@@ -56,10 +58,10 @@ class _Graph:
         self.inits.append(numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np.float32), name))
         return name
 
-    def node(self, op: str, inputs: Sequence[str], output: str, **attrs: Any) -> str:
+    def node(self, op: str, inputs: Sequence[str], output: str, more: Sequence[str] = (), **attrs: Any) -> str:
         from onnx import helper
 
-        self.nodes.append(helper.make_node(op, list(inputs), [output], **attrs))
+        self.nodes.append(helper.make_node(op, list(inputs), [output, *more], **attrs))
         return output
 
     def output(self, name: str, width: int) -> None:

@@ -61,13 +61,25 @@ class ScoreGraph(Protocol):
         """A constant tensor; returns its name."""
         ...
 
-    def node(self, op: str, inputs: Sequence[str], output: str, **attrs: Any) -> str:
-        """One operator computing ``output`` from ``inputs``; returns ``output``."""
+    def node(self, op: str, inputs: Sequence[str], output: str, more: Sequence[str] = (), **attrs: Any) -> str:
+        """One operator computing ``output`` (and ``more`` outputs, e.g. ``TopK``'s indices) from ``inputs``;
+        returns ``output``."""
         ...
 
     def output(self, name: str, width: int) -> None:
         """Also expose tensor ``name`` (``(n, width)`` floats) as a graph output."""
         ...
+
+
+def graph_squared_distances(g: ScoreGraph, x: str, points: np.ndarray, prefix: str) -> str:
+    """``(n, P)`` squared distances from the rows of ``x`` to ``points`` (``P x F``) as ``|x|^2 - 2 x.p + |p|^2``,
+    the distance families' own formula (k-means, kNN, the RBF one-class SVM); not clipped at 0."""
+    x2 = g.node("ReduceSum", [g.node("Mul", [x, x], f"{prefix}/x2"),
+                              g.const(f"{prefix}/axes", np.array([1], np.int64))], f"{prefix}/x_energy", keepdims=1)
+    cross = g.node("Mul", [g.node("MatMul", [x, g.const(f"{prefix}/points_t", points.T)], f"{prefix}/dots"),
+                           g.const(f"{prefix}/two", np.array(2.0, np.float32))], f"{prefix}/cross")
+    return g.node("Add", [g.node("Sub", [x2, cross], f"{prefix}/partial"),
+                          g.const(f"{prefix}/p_energy", (points**2).sum(1)[None, :])], f"{prefix}/d2")
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,13 @@ True
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from tinywarden.arith import quantize_multiplier, requantize, round_half_away
-from tinywarden.detectors.base import REGISTRY, Detector, Learned, Shape
+from tinywarden.detectors.base import REGISTRY, Detector, Learned, ScoreGraph, Shape
 from tinywarden.detectors.lowering import Lowered, LoweringContext
 from tinywarden.errors import ConfigError
 from tinywarden.kernels import KERNELS, Op, ProgramView, TensorSpec, score_kernel, score_total
@@ -168,6 +169,21 @@ class Ensemble(Detector):
         dets = self.member_detectors()
         return np.mean([det.score_samples(x) / s for det, s in zip(dets, self.scales_, strict=True)], axis=0)
 
+    def score_graph(self, g: ScoreGraph, x: str) -> str | None:
+        """Each member's own graph (its names under ``m<i>/``), its score divided by its scale, then their mean;
+        None when a member has no graph."""
+        self._check_fitted()
+        dets = self.member_detectors()
+        if not all(d.has_score_graph() for d in dets):
+            return None
+        parts = []
+        for i, (det, scale) in enumerate(zip(dets, self.scales_, strict=True)):
+            score = det.score_graph(_Prefixed(g, f"m{i}/"), x)
+            assert score is not None  # has_score_graph
+            parts.append(g.node("Div", [score, g.const(f"m{i}/scale", np.asarray(scale))], f"m{i}/calibrated"))
+        total = g.node("Sum", parts, "ensemble/total")
+        return g.node("Div", [total, g.const("ensemble/n", np.asarray(float(len(parts))))], "score")
+
     # -- the int8 path ----------------------------------------------------------------------------------
     def lower(self, ctx: LoweringContext) -> Lowered:
         """Every member's lowering (tensors renamed ``m<i>_...``, each score op with its own shift), then the
@@ -277,3 +293,20 @@ for _n in range(2, MAX_MEMBERS + 1):
                  check=_fuse_check)
 
 __all__ = ["Ensemble", "member_spec", "parse_members"]
+
+
+class _Prefixed:
+    """A member's view of the ensemble's :class:`ScoreGraph`: the names it creates under ``prefix`` (members of
+    one family would otherwise collide); its extra outputs are not the ensemble's."""
+
+    def __init__(self, g: ScoreGraph, prefix: str) -> None:
+        self.g, self.prefix = g, prefix
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        return self.g.const(self.prefix + name, value)
+
+    def node(self, op: str, inputs: Sequence[str], output: str, more: Sequence[str] = (), **attrs: Any) -> str:
+        return self.g.node(op, inputs, self.prefix + output, [self.prefix + m for m in more], **attrs)
+
+    def output(self, name: str, width: int) -> None:
+        pass

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from tinywarden.arith import choose_qparams
-from tinywarden.detectors.base import Detector, Shape, check_param
+from tinywarden.detectors.base import Detector, ScoreGraph, Shape, check_param
 from tinywarden.detectors.lowering import Z_HEADROOM, Lowered, LoweringContext
 from tinywarden.kernels import Op, TensorSpec
 
@@ -73,6 +73,17 @@ class EWMAZScore(Detector):
         if self.aggregate == "max":
             return z.max(axis=1)
         return np.sqrt((z * z).mean(axis=1))
+
+    def score_graph(self, g: ScoreGraph, x: str) -> str:
+        """Each input's |z| against the learned mean and deviation, then their largest or root mean square."""
+        self._check_fitted()
+        sd = np.maximum(np.sqrt(self.var_), self.min_std)
+        z = g.node("Abs", [g.node("Sub", [x, g.const("ewma/mean", self.mean_)], "ewma/deviation")], "ewma/abs")
+        z = g.node("Div", [z, g.const("ewma/sd", sd)], "ewma/z")
+        if self.aggregate == "max":
+            return g.node("ReduceMax", [z], "score", axes=[1], keepdims=0)
+        return g.node("Sqrt", [g.node("ReduceMean", [g.node("Mul", [z, z], "ewma/z2")], "ewma/mean_z2", axes=[1],
+                                      keepdims=0)], "score")
 
     def lower(self, ctx: LoweringContext) -> Lowered:
         """int16 z-scores (EWMA mean and deviation folded into the feature requantization), then their sum

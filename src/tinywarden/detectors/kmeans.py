@@ -7,7 +7,15 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.cluster import KMeans
 
-from tinywarden.detectors.base import Detector, Learned, ScoreGraph, Shape, check_param, sizes
+from tinywarden.detectors.base import (
+    Detector,
+    Learned,
+    ScoreGraph,
+    Shape,
+    check_param,
+    graph_squared_distances,
+    sizes,
+)
 from tinywarden.detectors.lowering import Lowered, LoweringContext, distance_input
 from tinywarden.kernels import Op
 
@@ -75,13 +83,7 @@ class KMeansDistance(Detector):
     def score_graph(self, g: ScoreGraph, x: str) -> str:
         """The distance to the nearest centroid, from ``|x|^2 - 2 x.c + |c|^2`` as :meth:`score_samples`."""
         self._check_fitted()
-        c = self.centroids_
-        axes = g.const("kmeans/axes", np.array([1], np.int64))
-        x2 = g.node("ReduceSum", [g.node("Mul", [x, x], "kmeans/x2"), axes], "kmeans/x_energy", keepdims=1)
-        cross = g.node("Mul", [g.node("MatMul", [x, g.const("kmeans/centroids_t", c.T)], "kmeans/dots"),
-                               g.const("kmeans/two", np.array(2.0, np.float32))], "kmeans/cross")
-        d2 = g.node("Add", [g.node("Sub", [x2, cross], "kmeans/partial"),
-                            g.const("kmeans/c_energy", (c**2).sum(1)[None, :])], "kmeans/d2")
+        d2 = graph_squared_distances(g, x, self.centroids_, "kmeans")
         nearest = g.node("ReduceMin", [d2], "kmeans/nearest", axes=[1], keepdims=0)
         return g.node("Sqrt", [g.node("Max", [nearest, g.const("kmeans/zero", np.zeros((), np.float32))],
                                       "kmeans/clipped")], "score")

@@ -13,7 +13,15 @@ from sklearn.linear_model import SGDOneClassSVM
 from sklearn.svm import OneClassSVM
 
 from tinywarden.arith import INT8_MAX, INT16_MAX, quantize_multiplier, round_half_away
-from tinywarden.detectors.base import Detector, Learned, Shape, check_param, sizes
+from tinywarden.detectors.base import (
+    Detector,
+    Learned,
+    ScoreGraph,
+    Shape,
+    check_param,
+    graph_squared_distances,
+    sizes,
+)
 from tinywarden.detectors.lowering import Lowered, LoweringContext, distance_input
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.kernels import Op
@@ -166,6 +174,26 @@ class BudgetOneClassSVM(Detector):
         d2 = (x * x).sum(1)[:, None] - 2.0 * x @ sv.T + (sv * sv).sum(1)[None, :]
         k = np.exp(-self.gamma_[0] * np.maximum(d2, 0.0))
         return self.offset_[0] - k @ self.dual_coef_
+
+    def score_graph(self, g: ScoreGraph, x: str) -> str:
+        """``offset - sum_i a_i k(x, sv_i)`` with the RBF kernel, or the random Fourier features' linear model."""
+        self._check_fitted()
+        if self.kernel == "rff":
+            phi = g.node("Cos", [g.node("Add", [g.node("MatMul", [x, g.const("ocsvm/rff_weights", self.rff_weights_)],
+                                                       "ocsvm/projected"),
+                                                g.const("ocsvm/rff_offset", self.rff_offset_)], "ocsvm/phase")],
+                         "ocsvm/cos")
+            phi = g.node("Mul", [phi, g.const("ocsvm/rff_gain", np.array(np.sqrt(2.0 / len(self.rff_offset_)),
+                                                                          np.float32))], "ocsvm/features")
+            coef = self.coef_
+        else:
+            d2 = graph_squared_distances(g, x, self.support_vectors_, "ocsvm")
+            d2 = g.node("Max", [d2, g.const("ocsvm/zero", np.zeros((), np.float32))], "ocsvm/clipped")
+            gamma = g.const("ocsvm/minus_gamma", np.array(-self.gamma_[0], np.float32))
+            phi = g.node("Exp", [g.node("Mul", [d2, gamma], "ocsvm/exponent")], "ocsvm/kernel")
+            coef = self.dual_coef_
+        total = g.node("MatMul", [phi, g.const("ocsvm/coef", np.asarray(coef, np.float64).reshape(-1))], "ocsvm/sum")
+        return g.node("Sub", [g.const("ocsvm/offset", np.asarray(self.offset_[0])), total], "score")
 
     def lower(self, ctx: LoweringContext) -> Lowered:
         """As k-means, int16 inputs and support vectors on one scale, the support vectors stored as int8 steps of

@@ -7,7 +7,15 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
-from tinywarden.detectors.base import Detector, Learned, Shape, check_param, sizes
+from tinywarden.detectors.base import (
+    Detector,
+    Learned,
+    ScoreGraph,
+    Shape,
+    check_param,
+    graph_squared_distances,
+    sizes,
+)
 from tinywarden.detectors.lowering import Lowered, LoweringContext, distance_input
 from tinywarden.kernels import Op
 
@@ -71,6 +79,17 @@ class PrototypeKNN(Detector):
         k = min(self.k, len(p))
         nearest = np.partition(d, k - 1, axis=1)[:, :k]
         return nearest.mean(axis=1)
+
+    def score_graph(self, g: ScoreGraph, x: str) -> str:
+        """The mean distance to the ``k`` nearest prototypes (``TopK`` of the negated squared distances)."""
+        self._check_fitted()
+        k = min(self.k, len(self.prototypes_))
+        d2 = graph_squared_distances(g, x, self.prototypes_, "knn")
+        d = g.node("Sqrt", [g.node("Max", [d2, g.const("knn/zero", np.zeros((), np.float32))], "knn/clipped")],
+                   "knn/distances")
+        nearest = g.node("TopK", [d, g.const("knn/k", np.array([k], np.int64))], "knn/nearest", ["knn/which"],
+                         largest=0)
+        return g.node("ReduceMean", [nearest], "score", axes=[1], keepdims=0)
 
     def lower(self, ctx: LoweringContext) -> Lowered:
         """int16 inputs and prototypes on one scale; the score sums the distances to the k nearest."""
