@@ -139,12 +139,16 @@ def test_null_detector_scores_0_and_perfect_detector_100_on_every_profile() -> N
         assert perfect.normalized == pytest.approx(100.0)
 
 
-def test_window_bounds_match_the_first_row_of_a_repeated_timestamp() -> None:
+def test_a_repeated_hour_away_from_windows_is_scored_and_a_window_bound_on_it_is_refused() -> None:
     # a daylight-saving hour repeated: rows 5..7 repeat the times of rows 2..4
     ts = np.datetime64("2020-01-01T00:00") + np.r_[0:5, 2:5, 5:30].astype("timedelta64[h]")
     f = NabFile("dst", ts, [(ts[10], ts[12])])
     r = score_corpus([f], [_at(len(ts), {10: 1.0})], STANDARD)
     assert r.raw_score == pytest.approx(1.0)
+    # NAB's labeler refuses a bound more than one row carries; this took the first of them
+    for bounds in ((ts[3], ts[12]), (ts[0], ts[6])):
+        with pytest.raises(DataError, match="more than one row carries"):
+            score_corpus([NabFile("dst", ts, [bounds])], [_at(len(ts), {})], STANDARD)
 
 
 def test_optimiser_equals_scoring_every_threshold() -> None:

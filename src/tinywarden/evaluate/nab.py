@@ -27,8 +27,8 @@ Normalisation
     and ``null`` the optimised raw score of NAB's null detector (a constant score for every row, which
     is the "detect nothing" score ``-fn_weight * windows`` on NAB's corpus).
 
-A window bound is matched to the first row carrying that timestamp (NAB uses ``list.index``, and a few
-NAB files repeat an hour at a daylight-saving change).
+A window bound must fall on exactly one row (NAB's labeler refuses a bound that no row or several rows carry;
+a few NAB files repeat an hour at a daylight-saving change, away from every window).
 
 >>> ts = np.arange(20).astype("datetime64[m]")
 >>> f = NabFile("toy", ts, [(ts[10], ts[13])])
@@ -122,8 +122,10 @@ def _sweep_rows(f: NabFile, first_window_id: int) -> _Rows:
     ts = _seconds(f.timestamps).tolist()
     n = len(ts)
     first_index: dict[int, int] = {}
+    repeated: set[int] = set()
     for i, t in enumerate(ts):
-        first_index.setdefault(t, i)
+        if first_index.setdefault(t, i) != i:
+            repeated.add(t)
     window = np.full(n, -1, dtype=np.int64)
     position = np.zeros(n)  # window rows: relative position in [-1, 0); others: distance past window
     past = np.full(n, np.inf)
@@ -131,6 +133,9 @@ def _sweep_rows(f: NabFile, first_window_id: int) -> _Rows:
     for (a, b), limits in zip(pending, f.windows, strict=True):
         if a not in first_index or b not in first_index:
             raise DataError(f"{f.name}: window {limits[0]} .. {limits[1]} does not start and end on rows of the file")
+        if a in repeated or b in repeated:  # NAB's labeler requires each bound on exactly one row
+            raise DataError(f"{f.name}: window {limits[0]} .. {limits[1]} starts or ends on a time that more than "
+                            "one row carries (NAB's labeler refuses such a window)")
     wid = first_window_id - 1
     cur: tuple[int, float] | None = None  # (right index, width)
     prev: tuple[int, float] | None = None
