@@ -283,3 +283,48 @@ def test_an_out_path_under_a_file_or_on_a_file_is_one_line_naming_it(trained: Pa
         assert r.returncode == 2, (args, err)
         assert "Traceback" not in err and err.startswith("error:") and "afile" in err, (args, err)
     assert blocker.read_text() == "not a folder\n"
+
+
+def _noise_csv(path: Path, channels: int, rows: int) -> Path:
+    rng = np.random.default_rng(0)
+    write_csv(Series(np.arange(rows) * 10.0, rng.normal(size=(rows, channels)),
+                     tuple(f"c{i}" for i in range(channels))), path)
+    return path
+
+
+def test_train_refuses_an_input_wider_than_the_family_int8_program_before_fitting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2,000 channels x 11 features grew past 8 GB over 14 minutes in the Gaussian's fit (its covariance grows with the
+    # square of the features) for a model that could never have an int8 program: pca_residual_s16, its kernel, takes
+    # at most PCA_MAX_INPUTS inputs (its int32 accumulator), and train said "no int8 program stored" at the end
+    from tinywarden.detectors import GaussianMahalanobis
+    from tinywarden.kernels.pca_residual_s16 import PCA_MAX_INPUTS
+    from tinywarden.modelfile import load_pipeline
+    from tinywarden.quantize import load_program
+
+    fitted: list[int] = []
+    real_fit = GaussianMahalanobis.fit
+
+    def fit(self: GaussianMahalanobis, X: np.ndarray, y: None = None) -> GaussianMahalanobis:  # noqa: N803
+        fitted.append(X.shape[1])
+        return real_fit(self, X, y)
+
+    monkeypatch.setattr(GaussianMahalanobis, "fit", fit)
+    # refused from the header's width alone: 40 rows are not even one window of the default 128
+    wide = _noise_csv(tmp_path / "wide.csv", 2000, 40)
+    line = one_line_error(run("train", str(wide), "--model", "gaussian", "--out", str(tmp_path / "w.twb")))
+    assert f"{wide}: 2000 channels x 11 features = 22000 model inputs" in line
+    assert f"the {PCA_MAX_INPUTS} the int8 program of gaussian takes" in line and "--features" in line
+    # the widest input allowed trains, with its int8 program; one channel more is refused before any fit
+    five = ("--model", "gaussian", "--features", "mean,std,max,min,last", "--window", "16", "--stride", "8")
+    widest = PCA_MAX_INPUTS // 5
+    over = _noise_csv(tmp_path / "over.csv", widest + 1, 300)
+    line = one_line_error(run("train", str(over), *five, "--out", str(tmp_path / "o.twb")))
+    assert f"{widest + 1} channels x 5 features = {5 * (widest + 1)} model inputs" in line
+    assert fitted == [] and not (tmp_path / "w.twb").exists() and not (tmp_path / "o.twb").exists()
+    ok = _noise_csv(tmp_path / "ok.csv", widest, 300)
+    r = run("train", str(ok), *five, "--out", str(tmp_path / "ok.twb"))
+    assert r.returncode == 0, r.stderr
+    assert fitted == [5 * widest] == [PCA_MAX_INPUTS]
+    program = load_program(load_pipeline(str(tmp_path / "ok.twb")))
+    assert program.ops[-1].consts["weights"].shape[1] == PCA_MAX_INPUTS

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from tinywarden import bundle as tb
 from tinywarden.cli import app
-from tinywarden.errors import DataError
+from tinywarden.errors import DataError, TinywardenError
 from tinywarden.fileio import atomic_write
 from tinywarden.fleet.dataset import partition_file, read_device, write_fleet
 from tinywarden.fleet.device import THREAD_VARIABLES, DeviceOutcome, TrainOptions, train_device
@@ -28,6 +28,7 @@ from tinywarden.fleet.manifest import MANIFEST_FILE, read_manifest
 from tinywarden.fleet.report import write_report
 from tinywarden.fleet.run import fleet_client, run_fleet
 from tinywarden.telemetry.io import write_parquet
+from tinywarden.telemetry.series import Series
 
 distributed = pytest.importorskip("distributed")
 runner = CliRunner()
@@ -376,3 +377,36 @@ def test_a_wellformed_summary_still_reports(tmp_path: Path) -> None:
     (tmp_path / "dev-00000.json").write_text(json.dumps(GOOD_SUMMARY))
     summary = write_report(tmp_path, tmp_path / "r.html", tmp_path / "r.json")
     assert summary["devices"] == 1 and summary["incidents"] == 1
+
+
+def test_a_device_wider_than_its_family_int8_program_fails_before_fitting(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # fleet train (and coldstart) fitted such a device, then failed to quantize it: a fleet bundle must carry an int8
+    # program, which no such model has
+    from tinywarden.detectors import PCAReconstruction
+    from tinywarden.features import DEFAULT_FEATURES
+    from tinywarden.fleet.coldstart import train_profile_model
+    from tinywarden.kernels.pca_residual_s16 import PCA_MAX_INPUTS
+
+    fitted: list[int] = []
+    real_fit = PCAReconstruction.fit
+
+    def fit(self: PCAReconstruction, X: np.ndarray, y: None = None) -> PCAReconstruction:  # noqa: N803
+        fitted.append(X.shape[1])
+        return real_fit(self, X, y)
+
+    monkeypatch.setattr(PCAReconstruction, "fit", fit)
+    root = tmp_path / "fleet"
+    spec = write_fleet(root, 1, 0.5, seed=5, period_s=30.0).devices[0]
+    s = read_device(root, spec.device_id)
+    n_ch = PCA_MAX_INPUTS // len(DEFAULT_FEATURES) + 1
+    rng = np.random.default_rng(0)
+    write_parquet(Series(s.timestamps, rng.normal(size=(len(s), n_ch)), tuple(f"c{i}" for i in range(n_ch))),
+                  partition_file(root, spec.device_id))
+    outcome = train_device(str(root), spec, TrainOptions(), POLICY)
+    n_in = n_ch * len(DEFAULT_FEATURES)
+    want = f"{n_ch} channels x {len(DEFAULT_FEATURES)} features = {n_in} model inputs, more than the {PCA_MAX_INPUTS}"
+    assert not outcome.ok and want in outcome.error and "\n" not in outcome.error
+    with pytest.raises(TinywardenError, match=want):
+        train_profile_model(str(root), [spec], TrainOptions())
+    assert fitted == []

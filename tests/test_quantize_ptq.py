@@ -173,6 +173,27 @@ def test_pca_with_too_many_features_for_the_accumulator_is_refused():
         quantize_pipeline(pipe, s)
 
 
+def test_each_family_declares_the_inputs_its_int8_kernels_take():
+    # what train, tune and fleet refuse a wider input by, before fitting (Detector.max_inputs): the kernels' own bounds
+    from tinywarden.arith import choose_qparams
+    from tinywarden.detectors import REGISTRY
+    from tinywarden.detectors.lowering import MAX_FAN_IN, quantize_layer
+    from tinywarden.kernels.gru_s8 import GRU_MAX_CHANNELS
+    from tinywarden.kernels.pca_residual_s16 import PCA_MAX_INPUTS
+
+    assert REGISTRY["pca"].max_inputs({}) == REGISTRY["gaussian"].max_inputs({}) == PCA_MAX_INPUTS
+    assert REGISTRY["ensemble"].max_inputs({"members": "kmeans()+gaussian()"}) == PCA_MAX_INPUTS
+    assert REGISTRY["ensemble"].max_inputs({"members": "kmeans()+ewma()"}) is None
+    assert REGISTRY["gru_ae"].max_inputs({}) == GRU_MAX_CHANNELS
+    assert REGISTRY["conv_ae"].max_inputs({"kernel_size": 3}) == MAX_FAN_IN // 3
+    # a dense autoencoder's first layer takes every feature: exactly MAX_FAN_IN of them fit its int32 accumulator
+    assert REGISTRY["dense_ae"].max_inputs({}) == MAX_FAN_IN
+    q = choose_qparams(-1.0, 1.0, "int8")
+    quantize_layer("fully_connected_s8", "input", "h0", np.ones((1, MAX_FAN_IN)), np.zeros(1), q, q, False)
+    with pytest.raises(ConfigError, match=f"fan-in {MAX_FAN_IN + 1} is too large .* [(]max {MAX_FAN_IN}[)]"):
+        quantize_layer("fully_connected_s8", "input", "h0", np.ones((1, MAX_FAN_IN + 1)), np.zeros(1), q, q, False)
+
+
 @pytest.mark.skipif(bool(missing_tools(("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm"))),
                     reason="needs the ARM toolchain to size the module")
 def test_export_c_sizes_the_module_and_writes_nothing_over_a_budget(tmp_path):

@@ -508,3 +508,27 @@ def test_a_window_longer_than_the_data_is_refused_at_once_not_after_hours_of_pla
     s = device_series(8640)
     with pytest.raises(DataError, match="8640 rows are too few to tune: the smallest window tried, 100000 rows"):
         tune(s, Budget(8192, 4096), families=["gaussian"], windows=[100_000])
+
+
+def test_candidates_wider_than_their_family_int8_program_are_never_fitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # such a candidate was fitted (the Gaussian's fit grows with the square of its inputs) and only then failed to
+    # quantize; it is now ruled out before fitting, and the search says why
+    from tinywarden.detectors import GaussianMahalanobis
+    from tinywarden.kernels.pca_residual_s16 import PCA_MAX_INPUTS
+
+    widths: list[int] = []
+    real_fit = GaussianMahalanobis.fit
+
+    def fit(self: GaussianMahalanobis, X: np.ndarray, y: None = None) -> GaussianMahalanobis:  # noqa: N803
+        widths.append(X.shape[1])
+        return real_fit(self, X, y)
+
+    monkeypatch.setattr(GaussianMahalanobis, "fit", fit)
+    n_ch = PCA_MAX_INPUTS // 3 + 1  # one channel too many even for the smallest feature set (3 features)
+    rng = np.random.default_rng(0)
+    wide = Series(np.arange(400) * 60.0, rng.normal(size=(400, n_ch)), tuple(f"c{i}" for i in range(n_ch)))
+    with pytest.raises(ConfigError, match=f"{n_ch} channels x 5 features = {5 * n_ch} model inputs, more than "
+                                          f"the {PCA_MAX_INPUTS} the int8 program of gaussian takes") as exc:
+        tune(wide, Budget(1 << 20, 1 << 20), families=["gaussian"], windows=[16])
+    assert "every candidate" in str(exc.value) and "fewer channels" in str(exc.value)
+    assert max(widths) <= PCA_MAX_INPUTS  # only the 2-channel int8-support probe was fitted

@@ -67,6 +67,35 @@ class Scored:
     threshold: float
 
 
+def model_inputs(detector: Detector | type[Detector], n_channels: int, features: Sequence[str]) -> int:
+    """The inputs of ``detector`` on ``n_channels`` channels, as :meth:`Detector.max_inputs` and
+    :meth:`Detector.flash_lower_bound` count them: window features for a feature family, channels for a raw-window
+    one."""
+    return n_channels * len(features) if detector.input_kind == "features" else n_channels
+
+
+def too_wide(detector: Detector, n_channels: int, features: Sequence[str]) -> str | None:
+    """Why ``n_channels`` channels (of ``features`` each) are more than ``detector``'s int8 program takes
+    (:meth:`Detector.max_inputs`), in one phrase naming the channels, features and limit; None when they are not.
+
+    >>> from tinywarden.detectors import PCAReconstruction
+    >>> too_wide(PCAReconstruction(), 171, ("mean", "std", "max")) is None
+    True
+    >>> too_wide(PCAReconstruction(), 172, ("mean", "std", "max")).split(",")[0]
+    '172 channels x 3 features = 516 model inputs'
+    """
+    limit = detector.max_inputs(detector.get_params())
+    n_in = model_inputs(detector, n_channels, features)
+    if limit is None or n_in <= limit:
+        return None
+    takes = f"the {limit} the int8 program of {detector.name} takes"
+    if detector.input_kind == "window":
+        return f"{n_channels} channels, more than {takes}"
+    per = len(features)
+    return (f"{n_channels} channels x {per} features = {n_in} model inputs, more than {takes} (at most "
+            f"{limit // per} channels at {per} features each)")
+
+
 def normal_window_mask(labels: np.ndarray | None, end_rows: np.ndarray, window: int) -> np.ndarray:
     """True for windows that contain no row labelled anomalous (all True without labels)."""
     if labels is None:
@@ -190,6 +219,18 @@ class Pipeline:
         return tuple(c for c in series.channels if c not in self.channels_)
 
     # -- fitting -------------------------------------------------------------------------------
+    def check_width(self, series: Series) -> None:
+        """Refuse ``series`` before anything is fitted when it has more channels than the detector's int8 program
+        takes (:func:`too_wide`): the model could never run on a device, and a family's fit may grow faster than
+        its input (the Gaussian's covariance with the square of the features: 2,000 channels x 11 features took
+        over 8 GB and 14 minutes before ``train`` found it had no int8 program). Commands that deploy a model
+        (``train``, ``tune``, ``fleet``) call it; a float-only study fits any width."""
+        why = too_wide(self.detector, series.n_channels, self.features)
+        if why is not None:
+            features = "" if self.input_kind == "window" else ", or fewer features per channel (train --features)"
+            raise ConfigError(f"{series.source}: {why}; nothing was fitted: select fewer channels{features}, or "
+                              "another family (--model)")
+
     def fit(self, series: Series, progress: Progress | None = None) -> Pipeline:
         """Learn normal from ``series`` (windows holding a row labelled 1 are left out), then calibrate.
 

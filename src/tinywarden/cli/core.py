@@ -165,6 +165,7 @@ def train(
     feats = tuple(f.strip() for f in features.split(",") if f.strip()) or DEFAULT_FEATURES
     pipeline = Pipeline(make_detector(model, **parse_params(param)), window, stride, feats, target_fpr, k, n,
                         likelihood_gate=likelihood_gate)
+    pipeline.check_width(series)
     fit_with_progress(pipeline, series, f"training {model}")
     pipeline.train_summary_["train_fraction"] = train_fraction
     from tinywarden.quantize import int8_sections

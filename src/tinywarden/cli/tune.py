@@ -71,6 +71,7 @@ def tune(
     from tinywarden.target import get_target
     from tinywarden.tune import Budget, add_instruction_counts, pareto_table, parse_bytes, plot_pareto
     from tinywarden.tune import tune as run_tune
+    from tinywarden.tune.search import TOO_WIDE
 
     budget = Budget(parse_bytes(flash, "--flash"), parse_bytes(ram, "--ram"), get_target(target).name)
     series = _bounded(data, "train", max_rows, drop_unordered)
@@ -120,10 +121,13 @@ def tune(
         f"validation quality {result.chosen.quality:.3f}, FPR {result.chosen.fpr:.4f}", highlight=False)
     console.print(labels, highlight=False)
     skipped = sum(t.status == "pre-filtered" for t in result.trials)
+    wide = sum(t.status.startswith(TOO_WIDE) for t in result.trials)
     over = sum(t.status == "over budget" for t in result.trials)
     failed = [t for t in result.trials if t.status.startswith("failed")]
     console.print(f"{len(result.trials)} candidates: {sum(t.measured for t in result.trials)} built and measured "
-                  f"({over} over budget), {skipped} ruled out by their parameter count, {len(failed)} failed"
+                  f"({over} over budget), {skipped} ruled out by their parameter count"
+                  + (f", {wide} by their inputs (more than their family's int8 program takes)" if wide else "")
+                  + f", {len(failed)} failed"
                   + (f"; stopped early: {result.stopped_early}" if result.stopped_early else ""), highlight=False)
     if result.windows_note:
         console.print(f"short data: {result.windows_note}", highlight=False)

@@ -9,7 +9,7 @@ import numpy as np
 from tinywarden.arith import QParams
 from tinywarden.detectors._torch import Progress, TorchAutoencoder
 from tinywarden.detectors.base import ScoreGraph, Shape, check_param, sizes
-from tinywarden.detectors.lowering import LoweringContext, quantize_layer
+from tinywarden.detectors.lowering import MAX_FAN_IN, LoweringContext, quantize_layer
 from tinywarden.kernels import Op
 
 
@@ -119,3 +119,7 @@ class DenseAutoencoder(TorchAutoencoder):
         h = tuple({**cls().get_params(), **params}["hidden"])
         dims = [n_inputs, *h, *h[-2::-1], n_inputs]
         return sum(a * b + 4 * b for a, b in zip(dims[:-1], dims[1:], strict=True))  # int8 weights, int32 bias
+
+    @classmethod
+    def max_inputs(cls, params: dict[str, Any]) -> int | None:
+        return MAX_FAN_IN  # every feature is an input of the first layer

@@ -174,6 +174,17 @@ class Detector(BaseEstimator):
         The part every program has (sample quantization, one multiplier per input) is counted by ``tune``."""
         return 0
 
+    @classmethod
+    def max_inputs(cls, params: dict[str, Any]) -> int | None:
+        """The most model inputs the int8 program of the model with ``params`` takes, or None when its kernels bound
+        none: the family's integer arithmetic (an int32 accumulator over every input ...), known before fitting.
+
+        Inputs are counted as :meth:`flash_lower_bound` counts them: window features (channels x features per
+        channel) for a feature family, channels for a raw-window one. A deployable pipeline refuses a wider input
+        before it fits anything (:meth:`tinywarden.pipeline.Pipeline.check_width`).
+        """
+        return None
+
     def state_shapes(self) -> dict[str, Shape]:
         """The shape every state array must have, given ``input_shape_`` and the parameters.
 

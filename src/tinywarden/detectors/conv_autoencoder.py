@@ -9,7 +9,7 @@ import numpy as np
 from tinywarden.arith import QParams
 from tinywarden.detectors._torch import Progress, TorchAutoencoder
 from tinywarden.detectors.base import Shape, check_param, sizes
-from tinywarden.detectors.lowering import LoweringContext, quantize_layer
+from tinywarden.detectors.lowering import MAX_FAN_IN, LoweringContext, quantize_layer
 from tinywarden.errors import DataError
 from tinywarden.kernels import Op
 
@@ -145,3 +145,9 @@ class ConvAutoencoder(TorchAutoencoder):
         ch = tuple({**cls().get_params(), **params}["channels"])
         chans = [n_channels, *ch, *ch[-2::-1], n_channels]
         return sum(a * b + 4 * b for a, b in zip(chans[:-1], chans[1:], strict=True))
+
+    @classmethod
+    def max_inputs(cls, params: dict[str, Any]) -> int | None:
+        k = {**cls().get_params(), **params}["kernel_size"]
+        # every channel is kernel_size inputs of the first layer; a bad kernel_size is fit's one-line refusal
+        return MAX_FAN_IN // k if isinstance(k, int) and k >= 1 else None

@@ -220,6 +220,12 @@ class Ensemble(Detector):
         return sum(REGISTRY[f].flash_lower_bound(p, n_inputs, n_channels) + 4 * n_inputs
                    for f, p in parse_members(spec)) - 4 * n_inputs
 
+    @classmethod
+    def max_inputs(cls, params: dict[str, Any]) -> int | None:
+        spec = {**cls().get_params(), **params}["members"]
+        limits = [n for f, p in parse_members(spec) if (n := REGISTRY[f].max_inputs(p)) is not None]
+        return min(limits, default=None)  # every member reads every feature
+
 
 def _scale(scores: np.ndarray, floor: float = 1e-12) -> float:
     """A member's calibration: the :data:`CALIBRATION_QUANTILE` of its normal scores, or their largest value

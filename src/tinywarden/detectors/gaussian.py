@@ -33,7 +33,7 @@ from tinywarden.detectors.base import Detector, Learned, ScoreGraph, Shape, chec
 from tinywarden.detectors.lowering import Lowered, LoweringContext, int8_rows
 from tinywarden.detectors.pca import centred_input, residual_op
 from tinywarden.kernels import TensorSpec
-from tinywarden.kernels.pca_residual_s16 import PCA_MAX_AXES
+from tinywarden.kernels.pca_residual_s16 import PCA_MAX_AXES, PCA_MAX_INPUTS
 
 #: Covariance estimators ``shrinkage`` names (fitted on the training windows only).
 SHRINKAGE: dict[str, type[LedoitWolf] | type[OAS]] = {"ledoit_wolf": LedoitWolf, "oas": OAS}
@@ -174,6 +174,10 @@ class GaussianMahalanobis(Detector):
     def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
         k = {**cls().get_params(), **params}["n_components"]
         return max(cls.axes_kept(k, n_inputs), 1) * n_inputs  # int8 whitening rows
+
+    @classmethod
+    def max_inputs(cls, params: dict[str, Any]) -> int | None:
+        return PCA_MAX_INPUTS  # pca_residual_s16's int32 accumulator
 
 
 def _eigen_axes(cov: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

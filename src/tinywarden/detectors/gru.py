@@ -30,7 +30,7 @@ from tinywarden.detectors.base import Shape, check_param, sizes
 from tinywarden.detectors.lowering import Lowered, LoweringContext, autoencoder_input, int8_rows
 from tinywarden.errors import ConfigError
 from tinywarden.kernels import Op, TensorSpec
-from tinywarden.kernels.gru_s8 import GRU_MAX_BIAS, GRU_MAX_HIDDEN, GRU_MAX_MULTIPLIER
+from tinywarden.kernels.gru_s8 import GRU_MAX_BIAS, GRU_MAX_CHANNELS, GRU_MAX_HIDDEN, GRU_MAX_MULTIPLIER
 
 _GRU_ARRAYS = ("w_ih_", "w_hh_", "b_ih_", "b_hh_", "w_out_", "b_out_")
 
@@ -222,3 +222,7 @@ class GRUAutoencoder(TorchAutoencoder):
     def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
         h = int({**cls().get_params(), **params}["hidden"])
         return 3 * h * (n_channels + h) + h * n_channels  # int8 weights
+
+    @classmethod
+    def max_inputs(cls, params: dict[str, Any]) -> int | None:
+        return GRU_MAX_CHANNELS  # gru_s8's int32 sums over the channels

@@ -178,6 +178,10 @@ class TrimmedIsolationForest(Detector):
         node = 3 + np.dtype(feature_dtype(n_inputs)).itemsize
         return int({**cls().get_params(), **params}["n_estimators"]) * (node + 2)
 
+    @classmethod
+    def max_inputs(cls, params: dict[str, Any]) -> int | None:
+        return MAX_FEATURES  # what uint16 feature indices address
+
     def fit(self, X: np.ndarray, y: None = None) -> TrimmedIsolationForest:  # noqa: N803
         self._validate()
         x = self._check_input(X, fitting=True)

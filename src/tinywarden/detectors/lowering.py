@@ -45,6 +45,10 @@ Z_HEADROOM = 16.0
 NARROW_UNIT_STEPS = 1.0
 #: How far beyond the normal model inputs (and reconstructions) the autoencoders' int8 input reaches.
 INPUT_HEADROOM = 2.0
+#: The most inputs one output of an int8 layer (:func:`quantize_layer`) sums: each product of an int8 weight and an
+#: input less its zero point is at most 127 * 255, and their sum stays below 2**30, so with a bias of at most 2**30
+#: the C kernels' int32 accumulator never overflows.
+MAX_FAN_IN = (2**30 - 1) // (255 * INT8_MAX)
 
 
 @dataclass(frozen=True)
@@ -162,8 +166,8 @@ def quantize_layer(kind: str, src: str, dst: str, weight: np.ndarray, bias: np.n
                    q_out: QParams, relu: bool, attrs: dict[str, Any] | None = None) -> Op:
     """A fully connected or 1-D conv layer: per-output-channel symmetric int8 weights, int32 bias."""
     flat = weight.reshape(weight.shape[0], -1)
-    if flat.shape[1] * 255 * 127 >= 2**30:
-        raise ConfigError(f"layer fan-in {flat.shape[1]} is too large for int32 accumulation (max 33000)")
+    if flat.shape[1] > MAX_FAN_IN:
+        raise ConfigError(f"layer fan-in {flat.shape[1]} is too large for int32 accumulation (max {MAX_FAN_IN})")
     wq_flat, w_scale = int8_rows(flat)
     wq = wq_flat.reshape(weight.shape)
     # |bias| <= 2**30 plus the fan-in bound above keep the C kernels' int32 accumulator from overflowing

@@ -118,6 +118,10 @@ class PCAReconstruction(Detector):
         k = {**cls().get_params(), **params}["n_components"]
         return (k if isinstance(k, int) else 1) * n_inputs  # int8 axes (a variance fraction keeps >= 1)
 
+    @classmethod
+    def max_inputs(cls, params: dict[str, Any]) -> int | None:
+        return PCA_MAX_INPUTS  # pca_residual_s16's int32 accumulator
+
 
 def centred_input(ctx: LoweringContext, mean: np.ndarray, n_axes: int, family: str, axes: str) -> QParams:
     """The int16 quantization of the centred input ``pca_residual_s16`` reads, after checking the kernel's

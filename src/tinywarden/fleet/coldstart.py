@@ -68,7 +68,9 @@ def train_profile_model(root: str, specs: list[DeviceSpec], options: TrainOption
 
     series = profile_training_series(root, specs)
     pipeline = Pipeline(make_detector(options.model), options.window, options.stride,
-                        target_fpr=options.target_fpr, k=options.k, n=options.n).fit(series)
+                        target_fpr=options.target_fpr, k=options.k, n=options.n)
+    pipeline.check_width(series)
+    pipeline.fit(series)
     header, arrays = to_model_file(quantize_pipeline(pipeline, series))
     return pipeline_to_bytes(pipeline, extra={INT8_HEADER_KEY: header}, extra_arrays=arrays)
 

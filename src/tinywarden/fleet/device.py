@@ -186,8 +186,10 @@ def _fit(train: Series, options: TrainOptions) -> tuple[Any, Any, dict[str, Any]
     from tinywarden.quantize.ptq import quantize_pipeline
 
     pipeline = Pipeline(make_detector(options.model), options.window, options.stride,
-                        target_fpr=options.target_fpr, k=options.k, n=options.n).fit(train)
-    program = quantize_pipeline(pipeline, train)  # a fleet bundle must carry the int8 program a device runs
+                        target_fpr=options.target_fpr, k=options.k, n=options.n)
+    pipeline.check_width(train)  # a fleet bundle must carry the int8 program a device runs
+    pipeline.fit(train)
+    program = quantize_pipeline(pipeline, train)
     header, arrays = to_model_file(program)
     return pipeline, program, {INT8_HEADER_KEY: header}, arrays, None
 

@@ -44,7 +44,7 @@ from tinywarden.detectors.ensemble import member_spec
 from tinywarden.errors import ConfigError, DataError, TinywardenError
 from tinywarden.features import DEFAULT_FEATURES, window_end_rows
 from tinywarden.likelihood import check_gate
-from tinywarden.pipeline import Pipeline
+from tinywarden.pipeline import Pipeline, model_inputs, too_wide
 from tinywarden.program import Program, run_int8
 from tinywarden.quantize import quantize_pipeline
 from tinywarden.target import ModuleSize, module_size
@@ -95,6 +95,9 @@ SHORTLIST = 5
 ENSEMBLE_SIZES: tuple[int, ...] = (2, 3)
 #: Rows of synthetic-anomaly segments, in windows (a slow drift needs longer to show).
 SEGMENT_WINDOWS = {"slow_drift": 3}
+#: The status (before ``": "`` and the reason) of a candidate with more inputs than its family's int8 program takes
+#: (:func:`~tinywarden.pipeline.too_wide`): ruled out before fitting, like one over the flash bound.
+TOO_WIDE = "too wide"
 
 Progress = Callable[[int, int, str], None]
 
@@ -185,7 +188,7 @@ def flash_lower_bound(c: Candidate, n_channels: int) -> int:
     cannot fit and is not built.
     """
     family = REGISTRY[c.family]
-    n_in = n_channels if family.input_kind == "window" else n_channels * len(c.features)
+    n_in = model_inputs(family, n_channels, c.features)
     return 8 * n_channels + 4 * n_in + family.flash_lower_bound(dict(c.params), n_in, n_channels)
 
 
@@ -727,7 +730,8 @@ def tune(
     fallback, fb_params = FALLBACK_PROBE
     if first and first[0].family != fallback and fallback in fams:
         too_big = [dataclasses.replace(t.candidate, family=fallback, params=tuple(sorted(fb_params.items())))
-                   for t in trials if t.stage == "inputs" and t.status in ("over budget", "pre-filtered")]
+                   for t in trials if t.stage == "inputs" and (t.status in ("over budget", "pre-filtered")
+                                                               or t.status.startswith(TOO_WIDE))]
         run_stage(too_big, "inputs")
     done = {t.candidate for t in trials}
     best_inputs: list[Candidate] = []
@@ -834,7 +838,12 @@ def _longest_normal_stretch(series: Series) -> Series:
 def _run_trial(c: Candidate, stage: str, channels: tuple[str, ...], fit_part: Series, budget: Budget,
                validator: _Validator, target_fpr: float, k: int, n: int, fpr_limit: float,
                cache: dict[str, ModuleSize], likelihood_gate: float | None = None) -> Trial:
-    t = Trial(c, stage, flash_bound=flash_lower_bound(c, len(channels)), ram_bound=ram_lower_bound(c, len(channels)))
+    t = Trial(c, stage)
+    wide = too_wide(make_detector(c.family, **dict(c.params)), len(channels), c.features)
+    if wide is not None:
+        t.status = f"{TOO_WIDE}: {wide}"
+        return t
+    t.flash_bound, t.ram_bound = flash_lower_bound(c, len(channels)), ram_lower_bound(c, len(channels))
     if t.flash_bound > budget.flash or t.ram_bound > budget.ram:
         t.status = "pre-filtered"
         return t
@@ -879,7 +888,9 @@ def _refit(chosen: Trial, train: Series, channel_sets: dict[str, tuple[str, ...]
            ) -> tuple[Pipeline, Program, ModuleSize, Series]:
     """The chosen candidate fitted (and int8-calibrated) on all the training rows, measured again."""
     series = select_channels(train, channel_sets[chosen.candidate.channels])
-    pipe = chosen.candidate.pipeline(target_fpr, k, n, likelihood_gate).fit(series)
+    pipe = chosen.candidate.pipeline(target_fpr, k, n, likelihood_gate)
+    pipe.check_width(series)  # the constant-data rule was not a trial
+    pipe.fit(series)
     program = quantize_pipeline(pipe, series)
     return pipe, program, measure(program, budget.target, cache), series
 
@@ -921,6 +932,11 @@ def _all_alarm(ok: list[Trial], chosen: Trial, train: Series, target_fpr: float,
 
 
 def _nothing_fits(trials: list[Trial], budget: Budget, train: Series) -> str:
+    wide = [t for t in trials if t.status.startswith(TOO_WIDE)]
+    wide_example = f"{wide[0].candidate.label}: {wide[0].status.removeprefix(f'{TOO_WIDE}: ')}" if wide else ""
+    if wide and len(wide) == len(trials):
+        return (f"{train.source}: every candidate has more inputs than its family's int8 program takes, e.g. "
+                f"{wide_example}; nothing was fitted: select fewer channels")
     bounds = [t for t in trials if t.status == "pre-filtered"]
     measured = [t for t in trials if t.flash is not None]
     parts = [f"no pipeline for {train.source} ({train.n_channels} channels) fits {budget.flash} B flash / "
@@ -935,6 +951,8 @@ def _nothing_fits(trials: list[Trial], budget: Budget, train: Series) -> str:
     failed = [t for t in trials if t.status.startswith("failed")]
     if failed:
         parts.append(f"{len(failed)} candidate(s) failed, e.g. {failed[0].candidate.label}: {failed[0].status}")
+    if wide:
+        parts.append(f"{len(wide)} had more inputs than their family's int8 program takes, e.g. {wide_example}")
     if measured or bounds:
         parts.append("raise --flash/--ram or use fewer channels")
     return "; ".join(parts)
