@@ -76,6 +76,36 @@ def test_bad_csv_gives_one_clear_error(tmp_path: Path, text: str, needle: str) -
     assert needle in msg and str(p) in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("blank", ["", " ", "\t "])
+def test_a_column_without_a_name_is_refused_naming_file_and_position(tmp_path: Path, blank: str) -> None:
+    # a blank header cell (a trailing comma, a deleted name) became a channel named "", in CSV and in Parquet
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tinywarden.telemetry import iter_series
+
+    text = _write(tmp_path, f"timestamp,v,{blank}\n1,2,3\n2,3,4\n")
+    pq.write_table(pa.table({"timestamp": [1.0, 2.0], "v": [2.0, 3.0], blank: [3.0, 4.0]}), tmp_path / "t.parquet")
+    for path in (text, tmp_path / "t.parquet"):
+        for read in (read_series, lambda p: list(iter_series(p))):
+            with pytest.raises(DataError) as err:
+                read(path)
+            assert str(err.value) == f"{path}: row 1, column 3: the column has no name; name every column"
+
+
+def test_names_are_compared_and_kept_without_surrounding_spaces_in_csv_and_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"timestamp": [1.0, 2.0], " v ": [2.0, 3.0]}), tmp_path / "s.parquet")
+    assert read_series(_write(tmp_path, "timestamp, v \n1,2\n2,3\n")).channels == ("v",)
+    assert read_series(tmp_path / "s.parquet").channels == ("v",)
+    pq.write_table(pa.table({"timestamp": [1.0, 2.0], "v": [2.0, 3.0], "v ": [2.0, 3.0]}), tmp_path / "d.parquet")
+    for path in (_write(tmp_path, "timestamp,v,v \n1,2,3\n", "d.csv"), tmp_path / "d.parquet"):
+        with pytest.raises(DataError, match=r"row 1: column 'v' appears twice"):
+            read_series(path)
+
+
 def test_missing_and_unknown_files(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         read_series(tmp_path / "nope.csv")

@@ -2,10 +2,11 @@
 
 The CSV/Parquet format: a ``timestamp`` column (epoch seconds or ISO 8601), numeric channel columns, an
 optional ``label`` column (0 normal / 1 anomalous) and an optional ``attack`` column (the injected
-attack's name, empty when normal; written by the simulator). A CSV may start with a UTF-8 byte-order
-mark. Numeric timestamps whose smallest value is at least 1e11 cannot be seconds (that is the year
-5138): they are read as epoch milliseconds (from 1e14 microseconds, from 1e17 nanoseconds), converted
-to seconds, and the unit is recorded in ``series.meta["time_unit"]`` so the commands can say so.
+attack's name, empty when normal; written by the simulator). Every column has a name, read without
+surrounding spaces in CSV and Parquet alike (``"cpu "`` and ``"cpu"`` are one name twice, refused). A CSV may
+start with a UTF-8 byte-order mark. Numeric timestamps whose smallest value is at least 1e11 cannot be seconds
+(that is the year 5138): they are read as epoch milliseconds (from 1e14 microseconds, from 1e17 nanoseconds),
+converted to seconds, and the unit is recorded in ``series.meta["time_unit"]`` so the commands can say so.
 Channel values must be finite with magnitude at most
 :data:`~tinywarden.telemetry.series.MAX_ABS_VALUE`. A Parquet file is checked from its footer before any data is
 read: its row groups' row counts must add up to the file's, and the decoded table (8 bytes a cell, or the row
@@ -284,8 +285,13 @@ def read_head(path: str | Path, max_rows: int, split: str | None = None,
     return head.slice(0, max_rows), True
 
 
-def _columns(path: Path, header: list[str]) -> tuple[int, list[int], int | None, int | None]:
+def _columns(path: Path, header: list[str]) -> tuple[list[str], tuple[int, list[int], int | None, int | None]]:
+    """The header's names without surrounding spaces, and the positions of the timestamp, the channels, the label
+    and the attack column; a :class:`DataError` for a header a series cannot be read by (a column without a
+    name, which would be a channel named "", a name twice, no timestamp, no channel)."""
     names = [h.strip() for h in header]
+    if "" in names:
+        raise DataError(f"{path}: row 1, column {names.index('') + 1}: the column has no name; name every column")
     if "timestamp" not in names:
         raise DataError(f"{path}: row 1: no 'timestamp' column (columns: {', '.join(map(repr, names))})")
     if len(set(names)) != len(names):
@@ -297,7 +303,7 @@ def _columns(path: Path, header: list[str]) -> tuple[int, list[int], int | None,
     chans = [i for i, n in enumerate(names) if n not in RESERVED]
     if not chans:
         raise DataError(f"{path}: no channel columns besides {', '.join(n for n in names if n in RESERVED)}")
-    return ts, chans, lab, att
+    return names, (ts, chans, lab, att)
 
 
 def _read_csv(path: Path, drop_unordered: bool = False) -> Series:
@@ -333,8 +339,7 @@ def _csv_chunks(path: Path, drop_unordered: bool, chunk_rows: int | None) -> Ite
             header = next(rows, None)
             if header is None:
                 raise DataError(f"{path}: empty file")
-            cols = _columns(path, header)
-            names = [h.strip() for h in header]
+            names, cols = _columns(path, header)
             order, line, any_rows = _Order(), 2, False
             while True:
                 body = list(itertools.islice(rows, chunk_rows))
@@ -538,8 +543,7 @@ def _parquet_block(path: Path, table: object, first_row: int, order: _Order, dro
 
     assert isinstance(table, pa.Table)
     off = first_row - 1
-    ts_i, chans, lab_i, att_i = _columns(path, table.column_names)
-    names = table.column_names
+    names, (ts_i, chans, lab_i, att_i) = _columns(path, table.column_names)
     ts_col = table.column(ts_i)
     unit = "s"
     if pa.types.is_timestamp(ts_col.type):
