@@ -345,6 +345,41 @@ def test_a_manifest_device_id_cannot_write_outside_the_output_folder(tmp_path: P
     assert sorted(p.name for p in tmp_path.rglob("*.twbundle")) == []
 
 
+def test_an_interrupted_run_is_not_reported_as_the_last_one_and_loses_nothing(
+        trained: tuple[Path, Path, Path, dict[str, bytes]], tmp_path: Path) -> None:
+    """An interrupted fleet train left the previous run's fleet-run.json in place: fleet report read that run's
+    failures as the current ones, beside device results partly written by the interrupted run."""
+    root, out, pub, _ = trained
+    key = tb.load_private_key(pub.with_suffix(".key"))
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)  # the fixture's finished run, its record naming the failed devices
+    again = "dev-00001"
+    bundle_path(copy, again).unlink()
+    summary_path(copy, again).unlink()
+    records: list[dict[str, Any]] = []
+
+    def interrupt(done: int, failed: int, remaining: int, device_id: str) -> None:
+        if device_id == again:
+            records.append(json.loads((copy / "fleet-run.json").read_text()))
+            raise KeyboardInterrupt  # Ctrl-C right after the device's new bundle and summary were written
+
+    with pytest.raises(KeyboardInterrupt), fleet_client(workers=1, processes=False) as client:
+        run_fleet(root, copy, key, POLICY, client, progress=interrupt)
+    assert records and records[0].get("status") == "running"  # marked before any device's result changed
+    assert is_done(copy, again)  # what the interrupted run computed is kept
+    res = runner.invoke(app, ["fleet", "report", str(copy), "--out", str(tmp_path / "r.html")])
+    message = str(res.exception)
+    assert isinstance(res.exception, DataError) and "\n" not in message, res.output
+    assert f"{copy / 'fleet-run.json'}: " in message and "has not finished" in message
+    assert not (tmp_path / "r.html").exists()
+    # run again, it finishes (skipping the device done meanwhile), and the report is of that run alone
+    with fleet_client(workers=1, processes=False) as client:
+        run = run_fleet(root, copy, key, POLICY, client)
+    assert again in run.skipped and sorted(run.failed) == sorted(BAD)
+    summary = write_report(copy, tmp_path / "r.html", tmp_path / "r.json")
+    assert summary["devices"] == 3 and sorted(summary["failures"]) == sorted(BAD)
+
+
 GOOD_SUMMARY = {"device_id": "dev-00000", "profile": "camera", "family": "pca", "flash": 5000, "ram": 900,
                 "version": 1, "bundle_bytes": 100, "false_alarms_per_day": 0.5, "normal_days": 2.0, "incidents": 1,
                 "detected": 1, "detection_rate": 1.0, "attacked": True,

@@ -9,6 +9,12 @@ Versions: a device's new bundle gets one more than the highest version any earli
 that device carried, so a version once signed is never signed again with other content (a worker killed
 after the bundle was written but before its summary makes the retrained bundle version 2, not a second
 version 1).
+
+The run's record ``OUT/fleet-run.json`` (devices done, skipped, failed with why) is replaced, atomically, by one
+marked :data:`RUN_RUNNING` before a run changes any device's files (:func:`start_run`), and written whole when
+the run ends (:func:`write_run`): a run that stops before its end (interrupted, killed, a machine gone) leaves
+that mark, never an earlier run's record to be read as its own, and keeps every device it finished (a rerun
+skips them).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,9 @@ from tinywarden.fileio import atomic_write
 from tinywarden.fleet.device import CONFIDENCE_EDGES, DeviceOutcome
 
 RUN_FILE = "fleet-run.json"
+#: ``status`` of the run record from a run's start until its end, and once it has ended (a record without one was
+#: written, at its end, by a run before the status existed).
+RUN_RUNNING, RUN_COMPLETE = "running", "complete"
 
 
 #: The summary fields :mod:`tinywarden.fleet.report` cannot do without (``fleet coldstart`` names its own).
@@ -140,8 +150,34 @@ def publish(out: str | Path, outcome: DeviceOutcome, key: Any) -> dict[str, Any]
     return summary
 
 
+def start_run(out: str | Path, to_train: int) -> Path:
+    """Mark the run's record :data:`RUN_RUNNING` (with when it started and how many devices it trains), before
+    the run changes any device's files: until :func:`write_run`, ``fleet report`` says the run has not finished."""
+    return _write_record(out, {"status": RUN_RUNNING, "started": time.time(), "to_train": to_train})
+
+
 def write_run(out: str | Path, run: dict[str, Any]) -> Path:
-    """The run's record (devices done, skipped, failed with their errors), for ``fleet report``."""
+    """The ended run's record (devices done, skipped, failed with their errors), for ``fleet report``."""
+    return _write_record(out, {**run, "status": RUN_COMPLETE})
+
+
+def _write_record(out: str | Path, record: dict[str, Any]) -> Path:
     path = Path(out) / RUN_FILE
-    atomic_write(path, json.dumps(run, indent=1, sort_keys=True) + "\n")
+    atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def unfinished_run(path: Path, record: dict[str, Any]) -> str | None:
+    """The one line ``fleet report`` refuses a folder with while the run record ``record`` (read from ``path``) is
+    :data:`RUN_RUNNING`, or None when the record is of a run that ended."""
+    if record.get("status") != RUN_RUNNING:
+        return None
+    started, to_train = record.get("started"), record.get("to_train")
+    about: list[str] = []
+    if _is_number(started) and 0 <= started < 2**40:  # a time.gmtime can take
+        about.append(time.strftime("started %Y-%m-%d %H:%M:%S UTC", time.gmtime(started)))
+    if isinstance(to_train, int) and not isinstance(to_train, bool):
+        about.append(f"{to_train} device(s) to train")
+    told = f" ({', '.join(about)})" if about else ""
+    return (f"{path}: the last `fleet train` into this folder{told} has not finished: it is still running or was "
+            "stopped; run it again to finish it (devices already done are skipped), then report")

@@ -4,7 +4,8 @@ Read from the folder ``fleet train`` wrote (one summary per device, plus ``fleet
 failures): per device the family, flash and RAM measured on the generated C, false alarms per day after
 training and detection of the simulated attacks; fleet-wide, the windows of every device on the one
 calibrated confidence scale, with one threshold for the whole fleet. Plots are PNGs embedded as base64,
-so the page needs no server and no other file.
+so the page needs no server and no other file. A folder whose last run has not finished (still running, or
+stopped: its record is marked so from the run's start) is refused in one line, never reported as it stands.
 """
 
 from __future__ import annotations
@@ -21,14 +22,19 @@ import numpy as np
 from tinywarden.errors import DataError
 from tinywarden.fileio import atomic_write
 from tinywarden.fleet.device import CONFIDENCE_EDGES
-from tinywarden.fleet.ledger import REPORT_FIELDS, RUN_FILE, check_summary
+from tinywarden.fleet.ledger import REPORT_FIELDS, RUN_FILE, check_summary, unfinished_run
 
 
 def load_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """(device summaries sorted by device id, failed device -> error of the last run)."""
+    """(device summaries sorted by device id, failed device -> error of the last run).
+
+    Refused in one line while the last run has not finished (:func:`~tinywarden.fleet.ledger.unfinished_run`):
+    its devices' results would be read beside an earlier run's, or without the failures it has not recorded.
+    """
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder written by `tinywarden fleet train`")
+    failed = _run_failures(root / RUN_FILE)
     devices = []
     unfinished: dict[str, str] = {}
     for bundle in sorted(root.glob("*.twbundle")):  # other files (a report written here) are not devices
@@ -44,20 +50,31 @@ def load_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
             raise DataError(f"{path}: not the summary of device {bundle.stem}")
         check_summary(doc, path, REPORT_FIELDS)
         devices.append(doc)
-    failed: dict[str, str] = {}
-    run_path = root / RUN_FILE
-    if run_path.is_file():
-        try:
-            failed = json.loads(run_path.read_text(encoding="utf-8")).get("failed", {})
-        except (OSError, ValueError, AttributeError) as exc:
-            raise DataError(f"{run_path}: unreadable run record ({exc})") from None
-        if not isinstance(failed, dict) or not all(isinstance(v, str) for v in failed.values()):
-            raise DataError(f"{run_path}: unreadable run record (failed: expected device id -> error)")
     done = {d["device_id"] for d in devices}
-    failed = {k: v for k, v in failed.items() if k not in done} | unfinished  # a later run may have trained some
+    # a device that failed in the last run but holds an earlier run's bundle and summary is reported with them
+    failed = {k: v for k, v in failed.items() if k not in done} | unfinished
     if not devices and not failed:
         raise DataError(f"{root}: no device summaries (*.json); run `tinywarden fleet train` first")
     return devices, failed
+
+
+def _run_failures(path: Path) -> dict[str, str]:
+    """Failed device -> error, from the run record ``path`` of an ended run (none without a record)."""
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable run record ({exc})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: unreadable run record (expected an object)")
+    refusal = unfinished_run(path, record)
+    if refusal is not None:
+        raise DataError(refusal)
+    failed = record.get("failed", {})
+    if not isinstance(failed, dict) or not all(isinstance(v, str) for v in failed.values()):
+        raise DataError(f"{path}: unreadable run record (failed: expected device id -> error)")
+    return failed
 
 
 def threshold_bin(confidence: float) -> int:

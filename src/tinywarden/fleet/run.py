@@ -24,7 +24,7 @@ from typing import Any
 from tinywarden.bundle import public_key_of
 from tinywarden.errors import ConfigError, TinywardenError
 from tinywarden.fleet.device import DeviceOutcome, TrainOptions, train_device
-from tinywarden.fleet.ledger import is_done, publish, write_run
+from tinywarden.fleet.ledger import is_done, publish, start_run, write_run
 from tinywarden.fleet.manifest import read_manifest
 
 #: ``progress(done, failed, remaining, device_id)`` after each device.
@@ -141,6 +141,7 @@ def run_fleet(root: str | Path, out: str | Path, key: Any, policy: bytes, client
             run.skipped.append(spec.device_id)
         else:
             todo.append(spec)
+    start_run(out_dir, len(todo))  # from here on, until write_run, the folder holds a run that has not finished
     root_abs = str(Path(root).resolve())
     batch = uuid.uuid4().hex  # task keys unique to this run: a shared scheduler may hold another run's
     pending = iter(todo)
