@@ -173,6 +173,28 @@ def test_ar_residual_bias_is_bounded_so_its_sums_stay_within_int64(tmp_path):
     assert_rejected_or_matching([("ar worst case", worst)], tmp_path, samples=(low, high))
 
 
+
+def test_ar_residual_holds_its_channel_bound_so_the_sum_of_squares_stays_within_int64():
+    # the C states n_ch <= 2^14 (each z^2 <= 2^48, their sum within int64) and the check never held it: a wider
+    # program validated and would have overflowed the int64 sum in C (undefined behaviour)
+    from types import SimpleNamespace
+
+    prog = family_program("ar")
+    (op,) = [o for o in prog.ops if o.kind == "ar_residual_s16"]
+    order = int(op.attrs["order"])
+
+    def widened(ch: int) -> tuple[Op, SimpleNamespace]:
+        per = {"coef": ch * order, "bias": ch, "pre_shift": ch, "multiplier": ch, "shift": ch}
+        consts = {k: np.resize(np.asarray(v), per[k]) for k, v in op.consts.items()}
+        view = SimpleNamespace(window=prog.window, stride=prog.stride, n_channels=ch, tensor=prog.tensor)
+        return dataclasses.replace(op, consts=consts), view
+
+    check = KERNELS["ar_residual_s16"].check
+    assert check is not None
+    check(*widened(2**14))
+    with pytest.raises(ConfigError, match=r"at most 16384 channels"):
+        check(*widened(2**14 + 1))
+
 def test_a_convolution_bias_that_could_overflow_the_int32_sum_is_rejected_and_the_largest_accepted_is_alike_in_c(
         tmp_path):
     # A layer's bias took any int32: the Python reference sums bias and products in int64 and requantizes the sum

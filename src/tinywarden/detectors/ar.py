@@ -11,6 +11,7 @@ from tinywarden.detectors.base import Detector, Shape, check_param, sizes
 from tinywarden.detectors.lowering import Lowered, LoweringContext
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.kernels import Op
+from tinywarden.kernels.ar_residual_s16 import AR_MAX_CHANNELS
 
 #: MAD of a normal distribution times this is its standard deviation.
 MAD_TO_STD = 1.4826
@@ -147,3 +148,7 @@ class ARResidual(Detector):
     @classmethod
     def flash_lower_bound(cls, params: dict[str, Any], n_inputs: int, n_channels: int) -> int:
         return int({**cls().get_params(), **params}["order"]) * n_channels
+
+    @classmethod
+    def max_inputs(cls, params: dict[str, Any]) -> int | None:
+        return AR_MAX_CHANNELS  # ar_residual_s16's int64 sum of squared z-scores over the channels

@@ -16,9 +16,11 @@ from tinywarden.kernels.base import (
     score_kernel,
 )
 
-#: Largest per-channel mean robust z-score of ``ar_residual_s16`` (its square, summed over up to 2**14
-#: channels, stays within int64).
+#: Largest per-channel mean robust z-score of ``ar_residual_s16`` (its square, summed over up to
+#: :data:`AR_MAX_CHANNELS` channels, stays within int64).
 AR_Z_MAX = 2**24
+#: The most channels ``ar_residual_s16`` sums the squared z-scores of (2^14 x 2^48 = 2^62 < 2^63).
+AR_MAX_CHANNELS = 2**14
 #: Largest |bias| of ``ar_residual_s16``: a forecast miss |e| is then at most 2^35 (q 2^20) + 16 * 2^46 (the lags)
 #: + 2^50 = 2^51 + 2^35, and its sum over a horizon of fewer than MAX_WINDOW = 2^12 steps stays within int64.
 AR_BIAS_MAX = 2**50
@@ -48,6 +50,8 @@ def _check_ar(op: Op, p: ProgramView) -> None:
     int_attr(op, "frac_bits", 0, 20)
     int_attr(op, "aggregate", 0, 1)
     ch = p.n_channels
+    require(ch <= AR_MAX_CHANNELS, f"it reads at most {AR_MAX_CHANNELS} channels (its int64 sum of squared "
+            f"z-scores), not {ch}")
     require(const_shape(op, "coef") == (ch * order,), f"coef must hold {ch} x {order} coefficients")
     bad = [n for n in ("bias", "pre_shift", "multiplier", "shift") if const_shape(op, n) != (ch,)]
     require(not bad, f"constant(s) {', '.join(bad)} must have one entry per channel ({ch})")
