@@ -89,3 +89,21 @@ def test_the_default_familys_model_exports_its_float_onnx_and_says_why_there_is_
     rc, _, err = cli("export", str(twb), "--target", "onnx", "--out", str(tmp_path / "iforest"))
     assert rc == 2 and "has no float ONNX graph" in err.replace("\n", "") and twb.name in err.replace("\n", "")
     assert not (tmp_path / "iforest").exists()
+
+
+def test_export_replaces_a_symlink_in_the_output_folder_instead_of_writing_through_it(tmp_path: Path) -> None:
+    # export wrote its files with open(): a symlink planted at an output name (a shared folder, export run as root)
+    # had the model written into the file it points at
+    twb = train(tmp_path, "dense_ae", "epochs=3")
+    victim = tmp_path / "victim"
+    for target, name in (("c", "tinywarden_model.h"), ("tflite", "tinywarden_model.tflite"),
+                         ("onnx", "tinywarden_float.onnx")):
+        victim.write_text("precious\n")
+        out = tmp_path / target
+        out.mkdir()
+        (out / name).symlink_to(victim)
+        rc, _, err = cli("export", str(twb), "--target", target, "--out", str(out))
+        assert rc == 0, err
+        assert victim.read_text() == "precious\n", target
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > len("precious\n"), target
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [], target  # no temporary left

@@ -57,9 +57,9 @@ def _export_c_sized(pipeline: object, model: Path, out: Path, policy: Path | Non
                     ram: str | None, core: str) -> list[Path]:
     """Generate the C module in a scratch folder, measure it on ``core`` (when the toolchain is there) and move it
     to ``out`` unless it is over a given budget: then nothing is written and the error names both figures."""
-    import shutil
     import tempfile
 
+    from tinywarden.codegen import write_export
     from tinywarden.codegen.c import export_c
     from tinywarden.errors import ConfigError
     from tinywarden.target import get_target, missing_tools, module_size
@@ -93,7 +93,7 @@ def _export_c_sized(pipeline: object, model: Path, out: Path, policy: Path | Non
             console.print(f"module on {cpu} (-Os): {size.flash:,} B flash, {size.ram_with_state:,} B RAM "
                           f"({size.static_ram:,} static + {size.state_bytes:,} state)")
         out.mkdir(parents=True, exist_ok=True)
-        return [Path(shutil.copy2(p, out / p.name)) for p in made]
+        return [write_export(out / p.name, p.read_bytes()) for p in made]
 
 
 @app.command("quantize-report")

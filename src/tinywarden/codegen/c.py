@@ -26,6 +26,7 @@ import numpy as np
 
 from tinywarden.arith import C_HELPER_DEPS, C_HELPERS
 from tinywarden.calibrate import MAX_PERSIST_N
+from tinywarden.codegen import write_export
 from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_defines, c_literal, template
 from tinywarden.errors import ConfigError
 from tinywarden.features import block_size
@@ -809,12 +810,7 @@ def write_c(program: Program, out_dir: str | Path, policy: Policy | None = None,
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in emit_c(program, policy, adaptation).items():
-        p = out / name
-        p.write_text(text)
-        paths.append(p)
-    return paths
+    return [write_export(out / name, text) for name, text in emit_c(program, policy, adaptation).items()]
 
 
 def export_c(pipeline: Any, out_dir: Path, source: str = "<model>", policy: Policy | None = None) -> list[Path]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from tinywarden.codegen import write_export
 from tinywarden.codegen.tflite import DenseInt8, ExportError, dense_int8
 from tinywarden.program import Program
 
@@ -163,7 +164,6 @@ def export_onnx(program: Program, out_dir: Path, pipeline: Any | None = None) ->
     """Write, given the fitted float ``pipeline``, ``tinywarden_float.onnx`` and, when ``program`` is the dense
     autoencoder's, ``tinywarden_int8_qdq.onnx`` into ``out_dir``; returns the written paths. The int8 program of
     another family runs as the generated C (``--target c``): its int16 kernels have no QDQ form."""
-    onnx = _onnx()
     out_dir = Path(out_dir)
     models = [(FLOAT_FILE, float_model(pipeline))] if pipeline is not None else []
     try:
@@ -172,11 +172,7 @@ def export_onnx(program: Program, out_dir: Path, pipeline: Any | None = None) ->
         if not models:
             raise
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, proto in models:
-        onnx.save(proto, out_dir / name)
-        paths.append(out_dir / name)
-    return paths
+    return [write_export(out_dir / name, proto.SerializeToString()) for name, proto in models]
 
 
 def export_onnx_target(pipeline: Any, out_dir: Path, source: str = "<model>") -> list[Path]:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from tinywarden.arith import multiplier_to_real
+from tinywarden.codegen import write_export
 from tinywarden.errors import ConfigError, TinywardenError
 from tinywarden.program import Op, Program
 
@@ -250,8 +251,7 @@ def export_tflite(program: Program, path: Path) -> Path:
     path = Path(path)
     data = to_tflite_bytes(dense_int8(program))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
+    return write_export(path, data)
 
 
 def export_tflite_target(pipeline: Any, out_dir: Path, source: str = "<model>") -> list[Path]:
