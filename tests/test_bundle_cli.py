@@ -85,3 +85,14 @@ def test_bundle_and_install_pass_on_the_policy_advice(tmp_path):
     assert tw("sign", "b", "--key", "k.key", "--version", "1", cwd=tmp_path).returncode == 0
     r = tw("install", "b", "--pubkey", "k.pub", "--state-dir", "st", cwd=tmp_path)
     assert r.returncode == 0 and "tiers.alert.actions: cap (tc_rate_limit) reshapes" in r.stderr, r.stderr
+
+
+def test_bundle_checks_the_model_before_packing_it(tmp_path):
+    # it packed any bytes as the model (a CSV, a policy): every device refuses such a bundle, found only at install
+    (tmp_path / "p.toml").write_bytes(POLICY)
+    (tmp_path / "data.csv").write_text("timestamp,cpu\n0,1\n")
+    for model in ("data.csv", "p.toml"):
+        r = tw("bundle", model, "--policy", "p.toml", "--out", "b", "--model-id", "x", "--profile", "y", cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "not a tinywarden model file" in r.stderr and model in r.stderr, r.stderr
+        assert not (tmp_path / "b").exists()

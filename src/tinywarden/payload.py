@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the model's runtime (numpy) loads in load_payload only: che
     from tinywarden.pipeline import Pipeline
     from tinywarden.runtime import Int8Model
 
-__all__ = ["Payload", "check_policy", "load_payload"]
+__all__ = ["Payload", "check_model", "check_policy", "load_payload"]
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,23 @@ def load_payload(model: bytes, policy: bytes, *, source: str, prefer_int8: bool 
     ...
     tinywarden.errors.ModelFileError: b.twbundle (model section): not a tinywarden model file ...
     """
+    pipeline = check_model(model, f"{source} (model section)", prefer_int8=prefer_int8)
+    return Payload(pipeline, check_policy(policy, float(pipeline.threshold_), source=source))
+
+
+def check_model(model: bytes, where: str, *, prefer_int8: bool = True) -> Int8Model | Pipeline:
+    """A model file's bytes, loaded as :func:`load_payload` loads a bundle's model section and run through one
+    window; a :class:`ModelFileError` starts with ``where``.
+
+    >>> check_model(b"model,csv\\n1,2\\n", "data.csv")
+    Traceback (most recent call last):
+    ...
+    tinywarden.errors.ModelFileError: data.csv: not a tinywarden model file ...
+    """
     import numpy as np
 
     from tinywarden.runtime import load_model
 
-    where = f"{source} (model section)"
     pipeline = load_model(model, where, prefer_int8=prefer_int8)
     try:
         # One window through the streaming scorer: a model that decodes but cannot score fails here,
@@ -59,7 +71,7 @@ def load_payload(model: bytes, policy: bytes, *, source: str, prefer_int8: bool 
         raise ModelFileError(f"{where}: model cannot score ({exc})") from None
     except Exception as exc:  # a hostile model file may fail in any numpy call
         raise ModelFileError(f"{where}: model cannot score ({type(exc).__name__}: {exc})") from None
-    return Payload(pipeline, check_policy(policy, float(pipeline.threshold_), source=source))
+    return pipeline
 
 
 def check_policy(policy: bytes, threshold: float, *, source: str) -> Policy:

@@ -40,7 +40,9 @@ def bundle_create(
 ) -> None:
     """Pack a model and its policy into an unsigned bundle (sign it with `tinywarden sign`).
 
-    The policy is checked first, so a policy every device would refuse is never signed."""
+    The model and policy are checked first, as `install` checks them, so a bundle every device would refuse is
+    never signed."""
+    from tinywarden.payload import check_model, check_policy
     from tinywarden.respond.policy import PolicyError, parse_policy
 
     meta: dict[str, object] = {"model_id": model_id, "profile": profile}
@@ -54,7 +56,9 @@ def bundle_create(
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{policy}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     print_advice(parse_policy(text, source=str(policy)))
-    raw = tb.create_bundle(tb.read_file(model, "model"), policy_bytes, meta)
+    model_bytes = tb.read_file(model, "model")
+    check_policy(policy_bytes, float(check_model(model_bytes, str(model)).threshold_), source=str(policy))
+    raw = tb.create_bundle(model_bytes, policy_bytes, meta)
     tb.write_file(out, raw)
     console.print(f"wrote unsigned bundle [bold]{out}[/] ({len(raw)} bytes)")
 
