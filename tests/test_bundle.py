@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -265,3 +266,20 @@ def test_missing_files_and_bad_keys_give_clear_errors(tmp_path, k1):
     with pytest.raises(tb.BundleError, match="dev.pub: not an unencrypted PEM private key"):
         tb.load_private_key(pub)
     assert issubclass(tb.BundleError, TinywardenError)
+
+
+def test_keygen_never_replaces_a_key_that_appears_while_it_runs(tmp_path, monkeypatch):
+    # write_keypair checked that PREFIX.key was absent, then renamed its new key over whatever was there by then:
+    # a key another keygen (or the operator) wrote meanwhile was silently replaced
+    real = tb.generate_key
+
+    def racing() -> Ed25519PrivateKey:
+        (tmp_path / "dev.key").write_text("someone else's key\n")
+        return real()
+
+    monkeypatch.setattr(tb, "generate_key", racing)
+    with pytest.raises(tb.BundleError, match=r"dev\.key: already exists"):
+        tb.write_keypair(tmp_path / "dev")
+    assert (tmp_path / "dev.key").read_text() == "someone else's key\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.key"]  # no new .pub without its .key, no temp file
+

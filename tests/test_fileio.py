@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,20 @@ def test_unwritable_directory_raises_oserror(tmp_path: Path) -> None:
         atomic_write(tmp_path / "missing" / "f", b"x")
     with pytest.raises(ValueError, match="open_mode"):
         atomic_open(tmp_path / "f", "a").__enter__()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_exclusive_creates_but_never_replaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             hard_links: bool) -> None:
+    if not hard_links:  # as on FAT: link() refused, the name is claimed with O_EXCL instead
+        def no_link(src: str, dst: object) -> None:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_link)
+    p = tmp_path / "key"
+    atomic_write(p, b"new", mode=0o600, exclusive=True)
+    assert p.read_bytes() == b"new" and p.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError):
+        atomic_write(p, b"other", exclusive=True)
+    assert p.read_bytes() == b"new"
+    assert [x.name for x in tmp_path.iterdir()] == ["key"]

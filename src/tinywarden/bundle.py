@@ -303,8 +303,14 @@ def write_keypair(prefix: str | os.PathLike[str], *, force: bool = False) -> tup
     pub_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    write_file(priv_path, priv_pem, mode=0o600)
-    write_file(pub_path, pub_pem, mode=0o644)
+    # Without force, each file is only created, never renamed over one that appeared after the check above.
+    write_file(priv_path, priv_pem, mode=0o600, exclusive=not force)
+    try:
+        write_file(pub_path, pub_pem, mode=0o644, exclusive=not force)
+    except BundleError:
+        if not force:
+            priv_path.unlink()  # ours, made just above: no private key without its public half
+        raise
     return priv_path, pub_path
 
 
@@ -887,11 +893,13 @@ def read_file(path: str | os.PathLike[str], what: str) -> bytes:
     return data
 
 
-def write_file(path: str | Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` crash-safely (:func:`tinywarden.fileio.atomic_write`); :class:`BundleError`
-    naming the file if it cannot be written."""
+def write_file(path: str | Path, data: bytes, *, mode: int = 0o644, exclusive: bool = False) -> None:
+    """Replace ``path`` with ``data`` crash-safely (:func:`tinywarden.fileio.atomic_write`; with ``exclusive``, only
+    create it); :class:`BundleError` naming the file if it cannot be written."""
     try:
-        atomic_write(path, data, mode=mode)
+        atomic_write(path, data, mode=mode, exclusive=exclusive)
+    except FileExistsError:
+        raise BundleError(f"{path}: already exists (pass --force to overwrite)") from None
     except OSError as exc:
         raise BundleError(f"{path}: cannot write ({exc.strerror or exc})") from None
 

@@ -7,7 +7,10 @@ the new, never a torn mix, and a reader never sees a half-written file. ``fsync=
 rename but skips both fsyncs (for files that are cheap to rebuild, such as a status document, or a
 replay that trades durability for speed). On any error the temporary file is removed and the
 ``OSError`` propagates: each caller turns it into its own one-line :class:`~tinywarden.errors.TinywardenError`
-naming the file, since only the caller knows what the file is for.
+naming the file, since only the caller knows what the file is for. ``exclusive=True`` puts the new file in
+place only if ``path`` does not exist yet (a hard link, which fails with :class:`FileExistsError` instead of
+replacing what another process made meanwhile): for a file that must never be replaced unasked, such as a
+private key.
 
 This module sits at the bottom of the package (it imports nothing from tinywarden).
 
@@ -25,6 +28,7 @@ This module sits at the bottom of the package (it imports nothing from tinywarde
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -42,11 +46,13 @@ def atomic_open(
     mode: int = 0o644,
     fsync: bool = True,
     newline: str | None = None,
+    exclusive: bool = False,
 ) -> Iterator[IO[Any]]:
     """A file to write that replaces ``path`` only when the ``with`` block ends without an exception.
 
     ``open_mode`` is ``"w"`` (UTF-8 text, ``newline`` as for :func:`open`) or ``"wb"``; ``mode`` is the
     new file's permission bits. An exception in the block leaves ``path`` untouched and no temporary file.
+    With ``exclusive``, an existing ``path`` is left as it is and :class:`FileExistsError` raised.
     """
     if open_mode not in ("w", "wb"):
         raise ValueError(f"open_mode must be 'w' or 'wb', got {open_mode!r}")
@@ -63,7 +69,10 @@ def atomic_open(
             if fsync:
                 os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, p)
+        if exclusive:
+            _place_new(tmp, p)
+        else:
+            os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -73,11 +82,34 @@ def atomic_open(
 
 
 def atomic_write(
-    path: str | os.PathLike[str], data: str | bytes, *, mode: int = 0o644, fsync: bool = True
+    path: str | os.PathLike[str],
+    data: str | bytes,
+    *,
+    mode: int = 0o644,
+    fsync: bool = True,
+    exclusive: bool = False,
 ) -> None:
-    """Replace ``path`` with ``data`` (``str`` is written as UTF-8) so that it is whole after any crash."""
-    with atomic_open(path, "w" if isinstance(data, str) else "wb", mode=mode, fsync=fsync) as f:
+    """Replace ``path`` with ``data`` (``str`` is written as UTF-8) so that it is whole after any crash
+    (with ``exclusive``, only create it: :class:`FileExistsError` if it exists)."""
+    with atomic_open(path, "w" if isinstance(data, str) else "wb", mode=mode, fsync=fsync,
+                     exclusive=exclusive) as f:
         f.write(data)
+
+
+def _place_new(tmp: str, path: Path) -> None:
+    """Move the finished ``tmp`` to ``path`` only if nothing is there (:class:`FileExistsError` otherwise)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
+        # A file system without hard links (FAT on a USB stick): claim the name, then rename over that empty file.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
