@@ -283,3 +283,12 @@ def test_keygen_never_replaces_a_key_that_appears_while_it_runs(tmp_path, monkey
     assert (tmp_path / "dev.key").read_text() == "someone else's key\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.key"]  # no new .pub without its .key, no temp file
 
+
+
+def test_keygen_refuses_a_folder_as_the_prefix(tmp_path):
+    # `keygen --out keys/` wrote keys.key and keys.pub beside the folder, not in it
+    (tmp_path / "keys").mkdir()
+    with pytest.raises(tb.BundleError, match=r"keys: is a folder"):
+        tb.write_keypair(tmp_path / "keys")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys"]
+    assert list((tmp_path / "keys").iterdir()) == []

@@ -292,6 +292,8 @@ def _check_signature(sig: bytes, source: str, what: str) -> None:
 def write_keypair(prefix: str | os.PathLike[str], *, force: bool = False) -> tuple[Path, Path]:
     """Write ``PREFIX.key`` (PKCS#8 PEM, mode 0600) and ``PREFIX.pub`` (SubjectPublicKeyInfo PEM)."""
     base = Path(prefix)
+    if base.is_dir() or base.name in ("", ".."):  # PREFIX.key would land beside the folder, not in it
+        raise BundleError(f"{prefix}: is a folder, not a path prefix; name the key in it, e.g. {base / 'fleet'}")
     priv_path, pub_path = base.with_name(base.name + ".key"), base.with_name(base.name + ".pub")
     for p in (priv_path, pub_path):
         if p.exists() and not force:
