@@ -317,6 +317,23 @@ def test_a_time_budget_that_is_not_a_positive_number_is_refused(seconds: float) 
         tune(device_series(), Budget(8192, 4096), time_budget=seconds, **FAST)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("target_fpr", 0.0, "target FPR must be in"), ("target_fpr", 1.5, "target FPR must be in"),
+    ("target_fpr", float("nan"), "target FPR must be in"), ("seed", -1, "seed: must be a non-negative integer"),
+])
+def test_a_target_fpr_or_seed_out_of_range_is_refused_before_any_candidate(option: str, value: float,
+                                                                           message: str) -> None:
+    # both reached tune unchecked: every candidate then failed (calibration, the anomaly injector's rng) and the
+    # search ended with "no pipeline fits 8192 B flash / 4096 B RAM" or "trial limit reached", blaming the budget
+    def no_candidate(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a candidate was run")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tinywarden.tune.search._run_trial", no_candidate)
+        with pytest.raises(ConfigError, match=message):
+            tune(device_series(), Budget(8192, 4096), **{option: value}, **FAST)  # type: ignore[arg-type]
+
+
 def test_a_recording_in_which_nothing_varies_gets_the_bounds_rule_with_a_warning_not_a_refusal() -> None:
     # NAB's art_flatline and ec2_disk_write_bytes_1ef3de hold one value in their first 150 rows: tune refused them
     # ("no channel varies in the training part: nothing to learn") although a device can idle while recorded

@@ -48,6 +48,12 @@ def threshold_at_fpr(normal_scores: np.ndarray, target_fpr: float) -> float:
 RULE_QUANTILE, RULE_TAIL, RULE_HIGHEST = "quantile", "tail fit", "highest score"
 
 
+def check_target_fpr(target_fpr: float) -> None:
+    """The one range check of a target false-positive rate: in (0, 1), so NaN too is refused."""
+    if not 0.0 < target_fpr < 1.0:
+        raise ConfigError(f"target FPR must be in (0, 1), got {target_fpr}")
+
+
 def calibrate_threshold(normal_scores: np.ndarray, target_fpr: float) -> tuple[float, str]:
     """:func:`threshold_at_fpr`'s threshold and the rule that set it: :data:`RULE_QUANTILE` (the target resolved
     by the scores), :data:`RULE_TAIL` (extrapolated by the tail fit) or :data:`RULE_HIGHEST` (the highest score:
@@ -57,8 +63,7 @@ def calibrate_threshold(normal_scores: np.ndarray, target_fpr: float) -> tuple[f
     (99.0, 'highest score')
     """
     s = np.asarray(normal_scores, dtype=np.float64)
-    if not 0.0 < target_fpr < 1.0:
-        raise ConfigError(f"target FPR must be in (0, 1), got {target_fpr}")
+    check_target_fpr(target_fpr)
     if s.size == 0:
         raise DataError("no held-out normal windows to calibrate the threshold on")
     if not np.isfinite(s).all():

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
-from tinywarden.calibrate import Persistence, calibrate_threshold, check_persistence, persist
+from tinywarden.calibrate import Persistence, calibrate_threshold, check_persistence, check_target_fpr, persist
 from tinywarden.detectors.base import Detector
 from tinywarden.detectors.bounds import BoundsDetector, fail_safe_detector
 from tinywarden.errors import ConfigError, DataError, NotFittedError
@@ -133,8 +133,7 @@ class Pipeline:
         check_persistence(k, n)
         if not 0.0 < calibration_fraction < 1.0:
             raise ConfigError(f"calibration_fraction must be in (0, 1), got {calibration_fraction}")
-        if not 0.0 < target_fpr < 1.0:
-            raise ConfigError(f"target FPR must be in (0, 1), got {target_fpr}")
+        check_target_fpr(target_fpr)
         self.detector = detector
         self.window = int(window)
         self.stride = int(stride)

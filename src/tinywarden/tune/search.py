@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from tinywarden.calibrate import check_target_fpr
 from tinywarden.codegen.c import write_c
 from tinywarden.detectors import REGISTRY, make_detector
 from tinywarden.detectors.ensemble import member_spec
@@ -655,6 +656,11 @@ def tune(
         raise ConfigError(f"--trials must be >= 1, got {max_trials}")
     if time_budget is not None and not time_budget > 0:  # NaN too: it would never stop the search
         raise ConfigError(f"time budget must be a positive number of seconds, got {time_budget}")
+    # Checked here, not left to each candidate: every one would fail the same way and the search would end
+    # blaming the budget.
+    check_target_fpr(target_fpr)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"seed: must be a non-negative integer, got {seed!r}")
     limit = 5 * target_fpr if fpr_limit is None else fpr_limit
     check_gate(likelihood_gate)
 
