@@ -169,6 +169,18 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert off["drift_flags"] == 0 and on != off  # the adapter ran in one replay only, and changed the scores
 
 
+@pytest.mark.parametrize("bad", ["policy", "profile"])
+def test_demo_refuses_a_bad_policy_or_profile_before_writing_anything(tmp_path: Path, bad: str) -> None:
+    # the policy was read only at the last step: a non-TOML --policy was refused after the simulation, five trainings
+    # and the C export, leaving a half-filled --out-dir; a bad --profile left an empty one
+    (tmp_path / "p.toml").write_text("this is not = = toml\n")
+    args = ["--policy", str(tmp_path / "p.toml")] if bad == "policy" else ["--profile", "toaster"]
+    r = run("demo", "--days", "3", "--train-days", "2", "--out-dir", str(tmp_path / "out"), *args)
+    line = one_line_error(r)
+    assert ("p.toml" in line) if bad == "policy" else ("toaster" in line)
+    assert not (tmp_path / "out").exists()
+
+
 def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
     """The single error line of a refused command (exit 2, no traceback)."""
     assert r.returncode == 2, (r.returncode, r.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -17,6 +17,9 @@ from tinywarden.cli.app import app, console, err_console
 from tinywarden.errors import ConfigError
 from tinywarden.likelihood import SLOW_SHIFT
 from tinywarden.telemetry.series import GapWatch, Series, gap_note
+
+if TYPE_CHECKING:
+    from tinywarden.respond.policy import Policy
 
 
 class FamilyHelp(typer.core.TyperCommand):
@@ -389,8 +392,11 @@ def demo(
         raise ConfigError(f"unknown detector {detector!r}; known: {', '.join(sorted(REGISTRY))}")
     if not policy.exists():
         raise ConfigError(f"{policy}: no such policy file (pass --policy)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from tinywarden.respond import load_policy
+
+    pol = load_policy(policy)  # before any work: a bad policy is refused with nothing written
     series = simulate(profile, days, "all", seed=seed, attack_free_days=train_days)
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(series, out_dir / "telemetry.csv")
     cut = int(np.searchsorted(series.timestamps, series.timestamps[0] + train_days * 86400.0))
     train_part = series.slice(0, cut)
@@ -425,7 +431,7 @@ def demo(
     plot = plot_evaluation(series, ws, ev, out_dir / f"{detector}.png",
                            title=f"tinywarden demo: {detector} on simulated {profile}")
     reports["int8"] = _demo_int8(pipeline, out_dir / f"{detector}.twb", series, cut, out_dir / "c")
-    reports["response"] = _demo_response(pipeline, ws, series, cut, policy, out_dir / "audit.log")
+    reports["response"] = _demo_response(pipeline, ws, series, cut, pol, out_dir / "audit.log")
     reports["adaptation"] = _demo_adaptation(pipeline, profile, seed, train_days)
     (out_dir / "report.json").write_text(json.dumps(reports, indent=2, sort_keys=True, allow_nan=False))
     console.print(f"data, models (*.twb), plot ({plot.name}), C module (c/), audit.log and report.json are in "
@@ -488,14 +494,13 @@ def _demo_adaptation(pipeline: Any, profile: str, seed: int, train_days: float) 
     return out
 
 
-def _demo_response(pipeline: Any, ws: Any, series: Series, cut: int, policy_path: Path,
+def _demo_response(pipeline: Any, ws: Any, series: Series, cut: int, pol: Policy,
                    audit_path: Path) -> dict[str, Any]:
     """Replay the held-out windows' scores through the response engine (dry run) with an audit log."""
     from tinywarden.audit import AuditLog, load_key, verify
-    from tinywarden.respond import ResponseEngine, SimulatedClock, load_policy
+    from tinywarden.respond import ResponseEngine, SimulatedClock
     from tinywarden.respond.actuators import build_actuators
 
-    pol = load_policy(policy_path)
     for old in audit_path.parent.glob(audit_path.name + "*"):
         old.unlink()  # a fresh chain for each demo run
     key = load_key(audit_path.parent / "keys" / "audit.key", create=True)  # apart from the log's folder
