@@ -181,6 +181,23 @@ def test_demo_refuses_a_bad_policy_or_profile_before_writing_anything(tmp_path: 
     assert not (tmp_path / "out").exists()
 
 
+def test_demo_refuses_a_folder_that_is_not_its_own_and_reuses_its_own(tmp_path: Path) -> None:
+    # demo deleted every audit.log* in --out-dir ("a fresh chain for each run") and replaced telemetry.csv, *.twb,
+    # c/ ...: pointed at a folder of real work (an agent's log folder) it destroyed the audit log it found there
+    out = tmp_path / "logs"
+    out.mkdir()
+    (out / "audit.log").write_text("the agent's evidence\n")
+    line = one_line_error(run("demo", "--days", "3", "--train-days", "2", "--out-dir", str(out)))
+    assert str(out) in line and "not empty" in line
+    assert sorted(p.name for p in out.iterdir()) == ["audit.log"]
+    assert (out / "audit.log").read_text() == "the agent's evidence\n"
+    (out / "audit.log").unlink()
+    r = run("demo", "--days", "3", "--train-days", "2", "--out-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    r = run("demo", "--days", "3", "--train-days", "2", "--out-dir", str(out))  # its own folder: run again
+    assert r.returncode == 0, r.stderr
+
+
 def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
     """The single error line of a refused command (exit 2, no traceback)."""
     assert r.returncode == 2, (r.returncode, r.stderr)

@@ -361,6 +361,8 @@ def evaluate_cmd(
 
 
 EXAMPLE_POLICY = Path(__file__).resolve().parents[3] / "examples" / "policy.toml"
+#: Marks a folder as a demo's output, which the next demo may overwrite.
+DEMO_MARK = ".tinywarden-demo"
 
 
 @app.command(cls=FamilyHelp)
@@ -373,7 +375,8 @@ def demo(
                                                       "with (default: the default pipeline's family)")] = None,
     seed: Annotated[int, typer.Option(help="Simulator seed")] = 7,
     policy: Annotated[Path, typer.Option(help="Response policy replayed on the detections")] = EXAMPLE_POLICY,
-    out_dir: Annotated[Path, typer.Option(help="Where the data, models, plot and report go")] = Path("demo-out"),
+    out_dir: Annotated[Path, typer.Option(help="Where the data, models, plot and report go: a new or empty folder, or "
+                                                  "an earlier demo's")] = Path("demo-out"),
 ) -> None:
     """End to end: simulate a device, learn its normal days, detect every attack type on held-out days,
     quantize to int8 and export C, and replay the detections through the response engine."""
@@ -395,8 +398,10 @@ def demo(
     from tinywarden.respond import load_policy
 
     pol = load_policy(policy)  # before any work: a bad policy is refused with nothing written
+    _check_demo_folder(out_dir)
     series = simulate(profile, days, "all", seed=seed, attack_free_days=train_days)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / DEMO_MARK).touch()
     write_csv(series, out_dir / "telemetry.csv")
     cut = int(np.searchsorted(series.timestamps, series.timestamps[0] + train_days * 86400.0))
     train_part = series.slice(0, cut)
@@ -436,6 +441,17 @@ def demo(
     (out_dir / "report.json").write_text(json.dumps(reports, indent=2, sort_keys=True, allow_nan=False))
     console.print(f"data, models (*.twb), plot ({plot.name}), C module (c/), audit.log and report.json are in "
                   f"{out_dir}/")
+
+
+def _check_demo_folder(out_dir: Path) -> None:
+    """Refuse an ``out_dir`` holding files that are not a demo's: the demo replaces its files and deletes every
+    ``audit.log*`` in it. A new or empty folder is fine, and so is one an earlier demo wrote (its mark, or the
+    report.json of a demo from before the mark)."""
+    if not out_dir.is_dir() or (out_dir / DEMO_MARK).exists() or (out_dir / "report.json").exists():
+        return
+    if any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir}: not empty and not a demo's output folder (the demo replaces its files and "
+                          "deletes its audit.log*); pass a new --out-dir")
 
 
 def _demo_int8(pipeline: Any, model_path: Path, series: Series, cut: int, c_dir: Path) -> dict[str, Any]:
