@@ -270,3 +270,12 @@ def test_trained_crossings_level_survives_the_model_file_and_is_required(tmp_pat
     lost.write_bytes(encode(header, arrays))
     with pytest.raises(ModelFileError, match="crossings/level"):
         load_pipeline(lost)
+
+
+def test_saving_over_a_folder_names_the_model_path_not_the_temporary_file(tmp_path: Path) -> None:
+    # the OSError of the rename named the temporary file: "error: /.tmp.foe36khm.tmp: Is a directory"
+    p = Pipeline(make_detector("ewma"), window=16, stride=8).fit(make_series(400, 2))
+    (tmp_path / "m.twb").mkdir()
+    with pytest.raises(ModelFileError, match=r"m\.twb: cannot write the model file \(Is a directory\)"):
+        save_pipeline(p, tmp_path / "m.twb")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m.twb"]

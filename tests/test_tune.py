@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from inprocess import run_tinywarden
 from tinywarden.cli import app
 from tinywarden.errors import ConfigError
 from tinywarden.target import missing_tools
@@ -332,6 +333,27 @@ def test_a_target_fpr_or_seed_out_of_range_is_refused_before_any_candidate(optio
         mp.setattr("tinywarden.tune.search._run_trial", no_candidate)
         with pytest.raises(ConfigError, match=message):
             tune(device_series(), Budget(8192, 4096), **{option: value}, **FAST)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("option", ["--out", "--plot"])
+def test_a_folder_as_out_or_plot_is_refused_before_the_search(tmp_path: Path, option: str) -> None:
+    # found only when the chosen model was saved, after the whole search (up to --time-budget), and named the
+    # temporary file: "error: /.tmp.foe36khm.tmp: Is a directory"
+    data = tmp_path / "d.csv"
+    write_csv(device_series(), data)
+    (tmp_path / "folder").mkdir()
+    paths = {"--out": tmp_path / "m.twb", "--plot": tmp_path / "p.png", option: tmp_path / "folder"}
+
+    def no_candidate(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a candidate was run")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tinywarden.tune.search._run_trial", no_candidate)
+        r = run_tinywarden("tune", data, "--out", paths["--out"], "--plot", paths["--plot"], "--families", "ewma",
+                           "--no-count")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"{tmp_path / 'folder'}: is a folder" in r.stderr.replace("\n", ""), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "folder"]
 
 
 def test_a_recording_in_which_nothing_varies_gets_the_bounds_rule_with_a_warning_not_a_refusal() -> None:

@@ -286,7 +286,10 @@ def save_pipeline(pipeline: Pipeline, path: str | Path, extra: dict[str, Any] | 
     data = pipeline_to_bytes(pipeline, extra, extra_arrays)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(p, data)
+    try:
+        atomic_write(p, data)
+    except OSError as exc:  # its own message would name the temporary file
+        raise ModelFileError(f"{p}: cannot write the model file ({exc.strerror or exc})") from None
     return len(data)
 
 

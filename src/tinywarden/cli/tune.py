@@ -74,6 +74,10 @@ def tune(
     from tinywarden.tune.search import TOO_WIDE
 
     budget = Budget(parse_bytes(flash, "--flash"), parse_bytes(ram, "--ram"), get_target(target).name)
+    plot_to = plot or out.with_suffix(".pareto.png")
+    for path in (out, plot_to):  # written after the search: a path that cannot be a file is refused before it
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder; --out and --plot name files")
     series = _bounded(data, "train", max_rows, drop_unordered)
     report_gaps(series)
     labelled = _bounded(validate, "test", max_rows, drop_unordered) if validate else None
@@ -102,7 +106,7 @@ def tune(
     header, arrays = to_model_file(result.program)
     result.pipeline.train_summary_["tune"] = result.summary()
     save_pipeline(result.pipeline, out, extra={INT8_HEADER_KEY: header}, extra_arrays=arrays)
-    plot_path = plot_pareto(result, front, plot or out.with_suffix(".pareto.png"))
+    plot_path = plot_pareto(result, front, plot_to)
 
     summary = result.summary()
     if result.warning:
