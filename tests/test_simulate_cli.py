@@ -87,6 +87,10 @@ def test_attacks_none_writes_an_unlabelled_file(tmp_path: Path, monkeypatch: pyt
         (("--profile", "camera", "--start", "yesterday"), "--start"),
         (("--profile", "camera", "--attack-free-days", "9"), "attack_free_days"),
         (("--profile", "camera", "--seed", "-4"), "seed"),
+        # a start past the year 9999 gave "duplicate timestamp np.float64(1e+20)"; "," silently meant no attacks
+        (("--profile", "camera", "--start", "1e20"), "--start: 1e20: the run would end after the year 9999"),
+        (("--profile", "camera", "--start", "-1e20"), "--start: -1e20: the run would start before the year 1"),
+        (("--profile", "camera", "--attacks", ","), "attacks: ',' names no attack"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(

@@ -12,7 +12,7 @@ from tinywarden.cli.app import app, console
 from tinywarden.errors import ConfigError
 from tinywarden.simulate import ATTACKS, PROFILES, SCENARIOS, simulate_detailed
 from tinywarden.telemetry import write_csv, write_parquet
-from tinywarden.telemetry.io import parse_timestamp
+from tinywarden.telemetry.io import CALENDAR_END, CALENDAR_START, parse_timestamp
 
 _WRITERS = {".csv": write_csv, ".parquet": write_parquet, ".pq": write_parquet}
 _START = "2026-01-01T00:00:00Z"
@@ -68,6 +68,10 @@ def simulate_command(
         t0 = parse_timestamp(start)
     except ValueError:
         raise ConfigError(f"--start: {start!r} is not an ISO 8601 time or epoch seconds") from None
+    if t0 < CALENDAR_START:
+        raise ConfigError(f"--start: {start}: the run would start before the year 1")
+    if t0 + days * 86400.0 >= CALENDAR_END:
+        raise ConfigError(f"--start: {start}: the run would end after the year 9999")
     sim = simulate_detailed(profile, days, attacks, seed, period, t0, attack_free_days, scenario, change_day)
     writer(sim.series, out)
 

@@ -238,6 +238,8 @@ def parse_attacks(attacks: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
         if text in ("none", ""):
             return ()
         names = [a.strip() for a in text.split(",") if a.strip()]
+        if not names:
+            raise ConfigError(f"attacks: {attacks!r} names no attack (choose from all, none, {', '.join(ATTACKS)})")
     else:
         names = [str(a).strip().lower() for a in attacks]
         if names == ["all"]:

@@ -51,6 +51,8 @@ MAX_DECODED_BYTES_ENV = "TINYWARDEN_MAX_DECODED_BYTES"
 
 #: Numeric epoch timestamps by magnitude: (unit, units per second, smallest value read in that unit).
 EPOCH_UNITS = (("ns", 1e9, 1e17), ("us", 1e6, 1e14), ("ms", 1e3, 1e11))
+#: Epoch seconds of 0001-01-01 and of 10000-01-01 (UTC): the calendar a timestamp can be written in.
+CALENDAR_START, CALENDAR_END = -62135596800.0, 253402300800.0
 
 
 def parse_timestamp(text: str) -> float:

@@ -58,7 +58,7 @@ import numpy as np
 
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.fileio import atomic_open
-from tinywarden.telemetry.io import FOLDER_SUFFIXES, csv_header, csv_rows, read_series, write_parquet
+from tinywarden.telemetry.io import CALENDAR_END, FOLDER_SUFFIXES, csv_header, csv_rows, read_series, write_parquet
 from tinywarden.telemetry.live import LiveSampler
 from tinywarden.telemetry.series import Series
 
@@ -76,7 +76,7 @@ CLOCK_STEP_S = 2.0
 #: Notes kept in :attr:`RecordStats.notes` (a flapping interface must not grow them without bound).
 MAX_NOTES = 100
 #: The first second of the year 10000: a file name (and ``time.gmtime``) has no time from there on.
-LAST_TIME = 253402300800.0
+LAST_TIME = CALENDAR_END
 #: The file a running recorder holds locked in its folder, with its pid in it (see the module docstring).
 LOCK_FILE = ".record.lock"
 # Matched whole (fullmatch): "^...$" with re.match let a name ending in a newline through as a segment.
