@@ -253,6 +253,19 @@ def test_a_restart_with_the_wall_clock_behind_the_folder_continues_after_it_and_
     assert len(st.notes) == 1 and "before the folder's last timestamp" in st.notes[0], st.notes
 
 
+
+def test_a_file_with_an_upper_case_suffix_is_resumed_after_as_the_readers_read_it(tmp_path: Path) -> None:
+    # the recorder listed the folder case-sensitively, its readers did not: after a day recorded as "day.CSV" (ahead
+    # of this clock), a restart wrote files overlapping it, and the folder could no longer be read
+    channels = LiveSampler(1.0, ["lo"]).channels
+    ahead = time.time() + 3600.0
+    write_csv(Series(ahead + np.arange(3.0), np.ones((3, len(channels))), channels), tmp_path / "day.CSV")
+    with Recorder(LiveSampler(0.02, ["lo"]), tmp_path, fmt="csv", flush_s=0.05) as r:
+        st = r.run(0.2)
+    assert st.resumed_after == ahead + 2.0
+    s = read_series(tmp_path)
+    assert len(s) == 3 + st.rows and (np.diff(s.timestamps) > 0).all()
+
 def test_a_folder_of_other_channels_is_refused_at_start(tmp_path: Path) -> None:
     write_csv(Series(np.array([1.0, 2.0]), np.ones((2, 1)), ("other",)), tmp_path / "old.csv")
     with pytest.raises(ConfigError, match="old.csv was recorded with channels other"):

@@ -166,8 +166,7 @@ def iter_series(path: str | Path, chunk_rows: int = CHUNK_ROWS, drop_unordered: 
 
 
 def _folder_chunks(folder: Path, chunk_rows: int, drop_unordered: bool) -> Iterator[Series]:
-    files = sorted(f for f in folder.iterdir()
-                   if f.is_file() and f.suffix.lower() in FOLDER_SUFFIXES and not f.name.startswith("."))
+    files = folder_files(folder)
     heads: list[tuple[float, Path, Series]] = []
     for f in files:
         try:
@@ -197,6 +196,14 @@ def _folder_chunks(folder: Path, chunk_rows: int, drop_unordered: bool) -> Itera
 FOLDER_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
+def folder_files(folder: Path) -> list[Path]:
+    """The telemetry files of a recording folder, by name: regular files directly in it with a
+    :data:`FOLDER_SUFFIXES` suffix in any case, hidden ones (``.name``: a temporary file of an interrupted write, the
+    recorder's lock) left out. The one listing every reader of a folder and the recorder use."""
+    return sorted(f for f in folder.iterdir()
+                  if f.is_file() and f.suffix.lower() in FOLDER_SUFFIXES and not f.name.startswith("."))
+
+
 def read_folder(path: str | Path, drop_unordered: bool = False) -> Series:
     """The CSV/Parquet files directly in folder ``path`` as one series, in time order.
 
@@ -208,8 +215,7 @@ def read_folder(path: str | Path, drop_unordered: bool = False) -> Series:
     temporary file of an interrupted write) are ignored.
     """
     folder = Path(path)
-    files = sorted(f for f in folder.iterdir()
-                   if f.is_file() and f.suffix.lower() in FOLDER_SUFFIXES and not f.name.startswith("."))
+    files = folder_files(folder)
     if not files:
         raise DataError(f"{folder}: folder holds no telemetry files ({', '.join(FOLDER_SUFFIXES)})")
     parts: list[Series] = []

@@ -58,7 +58,7 @@ import numpy as np
 
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.fileio import atomic_open
-from tinywarden.telemetry.io import CALENDAR_END, FOLDER_SUFFIXES, csv_header, csv_rows, read_series, write_parquet
+from tinywarden.telemetry.io import CALENDAR_END, csv_header, csv_rows, folder_files, read_series, write_parquet
 from tinywarden.telemetry.live import LiveSampler
 from tinywarden.telemetry.series import Series
 
@@ -197,8 +197,7 @@ class Recorder:
 
     def _existing(self) -> tuple[int, float | None]:
         """The next segment number, and the last timestamp of the recording already in the folder."""
-        files = sorted(f for f in self.out_dir.iterdir()
-                       if f.is_file() and f.suffix in FOLDER_SUFFIXES and not f.name.startswith("."))
+        files = folder_files(self.out_dir)
         seqs = [n for f in files if (n := segment_number(f.name)) is not None]
         last: float | None = None
         for f in files:
