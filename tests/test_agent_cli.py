@@ -196,6 +196,28 @@ def test_a_replay_with_a_gap_in_time_says_so_as_score_does(files, tmp_path, kit,
     assert code == 0 and gap_note(err) is None, err  # the gap lies past the rows replayed
 
 
+
+def test_a_replay_says_what_score_says_of_dropped_rows_and_of_times_in_milliseconds(files, tmp_path, kit, monkeypatch,
+                                                                                      capsys):
+    # agent --replay said nothing of rows --drop-unordered dropped, nor of times read as milliseconds; score does
+    s = kit.stream
+    data = tmp_path / "ms.csv"
+    write_csv(Series(s.timestamps[:300] * 1000.0, s.values[:300], s.channels), data)  # epoch milliseconds
+    lines = data.read_text().splitlines(keepends=True)
+    lines[101] = lines[100].split(",", 1)[0] + "," + lines[101].split(",", 1)[1]  # a duplicate time
+    data.write_text("".join(lines))
+
+    def notes(text: str) -> list[str]:
+        flat = " ".join(text.split())
+        return sorted(m for m in re.findall(r"note: \S+: (dropped [^;]*?timestamps|times read as epoch [a-z]+)", flat))
+
+    save_pipeline(kit.p1, tmp_path / "m.twb")
+    scored = run_tinywarden("score", tmp_path / "m.twb", data, "--drop-unordered", "--out", tmp_path / "s.csv")
+    assert scored.returncode == 0 and len(notes(scored.stderr)) == 2, scored.stderr
+    code, err = run_here(monkeypatch, capsys, "--bundle", files["bundle"], "--pubkey", files["pub"], "--replay", data,
+                         "--drop-unordered", "--state-dir", tmp_path / "s1")
+    assert code == 0 and notes(err) == notes(scored.stderr), err
+
 def test_the_agent_passes_on_the_policy_advice(files, tmp_path):
     # an alert tier that caps the uplink shapes the traffic the model scores (benchmarks/results/range-cap.json)
     (tmp_path / "capped.toml").write_text(CAPPED_CAMERA_POLICY)

@@ -183,10 +183,7 @@ def run(args: argparse.Namespace) -> Agent:
         finally:
             signal.signal(signal.SIGTERM, previous)
     if isinstance(source, ReplaySource):
-        from tinywarden.telemetry.series import gap_note
-
-        note = gap_note(source.gaps(runner.samples_seen))
-        if note:
+        for note in source.notes(runner.samples_seen):
             print(f"note: {source.name}: {note}", file=sys.stderr, flush=True)
     return runner
 

@@ -18,7 +18,7 @@ from tinywarden.telemetry.live import LiveSampler
 if TYPE_CHECKING:  # a replay reads files with numpy; the live source of the lean agent needs none
     import numpy as np
 
-    from tinywarden.telemetry.series import Gap, Series
+    from tinywarden.telemetry.series import Series
 
 __all__ = ["LiveSource", "ReplaySource", "channel_indices", "open_source"]
 
@@ -68,9 +68,10 @@ class ReplaySource:
             for i in range(len(ts)):
                 yield float(ts[i]), vals[i]
 
-    def gaps(self, rows: int) -> list[Gap]:
-        """The gaps in time (:class:`~tinywarden.telemetry.series.GapWatch`) among the first ``rows`` rows replayed."""
-        return [g for g in self._gaps.gaps if g.after_row + 1 < rows]
+    def notes(self, rows: int) -> list[str]:
+        """What ``score`` would say of the telemetry replayed so far (:meth:`GapWatch.notes`: times read in another
+        unit, rows dropped out of time order, gaps among the first ``rows`` rows)."""
+        return self._gaps.notes(rows)
 
 
 class LiveSource:

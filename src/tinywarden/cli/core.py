@@ -16,7 +16,7 @@ from rich.table import Table
 from tinywarden.cli.app import app, console, err_console
 from tinywarden.errors import ConfigError
 from tinywarden.likelihood import SLOW_SHIFT
-from tinywarden.telemetry.series import GapWatch, Series, gap_note
+from tinywarden.telemetry.series import GapWatch, Series, dropped_note, gap_note, time_unit_note
 
 if TYPE_CHECKING:
     from tinywarden.respond.policy import Policy
@@ -51,7 +51,6 @@ def family_or_default(name: str | None) -> str:
 
 DataArg = Annotated[str, typer.Argument(help="Telemetry file: .csv, .parquet, or a shared-data .npz[:train|:test]")]
 ModelArg = Annotated[Path, typer.Argument(help="Model file (.twb) written by `tinywarden train`")]
-TIME_UNIT_NAMES = {"ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 DropOpt = Annotated[bool, typer.Option(
     "--drop-unordered", help="Drop rows whose timestamp is not later than every row before them")]
 LikelihoodGateOpt = Annotated[float | None, typer.Option(
@@ -82,9 +81,9 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 def note_time_unit(source: str, unit: str) -> None:
     """Tell the user, on stderr, that numeric times of ``source`` were not epoch seconds but ``unit``."""
-    if unit != "s":
-        err_console.print(f"[yellow]note:[/] {source}: times read as epoch {TIME_UNIT_NAMES[unit]} (numbers this "
-                          "large cannot be seconds) and converted to seconds", highlight=False, soft_wrap=True)
+    note = time_unit_note(unit)
+    if note:
+        err_console.print(f"[yellow]note:[/] {source}: {note}", highlight=False, soft_wrap=True)
 
 
 def report_gaps(series: Series) -> None:
@@ -93,9 +92,9 @@ def report_gaps(series: Series) -> None:
     if series.meta.get("skipped_files"):
         err_console.print(f"[yellow]warning:[/] {series.source}: skipped unreadable file(s): "
                           f"{series.meta['skipped_files']}", highlight=False, soft_wrap=True)
-    if series.meta.get("dropped_rows"):
-        err_console.print(f"[yellow]note:[/] {series.source}: dropped {series.meta['dropped_rows']} row(s) with "
-                          "duplicate or out-of-order timestamps", highlight=False)
+    note = dropped_note(int(series.meta.get("dropped_rows", 0) or 0))
+    if note:
+        err_console.print(f"[yellow]note:[/] {series.source}: {note}", highlight=False)
     note = gap_note(series.gaps())
     if note:
         err_console.print(f"[yellow]note:[/] {series.source}: {note}", highlight=False)
@@ -267,7 +266,6 @@ class ChunkGaps:
     def __init__(self) -> None:
         self.first: Series | None = None
         self.gaps = GapWatch()
-        self.dropped = 0
 
     def watch(self, chunks: Any, pipeline: Any) -> Any:
         """Pass ``chunks`` through, noting their gaps; the first one's channels are reported at once."""
@@ -277,19 +275,14 @@ class ChunkGaps:
                 note_time_unit(chunk.source, chunk.meta.get("time_unit", "s"))
                 report_channels(pipeline, chunk)
             self.gaps.add(chunk)
-            self.dropped += int(chunk.meta.get("dropped_rows", 0) or 0)
             yield chunk
 
     def report(self) -> None:
         if self.first is None:
             return
-        source = self.first.source
-        if self.dropped:
-            err_console.print(f"[yellow]note:[/] {source}: dropped {self.dropped} row(s) with "
-                              "duplicate or out-of-order timestamps", highlight=False)
-        note = gap_note(self.gaps.gaps)
-        if note:
-            err_console.print(f"[yellow]note:[/] {source}: {note}", highlight=False)
+        for note in (dropped_note(self.gaps.dropped), gap_note(self.gaps.gaps)):  # the time unit: said at once
+            if note:
+                err_console.print(f"[yellow]note:[/] {self.first.source}: {note}", highlight=False)
 
 
 def evaluate_pipeline(pipeline: Any, series: Series, skip_rows: int) -> tuple[Any, Any]:

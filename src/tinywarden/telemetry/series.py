@@ -169,19 +169,50 @@ class GapWatch:
         self.tolerance = tolerance
         self.gaps: list[Gap] = []
         self.rows = 0
+        #: rows the reader dropped as duplicate or out of time order (``--drop-unordered``), over the chunks seen
+        self.dropped = 0
+        #: the unit the first chunk's numeric times were read in (``Series.meta["time_unit"]``)
+        self.time_unit = "s"
         self._period: float | None = None
         self._last: float | None = None
 
     def add(self, chunk: Series) -> None:
-        """Note the gaps in ``chunk``, the series' next rows, and between it and the rows before."""
+        """Note the gaps in ``chunk``, the series' next rows, and between it and the rows before (and the rows
+        its reader dropped)."""
+        self.dropped += int(chunk.meta.get("dropped_rows", 0) or 0)
         if self._period is None:
             self._period = chunk.period
+            self.time_unit = str(chunk.meta.get("time_unit", "s"))
         ts = chunk.timestamps if self._last is None else np.concatenate(([self._last], chunk.timestamps))
         first = self.rows if self._last is None else self.rows - 1  # the row ts[0] is
         for i in np.flatnonzero(np.diff(ts) > self.tolerance * self._period):
             self.gaps.append(Gap(first + int(i), float(ts[i]), float(ts[i + 1])))
         self.rows += len(chunk)
         self._last = float(chunk.timestamps[-1])
+
+
+    def notes(self, rows: int | None = None) -> list[str]:
+        """What a command says of the telemetry it read (:func:`time_unit_note`, :func:`dropped_note`,
+        :func:`gap_note`), the gaps among its first ``rows`` rows only when given."""
+        gaps = self.gaps if rows is None else [g for g in self.gaps if g.after_row + 1 < rows]
+        return [n for n in (time_unit_note(self.time_unit), dropped_note(self.dropped), gap_note(gaps)) if n]
+
+
+#: How the notes name the units numeric times may be read in (:func:`tinywarden.telemetry.io.parse_timestamp`).
+TIME_UNIT_NAMES = {"ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+
+
+def time_unit_note(unit: str) -> str | None:
+    """The note for numeric times read in ``unit`` rather than epoch seconds; None for seconds."""
+    if unit == "s":
+        return None
+    return (f"times read as epoch {TIME_UNIT_NAMES.get(unit, unit)} (numbers this large cannot be seconds) and "
+            "converted to seconds")
+
+
+def dropped_note(rows: int) -> str | None:
+    """The note for rows dropped as duplicate or out of time order; None when none was."""
+    return f"dropped {rows} row(s) with duplicate or out-of-order timestamps" if rows else None
 
 
 def gap_note(gaps: Sequence[Gap]) -> str | None:
