@@ -59,7 +59,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path,
     """The fleet trained once through the CLI (a local cluster of one worker process)."""
     tmp = tmp_path_factory.mktemp("fleet")
     make_fleet(tmp / "fleet")
-    priv, pub = tb.write_keypair(tmp / "fleet")
+    priv, pub = tb.write_keypair(tmp / "signing")  # PREFIX.key and .pub (keygen refuses a folder as the prefix)
     res = runner.invoke(app, ["fleet", "train", str(tmp / "fleet"), "--out", str(tmp / "bundles"),
                               "--key", str(priv), "--workers", "1"])
     assert res.exit_code == 1, res.output  # some devices failed: the fleet finished anyway
@@ -413,6 +413,21 @@ def test_a_wellformed_summary_still_reports(tmp_path: Path) -> None:
     summary = write_report(tmp_path, tmp_path / "r.html", tmp_path / "r.json")
     assert summary["devices"] == 1 and summary["incidents"] == 1
 
+
+
+def test_a_device_the_last_run_failed_is_reported_from_its_earlier_bundle_and_says_so(tmp_path: Path) -> None:
+    # the report showed the earlier bundle's figures as the device's and dropped the last run's failure without a word
+    (tmp_path / "dev-00000.twbundle").write_bytes(b"b")
+    (tmp_path / "dev-00000.json").write_text(json.dumps(GOOD_SUMMARY))
+    (tmp_path / "fleet-run.json").write_text(json.dumps({"failed": {"dev-00000": "dev-00000: disk full"}}))
+    summary = write_report(tmp_path, tmp_path / "r.html", tmp_path / "r.json")
+    assert summary["devices"] == 1 and summary["failed"] == 0
+    assert summary["stale"] == {"dev-00000": "dev-00000: disk full"}
+    assert summary["per_device"][0]["last_run_failed"] == "dev-00000: disk full"
+    page = (tmp_path / "r.html").read_text()
+    assert "earlier run" in page and "dev-00000: disk full" in page
+    res = runner.invoke(app, ["fleet", "report", str(tmp_path), "--out", str(tmp_path / "r2.html")])
+    assert res.exit_code == 0 and "1 from an earlier run's bundle" in " ".join(res.output.split()), res.output
 
 def test_a_device_wider_than_its_family_int8_program_fails_before_fitting(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:

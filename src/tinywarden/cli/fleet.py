@@ -90,8 +90,10 @@ def fleet_report(
     from tinywarden.fleet.report import write_report
 
     summary = write_report(bundles, out, json_out or out.with_suffix(".json"), confidence)
-    console.print(f"wrote {out} and {json_out or out.with_suffix('.json')}: {summary['devices']} device(s), "
-                  f"{summary['failed']} failed", highlight=False)
+    stale = len(summary["stale"])
+    console.print(f"wrote {out} and {json_out or out.with_suffix('.json')}: {summary['devices']} device(s)"
+                  + (f" ({stale} from an earlier run's bundle: the last run failed them)" if stale else "")
+                  + f", {summary['failed']} failed", highlight=False)
 
 
 def simulate_fleet(n: int, days: float, seed: int, period: float, out: Path, profile: str | None) -> None:

@@ -50,8 +50,12 @@ def load_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
             raise DataError(f"{path}: not the summary of device {bundle.stem}")
         check_summary(doc, path, REPORT_FIELDS)
         devices.append(doc)
+    # a device that failed in the last run but holds an earlier run's bundle and summary is reported with them,
+    # marked: its figures are that bundle's, not the last run's
+    for d in devices:
+        if d["device_id"] in failed:
+            d["last_run_failed"] = failed[d["device_id"]]
     done = {d["device_id"] for d in devices}
-    # a device that failed in the last run but holds an earlier run's bundle and summary is reported with them
     failed = {k: v for k, v in failed.items() if k not in done} | unfinished
     if not devices and not failed:
         raise DataError(f"{root}: no device summaries (*.json); run `tinywarden fleet train` first")
@@ -100,13 +104,15 @@ def summarize(devices: list[dict[str, Any]], failed: dict[str, str], confidence:
         days = d.get("normal_days") or 0.0
         rows.append({k: d.get(k) for k in ("device_id", "profile", "family", "flash", "ram", "version",
                                            "bundle_bytes", "false_alarms_per_day", "incidents", "detected",
-                                           "detection_rate", "attacked", "firmware_update_day", "cold_start")}
+                                           "detection_rate", "attacked", "firmware_update_day", "cold_start",
+                                           "last_run_failed")}
                     | {"windows_over_fleet_threshold_per_day": float(n[cut:].sum() / days) if days else None})
     incidents = sum(int(d.get("incidents") or 0) for d in devices)
     detected = sum(int(d.get("detected") or 0) for d in devices)
     fa = [d["false_alarms_per_day"] for d in devices if d.get("false_alarms_per_day") is not None]
     return {
         "devices": len(devices), "failed": len(failed), "failures": failed,
+        "stale": {d["device_id"]: d["last_run_failed"] for d in devices if d.get("last_run_failed")},
         "profiles": sorted({d["profile"] for d in devices}),
         "total_bundle_bytes": int(sum(d.get("bundle_bytes", 0) for d in devices)),
         "max_flash": max((d["flash"] for d in devices), default=None),
@@ -221,6 +227,11 @@ def render_html(summary: dict[str, Any]) -> str:
     for r in summary["per_device"]:
         parts.append("<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in cols) + "</tr>")
     parts.append("</table>")
+    if summary.get("stale"):
+        parts.append("<h2>Reported from an earlier run's bundle</h2><p>The last run failed these devices; the table "
+                     "shows the bundle and figures of the run before, which they still hold.</p><ul>")
+        parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in sorted(summary["stale"].items())]
+        parts.append("</ul>")
     if summary["failures"]:
         parts.append("<h2>Failed devices</h2><ul>")
         parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in sorted(summary["failures"].items())]
