@@ -1556,21 +1556,28 @@ def replay_policy(t: Any, scores: Any, conf: Any, threshold: float, run: RunTime
                   ) -> tuple[dict[str, int | None], list[tuple[float, int]]]:
     """A run's windows (times ``t``, ``scores``, confidences ``conf``) through the range policy's response engine at
     ``threshold``: each attack's first alarm in windows from its start (None: not within 3 windows of its end), and
-    the (time, tier) of every action applied in the normal period."""
+    the (time, tier) of every action applied in the normal period. Windows are counted in the trace, not in
+    periods of the clock: on a loaded machine the samples, and so the windows, come further apart than the period,
+    and a count of periods would push an alarm the run raised in time out of its attack."""
+    import numpy as np
+
     from tinywarden.respond.engine import ResponseEngine, SimulatedClock
     from tinywarden.respond.policy import parse_policy
 
     period, spans, normal = run.period, run.spans, run.normal
     engine = ResponseEngine(parse_policy(policy_text("twd0", period, run.bar, run.floor), "range policy"), threshold,
                             clock=SimulatedClock(float(t[0])))
-    applies = [(e.time, e.action_tier) for i in range(len(t))
+    applies = [(i, e.time, e.action_tier) for i in range(len(t))
                for e in engine.observe(float(scores[i]), at=float(t[i]), confidence=float(conf[i]))
                if e.event == "apply" and e.action]  # fmt: skip
+    times = np.asarray(t, dtype=np.float64)
     alarms: dict[str, int | None] = {}
     for a, s0, s1 in spans:
-        first = min((x for x, _ in applies if s0 <= x <= s1 + 3 * period), default=None)
-        alarms[a] = None if first is None else max(1, math.ceil(max(0.0, first - s0) / period - 1e-9))
-    return alarms, [(x, tier) for x, tier in applies if normal[0] <= x < normal[1]]
+        start = int(np.searchsorted(times, s0))  # the attack's first window
+        last = int(np.searchsorted(times, s1, side="right")) - 1 + 3  # its last window, and 3 more
+        first = min((i for i, x, _ in applies if i >= start and (x <= s1 or i <= last)), default=None)
+        alarms[a] = None if first is None else first - start + 1
+    return alarms, [(x, tier) for _, x, tier in applies if normal[0] <= x < normal[1]]
 
 
 def tier_study(work: Path, result: dict[str, Any]) -> dict[str, Any]:

@@ -357,3 +357,29 @@ def test_train_refuses_an_input_wider_than_the_family_int8_program_before_fittin
     assert fitted == [5 * widest] == [PCA_MAX_INPUTS]
     program = load_program(load_pipeline(str(tmp_path / "ok.twb")))
     assert program.ops[-1].consts["weights"].shape[1] == PCA_MAX_INPUTS
+
+
+def test_a_note_naming_a_long_path_is_never_broken_inside_it(tmp_path: Path) -> None:
+    # stderr was wrapped at the console's width (80 columns in CI): a path longer than a line was cut in two, so the
+    # gap note no longer named the file (and a test matching the agent's note against score's failed in CI)
+    import os
+    import sys
+
+    from conftest import make_series
+    from tinywarden.detectors import make_detector
+    from tinywarden.modelfile import save_pipeline
+    from tinywarden.pipeline import Pipeline
+
+    deep = tmp_path / ("a-folder-with-a-rather-long-name-" * 3)
+    deep.mkdir()
+    s = make_series(n=600, channels=2, seed=5)
+    ts = s.timestamps.copy()
+    ts[300:] += 3600.0
+    data = deep / "telemetry-with-a-gap.csv"
+    write_csv(Series(ts, s.values, s.channels), data)
+    save_pipeline(Pipeline(make_detector("ewma"), window=32, stride=16).fit(s), tmp_path / "m.twb")
+    env = {**os.environ, "COLUMNS": "60", "TERM": "dumb"}
+    r = subprocess.run([sys.executable, "-m", "tinywarden", "score", str(tmp_path / "m.twb"), str(data), "--out",
+                        str(tmp_path / "s.csv")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"note: {data}: 1 gap(s) in time" in r.stderr, r.stderr

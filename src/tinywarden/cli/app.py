@@ -24,7 +24,9 @@ app = typer.Typer(
 )
 
 console = Console()
-err_console = Console(stderr=True)
+# notes, warnings and errors name files: never broken inside a path by the console's wrapping (the terminal
+# still wraps long lines where it shows them, and a log or pipe gets each message whole, on one line)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def print_advice(policy: Policy) -> None:
