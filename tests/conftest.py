@@ -116,3 +116,17 @@ CAPPED_CAMERA_POLICY = (
     CAMERA_POLICY.replace('actions = ["notify"]', 'actions = ["notify", "cap"]\ndead_man_s = 30', 1)
     + '\n[actions.cap]\ntype = "tc_rate_limit"\ninterface = "eth0"\nrate = "2mbit"\n'
 )
+
+
+def spy_fits(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[int]:
+    """The input widths of every ``cls.fit`` from now on (the real fit still runs): a test that a too-wide input is
+    refused before anything is fitted reads it."""
+    widths: list[int] = []
+    real_fit = cls.fit
+
+    def fit(self: object, X: np.ndarray, y: None = None) -> object:  # noqa: N803
+        widths.append(X.shape[1])
+        return real_fit(self, X, y)
+
+    monkeypatch.setattr(cls, "fit", fit)
+    return widths

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import make_series, spy_fits
 from inprocess import run_tinywarden
 from tinywarden.detectors import DEFAULT_FAMILY
 from tinywarden.simulate import simulate
@@ -331,14 +332,7 @@ def test_train_refuses_an_input_wider_than_the_family_int8_program_before_fittin
     from tinywarden.modelfile import load_pipeline
     from tinywarden.quantize import load_program
 
-    fitted: list[int] = []
-    real_fit = GaussianMahalanobis.fit
-
-    def fit(self: GaussianMahalanobis, X: np.ndarray, y: None = None) -> GaussianMahalanobis:  # noqa: N803
-        fitted.append(X.shape[1])
-        return real_fit(self, X, y)
-
-    monkeypatch.setattr(GaussianMahalanobis, "fit", fit)
+    fitted = spy_fits(monkeypatch, GaussianMahalanobis)
     # refused from the header's width alone: 40 rows are not even one window of the default 128
     wide = _noise_csv(tmp_path / "wide.csv", 2000, 40)
     line = one_line_error(run("train", str(wide), "--model", "gaussian", "--out", str(tmp_path / "w.twb")))
@@ -365,7 +359,6 @@ def test_a_note_naming_a_long_path_is_never_broken_inside_it(tmp_path: Path) -> 
     import os
     import sys
 
-    from conftest import make_series
     from tinywarden.detectors import make_detector
     from tinywarden.modelfile import save_pipeline
     from tinywarden.pipeline import Pipeline

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import spy_fits
 from tinywarden import bundle as tb
 from tinywarden.cli import app
 from tinywarden.errors import DataError, TinywardenError
@@ -438,14 +439,7 @@ def test_a_device_wider_than_its_family_int8_program_fails_before_fitting(tmp_pa
     from tinywarden.fleet.coldstart import train_profile_model
     from tinywarden.kernels.pca_residual_s16 import PCA_MAX_INPUTS
 
-    fitted: list[int] = []
-    real_fit = PCAReconstruction.fit
-
-    def fit(self: PCAReconstruction, X: np.ndarray, y: None = None) -> PCAReconstruction:  # noqa: N803
-        fitted.append(X.shape[1])
-        return real_fit(self, X, y)
-
-    monkeypatch.setattr(PCAReconstruction, "fit", fit)
+    fitted = spy_fits(monkeypatch, PCAReconstruction)
     root = tmp_path / "fleet"
     spec = write_fleet(root, 1, 0.5, seed=5, period_s=30.0).devices[0]
     s = read_device(root, spec.device_id)

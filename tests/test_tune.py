@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from conftest import spy_fits
 from inprocess import run_tinywarden
 from tinywarden.cli import app
 from tinywarden.errors import ConfigError
@@ -555,14 +556,7 @@ def test_candidates_wider_than_their_family_int8_program_are_never_fitted(monkey
     from tinywarden.detectors import GaussianMahalanobis
     from tinywarden.kernels.pca_residual_s16 import PCA_MAX_INPUTS
 
-    widths: list[int] = []
-    real_fit = GaussianMahalanobis.fit
-
-    def fit(self: GaussianMahalanobis, X: np.ndarray, y: None = None) -> GaussianMahalanobis:  # noqa: N803
-        widths.append(X.shape[1])
-        return real_fit(self, X, y)
-
-    monkeypatch.setattr(GaussianMahalanobis, "fit", fit)
+    widths = spy_fits(monkeypatch, GaussianMahalanobis)
     n_ch = PCA_MAX_INPUTS // 3 + 1  # one channel too many even for the smallest feature set (3 features)
     rng = np.random.default_rng(0)
     wide = Series(np.arange(400) * 60.0, rng.normal(size=(400, n_ch)), tuple(f"c{i}" for i in range(n_ch)))

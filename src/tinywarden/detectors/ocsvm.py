@@ -13,15 +13,7 @@ from sklearn.linear_model import SGDOneClassSVM
 from sklearn.svm import OneClassSVM
 
 from tinywarden.arith import INT8_MAX, INT16_MAX, quantize_multiplier, round_half_away
-from tinywarden.detectors.base import (
-    Detector,
-    Learned,
-    ScoreGraph,
-    Shape,
-    check_param,
-    graph_squared_distances,
-    sizes,
-)
+from tinywarden.detectors.base import Detector, Learned, ScoreGraph, Shape, check_param, graph_squared_distances, sizes
 from tinywarden.detectors.lowering import Lowered, LoweringContext, distance_input
 from tinywarden.errors import ConfigError, DataError
 from tinywarden.kernels import Op

@@ -7,15 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
-from tinywarden.detectors.base import (
-    Detector,
-    Learned,
-    ScoreGraph,
-    Shape,
-    check_param,
-    graph_squared_distances,
-    sizes,
-)
+from tinywarden.detectors.base import Detector, Learned, ScoreGraph, Shape, check_param, graph_squared_distances, sizes
 from tinywarden.detectors.lowering import Lowered, LoweringContext, distance_input
 from tinywarden.kernels import Op
 
