@@ -108,10 +108,22 @@ def test_resigning_replaces_version_and_signature(k1, k2):
     assert b.model == tb.parse_bundle(first).model
 
 
-@pytest.mark.parametrize("version", [0, -1, True, 1.5])
+@pytest.mark.parametrize("version", [0, -1, True, 1.5, 2**63, 10**23])
 def test_sign_refuses_bad_versions(k1, version):
-    with pytest.raises(tb.BundleError, match="version must be an integer >= 1"):
+    # 2**63 and 10**23 were signed and installed: one typo spent the version space, and no 64-bit hardware counter
+    # could hold it
+    with pytest.raises(tb.BundleError, match=r"version must be an integer in \[1, 9223372036854775807\]"):
         tb.sign_bundle(tb.create_bundle(b"m", b"p", META), k1, version=version)
+    largest = tb.sign_bundle(tb.create_bundle(b"m", b"p", META), k1, version=2**63 - 1)
+    assert tb.parse_bundle(largest).version == 2**63 - 1
+
+
+def test_a_signed_bundle_past_the_largest_version_is_refused_on_verify(k1, monkeypatch):
+    monkeypatch.setattr(tb, "MAX_VERSION", 2**64)  # a signer without the bound
+    data = tb.sign_bundle(tb.create_bundle(b"m", b"p", META), k1, version=2**63)
+    monkeypatch.undo()
+    with pytest.raises(tb.BundleError, match=r"'version' must be an integer in \[0, 9223372036854775807\]"):
+        tb.verify_bundle(data, tb.public_key_of(k1))
 
 
 @pytest.mark.parametrize(

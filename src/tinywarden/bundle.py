@@ -37,8 +37,9 @@ Canonical encoding (format version 1; every integer big-endian)::
     end           nothing may follow SIGN
 
 An unsigned bundle (from :func:`create_bundle`) stops before SIGN; :func:`sign_bundle` sets the version
-in META and appends SIGN. Metadata keys: ``model_id`` (non-empty str), ``version`` (int >= 0, 0 while
-unsigned), ``created_at`` (ISO-8601 UTC), ``training_data_sha256`` (64 lowercase hex digits or null),
+in META and appends SIGN. Metadata keys: ``model_id`` (non-empty str), ``version`` (int in [0,
+:data:`MAX_VERSION`], 0 while unsigned: any anti-rollback counter, a 64-bit hardware one too, can hold it),
+``created_at`` (ISO-8601 UTC), ``training_data_sha256`` (64 lowercase hex digits or null),
 ``profile`` (target device profile, non-empty str), optional ``rebaseline`` (bool: an operator's order to reset
 the adapted baseline to this bundle's reference); other JSON keys are kept as they are.
 
@@ -114,6 +115,9 @@ __all__ = [
 
 MAGIC = b"TWBUNDLE"
 FORMAT_VERSION = 1
+#: The largest bundle version (2^63 - 1): a signed 64-bit counter, the widest a hardware anti-rollback counter
+#: (a TPM's NV counter, an MCU's OTP) commonly offers, holds every version; one typo past it cannot spend the range.
+MAX_VERSION = 2**63 - 1
 SIGN_DOMAIN = b"tinywarden-bundle-v1\0"
 ROTATE_DOMAIN = b"tinywarden-key-rotation-v1\0"
 STATE_FILE = "trust.json"
@@ -372,8 +376,9 @@ def sign_bundle(
     ``rotate_to`` (raw 32-byte public key) makes this a rotation bundle: installing it hands the
     device's trust from ``key`` to the new key.
     """
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise BundleError(f"{source}: version must be an integer >= 1, got {version!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise BundleError(f"{source}: version must be an integer in [1, {MAX_VERSION}] (a 64-bit hardware "
+                          f"counter holds it), got {version!r}")
     if rotate_to is not None:
         check_public_key(rotate_to, source, "rotation key")
     b = parse_bundle(data, source=source)
@@ -842,8 +847,8 @@ def _check_metadata(meta: Mapping[str, Any], source: str) -> None:
         if not isinstance(v, str) or not v.strip():
             raise BundleError(f"{source}: metadata field {key!r} must be a non-empty string, got {v!r}")
     v = meta.get("version")
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise BundleError(f"{source}: metadata field 'version' must be an integer >= 0, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_VERSION:
+        raise BundleError(f"{source}: metadata field 'version' must be an integer in [0, {MAX_VERSION}], got {v!r}")
     created = meta.get("created_at")
     try:
         if not isinstance(created, str):
