@@ -297,6 +297,26 @@ def test_keygen_never_replaces_a_key_that_appears_while_it_runs(tmp_path, monkey
 
 
 
+
+@pytest.mark.parametrize("failing", [".key", ".pub"])
+def test_keygen_force_that_fails_halfway_leaves_the_old_pair_whole(tmp_path, monkeypatch, failing):
+    # --force replaced the private key first: a public key that could not be written then left a new private key
+    # beside the old public one, and the old private key was gone
+    old_priv, old_pub = tb.write_keypair(tmp_path / "dev")
+    before = (old_priv.read_bytes(), old_pub.read_bytes())
+    real = tb.write_file
+
+    def write_file(path, data, **kw):  # noqa: ANN001, ANN003, ANN202
+        if str(path).endswith(failing):
+            raise tb.BundleError(f"{path}: cannot write (No space left on device)")
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(tb, "write_file", write_file)
+    with pytest.raises(tb.BundleError, match="No space left"):
+        tb.write_keypair(tmp_path / "dev", force=True)
+    assert (old_priv.read_bytes(), old_pub.read_bytes()) == before
+    assert tb.public_key_of(tb.load_private_key(old_priv)) == tb.load_public_key(old_pub)
+
 def test_keygen_refuses_a_folder_as_the_prefix(tmp_path):
     # `keygen --out keys/` wrote keys.key and keys.pub beside the folder, not in it
     (tmp_path / "keys").mkdir()

@@ -309,13 +309,29 @@ def write_keypair(prefix: str | os.PathLike[str], *, force: bool = False) -> tup
     pub_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    # Without force, each file is only created, never renamed over one that appeared after the check above.
-    write_file(priv_path, priv_pem, mode=0o600, exclusive=not force)
-    try:
-        write_file(pub_path, pub_pem, mode=0o644, exclusive=not force)
-    except BundleError:
-        if not force:
+    if not force:
+        # each file is only created, never renamed over one that appeared after the check above
+        write_file(priv_path, priv_pem, mode=0o600, exclusive=True)
+        try:
+            write_file(pub_path, pub_pem, mode=0o644, exclusive=True)
+        except BundleError:
             priv_path.unlink()  # ours, made just above: no private key without its public half
+            raise
+        return priv_path, pub_path
+    # Replacing a pair: the public half first, put back if the private one cannot be written, so a failure leaves
+    # the old pair whole (the old private key is never lost for a new one without its public half).
+    try:
+        old_pub = pub_path.read_bytes() if pub_path.is_file() else None
+    except OSError as exc:
+        raise BundleError(f"{pub_path}: cannot read the public key it would replace ({exc.strerror or exc})") from None
+    write_file(pub_path, pub_pem, mode=0o644)
+    try:
+        write_file(priv_path, priv_pem, mode=0o600)
+    except BundleError:
+        if old_pub is None:
+            pub_path.unlink(missing_ok=True)
+        else:
+            write_file(pub_path, old_pub, mode=0o644)
         raise
     return priv_path, pub_path
 
