@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,20 @@ def test_profile_model_is_measured_only_on_devices_that_did_not_train_it(tmp_pat
             cold_start(tmp_path / "fleet", tmp_path / "b", m, client, max_devices=8)
         for p, text in zip(cams, kept, strict=True):
             p.write_text(text)
+        # the own models must all be the last run's: an unfinished run is refused, a device it failed not compared
+        record = tmp_path / "b" / "fleet-run.json"
+        ended = record.read_text()
+        record.write_text(json.dumps({"status": "running", "started": 0, "to_train": 4}))
+        with pytest.raises(DataError, match="has not finished"):
+            cold_start(tmp_path / "fleet", tmp_path / "b", m, client, max_devices=8)
+        record.write_text(ended)
         result, models = cold_start(tmp_path / "fleet", tmp_path / "b", m, client, max_devices=8)
+        (compared,) = [d["device_id"] for d in result["profiles"]["camera"]["devices"]]
+        record.write_text(json.dumps({**json.loads(ended), "failed": {compared: f"{compared}: disk full"}}))
+        stale, _ = cold_start(tmp_path / "fleet", tmp_path / "b", m, client, max_devices=8)
+        assert stale["not_compared"] == {compared: f"{compared}: disk full"}
+        assert stale["profiles"]["camera"]["devices"] == []  # its bundle is an earlier run's: not compared
+        record.write_text(ended)
         # a device with too little own normal is bundled with its profile's model; the others get their own
         cold = run_fleet(tmp_path / "fleet", tmp_path / "cold", key, POLICY, client,
                          TrainOptions(profile_models=models, min_own_rows=10**6))

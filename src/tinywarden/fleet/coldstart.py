@@ -23,7 +23,7 @@ import numpy as np
 from tinywarden.errors import DataError
 from tinywarden.fleet.dataset import read_device
 from tinywarden.fleet.device import TrainOptions, attack_free_span, score_rest
-from tinywarden.fleet.ledger import check_summary, read_summary, summary_path
+from tinywarden.fleet.ledger import check_summary, last_run_failures, read_summary, summary_path
 from tinywarden.fleet.manifest import DeviceSpec, Manifest
 from tinywarden.telemetry.series import Series
 
@@ -96,7 +96,10 @@ def cold_start(root: str | Path, bundles: str | Path, manifest: Manifest, client
     """
     options = options or TrainOptions()
     root_s = str(Path(root).resolve())
-    result: dict[str, Any] = {"profiles": {}}
+    # the devices' own models must all be the last run's: refused while it has not ended, and a device it failed
+    # (which may still hold an earlier run's bundle) is not compared
+    failed = last_run_failures(bundles)
+    result: dict[str, Any] = {"profiles": {}, "not_compared": failed}
     models: dict[str, bytes] = {}
     for profile in sorted({d.profile for d in manifest.devices}):
         try:
@@ -108,9 +111,9 @@ def cold_start(root: str | Path, bundles: str | Path, manifest: Manifest, client
         measured = client.gather([client.submit(measure_on_device, root_s, d, model, pure=False) for d in held])
         rows = []
         for m in measured:
-            own = read_summary(bundles, m["device_id"])
+            own = None if m["device_id"] in failed else read_summary(bundles, m["device_id"])
             if own is None:
-                continue  # the device has no own model (it failed or was not trained): nothing to compare
+                continue  # the device has no own model of the last run (it failed or was not trained)
             check_summary(own, summary_path(bundles, m["device_id"]), ("false_alarms_per_day", "detected"))
             rows.append({"device_id": m["device_id"],
                          "own_false_alarms_per_day": own["false_alarms_per_day"],

@@ -181,3 +181,25 @@ def unfinished_run(path: Path, record: dict[str, Any]) -> str | None:
     told = f" ({', '.join(about)})" if about else ""
     return (f"{path}: the last `fleet train` into this folder{told} has not finished: it is still running or was "
             "stopped; run it again to finish it (devices already done are skipped), then report")
+
+
+def last_run_failures(folder: str | Path) -> dict[str, str]:
+    """Failed device -> error, from the run record in ``folder`` (none without a record). A :class:`DataError` in one
+    line for a record that cannot be read, and for a run that has not ended (:func:`unfinished_run`): what the
+    folder holds then mixes its devices with an earlier run's. ``fleet report`` and ``fleet coldstart`` read it."""
+    path = Path(folder) / RUN_FILE
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable run record ({exc})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: unreadable run record (expected an object)")
+    refusal = unfinished_run(path, record)
+    if refusal is not None:
+        raise DataError(refusal)
+    failed = record.get("failed", {})
+    if not isinstance(failed, dict) or not all(isinstance(v, str) for v in failed.values()):
+        raise DataError(f"{path}: unreadable run record (failed: expected device id -> error)")
+    return failed

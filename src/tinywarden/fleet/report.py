@@ -22,7 +22,7 @@ import numpy as np
 from tinywarden.errors import DataError
 from tinywarden.fileio import atomic_write
 from tinywarden.fleet.device import CONFIDENCE_EDGES
-from tinywarden.fleet.ledger import REPORT_FIELDS, RUN_FILE, check_summary, unfinished_run
+from tinywarden.fleet.ledger import REPORT_FIELDS, check_summary, last_run_failures
 
 
 def load_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -34,7 +34,7 @@ def load_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder written by `tinywarden fleet train`")
-    failed = _run_failures(root / RUN_FILE)
+    failed = last_run_failures(root)
     devices = []
     unfinished: dict[str, str] = {}
     for bundle in sorted(root.glob("*.twbundle")):  # other files (a report written here) are not devices
@@ -60,25 +60,6 @@ def load_summaries(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, 
     if not devices and not failed:
         raise DataError(f"{root}: no device summaries (*.json); run `tinywarden fleet train` first")
     return devices, failed
-
-
-def _run_failures(path: Path) -> dict[str, str]:
-    """Failed device -> error, from the run record ``path`` of an ended run (none without a record)."""
-    if not path.is_file():
-        return {}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable run record ({exc})") from None
-    if not isinstance(record, dict):
-        raise DataError(f"{path}: unreadable run record (expected an object)")
-    refusal = unfinished_run(path, record)
-    if refusal is not None:
-        raise DataError(refusal)
-    failed = record.get("failed", {})
-    if not isinstance(failed, dict) or not all(isinstance(v, str) for v in failed.values()):
-        raise DataError(f"{path}: unreadable run record (failed: expected device id -> error)")
-    return failed
 
 
 def threshold_bin(confidence: float) -> int:
