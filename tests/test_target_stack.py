@@ -93,7 +93,14 @@ def test_library_routines_are_bounded_from_their_disassembly_or_left_out():
 def test_a_library_routines_worst_case_adds_to_its_callers_chain():
     graph = (node("tw_push", 16) + node("m.c:tw_step", 288) + node("memset", None) + node("__aeabi_lmul", None)
              + edge("tw_push", "m.c:tw_step") + edge("m.c:tw_step", "memset") + edge("tw_push", "__aeabi_lmul"))
-    worst, path, external = parse_callgraph(graph, "m.c", library={"memset": (20, ("memset",))})
+    asked: list[tuple[str, ...]] = []
+
+    def library(names: tuple[str, ...]) -> dict[str, tuple[int, tuple[str, ...]]]:
+        asked.append(names)
+        return {"memset": (20, ("memset",))}
+
+    worst, path, external = parse_callgraph(graph, "m.c", library=library)
+    assert asked == [("__aeabi_lmul", "memset")]  # once, with every external function
     assert worst["tw_push"] == 16 + 288 + 20 and path["tw_push"] == ("tw_push", "tw_step", "memset")
     assert external == ("__aeabi_lmul", "memset")
 

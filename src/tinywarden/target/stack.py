@@ -23,10 +23,11 @@ Example (needs the cross toolchain and a generated module)::
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,14 +72,17 @@ def _short(title: str) -> str:
     return title.rsplit(":", 1)[-1]
 
 
+#: The external functions' own worst cases and chains, given their names (:func:`library_stack`).
+LibraryStack = Callable[[tuple[str, ...]], Mapping[str, tuple[int, tuple[str, ...]]]]
+
+
 def parse_callgraph(text: str, source: str, entries: Sequence[str] = STACK_ENTRIES,
-                    library: Mapping[str, tuple[int, tuple[str, ...]]] | None = None) -> tuple[
+                    library: LibraryStack | None = None) -> tuple[
         dict[str, int], dict[str, tuple[str, ...]], tuple[str, ...]]:
     """``(worst, path, external)`` of ``entries`` from one ``-fcallgraph-info=su`` file's text (see
-    :class:`StackUsage`); an entry point the module does not define is left out. ``library`` gives an external
-    function's own worst case and chain (:func:`library_stack`); an external function without one adds nothing.
+    :class:`StackUsage`); an entry point the module does not define is left out. ``library``, called once with the
+    external functions' names, gives each one's own worst case and chain; one it does not give adds nothing.
     Raises TargetError on a frame of dynamic size or a call cycle, whose stack has no static bound."""
-    library = library or {}
     frames: dict[str, int] = {}
     external: set[str] = set()
     for title, label in _NODE.findall(text):
@@ -92,6 +96,7 @@ def parse_callgraph(text: str, source: str, entries: Sequence[str] = STACK_ENTRI
     calls: dict[str, list[str]] = {}
     for src, dst in _EDGE.findall(text):
         calls.setdefault(src, []).append(dst)
+    below_module = library(tuple(sorted(external))) if library is not None and external else {}
     best: dict[str, tuple[int, tuple[str, ...]]] = {}
 
     def deepest(node: str, chain: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
@@ -99,7 +104,8 @@ def parse_callgraph(text: str, source: str, entries: Sequence[str] = STACK_ENTRI
             raise TargetError(f"{source}: recursion through {_short(node)}: the stack has no static bound")
         if node not in best:
             below = [deepest(c, (*chain, node)) for c in calls.get(node, []) if c in frames]
-            below += [library[_short(c)] for c in calls.get(node, []) if c not in frames and _short(c) in library]
+            below += [below_module[_short(c)] for c in calls.get(node, [])
+                      if c not in frames and _short(c) in below_module]
             depth, tail = max(below, default=(0, ()))
             best[node] = (frames[node] + depth, (_short(node), *tail))
         return best[node]
@@ -165,11 +171,11 @@ def parse_disassembly(text: str, symbols: Mapping[str, int]) -> dict[str, tuple[
             blocks.append((int(head.group(1), 16), head.group(2), []))
         elif blocks and (m := _INSN.match(line)):
             blocks[-1][2].append((int(m.group(1), 16), m.group(2), m.group(3).strip()))
-    starts = [b[0] for b in blocks]
+    starts = [b[0] for b in blocks]  # in address order, as objdump lists them
 
     def block_of(addr: int) -> int | None:
-        i = max((k for k, a in enumerate(starts) if a <= addr), default=None)
-        return i if i is not None and blocks[i][2] and addr <= blocks[i][2][-1][0] else None
+        i = bisect.bisect_right(starts, addr) - 1
+        return i if i >= 0 and blocks[i][2] and addr <= blocks[i][2][-1][0] else None
 
     own: dict[int, int | None] = {}
     succ: dict[int, set[int | None]] = {}
@@ -255,7 +261,11 @@ def stack_usage(model_dir: Path, target: str = "cortex-m4", entries: Sequence[st
         if not graph.exists():
             raise TargetError(f"compiling {src.name} for {target}: the compiler wrote no call graph (GCC >= 10 "
                               "writes it with -fcallgraph-info)")
-        _, _, external = parse_callgraph(graph.read_text(), src.name, entries)
-        library = library_stack(obj, cpu, external, Path(tmp))
-        worst, path, _ = parse_callgraph(graph.read_text(), src.name, entries, library)
-    return StackUsage(target, worst, path, external, tuple(n for n in external if n not in library))
+        bounded: dict[str, tuple[int, tuple[str, ...]]] = {}
+
+        def library(names: tuple[str, ...]) -> Mapping[str, tuple[int, tuple[str, ...]]]:
+            bounded.update(library_stack(obj, cpu, names, Path(tmp)))
+            return bounded
+
+        worst, path, external = parse_callgraph(graph.read_text(), src.name, entries, library)
+    return StackUsage(target, worst, path, external, tuple(n for n in external if n not in bounded))
