@@ -141,6 +141,12 @@ def _recorded_scales(info: Mapping[str, Any], n: int) -> tuple[float, ...] | Non
     return scales
 
 
+def is_dense_autoencoder(program: Program) -> bool:
+    """Does ``program`` run fully connected layers scored by ``sum_sq_diff_s8`` (a dense autoencoder's shape)?"""
+    return (any(op.kind == "fully_connected_s8" for op in program.ops) and bool(program.ops)
+            and program.ops[-1].kind == "sum_sq_diff_s8")
+
+
 def dense_int8(program: Program) -> DenseInt8:
     """The chain of ``fully_connected_s8`` ops of a dense-autoencoder program.
 
@@ -148,10 +154,10 @@ def dense_int8(program: Program) -> DenseInt8:
     output, i.e. be a dense autoencoder; anything else raises :class:`ExportError`.
     """
     fc = [(i, op) for i, op in enumerate(program.ops) if op.kind == "fully_connected_s8"]
-    score = program.ops[-1] if program.ops else None
-    if not fc or score is None or score.kind != "sum_sq_diff_s8":
+    if not is_dense_autoencoder(program):
         kinds = ", ".join(op.kind for op in program.ops) or "no ops"
         raise ExportError(f"only the dense autoencoder (dense_ae) exports to TFLite/ONNX; this program runs {kinds}")
+    score = program.ops[-1]
     chain = [fc[0][1]]
     for _, op in fc[1:]:
         if op.src != (chain[-1].dst,):
