@@ -102,6 +102,34 @@ def test_a_clock_that_did_not_advance_repeats_the_previous_rates():
     assert np.array_equal(s.sample()[4:8], first[4:8])
 
 
+def test_a_counter_that_goes_back_reads_zero_not_its_whole_value(monkeypatch):
+    """psutil's default ``nowrap`` turns a counter that went back into "old total + new", so a driver whose
+    counter dips by a few bytes (or an interface re-created between two samples) read as the interface's whole
+    lifetime traffic in one second: a 20 MB/s spike the model scores. The module's rule (0 for that step) must
+    hold through psutil's own reader."""
+    raw = {"eth9": (10_000_000, 20_000_000, 10_000, 20_000, 0, 0, 0, 0)}
+    monkeypatch.setattr(psutil._psplatform, "net_io_counters", lambda: dict(raw))
+    psutil.net_io_counters.cache_clear()
+    clock = FakeClock()
+    s = LiveSampler(1.0, interfaces=["eth9"], clock=clock)
+    net = slice(4, 8)  # rx_pkts_s, tx_pkts_s, rx_bytes_s, tx_bytes_s
+    try:
+        raw["eth9"] = (10_000_100, 20_000_100, 10_001, 20_001, 0, 0, 0, 0)
+        clock.t += 1.0
+        assert s.sample_values()[net] == [1.0, 1.0, 100.0, 100.0]
+        raw["eth9"] = (10_000_050, 20_000_050, 10_000, 20_000, 0, 0, 0, 0)  # every counter dipped a little
+        clock.t += 1.0
+        assert s.sample_values()[net] == [0.0, 0.0, 0.0, 0.0]
+        raw["eth9"] = (50, 60, 1, 1, 0, 0, 0, 0)  # re-created between two samples: its counters restarted
+        clock.t += 1.0
+        assert s.sample_values()[net] == [0.0, 0.0, 0.0, 0.0]
+        raw["eth9"] = (150, 260, 2, 3, 0, 0, 0, 0)  # and counts on from there
+        clock.t += 1.0
+        assert s.sample_values()[net] == [2.0, 1.0, 200.0, 100.0]
+    finally:
+        psutil.net_io_counters.cache_clear()
+
+
 def test_distinct_remote_addresses_and_ports_count_real_connections():
     import subprocess
     import sys

@@ -141,7 +141,7 @@ class _Counters:
         self.clock = clock
         self.real = psutil.net_io_counters  # the real one: made before the test patches it
 
-    def __call__(self, pernic: bool = True) -> dict:
+    def __call__(self, pernic: bool = True, nowrap: bool = True) -> dict:
         self.calls += 1
         per = dict(self.real(pernic=True))
         if self.calls not in self.gone:

@@ -297,7 +297,7 @@ class LiveSampler:
             raise ConfigError(f"live sampler period_s must be a finite number > 0, got {period_s!r}")
         self.period_s = float(period_s)
         self.clock = clock
-        counters = psutil.net_io_counters(pernic=True)
+        counters = psutil.net_io_counters(pernic=True, nowrap=False)
         if interfaces is None:
             loopback = {
                 n for n, st in psutil.net_if_stats().items() if "loopback" in getattr(st, "flags", "")
@@ -443,7 +443,10 @@ class LiveSampler:
     # ---- readers
 
     def _read_counters(self) -> tuple[list[int], frozenset[str]]:
-        per = psutil.net_io_counters(pernic=True)
+        # nowrap=False: psutil's default turns a counter that went back into "old total + new", so a dip of a few
+        # bytes (or an interface re-created between two samples) would read as its whole lifetime's traffic in
+        # one step; the raw counters let counter_rate's rule (0 for that step) hold
+        per = psutil.net_io_counters(pernic=True, nowrap=False)
         out: list[int] = []
         for iface in self.interfaces:
             c = per.get(iface)
