@@ -340,6 +340,37 @@ def test_bad_samples_become_engine_faults_and_the_fail_safe_incident(kit, tmp_pa
     assert any(r["kind"] == "note" and r["data"]["reason_code"] == "fault_model" for r in recs)
 
 
+def test_a_wall_clock_stepping_forward_live_is_not_missing_telemetry(kit, tmp_path):
+    """An NTP step forward (a gateway that booted with a stale clock, synced after the agent started) used to
+    look like hours without telemetry: the engine went to the fail-safe tier and applied its actions, and any
+    dead-man or de-escalation fell due at once. Live, the agent measures the step against the monotonic clock
+    (the sampler's clock_offset) and the engine's timers move with it: the same events as without the step."""
+    step = 3 * 3600.0  # > the policy's telemetry_timeout_s of 3600
+    rows = kit.stream.values[:300]
+
+    def run(tmp: Path, jump_at: int | None) -> tuple[list[tuple], list[dict]]:
+        offset = [0.0]
+        tmp.mkdir()
+        cfg = config(kit, tmp, kit.signed(kit.m1, 1))
+        seen = []
+        with Agent(cfg, kit.stream.channels, clock_offset=lambda: offset[0]) as a:
+            assert not a.replay
+            for i, row in enumerate(rows):
+                if i == jump_at:
+                    offset[0] += step
+                t = 1.7e9 + 10 * i + (step if jump_at is not None and i >= jump_at else 0.0)
+                seen += [(e.event, e.reason_code, e.action, e.tier) for e in a.process(t, row)]
+        return seen, audit_records(cfg.state_dir / "audit.log")
+
+    plain, _ = run(tmp_path / "plain", None)
+    stepped, recs = run(tmp_path / "stepped", 150)
+    assert [e for e in stepped if e[1] != "clock_forward"] == plain
+    assert not any(code.startswith("fault") for _, code, _, _ in stepped)
+    notes = [r for r in recs if r["kind"] == "note" and r["data"]["reason_code"] == "clock_forward"]
+    assert len(notes) == 1 and notes[0]["time"] == 1.7e9 + 1500 + step  # audited at the true (new) wall time
+    assert verify(tmp_path / "stepped" / "state" / "audit.log").ok
+
+
 # ------------------------------------------------------------------------------------------- memory
 
 

@@ -113,6 +113,9 @@ if TYPE_CHECKING:  # numpy-based: loaded only by a model that runs on them (neve
 __all__ = ["Agent", "WindowScore", "open_audit_log", "session"]
 
 TIER_NONE = "none"
+#: A live sample whose wall time ran this many seconds ahead of the monotonic clock since the last one is a step
+#: of the wall clock (NTP slews by at most 0.5 ms a second; the two are read together, so nothing else moves it).
+CLOCK_STEP_S = 1.0
 _NO_LIKELIHOOD = ("the model file has no calibrated likelihood (written before it existed): confidences "
                   "fall back to the k-of-n fraction, tier min_confidence is ignored, no adaptation")
 
@@ -176,8 +179,11 @@ class Agent:
 
     ``channels`` are the sample source's channel names; ``replay`` makes the agent's clock follow the
     samples' timestamps. ``on_window`` and ``on_incident`` are called for every scored window and every
-    incident built (whether or not escalation admits it). Use as a context manager, or call
-    :meth:`close`.
+    incident built (whether or not escalation admits it). ``clock_offset`` (live) gives, for the sample being
+    processed, its time minus a monotonic clock read with it (:attr:`LiveSampler.clock_offset`): when it grows by
+    more than :data:`CLOCK_STEP_S` the wall clock stepped forward, and the engine's timers move with the step
+    (:meth:`~tinywarden.respond.ResponseEngine.clock_stepped`) instead of reading it as missing telemetry and
+    going to the fail-safe tier. Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -188,6 +194,7 @@ class Agent:
         replay: bool = False,
         on_window: Callable[[WindowScore], None] | None = None,
         on_incident: Callable[[Incident], None] | None = None,
+        clock_offset: Callable[[], float | None] | None = None,
     ) -> None:
         self.config = config
         self.channels = tuple(channels)
@@ -215,6 +222,8 @@ class Agent:
         self._next_poll = -math.inf
         self._status_due = -math.inf
         self._stopping = False
+        self._clock_offset = clock_offset
+        self._last_offset: float | None = None
 
         self._active, refusal = self.bundles.initial()
         loaded = self._active.loaded
@@ -297,12 +306,12 @@ class Agent:
             self.clock.set(t)
         self.counters.sample(t)
         self._drain_notices(t)
+        events: list[ActionEvent] = self._clock_step(t)
         if t >= self._next_poll or t < self._next_poll - 2 * self.config.poll_interval_s:
             self._next_poll = t + self.config.poll_interval_s
             self.poll_bundles()
 
         new_score = self._push_pending(t, sample)
-        events: list[ActionEvent] = []
         old_score: float | None = None
         try:
             old_score = self._active.push(t, sample)
@@ -338,6 +347,16 @@ class Agent:
         if events or (score is not None and time.monotonic() >= self._status_due):
             self.write_status()
         return events
+
+    def _clock_step(self, t: float) -> list[ActionEvent]:
+        """A forward step of the wall clock since the last sample, handed to the engine (live only)."""
+        offset = self._clock_offset() if self._clock_offset is not None else None
+        if offset is None:
+            return []
+        last, self._last_offset = self._last_offset, offset
+        if last is None or offset - last <= CLOCK_STEP_S:
+            return []  # no step, or a backward one: the engine holds its time monotonic by itself
+        return self.engine.clock_stepped(offset - last, at=t)
 
     def poll_bundles(self) -> None:
         """Look for a new bundle at ``bundle_path`` or newly installed in ``state_dir``; offer it for a swap."""
@@ -807,7 +826,9 @@ def session(
     replay = source.simulated
     if replay:
         config = replace(config, audit_fsync=False, persist_engine=False)
-    agent = Agent(config, source.channels, replay=replay, on_window=on_window, on_incident=on_incident)
+    offset = (lambda: source.sampler.clock_offset) if isinstance(source, LiveSource) else None
+    agent = Agent(config, source.channels, replay=replay, on_window=on_window, on_incident=on_incident,
+                  clock_offset=offset)
     try:
         yield agent
     finally:

@@ -65,6 +65,8 @@ REASON_GUARD_ENGAGED = "guard_engaged"
 REASON_GUARD_RELEASED = "guard_released"
 #: ``reason_code`` of the one note saying a policy's ``min_confidence`` is ignored (the model has no likelihood).
 REASON_NO_CONFIDENCE = "no_confidence"
+#: ``reason_code`` of the note saying the wall clock stepped forward and the timers were moved with it.
+REASON_CLOCK_FORWARD = "clock_forward"
 
 
 class StateFileError(ConfigError):
@@ -320,6 +322,21 @@ class ResponseEngine:
     def tick(self, at: float | None = None) -> list[ActionEvent]:
         """Let time pass with no input, firing any timer that fell due."""
         return self._input(m.INPUT_TICK, at)
+
+    def clock_stepped(self, seconds: float, at: float | None = None) -> list[ActionEvent]:
+        """The wall clock stepped ``seconds`` forward (an NTP step; the caller measured it against a monotonic
+        clock) before the input at ``at``: every timer moves with it (:func:`.machine.shift`), so the step is
+        neither missing telemetry nor a dead-man or de-escalation falling due; a note records it. A backward
+        step needs no call: the machine holds its time monotonic (``skew``).
+        """
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(f"a clock step must be a finite number of seconds > 0 (got {seconds!r})")
+        t = self.clock.now() if at is None else float(at)
+        self.state = m.shift(self.state, seconds)
+        out = [self._engine_note(t, REASON_CLOCK_FORWARD, f"wall clock stepped {seconds:g} s forward; timers moved "
+                                                          "with it (no telemetry was missing for that long)")]
+        self.save()
+        return out
 
     def confirm(self, at: float | None = None) -> list[ActionEvent]:
         """Operator command: hold the current tier (no dead-man, no de-escalation) until :meth:`release`."""

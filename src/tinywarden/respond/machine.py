@@ -354,6 +354,26 @@ def step(
     return s, tuple(out)
 
 
+def shift(state: MachineState, seconds: float) -> MachineState:
+    """``state`` with every time in it ``seconds`` later: for a wall clock that stepped forward (an NTP step) while
+    ``seconds`` of it did not pass, so every timer keeps the time it had left rather than firing at once. Pure;
+    a state that never started is returned as it is.
+
+    >>> shift(MachineState(started=1, last_time=5.0, deadline=[INF, 65.0, INF, INF]), 100.0).deadline[1]
+    165.0
+    """
+    if not state.started or not seconds:
+        return state.copy()
+    s = state.copy()
+    s.entered_at += seconds
+    s.last_time += seconds
+    s.last_input += seconds
+    s.last_feed += seconds
+    s.last_anomalous += seconds  # -inf (none yet) stays -inf
+    s.deadline = [d + seconds for d in s.deadline]  # inf (no dead-man) stays inf
+    return s
+
+
 def next_deadline(state: MachineState, tables: Tables) -> float:
     """The earliest effective time at which a timer would fire without any input (``inf`` if none).
 

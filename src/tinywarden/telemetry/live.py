@@ -339,6 +339,9 @@ class LiveSampler:
         psutil.cpu_percent(interval=None)  # the first call only starts psutil's CPU interval
         #: Interfaces absent from the host's counters at the last sample (their channels read 0).
         self.missing_interfaces: frozenset[str] = frozenset()
+        #: The wall clock minus ``clock`` when :meth:`stream` read its last sample's time (None before): it changes
+        #: only when the wall clock steps (an NTP step; on Linux also a suspend, which ``time.monotonic`` skips).
+        self.clock_offset: float | None = None
         self._prev_counters, self._prev_missing = self._read_counters()
         self._prev_t = clock()
         self._rates = [0.0] * (len(self.interfaces) * len(_NET_FIELDS))
@@ -402,7 +405,8 @@ class LiveSampler:
         sample is :meth:`sample`'s array, or with ``values`` :meth:`sample_values`'s list.
 
         The schedule is fixed on ``clock``: a slow sample delays the next one, but missed slots are
-        skipped rather than fired in a burst.
+        skipped rather than fired in a burst. :attr:`clock_offset` is set at each yielded time (wall minus
+        ``clock``, read together), so a consumer can tell a wall clock that stepped from time that passed.
         """
         due = self.clock()
         count = 0
@@ -410,7 +414,9 @@ class LiveSampler:
             wait = due - self.clock()
             if wait > 0:
                 sleep(wait)
-            yield wallclock(), self.sample_values() if values else self.sample()
+            t = wallclock()
+            self.clock_offset = t - self.clock()
+            yield t, self.sample_values() if values else self.sample()
             count += 1
             due += self.period_s
             now = self.clock()
