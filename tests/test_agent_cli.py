@@ -252,3 +252,38 @@ def test_a_client_certificate_without_tls_is_refused_not_dropped(tmp_path, monke
     err = capsys.readouterr().err
     assert not seen, f"the agent was started with {seen}"
     assert code == 2 and err.startswith("error:") and "--tls-" in err and err.count("\n") == 1, err
+
+
+STOP_AT_FIRST_ACTION = """
+import os, signal, sys
+from tinywarden.agent import command
+from tinywarden.respond import machine, ResponseEngine
+real, sent = ResponseEngine._carry_out, []
+def carry_out(self, e):
+    if e.kind == machine.EVENT_APPLY and not sent:  # the signal lands between the machine's step and its action
+        sent.append(1)
+        os.kill(os.getpid(), signal.{sig})
+    return real(self, e)
+ResponseEngine._carry_out = carry_out
+sys.exit(command.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGHUP", "SIGTERM"])
+def test_a_stop_signal_mid_response_finishes_the_sample_and_audits_it(files, tmp_path, sig):
+    """SIGHUP (a closed terminal) killed the agent outright: no agent_stop, no final status; SIGINT raised
+    KeyboardInterrupt wherever it landed, here after the engine's step entered tier 1 but before its action ran
+    or was audited, so the log said tier 1 with no apply. Every stop signal now ends the loop after the sample."""
+    state = tmp_path / "state"
+    r = subprocess.run([sys.executable, "-c", STOP_AT_FIRST_ACTION.format(sig=sig), "--bundle", files["bundle"],
+                        "--pubkey", files["pub"], "--state-dir", str(state), "--replay", files["data"]],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in (state / "audit.log").read_text().splitlines()]
+    applied = [x for x in recs if x["kind"] == "action" and x["data"]["event"] == "apply"]
+    stop = [x for x in recs if x["kind"] == "agent_stop"]
+    assert len(applied) == 1 and applied[0]["data"]["status"] == "done"
+    assert len(stop) == 1 and stop[0]["data"]["tier"] == 1 and recs[-1]["kind"] == "agent_stop"
+    st = read_status(state / "status.json")
+    assert st["tier"] == 1 and st["samples_seen"] == stop[0]["data"]["samples"] < 6000
+    assert verify(state / "audit.log").ok

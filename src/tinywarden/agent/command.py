@@ -28,6 +28,10 @@ __all__ = ["build_parser", "main", "parse_channel_map", "parse_host_port", "run"
 DESCRIPTION = "Monitor this device: score telemetry, respond by policy, audit, escalate, hot-swap new bundles."
 
 
+#: The signals that stop the agent cleanly (after the sample in hand, audited and with a final status).
+_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+
 def parse_host_port(text: str, option: str, default_port: int) -> tuple[str, int]:
     """``HOST``, ``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); a bad value names the option.
 
@@ -117,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> Agent:
-    """Run the agent as ``args`` say until the source ends, ``--max-samples`` or SIGTERM; the agent after."""
+    """Run the agent as ``args`` say until the source ends, ``--max-samples`` or SIGTERM, SIGINT or SIGHUP (each
+    ends the loop after the sample in hand); the agent after."""
     from tinywarden import bundle as tb
     from tinywarden.agent.config import AgentConfig, EscalationConfig
     from tinywarden.agent.escalate import BrokerConfig, EscalationPolicy, SyslogSink, TlsConfig
@@ -175,13 +180,16 @@ def run(args: argparse.Namespace) -> Agent:
               f"runtime) on {source.name}; status {runner.status_path}", flush=True)  # fmt: skip
         for line in m.policy.advice:
             print(f"agent {config.device_id}: advice: {line}", flush=True)
-        previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+        # Every stop signal only asks the loop to end after the current sample: SIGINT's KeyboardInterrupt could
+        # land between the engine's step and its action (a tier entered, its action neither run nor audited), and
+        # SIGHUP's default (a closed terminal) ended the process with no agent_stop record and no final status.
+        stops = [getattr(signal, name) for name in _STOP_SIGNALS if hasattr(signal, name)]
+        previous = {sig: signal.signal(sig, lambda *_: runner.stop()) for sig in stops}
         try:
             runner.run(source, args.max_samples)
-        except KeyboardInterrupt:
-            print("interrupted; stopping", flush=True)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     if isinstance(source, ReplaySource):
         for note in source.notes(runner.samples_seen):
             print(f"note: {source.name}: {note}", file=sys.stderr, flush=True)
