@@ -288,6 +288,29 @@ def test_refused_bundles_mid_run_are_audited_and_monitoring_continues(kit, tmp_p
     assert st["bundles"]["refused"] == len(offers) and "fan_rpm" in st["bundles"]["last_refusal"]
 
 
+
+def test_a_status_file_that_cannot_be_written_does_not_stop_the_monitoring(kit, tmp_path):
+    # a full disk or a folder gone under --status raised StatusError out of the loop: the agent stopped (exit 2),
+    # though the status is only a picture for local tools
+    import shutil
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    cfg = config(kit, tmp_path, kit.signed(kit.m1, 1), status_path=folder / "status.json")
+    windows: list[WindowScore] = []
+    samples = iter(ReplaySource(kit.stream))
+    with Agent(cfg, kit.stream.channels, replay=True, on_window=windows.append) as a:
+        a.run(samples, 300)
+        shutil.rmtree(folder)
+        before = len(windows)
+        a.run(samples, 600)
+        assert len(windows) > before  # still scoring
+        folder.mkdir()
+        a.run(samples, 300)
+    kinds = [r["kind"] for r in audit_records(cfg.state_dir / "audit.log")]
+    assert kinds.count("status_unwritable") == 1, kinds  # once per failing streak, not once a window
+    assert read_status(folder / "status.json")["samples_seen"] == 1200  # written again once it could be
+
 def test_a_refused_bundle_file_at_start_falls_back_to_the_installed_one(kit, tmp_path):
     cfg = config(kit, tmp_path, kit.signed(kit.m1, 2))
     Agent(cfg, kit.stream.channels, replay=True).close()

@@ -96,7 +96,7 @@ from tinywarden.agent.escalate import (
 )
 from tinywarden.agent.incidents import IncidentBuilder, entered_tiers
 from tinywarden.agent.sources import LiveSource, ReplaySource
-from tinywarden.agent.status import write_status
+from tinywarden.agent.status import StatusError, write_status
 from tinywarden.audit import AuditKeyMismatch, AuditLog, load_key, set_aside
 from tinywarden.errors import TinywardenError
 from tinywarden.native import NativeAdapter, NativeLikelihood, NativeModel, NativeScorer
@@ -222,6 +222,7 @@ class Agent:
         self._next_poll = -math.inf
         self._status_due = -math.inf
         self._stopping = False
+        self._status_failing = False
         self._clock_offset = clock_offset
         self._last_offset: float | None = None
 
@@ -367,8 +368,18 @@ class Agent:
                 self._offer(*found)
 
     def write_status(self) -> None:
-        """Rewrite the status file now (the loop does this after scored windows and every event)."""
-        write_status(self.status_path, self.status())
+        """Rewrite the status file now (the loop does this after scored windows and every event). One that cannot be
+        written (a full disk, its folder gone) does not stop the monitoring it only pictures: the first failure of a
+        streak is logged and audited (``status_unwritable``), and the next write that succeeds ends the streak."""
+        try:
+            write_status(self.status_path, self.status())
+        except StatusError as exc:
+            if not self._status_failing:
+                self._status_failing = True
+                _log.warning("%s; monitoring goes on without it", exc)
+                self._audit("status_unwritable", {"error": str(exc)})
+        else:
+            self._status_failing = False
         self._status_due = time.monotonic() + self.config.status_interval_s
 
     def status(self) -> dict[str, Any]:

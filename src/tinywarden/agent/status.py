@@ -3,7 +3,9 @@ agent is doing right now.
 
 It is replaced atomically (:func:`tinywarden.fileio.atomic_write`), so a reader sees
 the previous or the next document, never a torn one. It is not fsynced: after a power cut a slightly
-stale status is harmless, and the agent rewrites it on its next window. It holds no raw telemetry.
+stale status is harmless, and the agent rewrites it on its next window. One the agent cannot write (a full disk,
+its folder gone) does not stop the monitoring: the first failure is logged and audited (``status_unwritable``) and
+the agent writes it again as soon as it can. It holds no raw telemetry.
 
 Fields (format 1): ``device_id``, ``mode`` (``live``/``replay``), ``model`` (id, version, digest,
 threshold, window, stride, channels), ``pending_model`` (a verified bundle waiting for its first full
