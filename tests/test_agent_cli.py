@@ -128,6 +128,18 @@ def test_unusable_inputs_are_one_line_errors(files, tmp_path, kit, monkeypatch, 
     assert re.search(message, " ".join(err.split())), err
 
 
+
+@pytest.mark.parametrize("rate", ["1e300", "1e-320", "nan", "0"])
+def test_a_live_rate_out_of_range_names_the_option(files, tmp_path, monkeypatch, capsys, rate):
+    # 1e300 Hz had no bound (the sampler ran in a busy loop) and 1e-320 Hz was refused naming period_s; record
+    # bounded its own --rate by another rule
+    code, err = run_here(monkeypatch, capsys, "--bundle", files["bundle"], "--pubkey", files["pub"], "--state-dir",
+                         tmp_path / "state", "--rate", rate, "--max-samples", "1")  # fmt: skip
+    assert code == 2 and err.startswith("error: --rate must be a number of Hz in (0, 1000]"), err
+    rc = subprocess.run([sys.executable, "-m", "tinywarden", "record", "--out", str(tmp_path / "rec"), "--rate", rate,
+                         "--duration", "1s"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert rc.returncode == 2 and "--rate must be a number of Hz in (0, 1000]" in " ".join(rc.stderr.split()), rc
+
 def test_a_replay_out_of_time_order_names_an_option_the_agent_has(files, tmp_path, kit, monkeypatch, capsys):
     # the reader's error said "pass --drop-unordered", which the agent did not have
     s = kit.stream

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinywarden.errors import ConfigError, DataError
-from tinywarden.telemetry.live import LiveSampler
+from tinywarden.telemetry.live import LiveSampler, sampling_period
 
 if TYPE_CHECKING:  # a replay reads files with numpy; the live source of the lean agent needs none
     import numpy as np
@@ -139,6 +139,4 @@ def open_source(
     lists of floats with ``lists``)."""
     if replay is not None:
         return ReplaySource.open(replay, drop_unordered=drop_unordered)
-    if not rate_hz > 0:
-        raise ConfigError(f"--rate must be > 0 Hz, got {rate_hz}")
-    return LiveSource(LiveSampler(1.0 / rate_hz, list(interfaces) or None), lists=lists)
+    return LiveSource(LiveSampler(sampling_period(rate_hz), list(interfaces) or None), lists=lists)

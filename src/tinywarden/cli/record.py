@@ -10,7 +10,6 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from tinywarden.cli.app import app, console
-from tinywarden.errors import ConfigError
 
 
 @app.command()
@@ -28,13 +27,12 @@ def record(
 ) -> None:
     """Record live telemetry with the agent's sampler; `train`, `tune`, `evaluate` and `agent --replay` read
     the folder as one series. One recorder a folder: a second one on the same folder is refused."""
-    from tinywarden.telemetry.live import LiveSampler
+    from tinywarden.telemetry.live import LiveSampler, sampling_period
     from tinywarden.telemetry.record import Recorder, RecordStats, parse_duration
 
-    if not (rate > 0 and rate <= 1000):
-        raise ConfigError(f"--rate must be in (0, 1000] Hz, got {rate}")
+    period = sampling_period(rate)
     seconds = parse_duration(duration) if duration is not None else None
-    sampler = LiveSampler(1.0 / rate, list(interface) or None)
+    sampler = LiveSampler(period, list(interface) or None)
     recorder = Recorder(sampler, out, fmt=fmt, rotate_s=parse_duration(rotate, "--rotate"),
                         flush_s=parse_duration(flush, "--flush"))
     st = recorder.stats

@@ -279,6 +279,20 @@ def process_cpu_pct(previous: dict[int, int], current: dict[int, int], dt: float
     return 100.0 * used / ticks_per_s / dt / max(1, cpus)
 
 
+#: The fastest live sampling rate the agent and ``record`` take (Hz): a psutil sample costs about a millisecond.
+MAX_RATE_HZ = 1000.0
+
+
+def sampling_period(rate_hz: float, option: str = "--rate") -> float:
+    """The period in seconds of a live sampling rate in Hz; a :class:`ConfigError` naming ``option`` unless the rate
+    is in (0, :data:`MAX_RATE_HZ`] with a finite period."""
+    period = 1.0 / rate_hz if rate_hz > 0 else math.inf  # NaN fails the test below too
+    if not (0 < rate_hz <= MAX_RATE_HZ and math.isfinite(period)):
+        raise ConfigError(f"{option} must be a number of Hz in (0, {MAX_RATE_HZ:g}] with a finite period, got "
+                          f"{rate_hz}")
+    return period
+
+
 class LiveSampler:
     """Samples host telemetry every ``period_s`` seconds into fixed channels (see the module docstring).
 
