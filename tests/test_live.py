@@ -347,3 +347,29 @@ def test_proc_cpu_pct_sees_a_busy_process_but_not_the_samplers_own_children():
         for p in (child, wrapper):
             p.kill()
             p.wait()
+
+
+def test_waking_a_live_source_ends_its_wait_for_the_next_sample() -> None:
+    # a stop signal took effect only after the next sample: at a low --rate that is longer than a service manager
+    # waits (TimeoutStopSec=30), so the agent was killed before its agent_stop record. The alarm fails the test
+    # (rather than hanging 1,000 s) if the wait does not end.
+    import signal
+
+    from tinywarden.agent.sources import LiveSource
+
+    source = LiveSource(LiveSampler(1000.0, ["lo"]))
+    samples = iter(source)
+    next(samples)  # the first sample is due at once
+    source.wake()
+
+    def timed_out(*_: object) -> None:
+        raise TimeoutError("the live source still waited a whole period after wake()")
+
+    previous = signal.signal(signal.SIGALRM, timed_out)
+    signal.alarm(60)
+    try:
+        t, sample = next(samples)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(sample) == len(source.channels) and t > 0

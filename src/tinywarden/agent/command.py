@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> Agent:
     from tinywarden.agent.config import AgentConfig, EscalationConfig
     from tinywarden.agent.escalate import BrokerConfig, EscalationPolicy, SyslogSink, TlsConfig
     from tinywarden.agent.loop import session
-    from tinywarden.agent.sources import ReplaySource, open_source
+    from tinywarden.agent.sources import LiveSource, ReplaySource, open_source
     from tinywarden.respond import load_policy
 
     if args.max_samples is not None and args.max_samples < 1:
@@ -184,7 +184,12 @@ def run(args: argparse.Namespace) -> Agent:
         # land between the engine's step and its action (a tier entered, its action neither run nor audited), and
         # SIGHUP's default (a closed terminal) ended the process with no agent_stop record and no final status.
         stops = [getattr(signal, name) for name in _STOP_SIGNALS if hasattr(signal, name)]
-        previous = {sig: signal.signal(sig, lambda *_: runner.stop()) for sig in stops}
+        def stop(*_: object) -> None:
+            runner.stop()
+            if isinstance(source, LiveSource):
+                source.wake()  # the stop takes effect after one more sample, not after a whole period
+
+        previous = {sig: signal.signal(sig, stop) for sig in stops}
         try:
             runner.run(source, args.max_samples)
         finally:

@@ -8,6 +8,7 @@ agent's clock must follow the data's timestamps (a replay) or the wall clock (li
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,9 +87,19 @@ class LiveSource:
         self.lists = lists
         self.channels: tuple[str, ...] = tuple(sampler.channels)
         self.name = "live:psutil"
+        self._wake = threading.Event()
 
     def __iter__(self) -> Iterator[tuple[float, Any]]:
-        return self.sampler.stream(self.n, values=self.lists)
+        return self.sampler.stream(self.n, values=self.lists, sleep=self._sleep)
+
+    def _sleep(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+
+    def wake(self) -> None:
+        """End the wait for the next sample now, and every later one (safe from a signal handler): a stop signal
+        then takes effect after one more sample, not after a whole period (at a low ``--rate``, longer than a
+        service manager waits before it kills the agent)."""
+        self._wake.set()
 
 
 def channel_indices(
