@@ -1836,6 +1836,12 @@ def _exit_on_sigterm(*_: object) -> None:
     raise SystemExit(128 + signal.SIGTERM)
 
 
+#: The studies of an earlier run, by subcommand: their arguments (``[...]`` optional, ``...`` repeatable).
+STUDIES = {"tiers": "WORKDIR RANGE_JSON [OUT_MD]", "thresholds": "WORKDIR RANGE_JSON [OUT_MD]",
+           "refit": "WORKDIR RANGE_JSON [OUT_MD]", "cap": "MODEL SECONDS WORKDIR",
+           "study": "RECORDING_FOLDER FIT_ROWS..."}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["role"]:
@@ -1843,6 +1849,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if argv[:1] == ["traced-agent"]:  # range.py traced-agent TRACE AGENT_ARGS...
         return traced_agent(argv[1], argv[2:])
+    if argv[:1] and argv[0] in STUDIES:
+        usage = f"usage: range.py {argv[0]} {STUDIES[argv[0]]}"
+        if {"-h", "--help"} & set(argv[1:]):
+            print(usage)
+            return 0
+        if len(argv) - 1 < sum(not arg.startswith("[") for arg in STUDIES[argv[0]].split()):
+            print(usage, file=sys.stderr)
+            return 2
     # SIGTERM (a CI timeout, `kill`) ends the run through its teardown, as Ctrl-C does: without this the default
     # action killed the range outright and left its namespaces, broker and device processes behind
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -311,3 +311,13 @@ def test_the_refit_study_gives_back_the_run_and_rescores_its_samples(small_range
         window * k for k in attack_range.REFIT_WINDOW_FACTORS]
     md = attack_range.refit_study_markdown(study, "cmd")
     assert md.count(f"\n| 0.05 | - | {window} |") == 1 and "gives it back: yes" in md
+
+
+@pytest.mark.parametrize("study", ["tiers", "thresholds", "refit", "cap", "study"])
+def test_a_study_subcommand_answers_help_and_refuses_missing_arguments_in_one_line(
+        study: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert attack_range.main([study, "--help"]) == 0
+    assert capsys.readouterr().out.startswith(f"usage: range.py {study} ")
+    assert attack_range.main([study]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: range.py {study} ") and err.count("\n") == 1
