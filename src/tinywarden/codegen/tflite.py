@@ -156,7 +156,9 @@ def dense_int8(program: Program) -> DenseInt8:
     fc = [(i, op) for i, op in enumerate(program.ops) if op.kind == "fully_connected_s8"]
     if not is_dense_autoencoder(program):
         kinds = ", ".join(op.kind for op in program.ops) or "no ops"
-        raise ExportError(f"only the dense autoencoder (dense_ae) exports to TFLite/ONNX; this program runs {kinds}")
+        raise ExportError(f"only the dense autoencoder (dense_ae) has a fully-integer TFLite (or QDQ ONNX) form; this "
+                          f"program runs {kinds}: its int8 program exports as C (--target c), its float model to "
+                          "ONNX (--target onnx)")
     score = program.ops[-1]
     chain = [fc[0][1]]
     for _, op in fc[1:]:
