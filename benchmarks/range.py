@@ -950,10 +950,10 @@ class _TeeSampler:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def stream(self, n: int | None = None, values: bool = False) -> Any:
+    def stream(self, n: int | None = None, **kw: Any) -> Any:  # the sampler's own options (values, sleep, ...)
         with open(self._path, "a") as out:
             out.write(json.dumps({"channels": self._channels}) + "\n")
-            for t, v in self._inner.stream(n, values=values):
+            for t, v in self._inner.stream(n, **kw):
                 out.write(json.dumps([round(t, 3), *(round(float(x), 4) for x in v)]) + "\n")
                 yield t, v
 
