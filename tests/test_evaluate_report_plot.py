@@ -104,6 +104,20 @@ def test_plot_to_unwritable_path_is_a_clear_error(tmp_path) -> None:
         plot_evaluation(s, ws, ev, blocker / "eval.png")
 
 
+
+def test_a_plot_replaces_a_link_at_its_path_instead_of_writing_through_it(tmp_path) -> None:
+    # savefig opened the path itself: a link planted there (a shared folder, run as root) had the PNG written into
+    # the file it named, and a crash mid-write left a torn file; the tune Pareto plot did the same
+    s, ws = scenario()
+    ev = evaluate(s, ws, params=1, model_bytes=1)
+    victim = tmp_path / "victim.conf"
+    victim.write_text("keep me\n")
+    (tmp_path / "eval.png").symlink_to(victim)
+    out = plot_evaluation(s, ws, ev, tmp_path / "eval.png")
+    assert victim.read_text() == "keep me\n"
+    assert not out.is_symlink() and imread(out).ndim == 3
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["eval.png", "victim.conf"]  # no temporary left
+
 def test_plot_with_infinite_threshold_still_draws(tmp_path) -> None:
     # A detector calibrated to never alarm may carry an infinite threshold; the plot omits the line.
     s, ws = scenario()

@@ -18,6 +18,7 @@ from matplotlib.patches import Patch
 
 from tinywarden.errors import ConfigError
 from tinywarden.evaluate.metrics import Evaluation, WindowScores, find_incidents
+from tinywarden.fileio import atomic_open
 from tinywarden.telemetry.series import Series
 
 __all__ = ["FIGSIZE_IN", "DPI", "plot_evaluation"]
@@ -107,7 +108,8 @@ def plot_evaluation(
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png")
+        with atomic_open(path, "wb") as fh:  # never torn, and a link at ``path`` is replaced, not written through
+            fig.savefig(fh, format="png")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write the plot ({exc.strerror or exc})") from exc
     finally:

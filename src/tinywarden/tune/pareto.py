@@ -19,6 +19,8 @@ import numpy as np
 from rich.table import Table
 
 from tinywarden.codegen.c import write_c
+from tinywarden.errors import ConfigError
+from tinywarden.fileio import atomic_open
 from tinywarden.program import Program
 from tinywarden.target import run_on_qemu
 from tinywarden.telemetry.series import Series
@@ -148,7 +150,12 @@ def plot_pareto(result: TuneResult, front: Sequence[Trial], path: str | Path) ->
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(out, "wb") as fh:  # never torn, and a link at ``out`` is replaced, not written through
+            fig.savefig(fh, dpi=120, format="png")
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot write the plot ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
     return out
