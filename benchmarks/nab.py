@@ -101,7 +101,20 @@ VARIANTS = {
     "shipped sequence onsets": "product + sequence view (research), notified at onsets",
     "htm context sequence onsets": "a priori + context and sequence views (research), notified at onsets",
     "htm sequence onsets": "a priori + sequence view (research), notified at onsets",
+    "htm art fixed onsets": "a priori + resonance view (research), notified at onsets",
 }
+#: The resonance view (``--art``; research, :mod:`benchmarks.nab_art`): its settings in the order they were scored,
+#: each row's provenance. Only the first was fixed before any score; each later one was chosen after reading the
+#: scores of those before it (ART_SETTINGS of them in all), so those rows are tuned on NAB.
+ART_ROWS: dict[str, dict[str, Any]] = {
+    "fixed": {"adaptive": False, "weighted": False, "strict": False},
+    "adaptive": {"adaptive": True, "weighted": False, "strict": False},
+    "weighted": {"adaptive": True, "weighted": True, "strict": False},
+    "artime": {"adaptive": True, "weighted": True, "strict": True},
+}
+ART_SETTINGS = 6
+#: What the resonance rows showed when last measured (written after reading them).
+ART_NOTE = ""
 #: The context view (``--context``; research, not in the product): the same family's pipeline over per-block
 #: aggregates of CONTEXT_ROWS rows (each block's mean and range, max - min: aggregates the device's feature stage
 #: already keeps per block), window WINDOW blocks at a stride of one block, so one window spans
@@ -432,6 +445,35 @@ def _context_scores(values: np.ndarray, probation: int, family: str, shipped: np
             "htm context sequence onsets": np.maximum.reduce([htm_onsets, onsets(ctx_htm), onsets(seq)])}
 
 
+def art_scores(values: np.ndarray, probation: int) -> dict[str, np.ndarray]:
+    """The resonance view's rows on one file (:mod:`benchmarks.nab_art`, :data:`ART_ROWS`): each setting alone
+    (reports at its onsets by construction: one row per novel event) and the fixed one's mismatch through HTM's
+    likelihood, notified at its onsets."""
+    from benchmarks.nab_art import art_likelihood, art_view
+
+    from tinywarden.likelihood import alarm_onsets
+
+    out = {f"art {name}": art_view(values, probation, **kw) for name, kw in ART_ROWS.items()}
+    out["art likelihood onsets"] = np.nan_to_num(alarm_onsets(art_likelihood(values, probation)))
+    return out
+
+
+def art_combined(art: dict[str, np.ndarray], htm_onsets: np.ndarray, probation: int) -> dict[str, np.ndarray]:
+    """The resonance view beside a family's a priori HTM row (``htm values onsets``), the larger per row; ``one
+    event``: the union held off for the resonance view's own masking period (MASK_POINTS points) after each report,
+    so the two views report one event once; ``htm one event``: the same hold-off on the HTM row alone (control)."""
+    from benchmarks.nab_art import MASK_POINTS, step_for
+
+    from tinywarden.likelihood import hold_off
+
+    out = {f"htm art {name} onsets": np.maximum(htm_onsets, art[f"art {name}"]) for name in ART_ROWS}
+    out["htm art likelihood onsets"] = np.maximum(htm_onsets, art["art likelihood onsets"])
+    span = MASK_POINTS * step_for(probation)
+    out["htm art artime one event"] = hold_off(out["htm art artime onsets"], span)
+    out["htm one event"] = hold_off(htm_onsets, span)
+    return out
+
+
 def _htm_tuned(htm: np.ndarray, space: np.ndarray, probation: int) -> dict[str, np.ndarray]:
     """The hold-off length scored on NAB (``--levers``): a fifth of the probationary period against others."""
     from tinywarden.likelihood import hold_off
@@ -492,18 +534,22 @@ def _family_scores(values: np.ndarray, probation: int, family: str, levers: bool
     return out
 
 
-def _file_job(args: tuple[str, str, Sequence[str], Sequence[str], Sequence[str]]) -> dict[str, Any]:
+def _file_job(args: tuple[str, str, Sequence[str], Sequence[str], Sequence[str], Sequence[str]]) -> dict[str, Any]:
     from tinywarden.errors import TinywardenError
     from tinywarden.evaluate.nab import probationary_length
 
-    key, path, families, levers, context = args
+    key, path, families, levers, context, art_families = args
     ts, values = read_nab_csv(Path(path))
     probation = int(math.ceil(probationary_length(len(ts))))
     out: dict[str, Any] = {"key": key, "timestamps": ts, "scores": {"random": nab_random(len(ts))}, "errors": {},
                            "probation": probation, "spatial": spatial(values)}
+    art = art_scores(values, probation) if art_families else {}
+    out["scores"] |= art
     for family in families:
         try:
             variants = _family_scores(values, probation, family, family in levers, family in context)
+            if family in art_families:
+                variants |= art_combined(art, variants["htm values onsets"], probation)
             for variant, x in variants.items():
                 out["scores"][f"{family} {variant}"] = x
         except TinywardenError as exc:
@@ -512,14 +558,15 @@ def _file_job(args: tuple[str, str, Sequence[str], Sequence[str], Sequence[str]]
 
 
 def run(families: Sequence[str], workers: int, quick: bool, levers: Sequence[str] = (),
-        context: Sequence[str] = ()) -> dict[str, Any]:
+        context: Sequence[str] = (), art: Sequence[str] = ()) -> dict[str, Any]:
     """Score ``families`` on the corpus; ``levers`` lists the families whose ``--levers`` grids are scored too,
-    ``context`` those whose context view (:data:`CONTEXT_ROWS`) is."""
+    ``context`` those whose context view (:data:`CONTEXT_ROWS`) is, ``art`` those beside whose HTM row the
+    resonance view (:mod:`benchmarks.nab_art`) is scored (and the view alone)."""
     from tinywarden.evaluate.nab import PROFILES, NabFile, load_windows, perfect_scores, score_corpus
 
     files = corpus(quick)
     windows = load_windows(data_dir() / "nab" / "labels" / "combined_windows.json")
-    jobs = [(k, str(p), tuple(families), tuple(levers), tuple(context)) for k, p in files]
+    jobs = [(k, str(p), tuple(families), tuple(levers), tuple(context), tuple(art)) for k, p in files]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_file_job, jobs))
@@ -550,7 +597,7 @@ def run(families: Sequence[str], workers: int, quick: bool, levers: Sequence[str
         rows.append(row)
     return {"files": len(nab_files), "windows": sum(len(f.windows) for f in nab_files), "rows": rows,
             "errors": errors, "families": list(families), "levers": list(levers), "context": list(context),
-            "machine": machine_info()}
+            "art": list(art), "machine": machine_info()}
 
 
 def _ensembles(results: list[dict[str, Any]], families: Sequence[str]) -> dict[str, list[np.ndarray]]:
@@ -672,6 +719,10 @@ def provenance(detector: str) -> str:
         return "reference"
     if detector == "spatial only" or detector.startswith("ensemble"):
         return "a priori"
+    if detector == "art fixed":
+        return "a priori, resonance view (research)"
+    if detector.startswith("art "):
+        return "tuned on NAB"
     variant = detector.split(" ", 1)[1] if " " in detector else detector
     return VARIANTS.get(variant, "tuned on NAB")
 
@@ -1033,6 +1084,7 @@ def keep_rows(result: dict[str, Any], other: dict[str, Any], source: Path) -> di
     out["families"] = list(dict.fromkeys([*result["families"], *other.get("families", [])]))
     out["levers"] = list(dict.fromkeys([*result.get("levers", []), *other.get("levers", [])]))
     out["context"] = list(dict.fromkeys([*result.get("context", []), *other.get("context", [])]))
+    out["art"] = list(dict.fromkeys([*result.get("art", []), *other.get("art", [])]))
     out["note"] = " ".join(filter(None, [other.get("note"), result.get("note")]))
     out["errors"] = {**other.get("errors", {}), **result.get("errors", {})}
     out["merged"] = " ".join(filter(None, [result.get("merged", ""), note]))
@@ -1048,6 +1100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "(suppression, multi-scale windows, adaptation, hold-off lengths) are scored too")
     ap.add_argument("--context", default="", help="comma-separated families whose context view (a second pipeline "
                     f"over {CONTEXT_ROWS}-row block aggregates; research) is scored too")
+    ap.add_argument("--art", default="", help="comma-separated families beside whose a priori HTM row the resonance "
+                    "view (an adaptive-resonance detector over compressed windows, benchmarks/nab_art.py; research) "
+                    "is scored, and the view alone")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/nab.md")
     ap.add_argument("--no-sim-cost", action="store_true", help="skip the simulator cost of the levers "
@@ -1070,7 +1125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["command"] = args.scored_by
     else:
         result = run(families, args.workers, args.quick, [f for f in args.levers.split(",") if f],
-                     [f for f in args.context.split(",") if f])
+                     [f for f in args.context.split(",") if f], [f for f in args.art.split(",") if f])
         result["command"] = " ".join(["python benchmarks/nab.py", *(argv if argv is not None else sys.argv[1:])])
     for path in args.keep_rows_from:
         result = keep_rows(result, json.loads(path.read_text()), path)
