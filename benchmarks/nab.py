@@ -107,12 +107,17 @@ VARIANTS = {
 #: each row's provenance. Only the first was fixed before any score; each later one was chosen after reading the
 #: scores of those before it (ART_SETTINGS of them in all), so those rows are tuned on NAB.
 ART_ROWS: dict[str, dict[str, Any]] = {
-    "fixed": {"adaptive": False, "weighted": False, "strict": False},
-    "adaptive": {"adaptive": True, "weighted": False, "strict": False},
-    "weighted": {"adaptive": True, "weighted": True, "strict": False},
-    "artime": {"adaptive": True, "weighted": True, "strict": True},
+    "fixed": {},  # 1st setting, the only one fixed before any score
+    "adaptive": {"adaptive": True},  # 2nd (3rd: ``art likelihood onsets``)
+    "weighted": {"adaptive": True, "weighted": True},  # 4th
+    "artime": {"adaptive": True, "weighted": True, "strict": True},  # 5th (6th: ``one event``)
+    "faithful": {"adaptive": True, "weighted": True, "strict": True, "faithful": True},  # 7th
+    "closer": {"adaptive": True, "weighted": True, "strict": True, "faithful": True, "closer": True},  # 8th
 }
-ART_SETTINGS = 6
+#: Settings of the resonance view scored on NAB (the six of ART_ROWS, its mismatch through the likelihood, and the
+#: ``one event`` combination), in the order: fixed, adaptive, likelihood, weighted, artime, one event, faithful,
+#: closer.
+ART_SETTINGS = 8
 #: What the resonance rows showed when last measured (written after reading them).
 ART_NOTE = ""
 #: The context view (``--context``; research, not in the product): the same family's pipeline over per-block
@@ -460,17 +465,19 @@ def art_scores(values: np.ndarray, probation: int) -> dict[str, np.ndarray]:
 
 def art_combined(art: dict[str, np.ndarray], htm_onsets: np.ndarray, probation: int) -> dict[str, np.ndarray]:
     """The resonance view beside a family's a priori HTM row (``htm values onsets``), the larger per row; ``one
-    event``: the union held off for the resonance view's own masking period (MASK_POINTS points) after each report,
-    so the two views report one event once; ``htm one event``: the same hold-off on the HTM row alone (control)."""
+    event``: the union held off for the resonance view's own masking period (MASK_POINTS points of its setting's
+    step) after each report, so the two views report one event once; ``htm one event``: the same hold-off on the
+    HTM row alone (the control: what the hold-off does without the view)."""
     from benchmarks.nab_art import MASK_POINTS, step_for
 
     from tinywarden.likelihood import hold_off
 
     out = {f"htm art {name} onsets": np.maximum(htm_onsets, art[f"art {name}"]) for name in ART_ROWS}
     out["htm art likelihood onsets"] = np.maximum(htm_onsets, art["art likelihood onsets"])
-    span = MASK_POINTS * step_for(probation)
-    out["htm art artime one event"] = hold_off(out["htm art artime onsets"], span)
-    out["htm one event"] = hold_off(htm_onsets, span)
+    for name in ("artime", "faithful", "closer"):
+        span = MASK_POINTS * step_for(probation, floor=bool(ART_ROWS[name].get("faithful")))
+        out[f"htm art {name} one event"] = hold_off(out[f"htm art {name} onsets"], span)
+    out["htm one event"] = hold_off(htm_onsets, MASK_POINTS * step_for(probation))
     return out
 
 
@@ -802,10 +809,39 @@ def render(result: dict[str, Any]) -> str:
             "levels is fixed a priori, not scored. Where the best a priori row is one of these, it is the best of "
             "several a priori rows on NAB: a mild selection on the corpus.",
         ] if result.get("context") else []),
+        *([
+            "",
+            f"Resonance view (`--art`, scored beside {', '.join(result['art'])}'s HTM row; research, not in the "
+            "product; `benchmarks/nab_art.py`, written from ARTime's published description, not from its code): "
+            "the series compressed into points of `step` rows (the probationary period holds 13 windows of 8 "
+            "points: a step of 7 rows for a 750-row probation, a window of 56 rows), each a block's mean or its "
+            "extreme when that is far from the mean; normalised by the file's value range (what NAB's runner "
+            "gives every detector), quantised to 80 levels and snapped to the running median level within 0.075; "
+            "each window of 8 points as its levels and its shape (Haar coefficients of the min-max scaled window); "
+            "fuzzy-ART categories with complement coding and fast learning, the vigilance fitted on the "
+            "probationary windows; a window no category resonates with is a new category, reported once "
+            "(confidence 0.5 to 1 by how novel it is) and masked while new categories keep coming (12 points). "
+            "`art fixed` = that with one vigilance (every setting ARTime's default or a stated simplification, "
+            "fixed before the first score: the only a priori setting); each later setting was chosen after reading "
+            f"the scores of those before it ({ART_SETTINGS} settings in all, in this order): `art adaptive` = "
+            "ARTime's dual vigilance following the file's own matches; `art likelihood onsets` = the fixed view's "
+            "mismatch through HTM's likelihood at its onsets; `art weighted` = the adaptive one plus ARTime's match (the covered "
+            "share of a category, cubed, times that of the newest level, squared); `art artime` = plus ARTime's "
+            "masking and confidence; `htm art artime one event` = the union with the HTM row held off for the "
+            "view's 12-point mask after each report (one event, one report); `art faithful` = plus four details of "
+            "ARTime's description (step, spike rule, vigilance fitted least typical first, the lower vigilance's "
+            "early drop); `art closer` = plus three more (every resonating category learns, the first vigilance "
+            "update at the first scored point, a report's floor from its event's lowest match). `htm art X "
+            "onsets` = setting X beside `htm values onsets` (the larger per row; the view already reports at "
+            "onsets), `htm art X one event` = that held off as above, `htm one event` = the same hold-off on the "
+            "HTM row alone (a control: what the hold-off does without the view). Every row but `art fixed` and "
+            "`htm art fixed onsets` is tuned on NAB.",
+        ] if result.get("art") else []),
         "",
         "What a detector may use: its own past values and scores, and the probationary length (NAB's runner "
         "gives every detector the probationary period, 15% of the file's rows, at most 750, and its value range; "
-        "the hold-off uses the first, nothing here uses the second). Labels are read only by the scorer. "
+        "the hold-off uses the first, only the resonance view (`--art`) uses the second). Labels are read only by "
+        "the scorer. "
         "`parameters` says where each row's settings come from: `a priori` = published HTM / CAD OSE defaults "
         "fixed before scoring; `product` = the product's likelihood defaults (short 1 and no gate were picked "
         "among three settings by NAB score earlier: mildly tuned on NAB); `tuned on NAB` = picked from a grid "
@@ -844,7 +880,8 @@ def render(result: dict[str, Any]) -> str:
     a_priori = ("a priori", "a priori + onset notification (proposed)",
                 "a priori + context view (research), notified at onsets",
                 "a priori + context and sequence views (research), notified at onsets",
-                "a priori + sequence view (research), notified at onsets", "a priori, sequence view (research)")
+                "a priori + sequence view (research), notified at onsets", "a priori, sequence view (research)",
+                "a priori + resonance view (research), notified at onsets", "a priori, resonance view (research)")
     for label, kinds in (("the product's confidence as shipped, per window (Pipeline.confidence, value record on)",
                           ("product as shipped (Pipeline.confidence)",)),
                          ("the same notified at its onsets (Pipeline.notifications: what the product notifies)",
@@ -873,6 +910,15 @@ def render(result: dict[str, Any]) -> str:
         r = best(kinds)
         if r is not None:
             lines.append(f"| {label} | {r['detector']} | {figs(r)} |")
+        if kinds == ("tuned on NAB",):  # the resonance view's rows (research), one line each: a priori and tuned
+            for label2, tuned in (("the resonance view, a priori (research: `art fixed`, alone or beside the HTM "
+                                   "row)", False),
+                                  (f"**best with the resonance view** (research, tuned on NAB: {ART_SETTINGS} "
+                                   "settings scored)", True)):
+                art = [x for x in ranked if "art" in x["detector"].split()
+                       and (provenance(x["detector"]) == "tuned on NAB") == tuned]
+                if art:
+                    lines.append(f"| {label2} | {art[0]['detector']} | {figs(art[0])} |")
     # The rows above are the best family's; the default pipeline's family (what `train` fits without --model)
     # gets its own, when this run scored it.
     from tinywarden.detectors import DEFAULT_FAMILY
@@ -1025,7 +1071,7 @@ def _remaining_lines(result: dict[str, Any], ranked: list[dict[str, Any]]) -> li
                   "inside the seen range and the window's usual shapes (art_daily_jumpsdown, rogue_agent_key_*, "
                   "TravelTime_*): a 16-row window of one channel does not see them; a detector with longer context "
                   "(HTM's sequence memory, ARTime's) does.")
-    return lines + _context_lines(by)
+    return lines + _context_lines(by) + _art_lines(by)
 
 
 def _context_lines(by: dict[str, dict[str, Any]]) -> list[str]:
@@ -1062,6 +1108,41 @@ def _context_lines(by: dict[str, dict[str, Any]]) -> list[str]:
             gain = sorted(((b[k] - a[k], k) for k in a), reverse=True)[:6]
             lines[-1] += (" Beside the shipped row it gains most on (raw points): "
                           + ", ".join(f"{k.split('/')[-1].removesuffix('.csv')} {d:+.1f}" for d, k in gain) + ".")
+    return lines
+
+
+def _art_lines(by: dict[str, dict[str, Any]]) -> list[str]:
+    """The resonance view's rows (``--art``), alone and beside the HTM row, in the order their settings were
+    scored, against the HTM row and the hold-off control."""
+    names = [f"art {n}" for n in ART_ROWS] + ["art likelihood onsets"]
+    if not all(n in by for n in names) or "kmeans htm values onsets" not in by:
+        return []
+
+    def fig(name: str) -> str:
+        r = by[name]
+        c = r["standard_counts"]
+        return (f"{r['standard']:.1f} / {r['reward_low_FP_rate']:.1f} / {r['reward_low_FN_rate']:.1f} ({c['tp']} "
+                f"windows, {c['fp']} false-positive rows)")
+
+    order = ("fixed", "adaptive", "likelihood", "weighted", "artime", "faithful", "closer")
+    alone = "; ".join(f"{n} {fig('art likelihood onsets' if n == 'likelihood' else f'art {n}')}" for n in order)
+    beside = "; ".join(f"{n} {fig(f'kmeans htm art {n} onsets')}" for n in order if f"kmeans htm art {n} onsets" in by)
+    held = "; ".join(f"{n} {fig(f'kmeans htm art {n} one event')}" for n in ("artime", "faithful", "closer")
+                     if f"kmeans htm art {n} one event" in by)
+    lines = ["", "The resonance view (`--art`, ARTime-like; settings in the order they were scored, only the first "
+             f"fixed a priori) alone: {alone}. Beside the a priori HTM row ({fig('kmeans htm values onsets')}), "
+             f"the larger per row: {beside}. Held off for the view's mask after each report (one event, one "
+             f"report): {held}; the same hold-off on the HTM row alone (control): "
+             f"{fig('kmeans htm one event') if 'kmeans htm one event' in by else 'not scored'}." + ART_NOTE]
+    a = by["kmeans htm values onsets"].get("standard_per_file")
+    b = by.get("kmeans htm art closer one event", {}).get("standard_per_file")
+    if a and b:
+        gain = sorted(((b[k] - a[k], k) for k in a), reverse=True)
+        lines[-1] += (" Against the HTM row, `htm art closer one event` gains most on (raw points): "
+                      + ", ".join(f"{k.split('/')[-1].removesuffix('.csv')} {d:+.1f}" for d, k in gain[:6])
+                      + "; loses most on: "
+                      + ", ".join(f"{k.split('/')[-1].removesuffix('.csv')} {d:+.1f}" for d, k in gain[::-1][:4])
+                      + ".")
     return lines
 
 

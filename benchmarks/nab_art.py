@@ -43,7 +43,14 @@ settings in the order they were scored and ``ART_SETTINGS`` counts them):
 - ``strict``: ARTime's masking and confidence: while masked, only a match below 0.9 (0.7 once the last report is
   :data:`MASK_POINTS` points old) of the last report's is reported; the confidence adds the shortfalls below both
   vigilances and the newest level's mismatch; the vigilances are also updated :data:`MASK_POINTS` points after a
-  report.
+  report;
+- ``faithful``: closer to ARTime's description in four details: the step rounded down from the even part of the
+  probationary period, a block's extreme kept when it is 10% of the block's mean (not of the range) from it, the
+  vigilance fitted on the probationary windows presented least typical first (:func:`typical_last`), and the lower
+  vigilance dropping by its minimum only until two probationary periods of points have passed;
+- ``closer``: three more: every category that resonates learns the window (not only the chosen one), the first
+  vigilance update at the first scored point, and a report's match in the vigilance's floor replaced by the
+  lowest match of the points masked after it.
 
 Labels are never read: the view takes the values, the probationary length and the file's value range.
 """
@@ -71,10 +78,11 @@ INITIAL_RHO = 0.8
 MASK_POINTS = 12
 
 
-def compress(values: np.ndarray, step: int, span: float) -> tuple[np.ndarray, np.ndarray]:
+def compress(values: np.ndarray, step: int, span: float, relative: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(points, last row of each point)``: each complete block of ``step`` rows as its mean, or as its extreme
     when that is more than :data:`SPIKE_FRACTION` of ``span`` from the mean (the extreme further from a running
-    average of the points, each point averaged in with weight 1/2).
+    average of the points, each point averaged in with weight 1/2); ``relative``: of the block's mean instead
+    (ARTime's rule).
 
     >>> compress(np.array([1.0, 1.0, 1.0, 9.0, 2.0, 2.0]), 2, 10.0)[0].tolist()
     [1.0, 9.0, 2.0]
@@ -88,7 +96,7 @@ def compress(values: np.ndarray, step: int, span: float) -> tuple[np.ndarray, np
     for b in range(nb):
         avg = (avg + mean[b]) / 2.0
         extreme = lo[b] if abs(lo[b] - avg) > abs(hi[b] - avg) else hi[b]
-        if abs(extreme - mean[b]) > SPIKE_FRACTION * span:
+        if abs(extreme - mean[b]) > SPIKE_FRACTION * (abs(mean[b]) if relative else span):
             out[b] = extreme
     return out, (np.arange(nb) + 1) * step - 1
 
@@ -150,8 +158,9 @@ class FuzzyArt:
     """Unsupervised fuzzy ART with complement coding and fast learning (weights only shrink towards the
     inputs: each category is the smallest box holding every window it has learnt)."""
 
-    def __init__(self, dim: int, rho: float, weighted: bool = False) -> None:
+    def __init__(self, dim: int, rho: float, weighted: bool = False, learn_all: bool = False) -> None:
         self.rho = rho
+        self.learn_all = learn_all  # every resonating category learns x (ARTime's), not only the chosen one
         self.dim = dim
         self.weighted = weighted
         self.w = np.zeros((0, 2 * dim))
@@ -177,7 +186,9 @@ class FuzzyArt:
         ok = match >= self.rho
         if ok.any():  # the first category in order of choice that resonates learns x
             j = int(np.argmax(np.where(ok, inter / (ALPHA + self.w.sum(axis=1)), -np.inf)))
-            if learn:
+            if learn and self.learn_all:
+                self.w[ok] = both[ok]
+            elif learn:
                 self.w[j] = both[j]
             return best, False
         if learn:
@@ -185,31 +196,49 @@ class FuzzyArt:
         return best, True
 
 
-def step_for(probation: int) -> int:
-    """Rows per point: the probationary period holds :data:`WINDOWS_PER_PROBATION` windows of :data:`POINTS`."""
+def step_for(probation: int, floor: bool = False) -> int:
+    """Rows per point: the probationary period holds :data:`WINDOWS_PER_PROBATION` windows of :data:`POINTS`
+    (rounded; ``floor``: ARTime's, the even part of the probationary period divided down)."""
+    if floor:
+        return max(1, (probation - probation % 2) // (POINTS * WINDOWS_PER_PROBATION))
     return max(1, round(probation / (POINTS * WINDOWS_PER_PROBATION)))
 
 
+def typical_last(feats: np.ndarray) -> np.ndarray:
+    """The order of ``feats`` by their summed cosine similarity to all the others, least typical first (ARTime's
+    order for fitting the vigilance: the most typical windows are the second half)."""
+    norm = np.linalg.norm(feats, axis=1)
+    unit = feats / np.where(norm > 0, norm, 1.0)[:, None]
+    sim = unit @ unit.T
+    zero = norm == 0  # ARTime's convention for an all-zero window: 1 - the other's norm
+    sim[zero, :] = 1.0 - norm[None, :]
+    sim[:, zero] = 1.0 - norm[:, None]
+    np.fill_diagonal(sim, 1.0)
+    return np.argsort(sim.sum(axis=0), kind="stable")
+
+
 def art_view(values: np.ndarray, probation: int, vmin: float | None = None, vmax: float | None = None,
-             adaptive: bool = False, weighted: bool = False, strict: bool = False) -> np.ndarray:
+             adaptive: bool = False, weighted: bool = False, strict: bool = False, faithful: bool = False,
+             closer: bool = False) -> np.ndarray:
     """Per-row confidences of the resonance view: a new category after the probationary period, reported once
     (see the module's docstring) at the last row of its point, 0 on every other row. ``vmin``/``vmax``: the file's
     value range as NAB's runner gives it (default: the values' own, which is what the runner computes).
     ``adaptive``: dual vigilance (:func:`_adapt`): a window below the upper vigilance makes a new category, only one
     below the lower vigilance is novel, and both vigilances follow the file's own matches."""
-    return _run(values, probation, vmin, vmax, adaptive, weighted, strict)[0]
+    return _run(values, probation, vmin, vmax, adaptive, weighted, strict, faithful, closer)[0]
 
 
 def _run(values: np.ndarray, probation: int, vmin: float | None, vmax: float | None, adaptive: bool,
-         weighted: bool = False, strict: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+         weighted: bool = False, strict: bool = False, faithful: bool = False, closer: bool = False
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """``(art_view's rows, the row each window completes at, each window's mismatch 1 - best match before it is
     learnt, the number of windows complete before the first scored row)``."""
     v = np.asarray(values, dtype=np.float64)
     lo = float(v.min()) if vmin is None else vmin
     hi = float(v.max()) if vmax is None else vmax
     out = np.zeros(len(v))
-    step = step_for(probation)
-    points, last_row = compress(v, step, hi - lo)
+    step = step_for(probation, floor=faithful)
+    points, last_row = compress(v, step, hi - lo, relative=faithful)
     feats = features(snapped_levels(points, lo, hi))
     ends = last_row[POINTS - 1 :]  # the row at which each feature window is complete
     train = int(np.searchsorted(ends, probation))  # windows complete before the first scored row
@@ -218,13 +247,17 @@ def _run(values: np.ndarray, probation: int, vmin: float | None, vmax: float | N
     # Vigilance: ARTime's rule (learn the probationary windows at INITIAL_RHO, rho = mean best match of the second
     # half of them), then the detector relearns them from scratch at that rho.
     probe = FuzzyArt(POINTS * 2, INITIAL_RHO, weighted)
-    best = np.array([probe.present(f)[0] for f in feats[:train]])
+    order = typical_last(feats[:train]) if faithful else np.arange(train)
+    best = np.array([probe.present(f)[0] for f in feats[:train][order]])
     rho = float(np.clip(best[train // 2 :].mean(), 0.0, 0.999))
-    art = FuzzyArt(POINTS * 2, rho, weighted)
+    art = FuzzyArt(POINTS * 2, rho, weighted, learn_all=closer)
     matches = [art.present(f)[0] for f in feats[:train]]
     mismatch = np.zeros(len(feats))
     mismatch[:train] = 1.0 - np.asarray(matches)
     state = _Vigilance(rho, rho, matches, train)
+    state.late_drop = faithful
+    if closer:  # ARTime's first vigilance update comes at the first scored point
+        state.last_update = train - state.period // 2
     quiet, last_reported = 0, -math.inf  # points since the last new category; the last report's match
     last_at = -(10**9)  # the point of the last report
     masked = True  # the probationary period ends masked, as a burst would
@@ -232,6 +265,8 @@ def _run(values: np.ndarray, probation: int, vmin: float | None, vmax: float | N
         match, new = art.present(feats[k])
         mismatch[k] = 1.0 - match
         novel = new and match < state.lower
+        if closer and state.reported and 0 < k - last_at < MASK_POINTS:  # the report's event: its lowest match
+            state.reported[-1] = min(state.reported[-1], match)
         if novel:
             if strict:  # ARTime's: while masked, only a match well below the last report's (x0.9 soon after it)
                 worse = match < last_reported * (0.9 if k - last_at <= MASK_POINTS else 0.7)
@@ -292,6 +327,7 @@ class _Vigilance:
         self.period = max(2, period)
         self.last_update = period
         self.reported: list[float] = []
+        self.late_drop = False  # ARTime's: the lower vigilance drops by its minimum until two periods have passed
 
     def observe(self, match: float, k: int) -> bool:
         """Record the best match of point ``k``; True when the vigilances were updated."""
@@ -311,6 +347,8 @@ class _Vigilance:
         else:
             short = self.upper - m[-self.period :]
             short = np.minimum(short[short > SHORTFALL_MIN], SHORTFALL_CAP)
+            if self.late_drop and k <= 2 * self.period:
+                short = short[:0]
             lower = self.lower - max(MIN_DROP, float(short.mean()) if len(short) else 0.0) / 2.0
             if self.reported:
                 lower = max(lower, float(np.mean(self.reported)))

@@ -14,8 +14,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import nab_art  # noqa: E402
 
-SETTINGS = [{"adaptive": False, "weighted": False, "strict": False},
-            {"adaptive": True, "weighted": True, "strict": True}]
+SETTINGS = [{}, {"adaptive": True, "weighted": True, "strict": True},
+            {"adaptive": True, "weighted": True, "strict": True, "faithful": True, "closer": True}]
 
 
 def _daily(days: int, per_day: int = 96, seed: int = 3) -> np.ndarray:
