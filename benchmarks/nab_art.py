@@ -288,7 +288,9 @@ def _run(values: np.ndarray, probation: int, vmin: float | None, vmax: float | N
                 masked = False
                 if not strict:
                     last_reported = -math.inf
-        if adaptive and strict and k - last_at == MASK_POINTS and state.update(k):
+        if adaptive and strict and k - last_at == MASK_POINTS:  # ARTime's update after a report's mask
+            state.matches.append(match)
+            state.update(k)
             art.rho = state.upper
             masked, quiet = True, 0
         elif adaptive and state.observe(match, k):
