@@ -76,3 +76,29 @@ def test_compress_keeps_a_spike_and_haar_is_orthonormal() -> None:
     assert pts.tolist() == [1.0, 1.0, 9.0, 1.0] and last.tolist() == [2, 5, 8, 11]
     x = np.random.default_rng(0).normal(size=8)
     assert np.linalg.norm(nab_art.haar(x)) == pytest.approx(np.linalg.norm(x))
+
+
+def test_only_the_first_resonance_setting_is_labelled_a_priori() -> None:
+    from benchmarks.nab import ART_ROWS, ART_SETTINGS, provenance
+
+    assert provenance("art fixed") == "a priori, resonance view (research)"
+    assert provenance("kmeans htm art fixed onsets").startswith("a priori + resonance view")
+    tuned = [f"art {n}" for n in ART_ROWS if n != "fixed"] + ["art likelihood onsets", "kmeans htm one event"]
+    tuned += [f"kmeans htm art {n} onsets" for n in ART_ROWS if n != "fixed"]
+    tuned += [f"kmeans htm art {n} one event" for n in ("artime", "faithful", "closer")]
+    assert all(provenance(name) == "tuned on NAB" for name in tuned), [provenance(n) for n in tuned]
+    assert len(ART_ROWS) + 2 <= ART_SETTINGS  # the views, the likelihood one and the one-event rule
+
+
+def test_kept_rows_name_where_a_merged_file_got_them() -> None:
+    from benchmarks.nab import keep_rows
+
+    row = {"detector": "kmeans x", "standard": 1.0, "standard_threshold": None}
+    other = {"rows": [row], "machine": {"date": "d1", "commit": "c1"}, "command": "cmd1",
+             "merged": "2 rows from this run (measured d0, commit c0);"}
+    mine = {"rows": [{"detector": "kmeans y"}], "families": ["kmeans"], "machine": {"date": "d2", "commit": "c2"}}
+    out = keep_rows(mine, other, Path("nab.json"))
+    assert [r["detector"] for r in out["rows"]] == ["kmeans y", "kmeans x"]
+    assert out["rows"][1]["standard_threshold"] == float("inf")
+    assert "commit c2" in out["merged"] and "commit c1" in out["merged"]
+    assert "that file's own rows: 2 rows from this run (measured d0, commit c0)" in out["merged"]
