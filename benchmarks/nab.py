@@ -128,9 +128,9 @@ ART_CATEGORY_NOTE = (": the gain is in realKnownCause and realTraffic; on realAW
                      "budget without a bounded category store.")
 #: What the resonance rows showed when last measured (written after reading them).
 ART_NOTE = (" Only the first setting was fixed a priori, and it lowers every row it joins: one vigilance makes new "
-            "categories all along a noisy series (525 false-positive rows alone). Each of ARTime's components added "
-            "back lifted the view alone, from 40.3 to 65.1 standard, the last about the HTM row's level with other "
-            "windows: beside it 103 windows are found, and held off per event 106 of 116 at 72.6 / 60.1 / 78.9, the "
+            "categories all along a noisy series (525 false-positive rows alone). Adding ARTime's components back "
+            "took the view alone from 40.3 to 65.1 standard, not monotonically (the adaptive vigilance alone fell "
+            "to 30.2), the last about the HTM row's level with other windows: beside it 103 windows are found, and held off per event 106 of 116 at 72.6 / 60.1 / 78.9, the "
             "best row on this page, 5.4 / 0.2 / 7.3 above the same hold-off on the HTM row alone. It is tuned on NAB "
             "(8 settings, each chosen after reading the scores of those before it): read it as an upper estimate of "
             "what an a priori ARTime-like view gives beside the HTM row, not as a result at settings fixed before "
