@@ -129,16 +129,16 @@ ART_CATEGORY_NOTE = (": the gain is in realKnownCause and realTraffic; on realAW
 #: What the resonance rows showed when last measured (written after reading them).
 ART_NOTE = (" Only the first setting was fixed a priori, and it lowers every row it joins: one vigilance makes new "
             "categories all along a noisy series (525 false-positive rows alone). Adding ARTime's components back "
-            "took the view alone from 40.3 to 65.1 standard, not monotonically (the adaptive vigilance alone fell "
-            "to 30.2), the last about the HTM row's level with other windows: beside it 103 windows are found, and held off per event 106 of 116 at 72.6 / 60.1 / 78.9, the "
-            "best row on this page, 5.4 / 0.2 / 7.3 above the same hold-off on the HTM row alone. It is tuned on NAB "
-            "(8 settings, each chosen after reading the scores of those before it): read it as an upper estimate of "
-            "what an a priori ARTime-like view gives beside the HTM row, not as a result at settings fixed before "
-            "scoring. Its 287 false-positive rows (153 from the view, 126 from the HTM row, 9 from both, most on "
-            "Twitter_volume_*, machine_temperature and cpu_utilization_asg_misconfiguration) are what stands "
-            "between it and the goal's low-FP profile (-6.9); the published ARTime alone (74.9 / 65.2 / 80.4) is "
-            "still 9.8 standard above this implementation alone, for reasons not found tonight. Research only: "
-            "not in the product, no C.")
+            "took the view alone from 40.3 to 65.1 standard, not monotonically (the adaptive vigilance alone fell to "
+            "30.2), the last about the HTM row's level with other windows: beside it 103 windows are found, and held "
+            "off per event 106 of 116 at 72.6 / 60.1 / 78.9, the best row on this page, 5.4 / 0.2 / 7.3 above the "
+            "same hold-off on the HTM row alone. It is tuned on NAB (8 settings, each chosen after reading the scores"
+            " of those before it): read it as an upper estimate of what an a priori ARTime-like view gives beside the"
+            " HTM row, not as a result at settings fixed before scoring. Its 287 false-positive rows (153 from the "
+            "view, 126 from the HTM row, 9 from both, most on Twitter_volume_*, machine_temperature and "
+            "cpu_utilization_asg_misconfiguration) are what stands between it and the goal's low-FP profile (-6.9); "
+            "the published ARTime alone (74.9 / 65.2 / 80.4) is still 9.8 standard above this implementation alone, "
+            "for reasons not found tonight. Research only: not in the product, no C.")
 #: The context view (``--context``; research, not in the product): the same family's pipeline over per-block
 #: aggregates of CONTEXT_ROWS rows (each block's mean and range, max - min: aggregates the device's feature stage
 #: already keeps per block), window WINDOW blocks at a stride of one block, so one window spans
