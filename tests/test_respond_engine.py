@@ -499,3 +499,63 @@ def test_state_file_breaking_a_machine_invariant_is_refused(
     state.write_text(json.dumps(doc))
     with pytest.raises(StateFileError, match=f"engine.json: machine state breaks an invariant: {message}"):
         ResponseEngine(policy, THRESHOLD, clock=SimulatedClock(), state_path=state)
+
+
+class FlakyRevert(Recording):
+    """An actuator whose revert fails ``failures`` times (a busy ``nft``, a transient ``ip`` error), then works."""
+
+    def __init__(self, name: str, failures: int) -> None:
+        super().__init__(name)
+        self.failures = failures
+
+    def revert(self) -> None:
+        self.calls.append("revert")
+        if self.failures > 0:
+            self.failures -= 1
+            raise ActuatorError(f"{self.name}: simulated revert failure")
+        self.applied = False
+
+
+def test_an_action_whose_revert_failed_is_retried_until_it_reverts(tmp_path: Path) -> None:
+    """A revert that failed once left the mitigation in place for good: the machine had left the tier and
+    nothing tried again, so a transient ``nft``/``tc``/``ip`` error kept a rate cap or an egress fence up
+    forever, against the dead-man promise. Now it is retried (audited when it goes through), across a
+    restart too."""
+    policy = parse_policy(policy_text(dead_man=60.0))
+    state, log = tmp_path / "engine.json", tmp_path / "audit.log"
+    cap = FlakyRevert("cap", failures=2)
+    acts = [LogActuator("notify", "x"), cap, Recording("fence"), Recording("stop")]
+    engine = ResponseEngine(policy, THRESHOLD, actuators=acts, clock=SimulatedClock(), audit=AuditLog(log),
+                            state_path=state)
+    run(engine, [1.7] * 6)  # constrain, not harden
+    assert engine.tier == 2 and cap.applied
+    down = run(engine, [0.1] * 6, start=60.0)  # 60 s of normal: constrain is left, the revert fails
+    failed = [e for e in down if e.action == "cap" and e.event == "revert"]
+    assert failed and failed[0].status.startswith("failed:") and cap.applied
+    assert engine.unreverted == ("cap",)
+    # Restart: the pending revert survives in the state file and is retried until it goes through.
+    again = [LogActuator("notify", "x"), cap, Recording("fence"), Recording("stop")]
+    engine = ResponseEngine(policy, THRESHOLD, actuators=again, clock=SimulatedClock(), audit=AuditLog(log),
+                            state_path=state)
+    assert engine.unreverted == ("cap",)
+    later = run(engine, [0.1] * 30, start=120.0)
+    assert not cap.applied and engine.unreverted == ()
+    retried = [(e.time, e.status[:7], e.reason_code) for e in later if e.action == "cap" and e.event == "revert"]
+    # at the first input after the restart (fails again), then after the first wait: done
+    assert retried == [(120.0, "failed:", "revert_retry"), (130.0, "done", "revert_retry")]
+    assert verify(log).ok
+
+
+def test_a_pending_revert_is_dropped_when_its_tier_applies_the_action_again() -> None:
+    policy = parse_policy(policy_text(dead_man=60.0))
+    cap = FlakyRevert("cap", failures=5)
+    acts = [LogActuator("notify", "x"), cap, Recording("fence"), Recording("stop")]
+    engine = ResponseEngine(policy, THRESHOLD, actuators=acts, clock=SimulatedClock())
+    run(engine, [1.7] * 6)
+    run(engine, [0.1] * 6, start=60.0)
+    assert engine.unreverted == ("cap",)
+    # escalates again while the revert still fails: cap is wanted now, so no retry may lift it later
+    again = run(engine, [1.7] * 12, start=115.0)
+    assert [(e.time, e.event, e.status[:6]) for e in again if e.action == "cap"] == [
+        (125.0, "revert", "failed"), (135.0, "apply", "done")]
+    assert engine.tier == 2 and cap.applied and engine.unreverted == ()

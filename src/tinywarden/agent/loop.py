@@ -403,6 +403,7 @@ class Agent:
             "pending_model": self.pending.describe() if self.pending is not None else None,
             "tier": tier,
             "tier_name": self._tier_name(tier),
+            "unreverted": list(self.engine.unreverted),
             "last_scores": [[w.time, w.score if math.isfinite(w.score) else None] for w in self.last_scores],
             "samples_seen": c.samples_seen,
             "windows_scored": c.windows_scored,
@@ -500,9 +501,7 @@ class Agent:
         same_policy = replace(old.loaded.policy, source="") == replace(new.loaded.policy, source="")
         if same_policy:
             engine = self._new_engine(new.loaded, actuators=old_engine.actuators, fresh=True)
-            engine.state = old_engine.state.copy()
-            engine.windows = old_engine.windows
-            engine.save()
+            engine.take_over(old_engine)
         else:
             self._revert_all(old_engine, t)
             engine = self._new_engine(new.loaded, fresh=True)

@@ -9,7 +9,8 @@ the agent writes it again as soon as it can. It holds no raw telemetry.
 
 Fields (format 1): ``device_id``, ``mode`` (``live``/``replay``), ``model`` (id, version, digest,
 threshold, window, stride, channels), ``pending_model`` (a verified bundle waiting for its first full
-window, or null), ``tier`` and ``tier_name``, ``last_scores`` (``[time, score]`` pairs, oldest first),
+window, or null), ``tier`` and ``tier_name``, ``unreverted`` (actions whose revert failed and is being
+retried), ``last_scores`` (``[time, score]`` pairs, oldest first),
 ``samples_seen``, ``windows_scored``, ``incidents``, ``started_at``, ``last_update``, ``faults``
 (``model_faults``, ``last``, ``engine_fault``, and the fail-safe bounds guard: ``guard`` (what guards the
 device when the model faults, or ``none: why``), ``guarding`` (it is judging the windows now),

@@ -13,6 +13,13 @@ and feeds it with :meth:`ResponseEngine.observe_guarded`: a violation counts as 
 tier and a clean window as a quiet one, so the device stays protected; the events it causes say
 ``failsafe_bounds``. A guard that cannot judge leaves the usual fault rules in charge (docs/policy.md).
 
+Failed reverts. The machine leaves a tier whether or not its actions' reverts worked; an action whose revert
+failed (a busy ``nft``, a transient ``ip`` or ``tc`` error) would otherwise stay on the device for good, against
+the dead-man promise. The engine keeps such actions in :attr:`ResponseEngine.unreverted` (and in its state file)
+and tries each revert again at the inputs that follow, after :data:`REVERT_RETRY_S` doubling up to
+:data:`REVERT_RETRY_MAX_S`, each try audited (``reason_code`` ``revert_retry``), until it goes through or a tier
+applies the action again.
+
 Crash safety: with ``state_path`` the machine state, the actuators' memory and the number of score
 windows seen are written atomically (temporary file, fsync, rename) after every input; a new engine given the
 same path continues where the old one stopped and re-applies any action of the active tiers that is
@@ -67,6 +74,12 @@ REASON_GUARD_RELEASED = "guard_released"
 REASON_NO_CONFIDENCE = "no_confidence"
 #: ``reason_code`` of the note saying the wall clock stepped forward and the timers were moved with it.
 REASON_CLOCK_FORWARD = "clock_forward"
+#: ``reason_code`` of a revert tried again after it had failed (see :attr:`ResponseEngine.unreverted`).
+REASON_REVERT_RETRY = "revert_retry"
+#: Seconds (engine time) before a failed revert is tried again; the wait doubles after each failure, up to
+#: :data:`REVERT_RETRY_MAX_S`, so a revert that keeps failing costs a few audit records an hour, not one a window.
+REVERT_RETRY_S = 10.0
+REVERT_RETRY_MAX_S = 600.0
 
 
 class StateFileError(ConfigError):
@@ -232,6 +245,8 @@ class ResponseEngine:
         self._guard: _GuardInput | None = None
         self._confidence: float | None = None  # of the window being observed, for its audit records
         self._confidence_noted = False
+        # Action index -> (its tier, engine time of the next try, the wait after that one): reverts that failed.
+        self._unreverted: dict[int, tuple[int, float, float]] = {}
         if self.state_path is not None and self.state_path.exists():
             self._load()
             self._reconcile()
@@ -240,6 +255,19 @@ class ResponseEngine:
     def tier(self) -> int:
         """The current tier: 0 none, 1 alert, 2 constrain, 3 harden."""
         return self.state.tier
+
+    @property
+    def unreverted(self) -> tuple[str, ...]:
+        """The actions whose revert failed and is still to be retried (module docstring), in policy order."""
+        return tuple(self.actuators[i].name for i in sorted(self._unreverted))
+
+    def take_over(self, old: ResponseEngine) -> None:
+        """Continue ``old``'s run (same policy, same actuators: a hot swap of the model alone): its machine state,
+        window count and failed reverts still to retry."""
+        self.state = old.state.copy()
+        self.windows = old.windows
+        self._unreverted = dict(old._unreverted)
+        self.save()
 
     def observe(self, score: float, at: float | None = None, confidence: float | None = None) -> list[ActionEvent]:
         """Feed one window's score (NaN/inf counts as a fault); return the events it caused.
@@ -381,9 +409,33 @@ class ResponseEngine:
             out += self._step(kind, t, score, unconfident)
         finally:
             self._guard = None
+        out += self._retry_reverts()
         if kind in (m.INPUT_SCORE, m.INPUT_FAULT):
             self.windows += 1
         self.save()
+        return out
+
+    def _retry_reverts(self) -> list[ActionEvent]:
+        """Try again each failed revert that is due and that no active tier holds (module docstring)."""
+        out: list[ActionEvent] = []
+        now = self.state.last_time
+        held = {i for tier in range(1, self.state.tier + 1) for i in self.tables.tier_actions[tier]}
+        for idx, (tier, due, wait) in sorted(self._unreverted.items()):
+            if idx in held or now < due:
+                continue
+            act = self.actuators[idx]
+            try:
+                act.revert()
+                status = "done"
+                del self._unreverted[idx]
+            except ActuatorError as exc:
+                status = f"failed: {exc}"
+                self._unreverted[idx] = (tier, now + wait, min(2 * wait, REVERT_RETRY_MAX_S))
+            reason = "retried a revert that had failed" + ("" if status == "done" else f"; next try in {wait:g} s")
+            ev = ActionEvent(now - self.state.skew, self.state.tier, tier, act.name, "revert", reason,
+                             REASON_REVERT_RETRY, status)  # fmt: skip
+            self._audit(ev)
+            out.append(ev)
         return out
 
     def _engine_note(self, t: float, code: str, reason: str) -> ActionEvent:
@@ -417,6 +469,10 @@ class ResponseEngine:
                     act.apply() if verb == "apply" else act.revert()
                 except ActuatorError as exc:
                     status = f"failed: {exc}"
+                if verb == "revert" and status != "done":
+                    self._unreverted[e.action] = (e.action_tier, e.time + REVERT_RETRY_S, 2 * REVERT_RETRY_S)
+                else:  # reverted, or wanted again: an apply (even a failed one) leaves the revert to its tier
+                    self._unreverted.pop(e.action, None)
             ev = ActionEvent(when, e.tier, e.action_tier, act.name, verb, reason, code, status)
         self._audit(ev)
         return ev
@@ -506,6 +562,7 @@ class ResponseEngine:
             "guarded": self.guarded,
             "machine": machine,
             "actuators": {a.name: a.snapshot() for a in self.actuators},
+            "unreverted": {self.actuators[i].name: tier for i, (tier, _, _) in sorted(self._unreverted.items())},
         }
 
     def save(self) -> None:
@@ -570,6 +627,16 @@ class ResponseEngine:
         for a in self.actuators:
             if isinstance(memos.get(a.name), dict):
                 a.restore(memos[a.name])
+        pending = doc.get("unreverted", {})
+        index = {a.name: i for i, a in enumerate(self.actuators)}
+        if not isinstance(pending, dict) or not all(
+            name in index and isinstance(tier, int) and not isinstance(tier, bool) and 1 <= tier <= m.N_TIERS
+            for name, tier in pending.items()
+        ):
+            raise StateFileError(f"{path}: unreverted must map this policy's action names to their tier (1-3); "
+                                 "move it aside to start afresh")
+        # Retried at the first input: whatever wait was running before the restart is over.
+        self._unreverted = {index[name]: (tier, -math.inf, REVERT_RETRY_S) for name, tier in pending.items()}
 
     def _reconcile(self) -> None:
         """After a restart, put back any action of an active tier that is no longer in place."""
