@@ -335,6 +335,24 @@ def test_a_restarted_agent_resumes_its_tier_from_the_engine_state(kit, tmp_path)
         b.run(samples, 100)
 
 
+def test_a_corrupt_engine_state_is_set_aside_and_the_agent_starts_afresh(kit, tmp_path):
+    """A state file nested too deeply or holding 1e400 raised RecursionError/OverflowError, which the start-up's
+    set-aside path (StateFileError only) did not catch: the agent could not start until someone removed it."""
+    cfg = config(kit, tmp_path, kit.signed(kit.m1, 1), persist_engine=True)
+    samples = iter(ReplaySource(kit.stream))
+    with Agent(cfg, kit.stream.channels, replay=True) as a:
+        a.run(samples, 50)
+    (state,) = cfg.state_dir.glob("engine-*.json")
+    for text in ("[" * 100_000, state.read_text().replace('"windows": ', '"windows": 1e400, "x": ')):
+        state.write_text(text)
+        with Agent(cfg, kit.stream.channels, replay=True) as b:
+            assert b.engine.tier == 0 and b.engine.windows == 0
+            b.run(samples, 10)
+        assert state.with_name(state.name + ".stale").read_text() == text
+    records = [json.loads(line) for line in (cfg.state_dir / "audit.log").read_text().splitlines()]
+    assert [r["kind"] for r in records].count("engine_state_stale") == 2
+
+
 # ------------------------------------------------------------------------------------------- faults
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from tinywarden.audit import AuditLog, verify
 from tinywarden.respond import machine as m
 from tinywarden.respond.actuators import Actuator, ActuatorError, LogActuator, Targets
+from tinywarden.respond.actuators.process import ProcessSuspend
 from tinywarden.respond.engine import ResponseEngine, SimulatedClock, StateFileError, compile_tables
 from tinywarden.respond.policy import parse_policy
 from tinywarden.respond.replay import replay
@@ -559,3 +561,49 @@ def test_a_pending_revert_is_dropped_when_its_tier_applies_the_action_again() ->
     assert [(e.time, e.event, e.status[:6]) for e in again if e.action == "cap"] == [
         (125.0, "revert", "failed"), (135.0, "apply", "done")]
     assert engine.tier == 2 and cap.applied and engine.unreverted == ()
+
+
+def _edit(field: str, value: object) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        import json
+
+        doc = json.loads(text)
+        where = doc["machine"] if field in doc["machine"] else doc
+        where[field] = value
+        return json.dumps(doc)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("name", "edit"),
+    [
+        ("nested 100,000 deep", lambda text: "[" * 100_000),
+        ("a machine integer of 1e400", lambda text: text.replace('"started": ', '"started": 1e400, "x": ')),
+        ("windows of 1e400", lambda text: text.replace('"windows": ', '"windows": 1e400, "x": ')),
+        ("windows as text", _edit("windows", "abc")),
+        ("windows below 0", _edit("windows", -5)),
+        ("recent as a number", _edit("recent", 5)),
+        ("recent holding text", _edit("recent", ["x"])),
+        ("recent holding NaN", lambda text: text.replace('"recent": [', '"recent": [NaN, ')),
+        ("guarded null", _edit("guarded", None)),
+        ("actuators as a list", _edit("actuators", [])),
+        ("a process memory that is not pids", _edit("actuators", {"stop": {"acted": {"x": [0, 1.0]}}})),
+        ("unreverted naming no action", _edit("unreverted", {"nope": 2})),
+    ],
+)
+def test_a_corrupt_state_file_is_a_state_file_error_never_another_exception(
+    tmp_path: Path, name: str, edit: Callable[[str], str]
+) -> None:
+    """The agent sets a StateFileError's file aside and starts afresh (``engine_state_stale``); any other
+    exception from a torn, edited or newer file stopped the agent at every start."""
+    policy = parse_policy(policy_text())
+    state = tmp_path / "engine.json"
+    acts = [LogActuator("notify", "x"), Recording("cap"), Recording("fence"), Recording("stop")]
+    run(ResponseEngine(policy, THRESHOLD, actuators=acts, clock=SimulatedClock(), state_path=state), [2.5] * 5)
+    state.write_text(edit(state.read_text()))
+    fresh = [LogActuator("notify", "x"), Recording("cap"), Recording("fence"), ProcessSuspend("stop", "telnetd")]
+    with pytest.raises(StateFileError, match="engine.json: .*move it aside") as info:
+        ResponseEngine(policy, THRESHOLD, actuators=fresh, clock=SimulatedClock(), state_path=state)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+    assert fresh[3].snapshot() == {"acted": {}}  # a refused file leaves no memory behind in the actuators

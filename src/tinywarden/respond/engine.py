@@ -205,6 +205,21 @@ def _unnum(x: float | None, default: float) -> float:
     return default if x is None else float(x)
 
 
+def _count(x: object) -> bool:
+    """A JSON integer >= 0 (not a bool)."""
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _finite(x: object) -> bool:
+    """A JSON number (not a bool) that is finite."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong while reading a state file, in a few words (a RecursionError's text is long)."""
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+
+
 class ResponseEngine:
     """Runs a :class:`~tinywarden.respond.policy.Policy` against a stream of detector scores.
 
@@ -576,6 +591,8 @@ class ResponseEngine:
             raise StateFileError(f"{path}: cannot write engine state ({exc.strerror})") from exc
 
     def _load(self) -> None:
+        """Take the state file back, or raise :class:`StateFileError` (never anything else: a file that is torn,
+        edited or written by a newer version must reach the caller's set-aside path, not stop it)."""
         path = self.state_path
         assert path is not None
         try:
@@ -583,10 +600,10 @@ class ResponseEngine:
             if doc.get("format") != STATE_FORMAT:
                 raise StateFileError(f"{path}: format {doc.get('format')!r}, expected {STATE_FORMAT}")
             mach = dict(doc["machine"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise StateFileError(
-                f"{path}: unreadable engine state ({exc}); move it aside to start afresh"
-            ) from exc
+                f"{path}: unreadable engine state ({_why(exc)}); move it aside to start afresh"
+            ) from None
         if doc.get("policy_version") != self.policy.version or doc.get("policy") != self.policy.name:
             raise StateFileError(
                 f"{path}: written for policy {doc.get('policy')!r} version {doc.get('policy_version')!r}, "
@@ -612,29 +629,44 @@ class ResponseEngine:
                 fault_streak=int(mach["fault_streak"]),
                 pinned=int(mach["pinned"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateFileError(f"{path}: machine state field missing or wrong ({exc})") from exc
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise StateFileError(
+                f"{path}: machine state field missing or wrong ({_why(exc)}); move it aside to start afresh"
+            ) from None
         problem = m.state_problem(self.state, self.tables)
         if problem is not None:
             raise StateFileError(
                 f"{path}: machine state breaks an invariant: {problem}; move it aside to start afresh"
             )
-        self.windows = int(doc.get("windows", 0))
-        self.recent.extend(float(x) for x in doc.get("recent", []))
-        self.last_fault = str(doc.get("last_fault", ""))
-        self.guarded = int(doc.get("guarded", 0))
-        memos = doc.get("actuators", {})
-        for a in self.actuators:
-            if isinstance(memos.get(a.name), dict):
-                a.restore(memos[a.name])
-        pending = doc.get("unreverted", {})
+        windows, recent, last_fault = doc.get("windows", 0), doc.get("recent", []), doc.get("last_fault", "")
+        guarded, memos, pending = doc.get("guarded", 0), doc.get("actuators", {}), doc.get("unreverted", {})
         index = {a.name: i for i, a in enumerate(self.actuators)}
-        if not isinstance(pending, dict) or not all(
-            name in index and isinstance(tier, int) and not isinstance(tier, bool) and 1 <= tier <= m.N_TIERS
-            for name, tier in pending.items()
+        for key, bad in (
+            ("windows", not _count(windows)),
+            ("guarded", not _count(guarded)),
+            ("recent", not isinstance(recent, list) or not all(_finite(x) for x in recent)),
+            ("last_fault", not isinstance(last_fault, str)),
+            ("actuators", not isinstance(memos, dict)),
+            ("unreverted", not isinstance(pending, dict) or not all(
+                name in index and _count(tier) and 1 <= tier <= m.N_TIERS for name, tier in pending.items())),
         ):
-            raise StateFileError(f"{path}: unreverted must map this policy's action names to their tier (1-3); "
-                                 "move it aside to start afresh")
+            if bad:
+                raise StateFileError(
+                    f"{path}: field {key!r} is not what the engine writes; move it aside to start afresh"
+                )
+        before = {a.name: a.snapshot() for a in self.actuators}
+        try:
+            for a in self.actuators:
+                if isinstance(memos.get(a.name), dict):
+                    a.restore(memos[a.name])
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError, IndexError) as exc:
+            for a in self.actuators:  # the caller may build a fresh engine on these very actuators
+                a.restore(before[a.name])
+            raise StateFileError(
+                f"{path}: actuator memory is wrong ({_why(exc)}); move it aside to start afresh"
+            ) from None
+        self.windows, self.guarded, self.last_fault = windows, guarded, last_fault
+        self.recent.extend(float(x) for x in recent)
         # Retried at the first input: whatever wait was running before the restart is over.
         self._unreverted = {index[name]: (tier, -math.inf, REVERT_RETRY_S) for name, tier in pending.items()}
 
