@@ -223,6 +223,19 @@ def test_corrupted_state_refuses_everything_and_is_not_overwritten(tmp_path, k1)
     assert (state / "trust.json").read_text() == '{"format": 1, "accepted_version": "three"'
 
 
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"format": 1, "accepted_version": 1e400}'], ids=["nested", "1e400"])
+def test_a_state_nested_too_deeply_or_out_of_range_is_corrupted_not_a_traceback(tmp_path, k1, text):
+    """json.loads raised RecursionError on deep nesting, which read_state let out: install, the agent's start
+    and its bundle poll died with a traceback instead of refusing in one line."""
+    pub, state = tb.public_key_of(k1), tmp_path / "state"
+    tb.install_bundle(write(tmp_path, "v3", signed(k1, 3)), pub, state)
+    (state / "trust.json").write_text(text)
+    with pytest.raises(tb.BundleError, match="trust state is corrupted") as info:
+        tb.install_bundle(write(tmp_path, "v9", signed(k1, 9)), pub, state)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+    assert (state / "trust.json").read_text() == text
+
+
 def test_state_with_a_tampered_key_chain_is_refused(tmp_path, k1, k2):
     pub, state = tb.public_key_of(k1), tmp_path / "state"
     tb.install_bundle(write(tmp_path, "v3", signed(k1, 3)), pub, state)

@@ -667,9 +667,10 @@ def read_state(state_dir: str | os.PathLike[str]) -> TrustState | None:
             key_chain=chain,
             installed_at=str(d["installed_at"]),
         )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise BundleError(
-            f"{path}: trust state is corrupted ({exc}); refusing every bundle until it is repaired "
+            f"{path}: trust state is corrupted ({why}); refusing every bundle until it is repaired "
             "(deleting it would reset the anti-rollback counter)"
         ) from None
 
