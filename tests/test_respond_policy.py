@@ -116,7 +116,7 @@ def test_tier_gap_and_margin_order_are_refused() -> None:
     with pytest.raises(PolicyError, match="tiers.harden: needs tiers.constrain"):
         parse_policy(no_constrain)
     harden = '\n[tiers.harden]\nactions = ["cap2"]\nmargin = 0.2\ndead_man_s = 5\n[actions.cap2]\n'
-    harden += 'type = "tc_rate_limit"\ninterface = "eth0"\nrate = "1mbit"\n'
+    harden += 'type = "tc_rate_limit"\ninterface = "eth2"\nrate = "1mbit"\n'
     with pytest.raises(PolicyError, match="tiers.harden.margin: must be >= tiers.constrain.margin"):
         parse_policy(BASE + harden)
 
@@ -273,3 +273,68 @@ def test_a_traffic_shaping_action_in_the_alert_tier_is_advised_against() -> None
     renice = BASE.replace('actions = ["notify"]', 'actions = ["notify", "slow"]').replace(
         "k = 2", "dead_man_s = 30\nk = 2") + '[actions.slow]\ntype = "process_renice"\nprocess = "x"\n'
     assert parse_policy(renice).advice == ()  # a named process, not the traffic
+
+
+def _escalating(first: str, second: str) -> str:
+    """A policy whose constrain tier runs action ``first`` and whose harden tier runs ``second`` (TOML bodies)."""
+    return f"""
+[policy]
+name = "t"
+version = "1"
+[tiers.alert]
+actions = ["notify"]
+[tiers.constrain]
+actions = ["a"]
+margin = 0.5
+dead_man_s = 60
+[tiers.harden]
+actions = ["b"]
+margin = 1.0
+dead_man_s = 60
+[actions.notify]
+type = "log"
+[actions.a]
+{first}
+[actions.b]
+{second}
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "names", "message"),
+    [
+        # escalating caps: harden's 64kbit found constrain's qdisc "applied" and did nothing; its dead-man then
+        # deleted constrain's cap while constrain was still active
+        ('type = "tc_rate_limit"\ninterface = "eth0"\nrate = "1mbit"',
+         'type = "tc_rate_limit"\ninterface = "eth0"\nrate = "64kbit"', ("a", "b"), "the root qdisc of interface eth0"),
+        # "block-c2" and "block_c2" are one nftables table, tw_block_c2: harden's allow-list was never installed
+        ('type = "nft_block_address"\naddresses = ["203.0.113.7"]',
+         'type = "nft_egress_allowlist"\nallow = ["10.0.0.0/8"]', ("block-c2", "block_c2"),
+         "nftables table inet tw_block_c2"),
+        # iptables chains keep 22 characters of the name: TW-block_egress_to_the_c2-O for both
+        ('type = "nft_block_address"\naddresses = ["203.0.113.7"]',
+         'type = "nft_block_address"\naddresses = ["198.51.100.9"]',
+         ("block_egress_to_the_c2_a", "block_egress_to_the_c2_b"), "iptables chains TW-block_egress_to_the_c2"),
+        # harden's SIGCONT on leaving resumed the process constrain still holds stopped
+        ('type = "process_suspend"\nprocess = "telnetd"', 'type = "process_suspend"\nprocess = "telnetd"', ("a", "b"),
+         "the stopped state of process 'telnetd'"),
+    ],
+    ids=["tc", "nft-table", "iptables-chain", "suspend"],
+)
+def test_two_actions_holding_one_thing_on_the_device_are_refused(
+    first: str, second: str, names: tuple[str, str], message: str
+) -> None:
+    text = _escalating(first, second).replace('actions = ["a"]', f'actions = ["{names[0]}"]')
+    text = text.replace('actions = ["b"]', f'actions = ["{names[1]}"]')
+    text = text.replace("[actions.a]", f"[actions.{names[0]}]").replace("[actions.b]", f"[actions.{names[1]}]")
+    with pytest.raises(PolicyError, match=f"actions.{names[1]}: would hold {message}.*'{names[0]}'"):
+        parse_policy(text)
+
+
+def test_one_action_listed_by_two_tiers_and_distinct_targets_still_load() -> None:
+    parse_policy(_escalating('type = "tc_rate_limit"\ninterface = "eth0"\nrate = "1mbit"',
+                             'type = "tc_rate_limit"\ninterface = "wlan0"\nrate = "64kbit"'))
+    parse_policy(_escalating('type = "process_renice"\nprocess = "telnetd"\nnice = 10',
+                             'type = "process_renice"\nprocess = "telnetd"\nnice = 19'))  # nested restores are right
+    shared = _escalating('type = "tc_rate_limit"\ninterface = "eth0"\nrate = "1mbit"', 'type = "log"')
+    parse_policy(shared.replace('actions = ["b"]', 'actions = ["a", "b"]'))

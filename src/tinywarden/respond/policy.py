@@ -352,6 +352,7 @@ class _Validator:
 
         actions_doc = self.table(doc, "actions", "actions")
         actions = tuple(self.action(n, a, critical) for n, a in actions_doc.items())
+        self.owners(actions)
         by_name = {a.name: a for a in actions}
 
         tiers_doc = self.table(doc, "tiers", "tiers")
@@ -465,6 +466,19 @@ class _Validator:
             if kind == "process_renice":
                 params["nice"] = self.integer(params, "nice", f"{path}.nice", 19, -20, 19)
         return ActionSpec(name=name, type=kind, params=params)
+
+    def owners(self, actions: tuple[ActionSpec, ...]) -> None:
+        """Refuse two actions that would hold one thing on the device (an nftables table or iptables chain, an
+        interface's root qdisc, a process's stopped state): the second would find it in place and do nothing, and
+        its revert would lift the first one's (:attr:`~tinywarden.respond.actuators.catalog.ActuatorType.owns`)."""
+        held: dict[str, str] = {}
+        for a in actions:
+            for thing in ACTUATOR_TYPES[a.type].owns(a.name, a.params):
+                if thing in held:
+                    raise self.fail(f"actions.{a.name}", f"would hold {thing}, which action {held[thing]!r} holds: "
+                                    "the second would do nothing and its revert would undo the first; list one "
+                                    "action in several tiers instead (or rename one)")
+                held[thing] = a.name
 
     def tier(self, name: str, doc: Any, actions: Mapping[str, ActionSpec]) -> TierSpec:
         path = f"tiers.{name}"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tinywarden.respond.actuators.base import Actuator, CommandRunner
 from tinywarden.respond.actuators.interface import InterfaceDown
 from tinywarden.respond.actuators.log import LogActuator
-from tinywarden.respond.actuators.nftables import NftBlockAddress, NftEgressAllowlist
+from tinywarden.respond.actuators.nftables import NftBlockAddress, NftEgressAllowlist, iptables_chain, nft_table
 from tinywarden.respond.actuators.process import ProcessRenice, ProcessSuspend
 from tinywarden.respond.actuators.tc import TcRateLimit
 
@@ -31,6 +31,15 @@ if TYPE_CHECKING:
 __all__ = ["ACTUATOR_TYPES", "ActuatorType", "markdown_table"]
 
 Builder = Callable[[str, Mapping[str, Any], "Critical", CommandRunner | None, str | None], Actuator]
+Owns = Callable[[str, Mapping[str, Any]], tuple[str, ...]]
+
+
+def _owns_nothing(name: str, params: Mapping[str, Any]) -> tuple[str, ...]:
+    return ()
+
+
+def _filter_owns(name: str, params: Mapping[str, Any]) -> tuple[str, ...]:
+    return (f"nftables table inet {nft_table(name)}", f"iptables chains {iptables_chain(name)}-O/-I")
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,10 @@ class ActuatorType:
     shapes_traffic: bool = False
     """Whether it changes the device's own traffic (drops, caps, takes links down): what a model of the packet
     and byte rates scores, so windows scored while it is in place are not the device's normal."""
+    owns: Owns = _owns_nothing
+    """``owns(name, params)``: what on the device the action holds for itself, which no other action may hold
+    too. Its ``is_applied`` and ``revert`` recognise the thing, not who put it there: a second action on it would
+    find it "applied" and do nothing, and its revert would lift the first one's (the policy loader refuses that)."""
 
 
 ACTUATOR_TYPES: Mapping[str, ActuatorType] = MappingProxyType({t.name: t for t in (
@@ -63,7 +76,7 @@ ACTUATOR_TYPES: Mapping[str, ActuatorType] = MappingProxyType({t.name: t for t i
         "`nft` is missing)",
         "delete that table/chains",
         lambda name, p, crit, runner, backend: NftBlockAddress(name, p["addresses"], runner, backend),
-        shapes_traffic=True,
+        shapes_traffic=True, owns=_filter_owns,
     ),
     ActuatorType(
         "nft_egress_allowlist", (), MappingProxyType({"allow": []}),
@@ -72,14 +85,14 @@ ACTUATOR_TYPES: Mapping[str, ActuatorType] = MappingProxyType({t.name: t for t i
         lambda name, p, crit, runner, backend: NftEgressAllowlist(
             name, p["allow"], crit.interfaces, crit.addresses, runner, backend
         ),
-        shapes_traffic=True,
+        shapes_traffic=True, owns=_filter_owns,
     ),
     ActuatorType(
         "tc_rate_limit", ("interface", "rate"), MappingProxyType({"burst": "32kbit"}),
         "`interface`, `rate` (e.g. `256kbit`), `burst` (default `32kbit`)", "root `tbf` qdisc with handle `7477:`",
         "delete that qdisc",
         lambda name, p, crit, runner, backend: TcRateLimit(name, p["interface"], p["rate"], p["burst"], runner),
-        shapes_traffic=True,
+        shapes_traffic=True, owns=lambda name, p: (f"the root qdisc of interface {p['interface']}",),
     ),
     ActuatorType(
         "process_suspend", ("process",), MappingProxyType({}),
@@ -87,6 +100,7 @@ ACTUATOR_TYPES: Mapping[str, ActuatorType] = MappingProxyType({t.name: t for t i
         "SIGSTOP every matching process (never pid 1, the engine, its parents or critical processes)",
         "SIGCONT the ones it stopped",
         lambda name, p, crit, runner, backend: ProcessSuspend(name, process=p["process"], critical=crit.processes),
+        owns=lambda name, p: (f"the stopped state of process {p['process']!r}",),
     ),
     ActuatorType(
         "process_renice", ("process",), MappingProxyType({"nice": 19}),

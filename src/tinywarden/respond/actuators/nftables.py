@@ -79,6 +79,17 @@ def nft_script(table: str, rules: FilterRules) -> str:
     return "\n".join(lines) + "\n"
 
 
+def nft_table(action: str) -> str:
+    """The nftables table (family ``inet``) that the packet-filter action named ``action`` owns."""
+    return f"tw_{action.replace('-', '_')}"
+
+
+def iptables_chain(action: str) -> str:
+    """The stem of the iptables chains (``STEM-O``, ``STEM-I``) that the action named ``action`` owns where ``nft`` is
+    missing (iptables chain names are at most 28 characters)."""
+    return f"TW-{action[:22]}"
+
+
 class _NftBackend:
     def __init__(self, table: str, runner: CommandRunner) -> None:
         self.table = table
@@ -188,9 +199,9 @@ class _FilterActuator(Actuator):
         runner = runner or CommandRunner()
         backend = backend or ("nft" if shutil.which("nft") else "iptables")
         if backend == "nft":
-            self.backend: _NftBackend | _IptablesBackend = _NftBackend(f"tw_{name.replace('-', '_')}", runner)
+            self.backend: _NftBackend | _IptablesBackend = _NftBackend(nft_table(name), runner)
         elif backend == "iptables":
-            self.backend = _IptablesBackend(f"TW-{name[:22]}", runner)
+            self.backend = _IptablesBackend(iptables_chain(name), runner)
         else:
             raise ActuatorError(f"unknown packet-filter backend {backend!r} (nft or iptables)")
 
