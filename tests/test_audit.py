@@ -448,3 +448,51 @@ def test_key_files_are_checked(tmp_path: Path) -> None:
     beside = load_key(tmp_path / "k2", create=True)
     with pytest.raises(AuditError, match="kept apart from the log"):
         AuditLog(tmp_path / "a.log", key=beside)
+
+
+# ------------------------------------------------------------------------------------------ two writers
+
+WRITER = """
+import sys
+from tinywarden.audit import AuditLog, load_key
+log = AuditLog(sys.argv[1], key=load_key(sys.argv[2]), fsync=False, max_bytes=4096, keep=50)
+for i in range(int(sys.argv[4])):
+    log.append("note", {"writer": sys.argv[3], "i": i, "pad": "x" * 40})
+"""
+
+
+def test_two_writers_on_one_log_extend_one_chain_not_a_forked_one(tmp_path: Path, key: AuditKey) -> None:
+    """Two AuditLog writers on one file (a second agent, or `tinywarden respond --audit` run on the agent's log)
+    each kept the chain's end in memory: their records forked it (two seq N, a prev that matches neither), and
+    `audit verify` called the honest log tampered. Each append now continues after the last record on disk."""
+    path = tmp_path / "logs" / "audit.log"
+    a = AuditLog(path, key=key, device_id="gw-1")
+    a.append("note", {"who": "a"})
+    b = AuditLog(path, key=key, device_id="gw-1")
+    a.append("note", {"who": "a"})
+    b.append("note", {"who": "b"})
+    a.append("note", {"who": "a"})
+    report = verify(path, key)
+    assert report.verdict == "intact", [str(p) for p in report.problems]
+    assert [r["data"].get("who") for r in records(path)] == [None, "a", "a", "b", "a"]
+    assert a.head == (4, records(path)[-1]["hash"]) and report.head == a.head
+
+
+def test_two_writer_processes_racing_with_rotation_leave_one_intact_chain(tmp_path: Path, key: AuditKey) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "logs" / "audit.log"
+    AuditLog(path, key=key, device_id="gw-1")
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    procs = [subprocess.Popen([sys.executable, str(script), str(path), str(key.path), w, "150"], env=env)
+             for w in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    report = verify(path, key)
+    assert report.verdict == "intact", [str(p) for p in report.problems][:5]
+    notes = [r for f in segments(path) for r in records(f) if r["kind"] == "note"]
+    assert sorted((r["data"]["writer"], r["data"]["i"]) for r in notes) == sorted(
+        (w, i) for w in ("a", "b") for i in range(150))
+    assert len(segments(path)) > 3  # it rotated while both wrote

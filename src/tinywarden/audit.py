@@ -24,6 +24,10 @@ partial last line; :func:`verify` reports it as a crash artefact (the records be
 and the next :class:`AuditLog` to open the file moves the partial bytes out of the chain and records
 their length and SHA-256 in a ``recovered`` record, so the evidence is kept.
 
+Several writers: every :class:`AuditLog` on one file (a second agent, ``tinywarden respond --audit`` run on
+the agent's log) appends under an exclusive lock on the log's folder and first continues after the last record
+on disk if another writer wrote since, so their records extend one chain (and one head) instead of forking it.
+
 Size is bounded: when the live file would grow past ``max_bytes`` it becomes ``LOG.1`` (older ones
 shift to ``LOG.2`` ... ``LOG.<keep>``, the oldest is deleted) and the new file starts with a ``rotate``
 record whose ``prev`` is the last hash of the old file, so the chain stays verifiable across files.
@@ -58,7 +62,7 @@ import secrets
 import stat
 import time as _time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,13 +350,54 @@ class AuditLog:
             )
         self.seq = 0
         self.last_hash = GENESIS
-        partial, last_file = self._find_end()
-        self._open_chain(last_file)
-        if partial is not None:
-            self.append(
-                "recovered",
-                {"partial_bytes": len(partial), "partial_sha256": hashlib.sha256(partial).hexdigest()},
-            )
+        self._holding = False  # this writer holds the folder's lock (appends nest inside a rotation)
+        with self._lock():
+            partial, last_file = self._find_end()
+            self._end = self._live_end()
+            self._open_chain(last_file)
+            if partial is not None:
+                self._recovered(partial)
+
+    def _recovered(self, partial: bytes) -> None:
+        self.append("recovered", {"partial_bytes": len(partial), "partial_sha256": hashlib.sha256(partial).hexdigest()})
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Hold the exclusive lock of the log's folder (``flock`` on the directory: the live file is renamed by
+        rotation and the head replaced, so neither can carry it); re-entered freely by this writer."""
+        if self._holding:
+            yield
+            return
+        try:
+            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise AuditError(f"{self.path.parent}: cannot lock the log's folder ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._holding = True
+            yield
+        finally:
+            self._holding = False
+            os.close(fd)
+
+    def _live_end(self) -> tuple[int, int] | None:
+        """(inode, size) of the live file: what tells this writer that another one wrote or rotated since."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise AuditError(f"{self.path}: cannot read ({exc.strerror or exc})") from None
+        return st.st_ino, st.st_size
+
+    def _catch_up(self) -> None:
+        """Continue after the last record on disk when another writer appended or rotated since our last write."""
+        if self._live_end() == self._end:
+            return
+        partial, _ = self._find_end()
+        self._end = self._live_end()
+        if partial is not None:  # a writer that died mid-record, as at start
+            self._recovered(partial)
 
     @property
     def head(self) -> tuple[int, str] | None:
@@ -430,6 +475,11 @@ class AuditLog:
 
     def append(self, kind: str, data: Mapping[str, Any], time: float | None = None) -> dict[str, Any]:
         """Write one record of ``kind`` with ``data`` (JSON-able; NaN/inf become strings); return it."""
+        with self._lock():
+            self._catch_up()
+            return self._append(kind, data, time)
+
+    def _append(self, kind: str, data: Mapping[str, Any], time: float | None) -> dict[str, Any]:
         record: dict[str, Any] = {
             "seq": self.seq,
             "time": _clean(float(time)) if time is not None else None,
@@ -445,8 +495,9 @@ class AuditLog:
             and (self.path.stat().st_size + len(line) > self.max_bytes)
         ):
             self._rotate()
-            return self.append(kind, data, time)
+            return self._append(kind, data, time)
         self._write(line)
+        self._end = self._live_end()
         self.seq += 1
         self.last_hash = record["hash"]
         self._write_head(record["seq"], record["hash"])
@@ -492,7 +543,7 @@ class AuditLog:
         data: dict[str, Any] = {"previous_seq": self.seq - 1, "previous_hash": self.last_hash, "files": kept}
         if self.key is not None:
             data.update(log_id=self.log_id, key_id=self.key.key_id)
-        self.append("rotate", data)
+        self._append("rotate", data, None)
 
 
 # ---------------------------------------------------------------------------------------------- verifier
