@@ -335,6 +335,34 @@ def test_a_restarted_agent_resumes_its_tier_from_the_engine_state(kit, tmp_path)
         b.run(samples, 100)
 
 
+def test_a_large_forged_bundle_offered_to_a_running_agent_costs_it_no_memory(kit, tmp_path):
+    """The watcher read an offered file whole to hash it, then the loader read it again and copied it twice more
+    before checking the signature: a forged 250 MB file cost the agent 777 MB. The agent's memory budget is 40 MB."""
+    import tracemalloc
+
+    from tinywarden.agent.bundles import BundleWatcher, Refusal
+
+    cfg = config(kit, tmp_path, kit.signed(kit.m1, 1))
+    tb.install_bundle(cfg.bundle_path, kit.pub, cfg.state_dir)
+    watcher = BundleWatcher(cfg, kit.stream.channels, cfg.state_dir)
+    list(watcher.poll(set))
+    meta = tb._canonical_json({"model_id": "m", "profile": "p", "version": 9, "created_at": "2026-01-01T00:00:00"})
+    size = 64 * 2**20
+    with open(cfg.bundle_path, "wb") as f:  # the trusted key named as signer, a signature made over something else
+        f.write(tb._HEADER.pack(tb.MAGIC, tb.FORMAT_VERSION) + tb._SECTION.pack(b"META", len(meta)) + meta)
+        f.write(tb._SECTION.pack(b"MODL", size))
+        f.seek(size, 1)
+        f.write(tb._SECTION.pack(b"POLI", 0) + tb._SECTION.pack(b"SIGN", 96) + kit.pub + kit.key.sign(b"other"))
+    tracemalloc.start()
+    try:
+        (refusal,) = list(watcher.poll(set))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(refusal, Refusal) and "signature does not match" in refusal.reason
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB for a 64 MiB forgery"
+
+
 def test_a_corrupt_engine_state_is_set_aside_and_the_agent_starts_afresh(kit, tmp_path):
     """A state file nested too deeply or holding 1e400 raised RecursionError/OverflowError, which the start-up's
     set-aside path (StateFileError only) did not catch: the agent could not start until someone removed it."""

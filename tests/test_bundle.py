@@ -337,3 +337,58 @@ def test_keygen_refuses_a_folder_as_the_prefix(tmp_path):
         tb.write_keypair(tmp_path / "keys")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keys"]
     assert list((tmp_path / "keys").iterdir()) == []
+
+
+def _large_forgery(tmp_path: Path, signer: bytes, signature: bytes, model_mib: int = 64) -> Path:
+    """A well-formed bundle of ``model_mib`` MiB whose SIGN section names ``signer`` (a public key: anyone can
+    write it there) with ``signature``, made over something else (any bundle ever published has one). The model
+    section is a hole, so writing it is cheap."""
+    meta = tb._canonical_json({"model_id": "m", "profile": "p", "version": 9, "created_at": "2026-01-01T00:00:00"})
+    size = model_mib * 2**20
+    path = tmp_path / "big.twbundle"
+    with open(path, "wb") as f:
+        f.write(tb._HEADER.pack(tb.MAGIC, tb.FORMAT_VERSION) + tb._SECTION.pack(b"META", len(meta)) + meta)
+        f.write(tb._SECTION.pack(b"MODL", size))
+        f.seek(size, 1)
+        f.write(tb._SECTION.pack(b"POLI", 0) + tb._SECTION.pack(b"SIGN", 96) + signer + signature)
+    return path
+
+
+@pytest.mark.parametrize("how", ["load", "install"])
+def test_a_large_bundle_with_a_forged_signature_is_refused_without_holding_it_in_memory(tmp_path, k1, how):
+    """Anyone who can drop a file where the agent looks for bundles (the update channel: the network attacker)
+    made it hold the file three times over before the signature was checked (the file, the model section and
+    the signed prefix: 777 MB peak for a 250 MB file), so the agent was OOM-killed, and again at each restart.
+    A bundle over 8 MiB now proves its signature from a constant-size stream before it is read whole."""
+    import tracemalloc
+
+    pub, state = tb.public_key_of(k1), tmp_path / "state"
+    tb.install_bundle(write(tmp_path, "v3", signed(k1, 3)), pub, state)
+    path = _large_forgery(tmp_path, pub, k1.sign(b"a published bundle"))
+    tracemalloc.start()
+    try:
+        with pytest.raises(tb.BundleError, match="signature does not match") as info:
+            if how == "load":
+                tb.load_verified_bundle(path, pub, state)
+            else:
+                tb.install_bundle(path, pub, state)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB for a 64 MiB forgery"
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+    assert tb.read_state(state).accepted_version == 3
+
+
+def test_a_large_bundle_signed_by_a_key_this_device_does_not_trust_is_refused_as_before(tmp_path, k1, k2):
+    pub = tb.public_key_of(k1)
+    path = _large_forgery(tmp_path, tb.public_key_of(k2), k2.sign(b"x"), model_mib=16)
+    with pytest.raises(tb.BundleError, match="not by the trusted key"):
+        tb.load_verified_bundle(path, pub, tmp_path / "state")
+
+
+def test_a_large_genuine_bundle_still_verifies(tmp_path, k1):
+    pub = tb.public_key_of(k1)
+    data = signed(k1, 4, model=b"\0" * (9 * 2**20))
+    b = tb.load_verified_bundle(write(tmp_path, "big", data), pub, tmp_path / "state")
+    assert b.version == 4 and len(b.model) == 9 * 2**20 and b.digest == hashlib.sha256(data).hexdigest()

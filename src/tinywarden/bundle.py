@@ -69,10 +69,10 @@ import os
 import re
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -125,6 +125,10 @@ COUNTER_ENV = "TINYWARDEN_COUNTER"
 COUNTER_GROUP = "tinywarden.counters"
 INSTALLED_FILE = "current.twbundle"
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024  # far above any MCU/gateway model; stops a hostile file early
+#: A bundle larger than this proves its signature from a constant-size stream before it is read whole
+#: (:func:`read_bundle`), so a forged file costs a device no memory; smaller ones are read and checked at once.
+STREAM_CHECK_BYTES = 8 * 1024 * 1024
+_CHUNK = 1024 * 1024
 
 _HEADER = struct.Struct(">8sH")
 _SECTION = struct.Struct(">4sI")
@@ -692,7 +696,7 @@ def load_verified_bundle(
     :class:`BundleError`; nothing is written.
     """
     sdir = Path(state_dir) if state_dir is not None else None
-    return _verify_for_device(read_file(path, "bundle"), str(path), pubkey, sdir, counter)
+    return _verify_for_device(read_bundle(path, _signers(pubkey, sdir)), str(path), pubkey, sdir, counter)
 
 
 def install_bundle(
@@ -724,7 +728,7 @@ def install_bundle(
         raise BundleError(f"{sdir}: cannot create state directory ({exc})") from None
     with _locked(sdir):
         counter = counter or load_counter(None, sdir)
-        data = read_file(path, "bundle")  # read once: what is verified is what is copied
+        data = read_bundle(path, _signers(pubkey, sdir))  # read once: what is verified is what is copied
         b = _verify_for_device(data, str(path), pubkey, sdir, counter)
         old = read_state(sdir)
         if old is not None and b.digest == old.bundle_sha256:
@@ -901,6 +905,81 @@ def _encode_state(s: TrustState) -> bytes:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+
+
+def _signers(pubkey: bytes, state_dir: Path | None) -> tuple[bytes, ...]:
+    """Every key a bundle for this device may be signed by: the state's key chain, else the provisioned key."""
+    state = read_state(state_dir) if state_dir is not None else None
+    return state.key_chain if state is not None else (pubkey,)
+
+
+def read_bundle(path: str | os.PathLike[str], signers: Sequence[bytes]) -> bytes:
+    """The bytes of the bundle file at ``path``, read once (what is verified is what is used).
+
+    A file over :data:`STREAM_CHECK_BYTES` is first checked from a stream, in constant memory: its last section
+    must be a signature by one of ``signers`` over the rest. Only then is it read whole (and checked again, in
+    full, by the caller). Without this, a forged file of :data:`MAX_BUNDLE_BYTES` made the reader hold three
+    copies of it before the signature was looked at. Raises :class:`BundleError` naming the file.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_BUNDLE_BYTES:
+                raise BundleError(f"{path}: bundle is larger than {MAX_BUNDLE_BYTES} bytes")
+            if size > STREAM_CHECK_BYTES:
+                _check_stream(f, size, signers, str(path))
+                f.seek(0)
+            data = f.read(min(size, MAX_BUNDLE_BYTES) + 1)
+    except FileNotFoundError:
+        raise BundleError(f"{path}: bundle file not found") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read bundle ({exc.strerror or exc})") from None
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{path}: bundle is larger than {MAX_BUNDLE_BYTES} bytes")
+    return data
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 (hex) of the bundle file at ``path``, read as a stream (how :attr:`Bundle.digest` is made);
+    :class:`BundleError` naming the file if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise BundleError(f"{path}: bundle file not found") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read bundle ({exc.strerror or exc})") from None
+
+
+def _check_stream(f: BinaryIO, size: int, signers: Sequence[bytes], source: str) -> None:
+    """:func:`read_bundle`'s first pass: the trailing SIGN section names a key of ``signers`` and its signature
+    holds over the SHA-256 of every byte before it, read in chunks."""
+    tail = _SECTION.size + _KEY_LEN + _SIG_LEN
+    f.seek(size - tail)
+    end = f.read(tail)
+    tag, length = _SECTION.unpack_from(end, 0)
+    if tag != b"SIGN" or length != _KEY_LEN + _SIG_LEN:
+        raise BundleError(f"{source}: {size} bytes that do not end in a signature section; a bundle this large is "
+                          "refused unless it is signed")
+    signer, sig = end[_SECTION.size : _SECTION.size + _KEY_LEN], end[_SECTION.size + _KEY_LEN :]
+    if signer not in signers:
+        raise BundleError(f"{source}: signed by key {fingerprint(signer)[:16]}…, not by the trusted key "
+                          f"{fingerprint(signers[-1])[:16]}…")
+    check_public_key(signer, source, "signer key")
+    _check_signature(sig, source, "signature")
+    h = hashlib.sha256()
+    f.seek(0)
+    left = size - tail
+    while left > 0:
+        chunk = f.read(min(_CHUNK, left))
+        if not chunk:
+            raise BundleError(f"{source}: truncated while it was being read")
+        h.update(chunk)
+        left -= len(chunk)
+    try:
+        Ed25519PublicKey.from_public_bytes(signer).verify(sig, SIGN_DOMAIN + h.digest())
+    except InvalidSignature:
+        raise BundleError(f"{source}: signature does not match the contents (corrupted or tampered)") from None
 
 
 def read_file(path: str | os.PathLike[str], what: str) -> bytes:

@@ -16,7 +16,6 @@ without an int8 program, a failed build) one warning line says why and the bundl
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -224,8 +223,7 @@ class BundleWatcher:
         if cfg.bundle_path is not None:
             try:
                 state = tb.read_state(self.state_dir)
-                data = tb.read_file(cfg.bundle_path, "bundle")
-                if state is None or hashlib.sha256(data).hexdigest() != state.bundle_sha256:
+                if state is None or tb.file_digest(cfg.bundle_path) != state.bundle_sha256:
                     return tb.load_verified_bundle(cfg.bundle_path, cfg.pubkey, self.state_dir), None, True
             except tb.BundleError as exc:
                 refusal = str(exc)
@@ -245,8 +243,7 @@ class BundleWatcher:
                 self._seen[bpath] = sig
                 if sig is not None:
                     try:
-                        data = tb.read_file(bpath, "bundle")
-                        if hashlib.sha256(data).hexdigest() not in known():
+                        if tb.file_digest(bpath) not in known():
                             yield tb.load_verified_bundle(bpath, self.config.pubkey, self.state_dir), bpath
                     except tb.BundleError as exc:
                         yield Refusal(str(bpath), str(exc))
