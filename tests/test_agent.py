@@ -335,6 +335,15 @@ def test_a_restarted_agent_resumes_its_tier_from_the_engine_state(kit, tmp_path)
         b.run(samples, 100)
 
 
+def test_an_agent_refuses_a_state_directory_others_can_write(kit, tmp_path):
+    cfg = config(kit, tmp_path, kit.signed(kit.m1, 1))
+    cfg.state_dir.mkdir()
+    cfg.state_dir.chmod(0o777)
+    with pytest.raises(AgentError, match="others may write the state directory"):
+        Agent(cfg, kit.stream.channels, replay=True)
+    assert not (cfg.state_dir / "audit.log").exists()
+
+
 def test_a_large_forged_bundle_offered_to_a_running_agent_costs_it_no_memory(kit, tmp_path):
     """The watcher read an offered file whole to hash it, then the loader read it again and copied it twice more
     before checking the signature: a forged 250 MB file cost the agent 777 MB. The agent's memory budget is 40 MB."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import stat
 import struct
 from pathlib import Path
 
@@ -392,3 +394,36 @@ def test_a_large_genuine_bundle_still_verifies(tmp_path, k1):
     data = signed(k1, 4, model=b"\0" * (9 * 2**20))
     b = tb.load_verified_bundle(write(tmp_path, "big", data), pub, tmp_path / "state")
     assert b.version == 4 and len(b.model) == 9 * 2**20 and b.digest == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o757])
+def test_a_state_directory_others_can_write_is_refused(tmp_path, k1, mode):
+    """trust.json is the anti-rollback record and current.twbundle what the agent runs: in a folder anyone may
+    write (``--state-dir /tmp/tw``), any local user replaced both with an older signed pair and the agent, which
+    watches trust.json, swapped to it. Refused in one line, as the native cache and the audit key's folder are."""
+    pub, state = tb.public_key_of(k1), tmp_path / "state"
+    state.mkdir()
+    state.chmod(mode)
+    with pytest.raises(tb.BundleError, match=r"state.*others may write.*chmod o-w") as info:
+        tb.install_bundle(write(tmp_path, "v3", signed(k1, 3)), pub, state)
+    assert "\n" not in str(info.value) and not (state / "trust.json").exists()
+    with pytest.raises(tb.BundleError, match="others may write"):
+        tb.load_verified_bundle(write(tmp_path, "v3", signed(k1, 3)), pub, state)
+
+
+def test_a_state_directory_another_user_owns_is_refused_except_to_root(tmp_path, k1, monkeypatch):
+    pub, state = tb.public_key_of(k1), tmp_path / "state"
+    tb.install_bundle(write(tmp_path, "v3", signed(k1, 3)), pub, state)
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the folder away")
+    os.chown(state, 4242, -1)
+    assert tb.load_installed_bundle(state, pub).version == 3  # root in the service user's folder: sudo install
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # another unprivileged user
+    with pytest.raises(tb.BundleError, match="belongs to uid 4242"):
+        tb.load_installed_bundle(state, pub)
+
+
+def test_a_new_state_directory_is_made_for_this_user_alone(tmp_path, k1):
+    state = tmp_path / "new" / "state"
+    tb.install_bundle(write(tmp_path, "v3", signed(k1, 3)), tb.public_key_of(k1), state)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700

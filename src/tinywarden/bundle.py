@@ -67,6 +67,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -723,9 +724,10 @@ def install_bundle(
 
     sdir = Path(state_dir)
     try:
-        sdir.mkdir(parents=True, exist_ok=True)
+        sdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise BundleError(f"{sdir}: cannot create state directory ({exc})") from None
+    check_state_dir(sdir)
     with _locked(sdir):
         counter = counter or load_counter(None, sdir)
         data = read_bundle(path, _signers(pubkey, sdir))  # read once: what is verified is what is copied
@@ -774,10 +776,37 @@ def load_installed_bundle(
     return b
 
 
+def check_state_dir(state_dir: str | os.PathLike[str]) -> None:
+    """Refuse a state directory that another user owns or that others may write (:class:`BundleError`, one line).
+    Root may use a folder its service user owns (the unit's ``StateDirectory``), as ``sudo tinywarden install`` does.
+
+    Its ``trust.json`` is the anti-rollback record and ``current.twbundle`` what the agent runs: whoever may write
+    the folder can put back an older signed pair, which the agent (it watches ``trust.json``) then swaps to. The
+    threat model's local user "cannot write the state directory"; this holds it, as ssh's StrictModes does for
+    ``~/.ssh``. A folder that does not exist yet passes (install creates it, mode 0700).
+    """
+    path = Path(state_dir)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read state directory ({exc.strerror or exc})") from None
+    me = os.geteuid()
+    if me != 0 and st.st_uid not in (me, 0):  # root may act in the agent user's folder (`sudo tinywarden install`)
+        raise BundleError(f"{path}: the state directory belongs to uid {st.st_uid}, not to this user or root; "
+                          "whoever owns it can roll the device back to an older bundle")
+    if st.st_mode & stat.S_IWOTH:
+        raise BundleError(f"{path}: others may write the state directory (mode {stat.S_IMODE(st.st_mode):04o}), so "
+                          "any local user could roll the device back to an older bundle; chmod o-w it")
+
+
 def _verify_for_device(
     data: bytes, source: str, pubkey: bytes, state_dir: Path | None, counter: MonotonicCounter | None
 ) -> Bundle:
     check_public_key(pubkey, source, "provisioned key")
+    if state_dir is not None:
+        check_state_dir(state_dir)
     state = read_state(state_dir) if state_dir is not None else None
     trusted = pubkey
     if state is not None:
@@ -909,6 +938,8 @@ def _now() -> str:
 
 def _signers(pubkey: bytes, state_dir: Path | None) -> tuple[bytes, ...]:
     """Every key a bundle for this device may be signed by: the state's key chain, else the provisioned key."""
+    if state_dir is not None:
+        check_state_dir(state_dir)  # before anything in it is read
     state = read_state(state_dir) if state_dir is not None else None
     return state.key_chain if state is not None else (pubkey,)
 

@@ -204,9 +204,12 @@ class Agent:
         self.clock: SimulatedClock | SystemClock = SimulatedClock() if replay else SystemClock()
         sdir = Path(config.state_dir)
         try:
-            sdir.mkdir(parents=True, exist_ok=True)
+            sdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tb.check_state_dir(sdir)  # before its audit log, trust state or engine state is read
         except OSError as exc:
             raise AgentError(f"{sdir}: cannot create state directory ({exc.strerror or exc})") from None
+        except tb.BundleError as exc:
+            raise AgentError(str(exc)) from None
         self.state_dir = sdir
         self.status_path = Path(config.status_path) if config.status_path else sdir / "status.json"
         self.audit, self.audit_set_aside = open_audit_log(config)
