@@ -542,3 +542,32 @@ def test_pca_projections_beyond_their_limit_are_clamped_alike_in_c(keep_features
                     str(out / "tinywarden_model.c"), str(HARNESS), "-o", str(exe)],
                    check=True, capture_output=True, text=True)
     assert_bit_exact(prog, exe, values, tmp_path)
+
+
+HOSTILE_NAMES = [
+    "cpu */ int tw_injected(void) { return 42; } /* x",  # closes the header's comment, then code
+    "cpu *\\\n/ int tw_injected(void) { return 42; } /* x",  # the same through a backslash-newline splice
+    "cpu\n#define tw_push tw_injected_push\n",  # a directive of its own line (the comment spans it: no effect)
+    "/* nested",  # -Wcomment under -Werror: a module that no longer builds
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=["close", "splice", "directive", "nested"])
+def test_names_from_the_model_file_stay_inside_their_c_comment(name, tmp_path):
+    """A channel, feature or detector name is the model file's text (a channel name is a CSV header): it was
+    pasted into the header's comment as it was, so ``*/`` closed it and whatever followed became C in every
+    build, the gateway's own native runtime included (it compiles the signed model's C and loads it into the
+    agent). Now each is written so that it cannot leave the comment."""
+    _, prog = fitted("gaussian")
+    hostile = dataclasses.replace(prog, channels=(name, *prog.channels[1:]),
+                                  info={**prog.info, "detector": name, "features": [*prog.info["features"], name]})
+    files = emit_c(hostile)
+    for text in files.values():
+        code = re.sub(r"/\*.*?\*/", " ", text.replace("\\\n", ""), flags=re.S)
+        assert "tw_injected" not in code and "/*" not in code and "*/" not in code
+    write_c(hostile, tmp_path)
+    obj = tmp_path / "m.o"
+    subprocess.run(["gcc", *FLAGS, "-c", str(tmp_path / "tinywarden_model.c"), "-o", str(obj)], check=True,
+                   capture_output=True, text=True)
+    symbols = subprocess.run(["nm", str(obj)], check=True, capture_output=True, text=True).stdout
+    assert "tw_injected" not in symbols and " T tw_push" in symbols

@@ -27,7 +27,15 @@ import numpy as np
 from tinywarden.arith import C_HELPER_DEPS, C_HELPERS
 from tinywarden.calibrate import MAX_PERSIST_N
 from tinywarden.codegen import write_export
-from tinywarden.codegen.render import GENERATOR, GENERATOR_VERSION, c_array, c_defines, c_literal, template
+from tinywarden.codegen.render import (
+    GENERATOR,
+    GENERATOR_VERSION,
+    c_array,
+    c_comment,
+    c_defines,
+    c_literal,
+    template,
+)
 from tinywarden.errors import ConfigError
 from tinywarden.features import block_size
 from tinywarden.kernels import CTYPES, KERNELS, KernelSpec, Op, StateField, adapt_q, likelihood_q, pca_residual_s16
@@ -734,7 +742,7 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     common = {
         "generator": GENERATOR,
         "model_id": model_id,
-        "detector": info.get("detector", "?"),
+        "detector": c_comment(info.get("detector", "?")),  # names from the model file: data, never C
     }
     per_sample = []
     ring_loop = needs_ring and program.n_channels > STRAIGHT_LINE_CHANNELS
@@ -748,10 +756,10 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     fused_push = not needs_ring and len(rows) == 1 and bool(rows[0][0]) and not lik.per_sample
     header = template("tinywarden_model.h.tmpl").substitute(
         common,
-        channel_list=", ".join(program.channels),
+        channel_list=c_comment(", ".join(program.channels)),
         window=program.window,
         stride=program.stride,
-        feature_line=(f"features per channel: {', '.join(feats)};" if feats else
+        feature_line=(f"features per channel: {c_comment(', '.join(map(str, feats)))};" if feats else
                       "the model reads the raw window (per-channel rescaled to int8);"),
         n_channels=program.n_channels,
         k=program.k,

@@ -27,6 +27,23 @@ def template(name: str) -> Template:
     return Template(resources.files("tinywarden.codegen").joinpath("templates", name).read_text())
 
 
+def c_comment(text: object) -> str:
+    r"""``text`` written so that it stays inside the C block comment it is placed in, whatever it holds.
+
+    Names that reach a comment come from the model file (a channel name is a CSV header), so they are data,
+    never C: every character outside printable ASCII, and the backslash, is written as an escape (no newline is
+    left for a backslash to splice a ``*/`` across), and ``*/`` and ``/*`` are broken with a space.
+
+    >>> c_comment("cpu */ int x; /* y"), c_comment("a\\\nb")
+    ('cpu * / int x; / * y', 'a\\x5c\\x0ab')
+    """
+    out = "".join(c if " " <= c <= "~" and c != "\\" else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+                  for c in str(text))
+    while "*/" in out or "/*" in out:
+        out = out.replace("*/", "* /").replace("/*", "/ *")
+    return out
+
+
 def c_literal(v: int, dtype: str) -> str:
     """A C literal of the integer ``v`` stored as ``dtype`` (``int8`` ... ``int64``, ``uint8`` ... ``uint32``)."""
     v = int(v)
