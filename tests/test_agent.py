@@ -245,6 +245,58 @@ def test_bundle_installed_by_another_tool_is_picked_up_from_the_state_dir(kit, t
     assert swap[0]["data"]["engine"] == "restarted (policy changed)"
 
 
+def test_an_action_whose_revert_failed_at_a_policy_swap_is_retried_by_the_new_engine(kit, tmp_path):
+    """A bundle with a new policy reverts the old policy's actions; one whose revert failed (a busy nft) was
+    audited and forgotten with the old engine, so it stayed on the device for good."""
+    from tinywarden.respond.actuators import ActuatorError, Targets
+    from tinywarden.respond.actuators.base import Actuator
+
+    class Stuck(Actuator):
+        name = "stop_it"
+
+        def __init__(self) -> None:
+            self.applied, self.failures = True, 2
+
+        def apply(self) -> None:
+            self.applied = True
+
+        def revert(self) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise ActuatorError("nft: Device or resource busy")
+            self.applied = False
+
+        def is_applied(self) -> bool:
+            return self.applied
+
+        def describe(self) -> str:
+            return "stuck"
+
+        def targets(self) -> Targets:
+            return Targets()
+
+    cfg = config(kit, tmp_path, kit.signed(kit.m1, 1))
+    samples = iter(ReplaySource(kit.stream))
+    stuck = Stuck()
+    with Agent(cfg, kit.stream.channels, replay=True) as a:
+        a.run(samples, 100)
+        a.engine.actuators[0] = stuck  # the old policy's action, in place
+        other = tmp_path / "v3.twbundle"
+        other.write_bytes(kit.signed(kit.m1, 3, policy=POLICY.replace('version = "1"', 'version = "2"')))
+        tb.install_bundle(other, kit.pub, cfg.state_dir)
+        while a.model.bundle.version != 3:
+            a.run(samples, 1)
+        assert stuck.applied and a.engine.unreverted == ("stop_it",)
+        a.write_status()
+        assert read_status(cfg.state_dir / "status.json")["unreverted"] == ["stop_it"]
+        a.run(samples, 2000)
+        assert not stuck.applied and a.engine.unreverted == ()
+    records = audit_records(cfg.state_dir / "audit.log")
+    assert [r["data"]["status"][:7] for r in records if r["kind"] == "swap_revert"] == ["failed:"]
+    retries = [r["data"] for r in records if r["data"].get("reason_code") == "revert_retry"]
+    assert [(d["action"], d["status"][:7]) for d in retries] == [("stop_it", "failed:"), ("stop_it", "done")]
+
+
 def test_refused_bundles_mid_run_are_audited_and_monitoring_continues(kit, tmp_path):
     windows: list[WindowScore] = []
     cfg = config(kit, tmp_path, kit.signed(kit.m1, 5))

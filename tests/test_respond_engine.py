@@ -607,3 +607,18 @@ def test_a_corrupt_state_file_is_a_state_file_error_never_another_exception(
         ResponseEngine(policy, THRESHOLD, actuators=fresh, clock=SimulatedClock(), state_path=state)
     assert "\n" not in str(info.value) and len(str(info.value)) < 400
     assert fresh[3].snapshot() == {"acted": {}}  # a refused file leaves no memory behind in the actuators
+
+
+def test_reverts_adopted_from_a_replaced_policy_are_retried_and_carried_over_a_model_swap() -> None:
+    policy = parse_policy(policy_text())
+    old_cap = FlakyRevert("old-cap", failures=1)
+    old_cap.applied = True
+    engine = ResponseEngine(policy, THRESHOLD, clock=SimulatedClock())
+    engine.adopt_unreverted([old_cap], at=0.0)
+    swapped = ResponseEngine(policy, THRESHOLD, actuators=engine.actuators, clock=SimulatedClock())
+    swapped.take_over(engine)  # a later swap of the model alone keeps what is owed
+    assert swapped.unreverted == ("old-cap",)
+    events = run(swapped, [0.1] * 5)
+    assert [(e.time, e.action, e.status[:6], e.action_tier) for e in events if e.event == "revert"] == [
+        (10.0, "old-cap", "failed", 0), (30.0, "old-cap", "done", 0)]
+    assert not old_cap.applied and swapped.unreverted == ()

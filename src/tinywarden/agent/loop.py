@@ -101,7 +101,7 @@ from tinywarden.audit import AuditKeyMismatch, AuditLog, load_key, set_aside
 from tinywarden.errors import TinywardenError
 from tinywarden.native import NativeAdapter, NativeLikelihood, NativeModel, NativeScorer
 from tinywarden.respond import ActionEvent, ResponseEngine, SimulatedClock, SystemClock
-from tinywarden.respond.actuators import ActuatorError, build_actuators
+from tinywarden.respond.actuators import Actuator, ActuatorError, build_actuators
 from tinywarden.respond.engine import StateFileError
 from tinywarden.respond.machine import next_deadline
 
@@ -506,8 +506,9 @@ class Agent:
             engine = self._new_engine(new.loaded, actuators=old_engine.actuators, fresh=True)
             engine.take_over(old_engine)
         else:
-            self._revert_all(old_engine, t)
+            failed = self._revert_all(old_engine, t)
             engine = self._new_engine(new.loaded, fresh=True)
+            engine.adopt_unreverted(failed, at=t)  # retried by the new engine until they go through
         if old_engine.state_path is not None and old_engine.state_path != engine.state_path:
             with contextlib.suppress(OSError):
                 old_engine.state_path.unlink()
@@ -551,7 +552,9 @@ class Agent:
         if isinstance(a, NativeScorer) and isinstance(b, NativeScorer) and b.can_carry_from(a):
             b.carry_from(a)
 
-    def _revert_all(self, engine: ResponseEngine, t: float) -> None:
+    def _revert_all(self, engine: ResponseEngine, t: float) -> list[Actuator]:
+        """Revert every action of ``engine``'s policy still in place; return the actuators whose revert failed."""
+        failed: list[Actuator] = []
         for act in reversed(engine.actuators):
             try:
                 if not act.is_applied():
@@ -559,9 +562,11 @@ class Agent:
                 act.revert()
                 status = "done"
             except ActuatorError as exc:
-                status = f"failed: {exc}"
+                status = f"failed: {exc}; retried by the new policy's engine"
+                failed.append(act)
             self._audit("swap_revert", {"action": act.name, "status": status,
                                         "reason": "new bundle brings a different policy"}, t)  # fmt: skip
+        return failed
 
     def _new_engine(
         self, loaded: LoadedBundle, actuators: Sequence[Any] | None = None, fresh: bool = False

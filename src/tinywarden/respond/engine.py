@@ -262,6 +262,8 @@ class ResponseEngine:
         self._confidence_noted = False
         # Action index -> (its tier, engine time of the next try, the wait after that one): reverts that failed.
         self._unreverted: dict[int, tuple[int, float, float]] = {}
+        # Actuators of a replaced policy whose revert failed at the swap: (actuator, next try, wait after it).
+        self._orphans: list[tuple[Actuator, float, float]] = []
         if self.state_path is not None and self.state_path.exists():
             self._load()
             self._reconcile()
@@ -273,15 +275,25 @@ class ResponseEngine:
 
     @property
     def unreverted(self) -> tuple[str, ...]:
-        """The actions whose revert failed and is still to be retried (module docstring), in policy order."""
-        return tuple(self.actuators[i].name for i in sorted(self._unreverted))
+        """The actions whose revert failed and is still to be retried (module docstring), in policy order, then
+        those of a replaced policy (:meth:`adopt_unreverted`)."""
+        return tuple(self.actuators[i].name for i in sorted(self._unreverted)) + tuple(a.name for a, _, _ in
+                                                                                     self._orphans)
+
+    def adopt_unreverted(self, actuators: Sequence[Actuator], at: float | None = None) -> None:
+        """Take over actuators of the policy this engine replaces whose revert failed at the swap: they are
+        retried as this policy's own failed reverts are (tier 0 in their records), until each goes through.
+        They live in memory only: the state file names this policy's actions, and a restart forgets them."""
+        t = (self.clock.now() if at is None else float(at)) + self.state.skew
+        self._orphans += [(a, t + REVERT_RETRY_S, 2 * REVERT_RETRY_S) for a in actuators]
 
     def take_over(self, old: ResponseEngine) -> None:
         """Continue ``old``'s run (same policy, same actuators: a hot swap of the model alone): its machine state,
-        window count and failed reverts still to retry."""
+        window count and failed reverts still to retry (an earlier policy's too)."""
         self.state = old.state.copy()
         self.windows = old.windows
         self._unreverted = dict(old._unreverted)
+        self._orphans = list(old._orphans)
         self.save()
 
     def observe(self, score: float, at: float | None = None, confidence: float | None = None) -> list[ActionEvent]:
@@ -451,6 +463,24 @@ class ResponseEngine:
                              REASON_REVERT_RETRY, status)  # fmt: skip
             self._audit(ev)
             out.append(ev)
+        left = []
+        for act, due, wait in self._orphans:
+            if now < due:
+                left.append((act, due, wait))
+                continue
+            try:
+                act.revert()
+                status = "done"
+            except ActuatorError as exc:
+                status = f"failed: {exc}"
+                left.append((act, now + wait, min(2 * wait, REVERT_RETRY_MAX_S)))
+            reason = ("retried the revert of an action of the replaced policy" +
+                      ("" if status == "done" else f"; next try in {wait:g} s"))
+            ev = ActionEvent(now - self.state.skew, self.state.tier, 0, act.name, "revert", reason,
+                             REASON_REVERT_RETRY, status)  # fmt: skip
+            self._audit(ev)
+            out.append(ev)
+        self._orphans = left
         return out
 
     def _engine_note(self, t: float, code: str, reason: str) -> ActionEvent:
