@@ -338,3 +338,14 @@ def test_one_action_listed_by_two_tiers_and_distinct_targets_still_load() -> Non
                              'type = "process_renice"\nprocess = "telnetd"\nnice = 19'))  # nested restores are right
     shared = _escalating('type = "tc_rate_limit"\ninterface = "eth0"\nrate = "1mbit"', 'type = "log"')
     parse_policy(shared.replace('actions = ["b"]', 'actions = ["a", "b"]'))
+
+
+@pytest.mark.parametrize("value", ["[" * 100_000 + "]" * 100_000, "{b=" * 5_000 + "1" + "}" * 5_000],
+                         ids=["arrays", "inline-tables"])
+def test_a_policy_nested_too_deeply_is_a_policy_error_not_a_recursion_error(tmp_path: Path, value: str) -> None:
+    """tomllib parses nesting recursively: a RecursionError left parse_policy, so `respond --policy`, `bundle`
+    and the agent's --policy died with a traceback, and install with a signed bundle holding such a policy."""
+    path = tmp_path / "deep.toml"
+    path.write_text(f"a = {value}\n")
+    with pytest.raises(PolicyError, match="deep.toml: not a policy .*nested too deeply"):
+        load_policy(path)

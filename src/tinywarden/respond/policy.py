@@ -237,6 +237,8 @@ def parse_policy(text: str, source: str = "<string>") -> Policy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: not valid TOML ({exc})") from exc
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise PolicyError(f"{source}: not a policy (arrays or tables nested too deeply)") from None
     return _Validator(source).policy(doc)
 
 
