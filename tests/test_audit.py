@@ -496,3 +496,25 @@ def test_two_writer_processes_racing_with_rotation_leave_one_intact_chain(tmp_pa
     assert sorted((r["data"]["writer"], r["data"]["i"]) for r in notes) == sorted(
         (w, i) for w in ("a", "b") for i in range(150))
     assert len(segments(path)) > 3  # it rotated while both wrote
+
+
+@pytest.mark.parametrize("planted", ["link", "fifo"])
+def test_a_link_or_fifo_planted_as_the_log_is_refused_and_its_target_left_alone(
+    tmp_path: Path, key: AuditKey, planted: str
+) -> None:
+    """``--audit`` in a folder another user can write (``respond --audit /tmp/tw/audit.log`` as root): a link
+    planted there had every record appended to the file it named, and the start-up's crash recovery cut that
+    file back to its last newline; a FIFO hung the writer. Refused in one line, nothing written."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    victim = tmp_path / "victim.conf"
+    victim.write_bytes(b"keep=1\nno newline at the end")
+    log = folder / "audit.log"
+    if planted == "link":
+        log.symlink_to(victim)
+    else:
+        os.mkfifo(log)
+    with pytest.raises(AuditError, match="audit.log: not a regular file") as info:
+        AuditLog(log, key=key)
+    assert "\n" not in str(info.value)
+    assert victim.read_bytes() == b"keep=1\nno newline at the end"

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -293,6 +294,32 @@ def set_aside(path: str | Path, now: float | None = None) -> Path:
     return base
 
 
+def _open_file(path: Path, flags: int) -> int:
+    """``os.open`` of a log file that must be a regular file of its own: a symbolic link is not followed and a FIFO
+    does not block (a writer as root in a folder others may write would append to, or cut, the file a link names,
+    and hang on a FIFO). The caller closes the descriptor."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o640)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AuditError(f"{path}: not a regular file (a symbolic link); refusing to follow it") from None
+        raise AuditError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise AuditError(f"{path}: not a regular file; refusing to use it as the audit log")
+    return fd
+
+
+def _read_file(path: Path) -> bytes:
+    """The bytes of log file ``path`` (see :func:`_open_file`)."""
+    fd = _open_file(path, os.O_RDONLY)
+    try:
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
 def _head_path(path: Path) -> Path:
     return path.with_name(path.name + ".head")
 
@@ -408,13 +435,16 @@ class AuditLog:
         """Find the chain's end; move a partial last line (a crash mid-write) out of the chain."""
         partial: bytes | None = None
         for seg in reversed(segments(self.path)):
-            raw = seg.read_bytes()
+            raw = _read_file(seg)
             if seg == self.path and raw and not raw.endswith(b"\n"):
                 cut = raw.rfind(b"\n") + 1
                 partial = raw[cut:]
-                with open(seg, "r+b") as f:
-                    f.truncate(cut)
-                    os.fsync(f.fileno())
+                fd = _open_file(seg, os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, cut)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
                 raw = raw[:cut]
             lines = raw.splitlines()
             if lines:
@@ -464,7 +494,7 @@ class AuditLog:
     def _find_marker(seg: Path) -> dict[str, Any] | None:
         """The last keyed marker in ``seg``: its first record, or a ``genesis`` further on."""
         found = None
-        for i, line in enumerate(seg.read_bytes().splitlines()):
+        for i, line in enumerate(_read_file(seg).splitlines()):
             if i and b'"kind":"genesis"' not in line:
                 continue
             with contextlib.suppress(ValueError):
@@ -515,10 +545,7 @@ class AuditLog:
             raise AuditError(f"{path}: cannot write the log's head ({exc.strerror or exc})") from None
 
     def _write(self, line: bytes) -> None:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        except OSError as exc:
-            raise AuditError(f"{self.path}: cannot open for append ({exc.strerror})") from exc
+        fd = _open_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.write(fd, line)
