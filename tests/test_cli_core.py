@@ -376,3 +376,22 @@ def test_a_note_naming_a_long_path_is_never_broken_inside_it(tmp_path: Path) -> 
                         str(tmp_path / "s.csv")], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"note: {data}: 1 gap(s) in time" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("name", ["[/]cpu_pct", "[bold red]cpu_pct"], ids=["closing-tag", "style-tag"])
+def test_a_column_name_that_looks_like_rich_markup_is_printed_as_it_is(sim_csv: Path, tmp_path: Path,
+                                                                      name: str) -> None:
+    """Messages were printed as rich markup, names and paths from the files included: a column named '[/]cpu_pct'
+    turned the one-line error into a MarkupError traceback, and '[bold red]cpu_pct' lost its name from the
+    message. They are text now: notes, warnings and errors name what the file holds."""
+    rows = list(csv.reader(sim_csv.open()))
+    rows[0] = [name if c == "cpu_pct" else c for c in rows[0]]
+    odd = tmp_path / "odd.csv"
+    with odd.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    model = tmp_path / "m.twb"
+    assert run("train", str(odd), "--model", "kmeans", "--train-fraction", "0.7", "--out", str(model)).returncode == 0
+    line = one_line_error(run("score", str(model), str(sim_csv), "--out", str(tmp_path / "s.csv")))
+    assert name in line
+    r = run("score", str(model), str(odd), "--out", str(tmp_path / "s.csv"))  # a note naming every channel
+    assert r.returncode == 0 and "Traceback" not in r.stderr

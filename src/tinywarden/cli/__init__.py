@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import sys
 
-from rich.markup import escape
-
 from tinywarden.cli import agent as _agent  # noqa: F401
 from tinywarden.cli import core as _core  # noqa: F401  (registers commands)
 from tinywarden.cli import export as _export  # noqa: F401
@@ -19,7 +17,7 @@ from tinywarden.cli import respond as _respond  # noqa: F401
 from tinywarden.cli import simulate as _simulate  # noqa: F401
 from tinywarden.cli import trust as _trust  # noqa: F401
 from tinywarden.cli import tune as _tune  # noqa: F401
-from tinywarden.cli.app import app, err_console
+from tinywarden.cli.app import app, say
 from tinywarden.errors import TRAIN_EXTRA, TinywardenError, missing_extra
 
 __all__ = ["TRAIN_EXTRA", "app", "main"]
@@ -35,17 +33,16 @@ def main() -> None:
     try:
         app()
     except TinywardenError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        say("error", exc, "bold red")
         sys.exit(2)
     except OSError as exc:
         if exc.filename is None:  # not about a path the user gave: a defect, raised as it is
             raise
-        err_console.print(f"[bold red]error:[/] {escape(f'{exc.filename}: {exc.strerror or exc}')}",
-                          highlight=False, soft_wrap=True)
+        say("error", f"{exc.filename}: {exc.strerror or exc}", "bold red")
         sys.exit(2)
     except ModuleNotFoundError as exc:
         message = missing_extra(exc)
         if message is None:
             raise
-        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        say("error", message, "bold red")
         sys.exit(2)

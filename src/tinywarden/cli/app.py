@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 if TYPE_CHECKING:
     from tinywarden.respond.policy import Policy
@@ -29,7 +30,20 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def say(label: str, text: object, style: str | None = "yellow") -> None:
+    """One line on stderr: ``label:`` in ``style`` (just ``text`` in it when ``label`` is empty), then ``text`` as it
+    is. Never rich markup: the text names files, columns and channels, so a name holding ``[/]`` raised a
+    MarkupError where a one-line message was due, and one holding ``[bold]`` vanished from it."""
+    line = Text()
+    if label:
+        line.append(f"{label}:", style=style or "")
+        line.append(f" {text}")
+    else:
+        line.append(str(text), style=style or "")
+    err_console.print(line, highlight=False, soft_wrap=True)
+
+
 def print_advice(policy: Policy) -> None:
     """Each of the policy's :attr:`~tinywarden.respond.policy.Policy.advice` lines on stderr (not errors)."""
     for line in policy.advice:
-        err_console.print(f"[yellow]advice:[/] {line}", highlight=False, soft_wrap=True)
+        say("advice", line)

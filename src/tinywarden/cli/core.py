@@ -13,7 +13,7 @@ import typer.core
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tinywarden.cli.app import app, console, err_console
+from tinywarden.cli.app import app, console, err_console, say
 from tinywarden.errors import ConfigError
 from tinywarden.likelihood import SLOW_SHIFT
 from tinywarden.telemetry.series import GapWatch, Series, dropped_note, gap_note, time_unit_note
@@ -83,21 +83,20 @@ def note_time_unit(source: str, unit: str) -> None:
     """Tell the user, on stderr, that numeric times of ``source`` were not epoch seconds but ``unit``."""
     note = time_unit_note(unit)
     if note:
-        err_console.print(f"[yellow]note:[/] {source}: {note}", highlight=False, soft_wrap=True)
+        say("note", f"{source}: {note}")
 
 
 def report_gaps(series: Series) -> None:
     """Tell the user, on stderr, what the data had that was not used as it is."""
     note_time_unit(series.source, series.meta.get("time_unit", "s"))
     if series.meta.get("skipped_files"):
-        err_console.print(f"[yellow]warning:[/] {series.source}: skipped unreadable file(s): "
-                          f"{series.meta['skipped_files']}", highlight=False, soft_wrap=True)
+        say("warning", f"{series.source}: skipped unreadable file(s): {series.meta['skipped_files']}")
     note = dropped_note(int(series.meta.get("dropped_rows", 0) or 0))
     if note:
-        err_console.print(f"[yellow]note:[/] {series.source}: {note}", highlight=False)
+        say("note", f"{series.source}: {note}")
     note = gap_note(series.gaps())
     if note:
-        err_console.print(f"[yellow]note:[/] {series.source}: {note}", highlight=False)
+        say("note", f"{series.source}: {note}")
 
 
 def report_channels(pipeline: Any, series: Series) -> None:
@@ -108,11 +107,11 @@ def report_channels(pipeline: Any, series: Series) -> None:
     ignored = pipeline.ignored_channels(series)
     if not ignored and series.channels == tuple(pipeline.channels_):
         return
-    err_console.print(f"[yellow]note:[/] {series.source}: scoring the model's {len(pipeline.channels_)} channel(s) "
-                      f"by name: {', '.join(pipeline.channels_)}", highlight=False, soft_wrap=True)
+    say("note", f"{series.source}: scoring the model's {len(pipeline.channels_)} channel(s) "
+                f"by name: {', '.join(pipeline.channels_)}")
     if ignored:
-        err_console.print(f"[yellow]warning:[/] {series.source}: ignoring {len(ignored)} channel(s) the model was "
-                          f"not trained on: {', '.join(ignored)}", highlight=False, soft_wrap=True)
+        say("warning", f"{series.source}: ignoring {len(ignored)} channel(s) the model was "
+                       f"not trained on: {', '.join(ignored)}")
 
 
 def training_progress(label: str) -> Progress:
@@ -282,7 +281,7 @@ class ChunkGaps:
             return
         for note in (dropped_note(self.gaps.dropped), gap_note(self.gaps.gaps)):  # the time unit: said at once
             if note:
-                err_console.print(f"[yellow]note:[/] {self.first.source}: {note}", highlight=False)
+                say("note", f"{self.first.source}: {note}")
 
 
 def evaluate_pipeline(pipeline: Any, series: Series, skip_rows: int) -> tuple[Any, Any]:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tinywarden.cli.app import app, console, err_console
+from tinywarden.cli.app import app, console, err_console, say
 from tinywarden.cli.core import EXAMPLE_POLICY
 
 fleet_app = typer.Typer(help="Fleet scale: per-device baselines on a Dask cluster, signed and reported.",
@@ -70,7 +70,7 @@ def fleet_train(
 
         run = run_fleet(root, out, signing_key, policy_bytes, client, options, progress=tick)
     for _device, error in sorted(run.failed.items()):
-        err_console.print(f"[yellow]failed:[/] {error}", highlight=False, soft_wrap=True)
+        say("failed", error)
     console.print(f"{len(run.done)} device(s) trained and signed, {len(run.skipped)} already done, "
                   f"{len(run.failed)} failed, in {run.seconds:.1f} s on {run.workers} worker(s); bundles in {out}",
                   highlight=False)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from tinywarden.cli.app import app, console, err_console, print_advice
+from tinywarden.cli.app import app, console, print_advice, say
 from tinywarden.cli.core import note_time_unit
 from tinywarden.errors import ConfigError
 
@@ -106,8 +106,8 @@ def respond(
     else:
         model_id = "none"
         if scored.threshold is not None and scored.threshold != threshold:
-            err_console.print(f"[yellow]note:[/] {scores} was scored against threshold {scored.threshold:.10g}; "
-                              f"replaying with --threshold {threshold:.10g}", highlight=False, soft_wrap=True)
+            say("note", f"{scores} was scored against threshold {scored.threshold:.10g}; "
+                        f"replaying with --threshold {threshold:.10g}")
     assert threshold is not None
     prefix = ["ip", "netns", "exec", netns] if netns else []
     engine = ResponseEngine(
@@ -122,7 +122,7 @@ def respond(
     if telemetry is not None:
         assert pipeline is not None
         if pipeline.guard_ is None:
-            err_console.print(f"[yellow]{pipeline.guard_note_}[/]", highlight=False, soft_wrap=True)
+            say("", pipeline.guard_note_)
         timeline = guarded_replay(engine, rows, RawWindows(pipeline, telemetry), resume=state is not None)
     else:
         timeline = replay(engine, rows, resume=state is not None)
@@ -158,8 +158,8 @@ def scores_threshold(pipeline: Pipeline, model: Path, scores: Path, recorded: fl
     except TinywardenError:
         int8_threshold = None
     if recorded == int8_threshold:
-        err_console.print(f"[yellow]note:[/] {scores} holds int8 scores: replaying against {model}'s integer "
-                          f"threshold {int8_threshold:.10g}", highlight=False, soft_wrap=True)
+        say("note", f"{scores} holds int8 scores: replaying against {model}'s integer "
+                    f"threshold {int8_threshold:.10g}")
         return int8_threshold
     int8_text = "" if int8_threshold is None else f" (int8: {int8_threshold:.10g})"
     raise ConfigError(f"{scores} was scored against threshold {recorded:.10g} but {model} has threshold "
@@ -229,7 +229,7 @@ def audit_verify(
     report = verify(log, key=load_key(key) if key is not None else None, anchors=anchors)
     for p in report.problems:
         colour = {"tamper": "red", "crash": "yellow"}.get(p.severity, "dim")
-        err_console.print(f"[{colour}]{p}[/]", highlight=False, soft_wrap=True)
+        say("", p, colour)
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
     what = f"{report.records} records ({span}) in {len(report.files)} file(s)"
     checked = f"; {len(anchors)} anchor(s) held" if anchors else ""

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tinywarden.cli.app import app, console, err_console
+from tinywarden.cli.app import app, console, err_console, say
 from tinywarden.cli.core import TARGET_FPR_HELP, DataArg, DropOpt, LikelihoodGateOpt, report_gaps
 from tinywarden.errors import ConfigError
 from tinywarden.telemetry.series import Series
@@ -27,9 +27,8 @@ def _bounded(data: str, split: str, max_rows: int, drop_unordered: bool) -> Seri
         raise ConfigError(f"--max-rows must be >= 1, got {max_rows}")
     series, more = read_head(data, max_rows, split, drop_unordered)
     if more:
-        err_console.print(f"[yellow]note:[/] {series.source}: tune reads the first {max_rows} rows (it holds its "
-                          "data in memory); the rest is not used (--max-rows to change)", highlight=False,
-                          soft_wrap=True)
+        say("note", f"{series.source}: tune reads the first {max_rows} rows (it holds its "
+                    "data in memory); the rest is not used (--max-rows to change)")
     return series
 
 
@@ -110,7 +109,7 @@ def tune(
 
     summary = result.summary()
     if result.warning:
-        err_console.print(f"warning: {result.warning}", highlight=False)
+        say("warning", result.warning, None)
     if as_json:
         print(json.dumps(summary | {"model": str(out), "plot": str(plot_path)}, sort_keys=True))
         return
