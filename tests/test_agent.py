@@ -297,6 +297,43 @@ def test_an_action_whose_revert_failed_at_a_policy_swap_is_retried_by_the_new_en
     assert [(d["action"], d["status"][:7]) for d in retries] == [("stop_it", "failed:"), ("stop_it", "done")]
 
 
+def test_an_agent_starting_without_engine_state_reverts_what_a_run_before_it_left(kit, tmp_path, monkeypatch):
+    """A bundle installed while the agent was stopped (its engine state is named by the old bundle's digest), or
+    an engine state set aside as unusable: the agent started at tier 0 and the old run's fence stayed for good."""
+    import tinywarden.agent.loop as loop
+    from tinywarden.respond.actuators import Targets
+    from tinywarden.respond.actuators.base import Actuator
+
+    class Fence(Actuator):
+        name = "notify_more"
+        applied = True  # what the run before this one left (a table an actuator can see on the system)
+
+        def apply(self) -> None:
+            Fence.applied = True
+
+        def revert(self) -> None:
+            Fence.applied = False
+
+        def is_applied(self) -> bool:
+            return Fence.applied
+
+        def describe(self) -> str:
+            return "fence"
+
+        def targets(self) -> Targets:
+            return Targets()
+
+    real = loop.build_actuators
+    monkeypatch.setattr(loop, "build_actuators", lambda policy, dry_run=True: [
+        Fence() if a.name == "notify_more" else a for a in real(policy, dry_run=True)])
+    cfg = config(kit, tmp_path, kit.signed(kit.m1, 2), persist_engine=True)
+    with Agent(cfg, kit.stream.channels, replay=True) as a:
+        assert a.engine.tier == 0 and not Fence.applied
+    records = audit_records(cfg.state_dir / "audit.log")
+    assert [(r["data"]["action"], r["data"]["reason_code"], r["data"]["status"]) for r in records
+            if r["kind"] == "action"] == [("notify_more", "leftover", "done")]
+
+
 def test_refused_bundles_mid_run_are_audited_and_monitoring_continues(kit, tmp_path):
     windows: list[WindowScore] = []
     cfg = config(kit, tmp_path, kit.signed(kit.m1, 5))

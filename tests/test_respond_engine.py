@@ -622,3 +622,24 @@ def test_reverts_adopted_from_a_replaced_policy_are_retried_and_carried_over_a_m
     assert [(e.time, e.action, e.status[:6], e.action_tier) for e in events if e.event == "revert"] == [
         (10.0, "old-cap", "failed", 0), (30.0, "old-cap", "done", 0)]
     assert not old_cap.applied and swapped.unreverted == ()
+
+
+def test_a_fresh_engine_sweeps_the_actions_a_run_before_it_left_in_place(tmp_path: Path) -> None:
+    """An engine state set aside as unusable (or one written for the bundle this one replaced while the agent was
+    stopped) took with it the only record of the actions in place: the fresh engine started at tier 0 and a rate
+    cap or an egress fence stayed for good. The agent now sweeps them at start; a restored engine does not."""
+    policy = parse_policy(policy_text())
+    state = tmp_path / "engine.json"
+    left = [LogActuator("notify", "x"), Recording("cap"), Recording("fence"), Recording("stop")]
+    left[1].applied = left[2].applied = True
+    engine = ResponseEngine(policy, THRESHOLD, actuators=left, clock=SimulatedClock(), state_path=state,
+                            audit=AuditLog(tmp_path / "audit.log"))
+    assert not engine.restored
+    swept = engine.sweep(at=5.0)
+    assert [(e.action, e.event, e.reason_code, e.status) for e in swept] == [
+        ("cap", "revert", "leftover", "done"), ("fence", "revert", "leftover", "done")]
+    assert not left[1].applied and not left[2].applied
+    run(engine, [2.5] * 5)  # constrain: both applied again, and saved
+    again = [LogActuator("notify", "x"), Recording("cap"), Recording("fence"), Recording("stop")]
+    restored = ResponseEngine(policy, THRESHOLD, actuators=again, clock=SimulatedClock(), state_path=state)
+    assert restored.restored and restored.sweep() == [] and again[1].applied  # its tier holds them

@@ -232,6 +232,8 @@ class Agent:
         self._active, refusal = self.bundles.initial()
         loaded = self._active.loaded
         self.engine = self._new_engine(loaded)
+        if not self.engine.restored:  # no state accounts for what a run before this one may have left in place
+            self.engine.sweep()
         self._likelihood: AnomalyLikelihood | NativeLikelihood | None = None
         self._adapter: BaselineAdapter | Int8Adapter | NativeAdapter | None = None
         self.last_confidence: float | None = None

@@ -76,6 +76,9 @@ REASON_NO_CONFIDENCE = "no_confidence"
 REASON_CLOCK_FORWARD = "clock_forward"
 #: ``reason_code`` of a revert tried again after it had failed (see :attr:`ResponseEngine.unreverted`).
 REASON_REVERT_RETRY = "revert_retry"
+#: ``reason_code`` of an action found in place at start that no engine state accounts for
+#: (:meth:`ResponseEngine.sweep`).
+REASON_LEFTOVER = "leftover"
 #: Seconds (engine time) before a failed revert is tried again; the wait doubles after each failure, up to
 #: :data:`REVERT_RETRY_MAX_S`, so a revert that keeps failing costs a few audit records an hour, not one a window.
 REVERT_RETRY_S = 10.0
@@ -264,9 +267,11 @@ class ResponseEngine:
         self._unreverted: dict[int, tuple[int, float, float]] = {}
         # Actuators of a replaced policy whose revert failed at the swap: (actuator, next try, wait after it).
         self._orphans: list[tuple[Actuator, float, float]] = []
+        self.restored = False  # whether a state file was taken back (see sweep)
         if self.state_path is not None and self.state_path.exists():
             self._load()
             self._reconcile()
+            self.restored = True
 
     @property
     def tier(self) -> int:
@@ -286,6 +291,37 @@ class ResponseEngine:
         They live in memory only: the state file names this policy's actions, and a restart forgets them."""
         t = (self.clock.now() if at is None else float(at)) + self.state.skew
         self._orphans += [(a, t + REVERT_RETRY_S, 2 * REVERT_RETRY_S) for a in actuators]
+
+    def sweep(self, at: float | None = None) -> list[ActionEvent]:
+        """Revert every action of this policy found in place by an engine that has none applied (tier 0): what a
+        run before it left, that no state file now accounts for (one set aside as unusable, or written for the
+        bundle this one replaced while the agent was stopped). Such an action would otherwise stay for good, no
+        dead-man to lift it. A revert that fails is retried as usual (:attr:`unreverted`). Only what an actuator
+        can see on the system is found (an nftables table, a qdisc); a stopped process or a downed interface
+        whose record was lost is not. Call it once, at start."""
+        if self.state.tier != 0:
+            return []
+        t = self.clock.now() if at is None else float(at)
+        out: list[ActionEvent] = []
+        for idx, act in enumerate(self.actuators):
+            if critical_conflict(act, self.policy.critical) is not None:
+                continue
+            try:
+                if not act.is_applied():
+                    continue
+                act.revert()
+                status = "done"
+            except ActuatorError as exc:
+                status = f"failed: {exc}"
+            tier = min(tr for tr in range(1, m.N_TIERS + 1) if idx in self.tables.tier_actions[tr])
+            if status != "done":
+                self._unreverted[idx] = (tier, t + self.state.skew + REVERT_RETRY_S, 2 * REVERT_RETRY_S)
+            ev = ActionEvent(t, 0, tier, act.name, "revert", "found in place at start with no engine state that "
+                             "accounts for it (a run before this one left it)", REASON_LEFTOVER, status)
+            self._audit(ev)
+            out.append(ev)
+        self.save()
+        return out
 
     def take_over(self, old: ResponseEngine) -> None:
         """Continue ``old``'s run (same policy, same actuators: a hot swap of the model alone): its machine state,
