@@ -484,7 +484,14 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
     n = int(np.asarray(target.consts["offset"]).size)
     zmul, zshift = np.asarray(op.consts["zmul"]), np.asarray(op.consts["zshift"])
     on = adapt_q.c_features(params, op)
-    constants = [c_array("tw_adapt_zmul", zmul), c_array("tw_adapt_zshift", zshift)]
+    if zmul.size and not np.any(zmul.astype(np.int64) & ((1 << adapt_q.ZMUL_DROP) - 1)):
+        # every multiplier a multiple of 2^16 (adapt_q.zmul_pair): its top bits alone, half the flash
+        zmul_c = [c_array("tw_adapt_zmul", (zmul.astype(np.int64) >> adapt_q.ZMUL_DROP).astype(np.int16)),
+                  f"/* input i's z multiplier (tinywarden.kernels.adapt_q.zmul_pair: its low {adapt_q.ZMUL_DROP} bits "
+                  f"are zero) */\n#define TW_AD_ZMUL(i) ((int32_t)tw_adapt_zmul[(i)] << {adapt_q.ZMUL_DROP})\n"]
+    else:  # a program lowered before zmul_pair: the int32 multipliers as they are
+        zmul_c = [c_array("tw_adapt_zmul", zmul), "#define TW_AD_ZMUL(i) (tw_adapt_zmul[(i)])\n"]
+    constants = [*zmul_c, c_array("tw_adapt_zshift", zshift)]
     fold = ""
     if "fold" in op.consts:
         constants.append(c_array("tw_adapt_fold", np.asarray(op.consts["fold"])))
