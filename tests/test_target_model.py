@@ -204,3 +204,54 @@ def test_adapting_default_module_fits_8kb_on_every_core_and_adapts_on_m0plus_wit
     assert m0.decisions.score.tolist() == [int(o[0]) for o in outs]
     assert m0.decisions.anomaly.tolist() == [int(o[1]) for o in outs]
     assert 0 < sum(int(o[1]) for o in outs) < len(outs)
+
+
+#: The Cortex-M budget of issue 14 item 3 (flash: the module alone; RAM: static + state + the worst-case stack).
+BUDGET_FLASH, BUDGET_RAM = 8192, 4096
+
+
+def _adapting_default(profile: str, out: Path) -> dict[str, tuple[int, int, int]]:
+    """The default pipeline fitted on ``profile``'s first 8 attack-free simulated days (seed 7), written as C with
+    the baseline adaptation at its defaults; per core (flash, static RAM + state, worst-case stack)."""
+    from tinywarden.target import stack_usage
+
+    series = simulate(profile, 8.0, "none", seed=7)
+    program = quantize_pipeline(Pipeline(make_detector(DEFAULT_FAMILY), window=128, stride=64).fit(series), series)
+    assert program.adaptation is not None
+    write_c(program, out, adaptation=Adaptation())
+    sizes = {}
+    for core in ("cortex-m4", "cortex-m4f", "cortex-m0plus"):
+        size = module_size(out, core)
+        sizes[core] = (size.flash, size.ram_with_state, stack_usage(out, core).deepest)
+    return sizes
+
+
+@pytest.mark.parametrize("profile", ["valve", "thermostat"])
+def test_nine_channel_adapting_default_keeps_no_feature_scratch_and_its_z_multipliers_in_16_bits(
+        profile: str, tmp_path: Path) -> None:
+    # issue 14 item 3: on the 9-channel profiles (99 adapted inputs) the adapting default was 8,434-8,442 B of flash on
+    # M4 (9,070 B on M0+) and 5,104 B of static RAM + state (+ 308-420 B of stack): the window's int64 features
+    # (792 B) were kept for the adaptation's update, and its z multipliers took int32. The adaptation now computes
+    # each channel's features again where it reads them (tinywarden.codegen.c.channel_features) and stores the z
+    # multipliers' 16 significant bits (tinywarden.kernels.adapt_q.zmul_pair): 4,312 B of state, about 8,300 B of
+    # flash on M4 and 8,714 B on M0+. Still over the budget: see the xfail test below.
+    sizes = _adapting_default(profile, tmp_path)
+    text = (tmp_path / "tinywarden_model.c").read_text()
+    assert "t_features[" not in (tmp_path / "tinywarden_model.h").read_text()
+    assert "static const int16_t tw_adapt_zmul[" in text
+    for core, (flash, ram, stack) in sizes.items():
+        assert ram <= 4400 and flash <= (8400 if core != "cortex-m0plus" else 8800), (core, flash, ram, stack)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14 item 3 not met yet on the 9-channel profiles: after the landed "
+                                       "savings about 630 B of RAM (with the stack) and 110 B (M4) / 520 B (M0+) of "
+                                       "flash over (benchmarks/results/mcu_adaptation.md)")
+@pytest.mark.parametrize("profile", ["valve", "thermostat"])
+def test_adapting_default_fits_8kb_flash_and_4kb_ram_with_its_stack_on_the_nine_channel_profiles(
+        profile: str, tmp_path: Path) -> None:
+    # the goal itself (issue 14 item 3), on every core: flash within 8 KB and static RAM + state + worst-case stack
+    # within 4 KB; the 6-channel camera meets it (the test above this file's last two)
+    sizes = _adapting_default(profile, tmp_path)
+    over = {core: (flash, ram + stack) for core, (flash, ram, stack) in sizes.items()
+            if flash > BUDGET_FLASH or ram + stack > BUDGET_RAM}
+    assert not over, over

@@ -471,7 +471,22 @@ class AdaptationC:
     requires: tuple[str, ...] = ("params", "requant32")
 
 
-def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC | None:
+def channel_features(program: Program, adapted: int, keep_features: bool = False) -> int:
+    """Features per channel when the adapted op (index ``adapted``) reads a streamed ``features_s16`` op's int64
+    values alone, so that the baseline adaptation computes them a channel at a time whenever it reads them
+    (:attr:`~tinywarden.kernels.base.FeatureSink.channel`: twice a window, the same integers) instead of keeping
+    them in the state (8 B an input); 0 otherwise (or with ``keep_features``, whose reader is the host)."""
+    if keep_features or adapted < 1:
+        return 0
+    op, target = program.ops[adapted - 1], program.ops[adapted]
+    if (op.kind != "features_s16" or op.src != ("window",) or target.src != (op.dst,)
+            or _readers(program).get(op.dst) != 1 or op.dst == program.ops[-1].dst):
+        return 0
+    per = len(op.consts["codes"])
+    return per if per * program.n_channels == int(np.asarray(target.consts["offset"]).size) else 0
+
+
+def adaptation_c(program: Program, adaptation: Adaptation | None, keep_features: bool = False) -> AdaptationC | None:
     """What baseline adaptation adds to the C module: None when the policy's ``[adaptation]`` is off (or
     absent) or the program has no adaptation step (:func:`tinywarden.program.adaptation_params`). Only the
     code, state and limits the policy's rule needs are emitted (:func:`tinywarden.kernels.adapt_q.c_features`)."""
@@ -484,6 +499,9 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
     n = int(np.asarray(target.consts["offset"]).size)
     zmul, zshift = np.asarray(op.consts["zmul"]), np.asarray(op.consts["zshift"])
     on = adapt_q.c_features(params, op)
+    per_channel = channel_features(program, j, keep_features)
+    if per_channel:
+        on = on | {"perchannel"}
     if zmul.size and not np.any(zmul.astype(np.int64) & ((1 << adapt_q.ZMUL_DROP) - 1)):
         # every multiplier a multiple of 2^16 (adapt_q.zmul_pair): its top bits alone, half the flash
         zmul_c = [c_array("tw_adapt_zmul", (zmul.astype(np.int64) >> adapt_q.ZMUL_DROP).astype(np.int16)),
@@ -524,6 +542,8 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
         limits.update({"TW_AD_WATCH": params.watch_q12, "TW_AD_WATCH_REARM": params.watch_rearm_q12,
                        "TW_AD_WATCH_SHIFT": params.settle_shift})
         per_input += 4
+    if per_channel:
+        limits["TW_AD_PER_CHANNEL"] = per_channel
     distance: dict[str, Any] = {}
     if "distance" in on:  # the watch's level scored by the pca_residual_s16 op after the adapted one
         limits.update({"TW_AD_DIST": params.distance_bound, "TW_AD_DIST_REARM": params.distance_rearm})
@@ -536,7 +556,8 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
     fields = [StateField("tw_adapt_t", "ad", (), head + per_input * n, 4)]
     subs = {"params": f"tw_{target.dst}_requant_params", "ctype": CTYPES[program.tensor(target.dst).dtype],
             "zi": "i" if zmul.size > 1 else "0", "fold": fold, "src": target.src[0], "frac": frac_i, "xmax": xmax_i,
-            "dst": target.dst, **distance}
+            "dst": target.dst, "fwd_feature": "fi" if per_channel else "in[i]",
+            "obs_feature": "fi" if per_channel else f"s->t_{target.src[0]}[i]", **distance}
     body = Template(adapt_q.c_blocks(adapt_q.C_TEMPLATE, on)).substitute(subs).strip("\n") + "\n"
     header = Template(adapt_q.C_HEADER).substitute(
         policy=(f"rate_shift {adaptation.rate_shift}, below_confidence {adaptation.below_confidence}, max_drift "
@@ -557,7 +578,8 @@ def adaptation_c(program: Program, adaptation: Adaptation | None) -> AdaptationC
                 "window at 2^-TW_AD_SETTLE_SHIFT until the count is empty again;" if params.settle_n else ""))
     invariant = "ad is the baseline adaptation's state (tw_adapt_t, whose members say their ranges)"
     return AdaptationC(
-        j, f"    tw_adapt_forward(s, s->t_{target.src[0]}, s->t_{target.dst});", constants, limits, fields,
+        j, (f"    tw_adapt_forward(s, s->t_{target.dst});" if per_channel else
+            f"    tw_adapt_forward(s, s->t_{target.src[0]}, s->t_{target.dst});"), constants, limits, fields,
         body, "    tw_rebaseline(s);\n", "    tw_adapt_observe(s, score);\n", header, invariant,
         Template(adapt_q.c_blocks(adapt_q.C_TYPEDEF, on)).substitute(n=n))
 
@@ -576,7 +598,9 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     program.validate()
     if adaptation is None and policy is not None:
         adaptation = policy.adaptation
-    ad = adaptation_c(program, adaptation)
+    ad = adaptation_c(program, adaptation, keep_features)
+    # the adapted op's int64 features computed a channel at a time by the adaptation itself (channel_features)
+    per_channel = channel_features(program, ad.op_index, keep_features) if ad is not None else 0
     model_id = program.model_id
     multiplier, shift = program.sample_requant
     pow2 = bool(np.all(multiplier == POW2_MULTIPLIER))  # then the multipliers are implied, not stored
@@ -650,6 +674,8 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
                 sink = dataclasses.replace(sink, consume=pca_residual_s16.in_stream_call(
                     pfields["c_weights"], n_in, k, len(op.consts["codes"])),
                     consume_params=pca_residual_s16.IN_STREAM_PARAMS)
+            if per_channel and ad is not None and i == ad.op_index - 1:
+                sink = FeatureSink("", "", "", channel=True)
             sc = spec.stream(op, program, f"tw_{op.dst}", needs_ring, sink)
             # only the tables the generated code reads (a feature list is compiled into the code itself)
             constants.extend(c_array(table_name(op, c), narrowed(a) if _only_indexed(table_name(op, c), sc.body)
@@ -661,6 +687,8 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
             extremes_hook = extremes_hook or sc.extremes_hook
             if i in projected:
                 calls.append(pca_residual_s16.in_stream_block(_call_fields(program, i + 2), sc.finish_fn))
+            elif sink is not None and sink.channel:
+                pass  # the adaptation's forward computes the features as it reads them
             else:
                 calls.append("    " + Template(sc.call).substitute(call_fields))
             kernels.append((op.kind, sc.body))
@@ -719,7 +747,10 @@ def emit_c(program: Program, policy: Policy | None = None, adaptation: Adaptatio
     # the adaptation reads its op's input after the window (tw_adapt_observe): that tensor keeps its member
     # requantized as they are combined, or scored as they are computed: never stored
     unstored = {program.ops[i].dst for i in fused | scored} | {program.ops[i + 1].dst for i in projected}
-    home = scratch_homes(program, keep=[program.ops[ad.op_index].src[0]] if ad is not None else [], unstored=unstored)
+    if per_channel and ad is not None:  # computed again where read (channel_features): never stored
+        unstored.add(program.ops[ad.op_index].src[0])
+    home = scratch_homes(program, keep=[program.ops[ad.op_index].src[0]] if ad is not None and not per_channel
+                         else [], unstored=unstored)
     slots: dict[str, tuple[str, int]] = {}
     for t in program.tensors:
         if t.name in unstored:

@@ -618,12 +618,41 @@ TW_AD_NO_INLINE int32_t tw_adapt_sub(int64_t f, int32_t pre, int32_t offset)
 /* The op the adaptation takes the place of (the features' requantization to the model input), with each
  * input's adapted offset and multiplier (tinywarden.kernels.adapt_q, forward); in the reference state they
  * are the op's own. */
+//@if perchannel
+/* The next input's int64 feature, a channel at a time: channel *c's features (tw_features_finish) are computed into
+ * f when its first input is reached (*k == 0), so the window's features take no state (exactly the values the
+ * features op gives: tinywarden.kernels.features_s16). */
+static int64_t tw_adapt_next(const tw_state_t *s, int64_t *f, int32_t *k, int32_t *c)
+{
+    int32_t j = *k;
+    if (j == 0) {
+        tw_features_finish(s, *c, f);
+        *c += 1;
+    }
+    *k = (j + 1 == TW_AD_PER_CHANNEL) ? 0 : j + 1;
+    return f[j];
+}
+
+//@endif
+//@if !perchannel
 static void tw_adapt_forward(const tw_state_t *s, const int64_t *in, ${ctype} *out)
+//@endif
+//@if perchannel
+static void tw_adapt_forward(const tw_state_t *s, ${ctype} *out)
+//@endif
 {
     const tw_feature_requant_params_t *p = &${params};
     int32_t i;
+//@if perchannel
+    int64_t f[TW_AD_PER_CHANNEL]; /* the current channel's features */
+    int32_t k = 0;
+    int32_t c = 0;
+//@endif
     for (i = 0; i < TW_AD_N; i++) {
         const tw_adapt_input_t *a = &s->ad.in[i];
+//@if perchannel
+        int64_t fi = tw_adapt_next(s, f, &k, &c);
+//@endif
         int32_t multiplier = TW_MULTIPLIER(p, i);
         int32_t shift = TW_SHIFT(p, i);
         int32_t offset = TW_OFFSET(p, i) + (a->mu >> ${frac}); /* both within +-2^30 */
@@ -659,7 +688,7 @@ static void tw_adapt_forward(const tw_state_t *s, const int64_t *in, ${ctype} *o
         /* multiplier * g >> 15 in 32 bits: g <= TW_AD_G_ONE (offsets only: never sharper than the reference) */
         multiplier = (multiplier >> 15) * a->g + (((multiplier & 0x7fff) * a->g) >> 15);
 //@endif
-        out[i] = (${ctype})tw_offset_clamp(tw_requantize32(tw_adapt_sub(in[i], TW_PRE_SHIFT(p, i), offset),
+        out[i] = (${ctype})tw_offset_clamp(tw_requantize32(tw_adapt_sub(${fwd_feature}, TW_PRE_SHIFT(p, i), offset),
                                                          multiplier, shift),
                                          p->zero_point, p->activation.min, p->activation.max);
     }
@@ -729,6 +758,11 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
     int64_t dev = s->lik_mean - TW_LIK_MEAN0;
     int32_t i;
     int32_t n;
+//@if perchannel
+    int64_t f[TW_AD_PER_CHANNEL]; /* the current channel's features, computed again (tw_adapt_next) */
+    int32_t k = 0;
+    int32_t c = 0;
+//@endif
     int32_t drift = 0;
 //@if watch
     int32_t level = 0; /* the slow-drift watch: the shadow's largest distance from the reference */
@@ -769,7 +803,10 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
 //@endif
     for (i = 0; i < n; i++) {
         tw_adapt_input_t *a = &ad->in[i];
-        int32_t x = tw_adapt_sub(s->t_${src}[i], TW_PRE_SHIFT(p, i), TW_OFFSET(p, i)${fold}); /* from the reference */
+//@if perchannel
+        int64_t fi = tw_adapt_next(s, f, &k, &c); /* before any continue: k and c step with i */
+//@endif
+        int32_t x = tw_adapt_sub(${obs_feature}, TW_PRE_SHIFT(p, i), TW_OFFSET(p, i)${fold}); /* from the reference */
         int32_t xf = ((x < -${xmax}) ? -${xmax} : ((x > ${xmax}) ? ${xmax} : x)) * ((int32_t)1 << ${frac});
         int32_t y;
 //@if settle

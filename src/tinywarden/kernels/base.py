@@ -134,6 +134,10 @@ class FeatureSink:
     ctype: str
     consume: str = ""
     consume_params: str = ""
+    #: the values are not requantized here: the finish function computes one channel's int64 values into its
+    #: caller's ``int64_t f[]`` (``tw_features_finish(s, c, f)``), called by their one reader (the baseline
+    #: adaptation, which reads them twice a window) whenever it needs them, so they take no state
+    channel: bool = False
 
 
 #: ``(op, program, table prefix, the module keeps the raw sample ring, sink) -> StreamC``; ``sink``, when not

@@ -256,6 +256,10 @@ static void tw_features_push(tw_state_t *s, const int16_t q[TW_N_CHANNELS])
 {
 $push}
 $ring_helpers
+$finish""")
+
+#: The window's features of every channel (into the int64 scratch, or through the sink).
+C_FINISH_ALL = r"""
 /* The window's features, channel-major, from its TW_BLOCKS blocks (oldest after s->bhead, newest at it):
  * $names$sink_doc. */
 static void tw_features_finish(const tw_state_t *s, $out_params)
@@ -271,7 +275,27 @@ $combine_init        for (k = 1; k < TW_BLOCKS; k++) {
 $combine        }
 $outputs$sink_step    }
 }
-""")
+"""
+
+#: One channel's window features (:attr:`~tinywarden.kernels.base.FeatureSink.channel`): the same combination and
+#: outputs as :data:`C_FINISH_ALL`'s loop body, for channel ``c`` alone, into ``f``; its reader calls it for each
+#: channel whenever it needs the values, so the int64 features take no state.
+C_FINISH_CHANNEL = r"""
+/* Channel c's features of the window, from its TW_BLOCKS blocks (oldest after s->bhead, newest at it), into f:
+ * $names$sink_doc. Out of line: its reader calls it in two places. */
+TW_NO_INLINE void tw_features_finish(const tw_state_t *s, int32_t c, int64_t *f)
+{
+    {
+        int32_t b = (s->bhead + 1u == TW_BLOCKS) ? 0 : (int32_t)s->bhead + 1;
+        int32_t k;
+        const tw_block_t *a = &s->blocks[b][c];
+$combine_init        for (k = 1; k < TW_BLOCKS; k++) {
+            b = (b + 1 == TW_BLOCKS) ? 0 : b + 1;
+            a = &s->blocks[b][c];
+$combine        }
+$outputs    }
+}
+"""
 
 #: A block of one group: the fold starts the block it writes (the oldest block's slot, whose last window has
 #: been combined). A block of several groups: its first group starts it, the next ones continue its sums.
@@ -768,7 +792,12 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, sink: FeatureSink 
         **{f"band{lv}": f"tw_band_energy_s16(s, c, {lv})" for lv in ring_bands},
     }
     f = len(names)
-    if sink is None:
+    channel = sink is not None and sink.channel
+    if channel:
+        outputs = [f"f[{j}] = {expr[n]};" for j, n in enumerate(names)]
+        subs = {"sink_doc": " (computed again each time it is read: the baseline adaptation reads them twice a "
+                            "window, tinywarden.kernels.adapt_q)"}
+    elif sink is None:
         outputs = [f"out[c * {f} + {j}] = {expr[n]};" for j, n in enumerate(names)]
         subs = {"out_params": "int64_t *out", "sink_doc": "", "sink_init": "", "sink_local": "", "sink_step": ""}
     else:
@@ -807,8 +836,9 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, sink: FeatureSink 
         advance="" if ring else C_ADVANCE_GROUP,
         push=C_PUSH_RING if ring else C_PUSH_GROUP,
         ring_helpers="\n" + "\n\n".join(ring_helpers) + "\n" if ring_helpers else "",
-        names=", ".join(names), combine_init=block(cinit, 8), combine=block(comb, 12), outputs=block(outputs, 8),
-        **subs)
+        finish=Template(C_FINISH_CHANNEL if channel else C_FINISH_ALL).substitute(
+            names=", ".join(names), combine_init=block(cinit, 8), combine=block(comb, 12), outputs=block(outputs, 8),
+            **subs).lstrip("\n"))
     n_blocks = p.window // g
     fields = [StateField("tw_block_t", "blocks", (n_blocks, p.n_channels), block_bytes * n_blocks * p.n_channels,
                          align), StateField("uint16_t", "bhead", (), 2, 2)]
