@@ -161,9 +161,10 @@ STREAM_ROWS = 2048
 COUNTED_WINDOWS = 4
 
 
-def camera_data(days: float, train_days: float, seed: int) -> tuple[Series, int]:
-    """The demo's simulated camera telemetry and the row where its attack-free training days end."""
-    series = simulate("camera", days, "all", seed=seed, attack_free_days=train_days)
+def camera_data(days: float, train_days: float, seed: int, profile: str = "camera") -> tuple[Series, int]:
+    """The demo's simulated camera telemetry (or another simulator ``profile``'s, the same days and seed) and the
+    row where its attack-free training days end."""
+    series = simulate(profile, days, "all", seed=seed, attack_free_days=train_days)
     cut = int(np.searchsorted(series.timestamps, series.timestamps[0] + train_days * 86400.0))
     return series, cut
 
@@ -399,13 +400,15 @@ def likelihood_md(lk: dict[str, Any]) -> list[str]:
 
 
 def adaptation_cost(program: Program, figures: dict[str, Any], work: Path, stream: np.ndarray,
-                    adaptation: Adaptation) -> dict[str, Any]:
+                    adaptation: Adaptation, count: bool = True) -> dict[str, Any]:
     """What compiling in baseline adaptation (an enabled ``[adaptation]``, :mod:`tinywarden.kernels.adapt_q`)
     adds to ``program``'s module: the module with it against ``figures`` (measured without), sizes and
-    instructions per window on every core; which of the counted windows taught the baseline."""
+    instructions per window on every core; which of the counted windows taught the baseline. ``count`` False:
+    sizes, stack and the emulated decisions only (no instruction counts, no settling window)."""
     if program.adaptation is None or program.likelihood is None:
         return {"present": False}
-    with_ad, _ = module_figures(program, work, stream, adaptation=adaptation)
+    with_ad, _ = module_figures(program, work, stream, adaptation=adaptation,
+                                count_cores=COUNT_CORES if count else ())
     out: dict[str, Any] = {"present": True, "sizes": {}, "instructions": {}, "qemu_check": with_ad["qemu_check"]}
     for core, v in with_ad["sizes"].items():
         b = figures["sizes"][core]
@@ -423,7 +426,8 @@ def adaptation_cost(program: Program, figures: dict[str, Any], work: Path, strea
         if dev.push(x) is not None and dev.adapter is not None:
             taught.append(bool(dev.adapted))
             settling.append(bool(dev.adapter.settling))
-    out["settling_window"] = settling_cost(program, work / "settling", stream, adaptation)
+    if count:
+        out["settling_window"] = settling_cost(program, work / "settling", stream, adaptation)
     out["counted_windows_adapted"] = f"{sum(taught[1:])} of {len(taught) - 1}"
     out["counted_windows_settling"] = f"{sum(settling[1:])} of {len(settling) - 1}"
     out["settle_windows"] = dev.adapter.params.settle_n if dev.adapter is not None else 0
@@ -900,11 +904,65 @@ def families_md(f: dict[str, Any], p: dict[str, Any]) -> list[str]:
     return lines
 
 
-def default_module(days: float, train_days: float, seed: int) -> tuple[Any, np.ndarray]:
-    """The default pipeline's int8 program and the held-out rows it is measured on (the single-figure modes)."""
-    series, cut = camera_data(days, train_days, seed)
+def default_module(days: float, train_days: float, seed: int, profile: str = "camera") -> tuple[Any, np.ndarray]:
+    """The default pipeline's int8 program and the held-out rows it is measured on (the single-figure modes), on the
+    demo's camera or another simulator ``profile``."""
+    series, cut = camera_data(days, train_days, seed, profile)
     _, program = default_pipeline(series, cut)
     return program, series.slice(cut, len(series)).values[:STREAM_ROWS]
+
+
+#: The simulator's profiles --adaptation-only measures (tinywarden.simulate.profiles.PROFILES): the demo's camera (6
+#: channels) and the two 9-channel devices, whose 99 adapted inputs are the budget's hardest case; instructions are
+#: counted on the first alone (they grow with the inputs; sizes and RAM are the goal).
+ADAPTATION_PROFILES = ("camera", "valve", "thermostat")
+
+
+def adaptation_profiles(days: float, train_days: float, seed: int,
+                        profiles: Sequence[str] = ADAPTATION_PROFILES) -> dict[str, dict[str, Any]]:
+    """:func:`adaptation_cost` of the default pipeline on each simulator profile (instruction counts on the first)."""
+    out: dict[str, dict[str, Any]] = {}
+    for k, profile in enumerate(profiles):
+        program, stream = default_module(days, train_days, seed, profile)
+        count = k == 0
+        with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmp:
+            figures, _ = module_figures(program, Path(tmp), stream, count_cores=COUNT_CORES if count else ())
+            ad = adaptation_cost(program, figures, Path(tmp) / "adapt", stream, Adaptation(), count=count)
+        ad["model_id"] = program.model_id
+        ad["channels"] = program.n_channels
+        ad["detector"] = program.info.get("detector")
+        out[profile] = ad
+    return out
+
+
+def profiles_md(per: dict[str, dict[str, Any]]) -> list[str]:
+    """The adapting default's footprint on every profile and core against the budget, one row each."""
+    flash, ram = TARGETS["flash_bytes"], TARGETS["static_ram_bytes"]
+    lines = ["## The adapting default on every simulator profile", "",
+             f"Flash (module alone and firmware link) against {flash} B; RAM = static + state + the worst-case stack "
+             f"(`tinywarden.target.stack`) against {ram} B; 'over' = bytes beyond the budget.", "",
+             "| profile | channels | adapted inputs | core | flash B, module alone | flash B, firmware link | RAM B "
+             "(static + state) | stack B | RAM + stack B | flash goal | RAM goal |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|"]
+    for profile, ad in per.items():
+        if not ad.get("present"):
+            lines.append(f"| {profile} | {ad.get('channels', '?')} | - | - | - | - | - | - | - | no adaptation | - |")
+            continue
+        for core, v in ad["sizes"].items():
+            total = v["total_ram"] + v["stack"][1]
+            fl = max(v["total_flash"], v["firmware_flash"][1])
+
+            def verdict(n: int, bound: int) -> str:
+                return "met" if n <= bound else f"**NOT met** (over {n - bound})"
+
+            lines.append(f"| {profile} | {ad['channels']} | {ad['inputs']} | {core} | {v['total_flash']} | "
+                         f"{v['firmware_flash'][1]} | {v['total_ram']} | {v['stack'][1]} | {total} | "
+                         f"{verdict(fl, flash)} | {verdict(total, ram)} |")
+    met = sum(max(v["total_flash"], v["firmware_flash"][1]) <= flash and v["total_ram"] + v["stack"][1] <= ram
+              for ad in per.values() if ad.get("present") for v in ad["sizes"].values())
+    rows = sum(len(ad["sizes"]) for ad in per.values() if ad.get("present"))
+    lines += ["", f"Both goals met on {met} of {rows} profile x core rows."]
+    return lines
 
 
 def main() -> int:
@@ -921,7 +979,8 @@ def main() -> int:
                     help="comma list of families: measure only their rows of the families table (no tuned row, no "
                          "file written), e.g. --families gru_ae,ocsvm")
     ap.add_argument("--adaptation-only", action="store_true",
-                    help="measure only the default pipeline with and without baseline adaptation compiled in "
+                    help="measure only the default pipeline with and without baseline adaptation compiled in, on "
+                         "each simulator profile (camera, valve, thermostat; instructions counted on camera) "
                          "(writes benchmarks/results/mcu_adaptation.md)")
     args = ap.parse_args()
     missing = missing_tools()
@@ -951,17 +1010,18 @@ def main() -> int:
         print(json.dumps(res, indent=2, sort_keys=True) if args.json else "\n".join(selected_rows_md(res["rows"])))
         return 0
     if args.adaptation_only:
-        program, stream = default_module(args.days, args.train_days, args.seed)
-        with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmp:
-            figures, _ = module_figures(program, Path(tmp), stream)
-            ad = adaptation_cost(program, figures, Path(tmp) / "adapt", stream, Adaptation())
-        ad["model_id"] = program.model_id
-        md = "\n".join(["# MCU benchmark: baseline adaptation (benchmarks/mcu.py --adaptation-only)", "",
-                        provenance(sys.argv[1:]), "",
-                        f"Default pipeline (camera, `{program.info.get('detector')}`, window 128 / stride 64), model "
-                        f"{program.model_id}; targets 8192 B flash / 4096 B RAM.", *adaptation_md(ad)]) + "\n"
+        per = adaptation_profiles(args.days, args.train_days, args.seed)
+        body = ["# MCU benchmark: baseline adaptation (benchmarks/mcu.py --adaptation-only)", "",
+                provenance(sys.argv[1:]), "",
+                "Default pipeline (`" + str(next(iter(per.values())).get("detector")) + "`, window 128 / stride 64, "
+                "default features) fitted on each simulator profile's attack-free days (the demo's days and seed); "
+                "targets 8192 B flash / 4096 B RAM. Models: " + ", ".join(
+                    f"{p} {ad.get('model_id')}" for p, ad in per.items()) + ".", "", *profiles_md(per)]
+        for profile, ad in per.items():
+            body += ["", f"# {profile} ({ad.get('channels')} channels)", *adaptation_md(ad)]
+        md = "\n".join(body) + "\n"
         ADAPTATION_RESULTS.write_text(md)
-        print(json.dumps(ad, indent=2, sort_keys=True) if args.json else md)
+        print(json.dumps(per, indent=2, sort_keys=True) if args.json else md)
         return 0
     res = measure(args.days, args.train_days, args.seed, args.tune_seconds)
     md = render_md(res)
