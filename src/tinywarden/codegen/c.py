@@ -509,22 +509,34 @@ def adaptation_c(program: Program, adaptation: Adaptation | None, keep_features:
                   f"are zero) */\n#define TW_AD_ZMUL(i) ((int32_t)tw_adapt_zmul[(i)] << {adapt_q.ZMUL_DROP})\n"]
     else:  # a program lowered before zmul_pair: the int32 multipliers as they are
         zmul_c = [c_array("tw_adapt_zmul", zmul), "#define TW_AD_ZMUL(i) (tw_adapt_zmul[(i)])\n"]
-    constants = [*zmul_c, c_array("tw_adapt_zshift", zshift)]
+    frac = int(op.attrs["frac"])
+    frac_i, xmax_i = "TW_AD_FRAC", "TW_AD_X_MAX"
+    fracs = np.asarray(op.consts["fracs"]).astype(np.int64) if "fracs" in op.consts else None
+    zs = zshift.astype(np.int64)
+    zbase = int(zs.min()) if zs.size else 0
+    if fracs is not None and zs.size == n and int(fracs.max()) - frac < 16 and int(zs.max()) - zbase < 16:
+        # each input's fractional bits and z shift share a byte (their spans fit 4 bits each): one table, not two
+        constants = [*zmul_c, c_array("tw_adapt_fz", (((fracs - frac) << 4) | (zs - zbase)).astype(np.uint8)),
+                     "/* input i's fractional bits (TW_AD_FRAC plus the high nibble) and z shift (TW_AD_ZSHIFT_BASE "
+                     "plus the low nibble) */\n"
+                     "#define TW_AD_FRAC_OF(i) (TW_AD_FRAC + (int32_t)(tw_adapt_fz[(i)] >> 4))\n"
+                     "#define TW_AD_ZSHIFT(i) (TW_AD_ZSHIFT_BASE + (int32_t)(tw_adapt_fz[(i)] & 15u))\n"]
+        frac_i, xmax_i = "TW_AD_FRAC_OF(i)", "(((int32_t)1 << (30 - TW_AD_FRAC_OF(i))) - 1)"
+    else:
+        constants = [*zmul_c, c_array("tw_adapt_zshift", zshift), "#define TW_AD_ZSHIFT(i) (tw_adapt_zshift[(i)])\n"]
+        if fracs is not None:  # inputs of very different ranges: each its own fractional bits
+            constants.append(c_array("tw_adapt_fracs", np.asarray(op.consts["fracs"])))
+            frac_i, xmax_i = "tw_adapt_fracs[i]", "(((int32_t)1 << (30 - tw_adapt_fracs[i])) - 1)"
     fold = ""
     if "fold" in op.consts:
         constants.append(c_array("tw_adapt_fold", np.asarray(op.consts["fold"])))
         fold = " - tw_adapt_fold[i]"
-    frac = int(op.attrs["frac"])
-    frac_i, xmax_i = "TW_AD_FRAC", "TW_AD_X_MAX"
-    if "fracs" in op.consts:  # inputs of very different ranges: each its own fractional bits
-        constants.append(c_array("tw_adapt_fracs", np.asarray(op.consts["fracs"])))
-        frac_i, xmax_i = "tw_adapt_fracs[i]", "(((int32_t)1 << (30 - tw_adapt_fracs[i])) - 1)"
     limits = {"TW_AD_N": n, "TW_AD_FRAC": frac, "TW_AD_E": adapt_q.E_BITS, "TW_AD_Z_MAX": adapt_q.Z_MAX,
               "TW_AD_X_MAX": int(adapt_q.x_max(frac)), "TW_AD_Z_BITS": adapt_q.Z_BITS,
               "TW_AD_VAR_BITS": adapt_q.VAR_BITS,
               "TW_AD_RATE_SHIFT": params.rate_shift, "TW_AD_BELOW": params.below_q15,
               "TW_AD_DRIFT": params.drift_q12, "TW_AD_REARM": params.rearm_q12,
-              "TW_AD_LIK_LIMIT": params.lik_limit, "TW_AD_LIK_REARM": params.lik_rearm}
+              "TW_AD_LIK_LIMIT": params.lik_limit, "TW_AD_LIK_REARM": params.lik_rearm, "TW_AD_ZSHIFT_BASE": zbase}
     per_input = 4  # bytes of tw_adapt_input_t: mu, and var, g, smu, svar as the rule needs them
     if "scale" in on:
         limits.update({"TW_AD_G_ONE": adapt_q.G_ONE, "TW_AD_G_MAX": adapt_q.G_MAX, "TW_AD_VAR_ONE": adapt_q.VAR_ONE,

@@ -622,7 +622,7 @@ TW_AD_NO_INLINE int32_t tw_adapt_sub(int64_t f, int32_t pre, int32_t offset)
 /* The next input's int64 feature, a channel at a time: channel *c's features (tw_features_finish) are computed into
  * f when its first input is reached (*k == 0), so the window's features take no state (exactly the values the
  * features op gives: tinywarden.kernels.features_s16). */
-static int64_t tw_adapt_next(const tw_state_t *s, int64_t *f, int32_t *k, int32_t *c)
+TW_AD_NO_INLINE int64_t tw_adapt_next(const tw_state_t *s, int64_t *f, int32_t *k, int32_t *c)
 {
     int32_t j = *k;
     if (j == 0) {
@@ -699,7 +699,7 @@ static void tw_adapt_forward(const tw_state_t *s, ${ctype} *out)
 static int32_t tw_adapt_z(int32_t d, int32_t i)
 {
     int32_t y = tw_adapt_e(d, i);
-    int32_t z = tw_requantize32(y, TW_AD_ZMUL(${zi}), tw_adapt_zshift[${zi}]);
+    int32_t z = tw_requantize32(y, TW_AD_ZMUL(${zi}), TW_AD_ZSHIFT(${zi}));
     return (z < -TW_AD_Z_MAX) ? -TW_AD_Z_MAX : ((z > TW_AD_Z_MAX) ? TW_AD_Z_MAX : z);
 }
 
@@ -837,7 +837,7 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         y = (y < 0) ? -y : y;
 //@endif
 //@if watch_zmuln
-        y = tw_requantize32(y, TW_AD_ZMUL(i), tw_adapt_zshift[i]);
+        y = tw_requantize32(y, TW_AD_ZMUL(i), TW_AD_ZSHIFT(i));
 //@endif
 //@if watch
         level = (y > level) ? y : level;
@@ -868,7 +868,7 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         drift = (y > drift) ? y : drift; /* the largest |y| (one z multiplier: requantization is monotone) */
 //@endif
 //@if !zmul1
-        y = tw_requantize32(y, TW_AD_ZMUL(i), tw_adapt_zshift[i]);
+        y = tw_requantize32(y, TW_AD_ZMUL(i), TW_AD_ZSHIFT(i));
         drift = (y > drift) ? y : drift;
 //@endif
     }
@@ -877,13 +877,13 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
 //@endif
     if (teach != 0u) {
 //@if zmul1
-        drift = tw_requantize32(drift, TW_AD_ZMUL(0), tw_adapt_zshift[0]);
+        drift = tw_requantize32(drift, TW_AD_ZMUL(0), TW_AD_ZSHIFT(0));
 //@endif
         ad->drift = (drift < TW_AD_Z_MAX) ? drift : TW_AD_Z_MAX;
         ad->adapted++;
     }
 //@if watch_zmul1
-    level = tw_requantize32(level, TW_AD_ZMUL(0), tw_adapt_zshift[0]);
+    level = tw_requantize32(level, TW_AD_ZMUL(0), TW_AD_ZSHIFT(0));
 //@endif
 //@if watch
     level = (level < TW_AD_Z_MAX) ? level : TW_AD_Z_MAX;
