@@ -349,3 +349,43 @@ def test_a_policy_nested_too_deeply_is_a_policy_error_not_a_recursion_error(tmp_
     path.write_text(f"a = {value}\n")
     with pytest.raises(PolicyError, match="deep.toml: not a policy .*nested too deeply"):
         load_policy(path)
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "message"),
+    [
+        ("0bit", "32kbit", "actions.cap.rate: must be at least 8bit"),  # tc: "the rate parameter is mandatory"
+        ("7bit", "32kbit", "actions.cap.rate: must be at least 8bit"),
+        ("1e23gbit", "32kbit", "actions.cap.rate: must be a tc rate"),
+        ("-1mbit", "32kbit", "actions.cap.rate: must be a tc rate"),  # tc read it as 18446744 Tbit
+        ("99999999999999999999gbit", "32kbit", "actions.cap.rate: '99999999999999999999gbit' queues"),
+        ("86gbit", "1mb", "over tc's 32-bit queue limit"),
+        ("1mbit", "32kbps", "actions.cap.burst: must be a tc size"),  # tc: illegal value for "burst"
+        ("1mbit", "100bit", "actions.cap.burst: must be a tc size"),
+        ("1mbit", "0b", "actions.cap.burst: must be at least 1514 bytes"),  # tc: "burst" parameter is mandatory
+        ("1mbit", "1kbit", "actions.cap.burst: must be at least 1514 bytes"),  # the kernel drops every frame over 128 B
+        ("1mbit", "4gb", "actions.cap.burst: must be under 4 GiB"),
+        ("1mbit", 32, "actions.cap.burst: must be a tc size"),
+    ],
+)
+def test_tc_rates_and_bursts_are_held_to_what_tc_installs(rate: str, burst: object, message: str) -> None:
+    """A cap tc refuses, or one the kernel installs as a block of full-size packets, is refused when the policy loads
+    (one line, the key named), not when the cap is applied mid-attack."""
+    text = BASE.replace('rate = "128kbit"', f'rate = "{rate}"\nburst = {burst!r}'.replace("'", '"'))
+    with pytest.raises(PolicyError) as err:
+        parse_policy(text, source="p.toml")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("rate", "burst"), [("8bit", "32kbit"), ("256kbit", "1514"), ("85gbit", "32kbit"),
+                                             ("1.5mbit", "4kb"), ("10mbps", "1mbit")])
+def test_caps_tc_installs_load(rate: str, burst: str) -> None:
+    p = parse_policy(BASE.replace('rate = "128kbit"', f'rate = "{rate}"\nburst = "{burst}"'))
+    assert dict(p.actions[1].params)["burst"] == burst
+
+
+def test_a_tc_rate_limit_built_outside_a_policy_is_held_to_the_same_bounds() -> None:
+    from tinywarden.respond.actuators import ActuatorError, TcRateLimit
+
+    with pytest.raises(ActuatorError, match="cap: rate: must be at least 8bit"):
+        TcRateLimit("cap", "eth0", "0bit")

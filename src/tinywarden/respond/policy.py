@@ -62,6 +62,7 @@ from typing import Any
 from tinywarden.adaptation import Adaptation
 from tinywarden.errors import ConfigError
 from tinywarden.respond.actuators.catalog import ACTUATOR_TYPES
+from tinywarden.respond.actuators.tc import tbf_problem
 from tinywarden.respond.addresses import normalize_networks
 from tinywarden.respond.critical import Critical
 
@@ -91,7 +92,6 @@ MAX_FAULT_TOLERANCE = 1_000_000
 _IFNAME = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
 _IFINDEX = re.compile(r"if[0-9]+")
 # Matched whole (fullmatch): "^...$" with re.match let a final newline through ("1mbit\n", an action "act\n").
-_RATE = re.compile(r"[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 
 
@@ -453,12 +453,9 @@ class _Validator:
                     f"{path}.interface", f"{iface!r} is a critical interface; it must never be touched"
                 )
             if kind == "tc_rate_limit":
-                for key in ("rate", "burst"):
-                    if not isinstance(params[key], str) or not _RATE.fullmatch(params[key]):
-                        raise self.fail(
-                            f"{path}.{key}",
-                            f"must be a tc rate such as '256kbit' or '1mbit' (got {params[key]!r})",
-                        )
+                problem = tbf_problem(params["rate"], params["burst"])  # what tc itself takes, not just its syntax
+                if problem is not None:
+                    raise self.fail(f"{path}.{problem[0]}", problem[1])
         elif kind in ("process_suspend", "process_renice"):
             proc = self.string(params, "process", f"{path}.process")
             if proc in critical.processes:
