@@ -66,15 +66,29 @@ class CommandRunner:
         return proc
 
 
+_KERNEL_NAME = re.compile(r"\d+: ([^\s:@]+)")  # "3: eth0: <...>" or "3: veth0@if2: <...>" from ip -o link
+
+
+def _link_line(runner: CommandRunner, interface: str) -> str:
+    try:
+        return runner.run(["ip", "-o", "link", "show", "dev", interface], check=False).stdout
+    except ActuatorError:
+        return ""
+
+
+def kernel_name(runner: CommandRunner, interface: str) -> str | None:
+    """The kernel's own name of the interface ``interface`` denotes (``interface`` may be an altname), the one
+    name nftables' ``oifname`` and iptables' ``-o`` match; ``None`` when ``ip`` cannot show it."""
+    first = _KERNEL_NAME.match(_link_line(runner, interface))
+    return first.group(1) if first else None
+
+
 def interface_names(runner: CommandRunner, interface: str) -> tuple[str, ...]:
     """``interface`` and every other name the kernel gives the interface it denotes (its name and its
     alternative names, which ``ip`` and ``tc`` accept as well), so the critical check sees every spelling of
     what the command acts on; just ``interface`` when ``ip`` cannot show it."""
-    try:
-        out = runner.run(["ip", "-o", "link", "show", "dev", interface], check=False).stdout
-    except ActuatorError:
-        return (interface,)
-    first = re.match(r"\d+: ([^\s:@]+)", out)
+    out = _link_line(runner, interface)
+    first = _KERNEL_NAME.match(out)
     names = [interface, *([first.group(1)] if first else []), *re.findall(r"\baltname ([^\s\\]+)", out)]
     return tuple(dict.fromkeys(names))
 

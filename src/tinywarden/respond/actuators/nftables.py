@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tinywarden.respond.actuators.base import Actuator, ActuatorError, CommandRunner, Targets, interface_names
+from tinywarden.respond.actuators.base import Actuator, ActuatorError, CommandRunner, Targets, kernel_name
 from tinywarden.respond.addresses import normalize_networks
 
 
@@ -29,6 +29,32 @@ class FilterRules:
     allow: tuple[str, ...] = ()
     allow_interfaces: tuple[str, ...] = ()
     egress_only: bool = False
+
+
+_RULE_IFNAME = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
+
+
+def rule_ifname(name: str) -> str:
+    """``name``, an interface name written into a rule, when the rule matches exactly that interface; else an
+    :class:`ActuatorError`. The names come from the system (``ip link``), and the kernel takes any bytes but ``/``,
+    ``:`` and white space: ``"`` ends nftables' quoted string (a syntax error, so the whole allow-list failed to
+    load), a final ``*`` makes it a wildcard in nftables, as ``+`` does in iptables (``oifname "e*"`` kept every
+    ``e`` interface open) and ``\\`` is an escape.
+
+    >>> rule_ifname("eth0")
+    'eth0'
+    >>> try:
+    ...     rule_ifname('e*')
+    ... except ActuatorError as exc:
+    ...     print(str(exc)[:58])
+    interface name 'e*' cannot be written into a packet-filter
+    """
+    if not _RULE_IFNAME.fullmatch(name):
+        raise ActuatorError(
+            f"interface name {name!r} cannot be written into a packet-filter rule that matches it "
+            "alone (only 1-15 of A-Z a-z 0-9 _ . @ -); rename the interface"
+        )
+    return name
 
 
 def _split(addrs: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -59,7 +85,7 @@ def nft_script(table: str, rules: FilterRules) -> str:
     if rules.egress_only:
         v4, v6 = _split(rules.allow)
         body = ['oifname "lo" accept']
-        body += [f'oifname "{i}" accept' for i in rules.allow_interfaces]
+        body += [f'oifname "{rule_ifname(i)}" accept' for i in rules.allow_interfaces]
         body += [f"ip daddr {{ {', '.join(v4)} }} accept"] if v4 else []
         body += [f"ip6 daddr {{ {', '.join(v6)} }} accept"] if v6 else []
         body.append("counter drop")  # the policy would drop too, uncounted
@@ -126,7 +152,7 @@ class _IptablesBackend:
             if rules.egress_only:
                 addrs = [a for a in rules.allow if ipaddress.ip_network(a).version == version]
                 body = [["-o", "lo", "-j", "ACCEPT"]]
-                body += [["-o", i, "-j", "ACCEPT"] for i in rules.allow_interfaces]
+                body += [["-o", rule_ifname(i), "-j", "ACCEPT"] for i in rules.allow_interfaces]
                 body += [["-d", a, "-j", "ACCEPT"] for a in addrs]
                 body.append(["-j", "DROP"])
                 out.append((binary, "OUTPUT", body))
@@ -263,11 +289,17 @@ class NftEgressAllowlist(_FilterActuator):
         self._critical_interfaces = tuple(critical_interfaces)
 
     def apply(self) -> None:
-        """Install the rules, each critical interface kept by every name the kernel gives it (``oifname`` and ``-o``
-        match the kernel's name only: a critical interface the policy names by an altname was cut off too)."""
+        """Install the rules, each critical interface kept by the policy's name and the kernel's (``oifname`` and
+        ``-o`` match the kernel's name only: a critical interface the policy names by an altname was cut off too).
+        Its altnames are left out: no rule matches them, and one the kernel accepts may break or widen the rule
+        (:func:`rule_ifname`), which refuses a kernel name it cannot write exactly."""
         if not self.is_applied():
-            names = (n for i in self._critical_interfaces for n in interface_names(self.backend.runner, i))
-            self.rules = dataclasses.replace(self.rules, allow_interfaces=tuple(dict.fromkeys(names)))
+            names = (n for i in self._critical_interfaces for n in (i, kernel_name(self.backend.runner, i) or i))
+            try:
+                allow = tuple(rule_ifname(n) for n in dict.fromkeys(names))
+            except ActuatorError as exc:
+                raise ActuatorError(f"{self.name}: {exc}") from None
+            self.rules = dataclasses.replace(self.rules, allow_interfaces=allow)
             self.backend.install(self.rules)
 
     def describe(self) -> str:
