@@ -290,3 +290,27 @@ def test_tls_delivers_with_the_right_ca_and_spools_with_a_wrong_one(tmp_path):
         assert sub.wait_for_id("inc-0004") == ["inc-0002", "inc-0003", "inc-0004"]
         pub.close()
         sub.close()
+
+
+def test_an_incident_named_by_huge_channels_reaches_the_broker_cut_and_marked(tmp_path, broker):
+    # A model trained on a CSV whose 64 column headers are ~200 KB each: the incident's JSON was 13 MB, spooled,
+    # then quarantined as "larger than 1048576 bytes" on the way out, so the fleet never heard of the attack.
+    from tinywarden.agent.escalate import MAX_SPOOL_BYTES
+
+    sub = Subscriber(broker.port)
+    pub = MqttPublisher("gw-7", Spool(tmp_path / "sp"), broker_cfg(broker.port))
+    names = {"c" * 200_000 + f"{i:02d}:max": 90.0 + i for i in range(64)}  # the same first 256 characters
+    big = Incident(device_id="gw-7", model_id="m" * 200_000, model_version=2, tier=2, score=9.0, threshold=5.0,
+                   confidence=0.9, window_start=2000.0, window_end=2010.0, features=names, incident_id="inc-big")
+    assert pub.submit(big)
+    drain(pub)
+    assert sub.wait_for_id("inc-big") == ["inc-big"]
+    assert len(big.to_json()) < MAX_SPOOL_BYTES // 8
+    got = Incident.from_json(sub.payloads[0])
+    assert got == big and len(got.features) == 64  # none lost to a name cut to the same text
+    assert all(len(k) <= 256 and "…" in k for k in got.features)  # MAX_TEXT
+    assert sorted(got.features.values()) == sorted(names.values())
+    assert got.model_id.endswith("…") and len(got.model_id) == 256
+    assert not (tmp_path / "sp" / "corrupt").exists()  # never set aside as unreadable
+    pub.close()
+    sub.close()

@@ -85,6 +85,11 @@ _SPOOL_NAME = re.compile(r"(\d{12,})-t(\d{3})\.json")  # 12 digits, more past 10
 _VERSION = "0.1.0"
 #: An incident is a summary of a few hundred bytes; a bigger spool file is not one the agent wrote.
 MAX_SPOOL_BYTES = 1 << 20
+#: Longest feature name, model id, tier name or incident id an incident carries, in characters; a longer one is cut
+#: to this with a final "…" (:func:`bounded_text`). With at most :data:`MAX_FEATURES` features, every incident's JSON
+#: stays far under :data:`MAX_SPOOL_BYTES` (at most 12 bytes a character, a surrogate pair escaped), so it is never
+#: spooled only to be quarantined as too big to be one the agent wrote.
+MAX_TEXT = 256
 
 
 class EscalationError(TinywardenError):
@@ -145,11 +150,20 @@ class Incident:
         feats: dict[str, float] = {}
         for k, v in self.features.items():
             if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int | float):
-                raise EscalationError(f"incident feature {k!r} must map a name to one number, got {v!r}")
+                raise EscalationError(f"incident feature {k!r:.{MAX_TEXT}} must map a name to one number, got {v!r}")
             if not _finite(v):
-                raise EscalationError(f"incident feature {k!r} is not finite: {v!r}")
-            feats[k] = float(v)
+                raise EscalationError(f"incident feature {k!r:.{MAX_TEXT}} is not finite: {v!r}")
+            # A name past MAX_TEXT (a channel named by a 200 KB column header) is cut, marked, and kept apart from
+            # another cut to the same text, so the incident stays a small message that always reaches the broker.
+            name, n = bounded_text(k), 1
+            while name in feats:
+                n += 1
+                name = bounded_text(k, MAX_TEXT - len(str(n))) + str(n)
+            feats[name] = float(v)
         object.__setattr__(self, "features", feats)
+        for name in ("model_id", "tier_name", "incident_id"):
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, bounded_text(getattr(self, name)))
         if (
             not isinstance(self.tier_name, str)
             or not isinstance(self.incident_id, str)
@@ -208,6 +222,15 @@ class Incident:
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             # repr: the detail may quote a key of the file, line breaks included
             raise EscalationError(f"{source}: not an incident record ({type(exc).__name__}: {str(exc)!r})") from None
+
+
+def bounded_text(text: str, limit: int = MAX_TEXT) -> str:
+    """``text``, or its first ``limit - 1`` characters and "…" when it is longer (the mark says it was cut).
+
+    >>> bounded_text("cpu_pct.max"), bounded_text("x" * 300)[-3:], len(bounded_text("x" * 300))
+    ('cpu_pct.max', 'xx…', 256)
+    """
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _finite(v: float) -> bool:
