@@ -109,3 +109,33 @@ def test_a_planted_audit_line_with_nan_or_deep_nesting_proves_nothing_and_raises
         f.write('{"data": {"state_bundle": ' + needle + ', "state_counter": 98}, "seq": 1000, "hash": "", "x": '
                 + "[" * 100_000 + "}\n")
     assert audited_counter(log_path, key, BUNDLE) == (9, rec["seq"])
+
+
+def test_a_link_or_fifo_at_the_adapted_state_path_is_refused_not_followed(tmp_path, key):
+    """The engine state's rule (fileio.read_regular): a FIFO at the path hung the agent's start; a link was read."""
+    import os
+    import threading
+
+    target = tmp_path / "elsewhere.json"
+    write_state(target, BODY, key, fsync=False)
+    link = tmp_path / "adaptation.json"
+    link.symlink_to(target)
+    _refused(link, key, r"not a regular file: a symbolic link")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    errors: list[str] = []
+    t = threading.Thread(target=lambda: errors.append(_why(fifo, key)), daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("read_state blocked on a FIFO")
+    assert "not a regular file: a FIFO" in errors[0]
+
+
+def _why(path: Path, key: AuditKey) -> str:
+    try:
+        read_state(path, key, BUNDLE)
+    except AdaptedStateError as exc:
+        return str(exc)
+    return "read"

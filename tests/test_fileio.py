@@ -54,3 +54,27 @@ def test_exclusive_creates_but_never_replaces(tmp_path: Path, monkeypatch: pytes
         atomic_write(p, b"other", exclusive=True)
     assert p.read_bytes() == b"new"
     assert [x.name for x in tmp_path.iterdir()] == ["key"]
+
+
+def test_read_regular_refuses_a_device_a_directory_and_an_oversized_file(tmp_path) -> None:
+    """The one helper every reader of a planted-at path uses (audit log, spool, engine state): /dev/zero would be
+    read until memory ran out, a FIFO would block; each is refused, named in a few words."""
+    from tinywarden.fileio import NotRegularFile, open_regular, read_regular
+
+    for path, kind in (("/dev/zero", "a device"), (str(tmp_path), "a directory")):
+        with pytest.raises(NotRegularFile, match=kind):
+            read_regular(path)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(NotRegularFile, match="a FIFO"):
+        open_regular(tmp_path / "fifo")
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 11)
+    with pytest.raises(NotRegularFile, match="larger than 10 bytes") as err:
+        read_regular(big, 10)
+    assert err.value.errno == errno.EFBIG
+    assert read_regular(big, 11) == b"x" * 11
+    fd = open_regular(big)
+    try:
+        assert os.get_blocking(fd)  # O_NONBLOCK only while the kind of file is unknown
+    finally:
+        os.close(fd)

@@ -228,3 +228,38 @@ def test_scores_of_another_model_are_refused(scored_files: dict[str, Path]) -> N
     line = err.strip()
     assert rc == 2 and "\n" not in line and "Traceback" not in err
     assert f"{scored_files['float']} was scored against threshold" in line and "score the telemetry" in line
+
+
+@pytest.mark.parametrize("planted", ["link", "dangling", "fifo"])
+def test_a_state_path_holding_a_link_or_fifo_is_refused_in_one_line(tmp_path: Path, planted: str) -> None:
+    """``respond --state PATH`` at a path others may have planted something at: a link was followed (its target read
+    as the state), a FIFO hung the command and /dev/zero read on until memory ran out. The audit log's rule, through
+    the one helper (fileio.read_regular): refused in one line, nothing followed or touched."""
+    import os
+    import threading
+
+    scores = write_scores(tmp_path / "s.csv")
+    victim = tmp_path / "victim.json"
+    victim.write_text("{}")
+    state = tmp_path / "engine.json"
+    if planted == "link":
+        state.symlink_to(victim)
+    elif planted == "dangling":
+        state.symlink_to(tmp_path / "missing.json")
+    else:
+        os.mkfifo(state)  # (a device such as /dev/zero: tests/test_fileio.py, never read here on a regression)
+    result: list[tuple[int, str, str]] = []
+    t = threading.Thread(target=lambda: result.append(cli("respond", "--policy", EXAMPLE, "--scores", scores,
+                                                          "--threshold", "1.0", "--state", state)), daemon=True)
+    t.start()
+    t.join(30)
+    if t.is_alive():  # let the stuck reader go before failing
+        if planted == "fifo":
+            os.close(os.open(state, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"respond --state blocked on a {planted}")
+    rc, _, err = result[0]
+    kind = "a FIFO" if planted == "fifo" else "a symbolic link"
+    assert rc == 2 and f"not a regular file ({kind}); refusing to use it as engine state" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert victim.read_text() == "{}" and os.path.lexists(state)
+    assert not (tmp_path / "missing.json").exists()

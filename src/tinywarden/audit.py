@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from tinywarden.errors import TinywardenError
-from tinywarden.fileio import atomic_write, fsync_dir
+from tinywarden.fileio import NotRegularFile, atomic_write, fsync_dir, open_regular
 
 GENESIS = "0" * 64
 RECORD_KEYS = ("seq", "time", "kind", "data", "prev", "hash")
@@ -297,27 +297,22 @@ def set_aside(path: str | Path, now: float | None = None) -> Path:
 def _open_file(path: Path, flags: int) -> int:
     """``os.open`` of a log file that must be a regular file of its own: a symbolic link is not followed and a FIFO
     does not block (a writer as root in a folder others may write would append to, or cut, the file a link names,
-    and hang on a FIFO). The caller closes the descriptor."""
+    and hang on a FIFO; :func:`~tinywarden.fileio.open_regular`). The caller closes the descriptor."""
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o640)
-    except OSError as exc:
+        return open_regular(path, flags, 0o640)
+    except NotRegularFile as exc:
         if exc.errno == errno.ELOOP:
             raise AuditError(f"{path}: not a regular file (a symbolic link); refusing to follow it") from None
+        raise AuditError(f"{path}: not a regular file ({exc}); refusing to use it as the audit log") from None
+    except OSError as exc:
         raise AuditError(f"{path}: cannot open ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise AuditError(f"{path}: not a regular file; refusing to use it as the audit log")
-    return fd
 
 
 def _read_file(path: Path) -> bytes:
     """The bytes of log file ``path`` (see :func:`_open_file`)."""
     fd = _open_file(path, os.O_RDONLY)
-    try:
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read()
-    finally:
-        os.close(fd)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
 
 
 def _head_path(path: Path) -> Path:

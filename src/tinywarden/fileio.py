@@ -12,6 +12,11 @@ place only if ``path`` does not exist yet (a hard link, which fails with :class:
 replacing what another process made meanwhile): for a file that must never be replaced unasked, such as a
 private key.
 
+:func:`open_regular` and :func:`read_regular` are the one way to open or read a file at a path a user or another
+process may have planted something at (an audit log, a spooled incident, an engine state): a symbolic link is
+not followed, a FIFO does not block, and anything but a regular file (a FIFO, a device such as ``/dev/zero``
+that never ends) is :class:`NotRegularFile`, which names what is there in a few words.
+
 This module sits at the bottom of the package (it imports nothing from tinywarden).
 
 >>> import tempfile, pathlib
@@ -30,12 +35,76 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
 
-__all__ = ["atomic_open", "atomic_write", "fsync_dir"]
+__all__ = ["NotRegularFile", "atomic_open", "atomic_write", "fsync_dir", "open_regular", "read_regular"]
+
+
+class NotRegularFile(OSError):
+    """What is at a path is not a regular file of its own; ``str()`` says what it is ("a symbolic link", "a FIFO",
+    "a device", "a directory", "larger than N bytes"), for the caller's one-line error naming the file."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+def open_regular(path: str | os.PathLike[str], flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """``os.open(path, flags, mode)`` of a regular file only: ``O_NOFOLLOW`` and ``O_NONBLOCK`` are added (the
+    latter cleared again once the file is known to be regular), so a symbolic link or a FIFO at ``path`` raises
+    :class:`NotRegularFile` instead of being followed or blocking. Other errors are the ``OSError`` of ``open``.
+    The caller closes the descriptor.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> (d / "link").symlink_to(d / "elsewhere"); os.mkfifo(d / "fifo")
+    >>> for name in ("link", "fifo"):
+    ...     try:
+    ...         open_regular(d / name)
+    ...     except NotRegularFile as exc:
+    ...         print(name, "->", exc)
+    link -> a symbolic link
+    fifo -> a FIFO
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFile(errno.ELOOP, "a symbolic link") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EINVAL, _kind(st.st_mode))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
+    """The bytes of the regular file ``path`` (:func:`open_regular`); :class:`NotRegularFile` when it holds more
+    than ``limit`` bytes."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read() if limit is None else f.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise NotRegularFile(errno.EFBIG, f"larger than {limit} bytes")
+    return data
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ head (caught off the device by the fleet's anchors, docs/audit.md).
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 from collections.abc import Mapping
@@ -45,7 +46,7 @@ from typing import Any
 
 from tinywarden.audit import AuditKey, record_hash, segments
 from tinywarden.errors import ConfigError
-from tinywarden.fileio import atomic_write
+from tinywarden.fileio import NotRegularFile, atomic_write, read_regular
 
 __all__ = ["FORMAT", "AdaptedStateError", "audited_counter", "checkpoint", "read_state", "write_state"]
 
@@ -83,12 +84,13 @@ def read_state(path: str | Path, key: AuditKey, bundle: str | None = None) -> di
     corrupted, edited, forged), or (with ``bundle``) it was written for another bundle."""
     p = Path(path)
     try:
-        with p.open("rb") as f:
-            raw = f.read(MAX_BYTES + 1)
+        raw = read_regular(p, MAX_BYTES)  # a link is not followed, a FIFO does not block
+    except NotRegularFile as exc:
+        if exc.errno == errno.EFBIG:
+            raise AdaptedStateError(f"{p}: the adapted state is larger than {MAX_BYTES} bytes") from None
+        raise AdaptedStateError(f"{p}: unreadable adapted state (not a regular file: {exc})") from None
     except OSError as exc:
         raise AdaptedStateError(f"{p}: unreadable adapted state ({exc.strerror or exc})") from None
-    if len(raw) > MAX_BYTES:
-        raise AdaptedStateError(f"{p}: the adapted state is larger than {MAX_BYTES} bytes")
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

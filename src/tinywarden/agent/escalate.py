@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import logging
 import math
 import os
 import re
 import socket
-import stat
 import threading
 import time
 import uuid
@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from tinywarden.audit import HEX_HASH
 from tinywarden.errors import TinywardenError
-from tinywarden.fileio import atomic_write
+from tinywarden.fileio import NotRegularFile, atomic_write, read_regular
 
 if TYPE_CHECKING:
     import ssl
@@ -264,20 +264,12 @@ class EscalationPolicy:
 def _read_spool_file(path: Path) -> Incident:
     """The incident in spool file ``path``: OSError or EscalationError (naming it) for anything but a regular file
     of at most :data:`MAX_SPOOL_BYTES` (a symlink, a FIFO that would block, a device that never ends: none of them
-    is a file the spool wrote)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    is a file the spool wrote; :func:`~tinywarden.fileio.read_regular`)."""
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise EscalationError(f"{path}: not a regular file")
-        if st.st_size > MAX_SPOOL_BYTES:
-            raise EscalationError(f"{path}: larger than {MAX_SPOOL_BYTES} bytes")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(MAX_SPOOL_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_SPOOL_BYTES:
-        raise EscalationError(f"{path}: larger than {MAX_SPOOL_BYTES} bytes")
+        data = read_regular(path, MAX_SPOOL_BYTES)
+    except NotRegularFile as exc:
+        what = str(exc) if exc.errno == errno.EFBIG else f"not a regular file ({exc})"
+        raise EscalationError(f"{path}: {what}") from None
     return Incident.from_json(data, source=str(path))
 
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time as _time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -58,13 +59,15 @@ from typing import Any, Protocol
 
 from tinywarden.audit import AuditLog
 from tinywarden.errors import ConfigError
-from tinywarden.fileio import atomic_write
+from tinywarden.fileio import NotRegularFile, atomic_write, read_regular
 from tinywarden.respond import machine as m
 from tinywarden.respond.actuators import Actuator, ActuatorError, build_actuators
 from tinywarden.respond.critical import Critical
 from tinywarden.respond.policy import Policy
 
 STATE_FORMAT = 1
+#: Largest engine state file read back (a few KB in practice; the actuators' memory of the pids they acted on).
+MAX_STATE_BYTES = 16 << 20
 #: ``reason_code`` of an escalation caused by the fail-safe bounds guard rather than the model.
 REASON_FAILSAFE_BOUNDS = "failsafe_bounds"
 #: ``reason_code`` of the notes when the guard starts judging (the model path faulted) and stops (it recovered).
@@ -268,7 +271,7 @@ class ResponseEngine:
         # Actuators of a replaced policy whose revert failed at the swap: (actuator, next try, wait after it).
         self._orphans: list[tuple[Actuator, float, float]] = []
         self.restored = False  # whether a state file was taken back (see sweep)
-        if self.state_path is not None and self.state_path.exists():
+        if self.state_path is not None and os.path.lexists(self.state_path):  # a link is refused, even dangling
             self._load()
             self._reconcile()
             self.restored = True
@@ -662,10 +665,14 @@ class ResponseEngine:
         path = self.state_path
         assert path is not None
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            # A regular file only (fileio.read_regular): `respond --state PATH` as root at a path others can write
+            # read through a planted link, and hung on a FIFO or on /dev/zero.
+            doc = json.loads(read_regular(path, MAX_STATE_BYTES).decode("utf-8"))
             if doc.get("format") != STATE_FORMAT:
                 raise StateFileError(f"{path}: format {doc.get('format')!r}, expected {STATE_FORMAT}")
             mach = dict(doc["machine"])
+        except NotRegularFile as exc:
+            raise StateFileError(f"{path}: not a regular file ({exc}); refusing to use it as engine state") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise StateFileError(
                 f"{path}: unreadable engine state ({_why(exc)}); move it aside to start afresh"
