@@ -96,3 +96,16 @@ def test_bundle_checks_the_model_before_packing_it(tmp_path):
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
         assert "not a tinywarden model file" in r.stderr and model in r.stderr, r.stderr
         assert not (tmp_path / "b").exists()
+
+
+def test_paths_holding_markup_are_shown_as_they_are(tmp_path):
+    """stdout lines that show a path went through rich markup: ``keygen --out 'keys[/]k'`` wrote the keys and then
+    died with a MarkupError traceback, and a path holding ``[bold]`` was reported without those characters. They go
+    through cli.app.show, say's stdout twin, as text."""
+    (tmp_path / "keys[").mkdir()
+    r = tw("keygen", "--out", "keys[/]k", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "wrote keys[/]k.key (keep secret) and keys[/]k.pub;" in r.stdout and "Traceback" not in r.stderr
+    r = tw("keygen", "--out", "[bold]k", cwd=tmp_path)
+    assert r.returncode == 0 and "wrote [bold]k.key (keep secret) and [bold]k.pub;" in r.stdout, r.stdout
+    assert (tmp_path / "[bold]k.key").exists()

@@ -30,17 +30,29 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-def say(label: str, text: object, style: str | None = "yellow") -> None:
-    """One line on stderr: ``label:`` in ``style`` (just ``text`` in it when ``label`` is empty), then ``text`` as it
-    is. Never rich markup: the text names files, columns and channels, so a name holding ``[/]`` raised a
-    MarkupError where a one-line message was due, and one holding ``[bold]`` vanished from it."""
+def _plain(label: str, text: object, style: str | None) -> Text:
     line = Text()
     if label:
         line.append(f"{label}:", style=style or "")
         line.append(f" {text}")
     else:
         line.append(str(text), style=style or "")
-    err_console.print(line, highlight=False, soft_wrap=True)
+    return line
+
+
+def say(label: str, text: object, style: str | None = "yellow") -> None:
+    """One line on stderr: ``label:`` in ``style`` (just ``text`` in it when ``label`` is empty), then ``text`` as it
+    is. Never rich markup: the text names files, columns and channels, so a name holding ``[/]`` raised a
+    MarkupError where a one-line message was due, and one holding ``[bold]`` vanished from it."""
+    err_console.print(_plain(label, text, style), highlight=False, soft_wrap=True)
+
+
+def show(text: object, label: str = "", style: str | None = None, out: Console | None = None) -> None:
+    """:func:`say`'s twin on stdout (or on ``out``, such as a progress bar's console): ``text`` as it is, never rich
+    markup, after ``label:`` in ``style`` when given (all of it in ``style`` without a label). For every line that
+    shows a path or a name: ``wrote {path}`` with a path holding ``[/]`` raised a MarkupError after the file was
+    written, and one holding ``[bold]`` lost those characters from the path it reported."""
+    (out or console).print(_plain(label, text, style), highlight=False, soft_wrap=True)
 
 
 def print_advice(policy: Policy) -> None:

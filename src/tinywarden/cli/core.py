@@ -13,7 +13,7 @@ import typer.core
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tinywarden.cli.app import app, console, err_console, say
+from tinywarden.cli.app import app, console, err_console, say, show
 from tinywarden.errors import ConfigError
 from tinywarden.likelihood import SLOW_SHIFT
 from tinywarden.telemetry.series import GapWatch, Series, dropped_note, gap_note, time_unit_note
@@ -253,7 +253,7 @@ def score(
             windows += len(part.scores)
             alarms += int(part.alarms.sum())
     gaps.report()
-    console.print(f"wrote {windows} windows to {out} ({alarms} in alarm)")
+    show(f"wrote {windows} windows to {out} ({alarms} in alarm)")
 
 
 class ChunkGaps:
@@ -349,7 +349,7 @@ def evaluate_cmd(
         return
     console.print(render(ev))
     if plot is not None:
-        console.print(f"plot saved to {plot}")
+        show(f"plot saved to {plot}")
 
 
 EXAMPLE_POLICY = Path(__file__).resolve().parents[3] / "examples" / "policy.toml"
@@ -422,7 +422,7 @@ def demo(
                         f"{ev.raw_fpr:.4f}", f"{ev.false_alarms_per_day:.2f}")
     assert main is not None
     pipeline, ws, ev = main
-    console.print(f"\n[bold]{detector}[/] in detail")
+    console.print(f"\n[bold]{detector}[/] in detail")  # a detector family's name: one of a fixed list
     console.print(render(ev))
     console.print(summary)
     plot = plot_evaluation(series, ws, ev, out_dir / f"{detector}.png",
@@ -431,8 +431,7 @@ def demo(
     reports["response"] = _demo_response(pipeline, ws, series, cut, pol, out_dir / "audit.log")
     reports["adaptation"] = _demo_adaptation(pipeline, profile, seed, train_days)
     (out_dir / "report.json").write_text(json.dumps(reports, indent=2, sort_keys=True, allow_nan=False))
-    console.print(f"data, models (*.twb), plot ({plot.name}), C module (c/), audit.log and report.json are in "
-                  f"{out_dir}/")
+    show(f"data, models (*.twb), plot ({plot.name}), C module (c/), audit.log and report.json are in {out_dir}/")
 
 
 def _check_demo_folder(out_dir: Path) -> None:
@@ -463,7 +462,7 @@ def _demo_int8(pipeline: Any, model_path: Path, series: Series, cut: int, c_dir:
         t.add_row(kind, str(cmp[f"{kind}_bytes"]), f"{cmp[f'{kind}_roc_auc']:.3f}",
                   f"{cmp[f'{kind}_detection_rate']:.0%}", f"{cmp[f'{kind}_fpr']:.4f}")
     console.print(t)
-    console.print(f"C99 module for the whole on-device loop written to {c_dir}/ (tinywarden_model.h/.c)")
+    show(f"C99 module for the whole on-device loop written to {c_dir}/ (tinywarden_model.h/.c)")
     return cmp
 
 
@@ -524,7 +523,7 @@ def _demo_response(pipeline: Any, ws: Any, series: Series, cut: int, pol: Policy
     reverts = sum(1 for e in events if e.event == "revert")
     dead_man = sum(1 for e in events if e.event == "revert" and e.reason_code == "dead_man")
     report = verify(audit_path, key=key)
-    console.print(
+    show(
         f"response ({pol.name} v{pol.version}, dry run): {counts[1]} alert, {counts[2]} constrain and {counts[3]} "
         f"harden actions applied, {reverts} reverted ({dead_man} by the dead-man timer); final tier {engine.tier}; "
         f"keyed audit chain {'intact' if report.verdict == 'intact' else 'BROKEN'} ({report.records} records)"

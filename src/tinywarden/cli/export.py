@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tinywarden.cli.app import app, console
+from tinywarden.cli.app import app, console, show
 from tinywarden.cli.core import DataArg, ModelArg, report_gaps
 
 
@@ -47,7 +47,7 @@ def export(
     else:
         paths = _export_c_sized(pipeline, model, out, policy, flash, ram, core)
     for p in paths:
-        console.print(f"wrote {p} ({p.stat().st_size} B)")
+        show(f"wrote {p} ({p.stat().st_size} B)")
     if target == "onnx" and len(paths) == 1:
         console.print(f"[dim]no QDQ int8 model: the {pipeline.detector.name} int8 program runs int16 kernels, which "
                       "ONNX's QDQ form does not hold; its device path is --target c[/dim]")
@@ -81,7 +81,7 @@ def _export_c_sized(pipeline: object, model: Path, out: Path, policy: Path | Non
     with tempfile.TemporaryDirectory(prefix="tw-export-") as tmp:
         made = export_c(pipeline, Path(tmp), source=str(model), policy=pol)
         if missing:
-            console.print(f"[yellow]not sized: {missing[0]}[/yellow]")
+            show(f"not sized: {missing[0]}", style="yellow")
         else:
             size = module_size(Path(tmp), cpu)
             over = [f"{what} {need:,} B > {have:,} B" for what, need, have in

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tinywarden.cli.app import app, console, err_console, say
+from tinywarden.cli.app import app, err_console, say, show
 from tinywarden.cli.core import EXAMPLE_POLICY
 
 fleet_app = typer.Typer(help="Fleet scale: per-device baselines on a Dask cluster, signed and reported.",
@@ -71,9 +71,8 @@ def fleet_train(
         run = run_fleet(root, out, signing_key, policy_bytes, client, options, progress=tick)
     for _device, error in sorted(run.failed.items()):
         say("failed", error)
-    console.print(f"{len(run.done)} device(s) trained and signed, {len(run.skipped)} already done, "
-                  f"{len(run.failed)} failed, in {run.seconds:.1f} s on {run.workers} worker(s); bundles in {out}",
-                  highlight=False)
+    show(f"{len(run.done)} device(s) trained and signed, {len(run.skipped)} already done, "
+         f"{len(run.failed)} failed, in {run.seconds:.1f} s on {run.workers} worker(s); bundles in {out}")
     if run.failed:
         raise typer.Exit(1)
 
@@ -91,9 +90,9 @@ def fleet_report(
 
     summary = write_report(bundles, out, json_out or out.with_suffix(".json"), confidence)
     stale = len(summary["stale"])
-    console.print(f"wrote {out} and {json_out or out.with_suffix('.json')}: {summary['devices']} device(s)"
-                  + (f" ({stale} from an earlier run's bundle: the last run failed them)" if stale else "")
-                  + f", {summary['failed']} failed", highlight=False)
+    show(f"wrote {out} and {json_out or out.with_suffix('.json')}: {summary['devices']} device(s)"
+         + (f" ({stale} from an earlier run's bundle: the last run failed them)" if stale else "")
+         + f", {summary['failed']} failed")
 
 
 def simulate_fleet(n: int, days: float, seed: int, period: float, out: Path, profile: str | None) -> None:
@@ -111,9 +110,8 @@ def simulate_fleet(n: int, days: float, seed: int, period: float, out: Path, pro
         manifest = write_fleet(out, n, days, seed, period, progress=lambda i, _n: bar.update(task, completed=i))
     attacked = sum(d.attacked for d in manifest.devices)
     updated = sum(d.firmware_update_day is not None for d in manifest.devices)
-    console.print(f"wrote {n} devices x {days:g} days to {out} (Parquet, partitioned by device_id) and "
-                  f"{out / 'manifest.json'}: {attacked} attacked, {updated} with a firmware update",
-                  highlight=False)
+    show(f"wrote {n} devices x {days:g} days to {out} (Parquet, partitioned by device_id) and "
+         f"{out / 'manifest.json'}: {attacked} attacked, {updated} with a firmware update")
 
 
 @fleet_app.command("coldstart")
@@ -148,12 +146,12 @@ def fleet_coldstart(
     atomic_write(out / "coldstart.json", json.dumps(result, indent=1, sort_keys=True) + "\n")
     for profile, r in result["profiles"].items():
         if "skipped" in r:
-            console.print(f"{profile}: no profile model ({r['skipped']})", highlight=False)
+            show(f"{profile}: no profile model ({r['skipped']})")
             continue
-        console.print(f"{profile}: trained on {len(r['trained_on'])} device(s), compared on {r['devices_compared']}: "
-                      f"false alarms/day own {_fmt(r['own_false_alarms_per_day'])} vs profile "
-                      f"{_fmt(r['profile_false_alarms_per_day'])}; attacks detected own {r['own_detected']} vs "
-                      f"profile {r['profile_detected']} of {r['incidents']}", highlight=False)
+        show(f"{profile}: trained on {len(r['trained_on'])} device(s), compared on {r['devices_compared']}: "
+             f"false alarms/day own {_fmt(r['own_false_alarms_per_day'])} vs profile "
+             f"{_fmt(r['profile_false_alarms_per_day'])}; attacks detected own {r['own_detected']} vs "
+             f"profile {r['profile_detected']} of {r['incidents']}")
 
 
 def _fmt(x: float | None) -> str:

@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from tinywarden.cli.app import app, console
+from tinywarden.cli.app import app, console, show
 
 
 @app.command()
@@ -37,7 +38,7 @@ def record(
                         flush_s=parse_duration(flush, "--flush"))
     st = recorder.stats
     if st.resumed_after is not None:
-        console.print(f"{out}: continuing the recording already there (new files only)", highlight=False)
+        show(f"{out}: continuing the recording already there (new files only)")
     stop = False
 
     def request_stop(*_: object) -> None:
@@ -53,32 +54,32 @@ def record(
 
         shown = 0
 
-        def show(s: RecordStats) -> None:
+        def progress(s: RecordStats) -> None:
             nonlocal shown
             for text in s.notes[shown:]:
-                bar.console.print(f"[yellow]note:[/] {text}", highlight=False, soft_wrap=True)
+                show(text, label="note", style="yellow", out=bar.console)
             shown = len(s.notes)
             bar.update(task, completed=s.rows, description=(
                 f"recording {len(s.channels)} channels at {rate:g} Hz: {s.rows} rows, {s.rows_flushed} on disk, "
                 f"{s.gaps} gap(s), {len(s.files)} file(s)"))
 
         try:
-            recorder.run(seconds, progress=show, should_stop=lambda: stop)
+            recorder.run(seconds, progress=progress, should_stop=lambda: stop)
         except KeyboardInterrupt:
             pass  # run() has flushed what it had
         finally:
             signal.signal(signal.SIGTERM, previous)
             recorder.close()
     for text in st.notes[shown:]:
-        console.print(f"[yellow]note:[/] {text}", highlight=False, soft_wrap=True)
-    t = Table(title=f"recording {out}", show_header=False)
+        show(text, label="note", style="yellow")
+    t = Table(title=Text(f"recording {out}"), show_header=False)  # a path, never markup
     t.add_row("rows", f"{st.rows_flushed} written ({st.rows} sampled)")
     t.add_row("gaps", f"{st.gaps} (spacing > 2 sampling periods{', counting the resume' if st.resumed_after else ''})")
-    t.add_row("channels", f"{len(st.channels)}: {', '.join(st.channels)}")
-    t.add_row("files", ", ".join(f.name for f in st.files) or "none")
+    t.add_row("channels", Text(f"{len(st.channels)}: {', '.join(st.channels)}"))
+    t.add_row("files", Text(", ".join(f.name for f in st.files) or "none"))
     if st.notes:
         t.add_row("notes", f"{len(st.notes) + st.notes_dropped} (clock steps, interfaces gone or back; listed above)")
     console.print(t)
     if st.stopped is not None:
-        console.print(f"[bold red]stopped:[/] {st.stopped}", highlight=False, soft_wrap=True)
+        show(st.stopped, label="stopped", style="bold red")
         raise typer.Exit(1)

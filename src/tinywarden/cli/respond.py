@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from tinywarden.cli.app import app, console, print_advice, say
+from tinywarden.cli.app import app, console, print_advice, say, show
 from tinywarden.cli.core import note_time_unit
 from tinywarden.errors import ConfigError
 
@@ -139,9 +139,7 @@ def respond(
         table.add_row(_when(e.time), f"{e.tier} {TIER_LABELS[e.tier]}", e.event, e.action or "-", e.reason,
                       e.status, style=style)  # fmt: skip
     console.print(table)
-    console.print(
-        f"final tier: {engine.tier} ({TIER_LABELS[engine.tier]})" + (f"; audit: {audit}" if audit else "")
-    )
+    show(f"final tier: {engine.tier} ({TIER_LABELS[engine.tier]})" + (f"; audit: {audit}" if audit else ""))
 
 
 def scores_threshold(pipeline: Pipeline, model: Path, scores: Path, recorded: float | None) -> float:
@@ -235,16 +233,13 @@ def audit_verify(
     checked = f"; {len(anchors)} anchor(s) held" if anchors else ""
     verdict = report.verdict
     if verdict == "intact":
-        console.print(f"OK: {what}; keyed chain intact (key id {report.key_id}){checked}", highlight=False,
-                      soft_wrap=True)
+        show(f"OK: {what}; keyed chain intact (key id {report.key_id}){checked}")
         return
     if verdict == "tampered":
-        console.print(f"TAMPERED: {what}", highlight=False, soft_wrap=True)
+        show(f"TAMPERED: {what}")
         raise typer.Exit(1)
     if verdict == "unkeyed":
-        console.print(f"UNKEYED: {what}; no damage found, but integrity only against accidents{checked}",
-                      highlight=False, soft_wrap=True)  # fmt: skip
+        show(f"UNKEYED: {what}; no damage found, but integrity only against accidents{checked}")
     else:
-        console.print(f"UNVERIFIED: {what}; links hold but MACs not checked: pass --key{checked}", highlight=False,
-                      soft_wrap=True)
+        show(f"UNVERIFIED: {what}; links hold but MACs not checked: pass --key{checked}")
     raise typer.Exit(3)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from tinywarden import bundle as tb
-from tinywarden.cli.app import app, console, print_advice
+from tinywarden.cli.app import app, console, print_advice, show
 
 
 @app.command()
@@ -20,7 +20,7 @@ def keygen(
     """Create an Ed25519 signing key pair for bundles."""
     priv, pub = tb.write_keypair(out, force=force)
     fp = tb.fingerprint(tb.load_public_key(pub))
-    console.print(f"wrote [bold]{priv}[/] (keep secret) and [bold]{pub}[/]; fingerprint {fp[:16]}…")
+    show(f"wrote {priv} (keep secret) and {pub}; fingerprint {fp[:16]}…")
 
 
 @app.command("bundle")
@@ -60,7 +60,7 @@ def bundle_create(
     check_policy(policy_bytes, float(check_model(model_bytes, str(model)).threshold_), source=str(policy))
     raw = tb.create_bundle(model_bytes, policy_bytes, meta)
     tb.write_file(out, raw)
-    console.print(f"wrote unsigned bundle [bold]{out}[/] ({len(raw)} bytes)")
+    show(f"wrote unsigned bundle {out} ({len(raw)} bytes)")
 
 
 @app.command()
@@ -82,7 +82,7 @@ def sign(
     dest = out or bundle
     tb.write_file(dest, signed)
     extra = f", rotates trust to {tb.fingerprint(new_key)[:16]}…" if new_key else ""
-    console.print(f"signed [bold]{dest}[/] as version {version}{extra}")
+    show(f"signed {dest} as version {version}{extra}")
 
 
 COUNTER_HELP = (

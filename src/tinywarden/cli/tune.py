@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tinywarden.cli.app import app, console, err_console, say
+from tinywarden.cli.app import app, console, err_console, say, show
 from tinywarden.cli.core import TARGET_FPR_HELP, DataArg, DropOpt, LikelihoodGateOpt, report_gaps
 from tinywarden.errors import ConfigError
 from tinywarden.telemetry.series import Series
@@ -133,7 +133,7 @@ def tune(
                   + f", {len(failed)} failed"
                   + (f"; stopped early: {result.stopped_early}" if result.stopped_early else ""), highlight=False)
     if result.windows_note:
-        console.print(f"short data: {result.windows_note}", highlight=False)
+        show(f"short data: {result.windows_note}")
     for fam, reason in result.unsupported.items():
-        console.print(f"[dim]not searched: {fam} ({reason})[/]", highlight=False)
-    console.print(f"model saved to {out}; Pareto plot {plot_path}", highlight=False)
+        show(f"not searched: {fam} ({reason})", style="dim")
+    show(f"model saved to {out}; Pareto plot {plot_path}")
