@@ -579,3 +579,49 @@ def test_the_likelihood_is_carried_over_a_same_model_swap_and_reset_on_a_new_mod
         assert (a._likelihood is before) == (expect == "carried over")
     swaps = [r for r in audit_records(cfg.state_dir / "audit.log") if r["kind"] == "model_swap"]
     assert len(swaps) == 1 and swaps[0]["data"]["likelihood"].startswith(expect)
+
+
+def test_a_revert_owed_by_a_replaced_policy_is_retried_after_the_agent_restarts(kit, tmp_path):
+    """The reverts a new policy's engine took over at a swap lived in memory only: an agent restarted before they
+    went through forgot them, and the old policy's action stayed on the device for good. The engine state holds
+    each one's action now; the restarted agent rebuilds it (as it builds its actuators: here dry-run) and retries."""
+    from tinywarden.respond.actuators import ActuatorError, DryRunActuator, Targets
+    from tinywarden.respond.actuators.base import Actuator
+
+    class Stuck(Actuator):
+        name = "notify"  # an action of the old policy
+
+        def apply(self) -> None: ...
+
+        def revert(self) -> None:
+            raise ActuatorError("nft: Device or resource busy")
+
+        def is_applied(self) -> bool:
+            return True
+
+        def describe(self) -> str:
+            return "stuck"
+
+        def targets(self) -> Targets:
+            return Targets()
+
+    cfg = config(kit, tmp_path, kit.signed(kit.m1, 1), persist_engine=True)
+    samples = iter(ReplaySource(kit.stream))
+    with Agent(cfg, kit.stream.channels, replay=True) as a:
+        a.run(samples, 100)
+        idx = a.engine.policy.action_index("notify")
+        a.engine.actuators[idx] = Stuck()
+        other = tmp_path / "v3.twbundle"
+        other.write_bytes(kit.signed(kit.m1, 3, policy=POLICY.replace('version = "1"', 'version = "2"')))
+        tb.install_bundle(other, kit.pub, cfg.state_dir)
+        while a.model.bundle.version != 3:
+            a.run(samples, 1)
+        assert a.engine.unreverted == ("notify",)
+    with Agent(cfg, kit.stream.channels, replay=True) as b:  # restarted before any retry went through
+        assert b.engine.unreverted == ("notify",)
+        assert isinstance(b.engine._orphans[0].act, DryRunActuator)
+        b.run(samples, 2000)
+        assert b.engine.unreverted == ()
+    retries = [r["data"] for r in audit_records(cfg.state_dir / "audit.log")
+               if r["data"].get("reason_code") == "revert_retry"]
+    assert retries and retries[-1]["action"] == "notify" and retries[-1]["status"] == "done"

@@ -643,3 +643,72 @@ def test_a_fresh_engine_sweeps_the_actions_a_run_before_it_left_in_place(tmp_pat
     again = [LogActuator("notify", "x"), Recording("cap"), Recording("fence"), Recording("stop")]
     restored = ResponseEngine(policy, THRESHOLD, actuators=again, clock=SimulatedClock(), state_path=state)
     assert restored.restored and restored.sweep() == [] and again[1].applied  # its tier holds them
+
+
+def test_reverts_adopted_from_a_replaced_policy_survive_a_restart(tmp_path: Path) -> None:
+    """Reverts owed by a replaced policy (a policy swap whose revert of its cap failed) lived in memory only: an
+    agent restarted before the retry went through forgot them, and the cap stayed for good. The state file now
+    holds each one's action and that policy's [critical] table; the restarted engine rebuilds it and retries."""
+    from tinywarden.respond.actuators import DryRunActuator
+    from tinywarden.respond.critical import Critical
+    from tinywarden.respond.policy import ActionSpec
+
+    old = parse_policy(policy_text(dead_man=60.0))
+    new = parse_policy(policy_text(dead_man=90.0))
+    state = tmp_path / "engine.json"
+    built: list[tuple[ActionSpec, Critical, FlakyRevert]] = []
+
+    def rebuild(spec: ActionSpec, critical: Critical) -> FlakyRevert:
+        act = FlakyRevert(spec.name, failures=1)
+        act.applied = True  # what the old run left on the device
+        built.append((spec, critical, act))
+        return act
+
+    old_cap = FlakyRevert("cap", failures=5)
+    old_cap.applied = True
+    engine = ResponseEngine(new, THRESHOLD, clock=SimulatedClock(), state_path=state, rebuild=rebuild)
+    engine.adopt_unreverted([old_cap, Recording("not-in-the-old-policy")], at=0.0, policy=old)
+    del engine  # the agent stops before any retry
+
+    again = ResponseEngine(new, THRESHOLD, clock=SimulatedClock(), state_path=state, rebuild=rebuild)
+    assert again.unreverted == ("cap",)  # one the old policy had no action for is forgotten (documented)
+    (spec, critical, act), = built
+    assert (spec.type, spec.params["interface"], spec.params["rate"]) == ("tc_rate_limit", "eth0", "128kbit")
+    assert critical == old.critical
+    events = run(again, [0.1] * 5)
+    assert [(e.action, e.status[:6], e.action_tier) for e in events if e.event == "revert"] == [
+        ("cap", "failed", 0), ("cap", "done", 0)]
+    assert not act.applied and again.unreverted == ()
+    assert ResponseEngine(new, THRESHOLD, clock=SimulatedClock(), state_path=state, rebuild=rebuild).unreverted == ()
+
+    # By default (no rebuild given, as the default actuators) the action comes back as a dry-run stand-in, never
+    # a command run from a state file the engine did not build its actuators for.
+    engine = ResponseEngine(new, THRESHOLD, clock=SimulatedClock(), state_path=state)
+    engine.adopt_unreverted([FlakyRevert("fence", failures=9)], at=0.0, policy=old)
+    restarted = ResponseEngine(new, THRESHOLD, clock=SimulatedClock(), state_path=state)
+    assert restarted.unreverted == ("fence",) and isinstance(restarted._orphans[0].act, DryRunActuator)
+
+
+@pytest.mark.parametrize("orphan", [
+    {"name": "cap", "memo": {}, "action": {"type": "tc_rate_limit", "interface": "eth0", "rate": "0bit"},
+     "critical": {}},
+    {"name": "cap", "memo": {}, "action": {"type": "interface_down", "interface": "eth1"},
+     "critical": {"interfaces": ["eth1"]}},
+    {"name": "cap", "memo": {}, "action": {"type": "explode"}, "critical": {}},
+    {"name": "cap", "memo": [], "action": {"type": "log"}, "critical": {}},
+    "cap",
+])
+def test_an_edited_orphan_in_the_state_file_is_a_state_file_error(tmp_path: Path, orphan: object) -> None:
+    """An action of a replaced policy read back from the state file is checked as a policy's action is."""
+    import json
+
+    from tinywarden.respond.engine import StateFileError
+
+    policy = parse_policy(policy_text())
+    state = tmp_path / "engine.json"
+    ResponseEngine(policy, THRESHOLD, clock=SimulatedClock(), state_path=state).save()
+    doc = json.loads(state.read_text())
+    state.write_text(json.dumps({**doc, "orphans": [orphan]}))
+    with pytest.raises(StateFileError, match="a replaced policy still to revert is wrong") as info:
+        ResponseEngine(policy, THRESHOLD, clock=SimulatedClock(), state_path=state)
+    assert "\n" not in str(info.value)

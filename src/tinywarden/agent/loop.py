@@ -101,8 +101,8 @@ from tinywarden.audit import AuditKeyMismatch, AuditLog, load_key, set_aside
 from tinywarden.errors import TinywardenError
 from tinywarden.native import NativeAdapter, NativeLikelihood, NativeModel, NativeScorer
 from tinywarden.respond import ActionEvent, ResponseEngine, SimulatedClock, SystemClock
-from tinywarden.respond.actuators import Actuator, ActuatorError, build_actuators
-from tinywarden.respond.engine import StateFileError
+from tinywarden.respond.actuators import Actuator, ActuatorError, actuator_for, build_actuators
+from tinywarden.respond.engine import Rebuild, StateFileError, dry_run_rebuild
 from tinywarden.respond.machine import next_deadline
 
 if TYPE_CHECKING:  # numpy-based: loaded only by a model that runs on them (never by the native runtime)
@@ -219,6 +219,9 @@ class Agent:
         self.last_scores: deque[WindowScore] = deque(maxlen=config.last_scores)
         self.incident_builder = IncidentBuilder(config.device_id, config.summary_features)
         self.bundles = BundleWatcher(config, self.channels, sdir)
+        # how an engine rebuilds an action of a replaced policy still to revert that its state file names: as the
+        # agent builds its actuators (real, or dry-run stand-ins)
+        self.rebuild: Rebuild = dry_run_rebuild if not config.real_actuators else actuator_for
         self._fault_streak = 0
         self._state_counter = 0  # the adapted-state file's counter (adaptstate: rollback)
         self._pending: ModelRunner | None = None
@@ -510,7 +513,8 @@ class Agent:
         else:
             failed = self._revert_all(old_engine, t)
             engine = self._new_engine(new.loaded, fresh=True)
-            engine.adopt_unreverted(failed, at=t)  # retried by the new engine until they go through
+            # retried by the new engine until they go through, after a restart too (its state file holds them)
+            engine.adopt_unreverted(failed, at=t, policy=old_engine.policy)
         if old_engine.state_path is not None and old_engine.state_path != engine.state_path:
             with contextlib.suppress(OSError):
                 old_engine.state_path.unlink()
@@ -584,7 +588,8 @@ class Agent:
 
         def make() -> ResponseEngine:
             return ResponseEngine(loaded.policy, float(loaded.pipeline.threshold_), actuators=acts, clock=self.clock,
-                                  audit=self.audit, model_id=loaded.label, state_path=path)  # fmt: skip
+                                  audit=self.audit, model_id=loaded.label, state_path=path,
+                                  rebuild=self.rebuild)  # fmt: skip
 
         try:
             return make()

@@ -55,15 +55,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from tinywarden.audit import AuditLog
 from tinywarden.errors import ConfigError
 from tinywarden.fileio import NotRegularFile, atomic_write, read_regular
 from tinywarden.respond import machine as m
-from tinywarden.respond.actuators import Actuator, ActuatorError, build_actuators
+from tinywarden.respond.actuators import Actuator, ActuatorError, actuator_for, build_actuators
 from tinywarden.respond.critical import Critical
-from tinywarden.respond.policy import Policy
+from tinywarden.respond.policy import ActionSpec, Policy, PolicyError, action_doc, parse_action
 
 STATE_FORMAT = 1
 #: Largest engine state file read back (a few KB in practice; the actuators' memory of the pids they acted on).
@@ -226,12 +226,34 @@ def _why(exc: BaseException) -> str:
     return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
 
 
+class _Orphan(NamedTuple):
+    """An action of a replaced policy whose revert failed at the swap: retried at ``due``, then after ``wait``.
+    ``spec`` and ``critical`` (that policy's) rebuild it after a restart; ``None`` when it had none to give."""
+
+    act: Actuator
+    due: float
+    wait: float
+    spec: ActionSpec | None = None
+    critical: Critical = Critical()
+
+
+Rebuild = Callable[[ActionSpec, Critical], Actuator]
+"""``rebuild(spec, critical)``: the actuator of an action of a replaced policy that a state file names."""
+
+
+def dry_run_rebuild(spec: ActionSpec, critical: Critical) -> Actuator:
+    """The default :data:`Rebuild`, as the default actuators: a dry-run stand-in that touches nothing."""
+    return actuator_for(spec, critical, dry_run=True)
+
+
 class ResponseEngine:
     """Runs a :class:`~tinywarden.respond.policy.Policy` against a stream of detector scores.
 
     ``actuators`` (one per policy action, in order) defaults to dry-run stand-ins; ``audit`` receives
     a record for every event; ``state_path`` makes the engine survive restarts (see the module
-    docstring); ``model_id`` names the model in audit records.
+    docstring); ``model_id`` names the model in audit records. ``rebuild`` makes the actuator of an action of a
+    replaced policy whose revert is still owed when a state file names one (:meth:`adopt_unreverted`); give one
+    that builds as ``actuators`` were built (real or dry run), by default a dry-run stand-in.
     """
 
     def __init__(
@@ -244,8 +266,10 @@ class ResponseEngine:
         audit: AuditLog | None = None,
         model_id: str = "unknown",
         state_path: str | Path | None = None,
+        rebuild: Rebuild = dry_run_rebuild,
     ) -> None:
         self.policy = policy
+        self.rebuild = rebuild
         self.threshold = float(threshold)
         self.tables = compile_tables(policy, self.threshold)
         self.actuators = list(actuators) if actuators is not None else build_actuators(policy, dry_run=True)
@@ -269,7 +293,7 @@ class ResponseEngine:
         # Action index -> (its tier, engine time of the next try, the wait after that one): reverts that failed.
         self._unreverted: dict[int, tuple[int, float, float]] = {}
         # Actuators of a replaced policy whose revert failed at the swap: (actuator, next try, wait after it).
-        self._orphans: list[tuple[Actuator, float, float]] = []
+        self._orphans: list[_Orphan] = []
         self.restored = False  # whether a state file was taken back (see sweep)
         if self.state_path is not None and os.path.lexists(self.state_path):  # a link is refused, even dangling
             self._load()
@@ -285,15 +309,23 @@ class ResponseEngine:
     def unreverted(self) -> tuple[str, ...]:
         """The actions whose revert failed and is still to be retried (module docstring), in policy order, then
         those of a replaced policy (:meth:`adopt_unreverted`)."""
-        return tuple(self.actuators[i].name for i in sorted(self._unreverted)) + tuple(a.name for a, _, _ in
+        return tuple(self.actuators[i].name for i in sorted(self._unreverted)) + tuple(o.act.name for o in
                                                                                      self._orphans)
 
-    def adopt_unreverted(self, actuators: Sequence[Actuator], at: float | None = None) -> None:
+    def adopt_unreverted(
+        self, actuators: Sequence[Actuator], at: float | None = None, policy: Policy | None = None
+    ) -> None:
         """Take over actuators of the policy this engine replaces whose revert failed at the swap: they are
         retried as this policy's own failed reverts are (tier 0 in their records), until each goes through.
-        They live in memory only: the state file names this policy's actions, and a restart forgets them."""
+        With ``policy`` (the replaced one), the state file holds each one's action (type, parameters) and that
+        policy's ``[critical]`` table, so an engine restarted on the file rebuilds it (``rebuild``) and retries on;
+        an actuator ``policy`` has no action for lives in memory only, and a restart forgets it."""
         t = (self.clock.now() if at is None else float(at)) + self.state.skew
-        self._orphans += [(a, t + REVERT_RETRY_S, 2 * REVERT_RETRY_S) for a in actuators]
+        for a in actuators:
+            spec = next((x for x in policy.actions if x.name == a.name), None) if policy is not None else None
+            critical = policy.critical if policy is not None else Critical()
+            self._orphans.append(_Orphan(a, t + REVERT_RETRY_S, 2 * REVERT_RETRY_S, spec, critical))
+        self.save()
 
     def sweep(self, at: float | None = None) -> list[ActionEvent]:
         """Revert every action of this policy found in place by an engine that has none applied (tier 0): what a
@@ -503,16 +535,17 @@ class ResponseEngine:
             self._audit(ev)
             out.append(ev)
         left = []
-        for act, due, wait in self._orphans:
+        for orphan in self._orphans:
+            act, due, wait = orphan.act, orphan.due, orphan.wait
             if now < due:
-                left.append((act, due, wait))
+                left.append(orphan)
                 continue
             try:
                 act.revert()
                 status = "done"
             except ActuatorError as exc:
                 status = f"failed: {exc}"
-                left.append((act, now + wait, min(2 * wait, REVERT_RETRY_MAX_S)))
+                left.append(orphan._replace(due=now + wait, wait=min(2 * wait, REVERT_RETRY_MAX_S)))
             reason = ("retried the revert of an action of the replaced policy" +
                       ("" if status == "done" else f"; next try in {wait:g} s"))
             ev = ActionEvent(now - self.state.skew, self.state.tier, 0, act.name, "revert", reason,
@@ -647,6 +680,8 @@ class ResponseEngine:
             "machine": machine,
             "actuators": {a.name: a.snapshot() for a in self.actuators},
             "unreverted": {self.actuators[i].name: tier for i, (tier, _, _) in sorted(self._unreverted.items())},
+            "orphans": [{**action_doc(o.spec, o.critical), "memo": o.act.snapshot()} for o in self._orphans
+                        if o.spec is not None],
         }
 
     def save(self) -> None:
@@ -742,6 +777,30 @@ class ResponseEngine:
         self.recent.extend(float(x) for x in recent)
         # Retried at the first input: whatever wait was running before the restart is over.
         self._unreverted = {index[name]: (tier, -math.inf, REVERT_RETRY_S) for name, tier in pending.items()}
+        self._orphans = self._load_orphans(path, doc.get("orphans", []))
+
+    def _load_orphans(self, path: Path, docs: Any) -> list[_Orphan]:
+        """The actions of replaced policies still to revert that the state file names, each checked as a policy's
+        action is (:func:`~tinywarden.respond.policy.parse_action`) and rebuilt with :attr:`rebuild`."""
+        if not isinstance(docs, list):
+            raise StateFileError(
+                f"{path}: field 'orphans' is not what the engine writes; move it aside to start afresh"
+            )
+        out = []
+        for d in docs:
+            try:
+                if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not isinstance(d.get("memo"), dict):
+                    raise ValueError("not an action with a name and a memory")
+                spec, critical = parse_action(d["name"], d.get("action"), d.get("critical"), source="orphans")
+                act = self.rebuild(spec, critical)
+                act.restore(d["memo"])
+            except (PolicyError, ActuatorError, KeyError, TypeError, ValueError, OverflowError, AttributeError,
+                    IndexError) as exc:
+                raise StateFileError(
+                    f"{path}: an action of a replaced policy still to revert is wrong ({_why(exc)}); move it aside "
+                    "to start afresh") from None
+            out.append(_Orphan(act, -math.inf, REVERT_RETRY_S, spec, critical))
+        return out
 
     def _reconcile(self) -> None:
         """After a restart, put back any action of an active tier that is no longer in place."""

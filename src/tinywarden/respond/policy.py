@@ -242,6 +242,31 @@ def parse_policy(text: str, source: str = "<string>") -> Policy:
     return _Validator(source).policy(doc)
 
 
+def parse_action(name: str, doc: Any, critical: Any, source: str = "<string>") -> tuple[ActionSpec, Critical]:
+    """One action (``doc``: its table, ``type`` and parameters) and the ``[critical]`` table of its policy, checked as
+    :func:`parse_policy` checks them; a :class:`PolicyError` otherwise. For an action of a policy no longer loaded
+    that an engine state names (:meth:`~tinywarden.respond.engine.ResponseEngine.adopt_unreverted`).
+
+    >>> spec, crit = parse_action("cap", {"type": "tc_rate_limit", "interface": "eth0", "rate": "1mbit"},
+    ...                           {"interfaces": ["eth1"]})
+    >>> spec.params["burst"], crit.interfaces
+    ('32kbit', ('eth1',))
+    """
+    v = _Validator(source)
+    if not isinstance(critical, Mapping):
+        raise v.fail("critical", "must be a table")
+    crit = v.critical(critical)
+    return v.action(name, doc, crit), crit
+
+
+def action_doc(spec: ActionSpec, critical: Critical) -> dict[str, Any]:
+    """``spec`` and ``critical`` as JSON-able tables that :func:`parse_action` reads back."""
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.params.items()}
+    return {"name": spec.name, "action": {"type": spec.type, **params},
+            "critical": {"processes": list(critical.processes), "interfaces": list(critical.interfaces),
+                         "addresses": list(critical.addresses)}}
+
+
 class _Validator:
     """Turns a parsed TOML document into a :class:`Policy`; every message names ``source`` and a key."""
 
@@ -341,16 +366,7 @@ class _Validator:
         )
         watchdog_timeout = self.duration(head, "watchdog_timeout_s", "policy.watchdog_timeout_s", 0.0)
 
-        crit_doc = self.table(doc, "critical", "critical")
-        self.unknown(crit_doc, {"processes", "interfaces", "addresses"}, "critical")
-        critical = Critical(
-            processes=self.strings(crit_doc, "processes", "critical.processes"),
-            interfaces=tuple(
-                self.ifname(i, "critical.interfaces")
-                for i in self.strings(crit_doc, "interfaces", "critical.interfaces")
-            ),
-            addresses=self.addresses(crit_doc, "addresses", "critical.addresses"),
-        )
+        critical = self.critical(self.table(doc, "critical", "critical"))
 
         actions_doc = self.table(doc, "actions", "actions")
         actions = tuple(self.action(n, a, critical) for n, a in actions_doc.items())
@@ -386,6 +402,17 @@ class _Validator:
             watchdog_timeout_s=watchdog_timeout,
             adaptation=adaptation,
             source=self.source,
+        )
+
+    def critical(self, crit_doc: Mapping[str, Any]) -> Critical:
+        self.unknown(crit_doc, {"processes", "interfaces", "addresses"}, "critical")
+        return Critical(
+            processes=self.strings(crit_doc, "processes", "critical.processes"),
+            interfaces=tuple(
+                self.ifname(i, "critical.interfaces")
+                for i in self.strings(crit_doc, "interfaces", "critical.interfaces")
+            ),
+            addresses=self.addresses(crit_doc, "addresses", "critical.addresses"),
         )
 
     def adaptation(self, doc: Mapping[str, Any]) -> Adaptation:

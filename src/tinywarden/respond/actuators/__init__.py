@@ -21,6 +21,7 @@ from tinywarden.respond.actuators.process import ProcessRenice, ProcessSuspend
 from tinywarden.respond.actuators.tc import TcRateLimit
 
 if TYPE_CHECKING:
+    from tinywarden.respond.critical import Critical
     from tinywarden.respond.policy import ActionSpec, Policy
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "ProcessSuspend",
     "Targets",
     "TcRateLimit",
+    "actuator_for",
     "build_actuator",
     "build_actuators",
 ]
@@ -47,10 +49,23 @@ def build_actuator(
     spec: ActionSpec, policy: Policy, runner: CommandRunner | None = None, backend: str | None = None
 ) -> Actuator:
     """The real actuator for one action of ``policy`` (``backend``: ``"nft"``/``"iptables"``/auto)."""
+    return actuator_for(spec, policy.critical, runner, backend)
+
+
+def actuator_for(
+    spec: ActionSpec,
+    critical: Critical,
+    runner: CommandRunner | None = None,
+    backend: str | None = None,
+    dry_run: bool = False,
+) -> Actuator:
+    """The actuator for action ``spec`` of a policy whose ``[critical]`` table is ``critical`` (a dry-run stand-in
+    with ``dry_run``); the policy need not be loaded any more (an action of a replaced policy still to revert)."""
     kind = ACTUATOR_TYPES.get(spec.type)
     if kind is None:
         raise ActuatorError(f"{spec.name}: no actuator for action type {spec.type!r}")
-    return kind.build(spec.name, spec.params, policy.critical, runner, backend)
+    real = kind.build(spec.name, spec.params, critical, runner, backend)
+    return DryRunActuator(spec.name, real.describe(), real.targets()) if dry_run else real
 
 
 def build_actuators(
@@ -61,8 +76,4 @@ def build_actuators(
     ``prefix`` is put before every command (e.g. ``["ip", "netns", "exec", "ns1"]``).
     """
     runner = CommandRunner(prefix)
-    out: list[Actuator] = []
-    for spec in policy.actions:
-        real = build_actuator(spec, policy, runner, backend)
-        out.append(DryRunActuator(spec.name, real.describe(), real.targets()) if dry_run else real)
-    return out
+    return [actuator_for(spec, policy.critical, runner, backend, dry_run) for spec in policy.actions]
