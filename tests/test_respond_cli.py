@@ -263,3 +263,18 @@ def test_a_state_path_holding_a_link_or_fifo_is_refused_in_one_line(tmp_path: Pa
     assert len(err.strip().splitlines()) == 1
     assert victim.read_text() == "{}" and os.path.lexists(state)
     assert not (tmp_path / "missing.json").exists()
+
+
+def test_a_policy_named_with_markup_is_shown_as_it_is(tmp_path: Path, monkeypatch) -> None:
+    """The timeline's title is the policy's name and version: a policy named '[/]edge' turned `respond` into a
+    MarkupError traceback after the replay had run, and '[bold]edge' lost those characters."""
+    from tinywarden.cli.app import console
+
+    monkeypatch.setattr(console, "width", 200)
+    scores = write_scores(tmp_path / "s.csv")
+    for name in ("[/]edge", "[bold]edge"):
+        policy = tmp_path / "p.toml"
+        policy.write_text(EXAMPLE.read_text().replace('name = "', f'name = "{name}', 1))
+        rc, out, err = cli("respond", "--policy", policy, "--scores", scores, "--threshold", "1.0")
+        assert rc == 0 and "Traceback" not in err, err
+        assert f"{name}" in out and "final tier: 0 (none)" in out

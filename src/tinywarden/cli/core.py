@@ -12,6 +12,7 @@ import typer
 import typer.core
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from tinywarden.cli.app import app, console, err_console, say, show
 from tinywarden.errors import ConfigError
@@ -173,7 +174,7 @@ def train(
 
     extra, extra_arrays, int8_note = int8_sections(pipeline, series)
     size = save_pipeline(pipeline, out, extra=extra, extra_arrays=extra_arrays)
-    t = Table(title=f"trained {model} -> {out}", show_header=False)
+    t = Table(title=Text(f"trained {model} -> {out}"), show_header=False)  # a path: never markup
     s = pipeline.train_summary_
     for key, val in [
         ("training rows", f"{s['rows']}"),

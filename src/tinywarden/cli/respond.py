@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tinywarden.cli.app import app, console, print_advice, say, show
 from tinywarden.cli.core import note_time_unit
@@ -131,13 +132,14 @@ def respond(
         for e in events:
             typer.echo(json.dumps(e.to_dict(), allow_nan=False))
         return
-    table = Table(title=f"{pol.name} v{pol.version}: {len(rows)} windows, threshold {threshold:.6g}")
+    # the policy's name and version, and the reasons and statuses (a command's stderr), are text, never markup
+    table = Table(title=Text(f"{pol.name} v{pol.version}: {len(rows)} windows, threshold {threshold:.6g}"))
     for col in ("time", "tier", "event", "action", "reason", "status"):
         table.add_column(col, overflow="fold")
     for e in events:
         style = "dim" if e.event == "note" else ("red" if e.event == "apply" else "green")
-        table.add_row(_when(e.time), f"{e.tier} {TIER_LABELS[e.tier]}", e.event, e.action or "-", e.reason,
-                      e.status, style=style)  # fmt: skip
+        table.add_row(_when(e.time), f"{e.tier} {TIER_LABELS[e.tier]}", e.event, e.action or "-", Text(e.reason),
+                      Text(e.status), style=style)  # fmt: skip
     console.print(table)
     show(f"final tier: {engine.tier} ({TIER_LABELS[engine.tier]})" + (f"; audit: {audit}" if audit else ""))
 

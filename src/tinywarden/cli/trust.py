@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tinywarden import bundle as tb
 from tinywarden.cli.app import app, console, print_advice, show
@@ -133,11 +134,12 @@ def install(
 
 
 def _describe(b: tb.Bundle, status: str) -> Table:
-    t = Table(title=f"{b.source}: {status}", show_header=False)
-    t.add_row("model id", b.model_id)
+    # the bundle's path and its metadata (inspect reads bundles not yet trusted) are shown as text, never markup
+    t = Table(title=Text(f"{b.source}: {status}"), show_header=False)
+    t.add_row("model id", Text(b.model_id))
     t.add_row("version", str(b.version))
-    t.add_row("profile", b.profile)
-    t.add_row("created at", b.created_at)
+    t.add_row("profile", Text(b.profile))
+    t.add_row("created at", Text(b.created_at))
     t.add_row("training data sha256", str(b.metadata.get("training_data_sha256")))
     t.add_row("model bytes", str(len(b.model)))
     t.add_row("policy bytes", str(len(b.policy)))
