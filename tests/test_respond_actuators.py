@@ -309,3 +309,51 @@ def test_mapped_critical_address_stays_reachable_through_the_egress_allowlist(ne
     assert _send_udp(netns, "192.168.10.5") == "sent"
     assert _send_udp(netns, "192.168.10.6") == "EPERM"
     act.revert()
+
+
+def test_a_process_known_by_the_15_characters_of_a_critical_name_is_never_suspended() -> None:
+    """The kernel keeps 15 characters of a process name (comm); a daemon whose argv[0] does not start with them is
+    known to psutil by those alone. The critical 'plc-bridge-daemon' running so was 'plc-bridge-daem', not in the
+    critical list, and an action on 'plc-bridge-daem' stopped it. Refused when the policy loads and at run time."""
+    from tinywarden.respond.policy import PolicyError, parse_policy
+
+    hold = "open('/proc/self/comm', 'w').write('plc-bridge-daemon'); import time; time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", hold])
+    try:
+        proc = psutil.Process(child.pid)
+        deadline = time.monotonic() + 10
+        while proc.name() != "plc-bridge-daem" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.name() == "plc-bridge-daem"
+        act = ProcessSuspend("stop", process="plc-bridge-daem", critical=("plc-bridge-daemon",))
+        act.apply()
+        try:
+            assert act.snapshot() == {"acted": {}}  # no pid was stopped
+            time.sleep(0.2)
+            assert proc.status() != psutil.STATUS_STOPPED
+        finally:
+            act.revert()
+    finally:
+        child.kill()
+        child.wait()
+    text = '''
+[policy]
+name = "p"
+version = "1"
+[critical]
+processes = ["plc-bridge-daemon"]
+[tiers.alert]
+actions = ["note"]
+[tiers.constrain]
+actions = ["stop"]
+margin = 1.0
+dead_man_s = 60
+[actions.note]
+type = "log"
+[actions.stop]
+type = "process_suspend"
+process = "plc-bridge-daem"
+'''
+    with pytest.raises(PolicyError, match="actions.stop.process: 'plc-bridge-daem' can be the critical process"):
+        parse_policy(text)
+    parse_policy(text.replace('process = "plc-bridge-daem"', 'process = "telnetd"'))

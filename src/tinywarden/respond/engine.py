@@ -182,8 +182,9 @@ def critical_conflict(actuator: Actuator, critical: Critical) -> str | None:
     """What critical function ``actuator`` would touch, or ``None``; the engine's run-time double check."""
     t = actuator.targets()
     for p in t.processes:
-        if p in critical.processes:
-            return f"critical process {p!r}"
+        c = critical.process_conflict(p)
+        if c is not None:
+            return f"critical process {c!r}"
     for i in t.interfaces:
         if i in critical.interfaces:
             return f"critical interface {i!r}"

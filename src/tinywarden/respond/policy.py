@@ -485,10 +485,14 @@ class _Validator:
                     raise self.fail(f"{path}.{problem[0]}", problem[1])
         elif kind in ("process_suspend", "process_renice"):
             proc = self.string(params, "process", f"{path}.process")
-            if proc in critical.processes:
+            c = critical.process_conflict(proc)
+            if c == proc:
                 raise self.fail(
                     f"{path}.process", f"{proc!r} is a critical process; it must never be touched"
                 )
+            if c is not None:
+                raise self.fail(f"{path}.process", f"{proc!r} can be the critical process {c!r}: the kernel keeps "
+                                "15 characters of a process name, and a process known by them alone matches both")
             if kind == "process_renice":
                 params["nice"] = self.integer(params, "nice", f"{path}.nice", 19, -20, 19)
         return ActionSpec(name=name, type=kind, params=params)

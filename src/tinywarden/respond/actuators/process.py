@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 
 from tinywarden.respond.actuators.base import Actuator, ActuatorError, Targets
+from tinywarden.respond.critical import same_process_name
 
 
 def _protected_pids() -> set[int]:
@@ -44,7 +45,7 @@ class _ProcessActuator(Actuator):
         out = []
         for p in candidates:
             try:
-                if p.pid in protected or p.name() in self.critical:
+                if p.pid in protected or any(same_process_name(p.name(), c) for c in self.critical):
                     continue
                 out.append(p)
             except psutil.NoSuchProcess:
