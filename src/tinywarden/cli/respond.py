@@ -76,7 +76,7 @@ def respond(
 ) -> None:
     """Replay a score stream through the response engine in simulated time and print the action timeline."""
     from tinywarden.audit import AuditLog, load_key
-    from tinywarden.respond.actuators import build_actuators
+    from tinywarden.respond.actuators import CommandRunner, actuator_for, build_actuators
     from tinywarden.respond.engine import ResponseEngine, SimulatedClock
     from tinywarden.respond.policy import load_policy
     from tinywarden.respond.replay import read_scores, replay
@@ -119,6 +119,8 @@ def respond(
         audit=AuditLog(audit, key=load_key(audit_key, create=True)) if audit and audit_key else None,
         model_id=model_id,
         state_path=state,
+        # an action of a replaced policy still to revert that the state file names, built as the actuators are
+        rebuild=lambda spec, critical: actuator_for(spec, critical, CommandRunner(prefix), dry_run=not real),
     )
     if telemetry is not None:
         assert pipeline is not None
