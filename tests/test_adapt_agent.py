@@ -114,7 +114,7 @@ def test_a_hot_swap_carries_the_integer_adapted_state(kit):
     adapter.rebind(None)
     b = new.stream.adapter
     assert b is not None and b is not a
-    for name in ("mu", "var", "g", "smu", "svar", "wmu"):
+    for name in ("mu", "sd", "smu", "svar", "wmu"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     for name in ("elevated", "settling", "settled", "drift", "flagged", "flags", "adapted", "held"):
         assert getattr(a, name) == getattr(b, name), name
@@ -226,7 +226,7 @@ def test_the_integer_adapted_state_survives_a_restart_and_a_foreign_one_falls_ba
         return body
 
     bad = {
-        "g out of range": edited(lambda b: b["state"]["g"].__setitem__(0, 0)),
+        "sd out of range": edited(lambda b: b["state"]["sd"].__setitem__(0, 0)),
         "mu out of range": edited(lambda b: b["state"]["mu"].__setitem__(0, 2**40)),
         "settling without a count": edited(lambda b: b["state"].update(elevated=0, settling=True)),
         "likelihood sum": edited(lambda b: b["likelihood"].update(sum=b["likelihood"]["sum"] + 1)),
@@ -236,6 +236,7 @@ def test_the_integer_adapted_state_survives_a_restart_and_a_foreign_one_falls_ba
         "another rule": edited(lambda b: b["rule"].update(rate_shift=3)),
         "another program": edited(lambda b: b.update(model_id="0" * 16)),
         "an older format": edited(lambda b: b.update(format="tinywarden-int8-adaptation/1")),
+        "the format before the 16-bit scale": edited(lambda b: b.update(format="tinywarden-int8-adaptation/2")),
     }
     for what, body in bad.items():
         fresh = model.stream(cfg)

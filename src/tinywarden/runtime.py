@@ -229,7 +229,7 @@ class Int8Adapter:
         old, new = self._stream, self._scorer().stream
         if new is not old and old.adapter is not None and new.adapter is not None:
             a, b = old.adapter, new.adapter
-            b.mu, b.var, b.g, b.smu, b.svar = a.mu.copy(), a.var.copy(), a.g.copy(), a.smu.copy(), a.svar.copy()
+            b.mu, b.sd, b.smu, b.svar = a.mu.copy(), a.sd.copy(), a.smu.copy(), a.svar.copy()
             b.wmu, b.level = a.wmu.copy(), a.level
             b.drift, b.flagged, b.flags, b.adapted, b.held = a.drift, a.flagged, a.flags, a.adapted, a.held
             b.elevated, b.settling, b.settled = a.elevated, a.settling, a.settled
@@ -295,8 +295,9 @@ class Int8Adapter:
         }
 
 
-#: The adapted state's format (:meth:`Int8Adapter.snapshot`); 2: sealed by the agent with the device key.
-STATE_FORMAT = "tinywarden-int8-adaptation/2"
+#: The adapted state's format (:meth:`Int8Adapter.snapshot`); 2: sealed by the agent with the device key; 3: the
+#: adapted scale as ``sd`` (no ``var``, no ``g``) and means within 24 bits (tinywarden.kernels.adapt_q.SD_BITS).
+STATE_FORMAT = "tinywarden-int8-adaptation/3"
 #: The program likelihood's running state, as the state file keeps it.
 _LIK_STATE = ("ring", "pos", "count", "sum", "mean", "var", "hold", "rec_lo", "rec_hi", "vlo", "vhi", "vnew")
 _LIK_LISTS = ("ring", "vlo", "vhi")

@@ -521,34 +521,35 @@ def adaptation_c(program: Program, adaptation: Adaptation | None, keep_features:
                      "plus the low nibble) */\n"
                      "#define TW_AD_FRAC_OF(i) (TW_AD_FRAC + (int32_t)(tw_adapt_fz[(i)] >> 4))\n"
                      "#define TW_AD_ZSHIFT(i) (TW_AD_ZSHIFT_BASE + (int32_t)(tw_adapt_fz[(i)] & 15u))\n"]
-        frac_i, xmax_i = "TW_AD_FRAC_OF(i)", "(((int32_t)1 << (30 - TW_AD_FRAC_OF(i))) - 1)"
+        frac_i, xmax_i = "TW_AD_FRAC_OF(i)", "(((int32_t)1 << (TW_AD_MEAN_BITS - TW_AD_FRAC_OF(i))) - 1)"
     else:
         constants = [*zmul_c, c_array("tw_adapt_zshift", zshift), "#define TW_AD_ZSHIFT(i) (tw_adapt_zshift[(i)])\n"]
         if fracs is not None:  # inputs of very different ranges: each its own fractional bits
             constants.append(c_array("tw_adapt_fracs", np.asarray(op.consts["fracs"])))
-            frac_i, xmax_i = "tw_adapt_fracs[i]", "(((int32_t)1 << (30 - tw_adapt_fracs[i])) - 1)"
+            frac_i, xmax_i = "tw_adapt_fracs[i]", "(((int32_t)1 << (TW_AD_MEAN_BITS - tw_adapt_fracs[i])) - 1)"
     fold = ""
     if "fold" in op.consts:
         constants.append(c_array("tw_adapt_fold", np.asarray(op.consts["fold"])))
         fold = " - tw_adapt_fold[i]"
     limits = {"TW_AD_N": n, "TW_AD_FRAC": frac, "TW_AD_E": adapt_q.E_BITS, "TW_AD_Z_MAX": adapt_q.Z_MAX,
               "TW_AD_X_MAX": int(adapt_q.x_max(frac)), "TW_AD_Z_BITS": adapt_q.Z_BITS,
-              "TW_AD_VAR_BITS": adapt_q.VAR_BITS,
+              "TW_AD_VAR_BITS": adapt_q.VAR_BITS, "TW_AD_MEAN_BITS": adapt_q.MEAN_BITS,
               "TW_AD_RATE_SHIFT": params.rate_shift, "TW_AD_BELOW": params.below_q15,
               "TW_AD_DRIFT": params.drift_q12, "TW_AD_REARM": params.rearm_q12,
               "TW_AD_LIK_LIMIT": params.lik_limit, "TW_AD_LIK_REARM": params.lik_rearm, "TW_AD_ZSHIFT_BASE": zbase}
-    per_input = 4  # bytes of tw_adapt_input_t: mu, and var, g, smu, svar as the rule needs them
+    per_input = 4  # bytes of tw_adapt_input_t: mu, and smu, wmu as the rule needs them (svar in mu and smu)
+    extra = 0  # bytes per input after in[]: the adapted scale's (its low byte in wmu's word with the watch)
     if "scale" in on:
         limits.update({"TW_AD_G_ONE": adapt_q.G_ONE, "TW_AD_G_MAX": adapt_q.G_MAX, "TW_AD_VAR_ONE": adapt_q.VAR_ONE,
-                       "TW_AD_NEWTON": adapt_q.NEWTON_STEPS, "TW_AD_NEWTON_TOL": adapt_q.NEWTON_TOL,
+                       "TW_AD_SD_BITS": adapt_q.SD_BITS, "TW_AD_SD_ONE": adapt_q.SD_ONE, "TW_AD_SD_MAX": adapt_q.SD_MAX,
                        "TW_AD_ADAPT_SCALE": int(params.adapt_scale)})
-        per_input += 4 + 2
+        extra = 1 if "sd_split" in on else 2
     head = 4 + 4 + 4 + 1
     if "settle" in on:
         limits.update({"TW_AD_SETTLE_N": params.settle_n, "TW_AD_SETTLE_SHIFT": params.settle_shift,
                        "TW_AD_SVAR_DROP": adapt_q.SVAR_DROP, "TW_AD_SVAR_MAX": adapt_q.SVAR_MAX,
                        "TW_AD_SETTLE_SPREAD": adapt_q.SETTLE_SPREAD_Q8, "TW_AD_SHADOW_SHIFT": params.shadow_shift})
-        per_input += 4 + 2
+        per_input += 4
         head += 4 + 1 + 1
     if "watch" in on:
         limits.update({"TW_AD_WATCH": params.watch_q12, "TW_AD_WATCH_REARM": params.watch_rearm_q12,
@@ -563,9 +564,9 @@ def adaptation_c(program: Program, adaptation: Adaptation | None, keep_features:
         distance = {"dk": f["weights_shape0"], "dweights": f["c_weights"], "dmultiplier": f["c_multiplier"],
                     "dshift": f["c_shift"], "dgram": f["c_gram"], "dgram_shift": f["gram_shift"],
                     "dscore_shift": f["shift"]}
-    per_input += -per_input % 4
     head += -head % 4
-    fields = [StateField("tw_adapt_t", "ad", (), head + per_input * n, 4)]
+    size = head + per_input * n + extra * n
+    fields = [StateField("tw_adapt_t", "ad", (), size + -size % 4, 4)]
     subs = {"params": f"tw_{target.dst}_requant_params", "ctype": CTYPES[program.tensor(target.dst).dtype],
             "zi": "i" if zmul.size > 1 else "0", "fold": fold, "src": target.src[0], "frac": frac_i, "xmax": xmax_i,
             "dst": target.dst, "fwd_feature": "fi" if per_channel else "in[i]",

@@ -9,43 +9,46 @@ threshold), offsets only unless ``adapt_scale``; a shift that keeps windows over
 deviations) or of the likelihood's running mean beyond ``max_drift`` flags. In the int8 program the scaler is
 folded into the requantization of the integer features to the model input (``requantize_s64_s8`` /
 ``requantize_s64_s16``: ``q = requantize(sat32((f >> pre) - offset), multiplier, shift)``), so the adaptation
-acts there. Per input ``i``, with ``v = f >> pre`` (the op's input unit) and state ``mu`` (int32, the adapted
-mean's distance from the reference in ``2**-F`` input units; ``F`` is each input's own, the ``fracs`` table, when
-their ranges differ), ``var`` (int32, the adapted variance in reference
-variances, Q16) and ``g`` (uint16, the gain ``~1 / sqrt(var)``, Q15), and with the settling rule the shadow's
-``smu`` (as ``mu``) and ``svar`` (uint16, Q8, at most 256 reference variances), and a leaky count ``elevated``:
+acts there. Per input ``i``, with ``v = f >> pre`` (the op's input unit) and state ``mu`` (the adapted mean's
+distance from the reference in ``2**-F`` input units, less than ``2**MEAN_BITS``: a signed 24-bit field on the
+device; ``F`` is each input's own, the ``fracs`` table, when their ranges differ), ``sd`` (uint16, the adapted
+scale in Q12 reference standard deviations, at most 16: its variance ``var = sd * sd >> 8`` in Q16 reference
+variances, its gain ``g = min(2**27 // sd, gmax)`` in Q15, neither stored: :data:`SD_BITS`), and with the settling
+rule the shadow's ``smu`` (as ``mu``) and ``svar`` (uint16, Q8, at most 256 reference variances), and a leaky count
+``elevated`` (13 bytes per input with the default rule's watch: ``tw_adapt_input_t``):
 
 *forward* (every window, in place of the op): ``offset_a = offset + (mu >> F)`` (plus ``fold * (s - 2**15) >>
-15`` with ``s = max(var * g >> 16, floor)``, saturated: ``fold`` is a detector offset folded into the op;
+15`` with ``s = max(sd << 3, floor)``, saturated: ``fold`` is a detector offset folded into the op;
 zero for the families here), ``multiplier_a = multiplier * g >> 15`` (with ``adapt_scale``, ``>> 16`` and the
 shift raised by one when that passes ``INT32_MAX``), then the op's arithmetic with them. In the reference state
-(``mu = 0``, ``var = 2**16``, ``g = 2**15``) this is the op, bit for bit.
+(``mu = 0``, ``sd = 2**12``: ``var = 2**16``, ``g = 2**15``) this is the op, bit for bit.
 
 *update* (after the likelihood step): ``over = score > threshold``; a window *teaches* when its Q15 confidence
-is below ``below`` and, with the gate, not ``over``. ``x = clamp(v - (offset - fold), +-X)`` (``X = 2**(30-F)
-- 1``: every mean and difference fits an int32), ``xf = x << F``. One step at ``2**-r`` (``tw_adapt_ewm``):
+is below ``below`` and, with the gate, not ``over``. ``x = clamp(v - (offset - fold), +-X)`` (``X = 2**(MEAN_BITS-F)
+- 1``: every mean fits 24 bits, every difference an int32), ``xf = x << F``. One step at ``2**-r`` (``tw_adapt_ewm``):
 ``d = xf - mu``, ``mu += d >> r``; the deviation in reference standard deviations ``z = clamp(requantize(
 requantize(d, multiplier, shift - F + E), zmul, zshift), +-2**19)`` (Q12: the first step is the op's own
 scaling, to the model input's unit with ``E`` more bits, the second the reference deviation of that unit);
-``var += (spread - var) >> r`` (at least 1) with ``spread = z*z >> 8`` (learning the scale) or ``2**16``
+``var += (spread - var) >> r`` (at least 1; stored as ``sd = min(isqrt(var << 8), 2**16 - 1)``) with
+``spread = z*z >> 8`` (learning the scale) or ``2**16``
 (offsets only: a scale learned while settling relaxes back to the reference). With the settling rule, every
 window: the shadow takes that step at ``2**-shadow_shift`` (:func:`tinywarden.adaptation.shadow_shift`: a memory
 of at most a quarter of ``settle_s``; its ``svar`` stored rounded to Q8), ``elevated`` counts up when ``over`` (to
 ``settle_n``, the windows in ``settle_s``: :func:`tinywarden.adapt.windows_in`) and down otherwise; when it reaches
 ``settle_n`` and every ``svar`` before this window's step was at most ``SETTLE_SPREAD_Q8`` (the C keeps that as
-``wide``, set by the window before), the adapter *settles*: ``mu = smu``, ``var = max(svar << 8, 2**16)``,
+``wide``, set by the window before), the adapter *settles*: ``mu = smu``, ``var = max(svar << 8, 2**16)``
+(stored as ``sd``),
 and until the count is back at 0 every window teaches at ``settle_shift``, learning the scale. A teaching
-window then takes the step at ``rate_shift`` (``settle_shift`` while settling); a Newton step ``g = g * (3 *
-2**15 - t) >> 16`` with ``t = var * g * g >> 31`` (``g`` halved first while ``t > 2**16``; steps, up to 4, while
-``t`` is more than 2**-11 from 1) keeps ``g`` at ``1 / sqrt(var)`` (it starts from the last window's), clamped
-to [1, 65535] with ``adapt_scale`` outside settling (the scale floor of half the reference) and to [1, 2**15]
-otherwise (never sharper than the reference). The drift (Q12 standard deviations) is the largest
+window then takes the step at ``rate_shift`` (``settle_shift`` while settling). The gain ``g = 2**27 // sd``
+(``1 / sqrt(var)``) is clamped to [1, 65535] with ``adapt_scale`` outside settling (the scale floor of half the
+reference) and to [1, 2**15] otherwise (never sharper than the reference). The drift (Q12 standard deviations) is
+the largest
 ``min(requantize(|y|, zmul, zshift), 2**19 - 1)`` with ``y`` the first step of ``mu`` (with one ``zmul`` for all
 inputs, that of the largest ``|y|``: requantization is monotone).
 
 *flag* (every window): raised when the drift exceeds ``max_drift`` or the likelihood's running mean is
 more than ``max_drift`` fitted standard deviations from its fitted value, or (the slow-drift watch,
-:mod:`tinywarden.level_watch`) the drift ``level`` of its own mean ``wmu`` (int32, as ``mu``: every window whose
+:mod:`tinywarden.level_watch`) the drift ``level`` of its own mean ``wmu`` (as ``mu``: every window whose
 score is at most the threshold moves it by ``round_shift(xf - wmu, settle_shift)``), computed as that of
 ``mu`` every window, exceeds ``watch_drift``, or (``watch_distance``, for a ``pca_residual_s16`` score right after
 the adapted op: :func:`distance_score_op`) that score of ``wmu`` as a model input (``round_shift`` of its first
@@ -106,11 +109,20 @@ E_BITS = 8
 #: An input's distance from the reference is clamped to this many reference standard deviations.
 SPAN_SD = 128
 MAX_FRAC = 16
-#: Newton steps per adapted window, at most: the gain starts from the last window's, so one usually keeps it
-#: converged; after a jump of the variance (a settling) the halving and up to this many steps bring it back.
-NEWTON_STEPS = 4
-#: A gain whose ``t`` is within this of 1.0 (Q15: 0.05 %) has converged: no further step.
-NEWTON_TOL = 16
+#: Every mean (``mu``, ``smu``, ``wmu``) and clamped input is less than ``2**MEAN_BITS`` in magnitude: each input's
+#: fractional bits are as many as its +-128 sd span leaves in ``MEAN_BITS`` bits (at least ``2**-15`` reference sd
+#: per unit where the span sets them), so that the device stores a mean in the top 24 bits of a word whose low byte
+#: holds another field (``tw_adapt_input_t``); a difference of two means, or of a mean and an input, fits an int32.
+MEAN_BITS = 23
+#: The adapted scale is kept as a standard deviation ``sd`` (Q12 reference standard deviations, uint16: at most 16,
+#: i.e. 256 reference variances, as the shadow's variance): ``var = sd * sd >> 8`` is its variance (Q16) for a
+#: step, ``sd = min(isqrt(var << 8), SD_MAX)`` (floored) stores the step's result, ``g = 2**27 // sd`` its gain
+#: (:func:`gain_of`). Floored, a variance steps down to the reference exactly; a rising one moves only by whole
+#: ``sd`` steps, ``(2 * sd + 1) / 256`` Q16 units (0.05 % of the variance): a step at ``2**-r`` towards a spread
+#: less than ``2**r`` such units above it is lost (at ``2**-7``, 6 % of the variance at the reference scale).
+SD_BITS = 12
+SD_ONE = 1 << SD_BITS
+SD_MAX = 65535
 #: The largest ``max_drift`` that can still raise a flag (the drift is clamped with ``z``).
 MAX_DRIFT_Q12 = Z_MAX
 #: The adapted op's offsets must be smaller than this, so that with the adapted mean (``|mu >> F| < 2**30``)
@@ -249,9 +261,11 @@ def lower_adaptation(ops: tuple[Op, ...], mu: np.ndarray, sigma: np.ndarray,
     sd_v = np.asarray(sigma) / unit  # the reference standard deviation in input units
     if not (np.isfinite(sd_v).all() and (sd_v > 0).all() and np.isfinite(ref).all()):
         return None
-    # each input's fractional bits: as many as its +-128 sd span leaves in 30 bits (one input of a wide range must
-    # not take them from the others: a mean step of 2**-rate_shift needs them)
-    fracs = np.minimum(MAX_FRAC, 30 - np.ceil(np.log2(SPAN_SD * sd_v + 1))).astype(np.int64)
+    # each input's fractional bits: as many as its +-128 sd span leaves in MEAN_BITS bits (one input of a wide range
+    # must not take them from the others: a mean step of 2**-rate_shift needs them)
+    # (an input whose +-128 sd span needs more than MEAN_BITS input units keeps no fractional bits: it is clamped at
+    # 2**MEAN_BITS - 1 input units, fewer than 128 of its sd)
+    fracs = np.clip(MEAN_BITS - np.ceil(np.log2(SPAN_SD * sd_v + 1)), 0, MAX_FRAC).astype(np.int64)
     frac = int(fracs.min())
     m_real = c["multiplier"].astype(np.float64) * 2.0 ** (c["shift"].astype(np.float64) - 31)
     zreal = 2.0 ** (Z_BITS - E_BITS) / (m_real * sd_v)
@@ -271,7 +285,7 @@ def lower_adaptation(ops: tuple[Op, ...], mu: np.ndarray, sigma: np.ndarray,
         consts["fold"] = fold.astype(np.int32)
     if np.any(fracs != frac):
         consts["fracs"] = fracs.astype(np.int8)
-    attrs = {"op": j, "frac": frac}
+    attrs = {"op": j, "frac": frac, "mean_bits": MEAN_BITS}
     if period_s is not None and math.isfinite(period_s) and 0 < period_s * 1e6 <= PERIOD_US_MAX:
         attrs["period_us"] = max(1, round(period_s * 1e6))
     return Op(KIND, ops[j].src, ops[j].dst, attrs, consts)
@@ -306,6 +320,11 @@ def check_adaptation(op: Op, ops: tuple[Op, ...]) -> None:
     require(target.kind in ADAPTABLE and target.src == op.src and target.dst == op.dst,
             f"the adaptation must adapt a {' or '.join(ADAPTABLE)} op, not op {j} ({target.kind})")
     frac = int_attr(op, "frac", 0, MAX_FRAC)
+    # a step lowered before the means took 24 bits chose its fractional bits for 30: read with MEAN_BITS its inputs
+    # would clamp far inside their +-128 sd span, so it is refused rather than run another rule
+    require(op.attrs.get("mean_bits") == MEAN_BITS,
+            f"the adaptation step was lowered for {op.attrs.get('mean_bits', 30)}-bit means, this version keeps "
+            f"{MEAN_BITS}-bit ones: quantize the pipeline again")
     if "period_us" in op.attrs:
         int_attr(op, "period_us", 1, PERIOD_US_MAX)
     n = int(np.asarray(target.consts["offset"]).size)
@@ -359,8 +378,7 @@ class AdaptQState:
         """Back to the reference (``tw_init``; ``tw_rebaseline`` also clears the flag but keeps the counts)."""
         n = self.offset.size
         self.mu = np.zeros(n, dtype=np.int64)
-        self.var = np.full(n, VAR_ONE, dtype=np.int64)
-        self.g = np.full(n, G_ONE, dtype=np.int64)
+        self.sd = np.full(n, SD_ONE, dtype=np.int64)  # the adapted scale (module docstring: var, g from it)
         # the shadow: the mean and spread as every window would have taught them at settle_shift (settling rule)
         self.smu = np.zeros(n, dtype=np.int64)
         self.svar = np.full(n, VAR_ONE >> SVAR_DROP, dtype=np.int64)
@@ -375,6 +393,18 @@ class AdaptQState:
         self.adapted = 0
         self.held = 0  # windows that did not teach (Python only: the status file's count)
         self.settled = 0  # windows that taught while settling (Python only)
+
+    @property
+    def var(self) -> np.ndarray:
+        """The adapted variance (Q16 reference variances) of every input: ``sd * sd >> 8``."""
+        return var_of(self.sd)
+
+    @property
+    def g(self) -> np.ndarray:
+        """The gain ``~ 2**15 / (sd / 2**12)`` of every input (Q15): a function of ``sd`` and the rule alone, computed
+        where it is read (the device keeps no gain: :func:`gain_of`), clamped to ``[1, 2**15]`` while settling or
+        without ``adapt_scale`` (never sharper than the reference), to ``[1, G_MAX]`` otherwise."""
+        return gain_of(self.sd, G_ONE if (self.settling or not self.params.adapt_scale) else G_MAX)
 
     def rebaseline(self) -> None:
         counts = self.flags, self.adapted, self.held, self.settled
@@ -392,8 +422,8 @@ class AdaptQState:
         type or outside what this step can reach (a corrupted or foreign state is never half-adopted)."""
         p, n = self.params, self.offset.size
         top = self.xmax << self.frac  # every mean stays within the clamped inputs
-        limits = {"mu": (-top, top), "smu": (-top, top), "var": (1, INT32_MAX), "g": (1, G_MAX),
-                  "svar": (0, SVAR_MAX), "wmu": (-top, top)}
+        limits = {"mu": (-top, top), "smu": (-top, top), "sd": (16, SD_MAX), "svar": (0, SVAR_MAX),
+                  "wmu": (-top, top)}
         got: dict[str, Any] = {}
         for k in _ARRAYS:
             v = doc.get(k)
@@ -414,7 +444,7 @@ class AdaptQState:
                 and (got["elevated"] > 0 or not got["settling"]),
                 "adapted state: drift, elevated or settling out of range")
         if not p.scaled:
-            require(bool((got["var"] == VAR_ONE).all() and (got["g"] == G_ONE).all()),
+            require(bool((got["sd"] == SD_ONE).all()),
                     "adapted state: a learned scale under an offsets-only rule")
         if not p.settle_n:
             require(bool((got["smu"] == 0).all() and (got["svar"] == VAR_ONE >> SVAR_DROP).all()),
@@ -427,7 +457,7 @@ class AdaptQState:
     def adapted_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(offset, multiplier, shift)`` of the op in the current state."""
         floor = G_ONE if self.settling else G_ONE // 2
-        s = np.maximum((self.var * self.g) >> VAR_BITS, floor)
+        s = np.maximum(self.sd << (15 - SD_BITS), floor)
         off = self.offset + (self.mu >> self.frac) + ((self.fold * (s - G_ONE)) >> 15)
         off = np.clip(off, -(2**31), INT32_MAX)
         m = (self.mult * self.g) >> 15
@@ -491,7 +521,7 @@ class AdaptQState:
         teach = confidence < p.below_q15 and not (p.gate and over)
         v = np.asarray(features, dtype=np.int64).reshape(-1) >> self.pre
         xf = np.clip(v - (self.offset - self.fold), -self.xmax, self.xmax) << self.frac
-        rate, gmax = p.rate_shift, (G_MAX if p.adapt_scale else G_ONE)  # offsets only: never sharper
+        rate = p.rate_shift
         if p.settle_n:
             steady = bool((self.svar <= SETTLE_SPREAD_Q8).all())  # the shadow's spread before this window
             self.smu, sv = self.ewm(xf, self.smu, self.svar << SVAR_DROP, p.shadow_shift)
@@ -500,11 +530,11 @@ class AdaptQState:
             if self.elevated >= p.settle_n and not self.settling and steady:  # a steady lasting shift: adopt it
                 self.settling = True
                 self.mu = self.smu.copy()
-                self.var = np.maximum(self.svar << SVAR_DROP, VAR_ONE)
+                self.sd = sd_of(np.maximum(self.svar << SVAR_DROP, VAR_ONE))
             elif self.elevated == 0:
                 self.settling = False
             if self.settling:  # follow it at the settling rate, the scale at least the reference one
-                teach, rate, gmax = True, p.settle_shift, G_ONE
+                teach, rate = True, p.settle_shift
         if p.watch_q12:  # the slow-drift watch: the day-long level of the windows under the threshold
             if not over:
                 self.wmu = self.wmu + round_shift(xf - self.wmu, p.settle_shift)
@@ -513,8 +543,8 @@ class AdaptQState:
                 self.distance = self.distance_of(self.wmu)
         if teach:
             if p.scaled:  # without adapt_scale, a scale learned while settling relaxes back to the reference
-                self.mu, self.var = self.ewm(xf, self.mu, self.var, rate, self.settling or p.adapt_scale)
-                self.g = newton_gain(self.var, self.g, gmax)
+                self.mu, var = self.ewm(xf, self.mu, self.var, rate, self.settling or p.adapt_scale)
+                self.sd = sd_of(var)
             else:
                 self.mu = self.mu + round_shift(xf - self.mu, rate)
             self.drift = self.drift_of(self.mu)
@@ -536,7 +566,7 @@ class AdaptQState:
         return bool(teach), new
 
 
-_ARRAYS = ("mu", "var", "g", "smu", "svar", "wmu")
+_ARRAYS = ("mu", "sd", "smu", "svar", "wmu")
 _COUNTS = ("elevated", "drift", "flags", "adapted", "held", "settled")
 
 
@@ -552,36 +582,43 @@ def round_shift(d: np.ndarray, shift: int) -> np.ndarray:
 
 def x_max(frac: Any) -> Any:
     """An input's distance from the reference mean is clamped to this many input units, so that it and every
-    mean (``2**-frac`` units) fit 31 bits and their difference an int32."""
-    return (np.int64(1) << (30 - np.asarray(frac, dtype=np.int64))) - 1
+    mean (``2**-frac`` units) fit ``MEAN_BITS + 1`` bits (a signed 24-bit field) and their difference an int32."""
+    return (np.int64(1) << (MEAN_BITS - np.asarray(frac, dtype=np.int64))) - 1
 
 
-def newton_gain(var: np.ndarray, g: np.ndarray, gmax: int = G_MAX) -> np.ndarray:
-    """``g`` moved towards ``2**15 / sqrt(var / 2**16)`` (module docstring), clamped to [1, gmax]."""
-    g = np.asarray(g, dtype=np.int64).copy()
-    var = np.asarray(var, dtype=np.int64)
+def var_of(sd: np.ndarray) -> np.ndarray:
+    """The variance (Q16 reference variances) of adapted scales ``sd`` (Q12 reference standard deviations)."""
+    sd = np.asarray(sd, dtype=np.int64)
+    return (sd * sd) >> (2 * SD_BITS - VAR_BITS)
 
-    def t_of(g: np.ndarray) -> np.ndarray:
-        return (((var * g) >> 15) * g) >> VAR_BITS
 
-    t = t_of(g)
-    while (high := (t > 2 * G_ONE) & (g > 1)).any():
-        g = np.where(high, g >> 1, g)
-        t = t_of(g)
-    active = np.ones(g.shape, dtype=bool)
-    for k in range(NEWTON_STEPS):
-        if k:
-            t = t_of(g)
-        active &= np.abs(t - G_ONE) > NEWTON_TOL
-        if not active.any():
-            break
-        g = np.where(active, np.clip((g * (3 * G_ONE - np.minimum(t, 2 * G_ONE))) >> 16, 1, gmax), g)
-    return g
+def sd_of(var: np.ndarray) -> np.ndarray:
+    """The stored scale of variances ``var`` (Q16, >= 1): ``min(isqrt(var << 8), SD_MAX)``, floored
+    (``tw_adapt_sd_of``).
+
+    >>> sd_of(np.array([1 << 16, (1 << 16) + 32, (1 << 16) + 33, 4 << 16, 1, 1 << 30])).tolist()
+    [4096, 4096, 4097, 8192, 16, 65535]
+    """
+    v = np.asarray(var, dtype=np.int64) << (2 * SD_BITS - VAR_BITS)  # < 2**39: exact in float64 and its root
+    r = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
+    r = np.where(r * r > v, r - 1, r)
+    r = np.where((r + 1) * (r + 1) <= v, r + 1, r)
+    return np.minimum(r, SD_MAX)
+
+
+def gain_of(sd: np.ndarray, gmax: int = G_MAX) -> np.ndarray:
+    """The gain (Q15) of adapted scales ``sd`` (Q12, >= 16): ``2**27 // sd`` clamped to ``[1, gmax]``
+    (``tw_adapt_gain``); ``2**15`` exactly at the reference scale.
+
+    >>> gain_of(np.array([4096, 8192, 2048, 4097, 16])).tolist()
+    [32768, 16384, 65535, 32760, 65535]
+    """
+    return np.clip((1 << (15 + SD_BITS)) // np.asarray(sd, dtype=np.int64), 1, gmax)
 
 
 __all__ = ["ADAPTABLE", "C_TEMPLATE", "KIND", "AdaptParams", "AdaptQState", "adapt_params", "c_blocks", "c_features",
-           "check_adaptation", "distance_score_op", "lower_adaptation", "newton_gain", "round_shift", "x_max",
-           "zmul_pair"]
+           "check_adaptation", "distance_score_op", "gain_of", "lower_adaptation", "round_shift", "sd_of", "var_of",
+           "x_max", "zmul_pair"]
 
 # -- C ---------------------------------------------------------------------------------------------
 #: Printed by :mod:`tinywarden.codegen.c` when the module adapts its baseline, through :func:`c_blocks`: a
@@ -599,6 +636,28 @@ C_TEMPLATE = r"""
 #define TW_AD_NO_INLINE static
 #endif
 
+/* A mean sits in the top 24 bits of its word (|mean| < 2^TW_AD_MEAN_BITS), another field's byte in the low 8 (the
+ * shadow variance's, tw_adapt_input_t): TW_AD_MEAN reads it (an arithmetic shift, as every shift of a negative value
+ * here), tw_adapt_put writes it and keeps the low byte. */
+#define TW_AD_MEAN(w) ((w) >> 8)
+static void tw_adapt_put(int32_t *w, int32_t mean)
+{
+    *w = (int32_t)(((uint32_t)mean << 8) | ((uint32_t)*w & 0xffu));
+}
+//@if settle
+
+/* The shadow's variance (Q8, <= TW_AD_SVAR_MAX): its low byte in the low byte of mu's word, its high byte in smu's. */
+static uint32_t tw_adapt_svar(const tw_adapt_input_t *a)
+{
+    return ((uint32_t)a->mu & 0xffu) | (((uint32_t)a->smu & 0xffu) << 8);
+}
+static void tw_adapt_set_svar(tw_adapt_input_t *a, uint32_t v)
+{
+    a->mu = (int32_t)(((uint32_t)a->mu & ~0xffu) | (v & 0xffu));
+    a->smu = (int32_t)(((uint32_t)a->smu & ~0xffu) | (v >> 8));
+}
+//@endif
+
 /* A deviation d of input i (2^-frac input units) in the model input's steps, 2^TW_AD_E finer: the first step of
  * its reading in reference standard deviations (one place for the three readings: smaller code). */
 TW_AD_NO_INLINE int32_t tw_adapt_e(int32_t d, int32_t i)
@@ -614,6 +673,54 @@ TW_AD_NO_INLINE int32_t tw_adapt_sub(int64_t f, int32_t pre, int32_t offset)
     int64_t v = (f >> pre) - offset;
     return (int32_t)((v < INT32_MIN) ? INT32_MIN : ((v > INT32_MAX) ? INT32_MAX : v));
 }
+
+//@if scale
+/* The adapted scale sd (Q12 reference standard deviations, <= TW_AD_SD_MAX) as a variance (Q16), and a variance
+ * (Q16, in [1, 2^30]) as the stored scale, floored (tinywarden.kernels.adapt_q.var_of, sd_of). */
+#define TW_AD_VAR_OF(sd) ((int32_t)(((uint32_t)(sd) * (uint32_t)(sd)) >> (2 * TW_AD_SD_BITS - TW_AD_VAR_BITS)))
+static uint32_t tw_adapt_sd_of(int32_t var)
+{
+    uint32_t r = tw_isqrt64((uint64_t)(uint32_t)var << (2 * TW_AD_SD_BITS - TW_AD_VAR_BITS));
+    return (r < TW_AD_SD_MAX) ? r : TW_AD_SD_MAX;
+}
+
+/* The gain of a scale sd (>= 16): 2^27 / sd (Q15), at most gmax (tinywarden.kernels.adapt_q.gain_of); the state
+ * keeps no gain. */
+static int32_t tw_adapt_gain(uint32_t sd, int32_t gmax)
+{
+    int32_t g = (int32_t)(((uint32_t)1 << (15 + TW_AD_SD_BITS)) / sd);
+    return (g < gmax) ? g : gmax;
+}
+//@endif
+//@if sd_split
+
+/* Input i's adapted scale: its low byte in the low byte of wmu's word, its high byte in sdh[i]. */
+static uint32_t tw_adapt_sd(const tw_adapt_t *ad, int32_t i)
+{
+    return ((uint32_t)ad->in[i].wmu & 0xffu) | ((uint32_t)ad->sdh[i] << 8);
+}
+static void tw_adapt_set_sd(tw_adapt_t *ad, int32_t i, uint32_t v)
+{
+    ad->in[i].wmu = (int32_t)(((uint32_t)ad->in[i].wmu & ~0xffu) | (v & 0xffu));
+    ad->sdh[i] = (uint8_t)(v >> 8);
+}
+//@endif
+//@if sd_array
+
+/* Input i's adapted scale. */
+#define tw_adapt_sd(ad, i) ((uint32_t)(ad)->sd[(i)])
+static void tw_adapt_set_sd(tw_adapt_t *ad, int32_t i, uint32_t v)
+{
+    ad->sd[i] = (uint16_t)v;
+}
+//@endif
+//@if settle
+/* The clamp of the gain: never sharper than the reference while settling or without adapt_scale. */
+#define TW_AD_GMAX(s) ((((s)->ad.settling == 0u) && TW_AD_ADAPT_SCALE) ? TW_AD_G_MAX : TW_AD_G_ONE)
+//@endif
+//@if scale_only
+#define TW_AD_GMAX(s) TW_AD_G_MAX
+//@endif
 
 /* The op the adaptation takes the place of (the features' requantization to the model input), with each
  * input's adapted offset and multiplier (tinywarden.kernels.adapt_q, forward); in the reference state they
@@ -655,11 +762,14 @@ static void tw_adapt_forward(const tw_state_t *s, ${ctype} *out)
 //@endif
         int32_t multiplier = TW_MULTIPLIER(p, i);
         int32_t shift = TW_SHIFT(p, i);
-        int32_t offset = TW_OFFSET(p, i) + (a->mu >> ${frac}); /* both within +-2^30 */
+        int32_t offset = TW_OFFSET(p, i) + (TW_AD_MEAN(a->mu) >> ${frac}); /* both within +-2^30 */
+//@if scale
+        int64_t g = tw_adapt_gain(tw_adapt_sd(&s->ad, i), TW_AD_GMAX(s)); /* the gain of the adapted scale */
+//@endif
 //@if adapt_scale
-        int64_t m = ((int64_t)multiplier * a->g) >> 15;
+        int64_t m = ((int64_t)multiplier * g) >> 15;
         if (m > INT32_MAX) {
-            m = ((int64_t)multiplier * a->g) >> 16;
+            m = ((int64_t)multiplier * g) >> 16;
             shift++;
             if (shift > 30) {
                 m = INT32_MAX;
@@ -669,7 +779,7 @@ static void tw_adapt_forward(const tw_state_t *s, ${ctype} *out)
 //@endif
 //@if fold
         {
-            int64_t sc = ((int64_t)a->var * a->g) >> TW_AD_VAR_BITS;
+            int64_t sc = (int64_t)tw_adapt_sd(&s->ad, i) << (15 - TW_AD_SD_BITS);
             int64_t lo = TW_AD_G_ONE / 2;
 //@endif
 //@if settle_fold
@@ -686,7 +796,7 @@ static void tw_adapt_forward(const tw_state_t *s, ${ctype} *out)
 //@endif
 //@if relax
         /* multiplier * g >> 15 in 32 bits: g <= TW_AD_G_ONE (offsets only: never sharper than the reference) */
-        multiplier = (multiplier >> 15) * a->g + (((multiplier & 0x7fff) * a->g) >> 15);
+        multiplier = (multiplier >> 15) * (int32_t)g + (((multiplier & 0x7fff) * (int32_t)g) >> 15);
 //@endif
         out[i] = (${ctype})tw_offset_clamp(tw_requantize32(tw_adapt_sub(${fwd_feature}, TW_PRE_SHIFT(p, i), offset),
                                                          multiplier, shift),
@@ -703,48 +813,23 @@ static int32_t tw_adapt_z(int32_t d, int32_t i)
     return (z < -TW_AD_Z_MAX) ? -TW_AD_Z_MAX : ((z > TW_AD_Z_MAX) ? TW_AD_Z_MAX : z);
 }
 
-/* One step at 2^-shift of input i's mean *mu (2^-TW_AD_FRAC input units) towards xf and of its variance var (Q16
- * reference variances) towards the window's spread (full) or the reference (not full: offsets only, a scale
- * learned while settling relaxes back); returns the new variance (>= 1). The slow, the settling and the shadow
- * step alike. Range: |xf|, |*mu| < 2^30, var in [1, INT32_MAX]. */
+/* One step at 2^-shift of input i's mean (2^-TW_AD_FRAC input units; TW_AD_MEAN of the word *mu) towards xf and of
+ * its variance var (Q16 reference variances) towards the window's spread (full) or the reference (not full: offsets
+ * only, a scale learned while settling relaxes back); returns the new variance (>= 1). The slow, the settling and
+ * the shadow step alike. Range: |xf|, |mean| < 2^TW_AD_MEAN_BITS, var in [1, INT32_MAX]. */
 static int32_t tw_adapt_ewm(int32_t xf, int32_t i, int32_t *mu, int32_t var, int32_t shift, uint8_t full)
 {
-    int32_t d = xf - *mu;
+    int32_t d = xf - TW_AD_MEAN(*mu);
     int32_t spread = TW_AD_VAR_ONE;
     if (full != 0u) {
         int32_t z = tw_adapt_z(d, i);
         spread = (int32_t)(((int64_t)z * z) >> (2 * TW_AD_Z_BITS - TW_AD_VAR_BITS)); /* < 2^30 */
     }
-    *mu += ((d >> (shift - 1)) + 1) >> 1; /* d / 2^shift rounded half up: a floor would drift low */
+    tw_adapt_put(mu, TW_AD_MEAN(*mu) + (((d >> (shift - 1)) + 1) >> 1)); /* d / 2^shift rounded half up */
     var += (spread - var) >> shift;
     return (var > 1) ? var : 1;
 }
 
-/* g * g * var >> 31: 1.0 (TW_AD_G_ONE) when g is 1 / sqrt(var). Range: var in [1, INT32_MAX], g in [1, 65535]. */
-TW_AD_NO_INLINE int64_t tw_adapt_t_of(int32_t var, int64_t g)
-{
-    return ((((int64_t)var * g) >> 15) * g) >> TW_AD_VAR_BITS;
-}
-
-/* Newton steps of g towards 1 / sqrt(var) (Q15, var Q16) until converged (at most TW_AD_NEWTON), clamped to
- * [1, gmax]. */
-static uint16_t tw_adapt_gain(int32_t var, uint16_t g0, int32_t gmax)
-{
-    int64_t g = g0;
-    int32_t t;
-    int32_t k;
-    while (tw_adapt_t_of(var, g) > 2 * TW_AD_G_ONE && g > 1) {
-        g >>= 1;
-    }
-    t = (int32_t)tw_adapt_t_of(var, g); /* <= 2 * TW_AD_G_ONE now (g = 1 gives 0), and after every step */
-    for (k = 0; k < TW_AD_NEWTON && (t < TW_AD_G_ONE - TW_AD_NEWTON_TOL || t > TW_AD_G_ONE + TW_AD_NEWTON_TOL);
-         k++) {
-        g = (g * (3 * TW_AD_G_ONE - t)) >> 16;
-        g = (g < 1) ? 1 : ((g > gmax) ? gmax : g);
-        t = (int32_t)tw_adapt_t_of(var, g);
-    }
-    return (uint16_t)g;
-}
 //@endif
 
 /* After the likelihood step (tinywarden.kernels.adapt_q, update and flag): a window teaches the baseline when its
@@ -810,22 +895,23 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
         int32_t xf = ((x < -${xmax}) ? -${xmax} : ((x > ${xmax}) ? ${xmax} : x)) * ((int32_t)1 << ${frac});
         int32_t y;
 //@if settle
-        y = (tw_adapt_ewm(xf, i, &a->smu, (int32_t)a->svar << TW_AD_SVAR_DROP, TW_AD_SHADOW_SHIFT, 1u) +
+        y = (tw_adapt_ewm(xf, i, &a->smu, (int32_t)tw_adapt_svar(a) << TW_AD_SVAR_DROP, TW_AD_SHADOW_SHIFT, 1u) +
              (1 << (TW_AD_SVAR_DROP - 1))) >> TW_AD_SVAR_DROP; /* rounded: the stored steps are unbiased */
-        a->svar = (uint16_t)((y < TW_AD_SVAR_MAX) ? y : TW_AD_SVAR_MAX);
-        wide |= (uint8_t)(a->svar > TW_AD_SETTLE_SPREAD);
+        y = (y < TW_AD_SVAR_MAX) ? y : TW_AD_SVAR_MAX;
+        tw_adapt_set_svar(a, (uint32_t)y);
+        wide |= (uint8_t)(y > TW_AD_SETTLE_SPREAD);
         if (jump != 0u) {
-            y = (int32_t)a->svar << TW_AD_SVAR_DROP;
-            a->mu = a->smu;
-            a->var = (y > TW_AD_VAR_ONE) ? y : TW_AD_VAR_ONE;
+            y <<= TW_AD_SVAR_DROP;
+            tw_adapt_put(&a->mu, TW_AD_MEAN(a->smu));
+            tw_adapt_set_sd(ad, i, tw_adapt_sd_of((y > TW_AD_VAR_ONE) ? y : TW_AD_VAR_ONE));
         }
 //@endif
 //@if watch
         if (score <= TW_THRESHOLD) { /* the watch's level: every window under the threshold */
-            y = xf - a->wmu;
-            a->wmu += ((y >> (TW_AD_WATCH_SHIFT - 1)) + 1) >> 1;
+            y = xf - TW_AD_MEAN(a->wmu);
+            tw_adapt_put(&a->wmu, TW_AD_MEAN(a->wmu) + (((y >> (TW_AD_WATCH_SHIFT - 1)) + 1) >> 1));
         }
-        y = tw_adapt_e(a->wmu, i);
+        y = tw_adapt_e(TW_AD_MEAN(a->wmu), i);
 //@endif
 //@if distance
         /* the level as the model's input (y / 2^TW_AD_E rounded), in the input's place: the window's score has read
@@ -850,19 +936,20 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
 //@if settle
         /* while settling: at 2^-TW_AD_SETTLE_SHIFT, learning the scale, never sharper than the reference (read from
          * the state, not kept in registers across the loop: smaller code) */
-        a->var = tw_adapt_ewm(xf, i, &a->mu, a->var, (ad->settling != 0u) ? TW_AD_SETTLE_SHIFT : TW_AD_RATE_SHIFT,
-                              (uint8_t)(ad->settling | TW_AD_ADAPT_SCALE));
-        a->g = tw_adapt_gain(a->var, a->g, (ad->settling == 0u && TW_AD_ADAPT_SCALE) ? TW_AD_G_MAX : TW_AD_G_ONE);
+        y = tw_adapt_ewm(xf, i, &a->mu, TW_AD_VAR_OF(tw_adapt_sd(ad, i)),
+                         (ad->settling != 0u) ? TW_AD_SETTLE_SHIFT : TW_AD_RATE_SHIFT,
+                         (uint8_t)(ad->settling | TW_AD_ADAPT_SCALE));
+        tw_adapt_set_sd(ad, i, tw_adapt_sd_of(y));
 //@endif
 //@if scale_only
-        a->var = tw_adapt_ewm(xf, i, &a->mu, a->var, TW_AD_RATE_SHIFT, 1u);
-        a->g = tw_adapt_gain(a->var, a->g, TW_AD_G_MAX);
+        tw_adapt_set_sd(ad, i, tw_adapt_sd_of(tw_adapt_ewm(xf, i, &a->mu, TW_AD_VAR_OF(tw_adapt_sd(ad, i)),
+                                                           TW_AD_RATE_SHIFT, 1u)));
 //@endif
 //@if !scale
-        y = xf - a->mu;
-        a->mu += ((y >> (TW_AD_RATE_SHIFT - 1)) + 1) >> 1; /* y / 2^rate rounded half up: a floor would drift low */
+        y = xf - TW_AD_MEAN(a->mu);
+        tw_adapt_put(&a->mu, TW_AD_MEAN(a->mu) + (((y >> (TW_AD_RATE_SHIFT - 1)) + 1) >> 1)); /* rounded half up */
 //@endif
-        y = tw_adapt_e(a->mu, i);
+        y = tw_adapt_e(TW_AD_MEAN(a->mu), i);
         y = (y < 0) ? -y : y; /* > INT32_MIN: a requantization of a non-negative multiplier */
 //@if zmul1
         drift = (y > drift) ? y : drift; /* the largest |y| (one z multiplier: requantization is monotone) */
@@ -939,16 +1026,15 @@ void tw_rebaseline(tw_state_t *s)
     for (i = 0; i < TW_AD_N; i++) {
         tw_adapt_input_t *a = &s->ad.in[i];
         a->mu = 0;
-//@if scale
-        a->var = TW_AD_VAR_ONE;
-        a->g = TW_AD_G_ONE;
-//@endif
 //@if settle
         a->smu = 0;
-        a->svar = TW_AD_VAR_ONE >> TW_AD_SVAR_DROP;
+        tw_adapt_set_svar(a, TW_AD_VAR_ONE >> TW_AD_SVAR_DROP);
 //@endif
 //@if watch
         a->wmu = 0;
+//@endif
+//@if scale
+        tw_adapt_set_sd(&s->ad, i, TW_AD_SD_ONE); /* after wmu: it may hold the low byte */
 //@endif
     }
 //@if settle
@@ -965,21 +1051,17 @@ void tw_rebaseline(tw_state_t *s)
 #: them from one pointer), before ``tw_state_t`` in the header.
 C_TYPEDEF = r"""/* The adapted state of one input (tinywarden.kernels.adapt_q). */
 typedef struct {
-    int32_t mu; /* adapted mean, 2^-TW_AD_FRAC input units from the reference, |mu| < 2^30 */
-//@if scale
-    int32_t var; /* adapted variance, Q16 reference variances, >= 1 */
-//@endif
+    /* the adapted mean, 2^-TW_AD_FRAC input units from the reference, |mean| < 2^TW_AD_MEAN_BITS, in the top 24 bits
+     * (TW_AD_MEAN); with the settling rule the low byte of the shadow's variance in the low 8 */
+    int32_t mu;
 //@if settle
-    int32_t smu; /* the shadow's mean (settling rule), as mu */
+    /* the shadow's mean (settling rule), as mu; the high byte of the shadow's variance (Q8, var >> TW_AD_SVAR_DROP,
+     * <= TW_AD_SVAR_MAX) in the low 8 */
+    int32_t smu;
 //@endif
 //@if watch
-    int32_t wmu; /* the slow-drift watch's level (windows under the threshold), as mu */
-//@endif
-//@if scale
-    uint16_t g; /* gain ~ 1/sqrt(var), Q15, in [1, TW_AD_G_MAX] */
-//@endif
-//@if settle
-    uint16_t svar; /* the shadow's variance, Q8 (var >> TW_AD_SVAR_DROP), <= TW_AD_SVAR_MAX */
+    int32_t wmu; /* the slow-drift watch's level (windows under the threshold), as mu; the low byte of the adapted
+                  * scale (sdh) in the low 8 */
 //@endif
 } tw_adapt_input_t;
 
@@ -995,6 +1077,14 @@ typedef struct {
 //@endif
     uint8_t flagged; /* 0 or 1 */
     tw_adapt_input_t in[${n}]; /* per adapted input */
+//@if sd_split
+    /* the high byte of each input's adapted scale (Q12 reference standard deviations, <= TW_AD_SD_MAX; its variance
+     * is TW_AD_VAR_OF, its gain tw_adapt_gain), whose low byte is in the low byte of in[i].wmu */
+    uint8_t sdh[${n}];
+//@endif
+//@if sd_array
+    uint16_t sd[${n}]; /* each input's adapted scale, Q12 reference standard deviations, <= TW_AD_SD_MAX */
+//@endif
 } tw_adapt_t;
 """
 
@@ -1052,6 +1142,8 @@ def c_features(params: AdaptParams, op: Op) -> frozenset[str]:
         on.add("adapt_scale" if params.adapt_scale else "relax")
         if "fold" in op.consts:
             on.add("fold")
+    if params.scaled:
+        on.add("sd_split" if params.watch_q12 else "sd_array")  # the adapted scale's 16 bits (tw_adapt_sd)
     if params.scaled and not params.settle_n:
         on.add("scale_only")  # the slow path learns the scale (adapt_scale), no settling rule
     if params.settle_n:
