@@ -441,7 +441,7 @@ def adaptation_cost(program: Program, figures: dict[str, Any], work: Path, strea
 
 def settling_cost(program: Program, work: Path, stream: np.ndarray, adaptation: Adaptation) -> dict[str, Any]:
     """Instructions per window of the adapting module while a shift settles (its dearest window: every input's
-    shadow step and the full step with the gain's Newton step): the same policy with a settling period of one
+    shadow step and the full step with the scale's square root): the same policy with a settling period of one
     window, over ``stream`` raised by 6 of its standard deviations (every window over the threshold)."""
     policy = dataclasses.replace(adaptation, settle_s=1.0)  # one window
     raised = stream + 6.0 * (stream.std(axis=0) + 1e-9)
@@ -474,8 +474,9 @@ def adaptation_md(ad: dict[str, Any]) -> list[str]:
              "requantization with the adapted offsets and multipliers (its own loop, in place of the op's kernel), "
              "and after the likelihood the shadow's mean and variance step and the settling count"
              f"{watch_step}; from a window that teaches, the "
-             "mean and variance step (the variance relaxing to the reference) and the gain (Newton steps only while it "
-             "has not converged), the drift and the flag. The generated code carries only what the rule needs "
+             "mean and variance step (the variance relaxing to the reference; the adapted scale stored as one uint16 "
+             "sd, its square root taken only when the variance moved), the drift and the flag; every window each "
+             "input's gain is 2^27 / sd (no stored gain). The generated code carries only what the rule needs "
              "(`tinywarden.kernels.adapt_q.c_features`). The same program measured with and without it; of the "
              f"counted windows {ad['counted_windows_adapted']} taught the baseline and "
              f"{ad.get('counted_windows_settling', '?')} were settling (a settling window also learns the scale: "
@@ -524,7 +525,7 @@ def adaptation_md(ad: dict[str, Any]) -> list[str]:
                           f"{st['decisions_equal_reference']})."]
             return lines
         lines += ["", "While a shift settles (the dearest window: every input's shadow step and the full step with "
-                      "the gain's Newton step; the same module with a settling period of one window, over the stream "
+                      "the scale's square root; the same module with a settling period of one window, over the stream "
                       f"raised by 6 sd, {st['counted_windows_settling']} counted windows settling, decisions equal to "
                       f"the reference: {st['decisions_equal_reference']}): instructions per window {per}."]
     return lines

@@ -116,7 +116,8 @@ MAX_FRAC = 16
 MEAN_BITS = 23
 #: The adapted scale is kept as a standard deviation ``sd`` (Q12 reference standard deviations, uint16: at most 16,
 #: i.e. 256 reference variances, as the shadow's variance): ``var = sd * sd >> 8`` is its variance (Q16) for a
-#: step, ``sd = min(isqrt(var << 8), SD_MAX)`` (floored) stores the step's result, ``g = 2**27 // sd`` its gain
+#: step, ``sd = min(isqrt(var << 8), SD_MAX)`` (floored) stores the step's result (a step that leaves the variance
+#: where it was leaves ``sd`` too: the round trip alone would floor it a unit lower), ``g = 2**27 // sd`` its gain
 #: (:func:`gain_of`). Floored, a variance steps down to the reference exactly; a rising one moves only by whole
 #: ``sd`` steps, ``(2 * sd + 1) / 256`` Q16 units (0.05 % of the variance): a step at ``2**-r`` towards a spread
 #: less than ``2**r`` such units above it is lost (at ``2**-7``, 6 % of the variance at the reference scale).
@@ -543,8 +544,9 @@ class AdaptQState:
                 self.distance = self.distance_of(self.wmu)
         if teach:
             if p.scaled:  # without adapt_scale, a scale learned while settling relaxes back to the reference
-                self.mu, var = self.ewm(xf, self.mu, self.var, rate, self.settling or p.adapt_scale)
-                self.sd = sd_of(var)
+                var0 = self.var
+                self.mu, var = self.ewm(xf, self.mu, var0, rate, self.settling or p.adapt_scale)
+                self.sd = np.where(var == var0, self.sd, sd_of(var))  # a variance that did not move keeps its sd
             else:
                 self.mu = self.mu + round_shift(xf - self.mu, rate)
             self.drift = self.drift_of(self.mu)
@@ -830,6 +832,17 @@ static int32_t tw_adapt_ewm(int32_t xf, int32_t i, int32_t *mu, int32_t var, int
     return (var > 1) ? var : 1;
 }
 
+/* The teaching step of input i's mean and adapted scale (a variance that did not move keeps its sd: the round trip
+ * through TW_AD_VAR_OF alone would floor it a unit lower). */
+static void tw_adapt_scale_step(tw_adapt_t *ad, int32_t i, int32_t xf, int32_t shift, uint8_t full)
+{
+    int32_t v = TW_AD_VAR_OF(tw_adapt_sd(ad, i));
+    int32_t y = tw_adapt_ewm(xf, i, &ad->in[i].mu, v, shift, full);
+    if (y != v) {
+        tw_adapt_set_sd(ad, i, tw_adapt_sd_of(y));
+    }
+}
+
 //@endif
 
 /* After the likelihood step (tinywarden.kernels.adapt_q, update and flag): a window teaches the baseline when its
@@ -936,14 +949,11 @@ static void tw_adapt_observe(tw_state_t *s, int32_t score)
 //@if settle
         /* while settling: at 2^-TW_AD_SETTLE_SHIFT, learning the scale, never sharper than the reference (read from
          * the state, not kept in registers across the loop: smaller code) */
-        y = tw_adapt_ewm(xf, i, &a->mu, TW_AD_VAR_OF(tw_adapt_sd(ad, i)),
-                         (ad->settling != 0u) ? TW_AD_SETTLE_SHIFT : TW_AD_RATE_SHIFT,
-                         (uint8_t)(ad->settling | TW_AD_ADAPT_SCALE));
-        tw_adapt_set_sd(ad, i, tw_adapt_sd_of(y));
+        tw_adapt_scale_step(ad, i, xf, (ad->settling != 0u) ? TW_AD_SETTLE_SHIFT : TW_AD_RATE_SHIFT,
+                            (uint8_t)(ad->settling | TW_AD_ADAPT_SCALE));
 //@endif
 //@if scale_only
-        tw_adapt_set_sd(ad, i, tw_adapt_sd_of(tw_adapt_ewm(xf, i, &a->mu, TW_AD_VAR_OF(tw_adapt_sd(ad, i)),
-                                                           TW_AD_RATE_SHIFT, 1u)));
+        tw_adapt_scale_step(ad, i, xf, TW_AD_RATE_SHIFT, 1u);
 //@endif
 //@if !scale
         y = xf - TW_AD_MEAN(a->mu);
