@@ -78,7 +78,7 @@ LIKELIHOOD_GATE = 3.0
 #: with a peaks-over-threshold fit of their tail (``tinywarden.calibrate.tail_threshold``): 1.15 and 6.1 times
 #: their highest score, and in the second the scan and the fork storm took 5 and 4 windows; replayed at 0.001
 #: both met every goal (results/range-thresholds-1.md, range-thresholds-tail-2.md). 0.001 was set back before
-#: the next runs, not after them: results/range-1e3-1.md met every goal, results/range.md had one false episode.
+#: the next runs, not after them: results/range-1e3-1.md met every goal, results/range-1e3-2.md had one false episode.
 TARGET_FPR = 1e-3
 #: Below this 1-minute load average at every checkpoint the page calls the 2-core machine nearly idle.
 IDLE_LOAD = 1.5
