@@ -134,7 +134,12 @@ def test_the_projections_stack_is_the_modules_own_axes_not_the_kernels_limit(tmp
         own, kernel_limit = stack_usage(tmp_path / "own", core), stack_usage(wide, core)
         assert own.path["tw_push"][0] == "tw_push" and "tw_step" in own.path["tw_push"]
         assert own.deepest_path == own.path[max(own.worst, key=own.worst.__getitem__)]
-        assert kernel_limit.deepest - own.deepest >= 4 * (64 - k), (core, own.worst, kernel_limit.worst)
+        assert any(f.startswith("tw_pca_residual_s16") for f in kernel_limit.deepest_path)
+        assert kernel_limit.deepest > own.deepest, (core, own.worst, kernel_limit.worst)
+        if any(f.startswith("tw_pca_residual_s16") for f in own.deepest_path):
+            assert kernel_limit.deepest - own.deepest >= 4 * (64 - k), (core, own.worst, kernel_limit.worst)
+        # else (Cortex-M0+ since the adaptation computes each channel's features where it reads them) the deepest
+        # chain is the features', and the projection's 4 * k bytes sit under it
         assert own.deepest + state <= 4096  # the adapting default's state with its stack on top fits 4 KB
 
 
