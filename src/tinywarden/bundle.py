@@ -952,22 +952,14 @@ def read_bundle(path: str | os.PathLike[str], signers: Sequence[bytes]) -> bytes
     full, by the caller). Without this, a forged file of :data:`MAX_BUNDLE_BYTES` made the reader hold three
     copies of it before the signature was looked at. Raises :class:`BundleError` naming the file.
     """
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_BUNDLE_BYTES:
-                raise BundleError(f"{path}: bundle is larger than {MAX_BUNDLE_BYTES} bytes")
-            if size > STREAM_CHECK_BYTES:
-                _check_stream(f, size, signers, str(path))
-                f.seek(0)
-            data = f.read(min(size, MAX_BUNDLE_BYTES) + 1)
-    except FileNotFoundError:
-        raise BundleError(f"{path}: bundle file not found") from None
-    except OSError as exc:
-        raise BundleError(f"{path}: cannot read bundle ({exc.strerror or exc})") from None
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise BundleError(f"{path}: bundle is larger than {MAX_BUNDLE_BYTES} bytes")
-    return data
+
+    def precheck(f: BinaryIO) -> None:
+        size = os.fstat(f.fileno()).st_size
+        if STREAM_CHECK_BYTES < size <= MAX_BUNDLE_BYTES:
+            _check_stream(f, size, signers, str(path))
+            f.seek(0)
+
+    return read_file(path, "bundle", precheck)
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -1013,10 +1005,17 @@ def _check_stream(f: BinaryIO, size: int, signers: Sequence[bytes], source: str)
         raise BundleError(f"{source}: signature does not match the contents (corrupted or tampered)") from None
 
 
-def read_file(path: str | os.PathLike[str], what: str) -> bytes:
-    """Read a whole file (bundle, key, model, policy) or raise a :class:`BundleError` naming it."""
+def read_file(
+    path: str | os.PathLike[str], what: str, precheck: Callable[[BinaryIO], None] | None = None
+) -> bytes:
+    """Read a whole file (bundle, key, model, policy) or raise a :class:`BundleError` naming it; ``precheck`` sees
+    the open file first (and must leave it at its start), as :func:`read_bundle`'s signature check does."""
     try:
         with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_BUNDLE_BYTES:
+                raise BundleError(f"{path}: {what} is larger than {MAX_BUNDLE_BYTES} bytes")
+            if precheck is not None:
+                precheck(f)
             data = f.read(MAX_BUNDLE_BYTES + 1)
     except FileNotFoundError:
         raise BundleError(f"{path}: {what} file not found") from None

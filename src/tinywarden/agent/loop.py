@@ -101,8 +101,8 @@ from tinywarden.audit import AuditKeyMismatch, AuditLog, load_key, set_aside
 from tinywarden.errors import TinywardenError
 from tinywarden.native import NativeAdapter, NativeLikelihood, NativeModel, NativeScorer
 from tinywarden.respond import ActionEvent, ResponseEngine, SimulatedClock, SystemClock
-from tinywarden.respond.actuators import Actuator, ActuatorError, actuator_for, build_actuators
-from tinywarden.respond.engine import Rebuild, StateFileError, dry_run_rebuild
+from tinywarden.respond.actuators import Actuator, actuator_for, build_actuators
+from tinywarden.respond.engine import Rebuild, StateFileError, dry_run_rebuild, revert_in_place
 from tinywarden.respond.machine import next_deadline
 
 if TYPE_CHECKING:  # numpy-based: loaded only by a model that runs on them (never by the native runtime)
@@ -562,13 +562,11 @@ class Agent:
         """Revert every action of ``engine``'s policy still in place; return the actuators whose revert failed."""
         failed: list[Actuator] = []
         for act in reversed(engine.actuators):
-            try:
-                if not act.is_applied():
-                    continue
-                act.revert()
-                status = "done"
-            except ActuatorError as exc:
-                status = f"failed: {exc}; retried by the new policy's engine"
+            status = revert_in_place(act)
+            if status is None:
+                continue
+            if status != "done":
+                status += "; retried by the new policy's engine"
                 failed.append(act)
             self._audit("swap_revert", {"action": act.name, "status": status,
                                         "reason": "new bundle brings a different policy"}, t)  # fmt: skip

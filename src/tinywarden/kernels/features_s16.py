@@ -258,6 +258,17 @@ $push}
 $ring_helpers
 $finish""")
 
+#: The fold of channel ``c``'s TW_BLOCKS blocks, oldest first, that :data:`C_FINISH_ALL` and
+#: :data:`C_FINISH_CHANNEL` share (substituted first: it holds their ``$combine`` placeholders).
+C_COMBINE_BLOCKS = r"""        int32_t b = (s->bhead + 1u == TW_BLOCKS) ? 0 : (int32_t)s->bhead + 1;
+        int32_t k;
+        const tw_block_t *a = &s->blocks[b][c];
+$combine_init        for (k = 1; k < TW_BLOCKS; k++) {
+            b = (b + 1 == TW_BLOCKS) ? 0 : b + 1;
+            a = &s->blocks[b][c];
+$combine        }
+"""
+
 #: The window's features of every channel (into the int64 scratch, or through the sink).
 C_FINISH_ALL = r"""
 /* The window's features, channel-major, from its TW_BLOCKS blocks (oldest after s->bhead, newest at it):
@@ -266,14 +277,7 @@ static void tw_features_finish(const tw_state_t *s, $out_params)
 {
     int32_t c;
 $sink_init    for (c = 0; c < TW_N_CHANNELS; c++) {
-$sink_local        int32_t b = (s->bhead + 1u == TW_BLOCKS) ? 0 : (int32_t)s->bhead + 1;
-        int32_t k;
-        const tw_block_t *a = &s->blocks[b][c];
-$combine_init        for (k = 1; k < TW_BLOCKS; k++) {
-            b = (b + 1 == TW_BLOCKS) ? 0 : b + 1;
-            a = &s->blocks[b][c];
-$combine        }
-$outputs$sink_step    }
+$sink_local$combine_blocks$outputs$sink_step    }
 }
 """
 
@@ -286,14 +290,7 @@ C_FINISH_CHANNEL = r"""
 TW_NO_INLINE void tw_features_finish(const tw_state_t *s, int32_t c, int64_t *f)
 {
     {
-        int32_t b = (s->bhead + 1u == TW_BLOCKS) ? 0 : (int32_t)s->bhead + 1;
-        int32_t k;
-        const tw_block_t *a = &s->blocks[b][c];
-$combine_init        for (k = 1; k < TW_BLOCKS; k++) {
-            b = (b + 1 == TW_BLOCKS) ? 0 : b + 1;
-            a = &s->blocks[b][c];
-$combine        }
-$outputs    }
+$combine_blocks$outputs    }
 }
 """
 
@@ -827,6 +824,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, sink: FeatureSink 
         return "".join("".join((x if x.startswith("#") else " " * indent + x) + "\n" for x in line.split("\n"))
                        for line in xs if line)
 
+    finish_template = (C_FINISH_CHANNEL if channel else C_FINISH_ALL).replace("$combine_blocks", C_COMBINE_BLOCKS)
     body = C_STREAM.substitute(
         pre=C_CRING_SHIFT.rstrip("\n") if ring_cross else "",
         start=Template(C_START_GROUPS).substitute(
@@ -836,7 +834,7 @@ def stream_c(op: Op, p: ProgramView, prefix: str, ring: bool, sink: FeatureSink 
         advance="" if ring else C_ADVANCE_GROUP,
         push=C_PUSH_RING if ring else C_PUSH_GROUP,
         ring_helpers="\n" + "\n\n".join(ring_helpers) + "\n" if ring_helpers else "",
-        finish=Template(C_FINISH_CHANNEL if channel else C_FINISH_ALL).substitute(
+        finish=Template(finish_template).substitute(
             names=", ".join(names), combine_init=block(cinit, 8), combine=block(comb, 12), outputs=block(outputs, 8),
             **subs).lstrip("\n"))
     n_blocks = p.window // g

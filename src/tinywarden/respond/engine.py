@@ -247,6 +247,18 @@ def dry_run_rebuild(spec: ActionSpec, critical: Critical) -> Actuator:
     return actuator_for(spec, critical, dry_run=True)
 
 
+def revert_in_place(act: Actuator) -> str | None:
+    """Revert ``act`` if the system shows it applied: ``None`` when it is not in place, else ``"done"`` or
+    ``"failed: <why>"`` (a failure to tell counts as a failed revert)."""
+    try:
+        if not act.is_applied():
+            return None
+        act.revert()
+        return "done"
+    except ActuatorError as exc:
+        return f"failed: {exc}"
+
+
 class ResponseEngine:
     """Runs a :class:`~tinywarden.respond.policy.Policy` against a stream of detector scores.
 
@@ -342,13 +354,9 @@ class ResponseEngine:
         for idx, act in enumerate(self.actuators):
             if critical_conflict(act, self.policy.critical) is not None:
                 continue
-            try:
-                if not act.is_applied():
-                    continue
-                act.revert()
-                status = "done"
-            except ActuatorError as exc:
-                status = f"failed: {exc}"
+            status = revert_in_place(act)
+            if status is None:
+                continue
             tier = min(tr for tr in range(1, m.N_TIERS + 1) if idx in self.tables.tier_actions[tr])
             if status != "done":
                 self._unreverted[idx] = (tier, t + self.state.skew + REVERT_RETRY_S, 2 * REVERT_RETRY_S)
